@@ -1,0 +1,100 @@
+"""The one error hierarchy of repp2p.
+
+Every error raised on purpose by repp2p derives from :class:`ReppError`. Errors that reject
+something received from outside (a record, an attestation) carry a *reason enum*: that enum,
+not the message text, is what feeds peer penalties, metrics and tests.
+
+Rules of this file: one class per thing that can go wrong with a resource, named for what
+happened to it; reasons are ``enum.Enum`` members whose values are stable wire/metric names.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ReppError(Exception):
+    """Root of every error repp2p raises on purpose."""
+
+
+class ConfigError(ReppError):
+    """A configuration file or value is invalid (the operator's fault, not a peer's)."""
+
+
+class KeyFileError(ReppError):
+    """A key file cannot be created, read or trusted (missing, malformed, too permissive)."""
+
+
+class RecordReason(enum.Enum):
+    """Why a signed record was rejected. Values are stable names used in metrics."""
+
+    OVERSIZE = "oversize"
+    MALFORMED = "malformed"
+    NON_CANONICAL = "non_canonical"
+    UNKNOWN_TYPE = "unknown_type"
+    UNKNOWN_FIELD = "unknown_field"
+    MISSING_FIELD = "missing_field"
+    BAD_FIELD = "bad_field"
+    BAD_SIGNER = "bad_signer"
+    BAD_SIGNATURE = "bad_signature"
+    EXPIRED = "expired"
+
+
+class RecordError(ReppError):
+    """A record failed to decode or validate.
+
+    Attributes:
+        reason: the :class:`RecordReason` (what feeds penalties and metrics).
+        detail: human-readable detail; never parsed.
+    """
+
+    def __init__(self, reason: RecordReason, detail: str = "") -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason.value}: {detail}" if detail else reason.value)
+
+
+class StoreError(ReppError):
+    """The record store failed (I/O, corruption) or was asked to store something unvalidated."""
+
+
+class AttestationReason(enum.Enum):
+    """Why TEE evidence or a node's attestation was rejected."""
+
+    BAD_SIGNATURE = "bad_signature"
+    BROKEN_CHAIN = "broken_chain"
+    UNTRUSTED_ROOT = "untrusted_root"
+    CERT_EXPIRED = "cert_expired"
+    CERT_NOT_YET_VALID = "cert_not_yet_valid"
+    REVOKED = "revoked"
+    DEBUG_ENCLAVE = "debug_enclave"
+    MEASUREMENT_NOT_ALLOWED = "measurement_not_allowed"
+    TCB_OUT_OF_DATE = "tcb_out_of_date"
+    STALE_EVIDENCE = "stale_evidence"
+    REPORT_DATA_MISMATCH = "report_data_mismatch"
+    MALFORMED = "malformed"
+    KIND_NOT_ALLOWED = "kind_not_allowed"
+    SIMULATED_NOT_ALLOWED = "simulated_not_allowed"
+    MISSING_COLLATERAL = "missing_collateral"
+
+
+class AttestationError(ReppError):
+    """TEE evidence did not verify, or verified but is refused by policy.
+
+    Attributes:
+        reason: the :class:`AttestationReason`.
+        detail: human-readable detail; never parsed.
+    """
+
+    def __init__(self, reason: AttestationReason, detail: str = "") -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason.value}: {detail}" if detail else reason.value)
+
+
+class NetworkError(ReppError):
+    """A network operation failed (dial, stream, protocol violation by a peer)."""
+
+
+class ProtocolError(NetworkError):
+    """A peer broke one of our wire protocols (bad framing, oversized frame, wrong message)."""
