@@ -1,0 +1,62 @@
+"""Signed records: the only things that cross the network (ARCHITECTURE section 2).
+
+Public API::
+
+    encode(record, signing_key) -> bytes
+    decode(data, *, now=None) -> SignedRecord   # raises RecordError(reason)
+
+Pure: no I/O, no clock (``now`` is an argument).
+"""
+
+from repp2p.records.codec import (
+    MAX_ENVELOPE_SIZE,
+    SignedRecord,
+    decode,
+    encode,
+    receipt_message,
+    sign,
+)
+from repp2p.records.peerid import is_peer_id, peer_id_from_public_key, public_key_from_peer_id
+from repp2p.records.replacement import Outcome, compare, slot_key, winner
+from repp2p.records.types import (
+    OUTCOMES,
+    RECORD_TYPES,
+    TEE_KINDS,
+    Attestation,
+    Claim,
+    EngineOffer,
+    Feedback,
+    Heartbeat,
+    NodeAd,
+    Receipt,
+    Record,
+    TaskOffer,
+)
+
+__all__ = [
+    "MAX_ENVELOPE_SIZE",
+    "OUTCOMES",
+    "RECORD_TYPES",
+    "TEE_KINDS",
+    "Attestation",
+    "Claim",
+    "EngineOffer",
+    "Feedback",
+    "Heartbeat",
+    "NodeAd",
+    "Outcome",
+    "Receipt",
+    "Record",
+    "SignedRecord",
+    "TaskOffer",
+    "compare",
+    "decode",
+    "encode",
+    "is_peer_id",
+    "peer_id_from_public_key",
+    "public_key_from_peer_id",
+    "receipt_message",
+    "sign",
+    "slot_key",
+    "winner",
+]

@@ -1,0 +1,227 @@
+"""Field specifications: the one place that says what a valid record field is.
+
+Each record field declares a :class:`Spec` in its dataclass metadata. A spec converts between
+the Python value held by the frozen dataclass and the CBOR value on the wire, and validates
+both ways, so a record that exists in memory is always encodable and a decoded record is
+always valid. Specs raise :class:`FieldError`; the codec turns that into a ``RecordError``.
+
+Rules of this file: no floats anywhere on the wire (prices, scores and ratios are integers in
+stated units), integers are unsigned with explicit bounds, every text and byte string and
+every array has a maximum size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import re
+from collections.abc import Callable
+from typing import Any
+
+from repp2p.records.peerid import public_key_from_peer_id
+
+UINT64_MAX = 2**64 - 1
+
+
+class FieldError(ValueError):
+    """A field value is out of its spec (internal: the codec maps it to RecordError)."""
+
+
+class Spec:
+    """Validation and wire conversion for one field."""
+
+    def check(self, value: Any) -> Any:
+        """Validate a Python value; return it (possibly normalised)."""
+        raise NotImplementedError
+
+    def to_wire(self, value: Any) -> Any:
+        return value
+
+    def from_wire(self, obj: Any) -> Any:
+        return self.check(obj)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class UInt(Spec):
+    """An unsigned integer in ``[minimum, maximum]`` (bool is not an integer here)."""
+
+    minimum: int = 0
+    maximum: int = UINT64_MAX
+
+    def check(self, value: Any) -> int:
+        if type(value) is not int:
+            raise FieldError(f"expected an integer, got {type(value).__name__}")
+        if not self.minimum <= value <= self.maximum:
+            raise FieldError(f"{value} outside [{self.minimum}, {self.maximum}]")
+        return value
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Text(Spec):
+    """A text string of at most ``max_len`` characters, optionally matching ``pattern``."""
+
+    max_len: int
+    pattern: str | None = None
+
+    def check(self, value: Any) -> str:
+        if type(value) is not str:
+            raise FieldError(f"expected text, got {type(value).__name__}")
+        if len(value) > self.max_len:
+            raise FieldError(f"text longer than {self.max_len}")
+        if self.pattern is not None and re.fullmatch(self.pattern, value) is None:
+            raise FieldError(f"text {value[:40]!r} does not match {self.pattern}")
+        return value
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Blob(Spec):
+    """A byte string of exactly ``size`` bytes, or of at most ``max_size`` bytes."""
+
+    size: int | None = None
+    max_size: int | None = None
+
+    def check(self, value: Any) -> bytes:
+        if type(value) is not bytes:
+            raise FieldError(f"expected bytes, got {type(value).__name__}")
+        if self.size is not None and len(value) != self.size:
+            raise FieldError(f"expected {self.size} bytes, got {len(value)}")
+        if self.max_size is not None and len(value) > self.max_size:
+            raise FieldError(f"more than {self.max_size} bytes")
+        return value
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Choice(Spec):
+    """One of a fixed set of text values."""
+
+    values: frozenset[str]
+
+    def check(self, value: Any) -> str:
+        if type(value) is not str or value not in self.values:
+            raise FieldError(f"{value!r} is not one of {sorted(self.values)}")
+        return value
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PeerIdText(Spec):
+    """A canonical Ed25519 libp2p peer ID string ("12D3KooW...")."""
+
+    def check(self, value: Any) -> str:
+        if type(value) is not str:
+            raise FieldError("expected a peer ID string")
+        try:
+            public_key_from_peer_id(value)
+        except ValueError as exc:
+            raise FieldError(str(exc)) from None
+        return value
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ArrayOf(Spec):
+    """A tuple (a CBOR array on the wire) of at most ``max_items`` items of ``item``.
+
+    ``unique_sorted`` demands strictly increasing items, so a set has one spelling.
+    """
+
+    item: Spec
+    max_items: int
+    unique_sorted: bool = False
+
+    def check(self, value: Any) -> tuple[Any, ...]:
+        if type(value) is not tuple:
+            raise FieldError(f"expected a tuple, got {type(value).__name__}")
+        return self._items(value, self.item.check)
+
+    def to_wire(self, value: tuple[Any, ...]) -> list[Any]:
+        return [self.item.to_wire(v) for v in value]
+
+    def from_wire(self, obj: Any) -> tuple[Any, ...]:
+        if type(obj) is not list:
+            raise FieldError(f"expected an array, got {type(obj).__name__}")
+        return self._items(obj, self.item.from_wire)
+
+    def _items(self, seq: Any, convert: Callable[[Any], Any]) -> tuple[Any, ...]:
+        if len(seq) > self.max_items:
+            raise FieldError(f"more than {self.max_items} items")
+        items = tuple(convert(v) for v in seq)
+        if self.unique_sorted and any(a >= b for a, b in itertools.pairwise(items)):
+            raise FieldError("items must be unique and sorted")
+        return items
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Nested(Spec):
+    """A nested frozen dataclass whose fields carry specs (a CBOR map on the wire)."""
+
+    cls: type
+
+    def check(self, value: Any) -> Any:
+        if type(value) is not self.cls:
+            raise FieldError(f"expected {self.cls.__name__}")
+        return value
+
+    def to_wire(self, value: Any) -> dict[str, Any]:
+        return to_wire_map(value)
+
+    def from_wire(self, obj: Any) -> Any:
+        return from_wire_map(self.cls, obj)
+
+
+def spec_field(spec: Spec, **kwargs: Any) -> Any:
+    """Declare a dataclass field validated by ``spec``."""
+    return dataclasses.field(metadata={"spec": spec}, **kwargs)
+
+
+def field_specs(cls: type) -> dict[str, Spec]:
+    """The ``{name: spec}`` table of a spec'd dataclass (cached on the class)."""
+    cached = cls.__dict__.get("_repp2p_specs")
+    if cached is None:
+        cached = {f.name: f.metadata["spec"] for f in dataclasses.fields(cls)}
+        cls._repp2p_specs = cached  # type: ignore[attr-defined]
+    return cached
+
+
+def validate_fields(obj: Any) -> None:
+    """Validate every field of a spec'd dataclass instance (called from ``__post_init__``)."""
+    for name, spec in field_specs(type(obj)).items():
+        value = getattr(obj, name)
+        try:
+            spec.check(value)
+        except FieldError as exc:
+            raise FieldError(f"{type(obj).__name__}.{name}: {exc}") from None
+
+
+def to_wire_map(obj: Any) -> dict[str, Any]:
+    """The CBOR-ready map of a spec'd dataclass instance."""
+    return {name: spec.to_wire(getattr(obj, name)) for name, spec in field_specs(type(obj)).items()}
+
+
+class UnknownFieldError(FieldError):
+    """The map has a key the type does not define."""
+
+
+class MissingFieldError(FieldError):
+    """The map lacks a key the type requires."""
+
+
+def from_wire_map(cls: type, obj: Any) -> Any:
+    """Build a validated instance of ``cls`` from a decoded CBOR map, without re-validating."""
+    if type(obj) is not dict:
+        raise FieldError(f"{cls.__name__}: expected a map")
+    specs = field_specs(cls)
+    if len(obj) != len(specs) or obj.keys() != specs.keys():
+        unknown = sorted(str(k) for k in obj if k not in specs)
+        if unknown:
+            raise UnknownFieldError(f"{cls.__name__}: unknown field(s) {unknown}")
+        missing = sorted(k for k in specs if k not in obj)
+        raise MissingFieldError(f"{cls.__name__}: missing field(s) {missing}")
+    instance = object.__new__(cls)
+    for name, spec in specs.items():
+        try:
+            value = spec.from_wire(obj[name])
+        except (UnknownFieldError, MissingFieldError):
+            raise
+        except FieldError as exc:
+            raise FieldError(f"{cls.__name__}.{name}: {exc}") from None
+        object.__setattr__(instance, name, value)
+    return instance

@@ -1,0 +1,257 @@
+"""The record types of ARCHITECTURE section 2, in one registry.
+
+Every type is a frozen dataclass whose fields carry a :mod:`~repp2p.records.schema` spec and
+which declares:
+
+* ``TYPE``: the wire type tag (signed, part of the signature's domain separation);
+* ``MAX_SIZE``: the largest encoded envelope accepted for the type, in bytes;
+* ``slot()``: the replacement key within one signer and type. Records with the same
+  ``(signer, TYPE, slot)`` replace each other by ``seq``; different slots coexist (one
+  heartbeat per epoch, one offer per task, one feedback per task and node...).
+
+Every type has ``seq`` (replacement order within a slot) and ``expires`` (unix seconds after
+which the record is dropped). Units are in the field names or comments; there are no floats.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+from repp2p.errors import RecordError, RecordReason
+from repp2p.records.schema import (
+    ArrayOf,
+    Blob,
+    Choice,
+    FieldError,
+    Nested,
+    PeerIdText,
+    Text,
+    UInt,
+    spec_field,
+    validate_fields,
+)
+
+#: TEE kinds a node may advertise and a task may require. ``simulated`` is development only.
+TEE_KINDS = frozenset({"simulated", "nitro", "sev-snp", "dcap", "nvidia"})
+#: Feedback outcomes.
+OUTCOMES = frozenset({"ok", "wrong", "timeout", "bad_proof"})
+
+ENGINE_ID_PATTERN = r"[a-z0-9][a-z0-9._-]{0,63}"
+_u32 = UInt(maximum=2**32 - 1)
+_u64 = UInt()
+_digest = Blob(size=32)
+_key32 = Blob(size=32)
+
+
+class Record:
+    """Base of all record types (behaviour only; fields live on the dataclasses)."""
+
+    TYPE: ClassVar[str]
+    MAX_SIZE: ClassVar[int]
+    seq: int
+    expires: int
+
+    def __post_init__(self) -> None:
+        try:
+            validate_fields(self)
+        except FieldError as exc:
+            raise RecordError(RecordReason.BAD_FIELD, str(exc)) from None
+
+    def slot(self) -> bytes:
+        """Replacement key within ``(signer, TYPE)``; see the module docstring."""
+        return b""
+
+    def epoch_of(self) -> int | None:
+        """The epoch the record belongs to, when it names one (used for store queries)."""
+        return getattr(self, "epoch", None)
+
+
+def _seq() -> object:
+    return spec_field(_u64)
+
+
+def _expires() -> object:
+    return spec_field(_u64)
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineOffer:
+    """One engine a node serves: its id and the measurement of the code it runs."""
+
+    engine_id: str = spec_field(Text(64, ENGINE_ID_PATTERN))
+    measurement: bytes = spec_field(_digest)
+
+    def __post_init__(self) -> None:
+        try:
+            validate_fields(self)
+        except FieldError as exc:
+            raise RecordError(RecordReason.BAD_FIELD, str(exc)) from None
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeAd(Record):
+    """A node's advertisement: where to reach it and what it sells.
+
+    ``price`` is in micro-REP per task; ``capacity`` is the number of tasks it runs at once;
+    ``throughput`` the tasks per epoch it claims to sustain (reputation checks it).
+    """
+
+    TYPE: ClassVar[str] = "NodeAd"
+    MAX_SIZE: ClassVar[int] = 16 * 1024
+
+    addrs: tuple[str, ...] = spec_field(ArrayOf(Text(256, r"/[\x21-\x7e]+"), 16))
+    engines: tuple[EngineOffer, ...] = spec_field(ArrayOf(Nested(EngineOffer), 64))
+    tee_kind: str = spec_field(Choice(TEE_KINDS))
+    price: int = spec_field(_u64)
+    capacity: int = spec_field(UInt(1, 65535))
+    throughput: int = spec_field(_u32)
+    seq: int = _seq()
+    expires: int = _expires()
+
+
+@dataclasses.dataclass(frozen=True)
+class Attestation(Record):
+    """A node's TEE evidence with the enclave keys bound into its report data.
+
+    ``enc_key`` is the enclave's X25519 key for sealed inputs, ``result_key`` its Ed25519 key
+    for signing receipts; ``epoch`` and ``nonce`` make the binding fresh. ``collateral``
+    carries what the verifier needs beside the evidence (DCAP collateral, certificate chains)
+    and ``gpu_evidence`` an optional GPU report bound to this CPU evidence.
+    """
+
+    TYPE: ClassVar[str] = "Attestation"
+    MAX_SIZE: ClassVar[int] = 320 * 1024
+
+    tee_kind: str = spec_field(Choice(TEE_KINDS))
+    evidence: bytes = spec_field(Blob(max_size=64 * 1024))
+    collateral: bytes = spec_field(Blob(max_size=192 * 1024))
+    gpu_evidence: bytes = spec_field(Blob(max_size=48 * 1024))
+    enc_key: bytes = spec_field(_key32)
+    result_key: bytes = spec_field(_key32)
+    epoch: int = spec_field(_u64)
+    nonce: bytes = spec_field(_digest)
+    seq: int = _seq()
+    expires: int = _expires()
+
+
+@dataclasses.dataclass(frozen=True)
+class Heartbeat(Record):
+    """Liveness for one epoch: ``load`` = tasks running now, ``tasks_done`` = cumulative."""
+
+    TYPE: ClassVar[str] = "Heartbeat"
+    MAX_SIZE: ClassVar[int] = 1024
+
+    epoch: int = spec_field(_u64)
+    load: int = spec_field(_u32)
+    tasks_done: int = spec_field(_u64)
+    seq: int = _seq()
+    expires: int = _expires()
+
+    def slot(self) -> bytes:
+        return self.epoch.to_bytes(8, "big")
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskOffer(Record):
+    """A client's task: what to run, under which requirements, and where results go.
+
+    ``epoch`` names the view and beacon matching uses; ``tee_kinds`` empty means any kind;
+    ``min_reputation`` is in permille (0-1000); ``max_price`` in micro-REP; ``deadline_ms``
+    in unix milliseconds; ``result_key`` is the client's X25519 key for the encrypted output.
+    """
+
+    TYPE: ClassVar[str] = "TaskOffer"
+    MAX_SIZE: ClassVar[int] = 4 * 1024
+
+    task_id: bytes = spec_field(_digest)
+    engine_id: str = spec_field(Text(64, ENGINE_ID_PATTERN))
+    epoch: int = spec_field(_u64)
+    tee_kinds: tuple[str, ...] = spec_field(ArrayOf(Choice(TEE_KINDS), 8, unique_sorted=True))
+    min_reputation: int = spec_field(UInt(0, 1000))
+    max_price: int = spec_field(_u64)
+    redundancy: int = spec_field(UInt(1, 16))
+    deadline_ms: int = spec_field(_u64)
+    input_digest: bytes = spec_field(_digest)
+    input_size: int = spec_field(UInt(0, 2**32))
+    result_key: bytes = spec_field(_key32)
+    seq: int = _seq()
+    expires: int = _expires()
+
+    def slot(self) -> bytes:
+        return self.task_id
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim(Record):
+    """ "I take task ``task_id`` as ``rank``" (0 = best), matched on the view ``view_digest``."""
+
+    TYPE: ClassVar[str] = "Claim"
+    MAX_SIZE: ClassVar[int] = 1024
+
+    task_id: bytes = spec_field(_digest)
+    offer_id: bytes = spec_field(_digest)
+    rank: int = spec_field(UInt(0, 255))
+    epoch: int = spec_field(_u64)
+    view_digest: bytes = spec_field(_digest)
+    seq: int = _seq()
+    expires: int = _expires()
+
+    def slot(self) -> bytes:
+        return self.task_id
+
+
+@dataclasses.dataclass(frozen=True)
+class Receipt(Record):
+    """Proof of execution, signed inside the enclave with its attested ``result_key``.
+
+    ``enclave_sig`` is an Ed25519 signature by ``result_key`` over :func:`receipt_message`;
+    the node wraps the whole receipt in its own record signature.
+    """
+
+    TYPE: ClassVar[str] = "Receipt"
+    MAX_SIZE: ClassVar[int] = 2 * 1024
+
+    task_id: bytes = spec_field(_digest)
+    offer_id: bytes = spec_field(_digest)
+    engine_id: str = spec_field(Text(64, ENGINE_ID_PATTERN))
+    measurement: bytes = spec_field(_digest)
+    input_digest: bytes = spec_field(_digest)
+    output_digest: bytes = spec_field(_digest)
+    started_ms: int = spec_field(_u64)
+    finished_ms: int = spec_field(_u64)
+    result_key: bytes = spec_field(_key32)
+    enclave_sig: bytes = spec_field(Blob(size=64))
+    seq: int = _seq()
+    expires: int = _expires()
+
+    def slot(self) -> bytes:
+        return self.task_id
+
+
+@dataclasses.dataclass(frozen=True)
+class Feedback(Record):
+    """A client's verdict on a node's work on one of its tasks.
+
+    ``latency_ms`` from offer to verified result; ``rating`` 0-100.
+    """
+
+    TYPE: ClassVar[str] = "Feedback"
+    MAX_SIZE: ClassVar[int] = 1024
+
+    task_id: bytes = spec_field(_digest)
+    node: str = spec_field(PeerIdText())
+    outcome: str = spec_field(Choice(OUTCOMES))
+    latency_ms: int = spec_field(_u32)
+    rating: int = spec_field(UInt(0, 100))
+    seq: int = _seq()
+    expires: int = _expires()
+
+    def slot(self) -> bytes:
+        return self.task_id + self.node.encode("ascii")
+
+
+#: The registry: wire type tag -> record class. The only place a type is made known.
+RECORD_TYPES: dict[str, type[Record]] = {
+    cls.TYPE: cls for cls in (NodeAd, Attestation, Heartbeat, TaskOffer, Claim, Receipt, Feedback)
+}
