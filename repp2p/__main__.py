@@ -1,0 +1,5 @@
+import sys
+
+from repp2p.cli import main
+
+sys.exit(main())

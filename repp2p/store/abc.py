@@ -1,0 +1,75 @@
+"""The record store interface (``RecordStoreAPI``).
+
+A store holds accepted records only, applies the replacement rules of
+:mod:`repp2p.records.replacement`, and keeps equivocation evidence. Implementations: SQLite
+(:mod:`repp2p.store.sqlite`) for nodes; the simulator keeps its own in-memory state.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable
+
+from repp2p.records import Outcome, SignedRecord
+
+
+class RecordStoreAPI(abc.ABC):
+    """Persistent set of accepted signed records."""
+
+    @abc.abstractmethod
+    def put(self, signed: SignedRecord, *, now: int) -> Outcome:
+        """Store one decoded record, applying the replacement rules atomically.
+
+        Raises:
+            StoreError: ``signed`` is not a decoded record, or the database failed.
+            RecordError: (EXPIRED) the record expired at ``now``.
+        """
+
+    @abc.abstractmethod
+    def put_many(self, records: Iterable[SignedRecord], *, now: int) -> list[Outcome]:
+        """Store several records in one transaction; same rules as :meth:`put`."""
+
+    @abc.abstractmethod
+    def ingest(self, data: bytes, *, now: int) -> tuple[SignedRecord, Outcome]:
+        """Decode, verify and store raw envelope bytes (raises RecordError if invalid)."""
+
+    @abc.abstractmethod
+    def get(self, record_id: bytes) -> SignedRecord | None:
+        """The stored record with this ID, or None."""
+
+    @abc.abstractmethod
+    def query(
+        self,
+        *,
+        type: str | None = None,
+        signer: str | None = None,
+        epoch: int | None = None,
+        limit: int | None = None,
+    ) -> list[SignedRecord]:
+        """Current records matching every given filter, ordered by record ID."""
+
+    @abc.abstractmethod
+    def page(self, after: bytes, limit: int) -> list[SignedRecord]:
+        """Up to ``limit`` current records with record ID > ``after`` (for sync)."""
+
+    @abc.abstractmethod
+    def equivocations(self) -> list[tuple[SignedRecord, SignedRecord]]:
+        """Pairs of conflicting records (same signer, type, slot and seq) kept as evidence."""
+
+    @abc.abstractmethod
+    def purge_expired(self, *, now: int) -> int:
+        """Drop records expired at ``now`` (never evidence); returns how many."""
+
+    @abc.abstractmethod
+    def count(self, type: str | None = None) -> int:
+        """Number of current records (of one type if given)."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Close the store; further calls fail."""
+
+    def __enter__(self) -> RecordStoreAPI:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

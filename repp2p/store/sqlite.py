@@ -1,0 +1,246 @@
+"""SQLite record store (WAL mode).
+
+Why these choices:
+
+* WAL + ``synchronous=FULL`` by default: a committed record survives a process kill and a
+  power cut; ``NORMAL`` (survives a kill, may lose the last commits on power loss) is offered
+  for simulations and benchmarks.
+* One transaction per :meth:`put` / :meth:`put_many`, ``BEGIN IMMEDIATE`` so the read of the
+  slot's current record and the write are atomic.
+* Unsigned 64-bit integers (``seq``, ``epoch``, ``expires``) are stored as 8-byte big-endian
+  blobs: SQLite integers are signed, and blob order (memcmp) equals unsigned order.
+* Records read back are decoded and verified again: the database file is input too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from repp2p.errors import RecordError, RecordReason, StoreError
+from repp2p.records import Outcome, SignedRecord, compare, decode, winner
+from repp2p.store.abc import RecordStoreAPI
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS records (
+    record_id   BLOB PRIMARY KEY,
+    type        TEXT NOT NULL,
+    signer      TEXT NOT NULL,
+    slot        BLOB NOT NULL,
+    seq         BLOB NOT NULL,
+    epoch       BLOB,
+    expires     BLOB NOT NULL,
+    received_at INTEGER NOT NULL,
+    data        BLOB NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS records_slot ON records (signer, type, slot);
+CREATE INDEX IF NOT EXISTS records_type_epoch ON records (type, epoch);
+CREATE INDEX IF NOT EXISTS records_expires ON records (expires);
+CREATE TABLE IF NOT EXISTS evidence (
+    a_id        BLOB NOT NULL,
+    b_id        BLOB NOT NULL,
+    type        TEXT NOT NULL,
+    signer      TEXT NOT NULL,
+    a_data      BLOB NOT NULL,
+    b_data      BLOB NOT NULL,
+    detected_at INTEGER NOT NULL,
+    PRIMARY KEY (a_id, b_id)
+);
+"""
+
+
+def _u64(value: int) -> bytes:
+    return value.to_bytes(8, "big")
+
+
+class SqliteRecordStore(RecordStoreAPI):
+    """A :class:`RecordStoreAPI` over one SQLite database file.
+
+    Not thread-safe: use it from one thread (the node's trio thread).
+
+    Args:
+        path: database file (created with its folder when missing), or ``":memory:"``.
+        synchronous: ``"FULL"`` (default, durable against power loss) or ``"NORMAL"``.
+
+    Raises:
+        StoreError: the file is not a repp2p database, is corrupt, or is from a newer version.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, synchronous: str = "FULL") -> None:
+        if synchronous not in ("FULL", "NORMAL"):
+            raise StoreError(f"synchronous must be FULL or NORMAL, not {synchronous!r}")
+        self.path = str(path)
+        try:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={synchronous}")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            # executescript commits on its own; every statement is idempotent.
+            self._db.executescript(_SCHEMA)
+            with self._transaction():
+                self._check_version()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot open record store {self.path}: {exc}") from None
+
+    # -- internals ---------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        else:
+            self._db.execute("COMMIT")
+
+    def _check_version(self) -> None:
+        row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        if row is None:
+            self._db.execute(
+                "INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+            )
+        elif row[0] != str(SCHEMA_VERSION):
+            raise StoreError(
+                f"record store {self.path} has schema {row[0]}, this repp2p reads "
+                f"{SCHEMA_VERSION}: upgrade repp2p or restore a matching backup"
+            )
+
+    def _load(self, data: bytes) -> SignedRecord:
+        try:
+            return decode(data)
+        except RecordError as exc:
+            raise StoreError(f"record store {self.path} holds an invalid record: {exc}") from None
+
+    def _current(self, signed: SignedRecord) -> SignedRecord | None:
+        row = self._db.execute(
+            "SELECT data FROM records WHERE signer=? AND type=? AND slot=?",
+            (signed.signer, signed.type, signed.record.slot()),
+        ).fetchone()
+        return None if row is None else self._load(row[0])
+
+    def _insert(self, signed: SignedRecord, now: int) -> None:
+        record = signed.record
+        epoch = record.epoch_of()
+        self._db.execute(
+            "INSERT INTO records VALUES (?,?,?,?,?,?,?,?,?)",
+            (
+                signed.record_id,
+                signed.type,
+                signed.signer,
+                record.slot(),
+                _u64(record.seq),
+                None if epoch is None else _u64(epoch),
+                _u64(record.expires),
+                now,
+                signed.data,
+            ),
+        )
+
+    def _put_one(self, signed: SignedRecord, now: int) -> Outcome:
+        if not isinstance(signed, SignedRecord):
+            raise StoreError("the store accepts only decoded SignedRecord objects")
+        if signed.record.expires <= now:
+            raise RecordError(RecordReason.EXPIRED, f"{signed.type} expired")
+        current = self._current(signed)
+        outcome = compare(current, signed)
+        if outcome is Outcome.NEW:
+            self._insert(signed, now)
+        elif outcome is Outcome.REPLACED:
+            assert current is not None
+            self._db.execute("DELETE FROM records WHERE record_id=?", (current.record_id,))
+            self._insert(signed, now)
+        elif outcome is Outcome.EQUIVOCATION:
+            assert current is not None
+            a, b = sorted((current, signed), key=lambda s: s.record_id)
+            self._db.execute(
+                "INSERT OR IGNORE INTO evidence VALUES (?,?,?,?,?,?,?)",
+                (a.record_id, b.record_id, a.type, a.signer, a.data, b.data, now),
+            )
+            if winner(current, signed) is signed:
+                self._db.execute("DELETE FROM records WHERE record_id=?", (current.record_id,))
+                self._insert(signed, now)
+        return outcome
+
+    # -- RecordStoreAPI ----------------------------------------------------------------
+
+    def put(self, signed: SignedRecord, *, now: int) -> Outcome:
+        return self.put_many([signed], now=now)[0]
+
+    def put_many(self, records: Iterable[SignedRecord], *, now: int) -> list[Outcome]:
+        try:
+            with self._transaction():
+                return [self._put_one(signed, now) for signed in records]
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"record store {self.path}: {exc}") from None
+
+    def ingest(self, data: bytes, *, now: int) -> tuple[SignedRecord, Outcome]:
+        signed = decode(data, now=now)
+        return signed, self.put(signed, now=now)
+
+    def get(self, record_id: bytes) -> SignedRecord | None:
+        row = self._db.execute(
+            "SELECT data FROM records WHERE record_id=?", (record_id,)
+        ).fetchone()
+        return None if row is None else self._load(row[0])
+
+    def query(
+        self,
+        *,
+        type: str | None = None,
+        signer: str | None = None,
+        epoch: int | None = None,
+        limit: int | None = None,
+    ) -> list[SignedRecord]:
+        clauses, params = [], []
+        for column, value in (("type", type), ("signer", signer)):
+            if value is not None:
+                clauses.append(f"{column}=?")
+                params.append(value)
+        if epoch is not None:
+            clauses.append("epoch=?")
+            params.append(_u64(epoch))
+        sql = "SELECT data FROM records"
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        sql += " ORDER BY record_id"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [self._load(row[0]) for row in self._db.execute(sql, params)]
+
+    def page(self, after: bytes, limit: int) -> list[SignedRecord]:
+        rows = self._db.execute(
+            "SELECT data FROM records WHERE record_id > ? ORDER BY record_id LIMIT ?",
+            (after, int(limit)),
+        )
+        return [self._load(row[0]) for row in rows]
+
+    def equivocations(self) -> list[tuple[SignedRecord, SignedRecord]]:
+        rows = self._db.execute("SELECT a_data, b_data FROM evidence ORDER BY a_id, b_id")
+        return [(self._load(a), self._load(b)) for a, b in rows]
+
+    def purge_expired(self, *, now: int) -> int:
+        with self._transaction():
+            cursor = self._db.execute("DELETE FROM records WHERE expires <= ?", (_u64(now),))
+        return cursor.rowcount
+
+    def count(self, type: str | None = None) -> int:
+        if type is None:
+            return self._db.execute("SELECT count(*) FROM records").fetchone()[0]
+        return self._db.execute("SELECT count(*) FROM records WHERE type=?", (type,)).fetchone()[0]
+
+    def integrity_ok(self) -> bool:
+        """True when SQLite's integrity check finds nothing wrong."""
+        return self._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+    def close(self) -> None:
+        self._db.close()

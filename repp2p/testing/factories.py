@@ -1,0 +1,107 @@
+"""Deterministic identities and ready-made valid records for tests and examples."""
+
+from __future__ import annotations
+
+import hashlib
+
+from repp2p.identity import Identity
+from repp2p.records import (
+    Attestation,
+    Claim,
+    EngineOffer,
+    Feedback,
+    Heartbeat,
+    NodeAd,
+    Receipt,
+    Record,
+    TaskOffer,
+)
+
+FAR_FUTURE = 4_000_000_000  # unix seconds, year 2096
+
+
+def identity(name: str) -> Identity:
+    """A stable identity derived from a name ("alice", "bob", "node-17"...)."""
+    return Identity.from_seed(hashlib.sha256(b"repp2p-test-identity/" + name.encode()).digest())
+
+
+def digest(label: str) -> bytes:
+    """A stable 32-byte digest for a label."""
+    return hashlib.sha256(label.encode()).digest()
+
+
+def sample_records(seq: int = 1, expires: int = FAR_FUTURE) -> list[Record]:
+    """One valid record of every registered type."""
+    node = identity("node")
+    return [
+        NodeAd(
+            addrs=("/ip4/127.0.0.1/tcp/4001", "/ip4/127.0.0.1/udp/4001/quic-v1"),
+            engines=(EngineOffer("echo", digest("echo")), EngineOffer("sentiment", digest("s"))),
+            tee_kind="simulated",
+            price=1_000,
+            capacity=4,
+            throughput=600,
+            seq=seq,
+            expires=expires,
+        ),
+        Attestation(
+            tee_kind="simulated",
+            evidence=b"evidence" * 8,
+            collateral=b"",
+            gpu_evidence=b"",
+            enc_key=digest("enc"),
+            result_key=digest("res"),
+            epoch=7,
+            nonce=digest("nonce"),
+            seq=seq,
+            expires=expires,
+        ),
+        Heartbeat(epoch=7, load=1, tasks_done=42, seq=seq, expires=expires),
+        TaskOffer(
+            task_id=digest("task"),
+            engine_id="echo",
+            epoch=7,
+            tee_kinds=("nitro", "simulated"),
+            min_reputation=300,
+            max_price=5_000,
+            redundancy=2,
+            deadline_ms=FAR_FUTURE * 1000,
+            input_digest=digest("input"),
+            input_size=11,
+            result_key=digest("client-key"),
+            seq=seq,
+            expires=expires,
+        ),
+        Claim(
+            task_id=digest("task"),
+            offer_id=digest("offer"),
+            rank=0,
+            epoch=7,
+            view_digest=digest("view"),
+            seq=seq,
+            expires=expires,
+        ),
+        Receipt(
+            task_id=digest("task"),
+            offer_id=digest("offer"),
+            engine_id="echo",
+            measurement=digest("echo"),
+            input_digest=digest("input"),
+            output_digest=digest("output"),
+            started_ms=1_000,
+            finished_ms=1_012,
+            result_key=digest("res"),
+            enclave_sig=bytes(64),
+            seq=seq,
+            expires=expires,
+        ),
+        Feedback(
+            task_id=digest("task"),
+            node=node.peer_id,
+            outcome="ok",
+            latency_ms=12,
+            rating=90,
+            seq=seq,
+            expires=expires,
+        ),
+    ]

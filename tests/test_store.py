@@ -1,0 +1,208 @@
+"""Record store: replacement rules, evidence, queries, durability under SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import trio
+
+from repp2p.errors import RecordError, RecordReason, StoreError
+from repp2p.records import Heartbeat, Outcome, decode, encode, sign
+from repp2p.store import SqliteRecordStore
+from repp2p.testing import factories
+
+ALICE = factories.identity("alice")
+BOB = factories.identity("bob")
+NOW = 1_700_000_000
+
+
+def hb(key, *, epoch=1, load=0, seq=1, expires=NOW + 600):
+    return sign(Heartbeat(epoch=epoch, load=load, tasks_done=0, seq=seq, expires=expires), key)
+
+
+@pytest.fixture
+def store(tmp_path):
+    with SqliteRecordStore(tmp_path / "records.db") as s:
+        yield s
+
+
+def test_replacement_rules(store):
+    first = hb(ALICE, seq=1)
+    assert store.put(first, now=NOW) is Outcome.NEW
+    assert store.put(first, now=NOW) is Outcome.DUPLICATE
+    newer = hb(ALICE, seq=2, load=3)
+    assert store.put(newer, now=NOW) is Outcome.REPLACED
+    assert store.put(first, now=NOW) is Outcome.STALE  # a replay of the old one
+    assert store.query(type="Heartbeat") == [newer]
+    assert store.get(first.record_id) is None
+    # Different slots coexist: another epoch, another signer.
+    assert store.put(hb(ALICE, epoch=2), now=NOW) is Outcome.NEW
+    assert store.put(hb(BOB, epoch=1), now=NOW) is Outcome.NEW
+    assert store.count() == 3
+
+
+def test_equivocation_keeps_evidence_and_converges(tmp_path):
+    a, b = hb(ALICE, seq=5, load=1), hb(ALICE, seq=5, load=2)
+    with (
+        SqliteRecordStore(tmp_path / "one.db") as one,
+        SqliteRecordStore(tmp_path / "two.db") as two,
+    ):
+        assert one.put(a, now=NOW) is Outcome.NEW
+        assert one.put(b, now=NOW) is Outcome.EQUIVOCATION
+        assert two.put(b, now=NOW) is Outcome.NEW
+        assert two.put(a, now=NOW) is Outcome.EQUIVOCATION
+        # Both peers hold the same current record whatever the arrival order...
+        assert one.query() == two.query()
+        # ...and the same evidence pair.
+        (pair_one,) = one.equivocations()
+        (pair_two,) = two.equivocations()
+        assert {s.record_id for s in pair_one} == {a.record_id, b.record_id}
+        assert pair_one == pair_two
+
+
+def test_queries_by_type_signer_and_epoch(store):
+    records = [hb(ALICE, epoch=e) for e in range(3)] + [hb(BOB, epoch=1)]
+    records += [sign(r, ALICE) for r in factories.sample_records() if r.TYPE == "NodeAd"]
+    assert store.put_many(records, now=NOW) == [Outcome.NEW] * 5
+    assert len(store.query(type="Heartbeat")) == 4
+    assert len(store.query(signer=ALICE.peer_id)) == 4
+    assert {s.signer for s in store.query(type="Heartbeat", epoch=1)} == {
+        ALICE.peer_id,
+        BOB.peer_id,
+    }
+    assert len(store.query(type="Heartbeat", signer=BOB.peer_id, epoch=2)) == 0
+    assert len(store.query(limit=2)) == 2
+    ids = [s.record_id for s in store.query()]
+    assert ids == sorted(ids)
+    # Paging walks everything exactly once.
+    walked, after = [], b""
+    while page := store.page(after, 2):
+        walked += [s.record_id for s in page]
+        after = page[-1].record_id
+    assert walked == ids
+
+
+def test_expired_records_are_refused_and_purged(store):
+    with pytest.raises(RecordError) as info:
+        store.put(hb(ALICE, expires=NOW), now=NOW)
+    assert info.value.reason is RecordReason.EXPIRED
+    store.put(hb(ALICE, epoch=1, expires=NOW + 10), now=NOW)
+    store.put(hb(ALICE, epoch=2, expires=NOW + 100), now=NOW)
+    assert store.purge_expired(now=NOW + 50) == 1
+    assert [s.record.epoch for s in store.query()] == [2]
+
+
+def test_only_decoded_records_are_accepted(store):
+    with pytest.raises(StoreError):
+        store.put(encode(hb(ALICE).record, ALICE), now=NOW)  # raw bytes, not a SignedRecord
+    data = encode(hb(ALICE).record, ALICE)
+    signed, outcome = store.ingest(data, now=NOW)
+    assert outcome is Outcome.NEW and signed.data == data
+    with pytest.raises(RecordError):
+        store.ingest(data[:-1] + bytes([data[-1] ^ 1]), now=NOW)
+    assert store.count() == 1  # a rejected record costs nothing already stored
+
+
+def test_failed_batch_stores_nothing(store):
+    good = hb(ALICE, epoch=1)
+    expired = hb(ALICE, epoch=2, expires=NOW - 1)
+    with pytest.raises(RecordError):
+        store.put_many([good, expired], now=NOW)
+    assert store.count() == 0
+
+
+def test_reopen_keeps_records(tmp_path):
+    path = tmp_path / "records.db"
+    with SqliteRecordStore(path) as s:
+        s.put(hb(ALICE), now=NOW)
+    with SqliteRecordStore(path) as s:
+        assert s.count() == 1
+
+
+def test_tampered_database_row_is_reported_not_served(tmp_path):
+    path = tmp_path / "records.db"
+    record = hb(ALICE)
+    with SqliteRecordStore(path) as s:
+        s.put(record, now=NOW)
+    forged = bytearray(record.data)
+    forged[-1] ^= 1
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE records SET data=?", (bytes(forged),))
+    with SqliteRecordStore(path) as s, pytest.raises(StoreError, match="invalid record"):
+        s.query()
+
+
+def test_garbage_file_and_newer_schema_are_clear_errors(tmp_path):
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError, match="cannot open"):
+        SqliteRecordStore(junk)
+    path = tmp_path / "future.db"
+    SqliteRecordStore(path).close()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
+    with pytest.raises(StoreError, match="schema 99"):
+        SqliteRecordStore(path)
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys
+    from repp2p.records import Heartbeat, sign
+    from repp2p.store import SqliteRecordStore
+    from repp2p.testing import factories
+
+    store = SqliteRecordStore(sys.argv[1])
+    keys = [factories.identity(f"writer-{i}") for i in range(4)]
+    i = 0
+    while True:
+        batch = [
+            sign(Heartbeat(epoch=i, load=j, tasks_done=i, seq=1, expires=4_000_000_000), k)
+            for j, k in enumerate(keys)
+        ]
+        store.put_many(batch, now=1_700_000_000)
+        # Printed only after COMMIT returned: every id printed must survive the kill.
+        print(" ".join(s.record_id.hex() for s in batch), flush=True)
+        i += 1
+    """
+)
+
+
+@pytest.mark.slow
+async def test_sigkill_mid_burst_loses_no_committed_record(tmp_path):
+    path = tmp_path / "records.db"
+    committed: list[str] = []
+    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    proc = await trio.lowlevel.open_process(
+        [sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, env=env
+    )
+    try:
+        with trio.fail_after(60):
+            buffer = b""
+            while len(committed) < 800:
+                chunk = await proc.stdout.receive_some(65536)
+                assert chunk, "writer exited early"
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    committed += line.decode().split()
+            proc.send_signal(signal.SIGKILL)  # mid-burst: it never stops writing
+            await proc.wait()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    with SqliteRecordStore(path) as store:
+        assert store.integrity_ok()
+        missing = [h for h in committed if store.get(bytes.fromhex(h)) is None]
+        assert missing == []
+        assert store.count() >= len(committed)
+        for signed in store.query(limit=50):
+            assert decode(signed.data).record_id == signed.record_id
