@@ -1,0 +1,110 @@
+"""Test tooling that ships with the package: the backend conformance suite.
+
+Every :class:`~repp2p.attestation.TEEBackendAPI` must pass :func:`check_backend` given one
+sample it accepts. The suite feeds it hostile input -- empty, truncated, random, bit
+flipped, garbage collateral -- and requires an :class:`AttestationError` (never another
+exception, never acceptance), with MALFORMED where the input cannot even be parsed.
+Randomness comes from the ``seed`` argument.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+
+from repp2p.attestation.abc import TEEBackendAPI
+from repp2p.errors import AttestationError, AttestationReason
+
+
+@dataclasses.dataclass(frozen=True)
+class Sample:
+    """A sample the backend accepts: evidence, collateral and the time to verify at."""
+
+    evidence: bytes
+    collateral: bytes
+    now: int
+    name: str = "sample"
+
+
+def expect_rejection(
+    backend: TEEBackendAPI, evidence: bytes, collateral: bytes, now: int
+) -> AttestationError:
+    """Run the backend; return its AttestationError, fail on acceptance or a crash."""
+    try:
+        claims = backend.verify(evidence, collateral, now)
+    except AttestationError as exc:
+        if not isinstance(exc.reason, AttestationReason):
+            raise AssertionError(f"{backend.kind}: reason is not an AttestationReason") from exc
+        return exc
+    except Exception as exc:
+        raise AssertionError(f"{backend.kind}: crashed with {exc!r}") from exc
+    raise AssertionError(f"{backend.kind}: accepted hostile input (claims {claims.kind})")
+
+
+def check_accepts(backend: TEEBackendAPI, sample: Sample) -> None:
+    claims = backend.verify(sample.evidence, sample.collateral, sample.now)
+    assert claims.kind == backend.kind, claims.kind
+    assert claims.valid_from <= claims.valid_until
+    assert claims == backend.verify(sample.evidence, sample.collateral, sample.now)
+    assert claims.simulated == (backend.kind == "simulated")
+
+
+def check_empty(backend: TEEBackendAPI, sample: Sample) -> None:
+    exc = expect_rejection(backend, b"", sample.collateral, sample.now)
+    assert exc.reason is AttestationReason.MALFORMED, exc
+
+
+def check_truncated(backend: TEEBackendAPI, sample: Sample) -> None:
+    ev = sample.evidence
+    for cut in sorted({1, 2, 16, len(ev) // 2, len(ev) - 1}):
+        if 0 < cut < len(ev):
+            exc = expect_rejection(backend, ev[:cut], sample.collateral, sample.now)
+            assert exc.reason is AttestationReason.MALFORMED, (cut, exc)
+
+
+def check_extended(backend: TEEBackendAPI, sample: Sample) -> None:
+    expect_rejection(backend, sample.evidence + b"\x00", sample.collateral, sample.now)
+
+
+def check_random(backend: TEEBackendAPI, sample: Sample, seed: int = 0, rounds: int = 20) -> None:
+    rng = random.Random(seed)
+    for _ in range(rounds):
+        size = rng.choice([1, 7, 64, len(sample.evidence)])
+        expect_rejection(backend, rng.randbytes(size), sample.collateral, sample.now)
+
+
+def check_bit_flips(
+    backend: TEEBackendAPI, sample: Sample, seed: int = 0, rounds: int = 40
+) -> None:
+    """Flipping any single byte of the evidence must make it fail."""
+    rng = random.Random(seed)
+    ev = sample.evidence
+    positions = {0, len(ev) - 1, *(rng.randrange(len(ev)) for _ in range(rounds))}
+    for pos in sorted(positions):
+        flipped = ev[:pos] + bytes([ev[pos] ^ (1 << rng.randrange(8))]) + ev[pos + 1 :]
+        expect_rejection(backend, flipped, sample.collateral, sample.now)
+
+
+def check_garbage_collateral(backend: TEEBackendAPI, sample: Sample, seed: int = 0) -> None:
+    if not sample.collateral:
+        return  # self-contained format: collateral is ignored
+    rng = random.Random(seed)
+    for junk in (b"x", rng.randbytes(100), sample.collateral[: len(sample.collateral) // 2]):
+        expect_rejection(backend, sample.evidence, junk, sample.now)
+
+
+ALL_CHECKS = (
+    check_accepts,
+    check_empty,
+    check_truncated,
+    check_extended,
+    check_random,
+    check_bit_flips,
+    check_garbage_collateral,
+)
+
+
+def check_backend(backend: TEEBackendAPI, sample: Sample) -> None:
+    """Run every conformance check against ``backend``."""
+    for check in ALL_CHECKS:
+        check(backend, sample)
