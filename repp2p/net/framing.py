@@ -1,0 +1,90 @@
+"""Length-prefixed frames for our stream protocols.
+
+A frame is an unsigned LEB128 varint length followed by that many bytes of deterministic
+CBOR (the framing libp2p protocols use). Lengths above the protocol's cap are a
+:class:`~repp2p.errors.ProtocolError` before any byte of the payload is read, so a peer
+cannot make us buffer an arbitrary amount.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cbor2
+
+from repp2p.errors import ProtocolError
+
+_MAX_VARINT_BYTES = 5  # enough for any cap below 2**35
+
+
+def encode_varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+class FrameReader:
+    """Reads frames from a libp2p stream (anything with ``async read(n)``)."""
+
+    def __init__(self, stream: Any, max_frame: int) -> None:
+        self._stream = stream
+        self._max = max_frame
+        self._buffer = bytearray()
+
+    async def _fill(self, n: int) -> bool:
+        while len(self._buffer) < n:
+            try:
+                chunk = await self._stream.read(max(n - len(self._buffer), 4096))
+            except Exception as exc:  # StreamEOF, StreamReset, ... all end the conversation
+                if not self._buffer:
+                    return False
+                raise ProtocolError(f"stream ended inside a frame: {exc!r}") from None
+            if not chunk:
+                if not self._buffer:
+                    return False
+                raise ProtocolError("stream ended inside a frame")
+            self._buffer += chunk
+        return True
+
+    async def read_bytes(self) -> bytes | None:
+        """The next frame's payload, or None at a clean end of stream."""
+        length = shift = 0
+        for i in range(_MAX_VARINT_BYTES + 1):
+            if not await self._fill(i + 1):
+                if i == 0:
+                    return None
+                raise ProtocolError("stream ended inside a length prefix")
+            byte = self._buffer[i]
+            length |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                del self._buffer[: i + 1]
+                break
+        else:
+            raise ProtocolError("length prefix too long")
+        if length > self._max:
+            raise ProtocolError(f"frame of {length} bytes exceeds the cap of {self._max}")
+        if not await self._fill(length):
+            raise ProtocolError("stream ended before the frame")
+        payload = bytes(self._buffer[:length])
+        del self._buffer[:length]
+        return payload
+
+    async def read_cbor(self) -> Any:
+        """The next frame decoded as CBOR, or None at a clean end of stream."""
+        payload = await self.read_bytes()
+        if payload is None:
+            return None
+        try:
+            return cbor2.loads(payload, allow_duplicate_keys=False, max_depth=8)
+        except Exception as exc:
+            raise ProtocolError(f"frame is not CBOR: {exc}") from None
+
+
+async def write_cbor(stream: Any, obj: Any) -> None:
+    """Write one CBOR frame to ``stream``."""
+    payload = cbor2.dumps(obj, canonical=True)
+    await stream.write(encode_varint(len(payload)) + payload)

@@ -1,0 +1,84 @@
+"""GossipSub set-up for record families: validators, content IDs, scoring.
+
+Every topic gets a synchronous validator that hands the message data to an ``accept``
+callable (the node's record pipeline: decode, validate, store). A message is forwarded only
+when ``accept`` says so; an invalid record counts against the forwarding peer's gossip score
+(py-libp2p's P4 counter), and the score's application hook is where reputation feeds in.
+
+Message IDs are content-addressed: ``sha256(data)`` (raw 32 bytes), so the same record
+published by two peers is one message, and any implementation can compute the ID.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from typing import Any
+
+from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub
+from libp2p.pubsub.pubsub import Pubsub
+from libp2p.pubsub.score import ScoreParams, TopicScoreParams
+
+from repp2p.net.params import GossipParams
+from repp2p.net.topics import TOPICS
+
+#: accept(data, topic, forwarder_peer_id_str) -> forward?
+AcceptFn = Callable[[bytes, str, str], bool]
+#: application score of a peer (reputation), roughly in [-1, 1]
+AppScoreFn = Callable[[str], float]
+
+
+def message_id(msg: Any) -> bytes:
+    """Content-addressed message ID: SHA-256 of the message data."""
+    return hashlib.sha256(msg.data).digest()
+
+
+def score_params(app_score: AppScoreFn | None) -> ScoreParams:
+    """Peer-score parameters: invalid records cost score; reputation is the P6 hook."""
+    return ScoreParams(
+        p4_invalid_messages=TopicScoreParams(weight=-10.0, cap=1000.0, decay=0.99),
+        p5_behavior_penalty_weight=1.0,
+        p6_appl_slack_weight=10.0 if app_score is not None else 0.0,
+        app_specific_score_fn=(lambda peer: app_score(peer.to_base58())) if app_score else None,
+        publish_threshold=-50.0,
+        gossip_threshold=-20.0,
+        graylist_threshold=-100.0,
+        accept_px_threshold=0.0,
+    )
+
+
+def build_pubsub(
+    host: Any, params: GossipParams, app_score: AppScoreFn | None = None
+) -> tuple[Pubsub, GossipSub]:
+    """A GossipSub router inside a strictly signing Pubsub with our message IDs."""
+    router = GossipSub(
+        protocols=[PROTOCOL_ID_V12, PROTOCOL_ID_V11, PROTOCOL_ID],
+        degree=params.degree,
+        degree_low=params.degree_low,
+        degree_high=params.degree_high,
+        heartbeat_interval=params.heartbeat_interval_s,
+        score_params=score_params(app_score),
+        max_messages_per_topic_per_second=params.max_messages_per_peer_per_topic_s,
+        max_pending_messages_per_peer=params.max_pending_messages_per_peer,
+        eclipse_protection_enabled=params.eclipse_protection,
+    )
+    pubsub = Pubsub(
+        host,
+        router,
+        strict_signing=True,
+        msg_id_constructor=message_id,
+        seen_ttl=params.seen_ttl_s,
+        validation_timeout=params.validation_timeout_s,
+        allowed_topics=frozenset(TOPICS.values()),
+    )
+    return pubsub, router
+
+
+def install_validators(pubsub: Pubsub, accept: AcceptFn) -> None:
+    """Register ``accept`` as the validator of every record topic."""
+    for topic in TOPICS.values():
+
+        def validator(forwarder: Any, msg: Any, topic: str = topic) -> bool:
+            return accept(bytes(msg.data), topic, forwarder.to_base58())
+
+        pubsub.set_topic_validator(topic, validator, is_async_validator=False)

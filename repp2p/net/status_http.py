@@ -1,0 +1,88 @@
+"""A tiny HTTP endpoint for operators: ``/metrics`` (Prometheus), ``/status`` (JSON), ``/health``.
+
+Deliberately minimal (GET only, one request per connection, 8 KiB request cap, 5 s
+deadline) so it adds no dependency beyond prometheus-client's text exposition. Bind it to
+loopback unless a firewall protects it: it exposes operational data, never keys.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+log = logging.getLogger("repp2p.status")
+
+
+async def serve(
+    host: str,
+    port: int,
+    status: Callable[[], dict[str, Any]],
+    metrics: Callable[[], bytes],
+    *,
+    task_status: Any = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve until cancelled; ``task_status.started(port)`` reports the bound port."""
+
+    async def handle(stream: trio.SocketStream) -> None:
+        try:
+            with trio.fail_after(5):
+                request = b""
+                while b"\r\n\r\n" not in request and len(request) < 8192:
+                    chunk = await stream.receive_some(4096)
+                    if not chunk:
+                        return
+                    request += chunk
+                line = request.split(b"\r\n", 1)[0].decode("latin-1").split()
+                if len(line) != 3 or line[0] != "GET":
+                    await _reply(stream, 405, "text/plain", b"GET only\n")
+                    return
+                path = line[1].split("?", 1)[0]
+                if path == "/metrics":
+                    await _reply(stream, 200, "text/plain; version=0.0.4", metrics())
+                elif path == "/status":
+                    body = json.dumps(status(), indent=1).encode()
+                    await _reply(stream, 200, "application/json", body)
+                elif path == "/health":
+                    await _reply(stream, 200, "text/plain", b"ok\n")
+                else:
+                    await _reply(stream, 404, "text/plain", b"not found\n")
+        except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        except Exception:
+            log.exception("status endpoint failed on a request")
+        finally:
+            await stream.aclose()
+
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    bound = listeners[0].socket.getsockname()[1]
+    task_status.started(bound)
+    await trio.serve_listeners(handle, listeners)
+
+
+async def _reply(stream: trio.SocketStream, code: int, ctype: str, body: bytes) -> None:
+    reason = {200: "OK", 404: "Not Found", 405: "Method Not Allowed"}[code]
+    head = (
+        f"HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    await stream.send_all(head + body)
+
+
+async def fetch(host: str, port: int, path: str, timeout: float = 5.0) -> bytes:
+    """GET ``path`` from a status endpoint; returns the body (raises OSError on failure)."""
+    with trio.fail_after(timeout):
+        stream = await trio.open_tcp_stream(host, port)
+        async with stream:
+            await stream.send_all(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+            data = b""
+            while chunk := await stream.receive_some(65536):
+                data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 200"):
+        first_line = head.split(b"\r\n", 1)[0]
+        raise OSError(f"status endpoint answered {first_line!r}")
+    return body

@@ -1,0 +1,142 @@
+"""``/repp2p/sync/1``: pull the current record set from a peer in bounded pages.
+
+A joining or restarted node catches up without waiting for republication. Conversation on
+one stream, client first, every message one CBOR frame (see :mod:`repp2p.net.framing`)::
+
+    client -> {"after": bytes, "limit": uint}      # cursor = last record ID seen, b"" first
+    server -> {"records": [bytes...], "next": bytes | null}
+
+The server walks its store in record-ID order; ``next`` is the cursor for the following
+page, null at the end. Pages are capped in records and bytes. Every record the client
+receives goes through the same pipeline as gossip (decode, validate, store); a peer that
+sends more than ``max_invalid`` bad records is cut off.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from repp2p.errors import ProtocolError
+from repp2p.net.framing import FrameReader, write_cbor
+from repp2p.net.params import SyncParams
+from repp2p.store import RecordStoreAPI
+
+PROTOCOL = "/repp2p/sync/1"
+log = logging.getLogger("repp2p.sync")
+
+#: accept(data) -> True when the record was valid (stored or already held)
+AcceptFn = Callable[[bytes], bool]
+
+
+@dataclasses.dataclass
+class SyncResult:
+    """What one pull from one peer did."""
+
+    pages: int = 0
+    received: int = 0
+    valid: int = 0
+    invalid: int = 0
+    complete: bool = False
+
+
+def _request_ok(obj: Any) -> tuple[bytes, int]:
+    if (
+        type(obj) is not dict
+        or obj.keys() != {"after", "limit"}
+        or type(obj["after"]) is not bytes
+        or len(obj["after"]) > 32
+        or type(obj["limit"]) is not int
+        or obj["limit"] < 1
+    ):
+        raise ProtocolError("bad sync request")
+    return obj["after"], obj["limit"]
+
+
+def make_handler(store: RecordStoreAPI, params: SyncParams) -> Callable[[Any], Any]:
+    """A stream handler serving pages of ``store``."""
+
+    async def handle(stream: Any) -> None:
+        reader = FrameReader(stream, max_frame=4096)  # requests are tiny
+        try:
+            with trio.fail_after(params.request_timeout_s * params.max_pages):
+                while True:
+                    with trio.fail_after(params.request_timeout_s):
+                        request = await reader.read_cbor()
+                    if request is None:
+                        break
+                    after, limit = _request_ok(request)
+                    page = store.page(after, min(limit, params.page_records))
+                    records, size = [], 0
+                    for signed in page:
+                        if records and size + len(signed.data) > params.page_bytes:
+                            break
+                        records.append(signed.data)
+                        size += len(signed.data)
+                    full = len(page) == min(limit, params.page_records) or len(records) < len(page)
+                    cursor = page[len(records) - 1].record_id if records and full else None
+                    await write_cbor(stream, {"records": records, "next": cursor})
+        except (ProtocolError, trio.TooSlowError) as exc:
+            log.info("sync: dropping a client: %s", exc)
+        except Exception as exc:  # a reset stream, a closed connection
+            log.debug("sync: stream ended: %r", exc)
+        finally:
+            await _close(stream)
+
+    return handle
+
+
+async def pull(stream: Any, accept: AcceptFn, params: SyncParams) -> SyncResult:
+    """Fetch every page a peer offers over ``stream`` and feed each record to ``accept``.
+
+    Raises:
+        ProtocolError: the peer broke the protocol, was too slow, or sent too many invalid
+            records (what it sent before is kept: each valid record was stored on arrival).
+    """
+    result = SyncResult()
+    reader = FrameReader(stream, max_frame=params.max_frame)
+    cursor = b""
+    try:
+        while result.pages < params.max_pages:
+            await write_cbor(stream, {"after": cursor, "limit": params.page_records})
+            with trio.fail_after(params.request_timeout_s):
+                reply = await reader.read_cbor()
+            if (
+                type(reply) is not dict
+                or reply.keys() != {"records", "next"}
+                or type(reply["records"]) is not list
+                or len(reply["records"]) > params.page_records
+                or not (reply["next"] is None or type(reply["next"]) is bytes)
+            ):
+                raise ProtocolError("bad sync page")
+            result.pages += 1
+            for data in reply["records"]:
+                result.received += 1
+                if type(data) is bytes and accept(data):
+                    result.valid += 1
+                else:
+                    result.invalid += 1
+                    if result.invalid > params.max_invalid:
+                        raise ProtocolError(f"peer sent {result.invalid} invalid records")
+            if reply["next"] is None:
+                result.complete = True
+                break
+            if reply["next"] <= cursor:
+                raise ProtocolError("sync cursor did not advance")
+            cursor = reply["next"]
+    except trio.TooSlowError:
+        raise ProtocolError("sync peer too slow") from None
+    finally:
+        await _close(stream)
+    return result
+
+
+async def _close(stream: Any) -> None:
+    try:
+        await stream.close()
+    except Exception:  # already reset or closed by the other side
+        pass

@@ -1,0 +1,41 @@
+"""GossipSub topics: one per record family, ``/repp2p/1/<family>``.
+
+Each message's data is exactly one encoded record (``repp2p.records.encode``), so any libp2p
+implementation can read it. A record published on the wrong family's topic is invalid.
+"""
+
+from __future__ import annotations
+
+from repp2p.records import Attestation, Claim, Feedback, Heartbeat, NodeAd, Receipt, TaskOffer
+
+TOPIC_PREFIX = "/repp2p/1/"
+
+#: family -> record types carried on its topic. Receipts travel with the task lifecycle.
+FAMILIES: dict[str, tuple[str, ...]] = {
+    "ads": (NodeAd.TYPE,),
+    "attestations": (Attestation.TYPE,),
+    "heartbeats": (Heartbeat.TYPE,),
+    "tasks": (TaskOffer.TYPE, Receipt.TYPE),
+    "claims": (Claim.TYPE,),
+    "feedback": (Feedback.TYPE,),
+}
+
+TOPICS: dict[str, str] = {family: TOPIC_PREFIX + family for family in FAMILIES}
+_FAMILY_OF_TYPE = {t: family for family, types in FAMILIES.items() for t in types}
+_FAMILY_OF_TOPIC = {topic: family for family, topic in TOPICS.items()}
+
+
+def topic_for(record_type: str) -> str:
+    """The topic a record of ``record_type`` is published on."""
+    return TOPICS[_FAMILY_OF_TYPE[record_type]]
+
+
+def family_of_topic(topic: str) -> str | None:
+    """The family of one of our topics, or None for a foreign topic."""
+    return _FAMILY_OF_TOPIC.get(topic)
+
+
+def topic_accepts(topic: str, record_type: str) -> bool:
+    """True when ``record_type`` belongs on ``topic``."""
+    family = _FAMILY_OF_TOPIC.get(topic)
+    return family is not None and record_type in FAMILIES[family]

@@ -1,0 +1,490 @@
+"""The full node: a libp2p host, the DHT, gossip, sync, and the record pipeline.
+
+Role and invariants:
+
+* Every record that reaches this node — from gossip, from sync, from itself — goes through
+  :meth:`Node.accept`: strict decode with the current time, family check, replacement rules
+  in the store. Nothing else writes the store, so the store holds only valid records.
+* A record is forwarded on gossip only when ``accept`` says so: invalid or replayed records
+  stop here, and their forwarder loses gossip score.
+* The node's own records (ads, heartbeats) are published through gossip and validated like
+  anyone else's; their ``seq`` is the unix time in milliseconds, so it grows across restarts.
+* Shutdown (``stop()``, SIGINT/SIGTERM in the CLI) cancels the loops, closes the host and
+  the store, and removes ``runtime.json``; the data dir keeps identity and records.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import multiaddr
+import trio
+from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
+from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
+from libp2p.tools.anyio_service import background_trio_service
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from repp2p.config import NodeConfig
+from repp2p.errors import ConfigError, KeyFileError, RecordError, RecordReason, StoreError
+from repp2p.identity import Identity
+from repp2p.net import status_http
+from repp2p.net.dht import NAMESPACE, AdValidator, ServerOnlyKadDHT, ad_key, engine_provider_key
+from repp2p.net.gossip import build_pubsub, install_validators
+from repp2p.net.host import build_host, parse_multiaddrs
+from repp2p.net.sync import PROTOCOL as SYNC_PROTOCOL
+from repp2p.net.sync import make_handler, pull
+from repp2p.net.topics import TOPICS, topic_accepts, topic_for
+from repp2p.records import (
+    EngineOffer,
+    Heartbeat,
+    NodeAd,
+    Outcome,
+    Record,
+    SignedRecord,
+    decode,
+    encode,
+)
+from repp2p.store import SqliteRecordStore
+
+log = logging.getLogger("repp2p.node")
+
+#: Measurement published for engines until the enclave runtime measures real code.
+UNMEASURED = bytes(32)
+
+
+class NodeMetrics:
+    """Prometheus metrics of one node (its own registry, so tests can run many nodes)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.peers = Gauge("repp2p_peers", "Connected libp2p peers", registry=r)
+        self.records = Gauge("repp2p_records", "Current records held", ["type"], registry=r)
+        self.accepted = Counter(
+            "repp2p_records_accepted",
+            "Records accepted",
+            ["type", "outcome", "source"],
+            registry=r,
+        )
+        self.rejected = Counter(
+            "repp2p_records_rejected", "Records rejected", ["reason", "source"], registry=r
+        )
+        self.validation = Histogram(
+            "repp2p_record_validation_seconds",
+            "Decode+validate+store time per record",
+            registry=r,
+            buckets=(1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 5e-2, 0.25),
+        )
+        self.dht = Histogram(
+            "repp2p_dht_operation_seconds",
+            "DHT operation time",
+            ["op"],
+            registry=r,
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self.sync_records = Counter(
+            "repp2p_sync_records", "Records received by sync", ["result"], registry=r
+        )
+
+
+class Node:
+    """A repp2p full node.
+
+    Args:
+        config: the validated :class:`~repp2p.config.NodeConfig`.
+        clock: unix time source (seconds, float); tests may pass a fake one.
+    """
+
+    def __init__(self, config: NodeConfig, *, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.clock = clock
+        self.metrics = NodeMetrics()
+        self.identity = self._load_or_create_identity()
+        self.peer_id = self.identity.peer_id
+        self.store: SqliteRecordStore | None = None
+        self.host: Any = None
+        self.dht: KadDHT | None = None
+        self.pubsub: Any = None
+        self.status_port: int | None = None
+        self.started_at = 0.0
+        self.synced = trio.Event()
+        self._stop = trio.Event()
+        self._listeners: list[Callable[[SignedRecord, Outcome], None]] = []
+        self._last_seq = 0
+
+    # -- identity and records --------------------------------------------------------
+
+    def _load_or_create_identity(self) -> Identity:
+        path = self.config.key_path
+        if path.exists():
+            return Identity.load(path)
+        identity = Identity.generate()
+        try:
+            identity.save(path)
+        except KeyFileError:
+            return Identity.load(path)  # created concurrently: use that one
+        log.info("created identity key %s (%s)", path, identity.peer_id)
+        return identity
+
+    def next_seq(self) -> int:
+        """A fresh ``seq`` for our own records: unix milliseconds, strictly increasing."""
+        self._last_seq = max(self._last_seq + 1, int(self.clock() * 1000))
+        return self._last_seq
+
+    def on_record(self, listener: Callable[[SignedRecord, Outcome], None]) -> None:
+        """Call ``listener(signed, outcome)`` for every record this node accepts."""
+        self._listeners.append(listener)
+
+    def accept(self, data: bytes, *, topic: str | None = None, source: str = "local") -> bool:
+        """Decode, validate and store one record; True when it should travel on.
+
+        ``topic`` is the gossip topic it arrived on (its type must belong there); ``source``
+        labels metrics (``gossip``, ``sync``, ``local``). Never raises for bad input.
+        """
+        started = time.perf_counter()
+        now = int(self.clock())
+        try:
+            signed = decode(data, now=now)
+        except RecordError as exc:
+            self.metrics.rejected.labels(exc.reason.value, source).inc()
+            log.debug("rejected %s record: %s", source, exc)
+            return False
+        if topic is not None and not topic_accepts(topic, signed.type):
+            self.metrics.rejected.labels("wrong_topic", source).inc()
+            return False
+        assert self.store is not None
+        try:
+            outcome = self.store.put(signed, now=now)
+        except RecordError as exc:  # expired between decode and put
+            self.metrics.rejected.labels(exc.reason.value, source).inc()
+            return False
+        except StoreError:
+            log.exception("record store failed; record not accepted")
+            return False
+        self.metrics.validation.observe(time.perf_counter() - started)
+        self.metrics.accepted.labels(signed.type, outcome.value, source).inc()
+        if outcome is Outcome.STALE:
+            return False
+        if outcome is not Outcome.DUPLICATE:
+            if outcome is Outcome.EQUIVOCATION:
+                log.warning("equivocation by %s (%s): evidence kept", signed.signer, signed.type)
+            for listener in self._listeners:
+                listener(signed, outcome)
+        return True
+
+    async def publish(self, record: Record) -> SignedRecord:
+        """Sign ``record``, publish it on its topic, and return it once stored locally.
+
+        Raises:
+            RecordError: our own pipeline refused it (expired, or a stale ``seq``).
+        """
+        data = encode(record, self.identity)
+        signed = decode(data)
+        # Store first: a record is ours to publish only once our own pipeline accepted it.
+        # The gossip validator then sees a duplicate, which it lets travel on.
+        if not self.accept(data, source="local"):
+            raise RecordError(RecordReason.EXPIRED, f"own {record.TYPE} refused (stale/expired)")
+        await self.pubsub.publish(topic_for(record.TYPE), data)
+        return signed
+
+    # -- records we originate ----------------------------------------------------------
+
+    def _ad(self) -> NodeAd:
+        now = int(self.clock())
+        addrs = tuple(str(a) for a in self.host.get_addrs())[:16]
+        return NodeAd(
+            addrs=tuple(a.split("/p2p/")[0] for a in addrs),
+            engines=tuple(EngineOffer(e, UNMEASURED) for e in self.config.engines),
+            tee_kind=self.config.tee_kind,
+            price=self.config.price,
+            capacity=self.config.capacity,
+            throughput=self.config.throughput,
+            seq=self.next_seq(),
+            expires=now + int(3 * self.config.republish_interval_s),
+        )
+
+    def _heartbeat(self) -> Heartbeat:
+        now = int(self.clock())
+        return Heartbeat(
+            epoch=now // self.config.epoch_s,
+            load=0,
+            tasks_done=0,
+            seq=self.next_seq(),
+            expires=now + 3 * self.config.epoch_s,
+        )
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to shut down gracefully."""
+        self._stop.set()
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Run until :meth:`stop`; ``task_status.started(self)`` once listening."""
+        cfg = self.config
+        listen = parse_multiaddrs(cfg.listen)
+        bootstrap = [_peer_info(a) for a in cfg.bootstrap_addrs()]
+        self.store = SqliteRecordStore(cfg.data_dir / "records.db", synchronous="NORMAL")
+        self.host = build_host(self.identity, enable_quic=cfg.enable_quic)
+        try:
+            async with self.host.run(listen_addrs=listen):
+                self.dht = ServerOnlyKadDHT(self.host, DHTMode.SERVER, strict_validation=True)
+                self.dht.register_validator(NAMESPACE, AdValidator())
+                self.pubsub, router = build_pubsub(self.host, cfg.gossip)
+                install_validators(
+                    self.pubsub, lambda d, t, f: self.accept(d, topic=t, source="gossip")
+                )
+                self.host.set_stream_handler(SYNC_PROTOCOL, make_handler(self.store, cfg.sync))
+                async with (
+                    background_trio_service(self.dht),
+                    background_trio_service(self.pubsub),
+                    background_trio_service(router),
+                    trio.open_nursery() as nursery,
+                ):
+                    await self.pubsub.wait_until_ready()
+                    for topic in TOPICS.values():
+                        subscription = await self.pubsub.subscribe(topic)
+                        nursery.start_soon(_drain, subscription)
+                    if cfg.status_listen:
+                        host, _, port = cfg.status_listen.rpartition(":")
+                        self.status_port = await nursery.start(
+                            status_http.serve, host, int(port), self.status, self.metrics_text
+                        )
+                    self.started_at = self.clock()
+                    self._write_runtime()
+                    nursery.start_soon(self._discovery_loop, bootstrap)
+                    nursery.start_soon(self._heartbeat_loop)
+                    nursery.start_soon(self._republish_loop)
+                    nursery.start_soon(self._prune_loop)
+                    log.info("node %s listening on %s", self.peer_id, self.addrs())
+                    task_status.started(self)
+                    await self._stop.wait()
+                    log.info("node %s stopping", self.peer_id)
+                    nursery.cancel_scope.cancel()
+                    # Close connections and listeners while pubsub still runs: otherwise a
+                    # message arriving mid-shutdown is pushed to pubsub's closed nursery.
+                    with trio.move_on_after(5) as scope:
+                        scope.shield = True
+                        await self.host.get_network().close()
+        finally:
+            (cfg.data_dir / "runtime.json").unlink(missing_ok=True)
+            self.store.close()
+
+    def addrs(self) -> list[str]:
+        """Full multiaddrs of this node, each ending in ``/p2p/<peer id>``."""
+        out = []
+        for addr in self.host.get_addrs():
+            text = str(addr)
+            out.append(text if "/p2p/" in text else f"{text}/p2p/{self.peer_id}")
+        return out
+
+    def _write_runtime(self) -> None:
+        info = {
+            "peer_id": self.peer_id,
+            "addrs": self.addrs(),
+            "pid": os.getpid(),
+            "network": self.config.network,
+            "status": f"{self.config.status_listen.rpartition(':')[0]}:{self.status_port}"
+            if self.status_port
+            else None,
+        }
+        path = self.config.data_dir / "runtime.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(info))
+        tmp.replace(path)
+
+    # -- background loops ----------------------------------------------------------------
+
+    async def _connect(self, info: PeerInfo) -> bool:
+        if info.peer_id == self.host.get_id():
+            return False
+        if info.peer_id in self.host.get_connected_peers():
+            return True
+        try:
+            with trio.fail_after(5):
+                await self.host.connect(info)
+        except Exception as exc:
+            log.debug("dial %s failed: %r", info.peer_id, exc)
+            return False
+        return True
+
+    async def _discovery_loop(self, bootstrap: list[PeerInfo]) -> None:
+        delay, provided_at = 0.5, -1e18
+        while True:
+            for info in bootstrap:
+                if await self._connect(info):
+                    await self.dht.add_peer(info.peer_id)
+            if self.host.get_connected_peers():
+                started = time.perf_counter()
+                try:
+                    with trio.fail_after(10):
+                        await self.dht.refresh_routing_table()
+                except Exception as exc:
+                    log.debug("routing table refresh failed: %r", exc)
+                self.metrics.dht.labels("refresh").observe(time.perf_counter() - started)
+                for peer in self.dht.routing_table.get_peer_ids():
+                    if peer not in self.host.get_connected_peers():
+                        addrs = self.host.get_peerstore().addrs(peer)
+                        await self._connect(PeerInfo(peer, addrs))
+                if not self.synced.is_set():
+                    await self._sync_once()
+                if self.clock() - provided_at >= self.config.republish_interval_s:
+                    await self._provide()
+                    provided_at = self.clock()
+            elif not bootstrap and not self.synced.is_set():
+                self.synced.set()  # the first node of a network has nobody to sync from
+            await trio.sleep(delay)
+            delay = min(delay * 2, 15.0)
+
+    def prune_routing_table(self) -> int:
+        """Drop DHT-client peers from the routing table; returns how many were dropped.
+
+        py-libp2p adds every peer that queries us (including light clients, which serve no
+        queries), so lookups would hit "protocol not supported". A peer whose identify
+        protocols are known and lack the Kademlia protocol is not a server.
+        """
+        from libp2p.kad_dht.common import PROTOCOL_ID as KAD_PROTOCOL
+
+        dropped = 0
+        peerstore = self.host.get_peerstore()
+        for peer in self.dht.routing_table.get_peer_ids():
+            try:
+                protocols = peerstore.get_protocols(peer)
+            except Exception:
+                continue
+            if protocols and str(KAD_PROTOCOL) not in protocols:
+                self.dht.routing_table.remove_peer(peer)
+                dropped += 1
+        return dropped
+
+    async def _prune_loop(self) -> None:
+        while True:
+            await trio.sleep(0.5)
+            self.prune_routing_table()
+
+    async def _sync_once(self) -> None:
+        """Pull the record set from up to two connected peers (bootstrap peers first)."""
+        total = 0
+        for peer in list(self.host.get_connected_peers())[:2]:
+            try:
+                with trio.fail_after(self.config.sync.request_timeout_s * 4):
+                    stream = await self.host.new_stream(peer, [SYNC_PROTOCOL])
+                result = await pull(
+                    stream, lambda d: self.accept(d, source="sync"), self.config.sync
+                )
+            except Exception as exc:
+                log.info("sync from %s failed: %r", peer, exc)
+                continue
+            self.metrics.sync_records.labels("valid").inc(result.valid)
+            self.metrics.sync_records.labels("invalid").inc(result.invalid)
+            total += result.valid
+        log.info("synced %d records from peers", total)
+        self.synced.set()
+
+    async def _provide(self) -> None:
+        for engine in self.config.engines:
+            started = time.perf_counter()
+            try:
+                with trio.fail_after(10):
+                    await self.dht.provide(engine_provider_key(engine))
+            except Exception as exc:
+                log.debug("provide %s failed: %r", engine, exc)
+            self.metrics.dht.labels("provide").observe(time.perf_counter() - started)
+        ad = self.store.query(type=NodeAd.TYPE, signer=self.peer_id) if self.store else []
+        if ad:
+            try:
+                with trio.fail_after(10):
+                    await self.dht.put_value(ad_key(self.peer_id), ad[0].data)
+            except Exception as exc:
+                log.debug("DHT put of our ad failed: %r", exc)
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await self.publish(self._heartbeat())
+            await trio.sleep(self.config.heartbeat_interval_s)
+
+    async def _republish_loop(self) -> None:
+        while True:
+            await self.publish(self._ad())
+            await trio.sleep(self.config.republish_interval_s)
+
+    # -- operator views ------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """A JSON-ready summary for ``repp2p status`` and the devnet table."""
+        assert self.store is not None
+        peers = [str(p) for p in self.host.get_connected_peers()]
+        counts = {
+            t: self.store.count(t)
+            for t in (
+                "NodeAd",
+                "Attestation",
+                "Heartbeat",
+                "TaskOffer",
+                "Claim",
+                "Receipt",
+                "Feedback",
+            )
+        }
+        rejected: dict[str, float] = {}
+        for metric in self.metrics.rejected.collect():
+            for sample in metric.samples:
+                if sample.name.endswith("_total"):
+                    reason = sample.labels["reason"]
+                    rejected[reason] = rejected.get(reason, 0) + sample.value
+        return {
+            "peer_id": self.peer_id,
+            "network": self.config.network,
+            "tee_kind": self.config.tee_kind,
+            "simulated_tee": self.config.tee_kind == "simulated",
+            "addrs": self.addrs(),
+            "peers": len(peers),
+            "peer_ids": peers,
+            "routing_table": self.dht.get_routing_table_size() if self.dht else 0,
+            "records": counts,
+            "records_total": sum(counts.values()),
+            "rejected": rejected,
+            "equivocations": len(self.store.equivocations()),
+            "synced": self.synced.is_set(),
+            "uptime_s": round(self.clock() - self.started_at, 1),
+            "engines": list(self.config.engines),
+            "reputation": None,  # filled once the reputation core is wired in
+        }
+
+    def metrics_text(self) -> bytes:
+        """Prometheus text exposition of this node's metrics."""
+        if self.host is not None:
+            self.metrics.peers.set(len(self.host.get_connected_peers()))
+        if self.store is not None:
+            for t in (
+                "NodeAd",
+                "Attestation",
+                "Heartbeat",
+                "TaskOffer",
+                "Claim",
+                "Receipt",
+                "Feedback",
+            ):
+                self.metrics.records.labels(t).set(self.store.count(t))
+        return generate_latest(self.metrics.registry)
+
+
+async def _drain(subscription: Any) -> None:
+    # Validators already stored every delivered record; draining keeps py-libp2p's
+    # 32-message subscription buffer from filling and dropping.
+    while True:
+        await subscription.get()
+
+
+def _peer_info(text: str) -> PeerInfo:
+    try:
+        return info_from_p2p_addr(multiaddr.Multiaddr(text))
+    except Exception as exc:
+        raise ConfigError(
+            f"bootstrap address {text!r} must be a multiaddr ending in /p2p/<id>: {exc}"
+        ) from None

@@ -1,0 +1,187 @@
+"""Real py-libp2p hosts on 127.0.0.1: discovery, gossip, rejection, sync, light clients."""
+
+from __future__ import annotations
+
+import multiaddr
+import pytest
+import trio
+from libp2p import new_host
+from libp2p.peer.peerinfo import info_from_p2p_addr
+from libp2p.security.insecure.transport import PLAINTEXT_PROTOCOL_ID, InsecureTransport
+from libp2p.tools.anyio_service import background_trio_service
+
+from repp2p.client import LightClient
+from repp2p.net.gossip import build_pubsub
+from repp2p.net.host import build_host
+from repp2p.net.params import GossipParams
+from repp2p.net.topics import TOPICS, topic_for
+from repp2p.records import Heartbeat, TaskOffer, encode
+from repp2p.testing import factories
+from repp2p.testing.network import local_network, node_config, start_node
+
+pytestmark = pytest.mark.slow
+LOCAL = multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")
+
+
+async def wait_until(predicate, timeout: float, interval: float = 0.05) -> None:
+    with trio.fail_after(timeout):
+        while not predicate():
+            await trio.sleep(interval)
+
+
+def holds(node, record_id: bytes) -> bool:
+    return node.store.get(record_id) is not None
+
+
+async def test_discovery_through_one_bootstrap(tmp_path):
+    async with local_network(tmp_path, 5) as nodes:
+        everyone = {n.peer_id for n in nodes}
+
+        def all_found():
+            return all(
+                {p.to_base58() for p in n.host.get_connected_peers()} >= everyone - {n.peer_id}
+                for n in nodes
+            )
+
+        await wait_until(all_found, 20)
+        # Nodes other than the bootstrap were given only the bootstrap's address.
+        assert all(n.config.bootstrap == (nodes[0].addrs()[0],) for n in nodes[1:])
+
+
+async def test_every_family_reaches_every_node(tmp_path):
+    async with local_network(tmp_path, 5) as nodes:
+        await wait_until(lambda: all(n.synced.is_set() for n in nodes), 20)
+        await wait_until(lambda: all(len(n.host.get_connected_peers()) >= 3 for n in nodes), 20)
+        await trio.sleep(1.5)  # a gossipsub heartbeat to build meshes
+        published = []
+        for i, record in enumerate(factories.sample_records(seq=10**15)):
+            author = nodes[1 + i % 4]
+            published.append(await author.publish(record))
+        assert {s.type for s in published} == {
+            "NodeAd",
+            "Attestation",
+            "Heartbeat",
+            "TaskOffer",
+            "Claim",
+            "Receipt",
+            "Feedback",
+        }
+        await wait_until(lambda: all(holds(n, s.record_id) for n in nodes for s in published), 20)
+
+
+async def test_forged_and_malformed_records_are_dropped_not_forwarded(tmp_path):
+    async with local_network(tmp_path, 3) as nodes:
+        gate, far = nodes[1], nodes[2]
+        await wait_until(lambda: all(n.synced.is_set() for n in nodes), 20)
+        mallory = factories.identity("mallory")
+        host = build_host(mallory)
+        async with host.run(listen_addrs=[LOCAL]):
+            pubsub, router = build_pubsub(host, GossipParams(eclipse_protection=False))
+            async with background_trio_service(pubsub), background_trio_service(router):
+                await pubsub.wait_until_ready()
+                topic = TOPICS["heartbeats"]
+                await pubsub.subscribe(topic)
+                await host.connect(info_from_p2p_addr(multiaddr.Multiaddr(gate.addrs()[0])))
+                await pubsub.wait_for_subscription(gate.host.get_id(), topic, timeout=10)
+                await trio.sleep(1.5)
+                good = encode(
+                    Heartbeat(epoch=1, load=0, tasks_done=0, seq=1, expires=factories.FAR_FUTURE),
+                    mallory,
+                )
+                forged = bytearray(
+                    encode(
+                        Heartbeat(
+                            epoch=2, load=0, tasks_done=0, seq=1, expires=factories.FAR_FUTURE
+                        ),
+                        mallory,
+                    )
+                )
+                forged[-1] ^= 1
+                expired = encode(
+                    Heartbeat(epoch=3, load=0, tasks_done=0, seq=1, expires=10), mallory
+                )
+                wrong_topic = encode(factories.sample_records()[3], mallory)  # a TaskOffer
+                for data in (bytes(forged), b"\xa1\x00", expired, wrong_topic):
+                    await pubsub.publish(topic, data)
+                await pubsub.publish(topic, good)  # the marker that must get through
+
+                marker = __import__("hashlib").sha256(good).digest()
+                await wait_until(lambda: holds(far, marker), 15)
+                rejected = gate.status()["rejected"]
+                assert rejected.get("bad_signature") == 1
+                assert rejected.get("malformed") == 1
+                assert rejected.get("expired") == 1
+                assert rejected.get("wrong_topic") == 1
+                # Nothing bad was stored at the gate, and nothing bad travelled beyond it.
+                assert gate.store.count("Heartbeat") == far.store.count("Heartbeat")
+                assert far.status()["rejected"] == {}
+                assert gate.store.count("TaskOffer") == 0
+
+
+async def test_plaintext_dialer_is_refused(tmp_path):
+    async with local_network(tmp_path, 1) as (node,):
+        identity = factories.identity("plain")
+        keypair = identity.to_libp2p_keypair()
+        plain = new_host(
+            key_pair=keypair,
+            sec_opt={PLAINTEXT_PROTOCOL_ID: InsecureTransport(keypair)},
+        )
+        async with plain.run(listen_addrs=[LOCAL]):
+            with trio.fail_after(15), pytest.raises(Exception):  # noqa: B017 (any dial failure)
+                await plain.connect(info_from_p2p_addr(multiaddr.Multiaddr(node.addrs()[0])))
+            assert node.host.get_id() not in plain.get_connected_peers()
+            assert plain.get_id() not in node.host.get_connected_peers()
+
+
+async def test_light_client_finds_providers_and_stays_out_of_routing_tables(tmp_path):
+    async with local_network(tmp_path, 4) as nodes:
+        await wait_until(lambda: all(n.synced.is_set() for n in nodes), 20)
+        await trio.sleep(2)  # provider records and ads are put after the first sync
+        async with LightClient.open([nodes[0].addrs()[0]]) as client:
+            with trio.fail_after(20):
+                while True:
+                    providers = await client.find_providers("echo")
+                    if set(providers) >= {n.peer_id for n in nodes}:
+                        break
+                    await trio.sleep(0.5)
+            assert len(providers) == len(set(providers))  # no duplicates
+            assert await client.find_providers("no-such-engine") == []
+            with trio.fail_after(20):
+                ad = await client.get_ad(nodes[2].peer_id)
+            assert ad is not None and ad.signer == nodes[2].peer_id
+            assert ad.record.engines[0].engine_id == "echo"
+
+            def in_a_table():
+                return any(
+                    client.peer_id in {p.to_base58() for p in n.dht.routing_table.get_peer_ids()}
+                    for n in nodes
+                )
+
+            # Refused on arrival once identified; one not yet identified is pruned promptly.
+            await wait_until(lambda: not in_a_table(), 5)
+            assert all(n.dht.get_routing_table_size() >= len(nodes) - 1 for n in nodes)
+
+
+async def test_restarted_node_keeps_identity_and_catches_up_by_sync(tmp_path):
+    async with trio.open_nursery() as nursery:
+        boot = await start_node(nursery, node_config(tmp_path, "boot"))
+        config = node_config(tmp_path, "late", (boot.addrs()[0],))
+        late = await start_node(nursery, config)
+        await wait_until(lambda: late.synced.is_set(), 20)
+        first_id, held_before = late.peer_id, late.store.count()
+        late.stop()
+        await wait_until(
+            lambda: late.store is None or not (tmp_path / "late" / "runtime.json").exists(), 10
+        )
+
+        # While it is down, a one-shot record appears: only sync can bring it back.
+        offer = await boot.publish(factories.sample_records()[3])
+        assert isinstance(offer.record, TaskOffer) and topic_for("TaskOffer").endswith("tasks")
+
+        again = await start_node(nursery, config)
+        assert again.peer_id == first_id
+        assert again.store.count() >= held_before  # records survived the restart
+        await wait_until(lambda: again.synced.is_set(), 20)
+        await wait_until(lambda: holds(again, offer.record_id), 10)
+        boot.stop()
+        again.stop()
