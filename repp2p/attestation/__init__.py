@@ -16,6 +16,7 @@ from repp2p.attestation.binding import (
 )
 from repp2p.attestation.cache import VerificationCache
 from repp2p.attestation.claims import SIMULATED_LABEL, Claims, TcbStatus
+from repp2p.attestation.dcap import DcapBackend
 from repp2p.attestation.nitro import NitroBackend
 from repp2p.attestation.policy import (
     KNOWN_KINDS,
@@ -38,6 +39,7 @@ __all__ = [
     "KNOWN_KINDS",
     "SIMULATED_LABEL",
     "Claims",
+    "DcapBackend",
     "NitroBackend",
     "Policy",
     "SevSnpBackend",

@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import itertools
+import re
 import warnings
 from collections.abc import Iterable, Sequence
 
@@ -37,6 +38,10 @@ except ImportError:  # pragma: no cover - very old or very new cryptography
 
 _PEM_BEGIN = b"-----BEGIN CERTIFICATE-----"
 _PEM_END = b"-----END CERTIFICATE-----"
+_PEM_BUNDLE = re.compile(
+    rb"(?:-----BEGIN CERTIFICATE-----\r?\n[A-Za-z0-9+/=\r\n]+-----END CERTIFICATE-----(?:\r?\n)*)+"
+    rb"\x00*"
+)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -165,6 +170,10 @@ def load_certificates(data: bytes) -> list[Certificate]:
     """
     blobs: list[bytes] = []
     if _PEM_BEGIN in data:
+        # Strict layout: PEM text inside evidence is not signed as a whole, so allow no
+        # stray bytes between or after the blocks (only newlines, and NUL terminators).
+        if not _PEM_BUNDLE.fullmatch(data):
+            raise AttestationError(AttestationReason.MALFORMED, "malformed PEM bundle")
         for block in data.split(_PEM_BEGIN)[1:]:
             body, sep, _rest = block.partition(_PEM_END)
             if not sep:

@@ -27,6 +27,7 @@ GPU_KIND = "nvidia"
 
 def default_backends() -> Mapping[str, TEEBackendAPI]:
     """One backend per kind with the pinned production roots."""
+    from repp2p.attestation.dcap import DcapBackend
     from repp2p.attestation.nitro import NitroBackend
     from repp2p.attestation.sevsnp import SevSnpBackend
     from repp2p.attestation.simulated import SimulatedBackend
@@ -35,6 +36,7 @@ def default_backends() -> Mapping[str, TEEBackendAPI]:
         SimulatedBackend(),
         NitroBackend(),
         SevSnpBackend(),
+        DcapBackend(),
     ]
     return MappingProxyType({b.kind: b for b in backends})
 

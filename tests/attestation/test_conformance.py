@@ -6,7 +6,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from repp2p.attestation import NitroBackend, SevSnpBackend, SimulatedBackend, SimulatedEnclave
+from repp2p.attestation import (
+    DcapBackend,
+    NitroBackend,
+    SevSnpBackend,
+    SimulatedBackend,
+    SimulatedEnclave,
+)
 from repp2p.attestation import testing as conformance
 from repp2p.attestation.abc import TEEBackendAPI
 from repp2p.errors import AttestationError
@@ -31,7 +37,12 @@ def _sev() -> tuple[TEEBackendAPI, conformance.Sample]:
     return SevSnpBackend(), conformance.Sample(ev, col, c.SEV_GO_AT, "sev-snp")
 
 
-FACTORIES = {"simulated": _simulated, "nitro": _nitro, "sev-snp": _sev}
+def _dcap() -> tuple[TEEBackendAPI, conformance.Sample]:
+    ev, col = c.vector("tdx-sgx/sgx_quote"), c.vector("tdx-sgx/sgx_quote_collateral.json")
+    return DcapBackend(), conformance.Sample(ev, col, c.DCAP_SGX_AT, "dcap")
+
+
+FACTORIES = {"simulated": _simulated, "nitro": _nitro, "sev-snp": _sev, "dcap": _dcap}
 
 
 @pytest.fixture(params=sorted(FACTORIES))
