@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/repp2p walkthrough
+	$(BIN)/repp2p devnet --nodes 6 --duration 30
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,0 +1,150 @@
+"""The sync protocol against honest and hostile peers, and the frame reader's limits."""
+
+from __future__ import annotations
+
+import cbor2
+import multiaddr
+import pytest
+import trio
+from libp2p.peer.peerinfo import info_from_p2p_addr
+
+from repp2p.errors import ProtocolError
+from repp2p.net.framing import FrameReader, encode_varint, write_cbor
+from repp2p.net.host import build_host
+from repp2p.net.params import SyncParams
+from repp2p.net.sync import PROTOCOL, make_handler, pull
+from repp2p.records import Heartbeat, sign
+from repp2p.store import SqliteRecordStore
+from repp2p.testing import factories
+
+LOCAL = multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")
+NOW = 1_700_000_000
+
+
+class FakeStream:
+    """An in-memory byte stream with libp2p's read/write/close surface (for framing only)."""
+
+    def __init__(self, data: bytes = b"", chunk: int = 3) -> None:
+        self.data, self.chunk, self.written = bytearray(data), chunk, b""
+
+    async def read(self, n: int) -> bytes:
+        out = bytes(self.data[: min(n, self.chunk)])
+        del self.data[: len(out)]
+        return out
+
+    async def write(self, data: bytes) -> None:
+        self.written += data
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_frames_round_trip_across_tiny_reads():
+    out = FakeStream()
+    await write_cbor(out, {"a": 1})
+    await write_cbor(out, {"b": b"x" * 300})
+    reader = FrameReader(FakeStream(out.written, chunk=1), max_frame=1000)
+    assert await reader.read_cbor() == {"a": 1}
+    assert await reader.read_cbor() == {"b": b"x" * 300}
+    assert await reader.read_cbor() is None
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (encode_varint(10_000) + b"x", "exceeds the cap"),
+        (b"\xff" * 8, "length prefix too long"),
+        (encode_varint(5) + b"ab", "stream ended"),
+        (encode_varint(2) + b"\xff\xff", "not CBOR"),
+    ],
+)
+async def test_frame_reader_rejects_hostile_input(data, message):
+    with pytest.raises(ProtocolError, match=message):
+        await FrameReader(FakeStream(data), max_frame=1000).read_cbor()
+
+
+def _fill(store, count: int) -> list:
+    records = [
+        sign(Heartbeat(epoch=e, load=0, tasks_done=0, seq=1, expires=factories.FAR_FUTURE), key)
+        for e in range(count // 4)
+        for key in (factories.identity(f"s{i}") for i in range(4))
+    ]
+    store.put_many(records, now=NOW)
+    return records
+
+
+async def test_pull_pages_through_everything(tmp_path):
+    served = SqliteRecordStore(tmp_path / "served.db")
+    records = _fill(served, 200)
+    fresh = SqliteRecordStore(tmp_path / "fresh.db")
+    params = SyncParams(page_records=16)
+    server, client = build_host(factories.identity("a")), build_host(factories.identity("b"))
+    async with server.run(listen_addrs=[LOCAL]), client.run(listen_addrs=[LOCAL]):
+        server.set_stream_handler(PROTOCOL, make_handler(served, params))
+        await client.connect(
+            info_from_p2p_addr(
+                multiaddr.Multiaddr(f"{server.get_addrs()[0]}/p2p/{server.get_id()}")
+            )
+        )
+        with trio.fail_after(20):
+            stream = await client.new_stream(server.get_id(), [PROTOCOL])
+            result = await pull(stream, lambda d: fresh.ingest(d, now=NOW) is not None, params)
+    assert result.complete and result.valid == len(records) and result.invalid == 0
+    assert result.pages >= len(records) // 16
+    assert [s.record_id for s in fresh.query()] == [s.record_id for s in served.query()]
+
+
+async def test_pull_cuts_off_a_peer_that_sends_garbage(tmp_path):
+    fresh = SqliteRecordStore(tmp_path / "fresh.db")
+    good = sign(
+        Heartbeat(epoch=1, load=0, tasks_done=0, seq=1, expires=factories.FAR_FUTURE),
+        factories.identity("honest"),
+    )
+    params = SyncParams(max_invalid=3)
+
+    async def liar(stream):
+        reader = FrameReader(stream, max_frame=4096)
+        while await reader.read_cbor() is not None:
+            page = [good.data] + [b"junk-%d" % i for i in range(10)]
+            await write_cbor(stream, {"records": page, "next": b"\x01" * 32})
+
+    def accept(data: bytes) -> bool:
+        try:
+            fresh.ingest(data, now=NOW)
+        except Exception:
+            return False
+        return True
+
+    server, client = build_host(factories.identity("liar")), build_host(factories.identity("c"))
+    async with server.run(listen_addrs=[LOCAL]), client.run(listen_addrs=[LOCAL]):
+        server.set_stream_handler(PROTOCOL, liar)
+        await client.connect(
+            info_from_p2p_addr(
+                multiaddr.Multiaddr(f"{server.get_addrs()[0]}/p2p/{server.get_id()}")
+            )
+        )
+        with trio.fail_after(20):
+            stream = await client.new_stream(server.get_id(), [PROTOCOL])
+            with pytest.raises(ProtocolError, match="invalid records"):
+                await pull(stream, accept, params)
+    # The valid record that came before the garbage was kept.
+    assert fresh.get(good.record_id) is not None and fresh.count() == 1
+
+
+async def test_server_drops_a_malformed_request(tmp_path):
+    served = SqliteRecordStore(tmp_path / "served.db")
+    _fill(served, 8)
+    server, client = build_host(factories.identity("d")), build_host(factories.identity("e"))
+    async with server.run(listen_addrs=[LOCAL]), client.run(listen_addrs=[LOCAL]):
+        server.set_stream_handler(PROTOCOL, make_handler(served, SyncParams()))
+        await client.connect(
+            info_from_p2p_addr(
+                multiaddr.Multiaddr(f"{server.get_addrs()[0]}/p2p/{server.get_id()}")
+            )
+        )
+        with trio.fail_after(20):
+            stream = await client.new_stream(server.get_id(), [PROTOCOL])
+            payload = cbor2.dumps({"after": "not bytes", "limit": 5})
+            await stream.write(encode_varint(len(payload)) + payload)
+            reader = FrameReader(stream, max_frame=1 << 20)
+            assert await reader.read_cbor() is None  # closed without an answer
