@@ -84,12 +84,17 @@ def test_core_module_is_pure(path):
     assert _violations(path) == []
 
 
+# cryptography.x509 (mandated for attestation) imports email.utils, which imports socket;
+# the static scan above still forbids our own code from importing socket.
+RUNTIME_FORBIDDEN = FORBIDDEN_MODULES - {"socket"}
+
+
 def test_importing_the_core_loads_no_io_module():
     present = [f"repp2p.{n}" for n in CORE if (ROOT / n).is_dir() or (ROOT / f"{n}.py").exists()]
     code = (
         "import sys, json\n"
         + "".join(f"import {m}\n" for m in present)
-        + f"bad = {sorted(FORBIDDEN_MODULES)!r}\n"
+        + f"bad = {sorted(RUNTIME_FORBIDDEN)!r}\n"
         + "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in bad)))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
