@@ -18,6 +18,7 @@ from repp2p.attestation.cache import VerificationCache
 from repp2p.attestation.claims import SIMULATED_LABEL, Claims, TcbStatus
 from repp2p.attestation.dcap import DcapBackend
 from repp2p.attestation.nitro import NitroBackend
+from repp2p.attestation.nvidia import NvidiaBackend, encode_gpu_evidence
 from repp2p.attestation.policy import (
     KNOWN_KINDS,
     Policy,
@@ -41,6 +42,7 @@ __all__ = [
     "Claims",
     "DcapBackend",
     "NitroBackend",
+    "NvidiaBackend",
     "Policy",
     "SevSnpBackend",
     "SimulatedBackend",
@@ -51,6 +53,7 @@ __all__ = [
     "VerifiedNode",
     "check_claims",
     "default_backends",
+    "encode_gpu_evidence",
     "expected_gpu_nonce",
     "expected_report_data",
     "gpu_evidence_digest",

@@ -29,6 +29,7 @@ def default_backends() -> Mapping[str, TEEBackendAPI]:
     """One backend per kind with the pinned production roots."""
     from repp2p.attestation.dcap import DcapBackend
     from repp2p.attestation.nitro import NitroBackend
+    from repp2p.attestation.nvidia import NvidiaBackend
     from repp2p.attestation.sevsnp import SevSnpBackend
     from repp2p.attestation.simulated import SimulatedBackend
 
@@ -37,6 +38,7 @@ def default_backends() -> Mapping[str, TEEBackendAPI]:
         NitroBackend(),
         SevSnpBackend(),
         DcapBackend(),
+        NvidiaBackend(),
     ]
     return MappingProxyType({b.kind: b for b in backends})
 

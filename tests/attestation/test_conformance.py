@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from repp2p.attestation import (
     DcapBackend,
     NitroBackend,
+    NvidiaBackend,
     SevSnpBackend,
     SimulatedBackend,
     SimulatedEnclave,
@@ -42,7 +43,19 @@ def _dcap() -> tuple[TEEBackendAPI, conformance.Sample]:
     return DcapBackend(), conformance.Sample(ev, col, c.DCAP_SGX_AT, "dcap")
 
 
-FACTORIES = {"simulated": _simulated, "nitro": _nitro, "sev-snp": _sev, "dcap": _dcap}
+def _nvidia() -> tuple[TEEBackendAPI, conformance.Sample]:
+    report = bytes.fromhex(c.vector("nvidia-h100/hopperAttestationReport.txt").decode().strip())
+    chain = c.vector("nvidia-h100/hopperCertChain.txt")
+    return NvidiaBackend(), conformance.Sample(report, chain, c.NVIDIA_AT, "nvidia")
+
+
+FACTORIES = {
+    "simulated": _simulated,
+    "nitro": _nitro,
+    "sev-snp": _sev,
+    "dcap": _dcap,
+    "nvidia": _nvidia,
+}
 
 
 @pytest.fixture(params=sorted(FACTORIES))
