@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -53,6 +54,8 @@ from repp2p.store import SqliteRecordStore
 
 log = logging.getLogger("repp2p.node")
 
+#: How many recent arrival times a node remembers (for /record and the network benchmark).
+ARRIVALS_KEPT = 10_000
 #: Measurement published for engines until the enclave runtime measures real code.
 UNMEASURED = bytes(32)
 
@@ -115,6 +118,8 @@ class Node:
         self.synced = trio.Event()
         self._stop = trio.Event()
         self._listeners: list[Callable[[SignedRecord, Outcome], None]] = []
+        # record id -> unix time of first acceptance, for the most recent records only.
+        self.arrivals: OrderedDict[bytes, float] = OrderedDict()
         self._last_seq = 0
 
     # -- identity and records --------------------------------------------------------
@@ -171,6 +176,9 @@ class Node:
         if outcome is Outcome.STALE:
             return False
         if outcome is not Outcome.DUPLICATE:
+            self.arrivals[signed.record_id] = self.clock()
+            if len(self.arrivals) > ARRIVALS_KEPT:
+                self.arrivals.popitem(last=False)
             if outcome is Outcome.EQUIVOCATION:
                 log.warning("equivocation by %s (%s): evidence kept", signed.signer, signed.type)
             for listener in self._listeners:
@@ -253,7 +261,12 @@ class Node:
                     if cfg.status_listen:
                         host, _, port = cfg.status_listen.rpartition(":")
                         self.status_port = await nursery.start(
-                            status_http.serve, host, int(port), self.status, self.metrics_text
+                            status_http.serve,
+                            host,
+                            int(port),
+                            self.status,
+                            self.metrics_text,
+                            self.record_status,
                         )
                     self.started_at = self.clock()
                     self._write_runtime()
@@ -455,6 +468,15 @@ class Node:
             "engines": list(self.config.engines),
             "reputation": None,  # filled once the reputation core is wired in
         }
+
+    def record_status(self, hex_id: str) -> dict[str, Any]:
+        """Whether this node holds a record, and when it first accepted it (if recent)."""
+        try:
+            record_id = bytes.fromhex(hex_id)
+        except ValueError:
+            return {"error": "record id must be hex"}
+        held = self.store is not None and self.store.get(record_id) is not None
+        return {"held": held, "arrived_at": self.arrivals.get(record_id)}
 
     def metrics_text(self) -> bytes:
         """Prometheus text exposition of this node's metrics."""

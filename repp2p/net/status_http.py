@@ -22,10 +22,15 @@ async def serve(
     port: int,
     status: Callable[[], dict[str, Any]],
     metrics: Callable[[], bytes],
+    record: Callable[[str], dict[str, Any]] | None = None,
     *,
     task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve until cancelled; ``task_status.started(port)`` reports the bound port."""
+    """Serve until cancelled; ``task_status.started(port)`` reports the bound port.
+
+    ``record(hex_id)`` answers ``/record/<hex record id>`` (whether the node holds a record
+    and when it arrived; the network benchmark measures gossip reach with it).
+    """
 
     async def handle(stream: trio.SocketStream) -> None:
         try:
@@ -45,6 +50,9 @@ async def serve(
                     await _reply(stream, 200, "text/plain; version=0.0.4", metrics())
                 elif path == "/status":
                     body = json.dumps(status(), indent=1).encode()
+                    await _reply(stream, 200, "application/json", body)
+                elif path.startswith("/record/") and record is not None:
+                    body = json.dumps(record(path[len("/record/") :])).encode()
                     await _reply(stream, 200, "application/json", body)
                 elif path == "/health":
                     await _reply(stream, 200, "text/plain", b"ok\n")

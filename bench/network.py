@@ -1,0 +1,180 @@
+"""Benchmark: devnet set-up time, RSS per node, and gossip reach time.
+
+For each size (default 16 and 32 node processes, plus the bootstrap), this starts a real
+devnet of `repp2p node run` processes on 127.0.0.1 and measures:
+
+* set-up: from the first spawn until every node is listening, synced and has >= 4 peers;
+* RSS per node (VmRSS from /proc, after set-up);
+* gossip reach: a probe peer (its own libp2p host, connected to two nodes) publishes
+  heartbeat records one at a time; for each, the time until 99% of the nodes have accepted
+  it, from each node's own arrival timestamp (``/record/<id>`` on its status endpoint; all
+  processes share this machine's clock). p50 and p99 over the records.
+
+Baseline, measured in the same run: one-hop delivery (probe -> a directly connected node)
+p50 on the same devnet, the floor any multi-hop reach is compared with.
+Target (issue 4): p99 <= 500 ms on 32 processes. Ends with one JSON line.
+
+    python bench/network.py [--sizes 16,32] [--records 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import multiaddr
+import trio
+from libp2p.peer.peerinfo import info_from_p2p_addr
+from libp2p.tools.anyio_service import background_trio_service
+
+from repp2p.cli.devnet import Devnet
+from repp2p.identity import Identity
+from repp2p.logs import setup_logging
+from repp2p.net.gossip import build_pubsub
+from repp2p.net.host import build_host
+from repp2p.net.params import GossipParams
+from repp2p.net.status_http import fetch
+from repp2p.net.topics import TOPICS
+from repp2p.records import Heartbeat, decode, encode
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+async def _arrivals(devnet: Devnet, record_id: bytes) -> list[float | None]:
+    out: list[float | None] = [None] * len(devnet.info)
+
+    async def one(i: int, address: str) -> None:
+        host, _, port = address.rpartition(":")
+        try:
+            answer = json.loads(await fetch(host, int(port), f"/record/{record_id.hex()}", 2))
+            out[i] = answer.get("arrived_at")
+        except (OSError, ValueError, trio.TooSlowError):
+            out[i] = None
+
+    async with trio.open_nursery() as nursery:
+        for i, info in enumerate(devnet.info):
+            nursery.start_soon(one, i, info["status"])
+    return out
+
+
+async def measure(size: int, records: int) -> dict[str, float]:
+    folder = Path(tempfile.mkdtemp(prefix="repp2p-bench-"))
+    devnet = Devnet(folder, size, ["echo"])
+    try:
+        started = time.monotonic()
+        await devnet.start()
+        with trio.fail_after(180):
+            while True:
+                statuses = await devnet.statuses()
+                if all(s and s["synced"] and s["peers"] >= min(4, size) for s in statuses):
+                    break
+                await trio.sleep(0.25)
+        setup_s = time.monotonic() - started
+        pids = [
+            json.loads((folder / i["name"] / "runtime.json").read_text())["pid"]
+            for i in devnet.info
+        ]
+        rss = [_rss_mb(p) for p in pids]
+
+        probe = Identity.generate()
+        host = build_host(probe)
+        reach, one_hop = [], []
+        async with host.run(listen_addrs=[multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
+            pubsub, router = build_pubsub(host, GossipParams(eclipse_protection=False))
+            async with background_trio_service(pubsub), background_trio_service(router):
+                await pubsub.wait_until_ready()
+                topic = TOPICS["heartbeats"]
+                await pubsub.subscribe(topic)
+                entry = [devnet.info[1], devnet.info[len(devnet.info) // 2]]
+                for info in entry:
+                    await host.connect(info_from_p2p_addr(multiaddr.Multiaddr(info["addrs"][0])))
+                await trio.sleep(3)  # a few gossipsub heartbeats: the probe joins meshes
+                need = math.ceil(0.99 * len(devnet.info))
+                for n in range(records):
+                    now = time.time()
+                    data = encode(
+                        Heartbeat(epoch=n, load=0, tasks_done=0, seq=1, expires=int(now) + 600),
+                        probe,
+                    )
+                    record_id = decode(data).record_id
+                    sent = time.time()
+                    await pubsub.publish(topic, data)
+                    with trio.move_on_after(10):
+                        while True:
+                            await trio.sleep(0.2)
+                            arrivals = await _arrivals(devnet, record_id)
+                            got = sorted(a for a in arrivals if a is not None)
+                            if len(got) >= need:
+                                break
+                    if len(got) >= need:
+                        reach.append(got[need - 1] - sent)
+                    first = arrivals[1]
+                    if first is not None:
+                        one_hop.append(first - sent)
+                with trio.move_on_after(5) as scope:
+                    scope.shield = True
+                    await host.get_network().close()
+        return {
+            "nodes": len(devnet.info),
+            "setup_s": setup_s,
+            "rss_mb_mean": statistics.mean(rss),
+            "rss_mb_max": max(rss),
+            "reach_p50_ms": 1000 * _pct(reach, 0.50) if reach else float("nan"),
+            "reach_p99_ms": 1000 * _pct(reach, 0.99) if reach else float("nan"),
+            "reached": len(reach),
+            "published": records,
+            "one_hop_p50_ms": 1000 * _pct(one_hop, 0.50) if one_hop else float("nan"),
+        }
+    finally:
+        await devnet.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="16,32")
+    parser.add_argument("--records", type=int, default=40)
+    args = parser.parse_args()
+    setup_logging("text", "WARNING", "CRITICAL")
+    results = []
+    for size in (int(s) for s in args.sizes.split(",")):
+        r = trio.run(measure, size, args.records)
+        results.append(r)
+        print(
+            f"{r['nodes']:>3} processes: set-up {r['setup_s']:.1f} s, RSS {r['rss_mb_mean']:.0f} MB"
+            f"/node (max {r['rss_mb_max']:.0f}), reach to 99% p50 {r['reach_p50_ms']:.0f} ms, "
+            f"p99 {r['reach_p99_ms']:.0f} ms ({r['reached']}/{r['published']} reached), "
+            f"one-hop p50 {r['one_hop_p50_ms']:.0f} ms",
+            flush=True,
+        )
+    last = results[-1]
+    figures = {"bench": "network"}
+    for r in results:
+        n = r["nodes"] - 1
+        figures[f"setup_s_{n}"] = round(r["setup_s"], 2)
+        figures[f"rss_mb_{n}"] = round(r["rss_mb_mean"], 1)
+        figures[f"reach_p50_ms_{n}"] = round(r["reach_p50_ms"], 1)
+        figures[f"reach_p99_ms_{n}"] = round(r["reach_p99_ms"], 1)
+    figures["baseline"] = round(last["one_hop_p50_ms"], 1)
+    figures["ratio"] = round(last["reach_p99_ms"] / last["one_hop_p50_ms"], 2)
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
