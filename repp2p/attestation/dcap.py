@@ -502,7 +502,13 @@ class DcapBackend(TEEBackendAPI):
     def _check_crl(
         self, crl: x509.CertificateRevocationList, issuer: Certificate, now: int
     ) -> None:
-        if crl.issuer != issuer.subject or not crl.is_signature_valid(issuer.public_key()):  # type: ignore[arg-type]
+        try:
+            valid = crl.issuer == issuer.subject and crl.is_signature_valid(
+                issuer.public_key()  # type: ignore[arg-type]
+            )
+        except (TypeError, ValueError):
+            valid = False
+        if not valid:
             raise AttestationError(AttestationReason.BROKEN_CHAIN, "dcap: CRL signature")
         next_update = crl.next_update_utc
         if now < crl.last_update_utc.timestamp() or (
