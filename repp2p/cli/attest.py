@@ -23,7 +23,7 @@ from repp2p.attestation import (
     verify_evidence,
 )
 from repp2p.attestation.certs import load_certificates
-from repp2p.errors import AttestationError, ConfigError
+from repp2p.errors import AttestationError, AttestationReason, ConfigError
 
 EXIT_ACCEPTED = 0
 EXIT_ERROR = 1
@@ -112,6 +112,18 @@ def handle_verify(args: argparse.Namespace) -> int:
     try:
         if policy is None:
             claims = default_backends()[args.kind].verify(evidence, collateral, now)
+            # Without a policy there is no age limit, but the verification window
+            # (certificates, collateral) still has to hold at the requested time.
+            if now < claims.valid_from:
+                raise AttestationError(
+                    AttestationReason.CERT_NOT_YET_VALID,
+                    f"valid from {claims.valid_from}, verified at {now} (use --at)",
+                )
+            if now > claims.valid_until:
+                raise AttestationError(
+                    AttestationReason.CERT_EXPIRED,
+                    f"valid until {claims.valid_until}, verified at {now} (use --at)",
+                )
             policy_name = "evidence only, no policy"
         else:
             claims = verify_evidence(args.kind, evidence, collateral, policy, now)

@@ -36,14 +36,8 @@ def node_config(
     folder: Path, name: str, bootstrap: tuple[str, ...] = (), **overrides: Any
 ) -> NodeConfig:
     """A dev-network NodeConfig listening on an ephemeral loopback port."""
-    settings = dict(FAST, **overrides)
-    return NodeConfig(
-        data_dir=folder / name,
-        network="dev",
-        listen=("/ip4/127.0.0.1/tcp/0",),
-        bootstrap=bootstrap,
-        **settings,
-    )
+    settings = {**FAST, "listen": ("/ip4/127.0.0.1/tcp/0",), **overrides}
+    return NodeConfig(data_dir=folder / name, network="dev", bootstrap=bootstrap, **settings)
 
 
 async def start_node(nursery: trio.Nursery, config: NodeConfig) -> Node:

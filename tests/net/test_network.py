@@ -54,9 +54,10 @@ async def test_every_family_reaches_every_node(tmp_path):
         await wait_until(lambda: all(len(n.host.get_connected_peers()) >= 3 for n in nodes), 20)
         await trio.sleep(1.5)  # a gossipsub heartbeat to build meshes
         published = []
-        for i, record in enumerate(factories.sample_records(seq=10**15)):
-            author = nodes[1 + i % 4]
-            published.append(await author.publish(record))
+        with trio.fail_after(10):
+            for i, record in enumerate(factories.sample_records(seq=10**15)):
+                author = nodes[1 + i % 4]
+                published.append(await author.publish(record))
         assert {s.type for s in published} == {
             "NodeAd",
             "Attestation",
@@ -78,11 +79,12 @@ async def test_forged_and_malformed_records_are_dropped_not_forwarded(tmp_path):
         async with host.run(listen_addrs=[LOCAL]):
             pubsub, router = build_pubsub(host, GossipParams(eclipse_protection=False))
             async with background_trio_service(pubsub), background_trio_service(router):
-                await pubsub.wait_until_ready()
                 topic = TOPICS["heartbeats"]
-                await pubsub.subscribe(topic)
-                await host.connect(info_from_p2p_addr(multiaddr.Multiaddr(gate.addrs()[0])))
-                await pubsub.wait_for_subscription(gate.host.get_id(), topic, timeout=10)
+                with trio.fail_after(20):
+                    await pubsub.wait_until_ready()
+                    await pubsub.subscribe(topic)
+                    await host.connect(info_from_p2p_addr(multiaddr.Multiaddr(gate.addrs()[0])))
+                    await pubsub.wait_for_subscription(gate.host.get_id(), topic, timeout=10)
                 await trio.sleep(1.5)
                 good = encode(
                     Heartbeat(epoch=1, load=0, tasks_done=0, seq=1, expires=factories.FAR_FUTURE),
@@ -101,9 +103,10 @@ async def test_forged_and_malformed_records_are_dropped_not_forwarded(tmp_path):
                     Heartbeat(epoch=3, load=0, tasks_done=0, seq=1, expires=10), mallory
                 )
                 wrong_topic = encode(factories.sample_records()[3], mallory)  # a TaskOffer
-                for data in (bytes(forged), b"\xa1\x00", expired, wrong_topic):
-                    await pubsub.publish(topic, data)
-                await pubsub.publish(topic, good)  # the marker that must get through
+                with trio.fail_after(10):
+                    for data in (bytes(forged), b"\xa1\x00", expired, wrong_topic):
+                        await pubsub.publish(topic, data)
+                    await pubsub.publish(topic, good)  # the marker that must get through
 
                 marker = __import__("hashlib").sha256(good).digest()
                 await wait_until(lambda: holds(far, marker), 15)
@@ -175,7 +178,8 @@ async def test_restarted_node_keeps_identity_and_catches_up_by_sync(tmp_path):
         )
 
         # While it is down, a one-shot record appears: only sync can bring it back.
-        offer = await boot.publish(factories.sample_records()[3])
+        with trio.fail_after(10):
+            offer = await boot.publish(factories.sample_records()[3])
         assert isinstance(offer.record, TaskOffer) and topic_for("TaskOffer").endswith("tasks")
 
         again = await start_node(nursery, config)
@@ -185,3 +189,20 @@ async def test_restarted_node_keeps_identity_and_catches_up_by_sync(tmp_path):
         await wait_until(lambda: holds(again, offer.record_id), 10)
         boot.stop()
         again.stop()
+
+
+async def test_quic_transport_option(tmp_path):
+    quic = {"listen": ("/ip4/127.0.0.1/udp/0/quic-v1",), "enable_quic": True}
+    async with trio.open_nursery() as nursery:
+        boot = await start_node(nursery, node_config(tmp_path, "qboot", **quic))
+        assert "/quic-v1" in boot.addrs()[0]
+        other = await start_node(
+            nursery, node_config(tmp_path, "qnode", (boot.addrs()[0],), **quic)
+        )
+        await wait_until(lambda: other.synced.is_set() and holds_ad(other, boot), 20)
+        boot.stop()
+        other.stop()
+
+
+def holds_ad(node, author) -> bool:
+    return bool(node.store.query(type="NodeAd", signer=author.peer_id))

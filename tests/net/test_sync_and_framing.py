@@ -81,11 +81,12 @@ async def test_pull_pages_through_everything(tmp_path):
     server, client = build_host(factories.identity("a")), build_host(factories.identity("b"))
     async with server.run(listen_addrs=[LOCAL]), client.run(listen_addrs=[LOCAL]):
         server.set_stream_handler(PROTOCOL, make_handler(served, params))
-        await client.connect(
-            info_from_p2p_addr(
-                multiaddr.Multiaddr(f"{server.get_addrs()[0]}/p2p/{server.get_id()}")
+        with trio.fail_after(10):
+            await client.connect(
+                info_from_p2p_addr(
+                    multiaddr.Multiaddr(f"{server.get_addrs()[0]}/p2p/{server.get_id()}")
+                )
             )
-        )
         with trio.fail_after(20):
             stream = await client.new_stream(server.get_id(), [PROTOCOL])
             result = await pull(stream, lambda d: fresh.ingest(d, now=NOW) is not None, params)
@@ -118,11 +119,12 @@ async def test_pull_cuts_off_a_peer_that_sends_garbage(tmp_path):
     server, client = build_host(factories.identity("liar")), build_host(factories.identity("c"))
     async with server.run(listen_addrs=[LOCAL]), client.run(listen_addrs=[LOCAL]):
         server.set_stream_handler(PROTOCOL, liar)
-        await client.connect(
-            info_from_p2p_addr(
-                multiaddr.Multiaddr(f"{server.get_addrs()[0]}/p2p/{server.get_id()}")
+        with trio.fail_after(10):
+            await client.connect(
+                info_from_p2p_addr(
+                    multiaddr.Multiaddr(f"{server.get_addrs()[0]}/p2p/{server.get_id()}")
+                )
             )
-        )
         with trio.fail_after(20):
             stream = await client.new_stream(server.get_id(), [PROTOCOL])
             with pytest.raises(ProtocolError, match="invalid records"):
@@ -137,11 +139,12 @@ async def test_server_drops_a_malformed_request(tmp_path):
     server, client = build_host(factories.identity("d")), build_host(factories.identity("e"))
     async with server.run(listen_addrs=[LOCAL]), client.run(listen_addrs=[LOCAL]):
         server.set_stream_handler(PROTOCOL, make_handler(served, SyncParams()))
-        await client.connect(
-            info_from_p2p_addr(
-                multiaddr.Multiaddr(f"{server.get_addrs()[0]}/p2p/{server.get_id()}")
+        with trio.fail_after(10):
+            await client.connect(
+                info_from_p2p_addr(
+                    multiaddr.Multiaddr(f"{server.get_addrs()[0]}/p2p/{server.get_id()}")
+                )
             )
-        )
         with trio.fail_after(20):
             stream = await client.new_stream(server.get_id(), [PROTOCOL])
             payload = cbor2.dumps({"after": "not bytes", "limit": 5})
