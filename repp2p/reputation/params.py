@@ -1,0 +1,187 @@
+"""``ReputationParams``: every knob of the reputation computation, documented and validated.
+
+One frozen object per concern (STYLE principle 5). Construction validates every field and
+raises :class:`~repp2p.errors.ConfigError`, so a params object that exists is usable. Epochs
+are the network's epochs (``epoch = now // epoch_s``); "evidence" means feedback, claims,
+receipts and heartbeats accepted into the view.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from repp2p.errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class ReputationParams:
+    """Weights, windows, half-lives and thresholds of the reputation score.
+
+    Component weights (each a float in [0, 100]; at least one > 0; the score is the
+    weighted mean of the components, so only their ratios matter):
+
+    Attributes:
+        w_uptime: weight of uptime (share of epochs in the window with a heartbeat).
+        w_success: weight of success (trust-weighted feedback outcomes).
+        w_throughput: weight of throughput (claimed tasks delivered with a receipt).
+        w_latency: weight of latency (reported latency against the task's deadline budget).
+        w_attestation: weight of attestation consistency.
+
+    Windows and decay:
+
+    Attributes:
+        window_epochs: how many past epochs of evidence count, epochs, 1..100000. Older
+            heartbeats, feedback, claims and receipts are ignored.
+        half_life_epochs: evidence ``a`` epochs old weighs ``2 ** (-a / half_life)``,
+            epochs, 0.5..100000.
+
+    Bayesian priors (each component starts at ``prior_*`` with the strength of
+    ``prior_strength_*`` pseudo-observations, so newcomers and thin histories sit near the
+    prior instead of at 0 or 1):
+
+    Attributes:
+        prior_uptime, prior_success, prior_throughput, prior_latency: prior value, [0, 1].
+        prior_strength_uptime: pseudo-epochs, [0, 10000].
+        prior_strength_success: pseudo-feedback of average trust, [0, 10000].
+        prior_strength_throughput: pseudo-claims, [0, 10000].
+        prior_strength_latency: pseudo-feedback of average trust, [0, 10000].
+        rating_weight_pct: how much the 0-100 ``rating`` moves an ``ok`` outcome, percent,
+            0..100: an ok is worth ``1 - rw + rw * rating / 100``.
+        timeout_penalty_pct: how much a ``timeout`` counts against a node in the client's
+            local trust (EigenTrust edge), percent of a ``wrong``, 0..100.
+
+    Client trust (EigenTrust, see docs/core.md):
+
+    Attributes:
+        trust_alpha: teleport probability to the pre-trusted set, (0, 1).
+        trust_iterations: power-iteration steps, a fixed count so no data-dependent branch
+            can differ between peers, 1..1000.
+        trust_weight_cap: cap on one client's feedback weight, in units of the average
+            vertex trust, (0, 1e6].
+
+    Attestation consistency:
+
+    Attributes:
+        reattest_period_s: a node must be re-attested this often, seconds, 60..30 days;
+            after that the component falls linearly to 0 over one more period.
+        tcb_degraded_factor: multiplier for a degraded TCB status, [0, 1].
+
+    Newcomers, phase-out and penalties:
+
+    Attributes:
+        newcomer_min_feedback: a node with less trusted feedback mass than this (in
+            feedback of average trust) is a newcomer, [0, 1e6]. Newcomers are ranked in the
+            exploration pool (matching), whose total share is bounded whatever their number.
+        phase_out_permille: score below which a node is phasing out, permille, 0..1000.
+        phase_out_epochs: consecutive epochs below the threshold before a phase-out (M),
+            1..10000.
+        phase_out_penalty_epochs: length of the first phase-out, epochs, 1..1000000.
+        phase_out_growth: each repeat multiplies the phase-out length by this, 1..16.
+        phase_out_max_epochs: cap on a phase-out's length, epochs, >= phase_out_penalty_epochs.
+        hard_penalty_epochs: ineligibility after equivocation or a proven wrong result,
+            epochs, 1..2**40 (the default is about forever).
+        wrong_quorum: a receipt is proven wrong when at least this many other claimants'
+            receipts for the same task agree on a different output and they are a strict
+            majority of the task's receipts, 2..16.
+    """
+
+    w_uptime: float = 1.0
+    w_success: float = 3.0
+    w_throughput: float = 1.0
+    w_latency: float = 1.0
+    w_attestation: float = 1.0
+
+    window_epochs: int = 168
+    half_life_epochs: float = 48.0
+
+    prior_uptime: float = 0.8
+    prior_success: float = 0.7
+    prior_throughput: float = 0.8
+    prior_latency: float = 0.7
+    prior_strength_uptime: float = 4.0
+    prior_strength_success: float = 5.0
+    prior_strength_throughput: float = 3.0
+    prior_strength_latency: float = 3.0
+    rating_weight_pct: int = 20
+    timeout_penalty_pct: int = 50
+
+    trust_alpha: float = 0.15
+    trust_iterations: int = 30
+    trust_weight_cap: float = 20.0
+
+    reattest_period_s: int = 3600
+    tcb_degraded_factor: float = 0.5
+
+    newcomer_min_feedback: float = 5.0
+    phase_out_permille: int = 400
+    phase_out_epochs: int = 6
+    phase_out_penalty_epochs: int = 24
+    phase_out_growth: int = 2
+    phase_out_max_epochs: int = 24 * 30
+    hard_penalty_epochs: int = 2**40
+    wrong_quorum: int = 2
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Check every field; raise :class:`ConfigError` naming the first bad one."""
+        weights = ("w_uptime", "w_success", "w_throughput", "w_latency", "w_attestation")
+        for name in weights:
+            _float_in(self, name, 0.0, 100.0)
+        if sum(getattr(self, n) for n in weights) <= 0.0:
+            raise ConfigError("reputation: at least one component weight must be > 0")
+        _int_in(self, "window_epochs", 1, 100_000)
+        _float_in(self, "half_life_epochs", 0.5, 100_000.0)
+        for name in ("prior_uptime", "prior_success", "prior_throughput", "prior_latency"):
+            _float_in(self, name, 0.0, 1.0)
+        for name in (
+            "prior_strength_uptime",
+            "prior_strength_success",
+            "prior_strength_throughput",
+            "prior_strength_latency",
+        ):
+            _float_in(self, name, 0.0, 10_000.0)
+        _int_in(self, "rating_weight_pct", 0, 100)
+        _int_in(self, "timeout_penalty_pct", 0, 100)
+        _float_in(self, "trust_alpha", 1e-6, 1.0 - 1e-6)
+        _int_in(self, "trust_iterations", 1, 1000)
+        _float_in(self, "trust_weight_cap", 1e-9, 1e6)
+        _int_in(self, "reattest_period_s", 60, 30 * 86400)
+        _float_in(self, "tcb_degraded_factor", 0.0, 1.0)
+        _float_in(self, "newcomer_min_feedback", 0.0, 1e6)
+        _int_in(self, "phase_out_permille", 0, 1000)
+        _int_in(self, "phase_out_epochs", 1, 10_000)
+        _int_in(self, "phase_out_penalty_epochs", 1, 1_000_000)
+        _int_in(self, "phase_out_growth", 1, 16)
+        _int_in(self, "phase_out_max_epochs", self.phase_out_penalty_epochs, 2**40)
+        _int_in(self, "hard_penalty_epochs", 1, 2**40)
+        _int_in(self, "wrong_quorum", 2, 16)
+
+    @property
+    def weights(self) -> tuple[float, float, float, float, float]:
+        """Component weights in the order uptime, success, throughput, latency, attestation."""
+        return (
+            self.w_uptime,
+            self.w_success,
+            self.w_throughput,
+            self.w_latency,
+            self.w_attestation,
+        )
+
+
+def _float_in(p: object, name: str, lo: float, hi: float) -> None:
+    value = getattr(p, name)
+    if type(value) not in (int, float) or isinstance(value, bool):
+        raise ConfigError(f"reputation: {name} must be a number, got {value!r}")
+    if not math.isfinite(value) or not lo <= value <= hi:
+        raise ConfigError(f"reputation: {name}={value!r} outside [{lo}, {hi}]")
+
+
+def _int_in(p: object, name: str, lo: int, hi: int) -> None:
+    value = getattr(p, name)
+    if type(value) is not int:
+        raise ConfigError(f"reputation: {name} must be an integer, got {value!r}")
+    if not lo <= value <= hi:
+        raise ConfigError(f"reputation: {name}={value!r} outside [{lo}, {hi}]")

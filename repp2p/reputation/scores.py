@@ -1,0 +1,395 @@
+"""The reputation computation: evidence + ``now`` -> a score in [0, 1] per node.
+
+Pure and vectorised (numpy), about 1 s for 10,000 nodes and 1,000,000 feedback records on
+one core. Determinism: every evidence sum is taken in integer fixed point (decay weights
+scaled by 2**16, outcome values by 10,000), so sums are exact whatever their order; the
+EigenTrust iteration runs a fixed number of steps over edges in canonical order with
+``np.bincount`` (a sequential loop); no library ``exp``/``log`` is used (decay comes from
+:mod:`repp2p.reputation.detmath`). Matching reads only the integer ``permille`` of a score.
+
+Components (docs/core.md has the formulas):
+
+* uptime: decayed share of epochs, since the node was first seen in the window, that have a
+  heartbeat;
+* success: feedback outcomes, each client's feedback weighted by the client's EigenTrust;
+* throughput: decayed share of claimed, past-deadline tasks delivered with a receipt;
+* latency: reported latency against the task's deadline budget, trust-weighted;
+* attestation: verified, never failed, kind and measurements consistent with the ad, TCB not
+  degraded, re-attested on schedule.
+
+Feedback counts only when the client signed the ``TaskOffer`` and the node signed a
+``Claim`` for it, the client is not the node, and neither equivocated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from repp2p.reputation.detmath import decay_table_fixed
+from repp2p.reputation.evidence import Evidence, Offence
+from repp2p.reputation.params import ReputationParams
+
+#: Fixed-point scale of decay weights (bits) and of one feedback's value.
+DECAY_BITS = 16
+UNIT = 10_000
+_D = float(1 << DECAY_BITS)
+_OK, _WRONG, _TIMEOUT, _BAD_PROOF = 0, 1, 2, 3
+COMPONENTS = ("uptime", "success", "throughput", "latency", "attestation")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class NodeReputation:
+    """One peer's reputation and the components it is made of (all floats in [0, 1]).
+
+    Attributes:
+        peer_id: the peer.
+        score: weighted mean of the components; 0 for an offender.
+        permille: ``floor(score * 1000 + 0.5)``, what matching and ``min_reputation`` use.
+        uptime, success, throughput, latency, attestation: the components.
+        feedback_mass: trusted feedback received, in feedback of average trust.
+        client_trust: the peer's EigenTrust value as a client (sums to 1 over all peers).
+        is_newcomer: less trusted feedback than ``newcomer_min_feedback``.
+        is_offender: equivocated or proven wrong (hard penalty).
+    """
+
+    peer_id: str
+    score: float
+    permille: int
+    uptime: float
+    success: float
+    throughput: float
+    latency: float
+    attestation: float
+    feedback_mass: float
+    client_trust: float
+    is_newcomer: bool
+    is_offender: bool
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ReputationTable:
+    """Scores of every peer of an :class:`Evidence`, as columns (index = peer index).
+
+    ``score``, ``permille`` and the components are meaningful for nodes (``is_node``);
+    clients have ``client_trust``. Use :meth:`get` for one peer.
+    """
+
+    peers: tuple[str, ...]
+    epoch: int
+    is_node: np.ndarray
+    score: np.ndarray
+    permille: np.ndarray
+    components: np.ndarray  # shape (5, P): uptime, success, throughput, latency, attestation
+    feedback_mass: np.ndarray
+    client_trust: np.ndarray
+    is_newcomer: np.ndarray
+    is_offender: np.ndarray
+    offences: tuple[Offence, ...]
+
+    def index(self, peer_id: str) -> int:
+        i = int(np.searchsorted(np.asarray(self.peers, dtype=object), peer_id))
+        if i >= len(self.peers) or self.peers[i] != peer_id:
+            raise KeyError(peer_id)
+        return i
+
+    def get(self, peer_id: str) -> NodeReputation:
+        """The :class:`NodeReputation` of one peer (raises KeyError when unknown)."""
+        i = self.index(peer_id)
+        c = self.components[:, i]
+        return NodeReputation(
+            peer_id=peer_id,
+            score=float(self.score[i]),
+            permille=int(self.permille[i]),
+            uptime=float(c[0]),
+            success=float(c[1]),
+            throughput=float(c[2]),
+            latency=float(c[3]),
+            attestation=float(c[4]),
+            feedback_mass=float(self.feedback_mass[i]),
+            client_trust=float(self.client_trust[i]),
+            is_newcomer=bool(self.is_newcomer[i]),
+            is_offender=bool(self.is_offender[i]),
+        )
+
+    def scores(self) -> dict[str, float]:
+        """``peer_id -> score`` for every node."""
+        return {self.peers[i]: float(self.score[i]) for i in np.flatnonzero(self.is_node)}
+
+
+def _member(sorted_keys: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(found mask, position) of ``keys`` in the sorted array ``sorted_keys``."""
+    if len(sorted_keys) == 0:
+        return np.zeros(len(keys), bool), np.zeros(len(keys), np.int64)
+    pos = np.searchsorted(sorted_keys, keys)
+    pos_c = np.minimum(pos, len(sorted_keys) - 1)
+    return sorted_keys[pos_c] == keys, pos_c
+
+
+def _smoothed(num: np.ndarray, den: np.ndarray, prior: float, strength: float) -> np.ndarray:
+    """Bayesian mean: ``(strength * prior + num) / (strength + den)``; prior when both are 0."""
+    top = strength * prior + num
+    bottom = strength + den
+    safe = np.where(bottom > 0.0, bottom, 1.0)
+    return np.where(bottom > 0.0, top / safe, prior)
+
+
+def eigentrust(
+    n: int,
+    src: np.ndarray,
+    dst: np.ndarray,
+    weight: np.ndarray,
+    pretrusted: np.ndarray,
+    *,
+    alpha: float,
+    iterations: int,
+) -> np.ndarray:
+    """EigenTrust by power iteration over a sparse graph.
+
+    ``t <- (1 - alpha) * (C^T t + dangling(t) * p) + alpha * p`` where ``C`` is the local
+    trust matrix with rows normalised to 1, ``p`` is uniform over ``pretrusted`` and
+    ``dangling(t)`` is the trust of vertices without outgoing edges (it returns to ``p``).
+    A vertex without an incoming edge and outside ``p`` ends with trust exactly 0.
+
+    Args:
+        n: number of vertices.
+        src, dst, weight: edges (canonical order; weights >= 0, integer-valued floats).
+        pretrusted: boolean mask of the pre-trusted set (uniform teleport target).
+        alpha: teleport probability.
+        iterations: fixed number of steps (no data-dependent stopping rule).
+
+    Returns:
+        float64 trust per vertex, summing to 1 (all zeros when nobody is pre-trusted).
+    """
+    n_pre = int(np.count_nonzero(pretrusted))
+    if n_pre == 0:
+        return np.zeros(n)
+    p = pretrusted.astype(np.float64) / float(n_pre)
+    keep = weight > 0.0
+    src, dst, weight = src[keep], dst[keep], weight[keep]
+    row = np.bincount(src, weights=weight, minlength=n)
+    norm = weight / row[src]
+    dangling = row == 0.0
+    dangling_idx = np.flatnonzero(dangling)
+    zeros = np.zeros(len(dangling_idx), np.int64)
+    t = p.copy()
+    for _ in range(iterations):
+        y = np.bincount(dst, weights=norm * t[src], minlength=n)
+        lost = float(np.bincount(zeros, weights=t[dangling_idx], minlength=1)[0])
+        t = (1.0 - alpha) * (y + lost * p) + alpha * p
+    return t
+
+
+def compute(
+    evidence: Evidence,
+    *,
+    now: int,
+    epoch_s: int,
+    params: ReputationParams | None = None,
+) -> ReputationTable:
+    """Score every peer of ``evidence`` as of ``now``.
+
+    Args:
+        evidence: canonical evidence (:func:`repp2p.reputation.collect`).
+        now: unix seconds; the current epoch is ``now // epoch_s`` and the window is the
+            ``window_epochs`` epochs before it.
+        epoch_s: epoch length in seconds (> 0).
+        params: :class:`ReputationParams` (defaults when None).
+
+    Returns:
+        A :class:`ReputationTable`; equal evidence and arguments give identical bits.
+    """
+    if epoch_s <= 0:
+        raise ValueError("epoch_s must be > 0")
+    p = params or ReputationParams()
+    ev = evidence
+    n = ev.n_peers
+    epoch = now // epoch_s
+    w = p.window_epochs
+    decay = decay_table_fixed(p.half_life_epochs, w + 1, DECAY_BITS)
+
+    def age_weight(epochs: np.ndarray, *, allow_current: bool) -> np.ndarray:
+        """Fixed-point decay per row; 0 outside the window (or in the future)."""
+        age = (epoch - 1) - epochs
+        ok = (age >= 0) & (age <= w - 1)
+        if allow_current:
+            ok |= epochs == epoch
+            age = np.maximum(age, 0)
+        return np.where(ok, decay[np.clip(age, 0, w)], 0)
+
+    n_offers = len(ev.offer_client)
+    # One sentinel offer at index n_offers (owner -1, far past) keeps indexing total.
+    offer_client = np.append(ev.offer_client, -1)
+    offer_epoch = np.append(ev.offer_epoch, -(2**40))
+    offer_deadline = np.append(ev.offer_deadline_ms, 0)
+    # --- claims, receipts, proven wrong results -------------------------------------------
+    claim_key = ev.claim_offer * n + ev.claim_node  # sorted: claims are sorted (offer, node)
+    r_key = ev.receipt_offer * n + ev.receipt_node  # sorted likewise
+    r_claimed, _ = _member(claim_key, r_key)
+    r_valid = r_claimed & ev.verified[ev.receipt_node] & ~ev.failed[ev.receipt_node]
+    r_wrong = np.zeros(len(r_key), bool)
+    offences = list(ev.offences)
+    if r_valid.any():
+        n_outputs = int(ev.receipt_output.max()) + 1
+        out_count = np.bincount(ev.receipt_output[r_valid], minlength=n_outputs)
+        per_offer = np.bincount(ev.receipt_offer[r_valid], minlength=n_offers)
+        c = np.where(r_valid, out_count[ev.receipt_output], 0)
+        top = np.zeros(n_offers, np.int64)
+        np.maximum.at(top, ev.receipt_offer, c)
+        has_majority = (top >= p.wrong_quorum) & (2 * top > per_offer)
+        r_wrong = r_valid & has_majority[ev.receipt_offer] & (c < top[ev.receipt_offer])
+        for r in np.flatnonzero(r_wrong):
+            o = ev.receipt_offer[r]
+            ids: tuple[bytes, ...] = ()
+            if ev.receipt_ids:
+                same = np.flatnonzero((ev.receipt_offer == o) & r_valid)
+                ids = tuple(sorted(ev.receipt_ids[i] for i in same))
+            offences.append(
+                Offence("wrong_result", ev.peers[ev.receipt_node[r]], ids, int(ev.offer_epoch[o]))
+            )
+    proven_wrong = np.zeros(n, bool)
+    proven_wrong[ev.receipt_node[r_wrong]] = True
+    offender = ev.equivocated | proven_wrong
+
+    # --- valid feedback -------------------------------------------------------------------
+    fo = ev.fb_offer
+    in_range = (fo >= 0) & (fo < n_offers)
+    fo_c = np.where(in_range, fo, n_offers)
+    owned = offer_client[fo_c] == ev.fb_client
+    fb_key = fo_c * n + ev.fb_node
+    claimed, _ = _member(claim_key, fb_key)
+    fb_d = age_weight(offer_epoch[fo_c], allow_current=True)
+    valid = (
+        owned
+        & claimed
+        & (ev.fb_client != ev.fb_node)
+        & ~ev.equivocated[ev.fb_client]
+        & ~offender[ev.fb_node]
+        & (fb_d > 0)
+    )
+    fc, fn, fd = ev.fb_client[valid], ev.fb_node[valid], fb_d[valid]
+    outcome = ev.fb_outcome[valid]
+    is_ok = outcome == _OK
+    ok_value = (100 - p.rating_weight_pct) * 100 + p.rating_weight_pct * ev.fb_rating[valid]
+    good = fd * np.where(is_ok, ok_value, 0)  # exact int64
+    seen = fd * UNIT
+    bad_value = np.where(
+        (outcome == _WRONG) | (outcome == _BAD_PROOF),
+        UNIT,
+        np.where(outcome == _TIMEOUT, p.timeout_penalty_pct * 100, 0),
+    )
+    local = good - fd * bad_value  # the client's local trust in the node, per feedback
+
+    # latency: ok feedback only, against the deadline budget of the task's epoch
+    budget = offer_deadline[fo_c[valid]] - offer_epoch[fo_c[valid]] * (epoch_s * 1000)
+    budget = np.maximum(budget, 1)
+    lat = np.minimum(ev.fb_latency_ms[valid], budget)
+    lat_fixed = UNIT - (lat * UNIT) // budget
+    lat_num = np.where(is_ok, fd * lat_fixed, 0)
+    lat_den = np.where(is_ok, seen, 0)
+
+    # receipts behind each feedback: is the client's verdict consistent with the proof?
+    r_found, r_pos = _member(r_key, fo_c[valid] * n + fn)
+    if len(r_key):
+        r_found &= r_valid[r_pos]
+        fb_wrong = r_found & r_wrong[r_pos]
+    else:
+        fb_wrong = r_found
+    consistent = r_found & ((is_ok & ~fb_wrong) | ((outcome == _WRONG) & fb_wrong))
+    node_trusted = ev.verified & ~ev.failed & ~offender
+
+    # --- aggregate per (client, node) pair: rows are sorted by client, node ----------------
+    pair = fc * n + fn
+    if len(pair):
+        starts = np.flatnonzero(np.concatenate(([True], pair[1:] != pair[:-1])))
+        pc, pn = fc[starts], fn[starts]
+        good_p = np.add.reduceat(good, starts).astype(np.float64)
+        seen_p = np.add.reduceat(seen, starts).astype(np.float64)
+        local_p = np.add.reduceat(local, starts).astype(np.float64)
+        latn_p = np.add.reduceat(lat_num, starts).astype(np.float64)
+        latd_p = np.add.reduceat(lat_den, starts).astype(np.float64)
+    else:
+        pc = pn = np.zeros(0, np.int64)
+        good_p = seen_p = local_p = latn_p = latd_p = np.zeros(0)
+
+    # --- EigenTrust over clients and nodes ------------------------------------------------
+    vouch = consistent & node_trusted[fn]
+    v_key = fn[vouch] * n + fc[vouch]
+    v_keys, v_inv = np.unique(v_key, return_inverse=True)
+    v_w = np.bincount(v_inv, weights=(fd[vouch] * UNIT).astype(np.float64))
+    src = np.concatenate((pc, v_keys // n))
+    dst = np.concatenate((pn, v_keys % n))
+    weight = np.concatenate((np.maximum(local_p, 0.0), v_w))
+    pretrusted = ev.is_node & node_trusted
+    trust = eigentrust(
+        n, src, dst, weight, pretrusted, alpha=p.trust_alpha, iterations=p.trust_iterations
+    )
+    client_w = np.minimum(p.trust_weight_cap, trust * float(n))
+    cw = client_w[pc]
+
+    # --- components -----------------------------------------------------------------------
+    one = _D * UNIT  # one fresh feedback of average trust
+    succ_num = np.bincount(pn, weights=cw * good_p, minlength=n)
+    succ_den = np.bincount(pn, weights=cw * seen_p, minlength=n)
+    success = _smoothed(succ_num / one, succ_den / one, p.prior_success, p.prior_strength_success)
+    lat_n = np.bincount(pn, weights=cw * latn_p, minlength=n)
+    lat_d = np.bincount(pn, weights=cw * latd_p, minlength=n)
+    latency = _smoothed(lat_n / one, lat_d / one, p.prior_latency, p.prior_strength_latency)
+    feedback_mass = succ_den / one
+
+    # throughput: claims of tasks whose deadline has passed, delivered = a receipt exists
+    due = offer_deadline[ev.claim_offer] <= now * 1000
+    c_d = age_weight(offer_epoch[ev.claim_offer], allow_current=True)
+    c_d = np.where(due, c_d, 0).astype(np.float64)
+    delivered, _ = _member(r_key, claim_key)
+    thr_num = np.bincount(ev.claim_node, weights=c_d * delivered, minlength=n) / _D
+    thr_den = np.bincount(ev.claim_node, weights=c_d, minlength=n) / _D
+    throughput = _smoothed(thr_num, thr_den, p.prior_throughput, p.prior_strength_throughput)
+
+    # uptime: heartbeats in [epoch - w, epoch - 1] since the node was first seen
+    hb_d = age_weight(ev.hb_epoch, allow_current=False)
+    hits = np.bincount(ev.hb_node, weights=hb_d.astype(np.float64), minlength=n) / _D
+    first = np.full(n, np.iinfo(np.int64).max)
+    if len(ev.hb_node):
+        starts = np.flatnonzero(np.concatenate(([True], ev.hb_node[1:] != ev.hb_node[:-1])))
+        first[ev.hb_node[starts]] = ev.hb_epoch[starts]  # rows sorted by (node, epoch)
+    cum = np.cumsum(decay[:w])
+    span = (epoch - 1) - np.maximum(first, epoch - w)  # oldest age counted
+    possible = np.where(span >= 0, cum[np.clip(span, 0, w - 1)], 0).astype(np.float64) / _D
+    uptime = _smoothed(hits, possible, p.prior_uptime, p.prior_strength_uptime)
+
+    # attestation consistency
+    age_s = (now - ev.attested_at).astype(np.float64)
+    period = float(p.reattest_period_s)
+    fresh = np.clip(1.0 - (age_s - period) / period, 0.0, 1.0)
+    attestation = np.where(ev.verified & ~ev.failed & ev.consistent, fresh, 0.0)
+    attestation = np.where(ev.tcb_degraded, attestation * p.tcb_degraded_factor, attestation)
+
+    comps = np.stack([uptime, success, throughput, latency, attestation])
+    weights = np.asarray(p.weights, dtype=np.float64)
+    score = (
+        weights[0] * comps[0]
+        + weights[1] * comps[1]
+        + weights[2] * comps[2]
+        + weights[3] * comps[3]
+        + weights[4] * comps[4]
+    ) / sum(p.weights)
+    score = np.where(offender, 0.0, np.clip(score, 0.0, 1.0))
+    permille = np.floor(score * 1000.0 + 0.5).astype(np.int64)
+    newcomer = feedback_mass < p.newcomer_min_feedback
+    for arr in (score, permille, comps, feedback_mass, trust, newcomer, offender):
+        arr.setflags(write=False)
+    return ReputationTable(
+        peers=ev.peers,
+        epoch=int(epoch),
+        is_node=ev.is_node,
+        score=score,
+        permille=permille,
+        components=comps,
+        feedback_mass=feedback_mass,
+        client_trust=trust,
+        is_newcomer=newcomer,
+        is_offender=offender,
+        offences=tuple(sorted(offences, key=lambda o: (o.peer_id, o.kind, o.record_ids))),
+    )
