@@ -1,0 +1,48 @@
+"""Deterministic matching: who runs a task, with failover and no coordinator (ARCHITECTURE 5).
+
+Public API::
+
+    View.build(records, attested, *, epoch, epoch_s, penalties=None, ...) -> View
+    View.from_evidence(evidence, *, epoch, epoch_s, ...) -> View     # simulator path
+    rank(task, view, beacon, *, limit=None) -> list[peer_id]         # first k take it
+    verify_claim(claim, offer, view, beacon) -> rank                 # raises ClaimError
+    should_claim(rank, k, better_claims_seen_ms, params) -> bool     # failover schedule
+    claim_opens_at_ms(rank, k, params) -> int
+    accepted_claims(seen_ms, k, params) -> [rank, ...]
+    MatchingParams(...)                                              # frozen, validated
+
+Pure: no I/O, no clock, no global randomness; the beacon is an argument.
+"""
+
+from repp2p.matching.claims import (
+    ClaimError,
+    ClaimReason,
+    accepted_claims,
+    claim_opens_at_ms,
+    may_rank_claim,
+    should_claim,
+    verify_claim,
+)
+from repp2p.matching.hashing import draw, peer_word, pool_coin, task_words
+from repp2p.matching.params import MatchingParams
+from repp2p.matching.rank import rank_fast, rank_reference
+from repp2p.matching.view import View, rank
+
+__all__ = [
+    "ClaimError",
+    "ClaimReason",
+    "MatchingParams",
+    "View",
+    "accepted_claims",
+    "claim_opens_at_ms",
+    "draw",
+    "may_rank_claim",
+    "peer_word",
+    "pool_coin",
+    "rank",
+    "rank_fast",
+    "rank_reference",
+    "should_claim",
+    "task_words",
+    "verify_claim",
+]

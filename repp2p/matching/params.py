@@ -1,0 +1,54 @@
+"""``MatchingParams``: the knobs of deterministic matching, documented and validated."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from repp2p.errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class MatchingParams:
+    """Parameters every peer of a network must share for rankings to agree.
+
+    Attributes:
+        claim_timeout_ms: failover step: rank ``r`` (``r >= k``) may claim
+            ``(r - k + 1) * claim_timeout_ms`` after it saw the offer, milliseconds,
+            1..600000.
+        failover_depth: ranks beyond the first ``k`` that may ever claim, 0..239; a claim at
+            rank ``>= k + failover_depth`` is invalid (``Claim.rank`` is a byte).
+        exploration_permille: share of tasks whose ranking starts with the newcomer pool,
+            permille, 0..500. The newcomer pool's total share is bounded by this whatever
+            the number of newcomer identities, so identities cannot farm it.
+        reputation_exponent: weight = ``permille ** exponent * min(capacity, capacity_cap)``,
+            0..3 (0: reputation only gates eligibility).
+        capacity_cap: advertised capacity counts up to this many concurrent tasks, 1..65535.
+        heartbeat_max_age_epochs: a node without a heartbeat for one of the last this many
+            epochs is offline and not eligible, epochs, 1..1000.
+    """
+
+    claim_timeout_ms: int = 2000
+    failover_depth: int = 8
+    exploration_permille: int = 50
+    reputation_exponent: int = 1
+    capacity_cap: int = 64
+    heartbeat_max_age_epochs: int = 2
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Check every field; raise :class:`ConfigError` naming the first bad one."""
+        for name, lo, hi in (
+            ("claim_timeout_ms", 1, 600_000),
+            ("failover_depth", 0, 239),
+            ("exploration_permille", 0, 500),
+            ("reputation_exponent", 0, 3),
+            ("capacity_cap", 1, 65535),
+            ("heartbeat_max_age_epochs", 1, 1000),
+        ):
+            value = getattr(self, name)
+            if type(value) is not int:
+                raise ConfigError(f"matching: {name} must be an integer, got {value!r}")
+            if not lo <= value <= hi:
+                raise ConfigError(f"matching: {name}={value!r} outside [{lo}, {hi}]")

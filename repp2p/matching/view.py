@@ -1,0 +1,328 @@
+"""``View``: the accepted record set as of an epoch boundary, ready for ranking.
+
+Every peer that holds the same records, attestation verdicts, penalty book and parameters
+builds the same view, with the same ``digest`` (order-independent: it hashes sorted record
+IDs), the same reputation table and the same rankings. A ``Claim`` carries the digest of the
+view it matched on, so disagreement between peers is visible.
+
+Building a view does the per-epoch work once (reputation, eligibility, weights, peer words);
+ranking a task then costs one vectorised pass (:mod:`repp2p.matching.rank`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+
+from repp2p.matching.hashing import peer_words, pool_coin, task_words
+from repp2p.matching.params import MatchingParams
+from repp2p.matching.rank import rank_fast, rank_reference
+from repp2p.records import TaskOffer
+from repp2p.reputation import (
+    AcceptedRecord,
+    AttestedNode,
+    Evidence,
+    PenaltyBook,
+    ReputationParams,
+    ReputationTable,
+    collect,
+    compute,
+)
+
+VIEW_DOMAIN = b"repp2p/1/view\0"
+
+
+def _verdicts_digest(verdicts: Mapping[str, AttestedNode]) -> bytes:
+    h = hashlib.sha256(b"repp2p/1/verdicts\0")
+    for peer in sorted(verdicts):
+        v = verdicts[peer]
+        h.update(peer.encode("ascii") + b"\0" + v.tee_kind.encode("ascii") + b"\0")
+        h.update(len(v.measurements).to_bytes(4, "big") + b"".join(sorted(v.measurements)))
+        h.update(bytes((v.verified, v.tcb_degraded, v.failed)))
+        h.update(v.attested_at.to_bytes(8, "big", signed=True))
+    return h.digest()
+
+
+def _columns_digest(ev: Evidence) -> bytes:
+    """Digest of compact evidence built without record IDs (simulator inputs)."""
+    h = hashlib.sha256(b"repp2p/1/columns\0")
+    for p in ev.peers:
+        h.update(p.encode("ascii") + b"\0")
+    for f in dataclasses.fields(ev):
+        value = getattr(ev, f.name)
+        if isinstance(value, np.ndarray):
+            h.update(f.name.encode() + np.ascontiguousarray(value).astype(">i8").tobytes())
+    return h.digest()
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class View:
+    """An epoch's matching view. Build with :meth:`build` or :meth:`from_evidence`.
+
+    Attributes:
+        epoch: the epoch whose tasks this view ranks (records as of its start).
+        now: unix seconds of the epoch boundary (``epoch * epoch_s``).
+        digest: 32 bytes identifying the view (records, verdicts, penalties, params).
+        evidence, reputation, penalties: what the view was built from and computed.
+        peers: node peer IDs, sorted; the index space of the arrays below.
+        words: uint64 rendezvous peer words.
+        price: uint64 micro-REP; permille: reputation; weight: float64 rendezvous weight.
+        is_newcomer: in the exploration pool; base_eligible: eligible for some task
+            (verified, consistent, online with free capacity, not penalised, no offence).
+    """
+
+    epoch: int
+    now: int
+    epoch_s: int
+    digest: bytes
+    evidence: Evidence
+    reputation: ReputationTable
+    penalties: PenaltyBook
+    matching_params: MatchingParams
+    reputation_params: ReputationParams
+    engine_pins: Mapping[str, frozenset[bytes]] | None
+    peers: tuple[str, ...]
+    words: np.ndarray
+    price: np.ndarray
+    permille: np.ndarray
+    weight: np.ndarray
+    inv_weight: np.ndarray
+    is_newcomer: np.ndarray
+    base_eligible: np.ndarray
+    tee_kind: tuple[str, ...]
+    _masks: dict = dataclasses.field(default_factory=dict, repr=False)
+
+    # -- construction ----------------------------------------------------------------------
+    @classmethod
+    def build(
+        cls,
+        records: Iterable[AcceptedRecord],
+        attested: Mapping[str, AttestedNode],
+        *,
+        epoch: int,
+        epoch_s: int,
+        penalties: PenaltyBook | None = None,
+        reputation_params: ReputationParams | None = None,
+        matching_params: MatchingParams | None = None,
+        engine_pins: Mapping[str, frozenset[bytes]] | None = None,
+    ) -> View:
+        """Build the view of ``epoch`` from accepted records and attestation verdicts.
+
+        Args:
+            records: the accepted record set (any order; stale versions and expired records
+                are ignored, equivocations kept as evidence).
+            attested: ``peer_id -> AttestedNode`` computed by the caller under its policy.
+            epoch: the epoch being matched; the view is as of its start.
+            epoch_s: epoch length in seconds.
+            penalties: the previous epoch's book; it is stepped to ``epoch`` with this
+                view's reputation unless it is already there. None: a fresh book.
+            reputation_params, matching_params: shared network parameters.
+            engine_pins: optional ``engine_id -> accepted measurements``; an engine absent
+                from it accepts any measurement the node's attestation establishes.
+        """
+        now = epoch * epoch_s
+        evidence = collect(records, attested, now=now)
+        return cls.from_evidence(
+            evidence,
+            epoch=epoch,
+            epoch_s=epoch_s,
+            penalties=penalties,
+            reputation_params=reputation_params,
+            matching_params=matching_params,
+            engine_pins=engine_pins,
+        )
+
+    @classmethod
+    def from_evidence(
+        cls,
+        evidence: Evidence,
+        *,
+        epoch: int,
+        epoch_s: int,
+        penalties: PenaltyBook | None = None,
+        reputation_params: ReputationParams | None = None,
+        matching_params: MatchingParams | None = None,
+        engine_pins: Mapping[str, frozenset[bytes]] | None = None,
+    ) -> View:
+        """Build a view from canonical :class:`Evidence` (the simulator's entry point)."""
+        rp = reputation_params or ReputationParams()
+        mp = matching_params or MatchingParams()
+        now = epoch * epoch_s
+        table = compute(evidence, now=now, epoch_s=epoch_s, params=rp)
+        book = penalties or PenaltyBook()
+        if book.epoch < epoch:
+            book = book.step(table, rp)
+        ev = evidence
+        ix = np.flatnonzero(ev.is_node)
+        peers = tuple(ev.peers[i] for i in ix)
+        penalised = book.penalised(epoch)
+        not_penalised = np.array([p not in penalised for p in peers], dtype=bool)
+
+        # latest heartbeat at or before the epoch: rows are sorted by (node, epoch)
+        n = ev.n_peers
+        hb_ok = ev.hb_epoch <= epoch
+        hb_node, hb_epoch, hb_load = ev.hb_node[hb_ok], ev.hb_epoch[hb_ok], ev.hb_load[hb_ok]
+        last_epoch = np.full(n, -(2**62), np.int64)
+        last_load = np.zeros(n, np.int64)
+        if len(hb_node):
+            ends = np.flatnonzero(np.concatenate((hb_node[1:] != hb_node[:-1], [True])))
+            last_epoch[hb_node[ends]] = hb_epoch[ends]
+            last_load[hb_node[ends]] = hb_load[ends]
+        online = last_epoch[ix] >= epoch - mp.heartbeat_max_age_epochs
+        free = ev.capacity[ix] - last_load[ix] > 0
+
+        tee_kind = tuple(ev.ads[p].tee_kind if p in ev.ads else "" for p in peers)
+        base = (
+            ev.verified[ix]
+            & ~ev.failed[ix]
+            & ev.consistent[ix]
+            & ~table.is_offender[ix]
+            & online
+            & free
+            & not_penalised
+        )
+        permille = table.permille[ix]
+        capacity = np.minimum(ev.capacity[ix], mp.capacity_cap)
+        # Integer arithmetic (< 2**53), then an exact conversion: no float pow.
+        weight_int = permille.astype(np.int64) ** mp.reputation_exponent * capacity
+        weight = np.where(base, weight_int, 0).astype(np.float64)
+        with np.errstate(divide="ignore"):
+            inv_weight = 1.0 / weight
+        digest_src = ev.record_ids and hashlib.sha256(b"".join(ev.record_ids)).digest()
+        h = hashlib.sha256(VIEW_DOMAIN)
+        h.update(epoch.to_bytes(8, "big") + epoch_s.to_bytes(8, "big"))
+        h.update(digest_src or _columns_digest(ev))
+        h.update(_verdicts_digest(ev.verdicts))
+        h.update(book.digest)
+        h.update(repr((rp, mp)).encode())
+        if engine_pins is not None:
+            for e in sorted(engine_pins):
+                h.update(e.encode() + b"\0" + b"".join(sorted(engine_pins[e])))
+        arrays = (words := peer_words(peers), permille, weight, inv_weight, base)
+        for arr in arrays:
+            arr.setflags(write=False)
+        return cls(
+            epoch=epoch,
+            now=now,
+            epoch_s=epoch_s,
+            digest=h.digest(),
+            evidence=ev,
+            reputation=table,
+            penalties=book,
+            matching_params=mp,
+            reputation_params=rp,
+            engine_pins=dict(engine_pins) if engine_pins is not None else None,
+            peers=peers,
+            words=words,
+            price=ev.price[ix],
+            permille=permille,
+            weight=weight,
+            inv_weight=inv_weight,
+            is_newcomer=table.is_newcomer[ix],
+            base_eligible=base,
+            tee_kind=tee_kind,
+        )
+
+    # -- eligibility -----------------------------------------------------------------------
+    def engine_mask(self, engine_id: str) -> np.ndarray:
+        """Nodes serving ``engine_id`` with a measurement their attestation establishes (and
+        the engine's pins accept, when pinned)."""
+        key = ("engine", engine_id)
+        mask = self._masks.get(key)
+        if mask is None:
+            pins = None if self.engine_pins is None else self.engine_pins.get(engine_id)
+            out = []
+            for p in self.peers:
+                ad, verdict = self.evidence.ads.get(p), self.evidence.verdicts.get(p)
+                ok = ad is not None and verdict is not None
+                ok = ok and any(
+                    e.engine_id == engine_id
+                    and e.measurement in verdict.measurements
+                    and (pins is None or e.measurement in pins)
+                    for e in ad.engines
+                )
+                out.append(ok)
+            mask = np.array(out, dtype=bool)
+            self._masks[key] = mask
+        return mask
+
+    def kind_mask(self, tee_kinds: tuple[str, ...]) -> np.ndarray:
+        """Nodes whose TEE kind is in ``tee_kinds`` (empty: any kind)."""
+        key = ("kinds", tee_kinds)
+        mask = self._masks.get(key)
+        if mask is None:
+            kinds = set(tee_kinds)
+            mask = np.array([not kinds or k in kinds for k in self.tee_kind], dtype=bool)
+            self._masks[key] = mask
+        return mask
+
+    def eligible(self, task: TaskOffer) -> np.ndarray:
+        """Boolean mask over ``peers`` of the nodes eligible for ``task``."""
+        key = ("task", task.engine_id, task.tee_kinds)
+        static = self._masks.get(key)
+        if static is None:
+            static = self.base_eligible & self.engine_mask(task.engine_id)
+            static &= self.kind_mask(task.tee_kinds)
+            self._masks[key] = static
+        mask = static & (self.permille >= task.min_reputation)
+        if task.max_price < 2**64 - 1:
+            mask &= self.price <= np.uint64(task.max_price)
+        return mask
+
+    # -- ranking ---------------------------------------------------------------------------
+    def rank_limit(self, task: TaskOffer) -> int:
+        """How many ranks may ever claim ``task``: ``redundancy + failover_depth``."""
+        return task.redundancy + self.matching_params.failover_depth
+
+    def rank_indices(
+        self, task: TaskOffer, beacon: bytes, *, limit: int | None = None, reference=False
+    ) -> list[int]:
+        """Ranked node indices (see :func:`rank`); ``reference`` uses the scalar definition."""
+        limit = self.rank_limit(task) if limit is None else limit
+        a0, a1, a2 = task_words(task.task_id, beacon)
+        mask = self.eligible(task)
+        explore = pool_coin(a2) < self.matching_params.exploration_permille
+        first = mask & (self.is_newcomer if explore else ~self.is_newcomer)
+        second = mask & ~first
+        out: list[int] = []
+        for pool in (first, second):
+            if len(out) >= limit:
+                break
+            if reference:
+                got = rank_reference(a0, a1, self.words, self.weight, pool, limit - len(out))
+            else:
+                got = rank_fast(
+                    a0, a1, self.words, self.weight, pool, limit - len(out), self.inv_weight
+                ).tolist()
+            out += got
+        return out
+
+    def rank(self, task: TaskOffer, beacon: bytes, *, limit: int | None = None) -> list[str]:
+        """See :func:`rank`."""
+        return [self.peers[i] for i in self.rank_indices(task, beacon, limit=limit)]
+
+
+def rank(task: TaskOffer, view: View, beacon: bytes, *, limit: int | None = None) -> list[str]:
+    """Rank the nodes of ``view`` for ``task``: the first ``task.redundancy`` take it.
+
+    Eligible nodes (attestation verified and consistent with the ad, engine served with an
+    allowed measurement, TEE kind in ``task.tee_kinds`` (empty: any), price <= max_price,
+    permille >= min_reputation, not penalised, online with free capacity) are ordered by
+    weighted rendezvous hashing, smallest ``-ln(u) / w`` first. With probability
+    ``exploration_permille`` (a coin from the task hash) newcomers are ranked first, else
+    established nodes first; the other pool follows.
+
+    Args:
+        task: the ``TaskOffer``.
+        view: the view of ``task.epoch``.
+        beacon: the epoch's 32-byte beacon.
+        limit: ranks to return; default ``redundancy + failover_depth`` (the only ranks
+            that may claim).
+
+    Returns:
+        Peer IDs, best first. Identical on every peer holding the same view.
+    """
+    return view.rank(task, beacon, limit=limit)
