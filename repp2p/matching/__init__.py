@@ -25,7 +25,7 @@ from repp2p.matching.claims import (
 )
 from repp2p.matching.hashing import draw, peer_word, pool_coin, task_words
 from repp2p.matching.params import MatchingParams
-from repp2p.matching.rank import rank_fast, rank_reference
+from repp2p.matching.rank import rank_fast, rank_first_many, rank_reference
 from repp2p.matching.view import View, rank
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "pool_coin",
     "rank",
     "rank_fast",
+    "rank_first_many",
     "rank_reference",
     "should_claim",
     "task_words",

@@ -81,7 +81,7 @@ _S30, _S27, _S31, _S11 = (np.uint64(s) for s in (30, 27, 31, 11))
 _NM1, _NM2, _ONE = np.uint64(_M1), np.uint64(_M2), np.uint64(1)
 
 
-def _mix_array(z: np.ndarray) -> np.ndarray:
+def mix_array(z: np.ndarray) -> np.ndarray:
     z = z ^ (z >> _S30)
     z *= _NM1
     z ^= z >> _S27
@@ -92,9 +92,9 @@ def _mix_array(z: np.ndarray) -> np.ndarray:
 
 def draw_array(a0: int, a1: int, b: np.ndarray) -> np.ndarray:
     """:func:`draw` over a uint64 array of peer words; identical bits."""
-    x = _mix_array(b ^ np.uint64(a0))
+    x = mix_array(b ^ np.uint64(a0))
     x ^= np.uint64(a1)
-    x = _mix_array(x)
+    x = mix_array(x)
     return ((x >> _S11) | _ONE).astype(np.float64) * TWO_POW_M53
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from repp2p.matching.hashing import draw, draw_array
+from repp2p.matching.hashing import draw, draw_array, mix_array
 from repp2p.reputation.detmath import neg_ln, neg_ln_array
 
 _LOW = 1.0 - 1e-9
@@ -85,3 +85,39 @@ def rank_fast(
     keys = neg_ln_array(u[cand]) / weights[cand]
     order = np.lexsort((cand, keys))
     return cand[order[:limit]]
+
+
+def rank_first_many(
+    a0s: np.ndarray,
+    a1s: np.ndarray,
+    words: np.ndarray,
+    weights: np.ndarray,
+    eligible: np.ndarray,
+) -> np.ndarray:
+    """Rank-0 index for many tasks at once (-1 when nobody is eligible).
+
+    Same result per task as ``rank_reference(a0, a1, ..., limit=1)``, vectorised over tasks
+    (a T x N matrix): for simulations and share statistics over many tasks.
+    """
+    t = len(a0s)
+    take = eligible & (weights > 0.0)
+    if t == 0 or not take.any():
+        return np.full(t, -1, np.int64)
+    cols = np.flatnonzero(take)
+    w = weights[cols]
+    inv = 1.0 / w
+    b = words[cols][None, :]
+    x = mix_array(b ^ a0s.astype(np.uint64)[:, None])
+    x ^= a1s.astype(np.uint64)[:, None]
+    x = mix_array(x)
+    u = ((x >> np.uint64(11)) | np.uint64(1)).astype(np.float64) * 2.0**-53
+    base = (1.0 - u) * inv
+    tau = (base / u * _HIGH).min(axis=1)
+    rows, cc = np.nonzero(base * _LOW <= tau[:, None])
+    keys = neg_ln_array(u[rows, cc]) / w[cc]
+    order = np.lexsort((cc, keys, rows))
+    rows, cc = rows[order], cc[order]
+    first = np.concatenate(([True], rows[1:] != rows[:-1]))
+    out = np.full(t, -1, np.int64)
+    out[rows[first]] = cols[cc[first]]
+    return out
