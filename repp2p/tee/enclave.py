@@ -1,0 +1,324 @@
+"""The SIMULATED enclave runtime: an enclave process per node, driven over a pipe.
+
+SIMULATED TEE -- NOT REAL SECURITY. The enclave is a separate OS process
+(:mod:`repp2p.tee.worker`) that holds the X25519 and Ed25519 keys bound into its
+attestation and is the only place a plaintext input or output exists. That keeps secrets
+out of the node process, its logs and its store, and lets every protocol path run without
+TEE hardware. It does not protect against anyone controlling the host (see
+docs/engines.md), and its evidence is accepted only by a dev-profile policy.
+
+Calls are synchronous and serialised by a lock (one request at a time per enclave); each
+has a timeout after which the enclave process is killed. A trio node calls the ``*_async``
+variants, which run the same call in a worker thread.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+import sys
+import threading
+import weakref
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
+from typing import Any
+
+from engines.errors import EngineError, EngineReason
+from repp2p.attestation.claims import SIMULATED_LABEL
+from repp2p.records import Receipt
+from repp2p.tee.abc import EnclaveAPI
+from repp2p.tee.errors import EnclaveError, EnclaveReason
+from repp2p.tee.wire import WireClosed, WireMalformed, WireTimeout, read_frame, write_frame
+
+KIND = "simulated"
+#: seconds to wait for the enclave to load its engines (embed-minilm reads ~90 MB)
+DEFAULT_START_TIMEOUT_S = 120.0
+#: seconds a graceful close may take before the process is killed
+CLOSE_TIMEOUT_S = 2.0
+_ENGINE_REASONS = frozenset(r.value for r in EngineReason)
+
+
+def _reap(process: subprocess.Popen) -> None:
+    """Kill and wait for an enclave process (finaliser: the handle was dropped unclosed)."""
+    if process.poll() is None:
+        process.kill()
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        pass
+    for stream in (process.stdin, process.stdout):
+        if stream is not None:
+            try:
+                stream.close()
+            except OSError:
+                pass
+
+
+class Enclave(EnclaveAPI):
+    """A SIMULATED enclave running in its own process. Build with :meth:`start`.
+
+    Attributes:
+        kind: ``"simulated"``.
+        label: :data:`repp2p.attestation.SIMULATED_LABEL`, for anything shown to a person.
+        pid: the enclave process id (never the node's).
+        enc_key, result_key: the public halves of the enclave keys.
+        measurement: what the evidence reports (:func:`repp2p.tee.enclave_measurement`).
+        runtime_measurement: the runtime part of it.
+        engine_measurements: engine id -> measurement, for ``NodeAd.engines``.
+        cheat: TEST/DEMO ONLY: the enclave returns wrong results with valid receipts.
+    """
+
+    kind = KIND
+    label = SIMULATED_LABEL
+
+    def __init__(self, process: subprocess.Popen, info: dict, cheat: bool) -> None:
+        """Private: use :meth:`start`."""
+        self._process = process
+        self._lock = threading.Lock()
+        self._closed = False
+        self._finalizer = weakref.finalize(self, _reap, process)
+        self.pid: int = info["pid"]
+        self.enc_key: bytes = info["enc_key"]
+        self.result_key: bytes = info["result_key"]
+        self.measurement: bytes = info["measurement"]
+        self.runtime_measurement: bytes = info["runtime"]
+        self.engine_measurements: Mapping[str, bytes] = MappingProxyType(dict(info["engines"]))
+        self.cheat = cheat
+
+    @classmethod
+    def start(
+        cls,
+        engines: Iterable[str] | None = None,
+        *,
+        seed: bytes | None = None,
+        cheat: bool = False,
+        preload: bool = True,
+        expected_measurement: bytes | None = None,
+        timeout_s: float = DEFAULT_START_TIMEOUT_S,
+        stderr: int | None = subprocess.DEVNULL,
+    ) -> Enclave:
+        """Start an enclave process serving ``engines``.
+
+        Args:
+            engines: engine ids to serve; ``None`` serves every engine that can run here.
+            seed: 32 bytes from which the enclave derives its keys (tests, reproducible
+                devnets). ``None`` (production use) lets the enclave draw them itself, so
+                the node process never sees any key material.
+            cheat: TEST/DEMO ONLY. The enclave corrupts every output (a wrong but
+                well-formed result, correctly signed), modelling a broken TEE that only
+                redundant execution can catch.
+            preload: load every engine's model before returning (first task not slow).
+            expected_measurement: when given, refuse to start unless the enclave measures
+                exactly this (e.g. a value pinned in the node's config).
+            timeout_s: how long loading may take.
+            stderr: where the enclave's stderr goes; DEVNULL by default because engine
+                errors could quote input. Pass ``None`` to inherit it while debugging.
+
+        Returns:
+            A running :class:`Enclave` (close it, or use it as a context manager).
+
+        Raises:
+            EnclaveError: START_FAILED, TIMEOUT or MEASUREMENT_MISMATCH.
+            EngineError: NOT_FOUND or UNAVAILABLE for a named engine.
+        """
+        if seed is not None and len(seed) != 32:
+            raise ValueError("seed is 32 bytes")
+        env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "repp2p.tee.worker"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                env=env,
+                close_fds=True,
+            )
+        except OSError as exc:
+            raise EnclaveError(EnclaveReason.START_FAILED, str(exc)) from None
+        request = {
+            "op": "start",
+            "engines": None if engines is None else list(engines),
+            "seed": seed,
+            "cheat": bool(cheat),
+            "preload": bool(preload),
+        }
+        try:
+            info = _roundtrip(process, request, timeout_s)
+        except EnclaveError as exc:
+            _reap(process)
+            if exc.reason is EnclaveReason.CRASHED:
+                raise EnclaveError(
+                    EnclaveReason.START_FAILED,
+                    f"enclave process exited with status {process.returncode} "
+                    "(start it with stderr=None to see why)",
+                ) from None
+            raise
+        except BaseException:
+            _reap(process)
+            raise
+        enclave = cls(process, info, cheat)
+        if expected_measurement is not None and enclave.measurement != expected_measurement:
+            enclave.close()
+            raise EnclaveError(
+                EnclaveReason.MEASUREMENT_MISMATCH,
+                f"enclave measures {enclave.measurement.hex()}, "
+                f"expected {expected_measurement.hex()}",
+            )
+        return enclave
+
+    # -- calls -----------------------------------------------------------------------------
+
+    def _call(self, request: dict, timeout_s: float) -> dict:
+        with self._lock:
+            if self._closed:
+                raise EnclaveError(EnclaveReason.CLOSED, "enclave is closed")
+            try:
+                return _roundtrip(self._process, request, timeout_s)
+            except EnclaveError as exc:
+                if exc.reason in (EnclaveReason.TIMEOUT, EnclaveReason.CRASHED):
+                    self._closed = True
+                    self._finalizer()
+                raise
+
+    def attest(self, peer_id: str, epoch: int, nonce: bytes, now: int) -> bytes:
+        """Simulated evidence binding the enclave keys to a node (``Attestation.evidence``).
+
+        Args:
+            peer_id: the node's libp2p peer ID.
+            epoch: the epoch the attestation is for.
+            nonce: 32 bytes of freshness (e.g. from the epoch beacon).
+            now: unix seconds (the evidence's signing time).
+
+        Returns:
+            Evidence that ``verify_node(peer_id, "simulated", evidence, b"", b"", enc_key,
+            result_key, epoch, nonce, policy, now)`` accepts under a dev policy.
+
+        Raises:
+            EnclaveError: BAD_REQUEST, CLOSED, CRASHED or TIMEOUT.
+        """
+        request = {"op": "attest", "peer_id": peer_id, "epoch": epoch, "nonce": nonce, "now": now}
+        return self._call(request, 10.0)["evidence"]
+
+    def execute(
+        self,
+        *,
+        task_id: bytes,
+        offer_id: bytes,
+        engine_id: str,
+        input_digest: bytes,
+        sealed_input: bytes,
+        client_result_key: bytes,
+        started_ms: int,
+        expires: int,
+        input_size: int | None = None,
+        seq: int = 0,
+        timeout_s: float = 30.0,
+    ) -> tuple[bytes, Receipt]:
+        """Run a task inside the enclave.
+
+        The enclave opens ``sealed_input`` with its X25519 key and ``client_result_key``,
+        checks the sealed task id, the salted digest against ``input_digest`` (and the
+        size against ``input_size``), runs the engine, encrypts the output to
+        ``client_result_key`` and signs the receipt with its result key.
+
+        Args:
+            task_id, offer_id: the task and the offer record's id.
+            engine_id: the engine to run (must be served by this enclave).
+            input_digest: the offer's ``input_digest``.
+            sealed_input: what the client sent (:func:`repp2p.tee.seal_input`).
+            client_result_key: the offer's ``result_key`` (client X25519 key).
+            started_ms: unix ms when the node started the task (``Receipt.started_ms``);
+                ``finished_ms`` is that plus the time measured inside the enclave.
+            expires: ``Receipt.expires`` (unix seconds).
+            input_size: the offer's ``input_size``, checked when given.
+            seq: ``Receipt.seq``.
+            timeout_s: after this the enclave process is killed (TIMEOUT).
+
+        Returns:
+            ``(encrypted_output, receipt)``: the output for the client only, and the
+            receipt (enclave-signed) for the node to wrap in its own record signature.
+
+        Raises:
+            EngineError: the engine refused the input (BAD_INPUT, INPUT_TOO_LARGE, ...).
+            EnclaveError: BAD_SEAL, WRONG_TASK, DIGEST_MISMATCH, UNKNOWN_ENGINE,
+                BAD_REQUEST, CLOSED, CRASHED or TIMEOUT.
+        """
+        request = {
+            "op": "execute",
+            "task_id": task_id,
+            "offer_id": offer_id,
+            "engine_id": engine_id,
+            "input_digest": input_digest,
+            "client_key": client_result_key,
+            "sealed": sealed_input,
+            "started_ms": started_ms,
+            "expires": expires,
+            "input_size": input_size,
+            "seq": seq,
+        }
+        reply = self._call(request, timeout_s)
+        return reply["encrypted"], Receipt(**reply["receipt"])
+
+    async def attest_async(self, peer_id: str, epoch: int, nonce: bytes, now: int) -> bytes:
+        """:meth:`attest` from trio, in a worker thread."""
+        import trio
+
+        return await trio.to_thread.run_sync(self.attest, peer_id, epoch, nonce, now)
+
+    async def execute_async(self, **kwargs: Any) -> tuple[bytes, Receipt]:
+        """:meth:`execute` from trio, in a worker thread (same keyword arguments)."""
+        import trio
+
+        return await trio.to_thread.run_sync(functools.partial(self.execute, **kwargs))
+
+    # -- lifetime ----------------------------------------------------------------------------
+
+    @property
+    def is_alive(self) -> bool:
+        return not self._closed and self._process.poll() is None
+
+    def close(self) -> None:
+        """Ask the enclave to exit, kill it if it does not, and reap it. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                _roundtrip(self._process, {"op": "close"}, CLOSE_TIMEOUT_S)
+                self._process.wait(timeout=CLOSE_TIMEOUT_S)
+            except (EnclaveError, subprocess.TimeoutExpired):
+                pass
+            self._finalizer()
+
+    def __enter__(self) -> Enclave:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "alive" if self.is_alive else "closed"
+        return f"<Enclave {KIND} (NOT REAL SECURITY) pid={self.pid} {state}>"
+
+
+def _roundtrip(process: subprocess.Popen, request: dict, timeout_s: float) -> dict:
+    """Send one request, read its reply; kill-worthy failures become TIMEOUT/CRASHED."""
+    assert process.stdin is not None and process.stdout is not None
+    try:
+        write_frame(process.stdin.fileno(), request)
+        reply = read_frame(process.stdout.fileno(), timeout_s)
+    except WireTimeout:
+        raise EnclaveError(EnclaveReason.TIMEOUT, f"no reply in {timeout_s} s") from None
+    except (WireClosed, WireMalformed, BrokenPipeError, OSError) as exc:
+        raise EnclaveError(EnclaveReason.CRASHED, type(exc).__name__) from None
+    if reply.get("ok") is True:
+        return reply
+    reason, detail = reply.get("reason"), str(reply.get("detail", ""))
+    if reply.get("error") == "engine" and reason in _ENGINE_REASONS:
+        raise EngineError(EngineReason(reason), detail)
+    try:
+        enclave_reason = EnclaveReason(reason)
+    except ValueError:
+        enclave_reason = EnclaveReason.INTERNAL
+    raise EnclaveError(enclave_reason, detail)

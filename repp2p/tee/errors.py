@@ -1,0 +1,94 @@
+"""Errors of the enclave runtime and of result verification (one hierarchy, ``ReppError``).
+
+Two sides, two classes, as in h11: :class:`EnclaveError` is raised to the *node* (its
+enclave refused a request or failed); :class:`ResultError` is raised to the *client* (what a
+node sent back does not verify). A ``ResultError`` is proof of a bad result and maps to the
+``bad_proof`` feedback outcome. An engine refusing an input stays an
+:class:`engines.EngineError` (the client's fault, e.g. ``BAD_INPUT``) on both sides.
+
+Detail texts never quote plaintext: they may be logged by the node.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from repp2p.errors import ReppError
+
+
+class EnclaveReason(enum.Enum):
+    """Why the enclave refused or failed a request. Values are stable metric names."""
+
+    #: the sealed input does not open with the enclave key and the offer's client key
+    BAD_SEAL = "bad_seal"
+    #: the sealed input names another task
+    WRONG_TASK = "wrong_task"
+    #: the opened input does not hash to the offer's input digest, or has another size
+    DIGEST_MISMATCH = "digest_mismatch"
+    #: the enclave does not serve this engine
+    UNKNOWN_ENGINE = "unknown_engine"
+    #: the request from the node is malformed (types, sizes)
+    BAD_REQUEST = "bad_request"
+    #: the enclave measured other engines than the node expected
+    MEASUREMENT_MISMATCH = "measurement_mismatch"
+    #: no answer in time; the enclave process was killed
+    TIMEOUT = "timeout"
+    #: the enclave process could not be started
+    START_FAILED = "start_failed"
+    #: the enclave process died or broke the pipe protocol
+    CRASHED = "crashed"
+    #: the enclave was closed
+    CLOSED = "closed"
+    #: an unexpected failure inside the enclave (detail: exception type only)
+    INTERNAL = "internal"
+
+
+class EnclaveError(ReppError):
+    """The node's enclave refused a request or failed.
+
+    Attributes:
+        reason: the :class:`EnclaveReason`.
+        detail: human-readable detail; never parsed, never plaintext.
+    """
+
+    def __init__(self, reason: EnclaveReason, detail: str = "") -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason.value}: {detail}" if detail else reason.value)
+
+
+class ResultReason(enum.Enum):
+    """Why a client rejects a node's result. Each one is a ``bad_proof`` outcome."""
+
+    #: the encrypted output does not open with the client key and the attested enclave key
+    UNDECRYPTABLE = "undecryptable"
+    #: the output opened but is not a well-formed output envelope
+    MALFORMED = "malformed"
+    #: the output or the receipt is for another task or offer
+    WRONG_TASK = "wrong_task"
+    #: the receipt's result key is not the attested enclave result key
+    WRONG_KEY = "wrong_key"
+    #: the receipt's enclave signature does not verify
+    BAD_SIGNATURE = "bad_signature"
+    #: the receipt commits to another input
+    INPUT_DIGEST_MISMATCH = "input_digest_mismatch"
+    #: the receipt commits to another output than the one delivered
+    OUTPUT_DIGEST_MISMATCH = "output_digest_mismatch"
+    #: the receipt names another engine or measurement than the node advertised
+    WRONG_ENGINE = "wrong_engine"
+    #: finished before it started
+    BAD_TIMING = "bad_timing"
+
+
+class ResultError(ReppError):
+    """A node's result (encrypted output + receipt) failed verification.
+
+    Attributes:
+        reason: the :class:`ResultReason`.
+        detail: human-readable detail; never parsed.
+    """
+
+    def __init__(self, reason: ResultReason, detail: str = "") -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason.value}: {detail}" if detail else reason.value)
