@@ -57,8 +57,10 @@ class ReputationParams:
         trust_alpha: teleport probability to the pre-trusted set, (0, 1).
         trust_iterations: power-iteration steps, a fixed count so no data-dependent branch
             can differ between peers, 1..1000.
-        trust_weight_cap: cap on one client's feedback weight, in units of the average
-            vertex trust, (0, 1e6].
+        trust_weight_cap: cap on one client's feedback weight, (0, 1e6]. A client's weight
+            is its trust in units of ``trust_alpha / |pre-trusted|`` (the teleport share of
+            one attested node), so one "feedback of average trust" in the priors below
+            means one feedback of weight 1 on that scale.
 
     Attestation consistency:
 
@@ -108,7 +110,7 @@ class ReputationParams:
 
     trust_alpha: float = 0.15
     trust_iterations: int = 30
-    trust_weight_cap: float = 20.0
+    trust_weight_cap: float = 10.0
 
     reattest_period_s: int = 3600
     tcb_degraded_factor: float = 0.5

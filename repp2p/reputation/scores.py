@@ -144,7 +144,8 @@ def eigentrust(
     *,
     alpha: float,
     iterations: int,
-) -> np.ndarray:
+    previous: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """EigenTrust by power iteration over a sparse graph.
 
     ``t <- (1 - alpha) * (C^T t + dangling(t) * p) + alpha * p`` where ``C`` is the local
@@ -160,11 +161,12 @@ def eigentrust(
         iterations: fixed number of steps (no data-dependent stopping rule).
 
     Returns:
-        float64 trust per vertex, summing to 1 (all zeros when nobody is pre-trusted).
+        float64 trust per vertex, summing to 1 (all zeros when nobody is pre-trusted); with
+        ``previous``, also the vector before the last step (to attribute inflows exactly).
     """
     n_pre = int(np.count_nonzero(pretrusted))
     if n_pre == 0:
-        return np.zeros(n)
+        return (np.zeros(n), np.zeros(n)) if previous else np.zeros(n)
     p = pretrusted.astype(np.float64) / float(n_pre)
     keep = weight > 0.0
     src, dst, weight = src[keep], dst[keep], weight[keep]
@@ -173,12 +175,13 @@ def eigentrust(
     dangling = row == 0.0
     dangling_idx = np.flatnonzero(dangling)
     zeros = np.zeros(len(dangling_idx), np.int64)
-    t = p.copy()
+    t = prev = p.copy()
     for _ in range(iterations):
+        prev = t
         y = np.bincount(dst, weights=norm * t[src], minlength=n)
         lost = float(np.bincount(zeros, weights=t[dangling_idx], minlength=1)[0])
         t = (1.0 - alpha) * (y + lost * p) + alpha * p
-    return t
+    return (t, prev) if previous else t
 
 
 def compute(
@@ -322,11 +325,31 @@ def compute(
     dst = np.concatenate((pn, v_keys % n))
     weight = np.concatenate((np.maximum(local_p, 0.0), v_w))
     pretrusted = ev.is_node & node_trusted
-    trust = eigentrust(
-        n, src, dst, weight, pretrusted, alpha=p.trust_alpha, iterations=p.trust_iterations
+    trust, prev = eigentrust(
+        n,
+        src,
+        dst,
+        weight,
+        pretrusted,
+        alpha=p.trust_alpha,
+        iterations=p.trust_iterations,
+        previous=True,
     )
-    client_w = np.minimum(p.trust_weight_cap, trust * float(n))
-    cw = client_w[pc]
+    # No self-dealing through a 2-cycle: the trust a client received directly from node j
+    # (j vouched for it) does not weigh its feedback on j. Computed with the same float
+    # steps as the iteration, so a client trusted only by j has weight exactly 0 on j.
+    pair_trust = trust[pc]
+    if len(v_keys) and len(pc):
+        row = np.bincount(src, weights=weight, minlength=n)
+        found, pos = _member(v_keys, pn * n + pc)
+        share = np.where(found, v_w[pos], 0.0) / np.where(row[pn] > 0.0, row[pn], 1.0)
+        inflow = (1.0 - p.trust_alpha) * (share * prev[pn])
+        pair_trust = np.where(found, np.maximum(pair_trust - inflow, 0.0), pair_trust)
+    # A client's weight is its trust in units of the teleport share of one pre-trusted node
+    # (alpha / |pre-trusted|): it depends on attested nodes only, so zero-trust identities
+    # added by an attacker change nobody's weight (a per-vertex average would).
+    n_pre = max(1, int(np.count_nonzero(pretrusted)))
+    cw = np.minimum(p.trust_weight_cap, pair_trust * (n_pre / p.trust_alpha))
 
     # --- components -----------------------------------------------------------------------
     one = _D * UNIT  # one fresh feedback of average trust
