@@ -16,6 +16,8 @@ Example ``node.toml`` (every key optional except where noted)::
     degree = 6
     [sync]                               # repp2p.net.params.SyncParams fields
     page_records = 256
+    [connections]                        # repp2p.net.params.ConnectionParams fields
+    low_watermark = 8
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from repp2p.errors import ConfigError
-from repp2p.net.params import GossipParams, SyncParams
+from repp2p.net.params import ConnectionParams, GossipParams, SyncParams
 from repp2p.records import TEE_KINDS
 from repp2p.records.types import ENGINE_ID_PATTERN
 
@@ -54,7 +56,7 @@ class NodeConfig:
         enable_quic: also listen on QUIC where a ``/udp/.../quic-v1`` address is given.
         policy: path of the attestation policy TOML ("" = the network's default).
         log_format: ``text`` or ``json``. log_level: a logging level name.
-        gossip, sync: network-layer parameters.
+        gossip, sync, connections: network-layer parameters.
     """
 
     data_dir: Path
@@ -77,6 +79,7 @@ class NodeConfig:
     log_level: str = "INFO"
     gossip: GossipParams = dataclasses.field(default_factory=GossipParams)
     sync: SyncParams = dataclasses.field(default_factory=SyncParams)
+    connections: ConnectionParams = dataclasses.field(default_factory=ConnectionParams)
 
     def __post_init__(self) -> None:
         import re
@@ -184,6 +187,8 @@ def node_config_from_dict(data: dict[str, Any], *, base_dir: Path) -> NodeConfig
         data["gossip"] = _sub(GossipParams, data["gossip"], "gossip")
     if "sync" in data:
         data["sync"] = _sub(SyncParams, data["sync"], "sync")
+    if "connections" in data:
+        data["connections"] = _sub(ConnectionParams, data["connections"], "connections")
     try:
         return NodeConfig(**data)
     except TypeError as exc:

@@ -54,6 +54,8 @@ from repp2p.store import SqliteRecordStore
 
 log = logging.getLogger("repp2p.node")
 
+#: Seconds between routing-table refreshes we force once the table is healthy.
+REFRESH_INTERVAL_S = 300.0
 #: How many recent arrival times a node remembers (for /record and the network benchmark).
 ARRIVALS_KEPT = 10_000
 #: Measurement published for engines until the enclave runtime measures real code.
@@ -238,7 +240,9 @@ class Node:
         listen = parse_multiaddrs(cfg.listen)
         bootstrap = [_peer_info(a) for a in cfg.bootstrap_addrs()]
         self.store = SqliteRecordStore(cfg.data_dir / "records.db", synchronous="NORMAL")
-        self.host = build_host(self.identity, enable_quic=cfg.enable_quic)
+        self.host = build_host(
+            self.identity, enable_quic=cfg.enable_quic, connections=cfg.connections
+        )
         try:
             async with self.host.run(listen_addrs=listen):
                 self.dht = ServerOnlyKadDHT(self.host, DHTMode.SERVER, strict_validation=True)
@@ -327,21 +331,33 @@ class Node:
         return True
 
     async def _discovery_loop(self, bootstrap: list[PeerInfo]) -> None:
-        delay, provided_at = 0.5, -1e18
+        delay, provided_at, refreshed_at = 0.5, -1e18, -1e18
         while True:
             for info in bootstrap:
                 if await self._connect(info):
                     await self.dht.add_peer(info.peer_id)
             if self.host.get_connected_peers():
-                started = time.perf_counter()
-                try:
-                    with trio.fail_after(10):
-                        await self.dht.refresh_routing_table()
-                except Exception as exc:
-                    log.debug("routing table refresh failed: %r", exc)
-                self.metrics.dht.labels("refresh").observe(time.perf_counter() - started)
+                # Lookups cost every peer CPU; the DHT refreshes itself periodically, so we
+                # only push a refresh while our table is still small (joining) or stale.
+                table = self.dht.get_routing_table_size()
+                if table < self.config.connections.low_watermark or (
+                    self.clock() - refreshed_at >= REFRESH_INTERVAL_S
+                ):
+                    started = time.perf_counter()
+                    try:
+                        with trio.fail_after(10):
+                            await self.dht.refresh_routing_table()
+                    except Exception as exc:
+                        log.debug("routing table refresh failed: %r", exc)
+                    refreshed_at = self.clock()
+                    self.metrics.dht.labels("refresh").observe(time.perf_counter() - started)
+                # Dial routing-table peers only while below the low watermark: gossip
+                # meshes need a dozen peers, not everyone.
                 for peer in self.dht.routing_table.get_peer_ids():
-                    if peer not in self.host.get_connected_peers():
+                    connected = self.host.get_connected_peers()
+                    if len(connected) >= self.config.connections.low_watermark:
+                        break
+                    if peer not in connected:
                         addrs = self.host.get_peerstore().addrs(peer)
                         await self._connect(PeerInfo(peer, addrs))
                 if not self.synced.is_set():

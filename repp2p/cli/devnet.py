@@ -48,7 +48,7 @@ def _config(folder: Path, name: str, engines: list[str]) -> Path:
                 'listen = ["/ip4/127.0.0.1/tcp/0"]',
                 f"engines = {json.dumps(engines)}",
                 'status_listen = "127.0.0.1:0"',
-                "heartbeat_interval_s = 2.0",
+                "heartbeat_interval_s = 5.0",
                 "epoch_s = 10",
                 "republish_interval_s = 30.0",
                 'log_level = "WARNING"',

@@ -87,6 +87,30 @@ class SyncParams:
         _bound("max_invalid", self.max_invalid, 0, 1_000_000)
 
 
+@dataclasses.dataclass(frozen=True)
+class ConnectionParams:
+    """How many peers a node keeps connections to.
+
+    Every connection costs CPU (gossip control traffic on six topics, identify, yamux
+    windows): a node does not need to be connected to everyone, only to enough peers for
+    healthy GossipSub meshes (D_hi = 12) and DHT lookups.
+
+    Attributes:
+        low_watermark: below this many connections the node dials known peers, 1..1000.
+        high_watermark: above this many it prunes connections, low_watermark..2000.
+        max_connections: hard cap on connections, high_watermark..10000.
+    """
+
+    low_watermark: int = 8
+    high_watermark: int = 16
+    max_connections: int = 64
+
+    def __post_init__(self) -> None:
+        _bound("low_watermark", self.low_watermark, 1, 1000)
+        _bound("high_watermark", self.high_watermark, self.low_watermark, 2000)
+        _bound("max_connections", self.max_connections, self.high_watermark, 10_000)
+
+
 def _bound(name: str, value: float, low: float, high: float) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(f"{name} must be a number, got {value!r}")
