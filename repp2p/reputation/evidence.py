@@ -24,6 +24,7 @@ caller's verdicts (:class:`AttestedNode`) so the core stays decoupled.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
@@ -172,7 +173,7 @@ class Evidence:
 
     def index(self, peer_id: str) -> int:
         """Index of ``peer_id`` in ``peers`` (raises KeyError when absent)."""
-        i = int(np.searchsorted(np.asarray(self.peers, dtype=object), peer_id))
+        i = bisect.bisect_left(self.peers, peer_id)
         if i >= len(self.peers) or self.peers[i] != peer_id:
             raise KeyError(peer_id)
         return i

@@ -23,6 +23,7 @@ Feedback counts only when the client signed the ``TaskOffer`` and the node signe
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 
 import numpy as np
@@ -89,7 +90,7 @@ class ReputationTable:
     offences: tuple[Offence, ...]
 
     def index(self, peer_id: str) -> int:
-        i = int(np.searchsorted(np.asarray(self.peers, dtype=object), peer_id))
+        i = bisect.bisect_left(self.peers, peer_id)
         if i >= len(self.peers) or self.peers[i] != peer_id:
             raise KeyError(peer_id)
         return i
