@@ -120,6 +120,8 @@ class Node:
         self.synced = trio.Event()
         self._stop = trio.Event()
         self._listeners: list[Callable[[SignedRecord, Outcome], None]] = []
+        # peer id -> reputation-derived gossip score in [-1, 1] (GossipSub P6 hook).
+        self.peer_scores: dict[str, float] = {}
         # record id -> unix time of first acceptance, for the most recent records only.
         self.arrivals: OrderedDict[bytes, float] = OrderedDict()
         self._last_seq = 0
@@ -230,6 +232,10 @@ class Node:
 
     # -- lifecycle -----------------------------------------------------------------------
 
+    def app_score(self, peer_id: str) -> float:
+        """GossipSub application score of a peer: its reputation mapped to [-1, 1]."""
+        return self.peer_scores.get(peer_id, 0.0)
+
     def stop(self) -> None:
         """Ask :meth:`run` to shut down gracefully."""
         self._stop.set()
@@ -247,7 +253,7 @@ class Node:
             async with self.host.run(listen_addrs=listen):
                 self.dht = ServerOnlyKadDHT(self.host, DHTMode.SERVER, strict_validation=True)
                 self.dht.register_validator(NAMESPACE, AdValidator())
-                self.pubsub, router = build_pubsub(self.host, cfg.gossip)
+                self.pubsub, router = build_pubsub(self.host, cfg.gossip, self.app_score)
                 install_validators(
                     self.pubsub, lambda d, t, f: self.accept(d, topic=t, source="gossip")
                 )
