@@ -56,6 +56,10 @@ class NodeConfig:
         enable_quic: also listen on QUIC where a ``/udp/.../quic-v1`` address is given.
         policy: path of the attestation policy TOML ("" = the network's default).
         log_format: ``text`` or ``json``. log_level: a logging level name.
+        role: ``full`` (serves tasks, DHT server) or ``client`` (a light peer that follows
+            gossip and submits tasks; DHT client mode, no enclave).
+        cheat: TEST/DEMO ONLY, dev network only: the node's enclave returns wrong results
+            (with valid receipts), so redundancy and reputation can be shown catching it.
         gossip, sync, connections: network-layer parameters.
     """
 
@@ -77,6 +81,8 @@ class NodeConfig:
     policy: str = ""
     log_format: str = "text"
     log_level: str = "INFO"
+    role: str = "full"
+    cheat: bool = False
     gossip: GossipParams = dataclasses.field(default_factory=GossipParams)
     sync: SyncParams = dataclasses.field(default_factory=SyncParams)
     connections: ConnectionParams = dataclasses.field(default_factory=ConnectionParams)
@@ -114,11 +120,27 @@ class NodeConfig:
             raise ConfigError(f"status_listen {self.status_listen!r} must be host:port")
         if self.log_format not in ("text", "json"):
             raise ConfigError("log_format must be 'text' or 'json'")
+        if self.role not in ("full", "client"):
+            raise ConfigError("role must be 'full' or 'client'")
+        if self.cheat and self.network != "dev":
+            raise ConfigError("cheat is a dev-network demo switch only")
 
     @property
     def key_path(self) -> Path:
         """Where the identity key lives."""
         return self.key_file or self.data_dir / "node.key"
+
+    def policy_path(self) -> Path:
+        """The attestation policy file: ``policy`` or ``bootstrap/policy-<network>.toml``."""
+        if self.policy:
+            return Path(self.policy)
+        default = BOOTSTRAP_DIR / f"policy-{self.network}.toml"
+        if not default.exists():
+            raise ConfigError(
+                f'no attestation policy: set policy = "..." (no {default.name} for '
+                f"network {self.network!r})"
+            )
+        return default
 
     def bootstrap_addrs(self) -> tuple[str, ...]:
         """The configured bootstrap list, or the network's list from ``bootstrap/``."""
@@ -178,6 +200,8 @@ def node_config_from_dict(data: dict[str, Any], *, base_dir: Path) -> NodeConfig
             if not isinstance(data[key], str):
                 raise ConfigError(f"{key} must be a path string")
             data[key] = (base_dir / data[key]).resolve()
+    if isinstance(data.get("policy"), str) and data["policy"]:
+        data["policy"] = str((base_dir / data["policy"]).resolve())
     for key in ("listen", "bootstrap", "engines"):
         if key in data:
             if not isinstance(data[key], list) or not all(isinstance(x, str) for x in data[key]):

@@ -9,8 +9,14 @@ Role and invariants:
   stop here, and their forwarder loses gossip score.
 * The node's own records (ads, heartbeats) are published through gossip and validated like
   anyone else's; their ``seq`` is the unix time in milliseconds, so it grows across restarts.
-* Shutdown (``stop()``, SIGINT/SIGTERM in the CLI) cancels the loops, closes the host and
-  the store, and removes ``runtime.json``; the data dir keeps identity and records.
+* A full node runs its enclave (the simulated TEE runs in a separate process), publishes
+  an ``Attestation`` binding the enclave keys to its peer ID every epoch (well inside the
+  policy's epoch lag), and serves ``/repp2p/task/1`` (:mod:`repp2p.serving`). A ``client``
+  role node is a light peer: it follows gossip and syncs, but runs no enclave, announces
+  nothing and stays a DHT client.
+* Shutdown (``stop()``, SIGINT/SIGTERM in the CLI) cancels the loops, closes the host, the
+  enclave and the store, and removes ``runtime.json``; the data dir keeps identity and
+  records.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
 from libp2p.tools.anyio_service import background_trio_service
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from repp2p.attestation import SIMULATED_LABEL, load_policy
 from repp2p.config import NodeConfig
 from repp2p.errors import ConfigError, KeyFileError, RecordError, RecordReason, StoreError
 from repp2p.identity import Identity
@@ -39,8 +46,10 @@ from repp2p.net.gossip import build_pubsub, install_validators
 from repp2p.net.host import build_host, parse_multiaddrs
 from repp2p.net.sync import PROTOCOL as SYNC_PROTOCOL
 from repp2p.net.sync import make_handler, pull
+from repp2p.net.task import PROTOCOL as TASK_PROTOCOL
 from repp2p.net.topics import TOPICS, topic_accepts, topic_for
 from repp2p.records import (
+    Attestation,
     EngineOffer,
     Heartbeat,
     NodeAd,
@@ -50,7 +59,9 @@ from repp2p.records import (
     decode,
     encode,
 )
+from repp2p.serving import TaskServer
 from repp2p.store import SqliteRecordStore
+from repp2p.viewer import ViewKeeper, beacon
 
 log = logging.getLogger("repp2p.node")
 
@@ -58,8 +69,6 @@ log = logging.getLogger("repp2p.node")
 REFRESH_INTERVAL_S = 300.0
 #: How many recent arrival times a node remembers (for /record and the network benchmark).
 ARRIVALS_KEPT = 10_000
-#: Measurement published for engines until the enclave runtime measures real code.
-UNMEASURED = bytes(32)
 
 
 class NodeMetrics:
@@ -111,6 +120,12 @@ class Node:
         self.metrics = NodeMetrics()
         self.identity = self._load_or_create_identity()
         self.peer_id = self.identity.peer_id
+        self.is_client = config.role == "client"
+        self.policy = load_policy(config.policy_path())
+        self.enclave: Any = None
+        self.keeper: ViewKeeper | None = None
+        self.server = TaskServer(self)
+        self.attested_epoch: int | None = None
         self.store: SqliteRecordStore | None = None
         self.host: Any = None
         self.dht: KadDHT | None = None
@@ -211,7 +226,9 @@ class Node:
         addrs = tuple(str(a) for a in self.host.get_addrs())[:16]
         return NodeAd(
             addrs=tuple(a.split("/p2p/")[0] for a in addrs),
-            engines=tuple(EngineOffer(e, UNMEASURED) for e in self.config.engines),
+            engines=tuple(
+                EngineOffer(e, m) for e, m in sorted(self.enclave.engine_measurements.items())
+            ),
             tee_kind=self.config.tee_kind,
             price=self.config.price,
             capacity=self.config.capacity,
@@ -224,8 +241,8 @@ class Node:
         now = int(self.clock())
         return Heartbeat(
             epoch=now // self.config.epoch_s,
-            load=0,
-            tasks_done=0,
+            load=self.server.active,
+            tasks_done=self.server.done,
             seq=self.next_seq(),
             expires=now + 3 * self.config.epoch_s,
         )
@@ -246,18 +263,30 @@ class Node:
         listen = parse_multiaddrs(cfg.listen)
         bootstrap = [_peer_info(a) for a in cfg.bootstrap_addrs()]
         self.store = SqliteRecordStore(cfg.data_dir / "records.db", synchronous="NORMAL")
+        self.keeper = ViewKeeper(self.store, self.policy, epoch_s=cfg.epoch_s)
         self.host = build_host(
             self.identity, enable_quic=cfg.enable_quic, connections=cfg.connections
         )
         try:
+            if not self.is_client:
+                from repp2p.tee import Enclave
+
+                self.enclave = await trio.to_thread.run_sync(
+                    lambda: Enclave.start(list(cfg.engines), cheat=cfg.cheat)
+                )
+                if cfg.cheat:
+                    log.warning("CHEAT MODE (demo): this node's enclave returns wrong results")
             async with self.host.run(listen_addrs=listen):
-                self.dht = ServerOnlyKadDHT(self.host, DHTMode.SERVER, strict_validation=True)
+                mode = DHTMode.CLIENT if self.is_client else DHTMode.SERVER
+                self.dht = ServerOnlyKadDHT(self.host, mode, strict_validation=True)
                 self.dht.register_validator(NAMESPACE, AdValidator())
                 self.pubsub, router = build_pubsub(self.host, cfg.gossip, self.app_score)
                 install_validators(
                     self.pubsub, lambda d, t, f: self.accept(d, topic=t, source="gossip")
                 )
                 self.host.set_stream_handler(SYNC_PROTOCOL, make_handler(self.store, cfg.sync))
+                if not self.is_client:
+                    self.host.set_stream_handler(TASK_PROTOCOL, self.server.handle_stream)
                 async with (
                     background_trio_service(self.dht),
                     background_trio_service(self.pubsub),
@@ -281,9 +310,13 @@ class Node:
                     self.started_at = self.clock()
                     self._write_runtime()
                     nursery.start_soon(self._discovery_loop, bootstrap)
-                    nursery.start_soon(self._heartbeat_loop)
-                    nursery.start_soon(self._republish_loop)
                     nursery.start_soon(self._prune_loop)
+                    nursery.start_soon(self._view_loop)
+                    if not self.is_client:
+                        await self._attest()
+                        nursery.start_soon(self._attestation_loop)
+                        nursery.start_soon(self._heartbeat_loop)
+                        nursery.start_soon(self._republish_loop)
                     log.info("node %s listening on %s", self.peer_id, self.addrs())
                     task_status.started(self)
                     await self._stop.wait()
@@ -296,6 +329,8 @@ class Node:
                         await self.host.get_network().close()
         finally:
             (cfg.data_dir / "runtime.json").unlink(missing_ok=True)
+            if self.enclave is not None:
+                self.enclave.close()
             self.store.close()
 
     def addrs(self) -> list[str]:
@@ -368,7 +403,9 @@ class Node:
                         await self._connect(PeerInfo(peer, addrs))
                 if not self.synced.is_set():
                     await self._sync_once()
-                if self.clock() - provided_at >= self.config.republish_interval_s:
+                if not self.is_client and (
+                    self.clock() - provided_at >= self.config.republish_interval_s
+                ):
                     await self._provide()
                     provided_at = self.clock()
             elif not bootstrap and not self.synced.is_set():
@@ -438,6 +475,75 @@ class Node:
             except Exception as exc:
                 log.debug("DHT put of our ad failed: %r", exc)
 
+    async def gossip(self, data: bytes, record_type: str) -> None:
+        """Publish already-encoded record bytes on their topic (e.g. a client's offer)."""
+        await self.pubsub.publish(topic_for(record_type), data)
+
+    async def _attest(self) -> None:
+        """Publish a fresh Attestation binding the enclave keys to this peer and epoch."""
+        if not self.enclave.is_alive:
+            from repp2p.tee import Enclave
+
+            log.warning("enclave process died; starting a new one (new keys, new attestation)")
+            self.enclave = await trio.to_thread.run_sync(
+                lambda: Enclave.start(list(self.config.engines), cheat=self.config.cheat)
+            )
+        now = int(self.clock())
+        epoch = now // self.config.epoch_s
+        nonce = beacon(epoch)
+        evidence = await self.enclave.attest_async(self.peer_id, epoch, nonce, now)
+        await self.publish(
+            Attestation(
+                tee_kind=self.enclave.kind,
+                evidence=evidence,
+                collateral=b"",
+                gpu_evidence=b"",
+                enc_key=self.enclave.enc_key,
+                result_key=self.enclave.result_key,
+                epoch=epoch,
+                nonce=nonce,
+                seq=self.next_seq(),
+                expires=now
+                + self.policy.reattest_period_s
+                + (self.policy.max_epoch_lag + 1) * self.config.epoch_s,
+            )
+        )
+        self.attested_epoch = epoch
+
+    async def _attestation_loop(self) -> None:
+        # Re-attest every epoch, at mid-epoch: an attestation's binding epoch may lag the
+        # current one by at most the policy's max_epoch_lag; the policy's period caps it too.
+        while True:
+            await trio.sleep(0.5)
+            now = self.clock()
+            epoch = int(now) // self.config.epoch_s
+            # Mid-epoch, so the attestation peers snapshot at the boundary is stable.
+            mid_epoch = now - epoch * self.config.epoch_s >= self.config.epoch_s / 2
+            due = self.policy.is_due_for_reattestation(
+                (self.attested_epoch or 0) * self.config.epoch_s, int(now)
+            )
+            if (mid_epoch and epoch != self.attested_epoch) or due or not self.enclave.is_alive:
+                try:
+                    await self._attest()
+                except Exception:
+                    log.exception("re-attestation failed; retrying")
+
+    async def _view_loop(self) -> None:
+        """Build each epoch's view once; reputation feeds the gossip score and status."""
+        built = None
+        while True:
+            epoch = int(self.clock()) // self.config.epoch_s
+            if epoch != built:
+                view = self.keeper.view(epoch)
+                table = view.reputation
+                self.peer_scores = {
+                    table.peers[i]: (int(table.permille[i]) - 500) / 500
+                    for i in range(len(table.peers))
+                    if table.is_node[i]
+                }
+                built = epoch
+            await trio.sleep(0.5)
+
     async def _heartbeat_loop(self) -> None:
         while True:
             await self.publish(self._heartbeat())
@@ -488,8 +594,32 @@ class Node:
             "synced": self.synced.is_set(),
             "uptime_s": round(self.clock() - self.started_at, 1),
             "engines": list(self.config.engines),
-            "reputation": None,  # filled once the reputation core is wired in
+            "reputation": self.reputation_of(self.peer_id),
+            "tasks_done": self.server.done,
+            "tasks_active": self.server.active,
+            "enclave": None
+            if self.enclave is None
+            else {
+                "kind": self.enclave.kind,
+                "label": SIMULATED_LABEL if self.enclave.kind == "simulated" else "",
+                "pid": self.enclave.pid,
+                "measurement": self.enclave.measurement.hex(),
+            },
+            "role": self.config.role,
         }
+
+    def reputation_of(self, peer_id: str) -> int | None:
+        """The peer's reputation in permille in the current epoch's view, if built."""
+        if self.keeper is None:
+            return None
+        epoch = int(self.clock()) // self.config.epoch_s
+        view = self.keeper._views.get(epoch)
+        if view is None:
+            return None
+        try:
+            return view.reputation.get(peer_id).permille
+        except KeyError:
+            return None
 
     def record_status(self, hex_id: str) -> dict[str, Any]:
         """Whether this node holds a record, and when it first accepted it (if recent)."""

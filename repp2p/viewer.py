@@ -1,0 +1,181 @@
+"""The per-epoch view a peer matches on: attestation verdicts + records -> ``View``.
+
+Shared by the full node (to decide whether to claim a task) and the client (to choose the
+node and check its claim). Verification of each ``Attestation`` record happens here, locally,
+under the peer's own policy: a sender's word about its own evidence counts for nothing.
+
+An attestation *establishes* the engine measurements a node advertises when its verified
+enclave measurement equals ``enclave_measurement(ad engines, runtime)`` for this
+installation's runtime measurement: peers running the same released runtime agree on it.
+A node whose evidence fails for a reason other than age is marked ``failed`` (reputation
+remembers it); stale or expired evidence only makes it unverified until it re-attests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable
+
+from repp2p.attestation import Policy, VerificationCache, verify_node
+from repp2p.errors import AttestationError, AttestationReason
+from repp2p.matching import MatchingParams, View
+from repp2p.records import Attestation, NodeAd, SignedRecord
+from repp2p.reputation import AttestedNode, PenaltyBook, ReputationParams
+from repp2p.store import RecordStoreAPI
+from repp2p.tee.measurement import enclave_measurement, runtime_measurement
+
+log = logging.getLogger("repp2p.viewer")
+
+BEACON_DOMAIN = b"repp2p/1/beacon\0"
+_AGE_REASONS = {
+    AttestationReason.STALE_EVIDENCE,
+    AttestationReason.CERT_EXPIRED,
+    AttestationReason.CERT_NOT_YET_VALID,
+}
+
+
+def beacon(epoch: int) -> bytes:
+    """The epoch beacon: SHA-256 of a domain tag and the epoch (u64 big-endian).
+
+    Public and predictable by design (every peer must derive it alone); the matching docs
+    explain what a client grinding ``task_id`` against it can and cannot gain.
+    """
+    return hashlib.sha256(BEACON_DOMAIN + epoch.to_bytes(8, "big")).digest()
+
+
+class ViewKeeper:
+    """Builds and caches one :class:`View` per epoch from a record store.
+
+    Args:
+        store: the peer's record store (accepted records only).
+        policy: the network's attestation policy (:mod:`repp2p.attestation`).
+        epoch_s: epoch length in seconds.
+    """
+
+    def __init__(
+        self,
+        store: RecordStoreAPI,
+        policy: Policy,
+        *,
+        epoch_s: int,
+        matching_params: MatchingParams | None = None,
+        reputation_params: ReputationParams | None = None,
+    ) -> None:
+        self.store = store
+        self.policy = policy
+        self.epoch_s = epoch_s
+        self.matching_params = matching_params or MatchingParams()
+        self.reputation_params = reputation_params or ReputationParams()
+        self._cache: VerificationCache = VerificationCache(4096)
+        self._views: dict[int, View] = {}
+        self._keys: dict[str, tuple[bytes, bytes]] = {}
+        self._verdicts: dict[str, AttestedNode] = {}
+        self._runtime = runtime_measurement()
+
+    # -- attestation verdicts ------------------------------------------------------------
+
+    def verdicts(self, records: Iterable[SignedRecord], now: int) -> dict[str, AttestedNode]:
+        """``peer_id -> AttestedNode`` for every current Attestation among ``records``."""
+        ads: dict[str, NodeAd] = {}
+        attestations: list[SignedRecord] = []
+        for signed in records:
+            if isinstance(signed.record, NodeAd):
+                ads[signed.signer] = signed.record
+            elif isinstance(signed.record, Attestation):
+                attestations.append(signed)
+        out: dict[str, AttestedNode] = {}
+        for signed in attestations:
+            out[signed.signer] = self._verdict(signed, ads.get(signed.signer), now)
+        self._verdicts.update(out)
+        return out
+
+    def _verdict(self, signed: SignedRecord, ad: NodeAd | None, now: int) -> AttestedNode:
+        rec: Attestation = signed.record  # type: ignore[assignment]
+        peer = signed.signer
+        engines = tuple(e.engine_id for e in ad.engines) if ad else ()
+        try:
+            verified = verify_node(
+                peer,
+                rec.tee_kind,
+                rec.evidence,
+                rec.collateral,
+                rec.gpu_evidence,
+                rec.enc_key,
+                rec.result_key,
+                rec.epoch,
+                rec.nonce,
+                self.policy,
+                now,
+                engines=engines,
+                current_epoch=now // self.epoch_s,
+                cache=self._cache,
+            )
+        except AttestationError as exc:
+            self._keys.pop(peer, None)
+            log.debug("attestation of %s refused: %s", peer, exc)
+            return AttestedNode(
+                peer_id=peer,
+                tee_kind=rec.tee_kind,
+                measurements=frozenset(),
+                verified=False,
+                failed=exc.reason not in _AGE_REASONS,
+                attested_at=rec.epoch * self.epoch_s,
+            )
+        established: frozenset[bytes] = frozenset()
+        if ad is not None:
+            wanted = {e.engine_id: e.measurement for e in ad.engines}
+            if verified.claims.measurement == enclave_measurement(wanted, self._runtime):
+                established = frozenset(wanted.values())
+        self._keys[peer] = (rec.enc_key, rec.result_key)
+        signed_at = verified.claims.signed_at
+        return AttestedNode(
+            peer_id=peer,
+            tee_kind=rec.tee_kind,
+            measurements=established,
+            verified=True,
+            tcb_degraded=False,
+            attested_at=signed_at if signed_at is not None else rec.epoch * self.epoch_s,
+        )
+
+    def verdict_of(self, peer_id: str) -> AttestedNode | None:
+        """The latest verdict on a peer's attestation, if it has been judged."""
+        return self._verdicts.get(peer_id)
+
+    def enclave_keys(self, peer_id: str) -> tuple[bytes, bytes] | None:
+        """``(enc_key, result_key)`` of a peer whose attestation verified, else None."""
+        return self._keys.get(peer_id)
+
+    # -- views ---------------------------------------------------------------------------
+
+    def view(self, epoch: int) -> View:
+        """The view of ``epoch``, built from the store on first use and then kept.
+
+        Every peer builds it at the epoch boundary (the node's view loop ticks twice a
+        second), and nodes publish their attestations and ads at mid-epoch, so peers
+        snapshot the same records; a digest mismatch in claims makes any residue visible.
+        """
+        view = self._views.get(epoch)
+        if view is None:
+            now = epoch * self.epoch_s
+            records = self.store.query()
+            previous = self._views.get(epoch - 1)
+            view = View.build(
+                records,
+                self.verdicts(records, now),
+                epoch=epoch,
+                epoch_s=self.epoch_s,
+                penalties=previous.penalties if previous else PenaltyBook(),
+                reputation_params=self.reputation_params,
+                matching_params=self.matching_params,
+            )
+            self._views[epoch] = view
+            for old in [e for e in self._views if e < epoch - 3]:
+                del self._views[old]
+        return view
+
+    def refresh_keys(self, now: int) -> None:
+        """Re-verify current attestations now (keys of nodes attested mid-epoch)."""
+        self.verdicts(
+            self.store.query(type=Attestation.TYPE) + self.store.query(type=NodeAd.TYPE), now
+        )
