@@ -82,13 +82,16 @@ async def _reply(stream: trio.SocketStream, code: int, ctype: str, body: bytes) 
 
 async def fetch(host: str, port: int, path: str, timeout: float = 5.0) -> bytes:
     """GET ``path`` from a status endpoint; returns the body (raises OSError on failure)."""
-    with trio.fail_after(timeout):
-        stream = await trio.open_tcp_stream(host, port)
-        async with stream:
-            await stream.send_all(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
-            data = b""
-            while chunk := await stream.receive_some(65536):
-                data += chunk
+    try:
+        with trio.fail_after(timeout):
+            stream = await trio.open_tcp_stream(host, port)
+            async with stream:
+                await stream.send_all(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+                data = b""
+                while chunk := await stream.receive_some(65536):
+                    data += chunk
+    except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+        raise OSError(f"status endpoint {host}:{port}: {exc}") from None
     head, _, body = data.partition(b"\r\n\r\n")
     if not head.startswith(b"HTTP/1.1 200"):
         first_line = head.split(b"\r\n", 1)[0]
