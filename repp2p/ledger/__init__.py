@@ -1,0 +1,28 @@
+"""The REP ledger: credits as a pure function of the record log (ARCHITECTURE section 7).
+
+Public API::
+
+    LedgerParams(...)                                             # frozen, validated
+    work_units(evidence, epoch, *, client_trust=None) -> array    # backed receipts per peer
+    settle(state, evidence, table, penalties, *, epoch, params) -> Settlement
+    LedgerState().apply(settlement) -> LedgerState                # the balance fold
+    replay(records, attested, *, now, epoch_s, params) -> LedgerReport   # node / CLI path
+
+No I/O, no clock, no floats in balances: every peer holding the same records settles the
+same integer micro-REP amounts. docs/ledger.md has the rules.
+"""
+
+from repp2p.ledger.params import MICRO, LedgerParams
+from repp2p.ledger.replay import LedgerReport, replay
+from repp2p.ledger.settle import LedgerState, Settlement, settle, work_units
+
+__all__ = [
+    "MICRO",
+    "LedgerParams",
+    "LedgerReport",
+    "LedgerState",
+    "Settlement",
+    "replay",
+    "settle",
+    "work_units",
+]

@@ -1,0 +1,79 @@
+"""``LedgerParams``: the knobs of the REP ledger, documented and validated."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from repp2p.errors import ConfigError
+
+#: One REP in micro-REP (balances are integers in micro-REP).
+MICRO = 1_000_000
+
+
+@dataclasses.dataclass(frozen=True)
+class LedgerParams:
+    """Parameters every peer of a network must share for balances to agree.
+
+    Attributes:
+        emission_micro: REP minted per epoch, micro-REP, 0..2**53.
+        halving_epochs: the emission halves every this many epochs (0: never), 0..2**32.
+        grace_epochs: an epoch ``e`` is final once the current epoch is at least
+            ``e + 1 + grace_epochs``; it is settled on the records held at that boundary
+            (late feedback and receipts have that long to propagate), 0..1000.
+        quality_exponent: a node's share weight is ``work * permille ** quality_exponent``,
+            0..3 (0: work only).
+        min_quality_permille: a node whose reputation is below this earns nothing for the
+            epoch (its share is burned), permille, 0..1000.
+        feedback_needs_trust: an ``ok`` feedback backs a receipt only when its client has
+            EigenTrust > 0 (fresh Sybil clients cannot manufacture paid work).
+        offence_slash_pct: share of a node's balance burned when an offence (equivocation,
+            proven wrong result) is first proven against it, percent, 0..100.
+        phase_out_slash_pct: share of a node's balance burned at each phase-out, percent,
+            0..100.
+    """
+
+    emission_micro: int = 1000 * MICRO
+    halving_epochs: int = 0
+    grace_epochs: int = 2
+    quality_exponent: int = 1
+    min_quality_permille: int = 0
+    feedback_needs_trust: bool = True
+    offence_slash_pct: int = 100
+    phase_out_slash_pct: int = 10
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Check every field; raise :class:`ConfigError` naming the first bad one."""
+        for name, lo, hi in (
+            ("emission_micro", 0, 2**53),
+            ("halving_epochs", 0, 2**32),
+            ("grace_epochs", 0, 1000),
+            ("quality_exponent", 0, 3),
+            ("min_quality_permille", 0, 1000),
+            ("offence_slash_pct", 0, 100),
+            ("phase_out_slash_pct", 0, 100),
+        ):
+            value = getattr(self, name)
+            if type(value) is not int:
+                raise ConfigError(f"ledger: {name} must be an integer, got {value!r}")
+            if not lo <= value <= hi:
+                raise ConfigError(f"ledger: {name}={value!r} outside [{lo}, {hi}]")
+        if type(self.feedback_needs_trust) is not bool:
+            raise ConfigError("ledger: feedback_needs_trust must be a boolean")
+
+    def emission(self, epoch: int) -> int:
+        """Micro-REP minted for ``epoch`` (integer; halvings by right shift)."""
+        if self.halving_epochs and epoch >= 0:
+            halvings = epoch // self.halving_epochs
+            return self.emission_micro >> halvings if halvings < 64 else 0
+        return self.emission_micro
+
+    def is_final(self, epoch: int, current_epoch: int) -> bool:
+        """True when ``epoch`` is final as of ``current_epoch`` (grace period over)."""
+        return current_epoch >= self.settle_boundary(epoch)
+
+    def settle_boundary(self, epoch: int) -> int:
+        """The epoch boundary whose records settle ``epoch`` for good."""
+        return epoch + 1 + self.grace_epochs
