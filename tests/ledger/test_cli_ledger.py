@@ -1,0 +1,46 @@
+"""``repp2p ledger`` over a real SQLite record store."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from repp2p.cli import ledger as ledger_cli
+from repp2p.store import SqliteRecordStore
+from tests.ledger.test_ledger import EPOCH_S, _scenario
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="repp2p")
+    ledger_cli.add_parser(parser.add_subparsers(dest="command"))
+    return parser
+
+
+def test_ledger_command_prints_final_and_pending(tmp_path, capsys):
+    s = _scenario(epochs=4)
+    store = SqliteRecordStore(tmp_path / "records.db")
+    store.put_many(s.records, now=0)
+    store.close()
+    base = ["ledger", "--data-dir", str(tmp_path), "--epoch", "7", "--epoch-s", str(EPOCH_S)]
+    args = _parser().parse_args([*base, "--json"])
+    assert args.func(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["current_epoch"] == 7
+    assert out["final_through_epoch"] == 4 and out["pending_through_epoch"] == 6
+    assert out["unit"] == "micro-REP"
+    # no Attestation records in the store: nobody verifies, nobody is paid, all burned
+    assert out["final_supply"] == 0
+    assert all(x["burned"] == x["emission"] for x in out["settlements"])
+    args = _parser().parse_args(base)
+    assert args.func(args) == 0
+    assert "final through epoch 4" in capsys.readouterr().out
+
+
+def test_missing_store_is_a_config_error(tmp_path):
+    import pytest
+
+    from repp2p.errors import ConfigError
+
+    args = _parser().parse_args(["ledger", "--data-dir", str(tmp_path), "--epoch", "3"])
+    with pytest.raises(ConfigError):
+        args.func(args)
