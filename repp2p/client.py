@@ -245,16 +245,23 @@ class Client:
             gossip=GossipParams(eclipse_protection=network != "dev"),
         )
         node = Node(config)
-        async with trio.open_nursery() as nursery:
-            await nursery.start(node.run)
-            try:
-                with trio.move_on_after(sync_timeout):
-                    await node.synced.wait()
-                if not node.synced.is_set():
-                    raise NetworkError("could not sync with the network")
-                yield cls(node)
-            finally:
-                node.stop()
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(node.run)
+                try:
+                    with trio.move_on_after(sync_timeout):
+                        await node.synced.wait()
+                    if not node.synced.is_set():
+                        raise NetworkError("could not sync with the network")
+                    yield cls(node)
+                finally:
+                    node.stop()
+        except BaseExceptionGroup as group:
+            # The caller's error (a TaskError, say) arrives wrapped by our nursery: hand it
+            # back as itself when it is the only one.
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
 
     @property
     def peer_id(self) -> str:

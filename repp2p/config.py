@@ -60,6 +60,8 @@ class NodeConfig:
             gossip and submits tasks; DHT client mode, no enclave).
         cheat: TEST/DEMO ONLY, dev network only: the node's enclave returns wrong results
             (with valid receipts), so redundancy and reputation can be shown catching it.
+        task_delay_s: TEST ONLY, dev network only: seconds the node waits between claiming
+            a task and running it (fault injection for failover tests), 0..600.
         gossip, sync, connections: network-layer parameters.
     """
 
@@ -83,6 +85,7 @@ class NodeConfig:
     log_level: str = "INFO"
     role: str = "full"
     cheat: bool = False
+    task_delay_s: float = 0.0
     gossip: GossipParams = dataclasses.field(default_factory=GossipParams)
     sync: SyncParams = dataclasses.field(default_factory=SyncParams)
     connections: ConnectionParams = dataclasses.field(default_factory=ConnectionParams)
@@ -124,6 +127,10 @@ class NodeConfig:
             raise ConfigError("role must be 'full' or 'client'")
         if self.cheat and self.network != "dev":
             raise ConfigError("cheat is a dev-network demo switch only")
+        if self.task_delay_s and self.network != "dev":
+            raise ConfigError("task_delay_s is a dev-network test switch only")
+        if not 0 <= self.task_delay_s <= 600:
+            raise ConfigError("task_delay_s must be within [0, 600]")
 
     @property
     def key_path(self) -> Path:

@@ -150,6 +150,8 @@ class TaskServer:
         self.active += 1
         started_ms = int(node.clock() * 1000)
         try:
+            if node.config.task_delay_s:  # dev-only fault injection (failover tests)
+                await trio.sleep(node.config.task_delay_s)
             encrypted, receipt = await node.enclave.execute_async(
                 task_id=o.task_id,
                 offer_id=offer.record_id,

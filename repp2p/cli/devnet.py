@@ -33,11 +33,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     p.add_argument("--duration", type=float, default=math.inf, help="stop after S seconds")
     p.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     p.add_argument("--dir", help="keep data dirs here (default: a temporary folder, removed)")
-    p.add_argument("--engines", default="echo", help="comma-separated engines every node serves")
+    p.add_argument(
+        "--engines", default="echo,sentiment", help="comma-separated engines every node serves"
+    )
     p.set_defaults(func=run)
 
 
-def _config(folder: Path, name: str, engines: list[str]) -> Path:
+def _config(
+    folder: Path, name: str, engines: list[str], extra: dict[str, Any] | None = None
+) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "node.toml"
     path.write_text(
@@ -52,6 +56,7 @@ def _config(folder: Path, name: str, engines: list[str]) -> Path:
                 "epoch_s = 10",
                 "republish_interval_s = 30.0",
                 'log_level = "WARNING"',
+                *(f"{k} = {json.dumps(v)}" for k, v in (extra or {}).items()),
                 "[gossip]",
                 "eclipse_protection = false  # every devnet peer is on 127.0.0.1",
                 "",
@@ -64,15 +69,25 @@ def _config(folder: Path, name: str, engines: list[str]) -> Path:
 class Devnet:
     """The running processes of a devnet."""
 
-    def __init__(self, folder: Path, size: int, engines: list[str]) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        size: int,
+        engines: list[str],
+        extra: dict[str, Any] | None = None,
+        per_node: dict[str, dict[str, Any]] | None = None,
+    ) -> None:
         self.folder = folder
         self.size = size
         self.engines = engines
+        self.extra = extra or {}  # config keys for every node (tests, demo)
+        self.per_node = per_node or {}  # name -> config keys for one node
         self.procs: list[trio.Process] = []
         self.info: list[dict[str, Any]] = []
 
     async def _spawn(self, name: str, bootstrap: str | None) -> dict[str, Any]:
-        config = _config(self.folder / name, name, self.engines)
+        settings = {**self.extra, **self.per_node.get(name, {})}
+        config = _config(self.folder / name, name, self.engines, settings)
         cmd = [
             sys.executable,
             "-m",

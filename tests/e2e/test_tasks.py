@@ -1,0 +1,208 @@
+"""Tasks end to end: offer -> claim -> sealed input -> enclave -> receipt -> feedback.
+
+Real py-libp2p hosts on loopback, real enclave processes (simulated TEE), the real client.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import trio
+
+from engines import get_engine, unavailable_engines
+from repp2p.client import Client
+from repp2p.net.framing import FrameReader, write_cbor
+from repp2p.net.task import MAX_RESPONSE, parse_response
+from repp2p.net.task import PROTOCOL as TASK_PROTOCOL
+from repp2p.records import Feedback, Receipt, decode
+from repp2p.testing.network import local_network, node_config, start_node
+from repp2p.viewer import beacon
+
+from .conftest import wait_until
+
+pytestmark = pytest.mark.slow
+EPOCH_S = 5
+
+
+async def _client(nodes, tmp_path, count):
+    ctx = Client.open([nodes[0].addrs()[0]], data_dir=tmp_path / "client", epoch_s=EPOCH_S)
+    client = await ctx.__aenter__()
+    with trio.fail_after(3 * EPOCH_S):
+        assert await client.wait_for_nodes("echo", count, timeout=3 * EPOCH_S) >= count
+    return ctx, client
+
+
+def _engines():
+    wanted = ["echo", "sentiment", "embed-minilm"]
+    missing = unavailable_engines()
+    return [e for e in wanted if e not in missing]
+
+
+async def test_every_engine_end_to_end(tmp_path):
+    engines = tuple(_engines())
+    async with local_network(tmp_path, 3, engines=engines, epoch_s=EPOCH_S) as nodes:
+        ctx, client = await _client(nodes, tmp_path, 3)
+        try:
+            inputs = {
+                "echo": b"hello, enclave",
+                "sentiment": b"What a wonderful, reliable network!",
+                "embed-minilm": b"peer to peer compute",
+            }
+            for engine in engines:
+                with trio.fail_after(60):
+                    result = await client.submit(engine, inputs[engine], redundancy=2)
+                expected = get_engine(engine).run(inputs[engine])
+                assert result.output == expected  # bit-identical to a local run
+                assert result.agreed == 2 and result.proof.outcome == "ok"
+                assert result.proof.simulated and "SIMULATED TEE" in result.summary()
+                # The receipt is public: every node holds it, signed by the node.
+                receipt_id = bytes.fromhex(result.proof.receipt_id)
+                await wait_until(lambda rid=receipt_id: all(n.store.get(rid) for n in nodes), 10)
+                held = nodes[0].store.get(receipt_id)
+                assert isinstance(held.record, Receipt) and held.signer == result.proof.node
+        finally:
+            await ctx.__aexit__(None, None, None)
+
+
+async def test_wrong_result_is_caught_by_redundancy_and_penalised(tmp_path):
+    async with trio.open_nursery() as nursery:
+        boot = await start_node(nursery, node_config(tmp_path, "n0", epoch_s=EPOCH_S))
+        nodes = [boot]
+        for i in range(1, 4):
+            nodes.append(
+                await start_node(
+                    nursery,
+                    node_config(
+                        tmp_path, f"n{i}", (boot.addrs()[0],), epoch_s=EPOCH_S, cheat=(i == 3)
+                    ),
+                )
+            )
+        cheater = nodes[3].peer_id
+        ctx, client = await _client(nodes, tmp_path, 4)
+        try:
+            caught = 0
+            for i in range(12):
+                with trio.fail_after(60):
+                    result = await client.submit("echo", b"task %d" % i, redundancy=3)
+                assert result.output == b"task %d" % i  # the majority is honest
+                for proof in result.proofs:
+                    if proof.node == cheater:
+                        assert proof.outcome == "wrong"
+                        caught += 1
+                    else:
+                        assert proof.outcome == "ok"
+                if caught:
+                    break
+            assert caught, "the cheater was never among the three chosen nodes"
+            wrong = [
+                s for s in client.node.store.query(type=Feedback.TYPE) if s.record.node == cheater
+            ]
+            assert wrong and all(s.record.outcome == "wrong" for s in wrong)
+            # From the next epoch on, every peer's view holds the proof: the cheater is an
+            # offender with a hard penalty, and ranks nowhere.
+            epoch = int(client.node.clock()) // EPOCH_S + 1
+            await trio.sleep((epoch * EPOCH_S) - client.node.clock() + 0.6)
+            view = client.node.keeper.view(epoch)
+            assert view.reputation.get(cheater).is_offender
+            assert view.penalties.is_penalised(cheater, epoch)
+            offer_probe = dataclasses.replace(
+                client.node.store.query(type="TaskOffer")[0].record, epoch=epoch
+            )
+            from repp2p.matching import rank
+
+            assert cheater not in rank(offer_probe, view, beacon(epoch), limit=16)
+        finally:
+            await ctx.__aexit__(None, None, None)
+            for node in nodes:
+                node.stop()
+
+
+async def test_bad_receipt_is_rejected_and_the_next_rank_completes(tmp_path):
+    async with local_network(tmp_path, 3, epoch_s=EPOCH_S) as nodes:
+        ctx, client = await _client(nodes, tmp_path, 3)
+        try:
+            # One node turns malicious: it tampers with the encrypted output it returns.
+            liar = nodes[1]
+            honest_serve = liar.server.serve
+
+            async def tampering_serve(request):
+                response = await honest_serve(request)
+                if response.get("ok"):
+                    out = bytearray(response["output"])
+                    out[-1] ^= 1
+                    response["output"] = bytes(out)
+                return response
+
+            liar.server.serve = tampering_serve
+            seen_liar = False
+            for i in range(10):
+                with trio.fail_after(60):
+                    result = await client.submit("echo", b"payload %d" % i)
+                assert result.output == b"payload %d" % i
+                for proof in result.proofs:
+                    if proof.node == liar.peer_id:
+                        assert proof.outcome == "bad_proof"
+                        seen_liar = True
+                if seen_liar:
+                    break
+            assert seen_liar, "the tampering node was never ranked first"
+            released = [
+                s.record
+                for s in client.node.store.query(type=Feedback.TYPE)
+                if s.record.node == liar.peer_id
+            ]
+            assert released and all(f.outcome == "bad_proof" for f in released)
+        finally:
+            await ctx.__aexit__(None, None, None)
+
+
+async def test_replayed_and_expired_offers_are_ignored(tmp_path):
+    async with local_network(tmp_path, 3, epoch_s=EPOCH_S) as nodes:
+        ctx, client = await _client(nodes, tmp_path, 3)
+        try:
+            sent = {}
+            # Capture the exact request the client sends to the first node.
+            from repp2p import client as client_module
+
+            original_try = client_module._Attempt._try
+
+            async def capturing_try(self, peer, r):
+                sent.setdefault("offer", self.offer.data)
+                sent.setdefault("peer", peer)
+                return await original_try(self, peer, r)
+
+            client_module._Attempt._try = capturing_try
+            try:
+                with trio.fail_after(60):
+                    result = await client.submit("echo", b"only once")
+            finally:
+                client_module._Attempt._try = original_try
+            assert result.output == b"only once"
+            node = next(n for n in nodes if n.peer_id == result.proof.node)
+
+            async def ask(offer_data):
+                from libp2p.peer.id import ID
+
+                with trio.fail_after(20):
+                    stream = await client.node.host.new_stream(
+                        ID.from_base58(node.peer_id), [TASK_PROTOCOL]
+                    )
+                    await write_cbor(stream, {"offer": offer_data, "sealed": b"x" * 64})
+                    return parse_response(await FrameReader(stream, MAX_RESPONSE).read_cbor())
+
+            done_before = node.server.done
+            replay = await ask(sent["offer"])
+            assert replay == {"ok": False, "error": "replayed", "detail": replay["detail"]}
+            # An offer that expired is refused before anything else.
+            offer = decode(sent["offer"]).record
+            stale = client.node.identity
+            from repp2p.records import encode
+
+            expired = encode(dataclasses.replace(offer, task_id=b"\x09" * 32, expires=10), stale)
+            answer = await ask(expired)
+            assert answer["ok"] is False and answer["error"] == "bad_offer"
+            assert "expired" in answer["detail"]
+            assert node.server.done == done_before  # neither request ran anything
+        finally:
+            await ctx.__aexit__(None, None, None)
