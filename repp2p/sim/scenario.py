@@ -1,0 +1,288 @@
+"""Scenarios: one frozen, validated object per simulation question, loaded from TOML.
+
+A scenario names the network size, the task load, the latency, loss and churn models, the
+adversaries and clients, and optional overrides of the shared ``ReputationParams``,
+``MatchingParams`` and ``LedgerParams``. ``docs/simulations.md`` lists every key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from repp2p.errors import ConfigError
+from repp2p.ledger import LedgerParams
+from repp2p.matching import MatchingParams
+from repp2p.reputation import ReputationParams
+
+#: Node behaviours (``[[adversary]] behaviour = ...``); "honest" fills the rest.
+BEHAVIOURS = ("honest", "lazy", "wrong_result", "on_off", "sybil", "whitewasher")
+#: How records enter the core. Only ``columns`` exists: compact evidence columns
+#: (``Evidence.from_columns``), i.e. **no record encoding and no signatures**. Everything
+#: after that (reputation, penalties, matching, ledger) is the live node's code.
+RECORD_MODES = ("columns",)
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(f"scenario: {msg}")
+
+
+def _num(table: Mapping[str, Any], key: str, default: Any, lo: float, hi: float) -> Any:
+    value = table.get(key, default)
+    _check(
+        isinstance(value, int | float) and not isinstance(value, bool),
+        f"{key} must be a number, got {value!r}",
+    )
+    _check(lo <= value <= hi, f"{key}={value!r} outside [{lo}, {hi}]")
+    if isinstance(default, int) and not isinstance(default, bool):
+        _check(float(value).is_integer(), f"{key} must be an integer")
+        value = int(value)
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class Adversary:
+    """One adversary group.
+
+    Attributes:
+        behaviour: one of :data:`BEHAVIOURS` except honest.
+        share: fraction of the initial nodes (0..1); or ``count`` identities.
+        count: number of identities (Sybil operators); added to ``share``.
+        wrong_prob: probability a cheating task returns a wrong result.
+        drop_prob: lazy: probability a claimed task is never delivered.
+        delay_factor: lazy: latency multiplier on delivered tasks.
+        on_epochs, off_epochs: on-off: honest for ``on_epochs``, then cheating for
+            ``off_epochs``, repeating.
+        attested: sybil: identities hold a valid attestation (a TEE each).
+        join_epoch: epoch the group's nodes join (sybil waves), default 0.
+        rejoin_epochs: whitewasher: epochs offline before rejoining under a new identity.
+    """
+
+    behaviour: str
+    share: float = 0.0
+    count: int = 0
+    wrong_prob: float = 1.0
+    drop_prob: float = 0.5
+    delay_factor: float = 3.0
+    on_epochs: int = 10
+    off_epochs: int = 1000
+    attested: bool = True
+    join_epoch: int = 0
+    rejoin_epochs: int = 1
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Adversary:
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        _check(not unknown, f"unknown adversary keys {sorted(unknown)}")
+        b = d.get("behaviour")
+        _check(b in BEHAVIOURS and b != "honest", f"adversary behaviour {b!r} unknown")
+        attested = d.get("attested", True)
+        _check(isinstance(attested, bool), "attested must be a boolean")
+        return cls(
+            behaviour=b,
+            share=float(_num(d, "share", 0.0, 0.0, 1.0)),
+            count=_num(d, "count", 0, 0, 10**7),
+            wrong_prob=float(_num(d, "wrong_prob", 1.0, 0.0, 1.0)),
+            drop_prob=float(_num(d, "drop_prob", 0.5, 0.0, 1.0)),
+            delay_factor=float(_num(d, "delay_factor", 3.0, 1.0, 1000.0)),
+            on_epochs=_num(d, "on_epochs", 10, 0, 10**6),
+            off_epochs=_num(d, "off_epochs", 1000, 1, 10**6),
+            attested=attested,
+            join_epoch=_num(d, "join_epoch", 0, 0, 10**6),
+            rejoin_epochs=_num(d, "rejoin_epochs", 1, 0, 10**6),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Scenario:
+    """A simulation question (see ``docs/simulations.md`` for every key and unit)."""
+
+    name: str = "scenario"
+    description: str = ""
+    seed: int = 1
+    epochs: int = 30
+    epoch_s: int = 600
+    nodes: int = 100
+    tasks_per_epoch: int = 1000
+    ticks_per_epoch: int = 10
+    redundancy: int = 1
+    min_reputation: int = 0
+    deadline_ms: int = 30_000
+    reputation: bool = True
+    records: str = "columns"
+    # network
+    rtt_ms: float = 60.0
+    rtt_sigma: float = 0.5
+    exec_ms: float = 200.0
+    exec_sigma: float = 0.3
+    loss: float = 0.0
+    # churn (0 disables); epochs are the unit
+    mean_up_epochs: float = 0.0
+    mean_down_epochs: float = 2.0
+    crash_share: float = 0.5
+    joins_per_epoch: float = 0.0
+    # clients
+    clients: int = 100
+    malicious_clients: float = 0.0
+    detect_prob: float = 1.0
+    adversaries: tuple[Adversary, ...] = ()
+    reputation_params: ReputationParams = dataclasses.field(default_factory=ReputationParams)
+    matching_params: MatchingParams = dataclasses.field(default_factory=MatchingParams)
+    ledger_params: LedgerParams = dataclasses.field(default_factory=LedgerParams)
+    sweep: Mapping[str, tuple[Any, ...]] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Scenario:
+        """Build and validate from a TOML-shaped mapping (raises ConfigError)."""
+        d = dict(data)
+        net = dict(d.pop("network", {}))
+        churn = dict(d.pop("churn", {}))
+        clients = dict(d.pop("clients", {}))
+        advs = d.pop("adversary", [])
+        _check(isinstance(advs, list), "[[adversary]] must be an array of tables")
+        params: dict[str, Any] = {}
+        for key, klass in (
+            ("reputation_params", ReputationParams),
+            ("matching_params", MatchingParams),
+            ("ledger_params", LedgerParams),
+        ):
+            table = d.pop(key, {})
+            try:
+                params[key] = klass(**table)
+            except TypeError as exc:
+                raise ConfigError(f"scenario: [{key}]: {exc}") from None
+        sweep = d.pop("sweep", {})
+        _check(isinstance(sweep, dict), "[sweep] must be a table of lists")
+        for k, v in sweep.items():
+            _check(isinstance(v, list) and v, f"sweep.{k} must be a non-empty list")
+        name = d.pop("name", "scenario")
+        description = d.pop("description", "")
+        records = d.pop("records", "columns")
+        _check(records in RECORD_MODES, f"records={records!r}: only {RECORD_MODES} exist")
+        rep = d.pop("reputation", True)
+        _check(isinstance(rep, bool), "reputation must be a boolean")
+        top = {
+            "seed": _num(d, "seed", 1, 0, 2**63),
+            "epochs": _num(d, "epochs", 30, 1, 100_000),
+            "epoch_s": _num(d, "epoch_s", 600, 1, 86_400),
+            "nodes": _num(d, "nodes", 100, 0, 10**7),
+            "tasks_per_epoch": _num(d, "tasks_per_epoch", 1000, 0, 10**9),
+            "ticks_per_epoch": _num(d, "ticks_per_epoch", 10, 1, 10_000),
+            "redundancy": _num(d, "redundancy", 1, 1, 16),
+            "min_reputation": _num(d, "min_reputation", 0, 0, 1000),
+            "deadline_ms": _num(d, "deadline_ms", 30_000, 1, 10**9),
+        }
+        for k in top:
+            d.pop(k, None)
+        _check(not d, f"unknown keys {sorted(d)}")
+        netv = {
+            "rtt_ms": float(_num(net, "rtt_ms", 60.0, 0.0, 1e6)),
+            "rtt_sigma": float(_num(net, "rtt_sigma", 0.5, 0.0, 5.0)),
+            "exec_ms": float(_num(net, "exec_ms", 200.0, 0.0, 1e7)),
+            "exec_sigma": float(_num(net, "exec_sigma", 0.3, 0.0, 5.0)),
+            "loss": float(_num(net, "loss", 0.0, 0.0, 0.99)),
+        }
+        _check(not set(net) - set(netv), f"unknown [network] keys {sorted(set(net) - set(netv))}")
+        churnv = {
+            "mean_up_epochs": float(_num(churn, "mean_up_epochs", 0.0, 0.0, 1e6)),
+            "mean_down_epochs": float(_num(churn, "mean_down_epochs", 2.0, 0.0, 1e6)),
+            "crash_share": float(_num(churn, "crash_share", 0.5, 0.0, 1.0)),
+            "joins_per_epoch": float(_num(churn, "joins_per_epoch", 0.0, 0.0, 1e6)),
+        }
+        extra = set(churn) - set(churnv)
+        _check(not extra, f"unknown [churn] keys {sorted(extra)}")
+        clientv = {
+            "clients": _num(clients, "count", 100, 1, 10**7),
+            "malicious_clients": float(_num(clients, "malicious_share", 0.0, 0.0, 1.0)),
+            "detect_prob": float(_num(clients, "detect_prob", 1.0, 0.0, 1.0)),
+        }
+        extra = set(clients) - {"count", "malicious_share", "detect_prob"}
+        _check(not extra, f"unknown [clients] keys {sorted(extra)}")
+        adversaries = tuple(Adversary.from_dict(a) for a in advs)
+        _check(sum(a.share for a in adversaries) <= 1.0, "adversary shares exceed 1")
+        return cls(
+            name=name,
+            description=description,
+            records=records,
+            reputation=rep,
+            adversaries=adversaries,
+            sweep={k: tuple(v) for k, v in sweep.items()},
+            **top,
+            **netv,
+            **churnv,
+            **clientv,
+            **params,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A TOML-shaped mapping (``from_dict(to_dict())`` round-trips)."""
+        d: dict[str, Any] = {
+            "name": self.name,
+            "description": self.description,
+            "records": self.records,
+            "reputation": self.reputation,
+        }
+        for k in [
+            "seed",
+            "epochs",
+            "epoch_s",
+            "nodes",
+            "tasks_per_epoch",
+            "ticks_per_epoch",
+            "redundancy",
+            "min_reputation",
+            "deadline_ms",
+        ]:
+            d[k] = getattr(self, k)
+        d["network"] = {
+            k: getattr(self, k) for k in ("rtt_ms", "rtt_sigma", "exec_ms", "exec_sigma", "loss")
+        }
+        d["churn"] = {
+            k: getattr(self, k)
+            for k in ("mean_up_epochs", "mean_down_epochs", "crash_share", "joins_per_epoch")
+        }
+        d["clients"] = {
+            "count": self.clients,
+            "malicious_share": self.malicious_clients,
+            "detect_prob": self.detect_prob,
+        }
+        d["adversary"] = [dataclasses.asdict(a) for a in self.adversaries]
+        for key in ("reputation_params", "matching_params", "ledger_params"):
+            d[key] = dataclasses.asdict(getattr(self, key))
+        if self.sweep:
+            d["sweep"] = {k: list(v) for k, v in self.sweep.items()}
+        return d
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> Scenario:
+        """A copy with dotted-key overrides (``seed``, ``network.loss``,
+        ``adversary.0.share``, ``reputation_params.w_success``...)."""
+        d = self.to_dict()
+        d.pop("sweep", None)
+        for dotted, value in overrides.items():
+            parts = dotted.split(".")
+            target: Any = d
+            for p in parts[:-1]:
+                target = target[int(p)] if isinstance(target, list) else target.setdefault(p, {})
+            last = parts[-1]
+            if isinstance(target, list):
+                target[int(last)] = value
+            else:
+                target[last] = value
+        return Scenario.from_dict(d)
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read a scenario TOML file (raises ConfigError when missing or invalid)."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"scenario {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"scenario {path}: {exc}") from None
+    data.setdefault("name", path.stem)
+    return Scenario.from_dict(data)

@@ -1,0 +1,736 @@
+"""The simulation: behaviours, clients, churn and the task flow, on the kernel's virtual clock.
+
+What runs per epoch ``E`` (an event at ``E * epoch_s``):
+
+1. online nodes emit heartbeats for ``E``; whitewashers whose identity is phased out leave;
+2. the evidence of the last ``window_epochs`` epochs becomes canonical columns
+   (``Evidence.from_columns``) and ``View.from_evidence`` builds the epoch's view: the live
+   node's reputation, penalty book, eligibility and weights (with ``reputation = false``
+   the ranking uses capacity weights over attested, online nodes instead);
+3. the ledger settles epoch ``E - 1 - grace_epochs`` with ``repp2p.ledger.settle`` on that
+   evidence, table and book (the same inputs ``repp2p.ledger.replay`` uses);
+4. ``ticks_per_epoch`` task batches are scheduled. Each batch ranks its tasks with the
+   matching package's array path (``rank_first_many``; ``rank_fast`` for failover and
+   redundancy), exactly the ranking every live peer would compute on the same view, then
+   draws network latency, loss and the assigned nodes' behaviour, and appends offers,
+   claims, receipts and feedback to the evidence.
+
+Churn (leave, crash, rejoin, new joins) runs as kernel events at exponential times. A node
+that went offline after the view was built is still ranked and fails to claim, so the next
+rank claims after ``claim_timeout_ms`` (the live failover rule).
+
+Deliberate simplifications (docs/simulations.md): records are compact columns (no encoding,
+no signatures: ``records = "columns"``, the only mode); messages other than the claim and the
+result are not lost; node capacity is not queued (load stays 0); a late result counts as a
+timeout; the client judges a k=1 result wrong with probability ``detect_prob``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from repp2p.ledger import LedgerState, settle, work_units
+from repp2p.matching import View, rank_fast, rank_first_many, task_words
+from repp2p.reputation import Evidence, PenaltyBook
+from repp2p.sim.kernel import Kernel
+from repp2p.sim.scenario import BEHAVIOURS, Scenario
+
+HONEST, LAZY, WRONG, ON_OFF, SYBIL, WHITEWASH = range(6)
+#: Task outcome codes, as the honest client saw them (metrics and the trace hash).
+OK, WRONG_ACCEPTED, WRONG_DETECTED, TIMEOUT, UNASSIGNED = range(5)
+_FB_OK, _FB_WRONG, _FB_TIMEOUT = 0, 1, 2
+BEACON_DOMAIN = b"repp2p/1/beacon\0"  # as repp2p.viewer.beacon
+_BATCH = 16  # tasks per rank_first_many call (a T x N matrix): fastest on 10k-node views
+
+
+def beacon(epoch: int) -> bytes:
+    return hashlib.sha256(BEACON_DOMAIN + epoch.to_bytes(8, "big")).digest()
+
+
+def gini(values: np.ndarray) -> float:
+    """Gini coefficient of non-negative values (0: equal, ->1: concentrated)."""
+    v = np.sort(np.asarray(values, dtype=np.float64))
+    n = len(v)
+    if n == 0 or v.sum() <= 0:
+        return 0.0
+    cum = np.cumsum(v)
+    return float((n + 1 - 2 * (cum / cum[-1]).sum()) / n)
+
+
+class _Table:
+    """Append-only column chunks per epoch (offer ids are global and increasing)."""
+
+    def __init__(self, names: tuple[str, ...]) -> None:
+        self.names = names
+        self.chunks: dict[int, list[tuple[np.ndarray, ...]]] = {}
+
+    def add(self, epoch: int, *cols: np.ndarray) -> None:
+        if len(cols[0]):
+            self.chunks.setdefault(epoch, []).append(tuple(np.asarray(c, np.int64) for c in cols))
+
+    def prune(self, first_epoch: int) -> None:
+        for e in [e for e in self.chunks if e < first_epoch]:
+            del self.chunks[e]
+
+    def columns(self) -> list[np.ndarray]:
+        parts = [c for e in sorted(self.chunks) for c in self.chunks[e]]
+        if not parts:
+            return [np.zeros(0, np.int64) for _ in self.names]
+        return [np.concatenate([p[i] for p in parts]) for i in range(len(self.names))]
+
+    def rows(self) -> int:
+        return sum(len(c[0]) for chunks in self.chunks.values() for c in chunks)
+
+
+@dataclasses.dataclass
+class EpochStats:
+    """Counters of one epoch (tasks of honest clients unless named otherwise)."""
+
+    tasks: int = 0
+    ok: int = 0
+    wrong_accepted: int = 0
+    wrong_detected: int = 0
+    timeout: int = 0
+    unassigned: int = 0
+    to_malicious: int = 0
+    all_tasks: int = 0
+    latencies: list = dataclasses.field(default_factory=list)
+    by_behaviour: dict = dataclasses.field(default_factory=dict)
+
+
+class Simulation:
+    """One run of a :class:`Scenario` with one seed. ``run()`` returns the results.
+
+    Args:
+        scenario: the question.
+        seed: overrides ``scenario.seed``.
+        on_epoch: called as ``on_epoch(epoch, epochs)`` after each epoch (progress bars).
+    """
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        *,
+        seed: int | None = None,
+        on_epoch: Callable[[int, int], None] | None = None,
+    ) -> None:
+        self.sc = s = scenario
+        self.seed = s.seed if seed is None else seed
+        streams = np.random.SeedSequence(self.seed).spawn(5)
+        self.rng_init, self.rng_task, self.rng_net, self.rng_behave, self.rng_churn = (
+            np.random.Generator(np.random.PCG64(x)) for x in streams
+        )
+        self.on_epoch = on_epoch
+        self.kernel = Kernel()
+        self.epoch_ms = s.epoch_s * 1000
+        self.rp, self.mp, self.lp = s.reputation_params, s.matching_params, s.ledger_params
+        # clients: peer indices 0..C-1 ("c..." sorts before "n...")
+        c = s.clients
+        self.client_names = [f"c{i:09d}" for i in range(c)]
+        n_bad = round(c * s.malicious_clients)
+        self.client_bad = np.zeros(c, bool)
+        self.client_bad[self.rng_init.permutation(c)[:n_bad]] = True
+        # node identities: peer index C + i
+        self.node_names: list[str] = []
+        cols = ("behaviour", "group", "attested", "capacity", "joined")
+        self._node_cols: dict[str, list] = {k: [] for k in cols}
+        self._node_cols["speed"] = []
+        plan: list[tuple[int, int, int]] = []  # (behaviour, group, join_epoch)
+        n_adv = 0
+        for g, adv in enumerate(s.adversaries):
+            b = BEHAVIOURS.index(adv.behaviour)
+            k = round(adv.share * s.nodes)
+            n_adv += k
+            plan += [(b, g, adv.join_epoch)] * k
+            plan += [(b, g, adv.join_epoch)] * adv.count
+        plan = [(HONEST, -1, 0)] * max(0, s.nodes - n_adv) + plan
+        for b, g, join in plan:
+            self._new_identity(b, g, join)
+        self._freeze_nodes()
+        self.online = np.zeros(self.n_nodes, bool)
+        self.alive = np.ones(self.n_nodes, bool)
+        self.first_cheat = np.full(self.n_nodes, -1, np.int64)
+        self.phased = np.full(self.n_nodes, -1, np.int64)
+        self.tasks_of = np.zeros(self.n_nodes, np.int64)
+        # evidence tables
+        self.offers = _Table(("client", "epoch", "deadline"))
+        self.claims = _Table(("node", "offer"))
+        self.receipts = _Table(("node", "offer", "output"))
+        self.feedback = _Table(("client", "node", "offer", "outcome", "latency", "rating"))
+        self.heartbeats = _Table(("node", "epoch", "load"))
+        self.n_offers = 0
+        self.offer_base: dict[int, int] = {}
+        self.protocol_events = 0
+        self.book = PenaltyBook()
+        self.ledger = LedgerState()
+        self.trace = hashlib.sha256(b"repp2p/1/sim-trace\0")
+        self.rows: list[dict[str, Any]] = []
+        self.stats = EpochStats()
+        self.view: View | None = None
+        self.epoch = -1
+        for i, (_b, _g, join) in enumerate(plan):
+            self.kernel.schedule(join * self.epoch_ms, self._join, i)
+
+    # -- identities ------------------------------------------------------------------------
+    def _new_identity(self, behaviour: int, group: int, join_epoch: int) -> int:
+        i = len(self.node_names)
+        self.node_names.append(f"n{i:09d}")
+        adv = self.sc.adversaries[group] if group >= 0 else None
+        nc = self._node_cols
+        nc["behaviour"].append(behaviour)
+        nc["group"].append(group)
+        nc["attested"].append(adv.attested if adv is not None else True)
+        nc["capacity"].append(4)
+        nc["joined"].append(join_epoch)
+        nc["speed"].append(float(np.exp(self.rng_init.normal(0.0, self.sc.exec_sigma))))
+        return i
+
+    def _freeze_nodes(self) -> None:
+        nc = self._node_cols
+        self.n_nodes = len(self.node_names)
+        self.behaviour = np.array(nc["behaviour"], np.int64)
+        self.group = np.array(nc["group"], np.int64)
+        self.attested = np.array(nc["attested"], bool)
+        self.capacity = np.array(nc["capacity"], np.int64)
+        self.joined = np.array(nc["joined"], np.int64)
+        self.speed = np.array(nc["speed"], np.float64)
+        advs = self.sc.adversaries
+        pick = self.group.clip(0)
+
+        def per_group(attr: str, default: float) -> np.ndarray:
+            vals = np.array([getattr(a, attr) for a in advs] or [default], np.float64)
+            return np.where(self.group >= 0, vals[pick], default)
+
+        self.wrong_prob = per_group("wrong_prob", 0.0)
+        self.drop_prob = np.where(self.behaviour == LAZY, per_group("drop_prob", 0.0), 0.0)
+        self.delay_factor = np.where(self.behaviour == LAZY, per_group("delay_factor", 1.0), 1.0)
+        self.on_epochs = per_group("on_epochs", 0).astype(np.int64)
+        self.off_epochs = per_group("off_epochs", 1).astype(np.int64)
+        self.malicious = self.behaviour != HONEST
+
+    def _grow(self, extra: int) -> None:
+        self._freeze_nodes()
+        for name in ("online", "first_cheat", "phased", "tasks_of", "alive"):
+            arr = getattr(self, name)
+            fill = {"online": False, "alive": True, "first_cheat": -1, "phased": -1}.get(name, 0)
+            setattr(self, name, np.concatenate((arr, np.full(extra, fill, arr.dtype))))
+
+    # -- churn events ----------------------------------------------------------------------
+    def _join(self, i: int) -> None:
+        if not self.alive[i]:
+            return
+        self.online[i] = True
+        self._schedule_leave(i)
+
+    def _schedule_leave(self, i: int) -> None:
+        s = self.sc
+        if s.mean_up_epochs > 0 and self.behaviour[i] != WHITEWASH:
+            up = self.rng_churn.exponential(s.mean_up_epochs) * self.epoch_ms
+            self.kernel.after(max(1, int(up)), self._leave, i)
+
+    def _leave(self, i: int) -> None:
+        self.online[i] = False
+        self._churn_events += 1
+        down = self.rng_churn.exponential(max(self.sc.mean_down_epochs, 1e-9)) * self.epoch_ms
+        self.kernel.after(max(1, int(down)), self._join, i)
+
+    _churn_events = 0
+
+    def _new_joiner(self) -> None:
+        i = self._new_identity(HONEST, -1, self.epoch)
+        self._grow(1)
+        self._join(i)
+
+    def _whitewash(self, i: int) -> None:
+        """Leave for good and come back later under a fresh identity."""
+        self.online[i] = False
+        self.alive[i] = False
+        delay = self.sc.adversaries[self.group[i]].rejoin_epochs * self.epoch_ms
+        self.kernel.after(max(1, delay), self._rejoin_as_new, i)
+
+    def _rejoin_as_new(self, old: int) -> None:
+        j = self._new_identity(int(self.behaviour[old]), int(self.group[old]), self.epoch)
+        self._grow(1)
+        self._join(j)
+
+    # -- epochs ----------------------------------------------------------------------------
+    def _peers(self) -> tuple[str, ...]:
+        return tuple(self.client_names) + tuple(self.node_names)
+
+    def _evidence(self) -> Evidence:
+        c, n = len(self.client_names), self.n_nodes
+        first = self.epoch - self.rp.window_epochs
+        for t in (self.offers, self.claims, self.receipts, self.feedback, self.heartbeats):
+            t.prune(first)
+        base = min((self.offer_base[e] for e in self.offers.chunks), default=self.n_offers)
+        oc, oe, od = self.offers.columns()
+        cn, co = self.claims.columns()
+        rn, ro, rout = self.receipts.columns()
+        fc, fn, fo, fout, flat, frat = self.feedback.columns()
+        hn, he, hl = self.heartbeats.columns()
+        is_node = np.concatenate((np.zeros(c, bool), np.ones(n, bool)))
+        verified = np.concatenate((np.zeros(c, bool), self.attested))
+        return Evidence.from_columns(
+            self._peers(),
+            is_node=is_node,
+            capacity=np.concatenate((np.zeros(c, np.int64), self.capacity)),
+            verified=verified,
+            consistent=verified,
+            attested_at=np.where(is_node, self.epoch * self.sc.epoch_s, 0),
+            offer_client=oc,
+            offer_epoch=oe,
+            offer_deadline_ms=od,
+            claim_node=cn + c,
+            claim_offer=co - base,
+            receipt_node=rn + c,
+            receipt_offer=ro - base,
+            receipt_output=rout - 2 * base,
+            fb_client=fc,
+            fb_node=fn + c,
+            fb_offer=fo - base,
+            fb_outcome=fout,
+            fb_latency_ms=flat,
+            fb_rating=frat,
+            hb_node=hn + c,
+            hb_epoch=he,
+            hb_load=hl,
+        )
+
+    def _cheating(self, epoch: int) -> np.ndarray:
+        b = self.behaviour
+        cycle = self.on_epochs + self.off_epochs
+        phase = (epoch - self.joined) % np.maximum(cycle, 1)
+        on_off = (b == ON_OFF) & (phase >= self.on_epochs)
+        return (b == WRONG) | (b == SYBIL) | (b == WHITEWASH) | on_off
+
+    def _epoch_start(self, epoch: int) -> None:
+        s = self.sc
+        if self.epoch >= 0:
+            self._close_epoch()
+        self.epoch = epoch
+        if epoch >= s.epochs:
+            return
+        # new honest joiners arrive during the epoch
+        if s.joins_per_epoch > 0:
+            for _ in range(int(self.rng_churn.poisson(s.joins_per_epoch))):
+                at = int(self.rng_churn.integers(0, self.epoch_ms))
+                self.kernel.after(at, self._new_joiner)
+        on = np.flatnonzero(self.online)
+        self.heartbeats.add(epoch, on, np.full(len(on), epoch), np.zeros(len(on)))
+        self.protocol_events += len(on)
+        ev = self._evidence()
+        view = View.from_evidence(
+            ev,
+            epoch=epoch,
+            epoch_s=s.epoch_s,
+            penalties=self.book,
+            reputation_params=self.rp,
+            matching_params=self.mp,
+        )
+        self.book = view.penalties
+        self.view = view
+        self.trace.update(view.digest)
+        # whitewashers whose identity is burnt walk away (their next identity is a newcomer)
+        c = len(self.client_names)
+        table = view.reputation
+        if s.reputation:
+            permille = np.asarray(table.permille[c:])
+            burnt = (~view.base_eligible & self.online) | (permille < s.min_reputation)
+            burnt &= table.feedback_mass[c:] >= self.rp.newcomer_min_feedback
+            burnt |= np.array([self.book.is_penalised(p, epoch) for p in self.node_names])
+            for i in np.flatnonzero(burnt & (self.behaviour == WHITEWASH) & self.alive):
+                self._whitewash(int(i))
+            eligible = view.base_eligible & (view.permille >= s.min_reputation) & self.online
+            # base_eligible needs a fresh heartbeat, which only online nodes emitted;
+            # "& online" only drops whitewashers that just left.
+            self.weight = view.weight
+            self.newcomer = view.is_newcomer
+        else:
+            eligible = self.attested & self.online
+            self.weight = np.minimum(self.capacity, self.mp.capacity_cap).astype(np.float64)
+            self.newcomer = np.zeros(self.n_nodes, bool)
+        self.eligible = eligible
+        self.inv_weight = np.where(self.weight > 0, 1.0 / np.maximum(self.weight, 1e-300), np.inf)
+        self.words = view.words
+        self.cheat_now = self._cheating(epoch)
+        # phase-out time: first epoch a cheater is online but no longer eligible
+        gone = (self.first_cheat >= 0) & (self.phased < 0) & self.online & ~eligible
+        self.phased[gone] = epoch
+        # ledger: settle the epoch whose grace period just ended
+        e = epoch - 1 - self.lp.grace_epochs
+        if e >= 0:
+            work = work_units(
+                ev,
+                e,
+                client_trust=table.client_trust if self.lp.feedback_needs_trust else None,
+                reputation_params=self.rp,
+            )
+            st = settle(self.ledger, ev, table, self.book, epoch=e, params=self.lp, work=work)
+            self.ledger = self.ledger.apply(st)
+            self.trace.update(st.digest)
+        self.stats = EpochStats()
+        self.beacon = beacon(epoch)
+        self.offer_base[epoch] = self.n_offers
+        per_tick = np.full(s.ticks_per_epoch, s.tasks_per_epoch // s.ticks_per_epoch)
+        per_tick[: s.tasks_per_epoch % s.ticks_per_epoch] += 1
+        tick_ms = self.epoch_ms // s.ticks_per_epoch
+        for j, count in enumerate(per_tick):
+            if count:
+                self.kernel.after(j * tick_ms + 1, self._task_batch, int(count))
+        self.kernel.after(self.epoch_ms, self._epoch_start, epoch + 1)
+
+    # -- ranking ---------------------------------------------------------------------------
+    def _rank_first(self, a0: np.ndarray, a1: np.ndarray, explore: np.ndarray) -> np.ndarray:
+        """Rank-0 node per task: first pool (newcomers iff explore), then the other."""
+        out = np.full(len(a0), -1, np.int64)
+        elig = self.eligible
+        for flag in (False, True):
+            sel = np.flatnonzero(explore == flag)
+            if not len(sel):
+                continue
+            first = elig & (self.newcomer if flag else ~self.newcomer)
+            for pool in (first, elig & ~first):
+                todo = sel[out[sel] < 0]
+                if not len(todo) or not pool.any():
+                    continue
+                for k in range(0, len(todo), _BATCH):
+                    part = todo[k : k + _BATCH]
+                    out[part] = rank_first_many(a0[part], a1[part], self.words, self.weight, pool)
+        return out
+
+    def _rank_list(self, a0: int, a1: int, explore: bool, limit: int) -> list[int]:
+        """Ranked nodes of one task, as ``View.rank_indices`` with our masks."""
+        first = self.eligible & (self.newcomer if explore else ~self.newcomer)
+        out: list[int] = []
+        for pool in (first, self.eligible & ~first):
+            if len(out) >= limit:
+                break
+            got = rank_fast(
+                a0, a1, self.words, self.weight, pool, limit - len(out), self.inv_weight
+            )
+            out += got.tolist()
+        return out
+
+    # -- tasks -----------------------------------------------------------------------------
+    def _task_batch(self, count: int) -> None:
+        s, e = self.sc, self.epoch
+        seed_bytes = self.seed.to_bytes(8, "big")
+        a0 = np.empty(count, np.uint64)
+        a1 = np.empty(count, np.uint64)
+        coins = np.empty(count, np.int64)
+        first_id = self.n_offers
+        for j in range(count):
+            tid = hashlib.sha256(b"sim-task\0" + seed_bytes + (first_id + j).to_bytes(8, "big"))
+            w0, w1, w2 = task_words(tid.digest(), self.beacon)
+            a0[j], a1[j] = w0, w1
+            coins[j] = ((w2 >> 32) * 1000) >> 32
+        explore = (coins < self.mp.exploration_permille) if s.reputation else np.zeros(count, bool)
+        clients = self.rng_task.integers(0, len(self.client_names), count)
+        offer_ids = np.arange(first_id, first_id + count)
+        self.n_offers += count
+        deadline = e * self.epoch_ms + self.kernel.now_ms % self.epoch_ms + s.deadline_ms
+        self.offers.add(e, clients, np.full(count, e), np.full(count, deadline))
+        u_claim = self.rng_net.random(count)
+        if s.redundancy == 1:
+            r0 = self._rank_first(a0, a1, explore)
+            claim_ok = (r0 >= 0) & self.online[r0.clip(0)] & (u_claim >= s.loss)
+            nodes = np.where(claim_ok, r0, -1)
+            delay = np.zeros(count, np.float64)
+            depth = 1 + self.mp.failover_depth
+            for j in np.flatnonzero((r0 >= 0) & ~claim_ok):
+                ranked = self._rank_list(int(a0[j]), int(a1[j]), bool(explore[j]), depth)
+                draws = self.rng_net.random(len(ranked))
+                for r, i in enumerate(ranked[1:], 1):
+                    if self.online[i] and draws[r] >= s.loss:
+                        nodes[j], delay[j] = i, r * self.mp.claim_timeout_ms
+                        break
+            self._execute_single(clients, offer_ids, nodes, delay)
+        else:
+            self._execute_redundant(clients, offer_ids, a0, a1, explore)
+
+    def _node_outputs(self, nodes: np.ndarray, delay: np.ndarray, offer_ids: np.ndarray):
+        """Delivered?, wrong?, latency (ms), in time? for each (task, node) row."""
+        s = self.sc
+        m = len(nodes)
+        nd = nodes.clip(0)
+        u = self.rng_behave.random((3, m))
+        net = self.rng_net.lognormal(0.0, s.rtt_sigma, (2, m)) * s.rtt_ms
+        lost = self.rng_net.random(m) < s.loss
+        drop = u[0] < self.drop_prob[nd]
+        wrong = self.cheat_now[nd] & (u[1] < self.wrong_prob[nd])
+        latency = delay + net[0] + net[1] + s.exec_ms * self.speed[nd] * self.delay_factor[nd]
+        delivered = (nodes >= 0) & ~drop
+        in_time = delivered & ~lost & (latency <= s.deadline_ms)
+        cheated = (nodes >= 0) & (wrong | drop) & self.malicious[nd]
+        fresh = cheated & (self.first_cheat[nd] < 0)
+        self.first_cheat[nd[fresh]] = self.epoch
+        output = 2 * offer_ids + wrong
+        return delivered, wrong, latency, in_time, output, u[2]
+
+    def _execute_single(self, clients, offer_ids, nodes, delay) -> None:
+        s, e = self.sc, self.epoch
+        delivered, wrong, latency, in_time, output, u_detect = self._node_outputs(
+            nodes, delay, offer_ids
+        )
+        assigned = nodes >= 0
+        detected = wrong & (u_detect < s.detect_prob)
+        outcome = np.full(len(nodes), UNASSIGNED, np.int64)
+        outcome[assigned] = TIMEOUT
+        outcome[in_time & ~wrong] = OK
+        outcome[in_time & wrong & ~detected] = WRONG_ACCEPTED
+        outcome[in_time & wrong & detected] = WRONG_DETECTED
+        fb = np.where(outcome == OK, _FB_OK, np.where(outcome == TIMEOUT, _FB_TIMEOUT, _FB_WRONG))
+        fb = np.where(outcome == WRONG_ACCEPTED, _FB_OK, fb)
+        bad_client = self.client_bad[clients]
+        nd = nodes.clip(0)
+        # colluding slanderers: "wrong" for honest nodes, "ok" for malicious ones
+        fb = np.where(bad_client, np.where(self.malicious[nd], _FB_OK, _FB_WRONG), fb)
+        a = np.flatnonzero(assigned)
+        self.claims.add(e, nodes[a], offer_ids[a])
+        r = np.flatnonzero(delivered)
+        self.receipts.add(e, nodes[r], offer_ids[r], output[r])
+        lat_ms = np.minimum(latency, 2**31).astype(np.int64)
+        self.feedback.add(
+            e, clients[a], nodes[a], offer_ids[a], fb[a], lat_ms[a], np.full(len(a), 90)
+        )
+        self.protocol_events += len(nodes) + 2 * len(a) + len(r)
+        self._account(clients, nodes[:, None], outcome, np.where(in_time, latency, np.nan))
+
+    def _execute_redundant(self, clients, offer_ids, a0, a1, explore) -> None:
+        s, e, k = self.sc, self.epoch, self.sc.redundancy
+        limit = k + self.mp.failover_depth
+        rows_node, rows_task, rows_delay = [], [], []
+        for j in range(len(clients)):
+            ranked = self._rank_list(int(a0[j]), int(a1[j]), bool(explore[j]), limit)
+            draws = self.rng_net.random(len(ranked))
+            got = 0
+            for r, i in enumerate(ranked):
+                if got == k:
+                    break
+                if self.online[i] and draws[r] >= s.loss:
+                    rows_node.append(i)
+                    rows_task.append(j)
+                    rows_delay.append(max(0, r - k + 1) * self.mp.claim_timeout_ms)
+                    got += 1
+        nodes = np.array(rows_node, np.int64)
+        task = np.array(rows_task, np.int64)
+        delay = np.array(rows_delay, np.float64)
+        delivered, wrong, latency, in_time, output, _u = self._node_outputs(
+            nodes, delay, offer_ids[task]
+        )
+        t = len(clients)
+        right_votes = np.bincount(task, weights=in_time & ~wrong, minlength=t)
+        wrong_votes = np.bincount(task, weights=in_time & wrong, minlength=t)
+        claimed = np.bincount(task, minlength=t) > 0
+        outcome = np.full(t, UNASSIGNED, np.int64)
+        outcome[claimed] = TIMEOUT
+        outcome[right_votes > wrong_votes] = OK
+        outcome[(wrong_votes > right_votes)] = WRONG_ACCEPTED
+        outcome[(wrong_votes == right_votes) & (wrong_votes > 0)] = WRONG_DETECTED
+        majority_right = (right_votes > wrong_votes)[task]
+        agree = np.where(wrong, ~majority_right, majority_right)
+        fb = np.where(~in_time, _FB_TIMEOUT, np.where(agree, _FB_OK, _FB_WRONG))
+        bad_client = self.client_bad[clients[task]]
+        fb = np.where(bad_client, np.where(self.malicious[nodes], _FB_OK, _FB_WRONG), fb)
+        self.claims.add(e, nodes, offer_ids[task])
+        r = np.flatnonzero(delivered)
+        self.receipts.add(e, nodes[r], offer_ids[task][r], output[r])
+        lat_ms = np.minimum(latency, 2**31).astype(np.int64)
+        self.feedback.add(
+            e, clients[task], nodes, offer_ids[task], fb, lat_ms, np.full(len(nodes), 90)
+        )
+        self.protocol_events += t + 2 * len(nodes) + len(r)
+        # latency of a task: when its majority was in (max over in-time nodes)
+        lat = np.full(t, np.nan)
+        ok_rows = in_time
+        if ok_rows.any():
+            best = np.full(t, -np.inf)
+            np.maximum.at(best, task[ok_rows], latency[ok_rows])
+            lat = np.where(np.isfinite(best), best, np.nan)
+        matrix = np.full((t, k), -1, np.int64)
+        slot = np.zeros(t, np.int64)
+        for row, (tj, ni) in enumerate(zip(task, nodes, strict=True)):
+            matrix[tj, slot[tj]] = ni
+            slot[tj] += 1
+            del row
+        self._account(clients, matrix, outcome, lat)
+
+    def _account(self, clients, nodes_matrix, outcome, latency) -> None:
+        st = self.stats
+        honest = ~self.client_bad[clients]
+        o = outcome[honest]
+        st.all_tasks += len(outcome)
+        st.tasks += len(o)
+        st.ok += int((o == OK).sum())
+        st.wrong_accepted += int((o == WRONG_ACCEPTED).sum())
+        st.wrong_detected += int((o == WRONG_DETECTED).sum())
+        st.timeout += int((o == TIMEOUT).sum())
+        st.unassigned += int((o == UNASSIGNED).sum())
+        lat = latency[honest & (outcome == OK)]
+        st.latencies.append(lat[np.isfinite(lat)])
+        first = nodes_matrix[:, 0]
+        got = first >= 0
+        st.to_malicious += int((self.malicious[first.clip(0)] & got & honest).sum())
+        flat = nodes_matrix[nodes_matrix >= 0]
+        np.add.at(self.tasks_of, flat, 1)
+        for b in np.unique(self.behaviour[first[got]]):
+            st.by_behaviour[int(b)] = st.by_behaviour.get(int(b), 0) + int(
+                (self.behaviour[first[got]] == b).sum()
+            )
+        self.trace.update(np.ascontiguousarray(nodes_matrix, np.int64).tobytes())
+        self.trace.update(np.ascontiguousarray(outcome, np.int8).tobytes())
+
+    # -- metrics ---------------------------------------------------------------------------
+    def _close_epoch(self) -> None:
+        st, e = self.stats, self.epoch
+        lat = np.concatenate(st.latencies) if st.latencies else np.zeros(0)
+        c = len(self.client_names)
+        balances = np.array([self.ledger.balance(p) for p in self.node_names], np.int64)
+        total_rep = int(balances.sum())
+        tasks = max(st.tasks, 1)
+        view_pm = self.view.permille
+        nv = len(view_pm)  # identities that joined during the epoch are not in the view
+        row = {
+            "epoch": e,
+            "tasks": st.tasks,
+            "ok": st.ok,
+            "wrong_accepted": st.wrong_accepted,
+            "wrong_detected": st.wrong_detected,
+            "timeout": st.timeout,
+            "unassigned": st.unassigned,
+            "success_rate": st.ok / tasks,
+            "bad_rate": (st.tasks - st.ok) / tasks,
+            "malicious_task_share": st.to_malicious / tasks,
+            "latency_mean_ms": float(lat.mean()) if len(lat) else float("nan"),
+            "latency_p95_ms": float(np.percentile(lat, 95)) if len(lat) else float("nan"),
+            "online_nodes": int(self.online.sum()),
+            "eligible_nodes": int(self.eligible.sum()),
+            "penalised_nodes": len(self.book.penalised(e)),
+            "malicious_online": int((self.online & self.malicious).sum()),
+            "mean_permille_honest": _mean(view_pm[(~self.malicious & self.online)[:nv]]),
+            "mean_permille_malicious": _mean(view_pm[(self.malicious & self.online)[:nv]]),
+            "rep_settled_epoch": self.ledger.epoch,
+            "rep_supply": self.ledger.supply,
+            "rep_gini": gini(balances),
+            "rep_malicious_share": (
+                int(balances[self.malicious].sum()) / total_rep if total_rep else 0.0
+            ),
+        }
+        for b, name in enumerate(BEHAVIOURS):
+            if (self.behaviour == b).any():
+                row[f"tasks_{name}"] = st.by_behaviour.get(b, 0)
+        del c
+        self.rows.append(row)
+        if self.on_epoch is not None:
+            self.on_epoch(e, self.sc.epochs)
+
+    def run(self) -> SimResult:
+        """Run every epoch; returns the :class:`SimResult`."""
+        self.kernel.schedule(0, self._epoch_start, 0)
+        self.kernel.run(until_ms=self.sc.epochs * self.epoch_ms)
+        if self.epoch < self.sc.epochs:
+            self._epoch_start(self.sc.epochs)  # closes the last epoch
+        return SimResult.build(self)
+
+
+def _mean(a: np.ndarray) -> float:
+    return float(np.mean(a)) if len(a) else float("nan")
+
+
+@dataclasses.dataclass
+class SimResult:
+    """What a run produced: per-epoch rows, the headline summary and the trace hash."""
+
+    scenario: Scenario
+    seed: int
+    rows: list[dict[str, Any]]
+    summary: dict[str, Any]
+    trace_hash: str
+    per_node: dict[str, np.ndarray]
+
+    @classmethod
+    def build(cls, sim: Simulation) -> SimResult:
+        rows = sim.rows
+        tasks = sum(r["tasks"] for r in rows)
+        ok = sum(r["ok"] for r in rows)
+        warm = min(5, len(rows) // 2)
+        steady = rows[warm:]
+        t_steady = max(sum(r["tasks"] for r in steady), 1)
+        balances = np.array([sim.ledger.balance(p) for p in sim.node_names], np.int64)
+        total_rep = int(balances.sum())
+        phase = {}
+        for b, name in enumerate(BEHAVIOURS):
+            cheaters = (sim.behaviour == b) & (sim.first_cheat >= 0)
+            if b == HONEST or not cheaters.any():
+                continue
+            done = cheaters & (sim.phased >= 0)
+            delays = (sim.phased - sim.first_cheat)[done]
+            phase[name] = {
+                "cheaters": int(cheaters.sum()),
+                "phased_out": int(done.sum()),
+                "mean_epochs_to_phase_out": float(delays.mean()) if len(delays) else None,
+                "max_epochs_to_phase_out": int(delays.max()) if len(delays) else None,
+            }
+        by_type = {}
+        for b, name in enumerate(BEHAVIOURS):
+            sel = sim.behaviour == b
+            if sel.any():
+                by_type[name] = {
+                    "identities": int(sel.sum()),
+                    "tasks": int(sim.tasks_of[sel].sum()),
+                    "rep_share": int(balances[sel].sum()) / total_rep if total_rep else 0.0,
+                }
+        sybil = (sim.behaviour == SYBIL) & ~sim.attested
+        summary = {
+            "scenario": sim.sc.name,
+            "seed": sim.seed,
+            "epochs": sim.sc.epochs,
+            "nodes_initial": sim.sc.nodes,
+            "identities": sim.n_nodes,
+            "reputation": sim.sc.reputation,
+            "tasks": tasks,
+            "success_rate": ok / max(tasks, 1),
+            "bad_rate": (tasks - ok) / max(tasks, 1),
+            "bad_rate_after_warmup": (
+                sum(r["tasks"] - r["ok"] for r in steady) / t_steady if steady else None
+            ),
+            "warmup_epochs": warm,
+            "wrong_accepted": sum(r["wrong_accepted"] for r in rows),
+            "malicious_task_share": sum(r["malicious_task_share"] * r["tasks"] for r in rows)
+            / max(tasks, 1),
+            "unattested_sybil_tasks": int(sim.tasks_of[sybil].sum()),
+            "latency_mean_ms": _nanmean([r["latency_mean_ms"] for r in rows]),
+            "latency_p95_ms_mean": _nanmean([r["latency_p95_ms"] for r in rows]),
+            "phase_out": phase,
+            "by_behaviour": by_type,
+            "rep_supply": sim.ledger.supply,
+            "rep_gini": gini(balances),
+            "rep_settled_through_epoch": sim.ledger.epoch,
+            "kernel_events": sim.kernel.events,
+            "protocol_events": sim.protocol_events,
+            "trace_hash": sim.trace.hexdigest(),
+        }
+        per_node = {
+            "behaviour": sim.behaviour,
+            "tasks": sim.tasks_of,
+            "balance": balances,
+            "first_cheat": sim.first_cheat,
+            "phased": sim.phased,
+        }
+        return cls(sim.sc, sim.seed, rows, summary, summary["trace_hash"], per_node)
+
+
+def _nanmean(values: list[float]) -> float | None:
+    arr = np.array(values, np.float64)
+    arr = arr[np.isfinite(arr)]
+    return float(arr.mean()) if len(arr) else None
+
+
+def simulate(scenario: Scenario, *, seed: int | None = None, on_epoch=None) -> SimResult:
+    """Run ``scenario`` (with ``seed`` instead of its own, if given)."""
+    return Simulation(scenario, seed=seed, on_epoch=on_epoch).run()
