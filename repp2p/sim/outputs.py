@@ -52,6 +52,7 @@ def summary_table(summary: dict[str, Any]) -> str:
         "bad_rate_after_warmup",
         "malicious_task_share",
         "unattested_sybil_tasks",
+        "honest_penalised_final",
         "latency_mean_ms",
         "latency_p95_ms_mean",
         "rep_gini",

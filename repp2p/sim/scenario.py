@@ -60,6 +60,8 @@ class Adversary:
         attested: sybil: identities hold a valid attestation (a TEE each).
         join_epoch: epoch the group's nodes join (sybil waves), default 0.
         rejoin_epochs: whitewasher: epochs offline before rejoining under a new identity.
+        collude: cheaters of this group return the *same* wrong output for a task (so with
+            redundancy they can outvote an honest node); otherwise each wrong output differs.
     """
 
     behaviour: str
@@ -73,6 +75,7 @@ class Adversary:
     attested: bool = True
     join_epoch: int = 0
     rejoin_epochs: int = 1
+    collude: bool = False
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Adversary:
@@ -82,6 +85,8 @@ class Adversary:
         _check(b in BEHAVIOURS and b != "honest", f"adversary behaviour {b!r} unknown")
         attested = d.get("attested", True)
         _check(isinstance(attested, bool), "attested must be a boolean")
+        collude = d.get("collude", False)
+        _check(isinstance(collude, bool), "collude must be a boolean")
         return cls(
             behaviour=b,
             share=float(_num(d, "share", 0.0, 0.0, 1.0)),
@@ -94,6 +99,7 @@ class Adversary:
             attested=attested,
             join_epoch=_num(d, "join_epoch", 0, 0, 10**6),
             rejoin_epochs=_num(d, "rejoin_epochs", 1, 0, 10**6),
+            collude=collude,
         )
 
 
@@ -139,9 +145,11 @@ class Scenario:
     def from_dict(cls, data: Mapping[str, Any]) -> Scenario:
         """Build and validate from a TOML-shaped mapping (raises ConfigError)."""
         d = dict(data)
-        net = dict(d.pop("network", {}))
-        churn = dict(d.pop("churn", {}))
-        clients = dict(d.pop("clients", {}))
+        tables = {}
+        for key in ("network", "churn", "clients"):
+            tables[key] = d.pop(key, {})
+            _check(isinstance(tables[key], dict), f"[{key}] must be a table")
+        net, churn, clients = (dict(tables[k]) for k in ("network", "churn", "clients"))
         advs = d.pop("adversary", [])
         _check(isinstance(advs, list), "[[adversary]] must be an array of tables")
         params: dict[str, Any] = {}

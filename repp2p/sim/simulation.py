@@ -210,6 +210,7 @@ class Simulation:
         self.drop_prob = np.where(self.behaviour == LAZY, per_group("drop_prob", 0.0), 0.0)
         self.delay_factor = np.where(self.behaviour == LAZY, per_group("delay_factor", 1.0), 1.0)
         self.on_epochs = per_group("on_epochs", 0).astype(np.int64)
+        self.collude = per_group("collude", 0.0) > 0
         self.off_epochs = per_group("off_epochs", 1).astype(np.int64)
         self.malicious = self.behaviour != HONEST
 
@@ -289,7 +290,7 @@ class Simulation:
             claim_offer=co - base,
             receipt_node=rn + c,
             receipt_offer=ro - base,
-            receipt_output=rout - 2 * base,
+            receipt_output=rout - 4 * base,
             fb_client=fc,
             fb_node=fn + c,
             fb_offer=fo - base,
@@ -313,10 +314,9 @@ class Simulation:
         if self.epoch >= 0:
             self._close_epoch()
         self.epoch = epoch
-        if epoch >= s.epochs:
-            return
+        final = epoch >= s.epochs  # the closing boundary: settle, schedule nothing
         # new honest joiners arrive during the epoch
-        if s.joins_per_epoch > 0:
+        if s.joins_per_epoch > 0 and not final:
             for _ in range(int(self.rng_churn.poisson(s.joins_per_epoch))):
                 at = int(self.rng_churn.integers(0, self.epoch_ms))
                 self.kernel.after(at, self._new_joiner)
@@ -373,6 +373,8 @@ class Simulation:
             st = settle(self.ledger, ev, table, self.book, epoch=e, params=self.lp, work=work)
             self.ledger = self.ledger.apply(st)
             self.trace.update(st.digest)
+        if final:
+            return
         self.stats = EpochStats()
         self.beacon = beacon(epoch)
         self.offer_base[epoch] = self.n_offers
@@ -453,8 +455,15 @@ class Simulation:
         else:
             self._execute_redundant(clients, offer_ids, a0, a1, explore)
 
-    def _node_outputs(self, nodes: np.ndarray, delay: np.ndarray, offer_ids: np.ndarray):
-        """Delivered?, wrong?, latency (ms), in time? for each (task, node) row."""
+    def _node_outputs(
+        self, nodes: np.ndarray, delay: np.ndarray, offer_ids: np.ndarray, slot: np.ndarray
+    ):
+        """Delivered?, wrong?, latency (ms), in time?, output id for each (task, node) row.
+
+        Output ids are ``4 * offer + code``: 0 the right output, 1 the colluders' shared
+        wrong output, ``1 + slot`` (2, 3) independent wrong outputs of the k slots (distinct
+        for k <= 3; with larger k independent cheaters may share an id).
+        """
         s = self.sc
         m = len(nodes)
         nd = nodes.clip(0)
@@ -469,13 +478,14 @@ class Simulation:
         cheated = (nodes >= 0) & (wrong | drop) & self.malicious[nd]
         fresh = cheated & (self.first_cheat[nd] < 0)
         self.first_cheat[nd[fresh]] = self.epoch
-        output = 2 * offer_ids + wrong
+        code = np.where(self.collude[nd], 1, 1 + np.minimum(slot, 2))
+        output = 4 * offer_ids + np.where(wrong, code, 0)
         return delivered, wrong, latency, in_time, output, u[2]
 
     def _execute_single(self, clients, offer_ids, nodes, delay) -> None:
         s, e = self.sc, self.epoch
         delivered, wrong, latency, in_time, output, u_detect = self._node_outputs(
-            nodes, delay, offer_ids
+            nodes, delay, offer_ids, np.zeros(len(nodes), np.int64)
         )
         assigned = nodes >= 0
         detected = wrong & (u_detect < s.detect_prob)
@@ -504,7 +514,7 @@ class Simulation:
     def _execute_redundant(self, clients, offer_ids, a0, a1, explore) -> None:
         s, e, k = self.sc, self.epoch, self.sc.redundancy
         limit = k + self.mp.failover_depth
-        rows_node, rows_task, rows_delay = [], [], []
+        rows_node, rows_task, rows_delay, rows_slot = [], [], [], []
         for j in range(len(clients)):
             ranked = self._rank_list(int(a0[j]), int(a1[j]), bool(explore[j]), limit)
             draws = self.rng_net.random(len(ranked))
@@ -516,12 +526,13 @@ class Simulation:
                     rows_node.append(i)
                     rows_task.append(j)
                     rows_delay.append(max(0, r - k + 1) * self.mp.claim_timeout_ms)
+                    rows_slot.append(got)
                     got += 1
         nodes = np.array(rows_node, np.int64)
         task = np.array(rows_task, np.int64)
         delay = np.array(rows_delay, np.float64)
         delivered, wrong, latency, in_time, output, _u = self._node_outputs(
-            nodes, delay, offer_ids[task]
+            nodes, delay, offer_ids[task], np.array(rows_slot, np.int64)
         )
         t = len(clients)
         right_votes = np.bincount(task, weights=in_time & ~wrong, minlength=t)
@@ -594,6 +605,7 @@ class Simulation:
         total_rep = int(balances.sum())
         tasks = max(st.tasks, 1)
         view_pm = self.view.permille
+        penalised = self.book.penalised(e)
         nv = len(view_pm)  # identities that joined during the epoch are not in the view
         row = {
             "epoch": e,
@@ -610,7 +622,10 @@ class Simulation:
             "latency_p95_ms": float(np.percentile(lat, 95)) if len(lat) else float("nan"),
             "online_nodes": int(self.online.sum()),
             "eligible_nodes": int(self.eligible.sum()),
-            "penalised_nodes": len(self.book.penalised(e)),
+            "penalised_nodes": len(penalised),
+            "honest_penalised": sum(
+                1 for i, p in enumerate(self.node_names) if p in penalised and not self.malicious[i]
+            ),
             "malicious_online": int((self.online & self.malicious).sum()),
             "mean_permille_honest": _mean(view_pm[(~self.malicious & self.online)[:nv]]),
             "mean_permille_malicious": _mean(view_pm[(self.malicious & self.online)[:nv]]),
@@ -704,6 +719,7 @@ class SimResult:
             "malicious_task_share": sum(r["malicious_task_share"] * r["tasks"] for r in rows)
             / max(tasks, 1),
             "unattested_sybil_tasks": int(sim.tasks_of[sybil].sum()),
+            "honest_penalised_final": rows[-1]["honest_penalised"] if rows else 0,
             "latency_mean_ms": _nanmean([r["latency_mean_ms"] for r in rows]),
             "latency_p95_ms_mean": _nanmean([r["latency_p95_ms"] for r in rows]),
             "phase_out": phase,
