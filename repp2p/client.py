@@ -31,7 +31,7 @@ from libp2p.tools.anyio_service import background_trio_service
 
 from repp2p.errors import ConfigError, NetworkError, RecordError
 from repp2p.identity import Identity
-from repp2p.matching import ClaimError, rank, verify_claim
+from repp2p.matching import ClaimError, ClaimReason, rank, verify_claim
 from repp2p.net.dht import NAMESPACE, AdValidator, ad_key, engine_provider_key
 from repp2p.net.framing import FrameReader, write_cbor
 from repp2p.net.host import build_host
@@ -449,7 +449,15 @@ class _Attempt:
             receipt = decode(reply["receipt"], now=int(self.node.clock()))
             if claim.signer != peer or receipt.signer != peer:
                 raise ResultError(ResultReason.WRONG_KEY, "claim or receipt not signed by node")
-            verify_claim(claim, self.offer, self.view, beacon(o.epoch), check_digest=False)
+            try:
+                verify_claim(claim, self.offer, self.view, beacon(o.epoch), check_digest=False)
+            except ClaimError as exc:
+                # The node ranked itself on its own view; a different rank there only
+                # changed its failover timing. We chose it from our ranking, so only a
+                # claim for another offer or epoch is a bad proof.
+                if exc.reason is not ClaimReason.WRONG_RANK:
+                    raise
+                log.info("claim of %s ranks differently in its view: %s", peer, exc)
             output = open_result(
                 reply["output"],
                 receipt.record,

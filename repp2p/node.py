@@ -126,6 +126,7 @@ class Node:
         self.keeper: ViewKeeper | None = None
         self.server = TaskServer(self)
         self.attested_epoch: int | None = None
+        self._background: Any = None  # the run() nursery, for fire-and-forget gossip
         self.store: SqliteRecordStore | None = None
         self.host: Any = None
         self.dht: KadDHT | None = None
@@ -203,6 +204,19 @@ class Node:
             for listener in self._listeners:
                 listener(signed, outcome)
         return True
+
+    def publish_soon(self, record: Record) -> SignedRecord:
+        """Like :meth:`publish`, but the gossip send happens in the background.
+
+        The record is signed and stored (so it is ours and servable by sync) before this
+        returns; the task path uses it to keep gossip I/O off the client's latency.
+        """
+        data = encode(record, self.identity)
+        signed = decode(data)
+        if not self.accept(data, source="local"):
+            raise RecordError(RecordReason.EXPIRED, f"own {record.TYPE} refused (stale/expired)")
+        self._background.start_soon(self.gossip, data, record.TYPE)
+        return signed
 
     async def publish(self, record: Record) -> SignedRecord:
         """Sign ``record``, publish it on its topic, and return it once stored locally.
@@ -294,6 +308,7 @@ class Node:
                     trio.open_nursery() as nursery,
                 ):
                     await self.pubsub.wait_until_ready()
+                    self._background = nursery
                     for topic in TOPICS.values():
                         subscription = await self.pubsub.subscribe(topic)
                         nursery.start_soon(_drain, subscription)
@@ -477,7 +492,10 @@ class Node:
 
     async def gossip(self, data: bytes, record_type: str) -> None:
         """Publish already-encoded record bytes on their topic (e.g. a client's offer)."""
-        await self.pubsub.publish(topic_for(record_type), data)
+        try:
+            await self.pubsub.publish(topic_for(record_type), data)
+        except Exception as exc:  # no peers yet, a closing connection: sync repairs it
+            log.debug("gossip of a %s failed: %r", record_type, exc)
 
     async def _attest(self) -> None:
         """Publish a fresh Attestation binding the enclave keys to this peer and epoch."""

@@ -103,11 +103,13 @@ class TaskServer:
         current = int(now) // node.config.epoch_s
         if o.epoch not in (current - 1, current):
             return error("wrong_epoch", f"offer epoch {o.epoch}, now {current}")
+        held = node.store.get(offer.record_id) is not None
         if not node.accept(offer_data, source="task"):
             return error("bad_offer", "offer refused by the record pipeline")
+        if not held:  # the client normally gossips it itself; make sure it is public
+            node._background.start_soon(node.gossip, offer_data, TaskOffer.TYPE)
         for data in releases:
             node.accept(data, source="task")
-        await node.gossip(offer_data, TaskOffer.TYPE)
 
         view = node.keeper.view(o.epoch)
         ranking = rank(o, view, beacon(o.epoch))
@@ -136,7 +138,7 @@ class TaskServer:
         if o.task_id in self._handled:  # a concurrent duplicate request won the race
             return error("replayed", "this node already took this task")
         self._handled[o.task_id] = now
-        claim = await node.publish(
+        claim = node.publish_soon(
             Claim(
                 task_id=o.task_id,
                 offer_id=offer.record_id,
@@ -170,7 +172,7 @@ class TaskServer:
         finally:
             self.active -= 1
         self.done += 1
-        signed_receipt = await node.publish(receipt)
+        signed_receipt = node.publish_soon(receipt)
         if len(self._handled) > 100_000:
             cutoff = time.time() - 3600
             self._handled = {t: at for t, at in self._handled.items() if at > cutoff}

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from repp2p.attestation import Policy, VerificationCache, verify_node
 from repp2p.errors import AttestationError, AttestationReason
 from repp2p.matching import MatchingParams, View
-from repp2p.records import Attestation, NodeAd, SignedRecord
+from repp2p.records import Attestation, Feedback, NodeAd, Receipt, SignedRecord, TaskOffer
 from repp2p.reputation import AttestedNode, PenaltyBook, ReputationParams
 from repp2p.store import RecordStoreAPI
 from repp2p.tee.measurement import enclave_measurement, runtime_measurement
@@ -42,6 +42,31 @@ def beacon(epoch: int) -> bytes:
     explain what a client grinding ``task_id`` against it can and cannot gain.
     """
     return hashlib.sha256(BEACON_DOMAIN + epoch.to_bytes(8, "big")).digest()
+
+
+def before_epoch(records: Iterable[SignedRecord], epoch: int) -> list[SignedRecord]:
+    """The records a view of ``epoch`` is built from: those of earlier epochs.
+
+    Heartbeats, offers and claims go by their own epoch; receipts and feedback by their
+    offer's epoch (unknown offer: left out); ads and attestations always count.
+    """
+    records = list(records)
+    offer_epoch = {
+        s.record.task_id: s.record.epoch for s in records if isinstance(s.record, TaskOffer)
+    }
+    out = []
+    for signed in records:
+        rec = signed.record
+        if isinstance(rec, NodeAd | Attestation):
+            out.append(signed)
+            continue
+        if isinstance(rec, Receipt | Feedback):
+            record_epoch = offer_epoch.get(rec.task_id)
+        else:
+            record_epoch = getattr(rec, "epoch", None)
+        if record_epoch is not None and record_epoch < epoch:
+            out.append(signed)
+    return out
 
 
 class ViewKeeper:
@@ -151,14 +176,16 @@ class ViewKeeper:
     def view(self, epoch: int) -> View:
         """The view of ``epoch``, built from the store on first use and then kept.
 
-        Every peer builds it at the epoch boundary (the node's view loop ticks twice a
-        second), and nodes publish their attestations and ads at mid-epoch, so peers
-        snapshot the same records; a digest mismatch in claims makes any residue visible.
+        Only records of earlier epochs count (:func:`before_epoch`), so peers that build it
+        at different moments of the epoch agree: heartbeats of the epoch itself (their load
+        changes with every task) and the epoch's own task records wait for the next view.
+        Ads and attestations count as current; nodes re-attest at mid-epoch, so the one
+        a peer holds at the boundary is stable. A digest mismatch in claims shows residue.
         """
         view = self._views.get(epoch)
         if view is None:
             now = epoch * self.epoch_s
-            records = self.store.query()
+            records = before_epoch(self.store.query(), epoch)
             previous = self._views.get(epoch - 1)
             view = View.build(
                 records,

@@ -43,26 +43,23 @@ def _config(
     folder: Path, name: str, engines: list[str], extra: dict[str, Any] | None = None
 ) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
+    settings: dict[str, Any] = {
+        "network": "dev",
+        "data_dir": ".",
+        "listen": ["/ip4/127.0.0.1/tcp/0"],
+        "engines": engines,
+        "status_listen": "127.0.0.1:0",
+        "heartbeat_interval_s": 5.0,
+        "epoch_s": 10,  # the dev network's epoch (bootstrap/dev.toml)
+        "republish_interval_s": 30.0,
+        "log_level": "WARNING",
+        **(extra or {}),
+    }
+    lines = [f"{key} = {json.dumps(value)}" for key, value in settings.items()]
+    # Every devnet peer is on 127.0.0.1: mesh IP diversity cannot hold.
+    lines += ["[gossip]", "eclipse_protection = false", ""]
     path = folder / "node.toml"
-    path.write_text(
-        "\n".join(
-            [
-                'network = "dev"',
-                'data_dir = "."',
-                'listen = ["/ip4/127.0.0.1/tcp/0"]',
-                f"engines = {json.dumps(engines)}",
-                'status_listen = "127.0.0.1:0"',
-                "heartbeat_interval_s = 5.0",
-                "epoch_s = 10",
-                "republish_interval_s = 30.0",
-                'log_level = "WARNING"',
-                *(f"{k} = {json.dumps(v)}" for k, v in (extra or {}).items()),
-                "[gossip]",
-                "eclipse_protection = false  # every devnet peer is on 127.0.0.1",
-                "",
-            ]
-        )
-    )
+    path.write_text("\n".join(lines))
     return path
 
 

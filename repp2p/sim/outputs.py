@@ -71,7 +71,8 @@ def summary_table(summary: dict[str, Any]) -> str:
         )
     for name, b in summary.get("by_behaviour", {}).items():
         lines.append(
-            f"| {name} | {b['identities']} identities, {b['tasks']} tasks, "
+            f"| {name} | {b['identities']} identities, {b['tasks']} tasks "
+            f"({b['lost_tasks']} failed), "
             f"REP share {b['rep_share']:.4f} |"
         )
     return "\n".join(lines) + "\n"

@@ -157,6 +157,7 @@ class Simulation:
         self.first_cheat = np.full(self.n_nodes, -1, np.int64)
         self.phased = np.full(self.n_nodes, -1, np.int64)
         self.tasks_of = np.zeros(self.n_nodes, np.int64)
+        self.lost_of = np.zeros(self.n_nodes, np.int64)  # honest clients' failed tasks
         # evidence tables
         self.offers = _Table(("client", "epoch", "deadline"))
         self.claims = _Table(("node", "offer"))
@@ -216,7 +217,7 @@ class Simulation:
 
     def _grow(self, extra: int) -> None:
         self._freeze_nodes()
-        for name in ("online", "first_cheat", "phased", "tasks_of", "alive"):
+        for name in ("online", "first_cheat", "phased", "tasks_of", "lost_of", "alive"):
             arr = getattr(self, name)
             fill = {"online": False, "alive": True, "first_cheat": -1, "phased": -1}.get(name, 0)
             setattr(self, name, np.concatenate((arr, np.full(extra, fill, arr.dtype))))
@@ -589,6 +590,7 @@ class Simulation:
         st.to_malicious += int((self.malicious[first.clip(0)] & got & honest).sum())
         flat = nodes_matrix[nodes_matrix >= 0]
         np.add.at(self.tasks_of, flat, 1)
+        np.add.at(self.lost_of, first[got & honest & (outcome != OK)], 1)
         for b in np.unique(self.behaviour[first[got]]):
             st.by_behaviour[int(b)] = st.by_behaviour.get(int(b), 0) + int(
                 (self.behaviour[first[got]] == b).sum()
@@ -698,6 +700,7 @@ class SimResult:
                 by_type[name] = {
                     "identities": int(sel.sum()),
                     "tasks": int(sim.tasks_of[sel].sum()),
+                    "lost_tasks": int(sim.lost_of[sel].sum()),
                     "rep_share": int(balances[sel].sum()) / total_rep if total_rep else 0.0,
                 }
         sybil = (sim.behaviour == SYBIL) & ~sim.attested
