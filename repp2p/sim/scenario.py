@@ -126,6 +126,8 @@ class Scenario:
     exec_ms: float = 200.0
     exec_sigma: float = 0.3
     loss: float = 0.0
+    regions: int = 1
+    inter_region_ms: float = 0.0
     # churn (0 disables); epochs are the unit
     mean_up_epochs: float = 0.0
     mean_down_epochs: float = 2.0
@@ -193,6 +195,8 @@ class Scenario:
             "exec_ms": float(_num(net, "exec_ms", 200.0, 0.0, 1e7)),
             "exec_sigma": float(_num(net, "exec_sigma", 0.3, 0.0, 5.0)),
             "loss": float(_num(net, "loss", 0.0, 0.0, 0.99)),
+            "regions": _num(net, "regions", 1, 1, 1000),
+            "inter_region_ms": float(_num(net, "inter_region_ms", 0.0, 0.0, 1e6)),
         }
         _check(not set(net) - set(netv), f"unknown [network] keys {sorted(set(net) - set(netv))}")
         churnv = {
@@ -247,7 +251,16 @@ class Scenario:
         ]:
             d[k] = getattr(self, k)
         d["network"] = {
-            k: getattr(self, k) for k in ("rtt_ms", "rtt_sigma", "exec_ms", "exec_sigma", "loss")
+            k: getattr(self, k)
+            for k in (
+                "rtt_ms",
+                "rtt_sigma",
+                "exec_ms",
+                "exec_sigma",
+                "loss",
+                "regions",
+                "inter_region_ms",
+            )
         }
         d["churn"] = {
             k: getattr(self, k)

@@ -135,11 +135,16 @@ class Simulation:
         n_bad = round(c * s.malicious_clients)
         self.client_bad = np.zeros(c, bool)
         self.client_bad[self.rng_init.permutation(c)[:n_bad]] = True
+        # regions: drawn only when there are several (keeps single-region runs unchanged)
+        self.client_region = (
+            self.rng_init.integers(0, s.regions, c) if s.regions > 1 else np.zeros(c, np.int64)
+        )
         # node identities: peer index C + i
         self.node_names: list[str] = []
         cols = ("behaviour", "group", "attested", "capacity", "joined")
         self._node_cols: dict[str, list] = {k: [] for k in cols}
         self._node_cols["speed"] = []
+        self._node_cols["region"] = []
         plan: list[tuple[int, int, int]] = []  # (behaviour, group, join_epoch)
         n_adv = 0
         for g, adv in enumerate(s.adversaries):
@@ -189,6 +194,8 @@ class Simulation:
         nc["capacity"].append(4)
         nc["joined"].append(join_epoch)
         nc["speed"].append(float(np.exp(self.rng_init.normal(0.0, self.sc.exec_sigma))))
+        regions = self.sc.regions
+        nc["region"].append(int(self.rng_init.integers(0, regions)) if regions > 1 else 0)
         return i
 
     def _freeze_nodes(self) -> None:
@@ -200,6 +207,7 @@ class Simulation:
         self.capacity = np.array(nc["capacity"], np.int64)
         self.joined = np.array(nc["joined"], np.int64)
         self.speed = np.array(nc["speed"], np.float64)
+        self.region = np.array(nc["region"], np.int64)
         advs = self.sc.adversaries
         pick = self.group.clip(0)
 
@@ -457,7 +465,12 @@ class Simulation:
             self._execute_redundant(clients, offer_ids, a0, a1, explore)
 
     def _node_outputs(
-        self, nodes: np.ndarray, delay: np.ndarray, offer_ids: np.ndarray, slot: np.ndarray
+        self,
+        nodes: np.ndarray,
+        delay: np.ndarray,
+        offer_ids: np.ndarray,
+        slot: np.ndarray,
+        clients: np.ndarray,
     ):
         """Delivered?, wrong?, latency (ms), in time?, output id for each (task, node) row.
 
@@ -474,6 +487,9 @@ class Simulation:
         drop = u[0] < self.drop_prob[nd]
         wrong = self.cheat_now[nd] & (u[1] < self.wrong_prob[nd])
         latency = delay + net[0] + net[1] + s.exec_ms * self.speed[nd] * self.delay_factor[nd]
+        if s.regions > 1:  # client <-> node across regions: both directions pay the gap
+            far = self.region[nd] != self.client_region[clients]
+            latency = latency + np.where(far, 2.0 * s.inter_region_ms, 0.0)
         delivered = (nodes >= 0) & ~drop
         in_time = delivered & ~lost & (latency <= s.deadline_ms)
         cheated = (nodes >= 0) & (wrong | drop) & self.malicious[nd]
@@ -486,7 +502,7 @@ class Simulation:
     def _execute_single(self, clients, offer_ids, nodes, delay) -> None:
         s, e = self.sc, self.epoch
         delivered, wrong, latency, in_time, output, u_detect = self._node_outputs(
-            nodes, delay, offer_ids, np.zeros(len(nodes), np.int64)
+            nodes, delay, offer_ids, np.zeros(len(nodes), np.int64), clients
         )
         assigned = nodes >= 0
         detected = wrong & (u_detect < s.detect_prob)
@@ -533,7 +549,7 @@ class Simulation:
         task = np.array(rows_task, np.int64)
         delay = np.array(rows_delay, np.float64)
         delivered, wrong, latency, in_time, output, _u = self._node_outputs(
-            nodes, delay, offer_ids[task], np.array(rows_slot, np.int64)
+            nodes, delay, offer_ids[task], np.array(rows_slot, np.int64), clients[task]
         )
         t = len(clients)
         right_votes = np.bincount(task, weights=in_time & ~wrong, minlength=t)

@@ -115,3 +115,10 @@ def test_slanderers_cannot_phase_out_honest_nodes():
     s = simulate(_sc(clients={"count": 30, "malicious_share": 0.4}))
     assert s.summary["success_rate"] >= 0.99
     assert all(r["penalised_nodes"] == 0 for r in s.rows)
+
+
+def test_regions_add_latency_without_changing_who_runs_what():
+    near = simulate(_sc())
+    far = simulate(_sc(network={"regions": 3, "inter_region_ms": 100.0}))
+    assert far.summary["latency_mean_ms"] > near.summary["latency_mean_ms"] + 50
+    assert far.summary["success_rate"] == near.summary["success_rate"]
