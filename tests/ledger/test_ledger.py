@@ -223,3 +223,29 @@ def test_work_units_from_columns_matches_the_rules():
     # offer 0: a and b agree, c outvoted; offer 1: a alone, no feedback -> unbacked
     assert work_units(ev, 0).tolist() == [1, 1, 0, 0]
     assert work_units(ev, 1).tolist() == [0, 0, 0, 0]
+
+
+def test_phase_out_burns_part_of_the_balance_once_and_stops_pay():
+    from repp2p.reputation import ReputationParams
+
+    s = _scenario(epochs=3, nodes=("n0", "n1", "slow"))
+    for e in range(3, 9):
+        for name in ("n0", "n1"):
+            s.task("c0", name, e, "ok")
+        s.task("c1", "slow", e, None, deliver=False)  # claims, never delivers
+        s.task("c0", "slow", e, "timeout", deliver=False)
+    for name in ("n0", "n1", "slow"):
+        s.heartbeats(name, range(7, 13))
+    rp = ReputationParams(phase_out_permille=800, phase_out_epochs=2, phase_out_penalty_epochs=50)
+    lp = LedgerParams(grace_epochs=0, phase_out_slash_pct=50)
+    report = replay(
+        s.records, s.attested, now=10 * EPOCH_S, epoch_s=EPOCH_S, params=lp, reputation_params=rp
+    )
+    _check_conservation(report)
+    slashes = [(x.epoch, p, r) for x in report.settlements for p, r, _a in x.slashes]
+    slow = f.peer("slow")
+    assert [r for _e, p, r in slashes if p == slow] == ["phase_out"]
+    first = next(e for e, p, _r in slashes if p == slow)
+    paid_after = [dict(x.payouts).get(slow, 0) for x in report.settlements if x.epoch >= first]
+    assert not any(paid_after)
+    assert report.final.slashed > 0
