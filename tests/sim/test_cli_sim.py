@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 
 from repp2p.cli import sim as sim_cli
@@ -39,7 +40,8 @@ def test_run_writes_metrics_summary_and_plots(tmp_path, capsys):
     lines = (out / "metrics.csv").read_text().splitlines()
     assert lines[0].startswith("epoch,tasks,") and len(lines) == 5
     assert (out / "summary.md").exists()
-    assert (out / "outcomes.png").stat().st_size > 1000
+    if importlib.util.find_spec("matplotlib") is not None:  # plots are optional
+        assert (out / "outcomes.png").stat().st_size > 1000
     assert "trace_hash" in capsys.readouterr().out
     # same seed again: same hash
     out2 = tmp_path / "out2"
@@ -64,4 +66,5 @@ def test_sweep_runs_the_grid(tmp_path):
     assert _run(argv) == 0
     rows = (out / "sweep.csv").read_text().splitlines()
     assert len(rows) == 1 + 4
-    assert (out / "sweep_bad_rate.png").exists()
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert (out / "sweep_bad_rate.png").exists()
