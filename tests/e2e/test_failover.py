@@ -1,5 +1,5 @@
 """Failover with real processes: the claimed node is SIGKILLed mid-task, the next rank
-completes the task; a restarted node keeps its records, reputation view and identity."""
+completes the task; a restarted node keeps its records, reputation, ledger and identity."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import trio
 
 from repp2p.cli.devnet import Devnet
 from repp2p.client import Client
+from repp2p.ledger import replay
 from repp2p.records import Claim, Feedback
 from repp2p.reputation import collect, compute
 from repp2p.store import SqliteRecordStore
@@ -88,6 +89,7 @@ async def test_restarted_node_keeps_records_and_reputation(tmp_path):
         held = worker.store.query()
         verdicts = worker.keeper.verdicts(held, now)
         table = compute(collect(held, verdicts, now=now), now=now, epoch_s=5)
+        ledger = replay(held, verdicts, now=now + 5, epoch_s=5)
         peer_id = worker.peer_id
         worker.stop()
         await wait_until(lambda: not (tmp_path / "worker" / "runtime.json").exists(), 10)
@@ -100,6 +102,11 @@ async def test_restarted_node_keeps_records_and_reputation(tmp_path):
         again_table = compute(collect(kept, verdicts, now=now), now=now, epoch_s=5)
         assert np.array_equal(again_table.permille, table.permille)
         assert again_table.get(peer_id).feedback_mass == table.get(peer_id).feedback_mass > 0
+        # ...and so does its REP ledger (balances are a pure function of the records).
+        again_ledger = replay(kept, verdicts, now=now + 5, epoch_s=5)
+        assert again_ledger.pending.digest == ledger.pending.digest
+        assert again_ledger.pending.balances == ledger.pending.balances
+        assert ledger.pending.emitted > 0  # the epochs with tasks were settled
 
         again = await start_node(nursery, config)
         assert again.peer_id == peer_id  # same identity from the data dir
