@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 
-from repp2p.errors import ReppError
+from repp2p.errors import ReasonedError
 
 
 class EngineReason(enum.Enum):
@@ -31,15 +31,10 @@ class EngineReason(enum.Enum):
     INTERNAL = "internal"
 
 
-class EngineError(ReppError):
+class EngineError(ReasonedError):
     """An engine refused an input, could not be loaded, or failed.
 
     Attributes:
         reason: the :class:`EngineReason`.
         detail: human-readable detail; never parsed, never contains input data.
     """
-
-    def __init__(self, reason: EngineReason, detail: str = "") -> None:
-        self.reason = reason
-        self.detail = detail
-        super().__init__(f"{reason.value}: {detail}" if detail else reason.value)

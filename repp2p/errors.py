@@ -17,6 +17,21 @@ class ReppError(Exception):
     """Root of every error repp2p raises on purpose."""
 
 
+class ReasonedError(ReppError):
+    """Base of errors that carry a reason enum: the reason, not the text, is what feeds
+    peer penalties and metrics.
+
+    Attributes:
+        reason: an ``enum.Enum`` member whose value is a stable name.
+        detail: human-readable detail; never parsed.
+    """
+
+    def __init__(self, reason: enum.Enum, detail: str = "") -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason.value}: {detail}" if detail else reason.value)
+
+
 class ConfigError(ReppError):
     """A configuration file or value is invalid (the operator's fault, not a peer's)."""
 
@@ -40,18 +55,13 @@ class RecordReason(enum.Enum):
     EXPIRED = "expired"
 
 
-class RecordError(ReppError):
+class RecordError(ReasonedError):
     """A record failed to decode or validate.
 
     Attributes:
         reason: the :class:`RecordReason` (what feeds penalties and metrics).
         detail: human-readable detail; never parsed.
     """
-
-    def __init__(self, reason: RecordReason, detail: str = "") -> None:
-        self.reason = reason
-        self.detail = detail
-        super().__init__(f"{reason.value}: {detail}" if detail else reason.value)
 
 
 class StoreError(ReppError):
@@ -78,18 +88,13 @@ class AttestationReason(enum.Enum):
     MISSING_COLLATERAL = "missing_collateral"
 
 
-class AttestationError(ReppError):
+class AttestationError(ReasonedError):
     """TEE evidence did not verify, or verified but is refused by policy.
 
     Attributes:
         reason: the :class:`AttestationReason`.
         detail: human-readable detail; never parsed.
     """
-
-    def __init__(self, reason: AttestationReason, detail: str = "") -> None:
-        self.reason = reason
-        self.detail = detail
-        super().__init__(f"{reason.value}: {detail}" if detail else reason.value)
 
 
 class NetworkError(ReppError):
@@ -98,3 +103,24 @@ class NetworkError(ReppError):
 
 class ProtocolError(NetworkError):
     """A peer broke one of our wire protocols (bad framing, oversized frame, wrong message)."""
+
+
+class ClaimReason(enum.Enum):
+    """Why a claim is invalid. Values are stable metric names."""
+
+    NOT_A_CLAIM = "not_a_claim"
+    WRONG_OFFER = "wrong_offer"
+    WRONG_EPOCH = "wrong_epoch"
+    VIEW_MISMATCH = "view_mismatch"
+    RANK_TOO_DEEP = "rank_too_deep"
+    NOT_ELIGIBLE = "not_eligible"
+    WRONG_RANK = "wrong_rank"
+
+
+class ClaimError(ReasonedError):
+    """A claim does not hold against the checker's view.
+
+    Attributes:
+        reason: the :class:`ClaimReason`.
+        detail: human-readable detail; never parsed.
+    """

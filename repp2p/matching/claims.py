@@ -11,40 +11,13 @@ the claimant is really at that rank in the view, and the rank may claim at all.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Iterable, Mapping
 
-from repp2p.errors import ReppError
+from repp2p.errors import ClaimError, ClaimReason
 from repp2p.matching.params import MatchingParams
 from repp2p.matching.view import View
 from repp2p.records import Claim, TaskOffer
 from repp2p.reputation import AcceptedRecord
-
-
-class ClaimReason(enum.Enum):
-    """Why a claim is invalid. Values are stable metric names."""
-
-    NOT_A_CLAIM = "not_a_claim"
-    WRONG_OFFER = "wrong_offer"
-    WRONG_EPOCH = "wrong_epoch"
-    VIEW_MISMATCH = "view_mismatch"
-    RANK_TOO_DEEP = "rank_too_deep"
-    NOT_ELIGIBLE = "not_eligible"
-    WRONG_RANK = "wrong_rank"
-
-
-class ClaimError(ReppError):
-    """A claim does not hold against the checker's view.
-
-    Attributes:
-        reason: the :class:`ClaimReason`.
-        detail: human-readable detail; never parsed.
-    """
-
-    def __init__(self, reason: ClaimReason, detail: str = "") -> None:
-        self.reason = reason
-        self.detail = detail
-        super().__init__(f"{reason.value}: {detail}" if detail else reason.value)
 
 
 def claim_opens_at_ms(rank: int, redundancy: int, params: MatchingParams) -> int:

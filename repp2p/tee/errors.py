@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import enum
 
-from repp2p.errors import ReppError
+from repp2p.errors import ReasonedError
 
 
 class EnclaveReason(enum.Enum):
@@ -43,18 +43,13 @@ class EnclaveReason(enum.Enum):
     INTERNAL = "internal"
 
 
-class EnclaveError(ReppError):
+class EnclaveError(ReasonedError):
     """The node's enclave refused a request or failed.
 
     Attributes:
         reason: the :class:`EnclaveReason`.
         detail: human-readable detail; never parsed, never plaintext.
     """
-
-    def __init__(self, reason: EnclaveReason, detail: str = "") -> None:
-        self.reason = reason
-        self.detail = detail
-        super().__init__(f"{reason.value}: {detail}" if detail else reason.value)
 
 
 class ResultReason(enum.Enum):
@@ -80,15 +75,10 @@ class ResultReason(enum.Enum):
     BAD_TIMING = "bad_timing"
 
 
-class ResultError(ReppError):
+class ResultError(ReasonedError):
     """A node's result (encrypted output + receipt) failed verification.
 
     Attributes:
         reason: the :class:`ResultReason`.
         detail: human-readable detail; never parsed.
     """
-
-    def __init__(self, reason: ResultReason, detail: str = "") -> None:
-        self.reason = reason
-        self.detail = detail
-        super().__init__(f"{reason.value}: {detail}" if detail else reason.value)
