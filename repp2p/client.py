@@ -480,10 +480,9 @@ class _Attempt:
         return _Answer(peer, r, output, claim, receipt, latency, "ok")
 
     def _claim_of(self, peer: str) -> SignedRecord | None:
-        for signed in self.node.store.query(type=Claim.TYPE, signer=peer):
-            if signed.record.task_id == self.offer.record.task_id:
-                return signed
-        return None
+        task_id = self.offer.record.task_id
+        found = self.node.store.query(type=Claim.TYPE, signer=peer, slot=task_id)
+        return found[0] if found else None
 
     async def _release(self, answer: _Answer) -> None:
         """Publish timeout/bad_proof feedback so the next rank may take over."""

@@ -41,7 +41,9 @@ MAX_RELEASES = 16
 
 def released(store: Any, offer: SignedRecord, claimant: str) -> bool:
     """True when the offer's owner released ``claimant`` with timeout/bad_proof feedback."""
-    for signed in store.query(type=Feedback.TYPE, signer=offer.signer):
+    # Feedback slots are task id + node peer id: one indexed lookup.
+    slot = offer.record.task_id + claimant.encode("ascii")
+    for signed in store.query(type=Feedback.TYPE, signer=offer.signer, slot=slot):
         fb = signed.record
         if (
             fb.task_id == offer.record.task_id
@@ -122,9 +124,8 @@ class TaskServer:
         if opens_at > node.clock():
             await trio.sleep(opens_at - node.clock())
         better = []
-        for signed in node.store.query(type=Claim.TYPE):
-            c = signed.record
-            if c.task_id != o.task_id or signed.signer == node.peer_id:
+        for signed in node.store.query(type=Claim.TYPE, slot=o.task_id):
+            if signed.signer == node.peer_id:
                 continue
             if signed.signer in ranking[:my_rank] and not released(
                 node.store, offer, signed.signer
@@ -186,8 +187,8 @@ class TaskServer:
     def _claimed_before(self, task_id: bytes) -> bool:
         if task_id in self._handled:
             return True
-        mine = self.node.store.query(type=Claim.TYPE, signer=self.node.peer_id)
-        return any(signed.record.task_id == task_id for signed in mine)
+        mine = self.node.store.query(type=Claim.TYPE, signer=self.node.peer_id, slot=task_id)
+        return bool(mine)
 
 
 def _parse(request: Any) -> tuple[bytes, bytes, list[bytes]]:

@@ -138,6 +138,31 @@ def test_tampered_database_row_is_reported_not_served(tmp_path):
         s.query()
 
 
+def test_tampering_is_caught_even_after_a_cached_read(tmp_path):
+    path = tmp_path / "records.db"
+    record = hb(ALICE)
+    with SqliteRecordStore(path) as s:
+        s.put(record, now=NOW)
+        assert s.query() == [record]  # decoded and cached by record ID
+        forged = bytearray(record.data)
+        forged[-1] ^= 1
+        with sqlite3.connect(path) as db:
+            db.execute("UPDATE records SET data=?", (bytes(forged),))
+        with pytest.raises(StoreError, match="invalid record"):
+            s.query()
+
+
+def test_query_by_slot(store):
+    offer, claim = (
+        sign(r, ALICE) for r in factories.sample_records() if r.TYPE in ("TaskOffer", "Claim")
+    )
+    store.put_many([offer, claim, hb(ALICE)], now=NOW)
+    task_id = offer.record.task_id
+    assert store.query(type="Claim", slot=task_id) == [claim]
+    assert store.query(slot=task_id) == sorted([offer, claim], key=lambda s: s.record_id)
+    assert store.query(type="Claim", slot=b"\x00" * 32) == []
+
+
 def test_garbage_file_and_newer_schema_are_clear_errors(tmp_path):
     junk = tmp_path / "junk.db"
     junk.write_bytes(b"this is not sqlite" * 100)

@@ -45,8 +45,12 @@ class RecordStoreAPI(abc.ABC):
         signer: str | None = None,
         epoch: int | None = None,
         limit: int | None = None,
+        slot: bytes | None = None,
     ) -> list[SignedRecord]:
-        """Current records matching every given filter, ordered by record ID."""
+        """Current records matching every given filter, ordered by record ID.
+
+        ``slot`` is the type's replacement key (a task id for offers, claims and receipts).
+        """
 
     @abc.abstractmethod
     def page(self, after: bytes, limit: int) -> list[SignedRecord]:

@@ -15,8 +15,10 @@ Why these choices:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import sqlite3
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -25,6 +27,8 @@ from repp2p.records import Outcome, SignedRecord, compare, decode, winner
 from repp2p.store.abc import RecordStoreAPI
 
 SCHEMA_VERSION = 1
+#: Decoded records kept in memory (by record ID) so reads skip signature checks.
+DECODED_CACHE = 200_000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -76,6 +80,7 @@ class SqliteRecordStore(RecordStoreAPI):
         if synchronous not in ("FULL", "NORMAL"):
             raise StoreError(f"synchronous must be FULL or NORMAL, not {synchronous!r}")
         self.path = str(path)
+        self._decoded: OrderedDict[bytes, SignedRecord] = OrderedDict()
         try:
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -116,10 +121,22 @@ class SqliteRecordStore(RecordStoreAPI):
             )
 
     def _load(self, data: bytes) -> SignedRecord:
+        # The file is input too, but re-verifying every signature on every read made views
+        # and task checks O(records x verify). A record ID is the SHA-256 of its bytes, so
+        # bytes that hash to an ID we decoded and verified before are that same record.
+        digest = hashlib.sha256(data).digest()
+        cached = self._decoded.get(digest)
+        if cached is not None:
+            self._decoded.move_to_end(digest)
+            return cached
         try:
-            return decode(data)
+            signed = decode(data)
         except RecordError as exc:
             raise StoreError(f"record store {self.path} holds an invalid record: {exc}") from None
+        self._decoded[digest] = signed
+        if len(self._decoded) > DECODED_CACHE:
+            self._decoded.popitem(last=False)
+        return signed
 
     def _current(self, signed: SignedRecord) -> SignedRecord | None:
         row = self._db.execute(
@@ -200,6 +217,7 @@ class SqliteRecordStore(RecordStoreAPI):
         signer: str | None = None,
         epoch: int | None = None,
         limit: int | None = None,
+        slot: bytes | None = None,
     ) -> list[SignedRecord]:
         clauses, params = [], []
         for column, value in (("type", type), ("signer", signer)):
@@ -209,6 +227,9 @@ class SqliteRecordStore(RecordStoreAPI):
         if epoch is not None:
             clauses.append("epoch=?")
             params.append(_u64(epoch))
+        if slot is not None:
+            clauses.append("slot=?")
+            params.append(bytes(slot))
         sql = "SELECT data FROM records"
         if clauses:
             sql += " WHERE " + " AND ".join(clauses)
