@@ -31,7 +31,7 @@ from libp2p.tools.anyio_service import background_trio_service
 
 from repp2p.errors import ConfigError, NetworkError, RecordError
 from repp2p.identity import Identity
-from repp2p.matching import ClaimError, ClaimReason, rank, verify_claim
+from repp2p.matching import ClaimError, ClaimReason, claim_opens_at_ms, rank, verify_claim
 from repp2p.net.dht import NAMESPACE, AdValidator, ad_key, engine_provider_key
 from repp2p.net.framing import FrameReader, write_cbor
 from repp2p.net.host import build_host
@@ -356,6 +356,10 @@ class Client:
         return await attempt.conclude(answers, started)
 
 
+#: seconds one node gets, after its failover turn opens, to return a verified result
+ATTEMPT_BUDGET_S = 30.0
+
+
 class TaskError(NetworkError):
     """A task could not be completed: ``reason`` is no_nodes, no_result or no_majority."""
 
@@ -426,25 +430,32 @@ class _Attempt:
         request = {"offer": self.offer.data, "sealed": sealed}
         if self.releases:
             request["releases"] = list(self.releases)
+        # One node may not eat the whole budget: its turn plus one execution at most.
+        opens = claim_opens_at_ms(r, o.redundancy, self.view.matching_params) / 1000
+        budget = min(self.deadline - sent, opens + ATTEMPT_BUDGET_S)
+        stream = None
         try:
-            with trio.fail_after(max(0.1, self.deadline - sent)):
+            with trio.fail_after(max(0.1, budget)):
                 stream = await self.node.host.new_stream(PeerID.from_base58(peer), [TASK_PROTOCOL])
                 await write_cbor(stream, request)
                 reply = parse_response(await FrameReader(stream, MAX_RESPONSE).read_cbor())
         except Exception as exc:  # dead node, reset stream, protocol violation, timeout
             log.info("task attempt on %s (rank %d) failed: %r", peer, r, exc)
-            return _Answer(
-                peer,
-                r,
-                None,
-                self._claim_of(peer),
-                None,
-                int((self.node.clock() - sent) * 1000),
-                "timeout",
-            )
+            claim = self._claim_of(peer)
+            if claim is None:
+                return None  # it never took the task: nothing to release, no feedback due
+            latency = int((self.node.clock() - sent) * 1000)
+            return _Answer(peer, r, None, claim, None, latency, "timeout")
+        finally:
+            if stream is not None:
+                with trio.CancelScope(shield=True), contextlib.suppress(Exception):
+                    await stream.close()
         latency = int((self.node.clock() - sent) * 1000)
         if not reply["ok"]:
             log.info("rank %d (%s) declined: %s %s", r, peer, reply["error"], reply["detail"])
+            if reply["error"] == "execution_failed":
+                # It claimed, then failed: release it so the next rank may take over.
+                return _Answer(peer, r, None, self._claim_of(peer), None, latency, "timeout")
             return None
         try:
             claim = decode(reply["claim"], now=int(self.node.clock()))

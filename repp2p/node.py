@@ -121,6 +121,12 @@ class Node:
         self.identity = self._load_or_create_identity()
         self.peer_id = self.identity.peer_id
         self.is_client = config.role == "client"
+        if not self.is_client and config.tee_kind != "simulated":
+            raise ConfigError(
+                f"tee_kind {config.tee_kind!r}: this release runs only the simulated enclave; "
+                "hardware enclave runtimes are not implemented yet (attestation of hardware "
+                "evidence is: see 'repp2p attest verify')"
+            )
         self.policy = load_policy(config.policy_path())
         self.enclave: Any = None
         self.keeper: ViewKeeper | None = None
@@ -298,9 +304,9 @@ class Node:
                 install_validators(
                     self.pubsub, lambda d, t, f: self.accept(d, topic=t, source="gossip")
                 )
-                self.host.set_stream_handler(SYNC_PROTOCOL, make_handler(self.store, cfg.sync))
-                if not self.is_client:
-                    self.host.set_stream_handler(TASK_PROTOCOL, self.server.handle_stream)
+                self.host.set_stream_handler(
+                    SYNC_PROTOCOL, make_handler(self.store, cfg.sync, self.clock)
+                )
                 async with (
                     background_trio_service(self.dht),
                     background_trio_service(self.pubsub),
@@ -309,6 +315,8 @@ class Node:
                 ):
                     await self.pubsub.wait_until_ready()
                     self._background = nursery
+                    if not self.is_client:  # served only once background work can start
+                        self.host.set_stream_handler(TASK_PROTOCOL, self.server.handle_stream)
                     for topic in TOPICS.values():
                         subscription = await self.pubsub.subscribe(topic)
                         nursery.start_soon(_drain, subscription)
@@ -327,6 +335,7 @@ class Node:
                     nursery.start_soon(self._discovery_loop, bootstrap)
                     nursery.start_soon(self._prune_loop)
                     nursery.start_soon(self._view_loop)
+                    nursery.start_soon(self._purge_loop)
                     if not self.is_client:
                         await self._attest()
                         nursery.start_soon(self._attestation_loop)
@@ -345,7 +354,10 @@ class Node:
         finally:
             (cfg.data_dir / "runtime.json").unlink(missing_ok=True)
             if self.enclave is not None:
-                self.enclave.close()
+                if self.server.active:
+                    self.enclave.terminate()  # do not wait for running tasks on shutdown
+                else:
+                    self.enclave.close()
             self.store.close()
 
     def addrs(self) -> list[str]:
@@ -455,8 +467,9 @@ class Node:
             self.prune_routing_table()
 
     async def _sync_once(self) -> None:
-        """Pull the record set from up to two connected peers (bootstrap peers first)."""
-        total = 0
+        """Pull the record set from up to two connected peers; synced once one pull completes
+        (the discovery loop retries otherwise)."""
+        total, complete = 0, False
         for peer in list(self.host.get_connected_peers())[:2]:
             try:
                 with trio.fail_after(self.config.sync.request_timeout_s * 4):
@@ -470,8 +483,10 @@ class Node:
             self.metrics.sync_records.labels("valid").inc(result.valid)
             self.metrics.sync_records.labels("invalid").inc(result.invalid)
             total += result.valid
-        log.info("synced %d records from peers", total)
-        self.synced.set()
+            complete = complete or result.complete
+        if complete:
+            log.info("synced %d records from peers", total)
+            self.synced.set()
 
     async def _provide(self) -> None:
         for engine in self.config.engines:
@@ -545,6 +560,18 @@ class Node:
                     await self._attest()
                 except Exception:
                     log.exception("re-attestation failed; retrying")
+
+    async def _purge_loop(self) -> None:
+        """Drop expired records once an epoch (evidence of equivocation is kept)."""
+        while True:
+            await trio.sleep(self.config.epoch_s)
+            try:
+                dropped = self.store.purge_expired(now=int(self.clock()))
+            except StoreError:
+                log.exception("purging expired records failed")
+                continue
+            if dropped:
+                log.debug("purged %d expired records", dropped)
 
     async def _view_loop(self) -> None:
         """Build each epoch's view once; reputation feeds the gossip score and status."""

@@ -37,6 +37,9 @@ log = logging.getLogger("repp2p.serving")
 
 RELEASING_OUTCOMES = frozenset({"timeout", "bad_proof"})
 MAX_RELEASES = 16
+#: an offer must stay valid this long after its deadline (our claim and receipt expire
+#: with it, so they outlive the task).
+EXPIRY_MARGIN_S = 60
 
 
 def released(store: Any, offer: SignedRecord, claimant: str) -> bool:
@@ -54,6 +57,21 @@ def released(store: Any, offer: SignedRecord, claimant: str) -> bool:
     return False
 
 
+def _is_release(data: bytes, offer: SignedRecord, now: float) -> bool:
+    """A release is the offer owner's timeout/bad_proof Feedback for this very task."""
+    try:
+        signed = decode(data, now=int(now))
+    except RecordError:
+        return False
+    fb = signed.record
+    return (
+        isinstance(fb, Feedback)
+        and signed.signer == offer.signer
+        and fb.task_id == offer.record.task_id
+        and fb.outcome in RELEASING_OUTCOMES
+    )
+
+
 class TaskServer:
     """The task-serving half of a full node."""
 
@@ -69,13 +87,18 @@ class TaskServer:
         try:
             with trio.fail_after(10):
                 request = await reader.read_cbor()
-            if request is None:
-                return
-            response = await self.serve(request)
+            response = (
+                error("bad_request", "no request") if request is None else await self.serve(request)
+            )
         except ProtocolError as exc:
             response = error("bad_request", str(exc))
         except trio.TooSlowError:
             response = error("bad_request", "request not received in time")
+        except Exception as exc:
+            # Nothing a peer sends may escape a stream handler: in py-libp2p 0.8.1 that
+            # cancels the swarm and stops the whole node.
+            log.exception("task request failed")
+            response = error("execution_failed", f"{type(exc).__name__}")
         try:
             with trio.fail_after(10):
                 await write_cbor(stream, response)
@@ -100,6 +123,9 @@ class TaskServer:
         o: TaskOffer = offer.record
         if o.deadline_ms <= now * 1000:
             return error("bad_offer", "deadline passed")
+        if o.expires * 1000 < o.deadline_ms + EXPIRY_MARGIN_S * 1000:
+            # Our claim and receipt expire with the offer: it must outlive the deadline.
+            return error("bad_offer", f"offer must expire >= {EXPIRY_MARGIN_S} s after deadline")
         if self._claimed_before(o.task_id):
             return error("replayed", "this node already took this task")
         current = int(now) // node.config.epoch_s
@@ -111,7 +137,8 @@ class TaskServer:
         if not held:  # the client normally gossips it itself; make sure it is public
             node._background.start_soon(node.gossip, offer_data, TaskOffer.TYPE)
         for data in releases:
-            node.accept(data, source="task")
+            if _is_release(data, offer, now):
+                node.accept(data, source="task")
 
         view = node.keeper.view(o.epoch)
         ranking = rank(o, view, beacon(o.epoch))
@@ -123,6 +150,8 @@ class TaskServer:
         opens_at = first_seen + claim_opens_at_ms(my_rank, o.redundancy, params) / 1000
         if opens_at > node.clock():
             await trio.sleep(opens_at - node.clock())
+            if o.deadline_ms <= node.clock() * 1000:
+                return error("bad_offer", "deadline passed while waiting for this rank's turn")
         better = []
         for signed in node.store.query(type=Claim.TYPE, slot=o.task_id):
             if signed.signer == node.peer_id:

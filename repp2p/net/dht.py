@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import time
 
 from libp2p.kad_dht.kad_dht import KadDHT
 from libp2p.records.validator import Validator
@@ -50,7 +51,7 @@ class AdValidator(Validator):
         if len(parts) != 4 or parts[1] != NAMESPACE or parts[2] != "ad":
             raise InvalidValue(f"unknown repp2p DHT key {key[:80]!r}")
         try:
-            signed = decode(value)
+            signed = decode(value, now=int(time.time()))  # an expired ad is no ad
         except RecordError as exc:
             raise InvalidValue(f"invalid record under {key[:80]!r}: {exc}") from None
         if not isinstance(signed.record, NodeAd) or signed.signer != parts[3]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -57,8 +58,10 @@ def _request_ok(obj: Any) -> tuple[bytes, int]:
     return obj["after"], obj["limit"]
 
 
-def make_handler(store: RecordStoreAPI, params: SyncParams) -> Callable[[Any], Any]:
-    """A stream handler serving pages of ``store``."""
+def make_handler(
+    store: RecordStoreAPI, params: SyncParams, clock: Callable[[], float] = time.time
+) -> Callable[[Any], Any]:
+    """A stream handler serving pages of ``store`` (records expired at ``clock()`` skipped)."""
 
     async def handle(stream: Any) -> None:
         reader = FrameReader(stream, max_frame=4096)  # requests are tiny
@@ -70,15 +73,21 @@ def make_handler(store: RecordStoreAPI, params: SyncParams) -> Callable[[Any], A
                     if request is None:
                         break
                     after, limit = _request_ok(request)
-                    page = store.page(after, min(limit, params.page_records))
-                    records, size = [], 0
-                    for signed in page:
+                    wanted = min(limit, params.page_records)
+                    raw = store.page(after, wanted)
+                    now = clock()
+                    records: list[bytes] = []
+                    size, last = 0, None
+                    for signed in raw:
                         if records and size + len(signed.data) > params.page_bytes:
                             break
+                        last = signed.record_id
+                        if signed.record.expires <= now:
+                            continue  # the peer would reject it as expired: don't send it
                         records.append(signed.data)
                         size += len(signed.data)
-                    full = len(page) == min(limit, params.page_records) or len(records) < len(page)
-                    cursor = page[len(records) - 1].record_id if records and full else None
+                    more = len(raw) == wanted or (last is not None and last != raw[-1].record_id)
+                    cursor = last if more else None
                     await write_cbor(stream, {"records": records, "next": cursor})
         except (ProtocolError, trio.TooSlowError) as exc:
             log.info("sync: dropping a client: %s", exc)

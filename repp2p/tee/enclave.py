@@ -264,19 +264,33 @@ class Enclave(EnclaveAPI):
         """:meth:`attest` from trio, in a worker thread."""
         import trio
 
-        return await trio.to_thread.run_sync(self.attest, peer_id, epoch, nonce, now)
+        return await trio.to_thread.run_sync(
+            self.attest, peer_id, epoch, nonce, now, abandon_on_cancel=True
+        )
 
     async def execute_async(self, **kwargs: Any) -> tuple[bytes, Receipt]:
         """:meth:`execute` from trio, in a worker thread (same keyword arguments)."""
         import trio
 
-        return await trio.to_thread.run_sync(functools.partial(self.execute, **kwargs))
+        # abandon_on_cancel: a node shutting down does not wait for a running task; close()
+        # then kills the enclave process, which ends the abandoned call.
+        return await trio.to_thread.run_sync(
+            functools.partial(self.execute, **kwargs), abandon_on_cancel=True
+        )
 
     # -- lifetime ----------------------------------------------------------------------------
 
     @property
     def is_alive(self) -> bool:
         return not self._closed and self._process.poll() is None
+
+    def terminate(self) -> None:
+        """Kill the enclave process now, without waiting for a running call (shutdown).
+
+        A call in progress fails with CRASHED. Idempotent; :meth:`close` after it is a no-op.
+        """
+        self._closed = True
+        self._finalizer()
 
     def close(self) -> None:
         """Ask the enclave to exit, kill it if it does not, and reap it. Idempotent."""
