@@ -207,11 +207,12 @@ def _report(
         print(f"\nthe cheater ({names[cheater]}) was never chosen among the redundant nodes")
         return
     later = sum(n for e, n in stats.cheater_tasks_by_epoch.items() if e > stats.caught_epoch + 1)
+    until = "forever" if entry.until_epoch >= 2**40 else f"epoch {entry.until_epoch}"
+    phased_out = "yes" if view.penalties.is_penalised(cheater, epoch) else "no"
     print(
-        f"\ncheater {names[cheater]}: caught in epoch {stats.caught_epoch}; offender: "
-        f"{table.get(cheater).is_offender}; penalised until epoch "
-        f"{entry.until_epoch if entry.until_epoch < 2**40 else 'forever'}; tasks given to it "
-        f"after its penalty took effect: {later}"
+        f"\ncheater {names[cheater]}: caught in epoch {stats.caught_epoch}; phased out: "
+        f"{phased_out} (penalised until {until}); tasks given to it after its penalty took "
+        f"effect: {later}"
     )
     if entry.evidence:
         print(
