@@ -37,7 +37,15 @@ from repp2p.net.framing import FrameReader, write_cbor
 from repp2p.net.host import build_host
 from repp2p.net.task import MAX_RESPONSE, parse_response
 from repp2p.net.task import PROTOCOL as TASK_PROTOCOL
-from repp2p.records import Claim, Feedback, NodeAd, SignedRecord, TaskOffer, decode
+from repp2p.records import (
+    Claim,
+    Feedback,
+    NodeAd,
+    SignedRecord,
+    TaskOffer,
+    decode,
+    task_id_for,
+)
 from repp2p.tee import ResultError, ResultReason, TaskSecret, open_result, seal_input
 from repp2p.viewer import beacon
 
@@ -331,7 +339,7 @@ class Client:
         view = node.keeper.view(epoch)
         secret = TaskSecret.generate()
         offer_record = TaskOffer(
-            task_id=os.urandom(32),
+            task_id=task_id_for(node.identity.public_key, secret.public_key),
             engine_id=engine,
             epoch=epoch,
             tee_kinds=tuple(sorted(set(tee_kinds))),

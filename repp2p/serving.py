@@ -26,7 +26,7 @@ from repp2p.errors import ProtocolError, RecordError
 from repp2p.matching import claim_opens_at_ms, rank, should_claim
 from repp2p.net.framing import FrameReader, write_cbor
 from repp2p.net.task import MAX_REQUEST, error, parse_request
-from repp2p.records import Claim, Feedback, SignedRecord, TaskOffer, decode
+from repp2p.records import Claim, Feedback, SignedRecord, TaskOffer, decode, task_id_for
 from repp2p.tee import EnclaveError
 from repp2p.viewer import beacon
 
@@ -121,6 +121,8 @@ class TaskServer:
         if not isinstance(offer.record, TaskOffer):
             return error("bad_offer", f"a {offer.type} is not an offer")
         o: TaskOffer = offer.record
+        if o.task_id != task_id_for(offer.signer_key, o.result_key):
+            return error("bad_offer", "task id not bound to the offer's signer and result key")
         if o.deadline_ms <= now * 1000:
             return error("bad_offer", "deadline passed")
         if o.expires * 1000 < o.deadline_ms + EXPIRY_MARGIN_S * 1000:

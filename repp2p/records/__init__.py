@@ -31,6 +31,7 @@ from repp2p.records.types import (
     Receipt,
     Record,
     TaskOffer,
+    task_id_for,
 )
 
 __all__ = [
@@ -58,5 +59,6 @@ __all__ = [
     "receipt_message",
     "sign",
     "slot_key",
+    "task_id_for",
     "winner",
 ]

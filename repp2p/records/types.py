@@ -16,6 +16,7 @@ which the record is dropped). Units are in the field names or comments; there ar
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from typing import ClassVar
 
 from repp2p.errors import RecordError, RecordReason
@@ -249,6 +250,20 @@ class Feedback(Record):
 
     def slot(self) -> bytes:
         return self.task_id + self.node.encode("ascii")
+
+
+TASK_ID_DOMAIN = b"repp2p/1/task-id\0"
+
+
+def task_id_for(client_key: bytes, result_key: bytes) -> bytes:
+    """The task id a client must use: SHA-256 of a domain tag, its signing key and the offer's
+    one-time result key.
+
+    Binding the id to the client's key means nobody else can publish an offer with the same
+    id first and have nodes refuse the real one as a replay (task-id squatting); the fresh
+    result key makes it unique per task.
+    """
+    return hashlib.sha256(TASK_ID_DOMAIN + client_key + result_key).digest()
 
 
 #: The registry: wire type tag -> record class. The only place a type is made known.

@@ -203,6 +203,14 @@ async def test_replayed_and_expired_offers_are_ignored(tmp_path):
             answer = await ask(expired)
             assert answer["ok"] is False and answer["error"] == "bad_offer"
             assert "expired" in answer["detail"]
-            assert node.server.done == done_before  # neither request ran anything
+            # Task-id squatting: another client reuses the gossiped task id in its own offer.
+            from repp2p.testing import factories
+
+            mallory = factories.identity("mallory")
+            squat = encode(dataclasses.replace(offer, seq=2), mallory)  # the victim's task id
+            answer = await ask(squat)
+            assert answer["ok"] is False and answer["error"] == "bad_offer"
+            assert "task id not bound" in answer["detail"]
+            assert node.server.done == done_before  # none of these requests ran anything
         finally:
             await ctx.__aexit__(None, None, None)
