@@ -185,7 +185,11 @@ class ViewKeeper:
         view = self._views.get(epoch)
         if view is None:
             now = epoch * self.epoch_s
-            records = before_epoch(self.store.query(), epoch)
+            # The store keeps one current record per slot; the other half of each
+            # equivocation lives in its evidence table. Both must reach the reputation
+            # core, which turns the pair into an offence.
+            evidence = [r for pair in self.store.equivocations() for r in pair]
+            records = before_epoch(self.store.query() + evidence, epoch)
             previous = self._views.get(epoch - 1)
             view = View.build(
                 records,
