@@ -20,7 +20,15 @@ from collections.abc import Iterable
 from repp2p.attestation import Policy, VerificationCache, verify_node
 from repp2p.errors import AttestationError, AttestationReason
 from repp2p.matching import MatchingParams, View
-from repp2p.records import Attestation, Feedback, NodeAd, Receipt, SignedRecord, TaskOffer
+from repp2p.records import (
+    Attestation,
+    Claim,
+    Feedback,
+    NodeAd,
+    Receipt,
+    SignedRecord,
+    TaskOffer,
+)
 from repp2p.reputation import AttestedNode, PenaltyBook, ReputationParams
 from repp2p.store import RecordStoreAPI
 from repp2p.tee.measurement import enclave_measurement, runtime_measurement
@@ -44,11 +52,18 @@ def beacon(epoch: int) -> bytes:
     return hashlib.sha256(BEACON_DOMAIN + epoch.to_bytes(8, "big")).digest()
 
 
-def before_epoch(records: Iterable[SignedRecord], epoch: int) -> list[SignedRecord]:
-    """The records a view of ``epoch`` is built from: those of earlier epochs.
+#: Task records (offers, claims, receipts, feedback) enter views this many epochs late.
+TASK_RECORD_LAG = 2
 
-    Heartbeats, offers and claims go by their own epoch; receipts and feedback by their
-    offer's epoch (unknown offer: left out); ads and attestations always count.
+
+def before_epoch(records: Iterable[SignedRecord], epoch: int) -> list[SignedRecord]:
+    """The records a view of ``epoch`` is built from.
+
+    Heartbeats count from earlier epochs; task records (offers and claims by their epoch,
+    receipts and feedback by their offer's epoch; unknown offer: left out) only from epochs
+    ``<= epoch - TASK_RECORD_LAG``: tasks still in flight at a boundary keep producing
+    feedback for a while, and peers building the view a moment apart must not see
+    different reputations. Ads and attestations always count.
     """
     records = list(records)
     offer_epoch = {
@@ -61,10 +76,12 @@ def before_epoch(records: Iterable[SignedRecord], epoch: int) -> list[SignedReco
             out.append(signed)
             continue
         if isinstance(rec, Receipt | Feedback):
-            record_epoch = offer_epoch.get(rec.task_id)
+            record_epoch, limit = offer_epoch.get(rec.task_id), epoch - TASK_RECORD_LAG
+        elif isinstance(rec, TaskOffer | Claim):
+            record_epoch, limit = rec.epoch, epoch - TASK_RECORD_LAG
         else:
-            record_epoch = getattr(rec, "epoch", None)
-        if record_epoch is not None and record_epoch < epoch:
+            record_epoch, limit = getattr(rec, "epoch", None), epoch - 1
+        if record_epoch is not None and record_epoch <= limit:
             out.append(signed)
     return out
 
@@ -176,9 +193,9 @@ class ViewKeeper:
     def view(self, epoch: int) -> View:
         """The view of ``epoch``, built from the store on first use and then kept.
 
-        Only records of earlier epochs count (:func:`before_epoch`), so peers that build it
-        at different moments of the epoch agree: heartbeats of the epoch itself (their load
-        changes with every task) and the epoch's own task records wait for the next view.
+        Only settled records count (:func:`before_epoch`), so peers that build it at
+        different moments of the epoch agree: heartbeats of the epoch itself (their load
+        changes with every task) wait for the next view, task records for two.
         Ads and attestations count as current; nodes re-attest at mid-epoch, so the one
         a peer holds at the boundary is stable. A digest mismatch in claims shows residue.
         """

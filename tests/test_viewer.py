@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from repp2p.attestation import load_policy
 from repp2p.config import BOOTSTRAP_DIR
 from repp2p.records import Heartbeat, sign
@@ -34,8 +36,12 @@ def test_views_use_records_of_earlier_epochs_only():
         sign(Heartbeat(epoch=e, load=0, tasks_done=0, seq=1, expires=FAR), node) for e in (5, 6, 7)
     ]
     ad = sign(factories.sample_records()[0], node)
-    kept = before_epoch([*beats, ad], 7)
+    offers = [
+        sign(dataclasses.replace(factories.sample_records()[3], epoch=e), node) for e in (5, 6)
+    ]
+    kept = before_epoch([*beats, *offers, ad], 7)
     assert [s.record.epoch for s in kept if s.type == "Heartbeat"] == [5, 6]
+    assert [s.record.epoch for s in kept if s.type == "TaskOffer"] == [5]  # two epochs late
     assert ad in kept  # ads (and attestations) always count
 
 

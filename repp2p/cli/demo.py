@@ -65,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
 async def _main(args: argparse.Namespace, folder: Path) -> None:
     from repp2p.cli.devnet import Devnet
     from repp2p.client import Client, TaskError
+    from repp2p.viewer import TASK_RECORD_LAG
 
     cheat_name = f"node-{args.nodes}"
     devnet = Devnet(
@@ -117,8 +118,9 @@ async def _main(args: argparse.Namespace, folder: Path) -> None:
             async with trio.open_nursery() as nursery:
                 for _ in range(args.concurrency):
                     nursery.start_soon(worker)
-            # Let one epoch boundary pass, so the proof against the cheater is in the view.
-            epoch = int(client.node.clock()) // EPOCH_S + 1
+            # Let the task records settle into the view (TASK_RECORD_LAG boundaries), so the
+            # proof against the cheater is in it.
+            epoch = int(client.node.clock()) // EPOCH_S + TASK_RECORD_LAG
             await trio.sleep(max(0.0, epoch * EPOCH_S - client.node.clock()) + 1.0)
             print(stats.progress(args.tasks))
             _report(client, names, cheater, stats, epoch, args.redundancy)
@@ -167,6 +169,7 @@ def _report(
     client, names: dict[str, str], cheater: str, stats: _Stats, epoch: int, args_k: int
 ) -> None:
     from repp2p.ledger import MICRO, replay
+    from repp2p.viewer import TASK_RECORD_LAG
 
     view = client.node.keeper.view(epoch)
     table = view.reputation
@@ -206,7 +209,11 @@ def _report(
     if stats.caught_epoch is None:
         print(f"\nthe cheater ({names[cheater]}) was never chosen among the redundant nodes")
         return
-    later = sum(n for e, n in stats.cheater_tasks_by_epoch.items() if e > stats.caught_epoch + 1)
+    later = sum(
+        n
+        for e, n in stats.cheater_tasks_by_epoch.items()
+        if e > stats.caught_epoch + TASK_RECORD_LAG
+    )
     until = "forever" if entry.until_epoch >= 2**40 else f"epoch {entry.until_epoch}"
     phased_out = "yes" if view.penalties.is_penalised(cheater, epoch) else "no"
     print(

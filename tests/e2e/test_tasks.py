@@ -17,7 +17,7 @@ from repp2p.net.task import MAX_RESPONSE, parse_response
 from repp2p.net.task import PROTOCOL as TASK_PROTOCOL
 from repp2p.records import Feedback, Receipt, decode
 from repp2p.testing.network import local_network, node_config, start_node
-from repp2p.viewer import beacon
+from repp2p.viewer import TASK_RECORD_LAG, beacon
 
 from .conftest import wait_until
 
@@ -99,9 +99,9 @@ async def test_wrong_result_is_caught_by_redundancy_and_penalised(tmp_path):
                 s for s in client.node.store.query(type=Feedback.TYPE) if s.record.node == cheater
             ]
             assert wrong and all(s.record.outcome == "wrong" for s in wrong)
-            # From the next epoch on, every peer's view holds the proof: the cheater is an
-            # offender with a hard penalty, and ranks nowhere.
-            epoch = int(client.node.clock()) // EPOCH_S + 1
+            # Two epochs on (task records enter views TASK_RECORD_LAG epochs late), every
+            # peer's view holds the proof: the cheater is an offender, and ranks nowhere.
+            epoch = int(client.node.clock()) // EPOCH_S + TASK_RECORD_LAG
             await trio.sleep((epoch * EPOCH_S) - client.node.clock() + 0.6)
             view = client.node.keeper.view(epoch)
             assert view.reputation.get(cheater).is_offender
