@@ -49,6 +49,7 @@ from repp2p.net.sync import make_handler, pull
 from repp2p.net.task import PROTOCOL as TASK_PROTOCOL
 from repp2p.net.topics import TOPICS, topic_accepts, topic_for
 from repp2p.records import (
+    RECORD_TYPES,
     Attestation,
     EngineOffer,
     Heartbeat,
@@ -605,18 +606,7 @@ class Node:
         """A JSON-ready summary for ``repp2p status`` and the devnet table."""
         assert self.store is not None
         peers = [str(p) for p in self.host.get_connected_peers()]
-        counts = {
-            t: self.store.count(t)
-            for t in (
-                "NodeAd",
-                "Attestation",
-                "Heartbeat",
-                "TaskOffer",
-                "Claim",
-                "Receipt",
-                "Feedback",
-            )
-        }
+        counts = {t: self.store.count(t) for t in RECORD_TYPES}
         rejected: dict[str, float] = {}
         for metric in self.metrics.rejected.collect():
             for sample in metric.samples:
@@ -680,15 +670,7 @@ class Node:
         if self.host is not None:
             self.metrics.peers.set(len(self.host.get_connected_peers()))
         if self.store is not None:
-            for t in (
-                "NodeAd",
-                "Attestation",
-                "Heartbeat",
-                "TaskOffer",
-                "Claim",
-                "Receipt",
-                "Feedback",
-            ):
+            for t in RECORD_TYPES:
                 self.metrics.records.labels(t).set(self.store.count(t))
         return generate_latest(self.metrics.registry)
 
