@@ -156,3 +156,13 @@ def test_simulated_is_labelled_loudly(tmp_path: Path, capsys) -> None:  # type: 
 def test_errors_exit_1(argv: list[str], capsys) -> None:  # type: ignore[no-untyped-def]
     assert run(argv) == 1
     assert "error" in capsys.readouterr().err
+
+
+def test_without_at_or_policy_an_expired_window_is_rejected(capsys) -> None:  # type: ignore[no-untyped-def]
+    # The 2022 Nitro document verifies at its own time but not today: no policy means no
+    # age limit, not "any time goes".
+    vector("nitro/valid-attestation-doc-bytes")
+    path = str(VECTORS / "nitro/valid-attestation-doc-bytes")
+    assert run(["attest", "verify", path, "--kind", "nitro"]) == 2
+    out = capsys.readouterr().out
+    assert "REJECTED: cert_expired" in out
