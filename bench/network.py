@@ -117,7 +117,9 @@ async def measure(size: int, records: int) -> dict[str, float]:
                     await pubsub.publish(topic, data)
                     with trio.move_on_after(10):
                         while True:
-                            await trio.sleep(0.2)
+                            # Arrival times are stamped by the nodes; polling slowly keeps
+                            # the measurement from loading the machine it measures.
+                            await trio.sleep(1.0)
                             arrivals = await _arrivals(devnet, record_id)
                             got = sorted(a for a in arrivals if a is not None)
                             if len(got) >= need:
