@@ -30,6 +30,7 @@ import numpy as np
 
 from repp2p.ledger.params import LedgerParams
 from repp2p.reputation import Evidence, PenaltyBook, ReputationParams, ReputationTable
+from repp2p.reputation.scores import receipt_votes
 
 _OK = 0
 
@@ -73,14 +74,7 @@ def work_units(
         & ~ev.equivocated[ev.receipt_node]
     )
     # Agreement and proven-wrong, per (offer, output) among valid receipts.
-    n_outputs = int(ev.receipt_output.max()) + 1
-    out_count = np.bincount(ev.receipt_output[r_valid], minlength=n_outputs)
-    per_offer = np.bincount(ev.receipt_offer[r_valid], minlength=n_offers)
-    c = np.where(r_valid, out_count[ev.receipt_output], 0)
-    top = np.zeros(n_offers, np.int64)
-    np.maximum.at(top, ev.receipt_offer, c)
-    has_majority = (top >= rp.wrong_quorum) & (2 * top > per_offer)
-    r_wrong = r_valid & has_majority[ev.receipt_offer] & (c < top[ev.receipt_offer])
+    c, r_wrong = receipt_votes(ev, r_valid, n_offers, rp.wrong_quorum)
     agreed = c >= 2
     # ok feedback from the owner of the offer, on this node
     fo = ev.fb_offer

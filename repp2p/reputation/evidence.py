@@ -112,6 +112,22 @@ def _col(values: Any, dtype: Any = _I64) -> np.ndarray:
     return arr
 
 
+def _node_columns(n: int) -> dict[str, Any]:
+    """Per-peer node columns for ``n`` peers, all "not a node" (the defaults)."""
+    return {
+        "is_node": np.zeros(n, bool),
+        "capacity": np.zeros(n, _I64),
+        "throughput": np.zeros(n, _I64),
+        "price": np.zeros(n, np.uint64),
+        "verified": np.zeros(n, bool),
+        "failed": np.zeros(n, bool),
+        "tcb_degraded": np.zeros(n, bool),
+        "attested_at": np.zeros(n, _I64),
+        "consistent": np.zeros(n, bool),
+        "equivocated": np.zeros(n, bool),
+    }
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Evidence:
     """Compact, canonical evidence columns (see the module docstring for invariants).
@@ -190,18 +206,7 @@ class Evidence:
         if list(peers) != sorted(set(peers)):
             raise ValueError("peers must be sorted and unique")
         n = len(peers)
-        defaults = {
-            "is_node": np.zeros(n, bool),
-            "capacity": np.zeros(n, _I64),
-            "throughput": np.zeros(n, _I64),
-            "price": np.zeros(n, np.uint64),
-            "verified": np.zeros(n, bool),
-            "failed": np.zeros(n, bool),
-            "tcb_degraded": np.zeros(n, bool),
-            "attested_at": np.zeros(n, _I64),
-            "consistent": np.zeros(n, bool),
-            "equivocated": np.zeros(n, bool),
-        }
+        defaults = _node_columns(n)
         out: dict[str, Any] = {}
         for name, default in defaults.items():
             value = columns.pop(name, default)
@@ -307,18 +312,7 @@ def collect(
     index = {p: i for i, p in enumerate(peers)}
     n = len(peers)
 
-    cols: dict[str, Any] = {
-        "is_node": np.zeros(n, bool),
-        "capacity": np.zeros(n, _I64),
-        "throughput": np.zeros(n, _I64),
-        "price": np.zeros(n, np.uint64),
-        "verified": np.zeros(n, bool),
-        "failed": np.zeros(n, bool),
-        "tcb_degraded": np.zeros(n, bool),
-        "attested_at": np.zeros(n, _I64),
-        "consistent": np.zeros(n, bool),
-        "equivocated": np.zeros(n, bool),
-    }
+    cols: dict[str, Any] = _node_columns(n)
     ads: dict[str, NodeAd] = {}
     for item in by_type.get(NodeAd.TYPE, ()):
         ad: NodeAd = item.record

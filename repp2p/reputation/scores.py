@@ -185,6 +185,29 @@ def eigentrust(
     return (t, prev) if previous else t
 
 
+def receipt_votes(
+    ev: Evidence, r_valid: np.ndarray, n_offers: int, wrong_quorum: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """How the valid receipts of each offer vote, and which are proven wrong.
+
+    Returns ``(agreeing, wrong)`` per receipt row: ``agreeing`` counts the valid receipts
+    of the same offer with the same output (0 for an invalid row); ``wrong`` marks a valid
+    receipt outvoted by at least ``wrong_quorum`` others that are a strict majority of the
+    offer's valid receipts. The one definition of "proven wrong" (reputation and ledger).
+    """
+    if not r_valid.any():
+        return np.zeros(len(r_valid), np.int64), np.zeros(len(r_valid), bool)
+    n_outputs = int(ev.receipt_output.max()) + 1
+    out_count = np.bincount(ev.receipt_output[r_valid], minlength=n_outputs)
+    per_offer = np.bincount(ev.receipt_offer[r_valid], minlength=n_offers)
+    agreeing = np.where(r_valid, out_count[ev.receipt_output], 0)
+    top = np.zeros(n_offers, np.int64)
+    np.maximum.at(top, ev.receipt_offer, agreeing)
+    has_majority = (top >= wrong_quorum) & (2 * top > per_offer)
+    wrong = r_valid & has_majority[ev.receipt_offer] & (agreeing < top[ev.receipt_offer])
+    return agreeing, wrong
+
+
 def compute(
     evidence: Evidence,
     *,
@@ -235,14 +258,7 @@ def compute(
     r_wrong = np.zeros(len(r_key), bool)
     offences = list(ev.offences)
     if r_valid.any():
-        n_outputs = int(ev.receipt_output.max()) + 1
-        out_count = np.bincount(ev.receipt_output[r_valid], minlength=n_outputs)
-        per_offer = np.bincount(ev.receipt_offer[r_valid], minlength=n_offers)
-        c = np.where(r_valid, out_count[ev.receipt_output], 0)
-        top = np.zeros(n_offers, np.int64)
-        np.maximum.at(top, ev.receipt_offer, c)
-        has_majority = (top >= p.wrong_quorum) & (2 * top > per_offer)
-        r_wrong = r_valid & has_majority[ev.receipt_offer] & (c < top[ev.receipt_offer])
+        _, r_wrong = receipt_votes(ev, r_valid, n_offers, p.wrong_quorum)
         for r in np.flatnonzero(r_wrong):
             o = ev.receipt_offer[r]
             ids: tuple[bytes, ...] = ()
