@@ -63,6 +63,12 @@ async def test_frame_reader_rejects_hostile_input(data, message):
         await FrameReader(FakeStream(data), max_frame=1000).read_cbor()
 
 
+async def _connect(client, server) -> None:
+    addr = multiaddr.Multiaddr(f"{server.get_addrs()[0]}/p2p/{server.get_id()}")
+    with trio.fail_after(10):
+        await client.connect(info_from_p2p_addr(addr))
+
+
 def _fill(store, count: int) -> list:
     records = [
         sign(Heartbeat(epoch=e, load=0, tasks_done=0, seq=1, expires=factories.FAR_FUTURE), key)
@@ -81,12 +87,7 @@ async def test_pull_pages_through_everything(tmp_path):
     server, client = build_host(factories.identity("a")), build_host(factories.identity("b"))
     async with server.run(listen_addrs=[LOCAL]), client.run(listen_addrs=[LOCAL]):
         server.set_stream_handler(PROTOCOL, make_handler(served, params))
-        with trio.fail_after(10):
-            await client.connect(
-                info_from_p2p_addr(
-                    multiaddr.Multiaddr(f"{server.get_addrs()[0]}/p2p/{server.get_id()}")
-                )
-            )
+        await _connect(client, server)
         with trio.fail_after(20):
             stream = await client.new_stream(server.get_id(), [PROTOCOL])
             result = await pull(stream, lambda d: fresh.ingest(d, now=NOW) is not None, params)
@@ -119,12 +120,7 @@ async def test_pull_cuts_off_a_peer_that_sends_garbage(tmp_path):
     server, client = build_host(factories.identity("liar")), build_host(factories.identity("c"))
     async with server.run(listen_addrs=[LOCAL]), client.run(listen_addrs=[LOCAL]):
         server.set_stream_handler(PROTOCOL, liar)
-        with trio.fail_after(10):
-            await client.connect(
-                info_from_p2p_addr(
-                    multiaddr.Multiaddr(f"{server.get_addrs()[0]}/p2p/{server.get_id()}")
-                )
-            )
+        await _connect(client, server)
         with trio.fail_after(20):
             stream = await client.new_stream(server.get_id(), [PROTOCOL])
             with pytest.raises(ProtocolError, match="invalid records"):
@@ -139,12 +135,7 @@ async def test_server_drops_a_malformed_request(tmp_path):
     server, client = build_host(factories.identity("d")), build_host(factories.identity("e"))
     async with server.run(listen_addrs=[LOCAL]), client.run(listen_addrs=[LOCAL]):
         server.set_stream_handler(PROTOCOL, make_handler(served, SyncParams()))
-        with trio.fail_after(10):
-            await client.connect(
-                info_from_p2p_addr(
-                    multiaddr.Multiaddr(f"{server.get_addrs()[0]}/p2p/{server.get_id()}")
-                )
-            )
+        await _connect(client, server)
         with trio.fail_after(20):
             stream = await client.new_stream(server.get_id(), [PROTOCOL])
             payload = cbor2.dumps({"after": "not bytes", "limit": 5})
