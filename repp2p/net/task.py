@@ -2,9 +2,10 @@
 
 One stream per attempt, one CBOR frame each way (framing as in :mod:`repp2p.net.framing`)::
 
-    client -> {"offer": bytes, "sealed": bytes}
+    client -> {"offer": bytes, "sealed": bytes, "releases"?: [bytes, ...]}
         offer: the client-signed TaskOffer envelope; sealed: the input sealed to the node's
-        attested X25519 key (repp2p.tee.seal_input)
+        attested X25519 key (repp2p.tee.seal_input); releases: up to 16 of the owner's
+        timeout/bad_proof Feedback envelopes on better-ranked claimants that failed
     node   -> {"ok": true, "claim": bytes, "receipt": bytes, "output": bytes}
         claim: the node-signed Claim envelope (also gossiped); receipt: the node-signed
         Receipt envelope carrying the enclave signature (also gossiped); output: the
@@ -13,7 +14,7 @@ One stream per attempt, one CBOR frame each way (framing as in :mod:`repp2p.net.
 
 Errors: ``bad_request``, ``bad_offer``, ``replayed``, ``wrong_epoch``, ``not_assigned``
 (this node has no claiming rank for the offer in its view), ``not_my_turn`` (failover: a
-better rank claimed in time), ``no_capacity``, ``execution_failed``, ``busy``.
+better rank claimed in time), ``no_capacity``, ``execution_failed``.
 The client checks everything it receives against its own view and the node's attestation;
 a node's word is never trusted.
 """
@@ -40,7 +41,6 @@ ERRORS = frozenset(
         "not_my_turn",
         "no_capacity",
         "execution_failed",
-        "busy",
     }
 )
 
