@@ -19,7 +19,16 @@ class ReputationParams:
     """Weights, windows, half-lives and thresholds of the reputation score.
 
     Component weights (each a float in [0, 100]; at least one > 0; the score is the
-    weighted mean of the components, so only their ratios matter):
+    weighted mean of the components, so only their ratios matter). Success dominates
+    (12 of 16) because it is the one component a cheater cannot earn by being online, fast
+    and attested. The simulator set the value (``simulations/results/README.md``): under
+    the ``sweep_malicious_hard`` assumptions (clients notice half the wrong results, 20% of
+    clients collude), the former default ``w_success = 3`` (3 of 7) left a node that is
+    wrong half the time at ~760-810 permille, above a task minimum of 700, and 67% of tasks
+    went bad at 70% malicious nodes; 12 (``sweep_malicious_tuned``) puts such a node at
+    ~600-630 permille and 1.2% of tasks bad after warm-up (6.9% overall). The price:
+    everyone starts at 731 permille instead of 771, and slander weighs more on a node whose
+    history is still thin.
 
     Attributes:
         w_uptime: weight of uptime (share of epochs in the window with a heartbeat).
@@ -89,7 +98,7 @@ class ReputationParams:
     """
 
     w_uptime: float = 1.0
-    w_success: float = 3.0
+    w_success: float = 12.0
     w_throughput: float = 1.0
     w_latency: float = 1.0
     w_attestation: float = 1.0

@@ -141,6 +141,31 @@ def test_bad_nodes_score_lower_and_recent_evidence_weighs_more():
     assert good > old > new
 
 
+def test_default_weights_keep_a_half_wrong_node_under_700_permille():
+    # Why w_success defaults to 12 (simulations/results/README.md: sweep_malicious_hard at
+    # the former 3 against 12): a node that is online, fast and attested but whose results
+    # clients judge wrong half the time has success ~0.5 and every other component ~1.
+    # With success 3 of 7 that still averages above a task minimum of 700 permille; with
+    # 12 of 16 it falls below, while an honest node stays well above.
+    s = f.Scenario()
+    for name in ("honest", "half-wrong"):
+        s.add_node(name)
+        s.heartbeats(name, range(EPOCHS + 1))
+    for e in range(EPOCHS):
+        clients = [f"c{(e + i) % 4}" for i in range(4)]
+        s.task(clients[0], "honest", e, "ok")
+        s.task(clients[1], "honest", e, "ok")
+        s.task(clients[2], "half-wrong", e, "wrong" if e % 2 else "ok")
+        s.task(clients[3], "half-wrong", e, "ok" if e % 2 else "wrong")
+    default = table_of(s.records, s.attested)
+    old = table_of(s.records, s.attested, params=ReputationParams(w_success=3.0))
+    half = default.get(f.peer("half-wrong"))
+    assert 0.45 < half.success < 0.55
+    assert min(half.uptime, half.throughput, half.latency, half.attestation) > 0.9
+    assert half.permille < 700 < old.get(f.peer("half-wrong")).permille
+    assert default.get(f.peer("honest")).permille > 850
+
+
 def test_uptime_counts_missing_heartbeats():
     s = f.Scenario()
     s.add_node("steady")
