@@ -33,10 +33,10 @@ from repp2p.errors import ConfigError, NetworkError, RecordError
 from repp2p.identity import Identity
 from repp2p.matching import ClaimError, ClaimReason, claim_opens_at_ms, rank, verify_claim
 from repp2p.net.dht import NAMESPACE, AdValidator, ad_key, engine_provider_key
-from repp2p.net.framing import FrameReader, write_cbor
 from repp2p.net.host import build_host
-from repp2p.net.task import MAX_RESPONSE, parse_response
+from repp2p.net.task import MAX_HANDOVER
 from repp2p.net.task import PROTOCOL as TASK_PROTOCOL
+from repp2p.net.task_streams import TaskStreams
 from repp2p.records import (
     Claim,
     Feedback,
@@ -214,7 +214,12 @@ class Client:
     """
 
     def __init__(self, node: Any) -> None:
+        from libp2p.peer.id import ID as PeerID
+
         self.node = node
+        self.streams = TaskStreams(
+            lambda peer: node.host.new_stream(PeerID.from_base58(peer), [TASK_PROTOCOL])
+        )
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -261,7 +266,11 @@ class Client:
                         await node.synced.wait()
                     if not node.synced.is_set():
                         raise NetworkError("could not sync with the network")
-                    yield cls(node)
+                    client = cls(node)
+                    try:
+                        yield client
+                    finally:
+                        await client.streams.aclose()
                 finally:
                     node.stop()
         except BaseExceptionGroup as group:
@@ -353,19 +362,24 @@ class Client:
             seq=1,
             expires=int(started + timeout) + 3600,
         )
-        # Gossip in the background: every chosen node gets the offer with the request and
-        # makes sure it is public; waiting for our own gossip send would only add latency.
+        # Stored here, then it travels with each request: the nodes we chose put it in
+        # their feeds (repp2p.net.feed), from which every peer pulls it.
         offer = node.publish_soon(offer_record)
         ranking = rank(offer_record, view, beacon(epoch))
         if not ranking:
             raise TaskError("no_nodes", f"no eligible node serves {engine!r} in this view")
         attempt = _Attempt(self, offer, secret, data, view, ranking, started + timeout)
         answers = await attempt.run(redundancy)
-        return await attempt.conclude(answers, started)
+        try:
+            return await attempt.conclude(answers, started)
+        finally:
+            node._background.start_soon(attempt.hand_over)
 
 
 #: seconds one node gets, after its failover turn opens, to return a verified result
 ATTEMPT_BUDGET_S = 30.0
+#: seconds a node gets to take a task's feedback (background, after the result)
+HANDOVER_TIMEOUT_S = 10.0
 
 
 class TaskError(NetworkError):
@@ -406,6 +420,7 @@ class _Attempt:
         self.next_rank = 0
         self.releases: list[bytes] = []
         self.answers: list[_Answer] = []
+        self.feedbacks: list[bytes] = []  # our Feedback envelopes on this task
 
     async def run(self, redundancy: int) -> list[_Answer]:
         async with trio.open_nursery() as nursery:
@@ -426,8 +441,6 @@ class _Attempt:
             await self._release(answer)
 
     async def _try(self, peer: str, r: int) -> _Answer | None:
-        from libp2p.peer.id import ID as PeerID
-
         keys = self.node.keeper.enclave_keys(peer)
         if keys is None:
             return None
@@ -441,23 +454,17 @@ class _Attempt:
         # One node may not eat the whole budget: its turn plus one execution at most.
         opens = claim_opens_at_ms(r, o.redundancy, self.view.matching_params) / 1000
         budget = min(self.deadline - sent, opens + ATTEMPT_BUDGET_S)
-        stream = None
         try:
             with trio.fail_after(max(0.1, budget)):
-                stream = await self.node.host.new_stream(PeerID.from_base58(peer), [TASK_PROTOCOL])
-                await write_cbor(stream, request)
-                reply = parse_response(await FrameReader(stream, MAX_RESPONSE).read_cbor())
+                reply = await self.client.streams.request(peer, request)
         except Exception as exc:  # dead node, reset stream, protocol violation, timeout
             log.info("task attempt on %s (rank %d) failed: %r", peer, r, exc)
+            await self.client.streams.forget(peer)
             claim = self._claim_of(peer)
             if claim is None:
                 return None  # it never took the task: nothing to release, no feedback due
             latency = int((self.node.clock() - sent) * 1000)
             return _Answer(peer, r, None, claim, None, latency, "timeout")
-        finally:
-            if stream is not None:
-                with trio.CancelScope(shield=True), contextlib.suppress(Exception):
-                    await stream.close()
         latency = int((self.node.clock() - sent) * 1000)
         if not reply["ok"]:
             log.info("rank %d (%s) declined: %s %s", r, peer, reply["error"], reply["detail"])
@@ -510,7 +517,7 @@ class _Attempt:
 
     async def _feedback(self, peer: str, outcome: str, latency_ms: int) -> SignedRecord:
         o = self.offer.record
-        return self.node.publish_soon(
+        signed = self.node.publish_soon(
             Feedback(
                 task_id=o.task_id,
                 node=peer,
@@ -521,6 +528,23 @@ class _Attempt:
                 expires=o.expires,
             )
         )
+        self.feedbacks.append(signed.data)
+        return signed
+
+    async def hand_over(self) -> None:
+        """Give this task's feedback to every node that claimed it (they spread it).
+
+        Background work after the result is returned; a node that is gone is skipped.
+        """
+        records = self.feedbacks[:MAX_HANDOVER]
+        if not records:
+            return
+        for peer in dict.fromkeys(a.peer for a in self.answers if a.claim is not None):
+            try:
+                with trio.fail_after(HANDOVER_TIMEOUT_S):
+                    await self.client.streams.request(peer, {"records": records})
+            except Exception as exc:
+                log.info("feedback hand-over to %s failed: %r", peer, exc)
 
     async def conclude(self, answers: list[_Answer], started: float) -> TaskResult:
         o = self.offer.record

@@ -16,6 +16,8 @@ Example ``node.toml`` (every key optional except where noted)::
     degree = 6
     [sync]                               # repp2p.net.params.SyncParams fields
     page_records = 256
+    [feed]                               # repp2p.net.params.FeedParams fields
+    interval_s = 0.5
     [connections]                        # repp2p.net.params.ConnectionParams fields
     low_watermark = 8
 """
@@ -28,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from repp2p.errors import ConfigError
-from repp2p.net.params import ConnectionParams, GossipParams, SyncParams
+from repp2p.net.params import ConnectionParams, FeedParams, GossipParams, SyncParams
 from repp2p.records import TEE_KINDS
 from repp2p.records.types import ENGINE_ID_PATTERN
 
@@ -62,7 +64,7 @@ class NodeConfig:
             (with valid receipts), so redundancy and reputation can be shown catching it.
         task_delay_s: TEST ONLY, dev network only: seconds the node waits between claiming
             a task and running it (fault injection for failover tests), 0..600.
-        gossip, sync, connections: network-layer parameters.
+        gossip, sync, feed, connections: network-layer parameters.
     """
 
     data_dir: Path
@@ -88,6 +90,7 @@ class NodeConfig:
     task_delay_s: float = 0.0
     gossip: GossipParams = dataclasses.field(default_factory=GossipParams)
     sync: SyncParams = dataclasses.field(default_factory=SyncParams)
+    feed: FeedParams = dataclasses.field(default_factory=FeedParams)
     connections: ConnectionParams = dataclasses.field(default_factory=ConnectionParams)
 
     def __post_init__(self) -> None:
@@ -218,6 +221,8 @@ def node_config_from_dict(data: dict[str, Any], *, base_dir: Path) -> NodeConfig
         data["gossip"] = _sub(GossipParams, data["gossip"], "gossip")
     if "sync" in data:
         data["sync"] = _sub(SyncParams, data["sync"], "sync")
+    if "feed" in data:
+        data["feed"] = _sub(FeedParams, data["feed"], "feed")
     if "connections" in data:
         data["connections"] = _sub(ConnectionParams, data["connections"], "connections")
     try:

@@ -21,6 +21,7 @@ Role and invariants:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -40,6 +41,7 @@ from repp2p.attestation import SIMULATED_LABEL, load_policy
 from repp2p.config import NodeConfig
 from repp2p.errors import ConfigError, KeyFileError, RecordError, RecordReason, StoreError
 from repp2p.identity import Identity
+from repp2p.net import feed as feed_protocol
 from repp2p.net import status_http
 from repp2p.net.dht import NAMESPACE, AdValidator, ServerOnlyKadDHT, ad_key, engine_provider_key
 from repp2p.net.gossip import build_pubsub, install_validators
@@ -62,6 +64,7 @@ from repp2p.records import (
 )
 from repp2p.serving import TaskServer
 from repp2p.store import SqliteRecordStore
+from repp2p.store.sqlite import FEED_TYPES
 from repp2p.viewer import ViewKeeper, beacon
 
 log = logging.getLogger("repp2p.node")
@@ -132,6 +135,13 @@ class Node:
         self.enclave: Any = None
         self.keeper: ViewKeeper | None = None
         self.server = TaskServer(self)
+        self.feed = feed_protocol.FeedFollower(
+            self.feed_candidates,
+            self._open_feed,
+            lambda data: self.accept(data, source="feed"),
+            config.feed,
+            self.clock,
+        )
         self.attested_epoch: int | None = None
         self._background: Any = None  # the run() nursery, for fire-and-forget gossip
         self.store: SqliteRecordStore | None = None
@@ -180,6 +190,12 @@ class Node:
         """
         started = time.perf_counter()
         now = int(self.clock())
+        assert self.store is not None
+        if topic is None and self.store.has(hashlib.sha256(data).digest()):
+            # Held already (feeds deliver most records more than once): skip the signature
+            # check. Gossip still takes the full path, which also checks the topic.
+            self.metrics.accepted.labels("?", Outcome.DUPLICATE.value, source).inc()
+            return True
         try:
             signed = decode(data, now=now)
         except RecordError as exc:
@@ -222,8 +238,14 @@ class Node:
         signed = decode(data)
         if not self.accept(data, source="local"):
             raise RecordError(RecordReason.EXPIRED, f"own {record.TYPE} refused (stale/expired)")
-        self._background.start_soon(self.gossip, data, record.TYPE)
+        self.spread(data, record.TYPE)
         return signed
+
+    def spread(self, data: bytes, record_type: str) -> None:
+        """Make a stored record travel: gossip it in the background, unless it is a per-task
+        record, which peers pull from our feed (``/repp2p/feed/1``)."""
+        if record_type not in FEED_TYPES or self.config.feed.gossip_task_records:
+            self._background.start_soon(self.gossip, data, record_type)
 
     async def publish(self, record: Record) -> SignedRecord:
         """Sign ``record``, publish it on its topic, and return it once stored locally.
@@ -308,6 +330,10 @@ class Node:
                 self.host.set_stream_handler(
                     SYNC_PROTOCOL, make_handler(self.store, cfg.sync, self.clock)
                 )
+                self.host.set_stream_handler(
+                    feed_protocol.PROTOCOL,
+                    feed_protocol.make_handler(self.store, cfg.feed, self.clock),
+                )
                 async with (
                     background_trio_service(self.dht),
                     background_trio_service(self.pubsub),
@@ -337,6 +363,7 @@ class Node:
                     nursery.start_soon(self._prune_loop)
                     nursery.start_soon(self._view_loop)
                     nursery.start_soon(self._purge_loop)
+                    nursery.start_soon(self.feed.run)
                     if not self.is_client:
                         await self._attest()
                         nursery.start_soon(self._attestation_loop)
@@ -440,6 +467,21 @@ class Node:
                 self.synced.set()  # the first node of a network has nobody to sync from
             await trio.sleep(delay)
             delay = min(delay * 2, 15.0)
+
+    def feed_candidates(self) -> list[str]:
+        """Connected full nodes (peers with a stored ad): where we pull task records from."""
+        assert self.store is not None
+        out = []
+        for peer in self.host.get_connected_peers():
+            text = peer.to_base58()
+            if self.store.query(type=NodeAd.TYPE, signer=text, limit=1):
+                out.append(text)
+        return out
+
+    async def _open_feed(self, peer: str) -> Any:
+        from libp2p.peer.id import ID as PeerID
+
+        return await self.host.new_stream(PeerID.from_base58(peer), [feed_protocol.PROTOCOL])
 
     def prune_routing_table(self) -> int:
         """Drop DHT-client peers from the routing table; returns how many were dropped.

@@ -25,7 +25,7 @@ from engines.errors import EngineError
 from repp2p.errors import ProtocolError, RecordError
 from repp2p.matching import claim_opens_at_ms, rank, should_claim
 from repp2p.net.framing import FrameReader, write_cbor
-from repp2p.net.task import MAX_REQUEST, error, parse_request
+from repp2p.net.task import IDLE_TIMEOUT_S, MAX_REQUEST, error, parse_handover, parse_request
 from repp2p.records import Claim, Feedback, SignedRecord, TaskOffer, decode, task_id_for
 from repp2p.tee import EnclaveError
 from repp2p.viewer import beacon
@@ -82,35 +82,72 @@ class TaskServer:
         self._handled: dict[bytes, float] = {}  # task id -> when we claimed it
 
     async def handle_stream(self, stream: Any) -> None:
-        """``/repp2p/task/1`` stream handler: one request, one response."""
+        """``/repp2p/task/1`` stream handler: requests and responses in turn, until EOF.
+
+        A client keeps a stream open for its next task (no stream set-up per task); a
+        stream idle for :data:`~repp2p.net.task.IDLE_TIMEOUT_S` is closed.
+        """
         reader = FrameReader(stream, max_frame=MAX_REQUEST)
         try:
-            with trio.fail_after(10):
-                request = await reader.read_cbor()
-            response = (
-                error("bad_request", "no request") if request is None else await self.serve(request)
-            )
-        except ProtocolError as exc:
-            response = error("bad_request", str(exc))
-        except trio.TooSlowError:
-            response = error("bad_request", "request not received in time")
-        except Exception as exc:
-            # Nothing a peer sends may escape a stream handler: in py-libp2p 0.8.1 that
-            # cancels the swarm and stops the whole node.
-            log.exception("task request failed")
-            response = error("execution_failed", f"{type(exc).__name__}")
-        try:
-            with trio.fail_after(10):
-                await write_cbor(stream, response)
-        except Exception as exc:  # the client went away: the receipt is public anyway
-            log.info("task response not delivered: %r", exc)
+            while await self._serve_one(stream, reader):
+                pass
         finally:
             try:
                 await stream.close()
             except Exception:
                 pass
 
+    async def _serve_one(self, stream: Any, reader: FrameReader) -> bool:
+        """Answer one request on ``stream``; False when the stream is done."""
+        keep = True
+        try:
+            with trio.move_on_after(IDLE_TIMEOUT_S) as idle:
+                request = await reader.read_cbor()
+            if idle.cancelled_caught or request is None:
+                return False  # idle, or the client closed its side
+            response = await self.serve(request)
+        except ProtocolError as exc:
+            response, keep = error("bad_request", str(exc)), False
+        except Exception as exc:
+            # Nothing a peer sends may escape a stream handler: in py-libp2p 0.8.1 that
+            # cancels the swarm and stops the whole node. A reset stream ends up here too.
+            if not isinstance(exc, trio.BrokenResourceError | trio.ClosedResourceError):
+                log.exception("task request failed")
+            response, keep = error("execution_failed", f"{type(exc).__name__}"), False
+        try:
+            with trio.fail_after(10):
+                await write_cbor(stream, response)
+        except Exception as exc:  # the client went away: the receipt is public anyway
+            log.info("task response not delivered: %r", exc)
+            return False
+        return keep
+
     async def serve(self, request: Any) -> dict[str, Any]:
+        """Answer one request frame (a task, or a hand-over of feedback)."""
+        handed = parse_handover(request)
+        if handed is not None:
+            return {"ok": True, "stored": self.take_records(handed)}
+        return await self.run_task(request)
+
+    def take_records(self, handed: list[bytes]) -> int:
+        """Store a client's feedback on tasks this node served; returns how many it took.
+
+        The client hands a task's feedback to each of the task's nodes, including feedback
+        on the *other* nodes: a node that cheated cannot bury the evidence by not
+        spreading it, since the task's honest nodes hold it too.
+        """
+        node = self.node
+        stored = 0
+        for data in handed:
+            try:
+                fb = decode(data, now=int(node.clock())).record
+            except RecordError:
+                continue
+            if isinstance(fb, Feedback) and self._claimed_before(fb.task_id):
+                stored += node.accept(data, source="task")
+        return stored
+
+    async def run_task(self, request: Any) -> dict[str, Any]:
         node = self.node
         offer_data, sealed, releases = _parse(request)
         now = node.clock()
@@ -136,8 +173,8 @@ class TaskServer:
         held = node.store.get(offer.record_id) is not None
         if not node.accept(offer_data, source="task"):
             return error("bad_offer", "offer refused by the record pipeline")
-        if not held:  # the client normally gossips it itself; make sure it is public
-            node._background.start_soon(node.gossip, offer_data, TaskOffer.TYPE)
+        if not held:  # a client's offer enters the network through the nodes it chose
+            node.spread(offer_data, TaskOffer.TYPE)
         for data in releases:
             if _is_release(data, offer, now):
                 node.accept(data, source="task")

@@ -1,10 +1,11 @@
 """Frozen, validated parameters of the network layer (one object per concern).
 
-Sizing notes for GossipParams: our traffic per node is about one heartbeat per
-``heartbeat_interval_s`` (10 s), one ad and one attestation per republish period, plus task
-traffic (an offer, k claims, k receipts and k feedbacks per task). At the 300 tasks/s the
-task benchmark aims for across a 16-node network, a topic sees ~1,000 messages/s network-wide
-and a single peer can legitimately originate ~100/s on the task topics. py-libp2p's spam
+Sizing notes for GossipParams: our gossip per node is about one heartbeat per
+``heartbeat_interval_s`` (10 s) and one ad and one attestation per republish period. Per-task
+records (an offer, k claims, k receipts and k feedbacks per task) spread by pulls over
+``/repp2p/feed/1`` (FeedParams), not by gossip, unless ``gossip_task_records`` is set: then,
+at the 300 tasks/s the task benchmark aims for across a 16-node network, a topic sees ~1,000
+messages/s network-wide and one peer can legitimately originate ~100/s. py-libp2p's spam
 protection caps every peer at 10 messages/s per topic by default, which would drop honest
 bursts, so we raise the per-peer rate to ``max_messages_per_peer_per_topic_s`` and rely on
 our own validators (invalid records cost gossip score) for abuse.
@@ -85,6 +86,52 @@ class SyncParams:
         _bound("request_timeout_s", self.request_timeout_s, 0.1, 600)
         _bound("max_pages", self.max_pages, 1, 1_000_000)
         _bound("max_invalid", self.max_invalid, 0, 1_000_000)
+
+
+@dataclasses.dataclass(frozen=True)
+class FeedParams:
+    """``/repp2p/feed/1`` settings: how per-task records spread (see repp2p.net.feed).
+
+    Attributes:
+        interval_s: seconds between two pulls from each upstream, 0.05..60.
+        upstreams: full nodes pulled from at once, 1..16 (each record reaches a node about
+            this many times; more upstreams spread faster and resist a lying upstream).
+        rotate_s: one upstream is swapped for a random other peer this often (seconds),
+            1..86,400, so the pull graph heals and no fixed peer can starve us.
+        rewind_s: a new upstream first serves what it received this long ago, 0..86,400.
+        page_records: records per answer at most, 1..1024.
+        page_bytes: bytes per answer at most, 64 KiB..4 MiB (one record above it travels
+            alone).
+        pages_per_round: answers fetched from one upstream per pull at most, 1..1000.
+        request_timeout_s: an upstream slower than this to answer is dropped (seconds).
+        max_invalid: invalid records one upstream may send before it is dropped.
+        gossip_task_records: also publish per-task records on their GossipSub topics (the
+            old way: every task costs every node several gossip messages; for comparison).
+    """
+
+    interval_s: float = 0.5
+    upstreams: int = 2
+    rotate_s: float = 60.0
+    rewind_s: int = 120
+    page_records: int = 256
+    page_bytes: int = 1024 * 1024
+    pages_per_round: int = 8
+    request_timeout_s: float = 10.0
+    max_invalid: int = 16
+    gossip_task_records: bool = False
+
+    def __post_init__(self) -> None:
+        _bound("interval_s", self.interval_s, 0.05, 60)
+        _bound("upstreams", self.upstreams, 1, 16)
+        _bound("rotate_s", self.rotate_s, 1, 86_400)
+        _bound("rewind_s", self.rewind_s, 0, 86_400)
+        _bound("page_records", self.page_records, 1, 1024)
+        _bound("page_bytes", self.page_bytes, 64 * 1024, 4 * 1024 * 1024)
+        _bound("pages_per_round", self.pages_per_round, 1, 1000)
+        _bound("request_timeout_s", self.request_timeout_s, 0.1, 600)
+        _bound("max_invalid", self.max_invalid, 0, 1_000_000)
+        if type(self.gossip_task_records) is not bool:
+            raise ConfigError("gossip_task_records must be true or false")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,6 +1,10 @@
 """``/repp2p/task/1``: a client hands a sealed input to the node it matched, gets the result.
 
-One stream per attempt, one CBOR frame each way (framing as in :mod:`repp2p.net.framing`)::
+One CBOR frame each way per request (framing as in :mod:`repp2p.net.framing`). A stream
+carries requests in turn: after reading a response the client may send its next request on
+the same stream (so a busy client pays stream set-up and protocol negotiation once per
+node, not once per task) or close it; the node answers requests in order and closes a
+stream on which no request arrives for :data:`IDLE_TIMEOUT_S`, or after a malformed one::
 
     client -> {"offer": bytes, "sealed": bytes, "releases"?: [bytes, ...]}
         offer: the client-signed TaskOffer envelope; sealed: the input sealed to the node's
@@ -11,6 +15,12 @@ One stream per attempt, one CBOR frame each way (framing as in :mod:`repp2p.net.
         Receipt envelope carrying the enclave signature (also gossiped); output: the
         output encrypted to the offer's result key
     node   -> {"ok": false, "error": text, "detail": text}
+
+    client -> {"records": [bytes, ...]}
+        hand-over, after a task: up to 16 of the client's Feedback envelopes on a task this
+        node served (on itself and on the task's other nodes), so they enter the node's feed
+        (repp2p.net.feed) and spread; feedback on other tasks is ignored
+    node   -> {"ok": true, "stored": uint}
 
 Errors: ``bad_request``, ``bad_offer``, ``replayed``, ``wrong_epoch``, ``not_assigned``
 (this node has no claiming rank for the offer in its view), ``not_my_turn`` (failover: a
@@ -30,6 +40,10 @@ PROTOCOL = "/repp2p/task/1"
 MAX_REQUEST = 2 * 1024 * 1024
 #: responses: claim + receipt records and an encrypted output (engines cap outputs at 1 MiB).
 MAX_RESPONSE = 2 * 1024 * 1024
+#: the node closes a task stream after this long without a (complete) request.
+IDLE_TIMEOUT_S = 60.0
+#: clients stop reusing a stream idle this long, well before the node closes it.
+CLIENT_IDLE_S = 20.0
 
 ERRORS = frozenset(
     {
@@ -57,11 +71,32 @@ def parse_request(obj: Any) -> tuple[bytes, bytes]:
     return obj["offer"], obj["sealed"]
 
 
+#: records one hand-over carries at most
+MAX_HANDOVER = 16
+
+
+def parse_handover(obj: Any) -> list[bytes] | None:
+    """The records of a hand-over request, None for another kind of request."""
+    if type(obj) is not dict or obj.keys() != {"records"}:
+        return None
+    records = obj["records"]
+    if (
+        type(records) is not list
+        or not 1 <= len(records) <= MAX_HANDOVER
+        or any(type(r) is not bytes for r in records)
+    ):
+        raise ProtocolError("bad hand-over")
+    return records
+
+
 def parse_response(obj: Any) -> dict[str, Any]:
     """A validated response frame (the shape only; the client verifies the content)."""
     if type(obj) is not dict or type(obj.get("ok")) is not bool:
         raise ProtocolError("bad task response")
-    if obj["ok"]:
+    if obj["ok"] and "stored" in obj:
+        if obj.keys() != {"ok", "stored"} or type(obj["stored"]) is not int:
+            raise ProtocolError("bad hand-over response")
+    elif obj["ok"]:
         if obj.keys() != {"ok", "claim", "receipt", "output"} or not all(
             type(obj[k]) is bytes for k in ("claim", "receipt", "output")
         ):

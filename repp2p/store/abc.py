@@ -57,6 +57,24 @@ class RecordStoreAPI(abc.ABC):
         """Up to ``limit`` current records with record ID > ``after`` (for sync)."""
 
     @abc.abstractmethod
+    def has(self, record_id: bytes) -> bool:
+        """True when a current record has this ID (no decoding: a cheap duplicate check)."""
+
+    @abc.abstractmethod
+    def feed(self, after: int, limit: int) -> tuple[list[tuple[int, SignedRecord]], int]:
+        """Per-task records in the order this store received them, after position ``after``.
+
+        Scans up to ``limit`` feed positions and returns ``(entries, last)``: the
+        ``(position, record)`` pairs still held, and the last position scanned (``after``
+        itself when nothing is new). Positions are this store's own and only grow.
+        """
+
+    @abc.abstractmethod
+    def feed_position(self, received_since: int) -> int:
+        """The feed position just before the first record received at or after that time
+        (the current end of the feed when none was)."""
+
+    @abc.abstractmethod
     def equivocations(self) -> list[tuple[SignedRecord, SignedRecord]]:
         """Pairs of conflicting records (same signer, type, slot and seq) kept as evidence."""
 

@@ -23,10 +23,26 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from repp2p.errors import RecordError, RecordReason, StoreError
-from repp2p.records import Outcome, SignedRecord, compare, decode, winner
+from repp2p.records import (
+    Claim,
+    Feedback,
+    Outcome,
+    Receipt,
+    SignedRecord,
+    TaskOffer,
+    compare,
+    decode,
+    winner,
+)
 from repp2p.store.abc import RecordStoreAPI
 
 SCHEMA_VERSION = 1
+#: Record types listed in the feed (``/repp2p/feed/1``): the per-task records, which spread
+#: by pulls between peers rather than by gossip (see repp2p.net.feed).
+FEED_TYPES = frozenset({TaskOffer.TYPE, Claim.TYPE, Receipt.TYPE, Feedback.TYPE})
+#: feed entries of records no longer held are dropped after this long
+FEED_KEEP_S = 3600
+
 #: Decoded records kept in memory (by record ID) so reads skip signature checks.
 DECODED_CACHE = 200_000
 
@@ -46,6 +62,12 @@ CREATE TABLE IF NOT EXISTS records (
 CREATE UNIQUE INDEX IF NOT EXISTS records_slot ON records (signer, type, slot);
 CREATE INDEX IF NOT EXISTS records_type_epoch ON records (type, epoch);
 CREATE INDEX IF NOT EXISTS records_expires ON records (expires);
+CREATE TABLE IF NOT EXISTS feed (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    record_id   BLOB NOT NULL,
+    received_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS feed_received ON feed (received_at);
 CREATE TABLE IF NOT EXISTS evidence (
     a_id        BLOB NOT NULL,
     b_id        BLOB NOT NULL,
@@ -148,6 +170,10 @@ class SqliteRecordStore(RecordStoreAPI):
     def _insert(self, signed: SignedRecord, now: int) -> None:
         record = signed.record
         epoch = record.epoch_of()
+        if signed.type in FEED_TYPES:
+            self._db.execute(
+                "INSERT INTO feed (record_id, received_at) VALUES (?,?)", (signed.record_id, now)
+            )
         self._db.execute(
             "INSERT INTO records VALUES (?,?,?,?,?,?,?,?,?)",
             (
@@ -245,6 +271,28 @@ class SqliteRecordStore(RecordStoreAPI):
         )
         return [self._load(row[0]) for row in rows]
 
+    def has(self, record_id: bytes) -> bool:
+        row = self._db.execute("SELECT 1 FROM records WHERE record_id=?", (record_id,))
+        return row.fetchone() is not None
+
+    def feed(self, after: int, limit: int) -> tuple[list[tuple[int, SignedRecord]], int]:
+        rows = self._db.execute(
+            "SELECT f.seq, r.data FROM feed f LEFT JOIN records r ON r.record_id = f.record_id"
+            " WHERE f.seq > ? ORDER BY f.seq LIMIT ?",
+            (int(after), int(limit)),
+        ).fetchall()
+        entries = [(seq, self._load(data)) for seq, data in rows if data is not None]
+        return entries, (rows[-1][0] if rows else int(after))
+
+    def feed_position(self, received_since: int) -> int:
+        row = self._db.execute(
+            "SELECT min(seq) FROM feed WHERE received_at >= ?", (int(received_since),)
+        ).fetchone()
+        if row[0] is not None:
+            return row[0] - 1
+        head = self._db.execute("SELECT max(seq) FROM feed").fetchone()[0]
+        return head or 0
+
     def equivocations(self) -> list[tuple[SignedRecord, SignedRecord]]:
         rows = self._db.execute("SELECT a_data, b_data FROM evidence ORDER BY a_id, b_id")
         return [(self._load(a), self._load(b)) for a, b in rows]
@@ -252,6 +300,12 @@ class SqliteRecordStore(RecordStoreAPI):
     def purge_expired(self, *, now: int) -> int:
         with self._transaction():
             cursor = self._db.execute("DELETE FROM records WHERE expires <= ?", (_u64(now),))
+            # Feed entries of gone records are skipped when read; drop them once old.
+            self._db.execute(
+                "DELETE FROM feed WHERE received_at < ? AND record_id NOT IN"
+                " (SELECT record_id FROM records)",
+                (now - FEED_KEEP_S,),
+            )
         return cursor.rowcount
 
     def count(self, type: str | None = None) -> int:

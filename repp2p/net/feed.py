@@ -1,0 +1,259 @@
+"""``/repp2p/feed/1``: per-task records spread by pulls from a few upstream peers.
+
+Why not gossip: a task produces an offer, k claims, k receipts and k feedbacks. Published
+on GossipSub, each is a separate message that every node receives several times, each time
+paying py-libp2p's per-message cost (RPC framing, Noise, signed peer records, validation):
+measured at ~400 ms of CPU per task across a 17-process devnet, which capped it at a few
+tasks per second. Nobody needs these records within milliseconds: views take task records
+two epochs late (repp2p.viewer). So they travel in batches instead: every node follows the
+*feed* of ``upstreams`` full nodes, pulling every ``interval_s`` whatever each upstream
+accepted since the last pull, and serves its own feed the same way. Records hop along a
+random pull graph (each node picks its upstreams at random and swaps one every
+``rotate_s``), so a record reaches every node in a few pulls, and each node receives it about
+``upstreams`` times, in one frame with many others.
+
+Conversation, one stream per upstream kept open, client first, CBOR frames
+(:mod:`repp2p.net.framing`), repeated::
+
+    client -> {"after": int, "limit": uint}
+        after: the last feed position received from this server; -1 on first contact
+        (the server then starts at what it received ``rewind_s`` ago)
+    server -> {"records": [bytes, ...], "next": int}
+        records: encoded records in the order the server received them, at most ``limit``
+        and ``page_bytes``; next: the position to ask after next (never below ``after``)
+
+Feed positions are the server's own (its store's feed sequence) and only grow. Every record
+goes through the same pipeline as gossip (decode, verify, validate, store); an upstream that
+sends more than ``max_invalid`` invalid records, breaks the protocol or stalls is dropped.
+The server skips records that expired. Who originates a per-task record hands it to the
+peers that need it directly (a client's offer travels with its request, its feedback is
+handed to the task's nodes over ``/repp2p/task/1``), so the record enters some node's feed.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from repp2p.errors import ProtocolError
+from repp2p.net.framing import FrameReader, write_cbor
+from repp2p.net.params import FeedParams
+from repp2p.store import RecordStoreAPI
+
+PROTOCOL = "/repp2p/feed/1"
+#: a server closes a feed stream without a request for this long
+IDLE_TIMEOUT_S = 120.0
+log = logging.getLogger("repp2p.feed")
+
+
+def _request_ok(obj: Any) -> tuple[int, int]:
+    if (
+        type(obj) is not dict
+        or obj.keys() != {"after", "limit"}
+        or type(obj["after"]) is not int
+        or obj["after"] < -1
+        or obj["after"] >= 2**63
+        or type(obj["limit"]) is not int
+        or obj["limit"] < 1
+    ):
+        raise ProtocolError("bad feed request")
+    return obj["after"], obj["limit"]
+
+
+def serve_page(
+    store: RecordStoreAPI, after: int, limit: int, params: FeedParams, now: float
+) -> dict[str, Any]:
+    """The answer to one feed request (``after`` = -1: start ``rewind_s`` back)."""
+    if after == -1:
+        after = store.feed_position(int(now) - params.rewind_s)
+    entries, last = store.feed(after, min(limit, params.page_records))
+    records: list[bytes] = []
+    size = 0
+    for position, signed in entries:
+        if records and size + len(signed.data) > params.page_bytes:
+            last = position - 1  # resume at this record next time
+            break
+        if signed.record.expires > now:  # the client would reject an expired record
+            records.append(signed.data)
+            size += len(signed.data)
+    return {"records": records, "next": max(last, after)}
+
+
+def make_handler(
+    store: RecordStoreAPI, params: FeedParams, clock: Callable[[], float] = time.time
+) -> Callable[[Any], Awaitable[None]]:
+    """A stream handler serving this store's feed, request after request."""
+
+    async def handle(stream: Any) -> None:
+        reader = FrameReader(stream, max_frame=4096)  # requests are tiny
+        try:
+            while True:
+                with trio.move_on_after(IDLE_TIMEOUT_S) as idle:
+                    request = await reader.read_cbor()
+                if idle.cancelled_caught or request is None:
+                    break
+                after, limit = _request_ok(request)
+                await write_cbor(stream, serve_page(store, after, limit, params, clock()))
+        except ProtocolError as exc:
+            log.info("feed: dropping a client: %s", exc)
+        except Exception as exc:  # a reset stream, a closed connection
+            log.debug("feed: stream ended: %r", exc)
+        finally:
+            await _reset(stream)
+
+    return handle
+
+
+class _Upstream:
+    __slots__ = ("chosen_at", "peer", "reader", "stream")
+
+    def __init__(self, peer: str, stream: Any, reader: FrameReader, chosen_at: float) -> None:
+        self.peer, self.stream, self.reader, self.chosen_at = peer, stream, reader, chosen_at
+
+
+class FeedFollower:
+    """Pulls per-task records from ``params.upstreams`` peers, forever (see the module doc).
+
+    Args:
+        candidates: peer IDs we may pull from now (connected full nodes).
+        open_stream: opens a negotiated ``/repp2p/feed/1`` stream to a peer ID.
+        accept: the record pipeline; True when a record was valid (new or already held).
+        params: feed settings.
+        clock: seconds (time.time in a node).
+        rng: picks upstreams.
+    """
+
+    def __init__(
+        self,
+        candidates: Callable[[], list[str]],
+        open_stream: Callable[[str], Awaitable[Any]],
+        accept: Callable[[bytes], bool],
+        params: FeedParams,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._candidates = candidates
+        self._open_stream = open_stream
+        self._accept = accept
+        self.params = params
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self.upstreams: dict[str, _Upstream] = {}
+        #: peer -> (last position received, when): resumed when the peer is chosen again
+        self._cursors: dict[str, tuple[int, float]] = {}
+        self._invalid_from: dict[str, int] = {}  # per upstream, since it was chosen
+        self._rotated_at = clock()
+        self.received = self.valid = self.invalid = 0
+
+    async def run(self) -> None:
+        """Pull every ``interval_s`` until cancelled; never raises for a peer's fault."""
+        try:
+            while True:
+                await self.round()
+                await trio.sleep(self.params.interval_s)
+        finally:
+            for up in list(self.upstreams.values()):
+                await _reset(up.stream)
+
+    async def round(self) -> int:
+        """Refresh the upstream set and pull once from each; returns valid records taken."""
+        await self._choose()
+        taken = 0
+        for up in list(self.upstreams.values()):
+            try:
+                with trio.fail_after(self.params.request_timeout_s * self.params.pages_per_round):
+                    taken += await self._pull(up)
+            except (ProtocolError, trio.TooSlowError) as exc:
+                log.info("feed: dropping upstream %s: %s", up.peer, exc)
+                await self._drop(up.peer)
+            except Exception as exc:  # the stream or connection went away
+                log.debug("feed: upstream %s failed: %r", up.peer, exc)
+                await self._drop(up.peer)
+        return taken
+
+    async def _pull(self, up: _Upstream) -> int:
+        p = self.params
+        after = self._cursor(up.peer)
+        taken = 0
+        for _ in range(p.pages_per_round):
+            await write_cbor(up.stream, {"after": after, "limit": p.page_records})
+            with trio.fail_after(p.request_timeout_s):
+                reply = await up.reader.read_cbor()
+            if (
+                type(reply) is not dict
+                or reply.keys() != {"records", "next"}
+                or type(reply["records"]) is not list
+                or len(reply["records"]) > p.page_records
+                or type(reply["next"]) is not int
+                or reply["next"] < max(after, 0)
+                or reply["next"] >= 2**63
+            ):
+                raise ProtocolError("bad feed page")
+            for data in reply["records"]:
+                self.received += 1
+                if type(data) is bytes and self._accept(data):
+                    self.valid += 1
+                    taken += 1
+                else:
+                    self.invalid += 1
+                    self._invalid_from[up.peer] = self._invalid_from.get(up.peer, 0) + 1
+                    if self._invalid_from[up.peer] > p.max_invalid:
+                        raise ProtocolError(f"sent {self._invalid_from[up.peer]} invalid records")
+            after = reply["next"]
+            self._cursors[up.peer] = (after, self._clock())
+            if len(reply["records"]) < p.page_records:
+                break  # caught up (a short page may also be a byte-capped one: next round)
+        return taken
+
+    def _cursor(self, peer: str) -> int:
+        known = self._cursors.get(peer)
+        if known is None or self._clock() - known[1] > self.params.rewind_s:
+            return -1  # new, or followed too long ago: start at the server's rewind point
+        return known[0]
+
+    async def _choose(self) -> None:
+        candidates = list(self._candidates())
+        alive = set(candidates)
+        for peer in [p for p in self.upstreams if p not in alive]:
+            await self._drop(peer)
+        now = self._clock()
+        if (
+            now - self._rotated_at >= self.params.rotate_s
+            and self.upstreams
+            and len(candidates) > len(self.upstreams)
+        ):
+            # Swap the longest-held upstream for a fresh one: the pull graph keeps mixing.
+            oldest = min(self.upstreams.values(), key=lambda u: u.chosen_at)
+            await self._drop(oldest.peer)
+            self._rotated_at = now
+        spare = [c for c in candidates if c not in self.upstreams]
+        self._rng.shuffle(spare)
+        while len(self.upstreams) < self.params.upstreams and spare:
+            peer = spare.pop()
+            try:
+                with trio.fail_after(self.params.request_timeout_s):
+                    stream = await self._open_stream(peer)
+            except Exception as exc:
+                log.debug("feed: cannot open a stream to %s: %r", peer, exc)
+                continue
+            reader = FrameReader(stream, max_frame=self.params.page_bytes + 512 * 1024)
+            self.upstreams[peer] = _Upstream(peer, stream, reader, now)
+            self._invalid_from[peer] = 0
+
+    async def _drop(self, peer: str) -> None:
+        up = self.upstreams.pop(peer, None)
+        if up is not None:
+            await _reset(up.stream)
+
+
+async def _reset(stream: Any) -> None:
+    with trio.CancelScope(shield=True), trio.move_on_after(1):
+        try:
+            await stream.reset()
+        except Exception:  # already reset or closed by the other side
+            pass
