@@ -332,7 +332,7 @@ class Node:
                 )
                 self.host.set_stream_handler(
                     feed_protocol.PROTOCOL,
-                    feed_protocol.make_handler(self.store, cfg.feed, self.clock),
+                    feed_protocol.make_handler(self.store, cfg.feed, self.clock, self.feed),
                 )
                 async with (
                     background_trio_service(self.dht),

@@ -8,16 +8,20 @@ tasks per second. Nobody needs these records within milliseconds: views take tas
 two epochs late (repp2p.viewer). So they travel in batches instead: every node follows the
 *feed* of ``upstreams`` full nodes, pulling every ``interval_s`` whatever each upstream
 accepted since the last pull, and serves its own feed the same way. Records hop along a
-random pull graph (each node picks its upstreams at random and swaps one every
-``rotate_s``), so a record reaches every node in a few pulls, and each node receives it about
-``upstreams`` times, in one frame with many others.
+random pull graph: each node picks its upstreams at random and swaps one every
+``rotate_s``, and follows back every peer that chose it (so a node nobody happened to pick
+is still pulled from: no record stays where it entered). A record reaches every node in a
+few pulls, and each node receives it about ``2 x upstreams`` times, in frames with many
+others; the copies cost a hash lookup, not a signature check.
 
 Conversation, one stream per upstream kept open, client first, CBOR frames
 (:mod:`repp2p.net.framing`), repeated::
 
-    client -> {"after": int, "limit": uint}
+    client -> {"after": int, "limit": uint, "back"?: bool}
         after: the last feed position received from this server; -1 on first contact
-        (the server then starts at what it received ``rewind_s`` ago)
+        (the server then starts at what it received ``rewind_s`` ago); back: true when the
+        client pulls because the server pulls from it (the server then does not follow
+        back in turn); otherwise the server follows the client back while the stream lives
     server -> {"records": [bytes, ...], "next": int}
         records: encoded records in the order the server received them, at most ``limit``
         and ``page_bytes``; next: the position to ask after next (never below ``after``)
@@ -48,13 +52,16 @@ from repp2p.store import RecordStoreAPI
 PROTOCOL = "/repp2p/feed/1"
 #: a server closes a feed stream without a request for this long
 IDLE_TIMEOUT_S = 120.0
+#: peers followed back at most (beyond the upstreams we choose)
+MAX_FOLLOW_BACK = 8
 log = logging.getLogger("repp2p.feed")
 
 
-def _request_ok(obj: Any) -> tuple[int, int]:
+def _request_ok(obj: Any) -> tuple[int, int, bool]:
     if (
         type(obj) is not dict
-        or obj.keys() != {"after", "limit"}
+        or not {"after", "limit"} <= obj.keys() <= {"after", "limit", "back"}
+        or type(obj.get("back", False)) is not bool
         or type(obj["after"]) is not int
         or obj["after"] < -1
         or obj["after"] >= 2**63
@@ -62,7 +69,7 @@ def _request_ok(obj: Any) -> tuple[int, int]:
         or obj["limit"] < 1
     ):
         raise ProtocolError("bad feed request")
-    return obj["after"], obj["limit"]
+    return obj["after"], obj["limit"], obj.get("back", False)
 
 
 def serve_page(
@@ -85,35 +92,57 @@ def serve_page(
 
 
 def make_handler(
-    store: RecordStoreAPI, params: FeedParams, clock: Callable[[], float] = time.time
+    store: RecordStoreAPI,
+    params: FeedParams,
+    clock: Callable[[], float] = time.time,
+    follower: FeedFollower | None = None,
 ) -> Callable[[Any], Awaitable[None]]:
-    """A stream handler serving this store's feed, request after request."""
+    """A stream handler serving this store's feed, request after request.
+
+    With ``follower``, a peer that chose to pull from us is followed back while its stream
+    lives (its requests say ``back: true`` when it is itself following back).
+    """
 
     async def handle(stream: Any) -> None:
         reader = FrameReader(stream, max_frame=4096)  # requests are tiny
+        peer, following_back = _remote_peer(stream), False
         try:
             while True:
                 with trio.move_on_after(IDLE_TIMEOUT_S) as idle:
                     request = await reader.read_cbor()
                 if idle.cancelled_caught or request is None:
                     break
-                after, limit = _request_ok(request)
+                after, limit, back = _request_ok(request)
+                if follower is not None and peer and not back and not following_back:
+                    following_back = follower.follow_back(peer)
                 await write_cbor(stream, serve_page(store, after, limit, params, clock()))
         except ProtocolError as exc:
             log.info("feed: dropping a client: %s", exc)
         except Exception as exc:  # a reset stream, a closed connection
             log.debug("feed: stream ended: %r", exc)
         finally:
+            if following_back:
+                follower.stop_following_back(peer)
             await _reset(stream)
 
     return handle
 
 
-class _Upstream:
-    __slots__ = ("chosen_at", "peer", "reader", "stream")
+def _remote_peer(stream: Any) -> str | None:
+    try:
+        return stream.muxed_conn.peer_id.to_base58()
+    except Exception:
+        return None
 
-    def __init__(self, peer: str, stream: Any, reader: FrameReader, chosen_at: float) -> None:
+
+class _Upstream:
+    __slots__ = ("back", "chosen_at", "peer", "reader", "stream")
+
+    def __init__(
+        self, peer: str, stream: Any, reader: FrameReader, chosen_at: float, back: bool
+    ) -> None:
         self.peer, self.stream, self.reader, self.chosen_at = peer, stream, reader, chosen_at
+        self.back = back  # followed back (it pulls from us), not chosen by us
 
 
 class FeedFollower:
@@ -147,6 +176,7 @@ class FeedFollower:
         #: peer -> (last position received, when): resumed when the peer is chosen again
         self._cursors: dict[str, tuple[int, float]] = {}
         self._invalid_from: dict[str, int] = {}  # per upstream, since it was chosen
+        self._wanted_back: set[str] = set()  # peers pulling from us: we pull from them too
         self._rotated_at = clock()
         self.received = self.valid = self.invalid = 0
 
@@ -159,6 +189,20 @@ class FeedFollower:
         finally:
             for up in list(self.upstreams.values()):
                 await _reset(up.stream)
+
+    def follow_back(self, peer: str) -> bool:
+        """``peer`` chose to pull from us: pull from it too (so every node that follows
+        someone is followed, and no record stays where it entered). False when at the cap."""
+        if peer in self._wanted_back:
+            return False
+        if len(self._wanted_back) >= MAX_FOLLOW_BACK:
+            return False
+        self._wanted_back.add(peer)
+        return True
+
+    def stop_following_back(self, peer: str) -> None:
+        """``peer`` stopped pulling from us."""
+        self._wanted_back.discard(peer)
 
     async def round(self) -> int:
         """Refresh the upstream set and pull once from each; returns valid records taken."""
@@ -181,7 +225,10 @@ class FeedFollower:
         after = self._cursor(up.peer)
         taken = 0
         for _ in range(p.pages_per_round):
-            await write_cbor(up.stream, {"after": after, "limit": p.page_records})
+            request: dict[str, Any] = {"after": after, "limit": p.page_records}
+            if up.back:
+                request["back"] = True  # do not follow us back in turn
+            await write_cbor(up.stream, request)
             with trio.fail_after(p.request_timeout_s):
                 reply = await up.reader.read_cbor()
             if (
@@ -219,31 +266,42 @@ class FeedFollower:
     async def _choose(self) -> None:
         candidates = list(self._candidates())
         alive = set(candidates)
-        for peer in [p for p in self.upstreams if p not in alive]:
-            await self._drop(peer)
+        for up in list(self.upstreams.values()):
+            if up.peer not in alive or (up.back and up.peer not in self._wanted_back):
+                await self._drop(up.peer)
+        chosen = [u for u in self.upstreams.values() if not u.back]
         now = self._clock()
         if (
             now - self._rotated_at >= self.params.rotate_s
-            and self.upstreams
-            and len(candidates) > len(self.upstreams)
+            and chosen
+            and len(candidates) > len(chosen)
         ):
             # Swap the longest-held upstream for a fresh one: the pull graph keeps mixing.
-            oldest = min(self.upstreams.values(), key=lambda u: u.chosen_at)
+            oldest = min(chosen, key=lambda u: u.chosen_at)
             await self._drop(oldest.peer)
+            chosen.remove(oldest)
             self._rotated_at = now
         spare = [c for c in candidates if c not in self.upstreams]
         self._rng.shuffle(spare)
-        while len(self.upstreams) < self.params.upstreams and spare:
-            peer = spare.pop()
-            try:
-                with trio.fail_after(self.params.request_timeout_s):
-                    stream = await self._open_stream(peer)
-            except Exception as exc:
-                log.debug("feed: cannot open a stream to %s: %r", peer, exc)
-                continue
-            reader = FrameReader(stream, max_frame=self.params.page_bytes + 512 * 1024)
-            self.upstreams[peer] = _Upstream(peer, stream, reader, now)
-            self._invalid_from[peer] = 0
+        while len(chosen) < self.params.upstreams and spare:
+            up = await self._open(spare.pop(), now, back=False)
+            if up is not None:
+                chosen.append(up)
+        for peer in sorted(self._wanted_back & alive):
+            if peer not in self.upstreams:
+                await self._open(peer, now, back=True)
+
+    async def _open(self, peer: str, now: float, *, back: bool) -> _Upstream | None:
+        try:
+            with trio.fail_after(self.params.request_timeout_s):
+                stream = await self._open_stream(peer)
+        except Exception as exc:
+            log.debug("feed: cannot open a stream to %s: %r", peer, exc)
+            return None
+        reader = FrameReader(stream, max_frame=self.params.page_bytes + 512 * 1024)
+        up = self.upstreams[peer] = _Upstream(peer, stream, reader, now, back)
+        self._invalid_from[peer] = 0
+        return up
 
     async def _drop(self, peer: str) -> None:
         up = self.upstreams.pop(peer, None)

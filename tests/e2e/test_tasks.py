@@ -99,6 +99,9 @@ async def test_wrong_result_is_caught_by_redundancy_and_penalised(tmp_path):
                 s for s in client.node.store.query(type=Feedback.TYPE) if s.record.node == cheater
             ]
             assert wrong and all(s.record.outcome == "wrong" for s in wrong)
+            # The client handed the evidence to the task's nodes (not only to the cheater,
+            # which could bury it); feeds carry it to every node, the uninvolved one too.
+            await wait_until(lambda: all(n.store.has(wrong[0].record_id) for n in nodes), 20)
             # Two epochs on (task records enter views TASK_RECORD_LAG epochs late), every
             # peer's view holds the proof: the cheater is an offender, and ranks nowhere.
             epoch = int(client.node.clock()) // EPOCH_S + TASK_RECORD_LAG
@@ -212,5 +215,80 @@ async def test_replayed_and_expired_offers_are_ignored(tmp_path):
             assert answer["ok"] is False and answer["error"] == "bad_offer"
             assert "task id not bound" in answer["detail"]
             assert node.server.done == done_before  # none of these requests ran anything
+        finally:
+            await ctx.__aexit__(None, None, None)
+
+
+async def test_task_streams_are_reused_and_a_closed_one_is_replaced(tmp_path, monkeypatch):
+    import repp2p.serving
+
+    async with local_network(tmp_path, 2, epoch_s=EPOCH_S) as nodes:
+        ctx, client = await _client(nodes, tmp_path, 2)
+        try:
+            for i in range(4):
+                with trio.fail_after(60):
+                    result = await client.submit("echo", b"reuse %d" % i)
+                assert result.output == b"reuse %d" % i
+                await trio.sleep(0.3)  # let the background feedback hand-over finish
+            # One stream per node talked to, whatever the number of tasks and hand-overs
+            # (a hand-over still running when the next task starts would need a second).
+            idle = client.streams._idle
+            assert client.streams.opened == len(idle) >= 1
+            assert all(len(streams) == 1 for streams in idle.values())
+            # A node closes a stream idle for IDLE_TIMEOUT_S (TaskStreams' retry of such a
+            # stream is tested in tests/net/test_task_streams.py).
+            from libp2p.peer.id import ID
+
+            monkeypatch.setattr(repp2p.serving, "IDLE_TIMEOUT_S", 0.2)
+            with trio.fail_after(10):
+                stream = await client.node.host.new_stream(
+                    ID.from_base58(nodes[0].peer_id), [TASK_PROTOCOL]
+                )
+                assert await FrameReader(stream, MAX_RESPONSE).read_cbor() is None
+        finally:
+            await ctx.__aexit__(None, None, None)
+
+
+async def test_a_node_takes_handed_over_feedback_only_on_its_own_tasks(tmp_path):
+    from repp2p.testing import factories
+
+    async with local_network(tmp_path, 2, epoch_s=EPOCH_S) as nodes:
+        ctx, client = await _client(nodes, tmp_path, 2)
+        try:
+            with trio.fail_after(60):
+                result = await client.submit("echo", b"mine")
+            node = next(n for n in nodes if n.peer_id == result.proof.node)
+            task_id = bytes.fromhex(result.task_id)
+            # What the client handed over after the task is held by the node that served it.
+            ours = [
+                s
+                for s in client.node.store.query(type=Feedback.TYPE)
+                if s.record.task_id == task_id
+            ]
+            await wait_until(lambda: all(node.store.has(s.record_id) for s in ours), 10)
+            stranger = factories.identity("stranger")
+
+            def feedback(task: bytes) -> bytes:
+                from repp2p.records import encode
+
+                record = Feedback(
+                    task_id=task,
+                    node=node.peer_id,
+                    outcome="wrong",
+                    latency_ms=1,
+                    rating=0,
+                    seq=1,
+                    expires=factories.FAR_FUTURE,
+                )
+                return encode(record, stranger)
+
+            unrelated, junk = feedback(b"\x07" * 32), b"\xa1junk"
+            before = node.store.count()
+            assert node.server.take_records([unrelated, junk]) == 0
+            assert node.store.count() == before  # not a free storage service
+            from repp2p.errors import ProtocolError
+
+            with pytest.raises(ProtocolError, match="bad hand-over"):  # -> bad_request
+                await node.server.serve({"records": "not a list"})
         finally:
             await ctx.__aexit__(None, None, None)
