@@ -4,13 +4,19 @@ Starts a devnet of `repp2p node run` processes (default 16 nodes + bootstrap) on
 127.0.0.1, joins it with an in-process client and measures:
 
 * latency: one task at a time (k=1), submit -> verified, decrypted result: p50 and p99;
-* throughput: tasks completed per second with `--concurrency` tasks in flight.
+* throughput: tasks completed per second with `--concurrency` tasks in flight, and the CPU
+  time all devnet processes (nodes, enclaves, client) spent per task meanwhile;
+* the CPU an idle devnet burns (cores), which the 2-core machine cannot spend on tasks.
+
+`--task-records gossip` runs the same with per-task records published on GossipSub (the
+design before /repp2p/feed/1), for comparison.
 
 Baseline, measured in the same run: the enclave alone — seal, execute in a simulated
 enclave process, open and verify the receipt — with no network, matching or gossip.
 Targets (issue 6): p50 <= 25 ms, p99 <= 100 ms, >= 300 tasks/s. Ends with one JSON line.
 
     python bench/tasks.py [--nodes 16] [--tasks 200] [--concurrency 16] [--seconds 15]
+                          [--task-records feed|gossip]
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import trio
 from repp2p.cli.devnet import Devnet
 from repp2p.client import Client, TaskError
 from repp2p.logs import setup_logging
+from repp2p.net.params import FeedParams
 from repp2p.tee import Enclave, TaskSecret, open_result, seal_input
 
 EPOCH_S = 10
@@ -72,21 +79,56 @@ def baseline(n: int) -> list[float]:
     return out
 
 
+def _tree_cpu_s() -> float:
+    """CPU seconds used so far by this process and all its descendants (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    procs: dict[int, tuple[int, float]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # utime, stime, and the times of reaped children
+        procs[int(entry)] = (int(fields[1]), sum(int(x) for x in fields[11:15]) / tick)
+    me, total = os.getpid(), 0.0
+    for pid, (_, cpu) in procs.items():
+        walk = pid
+        while walk in procs and walk != me:  # up the parent chain (ends at pid 0)
+            walk = procs[walk][0]
+        if walk == me:
+            total += cpu
+    return total
+
+
 async def measure(args: argparse.Namespace) -> dict[str, float]:
     folder = Path(tempfile.mkdtemp(prefix="repp2p-bench-tasks-"))
-    devnet = Devnet(folder / "net", args.nodes, ["echo"])
+    feed = FeedParams(gossip_task_records=args.task_records == "gossip")
+    extra = {"feed": {"gossip_task_records": True}} if feed.gossip_task_records else {}
+    devnet = Devnet(folder / "net", args.nodes, ["echo"], extra=extra)
     try:
         await devnet.start()
         async with Client.open(
-            [devnet.info[0]["addrs"][0]], data_dir=folder / "client", epoch_s=EPOCH_S
+            [devnet.info[0]["addrs"][0]], data_dir=folder / "client", epoch_s=EPOCH_S, feed=feed
         ) as client:
             eligible = await client.wait_for_nodes("echo", len(devnet.info), 3 * EPOCH_S)
+            cold = []
+            for i in range(args.warmup):  # first contacts: dials, stream set-up, views settle
+                t = time.perf_counter()
+                await client.submit("echo", b"warm-up %d" % i)
+                cold.append((time.perf_counter() - t) * 1000)
             latencies = []
             for i in range(args.tasks):
                 t = time.perf_counter()
                 await client.submit("echo", b"latency %d" % i)
                 latencies.append((time.perf_counter() - t) * 1000)
+            idle_cpu = _tree_cpu_s()
+            await trio.sleep(5)
+            idle_cores = (_tree_cpu_s() - idle_cpu) / 5
             done = failed = 0
+            cpu_before = _tree_cpu_s()
             started = time.perf_counter()
 
             async def lane() -> None:
@@ -102,11 +144,15 @@ async def measure(args: argparse.Namespace) -> dict[str, float]:
                 for _ in range(args.concurrency):
                     nursery.start_soon(lane)
             elapsed = time.perf_counter() - started
+            cpu_used = _tree_cpu_s() - cpu_before
         return {
             "eligible": eligible,
+            "cold_max_ms": max(cold, default=0.0),
             "p50_ms": _pct(latencies, 0.5),
             "p99_ms": _pct(latencies, 0.99),
             "tasks_per_s": done / elapsed,
+            "cpu_ms_per_task": cpu_used * 1000 / max(done, 1),
+            "idle_cores": idle_cores,
             "failed": failed,
         }
     finally:
@@ -118,9 +164,16 @@ async def measure(args: argparse.Namespace) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=16)
+    parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--tasks", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument(
+        "--task-records",
+        choices=("feed", "gossip"),
+        default="feed",
+        help="how per-task records spread: pulled feeds (default) or GossipSub (the old way)",
+    )
     args = parser.parse_args()
     setup_logging("text", "ERROR", "CRITICAL")
     base = baseline(200)
@@ -128,10 +181,13 @@ def main() -> None:
     base_p50 = _pct(base, 0.5)
     print(f"enclave only (baseline): p50 {base_p50:.1f} ms, p99 {_pct(base, 0.99):.1f} ms")
     print(
-        f"devnet of {args.nodes + 1} processes, {r['eligible']} eligible: submit -> verified "
-        f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms (k=1, one at a time); "
-        f"{r['tasks_per_s']:.1f} tasks/s with {args.concurrency} in flight "
-        f"({r['failed']} failed)  [targets: p50 <= 25, p99 <= 100, >= 300/s]"
+        f"devnet of {args.nodes + 1} processes, {r['eligible']} eligible, task records by "
+        f"{args.task_records}: submit -> verified p50 {r['p50_ms']:.1f} ms, "
+        f"p99 {r['p99_ms']:.1f} ms (k=1, one at a time, after {args.warmup} warm-up tasks "
+        f"of which the slowest took {r['cold_max_ms']:.0f} ms); {r['tasks_per_s']:.1f} "
+        f"tasks/s with {args.concurrency} in flight ({r['failed']} failed); "
+        f"{r['cpu_ms_per_task']:.1f} ms CPU per task over all processes; idle devnet "
+        f"{r['idle_cores']:.2f} cores  [targets: p50 <= 25, p99 <= 100, >= 300/s]"
     )
     print(
         json.dumps(
@@ -140,7 +196,11 @@ def main() -> None:
                 "p50_ms": round(r["p50_ms"], 1),
                 "p99_ms": round(r["p99_ms"], 1),
                 "tasks_per_s": round(r["tasks_per_s"], 1),
+                "cpu_ms_per_task": round(r["cpu_ms_per_task"], 1),
+                "idle_cores": round(r["idle_cores"], 2),
                 "nodes": args.nodes,
+                "task_records": args.task_records,
+                "cpus": os.cpu_count(),
                 "baseline": round(base_p50, 2),
                 "ratio": round(r["p50_ms"] / base_p50, 1),
             }

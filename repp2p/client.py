@@ -232,16 +232,19 @@ class Client:
         epoch_s: int = 60,
         policy: str = "",
         sync_timeout: float = 30.0,
+        feed: Any = None,
     ) -> AsyncIterator[Client]:
         """Join the network through ``bootstrap`` and wait until synced.
 
         ``data_dir`` keeps the client's identity (its history earns its feedback weight)
-        and its record store. ``epoch_s`` must match the network's.
+        and its record store. ``epoch_s`` must match the network's; ``feed``
+        (:class:`repp2p.net.params.FeedParams`) too where the network changed it.
 
         Raises:
             NetworkError: not synced with any peer within ``sync_timeout``.
         """
         from repp2p.config import NodeConfig
+        from repp2p.net.params import FeedParams as _FeedParams
         from repp2p.net.params import GossipParams
         from repp2p.node import Node
 
@@ -256,6 +259,7 @@ class Client:
             policy=policy,
             status_listen="",
             gossip=GossipParams(eclipse_protection=network != "dev"),
+            feed=feed or _FeedParams(),
         )
         node = Node(config)
         try:

@@ -138,7 +138,7 @@ class Node:
         self.feed = feed_protocol.FeedFollower(
             self.feed_candidates,
             self._open_feed,
-            lambda data: self.accept(data, source="feed"),
+            lambda batch: self.accept_many(batch, source="feed"),
             config.feed,
             self.clock,
         )
@@ -186,47 +186,62 @@ class Node:
         """Decode, validate and store one record; True when it should travel on.
 
         ``topic`` is the gossip topic it arrived on (its type must belong there); ``source``
-        labels metrics (``gossip``, ``sync``, ``local``). Never raises for bad input.
+        labels metrics (``gossip``, ``sync``, ``feed``, ``task``, ``local``). Never raises
+        for bad input.
         """
+        return self.accept_many([data], topic=topic, source=source)[0]
+
+    def accept_many(
+        self, batch: list[bytes], *, topic: str | None = None, source: str = "local"
+    ) -> list[bool]:
+        """:meth:`accept` for several records, stored in one transaction (feed pages)."""
         started = time.perf_counter()
         now = int(self.clock())
         assert self.store is not None
-        if topic is None and self.store.has(hashlib.sha256(data).digest()):
-            # Held already (feeds deliver most records more than once): skip the signature
-            # check. Gossip still takes the full path, which also checks the topic.
-            self.metrics.accepted.labels("?", Outcome.DUPLICATE.value, source).inc()
-            return True
+        verdicts: list[bool] = [False] * len(batch)
+        fresh: list[tuple[int, SignedRecord]] = []
+        for i, data in enumerate(batch):
+            if topic is None and self.store.has(hashlib.sha256(data).digest()):
+                # Held already (feeds deliver most records more than once): skip the
+                # signature check. Gossip takes the full path, which checks the topic too.
+                self.metrics.accepted.labels("?", Outcome.DUPLICATE.value, source).inc()
+                verdicts[i] = True
+                continue
+            try:
+                signed = decode(data, now=now)
+            except RecordError as exc:
+                self.metrics.rejected.labels(exc.reason.value, source).inc()
+                log.debug("rejected %s record: %s", source, exc)
+                continue
+            if topic is not None and not topic_accepts(topic, signed.type):
+                self.metrics.rejected.labels("wrong_topic", source).inc()
+                continue
+            fresh.append((i, signed))
+        if not fresh:
+            return verdicts
         try:
-            signed = decode(data, now=now)
-        except RecordError as exc:
-            self.metrics.rejected.labels(exc.reason.value, source).inc()
-            log.debug("rejected %s record: %s", source, exc)
-            return False
-        if topic is not None and not topic_accepts(topic, signed.type):
-            self.metrics.rejected.labels("wrong_topic", source).inc()
-            return False
-        assert self.store is not None
-        try:
-            outcome = self.store.put(signed, now=now)
-        except RecordError as exc:  # expired between decode and put
-            self.metrics.rejected.labels(exc.reason.value, source).inc()
-            return False
-        except StoreError:
-            log.exception("record store failed; record not accepted")
-            return False
-        self.metrics.validation.observe(time.perf_counter() - started)
-        self.metrics.accepted.labels(signed.type, outcome.value, source).inc()
-        if outcome is Outcome.STALE:
-            return False
-        if outcome is not Outcome.DUPLICATE:
-            self.arrivals[signed.record_id] = self.clock()
-            if len(self.arrivals) > ARRIVALS_KEPT:
-                self.arrivals.popitem(last=False)
-            if outcome is Outcome.EQUIVOCATION:
-                log.warning("equivocation by %s (%s): evidence kept", signed.signer, signed.type)
-            for listener in self._listeners:
-                listener(signed, outcome)
-        return True
+            # decode() refused anything expired at `now`, so put_many cannot raise EXPIRED.
+            outcomes = self.store.put_many([signed for _, signed in fresh], now=now)
+        except (RecordError, StoreError):
+            log.exception("record store failed; %d records not accepted", len(fresh))
+            return verdicts
+        self.metrics.validation.observe((time.perf_counter() - started) / len(batch))
+        for (i, signed), outcome in zip(fresh, outcomes, strict=True):
+            self.metrics.accepted.labels(signed.type, outcome.value, source).inc()
+            if outcome is Outcome.STALE:
+                continue
+            verdicts[i] = True
+            if outcome is not Outcome.DUPLICATE:
+                self.arrivals[signed.record_id] = self.clock()
+                if len(self.arrivals) > ARRIVALS_KEPT:
+                    self.arrivals.popitem(last=False)
+                if outcome is Outcome.EQUIVOCATION:
+                    log.warning(
+                        "equivocation by %s (%s): evidence kept", signed.signer, signed.type
+                    )
+                for listener in self._listeners:
+                    listener(signed, outcome)
+        return verdicts
 
     def publish_soon(self, record: Record) -> SignedRecord:
         """Like :meth:`publish`, but the gossip send happens in the background.

@@ -55,9 +55,14 @@ def _config(
         "log_level": "WARNING",
         **(extra or {}),
     }
-    lines = [f"{key} = {json.dumps(value)}" for key, value in settings.items()]
+    tables = {key: settings.pop(key) for key in list(settings) if isinstance(settings[key], dict)}
     # Every devnet peer is on 127.0.0.1: mesh IP diversity cannot hold.
-    lines += ["[gossip]", "eclipse_protection = false", ""]
+    tables["gossip"] = {"eclipse_protection": False, **tables.get("gossip", {})}
+    lines = [f"{key} = {json.dumps(value)}" for key, value in settings.items()]
+    for table, values in tables.items():
+        lines.append(f"[{table}]")
+        lines += [f"{key} = {json.dumps(value)}" for key, value in values.items()]
+    lines.append("")
     path = folder / "node.toml"
     path.write_text("\n".join(lines))
     return path

@@ -151,7 +151,8 @@ class FeedFollower:
     Args:
         candidates: peer IDs we may pull from now (connected full nodes).
         open_stream: opens a negotiated ``/repp2p/feed/1`` stream to a peer ID.
-        accept: the record pipeline; True when a record was valid (new or already held).
+        accept: the record pipeline for a page: one verdict per record, True when it was
+            valid (new or already held); what it accepted is kept whatever follows.
         params: feed settings.
         clock: seconds (time.time in a node).
         rng: picks upstreams.
@@ -161,7 +162,7 @@ class FeedFollower:
         self,
         candidates: Callable[[], list[str]],
         open_stream: Callable[[str], Awaitable[Any]],
-        accept: Callable[[bytes], bool],
+        accept: Callable[[list[bytes]], list[bool]],
         params: FeedParams,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
@@ -182,10 +183,14 @@ class FeedFollower:
 
     async def run(self) -> None:
         """Pull every ``interval_s`` until cancelled; never raises for a peer's fault."""
+        interval = self.params.interval_s
         try:
             while True:
-                await self.round()
-                await trio.sleep(self.params.interval_s)
+                if await self.round():
+                    interval = self.params.interval_s
+                else:  # quiet network: poll less (each empty pull still costs both sides)
+                    interval = min(interval * 2, self.params.idle_interval_s)
+                await trio.sleep(interval)
         finally:
             for up in list(self.upstreams.values()):
                 await _reset(up.stream)
@@ -241,16 +246,18 @@ class FeedFollower:
                 or reply["next"] >= 2**63
             ):
                 raise ProtocolError("bad feed page")
-            for data in reply["records"]:
-                self.received += 1
-                if type(data) is bytes and self._accept(data):
-                    self.valid += 1
-                    taken += 1
-                else:
-                    self.invalid += 1
-                    self._invalid_from[up.peer] = self._invalid_from.get(up.peer, 0) + 1
-                    if self._invalid_from[up.peer] > p.max_invalid:
-                        raise ProtocolError(f"sent {self._invalid_from[up.peer]} invalid records")
+            batch = reply["records"]
+            if any(type(data) is not bytes for data in batch):
+                raise ProtocolError("a feed record is not a byte string")
+            verdicts = self._accept(batch) if batch else []
+            good = sum(verdicts)
+            self.received += len(batch)
+            self.valid += good
+            self.invalid += len(batch) - good
+            taken += good
+            self._invalid_from[up.peer] += len(batch) - good
+            if self._invalid_from[up.peer] > p.max_invalid:
+                raise ProtocolError(f"sent {self._invalid_from[up.peer]} invalid records")
             after = reply["next"]
             self._cursors[up.peer] = (after, self._clock())
             if len(reply["records"]) < p.page_records:

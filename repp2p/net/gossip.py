@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 import libp2p.pubsub.gossipsub as _gossipsub_module
+import libp2p.pubsub.pubsub as _pubsub_module
 from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, GossipSub
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.pubsub.score import ScoreParams, TopicScoreParams
@@ -59,7 +60,9 @@ def _consume_signed_record_once(rpc: Any, host: Any, peer_id: Any) -> bool:
     return ok
 
 
+# Both modules bound the function at import: patch each binding.
 _gossipsub_module.maybe_consume_signed_record = _consume_signed_record_once
+_pubsub_module.maybe_consume_signed_record = _consume_signed_record_once
 
 
 def message_id(msg: Any) -> bytes:

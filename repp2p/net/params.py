@@ -94,6 +94,8 @@ class FeedParams:
 
     Attributes:
         interval_s: seconds between two pulls from each upstream, 0.05..60.
+        idle_interval_s: while pulls bring nothing new, the interval doubles up to this,
+            interval_s..600.
         upstreams: full nodes pulled from at once, 1..16 (each record reaches a node about
             this many times; more upstreams spread faster and resist a lying upstream).
         rotate_s: one upstream is swapped for a random other peer this often (seconds),
@@ -110,6 +112,7 @@ class FeedParams:
     """
 
     interval_s: float = 0.5
+    idle_interval_s: float = 2.0
     upstreams: int = 2
     rotate_s: float = 60.0
     rewind_s: int = 120
@@ -122,6 +125,7 @@ class FeedParams:
 
     def __post_init__(self) -> None:
         _bound("interval_s", self.interval_s, 0.05, 60)
+        _bound("idle_interval_s", self.idle_interval_s, self.interval_s, 600)
         _bound("upstreams", self.upstreams, 1, 16)
         _bound("rotate_s", self.rotate_s, 1, 86_400)
         _bound("rewind_s", self.rewind_s, 0, 86_400)

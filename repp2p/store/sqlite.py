@@ -155,10 +155,13 @@ class SqliteRecordStore(RecordStoreAPI):
             signed = decode(data)
         except RecordError as exc:
             raise StoreError(f"record store {self.path} holds an invalid record: {exc}") from None
-        self._decoded[digest] = signed
+        self._remember(digest, signed)
+        return signed
+
+    def _remember(self, record_id: bytes, signed: SignedRecord) -> None:
+        self._decoded[record_id] = signed
         if len(self._decoded) > DECODED_CACHE:
             self._decoded.popitem(last=False)
-        return signed
 
     def _current(self, signed: SignedRecord) -> SignedRecord | None:
         row = self._db.execute(
@@ -170,6 +173,7 @@ class SqliteRecordStore(RecordStoreAPI):
     def _insert(self, signed: SignedRecord, now: int) -> None:
         record = signed.record
         epoch = record.epoch_of()
+        self._remember(signed.record_id, signed)  # verified by the caller: reads skip decode
         if signed.type in FEED_TYPES:
             self._db.execute(
                 "INSERT INTO feed (record_id, received_at) VALUES (?,?)", (signed.record_id, now)

@@ -84,7 +84,12 @@ async def test_restarted_node_keeps_records_and_reputation(tmp_path):
             for i in range(4):
                 with trio.fail_after(30):
                     await client.submit("echo", b"job %d" % i, redundancy=2)
-            await wait_until(lambda: worker.store.count("Feedback") >= 8, 10)
+            # Every record of the 4 tasks x 2 nodes: the other node's claims and receipts
+            # reach the worker by its feed, a moment after the client's feedback hand-over.
+            await wait_until(
+                lambda: all(worker.store.count(t) >= 8 for t in ("Feedback", "Claim", "Receipt")),
+                15,
+            )
         now = int(worker.clock())
         held = worker.store.query()
         verdicts = worker.keeper.verdicts(held, now)

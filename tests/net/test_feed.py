@@ -123,12 +123,15 @@ def _follower(client, candidates, store, **params):
 
         return await client.new_stream(ID.from_base58(peer), [PROTOCOL])
 
-    def accept(data: bytes) -> bool:
-        try:
-            store.ingest(data, now=NOW)
-        except Exception:
-            return False
-        return True
+    def accept(batch: list[bytes]) -> list[bool]:
+        verdicts = []
+        for data in batch:
+            try:
+                store.ingest(data, now=NOW)
+                verdicts.append(True)
+            except Exception:
+                verdicts.append(False)
+        return verdicts
 
     return FeedFollower(
         lambda: candidates, open_stream, accept, FeedParams(**params), clock=lambda: NOW
