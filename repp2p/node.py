@@ -321,7 +321,9 @@ class Node:
         listen = parse_multiaddrs(cfg.listen)
         bootstrap = [_peer_info(a) for a in cfg.bootstrap_addrs()]
         self.store = SqliteRecordStore(cfg.data_dir / "records.db", synchronous="NORMAL")
-        self.keeper = ViewKeeper(self.store, self.policy, epoch_s=cfg.epoch_s)
+        self.keeper = ViewKeeper(
+            self.store, self.policy, epoch_s=cfg.epoch_s, book_path=cfg.data_dir / "penalties.cbor"
+        )
         self.host = build_host(
             self.identity, enable_quic=cfg.enable_quic, connections=cfg.connections
         )

@@ -16,9 +16,10 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Iterable
+from pathlib import Path
 
 from repp2p.attestation import Policy, VerificationCache, verify_node
-from repp2p.errors import AttestationError, AttestationReason
+from repp2p.errors import AttestationError, AttestationReason, StoreError
 from repp2p.matching import MatchingParams, View
 from repp2p.records import (
     Attestation,
@@ -93,6 +94,8 @@ class ViewKeeper:
         store: the peer's record store (accepted records only).
         policy: the network's attestation policy (:mod:`repp2p.attestation`).
         epoch_s: epoch length in seconds.
+        book_path: where the penalty book is kept across restarts (a node's data dir);
+            None keeps it in memory only.
     """
 
     def __init__(
@@ -103,8 +106,11 @@ class ViewKeeper:
         epoch_s: int,
         matching_params: MatchingParams | None = None,
         reputation_params: ReputationParams | None = None,
+        book_path: Path | None = None,
     ) -> None:
         self.store = store
+        self.book_path = book_path
+        self._saved_book = self._load_book()
         self.policy = policy
         self.epoch_s = epoch_s
         self.matching_params = matching_params or MatchingParams()
@@ -208,19 +214,57 @@ class ViewKeeper:
             evidence = [r for pair in self.store.equivocations() for r in pair]
             records = before_epoch(self.store.query() + evidence, epoch)
             previous = self._views.get(epoch - 1)
+            if previous is not None:
+                book = previous.penalties
+            elif self._saved_book.epoch < epoch:
+                # Restarted (or no view for a while): go on from the book we kept. Epochs
+                # we were down count as one step, so a phase-out in progress may end later.
+                book = self._saved_book
+            else:
+                book = PenaltyBook()
             view = View.build(
                 records,
                 self.verdicts(records, now),
                 epoch=epoch,
                 epoch_s=self.epoch_s,
-                penalties=previous.penalties if previous else PenaltyBook(),
+                penalties=book,
                 reputation_params=self.reputation_params,
                 matching_params=self.matching_params,
             )
             self._views[epoch] = view
             for old in [e for e in self._views if e < epoch - 3]:
                 del self._views[old]
+            if view.penalties.epoch > self._saved_book.epoch:
+                self._save_book(view.penalties)
         return view
+
+    def _load_book(self) -> PenaltyBook:
+        """The penalty book kept in ``book_path``; empty when absent or unreadable."""
+        if self.book_path is None or not self.book_path.exists():
+            return PenaltyBook()
+        try:
+            return PenaltyBook.from_bytes(self.book_path.read_bytes())
+        except (OSError, StoreError) as exc:
+            # Not fatal: hard penalties come back from the evidence records at the next
+            # view; only phase-outs in progress are lost. Keep the file for inspection.
+            damaged = self.book_path.with_suffix(".damaged")
+            log.warning("penalty book %s ignored (kept as %s): %s", self.book_path, damaged, exc)
+            try:
+                self.book_path.replace(damaged)
+            except OSError:
+                pass
+            return PenaltyBook()
+
+    def _save_book(self, book: PenaltyBook) -> None:
+        self._saved_book = book
+        if self.book_path is None:
+            return
+        tmp = self.book_path.with_suffix(".tmp")
+        try:
+            tmp.write_bytes(book.to_bytes())
+            tmp.replace(self.book_path)
+        except OSError as exc:
+            log.warning("could not save the penalty book to %s: %s", self.book_path, exc)
 
     def refresh_keys(self, now: int) -> None:
         """Re-verify current attestations now (keys of nodes attested mid-epoch)."""

@@ -7,6 +7,8 @@ import dataclasses
 from repp2p.attestation import load_policy
 from repp2p.config import BOOTSTRAP_DIR
 from repp2p.records import Heartbeat, sign
+from repp2p.reputation import PenaltyBook
+from repp2p.reputation.penalties import PenaltyEntry
 from repp2p.store import SqliteRecordStore
 from repp2p.testing import factories
 from repp2p.viewer import ViewKeeper, beacon, before_epoch
@@ -48,3 +50,39 @@ def test_views_use_records_of_earlier_epochs_only():
 def test_beacon_is_a_pure_function_of_the_epoch():
     assert beacon(7) == beacon(7) != beacon(8)
     assert len(beacon(7)) == 32
+
+
+def test_the_penalty_book_survives_a_restart(tmp_path):
+    store = SqliteRecordStore(tmp_path / "records.db")
+    liar = factories.identity("liar")
+    a = sign(Heartbeat(epoch=5, load=0, tasks_done=0, seq=1, expires=FAR), liar)
+    b = sign(Heartbeat(epoch=5, load=1, tasks_done=0, seq=1, expires=FAR), liar)
+    store.put_many([a, b], now=1)
+    policy = load_policy(BOOTSTRAP_DIR / "policy-dev.toml")
+    path = tmp_path / "penalties.cbor"
+    first = ViewKeeper(store, policy, epoch_s=10, book_path=path)
+    book = first.view(7).penalties
+    assert book.is_penalised(liar.peer_id, 8) and path.exists()
+    # A phase-out that no record could re-derive (the low scores that caused it are gone).
+    kept = PenaltyBook(7, {**book.entries, "12D3KooWphased": PenaltyEntry(until_epoch=50)})
+    path.write_bytes(kept.to_bytes())
+    again = ViewKeeper(store, policy, epoch_s=10, book_path=path)
+    restarted = again.view(9).penalties
+    assert restarted.epoch == 9
+    assert restarted.is_penalised("12D3KooWphased", 9)  # carried over from the file
+    assert restarted.is_penalised(liar.peer_id, 9)
+    # Without the file, the phase-out is forgotten (what the file is for).
+    fresh = ViewKeeper(store, policy, epoch_s=10).view(9).penalties
+    assert not fresh.is_penalised("12D3KooWphased", 9)
+
+
+def test_a_damaged_penalty_book_is_ignored_not_fatal(tmp_path):
+    path = tmp_path / "penalties.cbor"
+    path.write_bytes(b"\xa1\x01garbage")
+    store = SqliteRecordStore(":memory:")
+    keeper = ViewKeeper(
+        store, load_policy(BOOTSTRAP_DIR / "policy-dev.toml"), epoch_s=10, book_path=path
+    )
+    assert keeper.view(3).penalties.epoch == 3  # built from an empty book
+    assert PenaltyBook.from_bytes(path.read_bytes()).epoch == 3  # and replaced
+    assert path.with_suffix(".damaged").read_bytes() == b"\xa1\x01garbage"  # nothing lost

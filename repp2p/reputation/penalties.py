@@ -24,8 +24,10 @@ import hashlib
 from collections.abc import Mapping
 from types import MappingProxyType
 
+import cbor2
 import numpy as np
 
+from repp2p.errors import StoreError
 from repp2p.reputation.evidence import Offence
 from repp2p.reputation.params import ReputationParams
 from repp2p.reputation.scores import ReputationTable
@@ -88,6 +90,67 @@ class PenaltyBook:
                 h.update(off.kind.encode() + b"\0" + b"".join(off.record_ids))
         return h.digest()
 
+    def to_bytes(self) -> bytes:
+        """Canonical CBOR of the book, for a node to keep it across restarts."""
+        entries = {
+            peer: [
+                e.below_epochs,
+                e.strikes,
+                e.until_epoch,
+                e.hard,
+                [[o.kind, o.peer_id, list(o.record_ids), o.epoch] for o in e.evidence],
+            ]
+            for peer, e in self.entries.items()
+        }
+        return cbor2.dumps({"v": 1, "epoch": self.epoch, "entries": entries}, canonical=True)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> PenaltyBook:
+        """The book :meth:`to_bytes` wrote.
+
+        Raises:
+            StoreError: the bytes are not such a book (a damaged or foreign file).
+        """
+        try:
+            obj = cbor2.loads(data, allow_duplicate_keys=False, max_depth=8)
+            if type(obj) is not dict or obj.keys() != {"v", "epoch", "entries"} or obj["v"] != 1:
+                raise ValueError("not a version-1 penalty book")
+            epoch = _int(obj["epoch"], low=-1)
+            if type(obj["entries"]) is not dict:
+                raise ValueError("entries is not a map")
+            entries = {}
+            for peer, fields in sorted(obj["entries"].items()):
+                if type(peer) is not str or type(fields) is not list or len(fields) != 5:
+                    raise ValueError("bad entry")
+                below, strikes, until, hard, evidence = fields
+                if type(hard) is not bool or type(evidence) is not list:
+                    raise ValueError("bad entry")
+                offences = []
+                for off in evidence:
+                    if type(off) is not list or len(off) != 4:
+                        raise ValueError("bad offence")
+                    kind, offender, ids, off_epoch = off
+                    if (
+                        type(kind) is not str
+                        or type(offender) is not str
+                        or type(ids) is not list
+                        or not all(type(i) is bytes and len(i) == 32 for i in ids)
+                    ):
+                        raise ValueError("bad offence")
+                    if off_epoch is not None:
+                        off_epoch = _int(off_epoch)
+                    offences.append(Offence(kind, offender, tuple(ids), off_epoch))
+                entries[peer] = PenaltyEntry(
+                    below_epochs=_int(below),
+                    strikes=_int(strikes),
+                    until_epoch=_int(until),
+                    hard=hard,
+                    evidence=tuple(offences),
+                )
+        except (ValueError, TypeError, cbor2.CBORDecodeError, RecursionError) as exc:
+            raise StoreError(f"penalty book unreadable: {exc}") from None
+        return cls(epoch, MappingProxyType(entries))
+
     def step(self, table: ReputationTable, params: ReputationParams | None = None) -> PenaltyBook:
         """The book after the epoch boundary of ``table.epoch``.
 
@@ -143,3 +206,9 @@ class PenaltyBook:
             else:
                 entries[peer] = e
         return PenaltyBook(epoch, MappingProxyType(dict(sorted(entries.items()))))
+
+
+def _int(value: object, *, low: int = 0) -> int:
+    if type(value) is not int or not low <= value < 2**63:
+        raise ValueError(f"{value!r} is not an integer in range")
+    return value
