@@ -53,6 +53,7 @@ class RecordReason(enum.Enum):
     BAD_SIGNER = "bad_signer"
     BAD_SIGNATURE = "bad_signature"
     EXPIRED = "expired"
+    EXPIRES_TOO_FAR = "expires_too_far"
 
 
 class RecordError(ReasonedError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 
 import cbor2
@@ -13,9 +14,11 @@ from hypothesis import strategies as st
 from repp2p.errors import RecordError, RecordReason
 from repp2p.records import (
     MAX_ENVELOPE_SIZE,
+    MAX_LIFETIME_S,
     RECORD_TYPES,
     Heartbeat,
     NodeAd,
+    check_lifetime,
     decode,
     encode,
     peer_id_from_public_key,
@@ -91,6 +94,50 @@ def test_expiry_is_checked_against_now():
     assert decode(data, now=999).record == record
     assert _reason(data, now=1_000) is RecordReason.EXPIRED
     assert decode(data).record == record  # inspection without a clock
+
+
+def test_lifetime_caps_cover_every_type():
+    day = 86_400
+    assert {
+        "NodeAd": day,
+        "Attestation": day,
+        "Heartbeat": day,
+        "TaskOffer": 30 * day,
+        "Claim": 30 * day,
+        "Receipt": 30 * day,
+        "Feedback": 30 * day,
+    } == MAX_LIFETIME_S
+    assert MAX_LIFETIME_S.keys() == RECORD_TYPES.keys()
+
+
+@pytest.mark.parametrize("record", factories.sample_records(), ids=lambda r: r.TYPE)
+def test_expires_is_capped_per_type(record):
+    now = factories.NOW
+    cap = MAX_LIFETIME_S[record.TYPE]
+
+    def expiring(expires: int) -> bytes:
+        return encode(dataclasses.replace(record, expires=expires), ALICE)
+
+    for lifetime in (1, cap - 1, cap):
+        assert decode(expiring(now + lifetime), now=now).record.expires == now + lifetime
+    too_far = expiring(now + cap + 7)
+    with pytest.raises(RecordError) as info:
+        decode(too_far, now=now)
+    assert info.value.reason is RecordReason.EXPIRES_TOO_FAR
+    assert f"{record.TYPE} expires 7 s past its cap of {cap} s" in info.value.detail
+    assert decode(too_far).record.expires == now + cap + 7  # inspection without a clock
+    assert decode(too_far, now=now + 7).record.expires == now + cap + 7  # a little later: in
+    with pytest.raises(RecordError) as info:
+        check_lifetime(dataclasses.replace(record, expires=now + cap + 1), now)
+    assert info.value.reason is RecordReason.EXPIRES_TOO_FAR
+
+
+def test_expired_is_checked_before_the_cap():
+    record = Heartbeat(epoch=1, load=0, tasks_done=0, seq=1, expires=1_000)
+    with pytest.raises(RecordError) as info:
+        check_lifetime(record, 1_000)
+    assert info.value.reason is RecordReason.EXPIRED
+    check_lifetime(record, 999)
 
 
 def test_construction_validates_fields():

@@ -13,7 +13,7 @@ import pytest
 import trio
 
 from repp2p.errors import RecordError, RecordReason, StoreError
-from repp2p.records import Heartbeat, Outcome, decode, encode, sign
+from repp2p.records import MAX_LIFETIME_S, Heartbeat, Outcome, decode, encode, sign
 from repp2p.store import SqliteRecordStore
 from repp2p.testing import factories
 
@@ -96,6 +96,20 @@ def test_expired_records_are_refused_and_purged(store):
     store.put(hb(ALICE, epoch=2, expires=NOW + 100), now=NOW)
     assert store.purge_expired(now=NOW + 50) == 1
     assert [s.record.epoch for s in store.query()] == [2]
+
+
+def test_records_expiring_too_far_ahead_are_refused(store):
+    cap = MAX_LIFETIME_S[Heartbeat.TYPE]
+    assert store.put(hb(ALICE, epoch=1, expires=NOW + cap), now=NOW) is Outcome.NEW
+    # Signed without a clock, so only the store's own check stands in the way.
+    too_far = hb(ALICE, epoch=2, expires=NOW + cap + 1)
+    with pytest.raises(RecordError) as info:
+        store.put(too_far, now=NOW)
+    assert info.value.reason is RecordReason.EXPIRES_TOO_FAR
+    with pytest.raises(RecordError) as info:
+        store.ingest(too_far.data, now=NOW)
+    assert info.value.reason is RecordReason.EXPIRES_TOO_FAR
+    assert store.count() == 1
 
 
 def test_only_decoded_records_are_accepted(store):
@@ -188,10 +202,10 @@ WRITER = textwrap.dedent(
     i = 0
     while True:
         batch = [
-            sign(Heartbeat(epoch=i, load=j, tasks_done=i, seq=1, expires=4_000_000_000), k)
+            sign(Heartbeat(epoch=i, load=j, tasks_done=i, seq=1, expires=factories.far_future()), k)
             for j, k in enumerate(keys)
         ]
-        store.put_many(batch, now=1_700_000_000)
+        store.put_many(batch, now=factories.NOW)
         # Printed only after COMMIT returned: every id printed must survive the kill.
         print(" ".join(s.record_id.hex() for s in batch), flush=True)
         i += 1

@@ -13,7 +13,8 @@ from repp2p.store import SqliteRecordStore
 from repp2p.testing import factories
 from repp2p.viewer import ViewKeeper, beacon, before_epoch
 
-FAR = factories.FAR_FUTURE
+NOW = 1  # the views here are of epochs a few 10-s epochs after the unix epoch
+FAR = factories.far_future(NOW)
 
 
 def _keeper(store):
@@ -25,7 +26,7 @@ def test_equivocation_kept_as_evidence_becomes_an_offence_in_the_view():
     liar = factories.identity("liar")
     a = sign(Heartbeat(epoch=5, load=0, tasks_done=0, seq=1, expires=FAR), liar)
     b = sign(Heartbeat(epoch=5, load=1, tasks_done=0, seq=1, expires=FAR), liar)
-    store.put_many([a, b], now=1)
+    store.put_many([a, b], now=NOW)
     assert store.count() == 1  # one current record; the other half is evidence
     (offence,) = _keeper(store).view(7).reputation.offences
     assert offence.kind == "equivocation" and offence.peer_id == liar.peer_id
@@ -37,9 +38,10 @@ def test_views_use_records_of_earlier_epochs_only():
     beats = [
         sign(Heartbeat(epoch=e, load=0, tasks_done=0, seq=1, expires=FAR), node) for e in (5, 6, 7)
     ]
-    ad = sign(factories.sample_records()[0], node)
+    ad = sign(factories.sample_records(now=NOW)[0], node)
     offers = [
-        sign(dataclasses.replace(factories.sample_records()[3], epoch=e), node) for e in (5, 6)
+        sign(dataclasses.replace(factories.sample_records(now=NOW)[3], epoch=e), node)
+        for e in (5, 6)
     ]
     kept = before_epoch([*beats, *offers, ad], 7)
     assert [s.record.epoch for s in kept if s.type == "Heartbeat"] == [5, 6]
@@ -57,7 +59,7 @@ def test_the_penalty_book_survives_a_restart(tmp_path):
     liar = factories.identity("liar")
     a = sign(Heartbeat(epoch=5, load=0, tasks_done=0, seq=1, expires=FAR), liar)
     b = sign(Heartbeat(epoch=5, load=1, tasks_done=0, seq=1, expires=FAR), liar)
-    store.put_many([a, b], now=1)
+    store.put_many([a, b], now=NOW)
     policy = load_policy(BOOTSTRAP_DIR / "policy-dev.toml")
     path = tmp_path / "penalties.cbor"
     first = ViewKeeper(store, policy, epoch_s=10, book_path=path)

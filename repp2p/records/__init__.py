@@ -4,6 +4,7 @@ Public API::
 
     encode(record, signing_key) -> bytes
     decode(data, *, now=None) -> SignedRecord   # raises RecordError(reason)
+    check_lifetime(record, now)                 # EXPIRED / EXPIRES_TOO_FAR (MAX_LIFETIME_S)
 
 Pure: no I/O, no clock (``now`` is an argument).
 """
@@ -11,6 +12,7 @@ Pure: no I/O, no clock (``now`` is an argument).
 from repp2p.records.codec import (
     MAX_ENVELOPE_SIZE,
     SignedRecord,
+    check_lifetime,
     decode,
     encode,
     receipt_message,
@@ -19,6 +21,7 @@ from repp2p.records.codec import (
 from repp2p.records.peerid import is_peer_id, peer_id_from_public_key, public_key_from_peer_id
 from repp2p.records.replacement import Outcome, compare, slot_key, winner
 from repp2p.records.types import (
+    MAX_LIFETIME_S,
     OUTCOMES,
     RECORD_TYPES,
     TEE_KINDS,
@@ -36,6 +39,7 @@ from repp2p.records.types import (
 
 __all__ = [
     "MAX_ENVELOPE_SIZE",
+    "MAX_LIFETIME_S",
     "OUTCOMES",
     "RECORD_TYPES",
     "TEE_KINDS",
@@ -50,6 +54,7 @@ __all__ = [
     "Record",
     "SignedRecord",
     "TaskOffer",
+    "check_lifetime",
     "compare",
     "decode",
     "encode",

@@ -35,7 +35,7 @@ from repp2p.records.schema import (
     from_wire_map,
     to_wire_map,
 )
-from repp2p.records.types import RECORD_TYPES, Receipt, Record
+from repp2p.records.types import MAX_LIFETIME_S, RECORD_TYPES, Receipt, Record
 
 DOMAIN = b"repp2p/1/"
 RECEIPT_DOMAIN = b"repp2p/1/receipt-enclave\0"
@@ -147,15 +147,17 @@ def decode(data: bytes, *, now: int | None = None) -> SignedRecord:
 
     Args:
         data: envelope bytes from the network or a file (hostile until this returns).
-        now: unix seconds; when given, a record with ``expires <= now`` is rejected. The
-            network and the store always pass it; leave it out only to inspect old records.
+        now: unix seconds; when given, the record must be live and not expire too far
+            ahead (:func:`check_lifetime`). The network and the store always pass it; leave
+            it out only to inspect old records.
 
     Returns:
         The :class:`SignedRecord`.
 
     Raises:
         RecordError: with reason OVERSIZE, MALFORMED, NON_CANONICAL, UNKNOWN_TYPE,
-            UNKNOWN_FIELD, MISSING_FIELD, BAD_FIELD, BAD_SIGNER, BAD_SIGNATURE or EXPIRED.
+            UNKNOWN_FIELD, MISSING_FIELD, BAD_FIELD, BAD_SIGNER, BAD_SIGNATURE, EXPIRED or
+            EXPIRES_TOO_FAR.
     """
     if type(data) is not bytes:
         if isinstance(data, bytearray | memoryview):
@@ -194,9 +196,37 @@ def decode(data: bytes, *, now: int | None = None) -> SignedRecord:
         _verify_key(signer).verify(_signing_message(type_tag, body), sig)
     except (nacl.exceptions.CryptoError, ValueError, TypeError):
         raise RecordError(RecordReason.BAD_SIGNATURE, f"{type_tag} signature invalid") from None
-    if now is not None and record.expires <= now:
-        raise RecordError(RecordReason.EXPIRED, f"{type_tag} expired at {record.expires}")
+    if now is not None:
+        check_lifetime(record, now)
     return SignedRecord(record, signer, sig, data, hashlib.sha256(data).digest())
+
+
+def check_lifetime(record: Record, now: int) -> None:
+    """Check that ``record`` is live at ``now`` and does not claim to live too long.
+
+    A record is accepted while ``now < expires <= now + MAX_LIFETIME_S[type]``. The upper
+    bound keeps a peer from filling every store with records that expire decades from now
+    (stores drop records only once they expire); since the remaining lifetime only shrinks,
+    a record accepted once stays within its cap.
+
+    Args:
+        record: a validated record of a registered type.
+        now: unix seconds, the checker's clock.
+
+    Raises:
+        RecordError: EXPIRED when ``expires <= now``; EXPIRES_TOO_FAR when ``expires`` is
+            more than the type's cap after ``now``.
+    """
+    if record.expires <= now:
+        raise RecordError(RecordReason.EXPIRED, f"{record.TYPE} expired at {record.expires}")
+    cap = MAX_LIFETIME_S[record.TYPE]
+    excess = record.expires - (now + cap)
+    if excess > 0:
+        raise RecordError(
+            RecordReason.EXPIRES_TOO_FAR,
+            f"{record.TYPE} expires {excess} s past its cap of {cap} s of lifetime "
+            f"(expires {record.expires}, now {now})",
+        )
 
 
 def receipt_message(receipt: Receipt) -> bytes:

@@ -270,3 +270,34 @@ def task_id_for(client_key: bytes, result_key: bytes) -> bytes:
 RECORD_TYPES: dict[str, type[Record]] = {
     cls.TYPE: cls for cls in (NodeAd, Attestation, Heartbeat, TaskOffer, Claim, Receipt, Feedback)
 }
+
+_DAY_S = 86_400
+
+#: The longest remaining lifetime a record may claim, seconds, per wire type tag: a record
+#: is invalid at ``now`` when ``expires > now + MAX_LIFETIME_S[type]`` (reason
+#: ``expires_too_far``). Stores keep a record until it expires, so without a cap one peer
+#: could fill every store with records that expire decades from now. The caps are far above
+#: what honest peers publish (a clock ahead by less than the slack costs nothing):
+#:
+#: * ``NodeAd``: 1 day. A node republishes its ad every ``republish_interval_s`` (300 s by
+#:   default) with 3 intervals of lifetime, so an ad that must last a day belongs to a node
+#:   that has been gone for most of it.
+#: * ``Attestation``: 1 day. A node re-attests every ``reattest_period_s`` (1 h by default)
+#:   and the policy refuses evidence bound to an epoch more than ``max_epoch_lag`` epochs old,
+#:   so a day-old attestation is no longer accepted anyway.
+#: * ``Heartbeat``: 1 day. One per epoch, living 3 epochs (60 s each by default): it only
+#:   has to last until the views of the next epochs are built.
+#: * ``TaskOffer``, ``Claim``, ``Receipt``, ``Feedback``: 30 days. Task records are the
+#:   reputation evidence, so they must be able to outlive the reputation window
+#:   (``ReputationParams.window_epochs`` = 168 epochs: 2.8 h at 60-s epochs, a week at
+#:   1-h epochs). Claims, receipts and feedback inherit their offer's expiry, which must
+#:   come after the task's deadline, so 30 days also bounds how far off a deadline can be.
+MAX_LIFETIME_S: dict[str, int] = {
+    NodeAd.TYPE: _DAY_S,
+    Attestation.TYPE: _DAY_S,
+    Heartbeat.TYPE: _DAY_S,
+    TaskOffer.TYPE: 30 * _DAY_S,
+    Claim.TYPE: 30 * _DAY_S,
+    Receipt.TYPE: 30 * _DAY_S,
+    Feedback.TYPE: 30 * _DAY_S,
+}

@@ -22,7 +22,8 @@ class RecordStoreAPI(abc.ABC):
 
         Raises:
             StoreError: ``signed`` is not a decoded record, or the database failed.
-            RecordError: (EXPIRED) the record expired at ``now``.
+            RecordError: EXPIRED (the record expired at ``now``) or EXPIRES_TOO_FAR (it
+                expires further ahead than its type allows, ``repp2p.records.MAX_LIFETIME_S``).
         """
 
     @abc.abstractmethod

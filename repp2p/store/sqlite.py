@@ -22,7 +22,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from repp2p.errors import RecordError, RecordReason, StoreError
+from repp2p.errors import RecordError, StoreError
 from repp2p.records import (
     Claim,
     Feedback,
@@ -30,6 +30,7 @@ from repp2p.records import (
     Receipt,
     SignedRecord,
     TaskOffer,
+    check_lifetime,
     compare,
     decode,
     winner,
@@ -196,8 +197,9 @@ class SqliteRecordStore(RecordStoreAPI):
     def _put_one(self, signed: SignedRecord, now: int) -> Outcome:
         if not isinstance(signed, SignedRecord):
             raise StoreError("the store accepts only decoded SignedRecord objects")
-        if signed.record.expires <= now:
-            raise RecordError(RecordReason.EXPIRED, f"{signed.type} expired")
+        # Expired, or expiring further ahead than its type allows (the store would keep it
+        # until then): the same rule decode(now=...) applies, for records decoded without it.
+        check_lifetime(signed.record, now)
         current = self._current(signed)
         outcome = compare(current, signed)
         if outcome is Outcome.NEW:

@@ -1,4 +1,10 @@
-"""Deterministic identities and ready-made valid records for tests and examples."""
+"""Deterministic identities and ready-made valid records for tests and examples.
+
+Records carry an ``expires`` that must lie within their type's lifetime cap of the ``now``
+they are checked at (``repp2p.records.MAX_LIFETIME_S``), so expiries here are relative to a
+``now``: the fixed :data:`NOW` for tests that pass the clock by hand, ``time.time()`` for
+tests whose nodes run on the real clock.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import hashlib
 
 from repp2p.identity import Identity
 from repp2p.records import (
+    MAX_LIFETIME_S,
     Attestation,
     Claim,
     EngineOffer,
@@ -17,7 +24,18 @@ from repp2p.records import (
     TaskOffer,
 )
 
-FAR_FUTURE = 4_000_000_000  # unix seconds, year 2096
+#: A fixed clock for tests that pass ``now`` by hand (unix seconds, 2023-11-14 22:13:20 UTC).
+NOW = 1_700_000_000
+
+
+def far_future(now: float = NOW) -> int:
+    """An ``expires`` that no test outlives and that every record type accepts at ``now``
+    (and later): one day ahead, the smallest lifetime cap.
+
+    Args:
+        now: unix seconds the records will be checked at (at the earliest).
+    """
+    return int(now) + min(MAX_LIFETIME_S.values())
 
 
 def identity(name: str) -> Identity:
@@ -30,9 +48,17 @@ def digest(label: str) -> bytes:
     return hashlib.sha256(label.encode()).digest()
 
 
-def sample_records(seq: int = 1, expires: int = FAR_FUTURE) -> list[Record]:
-    """One valid record of every registered type."""
+def sample_records(seq: int = 1, *, now: float = NOW, expires: int | None = None) -> list[Record]:
+    """One valid record of every registered type, valid at ``now`` until ``expires``.
+
+    Args:
+        seq: every record's ``seq``.
+        now: unix seconds; the offer's deadline is an hour later.
+        expires: every record's ``expires``; by default :func:`far_future` of ``now``.
+    """
     node = identity("node")
+    if expires is None:
+        expires = far_future(now)
     return [
         NodeAd(
             addrs=("/ip4/127.0.0.1/tcp/4001", "/ip4/127.0.0.1/udp/4001/quic-v1"),
@@ -65,7 +91,7 @@ def sample_records(seq: int = 1, expires: int = FAR_FUTURE) -> list[Record]:
             min_reputation=300,
             max_price=5_000,
             redundancy=2,
-            deadline_ms=FAR_FUTURE * 1000,
+            deadline_ms=(int(now) + 3600) * 1000,
             input_digest=digest("input"),
             input_size=11,
             result_key=digest("client-key"),

@@ -27,7 +27,10 @@ from repp2p.records import (
 )
 from repp2p.reputation import AttestedNode
 
-FAR = 4_000_000_000  # expires: year 2096
+#: ``expires`` of every record: a day after the test clock's origin, so no record expires in
+#: the epochs these tests look at (600-s epochs: before epoch 144), and a store given them at
+#: ``now=0`` accepts them (a day is the smallest lifetime cap, ``MAX_LIFETIME_S``).
+FAR = 86_400
 EPOCH_S = 600
 ENGINE = "echo"
 

@@ -15,7 +15,7 @@ from repp2p.client import Client
 from repp2p.net.framing import FrameReader, write_cbor
 from repp2p.net.task import MAX_RESPONSE, parse_response
 from repp2p.net.task import PROTOCOL as TASK_PROTOCOL
-from repp2p.records import Feedback, Receipt, decode
+from repp2p.records import MAX_LIFETIME_S, Feedback, Receipt, decode
 from repp2p.testing.network import local_network, node_config, start_node
 from repp2p.viewer import TASK_RECORD_LAG, beacon
 
@@ -206,6 +206,18 @@ async def test_replayed_and_expired_offers_are_ignored(tmp_path):
             answer = await ask(expired)
             assert answer["ok"] is False and answer["error"] == "bad_offer"
             assert "expired" in answer["detail"]
+            # So is one that claims to live longer than any task record may.
+            too_far = encode(
+                dataclasses.replace(
+                    offer,
+                    task_id=b"\x0a" * 32,
+                    expires=int(node.clock()) + MAX_LIFETIME_S[offer.TYPE] + 3600,
+                ),
+                stale,
+            )
+            answer = await ask(too_far)
+            assert answer["ok"] is False and answer["error"] == "bad_offer"
+            assert "expires_too_far" in answer["detail"]
             # Task-id squatting: another client reuses the gossiped task id in its own offer.
             from repp2p.testing import factories
 
@@ -278,7 +290,7 @@ async def test_a_node_takes_handed_over_feedback_only_on_its_own_tasks(tmp_path)
                     latency_ms=1,
                     rating=0,
                     seq=1,
-                    expires=factories.FAR_FUTURE,
+                    expires=factories.far_future(node.clock()),
                 )
                 return encode(record, stranger)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import types
 
 import multiaddr
@@ -22,7 +23,7 @@ LOCAL = multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")
 NOW = 1_700_000_000
 
 
-def _claims(count: int, *, start: int = 0, expires: int = factories.FAR_FUTURE, pad: int = 0):
+def _claims(count: int, *, start: int = 0, expires: int = factories.far_future(NOW), pad: int = 0):
     key = factories.identity("claimer")
     return [
         sign(
@@ -43,7 +44,7 @@ def _claims(count: int, *, start: int = 0, expires: int = factories.FAR_FUTURE, 
 
 def _heartbeat():
     return sign(
-        Heartbeat(epoch=1, load=0, tasks_done=0, seq=1, expires=factories.FAR_FUTURE),
+        Heartbeat(epoch=1, load=0, tasks_done=0, seq=1, expires=factories.far_future(NOW)),
         factories.identity("hb"),
     )
 
@@ -239,7 +240,7 @@ async def test_task_records_reach_every_node_without_gossip(tmp_path):
                 latency_ms=5,
                 rating=100,
                 seq=1,
-                expires=factories.FAR_FUTURE,
+                expires=factories.far_future(time.time()),
             )
         )
         with trio.fail_after(20):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import multiaddr
 import pytest
 import trio
@@ -15,7 +17,7 @@ from repp2p.net.gossip import build_pubsub
 from repp2p.net.host import build_host
 from repp2p.net.params import GossipParams
 from repp2p.net.topics import TOPICS, topic_for
-from repp2p.records import Heartbeat, TaskOffer, encode
+from repp2p.records import MAX_LIFETIME_S, Heartbeat, TaskOffer, encode
 from repp2p.testing import factories
 from repp2p.testing.network import local_network, node_config, start_node
 
@@ -55,7 +57,7 @@ async def test_every_family_reaches_every_node(tmp_path):
         await trio.sleep(1.5)  # a gossipsub heartbeat to build meshes
         published = []
         with trio.fail_after(10):
-            for i, record in enumerate(factories.sample_records(seq=10**15)):
+            for i, record in enumerate(factories.sample_records(seq=10**15, now=time.time())):
                 author = nodes[1 + i % 4]
                 published.append(await author.publish(record))
         assert {s.type for s in published} == {
@@ -87,13 +89,23 @@ async def test_forged_and_malformed_records_are_dropped_not_forwarded(tmp_path):
                     await pubsub.wait_for_subscription(gate.host.get_id(), topic, timeout=10)
                 await trio.sleep(1.5)
                 good = encode(
-                    Heartbeat(epoch=1, load=0, tasks_done=0, seq=1, expires=factories.FAR_FUTURE),
+                    Heartbeat(
+                        epoch=1,
+                        load=0,
+                        tasks_done=0,
+                        seq=1,
+                        expires=factories.far_future(time.time()),
+                    ),
                     mallory,
                 )
                 forged = bytearray(
                     encode(
                         Heartbeat(
-                            epoch=2, load=0, tasks_done=0, seq=1, expires=factories.FAR_FUTURE
+                            epoch=2,
+                            load=0,
+                            tasks_done=0,
+                            seq=1,
+                            expires=factories.far_future(time.time()),
                         ),
                         mallory,
                     )
@@ -102,9 +114,21 @@ async def test_forged_and_malformed_records_are_dropped_not_forwarded(tmp_path):
                 expired = encode(
                     Heartbeat(epoch=3, load=0, tasks_done=0, seq=1, expires=10), mallory
                 )
-                wrong_topic = encode(factories.sample_records()[3], mallory)  # a TaskOffer
+                too_far = encode(
+                    Heartbeat(
+                        epoch=4,
+                        load=0,
+                        tasks_done=0,
+                        seq=1,
+                        expires=int(time.time()) + MAX_LIFETIME_S[Heartbeat.TYPE] + 3600,
+                    ),
+                    mallory,
+                )
+                wrong_topic = encode(
+                    factories.sample_records(now=time.time())[3], mallory
+                )  # a TaskOffer
                 with trio.fail_after(10):
-                    for data in (bytes(forged), b"\xa1\x00", expired, wrong_topic):
+                    for data in (bytes(forged), b"\xa1\x00", expired, too_far, wrong_topic):
                         await pubsub.publish(topic, data)
                     await pubsub.publish(topic, good)  # the marker that must get through
 
@@ -114,6 +138,7 @@ async def test_forged_and_malformed_records_are_dropped_not_forwarded(tmp_path):
                 assert rejected.get("bad_signature") == 1
                 assert rejected.get("malformed") == 1
                 assert rejected.get("expired") == 1
+                assert rejected.get("expires_too_far") == 1
                 assert rejected.get("wrong_topic") == 1
                 # Nothing bad was stored at the gate, and nothing bad travelled beyond it.
                 assert gate.store.count("Heartbeat") == far.store.count("Heartbeat")
@@ -179,7 +204,7 @@ async def test_restarted_node_keeps_identity_and_catches_up_by_sync(tmp_path):
 
         # While it is down, a one-shot record appears: only sync can bring it back.
         with trio.fail_after(10):
-            offer = await boot.publish(factories.sample_records()[3])
+            offer = await boot.publish(factories.sample_records(now=time.time())[3])
         assert isinstance(offer.record, TaskOffer) and topic_for("TaskOffer").endswith("tasks")
 
         again = await start_node(nursery, config)

@@ -71,7 +71,9 @@ async def _connect(client, server) -> None:
 
 def _fill(store, count: int) -> list:
     records = [
-        sign(Heartbeat(epoch=e, load=0, tasks_done=0, seq=1, expires=factories.FAR_FUTURE), key)
+        sign(
+            Heartbeat(epoch=e, load=0, tasks_done=0, seq=1, expires=factories.far_future(NOW)), key
+        )
         for e in range(count // 4)
         for key in (factories.identity(f"s{i}") for i in range(4))
     ]
@@ -86,7 +88,7 @@ async def test_pull_pages_through_everything(tmp_path):
     params = SyncParams(page_records=16)
     server, client = build_host(factories.identity("a")), build_host(factories.identity("b"))
     async with server.run(listen_addrs=[LOCAL]), client.run(listen_addrs=[LOCAL]):
-        server.set_stream_handler(PROTOCOL, make_handler(served, params))
+        server.set_stream_handler(PROTOCOL, make_handler(served, params, lambda: NOW))
         await _connect(client, server)
         with trio.fail_after(20):
             stream = await client.new_stream(server.get_id(), [PROTOCOL])
@@ -99,7 +101,7 @@ async def test_pull_pages_through_everything(tmp_path):
 async def test_pull_cuts_off_a_peer_that_sends_garbage(tmp_path):
     fresh = SqliteRecordStore(tmp_path / "fresh.db")
     good = sign(
-        Heartbeat(epoch=1, load=0, tasks_done=0, seq=1, expires=factories.FAR_FUTURE),
+        Heartbeat(epoch=1, load=0, tasks_done=0, seq=1, expires=factories.far_future(NOW)),
         factories.identity("honest"),
     )
     params = SyncParams(max_invalid=3)
