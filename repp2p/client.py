@@ -47,7 +47,7 @@ from repp2p.records import (
     task_id_for,
 )
 from repp2p.tee import ResultError, ResultReason, TaskSecret, open_result, seal_input
-from repp2p.viewer import beacon
+from repp2p.viewer import TASK_RECORD_LAG, beacon
 
 log = logging.getLogger("repp2p.client")
 
@@ -322,6 +322,19 @@ class Client:
         view = self.node.keeper.view(epoch)
         return rank(probe, view, beacon(epoch), limit=64)
 
+    def _task_records_expire(self, epoch: int, deadline: float) -> int:
+        """When this task's records expire: once they have left every reputation window.
+
+        A task's records enter views ``TASK_RECORD_LAG`` epochs late and count for
+        ``window_epochs`` more; expiring earlier would make a node's record vanish from
+        reputations (and from what a fresh peer can sync) while it should still count.
+        """
+        keeper = self.node.keeper
+        epoch_s = self.node.config.epoch_s
+        last_counted = epoch + TASK_RECORD_LAG + keeper.reputation_params.window_epochs
+        wanted = max((last_counted + 1) * epoch_s, int(deadline) + MIN_TASK_RECORD_LIFETIME_S)
+        return min(wanted, int(self.node.clock()) + MAX_TASK_RECORD_LIFETIME_S)
+
     async def submit(
         self,
         engine: str,
@@ -364,7 +377,7 @@ class Client:
             input_size=len(data),
             result_key=secret.public_key,
             seq=1,
-            expires=int(started + timeout) + 3600,
+            expires=self._task_records_expire(epoch, started + timeout),
         )
         # Stored here, then it travels with each request: the nodes we chose put it in
         # their feeds (repp2p.net.feed), from which every peer pulls it.
@@ -379,6 +392,12 @@ class Client:
         finally:
             node._background.start_soon(attempt.hand_over)
 
+
+#: task records live at least this long after the deadline (claims, receipts and feedback
+#: expire with the offer)
+MIN_TASK_RECORD_LIFETIME_S = 3600
+#: ... and at most this long (the record core caps task records' lifetime at 30 days)
+MAX_TASK_RECORD_LIFETIME_S = 29 * 86_400
 
 #: seconds one node gets, after its failover turn opens, to return a verified result
 ATTEMPT_BUDGET_S = 30.0

@@ -51,9 +51,12 @@ class NodeConfig:
         tee_kind: the TEE the node runs in (``simulated`` is development only).
         price: micro-REP per task. capacity: concurrent tasks (1..65535).
         throughput: tasks per epoch the node claims to sustain.
-        heartbeat_interval_s: seconds between heartbeats (1..3600).
+        heartbeat_interval_s: seconds between heartbeats (1..3600), sent at a fixed phase
+            (mid-interval): an interval that divides ``epoch_s`` gives every epoch the same
+            number, the last well before the boundary (views use an epoch's last one).
         epoch_s: epoch length in seconds (1..86400); heartbeats are per epoch.
-        republish_interval_s: seconds between NodeAd/provider republications (5..86400).
+        republish_interval_s: seconds between NodeAd/provider republications (1..28800: an
+            ad lives three periods, and records may live at most a day).
         status_listen: ``host:port`` of the HTTP /metrics and /status endpoint ("" = off).
         enable_quic: also listen on QUIC where a ``/udp/.../quic-v1`` address is given.
         policy: path of the attestation policy TOML ("" = the network's default).
@@ -115,7 +118,7 @@ class NodeConfig:
             ("throughput", self.throughput, 0, 2**32 - 1),
             ("heartbeat_interval_s", self.heartbeat_interval_s, 0.1, 3600),
             ("epoch_s", self.epoch_s, 1, 86400),
-            ("republish_interval_s", self.republish_interval_s, 1, 86400),
+            ("republish_interval_s", self.republish_interval_s, 1, 28800),
         )
         for name, value, low, high in checks:
             if isinstance(value, bool) or not isinstance(value, int | float):

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import time
 from collections import OrderedDict
@@ -51,6 +52,7 @@ from repp2p.net.sync import make_handler, pull
 from repp2p.net.task import PROTOCOL as TASK_PROTOCOL
 from repp2p.net.topics import TOPICS, topic_accepts, topic_for
 from repp2p.records import (
+    MAX_LIFETIME_S,
     RECORD_TYPES,
     Attestation,
     EngineOffer,
@@ -143,6 +145,7 @@ class Node:
             self.clock,
         )
         self.attested_epoch: int | None = None
+        self.attestation_expires = 0.0
         self._background: Any = None  # the run() nursery, for fire-and-forget gossip
         self.store: SqliteRecordStore | None = None
         self.host: Any = None
@@ -249,10 +252,7 @@ class Node:
         The record is signed and stored (so it is ours and servable by sync) before this
         returns; the task path uses it to keep gossip I/O off the client's latency.
         """
-        data = encode(record, self.identity)
-        signed = decode(data)
-        if not self.accept(data, source="local"):
-            raise RecordError(RecordReason.EXPIRED, f"own {record.TYPE} refused (stale/expired)")
+        data, signed = self._store_own(record)
         self.spread(data, record.TYPE)
         return signed
 
@@ -268,14 +268,25 @@ class Node:
         Raises:
             RecordError: our own pipeline refused it (expired, or a stale ``seq``).
         """
+        data, signed = self._store_own(record)
+        await self.pubsub.publish(topic_for(record.TYPE), data)
+        return signed
+
+    def _store_own(self, record: Record) -> tuple[bytes, SignedRecord]:
+        """Sign and store one of our records; RecordError with the reason when refused."""
         data = encode(record, self.identity)
-        signed = decode(data)
+        signed = decode(data, now=int(self.clock()))  # expired / expires_too_far, named
         # Store first: a record is ours to publish only once our own pipeline accepted it.
         # The gossip validator then sees a duplicate, which it lets travel on.
         if not self.accept(data, source="local"):
-            raise RecordError(RecordReason.EXPIRED, f"own {record.TYPE} refused (stale/expired)")
-        await self.pubsub.publish(topic_for(record.TYPE), data)
-        return signed
+            raise RecordError(
+                RecordReason.BAD_FIELD, f"own {record.TYPE} refused: seq not above the stored one"
+            )
+        return data, signed
+
+    def _lifetime(self, record_type: str, wanted_s: int) -> int:
+        """``wanted_s``, within the record core's cap for the type (MAX_LIFETIME_S)."""
+        return min(int(wanted_s), MAX_LIFETIME_S[record_type])
 
     # -- records we originate ----------------------------------------------------------
 
@@ -292,7 +303,7 @@ class Node:
             capacity=self.config.capacity,
             throughput=self.config.throughput,
             seq=self.next_seq(),
-            expires=now + int(3 * self.config.republish_interval_s),
+            expires=now + self._lifetime(NodeAd.TYPE, 3 * self.config.republish_interval_s),
         )
 
     def _heartbeat(self) -> Heartbeat:
@@ -302,7 +313,7 @@ class Node:
             load=self.server.active,
             tasks_done=self.server.done,
             seq=self.next_seq(),
-            expires=now + 3 * self.config.epoch_s,
+            expires=now + self._lifetime(Heartbeat.TYPE, 3 * self.config.epoch_s),
         )
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -585,6 +596,10 @@ class Node:
         epoch = now // self.config.epoch_s
         nonce = beacon(epoch)
         evidence = await self.enclave.attest_async(self.peer_id, epoch, nonce, now)
+        lifetime = self._lifetime(
+            Attestation.TYPE,
+            self.policy.reattest_period_s + (self.policy.max_epoch_lag + 1) * self.config.epoch_s,
+        )
         await self.publish(
             Attestation(
                 tee_kind=self.enclave.kind,
@@ -596,16 +611,15 @@ class Node:
                 epoch=epoch,
                 nonce=nonce,
                 seq=self.next_seq(),
-                expires=now
-                + self.policy.reattest_period_s
-                + (self.policy.max_epoch_lag + 1) * self.config.epoch_s,
+                expires=now + lifetime,
             )
         )
         self.attested_epoch = epoch
+        self.attestation_expires = now + lifetime
 
     async def _attestation_loop(self) -> None:
-        # Re-attest every epoch, at mid-epoch: an attestation's binding epoch may lag the
-        # current one by at most the policy's max_epoch_lag; the policy's period caps it too.
+        # Re-attest at mid-epoch, as often as the policy needs: an attestation's binding
+        # epoch may lag the current one by at most max_epoch_lag; reattest_period_s caps it.
         while True:
             await trio.sleep(0.5)
             now = self.clock()
@@ -615,7 +629,14 @@ class Node:
             due = self.policy.is_due_for_reattestation(
                 (self.attested_epoch or 0) * self.config.epoch_s, int(now)
             )
-            if (mid_epoch and epoch != self.attested_epoch) or due or not self.enclave.is_alive:
+            # ...and before our attestation expires (its lifetime is capped at a day).
+            margin = min(self.config.epoch_s, MAX_LIFETIME_S[Attestation.TYPE] // 2)
+            due = due or now >= self.attestation_expires - margin
+            # Every epoch the policy's max_epoch_lag still accepts (each epoch when it is 1):
+            # attestations are the largest gossiped records, and peers re-verify each.
+            every = max(1, self.policy.max_epoch_lag)
+            stale = self.attested_epoch is None or epoch - self.attested_epoch >= every
+            if (mid_epoch and stale) or due or not self.enclave.is_alive:
                 try:
                     await self._attest()
                 except Exception:
@@ -650,9 +671,17 @@ class Node:
             await trio.sleep(0.5)
 
     async def _heartbeat_loop(self) -> None:
+        interval = self.config.heartbeat_interval_s
+        await self.publish(self._heartbeat())
         while True:
+            # At a fixed phase, mid-interval: with an interval that divides the epoch every
+            # epoch gets the same number of heartbeats and the last one travels well before
+            # the boundary (views take a heartbeat epoch's last one). No drift, so an
+            # interval equal to the epoch still never leaves an epoch without one.
+            now = self.clock()
+            next_at = (math.floor(now / interval - 0.5) + 1.5) * interval
+            await trio.sleep(max(0.0, next_at - now))
             await self.publish(self._heartbeat())
-            await trio.sleep(self.config.heartbeat_interval_s)
 
     async def _republish_loop(self) -> None:
         while True:

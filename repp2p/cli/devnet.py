@@ -49,7 +49,7 @@ def _config(
         "listen": ["/ip4/127.0.0.1/tcp/0"],
         "engines": engines,
         "status_listen": "127.0.0.1:0",
-        "heartbeat_interval_s": 5.0,
+        "heartbeat_interval_s": 10.0,  # one per epoch: views take an epoch's last one
         "epoch_s": 10,  # the dev network's epoch (bootstrap/dev.toml)
         "republish_interval_s": 30.0,
         "log_level": "WARNING",

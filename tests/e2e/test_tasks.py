@@ -271,6 +271,10 @@ async def test_a_node_takes_handed_over_feedback_only_on_its_own_tasks(tmp_path)
                 result = await client.submit("echo", b"mine")
             node = next(n for n in nodes if n.peer_id == result.proof.node)
             task_id = bytes.fromhex(result.task_id)
+            # The task's records outlive every reputation window they count in.
+            offer = client.node.store.get(bytes.fromhex(result.offer_id)).record
+            window = client.node.keeper.reputation_params.window_epochs
+            assert offer.expires >= (offer.epoch + TASK_RECORD_LAG + window + 1) * EPOCH_S
             # What the client handed over after the task is held by the node that served it.
             ours = [
                 s
