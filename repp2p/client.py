@@ -524,8 +524,8 @@ class _Attempt:
             log.warning("bad proof from %s: %s", peer, exc)
             return _Answer(peer, r, None, self._claim_of(peer), None, latency, "bad_proof")
         # Keep the node's public records: they are what feedback and the ledger rest on.
-        self.node.accept(reply["claim"], source="task")
-        self.node.accept(reply["receipt"], source="task")
+        self.node.accept_decoded(claim, source="task")
+        self.node.accept_decoded(receipt, source="task")
         return _Answer(peer, r, output, claim, receipt, latency, "ok")
 
     def _claim_of(self, peer: str) -> SignedRecord | None:

@@ -220,15 +220,28 @@ class Node:
                 self.metrics.rejected.labels("wrong_topic", source).inc()
                 continue
             fresh.append((i, signed))
+        self._store_batch(fresh, verdicts, now, source, started)
+        return verdicts
+
+    def _store_batch(
+        self,
+        fresh: list[tuple[int, SignedRecord]],
+        verdicts: list[bool],
+        now: int,
+        source: str,
+        started: float,
+    ) -> None:
+        """Store decoded, verified records in one transaction; sets ``verdicts[i]``."""
+        assert self.store is not None
         if not fresh:
-            return verdicts
+            return
         try:
             # decode() refused anything expired at `now`, so put_many cannot raise EXPIRED.
             outcomes = self.store.put_many([signed for _, signed in fresh], now=now)
         except (RecordError, StoreError):
             log.exception("record store failed; %d records not accepted", len(fresh))
-            return verdicts
-        self.metrics.validation.observe((time.perf_counter() - started) / len(batch))
+            return
+        self.metrics.validation.observe((time.perf_counter() - started) / len(verdicts))
         for (i, signed), outcome in zip(fresh, outcomes, strict=True):
             self.metrics.accepted.labels(signed.type, outcome.value, source).inc()
             if outcome is Outcome.STALE:
@@ -244,7 +257,12 @@ class Node:
                     )
                 for listener in self._listeners:
                     listener(signed, outcome)
-        return verdicts
+
+    def accept_decoded(self, signed: SignedRecord, *, source: str) -> bool:
+        """:meth:`accept` for a record the caller decoded (and so verified) with our clock."""
+        verdict = [False]
+        self._store_batch([(0, signed)], verdict, int(self.clock()), source, time.perf_counter())
+        return verdict[0]
 
     def publish_soon(self, record: Record) -> SignedRecord:
         """Like :meth:`publish`, but the gossip send happens in the background.
@@ -275,10 +293,12 @@ class Node:
     def _store_own(self, record: Record) -> tuple[bytes, SignedRecord]:
         """Sign and store one of our records; RecordError with the reason when refused."""
         data = encode(record, self.identity)
-        signed = decode(data, now=int(self.clock()))  # expired / expires_too_far, named
+        now = int(self.clock())
+        signed = decode(data, now=now)  # expired / expires_too_far, named
         # Store first: a record is ours to publish only once our own pipeline accepted it.
-        # The gossip validator then sees a duplicate, which it lets travel on.
-        if not self.accept(data, source="local"):
+        # The gossip validator then sees a duplicate, which it lets travel on. Verified
+        # just above: straight to the store, no second signature check.
+        if not self.accept_decoded(signed, source="local"):
             raise RecordError(
                 RecordReason.BAD_FIELD, f"own {record.TYPE} refused: seq not above the stored one"
             )

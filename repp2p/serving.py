@@ -140,11 +140,12 @@ class TaskServer:
         stored = 0
         for data in handed:
             try:
-                fb = decode(data, now=int(node.clock())).record
+                signed = decode(data, now=int(node.clock()))
             except RecordError:
                 continue
+            fb = signed.record
             if isinstance(fb, Feedback) and self._claimed_before(fb.task_id):
-                stored += node.accept(data, source="task")
+                stored += node.accept_decoded(signed, source="task")
         return stored
 
     async def run_task(self, request: Any) -> dict[str, Any]:
@@ -171,7 +172,7 @@ class TaskServer:
         if o.epoch not in (current - 1, current):
             return error("wrong_epoch", f"offer epoch {o.epoch}, now {current}")
         held = node.store.get(offer.record_id) is not None
-        if not node.accept(offer_data, source="task"):
+        if not node.accept_decoded(offer, source="task"):
             return error("bad_offer", "offer refused by the record pipeline")
         if not held:  # a client's offer enters the network through the nodes it chose
             node.spread(offer_data, TaskOffer.TYPE)
