@@ -51,9 +51,10 @@ class NodeConfig:
         tee_kind: the TEE the node runs in (``simulated`` is development only).
         price: micro-REP per task. capacity: concurrent tasks (1..65535).
         throughput: tasks per epoch the node claims to sustain.
-        heartbeat_interval_s: seconds between heartbeats (1..3600), sent at a fixed phase
-            (mid-interval): an interval that divides ``epoch_s`` gives every epoch the same
-            number, the last well before the boundary (views use an epoch's last one).
+        heartbeat_interval_s: seconds between heartbeats (1..3600), sent at the node's
+            fixed phase (25-75% into each interval, from its peer ID): an interval that
+            divides ``epoch_s`` gives every epoch the same number, the last well before the
+            boundary (views use an epoch's last one).
         epoch_s: epoch length in seconds (1..86400); heartbeats are per epoch.
         republish_interval_s: seconds between NodeAd/provider republications (1..28800: an
             ad lives three periods, and records may live at most a day).

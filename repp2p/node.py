@@ -644,8 +644,9 @@ class Node:
             await trio.sleep(0.5)
             now = self.clock()
             epoch = int(now) // self.config.epoch_s
-            # Mid-epoch, so the attestation peers snapshot at the boundary is stable.
-            mid_epoch = now - epoch * self.config.epoch_s >= self.config.epoch_s / 2
+            # Mid-epoch (at this node's phase), so the attestation peers snapshot at the
+            # boundary is stable.
+            mid_epoch = now - epoch * self.config.epoch_s >= self.config.epoch_s * self.phase
             due = self.policy.is_due_for_reattestation(
                 (self.attested_epoch or 0) * self.config.epoch_s, int(now)
             )
@@ -690,16 +691,24 @@ class Node:
                 built = epoch
             await trio.sleep(0.5)
 
+    @property
+    def phase(self) -> float:
+        """This node's fixed phase in [0.25, 0.75): when, as a fraction of an interval, its
+        heartbeats and re-attestations go out. Derived from the peer ID, so nodes spread
+        over the middle of the epoch instead of all publishing at the same instant."""
+        digest = hashlib.sha256(b"repp2p/1/phase\0" + self.peer_id.encode()).digest()
+        return 0.25 + 0.5 * int.from_bytes(digest[:2], "big") / 65536
+
     async def _heartbeat_loop(self) -> None:
         interval = self.config.heartbeat_interval_s
         await self.publish(self._heartbeat())
         while True:
-            # At a fixed phase, mid-interval: with an interval that divides the epoch every
-            # epoch gets the same number of heartbeats and the last one travels well before
-            # the boundary (views take a heartbeat epoch's last one). No drift, so an
+            # At a fixed phase of each interval: with an interval that divides the epoch,
+            # every epoch gets the same number of heartbeats and the last one travels well
+            # before the boundary (views take an epoch's last one). No drift, so an
             # interval equal to the epoch still never leaves an epoch without one.
             now = self.clock()
-            next_at = (math.floor(now / interval - 0.5) + 1.5) * interval
+            next_at = (math.floor(now / interval - self.phase) + 1 + self.phase) * interval
             await trio.sleep(max(0.0, next_at - now))
             await self.publish(self._heartbeat())
 
