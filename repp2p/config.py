@@ -81,7 +81,7 @@ class NodeConfig:
     price: int = 1000
     capacity: int = 4
     throughput: int = 600
-    heartbeat_interval_s: float = 10.0
+    heartbeat_interval_s: float = 30.0
     epoch_s: int = 60
     republish_interval_s: float = 300.0
     status_listen: str = "127.0.0.1:0"

@@ -1,7 +1,7 @@
 """Frozen, validated parameters of the network layer (one object per concern).
 
 Sizing notes for GossipParams: our gossip per node is about one heartbeat per
-``heartbeat_interval_s`` (10 s) and one ad and one attestation per republish period. Per-task
+``heartbeat_interval_s`` (30 s), one attestation per epoch and one ad per republish period. Per-task
 records (an offer, k claims, k receipts and k feedbacks per task) spread by pulls over
 ``/repp2p/feed/1`` (FeedParams), not by gossip, unless ``gossip_task_records`` is set: then,
 at the 300 tasks/s the task benchmark aims for across a 16-node network, a topic sees ~1,000
