@@ -386,10 +386,11 @@ class Client:
         if not ranking:
             raise TaskError("no_nodes", f"no eligible node serves {engine!r} in this view")
         attempt = _Attempt(self, offer, secret, data, view, ranking, started + timeout)
-        answers = await attempt.run(redundancy)
         try:
+            answers = await attempt.run(redundancy)
             return await attempt.conclude(answers, started)
         finally:
+            # Also when the task failed or we were cancelled: releases are evidence too.
             node._background.start_soon(attempt.hand_over)
 
 
@@ -483,16 +484,16 @@ class _Attempt:
         except Exception as exc:  # dead node, reset stream, protocol violation, timeout
             log.info("task attempt on %s (rank %d) failed: %r", peer, r, exc)
             await self.client.streams.forget(peer)
-            claim = self._claim_of(peer)
-            if claim is None:
-                return None  # it never took the task: nothing to release, no feedback due
+            # It may have claimed (its claim reaches us by the feeds, maybe not yet):
+            # release it. Timeout feedback on a node that never claimed weighs nothing.
             latency = int((self.node.clock() - sent) * 1000)
-            return _Answer(peer, r, None, claim, None, latency, "timeout")
+            return _Answer(peer, r, None, self._claim_of(peer), None, latency, "timeout")
         latency = int((self.node.clock() - sent) * 1000)
         if not reply["ok"]:
             log.info("rank %d (%s) declined: %s %s", r, peer, reply["error"], reply["detail"])
-            if reply["error"] == "execution_failed":
-                # It claimed, then failed: release it so the next rank may take over.
+            if reply["error"] in ("execution_failed", "replayed"):
+                # It claimed, then failed (or our retry of a request whose answer was lost
+                # met its claim): release it so the next rank may take over.
                 return _Answer(peer, r, None, self._claim_of(peer), None, latency, "timeout")
             return None
         try:
@@ -555,19 +556,30 @@ class _Attempt:
         return signed
 
     async def hand_over(self) -> None:
-        """Give this task's feedback to every node that claimed it (they spread it).
+        """Give this task's feedback to every node that answered or failed it (they spread
+        it: a client's feed has no followers).
 
         Background work after the result is returned; a node that is gone is skipped.
         """
-        records = self.feedbacks[:MAX_HANDOVER]
-        if not records:
+        if not self.feedbacks:
             return
-        for peer in dict.fromkeys(a.peer for a in self.answers if a.claim is not None):
+        chunks = [
+            self.feedbacks[i : i + MAX_HANDOVER]
+            for i in range(0, len(self.feedbacks), MAX_HANDOVER)
+        ]
+
+        async def give(peer: str) -> None:
             try:
                 with trio.fail_after(HANDOVER_TIMEOUT_S):
-                    await self.client.streams.request(peer, {"records": records})
+                    for chunk in chunks:
+                        await self.client.streams.request(peer, {"records": chunk})
             except Exception as exc:
                 log.info("feedback hand-over to %s failed: %r", peer, exc)
+
+        # Every node we tried and that may hold a claim; a dead one delays nobody else.
+        async with trio.open_nursery() as nursery:
+            for peer in dict.fromkeys(a.peer for a in self.answers):
+                nursery.start_soon(give, peer)
 
     async def conclude(self, answers: list[_Answer], started: float) -> TaskResult:
         o = self.offer.record

@@ -25,7 +25,14 @@ from engines.errors import EngineError
 from repp2p.errors import ProtocolError, RecordError
 from repp2p.matching import claim_opens_at_ms, rank, should_claim
 from repp2p.net.framing import FrameReader, write_cbor
-from repp2p.net.task import IDLE_TIMEOUT_S, MAX_REQUEST, error, parse_handover, parse_request
+from repp2p.net.task import (
+    IDLE_TIMEOUT_S,
+    MAX_REQUEST,
+    REQUEST_TIMEOUT_S,
+    error,
+    parse_handover,
+    parse_request,
+)
 from repp2p.records import Claim, Feedback, SignedRecord, TaskOffer, decode, task_id_for
 from repp2p.tee import EnclaveError
 from repp2p.viewer import beacon
@@ -102,12 +109,20 @@ class TaskServer:
         keep = True
         try:
             with trio.move_on_after(IDLE_TIMEOUT_S) as idle:
-                request = await reader.read_cbor()
-            if idle.cancelled_caught or request is None:
+                more = await reader.wait_data()
+            if idle.cancelled_caught or not more:
                 return False  # idle, or the client closed its side
+            # Once a request has begun, it must arrive whole in REQUEST_TIMEOUT_S: a slow
+            # sender cannot hold a 2 MiB buffer for the idle timeout.
+            with trio.fail_after(REQUEST_TIMEOUT_S):
+                request = await reader.read_cbor()
+            if request is None:
+                return False
             response = await self.serve(request)
         except ProtocolError as exc:
             response, keep = error("bad_request", str(exc)), False
+        except trio.TooSlowError:
+            response, keep = error("bad_request", "request not received in time"), False
         except Exception as exc:
             # Nothing a peer sends may escape a stream handler: in py-libp2p 0.8.1 that
             # cancels the swarm and stops the whole node. A reset stream ends up here too.
@@ -171,6 +186,12 @@ class TaskServer:
         current = int(now) // node.config.epoch_s
         if o.epoch not in (current - 1, current):
             return error("wrong_epoch", f"offer epoch {o.epoch}, now {current}")
+        view = node.keeper.view(o.epoch)
+        ranking = rank(o, view, beacon(o.epoch))
+        if node.peer_id not in ranking:
+            # Checked before storing: an offer nobody assigned to us stays out of our feed.
+            return error("not_assigned", "no claiming rank for this node in its view")
+        my_rank = ranking.index(node.peer_id)
         held = node.store.get(offer.record_id) is not None
         if not node.accept_decoded(offer, source="task"):
             return error("bad_offer", "offer refused by the record pipeline")
@@ -180,11 +201,6 @@ class TaskServer:
             if _is_release(data, offer, now):
                 node.accept(data, source="task")
 
-        view = node.keeper.view(o.epoch)
-        ranking = rank(o, view, beacon(o.epoch))
-        if node.peer_id not in ranking:
-            return error("not_assigned", "no claiming rank for this node in its view")
-        my_rank = ranking.index(node.peer_id)
         first_seen = node.arrivals.get(offer.record_id, now)
         params = view.matching_params
         opens_at = first_seen + claim_opens_at_ms(my_rank, o.redundancy, params) / 1000

@@ -9,8 +9,8 @@ two epochs late (repp2p.viewer). So they travel in batches instead: every node f
 *feed* of ``upstreams`` full nodes, pulling every ``interval_s`` whatever each upstream
 accepted since the last pull, and serves its own feed the same way. Records hop along a
 random pull graph: each node picks its upstreams at random and swaps one every
-``rotate_s``, and follows back every peer that chose it (so a node nobody happened to pick
-is still pulled from: no record stays where it entered). A record reaches every node in a
+``rotate_s``, and follows back the full nodes that chose it (so a node that is followed is
+pulled from in turn, and records do not stay where they entered). A record reaches every node in a
 few pulls, and each node receives it about ``2 x upstreams`` times, in frames with many
 others; the copies cost a hash lookup, not a signature check.
 
@@ -28,7 +28,8 @@ Conversation, one stream per upstream kept open, client first, CBOR frames
 
 Feed positions are the server's own (its store's feed sequence) and only grow. Every record
 goes through the same pipeline as gossip (decode, verify, validate, store); an upstream that
-sends more than ``max_invalid`` invalid records, breaks the protocol or stalls is dropped.
+sends more than ``max_invalid`` invalid records, breaks the protocol or stalls is dropped
+and avoided for :data:`BACKOFF_S`. Upstreams are pulled side by side.
 The server skips records that expired. Who originates a per-task record hands it to the
 peers that need it directly (a client's offer travels with its request, its feedback is
 handed to the task's nodes over ``/repp2p/task/1``), so the record enters some node's feed.
@@ -54,6 +55,15 @@ PROTOCOL = "/repp2p/feed/1"
 IDLE_TIMEOUT_S = 120.0
 #: peers followed back at most (beyond the upstreams we choose)
 MAX_FOLLOW_BACK = 8
+#: feed streams one peer may hold open to us at once
+MAX_STREAMS_PER_PEER = 2
+#: a server answers one stream's requests at most this often (seconds between them)
+MIN_REQUEST_GAP_S = 0.02
+#: the largest page frame a client accepts: the largest page_bytes a server may use, plus
+#: one record above it and CBOR overhead (pages of other servers' settings must fit)
+MAX_PAGE_FRAME = 4 * 1024 * 1024 + 512 * 1024
+#: an upstream dropped for a fault (invalid records, bad page, stall) is avoided this long
+BACKOFF_S = 300.0
 log = logging.getLogger("repp2p.feed")
 
 
@@ -81,13 +91,13 @@ def serve_page(
     entries, last = store.feed(after, min(limit, params.page_records))
     records: list[bytes] = []
     size = 0
-    for position, signed in entries:
-        if records and size + len(signed.data) > params.page_bytes:
+    for position, data, expires in entries:
+        if records and size + len(data) > params.page_bytes:
             last = position - 1  # resume at this record next time
             break
-        if signed.record.expires > now:  # the client would reject an expired record
-            records.append(signed.data)
-            size += len(signed.data)
+        if expires > now:  # the client would reject an expired record
+            records.append(data)
+            size += len(data)
     return {"records": records, "next": max(last, after)}
 
 
@@ -103,10 +113,15 @@ def make_handler(
     lives (its requests say ``back: true`` when it is itself following back).
     """
 
+    open_streams: dict[str | None, int] = {}
+
     async def handle(stream: Any) -> None:
         reader = FrameReader(stream, max_frame=4096)  # requests are tiny
         peer, following_back = _remote_peer(stream), False
+        open_streams[peer] = open_streams.get(peer, 0) + 1
         try:
+            if open_streams[peer] > MAX_STREAMS_PER_PEER:
+                raise ProtocolError(f"more than {MAX_STREAMS_PER_PEER} feed streams")
             while True:
                 with trio.move_on_after(IDLE_TIMEOUT_S) as idle:
                     request = await reader.read_cbor()
@@ -116,11 +131,16 @@ def make_handler(
                 if follower is not None and peer and not back and not following_back:
                     following_back = follower.follow_back(peer)
                 await write_cbor(stream, serve_page(store, after, limit, params, clock()))
+                # Pages cost us a query and a frame: one stream gets a bounded rate.
+                await trio.sleep(MIN_REQUEST_GAP_S)
         except ProtocolError as exc:
             log.info("feed: dropping a client: %s", exc)
         except Exception as exc:  # a reset stream, a closed connection
             log.debug("feed: stream ended: %r", exc)
         finally:
+            open_streams[peer] -= 1
+            if not open_streams[peer]:
+                del open_streams[peer]
             if following_back:
                 follower.stop_following_back(peer)
             await _reset(stream)
@@ -176,7 +196,8 @@ class FeedFollower:
         self.upstreams: dict[str, _Upstream] = {}
         #: peer -> (last position received, when): resumed when the peer is chosen again
         self._cursors: dict[str, tuple[int, float]] = {}
-        self._invalid_from: dict[str, int] = {}  # per upstream, since it was chosen
+        self._invalid_from: dict[str, int] = {}  # per peer, since its last fault
+        self._backoff: dict[str, float] = {}  # peer -> until when we avoid it
         self._wanted_back: set[str] = set()  # peers pulling from us: we pull from them too
         self._rotated_at = clock()
         self.received = self.valid = self.invalid = 0
@@ -198,11 +219,22 @@ class FeedFollower:
     def follow_back(self, peer: str) -> bool:
         """``peer`` chose to pull from us: pull from it too (so every node that follows
         someone is followed, and no record stays where it entered). False when at the cap."""
-        if peer in self._wanted_back:
+        if peer in self._wanted_back or len(self._wanted_back) >= MAX_FOLLOW_BACK:
             return False
-        if len(self._wanted_back) >= MAX_FOLLOW_BACK:
+        # Only full nodes we could pull from (light clients and unknown keys would take the
+        # slots and never be pulled), and none we dropped for a fault lately.
+        if self._backed_off(peer) or peer not in self._candidates():
             return False
         self._wanted_back.add(peer)
+        return True
+
+    def _backed_off(self, peer: str) -> bool:
+        until = self._backoff.get(peer)
+        if until is None:
+            return False
+        if self._clock() >= until:
+            del self._backoff[peer]
+            return False
         return True
 
     def stop_following_back(self, peer: str) -> None:
@@ -210,19 +242,29 @@ class FeedFollower:
         self._wanted_back.discard(peer)
 
     async def round(self) -> int:
-        """Refresh the upstream set and pull once from each; returns valid records taken."""
+        """Refresh the upstream set and pull once from each, all at once (a slow upstream
+        delays nobody else); returns the valid records taken."""
         await self._choose()
         taken = 0
-        for up in list(self.upstreams.values()):
+
+        async def pull(up: _Upstream) -> None:
+            nonlocal taken
             try:
                 with trio.fail_after(self.params.request_timeout_s * self.params.pages_per_round):
                     taken += await self._pull(up)
             except (ProtocolError, trio.TooSlowError) as exc:
-                log.info("feed: dropping upstream %s: %s", up.peer, exc)
+                log.info("feed: dropping upstream %s for %.0f s: %s", up.peer, BACKOFF_S, exc)
+                self._backoff[up.peer] = self._clock() + BACKOFF_S
+                self._wanted_back.discard(up.peer)
+                self._invalid_from[up.peer] = 0
                 await self._drop(up.peer)
             except Exception as exc:  # the stream or connection went away
                 log.debug("feed: upstream %s failed: %r", up.peer, exc)
                 await self._drop(up.peer)
+
+        async with trio.open_nursery() as nursery:
+            for up in list(self.upstreams.values()):
+                nursery.start_soon(pull, up)
         return taken
 
     async def _pull(self, up: _Upstream) -> int:
@@ -255,7 +297,7 @@ class FeedFollower:
             self.valid += good
             self.invalid += len(batch) - good
             taken += good
-            self._invalid_from[up.peer] += len(batch) - good
+            self._invalid_from[up.peer] = self._invalid_from.get(up.peer, 0) + len(batch) - good
             if self._invalid_from[up.peer] > p.max_invalid:
                 raise ProtocolError(f"sent {self._invalid_from[up.peer]} invalid records")
             after = reply["next"]
@@ -271,7 +313,7 @@ class FeedFollower:
         return known[0]
 
     async def _choose(self) -> None:
-        candidates = list(self._candidates())
+        candidates = [c for c in self._candidates() if not self._backed_off(c)]
         alive = set(candidates)
         for up in list(self.upstreams.values()):
             if up.peer not in alive or (up.back and up.peer not in self._wanted_back):
@@ -305,9 +347,8 @@ class FeedFollower:
         except Exception as exc:
             log.debug("feed: cannot open a stream to %s: %r", peer, exc)
             return None
-        reader = FrameReader(stream, max_frame=self.params.page_bytes + 512 * 1024)
+        reader = FrameReader(stream, max_frame=MAX_PAGE_FRAME)
         up = self.upstreams[peer] = _Upstream(peer, stream, reader, now, back)
-        self._invalid_from[peer] = 0
         return up
 
     async def _drop(self, peer: str) -> None:

@@ -49,6 +49,10 @@ class FrameReader:
             self._buffer += chunk
         return True
 
+    async def wait_data(self) -> bool:
+        """Wait until at least one byte of the next frame is here; False at end of stream."""
+        return await self._fill(1)
+
     async def read_bytes(self) -> bytes | None:
         """The next frame's payload, or None at a clean end of stream."""
         length = shift = 0

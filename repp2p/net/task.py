@@ -40,8 +40,10 @@ PROTOCOL = "/repp2p/task/1"
 MAX_REQUEST = 2 * 1024 * 1024
 #: responses: claim + receipt records and an encrypted output (engines cap outputs at 1 MiB).
 MAX_RESPONSE = 2 * 1024 * 1024
-#: the node closes a task stream after this long without a (complete) request.
+#: the node closes a task stream after this long without the start of a request...
 IDLE_TIMEOUT_S = 60.0
+#: ...and once a request has begun, it must be complete within this
+REQUEST_TIMEOUT_S = 10.0
 #: clients stop reusing a stream idle this long, well before the node closes it.
 CLIENT_IDLE_S = 20.0
 
@@ -89,11 +91,12 @@ def parse_handover(obj: Any) -> list[bytes] | None:
     return records
 
 
-def parse_response(obj: Any) -> dict[str, Any]:
-    """A validated response frame (the shape only; the client verifies the content)."""
+def parse_response(obj: Any, *, handover: bool = False) -> dict[str, Any]:
+    """A validated response frame to a task request (or, with ``handover``, to a
+    hand-over): the shape only; the client verifies the content."""
     if type(obj) is not dict or type(obj.get("ok")) is not bool:
         raise ProtocolError("bad task response")
-    if obj["ok"] and "stored" in obj:
+    if obj["ok"] and handover:
         if obj.keys() != {"ok", "stored"} or type(obj["stored"]) is not int:
             raise ProtocolError("bad hand-over response")
     elif obj["ok"]:

@@ -7,9 +7,12 @@ keeps idle streams per node and reuses them.
 
 A reused stream may have been closed by the node meanwhile (idle timeout, restart). When a
 *reused* stream fails before any byte of the response arrived, the request is retried once
-on a fresh stream: the node closes only idle streams, between requests, so it never saw
-that request. Any other failure reaches the caller, and a stream that failed, timed out or
-was cancelled is never reused.
+on a fresh stream. Usually the node closed an idle stream and never saw the request; but a
+reset while the node was working reads the same, so a node may get the request twice: it
+then answers ``replayed`` (it never runs a task twice), which the client treats as a
+failed attempt of a node that may have claimed (released with timeout feedback). Any other
+failure reaches the caller, and a stream that failed, timed out or was cancelled is never
+reused.
 """
 
 from __future__ import annotations
@@ -97,7 +100,7 @@ class TaskStreams:
                 if reused:
                     raise _StaleStream
                 raise ProtocolError("the node closed the task stream without answering")
-            reply = parse_response(frame)
+            reply = parse_response(frame, handover="records" in request)
             reusable = True
             return reply
         finally:

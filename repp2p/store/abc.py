@@ -62,12 +62,13 @@ class RecordStoreAPI(abc.ABC):
         """True when a current record has this ID (no decoding: a cheap duplicate check)."""
 
     @abc.abstractmethod
-    def feed(self, after: int, limit: int) -> tuple[list[tuple[int, SignedRecord]], int]:
+    def feed(self, after: int, limit: int) -> tuple[list[tuple[int, bytes, int]], int]:
         """Per-task records in the order this store received them, after position ``after``.
 
         Scans up to ``limit`` feed positions and returns ``(entries, last)``: the
-        ``(position, record)`` pairs still held, and the last position scanned (``after``
-        itself when nothing is new). Positions are this store's own and only grow.
+        ``(position, encoded record, expires)`` of records still held, and the last position
+        scanned (``after`` itself when nothing is new). Positions are this store's own and
+        only grow.
         """
 
     @abc.abstractmethod

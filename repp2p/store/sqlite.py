@@ -281,13 +281,20 @@ class SqliteRecordStore(RecordStoreAPI):
         row = self._db.execute("SELECT 1 FROM records WHERE record_id=?", (record_id,))
         return row.fetchone() is not None
 
-    def feed(self, after: int, limit: int) -> tuple[list[tuple[int, SignedRecord]], int]:
+    def feed(self, after: int, limit: int) -> tuple[list[tuple[int, bytes, int]], int]:
         rows = self._db.execute(
-            "SELECT f.seq, r.data FROM feed f LEFT JOIN records r ON r.record_id = f.record_id"
+            "SELECT f.seq, r.data, r.expires FROM feed f"
+            " LEFT JOIN records r ON r.record_id = f.record_id"
             " WHERE f.seq > ? ORDER BY f.seq LIMIT ?",
             (int(after), int(limit)),
         ).fetchall()
-        entries = [(seq, self._load(data)) for seq, data in rows if data is not None]
+        # Raw bytes, not decoded: serving a feed must not cost a signature check per record
+        # (the reader verifies anyway; a cold cache would make old positions expensive).
+        entries = [
+            (seq, data, int.from_bytes(expires, "big"))
+            for seq, data, expires in rows
+            if data is not None
+        ]
         return entries, (rows[-1][0] if rows else int(after))
 
     def feed_position(self, received_since: int) -> int:

@@ -57,8 +57,9 @@ def test_store_feed_lists_task_records_in_arrival_order(tmp_path):
     later = _claims(2, start=3)
     store.put_many(later, now=NOW + 5)
     entries, last = store.feed(-1, 100)
-    assert [s.record_id for _, s in entries] == [s.record_id for s in list(reversed(first)) + later]
-    positions = [p for p, _ in entries]
+    assert [data for _, data, _ in entries] == [s.data for s in list(reversed(first)) + later]
+    assert all(expires == first[0].record.expires for _, _, expires in entries)
+    positions = [p for p, _, _ in entries]
     assert positions == sorted(positions) and last == positions[-1]
     # Nothing new: the position stays; a limit scans that many entries only.
     assert store.feed(last, 100) == ([], last)
@@ -76,7 +77,7 @@ def test_feed_skips_records_no_longer_held(tmp_path):
     store.put_many(short + kept, now=NOW)
     store.purge_expired(now=NOW + 20)
     entries, last = store.feed(-1, 100)
-    assert [s.record_id for _, s in entries] == [kept[0].record_id]
+    assert [data for _, data, _ in entries] == [kept[0].data]
     assert last == entries[-1][0]
     assert store.has(kept[0].record_id) and not store.has(short[0].record_id)
 
@@ -255,3 +256,49 @@ async def test_task_records_reach_every_node_without_gossip(tmp_path):
             assert feed >= 1 and gossip == 0, (feed, gossip, sync)
         # Every node that pulls from someone is pulled from: the origin has followers.
         assert any(origin.peer_id in n.feed.upstreams for n in nodes if n is not origin)
+
+
+async def test_a_stalling_upstream_delays_nobody_and_is_avoided(tmp_path):
+    fresh = SqliteRecordStore(tmp_path / "fresh.db")
+    served = SqliteRecordStore(tmp_path / "served.db")
+    served.put_many(_claims(5), now=NOW)
+
+    async def staller(stream):
+        reader = FrameReader(stream, max_frame=4096)
+        while await reader.read_cbor() is not None:
+            await trio.sleep(3600)  # never answers
+
+    honest_host, slow_host = (
+        build_host(factories.identity("h")),
+        build_host(factories.identity("s")),
+    )
+    client = build_host(factories.identity("c2"))
+    async with (
+        honest_host.run(listen_addrs=[LOCAL]),
+        slow_host.run(listen_addrs=[LOCAL]),
+        client.run(listen_addrs=[LOCAL]),
+    ):
+        honest_host.set_stream_handler(PROTOCOL, make_handler(served, FeedParams(), lambda: NOW))
+        slow_host.set_stream_handler(PROTOCOL, staller)
+        honest = await _connect(client, honest_host)
+        slow = await _connect(client, slow_host)
+        follower = _follower(
+            client, [honest, slow], fresh, request_timeout_s=1.0, pages_per_round=1
+        )
+        with trio.fail_after(10):
+            started = trio.current_time()
+            assert await follower.round() == 5  # the honest upstream's records
+            assert trio.current_time() - started < 2.5  # pulled side by side, not in turn
+        assert slow not in follower.upstreams and honest in follower.upstreams
+        with trio.fail_after(10):
+            await follower.round()
+        assert slow not in follower.upstreams  # backed off, not chosen again
+        assert not follower.follow_back(slow)  # nor followed back
+
+
+def test_only_full_nodes_are_followed_back(tmp_path):
+    fresh = SqliteRecordStore(tmp_path / "fresh.db")
+    follower = _follower(None, ["12D3KooWfull"], fresh)
+    assert not follower.follow_back("12D3KooWlightclient")  # not a candidate: no slot
+    assert follower.follow_back("12D3KooWfull")
+    assert not follower.follow_back("12D3KooWfull")  # once

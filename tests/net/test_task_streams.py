@@ -81,3 +81,13 @@ async def test_a_malformed_answer_is_refused_and_its_stream_not_reused(frame):
 
     replies, pool = await _run(liar, [{"records": [b"x"]}] * 2)
     assert all(isinstance(r, ProtocolError) for r in replies) and pool.opened == 2
+
+
+async def test_a_task_request_answered_with_a_hand_over_shape_is_refused():
+    async def confused(stream):
+        reader = FrameReader(stream, 4096)
+        while await reader.read_cbor() is not None:
+            await write_cbor(stream, OK)  # {"ok": true, "stored": 0}
+
+    replies, _ = await _run(confused, [{"offer": b"o", "sealed": b"s"}])
+    assert isinstance(replies[0], ProtocolError)
