@@ -110,6 +110,12 @@ class NodeMetrics:
         self.sync_records = Counter(
             "repp2p_sync_records", "Records received by sync", ["result"], registry=r
         )
+        self.view_build = Histogram(
+            "repp2p_view_build_seconds",
+            "Time to build an epoch's view (reputation and matching inputs) at its start",
+            registry=r,
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
 
 
 class Node:
@@ -681,7 +687,9 @@ class Node:
         while True:
             epoch = int(self.clock()) // self.config.epoch_s
             if epoch != built:
+                started = time.perf_counter()
                 view = self.keeper.view(epoch)
+                self.metrics.view_build.observe(time.perf_counter() - started)
                 table = view.reputation
                 self.peer_scores = {
                     table.peers[i]: (int(table.permille[i]) - 500) / 500
