@@ -348,12 +348,13 @@ class Client:
     ) -> TaskResult:
         """Run ``data`` through ``engine`` on matched nodes and return the verified result.
 
-        The client publishes a signed ``TaskOffer``, ranks it on its own view, sends the
-        input sealed to each chosen node's *attested* key over ``/repp2p/task/1``, checks
-        each claim against its view and each receipt against the node's attestation,
-        decrypts, compares outputs when ``redundancy > 1``, and publishes ``Feedback``.
-        A node that fails (no answer, bad proof) is released with feedback and the next
-        rank takes over.
+        The client signs a ``TaskOffer``, ranks it on its own view, sends it with the input
+        sealed to each chosen node's *attested* key over ``/repp2p/task/1`` (the nodes put
+        the offer in their feeds), checks each claim against its view and each receipt
+        against the node's attestation, decrypts, compares outputs when
+        ``redundancy > 1``, and signs ``Feedback``, handed to the task's nodes in the
+        background. A node that fails (no answer, bad proof) is released with feedback
+        and the next rank takes over.
 
         Raises:
             TaskError: no eligible node, no valid result in time, or no majority among
