@@ -24,7 +24,8 @@ Conversation, one stream per upstream kept open, client first, CBOR frames
         back in turn); otherwise the server follows the client back while the stream lives
     server -> {"records": [bytes, ...], "next": int}
         records: encoded records in the order the server received them, at most ``limit``
-        and ``page_bytes``; next: the position to ask after next (never below ``after``)
+        and ``page_bytes``; next: the position to ask after next (below ``after`` only
+        when the server's store was reset and it started over)
 
 Feed positions are the server's own (its store's feed sequence) and only grow. Every record
 goes through the same pipeline as gossip (decode, verify, validate, store); an upstream that
@@ -86,7 +87,9 @@ def serve_page(
     store: RecordStoreAPI, after: int, limit: int, params: FeedParams, now: float
 ) -> dict[str, Any]:
     """The answer to one feed request (``after`` = -1: start ``rewind_s`` back)."""
-    if after == -1:
+    if after == -1 or after > store.feed_position(2**62):
+        # First contact, or a cursor past our end: our store was reset since (positions
+        # restart), so start over at the rewind point rather than serve nothing for ever.
         after = store.feed_position(int(now) - params.rewind_s)
     entries, last = store.feed(after, min(limit, params.page_records))
     records: list[bytes] = []
@@ -98,7 +101,7 @@ def serve_page(
         if expires > now:  # the client would reject an expired record
             records.append(data)
             size += len(data)
-    return {"records": records, "next": max(last, after)}
+    return {"records": records, "next": last}
 
 
 def make_handler(
@@ -284,8 +287,7 @@ class FeedFollower:
                 or type(reply["records"]) is not list
                 or len(reply["records"]) > p.page_records
                 or type(reply["next"]) is not int
-                or reply["next"] < max(after, 0)
-                or reply["next"] >= 2**63
+                or not 0 <= reply["next"] < 2**63
             ):
                 raise ProtocolError("bad feed page")
             batch = reply["records"]

@@ -183,7 +183,6 @@ async def test_follower_drops_an_upstream_that_sends_garbage(tmp_path):
 @pytest.mark.parametrize(
     "replies",
     [
-        [{"records": [], "next": 3}, {"records": [], "next": 1}],  # the cursor goes back
         [{"records": "nope", "next": 1}],
         [{"records": [], "next": -5}],
         [{"records": [], "next": 2**64}],
@@ -302,3 +301,14 @@ def test_only_full_nodes_are_followed_back(tmp_path):
     assert not follower.follow_back("12D3KooWlightclient")  # not a candidate: no slot
     assert follower.follow_back("12D3KooWfull")
     assert not follower.follow_back("12D3KooWfull")  # once
+
+
+def test_a_cursor_from_before_a_store_reset_starts_over(tmp_path):
+    old = SqliteRecordStore(tmp_path / "old.db")
+    old.put_many(_claims(30), now=NOW)
+    cursor = serve_page(old, -1, 100, FeedParams(), NOW)["next"]
+    assert cursor == 30
+    wiped = SqliteRecordStore(tmp_path / "wiped.db")  # the server lost its records.db
+    wiped.put_many(_claims(3, start=100), now=NOW)
+    page = serve_page(wiped, cursor, 100, FeedParams(), NOW)
+    assert len(page["records"]) == 3 and page["next"] == 3  # served, not silent for ever
