@@ -688,7 +688,12 @@ class Node:
             epoch = int(self.clock()) // self.config.epoch_s
             if epoch != built:
                 started = time.perf_counter()
-                view = self.keeper.view(epoch)
+                try:
+                    view = self.keeper.view(epoch)
+                except (StoreError, OSError):  # a damaged store: say so, keep the node up
+                    log.exception("building the view of epoch %d failed; retrying", epoch)
+                    await trio.sleep(0.5)
+                    continue
                 self.metrics.view_build.observe(time.perf_counter() - started)
                 table = view.reputation
                 self.peer_scores = {
