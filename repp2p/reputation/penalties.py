@@ -3,8 +3,9 @@
 A :class:`PenaltyBook` is a frozen fold over epoch boundaries: ``book.step(table)`` takes the
 :class:`~repp2p.reputation.scores.ReputationTable` of the next epoch and returns the next
 book. Every peer that steps through the same tables holds the same book (its ``digest``
-goes into the view digest). A peer that joins late rebuilds it by stepping through the
-epochs of its record store; the simulator steps it once per virtual epoch.
+goes into the view digest). A node keeps its book across restarts (:meth:`to_bytes`); a
+peer that joins late starts empty and re-derives hard penalties from the evidence records
+it holds; the simulator steps it once per virtual epoch.
 
 Rules (``ReputationParams`` names):
 
