@@ -47,7 +47,7 @@ from typing import Any
 import trio
 
 from repp2p.errors import ProtocolError
-from repp2p.net.framing import FrameReader, write_cbor
+from repp2p.net.framing import FrameReader, reset_quietly, write_cbor
 from repp2p.net.params import FeedParams
 from repp2p.store import RecordStoreAPI
 
@@ -146,7 +146,7 @@ def make_handler(
                 del open_streams[peer]
             if following_back:
                 follower.stop_following_back(peer)
-            await _reset(stream)
+            await reset_quietly(stream)
 
     return handle
 
@@ -217,7 +217,7 @@ class FeedFollower:
                 await trio.sleep(interval)
         finally:
             for up in list(self.upstreams.values()):
-                await _reset(up.stream)
+                await reset_quietly(up.stream)
 
     def follow_back(self, peer: str) -> bool:
         """``peer`` chose to pull from us: pull from it too (so every node that follows
@@ -356,12 +356,4 @@ class FeedFollower:
     async def _drop(self, peer: str) -> None:
         up = self.upstreams.pop(peer, None)
         if up is not None:
-            await _reset(up.stream)
-
-
-async def _reset(stream: Any) -> None:
-    with trio.CancelScope(shield=True), trio.move_on_after(1):
-        try:
-            await stream.reset()
-        except Exception:  # already reset or closed by the other side
-            pass
+            await reset_quietly(up.stream)

@@ -8,9 +8,11 @@ cannot make us buffer an arbitrary amount.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import cbor2
+import trio
 
 from repp2p.errors import ProtocolError
 
@@ -92,3 +94,12 @@ async def write_cbor(stream: Any, obj: Any) -> None:
     """Write one CBOR frame to ``stream``."""
     payload = cbor2.dumps(obj, canonical=True)
     await stream.write(encode_varint(len(payload)) + payload)
+
+
+async def reset_quietly(stream: Any) -> None:
+    """Abort ``stream`` (both directions), even while the caller is being cancelled.
+
+    Bounded to 1 s; a stream the other side already reset or closed is fine.
+    """
+    with trio.CancelScope(shield=True), trio.move_on_after(1), contextlib.suppress(Exception):
+        await stream.reset()

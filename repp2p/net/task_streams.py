@@ -17,15 +17,12 @@ reused.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
 
-import trio
-
 from repp2p.errors import ProtocolError
-from repp2p.net.framing import FrameReader, write_cbor
+from repp2p.net.framing import FrameReader, reset_quietly, write_cbor
 from repp2p.net.task import CLIENT_IDLE_S, MAX_RESPONSE, parse_response
 
 #: idle streams kept per node (more concurrent tasks open more streams; extras are closed)
@@ -107,7 +104,7 @@ class TaskStreams:
             if reusable:
                 await self._give_back(peer, entry)
             else:
-                await _discard(entry.stream)
+                await reset_quietly(entry.stream)
 
     async def _take(self, peer: str) -> _Idle | None:
         idle = self._idle.get(peer)
@@ -116,13 +113,13 @@ class TaskStreams:
             entry = idle.pop()
             if now - entry.since < CLIENT_IDLE_S:
                 return entry
-            await _discard(entry.stream)  # too old to trust: the node may be closing it
+            await reset_quietly(entry.stream)  # too old to trust: the node may be closing it
         return None
 
     async def _give_back(self, peer: str, entry: _Idle) -> None:
         idle = self._idle.setdefault(peer, [])
         if len(idle) >= MAX_IDLE_PER_PEER:
-            await _discard(entry.stream)
+            await reset_quietly(entry.stream)
             return
         entry.since = self._clock()
         idle.append(entry)
@@ -130,16 +127,11 @@ class TaskStreams:
     async def forget(self, peer: str) -> None:
         """Drop every idle stream to ``peer`` (it failed or misbehaved)."""
         for entry in self._idle.pop(peer, []):
-            await _discard(entry.stream)
+            await reset_quietly(entry.stream)
 
     async def aclose(self) -> None:
         """Close every idle stream."""
         idle, self._idle = self._idle, {}
         for entries in idle.values():
             for entry in entries:
-                await _discard(entry.stream)
-
-
-async def _discard(stream: Any) -> None:
-    with trio.CancelScope(shield=True), trio.move_on_after(1), contextlib.suppress(Exception):
-        await stream.reset()
+                await reset_quietly(entry.stream)
