@@ -34,6 +34,7 @@ from repp2p.identity import Identity
 from repp2p.matching import ClaimError, ClaimReason, claim_opens_at_ms, rank, verify_claim
 from repp2p.net.dht import NAMESPACE, AdValidator, ad_key, engine_provider_key
 from repp2p.net.host import build_host
+from repp2p.net.params import FeedParams
 from repp2p.net.task import MAX_HANDOVER
 from repp2p.net.task import PROTOCOL as TASK_PROTOCOL
 from repp2p.net.task_streams import TaskStreams
@@ -232,7 +233,7 @@ class Client:
         epoch_s: int = 60,
         policy: str = "",
         sync_timeout: float = 30.0,
-        feed: Any = None,
+        feed: FeedParams | None = None,
     ) -> AsyncIterator[Client]:
         """Join the network through ``bootstrap`` and wait until synced.
 
@@ -244,7 +245,6 @@ class Client:
             NetworkError: not synced with any peer within ``sync_timeout``.
         """
         from repp2p.config import NodeConfig
-        from repp2p.net.params import FeedParams as _FeedParams
         from repp2p.net.params import GossipParams
         from repp2p.node import Node
 
@@ -259,7 +259,7 @@ class Client:
             policy=policy,
             status_listen="",
             gossip=GossipParams(eclipse_protection=network != "dev"),
-            feed=feed or _FeedParams(),
+            feed=feed or FeedParams(),
         )
         node = Node(config)
         try:

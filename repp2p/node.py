@@ -213,7 +213,8 @@ class Node:
             if topic is None and self.store.has(hashlib.sha256(data).digest()):
                 # Held already (feeds deliver most records more than once): skip the
                 # signature check. Gossip takes the full path, which checks the topic too.
-                self.metrics.accepted.labels("?", Outcome.DUPLICATE.value, source).inc()
+                # Not decoded, so its type is unknown here: counted as type "any".
+                self.metrics.accepted.labels("any", Outcome.DUPLICATE.value, source).inc()
                 verdicts[i] = True
                 continue
             try:
