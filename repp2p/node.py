@@ -42,8 +42,8 @@ from repp2p.attestation import SIMULATED_LABEL, load_policy
 from repp2p.config import NodeConfig
 from repp2p.errors import ConfigError, KeyFileError, RecordError, RecordReason, StoreError
 from repp2p.identity import Identity
+from repp2p.net import connmgr, status_http
 from repp2p.net import feed as feed_protocol
-from repp2p.net import status_http
 from repp2p.net.dht import NAMESPACE, AdValidator, ServerOnlyKadDHT, ad_key, engine_provider_key
 from repp2p.net.gossip import build_pubsub, install_validators
 from repp2p.net.host import build_host, parse_multiaddrs
@@ -110,6 +110,12 @@ class NodeMetrics:
         self.sync_records = Counter(
             "repp2p_sync_records", "Records received by sync", ["result"], registry=r
         )
+        self.connections = Counter(
+            "repp2p_connections",
+            "Connections opened and closed (event=opened|closed), and closed by trimming",
+            ["event"],
+            registry=r,
+        )
         self.view_build = Histogram(
             "repp2p_view_build_seconds",
             "Time to build an epoch's view (reputation and matching inputs) at its start",
@@ -157,6 +163,10 @@ class Node:
         self.host: Any = None
         self.dht: KadDHT | None = None
         self.pubsub: Any = None
+        self.router: Any = None
+        self.conn_events = connmgr.ConnectionEvents(
+            lambda event: self.metrics.connections.labels(event).inc()
+        )
         self.status_port: int | None = None
         self.started_at = 0.0
         self.synced = trio.Event()
@@ -378,7 +388,8 @@ class Node:
                 mode = DHTMode.CLIENT if self.is_client else DHTMode.SERVER
                 self.dht = ServerOnlyKadDHT(self.host, mode, strict_validation=True)
                 self.dht.register_validator(NAMESPACE, AdValidator())
-                self.pubsub, router = build_pubsub(self.host, cfg.gossip, self.app_score)
+                self.pubsub, self.router = build_pubsub(self.host, cfg.gossip, self.app_score)
+                self.host.get_network().register_notifee(self.conn_events)
                 install_validators(
                     self.pubsub, lambda d, t, f: self.accept(d, topic=t, source="gossip")
                 )
@@ -392,7 +403,7 @@ class Node:
                 async with (
                     background_trio_service(self.dht),
                     background_trio_service(self.pubsub),
-                    background_trio_service(router),
+                    background_trio_service(self.router),
                     trio.open_nursery() as nursery,
                 ):
                     await self.pubsub.wait_until_ready()
@@ -416,6 +427,13 @@ class Node:
                     self._write_runtime()
                     nursery.start_soon(self._discovery_loop, bootstrap)
                     nursery.start_soon(self._prune_loop)
+                    nursery.start_soon(
+                        connmgr.trim_loop,
+                        self.host,
+                        self.router,
+                        cfg.connections,
+                        self.metrics.connections.labels("trimmed").inc,
+                    )
                     nursery.start_soon(self._view_loop)
                     nursery.start_soon(self._purge_loop)
                     nursery.start_soon(self.feed.run)
@@ -483,45 +501,66 @@ class Node:
 
     async def _discovery_loop(self, bootstrap: list[PeerInfo]) -> None:
         delay, provided_at, refreshed_at = 0.5, -1e18, -1e18
+        low = self.config.connections.low_watermark
         while True:
-            for info in bootstrap:
-                if await self._connect(info):
-                    await self.dht.add_peer(info.peer_id)
+            await self._dial_up_to(low, bootstrap)
             if self.host.get_connected_peers():
                 # Lookups cost every peer CPU; the DHT refreshes itself periodically, so we
                 # only push a refresh while our table is still small (joining) or stale.
                 table = self.dht.get_routing_table_size()
-                if table < self.config.connections.low_watermark or (
-                    self.clock() - refreshed_at >= REFRESH_INTERVAL_S
-                ):
+                if table < low or (self.clock() - refreshed_at >= REFRESH_INTERVAL_S):
                     started = time.perf_counter()
                     try:
                         with trio.fail_after(10):
-                            await self.dht.refresh_routing_table()
+                            async with self._transient_dials():
+                                await self.dht.refresh_routing_table()
                     except Exception as exc:
                         log.debug("routing table refresh failed: %r", exc)
                     refreshed_at = self.clock()
                     self.metrics.dht.labels("refresh").observe(time.perf_counter() - started)
-                # Dial routing-table peers only while below the low watermark: gossip
-                # meshes need a dozen peers, not everyone.
-                for peer in self.dht.routing_table.get_peer_ids():
-                    connected = self.host.get_connected_peers()
-                    if len(connected) >= self.config.connections.low_watermark:
-                        break
-                    if peer not in connected:
-                        addrs = self.host.get_peerstore().addrs(peer)
-                        await self._connect(PeerInfo(peer, addrs))
+                await self._dial_up_to(low, bootstrap)
                 if not self.synced.is_set():
                     await self._sync_once()
                 if not self.is_client and (
                     self.clock() - provided_at >= self.config.republish_interval_s
                 ):
-                    await self._provide()
+                    async with self._transient_dials():
+                        await self._provide()
                     provided_at = self.clock()
             elif not bootstrap and not self.synced.is_set():
                 self.synced.set()  # the first node of a network has nobody to sync from
             await trio.sleep(delay)
             delay = min(delay * 2, 15.0)
+
+    async def _dial_up_to(self, low: int, bootstrap: list[PeerInfo]) -> None:
+        """Dial known peers while below ``low`` connections (gossip meshes need a dozen
+        peers, not everyone).
+
+        Routing-table peers come first: bootstrap peers are for joining and for recovering
+        from isolation, and dialling them on every round would undo the trimming of both
+        sides. Peers whose connection closed in the last minute (most likely they trimmed
+        us) come last, so two nodes do not close and re-open the same connection forever.
+        """
+        if len(self.host.get_connected_peers()) >= low:
+            return
+        recent = self.conn_events.recently_closed(60.0)
+        boot_ids = {info.peer_id for info in bootstrap}
+        table = [
+            PeerInfo(peer, self.host.get_peerstore().addrs(peer))
+            for peer in self.dht.routing_table.get_peer_ids()
+            if peer not in boot_ids
+        ]
+        fresh = [i for i in table if i.peer_id.to_base58() not in recent]
+        boot = [i for i in bootstrap if i.peer_id.to_base58() not in recent]
+        rest = [i for i in table + bootstrap if i.peer_id.to_base58() in recent]
+        for info in fresh + boot + rest:
+            if len(self.host.get_connected_peers()) >= low:
+                return
+            if await self._connect(info) and info.peer_id in boot_ids:
+                await self.dht.add_peer(info.peer_id)
+
+    def _transient_dials(self) -> Any:
+        return connmgr.transient_dials(self.host, self.router, self.config.connections)
 
     def feed_candidates(self) -> list[str]:
         """Connected full nodes (peers with a stored ad): where we pull task records from."""
@@ -744,6 +783,11 @@ class Node:
                 if sample.name.endswith("_total"):
                     reason = sample.labels["reason"]
                     rejected[reason] = rejected.get(reason, 0) + sample.value
+        churn = {"opened": 0.0, "closed": 0.0, "trimmed": 0.0}
+        for metric in self.metrics.connections.collect():
+            for sample in metric.samples:
+                if sample.name.endswith("_total"):
+                    churn[sample.labels["event"]] = sample.value
         return {
             "peer_id": self.peer_id,
             "network": self.config.network,
@@ -752,6 +796,7 @@ class Node:
             "addrs": self.addrs(),
             "peers": len(peers),
             "peer_ids": peers,
+            "connections": {k: int(v) for k, v in churn.items()},
             "routing_table": self.dht.get_routing_table_size() if self.dht else 0,
             "records": counts,
             "records_total": sum(counts.values()),

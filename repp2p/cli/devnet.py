@@ -51,7 +51,10 @@ def _config(
         "status_listen": "127.0.0.1:0",
         "heartbeat_interval_s": 10.0,  # one per epoch: views take an epoch's last one
         "epoch_s": 10,  # the dev network's epoch (bootstrap/dev.toml)
-        "republish_interval_s": 30.0,
+        # republish_interval_s stays at the node default (300 s): each round re-provides
+        # every engine on the DHT, dialling the ~20 peers closest to each key, and those
+        # connections are trimmed again 20 s later; at 30 s that churn cost a 24-node devnet
+        # about a third of its idle CPU (bench/RESULTS.md).
         "log_level": "WARNING",
         **(extra or {}),
     }

@@ -22,7 +22,7 @@ showed nodes saturated by gossip control traffic):
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import libp2p.pubsub.gossipsub as _gossipsub_module
@@ -84,11 +84,43 @@ def score_params(app_score: AppScoreFn | None) -> ScoreParams:
     )
 
 
+class RecordGossipSub(GossipSub):
+    """py-libp2p's GossipSub with go-libp2p's flood publishing of our own messages.
+
+    A message this peer originates goes to its mesh and also to every other connected
+    peer subscribed to the topic whose score is above the publish threshold
+    (``GossipParams.flood_publish``); forwarded messages still follow the mesh only.
+    """
+
+    def __init__(self, *args: Any, flood_publish: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.flood_publish = flood_publish
+
+    def _get_peers_to_send(
+        self,
+        topic_ids: Iterable[str],
+        msg_forwarder: Any,
+        origin: Any,
+        msg_id: bytes | None = None,
+    ) -> Iterator[Any]:
+        topic_ids = list(topic_ids)
+        peers = set(super()._get_peers_to_send(topic_ids, msg_forwarder, origin, msg_id))
+        pubsub = self.pubsub
+        if self.flood_publish and pubsub is not None and origin == pubsub.my_id:
+            for topic in topic_ids:
+                for peer in pubsub.peer_topics.get(topic, ()):
+                    if self.scorer is None or self.scorer.allow_publish(peer, [topic]):
+                        peers.add(peer)
+            peers.discard(origin)
+        yield from peers
+
+
 def build_pubsub(
     host: Any, params: GossipParams, app_score: AppScoreFn | None = None
-) -> tuple[Pubsub, GossipSub]:
+) -> tuple[Pubsub, RecordGossipSub]:
     """A GossipSub router inside a strictly signing Pubsub with our message IDs."""
-    router = GossipSub(
+    router = RecordGossipSub(
+        flood_publish=params.flood_publish,
         protocols=[PROTOCOL_ID_V11, PROTOCOL_ID],
         degree=params.degree,
         degree_low=params.degree_low,

@@ -70,5 +70,6 @@ def build_host(
             low_watermark=connections.low_watermark,
             high_watermark=connections.high_watermark,
             max_connections=connections.max_connections,
+            grace_period=connections.grace_s,
         ),
     )

@@ -1,0 +1,152 @@
+"""Connection trimming (pure choice and on real hosts) and flood publishing."""
+
+from __future__ import annotations
+
+import time
+
+import multiaddr
+import pytest
+import trio
+from libp2p.peer.peerinfo import info_from_p2p_addr
+from libp2p.tools.anyio_service import background_trio_service
+
+from repp2p.errors import ConfigError
+from repp2p.identity import Identity
+from repp2p.net.connmgr import ConnInfo, choose_to_close, target_connections
+from repp2p.net.gossip import build_pubsub
+from repp2p.net.host import build_host
+from repp2p.net.params import ConnectionParams, GossipParams
+from repp2p.net.topics import TOPICS
+from repp2p.records import Heartbeat
+from repp2p.testing.network import local_network
+
+PARAMS = ConnectionParams(low_watermark=4, high_watermark=8, grace_s=20)
+
+
+def conns(n: int, *, age: float = 60.0, meshes: int = 0, busy: bool = False) -> list[ConnInfo]:
+    return [ConnInfo(f"peer-{i}", age, meshes, busy) for i in range(n)]
+
+
+def test_nothing_closed_at_or_below_the_high_watermark():
+    assert choose_to_close(conns(8), PARAMS, salt="me") == []
+    assert choose_to_close(conns(3), PARAMS, salt="me") == []
+
+
+def test_excess_closed_down_to_the_midpoint():
+    assert target_connections(PARAMS) == 6
+    chosen = choose_to_close(conns(11), PARAMS, salt="me")
+    assert len(chosen) == 5
+    assert len(set(chosen)) == 5
+
+
+def test_young_and_busy_connections_are_kept():
+    young = conns(5, age=1.0)
+    busy = [ConnInfo(f"busy-{i}", 600.0, 0, True) for i in range(4)]
+    old = [ConnInfo("old", 600.0, 6, False)]
+    chosen = choose_to_close(young + busy + old, PARAMS, salt="me")
+    assert chosen == ["old"]  # the only eligible one, even though it is in every mesh
+
+
+def test_peers_in_fewer_meshes_go_first():
+    mixed = [ConnInfo(f"m{k}", 60.0, k, False) for k in range(10)]
+    assert choose_to_close(mixed, PARAMS, salt="me") == ["m0", "m1", "m2", "m3"]
+
+
+def test_feed_connections_go_last():
+    mixed = [ConnInfo(f"f{k}", 60.0, 0, False, feed=True) for k in range(6)]
+    mixed += [ConnInfo(f"m{k}", 60.0, 6, False) for k in range(4)]
+    assert set(choose_to_close(mixed, PARAMS, salt="me")) == {"m0", "m1", "m2", "m3"}
+
+
+def test_transient_peers_go_first_even_when_young():
+    settled = conns(8)
+    transient = [ConnInfo(f"dht-{i}", 0.1, 0, False) for i in range(3)]
+    chosen = choose_to_close(
+        settled + transient, PARAMS, salt="me", transient=frozenset(c.peer for c in transient)
+    )
+    assert set(chosen[:3]) == {"dht-0", "dht-1", "dht-2"}
+    assert len(chosen) == 5
+
+
+def test_ties_broken_differently_by_each_node():
+    many = conns(40)
+    a = choose_to_close(many, PARAMS, salt="node-a")
+    b = choose_to_close(many, PARAMS, salt="node-b")
+    assert a == choose_to_close(many, PARAMS, salt="node-a")  # stable
+    assert set(a) != set(b)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"trim_interval_s": 0},
+        {"grace_s": -1},
+        {"low_watermark": 9, "high_watermark": 8},
+        {"grace_s": "soon"},
+    ],
+)
+def test_bad_connection_params_rejected(bad):
+    with pytest.raises(ConfigError):
+        ConnectionParams(**bad)
+
+
+@pytest.mark.slow
+async def test_nodes_trim_to_their_watermarks_and_gossip_still_reaches_everyone(tmp_path):
+    params = ConnectionParams(low_watermark=3, high_watermark=4, trim_interval_s=0.25, grace_s=0.5)
+    # republish_interval_s long: the test watches trimming, not re-provide dials.
+    async with local_network(tmp_path, 7, connections=params, republish_interval_s=120.0) as nodes:
+
+        def counts() -> list[int]:
+            return [len(n.host.get_connected_peers()) for n in nodes]
+
+        with trio.fail_after(40):
+            # The bootstrap starts with everyone; trimming brings every node within
+            # [low, high]: with 7 nodes of degree >= 3 the graph cannot be split.
+            while not all(3 <= c <= 4 for c in counts()):
+                await trio.sleep(0.1)
+        assert sum(n.status()["connections"]["trimmed"] for n in nodes) > 0
+        await trio.sleep(1.5)  # a gossipsub heartbeat on the new meshes
+        now = int(time.time())
+        signed = await nodes[6].publish(
+            Heartbeat(epoch=1, load=0, tasks_done=0, seq=10**15, expires=now + 600)
+        )
+        with trio.fail_after(20):
+            while not all(n.store.get(signed.record_id) is not None for n in nodes):
+                await trio.sleep(0.05)
+
+
+@pytest.mark.slow
+async def test_own_messages_flood_beyond_the_mesh():
+    """A publisher with an empty mesh (GRAFTs refused) still reaches its peers."""
+    local = multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")
+    topic = TOPICS["heartbeats"]
+    hosts = [build_host(Identity.generate()) for _ in range(3)]
+    async with hosts[0].run([local]), hosts[1].run([local]), hosts[2].run([local]):
+        services = [build_pubsub(h, GossipParams(eclipse_protection=False)) for h in hosts]
+        async with (
+            background_trio_service(services[0][0]),
+            background_trio_service(services[0][1]),
+            background_trio_service(services[1][0]),
+            background_trio_service(services[1][1]),
+            background_trio_service(services[2][0]),
+            background_trio_service(services[2][1]),
+        ):
+            for pubsub, _ in services:
+                await pubsub.wait_until_ready()
+                await pubsub.subscribe(topic)
+            for other in hosts[1:]:
+                addr = f"{other.get_addrs()[0]}/p2p/{other.get_id().to_base58()}"
+                await hosts[0].connect(info_from_p2p_addr(multiaddr.Multiaddr(addr)))
+            me = hosts[0].get_id()
+            others = {h.get_id() for h in hosts[1:]}
+            pubsub, router = services[0]
+            with trio.fail_after(10):
+                while set(pubsub.peer_topics.get(topic, ())) != others:
+                    await trio.sleep(0.05)
+            router.mesh[topic] = set()  # as after refused GRAFTs
+            assert set(router._get_peers_to_send([topic], me, me)) == others
+            # Forwarded messages (origin elsewhere) still follow the mesh only.
+            someone = hosts[1].get_id()
+            assert set(router._get_peers_to_send([topic], someone, someone)) == set()
+            router.flood_publish = False
+            assert set(router._get_peers_to_send([topic], me, me)) == set()
