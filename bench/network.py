@@ -3,7 +3,8 @@
 For each size (default 16 and 32 node processes, plus the bootstrap), this starts a real
 devnet of `repp2p node run` processes on 127.0.0.1 and measures:
 
-* set-up: from the first spawn until every node is listening, synced and has >= 4 peers;
+* set-up: from the first spawn until every node is listening, synced, has >= 4 peers and
+  no more than the high watermark of connections (trimming has settled);
 * RSS per node (VmRSS from /proc, after set-up);
 * gossip reach: a probe peer (its own libp2p host, connected to two nodes) publishes
   heartbeat records one at a time; for each, the time until 99% of the nodes have accepted
@@ -14,7 +15,7 @@ Baseline, measured in the same run: one-hop delivery (probe -> a directly connec
 p50 on the same devnet, the floor any multi-hop reach is compared with.
 Target (issue 4): p99 <= 500 ms on 32 processes. Ends with one JSON line.
 
-    python bench/network.py [--sizes 16,32] [--records 40]
+    python bench/network.py [--sizes 16,32] [--records 40] [--trace]
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from repp2p.identity import Identity
 from repp2p.logs import setup_logging
 from repp2p.net.gossip import build_pubsub
 from repp2p.net.host import build_host
-from repp2p.net.params import GossipParams
+from repp2p.net.params import ConnectionParams, GossipParams
 from repp2p.net.status_http import fetch
 from repp2p.net.topics import TOPICS
 from repp2p.records import Heartbeat, decode, encode
@@ -73,16 +74,17 @@ async def _arrivals(devnet: Devnet, record_id: bytes) -> list[float | None]:
     return out
 
 
-async def measure(size: int, records: int) -> dict[str, float]:
+async def measure(size: int, records: int, trace: bool = False) -> dict[str, float]:
     folder = Path(tempfile.mkdtemp(prefix="repp2p-bench-"))
     devnet = Devnet(folder, size, ["echo"])
+    high = ConnectionParams().high_watermark
     try:
         started = time.monotonic()
         await devnet.start()
         with trio.fail_after(180):
             while True:
                 statuses = await devnet.statuses()
-                if all(s and s["synced"] and s["peers"] >= min(4, size) for s in statuses):
+                if all(s and s["synced"] and min(4, size) <= s["peers"] <= high for s in statuses):
                     break
                 await trio.sleep(0.25)
         setup_s = time.monotonic() - started
@@ -138,6 +140,14 @@ async def measure(size: int, records: int) -> dict[str, float]:
                                 break
                     if len(got) >= need:
                         reach.append(got[need - 1] - sent)
+                    if trace:
+                        print(
+                            f"  record {n}: {len(got)}/{len(devnet.info)} nodes, "
+                            f"99% after {1000 * (got[need - 1] - sent):.0f} ms"
+                            if len(got) >= need
+                            else f"  record {n}: {len(got)}/{len(devnet.info)} nodes after 10 s",
+                            flush=True,
+                        )
                     fractions.append(len(got) / len(devnet.info))
                     first = arrivals[1]
                     if first is not None:
@@ -167,11 +177,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="16,32")
     parser.add_argument("--records", type=int, default=40)
+    parser.add_argument("--trace", action="store_true", help="print each record's reach")
     args = parser.parse_args()
     setup_logging("text", "WARNING", "CRITICAL")
     results = []
     for size in (int(s) for s in args.sizes.split(",")):
-        r = trio.run(measure, size, args.records)
+        r = trio.run(measure, size, args.records, args.trace)
         results.append(r)
         print(
             f"{r['nodes']:>3} processes: set-up {r['setup_s']:.1f} s, RSS {r['rss_mb_mean']:.0f} MB"
