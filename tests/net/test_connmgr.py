@@ -150,3 +150,17 @@ async def test_own_messages_flood_beyond_the_mesh():
             assert set(router._get_peers_to_send([topic], someone, someone)) == set()
             router.flood_publish = False
             assert set(router._get_peers_to_send([topic], me, me)) == set()
+
+
+def test_gossip_cache_uses_the_content_message_id():
+    """IHAVE must name the IDs receivers' seen-caches hold (else every IHAVE draws IWANT)."""
+    from libp2p.pubsub.pb import rpc_pb2
+
+    from repp2p.net.gossip import ContentIdMessageCache, message_id
+
+    cache = ContentIdMessageCache(3, 5)
+    msg = rpc_pb2.Message(data=b"record", topicIDs=[TOPICS["heartbeats"]], seqno=b"\x01")
+    cache.put(msg)
+    cache.put(msg)
+    assert cache.window(TOPICS["heartbeats"]) == [message_id(msg)]
+    assert cache.get(message_id(msg)) is msg
