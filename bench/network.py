@@ -143,7 +143,8 @@ async def measure(size: int, records: int, trace: bool = False) -> dict[str, flo
                     if trace:
                         print(
                             f"  record {n}: {len(got)}/{len(devnet.info)} nodes, "
-                            f"99% after {1000 * (got[need - 1] - sent):.0f} ms"
+                            f"99% after {1000 * (got[need - 1] - sent):.0f} ms, last: "
+                            f"{devnet.info[arrivals.index(got[need - 1])]['name']}"
                             if len(got) >= need
                             else f"  record {n}: {len(got)}/{len(devnet.info)} nodes after 10 s",
                             flush=True,
