@@ -164,3 +164,31 @@ def test_gossip_cache_uses_the_content_message_id():
     cache.put(msg)
     assert cache.window(TOPICS["heartbeats"]) == [message_id(msg)]
     assert cache.get(message_id(msg)) is msg
+
+
+def test_mesh_pruning_keeps_the_best_and_picks_the_rest_at_random():
+    """Low-reputation peers are not pruned by everyone (they would be in no mesh)."""
+    from libp2p.peer.id import ID
+
+    from repp2p.net.gossip import RecordGossipSub, score_params
+
+    peers = [ID.from_pubkey(Identity.generate().to_libp2p_keypair().public_key) for _ in range(8)]
+    rank = {p.to_base58(): i for i, p in enumerate(peers)}  # peers[7] has the best reputation
+    router = RecordGossipSub(
+        protocols=[],
+        degree=4,
+        degree_low=3,
+        degree_high=6,
+        score_params=score_params(lambda peer: rank[peer] / 10),
+    )
+    topic = TOPICS["heartbeats"]
+    router.mesh[topic] = set(peers)
+    pruned: dict[ID, int] = {}
+    for _ in range(60):
+        chosen = router._select_peers_for_pruning(topic, 4)
+        assert len(chosen) == 4 and len(set(chosen)) == 4
+        for peer in chosen:
+            pruned[peer] = pruned.get(peer, 0) + 1
+    assert peers[7] not in pruned and peers[6] not in pruned  # the best 2 (2/3 of D) kept
+    assert pruned.get(peers[0], 0) < 60  # the worst is not pruned every time
+    assert set(pruned) == set(peers[:6])
