@@ -149,6 +149,16 @@ async def measure(size: int, records: int, trace: bool = False) -> dict[str, flo
                             else f"  record {n}: {len(got)}/{len(devnet.info)} nodes after 10 s",
                             flush=True,
                         )
+                    if trace and len(got) < len(devnet.info):
+                        statuses = await devnet.statuses()
+                        for i, arrival in enumerate(arrivals):
+                            if arrival is None and statuses[i]:
+                                s = statuses[i]
+                                print(
+                                    f"    missing at {devnet.info[i]['name']}: "
+                                    f"{s['peers']} peers, gossip {s.get('gossip')}",
+                                    flush=True,
+                                )
                     fractions.append(len(got) / len(devnet.info))
                     first = arrivals[1]
                     if first is not None:

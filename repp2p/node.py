@@ -797,6 +797,13 @@ class Node:
             "peers": len(peers),
             "peer_ids": peers,
             "connections": {k: int(v) for k, v in churn.items()},
+            "gossip": {
+                "peers": len(self.pubsub.peers) if self.pubsub else 0,
+                "mesh": {
+                    family: len(self.router.mesh.get(topic, ())) if self.router else 0
+                    for family, topic in TOPICS.items()
+                },
+            },
             "routing_table": self.dht.get_routing_table_size() if self.dht else 0,
             "records": counts,
             "records_total": sum(counts.values()),
