@@ -803,6 +803,10 @@ class Node:
                     family: len(self.router.mesh.get(topic, ())) if self.router else 0
                     for family, topic in TOPICS.items()
                 },
+                "subscribers": {
+                    family: len(self.pubsub.peer_topics.get(topic, ())) if self.pubsub else 0
+                    for family, topic in TOPICS.items()
+                },
             },
             "routing_table": self.dht.get_routing_table_size() if self.dht else 0,
             "records": counts,

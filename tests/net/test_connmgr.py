@@ -192,3 +192,27 @@ def test_mesh_pruning_keeps_the_best_and_picks_the_rest_at_random():
     assert peers[7] not in pruned and peers[6] not in pruned  # the best 2 (2/3 of D) kept
     assert pruned.get(peers[0], 0) < 60  # the worst is not pruned every time
     assert set(pruned) == set(peers[:6])
+
+
+def test_behaviour_penalties_decay_so_honest_peers_recover():
+    """GRAFT/PRUNE races while a network settles must not graylist a peer for good."""
+    from libp2p.peer.id import ID
+    from libp2p.pubsub.score import PeerScorer
+
+    from repp2p.net.gossip import score_params
+
+    params = score_params(None)
+    scorer = PeerScorer(params)
+    peer = ID.from_pubkey(Identity.generate().to_libp2p_keypair().public_key)
+    topic = TOPICS["heartbeats"]
+    for _ in range(15):  # fifteen refused GRAFTs in a row
+        scorer.penalize_graft_flood(peer, 10.0)
+    assert scorer.score(peer, [topic]) < params.graylist_threshold
+    for _ in range(60):  # one minute of 1 s heartbeats
+        scorer.on_heartbeat()
+    assert scorer.score(peer, [topic]) >= 0.0
+    scorer.penalize_graft_flood(peer, 10.0)  # another race: the peer still gets gossip
+    assert scorer.score(peer, [topic]) > params.gossip_threshold
+    fresh = ID.from_pubkey(Identity.generate().to_libp2p_keypair().public_key)
+    scorer.penalize_graft_flood(fresh, 10.0)  # a single race costs nothing at all
+    assert scorer.score(fresh, [topic]) == 0.0
