@@ -38,6 +38,7 @@ from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
 from libp2p.tools.anyio_service import background_trio_service
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from repp2p import heap
 from repp2p.attestation import SIMULATED_LABEL, load_policy
 from repp2p.config import NodeConfig
 from repp2p.errors import ConfigError, KeyFileError, RecordError, RecordReason, StoreError
@@ -735,6 +736,7 @@ class Node:
                     await trio.sleep(0.5)
                     continue
                 self.metrics.view_build.observe(time.perf_counter() - started)
+                heap.settle()
                 table = view.reputation
                 self.peer_scores = {
                     table.peers[i]: (int(table.permille[i]) - 500) / 500
