@@ -117,7 +117,11 @@ async def measure(size: int, records: int, trace: bool = False) -> dict[str, flo
                     # this probe; like any publisher, it dials again (outside the timing).
                     missing = [p for p in entry if p.peer_id not in host.get_connected_peers()]
                     for peer in missing:
-                        await host.connect(peer)
+                        try:
+                            with trio.fail_after(10):
+                                await host.connect(peer)
+                        except Exception as exc:  # the other entry may still be there
+                            print(f"  probe re-dial failed: {exc!r}", flush=True)
                         redials += 1
                     if missing:
                         await trio.sleep(3)

@@ -9,7 +9,8 @@ network at the same boundary.
 :func:`settle` (called after each view build) moves everything that survived into the
 permanent generation (``gc.freeze``), which collections skip. Reference counting still
 frees records as they are purged; only garbage *cycles* among frozen objects would wait,
-so every ``full_every_s`` the heap is unfrozen and collected once.
+so every ``full_every_s`` the heap is unfrozen and collected once. (Cycles that were
+already garbage when frozen are held until then too: bounded by what ten minutes produce.)
 """
 
 from __future__ import annotations

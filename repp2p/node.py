@@ -561,7 +561,12 @@ class Node:
                 await self.dht.add_peer(info.peer_id)
 
     def _transient_dials(self) -> Any:
-        return connmgr.transient_dials(self.host, self.router, self.config.connections)
+        return connmgr.transient_dials(
+            self.host,
+            self.router,
+            self.config.connections,
+            self.metrics.connections.labels("trimmed").inc,
+        )
 
     def feed_candidates(self) -> list[str]:
         """Connected full nodes (peers with a stored ad): where we pull task records from."""

@@ -35,6 +35,7 @@ from typing import Any
 
 import trio
 from libp2p.abc import INotifee
+from libp2p.rcmgr import Direction
 
 from repp2p.net.params import ConnectionParams
 
@@ -143,12 +144,12 @@ async def trim_once(
             continue
         if peer not in chosen:
             continue
-        try:
-            with trio.move_on_after(2):
-                await conn.close()
-            closed += 1
-        except Exception as exc:  # already closing: the count drops either way
-            log.debug("closing the connection to %s failed: %r", peer, exc)
+        # Closed in the swarm's own task, never cancelled: a close interrupted half-way
+        # (a stalled peer) leaves the connection marked closed but still counted, and a
+        # second close() returns at once. This is how py-libp2p closes its own.
+        network = host.get_network()
+        network.manager.run_task(network._close_connection_async, conn)
+        closed += 1
     if closed:
         log.debug("trimmed %d connections", closed)
     return closed
@@ -173,23 +174,38 @@ async def trim_loop(
 
 
 @contextlib.asynccontextmanager
-async def transient_dials(host: Any, router: Any, params: ConnectionParams) -> AsyncIterator[None]:
+async def transient_dials(
+    host: Any,
+    router: Any,
+    params: ConnectionParams,
+    on_trimmed: Callable[[int], None] = lambda n: None,
+) -> AsyncIterator[None]:
     """Trim, on exit, the excess that DHT queries run inside opened.
 
     A DHT query (refresh, provide, put) dials the peers closest to its key, connected or
     not; left to the periodic trim, those connections would push the count over the high
     watermark for ``grace_s`` and then cost the peers already in our meshes their place.
+    Only connections *we* opened meanwhile count as the query's: a peer that dialled us
+    during the query (a newcomer) keeps its grace period.
     """
     before = {p.to_base58() for p in host.get_connected_peers()}
     try:
         yield
     finally:
         with trio.CancelScope(shield=True):
-            now = {p.to_base58() for p in host.get_connected_peers()}
             try:
-                await trim_once(host, router, params, frozenset(now - before))
+                dialled = frozenset(
+                    c.muxed_conn.peer_id.to_base58()
+                    for c in host.get_network().get_connections()
+                    if _outbound(c) and c.muxed_conn.peer_id.to_base58() not in before
+                )
+                on_trimmed(await trim_once(host, router, params, dialled))
             except Exception as exc:
                 log.debug("trimming after DHT queries failed: %r", exc)
+
+
+def _outbound(conn: Any) -> bool:
+    return getattr(conn, "direction", None) == Direction.OUTBOUND
 
 
 class ConnectionEvents(INotifee):

@@ -153,6 +153,18 @@ class RecordGossipSub(GossipSub):
         random.shuffle(others)
         return (bad + others)[:num_to_prune]
 
+    async def _consider_peer_replacement(self, topic: str) -> None:
+        # py-libp2p swaps the lowest-scoring mesh peer for a better-scoring outsider at
+        # every heartbeat; with reputation in the score that again pushes low-reputation
+        # nodes out of every mesh (see the class docstring). Only misbehaving peers (below
+        # the gossip threshold) are replaced.
+        scorer = self.scorer
+        if scorer is None or topic not in self.mesh:
+            return
+        threshold = scorer.params.gossip_threshold
+        if any(scorer.score(p, [topic]) < threshold for p in self.mesh[topic]):
+            await super()._consider_peer_replacement(topic)
+
     def _get_peers_to_send(
         self,
         topic_ids: Iterable[str],
@@ -187,6 +199,9 @@ def build_pubsub(
         max_messages_per_topic_per_second=params.max_messages_per_peer_per_topic_s,
         max_pending_messages_per_peer=params.max_pending_messages_per_peer,
         eclipse_protection_enabled=params.eclipse_protection,
+        # Fixed mesh bounds: py-libp2p's adaptive gossip moves D_lo/D_hi with its own
+        # health estimate, which would make the documented degrees untrue.
+        adaptive_gossip_enabled=False,
     )
     pubsub = Pubsub(
         host,

@@ -161,7 +161,7 @@ class ConnectionParams:
 
     Every connection costs CPU (gossip control traffic on six topics, identify, yamux
     windows): a node does not need to be connected to everyone, only to enough peers for
-    healthy GossipSub meshes (D_hi = 6 per topic, six topics) and DHT lookups.
+    healthy GossipSub meshes (D_hi = 8 per topic, six topics) and DHT lookups.
 
     Attributes:
         low_watermark: below this many connections the node dials known peers (and its
