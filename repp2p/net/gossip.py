@@ -115,7 +115,7 @@ class ContentIdMessageCache(MessageCache):
 
 
 class RecordGossipSub(GossipSub):
-    """py-libp2p's GossipSub with two fixes for our use.
+    """py-libp2p's GossipSub with the fixes our network needed (each measured).
 
     * go-libp2p's flood publishing of our own messages: a message this peer originates
       goes to its mesh and also to every other connected peer subscribed to the topic
@@ -127,7 +127,10 @@ class RecordGossipSub(GossipSub):
       score carries reputation (P6), every peer pruned the same low-reputation nodes
       (a bootstrap serving no engines, a newcomer): they were left in no mesh at all and
       got records only from IHAVE gossip, about a second late (measured on 16- and
-      32-node devnets). Reputation should rank work, not cut a node off the gossip.
+      32-node devnets). Reputation should rank work, not cut a node off the gossip. The
+      per-heartbeat replacement of the worst mesh peer is limited the same way.
+
+    Behaviour-penalty decay is in :func:`score_params`.
     """
 
     def __init__(self, *args: Any, flood_publish: bool = True, **kwargs: Any) -> None:
