@@ -205,6 +205,7 @@ def build_pubsub(
         # Fixed mesh bounds: py-libp2p's adaptive gossip moves D_lo/D_hi with its own
         # health estimate, which would make the documented degrees untrue.
         adaptive_gossip_enabled=False,
+        prune_back_off=params.prune_backoff_s,
     )
     pubsub = Pubsub(
         host,

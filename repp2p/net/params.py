@@ -42,6 +42,10 @@ class GossipParams:
         validation_timeout_s: a validator slower than this rejects (seconds), 0.1..60.
         eclipse_protection: demand IP diversity in meshes. Keep it on in production; a
             loopback devnet turns it off because all its peers share 127.0.0.1.
+        prune_backoff_s: how long a peer pruned from a mesh (either way) waits before it
+            may GRAFT again (seconds), 1..600. go-libp2p uses 60; with 60 a node that lost
+            its meshes while the network settled after trimming stayed in none for up to a
+            minute (32-node devnet traces), receiving records only by IHAVE gossip.
         flood_publish: send the records this node originates to every connected peer on
             the topic (whose score allows it), not only to its mesh, as go-libp2p does by
             default. py-libp2p 0.8.1 sends to the mesh only, and a mesh is empty for up to
@@ -59,12 +63,16 @@ class GossipParams:
     validation_timeout_s: float = 5.0
     eclipse_protection: bool = True
     flood_publish: bool = True
+    prune_backoff_s: int = 15
 
     def __post_init__(self) -> None:
         _bound("degree", self.degree, 1, 32)
         _bound("degree_low", self.degree_low, 1, self.degree)
         _bound("degree_high", self.degree_high, self.degree, 64)
         _bound("heartbeat_interval_s", self.heartbeat_interval_s, 1, 60)
+        if type(self.prune_backoff_s) is not int:  # sent as an integer in PRUNE
+            raise ConfigError(f"prune_backoff_s must be an integer, got {self.prune_backoff_s!r}")
+        _bound("prune_backoff_s", self.prune_backoff_s, 1, 600)
         if type(self.flood_publish) is not bool:
             raise ConfigError("flood_publish must be true or false")
         _bound(

@@ -90,6 +90,12 @@ def test_bad_connection_params_rejected(bad):
         ConnectionParams(**bad)
 
 
+@pytest.mark.parametrize("bad", [0, 601, 1.5, True])
+def test_bad_prune_backoff_rejected(bad):
+    with pytest.raises(ConfigError):
+        GossipParams(prune_backoff_s=bad)
+
+
 @pytest.mark.slow
 async def test_nodes_trim_to_their_watermarks_and_gossip_still_reaches_everyone(tmp_path):
     params = ConnectionParams(low_watermark=3, high_watermark=4, trim_interval_s=0.25, grace_s=0.5)
