@@ -318,7 +318,9 @@ class Node:
         # just above: straight to the store, no second signature check.
         if not self.accept_decoded(signed, source="local"):
             raise RecordError(
-                RecordReason.BAD_FIELD, f"own {record.TYPE} refused: seq not above the stored one"
+                RecordReason.BAD_FIELD,
+                f"own {record.TYPE} refused: seq not above the stored one, or the store "
+                "failed (logged)",
             )
         return data, signed
 
@@ -784,17 +786,9 @@ class Node:
         assert self.store is not None
         peers = [str(p) for p in self.host.get_connected_peers()]
         counts = {t: self.store.count(t) for t in RECORD_TYPES}
-        rejected: dict[str, float] = {}
-        for metric in self.metrics.rejected.collect():
-            for sample in metric.samples:
-                if sample.name.endswith("_total"):
-                    reason = sample.labels["reason"]
-                    rejected[reason] = rejected.get(reason, 0) + sample.value
+        rejected = _totals(self.metrics.rejected, "reason")
         churn = {"opened": 0.0, "closed": 0.0, "trimmed": 0.0}
-        for metric in self.metrics.connections.collect():
-            for sample in metric.samples:
-                if sample.name.endswith("_total"):
-                    churn[sample.labels["event"]] = sample.value
+        churn.update(_totals(self.metrics.connections, "event"))
         return {
             "peer_id": self.peer_id,
             "network": self.config.network,
@@ -883,3 +877,14 @@ def _peer_info(text: str) -> PeerInfo:
         raise ConfigError(
             f"bootstrap address {text!r} must be a multiaddr ending in /p2p/<id>: {exc}"
         ) from None
+
+
+def _totals(counter: Counter, label: str) -> dict[str, float]:
+    """A Prometheus counter's totals per value of ``label`` (summed over other labels)."""
+    out: dict[str, float] = {}
+    for metric in counter.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_total"):
+                key = sample.labels[label]
+                out[key] = out.get(key, 0.0) + sample.value
+    return out

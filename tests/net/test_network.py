@@ -88,42 +88,19 @@ async def test_forged_and_malformed_records_are_dropped_not_forwarded(tmp_path):
                     await host.connect(info_from_p2p_addr(multiaddr.Multiaddr(gate.addrs()[0])))
                     await pubsub.wait_for_subscription(gate.host.get_id(), topic, timeout=10)
                 await trio.sleep(1.5)
-                good = encode(
-                    Heartbeat(
-                        epoch=1,
-                        load=0,
-                        tasks_done=0,
-                        seq=1,
-                        expires=factories.far_future(time.time()),
-                    ),
-                    mallory,
-                )
-                forged = bytearray(
-                    encode(
-                        Heartbeat(
-                            epoch=2,
-                            load=0,
-                            tasks_done=0,
-                            seq=1,
-                            expires=factories.far_future(time.time()),
-                        ),
+
+                def heartbeat(epoch: int, expires: int) -> bytes:
+                    return encode(
+                        Heartbeat(epoch=epoch, load=0, tasks_done=0, seq=1, expires=expires),
                         mallory,
                     )
-                )
+
+                now = int(time.time())
+                good = heartbeat(1, factories.far_future(now))
+                forged = bytearray(heartbeat(2, factories.far_future(now)))
                 forged[-1] ^= 1
-                expired = encode(
-                    Heartbeat(epoch=3, load=0, tasks_done=0, seq=1, expires=10), mallory
-                )
-                too_far = encode(
-                    Heartbeat(
-                        epoch=4,
-                        load=0,
-                        tasks_done=0,
-                        seq=1,
-                        expires=int(time.time()) + MAX_LIFETIME_S[Heartbeat.TYPE] + 3600,
-                    ),
-                    mallory,
-                )
+                expired = heartbeat(3, 10)
+                too_far = heartbeat(4, now + MAX_LIFETIME_S[Heartbeat.TYPE] + 3600)
                 wrong_topic = encode(
                     factories.sample_records(now=time.time())[3], mallory
                 )  # a TaskOffer
