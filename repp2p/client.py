@@ -39,6 +39,7 @@ from repp2p.net.task import MAX_HANDOVER
 from repp2p.net.task import PROTOCOL as TASK_PROTOCOL
 from repp2p.net.task_streams import TaskStreams
 from repp2p.records import (
+    MAX_LIFETIME_S,
     Claim,
     Feedback,
     NodeAd,
@@ -398,8 +399,9 @@ class Client:
 #: task records live at least this long after the deadline (claims, receipts and feedback
 #: expire with the offer)
 MIN_TASK_RECORD_LIFETIME_S = 3600
-#: ... and at most this long (the record core caps task records' lifetime at 30 days)
-MAX_TASK_RECORD_LIFETIME_S = 29 * 86_400
+#: ... and at most this long: the record core's cap for task records, less a day for the
+#: clocks of the peers that check it
+MAX_TASK_RECORD_LIFETIME_S = MAX_LIFETIME_S[TaskOffer.TYPE] - 86_400
 
 #: seconds one node gets, after its failover turn opens, to return a verified result
 ATTEMPT_BUDGET_S = 30.0
