@@ -79,8 +79,10 @@ def baseline(n: int) -> list[float]:
     return out
 
 
-def _tree_cpu_s() -> float:
-    """CPU seconds used so far by this process and all its descendants (Linux /proc)."""
+def _tree_cpu_s() -> dict[str, float]:
+    """CPU seconds used so far by this process and its descendants (Linux /proc), by role:
+    ``client`` (this process), ``nodes`` (its children: the node processes) and
+    ``enclaves`` (their children: the simulated enclave processes), plus ``total``."""
     tick = os.sysconf("SC_CLK_TCK")
     procs: dict[int, tuple[int, float]] = {}
     for entry in os.listdir("/proc"):
@@ -93,14 +95,17 @@ def _tree_cpu_s() -> float:
             continue
         # utime, stime, and the times of reaped children
         procs[int(entry)] = (int(fields[1]), sum(int(x) for x in fields[11:15]) / tick)
-    me, total = os.getpid(), 0.0
+    me = os.getpid()
+    roles = ("client", "nodes", "enclaves")
+    out = dict.fromkeys((*roles, "total"), 0.0)
     for pid, (_, cpu) in procs.items():
-        walk = pid
+        walk, depth = pid, 0
         while walk in procs and walk != me:  # up the parent chain (ends at pid 0)
-            walk = procs[walk][0]
+            walk, depth = procs[walk][0], depth + 1
         if walk == me:
-            total += cpu
-    return total
+            out[roles[min(depth, 2)]] += cpu
+            out["total"] += cpu
+    return out
 
 
 async def measure(args: argparse.Namespace) -> dict[str, float]:
@@ -124,9 +129,9 @@ async def measure(args: argparse.Namespace) -> dict[str, float]:
                 t = time.perf_counter()
                 await client.submit("echo", b"latency %d" % i)
                 latencies.append((time.perf_counter() - t) * 1000)
-            idle_cpu = _tree_cpu_s()
+            idle_cpu = _tree_cpu_s()["total"]
             await trio.sleep(5)
-            idle_cores = (_tree_cpu_s() - idle_cpu) / 5
+            idle_cores = (_tree_cpu_s()["total"] - idle_cpu) / 5
             done = failed = 0
             cpu_before = _tree_cpu_s()
             started = time.perf_counter()
@@ -144,14 +149,20 @@ async def measure(args: argparse.Namespace) -> dict[str, float]:
                 for _ in range(args.concurrency):
                     nursery.start_soon(lane)
             elapsed = time.perf_counter() - started
-            cpu_used = _tree_cpu_s() - cpu_before
+            cpu_after = _tree_cpu_s()
+            cpu_used = {k: cpu_after[k] - cpu_before[k] for k in cpu_after}
         return {
             "eligible": eligible,
             "cold_max_ms": max(cold, default=0.0),
             "p50_ms": _pct(latencies, 0.5),
             "p99_ms": _pct(latencies, 0.99),
             "tasks_per_s": done / elapsed,
-            "cpu_ms_per_task": cpu_used * 1000 / max(done, 1),
+            **{
+                ("cpu_ms_per_task" if k == "total" else f"cpu_ms_per_task_{k}"): v
+                * 1000
+                / max(done, 1)
+                for k, v in cpu_used.items()
+            },
             "idle_cores": idle_cores,
             "failed": failed,
         }
@@ -186,7 +197,9 @@ def main() -> None:
         f"p99 {r['p99_ms']:.1f} ms (k=1, one at a time, after {args.warmup} warm-up tasks "
         f"of which the slowest took {r['cold_max_ms']:.0f} ms); {r['tasks_per_s']:.1f} "
         f"tasks/s with {args.concurrency} in flight ({r['failed']} failed); "
-        f"{r['cpu_ms_per_task']:.1f} ms CPU per task over all processes; idle devnet "
+        f"{r['cpu_ms_per_task']:.1f} ms CPU per task over all processes (client "
+        f"{r['cpu_ms_per_task_client']:.1f}, nodes {r['cpu_ms_per_task_nodes']:.1f}, "
+        f"enclaves {r['cpu_ms_per_task_enclaves']:.1f}); idle devnet "
         f"{r['idle_cores']:.2f} cores  [targets: p50 <= 25, p99 <= 100, >= 300/s]"
     )
     print(
@@ -197,6 +210,10 @@ def main() -> None:
                 "p99_ms": round(r["p99_ms"], 1),
                 "tasks_per_s": round(r["tasks_per_s"], 1),
                 "cpu_ms_per_task": round(r["cpu_ms_per_task"], 1),
+                **{
+                    f"cpu_ms_per_task_{k}": round(r[f"cpu_ms_per_task_{k}"], 2)
+                    for k in ("client", "nodes", "enclaves")
+                },
                 "idle_cores": round(r["idle_cores"], 2),
                 "nodes": args.nodes,
                 "task_records": args.task_records,
