@@ -8,7 +8,7 @@ when ``accept`` says so; an invalid record counts against the forwarding peer's 
 Message IDs are content-addressed: ``sha256(data)`` (raw 32 bytes), so the same record
 published by two peers is one message, and any implementation can compute the ID.
 
-Two measured CPU costs of py-libp2p 0.8.1 are cut here (profiles of a 9-process devnet
+Four measured CPU costs of py-libp2p 0.8.1 are cut here (profiles of a 9-process devnet
 showed nodes saturated by gossip control traffic):
 
 * GossipSub v1.2 is not offered: its IDONTWANT sends one control RPC per mesh peer for every
@@ -17,17 +17,26 @@ showed nodes saturated by gossip control traffic):
 * Every RPC carries the sender's signed peer record, and py-libp2p verifies its Ed25519
   signature on every RPC. We remember the exact envelope bytes already accepted from a peer
   and skip re-verifying identical bytes (a changed record is verified as before).
+* The sender's own signed peer record is rebuilt for every RPC sent; we reuse it for a few
+  seconds (:func:`_envelope_cached`).
+* Each received RPC took three or more stream reads (the length prefix byte by byte); we
+  read ahead into a buffer (:func:`_read_rpc_buffered`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
+import statistics
+import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import libp2p.pubsub.gossipsub as _gossipsub_module
 import libp2p.pubsub.pubsub as _pubsub_module
+from libp2p.exceptions import ParseError
+from libp2p.io.exceptions import IncompleteReadError, MessageTooLarge
 from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, GossipSub
 from libp2p.pubsub.mcache import CacheEntry, MessageCache
 from libp2p.pubsub.pubsub import Pubsub
@@ -35,6 +44,12 @@ from libp2p.pubsub.score import ScoreParams, TopicScoreParams
 
 from repp2p.net.params import GossipParams
 from repp2p.net.topics import TOPICS
+
+#: go-libp2p's opportunistic grafting: how often (heartbeats), below which median mesh
+#: score, and how many peers at most (see RecordGossipSub._perform_opportunistic_grafting)
+OPPORTUNISTIC_GRAFT_TICKS = 60
+OPPORTUNISTIC_GRAFT_THRESHOLD = 1.0
+OPPORTUNISTIC_GRAFT_PEERS = 2
 
 #: accept(data, topic, forwarder_peer_id_str) -> forward?
 AcceptFn = Callable[[bytes, str, str], bool]
@@ -62,9 +77,90 @@ def _consume_signed_record_once(rpc: Any, host: Any, peer_id: Any) -> bool:
     return ok
 
 
-# Both modules bound the function at import: patch each binding.
+_envelope_for_rpc = _gossipsub_module.env_to_send_in_RPC
+_envelopes: weakref.WeakKeyDictionary[Any, tuple[float, tuple[bytes, bool]]] = (
+    weakref.WeakKeyDictionary()
+)
+#: our own signed peer record is rebuilt at most this often (seconds)
+ENVELOPE_TTL_S = 5.0
+
+
+def _envelope_cached(host: Any) -> tuple[bytes, bool]:
+    """py-libp2p's own signed peer record for an outgoing RPC, rebuilt every few seconds.
+
+    py-libp2p recomputes the host's addresses (multiaddr parsing, base58) and re-serialises
+    the envelope for every RPC it sends: 17% of all CPU of a 3-hop gossip chain in a
+    cProfile run. Listen addresses change rarely, and a record a few seconds stale only
+    delays a peer learning a new address.
+    """
+    now = time.monotonic()
+    cached = _envelopes.get(host)
+    if cached is None or now - cached[0] > ENVELOPE_TTL_S:
+        cached = (now, _envelope_for_rpc(host))
+        _envelopes[host] = cached
+    return cached[1]
+
+
+_read_buffers: weakref.WeakKeyDictionary[Any, bytearray] = weakref.WeakKeyDictionary()
+#: bytes asked of the stream per read beyond the RPC in hand (what yamux has buffered)
+_READ_AHEAD = 64 * 1024
+
+
+async def _read_rpc_buffered(stream: Any, max_length: int) -> bytes:
+    """One varint-prefixed RPC from a pubsub stream, read ahead into a per-stream buffer.
+
+    py-libp2p reads the length prefix one byte per ``stream.read(1)`` and then the body,
+    each read a pass through yamux's locks and window accounting: three or more reads per
+    RPC where one usually does. Same contract and errors as py-libp2p's
+    ``read_varint_prefixed_bytes_limited``; the pubsub read loop is the stream's only
+    reader, so bytes read ahead are never lost to another reader.
+    """
+    buf = _read_buffers.get(stream)
+    if buf is None:
+        buf = _read_buffers[stream] = bytearray()
+    length = used = 0
+    while True:
+        for i in range(min(len(buf), 10)):
+            length |= (buf[i] & 0x7F) << (7 * i)
+            if not buf[i] & 0x80:
+                used = i + 1
+                break
+        if used:
+            break
+        if len(buf) >= 10:
+            raise ParseError("Varint decoding error: integer exceeds maximum size of 64 bits")
+        length = 0
+        chunk = await stream.read(_READ_AHEAD)
+        if not chunk:
+            raise IncompleteReadError(
+                "Stream ended while reading varint length prefix",
+                expected_bytes=1,
+                received_bytes=0,
+            )
+        buf += chunk
+    if length > max_length:
+        raise MessageTooLarge(f"Message length {length} exceeds maximum allowed {max_length}")
+    end = used + length
+    while len(buf) < end:
+        chunk = await stream.read(max(_READ_AHEAD, end - len(buf)))
+        if not chunk:
+            raise IncompleteReadError(
+                "Stream ended while reading a message",
+                expected_bytes=length,
+                received_bytes=len(buf) - used,
+            )
+        buf += chunk
+    data = bytes(buf[used:end])
+    del buf[:end]
+    return data
+
+
+# Both modules bound the functions at import: patch each binding.
 _gossipsub_module.maybe_consume_signed_record = _consume_signed_record_once
 _pubsub_module.maybe_consume_signed_record = _consume_signed_record_once
+_gossipsub_module.env_to_send_in_RPC = _envelope_cached
+_pubsub_module.env_to_send_in_RPC = _envelope_cached
+_pubsub_module.read_varint_prefixed_bytes_limited = _read_rpc_buffered
 
 
 def message_id(msg: Any) -> bytes:
@@ -129,14 +225,21 @@ class RecordGossipSub(GossipSub):
       got records only from IHAVE gossip, about a second late (measured on 16- and
       32-node devnets). Reputation should rank work, not cut a node off the gossip. The
       per-heartbeat replacement of the worst mesh peer is limited the same way.
+    * a configurable D_lazy (``GossipParams.gossip_lazy``).
+    * go-libp2p's opportunistic grafting (once a minute, only for a poorly scoring mesh):
+      py-libp2p's ran at every heartbeat and kept every mesh churning.
 
     Behaviour-penalty decay is in :func:`score_params`.
     """
 
-    def __init__(self, *args: Any, flood_publish: bool = True, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, flood_publish: bool = True, gossip_lazy: int = 6, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.flood_publish = flood_publish
+        self.gossip_lazy = gossip_lazy
         self.mcache = ContentIdMessageCache(self.mcache.window_size, self.mcache.history_size)
+        self._graft_ticks: dict[str, int] = {}
 
     def _select_peers_for_pruning(self, topic: str, num_to_prune: int) -> list[Any]:
         mesh = list(self.mesh.get(topic, ()))
@@ -168,6 +271,43 @@ class RecordGossipSub(GossipSub):
         if any(scorer.score(p, [topic]) < threshold for p in self.mesh[topic]):
             await super()._consider_peer_replacement(topic)
 
+    def _get_adaptive_gossip_peers_count(self, topic: str, total_peers: int) -> int:
+        # go-libp2p's rule, max(D_lazy, 0.25 x peers outside the mesh), with our D_lazy
+        # (py-libp2p fixes it at 6; GossipParams.gossip_lazy says why ours is smaller).
+        return max(self.gossip_lazy, int(total_peers * 0.25))
+
+    def _perform_opportunistic_grafting(self, topic: str, peers_to_graft: Any) -> int:
+        # py-libp2p runs its "enhanced" opportunistic grafting at every heartbeat for every
+        # topic and grafts up to 2 peers whenever their score reaches half the mesh median:
+        # with equal scores that is always. Meshes grew past D_hi, were pruned back, and
+        # grew again: 1,278 GRAFTs and 969 PRUNEs per 10 s on an idle 33-node devnet, each
+        # an RPC, with duplicates sent along every short-lived link. go-libp2p's rule
+        # instead: every OPPORTUNISTIC_GRAFT_TICKS heartbeats, only when the mesh's median
+        # score is below OPPORTUNISTIC_GRAFT_THRESHOLD, graft up to 2 peers scoring above it.
+        ticks = self._graft_ticks.get(topic, 0) + 1
+        self._graft_ticks[topic] = ticks
+        scorer, pubsub = self.scorer, self.pubsub
+        mesh = self.mesh.get(topic)
+        if ticks % OPPORTUNISTIC_GRAFT_TICKS or scorer is None or pubsub is None or not mesh:
+            return 0
+        median = statistics.median(scorer.score(p, [topic]) for p in mesh)
+        if median >= OPPORTUNISTIC_GRAFT_THRESHOLD:
+            return 0
+        candidates = [
+            peer
+            for peer in pubsub.peer_topics.get(topic, ())
+            if peer not in mesh
+            and not self._check_back_off(peer, topic)
+            and scorer.score(peer, [topic]) > median
+        ]
+        chosen = random.sample(candidates, min(OPPORTUNISTIC_GRAFT_PEERS, len(candidates)))
+        for peer in chosen:
+            mesh.add(peer)
+            self._notify_mesh_peer_added(peer, topic)
+            scorer.on_join_mesh(peer, topic)
+            peers_to_graft[peer].append(topic)
+        return len(chosen)
+
     def _get_peers_to_send(
         self,
         topic_ids: Iterable[str],
@@ -193,6 +333,7 @@ def build_pubsub(
     """A GossipSub router inside a strictly signing Pubsub with our message IDs."""
     router = RecordGossipSub(
         flood_publish=params.flood_publish,
+        gossip_lazy=params.gossip_lazy,
         protocols=[PROTOCOL_ID_V11, PROTOCOL_ID],
         degree=params.degree,
         degree_low=params.degree_low,

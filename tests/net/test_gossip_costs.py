@@ -1,0 +1,188 @@
+"""The py-libp2p cost fixes: window updates, buffered RPC reads, cached peer records,
+opportunistic grafting and D_lazy (see repp2p.net.gossip and repp2p.net.host)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from types import SimpleNamespace
+from typing import Any
+
+import multiaddr
+import pytest
+import trio
+from libp2p.exceptions import ParseError
+from libp2p.io.exceptions import IncompleteReadError, MessageTooLarge
+from libp2p.network.stream.exceptions import StreamEOF
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import info_from_p2p_addr
+from libp2p.stream_muxer.yamux.yamux import DEFAULT_WINDOW_SIZE
+from libp2p.utils.varint import encode_uvarint
+
+import repp2p.net.gossip as gossip
+from repp2p.errors import ConfigError
+from repp2p.identity import Identity
+from repp2p.net.gossip import RecordGossipSub, score_params
+from repp2p.net.host import build_host
+from repp2p.net.params import GossipParams
+from repp2p.net.topics import TOPICS
+
+PROTOCOL = "/repp2p-test/echo/1"
+LOCAL = multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")
+
+
+def _peer() -> ID:
+    return ID.from_pubkey(Identity.generate().to_libp2p_keypair().public_key)
+
+
+async def _stream_pair(a: Any, b: Any) -> tuple[Any, Any]:
+    """A real yamux stream a -> b over Noise; returns (writer side, reader side)."""
+    send, receive = trio.open_memory_channel(1)
+
+    async def handler(stream: Any) -> None:
+        await send.send(stream)
+        await trio.sleep_forever()  # keep the handler (and the stream) alive
+
+    b.set_stream_handler(PROTOCOL, handler)
+    addr = f"{b.get_addrs()[0]}/p2p/{b.get_id().to_base58()}"
+    await a.connect(info_from_p2p_addr(multiaddr.Multiaddr(addr)))
+    writer = await a.new_stream(b.get_id(), [PROTOCOL])
+    await writer.write(b"\x00")  # the stream opens on the far side with its first frame
+    reader = await receive.receive()
+    assert await reader.read(1) == b"\x00"
+    return writer, reader
+
+
+def _framed(payload: bytes) -> bytes:
+    return encode_uvarint(len(payload)) + payload
+
+
+@pytest.mark.trio
+async def test_rpcs_read_from_one_buffer_whatever_the_write_boundaries():
+    a, b = build_host(Identity.generate()), build_host(Identity.generate())
+    async with a.run([LOCAL]), b.run([LOCAL]), trio.open_nursery() as nursery:
+        writer, reader = await _stream_pair(a, b)
+        big = bytes(range(256)) * 30  # a two-byte length prefix
+        # Three RPCs in one write, then one split inside its length prefix and body.
+        await writer.write(_framed(b"one") + _framed(b"") + _framed(big))
+        split = _framed(b"x" * 300)
+        with trio.fail_after(10):
+            assert await gossip._read_rpc_buffered(reader, 10_000) == b"one"
+            assert await gossip._read_rpc_buffered(reader, 10_000) == b""
+            assert await gossip._read_rpc_buffered(reader, 10_000) == big
+            await writer.write(split[:1])
+            nursery.start_soon(writer.write, split[1:])
+            assert await gossip._read_rpc_buffered(reader, 10_000) == b"x" * 300
+            # Too large: refused from its prefix alone.
+            await writer.write(_framed(b"y" * 2_000))
+            with pytest.raises(MessageTooLarge):
+                await gossip._read_rpc_buffered(reader, 1_000)
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.trio
+async def test_truncated_and_overlong_prefixes_are_errors():
+    a, b = build_host(Identity.generate()), build_host(Identity.generate())
+    async with a.run([LOCAL]), b.run([LOCAL]), trio.open_nursery() as nursery:
+        writer, reader = await _stream_pair(a, b)
+        await writer.write(b"\xff" * 10)
+        with trio.fail_after(10), pytest.raises(ParseError):
+            await gossip._read_rpc_buffered(reader, 10_000)
+        writer2, reader2 = await _stream_pair(a, b)
+        await writer2.write(_framed(b"z" * 100)[:50])
+        await writer2.close()
+        # py-libp2p's stream raises StreamEOF at the end (as with its own reader).
+        with trio.fail_after(10), pytest.raises((IncompleteReadError, StreamEOF)):
+            await gossip._read_rpc_buffered(reader2, 10_000)
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.trio
+async def test_window_updates_wait_for_half_the_window():
+    """Small messages read one by one draw no WINDOW_UPDATE each (py-libp2p sent one per
+    read); past half the window the reader credits the sender, so it never stalls."""
+    a, b = build_host(Identity.generate()), build_host(Identity.generate())
+    async with a.run([LOCAL]), b.run([LOCAL]), trio.open_nursery() as nursery:
+        writer, reader = await _stream_pair(a, b)
+        muxed = writer.muxed_stream
+        start = muxed.send_window
+        message = b"m" * 600
+        with trio.fail_after(20):
+            for _ in range(100):
+                await writer.write(message)
+                got = b""
+                while len(got) < len(message):
+                    got += await reader.read(len(message) - len(got))
+            await trio.sleep(0.2)  # any update would have arrived by now
+            assert muxed.send_window == start - 100 * len(message)
+            # A whole window's worth, read as it comes: credits flow back, no stall.
+            total = 2 * DEFAULT_WINDOW_SIZE
+
+            async def drain() -> None:
+                left = total
+                while left:
+                    left -= len(await reader.read(min(left, 65536)))
+
+            nursery.start_soon(drain)
+            sent = 0
+            while sent < total:
+                await writer.write(message[: min(600, total - sent)])
+                sent += min(600, total - sent)
+            while muxed.send_window <= start - 100 * len(message):
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.trio
+async def test_own_peer_record_reused_between_rpcs(monkeypatch):
+    host = build_host(Identity.generate())
+    async with host.run([LOCAL]):
+        first = gossip._envelope_cached(host)
+        assert gossip._envelope_cached(host) is first
+        monkeypatch.setattr(gossip, "ENVELOPE_TTL_S", -1.0)  # expired: rebuilt
+        again = gossip._envelope_cached(host)
+        assert again is not first and again[0] == first[0]
+
+
+def _router(scores: dict[ID, float], topic: str) -> RecordGossipSub:
+    router = RecordGossipSub(
+        protocols=[],
+        degree=4,
+        degree_low=3,
+        degree_high=8,
+        score_params=score_params(lambda peer: 0.0),
+        gossip_lazy=3,
+    )
+    router.scorer.score = lambda peer, topics: scores[peer]  # type: ignore[union-attr]
+    router.pubsub = SimpleNamespace(peer_topics={topic: set(scores)})  # type: ignore[assignment]
+    return router
+
+
+def test_opportunistic_grafting_once_a_minute_and_only_for_a_poor_mesh():
+    topic = TOPICS["heartbeats"]
+    mesh = [_peer() for _ in range(4)]
+    outside = [_peer() for _ in range(6)]
+    scores = {p: 0.0 for p in mesh} | {p: 5.0 for p in outside}
+    router = _router(scores, topic)
+    router.mesh[topic] = set(mesh)
+    grafts: defaultdict[ID, list[str]] = defaultdict(list)
+    for _ in range(gossip.OPPORTUNISTIC_GRAFT_TICKS - 1):
+        assert router._perform_opportunistic_grafting(topic, grafts) == 0
+    assert router._perform_opportunistic_grafting(topic, grafts) == 2  # the 60th heartbeat
+    assert set(grafts) <= set(outside) and len(grafts) == 2
+    assert router.mesh[topic] == set(mesh) | set(grafts)
+    # A mesh scoring well (median >= the threshold) grafts nobody, even on its tick.
+    for p in mesh:
+        scores[p] = 2.0
+    grafts.clear()
+    for _ in range(gossip.OPPORTUNISTIC_GRAFT_TICKS):
+        router._perform_opportunistic_grafting(topic, grafts)
+    assert not grafts
+
+
+def test_gossip_lazy_is_the_floor_of_ihave_targets():
+    router = _router({}, TOPICS["heartbeats"])
+    assert router._get_adaptive_gossip_peers_count(TOPICS["heartbeats"], 8) == 3
+    assert router._get_adaptive_gossip_peers_count(TOPICS["heartbeats"], 40) == 10
+    for bad in (0, 33, 2.5):
+        with pytest.raises(ConfigError):
+            GossipParams(gossip_lazy=bad)
