@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shutil
 import statistics
 import tempfile
@@ -52,6 +53,12 @@ def _rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
@@ -78,15 +85,25 @@ async def measure(size: int, records: int, trace: bool = False) -> dict[str, flo
     folder = Path(tempfile.mkdtemp(prefix="repp2p-bench-"))
     devnet = Devnet(folder, size, ["echo"])
     high = ConnectionParams().high_watermark
+    epoch_s = 10  # the devnet's epoch (repp2p.cli.devnet)
     try:
         started = time.monotonic()
         await devnet.start()
-        with trio.fail_after(180):
-            while True:
-                statuses = await devnet.statuses()
-                if all(s and s["synced"] and min(4, size) <= s["peers"] <= high for s in statuses):
-                    break
+
+        def settled(s: dict | None) -> bool:
+            return bool(s and s["synced"] and min(4, size) <= s["peers"] <= high)
+
+        with trio.move_on_after(180) as waited:
+            while not all(settled(s) for s in await devnet.statuses()):
                 await trio.sleep(0.25)
+        if waited.cancelled_caught:
+            statuses = await devnet.statuses()
+            unsettled = {
+                info["name"]: (s and {"peers": s["peers"], "synced": s["synced"]})
+                for info, s in zip(devnet.info, statuses, strict=True)
+                if not settled(s)
+            }
+            raise SystemExit(f"devnet of {size} did not settle within 180 s: {unsettled}")
         setup_s = time.monotonic() - started
         pids = [
             json.loads((folder / i["name"] / "runtime.json").read_text())["pid"]
@@ -112,6 +129,7 @@ async def measure(size: int, records: int, trace: bool = False) -> dict[str, flo
                 await trio.sleep(3)  # a few gossipsub heartbeats: the probe joins meshes
                 need = math.ceil(0.99 * len(devnet.info))
                 redials = 0
+                last_counts: dict[str, int] = {}
                 for n in range(records):
                     # Nodes over their high watermark close idle gossip-only peers such as
                     # this probe; like any publisher, it dials again (outside the timing).
@@ -146,7 +164,8 @@ async def measure(size: int, records: int, trace: bool = False) -> dict[str, flo
                         reach.append(got[need - 1] - sent)
                     if trace:
                         print(
-                            f"  record {n}: {len(got)}/{len(devnet.info)} nodes, "
+                            f"  record {n} (sent {sent % epoch_s:.1f} s into the epoch): "
+                            f"{len(got)}/{len(devnet.info)} nodes, "
                             f"99% after {1000 * (got[need - 1] - sent):.0f} ms, last: "
                             f"{devnet.info[arrivals.index(got[need - 1])]['name']}"
                             if len(got) >= need
@@ -164,9 +183,26 @@ async def measure(size: int, records: int, trace: bool = False) -> dict[str, flo
                                     flush=True,
                                 )
                     fractions.append(len(got) / len(devnet.info))
+                    if len(got) >= need:
+                        slowest = devnet.info[arrivals.index(got[need - 1])]["name"]
+                        last_counts[slowest] = last_counts.get(slowest, 0) + 1
                     first = arrivals[1]
                     if first is not None:
                         one_hop.append(first - sent)
+                if trace and last_counts:
+                    # The node most often last: is it starved of CPU or of gossip peers?
+                    name = max(last_counts, key=last_counts.__getitem__)
+                    statuses = await devnet.statuses()
+                    names = [info["name"] for info in devnet.info]
+                    cpu = {n: _cpu_s(pid) for n, pid in zip(names, pids, strict=True)}
+                    at = names.index(name)
+                    print(
+                        f"  last most often: {name} ({last_counts[name]} of {records}); "
+                        f"its CPU {cpu[name]:.1f} s, median node "
+                        f"{statistics.median(cpu.values()):.1f} s; status: "
+                        f"{statuses[at] and {k: statuses[at].get(k) for k in ('peers', 'gossip')}}",
+                        flush=True,
+                    )
                 with trio.move_on_after(5) as scope:
                     scope.shield = True
                     await host.get_network().close()
