@@ -196,6 +196,21 @@ async def measure(size: int, records: int, trace: bool = False) -> dict[str, flo
                     names = [info["name"] for info in devnet.info]
                     cpu = {n: _cpu_s(pid) for n, pid in zip(names, pids, strict=True)}
                     at = names.index(name)
+                    me = devnet.info[at]["peer_id"]
+                    hb = {
+                        n: set(s["gossip"]["mesh_peers"]["heartbeats"])
+                        for n, s in zip(names, statuses, strict=True)
+                        if s
+                    }
+                    by_id = {info["peer_id"]: info["name"] for info in devnet.info}
+                    mine = [by_id.get(p, p[-6:]) for p in sorted(hb.get(name, ()))]
+                    meshed_back = [p for p in mine if p in hb and me in hb[p]]
+                    holding = sorted(n for n, mesh in hb.items() if me in mesh)
+                    print(
+                        f"  {name}'s heartbeats mesh: {mine}; of those meshed back: "
+                        f"{meshed_back}; nodes with {name} in their mesh: {holding}",
+                        flush=True,
+                    )
                     print(
                         f"  last most often: {name} ({last_counts[name]} of {records}); "
                         f"its CPU {cpu[name]:.1f} s, median node "

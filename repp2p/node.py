@@ -811,6 +811,14 @@ class Node:
                     family: len(self.pubsub.peer_topics.get(topic, ())) if self.pubsub else 0
                     for family, topic in TOPICS.items()
                 },
+                # who forwards us each family: a peer missing from its partner's mesh
+                # (a lost GRAFT) only ever hears from us, records reach us by gossip
+                "mesh_peers": {
+                    family: sorted(p.to_base58() for p in self.router.mesh.get(topic, ()))
+                    if self.router
+                    else []
+                    for family, topic in TOPICS.items()
+                },
             },
             "routing_table": self.dht.get_routing_table_size() if self.dht else 0,
             "records": counts,

@@ -39,6 +39,7 @@ from libp2p.exceptions import ParseError
 from libp2p.io.exceptions import IncompleteReadError, MessageTooLarge
 from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, GossipSub
 from libp2p.pubsub.mcache import CacheEntry, MessageCache
+from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.pubsub.score import ScoreParams, TopicScoreParams
 
@@ -50,6 +51,8 @@ from repp2p.net.topics import TOPICS
 OPPORTUNISTIC_GRAFT_TICKS = 60
 OPPORTUNISTIC_GRAFT_THRESHOLD = 1.0
 OPPORTUNISTIC_GRAFT_PEERS = 2
+#: every this many heartbeats each mesh link is confirmed with a GRAFT (idempotent)
+MESH_REFRESH_TICKS = 30
 
 #: accept(data, topic, forwarder_peer_id_str) -> forward?
 AcceptFn = Callable[[bytes, str, str], bool]
@@ -226,6 +229,9 @@ class RecordGossipSub(GossipSub):
       32-node devnets). Reputation should rank work, not cut a node off the gossip. The
       per-heartbeat replacement of the worst mesh peer is limited the same way.
     * a configurable D_lazy (``GossipParams.gossip_lazy``).
+    * heartbeat control messages built per peer (py-libp2p sent each peer the GRAFTs and
+      PRUNEs of the peers before it), GRAFTs only to reachable peers, and mesh links
+      re-confirmed every 30 s (:meth:`_emit_control_msgs`).
     * go-libp2p's opportunistic grafting (once a minute, only for a poorly scoring mesh):
       py-libp2p's ran at every heartbeat and kept every mesh churning.
 
@@ -240,6 +246,7 @@ class RecordGossipSub(GossipSub):
         self.gossip_lazy = gossip_lazy
         self.mcache = ContentIdMessageCache(self.mcache.window_size, self.mcache.history_size)
         self._graft_ticks: dict[str, int] = {}
+        self._heartbeats = 0
 
     def _select_peers_for_pruning(self, topic: str, num_to_prune: int) -> list[Any]:
         mesh = list(self.mesh.get(topic, ()))
@@ -270,6 +277,56 @@ class RecordGossipSub(GossipSub):
         threshold = scorer.params.gossip_threshold
         if any(scorer.score(p, [topic]) < threshold for p in self.mesh[topic]):
             await super()._consider_peer_replacement(topic)
+
+    async def _emit_control_msgs(
+        self,
+        peers_to_graft: dict[Any, list[str]],
+        peers_to_prune: dict[Any, list[str]],
+        peers_to_gossip: dict[Any, dict[str, list[bytes]]],
+    ) -> None:
+        """The heartbeat's GRAFT, PRUNE and IHAVE, one control RPC per peer.
+
+        py-libp2p 0.8.1 builds the GRAFT/PRUNE/IHAVE lists once and never clears them
+        between peers, so the second peer also got the first one's GRAFTs and PRUNEs, and
+        so on: peers dropped us from meshes we kept them in (one-sided links, found on a
+        32-node devnet where a node's 4 heartbeat mesh peers all lacked it and records
+        reached it only by IHAVE gossip, 100-1,000 ms late). Also here:
+
+        * a GRAFT to a peer we have no send queue for yet (its stream is still opening)
+          would be dropped without a word: the peer leaves our mesh again, and the next
+          heartbeat grafts whoever is reachable;
+        * every MESH_REFRESH_TICKS heartbeats each mesh peer gets a GRAFT for the topics
+          we mesh it in. GRAFT is idempotent for a peer that has us already; one that had
+          dropped us (any lost control message) takes us back or answers PRUNE.
+        """
+        pubsub = self.pubsub
+        if pubsub is None:
+            return
+        self._heartbeats += 1
+        if self._heartbeats % MESH_REFRESH_TICKS == 0:
+            for topic, peers in self.mesh.items():
+                for peer in peers:
+                    if topic not in peers_to_graft.get(peer, ()):
+                        peers_to_graft.setdefault(peer, []).append(topic)
+        for peer in set(peers_to_graft) | set(peers_to_prune) | set(peers_to_gossip):
+            grafts = peers_to_graft.get(peer, [])
+            if grafts and peer not in pubsub.peer_queues:
+                for topic in grafts:
+                    self.mesh.get(topic, set()).discard(peer)
+                grafts = []
+            control = self.pack_control_msgs(
+                [
+                    rpc_pb2.ControlIHave(messageIDs=ids, topicID=topic)
+                    for topic, ids in peers_to_gossip.get(peer, {}).items()
+                ],
+                [rpc_pb2.ControlGraft(topicID=topic) for topic in grafts],
+                [
+                    rpc_pb2.ControlPrune(topicID=topic, backoff=self.prune_back_off)
+                    for topic in peers_to_prune.get(peer, ())
+                ],
+            )
+            if control.ByteSize():
+                await self.emit_control_message(control, peer)
 
     def _get_adaptive_gossip_peers_count(self, topic: str, total_peers: int) -> int:
         # go-libp2p's rule, max(D_lazy, 0.25 x peers outside the mesh), with our D_lazy

@@ -186,3 +186,38 @@ def test_gossip_lazy_is_the_floor_of_ihave_targets():
     for bad in (0, 33, 2.5):
         with pytest.raises(ConfigError):
             GossipParams(gossip_lazy=bad)
+
+
+@pytest.mark.trio
+async def test_heartbeat_control_messages_are_built_per_peer():
+    """Each peer gets only its own GRAFT/PRUNE/IHAVE (py-libp2p sent the second peer the
+    first one's too, leaving one-sided mesh links); unreachable peers are not grafted."""
+    hb, ads = TOPICS["heartbeats"], TOPICS["ads"]
+    a, b, unreachable = _peer(), _peer(), _peer()
+    router = _router({a: 0.0, b: 0.0, unreachable: 0.0}, hb)
+    router.pubsub.peer_queues = {a: object(), b: object()}  # type: ignore[union-attr]
+    router.mesh[hb] = {a, unreachable}
+    router.mesh[ads] = set()
+    sent: dict[ID, Any] = {}
+
+    async def capture(control: Any, peer: ID) -> None:
+        assert peer not in sent
+        sent[peer] = control
+
+    router.emit_control_message = capture  # type: ignore[method-assign]
+    await router._emit_control_msgs({a: [hb], unreachable: [hb]}, {b: [ads]}, {b: {hb: [b"id-1"]}})
+    assert [g.topicID for g in sent[a].graft] == [hb]
+    assert not sent[a].prune and not sent[a].ihave
+    assert not sent[b].graft
+    assert [p.topicID for p in sent[b].prune] == [ads]
+    assert list(sent[b].ihave[0].messageIDs) == [b"id-1"]
+    assert unreachable not in sent and router.mesh[hb] == {a}
+    # Every MESH_REFRESH_TICKS heartbeats each mesh link is confirmed with a GRAFT.
+    router.mesh[ads] = {b}
+    for _ in range(gossip.MESH_REFRESH_TICKS - 2):
+        sent.clear()
+        await router._emit_control_msgs({}, {}, {})
+        assert not sent
+    await router._emit_control_msgs({}, {}, {})
+    assert [g.topicID for g in sent[a].graft] == [hb]
+    assert [g.topicID for g in sent[b].graft] == [ads]
