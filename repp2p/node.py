@@ -811,8 +811,8 @@ class Node:
                     family: len(self.pubsub.peer_topics.get(topic, ())) if self.pubsub else 0
                     for family, topic in TOPICS.items()
                 },
-                # who forwards us each family: a peer missing from its partner's mesh
-                # (a lost GRAFT) only ever hears from us, records reach us by gossip
+                # who forwards us each family; a peer listed here that does not list us
+                # back is a one-sided link: its records reach us by IHAVE gossip only
                 "mesh_peers": {
                     family: sorted(p.to_base58() for p in self.router.mesh.get(topic, ()))
                     if self.router
