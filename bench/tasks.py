@@ -6,7 +6,11 @@ Starts a devnet of `repp2p node run` processes (default 16 nodes + bootstrap) on
 * latency: one task at a time (k=1), submit -> verified, decrypted result: p50 and p99;
 * throughput: tasks completed per second with `--concurrency` tasks in flight, and the CPU
   time all devnet processes (nodes, enclaves, client) spent per task meanwhile;
-* the CPU an idle devnet burns (cores), which the 2-core machine cannot spend on tasks.
+* the CPU an idle devnet burns (cores), which the 2-core machine cannot spend on tasks;
+* the replication floor: CPU one node spends per task record (decode with signature
+  check, store, duplicate lookup), measured in this process, times the nodes and the four
+  records of a task; the throughput ceiling it leaves on this machine's cores before any
+  transport, client or serving cost.
 
 `--task-records gossip` runs the same with per-task records published on GossipSub (the
 design before /repp2p/feed/1), for comparison.
@@ -22,6 +26,8 @@ Targets (issue 6): p50 <= 25 ms, p99 <= 100 ms, >= 300 tasks/s. Ends with one JS
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -36,7 +42,10 @@ from repp2p.cli.devnet import Devnet
 from repp2p.client import Client, TaskError
 from repp2p.logs import setup_logging
 from repp2p.net.params import FeedParams
+from repp2p.records import decode, encode
+from repp2p.store import SqliteRecordStore
 from repp2p.tee import Enclave, TaskSecret, open_result, seal_input
+from repp2p.testing.factories import identity, sample_records
 
 EPOCH_S = 10
 
@@ -77,6 +86,45 @@ def baseline(n: int) -> list[float]:
             )
             out.append((time.perf_counter() - t) * 1000)
     return out
+
+
+#: each per-task record reaches a node about this many times over the feeds (2 x upstreams)
+COPIES_PER_NODE = 4
+TASK_RECORD_TYPES = ("TaskOffer", "Claim", "Receipt", "Feedback")
+
+
+def replication_floor(n: int = 4000) -> dict[str, float]:
+    """CPU a node spends per task record, measured in this process: strict decode with the
+    signature check, storing in pages of 256 (as feed pages are), and the lookup that
+    drops a copy already held. The floor of the replication every full node does."""
+    now = time.time()
+    records = [r for r in sample_records(now=now) if r.TYPE in TASK_RECORD_TYPES]
+    signers = [identity(f"bench-{i}") for i in range(64)]
+    data = [
+        encode(
+            dataclasses.replace(records[k % 4], task_id=hashlib.sha256(b"%d" % k).digest()),
+            signers[k % 64],
+        )
+        for k in range(n)
+    ]
+    t = time.process_time()
+    signed = [decode(d, now=int(now)) for d in data]
+    decode_s = (time.process_time() - t) / n
+    folder = Path(tempfile.mkdtemp(prefix="repp2p-bench-floor-"))
+    try:
+        store = SqliteRecordStore(folder / "records.db", synchronous="NORMAL")
+        t = time.process_time()
+        for i in range(0, n, 256):
+            store.put_many(signed[i : i + 256], now=int(now))
+        store_s = (time.process_time() - t) / n
+        t = time.process_time()
+        for d in data:
+            store.has(hashlib.sha256(d).digest())
+        duplicate_s = (time.process_time() - t) / n
+        store.close()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return {"decode_us": decode_s * 1e6, "store_us": store_s * 1e6, "dup_us": duplicate_s * 1e6}
 
 
 def _tree_cpu_s() -> dict[str, float]:
@@ -188,6 +236,18 @@ def main() -> None:
     args = parser.parse_args()
     setup_logging("text", "ERROR", "CRITICAL")
     base = baseline(200)
+    floor = replication_floor()
+    nodes = args.nodes + 1
+    per_record_us = floor["decode_us"] + floor["store_us"] + (COPIES_PER_NODE - 1) * floor["dup_us"]
+    floor_ms = nodes * len(TASK_RECORD_TYPES) * per_record_us / 1000
+    ceiling = (os.cpu_count() or 1) * 1000 / floor_ms
+    print(
+        f"replication floor: decode+verify {floor['decode_us']:.0f} us, store "
+        f"{floor['store_us']:.0f} us, duplicate {floor['dup_us']:.0f} us per record; "
+        f"{nodes} nodes x {len(TASK_RECORD_TYPES)} records x ~{COPIES_PER_NODE} copies = "
+        f"{floor_ms:.2f} ms CPU per task: at most {ceiling:.0f} tasks/s on "
+        f"{os.cpu_count()} cores before any transport, client or serving cost"
+    )
     r = trio.run(measure, args)
     base_p50 = _pct(base, 0.5)
     print(f"enclave only (baseline): p50 {base_p50:.1f} ms, p99 {_pct(base, 0.99):.1f} ms")
@@ -218,6 +278,8 @@ def main() -> None:
                 "nodes": args.nodes,
                 "task_records": args.task_records,
                 "cpus": os.cpu_count(),
+                "floor_ms_per_task": round(floor_ms, 2),
+                "ceiling_tasks_per_s": round(ceiling),
                 "baseline": round(base_p50, 2),
                 "ratio": round(r["p50_ms"] / base_p50, 1),
             }
