@@ -35,7 +35,7 @@ import trio
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.tools.anyio_service import background_trio_service
 
-from repp2p.cli.devnet import Devnet
+from repp2p.cli.devnet import EPOCH_S, Devnet
 from repp2p.identity import Identity
 from repp2p.logs import setup_logging
 from repp2p.net.gossip import build_pubsub
@@ -85,7 +85,6 @@ async def measure(size: int, records: int, trace: bool = False) -> dict[str, flo
     folder = Path(tempfile.mkdtemp(prefix="repp2p-bench-"))
     devnet = Devnet(folder, size, ["echo"])
     high = ConnectionParams().high_watermark
-    epoch_s = 10  # the devnet's epoch (repp2p.cli.devnet)
     try:
         started = time.monotonic()
         await devnet.start()
@@ -164,7 +163,7 @@ async def measure(size: int, records: int, trace: bool = False) -> dict[str, flo
                         reach.append(got[need - 1] - sent)
                     if trace:
                         print(
-                            f"  record {n} (sent {sent % epoch_s:.1f} s into the epoch): "
+                            f"  record {n} (sent {sent % EPOCH_S:.1f} s into the epoch): "
                             f"{len(got)}/{len(devnet.info)} nodes, "
                             f"99% after {1000 * (got[need - 1] - sent):.0f} ms, last: "
                             f"{devnet.info[arrivals.index(got[need - 1])]['name']}"

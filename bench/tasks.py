@@ -38,7 +38,7 @@ from pathlib import Path
 
 import trio
 
-from repp2p.cli.devnet import Devnet
+from repp2p.cli.devnet import EPOCH_S, Devnet
 from repp2p.client import Client, TaskError
 from repp2p.logs import setup_logging
 from repp2p.net.params import FeedParams
@@ -46,8 +46,6 @@ from repp2p.records import decode, encode
 from repp2p.store import SqliteRecordStore
 from repp2p.tee import Enclave, TaskSecret, open_result, seal_input
 from repp2p.testing.factories import identity, sample_records
-
-EPOCH_S = 10
 
 
 def _pct(values: list[float], q: float) -> float:

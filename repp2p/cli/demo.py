@@ -18,9 +18,9 @@ from pathlib import Path
 
 import trio
 
+from repp2p.cli.devnet import EPOCH_S
 from repp2p.errors import ReppError
 
-EPOCH_S = 10
 INPUTS = {
     "echo": [b"hello %d" % i for i in range(16)],
     "sentiment": [
@@ -72,7 +72,6 @@ async def _main(args: argparse.Namespace, folder: Path) -> None:
         folder / "net",
         args.nodes,
         ["echo", "sentiment"],
-        extra={"epoch_s": EPOCH_S},
         per_node={cheat_name: {"cheat": True}},
     )
     t0 = time.monotonic()

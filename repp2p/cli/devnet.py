@@ -25,6 +25,8 @@ import trio
 from repp2p.errors import NetworkError, ReppError
 
 GRACE_S = 10.0
+#: the dev network's epoch in seconds (bootstrap/dev.toml); clients of a devnet use it too
+EPOCH_S = 10
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -50,7 +52,7 @@ def _config(
         "engines": engines,
         "status_listen": "127.0.0.1:0",
         "heartbeat_interval_s": 10.0,  # one per epoch: views take an epoch's last one
-        "epoch_s": 10,  # the dev network's epoch (bootstrap/dev.toml)
+        "epoch_s": EPOCH_S,
         # republish_interval_s stays at the node default (300 s): each round re-provides
         # every engine on the DHT, dialling the ~20 peers closest to each key, and those
         # connections are trimmed again 20 s later; at 30 s that churn cost a 24-node devnet

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import trio
 
-from repp2p.cli.devnet import Devnet
+from repp2p.cli.devnet import EPOCH_S, Devnet
 from repp2p.client import Client
 from repp2p.ledger import replay
 from repp2p.records import Claim, Feedback
@@ -22,7 +22,6 @@ from repp2p.testing.network import node_config, start_node
 from .conftest import wait_until
 
 pytestmark = pytest.mark.slow
-EPOCH_S = 10  # what `repp2p devnet` nodes use
 
 
 async def test_sigkill_of_the_claimed_node_mid_task_fails_over(tmp_path):
