@@ -19,7 +19,7 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.tools.anyio_service import background_trio_service
 
+from repp2p.clock import ClockAPI
 from repp2p.errors import ConfigError, NetworkError, RecordError
 from repp2p.identity import Identity
 from repp2p.matching import ClaimError, ClaimReason, claim_opens_at_ms, rank, verify_claim
@@ -38,6 +39,7 @@ from repp2p.net.params import FeedParams
 from repp2p.net.task import MAX_HANDOVER
 from repp2p.net.task import PROTOCOL as TASK_PROTOCOL
 from repp2p.net.task_streams import TaskStreams
+from repp2p.node.abc import RecordPipelineAPI, RecordPublisherAPI, ViewServiceAPI
 from repp2p.records import (
     MAX_LIFETIME_S,
     Claim,
@@ -48,7 +50,9 @@ from repp2p.records import (
     decode,
     task_id_for,
 )
+from repp2p.store import RecordStoreAPI
 from repp2p.tee import ResultError, ResultReason, TaskSecret, open_result, seal_input
+from repp2p.timers import Timers
 from repp2p.viewer import TASK_RECORD_LAG, beacon
 
 log = logging.getLogger("repp2p.client")
@@ -213,15 +217,45 @@ class TaskResult:
 class Client:
     """A client peer: follows gossip (so it holds the records matching runs on), joins the
     DHT in client mode, and submits tasks with :meth:`submit`. Build it with :meth:`open`.
+
+    Args:
+        identity: the client's key (signs offers and feedback).
+        store: its record store; pipeline: the only way records enter it.
+        publisher: signs, stores and spreads the client's records.
+        views: the per-epoch views it ranks tasks on.
+        clock: its clock.
+        open_task_stream: opens a ``/repp2p/task/1`` stream to a peer (base58 ID).
+        background: a nursery for work after a result (feedback hand-over).
+        timers: the live layer's timers.
     """
 
-    def __init__(self, node: Any) -> None:
-        from libp2p.peer.id import ID as PeerID
+    def __init__(
+        self,
+        *,
+        identity: Identity,
+        store: RecordStoreAPI,
+        pipeline: RecordPipelineAPI,
+        publisher: RecordPublisherAPI,
+        views: ViewServiceAPI,
+        clock: ClockAPI,
+        open_task_stream: Callable[[str], Awaitable[Any]],
+        background: trio.Nursery,
+        timers: Timers | None = None,
+    ) -> None:
+        self.identity = identity
+        self.store = store
+        self.pipeline = pipeline
+        self.publisher = publisher
+        self.views = views
+        self.clock = clock
+        self.timers = timers or Timers()
+        self._background = background
+        self._open_task_stream = open_task_stream
+        self.streams = TaskStreams(open_task_stream)
 
-        self.node = node
-        self.streams = TaskStreams(
-            lambda peer: node.host.new_stream(PeerID.from_base58(peer), [TASK_PROTOCOL])
-        )
+    async def open_stream(self, peer: str) -> Any:
+        """A new, unpooled ``/repp2p/task/1`` stream to ``peer`` (for tools and tests)."""
+        return await self._open_task_stream(peer)
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -235,6 +269,8 @@ class Client:
         policy: str = "",
         sync_timeout: float = 30.0,
         feed: FeedParams | None = None,
+        timers: Timers | None = None,
+        clock: ClockAPI | None = None,
     ) -> AsyncIterator[Client]:
         """Join the network through ``bootstrap`` and wait until synced.
 
@@ -261,33 +297,48 @@ class Client:
             status_listen="",
             gossip=GossipParams(eclipse_protection=network != "dev"),
             feed=feed or FeedParams(),
+            timers=timers or Timers(),
         )
-        node = Node(config)
+        node = Node(config, clock=clock)
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(node.run)
                 try:
                     with trio.move_on_after(sync_timeout):
-                        await node.synced.wait()
-                    if not node.synced.is_set():
+                        await node.discovery.wait_synced()
+                    if not node.is_synced():
                         raise NetworkError("could not sync with the network")
-                    client = cls(node)
-                    try:
-                        yield client
-                    finally:
-                        await client.streams.aclose()
+                    async with trio.open_nursery() as background:
+                        client = cls(
+                            identity=node.identity,
+                            store=node.store,
+                            pipeline=node.pipeline,
+                            publisher=node.publisher,
+                            views=node.views,
+                            clock=node.clock,
+                            open_task_stream=lambda peer: node.discovery.open_stream(
+                                peer, TASK_PROTOCOL
+                            ),
+                            background=background,
+                            timers=config.timers,
+                        )
+                        try:
+                            yield client
+                        finally:
+                            # Hand-overs still running get their own timeout; then go.
+                            await client.streams.aclose()
                 finally:
                     node.stop()
         except BaseExceptionGroup as group:
-            # The caller's error (a TaskError, say) arrives wrapped by our nursery: hand it
-            # back as itself when it is the only one.
-            if len(group.exceptions) == 1:
-                raise group.exceptions[0] from None
-            raise
+            # The caller's error (a TaskError, say) arrives wrapped by our nurseries: hand
+            # it back as itself when it is the only one.
+            while isinstance(group, BaseExceptionGroup) and len(group.exceptions) == 1:
+                group = group.exceptions[0]
+            raise group from None
 
     @property
     def peer_id(self) -> str:
-        return self.node.peer_id
+        return self.identity.peer_id
 
     async def wait_for_nodes(self, engine: str, count: int, timeout: float = 30.0) -> int:
         """Wait until ``count`` nodes serving ``engine`` are eligible in the current view.
@@ -300,11 +351,11 @@ class Client:
                 n = len(self._ranking_probe(engine))
                 if n >= count:
                     return n
-                await trio.sleep(0.5)
+                await self.clock.sleep(self.timers.lookup_poll_s)
         return len(self._ranking_probe(engine))
 
     def _ranking_probe(self, engine: str) -> list[str]:
-        epoch = int(self.node.clock()) // self.node.config.epoch_s
+        epoch = self.views.current_epoch()
         probe = TaskOffer(
             task_id=bytes(32),
             engine_id=engine,
@@ -320,7 +371,7 @@ class Client:
             seq=0,
             expires=0,
         )
-        view = self.node.keeper.view(epoch)
+        view = self.views.view(epoch)
         return rank(probe, view, beacon(epoch), limit=64)
 
     def _task_records_expire(self, epoch: int, deadline: float) -> int:
@@ -330,11 +381,10 @@ class Client:
         ``window_epochs`` more; expiring earlier would make a node's record vanish from
         reputations (and from what a fresh peer can sync) while it should still count.
         """
-        keeper = self.node.keeper
-        epoch_s = self.node.config.epoch_s
-        last_counted = epoch + TASK_RECORD_LAG + keeper.reputation_params.window_epochs
+        epoch_s = self.views.epoch_s
+        last_counted = epoch + TASK_RECORD_LAG + self.views.reputation_params.window_epochs
         wanted = max((last_counted + 1) * epoch_s, int(deadline) + MIN_TASK_RECORD_LIFETIME_S)
-        return min(wanted, int(self.node.clock()) + MAX_TASK_RECORD_LIFETIME_S)
+        return min(wanted, int(self.clock.now()) + MAX_TASK_RECORD_LIFETIME_S)
 
     async def submit(
         self,
@@ -361,13 +411,12 @@ class Client:
             TaskError: no eligible node, no valid result in time, or no majority among
                 redundant results (reason in ``.reason``).
         """
-        node = self.node
-        started = node.clock()
-        epoch = int(started) // node.config.epoch_s
-        view = node.keeper.view(epoch)
+        started = self.clock.now()
+        epoch = int(started) // self.views.epoch_s
+        view = self.views.view(epoch)
         secret = TaskSecret.generate()
         offer_record = TaskOffer(
-            task_id=task_id_for(node.identity.public_key, secret.public_key),
+            task_id=task_id_for(self.identity.public_key, secret.public_key),
             engine_id=engine,
             epoch=epoch,
             tee_kinds=tuple(sorted(set(tee_kinds))),
@@ -383,7 +432,7 @@ class Client:
         )
         # Stored here, then it travels with each request: the nodes we chose put it in
         # their feeds (repp2p.net.feed), from which every peer pulls it.
-        offer = node.publish_soon(offer_record)
+        offer = self.publisher.publish_soon(offer_record)
         ranking = rank(offer_record, view, beacon(epoch))
         if not ranking:
             raise TaskError("no_nodes", f"no eligible node serves {engine!r} in this view")
@@ -393,7 +442,7 @@ class Client:
             return await attempt.conclude(answers, started)
         finally:
             # Also when the task failed or we were cancelled: releases are evidence too.
-            node._background.start_soon(attempt.hand_over)
+            self._background.start_soon(attempt.hand_over)
 
 
 #: task records live at least this long after the deadline (claims, receipts and feedback
@@ -402,11 +451,6 @@ MIN_TASK_RECORD_LIFETIME_S = 3600
 #: ... and at most this long: the record core's cap for task records, less a day for the
 #: clocks of the peers that check it
 MAX_TASK_RECORD_LIFETIME_S = MAX_LIFETIME_S[TaskOffer.TYPE] - 86_400
-
-#: seconds one node gets, after its failover turn opens, to return a verified result
-ATTEMPT_BUDGET_S = 30.0
-#: seconds a node gets to take a task's feedback (background, after the result)
-HANDOVER_TIMEOUT_S = 10.0
 
 
 class TaskError(NetworkError):
@@ -441,7 +485,8 @@ class _Attempt:
         ranking: list[str],
         deadline: float,
     ) -> None:
-        self.client, self.node = client, client.node
+        self.client = client
+        self.clock, self.views, self.timers = client.clock, client.views, client.timers
         self.offer, self.secret, self.data = offer, secret, data
         self.view, self.ranking, self.deadline = view, ranking, deadline
         self.next_rank = 0
@@ -456,7 +501,7 @@ class _Attempt:
         return self.answers
 
     async def _lane(self) -> None:
-        while self.next_rank < len(self.ranking) and self.node.clock() < self.deadline:
+        while self.next_rank < len(self.ranking) and self.clock.now() < self.deadline:
             r = self.next_rank
             self.next_rank += 1
             answer = await self._try(self.ranking[r], r)
@@ -468,19 +513,19 @@ class _Attempt:
             await self._release(answer)
 
     async def _try(self, peer: str, r: int) -> _Answer | None:
-        keys = self.node.keeper.enclave_keys(peer)
+        keys = self.views.enclave_keys(peer)
         if keys is None:
             return None
         enc_key, result_key = keys
         o = self.offer.record
         sealed, _ = seal_input(self.data, enc_key, task_id=o.task_id, secret=self.secret)
-        sent = self.node.clock()
+        sent = self.clock.now()
         request = {"offer": self.offer.data, "sealed": sealed}
         if self.releases:
             request["releases"] = list(self.releases)
         # One node may not eat the whole budget: its turn plus one execution at most.
         opens = claim_opens_at_ms(r, o.redundancy, self.view.matching_params) / 1000
-        budget = min(self.deadline - sent, opens + ATTEMPT_BUDGET_S)
+        budget = min(self.deadline - sent, opens + self.timers.attempt_budget_s)
         try:
             with trio.fail_after(max(0.1, budget)):
                 reply = await self.client.streams.request(peer, request)
@@ -489,9 +534,9 @@ class _Attempt:
             await self.client.streams.forget(peer)
             # It may have claimed (its claim reaches us by the feeds, maybe not yet):
             # release it. Timeout feedback on a node that never claimed weighs nothing.
-            latency = int((self.node.clock() - sent) * 1000)
+            latency = int((self.clock.now() - sent) * 1000)
             return _Answer(peer, r, None, self._claim_of(peer), None, latency, "timeout")
-        latency = int((self.node.clock() - sent) * 1000)
+        latency = int((self.clock.now() - sent) * 1000)
         if not reply["ok"]:
             log.info("rank %d (%s) declined: %s %s", r, peer, reply["error"], reply["detail"])
             if reply["error"] in ("execution_failed", "replayed"):
@@ -500,8 +545,8 @@ class _Attempt:
                 return _Answer(peer, r, None, self._claim_of(peer), None, latency, "timeout")
             return None
         try:
-            claim = decode(reply["claim"], now=int(self.node.clock()))
-            receipt = decode(reply["receipt"], now=int(self.node.clock()))
+            claim = decode(reply["claim"], now=int(self.clock.now()))
+            receipt = decode(reply["receipt"], now=int(self.clock.now()))
             if claim.signer != peer or receipt.signer != peer:
                 raise ResultError(ResultReason.WRONG_KEY, "claim or receipt not signed by node")
             try:
@@ -528,13 +573,13 @@ class _Attempt:
             log.warning("bad proof from %s: %s", peer, exc)
             return _Answer(peer, r, None, self._claim_of(peer), None, latency, "bad_proof")
         # Keep the node's public records: they are what feedback and the ledger rest on.
-        self.node.accept_decoded(claim, source="task")
-        self.node.accept_decoded(receipt, source="task")
+        self.client.pipeline.accept_decoded(claim, source="task")
+        self.client.pipeline.accept_decoded(receipt, source="task")
         return _Answer(peer, r, output, claim, receipt, latency, "ok")
 
     def _claim_of(self, peer: str) -> SignedRecord | None:
         task_id = self.offer.record.task_id
-        found = self.node.store.query(type=Claim.TYPE, signer=peer, slot=task_id)
+        found = self.client.store.query(type=Claim.TYPE, signer=peer, slot=task_id)
         return found[0] if found else None
 
     async def _release(self, answer: _Answer) -> None:
@@ -544,7 +589,7 @@ class _Attempt:
 
     async def _feedback(self, peer: str, outcome: str, latency_ms: int) -> SignedRecord:
         o = self.offer.record
-        signed = self.node.publish_soon(
+        signed = self.client.publisher.publish_soon(
             Feedback(
                 task_id=o.task_id,
                 node=peer,
@@ -573,7 +618,7 @@ class _Attempt:
 
         async def give(peer: str) -> None:
             try:
-                with trio.fail_after(HANDOVER_TIMEOUT_S):
+                with trio.fail_after(self.timers.handover_s):
                     for chunk in chunks:
                         await self.client.streams.request(peer, {"records": chunk})
             except Exception as exc:
@@ -605,11 +650,7 @@ class _Attempt:
                 outcome = "wrong"  # outvoted by the redundant majority
             if outcome in ("ok", "wrong"):
                 await self._feedback(a.peer, outcome, a.latency_ms)
-            verdict = (
-                self.node.keeper.verdict_of(a.peer)
-                if hasattr(self.node.keeper, "verdict_of")
-                else None
-            )
+            verdict = self.views.verdict_of(a.peer)
             kind = getattr(verdict, "tee_kind", "simulated")
             proofs.append(
                 Proof(
@@ -632,5 +673,5 @@ class _Attempt:
             redundancy=o.redundancy,
             agreed=len(agreeing),
             proofs=tuple(proofs),
-            latency_ms=int((self.node.clock() - started) * 1000),
+            latency_ms=int((self.clock.now() - started) * 1000),
         )

@@ -20,6 +20,8 @@ Example ``node.toml`` (every key optional except where noted)::
     interval_s = 0.5
     [connections]                        # repp2p.net.params.ConnectionParams fields
     low_watermark = 8
+    [timers]                             # repp2p.timers.Timers fields
+    attempt_budget_s = 30
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from repp2p.errors import ConfigError
 from repp2p.net.params import ConnectionParams, FeedParams, GossipParams, SyncParams
 from repp2p.records import TEE_KINDS
 from repp2p.records.types import ENGINE_ID_PATTERN
+from repp2p.timers import Timers
 
 BOOTSTRAP_DIR = Path(__file__).resolve().parent.parent / "bootstrap"
 
@@ -69,6 +72,7 @@ class NodeConfig:
         task_delay_s: TEST ONLY, dev network only: seconds the node waits between claiming
             a task and running it (fault injection for failover tests), 0..600.
         gossip, sync, feed, connections: network-layer parameters.
+        timers: the live layer's timeouts and loop periods (:class:`repp2p.timers.Timers`).
     """
 
     data_dir: Path
@@ -96,6 +100,7 @@ class NodeConfig:
     sync: SyncParams = dataclasses.field(default_factory=SyncParams)
     feed: FeedParams = dataclasses.field(default_factory=FeedParams)
     connections: ConnectionParams = dataclasses.field(default_factory=ConnectionParams)
+    timers: Timers = dataclasses.field(default_factory=Timers)
 
     def __post_init__(self) -> None:
         import re
@@ -229,6 +234,8 @@ def node_config_from_dict(data: dict[str, Any], *, base_dir: Path) -> NodeConfig
         data["feed"] = _sub(FeedParams, data["feed"], "feed")
     if "connections" in data:
         data["connections"] = _sub(ConnectionParams, data["connections"], "connections")
+    if "timers" in data:
+        data["timers"] = _sub(Timers, data["timers"], "timers")
     try:
         return NodeConfig(**data)
     except TypeError as exc:

@@ -102,6 +102,10 @@ class NetworkError(ReppError):
     """A network operation failed (dial, stream, protocol violation by a peer)."""
 
 
+class NodeNotRunning(ReppError):
+    """A node's running parts (store, host, views...) were asked for outside ``Node.run``."""
+
+
 class ProtocolError(NetworkError):
     """A peer broke one of our wire protocols (bad framing, oversized frame, wrong message)."""
 

@@ -238,6 +238,10 @@ class ViewKeeper:
                 self._save_book(view.penalties)
         return view
 
+    def cached_view(self, epoch: int) -> View | None:
+        """The view of ``epoch`` if already built, without building it."""
+        return self._views.get(epoch)
+
     def _load_book(self) -> PenaltyBook:
         """The penalty book kept in ``book_path``; empty when absent or unreadable."""
         if self.book_path is None or not self.book_path.exists():

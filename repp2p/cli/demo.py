@@ -119,8 +119,8 @@ async def _main(args: argparse.Namespace, folder: Path) -> None:
                     nursery.start_soon(worker)
             # Let the task records settle into the view (TASK_RECORD_LAG boundaries), so the
             # proof against the cheater is in it.
-            epoch = int(client.node.clock()) // EPOCH_S + TASK_RECORD_LAG
-            await trio.sleep(max(0.0, epoch * EPOCH_S - client.node.clock()) + 1.0)
+            epoch = int(client.clock.now()) // EPOCH_S + TASK_RECORD_LAG
+            await trio.sleep(max(0.0, epoch * EPOCH_S - client.clock.now()) + 1.0)
             print(stats.progress(args.tasks))
             _report(client, names, cheater, stats, epoch, args.redundancy)
         print(f"\ndemo finished in {time.monotonic() - t0:.1f} s")
@@ -143,7 +143,7 @@ class _Stats:
     def record(self, result, elapsed: float, client) -> None:
         self.done += 1
         self.latencies.append(elapsed * 1000)
-        epoch = int(client.node.clock()) // EPOCH_S
+        epoch = int(client.clock.now()) // EPOCH_S
         for proof in result.proofs:
             if proof.node == self.cheater:
                 self.cheater_tasks_by_epoch[epoch] = self.cheater_tasks_by_epoch.get(epoch, 0) + 1
@@ -170,11 +170,11 @@ def _report(
     from repp2p.ledger import MICRO, replay
     from repp2p.viewer import TASK_RECORD_LAG
 
-    view = client.node.keeper.view(epoch)
+    view = client.views.view(epoch)
     table = view.reputation
-    now = int(client.node.clock())
-    records = client.node.store.query()
-    attested = client.node.keeper.verdicts(records, now)
+    now = int(client.clock.now())
+    records = client.store.query()
+    attested = client.views.verdicts(records, now)
     ledger = replay(records, attested, now=now, epoch_s=EPOCH_S)
     print(
         f"\nreputation in the client's view of epoch {epoch} (any peer computes the same "

@@ -65,7 +65,7 @@ def _run(args: argparse.Namespace) -> int:
                         {
                             "peer_id": node.peer_id,
                             "addrs": node.addrs(),
-                            "status": _status_address(node),
+                            "status": node.status_address,
                         }
                     ),
                     flush=True,
@@ -77,14 +77,6 @@ def _run(args: argparse.Namespace) -> int:
 
     trio.run(main)
     return 0
-
-
-def _status_address(node: object) -> str | None:
-    port = getattr(node, "status_port", None)
-    if not port:
-        return None
-    host = node.config.status_listen.rpartition(":")[0]  # type: ignore[attr-defined]
-    return f"{host}:{port}"
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -124,6 +124,10 @@ class TaskStreams:
         entry.since = self._clock()
         idle.append(entry)
 
+    def idle_counts(self) -> dict[str, int]:
+        """``peer -> idle streams kept`` (for status and tests)."""
+        return {peer: len(entries) for peer, entries in self._idle.items() if entries}
+
     async def forget(self, peer: str) -> None:
         """Drop every idle stream to ``peer`` (it failed or misbehaved)."""
         for entry in self._idle.pop(peer, []):

@@ -43,7 +43,7 @@ async def test_sigkill_of_the_claimed_node_mid_task_fails_over(tmp_path):
 
             async def kill_first_claimant() -> None:
                 def claimant() -> str | None:
-                    for signed in client.node.store.query(type=Claim.TYPE):
+                    for signed in client.store.query(type=Claim.TYPE):
                         return signed.signer
                     return None
 
@@ -63,9 +63,7 @@ async def test_sigkill_of_the_claimed_node_mid_task_fails_over(tmp_path):
             assert dead and dead[0].outcome == "timeout"
             # The release is public: the owner's timeout feedback on the dead claimant.
             releases = [
-                s.record
-                for s in client.node.store.query(type=Feedback.TYPE)
-                if s.record.node == victim
+                s.record for s in client.store.query(type=Feedback.TYPE) if s.record.node == victim
             ]
             assert [f.outcome for f in releases] == ["timeout"]
     finally:
@@ -89,7 +87,7 @@ async def test_restarted_node_keeps_records_and_reputation(tmp_path):
                 lambda: all(worker.store.count(t) >= 8 for t in ("Feedback", "Claim", "Receipt")),
                 15,
             )
-        now = int(worker.clock())
+        now = int(worker.clock.now())
         held = worker.store.query()
         verdicts = worker.keeper.verdicts(held, now)
         table = compute(collect(held, verdicts, now=now), now=now, epoch_s=5)

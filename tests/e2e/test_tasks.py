@@ -14,9 +14,9 @@ from engines import get_engine, unavailable_engines
 from repp2p.client import Client
 from repp2p.net.framing import FrameReader, write_cbor
 from repp2p.net.task import MAX_RESPONSE, parse_response
-from repp2p.net.task import PROTOCOL as TASK_PROTOCOL
 from repp2p.records import MAX_LIFETIME_S, Feedback, Receipt, decode
 from repp2p.testing.network import local_network, node_config, start_node
+from repp2p.timers import Timers
 from repp2p.viewer import TASK_RECORD_LAG, beacon
 
 from .conftest import wait_until
@@ -95,22 +95,20 @@ async def test_wrong_result_is_caught_by_redundancy_and_penalised(tmp_path):
                 if caught:
                     break
             assert caught, "the cheater was never among the three chosen nodes"
-            wrong = [
-                s for s in client.node.store.query(type=Feedback.TYPE) if s.record.node == cheater
-            ]
+            wrong = [s for s in client.store.query(type=Feedback.TYPE) if s.record.node == cheater]
             assert wrong and all(s.record.outcome == "wrong" for s in wrong)
             # The client handed the evidence to the task's nodes (not only to the cheater,
             # which could bury it); feeds carry it to every node, the uninvolved one too.
             await wait_until(lambda: all(n.store.has(wrong[0].record_id) for n in nodes), 20)
             # Two epochs on (task records enter views TASK_RECORD_LAG epochs late), every
             # peer's view holds the proof: the cheater is an offender, and ranks nowhere.
-            epoch = int(client.node.clock()) // EPOCH_S + TASK_RECORD_LAG
-            await trio.sleep((epoch * EPOCH_S) - client.node.clock() + 0.6)
-            view = client.node.keeper.view(epoch)
+            epoch = int(client.clock.now()) // EPOCH_S + TASK_RECORD_LAG
+            await trio.sleep((epoch * EPOCH_S) - client.clock.now() + 0.6)
+            view = client.views.view(epoch)
             assert view.reputation.get(cheater).is_offender
             assert view.penalties.is_penalised(cheater, epoch)
             offer_probe = dataclasses.replace(
-                client.node.store.query(type="TaskOffer")[0].record, epoch=epoch
+                client.store.query(type="TaskOffer")[0].record, epoch=epoch
             )
             from repp2p.matching import rank
 
@@ -154,7 +152,7 @@ async def test_bad_receipt_is_rejected_and_the_next_rank_completes(tmp_path):
             assert seen_liar, "the tampering node was never ranked first"
             released = [
                 s.record
-                for s in client.node.store.query(type=Feedback.TYPE)
+                for s in client.store.query(type=Feedback.TYPE)
                 if s.record.node == liar.peer_id
             ]
             assert released and all(f.outcome == "bad_proof" for f in released)
@@ -187,12 +185,9 @@ async def test_replayed_and_expired_offers_are_ignored(tmp_path):
             node = next(n for n in nodes if n.peer_id == result.proof.node)
 
             async def ask(offer_data):
-                from libp2p.peer.id import ID
 
                 with trio.fail_after(20):
-                    stream = await client.node.host.new_stream(
-                        ID.from_base58(node.peer_id), [TASK_PROTOCOL]
-                    )
+                    stream = await client.open_stream(node.peer_id)
                     await write_cbor(stream, {"offer": offer_data, "sealed": b"x" * 64})
                     return parse_response(await FrameReader(stream, MAX_RESPONSE).read_cbor())
 
@@ -201,7 +196,7 @@ async def test_replayed_and_expired_offers_are_ignored(tmp_path):
             assert replay == {"ok": False, "error": "replayed", "detail": replay["detail"]}
             # An offer that expired is refused before anything else.
             offer = decode(sent["offer"]).record
-            stale = client.node.identity
+            stale = client.identity
             from repp2p.records import encode
 
             expired = encode(dataclasses.replace(offer, task_id=b"\x09" * 32, expires=10), stale)
@@ -213,7 +208,7 @@ async def test_replayed_and_expired_offers_are_ignored(tmp_path):
                 dataclasses.replace(
                     offer,
                     task_id=b"\x0a" * 32,
-                    expires=int(node.clock()) + MAX_LIFETIME_S[offer.TYPE] + 3600,
+                    expires=int(node.clock.now()) + MAX_LIFETIME_S[offer.TYPE] + 3600,
                 ),
                 stale,
             )
@@ -233,10 +228,11 @@ async def test_replayed_and_expired_offers_are_ignored(tmp_path):
             await ctx.__aexit__(None, None, None)
 
 
-async def test_task_streams_are_reused_and_a_closed_one_is_replaced(tmp_path, monkeypatch):
-    import repp2p.serving
-
-    async with local_network(tmp_path, 2, epoch_s=EPOCH_S) as nodes:
+async def test_task_streams_are_reused_and_a_closed_one_is_replaced(tmp_path):
+    # Nodes close task streams idle for 2 s (Timers.task_idle_s); tasks 0.3 s apart reuse
+    # theirs.
+    timers = Timers(task_idle_s=2.0)
+    async with local_network(tmp_path, 2, epoch_s=EPOCH_S, timers=timers) as nodes:
         ctx, client = await _client(nodes, tmp_path, 2)
         try:
             for i in range(4):
@@ -246,18 +242,13 @@ async def test_task_streams_are_reused_and_a_closed_one_is_replaced(tmp_path, mo
                 await trio.sleep(0.3)  # let the background feedback hand-over finish
             # One stream per node talked to, whatever the number of tasks and hand-overs
             # (a hand-over still running when the next task starts would need a second).
-            idle = client.streams._idle
+            idle = client.streams.idle_counts()
             assert client.streams.opened == len(idle) >= 1
-            assert all(len(streams) == 1 for streams in idle.values())
-            # A node closes a stream idle for IDLE_TIMEOUT_S (TaskStreams' retry of such a
+            assert all(count == 1 for count in idle.values())
+            # A node closes a stream idle for task_idle_s (TaskStreams' retry of such a
             # stream is tested in tests/net/test_task_streams.py).
-            from libp2p.peer.id import ID
-
-            monkeypatch.setattr(repp2p.serving, "IDLE_TIMEOUT_S", 0.2)
             with trio.fail_after(10):
-                stream = await client.node.host.new_stream(
-                    ID.from_base58(nodes[0].peer_id), [TASK_PROTOCOL]
-                )
+                stream = await client.open_stream(nodes[0].peer_id)
                 assert await FrameReader(stream, MAX_RESPONSE).read_cbor() is None
         finally:
             await ctx.__aexit__(None, None, None)
@@ -274,14 +265,12 @@ async def test_a_node_takes_handed_over_feedback_only_on_its_own_tasks(tmp_path)
             node = next(n for n in nodes if n.peer_id == result.proof.node)
             task_id = bytes.fromhex(result.task_id)
             # The task's records outlive every reputation window they count in.
-            offer = client.node.store.get(bytes.fromhex(result.offer_id)).record
-            window = client.node.keeper.reputation_params.window_epochs
+            offer = client.store.get(bytes.fromhex(result.offer_id)).record
+            window = client.views.reputation_params.window_epochs
             assert offer.expires >= (offer.epoch + TASK_RECORD_LAG + window + 1) * EPOCH_S
             # What the client handed over after the task is held by the node that served it.
             ours = [
-                s
-                for s in client.node.store.query(type=Feedback.TYPE)
-                if s.record.task_id == task_id
+                s for s in client.store.query(type=Feedback.TYPE) if s.record.task_id == task_id
             ]
             await wait_until(lambda: all(node.store.has(s.record_id) for s in ours), 10)
             stranger = factories.identity("stranger")
@@ -296,7 +285,7 @@ async def test_a_node_takes_handed_over_feedback_only_on_its_own_tasks(tmp_path)
                     latency_ms=1,
                     rating=0,
                     seq=1,
-                    expires=factories.far_future(node.clock()),
+                    expires=factories.far_future(node.clock.now()),
                 )
                 return encode(record, stranger)
 

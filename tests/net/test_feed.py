@@ -231,9 +231,9 @@ async def test_task_records_reach_every_node_without_gossip(tmp_path):
         origin = nodes[3]
         with trio.fail_after(20):
             # Synced first: a node still joining could take the record by its initial sync.
-            while any(len(n.feed_candidates()) < 1 or not n.synced.is_set() for n in nodes):
+            while any(len(n.discovery.feed_candidates()) < 1 or not n.is_synced() for n in nodes):
                 await trio.sleep(0.2)
-        fb = origin.publish_soon(
+        fb = origin.publisher.publish_soon(
             Feedback(
                 task_id=factories.digest("t"),
                 node=nodes[1].peer_id,

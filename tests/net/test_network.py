@@ -13,6 +13,7 @@ from libp2p.security.insecure.transport import PLAINTEXT_PROTOCOL_ID, InsecureTr
 from libp2p.tools.anyio_service import background_trio_service
 
 from repp2p.client import LightClient
+from repp2p.errors import NodeNotRunning
 from repp2p.net.gossip import build_pubsub
 from repp2p.net.host import build_host
 from repp2p.net.params import GossipParams
@@ -52,7 +53,7 @@ async def test_discovery_through_one_bootstrap(tmp_path):
 
 async def test_every_family_reaches_every_node(tmp_path):
     async with local_network(tmp_path, 5) as nodes:
-        await wait_until(lambda: all(n.synced.is_set() for n in nodes), 20)
+        await wait_until(lambda: all(n.is_synced() for n in nodes), 20)
         await wait_until(lambda: all(len(n.host.get_connected_peers()) >= 3 for n in nodes), 20)
         await trio.sleep(1.5)  # a gossipsub heartbeat to build meshes
         published = []
@@ -75,7 +76,7 @@ async def test_every_family_reaches_every_node(tmp_path):
 async def test_forged_and_malformed_records_are_dropped_not_forwarded(tmp_path):
     async with local_network(tmp_path, 3) as nodes:
         gate, far = nodes[1], nodes[2]
-        await wait_until(lambda: all(n.synced.is_set() for n in nodes), 20)
+        await wait_until(lambda: all(n.is_synced() for n in nodes), 20)
         mallory = factories.identity("mallory")
         host = build_host(mallory)
         async with host.run(listen_addrs=[LOCAL]):
@@ -140,7 +141,7 @@ async def test_plaintext_dialer_is_refused(tmp_path):
 
 async def test_light_client_finds_providers_and_stays_out_of_routing_tables(tmp_path):
     async with local_network(tmp_path, 4) as nodes:
-        await wait_until(lambda: all(n.synced.is_set() for n in nodes), 20)
+        await wait_until(lambda: all(n.is_synced() for n in nodes), 20)
         await trio.sleep(2)  # provider records and ads are put after the first sync
         async with LightClient.open([nodes[0].addrs()[0]]) as client:
             with trio.fail_after(20):
@@ -172,12 +173,12 @@ async def test_restarted_node_keeps_identity_and_catches_up_by_sync(tmp_path):
         boot = await start_node(nursery, node_config(tmp_path, "boot"))
         config = node_config(tmp_path, "late", (boot.addrs()[0],))
         late = await start_node(nursery, config)
-        await wait_until(lambda: late.synced.is_set(), 20)
+        await wait_until(lambda: late.is_synced(), 20)
         first_id, held_before = late.peer_id, late.store.count()
         late.stop()
-        await wait_until(
-            lambda: late.store is None or not (tmp_path / "late" / "runtime.json").exists(), 10
-        )
+        await wait_until(lambda: not (tmp_path / "late" / "runtime.json").exists(), 10)
+        with pytest.raises(NodeNotRunning):
+            late.store  # noqa: B018 - the parts are gone with run()
 
         # While it is down, a one-shot record appears: only sync can bring it back.
         with trio.fail_after(10):
@@ -187,7 +188,7 @@ async def test_restarted_node_keeps_identity_and_catches_up_by_sync(tmp_path):
         again = await start_node(nursery, config)
         assert again.peer_id == first_id
         assert again.store.count() >= held_before  # records survived the restart
-        await wait_until(lambda: again.synced.is_set(), 20)
+        await wait_until(lambda: again.is_synced(), 20)
         await wait_until(lambda: holds(again, offer.record_id), 10)
         boot.stop()
         again.stop()
@@ -201,7 +202,7 @@ async def test_quic_transport_option(tmp_path):
         other = await start_node(
             nursery, node_config(tmp_path, "qnode", (boot.addrs()[0],), **quic)
         )
-        await wait_until(lambda: other.synced.is_set() and holds_ad(other, boot), 20)
+        await wait_until(lambda: other.is_synced() and holds_ad(other, boot), 20)
         boot.stop()
         other.stop()
 

@@ -1,4 +1,4 @@
-"""Serving tasks: the node half of ``/repp2p/task/1`` (ARCHITECTURE section 6).
+"""Serving tasks: the node half of ``/repp2p/task/1`` (docs/protocol.md).
 
 For each request the node checks the offer (signature, expiry, deadline, epoch, replay),
 ranks it on its own view of the offer's epoch, follows the failover schedule, publishes its
@@ -16,29 +16,28 @@ gossip.
 from __future__ import annotations
 
 import logging
-import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import trio
 
 from engines.errors import EngineError
+from repp2p.clock import ClockAPI
 from repp2p.errors import ProtocolError, RecordError
 from repp2p.matching import claim_opens_at_ms, rank, should_claim
 from repp2p.net.framing import FrameReader, write_cbor
-from repp2p.net.task import (
-    IDLE_TIMEOUT_S,
-    MAX_REQUEST,
-    REQUEST_TIMEOUT_S,
-    error,
-    parse_handover,
-    parse_request,
+from repp2p.net.task import MAX_REQUEST, error, parse_handover, parse_request
+from repp2p.node.abc import (
+    EnclaveSupervisorAPI,
+    RecordPipelineAPI,
+    RecordPublisherAPI,
+    TaskLoadAPI,
+    ViewServiceAPI,
 )
 from repp2p.records import Claim, Feedback, SignedRecord, TaskOffer, decode, task_id_for
+from repp2p.store import RecordStoreAPI
 from repp2p.tee import EnclaveError
+from repp2p.timers import Timers
 from repp2p.viewer import beacon
-
-if TYPE_CHECKING:
-    from repp2p.node import Node
 
 log = logging.getLogger("repp2p.serving")
 
@@ -49,7 +48,7 @@ MAX_RELEASES = 16
 EXPIRY_MARGIN_S = 60
 
 
-def released(store: Any, offer: SignedRecord, claimant: str) -> bool:
+def released(store: RecordStoreAPI, offer: SignedRecord, claimant: str) -> bool:
     """True when the offer's owner released ``claimant`` with timeout/bad_proof feedback."""
     # Feedback slots are task id + node peer id: one indexed lookup.
     slot = offer.record.task_id + claimant.encode("ascii")
@@ -79,20 +78,62 @@ def _is_release(data: bytes, offer: SignedRecord, now: float) -> bool:
     )
 
 
-class TaskServer:
-    """The task-serving half of a full node."""
+class TaskServer(TaskLoadAPI):
+    """The task-serving half of a full node.
 
-    def __init__(self, node: Node) -> None:
-        self.node = node
-        self.active = 0
-        self.done = 0
+    Args:
+        peer_id: this node's peer ID (its rank is looked up under it).
+        store: the node's records (claims, feedback, releases are read from it).
+        pipeline: offers, releases and feedback handed over enter through it.
+        publisher: publishes our claims and receipts.
+        views: the views the node ranks offers on.
+        enclave: runs the tasks.
+        clock: the node's clock.
+        capacity: concurrent tasks. timers: the live layer's timers.
+        task_delay_s: TEST ONLY (dev network): wait between claim and execution.
+    """
+
+    def __init__(
+        self,
+        *,
+        peer_id: str,
+        store: RecordStoreAPI,
+        pipeline: RecordPipelineAPI,
+        publisher: RecordPublisherAPI,
+        views: ViewServiceAPI,
+        enclave: EnclaveSupervisorAPI,
+        clock: ClockAPI,
+        capacity: int,
+        timers: Timers,
+        task_delay_s: float = 0.0,
+    ) -> None:
+        self._peer_id = peer_id
+        self._store = store
+        self._pipeline = pipeline
+        self._publisher = publisher
+        self._views = views
+        self._enclave = enclave
+        self._clock = clock
+        self._capacity = capacity
+        self._timers = timers
+        self._task_delay_s = task_delay_s
+        self._active = 0
+        self._done = 0
         self._handled: dict[bytes, float] = {}  # task id -> when we claimed it
+
+    @property
+    def active(self) -> int:
+        return self._active
+
+    @property
+    def done(self) -> int:
+        return self._done
 
     async def handle_stream(self, stream: Any) -> None:
         """``/repp2p/task/1`` stream handler: requests and responses in turn, until EOF.
 
         A client keeps a stream open for its next task (no stream set-up per task); a
-        stream idle for :data:`~repp2p.net.task.IDLE_TIMEOUT_S` is closed.
+        stream idle for ``Timers.task_idle_s`` is closed.
         """
         reader = FrameReader(stream, max_frame=MAX_REQUEST)
         try:
@@ -108,13 +149,13 @@ class TaskServer:
         """Answer one request on ``stream``; False when the stream is done."""
         keep = True
         try:
-            with trio.move_on_after(IDLE_TIMEOUT_S) as idle:
+            with trio.move_on_after(self._timers.task_idle_s) as idle:
                 more = await reader.wait_data()
             if idle.cancelled_caught or not more:
                 return False  # idle, or the client closed its side
-            # Once a request has begun, it must arrive whole in REQUEST_TIMEOUT_S: a slow
+            # Once a request has begun, it must arrive whole in task_request_s: a slow
             # sender cannot hold a 2 MiB buffer for the idle timeout.
-            with trio.fail_after(REQUEST_TIMEOUT_S):
+            with trio.fail_after(self._timers.task_request_s):
                 request = await reader.read_cbor()
             if request is None:
                 return False
@@ -130,7 +171,7 @@ class TaskServer:
                 log.exception("task request failed")
             response, keep = error("execution_failed", f"{type(exc).__name__}"), False
         try:
-            with trio.fail_after(10):
+            with trio.fail_after(self._timers.task_reply_s):
                 await write_cbor(stream, response)
         except Exception as exc:  # the client went away: the receipt is public anyway
             log.info("task response not delivered: %r", exc)
@@ -151,22 +192,20 @@ class TaskServer:
         on the *other* nodes: a node that cheated cannot bury the evidence by not
         spreading it, since the task's honest nodes hold it too.
         """
-        node = self.node
         stored = 0
         for data in handed:
             try:
-                signed = decode(data, now=int(node.clock()))
+                signed = decode(data, now=int(self._clock.now()))
             except RecordError:
                 continue
             fb = signed.record
             if isinstance(fb, Feedback) and self._claimed_before(fb.task_id):
-                stored += node.accept_decoded(signed, source="task")
+                stored += self._pipeline.accept_decoded(signed, source="task")
         return stored
 
     async def run_task(self, request: Any) -> dict[str, Any]:
-        node = self.node
         offer_data, sealed, releases = _parse(request)
-        now = node.clock()
+        now = self._clock.now()
         try:
             offer = decode(offer_data, now=int(now))
         except RecordError as exc:
@@ -183,48 +222,48 @@ class TaskServer:
             return error("bad_offer", f"offer must expire >= {EXPIRY_MARGIN_S} s after deadline")
         if self._claimed_before(o.task_id):
             return error("replayed", "this node already took this task")
-        current = int(now) // node.config.epoch_s
+        current = int(now) // self._views.epoch_s
         if o.epoch not in (current - 1, current):
             return error("wrong_epoch", f"offer epoch {o.epoch}, now {current}")
-        view = node.keeper.view(o.epoch)
+        view = self._views.view(o.epoch)
         ranking = rank(o, view, beacon(o.epoch))
-        if node.peer_id not in ranking:
+        if self._peer_id not in ranking:
             # Checked before storing: an offer nobody assigned to us stays out of our feed.
             return error("not_assigned", "no claiming rank for this node in its view")
-        my_rank = ranking.index(node.peer_id)
-        held = node.store.get(offer.record_id) is not None
-        if not node.accept_decoded(offer, source="task"):
+        my_rank = ranking.index(self._peer_id)
+        held = self._store.get(offer.record_id) is not None
+        if not self._pipeline.accept_decoded(offer, source="task"):
             return error("bad_offer", "offer refused by the record pipeline")
         if not held:  # a client's offer enters the network through the nodes it chose
-            node.spread(offer_data, TaskOffer.TYPE)
+            self._publisher.spread(offer_data, TaskOffer.TYPE)
         for data in releases:
             if _is_release(data, offer, now):
-                node.accept(data, source="task")
+                self._pipeline.accept(data, source="task")
 
-        first_seen = node.arrivals.get(offer.record_id, now)
+        first_seen = self._pipeline.arrived_at(offer.record_id) or now
         params = view.matching_params
         opens_at = first_seen + claim_opens_at_ms(my_rank, o.redundancy, params) / 1000
-        if opens_at > node.clock():
-            await trio.sleep(opens_at - node.clock())
-            if o.deadline_ms <= node.clock() * 1000:
+        if opens_at > self._clock.now():
+            await self._clock.sleep_until(opens_at)
+            if o.deadline_ms <= self._clock.now() * 1000:
                 return error("bad_offer", "deadline passed while waiting for this rank's turn")
         better = []
-        for signed in node.store.query(type=Claim.TYPE, slot=o.task_id):
-            if signed.signer == node.peer_id:
+        for signed in self._store.query(type=Claim.TYPE, slot=o.task_id):
+            if signed.signer == self._peer_id:
                 continue
             if signed.signer in ranking[:my_rank] and not released(
-                node.store, offer, signed.signer
+                self._store, offer, signed.signer
             ):
-                seen = node.arrivals.get(signed.record_id, first_seen)
+                seen = self._pipeline.arrived_at(signed.record_id) or first_seen
                 better.append(int((seen - first_seen) * 1000))
         if not should_claim(my_rank, o.redundancy, better, params):
             return error("not_my_turn", f"rank {my_rank}: better ranks claimed in time")
-        if self.active >= node.config.capacity:
+        if self._active >= self._capacity:
             return error("no_capacity", "all task slots busy")
         if o.task_id in self._handled:  # a concurrent duplicate request won the race
             return error("replayed", "this node already took this task")
         self._handled[o.task_id] = now
-        claim = node.publish_soon(
+        claim = self._publisher.publish_soon(
             Claim(
                 task_id=o.task_id,
                 offer_id=offer.record_id,
@@ -235,12 +274,12 @@ class TaskServer:
                 expires=o.expires,
             )
         )
-        self.active += 1
-        started_ms = int(node.clock() * 1000)
+        self._active += 1
+        started_ms = int(self._clock.now() * 1000)
         try:
-            if node.config.task_delay_s:  # dev-only fault injection (failover tests)
-                await trio.sleep(node.config.task_delay_s)
-            encrypted, receipt = await node.enclave.execute_async(
+            if self._task_delay_s:  # dev-only fault injection (failover tests)
+                await self._clock.sleep(self._task_delay_s)
+            encrypted, receipt = await self._enclave.execute(
                 task_id=o.task_id,
                 offer_id=offer.record_id,
                 engine_id=o.engine_id,
@@ -256,11 +295,11 @@ class TaskServer:
             log.info("task %s failed in the enclave: %s", o.task_id.hex()[:12], exc)
             return error("execution_failed", str(exc))
         finally:
-            self.active -= 1
-        self.done += 1
-        signed_receipt = node.publish_soon(receipt)
+            self._active -= 1
+        self._done += 1
+        signed_receipt = self._publisher.publish_soon(receipt)
         if len(self._handled) > 100_000:
-            cutoff = time.time() - 3600
+            cutoff = self._clock.now() - 3600
             self._handled = {t: at for t, at in self._handled.items() if at > cutoff}
         return {
             "ok": True,
@@ -272,7 +311,7 @@ class TaskServer:
     def _claimed_before(self, task_id: bytes) -> bool:
         if task_id in self._handled:
             return True
-        mine = self.node.store.query(type=Claim.TYPE, signer=self.node.peer_id, slot=task_id)
+        mine = self._store.query(type=Claim.TYPE, signer=self._peer_id, slot=task_id)
         return bool(mine)
 
 

@@ -1,0 +1,490 @@
+"""The node: wires its parts together and runs them.
+
+Role and invariants:
+
+* Every record that reaches the node goes through its :class:`RecordPipeline`; nothing else
+  writes the store, so the store holds only valid records, and a record is forwarded on
+  gossip only when the pipeline says so.
+* The node's own records go out through its :class:`RecordPublisher` and are validated like
+  anyone else's; their ``seq`` is the unix time in milliseconds.
+* A ``full`` node runs its enclave (:class:`EnclaveSupervisor`), attests it on schedule,
+  publishes heartbeats and its ad (:class:`OwnRecordSchedule`), provides its engines and
+  serves ``/repp2p/task/1`` (:class:`repp2p.serving.TaskServer`). A ``client`` node is a
+  light peer: the same record pipeline, views and discovery, no enclave, nothing announced,
+  a DHT client. The role is decided once, in :meth:`Node._start_role`.
+* Shutdown (:meth:`stop`, SIGINT/SIGTERM in the CLI) cancels the loops, closes the host,
+  the enclave and the store, and removes ``runtime.json``; the data dir keeps identity and
+  records.
+
+The parts exist while :meth:`run` runs; reading one outside raises
+:class:`~repp2p.errors.NodeNotRunning`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from typing import Any
+
+import trio
+from libp2p.kad_dht.kad_dht import DHTMode
+from libp2p.tools.anyio_service import background_trio_service
+
+from repp2p.attestation import load_policy
+from repp2p.clock import ClockAPI, as_clock
+from repp2p.config import NodeConfig
+from repp2p.errors import ConfigError, KeyFileError, NodeNotRunning
+from repp2p.identity import Identity
+from repp2p.net import connmgr, status_http
+from repp2p.net import feed as feed_protocol
+from repp2p.net.dht import NAMESPACE, AdValidator, ServerOnlyKadDHT
+from repp2p.net.gossip import build_pubsub, install_validators
+from repp2p.net.host import build_host, parse_multiaddrs
+from repp2p.net.sync import PROTOCOL as SYNC_PROTOCOL
+from repp2p.net.sync import make_handler
+from repp2p.net.task import PROTOCOL as TASK_PROTOCOL
+from repp2p.net.topics import TOPICS
+from repp2p.node.discovery import Discovery, peer_info
+from repp2p.node.enclave import EnclaveSupervisor
+from repp2p.node.metrics import NodeMetrics
+from repp2p.node.pipeline import RecordPipeline
+from repp2p.node.publisher import RecordPublisher, capped_lifetime
+from repp2p.node.schedules import OwnRecordSchedule, phase_of
+from repp2p.node.serving import TaskServer
+from repp2p.node.status import OperatorStatus
+from repp2p.node.views import ViewService
+from repp2p.records import EngineOffer, NodeAd, Record, SignedRecord
+from repp2p.store import SqliteRecordStore
+from repp2p.viewer import ViewKeeper
+
+log = logging.getLogger("repp2p.node")
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeParts:
+    """The running parts of a node (see the module docstring)."""
+
+    store: SqliteRecordStore
+    pipeline: RecordPipeline
+    views: ViewService
+    host: Any
+    dht: ServerOnlyKadDHT
+    pubsub: Any
+    router: Any
+    publisher: RecordPublisher
+    discovery: Discovery
+    feed: feed_protocol.FeedFollower
+    status: OperatorStatus
+    enclave: EnclaveSupervisor | None
+    server: TaskServer | None
+
+
+class Node:
+    """A repp2p node (full node or light peer, by ``config.role``).
+
+    Args:
+        config: the validated :class:`~repp2p.config.NodeConfig`.
+        clock: the node's clock (default: the wall clock); tests may pass a
+            :class:`~repp2p.clock.TrioClock` under trio's MockClock.
+
+    Raises:
+        ConfigError: the configuration names something this release cannot run.
+    """
+
+    def __init__(self, config: NodeConfig, *, clock: ClockAPI | None = None) -> None:
+        self.config = config
+        self.clock = as_clock(clock)
+        self.metrics = NodeMetrics()
+        self.identity = _load_or_create_identity(config)
+        self.peer_id = self.identity.peer_id
+        if config.role == "full" and config.tee_kind != "simulated":
+            raise ConfigError(
+                f"tee_kind {config.tee_kind!r}: this release runs only the simulated enclave; "
+                "hardware enclave runtimes are not implemented yet (attestation of hardware "
+                "evidence is: see 'repp2p attest verify')"
+            )
+        self.policy = load_policy(config.policy_path())
+        self.phase = phase_of(self.peer_id)
+        self.conn_events = connmgr.ConnectionEvents(
+            lambda event: self.metrics.connections.labels(event).inc()
+        )
+        self._parts: NodeParts | None = None
+        self._status_address: str | None = None
+        self._started = trio.Event()
+        self._stop = trio.Event()
+
+    # -- the parts, while running ---------------------------------------------------------
+
+    @property
+    def parts(self) -> NodeParts:
+        """The running parts.
+
+        Raises:
+            NodeNotRunning: :meth:`run` has not started them (or has ended).
+        """
+        if self._parts is None:
+            raise NodeNotRunning(f"node {self.peer_id} is not running")
+        return self._parts
+
+    @property
+    def store(self) -> SqliteRecordStore:
+        return self.parts.store
+
+    @property
+    def pipeline(self) -> RecordPipeline:
+        return self.parts.pipeline
+
+    @property
+    def views(self) -> ViewService:
+        return self.parts.views
+
+    @property
+    def keeper(self) -> ViewKeeper:
+        return self.parts.views.keeper
+
+    @property
+    def host(self) -> Any:
+        return self.parts.host
+
+    @property
+    def dht(self) -> ServerOnlyKadDHT:
+        return self.parts.dht
+
+    @property
+    def publisher(self) -> RecordPublisher:
+        return self.parts.publisher
+
+    @property
+    def discovery(self) -> Discovery:
+        return self.parts.discovery
+
+    @property
+    def feed(self) -> feed_protocol.FeedFollower:
+        return self.parts.feed
+
+    @property
+    def server(self) -> TaskServer | None:
+        """The task server (None on a light peer)."""
+        return self.parts.server
+
+    @property
+    def enclave(self) -> EnclaveSupervisor | None:
+        """The enclave supervisor (None on a light peer)."""
+        return self.parts.enclave
+
+    def is_synced(self) -> bool:
+        """True once the node pulled the record set from a peer (or had nobody to ask)."""
+        return self._parts is not None and self._parts.discovery.is_synced()
+
+    async def publish(self, record: Record) -> SignedRecord:
+        """Sign, store and gossip one of our records (see :class:`RecordPublisher`)."""
+        return await self.parts.publisher.publish(record)
+
+    def accept(self, data: bytes, *, source: str = "local") -> bool:
+        """Hand one record to the pipeline (see :class:`RecordPipeline`)."""
+        return self.parts.pipeline.accept(data, source=source)
+
+    def status(self) -> dict[str, Any]:
+        """A JSON-ready summary for ``repp2p status`` and the devnet table."""
+        return self.parts.status.status()
+
+    @property
+    def status_address(self) -> str | None:
+        """``host:port`` of the running node's HTTP status endpoint (None when off)."""
+        return self._status_address
+
+    def addrs(self) -> list[str]:
+        """Full multiaddrs of this node, each ending in ``/p2p/<peer id>``."""
+        out = []
+        for addr in self.parts.host.get_addrs():
+            text = str(addr)
+            out.append(text if "/p2p/" in text else f"{text}/p2p/{self.peer_id}")
+        return out
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to shut down gracefully."""
+        self._stop.set()
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Run until :meth:`stop`; ``task_status.started(self)`` once listening.
+
+        Raises:
+            ConfigError: a bad listen or bootstrap address.
+            StoreError: the record store cannot be opened.
+        """
+        cfg = self.config
+        listen = parse_multiaddrs(cfg.listen)
+        bootstrap = [peer_info(a) for a in cfg.bootstrap_addrs()]
+        store = SqliteRecordStore(cfg.data_dir / "records.db", synchronous="NORMAL")
+        enclave: EnclaveSupervisor | None = None
+        server: TaskServer | None = None
+        try:
+            pipeline = RecordPipeline(store, self.metrics, self.clock)
+            keeper = ViewKeeper(
+                store, self.policy, epoch_s=cfg.epoch_s, book_path=cfg.data_dir / "penalties.cbor"
+            )
+            views = ViewService(keeper, self.clock, self.metrics, tick_s=cfg.timers.tick_s)
+            host = build_host(
+                self.identity, enable_quic=cfg.enable_quic, connections=cfg.connections
+            )
+            is_full = cfg.role == "full"
+            if is_full:
+                enclave = await EnclaveSupervisor.start(cfg.engines, cheat=cfg.cheat)
+            async with host.run(listen_addrs=listen):
+                mode = DHTMode.SERVER if is_full else DHTMode.CLIENT
+                dht = ServerOnlyKadDHT(host, mode, strict_validation=True)
+                dht.register_validator(NAMESPACE, AdValidator())
+                pubsub, router = build_pubsub(host, cfg.gossip, views.app_score)
+                host.get_network().register_notifee(self.conn_events)
+                install_validators(
+                    pubsub, lambda d, t, f: pipeline.accept(d, topic=t, source="gossip")
+                )
+                publisher = RecordPublisher(
+                    self.identity,
+                    pubsub.publish,
+                    pipeline,
+                    self.clock,
+                    gossip_task_records=cfg.feed.gossip_task_records,
+                )
+                discovery = Discovery(
+                    host,
+                    dht,
+                    router,
+                    pipeline,
+                    store,
+                    self.clock,
+                    self.metrics,
+                    bootstrap=bootstrap,
+                    announces=is_full,
+                    provides=cfg.engines,
+                    conn_events=self.conn_events,
+                    connections=cfg.connections,
+                    sync=cfg.sync,
+                    timers=cfg.timers,
+                    republish_interval_s=cfg.republish_interval_s,
+                )
+                feed = feed_protocol.FeedFollower(
+                    discovery.feed_candidates,
+                    lambda peer: discovery.open_stream(peer, feed_protocol.PROTOCOL),
+                    lambda batch: pipeline.accept_many(batch, source="feed"),
+                    cfg.feed,
+                    self.clock.now,
+                )
+                if enclave is not None:
+                    server = TaskServer(
+                        peer_id=self.peer_id,
+                        store=store,
+                        pipeline=pipeline,
+                        publisher=publisher,
+                        views=views,
+                        enclave=enclave,
+                        clock=self.clock,
+                        capacity=cfg.capacity,
+                        timers=cfg.timers,
+                        task_delay_s=cfg.task_delay_s,
+                    )
+                host.set_stream_handler(
+                    SYNC_PROTOCOL, make_handler(store, cfg.sync, self.clock.now)
+                )
+                host.set_stream_handler(
+                    feed_protocol.PROTOCOL,
+                    feed_protocol.make_handler(store, cfg.feed, self.clock.now, feed),
+                )
+                async with (
+                    background_trio_service(dht),
+                    background_trio_service(pubsub),
+                    background_trio_service(router),
+                    trio.open_nursery() as nursery,
+                ):
+                    await pubsub.wait_until_ready()
+                    status = OperatorStatus(
+                        peer_id=self.peer_id,
+                        config=cfg,
+                        clock=self.clock,
+                        metrics=self.metrics,
+                        store=store,
+                        pipeline=pipeline,
+                        discovery=discovery,
+                        views=views,
+                        host=host,
+                        dht=dht,
+                        pubsub=pubsub,
+                        router=router,
+                        addrs=self.addrs,
+                        started_at=self.clock.now(),
+                        load=server,
+                        enclave=enclave,
+                    )
+                    self._parts = NodeParts(
+                        store=store,
+                        pipeline=pipeline,
+                        views=views,
+                        host=host,
+                        dht=dht,
+                        pubsub=pubsub,
+                        router=router,
+                        publisher=publisher,
+                        discovery=discovery,
+                        feed=feed,
+                        status=status,
+                        enclave=enclave,
+                        server=server,
+                    )
+                    nursery.start_soon(publisher.run)
+                    if server is not None:  # served only once background work can start
+                        host.set_stream_handler(TASK_PROTOCOL, server.handle_stream)
+                    for topic in TOPICS.values():
+                        subscription = await pubsub.subscribe(topic)
+                        nursery.start_soon(_drain, subscription)
+                    status_port = None
+                    if cfg.status_listen:
+                        address, _, port = cfg.status_listen.rpartition(":")
+                        status_port = await nursery.start(
+                            status_http.serve,
+                            address,
+                            int(port),
+                            status.status,
+                            status.metrics_text,
+                            status.record_status,
+                        )
+                    if status_port:
+                        address = cfg.status_listen.rpartition(":")[0]
+                        self._status_address = f"{address}:{status_port}"
+                    self._write_runtime()
+                    nursery.start_soon(discovery.run)
+                    nursery.start_soon(discovery.run_pruning)
+                    nursery.start_soon(
+                        connmgr.trim_loop,
+                        host,
+                        router,
+                        cfg.connections,
+                        self.metrics.connections.labels("trimmed").inc,
+                    )
+                    nursery.start_soon(views.run)
+                    nursery.start_soon(self._purge_loop, store)
+                    nursery.start_soon(feed.run)
+                    if enclave is not None and server is not None:
+                        await self._start_full(nursery, enclave, server, publisher, host)
+                    log.info("node %s listening on %s", self.peer_id, self.addrs())
+                    task_status.started(self)
+                    await self._stop.wait()
+                    log.info("node %s stopping", self.peer_id)
+                    nursery.cancel_scope.cancel()
+                    # Close connections and listeners while pubsub still runs: otherwise a
+                    # message arriving mid-shutdown is pushed to pubsub's closed nursery.
+                    with trio.move_on_after(cfg.timers.shutdown_grace_s) as scope:
+                        scope.shield = True
+                        await host.get_network().close()
+        finally:
+            self._parts = None
+            self._status_address = None
+            (cfg.data_dir / "runtime.json").unlink(missing_ok=True)
+            if enclave is not None:
+                # do not wait for running tasks on shutdown
+                enclave.close(wait=not (server is not None and server.active))
+            store.close()
+
+    async def _start_full(
+        self,
+        nursery: trio.Nursery,
+        enclave: EnclaveSupervisor,
+        server: TaskServer,
+        publisher: RecordPublisher,
+        host: Any,
+    ) -> None:
+        """A full node's own duties: attestation first, then heartbeats and ads."""
+        cfg = self.config
+        await enclave.attest(publisher, self.peer_id, self.policy, self.clock, cfg.epoch_s)
+        nursery.start_soon(
+            lambda: enclave.run_attestations(
+                publisher,
+                self.peer_id,
+                self.policy,
+                self.clock,
+                cfg.epoch_s,
+                phase=self.phase,
+                tick_s=cfg.timers.tick_s,
+            )
+        )
+        schedule = OwnRecordSchedule(
+            publisher,
+            server,
+            lambda: self._ad(host, enclave, publisher),
+            self.clock,
+            epoch_s=cfg.epoch_s,
+            heartbeat_interval_s=cfg.heartbeat_interval_s,
+            republish_interval_s=cfg.republish_interval_s,
+            phase=self.phase,
+        )
+        nursery.start_soon(schedule.run_heartbeats)
+        nursery.start_soon(schedule.run_ads)
+
+    def _ad(self, host: Any, enclave: EnclaveSupervisor, publisher: RecordPublisher) -> NodeAd:
+        now = int(self.clock.now())
+        addrs = tuple(str(a) for a in host.get_addrs())[:16]
+        return NodeAd(
+            addrs=tuple(a.split("/p2p/")[0] for a in addrs),
+            engines=tuple(
+                EngineOffer(e, m) for e, m in sorted(enclave.engine_measurements.items())
+            ),
+            tee_kind=self.config.tee_kind,
+            price=self.config.price,
+            capacity=self.config.capacity,
+            throughput=self.config.throughput,
+            seq=publisher.next_seq(),
+            expires=now + capped_lifetime(NodeAd.TYPE, 3 * self.config.republish_interval_s),
+        )
+
+    async def _purge_loop(self, store: SqliteRecordStore) -> None:
+        """Drop expired records once an epoch (evidence of equivocation is kept)."""
+        from repp2p.errors import StoreError
+
+        while True:
+            await self.clock.sleep(self.config.epoch_s)
+            try:
+                dropped = store.purge_expired(now=int(self.clock.now()))
+            except StoreError:
+                log.exception("purging expired records failed")
+                continue
+            if dropped:
+                log.debug("purged %d expired records", dropped)
+
+    def _write_runtime(self) -> None:
+        info = {
+            "peer_id": self.peer_id,
+            "addrs": self.addrs(),
+            "pid": os.getpid(),
+            "network": self.config.network,
+            "status": self._status_address,
+        }
+        path = self.config.data_dir / "runtime.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(info))
+        tmp.replace(path)
+
+
+def _load_or_create_identity(config: NodeConfig) -> Identity:
+    path = config.key_path
+    if path.exists():
+        return Identity.load(path)
+    identity = Identity.generate()
+    try:
+        identity.save(path)
+    except KeyFileError:
+        return Identity.load(path)  # created concurrently: use that one
+    log.info("created identity key %s (%s)", path, identity.peer_id)
+    return identity
+
+
+async def _drain(subscription: Any) -> None:
+    # Validators already stored every delivered record; draining keeps py-libp2p's
+    # 32-message subscription buffer from filling and dropping.
+    while True:
+        await subscription.get()
+
+
+__all__ = ["Node", "NodeParts"]

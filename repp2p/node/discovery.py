@@ -1,0 +1,276 @@
+"""Discovery: dialling peers, keeping the DHT healthy, the first sync, providing engines.
+
+A node keeps between the connection watermarks (gossip meshes need a dozen peers, not
+everyone): it dials routing-table peers first, bootstrap peers next, and peers that just
+closed on us last. While its routing table is small (joining) or stale it refreshes it; a
+full node provides its engines and puts its ad in the DHT every republish period. Until a
+first pull of the record set completes, it syncs from two connected peers each round.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import multiaddr
+import trio
+from libp2p.peer.id import ID as PeerID
+from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
+
+from repp2p.clock import ClockAPI
+from repp2p.errors import ConfigError
+from repp2p.net import connmgr
+from repp2p.net.dht import ad_key, engine_provider_key
+from repp2p.net.params import ConnectionParams, SyncParams
+from repp2p.net.sync import PROTOCOL as SYNC_PROTOCOL
+from repp2p.net.sync import pull
+from repp2p.node.abc import DiscoveryAPI, RecordPipelineAPI
+from repp2p.node.metrics import NodeMetrics
+from repp2p.records import NodeAd
+from repp2p.store import RecordStoreAPI
+from repp2p.timers import Timers
+
+log = logging.getLogger("repp2p.node")
+
+
+def peer_info(text: str) -> PeerInfo:
+    """A bootstrap multiaddr (ending in ``/p2p/<id>``) as a PeerInfo.
+
+    Raises:
+        ConfigError: the address is not such a multiaddr.
+    """
+    try:
+        return info_from_p2p_addr(multiaddr.Multiaddr(text))
+    except Exception as exc:
+        raise ConfigError(
+            f"bootstrap address {text!r} must be a multiaddr ending in /p2p/<id>: {exc}"
+        ) from None
+
+
+class Discovery(DiscoveryAPI):
+    """Peers, routing table, first sync and (for full nodes) provider records.
+
+    Args:
+        host, dht, router: the running py-libp2p host, Kademlia DHT and GossipSub router.
+        pipeline: where synced records go.
+        store: the peer's store (our ad for the DHT; which peers are full nodes).
+        bootstrap: bootstrap peers.
+        announces: whether to provide engines and put our ad in the DHT (a full node; a
+            light peer announces nothing and stays a DHT client).
+        provides: engine ids to provide.
+        conn_events: connection open/close history (peers that just closed on us).
+        connections, sync: network-layer parameters; timers: the live layer's timers.
+        republish_interval_s: how often to provide and put our ad.
+    """
+
+    def __init__(
+        self,
+        host: Any,
+        dht: Any,
+        router: Any,
+        pipeline: RecordPipelineAPI,
+        store: RecordStoreAPI,
+        clock: ClockAPI,
+        metrics: NodeMetrics,
+        *,
+        bootstrap: list[PeerInfo],
+        announces: bool,
+        provides: tuple[str, ...],
+        conn_events: connmgr.ConnectionEvents,
+        connections: ConnectionParams,
+        sync: SyncParams,
+        timers: Timers,
+        republish_interval_s: float,
+    ) -> None:
+        self._host = host
+        self._dht = dht
+        self._router = router
+        self._pipeline = pipeline
+        self._store = store
+        self._clock = clock
+        self._metrics = metrics
+        self._bootstrap = bootstrap
+        self._announces = announces
+        self._provides = provides
+        self._conn_events = conn_events
+        self._connections = connections
+        self._sync = sync
+        self._timers = timers
+        self._republish_interval_s = republish_interval_s
+        self._synced = trio.Event()
+
+    # -- DiscoveryAPI ---------------------------------------------------------------------
+
+    def is_synced(self) -> bool:
+        return self._synced.is_set()
+
+    async def wait_synced(self) -> None:
+        await self._synced.wait()
+
+    def connected_peers(self) -> list[str]:
+        return [p.to_base58() for p in self._host.get_connected_peers()]
+
+    def feed_candidates(self) -> list[str]:
+        out = []
+        for peer in self._host.get_connected_peers():
+            text = peer.to_base58()
+            if self._store.query(type=NodeAd.TYPE, signer=text, limit=1):
+                out.append(text)
+        return out
+
+    async def open_stream(self, peer: str, protocol: str) -> Any:
+        """A new stream to ``peer`` (base58 peer ID) speaking ``protocol``."""
+        return await self._host.new_stream(PeerID.from_base58(peer), [protocol])
+
+    # -- loops ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Keep connected, refresh the routing table, sync once, provide; until cancelled."""
+        timers = self._timers
+        delay, provided_at, refreshed_at = 0.5, -1e18, -1e18
+        low = self._connections.low_watermark
+        while True:
+            await self._dial_up_to(low)
+            if self._host.get_connected_peers():
+                # Lookups cost every peer CPU; the DHT refreshes itself periodically, so we
+                # only push a refresh while our table is still small (joining) or stale.
+                table = self._dht.get_routing_table_size()
+                if table < low or (self._clock.now() - refreshed_at >= timers.refresh_interval_s):
+                    started = time.perf_counter()
+                    try:
+                        with trio.fail_after(timers.dht_op_timeout_s):
+                            async with self._transient_dials():
+                                await self._dht.refresh_routing_table()
+                    except Exception as exc:
+                        log.debug("routing table refresh failed: %r", exc)
+                    refreshed_at = self._clock.now()
+                    self._metrics.dht.labels("refresh").observe(time.perf_counter() - started)
+                await self._dial_up_to(low)
+                if not self._synced.is_set():
+                    await self.sync_once()
+                if self._announces and (
+                    self._clock.now() - provided_at >= self._republish_interval_s
+                ):
+                    async with self._transient_dials():
+                        await self._provide()
+                    provided_at = self._clock.now()
+            elif not self._bootstrap and not self._synced.is_set():
+                self._synced.set()  # the first node of a network has nobody to sync from
+            await self._clock.sleep(delay)
+            delay = min(delay * 2, timers.discovery_max_delay_s)
+
+    async def run_pruning(self) -> None:
+        """Keep DHT-client peers out of the routing table (see :meth:`prune_routing_table`)."""
+        while True:
+            await self._clock.sleep(self._timers.tick_s)
+            self.prune_routing_table()
+
+    def prune_routing_table(self) -> int:
+        """Drop DHT-client peers from the routing table; returns how many were dropped.
+
+        py-libp2p adds every peer that queries us (including light clients, which serve no
+        queries), so lookups would hit "protocol not supported". A peer whose identify
+        protocols are known and lack the Kademlia protocol is not a server.
+        """
+        from libp2p.kad_dht.common import PROTOCOL_ID as KAD_PROTOCOL
+
+        dropped = 0
+        peerstore = self._host.get_peerstore()
+        for peer in self._dht.routing_table.get_peer_ids():
+            try:
+                protocols = peerstore.get_protocols(peer)
+            except Exception:
+                continue
+            if protocols and str(KAD_PROTOCOL) not in protocols:
+                self._dht.routing_table.remove_peer(peer)
+                dropped += 1
+        return dropped
+
+    async def sync_once(self) -> None:
+        """Pull the record set from up to two connected peers; synced once one pull
+        completes (the discovery loop retries otherwise)."""
+        total, complete = 0, False
+        for peer in list(self._host.get_connected_peers())[:2]:
+            try:
+                with trio.fail_after(self._sync.request_timeout_s * 4):
+                    stream = await self._host.new_stream(peer, [SYNC_PROTOCOL])
+                result = await pull(
+                    stream, lambda d: self._pipeline.accept(d, source="sync"), self._sync
+                )
+            except Exception as exc:
+                log.info("sync from %s failed: %r", peer, exc)
+                continue
+            self._metrics.sync_records.labels("valid").inc(result.valid)
+            self._metrics.sync_records.labels("invalid").inc(result.invalid)
+            total += result.valid
+            complete = complete or result.complete
+        if complete:
+            log.info("synced %d records from peers", total)
+            self._synced.set()
+
+    async def _provide(self) -> None:
+        timeout = self._timers.dht_op_timeout_s
+        for engine in self._provides:
+            started = time.perf_counter()
+            try:
+                with trio.fail_after(timeout):
+                    await self._dht.provide(engine_provider_key(engine))
+            except Exception as exc:
+                log.debug("provide %s failed: %r", engine, exc)
+            self._metrics.dht.labels("provide").observe(time.perf_counter() - started)
+        me = self._host.get_id().to_base58()
+        ad = self._store.query(type=NodeAd.TYPE, signer=me)
+        if ad:
+            try:
+                with trio.fail_after(timeout):
+                    await self._dht.put_value(ad_key(me), ad[0].data)
+            except Exception as exc:
+                log.debug("DHT put of our ad failed: %r", exc)
+
+    async def _connect(self, info: PeerInfo) -> bool:
+        if info.peer_id == self._host.get_id():
+            return False
+        if info.peer_id in self._host.get_connected_peers():
+            return True
+        try:
+            with trio.fail_after(self._timers.dial_timeout_s):
+                await self._host.connect(info)
+        except Exception as exc:
+            log.debug("dial %s failed: %r", info.peer_id, exc)
+            return False
+        return True
+
+    async def _dial_up_to(self, low: int) -> None:
+        """Dial known peers while below ``low`` connections.
+
+        Routing-table peers come first: bootstrap peers are for joining and for recovering
+        from isolation, and dialling them on every round would undo the trimming of both
+        sides. Peers whose connection closed in the last minute (most likely they trimmed
+        us) come last, so two nodes do not close and re-open the same connection forever.
+        """
+        if len(self._host.get_connected_peers()) >= low:
+            return
+        recent = self._conn_events.recently_closed(60.0)
+        boot_ids = {info.peer_id for info in self._bootstrap}
+        table = [
+            PeerInfo(peer, self._host.get_peerstore().addrs(peer))
+            for peer in self._dht.routing_table.get_peer_ids()
+            if peer not in boot_ids
+        ]
+        fresh = [i for i in table if i.peer_id.to_base58() not in recent]
+        boot = [i for i in self._bootstrap if i.peer_id.to_base58() not in recent]
+        rest = [i for i in table + self._bootstrap if i.peer_id.to_base58() in recent]
+        for info in fresh + boot + rest:
+            if len(self._host.get_connected_peers()) >= low:
+                return
+            if await self._connect(info) and info.peer_id in boot_ids:
+                await self._dht.add_peer(info.peer_id)
+
+    def _transient_dials(self) -> Any:
+        return connmgr.transient_dials(
+            self._host,
+            self._router,
+            self._connections,
+            self._metrics.connections.labels("trimmed").inc,
+        )

@@ -1,0 +1,96 @@
+"""When a full node's own records go out: heartbeats and ad republication.
+
+Each node publishes at a fixed phase of every interval, derived from its peer ID, so the
+nodes of a network spread over the epoch instead of all publishing at the same instant.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable
+
+from repp2p.clock import ClockAPI
+from repp2p.node.abc import RecordPublisherAPI, TaskLoadAPI
+from repp2p.node.publisher import capped_lifetime
+from repp2p.records import Heartbeat, NodeAd
+
+#: the phase window: clear of the first 15% of an interval (every peer builds its view
+#: then) and the last 15% (a heartbeat must reach every peer before the boundary whose
+#: view counts it)
+PHASE_START, PHASE_SPAN = 0.15, 0.7
+
+
+def phase_of(peer_id: str) -> float:
+    """A node's fixed phase in [0.15, 0.85): when, as a fraction of an interval, its
+    heartbeats and re-attestations go out."""
+    digest = hashlib.sha256(b"repp2p/1/phase\0" + peer_id.encode()).digest()
+    return PHASE_START + PHASE_SPAN * int.from_bytes(digest[:2], "big") / 65536
+
+
+def next_phase_time(now: float, interval: float, phase: float) -> float:
+    """The first time after ``now`` that is ``phase`` of the way into an interval."""
+    return (math.floor(now / interval - phase) + 1 + phase) * interval
+
+
+class OwnRecordSchedule:
+    """Publishes the node's heartbeats (at its phase) and its ad (every republish period).
+
+    Args:
+        publisher: signs, stores and spreads the records.
+        load: the task server's load, reported in heartbeats.
+        make_ad: builds the node's current NodeAd (addresses and engines change).
+        clock: the node's clock.
+        epoch_s: epoch length; heartbeat_interval_s, republish_interval_s: periods.
+        phase: the node's phase (:func:`phase_of`).
+    """
+
+    def __init__(
+        self,
+        publisher: RecordPublisherAPI,
+        load: TaskLoadAPI,
+        make_ad: Callable[[], NodeAd],
+        clock: ClockAPI,
+        *,
+        epoch_s: int,
+        heartbeat_interval_s: float,
+        republish_interval_s: float,
+        phase: float,
+    ) -> None:
+        self._publisher = publisher
+        self._load = load
+        self._make_ad = make_ad
+        self._clock = clock
+        self._epoch_s = epoch_s
+        self._heartbeat_interval_s = heartbeat_interval_s
+        self._republish_interval_s = republish_interval_s
+        self._phase = phase
+
+    def heartbeat(self) -> Heartbeat:
+        """The node's heartbeat now."""
+        now = int(self._clock.now())
+        return Heartbeat(
+            epoch=now // self._epoch_s,
+            load=self._load.active,
+            tasks_done=self._load.done,
+            seq=self._publisher.next_seq(),
+            expires=now + capped_lifetime(Heartbeat.TYPE, 3 * self._epoch_s),
+        )
+
+    async def run_heartbeats(self) -> None:
+        """One heartbeat now, then one at the node's phase of every interval."""
+        interval = self._heartbeat_interval_s
+        await self._publisher.publish(self.heartbeat())
+        while True:
+            # At a fixed phase of each interval: with an interval that divides the epoch,
+            # every epoch gets the same number of heartbeats and the last one travels well
+            # before the boundary (views take an epoch's last one). No drift, so an
+            # interval equal to the epoch still never leaves an epoch without one.
+            await self._clock.sleep_until(next_phase_time(self._clock.now(), interval, self._phase))
+            await self._publisher.publish(self.heartbeat())
+
+    async def run_ads(self) -> None:
+        """The node's ad now, then every republish interval."""
+        while True:
+            await self._publisher.publish(self._make_ad())
+            await self._clock.sleep(self._republish_interval_s)
