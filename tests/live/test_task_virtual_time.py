@@ -1,0 +1,121 @@
+"""The task protocol's timing rules on trio's virtual time (MockClock, autojump).
+
+Real node parts, task server and client (repp2p.testing.tasknet): only libp2p is replaced by
+memory streams and an in-memory record bus, so failover after a 30 s attempt budget and epoch
+boundaries take milliseconds of wall time and never depend on machine load.
+"""
+
+from __future__ import annotations
+
+import time
+
+from repp2p.records import TaskOffer, encode, task_id_for
+from repp2p.tee import TaskSecret
+from repp2p.testing.tasknet import TaskNet
+from repp2p.timers import Timers
+
+
+async def test_an_honest_task_completes_with_no_wall_clock_wait(autojump_clock):
+    started = time.monotonic()
+    async with TaskNet.open(nodes=3) as net:
+        result = await net.client.submit("echo", b"hello", timeout=60)
+        assert result.output == b"hello"
+        assert result.proof.rank == 0 and result.proof.simulated
+        # The client set-up waited for views over several virtual epochs.
+        assert net.clock.now() - 1_800_000_000 >= 60
+    assert time.monotonic() - started < 30  # virtual minutes, real seconds
+
+
+async def test_a_stalled_node_is_released_and_the_next_rank_serves(autojump_clock):
+    # Every node would stall if it were the first to run a task: so rank 0 of the first task.
+    behaviours = dict.fromkeys(range(3), "stall-first")
+    async with TaskNet.open(nodes=3, behaviours=behaviours) as net:
+        sent = net.clock.now()
+        result = await net.client.submit("echo", b"fail over", timeout=90)
+        took = net.clock.now() - sent
+        assert result.output == b"fail over"
+        first, served = result.proofs[0], result.proof
+        assert net.node(first.node).enclave.stalled and first.outcome == "timeout"
+        assert first.rank == 0 and served.rank == 1 and served.outcome == "ok"
+        # Rank 0 had its turn (opens at 0) plus the attempt budget, then rank 1 ran.
+        budget = net.timers.attempt_budget_s
+        assert budget <= took < budget + 5
+        # Rank 1 claimed although rank 0 had claimed first: the client's timeout feedback
+        # (a release) travelled with the request.
+        claims = net.nodes[0].store.query(type="Claim")
+        assert {c.signer for c in claims} == {first.node, served.node}
+        # The next task runs at once on its rank 0 (only the first runner stalled).
+        sent = net.clock.now()
+        again = await net.client.submit("echo", b"next", timeout=90)
+        assert again.proof.rank == 0 and net.clock.now() - sent < 1
+
+
+async def test_the_attempt_budget_comes_from_the_timers(autojump_clock):
+    behaviours = dict.fromkeys(range(3), "stall-first")
+    async with TaskNet.open(
+        nodes=3, behaviours=behaviours, timers=Timers(attempt_budget_s=5.0)
+    ) as net:
+        sent = net.clock.now()
+        result = await net.client.submit("echo", b"quick", timeout=90)
+        assert result.proof.rank == 1
+        assert 5.0 <= net.clock.now() - sent < 10.0
+
+
+def _offer(net: TaskNet, epoch: int, now: float) -> tuple[dict, TaskOffer]:
+    secret = TaskSecret.generate()
+    record = TaskOffer(
+        task_id=task_id_for(net.client.identity.public_key, secret.public_key),
+        engine_id="echo",
+        epoch=epoch,
+        tee_kinds=(),
+        min_reputation=0,
+        max_price=2**63,
+        redundancy=3,
+        deadline_ms=int((now + 10 * net.epoch_s) * 1000),
+        input_digest=secret.digest(b"x"),
+        input_size=1,
+        result_key=secret.public_key,
+        seq=1,
+        expires=int(now) + 20 * net.epoch_s,
+    )
+    return {"offer": encode(record, net.client.identity), "sealed": b"s" * 64}, record
+
+
+async def test_offers_are_served_in_their_epoch_and_the_next_only(autojump_clock):
+    async with TaskNet.open(nodes=3, epoch_s=10) as net:
+        epoch = int(net.clock.now()) // 10
+        request, _ = _offer(net, epoch, net.clock.now())
+        view = net.client.views.view(epoch)
+        assert view is not None
+        # Two epochs on, a node refuses the offer: its views have moved on.
+        await net.clock.sleep_until((epoch + 2) * 10 + 0.5)
+        reply = await net.nodes[0].server.serve(request)
+        assert reply["ok"] is False and reply["error"] == "wrong_epoch"
+        # One epoch on it is still considered (the sealed input is junk, so a node that
+        # takes it fails in its enclave: what matters is that the epoch passed).
+        late_request, _ = _offer(net, epoch + 1, net.clock.now())
+        replies = [await n.server.serve(late_request) for n in net.nodes]
+        assert "wrong_epoch" not in {r.get("error") for r in replies}
+        # An offer for a future epoch is refused too.
+        future, _ = _offer(net, epoch + 5, net.clock.now())
+        reply = await net.nodes[0].server.serve(future)
+        assert reply["error"] == "wrong_epoch"
+
+
+async def test_heartbeats_go_out_once_per_epoch_at_the_node_phase(autojump_clock):
+    async with TaskNet.open(nodes=2, epoch_s=10) as net:
+        node = net.nodes[0]
+        start = int(net.clock.now()) // 10
+        await net.clock.sleep_until((start + 5) * 10)
+        beats = node.store.query(type="Heartbeat", signer=node.peer_id)
+        per_epoch: dict[int, list[float]] = {}
+        for signed in beats:
+            arrived = node.pipeline.arrived_at(signed.record_id)
+            assert arrived is not None
+            per_epoch.setdefault(signed.record.epoch, []).append(arrived)
+        for epoch in range(start + 1, start + 5):
+            (arrived,) = per_epoch[epoch]  # exactly one in each epoch
+            # at the same phase of every epoch, inside the window [0.15, 0.85)
+            assert 1.5 <= arrived - epoch * 10 < 8.5
+        offsets = {round(per_epoch[e][0] - e * 10, 3) for e in range(start + 1, start + 5)}
+        assert len(offsets) == 1
