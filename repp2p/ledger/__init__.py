@@ -1,4 +1,4 @@
-"""The REP ledger: credits as a pure function of the record log (ARCHITECTURE section 7).
+"""The REP ledger: credits as a pure function of the record log.
 
 Public API::
 

@@ -1,4 +1,4 @@
-"""Signed records: the only things that cross the network (ARCHITECTURE section 2).
+"""Signed records: every piece of state and evidence peers share (docs/records.md).
 
 Public API::
 

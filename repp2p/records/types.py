@@ -1,4 +1,4 @@
-"""The record types of ARCHITECTURE section 2, in one registry.
+"""The record types, in one registry (docs/records.md has the wire format and caps).
 
 Every type is a frozen dataclass whose fields carry a :mod:`~repp2p.records.schema` spec and
 which declares:

@@ -1,4 +1,4 @@
-"""Reputation: a pure function of accepted records and ``now`` (ARCHITECTURE section 4).
+"""Reputation: a pure function of accepted records and ``now`` (docs/core.md).
 
 Public API::
 

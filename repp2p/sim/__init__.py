@@ -1,4 +1,4 @@
-"""The network simulator (ARCHITECTURE section 8): the same core on a virtual clock.
+"""The network simulator: the same core on a virtual clock (docs/simulations.md).
 
 Public API::
 
