@@ -22,9 +22,9 @@ from typing import Any
 
 from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11
 from libp2p.pubsub.pubsub import Pubsub
-from libp2p.pubsub.score import ScoreParams, TopicScoreParams
+from libp2p.pubsub.score import ScoreParams
 
-from repp2p.net.libp2p_compat import RecordGossipSub
+from repp2p.net.libp2p_compat import RecordGossipSub, invalid_messages_penalty
 from repp2p.net.params import GossipParams
 from repp2p.net.topics import TOPICS
 
@@ -42,6 +42,10 @@ def message_id(msg: Any) -> bytes:
 def score_params(app_score: AppScoreFn | None) -> ScoreParams:
     """Peer-score parameters: invalid records cost score; reputation is the P6 hook.
 
+    Each invalid record costs its forwarder 10 points (decaying x0.99 per heartbeat), so
+    one sending junk is below the publish threshold (-50) after six, and its messages are
+    dropped before they reach our validator.
+
     Behaviour penalties (GRAFT during back-off and the like) decay (x0.95 per 1 s
     heartbeat) above a threshold of 10: py-libp2p's default never decays them, and the
     GRAFT/PRUNE races of a network settling after trimming cost honest peers 10 points
@@ -50,7 +54,7 @@ def score_params(app_score: AppScoreFn | None) -> ScoreParams:
     that keeps flooding GRAFTs still accumulates (steady state 200 at one a second).
     """
     return ScoreParams(
-        p4_invalid_messages=TopicScoreParams(weight=-10.0, cap=1000.0, decay=0.99),
+        p4_invalid_messages=invalid_messages_penalty(10.0, cap=1000.0, decay=0.99),
         p5_behavior_penalty_weight=1.0,
         p5_behavior_penalty_decay=0.95,
         p5_behavior_penalty_threshold=10.0,

@@ -32,7 +32,7 @@ from libp2p.tools.anyio_service import background_trio_service
 import repp2p.net.libp2p_compat.guard as guard
 from repp2p.errors import ReppError, UnsupportedLibp2pError
 from repp2p.identity import Identity
-from repp2p.net.gossip import build_pubsub
+from repp2p.net.gossip import build_pubsub, install_validators
 from repp2p.net.host import build_host
 from repp2p.net.libp2p_compat import (
     HOOKS,
@@ -359,3 +359,54 @@ async def test_swarm_helpers_on_real_connections():
         close_in_background(a, dialled)
         await _until(lambda: b.get_id() not in a.get_connected_peers(), 10, "a closed it")
         await _until(lambda: a.get_id() not in b.get_connected_peers(), 10, "b saw it close")
+
+
+# --- P4: an invalid record costs its forwarder score (py-libp2p's sign convention) ----
+
+
+async def test_a_peer_sending_invalid_records_loses_score_and_is_gated():
+    """py-libp2p subtracts the P4 weight: a spec-style negative weight rewarded junk (+10
+    per invalid record, every one reaching the validator). The victim's scorer must rank
+    the sender below zero, and below the publish threshold its records stop reaching the
+    validator at all."""
+    victim, attacker = build_host(Identity.generate()), build_host(Identity.generate())
+    async with victim.run([LOCAL]), attacker.run([LOCAL]):
+        params = GossipParams(eclipse_protection=False)
+        (v_pubsub, v_router), (a_pubsub, a_router) = (
+            build_pubsub(victim, params),
+            build_pubsub(attacker, params),
+        )
+        validated: list[bytes] = []
+        install_validators(v_pubsub, lambda data, topic, fwd: validated.append(data) and False)
+        install_validators(a_pubsub, lambda data, topic, fwd: True)  # the attacker's own
+        async with (
+            background_trio_service(v_pubsub),
+            background_trio_service(v_router),
+            background_trio_service(a_pubsub),
+            background_trio_service(a_router),
+        ):
+            with trio.fail_after(10):
+                for pubsub in (v_pubsub, a_pubsub):
+                    await pubsub.wait_until_ready()
+                    await pubsub.subscribe(TOPIC)
+                await attacker.connect(_info(victim))
+            await _until(
+                lambda: victim.get_id() in a_pubsub.peer_topics.get(TOPIC, ()),
+                10,
+                "the attacker knows the victim's subscription",
+            )
+            with trio.fail_after(10):
+                for i in range(20):
+                    await a_pubsub.publish(TOPIC, f"junk-{i}".encode())
+            scorer, me = v_router.scorer, attacker.get_id()
+
+            def score() -> float:
+                return scorer.score(me, [TOPIC])
+
+            await _until(
+                lambda: score() < 0 or len(validated) == 20, 10, "the junk reached the victim"
+            )
+            await trio.sleep(0.5)  # the rest of the junk arrives (and is gated)
+            assert score() < 0, f"20 invalid records left the sender at {score():+.0f}"
+            assert score() < scorer.params.publish_threshold
+            assert 0 < len(validated) < 20, f"{len(validated)} of 20 reached the validator"
