@@ -110,6 +110,30 @@ class ProtocolError(NetworkError):
     """A peer broke one of our wire protocols (bad framing, oversized frame, wrong message)."""
 
 
+class UnsupportedLibp2pError(ReppError):
+    """The installed py-libp2p is not a version repp2p's patches were written for, or an
+    attribute a patch replaces or relies on no longer has the shape the patch expects.
+
+    Raised by ``repp2p.net.libp2p_compat.install()`` before anything is patched, so a
+    py-libp2p upgrade fails loudly instead of silently running without (or with broken) fixes.
+
+    Attributes:
+        installed: the installed py-libp2p version.
+        supported: the versions the patches were written for.
+        detail: what is wrong beyond the version, if anything; never parsed.
+    """
+
+    def __init__(self, installed: str, supported: tuple[str, ...], detail: str = "") -> None:
+        self.installed = installed
+        self.supported = supported
+        self.detail = detail
+        message = (
+            f"py-libp2p {installed} is installed; repp2p's patches "
+            f"(repp2p.net.libp2p_compat) are written for {', '.join(supported)}"
+        )
+        super().__init__(f"{message}: {detail}" if detail else message)
+
+
 class ClaimReason(enum.Enum):
     """Why a claim is invalid. Values are stable metric names."""
 

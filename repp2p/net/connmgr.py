@@ -35,8 +35,9 @@ from typing import Any
 
 import trio
 from libp2p.abc import INotifee
-from libp2p.rcmgr import Direction
 
+from repp2p.errors import UnsupportedLibp2pError
+from repp2p.net.libp2p_compat import close_in_background, is_outbound, opened_at
 from repp2p.net.params import ConnectionParams
 
 log = logging.getLogger(__name__)
@@ -103,7 +104,19 @@ def _tiebreak(salt: str, peer: str) -> bytes:
 
 
 def snapshot(host: Any, router: Any, now: float | None = None) -> list[ConnInfo]:
-    """:class:`ConnInfo` for each of ``host``'s connections (py-libp2p 0.8.1 internals)."""
+    """:class:`ConnInfo` for each of ``host``'s connections.
+
+    Args:
+        host: our host.
+        router: our GossipSub router (its ``mesh``), or anything without one.
+        now: the time (``time.time()`` seconds); default now.
+
+    Returns:
+        One :class:`ConnInfo` per connection, skipping any closing under us.
+
+    Raises:
+        UnsupportedLibp2pError: py-libp2p no longer records when a connection opened.
+    """
     now = time.time() if now is None else now
     meshes: dict[Any, int] = {}
     for peers in getattr(router, "mesh", {}).values():
@@ -113,11 +126,12 @@ def snapshot(host: Any, router: Any, now: float | None = None) -> list[ConnInfo]
     for conn in host.get_network().get_connections():
         try:
             peer = conn.muxed_conn.peer_id
-            created = getattr(conn, "_created_at", None)
+            age = now - opened_at(conn)
             protocols = {str(stream.get_protocol()) for stream in conn.get_streams()}
+        except UnsupportedLibp2pError:
+            raise
         except Exception:  # a connection closing under us: skip it this round
             continue
-        age = now - created if isinstance(created, int | float) else 0.0
         out.append(
             ConnInfo(
                 peer.to_base58(),
@@ -144,11 +158,8 @@ async def trim_once(
             continue
         if peer not in chosen:
             continue
-        # Closed in the swarm's own task, never cancelled: a close interrupted half-way
-        # (a stalled peer) leaves the connection marked closed but still counted, and a
-        # second close() returns at once. This is how py-libp2p closes its own.
-        network = host.get_network()
-        network.manager.run_task(network._close_connection_async, conn)
+        # Never cancelled by us: a close interrupted half-way leaves it counted for good.
+        close_in_background(host, conn)
         closed += 1
     if closed:
         log.debug("trimmed %d connections", closed)
@@ -197,15 +208,11 @@ async def transient_dials(
                 dialled = frozenset(
                     c.muxed_conn.peer_id.to_base58()
                     for c in host.get_network().get_connections()
-                    if _outbound(c) and c.muxed_conn.peer_id.to_base58() not in before
+                    if is_outbound(c) and c.muxed_conn.peer_id.to_base58() not in before
                 )
                 on_trimmed(await trim_once(host, router, params, dialled))
             except Exception as exc:
                 log.debug("trimming after DHT queries failed: %r", exc)
-
-
-def _outbound(conn: Any) -> bool:
-    return getattr(conn, "direction", None) == Direction.OUTBOUND
 
 
 class ConnectionEvents(INotifee):

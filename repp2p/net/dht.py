@@ -9,6 +9,9 @@
   signed by the peer named in its key is refused, and among several the highest ``seq`` is
   selected. A peer without our validator discards these values (documented in
   ``docs/protocol.md`` so other implementations can register one).
+
+Full nodes run :class:`ServerOnlyKadDHT` (from :mod:`repp2p.net.libp2p_compat`), which keeps
+light clients out of their routing tables.
 """
 
 from __future__ import annotations
@@ -17,10 +20,13 @@ import base64
 import hashlib
 import time
 
-from libp2p.kad_dht.kad_dht import KadDHT
 from libp2p.records.validator import Validator
 
 from repp2p.errors import RecordError
+
+# The Kademlia routing-table fix lives with the other py-libp2p fixes; re-exported for the
+# node, which builds its DHT from here.
+from repp2p.net.libp2p_compat import ServerOnlyKadDHT as ServerOnlyKadDHT
 from repp2p.records import NodeAd, decode
 
 NAMESPACE = "repp2p"
@@ -68,16 +74,3 @@ class AdValidator(Validator):
             if seq > best_seq:
                 best, best_seq = i, seq
         return best
-
-
-class ServerOnlyKadDHT(KadDHT):
-    """KadDHT that never skips the server-mode check when adding a peer.
-
-    py-libp2p 0.8.1 adds every peer that opens a Kademlia stream to us with the check
-    skipped, so light clients (DHT client mode) land in routing tables and later lookups
-    hit "protocol not supported". With the check on, a peer whose identify protocols lack
-    Kademlia is refused; one not yet identified is added and pruned later by the node.
-    """
-
-    async def add_peer(self, peer_id: object, *, skip_server_mode_check: bool = False) -> bool:
-        return await super().add_peer(peer_id, skip_server_mode_check=False)  # type: ignore[arg-type]

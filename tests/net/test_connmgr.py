@@ -170,9 +170,10 @@ def test_gossip_cache_uses_the_content_message_id():
     """IHAVE must name the IDs receivers' seen-caches hold (else every IHAVE draws IWANT)."""
     from libp2p.pubsub.pb import rpc_pb2
 
-    from repp2p.net.gossip import ContentIdMessageCache, message_id
+    from repp2p.net.gossip import message_id
+    from repp2p.net.libp2p_compat import ContentIdMessageCache
 
-    cache = ContentIdMessageCache(3, 5)
+    cache = ContentIdMessageCache(3, 5, message_id)
     msg = rpc_pb2.Message(data=b"record", topicIDs=[TOPICS["heartbeats"]], seqno=b"\x01")
     cache.put(msg)
     cache.put(msg)
@@ -184,7 +185,8 @@ def test_mesh_pruning_keeps_the_best_and_picks_the_rest_at_random():
     """Low-reputation peers are not pruned by everyone (they would be in no mesh)."""
     from libp2p.peer.id import ID
 
-    from repp2p.net.gossip import RecordGossipSub, score_params
+    from repp2p.net.gossip import score_params
+    from repp2p.net.libp2p_compat import RecordGossipSub
 
     peers = [ID.from_pubkey(Identity.generate().to_libp2p_keypair().public_key) for _ in range(8)]
     rank = {p.to_base58(): i for i, p in enumerate(peers)}  # peers[7] has the best reputation

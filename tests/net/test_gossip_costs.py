@@ -1,5 +1,6 @@
-"""The py-libp2p cost fixes: window updates, buffered RPC reads, cached peer records,
-opportunistic grafting and D_lazy (see repp2p.net.gossip and repp2p.net.host)."""
+"""The logic of the py-libp2p cost fixes: window updates, buffered RPC reads, cached peer
+records, opportunistic grafting and D_lazy (repp2p.net.libp2p_compat). Whether py-libp2p
+still calls them is tests/net/test_libp2p_compat.py's job."""
 
 from __future__ import annotations
 
@@ -18,11 +19,13 @@ from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.stream_muxer.yamux.yamux import DEFAULT_WINDOW_SIZE
 from libp2p.utils.varint import encode_uvarint
 
-import repp2p.net.gossip as gossip
+import repp2p.net.libp2p_compat.gossipsub as gossipsub
+import repp2p.net.libp2p_compat.pubsub as pubsub
 from repp2p.errors import ConfigError
 from repp2p.identity import Identity
-from repp2p.net.gossip import RecordGossipSub, score_params
+from repp2p.net.gossip import score_params
 from repp2p.net.host import build_host
+from repp2p.net.libp2p_compat import RecordGossipSub
 from repp2p.net.params import GossipParams
 from repp2p.net.topics import TOPICS
 
@@ -66,16 +69,16 @@ async def test_rpcs_read_from_one_buffer_whatever_the_write_boundaries():
         await writer.write(_framed(b"one") + _framed(b"") + _framed(big))
         split = _framed(b"x" * 300)
         with trio.fail_after(10):
-            assert await gossip._read_rpc_buffered(reader, 10_000) == b"one"
-            assert await gossip._read_rpc_buffered(reader, 10_000) == b""
-            assert await gossip._read_rpc_buffered(reader, 10_000) == big
+            assert await pubsub.read_rpc_buffered(reader, 10_000) == b"one"
+            assert await pubsub.read_rpc_buffered(reader, 10_000) == b""
+            assert await pubsub.read_rpc_buffered(reader, 10_000) == big
             await writer.write(split[:1])
             nursery.start_soon(writer.write, split[1:])
-            assert await gossip._read_rpc_buffered(reader, 10_000) == b"x" * 300
+            assert await pubsub.read_rpc_buffered(reader, 10_000) == b"x" * 300
             # Too large: refused from its prefix alone.
             await writer.write(_framed(b"y" * 2_000))
             with pytest.raises(MessageTooLarge):
-                await gossip._read_rpc_buffered(reader, 1_000)
+                await pubsub.read_rpc_buffered(reader, 1_000)
         nursery.cancel_scope.cancel()
 
 
@@ -86,13 +89,13 @@ async def test_truncated_and_overlong_prefixes_are_errors():
         writer, reader = await _stream_pair(a, b)
         await writer.write(b"\xff" * 10)
         with trio.fail_after(10), pytest.raises(ParseError):
-            await gossip._read_rpc_buffered(reader, 10_000)
+            await pubsub.read_rpc_buffered(reader, 10_000)
         writer2, reader2 = await _stream_pair(a, b)
         await writer2.write(_framed(b"z" * 100)[:50])
         await writer2.close()
         # py-libp2p's stream raises StreamEOF at the end (as with its own reader).
         with trio.fail_after(10), pytest.raises((IncompleteReadError, StreamEOF)):
-            await gossip._read_rpc_buffered(reader2, 10_000)
+            await pubsub.read_rpc_buffered(reader2, 10_000)
         nursery.cancel_scope.cancel()
 
 
@@ -136,10 +139,10 @@ async def test_window_updates_wait_for_half_the_window():
 async def test_own_peer_record_reused_between_rpcs(monkeypatch):
     host = build_host(Identity.generate())
     async with host.run([LOCAL]):
-        first = gossip._envelope_cached(host)
-        assert gossip._envelope_cached(host) is first
-        monkeypatch.setattr(gossip, "ENVELOPE_TTL_S", -1.0)  # expired: rebuilt
-        again = gossip._envelope_cached(host)
+        first = pubsub.envelope_cached(host)
+        assert pubsub.envelope_cached(host) is first
+        monkeypatch.setattr(pubsub, "ENVELOPE_TTL_S", -1.0)  # expired: rebuilt
+        again = pubsub.envelope_cached(host)
         assert again is not first and again[0] == first[0]
 
 
@@ -165,7 +168,7 @@ def test_opportunistic_grafting_once_a_minute_and_only_for_a_poor_mesh():
     router = _router(scores, topic)
     router.mesh[topic] = set(mesh)
     grafts: defaultdict[ID, list[str]] = defaultdict(list)
-    for _ in range(gossip.OPPORTUNISTIC_GRAFT_TICKS - 1):
+    for _ in range(gossipsub.OPPORTUNISTIC_GRAFT_TICKS - 1):
         assert router._perform_opportunistic_grafting(topic, grafts) == 0
     assert router._perform_opportunistic_grafting(topic, grafts) == 2  # the 60th heartbeat
     assert set(grafts) <= set(outside) and len(grafts) == 2
@@ -174,7 +177,7 @@ def test_opportunistic_grafting_once_a_minute_and_only_for_a_poor_mesh():
     for p in mesh:
         scores[p] = 2.0
     grafts.clear()
-    for _ in range(gossip.OPPORTUNISTIC_GRAFT_TICKS):
+    for _ in range(gossipsub.OPPORTUNISTIC_GRAFT_TICKS):
         router._perform_opportunistic_grafting(topic, grafts)
     assert not grafts
 
@@ -214,7 +217,7 @@ async def test_heartbeat_control_messages_are_built_per_peer():
     assert unreachable not in sent and router.mesh[hb] == {a}
     # Every MESH_REFRESH_TICKS heartbeats each mesh link is confirmed with a GRAFT.
     router.mesh[ads] = {b}
-    for _ in range(gossip.MESH_REFRESH_TICKS - 2):
+    for _ in range(gossipsub.MESH_REFRESH_TICKS - 2):
         sent.clear()
         await router._emit_control_msgs({}, {}, {})
         assert not sent
