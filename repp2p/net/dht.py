@@ -23,10 +23,6 @@ import time
 from libp2p.records.validator import Validator
 
 from repp2p.errors import RecordError
-
-# The Kademlia routing-table fix lives with the other py-libp2p fixes; re-exported for the
-# node, which builds its DHT from here.
-from repp2p.net.libp2p_compat import ServerOnlyKadDHT as ServerOnlyKadDHT
 from repp2p.records import NodeAd, decode
 
 NAMESPACE = "repp2p"

@@ -11,7 +11,8 @@ Role and invariants:
   publishes heartbeats and its ad (:class:`OwnRecordSchedule`), provides its engines and
   serves ``/repp2p/task/1`` (:class:`repp2p.serving.TaskServer`). A ``client`` node is a
   light peer: the same record pipeline, views and discovery, no enclave, nothing announced,
-  a DHT client. The role is decided once, in :meth:`Node._start_role`.
+  a DHT client. The role is decided once, in :meth:`Node.run` (full nodes get an enclave
+  supervisor and a task server; :meth:`Node._start_full` starts their duties).
 * Shutdown (:meth:`stop`, SIGINT/SIGTERM in the CLI) cancels the loops, closes the host,
   the enclave and the store, and removes ``runtime.json``; the data dir keeps identity and
   records.
@@ -39,9 +40,10 @@ from repp2p.errors import ConfigError, KeyFileError, NodeNotRunning
 from repp2p.identity import Identity
 from repp2p.net import connmgr, status_http
 from repp2p.net import feed as feed_protocol
-from repp2p.net.dht import NAMESPACE, AdValidator, ServerOnlyKadDHT
+from repp2p.net.dht import NAMESPACE, AdValidator
 from repp2p.net.gossip import build_pubsub, install_validators
 from repp2p.net.host import build_host, parse_multiaddrs
+from repp2p.net.libp2p_compat import ServerOnlyKadDHT
 from repp2p.net.sync import PROTOCOL as SYNC_PROTOCOL
 from repp2p.net.sync import make_handler
 from repp2p.net.task import PROTOCOL as TASK_PROTOCOL

@@ -22,6 +22,7 @@ from repp2p.clock import ClockAPI
 from repp2p.errors import ConfigError
 from repp2p.net import connmgr
 from repp2p.net.dht import ad_key, engine_provider_key
+from repp2p.net.libp2p_compat import prune_client_peers, routing_table_peers
 from repp2p.net.params import ConnectionParams, SyncParams
 from repp2p.net.sync import PROTOCOL as SYNC_PROTOCOL
 from repp2p.net.sync import pull
@@ -170,22 +171,10 @@ class Discovery(DiscoveryAPI):
         """Drop DHT-client peers from the routing table; returns how many were dropped.
 
         py-libp2p adds every peer that queries us (including light clients, which serve no
-        queries), so lookups would hit "protocol not supported". A peer whose identify
-        protocols are known and lack the Kademlia protocol is not a server.
+        queries), so lookups would hit "protocol not supported"
+        (:func:`repp2p.net.libp2p_compat.prune_client_peers`).
         """
-        from libp2p.kad_dht.common import PROTOCOL_ID as KAD_PROTOCOL
-
-        dropped = 0
-        peerstore = self._host.get_peerstore()
-        for peer in self._dht.routing_table.get_peer_ids():
-            try:
-                protocols = peerstore.get_protocols(peer)
-            except Exception:
-                continue
-            if protocols and str(KAD_PROTOCOL) not in protocols:
-                self._dht.routing_table.remove_peer(peer)
-                dropped += 1
-        return dropped
+        return prune_client_peers(self._host, self._dht)
 
     async def sync_once(self) -> None:
         """Pull the record set from up to two connected peers; synced once one pull
@@ -255,7 +244,7 @@ class Discovery(DiscoveryAPI):
         boot_ids = {info.peer_id for info in self._bootstrap}
         table = [
             PeerInfo(peer, self._host.get_peerstore().addrs(peer))
-            for peer in self._dht.routing_table.get_peer_ids()
+            for peer in routing_table_peers(self._dht)
             if peer not in boot_ids
         ]
         fresh = [i for i in table if i.peer_id.to_base58() not in recent]
