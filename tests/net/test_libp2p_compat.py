@@ -99,7 +99,7 @@ originals = [utils.maybe_consume_signed_record, utils.maybe_consume_signed_recor
              YamuxStream.__dict__["_auto_tune_and_send_window_update"]]
 out = {"untouched_before": all(a is b for a, b in zip(bindings(), originals))}
 import repp2p, repp2p.net
-modules = ["repp2p.node", "repp2p.client", "repp2p.serving", "repp2p.cli",
+modules = ["repp2p.node", "repp2p.client", "repp2p.node.serving", "repp2p.cli",
            "repp2p.testing.network"]
 modules += [f"repp2p.net.{m.name}" for m in pkgutil.iter_modules(repp2p.net.__path__)]
 for name in modules:
