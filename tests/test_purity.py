@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-CORE = ["records", "attestation", "reputation", "matching", "ledger"]
+CORE = ["records", "attestation", "reputation", "matching", "ledger", "tasks"]
 ROOT = Path(__file__).resolve().parent.parent / "repp2p"
 FORBIDDEN_MODULES = {"trio", "libp2p", "socket", "asyncio", "anyio", "multiaddr"}
 FORBIDDEN_CALLS = {

@@ -1,0 +1,100 @@
+"""The task protocol's rules as pure code (h11 style): inputs in, decisions out.
+
+Public API::
+
+    # node side: may this node take this offer now? (run in order; stop at a Reject)
+    check_offer(data, *, now_ms) -> SignedRecord | Reject
+    check_fresh(offer.record, *, claimed_before, now_ms, epoch_s) -> Reject | None
+    assigned_rank(ranking, me) -> int | Reject
+    take_turn(offer.record, *, ranking, me, now_ms, first_seen_ms, waited, claims_seen,
+              released, active, capacity, already_taken, params) -> Admit | WaitUntil | Reject
+    is_release(feedback, offer, *, node=None) -> bool      # releases_in, released_claimants
+
+    # client side: one task's tries across ranks, and the vote
+    AttemptPlan(ranking, k, *, deadline_ms, params)
+        .next_attempt(now_ms) -> Attempt | None
+        .on_reply_ok / .on_declined / .on_failed / .on_skipped -> LaneDone | Release | Skip
+        .done(now_ms) -> bool;  .conclude() -> Verdict | NoVerdict
+    attempt_budget_ms(rank, k, *, sent_ms, deadline_ms, params) -> int
+
+Pure: no I/O, no clock (times are integer unix milliseconds passed in), no randomness.
+"""
+
+from repp2p.tasks.admission import (
+    EPOCH_LAG,
+    EXPIRY_MARGIN_S,
+    REFUSED_BY_PIPELINE,
+    RELEASING_OUTCOMES,
+    Admit,
+    ClaimSeen,
+    Decision,
+    Reject,
+    WaitUntil,
+    assigned_rank,
+    check_fresh,
+    check_offer,
+    current_epoch,
+    epoch_accepted,
+    is_release,
+    released_claimants,
+    releases_in,
+    take_turn,
+    turn_opens_at_ms,
+)
+from repp2p.tasks.attempts import (
+    ATTEMPT_BUDGET_MS,
+    DECLINES,
+    MIN_ATTEMPT_MS,
+    Answer,
+    Attempt,
+    AttemptPlan,
+    LaneDone,
+    NoVerdict,
+    NoVerdictReason,
+    Outcome,
+    PlanError,
+    Release,
+    Skip,
+    Verdict,
+    attempt_budget_ms,
+)
+from repp2p.tasks.codes import REJECT_CODES, ErrorCode
+
+__all__ = [
+    "ATTEMPT_BUDGET_MS",
+    "DECLINES",
+    "EPOCH_LAG",
+    "EXPIRY_MARGIN_S",
+    "MIN_ATTEMPT_MS",
+    "REFUSED_BY_PIPELINE",
+    "REJECT_CODES",
+    "RELEASING_OUTCOMES",
+    "Admit",
+    "Answer",
+    "Attempt",
+    "AttemptPlan",
+    "ClaimSeen",
+    "Decision",
+    "ErrorCode",
+    "LaneDone",
+    "NoVerdict",
+    "NoVerdictReason",
+    "Outcome",
+    "PlanError",
+    "Reject",
+    "Release",
+    "Skip",
+    "Verdict",
+    "WaitUntil",
+    "assigned_rank",
+    "attempt_budget_ms",
+    "check_fresh",
+    "check_offer",
+    "current_epoch",
+    "epoch_accepted",
+    "is_release",
+    "released_claimants",
+    "releases_in",
+    "take_turn",
+    "turn_opens_at_ms",
+]
