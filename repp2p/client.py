@@ -29,10 +29,11 @@ from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.tools.anyio_service import background_trio_service
 
+from repp2p import tasks
 from repp2p.clock import ClockAPI
 from repp2p.errors import ConfigError, NetworkError, RecordError
 from repp2p.identity import Identity
-from repp2p.matching import ClaimError, ClaimReason, claim_opens_at_ms, rank, verify_claim
+from repp2p.matching import ClaimError, ClaimReason, rank, verify_claim
 from repp2p.net.dht import NAMESPACE, AdValidator, ad_key, engine_provider_key
 from repp2p.net.host import build_host
 from repp2p.net.params import FeedParams
@@ -436,10 +437,10 @@ class Client:
         ranking = rank(offer_record, view, beacon(epoch))
         if not ranking:
             raise TaskError("no_nodes", f"no eligible node serves {engine!r} in this view")
-        attempt = _Attempt(self, offer, secret, data, view, ranking, started + timeout)
+        attempt = _Attempt(self, offer, secret, data, view, ranking)
         try:
-            answers = await attempt.run(redundancy)
-            return await attempt.conclude(answers, started)
+            await attempt.run()
+            return await attempt.conclude(started)
         finally:
             # Also when the task failed or we were cancelled: releases are evidence too.
             self._background.start_soon(attempt.hand_over)
@@ -461,19 +462,13 @@ class TaskError(NetworkError):
         super().__init__(f"{reason}: {detail}" if detail else reason)
 
 
-@dataclasses.dataclass
-class _Answer:
-    peer: str
-    rank: int
-    output: bytes | None
-    claim: SignedRecord | None
-    receipt: SignedRecord | None
-    latency_ms: int
-    outcome: str  # provisional: ok (verified), timeout, bad_proof
-
-
 class _Attempt:
-    """One task's tries across ranks (internal to :meth:`Client.submit`)."""
+    """One task's tries across ranks (internal to :meth:`Client.submit`).
+
+    The rules (which rank next, how long to wait for it, which answers release a node, the
+    vote) are :class:`repp2p.tasks.AttemptPlan`'s; this class does the I/O: sealing, the
+    task streams, checking proofs, publishing feedback.
+    """
 
     def __init__(
         self,
@@ -483,112 +478,127 @@ class _Attempt:
         data: bytes,
         view: Any,
         ranking: list[str],
-        deadline: float,
     ) -> None:
         self.client = client
-        self.clock, self.views, self.timers = client.clock, client.views, client.timers
-        self.offer, self.secret, self.data = offer, secret, data
-        self.view, self.ranking, self.deadline = view, ranking, deadline
-        self.next_rank = 0
+        self.clock, self.views = client.clock, client.views
+        self.offer, self.secret, self.data, self.view = offer, secret, data, view
+        o: TaskOffer = offer.record  # type: ignore[assignment]
+        self.plan = tasks.AttemptPlan(
+            ranking,
+            o.redundancy,
+            deadline_ms=o.deadline_ms,
+            params=view.matching_params,
+            budget_ms=int(client.timers.attempt_budget_s * 1000),
+        )
         self.releases: list[bytes] = []
-        self.answers: list[_Answer] = []
         self.feedbacks: list[bytes] = []  # our Feedback envelopes on this task
+        # rank -> the node's claim and receipt records (None where it never answered)
+        self.records: dict[int, tuple[SignedRecord | None, SignedRecord | None]] = {}
 
-    async def run(self, redundancy: int) -> list[_Answer]:
+    def _now_ms(self) -> int:
+        return int(self.clock.now() * 1000)
+
+    async def run(self) -> None:
         async with trio.open_nursery() as nursery:
-            for _ in range(min(redundancy, len(self.ranking))):
+            for _ in range(self.plan.lanes):
                 nursery.start_soon(self._lane)
-        return self.answers
 
     async def _lane(self) -> None:
-        while self.next_rank < len(self.ranking) and self.clock.now() < self.deadline:
-            r = self.next_rank
-            self.next_rank += 1
-            answer = await self._try(self.ranking[r], r)
-            if answer is None:
-                continue  # the node declined (not its turn, busy): nothing to release
-            self.answers.append(answer)
-            if answer.outcome == "ok":
+        while (attempt := self.plan.next_attempt(self._now_ms())) is not None:
+            step = await self._try(attempt)
+            if isinstance(step, tasks.LaneDone):
                 return
-            await self._release(answer)
+            if isinstance(step, tasks.Release):
+                fb = await self._feedback(step.peer, step.outcome.value, step.latency_ms)
+                self.releases.append(fb.data)
 
-    async def _try(self, peer: str, r: int) -> _Answer | None:
+    async def _try(self, attempt: tasks.Attempt) -> tasks.Step:
+        peer, r = attempt.peer, attempt.rank
         keys = self.views.enclave_keys(peer)
         if keys is None:
-            return None
+            return self.plan.on_skipped(r)
         enc_key, result_key = keys
-        o = self.offer.record
+        o: TaskOffer = self.offer.record  # type: ignore[assignment]
         sealed, _ = seal_input(self.data, enc_key, task_id=o.task_id, secret=self.secret)
         sent = self.clock.now()
         request = {"offer": self.offer.data, "sealed": sealed}
         if self.releases:
             request["releases"] = list(self.releases)
-        # One node may not eat the whole budget: its turn plus one execution at most.
-        opens = claim_opens_at_ms(r, o.redundancy, self.view.matching_params) / 1000
-        budget = min(self.deadline - sent, opens + self.timers.attempt_budget_s)
         try:
-            with trio.fail_after(max(0.1, budget)):
+            with trio.fail_after(attempt.budget_ms / 1000):
                 reply = await self.client.streams.request(peer, request)
         except Exception as exc:  # dead node, reset stream, protocol violation, timeout
             log.info("task attempt on %s (rank %d) failed: %r", peer, r, exc)
             await self.client.streams.forget(peer)
             # It may have claimed (its claim reaches us by the feeds, maybe not yet):
             # release it. Timeout feedback on a node that never claimed weighs nothing.
-            latency = int((self.clock.now() - sent) * 1000)
-            return _Answer(peer, r, None, self._claim_of(peer), None, latency, "timeout")
-        latency = int((self.clock.now() - sent) * 1000)
+            self.records[r] = (self._claim_of(peer), None)
+            return self.plan.on_failed(r, "timeout", self._since(sent))
+        latency = self._since(sent)
         if not reply["ok"]:
             log.info("rank %d (%s) declined: %s %s", r, peer, reply["error"], reply["detail"])
-            if reply["error"] in ("execution_failed", "replayed"):
-                # It claimed, then failed (or our retry of a request whose answer was lost
-                # met its claim): release it so the next rank may take over.
-                return _Answer(peer, r, None, self._claim_of(peer), None, latency, "timeout")
-            return None
+            # execution_failed / replayed: it claimed, then failed (or our retry of a
+            # request whose answer was lost met its claim): the plan releases it.
+            self.records[r] = (self._claim_of(peer), None)
+            return self.plan.on_declined(r, reply["error"], latency)
         try:
-            claim = decode(reply["claim"], now=int(self.clock.now()))
-            receipt = decode(reply["receipt"], now=int(self.clock.now()))
-            if claim.signer != peer or receipt.signer != peer:
-                raise ResultError(ResultReason.WRONG_KEY, "claim or receipt not signed by node")
-            try:
-                verify_claim(claim, self.offer, self.view, beacon(o.epoch), check_digest=False)
-            except ClaimError as exc:
-                # The node ranked itself on its own view; a different rank there only
-                # changed its failover timing. We chose it from our ranking, so only a
-                # claim for another offer or epoch is a bad proof.
-                if exc.reason is not ClaimReason.WRONG_RANK:
-                    raise
-                log.info("claim of %s ranks differently in its view: %s", peer, exc)
-            output = open_result(
-                reply["output"],
-                receipt.record,
-                self.secret,
-                enclave_enc_key=enc_key,
-                enclave_result_key=result_key,
-                task_id=o.task_id,
-                input_digest=o.input_digest,
-                offer_id=self.offer.record_id,
-                engine_id=o.engine_id,
-            )
+            output, claim, receipt = self._check(reply, peer, enc_key, result_key)
         except (RecordError, ResultError, ClaimError) as exc:
             log.warning("bad proof from %s: %s", peer, exc)
-            return _Answer(peer, r, None, self._claim_of(peer), None, latency, "bad_proof")
+            self.records[r] = (self._claim_of(peer), None)
+            return self.plan.on_failed(r, "bad_proof", latency)
         # Keep the node's public records: they are what feedback and the ledger rest on.
         self.client.pipeline.accept_decoded(claim, source="task")
         self.client.pipeline.accept_decoded(receipt, source="task")
-        return _Answer(peer, r, output, claim, receipt, latency, "ok")
+        self.records[r] = (claim, receipt)
+        return self.plan.on_reply_ok(r, output, latency)
+
+    def _since(self, sent: float) -> int:
+        return int((self.clock.now() - sent) * 1000)
+
+    def _check(
+        self, reply: dict[str, Any], peer: str, enc_key: bytes, result_key: bytes
+    ) -> tuple[bytes, SignedRecord, SignedRecord]:
+        """The verified output, claim and receipt of a node's answer.
+
+        Raises:
+            RecordError, ResultError, ClaimError: the answer does not check out.
+        """
+        o: TaskOffer = self.offer.record  # type: ignore[assignment]
+        now = int(self.clock.now())
+        claim = decode(reply["claim"], now=now)
+        receipt = decode(reply["receipt"], now=now)
+        if claim.signer != peer or receipt.signer != peer:
+            raise ResultError(ResultReason.WRONG_KEY, "claim or receipt not signed by node")
+        try:
+            verify_claim(claim, self.offer, self.view, beacon(o.epoch), check_digest=False)
+        except ClaimError as exc:
+            # The node ranked itself on its own view; a different rank there only
+            # changed its failover timing. We chose it from our ranking, so only a
+            # claim for another offer or epoch is a bad proof.
+            if exc.reason is not ClaimReason.WRONG_RANK:
+                raise
+            log.info("claim of %s ranks differently in its view: %s", peer, exc)
+        output = open_result(
+            reply["output"],
+            receipt.record,
+            self.secret,
+            enclave_enc_key=enc_key,
+            enclave_result_key=result_key,
+            task_id=o.task_id,
+            input_digest=o.input_digest,
+            offer_id=self.offer.record_id,
+            engine_id=o.engine_id,
+        )
+        return output, claim, receipt
 
     def _claim_of(self, peer: str) -> SignedRecord | None:
-        task_id = self.offer.record.task_id
+        task_id = self.offer.record.task_id  # type: ignore[attr-defined]
         found = self.client.store.query(type=Claim.TYPE, signer=peer, slot=task_id)
         return found[0] if found else None
 
-    async def _release(self, answer: _Answer) -> None:
-        """Publish timeout/bad_proof feedback so the next rank may take over."""
-        fb = await self._feedback(answer.peer, answer.outcome, answer.latency_ms)
-        self.releases.append(fb.data)
-
     async def _feedback(self, peer: str, outcome: str, latency_ms: int) -> SignedRecord:
-        o = self.offer.record
+        o: TaskOffer = self.offer.record  # type: ignore[assignment]
         signed = self.client.publisher.publish_soon(
             Feedback(
                 task_id=o.task_id,
@@ -618,7 +628,7 @@ class _Attempt:
 
         async def give(peer: str) -> None:
             try:
-                with trio.fail_after(self.timers.handover_s):
+                with trio.fail_after(self.client.timers.handover_s):
                     for chunk in chunks:
                         await self.client.streams.request(peer, {"records": chunk})
             except Exception as exc:
@@ -626,52 +636,41 @@ class _Attempt:
 
         # Every node we tried and that may hold a claim; a dead one delays nobody else.
         async with trio.open_nursery() as nursery:
-            for peer in dict.fromkeys(a.peer for a in self.answers):
+            for peer in dict.fromkeys(a.peer for a in self.plan.answers):
                 nursery.start_soon(give, peer)
 
-    async def conclude(self, answers: list[_Answer], started: float) -> TaskResult:
-        o = self.offer.record
-        good = [a for a in answers if a.outcome == "ok" and a.output is not None]
-        if not good:
-            raise TaskError("no_result", f"no node delivered a verified result for {o.engine_id}")
-        votes: dict[bytes, list[_Answer]] = {}
-        for a in good:
-            votes.setdefault(a.output, []).append(a)
-        output, agreeing = max(
-            votes.items(), key=lambda kv: (len(kv[1]), -min(a.rank for a in kv[1]))
-        )
-        majority = len(agreeing) * 2 > len(good)
-        if not majority:
-            raise TaskError("no_majority", f"{len(good)} verified results disagree")
+    async def conclude(self, started: float) -> TaskResult:
+        o: TaskOffer = self.offer.record  # type: ignore[assignment]
+        verdict = self.plan.conclude()
+        if isinstance(verdict, tasks.NoVerdict):
+            raise TaskError(verdict.reason.value, verdict.detail(o.engine_id))
+        for a in verdict.feedback:
+            await self._feedback(a.peer, a.outcome.value, a.latency_ms)
         proofs = []
-        for a in sorted(answers, key=lambda a: a.rank):
-            outcome = a.outcome
-            if outcome == "ok" and a.output != output:
-                outcome = "wrong"  # outvoted by the redundant majority
-            if outcome in ("ok", "wrong"):
-                await self._feedback(a.peer, outcome, a.latency_ms)
-            verdict = self.views.verdict_of(a.peer)
-            kind = getattr(verdict, "tee_kind", "simulated")
+        for a in verdict.answers:
+            claim, receipt = self.records.get(a.rank, (None, None))
+            verdict_of = self.views.verdict_of(a.peer)
+            kind = verdict_of.tee_kind if verdict_of is not None else "simulated"
             proofs.append(
                 Proof(
                     node=a.peer,
                     rank=a.rank,
                     tee_kind=kind,
                     simulated=kind == "simulated",
-                    measurement=a.receipt.record.measurement.hex() if a.receipt else "",
-                    claim_id=a.claim.record_id.hex() if a.claim else "",
-                    receipt_id=a.receipt.record_id.hex() if a.receipt else "",
+                    measurement=receipt.record.measurement.hex() if receipt else "",  # type: ignore[attr-defined]
+                    claim_id=claim.record_id.hex() if claim else "",
+                    receipt_id=receipt.record_id.hex() if receipt else "",
                     latency_ms=a.latency_ms,
-                    outcome=outcome,
+                    outcome=a.outcome.value,
                 )
             )
         return TaskResult(
-            output=output,
+            output=verdict.output,
             task_id=o.task_id.hex(),
             offer_id=self.offer.record_id.hex(),
             engine=o.engine_id,
             redundancy=o.redundancy,
-            agreed=len(agreeing),
+            agreed=verdict.agreed,
             proofs=tuple(proofs),
             latency_ms=int((self.clock.now() - started) * 1000),
         )

@@ -21,9 +21,10 @@ from typing import Any
 import trio
 
 from engines.errors import EngineError
+from repp2p import tasks
 from repp2p.clock import ClockAPI
 from repp2p.errors import ProtocolError, RecordError
-from repp2p.matching import claim_opens_at_ms, rank, should_claim
+from repp2p.matching import rank
 from repp2p.net.framing import FrameReader, write_cbor
 from repp2p.net.task import MAX_REQUEST, error, parse_handover, parse_request
 from repp2p.node.abc import (
@@ -33,7 +34,7 @@ from repp2p.node.abc import (
     TaskLoadAPI,
     ViewServiceAPI,
 )
-from repp2p.records import Claim, Feedback, SignedRecord, TaskOffer, decode, task_id_for
+from repp2p.records import Claim, Feedback, SignedRecord, TaskOffer, decode
 from repp2p.store import RecordStoreAPI
 from repp2p.tee import EnclaveError
 from repp2p.timers import Timers
@@ -41,41 +42,8 @@ from repp2p.viewer import beacon
 
 log = logging.getLogger("repp2p.serving")
 
-RELEASING_OUTCOMES = frozenset({"timeout", "bad_proof"})
+#: releases a request may carry (the owner's timeout/bad_proof feedback on better ranks)
 MAX_RELEASES = 16
-#: an offer must stay valid this long after its deadline (our claim and receipt expire
-#: with it, so they outlive the task).
-EXPIRY_MARGIN_S = 60
-
-
-def released(store: RecordStoreAPI, offer: SignedRecord, claimant: str) -> bool:
-    """True when the offer's owner released ``claimant`` with timeout/bad_proof feedback."""
-    # Feedback slots are task id + node peer id: one indexed lookup.
-    slot = offer.record.task_id + claimant.encode("ascii")
-    for signed in store.query(type=Feedback.TYPE, signer=offer.signer, slot=slot):
-        fb = signed.record
-        if (
-            fb.task_id == offer.record.task_id
-            and fb.node == claimant
-            and fb.outcome in RELEASING_OUTCOMES
-        ):
-            return True
-    return False
-
-
-def _is_release(data: bytes, offer: SignedRecord, now: float) -> bool:
-    """A release is the offer owner's timeout/bad_proof Feedback for this very task."""
-    try:
-        signed = decode(data, now=int(now))
-    except RecordError:
-        return False
-    fb = signed.record
-    return (
-        isinstance(fb, Feedback)
-        and signed.signer == offer.signer
-        and fb.task_id == offer.record.task_id
-        and fb.outcome in RELEASING_OUTCOMES
-    )
 
 
 class TaskServer(TaskLoadAPI):
@@ -204,78 +172,83 @@ class TaskServer(TaskLoadAPI):
         return stored
 
     async def run_task(self, request: Any) -> dict[str, Any]:
+        """Admit a task by the rules of :mod:`repp2p.tasks.admission`, then run it.
+
+        This method does the I/O between the rules' steps (views, store, sleeping until a
+        failover turn) and the claim, execution and receipt once admitted.
+        """
         offer_data, sealed, releases = _parse(request)
-        now = self._clock.now()
-        try:
-            offer = decode(offer_data, now=int(now))
-        except RecordError as exc:
-            return error("bad_offer", str(exc))
-        if not isinstance(offer.record, TaskOffer):
-            return error("bad_offer", f"a {offer.type} is not an offer")
-        o: TaskOffer = offer.record
-        if o.task_id != task_id_for(offer.signer_key, o.result_key):
-            return error("bad_offer", "task id not bound to the offer's signer and result key")
-        if o.deadline_ms <= now * 1000:
-            return error("bad_offer", "deadline passed")
-        if o.expires * 1000 < o.deadline_ms + EXPIRY_MARGIN_S * 1000:
-            # Our claim and receipt expire with the offer: it must outlive the deadline.
-            return error("bad_offer", f"offer must expire >= {EXPIRY_MARGIN_S} s after deadline")
-        if self._claimed_before(o.task_id):
-            return error("replayed", "this node already took this task")
-        current = int(now) // self._views.epoch_s
-        if o.epoch not in (current - 1, current):
-            return error("wrong_epoch", f"offer epoch {o.epoch}, now {current}")
+        now_ms = self._now_ms()
+        offer = tasks.check_offer(offer_data, now_ms=now_ms)
+        if isinstance(offer, tasks.Reject):
+            return _refusal(offer)
+        o: TaskOffer = offer.record  # type: ignore[assignment]
+        stale = tasks.check_fresh(
+            o,
+            claimed_before=self._claimed_before(o.task_id),
+            now_ms=now_ms,
+            epoch_s=self._views.epoch_s,
+        )
+        if stale is not None:
+            return _refusal(stale)
         view = self._views.view(o.epoch)
         ranking = rank(o, view, beacon(o.epoch))
-        if self._peer_id not in ranking:
-            # Checked before storing: an offer nobody assigned to us stays out of our feed.
-            return error("not_assigned", "no claiming rank for this node in its view")
-        my_rank = ranking.index(self._peer_id)
+        # Checked before storing: an offer nobody assigned to us stays out of our feed.
+        assigned = tasks.assigned_rank(ranking, self._peer_id)
+        if isinstance(assigned, tasks.Reject):
+            return _refusal(assigned)
         held = self._store.get(offer.record_id) is not None
         if not self._pipeline.accept_decoded(offer, source="task"):
-            return error("bad_offer", "offer refused by the record pipeline")
+            return _refusal(tasks.REFUSED_BY_PIPELINE)
         if not held:  # a client's offer enters the network through the nodes it chose
             self._publisher.spread(offer_data, TaskOffer.TYPE)
-        for data in releases:
-            if _is_release(data, offer, now):
-                self._pipeline.accept(data, source="task")
+        for release in tasks.releases_in(releases, offer, now_ms=now_ms):
+            self._pipeline.accept_decoded(release, source="task")
+        arrived = self._pipeline.arrived_at(offer.record_id)
+        first_seen_ms = int(arrived * 1000) if arrived is not None else now_ms
+        waited = False
+        while True:
+            decision = tasks.take_turn(
+                o,
+                ranking=ranking,
+                me=self._peer_id,
+                now_ms=self._now_ms(),
+                first_seen_ms=first_seen_ms,
+                waited=waited,
+                claims_seen=self._claims_seen(o.task_id, first_seen_ms),
+                released=self._released(offer),
+                active=self._active,
+                capacity=self._capacity,
+                already_taken=o.task_id in self._handled,
+                params=view.matching_params,
+            )
+            if not isinstance(decision, tasks.WaitUntil):
+                break
+            await self._clock.sleep_until(decision.at_ms / 1000)
+            waited = True
+        if isinstance(decision, tasks.Reject):
+            return _refusal(decision)
+        return await self._execute(offer, sealed, decision.rank, view.digest)
 
-        first_seen = self._pipeline.arrived_at(offer.record_id) or now
-        params = view.matching_params
-        opens_at = first_seen + claim_opens_at_ms(my_rank, o.redundancy, params) / 1000
-        if opens_at > self._clock.now():
-            await self._clock.sleep_until(opens_at)
-            if o.deadline_ms <= self._clock.now() * 1000:
-                return error("bad_offer", "deadline passed while waiting for this rank's turn")
-        better = []
-        for signed in self._store.query(type=Claim.TYPE, slot=o.task_id):
-            if signed.signer == self._peer_id:
-                continue
-            if signed.signer in ranking[:my_rank] and not released(
-                self._store, offer, signed.signer
-            ):
-                seen = self._pipeline.arrived_at(signed.record_id) or first_seen
-                better.append(int((seen - first_seen) * 1000))
-        if not should_claim(my_rank, o.redundancy, better, params):
-            return error("not_my_turn", f"rank {my_rank}: better ranks claimed in time")
-        if self._active >= self._capacity:
-            return error("no_capacity", "all task slots busy")
-        if o.task_id in self._handled:  # a concurrent duplicate request won the race
-            return error("replayed", "this node already took this task")
-        self._handled[o.task_id] = now
+    async def _execute(
+        self, offer: SignedRecord, sealed: bytes, my_rank: int, view_digest: bytes
+    ) -> dict[str, Any]:
+        """Claim the task, run it in the enclave, publish the receipt; the reply frame."""
+        o: TaskOffer = offer.record  # type: ignore[assignment]
+        self._handled[o.task_id] = self._clock.now()
         claim = self._publisher.publish_soon(
             Claim(
                 task_id=o.task_id,
                 offer_id=offer.record_id,
                 rank=my_rank,
                 epoch=o.epoch,
-                view_digest=view.digest,
+                view_digest=view_digest,
                 seq=1,
                 expires=o.expires,
             )
         )
         self._active += 1
-        started_ms = int(self._clock.now() * 1000)
+        started_ms = self._now_ms()
         try:
             if self._task_delay_s:  # dev-only fault injection (failover tests)
                 await self._clock.sleep(self._task_delay_s)
@@ -308,11 +281,38 @@ class TaskServer(TaskLoadAPI):
             "output": encrypted,
         }
 
+    def _now_ms(self) -> int:
+        return int(self._clock.now() * 1000)
+
+    def _claims_seen(self, task_id: bytes, first_seen_ms: int) -> list[tasks.ClaimSeen]:
+        """The claims on a task in our store, with when each arrived (the offer's first
+        sighting when we no longer remember)."""
+        seen = []
+        for signed in self._store.query(type=Claim.TYPE, slot=task_id):
+            arrived = self._pipeline.arrived_at(signed.record_id)
+            at_ms = int(arrived * 1000) if arrived is not None else first_seen_ms
+            seen.append(tasks.ClaimSeen(signed.signer, at_ms))
+        return seen
+
+    def _released(self, offer: SignedRecord) -> frozenset[str]:
+        """Claimants of this task the offer's owner released (Feedback slots are task id +
+        node peer id: one indexed lookup per claimant)."""
+        task_id = offer.record.task_id  # type: ignore[attr-defined]
+        feedback = []
+        for claim in self._store.query(type=Claim.TYPE, slot=task_id):
+            slot = task_id + claim.signer.encode("ascii")
+            feedback += self._store.query(type=Feedback.TYPE, signer=offer.signer, slot=slot)
+        return tasks.released_claimants(feedback, offer)
+
     def _claimed_before(self, task_id: bytes) -> bool:
         if task_id in self._handled:
             return True
         mine = self._store.query(type=Claim.TYPE, signer=self._peer_id, slot=task_id)
         return bool(mine)
+
+
+def _refusal(reject: tasks.Reject) -> dict[str, Any]:
+    return error(reject.code.value, reject.detail)
 
 
 def _parse(request: Any) -> tuple[bytes, bytes, list[bytes]]:

@@ -170,10 +170,10 @@ async def test_replayed_and_expired_offers_are_ignored(tmp_path):
 
             original_try = client_module._Attempt._try
 
-            async def capturing_try(self, peer, r):
+            async def capturing_try(self, attempt):
                 sent.setdefault("offer", self.offer.data)
-                sent.setdefault("peer", peer)
-                return await original_try(self, peer, r)
+                sent.setdefault("peer", attempt.peer)
+                return await original_try(self, attempt)
 
             client_module._Attempt._try = capturing_try
             try:

@@ -1,15 +1,14 @@
 """The new admission rules decide exactly what ``TaskServer.run_task`` decided.
 
-Three implementations over one fake node (store, arrivals, clock, config):
+Two implementations over one fake node (store, arrivals, clock, config):
 
 * ``old_admission``: the OLD CODE'S LOGIC, copied from ``repp2p/serving.py`` (commit
   2f077cd) into this file, so that it stays the reference after serving.py is rewired;
 * ``new_admission``: the same request served through :mod:`repp2p.tasks` the way
-  serving.py is meant to call it (the wiring sketch, runnable);
-* the real ``TaskServer.run_task`` under trio's MockClock, which holds the copy faithful
-  today (and, once serving.py is rewired, holds the wiring to the reference).
+  the task server calls it (the node's wiring itself is tested end to end on virtual time
+  in tests/live and on real hosts in tests/e2e).
 
-Every case yields ``(ok, code or rank, detail, decided at ms)``; all three must agree.
+Every case yields ``(ok, code or rank, detail, decided at ms)``; both must agree.
 """
 
 from __future__ import annotations
@@ -21,10 +20,7 @@ import types
 from typing import Any
 
 import pytest
-import trio
-import trio.testing
 
-from repp2p import serving
 from repp2p.errors import RecordError
 from repp2p.identity import Identity
 from repp2p.matching import claim_opens_at_ms, should_claim
@@ -484,40 +480,6 @@ def run_new(case: Case) -> tuple:
     return outcome(new_admission(env), env.now), tuple(env.node.spread_calls)
 
 
-def run_real(case: Case, monkeypatch) -> tuple:
-    """Today's TaskServer.run_task on the fake node, its sleeps on trio's MockClock."""
-    box: dict[str, Any] = {}
-
-    def clock() -> float:
-        return NOW_S + trio.current_time()
-
-    env = build(case, clock=clock)
-    monkeypatch.setattr(serving, "rank", lambda o, view, b: list(env.ranking))
-    server = serving.TaskServer(env.node)  # type: ignore[arg-type]
-    server.active = env.active
-
-    async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            if case.duplicate:
-
-                async def duplicate() -> None:
-                    await trio.sleep(0.001)  # lands inside the wait, if there is one
-                    server._handled[decode(env.request["offer"]).record.task_id] = clock()
-
-                nursery.start_soon(duplicate)
-            box["response"] = await server.run_task(dict(env.request))
-            box["at"] = clock()
-            nursery.cancel_scope.cancel()
-
-    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
-    response = box["response"]
-    if response["ok"]:
-        (published,) = env.node.claims_published
-        response = {"ok": True, "rank": published.rank}
-        assert env.active == server.active  # the task slot was given back
-    return outcome(response, box["at"]), tuple(env.node.spread_calls)
-
-
 # -- the grids -------------------------------------------------------------------------------
 
 #: the offer's own validity, replay, epoch, assignment, the record pipeline
@@ -561,17 +523,6 @@ def test_offer_rules_equal_the_old_code(case):
 def test_turn_rules_equal_the_old_code():
     # one test for the ~3800 cases (a test id each would drown the report)
     mismatches = [c for c in GRID_TURN if run_new(c) != run_old(c)]
-    assert mismatches == []
-
-
-@pytest.mark.parametrize("case", GRID_OFFER[::2], ids=str)
-def test_the_copy_equals_the_real_run_task_offer_rules(case, monkeypatch):
-    assert run_real(case, monkeypatch) == run_old(case)
-
-
-def test_the_copy_equals_the_real_run_task_turn_rules(monkeypatch):
-    sample = GRID_TURN[::5]
-    mismatches = [c for c in sample if run_real(c, monkeypatch) != run_old(c)]
     assert mismatches == []
 
 
