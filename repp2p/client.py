@@ -31,13 +31,21 @@ from libp2p.tools.anyio_service import background_trio_service
 
 from repp2p.errors import ConfigError, NetworkError, RecordError
 from repp2p.identity import Identity
-from repp2p.matching import ClaimError, ClaimReason, claim_opens_at_ms, rank, verify_claim
+from repp2p.matching import (
+    ClaimError,
+    ClaimReason,
+    beacon,
+    claim_opens_at_ms,
+    rank,
+    verify_claim,
+)
 from repp2p.net.dht import NAMESPACE, AdValidator, ad_key, engine_provider_key
 from repp2p.net.host import build_host
 from repp2p.net.params import FeedParams
 from repp2p.net.task import MAX_HANDOVER
 from repp2p.net.task import PROTOCOL as TASK_PROTOCOL
 from repp2p.net.task_streams import TaskStreams
+from repp2p.network_params import TASK_RECORD_LAG
 from repp2p.records import (
     MAX_LIFETIME_S,
     Claim,
@@ -49,7 +57,6 @@ from repp2p.records import (
     task_id_for,
 )
 from repp2p.tee import ResultError, ResultReason, TaskSecret, open_result, seal_input
-from repp2p.viewer import TASK_RECORD_LAG, beacon
 
 log = logging.getLogger("repp2p.client")
 

@@ -43,6 +43,7 @@ from repp2p.attestation import SIMULATED_LABEL, load_policy
 from repp2p.config import NodeConfig
 from repp2p.errors import ConfigError, KeyFileError, RecordError, RecordReason, StoreError
 from repp2p.identity import Identity
+from repp2p.matching import beacon
 from repp2p.net import connmgr, status_http
 from repp2p.net import feed as feed_protocol
 from repp2p.net.dht import NAMESPACE, AdValidator, ServerOnlyKadDHT, ad_key, engine_provider_key
@@ -53,6 +54,7 @@ from repp2p.net.sync import make_handler, pull
 from repp2p.net.task import PROTOCOL as TASK_PROTOCOL
 from repp2p.net.topics import TOPICS, topic_accepts, topic_for
 from repp2p.records import (
+    FEED_TYPES,
     MAX_LIFETIME_S,
     RECORD_TYPES,
     Attestation,
@@ -67,8 +69,7 @@ from repp2p.records import (
 )
 from repp2p.serving import TaskServer
 from repp2p.store import SqliteRecordStore
-from repp2p.store.sqlite import FEED_TYPES
-from repp2p.viewer import ViewKeeper, beacon
+from repp2p.viewer import ViewKeeper
 
 log = logging.getLogger("repp2p.node")
 

@@ -23,7 +23,7 @@ import trio
 
 from engines.errors import EngineError
 from repp2p.errors import ProtocolError, RecordError
-from repp2p.matching import claim_opens_at_ms, rank, should_claim
+from repp2p.matching import beacon, claim_opens_at_ms, rank, should_claim
 from repp2p.net.framing import FrameReader, write_cbor
 from repp2p.net.task import (
     IDLE_TIMEOUT_S,
@@ -35,7 +35,6 @@ from repp2p.net.task import (
 )
 from repp2p.records import Claim, Feedback, SignedRecord, TaskOffer, decode, task_id_for
 from repp2p.tee import EnclaveError
-from repp2p.viewer import beacon
 
 if TYPE_CHECKING:
     from repp2p.node import Node

@@ -75,8 +75,8 @@ async def test_sigkill_of_the_claimed_node_mid_task_fails_over(tmp_path):
 
 async def test_restarted_node_keeps_records_and_reputation(tmp_path):
     async with trio.open_nursery() as nursery:
-        boot = await start_node(nursery, node_config(tmp_path, "boot", epoch_s=5))
-        config = node_config(tmp_path, "worker", (boot.addrs()[0],), epoch_s=5)
+        boot = await start_node(nursery, node_config(tmp_path, "boot"))  # 5-s epochs
+        config = node_config(tmp_path, "worker", (boot.addrs()[0],))
         worker = await start_node(nursery, config)
         async with Client.open([boot.addrs()[0]], data_dir=tmp_path / "c", epoch_s=5) as client:
             assert await client.wait_for_nodes("echo", 2, timeout=15) >= 2

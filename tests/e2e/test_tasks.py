@@ -12,17 +12,16 @@ import trio
 
 from engines import get_engine, unavailable_engines
 from repp2p.client import Client
+from repp2p.matching import beacon
 from repp2p.net.framing import FrameReader, write_cbor
 from repp2p.net.task import MAX_RESPONSE, parse_response
 from repp2p.net.task import PROTOCOL as TASK_PROTOCOL
 from repp2p.records import MAX_LIFETIME_S, Feedback, Receipt, decode
-from repp2p.testing.network import local_network, node_config, start_node
-from repp2p.viewer import TASK_RECORD_LAG, beacon
+from repp2p.testing.network import EPOCH_S, local_network, node_config, start_node
 
 from .conftest import wait_until
 
 pytestmark = pytest.mark.slow
-EPOCH_S = 5
 
 
 async def _client(nodes, tmp_path, count):
@@ -41,7 +40,7 @@ def _engines():
 
 async def test_every_engine_end_to_end(tmp_path):
     engines = tuple(_engines())
-    async with local_network(tmp_path, 3, engines=engines, epoch_s=EPOCH_S) as nodes:
+    async with local_network(tmp_path, 3, engines=engines) as nodes:
         ctx, client = await _client(nodes, tmp_path, 3)
         try:
             inputs = {
@@ -67,15 +66,13 @@ async def test_every_engine_end_to_end(tmp_path):
 
 async def test_wrong_result_is_caught_by_redundancy_and_penalised(tmp_path):
     async with trio.open_nursery() as nursery:
-        boot = await start_node(nursery, node_config(tmp_path, "n0", epoch_s=EPOCH_S))
+        boot = await start_node(nursery, node_config(tmp_path, "n0"))
         nodes = [boot]
         for i in range(1, 4):
             nodes.append(
                 await start_node(
                     nursery,
-                    node_config(
-                        tmp_path, f"n{i}", (boot.addrs()[0],), epoch_s=EPOCH_S, cheat=(i == 3)
-                    ),
+                    node_config(tmp_path, f"n{i}", (boot.addrs()[0],), cheat=(i == 3)),
                 )
             )
         cheater = nodes[3].peer_id
@@ -102,9 +99,10 @@ async def test_wrong_result_is_caught_by_redundancy_and_penalised(tmp_path):
             # The client handed the evidence to the task's nodes (not only to the cheater,
             # which could bury it); feeds carry it to every node, the uninvolved one too.
             await wait_until(lambda: all(n.store.has(wrong[0].record_id) for n in nodes), 20)
-            # Two epochs on (task records enter views TASK_RECORD_LAG epochs late), every
+            # Two epochs on (task records enter views task_record_lag epochs late), every
             # peer's view holds the proof: the cheater is an offender, and ranks nowhere.
-            epoch = int(client.node.clock()) // EPOCH_S + TASK_RECORD_LAG
+            lag = client.node.config.network_params.task_record_lag
+            epoch = int(client.node.clock()) // EPOCH_S + lag
             await trio.sleep((epoch * EPOCH_S) - client.node.clock() + 0.6)
             view = client.node.keeper.view(epoch)
             assert view.reputation.get(cheater).is_offender
@@ -122,7 +120,7 @@ async def test_wrong_result_is_caught_by_redundancy_and_penalised(tmp_path):
 
 
 async def test_bad_receipt_is_rejected_and_the_next_rank_completes(tmp_path):
-    async with local_network(tmp_path, 3, epoch_s=EPOCH_S) as nodes:
+    async with local_network(tmp_path, 3) as nodes:
         ctx, client = await _client(nodes, tmp_path, 3)
         try:
             # One node turns malicious: it tampers with the encrypted output it returns.
@@ -163,7 +161,7 @@ async def test_bad_receipt_is_rejected_and_the_next_rank_completes(tmp_path):
 
 
 async def test_replayed_and_expired_offers_are_ignored(tmp_path):
-    async with local_network(tmp_path, 3, epoch_s=EPOCH_S) as nodes:
+    async with local_network(tmp_path, 3) as nodes:
         ctx, client = await _client(nodes, tmp_path, 3)
         try:
             sent = {}
@@ -236,7 +234,7 @@ async def test_replayed_and_expired_offers_are_ignored(tmp_path):
 async def test_task_streams_are_reused_and_a_closed_one_is_replaced(tmp_path, monkeypatch):
     import repp2p.serving
 
-    async with local_network(tmp_path, 2, epoch_s=EPOCH_S) as nodes:
+    async with local_network(tmp_path, 2) as nodes:
         ctx, client = await _client(nodes, tmp_path, 2)
         try:
             for i in range(4):
@@ -266,7 +264,7 @@ async def test_task_streams_are_reused_and_a_closed_one_is_replaced(tmp_path, mo
 async def test_a_node_takes_handed_over_feedback_only_on_its_own_tasks(tmp_path):
     from repp2p.testing import factories
 
-    async with local_network(tmp_path, 2, epoch_s=EPOCH_S) as nodes:
+    async with local_network(tmp_path, 2) as nodes:
         ctx, client = await _client(nodes, tmp_path, 2)
         try:
             with trio.fail_after(60):
@@ -275,8 +273,9 @@ async def test_a_node_takes_handed_over_feedback_only_on_its_own_tasks(tmp_path)
             task_id = bytes.fromhex(result.task_id)
             # The task's records outlive every reputation window they count in.
             offer = client.node.store.get(bytes.fromhex(result.offer_id)).record
-            window = client.node.keeper.reputation_params.window_epochs
-            assert offer.expires >= (offer.epoch + TASK_RECORD_LAG + window + 1) * EPOCH_S
+            params = client.node.keeper.params
+            window, lag = params.reputation.window_epochs, params.task_record_lag
+            assert offer.expires >= (offer.epoch + lag + window + 1) * EPOCH_S
             # What the client handed over after the task is held by the node that served it.
             ours = [
                 s
