@@ -26,6 +26,7 @@ import time
 import numpy as np
 
 from repp2p.matching import View
+from repp2p.network_params import NetworkParams
 from repp2p.records import EngineOffer, NodeAd, TaskOffer, peer_id_from_public_key
 from repp2p.reputation import AttestedNode, Evidence
 
@@ -75,7 +76,7 @@ def build_view() -> View:
         ads=ads,
         verdicts=verdicts,
     )
-    return View.from_evidence(evidence, epoch=EPOCH, epoch_s=EPOCH_S)
+    return View.from_evidence(evidence, epoch=EPOCH, params=NetworkParams("bench", epoch_s=EPOCH_S))
 
 
 def make_tasks(n: int) -> list[TaskOffer]:

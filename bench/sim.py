@@ -26,9 +26,8 @@ import time
 
 import numpy as np
 
-from repp2p.matching import rank_reference, task_words
+from repp2p.matching import beacon, rank_reference, task_words
 from repp2p.sim import Scenario, Simulation
-from repp2p.sim.simulation import beacon
 
 
 def scenario(nodes: int, epochs: int, tasks_per_epoch: int) -> Scenario:

@@ -162,7 +162,7 @@ async def measure(args: argparse.Namespace) -> dict[str, float]:
     try:
         await devnet.start()
         async with Client.open(
-            [devnet.info[0]["addrs"][0]], data_dir=folder / "client", epoch_s=EPOCH_S, feed=feed
+            [devnet.info[0]["addrs"][0]], data_dir=folder / "client", feed=feed
         ) as client:
             eligible = await client.wait_for_nodes("echo", len(devnet.info), 3 * EPOCH_S)
             cold = []

@@ -33,13 +33,14 @@ from repp2p import tasks
 from repp2p.clock import ClockAPI
 from repp2p.errors import ConfigError, NetworkError, RecordError
 from repp2p.identity import Identity
-from repp2p.matching import ClaimError, ClaimReason, rank, verify_claim
+from repp2p.matching import ClaimError, ClaimReason, beacon, rank, verify_claim
 from repp2p.net.dht import NAMESPACE, AdValidator, ad_key, engine_provider_key
 from repp2p.net.host import build_host
 from repp2p.net.params import FeedParams
 from repp2p.net.task import MAX_HANDOVER
 from repp2p.net.task import PROTOCOL as TASK_PROTOCOL
 from repp2p.net.task_streams import TaskStreams
+from repp2p.network_params import NetworkParams
 from repp2p.node.abc import RecordPipelineAPI, RecordPublisherAPI, ViewServiceAPI
 from repp2p.records import (
     MAX_LIFETIME_S,
@@ -54,7 +55,6 @@ from repp2p.records import (
 from repp2p.store import RecordStoreAPI
 from repp2p.tee import ResultError, ResultReason, TaskSecret, open_result, seal_input
 from repp2p.timers import Timers
-from repp2p.viewer import TASK_RECORD_LAG, beacon
 
 log = logging.getLogger("repp2p.client")
 
@@ -266,7 +266,7 @@ class Client:
         *,
         data_dir: str | os.PathLike[str],
         network: str = "dev",
-        epoch_s: int = 60,
+        network_params: NetworkParams | None = None,
         policy: str = "",
         sync_timeout: float = 30.0,
         feed: FeedParams | None = None,
@@ -276,8 +276,10 @@ class Client:
         """Join the network through ``bootstrap`` and wait until synced.
 
         ``data_dir`` keeps the client's identity (its history earns its feedback weight)
-        and its record store. ``epoch_s`` must match the network's; ``feed``
-        (:class:`repp2p.net.params.FeedParams`) too where the network changed it.
+        and its record store. ``network_params`` are the network's shared settings (epoch
+        length, matching, reputation, ledger): by default ``bootstrap/<network>.toml``;
+        ``feed`` (:class:`repp2p.net.params.FeedParams`) must match where the network
+        changed it.
 
         Raises:
             NetworkError: not synced with any peer within ``sync_timeout``.
@@ -293,7 +295,7 @@ class Client:
             listen=("/ip4/127.0.0.1/tcp/0",),
             bootstrap=tuple(bootstrap),
             engines=(),
-            epoch_s=epoch_s,
+            network_params=network_params,
             policy=policy,
             status_listen="",
             gossip=GossipParams(eclipse_protection=network != "dev"),
@@ -383,7 +385,8 @@ class Client:
         reputations (and from what a fresh peer can sync) while it should still count.
         """
         epoch_s = self.views.epoch_s
-        last_counted = epoch + TASK_RECORD_LAG + self.views.reputation_params.window_epochs
+        params = self.views.params
+        last_counted = epoch + params.task_record_lag + params.reputation.window_epochs
         wanted = max((last_counted + 1) * epoch_s, int(deadline) + MIN_TASK_RECORD_LIFETIME_S)
         return min(wanted, int(self.clock.now()) + MAX_TASK_RECORD_LIFETIME_S)
 

@@ -1,8 +1,14 @@
 """Node configuration: one frozen, validated object, built from TOML in one place.
 
+A node's own settings live here; what every peer of the network must share (epoch length,
+matching, reputation and ledger parameters, record lags, the attestation policy's name)
+does not: it comes from the network's file, ``bootstrap/<network>.toml`` or
+``network_file``, as :class:`repp2p.network_params.NetworkParams` (``network_params``).
+
 Example ``node.toml`` (every key optional except where noted)::
 
-    network = "dev"                      # selects bootstrap/<network>.toml when bootstrap = []
+    network = "dev"                      # selects bootstrap/<network>.toml (params, peers)
+    # network_file = "/etc/repp2p/main.toml"   # the network's file when not shipped
     data_dir = "./data/node1"            # required: records.db, node.key, runtime.json
     listen = ["/ip4/0.0.0.0/tcp/4001"]
     bootstrap = ["/ip4/203.0.113.7/tcp/4001/p2p/12D3KooW..."]
@@ -22,22 +28,55 @@ Example ``node.toml`` (every key optional except where noted)::
     low_watermark = 8
     [timers]                             # repp2p.timers.Timers fields
     attempt_budget_s = 30
+
+``epoch_s`` is not a node key: it is the network's (a node on another epoch length than its
+peers would disagree with them on every view), so a node file naming it is refused.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import tomllib
+import re
 from pathlib import Path
 from typing import Any
 
 from repp2p.errors import ConfigError
 from repp2p.net.params import ConnectionParams, FeedParams, GossipParams, SyncParams
+from repp2p.network_params import (
+    BOOTSTRAP_DIR,
+    NETWORK_NAME_PATTERN,
+    NetworkParams,
+    network_file,
+    read_toml,
+)
+from repp2p.params_check import (
+    bool_field,
+    check_keys,
+    choice_field,
+    float_field,
+    int_field,
+    str_field,
+)
 from repp2p.records import TEE_KINDS
 from repp2p.records.types import ENGINE_ID_PATTERN
 from repp2p.timers import Timers
 
-BOOTSTRAP_DIR = Path(__file__).resolve().parent.parent / "bootstrap"
+__all__ = [
+    "BOOTSTRAP_DIR",
+    "NodeConfig",
+    "load_bootstrap_list",
+    "load_node_config",
+    "node_config_from_dict",
+]
+
+#: The network-layer sections of a node file and their classes.
+_SECTIONS: dict[str, type] = {
+    "gossip": GossipParams,
+    "sync": SyncParams,
+    "feed": FeedParams,
+    "connections": ConnectionParams,
+    "timers": Timers,
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,24 +85,32 @@ class NodeConfig:
 
     Attributes:
         data_dir: folder holding ``records.db``, the key (by default) and ``runtime.json``.
-        network: network name; ``dev`` is the only one that may accept the simulated TEE.
+        network: network name, ``[a-z0-9-]``, 1-32 characters; ``dev`` is the only one
+            that may accept the simulated TEE.
+        network_file: the network's file (parameters, bootstrap peers) when it is not
+            shipped as ``bootstrap/<network>.toml``; None = that file.
+        network_params: the network's parameters; None (the default) loads them from the
+            network's file when the config is built. Given explicitly (tests, a devnet with
+            short epochs), its ``name`` must equal ``network``.
         key_file: identity key (created 0600 on first start when missing).
-        listen: multiaddrs to listen on.
+        listen: multiaddrs to listen on (at least one).
         bootstrap: multiaddrs (with ``/p2p/``) of bootstrap peers; empty = the network's list.
         engines: engine ids this node serves.
         tee_kind: the TEE the node runs in (``simulated`` is development only).
-        price: micro-REP per task. capacity: concurrent tasks (1..65535).
-        throughput: tasks per epoch the node claims to sustain.
-        heartbeat_interval_s: seconds between heartbeats (1..3600), sent at the node's
-            fixed phase (25-75% into each interval, from its peer ID): an interval that
+        price: micro-REP per task, 0..2**63.
+        capacity: concurrent tasks, 1..65535.
+        throughput: tasks per epoch the node claims to sustain, 0..2**32-1.
+        heartbeat_interval_s: seconds between heartbeats, 0.1..3600, sent at the node's
+            fixed phase (15-85% into each interval, from its peer ID): an interval that
             divides ``epoch_s`` gives every epoch the same number, the last well before the
-            boundary (views use an epoch's last one).
-        epoch_s: epoch length in seconds (1..86400); heartbeats are per epoch.
-        republish_interval_s: seconds between NodeAd/provider republications (1..28800: an
+            boundary (views use an epoch's last one). None (the default) = half the
+            network's epoch: two per epoch, the last for the views, the other a spare.
+        republish_interval_s: seconds between NodeAd/provider republications, 1..28800 (an
             ad lives three periods, and records may live at most a day).
         status_listen: ``host:port`` of the HTTP /metrics and /status endpoint ("" = off).
         enable_quic: also listen on QUIC where a ``/udp/.../quic-v1`` address is given.
-        policy: path of the attestation policy TOML ("" = the network's default).
+        policy: path of the attestation policy TOML ("" = the network's,
+            ``network_params.policy_file`` next to the network's file).
         log_format: ``text`` or ``json``. log_level: a logging level name.
         role: ``full`` (serves tasks, DHT server) or ``client`` (a light peer that follows
             gossip and submits tasks; DHT client mode, no enclave).
@@ -73,10 +120,14 @@ class NodeConfig:
             a task and running it (fault injection for failover tests), 0..600.
         gossip, sync, feed, connections: network-layer parameters.
         timers: the live layer's timeouts and loop periods (:class:`repp2p.timers.Timers`).
+        gossip, sync, feed, connections: network-layer parameters (their classes in
+            :mod:`repp2p.net.params` document each field's bounds).
     """
 
     data_dir: Path
     network: str = "dev"
+    network_file: Path | None = None
+    network_params: NetworkParams | None = None  # type: ignore[assignment]  # set below
     key_file: Path | None = None
     listen: tuple[str, ...] = ("/ip4/0.0.0.0/tcp/4001",)
     bootstrap: tuple[str, ...] = ()
@@ -85,8 +136,7 @@ class NodeConfig:
     price: int = 1000
     capacity: int = 4
     throughput: int = 600
-    heartbeat_interval_s: float = 30.0
-    epoch_s: int = 60
+    heartbeat_interval_s: float | None = None
     republish_interval_s: float = 300.0
     status_listen: str = "127.0.0.1:0"
     enable_quic: bool = False
@@ -103,12 +153,8 @@ class NodeConfig:
     timers: Timers = dataclasses.field(default_factory=Timers)
 
     def __post_init__(self) -> None:
-        import re
-
-        if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,31}", self.network):
-            raise ConfigError(f"network name {self.network!r} must be [a-z0-9-], 1-32 chars")
-        if self.tee_kind not in TEE_KINDS:
-            raise ConfigError(f"tee_kind {self.tee_kind!r} is not one of {sorted(TEE_KINDS)}")
+        str_field(self, "network", NETWORK_NAME_PATTERN)
+        choice_field(self, "tee_kind", TEE_KINDS)
         if self.tee_kind == "simulated" and self.network != "dev":
             raise ConfigError(
                 "tee_kind 'simulated' is for the dev network only: it gives no real security"
@@ -118,54 +164,77 @@ class NodeConfig:
                 raise ConfigError(f"engine id {engine!r} is not valid")
         if not self.listen:
             raise ConfigError("listen must name at least one address")
-        checks = (
-            ("price", self.price, 0, 2**63),
-            ("capacity", self.capacity, 1, 65535),
-            ("throughput", self.throughput, 0, 2**32 - 1),
-            ("heartbeat_interval_s", self.heartbeat_interval_s, 0.1, 3600),
-            ("epoch_s", self.epoch_s, 1, 86400),
-            ("republish_interval_s", self.republish_interval_s, 1, 28800),
-        )
-        for name, value, low, high in checks:
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ConfigError(f"{name} must be a number")
-            if not low <= value <= high:
-                raise ConfigError(f"{name}={value} is outside [{low}, {high}]")
+        int_field(self, "price", 0, 2**63)
+        int_field(self, "capacity", 1, 65535)
+        int_field(self, "throughput", 0, 2**32 - 1)
+        float_field(self, "republish_interval_s", 1, 28800)
+        float_field(self, "task_delay_s", 0, 600)
+        for name in ("enable_quic", "cheat"):
+            bool_field(self, name)
         if self.status_listen and not _is_host_port(self.status_listen):
             raise ConfigError(f"status_listen {self.status_listen!r} must be host:port")
-        if self.log_format not in ("text", "json"):
-            raise ConfigError("log_format must be 'text' or 'json'")
-        if self.role not in ("full", "client"):
-            raise ConfigError("role must be 'full' or 'client'")
+        choice_field(self, "log_format", ("text", "json"))
+        choice_field(self, "role", ("full", "client"))
         if self.cheat and self.network != "dev":
             raise ConfigError("cheat is a dev-network demo switch only")
         if self.task_delay_s and self.network != "dev":
             raise ConfigError("task_delay_s is a dev-network test switch only")
-        if not 0 <= self.task_delay_s <= 600:
-            raise ConfigError("task_delay_s must be within [0, 600]")
+        for section, cls in _SECTIONS.items():
+            if not isinstance(getattr(self, section), cls):
+                raise ConfigError(f"NodeConfig.{section} must be a {cls.__name__}")
+        self._set_network_params()
+        if self.heartbeat_interval_s is None:
+            # Follows the epoch: a fixed 30 s would leave 10-s dev epochs without heartbeats.
+            object.__setattr__(self, "heartbeat_interval_s", self.epoch_s / 2)
+        float_field(self, "heartbeat_interval_s", 0.1, 3600)
+
+    def _set_network_params(self) -> None:
+        params = self.network_params
+        if params is None:
+            params = NetworkParams.load(self.network, self.network_file)
+        elif not isinstance(params, NetworkParams):
+            raise ConfigError(f"NodeConfig.network_params must be a NetworkParams, got {params!r}")
+        elif params.name != self.network:
+            raise ConfigError(
+                f"network_params are those of network {params.name!r}, not {self.network!r}"
+            )
+        # A frozen dataclass may still complete itself in __post_init__.
+        object.__setattr__(self, "network_params", params)
+
+    @property
+    def epoch_s(self) -> int:
+        """The network's epoch length in seconds (``network_params.epoch_s``)."""
+        return self.network_params.epoch_s
 
     @property
     def key_path(self) -> Path:
         """Where the identity key lives."""
         return self.key_file or self.data_dir / "node.key"
 
+    @property
+    def network_folder(self) -> Path:
+        """The folder of the network's file (its policy file is looked up there)."""
+        return self.network_file.parent if self.network_file else BOOTSTRAP_DIR
+
     def policy_path(self) -> Path:
-        """The attestation policy file: ``policy`` or ``bootstrap/policy-<network>.toml``."""
+        """The attestation policy file: ``policy``, or the network's policy file
+        (``network_params.policy_file``, by default ``policy-<network>.toml``) next to the
+        network's file."""
         if self.policy:
             return Path(self.policy)
-        default = BOOTSTRAP_DIR / f"policy-{self.network}.toml"
+        default = self.network_folder / self.network_params.policy_file
         if not default.exists():
             raise ConfigError(
-                f'no attestation policy: set policy = "..." (no {default.name} for '
+                f'no attestation policy: set policy = "..." (no {default} for '
                 f"network {self.network!r})"
             )
         return default
 
     def bootstrap_addrs(self) -> tuple[str, ...]:
-        """The configured bootstrap list, or the network's list from ``bootstrap/``."""
+        """The configured bootstrap list, or the network's list from its file."""
         if self.bootstrap:
             return self.bootstrap
-        return load_bootstrap_list(self.network)
+        return load_bootstrap_list(self.network, path=self.network_file)
 
 
 def _is_host_port(text: str) -> bool:
@@ -173,48 +242,41 @@ def _is_host_port(text: str) -> bool:
     return bool(sep and host and port.isdigit() and 0 <= int(port) <= 65535)
 
 
-def load_bootstrap_list(network: str, folder: Path = BOOTSTRAP_DIR) -> tuple[str, ...]:
-    """Bootstrap multiaddrs of a network from ``bootstrap/<network>.toml`` (empty if none)."""
-    path = folder / f"{network}.toml"
+def load_bootstrap_list(
+    network: str, folder: Path = BOOTSTRAP_DIR, *, path: Path | None = None
+) -> tuple[str, ...]:
+    """Bootstrap multiaddrs of a network from its file (``path``, by default
+    ``<folder>/<network>.toml``); empty when the file or its ``peers`` key is absent."""
+    path = path or network_file(network, folder)
     if not path.exists():
         return ()
-    data = _read_toml(path)
-    peers = data.get("peers", [])
+    peers = read_toml(path).get("peers", [])
     if not isinstance(peers, list) or not all(isinstance(p, str) for p in peers):
         raise ConfigError(f"{path}: 'peers' must be a list of multiaddr strings")
     return tuple(peers)
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
-
-
 def _sub(cls: type, table: Any, where: str) -> Any:
-    if not isinstance(table, dict):
-        raise ConfigError(f"[{where}] must be a table")
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(table) - known)
-    if unknown:
-        raise ConfigError(f"[{where}] has unknown keys {unknown}")
+    check_keys(f"[{where}]", table, [f.name for f in dataclasses.fields(cls)])
     return cls(**table)
 
 
 def node_config_from_dict(data: dict[str, Any], *, base_dir: Path) -> NodeConfig:
     """Build a NodeConfig from parsed TOML; relative paths are relative to ``base_dir``."""
     data = dict(data)
-    known = {f.name for f in dataclasses.fields(NodeConfig)}
+    if "epoch_s" in data:
+        where = data.get("network_file") or f"bootstrap/{data.get('network', 'dev')}.toml"
+        raise ConfigError(
+            f"epoch_s is a network parameter, not a node setting: every peer of the network "
+            f"must use the same, so it is read from the network's file ({where})"
+        )
+    known = {f.name for f in dataclasses.fields(NodeConfig)} - {"network_params"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"unknown configuration keys {unknown}")
     if "data_dir" not in data:
         raise ConfigError("data_dir is required")
-    for key in ("data_dir", "key_file"):
+    for key in ("data_dir", "key_file", "network_file"):
         if key in data:
             if not isinstance(data[key], str):
                 raise ConfigError(f"{key} must be a path string")
@@ -226,16 +288,9 @@ def node_config_from_dict(data: dict[str, Any], *, base_dir: Path) -> NodeConfig
             if not isinstance(data[key], list) or not all(isinstance(x, str) for x in data[key]):
                 raise ConfigError(f"{key} must be a list of strings")
             data[key] = tuple(data[key])
-    if "gossip" in data:
-        data["gossip"] = _sub(GossipParams, data["gossip"], "gossip")
-    if "sync" in data:
-        data["sync"] = _sub(SyncParams, data["sync"], "sync")
-    if "feed" in data:
-        data["feed"] = _sub(FeedParams, data["feed"], "feed")
-    if "connections" in data:
-        data["connections"] = _sub(ConnectionParams, data["connections"], "connections")
-    if "timers" in data:
-        data["timers"] = _sub(Timers, data["timers"], "timers")
+    for section, cls in _SECTIONS.items():
+        if section in data:
+            data[section] = _sub(cls, data[section], section)
     try:
         return NodeConfig(**data)
     except TypeError as exc:
@@ -245,4 +300,4 @@ def node_config_from_dict(data: dict[str, Any], *, base_dir: Path) -> NodeConfig
 def load_node_config(path: str | Path) -> NodeConfig:
     """Read and validate a node TOML file."""
     path = Path(path)
-    return node_config_from_dict(_read_toml(path), base_dir=path.parent.resolve())
+    return node_config_from_dict(read_toml(path), base_dir=path.parent.resolve())

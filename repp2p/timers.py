@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 
-from repp2p.errors import ConfigError
+from repp2p.params_check import float_field
 
 
 @dataclasses.dataclass(frozen=True)
 class Timers:
     """Timeouts and loop periods of the node, the task server and the client (seconds).
+
+    Every field is a number of seconds; "(0, x]" below means at least 1 ms.
 
     Attributes:
         tick_s: period of the node's polling loops (views, attestation schedule, DHT
@@ -49,30 +51,24 @@ class Timers:
     handover_s: float = 10.0
     lookup_poll_s: float = 0.5
 
-    #: (low, high, low inclusive) per field, documented above
-    _BOUNDS = {
-        "tick_s": (0.0, 60.0, False),
-        "dial_timeout_s": (0.0, 120.0, False),
-        "dht_op_timeout_s": (0.0, 300.0, False),
-        "refresh_interval_s": (1.0, 86400.0, True),
-        "discovery_max_delay_s": (0.5, 3600.0, True),
-        "shutdown_grace_s": (0.0, 60.0, False),
-        "task_idle_s": (0.0, 3600.0, False),
-        "task_request_s": (0.0, 600.0, False),
-        "task_reply_s": (0.0, 600.0, False),
-        "attempt_budget_s": (0.0, 3600.0, False),
-        "handover_s": (0.0, 600.0, False),
-        "lookup_poll_s": (0.0, 60.0, False),
-    }
-
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            low, high, low_ok = self._BOUNDS[field.name]
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ConfigError(f"Timers.{field.name} must be a number of seconds")
-            if not (low <= value if low_ok else low < value) or value > high:
-                bracket = "[" if low_ok else "("
-                raise ConfigError(
-                    f"Timers.{field.name}={value} is outside {bracket}{low:g}, {high:g}]"
-                )
+            low, high = _BOUNDS[field.name]
+            float_field(self, field.name, low, high)
+
+
+#: (low, high) per field, as documented on :class:`Timers` ("(0, x]" is written 1 ms)
+_BOUNDS = {
+    "tick_s": (0.001, 60.0),
+    "dial_timeout_s": (0.001, 120.0),
+    "dht_op_timeout_s": (0.001, 300.0),
+    "refresh_interval_s": (1.0, 86400.0),
+    "discovery_max_delay_s": (0.5, 3600.0),
+    "shutdown_grace_s": (0.001, 60.0),
+    "task_idle_s": (0.001, 3600.0),
+    "task_request_s": (0.001, 600.0),
+    "task_reply_s": (0.001, 600.0),
+    "attempt_budget_s": (0.001, 3600.0),
+    "handover_s": (0.001, 600.0),
+    "lookup_poll_s": (0.001, 60.0),
+}

@@ -13,7 +13,6 @@ remembers it); stale or expired evidence only makes it unverified until it re-at
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Iterable
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 from repp2p.attestation import Policy, VerificationCache, verify_node
 from repp2p.errors import AttestationError, AttestationReason, StoreError
 from repp2p.matching import MatchingParams, View
+from repp2p.network_params import NetworkParams
 from repp2p.records import (
     Attestation,
     Claim,
@@ -36,7 +36,6 @@ from repp2p.tee.measurement import enclave_measurement, runtime_measurement
 
 log = logging.getLogger("repp2p.viewer")
 
-BEACON_DOMAIN = b"repp2p/1/beacon\0"
 _AGE_REASONS = {
     AttestationReason.STALE_EVIDENCE,
     AttestationReason.CERT_EXPIRED,
@@ -44,27 +43,16 @@ _AGE_REASONS = {
 }
 
 
-def beacon(epoch: int) -> bytes:
-    """The epoch beacon: SHA-256 of a domain tag and the epoch (u64 big-endian).
-
-    Public and predictable by design (every peer must derive it alone); the matching docs
-    explain what a client grinding ``task_id`` against it can and cannot gain.
-    """
-    return hashlib.sha256(BEACON_DOMAIN + epoch.to_bytes(8, "big")).digest()
-
-
-#: Task records (offers, claims, receipts, feedback) enter views this many epochs late.
-TASK_RECORD_LAG = 2
-
-
-def before_epoch(records: Iterable[SignedRecord], epoch: int) -> list[SignedRecord]:
+def before_epoch(
+    records: Iterable[SignedRecord], epoch: int, params: NetworkParams
+) -> list[SignedRecord]:
     """The records a view of ``epoch`` is built from.
 
-    Heartbeats count from earlier epochs; task records (offers and claims by their epoch,
-    receipts and feedback by their offer's epoch; unknown offer: left out) only from epochs
-    ``<= epoch - TASK_RECORD_LAG``: tasks still in flight at a boundary keep producing
-    feedback for a while, and peers building the view a moment apart must not see
-    different reputations. Ads and attestations always count.
+    Heartbeats count from epochs ``<= epoch - params.heartbeat_lag``; task records (offers
+    and claims by their epoch, receipts and feedback by their offer's epoch; unknown offer:
+    left out) only from epochs ``<= epoch - params.task_record_lag``: tasks still in flight
+    at a boundary keep producing feedback for a while, and peers building the view a moment
+    apart must not see different reputations. Ads and attestations always count.
     """
     records = list(records)
     offer_epoch = {
@@ -77,11 +65,11 @@ def before_epoch(records: Iterable[SignedRecord], epoch: int) -> list[SignedReco
             out.append(signed)
             continue
         if isinstance(rec, Receipt | Feedback):
-            record_epoch, limit = offer_epoch.get(rec.task_id), epoch - TASK_RECORD_LAG
+            record_epoch, limit = offer_epoch.get(rec.task_id), epoch - params.task_record_lag
         elif isinstance(rec, TaskOffer | Claim):
-            record_epoch, limit = rec.epoch, epoch - TASK_RECORD_LAG
+            record_epoch, limit = rec.epoch, epoch - params.task_record_lag
         else:
-            record_epoch, limit = getattr(rec, "epoch", None), epoch - 1
+            record_epoch, limit = getattr(rec, "epoch", None), epoch - params.heartbeat_lag
         if record_epoch is not None and record_epoch <= limit:
             out.append(signed)
     return out
@@ -93,7 +81,8 @@ class ViewKeeper:
     Args:
         store: the peer's record store (accepted records only).
         policy: the network's attestation policy (:mod:`repp2p.attestation`).
-        epoch_s: epoch length in seconds.
+        params: the network's parameters (``NodeConfig.network_params``): epoch length,
+            record lags, matching and reputation parameters.
         book_path: where the penalty book is kept across restarts (a node's data dir);
             None keeps it in memory only.
     """
@@ -102,24 +91,35 @@ class ViewKeeper:
         self,
         store: RecordStoreAPI,
         policy: Policy,
+        params: NetworkParams,
         *,
-        epoch_s: int,
-        matching_params: MatchingParams | None = None,
-        reputation_params: ReputationParams | None = None,
         book_path: Path | None = None,
     ) -> None:
         self.store = store
         self.book_path = book_path
         self._saved_book = self._load_book()
         self.policy = policy
-        self.epoch_s = epoch_s
-        self.matching_params = matching_params or MatchingParams()
-        self.reputation_params = reputation_params or ReputationParams()
+        self.params = params
         self._cache: VerificationCache = VerificationCache(4096)
         self._views: dict[int, View] = {}
         self._keys: dict[str, tuple[bytes, bytes]] = {}
         self._verdicts: dict[str, AttestedNode] = {}
         self._runtime = runtime_measurement()
+
+    @property
+    def epoch_s(self) -> int:
+        """Epoch length in seconds (``params.epoch_s``)."""
+        return self.params.epoch_s
+
+    @property
+    def matching_params(self) -> MatchingParams:
+        """The network's matching parameters (``params.matching``)."""
+        return self.params.matching
+
+    @property
+    def reputation_params(self) -> ReputationParams:
+        """The network's reputation parameters (``params.reputation``)."""
+        return self.params.reputation
 
     # -- attestation verdicts ------------------------------------------------------------
 
@@ -201,7 +201,8 @@ class ViewKeeper:
 
         Only settled records count (:func:`before_epoch`), so peers that build it at
         different moments of the epoch agree: heartbeats of the epoch itself (their load
-        changes with every task) wait for the next view, task records for two.
+        changes with every task) wait for the next view (``heartbeat_lag``), task records
+        for two (``task_record_lag``).
         Ads and attestations count as current; nodes re-attest at mid-epoch, so the one
         a peer holds at the boundary is stable. A digest mismatch in claims shows residue.
         """
@@ -212,7 +213,7 @@ class ViewKeeper:
             # equivocation lives in its evidence table. Both must reach the reputation
             # core, which turns the pair into an offence.
             evidence = [r for pair in self.store.equivocations() for r in pair]
-            records = before_epoch(self.store.query() + evidence, epoch)
+            records = before_epoch(self.store.query() + evidence, epoch, self.params)
             previous = self._views.get(epoch - 1)
             if previous is not None:
                 book = previous.penalties
@@ -222,15 +223,8 @@ class ViewKeeper:
                 book = self._saved_book
             else:
                 book = PenaltyBook()
-            view = View.build(
-                records,
-                self.verdicts(records, now),
-                epoch=epoch,
-                epoch_s=self.epoch_s,
-                penalties=book,
-                reputation_params=self.reputation_params,
-                matching_params=self.matching_params,
-            )
+            verdicts = self.verdicts(records, now)
+            view = View.build(records, verdicts, epoch=epoch, params=self.params, penalties=book)
             self._views[epoch] = view
             for old in [e for e in self._views if e < epoch - 3]:
                 del self._views[old]

@@ -6,19 +6,22 @@ import dataclasses
 
 from repp2p.attestation import load_policy
 from repp2p.config import BOOTSTRAP_DIR
+from repp2p.matching import beacon
+from repp2p.network_params import NetworkParams
 from repp2p.records import Heartbeat, sign
 from repp2p.reputation import PenaltyBook
 from repp2p.reputation.penalties import PenaltyEntry
 from repp2p.store import SqliteRecordStore
 from repp2p.testing import factories
-from repp2p.viewer import ViewKeeper, beacon, before_epoch
+from repp2p.viewer import ViewKeeper, before_epoch
 
 NOW = 1  # the views here are of epochs a few 10-s epochs after the unix epoch
 FAR = factories.far_future(NOW)
+DEV = NetworkParams.load("dev")  # 10-s epochs
 
 
-def _keeper(store):
-    return ViewKeeper(store, load_policy(BOOTSTRAP_DIR / "policy-dev.toml"), epoch_s=10)
+def _keeper(store, params=DEV, **kw):
+    return ViewKeeper(store, load_policy(BOOTSTRAP_DIR / "policy-dev.toml"), params, **kw)
 
 
 def test_equivocation_kept_as_evidence_becomes_an_offence_in_the_view():
@@ -43,10 +46,26 @@ def test_views_use_records_of_earlier_epochs_only():
         sign(dataclasses.replace(factories.sample_records(now=NOW)[3], epoch=e), node)
         for e in (5, 6)
     ]
-    kept = before_epoch([*beats, *offers, ad], 7)
+    kept = before_epoch([*beats, *offers, ad], 7, DEV)
     assert [s.record.epoch for s in kept if s.type == "Heartbeat"] == [5, 6]
     assert [s.record.epoch for s in kept if s.type == "TaskOffer"] == [5]  # two epochs late
     assert ad in kept  # ads (and attestations) always count
+    # The lags are the network's: another network's file may set them.
+    slow = DEV.replace(task_record_lag=1, heartbeat_lag=2)
+    kept = before_epoch([*beats, *offers, ad], 7, slow)
+    assert [s.record.epoch for s in kept if s.type == "Heartbeat"] == [5]
+    assert [s.record.epoch for s in kept if s.type == "TaskOffer"] == [5, 6]
+
+
+def test_the_keeper_builds_views_with_the_networks_params():
+    store = SqliteRecordStore(":memory:")
+    keeper = _keeper(store)
+    assert keeper.epoch_s == 10 and keeper.view(4).params is DEV
+    other = _keeper(
+        store, DEV.replace(matching=dataclasses.replace(DEV.matching, failover_depth=4))
+    )
+    # Same records, other parameters: the view digests differ, so claims would show it.
+    assert other.view(4).digest != keeper.view(4).digest
 
 
 def test_beacon_is_a_pure_function_of_the_epoch():
@@ -62,19 +81,19 @@ def test_the_penalty_book_survives_a_restart(tmp_path):
     store.put_many([a, b], now=NOW)
     policy = load_policy(BOOTSTRAP_DIR / "policy-dev.toml")
     path = tmp_path / "penalties.cbor"
-    first = ViewKeeper(store, policy, epoch_s=10, book_path=path)
+    first = ViewKeeper(store, policy, DEV, book_path=path)
     book = first.view(7).penalties
     assert book.is_penalised(liar.peer_id, 8) and path.exists()
     # A phase-out that no record could re-derive (the low scores that caused it are gone).
     kept = PenaltyBook(7, {**book.entries, "12D3KooWphased": PenaltyEntry(until_epoch=50)})
     path.write_bytes(kept.to_bytes())
-    again = ViewKeeper(store, policy, epoch_s=10, book_path=path)
+    again = ViewKeeper(store, policy, DEV, book_path=path)
     restarted = again.view(9).penalties
     assert restarted.epoch == 9
     assert restarted.is_penalised("12D3KooWphased", 9)  # carried over from the file
     assert restarted.is_penalised(liar.peer_id, 9)
     # Without the file, the phase-out is forgotten (what the file is for).
-    fresh = ViewKeeper(store, policy, epoch_s=10).view(9).penalties
+    fresh = ViewKeeper(store, policy, DEV).view(9).penalties
     assert not fresh.is_penalised("12D3KooWphased", 9)
 
 
@@ -82,9 +101,7 @@ def test_a_damaged_penalty_book_is_ignored_not_fatal(tmp_path):
     path = tmp_path / "penalties.cbor"
     path.write_bytes(b"\xa1\x01garbage")
     store = SqliteRecordStore(":memory:")
-    keeper = ViewKeeper(
-        store, load_policy(BOOTSTRAP_DIR / "policy-dev.toml"), epoch_s=10, book_path=path
-    )
+    keeper = _keeper(store, book_path=path)
     assert keeper.view(3).penalties.epoch == 3  # built from an empty book
     assert PenaltyBook.from_bytes(path.read_bytes()).epoch == 3  # and replaced
     assert path.with_suffix(".damaged").read_bytes() == b"\xa1\x01garbage"  # nothing lost

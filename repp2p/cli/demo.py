@@ -65,7 +65,6 @@ def run(args: argparse.Namespace) -> int:
 async def _main(args: argparse.Namespace, folder: Path) -> None:
     from repp2p.cli.devnet import Devnet
     from repp2p.client import Client, TaskError
-    from repp2p.viewer import TASK_RECORD_LAG
 
     cheat_name = f"node-{args.nodes}"
     devnet = Devnet(
@@ -117,9 +116,10 @@ async def _main(args: argparse.Namespace, folder: Path) -> None:
             async with trio.open_nursery() as nursery:
                 for _ in range(args.concurrency):
                     nursery.start_soon(worker)
-            # Let the task records settle into the view (TASK_RECORD_LAG boundaries), so the
+            # Let the task records settle into the view (task_record_lag boundaries), so the
             # proof against the cheater is in it.
-            epoch = int(client.clock.now()) // EPOCH_S + TASK_RECORD_LAG
+            lag = client.views.params.task_record_lag
+            epoch = int(client.clock.now()) // EPOCH_S + lag
             await trio.sleep(max(0.0, epoch * EPOCH_S - client.clock.now()) + 1.0)
             print(stats.progress(args.tasks))
             _report(client, names, cheater, stats, epoch, args.redundancy)
@@ -168,14 +168,21 @@ def _report(
     client, names: dict[str, str], cheater: str, stats: _Stats, epoch: int, args_k: int
 ) -> None:
     from repp2p.ledger import MICRO, replay
-    from repp2p.viewer import TASK_RECORD_LAG
 
+    params = client.views.params
     view = client.views.view(epoch)
     table = view.reputation
     now = int(client.clock.now())
     records = client.store.query()
     attested = client.views.verdicts(records, now)
-    ledger = replay(records, attested, now=now, epoch_s=EPOCH_S)
+    ledger = replay(
+        records,
+        attested,
+        now=now,
+        epoch_s=params.epoch_s,
+        params=params.ledger,
+        reputation_params=params.reputation,
+    )
     print(
         f"\nreputation in the client's view of epoch {epoch} (any peer computes the same "
         "from the same records):"
@@ -211,7 +218,7 @@ def _report(
     later = sum(
         n
         for e, n in stats.cheater_tasks_by_epoch.items()
-        if e > stats.caught_epoch + TASK_RECORD_LAG
+        if e > stats.caught_epoch + params.task_record_lag
     )
     until = "forever" if entry.until_epoch >= 2**40 else f"epoch {entry.until_epoch}"
     phased_out = "yes" if view.penalties.is_penalised(cheater, epoch) else "no"

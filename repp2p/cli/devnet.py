@@ -23,10 +23,12 @@ from typing import Any
 import trio
 
 from repp2p.errors import NetworkError, ReppError
+from repp2p.network_params import NetworkParams
 
 GRACE_S = 10.0
-#: the dev network's epoch in seconds (bootstrap/dev.toml); clients of a devnet use it too
-EPOCH_S = 10
+#: The dev network's epoch in seconds, read from bootstrap/dev.toml: the devnet's nodes
+#: read the same file, and its clients (demo, benches, tests) must use the same value.
+EPOCH_S = NetworkParams.load("dev").epoch_s
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -51,8 +53,7 @@ def _config(
         "listen": ["/ip4/127.0.0.1/tcp/0"],
         "engines": engines,
         "status_listen": "127.0.0.1:0",
-        "heartbeat_interval_s": 10.0,  # one per epoch: views take an epoch's last one
-        "epoch_s": EPOCH_S,
+        "heartbeat_interval_s": float(EPOCH_S),  # one per epoch: views take an epoch's last one
         # republish_interval_s stays at the node default (300 s): each round re-provides
         # every engine on the DHT, dialling the ~20 peers closest to each key, and those
         # connections are trimmed again 20 s later; at 30 s that churn cost a 24-node devnet

@@ -1,9 +1,10 @@
 """``repp2p ledger``: REP balances recomputed from a node's record store.
 
-Reads ``DIR/records.db`` (and ``DIR/node.toml`` for the epoch length and attestation policy
-when present), verifies attestations under that policy like the node's view does, and
-replays :func:`repp2p.ledger.replay`. Final balances (grace period over) and pending ones
-(provisional epochs included) are printed separately.
+Reads ``DIR/records.db`` (and ``DIR/node.toml``, when present, for the network and the
+attestation policy), takes the network's parameters (epoch length, ledger and reputation
+parameters) from its file like every peer, verifies attestations under the policy like the
+node's view does, and replays :func:`repp2p.ledger.replay`. Final balances (grace period
+over) and pending ones (provisional epochs included) are printed separately.
 """
 
 from __future__ import annotations
@@ -12,9 +13,14 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from repp2p.errors import ConfigError
-from repp2p.ledger import MICRO, LedgerParams, LedgerReport, replay
+from repp2p.ledger import MICRO, LedgerReport, replay
+from repp2p.network_params import BOOTSTRAP_DIR, NetworkParams
+
+if TYPE_CHECKING:
+    from repp2p.attestation import Policy
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -23,29 +29,50 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     p.add_argument(
         "--epoch", type=int, default=None, help="as of the start of this epoch (default: now)"
     )
-    p.add_argument("--epoch-s", type=int, default=None, help="epoch length (default: node.toml)")
+    p.add_argument("--network", default=None, help="network name (default: node.toml's, else dev)")
+    p.add_argument("--network-file", type=Path, default=None, help="the network's file")
     p.add_argument("--policy", default=None, help="attestation policy TOML (default: node.toml)")
-    p.add_argument("--grace-epochs", type=int, default=LedgerParams().grace_epochs)
+    p.add_argument(
+        "--epoch-s",
+        type=int,
+        default=None,
+        help="override the network's epoch length (inspect a store under other assumptions)",
+    )
+    p.add_argument(
+        "--grace-epochs", type=int, default=None, help="override the network's grace_epochs"
+    )
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.set_defaults(func=_ledger)
 
 
-def _settings(args: argparse.Namespace) -> tuple[int, object]:
+def _settings(args: argparse.Namespace) -> tuple[NetworkParams, Policy]:
+    """The network's parameters (with the command line's overrides) and the policy."""
+    import dataclasses
+
     from repp2p.attestation import load_policy
     from repp2p.config import load_node_config
 
     cfg_path = args.data_dir / "node.toml"
     cfg = load_node_config(cfg_path) if cfg_path.exists() else None
-    epoch_s = args.epoch_s or (cfg.epoch_s if cfg else 60)
+    if args.network is None and args.network_file is None and cfg is not None:
+        params = cfg.network_params
+        folder = cfg.network_folder
+    else:
+        name = args.network or (cfg.network if cfg else "dev")
+        params = NetworkParams.load(name, args.network_file)
+        folder = args.network_file.parent if args.network_file else BOOTSTRAP_DIR
+    if args.epoch_s is not None:
+        params = params.replace(epoch_s=args.epoch_s)
+    if args.grace_epochs is not None:
+        ledger = dataclasses.replace(params.ledger, grace_epochs=args.grace_epochs)
+        params = params.replace(ledger=ledger)
     if args.policy:
         policy_path = Path(args.policy)
-    elif cfg is not None:
+    elif cfg is not None and cfg.network == params.name:
         policy_path = cfg.policy_path()
     else:
-        from repp2p.config import BOOTSTRAP_DIR
-
-        policy_path = BOOTSTRAP_DIR / "policy-dev.toml"
-    return epoch_s, load_policy(policy_path)
+        policy_path = folder / params.policy_file
+    return params, load_policy(policy_path)
 
 
 def compute_report(args: argparse.Namespace) -> tuple[LedgerReport, int]:
@@ -56,16 +83,23 @@ def compute_report(args: argparse.Namespace) -> tuple[LedgerReport, int]:
     db = args.data_dir / "records.db"
     if not db.exists():
         raise ConfigError(f"no record store at {db}")
-    epoch_s, policy = _settings(args)
-    now = args.epoch * epoch_s if args.epoch is not None else int(time.time())
+    params, policy = _settings(args)
+    now = args.epoch * params.epoch_s if args.epoch is not None else int(time.time())
     store = SqliteRecordStore(db)
     try:
         records = store.query()
-        attested = ViewKeeper(store, policy, epoch_s=epoch_s).verdicts(records, now)
+        attested = ViewKeeper(store, policy, params).verdicts(records, now)
     finally:
         store.close()
-    params = LedgerParams(grace_epochs=args.grace_epochs)
-    return replay(records, attested, now=now, epoch_s=epoch_s, params=params), epoch_s
+    report = replay(
+        records,
+        attested,
+        now=now,
+        epoch_s=params.epoch_s,
+        params=params.ledger,
+        reputation_params=params.reputation,
+    )
+    return report, params.epoch_s
 
 
 def _ledger(args: argparse.Namespace) -> int:

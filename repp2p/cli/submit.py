@@ -12,8 +12,9 @@ from pathlib import Path
 
 import trio
 
-from repp2p.config import BOOTSTRAP_DIR, _read_toml, load_bootstrap_list
+from repp2p.config import load_bootstrap_list
 from repp2p.errors import ConfigError
+from repp2p.network_params import NetworkParams
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -27,21 +28,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
         metavar="MULTIADDR",
         help="a peer to join through (repeatable); default: the network's bootstrap list",
     )
-    p.add_argument("--network", default="dev", help="network name (default dev)")
-    p.add_argument("--epoch-s", type=int, help="the network's epoch length (default: its file)")
+    p.add_argument(
+        "--network", default="dev", help="network name: bootstrap/<network>.toml (default dev)"
+    )
     p.add_argument("--redundancy", type=int, default=1, help="nodes that run it (k)")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds for the whole task")
     p.add_argument("--data-dir", help="client identity and records (default ~/.local/share)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
-
-
-def _epoch_s(network: str) -> int:
-    path = BOOTSTRAP_DIR / f"{network}.toml"
-    value = _read_toml(path).get("epoch_s", 60) if path.exists() else 60
-    if type(value) is not int or value < 1:
-        raise ConfigError(f"{path}: epoch_s must be a positive integer")
-    return value
 
 
 def _read_input(text: str) -> bytes:
@@ -59,10 +53,13 @@ def run(args: argparse.Namespace) -> int:
 
     setup_logging("text", "WARNING")
     data = _read_input(args.input)
+    # The network's file gives the epoch length (and every other shared parameter), the
+    # same one its nodes read: a client on another epoch length would build other views.
+    params = NetworkParams.load(args.network)
     bootstrap = args.bootstrap or list(load_bootstrap_list(args.network))
     if not bootstrap:
         raise ConfigError("no bootstrap peer: pass --bootstrap MULTIADDR")
-    epoch_s = args.epoch_s or _epoch_s(args.network)
+    epoch_s = params.epoch_s
     data_dir = (
         Path(args.data_dir)
         if args.data_dir
@@ -73,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
 
     async def main():
         async with Client.open(
-            bootstrap, data_dir=data_dir, network=args.network, epoch_s=epoch_s
+            bootstrap, data_dir=data_dir, network=args.network, network_params=params
         ) as client:
             await client.wait_for_nodes(args.engine, args.redundancy, timeout=2 * epoch_s)
             return await client.submit(

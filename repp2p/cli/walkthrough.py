@@ -14,6 +14,7 @@ from pathlib import Path
 
 from repp2p.errors import RecordError
 from repp2p.identity import Identity
+from repp2p.network_params import NetworkParams
 from repp2p.records import EngineOffer, Heartbeat, NodeAd, decode, encode
 from repp2p.store import SqliteRecordStore
 
@@ -59,7 +60,7 @@ def _tour(folder: Path) -> int:
             f"3. stored    {store.put(signed, now=now).value}; again: "
             f"{store.put(signed, now=now).value}"
         )
-        epoch = now // 60
+        epoch = now // NetworkParams.load("dev").epoch_s  # the dev network's epochs
         beats = [
             decode(
                 encode(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from repp2p.errors import ConfigError
+from repp2p.params_check import bool_field, int_field
 
 #: One REP in micro-REP (balances are integers in micro-REP).
 MICRO = 1_000_000
@@ -45,23 +45,15 @@ class LedgerParams:
         self.validate()
 
     def validate(self) -> None:
-        """Check every field; raise :class:`ConfigError` naming the first bad one."""
-        for name, lo, hi in (
-            ("emission_micro", 0, 2**53),
-            ("halving_epochs", 0, 2**32),
-            ("grace_epochs", 0, 1000),
-            ("quality_exponent", 0, 3),
-            ("min_quality_permille", 0, 1000),
-            ("offence_slash_pct", 0, 100),
-            ("phase_out_slash_pct", 0, 100),
-        ):
-            value = getattr(self, name)
-            if type(value) is not int:
-                raise ConfigError(f"ledger: {name} must be an integer, got {value!r}")
-            if not lo <= value <= hi:
-                raise ConfigError(f"ledger: {name}={value!r} outside [{lo}, {hi}]")
-        if type(self.feedback_needs_trust) is not bool:
-            raise ConfigError("ledger: feedback_needs_trust must be a boolean")
+        """Check every field; raise ``ConfigError`` naming the first bad one."""
+        int_field(self, "emission_micro", 0, 2**53)
+        int_field(self, "halving_epochs", 0, 2**32)
+        int_field(self, "grace_epochs", 0, 1000)
+        int_field(self, "quality_exponent", 0, 3)
+        int_field(self, "min_quality_permille", 0, 1000)
+        bool_field(self, "feedback_needs_trust")
+        int_field(self, "offence_slash_pct", 0, 100)
+        int_field(self, "phase_out_slash_pct", 0, 100)
 
     def emission(self, epoch: int) -> int:
         """Micro-REP minted for ``epoch`` (integer; halvings by right shift)."""

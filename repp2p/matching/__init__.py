@@ -2,8 +2,9 @@
 
 Public API::
 
-    View.build(records, attested, *, epoch, epoch_s, penalties=None, ...) -> View
-    View.from_evidence(evidence, *, epoch, epoch_s, ...) -> View     # simulator path
+    View.build(records, attested, *, epoch, params, penalties=None, ...) -> View
+    View.from_evidence(evidence, *, epoch, params, ...) -> View      # simulator path
+    beacon(epoch) -> 32 bytes                                        # public, per epoch
     rank(task, view, beacon, *, limit=None) -> list[peer_id]         # first k take it
     verify_claim(claim, offer, view, beacon) -> rank                 # raises ClaimError
     should_claim(rank, k, better_claims_seen_ms, params) -> bool     # failover schedule
@@ -11,9 +12,13 @@ Public API::
     accepted_claims(seen_ms, k, params) -> [rank, ...]
     MatchingParams(...)                                              # frozen, validated
 
+``params`` is the network's :class:`repp2p.network_params.NetworkParams` (epoch length,
+matching and reputation parameters; its digest goes into the view's).
+
 Pure: no I/O, no clock, no global randomness; the beacon is an argument.
 """
 
+from repp2p.matching.beacon import BEACON_DOMAIN, beacon
 from repp2p.matching.claims import (
     ClaimError,
     ClaimReason,
@@ -29,11 +34,13 @@ from repp2p.matching.rank import rank_fast, rank_first_many, rank_reference
 from repp2p.matching.view import View, rank
 
 __all__ = [
+    "BEACON_DOMAIN",
     "ClaimError",
     "ClaimReason",
     "MatchingParams",
     "View",
     "accepted_claims",
+    "beacon",
     "claim_opens_at_ms",
     "draw",
     "may_rank_claim",

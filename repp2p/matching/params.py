@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from repp2p.errors import ConfigError
+from repp2p.params_check import int_field
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,17 +38,10 @@ class MatchingParams:
         self.validate()
 
     def validate(self) -> None:
-        """Check every field; raise :class:`ConfigError` naming the first bad one."""
-        for name, lo, hi in (
-            ("claim_timeout_ms", 1, 600_000),
-            ("failover_depth", 0, 239),
-            ("exploration_permille", 0, 500),
-            ("reputation_exponent", 0, 3),
-            ("capacity_cap", 1, 65535),
-            ("heartbeat_max_age_epochs", 1, 1000),
-        ):
-            value = getattr(self, name)
-            if type(value) is not int:
-                raise ConfigError(f"matching: {name} must be an integer, got {value!r}")
-            if not lo <= value <= hi:
-                raise ConfigError(f"matching: {name}={value!r} outside [{lo}, {hi}]")
+        """Check every field; raise ``ConfigError`` naming the first bad one."""
+        int_field(self, "claim_timeout_ms", 1, 600_000)
+        int_field(self, "failover_depth", 0, 239)
+        int_field(self, "exploration_permille", 0, 500)
+        int_field(self, "reputation_exponent", 0, 3)
+        int_field(self, "capacity_cap", 1, 65535)
+        int_field(self, "heartbeat_max_age_epochs", 1, 1000)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -31,6 +32,10 @@ from repp2p.reputation import (
     collect,
     compute,
 )
+
+if TYPE_CHECKING:
+    # Only for annotations: repp2p.network_params imports this package's params module.
+    from repp2p.network_params import NetworkParams
 
 VIEW_DOMAIN = b"repp2p/1/view\0"
 
@@ -65,7 +70,9 @@ class View:
     Attributes:
         epoch: the epoch whose tasks this view ranks (records as of its start).
         now: unix seconds of the epoch boundary (``epoch * epoch_s``).
-        digest: 32 bytes identifying the view (records, verdicts, penalties, params).
+        params: the network's parameters (epoch length, matching, reputation).
+        digest: 32 bytes identifying the view (records, verdicts, penalties, and the
+            digest of ``params``).
         evidence, reputation, penalties: what the view was built from and computed.
         peers: node peer IDs, sorted; the index space of the arrays below.
         words: uint64 rendezvous peer words.
@@ -76,13 +83,11 @@ class View:
 
     epoch: int
     now: int
-    epoch_s: int
+    params: NetworkParams
     digest: bytes
     evidence: Evidence
     reputation: ReputationTable
     penalties: PenaltyBook
-    matching_params: MatchingParams
-    reputation_params: ReputationParams
     engine_pins: Mapping[str, frozenset[bytes]] | None
     peers: tuple[str, ...]
     words: np.ndarray
@@ -103,10 +108,8 @@ class View:
         attested: Mapping[str, AttestedNode],
         *,
         epoch: int,
-        epoch_s: int,
+        params: NetworkParams,
         penalties: PenaltyBook | None = None,
-        reputation_params: ReputationParams | None = None,
-        matching_params: MatchingParams | None = None,
         engine_pins: Mapping[str, frozenset[bytes]] | None = None,
     ) -> View:
         """Build the view of ``epoch`` from accepted records and attestation verdicts.
@@ -116,23 +119,17 @@ class View:
                 are ignored, equivocations kept as evidence).
             attested: ``peer_id -> AttestedNode`` computed by the caller under its policy.
             epoch: the epoch being matched; the view is as of its start.
-            epoch_s: epoch length in seconds.
+            params: the network's :class:`~repp2p.network_params.NetworkParams` (epoch
+                length, reputation and matching parameters; its digest enters the view's).
             penalties: the previous epoch's book; it is stepped to ``epoch`` with this
                 view's reputation unless it is already there. None: a fresh book.
-            reputation_params, matching_params: shared network parameters.
             engine_pins: optional ``engine_id -> accepted measurements``; an engine absent
                 from it accepts any measurement the node's attestation establishes.
         """
-        now = epoch * epoch_s
+        now = epoch * params.epoch_s
         evidence = collect(records, attested, now=now)
         return cls.from_evidence(
-            evidence,
-            epoch=epoch,
-            epoch_s=epoch_s,
-            penalties=penalties,
-            reputation_params=reputation_params,
-            matching_params=matching_params,
-            engine_pins=engine_pins,
+            evidence, epoch=epoch, params=params, penalties=penalties, engine_pins=engine_pins
         )
 
     @classmethod
@@ -141,15 +138,12 @@ class View:
         evidence: Evidence,
         *,
         epoch: int,
-        epoch_s: int,
+        params: NetworkParams,
         penalties: PenaltyBook | None = None,
-        reputation_params: ReputationParams | None = None,
-        matching_params: MatchingParams | None = None,
         engine_pins: Mapping[str, frozenset[bytes]] | None = None,
     ) -> View:
         """Build a view from canonical :class:`Evidence` (the simulator's entry point)."""
-        rp = reputation_params or ReputationParams()
-        mp = matching_params or MatchingParams()
+        rp, mp, epoch_s = params.reputation, params.matching, params.epoch_s
         now = epoch * epoch_s
         table = compute(evidence, now=now, epoch_s=epoch_s, params=rp)
         book = penalties or PenaltyBook()
@@ -197,7 +191,7 @@ class View:
         h.update(digest_src or _columns_digest(ev))
         h.update(_verdicts_digest(ev.verdicts))
         h.update(book.digest)
-        h.update(repr((rp, mp)).encode())
+        h.update(params.digest())
         if engine_pins is not None:
             for e in sorted(engine_pins):
                 h.update(e.encode() + b"\0" + b"".join(sorted(engine_pins[e])))
@@ -207,13 +201,11 @@ class View:
         return cls(
             epoch=epoch,
             now=now,
-            epoch_s=epoch_s,
+            params=params,
             digest=h.digest(),
             evidence=ev,
             reputation=table,
             penalties=book,
-            matching_params=mp,
-            reputation_params=rp,
             engine_pins=dict(engine_pins) if engine_pins is not None else None,
             peers=peers,
             words=words,
@@ -225,6 +217,22 @@ class View:
             base_eligible=base,
             tee_kind=tee_kind,
         )
+
+    # -- parameters ------------------------------------------------------------------------
+    @property
+    def epoch_s(self) -> int:
+        """Epoch length in seconds (``params.epoch_s``)."""
+        return self.params.epoch_s
+
+    @property
+    def matching_params(self) -> MatchingParams:
+        """The network's matching parameters (``params.matching``)."""
+        return self.params.matching
+
+    @property
+    def reputation_params(self) -> ReputationParams:
+        """The network's reputation parameters (``params.reputation``)."""
+        return self.params.reputation
 
     # -- eligibility -----------------------------------------------------------------------
     def engine_mask(self, engine_id: str) -> np.ndarray:

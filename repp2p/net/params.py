@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from repp2p.errors import ConfigError
+from repp2p.params_check import bool_field, float_field, int_field
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,24 +72,18 @@ class GossipParams:
     gossip_lazy: int = 3
 
     def __post_init__(self) -> None:
-        _bound("degree", self.degree, 1, 32)
-        _bound("degree_low", self.degree_low, 1, self.degree)
-        _bound("degree_high", self.degree_high, self.degree, 64)
-        _bound("heartbeat_interval_s", self.heartbeat_interval_s, 1, 60)
-        if type(self.prune_backoff_s) is not int:  # sent as an integer in PRUNE
-            raise ConfigError(f"prune_backoff_s must be an integer, got {self.prune_backoff_s!r}")
-        _bound("prune_backoff_s", self.prune_backoff_s, 1, 600)
-        if type(self.gossip_lazy) is not int:
-            raise ConfigError(f"gossip_lazy must be an integer, got {self.gossip_lazy!r}")
-        _bound("gossip_lazy", self.gossip_lazy, 1, 32)
-        if type(self.flood_publish) is not bool:
-            raise ConfigError("flood_publish must be true or false")
-        _bound(
-            "max_messages_per_peer_per_topic_s", self.max_messages_per_peer_per_topic_s, 1, 10_000
-        )
-        _bound("max_pending_messages_per_peer", self.max_pending_messages_per_peer, 32, 100_000)
-        _bound("seen_ttl_s", self.seen_ttl_s, 10, 3600)
-        _bound("validation_timeout_s", self.validation_timeout_s, 0.1, 60)
+        int_field(self, "degree", 1, 32)
+        int_field(self, "degree_low", 1, self.degree)
+        int_field(self, "degree_high", self.degree, 64)
+        int_field(self, "heartbeat_interval_s", 1, 60)
+        float_field(self, "max_messages_per_peer_per_topic_s", 1, 10_000)
+        int_field(self, "max_pending_messages_per_peer", 32, 100_000)
+        int_field(self, "seen_ttl_s", 10, 3600)
+        float_field(self, "validation_timeout_s", 0.1, 60)
+        bool_field(self, "eclipse_protection")
+        bool_field(self, "flood_publish")
+        int_field(self, "prune_backoff_s", 1, 600)  # sent as an integer in PRUNE
+        int_field(self, "gossip_lazy", 1, 32)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,10 +94,13 @@ class SyncParams:
         page_records: records per page a server sends at most, 1..1024.
         page_bytes: bytes per page a server sends at most, 64 KiB..4 MiB (one record above
             it still travels alone).
-        max_frame: the largest frame either side accepts (bytes); a page may not exceed it.
-        request_timeout_s: a peer slower than this to answer one page is dropped (seconds).
+        max_frame: the largest frame either side accepts (bytes); a page may not exceed it,
+            page_bytes + 512 KiB..64 MiB.
+        request_timeout_s: a peer slower than this to answer one page is dropped (seconds),
+            0.1..600.
         max_pages: pages one pull fetches from one peer before stopping, 1..1,000,000.
-        max_invalid: invalid records one peer may send in one pull before it is cut off.
+        max_invalid: invalid records one peer may send in one pull before it is cut off,
+            0..1,000,000.
     """
 
     page_records: int = 256
@@ -114,12 +111,12 @@ class SyncParams:
     max_invalid: int = 16
 
     def __post_init__(self) -> None:
-        _bound("page_records", self.page_records, 1, 1024)
-        _bound("page_bytes", self.page_bytes, 64 * 1024, 4 * 1024 * 1024)
-        _bound("max_frame", self.max_frame, self.page_bytes + 512 * 1024, 64 * 1024 * 1024)
-        _bound("request_timeout_s", self.request_timeout_s, 0.1, 600)
-        _bound("max_pages", self.max_pages, 1, 1_000_000)
-        _bound("max_invalid", self.max_invalid, 0, 1_000_000)
+        int_field(self, "page_records", 1, 1024)
+        int_field(self, "page_bytes", 64 * 1024, 4 * 1024 * 1024)
+        int_field(self, "max_frame", self.page_bytes + 512 * 1024, 64 * 1024 * 1024)
+        float_field(self, "request_timeout_s", 0.1, 600)
+        int_field(self, "max_pages", 1, 1_000_000)
+        int_field(self, "max_invalid", 0, 1_000_000)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,8 +136,10 @@ class FeedParams:
         page_bytes: bytes per answer at most, 64 KiB..4 MiB (one record above it travels
             alone).
         pages_per_round: answers fetched from one upstream per pull at most, 1..1000.
-        request_timeout_s: an upstream slower than this to answer is dropped (seconds).
-        max_invalid: invalid records one upstream may send before it is dropped.
+        request_timeout_s: an upstream slower than this to answer is dropped (seconds),
+            0.1..600.
+        max_invalid: invalid records one upstream may send before it is dropped,
+            0..1,000,000.
         gossip_task_records: also publish per-task records on their GossipSub topics (the
             old way: every task costs every node several gossip messages; for comparison).
     """
@@ -158,18 +157,17 @@ class FeedParams:
     gossip_task_records: bool = False
 
     def __post_init__(self) -> None:
-        _bound("interval_s", self.interval_s, 0.05, 60)
-        _bound("idle_interval_s", self.idle_interval_s, self.interval_s, 600)
-        _bound("upstreams", self.upstreams, 1, 16)
-        _bound("rotate_s", self.rotate_s, 1, 86_400)
-        _bound("rewind_s", self.rewind_s, 0, 86_400)
-        _bound("page_records", self.page_records, 1, 1024)
-        _bound("page_bytes", self.page_bytes, 64 * 1024, 4 * 1024 * 1024)
-        _bound("pages_per_round", self.pages_per_round, 1, 1000)
-        _bound("request_timeout_s", self.request_timeout_s, 0.1, 600)
-        _bound("max_invalid", self.max_invalid, 0, 1_000_000)
-        if type(self.gossip_task_records) is not bool:
-            raise ConfigError("gossip_task_records must be true or false")
+        float_field(self, "interval_s", 0.05, 60)
+        float_field(self, "idle_interval_s", self.interval_s, 600)
+        int_field(self, "upstreams", 1, 16)
+        float_field(self, "rotate_s", 1, 86_400)
+        int_field(self, "rewind_s", 0, 86_400)
+        int_field(self, "page_records", 1, 1024)
+        int_field(self, "page_bytes", 64 * 1024, 4 * 1024 * 1024)
+        int_field(self, "pages_per_round", 1, 1000)
+        float_field(self, "request_timeout_s", 0.1, 600)
+        int_field(self, "max_invalid", 0, 1_000_000)
+        bool_field(self, "gossip_task_records")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -198,15 +196,8 @@ class ConnectionParams:
     grace_s: float = 20.0
 
     def __post_init__(self) -> None:
-        _bound("low_watermark", self.low_watermark, 1, 1000)
-        _bound("high_watermark", self.high_watermark, self.low_watermark, 2000)
-        _bound("max_connections", self.max_connections, self.high_watermark, 10_000)
-        _bound("trim_interval_s", self.trim_interval_s, 0.1, 3600)
-        _bound("grace_s", self.grace_s, 0, 3600)
-
-
-def _bound(name: str, value: float, low: float, high: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{name} must be a number, got {value!r}")
-    if not low <= value <= high:
-        raise ConfigError(f"{name}={value} is outside [{low}, {high}]")
+        int_field(self, "low_watermark", 1, 1000)
+        int_field(self, "high_watermark", self.low_watermark, 2000)
+        int_field(self, "max_connections", self.high_watermark, 10_000)
+        float_field(self, "trim_interval_s", 0.1, 3600)
+        float_field(self, "grace_s", 0, 3600)

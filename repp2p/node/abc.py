@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from repp2p.matching import View
+from repp2p.network_params import NetworkParams
 from repp2p.records import Outcome, Receipt, Record, SignedRecord
 from repp2p.reputation import AttestedNode, ReputationParams
 
@@ -104,6 +105,11 @@ class DiscoveryAPI(abc.ABC):
 
 class ViewServiceAPI(abc.ABC):
     """Per-epoch views and what they say about peers."""
+
+    @property
+    @abc.abstractmethod
+    def params(self) -> NetworkParams:
+        """The network's parameters the views are built with."""
 
     @property
     @abc.abstractmethod

@@ -227,7 +227,7 @@ class Node:
         try:
             pipeline = RecordPipeline(store, self.metrics, self.clock)
             keeper = ViewKeeper(
-                store, self.policy, epoch_s=cfg.epoch_s, book_path=cfg.data_dir / "penalties.cbor"
+                store, self.policy, cfg.network_params, book_path=cfg.data_dir / "penalties.cbor"
             )
             views = ViewService(keeper, self.clock, self.metrics, tick_s=cfg.timers.tick_s)
             host = build_host(

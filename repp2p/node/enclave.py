@@ -18,11 +18,11 @@ import trio
 
 from repp2p.attestation import SIMULATED_LABEL, Policy
 from repp2p.clock import ClockAPI
+from repp2p.matching import beacon
 from repp2p.node.abc import EnclaveSupervisorAPI, RecordPublisherAPI
 from repp2p.node.publisher import capped_lifetime
 from repp2p.records import MAX_LIFETIME_S, Attestation, Receipt
 from repp2p.tee import Enclave
-from repp2p.viewer import beacon
 
 log = logging.getLogger("repp2p.node")
 

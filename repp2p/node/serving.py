@@ -24,7 +24,7 @@ from engines.errors import EngineError
 from repp2p import tasks
 from repp2p.clock import ClockAPI
 from repp2p.errors import ProtocolError, RecordError
-from repp2p.matching import rank
+from repp2p.matching import beacon, rank
 from repp2p.net.framing import FrameReader, write_cbor
 from repp2p.net.task import MAX_REQUEST, error, parse_handover, parse_request
 from repp2p.node.abc import (
@@ -38,7 +38,6 @@ from repp2p.records import Claim, Feedback, SignedRecord, TaskOffer, decode
 from repp2p.store import RecordStoreAPI
 from repp2p.tee import EnclaveError
 from repp2p.timers import Timers
-from repp2p.viewer import beacon
 
 log = logging.getLogger("repp2p.serving")
 

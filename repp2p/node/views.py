@@ -15,6 +15,7 @@ from repp2p import heap
 from repp2p.clock import ClockAPI
 from repp2p.errors import StoreError
 from repp2p.matching import View
+from repp2p.network_params import NetworkParams
 from repp2p.node.abc import ViewServiceAPI
 from repp2p.node.metrics import NodeMetrics
 from repp2p.records import SignedRecord
@@ -48,6 +49,10 @@ class ViewService(ViewServiceAPI):
     def keeper(self) -> ViewKeeper:
         """The view keeper (its store, policy and caches)."""
         return self._keeper
+
+    @property
+    def params(self) -> NetworkParams:
+        return self._keeper.params
 
     @property
     def epoch_s(self) -> int:

@@ -21,6 +21,7 @@ from repp2p.records.codec import (
 from repp2p.records.peerid import is_peer_id, peer_id_from_public_key, public_key_from_peer_id
 from repp2p.records.replacement import Outcome, compare, slot_key, winner
 from repp2p.records.types import (
+    FEED_TYPES,
     MAX_LIFETIME_S,
     OUTCOMES,
     RECORD_TYPES,
@@ -38,6 +39,7 @@ from repp2p.records.types import (
 )
 
 __all__ = [
+    "FEED_TYPES",
     "MAX_ENVELOPE_SIZE",
     "MAX_LIFETIME_S",
     "OUTCOMES",

@@ -271,6 +271,12 @@ RECORD_TYPES: dict[str, type[Record]] = {
     cls.TYPE: cls for cls in (NodeAd, Attestation, Heartbeat, TaskOffer, Claim, Receipt, Feedback)
 }
 
+#: The per-task record types: an offer and its claims, receipts and feedback. They enter
+#: views ``NetworkParams.task_record_lag`` epochs late, and they spread by pulls over the
+#: feed (``/repp2p/feed/1``, repp2p.net.feed) rather than by gossip, so the store lists them
+#: in its feed. The other types (ads, attestations, heartbeats) are per node.
+FEED_TYPES: frozenset[str] = frozenset({TaskOffer.TYPE, Claim.TYPE, Receipt.TYPE, Feedback.TYPE})
+
 _DAY_S = 86_400
 
 #: The longest remaining lifetime a record may claim, seconds, per wire type tag: a record

@@ -9,9 +9,9 @@ receipts and heartbeats accepted into the view.
 from __future__ import annotations
 
 import dataclasses
-import math
 
 from repp2p.errors import ConfigError
+from repp2p.params_check import float_field, int_field
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,38 +137,43 @@ class ReputationParams:
         self.validate()
 
     def validate(self) -> None:
-        """Check every field; raise :class:`ConfigError` naming the first bad one."""
+        """Check every field; raise ``ConfigError`` naming the first bad one.
+
+        Float fields given as integers are stored as floats, so equal parameters have one
+        canonical form (and digest).
+        """
         weights = ("w_uptime", "w_success", "w_throughput", "w_latency", "w_attestation")
         for name in weights:
-            _float_in(self, name, 0.0, 100.0)
+            float_field(self, name, 0.0, 100.0)
         if sum(getattr(self, n) for n in weights) <= 0.0:
-            raise ConfigError("reputation: at least one component weight must be > 0")
-        _int_in(self, "window_epochs", 1, 100_000)
-        _float_in(self, "half_life_epochs", 0.5, 100_000.0)
+            raise ConfigError("ReputationParams: at least one component weight must be > 0")
+        int_field(self, "window_epochs", 1, 100_000)
+        float_field(self, "half_life_epochs", 0.5, 100_000.0)
         for name in ("prior_uptime", "prior_success", "prior_throughput", "prior_latency"):
-            _float_in(self, name, 0.0, 1.0)
+            float_field(self, name, 0.0, 1.0)
         for name in (
             "prior_strength_uptime",
             "prior_strength_success",
             "prior_strength_throughput",
             "prior_strength_latency",
         ):
-            _float_in(self, name, 0.0, 10_000.0)
-        _int_in(self, "rating_weight_pct", 0, 100)
-        _int_in(self, "timeout_penalty_pct", 0, 100)
-        _float_in(self, "trust_alpha", 1e-6, 1.0 - 1e-6)
-        _int_in(self, "trust_iterations", 1, 1000)
-        _float_in(self, "trust_weight_cap", 1e-9, 1e6)
-        _int_in(self, "reattest_period_s", 60, 30 * 86400)
-        _float_in(self, "tcb_degraded_factor", 0.0, 1.0)
-        _float_in(self, "newcomer_min_feedback", 0.0, 1e6)
-        _int_in(self, "phase_out_permille", 0, 1000)
-        _int_in(self, "phase_out_epochs", 1, 10_000)
-        _int_in(self, "phase_out_penalty_epochs", 1, 1_000_000)
-        _int_in(self, "phase_out_growth", 1, 16)
-        _int_in(self, "phase_out_max_epochs", self.phase_out_penalty_epochs, 2**40)
-        _int_in(self, "hard_penalty_epochs", 1, 2**40)
-        _int_in(self, "wrong_quorum", 2, 16)
+            float_field(self, name, 0.0, 10_000.0)
+        int_field(self, "rating_weight_pct", 0, 100)
+        int_field(self, "timeout_penalty_pct", 0, 100)
+        float_field(self, "trust_alpha", 1e-6, 1.0 - 1e-6)
+        int_field(self, "trust_iterations", 1, 1000)
+        float_field(self, "trust_weight_cap", 1e-9, 1e6)
+        int_field(self, "reattest_period_s", 60, 30 * 86400)
+        float_field(self, "tcb_degraded_factor", 0.0, 1.0)
+        float_field(self, "newcomer_min_feedback", 0.0, 1e6)
+        int_field(self, "phase_out_permille", 0, 1000)
+        int_field(self, "phase_out_epochs", 1, 10_000)
+        int_field(self, "phase_out_penalty_epochs", 1, 1_000_000)
+        int_field(self, "phase_out_growth", 1, 16)
+        # Checked after phase_out_penalty_epochs: its lower bound is that field.
+        int_field(self, "phase_out_max_epochs", self.phase_out_penalty_epochs, 2**40)
+        int_field(self, "hard_penalty_epochs", 1, 2**40)
+        int_field(self, "wrong_quorum", 2, 16)
 
     @property
     def weights(self) -> tuple[float, float, float, float, float]:
@@ -180,19 +185,3 @@ class ReputationParams:
             self.w_latency,
             self.w_attestation,
         )
-
-
-def _float_in(p: object, name: str, lo: float, hi: float) -> None:
-    value = getattr(p, name)
-    if type(value) not in (int, float) or isinstance(value, bool):
-        raise ConfigError(f"reputation: {name} must be a number, got {value!r}")
-    if not math.isfinite(value) or not lo <= value <= hi:
-        raise ConfigError(f"reputation: {name}={value!r} outside [{lo}, {hi}]")
-
-
-def _int_in(p: object, name: str, lo: int, hi: int) -> None:
-    value = getattr(p, name)
-    if type(value) is not int:
-        raise ConfigError(f"reputation: {name} must be an integer, got {value!r}")
-    if not lo <= value <= hi:
-        raise ConfigError(f"reputation: {name}={value!r} outside [{lo}, {hi}]")

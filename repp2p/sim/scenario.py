@@ -2,7 +2,11 @@
 
 A scenario names the network size, the task load, the latency, loss and churn models, the
 adversaries and clients, and optional overrides of the shared ``ReputationParams``,
-``MatchingParams`` and ``LedgerParams``. ``docs/simulations.md`` lists every key.
+``MatchingParams`` and ``LedgerParams``. ``docs/simulations.md`` lists every key. Together
+with ``epoch_s`` they form the simulated network's
+:class:`~repp2p.network_params.NetworkParams` (:attr:`Scenario.network_params`), the object a
+live network reads from its file. Numbers are checked by :mod:`repp2p.params_check`:
+integer keys take integers only, bools are not numbers.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from typing import Any
 from repp2p.errors import ConfigError
 from repp2p.ledger import LedgerParams
 from repp2p.matching import MatchingParams
+from repp2p.network_params import NetworkParams
+from repp2p.params_check import check_bool, check_float, check_int, check_keys
 from repp2p.reputation import ReputationParams
 
 #: Node behaviours (``[[adversary]] behaviour = ...``); "honest" fills the rest.
@@ -31,17 +37,20 @@ def _check(cond: bool, msg: str) -> None:
         raise ConfigError(f"scenario: {msg}")
 
 
-def _num(table: Mapping[str, Any], key: str, default: Any, lo: float, hi: float) -> Any:
-    value = table.get(key, default)
-    _check(
-        isinstance(value, int | float) and not isinstance(value, bool),
-        f"{key} must be a number, got {value!r}",
-    )
-    _check(lo <= value <= hi, f"{key}={value!r} outside [{lo}, {hi}]")
-    if isinstance(default, int) and not isinstance(default, bool):
-        _check(float(value).is_integer(), f"{key} must be an integer")
-        value = int(value)
-    return value
+class _Table:
+    """Checked reads of one TOML table; errors name the table (``where``) and the key."""
+
+    def __init__(self, data: Mapping[str, Any], where: str) -> None:
+        self.data, self.where = data, where
+
+    def integer(self, key: str, default: int, lo: int, hi: int) -> int:
+        return check_int(self.where, key, self.data.get(key, default), lo, hi)
+
+    def number(self, key: str, default: float, lo: float, hi: float) -> float:
+        return check_float(self.where, key, self.data.get(key, default), lo, hi)
+
+    def boolean(self, key: str, default: bool) -> bool:
+        return check_bool(self.where, key, self.data.get(key, default))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,27 +88,25 @@ class Adversary:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Adversary:
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-        _check(not unknown, f"unknown adversary keys {sorted(unknown)}")
+        """Build and validate one ``[[adversary]]`` table (raises ConfigError)."""
+        where = "scenario [[adversary]]"
+        check_keys(where, d, [f.name for f in dataclasses.fields(cls)])
         b = d.get("behaviour")
         _check(b in BEHAVIOURS and b != "honest", f"adversary behaviour {b!r} unknown")
-        attested = d.get("attested", True)
-        _check(isinstance(attested, bool), "attested must be a boolean")
-        collude = d.get("collude", False)
-        _check(isinstance(collude, bool), "collude must be a boolean")
+        t = _Table(d, where)
         return cls(
             behaviour=b,
-            share=float(_num(d, "share", 0.0, 0.0, 1.0)),
-            count=_num(d, "count", 0, 0, 10**7),
-            wrong_prob=float(_num(d, "wrong_prob", 1.0, 0.0, 1.0)),
-            drop_prob=float(_num(d, "drop_prob", 0.5, 0.0, 1.0)),
-            delay_factor=float(_num(d, "delay_factor", 3.0, 1.0, 1000.0)),
-            on_epochs=_num(d, "on_epochs", 10, 0, 10**6),
-            off_epochs=_num(d, "off_epochs", 1000, 1, 10**6),
-            attested=attested,
-            join_epoch=_num(d, "join_epoch", 0, 0, 10**6),
-            rejoin_epochs=_num(d, "rejoin_epochs", 1, 0, 10**6),
-            collude=collude,
+            share=t.number("share", 0.0, 0.0, 1.0),
+            count=t.integer("count", 0, 0, 10**7),
+            wrong_prob=t.number("wrong_prob", 1.0, 0.0, 1.0),
+            drop_prob=t.number("drop_prob", 0.5, 0.0, 1.0),
+            delay_factor=t.number("delay_factor", 3.0, 1.0, 1000.0),
+            on_epochs=t.integer("on_epochs", 10, 0, 10**6),
+            off_epochs=t.integer("off_epochs", 1000, 1, 10**6),
+            attested=t.boolean("attested", True),
+            join_epoch=t.integer("join_epoch", 0, 0, 10**6),
+            rejoin_epochs=t.integer("rejoin_epochs", 1, 0, 10**6),
+            collude=t.boolean("collude", False),
         )
 
 
@@ -161,10 +168,8 @@ class Scenario:
             ("ledger_params", LedgerParams),
         ):
             table = d.pop(key, {})
-            try:
-                params[key] = klass(**table)
-            except TypeError as exc:
-                raise ConfigError(f"scenario: [{key}]: {exc}") from None
+            check_keys(f"scenario [{key}]", table, [f.name for f in dataclasses.fields(klass)])
+            params[key] = klass(**table)
         sweep = d.pop("sweep", {})
         _check(isinstance(sweep, dict), "[sweep] must be a table of lists")
         for k, v in sweep.items():
@@ -173,47 +178,46 @@ class Scenario:
         description = d.pop("description", "")
         records = d.pop("records", "columns")
         _check(records in RECORD_MODES, f"records={records!r}: only {RECORD_MODES} exist")
-        rep = d.pop("reputation", True)
-        _check(isinstance(rep, bool), "reputation must be a boolean")
+        t = _Table(d, "scenario")
+        rep = t.boolean("reputation", True)
         top = {
-            "seed": _num(d, "seed", 1, 0, 2**63),
-            "epochs": _num(d, "epochs", 30, 1, 100_000),
-            "epoch_s": _num(d, "epoch_s", 600, 1, 86_400),
-            "nodes": _num(d, "nodes", 100, 0, 10**7),
-            "tasks_per_epoch": _num(d, "tasks_per_epoch", 1000, 0, 10**9),
-            "ticks_per_epoch": _num(d, "ticks_per_epoch", 10, 1, 10_000),
-            "redundancy": _num(d, "redundancy", 1, 1, 16),
-            "min_reputation": _num(d, "min_reputation", 0, 0, 1000),
-            "deadline_ms": _num(d, "deadline_ms", 30_000, 1, 10**9),
+            "seed": t.integer("seed", 1, 0, 2**63),
+            "epochs": t.integer("epochs", 30, 1, 100_000),
+            "epoch_s": t.integer("epoch_s", 600, 1, 86_400),
+            "nodes": t.integer("nodes", 100, 0, 10**7),
+            "tasks_per_epoch": t.integer("tasks_per_epoch", 1000, 0, 10**9),
+            "ticks_per_epoch": t.integer("ticks_per_epoch", 10, 1, 10_000),
+            "redundancy": t.integer("redundancy", 1, 1, 16),
+            "min_reputation": t.integer("min_reputation", 0, 0, 1000),
+            "deadline_ms": t.integer("deadline_ms", 30_000, 1, 10**9),
         }
-        for k in top:
-            d.pop(k, None)
-        _check(not d, f"unknown keys {sorted(d)}")
+        check_keys("scenario", d, [*top, "reputation"])
+        t = _Table(net, "scenario [network]")
         netv = {
-            "rtt_ms": float(_num(net, "rtt_ms", 60.0, 0.0, 1e6)),
-            "rtt_sigma": float(_num(net, "rtt_sigma", 0.5, 0.0, 5.0)),
-            "exec_ms": float(_num(net, "exec_ms", 200.0, 0.0, 1e7)),
-            "exec_sigma": float(_num(net, "exec_sigma", 0.3, 0.0, 5.0)),
-            "loss": float(_num(net, "loss", 0.0, 0.0, 0.99)),
-            "regions": _num(net, "regions", 1, 1, 1000),
-            "inter_region_ms": float(_num(net, "inter_region_ms", 0.0, 0.0, 1e6)),
+            "rtt_ms": t.number("rtt_ms", 60.0, 0.0, 1e6),
+            "rtt_sigma": t.number("rtt_sigma", 0.5, 0.0, 5.0),
+            "exec_ms": t.number("exec_ms", 200.0, 0.0, 1e7),
+            "exec_sigma": t.number("exec_sigma", 0.3, 0.0, 5.0),
+            "loss": t.number("loss", 0.0, 0.0, 0.99),
+            "regions": t.integer("regions", 1, 1, 1000),
+            "inter_region_ms": t.number("inter_region_ms", 0.0, 0.0, 1e6),
         }
-        _check(not set(net) - set(netv), f"unknown [network] keys {sorted(set(net) - set(netv))}")
+        check_keys(t.where, net, netv)
+        t = _Table(churn, "scenario [churn]")
         churnv = {
-            "mean_up_epochs": float(_num(churn, "mean_up_epochs", 0.0, 0.0, 1e6)),
-            "mean_down_epochs": float(_num(churn, "mean_down_epochs", 2.0, 0.0, 1e6)),
-            "crash_share": float(_num(churn, "crash_share", 0.5, 0.0, 1.0)),
-            "joins_per_epoch": float(_num(churn, "joins_per_epoch", 0.0, 0.0, 1e6)),
+            "mean_up_epochs": t.number("mean_up_epochs", 0.0, 0.0, 1e6),
+            "mean_down_epochs": t.number("mean_down_epochs", 2.0, 0.0, 1e6),
+            "crash_share": t.number("crash_share", 0.5, 0.0, 1.0),
+            "joins_per_epoch": t.number("joins_per_epoch", 0.0, 0.0, 1e6),
         }
-        extra = set(churn) - set(churnv)
-        _check(not extra, f"unknown [churn] keys {sorted(extra)}")
+        check_keys(t.where, churn, churnv)
+        t = _Table(clients, "scenario [clients]")
         clientv = {
-            "clients": _num(clients, "count", 100, 1, 10**7),
-            "malicious_clients": float(_num(clients, "malicious_share", 0.0, 0.0, 1.0)),
-            "detect_prob": float(_num(clients, "detect_prob", 1.0, 0.0, 1.0)),
+            "clients": t.integer("count", 100, 1, 10**7),
+            "malicious_clients": t.number("malicious_share", 0.0, 0.0, 1.0),
+            "detect_prob": t.number("detect_prob", 1.0, 0.0, 1.0),
         }
-        extra = set(clients) - {"count", "malicious_share", "detect_prob"}
-        _check(not extra, f"unknown [clients] keys {sorted(extra)}")
+        check_keys(t.where, clients, ("count", "malicious_share", "detect_prob"))
         adversaries = tuple(Adversary.from_dict(a) for a in advs)
         _check(sum(a.share for a in adversaries) <= 1.0, "adversary shares exceed 1")
         return cls(
@@ -228,6 +232,18 @@ class Scenario:
             **churnv,
             **clientv,
             **params,
+        )
+
+    @property
+    def network_params(self) -> NetworkParams:
+        """The simulated network's shared parameters: ``epoch_s`` and the three params
+        tables, as a live network's file gives them (its digest enters every view's)."""
+        return NetworkParams(
+            name="sim",
+            epoch_s=self.epoch_s,
+            matching=self.matching_params,
+            reputation=self.reputation_params,
+            ledger=self.ledger_params,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from repp2p.ledger import LedgerState, settle, work_units
-from repp2p.matching import View, rank_fast, rank_first_many, task_words
+from repp2p.matching import View, beacon, rank_fast, rank_first_many, task_words
 from repp2p.reputation import Evidence, PenaltyBook
 from repp2p.sim.kernel import Kernel
 from repp2p.sim.scenario import BEHAVIOURS, Scenario
@@ -44,12 +44,7 @@ HONEST, LAZY, WRONG, ON_OFF, SYBIL, WHITEWASH = range(6)
 #: Task outcome codes, as the honest client saw them (metrics and the trace hash).
 OK, WRONG_ACCEPTED, WRONG_DETECTED, TIMEOUT, UNASSIGNED = range(5)
 _FB_OK, _FB_WRONG, _FB_TIMEOUT = 0, 1, 2
-BEACON_DOMAIN = b"repp2p/1/beacon\0"  # as repp2p.viewer.beacon
 _BATCH = 16  # tasks per rank_first_many call (a T x N matrix): fastest on 10k-node views
-
-
-def beacon(epoch: int) -> bytes:
-    return hashlib.sha256(BEACON_DOMAIN + epoch.to_bytes(8, "big")).digest()
 
 
 def gini(values: np.ndarray) -> float:
@@ -128,7 +123,9 @@ class Simulation:
         self.on_epoch = on_epoch
         self.kernel = Kernel()
         self.epoch_ms = s.epoch_s * 1000
-        self.rp, self.mp, self.lp = s.reputation_params, s.matching_params, s.ledger_params
+        # The parameters the simulated peers share, as a live network's file gives them.
+        self.params = s.network_params
+        self.rp, self.mp, self.lp = self.params.reputation, self.params.matching, self.params.ledger
         # clients: peer indices 0..C-1 ("c..." sorts before "n...")
         c = s.clients
         self.client_names = [f"c{i:09d}" for i in range(c)]
@@ -333,14 +330,7 @@ class Simulation:
         self.heartbeats.add(epoch, on, np.full(len(on), epoch), np.zeros(len(on)))
         self.protocol_events += len(on)
         ev = self._evidence()
-        view = View.from_evidence(
-            ev,
-            epoch=epoch,
-            epoch_s=s.epoch_s,
-            penalties=self.book,
-            reputation_params=self.rp,
-            matching_params=self.mp,
-        )
+        view = View.from_evidence(ev, epoch=epoch, params=self.params, penalties=self.book)
         self.book = view.penalties
         self.view = view
         self.trace.update(view.digest)

@@ -24,12 +24,9 @@ from pathlib import Path
 
 from repp2p.errors import RecordError, StoreError
 from repp2p.records import (
-    Claim,
-    Feedback,
+    FEED_TYPES,
     Outcome,
-    Receipt,
     SignedRecord,
-    TaskOffer,
     check_lifetime,
     compare,
     decode,
@@ -38,9 +35,6 @@ from repp2p.records import (
 from repp2p.store.abc import RecordStoreAPI
 
 SCHEMA_VERSION = 1
-#: Record types listed in the feed (``/repp2p/feed/1``): the per-task records, which spread
-#: by pulls between peers rather than by gossip (see repp2p.net.feed).
-FEED_TYPES = frozenset({TaskOffer.TYPE, Claim.TYPE, Receipt.TYPE, Feedback.TYPE})
 #: feed entries of records no longer held are dropped after this long
 FEED_KEEP_S = 3600
 

@@ -5,8 +5,9 @@ Used by the network tests (and handy for experiments)::
     async with local_network(tmp_path, 4) as nodes:
         ...
 
-The first node is the bootstrap of the others. Timings are shortened (1 s heartbeats,
-fast republication) so behaviour shows up within a test's time budget.
+The first node is the bootstrap of the others. Timings are shortened (5 s epochs, 1 s
+heartbeats, fast republication) so behaviour shows up within a test's time budget; pass
+``network_params=dev_params(epoch_s=N)`` for another epoch length.
 """
 
 from __future__ import annotations
@@ -21,11 +22,21 @@ import trio
 
 from repp2p.config import NodeConfig
 from repp2p.net.params import GossipParams
+from repp2p.network_params import NetworkParams
 from repp2p.node import Node
+
+#: Epoch length of the test networks, seconds.
+EPOCH_S = 5
+
+
+def dev_params(epoch_s: int = EPOCH_S) -> NetworkParams:
+    """The dev network's parameters (``bootstrap/dev.toml``) with another epoch length."""
+    return NetworkParams.load("dev").replace(epoch_s=epoch_s)
+
 
 FAST = {
     "heartbeat_interval_s": 1.0,
-    "epoch_s": 5,
+    "network_params": dev_params(),
     "republish_interval_s": 5.0,
     "status_listen": "",
     "gossip": GossipParams(eclipse_protection=False),

@@ -30,6 +30,8 @@ from repp2p.client import Client
 from repp2p.clock import ClockAPI, TrioClock
 from repp2p.config import BOOTSTRAP_DIR
 from repp2p.identity import Identity
+from repp2p.matching import beacon
+from repp2p.network_params import NetworkParams
 from repp2p.node.abc import EnclaveSupervisorAPI
 from repp2p.node.metrics import NodeMetrics
 from repp2p.node.pipeline import RecordPipeline
@@ -42,7 +44,7 @@ from repp2p.store import SqliteRecordStore
 from repp2p.tee.worker import EnclaveState
 from repp2p.testing import factories
 from repp2p.timers import Timers
-from repp2p.viewer import ViewKeeper, beacon
+from repp2p.viewer import ViewKeeper
 
 #: virtual unix time the network starts at (an epoch boundary for every epoch_s dividing it)
 START = 1_800_000_000 - 1_800_000_000 % 3600
@@ -202,6 +204,7 @@ class TaskNet:
     ) -> None:
         self.clock = clock
         self.epoch_s = epoch_s
+        self.params = NetworkParams.load("dev").replace(epoch_s=epoch_s)
         self.timers = timers
         self.bus = _Bus()
         self._first = _FirstToRun()
@@ -247,7 +250,7 @@ class TaskNet:
         store = SqliteRecordStore(":memory:")
         pipeline = RecordPipeline(store, NodeMetrics(), self.clock)
         self.bus.join(pipeline)
-        keeper = ViewKeeper(store, self._policy, epoch_s=self.epoch_s)
+        keeper = ViewKeeper(store, self._policy, self.params)
         views = ViewService(keeper, self.clock, NodeMetrics(), tick_s=self.timers.tick_s)
         return identity, store, pipeline, views
 

@@ -26,6 +26,7 @@ from repp2p.matching import (
     should_claim,
     verify_claim,
 )
+from repp2p.network_params import NetworkParams
 from repp2p.records import EngineOffer
 from repp2p.reputation import PenaltyBook, PenaltyEntry
 from tests.core import factories as f
@@ -33,10 +34,11 @@ from tests.core.conftest import EPOCHS, NODES
 
 BEACON = hashlib.sha256(b"beacon").digest()
 NAMES = {f.peer(n): n for n in NODES}
+PARAMS = NetworkParams("test", epoch_s=f.EPOCH_S)
 
 
-def view_of(s, epoch=EPOCHS, **kw) -> View:
-    return View.build(s.records, s.attested, epoch=epoch, epoch_s=f.EPOCH_S, **kw)
+def view_of(s, epoch=EPOCHS, params=PARAMS, **kw) -> View:
+    return View.build(s.records, s.attested, epoch=epoch, params=params, **kw)
 
 
 def tasks(n, epoch=EPOCHS, **kw):
@@ -60,7 +62,7 @@ def test_public_api_is_exported():
 def test_same_records_any_order_same_view_and_ranking(base, view, rnd):
     records = [*base.records, base.records[3], f.heartbeat("n2", 5, seq=0)]
     rnd.shuffle(records)
-    other = View.build(records, dict(base.attested), epoch=EPOCHS, epoch_s=f.EPOCH_S)
+    other = View.build(records, dict(base.attested), epoch=EPOCHS, params=PARAMS)
     assert other.digest == view.digest and len(view.digest) == 32
     assert other.weight.tobytes() == view.weight.tobytes()
     for t in tasks(10, k=3):
@@ -73,7 +75,29 @@ def test_digest_changes_with_records_verdicts_and_epoch(base, view):
     assert view_of(more).digest != view.digest
     verdicts = dict(base.verdicts)
     verdicts[f.peer("n0")] = dataclasses.replace(verdicts[f.peer("n0")], tcb_degraded=True)
-    assert View.build(base.records, verdicts, epoch=EPOCHS, epoch_s=f.EPOCH_S).digest != view.digest
+    assert View.build(base.records, verdicts, epoch=EPOCHS, params=PARAMS).digest != view.digest
+
+
+def test_digest_covers_every_network_parameter(base, view):
+    # An equal params object (built again, floats written as ints) gives the same digest...
+    again = NetworkParams(
+        "test",
+        epoch_s=f.EPOCH_S,
+        reputation=reputation.ReputationParams(w_success=12, half_life_epochs=48),
+    )
+    assert again == PARAMS and view_of(base, params=again).digest == view.digest
+    # ...and any parameter peers must share, even one matching does not read, changes it.
+    changed = [
+        PARAMS.replace(name="other"),
+        PARAMS.replace(task_record_lag=3),
+        PARAMS.replace(ledger=dataclasses.replace(PARAMS.ledger, grace_epochs=5)),
+        PARAMS.replace(matching=MatchingParams(claim_timeout_ms=2001)),
+        PARAMS.replace(reputation=reputation.ReputationParams(prior_latency=0.71)),
+    ]
+    digests = {view_of(base, params=p).digest for p in changed}
+    assert len(digests) == len(changed) and view.digest not in digests
+    assert view.params is PARAMS and view.epoch_s == f.EPOCH_S
+    assert view.matching_params is PARAMS.matching
 
 
 def test_reference_and_fast_rank_agree_on_a_view(view):

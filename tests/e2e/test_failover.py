@@ -17,7 +17,7 @@ from repp2p.ledger import replay
 from repp2p.records import Claim, Feedback
 from repp2p.reputation import collect, compute
 from repp2p.store import SqliteRecordStore
-from repp2p.testing.network import node_config, start_node
+from repp2p.testing.network import dev_params, node_config, start_node
 
 from .conftest import wait_until
 
@@ -36,8 +36,8 @@ async def test_sigkill_of_the_claimed_node_mid_task_fails_over(tmp_path):
             for info in devnet.info
         }
         async with Client.open(
-            [devnet.info[0]["addrs"][0]], data_dir=tmp_path / "client", epoch_s=EPOCH_S
-        ) as client:
+            [devnet.info[0]["addrs"][0]], data_dir=tmp_path / "client"
+        ) as client:  # the devnet runs the dev network's own parameters
             assert await client.wait_for_nodes("echo", 4, timeout=3 * EPOCH_S) >= 4
             killed: list[str] = []
 
@@ -73,10 +73,12 @@ async def test_sigkill_of_the_claimed_node_mid_task_fails_over(tmp_path):
 
 async def test_restarted_node_keeps_records_and_reputation(tmp_path):
     async with trio.open_nursery() as nursery:
-        boot = await start_node(nursery, node_config(tmp_path, "boot", epoch_s=5))
-        config = node_config(tmp_path, "worker", (boot.addrs()[0],), epoch_s=5)
+        boot = await start_node(nursery, node_config(tmp_path, "boot"))  # 5-s epochs
+        config = node_config(tmp_path, "worker", (boot.addrs()[0],))
         worker = await start_node(nursery, config)
-        async with Client.open([boot.addrs()[0]], data_dir=tmp_path / "c", epoch_s=5) as client:
+        async with Client.open(
+            [boot.addrs()[0]], data_dir=tmp_path / "c", network_params=dev_params()
+        ) as client:
             assert await client.wait_for_nodes("echo", 2, timeout=15) >= 2
             for i in range(4):
                 with trio.fail_after(30):

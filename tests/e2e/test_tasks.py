@@ -12,21 +12,22 @@ import trio
 
 from engines import get_engine, unavailable_engines
 from repp2p.client import Client
+from repp2p.matching import beacon
 from repp2p.net.framing import FrameReader, write_cbor
 from repp2p.net.task import MAX_RESPONSE, parse_response
 from repp2p.records import MAX_LIFETIME_S, Feedback, Receipt, decode
-from repp2p.testing.network import local_network, node_config, start_node
+from repp2p.testing.network import EPOCH_S, dev_params, local_network, node_config, start_node
 from repp2p.timers import Timers
-from repp2p.viewer import TASK_RECORD_LAG, beacon
 
 from .conftest import wait_until
 
 pytestmark = pytest.mark.slow
-EPOCH_S = 5
 
 
 async def _client(nodes, tmp_path, count):
-    ctx = Client.open([nodes[0].addrs()[0]], data_dir=tmp_path / "client", epoch_s=EPOCH_S)
+    ctx = Client.open(
+        [nodes[0].addrs()[0]], data_dir=tmp_path / "client", network_params=dev_params()
+    )
     client = await ctx.__aenter__()
     with trio.fail_after(3 * EPOCH_S):
         assert await client.wait_for_nodes("echo", count, timeout=3 * EPOCH_S) >= count
@@ -41,7 +42,7 @@ def _engines():
 
 async def test_every_engine_end_to_end(tmp_path):
     engines = tuple(_engines())
-    async with local_network(tmp_path, 3, engines=engines, epoch_s=EPOCH_S) as nodes:
+    async with local_network(tmp_path, 3, engines=engines) as nodes:
         ctx, client = await _client(nodes, tmp_path, 3)
         try:
             inputs = {
@@ -67,15 +68,13 @@ async def test_every_engine_end_to_end(tmp_path):
 
 async def test_wrong_result_is_caught_by_redundancy_and_penalised(tmp_path):
     async with trio.open_nursery() as nursery:
-        boot = await start_node(nursery, node_config(tmp_path, "n0", epoch_s=EPOCH_S))
+        boot = await start_node(nursery, node_config(tmp_path, "n0"))
         nodes = [boot]
         for i in range(1, 4):
             nodes.append(
                 await start_node(
                     nursery,
-                    node_config(
-                        tmp_path, f"n{i}", (boot.addrs()[0],), epoch_s=EPOCH_S, cheat=(i == 3)
-                    ),
+                    node_config(tmp_path, f"n{i}", (boot.addrs()[0],), cheat=(i == 3)),
                 )
             )
         cheater = nodes[3].peer_id
@@ -100,9 +99,10 @@ async def test_wrong_result_is_caught_by_redundancy_and_penalised(tmp_path):
             # The client handed the evidence to the task's nodes (not only to the cheater,
             # which could bury it); feeds carry it to every node, the uninvolved one too.
             await wait_until(lambda: all(n.store.has(wrong[0].record_id) for n in nodes), 20)
-            # Two epochs on (task records enter views TASK_RECORD_LAG epochs late), every
+            # Two epochs on (task records enter views task_record_lag epochs late), every
             # peer's view holds the proof: the cheater is an offender, and ranks nowhere.
-            epoch = int(client.clock.now()) // EPOCH_S + TASK_RECORD_LAG
+            lag = client.views.params.task_record_lag
+            epoch = int(client.clock.now()) // EPOCH_S + lag
             await trio.sleep((epoch * EPOCH_S) - client.clock.now() + 0.6)
             view = client.views.view(epoch)
             assert view.reputation.get(cheater).is_offender
@@ -120,7 +120,7 @@ async def test_wrong_result_is_caught_by_redundancy_and_penalised(tmp_path):
 
 
 async def test_bad_receipt_is_rejected_and_the_next_rank_completes(tmp_path):
-    async with local_network(tmp_path, 3, epoch_s=EPOCH_S) as nodes:
+    async with local_network(tmp_path, 3) as nodes:
         ctx, client = await _client(nodes, tmp_path, 3)
         try:
             # One node turns malicious: it tampers with the encrypted output it returns.
@@ -161,7 +161,7 @@ async def test_bad_receipt_is_rejected_and_the_next_rank_completes(tmp_path):
 
 
 async def test_replayed_and_expired_offers_are_ignored(tmp_path):
-    async with local_network(tmp_path, 3, epoch_s=EPOCH_S) as nodes:
+    async with local_network(tmp_path, 3) as nodes:
         ctx, client = await _client(nodes, tmp_path, 3)
         try:
             sent = {}
@@ -232,7 +232,7 @@ async def test_task_streams_are_reused_and_a_closed_one_is_replaced(tmp_path):
     # Nodes close task streams idle for 2 s (Timers.task_idle_s); tasks 0.3 s apart reuse
     # theirs.
     timers = Timers(task_idle_s=2.0)
-    async with local_network(tmp_path, 2, epoch_s=EPOCH_S, timers=timers) as nodes:
+    async with local_network(tmp_path, 2, timers=timers) as nodes:
         ctx, client = await _client(nodes, tmp_path, 2)
         try:
             for i in range(4):
@@ -257,7 +257,7 @@ async def test_task_streams_are_reused_and_a_closed_one_is_replaced(tmp_path):
 async def test_a_node_takes_handed_over_feedback_only_on_its_own_tasks(tmp_path):
     from repp2p.testing import factories
 
-    async with local_network(tmp_path, 2, epoch_s=EPOCH_S) as nodes:
+    async with local_network(tmp_path, 2) as nodes:
         ctx, client = await _client(nodes, tmp_path, 2)
         try:
             with trio.fail_after(60):
@@ -267,7 +267,8 @@ async def test_a_node_takes_handed_over_feedback_only_on_its_own_tasks(tmp_path)
             # The task's records outlive every reputation window they count in.
             offer = client.store.get(bytes.fromhex(result.offer_id)).record
             window = client.views.reputation_params.window_epochs
-            assert offer.expires >= (offer.epoch + TASK_RECORD_LAG + window + 1) * EPOCH_S
+            lag = client.views.params.task_record_lag
+            assert offer.expires >= (offer.epoch + lag + window + 1) * EPOCH_S
             # What the client handed over after the task is held by the node that served it.
             ours = [
                 s for s in client.store.query(type=Feedback.TYPE) if s.record.task_id == task_id

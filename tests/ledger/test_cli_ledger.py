@@ -6,6 +6,7 @@ import argparse
 import json
 
 from repp2p.cli import ledger as ledger_cli
+from repp2p.network_params import BOOTSTRAP_DIR
 from repp2p.store import SqliteRecordStore
 from tests.ledger.test_ledger import EPOCH_S, _scenario
 
@@ -44,3 +45,24 @@ def test_missing_store_is_a_config_error(tmp_path):
     args = _parser().parse_args(["ledger", "--data-dir", str(tmp_path), "--epoch", "3"])
     with pytest.raises(ConfigError):
         args.func(args)
+
+
+def test_ledger_command_takes_the_networks_parameters_from_its_file(tmp_path, capsys):
+    s = _scenario(epochs=4)
+    store = SqliteRecordStore(tmp_path / "records.db")
+    store.put_many(s.records, now=0)
+    store.close()
+    net = tmp_path / "net.toml"
+    net.write_text(f'epoch_s = {EPOCH_S}\npolicy = "policy-dev.toml"\n[ledger]\ngrace_epochs = 0\n')
+    (tmp_path / "policy-dev.toml").write_bytes((BOOTSTRAP_DIR / "policy-dev.toml").read_bytes())
+    base = ["ledger", "--data-dir", str(tmp_path), "--epoch", "7", "--json"]
+    args = _parser().parse_args([*base, "--network", "net", "--network-file", str(net)])
+    assert args.func(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["final_through_epoch"] == 6  # grace 0 from the file (the default is 2)
+    # The command line still overrides the network's values when asked to.
+    args = _parser().parse_args(
+        [*base, "--network", "net", "--network-file", str(net), "--grace-epochs", "2"]
+    )
+    assert args.func(args) == 0
+    assert json.loads(capsys.readouterr().out)["final_through_epoch"] == 4

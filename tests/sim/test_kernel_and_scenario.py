@@ -62,6 +62,38 @@ def test_bad_scenarios_are_config_errors(bad):
         Scenario.from_dict(bad)
 
 
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"epochs": 40.0}, r"scenario\.epochs must be an integer in \[1, 100000\], got 40\.0"),
+        ({"seed": True}, r"scenario\.seed must be an integer .* got True"),
+        ({"network": {"regions": 2.5}}, r"scenario \[network\]\.regions .* got 2\.5"),
+        ({"clients": {"detect_prob": False}}, r"scenario \[clients\]\.detect_prob"),
+        ({"adversary": [{"behaviour": "lazy", "count": 1.5}]}, r"\[\[adversary\]\]\.count"),
+        ({"adversary": [{"behaviour": "lazy", "attested": 1}]}, r"attested must be true"),
+        ({"matching_params": {"failover_depth": 2.0}}, r"MatchingParams\.failover_depth"),
+        ({"matching_params": {"depth": 2}}, r"scenario \[matching_params\]: unknown key 'depth'"),
+        ({"churn": {"up": 1.0}}, r"scenario \[churn\]: unknown key 'up'"),
+    ],
+)
+def test_scenario_numbers_are_checked_strictly(bad, message):
+    with pytest.raises(ConfigError, match=message):
+        Scenario.from_dict(bad)
+
+
+def test_a_scenario_is_a_simulated_network_with_network_params():
+    sc = Scenario.from_dict(
+        {"epoch_s": 120, "matching_params": {"failover_depth": 3}, "reputation_params": {}}
+    )
+    p = sc.network_params
+    assert p.epoch_s == 120 and p.matching.failover_depth == 3 and p.name == "sim"
+    assert (p.reputation, p.ledger) == (sc.reputation_params, sc.ledger_params)
+    # Numbers keep their type through the scenario: floats stay floats, so equal
+    # parameters written either way give the same digest (and the same trace).
+    written_as_ints = Scenario.from_dict({"reputation_params": {"w_success": 12}})
+    assert written_as_ints.network_params.digest() == Scenario().network_params.digest()
+
+
 def test_overrides_round_trip():
     sc = Scenario.from_dict({"adversary": [{"behaviour": "wrong_result", "share": 0.1}]})
     sc2 = sc.with_overrides({"adversary.0.share": 0.5, "network.loss": 0.1, "seed": 9})

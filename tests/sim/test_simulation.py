@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from repp2p.matching import rank_reference, task_words
+from repp2p.matching import beacon, rank_reference, task_words
 from repp2p.sim import Scenario, Simulation, simulate
-from repp2p.sim.simulation import beacon
 
 SMALL = {
     "nodes": 40,
@@ -122,3 +121,11 @@ def test_regions_add_latency_without_changing_who_runs_what():
     far = simulate(_sc(network={"regions": 3, "inter_region_ms": 100.0}))
     assert far.summary["latency_mean_ms"] > near.summary["latency_mean_ms"] + 50
     assert far.summary["success_rate"] == near.summary["success_rate"]
+
+
+def test_views_are_built_with_the_scenarios_network_params():
+    sc = _sc(epochs=2, matching_params={"failover_depth": 3})
+    sim = Simulation(sc)
+    sim.run()
+    assert sim.view.params == sc.network_params
+    assert sim.view.matching_params.failover_depth == 3

@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from repp2p.errors import ClaimError, ClaimReason, RecordError
-from repp2p.matching import claim_opens_at_ms
+from repp2p.matching import beacon, claim_opens_at_ms
 from repp2p.records import Feedback
 from repp2p.tasks import (
     AttemptPlan,
@@ -35,7 +35,6 @@ from repp2p.tasks import (
     Release,
 )
 from repp2p.tee import ResultError, ResultReason
-from repp2p.viewer import beacon
 from tests.tasks.helpers import NOW_MS, PARAMS, RANKING, offer
 
 BASE = NOW_MS / 1000  # exact in binary64; every delay below is a multiple of 1/4 s
