@@ -1,9 +1,11 @@
 """GossipSub set-up for record families: validators, content IDs, scoring.
 
-Every topic gets a synchronous validator that hands the message data to an ``accept``
-callable (the node's record pipeline: decode, validate, store). A message is forwarded only
-when ``accept`` says so; an invalid record costs the forwarding peer gossip score (P4), and
-the score's application hook is where reputation feeds in.
+Every topic gets a synchronous validator that hands the message data to a ``judge``
+callable (the node's record pipeline: decode, validate, store), whose verdict is GossipSub
+v1.1's: ACCEPT forwards the message; REJECT drops it and costs the forwarding peer gossip
+score (P4); IGNORE drops it and blames nobody (an honest race, or our own failure; see
+:class:`repp2p.net.libp2p_compat.RecordPubsub`). The score's application hook is where
+reputation feeds in.
 
 Message IDs are content-addressed: ``sha256(data)`` (raw 32 bytes), so the same record
 published by two peers is one message, and any implementation can compute the ID.
@@ -21,15 +23,15 @@ from collections.abc import Callable
 from typing import Any
 
 from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11
-from libp2p.pubsub.pubsub import Pubsub
 from libp2p.pubsub.score import ScoreParams
 
-from repp2p.net.libp2p_compat import RecordGossipSub, invalid_messages_penalty
+from repp2p.net.libp2p_compat import RecordGossipSub, RecordPubsub, invalid_messages_penalty
 from repp2p.net.params import GossipParams
 from repp2p.net.topics import TOPICS
+from repp2p.net.verdict import Verdict
 
-#: accept(data, topic, forwarder_peer_id_str) -> forward?
-AcceptFn = Callable[[bytes, str, str], bool]
+#: judge(data, topic, forwarder_peer_id_str) -> verdict
+JudgeFn = Callable[[bytes, str, str], Verdict]
 #: application score of a peer (reputation), roughly in [-1, 1]
 AppScoreFn = Callable[[str], float]
 
@@ -42,9 +44,9 @@ def message_id(msg: Any) -> bytes:
 def score_params(app_score: AppScoreFn | None) -> ScoreParams:
     """Peer-score parameters: invalid records cost score; reputation is the P6 hook.
 
-    Each invalid record costs its forwarder 10 points (decaying x0.99 per heartbeat), so
-    one sending junk is below the publish threshold (-50) after six, and its messages are
-    dropped before they reach our validator.
+    Each invalid (REJECTed) record costs its forwarder 10 points (decaying x0.99 per
+    heartbeat), so one sending junk is below the publish threshold (-50) after six, and its
+    messages are dropped before they reach our validator. IGNOREd records cost nothing.
 
     Behaviour penalties (GRAFT during back-off and the like) decay (x0.95 per 1 s
     heartbeat) above a threshold of 10: py-libp2p's default never decays them, and the
@@ -69,8 +71,9 @@ def score_params(app_score: AppScoreFn | None) -> ScoreParams:
 
 def build_pubsub(
     host: Any, params: GossipParams, app_score: AppScoreFn | None = None
-) -> tuple[Pubsub, RecordGossipSub]:
-    """A GossipSub router inside a strictly signing Pubsub with our message IDs.
+) -> tuple[RecordPubsub, RecordGossipSub]:
+    """A GossipSub router inside a strictly signing Pubsub with our message IDs, whose
+    validators may IGNORE (:class:`RecordPubsub`).
 
     Args:
         host: a host from :func:`repp2p.net.host.build_host` (which patched py-libp2p).
@@ -97,7 +100,7 @@ def build_pubsub(
         adaptive_gossip_enabled=False,
         prune_back_off=params.prune_backoff_s,
     )
-    pubsub = Pubsub(
+    pubsub = RecordPubsub(
         host,
         router,
         strict_signing=True,
@@ -109,11 +112,15 @@ def build_pubsub(
     return pubsub, router
 
 
-def install_validators(pubsub: Pubsub, accept: AcceptFn) -> None:
-    """Register ``accept`` as the validator of every record topic."""
+def install_validators(pubsub: RecordPubsub, judge: JudgeFn) -> None:
+    """Register ``judge`` as the validator of every record topic.
+
+    ACCEPT forwards the message, REJECT drops it and penalises the forwarder (P4), IGNORE
+    drops it without a penalty (:meth:`RecordPubsub.set_topic_judge`).
+    """
     for topic in TOPICS.values():
 
-        def validator(forwarder: Any, msg: Any, topic: str = topic) -> bool:
-            return accept(bytes(msg.data), topic, forwarder.to_base58())
+        def validator(forwarder: Any, msg: Any, topic: str = topic) -> Verdict:
+            return judge(bytes(msg.data), topic, forwarder.to_base58())
 
-        pubsub.set_topic_validator(topic, validator, is_async_validator=False)
+        pubsub.set_topic_judge(topic, validator)

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from repp2p.matching import View
+from repp2p.net.verdict import Verdict
 from repp2p.network_params import NetworkParams
 from repp2p.records import Outcome, Receipt, Record, SignedRecord
 from repp2p.reputation import AttestedNode, ReputationParams
@@ -33,12 +34,21 @@ class RecordPipelineAPI(abc.ABC):
     """Decode, validate and store records from any source; never raises for bad input."""
 
     @abc.abstractmethod
-    def accept(self, data: bytes, *, topic: str | None = None, source: str = "local") -> bool:
-        """Decode, validate and store one record; True when it should travel on.
+    def judge(self, data: bytes, *, topic: str | None = None, source: str = "local") -> Verdict:
+        """Decode, validate and store one record; the gossip verdict on it.
+
+        ``ACCEPT``: stored (or held already), it travels on. ``REJECT``: a record no honest
+        peer forwards (bad signature, malformed, wrong topic, expiring too far ahead...).
+        ``IGNORE``: dropped, but the forwarder is not to blame (an older ``seq`` than the
+        one held, expired in transit, our own store failed).
 
         ``topic`` is the gossip topic it arrived on (its type must belong there); ``source``
         labels metrics (``gossip``, ``sync``, ``feed``, ``task``, ``local``).
         """
+
+    @abc.abstractmethod
+    def accept(self, data: bytes, *, topic: str | None = None, source: str = "local") -> bool:
+        """``judge(...) is Verdict.ACCEPT``: True when the record should travel on."""
 
     @abc.abstractmethod
     def accept_many(

@@ -243,7 +243,7 @@ class Node:
                 pubsub, router = build_pubsub(host, cfg.gossip, views.app_score)
                 host.get_network().register_notifee(self.conn_events)
                 install_validators(
-                    pubsub, lambda d, t, f: pipeline.accept(d, topic=t, source="gossip")
+                    pubsub, lambda d, t, f: pipeline.judge(d, topic=t, source="gossip")
                 )
                 publisher = RecordPublisher(
                     self.identity,

@@ -4,6 +4,13 @@ Every record that reaches a peer (gossip, sync, feed, a task stream, its own) go
 :class:`RecordPipeline`: strict decode with the current time, family check for gossip,
 replacement rules in the store. Nothing else writes the store, so the store holds only
 valid records; a record travels on (gossip) only when the pipeline says so.
+
+Its verdict on a record (:meth:`RecordPipeline.judge`) is GossipSub v1.1's: ACCEPT (store
+and forward), REJECT (a record no honest peer forwards: the forwarder loses gossip score)
+or IGNORE (drop, but blame nobody). IGNORE is for records whose signature verified but
+that honest peers still forward: an older ``seq`` overtaken by a newer one (STALE), one
+that expired in transit (EXPIRED), and every record of a batch our own store failed to
+write. See :func:`verdict_of` and ``docs/protocol.md``.
 """
 
 from __future__ import annotations
@@ -14,8 +21,9 @@ import time
 from collections import OrderedDict
 
 from repp2p.clock import ClockAPI
-from repp2p.errors import RecordError, StoreError
+from repp2p.errors import RecordError, RecordReason, StoreError
 from repp2p.net.topics import topic_accepts
+from repp2p.net.verdict import Verdict
 from repp2p.node.abc import RecordListener, RecordPipelineAPI
 from repp2p.node.metrics import NodeMetrics
 from repp2p.records import Outcome, SignedRecord, decode
@@ -25,6 +33,19 @@ log = logging.getLogger("repp2p.node")
 
 #: How many recent arrival times a peer remembers (for /record and the network benchmark).
 ARRIVALS_KEPT = 10_000
+#: the ``repp2p_records_rejected`` reason of records our own store failed to write
+STORE_FAILED = "store_failed"
+
+#: decode failures an honest forwarder cannot avoid: IGNORE, not REJECT. decode() checks
+#: the signature before the lifetime, so an EXPIRED record is well formed and signed; it
+#: expired on the way (or our clock runs ahead). EXPIRES_TOO_FAR stays REJECT: an honest
+#: signer keeps ``expires`` within its type's cap.
+IGNORED_REASONS: frozenset[RecordReason] = frozenset({RecordReason.EXPIRED})
+
+
+def verdict_of(reason: RecordReason) -> Verdict:
+    """The gossip verdict on a record that failed to decode with ``reason``."""
+    return Verdict.IGNORE if reason in IGNORED_REASONS else Verdict.REJECT
 
 
 class RecordPipeline(RecordPipelineAPI):
@@ -50,15 +71,28 @@ class RecordPipeline(RecordPipelineAPI):
     def arrived_at(self, record_id: bytes) -> float | None:
         return self._arrivals.get(record_id)
 
+    def judge(self, data: bytes, *, topic: str | None = None, source: str = "local") -> Verdict:
+        return self._judge_many([data], topic, source)[0]
+
     def accept(self, data: bytes, *, topic: str | None = None, source: str = "local") -> bool:
-        return self.accept_many([data], topic=topic, source=source)[0]
+        return self.judge(data, topic=topic, source=source) is Verdict.ACCEPT
 
     def accept_many(
         self, batch: list[bytes], *, topic: str | None = None, source: str = "local"
     ) -> list[bool]:
+        return [v is Verdict.ACCEPT for v in self._judge_many(batch, topic, source)]
+
+    def accept_decoded(self, signed: SignedRecord, *, source: str) -> bool:
+        verdict = [Verdict.REJECT]
+        now = int(self._clock.now())
+        self._store_batch([(0, signed)], verdict, now, source, time.perf_counter())
+        return verdict[0] is Verdict.ACCEPT
+
+    def _judge_many(self, batch: list[bytes], topic: str | None, source: str) -> list[Verdict]:
+        """Decode, check and store ``batch`` (one store transaction); a verdict per record."""
         started = time.perf_counter()
         now = int(self._clock.now())
-        verdicts: list[bool] = [False] * len(batch)
+        verdicts: list[Verdict] = [Verdict.REJECT] * len(batch)
         fresh: list[tuple[int, SignedRecord]] = []
         for i, data in enumerate(batch):
             if topic is None and self._store.has(hashlib.sha256(data).digest()):
@@ -66,13 +100,14 @@ class RecordPipeline(RecordPipelineAPI):
                 # signature check. Gossip takes the full path, which checks the topic too.
                 # Not decoded, so its type is unknown here: counted as type "any".
                 self._metrics.accepted.labels("any", Outcome.DUPLICATE.value, source).inc()
-                verdicts[i] = True
+                verdicts[i] = Verdict.ACCEPT
                 continue
             try:
                 signed = decode(data, now=now)
             except RecordError as exc:
                 self._metrics.rejected.labels(exc.reason.value, source).inc()
                 log.debug("rejected %s record: %s", source, exc)
+                verdicts[i] = verdict_of(exc.reason)
                 continue
             if topic is not None and not topic_accepts(topic, signed.type):
                 self._metrics.rejected.labels("wrong_topic", source).inc()
@@ -81,16 +116,10 @@ class RecordPipeline(RecordPipelineAPI):
         self._store_batch(fresh, verdicts, now, source, started)
         return verdicts
 
-    def accept_decoded(self, signed: SignedRecord, *, source: str) -> bool:
-        verdict = [False]
-        now = int(self._clock.now())
-        self._store_batch([(0, signed)], verdict, now, source, time.perf_counter())
-        return verdict[0]
-
     def _store_batch(
         self,
         fresh: list[tuple[int, SignedRecord]],
-        verdicts: list[bool],
+        verdicts: list[Verdict],
         now: int,
         source: str,
         started: float,
@@ -102,14 +131,23 @@ class RecordPipeline(RecordPipelineAPI):
             # decode() refused anything expired at `now`, so put_many cannot raise EXPIRED.
             outcomes = self._store.put_many([signed for _, signed in fresh], now=now)
         except (RecordError, StoreError):
+            # Our fault, not the records' (disk full, I/O error): IGNORE, so that no peer
+            # forwarding them loses gossip score (blaming all of them would graylist the
+            # network from us). Sync fetches them again once the store works.
             log.exception("record store failed; %d records not accepted", len(fresh))
+            self._metrics.rejected.labels(STORE_FAILED, source).inc(len(fresh))
+            for i, _ in fresh:
+                verdicts[i] = Verdict.IGNORE
             return
         self._metrics.validation.observe((time.perf_counter() - started) / len(verdicts))
         for (i, signed), outcome in zip(fresh, outcomes, strict=True):
             self._metrics.accepted.labels(signed.type, outcome.value, source).inc()
             if outcome is Outcome.STALE:
+                # Overtaken by a newer record of its slot: an honest race (the older one
+                # came by a slower path), so IGNORE, never blame the forwarder.
+                verdicts[i] = Verdict.IGNORE
                 continue
-            verdicts[i] = True
+            verdicts[i] = Verdict.ACCEPT
             if outcome is not Outcome.DUPLICATE:
                 self._arrivals[signed.record_id] = self._clock.now()
                 if len(self._arrivals) > ARRIVALS_KEPT:

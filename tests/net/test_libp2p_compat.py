@@ -24,8 +24,10 @@ from typing import Any
 import multiaddr
 import pytest
 import trio
+from libp2p.exceptions import ValidationError
 from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
+from libp2p.pubsub.pubsub import Pubsub
 from libp2p.pubsub.score import PeerScorer
 from libp2p.tools.anyio_service import background_trio_service
 
@@ -47,17 +49,21 @@ from repp2p.net.libp2p_compat import (
     routing_table_peers,
 )
 from repp2p.net.libp2p_compat.guard import Expect
+from repp2p.net.libp2p_compat.ignore import check_penalty_follows_validation
 from repp2p.net.libp2p_compat.patch import Patch
 from repp2p.net.libp2p_compat.score import check_sign_convention
 from repp2p.net.params import GossipParams
 from repp2p.net.topics import TOPICS
+from repp2p.net.verdict import Verdict
 
 LOCAL = multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")
 TOPIC = TOPICS["heartbeats"]
 ROOT = Path(__file__).resolve().parents[2]
 
 KAD_HOOK = "KadDHT.add_peer"
-GOSSIP_HOOKS = tuple(hook for hook in HOOKS if hook != KAD_HOOK)
+#: called by py-libp2p only for a message that fails validation (its own canary below)
+PENALTY_HOOK = "PeerScorer.on_invalid_message"
+GOSSIP_HOOKS = tuple(hook for hook in HOOKS if hook not in (KAD_HOOK, PENALTY_HOOK))
 
 
 def _info(host: Any) -> PeerInfo:
@@ -210,8 +216,32 @@ def test_a_connection_without_an_open_time_fails_loudly():
 
 
 def test_every_hook_has_a_canary():
-    assert set(GOSSIP_HOOKS) | {KAD_HOOK} == set(HOOKS)
-    assert len(GOSSIP_HOOKS) == len(HOOKS) - 1
+    assert set(GOSSIP_HOOKS) | {KAD_HOOK, PENALTY_HOOK} == set(HOOKS)
+    assert len(GOSSIP_HOOKS) == len(HOOKS) - 2
+
+
+def test_a_penalty_behind_an_await_is_refused(monkeypatch):
+    """The IGNORE excuse needs push_msg to penalise right after validate_msg raises, with
+    no checkpoint in between (another message's validation could run there)."""
+    check_penalty_follows_validation()
+
+    async def push_msg(self, msg_forwarder, msg):
+        try:
+            await self.validate_msg(msg_forwarder, msg)
+        except ValidationError:
+            await trio.sleep(0)
+            self.router.scorer.on_invalid_message(msg_forwarder, "topic")
+
+    monkeypatch.setattr(Pubsub, "push_msg", push_msg)
+    with pytest.raises(UnsupportedLibp2pError, match="awaits"):
+        check_penalty_follows_validation()
+
+    async def no_penalty(self, msg_forwarder, msg):
+        await self.validate_msg(msg_forwarder, msg)
+
+    monkeypatch.setattr(Pubsub, "push_msg", no_penalty)
+    with pytest.raises(UnsupportedLibp2pError, match="no longer penalises"):
+        check_penalty_follows_validation()
 
 
 # --- canaries: real hosts, py-libp2p calls every hook ---------------------------------
@@ -377,8 +407,13 @@ async def test_a_peer_sending_invalid_records_loses_score_and_is_gated():
             build_pubsub(attacker, params),
         )
         validated: list[bytes] = []
-        install_validators(v_pubsub, lambda data, topic, fwd: validated.append(data) and False)
-        install_validators(a_pubsub, lambda data, topic, fwd: True)  # the attacker's own
+
+        def reject(data: bytes, topic: str, forwarder: str) -> Verdict:
+            validated.append(data)
+            return Verdict.REJECT
+
+        install_validators(v_pubsub, reject)
+        install_validators(a_pubsub, lambda data, topic, fwd: Verdict.ACCEPT)  # the attacker's
         async with (
             background_trio_service(v_pubsub),
             background_trio_service(v_router),
@@ -410,3 +445,57 @@ async def test_a_peer_sending_invalid_records_loses_score_and_is_gated():
             assert score() < 0, f"20 invalid records left the sender at {score():+.0f}"
             assert score() < scorer.params.publish_threshold
             assert 0 < len(validated) < 20, f"{len(validated)} of 20 reached the validator"
+
+
+# --- IGNORE: py-libp2p still penalises through the scorer hook we excuse --------------
+
+
+async def test_canary_py_libp2p_calls_the_scorer_hook_we_excuse():
+    """push_msg must still call the router scorer's on_invalid_message (our wrapper) for
+    every failed validation: for IGNORE the wrapper skips the penalty, for REJECT it
+    applies it. Were py-libp2p to stop calling it, IGNORE would be untested and REJECT
+    would cost nothing."""
+    victim, sender = build_host(Identity.generate()), build_host(Identity.generate())
+    async with victim.run([LOCAL]), sender.run([LOCAL]):
+        params = GossipParams(eclipse_protection=False)
+        (v_pubsub, v_router), (s_pubsub, s_router) = (
+            build_pubsub(victim, params),
+            build_pubsub(sender, params),
+        )
+
+        def judge(data: bytes, topic: str, forwarder: str) -> Verdict:
+            return Verdict.IGNORE if data.startswith(b"ignore") else Verdict.REJECT
+
+        install_validators(v_pubsub, judge)
+        install_validators(s_pubsub, lambda data, topic, fwd: Verdict.ACCEPT)
+        async with (
+            background_trio_service(v_pubsub),
+            background_trio_service(v_router),
+            background_trio_service(s_pubsub),
+            background_trio_service(s_router),
+        ):
+            with trio.fail_after(10):
+                for pubsub in (v_pubsub, s_pubsub):
+                    await pubsub.wait_until_ready()
+                    await pubsub.subscribe(TOPIC)
+                await sender.connect(_info(victim))
+            await _until(
+                lambda: victim.get_id() in s_pubsub.peer_topics.get(TOPIC, ()),
+                10,
+                "the sender knows the victim's subscription",
+            )
+            before = hook_calls().get(PENALTY_HOOK, 0)
+            with trio.fail_after(10):
+                for i in range(3):
+                    await s_pubsub.publish(TOPIC, f"ignore-{i}".encode())
+                await s_pubsub.publish(TOPIC, b"reject")
+            await _until(
+                lambda: hook_calls().get(PENALTY_HOOK, 0) - before >= 4,
+                10,
+                f"py-libp2p calls {PENALTY_HOOK} for each failed validation",
+            )
+            me = sender.get_id()
+            assert v_pubsub.ignored == 3 and v_pubsub.excused == 3
+            # The REJECT only (decayed x0.99 per heartbeat since).
+            assert 0.9 < v_router.scorer.invalid_messages[me][TOPIC] <= 1.0
+            assert -10.0 <= v_router.scorer.score(me, [TOPIC]) < -9.0

@@ -9,6 +9,8 @@ uses py-libp2p's public API plus the functions below:
   updates) after checking the py-libp2p version and the shape of every patched attribute.
   ``build_host()`` calls it; importing repp2p patches nothing.
 * :class:`RecordGossipSub` / :class:`ContentIdMessageCache`: the GossipSub router fixes.
+* :class:`RecordPubsub`: validators with GossipSub v1.1's IGNORE (no penalty for the
+  forwarder), which py-libp2p's bool validators lack.
 * :func:`invalid_messages_penalty`: P4 weights in py-libp2p's sign convention.
 * :class:`ServerOnlyKadDHT`, :func:`routing_table_peers`, :func:`prune_client_peers`:
   the DHT routing table.
@@ -25,6 +27,7 @@ from repp2p.net.libp2p_compat.guard import (
     installed_version,
 )
 from repp2p.net.libp2p_compat.hooks import hook_calls
+from repp2p.net.libp2p_compat.ignore import RecordPubsub
 from repp2p.net.libp2p_compat.installer import HOOKS, install, installed
 from repp2p.net.libp2p_compat.kad_dht import (
     ServerOnlyKadDHT,
@@ -40,6 +43,7 @@ __all__ = [
     "SUPPORTED_VERSIONS",
     "ContentIdMessageCache",
     "RecordGossipSub",
+    "RecordPubsub",
     "ServerOnlyKadDHT",
     "check_version",
     "close_in_background",

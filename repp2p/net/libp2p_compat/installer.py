@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from repp2p.net.libp2p_compat import gossipsub, kad_dht, pubsub, score, swarm, yamux
+from repp2p.net.libp2p_compat import gossipsub, ignore, kad_dht, pubsub, score, swarm, yamux
 from repp2p.net.libp2p_compat.guard import Expect, check_version
 from repp2p.net.libp2p_compat.patch import Patch
 
@@ -13,9 +13,13 @@ log = logging.getLogger(__name__)
 #: every replacement of a py-libp2p attribute, in the order applied
 PATCHES: tuple[Patch, ...] = pubsub.PATCHES + yamux.PATCHES
 #: py-libp2p attributes our subclasses override and our helpers call
-EXPECTS: tuple[Expect, ...] = gossipsub.EXPECTS + kad_dht.EXPECTS + swarm.EXPECTS + score.EXPECTS
+EXPECTS: tuple[Expect, ...] = (
+    gossipsub.EXPECTS + ignore.EXPECTS + kad_dht.EXPECTS + swarm.EXPECTS + score.EXPECTS
+)
 #: every hook whose calls are counted (see ``hook_calls()``); each has a canary test
-HOOKS: tuple[str, ...] = tuple(patch.hook for patch in PATCHES) + gossipsub.HOOKS + kad_dht.HOOKS
+HOOKS: tuple[str, ...] = (
+    tuple(patch.hook for patch in PATCHES) + gossipsub.HOOKS + ignore.HOOKS + kad_dht.HOOKS
+)
 
 _installed = False
 
@@ -30,7 +34,8 @@ def install() -> None:
         UnsupportedLibp2pError: the installed py-libp2p is not a supported version (unless
             ``REPP2P_ALLOW_ANY_LIBP2P=1``), or an attribute a patch replaces, overrides or
             relies on is missing or has other parameters, or the scorer's sign convention
-            changed.
+            changed, or ``Pubsub.push_msg`` no longer penalises a failed validation
+            synchronously (the IGNORE verdict relies on it).
     """
     global _installed
     version = check_version()
@@ -41,6 +46,7 @@ def install() -> None:
     for expect in EXPECTS:
         expect.check()
     score.check_sign_convention()
+    ignore.check()
     for patch in PATCHES:
         patch.apply()
     _installed = True
