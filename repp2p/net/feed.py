@@ -174,8 +174,9 @@ class FeedFollower:
     Args:
         candidates: peer IDs we may pull from now (connected full nodes).
         open_stream: opens a negotiated ``/repp2p/feed/1`` stream to a peer ID.
-        accept: the record pipeline for a page: one verdict per record, True when it was
-            valid (new or already held); what it accepted is kept whatever follows.
+        accept: the record pipeline for a page: one verdict per record, False only when
+            the record is the upstream's fault (invalid, forged); what it accepted is kept
+            whatever follows.
         params: feed settings.
         clock: seconds (time.time in a node).
         rng: picks upstreams.

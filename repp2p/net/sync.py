@@ -30,7 +30,8 @@ from repp2p.store import RecordStoreAPI
 PROTOCOL = "/repp2p/sync/1"
 log = logging.getLogger("repp2p.sync")
 
-#: accept(data) -> True when the record was valid (stored or already held)
+#: accept(data) -> False only when the record is the sending peer's fault (invalid or
+#: forged; a stale copy or our own store failing is not)
 AcceptFn = Callable[[bytes], bool]
 
 

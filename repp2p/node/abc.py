@@ -57,6 +57,12 @@ class RecordPipelineAPI(abc.ABC):
         """:meth:`accept` for several records, stored in one transaction."""
 
     @abc.abstractmethod
+    def judge_many(
+        self, batch: list[bytes], *, topic: str | None = None, source: str = "local"
+    ) -> list[Verdict]:
+        """:meth:`judge` for several records, stored in one transaction."""
+
+    @abc.abstractmethod
     def accept_decoded(self, signed: SignedRecord, *, source: str) -> bool:
         """:meth:`accept` for a record the caller decoded (so verified) with our clock."""
 

@@ -48,6 +48,7 @@ from repp2p.net.sync import PROTOCOL as SYNC_PROTOCOL
 from repp2p.net.sync import make_handler
 from repp2p.net.task import PROTOCOL as TASK_PROTOCOL
 from repp2p.net.topics import TOPICS
+from repp2p.net.verdict import Verdict
 from repp2p.node.discovery import Discovery, peer_info
 from repp2p.node.enclave import EnclaveSupervisor
 from repp2p.node.metrics import NodeMetrics
@@ -272,7 +273,11 @@ class Node:
                 feed = feed_protocol.FeedFollower(
                     discovery.feed_candidates,
                     lambda peer: discovery.open_stream(peer, feed_protocol.PROTOCOL),
-                    lambda batch: pipeline.accept_many(batch, source="feed"),
+                    # An upstream is dropped for records that are its fault only (not
+                    # for stale copies, records expiring on the way, or our own disk).
+                    lambda batch: [
+                        v is not Verdict.REJECT for v in pipeline.judge_many(batch, source="feed")
+                    ],
                     cfg.feed,
                     self.clock.now,
                 )

@@ -26,6 +26,7 @@ from repp2p.net.libp2p_compat import prune_client_peers, routing_table_peers
 from repp2p.net.params import ConnectionParams, SyncParams
 from repp2p.net.sync import PROTOCOL as SYNC_PROTOCOL
 from repp2p.net.sync import pull
+from repp2p.net.verdict import Verdict
 from repp2p.node.abc import DiscoveryAPI, RecordPipelineAPI
 from repp2p.node.metrics import NodeMetrics
 from repp2p.records import NodeAd
@@ -184,8 +185,11 @@ class Discovery(DiscoveryAPI):
             try:
                 with trio.fail_after(self._sync.request_timeout_s * 4):
                     stream = await self._host.new_stream(peer, [SYNC_PROTOCOL])
+                # Stale copies and our own store failures are not the peer's fault.
                 result = await pull(
-                    stream, lambda d: self._pipeline.accept(d, source="sync"), self._sync
+                    stream,
+                    lambda d: self._pipeline.judge(d, source="sync") is not Verdict.REJECT,
+                    self._sync,
                 )
             except Exception as exc:
                 log.info("sync from %s failed: %r", peer, exc)

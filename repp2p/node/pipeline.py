@@ -82,6 +82,11 @@ class RecordPipeline(RecordPipelineAPI):
     ) -> list[bool]:
         return [v is Verdict.ACCEPT for v in self._judge_many(batch, topic, source)]
 
+    def judge_many(
+        self, batch: list[bytes], *, topic: str | None = None, source: str = "local"
+    ) -> list[Verdict]:
+        return self._judge_many(batch, topic, source)
+
     def accept_decoded(self, signed: SignedRecord, *, source: str) -> bool:
         verdict = [Verdict.REJECT]
         now = int(self._clock.now())
