@@ -118,7 +118,6 @@ class NodeConfig:
             (with valid receipts), so redundancy and reputation can be shown catching it.
         task_delay_s: TEST ONLY, dev network only: seconds the node waits between claiming
             a task and running it (fault injection for failover tests), 0..600.
-        gossip, sync, feed, connections: network-layer parameters.
         timers: the live layer's timeouts and loop periods (:class:`repp2p.timers.Timers`).
         gossip, sync, feed, connections: network-layer parameters (their classes in
             :mod:`repp2p.net.params` document each field's bounds).

@@ -2,9 +2,9 @@
 
 A node holds tens of thousands of decoded records (the store's cache) and a few epochs of
 views. CPython's full (generation 2) collection walks every tracked object, and view builds
-allocate enough to trigger one every epoch or two: measured at ~10,000 records, a build
-took 33 ms warm but 224 ms when a full collection fell inside it, on every node of the
-network at the same boundary.
+allocate enough to trigger one every epoch or two: a build that a full collection falls
+into takes several times longer, on every node of the network at the same boundary
+(measurements: docs/design-notes.md, "Heap and GC").
 
 :func:`settle` (called after each view build) moves everything that survived into the
 permanent generation (``gc.freeze``), which collections skip. Reference counting still

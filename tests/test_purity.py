@@ -1,4 +1,4 @@
-"""The pure core must not do I/O or read the clock (ARCHITECTURE, STYLE principle 1).
+"""The pure core must not do I/O or read the clock (docs/architecture.md, "The sans-IO rule").
 
 Two checks: a static scan of every core module's syntax tree for forbidden imports and clock
 or global-randomness calls, and a fresh interpreter that imports the core and must not have

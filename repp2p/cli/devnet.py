@@ -55,9 +55,9 @@ def _config(
         "status_listen": "127.0.0.1:0",
         "heartbeat_interval_s": float(EPOCH_S),  # one per epoch: views take an epoch's last one
         # republish_interval_s stays at the node default (300 s): each round re-provides
-        # every engine on the DHT, dialling the ~20 peers closest to each key, and those
-        # connections are trimmed again 20 s later; at 30 s that churn cost a 24-node devnet
-        # about a third of its idle CPU (bench/RESULTS.md).
+        # every engine on the DHT, dialling the peers closest to each key, and those
+        # connections are trimmed again soon after; a short interval makes that churn a
+        # large share of an idle devnet's CPU (docs/design-notes.md, "Connection trimming").
         "log_level": "WARNING",
         **(extra or {}),
     }

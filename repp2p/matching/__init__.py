@@ -1,4 +1,4 @@
-"""Deterministic matching: who runs a task, with failover and no coordinator (ARCHITECTURE 5).
+"""Deterministic matching: who runs a task, with failover and no coordinator (docs/core.md).
 
 Public API::
 

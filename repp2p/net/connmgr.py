@@ -1,9 +1,10 @@
 """Keep a node's connection count bounded.
 
 py-libp2p 0.8.1 has a connection pruner, but it never closes a connection that carries a
-stream, and every connection carries a long-lived pubsub stream: measured on a 24-node
-devnet, each node held 21-24 connections against a high watermark of 16, and its gossip
-control traffic (and CPU) grew with the size of the network instead of with the mesh.
+stream, and every connection carries a long-lived pubsub stream: nodes held more
+connections than the high watermark, and their gossip control traffic (and CPU) grew with
+the size of the network instead of with the mesh (measurements: docs/design-notes.md,
+"Connection trimming").
 
 So the node trims its own connections: every ``trim_interval_s``, when it holds more than
 ``high_watermark``, it closes connections down to the *target*, the midpoint of the

@@ -2,9 +2,9 @@
 
 Why not gossip: a task produces an offer, k claims, k receipts and k feedbacks. Published
 on GossipSub, each is a separate message that every node receives several times, each time
-paying py-libp2p's per-message cost (RPC framing, Noise, signed peer records, validation):
-measured at ~400 ms of CPU per task across a 17-process devnet, which capped it at a few
-tasks per second. Nobody needs these records within milliseconds: views take task records
+paying py-libp2p's per-message cost (RPC framing, Noise, signed peer records, validation),
+which capped a devnet at a few tasks per second (measurements: docs/design-notes.md,
+"Feeds"). Nobody needs these records within milliseconds: views take task records
 two epochs late (repp2p.viewer). So they travel in batches instead: every node follows the
 *feed* of ``upstreams`` full nodes, pulling every ``interval_s`` whatever each upstream
 accepted since the last pull, and serves its own feed the same way. Records hop along a

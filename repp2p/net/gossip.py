@@ -51,9 +51,9 @@ def score_params(app_score: AppScoreFn | None) -> ScoreParams:
     Behaviour penalties (GRAFT during back-off and the like) decay (x0.95 per 1 s
     heartbeat) above a threshold of 10: py-libp2p's default never decays them, and the
     GRAFT/PRUNE races of a network settling after trimming cost honest peers 10 points
-    each, for good. Within a minute of set-up whole nodes sat below the gossip and
-    graylist thresholds, in no mesh and sent no IHAVE (32-node devnet traces). A peer
-    that keeps flooding GRAFTs still accumulates (steady state 200 at one a second).
+    each, for good, until whole nodes sat below the gossip and graylist thresholds. A
+    peer that keeps flooding GRAFTs still accumulates (measurements:
+    docs/design-notes.md, "Scoring").
     """
     return ScoreParams(
         p4_invalid_messages=invalid_messages_penalty(10.0, cap=1000.0, decay=0.99),

@@ -1,14 +1,11 @@
 """Frozen, validated parameters of the network layer (one object per concern).
 
-Sizing notes for GossipParams: our gossip per node is about one heartbeat per
-``heartbeat_interval_s`` (30 s), one attestation per epoch and one ad per republish period. Per-task
-records (an offer, k claims, k receipts and k feedbacks per task) spread by pulls over
-``/repp2p/feed/1`` (FeedParams), not by gossip, unless ``gossip_task_records`` is set: then,
-at the 300 tasks/s the task benchmark aims for across a 16-node network, a topic sees ~1,000
-messages/s network-wide and one peer can legitimately originate ~100/s. py-libp2p's spam
-protection caps every peer at 10 messages/s per topic by default, which would drop honest
-bursts, so we raise the per-peer rate to ``max_messages_per_peer_per_topic_s`` and rely on
-our own validators (invalid records cost gossip score) for abuse.
+Gossip volume: a node gossips its heartbeats, attestations and ads; per-task records spread
+by pulls over ``/repp2p/feed/1`` (FeedParams), not by gossip, unless ``gossip_task_records``
+is set. Then one peer can legitimately originate bursts far above py-libp2p's default spam
+cap (10 messages/s per peer and topic), so GossipParams raises the per-peer rate
+(``max_messages_per_peer_per_topic_s``) and relies on our own validators (invalid records
+cost gossip score) for abuse. The sizing estimate: docs/design-notes.md, "Mesh parameters".
 """
 
 from __future__ import annotations
@@ -23,13 +20,12 @@ class GossipParams:
     """GossipSub settings.
 
     The mesh is smaller than go-libp2p's (D=6, D_hi=12): every node sends each message
-    to every mesh peer, and in py-libp2p a message costs ~1 ms of CPU per hop (framing,
-    Noise, protobuf); on a 32-process devnet on 2 cores that amplification saturated the
-    machine at every round of heartbeats. D_hi stays twice D as in go-libp2p: mesh links
-    are symmetric (a node's mesh is the peers it grafted plus those that grafted it), and
-    with D_hi = 1.5 D (tried: 6) meshes kept overflowing, the pruned peers backed off for
-    a minute, and some nodes ended in no mesh at all. Own records go to every connected
-    peer anyway (flood publish).
+    to every mesh peer, and in py-libp2p each hop of a message costs CPU (framing, Noise,
+    protobuf) that a larger mesh multiplies. D_hi stays twice D as in go-libp2p: mesh
+    links are symmetric (a node's mesh is the peers it grafted plus those that grafted
+    it), so a tighter D_hi keeps meshes overflowing and pruned peers backing off. Own
+    records go to every connected peer anyway (flood publish). Measurements of each knob:
+    docs/design-notes.md, "Mesh parameters".
 
     Attributes:
         degree: target mesh degree D (peers), 1..32.
@@ -43,19 +39,18 @@ class GossipParams:
         eclipse_protection: demand IP diversity in meshes. Keep it on in production; a
             loopback devnet turns it off because all its peers share 127.0.0.1.
         prune_backoff_s: how long a peer pruned from a mesh (either way) waits before it
-            may GRAFT again (seconds), 1..600. go-libp2p uses 60; with 60 a node that lost
-            its meshes while the network settled after trimming stayed in none for up to a
-            minute (32-node devnet traces), receiving records only by IHAVE gossip.
+            may GRAFT again (seconds), 1..600. Shorter than go-libp2p's 60: a node that
+            lost its meshes while the network settled after trimming stays in none for the
+            whole back-off, receiving records only by IHAVE gossip.
         gossip_lazy: D_lazy, the fewest peers outside the mesh sent IHAVE gossip per topic
             at each heartbeat (more when a quarter of those peers is more), 1..32. 3, not
-            go-libp2p's 6: on an idle 33-node devnet IHAVE was a third of all gossip RPCs
-            and drew 26 IWANTs per 10 s for 29,000 advertised IDs (records travel by flood
-            publish and the mesh; gossip only repairs).
+            go-libp2p's 6: records travel by flood publish and the mesh, gossip only
+            repairs, and IHAVE was a large share of all gossip RPCs.
         flood_publish: send the records this node originates to every connected peer on
             the topic (whose score allows it), not only to its mesh, as go-libp2p does by
             default. py-libp2p 0.8.1 sends to the mesh only, and a mesh is empty for up to
-            a minute after GRAFTs are refused (prune back-off): a record published then
-            reached nobody (measured on a 24-node devnet).
+            the prune back-off after GRAFTs are refused: a record published then reached
+            nobody.
     """
 
     degree: int = 4

@@ -11,9 +11,10 @@ stream on which no request arrives for :data:`IDLE_TIMEOUT_S`, or after a malfor
         attested X25519 key (repp2p.tee.seal_input); releases: up to 16 of the owner's
         timeout/bad_proof Feedback envelopes on better-ranked claimants that failed
     node   -> {"ok": true, "claim": bytes, "receipt": bytes, "output": bytes}
-        claim: the node-signed Claim envelope (also gossiped); receipt: the node-signed
-        Receipt envelope carrying the enclave signature (also gossiped); output: the
-        output encrypted to the offer's result key
+        claim: the node-signed Claim envelope; receipt: the node-signed Receipt envelope
+        carrying the enclave signature (both also spread through the node's feed,
+        /repp2p/feed/1, and gossiped only with ``[feed] gossip_task_records = true``);
+        output: the output encrypted to the offer's result key
     node   -> {"ok": false, "error": text, "detail": text}
 
     client -> {"records": [bytes, ...]}

@@ -1,9 +1,9 @@
 """Client side of ``/repp2p/task/1``: a pool of open task streams per node.
 
 Opening a stream costs a yamux stream set-up plus a multistream-select negotiation (one or
-two round trips through two busy event loops: ~10 ms on a loaded machine, 30x the task
-itself for a small engine). The protocol lets a stream carry requests in turn, so a client
-keeps idle streams per node and reuses them.
+two round trips through two busy event loops), many times a small task itself
+(measurements: docs/design-notes.md, "Task streams"). The protocol lets a stream carry
+requests in turn, so a client keeps idle streams per node and reuses them.
 
 A reused stream may have been closed by the node meanwhile (idle timeout, restart). When a
 *reused* stream fails before any byte of the response arrived, the request is retried once

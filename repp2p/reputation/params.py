@@ -1,6 +1,6 @@
 """``ReputationParams``: every knob of the reputation computation, documented and validated.
 
-One frozen object per concern (STYLE principle 5). Construction validates every field and
+One frozen object per concern. Construction validates every field and
 raises :class:`~repp2p.errors.ConfigError`, so a params object that exists is usable. Epochs
 are the network's epochs (``epoch = now // epoch_s``); "evidence" means feedback, claims,
 receipts and heartbeats accepted into the view.
@@ -21,14 +21,11 @@ class ReputationParams:
     Component weights (each a float in [0, 100]; at least one > 0; the score is the
     weighted mean of the components, so only their ratios matter). Success dominates
     (12 of 16) because it is the one component a cheater cannot earn by being online, fast
-    and attested. The simulator set the value (``simulations/results/README.md``): under
-    the ``sweep_malicious_hard`` assumptions (clients notice half the wrong results, 20% of
-    clients collude), the former default ``w_success = 3`` (3 of 7) left a node that is
-    wrong half the time at ~760-810 permille, above a task minimum of 700, and 67% of tasks
-    went bad at 70% malicious nodes; 12 (``sweep_malicious_tuned``) puts such a node at
-    ~600-630 permille and 1.2% of tasks bad after warm-up (6.9% overall). The price:
-    everyone starts at 731 permille instead of 771, and slander weighs more on a node whose
-    history is still thin.
+    and attested: with a smaller share, a node that is wrong half the time stayed above a
+    typical task minimum. The price: everyone starts lower, and slander weighs more on a
+    node whose history is still thin. The simulator set the value
+    (``simulations/results/README.md``; measurements: docs/design-notes.md, "Reputation
+    weights").
 
     Attributes:
         w_uptime: weight of uptime (share of epochs in the window with a heartbeat).

@@ -1,4 +1,6 @@
-"""py-libp2p 0.8.1's GossipSub router with the fixes our network needed (each measured).
+"""py-libp2p 0.8.1's GossipSub router with the fixes our network needed.
+
+Why each fix matters, with its measurements: docs/design-notes.md, "GossipSub router".
 
 Subclassing, not patching: only routers built as :class:`RecordGossipSub` change. The
 methods overridden here are private py-libp2p methods its heartbeat and publish path call;
@@ -36,8 +38,7 @@ class ContentIdMessageCache(MessageCache):
     py-libp2p 0.8.1 keys its cache by ``from + seqno`` whatever ``msg_id_constructor``
     the Pubsub uses, so the IHAVE it sends name IDs that no receiver's seen-cache (keyed
     by the real message ID) holds: every IHAVE drew an IWANT and a full retransmission of
-    a message the peer already had (12-node network, 20 s, D=4: 428 IWANT for 2,415
-    advertised IDs).
+    a message the peer already had.
 
     Args:
         window_size: heartbeats of history advertised in IHAVE.
@@ -71,9 +72,9 @@ class RecordGossipSub(GossipSub):
       random (graylisted peers first). py-libp2p prunes the lowest scores, and since the
       score carries reputation (P6), every peer pruned the same low-reputation nodes
       (a bootstrap serving no engines, a newcomer): they were left in no mesh at all and
-      got records only from IHAVE gossip, about a second late (16- and 32-node devnets).
-      Reputation should rank work, not cut a node off the gossip. The per-heartbeat
-      replacement of the worst mesh peer is limited the same way.
+      got records only from IHAVE gossip, late. Reputation should rank work, not cut a
+      node off the gossip. The per-heartbeat replacement of the worst mesh peer is
+      limited the same way.
     * a configurable D_lazy (``gossip_lazy``).
     * heartbeat control messages built per peer (py-libp2p sent each peer the GRAFTs and
       PRUNEs of the peers before it), GRAFTs only to reachable peers, and mesh links
@@ -147,9 +148,9 @@ class RecordGossipSub(GossipSub):
 
         py-libp2p 0.8.1 builds the GRAFT/PRUNE/IHAVE lists once and never clears them
         between peers, so the second peer also got the first one's GRAFTs and PRUNEs, and
-        so on: peers dropped us from meshes we kept them in (one-sided links; on a 32-node
-        devnet a node's 4 mesh peers all lacked it and records reached it only by IHAVE
-        gossip, 100-1,000 ms late). Also here:
+        so on: peers dropped us from meshes we kept them in (one-sided links: a node could
+        be in none of its mesh peers' meshes and get records only by IHAVE gossip, late).
+        Also here:
 
         * a GRAFT to a peer we have no send queue for yet (its stream is still opening)
           would be dropped without a word: the peer leaves our mesh again, and the next
@@ -203,10 +204,10 @@ class RecordGossipSub(GossipSub):
         # py-libp2p runs its "enhanced" opportunistic grafting at every heartbeat for every
         # topic and grafts up to 2 peers whenever their score reaches half the mesh median:
         # with equal scores that is always. Meshes grew past D_hi, were pruned back, and
-        # grew again: 1,278 GRAFTs and 969 PRUNEs per 10 s on an idle 33-node devnet, each
-        # an RPC. go-libp2p's rule instead: every OPPORTUNISTIC_GRAFT_TICKS heartbeats,
-        # only when the mesh's median score is below OPPORTUNISTIC_GRAFT_THRESHOLD, graft
-        # up to 2 peers scoring above it.
+        # grew again, each GRAFT and PRUNE an RPC (measurements: docs/design-notes.md,
+        # "GossipSub router"). go-libp2p's rule instead: every OPPORTUNISTIC_GRAFT_TICKS
+        # heartbeats, only when the mesh's median score is below
+        # OPPORTUNISTIC_GRAFT_THRESHOLD, graft up to 2 peers scoring above it.
         count("GossipSub._perform_opportunistic_grafting")
         ticks = self._graft_ticks.get(topic, 0) + 1
         self._graft_ticks[topic] = ticks

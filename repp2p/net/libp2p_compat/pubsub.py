@@ -1,5 +1,6 @@
-"""Three per-RPC costs of py-libp2p 0.8.1's pubsub, cut (profiles of a 9-process devnet
-showed nodes saturated by gossip control traffic).
+"""Three per-RPC costs of py-libp2p 0.8.1's pubsub, cut: gossip control traffic pays them
+on every RPC, and they saturated our nodes (measurements: docs/design-notes.md, "Gossip
+costs").
 
 * Every RPC carries the sender's signed peer record, and py-libp2p verifies its Ed25519
   signature on every RPC: we skip re-verifying envelope bytes already accepted from that
@@ -72,9 +73,9 @@ def envelope_cached(host: Any) -> tuple[bytes, bool]:
     """py-libp2p's own signed peer record for an outgoing RPC, rebuilt every few seconds.
 
     py-libp2p recomputes the host's addresses (multiaddr parsing, base58) and re-serialises
-    the envelope for every RPC it sends: 17% of all CPU of a 3-hop gossip chain in a
-    cProfile run. Listen addresses change rarely, and a record a few seconds stale only
-    delays a peer learning a new address.
+    the envelope for every RPC it sends, a large share of a gossip hop's CPU
+    (measurements: docs/design-notes.md, "Gossip costs"). Listen addresses change rarely,
+    and a record a few seconds stale only delays a peer learning a new address.
 
     Args:
         host: our host.

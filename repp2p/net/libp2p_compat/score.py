@@ -3,8 +3,8 @@
 The gossipsub v1.1 spec (and go-libp2p) give P4, the invalid-message counter, a *negative*
 weight that is added. py-libp2p's ``PeerScorer.topic_score`` instead *subtracts*
 ``weight * count``: a spec-style weight of -10 made every invalid record *raise* its
-forwarder's score by 10 (measured: +200 after 20 invalid messages, and 200 of 200 junk
-records from one peer reached our validator). P5 (behaviour penalty) is subtracted too,
+forwarder's score by 10, so junk was never gated (measurements: docs/design-notes.md,
+"Scoring"). P5 (behaviour penalty) is subtracted too,
 with a positive weight; P6 (application score) is added with a positive weight, as in
 the spec.
 """

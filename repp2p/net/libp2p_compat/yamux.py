@@ -1,8 +1,8 @@
 """Yamux window updates batched as go-yamux does.
 
 py-libp2p 0.8.1 answers every read that leaves the receive window short by less than half
-with a WINDOW_UPDATE frame anyway, so every gossip message (~600 bytes) cost a second
-encrypted frame back (measured: 900 updates for 900 data frames on a 3-hop chain).
+with a WINDOW_UPDATE frame anyway, so every small gossip message cost a second encrypted
+frame back (measurements: docs/design-notes.md, "Yamux").
 """
 
 from __future__ import annotations
