@@ -113,7 +113,7 @@ class LightClient:
                 try:
                     yield client
                 finally:
-                    with trio.move_on_after(5) as scope:
+                    with trio.move_on_after(Timers().shutdown_grace_s) as scope:
                         scope.shield = True
                         await host.get_network().close()
 

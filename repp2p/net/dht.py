@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import time
+from collections.abc import Callable
 
 from libp2p.records.validator import Validator
 
@@ -46,14 +47,21 @@ class InvalidValue(Exception):
 
 
 class AdValidator(Validator):
-    """Strict validator of ``/repp2p/ad/<peer-id>`` values (see module docstring)."""
+    """Strict validator of ``/repp2p/ad/<peer-id>`` values (see module docstring).
+
+    Args:
+        clock: unix seconds now (the peer's clock: an expired ad is no ad).
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
 
     def validate(self, key: str, value: bytes) -> None:
         parts = key.split("/")
         if len(parts) != 4 or parts[1] != NAMESPACE or parts[2] != "ad":
             raise InvalidValue(f"unknown repp2p DHT key {key[:80]!r}")
         try:
-            signed = decode(value, now=int(time.time()))  # an expired ad is no ad
+            signed = decode(value, now=int(self._clock()))  # an expired ad is no ad
         except RecordError as exc:
             raise InvalidValue(f"invalid record under {key[:80]!r}: {exc}") from None
         if not isinstance(signed.record, NodeAd) or signed.signer != parts[3]:

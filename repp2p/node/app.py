@@ -30,6 +30,7 @@ import os
 from typing import Any
 
 import trio
+from libp2p.abc import IHost
 from libp2p.kad_dht.kad_dht import DHTMode
 from libp2p.tools.anyio_service import background_trio_service
 
@@ -43,7 +44,7 @@ from repp2p.net import feed as feed_protocol
 from repp2p.net.dht import NAMESPACE, AdValidator
 from repp2p.net.gossip import build_pubsub, install_validators
 from repp2p.net.host import build_host, parse_multiaddrs
-from repp2p.net.libp2p_compat import ServerOnlyKadDHT
+from repp2p.net.libp2p_compat import RecordGossipSub, RecordPubsub, ServerOnlyKadDHT
 from repp2p.net.sync import PROTOCOL as SYNC_PROTOCOL
 from repp2p.net.sync import make_handler
 from repp2p.net.task import PROTOCOL as TASK_PROTOCOL
@@ -72,10 +73,10 @@ class NodeParts:
     store: SqliteRecordStore
     pipeline: RecordPipeline
     views: ViewService
-    host: Any
+    host: IHost
     dht: ServerOnlyKadDHT
-    pubsub: Any
-    router: Any
+    pubsub: RecordPubsub
+    router: RecordGossipSub
     publisher: RecordPublisher
     discovery: Discovery
     feed: feed_protocol.FeedFollower
@@ -240,7 +241,7 @@ class Node:
             async with host.run(listen_addrs=listen):
                 mode = DHTMode.SERVER if is_full else DHTMode.CLIENT
                 dht = ServerOnlyKadDHT(host, mode, strict_validation=True)
-                dht.register_validator(NAMESPACE, AdValidator())
+                dht.register_validator(NAMESPACE, AdValidator(self.clock.now))
                 pubsub, router = build_pubsub(host, cfg.gossip, views.app_score)
                 host.get_network().register_notifee(self.conn_events)
                 install_validators(
@@ -401,7 +402,7 @@ class Node:
         enclave: EnclaveSupervisor,
         server: TaskServer,
         publisher: RecordPublisher,
-        host: Any,
+        host: IHost,
     ) -> None:
         """A full node's own duties: attestation first, then heartbeats and ads."""
         cfg = self.config
@@ -430,7 +431,7 @@ class Node:
         nursery.start_soon(schedule.run_heartbeats)
         nursery.start_soon(schedule.run_ads)
 
-    def _ad(self, host: Any, enclave: EnclaveSupervisor, publisher: RecordPublisher) -> NodeAd:
+    def _ad(self, host: IHost, enclave: EnclaveSupervisor, publisher: RecordPublisher) -> NodeAd:
         now = int(self.clock.now())
         addrs = tuple(str(a) for a in host.get_addrs())[:16]
         return NodeAd(

@@ -15,6 +15,7 @@ from typing import Any
 
 import multiaddr
 import trio
+from libp2p.abc import IHost
 from libp2p.peer.id import ID as PeerID
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
 
@@ -22,7 +23,12 @@ from repp2p.clock import ClockAPI
 from repp2p.errors import ConfigError
 from repp2p.net import connmgr
 from repp2p.net.dht import ad_key, engine_provider_key
-from repp2p.net.libp2p_compat import prune_client_peers, routing_table_peers
+from repp2p.net.libp2p_compat import (
+    RecordGossipSub,
+    ServerOnlyKadDHT,
+    prune_client_peers,
+    routing_table_peers,
+)
 from repp2p.net.params import ConnectionParams, SyncParams
 from repp2p.net.sync import PROTOCOL as SYNC_PROTOCOL
 from repp2p.net.sync import pull
@@ -68,9 +74,9 @@ class Discovery(DiscoveryAPI):
 
     def __init__(
         self,
-        host: Any,
-        dht: Any,
-        router: Any,
+        host: IHost,
+        dht: ServerOnlyKadDHT,
+        router: RecordGossipSub,
         pipeline: RecordPipelineAPI,
         store: RecordStoreAPI,
         clock: ClockAPI,

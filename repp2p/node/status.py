@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from libp2p.abc import IHost
 from prometheus_client import generate_latest
 
 from repp2p.clock import ClockAPI
 from repp2p.config import NodeConfig
+from repp2p.net.libp2p_compat import RecordGossipSub, RecordPubsub, ServerOnlyKadDHT
 from repp2p.net.topics import TOPICS
 from repp2p.node.abc import (
     DiscoveryAPI,
@@ -38,10 +40,10 @@ class OperatorStatus(OperatorStatusAPI):
         pipeline: RecordPipelineAPI,
         discovery: DiscoveryAPI,
         views: ViewServiceAPI,
-        host: Any,
-        dht: Any,
-        pubsub: Any,
-        router: Any,
+        host: IHost,
+        dht: ServerOnlyKadDHT,
+        pubsub: RecordPubsub,
+        router: RecordGossipSub,
         addrs: Callable[[], list[str]],
         started_at: float,
         load: TaskLoadAPI | None,
