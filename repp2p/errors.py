@@ -153,3 +153,49 @@ class ClaimError(ReasonedError):
         reason: the :class:`ClaimReason`.
         detail: human-readable detail; never parsed.
     """
+
+
+class ProofReason(enum.Enum):
+    """Why a Merkle proof, an audit response or an offence proof was rejected
+    (repp2p.digests). Values are stable metric names.
+
+    The first group says the bytes are unusable; the second, that the signed records inside
+    do not make the case (wrong signer, wrong task...); the third, that the Merkle data does
+    not check out against the digest; the last, that everything verifies but shows no fault
+    (an honest party's data).
+    """
+
+    OVERSIZE = "oversize"
+    MALFORMED = "malformed"
+    NON_CANONICAL = "non_canonical"
+    BAD_RECORD = "bad_record"
+    EXPIRED = "expired"
+    WRONG_TYPE = "wrong_type"
+    WRONG_SIGNER = "wrong_signer"
+    WRONG_TASK = "wrong_task"
+    WRONG_EPOCH = "wrong_epoch"
+    WRONG_PART = "wrong_part"
+    WRONG_DIGEST = "wrong_digest"
+    BAD_LEAF = "bad_leaf"
+    BAD_INDEX = "bad_index"
+    BAD_PATH = "bad_path"
+    ROOT_MISMATCH = "root_mismatch"
+    NOT_ADJACENT = "not_adjacent"
+    NOT_BRACKETED = "not_bracketed"
+    MISSING_RECORD = "missing_record"
+    NO_OFFENCE = "no_offence"
+
+
+class ProofError(ReasonedError):
+    """A Merkle proof, an audit response or an offence proof does not verify.
+
+    Attributes:
+        reason: the :class:`ProofReason`.
+        detail: human-readable detail; never parsed.
+    """
+
+
+class DigestError(ReppError):
+    """A party's own per-task records cannot be summarised into a digest (a record it signed
+    names one it does not hold, or it has more counterparties in an epoch than the digest
+    parts can carry). The caller's fault, not a peer's."""

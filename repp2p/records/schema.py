@@ -182,13 +182,31 @@ def field_specs(cls: type) -> dict[str, Spec]:
 
 
 def validate_fields(obj: Any) -> None:
-    """Validate every field of a spec'd dataclass instance (called from ``__post_init__``)."""
+    """Validate every field of a spec'd dataclass instance (called from ``__post_init__``),
+    then the rules between its fields (:func:`check_invariants`)."""
     for name, spec in field_specs(type(obj)).items():
         value = getattr(obj, name)
         try:
             spec.check(value)
         except FieldError as exc:
             raise FieldError(f"{type(obj).__name__}.{name}: {exc}") from None
+    check_invariants(obj)
+
+
+def check_invariants(obj: Any) -> None:
+    """Apply the rules that tie a type's fields together, when it declares any.
+
+    A spec checks one field alone; a type whose fields constrain each other (a digest's rows
+    must be sorted and add up to its leaf count) declares ``check_invariants(self)``, which
+    raises :class:`FieldError`. It runs on construction and on decoding alike, so a value
+    that breaks it can neither be built nor received.
+    """
+    check = getattr(type(obj), "check_invariants", None)
+    if check is not None:
+        try:
+            check(obj)
+        except FieldError as exc:
+            raise FieldError(f"{type(obj).__name__}: {exc}") from None
 
 
 def to_wire_map(obj: Any) -> dict[str, Any]:
@@ -224,4 +242,5 @@ def from_wire_map(cls: type, obj: Any) -> Any:
         except FieldError as exc:
             raise FieldError(f"{cls.__name__}.{name}: {exc}") from None
         object.__setattr__(instance, name, value)
+    check_invariants(instance)
     return instance

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 from typing import ClassVar
 
 from repp2p.errors import RecordError, RecordReason
@@ -266,10 +267,226 @@ def task_id_for(client_key: bytes, result_key: bytes) -> bytes:
     return hashlib.sha256(TASK_ID_DOMAIN + client_key + result_key).digest()
 
 
+# -- per-epoch digests (docs/digests.md) --------------------------------------------------
+
+#: Most rows (counterparties) in one digest part; a party with more splits its digest into
+#: parts. 256 rows keep the largest part near 33 KiB, one gossip message.
+DIGEST_MAX_ROWS = 256
+#: Most parts per (signer, type, epoch): up to 65,536 counterparties in one epoch.
+DIGEST_MAX_PARTS = 256
+#: Most leaves (tasks) in one part, and so the largest count any row may state: Merkle
+#: paths stay at most 24 hashes long.
+DIGEST_MAX_LEAVES = 2**24
+#: Outcomes of a node's claimed task, in the order of their blocks in the Merkle tree.
+WORK_OUTCOMES = ("done", "timeout", "failed")
+#: Feedback outcomes in the order of their blocks in a feedback digest's Merkle tree.
+FEEDBACK_OUTCOMES = ("ok", "wrong", "timeout", "bad_proof")
+#: Merkle root of a part without leaves (RFC 6962: the hash of the empty string).
+EMPTY_MERKLE_ROOT = hashlib.sha256(b"").digest()
+
+_PART_DOMAIN = b"repp2p/1/digest-part\0"
+_u32_leaves = UInt(0, DIGEST_MAX_LEAVES)
+
+
+def part_of(peer_id: str, parts: int) -> int:
+    """The digest part a counterparty's row belongs in, when a digest has ``parts`` parts.
+
+    ``u64(SHA-256(tag || peer_id)[:8]) mod parts``: fixed by the counterparty alone, so a
+    proof about one counterparty needs only the one part that must hold its row.
+
+    Raises:
+        ValueError: ``parts`` is not in ``[1, DIGEST_MAX_PARTS]``.
+    """
+    if type(parts) is not int or not 1 <= parts <= DIGEST_MAX_PARTS:
+        raise ValueError(f"parts must be in [1, {DIGEST_MAX_PARTS}], not {parts!r}")
+    h = hashlib.sha256(_PART_DOMAIN + peer_id.encode("ascii")).digest()
+    return int.from_bytes(h[:8], "big") % parts
+
+
+def _check_part(
+    kind: str, epoch: int, part: int, parts: int, peers: list[str], leaf_count: int, root: bytes
+) -> None:
+    del epoch  # any epoch is well formed; which epochs a peer accepts is the live layer's rule
+    if part >= parts:
+        raise FieldError(f"part {part} of {parts}")
+    if any(a >= b for a, b in itertools.pairwise(peers)):
+        raise FieldError(f"{kind} rows must be sorted by peer ID without duplicates")
+    for peer in peers:
+        if part_of(peer, parts) != part:
+            raise FieldError(f"row {peer} belongs in part {part_of(peer, parts)}, not {part}")
+    if leaf_count > DIGEST_MAX_LEAVES:
+        raise FieldError(f"{leaf_count} leaves, more than {DIGEST_MAX_LEAVES}")
+    if leaf_count == 0 and root != EMPTY_MERKLE_ROOT:
+        raise FieldError("a part without leaves has the empty tree's root")
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkRow:
+    """A node's work for one client in one epoch: tasks it ``claims``, of which it delivered
+    ``receipts``, let run past their deadline (``timeouts``) or failed (``failures``).
+
+    Every claimed task has exactly one of the three outcomes, so
+    ``claims == receipts + timeouts + failures``, and ``claims >= 1`` (no empty rows).
+    """
+
+    client: str = spec_field(PeerIdText())
+    claims: int = spec_field(_u32_leaves)
+    receipts: int = spec_field(_u32_leaves)
+    timeouts: int = spec_field(_u32_leaves)
+    failures: int = spec_field(_u32_leaves)
+
+    def __post_init__(self) -> None:
+        try:
+            validate_fields(self)
+        except FieldError as exc:
+            raise RecordError(RecordReason.BAD_FIELD, str(exc)) from None
+
+    def check_invariants(self) -> None:
+        if self.claims != self.receipts + self.timeouts + self.failures:
+            raise FieldError("claims must equal receipts + timeouts + failures")
+        if self.claims == 0:
+            raise FieldError("a row counts at least one claim")
+
+    def counts(self) -> tuple[int, ...]:
+        """Leaves per block, in :data:`WORK_OUTCOMES` order."""
+        return (self.receipts, self.timeouts, self.failures)
+
+    @property
+    def peer(self) -> str:
+        """The counterparty (the client)."""
+        return self.client
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkDigest(Record):
+    """A node's signed summary of one epoch's work: one row per client whose tasks (offers of
+    ``epoch``) it claimed, and the Merkle root over one leaf per claimed task.
+
+    Part ``part`` of ``parts`` holds the rows of the clients with
+    ``part_of(client, parts) == part``, sorted by peer ID; ``leaf_count`` is the sum of its
+    rows' claims, ``merkle_root`` the root of the part's leaves (docs/digests.md: leaf i's
+    place is fixed by the rows). ``seq`` is always 0: a digest is final once signed, so two
+    different digests for one ``(epoch, part)`` are an equivocation.
+    """
+
+    TYPE: ClassVar[str] = "WorkDigest"
+    MAX_SIZE: ClassVar[int] = 48 * 1024
+
+    epoch: int = spec_field(_u64)
+    part: int = spec_field(UInt(0, DIGEST_MAX_PARTS - 1))
+    parts: int = spec_field(UInt(1, DIGEST_MAX_PARTS))
+    rows: tuple[WorkRow, ...] = spec_field(ArrayOf(Nested(WorkRow), DIGEST_MAX_ROWS))
+    leaf_count: int = spec_field(_u32_leaves)
+    merkle_root: bytes = spec_field(_digest)
+    seq: int = spec_field(UInt(0, 0))
+    expires: int = _expires()
+
+    def check_invariants(self) -> None:
+        peers = [row.client for row in self.rows]
+        total = sum(row.claims for row in self.rows)
+        if total != self.leaf_count:
+            raise FieldError(f"leaf_count {self.leaf_count} but the rows claim {total}")
+        _check_part("work", self.epoch, self.part, self.parts, peers, total, self.merkle_root)
+
+    def slot(self) -> bytes:
+        return self.epoch.to_bytes(8, "big") + self.part.to_bytes(2, "big")
+
+
+@dataclasses.dataclass(frozen=True)
+class FeedbackRow:
+    """A client's verdicts on one node in one epoch: how many of its Feedback records said
+    ``ok``, ``wrong``, ``timeout`` and ``bad_proof``, and the sum of their ``latency_ms``.
+
+    At least one verdict (no empty rows); ``latency_sum_ms`` is at most the verdicts times
+    the largest ``latency_ms`` a Feedback can carry (2^32 - 1).
+    """
+
+    node: str = spec_field(PeerIdText())
+    ok: int = spec_field(_u32_leaves)
+    wrong: int = spec_field(_u32_leaves)
+    timeout: int = spec_field(_u32_leaves)
+    bad_proof: int = spec_field(_u32_leaves)
+    latency_sum_ms: int = spec_field(_u64)
+
+    def __post_init__(self) -> None:
+        try:
+            validate_fields(self)
+        except FieldError as exc:
+            raise RecordError(RecordReason.BAD_FIELD, str(exc)) from None
+
+    def check_invariants(self) -> None:
+        total = self.total
+        if total == 0:
+            raise FieldError("a row counts at least one feedback")
+        if self.latency_sum_ms > total * _u32.maximum:
+            raise FieldError("latency_sum_ms exceeds its verdicts times 2^32 - 1")
+
+    @property
+    def total(self) -> int:
+        """Verdicts in the row."""
+        return self.ok + self.wrong + self.timeout + self.bad_proof
+
+    def counts(self) -> tuple[int, ...]:
+        """Leaves per block, in :data:`FEEDBACK_OUTCOMES` order."""
+        return (self.ok, self.wrong, self.timeout, self.bad_proof)
+
+    @property
+    def peer(self) -> str:
+        """The counterparty (the node)."""
+        return self.node
+
+
+@dataclasses.dataclass(frozen=True)
+class FeedbackDigest(Record):
+    """A client's signed summary of one epoch's feedback: one row per node it gave Feedback on
+    tasks whose offer is of ``epoch``, and the Merkle root over one leaf per Feedback.
+
+    Parts, sorting, ``leaf_count`` (the sum of the rows' verdicts), ``merkle_root`` and
+    ``seq`` (always 0) follow :class:`WorkDigest`, with nodes in place of clients.
+    """
+
+    TYPE: ClassVar[str] = "FeedbackDigest"
+    MAX_SIZE: ClassVar[int] = 48 * 1024
+
+    epoch: int = spec_field(_u64)
+    part: int = spec_field(UInt(0, DIGEST_MAX_PARTS - 1))
+    parts: int = spec_field(UInt(1, DIGEST_MAX_PARTS))
+    rows: tuple[FeedbackRow, ...] = spec_field(ArrayOf(Nested(FeedbackRow), DIGEST_MAX_ROWS))
+    leaf_count: int = spec_field(_u32_leaves)
+    merkle_root: bytes = spec_field(_digest)
+    seq: int = spec_field(UInt(0, 0))
+    expires: int = _expires()
+
+    def check_invariants(self) -> None:
+        peers = [row.node for row in self.rows]
+        total = sum(row.total for row in self.rows)
+        if total != self.leaf_count:
+            raise FieldError(f"leaf_count {self.leaf_count} but the rows count {total}")
+        _check_part("feedback", self.epoch, self.part, self.parts, peers, total, self.merkle_root)
+
+    def slot(self) -> bytes:
+        return self.epoch.to_bytes(8, "big") + self.part.to_bytes(2, "big")
+
+
 #: The registry: wire type tag -> record class. The only place a type is made known.
 RECORD_TYPES: dict[str, type[Record]] = {
-    cls.TYPE: cls for cls in (NodeAd, Attestation, Heartbeat, TaskOffer, Claim, Receipt, Feedback)
+    cls.TYPE: cls
+    for cls in (
+        NodeAd,
+        Attestation,
+        Heartbeat,
+        TaskOffer,
+        Claim,
+        Receipt,
+        Feedback,
+        WorkDigest,
+        FeedbackDigest,
+    )
 }
+
+#: The per-epoch digest types. Unlike the per-task records they are global: gossiped on
+#: their own topic family, held by every peer (docs/digests.md).
+DIGEST_TYPES: frozenset[str] = frozenset({WorkDigest.TYPE, FeedbackDigest.TYPE})
 
 #: The per-task record types: an offer and its claims, receipts and feedback. They enter
 #: views ``NetworkParams.task_record_lag`` epochs late, and they spread by pulls over the
@@ -298,6 +515,9 @@ _DAY_S = 86_400
 #:   (``ReputationParams.window_epochs`` = 168 epochs: 2.8 h at 60-s epochs, a week at
 #:   1-h epochs). Claims, receipts and feedback inherit their offer's expiry, which must
 #:   come after the task's deadline, so 30 days also bounds how far off a deadline can be.
+#: * ``WorkDigest``, ``FeedbackDigest``: 30 days. A digest replaces its epoch's per-task
+#:   records as the reputation and ledger evidence, so it must outlive the window like them,
+#:   plus the audit horizon in which its leaves can still be challenged.
 MAX_LIFETIME_S: dict[str, int] = {
     NodeAd.TYPE: _DAY_S,
     Attestation.TYPE: _DAY_S,
@@ -306,4 +526,6 @@ MAX_LIFETIME_S: dict[str, int] = {
     Claim.TYPE: 30 * _DAY_S,
     Receipt.TYPE: 30 * _DAY_S,
     Feedback.TYPE: 30 * _DAY_S,
+    WorkDigest.TYPE: 30 * _DAY_S,
+    FeedbackDigest.TYPE: 30 * _DAY_S,
 }

@@ -8,20 +8,34 @@ tests whose nodes run on the real clock.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
+
+import nacl.signing
 
 from repp2p.identity import Identity
 from repp2p.records import (
+    EMPTY_MERKLE_ROOT,
     MAX_LIFETIME_S,
     Attestation,
     Claim,
     EngineOffer,
     Feedback,
+    FeedbackDigest,
+    FeedbackRow,
     Heartbeat,
     NodeAd,
     Receipt,
     Record,
+    SignedRecord,
     TaskOffer,
+    WorkDigest,
+    WorkRow,
+    part_of,
+    receipt_message,
+    sign,
+    task_id_for,
 )
 
 #: A fixed clock for tests that pass ``now`` by hand (unix seconds, 2023-11-14 22:13:20 UTC).
@@ -131,3 +145,180 @@ def sample_records(seq: int = 1, *, now: float = NOW, expires: int | None = None
             expires=expires,
         ),
     ]
+
+
+def sample_digests(*, expires: int | None = None) -> list[Record]:
+    """One valid ``WorkDigest`` and one ``FeedbackDigest`` (single part, two rows each, a
+    made-up root), valid at :data:`NOW` until ``expires`` (by default :func:`far_future`).
+
+    Kept apart from :func:`sample_records`, whose list of types other tests enumerate.
+    """
+    if expires is None:
+        expires = far_future()
+    a, b = sorted((identity("client-a").peer_id, identity("client-b").peer_id))
+    n1, n2 = sorted((identity("node-1").peer_id, identity("node-2").peer_id))
+    return [
+        WorkDigest(
+            epoch=7,
+            part=0,
+            parts=1,
+            rows=(
+                WorkRow(client=a, claims=3, receipts=2, timeouts=1, failures=0),
+                WorkRow(client=b, claims=1, receipts=0, timeouts=0, failures=1),
+            ),
+            leaf_count=4,
+            merkle_root=digest("work-root"),
+            seq=0,
+            expires=expires,
+        ),
+        FeedbackDigest(
+            epoch=7,
+            part=0,
+            parts=1,
+            rows=(
+                FeedbackRow(node=n1, ok=2, wrong=0, timeout=1, bad_proof=0, latency_sum_ms=900),
+                FeedbackRow(node=n2, ok=0, wrong=1, timeout=0, bad_proof=0, latency_sum_ms=40),
+            ),
+            leaf_count=4,
+            merkle_root=digest("feedback-root"),
+            seq=0,
+            expires=expires,
+        ),
+    ]
+
+
+def empty_work_digest(epoch: int = 7, *, expires: int | None = None) -> WorkDigest:
+    """A node's digest of an epoch in which it claimed nothing."""
+    return WorkDigest(
+        epoch=epoch,
+        part=0,
+        parts=1,
+        rows=(),
+        leaf_count=0,
+        merkle_root=EMPTY_MERKLE_ROOT,
+        seq=0,
+        expires=far_future() if expires is None else expires,
+    )
+
+
+@functools.cache
+def enclave_key(node: str) -> nacl.signing.SigningKey:
+    """A node's stable enclave result key (signs receipts as a real enclave would)."""
+    return nacl.signing.SigningKey(digest("enclave/" + node))
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskRecords:
+    """The signed per-task records of one task between one client and one node."""
+
+    offer: SignedRecord
+    claim: SignedRecord | None
+    receipt: SignedRecord | None
+    feedback: SignedRecord | None
+
+    def all(self) -> list[SignedRecord]:
+        """Every record that exists."""
+        return [r for r in (self.offer, self.claim, self.receipt, self.feedback) if r]
+
+
+def task_records(
+    client: Identity,
+    node: Identity,
+    epoch: int,
+    label: str,
+    *,
+    claimed: bool = True,
+    delivered: bool = True,
+    outcome: str | None = "ok",
+    latency_ms: int = 120,
+    output: str = "right",
+    expires: int | None = None,
+) -> TaskRecords:
+    """Signed records of one task: the client's offer (a bound task id), the node's claim
+    and receipt (with a valid enclave signature by :func:`enclave_key`), the client's
+    feedback.
+
+    Args:
+        client, node: the parties.
+        epoch: the offer's epoch.
+        label: makes the task unique (its result key derives from it).
+        claimed: the node claimed the task.
+        delivered: the node signed a receipt (needs ``claimed``).
+        outcome: the client's feedback outcome, or None for no feedback.
+        latency_ms: the feedback's latency.
+        output: what the receipt says the output hashed to.
+        expires: every record's ``expires`` (default :func:`far_future`).
+    """
+    expires = far_future() if expires is None else expires
+    result_key = digest(f"result-key/{client.peer_id}/{label}")
+    offer = sign(
+        TaskOffer(
+            task_id=task_id_for(client.public_key, result_key),
+            engine_id="echo",
+            epoch=epoch,
+            tee_kinds=(),
+            min_reputation=0,
+            max_price=5_000,
+            redundancy=1,
+            deadline_ms=(NOW + 3600) * 1000,
+            input_digest=digest("input/" + label),
+            input_size=11,
+            result_key=result_key,
+            seq=1,
+            expires=expires,
+        ),
+        client,
+    )
+    task_id = offer.record.task_id  # type: ignore[attr-defined]
+    claim = receipt = None
+    if claimed:
+        claim = sign(
+            Claim(
+                task_id=task_id,
+                offer_id=offer.record_id,
+                rank=0,
+                epoch=epoch,
+                view_digest=digest("view"),
+                seq=1,
+                expires=expires,
+            ),
+            node,
+        )
+    if claimed and delivered:
+        key = enclave_key(node.peer_id)
+        unsigned = Receipt(
+            task_id=task_id,
+            offer_id=offer.record_id,
+            engine_id="echo",
+            measurement=digest("echo"),
+            input_digest=digest("input/" + label),
+            output_digest=digest(output),
+            started_ms=1_000,
+            finished_ms=1_012,
+            result_key=bytes(key.verify_key),
+            enclave_sig=bytes(64),
+            seq=1,
+            expires=expires,
+        )
+        enclave_sig = key.sign(receipt_message(unsigned)).signature
+        receipt = sign(dataclasses.replace(unsigned, enclave_sig=enclave_sig), node)
+    feedback = None
+    if outcome is not None:
+        feedback = sign(
+            Feedback(
+                task_id=task_id,
+                node=node.peer_id,
+                outcome=outcome,
+                latency_ms=latency_ms,
+                rating=90 if outcome == "ok" else 0,
+                seq=1,
+                expires=expires,
+            ),
+            client,
+        )
+    return TaskRecords(offer, claim, receipt, feedback)
+
+
+def digest_part_peers(names: list[str], parts: int, part: int) -> list[Identity]:
+    """Identities among ``names`` whose rows belong in ``part`` of ``parts``."""
+    return [i for i in map(identity, names) if part_of(i.peer_id, parts) == part]
