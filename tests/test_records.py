@@ -106,11 +106,15 @@ def test_lifetime_caps_cover_every_type():
         "Claim": 30 * day,
         "Receipt": 30 * day,
         "Feedback": 30 * day,
+        "WorkDigest": 30 * day,
+        "FeedbackDigest": 30 * day,
     } == MAX_LIFETIME_S
     assert MAX_LIFETIME_S.keys() == RECORD_TYPES.keys()
 
 
-@pytest.mark.parametrize("record", factories.sample_records(), ids=lambda r: r.TYPE)
+@pytest.mark.parametrize(
+    "record", factories.sample_records() + factories.sample_digests(), ids=lambda r: r.TYPE
+)
 def test_expires_is_capped_per_type(record):
     now = factories.NOW
     cap = MAX_LIFETIME_S[record.TYPE]
@@ -276,9 +280,15 @@ def test_every_single_byte_change_of_a_heartbeat():
     assert _check_mutants(original, None) == len(original) * 255
 
 
-@pytest.mark.parametrize("index", range(7), ids=list(RECORD_TYPES))
+def _one_of_each_type() -> list:
+    samples = factories.sample_records() + factories.sample_digests()
+    assert [r.TYPE for r in samples] == list(RECORD_TYPES)
+    return samples
+
+
+@pytest.mark.parametrize("index", range(len(RECORD_TYPES)), ids=list(RECORD_TYPES))
 def test_single_byte_changes_of_every_type(index):
-    original = encode(factories.sample_records()[index], ALICE)
+    original = encode(_one_of_each_type()[index], ALICE)
     assert _check_mutants(original, 10) > len(original) * 5
 
 

@@ -54,8 +54,8 @@ from repp2p.records import (
     part_of,
 )
 
-#: Largest encoded proof (a conflict carries two digests of up to 48 KiB each).
-MAX_PROOF_SIZE = 100 * 1024
+#: Largest encoded proof (a conflict carries two digests of up to 40 KiB each).
+MAX_PROOF_SIZE = 96 * 1024
 #: Largest embedded digest and per-task record.
 _MAX_DIGEST = max(WorkDigest.MAX_SIZE, FeedbackDigest.MAX_SIZE)
 _MAX_TASK_RECORD = max(cls.MAX_SIZE for cls in (TaskOffer, Claim, Receipt, Feedback))

@@ -6,11 +6,23 @@ implementation can read it. A record published on the wrong family's topic is in
 
 from __future__ import annotations
 
-from repp2p.records import Attestation, Claim, Feedback, Heartbeat, NodeAd, Receipt, TaskOffer
+from repp2p.records import (
+    Attestation,
+    Claim,
+    Feedback,
+    FeedbackDigest,
+    Heartbeat,
+    NodeAd,
+    Receipt,
+    TaskOffer,
+    WorkDigest,
+)
 
 TOPIC_PREFIX = "/repp2p/1/"
 
 #: family -> record types carried on its topic. Receipts travel with the task lifecycle.
+#: ``digests``: the per-epoch WorkDigest and FeedbackDigest, global by design
+#: (docs/digests.md); nothing publishes them yet.
 FAMILIES: dict[str, tuple[str, ...]] = {
     "ads": (NodeAd.TYPE,),
     "attestations": (Attestation.TYPE,),
@@ -18,6 +30,7 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     "tasks": (TaskOffer.TYPE, Receipt.TYPE),
     "claims": (Claim.TYPE,),
     "feedback": (Feedback.TYPE,),
+    "digests": (WorkDigest.TYPE, FeedbackDigest.TYPE),
 }
 
 TOPICS: dict[str, str] = {family: TOPIC_PREFIX + family for family in FAMILIES}

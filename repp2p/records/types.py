@@ -370,7 +370,7 @@ class WorkDigest(Record):
     """
 
     TYPE: ClassVar[str] = "WorkDigest"
-    MAX_SIZE: ClassVar[int] = 48 * 1024
+    MAX_SIZE: ClassVar[int] = 40 * 1024
 
     epoch: int = spec_field(_u64)
     part: int = spec_field(UInt(0, DIGEST_MAX_PARTS - 1))
@@ -446,7 +446,7 @@ class FeedbackDigest(Record):
     """
 
     TYPE: ClassVar[str] = "FeedbackDigest"
-    MAX_SIZE: ClassVar[int] = 48 * 1024
+    MAX_SIZE: ClassVar[int] = 40 * 1024
 
     epoch: int = spec_field(_u64)
     part: int = spec_field(UInt(0, DIGEST_MAX_PARTS - 1))

@@ -9,7 +9,16 @@ from __future__ import annotations
 from hypothesis import strategies as st
 
 from repp2p.identity import Identity
-from repp2p.records import RECORD_TYPES, Record
+from repp2p.records import (
+    EMPTY_MERKLE_ROOT,
+    RECORD_TYPES,
+    FeedbackDigest,
+    FeedbackRow,
+    Record,
+    WorkDigest,
+    WorkRow,
+    part_of,
+)
 from repp2p.records.schema import (
     ArrayOf,
     Blob,
@@ -60,8 +69,77 @@ def for_spec(spec: Spec) -> st.SearchStrategy[object]:
 
 
 def records_of(cls: type) -> st.SearchStrategy[object]:
-    """Valid instances of a spec'd dataclass (a record type or a nested part)."""
+    """Valid instances of a spec'd dataclass (a record type or a nested part).
+
+    Types whose fields constrain each other (``check_invariants``) have their own strategy
+    in :data:`_CONSTRAINED`; the rest are built field by field from their specs.
+    """
+    if cls in _CONSTRAINED:
+        return _CONSTRAINED[cls]()
     return st.builds(cls, **{name: for_spec(spec) for name, spec in field_specs(cls).items()})
+
+
+_COUNT = st.integers(0, 2**19)  # five rows of four counts stay under DIGEST_MAX_LEAVES
+_peer_ids = identities().map(lambda i: i.peer_id)
+
+
+def _work_rows() -> st.SearchStrategy[WorkRow]:
+    def row(peer: str, r: int, t: int, f: int) -> WorkRow:
+        if r + t + f == 0:
+            r = 1  # a row counts at least one claim
+        return WorkRow(client=peer, claims=r + t + f, receipts=r, timeouts=t, failures=f)
+
+    return st.builds(row, _peer_ids, _COUNT, _COUNT, _COUNT)
+
+
+def _feedback_rows() -> st.SearchStrategy[FeedbackRow]:
+    @st.composite
+    def row(draw: st.DrawFn) -> FeedbackRow:
+        ok, wrong, timeout, bad = (draw(_COUNT) for _ in range(4))
+        if ok + wrong + timeout + bad == 0:
+            ok = 1  # a row counts at least one verdict
+        total = ok + wrong + timeout + bad
+        latency = draw(st.integers(0, total * (2**32 - 1)))
+        node = draw(_peer_ids)
+        return FeedbackRow(
+            node=node, ok=ok, wrong=wrong, timeout=timeout, bad_proof=bad, latency_sum_ms=latency
+        )
+
+    return row()
+
+
+def _digests(cls: type[WorkDigest] | type[FeedbackDigest]) -> st.SearchStrategy[object]:
+    rows_of = _work_rows() if cls is WorkDigest else _feedback_rows()
+    total_of = (lambda r: r.claims) if cls is WorkDigest else (lambda r: r.total)
+
+    @st.composite
+    def digest(draw: st.DrawFn) -> object:
+        parts = draw(st.integers(1, 3))
+        part = draw(st.integers(0, parts - 1))
+        rows = draw(st.lists(rows_of, max_size=5, unique_by=lambda r: r.peer))
+        rows = sorted((r for r in rows if part_of(r.peer, parts) == part), key=lambda r: r.peer)
+        leaf_count = sum(total_of(r) for r in rows)
+        root = EMPTY_MERKLE_ROOT if leaf_count == 0 else draw(st.binary(min_size=32, max_size=32))
+        return cls(
+            epoch=draw(st.integers(0, 2**64 - 1)),
+            part=part,
+            parts=parts,
+            rows=tuple(rows),
+            leaf_count=leaf_count,
+            merkle_root=root,
+            seq=0,
+            expires=draw(st.integers(0, 2**64 - 1)),
+        )
+
+    return digest()
+
+
+_CONSTRAINED = {
+    WorkRow: _work_rows,
+    FeedbackRow: _feedback_rows,
+    WorkDigest: lambda: _digests(WorkDigest),
+    FeedbackDigest: lambda: _digests(FeedbackDigest),
+}
 
 
 def records() -> st.SearchStrategy[Record]:
