@@ -7,6 +7,8 @@ import itertools
 import random
 from collections.abc import Sequence
 
+from hypothesis import strategies as st
+
 from repp2p.digests.build import DigestPart, build_feedback, build_work
 from repp2p.digests.leaves import Leaf, WorkLeaf
 from repp2p.digests.merkle import MerkleTree
@@ -119,3 +121,36 @@ def forge(
     )
     typed = tuple(x for x in leaves if not isinstance(x, bytes))
     return DigestPart(digest, typed, tree, tuple(evidence))  # type: ignore[arg-type]
+
+
+#: Arbitrary CBOR-able values, maps keyed mostly by the names our encodings use.
+cbor_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.binary(max_size=64) | st.text(max_size=12),
+    lambda inner: (
+        st.lists(inner, max_size=5)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "kind",
+                    "digest",
+                    "opening",
+                    "records",
+                    "brackets",
+                    "a",
+                    "b",
+                    "first",
+                    "second",
+                    "index",
+                    "leaf",
+                    "path",
+                    "left",
+                    "right",
+                ]
+            )
+            | st.text(max_size=4),
+            inner,
+            max_size=6,
+        )
+    ),
+    max_leaves=20,
+)

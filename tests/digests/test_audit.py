@@ -9,7 +9,9 @@ import math
 from collections import Counter
 from fractions import Fraction
 
+import cbor2
 import pytest
+from hypothesis import given, settings
 
 from repp2p.digests import (
     AuditOutcome,
@@ -31,7 +33,7 @@ from repp2p.records import FeedbackDigest, WorkDigest, WorkRow, sign
 from repp2p.testing import factories
 from repp2p.testing.factories import task_records
 
-from .helpers import CLIENTS, EPOCH, NODES, NOW, feedback_part, forge, work_part, world
+from .helpers import CLIENTS, EPOCH, NODES, NOW, cbor_values, feedback_part, forge, work_part, world
 
 SEED = audit_seed(EPOCH, 2)
 
@@ -308,3 +310,24 @@ def test_bytes_that_are_not_a_leaf_are_an_offence():
     signed = sign(part.digest, node)
     verdict = verify_audit(signed, 0, leaf_proof(part, signed.record_id, 0).encode())
     _offence(verdict, Fault.BAD_LEAF)
+
+
+@settings(max_examples=200, deadline=None)
+@given(cbor_values)
+def test_hostile_responses_are_unserved_never_a_crash(obj):
+    _, part, signed = _HONEST
+    if isinstance(obj, dict) and obj:
+        # Half-right shapes get further into the checks.
+        good = cbor2.loads(leaf_proof(part, signed.record_id, 1).encode())
+        obj = {**good, **{k: v for k, v in obj.items() if k in good}}
+    try:
+        data = cbor2.dumps(obj, canonical=True)
+    except Exception:
+        return
+    verdict = verify_audit(signed, 1, data)
+    assert verdict.outcome in (AuditOutcome.UNSERVED, AuditOutcome.PASS)
+    if verdict.outcome is AuditOutcome.PASS:
+        assert data == leaf_proof(part, signed.record_id, 1).encode()
+
+
+_HONEST = _honest()

@@ -34,7 +34,7 @@ from repp2p.records import WorkDigest, part_of, sign
 from repp2p.testing import factories
 from repp2p.testing.factories import far_future, task_records
 
-from .helpers import CLIENTS, EPOCH, NODES, NOW, flat, forge
+from .helpers import CLIENTS, EPOCH, NODES, NOW, cbor_values, flat, forge
 
 NODE, CLIENT, OTHER = NODES[0], CLIENTS[0], CLIENTS[1]
 EXPIRES = far_future()
@@ -348,38 +348,6 @@ def test_mutated_proofs_never_frame_anyone_else():
                     continue
                 assert offence.offender == original.offender
                 assert offence.epoch == original.epoch
-
-
-cbor_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.binary(max_size=64) | st.text(max_size=12),
-    lambda inner: (
-        st.lists(inner, max_size=5)
-        | st.dictionaries(
-            st.sampled_from(
-                [
-                    "kind",
-                    "digest",
-                    "opening",
-                    "records",
-                    "brackets",
-                    "a",
-                    "b",
-                    "first",
-                    "second",
-                    "index",
-                    "leaf",
-                    "path",
-                    "left",
-                    "right",
-                ]
-            )
-            | st.text(max_size=4),
-            inner,
-            max_size=6,
-        )
-    ),
-    max_leaves=20,
-)
 
 
 @settings(max_examples=300, deadline=None)
