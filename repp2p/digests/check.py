@@ -37,7 +37,6 @@ from repp2p.records import (
     Receipt,
     SignedRecord,
     TaskOffer,
-    WorkDigest,
     receipt_message,
 )
 
@@ -240,8 +239,3 @@ def _feedback(
         else:
             unrelated.add(rid)
     return found, unrelated
-
-
-def is_work(digest: SignedRecord) -> bool:
-    """True for a WorkDigest, False for a FeedbackDigest."""
-    return isinstance(digest.record, WorkDigest)

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from repp2p.digests import (
+    AuditResponse,
     ConflictProof,
     Fault,
     InconsistencyProof,
@@ -27,7 +28,7 @@ from repp2p.digests import (
     verify_proof,
 )
 from repp2p.digests.leaves import work_leaf
-from repp2p.digests.merkle import Bracket
+from repp2p.digests.merkle import Bracket, Opening
 from repp2p.digests.proofs import MAX_PROOF_SIZE
 from repp2p.errors import ProofError, ProofReason
 from repp2p.records import WorkDigest, part_of, sign
@@ -375,7 +376,46 @@ def test_random_bytes_raise_only_proof_errors(data):
 def test_audit_response_answers_from_the_builder_are_canonical():
     part, signed = _work(flat([task_records(CLIENT, NODE, EPOCH, "r")]))
     response = leaf_proof(part, signed.record_id, 0)
-    from repp2p.digests import AuditResponse
-
     assert AuditResponse.decode(response.encode()) == response
     assert Bracket.from_wire(Bracket(None, None).to_wire()) == Bracket(None, None)
+
+
+_hashes = st.lists(st.binary(min_size=32, max_size=32), max_size=24).map(tuple)
+openings = st.builds(
+    Opening, index=st.integers(0, 2**32 - 1), leaf=st.binary(max_size=300), path=_hashes
+)
+brackets = st.builds(Bracket, left=st.none() | openings, right=st.none() | openings)
+_blobs = st.binary(max_size=2000)
+_records = st.lists(st.binary(max_size=500), max_size=8).map(tuple)
+any_proof = st.one_of(
+    st.builds(InconsistencyProof, digest=_blobs, opening=openings, records=_records),
+    st.builds(
+        OmissionProof,
+        digest=_blobs,
+        records=_records,
+        brackets=st.lists(brackets, max_size=4).map(tuple),
+    ),
+    st.builds(ConflictProof, a=_blobs, b=_blobs),
+    st.builds(MisorderProof, digest=_blobs, first=openings, second=openings),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(any_proof)
+def test_every_proof_encoding_round_trips(proof):
+    data = proof.encode()
+    assert decode_proof(data) == proof
+    with pytest.raises(ProofError):  # random contents prove nothing
+        verify_proof(proof, NOW)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.binary(min_size=32, max_size=32),
+    openings,
+    _records,
+    st.none() | openings,
+)
+def test_audit_response_encoding_round_trips(digest_id, opening, records, successor):
+    response = AuditResponse(digest_id, opening, records, successor)
+    assert AuditResponse.decode(response.encode()) == response
