@@ -11,6 +11,10 @@ which declares:
 
 Every type has ``seq`` (replacement order within a slot) and ``expires`` (unix seconds after
 which the record is dropped). Units are in the field names or comments; there are no floats.
+
+A type whose fields constrain each other (the digests: sorted rows that add up to the leaf
+count) also declares ``check_invariants()``, which the schema runs on construction and on
+decoding alike (:func:`repp2p.records.schema.check_invariants`).
 """
 
 from __future__ import annotations
