@@ -26,8 +26,9 @@ from repp2p.net.topics import topic_accepts
 from repp2p.net.verdict import Verdict
 from repp2p.node.abc import RecordListener, RecordPipelineAPI
 from repp2p.node.metrics import NodeMetrics
-from repp2p.records import Outcome, SignedRecord, decode
+from repp2p.records import Outcome, SignedRecord, TaskOffer, decode
 from repp2p.store import RecordStoreAPI
+from repp2p.tasks import is_bound_offer
 
 log = logging.getLogger("repp2p.node")
 
@@ -116,6 +117,11 @@ class RecordPipeline(RecordPipelineAPI):
                 continue
             if topic is not None and not topic_accepts(topic, signed.type):
                 self._metrics.rejected.labels("wrong_topic", source).inc()
+                continue
+            if isinstance(signed.record, TaskOffer) and not is_bound_offer(signed):
+                # Someone else's task id under this signer's key (task-id squatting):
+                # stored, it would let the squatter decide the task's epoch in views.
+                self._metrics.rejected.labels("unbound_task_id", source).inc()
                 continue
             fresh.append((i, signed))
         self._store_batch(fresh, verdicts, now, source, started)

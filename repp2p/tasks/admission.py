@@ -110,6 +110,19 @@ class ClaimSeen:
 # -- step 1: the offer itself ----------------------------------------------------------------
 
 
+def is_bound_offer(signed: SignedRecord) -> bool:
+    """True when ``signed`` is a TaskOffer whose task id is bound to its signer and result
+    key (:func:`repp2p.records.task_id_for`).
+
+    An unbound offer is a squatting attempt: someone else's task id under another key. No
+    peer stores one, and views never let one decide a task's epoch.
+    """
+    rec = signed.record
+    return isinstance(rec, TaskOffer) and rec.task_id == task_id_for(
+        signed.signer_key, rec.result_key
+    )
+
+
 def check_offer(data: bytes, *, now_ms: int) -> SignedRecord | Reject:
     """Step 1: decode the request's offer envelope and check it on its own.
 
@@ -127,7 +140,7 @@ def check_offer(data: bytes, *, now_ms: int) -> SignedRecord | Reject:
     if not isinstance(offer.record, TaskOffer):
         return Reject(ErrorCode.BAD_OFFER, f"a {offer.type} is not an offer")
     o = offer.record
-    if o.task_id != task_id_for(offer.signer_key, o.result_key):
+    if not is_bound_offer(offer):
         return Reject(ErrorCode.BAD_OFFER, "task id not bound to the offer's signer and result key")
     if o.deadline_ms <= now_ms:
         return Reject(ErrorCode.BAD_OFFER, "deadline passed")

@@ -22,6 +22,7 @@ from repp2p.records import (
     Receipt,
     Record,
     TaskOffer,
+    task_id_for,
 )
 
 #: A fixed clock for tests that pass ``now`` by hand (unix seconds, 2023-11-14 22:13:20 UTC).
@@ -48,15 +49,26 @@ def digest(label: str) -> bytes:
     return hashlib.sha256(label.encode()).digest()
 
 
-def sample_records(seq: int = 1, *, now: float = NOW, expires: int | None = None) -> list[Record]:
+def sample_records(
+    seq: int = 1,
+    *,
+    now: float = NOW,
+    expires: int | None = None,
+    client: Identity | None = None,
+) -> list[Record]:
     """One valid record of every registered type, valid at ``now`` until ``expires``.
 
     Args:
         seq: every record's ``seq``.
         now: unix seconds; the offer's deadline is an hour later.
         expires: every record's ``expires``; by default :func:`far_future` of ``now``.
+        client: who will sign the TaskOffer: its task id (and every task record's) is
+            bound to that key (:func:`repp2p.records.task_id_for`), as peers require;
+            by default ``identity("client")``.
     """
     node = identity("node")
+    client = client or identity("client")
+    task = task_id_for(client.public_key, digest("client-key"))
     if expires is None:
         expires = far_future(now)
     return [
@@ -84,7 +96,7 @@ def sample_records(seq: int = 1, *, now: float = NOW, expires: int | None = None
         ),
         Heartbeat(epoch=7, load=1, tasks_done=42, seq=seq, expires=expires),
         TaskOffer(
-            task_id=digest("task"),
+            task_id=task,
             engine_id="echo",
             epoch=7,
             tee_kinds=("nitro", "simulated"),
@@ -99,7 +111,7 @@ def sample_records(seq: int = 1, *, now: float = NOW, expires: int | None = None
             expires=expires,
         ),
         Claim(
-            task_id=digest("task"),
+            task_id=task,
             offer_id=digest("offer"),
             rank=0,
             epoch=7,
@@ -108,7 +120,7 @@ def sample_records(seq: int = 1, *, now: float = NOW, expires: int | None = None
             expires=expires,
         ),
         Receipt(
-            task_id=digest("task"),
+            task_id=task,
             offer_id=digest("offer"),
             engine_id="echo",
             measurement=digest("echo"),
@@ -122,7 +134,7 @@ def sample_records(seq: int = 1, *, now: float = NOW, expires: int | None = None
             expires=expires,
         ),
         Feedback(
-            task_id=digest("task"),
+            task_id=task,
             node=node.peer_id,
             outcome="ok",
             latency_ms=12,
