@@ -245,3 +245,26 @@ async def test_sigkill_mid_burst_loses_no_committed_record(tmp_path):
         assert store.count() >= len(committed)
         for signed in store.query(limit=50):
             assert decode(signed.data).record_id == signed.record_id
+
+
+def test_equivocation_evidence_is_bounded_per_signer_and_purged_with_its_records(store):
+    from repp2p.store.sqlite import MAX_EVIDENCE_PER_SIGNER
+
+    # One throwaway key signs 50 different heartbeats for one slot and seq.
+    storm = [hb(ALICE, seq=5, load=i) for i in range(50)]
+    outcomes = store.put_many(storm, now=NOW)
+    assert outcomes[0] is Outcome.NEW
+    assert set(outcomes[1:]) == {Outcome.EQUIVOCATION}
+    assert len(store.equivocations()) == MAX_EVIDENCE_PER_SIGNER
+    assert store.count("Heartbeat") == 1  # one current record, as before
+    # Another signer's evidence is not crowded out by Alice's.
+    assert store.put_many([hb(BOB, seq=5, load=1), hb(BOB, seq=5, load=2)], now=NOW)[1] is (
+        Outcome.EQUIVOCATION
+    )
+    assert {a.signer for a, _ in store.equivocations()} == {ALICE.peer_id, BOB.peer_id}
+    # Once both records of a pair have expired, nobody can re-check it: it goes.
+    expiry = max(s.record.expires for s in storm)
+    store.purge_expired(now=expiry - 1)
+    assert len(store.equivocations()) == MAX_EVIDENCE_PER_SIGNER + 1
+    store.purge_expired(now=expiry)
+    assert store.equivocations() == []

@@ -65,6 +65,7 @@ class RecordPipeline(RecordPipelineAPI):
         self._listeners: list[RecordListener] = []
         # record id -> unix time of first acceptance, for the most recent records only.
         self._arrivals: OrderedDict[bytes, float] = OrderedDict()
+        self._equivocators: dict[str, None] = {}  # signers warned about (recent ones)
 
     def on_record(self, listener: RecordListener) -> None:
         self._listeners.append(listener)
@@ -127,6 +128,17 @@ class RecordPipeline(RecordPipelineAPI):
         self._store_batch(fresh, verdicts, now, source, started)
         return verdicts
 
+    def _log_equivocation(self, signed: SignedRecord) -> None:
+        # One WARNING per signer (bounded memory): a throwaway key equivocating thousands
+        # of times must not flood the operator's log; the rest go to DEBUG.
+        if signed.signer in self._equivocators:
+            log.debug("equivocation by %s (%s) again", signed.signer, signed.type)
+            return
+        if len(self._equivocators) >= ARRIVALS_KEPT:
+            self._equivocators.pop(next(iter(self._equivocators)))
+        self._equivocators[signed.signer] = None
+        log.warning("equivocation by %s (%s): evidence kept", signed.signer, signed.type)
+
     def _store_batch(
         self,
         fresh: list[tuple[int, SignedRecord]],
@@ -164,8 +176,6 @@ class RecordPipeline(RecordPipelineAPI):
                 if len(self._arrivals) > ARRIVALS_KEPT:
                     self._arrivals.popitem(last=False)
                 if outcome is Outcome.EQUIVOCATION:
-                    log.warning(
-                        "equivocation by %s (%s): evidence kept", signed.signer, signed.type
-                    )
+                    self._log_equivocation(signed)
                 for listener in self._listeners:
                     listener(signed, outcome)

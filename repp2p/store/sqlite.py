@@ -37,6 +37,9 @@ from repp2p.store.abc import RecordStoreAPI
 SCHEMA_VERSION = 1
 #: feed entries of records no longer held are dropped after this long
 FEED_KEEP_S = 3600
+#: evidence pairs kept per signer: one pair proves an equivocation (any peer re-checks
+#: it); more only cost disk, and a throwaway key could otherwise fill every peer's
+MAX_EVIDENCE_PER_SIGNER = 4
 
 #: Decoded records kept in memory (by record ID) so reads skip signature checks.
 DECODED_CACHE = 200_000
@@ -205,10 +208,14 @@ class SqliteRecordStore(RecordStoreAPI):
         elif outcome is Outcome.EQUIVOCATION:
             assert current is not None
             a, b = sorted((current, signed), key=lambda s: s.record_id)
-            self._db.execute(
-                "INSERT OR IGNORE INTO evidence VALUES (?,?,?,?,?,?,?)",
-                (a.record_id, b.record_id, a.type, a.signer, a.data, b.data, now),
-            )
+            (held,) = self._db.execute(
+                "SELECT count(*) FROM evidence WHERE signer=?", (a.signer,)
+            ).fetchone()
+            if held < MAX_EVIDENCE_PER_SIGNER:
+                self._db.execute(
+                    "INSERT OR IGNORE INTO evidence VALUES (?,?,?,?,?,?,?)",
+                    (a.record_id, b.record_id, a.type, a.signer, a.data, b.data, now),
+                )
             if winner(current, signed) is signed:
                 self._db.execute("DELETE FROM records WHERE record_id=?", (current.record_id,))
                 self._insert(signed, now)
@@ -307,6 +314,18 @@ class SqliteRecordStore(RecordStoreAPI):
     def purge_expired(self, *, now: int) -> int:
         with self._transaction():
             cursor = self._db.execute("DELETE FROM records WHERE expires <= ?", (_u64(now),))
+            # Evidence goes once both records of the pair have expired: no peer could
+            # re-check it any longer (the offence itself lives on in the penalty book).
+            gone = []
+            rows = self._db.execute("SELECT a_id, b_id, a_data, b_data FROM evidence")
+            for a_id, b_id, a_data, b_data in rows.fetchall():
+                try:
+                    expires = max(self._load(d).record.expires for d in (a_data, b_data))
+                except RecordError:  # a damaged row proves nothing: drop it too
+                    expires = 0
+                if expires <= now:
+                    gone.append((a_id, b_id))
+            self._db.executemany("DELETE FROM evidence WHERE a_id=? AND b_id=?", gone)
             # Feed entries of gone records are skipped when read; drop them once old.
             self._db.execute(
                 "DELETE FROM feed WHERE received_at < ? AND record_id NOT IN"
