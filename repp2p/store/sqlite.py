@@ -208,18 +208,52 @@ class SqliteRecordStore(RecordStoreAPI):
         elif outcome is Outcome.EQUIVOCATION:
             assert current is not None
             a, b = sorted((current, signed), key=lambda s: s.record_id)
-            (held,) = self._db.execute(
-                "SELECT count(*) FROM evidence WHERE signer=?", (a.signer,)
-            ).fetchone()
-            if held < MAX_EVIDENCE_PER_SIGNER:
-                self._db.execute(
-                    "INSERT OR IGNORE INTO evidence VALUES (?,?,?,?,?,?,?)",
-                    (a.record_id, b.record_id, a.type, a.signer, a.data, b.data, now),
-                )
+            self._keep_evidence(a, b, now)
             if winner(current, signed) is signed:
                 self._db.execute("DELETE FROM records WHERE record_id=?", (current.record_id,))
                 self._insert(signed, now)
         return outcome
+
+    def _keep_evidence(self, a: SignedRecord, b: SignedRecord, now: int) -> None:
+        """Keep the pair ``a < b`` (by record ID) as evidence: one pair per slot, at most
+        :data:`MAX_EVIDENCE_PER_SIGNER` per signer.
+
+        Which pairs are kept depends only on the records a peer has seen, never on their
+        order (evidence is part of the view digest): per slot the smallest pair, which is
+        that of the slot's two smallest record IDs (the current record is always the
+        smallest seen, so that pair forms when the later of the two arrives); per signer
+        the smallest of those.
+        """
+        pair = (a.record_id, b.record_id)
+        slot = (a.type, a.record.slot())
+        held: list[tuple[tuple[bytes, bytes], tuple[str, bytes] | None]] = []
+        rows = self._db.execute(
+            "SELECT a_id, b_id, a_data FROM evidence WHERE signer=?", (a.signer,)
+        )
+        for a_id, b_id, a_data in rows.fetchall():
+            try:
+                first = self._load(a_data)
+                held.append(((a_id, b_id), (first.type, first.record.slot())))
+            except RecordError:  # a damaged row: the first to go
+                held.append(((a_id, b_id), None))
+        same = [p for p, s in held if s == slot]
+        if same:
+            if pair >= same[0]:
+                return
+            victim = same[0]
+        elif len(held) >= MAX_EVIDENCE_PER_SIGNER:
+            damaged = [p for p, s in held if s is None]
+            victim = damaged[0] if damaged else max(p for p, _ in held)
+            if not damaged and pair > victim:
+                return
+        else:
+            victim = None
+        if victim is not None:
+            self._db.execute("DELETE FROM evidence WHERE a_id=? AND b_id=?", victim)
+        self._db.execute(
+            "INSERT INTO evidence VALUES (?,?,?,?,?,?,?)",
+            (a.record_id, b.record_id, a.type, a.signer, a.data, b.data, now),
+        )
 
     # -- RecordStoreAPI ----------------------------------------------------------------
 
