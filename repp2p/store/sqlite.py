@@ -346,6 +346,12 @@ class SqliteRecordStore(RecordStoreAPI):
         return [(self._load(a), self._load(b)) for a, b in rows]
 
     def purge_expired(self, *, now: int) -> int:
+        try:
+            return self._purge_expired(now)
+        except sqlite3.DatabaseError as exc:  # a full disk fails the COMMIT, say
+            raise StoreError(f"record store {self.path}: {exc}") from None
+
+    def _purge_expired(self, now: int) -> int:
         with self._transaction():
             cursor = self._db.execute("DELETE FROM records WHERE expires <= ?", (_u64(now),))
             # Evidence goes once both records of the pair have expired: no peer could
