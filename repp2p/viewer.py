@@ -32,6 +32,7 @@ from repp2p.records import (
 )
 from repp2p.reputation import AttestedNode, PenaltyBook, ReputationParams
 from repp2p.store import RecordStoreAPI
+from repp2p.tasks import is_bound_offer
 from repp2p.tee.measurement import enclave_measurement, runtime_measurement
 
 log = logging.getLogger("repp2p.viewer")
@@ -53,11 +54,13 @@ def before_epoch(
     left out) only from epochs ``<= epoch - params.task_record_lag``: tasks still in flight
     at a boundary keep producing feedback for a while, and peers building the view a moment
     apart must not see different reputations. Ads and attestations always count.
+
+    A task's epoch is its *bound* offer's (:func:`repp2p.tasks.is_bound_offer`): an offer
+    signed by anyone else under the same task id is a squatting attempt and never counts,
+    so it cannot move (or hide) the task's receipts and feedback.
     """
     records = list(records)
-    offer_epoch = {
-        s.record.task_id: s.record.epoch for s in records if isinstance(s.record, TaskOffer)
-    }
+    offer_epoch = {s.record.task_id: s.record.epoch for s in records if is_bound_offer(s)}
     out = []
     for signed in records:
         rec = signed.record
@@ -66,7 +69,11 @@ def before_epoch(
             continue
         if isinstance(rec, Receipt | Feedback):
             record_epoch, limit = offer_epoch.get(rec.task_id), epoch - params.task_record_lag
-        elif isinstance(rec, TaskOffer | Claim):
+        elif isinstance(rec, TaskOffer):
+            if not is_bound_offer(signed):
+                continue
+            record_epoch, limit = rec.epoch, epoch - params.task_record_lag
+        elif isinstance(rec, Claim):
             record_epoch, limit = rec.epoch, epoch - params.task_record_lag
         else:
             record_epoch, limit = getattr(rec, "epoch", None), epoch - params.heartbeat_lag

@@ -245,3 +245,42 @@ async def test_sigkill_mid_burst_loses_no_committed_record(tmp_path):
         assert store.count() >= len(committed)
         for signed in store.query(limit=50):
             assert decode(signed.data).record_id == signed.record_id
+
+
+def test_equivocation_evidence_is_bounded_per_signer_and_purged_with_its_records(store):
+    from repp2p.store.sqlite import MAX_EVIDENCE_PER_SIGNER
+
+    # One throwaway key signs 50 different heartbeats for one slot and seq.
+    storm = [hb(ALICE, epoch=e, seq=5, load=i) for i in range(10) for e in range(5)]
+    outcomes = store.put_many(storm, now=NOW)
+    assert set(outcomes[:5]) == {Outcome.NEW}
+    assert set(outcomes[5:]) == {Outcome.EQUIVOCATION}
+    assert len(store.equivocations()) == MAX_EVIDENCE_PER_SIGNER  # one per slot, capped
+    assert store.count("Heartbeat") == 5  # one current record per slot, as before
+    # Another signer's evidence is not crowded out by Alice's.
+    assert store.put_many([hb(BOB, seq=5, load=1), hb(BOB, seq=5, load=2)], now=NOW)[1] is (
+        Outcome.EQUIVOCATION
+    )
+    assert {a.signer for a, _ in store.equivocations()} == {ALICE.peer_id, BOB.peer_id}
+    # Once both records of a pair have expired, nobody can re-check it: it goes.
+    expiry = max(s.record.expires for s in storm)
+    store.purge_expired(now=expiry - 1)
+    assert len(store.equivocations()) == MAX_EVIDENCE_PER_SIGNER + 1
+    store.purge_expired(now=expiry)
+    assert store.equivocations() == []
+
+
+def test_capped_evidence_does_not_depend_on_arrival_order(tmp_path):
+    from repp2p.store.sqlite import MAX_EVIDENCE_PER_SIGNER
+
+    # 20 versions of each of 8 slots (epochs): more slots than the cap.
+    storm = [hb(ALICE, epoch=e, seq=5, load=i) for i in range(20) for e in range(8)]
+    held = []
+    for name, order in (("fwd", storm), ("rev", storm[::-1]), ("mid", storm[7:] + storm[:7])):
+        with SqliteRecordStore(tmp_path / f"{name}.db") as store:
+            store.put_many(order, now=NOW)
+            held.append(sorted((a.record_id, b.record_id) for a, b in store.equivocations()))
+            current = store.query(type="Heartbeat")
+    assert held[0] == held[1] == held[2]
+    assert len(held[0]) == MAX_EVIDENCE_PER_SIGNER
+    assert len(current) == 8

@@ -43,7 +43,7 @@ def test_views_use_records_of_earlier_epochs_only():
     ]
     ad = sign(factories.sample_records(now=NOW)[0], node)
     offers = [
-        sign(dataclasses.replace(factories.sample_records(now=NOW)[3], epoch=e), node)
+        sign(dataclasses.replace(factories.sample_records(now=NOW, client=node)[3], epoch=e), node)
         for e in (5, 6)
     ]
     kept = before_epoch([*beats, *offers, ad], 7, DEV)
@@ -105,3 +105,18 @@ def test_a_damaged_penalty_book_is_ignored_not_fatal(tmp_path):
     assert keeper.view(3).penalties.epoch == 3  # built from an empty book
     assert PenaltyBook.from_bytes(path.read_bytes()).epoch == 3  # and replaced
     assert path.with_suffix(".damaged").read_bytes() == b"\xa1\x01garbage"  # nothing lost
+
+
+def test_a_squatting_offer_cannot_move_or_hide_a_tasks_records():
+    client, mallory, node = (factories.identity(n) for n in ("client", "mallory", "n"))
+    records = factories.sample_records(now=NOW, client=client)
+    offer = sign(dataclasses.replace(records[3], epoch=5), client)
+    receipt = sign(records[5], node)  # the node's receipt for that task
+    # Mallory signs an offer under the victim's task id, with an epoch no view ever reaches.
+    squat = sign(dataclasses.replace(records[3], epoch=2**64 - 1, seq=2), mallory)
+    for order in ([offer, squat, receipt], [squat, offer, receipt], [receipt, squat, offer]):
+        kept = before_epoch(order, 7, DEV)
+        assert receipt in kept and offer in kept
+        assert squat not in kept
+    # Without the real offer, the receipt waits: the squatter's epoch never counts.
+    assert receipt not in before_epoch([squat, receipt], 7, DEV)

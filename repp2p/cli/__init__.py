@@ -39,8 +39,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ReppError as exc:
         print(f"repp2p: error: {exc}", file=sys.stderr)
         return 1
+    except BaseExceptionGroup as group:
+        # A node runs in a trio nursery, which wraps what escapes it in an exception group:
+        # when every error in it is ours, it is still the operator's one-line error.
+        errors = _leaves(group)
+        if all(isinstance(e, ReppError) for e in errors):
+            for exc in dict.fromkeys(str(e) for e in errors):
+                print(f"repp2p: error: {exc}", file=sys.stderr)
+            return 1
+        if all(isinstance(e, KeyboardInterrupt) for e in errors):
+            return 130
+        raise
     except KeyboardInterrupt:
         return 130
+
+
+def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
+    """The exceptions of a (nested) exception group, in order."""
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out += _leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
+    return out
 
 
 if __name__ == "__main__":  # pragma: no cover

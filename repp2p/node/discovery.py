@@ -26,6 +26,7 @@ from repp2p.net.dht import ad_key, engine_provider_key
 from repp2p.net.libp2p_compat import (
     RecordGossipSub,
     ServerOnlyKadDHT,
+    lift_dial_backoff,
     prune_client_peers,
     routing_table_peers,
 )
@@ -40,6 +41,11 @@ from repp2p.store import RecordStoreAPI
 from repp2p.timers import Timers
 
 log = logging.getLogger("repp2p.node")
+
+#: how long addresses taken from a peer's ad stay in the peerstore (seconds)
+AD_ADDRS_TTL_S = 3600
+#: failed dials remembered (the oldest are forgotten first)
+DIAL_FAILURES_KEPT = 4096
 
 
 def peer_info(text: str) -> PeerInfo:
@@ -107,6 +113,7 @@ class Discovery(DiscoveryAPI):
         self._timers = timers
         self._republish_interval_s = republish_interval_s
         self._synced = trio.Event()
+        self._dial_failed_at: dict[str, float] = {}  # peer -> when a dial to it last failed
 
     # -- DiscoveryAPI ---------------------------------------------------------------------
 
@@ -128,8 +135,44 @@ class Discovery(DiscoveryAPI):
         return out
 
     async def open_stream(self, peer: str, protocol: str) -> Any:
-        """A new stream to ``peer`` (base58 peer ID) speaking ``protocol``."""
-        return await self._host.new_stream(PeerID.from_base58(peer), [protocol])
+        """A new stream to ``peer`` (base58 peer ID) speaking ``protocol``.
+
+        When not connected, the addresses of the peer's latest signed ad are added first,
+        and a dial back-off left by an earlier failure is lifted once the peer has published
+        a newer ad since (a node that restarted, maybe on a new port, is back at once
+        instead of after py-libp2p's 60 s negative cache).
+        """
+        pid = PeerID.from_base58(peer)
+        if pid not in self._host.get_connected_peers():
+            self._prepare_dial(peer, pid)
+        try:
+            return await self._host.new_stream(pid, [protocol])
+        except Exception:
+            if pid not in self._host.get_connected_peers():
+                self._dial_failed_at[peer] = self._clock.now()
+                while len(self._dial_failed_at) > DIAL_FAILURES_KEPT:
+                    self._dial_failed_at.pop(next(iter(self._dial_failed_at)))
+            raise
+
+    def _prepare_dial(self, peer: str, pid: PeerID) -> None:
+        ads = self._store.query(type=NodeAd.TYPE, signer=peer, limit=1)
+        if not ads:
+            return
+        ad: NodeAd = ads[0].record  # type: ignore[assignment]
+        addrs = []
+        for text in ad.addrs:
+            try:
+                addrs.append(multiaddr.Multiaddr(text))
+            except Exception:  # a peer's ad is input too: skip what does not parse
+                continue
+        if addrs:
+            self._host.get_peerstore().add_addrs(pid, addrs, AD_ADDRS_TTL_S)
+        failed = self._dial_failed_at.get(peer)
+        # The ad's seq is its signer's unix milliseconds: newer than our failure means the
+        # node announced itself again since.
+        if failed is not None and ad.seq / 1000 > failed:
+            lift_dial_backoff(self._host, pid)
+            del self._dial_failed_at[peer]
 
     # -- loops ----------------------------------------------------------------------------
 

@@ -26,8 +26,9 @@ from repp2p.net.topics import topic_accepts
 from repp2p.net.verdict import Verdict
 from repp2p.node.abc import RecordListener, RecordPipelineAPI
 from repp2p.node.metrics import NodeMetrics
-from repp2p.records import Outcome, SignedRecord, decode
+from repp2p.records import Outcome, SignedRecord, TaskOffer, decode
 from repp2p.store import RecordStoreAPI
+from repp2p.tasks import is_bound_offer
 
 log = logging.getLogger("repp2p.node")
 
@@ -64,6 +65,7 @@ class RecordPipeline(RecordPipelineAPI):
         self._listeners: list[RecordListener] = []
         # record id -> unix time of first acceptance, for the most recent records only.
         self._arrivals: OrderedDict[bytes, float] = OrderedDict()
+        self._equivocators: dict[str, None] = {}  # signers warned about (recent ones)
 
     def on_record(self, listener: RecordListener) -> None:
         self._listeners.append(listener)
@@ -117,9 +119,25 @@ class RecordPipeline(RecordPipelineAPI):
             if topic is not None and not topic_accepts(topic, signed.type):
                 self._metrics.rejected.labels("wrong_topic", source).inc()
                 continue
+            if isinstance(signed.record, TaskOffer) and not is_bound_offer(signed):
+                # Someone else's task id under this signer's key (task-id squatting):
+                # stored, it would let the squatter decide the task's epoch in views.
+                self._metrics.rejected.labels("unbound_task_id", source).inc()
+                continue
             fresh.append((i, signed))
         self._store_batch(fresh, verdicts, now, source, started)
         return verdicts
+
+    def _log_equivocation(self, signed: SignedRecord) -> None:
+        # One WARNING per signer (bounded memory): a throwaway key equivocating thousands
+        # of times must not flood the operator's log; the rest go to DEBUG.
+        if signed.signer in self._equivocators:
+            log.debug("equivocation by %s (%s) again", signed.signer, signed.type)
+            return
+        if len(self._equivocators) >= ARRIVALS_KEPT:
+            self._equivocators.pop(next(iter(self._equivocators)))
+        self._equivocators[signed.signer] = None
+        log.warning("equivocation by %s (%s): evidence kept", signed.signer, signed.type)
 
     def _store_batch(
         self,
@@ -158,8 +176,6 @@ class RecordPipeline(RecordPipelineAPI):
                 if len(self._arrivals) > ARRIVALS_KEPT:
                     self._arrivals.popitem(last=False)
                 if outcome is Outcome.EQUIVOCATION:
-                    log.warning(
-                        "equivocation by %s (%s): evidence kept", signed.signer, signed.type
-                    )
+                    self._log_equivocation(signed)
                 for listener in self._listeners:
                     listener(signed, outcome)

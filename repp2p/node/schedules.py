@@ -7,13 +7,17 @@ nodes of a network spread over the epoch instead of all publishing at the same i
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 from collections.abc import Callable
 
 from repp2p.clock import ClockAPI
+from repp2p.errors import ReppError
 from repp2p.node.abc import RecordPublisherAPI, TaskLoadAPI
 from repp2p.node.publisher import capped_lifetime
-from repp2p.records import Heartbeat, NodeAd
+from repp2p.records import Heartbeat, NodeAd, Record
+
+log = logging.getLogger("repp2p.node")
 
 #: the phase window: clear of the first 15% of an interval (every peer builds its view
 #: then) and the last 15% (a heartbeat must reach every peer before the boundary whose
@@ -80,17 +84,25 @@ class OwnRecordSchedule:
     async def run_heartbeats(self) -> None:
         """One heartbeat now, then one at the node's phase of every interval."""
         interval = self._heartbeat_interval_s
-        await self._publisher.publish(self.heartbeat())
+        await self._publish(self.heartbeat)
         while True:
             # At a fixed phase of each interval: with an interval that divides the epoch,
             # every epoch gets the same number of heartbeats and the last one travels well
             # before the boundary (views take an epoch's last one). No drift, so an
             # interval equal to the epoch still never leaves an epoch without one.
             await self._clock.sleep_until(next_phase_time(self._clock.now(), interval, self._phase))
-            await self._publisher.publish(self.heartbeat())
+            await self._publish(self.heartbeat)
 
     async def run_ads(self) -> None:
         """The node's ad now, then every republish interval."""
         while True:
-            await self._publisher.publish(self._make_ad())
+            await self._publish(self._make_ad)
             await self._clock.sleep(self._republish_interval_s)
+
+    async def _publish(self, make: Callable[[], Record]) -> None:
+        """Publish one of our records; a refusal (our store failing: a full disk, say) is
+        logged and the schedule goes on, so the node recovers when the store does."""
+        try:
+            await self._publisher.publish(make())
+        except ReppError as exc:
+            log.error("could not publish our own record (will retry on schedule): %s", exc)

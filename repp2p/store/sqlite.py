@@ -37,6 +37,9 @@ from repp2p.store.abc import RecordStoreAPI
 SCHEMA_VERSION = 1
 #: feed entries of records no longer held are dropped after this long
 FEED_KEEP_S = 3600
+#: evidence pairs kept per signer: one pair proves an equivocation (any peer re-checks
+#: it); more only cost disk, and a throwaway key could otherwise fill every peer's
+MAX_EVIDENCE_PER_SIGNER = 4
 
 #: Decoded records kept in memory (by record ID) so reads skip signature checks.
 DECODED_CACHE = 200_000
@@ -205,14 +208,52 @@ class SqliteRecordStore(RecordStoreAPI):
         elif outcome is Outcome.EQUIVOCATION:
             assert current is not None
             a, b = sorted((current, signed), key=lambda s: s.record_id)
-            self._db.execute(
-                "INSERT OR IGNORE INTO evidence VALUES (?,?,?,?,?,?,?)",
-                (a.record_id, b.record_id, a.type, a.signer, a.data, b.data, now),
-            )
+            self._keep_evidence(a, b, now)
             if winner(current, signed) is signed:
                 self._db.execute("DELETE FROM records WHERE record_id=?", (current.record_id,))
                 self._insert(signed, now)
         return outcome
+
+    def _keep_evidence(self, a: SignedRecord, b: SignedRecord, now: int) -> None:
+        """Keep the pair ``a < b`` (by record ID) as evidence: one pair per slot, at most
+        :data:`MAX_EVIDENCE_PER_SIGNER` per signer.
+
+        Which pairs are kept depends only on the records a peer has seen, never on their
+        order (evidence is part of the view digest): per slot the smallest pair, which is
+        that of the slot's two smallest record IDs (the current record is always the
+        smallest seen, so that pair forms when the later of the two arrives); per signer
+        the smallest of those.
+        """
+        pair = (a.record_id, b.record_id)
+        slot = (a.type, a.record.slot())
+        held: list[tuple[tuple[bytes, bytes], tuple[str, bytes] | None]] = []
+        rows = self._db.execute(
+            "SELECT a_id, b_id, a_data FROM evidence WHERE signer=?", (a.signer,)
+        )
+        for a_id, b_id, a_data in rows.fetchall():
+            try:
+                first = self._load(a_data)
+                held.append(((a_id, b_id), (first.type, first.record.slot())))
+            except RecordError:  # a damaged row: the first to go
+                held.append(((a_id, b_id), None))
+        same = [p for p, s in held if s == slot]
+        if same:
+            if pair >= same[0]:
+                return
+            victim = same[0]
+        elif len(held) >= MAX_EVIDENCE_PER_SIGNER:
+            damaged = [p for p, s in held if s is None]
+            victim = damaged[0] if damaged else max(p for p, _ in held)
+            if not damaged and pair > victim:
+                return
+        else:
+            victim = None
+        if victim is not None:
+            self._db.execute("DELETE FROM evidence WHERE a_id=? AND b_id=?", victim)
+        self._db.execute(
+            "INSERT INTO evidence VALUES (?,?,?,?,?,?,?)",
+            (a.record_id, b.record_id, a.type, a.signer, a.data, b.data, now),
+        )
 
     # -- RecordStoreAPI ----------------------------------------------------------------
 
@@ -305,8 +346,26 @@ class SqliteRecordStore(RecordStoreAPI):
         return [(self._load(a), self._load(b)) for a, b in rows]
 
     def purge_expired(self, *, now: int) -> int:
+        try:
+            return self._purge_expired(now)
+        except sqlite3.DatabaseError as exc:  # a full disk fails the COMMIT, say
+            raise StoreError(f"record store {self.path}: {exc}") from None
+
+    def _purge_expired(self, now: int) -> int:
         with self._transaction():
             cursor = self._db.execute("DELETE FROM records WHERE expires <= ?", (_u64(now),))
+            # Evidence goes once both records of the pair have expired: no peer could
+            # re-check it any longer (the offence itself lives on in the penalty book).
+            gone = []
+            rows = self._db.execute("SELECT a_id, b_id, a_data, b_data FROM evidence")
+            for a_id, b_id, a_data, b_data in rows.fetchall():
+                try:
+                    expires = max(self._load(d).record.expires for d in (a_data, b_data))
+                except RecordError:  # a damaged row proves nothing: drop it too
+                    expires = 0
+                if expires <= now:
+                    gone.append((a_id, b_id))
+            self._db.executemany("DELETE FROM evidence WHERE a_id=? AND b_id=?", gone)
             # Feed entries of gone records are skipped when read; drop them once old.
             self._db.execute(
                 "DELETE FROM feed WHERE received_at < ? AND record_id NOT IN"

@@ -46,11 +46,13 @@ from repp2p.tasks.codes import REJECT_CODES, ErrorCode
 EXPIRY_MARGIN_S = 60
 
 #: The epoch window: a node accepts an offer whose ``epoch`` is the current epoch or up to
-#: this many epochs before it (today: ``o.epoch in (current - 1, current)``), never a future
-#: one. Known problem, not changed here: with short dev epochs (10 s) the later failover
-#: ranks, whose turn opens seconds after the offer was made, can find the offer's epoch
-#: already two epochs old and answer ``wrong_epoch`` instead of taking over.
-EPOCH_LAG = 1
+#: this many epochs before it, never a future one (the offer's deadline, checked first,
+#: bounds how late it may come anyway). Three epochs, because a failover rank's request
+#: comes after the ranks before it failed: with the window at one epoch, a task on 10-s
+#: dev epochs whose rank 0 stalled reached rank 1 two epochs later and was refused
+#: (``wrong_epoch``) though its deadline had not passed. Nodes keep the views of the last
+#: four epochs (repp2p.viewer.ViewKeeper), so the offer's view is at hand.
+EPOCH_LAG = 3
 
 #: the owner's Feedback outcomes that release a claimant (so the next rank may take over)
 RELEASING_OUTCOMES = frozenset({"timeout", "bad_proof"})
@@ -110,6 +112,19 @@ class ClaimSeen:
 # -- step 1: the offer itself ----------------------------------------------------------------
 
 
+def is_bound_offer(signed: SignedRecord) -> bool:
+    """True when ``signed`` is a TaskOffer whose task id is bound to its signer and result
+    key (:func:`repp2p.records.task_id_for`).
+
+    An unbound offer is a squatting attempt: someone else's task id under another key. No
+    peer stores one, and views never let one decide a task's epoch.
+    """
+    rec = signed.record
+    return isinstance(rec, TaskOffer) and rec.task_id == task_id_for(
+        signed.signer_key, rec.result_key
+    )
+
+
 def check_offer(data: bytes, *, now_ms: int) -> SignedRecord | Reject:
     """Step 1: decode the request's offer envelope and check it on its own.
 
@@ -127,7 +142,7 @@ def check_offer(data: bytes, *, now_ms: int) -> SignedRecord | Reject:
     if not isinstance(offer.record, TaskOffer):
         return Reject(ErrorCode.BAD_OFFER, f"a {offer.type} is not an offer")
     o = offer.record
-    if o.task_id != task_id_for(offer.signer_key, o.result_key):
+    if not is_bound_offer(offer):
         return Reject(ErrorCode.BAD_OFFER, "task id not bound to the offer's signer and result key")
     if o.deadline_ms <= now_ms:
         return Reject(ErrorCode.BAD_OFFER, "deadline passed")

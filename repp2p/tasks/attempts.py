@@ -91,20 +91,28 @@ def attempt_budget_ms(
     deadline_ms: int,
     params: MatchingParams,
     budget_ms: int = ATTEMPT_BUDGET_MS,
+    last: bool = False,
 ) -> int:
     """How long (ms) the client waits for the node at ``rank`` before releasing it.
 
-    ``max(MIN_ATTEMPT_MS, min(deadline_ms - sent_ms, opens + budget_ms))`` where ``opens``
-    is :func:`repp2p.matching.claim_opens_at_ms` of the rank: the node's failover wait
-    (an offset, 0 for the first ``k`` ranks) plus one execution, never past the deadline.
+    With ``left = deadline_ms - sent_ms`` and ``opens`` the rank's failover wait
+    (:func:`repp2p.matching.claim_opens_at_ms`, 0 for the first ``k`` ranks):
 
-    Known fault, kept as is for now: the budget does not leave room for failover. Rank 0
-    (any rank ``< k``) gets ``min(time left, budget_ms)``, so when the task's whole timeout
-    is at most ``budget_ms`` a silent rank 0 eats the entire deadline and no later rank is
-    ever tried.
+    * the last rank the client can try (``last``) gets all that is left: ``left``;
+    * any other gets ``min(left, opens + min(budget_ms, (left - opens) // 2))``: its turn
+      plus one execution, but never more than half of what is left after its turn, so a
+      node that accepts the request and then stalls leaves time for the next ranks (a
+      stalled rank 0 once took the whole deadline of a task whose timeout was at most
+      ``budget_ms``, and no other rank was tried);
+
+    and never less than :data:`MIN_ATTEMPT_MS`.
     """
+    left = deadline_ms - sent_ms
+    if last:
+        return max(MIN_ATTEMPT_MS, left)
     opens = claim_opens_at_ms(rank, redundancy, params)
-    return max(MIN_ATTEMPT_MS, min(deadline_ms - sent_ms, opens + budget_ms))
+    share = max(0, left - opens) // 2
+    return max(MIN_ATTEMPT_MS, min(left, opens + min(budget_ms, share)))
 
 
 # -- what the planner hands out and answers --------------------------------------------------
@@ -284,6 +292,7 @@ class AttemptPlan:
             deadline_ms=self.deadline_ms,
             params=self.params,
             budget_ms=self.budget_ms,
+            last=r == len(self.ranking) - 1,
         )
         attempt = Attempt(r, self.ranking[r], budget)
         self._in_flight[r] = attempt

@@ -62,15 +62,26 @@ def digest(label: str) -> bytes:
     return hashlib.sha256(label.encode()).digest()
 
 
-def sample_records(seq: int = 1, *, now: float = NOW, expires: int | None = None) -> list[Record]:
+def sample_records(
+    seq: int = 1,
+    *,
+    now: float = NOW,
+    expires: int | None = None,
+    client: Identity | None = None,
+) -> list[Record]:
     """One valid record of every registered type, valid at ``now`` until ``expires``.
 
     Args:
         seq: every record's ``seq``.
         now: unix seconds; the offer's deadline is an hour later.
         expires: every record's ``expires``; by default :func:`far_future` of ``now``.
+        client: who will sign the TaskOffer: its task id (and every task record's) is
+            bound to that key (:func:`repp2p.records.task_id_for`), as peers require;
+            by default ``identity("client")``.
     """
     node = identity("node")
+    client = client or identity("client")
+    task = task_id_for(client.public_key, digest("client-key"))
     if expires is None:
         expires = far_future(now)
     return [
@@ -98,7 +109,7 @@ def sample_records(seq: int = 1, *, now: float = NOW, expires: int | None = None
         ),
         Heartbeat(epoch=7, load=1, tasks_done=42, seq=seq, expires=expires),
         TaskOffer(
-            task_id=digest("task"),
+            task_id=task,
             engine_id="echo",
             epoch=7,
             tee_kinds=("nitro", "simulated"),
@@ -113,7 +124,7 @@ def sample_records(seq: int = 1, *, now: float = NOW, expires: int | None = None
             expires=expires,
         ),
         Claim(
-            task_id=digest("task"),
+            task_id=task,
             offer_id=digest("offer"),
             rank=0,
             epoch=7,
@@ -122,7 +133,7 @@ def sample_records(seq: int = 1, *, now: float = NOW, expires: int | None = None
             expires=expires,
         ),
         Receipt(
-            task_id=digest("task"),
+            task_id=task,
             offer_id=digest("offer"),
             engine_id="echo",
             measurement=digest("echo"),
@@ -136,7 +147,7 @@ def sample_records(seq: int = 1, *, now: float = NOW, expires: int | None = None
             expires=expires,
         ),
         Feedback(
-            task_id=digest("task"),
+            task_id=task,
             node=node.peer_id,
             outcome="ok",
             latency_ms=12,

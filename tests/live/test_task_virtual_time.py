@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 
 from repp2p.records import TaskOffer, encode, task_id_for
+from repp2p.tasks import EPOCH_LAG
 from repp2p.tee import TaskSecret
 from repp2p.testing.tasknet import TaskNet
 from repp2p.timers import Timers
@@ -81,23 +82,23 @@ def _offer(net: TaskNet, epoch: int, now: float) -> tuple[dict, TaskOffer]:
     return {"offer": encode(record, net.client.identity), "sealed": b"s" * 64}, record
 
 
-async def test_offers_are_served_in_their_epoch_and_the_next_only(autojump_clock):
+async def test_offers_are_served_within_the_epoch_window_only(autojump_clock):
     async with TaskNet.open(nodes=3, epoch_s=10) as net:
         epoch = int(net.clock.now()) // 10
         request, _ = _offer(net, epoch, net.clock.now())
-        view = net.client.views.view(epoch)
-        assert view is not None
-        # Two epochs on, a node refuses the offer: its views have moved on.
-        await net.clock.sleep_until((epoch + 2) * 10 + 0.5)
+        assert net.client.views.view(epoch) is not None
+        # EPOCH_LAG + 1 epochs on, a node refuses the offer (its deadline is still ahead).
+        await net.clock.sleep_until((epoch + EPOCH_LAG + 1) * 10 + 0.5)
         reply = await net.nodes[0].server.serve(request)
         assert reply["ok"] is False and reply["error"] == "wrong_epoch"
-        # One epoch on it is still considered (the sealed input is junk, so a node that
-        # takes it fails in its enclave: what matters is that the epoch passed).
-        late_request, _ = _offer(net, epoch + 1, net.clock.now())
+        # EPOCH_LAG epochs on it is still considered (the sealed input is junk, so a node
+        # that takes it fails in its enclave: what matters is that the epoch passed).
+        late = int(net.clock.now()) // 10 - EPOCH_LAG
+        late_request, _ = _offer(net, late, net.clock.now())
         replies = [await n.server.serve(late_request) for n in net.nodes]
         assert "wrong_epoch" not in {r.get("error") for r in replies}
         # An offer for a future epoch is refused too.
-        future, _ = _offer(net, epoch + 5, net.clock.now())
+        future, _ = _offer(net, epoch + 10, net.clock.now())
         reply = await net.nodes[0].server.serve(future)
         assert reply["error"] == "wrong_epoch"
 
@@ -119,3 +120,18 @@ async def test_heartbeats_go_out_once_per_epoch_at_the_node_phase(autojump_clock
             assert 1.5 <= arrived - epoch * 10 < 8.5
         offsets = {round(per_epoch[e][0] - e * 10, 3) for e in range(start + 1, start + 5)}
         assert len(offsets) == 1
+
+
+async def test_a_stalled_node_cannot_take_a_short_tasks_whole_deadline(autojump_clock):
+    # The fault: with the default 30 s timeout (no more than the attempt budget), a node that
+    # took the request and stalled kept the client waiting to the deadline, and on 10-s
+    # epochs the next rank refused the then two-epoch-old offer (wrong_epoch).
+    behaviours = dict.fromkeys(range(3), "stall-first")
+    async with TaskNet.open(nodes=3, behaviours=behaviours, epoch_s=10) as net:
+        sent = net.clock.now()
+        result = await net.client.submit("echo", b"in time", timeout=30)
+        took = net.clock.now() - sent
+        assert result.output == b"in time" and result.proof.rank == 1
+        assert result.proofs[0].outcome == "timeout"
+        assert 15 <= took < 30  # rank 0 had half the deadline, rank 1 the rest
+        assert int(sent) // 10 != int(net.clock.now()) // 10  # an epoch boundary passed

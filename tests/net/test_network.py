@@ -58,7 +58,11 @@ async def test_every_family_reaches_every_node(tmp_path):
         await trio.sleep(1.5)  # a gossipsub heartbeat to build meshes
         published = []
         with trio.fail_after(10):
-            for i, record in enumerate(factories.sample_records(seq=10**15, now=time.time())):
+            # The TaskOffer (index 3) is signed by nodes[4]: its task id is bound to that key.
+            samples = factories.sample_records(
+                seq=10**15, now=time.time(), client=nodes[4].identity
+            )
+            for i, record in enumerate(samples):
                 author = nodes[1 + i % 4]
                 published.append(await author.publish(record))
         assert {s.type for s in published} == {
@@ -182,7 +186,9 @@ async def test_restarted_node_keeps_identity_and_catches_up_by_sync(tmp_path):
 
         # While it is down, a one-shot record appears: only sync can bring it back.
         with trio.fail_after(10):
-            offer = await boot.publish(factories.sample_records(now=time.time())[3])
+            offer = await boot.publish(
+                factories.sample_records(now=time.time(), client=boot.identity)[3]
+            )
         assert isinstance(offer.record, TaskOffer) and topic_for("TaskOffer").endswith("tasks")
 
         again = await start_node(nursery, config)

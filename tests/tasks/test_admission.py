@@ -172,7 +172,8 @@ def o_at(epoch: int) -> TaskOffer:
 
 
 @pytest.mark.parametrize(
-    ("delta", "passes"), [(-3, False), (-2, False), (-1, True), (0, True), (1, False), (2, False)]
+    ("delta", "passes"),
+    [(-5, False), (-4, False), (-3, True), (-2, True), (-1, True), (0, True), (1, False)],
 )
 def test_epoch_window(delta, passes):
     got = check_fresh(o_at(CURRENT_EPOCH + delta), claimed_before=False, now_ms=NOW_MS, epoch_s=10)
@@ -184,8 +185,8 @@ def test_epoch_window(delta, passes):
 
 
 def test_epoch_window_rule_is_one_named_rule():
-    assert EPOCH_LAG == 1
-    assert [d for d in range(-4, 4) if epoch_accepted(100 + d, 100)] == [-1, 0]
+    assert EPOCH_LAG == 3
+    assert [d for d in range(-6, 4) if epoch_accepted(100 + d, 100)] == [-3, -2, -1, 0]
 
 
 @pytest.mark.parametrize(
@@ -202,7 +203,7 @@ def test_current_epoch_boundaries(now_ms, epoch):
 
 
 def test_epoch_rolls_over_at_the_boundary():
-    o = o_at(NOW // EPOCH_S - 1)
+    o = o_at(NOW // EPOCH_S - EPOCH_LAG)
     assert check_fresh(o, claimed_before=False, now_ms=NOW * 1000 + 9999, epoch_s=EPOCH_S) is None
     got = check_fresh(o, claimed_before=False, now_ms=NOW * 1000 + 10_000, epoch_s=EPOCH_S)
     assert got.code is ErrorCode.WRONG_EPOCH

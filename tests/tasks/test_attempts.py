@@ -75,20 +75,27 @@ def test_budget_later_ranks_get_their_wait_plus_one_execution():
 
 def test_budget_never_past_the_deadline():
     got = attempt_budget_ms(5, 1, sent_ms=NOW, deadline_ms=NOW + 12_345, params=P)
-    assert got == 12_345
+    assert MIN_ATTEMPT_MS <= got <= 12_345
+    last = attempt_budget_ms(5, 1, sent_ms=NOW, deadline_ms=NOW + 12_345, params=P, last=True)
+    assert last == 12_345
 
 
-def test_budget_known_fault_rank0_eats_a_short_deadline():
-    """Documented fault (unchanged): with a timeout <= the budget, rank 0 gets all of it."""
-    for timeout in (1_000, 10_000, ATTEMPT_BUDGET_MS):
+def test_budget_leaves_time_for_failover():
+    """A rank that is not the last gets at most half of what is left after its turn (a
+    stalled rank 0 once took the whole deadline of a short task); the last gets it all."""
+    for timeout in (1_000, 10_000, ATTEMPT_BUDGET_MS, 2 * ATTEMPT_BUDGET_MS):
         got = attempt_budget_ms(0, 1, sent_ms=NOW, deadline_ms=NOW + timeout, params=P)
-        assert got == timeout
+        assert got == min(ATTEMPT_BUDGET_MS, timeout // 2)
+        last = attempt_budget_ms(0, 1, sent_ms=NOW, deadline_ms=NOW + timeout, params=P, last=True)
+        assert last == timeout
 
 
-@pytest.mark.parametrize("left", [-5_000, -1, 0, 1, 99, 100, 101])
+@pytest.mark.parametrize("left", [-5_000, -1, 0, 1, 99, 100, 101, 250])
 def test_budget_floor(left):
     got = attempt_budget_ms(0, 1, sent_ms=NOW, deadline_ms=NOW + left, params=P)
-    assert got == max(MIN_ATTEMPT_MS, left)
+    assert got == max(MIN_ATTEMPT_MS, min(left, max(0, left) // 2))
+    last = attempt_budget_ms(0, 1, sent_ms=NOW, deadline_ms=NOW + left, params=P, last=True)
+    assert last == max(MIN_ATTEMPT_MS, left)
 
 
 def test_plan_hands_out_the_budget_rule():

@@ -34,6 +34,7 @@ from repp2p.tasks import (
     assigned_rank,
     check_fresh,
     check_offer,
+    epoch_accepted,
     is_release,
     releases_in,
     take_turn,
@@ -341,7 +342,10 @@ def old_admission(env: Env) -> dict[str, Any]:
     if env.claimed_before(o.task_id):
         return error("replayed", "this node already took this task")
     current = int(now) // node.config.epoch_s
-    if o.epoch not in (current - 1, current):
+    # DELIBERATE CHANGE since the copy (stalled-node failover): the epoch window is now the
+    # named rule repp2p.tasks.epoch_accepted (EPOCH_LAG = 3, was 1), tested on its own in
+    # test_admission.py; the copy follows it so everything else stays held to the old code.
+    if not epoch_accepted(o.epoch, current):
         return error("wrong_epoch", f"offer epoch {o.epoch}, now {current}")
     view = node.keeper.view(o.epoch)
     ranking = env.ranking  # rank(o, view, beacon(o.epoch)) on the node's view

@@ -26,13 +26,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from repp2p.errors import ClaimError, ClaimReason, RecordError
-from repp2p.matching import beacon, claim_opens_at_ms
+from repp2p.matching import beacon
 from repp2p.records import Feedback
 from repp2p.tasks import (
     AttemptPlan,
     LaneDone,
     NoVerdict,
     Release,
+    attempt_budget_ms,
 )
 from repp2p.tee import ResultError, ResultReason
 from tests.tasks.helpers import NOW_MS, PARAMS, RANKING, offer
@@ -211,8 +212,22 @@ class OldAttempt:
         request = {"offer": self.offer.data, "sealed": sealed}
         if self.releases:
             request["releases"] = list(self.releases)
-        opens = claim_opens_at_ms(r, o.redundancy, self.view.matching_params) / 1000
-        budget = min(self.deadline - sent, opens + ATTEMPT_BUDGET_S)
+        # DELIBERATE CHANGE since the copy (stalled-node failover): the budget is now the
+        # named rule repp2p.tasks.attempt_budget_ms (half of what is left, the last rank
+        # all of it), tested on its own in test_attempts.py and on virtual time in
+        # tests/live; the copy follows it so everything else stays held to the old code.
+        budget = (
+            attempt_budget_ms(
+                r,
+                o.redundancy,
+                sent_ms=int(sent * 1000),
+                deadline_ms=int(self.deadline * 1000),
+                params=self.view.matching_params,
+                budget_ms=int(ATTEMPT_BUDGET_S * 1000),
+                last=r == len(self.ranking) - 1,
+            )
+            / 1000
+        )
         try:
             with trio.fail_after(max(0.1, budget)):
                 reply = await self.client.streams.request(peer, request)
@@ -499,7 +514,7 @@ S = Script
 SCENARIOS = {
     "k1_first_ok": (1, 60, [S("ok")]),
     "k1_silent_then_ok": (1, 60, [S("silent"), S("ok", b"B")]),
-    "k1_short_deadline_silent_rank0_eats_it": (1, 20, [S("silent"), S("ok")]),
+    "k1_short_deadline_silent_rank0_fails_over": (1, 20, [S("silent"), S("ok")]),
     "k1_declines_then_ok": (
         1,
         60,
@@ -537,9 +552,10 @@ def test_planner_equals_the_old_client(name):
 
 
 def test_scenarios_mean_what_they_say():
-    _, timeout, scripts = SCENARIOS["k1_short_deadline_silent_rank0_eats_it"]
+    _, timeout, scripts = SCENARIOS["k1_short_deadline_silent_rank0_fails_over"]
     r = run_task("old", scripts, 1, timeout)
-    assert r["result"][0] == "error" and r["tried"] == [RANKING[0]]  # the known fault
+    # Rank 0 gets half of the 20 s, so rank 1 still serves (it once took all of it).
+    assert r["result"][0] != "error" and r["tried"] == sorted(RANKING[:2])
     _, timeout, scripts = SCENARIOS["k3_failover_refills"]
     r = run_task("old", scripts, 3, timeout)
     assert r["result"][:2] == (b"A", 2)

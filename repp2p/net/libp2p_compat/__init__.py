@@ -35,7 +35,12 @@ from repp2p.net.libp2p_compat.kad_dht import (
     routing_table_peers,
 )
 from repp2p.net.libp2p_compat.score import invalid_messages_penalty
-from repp2p.net.libp2p_compat.swarm import close_in_background, is_outbound, opened_at
+from repp2p.net.libp2p_compat.swarm import (
+    close_in_background,
+    is_outbound,
+    lift_dial_backoff,
+    opened_at,
+)
 
 __all__ = [
     "ALLOW_ANY_VERSION_ENV",
@@ -53,6 +58,7 @@ __all__ = [
     "installed_version",
     "invalid_messages_penalty",
     "is_outbound",
+    "lift_dial_backoff",
     "opened_at",
     "prune_client_peers",
     "routing_table_peers",

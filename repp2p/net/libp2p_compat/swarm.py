@@ -2,7 +2,8 @@
 
 py-libp2p's own connection pruner never closes a connection that carries a stream, so
 repp2p trims connections itself (:mod:`repp2p.net.connmgr`); the three facts it needs that
-the public interfaces do not give are reached only through these functions.
+the public interfaces do not give are reached only through these functions, as is the
+lifting of its dial back-off (:func:`lift_dial_backoff`).
 """
 
 from __future__ import annotations
@@ -55,7 +56,23 @@ def close_in_background(host: Any, conn: Any) -> None:
     network.manager.run_task(network._close_connection_async, conn)
 
 
+def lift_dial_backoff(host: Any, peer_id: Any) -> None:
+    """Let ``peer_id`` be dialled again at once.
+
+    py-libp2p 0.8.1's ``Swarm.dial_peer`` refuses, for 60 s, a peer all of whose addresses
+    failed, before it even looks at new addresses: a node that restarted (on a new port)
+    stayed unreachable for a minute. The caller lifts that when it has fresh evidence the
+    peer is back (a newer signed ad).
+
+    Args:
+        host: our host.
+        peer_id: the peer's ``ID``.
+    """
+    host.get_network().unblock_peer(peer_id)
+
+
 EXPECTS: tuple[Expect, ...] = (
+    Expect(Swarm, "unblock_peer", "self, peer_id"),
     Expect(Swarm, "_close_connection_async", "self, connection"),
     Expect(Swarm, "manager"),
     Expect(SwarmConn, "direction"),

@@ -1,0 +1,69 @@
+"""Task-id squatting, on real hosts: an offer signed under someone else's task id is
+refused by every path into the store (gossip, feed, task stream), so it can neither hide
+the victim's receipts from views nor be served.
+
+The attack (found on a loopback devnet): offers signed by an attacker with the victims'
+task ids and epoch 2^64-1 were stored by every node, and the victims' receipts for those
+tasks vanished from views.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import multiaddr
+import pytest
+import trio
+from libp2p.peer.peerinfo import info_from_p2p_addr
+from libp2p.tools.anyio_service import background_trio_service
+
+from repp2p.net.gossip import build_pubsub
+from repp2p.net.host import build_host
+from repp2p.net.params import GossipParams
+from repp2p.net.topics import TOPICS
+from repp2p.records import encode
+from repp2p.testing import factories
+from repp2p.testing.network import local_network
+
+pytestmark = pytest.mark.slow
+LOCAL = multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")
+
+
+async def _wait_until(predicate, timeout: float) -> None:
+    with trio.fail_after(timeout):
+        while not predicate():
+            await trio.sleep(0.05)
+
+
+async def test_a_squatting_offer_is_refused_on_gossip_and_feeds(tmp_path):
+    async with local_network(tmp_path, 2) as (boot, gate):
+        await _wait_until(lambda: boot.is_synced() and gate.is_synced(), 20)
+        victim, mallory = factories.identity("victim"), factories.identity("mallory")
+        real = factories.sample_records(now=time.time(), client=victim)[3]
+        squat = encode(dataclasses.replace(real, epoch=2**64 - 1, seq=2), mallory)
+        own = encode(
+            factories.sample_records(now=time.time(), client=mallory)[3], mallory
+        )  # mallory's own, bound offer: the marker that must get through
+        host = build_host(mallory)
+        async with host.run(listen_addrs=[LOCAL]):
+            pubsub, router = build_pubsub(host, GossipParams(eclipse_protection=False))
+            async with background_trio_service(pubsub), background_trio_service(router):
+                topic = TOPICS["tasks"]
+                with trio.fail_after(20):
+                    await pubsub.wait_until_ready()
+                    await pubsub.subscribe(topic)
+                    await host.connect(info_from_p2p_addr(multiaddr.Multiaddr(gate.addrs()[0])))
+                    await pubsub.wait_for_subscription(gate.host.get_id(), topic, timeout=10)
+                await trio.sleep(1.5)
+                with trio.fail_after(10):
+                    await pubsub.publish(topic, squat)
+                    await pubsub.publish(topic, own)
+                marker = __import__("hashlib").sha256(own).digest()
+                await _wait_until(lambda: gate.store.get(marker) is not None, 15)
+        assert gate.status()["rejected"].get("unbound_task_id") == 1
+        offers = gate.store.query(type="TaskOffer")
+        assert [s.signer for s in offers] == [mallory.peer_id]  # only the bound one
+        # The feed path refuses it too (a peer serving it in a page).
+        assert gate.pipeline.accept_many([squat], source="feed") == [False]
+        assert gate.status()["rejected"].get("unbound_task_id") == 2
