@@ -47,7 +47,7 @@ from typing import Any
 import trio
 
 from repp2p.errors import ProtocolError
-from repp2p.net.framing import FrameReader, reset_quietly, write_cbor
+from repp2p.net.framing import FrameReader, remote_peer, reset_quietly, write_cbor
 from repp2p.net.params import FeedParams
 from repp2p.store import RecordStoreAPI
 
@@ -120,7 +120,7 @@ def make_handler(
 
     async def handle(stream: Any) -> None:
         reader = FrameReader(stream, max_frame=4096)  # requests are tiny
-        peer, following_back = _remote_peer(stream), False
+        peer, following_back = remote_peer(stream), False
         open_streams[peer] = open_streams.get(peer, 0) + 1
         try:
             if open_streams[peer] > MAX_STREAMS_PER_PEER:
@@ -149,13 +149,6 @@ def make_handler(
             await reset_quietly(stream)
 
     return handle
-
-
-def _remote_peer(stream: Any) -> str | None:
-    try:
-        return stream.muxed_conn.peer_id.to_base58()
-    except Exception:
-        return None
 
 
 class _Upstream:

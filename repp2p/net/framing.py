@@ -103,3 +103,11 @@ async def reset_quietly(stream: Any) -> None:
     """
     with trio.CancelScope(shield=True), trio.move_on_after(1), contextlib.suppress(Exception):
         await stream.reset()
+
+
+def remote_peer(stream: Any) -> str | None:
+    """The base58 peer ID at the other end of a py-libp2p stream (None if unknown)."""
+    try:
+        return stream.muxed_conn.peer_id.to_base58()
+    except Exception:
+        return None

@@ -96,6 +96,11 @@ class SyncParams:
         max_pages: pages one pull fetches from one peer before stopping, 1..1,000,000.
         max_invalid: invalid records one peer may send in one pull before it is cut off,
             0..1,000,000.
+        streams_per_peer: sync streams one peer may have open on a server at once, 1..64.
+        peer_bytes_per_min: bytes a server sends one peer per minute at most (a token
+            bucket holding up to a minute's worth); pages beyond it wait, and a peer whose
+            next page would wait longer than ``request_timeout_s`` is dropped,
+            1 MiB..4 GiB.
     """
 
     page_records: int = 256
@@ -104,6 +109,8 @@ class SyncParams:
     request_timeout_s: float = 10.0
     max_pages: int = 10_000
     max_invalid: int = 16
+    streams_per_peer: int = 2
+    peer_bytes_per_min: int = 64 * 1024 * 1024
 
     def __post_init__(self) -> None:
         int_field(self, "page_records", 1, 1024)
@@ -112,6 +119,8 @@ class SyncParams:
         float_field(self, "request_timeout_s", 0.1, 600)
         int_field(self, "max_pages", 1, 1_000_000)
         int_field(self, "max_invalid", 0, 1_000_000)
+        int_field(self, "streams_per_peer", 1, 64)
+        int_field(self, "peer_bytes_per_min", 1024 * 1024, 4 * 1024**3)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -23,7 +23,7 @@ from typing import Any
 import trio
 
 from repp2p.errors import ProtocolError
-from repp2p.net.framing import FrameReader, write_cbor
+from repp2p.net.framing import FrameReader, remote_peer, write_cbor
 from repp2p.net.params import SyncParams
 from repp2p.store import RecordStoreAPI
 
@@ -59,13 +59,99 @@ def _request_ok(obj: Any) -> tuple[bytes, int]:
     return obj["after"], obj["limit"]
 
 
+class _PeerBudget:
+    """Bytes a server may still send one peer: a bucket refilled at
+    ``peer_bytes_per_min`` per minute, holding at most a minute's worth."""
+
+    def __init__(self, per_min: int, now: float) -> None:
+        self.per_min = per_min
+        self.tokens = float(per_min)
+        self.at = now
+
+    def wait_for(self, size: int, now: float) -> float:
+        """Seconds until ``size`` bytes may be sent (0 when they may now)."""
+        self.tokens = min(self.per_min, self.tokens + (now - self.at) * self.per_min / 60)
+        self.at = now
+        return max(0.0, (size - self.tokens) * 60 / self.per_min)
+
+    def spend(self, size: int) -> None:
+        self.tokens -= size
+
+
+class SyncQuota:
+    """Per-peer limits of a sync server: open streams, and bytes per minute.
+
+    One peer that pulls the whole record set again and again (or opens many streams that
+    never read) could otherwise make a server send it hundreds of megabytes a minute.
+    """
+
+    #: peers whose budget is remembered (the oldest are forgotten first)
+    PEERS_KEPT = 4096
+
+    def __init__(self, params: SyncParams, clock: Callable[[], float]) -> None:
+        self._params = params
+        self._clock = clock
+        self._streams: dict[str | None, int] = {}
+        self._budgets: dict[str | None, _PeerBudget] = {}
+
+    def open(self, peer: str | None) -> None:
+        """Count a new stream of ``peer``.
+
+        Raises:
+            ProtocolError: the peer has ``streams_per_peer`` open already.
+        """
+        if self._streams.get(peer, 0) >= self._params.streams_per_peer:
+            raise ProtocolError(f"more than {self._params.streams_per_peer} sync streams")
+        self._streams[peer] = self._streams.get(peer, 0) + 1
+
+    def close(self, peer: str | None) -> None:
+        """A stream of ``peer`` ended."""
+        left = self._streams.get(peer, 1) - 1
+        if left:
+            self._streams[peer] = left
+        else:
+            self._streams.pop(peer, None)
+
+    async def pay(self, peer: str | None, size: int) -> None:
+        """Wait until ``size`` more bytes may go to ``peer``, then count them.
+
+        Raises:
+            ProtocolError: the wait would be longer than a page may take.
+        """
+        budget = self._budgets.get(peer)
+        if budget is None:
+            while len(self._budgets) >= self.PEERS_KEPT:
+                self._budgets.pop(next(iter(self._budgets)))
+            budget = self._budgets[peer] = _PeerBudget(
+                self._params.peer_bytes_per_min, self._clock()
+            )
+        wait = budget.wait_for(size, self._clock())
+        if wait > self._params.request_timeout_s:
+            raise ProtocolError("over its sync byte budget")
+        if wait:
+            await trio.sleep(wait)
+        budget.spend(size)
+
+
 def make_handler(
-    store: RecordStoreAPI, params: SyncParams, clock: Callable[[], float] = time.time
+    store: RecordStoreAPI,
+    params: SyncParams,
+    clock: Callable[[], float] = time.time,
+    quota: SyncQuota | None = None,
 ) -> Callable[[Any], Any]:
-    """A stream handler serving pages of ``store`` (records expired at ``clock()`` skipped)."""
+    """A stream handler serving pages of ``store`` (records expired at ``clock()`` skipped),
+    within ``quota`` per peer (by default one of its own)."""
+    quota = quota or SyncQuota(params, clock)
 
     async def handle(stream: Any) -> None:
         reader = FrameReader(stream, max_frame=4096)  # requests are tiny
+        peer = remote_peer(stream)
+        try:
+            quota.open(peer)
+        except ProtocolError as exc:
+            log.info("sync: refusing a stream of %s: %s", peer, exc)
+            await _close(stream)
+            return
         try:
             with trio.fail_after(params.request_timeout_s * params.max_pages):
                 while True:
@@ -89,12 +175,14 @@ def make_handler(
                         size += len(signed.data)
                     more = len(raw) == wanted or (last is not None and last != raw[-1].record_id)
                     cursor = last if more else None
+                    await quota.pay(peer, size)
                     await write_cbor(stream, {"records": records, "next": cursor})
         except (ProtocolError, trio.TooSlowError) as exc:
             log.info("sync: dropping a client: %s", exc)
         except Exception as exc:  # a reset stream, a closed connection
             log.debug("sync: stream ended: %r", exc)
         finally:
+            quota.close(peer)
             await _close(stream)
 
     return handle

@@ -144,3 +144,57 @@ async def test_server_drops_a_malformed_request(tmp_path):
             await stream.write(encode_varint(len(payload)) + payload)
             reader = FrameReader(stream, max_frame=1 << 20)
             assert await reader.read_cbor() is None  # closed without an answer
+
+
+async def test_a_peer_cannot_pull_more_than_its_byte_budget(tmp_path):
+    """The attack: one peer re-pulled the whole record set again and again (321 MB served
+    in a run); now a server sends one peer at most peer_bytes_per_min a minute."""
+    served = SqliteRecordStore(tmp_path / "served.db")
+    _fill(served, 200)
+    params = SyncParams(peer_bytes_per_min=1024 * 1024, request_timeout_s=0.5)
+    server, client = build_host(factories.identity("a")), build_host(factories.identity("b"))
+    got = 0
+    async with server.run(listen_addrs=[LOCAL]), client.run(listen_addrs=[LOCAL]):
+        server.set_stream_handler(PROTOCOL, make_handler(served, params, lambda: NOW))
+        await _connect(client, server)
+        started = trio.current_time()
+        with trio.move_on_after(4):
+            while True:  # full pulls, one after the other, as fast as the server answers
+                stream = await client.new_stream(server.get_id(), [PROTOCOL])
+                reader = FrameReader(stream, max_frame=params.max_frame)
+                after = b""
+                while True:
+                    await write_cbor(stream, {"after": after, "limit": 1024})
+                    page = await reader.read_cbor()
+                    if page is None:
+                        break  # dropped: over the budget
+                    got += sum(len(r) for r in page["records"])
+                    if page["next"] is None:
+                        break
+                    after = page["next"]
+                await stream.close()
+        elapsed = trio.current_time() - started
+    budget = params.peer_bytes_per_min
+    # A full bucket plus what refills meanwhile, and one page over (paid, then sent).
+    assert got <= budget + budget * elapsed / 60 + params.page_bytes
+    assert got >= budget // 2  # and the honest part was served
+
+
+async def test_a_peer_may_hold_only_a_few_sync_streams(tmp_path):
+    served = SqliteRecordStore(tmp_path / "served.db")
+    _fill(served, 10)
+    params = SyncParams(streams_per_peer=2)
+    server, client = build_host(factories.identity("a")), build_host(factories.identity("b"))
+    async with server.run(listen_addrs=[LOCAL]), client.run(listen_addrs=[LOCAL]):
+        server.set_stream_handler(PROTOCOL, make_handler(served, params, lambda: NOW))
+        await _connect(client, server)
+        with trio.fail_after(20):
+            held = [await client.new_stream(server.get_id(), [PROTOCOL]) for _ in range(2)]
+            await trio.sleep(0.3)  # the server has counted them
+            extra = await client.new_stream(server.get_id(), [PROTOCOL])
+            await write_cbor(extra, {"after": b"", "limit": 16})
+            assert await FrameReader(extra, max_frame=params.max_frame).read_cbor() is None
+            # The streams held still work.
+            await write_cbor(held[0], {"after": b"", "limit": 16})
+            page = await FrameReader(held[0], max_frame=params.max_frame).read_cbor()
+            assert page["records"]
