@@ -54,6 +54,8 @@ from repp2p.store import RecordStoreAPI
 PROTOCOL = "/repp2p/feed/1"
 #: a server closes a feed stream without a request for this long
 IDLE_TIMEOUT_S = 120.0
+#: ...and a request, once begun, must be complete within this
+REQUEST_TIMEOUT_S = 10.0
 #: peers followed back at most (beyond the upstreams we choose)
 MAX_FOLLOW_BACK = 8
 #: feed streams one peer may hold open to us at once
@@ -127,8 +129,14 @@ def make_handler(
                 raise ProtocolError(f"more than {MAX_STREAMS_PER_PEER} feed streams")
             while True:
                 with trio.move_on_after(IDLE_TIMEOUT_S) as idle:
+                    more = await reader.wait_data()
+                if idle.cancelled_caught or not more:
+                    break
+                # Once a request has begun it must arrive whole in REQUEST_TIMEOUT_S: a
+                # peer dripping a byte at a time cannot hold the stream for the idle time.
+                with trio.fail_after(REQUEST_TIMEOUT_S):
                     request = await reader.read_cbor()
-                if idle.cancelled_caught or request is None:
+                if request is None:
                     break
                 after, limit, back = _request_ok(request)
                 if follower is not None and peer and not back and not following_back:
@@ -136,7 +144,7 @@ def make_handler(
                 await write_cbor(stream, serve_page(store, after, limit, params, clock()))
                 # Pages cost us a query and a frame: one stream gets a bounded rate.
                 await trio.sleep(MIN_REQUEST_GAP_S)
-        except ProtocolError as exc:
+        except (ProtocolError, trio.TooSlowError) as exc:
             log.info("feed: dropping a client: %s", exc)
         except Exception as exc:  # a reset stream, a closed connection
             log.debug("feed: stream ended: %r", exc)
