@@ -18,9 +18,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import multiaddr
 import trio
 
 from repp2p.config import NodeConfig
+from repp2p.identity import Identity
 from repp2p.net.params import GossipParams
 from repp2p.network_params import NetworkParams
 from repp2p.node import Node
@@ -76,3 +78,30 @@ async def local_network(folder: Path, size: int, **overrides: Any) -> AsyncItera
 
 def with_overrides(config: NodeConfig, **changes: Any) -> NodeConfig:
     return dataclasses.replace(config, **changes)
+
+
+@contextlib.asynccontextmanager
+async def gossiping_peer(identity: Identity, target: Node, topic: str) -> AsyncIterator[Any]:
+    """A bare host that speaks only GossipSub (no record pipeline, no checks of its own),
+    connected to ``target`` and subscribed to ``topic``: for tests that send a node
+    hand-made, possibly hostile, records.
+
+    Yields the py-libp2p ``Pubsub``; ``await pubsub.publish(topic, data)`` sends.
+    """
+    from libp2p.peer.peerinfo import info_from_p2p_addr
+    from libp2p.tools.anyio_service import background_trio_service
+
+    from repp2p.net.gossip import build_pubsub
+    from repp2p.net.host import build_host
+
+    host = build_host(identity)
+    async with host.run(listen_addrs=[multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
+        pubsub, router = build_pubsub(host, GossipParams(eclipse_protection=False))
+        async with background_trio_service(pubsub), background_trio_service(router):
+            with trio.fail_after(20):
+                await pubsub.wait_until_ready()
+                await pubsub.subscribe(topic)
+                await host.connect(info_from_p2p_addr(multiaddr.Multiaddr(target.addrs()[0])))
+                await pubsub.wait_for_subscription(target.host.get_id(), topic, timeout=10)
+            await trio.sleep(1.5)  # a gossipsub heartbeat: the target meshes us
+            yield pubsub

@@ -11,23 +11,16 @@ from __future__ import annotations
 import hashlib
 import time
 
-import multiaddr
 import pytest
 import trio
-from libp2p.peer.peerinfo import info_from_p2p_addr
-from libp2p.tools.anyio_service import background_trio_service
 
-from repp2p.net.gossip import build_pubsub
-from repp2p.net.host import build_host
-from repp2p.net.params import GossipParams
 from repp2p.net.topics import TOPICS
 from repp2p.records import Heartbeat, encode
 from repp2p.store.sqlite import MAX_EVIDENCE_PER_SIGNER
 from repp2p.testing import factories
-from repp2p.testing.network import local_network
+from repp2p.testing.network import gossiping_peer, local_network
 
 pytestmark = pytest.mark.slow
-LOCAL = multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")
 
 
 async def _wait_until(predicate, timeout: float) -> None:
@@ -40,32 +33,22 @@ async def test_equivocation_evidence_per_signer_is_bounded_and_purged(tmp_path):
     async with local_network(tmp_path, 2) as (boot, gate):
         await _wait_until(lambda: boot.is_synced() and gate.is_synced(), 20)
         mallory = factories.identity("mallory")
-        now = int(time.time())
-        expires = now + 120
+        expires = int(time.time()) + 120
         storm = [
             encode(Heartbeat(epoch=1, load=i, tasks_done=0, seq=7, expires=expires), mallory)
             for i in range(40)
         ]
         marker = encode(Heartbeat(epoch=2, load=0, tasks_done=0, seq=1, expires=expires), mallory)
-        host = build_host(mallory)
-        async with host.run(listen_addrs=[LOCAL]):
-            pubsub, router = build_pubsub(host, GossipParams(eclipse_protection=False))
-            async with background_trio_service(pubsub), background_trio_service(router):
-                topic = TOPICS["heartbeats"]
-                with trio.fail_after(20):
-                    await pubsub.wait_until_ready()
-                    await pubsub.subscribe(topic)
-                    await host.connect(info_from_p2p_addr(multiaddr.Multiaddr(gate.addrs()[0])))
-                    await pubsub.wait_for_subscription(gate.host.get_id(), topic, timeout=10)
-                await trio.sleep(1.5)
-                with trio.fail_after(30):
-                    for data in storm:
-                        await pubsub.publish(topic, data)
-                        await trio.sleep(0.1)  # under the peers' per-topic rate limit
-                    await trio.sleep(1.0)
-                    await pubsub.publish(topic, marker)
-                digest = hashlib.sha256(marker).digest()
-                await _wait_until(lambda: gate.store.get(digest) is not None, 15)
+        topic = TOPICS["heartbeats"]
+        async with gossiping_peer(mallory, gate, topic) as pubsub:
+            with trio.fail_after(30):
+                for data in storm:
+                    await pubsub.publish(topic, data)
+                    await trio.sleep(0.1)  # under the peers' per-topic rate limit
+                await trio.sleep(1.0)
+                await pubsub.publish(topic, marker)
+            digest = hashlib.sha256(marker).digest()
+            await _wait_until(lambda: gate.store.get(digest) is not None, 15)
         for node in (gate, boot):  # the gate and the peer it forwarded to
             evidence = node.store.equivocations()
             assert 1 <= len(evidence) <= MAX_EVIDENCE_PER_SIGNER

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 import multiaddr
@@ -10,17 +11,13 @@ import trio
 from libp2p import new_host
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.security.insecure.transport import PLAINTEXT_PROTOCOL_ID, InsecureTransport
-from libp2p.tools.anyio_service import background_trio_service
 
 from repp2p.client import LightClient
 from repp2p.errors import NodeNotRunning
-from repp2p.net.gossip import build_pubsub
-from repp2p.net.host import build_host
-from repp2p.net.params import GossipParams
 from repp2p.net.topics import TOPICS, topic_for
 from repp2p.records import MAX_LIFETIME_S, Heartbeat, TaskOffer, encode
 from repp2p.testing import factories
-from repp2p.testing.network import local_network, node_config, start_node
+from repp2p.testing.network import gossiping_peer, local_network, node_config, start_node
 
 pytestmark = pytest.mark.slow
 LOCAL = multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")
@@ -82,50 +79,41 @@ async def test_forged_and_malformed_records_are_dropped_not_forwarded(tmp_path):
         gate, far = nodes[1], nodes[2]
         await wait_until(lambda: all(n.is_synced() for n in nodes), 20)
         mallory = factories.identity("mallory")
-        host = build_host(mallory)
-        async with host.run(listen_addrs=[LOCAL]):
-            pubsub, router = build_pubsub(host, GossipParams(eclipse_protection=False))
-            async with background_trio_service(pubsub), background_trio_service(router):
-                topic = TOPICS["heartbeats"]
-                with trio.fail_after(20):
-                    await pubsub.wait_until_ready()
-                    await pubsub.subscribe(topic)
-                    await host.connect(info_from_p2p_addr(multiaddr.Multiaddr(gate.addrs()[0])))
-                    await pubsub.wait_for_subscription(gate.host.get_id(), topic, timeout=10)
-                await trio.sleep(1.5)
+        topic = TOPICS["heartbeats"]
+        async with gossiping_peer(mallory, gate, topic) as pubsub:
 
-                def heartbeat(epoch: int, expires: int) -> bytes:
-                    return encode(
-                        Heartbeat(epoch=epoch, load=0, tasks_done=0, seq=1, expires=expires),
-                        mallory,
-                    )
+            def heartbeat(epoch: int, expires: int) -> bytes:
+                return encode(
+                    Heartbeat(epoch=epoch, load=0, tasks_done=0, seq=1, expires=expires),
+                    mallory,
+                )
 
-                now = int(time.time())
-                good = heartbeat(1, factories.far_future(now))
-                forged = bytearray(heartbeat(2, factories.far_future(now)))
-                forged[-1] ^= 1
-                expired = heartbeat(3, 10)
-                too_far = heartbeat(4, now + MAX_LIFETIME_S[Heartbeat.TYPE] + 3600)
-                wrong_topic = encode(
-                    factories.sample_records(now=time.time())[3], mallory
-                )  # a TaskOffer
-                with trio.fail_after(10):
-                    for data in (bytes(forged), b"\xa1\x00", expired, too_far, wrong_topic):
-                        await pubsub.publish(topic, data)
-                    await pubsub.publish(topic, good)  # the marker that must get through
+            now = int(time.time())
+            good = heartbeat(1, factories.far_future(now))
+            forged = bytearray(heartbeat(2, factories.far_future(now)))
+            forged[-1] ^= 1
+            expired = heartbeat(3, 10)
+            too_far = heartbeat(4, now + MAX_LIFETIME_S[Heartbeat.TYPE] + 3600)
+            wrong_topic = encode(
+                factories.sample_records(now=time.time())[3], mallory
+            )  # a TaskOffer
+            with trio.fail_after(10):
+                for data in (bytes(forged), b"\xa1\x00", expired, too_far, wrong_topic):
+                    await pubsub.publish(topic, data)
+                await pubsub.publish(topic, good)  # the marker that must get through
 
-                marker = __import__("hashlib").sha256(good).digest()
-                await wait_until(lambda: holds(far, marker), 15)
-                rejected = gate.status()["rejected"]
-                assert rejected.get("bad_signature") == 1
-                assert rejected.get("malformed") == 1
-                assert rejected.get("expired") == 1
-                assert rejected.get("expires_too_far") == 1
-                assert rejected.get("wrong_topic") == 1
-                # Nothing bad was stored at the gate, and nothing bad travelled beyond it.
-                assert gate.store.count("Heartbeat") == far.store.count("Heartbeat")
-                assert far.status()["rejected"] == {}
-                assert gate.store.count("TaskOffer") == 0
+            marker = hashlib.sha256(good).digest()
+            await wait_until(lambda: holds(far, marker), 15)
+            rejected = gate.status()["rejected"]
+            assert rejected.get("bad_signature") == 1
+            assert rejected.get("malformed") == 1
+            assert rejected.get("expired") == 1
+            assert rejected.get("expires_too_far") == 1
+            assert rejected.get("wrong_topic") == 1
+            # Nothing bad was stored at the gate, and nothing bad travelled beyond it.
+            assert gate.store.count("Heartbeat") == far.store.count("Heartbeat")
+            assert far.status()["rejected"] == {}
+            assert gate.store.count("TaskOffer") == 0
 
 
 async def test_plaintext_dialer_is_refused(tmp_path):

@@ -10,24 +10,18 @@ tasks vanished from views.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import time
 
-import multiaddr
 import pytest
 import trio
-from libp2p.peer.peerinfo import info_from_p2p_addr
-from libp2p.tools.anyio_service import background_trio_service
 
-from repp2p.net.gossip import build_pubsub
-from repp2p.net.host import build_host
-from repp2p.net.params import GossipParams
 from repp2p.net.topics import TOPICS
 from repp2p.records import encode
 from repp2p.testing import factories
-from repp2p.testing.network import local_network
+from repp2p.testing.network import gossiping_peer, local_network
 
 pytestmark = pytest.mark.slow
-LOCAL = multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")
 
 
 async def _wait_until(predicate, timeout: float) -> None:
@@ -42,25 +36,15 @@ async def test_a_squatting_offer_is_refused_on_gossip_and_feeds(tmp_path):
         victim, mallory = factories.identity("victim"), factories.identity("mallory")
         real = factories.sample_records(now=time.time(), client=victim)[3]
         squat = encode(dataclasses.replace(real, epoch=2**64 - 1, seq=2), mallory)
-        own = encode(
-            factories.sample_records(now=time.time(), client=mallory)[3], mallory
-        )  # mallory's own, bound offer: the marker that must get through
-        host = build_host(mallory)
-        async with host.run(listen_addrs=[LOCAL]):
-            pubsub, router = build_pubsub(host, GossipParams(eclipse_protection=False))
-            async with background_trio_service(pubsub), background_trio_service(router):
-                topic = TOPICS["tasks"]
-                with trio.fail_after(20):
-                    await pubsub.wait_until_ready()
-                    await pubsub.subscribe(topic)
-                    await host.connect(info_from_p2p_addr(multiaddr.Multiaddr(gate.addrs()[0])))
-                    await pubsub.wait_for_subscription(gate.host.get_id(), topic, timeout=10)
-                await trio.sleep(1.5)
-                with trio.fail_after(10):
-                    await pubsub.publish(topic, squat)
-                    await pubsub.publish(topic, own)
-                marker = __import__("hashlib").sha256(own).digest()
-                await _wait_until(lambda: gate.store.get(marker) is not None, 15)
+        # mallory's own, bound offer: the marker that must get through
+        own = encode(factories.sample_records(now=time.time(), client=mallory)[3], mallory)
+        topic = TOPICS["tasks"]
+        async with gossiping_peer(mallory, gate, topic) as pubsub:
+            with trio.fail_after(10):
+                await pubsub.publish(topic, squat)
+                await pubsub.publish(topic, own)
+            marker = hashlib.sha256(own).digest()
+            await _wait_until(lambda: gate.store.get(marker) is not None, 15)
         assert gate.status()["rejected"].get("unbound_task_id") == 1
         offers = gate.store.query(type="TaskOffer")
         assert [s.signer for s in offers] == [mallory.peer_id]  # only the bound one
