@@ -29,7 +29,7 @@ test: lint
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
-	for b in records attestation matching reputation network tasks sim; do \
+	for b in records attestation matching reputation network tasks scaling sim; do \
 		$(BIN)/python bench/$$b.py || exit 1; done
 
 clean:

@@ -29,7 +29,6 @@ import argparse
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -37,6 +36,7 @@ import time
 from pathlib import Path
 
 import trio
+from _devnet_load import pct, tree_cpu_s
 
 from repp2p.cli.devnet import EPOCH_S, Devnet
 from repp2p.client import Client, TaskError
@@ -46,11 +46,6 @@ from repp2p.records import decode, encode
 from repp2p.store import SqliteRecordStore
 from repp2p.tee import Enclave, TaskSecret, open_result, seal_input
 from repp2p.testing.factories import identity, sample_records
-
-
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
 def baseline(n: int) -> list[float]:
@@ -125,35 +120,6 @@ def replication_floor(n: int = 4000) -> dict[str, float]:
     return {"decode_us": decode_s * 1e6, "store_us": store_s * 1e6, "dup_us": duplicate_s * 1e6}
 
 
-def _tree_cpu_s() -> dict[str, float]:
-    """CPU seconds used so far by this process and its descendants (Linux /proc), by role:
-    ``client`` (this process), ``nodes`` (its children: the node processes) and
-    ``enclaves`` (their children: the simulated enclave processes), plus ``total``."""
-    tick = os.sysconf("SC_CLK_TCK")
-    procs: dict[int, tuple[int, float]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        # utime, stime, and the times of reaped children
-        procs[int(entry)] = (int(fields[1]), sum(int(x) for x in fields[11:15]) / tick)
-    me = os.getpid()
-    roles = ("client", "nodes", "enclaves")
-    out = dict.fromkeys((*roles, "total"), 0.0)
-    for pid, (_, cpu) in procs.items():
-        walk, depth = pid, 0
-        while walk in procs and walk != me:  # up the parent chain (ends at pid 0)
-            walk, depth = procs[walk][0], depth + 1
-        if walk == me:
-            out[roles[min(depth, 2)]] += cpu
-            out["total"] += cpu
-    return out
-
-
 async def measure(args: argparse.Namespace) -> dict[str, float]:
     folder = Path(tempfile.mkdtemp(prefix="repp2p-bench-tasks-"))
     feed = FeedParams(gossip_task_records=args.task_records == "gossip")
@@ -175,11 +141,11 @@ async def measure(args: argparse.Namespace) -> dict[str, float]:
                 t = time.perf_counter()
                 await client.submit("echo", b"latency %d" % i)
                 latencies.append((time.perf_counter() - t) * 1000)
-            idle_cpu = _tree_cpu_s()["total"]
+            idle_cpu = tree_cpu_s()["total"]
             await trio.sleep(5)
-            idle_cores = (_tree_cpu_s()["total"] - idle_cpu) / 5
+            idle_cores = (tree_cpu_s()["total"] - idle_cpu) / 5
             done = failed = 0
-            cpu_before = _tree_cpu_s()
+            cpu_before = tree_cpu_s()
             started = time.perf_counter()
 
             async def lane() -> None:
@@ -195,13 +161,13 @@ async def measure(args: argparse.Namespace) -> dict[str, float]:
                 for _ in range(args.concurrency):
                     nursery.start_soon(lane)
             elapsed = time.perf_counter() - started
-            cpu_after = _tree_cpu_s()
+            cpu_after = tree_cpu_s()
             cpu_used = {k: cpu_after[k] - cpu_before[k] for k in cpu_after}
         return {
             "eligible": eligible,
             "cold_max_ms": max(cold, default=0.0),
-            "p50_ms": _pct(latencies, 0.5),
-            "p99_ms": _pct(latencies, 0.99),
+            "p50_ms": pct(latencies, 0.5),
+            "p99_ms": pct(latencies, 0.99),
             "tasks_per_s": done / elapsed,
             **{
                 ("cpu_ms_per_task" if k == "total" else f"cpu_ms_per_task_{k}"): v
@@ -247,8 +213,8 @@ def main() -> None:
         f"{os.cpu_count()} cores before any transport, client or serving cost"
     )
     r = trio.run(measure, args)
-    base_p50 = _pct(base, 0.5)
-    print(f"enclave only (baseline): p50 {base_p50:.1f} ms, p99 {_pct(base, 0.99):.1f} ms")
+    base_p50 = pct(base, 0.5)
+    print(f"enclave only (baseline): p50 {base_p50:.1f} ms, p99 {pct(base, 0.99):.1f} ms")
     print(
         f"devnet of {args.nodes + 1} processes, {r['eligible']} eligible, task records by "
         f"{args.task_records}: submit -> verified p50 {r['p50_ms']:.1f} ms, "

@@ -1,0 +1,68 @@
+"""Helpers shared by the benches that load a devnet (bench/tasks.py, bench/scaling.py).
+
+Not a bench itself: percentiles, and CPU time of this process's tree from Linux /proc,
+by process role (the in-process client, its children the node processes, their children
+the simulated enclave processes).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+ROLES = ("client", "nodes", "enclaves")
+
+
+def pct(values: list[float], q: float) -> float:
+    """The ``q`` quantile of ``values`` (nearest rank)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+def tree_cpu_by_pid() -> dict[int, tuple[str, float]]:
+    """pid -> (role, CPU seconds used so far) for this process and its descendants.
+
+    Role: ``client`` (this process), ``nodes`` (its children: the node processes) or
+    ``enclaves`` (their children). CPU = utime + stime + the times of reaped children.
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    procs: dict[int, tuple[int, float]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # utime, stime, and the times of reaped children
+        procs[int(entry)] = (int(fields[1]), sum(int(x) for x in fields[11:15]) / tick)
+    me = os.getpid()
+    out: dict[int, tuple[str, float]] = {}
+    for pid, (_, cpu) in procs.items():
+        walk, depth = pid, 0
+        while walk in procs and walk != me:  # up the parent chain (ends at pid 0)
+            walk, depth = procs[walk][0], depth + 1
+        if walk == me:
+            out[pid] = (ROLES[min(depth, 2)], cpu)
+    return out
+
+
+def tree_cpu_s() -> dict[str, float]:
+    """CPU seconds used so far by this process and its descendants, by role (see
+    :func:`tree_cpu_by_pid`), plus ``total``."""
+    out = dict.fromkeys((*ROLES, "total"), 0.0)
+    for role, cpu in tree_cpu_by_pid().values():
+        out[role] += cpu
+        out["total"] += cpu
+    return out
+
+
+def machine_busy_s() -> float:
+    """CPU seconds all of this machine's cores have been busy since boot (/proc/stat),
+    whoever's work it was: sampled around a window, it shows whether the cores were
+    saturated."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")

@@ -1,0 +1,459 @@
+"""Benchmark: per-node CPU per network-wide task, as the devnet grows (issue 14).
+
+For each size N in ``--sizes`` (default 4, 8, 16, 32), this starts a fresh devnet of N
+``repp2p node run`` processes plus its bootstrap (N + 1 node processes, each with its
+simulated enclave process) on 127.0.0.1, waits until every node is synced and has peers,
+joins it with an in-process client, waits until the nodes are eligible in the client's
+view (at least ``--min-eligible`` of them, default half; the rest are named), runs
+``--warmup`` tasks one at a time (first contacts: dials, task streams), and then measures:
+
+* **idle**: CPU of the node processes over ``--idle-seconds`` with no task running;
+* **load**: the SAME offered load at every size: tasks started open-loop at ``--rate``
+  per second (echo engine, k=1; at most ``--max-in-flight`` at once, offers beyond that
+  are counted as dropped), for ``--lead`` seconds to reach a steady state and then over a
+  window of ``--seconds``. Tasks = those that completed inside the window; CPU = CPU of
+  the node processes inside the window (Linux /proc). Starting the window in steady state
+  makes its edges cancel: records of tasks finished before it are still being pulled over
+  the feeds inside it, about as many as those of its last tasks are pulled after it.
+
+The figure, in ms: **node CPU per network-wide task per node** = (node-process CPU in the
+load window - idle node CPU rate x window) / tasks completed / (N + 1). All node processes
+count, the bootstrap included (it serves tasks and follows the feeds like any node), and
+the divisor is the number of processes whose CPU is summed, so a constant per-process cost
+gives the same figure at every size. Enclave and client CPU are reported beside it, not in
+it. A least-squares fit over the nodes, of each node's net CPU per task against its share
+of the tasks served, splits the figure into what every node pays per network-wide task
+(the intercept: pulling, verifying and storing the task's records, reading them in view
+builds) and what serving a task costs the node that serves it (the slope); with k=1 the
+figure is about intercept + slope / (N + 1).
+
+Why the same offered load: the question is what one more network-wide task costs each
+peer as peers are added. With the rate fixed, a design where per-task records stay with
+a task's parties spreads a constant total cost over more nodes (the figure falls as 1/N);
+a design where every node pulls, verifies and stores every task's records keeps it flat.
+Closed-loop load (as in bench/tasks.py) would instead let each size run at its own
+saturation rate, mixing the per-task cost with contention on the machine's cores. The
+default rate (5/s) is about the most the largest devnet takes on a 2-core machine: its 33
+node processes use about one core idle and 1.7 cores at 5 tasks/s.
+
+Why idle CPU is subtracted: an idle node's work (heartbeats, ads, attestations, gossip
+maintenance, view builds) grows with the number of peers, not with tasks; at a fixed task
+rate, counting it in would make the per-task figure grow with N whatever the task path
+costs. The idle rate is measured on the same devnet just before the load and reported
+beside, with the figure before subtraction ("gross"). Both windows are whole multiples of
+the epoch (``EPOCH_S``, 10 s on the dev network), so each holds the same number of epoch
+boundaries (every process rebuilds its view at each). View builds read every record held,
+so the records a window adds also cost at later boundaries: that is task cost and stays in.
+Subtraction assumes the idle work goes on unchanged under load; on a saturated machine it
+does not (it is delayed or shed), so the CPU busy on the whole machine is printed too.
+
+Eligibility only decides which nodes may serve: every node process follows the feeds and
+counts in the figure. On 2 cores a 33-process devnet keeps some nodes out of the client's
+view (their re-attestation reaches it more than ``max_epoch_lag`` epochs late), so
+requiring all of them would stop the bench there.
+
+Per size it also prints p50/p99 latency (submit -> verified, tasks completed in the
+window), tasks/s, how many nodes served tasks, connection churn during the windows, and
+the records each node holds per type at the end (``/status`` "records").
+Target (issue 14): the 32-node figure <= 1/4 of the 4-node figure (``ratio``, the largest
+size's figure over the smallest's, <= 0.25). Ends with one JSON line.
+
+    python bench/scaling.py [--sizes 4,8,16,32] [--rate 5] [--seconds 30]
+                            [--idle-seconds 30] [--lead 5] [--warmup 20]
+                            [--min-eligible 0.5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import trio
+from _devnet_load import ROLES, machine_busy_s, pct, tree_cpu_by_pid
+
+from repp2p.cli.devnet import EPOCH_S, Devnet
+from repp2p.client import Client, TaskError
+from repp2p.errors import NetworkError
+from repp2p.logs import setup_logging
+from repp2p.net.params import ConnectionParams
+
+TASK_RECORD_TYPES = ("TaskOffer", "Claim", "Receipt", "Feedback")
+TARGET_RATIO = 0.25
+#: seconds for a record to reach every node over the feeds (a few 0.5 s pull hops)
+FEED_SETTLE_S = 2.5
+
+
+Snapshot = dict[int, tuple[str, float]]
+
+
+class NotReady(Exception):
+    """A devnet did not come up; the message names the nodes."""
+
+
+def _first(exc: BaseException) -> BaseException:
+    """The first exception inside (nested) exception groups."""
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _delta(after: Snapshot, before: Snapshot, role: str) -> float:
+    """CPU seconds a role used between two snapshots (processes present in both)."""
+    return sum(
+        cpu - before[pid][1] for pid, (r, cpu) in after.items() if r == role and pid in before
+    )
+
+
+async def _settle(devnet: Devnet, size: int, timeout: float) -> None:
+    """Until every node answers /status synced, with peers, within the high watermark;
+    else NotReady naming the nodes that are not there."""
+    high = ConnectionParams().high_watermark
+
+    def settled(s: dict[str, Any] | None) -> bool:
+        return bool(s and s["synced"] and min(4, size) <= s["peers"] <= high)
+
+    with trio.move_on_after(timeout):
+        while not all(settled(s) for s in await devnet.statuses()):
+            await trio.sleep(1.0)
+        return
+    statuses = await devnet.statuses()
+    missing = {
+        info["name"]: (s and {"peers": s["peers"], "synced": s["synced"]}) or "no /status answer"
+        for info, s in zip(devnet.info, statuses, strict=True)
+        if not settled(s)
+    }
+    raise NotReady(f"devnet of {size} nodes did not settle within {timeout:.0f} s: {missing}")
+
+
+def _why_not_eligible(
+    client: Client, devnet: Devnet, statuses: list[dict[str, Any] | None]
+) -> dict[str, str]:
+    """name -> why, for the nodes the client's current view does not rank (diagnostics:
+    reads the view's columns)."""
+    epoch = client.views.current_epoch()
+    view = client.views.view(epoch)
+    ev = view.evidence
+    at = {p: i for i, p in enumerate(ev.peers)}
+    heartbeats: dict[int, int] = {}
+    for node, hb_epoch in zip(ev.hb_node.tolist(), ev.hb_epoch.tolist(), strict=True):
+        heartbeats[node] = max(heartbeats.get(node, -1), hb_epoch)
+    ranked = set(view.peers[i] for i in range(len(view.peers)) if view.base_eligible[i])
+    out = {}
+    for info, status in zip(devnet.info, statuses, strict=True):
+        peer = info["peer_id"]
+        if peer in ranked:
+            continue
+        node = f"{status['peers']} peers" if status else "no /status answer"
+        i = at.get(peer)
+        if i is None:
+            out[info["name"]] = f"not in the view of epoch {epoch} ({node})"
+            continue
+        out[info["name"]] = (
+            f"verified={bool(ev.verified[i])} consistent={bool(ev.consistent[i])} "
+            f"last heartbeat epoch {heartbeats.get(i, 'none')} (view epoch {epoch}; {node})"
+        )
+    return out
+
+
+async def _drive(
+    client: Client, devnet: Devnet, size: int, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Eligibility, warm-up, the idle window, then the paced load and its window."""
+    processes = len(devnet.info)
+    need = math.ceil(args.min_eligible * processes)
+    eligible = await client.wait_for_nodes("echo", need, args.ready_timeout)
+    why = _why_not_eligible(client, devnet, await devnet.statuses()) if eligible < processes else {}
+    if eligible < need:
+        raise NotReady(
+            f"devnet of {size} nodes: {eligible} of {processes} eligible in the client's view "
+            f"after {args.ready_timeout:.0f} s (--min-eligible needs {need}); not eligible: {why}"
+        )
+    ready_at = time.monotonic()
+    for i in range(args.warmup):
+        await client.submit("echo", b"warm-up %d" % i)
+    await trio.sleep(2 * FEED_SETTLE_S)  # the warm-up's records finish spreading
+    before = await devnet.statuses()
+
+    idle_0, busy_0 = tree_cpu_by_pid(), machine_busy_s()
+    await trio.sleep(args.idle_seconds)
+    idle_1, busy_1 = tree_cpu_by_pid(), machine_busy_s()
+
+    latencies: list[float] = []  # of tasks completed inside the window
+    window: dict[str, Any] = {"open": False, "done": 0}
+    counts = {"failed": 0, "dropped": 0, "in_flight": 0}
+
+    async def one(i: int) -> None:
+        counts["in_flight"] += 1
+        t = trio.current_time()
+        try:
+            await client.submit("echo", b"scaling %d" % i)
+        except TaskError:
+            counts["failed"] += 1
+        else:
+            if window["open"]:
+                window["done"] += 1
+                latencies.append((trio.current_time() - t) * 1000)
+        finally:
+            counts["in_flight"] -= 1
+
+    async def close_window() -> None:
+        await trio.sleep_until(t0 + args.lead)
+        window["cpu_0"], window["busy_0"] = tree_cpu_by_pid(), machine_busy_s()
+        window["open"] = True
+        await trio.sleep(args.seconds)
+        window["open"] = False
+        window["cpu_1"], window["busy_1"] = tree_cpu_by_pid(), machine_busy_s()
+
+    offers = round(args.rate * (args.lead + args.seconds))
+    t0 = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(close_window)
+        for i in range(offers):
+            await trio.sleep_until(t0 + i / args.rate)
+            if counts["in_flight"] >= args.max_in_flight:
+                counts["dropped"] += 1
+                continue
+            nursery.start_soon(one, i)
+    await trio.sleep(2 * FEED_SETTLE_S)  # the last records spread before counting
+    return {
+        "ready_at": ready_at,
+        "eligible": eligible,
+        "not_eligible": why,
+        "before": before,
+        "after": await devnet.statuses(),
+        "idle": (idle_0, idle_1, busy_1 - busy_0),
+        "window": window,
+        "latencies": latencies,
+        "failed": counts["failed"],
+        "dropped": counts["dropped"],
+    }
+
+
+async def measure(size: int, args: argparse.Namespace) -> dict[str, Any]:
+    folder = Path(tempfile.mkdtemp(prefix="repp2p-bench-scaling-"))
+    devnet = Devnet(folder / "net", size, ["echo"])
+    try:
+        started = time.monotonic()
+        try:
+            await devnet.start()
+        except* NetworkError as group:  # "node-N did not start; see its log"
+            raise NotReady(f"devnet of {size} nodes did not come up: {_first(group)}") from None
+        await _settle(devnet, size, args.ready_timeout)
+        raw: dict[str, Any] | None = None
+        failure: Exception | None = None
+        try:
+            async with Client.open(
+                [devnet.info[0]["addrs"][0]],
+                data_dir=folder / "client",
+                sync_timeout=args.ready_timeout,
+            ) as client:
+                try:
+                    raw = await _drive(client, devnet, size, args)
+                except Exception as exc:  # raised below, once the client is closed
+                    failure = exc
+        except Exception as exc:
+            if raw is None and failure is None:  # Client.open itself failed
+                if isinstance(exc, NetworkError):
+                    raise NotReady(
+                        f"devnet of {size} nodes: the client did not join: {exc}"
+                    ) from None
+                raise
+            # py-libp2p can fail while the client's host shuts down on a busy network
+            # (pubsub scheduling a task on a closed nursery); what was measured stands.
+            print(f"  (the client's shutdown raised {exc!r}; ignored)", flush=True)
+        if failure is not None:
+            raise failure
+        assert raw is not None
+        return _summarise(raw, devnet, size, args, setup_s=raw["ready_at"] - started)
+    finally:
+        with trio.CancelScope(shield=True):
+            await devnet.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _summarise(
+    raw: dict[str, Any], devnet: Devnet, size: int, args: argparse.Namespace, setup_s: float
+) -> dict[str, Any]:
+    processes = len(devnet.info)
+    before, after, window, latencies = raw["before"], raw["after"], raw["window"], raw["latencies"]
+    idle_0, idle_1, idle_busy = raw["idle"]
+    idle_node_cores = _delta(idle_1, idle_0, "nodes") / args.idle_seconds
+    c0, c1 = window["cpu_0"], window["cpu_1"]
+    done = window["done"]
+    node_cpu = _delta(c1, c0, "nodes")
+    net_cpu = node_cpu - idle_node_cores * args.seconds
+    up = [s for s in after if s]
+    records = {t: statistics.mean(s["records"].get(t, 0) for s in up) for t in up[0]["records"]}
+    served = [
+        s1["tasks_done"] - s0["tasks_done"] if s0 and s1 else 0
+        for s0, s1 in zip(before, after, strict=True)
+    ]
+    churn = {
+        k: sum(
+            s1["connections"][k] - s0["connections"][k]
+            for s0, s1 in zip(before, after, strict=True)
+            if s0 and s1
+        )
+        for k in ("opened", "closed", "trimmed")
+    }
+    # Per node: net CPU per window task (y) against its share of the tasks served (f). The
+    # fit y = a + b f splits the figure (the mean of y, = a + b / (N + 1) with k=1) into
+    # what every node pays per network-wide task (a: pulling, verifying and storing its
+    # records, views) and what serving one costs the node that serves it (b).
+    pids = [
+        json.loads((devnet.folder / i["name"] / "runtime.json").read_text())["pid"]
+        for i in devnet.info
+    ]
+    total_served = max(sum(served), 1)
+    points = [
+        (
+            n / total_served,
+            (
+                (c1[pid][1] - c0[pid][1])
+                - (idle_1[pid][1] - idle_0[pid][1]) * args.seconds / args.idle_seconds
+            )
+            * 1000
+            / max(done, 1),
+        )
+        for pid, n in zip(pids, served, strict=True)
+        if all(pid in snap for snap in (c0, c1, idle_0, idle_1))
+    ]
+    try:
+        fit = statistics.linear_regression([f for f, _ in points], [y for _, y in points])
+        replication_ms, serving_ms = fit.intercept, fit.slope
+    except statistics.StatisticsError:  # every node served the same share
+        replication_ms = serving_ms = math.nan
+    per = max(done, 1) * processes
+    return {
+        "size": size,
+        "processes": processes,
+        "setup_s": setup_s,
+        "eligible": raw["eligible"],
+        "not_eligible": raw["not_eligible"],
+        "done": done,
+        "failed": raw["failed"],
+        "dropped": raw["dropped"],
+        "tasks_per_s": done / args.seconds,
+        "p50_ms": pct(latencies, 0.5) if latencies else math.nan,
+        "p99_ms": pct(latencies, 0.99) if latencies else math.nan,
+        "idle_node_cores": idle_node_cores,
+        "load_node_cores": node_cpu / args.seconds,
+        "idle_machine_cores": idle_busy / args.idle_seconds,
+        "load_machine_cores": (window["busy_1"] - window["busy_0"]) / args.seconds,
+        "load_bench_cores": sum(_delta(c1, c0, role) for role in ROLES) / args.seconds,
+        "cpu_ms_per_task_per_node": net_cpu * 1000 / per,
+        "gross_cpu_ms_per_task_per_node": node_cpu * 1000 / per,
+        "client_ms_per_task": _delta(c1, c0, "client") * 1000 / max(done, 1),
+        "enclaves_ms_per_task": _delta(c1, c0, "enclaves") * 1000 / max(done, 1),
+        "replication_ms_per_task_per_node": replication_ms,
+        "serving_ms_per_served_task": serving_ms,
+        "records": {t: v for t, v in records.items() if v},
+        "task_records_min": min(sum(s["records"].get(t, 0) for t in TASK_RECORD_TYPES) for s in up),
+        "served_by": sum(1 for n in served if n > 0),
+        "served_max": max(served, default=0),
+        "churn": churn,
+    }
+
+
+def _whole_epochs(name: str, seconds: float) -> None:
+    if seconds <= 0 or abs(seconds / EPOCH_S - round(seconds / EPOCH_S)) > 1e-9:
+        raise SystemExit(f"{name} must be a whole number of {EPOCH_S} s epochs, got {seconds}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--sizes", default="4,8,16,32", help="devnet sizes (nodes besides the bootstrap)"
+    )
+    parser.add_argument(
+        "--rate", type=float, default=5.0, help="offered tasks/s, the same at every size"
+    )
+    parser.add_argument("--seconds", type=float, default=30.0, help="load window (whole epochs)")
+    parser.add_argument(
+        "--idle-seconds", type=float, default=30.0, help="idle window (whole epochs)"
+    )
+    parser.add_argument("--lead", type=float, default=5.0, help="load before the window opens")
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--max-in-flight", type=int, default=64)
+    parser.add_argument("--ready-timeout", type=float, default=300.0)
+    parser.add_argument(
+        "--min-eligible",
+        type=float,
+        default=0.5,
+        help="share of the node processes that must be eligible in the client's view",
+    )
+    args = parser.parse_args()
+    _whole_epochs("--seconds", args.seconds)
+    _whole_epochs("--idle-seconds", args.idle_seconds)
+    setup_logging("text", "ERROR", "CRITICAL")
+    results = []
+    for size in (int(s) for s in args.sizes.split(",")):
+        try:
+            r = trio.run(measure, size, args)
+        except* NotReady as group:
+            raise SystemExit(f"scaling: {_first(group)}") from None
+        results.append(r)
+        held = ", ".join(f"{t} {v:.0f}" for t, v in sorted(r["records"].items()))
+        print(
+            f"{size:>3} nodes + bootstrap (set-up {r['setup_s']:.0f} s, {r['eligible']} of "
+            f"{r['processes']} eligible): {r['done']} tasks in "
+            f"{args.seconds:.0f} s = {r['tasks_per_s']:.1f}/s (offered {args.rate:g}/s; "
+            f"{r['failed']} failed, {r['dropped']} dropped), served by {r['served_by']} of "
+            f"{r['processes']} nodes (most {r['served_max']}); p50 {r['p50_ms']:.1f} ms, p99 "
+            f"{r['p99_ms']:.1f} ms\n"
+            f"    node CPU per task per node {r['cpu_ms_per_task_per_node']:.3f} ms net of idle "
+            f"({r['gross_cpu_ms_per_task_per_node']:.3f} gross; "
+            f"fit over the nodes: {r['replication_ms_per_task_per_node']:.3f} ms on every node "
+            f"+ {r['serving_ms_per_served_task']:.2f} ms on the serving one); node processes "
+            f"{r['load_node_cores']:.2f} cores under load, {r['idle_node_cores']:.2f} idle; "
+            f"all bench processes {r['load_bench_cores']:.2f} cores under load (whole "
+            f"machine, others' work included: {r['load_machine_cores']:.2f} under load, "
+            f"{r['idle_machine_cores']:.2f} idle, of {os.cpu_count()}); "
+            f"client {r['client_ms_per_task']:.2f} ms/task, enclaves "
+            f"{r['enclaves_ms_per_task']:.2f} ms/task; connections opened/closed/trimmed "
+            f"during the windows {r['churn']['opened']}/{r['churn']['closed']}/"
+            f"{r['churn']['trimmed']}\n"
+            f"    records held per node at the end (mean): {held}; fewest task records on "
+            f"one node: {r['task_records_min']}",
+            flush=True,
+        )
+        if r["not_eligible"]:
+            print(f"    not eligible when the load started: {r['not_eligible']}", flush=True)
+    figures: dict[str, Any] = {"bench": "scaling"}
+    for r in results:
+        figures[f"cpu_ms_per_task_per_node_{r['size']}"] = round(r["cpu_ms_per_task_per_node"], 3)
+    for r in results:
+        figures[f"tasks_per_s_{r['size']}"] = round(r["tasks_per_s"], 1)
+    for key, digits in (
+        ("gross_cpu_ms_per_task_per_node", 3),
+        ("replication_ms_per_task_per_node", 3),
+        ("serving_ms_per_served_task", 2),
+        ("idle_node_cores", 2),
+        ("p50_ms", 1),
+        ("p99_ms", 1),
+    ):
+        for r in results:
+            figures[f"{key}_{r['size']}"] = round(r[key], digits)
+    first, last = results[0], results[-1]
+    figures["offered_per_s"] = args.rate
+    figures["seconds"] = args.seconds
+    figures["cpus"] = os.cpu_count()
+    figures["baseline"] = round(first["cpu_ms_per_task_per_node"], 3)
+    # the largest size's figure over the smallest's (32 over 4 with the default sizes)
+    base = first["cpu_ms_per_task_per_node"]
+    figures["ratio"] = round(last["cpu_ms_per_task_per_node"] / base, 3) if base > 0 else math.nan
+    figures["target_ratio"] = TARGET_RATIO
+    clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in figures.items()}
+    print(json.dumps(clean))
+
+
+if __name__ == "__main__":
+    main()
