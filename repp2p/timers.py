@@ -36,6 +36,10 @@ class Timers:
             verified result (the client then tries the next rank), (0, 3600].
         handover_s: a node gets this long to take a task's feedback (background), (0, 600].
         lookup_poll_s: how often ``Client.wait_for_nodes`` re-checks the view, (0, 60].
+        store_recover_s: a degraded node (its record store failed to write) counts as
+            recovered once no write has failed for this long, (0, 3600]. On a nearly full
+            disk small writes succeed between failing ones; this keeps ``/health`` from
+            flapping.
     """
 
     tick_s: float = 0.5
@@ -50,6 +54,7 @@ class Timers:
     attempt_budget_s: float = 30.0
     handover_s: float = 10.0
     lookup_poll_s: float = 0.5
+    store_recover_s: float = 30.0
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -66,6 +71,7 @@ _BOUNDS = {
     "discovery_max_delay_s": (0.5, 3600.0),
     "shutdown_grace_s": (0.001, 60.0),
     "task_idle_s": (0.001, 3600.0),
+    "store_recover_s": (0.001, 3600.0),
     "task_request_s": (0.001, 600.0),
     "task_reply_s": (0.001, 600.0),
     "attempt_budget_s": (0.001, 3600.0),

@@ -23,6 +23,7 @@ async def serve(
     status: Callable[[], dict[str, Any]],
     metrics: Callable[[], bytes],
     record: Callable[[str], dict[str, Any]] | None = None,
+    problems: Callable[[], list[str]] | None = None,
     *,
     task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -30,6 +31,9 @@ async def serve(
 
     ``record(hex_id)`` answers ``/record/<hex record id>`` (whether the node holds a record
     and when it arrived; the network benchmark measures gossip reach with it).
+    ``problems()`` lists why the node is degraded: ``/health`` answers 200 ``ok`` while it
+    is empty, else 503 with one ``degraded: ...`` line per problem (for load balancers and
+    probes; ``/status`` carries the same list under ``health``).
     """
 
     async def handle(stream: trio.SocketStream) -> None:
@@ -55,7 +59,12 @@ async def serve(
                     body = json.dumps(record(path[len("/record/") :])).encode()
                     await _reply(stream, 200, "application/json", body)
                 elif path == "/health":
-                    await _reply(stream, 200, "text/plain", b"ok\n")
+                    found = problems() if problems is not None else []
+                    if found:
+                        text = "".join(f"degraded: {p}\n" for p in found)
+                        await _reply(stream, 503, "text/plain", text.encode())
+                    else:
+                        await _reply(stream, 200, "text/plain", b"ok\n")
                 else:
                     await _reply(stream, 404, "text/plain", b"not found\n")
         except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError):
@@ -72,7 +81,12 @@ async def serve(
 
 
 async def _reply(stream: trio.SocketStream, code: int, ctype: str, body: bytes) -> None:
-    reason = {200: "OK", 404: "Not Found", 405: "Method Not Allowed"}[code]
+    reason = {
+        200: "OK",
+        404: "Not Found",
+        405: "Method Not Allowed",
+        503: "Service Unavailable",
+    }[code]
     head = (
         f"HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}\r\n"
         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"

@@ -46,6 +46,11 @@ class RecordPipelineAPI(abc.ABC):
         labels metrics (``gossip``, ``sync``, ``feed``, ``task``, ``local``).
         """
 
+    @property
+    @abc.abstractmethod
+    def store_fault(self) -> Any:
+        """A ``StoreFault`` while the store cannot write (the node is degraded), else None."""
+
     @abc.abstractmethod
     def accept(self, data: bytes, *, topic: str | None = None, source: str = "local") -> bool:
         """``judge(...) is Verdict.ACCEPT``: True when the record should travel on."""

@@ -227,7 +227,9 @@ class Node:
         enclave: EnclaveSupervisor | None = None
         server: TaskServer | None = None
         try:
-            pipeline = RecordPipeline(store, self.metrics, self.clock)
+            pipeline = RecordPipeline(
+                store, self.metrics, self.clock, recover_s=cfg.timers.store_recover_s
+            )
             keeper = ViewKeeper(
                 store, self.policy, cfg.network_params, book_path=cfg.data_dir / "penalties.cbor"
             )
@@ -358,6 +360,7 @@ class Node:
                             status.status,
                             status.metrics_text,
                             status.record_status,
+                            status.problems,
                         )
                     if status_port:
                         address = cfg.status_listen.rpartition(":")[0]

@@ -13,6 +13,12 @@ class NodeMetrics:
         r = self.registry
         self.peers = Gauge("repp2p_peers", "Connected libp2p peers", registry=r)
         self.records = Gauge("repp2p_records", "Current records held", ["type"], registry=r)
+        self.degraded = Gauge(
+            "repp2p_degraded",
+            "1 while the node is degraded for this reason (store: its store cannot write)",
+            ["reason"],
+            registry=r,
+        )
         self.accepted = Counter(
             "repp2p_records_accepted",
             "Records accepted",

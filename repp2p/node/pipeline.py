@@ -15,6 +15,7 @@ write. See :func:`verdict_of` and ``docs/protocol.md``.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import time
@@ -44,6 +45,23 @@ STORE_FAILED = "store_failed"
 IGNORED_REASONS: frozenset[RecordReason] = frozenset({RecordReason.EXPIRED})
 
 
+@dataclasses.dataclass(frozen=True)
+class StoreFault:
+    """The record store is failing to write (a full disk, an I/O error): the node is
+    degraded. It keeps serving what it holds and accepts no new record until a write
+    succeeds again (sync then fetches what it missed).
+
+    Attributes:
+        since: unix time of the first failed write of this episode.
+        last: unix time of the latest failed write.
+        error: the store's latest error, as text (the cause an operator acts on).
+    """
+
+    since: float
+    last: float
+    error: str
+
+
 def verdict_of(reason: RecordReason) -> Verdict:
     """The gossip verdict on a record that failed to decode with ``reason``."""
     return Verdict.IGNORE if reason in IGNORED_REASONS else Verdict.REJECT
@@ -56,16 +74,40 @@ class RecordPipeline(RecordPipelineAPI):
         store: the peer's record store (this pipeline is its only writer).
         metrics: counters of accepted and rejected records.
         clock: the peer's clock (records are judged at ``int(clock.now())``).
+        recover_s: a store fault ends once no write has failed for this long.
     """
 
-    def __init__(self, store: RecordStoreAPI, metrics: NodeMetrics, clock: ClockAPI) -> None:
+    def __init__(
+        self,
+        store: RecordStoreAPI,
+        metrics: NodeMetrics,
+        clock: ClockAPI,
+        *,
+        recover_s: float = 30.0,
+    ) -> None:
         self._store = store
+        self._recover_s = recover_s
         self._metrics = metrics
         self._clock = clock
         self._listeners: list[RecordListener] = []
         # record id -> unix time of first acceptance, for the most recent records only.
         self._arrivals: OrderedDict[bytes, float] = OrderedDict()
         self._equivocators: dict[str, None] = {}  # signers warned about (recent ones)
+        self._store_fault: StoreFault | None = None
+
+    @property
+    def store_fault(self) -> StoreFault | None:
+        """Why the node is degraded (its store failed to write within ``recover_s``), or
+        None."""
+        fault = self._store_fault
+        if fault is not None and self._clock.now() - fault.last >= self._recover_s:
+            log.warning(
+                "record store writable again (no failed write for %.0f s); node no longer degraded",
+                self._recover_s,
+            )
+            self._store_fault = fault = None
+            self._metrics.degraded.labels("store").set(0)
+        return fault
 
     def on_record(self, listener: RecordListener) -> None:
         self._listeners.append(listener)
@@ -139,6 +181,22 @@ class RecordPipeline(RecordPipelineAPI):
         self._equivocators[signed.signer] = None
         log.warning("equivocation by %s (%s): evidence kept", signed.signer, signed.type)
 
+    def _on_store_failure(self, exc: Exception, count: int) -> None:
+        # One ERROR per episode: while the disk stays full every gossip batch fails, and a
+        # traceback per batch would bury the cause (and fill what little disk is left).
+        now = self._clock.now()
+        if self.store_fault is None:
+            self._store_fault = StoreFault(now, now, str(exc))
+            self._metrics.degraded.labels("store").set(1)
+            log.error(
+                "record store cannot write (%s): node degraded, accepting no new records "
+                "until it can; still serving what it holds",
+                exc,
+            )
+        else:
+            self._store_fault = dataclasses.replace(self._store_fault, last=now, error=str(exc))
+            log.debug("record store still failing; %d records not accepted: %s", count, exc)
+
     def _store_batch(
         self,
         fresh: list[tuple[int, SignedRecord]],
@@ -153,11 +211,11 @@ class RecordPipeline(RecordPipelineAPI):
         try:
             # decode() refused anything expired at `now`, so put_many cannot raise EXPIRED.
             outcomes = self._store.put_many([signed for _, signed in fresh], now=now)
-        except (RecordError, StoreError):
+        except (RecordError, StoreError) as exc:
             # Our fault, not the records' (disk full, I/O error): IGNORE, so that no peer
             # forwarding them loses gossip score (blaming all of them would graylist the
             # network from us). Sync fetches them again once the store works.
-            log.exception("record store failed; %d records not accepted", len(fresh))
+            self._on_store_failure(exc, len(fresh))
             self._metrics.rejected.labels(STORE_FAILED, source).inc(len(fresh))
             for i, _ in fresh:
                 verdicts[i] = Verdict.IGNORE

@@ -66,6 +66,18 @@ class OperatorStatus(OperatorStatusAPI):
         self._load = load
         self._enclave = enclave
 
+    def problems(self) -> list[str]:
+        """Why the node is degraded, in words an operator acts on; empty when healthy."""
+        out = []
+        fault = self._pipeline.store_fault
+        if fault is not None:
+            down = self._clock.now() - fault.since
+            out.append(
+                f"record store cannot write, first failure {down:.0f} s ago ({fault.error}): "
+                "accepting no new records; free disk space and it resumes by itself"
+            )
+        return out
+
     def status(self) -> dict[str, Any]:
         peers = self._discovery.connected_peers()
         counts = {t: self._store.count(t) for t in RECORD_TYPES}
@@ -107,6 +119,7 @@ class OperatorStatus(OperatorStatusAPI):
             "tasks_active": self._load.active if self._load else 0,
             "enclave": self._enclave.describe() if self._enclave else None,
             "role": self._config.role,
+            "health": {"ok": not (problems := self.problems()), "problems": problems},
         }
 
     def record_status(self, hex_id: str) -> dict[str, Any]:
@@ -118,6 +131,7 @@ class OperatorStatus(OperatorStatusAPI):
         return {"held": held, "arrived_at": self._pipeline.arrived_at(record_id)}
 
     def metrics_text(self) -> bytes:
+        self.problems()  # ends a store fault that is over, so the gauge says so
         self._metrics.peers.set(len(self._discovery.connected_peers()))
         for t in RECORD_TYPES:
             self._metrics.records.labels(t).set(self._store.count(t))

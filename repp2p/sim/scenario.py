@@ -316,9 +316,13 @@ def load_scenario(path: str | Path) -> Scenario:
     """Read a scenario TOML file (raises ConfigError when missing or invalid)."""
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"scenario {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"scenario {path}: not UTF-8 text ({exc.reason} at byte {exc.start})"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"scenario {path}: {exc}") from None
     data.setdefault("name", path.stem)

@@ -123,10 +123,23 @@ class SqliteRecordStore(RecordStoreAPI):
         try:
             yield
         except BaseException:
-            self._db.execute("ROLLBACK")
+            self._abandon()
             raise
-        else:
+        try:
             self._db.execute("COMMIT")
+        except sqlite3.Error:
+            # A full disk can fail the COMMIT itself: end the transaction, or every later
+            # BEGIN fails ("within a transaction") and the store never recovers.
+            self._abandon()
+            raise
+
+    def _abandon(self) -> None:
+        """Roll back whatever is open, keeping the error that got us here: after some
+        errors (SQLITE_FULL, SQLITE_IOERR) SQLite has rolled back already, and a second
+        ROLLBACK would fail with "no transaction is active", hiding the real cause."""
+        if self._db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
 
     def _check_version(self) -> None:
         row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()

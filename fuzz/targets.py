@@ -1,0 +1,470 @@
+"""Fuzz targets: every parser that reads bytes a peer, a client, the node or a file controls.
+
+A target is a function of one byte string that feeds it to one real parser of repp2p (no
+copy of its logic) and returns whether the input was *accepted*. The only exceptions it may
+let out are the typed rejections that parser documents (``expected``); anything else, and
+any input that runs longer than the campaign's time limit, is a finding. Each target also
+carries a seed corpus of inputs the parser accepts, so a fuzzer starts from the valid
+shapes and mutates inwards (and the smoke test can check that a target is not vacuous: its
+seeds must be accepted).
+
+Targets touch no network and write only to temporary files they remove; the attestation
+targets read the shared real-hardware vectors in place (``REPP2P_VECTORS``) and fall back
+to a seed of the simulated TEE when the folder is absent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import functools
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import cbor2
+
+from repp2p.errors import (
+    AttestationError,
+    ConfigError,
+    ProofError,
+    ProtocolError,
+    RecordError,
+    ReppError,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+#: the real-hardware evidence, read in place (never copied into the project)
+VECTORS = Path(os.environ.get("REPP2P_VECTORS", REPO.parent / "shared" / "attestation-vectors"))
+#: verification time of the fuzz clock for records (inside the factories' validity window)
+NOW = 1_700_000_000
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """One fuzz target.
+
+    Attributes:
+        name: stable name (``make fuzz TARGET=...``, crash file names).
+        run: feeds one input to the parser; True when it was accepted.
+        expected: the exception types the parser may raise on hostile input.
+        seeds: builds the seed corpus (inputs the parser accepts).
+        max_len: the longest input worth generating (larger is cut by the engines).
+    """
+
+    name: str
+    run: Callable[[bytes], bool]
+    expected: tuple[type[BaseException], ...]
+    seeds: Callable[[], list[bytes]]
+    max_len: int = 4096
+
+
+# -- records and digests ---------------------------------------------------------------
+
+
+@functools.cache
+def _signed_samples() -> tuple[bytes, ...]:
+    from repp2p.records import encode
+    from repp2p.testing.factories import identity, sample_digests, sample_records
+
+    signer = identity("fuzz")
+    return tuple(encode(r, signer) for r in [*sample_records(), *sample_digests()])
+
+
+def _record(data: bytes) -> bool:
+    from repp2p.records import decode
+
+    decode(data, now=NOW)
+    return True
+
+
+def _proof_seeds() -> list[bytes]:
+    from repp2p.digests.proofs import conflict_proof
+    from repp2p.records import decode, encode
+    from repp2p.testing.factories import identity, sample_digests
+
+    signer = identity("fuzz")
+    work = sample_digests()[0]
+    a = decode(encode(work, signer))
+    b = decode(encode(dataclasses.replace(work, merkle_root=b"\x11" * 32), signer))
+    proof = conflict_proof(a, b)
+    return [cbor2.dumps({"kind": proof.KIND, "a": proof.a, "b": proof.b}, canonical=True)]
+
+
+def _proof(data: bytes) -> bool:
+    from repp2p.digests.proofs import verify_bytes
+
+    verify_bytes(data, NOW)
+    return True
+
+
+def _audit_response(data: bytes) -> bool:
+    from repp2p.digests.audit import AuditResponse
+
+    AuditResponse.decode(data)
+    return True
+
+
+def _audit_seeds() -> list[bytes]:
+    from repp2p.digests.audit import AuditResponse
+    from repp2p.digests.merkle import MerkleTree
+
+    leaves = [b"leaf-%d" % i for i in range(5)]
+    tree = MerkleTree(leaves, key_of=lambda leaf: leaf)
+    response = AuditResponse(
+        digest_id=b"\x07" * 32,
+        opening=tree.opening(2),
+        records=(_signed_samples()[3],),
+        successor=tree.opening(3),
+    )
+    return [response.encode()]
+
+
+# -- stream frames -----------------------------------------------------------------------
+
+
+class _BytesStream:
+    """A stream whose reads return ``data`` in chunks of ``chunk`` bytes, then EOF."""
+
+    def __init__(self, data: bytes, chunk: int = 977) -> None:
+        self._data = data
+        self._chunk = chunk
+        self.written = bytearray()
+
+    async def read(self, n: int = -1) -> bytes:
+        size = self._chunk if n < 0 else min(n, self._chunk)
+        out, self._data = self._data[:size], self._data[size:]
+        return out
+
+    async def write(self, data: bytes) -> None:
+        self.written += data
+
+    async def close(self) -> None:
+        pass
+
+
+def _drive(coro: Any) -> Any:
+    """Run a coroutine that never really suspends (our in-memory stream never blocks)."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value
+    coro.close()
+    raise RuntimeError("the parser suspended on an in-memory stream")
+
+
+def _frame(obj: Any) -> bytes:
+    from repp2p.net.framing import encode_varint
+
+    body = cbor2.dumps(obj, canonical=True)
+    return encode_varint(len(body)) + body
+
+
+def _frames(data: bytes) -> bool:
+    """Every frame of ``data`` through FrameReader, then every request and response
+    parser of the task, sync and feed protocols (each frame is offered to each)."""
+    from repp2p.net import feed, sync, task
+    from repp2p.net.framing import FrameReader
+
+    reader = FrameReader(_BytesStream(data), max_frame=64 * 1024)
+    accepted = False
+    for _ in range(64):
+        obj = _drive(reader.read_cbor())
+        if obj is None:
+            break
+        for parse in (
+            task.parse_request,
+            task.parse_handover,
+            task.parse_response,
+            functools.partial(task.parse_response, handover=True),
+            sync._request_ok,
+            feed._request_ok,
+        ):
+            try:
+                parse(obj)
+                accepted = True
+            except ProtocolError:
+                pass
+    return accepted
+
+
+def _frame_seeds() -> list[bytes]:
+    offer, claim, receipt = _signed_samples()[3:6]
+    return [
+        _frame({"offer": offer, "sealed": b"\x00" * 48}),
+        _frame({"records": [claim]}),
+        _frame({"ok": True, "claim": claim, "receipt": receipt, "output": b"x"}),
+        _frame({"ok": False, "error": "no_capacity", "detail": ""})
+        + _frame({"ok": True, "stored": 1}),
+        _frame({"after": b"", "limit": 64}) + _frame({"after": -1, "limit": 8, "back": True}),
+    ]
+
+
+def _sync_pull(data: bytes) -> bool:
+    """The sync client (``repp2p.net.sync.pull``) against a peer that answers ``data``."""
+    import trio
+
+    from repp2p.net import sync
+    from repp2p.net.params import SyncParams
+    from repp2p.records import decode
+
+    def accept(record: bytes) -> bool:
+        try:
+            decode(record, now=NOW)
+        except RecordError:
+            return False
+        return True
+
+    async def main() -> sync.SyncResult:
+        return await sync.pull(_BytesStream(data), accept, SyncParams())
+
+    return trio.run(main).complete
+
+
+def _sync_seeds() -> list[bytes]:
+    records = list(_signed_samples())
+    return [
+        _frame({"records": records[:4], "next": b"\x01" * 32})
+        + _frame({"records": records[4:], "next": None}),
+        _frame({"records": [], "next": None}),
+    ]
+
+
+# -- the enclave wire --------------------------------------------------------------------
+
+
+@functools.cache
+def _enclave() -> Any:
+    from repp2p.tee.worker import EnclaveState
+
+    return EnclaveState.create({"seed": b"\x03" * 32, "engines": ["echo"], "preload": True})
+
+
+def _enclave_wire(data: bytes) -> bool:
+    """A frame from the (untrusted) node through the enclave's wire reader and request
+    handlers: what ``repp2p.tee.worker.serve`` runs, minus the reply."""
+    from repp2p.tee.wire import WireClosed, read_frame
+
+    read_fd, write_fd = os.pipe()
+    try:
+        os.write(write_fd, data[:60_000])  # below the pipe buffer: the write never blocks
+        os.close(write_fd)
+        write_fd = -1
+        request = read_frame(read_fd, timeout_s=1.0)
+    except WireClosed:
+        return False
+    finally:
+        os.close(read_fd)
+        if write_fd >= 0:
+            os.close(write_fd)
+    state = _enclave()
+    op = request.get("op")
+    if op == "attest":
+        state.attest(request)
+    elif op == "execute":
+        state.execute(request)
+    else:
+        return False
+    return True
+
+
+def _enclave_seeds() -> list[bytes]:
+    from repp2p.tee.sealing import seal_input, task_digest
+    from repp2p.tee.wire import encode_frame
+
+    state = _enclave()
+    task_id = b"\x09" * 32
+    sealed, secret = seal_input(b"hello", bytes(state.enc_key.public_key), task_id=task_id)
+    execute = {
+        "op": "execute",
+        "task_id": task_id,
+        "offer_id": b"\x08" * 32,
+        "engine_id": "echo",
+        "input_digest": task_digest(secret.salt, b"hello"),
+        "client_key": secret.public_key,
+        "sealed": sealed,
+        "started_ms": 1,
+        "expires": NOW + 3600,
+        "seq": 1,
+        "input_size": 5,
+    }
+    attest = {"op": "attest", "peer_id": "p", "epoch": 3, "nonce": b"\x01" * 32, "now": NOW}
+    return [encode_frame(execute), encode_frame(attest)]
+
+
+# -- files an operator or researcher writes ------------------------------------------------
+
+
+def _via_file(load: Callable[[Path], Any], data: bytes, suffix: str = ".toml") -> bool:
+    """Write ``data`` to a fresh temporary file and load it the way the CLI does."""
+    with tempfile.TemporaryDirectory(prefix="repp2p-fuzz-") as tmp:
+        path = Path(tmp) / f"input{suffix}"
+        path.write_bytes(data)
+        load(path)
+    return True
+
+
+def _node_config(data: bytes) -> bool:
+    from repp2p.config import load_node_config
+
+    return _via_file(load_node_config, data)
+
+
+def _policy(data: bytes) -> bool:
+    from repp2p.attestation.policy import load_policy
+
+    return _via_file(load_policy, data)
+
+
+def _scenario(data: bytes) -> bool:
+    from repp2p.sim.scenario import load_scenario
+
+    return _via_file(load_scenario, data)
+
+
+def _network_params(data: bytes) -> bool:
+    from repp2p.network_params import NetworkParams
+
+    return _via_file(lambda path: NetworkParams.load("fuzz", path), data)
+
+
+def _files(*patterns: str) -> Callable[[], list[bytes]]:
+    def seeds() -> list[bytes]:
+        return [p.read_bytes() for pattern in patterns for p in sorted(REPO.glob(pattern))]
+
+    return seeds
+
+
+def _node_config_seeds() -> list[bytes]:
+    return [
+        b'network = "dev"\ndata_dir = "./data/node1"\n',
+        b"""network = "dev"
+data_dir = "./data/node1"
+listen = ["/ip4/0.0.0.0/tcp/4001"]
+engines = ["echo"]
+tee_kind = "simulated"
+price = 1000
+capacity = 4
+status_listen = "127.0.0.1:9464"
+[gossip]
+degree = 6
+[sync]
+page_records = 256
+[feed]
+interval_s = 0.5
+[connections]
+low_watermark = 8
+[timers]
+attempt_budget_s = 30
+""",
+    ]
+
+
+# -- attestation evidence ----------------------------------------------------------------
+
+
+def _ts(iso: str) -> int:
+    return int(datetime.datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp())
+
+
+#: kind -> (evidence file, collateral file, verification time from the vectors' SOURCES.md)
+_VECTOR_FILES = {
+    "nitro": ("nitro/valid-attestation-doc-bytes", None, "2022-10-13T08:58:30Z"),
+    "sev-snp": ("sev-snp/attestation.bin", "sev-snp/vcek.testcer", "2023-01-01T00:00:00Z"),
+    "dcap": ("tdx-sgx/sgx_quote", "tdx-sgx/sgx_quote_collateral.json", "2025-06-20T00:00:00Z"),
+    "nvidia": (
+        "nvidia-h100/hopperAttestationReport.txt",
+        "nvidia-h100/hopperCertChain.txt",
+        "2025-01-01T00:00:00Z",
+    ),
+}
+
+
+def _split(data: bytes) -> tuple[bytes, bytes]:
+    """Input = 3-byte big-endian evidence length, evidence, collateral."""
+    n = int.from_bytes(data[:3], "big")
+    return data[3 : 3 + n], data[3 + n :]
+
+
+def _join(evidence: bytes, collateral: bytes) -> bytes:
+    return len(evidence).to_bytes(3, "big") + evidence + collateral
+
+
+def _attestation(kind: str) -> tuple[Callable[[bytes], bool], Callable[[], list[bytes]]]:
+    from repp2p.attestation.verify import default_backends
+
+    evidence_file, collateral_file, at = _VECTOR_FILES[kind]
+    now = _ts(at)
+
+    def run(data: bytes) -> bool:
+        evidence, collateral = _split(data)
+        default_backends()[kind].verify(evidence, collateral, now)
+        return True
+
+    def seeds() -> list[bytes]:
+        path = VECTORS / evidence_file
+        if not path.is_file():
+            return []
+        evidence = path.read_bytes()
+        if kind == "nvidia":
+            evidence = bytes.fromhex(evidence.decode().strip())
+        collateral = (VECTORS / collateral_file).read_bytes() if collateral_file else b""
+        return [_join(evidence, collateral)]
+
+    return run, seeds
+
+
+def _simulated_attestation(data: bytes) -> bool:
+    from repp2p.attestation import SimulatedBackend
+
+    evidence, collateral = _split(data)
+    SimulatedBackend().verify(evidence, collateral, NOW)
+    return True
+
+
+def _simulated_seeds() -> list[bytes]:
+    from repp2p.attestation import SimulatedEnclave
+
+    evidence = SimulatedEnclave(seed=b"\x05" * 32, measurement=b"\xab" * 48).evidence(
+        b"\x01" * 64, NOW
+    )
+    return [_join(evidence, b"")]
+
+
+def _targets() -> dict[str, Target]:
+    targets = [
+        Target("record", _record, (RecordError,), lambda: list(_signed_samples()), 8192),
+        Target("digest-proof", _proof, (ProofError,), _proof_seeds, 8192),
+        Target("audit-response", _audit_response, (ProofError,), _audit_seeds, 8192),
+        Target("frames", _frames, (ProtocolError,), _frame_seeds, 8192),
+        Target("sync-pull", _sync_pull, (ProtocolError,), _sync_seeds, 16384),
+        Target("enclave-wire", _enclave_wire, (ReppError, *_wire_errors()), _enclave_seeds),
+        Target("node-config", _node_config, (ConfigError,), _node_config_seeds),
+        Target("policy", _policy, (ConfigError,), _files("bootstrap/*policy*.toml")),
+        Target("scenario", _scenario, (ConfigError,), _files("simulations/*.toml")),
+        Target("network-params", _network_params, (ConfigError,), _files("bootstrap/dev.toml")),
+        Target(
+            "attestation-simulated",
+            _simulated_attestation,
+            (AttestationError,),
+            _simulated_seeds,
+        ),
+    ]
+    for kind in _VECTOR_FILES:
+        run, seeds = _attestation(kind)
+        targets.append(Target(f"attestation-{kind}", run, (AttestationError,), seeds, 65536))
+    return {t.name: t for t in targets}
+
+
+def _wire_errors() -> tuple[type[BaseException], ...]:
+    from repp2p.tee.wire import WireClosed, WireMalformed, WireTimeout
+
+    return (WireClosed, WireMalformed, WireTimeout)
+
+
+@functools.cache
+def targets() -> dict[str, Target]:
+    """Every fuzz target by name."""
+    return _targets()
