@@ -446,7 +446,16 @@ class Client:
             return await attempt.conclude(started)
         finally:
             # Also when the task failed or we were cancelled: releases are evidence too.
+            self._hand_over_later(attempt, offer_record.task_id)
+
+    def _hand_over_later(self, attempt: _Attempt, task_id: bytes) -> None:
+        try:
             self._background.start_soon(attempt.hand_over)
+        except RuntimeError:
+            # The client is closing (its background nursery takes no new work): skip the
+            # hand-over rather than raise from a ``finally`` here, which would replace the
+            # error the task is really ending with (a TaskError, a cancellation).
+            log.debug("client closing: feedback hand-over of task %s skipped", task_id.hex())
 
 
 #: task records live at least this long after the deadline (claims, receipts and feedback

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import time
 
+import trio
+
 from repp2p.records import TaskOffer, encode, task_id_for
 from repp2p.tasks import EPOCH_LAG
 from repp2p.tee import TaskSecret
@@ -135,3 +137,15 @@ async def test_a_stalled_node_cannot_take_a_short_tasks_whole_deadline(autojump_
         assert result.proofs[0].outcome == "timeout"
         assert 15 <= took < 30  # rank 0 had half the deadline, rank 1 the rest
         assert int(sent) // 10 != int(net.clock.now()) // 10  # an epoch boundary passed
+
+
+async def test_a_closing_client_skips_the_hand_over_and_keeps_the_result(autojump_clock):
+    """A task that ends while its client is closing (the background nursery takes no new
+    work) still returns or raises what it really ended with: the hand-over is skipped, not
+    turned into "Nursery is closed to new arrivals" from a ``finally``."""
+    async with TaskNet.open(nodes=2) as net:
+        async with trio.open_nursery() as closed:
+            pass
+        net.client._background = closed
+        result = await net.client.submit("echo", b"late", timeout=60)
+        assert result.output == b"late"
