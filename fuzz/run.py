@@ -106,8 +106,10 @@ def run_atheris(target: Target, inputs: int, *, seed: int, timeout_s: float, out
     executed = int(done[-1]) if done else 0
     hang = "ERROR: libFuzzer: timeout" in log
     crash = proc.returncode != 0 and not hang
-    if proc.returncode != 0:
-        print("\n".join(log.splitlines()[-40:]))
+    if proc.returncode != 0:  # the finding, without libFuzzer's progress lines
+        (out / f"{target.name}-log.txt").write_text(log)
+        noise = ("#", "INFO:", "MERGE")
+        print("\n".join(ln for ln in log.splitlines() if not ln.startswith(noise))[-6000:])
     return {"inputs": executed, "crashes": int(crash), "hangs": int(hang), "accepted": None}
 
 

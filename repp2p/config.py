@@ -170,9 +170,14 @@ class NodeConfig:
         float_field(self, "task_delay_s", 0, 600)
         for name in ("enable_quic", "cheat"):
             bool_field(self, name)
+        for name in ("status_listen", "policy"):
+            if not isinstance(getattr(self, name), str):  # a TOML number, say
+                raise ConfigError(f"{name} must be a string, got {getattr(self, name)!r}")
         if self.status_listen and not _is_host_port(self.status_listen):
             raise ConfigError(f"status_listen {self.status_listen!r} must be host:port")
         choice_field(self, "log_format", ("text", "json"))
+        if not isinstance(self.log_level, str) or self.log_level.upper() not in LOG_LEVELS:
+            raise ConfigError(f"log_level {self.log_level!r}: one of {', '.join(LOG_LEVELS)}")
         choice_field(self, "role", ("full", "client"))
         if self.cheat and self.network != "dev":
             raise ConfigError("cheat is a dev-network demo switch only")
@@ -234,6 +239,10 @@ class NodeConfig:
         if self.bootstrap:
             return self.bootstrap
         return load_bootstrap_list(self.network, path=self.network_file)
+
+
+#: the values ``log_level`` takes (the standard library's level names, any case)
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 def _is_host_port(text: str) -> bool:

@@ -37,6 +37,20 @@ from repp2p.tee.measurement import enclave_measurement, runtime_measurement
 
 log = logging.getLogger("repp2p.viewer")
 
+#: attestation failures that mean the evidence is no TEE's statement about its signer
+#: (:meth:`ViewKeeper.evidence_refusal` keeps such records out of the store)
+GARBAGE_EVIDENCE = frozenset(
+    {
+        AttestationReason.MALFORMED,
+        AttestationReason.BAD_SIGNATURE,
+        AttestationReason.BROKEN_CHAIN,
+        AttestationReason.UNTRUSTED_ROOT,
+        AttestationReason.REPORT_DATA_MISMATCH,
+        AttestationReason.MISSING_COLLATERAL,
+        AttestationReason.KIND_NOT_ALLOWED,
+        AttestationReason.SIMULATED_NOT_ALLOWED,
+    }
+)
 _AGE_REASONS = {
     AttestationReason.STALE_EVIDENCE,
     AttestationReason.CERT_EXPIRED,
@@ -129,6 +143,43 @@ class ViewKeeper:
         return self.params.reputation
 
     # -- attestation verdicts ------------------------------------------------------------
+
+    def evidence_refusal(self, signed: SignedRecord, now: int) -> AttestationReason | None:
+        """Why an ``Attestation`` record should not be stored at all, or None.
+
+        Only for evidence that is no TEE's statement about this peer
+        (:data:`GARBAGE_EVIDENCE`: unparseable, unsigned or signed outside the policy's
+        roots, bound to other keys, of a kind this network does not run): anyone can make
+        such records from fresh keys, up to 320 KiB each, and no view has a use for them.
+        Evidence a real TEE produced but the policy refuses (debug mode, revoked, an old
+        TCB) is stored: views mark its node ``failed``; stale evidence is stored too (the
+        views judge its age). Engine pins are the views' business (``engines=()`` here).
+        Verification shares the views' cache, so the view build does not repeat it.
+        """
+        rec = signed.record
+        if not isinstance(rec, Attestation):
+            return None
+        try:
+            verify_node(
+                signed.signer,
+                rec.tee_kind,
+                rec.evidence,
+                rec.collateral,
+                rec.gpu_evidence,
+                rec.enc_key,
+                rec.result_key,
+                rec.epoch,
+                rec.nonce,
+                self.policy,
+                now,
+                # no current_epoch: its lag check comes before the evidence is looked at,
+                # and an old epoch must not let garbage evidence through (age is the views')
+                cache=self._cache,
+            )
+        except AttestationError as exc:
+            if exc.reason in GARBAGE_EVIDENCE:
+                return exc.reason
+        return None
 
     def verdicts(self, records: Iterable[SignedRecord], now: int) -> dict[str, AttestedNode]:
         """``peer_id -> AttestedNode`` for every current Attestation among ``records``."""

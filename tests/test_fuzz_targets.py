@@ -80,3 +80,15 @@ def test_non_utf8_files_are_config_errors(load, tmp_path: Path) -> None:  # type
     path.write_bytes(NOT_UTF8)
     with pytest.raises(ConfigError, match=r"UTF-8|cannot read"):
         load(path)
+
+
+# Found by the campaign: a number where the config wants a string escaped as AttributeError.
+@pytest.mark.parametrize(
+    "line",
+    ["status_listen = 30", "policy = 7", "log_level = 10", 'log_level = "LOUD"'],
+)
+def test_config_values_of_the_wrong_type_are_config_errors(line: str, tmp_path: Path) -> None:
+    path = tmp_path / "node.toml"
+    path.write_text(f'network = "dev"\ndata_dir = "./data"\n{line}\n')
+    with pytest.raises(ConfigError):
+        load_node_config(path)

@@ -27,6 +27,7 @@ import dataclasses
 import json
 import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -227,11 +228,15 @@ class Node:
         enclave: EnclaveSupervisor | None = None
         server: TaskServer | None = None
         try:
-            pipeline = RecordPipeline(
-                store, self.metrics, self.clock, recover_s=cfg.timers.store_recover_s
-            )
             keeper = ViewKeeper(
                 store, self.policy, cfg.network_params, book_path=cfg.data_dir / "penalties.cbor"
+            )
+            pipeline = RecordPipeline(
+                store,
+                self.metrics,
+                self.clock,
+                recover_s=cfg.timers.store_recover_s,
+                admit=_evidence_admission(keeper),
             )
             views = ViewService(keeper, self.clock, self.metrics, tick_s=cfg.timers.tick_s)
             host = build_host(
@@ -499,3 +504,14 @@ async def _drain(subscription: Any) -> None:
 
 
 __all__ = ["Node", "NodeParts"]
+
+
+def _evidence_admission(keeper: ViewKeeper) -> Callable[[SignedRecord, int], str | None]:
+    """The record pipeline's content check: garbage attestation evidence is refused
+    (``attestation_<reason>`` in ``repp2p_records_rejected_total``)."""
+
+    def admit(signed: SignedRecord, now: int) -> str | None:
+        reason = keeper.evidence_refusal(signed, now)
+        return None if reason is None else f"attestation_{reason.value}"
+
+    return admit

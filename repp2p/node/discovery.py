@@ -166,7 +166,17 @@ class Discovery(DiscoveryAPI):
             except Exception:  # a peer's ad is input too: skip what does not parse
                 continue
         if addrs:
-            self._host.get_peerstore().add_addrs(pid, addrs, AD_ADDRS_TTL_S)
+            peerstore = self._host.get_peerstore()
+            try:
+                known = list(peerstore.addrs(pid))
+            except Exception:  # PeerStoreError: not known, or its addresses expired
+                known = []
+            # The signed ad's addresses go first: py-libp2p dials only the first address of
+            # each transport class, and an address learnt earlier (the port a restarted
+            # node no longer listens on) would be the only one tried.
+            peerstore.clear_addrs(pid)
+            rest = [a for a in known if a not in addrs]
+            peerstore.add_addrs(pid, addrs + rest, AD_ADDRS_TTL_S)
         failed = self._dial_failed_at.get(peer)
         # The ad's seq is its signer's unix milliseconds: newer than our failure means the
         # node announced itself again since.

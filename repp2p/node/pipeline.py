@@ -20,6 +20,7 @@ import hashlib
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 
 from repp2p.clock import ClockAPI
 from repp2p.errors import RecordError, RecordReason, StoreError
@@ -75,6 +76,10 @@ class RecordPipeline(RecordPipelineAPI):
         metrics: counters of accepted and rejected records.
         clock: the peer's clock (records are judged at ``int(clock.now())``).
         recover_s: a store fault ends once no write has failed for this long.
+        admit: a content check run on each decoded record before it is stored: the
+            reason (a metric label) to refuse it, or None to store it. The node passes
+            :meth:`repp2p.viewer.ViewKeeper.evidence_refusal` (garbage attestation
+            evidence); a refusal is a REJECT.
     """
 
     def __init__(
@@ -84,9 +89,11 @@ class RecordPipeline(RecordPipelineAPI):
         clock: ClockAPI,
         *,
         recover_s: float = 30.0,
+        admit: Callable[[SignedRecord, int], str | None] | None = None,
     ) -> None:
         self._store = store
         self._recover_s = recover_s
+        self._admit = admit
         self._metrics = metrics
         self._clock = clock
         self._listeners: list[RecordListener] = []
@@ -165,6 +172,12 @@ class RecordPipeline(RecordPipelineAPI):
                 # Someone else's task id under this signer's key (task-id squatting):
                 # stored, it would let the squatter decide the task's epoch in views.
                 self._metrics.rejected.labels("unbound_task_id", source).inc()
+                continue
+            if self._admit is not None and (refusal := self._admit(signed, now)) is not None:
+                # Content no honest peer stores or forwards (e.g. attestation evidence no
+                # TEE produced): it would only cost disk, so REJECT.
+                self._metrics.rejected.labels(refusal, source).inc()
+                log.debug("refused %s %s from %s: %s", source, signed.type, signed.signer, refusal)
                 continue
             fresh.append((i, signed))
         self._store_batch(fresh, verdicts, now, source, started)
