@@ -252,7 +252,38 @@ class Client:
         self.timers = timers or Timers()
         self._background = background
         self._open_task_stream = open_task_stream
-        self.streams = TaskStreams(open_task_stream)
+        self.streams = TaskStreams(self._connect)
+        # peer -> unix time of our last failure to connect to it (bounded, oldest dropped)
+        self._unreachable: dict[str, float] = {}
+
+    async def _connect(self, peer: str) -> Any:
+        """A fresh task stream, or an error within ``timers.dial_timeout_s``: a node hidden
+        by a partition (or dead) must not eat a rank's whole attempt budget."""
+        try:
+            with trio.fail_after(self.timers.dial_timeout_s):
+                stream = await self._open_task_stream(peer)
+        except Exception:  # TooSlowError or the transport's dial failure; not cancellation
+            self._unreachable.pop(peer, None)
+            self._unreachable[peer] = self.clock.now()
+            while len(self._unreachable) > MAX_UNREACHABLE_KEPT:
+                self._unreachable.pop(next(iter(self._unreachable)))
+            raise
+        self._unreachable.pop(peer, None)
+        return stream
+
+    def is_unreachable(self, peer: str) -> bool:
+        """Whether attempts should skip ``peer`` for now: we failed to connect to it within
+        the last ``timers.unreachable_s`` and it has published no ad since (a node that
+        restarted announces itself with a new ad and is tried again at once)."""
+        failed = self._unreachable.get(peer)
+        if failed is None:
+            return False
+        if self.clock.now() - failed >= self.timers.unreachable_s:
+            del self._unreachable[peer]
+            return False
+        ads = self.store.query(type=NodeAd.TYPE, signer=peer, limit=1)
+        # An ad's seq is its signer's unix milliseconds.
+        return not (ads and ads[0].record.seq / 1000 > failed)
 
     async def open_stream(self, peer: str) -> Any:
         """A new, unpooled ``/repp2p/task/1`` stream to ``peer`` (for tools and tests)."""
@@ -458,6 +489,9 @@ class Client:
             log.debug("client closing: feedback hand-over of task %s skipped", task_id.hex())
 
 
+#: peers whose connection failure a client remembers (for skipping them, timers.unreachable_s)
+MAX_UNREACHABLE_KEPT = 4096
+
 #: task records live at least this long after the deadline (claims, receipts and feedback
 #: expire with the offer)
 MIN_TASK_RECORD_LIFETIME_S = 3600
@@ -527,7 +561,10 @@ class _Attempt:
     async def _try(self, attempt: tasks.Attempt) -> tasks.Step:
         peer, r = attempt.peer, attempt.rank
         keys = self.views.enclave_keys(peer)
-        if keys is None:
+        if keys is None or self.client.is_unreachable(peer):
+            # No attested keys, or we could not reach it lately (a partition hides it):
+            # the next rank takes over after its failover turn instead of after a dial
+            # timeout per task.
             return self.plan.on_skipped(r)
         enc_key, result_key = keys
         o: TaskOffer = self.offer.record  # type: ignore[assignment]

@@ -36,6 +36,9 @@ class Timers:
             verified result (the client then tries the next rank), (0, 3600].
         handover_s: a node gets this long to take a task's feedback (background), (0, 600].
         lookup_poll_s: how often ``Client.wait_for_nodes`` re-checks the view, (0, 60].
+        unreachable_s: a client skips a node it failed to connect to (within
+            ``dial_timeout_s``) for this long, unless the node publishes a newer ad,
+            (0, 3600].
         store_recover_s: a degraded node (its record store failed to write) counts as
             recovered once no write has failed for this long, (0, 3600]. On a nearly full
             disk small writes succeed between failing ones; this keeps ``/health`` from
@@ -54,6 +57,7 @@ class Timers:
     attempt_budget_s: float = 30.0
     handover_s: float = 10.0
     lookup_poll_s: float = 0.5
+    unreachable_s: float = 30.0
     store_recover_s: float = 30.0
 
     def __post_init__(self) -> None:
@@ -72,6 +76,7 @@ _BOUNDS = {
     "shutdown_grace_s": (0.001, 60.0),
     "task_idle_s": (0.001, 3600.0),
     "store_recover_s": (0.001, 3600.0),
+    "unreachable_s": (0.001, 3600.0),
     "task_request_s": (0.001, 600.0),
     "task_reply_s": (0.001, 600.0),
     "attempt_budget_s": (0.001, 3600.0),

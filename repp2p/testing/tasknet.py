@@ -210,6 +210,7 @@ class TaskNet:
         self._first = _FirstToRun()
         self.nodes: list[TaskNode] = []
         self._nursery = nursery
+        self._cut: set[str] = set()
         self._policy = load_policy(BOOTSTRAP_DIR / "policy-dev.toml")
         self.client: Client
 
@@ -341,8 +342,19 @@ class TaskNet:
         """The node with this peer ID."""
         return next(n for n in self.nodes if n.peer_id == peer_id)
 
+    def cut(self, *peer_ids: str) -> None:
+        """Partition these nodes from the client: opening a stream to one hangs (as a dial
+        whose packets are dropped does) until the caller's timeout. :meth:`heal` undoes it."""
+        self._cut.update(peer_ids)
+
+    def heal(self) -> None:
+        """End every :meth:`cut`."""
+        self._cut.clear()
+
     async def open_stream(self, peer_id: str) -> _MemoryStream:
         """A task stream to a node: its server handles the other end."""
+        if peer_id in self._cut:
+            await trio.sleep_forever()
         server = self.node(peer_id).server
         ours, theirs = trio.testing.memory_stream_pair()
         self._nursery.start_soon(server.handle_stream, _MemoryStream(theirs))

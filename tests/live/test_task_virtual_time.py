@@ -149,3 +149,37 @@ async def test_a_closing_client_skips_the_hand_over_and_keeps_the_result(autojum
         net.client._background = closed
         result = await net.client.submit("echo", b"late", timeout=60)
         assert result.output == b"late"
+
+
+async def test_nodes_hidden_by_a_partition_cost_one_dial_timeout_then_are_skipped(
+    autojump_clock,
+):
+    """A partition leaves the client one node of four: the first task gives each hidden
+    node it meets one dial timeout (not an attempt budget) and completes on the reachable
+    one; the next task skips the hidden nodes at once."""
+    async with TaskNet.open(nodes=4, epoch_s=60) as net:
+        client = net.client
+        reachable = net.nodes[0].peer_id
+        hidden = [n.peer_id for n in net.nodes[1:]]
+        net.cut(*hidden)
+        dial_s = client.timers.dial_timeout_s
+        turn_s = client.views.view(int(net.clock.now()) // 60).matching_params.claim_timeout_ms
+        turn_s /= 1000
+
+        started = net.clock.now()
+        first = await client.submit("echo", b"one", timeout=30)
+        took = net.clock.now() - started
+        assert first.output == b"one" and first.proof.node == reachable
+        # each better rank: one dial timeout; then the reachable node's failover turn
+        assert took <= first.proof.rank * dial_s + first.proof.rank * turn_s + 1.0
+        met = [p for p in hidden if client.is_unreachable(p)]
+        assert len(met) == first.proof.rank  # the hidden ranks it met are remembered
+
+        for i in range(3):
+            started = net.clock.now()
+            result = await client.submit("echo", b"more %d" % i, timeout=30)
+            took = net.clock.now() - started
+            assert result.proof.node == reachable
+            # hidden ranks it met before: skipped, no dial timeout; others: one each
+            assert took <= result.proof.rank * turn_s + dial_s * (3 - len(met)) + 1.0
+            met = [p for p in hidden if client.is_unreachable(p)]
