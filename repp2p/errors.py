@@ -110,6 +110,33 @@ class ProtocolError(NetworkError):
     """A peer broke one of our wire protocols (bad framing, oversized frame, wrong message)."""
 
 
+class LimitError(ProtocolError):
+    """A peer went over one of our per-peer limits (streams, bytes, time).
+
+    Attributes:
+        limit: the limit's stable name, as counted in ``repp2p_limits_total{limit}``
+            (``streams_per_peer``, ``bytes_per_min``, ``request_timeout``...).
+    """
+
+    def __init__(self, limit: str, detail: str) -> None:
+        self.limit = limit
+        super().__init__(detail)
+
+
+#: The ``limit`` label of a protocol violation that is not a named limit (a malformed
+#: request), in ``repp2p_limits_total``.
+MALFORMED_LIMIT = "malformed"
+
+
+def limit_of(exc: BaseException) -> str:
+    """The ``repp2p_limits_total`` label for an error that ended a peer's stream."""
+    if isinstance(exc, LimitError):
+        return exc.limit
+    if type(exc).__name__ == "TooSlowError":  # trio's, without importing trio here
+        return "request_timeout"
+    return MALFORMED_LIMIT
+
+
 class UnsupportedLibp2pError(ReppError):
     """The installed py-libp2p is not a version repp2p's patches were written for, or an
     attribute a patch replaces or relies on no longer has the shape the patch expects.

@@ -46,7 +46,7 @@ from typing import Any
 
 import trio
 
-from repp2p.errors import ProtocolError
+from repp2p.errors import LimitError, ProtocolError, limit_of
 from repp2p.net.framing import FrameReader, remote_peer, reset_quietly, write_cbor
 from repp2p.net.params import FeedParams
 from repp2p.store import RecordStoreAPI
@@ -111,12 +111,15 @@ def make_handler(
     params: FeedParams,
     clock: Callable[[], float] = time.time,
     follower: FeedFollower | None = None,
+    on_limit: Callable[[str], None] | None = None,
 ) -> Callable[[Any], Awaitable[None]]:
     """A stream handler serving this store's feed, request after request.
 
     With ``follower``, a peer that chose to pull from us is followed back while its stream
     lives (its requests say ``back: true`` when it is itself following back).
+    ``on_limit(name)`` is told each time a peer's stream is ended by a limit.
     """
+    count = on_limit or (lambda limit: None)
 
     open_streams: dict[str | None, int] = {}
 
@@ -126,7 +129,9 @@ def make_handler(
         open_streams[peer] = open_streams.get(peer, 0) + 1
         try:
             if open_streams[peer] > MAX_STREAMS_PER_PEER:
-                raise ProtocolError(f"more than {MAX_STREAMS_PER_PEER} feed streams")
+                raise LimitError(
+                    "streams_per_peer", f"more than {MAX_STREAMS_PER_PEER} feed streams"
+                )
             while True:
                 with trio.move_on_after(IDLE_TIMEOUT_S) as idle:
                     more = await reader.wait_data()
@@ -146,6 +151,7 @@ def make_handler(
                 await trio.sleep(MIN_REQUEST_GAP_S)
         except (ProtocolError, trio.TooSlowError) as exc:
             log.info("feed: dropping a client: %s", exc)
+            count(limit_of(exc))
         except Exception as exc:  # a reset stream, a closed connection
             log.debug("feed: stream ended: %r", exc)
         finally:

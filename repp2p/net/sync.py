@@ -22,7 +22,7 @@ from typing import Any
 
 import trio
 
-from repp2p.errors import ProtocolError
+from repp2p.errors import LimitError, ProtocolError, limit_of
 from repp2p.net.framing import FrameReader, remote_peer, write_cbor
 from repp2p.net.params import SyncParams
 from repp2p.store import RecordStoreAPI
@@ -101,7 +101,9 @@ class SyncQuota:
             ProtocolError: the peer has ``streams_per_peer`` open already.
         """
         if self._streams.get(peer, 0) >= self._params.streams_per_peer:
-            raise ProtocolError(f"more than {self._params.streams_per_peer} sync streams")
+            raise LimitError(
+                "streams_per_peer", f"more than {self._params.streams_per_peer} sync streams"
+            )
         self._streams[peer] = self._streams.get(peer, 0) + 1
 
     def close(self, peer: str | None) -> None:
@@ -127,7 +129,7 @@ class SyncQuota:
             )
         wait = budget.wait_for(size, self._clock())
         if wait > self._params.request_timeout_s:
-            raise ProtocolError("over its sync byte budget")
+            raise LimitError("bytes_per_min", "over its sync byte budget")
         if wait:
             await trio.sleep(wait)
         budget.spend(size)
@@ -138,10 +140,13 @@ def make_handler(
     params: SyncParams,
     clock: Callable[[], float] = time.time,
     quota: SyncQuota | None = None,
+    on_limit: Callable[[str], None] | None = None,
 ) -> Callable[[Any], Any]:
     """A stream handler serving pages of ``store`` (records expired at ``clock()`` skipped),
-    within ``quota`` per peer (by default one of its own)."""
+    within ``quota`` per peer (by default one of its own). ``on_limit(name)`` is told each
+    time a peer's stream is ended by a limit (:func:`repp2p.errors.limit_of`)."""
     quota = quota or SyncQuota(params, clock)
+    count = on_limit or (lambda limit: None)
 
     async def handle(stream: Any) -> None:
         reader = FrameReader(stream, max_frame=4096)  # requests are tiny
@@ -150,6 +155,7 @@ def make_handler(
             quota.open(peer)
         except ProtocolError as exc:
             log.info("sync: refusing a stream of %s: %s", peer, exc)
+            count(limit_of(exc))
             await _close(stream)
             return
         try:
@@ -179,6 +185,7 @@ def make_handler(
                     await write_cbor(stream, {"records": records, "next": cursor})
         except (ProtocolError, trio.TooSlowError) as exc:
             log.info("sync: dropping a client: %s", exc)
+            count(limit_of(exc))
         except Exception as exc:  # a reset stream, a closed connection
             log.debug("sync: stream ended: %r", exc)
         finally:

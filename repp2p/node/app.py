@@ -301,13 +301,26 @@ class Node:
                         capacity=cfg.capacity,
                         timers=cfg.timers,
                         task_delay_s=cfg.task_delay_s,
+                        on_limit=self.metrics.limit_counter("task"),
                     )
                 host.set_stream_handler(
-                    SYNC_PROTOCOL, make_handler(store, cfg.sync, self.clock.now)
+                    SYNC_PROTOCOL,
+                    make_handler(
+                        store,
+                        cfg.sync,
+                        self.clock.now,
+                        on_limit=self.metrics.limit_counter("sync"),
+                    ),
                 )
                 host.set_stream_handler(
                     feed_protocol.PROTOCOL,
-                    feed_protocol.make_handler(store, cfg.feed, self.clock.now, feed),
+                    feed_protocol.make_handler(
+                        store,
+                        cfg.feed,
+                        self.clock.now,
+                        feed,
+                        on_limit=self.metrics.limit_counter("feed"),
+                    ),
                 )
                 async with (
                     background_trio_service(dht),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
@@ -13,6 +15,12 @@ class NodeMetrics:
         r = self.registry
         self.peers = Gauge("repp2p_peers", "Connected libp2p peers", registry=r)
         self.records = Gauge("repp2p_records", "Current records held", ["type"], registry=r)
+        self.limits = Counter(
+            "repp2p_limits_total",
+            "Peer streams ended by a per-peer limit, by protocol and limit",
+            ["protocol", "limit"],
+            registry=r,
+        )
         self.degraded = Gauge(
             "repp2p_degraded",
             "1 while the node is degraded for this reason (store: its store cannot write)",
@@ -56,6 +64,14 @@ class NodeMetrics:
             registry=r,
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
+
+    def limit_counter(self, protocol: str) -> Callable[[str], None]:
+        """``on_limit`` for a stream handler of ``protocol``: counts in ``limits``."""
+
+        def count(limit: str) -> None:
+            self.limits.labels(protocol, limit).inc()
+
+        return count
 
 
 def totals(counter: Counter, label: str) -> dict[str, float]:

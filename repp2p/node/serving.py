@@ -16,6 +16,7 @@ gossip.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -23,7 +24,7 @@ import trio
 from engines.errors import EngineError
 from repp2p import tasks
 from repp2p.clock import ClockAPI
-from repp2p.errors import ProtocolError, RecordError
+from repp2p.errors import ProtocolError, RecordError, limit_of
 from repp2p.matching import beacon, rank
 from repp2p.net.framing import FrameReader, write_cbor
 from repp2p.net.task import MAX_REQUEST, error, parse_handover, parse_request
@@ -58,6 +59,8 @@ class TaskServer(TaskLoadAPI):
         clock: the node's clock.
         capacity: concurrent tasks. timers: the live layer's timers.
         task_delay_s: TEST ONLY (dev network): wait between claim and execution.
+        on_limit: told the limit's name each time a stream is ended by a limit
+            (``request_timeout``, ``malformed``) or a task refused for ``capacity``.
     """
 
     def __init__(
@@ -73,7 +76,9 @@ class TaskServer(TaskLoadAPI):
         capacity: int,
         timers: Timers,
         task_delay_s: float = 0.0,
+        on_limit: Callable[[str], None] | None = None,
     ) -> None:
+        self._on_limit = on_limit or (lambda limit: None)
         self._peer_id = peer_id
         self._store = store
         self._pipeline = pipeline
@@ -128,8 +133,10 @@ class TaskServer(TaskLoadAPI):
                 return False
             response = await self.serve(request)
         except ProtocolError as exc:
+            self._on_limit(limit_of(exc))
             response, keep = error("bad_request", str(exc)), False
-        except trio.TooSlowError:
+        except trio.TooSlowError as exc:
+            self._on_limit(limit_of(exc))
             response, keep = error("bad_request", "request not received in time"), False
         except Exception as exc:
             # Nothing a peer sends may escape a stream handler: in py-libp2p 0.8.1 that
@@ -226,6 +233,8 @@ class TaskServer(TaskLoadAPI):
             await self._clock.sleep_until(decision.at_ms / 1000)
             waited = True
         if isinstance(decision, tasks.Reject):
+            if decision.code is tasks.ErrorCode.NO_CAPACITY:
+                self._on_limit("capacity")
             return _refusal(decision)
         return await self._execute(offer, sealed, decision.rank, view.digest)
 

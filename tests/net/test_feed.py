@@ -232,13 +232,17 @@ async def test_server_drops_a_request_dripped_byte_by_byte(tmp_path, monkeypatch
     monkeypatch.setattr(feed, "REQUEST_TIMEOUT_S", 0.5)
     served = SqliteRecordStore(tmp_path / "served.db")
     server, client = build_host(factories.identity("e")), build_host(factories.identity("f"))
+    limits: list[str] = []
     async with server.run(listen_addrs=[LOCAL]), client.run(listen_addrs=[LOCAL]):
-        server.set_stream_handler(PROTOCOL, make_handler(served, FeedParams(), lambda: NOW))
+        server.set_stream_handler(
+            PROTOCOL, make_handler(served, FeedParams(), lambda: NOW, on_limit=limits.append)
+        )
         await _connect(client, server)
         stream = await client.new_stream(server.get_id(), [PROTOCOL])
         await stream.write(b"\x20")  # a length prefix, then nothing more
         with trio.fail_after(5):  # far less than the 120 s idle timeout
             assert await FrameReader(stream, 4096).read_cbor() is None  # closed on us
+    assert limits == ["request_timeout"]  # counted in repp2p_limits_total
 
 
 async def test_task_records_reach_every_node_without_gossip(tmp_path):

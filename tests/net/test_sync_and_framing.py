@@ -135,8 +135,11 @@ async def test_server_drops_a_malformed_request(tmp_path):
     served = SqliteRecordStore(tmp_path / "served.db")
     _fill(served, 8)
     server, client = build_host(factories.identity("d")), build_host(factories.identity("e"))
+    limits: list[str] = []
     async with server.run(listen_addrs=[LOCAL]), client.run(listen_addrs=[LOCAL]):
-        server.set_stream_handler(PROTOCOL, make_handler(served, SyncParams()))
+        server.set_stream_handler(
+            PROTOCOL, make_handler(served, SyncParams(), on_limit=limits.append)
+        )
         await _connect(client, server)
         with trio.fail_after(20):
             stream = await client.new_stream(server.get_id(), [PROTOCOL])
@@ -144,6 +147,7 @@ async def test_server_drops_a_malformed_request(tmp_path):
             await stream.write(encode_varint(len(payload)) + payload)
             reader = FrameReader(stream, max_frame=1 << 20)
             assert await reader.read_cbor() is None  # closed without an answer
+    assert limits == ["malformed"]
 
 
 async def test_a_peer_cannot_pull_more_than_its_byte_budget(tmp_path):
@@ -154,8 +158,11 @@ async def test_a_peer_cannot_pull_more_than_its_byte_budget(tmp_path):
     params = SyncParams(peer_bytes_per_min=1024 * 1024, request_timeout_s=0.5)
     server, client = build_host(factories.identity("a")), build_host(factories.identity("b"))
     got = 0
+    limits: list[str] = []
     async with server.run(listen_addrs=[LOCAL]), client.run(listen_addrs=[LOCAL]):
-        server.set_stream_handler(PROTOCOL, make_handler(served, params, lambda: NOW))
+        server.set_stream_handler(
+            PROTOCOL, make_handler(served, params, lambda: NOW, on_limit=limits.append)
+        )
         await _connect(client, server)
         started = trio.current_time()
         with trio.move_on_after(4):
@@ -178,6 +185,7 @@ async def test_a_peer_cannot_pull_more_than_its_byte_budget(tmp_path):
     # A full bucket plus what refills meanwhile, and one page over (paid, then sent).
     assert got <= budget + budget * elapsed / 60 + params.page_bytes
     assert got >= budget // 2  # and the honest part was served
+    assert "bytes_per_min" in limits and set(limits) == {"bytes_per_min"}  # counted
 
 
 async def test_a_peer_may_hold_only_a_few_sync_streams(tmp_path):
@@ -185,8 +193,11 @@ async def test_a_peer_may_hold_only_a_few_sync_streams(tmp_path):
     _fill(served, 10)
     params = SyncParams(streams_per_peer=2)
     server, client = build_host(factories.identity("a")), build_host(factories.identity("b"))
+    limits: list[str] = []
     async with server.run(listen_addrs=[LOCAL]), client.run(listen_addrs=[LOCAL]):
-        server.set_stream_handler(PROTOCOL, make_handler(served, params, lambda: NOW))
+        server.set_stream_handler(
+            PROTOCOL, make_handler(served, params, lambda: NOW, on_limit=limits.append)
+        )
         await _connect(client, server)
         with trio.fail_after(20):
             held = [await client.new_stream(server.get_id(), [PROTOCOL]) for _ in range(2)]
@@ -198,3 +209,4 @@ async def test_a_peer_may_hold_only_a_few_sync_streams(tmp_path):
             await write_cbor(held[0], {"after": b"", "limit": 16})
             page = await FrameReader(held[0], max_frame=params.max_frame).read_cbor()
             assert page["records"]
+            assert limits == ["streams_per_peer"]
