@@ -28,6 +28,8 @@ Example ``node.toml`` (every key optional except where noted)::
     low_watermark = 8
     [timers]                             # repp2p.timers.Timers fields
     attempt_budget_s = 30
+    [budgets]                            # repp2p.net.params.BudgetParams fields
+    slots_per_epoch = 2
 
 ``epoch_s`` is not a node key: it is the network's (a node on another epoch length than its
 peers would disagree with them on every view), so a node file naming it is refused.
@@ -41,7 +43,13 @@ from pathlib import Path
 from typing import Any
 
 from repp2p.errors import ConfigError
-from repp2p.net.params import ConnectionParams, FeedParams, GossipParams, SyncParams
+from repp2p.net.params import (
+    BudgetParams,
+    ConnectionParams,
+    FeedParams,
+    GossipParams,
+    SyncParams,
+)
 from repp2p.network_params import (
     BOOTSTRAP_DIR,
     NETWORK_NAME_PATTERN,
@@ -76,6 +84,7 @@ _SECTIONS: dict[str, type] = {
     "feed": FeedParams,
     "connections": ConnectionParams,
     "timers": Timers,
+    "budgets": BudgetParams,
 }
 
 
@@ -119,6 +128,8 @@ class NodeConfig:
         task_delay_s: TEST ONLY, dev network only: seconds the node waits between claiming
             a task and running it (fault injection for failover tests), 0..600.
         timers: the live layer's timeouts and loop periods (:class:`repp2p.timers.Timers`).
+        budgets: per-signer budgets on gossiped node records
+            (:class:`repp2p.net.params.BudgetParams`).
         gossip, sync, feed, connections: network-layer parameters (their classes in
             :mod:`repp2p.net.params` document each field's bounds).
     """
@@ -150,6 +161,7 @@ class NodeConfig:
     feed: FeedParams = dataclasses.field(default_factory=FeedParams)
     connections: ConnectionParams = dataclasses.field(default_factory=ConnectionParams)
     timers: Timers = dataclasses.field(default_factory=Timers)
+    budgets: BudgetParams = dataclasses.field(default_factory=BudgetParams)
 
     def __post_init__(self) -> None:
         str_field(self, "network", NETWORK_NAME_PATTERN)

@@ -205,3 +205,38 @@ class ConnectionParams:
         int_field(self, "max_connections", self.high_watermark, 10_000)
         float_field(self, "trim_interval_s", 0.1, 3600)
         float_field(self, "grace_s", 0, 3600)
+
+
+@dataclasses.dataclass(frozen=True)
+class BudgetParams:
+    """Per-signer budgets on the node records a peer takes from gossip.
+
+    A node's own records fill few slots (one ad, one attestation, a heartbeat per epoch);
+    one key that publishes records for hundreds of fresh slots (a heartbeat for every epoch
+    of its 1-day lifetime, say) costs every peer disk and CPU. So per signer and type a
+    window of ``window_s`` admits records for at most
+    ``max(floor, slots_per_epoch x ceil(window_s / epoch_s))`` distinct slots; records for
+    a slot already admitted in the window (replacements: a newer heartbeat of the same
+    epoch) always pass, as they cost no storage. Over budget, records are IGNOREd (not
+    stored, not forwarded, no penalty for the forwarder, who may be honest). Sync is not
+    budgeted: it fetches records that exist already, bounded by their slots and lifetimes.
+
+    Attributes:
+        window_s: the budget window, 1..3600 s.
+        slots_per_epoch: new slots per signer, type and epoch of the window, 1..1000
+            (an honest node fills at most one heartbeat slot per epoch).
+        floor: the least any window admits, 1..100000.
+        signers_kept: signers counted at once (memory bound; the oldest are forgotten),
+            1000..10000000.
+    """
+
+    window_s: float = 60.0
+    slots_per_epoch: int = 2
+    floor: int = 8
+    signers_kept: int = 100_000
+
+    def __post_init__(self) -> None:
+        float_field(self, "window_s", 1, 3600)
+        int_field(self, "slots_per_epoch", 1, 1000)
+        int_field(self, "floor", 1, 100_000)
+        int_field(self, "signers_kept", 1000, 10_000_000)

@@ -51,6 +51,7 @@ from repp2p.net.sync import make_handler
 from repp2p.net.task import PROTOCOL as TASK_PROTOCOL
 from repp2p.net.topics import TOPICS
 from repp2p.net.verdict import Verdict
+from repp2p.node.budgets import SignerBudgets
 from repp2p.node.discovery import Discovery, peer_info
 from repp2p.node.enclave import EnclaveSupervisor
 from repp2p.node.metrics import NodeMetrics
@@ -237,6 +238,7 @@ class Node:
                 self.clock,
                 recover_s=cfg.timers.store_recover_s,
                 admit=_evidence_admission(keeper),
+                budgets=SignerBudgets(cfg.budgets, cfg.epoch_s),
             )
             views = ViewService(keeper, self.clock, self.metrics, tick_s=cfg.timers.tick_s)
             host = build_host(

@@ -27,6 +27,7 @@ from repp2p.errors import RecordError, RecordReason, StoreError
 from repp2p.net.topics import topic_accepts
 from repp2p.net.verdict import Verdict
 from repp2p.node.abc import RecordListener, RecordPipelineAPI
+from repp2p.node.budgets import OVER_BUDGET, SignerBudgets
 from repp2p.node.metrics import NodeMetrics
 from repp2p.records import Outcome, SignedRecord, TaskOffer, decode
 from repp2p.store import RecordStoreAPI
@@ -80,6 +81,8 @@ class RecordPipeline(RecordPipelineAPI):
             reason (a metric label) to refuse it, or None to store it. The node passes
             :meth:`repp2p.viewer.ViewKeeper.evidence_refusal` (garbage attestation
             evidence); a refusal is a REJECT.
+        budgets: per-signer budgets on node records arriving by gossip
+            (:class:`repp2p.node.budgets.SignerBudgets`); over budget is an IGNORE.
     """
 
     def __init__(
@@ -90,7 +93,9 @@ class RecordPipeline(RecordPipelineAPI):
         *,
         recover_s: float = 30.0,
         admit: Callable[[SignedRecord, int], str | None] | None = None,
+        budgets: SignerBudgets | None = None,
     ) -> None:
+        self._budgets = budgets
         self._store = store
         self._recover_s = recover_s
         self._admit = admit
@@ -172,6 +177,15 @@ class RecordPipeline(RecordPipelineAPI):
                 # Someone else's task id under this signer's key (task-id squatting):
                 # stored, it would let the squatter decide the task's epoch in views.
                 self._metrics.rejected.labels("unbound_task_id", source).inc()
+                continue
+            if (
+                source == "gossip"
+                and self._budgets is not None
+                and not self._budgets.admit(signed.signer, signed.type, signed.record.slot(), now)
+            ):
+                # A valid record an honest forwarder passes on: drop it, blame nobody.
+                self._metrics.rejected.labels(OVER_BUDGET, source).inc()
+                verdicts[i] = Verdict.IGNORE
                 continue
             if self._admit is not None and (refusal := self._admit(signed, now)) is not None:
                 # Content no honest peer stores or forwards (e.g. attestation evidence no
