@@ -40,8 +40,15 @@ import re
 from pathlib import Path
 from typing import Any
 
+from repp2p.digests.params import DigestParams
 from repp2p.errors import ConfigError
-from repp2p.net.params import ConnectionParams, FeedParams, GossipParams, SyncParams
+from repp2p.net.params import (
+    AuditParams,
+    ConnectionParams,
+    FeedParams,
+    GossipParams,
+    SyncParams,
+)
 from repp2p.network_params import (
     BOOTSTRAP_DIR,
     NETWORK_NAME_PATTERN,
@@ -76,6 +83,8 @@ _SECTIONS: dict[str, type] = {
     "feed": FeedParams,
     "connections": ConnectionParams,
     "timers": Timers,
+    "digests": DigestParams,
+    "audit": AuditParams,
 }
 
 
@@ -121,6 +130,11 @@ class NodeConfig:
         timers: the live layer's timeouts and loop periods (:class:`repp2p.timers.Timers`).
         gossip, sync, feed, connections: network-layer parameters (their classes in
             :mod:`repp2p.net.params` document each field's bounds).
+        digests: when digests are sealed, published, accepted and audited
+            (:class:`repp2p.digests.params.DigestParams`; every peer of a network must use
+            the same values).
+        audit: ``/repp2p/audit/1`` quotas and the auditor's patience
+            (:class:`repp2p.net.params.AuditParams`).
     """
 
     data_dir: Path
@@ -150,6 +164,8 @@ class NodeConfig:
     feed: FeedParams = dataclasses.field(default_factory=FeedParams)
     connections: ConnectionParams = dataclasses.field(default_factory=ConnectionParams)
     timers: Timers = dataclasses.field(default_factory=Timers)
+    digests: DigestParams = dataclasses.field(default_factory=DigestParams)
+    audit: AuditParams = dataclasses.field(default_factory=AuditParams)
 
     def __post_init__(self) -> None:
         str_field(self, "network", NETWORK_NAME_PATTERN)

@@ -39,6 +39,7 @@ from repp2p.clock import ClockAPI, as_clock
 from repp2p.config import NodeConfig
 from repp2p.errors import ConfigError, KeyFileError, NodeNotRunning
 from repp2p.identity import Identity
+from repp2p.net import audit as audit_protocol
 from repp2p.net import connmgr, status_http
 from repp2p.net import feed as feed_protocol
 from repp2p.net.dht import NAMESPACE, AdValidator
@@ -50,6 +51,8 @@ from repp2p.net.sync import make_handler
 from repp2p.net.task import PROTOCOL as TASK_PROTOCOL
 from repp2p.net.topics import TOPICS
 from repp2p.net.verdict import Verdict
+from repp2p.node.audits import Auditor, EvidenceLog
+from repp2p.node.digests import FailedTasks, OwnDigests
 from repp2p.node.discovery import Discovery, peer_info
 from repp2p.node.enclave import EnclaveSupervisor
 from repp2p.node.metrics import NodeMetrics
@@ -83,6 +86,8 @@ class NodeParts:
     status: OperatorStatus
     enclave: EnclaveSupervisor | None
     server: TaskServer | None
+    own_digests: OwnDigests
+    auditor: Auditor | None
 
 
 class Node:
@@ -174,6 +179,16 @@ class Node:
         return self.parts.server
 
     @property
+    def own_digests(self) -> OwnDigests:
+        """This peer's digests (built, published, served to auditors)."""
+        return self.parts.own_digests
+
+    @property
+    def auditor(self) -> Auditor | None:
+        """The auditor of other peers' digests (None on a light peer)."""
+        return self.parts.auditor
+
+    @property
     def enclave(self) -> EnclaveSupervisor | None:
         """The enclave supervisor (None on a light peer)."""
         return self.parts.enclave
@@ -227,7 +242,9 @@ class Node:
         enclave: EnclaveSupervisor | None = None
         server: TaskServer | None = None
         try:
-            pipeline = RecordPipeline(store, self.metrics, self.clock)
+            pipeline = RecordPipeline(
+                store, self.metrics, self.clock, epoch_s=cfg.epoch_s, digests=cfg.digests
+            )
             keeper = ViewKeeper(
                 store, self.policy, cfg.network_params, book_path=cfg.data_dir / "penalties.cbor"
             )
@@ -253,6 +270,19 @@ class Node:
                     pipeline,
                     self.clock,
                     gossip_task_records=cfg.feed.gossip_task_records,
+                )
+                own_digests = OwnDigests(
+                    peer_id=self.peer_id,
+                    role=cfg.role,
+                    store=store,
+                    publish=publisher.publish,
+                    regossip=publisher.gossip,
+                    clock=self.clock,
+                    network=cfg.network_params,
+                    params=cfg.digests,
+                    metrics=self.metrics,
+                    failed=FailedTasks(cfg.data_dir / "failed-tasks.txt") if is_full else None,
+                    phase=self.phase,
                 )
                 discovery = Discovery(
                     host,
@@ -294,10 +324,36 @@ class Node:
                         capacity=cfg.capacity,
                         timers=cfg.timers,
                         task_delay_s=cfg.task_delay_s,
+                        sealed=own_digests.sealed,
+                        on_failed=own_digests.failed.add,
                     )
                 host.set_stream_handler(
                     SYNC_PROTOCOL, make_handler(store, cfg.sync, self.clock.now)
                 )
+                host.set_stream_handler(
+                    audit_protocol.PROTOCOL,
+                    audit_protocol.make_handler(
+                        own_digests.answer,
+                        cfg.audit,
+                        self.clock.now,
+                        on_request=lambda result: self.metrics.audit_requests.labels(result).inc(),
+                    ),
+                )
+                auditor = None
+                if is_full:
+                    auditor = Auditor(
+                        peer_id=self.peer_id,
+                        store=store,
+                        clock=self.clock,
+                        epoch_s=cfg.epoch_s,
+                        params=cfg.digests,
+                        audit=cfg.audit,
+                        open_stream=lambda peer: discovery.open_stream(
+                            peer, audit_protocol.PROTOCOL
+                        ),
+                        metrics=self.metrics,
+                        evidence=EvidenceLog(cfg.data_dir / "audits"),
+                    )
                 host.set_stream_handler(
                     feed_protocol.PROTOCOL,
                     feed_protocol.make_handler(store, cfg.feed, self.clock.now, feed),
@@ -341,6 +397,8 @@ class Node:
                         status=status,
                         enclave=enclave,
                         server=server,
+                        own_digests=own_digests,
+                        auditor=auditor,
                     )
                     nursery.start_soon(publisher.run)
                     if server is not None:  # served only once background work can start
@@ -375,6 +433,9 @@ class Node:
                     nursery.start_soon(views.run)
                     nursery.start_soon(self._purge_loop, store)
                     nursery.start_soon(feed.run)
+                    nursery.start_soon(own_digests.run)
+                    if auditor is not None:
+                        nursery.start_soon(auditor.run)
                     if enclave is not None and server is not None:
                         await self._start_full(nursery, enclave, server, publisher, host)
                     log.info("node %s listening on %s", self.peer_id, self.addrs())

@@ -16,6 +16,7 @@ gossip.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -58,6 +59,11 @@ class TaskServer(TaskLoadAPI):
         clock: the node's clock.
         capacity: concurrent tasks. timers: the live layer's timers.
         task_delay_s: TEST ONLY (dev network): wait between claim and execution.
+        sealed: ``sealed(epoch)``: True once our digest of ``epoch`` is due (no claim or
+            receipt of a task of that epoch may be signed any more:
+            :meth:`repp2p.node.digests.OwnDigests.sealed`). Default: never.
+        on_failed: ``on_failed(epoch, task_id)``: a claimed task's execution failed (it is a
+            ``failed`` leaf of our work digest: :class:`repp2p.node.digests.FailedTasks`).
     """
 
     def __init__(
@@ -73,7 +79,11 @@ class TaskServer(TaskLoadAPI):
         capacity: int,
         timers: Timers,
         task_delay_s: float = 0.0,
+        sealed: Callable[[int], bool] = lambda epoch: False,
+        on_failed: Callable[[int, bytes], None] = lambda epoch, task_id: None,
     ) -> None:
+        self._sealed = sealed
+        self._on_failed = on_failed
         self._peer_id = peer_id
         self._store = store
         self._pipeline = pipeline
@@ -227,6 +237,9 @@ class TaskServer(TaskLoadAPI):
             waited = True
         if isinstance(decision, tasks.Reject):
             return _refusal(decision)
+        if self._sealed(o.epoch):
+            # Our digest of the epoch is out (or due): a claim now would contradict it.
+            return _refusal(tasks.Reject(tasks.ErrorCode.WRONG_EPOCH, "the epoch is sealed"))
         return await self._execute(offer, sealed, decision.rank, view.digest)
 
     async def _execute(
@@ -265,9 +278,16 @@ class TaskServer(TaskLoadAPI):
             )
         except (EnclaveError, EngineError) as exc:
             log.info("task %s failed in the enclave: %s", o.task_id.hex()[:12], exc)
+            if not self._sealed(o.epoch):  # after the seal the digest must not change
+                self._on_failed(o.epoch, o.task_id)
             return error("execution_failed", str(exc))
         finally:
             self._active -= 1
+        if self._sealed(o.epoch):
+            # Finished after the seal: the digest (built, maybe signed) says the task was
+            # not delivered, so no receipt may exist and nothing about it may change.
+            log.warning("task %s finished after its epoch was sealed", o.task_id.hex()[:12])
+            return error("execution_failed", "finished after its epoch was sealed")
         self._done += 1
         signed_receipt = self._publisher.publish_soon(receipt)
         if len(self._handled) > 100_000:
