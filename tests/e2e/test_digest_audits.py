@@ -22,9 +22,12 @@ EPOCH_S = 2
 
 async def test_an_honest_network_publishes_digests_and_passes_its_audits(tmp_path):
     params = dev_params(EPOCH_S)
-    async with local_network(tmp_path, 3, network_params=params) as nodes, Client.open(
-        [nodes[0].addrs()[0]], data_dir=tmp_path / "client", network_params=params
-    ) as client:
+    async with (
+        local_network(tmp_path, 3, network_params=params) as nodes,
+        Client.open(
+            [nodes[0].addrs()[0]], data_dir=tmp_path / "client", network_params=params
+        ) as client,
+    ):
         with trio.fail_after(30):
             assert await client.wait_for_nodes("echo", 2, timeout=25) >= 2
             results = [await client.submit("echo", b"audit me %d" % i) for i in range(4)]
