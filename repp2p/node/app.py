@@ -52,7 +52,7 @@ from repp2p.net.task import PROTOCOL as TASK_PROTOCOL
 from repp2p.net.topics import TOPICS
 from repp2p.net.verdict import Verdict
 from repp2p.node.audits import Auditor, EvidenceLog
-from repp2p.node.digests import FailedTasks, OwnDigests
+from repp2p.node.digests import FailedTasks, OwnDigests, retention_epochs
 from repp2p.node.discovery import Discovery, peer_info
 from repp2p.node.enclave import EnclaveSupervisor
 from repp2p.node.metrics import NodeMetrics
@@ -509,18 +509,28 @@ class Node:
         )
 
     async def _purge_loop(self, store: SqliteRecordStore) -> None:
-        """Drop expired records once an epoch (evidence of equivocation is kept)."""
+        """Once an epoch: drop expired records (evidence of equivocation is kept), and the
+        per-task records older than the retention (:func:`retention_epochs`): the disk is
+        bounded by the window, not by how long signers let their records live."""
         from repp2p.errors import StoreError
 
+        cfg = self.config
+        keep = retention_epochs(cfg.network_params, cfg.digests)
         while True:
-            await self.clock.sleep(self.config.epoch_s)
+            await self.clock.sleep(cfg.epoch_s)
+            now = int(self.clock.now())
             try:
-                dropped = store.purge_expired(now=int(self.clock.now()))
+                dropped = store.purge_expired(now=now)
+                pruned = store.prune_task_records(
+                    before_epoch=now // cfg.epoch_s - keep, orphans_before=now - keep * cfg.epoch_s
+                )
+                if self._parts is not None:
+                    self._parts.own_digests.failed.forget_before(now // cfg.epoch_s - keep)
             except StoreError:
-                log.exception("purging expired records failed")
+                log.exception("purging old records failed")
                 continue
-            if dropped:
-                log.debug("purged %d expired records", dropped)
+            if dropped or pruned:
+                log.debug("purged %d expired and %d old per-task records", dropped, pruned)
 
     def _write_runtime(self) -> None:
         info = {

@@ -101,6 +101,13 @@ def digest_expires(epoch: int, epoch_s: int, network: NetworkParams, params: Dig
     return min(wanted, cap)
 
 
+def retention_epochs(network: NetworkParams, params: DigestParams) -> int:
+    """Epochs a peer keeps per-task records: while they can count in a view (the record lag
+    plus the reputation window) and then the audit horizon, in which a digest's leaves can
+    still be challenged. Older ones are pruned, whatever their ``expires``."""
+    return network.task_record_lag + network.reputation.window_epochs + params.audit_horizon_epochs
+
+
 class OwnDigests:
     """Builds, publishes and serves this peer's digests.
 
@@ -319,4 +326,4 @@ class OwnDigests:
         return None
 
 
-__all__ = ["FailedTasks", "OwnDigests", "digest_expires"]
+__all__ = ["FailedTasks", "OwnDigests", "digest_expires", "retention_epochs"]
