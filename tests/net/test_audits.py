@@ -210,3 +210,42 @@ async def test_the_audit_server_holds_its_per_peer_byte_quota():
     # A minute's budget, then the peer waits longer than a request may take: dropped.
     assert 64 * 1024 // size - 1 <= answered <= 64 * 1024 // size + 1
     assert totals(metrics.audit_requests, "result").get("refused", 0) >= 1
+
+
+async def test_hostile_requests_are_dropped_and_the_server_keeps_serving():
+    from repp2p.net.framing import FrameReader, encode_varint, write_cbor
+
+    part = _part(_tasks())
+    signed = sign(part.digest, NODE)
+    async with _hosts(_server(part, signed)) as (open_stream, metrics):
+        bad_requests = [
+            {"digest": b"short", "index": 0},
+            {"digest": signed.record_id, "index": -1},
+            {"digest": signed.record_id, "index": 2**40},
+            {"digest": signed.record_id},
+            ["not", "a", "map"],
+            {"digest": signed.record_id, "index": 0, "extra": 1},
+        ]
+        with trio.fail_after(20):
+            for request in bad_requests:
+                stream = await open_stream(NODE.peer_id)
+                await write_cbor(stream, request)
+                assert await FrameReader(stream, 1024).read_bytes() is None  # dropped
+            stream = await open_stream(NODE.peer_id)
+            await stream.write(encode_varint(10**6))  # an oversized frame: cut off unread
+            assert await FrameReader(stream, 1024).read_bytes() is None
+            stream = await open_stream(NODE.peer_id)
+            await stream.write(encode_varint(5) + b"\xff\xff\xff\xff\xff")  # not CBOR
+            assert await FrameReader(stream, 1024).read_bytes() is None
+            # Unknown digests and leaves are answered, not dropped; then a good challenge.
+            got = await audit_protocol.fetch(await open_stream(NODE.peer_id), bytes(32), [0], FAST)
+            assert got == {0: None}
+            good = await audit_protocol.fetch(
+                await open_stream(NODE.peer_id), signed.record_id, [1], FAST
+            )
+    assert good[1] == leaf_proof(part, signed.record_id, 1).encode()
+    assert totals(metrics.audit_requests, "result") == {
+        "refused": 8.0,
+        "unknown": 1.0,
+        "answered": 1.0,
+    }
