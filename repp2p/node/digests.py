@@ -289,7 +289,9 @@ class OwnDigests:
                 published += len(await self.publish_epoch(epoch))
             except (ReppError, ValueError) as exc:
                 log.error("could not publish our digests of epoch %d: %s", epoch, exc)
-        self._done = {e for e in self._done if e >= self.current_epoch() - 2 * len(self.due())}
+        # Forget only epochs that left the window (due() never returns them again).
+        oldest = self.current_epoch() - self.params.gossip_max_age_epochs
+        self._done = {e for e in self._done if e > oldest}
         return published
 
     async def run(self) -> None:

@@ -164,3 +164,20 @@ async def test_audit_answers_are_rebuilt_from_the_store(tmp_path):
     late = _Clock((EPOCH + DigestParams().audit_horizon_epochs + 1) * 60)
     past, _ = _peer(NODE, "full", store, late)
     assert past.answer(signed.record_id, 0) is None  # past the audit horizon
+
+
+async def test_each_sealed_epoch_goes_out_once_per_run(tmp_path):
+    store = SqliteRecordStore(":memory:")
+    _put(store, _tasks())
+    clock = _Clock((EPOCH + 6) * 60)
+    own, gossip = _peer(NODE, "full", store, clock)
+    own._started_epoch = EPOCH - 1
+    # Sealed at EPOCH + 6 and since the start: EPOCH - 1 and EPOCH + 2 (empty parts),
+    # EPOCH and EPOCH + 1 (tasks); the epochs before the start had no claims: nothing.
+    assert await own.publish_due() == 4
+    assert await own.publish_due() == 0
+    sent = len(gossip.sent)
+    clock.at += 60  # the next epoch: only the newly sealed one goes out
+    assert await own.publish_due() == 1
+    assert len(gossip.sent) == sent + 1
+    assert own.due() == []
