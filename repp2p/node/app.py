@@ -52,7 +52,7 @@ from repp2p.net.task import PROTOCOL as TASK_PROTOCOL
 from repp2p.net.topics import TOPICS
 from repp2p.net.verdict import Verdict
 from repp2p.node.audits import Auditor, EvidenceLog
-from repp2p.node.digests import FailedTasks, OwnDigests, retention_epochs
+from repp2p.node.digests import ClaimedOffers, FailedTasks, OwnDigests, retention_epochs
 from repp2p.node.discovery import Discovery, peer_info
 from repp2p.node.enclave import EnclaveSupervisor
 from repp2p.node.metrics import NodeMetrics
@@ -282,6 +282,7 @@ class Node:
                     params=cfg.digests,
                     metrics=self.metrics,
                     failed=FailedTasks(cfg.data_dir / "failed-tasks.txt") if is_full else None,
+                    claimed=ClaimedOffers(cfg.data_dir / "claimed-offers") if is_full else None,
                     phase=self.phase,
                 )
                 discovery = Discovery(
@@ -326,6 +327,7 @@ class Node:
                         task_delay_s=cfg.task_delay_s,
                         sealed=own_digests.sealed,
                         on_failed=own_digests.failed.add,
+                        on_claimed=own_digests.claimed.add,
                     )
                 host.set_stream_handler(
                     SYNC_PROTOCOL, make_handler(store, cfg.sync, self.clock.now)
@@ -526,6 +528,7 @@ class Node:
                 )
                 if self._parts is not None:
                     self._parts.own_digests.failed.forget_before(now // cfg.epoch_s - keep)
+                    self._parts.own_digests.claimed.forget_before(now // cfg.epoch_s - keep)
             except StoreError:
                 log.exception("purging old records failed")
                 continue

@@ -24,7 +24,7 @@ from pathlib import Path
 from repp2p.clock import ClockAPI
 from repp2p.digests import DigestPart, build_feedback, build_work, leaf_proof
 from repp2p.digests.params import DigestParams
-from repp2p.errors import DigestError, ReppError
+from repp2p.errors import DigestError, RecordError, ReppError
 from repp2p.network_params import NetworkParams
 from repp2p.node.metrics import NodeMetrics
 from repp2p.node.schedules import next_phase_time
@@ -38,6 +38,7 @@ from repp2p.records import (
     SignedRecord,
     TaskOffer,
     WorkDigest,
+    decode,
 )
 from repp2p.store import RecordStoreAPI
 
@@ -91,6 +92,68 @@ class FailedTasks:
             tmp.replace(self._path)
 
 
+class ClaimedOffers:
+    """The offers this node claimed, as it claimed them, by epoch: its work digest and its
+    audit answers name them. The store keeps only an offer's newest ``seq``, so without
+    this a client could re-sign its offer after our claim and leave our digest unable to
+    summarise (or prove) the task. One file per epoch, ``claimed-offers/<epoch>.bin``,
+    of length-prefixed envelopes (4-byte big-endian length); None as folder keeps them in
+    memory only. Pruned with the per-task records.
+    """
+
+    def __init__(self, folder: Path | None) -> None:
+        self._folder = folder
+        self._by_epoch: dict[int, dict[bytes, SignedRecord]] = {}
+
+    def _file(self, epoch: int) -> Path | None:
+        return None if self._folder is None else self._folder / f"{epoch}.bin"
+
+    def add(self, offer: SignedRecord) -> None:
+        """Remember an offer we are about to claim."""
+        epoch = offer.record.epoch  # type: ignore[attr-defined]
+        held = self.of(epoch)
+        if offer.record_id in held:
+            return
+        held[offer.record_id] = offer
+        path = self._file(epoch)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("ab") as out:
+                out.write(len(offer.data).to_bytes(4, "big") + offer.data)
+
+    def of(self, epoch: int) -> dict[bytes, SignedRecord]:
+        """Record ID -> offer, of the offers of ``epoch`` we claimed."""
+        held = self._by_epoch.get(epoch)
+        if held is not None:
+            return held
+        held = self._by_epoch[epoch] = {}
+        path = self._file(epoch)
+        if path is not None and path.exists():
+            data = path.read_bytes()
+            at = 0
+            while at + 4 <= len(data):
+                size = int.from_bytes(data[at : at + 4], "big")
+                chunk = data[at + 4 : at + 4 + size]
+                at += 4 + size
+                try:
+                    signed = decode(chunk)  # our own file, still input: verified
+                except RecordError:
+                    log.warning("ignoring a damaged entry of %s", path)
+                    continue
+                if isinstance(signed.record, TaskOffer):
+                    held[signed.record_id] = signed
+        return held
+
+    def forget_before(self, epoch: int) -> None:
+        """Drop the offers of epochs before ``epoch``."""
+        for e in [e for e in self._by_epoch if e < epoch]:
+            del self._by_epoch[e]
+        if self._folder is not None and self._folder.exists():
+            for path in self._folder.glob("*.bin"):
+                if path.stem.lstrip("-").isdigit() and int(path.stem) < epoch:
+                    path.unlink(missing_ok=True)
+
+
 def digest_expires(epoch: int, epoch_s: int, network: NetworkParams, params: DigestParams) -> int:
     """When a digest of ``epoch`` expires: after the reputation window it counts in and the
     audit horizon, within the record core's 30-day cap counted from the seal (a day of
@@ -123,6 +186,7 @@ class OwnDigests:
         params: the digest schedule.
         metrics: counts what was published.
         failed: the node's failed tasks (full nodes).
+        claimed: the offers the node claimed, as claimed (full nodes).
         phase: when in each epoch the digests go out (``schedules.phase_of``).
     """
 
@@ -139,6 +203,7 @@ class OwnDigests:
         params: DigestParams,
         metrics: NodeMetrics,
         failed: FailedTasks | None = None,
+        claimed: ClaimedOffers | None = None,
         phase: float = 0.5,
     ) -> None:
         if role not in ("full", "client"):
@@ -147,6 +212,7 @@ class OwnDigests:
         self.role = role
         self.params = params
         self.failed = failed or FailedTasks(None)
+        self.claimed = claimed or ClaimedOffers(None)
         self._store = store
         self._publish = publish
         self._regossip = regossip
@@ -176,8 +242,11 @@ class OwnDigests:
     def _work_records(self, epoch: int) -> list[SignedRecord]:
         """Our claims of ``epoch`` with their offers and our receipts (indexed lookups)."""
         out: list[SignedRecord] = []
+        kept = self.claimed.of(epoch)
         for claim in self._store.query(type=Claim.TYPE, signer=self.peer_id, epoch=epoch):
-            offer = self._store.get(claim.record.offer_id)  # type: ignore[attr-defined]
+            offer_id = claim.record.offer_id  # type: ignore[attr-defined]
+            # As claimed: the store may hold a newer seq of the offer by now.
+            offer = kept.get(offer_id) or self._store.get(offer_id)
             if offer is None:  # gone (purged): the task cannot be summarised any more
                 log.warning("claim %s: its offer is not held", claim.record_id.hex()[:12])
                 continue
@@ -328,4 +397,4 @@ class OwnDigests:
         return None
 
 
-__all__ = ["FailedTasks", "OwnDigests", "digest_expires", "retention_epochs"]
+__all__ = ["ClaimedOffers", "FailedTasks", "OwnDigests", "digest_expires", "retention_epochs"]

@@ -64,6 +64,8 @@ class TaskServer(TaskLoadAPI):
             :meth:`repp2p.node.digests.OwnDigests.sealed`). Default: never.
         on_failed: ``on_failed(epoch, task_id)``: a claimed task's execution failed (it is a
             ``failed`` leaf of our work digest: :class:`repp2p.node.digests.FailedTasks`).
+        on_claimed: ``on_claimed(offer)``: we are about to claim this offer (kept as
+            claimed: :class:`repp2p.node.digests.ClaimedOffers`).
     """
 
     def __init__(
@@ -81,7 +83,9 @@ class TaskServer(TaskLoadAPI):
         task_delay_s: float = 0.0,
         sealed: Callable[[int], bool] = lambda epoch: False,
         on_failed: Callable[[int, bytes], None] = lambda epoch, task_id: None,
+        on_claimed: Callable[[SignedRecord], None] = lambda offer: None,
     ) -> None:
+        self._on_claimed = on_claimed
         self._sealed = sealed
         self._on_failed = on_failed
         self._peer_id = peer_id
@@ -248,6 +252,7 @@ class TaskServer(TaskLoadAPI):
         """Claim the task, run it in the enclave, publish the receipt; the reply frame."""
         o: TaskOffer = offer.record  # type: ignore[assignment]
         self._handled[o.task_id] = self._clock.now()
+        self._on_claimed(offer)
         claim = self._publisher.publish_soon(
             Claim(
                 task_id=o.task_id,

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from repp2p.clock import ClockAPI
+from repp2p.digests import AuditOutcome, verify_audit
 from repp2p.digests.params import DigestParams
-from repp2p.node.digests import FailedTasks, OwnDigests
+from repp2p.node.digests import ClaimedOffers, FailedTasks, OwnDigests
 from repp2p.node.metrics import NodeMetrics
 from repp2p.node.pipeline import RecordPipeline
 from repp2p.node.publisher import RecordPublisher
-from repp2p.records import FeedbackDigest, WorkDigest
+from repp2p.records import FeedbackDigest, WorkDigest, sign
 from repp2p.store import SqliteRecordStore
 from repp2p.testing import factories
 from repp2p.testing.network import dev_params
@@ -146,8 +148,6 @@ async def test_a_node_without_tasks_publishes_an_empty_digest_and_a_client_nothi
 
 
 async def test_audit_answers_are_rebuilt_from_the_store(tmp_path):
-    from repp2p.digests import AuditOutcome, verify_audit
-
     tasks = _tasks()
     store = SqliteRecordStore(tmp_path / "records.db")
     _put(store, tasks)
@@ -181,3 +181,32 @@ async def test_each_sealed_epoch_goes_out_once_per_run(tmp_path):
     assert await own.publish_due() == 1
     assert len(gossip.sent) == sent + 1
     assert own.due() == []
+
+
+async def test_a_client_re_signing_its_offer_after_the_claim_changes_nothing(tmp_path):
+    tasks = _tasks()
+    clock = _Clock((EPOCH + 5) * 60)
+    steady_store = SqliteRecordStore(":memory:")
+    _put(steady_store, tasks)
+    steady, _ = _peer(NODE, "full", steady_store, clock)
+    (expected,) = await steady.publish_epoch(EPOCH)
+
+    # The node kept the offers as it claimed them; then the client replaced one (seq 2).
+    store = SqliteRecordStore(":memory:")
+    _put(store, tasks)
+    claimed = ClaimedOffers(tmp_path / "claimed-offers")
+    for t in tasks:
+        claimed.add(t.offer)
+    newer = sign(dataclasses.replace(tasks[0].offer.record, seq=2, max_price=1), CLIENT)
+    store.put(newer, now=factories.NOW)
+    assert store.get(tasks[0].offer.record_id) is None  # the store kept only the newer
+    own, _ = _peer(NODE, "full", store, clock)
+    own.claimed = ClaimedOffers(tmp_path / "claimed-offers")  # as after a restart
+    (published,) = await own.publish_epoch(EPOCH)
+    assert published.data == expected.data
+    for i in range(published.record.leaf_count):
+        assert verify_audit(published, i, own.answer(published.record_id, i)).outcome is (
+            AuditOutcome.PASS
+        )
+    own.claimed.forget_before(EPOCH + 1)
+    assert not list((tmp_path / "claimed-offers").glob(f"{EPOCH}.bin"))
