@@ -222,7 +222,7 @@ class AuditParams:
             24 KiB maximum, 20 digests' worth of challenges.
         attempts: tries of a challenge before it is judged unserved, 1..16.
         retry_s: the wait between two tries (seconds), 0..600. With the defaults a publisher
-            has about ``attempts * (request_timeout_s + retry_s)`` = 45 s to answer: the
+            has ``attempts * request_timeout_s + (attempts - 1) * retry_s`` = 40 s to answer: the
             grace period.
         concurrency: digests one auditor checks at once, 1..256.
     """
