@@ -39,12 +39,12 @@ from repp2p.digests import (
     verify_audit,
 )
 from repp2p.digests.params import DigestParams, audit_entropy
-from repp2p.digests.unserved import NO_ANSWER, UnservedCharge
+from repp2p.digests.unserved import NO_ANSWER, UnservedCharge, verify_unserved
 from repp2p.errors import ProofReason
 from repp2p.net import audit as audit_protocol
 from repp2p.net.params import AuditParams
 from repp2p.node.metrics import NodeMetrics
-from repp2p.records import FeedbackDigest, SignedRecord, WorkDigest
+from repp2p.records import FeedbackDigest, SignedRecord, WorkDigest, decode
 from repp2p.store import RecordStoreAPI
 
 log = logging.getLogger("repp2p.audits")
@@ -229,6 +229,23 @@ class Auditor:
                     result.verdict.detail,
                 )
         return results
+
+    async def recheck(self, charge: bytes, candidates: list[str] | None = None) -> AuditOutcome:
+        """Re-check another auditor's unserved charge: verify it (``verify_unserved``),
+        then ask the publisher for the leaf ourselves. ``pass`` refutes the charge,
+        ``unserved`` confirms it as far as this peer can tell, ``offence`` finds worse.
+
+        Raises:
+            ProofError: the charge itself does not check out.
+        """
+        now = int(self._clock.now())
+        found = verify_unserved(charge, now, self.params, candidates)
+        digest = decode(UnservedCharge.decode(charge).digest, now=now)
+        answers = await self._ask(found.offender, found.digest_id, [found.index])
+        data = answers.get(found.index)
+        if data is None:
+            return AuditOutcome.UNSERVED
+        return verify_audit(digest, found.index, data).outcome
 
     async def audit_epoch(self, epoch: int) -> list[AuditResult]:
         """Check every challenge of ``epoch``'s digests that falls to this peer,

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 
 import multiaddr
+import pytest
 import trio
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
@@ -19,7 +20,7 @@ from repp2p.digests import AuditOutcome, DigestPart, Fault, MerkleTree, leaf_pro
 from repp2p.digests.leaves import work_leaf
 from repp2p.digests.params import DigestParams
 from repp2p.digests.unserved import NO_ANSWER, verify_unserved
-from repp2p.errors import ProtocolError
+from repp2p.errors import ProofError, ProtocolError
 from repp2p.net import audit as audit_protocol
 from repp2p.net.host import build_host
 from repp2p.net.params import AuditParams
@@ -249,3 +250,22 @@ async def test_hostile_requests_are_dropped_and_the_server_keeps_serving():
         "unknown": 1.0,
         "answered": 1.0,
     }
+
+
+async def test_any_peer_re_checks_a_charge_by_asking_the_publisher_itself():
+    part = _part(_tasks())
+    signed = sign(part.digest, NODE)
+    store = SqliteRecordStore(":memory:")
+    mine = sign(factories.empty_work_digest(EPOCH, expires=factories.far_future(NOW)), AUDITOR)
+    store.put_many([signed, mine], now=NOW)
+    (challenge,) = plan(store, AUDITOR.peer_id, EPOCH, DigestParams())
+    async with _hosts(None) as (open_stream, _):  # silent: charged
+        with trio.fail_after(30):
+            charges = [r.evidence for r in await _auditor(open_stream, store).check(challenge)]
+            # Another peer asking the same silent publisher confirms it.
+            assert await _auditor(open_stream).recheck(charges[0]) is AuditOutcome.UNSERVED
+    async with _hosts(_server(part, signed)) as (open_stream, _):  # answering now: refuted
+        with trio.fail_after(30):
+            assert await _auditor(open_stream).recheck(charges[0]) is AuditOutcome.PASS
+        with pytest.raises(ProofError):
+            await _auditor(open_stream).recheck(b"not a charge")
