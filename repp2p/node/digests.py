@@ -29,6 +29,7 @@ from repp2p.network_params import NetworkParams
 from repp2p.node.metrics import NodeMetrics
 from repp2p.node.schedules import next_phase_time
 from repp2p.records import (
+    DIGEST_MAX_ROWS,
     MAX_LIFETIME_S,
     Claim,
     Feedback,
@@ -188,6 +189,7 @@ class OwnDigests:
         failed: the node's failed tasks (full nodes).
         claimed: the offers the node claimed, as claimed (full nodes).
         phase: when in each epoch the digests go out (``schedules.phase_of``).
+        max_rows: most rows per part (the record format's cap; smaller in tests).
     """
 
     def __init__(
@@ -205,7 +207,9 @@ class OwnDigests:
         failed: FailedTasks | None = None,
         claimed: ClaimedOffers | None = None,
         phase: float = 0.5,
+        max_rows: int = DIGEST_MAX_ROWS,
     ) -> None:
+        self._max_rows = max_rows
         if role not in ("full", "client"):
             raise ValueError(f"role must be full or client, not {role!r}")
         self.peer_id = peer_id
@@ -287,10 +291,15 @@ class OwnDigests:
                 epoch,
                 expires=expires,
                 failed=self.failed.of(epoch),
+                max_rows=self._max_rows,
             )
         else:
             parts = build_feedback(
-                self.peer_id, self._feedback_records(epoch), epoch, expires=expires
+                self.peer_id,
+                self._feedback_records(epoch),
+                epoch,
+                expires=expires,
+                max_rows=self._max_rows,
             )
         self._parts[epoch] = parts
         while len(self._parts) > PARTS_CACHED:
@@ -329,8 +338,9 @@ class OwnDigests:
         if held:
             for signed in held:
                 await self._regossip(signed.data, signed.type)
+            held += await self._complete(epoch, held)
             self._done.add(epoch)
-            return held
+            return sorted(held, key=lambda s: s.record.part)  # type: ignore[attr-defined]
         active = self._has_activity(epoch)
         if not active and (self.role == "client" or epoch < self._started_epoch):
             self._done.add(epoch)
@@ -341,6 +351,30 @@ class OwnDigests:
             self._metrics.digests_published.labels(self._kind.TYPE).inc()
         self._done.add(epoch)
         log.info("published %d %s part(s) of epoch %d", len(out), self._kind.TYPE, epoch)
+        return out
+
+    async def _complete(self, epoch: int, held: list[SignedRecord]) -> list[SignedRecord]:
+        """Publish the parts of a split digest still missing (a crash between two parts):
+        only when a build gives the same split, so no part conflicts with one signed."""
+        parts = held[0].record.parts  # type: ignore[attr-defined]
+        have = {s.record.part for s in held}  # type: ignore[attr-defined]
+        if len(have) >= parts:
+            return []
+        built = self.build(epoch)
+        if len(built) != parts:
+            log.error(
+                "our digest of epoch %d: %d parts signed, a build gives %d; the missing "
+                "parts are not published",
+                epoch,
+                parts,
+                len(built),
+            )
+            return []
+        out = []
+        for part in built:
+            if part.digest.part not in have:
+                out.append(await self._publish(part.digest))
+                self._metrics.digests_published.labels(self._kind.TYPE).inc()
         return out
 
     def due(self) -> list[int]:

@@ -210,3 +210,22 @@ async def test_a_client_re_signing_its_offer_after_the_claim_changes_nothing(tmp
         )
     own.claimed.forget_before(EPOCH + 1)
     assert not list((tmp_path / "claimed-offers").glob(f"{EPOCH}.bin"))
+
+
+async def test_a_split_digest_cut_short_by_a_crash_is_completed_not_re_split():
+    clients = [factories.identity(f"split-client-{i}") for i in range(3)]
+    tasks = [factories.task_records(c, NODE, EPOCH, f"s{i}") for i, c in enumerate(clients)]
+    store = SqliteRecordStore(":memory:")
+    _put(store, tasks)
+    clock = _Clock((EPOCH + 5) * 60)
+    own, _ = _peer(NODE, "full", store, clock)
+    own._max_rows = 1  # one client per part
+    parts = own.build(EPOCH)
+    assert len(parts) >= 3
+    await own._publish(parts[0].digest)  # ... and the process died here
+    again, _ = _peer(NODE, "full", store, clock)
+    again._max_rows = 1
+    published = await again.publish_epoch(EPOCH)
+    assert [s.record for s in published] == [p.digest for p in parts]
+    assert store.count(WorkDigest.TYPE) == len(parts)
+    assert store.equivocations() == []
