@@ -529,7 +529,7 @@ class Node:
                 if self._parts is not None:
                     self._parts.own_digests.failed.forget_before(now // cfg.epoch_s - keep)
                     self._parts.own_digests.claimed.forget_before(now // cfg.epoch_s - keep)
-            except StoreError:
+            except (StoreError, OSError):
                 log.exception("purging old records failed")
                 continue
             if dropped or pruned:

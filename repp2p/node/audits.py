@@ -264,6 +264,14 @@ class Auditor:
                 nursery.start_soon(one, challenge)
         return results
 
+    async def _audit_quietly(self, epoch: int) -> None:
+        # The node's nursery must not die with an audit (our store or disk failing): the
+        # failure is logged and the next epoch's audits run.
+        try:
+            await self.audit_epoch(epoch)
+        except Exception:
+            log.exception("auditing the digests of epoch %d failed", epoch)
+
     async def run(self) -> None:
         """At the start of every epoch, audit the digests whose audit boundary it is."""
         async with trio.open_nursery() as nursery:
@@ -272,7 +280,7 @@ class Auditor:
                 epoch = self.params.audited_at(current)
                 if epoch >= 0 and epoch not in self._done:
                     self._done.add(epoch)
-                    nursery.start_soon(self.audit_epoch, epoch)
+                    nursery.start_soon(self._audit_quietly, epoch)
                     self._done = {e for e in self._done if e > epoch - 4}
                 # A little into the next epoch: digests gossiped at the boundary arrive.
                 await self._clock.sleep_until((current + 1.05) * self._epoch_s)

@@ -392,6 +392,8 @@ class OwnDigests:
                 published += len(await self.publish_epoch(epoch))
             except (ReppError, ValueError) as exc:
                 log.error("could not publish our digests of epoch %d: %s", epoch, exc)
+            except Exception:  # our disk, say: the node must not stop; retried next round
+                log.exception("could not publish our digests of epoch %d", epoch)
         # Forget only epochs that left the window (due() never returns them again).
         oldest = self.current_epoch() - self.params.gossip_max_age_epochs
         self._done = {e for e in self._done if e > oldest}

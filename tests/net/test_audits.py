@@ -269,3 +269,18 @@ async def test_any_peer_re_checks_a_charge_by_asking_the_publisher_itself():
             assert await _auditor(open_stream).recheck(charges[0]) is AuditOutcome.PASS
         with pytest.raises(ProofError):
             await _auditor(open_stream).recheck(b"not a charge")
+
+
+async def test_an_audit_round_that_fails_on_our_own_store_does_not_stop_the_node(caplog):
+    from repp2p.errors import StoreError
+
+    class _Broken(SqliteRecordStore):
+        def query(self, **kw):  # type: ignore[override]
+            raise StoreError("disk I/O error")
+
+    async def never(peer):  # pragma: no cover - no audit gets that far
+        raise AssertionError
+
+    auditor = _auditor(never, _Broken(":memory:"))
+    await auditor._audit_quietly(EPOCH)  # logged, not raised
+    assert "auditing the digests" in caplog.text
