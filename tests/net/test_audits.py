@@ -271,7 +271,7 @@ async def test_any_peer_re_checks_a_charge_by_asking_the_publisher_itself():
             await _auditor(open_stream).recheck(b"not a charge")
 
 
-async def test_an_audit_round_that_fails_on_our_own_store_does_not_stop_the_node(caplog):
+async def test_an_audit_round_that_fails_on_our_own_store_does_not_stop_the_node():
     from repp2p.errors import StoreError
 
     class _Broken(SqliteRecordStore):
@@ -282,5 +282,28 @@ async def test_an_audit_round_that_fails_on_our_own_store_does_not_stop_the_node
         raise AssertionError
 
     auditor = _auditor(never, _Broken(":memory:"))
-    await auditor._audit_quietly(EPOCH)  # logged, not raised
-    assert "auditing the digests" in caplog.text
+    with pytest.raises(StoreError):
+        await auditor.audit_epoch(EPOCH)
+    await auditor._audit_quietly(EPOCH)  # the same failure, logged, not raised
+    assert totals(auditor._metrics.audits, "outcome") == {}
+
+
+async def test_the_audit_server_holds_its_per_peer_stream_quota():
+    from repp2p.net.framing import FrameReader
+
+    part = _part(_tasks())
+    signed = sign(part.digest, NODE)
+    params = AuditParams(request_timeout_s=5.0, streams_per_peer=2)
+    async with _hosts(_server(part, signed), params) as (open_stream, metrics):
+        with trio.fail_after(20):
+            held = [await open_stream(NODE.peer_id) for _ in range(2)]  # open, idle
+            await trio.sleep(0.3)  # the server has counted them
+            third = await open_stream(NODE.peer_id)
+            assert await FrameReader(third, 1024).read_bytes() is None  # refused at once
+            await held[0].close()
+            await trio.sleep(0.3)
+            got = await audit_protocol.fetch(
+                await open_stream(NODE.peer_id), signed.record_id, [2], params
+            )
+    assert got[2] == leaf_proof(part, signed.record_id, 2).encode()
+    assert totals(metrics.audit_requests, "result").get("refused") == 1.0
