@@ -228,6 +228,9 @@ class Client:
         open_task_stream: opens a ``/repp2p/task/1`` stream to a peer (base58 ID).
         background: a nursery for work after a result (feedback hand-over).
         timers: the live layer's timers.
+        sealed: ``sealed(epoch)``: True once our feedback digest of ``epoch`` is due; no
+            feedback on a task of that epoch is signed after it
+            (:meth:`repp2p.node.digests.OwnDigests.sealed`). Default: never.
     """
 
     def __init__(
@@ -242,7 +245,9 @@ class Client:
         open_task_stream: Callable[[str], Awaitable[Any]],
         background: trio.Nursery,
         timers: Timers | None = None,
+        sealed: Callable[[int], bool] = lambda epoch: False,
     ) -> None:
+        self.sealed = sealed
         self.identity = identity
         self.store = store
         self.pipeline = pipeline
@@ -355,6 +360,7 @@ class Client:
                             ),
                             background=background,
                             timers=config.timers,
+                            sealed=node.own_digests.sealed,
                         )
                         try:
                             yield client
@@ -556,7 +562,8 @@ class _Attempt:
                 return
             if isinstance(step, tasks.Release):
                 fb = await self._feedback(step.peer, step.outcome.value, step.latency_ms)
-                self.releases.append(fb.data)
+                if fb is not None:
+                    self.releases.append(fb.data)
 
     async def _try(self, attempt: tasks.Attempt) -> tasks.Step:
         peer, r = attempt.peer, attempt.rank
@@ -646,8 +653,13 @@ class _Attempt:
         found = self.client.store.query(type=Claim.TYPE, signer=peer, slot=task_id)
         return found[0] if found else None
 
-    async def _feedback(self, peer: str, outcome: str, latency_ms: int) -> SignedRecord:
+    async def _feedback(self, peer: str, outcome: str, latency_ms: int) -> SignedRecord | None:
+        """Sign and store our feedback on ``peer``; None once the task's epoch is sealed
+        (our feedback digest of it is out: a later feedback would contradict it)."""
         o: TaskOffer = self.offer.record  # type: ignore[assignment]
+        if self.client.sealed(o.epoch):
+            log.warning("no %s feedback on %s: epoch %d is sealed", outcome, peer, o.epoch)
+            return None
         signed = self.client.publisher.publish_soon(
             Feedback(
                 task_id=o.task_id,

@@ -42,8 +42,10 @@ import re
 from pathlib import Path
 from typing import Any
 
+from repp2p.digests.params import DigestParams
 from repp2p.errors import ConfigError
 from repp2p.net.params import (
+    AuditParams,
     BudgetParams,
     ConnectionParams,
     FeedParams,
@@ -85,6 +87,8 @@ _SECTIONS: dict[str, type] = {
     "connections": ConnectionParams,
     "timers": Timers,
     "budgets": BudgetParams,
+    "digests": DigestParams,
+    "audit": AuditParams,
 }
 
 
@@ -132,6 +136,11 @@ class NodeConfig:
             (:class:`repp2p.net.params.BudgetParams`).
         gossip, sync, feed, connections: network-layer parameters (their classes in
             :mod:`repp2p.net.params` document each field's bounds).
+        digests: when digests are sealed, published, accepted and audited
+            (:class:`repp2p.digests.params.DigestParams`; every peer of a network must use
+            the same values).
+        audit: ``/repp2p/audit/1`` quotas and the auditor's patience
+            (:class:`repp2p.net.params.AuditParams`).
     """
 
     data_dir: Path
@@ -162,6 +171,8 @@ class NodeConfig:
     connections: ConnectionParams = dataclasses.field(default_factory=ConnectionParams)
     timers: Timers = dataclasses.field(default_factory=Timers)
     budgets: BudgetParams = dataclasses.field(default_factory=BudgetParams)
+    digests: DigestParams = dataclasses.field(default_factory=DigestParams)
+    audit: AuditParams = dataclasses.field(default_factory=AuditParams)
 
     def __post_init__(self) -> None:
         str_field(self, "network", NETWORK_NAME_PATTERN)

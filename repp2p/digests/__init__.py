@@ -11,10 +11,12 @@ package is the pure core around them:
 * :mod:`~repp2p.digests.build`: a party's digests from the records it holds, and the answers
   to audits;
 * :mod:`~repp2p.digests.reconcile`: double entry, the (client, node) counts both sides
-  support;
+  support; :mod:`~repp2p.digests.counts`: those as count rows for reputation;
 * :mod:`~repp2p.digests.audit`: which leaves are challenged, by whom, and the verdict on an
   answer;
-* :mod:`~repp2p.digests.proofs`: offence proofs any peer verifies from signed data alone.
+* :mod:`~repp2p.digests.proofs`: offence proofs any peer verifies from signed data alone;
+  :mod:`~repp2p.digests.unserved`: the charge an auditor keeps when nobody answered;
+* :mod:`~repp2p.digests.params`: when digests are sealed, accepted and audited.
 
 Pure: no I/O, no clock, no randomness.
 """
@@ -40,6 +42,7 @@ from repp2p.digests.build import (
     work_digests,
 )
 from repp2p.digests.check import Fault
+from repp2p.digests.counts import CountRow, count_rows
 from repp2p.digests.leaves import FeedbackLeaf, Layout, WorkLeaf, decode_leaf
 from repp2p.digests.merkle import EMPTY_ROOT, Bracket, MerkleTree, Opening
 from repp2p.digests.proofs import (
@@ -67,6 +70,7 @@ __all__ = [
     "AuditVerdict",
     "Bracket",
     "ConflictProof",
+    "CountRow",
     "DigestPart",
     "Fault",
     "FeedbackLeaf",
@@ -89,6 +93,7 @@ __all__ = [
     "challenge_indices",
     "conflict_proof",
     "count_pair",
+    "count_rows",
     "decode_leaf",
     "decode_proof",
     "detection_probability",

@@ -7,11 +7,13 @@ Public API::
     settle(state, evidence, table, penalties, *, epoch, params) -> Settlement
     LedgerState().apply(settlement) -> LedgerState                # the balance fold
     replay(records, attested, *, now, epoch_s, params) -> LedgerReport   # node / CLI path
+    digest_work_units(reconciliation, evidence, *, client_trust=None) -> array  # from digests
 
 No I/O, no clock, no floats in balances: every peer holding the same records settles the
 same integer micro-REP amounts. docs/ledger.md has the rules.
 """
 
+from repp2p.ledger.digest_work import digest_work_units
 from repp2p.ledger.params import MICRO, LedgerParams
 from repp2p.ledger.replay import LedgerReport, replay
 from repp2p.ledger.settle import LedgerState, Settlement, settle, work_units
@@ -22,6 +24,7 @@ __all__ = [
     "LedgerReport",
     "LedgerState",
     "Settlement",
+    "digest_work_units",
     "replay",
     "settle",
     "work_units",

@@ -14,14 +14,20 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping
 
+import numpy as np
+
+from repp2p.digests import Reconciliation
+from repp2p.ledger.digest_work import digest_work_units
 from repp2p.ledger.params import LedgerParams
 from repp2p.ledger.settle import LedgerState, Settlement, settle
 from repp2p.records import Feedback, Receipt, TaskOffer
 from repp2p.reputation import (
     AcceptedRecord,
     AttestedNode,
+    Evidence,
     PenaltyBook,
     ReputationParams,
+    ReputationTable,
     collect,
     compute,
 )
@@ -75,6 +81,7 @@ def replay(
     reputation_params: ReputationParams | None = None,
     first_epoch: int | None = None,
     last_epoch: int | None = None,
+    reconciliations: Mapping[int, Reconciliation] | None = None,
 ) -> LedgerReport:
     """Settle the record log into balances.
 
@@ -86,6 +93,10 @@ def replay(
         params, reputation_params: network parameters.
         first_epoch: first epoch to settle (default: the earliest offer's epoch).
         last_epoch: last epoch to settle (default: ``now // epoch_s - 1``).
+        reconciliations: settle from digests: epoch -> its reconciled pair rows; each
+            epoch's work then comes from its rows (:func:`digest_work_units`; an epoch
+            missing from the mapping has no work), everything else from ``records`` as
+            before. None: work from the per-task records.
 
     Returns:
         A :class:`LedgerReport`.
@@ -109,7 +120,8 @@ def replay(
         table = compute(ev, now=boundary * epoch_s, epoch_s=epoch_s, params=rp)
         if book.epoch < boundary:
             book = book.step(table, rp)
-        s = settle(state, ev, table, book, epoch=e, params=lp, reputation_params=rp)
+        work = _digest_work(reconciliations, e, ev, table, lp)
+        s = settle(state, ev, table, book, epoch=e, params=lp, reputation_params=rp, work=work)
         state = state.apply(s)
         settlements.append(s)
         e += 1
@@ -129,8 +141,24 @@ def replay(
                 params=lp,
                 reputation_params=rp,
                 final=False,
+                work=_digest_work(reconciliations, e, ev, table, lp),
             )
             state = state.apply(s)
             settlements.append(s)
             e += 1
     return LedgerReport(current, final, state, tuple(settlements))
+
+
+def _digest_work(
+    reconciliations: Mapping[int, Reconciliation] | None,
+    epoch: int,
+    evidence: Evidence,
+    table: ReputationTable,
+    params: LedgerParams,
+) -> np.ndarray | None:
+    """The epoch's work from its digest rows, or None (per-record work) without them."""
+    if reconciliations is None:
+        return None
+    trust = table.client_trust if params.feedback_needs_trust else None
+    recon = reconciliations.get(epoch, Reconciliation(epoch, (), ()))
+    return digest_work_units(recon, evidence, client_trust=trust)

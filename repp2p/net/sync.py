@@ -18,7 +18,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
@@ -78,8 +78,20 @@ class _PeerBudget:
         self.tokens -= size
 
 
+class QuotaParams(Protocol):
+    """What a :class:`SyncQuota` reads (``SyncParams`` and ``AuditParams`` have it)."""
+
+    @property
+    def streams_per_peer(self) -> int: ...
+    @property
+    def peer_bytes_per_min(self) -> int: ...
+    @property
+    def request_timeout_s(self) -> float: ...
+
+
 class SyncQuota:
-    """Per-peer limits of a sync server: open streams, and bytes per minute.
+    """Per-peer limits of a sync server: open streams, and bytes per minute (the audit
+    server, :mod:`repp2p.net.audit`, uses one too).
 
     One peer that pulls the whole record set again and again (or opens many streams that
     never read) could otherwise make a server send it hundreds of megabytes a minute.
@@ -88,7 +100,7 @@ class SyncQuota:
     #: peers whose budget is remembered (the oldest are forgotten first)
     PEERS_KEPT = 4096
 
-    def __init__(self, params: SyncParams, clock: Callable[[], float]) -> None:
+    def __init__(self, params: QuotaParams, clock: Callable[[], float]) -> None:
         self._params = params
         self._clock = clock
         self._streams: dict[str | None, int] = {}
@@ -102,7 +114,7 @@ class SyncQuota:
         """
         if self._streams.get(peer, 0) >= self._params.streams_per_peer:
             raise LimitError(
-                "streams_per_peer", f"more than {self._params.streams_per_peer} sync streams"
+                "streams_per_peer", f"more than {self._params.streams_per_peer} streams"
             )
         self._streams[peer] = self._streams.get(peer, 0) + 1
 
@@ -129,7 +141,7 @@ class SyncQuota:
             )
         wait = budget.wait_for(size, self._clock())
         if wait > self._params.request_timeout_s:
-            raise LimitError("bytes_per_min", "over its sync byte budget")
+            raise LimitError("bytes_per_min", "over its byte budget")
         if wait:
             await trio.sleep(wait)
         budget.spend(size)

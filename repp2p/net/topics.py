@@ -22,7 +22,7 @@ TOPIC_PREFIX = "/repp2p/1/"
 
 #: family -> record types carried on its topic. Receipts travel with the task lifecycle.
 #: ``digests``: the per-epoch WorkDigest and FeedbackDigest, global by design
-#: (docs/digests.md); nothing publishes them yet.
+#: (docs/digests.md): each party's once its epoch is sealed (repp2p.node.digests).
 FAMILIES: dict[str, tuple[str, ...]] = {
     "ads": (NodeAd.TYPE,),
     "attestations": (Attestation.TYPE,),

@@ -40,6 +40,7 @@ from repp2p.clock import ClockAPI, as_clock
 from repp2p.config import NodeConfig
 from repp2p.errors import ConfigError, KeyFileError, NodeNotRunning
 from repp2p.identity import Identity
+from repp2p.net import audit as audit_protocol
 from repp2p.net import connmgr, status_http
 from repp2p.net import feed as feed_protocol
 from repp2p.net.dht import NAMESPACE, AdValidator
@@ -51,7 +52,9 @@ from repp2p.net.sync import make_handler
 from repp2p.net.task import PROTOCOL as TASK_PROTOCOL
 from repp2p.net.topics import TOPICS
 from repp2p.net.verdict import Verdict
+from repp2p.node.audits import Auditor, EvidenceLog
 from repp2p.node.budgets import SignerBudgets
+from repp2p.node.digests import ClaimedOffers, FailedTasks, OwnDigests, retention_epochs
 from repp2p.node.discovery import Discovery, peer_info
 from repp2p.node.enclave import EnclaveSupervisor
 from repp2p.node.metrics import NodeMetrics
@@ -85,6 +88,8 @@ class NodeParts:
     status: OperatorStatus
     enclave: EnclaveSupervisor | None
     server: TaskServer | None
+    own_digests: OwnDigests
+    auditor: Auditor | None
 
 
 class Node:
@@ -176,6 +181,16 @@ class Node:
         return self.parts.server
 
     @property
+    def own_digests(self) -> OwnDigests:
+        """This peer's digests (built, published, served to auditors)."""
+        return self.parts.own_digests
+
+    @property
+    def auditor(self) -> Auditor | None:
+        """The auditor of other peers' digests (None on a light peer)."""
+        return self.parts.auditor
+
+    @property
     def enclave(self) -> EnclaveSupervisor | None:
         """The enclave supervisor (None on a light peer)."""
         return self.parts.enclave
@@ -239,6 +254,8 @@ class Node:
                 recover_s=cfg.timers.store_recover_s,
                 admit=_evidence_admission(keeper),
                 budgets=SignerBudgets(cfg.budgets, cfg.epoch_s),
+                epoch_s=cfg.epoch_s,
+                digests=cfg.digests,
             )
             views = ViewService(keeper, self.clock, self.metrics, tick_s=cfg.timers.tick_s)
             host = build_host(
@@ -262,6 +279,20 @@ class Node:
                     pipeline,
                     self.clock,
                     gossip_task_records=cfg.feed.gossip_task_records,
+                )
+                own_digests = OwnDigests(
+                    peer_id=self.peer_id,
+                    role=cfg.role,
+                    store=store,
+                    publish=publisher.publish,
+                    regossip=publisher.gossip,
+                    clock=self.clock,
+                    network=cfg.network_params,
+                    params=cfg.digests,
+                    metrics=self.metrics,
+                    failed=FailedTasks(cfg.data_dir / "failed-tasks.txt") if is_full else None,
+                    claimed=ClaimedOffers(cfg.data_dir / "claimed-offers") if is_full else None,
+                    phase=self.phase,
                 )
                 discovery = Discovery(
                     host,
@@ -304,6 +335,9 @@ class Node:
                         timers=cfg.timers,
                         task_delay_s=cfg.task_delay_s,
                         on_limit=self.metrics.limit_counter("task"),
+                        sealed=own_digests.sealed,
+                        on_failed=own_digests.failed.add,
+                        on_claimed=own_digests.claimed.add,
                     )
                 host.set_stream_handler(
                     SYNC_PROTOCOL,
@@ -314,6 +348,30 @@ class Node:
                         on_limit=self.metrics.limit_counter("sync"),
                     ),
                 )
+                host.set_stream_handler(
+                    audit_protocol.PROTOCOL,
+                    audit_protocol.make_handler(
+                        own_digests.answer,
+                        cfg.audit,
+                        self.clock.now,
+                        on_request=lambda result: self.metrics.audit_requests.labels(result).inc(),
+                    ),
+                )
+                auditor = None
+                if is_full:
+                    auditor = Auditor(
+                        peer_id=self.peer_id,
+                        store=store,
+                        clock=self.clock,
+                        epoch_s=cfg.epoch_s,
+                        params=cfg.digests,
+                        audit=cfg.audit,
+                        open_stream=lambda peer: discovery.open_stream(
+                            peer, audit_protocol.PROTOCOL
+                        ),
+                        metrics=self.metrics,
+                        evidence=EvidenceLog(cfg.data_dir / "audits"),
+                    )
                 host.set_stream_handler(
                     feed_protocol.PROTOCOL,
                     feed_protocol.make_handler(
@@ -363,6 +421,8 @@ class Node:
                         status=status,
                         enclave=enclave,
                         server=server,
+                        own_digests=own_digests,
+                        auditor=auditor,
                     )
                     nursery.start_soon(publisher.run)
                     if server is not None:  # served only once background work can start
@@ -398,6 +458,9 @@ class Node:
                     nursery.start_soon(views.run)
                     nursery.start_soon(self._purge_loop, store)
                     nursery.start_soon(feed.run)
+                    nursery.start_soon(own_digests.run)
+                    if auditor is not None:
+                        nursery.start_soon(auditor.run)
                     if enclave is not None and server is not None:
                         await self._start_full(nursery, enclave, server, publisher, host)
                     log.info("node %s listening on %s", self.peer_id, self.addrs())
@@ -471,18 +534,29 @@ class Node:
         )
 
     async def _purge_loop(self, store: SqliteRecordStore) -> None:
-        """Drop expired records once an epoch (evidence of equivocation is kept)."""
+        """Once an epoch: drop expired records (evidence of equivocation is kept), and the
+        per-task records older than the retention (:func:`retention_epochs`): the disk is
+        bounded by the window, not by how long signers let their records live."""
         from repp2p.errors import StoreError
 
+        cfg = self.config
+        keep = retention_epochs(cfg.network_params, cfg.digests)
         while True:
-            await self.clock.sleep(self.config.epoch_s)
+            await self.clock.sleep(cfg.epoch_s)
+            now = int(self.clock.now())
             try:
-                dropped = store.purge_expired(now=int(self.clock.now()))
-            except StoreError:
-                log.exception("purging expired records failed")
+                dropped = store.purge_expired(now=now)
+                pruned = store.prune_task_records(
+                    before_epoch=now // cfg.epoch_s - keep, orphans_before=now - keep * cfg.epoch_s
+                )
+                if self._parts is not None:
+                    self._parts.own_digests.failed.forget_before(now // cfg.epoch_s - keep)
+                    self._parts.own_digests.claimed.forget_before(now // cfg.epoch_s - keep)
+            except (StoreError, OSError):
+                log.exception("purging old records failed")
                 continue
-            if dropped:
-                log.debug("purged %d expired records", dropped)
+            if dropped or pruned:
+                log.debug("purged %d expired and %d old per-task records", dropped, pruned)
 
     def _write_runtime(self) -> None:
         info = {

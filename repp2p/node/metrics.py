@@ -64,6 +64,24 @@ class NodeMetrics:
             registry=r,
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
+        self.digests_published = Counter(
+            "repp2p_digests_published",
+            "Own digest parts signed and published",
+            ["type"],
+            registry=r,
+        )
+        self.audits = Counter(
+            "repp2p_audits",
+            "Challenges this peer judged as an auditor (outcome=pass|unserved|offence)",
+            ["outcome"],
+            registry=r,
+        )
+        self.audit_requests = Counter(
+            "repp2p_audit_requests",
+            "Challenges of our digests we were asked (result=answered|unknown|refused)",
+            ["result"],
+            registry=r,
+        )
 
     def limit_counter(self, protocol: str) -> Callable[[str], None]:
         """``on_limit`` for a stream handler of ``protocol``: counts in ``limits``."""

@@ -23,13 +23,14 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from repp2p.clock import ClockAPI
+from repp2p.digests.params import DigestParams
 from repp2p.errors import RecordError, RecordReason, StoreError
 from repp2p.net.topics import topic_accepts
 from repp2p.net.verdict import Verdict
 from repp2p.node.abc import RecordListener, RecordPipelineAPI
 from repp2p.node.budgets import OVER_BUDGET, SignerBudgets
 from repp2p.node.metrics import NodeMetrics
-from repp2p.records import Outcome, SignedRecord, TaskOffer, decode
+from repp2p.records import DIGEST_TYPES, Outcome, SignedRecord, TaskOffer, decode
 from repp2p.store import RecordStoreAPI
 from repp2p.tasks import is_bound_offer
 
@@ -39,6 +40,10 @@ log = logging.getLogger("repp2p.node")
 ARRIVALS_KEPT = 10_000
 #: the ``repp2p_records_rejected`` reason of records our own store failed to write
 STORE_FAILED = "store_failed"
+
+#: ``repp2p_records_rejected`` reasons of digests outside the accepted epochs (IGNORE: a
+#: validly signed digest an honest peer may still hold, or sign with its clock a little off)
+DIGEST_TOO_OLD, DIGEST_TOO_NEW = "digest_too_old", "digest_too_new"
 
 #: decode failures an honest forwarder cannot avoid: IGNORE, not REJECT. decode() checks
 #: the signature before the lifetime, so an EXPIRED record is well formed and signed; it
@@ -83,6 +88,10 @@ class RecordPipeline(RecordPipelineAPI):
             evidence); a refusal is a REJECT.
         budgets: per-signer budgets on node records arriving by gossip
             (:class:`repp2p.node.budgets.SignerBudgets`); over budget is an IGNORE.
+        epoch_s: the network's epoch length; with ``digests``, bounds the epochs of the
+            digests accepted (:meth:`DigestParams.gossip_accepts` on gossip, not newer than
+            :meth:`DigestParams.too_new` from any source). None: no bound (tools, tests).
+        digests: the network's digest schedule.
     """
 
     def __init__(
@@ -94,8 +103,12 @@ class RecordPipeline(RecordPipelineAPI):
         recover_s: float = 30.0,
         admit: Callable[[SignedRecord, int], str | None] | None = None,
         budgets: SignerBudgets | None = None,
+        epoch_s: int | None = None,
+        digests: DigestParams | None = None,
     ) -> None:
         self._budgets = budgets
+        self._epoch_s = epoch_s
+        self._digests = digests or DigestParams()
         self._store = store
         self._recover_s = recover_s
         self._admit = admit
@@ -193,9 +206,26 @@ class RecordPipeline(RecordPipelineAPI):
                 self._metrics.rejected.labels(refusal, source).inc()
                 log.debug("refused %s %s from %s: %s", source, signed.type, signed.signer, refusal)
                 continue
+            if signed.type in DIGEST_TYPES and self._epoch_s is not None:
+                refused = self._digest_epoch_refused(signed, now, gossip=topic is not None)
+                if refused is not None:
+                    self._metrics.rejected.labels(refused, source).inc()
+                    verdicts[i] = Verdict.IGNORE
+                    continue
             fresh.append((i, signed))
         self._store_batch(fresh, verdicts, now, source, started)
         return verdicts
+
+    def _digest_epoch_refused(self, signed: SignedRecord, now: int, *, gossip: bool) -> str | None:
+        """Why a digest's epoch is not accepted now, or None. A digest of a far epoch is a
+        new store slot: without the bound one key could fill every store with them."""
+        assert self._epoch_s is not None
+        epoch, current = signed.record.epoch, now // self._epoch_s  # type: ignore[attr-defined]
+        if self._digests.too_new(epoch, current):
+            return DIGEST_TOO_NEW
+        if gossip and not self._digests.gossip_accepts(epoch, current):
+            return DIGEST_TOO_OLD
+        return None
 
     def _log_equivocation(self, signed: SignedRecord) -> None:
         # One WARNING per signer (bounded memory): a throwaway key equivocating thousands

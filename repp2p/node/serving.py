@@ -61,6 +61,13 @@ class TaskServer(TaskLoadAPI):
         task_delay_s: TEST ONLY (dev network): wait between claim and execution.
         on_limit: told the limit's name each time a stream is ended by a limit
             (``request_timeout``, ``malformed``) or a task refused for ``capacity``.
+        sealed: ``sealed(epoch)``: True once our digest of ``epoch`` is due (no claim or
+            receipt of a task of that epoch may be signed any more:
+            :meth:`repp2p.node.digests.OwnDigests.sealed`). Default: never.
+        on_failed: ``on_failed(epoch, task_id)``: a claimed task's execution failed (it is a
+            ``failed`` leaf of our work digest: :class:`repp2p.node.digests.FailedTasks`).
+        on_claimed: ``on_claimed(offer)``: we are about to claim this offer (kept as
+            claimed: :class:`repp2p.node.digests.ClaimedOffers`).
     """
 
     def __init__(
@@ -77,8 +84,14 @@ class TaskServer(TaskLoadAPI):
         timers: Timers,
         task_delay_s: float = 0.0,
         on_limit: Callable[[str], None] | None = None,
+        sealed: Callable[[int], bool] = lambda epoch: False,
+        on_failed: Callable[[int, bytes], None] = lambda epoch, task_id: None,
+        on_claimed: Callable[[SignedRecord], None] = lambda offer: None,
     ) -> None:
         self._on_limit = on_limit or (lambda limit: None)
+        self._on_claimed = on_claimed
+        self._sealed = sealed
+        self._on_failed = on_failed
         self._peer_id = peer_id
         self._store = store
         self._pipeline = pipeline
@@ -236,6 +249,9 @@ class TaskServer(TaskLoadAPI):
             if decision.code is tasks.ErrorCode.NO_CAPACITY:
                 self._on_limit("capacity")
             return _refusal(decision)
+        if self._sealed(o.epoch):
+            # Our digest of the epoch is out (or due): a claim now would contradict it.
+            return _refusal(tasks.Reject(tasks.ErrorCode.WRONG_EPOCH, "the epoch is sealed"))
         return await self._execute(offer, sealed, decision.rank, view.digest)
 
     async def _execute(
@@ -244,6 +260,7 @@ class TaskServer(TaskLoadAPI):
         """Claim the task, run it in the enclave, publish the receipt; the reply frame."""
         o: TaskOffer = offer.record  # type: ignore[assignment]
         self._handled[o.task_id] = self._clock.now()
+        self._on_claimed(offer)
         claim = self._publisher.publish_soon(
             Claim(
                 task_id=o.task_id,
@@ -274,9 +291,16 @@ class TaskServer(TaskLoadAPI):
             )
         except (EnclaveError, EngineError) as exc:
             log.info("task %s failed in the enclave: %s", o.task_id.hex()[:12], exc)
+            if not self._sealed(o.epoch):  # after the seal the digest must not change
+                self._on_failed(o.epoch, o.task_id)
             return error("execution_failed", str(exc))
         finally:
             self._active -= 1
+        if self._sealed(o.epoch):
+            # Finished after the seal: the digest (built, maybe signed) says the task was
+            # not delivered, so no receipt may exist and nothing about it may change.
+            log.warning("task %s finished after its epoch was sealed", o.task_id.hex()[:12])
+            return error("execution_failed", "finished after its epoch was sealed")
         self._done += 1
         signed_receipt = self._publisher.publish_soon(receipt)
         if len(self._handled) > 100_000:

@@ -111,6 +111,12 @@ class OperatorStatus(OperatorStatusAPI):
             "records_total": sum(counts.values()),
             "rejected": totals(self._metrics.rejected, "reason"),
             "equivocations": len(self._store.equivocations()),
+            # our digests signed, our audits of others by outcome, challenges of ours
+            "digests": {
+                "published": totals(self._metrics.digests_published, "type"),
+                "audits": totals(self._metrics.audits, "outcome"),
+                "audit_requests": totals(self._metrics.audit_requests, "result"),
+            },
             "synced": self._discovery.is_synced(),
             "uptime_s": round(self._clock.now() - self._started_at, 1),
             "engines": list(self._config.engines),

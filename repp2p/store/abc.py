@@ -84,6 +84,16 @@ class RecordStoreAPI(abc.ABC):
     def purge_expired(self, *, now: int) -> int:
         """Drop records expired at ``now`` (never evidence); returns how many."""
 
+    def prune_task_records(self, *, before_epoch: int, orphans_before: int) -> int:
+        """Drop the per-task records of tasks whose offer is of an epoch before
+        ``before_epoch`` (and receipts and feedback without a held offer that arrived before
+        unix time ``orphans_before``); returns how many. Evidence is kept.
+
+        Raises:
+            NotImplementedError: a store that cannot prune (the default).
+        """
+        raise NotImplementedError
+
     @abc.abstractmethod
     def count(self, type: str | None = None) -> int:
         """Number of current records (of one type if given)."""

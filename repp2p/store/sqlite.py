@@ -387,6 +387,37 @@ class SqliteRecordStore(RecordStoreAPI):
             )
         return cursor.rowcount
 
+    def prune_task_records(self, *, before_epoch: int, orphans_before: int) -> int:
+        """Drop per-task records of tasks whose offer's epoch is before ``before_epoch``,
+        whoever signed them, and receipts and feedback whose offer is not held that arrived
+        before unix time ``orphans_before``; returns how many.
+
+        Expiry alone does not bound the disk: a task's records live as long as its offer
+        says (up to 30 days), so one client could keep every peer's disk full. Equivocation
+        evidence is kept (:meth:`purge_expired` drops it once it expires).
+        """
+        try:
+            with self._transaction():
+                cutoff = _u64(max(before_epoch, 0))
+                tail = ("Receipt", "Feedback")
+                dropped = self._db.execute(
+                    "DELETE FROM records WHERE type IN (?,?) AND substr(slot, 1, 32) IN"
+                    " (SELECT slot FROM records WHERE type='TaskOffer' AND epoch < ?)",
+                    (*tail, cutoff),
+                ).rowcount
+                dropped += self._db.execute(
+                    "DELETE FROM records WHERE type IN ('TaskOffer', 'Claim') AND epoch < ?",
+                    (cutoff,),
+                ).rowcount
+                dropped += self._db.execute(
+                    "DELETE FROM records WHERE type IN (?,?) AND received_at < ? AND"
+                    " substr(slot, 1, 32) NOT IN (SELECT slot FROM records WHERE type='TaskOffer')",
+                    (*tail, int(orphans_before)),
+                ).rowcount
+            return dropped
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"record store {self.path}: {exc}") from None
+
     def count(self, type: str | None = None) -> int:
         if type is None:
             return self._db.execute("SELECT count(*) FROM records").fetchone()[0]

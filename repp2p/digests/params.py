@@ -1,0 +1,128 @@
+"""When digests are sealed, published, accepted and audited (docs/digests.md, "Live
+wiring").
+
+The timeline of the digests of epoch ``E`` (``S = seal_lag_epochs``, ``D =
+audit_delay_epochs``)::
+
+    E             tasks of E are offered (offers carry epoch E)
+    E .. E+S-1    nodes still admit E's offers (repp2p.tasks.EPOCH_LAG = 3) and finish them
+    E+S           sealed: no party signs a per-task record of a task of E any more; each
+                  publishes its digests of E (at its phase of the epoch)
+    E+S+D         the audit boundary: the digests of E+1 are in, their IDs are the entropy
+                  that seeds the audits of E's digests; the auditors ask for the leaves
+
+A peer accepts a digest from gossip only when its epoch is recent (``gossip_accepts``): a
+digest of a far epoch is a new store slot, so without the bound anyone could fill every
+store with validly signed digests of epochs nobody audits.
+
+Pure: no I/O, no clock (the caller passes the current epoch).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Iterable
+
+from repp2p.digests.audit import DEFAULT_SAMPLES, MAX_SAMPLES
+from repp2p.params_check import int_field
+from repp2p.tasks import EPOCH_LAG
+
+
+@dataclasses.dataclass(frozen=True)
+class DigestParams:
+    """The network's digest schedule and audit sampling. Every peer of a network must use
+    the same values (they decide who audits what).
+
+    Attributes:
+        seal_lag_epochs: epochs after ``E`` at whose start ``E`` is sealed and its digests
+            go out, ``EPOCH_LAG + 1`` .. 64. The default, ``EPOCH_LAG + 1 = 4``, is the first
+            epoch in which no node admits an offer of ``E`` any more.
+        gossip_max_age_epochs: a gossiped digest of an epoch older than ``current -
+            gossip_max_age_epochs`` is ignored, ``seal_lag_epochs`` .. 1024 (default 16: a
+            node restarted within about a quarter of an hour at 60-s epochs still publishes
+            what it missed). Sync may carry older ones (they are held for the reputation
+            window); no source may carry a digest of an epoch not yet sealed, give or take
+            one epoch of clock skew (:meth:`too_new`).
+        audit_delay_epochs: epochs after the seal at whose start ``E``'s digests are
+            audited, 2 .. 16 (the digests of ``E + 1``, whose IDs seed the draw, are
+            published during the epoch before).
+        audit_samples: leaves challenged per digest, 1 .. ``MAX_SAMPLES`` (default 8).
+        auditors_per_digest: peers that audit each digest, 1 .. 16.
+        audit_horizon_epochs: epochs after ``E`` during which a publisher still answers
+            audits of ``E`` and keeps the per-task records behind them,
+            ``seal_lag_epochs + audit_delay_epochs + 1`` .. 4096 (default 16).
+    """
+
+    seal_lag_epochs: int = EPOCH_LAG + 1
+    gossip_max_age_epochs: int = 16
+    audit_delay_epochs: int = 2
+    audit_samples: int = DEFAULT_SAMPLES
+    auditors_per_digest: int = 1
+    audit_horizon_epochs: int = 16
+
+    def __post_init__(self) -> None:
+        int_field(self, "seal_lag_epochs", EPOCH_LAG + 1, 64)
+        int_field(self, "gossip_max_age_epochs", self.seal_lag_epochs, 1024)
+        int_field(self, "audit_delay_epochs", 2, 16)
+        int_field(self, "audit_samples", 1, MAX_SAMPLES)
+        int_field(self, "auditors_per_digest", 1, 16)
+        int_field(
+            self,
+            "audit_horizon_epochs",
+            self.seal_lag_epochs + self.audit_delay_epochs + 1,
+            4096,
+        )
+
+    def sealed(self, epoch: int, current: int) -> bool:
+        """True when no per-task record of a task of ``epoch`` may be signed at
+        ``current`` (its digests are out, or about to be)."""
+        return current >= epoch + self.seal_lag_epochs
+
+    def last_sealed(self, current: int) -> int:
+        """The latest epoch sealed at ``current`` (negative before any is)."""
+        return current - self.seal_lag_epochs
+
+    def audit_epoch(self, epoch: int) -> int:
+        """The epoch at whose start the digests of ``epoch`` are audited."""
+        return epoch + self.seal_lag_epochs + self.audit_delay_epochs
+
+    def audited_at(self, current: int) -> int:
+        """The epoch whose digests are audited in epoch ``current``."""
+        return current - self.seal_lag_epochs - self.audit_delay_epochs
+
+    @property
+    def grace_epochs(self) -> int:
+        """The ``grace_epochs`` of :func:`~repp2p.digests.audit_seed`: the audit epoch's
+        beacon seeds the draw."""
+        return self.seal_lag_epochs + self.audit_delay_epochs
+
+    def too_new(self, epoch: int, current: int) -> bool:
+        """A digest of ``epoch`` cannot be final at ``current`` (one epoch of clock skew
+        allowed)."""
+        return epoch > current - self.seal_lag_epochs + 1
+
+    def gossip_accepts(self, epoch: int, current: int) -> bool:
+        """A gossiped digest of ``epoch`` is within the accepted window at ``current``."""
+        return current - self.gossip_max_age_epochs <= epoch and not self.too_new(epoch, current)
+
+    def answers_audits_of(self, epoch: int, current: int) -> bool:
+        """A publisher still answers audits of its digests of ``epoch`` at ``current``."""
+        return current - self.audit_horizon_epochs <= epoch
+
+
+#: Domain of the audit entropy hash.
+ENTROPY_DOMAIN = b"repp2p/1/audit-entropy\0"
+
+
+def audit_entropy(later_digest_ids: Iterable[bytes]) -> bytes:
+    """The ``entropy`` of :func:`~repp2p.digests.audit_seed` for the audits of ``E``: a
+    hash of the sorted IDs of the digests of ``E + 1`` held at the audit boundary (data the
+    publishers of ``E`` could not know when they signed)."""
+    h = hashlib.sha256(ENTROPY_DOMAIN)
+    for digest_id in sorted(set(later_digest_ids)):
+        h.update(digest_id)
+    return h.digest()
+
+
+__all__ = ["ENTROPY_DOMAIN", "DigestParams", "audit_entropy"]

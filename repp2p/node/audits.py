@@ -1,0 +1,289 @@
+"""Auditing other peers' digests by sampling (docs/digests.md, "Audit sampling").
+
+At the start of epoch ``A = E + seal_lag_epochs + audit_delay_epochs`` every peer derives,
+from public data it holds, the same draw for the digests of ``E``:
+
+* ``entropy = audit_entropy(IDs of the digests of E + 1 held)``: published after ``E``'s
+  digests were final, so no publisher of ``E`` knew it when it signed;
+* ``seed = audit_seed(E, seal_lag_epochs + audit_delay_epochs, entropy)``;
+* the candidates: the signers of ``E``'s work digests (the full nodes active then); each
+  digest's auditors are ``auditors(seed, digest_id, candidates, exclude={publisher})``,
+  its challenged leaves ``challenge_indices(seed, digest_id, leaf_count, audit_samples)``.
+
+A peer drawn as auditor asks the publisher over ``/repp2p/audit/1`` (``AuditParams.attempts``
+tries, ``retry_s`` apart: the grace period) and judges each answer with ``verify_audit``.
+An offence's proof (any peer verifies it: ``repp2p.digests.verify_bytes``) and an
+unanswered challenge's :class:`~repp2p.digests.unserved.UnservedCharge` are kept in the
+:class:`EvidenceLog`; outcomes are counted in ``repp2p_audits_total{outcome}``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from repp2p.clock import ClockAPI
+from repp2p.digests import (
+    AuditOutcome,
+    AuditVerdict,
+    audit_seed,
+    auditors,
+    challenge_indices,
+    verify_audit,
+)
+from repp2p.digests.params import DigestParams, audit_entropy
+from repp2p.digests.unserved import NO_ANSWER, UnservedCharge, verify_unserved
+from repp2p.errors import ProofReason
+from repp2p.net import audit as audit_protocol
+from repp2p.net.params import AuditParams
+from repp2p.node.metrics import NodeMetrics
+from repp2p.records import FeedbackDigest, SignedRecord, WorkDigest, decode
+from repp2p.store import RecordStoreAPI
+
+log = logging.getLogger("repp2p.audits")
+
+#: pieces of evidence kept in memory (files keep all of them)
+EVIDENCE_KEPT = 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class Challenge:
+    """The leaves of one digest this peer must check."""
+
+    digest: SignedRecord
+    indices: tuple[int, ...]
+    entropy: bytes
+
+
+def plan(store: RecordStoreAPI, me: str, epoch: int, params: DigestParams) -> list[Challenge]:
+    """The challenges of the digests of ``epoch`` that fall to ``me``, from the digests
+    held (see the module docstring). Deterministic: peers holding the same digests draw
+    the same."""
+    digests = store.query(type=WorkDigest.TYPE, epoch=epoch)
+    candidates = sorted({d.signer for d in digests})
+    digests += store.query(type=FeedbackDigest.TYPE, epoch=epoch)
+    later = store.query(type=WorkDigest.TYPE, epoch=epoch + 1)
+    later += store.query(type=FeedbackDigest.TYPE, epoch=epoch + 1)
+    entropy = audit_entropy(d.record_id for d in later)
+    seed = audit_seed(epoch, params.grace_epochs, entropy)
+    out = []
+    for digest in digests:
+        chosen = auditors(
+            seed,
+            digest.record_id,
+            candidates,
+            count=params.auditors_per_digest,
+            exclude={digest.signer},
+        )
+        if me not in chosen:
+            continue
+        leaves = digest.record.leaf_count  # type: ignore[attr-defined]
+        indices = challenge_indices(seed, digest.record_id, leaves, params.audit_samples)
+        if indices:
+            out.append(Challenge(digest, indices, entropy))
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class AuditResult:
+    """The verdict on one challenged leaf.
+
+    Attributes:
+        digest: the digest; index: the leaf.
+        verdict: :class:`~repp2p.digests.AuditVerdict` (``unserved`` also when nothing
+            came back).
+        evidence: for ``offence`` the proof's bytes, for ``unserved`` the charge's bytes,
+            else None.
+    """
+
+    digest: SignedRecord
+    index: int
+    verdict: AuditVerdict
+    evidence: bytes | None
+
+    @property
+    def outcome(self) -> AuditOutcome:
+        return self.verdict.outcome
+
+
+class EvidenceLog:
+    """Offence proofs and unserved charges this peer found: the latest in memory, every
+    one in ``<folder>/<sha256 hex>.cbor`` (None: memory only)."""
+
+    def __init__(self, folder: Path | None) -> None:
+        self._folder = folder
+        self._recent: deque[tuple[AuditOutcome, bytes]] = deque(maxlen=EVIDENCE_KEPT)
+
+    def keep(self, outcome: AuditOutcome, evidence: bytes) -> None:
+        self._recent.append((outcome, evidence))
+        if self._folder is not None:
+            self._folder.mkdir(parents=True, exist_ok=True)
+            name = hashlib.sha256(evidence).hexdigest()
+            (self._folder / f"{outcome.value}-{name}.cbor").write_bytes(evidence)
+
+    def recent(self, outcome: AuditOutcome | None = None) -> list[bytes]:
+        """Evidence kept in memory, oldest first (of one outcome when given)."""
+        return [e for o, e in self._recent if outcome is None or o is outcome]
+
+
+class Auditor:
+    """Audits the digests that fall to this peer.
+
+    Args:
+        peer_id: this peer.
+        store: its records (the digests come from it).
+        clock: its clock.
+        epoch_s: the network's epoch length.
+        params: the digest schedule; audit: the protocol's patience.
+        open_stream: ``await open_stream(peer)``: a new ``/repp2p/audit/1`` stream.
+        metrics: ``audits`` counts outcomes.
+        evidence: where proofs and charges are kept.
+    """
+
+    def __init__(
+        self,
+        *,
+        peer_id: str,
+        store: RecordStoreAPI,
+        clock: ClockAPI,
+        epoch_s: int,
+        params: DigestParams,
+        audit: AuditParams,
+        open_stream: Callable[[str], Awaitable[Any]],
+        metrics: NodeMetrics,
+        evidence: EvidenceLog | None = None,
+    ) -> None:
+        self.peer_id = peer_id
+        self.params = params
+        self.audit_params = audit
+        self.evidence = evidence or EvidenceLog(None)
+        self._store = store
+        self._clock = clock
+        self._epoch_s = epoch_s
+        self._open_stream = open_stream
+        self._metrics = metrics
+        self._done: set[int] = set()
+
+    async def _ask(self, publisher: str, digest_id: bytes, indices: list[int]) -> dict:
+        try:
+            stream = await self._open_stream(publisher)
+            return await audit_protocol.fetch(stream, digest_id, indices, self.audit_params)
+        except Exception as exc:  # unreachable, reset, broke the protocol, too slow
+            log.info("audit of %s: no answer: %r", publisher, exc)
+            return {}
+
+    async def check(self, challenge: Challenge) -> list[AuditResult]:
+        """Ask for every challenged leaf (within the grace period) and judge the answers."""
+        digest = challenge.digest
+        final: dict[int, AuditVerdict] = {}
+        last_reason: dict[int, str] = {}
+        for attempt in range(self.audit_params.attempts):
+            pending = [i for i in challenge.indices if i not in final]
+            if not pending:
+                break
+            if attempt:
+                await self._clock.sleep(self.audit_params.retry_s)
+            answers = await self._ask(digest.signer, digest.record_id, pending)
+            for index, data in answers.items():
+                if data is None:
+                    last_reason[index] = audit_protocol.UNKNOWN
+                    continue
+                verdict = verify_audit(digest, index, data)
+                if verdict.outcome is AuditOutcome.UNSERVED:
+                    last_reason[index] = (verdict.reason or ProofReason.MALFORMED).value
+                else:
+                    final[index] = verdict
+        results = []
+        for index in challenge.indices:
+            verdict = final.get(index)
+            if verdict is None:
+                reason = last_reason.get(index, NO_ANSWER)
+                verdict = AuditVerdict(AuditOutcome.UNSERVED, detail=reason)
+                charge = UnservedCharge(
+                    digest.data, index, challenge.entropy, self.peer_id, reason
+                ).encode()
+                results.append(AuditResult(digest, index, verdict, charge))
+            elif verdict.outcome is AuditOutcome.OFFENCE:
+                assert verdict.proof is not None
+                results.append(AuditResult(digest, index, verdict, verdict.proof.encode()))
+            else:
+                results.append(AuditResult(digest, index, verdict, None))
+        for result in results:
+            self._metrics.audits.labels(result.outcome.value).inc()
+            if result.evidence is not None:
+                self.evidence.keep(result.outcome, result.evidence)
+                log.warning(
+                    "audit of %s's %s (epoch %d) leaf %d: %s %s",
+                    digest.signer,
+                    digest.type,
+                    digest.record.epoch,  # type: ignore[attr-defined]
+                    result.index,
+                    result.outcome.value,
+                    result.verdict.detail,
+                )
+        return results
+
+    async def recheck(self, charge: bytes, candidates: list[str] | None = None) -> AuditOutcome:
+        """Re-check another auditor's unserved charge: verify it (``verify_unserved``),
+        then ask the publisher for the leaf ourselves. ``pass`` refutes the charge,
+        ``unserved`` confirms it as far as this peer can tell, ``offence`` finds worse.
+
+        Raises:
+            ProofError: the charge itself does not check out.
+        """
+        now = int(self._clock.now())
+        found = verify_unserved(charge, now, self.params, candidates)
+        digest = decode(UnservedCharge.decode(charge).digest, now=now)
+        answers = await self._ask(found.offender, found.digest_id, [found.index])
+        data = answers.get(found.index)
+        if data is None:
+            return AuditOutcome.UNSERVED
+        return verify_audit(digest, found.index, data).outcome
+
+    async def audit_epoch(self, epoch: int) -> list[AuditResult]:
+        """Check every challenge of ``epoch``'s digests that falls to this peer,
+        ``AuditParams.concurrency`` digests at a time."""
+        self._done.add(epoch)
+        challenges = plan(self._store, self.peer_id, epoch, self.params)
+        results: list[AuditResult] = []
+        limit = trio.CapacityLimiter(self.audit_params.concurrency)
+
+        async def one(challenge: Challenge) -> None:
+            async with limit:
+                results.extend(await self.check(challenge))
+
+        async with trio.open_nursery() as nursery:
+            for challenge in challenges:
+                nursery.start_soon(one, challenge)
+        return results
+
+    async def _audit_quietly(self, epoch: int) -> None:
+        # The node's nursery must not die with an audit (our store or disk failing): the
+        # failure is logged and the next epoch's audits run.
+        try:
+            await self.audit_epoch(epoch)
+        except Exception:
+            log.exception("auditing the digests of epoch %d failed", epoch)
+
+    async def run(self) -> None:
+        """At the start of every epoch, audit the digests whose audit boundary it is."""
+        async with trio.open_nursery() as nursery:
+            while True:
+                current = int(self._clock.now()) // self._epoch_s
+                epoch = self.params.audited_at(current)
+                if epoch >= 0 and epoch not in self._done:
+                    self._done.add(epoch)
+                    nursery.start_soon(self._audit_quietly, epoch)
+                    self._done = {e for e in self._done if e > epoch - 4}
+                # A little into the next epoch: digests gossiped at the boundary arrive.
+                await self._clock.sleep_until((current + 1.05) * self._epoch_s)
+
+
+__all__ = ["AuditResult", "Auditor", "Challenge", "EvidenceLog", "plan"]

@@ -1,0 +1,436 @@
+"""This peer's own digests: built from its store once an epoch is sealed, signed once,
+gossiped on ``/repp2p/1/digests``, and their leaves served to auditors.
+
+* A full node publishes a :class:`~repp2p.records.WorkDigest` per epoch (an empty one
+  when it claimed nothing: "nothing to report" is a statement too), a client a
+  :class:`~repp2p.records.FeedbackDigest` for each epoch in which it offered tasks.
+* Everything comes from the store (and the small :class:`FailedTasks` file), never from
+  memory alone, so a peer restarted mid-epoch publishes the digest it would have published
+  without the restart, and can rebuild the leaves of any digest it signed to answer an
+  audit.
+* Final: a digest already in the store for an epoch is never re-signed (``seq`` is 0; a
+  second, different digest of the slot would be an equivocation); it is gossiped again.
+* Sealed epochs: from ``E + seal_lag_epochs`` on, this peer signs no per-task record of a
+  task of ``E`` (:meth:`OwnDigests.sealed`; the task server and the client ask).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from repp2p.clock import ClockAPI
+from repp2p.digests import DigestPart, build_feedback, build_work, leaf_proof
+from repp2p.digests.params import DigestParams
+from repp2p.errors import DigestError, RecordError, ReppError
+from repp2p.network_params import NetworkParams
+from repp2p.node.metrics import NodeMetrics
+from repp2p.node.schedules import next_phase_time
+from repp2p.records import (
+    DIGEST_MAX_ROWS,
+    MAX_LIFETIME_S,
+    Claim,
+    Feedback,
+    FeedbackDigest,
+    Receipt,
+    Record,
+    SignedRecord,
+    TaskOffer,
+    WorkDigest,
+    decode,
+)
+from repp2p.store import RecordStoreAPI
+
+log = logging.getLogger("repp2p.digests")
+
+#: parts of recent epochs kept built in memory (older ones are rebuilt from the store)
+PARTS_CACHED = 32
+_DAY_S = 86_400
+
+
+class FailedTasks:
+    """Task ids whose execution failed after this node claimed them, by epoch: a
+    ``failed`` leaf rather than ``timeout`` in the work digest. Kept in a small append-only
+    file (``failed-tasks.txt``: ``<epoch> <task id hex>`` per line) so that the digest
+    built after a restart is the same; None as path keeps them in memory only.
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        self._path = path
+        self._by_epoch: dict[int, set[bytes]] = {}
+        if path is not None and path.exists():
+            for line in path.read_text().splitlines():
+                epoch, _, task = line.partition(" ")
+                try:
+                    self._by_epoch.setdefault(int(epoch), set()).add(bytes.fromhex(task))
+                except ValueError:
+                    log.warning("ignoring a damaged line of %s", path)
+
+    def add(self, epoch: int, task_id: bytes) -> None:
+        """Remember that the task of ``epoch`` failed after our claim."""
+        self._by_epoch.setdefault(epoch, set()).add(task_id)
+        if self._path is not None:
+            with self._path.open("a") as out:
+                out.write(f"{epoch} {task_id.hex()}\n")
+
+    def of(self, epoch: int) -> frozenset[bytes]:
+        """The failed task ids of ``epoch``."""
+        return frozenset(self._by_epoch.get(epoch, ()))
+
+    def forget_before(self, epoch: int) -> None:
+        """Drop the epochs before ``epoch`` (their audits are over) and rewrite the file."""
+        old = [e for e in self._by_epoch if e < epoch]
+        if not old:
+            return
+        for e in old:
+            del self._by_epoch[e]
+        if self._path is not None:
+            lines = [f"{e} {t.hex()}\n" for e, ts in sorted(self._by_epoch.items()) for t in ts]
+            tmp = self._path.with_suffix(".tmp")
+            tmp.write_text("".join(lines))
+            tmp.replace(self._path)
+
+
+class ClaimedOffers:
+    """The offers this node claimed, as it claimed them, by epoch: its work digest and its
+    audit answers name them. The store keeps only an offer's newest ``seq``, so without
+    this a client could re-sign its offer after our claim and leave our digest unable to
+    summarise (or prove) the task. One file per epoch, ``claimed-offers/<epoch>.bin``,
+    of length-prefixed envelopes (4-byte big-endian length); None as folder keeps them in
+    memory only. Pruned with the per-task records.
+    """
+
+    def __init__(self, folder: Path | None) -> None:
+        self._folder = folder
+        self._by_epoch: dict[int, dict[bytes, SignedRecord]] = {}
+
+    def _file(self, epoch: int) -> Path | None:
+        return None if self._folder is None else self._folder / f"{epoch}.bin"
+
+    def add(self, offer: SignedRecord) -> None:
+        """Remember an offer we are about to claim."""
+        epoch = offer.record.epoch  # type: ignore[attr-defined]
+        held = self.of(epoch)
+        if offer.record_id in held:
+            return
+        held[offer.record_id] = offer
+        path = self._file(epoch)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("ab") as out:
+                out.write(len(offer.data).to_bytes(4, "big") + offer.data)
+
+    def of(self, epoch: int) -> dict[bytes, SignedRecord]:
+        """Record ID -> offer, of the offers of ``epoch`` we claimed."""
+        held = self._by_epoch.get(epoch)
+        if held is not None:
+            return held
+        held = self._by_epoch[epoch] = {}
+        path = self._file(epoch)
+        if path is not None and path.exists():
+            data = path.read_bytes()
+            at = 0
+            while at + 4 <= len(data):
+                size = int.from_bytes(data[at : at + 4], "big")
+                chunk = data[at + 4 : at + 4 + size]
+                at += 4 + size
+                try:
+                    signed = decode(chunk)  # our own file, still input: verified
+                except RecordError:
+                    log.warning("ignoring a damaged entry of %s", path)
+                    continue
+                if isinstance(signed.record, TaskOffer):
+                    held[signed.record_id] = signed
+        return held
+
+    def forget_before(self, epoch: int) -> None:
+        """Drop the offers of epochs before ``epoch``."""
+        for e in [e for e in self._by_epoch if e < epoch]:
+            del self._by_epoch[e]
+        if self._folder is not None and self._folder.exists():
+            for path in self._folder.glob("*.bin"):
+                if path.stem.lstrip("-").isdigit() and int(path.stem) < epoch:
+                    path.unlink(missing_ok=True)
+
+
+def digest_expires(epoch: int, epoch_s: int, network: NetworkParams, params: DigestParams) -> int:
+    """When a digest of ``epoch`` expires: after the reputation window it counts in and the
+    audit horizon, within the record core's 30-day cap counted from the seal (a day of
+    slack for clocks). A function of the epoch alone, so a rebuilt digest is identical."""
+    lifetime = network.task_record_lag + network.reputation.window_epochs
+    wanted = (epoch + lifetime + params.audit_horizon_epochs + 1) * epoch_s
+    cap = (epoch + params.seal_lag_epochs) * epoch_s + MAX_LIFETIME_S[WorkDigest.TYPE] - _DAY_S
+    return min(wanted, cap)
+
+
+def retention_epochs(network: NetworkParams, params: DigestParams) -> int:
+    """Epochs a peer keeps per-task records: while they can count in a view (the record lag
+    plus the reputation window) and then the audit horizon, in which a digest's leaves can
+    still be challenged. Older ones are pruned, whatever their ``expires``."""
+    return network.task_record_lag + network.reputation.window_epochs + params.audit_horizon_epochs
+
+
+class OwnDigests:
+    """Builds, publishes and serves this peer's digests.
+
+    Args:
+        peer_id: this peer.
+        role: ``full`` (work digests) or ``client`` (feedback digests).
+        store: its record store (read only here; our digests enter it via ``publish``).
+        publish: signs, stores and gossips one of our records
+            (:meth:`repp2p.node.publisher.RecordPublisher.publish`).
+        regossip: gossips already-signed record bytes (``RecordPublisher.gossip``).
+        clock: the peer's clock.
+        network: the network's parameters (epoch length, windows).
+        params: the digest schedule.
+        metrics: counts what was published.
+        failed: the node's failed tasks (full nodes).
+        claimed: the offers the node claimed, as claimed (full nodes).
+        phase: when in each epoch the digests go out (``schedules.phase_of``).
+        max_rows: most rows per part (the record format's cap; smaller in tests).
+    """
+
+    def __init__(
+        self,
+        *,
+        peer_id: str,
+        role: str,
+        store: RecordStoreAPI,
+        publish: Callable[[Record], Awaitable[SignedRecord]],
+        regossip: Callable[[bytes, str], Awaitable[None]],
+        clock: ClockAPI,
+        network: NetworkParams,
+        params: DigestParams,
+        metrics: NodeMetrics,
+        failed: FailedTasks | None = None,
+        claimed: ClaimedOffers | None = None,
+        phase: float = 0.5,
+        max_rows: int = DIGEST_MAX_ROWS,
+    ) -> None:
+        self._max_rows = max_rows
+        if role not in ("full", "client"):
+            raise ValueError(f"role must be full or client, not {role!r}")
+        self.peer_id = peer_id
+        self.role = role
+        self.params = params
+        self.failed = failed or FailedTasks(None)
+        self.claimed = claimed or ClaimedOffers(None)
+        self._store = store
+        self._publish = publish
+        self._regossip = regossip
+        self._clock = clock
+        self._network = network
+        self._epoch_s = network.epoch_s
+        self._metrics = metrics
+        self._phase = phase
+        self._kind: type[WorkDigest] | type[FeedbackDigest] = (
+            WorkDigest if role == "full" else FeedbackDigest
+        )
+        self._parts: OrderedDict[int, tuple[DigestPart, ...]] = OrderedDict()
+        self._done: set[int] = set()
+        self._started_epoch = self.current_epoch()
+
+    # -- time --------------------------------------------------------------------------
+
+    def current_epoch(self) -> int:
+        return int(self._clock.now()) // self._epoch_s
+
+    def sealed(self, epoch: int) -> bool:
+        """True when this peer must sign no per-task record of a task of ``epoch``."""
+        return self.params.sealed(epoch, self.current_epoch())
+
+    # -- building ----------------------------------------------------------------------
+
+    def _work_records(self, epoch: int) -> list[SignedRecord]:
+        """Our claims of ``epoch`` with their offers and our receipts (indexed lookups)."""
+        out: list[SignedRecord] = []
+        kept = self.claimed.of(epoch)
+        for claim in self._store.query(type=Claim.TYPE, signer=self.peer_id, epoch=epoch):
+            offer_id = claim.record.offer_id  # type: ignore[attr-defined]
+            # As claimed: the store may hold a newer seq of the offer by now.
+            offer = kept.get(offer_id) or self._store.get(offer_id)
+            if offer is None:  # gone (purged): the task cannot be summarised any more
+                log.warning("claim %s: its offer is not held", claim.record_id.hex()[:12])
+                continue
+            out += [claim, offer]
+            out += self._store.query(
+                type=Receipt.TYPE,
+                signer=self.peer_id,
+                slot=claim.record.task_id,  # type: ignore[attr-defined]
+            )
+        return out
+
+    def _feedback_records(self, epoch: int) -> list[SignedRecord]:
+        """Our offers of ``epoch`` and our feedback on them."""
+        offers = self._store.query(type=TaskOffer.TYPE, signer=self.peer_id, epoch=epoch)
+        tasks = {o.record.task_id for o in offers}  # type: ignore[attr-defined]
+        feedback = [
+            f
+            for f in self._store.query(type=Feedback.TYPE, signer=self.peer_id)
+            if f.record.task_id in tasks  # type: ignore[attr-defined]
+        ]
+        return offers + feedback
+
+    def build(self, epoch: int) -> tuple[DigestPart, ...]:
+        """Our digest parts of ``epoch`` from the store, as a never-restarted peer would
+        build them.
+
+        Raises:
+            DigestError: the records do not fit the digest format.
+        """
+        cached = self._parts.get(epoch)
+        if cached is not None:
+            return cached
+        expires = digest_expires(epoch, self._epoch_s, self._network, self.params)
+        if self.role == "full":
+            parts = build_work(
+                self.peer_id,
+                self._work_records(epoch),
+                epoch,
+                expires=expires,
+                failed=self.failed.of(epoch),
+                max_rows=self._max_rows,
+            )
+        else:
+            parts = build_feedback(
+                self.peer_id,
+                self._feedback_records(epoch),
+                epoch,
+                expires=expires,
+                max_rows=self._max_rows,
+            )
+        self._parts[epoch] = parts
+        while len(self._parts) > PARTS_CACHED:
+            self._parts.popitem(last=False)
+        return parts
+
+    def held(self, epoch: int) -> list[SignedRecord]:
+        """Our digests of ``epoch`` in the store, by part."""
+        found = self._store.query(type=self._kind.TYPE, signer=self.peer_id, epoch=epoch)
+        return sorted(found, key=lambda s: s.record.part)  # type: ignore[attr-defined]
+
+    def _has_activity(self, epoch: int) -> bool:
+        if self.role == "full":
+            return bool(self._store.query(type=Claim.TYPE, signer=self.peer_id, epoch=epoch))
+        return bool(self._store.query(type=TaskOffer.TYPE, signer=self.peer_id, epoch=epoch))
+
+    # -- publishing --------------------------------------------------------------------
+
+    async def publish_epoch(self, epoch: int) -> list[SignedRecord]:
+        """Publish our digests of sealed ``epoch`` (idempotent).
+
+        Digests already held are gossiped again, never re-signed. A client with no offer
+        in the epoch publishes nothing; a node publishes an empty part for an epoch since
+        it started, and for an earlier one only when it holds its claims.
+
+        Returns:
+            Our digests of the epoch (empty when there is nothing to publish).
+
+        Raises:
+            ValueError: ``epoch`` is not sealed yet.
+            DigestError, RecordError: building or storing failed.
+        """
+        if not self.sealed(epoch):
+            raise ValueError(f"epoch {epoch} is not sealed yet")
+        held = self.held(epoch)
+        if held:
+            for signed in held:
+                await self._regossip(signed.data, signed.type)
+            held += await self._complete(epoch, held)
+            self._done.add(epoch)
+            return sorted(held, key=lambda s: s.record.part)  # type: ignore[attr-defined]
+        active = self._has_activity(epoch)
+        if not active and (self.role == "client" or epoch < self._started_epoch):
+            self._done.add(epoch)
+            return []
+        out = []
+        for part in self.build(epoch):
+            out.append(await self._publish(part.digest))
+            self._metrics.digests_published.labels(self._kind.TYPE).inc()
+        self._done.add(epoch)
+        log.info("published %d %s part(s) of epoch %d", len(out), self._kind.TYPE, epoch)
+        return out
+
+    async def _complete(self, epoch: int, held: list[SignedRecord]) -> list[SignedRecord]:
+        """Publish the parts of a split digest still missing (a crash between two parts):
+        only when a build gives the same split, so no part conflicts with one signed."""
+        parts = held[0].record.parts  # type: ignore[attr-defined]
+        have = {s.record.part for s in held}  # type: ignore[attr-defined]
+        if len(have) >= parts:
+            return []
+        built = self.build(epoch)
+        if len(built) != parts:
+            log.error(
+                "our digest of epoch %d: %d parts signed, a build gives %d; the missing "
+                "parts are not published",
+                epoch,
+                parts,
+                len(built),
+            )
+            return []
+        out = []
+        for part in built:
+            if part.digest.part not in have:
+                out.append(await self._publish(part.digest))
+                self._metrics.digests_published.labels(self._kind.TYPE).inc()
+        return out
+
+    def due(self) -> list[int]:
+        """Sealed epochs within the gossip window not published yet by this process."""
+        current = self.current_epoch()
+        first = current - self.params.gossip_max_age_epochs + 1
+        last = self.params.last_sealed(current)
+        return [e for e in range(max(first, 0), last + 1) if e not in self._done]
+
+    async def publish_due(self) -> int:
+        """Publish every due epoch; failures are logged (retried next round)."""
+        published = 0
+        for epoch in self.due():
+            try:
+                published += len(await self.publish_epoch(epoch))
+            except (ReppError, ValueError) as exc:
+                log.error("could not publish our digests of epoch %d: %s", epoch, exc)
+            except Exception:  # our disk, say: the node must not stop; retried next round
+                log.exception("could not publish our digests of epoch %d", epoch)
+        # Forget only epochs that left the window (due() never returns them again).
+        oldest = self.current_epoch() - self.params.gossip_max_age_epochs
+        self._done = {e for e in self._done if e > oldest}
+        return published
+
+    async def run(self) -> None:
+        """Publish due digests now, then at this peer's phase of every epoch."""
+        while True:
+            await self.publish_due()
+            now = self._clock.now()
+            await self._clock.sleep_until(next_phase_time(now, self._epoch_s, self._phase))
+
+    # -- answering audits --------------------------------------------------------------
+
+    def answer(self, digest_id: bytes, index: int) -> bytes | None:
+        """The encoded :class:`~repp2p.digests.AuditResponse` for leaf ``index`` of our
+        digest ``digest_id``, or None (not ours, not held, past the audit horizon, no such
+        leaf)."""
+        signed = self._store.get(digest_id)
+        if signed is None or signed.signer != self.peer_id or signed.type != self._kind.TYPE:
+            return None
+        digest = signed.record
+        epoch = digest.epoch  # type: ignore[attr-defined]
+        if not self.params.answers_audits_of(epoch, self.current_epoch()):
+            return None
+        if not 0 <= index < digest.leaf_count:  # type: ignore[attr-defined]
+            return None
+        try:
+            parts = self.build(epoch)
+        except DigestError as exc:
+            log.error("cannot rebuild our digest of epoch %d: %s", epoch, exc)
+            return None
+        for part in parts:
+            if part.digest == digest:
+                return leaf_proof(part, digest_id, index).encode()
+        log.error("our digest %s no longer matches our store", digest_id.hex()[:12])
+        return None
+
+
+__all__ = ["ClaimedOffers", "FailedTasks", "OwnDigests", "digest_expires", "retention_epochs"]

@@ -1,0 +1,231 @@
+"""A peer's own digests: built from its store, identical after a restart, signed once."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from repp2p.clock import ClockAPI
+from repp2p.digests import AuditOutcome, verify_audit
+from repp2p.digests.params import DigestParams
+from repp2p.node.digests import ClaimedOffers, FailedTasks, OwnDigests
+from repp2p.node.metrics import NodeMetrics
+from repp2p.node.pipeline import RecordPipeline
+from repp2p.node.publisher import RecordPublisher
+from repp2p.records import FeedbackDigest, WorkDigest, sign
+from repp2p.store import SqliteRecordStore
+from repp2p.testing import factories
+from repp2p.testing.network import dev_params
+
+NETWORK = dev_params(epoch_s=60)
+EPOCH = factories.NOW // 60 - 10
+NODE, CLIENT = factories.identity("digest-node"), factories.identity("digest-client")
+
+
+class _Clock(ClockAPI):
+    def __init__(self, now: float) -> None:
+        self.at = now
+
+    def now(self) -> float:
+        return self.at
+
+    async def sleep_until(self, when: float) -> None:
+        self.at = max(self.at, when)
+
+    async def sleep(self, seconds: float) -> None:
+        self.at += seconds
+
+
+class _Gossip:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes]] = []
+
+    async def __call__(self, topic: str, data: bytes) -> None:
+        self.sent.append((topic, data))
+
+
+def _peer(identity, role, store, clock, failed=None) -> tuple[OwnDigests, _Gossip]:
+    gossip = _Gossip()
+    publisher = RecordPublisher(
+        identity, gossip, RecordPipeline(store, NodeMetrics(), clock), clock
+    )
+    own = OwnDigests(
+        peer_id=identity.peer_id,
+        role=role,
+        store=store,
+        publish=publisher.publish,
+        regossip=publisher.gossip,
+        clock=clock,
+        network=NETWORK,
+        params=DigestParams(),
+        metrics=NodeMetrics(),
+        failed=failed,
+    )
+    return own, gossip
+
+
+def _tasks():
+    out = [factories.task_records(CLIENT, NODE, EPOCH, f"t{i}") for i in range(6)]
+    out.append(
+        factories.task_records(CLIENT, NODE, EPOCH, "late", delivered=False, outcome="timeout")
+    )
+    out.append(
+        factories.task_records(CLIENT, NODE, EPOCH, "broke", delivered=False, outcome="timeout")
+    )
+    out.append(factories.task_records(CLIENT, NODE, EPOCH + 1, "next-epoch"))
+    return out
+
+
+def _put(store, tasks) -> None:
+    store.put_many([r for t in tasks for r in t.all()], now=factories.NOW)
+
+
+@pytest.mark.parametrize("role", ["full", "client"])
+async def test_a_restart_mid_epoch_publishes_the_digest_a_never_restarted_peer_would(
+    tmp_path: Path, role: str
+) -> None:
+    identity = NODE if role == "full" else CLIENT
+    tasks = _tasks()
+    broke = tasks[7].offer.record.task_id
+    mid_epoch = _Clock((EPOCH + 0.5) * 60)
+
+    # Before the restart: half the epoch's tasks, and one execution failure.
+    store = SqliteRecordStore(tmp_path / "records.db")
+    failed = FailedTasks(tmp_path / "failed-tasks.txt")
+    _put(store, tasks[:4])
+    failed.add(EPOCH, broke)
+    own, _ = _peer(identity, role, store, mid_epoch, failed)
+    assert not own.sealed(EPOCH)
+    with pytest.raises(ValueError):
+        await own.publish_epoch(EPOCH)
+    store.close()
+
+    # The restart: everything from disk, the rest of the epoch, then the seal.
+    sealed = _Clock((EPOCH + DigestParams().seal_lag_epochs) * 60 + 5)
+    store = SqliteRecordStore(tmp_path / "records.db")
+    _put(store, tasks[4:])
+    own, gossip = _peer(identity, role, store, sealed, FailedTasks(tmp_path / "failed-tasks.txt"))
+    assert own.sealed(EPOCH) and EPOCH in own.due() and EPOCH + 1 not in own.due()
+    published = await own.publish_epoch(EPOCH)
+
+    # A peer that never restarted, holding the same records.
+    steady_store = SqliteRecordStore(":memory:")
+    _put(steady_store, tasks)
+    steady_failed = FailedTasks(None)
+    steady_failed.add(EPOCH, broke)
+    steady, _ = _peer(identity, role, steady_store, sealed, steady_failed)
+    expected = await steady.publish_epoch(EPOCH)
+
+    assert [s.data for s in published] == [s.data for s in expected]
+    digest = published[0].record
+    assert isinstance(digest, WorkDigest if role == "full" else FeedbackDigest)
+    assert digest.leaf_count == 8  # the next epoch's task is not in it
+    if role == "full":
+        (row,) = digest.rows
+        assert (row.receipts, row.timeouts, row.failures) == (6, 1, 1)
+    assert [topic for topic, _ in gossip.sent] == ["/repp2p/1/digests"]
+
+    # Idempotent: publishing again re-gossips the same digest, signs nothing new.
+    again = await own.publish_epoch(EPOCH)
+    assert [s.record_id for s in again] == [s.record_id for s in published]
+    assert store.count(type(digest).TYPE) == 1
+    assert [data for _, data in gossip.sent] == [published[0].data] * 2
+    store.close()
+
+
+async def test_a_node_without_tasks_publishes_an_empty_digest_and_a_client_nothing(tmp_path):
+    clock = _Clock((EPOCH + 5) * 60)
+    node, _ = _peer(NODE, "full", SqliteRecordStore(":memory:"), clock)
+    client, _ = _peer(CLIENT, "client", SqliteRecordStore(":memory:"), clock)
+    node._started_epoch = EPOCH  # running since before the epoch
+    (empty,) = await node.publish_epoch(EPOCH)
+    assert empty.record.leaf_count == 0 and empty.record.rows == ()
+    assert await client.publish_epoch(EPOCH) == []
+    # Before the node started it knows nothing: no statement about those epochs.
+    assert await node.publish_epoch(EPOCH - 1) == []
+
+
+async def test_audit_answers_are_rebuilt_from_the_store(tmp_path):
+    tasks = _tasks()
+    store = SqliteRecordStore(tmp_path / "records.db")
+    _put(store, tasks)
+    clock = _Clock((EPOCH + 5) * 60)
+    own, _ = _peer(NODE, "full", store, clock)
+    (signed,) = await own.publish_epoch(EPOCH)
+    fresh, _ = _peer(NODE, "full", store, clock)  # nothing cached: rebuilds
+    for i in range(signed.record.leaf_count):
+        answer = fresh.answer(signed.record_id, i)
+        assert verify_audit(signed, i, answer).outcome is AuditOutcome.PASS
+    assert fresh.answer(signed.record_id, signed.record.leaf_count) is None
+    assert fresh.answer(bytes(32), 0) is None
+    assert fresh.answer(tasks[0].offer.record_id, 0) is None  # not a digest of ours
+    late = _Clock((EPOCH + DigestParams().audit_horizon_epochs + 1) * 60)
+    past, _ = _peer(NODE, "full", store, late)
+    assert past.answer(signed.record_id, 0) is None  # past the audit horizon
+
+
+async def test_each_sealed_epoch_goes_out_once_per_run(tmp_path):
+    store = SqliteRecordStore(":memory:")
+    _put(store, _tasks())
+    clock = _Clock((EPOCH + 6) * 60)
+    own, gossip = _peer(NODE, "full", store, clock)
+    own._started_epoch = EPOCH - 1
+    # Sealed at EPOCH + 6 and since the start: EPOCH - 1 and EPOCH + 2 (empty parts),
+    # EPOCH and EPOCH + 1 (tasks); the epochs before the start had no claims: nothing.
+    assert await own.publish_due() == 4
+    assert await own.publish_due() == 0
+    sent = len(gossip.sent)
+    clock.at += 60  # the next epoch: only the newly sealed one goes out
+    assert await own.publish_due() == 1
+    assert len(gossip.sent) == sent + 1
+    assert own.due() == []
+
+
+async def test_a_client_re_signing_its_offer_after_the_claim_changes_nothing(tmp_path):
+    tasks = _tasks()
+    clock = _Clock((EPOCH + 5) * 60)
+    steady_store = SqliteRecordStore(":memory:")
+    _put(steady_store, tasks)
+    steady, _ = _peer(NODE, "full", steady_store, clock)
+    (expected,) = await steady.publish_epoch(EPOCH)
+
+    # The node kept the offers as it claimed them; then the client replaced one (seq 2).
+    store = SqliteRecordStore(":memory:")
+    _put(store, tasks)
+    claimed = ClaimedOffers(tmp_path / "claimed-offers")
+    for t in tasks:
+        claimed.add(t.offer)
+    newer = sign(dataclasses.replace(tasks[0].offer.record, seq=2, max_price=1), CLIENT)
+    store.put(newer, now=factories.NOW)
+    assert store.get(tasks[0].offer.record_id) is None  # the store kept only the newer
+    own, _ = _peer(NODE, "full", store, clock)
+    own.claimed = ClaimedOffers(tmp_path / "claimed-offers")  # as after a restart
+    (published,) = await own.publish_epoch(EPOCH)
+    assert published.data == expected.data
+    for i in range(published.record.leaf_count):
+        assert verify_audit(published, i, own.answer(published.record_id, i)).outcome is (
+            AuditOutcome.PASS
+        )
+    own.claimed.forget_before(EPOCH + 1)
+    assert not list((tmp_path / "claimed-offers").glob(f"{EPOCH}.bin"))
+
+
+async def test_a_split_digest_cut_short_by_a_crash_is_completed_not_re_split():
+    clients = [factories.identity(f"split-client-{i}") for i in range(3)]
+    tasks = [factories.task_records(c, NODE, EPOCH, f"s{i}") for i, c in enumerate(clients)]
+    store = SqliteRecordStore(":memory:")
+    _put(store, tasks)
+    clock = _Clock((EPOCH + 5) * 60)
+    own, _ = _peer(NODE, "full", store, clock)
+    own._max_rows = 1  # one client per part
+    parts = own.build(EPOCH)
+    assert len(parts) >= 3
+    await own._publish(parts[0].digest)  # ... and the process died here
+    again, _ = _peer(NODE, "full", store, clock)
+    again._max_rows = 1
+    published = await again.publish_epoch(EPOCH)
+    assert [s.record for s in published] == [p.digest for p in parts]
+    assert store.count(WorkDigest.TYPE) == len(parts)
+    assert store.equivocations() == []
