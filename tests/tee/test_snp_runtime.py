@@ -1,0 +1,204 @@
+"""The enclave runtime on the sev-snp platform (inside an SEV-SNP VM), on the fake kernel.
+
+The enclave request loop runs in this process (a thread behind real pipes, so the wire
+protocol is the production one) with a platform factory backed by the fake configfs-tsm:
+its attestation is verified by peers under a policy and roots that trust the test chain,
+and a client verifies the result of a task it ran.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from repp2p.attestation import Policy, verify_node
+from repp2p.errors import AttestationError, AttestationReason, ConfigError
+from repp2p.identity import Identity
+from repp2p.tee import Enclave, EnclaveError, EnclaveReason, TaskSecret, open_result, seal_input
+from repp2p.tee.configfs_tsm import ConfigfsTsm
+from repp2p.tee.enclave import check_platform
+from repp2p.tee.platforms import SevSnpPlatform, default_platform
+from repp2p.tee.snp_guest import SnpGuest
+from repp2p.tee.worker import serve
+
+from .fake_snp import MEASUREMENT, FakeSnpKernel, TestAmdChain
+
+NOW = 1_800_000_000
+NODE = Identity.from_seed(b"\x09" * 32)
+NONCE = b"\x24" * 32
+#: a production policy pinning the fake VM's launch measurement for every engine
+POLICY = Policy(
+    profile="production",
+    accepted_kinds=frozenset({"sev-snp"}),
+    measurements={"*": {"sev-snp": frozenset({MEASUREMENT})}},
+    require_pinned_measurements=True,
+)
+
+
+class ThreadProcess:
+    """An in-process stand-in for the enclave subprocess: ``serve`` in a thread on pipes."""
+
+    def __init__(self, factory) -> None:  # type: ignore[no-untyped-def]
+        worker_reads, node_writes = os.pipe()
+        node_reads, worker_writes = os.pipe()
+        self.stdin = os.fdopen(node_writes, "wb", buffering=0)
+        self.stdout = os.fdopen(node_reads, "rb", buffering=0)
+        self.returncode: int | None = None
+        self._thread = threading.Thread(
+            target=self._run, args=(worker_reads, worker_writes, factory), daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, read_fd: int, write_fd: int, factory) -> None:  # type: ignore[no-untyped-def]
+        try:
+            serve(read_fd, write_fd, platform_factory=factory)
+        finally:
+            os.close(read_fd)
+            os.close(write_fd)
+            self.returncode = 0
+
+    def poll(self) -> int | None:
+        return None if self._thread.is_alive() else self.returncode
+
+    def kill(self) -> None:
+        self.stdin.close()  # EOF: the loop returns
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise subprocess.TimeoutExpired("enclave thread", timeout or 0)
+        return self.returncode
+
+
+@pytest.fixture(scope="module")
+def chain() -> TestAmdChain:
+    return TestAmdChain.generate()
+
+
+def snp_factory(kernel: FakeSnpKernel):  # type: ignore[no-untyped-def]
+    def factory(spec: dict, seed: bytes, simulated_measurement: bytes) -> SevSnpPlatform:
+        assert spec["kind"] == "sev-snp"
+        return SevSnpPlatform(SnpGuest(ConfigfsTsm(kernel.root, files=kernel)))
+
+    return factory
+
+
+def start_request(**extra) -> dict:  # type: ignore[no-untyped-def]
+    return {
+        "op": "start",
+        "engines": ["echo"],
+        "seed": b"\x05" * 32,
+        "cheat": False,
+        "preload": True,
+        "platform": {"kind": "sev-snp", "collateral_file": None},
+        **extra,
+    }
+
+
+def test_snp_enclave_is_attested_and_serves_a_verified_task(
+    tmp_path: Path, chain: TestAmdChain
+) -> None:
+    kernel = FakeSnpKernel(tmp_path, chain)
+    enclave = Enclave.connect(ThreadProcess(snp_factory(kernel)), start_request(), 60)
+    with enclave:
+        assert enclave.kind == "sev-snp" and enclave.measurement == MEASUREMENT
+        assert "NOT REAL SECURITY" not in repr(enclave)
+        epoch = NOW // 60
+        evidence, collateral = enclave.attest_with_collateral(NODE.peer_id, epoch, NONCE, NOW)
+        assert collateral == chain.collateral()
+        # Peers verify it under a policy and roots that trust the test chain...
+        verified = verify_node(
+            NODE.peer_id, "sev-snp", evidence, collateral, b"", enclave.enc_key,
+            enclave.result_key, epoch, NONCE, POLICY, NOW, engines=["echo"],
+            current_epoch=epoch, backends={"sev-snp": chain.backend()},
+        )  # fmt: skip
+        assert verified.claims.measurement == MEASUREMENT and not verified.simulated
+        # ...and refuse it under the production roots.
+        with pytest.raises(AttestationError) as err:
+            verify_node(
+                NODE.peer_id, "sev-snp", evidence, collateral, b"", enclave.enc_key,
+                enclave.result_key, epoch, NONCE, POLICY, NOW,
+            )  # fmt: skip
+        assert err.value.reason is AttestationReason.UNTRUSTED_ROOT
+        # A client seals a task to the attested key and verifies the result.
+        data = b"confidential input"
+        task_id, offer_id = hashlib.sha256(b"t").digest(), hashlib.sha256(b"o").digest()
+        secret = TaskSecret.generate()
+        sealed, _ = seal_input(data, enclave.enc_key, task_id=task_id, secret=secret)
+        encrypted, receipt = enclave.execute(
+            task_id=task_id, offer_id=offer_id, engine_id="echo",
+            input_digest=secret.digest(data), sealed_input=sealed,
+            client_result_key=secret.public_key, started_ms=NOW * 1000, expires=NOW + 60,
+        )  # fmt: skip
+        output = open_result(
+            encrypted, receipt, secret,
+            enclave_enc_key=enclave.enc_key,
+            enclave_result_key=enclave.result_key, task_id=task_id,
+            input_digest=secret.digest(data), engine_id="echo",
+            measurement=enclave.engine_measurements["echo"],
+        )  # fmt: skip
+        assert output == data and data not in encrypted
+    assert not enclave.is_alive
+
+
+def test_failures_of_the_tee_reach_the_node_typed(tmp_path: Path, chain: TestAmdChain) -> None:
+    kernel = FakeSnpKernel(tmp_path, chain)
+    enclave = Enclave.connect(ThreadProcess(snp_factory(kernel)), start_request(), 60)
+    with enclave:
+        kernel.interlopers = 1  # another writer on every attempt
+        with pytest.raises(EnclaveError) as err:
+            enclave.attest(NODE.peer_id, 1, NONCE, NOW)
+        assert err.value.reason is EnclaveReason.TEE_FAILED
+        assert "concurrent_writer" in err.value.detail
+        kernel.interlopers = 0
+        kernel.cert_table = b""  # the host stopped providing the VCEK chain
+        with pytest.raises(EnclaveError) as err:
+            enclave.attest(NODE.peer_id, 1, NONCE, NOW)
+        assert err.value.reason is EnclaveReason.TEE_UNAVAILABLE and "KDS" in err.value.detail
+        kernel.cert_table = None
+        assert enclave.attest(NODE.peer_id, 1, NONCE, NOW)  # and it recovers
+
+
+def test_start_fails_typed_when_the_vm_has_no_tee(tmp_path: Path) -> None:
+    # In-process: the platform factory pointed at an empty tree.
+    def factory(spec: dict, seed: bytes, measurement: bytes) -> SevSnpPlatform:
+        return SevSnpPlatform(SnpGuest(ConfigfsTsm(tmp_path)))
+
+    with pytest.raises(EnclaveError) as err:
+        Enclave.connect(ThreadProcess(factory), start_request(), 60)
+    assert err.value.reason is EnclaveReason.TEE_UNAVAILABLE
+    assert "configfs-tsm" in err.value.detail and "repp2p tee probe" in err.value.detail
+
+
+def test_this_machine_refuses_sev_snp_before_starting_a_process(tmp_path: Path) -> None:
+    """No configfs-tsm here (a temp root): the error names it and points at the probe."""
+    with pytest.raises(EnclaveError) as err:
+        Enclave.start(["echo"], tee_kind="sev-snp", tsm_root=str(tmp_path))
+    assert err.value.reason is EnclaveReason.TEE_UNAVAILABLE
+    assert "configfs-tsm" in err.value.detail and "repp2p tee probe" in err.value.detail
+    for kind in ("nitro", "dcap", "nvidia"):
+        with pytest.raises(EnclaveError) as err:
+            check_platform(kind)
+        assert "repp2p tee probe" in err.value.detail
+
+
+def test_the_worker_refuses_malformed_platform_specs() -> None:
+    for spec in ({"kind": "nitro"}, {"kind": "sev-snp", "collateral_file": 7}):
+        with pytest.raises(EnclaveError) as err:
+            default_platform(spec, b"\0" * 32, b"\0" * 32)
+        assert err.value.reason is EnclaveReason.BAD_REQUEST
+    with pytest.raises(EnclaveError) as err:
+        Enclave.connect(ThreadProcess(default_platform), start_request(platform=[1]), 60)
+    assert err.value.reason is EnclaveReason.BAD_REQUEST
+
+
+def test_simulated_stays_dev_only() -> None:
+    from repp2p.config import NodeConfig
+
+    with pytest.raises(ConfigError, match="dev network only"):
+        NodeConfig(data_dir=Path("/nonexistent"), network="main", tee_kind="simulated")
