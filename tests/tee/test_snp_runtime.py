@@ -202,3 +202,28 @@ def test_simulated_stays_dev_only() -> None:
 
     with pytest.raises(ConfigError, match="dev network only"):
         NodeConfig(data_dir=Path("/nonexistent"), network="main", tee_kind="simulated")
+
+
+def _main_network_config(tmp_path: Path, tee_kind: str):  # type: ignore[no-untyped-def]
+    from repp2p.config import load_node_config
+
+    (tmp_path / "main.toml").write_text('epoch_s = 120\npolicy = "main-policy.toml"\n')
+    (tmp_path / "main-policy.toml").write_text('profile = "production"\n')
+    (tmp_path / "node.toml").write_text(
+        f'data_dir = "d"\nnetwork = "main"\nnetwork_file = "main.toml"\ntee_kind = "{tee_kind}"\n'
+    )
+    return load_node_config(tmp_path / "node.toml")
+
+
+@pytest.mark.skipif(
+    Path("/sys/kernel/config/tsm/report").is_dir(), reason="this machine has configfs-tsm"
+)
+def test_a_node_on_this_machine_refuses_sev_snp_naming_the_interface(tmp_path: Path) -> None:
+    from repp2p.node.app import Node
+
+    with pytest.raises(ConfigError) as err:
+        Node(_main_network_config(tmp_path, "sev-snp"))
+    assert "configfs-tsm" in str(err.value) and "repp2p tee probe" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        Node(_main_network_config(tmp_path, "nitro"))
+    assert "no enclave runtime for tee_kind 'nitro'" in str(err.value)
