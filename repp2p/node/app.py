@@ -248,7 +248,10 @@ class Node:
             is_full = cfg.role == "full"
             if is_full:
                 enclave = await EnclaveSupervisor.start(
-                    cfg.engines, cheat=cfg.cheat, tee_kind=cfg.tee_kind
+                    cfg.engines,
+                    cheat=cfg.cheat,
+                    tee_kind=cfg.tee_kind,
+                    collateral_file=cfg.tee_collateral or None,
                 )
             async with host.run(listen_addrs=listen):
                 mode = DHTMode.SERVER if is_full else DHTMode.CLIENT

@@ -45,9 +45,11 @@ class EnclaveSupervisor(EnclaveSupervisorAPI):
         *,
         cheat: bool,
         tee_kind: str = "simulated",
+        collateral_file: str | None = None,
     ) -> None:
         self._enclave = enclave
         self._tee_kind = tee_kind
+        self._collateral_file = collateral_file
         self._engines = engines
         self._cheat = cheat
         self.attested_epoch: int | None = None
@@ -55,15 +57,24 @@ class EnclaveSupervisor(EnclaveSupervisorAPI):
 
     @classmethod
     async def start(
-        cls, engines: tuple[str, ...], *, cheat: bool = False, tee_kind: str = "simulated"
+        cls,
+        engines: tuple[str, ...],
+        *,
+        cheat: bool = False,
+        tee_kind: str = "simulated",
+        collateral_file: str | None = None,
     ) -> EnclaveSupervisor:
         """Start an enclave serving ``engines`` on the ``tee_kind`` platform."""
         enclave = await trio.to_thread.run_sync(
-            lambda: Enclave.start(list(engines), cheat=cheat, tee_kind=tee_kind)
+            lambda: Enclave.start(
+                list(engines), cheat=cheat, tee_kind=tee_kind, collateral_file=collateral_file
+            )
         )
         if cheat:
             log.warning("CHEAT MODE (demo): this node's enclave returns wrong results")
-        return cls(enclave, engines, cheat=cheat, tee_kind=tee_kind)
+        return cls(
+            enclave, engines, cheat=cheat, tee_kind=tee_kind, collateral_file=collateral_file
+        )
 
     @property
     def kind(self) -> str:
@@ -97,7 +108,9 @@ class EnclaveSupervisor(EnclaveSupervisorAPI):
         log.warning("enclave process died; starting a new one (new keys, new attestation)")
         engines, cheat, kind = list(self._engines), self._cheat, self._tee_kind
         self._enclave = await trio.to_thread.run_sync(
-            lambda: Enclave.start(engines, cheat=cheat, tee_kind=kind)
+            lambda: Enclave.start(
+                engines, cheat=cheat, tee_kind=kind, collateral_file=self._collateral_file
+            )
         )
 
     async def attest(

@@ -227,3 +227,15 @@ def test_a_node_on_this_machine_refuses_sev_snp_naming_the_interface(tmp_path: P
     with pytest.raises(ConfigError) as err:
         Node(_main_network_config(tmp_path, "nitro"))
     assert "no enclave runtime for tee_kind 'nitro'" in str(err.value)
+
+
+def test_tee_collateral_config_key(tmp_path: Path) -> None:
+    from repp2p.config import node_config_from_dict
+
+    config = node_config_from_dict(
+        {"data_dir": "d", "tee_collateral": "vcek-chain.pem"}, base_dir=tmp_path
+    )
+    assert config.tee_collateral == str((tmp_path / "vcek-chain.pem").resolve())
+    assert node_config_from_dict({"data_dir": "d"}, base_dir=tmp_path).tee_collateral == ""
+    with pytest.raises(ConfigError, match="tee_collateral must be a string"):
+        node_config_from_dict({"data_dir": "d", "tee_collateral": 3}, base_dir=tmp_path)
