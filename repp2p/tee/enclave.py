@@ -143,18 +143,7 @@ class Enclave(EnclaveAPI):
         if seed is not None and len(seed) != 32:
             raise ValueError("seed is 32 bytes")
         check_platform(tee_kind, tsm_root)
-        env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-        try:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "repp2p.tee.worker"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=stderr,
-                env=env,
-                close_fds=True,
-            )
-        except OSError as exc:
-            raise EnclaveError(EnclaveReason.START_FAILED, str(exc)) from None
+        process = cls._spawn(stderr)
         request = {
             "op": "start",
             "engines": None if engines is None else list(engines),
@@ -164,6 +153,22 @@ class Enclave(EnclaveAPI):
             "platform": {"kind": tee_kind, "collateral_file": collateral_file},
         }
         return cls.connect(process, request, timeout_s, cheat, expected_measurement)
+
+    @staticmethod
+    def _spawn(stderr: int | None) -> subprocess.Popen:
+        """Launch ``python -m repp2p.tee.worker`` (one seam: tests may run it in-process)."""
+        env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+        try:
+            return subprocess.Popen(
+                [sys.executable, "-m", "repp2p.tee.worker"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                env=env,
+                close_fds=True,
+            )
+        except OSError as exc:
+            raise EnclaveError(EnclaveReason.START_FAILED, str(exc)) from None
 
     @classmethod
     def connect(

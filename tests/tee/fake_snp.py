@@ -6,6 +6,9 @@
   :meth:`TestAmdChain.backend`; never by the pinned production roots.
 * :func:`make_report`: an ATTESTATION_REPORT (0x4A0 bytes, the AMD ABI layout) signed by
   the VCEK, signature R and S little-endian in 72-byte fields.
+* :class:`ThreadProcess` and :func:`fake_cvm_factory`: the enclave request loop in this
+  process (real pipes, the production wire protocol), its ``sev-snp`` platform reading the
+  fake kernel: an enclave "inside the fake CVM".
 * :class:`FakeSnpKernel`: a :class:`TsmFiles` whose file operations really run on a temp
   tree and which does what the kernel does at each step: ``mkdir`` under ``report/``
   populates the entry's attributes, a write to ``inblob`` bumps ``generation``, a read of
@@ -18,7 +21,10 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import errno
+import os
 import struct
+import subprocess
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,8 +36,11 @@ from cryptography.x509.oid import NameOID
 
 from repp2p.attestation import SevSnpBackend
 from repp2p.attestation.certs import load_certificate
-from repp2p.tee.configfs_tsm import REPORT_DIR, TsmFiles
+from repp2p.tee.configfs_tsm import REPORT_DIR, ConfigfsTsm, TsmFiles
+from repp2p.tee.platforms import Platform, SevSnpPlatform, default_platform
 from repp2p.tee.snp_certs import GUID_ARK, GUID_ASK, GUID_VCEK, build_cert_table
+from repp2p.tee.snp_guest import SnpGuest
+from repp2p.tee.worker import serve
 
 _OID = "1.3.6.1.4.1.3704.1."
 CHIP_ID = bytes(range(64))
@@ -248,3 +257,58 @@ class FakeSnpKernel(TsmFiles):
             table = self.chain.cert_table() if self.cert_table is None else self.cert_table
             _put(path, table)
         return super().read(path, limit)
+
+
+def fake_cvm_factory(kernel: FakeSnpKernel) -> Callable[[dict, bytes, bytes], Platform]:
+    """A worker platform factory: ``sev-snp`` on ``kernel``, anything else as usual."""
+
+    def factory(spec: dict, seed: bytes, simulated_measurement: bytes) -> Platform:
+        if spec.get("kind") == "sev-snp":
+            return SevSnpPlatform(SnpGuest(ConfigfsTsm(kernel.root, files=kernel)))
+        return default_platform(spec, seed, simulated_measurement)
+
+    return factory
+
+
+class ThreadProcess:
+    """An in-process stand-in for the enclave subprocess: ``serve`` in a thread on pipes.
+
+    Same surface as the ``subprocess.Popen`` the runtime drives (``stdin``, ``stdout``,
+    ``poll``, ``kill``, ``wait``), so :meth:`repp2p.tee.Enclave.connect` works unchanged.
+    """
+
+    def __init__(self, factory: Callable[[dict, bytes, bytes], Platform]) -> None:
+        worker_reads, node_writes = os.pipe()
+        node_reads, worker_writes = os.pipe()
+        self.stdin = os.fdopen(node_writes, "wb", buffering=0)
+        self.stdout = os.fdopen(node_reads, "rb", buffering=0)
+        self.returncode: int | None = None
+        self._thread = threading.Thread(
+            target=self._run, args=(worker_reads, worker_writes, factory), daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, read_fd: int, write_fd: int, factory) -> None:  # type: ignore[no-untyped-def]
+        try:
+            serve(read_fd, write_fd, platform_factory=factory)
+        except OSError:
+            pass  # the node side closed the pipe mid-reply (a kill)
+        finally:
+            os.close(read_fd)
+            os.close(write_fd)
+            self.returncode = 0
+
+    def poll(self) -> int | None:
+        return None if self._thread.is_alive() else self.returncode
+
+    def kill(self) -> None:
+        try:
+            self.stdin.close()  # EOF: the loop returns
+        except OSError:
+            pass
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise subprocess.TimeoutExpired("enclave thread", timeout or 0)
+        return self.returncode

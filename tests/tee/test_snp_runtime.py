@@ -9,9 +9,6 @@ and a client verifies the result of a task it ran.
 from __future__ import annotations
 
 import hashlib
-import os
-import subprocess
-import threading
 from pathlib import Path
 
 import pytest
@@ -24,9 +21,8 @@ from repp2p.tee.configfs_tsm import ConfigfsTsm
 from repp2p.tee.enclave import check_platform
 from repp2p.tee.platforms import SevSnpPlatform, default_platform
 from repp2p.tee.snp_guest import SnpGuest
-from repp2p.tee.worker import serve
 
-from .fake_snp import MEASUREMENT, FakeSnpKernel, TestAmdChain
+from .fake_snp import MEASUREMENT, FakeSnpKernel, TestAmdChain, ThreadProcess, fake_cvm_factory
 
 NOW = 1_800_000_000
 NODE = Identity.from_seed(b"\x09" * 32)
@@ -40,52 +36,9 @@ POLICY = Policy(
 )
 
 
-class ThreadProcess:
-    """An in-process stand-in for the enclave subprocess: ``serve`` in a thread on pipes."""
-
-    def __init__(self, factory) -> None:  # type: ignore[no-untyped-def]
-        worker_reads, node_writes = os.pipe()
-        node_reads, worker_writes = os.pipe()
-        self.stdin = os.fdopen(node_writes, "wb", buffering=0)
-        self.stdout = os.fdopen(node_reads, "rb", buffering=0)
-        self.returncode: int | None = None
-        self._thread = threading.Thread(
-            target=self._run, args=(worker_reads, worker_writes, factory), daemon=True
-        )
-        self._thread.start()
-
-    def _run(self, read_fd: int, write_fd: int, factory) -> None:  # type: ignore[no-untyped-def]
-        try:
-            serve(read_fd, write_fd, platform_factory=factory)
-        finally:
-            os.close(read_fd)
-            os.close(write_fd)
-            self.returncode = 0
-
-    def poll(self) -> int | None:
-        return None if self._thread.is_alive() else self.returncode
-
-    def kill(self) -> None:
-        self.stdin.close()  # EOF: the loop returns
-
-    def wait(self, timeout: float | None = None) -> int | None:
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            raise subprocess.TimeoutExpired("enclave thread", timeout or 0)
-        return self.returncode
-
-
 @pytest.fixture(scope="module")
 def chain() -> TestAmdChain:
     return TestAmdChain.generate()
-
-
-def snp_factory(kernel: FakeSnpKernel):  # type: ignore[no-untyped-def]
-    def factory(spec: dict, seed: bytes, simulated_measurement: bytes) -> SevSnpPlatform:
-        assert spec["kind"] == "sev-snp"
-        return SevSnpPlatform(SnpGuest(ConfigfsTsm(kernel.root, files=kernel)))
-
-    return factory
 
 
 def start_request(**extra) -> dict:  # type: ignore[no-untyped-def]
@@ -104,7 +57,7 @@ def test_snp_enclave_is_attested_and_serves_a_verified_task(
     tmp_path: Path, chain: TestAmdChain
 ) -> None:
     kernel = FakeSnpKernel(tmp_path, chain)
-    enclave = Enclave.connect(ThreadProcess(snp_factory(kernel)), start_request(), 60)
+    enclave = Enclave.connect(ThreadProcess(fake_cvm_factory(kernel)), start_request(), 60)
     with enclave:
         assert enclave.kind == "sev-snp" and enclave.measurement == MEASUREMENT
         assert "NOT REAL SECURITY" not in repr(enclave)
@@ -148,7 +101,7 @@ def test_snp_enclave_is_attested_and_serves_a_verified_task(
 
 def test_failures_of_the_tee_reach_the_node_typed(tmp_path: Path, chain: TestAmdChain) -> None:
     kernel = FakeSnpKernel(tmp_path, chain)
-    enclave = Enclave.connect(ThreadProcess(snp_factory(kernel)), start_request(), 60)
+    enclave = Enclave.connect(ThreadProcess(fake_cvm_factory(kernel)), start_request(), 60)
     with enclave:
         kernel.interlopers = 1  # another writer on every attempt
         with pytest.raises(EnclaveError) as err:
