@@ -4,7 +4,9 @@ The kernel ABI (Documentation/ABI/testing/configfs-tsm): ``mkdir report/<name>``
 an entry holding the attributes ``inblob`` (write: up to 64 bytes of report data),
 ``outblob`` (read: the report, generated on read for the current inblob), ``auxblob``
 (read: for SEV-SNP the certificate table), ``provider`` (read: ``sev_guest`` or
-``tdx_guest``) and ``generation`` (read: incremented by every write to the entry). Two
+``tdx_guest``), ``privlevel`` / ``privlevel_floor`` (the privilege level the report is
+for, never below the floor: a guest under an SVSM runs above VMPL 0) and ``generation``
+(read: incremented by every write to the entry). Two
 writers sharing an entry could each read the other's report, so we read ``generation``
 before writing and after reading: it must have moved by exactly our one write, else we
 retry (a bounded number of times) and then refuse. We also use a fresh, random entry name
@@ -30,6 +32,8 @@ INBLOB_SIZE = 64
 #: TSM_REPORT_OUTBLOB_MAX in the kernel: outblob and auxblob are at most 32 KiB
 OUTBLOB_MAX = 32 * 1024
 _ATTR_MAX = 64  # provider/generation are short text
+#: TSM_REPORT_PRIVLEVEL_MAX: four privilege levels (SEV-SNP VMPL 0..3)
+MAX_PRIVLEVEL = 3
 DEFAULT_RETRIES = 3
 PROBE_HINT = "run `repp2p tee probe` for what this machine offers"
 
@@ -148,6 +152,23 @@ class ConfigfsTsm:
             )
         return int(text)
 
+    def _privlevel_floor(self, entry: Path) -> int:
+        """``privlevel_floor``, 0 when the attribute is absent (older kernels, TDX)."""
+        try:
+            raw = self.files.read(entry / "privlevel_floor", _ATTR_MAX)
+        except FileNotFoundError:
+            return 0
+        except OSError as exc:
+            raise _io_error("read privlevel_floor", exc) from None
+        text = raw.decode("ascii", "replace").strip()
+        if not text:
+            return 0
+        if not text.isdigit() or int(text) > MAX_PRIVLEVEL:
+            raise TeeInterfaceError(
+                TeeInterfaceReason.MALFORMED, f"configfs-tsm: privlevel_floor {text[:24]!r}"
+            )
+        return int(text)
+
     def _provider(self, entry: Path) -> str:
         try:
             raw = self.files.read(entry / "provider", _ATTR_MAX)
@@ -188,6 +209,13 @@ class ConfigfsTsm:
                     f"configfs-tsm provider is {found!r}, this backend needs {provider!r}; "
                     f"{PROBE_HINT}",
                 )
+            floor = self._privlevel_floor(entry)
+            if floor:
+                # The report must be for our own level; the default (0) is below it.
+                try:
+                    self.files.write(entry / "privlevel", str(floor).encode())
+                except OSError as exc:
+                    raise _io_error("write privlevel", exc) from None
             for _attempt in range(self.retries):
                 result = self._attempt(entry, bytes(report_data), found)
                 if result is not None:

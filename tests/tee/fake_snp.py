@@ -164,12 +164,13 @@ def make_report(
     measurement: bytes = MEASUREMENT,
     guest_policy: int = 0x30000,
     version: int = 3,
+    vmpl: int = 0,
 ) -> bytes:
     """An ATTESTATION_REPORT in the AMD ABI layout, signed by ``chain``'s VCEK."""
     report = bytearray(0x4A0)
     tcb = tcb_bytes(chain.tcb)
     struct.pack_into("<IIQ", report, 0, version, 1, guest_policy)
-    struct.pack_into("<II", report, 0x30, 0, 1)  # VMPL 0, signature algo 1 (ECDSA P-384)
+    struct.pack_into("<II", report, 0x30, vmpl, 1)  # VMPL, signature algo 1 (ECDSA P-384)
     report[0x38:0x40] = tcb  # current TCB
     struct.pack_into("<I", report, 0x48, 0)  # key info: signed by the VCEK
     report[0x50:0x90] = report_data.ljust(64, b"\0")
@@ -194,6 +195,8 @@ class FakeSnpKernel(TsmFiles):
 
     Knobs for hostile-kernel tests:
         provider: what new entries report (``sev_guest``).
+        privlevel_floor: the guest's lowest privilege level (VMPL); reports for a level
+            below it fail with EINVAL, as the kernel's.
         cert_table: auxblob contents (default: the chain's table; ``b""`` for none).
         interlopers: how many more times another writer writes ``inblob`` between our
             write and our read (each bumps ``generation``).
@@ -205,6 +208,7 @@ class FakeSnpKernel(TsmFiles):
         self.chain = chain
         self.measurement = measurement
         self.provider = "sev_guest"
+        self.privlevel_floor = 0
         self.cert_table: bytes | None = None
         self.interlopers = 0
         self.mangle: Callable[[bytes], bytes] = lambda report: report
@@ -218,8 +222,9 @@ class FakeSnpKernel(TsmFiles):
     def mkdir(self, path: Path) -> None:
         super().mkdir(path)
         if self._is_entry(path):  # what configfs does: the entry comes with its attributes
-            for name in ("inblob", "outblob", "auxblob", "privlevel", "privlevel_floor"):
+            for name in ("inblob", "outblob", "auxblob", "privlevel"):
                 _put(path / name, b"")
+            _put(path / "privlevel_floor", f"{self.privlevel_floor}\n".encode())
             _put(path / "provider", f"{self.provider}\n".encode())
             _put(path / "generation", b"0\n")
 
@@ -244,13 +249,24 @@ class FakeSnpKernel(TsmFiles):
                 _put(path, b"\xee" * 64)  # another process writes the same entry
                 self._bump(path.parent)
             return
+        if path.name == "privlevel" and self._is_entry(path.parent):
+            level = int(data.decode())
+            if not self.privlevel_floor <= level <= 3:
+                raise OSError(errno.EINVAL, "privlevel out of range")
+            _put(path, b"")
+            super().write(path, data)
+            self._bump(path.parent)  # every write to the entry moves generation
+            return
         super().write(path, data)
 
     def read(self, path: Path, limit: int) -> bytes:
         entry = path.parent
         if self._is_entry(entry) and path.name == "outblob":
+            level = int((entry / "privlevel").read_bytes() or b"0")
+            if level < self.privlevel_floor:
+                raise OSError(errno.EINVAL, "report below the privilege floor")
             inblob = (entry / "inblob").read_bytes().ljust(64, b"\0")
-            report = make_report(self.chain, inblob, measurement=self.measurement)
+            report = make_report(self.chain, inblob, measurement=self.measurement, vmpl=level)
             _put(path, self.mangle(report))
             self.reports_served += 1
         elif self._is_entry(entry) and path.name == "auxblob":

@@ -241,3 +241,22 @@ def test_device_fallbacks_are_typed_stubs(tmp_path: Path) -> None:
         assert reason(lambda d=device: d.evidence(b"\0" * 64)) is (
             TeeInterfaceReason.NOT_IMPLEMENTED
         )
+
+
+def test_a_guest_above_vmpl0_reports_at_its_floor(kernel: FakeSnpKernel) -> None:
+    kernel.privlevel_floor = 2  # e.g. a guest OS under an SVSM
+    evidence, collateral = guest(kernel).evidence(b"\x08" * 64)
+    claims = kernel.chain.backend().verify(evidence, collateral, NOW)
+    assert dict(claims.details)["vmpl"] == "2"
+
+
+@pytest.mark.parametrize("floor", [b"7\n", b"x\n", b"-1"], ids=["too-high", "text", "negative"])
+def test_garbage_privlevel_floor(kernel: FakeSnpKernel, floor: bytes) -> None:
+    original = kernel.mkdir
+
+    def mkdir(path: Path) -> None:
+        original(path)
+        (path / "privlevel_floor").write_bytes(floor)
+
+    kernel.mkdir = mkdir  # type: ignore[method-assign]
+    assert reason(lambda: guest(kernel).evidence(b"\x09" * 64)) is TeeInterfaceReason.MALFORMED
