@@ -451,13 +451,6 @@ def _cert_table_seeds() -> list[bytes]:
     return [build_cert_table({GUID_VCEK: b"vcek" * 40, GUID_ASK: b"ask" * 50, GUID_ARK: b"a"})]
 
 
-@functools.cache
-def _tsm_root() -> Path:
-    root = Path(tempfile.mkdtemp(prefix="repp2p-fuzz-tsm-"))
-    (root / "sys/kernel/config/tsm/report").mkdir(parents=True)
-    return root
-
-
 def _tsm_report(data: bytes) -> bool:
     """Input = ``_join(outblob, auxblob)``, served by an in-memory configfs-tsm."""
     from repp2p.tee.configfs_tsm import ConfigfsTsm, TsmFiles
@@ -489,7 +482,11 @@ def _tsm_report(data: bytes) -> bool:
                 raise OSError(27, "too large")
             return answers[path.name]
 
-    SnpGuest(ConfigfsTsm(_tsm_root(), files=Kernel(), retries=1)).evidence(_TSM_DATA)
+    class Tsm(ConfigfsTsm):
+        def check_available(self) -> None:
+            pass  # nothing on disk: every file operation is Kernel's
+
+    SnpGuest(Tsm("/nonexistent", files=Kernel(), retries=1)).evidence(_TSM_DATA)
     return True
 
 
