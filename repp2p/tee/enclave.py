@@ -404,7 +404,10 @@ def check_platform(tee_kind: str, tsm_root: str = "/") -> None:
         try:
             ConfigfsTsm(tsm_root).check_available()
         except TeeInterfaceError as exc:
-            raise enclave_error(exc) from None
+            error = enclave_error(exc)
+            raise EnclaveError(
+                error.reason, f"tee_kind 'sev-snp' cannot run on this machine: {exc.detail}"
+            ) from None
 
 
 def _roundtrip(process: subprocess.Popen, request: dict, timeout_s: float) -> dict:

@@ -192,3 +192,16 @@ def test_tee_collateral_config_key(tmp_path: Path) -> None:
     assert node_config_from_dict({"data_dir": "d"}, base_dir=tmp_path).tee_collateral == ""
     with pytest.raises(ConfigError, match="tee_collateral must be a string"):
         node_config_from_dict({"data_dir": "d", "tee_collateral": 3}, base_dir=tmp_path)
+
+
+@pytest.mark.skipif(
+    Path("/sys/kernel/config/tsm/report").is_dir(), reason="this machine has configfs-tsm"
+)
+def test_node_run_cli_explains_the_missing_tee(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from repp2p.cli import main
+
+    _main_network_config(tmp_path, "sev-snp")  # writes node.toml and the network's files
+    assert main(["node", "run", "--config", str(tmp_path / "node.toml")]) == 1
+    err = capsys.readouterr().err
+    assert "tee_kind 'sev-snp' cannot run on this machine" in err
+    assert "configfs-tsm" in err and "repp2p tee probe" in err and "Traceback" not in err
