@@ -104,6 +104,10 @@ def _io_error(what: str, exc: OSError) -> TeeInterfaceError:
             f"configfs-tsm: {what}: permission denied (run the enclave process as root or "
             f"give it write access to the report directory); {PROBE_HINT}",
         )
+    if exc.errno == errno.EFBIG:  # more than the ABI's maximum: not what a kernel sends
+        return TeeInterfaceError(
+            TeeInterfaceReason.MALFORMED, f"configfs-tsm: {what}: {exc.strerror or exc}"
+        )
     return TeeInterfaceError(
         TeeInterfaceReason.IO_ERROR, f"configfs-tsm: {what}: {exc.strerror or exc}"
     )

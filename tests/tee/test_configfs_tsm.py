@@ -171,8 +171,8 @@ def test_garbage_generation_and_oversized_blobs(kernel: FakeSnpKernel) -> None:
     kernel.mkdir = mkdir  # type: ignore[method-assign]
     assert reason(lambda: guest(kernel).evidence(b"\6" * 64)) is TeeInterfaceReason.MALFORMED
     kernel.mkdir = original  # type: ignore[method-assign]
-    kernel.mangle = lambda r: r * 40  # beyond the kernel's 32 KiB outblob maximum
-    assert reason(lambda: guest(kernel).evidence(b"\6" * 64)) is TeeInterfaceReason.IO_ERROR
+    kernel.mangle = lambda r: r * 40  # beyond the kernel's 32 KiB outblob maximum (EFBIG)
+    assert reason(lambda: guest(kernel).evidence(b"\6" * 64)) is TeeInterfaceReason.MALFORMED
 
 
 def test_empty_cert_table_needs_a_collateral_file(kernel: FakeSnpKernel, tmp_path: Path) -> None:
@@ -260,3 +260,31 @@ def test_garbage_privlevel_floor(kernel: FakeSnpKernel, floor: bytes) -> None:
 
     kernel.mkdir = mkdir  # type: ignore[method-assign]
     assert reason(lambda: guest(kernel).evidence(b"\x09" * 64)) is TeeInterfaceReason.MALFORMED
+
+
+@pytest.mark.parametrize(
+    ("name", "error", "expected"),
+    [
+        ("outblob", OSError(errno.EIO, "firmware said no"), TeeInterfaceReason.IO_ERROR),
+        ("outblob", OSError(errno.ENXIO, "no provider"), TeeInterfaceReason.IO_ERROR),
+        ("auxblob", OSError(errno.EIO, "broken"), TeeInterfaceReason.IO_ERROR),
+        # a kernel without auxiliary data: no table, so the chain must come from a file
+        ("auxblob", FileNotFoundError(errno.ENOENT, "absent"), TeeInterfaceReason.MISSING),
+        ("auxblob", OSError(errno.EOPNOTSUPP, "none"), TeeInterfaceReason.MISSING),
+        ("provider", PermissionError(errno.EACCES, "denied"), TeeInterfaceReason.PERMISSION),
+    ],
+    ids=["outblob-eio", "outblob-enxio", "auxblob-eio", "auxblob-absent", "auxblob-none", "eacces"],
+)
+def test_kernel_errors_are_typed(
+    kernel: FakeSnpKernel, name: str, error: OSError, expected
+) -> None:  # type: ignore[no-untyped-def]
+    original = kernel.read
+
+    def read(path: Path, limit: int) -> bytes:
+        if path.name == name:
+            raise error
+        return original(path, limit)
+
+    kernel.read = read  # type: ignore[method-assign]
+    assert reason(lambda: guest(kernel).evidence(b"\x0a" * 64)) is expected
+    assert list((kernel.root / REPORT_DIR).iterdir()) == []  # the entry is removed anyway
