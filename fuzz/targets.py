@@ -433,6 +433,69 @@ def _simulated_seeds() -> list[bytes]:
     return [_join(evidence, b"")]
 
 
+# -- the TEE kernel interfaces (what a host or a broken kernel hands the enclave) ------------
+
+_TSM_DATA = b"\x5a" * 64
+
+
+def _cert_table(data: bytes) -> bool:
+    from repp2p.tee.snp_certs import parse_cert_table, vcek_collateral
+
+    vcek_collateral(parse_cert_table(data))
+    return True
+
+
+def _cert_table_seeds() -> list[bytes]:
+    from repp2p.tee.snp_certs import GUID_ARK, GUID_ASK, GUID_VCEK, build_cert_table
+
+    return [build_cert_table({GUID_VCEK: b"vcek" * 40, GUID_ASK: b"ask" * 50, GUID_ARK: b"a"})]
+
+
+def _tsm_report(data: bytes) -> bool:
+    """Input = ``_join(outblob, auxblob)``, served by an in-memory configfs-tsm."""
+    from repp2p.tee.configfs_tsm import ConfigfsTsm, TsmFiles
+    from repp2p.tee.snp_guest import SnpGuest
+
+    outblob, auxblob = _split(data)
+
+    class Kernel(TsmFiles):
+        generation = 0
+
+        def mkdir(self, path: Path) -> None:
+            pass
+
+        def rmdir(self, path: Path) -> None:
+            pass
+
+        def write(self, path: Path, data: bytes) -> None:
+            self.generation += 1
+
+        def read(self, path: Path, limit: int) -> bytes:
+            answers = {
+                "provider": b"sev_guest\n",
+                "generation": f"{self.generation}\n".encode(),
+                "privlevel_floor": b"0\n",
+                "outblob": outblob,
+                "auxblob": auxblob,
+            }
+            if len(answers[path.name]) > limit:
+                raise OSError(27, "too large")
+            return answers[path.name]
+
+    class Tsm(ConfigfsTsm):
+        def check_available(self) -> None:
+            pass  # nothing on disk: every file operation is Kernel's
+
+    SnpGuest(Tsm("/nonexistent", files=Kernel(), retries=1)).evidence(_TSM_DATA)
+    return True
+
+
+def _tsm_seeds() -> list[bytes]:
+    report = bytearray(0x4A0)
+    report[0x50:0x90] = _TSM_DATA
+    return [_join(bytes(report), table) for table in _cert_table_seeds()]
+
+
 def _targets() -> dict[str, Target]:
     targets = [
         Target("record", _record, (RecordError,), lambda: list(_signed_samples()), 8192),
@@ -445,6 +508,8 @@ def _targets() -> dict[str, Target]:
         Target("policy", _policy, (ConfigError,), _files("bootstrap/*policy*.toml")),
         Target("scenario", _scenario, (ConfigError,), _files("simulations/*.toml")),
         Target("network-params", _network_params, (ConfigError,), _files("bootstrap/dev.toml")),
+        Target("snp-cert-table", _cert_table, _tee_errors(), _cert_table_seeds, 8192),
+        Target("tsm-report", _tsm_report, _tee_errors(), _tsm_seeds, 8192),
         Target(
             "attestation-simulated",
             _simulated_attestation,
@@ -456,6 +521,12 @@ def _targets() -> dict[str, Target]:
         run, seeds = _attestation(kind)
         targets.append(Target(f"attestation-{kind}", run, (AttestationError,), seeds, 65536))
     return {t.name: t for t in targets}
+
+
+def _tee_errors() -> tuple[type[BaseException], ...]:
+    from repp2p.tee.errors import TeeInterfaceError
+
+    return (TeeInterfaceError,)
 
 
 def _wire_errors() -> tuple[type[BaseException], ...]:

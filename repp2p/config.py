@@ -109,7 +109,11 @@ class NodeConfig:
         listen: multiaddrs to listen on (at least one).
         bootstrap: multiaddrs (with ``/p2p/``) of bootstrap peers; empty = the network's list.
         engines: engine ids this node serves.
-        tee_kind: the TEE the node runs in (``simulated`` is development only).
+        tee_kind: the TEE the node runs in (``simulated`` is development only; ``sev-snp``
+            inside an SEV-SNP confidential VM with configfs-tsm: see ``repp2p tee probe``).
+        tee_collateral: sev-snp: a VCEK chain file (PEM or DER: VCEK, optionally ASK and
+            ARK) sent with the evidence when the host's certificate table is empty ("" =
+            none; docs/operators.md says how to fetch it once).
         price: micro-REP per task, 0..2**63.
         capacity: concurrent tasks, 1..65535.
         throughput: tasks per epoch the node claims to sustain, 0..2**32-1.
@@ -152,6 +156,7 @@ class NodeConfig:
     bootstrap: tuple[str, ...] = ()
     engines: tuple[str, ...] = ("echo",)
     tee_kind: str = "simulated"
+    tee_collateral: str = ""
     price: int = 1000
     capacity: int = 4
     throughput: int = 600
@@ -193,7 +198,7 @@ class NodeConfig:
         float_field(self, "task_delay_s", 0, 600)
         for name in ("enable_quic", "cheat"):
             bool_field(self, name)
-        for name in ("status_listen", "policy"):
+        for name in ("status_listen", "policy", "tee_collateral"):
             if not isinstance(getattr(self, name), str):  # a TOML number, say
                 raise ConfigError(f"{name} must be a string, got {getattr(self, name)!r}")
         if self.status_listen and not _is_host_port(self.status_listen):
@@ -312,8 +317,9 @@ def node_config_from_dict(data: dict[str, Any], *, base_dir: Path) -> NodeConfig
             if not isinstance(data[key], str):
                 raise ConfigError(f"{key} must be a path string")
             data[key] = (base_dir / data[key]).resolve()
-    if isinstance(data.get("policy"), str) and data["policy"]:
-        data["policy"] = str((base_dir / data["policy"]).resolve())
+    for key in ("policy", "tee_collateral"):
+        if isinstance(data.get(key), str) and data[key]:
+            data[key] = str((base_dir / data[key]).resolve())
     for key in ("listen", "bootstrap", "engines"):
         if key in data:
             if not isinstance(data[key], list) or not all(isinstance(x, str) for x in data[key]):

@@ -6,7 +6,9 @@ under the peer's own policy: a sender's word about its own evidence counts for n
 
 An attestation *establishes* the engine measurements a node advertises when its verified
 enclave measurement equals ``enclave_measurement(ad engines, runtime)`` for this
-installation's runtime measurement: peers running the same released runtime agree on it.
+installation's runtime measurement: peers running the same released runtime agree on it,
+or, for a hardware TEE whose measurement covers a whole image (an SEV-SNP VM), when the
+policy pins that measurement for each advertised engine (``Policy.pins_engines``).
 A node whose evidence fails for a reason other than age is marked ``failed`` (reputation
 remembers it); stale or expired evidence only makes it unverified until it re-attests.
 """
@@ -232,6 +234,12 @@ class ViewKeeper:
         if ad is not None:
             wanted = {e.engine_id: e.measurement for e in ad.engines}
             if verified.claims.measurement == enclave_measurement(wanted, self._runtime):
+                established = frozenset(wanted.values())
+            elif not verified.simulated and self.policy.pins_engines(
+                rec.tee_kind, verified.claims.measurement, wanted
+            ):
+                # [tee] a CVM's launch measurement covers its whole image, not our
+                # runtime+engines hash: the policy's per-engine pins say which engines it runs
                 established = frozenset(wanted.values())
         self._keys[peer] = (rec.enc_key, rec.result_key)
         signed_at = verified.claims.signed_at

@@ -125,6 +125,19 @@ class Policy:
                 out.append(frozenset())  # engine pinned for other kinds only: nothing matches
         return out
 
+    def pins_engines(self, kind: str, measurement: bytes, engines: Iterable[str]) -> bool:
+        """True when every one of ``engines`` (at least one) has its own pin set for
+        ``kind`` holding ``measurement``: the network says this image runs those engines.
+
+        This is how a hardware TEE whose measurement covers a whole image (an SEV-SNP VM's
+        launch measurement) establishes the engines a node advertises; the ``*`` entry
+        does not count, since it names no engine.
+        """
+        engines = tuple(engines)
+        return bool(engines) and all(
+            measurement in self.measurements.get(e, {}).get(kind, frozenset()) for e in engines
+        )
+
     def is_due_for_reattestation(self, attested_at: int, now: int) -> bool:
         """True when an attestation verified at ``attested_at`` must be refreshed by ``now``."""
         return now - attested_at >= self.reattest_period_s

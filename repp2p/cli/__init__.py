@@ -17,7 +17,18 @@ from repp2p.errors import ReppError
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (exposed for tests and docs)."""
-    from repp2p.cli import attest, demo, devnet, keys, ledger, node, sim, submit, walkthrough
+    from repp2p.cli import (
+        attest,
+        demo,
+        devnet,
+        keys,
+        ledger,
+        node,
+        sim,
+        submit,
+        tee,
+        walkthrough,
+    )
 
     parser = argparse.ArgumentParser(
         prog="repp2p", description="Peer-to-peer marketplace of TEE compute nodes."
@@ -25,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"repp2p {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
-    for module in (keys, node, devnet, submit, demo, ledger, sim, attest, walkthrough):
+    for module in (keys, node, devnet, submit, demo, ledger, sim, attest, tee, walkthrough):
         module.add_parser(subparsers)
     return parser
 

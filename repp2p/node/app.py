@@ -66,6 +66,8 @@ from repp2p.node.status import OperatorStatus
 from repp2p.node.views import ViewService
 from repp2p.records import EngineOffer, NodeAd, Record, SignedRecord
 from repp2p.store import SqliteRecordStore
+from repp2p.tee.enclave import check_platform
+from repp2p.tee.errors import EnclaveError
 from repp2p.viewer import ViewKeeper
 
 log = logging.getLogger("repp2p.node")
@@ -110,12 +112,13 @@ class Node:
         self.metrics = NodeMetrics()
         self.identity = _load_or_create_identity(config)
         self.peer_id = self.identity.peer_id
-        if config.role == "full" and config.tee_kind != "simulated":
-            raise ConfigError(
-                f"tee_kind {config.tee_kind!r}: this release runs only the simulated enclave; "
-                "hardware enclave runtimes are not implemented yet (attestation of hardware "
-                "evidence is: see 'repp2p attest verify')"
-            )
+        if config.role == "full":
+            # [tee hook] a hardware tee_kind needs its kernel interface on this machine (the
+            # message names it and `repp2p tee probe`); simulated is dev-only (NodeConfig).
+            try:
+                check_platform(config.tee_kind)
+            except EnclaveError as exc:
+                raise ConfigError(exc.detail) from None
         self.policy = load_policy(config.policy_path())
         self.phase = phase_of(self.peer_id)
         self.conn_events = connmgr.ConnectionEvents(
@@ -263,7 +266,12 @@ class Node:
             )
             is_full = cfg.role == "full"
             if is_full:
-                enclave = await EnclaveSupervisor.start(cfg.engines, cheat=cfg.cheat)
+                enclave = await EnclaveSupervisor.start(
+                    cfg.engines,
+                    cheat=cfg.cheat,
+                    tee_kind=cfg.tee_kind,
+                    collateral_file=cfg.tee_collateral or None,
+                )
             async with host.run(listen_addrs=listen):
                 mode = DHTMode.SERVER if is_full else DHTMode.CLIENT
                 dht = ServerOnlyKadDHT(host, mode, strict_validation=True)

@@ -38,20 +38,43 @@ class EnclaveSupervisor(EnclaveSupervisorAPI):
         cheat: demo only (dev network): the enclave returns wrong results.
     """
 
-    def __init__(self, enclave: Enclave, engines: tuple[str, ...], *, cheat: bool) -> None:
+    def __init__(
+        self,
+        enclave: Enclave,
+        engines: tuple[str, ...],
+        *,
+        cheat: bool,
+        tee_kind: str = "simulated",
+        collateral_file: str | None = None,
+    ) -> None:
         self._enclave = enclave
+        self._tee_kind = tee_kind
+        self._collateral_file = collateral_file
         self._engines = engines
         self._cheat = cheat
         self.attested_epoch: int | None = None
         self.attestation_expires = 0.0
 
     @classmethod
-    async def start(cls, engines: tuple[str, ...], *, cheat: bool = False) -> EnclaveSupervisor:
-        """Start an enclave serving ``engines``."""
-        enclave = await trio.to_thread.run_sync(lambda: Enclave.start(list(engines), cheat=cheat))
+    async def start(
+        cls,
+        engines: tuple[str, ...],
+        *,
+        cheat: bool = False,
+        tee_kind: str = "simulated",
+        collateral_file: str | None = None,
+    ) -> EnclaveSupervisor:
+        """Start an enclave serving ``engines`` on the ``tee_kind`` platform."""
+        enclave = await trio.to_thread.run_sync(
+            lambda: Enclave.start(
+                list(engines), cheat=cheat, tee_kind=tee_kind, collateral_file=collateral_file
+            )
+        )
         if cheat:
             log.warning("CHEAT MODE (demo): this node's enclave returns wrong results")
-        return cls(enclave, engines, cheat=cheat)
+        return cls(
+            enclave, engines, cheat=cheat, tee_kind=tee_kind, collateral_file=collateral_file
+        )
 
     @property
     def kind(self) -> str:
@@ -83,8 +106,12 @@ class EnclaveSupervisor(EnclaveSupervisorAPI):
         if self._enclave.is_alive:
             return
         log.warning("enclave process died; starting a new one (new keys, new attestation)")
-        engines, cheat = list(self._engines), self._cheat
-        self._enclave = await trio.to_thread.run_sync(lambda: Enclave.start(engines, cheat=cheat))
+        engines, cheat, kind = list(self._engines), self._cheat, self._tee_kind
+        self._enclave = await trio.to_thread.run_sync(
+            lambda: Enclave.start(
+                engines, cheat=cheat, tee_kind=kind, collateral_file=self._collateral_file
+            )
+        )
 
     async def attest(
         self,
@@ -99,7 +126,10 @@ class EnclaveSupervisor(EnclaveSupervisorAPI):
         now = int(clock.now())
         epoch = now // epoch_s
         nonce = beacon(epoch)
-        evidence = await self._enclave.attest_async(peer_id, epoch, nonce, now)
+        # [tee hook] hardware evidence comes with its collateral (sev-snp: the VCEK chain)
+        evidence, collateral = await self._enclave.attest_with_collateral_async(
+            peer_id, epoch, nonce, now
+        )
         lifetime = capped_lifetime(
             Attestation.TYPE, policy.reattest_period_s + (policy.max_epoch_lag + 1) * epoch_s
         )
@@ -107,7 +137,7 @@ class EnclaveSupervisor(EnclaveSupervisorAPI):
             Attestation(
                 tee_kind=self._enclave.kind,
                 evidence=evidence,
-                collateral=b"",
+                collateral=collateral,
                 gpu_evidence=b"",
                 enc_key=self._enclave.enc_key,
                 result_key=self._enclave.result_key,

@@ -1,7 +1,8 @@
 """The enclave runtime interface the node depends on (one implementation per TEE backend).
 
-Only the simulated backend exists (:class:`repp2p.tee.Enclave`); hardware backends (Nitro,
-SEV-SNP, TDX/SGX) would implement the same calls with the keys held by the hardware TEE.
+:class:`repp2p.tee.Enclave` runs on the simulated platform or, inside an SEV-SNP
+confidential VM, on ``sev-snp`` (:mod:`repp2p.tee.platforms`); other hardware backends
+(Nitro, TDX) would implement the same calls with the keys held by the hardware TEE.
 """
 
 from __future__ import annotations
@@ -36,6 +37,12 @@ class EnclaveAPI(abc.ABC):
     @abc.abstractmethod
     def attest(self, peer_id: str, epoch: int, nonce: bytes, now: int) -> bytes:
         """TEE evidence binding this enclave's keys to ``peer_id``, ``epoch`` and ``nonce``."""
+
+    def attest_with_collateral(
+        self, peer_id: str, epoch: int, nonce: bytes, now: int
+    ) -> tuple[bytes, bytes]:
+        """``(evidence, collateral)``; the default has no collateral (simulated, Nitro)."""
+        return self.attest(peer_id, epoch, nonce, now), b""
 
     @abc.abstractmethod
     def execute(

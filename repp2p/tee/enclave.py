@@ -1,4 +1,9 @@
-"""The SIMULATED enclave runtime: an enclave process per node, driven over a pipe.
+"""The enclave runtime: an enclave process per node, driven over a pipe.
+
+The process runs on one *platform* (:mod:`repp2p.tee.platforms`): ``simulated`` (below)
+or ``sev-snp``, where node and enclave process run inside an SEV-SNP confidential VM (the
+VM is the TEE) and evidence comes from configfs-tsm. Everything else here is the same for
+both.
 
 SIMULATED TEE -- NOT REAL SECURITY. The enclave is a separate OS process
 (:mod:`repp2p.tee.worker`) that holds the X25519 and Ed25519 keys bound into its
@@ -28,7 +33,9 @@ from engines.errors import EngineError, EngineReason
 from repp2p.attestation.claims import SIMULATED_LABEL
 from repp2p.records import Receipt
 from repp2p.tee.abc import EnclaveAPI
-from repp2p.tee.errors import EnclaveError, EnclaveReason
+from repp2p.tee.configfs_tsm import ConfigfsTsm
+from repp2p.tee.errors import EnclaveError, EnclaveReason, TeeInterfaceError
+from repp2p.tee.platforms import RUNNABLE_KINDS, enclave_error
 from repp2p.tee.wire import WireClosed, WireMalformed, WireTimeout, read_frame, write_frame
 
 KIND = "simulated"
@@ -79,6 +86,8 @@ class Enclave(EnclaveAPI):
         self._closed = False
         self._finalizer = weakref.finalize(self, _reap, process)
         self.pid: int = info["pid"]
+        self.kind = info.get("kind", KIND)
+        self.label = SIMULATED_LABEL if self.kind == KIND else ""
         self.enc_key: bytes = info["enc_key"]
         self.result_key: bytes = info["result_key"]
         self.measurement: bytes = info["measurement"]
@@ -97,6 +106,9 @@ class Enclave(EnclaveAPI):
         expected_measurement: bytes | None = None,
         timeout_s: float = DEFAULT_START_TIMEOUT_S,
         stderr: int | None = subprocess.DEVNULL,
+        tee_kind: str = KIND,
+        collateral_file: str | None = None,
+        tsm_root: str = "/",
     ) -> Enclave:
         """Start an enclave process serving ``engines``.
 
@@ -114,19 +126,40 @@ class Enclave(EnclaveAPI):
             timeout_s: how long loading may take.
             stderr: where the enclave's stderr goes; DEVNULL by default because engine
                 errors could quote input. Pass ``None`` to inherit it while debugging.
+            tee_kind: the platform: ``simulated`` or ``sev-snp`` (inside an SEV-SNP VM,
+                evidence through configfs-tsm).
+            collateral_file: sev-snp: the VCEK chain file used when the host's
+                certificate table is empty.
+            tsm_root: where to look for configfs-tsm before starting (``/``; tests).
 
         Returns:
             A running :class:`Enclave` (close it, or use it as a context manager).
 
         Raises:
-            EnclaveError: START_FAILED, TIMEOUT or MEASUREMENT_MISMATCH.
+            EnclaveError: START_FAILED, TIMEOUT, MEASUREMENT_MISMATCH, or TEE_UNAVAILABLE
+                (naming the missing interface and ``repp2p tee probe``).
             EngineError: NOT_FOUND or UNAVAILABLE for a named engine.
         """
         if seed is not None and len(seed) != 32:
             raise ValueError("seed is 32 bytes")
+        check_platform(tee_kind, tsm_root)
+        process = cls._spawn(stderr)
+        request = {
+            "op": "start",
+            "engines": None if engines is None else list(engines),
+            "seed": seed,
+            "cheat": bool(cheat),
+            "preload": bool(preload),
+            "platform": {"kind": tee_kind, "collateral_file": collateral_file},
+        }
+        return cls.connect(process, request, timeout_s, cheat, expected_measurement)
+
+    @staticmethod
+    def _spawn(stderr: int | None) -> subprocess.Popen:
+        """Launch ``python -m repp2p.tee.worker`` (one seam: tests may run it in-process)."""
         env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
         try:
-            process = subprocess.Popen(
+            return subprocess.Popen(
                 [sys.executable, "-m", "repp2p.tee.worker"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
@@ -136,13 +169,21 @@ class Enclave(EnclaveAPI):
             )
         except OSError as exc:
             raise EnclaveError(EnclaveReason.START_FAILED, str(exc)) from None
-        request = {
-            "op": "start",
-            "engines": None if engines is None else list(engines),
-            "seed": seed,
-            "cheat": bool(cheat),
-            "preload": bool(preload),
-        }
+
+    @classmethod
+    def connect(
+        cls,
+        process: subprocess.Popen,
+        request: dict,
+        timeout_s: float = DEFAULT_START_TIMEOUT_S,
+        cheat: bool = False,
+        expected_measurement: bytes | None = None,
+    ) -> Enclave:
+        """Send the ``start`` request to a launched enclave process and wrap it.
+
+        :meth:`start` launches the process; tests pass an in-process stand-in with the
+        same ``stdin``/``stdout``/``poll``/``kill``/``wait`` surface.
+        """
         try:
             info = _roundtrip(process, request, timeout_s)
         except EnclaveError as exc:
@@ -182,7 +223,10 @@ class Enclave(EnclaveAPI):
                 raise
 
     def attest(self, peer_id: str, epoch: int, nonce: bytes, now: int) -> bytes:
-        """Simulated evidence binding the enclave keys to a node (``Attestation.evidence``).
+        """Evidence binding the enclave keys to a node (``Attestation.evidence``).
+
+        The collateral (sev-snp: the VCEK chain) is dropped: use
+        :meth:`attest_with_collateral` where the record carries it.
 
         Args:
             peer_id: the node's libp2p peer ID.
@@ -197,8 +241,23 @@ class Enclave(EnclaveAPI):
         Raises:
             EnclaveError: BAD_REQUEST, CLOSED, CRASHED or TIMEOUT.
         """
+        return self.attest_with_collateral(peer_id, epoch, nonce, now)[0]
+
+    def attest_with_collateral(
+        self, peer_id: str, epoch: int, nonce: bytes, now: int
+    ) -> tuple[bytes, bytes]:
+        """``(evidence, collateral)`` for the ``Attestation`` record (see :meth:`attest`).
+
+        Raises:
+            EnclaveError: BAD_REQUEST, CLOSED, CRASHED, TIMEOUT, TEE_UNAVAILABLE or
+                TEE_FAILED.
+        """
         request = {"op": "attest", "peer_id": peer_id, "epoch": epoch, "nonce": nonce, "now": now}
-        return self._call(request, 10.0)["evidence"]
+        reply = self._call(request, 10.0)
+        evidence, collateral = reply.get("evidence"), reply.get("collateral", b"")
+        if not isinstance(evidence, bytes) or not isinstance(collateral, bytes):
+            raise EnclaveError(EnclaveReason.CRASHED, "malformed attest reply")
+        return evidence, collateral
 
     def execute(
         self,
@@ -268,6 +327,16 @@ class Enclave(EnclaveAPI):
             self.attest, peer_id, epoch, nonce, now, abandon_on_cancel=True
         )
 
+    async def attest_with_collateral_async(
+        self, peer_id: str, epoch: int, nonce: bytes, now: int
+    ) -> tuple[bytes, bytes]:
+        """:meth:`attest_with_collateral` from trio, in a worker thread."""
+        import trio
+
+        return await trio.to_thread.run_sync(
+            self.attest_with_collateral, peer_id, epoch, nonce, now, abandon_on_cancel=True
+        )
+
     async def execute_async(self, **kwargs: Any) -> tuple[bytes, Receipt]:
         """:meth:`execute` from trio, in a worker thread (same keyword arguments)."""
         import trio
@@ -313,7 +382,32 @@ class Enclave(EnclaveAPI):
 
     def __repr__(self) -> str:
         state = "alive" if self.is_alive else "closed"
-        return f"<Enclave {KIND} (NOT REAL SECURITY) pid={self.pid} {state}>"
+        warning = " (NOT REAL SECURITY)" if self.kind == KIND else ""
+        return f"<Enclave {self.kind}{warning} pid={self.pid} {state}>"
+
+
+def check_platform(tee_kind: str, tsm_root: str = "/") -> None:
+    """Refuse, before any process starts, a TEE kind this machine cannot run.
+
+    Raises:
+        EnclaveError: TEE_UNAVAILABLE naming the missing interface and pointing at
+            ``repp2p tee probe``.
+    """
+    if tee_kind not in RUNNABLE_KINDS:
+        raise EnclaveError(
+            EnclaveReason.TEE_UNAVAILABLE,
+            f"no enclave runtime for tee_kind {tee_kind!r} in this release (runnable: "
+            f"{', '.join(sorted(RUNNABLE_KINDS))}); run `repp2p tee probe` for what this "
+            "machine offers",
+        )
+    if tee_kind == "sev-snp":
+        try:
+            ConfigfsTsm(tsm_root).check_available()
+        except TeeInterfaceError as exc:
+            error = enclave_error(exc)
+            raise EnclaveError(
+                error.reason, f"tee_kind 'sev-snp' cannot run on this machine: {exc.detail}"
+            ) from None
 
 
 def _roundtrip(process: subprocess.Popen, request: dict, timeout_s: float) -> dict:

@@ -41,6 +41,10 @@ class EnclaveReason(enum.Enum):
     CLOSED = "closed"
     #: an unexpected failure inside the enclave (detail: exception type only)
     INTERNAL = "internal"
+    #: the hardware TEE interface this backend needs is missing here (see ``repp2p tee probe``)
+    TEE_UNAVAILABLE = "tee_unavailable"
+    #: the hardware TEE interface is there but failed or answered garbage
+    TEE_FAILED = "tee_failed"
 
 
 class EnclaveError(ReasonedError):
@@ -50,6 +54,48 @@ class EnclaveError(ReasonedError):
         reason: the :class:`EnclaveReason`.
         detail: human-readable detail; never parsed, never plaintext.
     """
+
+
+class TeeInterfaceReason(enum.Enum):
+    """Why a kernel TEE interface (configfs-tsm, /dev/sev-guest, ...) gave no evidence."""
+
+    #: the interface does not exist on this machine
+    MISSING = "missing"
+    #: it exists but this process may not use it
+    PERMISSION = "permission"
+    #: configfs-tsm answers with another provider than the backend needs
+    WRONG_PROVIDER = "wrong_provider"
+    #: another writer changed the report entry while we used it (generation moved)
+    CONCURRENT_WRITER = "concurrent_writer"
+    #: what the kernel returned is not what the ABI says (size, layout, echo of our data)
+    MALFORMED = "malformed"
+    #: a read, write, mkdir or ioctl failed
+    IO_ERROR = "io_error"
+    #: this path is designed but not implemented in this release
+    NOT_IMPLEMENTED = "not_implemented"
+
+
+class TeeInterfaceError(ReasonedError):
+    """A kernel TEE interface could not produce evidence (inside the enclave runtime).
+
+    The enclave process turns it into an :class:`EnclaveError` (``TEE_UNAVAILABLE`` for
+    MISSING/PERMISSION/WRONG_PROVIDER/NOT_IMPLEMENTED, ``TEE_FAILED`` otherwise).
+
+    Attributes:
+        reason: the :class:`TeeInterfaceReason`.
+        detail: what failed and, where the operator can act, what to do.
+    """
+
+
+#: reasons that mean "this machine cannot do it", as opposed to "it failed this time"
+UNAVAILABLE_REASONS = frozenset(
+    {
+        TeeInterfaceReason.MISSING,
+        TeeInterfaceReason.PERMISSION,
+        TeeInterfaceReason.WRONG_PROVIDER,
+        TeeInterfaceReason.NOT_IMPLEMENTED,
+    }
+)
 
 
 class ResultReason(enum.Enum):

@@ -1,4 +1,8 @@
-"""The enclave process of the SIMULATED TEE backend (``python -m repp2p.tee.worker``).
+"""The enclave process (``python -m repp2p.tee.worker``).
+
+Its evidence comes from a platform (:mod:`repp2p.tee.platforms`): the SIMULATED TEE, or
+``sev-snp`` when the process runs inside an SEV-SNP confidential VM (then the VM is the
+TEE: its memory is encrypted from the host, and configfs-tsm reports bind our keys).
 
 SIMULATED: this is an ordinary OS process. It keeps the enclave keys and every plaintext
 out of the *node process* (separate address space; nothing written to disk or logs), but
@@ -27,10 +31,10 @@ import nacl.utils
 from engines.abc import EngineAPI, run_checked
 from engines.errors import EngineError
 from engines.registry import load_engines
-from repp2p.attestation.simulated import SimulatedEnclave
 from repp2p.records import Receipt, receipt_message
 from repp2p.tee.errors import EnclaveError, EnclaveReason
 from repp2p.tee.measurement import enclave_measurement, runtime_measurement
+from repp2p.tee.platforms import Platform, PlatformFactory, default_platform
 from repp2p.tee.sealing import seal_output, task_digest, unseal_input
 from repp2p.tee.wire import WireClosed, read_frame, write_frame
 
@@ -56,13 +60,15 @@ class EnclaveState:
 
     enc_key: nacl.public.PrivateKey
     result_key: nacl.signing.SigningKey
-    platform: SimulatedEnclave
+    platform: Platform
     engines: dict[str, EngineAPI]
     measurement: bytes
     cheat: bool
 
     @classmethod
-    def create(cls, request: dict) -> EnclaveState:
+    def create(
+        cls, request: dict, platform_factory: PlatformFactory = default_platform
+    ) -> EnclaveState:
         seed = request.get("seed")
         if seed is None:
             seed = nacl.utils.random(32)
@@ -73,6 +79,9 @@ class EnclaveState:
             isinstance(names, list) and all(isinstance(n, str) for n in names)
         ):
             raise _bad("engines must be a list of names")
+        spec = request.get("platform") or {}
+        if not isinstance(spec, dict):
+            raise _bad("platform must be a map")
         engines = load_engines(names)
         if request.get("preload", True):
             for engine in engines.values():
@@ -83,22 +92,22 @@ class EnclaveState:
         def derive(label: bytes) -> bytes:
             return hashlib.sha256(b"repp2p simulated enclave " + label + b"\0" + seed).digest()
 
+        # The simulated platform derives its signing key from the same seed as before
+        # (reproducible dev evidence); a hardware platform reports its own measurement.
+        platform = platform_factory(spec, seed, measurement)
         return cls(
             enc_key=nacl.public.PrivateKey(derive(b"x25519")),
             result_key=nacl.signing.SigningKey(derive(b"ed25519")),
-            platform=SimulatedEnclave(
-                seed=derive(b"platform"),
-                measurement=measurement,
-                platform_id=derive(b"platform id")[:16],
-            ),
+            platform=platform,
             engines=engines,
-            measurement=measurement,
+            measurement=platform.measurement,
             cheat=bool(request.get("cheat", False)),
         )
 
     def describe(self) -> dict:
         return {
             "pid": os.getpid(),
+            "kind": self.platform.kind,
             "enc_key": bytes(self.enc_key.public_key),
             "result_key": bytes(self.result_key.verify_key),
             "measurement": self.measurement,
@@ -111,7 +120,7 @@ class EnclaveState:
         epoch = _get(request, "epoch", int)
         nonce = _get(request, "nonce", bytes, 32)
         now = _get(request, "now", int)
-        evidence = self.platform.attest(
+        evidence, collateral = self.platform.attest(
             peer_id,  # type: ignore[arg-type]
             bytes(self.enc_key.public_key),
             bytes(self.result_key.verify_key),
@@ -119,7 +128,7 @@ class EnclaveState:
             nonce,  # type: ignore[arg-type]
             now,  # type: ignore[arg-type]
         )
-        return {"evidence": evidence}
+        return {"evidence": evidence, "collateral": collateral}
 
     def execute(self, request: dict) -> dict:
         task_id = _get(request, "task_id", bytes, 32)
@@ -194,8 +203,14 @@ def _reply_error(exc: Exception) -> dict:
     return {"ok": False, "error": "enclave", "reason": "internal", "detail": type(exc).__name__}
 
 
-def serve(read_fd: int, write_fd: int) -> None:
-    """The request loop: ``start`` first, then ``attest`` / ``execute`` until ``close``."""
+def serve(
+    read_fd: int, write_fd: int, *, platform_factory: PlatformFactory = default_platform
+) -> None:
+    """The request loop: ``start`` first, then ``attest`` / ``execute`` until ``close``.
+
+    ``platform_factory`` builds the TEE platform named in the start request; tests running
+    the loop in-process pass one backed by a fake kernel.
+    """
     state: EnclaveState | None = None
     while True:
         try:
@@ -210,7 +225,7 @@ def serve(read_fd: int, write_fd: int) -> None:
             if op == "start":
                 if state is not None:
                     raise _bad("already started")
-                state = EnclaveState.create(request)
+                state = EnclaveState.create(request, platform_factory)
                 reply = state.describe()
             elif state is None:
                 raise _bad("not started")

@@ -1,0 +1,134 @@
+"""Where an enclave process gets its evidence: the simulated platform or a hardware TEE.
+
+The enclave process (:mod:`repp2p.tee.worker`) holds the keys and asks its *platform* for
+evidence binding them (:func:`repp2p.attestation.expected_report_data`). Two platforms:
+
+* ``simulated``: :class:`repp2p.attestation.SimulatedEnclave` (dev network only; its
+  measurement is :func:`repp2p.tee.enclave_measurement` over the engines served);
+* ``sev-snp``: the enclave process runs inside an SEV-SNP confidential VM (the VM is the
+  TEE) and reports come from configfs-tsm (:class:`repp2p.tee.snp_guest.SnpGuest`); the
+  measurement is the VM's launch measurement, read from a report at start.
+
+The platform spec arrives in the ``start`` request from the node as ``{"kind": ...,
+"collateral_file": ...}``. It never names a configfs root: the enclave process always uses
+the machine's (tests inject a fake kernel through :func:`repp2p.tee.worker.serve`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+from repp2p.attestation.binding import expected_report_data
+from repp2p.attestation.simulated import SimulatedEnclave
+from repp2p.tee.errors import (
+    UNAVAILABLE_REASONS,
+    EnclaveError,
+    EnclaveReason,
+    TeeInterfaceError,
+)
+from repp2p.tee.snp_guest import SnpGuest
+
+#: TEE kinds an enclave process can run on in this release.
+RUNNABLE_KINDS = frozenset({"simulated", "sev-snp"})
+
+
+class Platform(Protocol):
+    """What the enclave process needs from its TEE."""
+
+    kind: str
+    measurement: bytes
+
+    def attest(
+        self, peer_id: str, enc_key: bytes, result_key: bytes, epoch: int, nonce: bytes, now: int
+    ) -> tuple[bytes, bytes]:
+        """``(evidence, collateral)`` binding the keys to ``peer_id``, ``epoch``, ``nonce``."""
+        ...
+
+
+def enclave_error(exc: TeeInterfaceError) -> EnclaveError:
+    """The enclave-side error for a failed TEE interface (unavailable vs failed)."""
+    reason = (
+        EnclaveReason.TEE_UNAVAILABLE
+        if exc.reason in UNAVAILABLE_REASONS
+        else EnclaveReason.TEE_FAILED
+    )
+    return EnclaveError(reason, f"{exc.reason.value}: {exc.detail}")
+
+
+class SimulatedPlatform:
+    """The SIMULATED TEE (NOT REAL SECURITY): software-signed evidence, no collateral."""
+
+    kind = "simulated"
+
+    def __init__(self, seed: bytes, measurement: bytes) -> None:
+        def derive(label: bytes) -> bytes:
+            return hashlib.sha256(b"repp2p simulated enclave " + label + b"\0" + seed).digest()
+
+        self.measurement = measurement
+        self._enclave = SimulatedEnclave(
+            seed=derive(b"platform"),
+            measurement=measurement,
+            platform_id=derive(b"platform id")[:16],
+        )
+
+    def attest(
+        self, peer_id: str, enc_key: bytes, result_key: bytes, epoch: int, nonce: bytes, now: int
+    ) -> tuple[bytes, bytes]:
+        return self._enclave.attest(peer_id, enc_key, result_key, epoch, nonce, now), b""
+
+
+class SevSnpPlatform:
+    """An SEV-SNP confidential VM: reports through configfs-tsm.
+
+    Raises (at construction):
+        EnclaveError: TEE_UNAVAILABLE when configfs-tsm or the VCEK chain is missing,
+            TEE_FAILED when the first report fails.
+    """
+
+    kind = "sev-snp"
+
+    def __init__(self, guest: SnpGuest) -> None:
+        self._guest = guest
+        try:
+            guest.check_available()
+            # One report now: the launch measurement, and proof the interface works
+            # before the node announces anything.
+            self.measurement = guest.measurement()
+        except TeeInterfaceError as exc:
+            raise enclave_error(exc) from None
+
+    def attest(
+        self, peer_id: str, enc_key: bytes, result_key: bytes, epoch: int, nonce: bytes, now: int
+    ) -> tuple[bytes, bytes]:
+        data = expected_report_data(peer_id, enc_key, result_key, epoch, nonce)
+        try:
+            return self._guest.evidence(data)
+        except TeeInterfaceError as exc:
+            raise enclave_error(exc) from None
+
+
+#: Builds a platform: ``(spec from the start request, key seed, simulated measurement)``.
+PlatformFactory = Callable[[dict, bytes, bytes], Platform]
+
+
+def default_platform(spec: dict, seed: bytes, simulated_measurement: bytes) -> Platform:
+    """The machine's platform for ``spec`` (see the module docstring).
+
+    Raises:
+        EnclaveError: BAD_REQUEST for a malformed spec or a kind without a runtime,
+            TEE_UNAVAILABLE / TEE_FAILED from the hardware.
+    """
+    kind = spec.get("kind", "simulated")
+    if kind == "simulated":
+        return SimulatedPlatform(seed, simulated_measurement)
+    if kind == "sev-snp":
+        collateral = spec.get("collateral_file")
+        if collateral is not None and not isinstance(collateral, str):
+            raise EnclaveError(EnclaveReason.BAD_REQUEST, "collateral_file must be a path")
+        return SevSnpPlatform(SnpGuest(collateral_file=Path(collateral) if collateral else None))
+    raise EnclaveError(
+        EnclaveReason.BAD_REQUEST, f"no enclave runtime for TEE kind {kind!r} in this release"
+    )
