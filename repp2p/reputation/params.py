@@ -115,6 +115,8 @@ class ReputationParams:
         dispute_min_support: ... and its receipts' standing sums to at least this, 0..16;
             standing is a node's quality before disputes count, so thin or shaken
             identities cannot decide a verdict by themselves.
+        dispute_rounds: verdicts are judged this many times, each round with the quality
+            the previous round's verdicts gave (round 1: quality before disputes), 1..8.
         slander_penalty: a client's feedback weight is multiplied by
             ``(1 + upheld) / (1 + upheld + slander_penalty * refuted)``, 0..1e6, where
             ``refuted`` counts its ``wrong`` verdicts on receipts a confident verdict upheld.
@@ -163,6 +165,7 @@ class ReputationParams:
     dispute_weight: float = 20.0
     dispute_confidence: float = 0.67
     dispute_min_support: float = 1.5
+    dispute_rounds: int = 3
     slander_penalty: float = 10.0
 
     def __post_init__(self) -> None:
@@ -214,6 +217,7 @@ class ReputationParams:
         float_field(self, "dispute_confidence", 0.5, 0.999)
         float_field(self, "dispute_min_support", 0.0, 16.0)
         float_field(self, "slander_penalty", 0.0, 1e6)
+        int_field(self, "dispute_rounds", 1, 8)
 
     @property
     def weights(self) -> tuple[float, float, float, float, float]:

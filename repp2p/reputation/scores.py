@@ -439,40 +439,50 @@ def compute(
         a, b = beta_posterior(g, bad, p.prior_success, p.prior_strength_success)
         return beta_lcb(a, b, p.quality_z, p.prior_success)
 
-    # Standing: quality with wrong verdicts on quorum-confirmed, undisputed receipts set
-    # aside and no dispute counted (disputes are what standing judges).
+    # Standing, round 0: quality with wrong verdicts on quorum-confirmed, undisputed
+    # receipts set aside and no dispute counted. Each further round re-judges every dispute
+    # with the quality the previous round's verdicts gave (a fixed number of rounds, so
+    # every peer runs the same steps): identities that lost many verdicts stop weighing,
+    # and a node outvoted by them in an early round is acquitted in a later one.
+    trusted_node = ev.is_node & node_trusted
     pre_drop = is_bad & r_found & r_confirmed[r_pos] if len(r_key) else np.zeros(len(fc), bool)
     g0, bad0, _ = success_posterior(pre_drop, cw, np.zeros(n))
-    standing = np.where(ev.is_node & node_trusted, quality_of(g0, bad0), 0.0)
-    upheld, lost, _decided = dispute_verdicts(
-        ev.receipt_offer,
-        ev.receipt_output,
-        standing[ev.receipt_node] if len(r_key) else np.zeros(0),
-        r_valid,
-        n_offers,
-        quorum=p.wrong_quorum,
-        confidence=p.dispute_confidence,
-        min_support=p.dispute_min_support,
-    )
+    standing = np.where(trusted_node, quality_of(g0, bad0), 0.0)
     lost_d = age_weight(offer_epoch[ev.receipt_offer], allow_current=True, table=decay_bad)
-    disputes_lost = (
-        np.bincount(
-            ev.receipt_node, weights=np.where(lost, lost_d, 0).astype(np.float64), minlength=n
+    fb_contested = r_found & (contested[r_pos] if len(r_key) else r_found)
+    cw0 = cw
+    for _round in range(p.dispute_rounds):
+        upheld, lost, _decided = dispute_verdicts(
+            ev.receipt_offer,
+            ev.receipt_output,
+            standing[ev.receipt_node] if len(r_key) else np.zeros(0),
+            r_valid,
+            n_offers,
+            quorum=p.wrong_quorum,
+            confidence=p.dispute_confidence,
+            min_support=p.dispute_min_support,
         )
-        / _D
-    )
-    # Verdicts on feedback: a wrong on an upheld receipt is refuted (slander), on an
-    # outvoted one upheld. A client's weight shrinks with its refuted share.
-    fb_upheld = r_found & (upheld[r_pos] if len(r_key) else r_found)
-    fb_lost = r_found & (lost[r_pos] if len(r_key) else r_found)
-    refuted = is_bad & fb_upheld
-    supported = (is_bad & fb_lost) | (is_ok & ~fb_lost & r_found)
-    ref_c = np.bincount(fc, weights=np.where(refuted, fdb, 0).astype(np.float64), minlength=n)
-    sup_c = np.bincount(fc, weights=np.where(supported, fd, 0).astype(np.float64), minlength=n)
-    credibility = (1.0 + sup_c / _D) / (1.0 + sup_c / _D + p.slander_penalty * (ref_c / _D))
-    cw = cw * credibility[pc]
-    g1, bad1, seen1 = success_posterior(refuted, cw, p.dispute_weight * disputes_lost)
-    quality = np.where(ev.is_node & node_trusted, quality_of(g1, bad1), 0.0)
+        lost_w = np.where(lost, lost_d, 0).astype(np.float64)
+        disputes_lost = np.bincount(ev.receipt_node, weights=lost_w, minlength=n) / _D
+        # Verdicts on feedback: a wrong on an upheld receipt is refuted (slander), on an
+        # outvoted one upheld. A client's weight shrinks with its refuted share.
+        fb_upheld = r_found & (upheld[r_pos] if len(r_key) else r_found)
+        fb_lost = r_found & (lost[r_pos] if len(r_key) else r_found)
+        refuted = is_bad & fb_upheld
+        supported = (is_bad & fb_lost) | (is_ok & ~fb_lost & r_found)
+        ref_w = np.where(refuted, fdb, 0).astype(np.float64)
+        sup_w = np.where(supported, fd, 0).astype(np.float64)
+        ref_c = np.bincount(fc, weights=ref_w, minlength=n) / _D
+        sup_c = np.bincount(fc, weights=sup_w, minlength=n) / _D
+        credibility = (1.0 + sup_c) / (1.0 + sup_c + p.slander_penalty * ref_c)
+        cw = cw0 * credibility[pc]
+        # On a task whose receipts disagree, the client's "wrong" only echoes a vote that
+        # colluders can stack: it counts only where the verdict outvoted the receipt.
+        echo = is_bad & fb_contested & ~fb_lost
+        g1, bad1, seen1 = success_posterior(refuted | echo, cw, p.dispute_weight * disputes_lost)
+        quality = np.where(trusted_node, quality_of(g1, bad1), 0.0)
+        if _round + 1 < p.dispute_rounds:
+            standing = quality
 
     # --- components -----------------------------------------------------------------------
     success = _smoothed(g1, g1 + bad1, p.prior_success, p.prior_strength_success)
