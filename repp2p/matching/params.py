@@ -34,8 +34,9 @@ class MatchingParams:
     capacity_cap: int = 64
     heartbeat_max_age_epochs: int = 2
     quality_first: bool = True
-    tier_headroom_permille: int = 250
+    tier_headroom_permille: int = 100
     dispute_max_replicas: int = 6
+    dispute_min_credibility_permille: int = 500
 
     def __post_init__(self) -> None:
         self.validate()
@@ -51,3 +52,4 @@ class MatchingParams:
         bool_field(self, "quality_first")
         int_field(self, "tier_headroom_permille", 0, 10_000)
         int_field(self, "dispute_max_replicas", 0, 64)
+        int_field(self, "dispute_min_credibility_permille", 0, 1000)

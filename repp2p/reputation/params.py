@@ -119,7 +119,9 @@ class ReputationParams:
             the previous round's verdicts gave (round 1: quality before disputes), 1..8.
         slander_penalty: a client's feedback weight is multiplied by
             ``(1 + upheld) / (1 + upheld + slander_penalty * refuted)``, 0..1e6, where
-            ``refuted`` counts its ``wrong`` verdicts on receipts a confident verdict upheld.
+            ``refuted`` counts its ``wrong`` verdicts on receipts a confident verdict upheld
+            and ``upheld`` its verdicts a confident verdict agreed with (``wrong`` on an
+            outvoted receipt, ``ok`` on an upheld one); both decayed.
     """
 
     w_uptime: float = 1.0

@@ -103,6 +103,8 @@ class ReputationTable:
     #: Per receipt row of the evidence: upheld / outvoted by a confident verdict.
     receipt_upheld: np.ndarray | None = None
     receipt_lost: np.ndarray | None = None
+    #: Per peer as a client: weight kept after refuted verdicts, (0, 1] (1: none refuted).
+    client_credibility: np.ndarray | None = None
 
     def _opt(self, name: str, i: int) -> float:
         arr = getattr(self, name)
@@ -469,7 +471,8 @@ def compute(
         fb_upheld = r_found & (upheld[r_pos] if len(r_key) else r_found)
         fb_lost = r_found & (lost[r_pos] if len(r_key) else r_found)
         refuted = is_bad & fb_upheld
-        supported = (is_bad & fb_lost) | (is_ok & ~fb_lost & r_found)
+        # Only verdicts back a client: praise of an unchecked result proves nothing.
+        supported = (is_bad & fb_lost) | (is_ok & fb_upheld)
         ref_w = np.where(refuted, fdb, 0).astype(np.float64)
         sup_w = np.where(supported, fd, 0).astype(np.float64)
         ref_c = np.bincount(fc, weights=ref_w, minlength=n) / _D
@@ -532,7 +535,7 @@ def compute(
     permille = np.floor(score * 1000.0 + 0.5).astype(np.int64)
     newcomer = feedback_mass < p.newcomer_min_feedback
     frozen = (score, permille, comps, feedback_mass, trust, newcomer, offender)
-    for arr in (*frozen, quality, standing, disputes_lost, upheld, lost):
+    for arr in (*frozen, quality, standing, disputes_lost, upheld, lost, credibility):
         arr.setflags(write=False)
     return ReputationTable(
         peers=ev.peers,
@@ -551,4 +554,5 @@ def compute(
         disputes_lost=disputes_lost,
         receipt_upheld=upheld,
         receipt_lost=lost,
+        client_credibility=credibility,
     )

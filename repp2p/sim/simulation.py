@@ -377,12 +377,15 @@ class Simulation:
             self.newcomer = view.is_newcomer
             self.tier = view.tier
             self.standing = np.asarray(table.standing[c:], np.float64)
+            cred = np.asarray(table.client_credibility[:c], np.float64)
+            self.may_dispute = cred * 1000.0 >= self.mp.dispute_min_credibility_permille
         else:
             eligible = self.attested & self.online
             self.weight = np.minimum(self.capacity, self.mp.capacity_cap).astype(np.float64)
             self.newcomer = np.zeros(self.n_nodes, bool)
             self.tier = np.ones(self.n_nodes, bool)
             self.standing = np.ones(self.n_nodes, np.float64)
+            self.may_dispute = np.ones(len(self.client_names), bool)
         self.penalised_now = np.array([self.book.is_penalised(p, epoch) for p in self.node_names])
         self.ever_penalised |= self.penalised_now
         self.eligible = eligible
@@ -648,7 +651,9 @@ class Simulation:
         fb = np.where(bad_client, np.where(self.malicious[nd], _FB_OK, _FB_WRONG), fb)
         lat_out = np.where(in_time, latency, np.nan)
         # a delivered result reported wrong is disputed: escalate it
-        disputed = np.flatnonzero(assigned & delivered & in_time & (fb == _FB_WRONG))
+        disputed = np.flatnonzero(
+            assigned & delivered & in_time & (fb == _FB_WRONG) & self.may_dispute[clients]
+        )
         if self.sc.reputation and self.mp.dispute_max_replicas > 0:
             for j in disputed:
                 done, winner, ms, rn, ro, _rt = self._escalate(
