@@ -570,7 +570,10 @@ class Simulation:
         """
         mp = self.mp
         limit = len(used) + mp.failover_depth + mp.dispute_max_replicas
-        ranked = [i for i in self._rank_list(a0, a1, explore, limit) if i not in used]
+        # Replicas come from the task's ranking without the exploration coin: the serving
+        # tier first, so verdicts are reached by established nodes, not by newcomers.
+        del explore
+        ranked = [i for i in self._rank_list(a0, a1, False, limit) if i not in used]
         nodes, outs, times = list(used), list(outputs), []
         rep_nodes, rep_out, rep_time = [], [], []
         done, winner = self._verdict(nodes, outs)
@@ -945,6 +948,9 @@ class SimResult:
             "escalated_tasks": sim.escalated_tasks,
             "replica_tasks": sim.replica_tasks,
             "recovered_tasks": sim.recovered,
+            # bad outcomes had no verdict put a noticed wrong result right (comparable with
+            # runs before disputes existed)
+            "first_result_bad_rate": (tasks - ok + sim.recovered) / max(tasks, 1),
             "latency_mean_ms": _nanmean([r["latency_mean_ms"] for r in rows]),
             "latency_p95_ms_mean": _nanmean([r["latency_p95_ms"] for r in rows]),
             "phase_out": phase,
