@@ -351,14 +351,23 @@ class View:
 def recent_demand(ev: Evidence, epoch: int) -> int:
     """Claims per epoch the tier must cover: the most of the three epochs before ``epoch``.
 
-    Claims, not offers, so redundancy and escalation replicas count. The most of three
-    epochs, so an epoch whose records are still arriving does not shrink the tier.
+    An epoch's demand is its offers times the median number of claims of its claimed
+    offers (the lower median): redundancy counts, but the few offers a dispute escalated
+    to extra replicas do not inflate it (a burst of disputes must not widen the tier to
+    the very nodes being disputed). The most of three epochs, so an epoch whose records are
+    still arriving does not shrink the tier.
     """
-    if len(ev.claim_offer) == 0:
-        return 0
-    age = (epoch - 1) - ev.offer_epoch[ev.claim_offer]
-    age = age[(age >= 0) & (age < 3)]
-    return int(np.bincount(age, minlength=3).max()) if len(age) else 0
+    best = 0
+    for back in (1, 2, 3):
+        e = epoch - back
+        offers = np.flatnonzero(ev.offer_epoch == e)
+        if not len(offers):
+            continue
+        counts = np.bincount(ev.claim_offer, minlength=len(ev.offer_epoch))[offers]
+        claimed = np.sort(counts[counts > 0])
+        if len(claimed):
+            best = max(best, len(offers) * int(claimed[(len(claimed) - 1) // 2]))
+    return best
 
 
 def serving_tier(

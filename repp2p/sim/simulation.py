@@ -59,6 +59,8 @@ HONEST, LAZY, WRONG, ON_OFF, SYBIL, WHITEWASH = range(6)
 #: Task outcome codes, as the honest client saw them (metrics and the trace hash).
 OK, WRONG_ACCEPTED, WRONG_DETECTED, TIMEOUT, UNASSIGNED = range(5)
 _FB_OK, _FB_WRONG, _FB_TIMEOUT = 0, 1, 2
+#: Output ids per offer (the right one, the colluders' one, one per independent receipt).
+_OUTS = 32
 _BATCH = 16  # tasks per rank_first_many call (a T x N matrix): fastest on 10k-node views
 
 
@@ -322,7 +324,7 @@ class Simulation:
             claim_offer=co - base,
             receipt_node=rn + c,
             receipt_offer=ro - base,
-            receipt_output=rout - 4 * base,
+            receipt_output=rout - _OUTS * base,
             fb_client=fc,
             fb_node=fn + c,
             fb_offer=fo - base,
@@ -530,9 +532,9 @@ class Simulation:
     ):
         """Delivered?, wrong?, latency (ms), in time?, output id for each (task, node) row.
 
-        Output ids are ``4 * offer + code``: 0 the right output, 1 the colluders' shared
-        wrong output, ``1 + slot`` (2, 3) independent wrong outputs of the k slots (distinct
-        for k <= 3; with larger k independent cheaters may share an id).
+        Output ids are ``_OUTS * offer + code``: 0 the right output, 1 the colluders' shared
+        wrong output, ``2 + slot`` the independent wrong output of the task's ``slot``-th
+        receipt (distinct up to slot ``_OUTS - 3``, past k plus every escalation replica).
         """
         s = self.sc
         m = len(nodes)
@@ -552,8 +554,8 @@ class Simulation:
         cheated = (nodes >= 0) & (wrong | drop) & self.malicious[nd]
         fresh = cheated & (self.first_cheat[nd] < 0)
         self.first_cheat[nd[fresh]] = self.epoch
-        code = np.where(self.collude[nd], 1, 1 + np.minimum(slot, 2))
-        output = 4 * offer_ids + np.where(wrong, code, 0)
+        code = np.where(self.collude[nd], 1, 2 + np.minimum(slot, _OUTS - 3))
+        output = _OUTS * offer_ids + np.where(wrong, code, 0)
         return delivered, wrong, latency, in_time, output, u[2]
 
     def _standing_of(self, nodes: np.ndarray) -> np.ndarray:
@@ -587,7 +589,7 @@ class Simulation:
                 arr,
                 np.zeros(1),
                 np.array([offer_id], np.int64),
-                np.array([min(len(nodes), 2)], np.int64),
+                np.array([len(nodes)], np.int64),
                 np.array([client], np.int64),
             )
             rep_nodes.append(i)
@@ -672,7 +674,7 @@ class Simulation:
                 )
                 self.escalated_tasks += 1
                 self._record_replicas(e, int(offer_ids[j]), rn, ro)
-                right = 4 * int(offer_ids[j])
+                right = _OUTS * int(offer_ids[j])
                 fixed = outcome[j] == WRONG_DETECTED and done and winner == right
                 if fixed and ms <= s.deadline_ms:
                     outcome[j] = OK  # the verdict gave the client the right result
@@ -734,8 +736,8 @@ class Simulation:
         escalate = self.sc.reputation and self.mp.dispute_max_replicas > 0
         n_out = np.zeros(t, np.int64)
         if escalate and len(task):
-            keys = np.unique(task[delivered] * 4 + output[delivered] % 4)
-            np.add.at(n_out, keys // 4, 1)
+            keys = np.unique(task[delivered] * _OUTS + output[delivered] % _OUTS)
+            np.add.at(n_out, keys // _OUTS, 1)
         no_feedback = np.zeros(len(nodes), bool)
         for j in np.flatnonzero(n_out > 1):
             rows = np.flatnonzero((task == j) & delivered)
@@ -754,10 +756,11 @@ class Simulation:
             self._record_replicas(e, int(offer_ids[j]), rn, ro)
             mine = task == j
             if not done:
-                outcome[j] = WRONG_DETECTED  # the client sees the disagreement, no verdict
+                # No confident verdict: nobody is judged (no feedback); the client keeps
+                # the plurality of the first k, as before disputes existed.
                 no_feedback |= mine
                 continue
-            right = 4 * int(offer_ids[j])
+            right = _OUTS * int(offer_ids[j])
             fb = np.where(mine & in_time, np.where(output == winner, _FB_OK, _FB_WRONG), fb)
             if winner != right:
                 outcome[j] = WRONG_ACCEPTED
