@@ -142,3 +142,24 @@ def test_serving_tier_takes_the_best_until_the_demand_is_covered():
     eq = np.full(n, 500, np.int64)
     picks = {int(np.flatnonzero(serving_tier(cand, eq, cap, words, e, 5, 0))[0]) for e in range(20)}
     assert len(picks) > 3
+
+
+def test_recent_demand_counts_redundancy_not_escalation_replicas():
+    from repp2p.matching.view import recent_demand
+    from repp2p.reputation import Evidence
+
+    # epoch 4: three offers at k = 2 (two claims each) and one escalated to five claims
+    offer_epoch = [4, 4, 4, 4, 3]
+    claims = [(0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2)]
+    claims += [(3, 3), (3, 4), (4, 0)]
+    ev = Evidence.from_columns(
+        [f"p{i}" for i in range(5)],
+        offer_client=[0] * 5,
+        offer_epoch=offer_epoch,
+        offer_deadline_ms=[0] * 5,
+        claim_offer=[o for o, _ in claims],
+        claim_node=[n for _, n in claims],
+    )
+    assert recent_demand(ev, 5) == 4 * 2  # four offers x median two claims
+    assert recent_demand(ev, 4) == 1  # epoch 3: one offer, one claim
+    assert recent_demand(ev, 9) == 0  # nothing in the three epochs before
