@@ -19,6 +19,14 @@ Components (docs/core.md has the formulas):
 
 Feedback counts only when the client signed the ``TaskOffer`` and the node signed a
 ``Claim`` for it, the client is not the node, and neither equivocated.
+
+Issue 15 adds (docs/core.md, "Quality, disputes and refuted slander"): bad evidence weighs
+``bad_weight`` and decays slower; ``quality``, the lower confidence bound of success, which
+matching orders by (:mod:`repp2p.reputation.estimates`); standing-weighted verdicts on
+tasks whose receipts disagree, re-judged over ``dispute_rounds`` rounds
+(:mod:`repp2p.reputation.disputes`); refuted slander and client credibility. A receipt
+outvoted by the count rule (:func:`receipt_votes`, which the ledger also uses) is a hard
+offence only with ``wrong_result_hard``.
 """
 
 from __future__ import annotations
