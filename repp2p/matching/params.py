@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from repp2p.params_check import int_field
+from repp2p.params_check import bool_field, int_field
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +33,10 @@ class MatchingParams:
     reputation_exponent: int = 1
     capacity_cap: int = 64
     heartbeat_max_age_epochs: int = 2
+    quality_first: bool = True
+    tier_headroom_permille: int = 100
+    dispute_max_replicas: int = 6
+    dispute_min_credibility_permille: int = 500
 
     def __post_init__(self) -> None:
         self.validate()
@@ -45,3 +49,7 @@ class MatchingParams:
         int_field(self, "reputation_exponent", 0, 3)
         int_field(self, "capacity_cap", 1, 65535)
         int_field(self, "heartbeat_max_age_epochs", 1, 1000)
+        bool_field(self, "quality_first")
+        int_field(self, "tier_headroom_permille", 0, 10_000)
+        int_field(self, "dispute_max_replicas", 0, 64)
+        int_field(self, "dispute_min_credibility_permille", 0, 1000)

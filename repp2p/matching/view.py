@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from repp2p.matching.hashing import peer_words, pool_coin, task_words
+from repp2p.matching.beacon import beacon as epoch_beacon
+from repp2p.matching.hashing import mix_array, peer_words, pool_coin, task_words
 from repp2p.matching.params import MatchingParams
 from repp2p.matching.rank import rank_fast, rank_reference
 from repp2p.records import TaskOffer
@@ -79,6 +80,9 @@ class View:
         price: uint64 micro-REP; permille: reputation; weight: float64 rendezvous weight.
         is_newcomer: in the exploration pool; base_eligible: eligible for some task
             (verified, consistent, online with free capacity, not penalised, no offence).
+        quality: quality permille (lower confidence bound of success, int64).
+        tier: the serving tier (quality first, up to the recent demand plus headroom).
+        demand: the recent demand the tier covers (claims per epoch).
     """
 
     epoch: int
@@ -98,6 +102,9 @@ class View:
     is_newcomer: np.ndarray
     base_eligible: np.ndarray
     tee_kind: tuple[str, ...]
+    quality: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
+    tier: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, bool))
+    demand: int = 0
     _masks: dict = dataclasses.field(default_factory=dict, repr=False)
 
     # -- construction ----------------------------------------------------------------------
@@ -195,7 +202,23 @@ class View:
         if engine_pins is not None:
             for e in sorted(engine_pins):
                 h.update(e.encode() + b"\0" + b"".join(sorted(engine_pins[e])))
-        arrays = (words := peer_words(peers), permille, weight, inv_weight, base)
+        words = peer_words(peers)
+        q = table.quality
+        quality = (
+            np.floor(q[ix] * 1000.0 + 0.5).astype(np.int64)
+            if q is not None
+            else permille.astype(np.int64)
+        )
+        demand = recent_demand(ev, epoch)
+        established = base & ~table.is_newcomer[ix]
+        if mp.quality_first:
+            epoch_cap = np.where(ev.throughput[ix] > 0, ev.throughput[ix], capacity)
+            tier = serving_tier(
+                established, quality, epoch_cap, words, epoch, demand, mp.tier_headroom_permille
+            )
+        else:
+            tier = established
+        arrays = (words, permille, weight, inv_weight, base, quality, tier)
         for arr in arrays:
             arr.setflags(write=False)
         return cls(
@@ -216,6 +239,9 @@ class View:
             is_newcomer=table.is_newcomer[ix],
             base_eligible=base,
             tee_kind=tee_kind,
+            quality=quality,
+            tier=tier,
+            demand=demand,
         )
 
     # -- parameters ------------------------------------------------------------------------
@@ -281,6 +307,17 @@ class View:
         return mask
 
     # -- ranking ---------------------------------------------------------------------------
+    def pools(self, mask: np.ndarray, explore: bool) -> tuple[np.ndarray, ...]:
+        """The pools a task ranks through, in order, within ``mask`` (its eligible nodes).
+
+        Not exploring: the serving tier, then the other established nodes (overflow), then
+        newcomers. Exploring (the task's coin): newcomers first, then the same order.
+        """
+        est = mask & ~self.is_newcomer
+        tier = est & self.tier
+        main = (tier, est & ~tier, mask & self.is_newcomer)
+        return (main[2], main[0], main[1]) if explore else main
+
     def rank_limit(self, task: TaskOffer) -> int:
         """How many ranks may ever claim ``task``: ``redundancy + failover_depth``."""
         return task.redundancy + self.matching_params.failover_depth
@@ -293,10 +330,8 @@ class View:
         a0, a1, a2 = task_words(task.task_id, beacon)
         mask = self.eligible(task)
         explore = pool_coin(a2) < self.matching_params.exploration_permille
-        first = mask & (self.is_newcomer if explore else ~self.is_newcomer)
-        second = mask & ~first
         out: list[int] = []
-        for pool in (first, second):
+        for pool in self.pools(mask, explore):
             if len(out) >= limit:
                 break
             if reference:
@@ -313,15 +348,68 @@ class View:
         return [self.peers[i] for i in self.rank_indices(task, beacon, limit=limit)]
 
 
+def recent_demand(ev: Evidence, epoch: int) -> int:
+    """Claims per epoch the tier must cover: the most of the three epochs before ``epoch``.
+
+    An epoch's demand is its offers times the median number of claims of its claimed
+    offers (the lower median): redundancy counts, but the few offers a dispute escalated
+    to extra replicas do not inflate it (a burst of disputes must not widen the tier to
+    the very nodes being disputed). The most of three epochs, so an epoch whose records are
+    still arriving does not shrink the tier.
+    """
+    best = 0
+    for back in (1, 2, 3):
+        e = epoch - back
+        offers = np.flatnonzero(ev.offer_epoch == e)
+        if not len(offers):
+            continue
+        counts = np.bincount(ev.claim_offer, minlength=len(ev.offer_epoch))[offers]
+        claimed = np.sort(counts[counts > 0])
+        if len(claimed):
+            best = max(best, len(offers) * int(claimed[(len(claimed) - 1) // 2]))
+    return best
+
+
+def serving_tier(
+    candidates: np.ndarray,
+    quality: np.ndarray,
+    epoch_capacity: np.ndarray,
+    words: np.ndarray,
+    epoch: int,
+    demand: int,
+    headroom_permille: int,
+) -> np.ndarray:
+    """The best-quality candidates whose epoch capacity first covers the demand.
+
+    Candidates are ordered by quality permille (higher first), ties by a per-epoch hash of
+    the peer word (so equal newcomers do not queue by peer ID); the tier is the shortest
+    prefix whose summed capacity reaches ``demand * (1000 + headroom_permille) / 1000``
+    (integers). No demand yet: every candidate.
+    """
+    tier = np.zeros(len(candidates), bool)
+    idx = np.flatnonzero(candidates)
+    if demand <= 0 or len(idx) == 0:
+        return candidates.copy()
+    salt = np.uint64(int.from_bytes(epoch_beacon(epoch)[:8], "big"))
+    tie = mix_array(words[idx] ^ salt)
+    order = np.lexsort((idx, tie, -quality[idx]))
+    cap = np.maximum(epoch_capacity[idx][order], 0).astype(np.int64)
+    before = np.cumsum(cap) - cap
+    need = demand * (1000 + headroom_permille)
+    tier[idx[order][before * 1000 < need]] = True
+    return tier
+
+
 def rank(task: TaskOffer, view: View, beacon: bytes, *, limit: int | None = None) -> list[str]:
     """Rank the nodes of ``view`` for ``task``: the first ``task.redundancy`` take it.
 
     Eligible nodes (attestation verified and consistent with the ad, engine served with an
     allowed measurement, TEE kind in ``task.tee_kinds`` (empty: any), price <= max_price,
     permille >= min_reputation, not penalised, online with free capacity) are ordered by
-    weighted rendezvous hashing, smallest ``-ln(u) / w`` first. With probability
-    ``exploration_permille`` (a coin from the task hash) newcomers are ranked first, else
-    established nodes first; the other pool follows.
+    weighted rendezvous hashing, smallest ``-ln(u) / w`` first, pool by pool: the serving
+    tier (best quality, up to the recent demand), the other established nodes, newcomers.
+    With probability ``exploration_permille`` (a coin from the task hash) newcomers come
+    first instead.
 
     Args:
         task: the ``TaskOffer``.

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 
 from repp2p.errors import ConfigError
-from repp2p.params_check import float_field, int_field
+from repp2p.params_check import bool_field, float_field, int_field
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,7 +91,37 @@ class ReputationParams:
             epochs, 1..2**40 (the default is about forever).
         wrong_quorum: a receipt is proven wrong when at least this many other claimants'
             receipts for the same task agree on a different output and they are a strict
-            majority of the task's receipts, 2..16.
+            majority of the task's receipts, 2..16. Such a count proves nothing colluders
+            cannot manufacture, so it is a hard penalty only with ``wrong_result_hard``;
+            otherwise disputes are judged by standing (below).
+        wrong_result_hard: a count-quorum proven wrong result is a hard penalty (the rule
+            before issue 15). Off by default: colluders can outvote an honest replica.
+
+    Estimates with uncertainty (docs/core.md, "Quality"):
+
+    Attributes:
+        bad_weight: one ``wrong``/``bad_proof``/``timeout`` feedback counts this many times
+            its weight against success, 1..1000: a cheater that camouflages (wrong on a
+            share of tasks) must not average its bad results away.
+        bad_half_life_epochs: half-life of bad evidence, epochs, 0.5..100000; longer than
+            ``half_life_epochs`` so a bad record fades slower than a good one.
+        quality_z: quality = the posterior mean of success minus ``quality_z`` posterior
+            standard deviations (a lower confidence bound), 0..10. Thin histories sit low,
+            so a node earns a place at the front of matching with evidence.
+        dispute_weight: a lost dispute (a receipt outvoted by a confident, standing-weighted
+            verdict) counts as this many bad feedback of average trust, 0..10000.
+        dispute_confidence: a verdict is confident when the winning output holds more than
+            this share of the standing of all receipts of the task, 0.5..0.999.
+        dispute_min_support: ... and its receipts' standing sums to at least this, 0..16;
+            standing is a node's quality before disputes count, so thin or shaken
+            identities cannot decide a verdict by themselves.
+        dispute_rounds: verdicts are judged this many times, each round with the quality
+            the previous round's verdicts gave (round 1: quality before disputes), 1..8.
+        slander_penalty: a client's feedback weight is multiplied by
+            ``(1 + upheld) / (1 + upheld + slander_penalty * refuted)``, 0..1e6, where
+            ``refuted`` counts its ``wrong`` verdicts on receipts a confident verdict upheld
+            and ``upheld`` its verdicts a confident verdict agreed with (``wrong`` on an
+            outvoted receipt, ``ok`` on an upheld one); both decayed.
     """
 
     w_uptime: float = 1.0
@@ -129,6 +159,16 @@ class ReputationParams:
     phase_out_max_epochs: int = 24 * 30
     hard_penalty_epochs: int = 2**40
     wrong_quorum: int = 2
+    wrong_result_hard: bool = False
+
+    bad_weight: float = 4.0
+    bad_half_life_epochs: float = 192.0
+    quality_z: float = 1.0
+    dispute_weight: float = 20.0
+    dispute_confidence: float = 0.67
+    dispute_min_support: float = 1.5
+    dispute_rounds: int = 3
+    slander_penalty: float = 10.0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -171,6 +211,15 @@ class ReputationParams:
         int_field(self, "phase_out_max_epochs", self.phase_out_penalty_epochs, 2**40)
         int_field(self, "hard_penalty_epochs", 1, 2**40)
         int_field(self, "wrong_quorum", 2, 16)
+        bool_field(self, "wrong_result_hard")
+        float_field(self, "bad_weight", 1.0, 1000.0)
+        float_field(self, "bad_half_life_epochs", 0.5, 100_000.0)
+        float_field(self, "quality_z", 0.0, 10.0)
+        float_field(self, "dispute_weight", 0.0, 10_000.0)
+        float_field(self, "dispute_confidence", 0.5, 0.999)
+        float_field(self, "dispute_min_support", 0.0, 16.0)
+        float_field(self, "slander_penalty", 0.0, 1e6)
+        int_field(self, "dispute_rounds", 1, 8)
 
     @property
     def weights(self) -> tuple[float, float, float, float, float]:

@@ -19,6 +19,14 @@ Components (docs/core.md has the formulas):
 
 Feedback counts only when the client signed the ``TaskOffer`` and the node signed a
 ``Claim`` for it, the client is not the node, and neither equivocated.
+
+Issue 15 adds (docs/core.md, "Quality, disputes and refuted slander"): bad evidence weighs
+``bad_weight`` and decays slower; ``quality``, the lower confidence bound of success, which
+matching orders by (:mod:`repp2p.reputation.estimates`); standing-weighted verdicts on
+tasks whose receipts disagree, re-judged over ``dispute_rounds`` rounds
+(:mod:`repp2p.reputation.disputes`); refuted slander and client credibility. A receipt
+outvoted by the count rule (:func:`receipt_votes`, which the ledger also uses) is a hard
+offence only with ``wrong_result_hard``.
 """
 
 from __future__ import annotations
@@ -29,6 +37,8 @@ import dataclasses
 import numpy as np
 
 from repp2p.reputation.detmath import decay_table_fixed
+from repp2p.reputation.disputes import dispute_verdicts
+from repp2p.reputation.estimates import beta_lcb, beta_posterior
 from repp2p.reputation.evidence import Evidence, Offence
 from repp2p.reputation.params import ReputationParams
 
@@ -53,6 +63,9 @@ class NodeReputation:
         client_trust: the peer's EigenTrust value as a client (sums to 1 over all peers).
         is_newcomer: less trusted feedback than ``newcomer_min_feedback``.
         is_offender: equivocated or proven wrong (hard penalty).
+        quality: lower confidence bound of success (what matching orders by).
+        standing: quality before disputes count (what weighs a receipt's vote).
+        disputes_lost: decayed count of receipts outvoted by a confident verdict.
     """
 
     peer_id: str
@@ -67,6 +80,9 @@ class NodeReputation:
     client_trust: float
     is_newcomer: bool
     is_offender: bool
+    quality: float = 0.0
+    standing: float = 0.0
+    disputes_lost: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -88,6 +104,19 @@ class ReputationTable:
     is_newcomer: np.ndarray
     is_offender: np.ndarray
     offences: tuple[Offence, ...]
+    #: Per peer, added by issue 15 (None in tables built by hand: read as zeros).
+    quality: np.ndarray | None = None
+    standing: np.ndarray | None = None
+    disputes_lost: np.ndarray | None = None
+    #: Per receipt row of the evidence: upheld / outvoted by a confident verdict.
+    receipt_upheld: np.ndarray | None = None
+    receipt_lost: np.ndarray | None = None
+    #: Per peer as a client: weight kept after refuted verdicts, (0, 1] (1: none refuted).
+    client_credibility: np.ndarray | None = None
+
+    def _opt(self, name: str, i: int) -> float:
+        arr = getattr(self, name)
+        return 0.0 if arr is None else float(arr[i])
 
     def index(self, peer_id: str) -> int:
         i = bisect.bisect_left(self.peers, peer_id)
@@ -112,6 +141,9 @@ class ReputationTable:
             client_trust=float(self.client_trust[i]),
             is_newcomer=bool(self.is_newcomer[i]),
             is_offender=bool(self.is_offender[i]),
+            quality=self._opt("quality", i),
+            standing=self._opt("standing", i),
+            disputes_lost=self._opt("disputes_lost", i),
         )
 
     def scores(self) -> dict[str, float]:
@@ -235,42 +267,58 @@ def compute(
     epoch = now // epoch_s
     w = p.window_epochs
     decay = decay_table_fixed(p.half_life_epochs, w + 1, DECAY_BITS)
+    decay_bad = decay_table_fixed(p.bad_half_life_epochs, w + 1, DECAY_BITS)
 
-    def age_weight(epochs: np.ndarray, *, allow_current: bool) -> np.ndarray:
+    def age_weight(
+        epochs: np.ndarray, *, allow_current: bool, table: np.ndarray = decay
+    ) -> np.ndarray:
         """Fixed-point decay per row; 0 outside the window (or in the future)."""
         age = (epoch - 1) - epochs
         ok = (age >= 0) & (age <= w - 1)
         if allow_current:
             ok |= epochs == epoch
             age = np.maximum(age, 0)
-        return np.where(ok, decay[np.clip(age, 0, w)], 0)
+        return np.where(ok, table[np.clip(age, 0, w)], 0)
 
     n_offers = len(ev.offer_client)
     # One sentinel offer at index n_offers (owner -1, far past) keeps indexing total.
     offer_client = np.append(ev.offer_client, -1)
     offer_epoch = np.append(ev.offer_epoch, -(2**40))
     offer_deadline = np.append(ev.offer_deadline_ms, 0)
-    # --- claims, receipts, proven wrong results -------------------------------------------
+    # --- claims, receipts, count-quorum outvoted results ----------------------------------
     claim_key = ev.claim_offer * n + ev.claim_node  # sorted: claims are sorted (offer, node)
     r_key = ev.receipt_offer * n + ev.receipt_node  # sorted likewise
     r_claimed, _ = _member(claim_key, r_key)
     r_valid = r_claimed & ev.verified[ev.receipt_node] & ~ev.failed[ev.receipt_node]
     r_wrong = np.zeros(len(r_key), bool)
+    r_agree = np.zeros(len(r_key), np.int64)
     offences = list(ev.offences)
     if r_valid.any():
-        _, r_wrong = receipt_votes(ev, r_valid, n_offers, p.wrong_quorum)
-        for r in np.flatnonzero(r_wrong):
-            o = ev.receipt_offer[r]
-            ids: tuple[bytes, ...] = ()
-            if ev.receipt_ids:
-                same = np.flatnonzero((ev.receipt_offer == o) & r_valid)
-                ids = tuple(sorted(ev.receipt_ids[i] for i in same))
-            offences.append(
-                Offence("wrong_result", ev.peers[ev.receipt_node[r]], ids, int(ev.offer_epoch[o]))
-            )
+        r_agree, r_wrong = receipt_votes(ev, r_valid, n_offers, p.wrong_quorum)
+        if p.wrong_result_hard:
+            for r in np.flatnonzero(r_wrong):
+                o = ev.receipt_offer[r]
+                ids: tuple[bytes, ...] = ()
+                if ev.receipt_ids:
+                    same = np.flatnonzero((ev.receipt_offer == o) & r_valid)
+                    ids = tuple(sorted(ev.receipt_ids[i] for i in same))
+                offences.append(
+                    Offence(
+                        "wrong_result", ev.peers[ev.receipt_node[r]], ids, int(ev.offer_epoch[o])
+                    )
+                )
     proven_wrong = np.zeros(n, bool)
-    proven_wrong[ev.receipt_node[r_wrong]] = True
+    if p.wrong_result_hard:
+        proven_wrong[ev.receipt_node[r_wrong]] = True
     offender = ev.equivocated | proven_wrong
+    # offers whose valid receipts disagree (any two outputs)
+    if r_valid.any():
+        per_offer = np.bincount(ev.receipt_offer[r_valid], minlength=n_offers + 1)
+        contested = per_offer[ev.receipt_offer] > r_agree
+    else:
+        contested = np.zeros(len(r_key), bool)
+    # a receipt agreed by a quorum with no disagreement (used before standing exists)
+    r_confirmed = r_valid & (r_agree >= p.wrong_quorum) & ~contested
 
     # --- valid feedback -------------------------------------------------------------------
     fo = ev.fb_offer
@@ -280,6 +328,7 @@ def compute(
     fb_key = fo_c * n + ev.fb_node
     claimed, _ = _member(claim_key, fb_key)
     fb_d = age_weight(offer_epoch[fo_c], allow_current=True)
+    fb_db = age_weight(offer_epoch[fo_c], allow_current=True, table=decay_bad)
     valid = (
         owned
         & claimed
@@ -288,14 +337,15 @@ def compute(
         & ~offender[ev.fb_node]
         & (fb_d > 0)
     )
-    fc, fn, fd = ev.fb_client[valid], ev.fb_node[valid], fb_d[valid]
+    fc, fn, fd, fdb = ev.fb_client[valid], ev.fb_node[valid], fb_d[valid], fb_db[valid]
     outcome = ev.fb_outcome[valid]
     is_ok = outcome == _OK
+    is_bad = (outcome == _WRONG) | (outcome == _BAD_PROOF)
     ok_value = (100 - p.rating_weight_pct) * 100 + p.rating_weight_pct * ev.fb_rating[valid]
     good = fd * np.where(is_ok, ok_value, 0)  # exact int64
     seen = fd * UNIT
     bad_value = np.where(
-        (outcome == _WRONG) | (outcome == _BAD_PROOF),
+        is_bad,
         UNIT,
         np.where(outcome == _TIMEOUT, p.timeout_penalty_pct * 100, 0),
     )
@@ -309,31 +359,42 @@ def compute(
     lat_num = np.where(is_ok, fd * lat_fixed, 0)
     lat_den = np.where(is_ok, seen, 0)
 
-    # receipts behind each feedback: is the client's verdict consistent with the proof?
+    # the receipt behind each feedback
     r_found, r_pos = _member(r_key, fo_c[valid] * n + fn)
     if len(r_key):
         r_found &= r_valid[r_pos]
-        fb_wrong = r_found & r_wrong[r_pos]
-    else:
-        fb_wrong = r_found
-    consistent = r_found & ((is_ok & ~fb_wrong) | ((outcome == _WRONG) & fb_wrong))
+    r_pos = np.where(r_found, r_pos, 0)
     node_trusted = ev.verified & ~ev.failed & ~offender
+
+    # Success mass per feedback: good (ok) and bad split, bad evidence weighs ``bad_weight``
+    # and decays with the slower ``bad_half_life_epochs``; timeouts count once, as before.
+    succ_good = good
+    succ_seen_ok = np.where(is_bad, 0, seen)  # ok and timeout rows: denominator as before
+    succ_bad = np.where(is_bad, fdb * UNIT, 0)  # bad rows, exact int64 (scaled below)
 
     # --- aggregate per (client, node) pair: rows are sorted by client, node ----------------
     pair = fc * n + fn
     if len(pair):
         starts = np.flatnonzero(np.concatenate(([True], pair[1:] != pair[:-1])))
         pc, pn = fc[starts], fn[starts]
-        good_p = np.add.reduceat(good, starts).astype(np.float64)
-        seen_p = np.add.reduceat(seen, starts).astype(np.float64)
-        local_p = np.add.reduceat(local, starts).astype(np.float64)
-        latn_p = np.add.reduceat(lat_num, starts).astype(np.float64)
-        latd_p = np.add.reduceat(lat_den, starts).astype(np.float64)
+
+        def per_pair(x: np.ndarray) -> np.ndarray:
+            return np.add.reduceat(x, starts).astype(np.float64)
+
+        local_p = per_pair(local)
+        latn_p, latd_p = per_pair(lat_num), per_pair(lat_den)
     else:
         pc = pn = np.zeros(0, np.int64)
-        good_p = seen_p = local_p = latn_p = latd_p = np.zeros(0)
+        local_p = latn_p = latd_p = np.zeros(0)
+
+        def per_pair(x: np.ndarray) -> np.ndarray:
+            return np.zeros(0)
 
     # --- EigenTrust over clients and nodes ------------------------------------------------
+    # A node vouches for a client whose verdict agrees with the proof; the proof here is the
+    # count rule (a standing-weighted verdict needs the trust computed below).
+    fb_wrong0 = r_found & (r_wrong[r_pos] if len(r_key) else r_found)
+    consistent = r_found & ((is_ok & ~fb_wrong0) | ((outcome == _WRONG) & fb_wrong0))
     vouch = consistent & node_trusted[fn]
     v_key = fn[vouch] * n + fc[vouch]
     v_keys, v_inv = np.unique(v_key, return_inverse=True)
@@ -367,16 +428,79 @@ def compute(
     # added by an attacker change nobody's weight (a per-vertex average would).
     n_pre = max(1, int(np.count_nonzero(pretrusted)))
     cw = np.minimum(p.trust_weight_cap, pair_trust * (n_pre / p.trust_alpha))
+    one = _D * UNIT  # one fresh feedback of average trust
+
+    def success_posterior(
+        drop: np.ndarray, client_w: np.ndarray, lost_mass: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(good, bad, seen) masses per node in feedback of average trust; ``drop`` rows
+        (refuted verdicts) carry no evidence; ``lost_mass`` adds lost disputes as bad."""
+        keep = ~drop
+        g_p = per_pair(np.where(keep, succ_good, 0))
+        s_p = per_pair(np.where(keep, succ_seen_ok, 0))
+        b_p = per_pair(np.where(keep, succ_bad, 0))
+        g = np.bincount(pn, weights=client_w * g_p, minlength=n) / one
+        s_ok = np.bincount(pn, weights=client_w * s_p, minlength=n) / one
+        b = np.bincount(pn, weights=client_w * b_p, minlength=n) / one
+        bad = (s_ok - g) + p.bad_weight * b + lost_mass
+        return g, bad, s_ok + b
+
+    def quality_of(g: np.ndarray, bad: np.ndarray) -> np.ndarray:
+        a, b = beta_posterior(g, bad, p.prior_success, p.prior_strength_success)
+        return beta_lcb(a, b, p.quality_z, p.prior_success)
+
+    # Standing, round 0: quality with wrong verdicts on quorum-confirmed, undisputed
+    # receipts set aside and no dispute counted. Each further round re-judges every dispute
+    # with the quality the previous round's verdicts gave (a fixed number of rounds, so
+    # every peer runs the same steps): identities that lost many verdicts stop weighing,
+    # and a node outvoted by them in an early round is acquitted in a later one.
+    trusted_node = ev.is_node & node_trusted
+    pre_drop = is_bad & r_found & r_confirmed[r_pos] if len(r_key) else np.zeros(len(fc), bool)
+    g0, bad0, _ = success_posterior(pre_drop, cw, np.zeros(n))
+    standing = np.where(trusted_node, quality_of(g0, bad0), 0.0)
+    lost_d = age_weight(offer_epoch[ev.receipt_offer], allow_current=True, table=decay_bad)
+    fb_contested = r_found & (contested[r_pos] if len(r_key) else r_found)
+    cw0 = cw
+    for _round in range(p.dispute_rounds):
+        upheld, lost, _decided = dispute_verdicts(
+            ev.receipt_offer,
+            ev.receipt_output,
+            standing[ev.receipt_node] if len(r_key) else np.zeros(0),
+            r_valid,
+            n_offers,
+            quorum=p.wrong_quorum,
+            confidence=p.dispute_confidence,
+            min_support=p.dispute_min_support,
+        )
+        lost_w = np.where(lost, lost_d, 0).astype(np.float64)
+        disputes_lost = np.bincount(ev.receipt_node, weights=lost_w, minlength=n) / _D
+        # Verdicts on feedback: a wrong on an upheld receipt is refuted (slander), on an
+        # outvoted one upheld. A client's weight shrinks with its refuted share.
+        fb_upheld = r_found & (upheld[r_pos] if len(r_key) else r_found)
+        fb_lost = r_found & (lost[r_pos] if len(r_key) else r_found)
+        refuted = is_bad & fb_upheld
+        # Only verdicts back a client: praise of an unchecked result proves nothing.
+        supported = (is_bad & fb_lost) | (is_ok & fb_upheld)
+        ref_w = np.where(refuted, fdb, 0).astype(np.float64)
+        sup_w = np.where(supported, fd, 0).astype(np.float64)
+        ref_c = np.bincount(fc, weights=ref_w, minlength=n) / _D
+        sup_c = np.bincount(fc, weights=sup_w, minlength=n) / _D
+        credibility = (1.0 + sup_c) / (1.0 + sup_c + p.slander_penalty * ref_c)
+        cw = cw0 * credibility[pc]
+        # On a task whose receipts disagree, the client's "wrong" only echoes a vote that
+        # colluders can stack: it counts only where the verdict outvoted the receipt.
+        echo = is_bad & fb_contested & ~fb_lost
+        g1, bad1, seen1 = success_posterior(refuted | echo, cw, p.dispute_weight * disputes_lost)
+        quality = np.where(trusted_node, quality_of(g1, bad1), 0.0)
+        if _round + 1 < p.dispute_rounds:
+            standing = quality
 
     # --- components -----------------------------------------------------------------------
-    one = _D * UNIT  # one fresh feedback of average trust
-    succ_num = np.bincount(pn, weights=cw * good_p, minlength=n)
-    succ_den = np.bincount(pn, weights=cw * seen_p, minlength=n)
-    success = _smoothed(succ_num / one, succ_den / one, p.prior_success, p.prior_strength_success)
+    success = _smoothed(g1, g1 + bad1, p.prior_success, p.prior_strength_success)
     lat_n = np.bincount(pn, weights=cw * latn_p, minlength=n)
     lat_d = np.bincount(pn, weights=cw * latd_p, minlength=n)
     latency = _smoothed(lat_n / one, lat_d / one, p.prior_latency, p.prior_strength_latency)
-    feedback_mass = succ_den / one
+    feedback_mass = seen1
 
     # throughput: claims of tasks whose deadline has passed, delivered = a receipt exists
     due = offer_deadline[ev.claim_offer] <= now * 1000
@@ -418,7 +542,8 @@ def compute(
     score = np.where(offender, 0.0, np.clip(score, 0.0, 1.0))
     permille = np.floor(score * 1000.0 + 0.5).astype(np.int64)
     newcomer = feedback_mass < p.newcomer_min_feedback
-    for arr in (score, permille, comps, feedback_mass, trust, newcomer, offender):
+    frozen = (score, permille, comps, feedback_mass, trust, newcomer, offender)
+    for arr in (*frozen, quality, standing, disputes_lost, upheld, lost, credibility):
         arr.setflags(write=False)
     return ReputationTable(
         peers=ev.peers,
@@ -432,4 +557,10 @@ def compute(
         is_newcomer=newcomer,
         is_offender=offender,
         offences=tuple(sorted(offences, key=lambda o: (o.peer_id, o.kind, o.record_ids))),
+        quality=quality,
+        standing=standing,
+        disputes_lost=disputes_lost,
+        receipt_upheld=upheld,
+        receipt_lost=lost,
+        client_credibility=credibility,
     )

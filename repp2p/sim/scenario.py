@@ -125,6 +125,7 @@ class Scenario:
     redundancy: int = 1
     min_reputation: int = 0
     deadline_ms: int = 30_000
+    node_capacity: int = 4
     reputation: bool = True
     records: str = "columns"
     # network
@@ -135,6 +136,7 @@ class Scenario:
     loss: float = 0.0
     regions: int = 1
     inter_region_ms: float = 0.0
+    queue_ms: float = 10_000.0
     # churn (0 disables); epochs are the unit
     mean_up_epochs: float = 0.0
     mean_down_epochs: float = 2.0
@@ -190,6 +192,7 @@ class Scenario:
             "redundancy": t.integer("redundancy", 1, 1, 16),
             "min_reputation": t.integer("min_reputation", 0, 0, 1000),
             "deadline_ms": t.integer("deadline_ms", 30_000, 1, 10**9),
+            "node_capacity": t.integer("node_capacity", 4, 1, 65535),
         }
         check_keys("scenario", d, [*top, "reputation"])
         t = _Table(net, "scenario [network]")
@@ -201,6 +204,7 @@ class Scenario:
             "loss": t.number("loss", 0.0, 0.0, 0.99),
             "regions": t.integer("regions", 1, 1, 1000),
             "inter_region_ms": t.number("inter_region_ms", 0.0, 0.0, 1e6),
+            "queue_ms": t.number("queue_ms", 10_000.0, 0.0, 1e7),
         }
         check_keys(t.where, net, netv)
         t = _Table(churn, "scenario [churn]")
@@ -264,6 +268,7 @@ class Scenario:
             "redundancy",
             "min_reputation",
             "deadline_ms",
+            "node_capacity",
         ]:
             d[k] = getattr(self, k)
         d["network"] = {
@@ -276,6 +281,7 @@ class Scenario:
                 "loss",
                 "regions",
                 "inter_region_ms",
+                "queue_ms",
             )
         }
         d["churn"] = {

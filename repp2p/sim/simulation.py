@@ -21,8 +21,22 @@ rank claims after ``claim_timeout_ms`` (the live failover rule).
 
 Deliberate simplifications (docs/simulations.md): records are compact columns (no encoding,
 no signatures: ``records = "columns"``, the only mode); messages other than the claim and the
-result are not lost; node capacity is not queued (load stays 0); a late result counts as a
-timeout; the client judges a k=1 result wrong with probability ``detect_prob``.
+result are not lost; a late result counts as a timeout; the client judges a k=1 result
+wrong with probability ``detect_prob``.
+
+Capacity (issue 15): a node declares ``node_capacity`` tasks at once and
+``node_capacity * ticks_per_epoch`` tasks per epoch (``NodeAd.throughput``). A tick's tasks
+arrive together; a node runs ``capacity`` of them at once and each further wave of
+``capacity`` waits ``queue_ms`` more, so a node given more than about
+``deadline / queue_ms`` times its capacity in a tick times out (heartbeat load stays 0: the
+queue drains within the tick).
+
+Disputes (issue 15): a k = 1 result the client reports wrong, and a k >= 2 task whose
+receipts disagree, is escalated one replica at a time down the task's ranking (the same
+matching) until ``repp2p.reputation.disputes.dispute_verdicts`` is confident under the
+view's standings, at most ``MatchingParams.dispute_max_replicas`` replicas. Replicas claim
+and post receipts like any rank; a confident verdict on the right output gives the honest
+client its result (counted ok when in time).
 """
 
 from __future__ import annotations
@@ -37,6 +51,7 @@ import numpy as np
 from repp2p.ledger import LedgerState, settle, work_units
 from repp2p.matching import View, beacon, rank_fast, rank_first_many, task_words
 from repp2p.reputation import Evidence, PenaltyBook
+from repp2p.reputation.disputes import dispute_verdicts
 from repp2p.sim.kernel import Kernel
 from repp2p.sim.scenario import BEHAVIOURS, Scenario
 
@@ -44,6 +59,8 @@ HONEST, LAZY, WRONG, ON_OFF, SYBIL, WHITEWASH = range(6)
 #: Task outcome codes, as the honest client saw them (metrics and the trace hash).
 OK, WRONG_ACCEPTED, WRONG_DETECTED, TIMEOUT, UNASSIGNED = range(5)
 _FB_OK, _FB_WRONG, _FB_TIMEOUT = 0, 1, 2
+#: Output ids per offer (the right one, the colluders' one, one per independent receipt).
+_OUTS = 32
 _BATCH = 16  # tasks per rank_first_many call (a T x N matrix): fastest on 10k-node views
 
 
@@ -160,6 +177,9 @@ class Simulation:
         self.phased = np.full(self.n_nodes, -1, np.int64)
         self.tasks_of = np.zeros(self.n_nodes, np.int64)
         self.lost_of = np.zeros(self.n_nodes, np.int64)  # honest clients' failed tasks
+        self.caught = np.full(self.n_nodes, -1, np.int64)  # first epoch out of the tier
+        self.ever_penalised = np.zeros(self.n_nodes, bool)
+        self.busy = np.zeros(self.n_nodes, np.int64)  # tasks queued in the current tick
         # evidence tables
         self.offers = _Table(("client", "epoch", "deadline"))
         self.claims = _Table(("node", "offer"))
@@ -188,7 +208,7 @@ class Simulation:
         nc["behaviour"].append(behaviour)
         nc["group"].append(group)
         nc["attested"].append(adv.attested if adv is not None else True)
-        nc["capacity"].append(4)
+        nc["capacity"].append(self.sc.node_capacity)
         nc["joined"].append(join_epoch)
         nc["speed"].append(float(np.exp(self.rng_init.normal(0.0, self.sc.exec_sigma))))
         regions = self.sc.regions
@@ -222,9 +242,11 @@ class Simulation:
 
     def _grow(self, extra: int) -> None:
         self._freeze_nodes()
-        for name in ("online", "first_cheat", "phased", "tasks_of", "lost_of", "alive"):
+        names = ("online", "first_cheat", "phased", "tasks_of", "lost_of", "alive", "caught")
+        for name in (*names, "ever_penalised", "busy"):
             arr = getattr(self, name)
             fill = {"online": False, "alive": True, "first_cheat": -1, "phased": -1}.get(name, 0)
+            fill = -1 if name == "caught" else fill
             setattr(self, name, np.concatenate((arr, np.full(extra, fill, arr.dtype))))
 
     # -- churn events ----------------------------------------------------------------------
@@ -247,6 +269,9 @@ class Simulation:
         self.kernel.after(max(1, int(down)), self._join, i)
 
     _churn_events = 0
+    escalated_tasks = 0  # tasks escalated to replicas (disputes)
+    replica_tasks = 0  # replica executions those escalations cost
+    recovered = 0  # honest clients' noticed wrong results that a verdict put right
 
     def _new_joiner(self) -> None:
         i = self._new_identity(HONEST, -1, self.epoch)
@@ -286,6 +311,9 @@ class Simulation:
             self._peers(),
             is_node=is_node,
             capacity=np.concatenate((np.zeros(c, np.int64), self.capacity)),
+            throughput=np.concatenate(
+                (np.zeros(c, np.int64), self.capacity * self.sc.ticks_per_epoch)
+            ),
             verified=verified,
             consistent=verified,
             attested_at=np.where(is_node, self.epoch * self.sc.epoch_s, 0),
@@ -296,7 +324,7 @@ class Simulation:
             claim_offer=co - base,
             receipt_node=rn + c,
             receipt_offer=ro - base,
-            receipt_output=rout - 4 * base,
+            receipt_output=rout - _OUTS * base,
             fb_client=fc,
             fb_node=fn + c,
             fb_offer=fo - base,
@@ -349,10 +377,19 @@ class Simulation:
             # "& online" only drops whitewashers that just left.
             self.weight = view.weight
             self.newcomer = view.is_newcomer
+            self.tier = view.tier
+            self.standing = np.asarray(table.standing[c:], np.float64)
+            cred = np.asarray(table.client_credibility[:c], np.float64)
+            self.may_dispute = cred * 1000.0 >= self.mp.dispute_min_credibility_permille
         else:
             eligible = self.attested & self.online
             self.weight = np.minimum(self.capacity, self.mp.capacity_cap).astype(np.float64)
             self.newcomer = np.zeros(self.n_nodes, bool)
+            self.tier = np.ones(self.n_nodes, bool)
+            self.standing = np.ones(self.n_nodes, np.float64)
+            self.may_dispute = np.ones(len(self.client_names), bool)
+        self.penalised_now = np.array([self.book.is_penalised(p, epoch) for p in self.node_names])
+        self.ever_penalised |= self.penalised_now
         self.eligible = eligible
         self.inv_weight = np.where(self.weight > 0, 1.0 / np.maximum(self.weight, 1e-300), np.inf)
         self.words = view.words
@@ -360,6 +397,10 @@ class Simulation:
         # phase-out time: first epoch a cheater is online but no longer eligible
         gone = (self.first_cheat >= 0) & (self.phased < 0) & self.online & ~eligible
         self.phased[gone] = epoch
+        # caught: out of the serving tier (or ineligible) while online, after cheating
+        out = ~(eligible & self.tier & ~self.newcomer)
+        out_now = (self.first_cheat >= 0) & (self.caught < 0) & self.online & out
+        self.caught[out_now] = epoch
         # ledger: settle the epoch whose grace period just ended
         e = epoch - 1 - self.lp.grace_epochs
         if e >= 0:
@@ -386,16 +427,21 @@ class Simulation:
         self.kernel.after(self.epoch_ms, self._epoch_start, epoch + 1)
 
     # -- ranking ---------------------------------------------------------------------------
+    def _pools(self, explore: bool) -> tuple[np.ndarray, ...]:
+        """The ranking pools, as ``View.pools`` with our eligibility mask."""
+        est = self.eligible & ~self.newcomer
+        tier = est & self.tier
+        main = (tier, est & ~tier, self.eligible & self.newcomer)
+        return (main[2], main[0], main[1]) if explore else main
+
     def _rank_first(self, a0: np.ndarray, a1: np.ndarray, explore: np.ndarray) -> np.ndarray:
-        """Rank-0 node per task: first pool (newcomers iff explore), then the other."""
+        """Rank-0 node per task, pool by pool (``View.pools``)."""
         out = np.full(len(a0), -1, np.int64)
-        elig = self.eligible
         for flag in (False, True):
             sel = np.flatnonzero(explore == flag)
             if not len(sel):
                 continue
-            first = elig & (self.newcomer if flag else ~self.newcomer)
-            for pool in (first, elig & ~first):
+            for pool in self._pools(flag):
                 todo = sel[out[sel] < 0]
                 if not len(todo) or not pool.any():
                     continue
@@ -406,9 +452,8 @@ class Simulation:
 
     def _rank_list(self, a0: int, a1: int, explore: bool, limit: int) -> list[int]:
         """Ranked nodes of one task, as ``View.rank_indices`` with our masks."""
-        first = self.eligible & (self.newcomer if explore else ~self.newcomer)
         out: list[int] = []
-        for pool in (first, self.eligible & ~first):
+        for pool in self._pools(explore):
             if len(out) >= limit:
                 break
             got = rank_fast(
@@ -420,6 +465,7 @@ class Simulation:
     # -- tasks -----------------------------------------------------------------------------
     def _task_batch(self, count: int) -> None:
         s, e = self.sc, self.epoch
+        self.busy[:] = 0  # the previous tick's queue has drained
         seed_bytes = self.seed.to_bytes(8, "big")
         a0 = np.empty(count, np.uint64)
         a1 = np.empty(count, np.uint64)
@@ -450,9 +496,31 @@ class Simulation:
                     if self.online[i] and draws[r] >= s.loss:
                         nodes[j], delay[j] = i, r * self.mp.claim_timeout_ms
                         break
-            self._execute_single(clients, offer_ids, nodes, delay)
+            self._execute_single(clients, offer_ids, nodes, delay, a0, a1, explore)
         else:
             self._execute_redundant(clients, offer_ids, a0, a1, explore)
+
+    def _queue_delay(self, nodes: np.ndarray) -> np.ndarray:
+        """Extra delay of each (task, node) row from the node's queue in this tick.
+
+        Rows are queued in order after what the node already holds this tick: the ``m``-th
+        task (0-based) waits ``(m // capacity) * queue_ms``.
+        """
+        delay = np.zeros(len(nodes), np.float64)
+        ok = np.flatnonzero(nodes >= 0)
+        if not len(ok):
+            return delay
+        nd = nodes[ok]
+        order = np.argsort(nd, kind="stable")
+        sorted_nd = nd[order]
+        starts = np.flatnonzero(np.concatenate(([True], sorted_nd[1:] != sorted_nd[:-1])))
+        group_start = np.repeat(starts, np.diff(np.append(starts, len(nd))))
+        pos = np.empty(len(nd), np.int64)
+        pos[order] = np.arange(len(nd)) - group_start
+        m = self.busy[nd] + pos
+        np.add.at(self.busy, nd, 1)
+        delay[ok] = (m // self.capacity[nd]) * self.sc.queue_ms
+        return delay
 
     def _node_outputs(
         self,
@@ -464,9 +532,9 @@ class Simulation:
     ):
         """Delivered?, wrong?, latency (ms), in time?, output id for each (task, node) row.
 
-        Output ids are ``4 * offer + code``: 0 the right output, 1 the colluders' shared
-        wrong output, ``1 + slot`` (2, 3) independent wrong outputs of the k slots (distinct
-        for k <= 3; with larger k independent cheaters may share an id).
+        Output ids are ``_OUTS * offer + code``: 0 the right output, 1 the colluders' shared
+        wrong output, ``2 + slot`` the independent wrong output of the task's ``slot``-th
+        receipt (distinct up to slot ``_OUTS - 3``, past k plus every escalation replica).
         """
         s = self.sc
         m = len(nodes)
@@ -477,6 +545,7 @@ class Simulation:
         drop = u[0] < self.drop_prob[nd]
         wrong = self.cheat_now[nd] & (u[1] < self.wrong_prob[nd])
         latency = delay + net[0] + net[1] + s.exec_ms * self.speed[nd] * self.delay_factor[nd]
+        latency = latency + self._queue_delay(nodes)
         if s.regions > 1:  # client <-> node across regions: both directions pay the gap
             far = self.region[nd] != self.client_region[clients]
             latency = latency + np.where(far, 2.0 * s.inter_region_ms, 0.0)
@@ -485,11 +554,89 @@ class Simulation:
         cheated = (nodes >= 0) & (wrong | drop) & self.malicious[nd]
         fresh = cheated & (self.first_cheat[nd] < 0)
         self.first_cheat[nd[fresh]] = self.epoch
-        code = np.where(self.collude[nd], 1, 1 + np.minimum(slot, 2))
-        output = 4 * offer_ids + np.where(wrong, code, 0)
+        code = np.where(self.collude[nd], 1, 2 + np.minimum(slot, _OUTS - 3))
+        output = _OUTS * offer_ids + np.where(wrong, code, 0)
         return delivered, wrong, latency, in_time, output, u[2]
 
-    def _execute_single(self, clients, offer_ids, nodes, delay) -> None:
+    def _standing_of(self, nodes: np.ndarray) -> np.ndarray:
+        """View standing of nodes (0 for identities newer than the view)."""
+        st = self.standing
+        return np.where(nodes < len(st), st[np.minimum(nodes, len(st) - 1)], 0.0)
+
+    def _escalate(self, j, client, offer_id, a0, a1, explore, used, outputs, latest_ms):
+        """Add replicas down task ``j``'s ranking until the verdict is confident.
+
+        ``used``/``outputs`` are the nodes and output ids of the receipts so far (in time or
+        not: a receipt votes whenever it arrived). Returns ``(decided, winner output, latency
+        of the verdict, replica nodes, their outputs, their in-time flags)``.
+        """
+        mp = self.mp
+        limit = len(used) + mp.failover_depth + mp.dispute_max_replicas
+        # Replicas come from the task's ranking without the exploration coin: the serving
+        # tier first, so verdicts are reached by established nodes, not by newcomers.
+        del explore
+        ranked = [i for i in self._rank_list(a0, a1, False, limit) if i not in used]
+        nodes, outs, times = list(used), list(outputs), []
+        rep_nodes, rep_out, rep_time = [], [], []
+        done, winner = self._verdict(nodes, outs)
+        for i in ranked:
+            if done or len(rep_nodes) >= mp.dispute_max_replicas:
+                break
+            if not self.online[i] or self.rng_net.random() < self.sc.loss:
+                continue
+            arr = np.array([i], np.int64)
+            delivered, _w, lat, in_time, out, _u = self._node_outputs(
+                arr,
+                np.zeros(1),
+                np.array([offer_id], np.int64),
+                np.array([len(nodes)], np.int64),
+                np.array([client], np.int64),
+            )
+            rep_nodes.append(i)
+            rep_time.append(bool(in_time[0]))
+            rep_out.append(int(out[0]) if delivered[0] else -1)
+            if delivered[0]:
+                nodes.append(i)
+                outs.append(int(out[0]))
+                times.append(float(lat[0]))
+                done, winner = self._verdict(nodes, outs)
+        verdict_ms = latest_ms + (max(times) if times else 0.0)
+        return done, winner, verdict_ms, rep_nodes, rep_out, rep_time
+
+    def _verdict(self, nodes: list[int], outputs: list[int]) -> tuple[bool, int]:
+        """The core's standing-weighted verdict on one task's receipts."""
+        if len(nodes) < 2:
+            return False, -1
+        nd = np.array(nodes, np.int64)
+        out = np.array(outputs, np.int64)
+        order = np.argsort(nd, kind="stable")  # the evidence sorts receipts by node
+        upheld, _lost, decided = dispute_verdicts(
+            np.zeros(len(nd), np.int64),
+            out[order],
+            self._standing_of(nd[order]),
+            np.ones(len(nd), bool),
+            1,
+            quorum=self.rp.wrong_quorum,
+            confidence=self.rp.dispute_confidence,
+            min_support=self.rp.dispute_min_support,
+        )
+        if not decided[0]:
+            return False, -1
+        return True, int(out[order][upheld][0])
+
+    def _record_replicas(self, e, offer_id, rep_nodes, rep_out) -> None:
+        if not rep_nodes:
+            return
+        nodes = np.array(rep_nodes, np.int64)
+        out = np.array(rep_out, np.int64)
+        self.claims.add(e, nodes, np.full(len(nodes), offer_id))
+        got = out >= 0
+        self.receipts.add(e, nodes[got], np.full(int(got.sum()), offer_id), out[got])
+        self.protocol_events += 2 * len(nodes)
+        self.replica_tasks += len(nodes)
+        np.add.at(self.tasks_of, nodes, 1)
+
+    def _execute_single(self, clients, offer_ids, nodes, delay, a0, a1, explore) -> None:
         s, e = self.sc, self.epoch
         delivered, wrong, latency, in_time, output, u_detect = self._node_outputs(
             nodes, delay, offer_ids, np.zeros(len(nodes), np.int64), clients
@@ -507,6 +654,32 @@ class Simulation:
         nd = nodes.clip(0)
         # colluding slanderers: "wrong" for honest nodes, "ok" for malicious ones
         fb = np.where(bad_client, np.where(self.malicious[nd], _FB_OK, _FB_WRONG), fb)
+        lat_out = np.where(in_time, latency, np.nan)
+        # a delivered result reported wrong is disputed: escalate it
+        disputed = np.flatnonzero(
+            assigned & delivered & in_time & (fb == _FB_WRONG) & self.may_dispute[clients]
+        )
+        if self.sc.reputation and self.mp.dispute_max_replicas > 0:
+            for j in disputed:
+                done, winner, ms, rn, ro, _rt = self._escalate(
+                    j,
+                    int(clients[j]),
+                    int(offer_ids[j]),
+                    int(a0[j]),
+                    int(a1[j]),
+                    bool(explore[j]),
+                    [int(nodes[j])],
+                    [int(output[j])],
+                    float(latency[j]),
+                )
+                self.escalated_tasks += 1
+                self._record_replicas(e, int(offer_ids[j]), rn, ro)
+                right = _OUTS * int(offer_ids[j])
+                fixed = outcome[j] == WRONG_DETECTED and done and winner == right
+                if fixed and ms <= s.deadline_ms:
+                    outcome[j] = OK  # the verdict gave the client the right result
+                    lat_out[j] = ms
+                    self.recovered += 1
         a = np.flatnonzero(assigned)
         self.claims.add(e, nodes[a], offer_ids[a])
         r = np.flatnonzero(delivered)
@@ -516,7 +689,7 @@ class Simulation:
             e, clients[a], nodes[a], offer_ids[a], fb[a], lat_ms[a], np.full(len(a), 90)
         )
         self.protocol_events += len(nodes) + 2 * len(a) + len(r)
-        self._account(clients, nodes[:, None], outcome, np.where(in_time, latency, np.nan))
+        self._account(clients, nodes[:, None], outcome, lat_out)
 
     def _execute_redundant(self, clients, offer_ids, a0, a1, explore) -> None:
         s, e, k = self.sc, self.epoch, self.sc.redundancy
@@ -553,29 +726,65 @@ class Simulation:
         majority_right = (right_votes > wrong_votes)[task]
         agree = np.where(wrong, ~majority_right, majority_right)
         fb = np.where(~in_time, _FB_TIMEOUT, np.where(agree, _FB_OK, _FB_WRONG))
+        # latency of a task: when its majority was in (max over in-time nodes)
+        lat = np.full(t, np.nan)
+        if in_time.any():
+            best = np.full(t, -np.inf)
+            np.maximum.at(best, task[in_time], latency[in_time])
+            lat = np.where(np.isfinite(best), best, np.nan)
+        # disagreeing receipts: escalate; the confident verdict decides outcome and feedback
+        escalate = self.sc.reputation and self.mp.dispute_max_replicas > 0
+        n_out = np.zeros(t, np.int64)
+        if escalate and len(task):
+            keys = np.unique(task[delivered] * _OUTS + output[delivered] % _OUTS)
+            np.add.at(n_out, keys // _OUTS, 1)
+        no_feedback = np.zeros(len(nodes), bool)
+        for j in np.flatnonzero(n_out > 1):
+            rows = np.flatnonzero((task == j) & delivered)
+            done, winner, ms, rn, ro, _rt = self._escalate(
+                j,
+                int(clients[j]),
+                int(offer_ids[j]),
+                int(a0[j]),
+                int(a1[j]),
+                bool(explore[j]),
+                [int(x) for x in nodes[rows]],
+                [int(x) for x in output[rows]],
+                float(np.nanmax(np.where(in_time[rows], latency[rows], 0.0))),
+            )
+            self.escalated_tasks += 1
+            self._record_replicas(e, int(offer_ids[j]), rn, ro)
+            mine = task == j
+            if not done:
+                # No confident verdict: nobody is judged (no feedback); the client keeps
+                # the plurality of the first k, as before disputes existed.
+                no_feedback |= mine
+                continue
+            right = _OUTS * int(offer_ids[j])
+            fb = np.where(mine & in_time, np.where(output == winner, _FB_OK, _FB_WRONG), fb)
+            if winner != right:
+                outcome[j] = WRONG_ACCEPTED
+            elif ms <= s.deadline_ms:
+                outcome[j] = OK
+                lat[j] = ms
+            else:
+                outcome[j] = TIMEOUT
         bad_client = self.client_bad[clients[task]]
         fb = np.where(bad_client, np.where(self.malicious[nodes], _FB_OK, _FB_WRONG), fb)
         self.claims.add(e, nodes, offer_ids[task])
         r = np.flatnonzero(delivered)
         self.receipts.add(e, nodes[r], offer_ids[task][r], output[r])
         lat_ms = np.minimum(latency, 2**31).astype(np.int64)
+        f = np.flatnonzero(~no_feedback)
         self.feedback.add(
-            e, clients[task], nodes, offer_ids[task], fb, lat_ms, np.full(len(nodes), 90)
+            e, clients[task][f], nodes[f], offer_ids[task][f], fb[f], lat_ms[f], np.full(len(f), 90)
         )
         self.protocol_events += t + 2 * len(nodes) + len(r)
-        # latency of a task: when its majority was in (max over in-time nodes)
-        lat = np.full(t, np.nan)
-        ok_rows = in_time
-        if ok_rows.any():
-            best = np.full(t, -np.inf)
-            np.maximum.at(best, task[ok_rows], latency[ok_rows])
-            lat = np.where(np.isfinite(best), best, np.nan)
         matrix = np.full((t, k), -1, np.int64)
         slot = np.zeros(t, np.int64)
-        for row, (tj, ni) in enumerate(zip(task, nodes, strict=True)):
+        for tj, ni in zip(task, nodes, strict=True):
             matrix[tj, slot[tj]] = ni
             slot[tj] += 1
-            del row
         self._account(clients, matrix, outcome, lat)
 
     def _account(self, clients, nodes_matrix, outcome, latency) -> None:
@@ -693,11 +902,16 @@ class SimResult:
                 continue
             done = cheaters & (sim.phased >= 0)
             delays = (sim.phased - sim.first_cheat)[done]
+            caught = cheaters & (sim.caught >= 0)
+            to_catch = np.maximum(sim.caught - sim.first_cheat, 0)[caught]
             phase[name] = {
                 "cheaters": int(cheaters.sum()),
                 "phased_out": int(done.sum()),
                 "mean_epochs_to_phase_out": float(delays.mean()) if len(delays) else None,
                 "max_epochs_to_phase_out": int(delays.max()) if len(delays) else None,
+                "caught": int(caught.sum()),
+                "mean_epochs_to_catch": float(to_catch.mean()) if len(to_catch) else None,
+                "max_epochs_to_catch": int(to_catch.max()) if len(to_catch) else None,
             }
         by_type = {}
         for b, name in enumerate(BEHAVIOURS):
@@ -710,6 +924,8 @@ class SimResult:
                     "rep_share": int(balances[sel].sum()) / total_rep if total_rep else 0.0,
                 }
         sybil = (sim.behaviour == SYBIL) & ~sim.attested
+        honest = ~sim.malicious
+        timeouts = sum(r["timeout"] for r in rows)
         summary = {
             "scenario": sim.sc.name,
             "seed": sim.seed,
@@ -729,6 +945,15 @@ class SimResult:
             / max(tasks, 1),
             "unattested_sybil_tasks": int(sim.tasks_of[sybil].sum()),
             "honest_penalised_final": rows[-1]["honest_penalised"] if rows else 0,
+            "honest_penalised_ever": int((sim.ever_penalised & honest).sum()),
+            "honest_rep_share": int(balances[honest].sum()) / total_rep if total_rep else 0.0,
+            "timeout_rate": timeouts / max(tasks, 1),
+            "escalated_tasks": sim.escalated_tasks,
+            "replica_tasks": sim.replica_tasks,
+            "recovered_tasks": sim.recovered,
+            # bad outcomes had no verdict put a noticed wrong result right (comparable with
+            # runs before disputes existed)
+            "first_result_bad_rate": (tasks - ok + sim.recovered) / max(tasks, 1),
             "latency_mean_ms": _nanmean([r["latency_mean_ms"] for r in rows]),
             "latency_p95_ms_mean": _nanmean([r["latency_p95_ms"] for r in rows]),
             "phase_out": phase,

@@ -158,9 +158,13 @@ def test_default_weights_keep_a_half_wrong_node_under_700_permille():
         s.task(clients[2], "half-wrong", e, "wrong" if e % 2 else "ok")
         s.task(clients[3], "half-wrong", e, "ok" if e % 2 else "wrong")
     default = table_of(s.records, s.attested)
-    old = table_of(s.records, s.attested, params=ReputationParams(w_success=3.0))
+    old = table_of(s.records, s.attested, params=ReputationParams(w_success=3.0, bad_weight=1.0))
     half = default.get(f.peer("half-wrong"))
-    assert 0.45 < half.success < 0.55
+    # Bad results weigh bad_weight (4) each: success ~ 1 / (1 + 4) rather than 1/2.
+    bw = ReputationParams().bad_weight
+    assert 0.8 / (1 + bw) < half.success < 1.2 / (1 + bw)
+    even = table_of(s.records, s.attested, params=ReputationParams(bad_weight=1.0))
+    assert 0.45 < even.get(f.peer("half-wrong")).success < 0.55
     assert min(half.uptime, half.throughput, half.latency, half.attestation) > 0.9
     assert half.permille < 700 < old.get(f.peer("half-wrong")).permille
     assert default.get(f.peer("honest")).permille > 850
@@ -232,13 +236,16 @@ def test_equivocation_is_a_hard_penalty_with_evidence(base):
     assert book.is_penalised(f.peer("n5"), EPOCHS + 10**6)
 
 
-def test_proven_wrong_result_is_a_hard_penalty(base):
+def test_proven_wrong_result_is_a_hard_penalty_only_under_the_old_rule(base):
     s = dataclasses.replace(base, records=list(base.records))
     off = f.offer("c0", "redundant", EPOCHS - 1, k=3)
     s.records.append(off)
     for node, out in (("n0", "right"), ("n1", "right"), ("n2", "forged")):
         s.records += [f.claim(node, off), f.receipt(node, off, output=out)]
-    t = table_of(s.records, base.attested)
+    # Default: an outvoted receipt is statistical evidence, never a hard penalty.
+    soft = table_of(s.records, base.attested)
+    assert not soft.is_offender.any() and soft.offences == ()
+    t = table_of(s.records, base.attested, params=ReputationParams(wrong_result_hard=True))
     assert t.get(f.peer("n2")).is_offender
     assert not t.get(f.peer("n0")).is_offender and not t.get(f.peer("n1")).is_offender
     (off_rec,) = t.offences

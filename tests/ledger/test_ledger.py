@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from repp2p.errors import ConfigError
 from repp2p.ledger import LedgerParams, LedgerState, replay, settle, work_units
-from repp2p.reputation import Evidence, PenaltyBook, compute
+from repp2p.reputation import Evidence, PenaltyBook, ReputationParams, compute
 from tests.core import factories as f
 
 EPOCH_S = f.EPOCH_S
@@ -100,7 +100,14 @@ def test_redundancy_agreement_backs_work_and_a_proven_wrong_result_is_slashed():
     for name, out in (("n0", "right"), ("n1", "right"), ("bad", "wrong")):
         s.records += [f.claim(name, off), f.receipt(name, off, output=out)]
     lp = LedgerParams(grace_epochs=1)
-    report = replay(s.records, s.attested, now=8 * EPOCH_S, epoch_s=EPOCH_S, params=lp)
+    # A count-quorum conviction is a hard offence only under the pre-issue-15 rule; by
+    # default it is statistical evidence (graduated), so no offence slash.
+    soft = replay(s.records, s.attested, now=8 * EPOCH_S, epoch_s=EPOCH_S, params=lp)
+    assert not [p for x in soft.settlements for p, r, _a in x.slashes if r == "offence"]
+    hard = ReputationParams(wrong_result_hard=True)
+    report = replay(
+        s.records, s.attested, now=8 * EPOCH_S, epoch_s=EPOCH_S, params=lp, reputation_params=hard
+    )
     _check_conservation(report)
     by_epoch = {x.epoch: x for x in report.settlements}
     work4 = dict(by_epoch[4].work)
