@@ -85,9 +85,7 @@ async def _main(args: argparse.Namespace, folder: Path) -> None:
         names = {info["peer_id"]: info["name"] for info in devnet.info}
         cheater = next(p for p, n in names.items() if n == cheat_name)
         print(f"network up in {time.monotonic() - t0:.1f} s; joining as a client...", flush=True)
-        async with Client.open(
-            [devnet.info[0]["addrs"][0]], data_dir=folder / "client", epoch_s=EPOCH_S
-        ) as client:
+        async with Client.open([devnet.info[0]["addrs"][0]], data_dir=folder / "client") as client:
             eligible = await client.wait_for_nodes("echo", len(devnet.info), 3 * EPOCH_S)
             print(
                 f"{eligible} attested nodes eligible after {time.monotonic() - t0:.1f} s\n",
