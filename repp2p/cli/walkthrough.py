@@ -89,5 +89,5 @@ def _tour(folder: Path) -> int:
         held = store.query(signer=node.peer_id)
         types = sorted({s.type for s in held})
         print(f"6. read back {len(held)} current records of {node.peer_id[:16]}...: {types}")
-    print("   (the live local network demo arrives with the networking issue)")
+    print("   (a live local network: repp2p demo, or make demo)")
     return 0
