@@ -499,3 +499,32 @@ async def test_canary_py_libp2p_calls_the_scorer_hook_we_excuse():
             # The REJECT only (decayed x0.99 per heartbeat since).
             assert 0.9 < v_router.scorer.invalid_messages[me][TOPIC] <= 1.0
             assert -10.0 <= v_router.scorer.score(me, [TOPIC]) < -9.0
+
+
+def test_the_provider_store_keeps_a_bounded_number_of_keys(monkeypatch):
+    """py-libp2p caps providers per key and ADD_PROVIDER messages per peer, not the keys:
+    many peers announcing random keys grew every node's store without bound."""
+    from libp2p.peer.id import ID
+
+    from repp2p.net.libp2p_compat.kad_dht import BoundedProviderStore
+
+    monkeypatch.setattr(BoundedProviderStore, "max_keys", 50)
+    host = build_host(Identity.from_seed(b"\x01" * 32))
+    store = BoundedProviderStore(host=host, peer_routing=None, persist_path=None)
+    stranger = PeerInfo(ID.from_base58(Identity.from_seed(b"\x02" * 32).peer_id), [])
+    for i in range(200):
+        store.add_provider(b"key-%d" % i, stranger)
+    assert len(store.providers) == 50
+    # a key already held still takes providers; our own keys always go in
+    store.add_provider(b"key-0", PeerInfo(host.get_id(), []))
+    assert len(store.providers[b"key-0"]) == 2
+    store.providing_keys.add(b"engine-key")
+    store.add_provider(b"engine-key", PeerInfo(host.get_id(), []))
+    assert b"engine-key" in store.providers
+
+
+def test_nodes_use_the_bounded_provider_store():
+    from repp2p.net.libp2p_compat.kad_dht import BoundedProviderStore, ServerOnlyKadDHT
+
+    dht = ServerOnlyKadDHT(build_host(Identity.from_seed(b"\x03" * 32)), DHTMode.SERVER)
+    assert isinstance(dht.provider_store, BoundedProviderStore)
