@@ -121,4 +121,7 @@ def render_status(status: dict) -> str:
         f"rejected  {rejected};  equivocations {status['equivocations']}",
         f"health    {'synced' if status['synced'] else 'syncing'}, up {status['uptime_s']} s",
     ]
+    # A node of an older release has no "health" block: say nothing rather than "ok".
+    for problem in status.get("health", {}).get("problems", []):
+        lines.append(f"DEGRADED  {problem}")
     return "\n".join(lines)

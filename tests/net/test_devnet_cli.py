@@ -132,3 +132,23 @@ def test_render_status_labels_the_simulated_tee():
     }
     text = render_status(status)
     assert "SIMULATED TEE" in text and "NodeAd 3" in text and "bad_signature 2" in text
+    assert "DEGRADED" not in text
+
+
+def test_render_status_shows_why_a_node_is_degraded():
+    status = {
+        "peer_id": "12D3KooWX",
+        "network": "dev",
+        "tee_kind": "simulated",
+        "addrs": [],
+        "peers": 0,
+        "routing_table": 0,
+        "records": {},
+        "records_total": 0,
+        "rejected": {},
+        "equivocations": 0,
+        "synced": True,
+        "uptime_s": 4.0,
+        "health": {"ok": False, "problems": ["record store cannot write (disk full)"]},
+    }
+    assert "DEGRADED  record store cannot write (disk full)" in render_status(status)
