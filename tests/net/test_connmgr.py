@@ -125,7 +125,8 @@ async def test_nodes_trim_to_their_watermarks_and_gossip_still_reaches_everyone(
             while not all(holding()):
                 await trio.sleep(0.05)
         assert all(holding()), (
-            f"held by {holding()}; gossip: {[n.status()['gossip']['mesh'] for n in nodes]}"
+            f"held by {holding()}; gossip: {[n.status()['gossip']['mesh'] for n in nodes]}; "
+            f"rejected: {[n.status()['rejected'] for n in nodes]}"
         )
 
 
