@@ -128,13 +128,14 @@ class LimitError(ProtocolError):
 MALFORMED_LIMIT = "malformed"
 
 
-def limit_of(exc: BaseException) -> str:
-    """The ``repp2p_limits_total`` label for an error that ended a peer's stream."""
-    if isinstance(exc, LimitError):
-        return exc.limit
-    if type(exc).__name__ == "TooSlowError":  # trio's, without importing trio here
-        return "request_timeout"
-    return MALFORMED_LIMIT
+#: The ``limit`` label of a request that did not arrive (or a page not sent) in time.
+TIMEOUT_LIMIT = "request_timeout"
+
+
+def limit_of(exc: ProtocolError) -> str:
+    """The ``repp2p_limits_total`` label for a protocol error that ended a peer's stream
+    (a timeout is :data:`TIMEOUT_LIMIT`, counted by the caller that caught it)."""
+    return exc.limit if isinstance(exc, LimitError) else MALFORMED_LIMIT
 
 
 class UnsupportedLibp2pError(ReppError):

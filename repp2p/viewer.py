@@ -19,7 +19,7 @@ import logging
 from collections.abc import Iterable
 from pathlib import Path
 
-from repp2p.attestation import Policy, VerificationCache, verify_node
+from repp2p.attestation import Policy, VerificationCache, VerifiedNode, verify_node
 from repp2p.errors import AttestationError, AttestationReason, StoreError
 from repp2p.matching import MatchingParams, View
 from repp2p.network_params import NetworkParams
@@ -162,26 +162,40 @@ class ViewKeeper:
         if not isinstance(rec, Attestation):
             return None
         try:
-            verify_node(
-                signed.signer,
-                rec.tee_kind,
-                rec.evidence,
-                rec.collateral,
-                rec.gpu_evidence,
-                rec.enc_key,
-                rec.result_key,
-                rec.epoch,
-                rec.nonce,
-                self.policy,
-                now,
-                # no current_epoch: its lag check comes before the evidence is looked at,
-                # and an old epoch must not let garbage evidence through (age is the views')
-                cache=self._cache,
-            )
+            # no current_epoch: its lag check comes before the evidence is looked at, and
+            # an old epoch must not let garbage evidence through (age is the views')
+            self._verify(signed, now)
         except AttestationError as exc:
             if exc.reason in GARBAGE_EVIDENCE:
                 return exc.reason
         return None
+
+    def _verify(
+        self,
+        signed: SignedRecord,
+        now: int,
+        *,
+        engines: tuple[str, ...] = (),
+        current_epoch: int | None = None,
+    ) -> VerifiedNode:
+        """:func:`verify_node` on an ``Attestation`` record under our policy and cache."""
+        rec: Attestation = signed.record  # type: ignore[assignment]
+        return verify_node(
+            signed.signer,
+            rec.tee_kind,
+            rec.evidence,
+            rec.collateral,
+            rec.gpu_evidence,
+            rec.enc_key,
+            rec.result_key,
+            rec.epoch,
+            rec.nonce,
+            self.policy,
+            now,
+            engines=engines,
+            current_epoch=current_epoch,
+            cache=self._cache,
+        )
 
     def verdicts(self, records: Iterable[SignedRecord], now: int) -> dict[str, AttestedNode]:
         """``peer_id -> AttestedNode`` for every current Attestation among ``records``."""
@@ -203,22 +217,7 @@ class ViewKeeper:
         peer = signed.signer
         engines = tuple(e.engine_id for e in ad.engines) if ad else ()
         try:
-            verified = verify_node(
-                peer,
-                rec.tee_kind,
-                rec.evidence,
-                rec.collateral,
-                rec.gpu_evidence,
-                rec.enc_key,
-                rec.result_key,
-                rec.epoch,
-                rec.nonce,
-                self.policy,
-                now,
-                engines=engines,
-                current_epoch=now // self.epoch_s,
-                cache=self._cache,
-            )
+            verified = self._verify(signed, now, engines=engines, current_epoch=now // self.epoch_s)
         except AttestationError as exc:
             self._keys.pop(peer, None)
             log.debug("attestation of %s refused: %s", peer, exc)

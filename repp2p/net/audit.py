@@ -25,7 +25,7 @@ import trio
 
 from repp2p.digests.audit import MAX_RESPONSE_SIZE
 from repp2p.errors import ProtocolError
-from repp2p.net.framing import FrameReader, remote_peer, write_cbor
+from repp2p.net.framing import FrameReader, close_quietly, remote_peer, write_cbor
 from repp2p.net.params import AuditParams
 from repp2p.net.sync import SyncQuota
 
@@ -81,7 +81,7 @@ def make_handler(
         except ProtocolError as exc:
             log.info("audit: refusing a stream of %s: %s", peer, exc)
             on_request("refused")
-            await _close(stream)
+            await close_quietly(stream)
             return
         try:
             for _ in range(params.max_requests):
@@ -105,7 +105,7 @@ def make_handler(
             log.debug("audit: stream ended: %r", exc)
         finally:
             quota.close(peer)
-            await _close(stream)
+            await close_quietly(stream)
 
     return handle
 
@@ -146,15 +146,8 @@ async def fetch(
     except trio.TooSlowError:
         raise ProtocolError("audit publisher too slow") from None
     finally:
-        await _close(stream)
+        await close_quietly(stream)
     return out
-
-
-async def _close(stream: Any) -> None:
-    try:
-        await stream.close()
-    except Exception:  # already reset or closed by the other side
-        pass
 
 
 __all__ = ["MAX_ANSWER", "MAX_REQUEST", "PROTOCOL", "UNKNOWN", "fetch", "make_handler"]

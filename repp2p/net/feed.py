@@ -46,7 +46,7 @@ from typing import Any
 
 import trio
 
-from repp2p.errors import LimitError, ProtocolError, limit_of
+from repp2p.errors import TIMEOUT_LIMIT, LimitError, ProtocolError, limit_of
 from repp2p.net.framing import FrameReader, remote_peer, reset_quietly, write_cbor
 from repp2p.net.params import FeedParams
 from repp2p.store import RecordStoreAPI
@@ -149,9 +149,12 @@ def make_handler(
                 await write_cbor(stream, serve_page(store, after, limit, params, clock()))
                 # Pages cost us a query and a frame: one stream gets a bounded rate.
                 await trio.sleep(MIN_REQUEST_GAP_S)
-        except (ProtocolError, trio.TooSlowError) as exc:
+        except ProtocolError as exc:
             log.info("feed: dropping a client: %s", exc)
             count(limit_of(exc))
+        except trio.TooSlowError:
+            log.info("feed: dropping a client: request not received in time")
+            count(TIMEOUT_LIMIT)
         except Exception as exc:  # a reset stream, a closed connection
             log.debug("feed: stream ended: %r", exc)
         finally:

@@ -96,6 +96,14 @@ async def write_cbor(stream: Any, obj: Any) -> None:
     await stream.write(encode_varint(len(payload)) + payload)
 
 
+async def close_quietly(stream: Any) -> None:
+    """Close ``stream``; one the other side already reset or closed is fine."""
+    try:
+        await stream.close()
+    except Exception:  # already reset or closed by the other side
+        pass
+
+
 async def reset_quietly(stream: Any) -> None:
     """Abort ``stream`` (both directions), even while the caller is being cancelled.
 

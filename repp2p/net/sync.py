@@ -22,8 +22,8 @@ from typing import Any, Protocol
 
 import trio
 
-from repp2p.errors import LimitError, ProtocolError, limit_of
-from repp2p.net.framing import FrameReader, remote_peer, write_cbor
+from repp2p.errors import TIMEOUT_LIMIT, LimitError, ProtocolError, limit_of
+from repp2p.net.framing import FrameReader, close_quietly, remote_peer, write_cbor
 from repp2p.net.params import SyncParams
 from repp2p.store import RecordStoreAPI
 
@@ -168,7 +168,7 @@ def make_handler(
         except ProtocolError as exc:
             log.info("sync: refusing a stream of %s: %s", peer, exc)
             count(limit_of(exc))
-            await _close(stream)
+            await close_quietly(stream)
             return
         try:
             with trio.fail_after(params.request_timeout_s * params.max_pages):
@@ -195,14 +195,17 @@ def make_handler(
                     cursor = last if more else None
                     await quota.pay(peer, size)
                     await write_cbor(stream, {"records": records, "next": cursor})
-        except (ProtocolError, trio.TooSlowError) as exc:
+        except ProtocolError as exc:
             log.info("sync: dropping a client: %s", exc)
             count(limit_of(exc))
+        except trio.TooSlowError:
+            log.info("sync: dropping a client: request not received in time")
+            count(TIMEOUT_LIMIT)
         except Exception as exc:  # a reset stream, a closed connection
             log.debug("sync: stream ended: %r", exc)
         finally:
             quota.close(peer)
-            await _close(stream)
+            await close_quietly(stream)
 
     return handle
 
@@ -248,12 +251,5 @@ async def pull(stream: Any, accept: AcceptFn, params: SyncParams) -> SyncResult:
     except trio.TooSlowError:
         raise ProtocolError("sync peer too slow") from None
     finally:
-        await _close(stream)
+        await close_quietly(stream)
     return result
-
-
-async def _close(stream: Any) -> None:
-    try:
-        await stream.close()
-    except Exception:  # already reset or closed by the other side
-        pass

@@ -24,7 +24,7 @@ import trio
 from engines.errors import EngineError
 from repp2p import tasks
 from repp2p.clock import ClockAPI
-from repp2p.errors import ProtocolError, RecordError, limit_of
+from repp2p.errors import TIMEOUT_LIMIT, ProtocolError, RecordError, limit_of
 from repp2p.matching import beacon, rank
 from repp2p.net.framing import FrameReader, write_cbor
 from repp2p.net.task import MAX_REQUEST, error, parse_handover, parse_request
@@ -148,8 +148,8 @@ class TaskServer(TaskLoadAPI):
         except ProtocolError as exc:
             self._on_limit(limit_of(exc))
             response, keep = error("bad_request", str(exc)), False
-        except trio.TooSlowError as exc:
-            self._on_limit(limit_of(exc))
+        except trio.TooSlowError:
+            self._on_limit(TIMEOUT_LIMIT)
             response, keep = error("bad_request", "request not received in time"), False
         except Exception as exc:
             # Nothing a peer sends may escape a stream handler: in py-libp2p 0.8.1 that
