@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import trio
@@ -24,6 +24,7 @@ async def serve(
     metrics: Callable[[], bytes],
     record: Callable[[str], dict[str, Any]] | None = None,
     problems: Callable[[], list[str]] | None = None,
+    routes: Sequence[tuple[str, Callable[[], tuple[str, bytes]]]] = (),
     *,
     task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -34,7 +35,10 @@ async def serve(
     ``problems()`` lists why the node is degraded: ``/health`` answers 200 ``ok`` while it
     is empty, else 503 with one ``degraded: ...`` line per problem (for load balancers and
     probes; ``/status`` carries the same list under ``health``).
+    ``routes`` adds ``(path, handler)`` pages; a handler returns ``(content type, body)``
+    (the explorer's page and JSON).
     """
+    pages = dict(routes)
 
     async def handle(stream: trio.SocketStream) -> None:
         try:
@@ -58,6 +62,9 @@ async def serve(
                 elif path.startswith("/record/") and record is not None:
                     body = json.dumps(record(path[len("/record/") :])).encode()
                     await _reply(stream, 200, "application/json", body)
+                elif path in pages:
+                    ctype, body = pages[path]()
+                    await _reply(stream, 200, ctype, body)
                 elif path == "/health":
                     found = problems() if problems is not None else []
                     if found:
