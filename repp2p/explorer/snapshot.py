@@ -77,6 +77,8 @@ class Explorer:
         self._reasons: dict[tuple[bytes, int], str] = {}
         self._cache: VerificationCache = VerificationCache(256)
         self._balances: tuple[int, dict[str, Any]] | None = None
+        self._digest_counts: tuple[tuple[int, ...], dict[str, dict[str, int]]] | None = None
+        self._served: tuple[float, bytes] | None = None
 
     # -- data ------------------------------------------------------------------------------
 
@@ -127,12 +129,22 @@ class Explorer:
             "nodes": nodes,
             "tasks": _task_epochs(view),
             "records": {t: store.count(t) for t in RECORD_TYPES},
-            "digests": {
-                t: _digest_counts(store.query(type=t))
-                for t in (WorkDigest.TYPE, FeedbackDigest.TYPE)
-            },
+            "digests": self._digests(),
             "rep": None if balances is None else balances["summary"],
         }
+
+    def _digests(self) -> dict[str, dict[str, int]]:
+        """Digest parts held per epoch, by type; decoded again only when a count changed
+        (a store holds thousands of digests, and the page asks every 2 s)."""
+        store = self._keeper.store
+        key = tuple(store.count(t) for t in (WorkDigest.TYPE, FeedbackDigest.TYPE))
+        if self._digest_counts is None or self._digest_counts[0] != key:
+            counts = {
+                t: _digest_counts(store.query(type=t))
+                for t in (WorkDigest.TYPE, FeedbackDigest.TYPE)
+            }
+            self._digest_counts = (key, counts)
+        return self._digest_counts[1]
 
     def _node_row(self, view: View, i: int, balances: dict[str, Any] | None) -> dict[str, Any]:
         peer = view.peers[i]
@@ -277,9 +289,13 @@ class Explorer:
             (prefix + ".json", lambda: ("application/json", self.snapshot_json())),
         ]
 
-    def snapshot_json(self) -> bytes:
-        """:meth:`snapshot` as UTF-8 JSON."""
-        return json.dumps(self.snapshot(), sort_keys=True).encode()
+    def snapshot_json(self, max_age_s: float = 1.0) -> bytes:
+        """:meth:`snapshot` as UTF-8 JSON, reused for ``max_age_s`` seconds (every open
+        page asks every 2 s; a node answers them all with one snapshot per second)."""
+        now = self._clock.now()
+        if self._served is None or not 0 <= now - self._served[0] < max_age_s:
+            self._served = (now, json.dumps(self.snapshot(), sort_keys=True).encode())
+        return self._served[1]
 
 
 def page_html() -> bytes:

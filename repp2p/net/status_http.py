@@ -14,6 +14,8 @@ from typing import Any
 
 import trio
 
+from repp2p.errors import ReppError
+
 log = logging.getLogger("repp2p.status")
 
 
@@ -63,8 +65,12 @@ async def serve(
                     body = json.dumps(record(path[len("/record/") :])).encode()
                     await _reply(stream, 200, "application/json", body)
                 elif path in pages:
-                    ctype, body = pages[path]()
-                    await _reply(stream, 200, ctype, body)
+                    try:
+                        ctype, body = pages[path]()
+                    except ReppError as exc:  # e.g. a store that cannot be read just now
+                        await _reply(stream, 503, "text/plain", f"{exc}\n".encode())
+                    else:
+                        await _reply(stream, 200, ctype, body)
                 elif path == "/health":
                     found = problems() if problems is not None else []
                     if found:

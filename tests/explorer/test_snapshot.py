@@ -176,3 +176,15 @@ def test_the_page_is_one_file_with_no_external_assets():
     for external in ("<script src", "<link", "http://", "https://", "@import", "url("):
         assert external not in page, external
     assert "innerHTML" not in page  # every value from the network is set as text
+
+
+def test_the_json_is_reused_for_a_second_and_digests_recounted_when_they_change(tmp_path):
+    store, _ = _network(tmp_path)
+    explorer = _explorer(store)
+    first = explorer.snapshot_json()
+    store.put_many([sign(factories.empty_work_digest(epoch=EPOCH - 4, expires=FAR), GOOD)], now=NOW)
+    assert explorer.snapshot_json() is first  # within max_age_s: the same answer
+    explorer._clock.at = NOW + 1.5  # type: ignore[attr-defined]
+    later = json.loads(explorer.snapshot_json())
+    assert later["digests"]["WorkDigest"] == {str(EPOCH - 5): 1, str(EPOCH - 4): 1}
+    assert later["now"] == NOW + 1.5
