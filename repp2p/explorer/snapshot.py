@@ -72,8 +72,8 @@ class Explorer:
         self._peer_id = peer_id
         self._role = role
         self._ledger = ledger
-        # attestation record id -> refusal reason: the keeper's verdicts carry the outcome,
-        # not the reason, and a record's verdict at a given view time never changes
+        # (attestation record id, view time) -> refusal reason: the keeper's verdicts carry
+        # the outcome, not the reason, and a record's verdict at a given time never changes
         self._reasons: dict[tuple[bytes, int], str] = {}
         self._cache: VerificationCache = VerificationCache(256)
         self._balances: tuple[int, dict[str, Any]] | None = None
