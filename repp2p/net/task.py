@@ -57,6 +57,7 @@ ERRORS = frozenset(
         "not_assigned",
         "not_my_turn",
         "no_capacity",
+        "bad_dispute",
         "execution_failed",
     }
 )

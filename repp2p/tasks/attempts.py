@@ -74,6 +74,7 @@ DECLINES: Mapping[ErrorCode, Outcome | None] = MappingProxyType(
         ErrorCode.NOT_ASSIGNED: None,
         ErrorCode.NOT_MY_TURN: None,
         ErrorCode.NO_CAPACITY: None,
+        ErrorCode.BAD_DISPUTE: None,
         # it claimed, then failed
         ErrorCode.EXECUTION_FAILED: Outcome.TIMEOUT,
     }
