@@ -2,10 +2,11 @@
 
 Real py-libp2p hosts on loopback, real enclave processes (simulated TEE: no real security),
 the real client. The cheater's enclave is right on inputs of even length and wrong on odd
-ones (camouflage: its right results earn it the same standing as the honest nodes), so a
-2-to-1 split of equal standing is not a confident verdict (2/3 <= dispute_confidence) and
-the client escalates it to further ranks until it is; the views then count the cheater's
-lost dispute against it, and never against an honest node.
+ones (camouflage), and it is attested like any node, so until task records reach the views
+it stands exactly as high as the honest nodes. A 2-to-1 split of equal standing is not a
+confident verdict (2/3 <= dispute_confidence), so the client escalates it to further ranks
+until it is; the views then count the cheater's lost dispute against it (and the ledger
+slashes it), never against an honest node.
 """
 
 from __future__ import annotations
@@ -30,10 +31,11 @@ from .conftest import wait_until
 
 pytestmark = pytest.mark.slow
 
-#: Epoch length of this test's network: views take task records two epochs late
-#: (task_record_lag), so for the first two epochs of tasks every node stands at its prior,
-#: the cheater included (equal standing: the case a 2-to-1 count cannot decide).
+#: This test's network: views take task records TASK_RECORD_LAG epochs late, so for the
+#: first 30 s of tasks every node stands at its prior, the cheater included (equal
+#: standing: the case a 2-to-1 count cannot decide), whatever the machine's load.
 EPOCH_S = 10
+TASK_RECORD_LAG = 3
 
 
 class TwoFacedEnclave:
@@ -92,7 +94,7 @@ async def _refused_dispute(client, node, offer, receipts) -> dict:
 
 
 async def test_camouflaged_cheater_outvoted_2_to_1_is_resolved_by_escalation(tmp_path):
-    params = dev_params(EPOCH_S)
+    params = dev_params(EPOCH_S).replace(task_record_lag=TASK_RECORD_LAG)
     async with trio.open_nursery() as nursery:
         boot = await start_node(nursery, node_config(tmp_path, "n0", network_params=params))
         nodes = [boot]
