@@ -164,6 +164,8 @@ async def test_camouflaged_cheater_outvoted_2_to_1_is_resolved_by_escalation(tmp
             assert "agree" in reply["detail"]
             reply = await _refused_dispute(client, spare, offer, [agreeing[0], b"\x00junk"])
             assert reply["error"] == "bad_dispute"
+            reply = await _refused_dispute(client, spare, offer, "not a list")
+            assert reply["error"] == "bad_request"  # malformed: the stream is closed too
             assert not spare.store.query(type="Claim", signer=spare.peer_id, slot=o.task_id)
 
             # The views judge the extra receipts: once the task's records are in a view

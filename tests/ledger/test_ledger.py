@@ -343,3 +343,15 @@ def test_slashes_for_applies_each_offence_in_proportion_and_in_order():
     # penalties already slashed (the state's marks) are not slashed again
     marked = LedgerState(balances=state.balances, marks={"a": (0, 1), "b": (3, 0)})
     assert slashes_for(marked, book, {}, lp) == []
+
+
+def test_dispute_slashes_do_not_depend_on_record_order():
+    s = _dispute_history()
+    lp = LedgerParams(grace_epochs=1)
+    a = replay(s.records, s.attested, now=9 * EPOCH_S, epoch_s=EPOCH_S, params=lp)
+    shuffled = list(s.records)
+    random.Random(11).shuffle(shuffled)
+    b = replay(shuffled, s.attested, now=9 * EPOCH_S, epoch_s=EPOCH_S, params=lp)
+    assert [x.slashes for x in a.settlements] == [x.slashes for x in b.settlements]
+    assert any(r == "dispute" for x in a.settlements for _p, r, _a in x.slashes)
+    assert a.final.digest == b.final.digest
