@@ -8,6 +8,8 @@ import hashlib
 
 import nacl.signing
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from repp2p.errors import ClaimError
 from repp2p.matching import View, rank
@@ -339,3 +341,18 @@ def test_check_replica_claim():
         with pytest.raises(ClaimError) as err:
             check_replica_claim(claim, of, peer=peer)
         assert err.value.reason.value == reason
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.one_of(st.binary(max_size=300), st.sampled_from(split())),
+        max_size=MAX_DISPUTE_RECEIPTS + 2,
+    )
+)
+def test_any_bytes_are_a_typed_answer_never_a_crash(envelopes):
+    got = check(envelopes)
+    if isinstance(got, Reject):
+        assert got.code is ErrorCode.BAD_DISPUTE
+    else:  # only real, disagreeing receipts get through
+        assert len({s.record.output_digest for s in got}) >= 2
