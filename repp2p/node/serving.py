@@ -277,7 +277,8 @@ class TaskServer(TaskLoadAPI):
         (``check_dispute``: attested enclaves of nodes ranked for this task, really
         disagreeing), this node's replica rank (``replica_rank``), then a free slot
         (``take_replica``). No failover wait: the dispute is the replica's turn. The offer
-        and the receipts are stored (they are the dispute's evidence) once admitted.
+        and the receipts are stored (they are the dispute's evidence) once the receipts and the
+        rank check out.
         """
         o: TaskOffer = offer.record  # type: ignore[assignment]
         view = self._views.view(o.epoch)
