@@ -19,6 +19,7 @@ import shutil
 import site
 import subprocess
 import sys
+import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -100,7 +101,7 @@ def test_the_installed_command_runs_outside_the_checkout(venv, tmp_path):
     where = _run([python, "-c", "import repp2p; print(repp2p.__file__)"], tmp_path, env)
     assert where.stdout.strip().startswith(str(folder)), where.stdout
     command = str(folder / "bin" / "repp2p")
-    for argv in ([], ["devnet"], ["demo"], ["submit"]):
+    for argv in ([], ["devnet"], ["demo"], ["submit"], ["gateway"]):
         assert "usage: repp2p" in _run([command, *argv, "--help"], tmp_path, env).stdout
     # The network file and its policy come from the wheel.
     code = "from repp2p.network_params import NetworkParams as P; print(P.load('dev').epoch_s)"
@@ -141,6 +142,8 @@ def test_a_devnet_and_a_submit_from_the_installed_wheel(venv, tmp_path):
         assert result["output"] == "hello from a wheel"
         assert result["proof"]["simulated"] and result["proof"]["outcome"] == "ok"
         assert result["proof"]["node"] in {info.get("peer_id") for info in lines}
+        if importlib.util.find_spec("hypercorn") and importlib.util.find_spec("starlette"):
+            _gateway_task(command, boot["addrs"][0], tmp_path, env)
     finally:
         devnet.terminate()
         try:
@@ -148,3 +151,42 @@ def test_a_devnet_and_a_submit_from_the_installed_wheel(venv, tmp_path):
         except subprocess.TimeoutExpired:
             devnet.kill()
             devnet.wait()
+
+
+def _gateway_task(command: str, bootstrap: str, cwd: Path, env: dict[str, str]) -> None:
+    """``repp2p gateway`` from the wheel serves a task over HTTP."""
+    cmd = [command, "gateway", "--listen", "127.0.0.1:0", "--bootstrap", bootstrap]
+    cmd += ["--ready-json", "--data-dir", str(cwd / "gateway")]
+    gateway = subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = gateway.stdout.readline()
+        assert line, gateway.stderr.read() if gateway.poll() is not None else "no ready line"
+        url = json.loads(line)["urls"][0]
+        # Ready means an engine is served; /v1/models says which.
+        with urllib.request.urlopen(f"{url}/v1/models", timeout=30) as response:
+            models = json.loads(response.read())["data"]
+        assert "echo" in {m["id"] for m in models}, models
+        request = urllib.request.Request(
+            f"{url}/v1/tasks",
+            data=json.dumps({"engine": "echo", "input": "via the gateway"}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            body = json.loads(response.read())
+            header = json.loads(response.headers["x-repp2p-verification"])
+        assert body["output"] == "via the gateway"
+        assert header[0]["receipt_id"] == body["repp2p_verification"][0]["receipt_id"]
+    finally:
+        gateway.terminate()
+        try:
+            gateway.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            gateway.kill()
+            gateway.wait()

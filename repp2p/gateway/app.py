@@ -1,0 +1,287 @@
+"""The gateway's HTTP application (Starlette) and its server (Hypercorn's trio worker).
+
+Rules of this file: every route handler reads its body through :func:`_read_body` (size
+limit before parsing), checks the bearer token first when one is configured, parses with
+:mod:`repp2p.gateway.shapes` and runs tasks through a :class:`TaskBackendAPI` under one
+concurrency limit; any :class:`ApiError` becomes OpenAI's error object in one handler, and
+nothing else escapes as a stack trace to the caller (500 ``internal_error``, logged here).
+The application runs in the caller's trio run: the client it submits through lives there.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import trio
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from engines.manifest import MANIFEST_NAME, Manifest
+from repp2p.errors import ReppError
+from repp2p.gateway.backend import TaskBackendAPI
+from repp2p.gateway.config import GatewayConfig
+from repp2p.gateway.errors import TASK_REASONS, ApiError, ApiReason
+from repp2p.gateway.shapes import (
+    VERIFICATION_FIELD,
+    VERIFICATION_HEADER,
+    Limits,
+    embeddings_response,
+    model_object,
+    parse_embeddings,
+    parse_json,
+    parse_task,
+    task_response,
+    verification_header,
+)
+
+if TYPE_CHECKING:
+    from repp2p.client import TaskResult
+
+log = logging.getLogger("repp2p.gateway")
+
+#: Largest input of one task when the engine's manifest is not installed here (the nodes
+#: refuse what exceeds their engine's own ``max_input_size``).
+DEFAULT_MAX_INPUT = 1 << 20
+
+
+def max_input_size(engine: str) -> int:
+    """The engine's ``max_input_size`` from its manifest, when the engine is installed here
+    (found through its entry point, not loaded: its weights need not be here); else
+    :data:`DEFAULT_MAX_INPUT` (the nodes still refuse what exceeds their own limit)."""
+    import importlib.util
+
+    from engines import engine_entry_points
+
+    try:
+        entry = engine_entry_points().get(engine)
+        spec = importlib.util.find_spec(entry.module) if entry is not None else None
+        if spec is None or spec.origin is None:
+            return DEFAULT_MAX_INPUT
+        return Manifest.load(Path(spec.origin).with_name(MANIFEST_NAME)).max_input_size
+    except (ReppError, ImportError, OSError):  # EngineError is a ReppError
+        return DEFAULT_MAX_INPUT
+
+
+def build_app(
+    backend: TaskBackendAPI,
+    config: GatewayConfig | None = None,
+    *,
+    extra_routes: Sequence[BaseRoute] = (),
+) -> Starlette:
+    """The gateway's ASGI application.
+
+    Args:
+        backend: runs the tasks (:class:`~repp2p.gateway.backend.ClientBackend` over a live
+            client).
+        config: limits, default redundancy and timeout, bearer token.
+        extra_routes: more routes served beside ``/v1`` (the network explorer's pages);
+            the bearer token does not guard them (they show public network records).
+
+    Returns:
+        A Starlette application; serve it with :func:`serve` inside a trio run.
+    """
+    config = config or GatewayConfig()
+    limits = Limits(
+        max_batch=config.max_batch,
+        redundancy=config.redundancy,
+        max_redundancy=config.max_redundancy,
+        timeout_s=config.timeout_s,
+        max_timeout_s=config.max_timeout_s,
+    )
+    slots = trio.Semaphore(config.max_concurrent_tasks)
+    expected = f"Bearer {config.token}".encode()
+
+    def check_token(request: Request) -> None:
+        if not config.token:
+            return
+        given = request.headers.get("authorization", "").encode("latin-1", "replace")
+        if not hmac.compare_digest(given, expected):
+            raise ApiError(
+                ApiReason.INVALID_API_KEY,
+                "missing or wrong bearer token (Authorization: Bearer TOKEN)",
+            )
+
+    async def run_task(engine: str, data: bytes, timeout: float, **options: Any) -> TaskResult:
+        from repp2p.client import TaskError
+
+        # The wait for a slot counts against the task's time: a request is never held
+        # longer than it asked for.
+        deadline = trio.current_time() + timeout
+        with trio.move_on_at(deadline):
+            async with slots:
+                left = deadline - trio.current_time()
+                try:
+                    return await backend.submit(engine, data, timeout=left, **options)
+                except TaskError as exc:
+                    reason = TASK_REASONS.get(exc.reason, ApiReason.NO_RESULT)
+                    raise ApiError(reason, str(exc)) from None
+                except ReppError as exc:
+                    raise ApiError(ApiReason.NO_RESULT, f"{engine}: {exc}") from exc
+        raise ApiError(
+            ApiReason.GATEWAY_BUSY,
+            f"the gateway ran {config.max_concurrent_tasks} tasks for {timeout:g} s",
+        )
+
+    async def list_models(request: Request) -> Response:
+        check_token(request)
+        created, models = backend.models()
+        return JSONResponse({"object": "list", "data": [model_object(m, created) for m in models]})
+
+    async def get_model(request: Request) -> Response:
+        check_token(request)
+        name = request.path_params["model"]
+        created, models = backend.models()
+        for model in models:
+            if model.engine == name:
+                return JSONResponse(model_object(model, created))
+        raise ApiError(
+            ApiReason.MODEL_NOT_FOUND,
+            f"no eligible node serves {name!r} in the current view",
+            "model",
+        )
+
+    async def embeddings(request: Request) -> Response:
+        check_token(request)
+        body = parse_json(await _read_body(request, config.max_body_bytes))
+        wanted = parse_embeddings(body, limits, max_input_size)
+        results: list[TaskResult | None] = [None] * len(wanted.inputs)
+        errors: list[ApiError | None] = [None] * len(wanted.inputs)
+
+        async def one(i: int, data: bytes) -> None:
+            try:
+                results[i] = await run_task(
+                    wanted.model, data, config.timeout_s, redundancy=wanted.redundancy
+                )
+            except ApiError as exc:
+                errors[i] = exc
+
+        async with trio.open_nursery() as nursery:
+            for i, data in enumerate(wanted.inputs):
+                nursery.start_soon(one, i, data)
+        failed = [e for e in errors if e is not None]
+        if failed:
+            first = failed[0]
+            where = f"input[{errors.index(first)}]" if len(errors) > 1 else "the input"
+            raise ApiError(first.reason, f"{where}: {first.detail}", first.param)
+        done = [r for r in results if r is not None]
+        payload = embeddings_response(wanted.model, done, wanted.encoding_format)
+        return _answer(payload)
+
+    async def tasks(request: Request) -> Response:
+        check_token(request)
+        body = parse_json(await _read_body(request, config.max_body_bytes))
+        wanted = parse_task(body, limits, max_input_size)
+        result = await run_task(
+            wanted.engine,
+            wanted.data,
+            wanted.timeout_s,
+            redundancy=wanted.redundancy,
+            tee_kinds=wanted.tee_kinds,
+            max_price=wanted.max_price,
+            min_reputation=wanted.min_reputation,
+        )
+        return _answer(task_response(result))
+
+    routes = [
+        Route("/v1/models", list_models, methods=["GET"]),
+        Route("/v1/models/{model:path}", get_model, methods=["GET"]),
+        Route("/v1/embeddings", embeddings, methods=["POST"]),
+        Route("/v1/tasks", tasks, methods=["POST"]),
+        *extra_routes,
+    ]
+    return Starlette(
+        routes=routes,
+        exception_handlers={
+            ApiError: _api_error,
+            HTTPException: _http_error,
+            Exception: _internal_error,
+        },
+    )
+
+
+def _answer(payload: dict[str, Any]) -> Response:
+    header = verification_header(payload[VERIFICATION_FIELD])
+    return JSONResponse(payload, headers={VERIFICATION_HEADER: header})
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused (413) past ``limit`` bytes whether or not the client
+    announced its length."""
+    announced = request.headers.get("content-length")
+    if announced is not None:
+        if not announced.isdigit():
+            raise ApiError(ApiReason.INVALID_VALUE, "Content-Length is not a number")
+        if int(announced) > limit:
+            raise _too_large(limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(ApiReason.REQUEST_TOO_LARGE, f"the request body exceeds {limit} bytes")
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return JSONResponse(exc.body(), status_code=exc.status)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    reason = {404: ApiReason.NOT_FOUND, 405: ApiReason.METHOD_NOT_ALLOWED}.get(exc.status_code)
+    if reason is None:
+        return JSONResponse(
+            {
+                "error": {
+                    "message": exc.detail,
+                    "type": "invalid_request_error",
+                    "param": None,
+                    "code": None,
+                }
+            },
+            status_code=exc.status_code,
+        )
+    detail = f"{request.method} {request.url.path}: {exc.detail}"
+    return JSONResponse(ApiError(reason, detail).body(), status_code=exc.status_code)
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    log.exception("gateway: %s %s failed", request.method, request.url.path)
+    error = ApiError(ApiReason.INTERNAL_ERROR, "the gateway failed on this request (logged)")
+    return JSONResponse(error.body(), status_code=error.status)
+
+
+async def serve(
+    app: Starlette,
+    config: GatewayConfig,
+    *,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``app`` on ``config.host:config.port`` until cancelled (Hypercorn, trio).
+
+    ``task_status.started`` gets the bound URLs, e.g. ``["http://127.0.0.1:8080"]``.
+    """
+    from hypercorn.config import Config
+    from hypercorn.trio import serve as hypercorn_serve
+
+    hyper = Config()
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    hyper.bind = [f"{host}:{config.port}"]
+    hyper.accesslog = None
+    hyper.errorlog = log
+    # Headers beyond 16 KiB are refused before the app sees the request.
+    hyper.h11_max_incomplete_size = 16 * 1024
+    hyper.include_server_header = False
+    await hypercorn_serve(app, hyper, task_status=task_status)  # type: ignore[arg-type]
