@@ -14,6 +14,8 @@ import struct
 
 import pytest
 import trio
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
 
 from engines import get_engine, unavailable_engines
 from repp2p.client import Client
@@ -66,7 +68,9 @@ async def test_openai_client_gets_verified_embeddings_from_a_devnet(tmp_path):
             with trio.fail_after(4 * EPOCH_S):
                 assert await client.wait_for_nodes("embed-minilm", 2, timeout=4 * EPOCH_S) == 2
             config = GatewayConfig(port=0, token=TOKEN, max_body_bytes=64 * 1024, max_batch=4)
-            app = build_app(ClientBackend(client), config)
+            # A mounted route (as the explorer mounts its pages): served beside /v1, public.
+            extra = [Route("/hello", lambda request: PlainTextResponse("hello"))]
+            app = build_app(ClientBackend(client), config, extra_routes=extra)
             async with trio.open_nursery() as nursery:
                 urls = await nursery.start(serve, app, config)
                 base = f"{urls[0]}/v1"
@@ -208,6 +212,10 @@ async def _tasks(base: str, peer_ids: set[str]) -> None:
             done = await http.post("/tasks", content=content)
             assert done.status_code == 400, (content, done.text)
             assert done.json()["error"]["code"] == code, content
+
+        async with httpx.AsyncClient(timeout=10) as public:
+            done = await public.get(base.removesuffix("/v1") + "/hello")
+        assert (done.status_code, done.text) == (200, "hello")
 
         done = await http.get("/nowhere")
         assert done.status_code == 404 and done.json()["error"]["code"] == "not_found"
