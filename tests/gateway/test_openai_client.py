@@ -27,6 +27,7 @@ from repp2p.gateway import (
     build_app,
     serve,
 )
+from repp2p.gateway.shapes import HEADER_KEYS
 from repp2p.testing.network import EPOCH_S, dev_params, local_network
 
 openai = pytest.importorskip("openai", reason="the openai client is a dev dependency")
@@ -111,7 +112,7 @@ async def _embeddings(oa, peer_ids: set[str]) -> None:
         _check_verification(item, peer_ids, "embed-minilm")
     header = json.loads(raw.headers[VERIFICATION_HEADER])
     assert [h["receipt_id"] for h in header] == [b["receipt_id"] for b in body]
-    assert all("proofs" not in h for h in header)
+    assert all(set(h) == set(HEADER_KEYS) for h in header)
 
     # base64, with redundancy 2 (an extra body field): both nodes must agree.
     raw = await oa.embeddings.with_raw_response.create(

@@ -17,6 +17,7 @@ from repp2p.errors import ConfigError
 from repp2p.gateway.config import GatewayConfig, parse_listen
 from repp2p.gateway.errors import STATUS, ApiError, ApiReason
 from repp2p.gateway.shapes import (
+    HEADER_KEYS,
     SIMULATED_WARNING,
     Limits,
     embedding_of,
@@ -217,7 +218,10 @@ def test_responses_carry_the_verification():
     assert item["receipt_id"] == "ef" * 32 and item["warning"] == SIMULATED_WARNING
     assert item["proofs"][0]["outcome"] == "ok"
     header = verification_header(body["repp2p_verification"])
-    assert header.isascii() and json.loads(header)[0]["claim_id"] == "cd" * 32
+    assert header.isascii() and json.loads(header)[0]["receipt_id"] == "ef" * 32
+    # A full batch's header fits the 16 KiB of headers HTTP clients accept, with room.
+    full = verification_header(body["repp2p_verification"] * GatewayConfig().max_batch)
+    assert len(full) < 12 * 1024 and set(json.loads(full)[0]) == set(HEADER_KEYS)
     real = task_response(_result(b"\xff", simulated=False))
     assert real["output"] is None and real["output_base64"] == "/w=="
     assert "warning" not in real["repp2p_verification"][0]
