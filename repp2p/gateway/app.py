@@ -149,7 +149,7 @@ def build_app(
 
     async def embeddings(request: Request) -> Response:
         check_token(request)
-        body = parse_json(await _read_body(request, config.max_body_bytes))
+        body = parse_json(await _read_body(request, config.max_body_bytes, config.body_timeout_s))
         wanted = parse_embeddings(body, limits, max_input_size)
         results: list[TaskResult | None] = [None] * len(wanted.inputs)
         errors: list[ApiError | None] = [None] * len(wanted.inputs)
@@ -176,7 +176,7 @@ def build_app(
 
     async def tasks(request: Request) -> Response:
         check_token(request)
-        body = parse_json(await _read_body(request, config.max_body_bytes))
+        body = parse_json(await _read_body(request, config.max_body_bytes, config.body_timeout_s))
         wanted = parse_task(body, limits, max_input_size)
         result = await run_task(
             wanted.engine,
@@ -211,9 +211,9 @@ def _answer(payload: dict[str, Any]) -> Response:
     return JSONResponse(payload, headers={VERIFICATION_HEADER: header})
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(request: Request, limit: int, timeout: float) -> bytes:
     """The request body, refused (413) past ``limit`` bytes whether or not the client
-    announced its length."""
+    announced its length, and (408) when it has not arrived within ``timeout`` seconds."""
     announced = request.headers.get("content-length")
     if announced is not None:
         if not announced.isdigit():
@@ -221,12 +221,17 @@ async def _read_body(request: Request, limit: int) -> bytes:
         if int(announced) > limit:
             raise _too_large(limit)
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
+    # A client dripping its body holds a connection and its buffer: it has a deadline.
+    with trio.move_on_after(timeout):
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(limit)
+            chunks.append(chunk)
+        return b"".join(chunks)
+    raise ApiError(
+        ApiReason.REQUEST_TIMEOUT, f"the request body did not arrive within {timeout:g} s"
+    )
 
 
 def _too_large(limit: int) -> ApiError:
@@ -284,4 +289,6 @@ async def serve(
     # Headers beyond 16 KiB are refused before the app sees the request.
     hyper.h11_max_incomplete_size = 16 * 1024
     hyper.include_server_header = False
+    # No hyper.read_timeout: it also closes a connection whose client is silently waiting
+    # for a long task's answer. The body's deadline is the app's (_read_body).
     await hypercorn_serve(app, hyper, task_status=task_status)  # type: ignore[arg-type]

@@ -55,6 +55,8 @@ class GatewayConfig:
         max_redundancy: largest k a request may ask for, 1..16.
         timeout_s: default seconds for one task, (0, max_timeout_s].
         max_timeout_s: longest a request may ask for, seconds, (0, 3600].
+        body_timeout_s: seconds within which a request body must arrive in full, (0, 600]
+            (408 beyond: a client dripping its body cannot hold a connection).
     """
 
     host: str = "127.0.0.1"
@@ -67,6 +69,7 @@ class GatewayConfig:
     max_redundancy: int = 5
     timeout_s: float = 30.0
     max_timeout_s: float = 120.0
+    body_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
         try:
@@ -86,6 +89,8 @@ class GatewayConfig:
                 raise ConfigError(f"gateway {name} must be an integer in {low}..{high}")
         if not 0 < self.max_timeout_s <= 3600:
             raise ConfigError("gateway max_timeout_s must be in (0, 3600]")
+        if not 0 < self.body_timeout_s <= 600:
+            raise ConfigError("gateway body_timeout_s must be in (0, 600]")
         if not 0 < self.timeout_s <= self.max_timeout_s:
             raise ConfigError(f"gateway timeout_s must be in (0, {self.max_timeout_s}]")
         if self.token and (

@@ -24,6 +24,7 @@ class ApiReason(enum.Enum):
     MODEL_NOT_SUPPORTED = "model_not_supported"
     MODEL_NOT_FOUND = "model_not_found"
     REQUEST_TOO_LARGE = "request_too_large"
+    REQUEST_TIMEOUT = "request_timeout"
     INVALID_API_KEY = "invalid_api_key"
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
@@ -43,6 +44,7 @@ STATUS: dict[ApiReason, tuple[int, str]] = {
     ApiReason.MODEL_NOT_SUPPORTED: (400, "invalid_request_error"),
     ApiReason.MODEL_NOT_FOUND: (404, "invalid_request_error"),
     ApiReason.REQUEST_TOO_LARGE: (413, "invalid_request_error"),
+    ApiReason.REQUEST_TIMEOUT: (408, "invalid_request_error"),
     ApiReason.INVALID_API_KEY: (401, "authentication_error"),
     ApiReason.NOT_FOUND: (404, "invalid_request_error"),
     ApiReason.METHOD_NOT_ALLOWED: (405, "invalid_request_error"),

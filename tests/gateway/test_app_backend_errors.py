@@ -110,3 +110,17 @@ async def test_without_a_configured_token_none_is_asked_and_with_one_it_is():
             )
         done = await http.get("/models", headers={"Authorization": f"Bearer {token}"})
         assert done.status_code == 200
+
+
+async def test_a_dripped_body_gets_408():
+    async def drip():
+        yield b'{"engine": "echo",'
+        await trio.sleep(5)
+        yield b' "input": "x"}'
+
+    backend = ScriptedBackend()
+    async with _client(backend, body_timeout_s=0.2) as http:
+        with trio.fail_after(10):
+            done = await http.post("/tasks", content=drip())
+    assert done.status_code == 408 and done.json()["error"]["code"] == "request_timeout"
+    assert backend.started == 0

@@ -241,6 +241,7 @@ def test_config_bounds():
         {"redundancy": 6},
         {"timeout_s": 0},
         {"timeout_s": 500},
+        {"body_timeout_s": 0},
         {"max_batch": True},
     ]:
         with pytest.raises(ConfigError):
