@@ -74,6 +74,8 @@ def _token(args: argparse.Namespace) -> str:
 
 def run(args: argparse.Namespace) -> int:
     try:
+        import hypercorn.trio  # noqa: F401  (imported when serving; missing: say so now)
+
         from repp2p.gateway import GatewayConfig, parse_listen
     except ImportError as exc:
         raise ConfigError(

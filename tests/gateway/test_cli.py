@@ -39,3 +39,12 @@ def test_a_short_token_is_refused(capsys, monkeypatch, tmp_path):
     token.write_text("also short\n")
     assert main(["gateway", *BOOT, "--token-file", str(token)]) == 1
     assert "at least 16 printable characters" in capsys.readouterr().err
+
+
+def test_without_the_extra_it_says_what_to_install(capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "hypercorn.trio", None)  # as if not installed
+    assert main(["gateway", *BOOT]) == 1
+    err = capsys.readouterr().err
+    assert "pip install 'repp2p[gateway]'" in err and "hypercorn" in err
