@@ -49,6 +49,8 @@ log = logging.getLogger("repp2p.gateway")
 #: Largest input of one task when the engine's manifest is not installed here (the nodes
 #: refuse what exceeds their engine's own ``max_input_size``).
 DEFAULT_MAX_INPUT = 1 << 20
+#: Seconds a task may run past its own timeout before the gateway gives up on it.
+SUBMIT_MARGIN_S = 10.0
 
 
 def max_input_size(engine: str) -> int:
@@ -114,20 +116,32 @@ def build_app(
         # The wait for a slot counts against the task's time: a request is never held
         # longer than it asked for.
         deadline = trio.current_time() + timeout
+        acquired = False
         with trio.move_on_at(deadline):
-            async with slots:
-                left = deadline - trio.current_time()
-                try:
-                    return await backend.submit(engine, data, timeout=left, **options)
-                except TaskError as exc:
-                    reason = TASK_REASONS.get(exc.reason, ApiReason.NO_RESULT)
-                    raise ApiError(reason, str(exc)) from None
-                except ReppError as exc:
-                    raise ApiError(ApiReason.NO_RESULT, f"{engine}: {exc}") from exc
-        raise ApiError(
-            ApiReason.GATEWAY_BUSY,
-            f"the gateway ran {config.max_concurrent_tasks} tasks for {timeout:g} s",
-        )
+            await slots.acquire()
+            acquired = True
+        left = deadline - trio.current_time()
+        if not acquired or left <= 0:
+            if acquired:
+                slots.release()
+            raise ApiError(
+                ApiReason.GATEWAY_BUSY,
+                f"all {config.max_concurrent_tasks} task slots stayed busy for {timeout:g} s",
+            )
+        try:
+            # The client keeps to ``left`` itself; the margin only bounds a client that
+            # would not (its overrun is a missing result, not a hung request).
+            with trio.fail_after(left + SUBMIT_MARGIN_S):
+                return await backend.submit(engine, data, timeout=left, **options)
+        except TaskError as exc:
+            reason = TASK_REASONS.get(exc.reason, ApiReason.NO_RESULT)
+            raise ApiError(reason, str(exc)) from None
+        except ReppError as exc:
+            raise ApiError(ApiReason.NO_RESULT, f"{engine}: {exc}") from exc
+        except trio.TooSlowError:
+            raise ApiError(ApiReason.NO_RESULT, f"{engine}: no result in {timeout:g} s") from None
+        finally:
+            slots.release()
 
     async def list_models(request: Request) -> Response:
         check_token(request)
