@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo devnet test lint bench fuzz clean
+.PHONY: demo devnet test lint bench fuzz clean explorer-screenshot
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,3 +41,7 @@ FUZZ_INPUTS ?= 1000000
 fuzz: $(STAMP)
 	$(BIN)/python -m pip install -q 'atheris>=2.3' || echo "atheris not installable: using the built-in mutator"
 	$(BIN)/python -m fuzz.run --inputs $(FUZZ_INPUTS)
+
+# docs/explorer.png: the explorer page of a 4-node devnet running tasks (needs Chromium).
+explorer-screenshot: $(STAMP)
+	$(BIN)/python -m repp2p.explorer.screenshot docs/explorer.png
