@@ -67,6 +67,8 @@ def test_the_wheel_holds_the_files_read_at_run_time(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     for shipped in sorted((ROOT / "bootstrap").glob("*.toml")):
         assert f"repp2p/bootstrap/{shipped.name}" in names
+    for page in sorted((ROOT / "repp2p").glob("*/*.html")):  # the explorer's page
+        assert page.relative_to(ROOT).as_posix() in names
     for manifest in sorted((ROOT / "engines").glob("*/manifest.toml")):
         assert f"engines/{manifest.parent.name}/manifest.toml" in names
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
@@ -173,6 +175,8 @@ def _gateway_task(command: str, bootstrap: str, cwd: Path, env: dict[str, str]) 
         with urllib.request.urlopen(f"{url}/v1/models", timeout=30) as response:
             models = json.loads(response.read())["data"]
         assert "echo" in {m["id"] for m in models}, models
+        with urllib.request.urlopen(f"{url}/explorer", timeout=30) as response:
+            assert b"<html" in response.read().lower()  # the page, from the wheel's data
         request = urllib.request.Request(
             f"{url}/v1/tasks",
             data=json.dumps({"engine": "echo", "input": "via the gateway"}).encode(),

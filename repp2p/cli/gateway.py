@@ -58,6 +58,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
         "--max-body", type=int, default=1 << 20, help="largest request body, bytes (1 MiB)"
     )
     p.add_argument(
+        "--no-explorer", action="store_true", help="do not serve the explorer at /explorer"
+    )
+    p.add_argument(
         "--ready-json", action="store_true", help="print one JSON line once serving (tools)"
     )
     p.set_defaults(func=run)
@@ -124,7 +127,7 @@ async def _main(
     data_dir: Path,
 ) -> None:
     from repp2p.client import Client
-    from repp2p.gateway import ClientBackend, build_app, serve
+    from repp2p.gateway import ClientBackend, build_client_app, serve
 
     async with Client.open(
         bootstrap, data_dir=data_dir, network=args.network, network_params=params
@@ -137,7 +140,7 @@ async def _main(
                 await trio.sleep(0.5)
         if not backend.models()[1]:
             print("repp2p: warning: no eligible node serves any engine yet", file=sys.stderr)
-        app = build_app(backend, config)
+        app = build_client_app(client, config, explorer=not args.no_explorer)
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
                 urls = await nursery.start(serve, app, config)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +25,7 @@ from starlette.routing import BaseRoute, Route
 
 from engines.manifest import MANIFEST_NAME, Manifest
 from repp2p.errors import ReppError
-from repp2p.gateway.backend import TaskBackendAPI
+from repp2p.gateway.backend import ClientBackend, TaskBackendAPI
 from repp2p.gateway.config import GatewayConfig
 from repp2p.gateway.errors import TASK_REASONS, ApiError, ApiReason
 from repp2p.gateway.shapes import (
@@ -42,7 +42,7 @@ from repp2p.gateway.shapes import (
 )
 
 if TYPE_CHECKING:
-    from repp2p.client import TaskResult
+    from repp2p.client import Client, TaskResult
 
 log = logging.getLogger("repp2p.gateway")
 
@@ -218,6 +218,45 @@ def build_app(
             Exception: _internal_error,
         },
     )
+
+
+def handler_routes(handlers: Sequence[tuple[str, Callable[[], tuple[str, bytes]]]]) -> list[Route]:
+    """Starlette ``GET`` routes for ``(path, handler)`` pairs whose handler takes no arguments
+    and returns ``(content type, body)``, as :meth:`repp2p.explorer.Explorer.routes` gives.
+
+    The handlers run in the event loop, as on a node's status port: they read the client's
+    record store, which belongs to this thread.
+    """
+
+    def endpoint(handler: Callable[[], tuple[str, bytes]]) -> Callable[[Request], Any]:
+        async def serve_handler(request: Request) -> Response:
+            content_type, body = handler()
+            return Response(body, media_type=content_type)
+
+        return serve_handler
+
+    return [Route(path, endpoint(handler), methods=["GET"]) for path, handler in handlers]
+
+
+def build_client_app(
+    client: Client,
+    config: GatewayConfig | None = None,
+    *,
+    explorer: bool = True,
+    extra_routes: Sequence[BaseRoute] = (),
+) -> Starlette:
+    """:func:`build_app` over a live client, with the network explorer's page and JSON at
+    ``/explorer`` and ``/explorer.json`` (public, as on a node's status port; docs/explorer.md)
+    unless ``explorer`` is False. This is what ``repp2p gateway`` serves."""
+    routes = list(extra_routes)
+    # The explorer reads the client's view keeper, which the concrete view service exposes.
+    keeper = getattr(client.views, "keeper", None)
+    if explorer and keeper is not None:
+        from repp2p.explorer import Explorer
+
+        pages = Explorer(keeper, client.clock, peer_id=client.peer_id, role="client")
+        routes += handler_routes(pages.routes())
+    return build_app(ClientBackend(client), config, extra_routes=routes)
 
 
 def _answer(payload: dict[str, Any]) -> Response:

@@ -22,9 +22,8 @@ from repp2p.client import Client
 from repp2p.gateway import (
     VERIFICATION_FIELD,
     VERIFICATION_HEADER,
-    ClientBackend,
     GatewayConfig,
-    build_app,
+    build_client_app,
     serve,
 )
 from repp2p.gateway.shapes import HEADER_KEYS
@@ -71,7 +70,7 @@ async def test_openai_client_gets_verified_embeddings_from_a_devnet(tmp_path):
             config = GatewayConfig(port=0, token=TOKEN, max_body_bytes=64 * 1024, max_batch=4)
             # A mounted route (as the explorer mounts its pages): served beside /v1, public.
             extra = [Route("/hello", lambda request: PlainTextResponse("hello"))]
-            app = build_app(ClientBackend(client), config, extra_routes=extra)
+            app = build_client_app(client, config, extra_routes=extra)
             async with trio.open_nursery() as nursery:
                 urls = await nursery.start(serve, app, config)
                 base = f"{urls[0]}/v1"
@@ -217,6 +216,15 @@ async def _tasks(base: str, peer_ids: set[str]) -> None:
         async with httpx.AsyncClient(timeout=10) as public:
             done = await public.get(base.removesuffix("/v1") + "/hello")
         assert (done.status_code, done.text) == (200, "hello")
+
+        # The explorer (what `repp2p gateway` serves beside /v1): public, the devnet's nodes.
+        async with httpx.AsyncClient(timeout=30) as public:
+            root = base.removesuffix("/v1")
+            page = await public.get(root + "/explorer")
+            snapshot = (await public.get(root + "/explorer.json")).json()
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert snapshot["role"] == "client"
+        assert {row["peer_id"] for row in snapshot["nodes"]} == peer_ids
 
         done = await http.get("/nowhere")
         assert done.status_code == 404 and done.json()["error"]["code"] == "not_found"
