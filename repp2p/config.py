@@ -110,10 +110,12 @@ class NodeConfig:
         bootstrap: multiaddrs (with ``/p2p/``) of bootstrap peers; empty = the network's list.
         engines: engine ids this node serves.
         tee_kind: the TEE the node runs in (``simulated`` is development only; ``sev-snp``
-            inside an SEV-SNP confidential VM with configfs-tsm: see ``repp2p tee probe``).
+            inside an SEV-SNP confidential VM, ``dcap`` -- or ``tdx``, stored as ``dcap``
+            -- inside a TDX VM, both with configfs-tsm: see ``repp2p tee probe``).
         tee_collateral: sev-snp: a VCEK chain file (PEM or DER: VCEK, optionally ASK and
             ARK) sent with the evidence when the host's certificate table is empty ("" =
-            none; docs/operators.md says how to fetch it once).
+            none); dcap: the DCAP collateral JSON (required; docs/operators.md says how to
+            fetch and refresh both).
         price: micro-REP per task, 0..2**63.
         capacity: concurrent tasks, 1..65535.
         throughput: tasks per epoch the node claims to sustain, 0..2**32-1.
@@ -181,6 +183,8 @@ class NodeConfig:
 
     def __post_init__(self) -> None:
         str_field(self, "network", NETWORK_NAME_PATTERN)
+        if self.tee_kind == "tdx":  # the operator's name for a TDX VM; its evidence is DCAP
+            object.__setattr__(self, "tee_kind", "dcap")
         choice_field(self, "tee_kind", TEE_KINDS)
         if self.tee_kind == "simulated" and self.network != "dev":
             raise ConfigError(

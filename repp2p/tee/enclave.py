@@ -1,9 +1,9 @@
 """The enclave runtime: an enclave process per node, driven over a pipe.
 
-The process runs on one *platform* (:mod:`repp2p.tee.platforms`): ``simulated`` (below)
-or ``sev-snp``, where node and enclave process run inside an SEV-SNP confidential VM (the
-VM is the TEE) and evidence comes from configfs-tsm. Everything else here is the same for
-both.
+The process runs on one *platform* (:mod:`repp2p.tee.platforms`): ``simulated`` (below),
+``sev-snp`` or ``dcap`` (TDX), where node and enclave process run inside an SEV-SNP or TDX
+confidential VM (the VM is the TEE) and evidence comes from configfs-tsm. Everything else
+here is the same for all of them.
 
 SIMULATED TEE -- NOT REAL SECURITY. The enclave is a separate OS process
 (:mod:`repp2p.tee.worker`) that holds the X25519 and Ed25519 keys bound into its
@@ -35,7 +35,7 @@ from repp2p.records import Receipt
 from repp2p.tee.abc import EnclaveAPI
 from repp2p.tee.configfs_tsm import ConfigfsTsm
 from repp2p.tee.errors import EnclaveError, EnclaveReason, TeeInterfaceError
-from repp2p.tee.platforms import RUNNABLE_KINDS, enclave_error
+from repp2p.tee.platforms import RUNNABLE_KINDS, canonical_kind, enclave_error
 from repp2p.tee.wire import WireClosed, WireMalformed, WireTimeout, read_frame, write_frame
 
 KIND = "simulated"
@@ -126,10 +126,10 @@ class Enclave(EnclaveAPI):
             timeout_s: how long loading may take.
             stderr: where the enclave's stderr goes; DEVNULL by default because engine
                 errors could quote input. Pass ``None`` to inherit it while debugging.
-            tee_kind: the platform: ``simulated`` or ``sev-snp`` (inside an SEV-SNP VM,
-                evidence through configfs-tsm).
+            tee_kind: the platform: ``simulated``, ``sev-snp`` (inside an SEV-SNP VM) or
+                ``dcap`` / ``tdx`` (inside a TDX VM); hardware evidence through configfs-tsm.
             collateral_file: sev-snp: the VCEK chain file used when the host's
-                certificate table is empty.
+                certificate table is empty; dcap: the DCAP collateral JSON (required).
             tsm_root: where to look for configfs-tsm before starting (``/``; tests).
 
         Returns:
@@ -142,6 +142,7 @@ class Enclave(EnclaveAPI):
         """
         if seed is not None and len(seed) != 32:
             raise ValueError("seed is 32 bytes")
+        tee_kind = canonical_kind(tee_kind)
         check_platform(tee_kind, tsm_root)
         process = cls._spawn(stderr)
         request = {
@@ -393,6 +394,7 @@ def check_platform(tee_kind: str, tsm_root: str = "/") -> None:
         EnclaveError: TEE_UNAVAILABLE naming the missing interface and pointing at
             ``repp2p tee probe``.
     """
+    tee_kind = canonical_kind(tee_kind)
     if tee_kind not in RUNNABLE_KINDS:
         raise EnclaveError(
             EnclaveReason.TEE_UNAVAILABLE,
@@ -400,13 +402,13 @@ def check_platform(tee_kind: str, tsm_root: str = "/") -> None:
             f"{', '.join(sorted(RUNNABLE_KINDS))}); run `repp2p tee probe` for what this "
             "machine offers",
         )
-    if tee_kind == "sev-snp":
+    if tee_kind in ("sev-snp", "dcap"):  # confidential VMs: reports through configfs-tsm
         try:
             ConfigfsTsm(tsm_root).check_available()
         except TeeInterfaceError as exc:
             error = enclave_error(exc)
             raise EnclaveError(
-                error.reason, f"tee_kind 'sev-snp' cannot run on this machine: {exc.detail}"
+                error.reason, f"tee_kind {tee_kind!r} cannot run on this machine: {exc.detail}"
             ) from None
 
 

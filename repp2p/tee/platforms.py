@@ -7,7 +7,10 @@ evidence binding them (:func:`repp2p.attestation.expected_report_data`). Two pla
   measurement is :func:`repp2p.tee.enclave_measurement` over the engines served);
 * ``sev-snp``: the enclave process runs inside an SEV-SNP confidential VM (the VM is the
   TEE) and reports come from configfs-tsm (:class:`repp2p.tee.snp_guest.SnpGuest`); the
-  measurement is the VM's launch measurement, read from a report at start.
+  measurement is the VM's launch measurement, read from a report at start;
+* ``dcap`` (operators may write ``tdx``): the same inside an Intel TDX trust domain, DCAP
+  quotes through configfs-tsm (:class:`repp2p.tee.tdx_guest.TdxGuest`); the measurement
+  is the TD's MRTD.
 
 The platform spec arrives in the ``start`` request from the node as ``{"kind": ...,
 "collateral_file": ...}``. It never names a configfs root: the enclave process always uses
@@ -30,9 +33,17 @@ from repp2p.tee.errors import (
     TeeInterfaceError,
 )
 from repp2p.tee.snp_guest import SnpGuest
+from repp2p.tee.tdx_guest import TdxGuest
 
 #: TEE kinds an enclave process can run on in this release.
-RUNNABLE_KINDS = frozenset({"simulated", "sev-snp"})
+RUNNABLE_KINDS = frozenset({"simulated", "sev-snp", "dcap"})
+#: names operators may use for a kind (``tee_kind = "tdx"`` is the ``dcap`` evidence kind)
+KIND_ALIASES = {"tdx": "dcap"}
+
+
+def canonical_kind(kind: str) -> str:
+    """The ``Attestation.tee_kind`` for an operator's ``tee_kind`` (``tdx`` -> ``dcap``)."""
+    return KIND_ALIASES.get(kind, kind)
 
 
 class Platform(Protocol):
@@ -80,18 +91,29 @@ class SimulatedPlatform:
         return self._enclave.attest(peer_id, enc_key, result_key, epoch, nonce, now), b""
 
 
-class SevSnpPlatform:
-    """An SEV-SNP confidential VM: reports through configfs-tsm.
+class CvmGuest(Protocol):
+    """A confidential VM's evidence source (:class:`SnpGuest`, :class:`TdxGuest`)."""
+
+    kind: str
+
+    def check_available(self) -> None: ...
+
+    def evidence(self, report_data: bytes) -> tuple[bytes, bytes]: ...
+
+    def measurement(self) -> bytes: ...
+
+
+class CvmPlatform:
+    """A confidential VM (the VM is the TEE): evidence from its guest interface.
 
     Raises (at construction):
-        EnclaveError: TEE_UNAVAILABLE when configfs-tsm or the VCEK chain is missing,
+        EnclaveError: TEE_UNAVAILABLE when the interface or its collateral is missing,
             TEE_FAILED when the first report fails.
     """
 
-    kind = "sev-snp"
-
-    def __init__(self, guest: SnpGuest) -> None:
+    def __init__(self, guest: CvmGuest) -> None:
         self._guest = guest
+        self.kind = guest.kind
         try:
             guest.check_available()
             # One report now: the launch measurement, and proof the interface works
@@ -110,6 +132,10 @@ class SevSnpPlatform:
             raise enclave_error(exc) from None
 
 
+class SevSnpPlatform(CvmPlatform):
+    """An SEV-SNP confidential VM: reports through configfs-tsm."""
+
+
 #: Builds a platform: ``(spec from the start request, key seed, simulated measurement)``.
 PlatformFactory = Callable[[dict, bytes, bytes], Platform]
 
@@ -122,13 +148,19 @@ def default_platform(spec: dict, seed: bytes, simulated_measurement: bytes) -> P
             TEE_UNAVAILABLE / TEE_FAILED from the hardware.
     """
     kind = spec.get("kind", "simulated")
+    if not isinstance(kind, str):
+        raise EnclaveError(EnclaveReason.BAD_REQUEST, "platform kind must be a string")
+    kind = canonical_kind(kind)
     if kind == "simulated":
         return SimulatedPlatform(seed, simulated_measurement)
+    collateral = spec.get("collateral_file")
+    if collateral is not None and not isinstance(collateral, str):
+        raise EnclaveError(EnclaveReason.BAD_REQUEST, "collateral_file must be a path")
+    collateral_path = Path(collateral) if collateral else None
     if kind == "sev-snp":
-        collateral = spec.get("collateral_file")
-        if collateral is not None and not isinstance(collateral, str):
-            raise EnclaveError(EnclaveReason.BAD_REQUEST, "collateral_file must be a path")
-        return SevSnpPlatform(SnpGuest(collateral_file=Path(collateral) if collateral else None))
+        return SevSnpPlatform(SnpGuest(collateral_file=collateral_path))
+    if kind == "dcap":
+        return CvmPlatform(TdxGuest(collateral_file=collateral_path))
     raise EnclaveError(
         EnclaveReason.BAD_REQUEST, f"no enclave runtime for TEE kind {kind!r} in this release"
     )

@@ -28,7 +28,7 @@ from repp2p.tee.configfs_tsm import TsmFiles
 #: configfs-tsm ``provider`` value -> the attestation kind its reports verify as.
 PROVIDER_KINDS = {"sev_guest": "sev-snp", "tdx_guest": "dcap"}
 #: TEE kinds (``tee_kind``) this release can run a node on, and through what.
-RUNNABLE = {"sev-snp": "configfs-tsm"}
+RUNNABLE = {"sev-snp": "configfs-tsm", "dcap": "configfs-tsm"}
 TSM_REPORT = "sys/kernel/config/tsm/report"
 CONFIGFS = "sys/kernel/config"
 _MAX_ATTR = 256  # bytes read from a configfs attribute: provider names are short
@@ -287,35 +287,33 @@ def probe(
     return ProbeResult(str(root), interfaces, _kinds(tsm, sev, tdx, nsm, gpu))
 
 
-def _snp_status(tsm: Interface, sev: Interface) -> KindStatus:
-    label = "AMD SEV-SNP VM"
-    if tsm.present and tsm.provider == "sev_guest":
-        return KindStatus("sev-snp", label, True, "configfs-tsm", "")
+def _cvm_status(
+    kind: str, label: str, provider: str, tsm: Interface, device: Interface, extra: str = ""
+) -> KindStatus:
+    """A confidential VM kind: usable through configfs-tsm answered by ``provider``."""
+    if tsm.present and tsm.provider == provider:
+        return KindStatus(kind, label, True, "configfs-tsm", "")
     if tsm.present:
-        why = f"configfs-tsm answers with provider {tsm.provider!r}, not sev_guest"
-    elif sev.present:
+        why = f"configfs-tsm answers with provider {tsm.provider!r}, not {provider}"
+    elif device.present:
         why = (
-            "only /dev/sev-guest is present and its ioctl path is not implemented yet; use a "
-            f"kernel with configfs-tsm (Linux >= 6.7). configfs-tsm: {tsm.detail}"
+            f"only {device.path} is present; this release reads evidence through configfs-tsm: "
+            f"use a kernel with it (Linux >= 6.7). configfs-tsm: {tsm.detail}"
         )
     else:
-        why = f"configfs-tsm: {tsm.detail}; sev-guest: {sev.detail}"
-    return KindStatus("sev-snp", label, False, "", why)
+        why = f"configfs-tsm: {tsm.detail}; {device.name}: {device.detail}"
+    return KindStatus(kind, label, False, "", why + extra)
 
 
 def _kinds(
     tsm: Interface, sev: Interface, tdx: Interface, nsm: Interface, gpu: Interface
 ) -> tuple[KindStatus, ...]:
     not_yet = "this release has no runtime for it yet (issue #17)"
-    if (tsm.present and tsm.provider == "tdx_guest") or tdx.present:
-        tdx_why = f"a TDX guest interface is present, but {not_yet}"
-    else:
-        tdx_why = tdx.detail
     nsm_why = f"/dev/nsm is present, but {not_yet}" if nsm.present else nsm.detail
     gpu_why = f"GPU devices are present, but {not_yet}" if gpu.present else gpu.detail
     return (
-        _snp_status(tsm, sev),
-        KindStatus("dcap", "Intel TDX VM", False, "", tdx_why),
+        _cvm_status("sev-snp", "AMD SEV-SNP VM", "sev_guest", tsm, sev),
+        _cvm_status("dcap", "Intel TDX VM", "tdx_guest", tsm, tdx),
         KindStatus("nitro", "AWS Nitro Enclave", False, "", nsm_why),
         KindStatus("nvidia", "NVIDIA CC GPU", False, "", gpu_why),
     )

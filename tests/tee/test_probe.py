@@ -47,14 +47,14 @@ def test_sev_guest_provider_makes_sev_snp_usable(tmp_path: Path, chain: TestAmdC
     assert list((tmp_path / REPORT_DIR).iterdir()) == []  # the probe entry was removed
 
 
-def test_tdx_provider_is_reported_but_not_runnable(tmp_path: Path, chain: TestAmdChain) -> None:
+def test_tdx_provider_makes_dcap_usable(tmp_path: Path, chain: TestAmdChain) -> None:
     kernel = FakeSnpKernel(tmp_path, chain)
     kernel.provider = "tdx_guest"
     result = probe(tmp_path, files=kernel)
     assert result.interface("configfs-tsm").provider == "tdx_guest"
-    assert result.usable_kinds == ()
+    assert result.usable_kinds == ("dcap",)
+    assert result.kind("dcap").via == "configfs-tsm"
     assert "not sev_guest" in result.kind("sev-snp").why
-    assert "no runtime for it yet" in result.kind("dcap").why
 
 
 @pytest.mark.parametrize(
@@ -92,7 +92,7 @@ def test_device_nodes_and_odd_devices(tmp_path: Path) -> None:
     (tmp_path / "dev/nvidiactl").write_bytes(b"")
     result = probe(tmp_path)
     assert result.interface("sev-guest").present
-    assert "ioctl path is not implemented" in result.kind("sev-snp").why
+    assert "reads evidence through configfs-tsm" in result.kind("sev-snp").why
     assert "not a character device" in result.interface("nsm").detail
     gpu = result.interface("nvidia-gpu")
     assert gpu.present and "1 GPU" in gpu.detail and "conf-compute" in gpu.detail
