@@ -35,6 +35,7 @@ from repp2p.records import Receipt
 from repp2p.tee.abc import EnclaveAPI
 from repp2p.tee.configfs_tsm import ConfigfsTsm
 from repp2p.tee.errors import EnclaveError, EnclaveReason, TeeInterfaceError
+from repp2p.tee.guest_devices import SevGuestDevice
 from repp2p.tee.platforms import RUNNABLE_KINDS, canonical_kind, enclave_error
 from repp2p.tee.wire import WireClosed, WireMalformed, WireTimeout, read_frame, write_frame
 
@@ -403,6 +404,8 @@ def check_platform(tee_kind: str, tsm_root: str = "/") -> None:
             "machine offers",
         )
     if tee_kind in ("sev-snp", "dcap"):  # confidential VMs: reports through configfs-tsm
+        if tee_kind == "sev-snp" and SevGuestDevice(tsm_root).path.exists():
+            return  # kernels before 6.7: the /dev/sev-guest ioctl
         try:
             ConfigfsTsm(tsm_root).check_available()
         except TeeInterfaceError as exc:

@@ -7,7 +7,8 @@ evidence binding them (:func:`repp2p.attestation.expected_report_data`). Two pla
   measurement is :func:`repp2p.tee.enclave_measurement` over the engines served);
 * ``sev-snp``: the enclave process runs inside an SEV-SNP confidential VM (the VM is the
   TEE) and reports come from configfs-tsm (:class:`repp2p.tee.snp_guest.SnpGuest`); the
-  measurement is the VM's launch measurement, read from a report at start;
+  measurement is the VM's launch measurement, read from a report at start (kernels
+  before 6.7: ``/dev/sev-guest``, :class:`repp2p.tee.guest_devices.SevGuestDevice`);
 * ``dcap`` (operators may write ``tdx``): the same inside an Intel TDX trust domain, DCAP
   quotes through configfs-tsm (:class:`repp2p.tee.tdx_guest.TdxGuest`); the measurement
   is the TD's MRTD.
@@ -26,12 +27,14 @@ from typing import Protocol
 
 from repp2p.attestation.binding import expected_report_data
 from repp2p.attestation.simulated import SimulatedEnclave
+from repp2p.tee.configfs_tsm import ConfigfsTsm
 from repp2p.tee.errors import (
     UNAVAILABLE_REASONS,
     EnclaveError,
     EnclaveReason,
     TeeInterfaceError,
 )
+from repp2p.tee.guest_devices import SevGuestDevice
 from repp2p.tee.snp_guest import SnpGuest
 from repp2p.tee.tdx_guest import TdxGuest
 
@@ -136,6 +139,19 @@ class SevSnpPlatform(CvmPlatform):
     """An SEV-SNP confidential VM: reports through configfs-tsm."""
 
 
+def snp_guest(collateral_file: Path | None, root: str = "/") -> CvmGuest:
+    """The SEV-SNP evidence source here: configfs-tsm, else ``/dev/sev-guest``.
+
+    When neither exists this is the configfs-tsm source, whose MISSING error names what to
+    install (newer kernels have configfs-tsm, and it is the one we prefer).
+    """
+    tsm = ConfigfsTsm(root)
+    device = SevGuestDevice(root, collateral_file=collateral_file)
+    if not tsm.report_dir.is_dir() and device.path.exists():
+        return device
+    return SnpGuest(tsm, collateral_file=collateral_file)
+
+
 #: Builds a platform: ``(spec from the start request, key seed, simulated measurement)``.
 PlatformFactory = Callable[[dict, bytes, bytes], Platform]
 
@@ -158,7 +174,7 @@ def default_platform(spec: dict, seed: bytes, simulated_measurement: bytes) -> P
         raise EnclaveError(EnclaveReason.BAD_REQUEST, "collateral_file must be a path")
     collateral_path = Path(collateral) if collateral else None
     if kind == "sev-snp":
-        return SevSnpPlatform(SnpGuest(collateral_file=collateral_path))
+        return SevSnpPlatform(snp_guest(collateral_path))
     if kind == "dcap":
         return CvmPlatform(TdxGuest(collateral_file=collateral_path))
     raise EnclaveError(

@@ -28,7 +28,7 @@ from repp2p.tee.configfs_tsm import TsmFiles
 #: configfs-tsm ``provider`` value -> the attestation kind its reports verify as.
 PROVIDER_KINDS = {"sev_guest": "sev-snp", "tdx_guest": "dcap"}
 #: TEE kinds (``tee_kind``) this release can run a node on, and through what.
-RUNNABLE = {"sev-snp": "configfs-tsm", "dcap": "configfs-tsm"}
+RUNNABLE = {"sev-snp": "configfs-tsm or /dev/sev-guest", "dcap": "configfs-tsm"}
 TSM_REPORT = "sys/kernel/config/tsm/report"
 CONFIGFS = "sys/kernel/config"
 _MAX_ATTR = 256  # bytes read from a configfs attribute: provider names are short
@@ -288,21 +288,25 @@ def probe(
 
 
 def _cvm_status(
-    kind: str, label: str, provider: str, tsm: Interface, device: Interface, extra: str = ""
+    kind: str, label: str, provider: str, tsm: Interface, device: Interface, device_ok: bool
 ) -> KindStatus:
-    """A confidential VM kind: usable through configfs-tsm answered by ``provider``."""
+    """A confidential VM kind: usable through configfs-tsm answered by ``provider``, or
+    (``device_ok``) through its guest device when configfs-tsm is absent."""
     if tsm.present and tsm.provider == provider:
         return KindStatus(kind, label, True, "configfs-tsm", "")
     if tsm.present:
         why = f"configfs-tsm answers with provider {tsm.provider!r}, not {provider}"
+    elif device.present and device_ok:
+        return KindStatus(kind, label, True, device.name, "")
     elif device.present:
         why = (
-            f"only {device.path} is present; this release reads evidence through configfs-tsm: "
-            f"use a kernel with it (Linux >= 6.7). configfs-tsm: {tsm.detail}"
+            f"only {device.path} is present: it gives a TDREPORT, which only this CPU can "
+            "check; the quote peers need comes through configfs-tsm: use a kernel with it "
+            f"(Linux >= 6.7). configfs-tsm: {tsm.detail}"
         )
     else:
         why = f"configfs-tsm: {tsm.detail}; {device.name}: {device.detail}"
-    return KindStatus(kind, label, False, "", why + extra)
+    return KindStatus(kind, label, False, "", why)
 
 
 def _kinds(
@@ -312,8 +316,8 @@ def _kinds(
     nsm_why = f"/dev/nsm is present, but {not_yet}" if nsm.present else nsm.detail
     gpu_why = f"GPU devices are present, but {not_yet}" if gpu.present else gpu.detail
     return (
-        _cvm_status("sev-snp", "AMD SEV-SNP VM", "sev_guest", tsm, sev),
-        _cvm_status("dcap", "Intel TDX VM", "tdx_guest", tsm, tdx),
+        _cvm_status("sev-snp", "AMD SEV-SNP VM", "sev_guest", tsm, sev, device_ok=True),
+        _cvm_status("dcap", "Intel TDX VM", "tdx_guest", tsm, tdx, device_ok=False),
         KindStatus("nitro", "AWS Nitro Enclave", False, "", nsm_why),
         KindStatus("nvidia", "NVIDIA CC GPU", False, "", gpu_why),
     )

@@ -87,12 +87,16 @@ def test_plain_report_dir_without_a_kernel(tmp_path: Path) -> None:
 def test_device_nodes_and_odd_devices(tmp_path: Path) -> None:
     (tmp_path / "dev").mkdir()
     (tmp_path / "dev/sev-guest").write_bytes(b"")
+    (tmp_path / "dev/tdx_guest").write_bytes(b"")
     (tmp_path / "dev/nsm").mkdir()  # a directory where a device should be
     (tmp_path / "dev/nvidia0").write_bytes(b"")
     (tmp_path / "dev/nvidiactl").write_bytes(b"")
     result = probe(tmp_path)
     assert result.interface("sev-guest").present
-    assert "reads evidence through configfs-tsm" in result.kind("sev-snp").why
+    snp = result.kind("sev-snp")  # no configfs-tsm: the /dev/sev-guest ioctl serves
+    assert snp.usable and snp.via == "sev-guest"
+    tdx = result.kind("dcap")  # a TDREPORT is no quote: TDX needs configfs-tsm
+    assert not tdx.usable and "configfs-tsm" in tdx.why and "TDREPORT" in tdx.why
     assert "not a character device" in result.interface("nsm").detail
     gpu = result.interface("nvidia-gpu")
     assert gpu.present and "1 GPU" in gpu.detail and "conf-compute" in gpu.detail
