@@ -116,6 +116,8 @@ class NodeConfig:
             ARK) sent with the evidence when the host's certificate table is empty ("" =
             none); dcap: the DCAP collateral JSON (required; docs/operators.md says how to
             fetch and refresh both).
+        tee_enclave: nitro: ``vsock:CID:PORT`` of the enclave process running inside the
+            Nitro Enclave (the node runs on the parent instance); "" for other kinds.
         price: micro-REP per task, 0..2**63.
         capacity: concurrent tasks, 1..65535.
         throughput: tasks per epoch the node claims to sustain, 0..2**32-1.
@@ -159,6 +161,7 @@ class NodeConfig:
     engines: tuple[str, ...] = ("echo",)
     tee_kind: str = "simulated"
     tee_collateral: str = ""
+    tee_enclave: str = ""
     price: int = 1000
     capacity: int = 4
     throughput: int = 600
@@ -202,9 +205,11 @@ class NodeConfig:
         float_field(self, "task_delay_s", 0, 600)
         for name in ("enable_quic", "cheat"):
             bool_field(self, name)
-        for name in ("status_listen", "policy", "tee_collateral"):
+        for name in ("status_listen", "policy", "tee_collateral", "tee_enclave"):
             if not isinstance(getattr(self, name), str):  # a TOML number, say
                 raise ConfigError(f"{name} must be a string, got {getattr(self, name)!r}")
+        if self.tee_enclave and not re.fullmatch(r"vsock:\d{1,10}:\d{1,10}", self.tee_enclave):
+            raise ConfigError(f"tee_enclave {self.tee_enclave!r} must be vsock:CID:PORT")
         if self.status_listen and not _is_host_port(self.status_listen):
             raise ConfigError(f"status_listen {self.status_listen!r} must be host:port")
         choice_field(self, "log_format", ("text", "json"))

@@ -271,6 +271,7 @@ class Node:
                     cheat=cfg.cheat,
                     tee_kind=cfg.tee_kind,
                     collateral_file=cfg.tee_collateral or None,
+                    enclave_address=cfg.tee_enclave or None,
                 )
             async with host.run(listen_addrs=listen):
                 mode = DHTMode.SERVER if is_full else DHTMode.CLIENT

@@ -46,10 +46,12 @@ class EnclaveSupervisor(EnclaveSupervisorAPI):
         cheat: bool,
         tee_kind: str = "simulated",
         collateral_file: str | None = None,
+        enclave_address: str | None = None,
     ) -> None:
         self._enclave = enclave
         self._tee_kind = tee_kind
         self._collateral_file = collateral_file
+        self._enclave_address = enclave_address
         self._engines = engines
         self._cheat = cheat
         self.attested_epoch: int | None = None
@@ -63,18 +65,25 @@ class EnclaveSupervisor(EnclaveSupervisorAPI):
         cheat: bool = False,
         tee_kind: str = "simulated",
         collateral_file: str | None = None,
+        enclave_address: str | None = None,
     ) -> EnclaveSupervisor:
-        """Start an enclave serving ``engines`` on the ``tee_kind`` platform."""
+        """Start an enclave serving ``engines`` on the ``tee_kind`` platform (nitro: connect
+        to the enclave process at ``enclave_address``)."""
         enclave = await trio.to_thread.run_sync(
             lambda: Enclave.start(
-                list(engines), cheat=cheat, tee_kind=tee_kind, collateral_file=collateral_file
+                list(engines),
+                cheat=cheat,
+                tee_kind=tee_kind,
+                collateral_file=collateral_file,
+                enclave_address=enclave_address,
             )
         )
         if cheat:
             log.warning("CHEAT MODE (demo): this node's enclave returns wrong results")
         return cls(
-            enclave, engines, cheat=cheat, tee_kind=tee_kind, collateral_file=collateral_file
-        )
+            enclave, engines, cheat=cheat, tee_kind=tee_kind, collateral_file=collateral_file,
+            enclave_address=enclave_address,
+        )  # fmt: skip
 
     @property
     def kind(self) -> str:
@@ -109,7 +118,11 @@ class EnclaveSupervisor(EnclaveSupervisorAPI):
         engines, cheat, kind = list(self._engines), self._cheat, self._tee_kind
         self._enclave = await trio.to_thread.run_sync(
             lambda: Enclave.start(
-                engines, cheat=cheat, tee_kind=kind, collateral_file=self._collateral_file
+                engines,
+                cheat=cheat,
+                tee_kind=kind,
+                collateral_file=self._collateral_file,
+                enclave_address=self._enclave_address,
             )
         )
 

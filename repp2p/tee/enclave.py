@@ -26,12 +26,14 @@ import sys
 import threading
 import weakref
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 from engines.errors import EngineError, EngineReason
 from repp2p.attestation.claims import SIMULATED_LABEL
 from repp2p.records import Receipt
+from repp2p.tee import vsock
 from repp2p.tee.abc import EnclaveAPI
 from repp2p.tee.configfs_tsm import ConfigfsTsm
 from repp2p.tee.errors import EnclaveError, EnclaveReason, TeeInterfaceError
@@ -110,6 +112,7 @@ class Enclave(EnclaveAPI):
         tee_kind: str = KIND,
         collateral_file: str | None = None,
         tsm_root: str = "/",
+        enclave_address: str | None = None,
     ) -> Enclave:
         """Start an enclave process serving ``engines``.
 
@@ -132,6 +135,8 @@ class Enclave(EnclaveAPI):
             collateral_file: sev-snp: the VCEK chain file used when the host's
                 certificate table is empty; dcap: the DCAP collateral JSON (required).
             tsm_root: where to look for configfs-tsm before starting (``/``; tests).
+            enclave_address: nitro: ``vsock:CID:PORT`` of the enclave process running in
+                the Nitro Enclave (no process is started here; the node connects).
 
         Returns:
             A running :class:`Enclave` (close it, or use it as a context manager).
@@ -145,7 +150,16 @@ class Enclave(EnclaveAPI):
             raise ValueError("seed is 32 bytes")
         tee_kind = canonical_kind(tee_kind)
         check_platform(tee_kind, tsm_root)
-        process = cls._spawn(stderr)
+        if tee_kind == "nitro":
+            if not enclave_address:
+                raise EnclaveError(
+                    EnclaveReason.TEE_UNAVAILABLE,
+                    "tee_kind 'nitro' needs tee_enclave = 'vsock:CID:PORT', the enclave "
+                    "process running in the Nitro Enclave (docs/operators.md)",
+                )
+            process = cls._connect_enclave(enclave_address)
+        else:
+            process = cls._spawn(stderr)
         request = {
             "op": "start",
             "engines": None if engines is None else list(engines),
@@ -171,6 +185,11 @@ class Enclave(EnclaveAPI):
             )
         except OSError as exc:
             raise EnclaveError(EnclaveReason.START_FAILED, str(exc)) from None
+
+    @staticmethod
+    def _connect_enclave(address: str) -> Any:
+        """Connect to an enclave process in a Nitro Enclave (a seam: tests use a socket pair)."""
+        return vsock.connect(address)
 
     @classmethod
     def connect(
@@ -402,6 +421,16 @@ def check_platform(tee_kind: str, tsm_root: str = "/") -> None:
             f"no enclave runtime for tee_kind {tee_kind!r} in this release (runnable: "
             f"{', '.join(sorted(RUNNABLE_KINDS))}); run `repp2p tee probe` for what this "
             "machine offers",
+        )
+    # nitro: the node is on the parent instance (its Nitro Enclaves driver makes
+    # /dev/nitro_enclaves) and reaches the enclave over vsock
+    is_parent = (Path(tsm_root) / "dev/nitro_enclaves").exists()
+    if tee_kind == "nitro" and (vsock.vsock_family() is None or not is_parent):
+        raise EnclaveError(
+            EnclaveReason.TEE_UNAVAILABLE,
+            "tee_kind 'nitro' cannot run on this machine: no /dev/nitro_enclaves and vsock "
+            "(an EC2 instance with enclave support enabled and the Nitro Enclaves CLI "
+            "installed has both); run `repp2p tee probe` for what this machine offers",
         )
     if tee_kind in ("sev-snp", "dcap"):  # confidential VMs: reports through configfs-tsm
         if tee_kind == "sev-snp" and SevGuestDevice(tsm_root).path.exists():

@@ -11,7 +11,10 @@ evidence binding them (:func:`repp2p.attestation.expected_report_data`). Two pla
   before 6.7: ``/dev/sev-guest``, :class:`repp2p.tee.guest_devices.SevGuestDevice`);
 * ``dcap`` (operators may write ``tdx``): the same inside an Intel TDX trust domain, DCAP
   quotes through configfs-tsm (:class:`repp2p.tee.tdx_guest.TdxGuest`); the measurement
-  is the TD's MRTD.
+  is the TD's MRTD;
+* ``nitro``: the enclave process runs inside an AWS Nitro Enclave (reached by the node
+  over vsock, :mod:`repp2p.tee.vsock`); documents from the NSM
+  (:class:`repp2p.tee.nsm.NsmDevice`); the measurement is PCR0 of the enclave image.
 
 The platform spec arrives in the ``start`` request from the node as ``{"kind": ...,
 "collateral_file": ...}``. It never names a configfs root: the enclave process always uses
@@ -35,11 +38,12 @@ from repp2p.tee.errors import (
     TeeInterfaceError,
 )
 from repp2p.tee.guest_devices import SevGuestDevice
+from repp2p.tee.nsm import NsmDevice
 from repp2p.tee.snp_guest import SnpGuest
 from repp2p.tee.tdx_guest import TdxGuest
 
 #: TEE kinds an enclave process can run on in this release.
-RUNNABLE_KINDS = frozenset({"simulated", "sev-snp", "dcap"})
+RUNNABLE_KINDS = frozenset({"simulated", "sev-snp", "dcap", "nitro"})
 #: names operators may use for a kind (``tee_kind = "tdx"`` is the ``dcap`` evidence kind)
 KIND_ALIASES = {"tdx": "dcap"}
 
@@ -95,7 +99,8 @@ class SimulatedPlatform:
 
 
 class CvmGuest(Protocol):
-    """A confidential VM's evidence source (:class:`SnpGuest`, :class:`TdxGuest`)."""
+    """A hardware TEE's evidence source (:class:`SnpGuest`, :class:`TdxGuest`,
+    :class:`NsmDevice`, :class:`SevGuestDevice`)."""
 
     kind: str
 
@@ -107,7 +112,7 @@ class CvmGuest(Protocol):
 
 
 class CvmPlatform:
-    """A confidential VM (the VM is the TEE): evidence from its guest interface.
+    """A hardware TEE (a confidential VM, or a Nitro Enclave): evidence from its interface.
 
     Raises (at construction):
         EnclaveError: TEE_UNAVAILABLE when the interface or its collateral is missing,
@@ -177,6 +182,8 @@ def default_platform(spec: dict, seed: bytes, simulated_measurement: bytes) -> P
         return SevSnpPlatform(snp_guest(collateral_path))
     if kind == "dcap":
         return CvmPlatform(TdxGuest(collateral_file=collateral_path))
+    if kind == "nitro":
+        return CvmPlatform(NsmDevice())
     raise EnclaveError(
         EnclaveReason.BAD_REQUEST, f"no enclave runtime for TEE kind {kind!r} in this release"
     )

@@ -11,6 +11,7 @@ import pytest
 from repp2p.cli import main
 from repp2p.tee.configfs_tsm import REPORT_DIR
 from repp2p.tee.probe import missing_interface_message, probe
+from repp2p.tee.vsock import vsock_family
 
 from .fake_snp import FakeSnpKernel, TestAmdChain
 
@@ -98,6 +99,7 @@ def test_device_nodes_and_odd_devices(tmp_path: Path) -> None:
     tdx = result.kind("dcap")  # a TDREPORT is no quote: TDX needs configfs-tsm
     assert not tdx.usable and "configfs-tsm" in tdx.why and "TDREPORT" in tdx.why
     assert "not a character device" in result.interface("nsm").detail
+    assert not result.kind("nitro").usable and "Nitro Enclaves" in result.kind("nitro").why
     gpu = result.interface("nvidia-gpu")
     assert gpu.present and "1 GPU" in gpu.detail and "conf-compute" in gpu.detail
     strict = probe(tmp_path, plain_files_as_devices=False)
@@ -122,8 +124,9 @@ def test_cli_json_and_exit_codes(tmp_path: Path, chain: TestAmdChain, capsys) ->
     assert main(["tee", "probe", "--json", "--root", str(tmp_path)]) == 2
     data = json.loads(capsys.readouterr().out)
     assert data["usable_kinds"] == []
-    assert {i["name"] for i in data["interfaces"]} == {
-        "configfs-tsm", "sev-guest", "tdx-guest", "nsm", "nvidia-gpu"}  # fmt: skip
+    names = {i["name"] for i in data["interfaces"]}
+    assert names == {"configfs-tsm", "sev-guest", "tdx-guest", "nsm", "nitro-enclaves",
+                     "nvidia-gpu"}  # fmt: skip
     assert main(["tee", "probe", "--root", str(tmp_path)]) == 2
     assert "no TEE is usable here" in capsys.readouterr().out
 
@@ -135,3 +138,17 @@ def test_this_machine_has_no_tee(capsys) -> None:  # type: ignore[no-untyped-def
         pytest.skip(f"this machine offers {result.usable_kinds}")
     assert main(["tee", "probe", "--no-entry"]) == 2
     assert "no TEE is usable here" in capsys.readouterr().out
+
+
+def test_nitro_inside_the_enclave_and_on_the_parent(tmp_path: Path) -> None:
+    (tmp_path / "enclave/dev").mkdir(parents=True)
+    (tmp_path / "enclave/dev/nsm").write_bytes(b"")
+    inside = probe(tmp_path / "enclave").kind("nitro")
+    assert inside.usable and inside.via == "nsm"
+    (tmp_path / "parent/dev").mkdir(parents=True)
+    (tmp_path / "parent/dev/nitro_enclaves").write_bytes(b"")
+    parent = probe(tmp_path / "parent").kind("nitro")
+    if vsock_family() is None:
+        assert not parent.usable and "AF_VSOCK" in parent.why
+    else:
+        assert parent.usable and parent.via.startswith("vsock")

@@ -141,7 +141,7 @@ def test_this_machine_refuses_sev_snp_before_starting_a_process(tmp_path: Path) 
 
 
 def test_the_worker_refuses_malformed_platform_specs() -> None:
-    for spec in ({"kind": "nitro"}, {"kind": "sev-snp", "collateral_file": 7}):
+    for spec in ({"kind": "nvidia"}, {"kind": "sev-snp", "collateral_file": 7}):
         with pytest.raises(EnclaveError) as err:
             default_platform(spec, b"\0" * 32, b"\0" * 32)
         assert err.value.reason is EnclaveReason.BAD_REQUEST
@@ -169,7 +169,8 @@ def _main_network_config(tmp_path: Path, tee_kind: str):  # type: ignore[no-unty
 
 
 @pytest.mark.skipif(
-    Path("/sys/kernel/config/tsm/report").is_dir(), reason="this machine has configfs-tsm"
+    Path("/sys/kernel/config/tsm/report").is_dir() or Path("/dev/nitro_enclaves").exists(),
+    reason="this machine has configfs-tsm or Nitro Enclaves",
 )
 def test_a_node_on_this_machine_refuses_sev_snp_naming_the_interface(tmp_path: Path) -> None:
     from repp2p.node.app import Node
@@ -179,7 +180,10 @@ def test_a_node_on_this_machine_refuses_sev_snp_naming_the_interface(tmp_path: P
     assert "configfs-tsm" in str(err.value) and "repp2p tee probe" in str(err.value)
     with pytest.raises(ConfigError) as err:
         Node(_main_network_config(tmp_path, "nitro"))
-    assert "no enclave runtime for tee_kind 'nitro'" in str(err.value)
+    assert "tee_kind 'nitro'" in str(err.value) and "nitro_enclaves" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        Node(_main_network_config(tmp_path, "nvidia"))
+    assert "no enclave runtime for tee_kind 'nvidia'" in str(err.value)
 
 
 def test_tee_collateral_config_key(tmp_path: Path) -> None:
