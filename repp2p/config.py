@@ -118,6 +118,8 @@ class NodeConfig:
             fetch and refresh both).
         tee_enclave: nitro: ``vsock:CID:PORT`` of the enclave process running inside the
             Nitro Enclave (the node runs on the parent instance); "" for other kinds.
+        gpu: ``nvidia``: the confidential VM has an NVIDIA confidential-computing GPU
+            whose evidence every attestation carries (sev-snp and dcap only); "" = none.
         price: micro-REP per task, 0..2**63.
         capacity: concurrent tasks, 1..65535.
         throughput: tasks per epoch the node claims to sustain, 0..2**32-1.
@@ -162,6 +164,7 @@ class NodeConfig:
     tee_kind: str = "simulated"
     tee_collateral: str = ""
     tee_enclave: str = ""
+    gpu: str = ""
     price: int = 1000
     capacity: int = 4
     throughput: int = 600
@@ -208,6 +211,9 @@ class NodeConfig:
         for name in ("status_listen", "policy", "tee_collateral", "tee_enclave"):
             if not isinstance(getattr(self, name), str):  # a TOML number, say
                 raise ConfigError(f"{name} must be a string, got {getattr(self, name)!r}")
+        choice_field(self, "gpu", ("", "nvidia"))
+        if self.gpu and self.tee_kind not in ("sev-snp", "dcap"):
+            raise ConfigError(f"gpu {self.gpu!r} needs tee_kind 'sev-snp' or 'dcap' (a CVM)")
         if self.tee_enclave and not re.fullmatch(r"vsock:\d{1,10}:\d{1,10}", self.tee_enclave):
             raise ConfigError(f"tee_enclave {self.tee_enclave!r} must be vsock:CID:PORT")
         if self.status_listen and not _is_host_port(self.status_listen):

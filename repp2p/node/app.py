@@ -272,6 +272,7 @@ class Node:
                     tee_kind=cfg.tee_kind,
                     collateral_file=cfg.tee_collateral or None,
                     enclave_address=cfg.tee_enclave or None,
+                    gpu=cfg.gpu or None,
                 )
             async with host.run(listen_addrs=listen):
                 mode = DHTMode.SERVER if is_full else DHTMode.CLIENT

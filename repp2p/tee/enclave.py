@@ -113,6 +113,7 @@ class Enclave(EnclaveAPI):
         collateral_file: str | None = None,
         tsm_root: str = "/",
         enclave_address: str | None = None,
+        gpu: str | None = None,
     ) -> Enclave:
         """Start an enclave process serving ``engines``.
 
@@ -137,6 +138,8 @@ class Enclave(EnclaveAPI):
             tsm_root: where to look for configfs-tsm before starting (``/``; tests).
             enclave_address: nitro: ``vsock:CID:PORT`` of the enclave process running in
                 the Nitro Enclave (no process is started here; the node connects).
+            gpu: ``"nvidia"``: each attestation also carries the evidence of the
+                confidential-computing GPU (hardware kinds only; :mod:`repp2p.tee.gpu`).
 
         Returns:
             A running :class:`Enclave` (close it, or use it as a context manager).
@@ -166,7 +169,7 @@ class Enclave(EnclaveAPI):
             "seed": seed,
             "cheat": bool(cheat),
             "preload": bool(preload),
-            "platform": {"kind": tee_kind, "collateral_file": collateral_file},
+            "platform": {"kind": tee_kind, "collateral_file": collateral_file, "gpu": gpu},
         }
         return cls.connect(process, request, timeout_s, cheat, expected_measurement)
 
@@ -269,16 +272,31 @@ class Enclave(EnclaveAPI):
     ) -> tuple[bytes, bytes]:
         """``(evidence, collateral)`` for the ``Attestation`` record (see :meth:`attest`).
 
+        For an enclave with a GPU use :meth:`attest_evidence`: its CPU evidence commits to
+        the GPU evidence, so it does not verify without it.
+
         Raises:
             EnclaveError: BAD_REQUEST, CLOSED, CRASHED, TIMEOUT, TEE_UNAVAILABLE or
                 TEE_FAILED.
         """
+        return self.attest_evidence(peer_id, epoch, nonce, now)[:2]
+
+    def attest_evidence(
+        self, peer_id: str, epoch: int, nonce: bytes, now: int
+    ) -> tuple[bytes, bytes, bytes]:
+        """``(evidence, collateral, gpu_evidence)``: the ``Attestation`` record's fields
+        (``gpu_evidence`` empty without a GPU).
+
+        Raises:
+            EnclaveError: as :meth:`attest_with_collateral`.
+        """
         request = {"op": "attest", "peer_id": peer_id, "epoch": epoch, "nonce": nonce, "now": now}
         reply = self._call(request, 10.0)
         evidence, collateral = reply.get("evidence"), reply.get("collateral", b"")
-        if not isinstance(evidence, bytes) or not isinstance(collateral, bytes):
+        gpu = reply.get("gpu_evidence", b"")
+        if not all(isinstance(x, bytes) for x in (evidence, collateral, gpu)):
             raise EnclaveError(EnclaveReason.CRASHED, "malformed attest reply")
-        return evidence, collateral
+        return evidence, collateral, gpu
 
     def execute(
         self,
@@ -356,6 +374,16 @@ class Enclave(EnclaveAPI):
 
         return await trio.to_thread.run_sync(
             self.attest_with_collateral, peer_id, epoch, nonce, now, abandon_on_cancel=True
+        )
+
+    async def attest_evidence_async(
+        self, peer_id: str, epoch: int, nonce: bytes, now: int
+    ) -> tuple[bytes, bytes, bytes]:
+        """:meth:`attest_evidence` from trio, in a worker thread."""
+        import trio
+
+        return await trio.to_thread.run_sync(
+            self.attest_evidence, peer_id, epoch, nonce, now, abandon_on_cancel=True
         )
 
     async def execute_async(self, **kwargs: Any) -> tuple[bytes, Receipt]:

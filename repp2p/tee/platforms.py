@@ -17,7 +17,9 @@ evidence binding them (:func:`repp2p.attestation.expected_report_data`). Two pla
   (:class:`repp2p.tee.nsm.NsmDevice`); the measurement is PCR0 of the enclave image.
 
 The platform spec arrives in the ``start`` request from the node as ``{"kind": ...,
-"collateral_file": ...}``. It never names a configfs root: the enclave process always uses
+"collateral_file": ..., "gpu": None | "nvidia"}``; with a GPU, each attestation first
+collects the GPU's evidence and then the CPU report committing to it
+(:mod:`repp2p.tee.gpu`). It never names a configfs root: the enclave process always uses
 the machine's (tests inject a fake kernel through :func:`repp2p.tee.worker.serve`).
 """
 
@@ -28,7 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-from repp2p.attestation.binding import expected_report_data
+from repp2p.attestation.binding import expected_gpu_nonce, expected_report_data
 from repp2p.attestation.simulated import SimulatedEnclave
 from repp2p.tee.configfs_tsm import ConfigfsTsm
 from repp2p.tee.errors import (
@@ -37,6 +39,7 @@ from repp2p.tee.errors import (
     EnclaveReason,
     TeeInterfaceError,
 )
+from repp2p.tee.gpu import GPU_KINDS, GpuEvidenceProvider, gpu_evidence, gpu_provider
 from repp2p.tee.guest_devices import SevGuestDevice
 from repp2p.tee.nsm import NsmDevice
 from repp2p.tee.snp_guest import SnpGuest
@@ -61,8 +64,9 @@ class Platform(Protocol):
 
     def attest(
         self, peer_id: str, enc_key: bytes, result_key: bytes, epoch: int, nonce: bytes, now: int
-    ) -> tuple[bytes, bytes]:
-        """``(evidence, collateral)`` binding the keys to ``peer_id``, ``epoch``, ``nonce``."""
+    ) -> tuple[bytes, bytes, bytes]:
+        """``(evidence, collateral, gpu_evidence)`` binding the keys to ``peer_id``,
+        ``epoch``, ``nonce`` (``gpu_evidence`` empty without a GPU)."""
         ...
 
 
@@ -94,8 +98,8 @@ class SimulatedPlatform:
 
     def attest(
         self, peer_id: str, enc_key: bytes, result_key: bytes, epoch: int, nonce: bytes, now: int
-    ) -> tuple[bytes, bytes]:
-        return self._enclave.attest(peer_id, enc_key, result_key, epoch, nonce, now), b""
+    ) -> tuple[bytes, bytes, bytes]:
+        return self._enclave.attest(peer_id, enc_key, result_key, epoch, nonce, now), b"", b""
 
 
 class CvmGuest(Protocol):
@@ -119,11 +123,14 @@ class CvmPlatform:
             TEE_FAILED when the first report fails.
     """
 
-    def __init__(self, guest: CvmGuest) -> None:
+    def __init__(self, guest: CvmGuest, gpu: GpuEvidenceProvider | None = None) -> None:
         self._guest = guest
+        self._gpu = gpu
         self.kind = guest.kind
         try:
             guest.check_available()
+            if gpu is not None:
+                gpu.check_available()
             # One report now: the launch measurement, and proof the interface works
             # before the node announces anything.
             self.measurement = guest.measurement()
@@ -132,12 +139,17 @@ class CvmPlatform:
 
     def attest(
         self, peer_id: str, enc_key: bytes, result_key: bytes, epoch: int, nonce: bytes, now: int
-    ) -> tuple[bytes, bytes]:
-        data = expected_report_data(peer_id, enc_key, result_key, epoch, nonce)
+    ) -> tuple[bytes, bytes, bytes]:
         try:
-            return self._guest.evidence(data)
+            gpu = b""
+            if self._gpu is not None:  # first the GPU, then the CPU report committing to it
+                gpu_nonce = expected_gpu_nonce(peer_id, enc_key, result_key, epoch, nonce)
+                gpu = gpu_evidence(self._gpu, gpu_nonce)
+            data = expected_report_data(peer_id, enc_key, result_key, epoch, nonce, gpu)
+            evidence, collateral = self._guest.evidence(data)
         except TeeInterfaceError as exc:
             raise enclave_error(exc) from None
+        return evidence, collateral, gpu
 
 
 class SevSnpPlatform(CvmPlatform):
@@ -172,17 +184,25 @@ def default_platform(spec: dict, seed: bytes, simulated_measurement: bytes) -> P
     if not isinstance(kind, str):
         raise EnclaveError(EnclaveReason.BAD_REQUEST, "platform kind must be a string")
     kind = canonical_kind(kind)
+    gpu_kind = spec.get("gpu")
+    if gpu_kind is not None and gpu_kind not in GPU_KINDS:
+        raise EnclaveError(EnclaveReason.BAD_REQUEST, f"unknown gpu {str(gpu_kind)[:32]!r}")
     if kind == "simulated":
+        if gpu_kind is not None:
+            raise EnclaveError(EnclaveReason.BAD_REQUEST, "GPU evidence needs a hardware tee_kind")
         return SimulatedPlatform(seed, simulated_measurement)
+    gpu = gpu_provider(gpu_kind) if gpu_kind is not None else None
     collateral = spec.get("collateral_file")
     if collateral is not None and not isinstance(collateral, str):
         raise EnclaveError(EnclaveReason.BAD_REQUEST, "collateral_file must be a path")
     collateral_path = Path(collateral) if collateral else None
     if kind == "sev-snp":
-        return SevSnpPlatform(snp_guest(collateral_path))
+        return SevSnpPlatform(snp_guest(collateral_path), gpu)
     if kind == "dcap":
-        return CvmPlatform(TdxGuest(collateral_file=collateral_path))
+        return CvmPlatform(TdxGuest(collateral_file=collateral_path), gpu)
     if kind == "nitro":
+        if gpu is not None:  # a Nitro Enclave has no PCI devices
+            raise EnclaveError(EnclaveReason.BAD_REQUEST, "a Nitro Enclave has no GPU")
         return CvmPlatform(NsmDevice())
     raise EnclaveError(
         EnclaveReason.BAD_REQUEST, f"no enclave runtime for TEE kind {kind!r} in this release"

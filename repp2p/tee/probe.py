@@ -338,14 +338,21 @@ def _kinds(
     tsm: Interface, sev: Interface, tdx: Interface, nsm: Interface, parent: Interface,
     gpu: Interface,
 ) -> tuple[KindStatus, ...]:  # fmt: skip
-    not_yet = "this release has no runtime for it yet (issue #17)"
-    gpu_why = f"GPU devices are present, but {not_yet}" if gpu.present else gpu.detail
-    return (
-        _cvm_status("sev-snp", "AMD SEV-SNP VM", "sev_guest", tsm, sev, device_ok=True),
-        _cvm_status("dcap", "Intel TDX VM", "tdx_guest", tsm, tdx, device_ok=False),
-        _nitro_status(nsm, parent),
-        KindStatus("nvidia", "NVIDIA CC GPU", False, "", gpu_why),
-    )
+    snp = _cvm_status("sev-snp", "AMD SEV-SNP VM", "sev_guest", tsm, sev, device_ok=True)
+    tdx_status = _cvm_status("dcap", "Intel TDX VM", "tdx_guest", tsm, tdx, device_ok=False)
+    gpu_label = "NVIDIA CC GPU"
+    if not gpu.present:
+        gpu_status = KindStatus("nvidia", gpu_label, False, "", gpu.detail)
+    elif snp.usable or tdx_status.usable:
+        # NVML (not loaded here) says at start whether CC mode is on; the node refuses then.
+        gpu_status = KindStatus("nvidia", gpu_label, True, 'NVML (gpu = "nvidia")', "")
+    else:
+        gpu_status = KindStatus(
+            "nvidia", gpu_label, False, "",
+            "GPU devices are present, but GPU evidence is accepted only next to a "
+            "confidential VM's (sev-snp or dcap), and neither is usable here",
+        )  # fmt: skip
+    return (snp, tdx_status, _nitro_status(nsm, parent), gpu_status)
 
 
 def missing_interface_message(kind: str, result: ProbeResult) -> str:

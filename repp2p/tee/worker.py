@@ -123,7 +123,7 @@ class EnclaveState:
         epoch = _get(request, "epoch", int)
         nonce = _get(request, "nonce", bytes, 32)
         now = _get(request, "now", int)
-        evidence, collateral = self.platform.attest(
+        evidence, collateral, gpu_evidence = self.platform.attest(
             peer_id,  # type: ignore[arg-type]
             bytes(self.enc_key.public_key),
             bytes(self.result_key.verify_key),
@@ -131,7 +131,7 @@ class EnclaveState:
             nonce,  # type: ignore[arg-type]
             now,  # type: ignore[arg-type]
         )
-        return {"evidence": evidence, "collateral": collateral}
+        return {"evidence": evidence, "collateral": collateral, "gpu_evidence": gpu_evidence}
 
     def execute(self, request: dict) -> dict:
         task_id = _get(request, "task_id", bytes, 32)

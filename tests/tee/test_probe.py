@@ -102,6 +102,11 @@ def test_device_nodes_and_odd_devices(tmp_path: Path) -> None:
     assert not result.kind("nitro").usable and "Nitro Enclaves" in result.kind("nitro").why
     gpu = result.interface("nvidia-gpu")
     assert gpu.present and "1 GPU" in gpu.detail and "conf-compute" in gpu.detail
+    assert result.kind("nvidia").usable  # next to the SEV-SNP VM's evidence
+    (tmp_path / "dev/sev-guest").unlink()
+    alone = probe(tmp_path).kind("nvidia")
+    assert not alone.usable and "confidential VM" in alone.why
+    (tmp_path / "dev/sev-guest").write_bytes(b"")
     strict = probe(tmp_path, plain_files_as_devices=False)
     assert not strict.interface("sev-guest").present
 
