@@ -23,8 +23,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     cmd = sub.add_parser(
         "probe",
         help="say which TEE kinds this machine offers and why the others are missing",
-        description="Probe configfs-tsm, /dev/sev-guest, /dev/tdx_guest, /dev/nsm and NVIDIA "
-        "GPUs. Exit 0 when a hardware TEE kind is usable, 2 when none is.",
+        description="Probe configfs-tsm, /dev/sev-guest, /dev/tdx_guest, /dev/nsm, "
+        "/dev/nitro_enclaves and NVIDIA GPUs. Exit 0 when a hardware TEE kind is usable, 2 "
+        "when none is.",
     )
     cmd.add_argument("--json", action="store_true", help="print one JSON object")
     cmd.add_argument(
