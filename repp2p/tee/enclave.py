@@ -472,6 +472,25 @@ def check_platform(tee_kind: str, tsm_root: str = "/") -> None:
             ) from None
 
 
+def missing_tee_setting(config: Any) -> str:
+    """What a full node's ``tee_kind`` needs that its config lacks ("" when nothing).
+
+    ``config`` is a :class:`repp2p.config.NodeConfig`: TDX (``dcap``) needs
+    ``tee_collateral``, ``nitro`` needs ``tee_enclave``.
+    """
+    if config.tee_kind == "dcap" and not config.tee_collateral:
+        return (
+            "tee_kind 'dcap' (TDX) needs tee_collateral: the DCAP collateral JSON peers verify "
+            "its quotes with (docs/operators.md says how to fetch it)"
+        )
+    if config.tee_kind == "nitro" and not config.tee_enclave:
+        return (
+            "tee_kind 'nitro' needs tee_enclave = 'vsock:CID:PORT': the enclave process in "
+            "the Nitro Enclave (deploy/nitro/README.md)"
+        )
+    return ""
+
+
 def _roundtrip(process: subprocess.Popen, request: dict, timeout_s: float) -> dict:
     """Send one request, read its reply; kill-worthy failures become TIMEOUT/CRASHED."""
     assert process.stdin is not None and process.stdout is not None

@@ -21,7 +21,7 @@ from repp2p.attestation import Policy, verify_node
 from repp2p.errors import AttestationError, AttestationReason, ConfigError
 from repp2p.identity import Identity
 from repp2p.tee import Enclave, EnclaveError, EnclaveReason, TaskSecret, open_result, seal_input
-from repp2p.tee.enclave import check_platform
+from repp2p.tee.enclave import check_platform, missing_tee_setting
 from repp2p.tee.errors import TeeInterfaceError, TeeInterfaceReason
 from repp2p.tee.nsm import NSM_IOCTL_RAW, NsmDevice, NsmRaw, document_pcr0
 from repp2p.tee.vsock import SocketProcess, connect, parse_address, serve_vsock, vsock_family
@@ -198,6 +198,9 @@ def test_tee_enclave_config(tmp_path: Path) -> None:
         {"data_dir": "d", "tee_enclave": "vsock:16:5005"}, base_dir=tmp_path
     )
     assert config.tee_enclave == "vsock:16:5005"
+    without = node_config_from_dict({"data_dir": "d", "tee_kind": "nitro"}, base_dir=tmp_path)
+    assert "needs tee_enclave" in missing_tee_setting(without)
+    assert missing_tee_setting(config) == ""
     for bad in ("16:5005", 5005, "vsock:16:"):
         with pytest.raises(ConfigError):
             node_config_from_dict({"data_dir": "d", "tee_enclave": bad}, base_dir=tmp_path)

@@ -20,7 +20,7 @@ from repp2p.errors import AttestationError, AttestationReason, ConfigError
 from repp2p.identity import Identity
 from repp2p.tee import Enclave, EnclaveError, EnclaveReason, TaskSecret, open_result, seal_input
 from repp2p.tee.configfs_tsm import ConfigfsTsm
-from repp2p.tee.enclave import check_platform
+from repp2p.tee.enclave import check_platform, missing_tee_setting
 from repp2p.tee.errors import TeeInterfaceError, TeeInterfaceReason
 from repp2p.tee.platforms import canonical_kind, default_platform
 from repp2p.tee.tdx_guest import TdxGuest, load_collateral_file, td_report_body
@@ -218,10 +218,14 @@ def test_tdx_is_the_operators_name_for_dcap(tmp_path: Path) -> None:
     from repp2p.config import NodeConfig
 
     assert canonical_kind("tdx") == "dcap" and canonical_kind("sev-snp") == "sev-snp"
-    config = NodeConfig(data_dir=tmp_path, network="dev", tee_kind="tdx")
+    config = NodeConfig(data_dir=tmp_path, tee_kind="tdx", tee_collateral="/etc/c.json")
     assert config.tee_kind == "dcap"
     with pytest.raises(ConfigError):
-        NodeConfig(data_dir=tmp_path, network="dev", tee_kind="tdx2")
+        NodeConfig(data_dir=tmp_path, tee_kind="tdx2")
+    assert "needs tee_collateral" in missing_tee_setting(
+        NodeConfig(data_dir=tmp_path, tee_kind="tdx")
+    )
+    assert missing_tee_setting(config) == ""
     with pytest.raises(EnclaveError) as err:  # a temp root: no configfs-tsm there
         check_platform("tdx", str(tmp_path))
     assert err.value.reason is EnclaveReason.TEE_UNAVAILABLE
