@@ -21,6 +21,7 @@ import datetime
 import hashlib
 import json
 import struct
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 
@@ -256,6 +257,34 @@ class TestIntelChain:
                 "qe_identity_signature": _raw_sig(self.tcb_key, qe_text.encode()).hex(),
             }
         ).encode()
+
+    def pcs_responses(self) -> dict[str, tuple[bytes, dict[str, str]]]:
+        """What Intel's PCS answers for this platform: path -> (body, headers).
+
+        The signed objects are written with spaces (``json.dumps`` defaults), so a client
+        that re-serialised them instead of cutting out the exact bytes would fail.
+        """
+        tcb_text = json.dumps(self.tcb_info())
+        qe_text = json.dumps(self.qe_identity())
+        tcb_sig = _raw_sig(self.tcb_key, tcb_text.encode()).hex()
+        qe_sig = _raw_sig(self.tcb_key, qe_text.encode()).hex()
+        chain = urllib.parse.quote(_pem(self.tcb_signer, self.root))
+        revoked = (self.pck.serial_number,) if self.revoked_pck else ()
+        return {
+            "/tdx/certification/v4/tcb": (
+                f'{{"tcbInfo": {tcb_text}, "signature": "{tcb_sig}"}}'.encode(),
+                {"TCB-Info-Issuer-Chain": chain},
+            ),
+            "/tdx/certification/v4/qe/identity": (
+                f'{{"enclaveIdentity": {qe_text}, "signature": "{qe_sig}"}}'.encode(),
+                {"SGX-Enclave-Identity-Issuer-Chain": chain},
+            ),
+            "/sgx/certification/v4/pckcrl": (
+                _crl(self.pck_ca, self.pck_ca_key, revoked),
+                {"SGX-PCK-CRL-Issuer-Chain": urllib.parse.quote(_pem(self.pck_ca, self.root))},
+            ),
+            "/IntelSGXRootCA.der": (_crl(self.root, self.root_key), {}),
+        }
 
     # -- quotes ------------------------------------------------------------------------------
 
