@@ -111,7 +111,8 @@ class NodeConfig:
         engines: engine ids this node serves.
         tee_kind: the TEE the node runs in (``simulated`` is development only; ``sev-snp``
             inside an SEV-SNP confidential VM, ``dcap`` -- or ``tdx``, stored as ``dcap``
-            -- inside a TDX VM, both with configfs-tsm: see ``repp2p tee probe``).
+            -- inside a TDX VM, ``nitro`` on a Nitro Enclaves parent instance: see
+            ``repp2p tee probe`` and docs/operators.md).
         tee_collateral: sev-snp: a VCEK chain file (PEM or DER: VCEK, optionally ASK and
             ARK) sent with the evidence when the host's certificate table is empty ("" =
             none); dcap: the DCAP collateral JSON (required; docs/operators.md says how to

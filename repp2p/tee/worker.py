@@ -251,13 +251,16 @@ def main() -> None:
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # no core file with plaintext
     except (ImportError, ValueError, OSError):
         pass
-    if len(sys.argv) == 3 and sys.argv[1] == "--vsock":
+    if len(sys.argv) > 1:
         # Inside a Nitro Enclave: the node on the parent connects over vsock.
         from repp2p.tee.vsock import serve_vsock
 
+        port = sys.argv[2] if len(sys.argv) == 3 and sys.argv[1] == "--vsock" else ""
+        if not port.isdigit() or not 0 < int(port) < 2**32:
+            sys.exit("usage: python -m repp2p.tee.worker [--vsock PORT]")
         os.dup2(2, 1)
         sys.stdout = sys.stderr
-        serve_vsock(int(sys.argv[2]), serve)
+        serve_vsock(int(port), serve)
         return
     read_fd, write_fd = os.dup(0), os.dup(1)
     devnull = os.open(os.devnull, os.O_RDONLY)
