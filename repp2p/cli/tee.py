@@ -19,6 +19,7 @@ from pathlib import Path
 from repp2p.tee import collateral
 from repp2p.tee.configfs_tsm import ConfigfsTsm
 from repp2p.tee.errors import TeeInterfaceError
+from repp2p.tee.guest_devices import TdxGuestDevice
 from repp2p.tee.probe import probe
 
 EXIT_USABLE = 0
@@ -56,7 +57,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     )
     fetch.add_argument("--out", required=True, help="the file to write (tee_collateral)")
     fetch.add_argument(
-        "--quote", help="a quote of this platform (default: take one through configfs-tsm)"
+        "--quote",
+        help="a quote of this platform (default: take one here, through configfs-tsm or "
+        "/dev/tdx_guest)",
     )
     fetch.add_argument("--pcs", default=collateral.INTEL_PCS, help="PCS or PCCS base URL")
     fetch.add_argument(
@@ -75,13 +78,18 @@ def handle_probe(args: argparse.Namespace) -> int:
     return EXIT_USABLE if result.usable_kinds else EXIT_NONE
 
 
+def _local_quote() -> bytes:
+    """A quote of this TD about nothing: configfs-tsm, else /dev/tdx_guest and the QGS."""
+    tsm, device = ConfigfsTsm(), TdxGuestDevice()
+    if not tsm.report_dir.is_dir() and device.path.exists():
+        return device.qgs.get_quote(device.tdreport(bytes(64)))
+    return tsm.report(bytes(64), provider="tdx_guest").outblob  # MISSING names configfs-tsm
+
+
 def handle_fetch_collateral(args: argparse.Namespace) -> int:
     """Handler of ``tee fetch-collateral``; returns the exit code."""
     try:
-        if args.quote:
-            quote = Path(args.quote).read_bytes()
-        else:
-            quote = ConfigfsTsm().report(bytes(64), provider="tdx_guest").outblob
+        quote = Path(args.quote).read_bytes() if args.quote else _local_quote()
         data = collateral.fetch_collateral(
             quote, int(time.time()), pcs=args.pcs, root_crl_url=args.root_crl_url
         )

@@ -37,7 +37,7 @@ from repp2p.tee import vsock
 from repp2p.tee.abc import EnclaveAPI
 from repp2p.tee.configfs_tsm import ConfigfsTsm
 from repp2p.tee.errors import EnclaveError, EnclaveReason, TeeInterfaceError
-from repp2p.tee.guest_devices import SevGuestDevice
+from repp2p.tee.guest_devices import SevGuestDevice, TdxGuestDevice
 from repp2p.tee.platforms import RUNNABLE_KINDS, canonical_kind, enclave_error
 from repp2p.tee.wire import WireClosed, WireMalformed, WireTimeout, read_frame, write_frame
 
@@ -461,8 +461,9 @@ def check_platform(tee_kind: str, tsm_root: str = "/") -> None:
             "installed has both); run `repp2p tee probe` for what this machine offers",
         )
     if tee_kind in ("sev-snp", "dcap"):  # confidential VMs: reports through configfs-tsm
-        if tee_kind == "sev-snp" and SevGuestDevice(tsm_root).path.exists():
-            return  # kernels before 6.7: the /dev/sev-guest ioctl
+        device = SevGuestDevice(tsm_root) if tee_kind == "sev-snp" else TdxGuestDevice(tsm_root)
+        if device.path.exists():
+            return  # kernels before 6.7: the guest device's ioctl
         try:
             ConfigfsTsm(tsm_root).check_available()
         except TeeInterfaceError as exc:

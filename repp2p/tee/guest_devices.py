@@ -18,9 +18,8 @@ follows are real addresses of buffers we own:
 * ``/dev/tdx_guest``: ``TDX_CMD_GET_REPORT0`` = ``_IOWR('T', 1, struct tdx_report_req)``
   (64 bytes of report data in, the 1024-byte TDREPORT out). A TDREPORT is MAC'd for this
   CPU only; peers need a *quote*, which the host's Quote Generation Service makes from it
-  (configfs-tsm does that call for us). :class:`TdxGuestDevice` reads the TDREPORT (the
-  TD's MRTD, a liveness check) but its :meth:`~TdxGuestDevice.evidence` is a typed
-  NOT_IMPLEMENTED: this release does not speak the QGS protocol.
+  (configfs-tsm does that call for us; here :class:`TdxGuestDevice` sends the TDREPORT to
+  the QGS over vsock itself, :mod:`repp2p.tee.qgs`).
 
 All device access goes through :class:`DeviceIO` (open, ioctl, close); tests put a fake
 device behind it that reads and writes the same memory the kernel would.
@@ -35,7 +34,11 @@ import os
 from pathlib import Path
 
 from repp2p.tee.errors import TeeInterfaceError, TeeInterfaceReason
+from repp2p.tee.qgs import QgsClient
 from repp2p.tee.snp_guest import MEASUREMENT, REPORT_SIZE, checked_evidence
+from repp2p.tee.tdx_guest import MRTD as TD_MRTD
+from repp2p.tee.tdx_guest import REPORT_DATA as TD_REPORT_DATA
+from repp2p.tee.tdx_guest import load_collateral_file, td_report_body
 
 PROBE_HINT = "run `repp2p tee probe` for what this machine offers"
 
@@ -166,6 +169,9 @@ class _Device:
 
     def check_available(self) -> None:
         """Raise MISSING unless the device node exists (cheap; opens nothing)."""
+        self._check_device()
+
+    def _check_device(self) -> None:
         if not self.path.exists():
             raise TeeInterfaceError(
                 TeeInterfaceReason.MISSING, f"{self.path} is missing; {PROBE_HINT}"
@@ -173,7 +179,7 @@ class _Device:
 
     def _ioctl(self, request: int, arg: ctypes.Structure, what: str) -> OSError | None:
         """One ioctl on a fresh descriptor; the ioctl's own OSError is returned, not raised."""
-        self.check_available()
+        self._check_device()
         try:
             fd = self.io.open(self.path)
         except OSError as exc:
@@ -306,10 +312,30 @@ class SevGuestDevice(_Device):
 
 
 class TdxGuestDevice(_Device):
-    """TDREPORTs through ``/dev/tdx_guest``; no quotes (see the module docstring)."""
+    """TDX quotes without configfs-tsm: a TDREPORT through ``/dev/tdx_guest``, made a quote
+    by the host's Quote Generation Service (:mod:`repp2p.tee.qgs`).
+
+    Args:
+        root: filesystem root (tests: a temp dir).
+        io: the device calls (default: the real ones).
+        collateral_file: the DCAP collateral JSON (as for :class:`TdxGuest`).
+        qgs: the quote service client (default: vsock to the host, port 4050).
+    """
 
     device = "/dev/tdx_guest"
     kind = "dcap"
+
+    def __init__(
+        self,
+        root: str | Path = "/",
+        *,
+        io: DeviceIO | None = None,
+        collateral_file: Path | None = None,
+        qgs: QgsClient | None = None,
+    ) -> None:
+        super().__init__(root, io=io)
+        self.collateral_file = collateral_file
+        self.qgs = qgs or QgsClient()
 
     def tdreport(self, report_data: bytes) -> bytes:
         """The 1024-byte TDREPORT for 64 bytes of report data (``TDX_CMD_GET_REPORT0``).
@@ -335,20 +361,34 @@ class TdxGuestDevice(_Device):
             )
         return report
 
-    def measurement(self) -> bytes:
-        """The TD's MRTD (48 bytes), from a TDREPORT."""
-        return self.tdreport(b"repp2p/tdx/startup".ljust(64, b"\0"))[TDREPORT_MRTD]
+    def check_available(self) -> None:
+        """Raise MISSING unless the device exists and a collateral file is configured."""
+        super().check_available()
+        if self.collateral_file is None:
+            raise TeeInterfaceError(
+                TeeInterfaceReason.MISSING,
+                "a TDX node needs its DCAP collateral in a file: set tee_collateral "
+                "(`repp2p tee fetch-collateral`, docs/operators.md)",
+            )
 
     def evidence(self, report_data: bytes) -> tuple[bytes, bytes]:
-        """Always NOT_IMPLEMENTED (after checking the device works): see the module docstring.
+        """``(quote, collateral JSON)``, as :meth:`repp2p.tee.tdx_guest.TdxGuest.evidence`.
 
         Raises:
-            TeeInterfaceError: NOT_IMPLEMENTED, or what :meth:`tdreport` raises.
+            TeeInterfaceError: from the device, the quote service or the collateral file,
+                or MALFORMED when the quote is not a TDX quote about ``report_data``.
         """
-        self.tdreport(report_data)
-        raise TeeInterfaceError(
-            TeeInterfaceReason.NOT_IMPLEMENTED,
-            f"{self.path} gives a TDREPORT, which only this CPU can check; peers need a quote "
-            "from the host's Quote Generation Service, which this release reaches only "
-            "through configfs-tsm: use a kernel with it (Linux >= 6.7)",
-        )
+        self.check_available()
+        assert self.collateral_file is not None
+        collateral = load_collateral_file(self.collateral_file)
+        quote = self.qgs.get_quote(self.tdreport(report_data))
+        if td_report_body(quote)[TD_REPORT_DATA] != bytes(report_data):
+            raise TeeInterfaceError(
+                TeeInterfaceReason.MALFORMED, "QGS: the quote does not carry our report data"
+            )
+        return quote, collateral
+
+    def measurement(self) -> bytes:
+        """The TD's MRTD (48 bytes), from a quote (which proves the quote service works)."""
+        quote, _ = self.evidence(b"repp2p/tdx/startup".ljust(64, b"\0"))
+        return td_report_body(quote)[TD_MRTD]

@@ -10,8 +10,9 @@ evidence binding them (:func:`repp2p.attestation.expected_report_data`). Two pla
   measurement is the VM's launch measurement, read from a report at start (kernels
   before 6.7: ``/dev/sev-guest``, :class:`repp2p.tee.guest_devices.SevGuestDevice`);
 * ``dcap`` (operators may write ``tdx``): the same inside an Intel TDX trust domain, DCAP
-  quotes through configfs-tsm (:class:`repp2p.tee.tdx_guest.TdxGuest`); the measurement
-  is the TD's MRTD;
+  quotes through configfs-tsm (:class:`repp2p.tee.tdx_guest.TdxGuest`; kernels before
+  6.7: ``/dev/tdx_guest`` and the host's quote service,
+  :class:`repp2p.tee.guest_devices.TdxGuestDevice`); the measurement is the TD's MRTD;
 * ``nitro``: the enclave process runs inside an AWS Nitro Enclave (reached by the node
   over vsock, :mod:`repp2p.tee.vsock`); documents from the NSM
   (:class:`repp2p.tee.nsm.NsmDevice`); the measurement is PCR0 of the enclave image.
@@ -40,7 +41,7 @@ from repp2p.tee.errors import (
     TeeInterfaceError,
 )
 from repp2p.tee.gpu import GPU_KINDS, GpuEvidenceProvider, gpu_evidence, gpu_provider
-from repp2p.tee.guest_devices import SevGuestDevice
+from repp2p.tee.guest_devices import SevGuestDevice, TdxGuestDevice
 from repp2p.tee.nsm import NsmDevice
 from repp2p.tee.snp_guest import SnpGuest
 from repp2p.tee.tdx_guest import TdxGuest
@@ -169,6 +170,16 @@ def snp_guest(collateral_file: Path | None, root: str = "/") -> CvmGuest:
     return SnpGuest(tsm, collateral_file=collateral_file)
 
 
+def tdx_guest(collateral_file: Path | None, root: str = "/") -> CvmGuest:
+    """The TDX evidence source here: configfs-tsm, else ``/dev/tdx_guest`` with the host's
+    quote service over vsock (:class:`TdxGuestDevice`)."""
+    tsm = ConfigfsTsm(root)
+    device = TdxGuestDevice(root, collateral_file=collateral_file)
+    if not tsm.report_dir.is_dir() and device.path.exists():
+        return device
+    return TdxGuest(tsm, collateral_file=collateral_file)
+
+
 #: Builds a platform: ``(spec from the start request, key seed, simulated measurement)``.
 PlatformFactory = Callable[[dict, bytes, bytes], Platform]
 
@@ -199,7 +210,7 @@ def default_platform(spec: dict, seed: bytes, simulated_measurement: bytes) -> P
     if kind == "sev-snp":
         return SevSnpPlatform(snp_guest(collateral_path), gpu)
     if kind == "dcap":
-        return CvmPlatform(TdxGuest(collateral_file=collateral_path), gpu)
+        return CvmPlatform(tdx_guest(collateral_path), gpu)
     if kind == "nitro":
         if gpu is not None:  # a Nitro Enclave has no PCI devices
             raise EnclaveError(EnclaveReason.BAD_REQUEST, "a Nitro Enclave has no GPU")

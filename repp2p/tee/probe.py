@@ -32,7 +32,7 @@ PROVIDER_KINDS = {"sev_guest": "sev-snp", "tdx_guest": "dcap"}
 #: TEE kinds (``tee_kind``) this release can run a node on, and through what.
 RUNNABLE = {
     "sev-snp": "configfs-tsm or /dev/sev-guest",
-    "dcap": "configfs-tsm",
+    "dcap": "configfs-tsm or /dev/tdx_guest with the host's quote service",
     "nitro": "/dev/nsm in the enclave, vsock on the parent",
 }
 TSM_REPORT = "sys/kernel/config/tsm/report"
@@ -301,25 +301,20 @@ def probe(
 
 
 def _cvm_status(
-    kind: str, label: str, provider: str, tsm: Interface, device: Interface, device_ok: bool
+    kind: str, label: str, provider: str, tsm: Interface, device: Interface, via_device: str
 ) -> KindStatus:
     """A confidential VM kind: usable through configfs-tsm answered by ``provider``, or
-    (``device_ok``) through its guest device when configfs-tsm is absent."""
+    through its guest device when configfs-tsm is absent."""
     if tsm.present and tsm.provider == provider:
         return KindStatus(kind, label, True, "configfs-tsm", "")
     if tsm.present:
         why = f"configfs-tsm answers with provider {tsm.provider!r}, not {provider}"
-    elif device.present and device_ok:
-        return KindStatus(kind, label, True, device.name, "")
-    elif device.present:
-        why = (
-            f"only {device.path} is present: it gives a TDREPORT, which only this CPU can "
-            "check; the quote peers need comes through configfs-tsm: use a kernel with it "
-            f"(Linux >= 6.7). configfs-tsm: {tsm.detail}"
-        )
-    else:
-        why = f"configfs-tsm: {tsm.detail}; {device.name}: {device.detail}"
-    return KindStatus(kind, label, False, "", why)
+        return KindStatus(kind, label, False, "", why)
+    if device.present:
+        return KindStatus(kind, label, True, via_device, "")
+    return KindStatus(
+        kind, label, False, "", f"configfs-tsm: {tsm.detail}; {device.name}: {device.detail}"
+    )
 
 
 def _nitro_status(nsm: Interface, parent: Interface) -> KindStatus:
@@ -338,8 +333,11 @@ def _kinds(
     tsm: Interface, sev: Interface, tdx: Interface, nsm: Interface, parent: Interface,
     gpu: Interface,
 ) -> tuple[KindStatus, ...]:  # fmt: skip
-    snp = _cvm_status("sev-snp", "AMD SEV-SNP VM", "sev_guest", tsm, sev, device_ok=True)
-    tdx_status = _cvm_status("dcap", "Intel TDX VM", "tdx_guest", tsm, tdx, device_ok=False)
+    snp = _cvm_status("sev-snp", "AMD SEV-SNP VM", "sev_guest", tsm, sev, "sev-guest")
+    tdx_status = _cvm_status(
+        "dcap", "Intel TDX VM", "tdx_guest", tsm, tdx,
+        "tdx-guest + the host's quote service (vsock 2:4050)",
+    )  # fmt: skip
     gpu_label = "NVIDIA CC GPU"
     if not gpu.present:
         gpu_status = KindStatus("nvidia", gpu_label, False, "", gpu.detail)

@@ -118,3 +118,53 @@ class FakeTdxGuest(FakeDeviceIO):
         report[128:192] = reportdata
         report[528:576] = self.mrtd
         ctypes.memmove(base + 64, bytes(report), 1024)
+
+
+class FakeQgs:
+    """The host's quote service at the end of socket pairs (vsock's stand-in).
+
+    Each :meth:`connect` returns our end of a fresh socket pair; a thread on the other end
+    reads one length-prefixed GET_QUOTE_REQ (layout written out from Intel's qgs_msg
+    header), takes the report data from the TDREPORT and answers with a quote from
+    ``chain`` (or ``error`` as the QGS error code, or ``garbage`` as the raw response).
+    """
+
+    def __init__(self, chain, mrtd: bytes) -> None:  # type: ignore[no-untyped-def]
+        self.chain, self.mrtd = chain, mrtd
+        self.error = 0
+        self.garbage: bytes | None = None
+        self.requests: list[tuple[int, ...]] = []
+
+    def connect(self):  # type: ignore[no-untyped-def]
+        import socket
+        import threading
+
+        ours, theirs = socket.socketpair()
+        threading.Thread(target=self._answer, args=(theirs,), daemon=True).start()
+        return ours
+
+    def _answer(self, sock) -> None:  # type: ignore[no-untyped-def]
+        with sock:
+            size = int.from_bytes(_recv(sock, 4), "big")
+            message = _recv(sock, size)
+            header = struct.unpack_from("<HHIIIII", message)
+            self.requests.append(header)
+            tdreport = message[24:]
+            assert header[3] == len(message) and header[5] == len(tdreport) == 1024
+            quote = self.chain.quote(tdreport[128:192], mrtd=tdreport[528:576])
+            if self.garbage is not None:
+                body = self.garbage
+            else:
+                body = struct.pack("<HHIIIII", 1, 0, 1, 24 + len(quote), self.error, 0, len(quote))
+                body += quote
+            sock.sendall(len(body).to_bytes(4, "big") + body)
+
+
+def _recv(sock, size: int) -> bytes:  # type: ignore[no-untyped-def]
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise EOFError
+        data += chunk
+    return data

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import struct
 from pathlib import Path
 
 import pytest
@@ -27,13 +28,16 @@ from repp2p.tee.guest_devices import (
     TdxGuestDevice,
     TdxReportReq,
 )
-from repp2p.tee.platforms import CvmPlatform, SevSnpPlatform, snp_guest
+from repp2p.tee.platforms import CvmPlatform, SevSnpPlatform, snp_guest, tdx_guest
+from repp2p.tee.qgs import QgsClient, decode_get_quote, encode_get_quote
 from repp2p.tee.snp_certs import GUID_VLEK, build_cert_table
 from repp2p.tee.snp_guest import SnpGuest
+from repp2p.tee.tdx_guest import TdxGuest
 
 from . import fake_devices
-from .fake_devices import MRTD, FakeSevGuest, FakeTdxGuest
+from .fake_devices import MRTD, FakeQgs, FakeSevGuest, FakeTdxGuest
 from .fake_snp import MEASUREMENT, TestAmdChain, ThreadProcess
+from .fake_tdx import TestIntelChain
 
 NOW = 1_800_000_000
 
@@ -138,23 +142,65 @@ def test_the_real_ioctl_on_a_plain_file_is_a_typed_error(tmp_path: Path) -> None
     )
 
 
-def test_tdx_guest_reads_a_tdreport_but_cannot_quote(tmp_path: Path) -> None:
-    io = FakeTdxGuest(tmp_path)
-    device = TdxGuestDevice(tmp_path, io=io)
+def test_tdx_guest_quotes_through_the_host_quote_service(tmp_path: Path) -> None:
+    intel = TestIntelChain.generate()
+    io, qgs = FakeTdxGuest(tmp_path), FakeQgs(intel, MRTD)
+    collateral = tmp_path / "tdx-collateral.json"
+    collateral.write_bytes(intel.collateral())
+    device = TdxGuestDevice(
+        tmp_path, io=io, collateral_file=collateral, qgs=QgsClient(connect=qgs.connect)
+    )
     report = device.tdreport(b"\x44" * 64)
     assert len(report) == 1024 and report[128:192] == b"\x44" * 64
-    assert device.measurement() == MRTD and io.calls == [TDX_CMD_GET_REPORT0] * 2
-    with pytest.raises(TeeInterfaceError) as err:
-        device.evidence(b"\x44" * 64)
-    assert err.value.reason is TeeInterfaceReason.NOT_IMPLEMENTED
-    assert "configfs-tsm" in err.value.detail and "Quote Generation Service" in err.value.detail
+    quote, sent = device.evidence(b"\x45" * 64)
+    assert qgs.requests[-1][:3] == (1, 0, 0)  # version 1.0, GET_QUOTE_REQ
+    claims = intel.backend().verify(quote, sent, NOW)
+    assert claims.report_data == b"\x45" * 64 and claims.measurement == MRTD
+    assert device.measurement() == MRTD
+    qgs.error = 0x11001
+    assert reason(lambda: device.evidence(b"\x46" * 64)) is TeeInterfaceReason.IO_ERROR
+    qgs.error = 0
+    for garbage in (b"", b"\x01" * 30, struct.pack("<HHIIIII", 1, 0, 1, 28, 0, 0, 4) + b"quot"):
+        qgs.garbage = garbage
+        assert reason(lambda: device.evidence(b"\x46" * 64)) is TeeInterfaceReason.MALFORMED
+    qgs.garbage = None
     io.echo = False
     assert reason(lambda: device.tdreport(b"\x44" * 64)) is TeeInterfaceReason.MALFORMED
+    io.echo = True
     io.fail = errno.EIO
     assert reason(lambda: device.tdreport(b"\x44" * 64)) is TeeInterfaceReason.IO_ERROR
+    io.fail = None
+    no_collateral = TdxGuestDevice(tmp_path, io=io, qgs=QgsClient(connect=qgs.connect))
+    assert reason(lambda: no_collateral.evidence(b"\x01" * 64)) is TeeInterfaceReason.MISSING
     assert reason(lambda: TdxGuestDevice(tmp_path / "none").measurement()) is (
         TeeInterfaceReason.MISSING
     )
+
+
+def test_a_td_without_a_quote_service_says_so(tmp_path: Path) -> None:
+    def refused():  # type: ignore[no-untyped-def]
+        raise TeeInterfaceError(TeeInterfaceReason.MISSING, "no TDX quote service at vsock 2:4050")
+
+    FakeTdxGuest(tmp_path)
+    collateral = tmp_path / "c.json"
+    collateral.write_text("{}")
+    device = TdxGuestDevice(
+        tmp_path, io=FakeTdxGuest(tmp_path), collateral_file=collateral,
+        qgs=QgsClient(connect=refused),
+    )  # fmt: skip
+    with pytest.raises(TeeInterfaceError) as err:
+        device.evidence(b"\x01" * 64)
+    assert err.value.reason is TeeInterfaceReason.MALFORMED  # the garbage collateral first
+    collateral.write_bytes(TestIntelChain.generate().collateral())
+    assert reason(lambda: device.evidence(b"\x01" * 64)) is TeeInterfaceReason.MISSING
+
+
+def test_qgs_messages() -> None:
+    framed = encode_get_quote(b"\x07" * 1024)
+    assert int.from_bytes(framed[:4], "big") == len(framed) - 4 == 24 + 1024
+    assert struct.unpack_from("<HHIIIII", framed, 4) == (1, 0, 0, 1048, 0, 1024, 0)
+    good = struct.pack("<HHIIIII", 1, 0, 1, 24 + 3 + 5, 0, 3, 5) + b"idsquote"
+    assert decode_get_quote(good) == b"quote"
 
 
 def test_sev_snp_falls_back_to_the_device_without_configfs_tsm(
@@ -164,9 +210,13 @@ def test_sev_snp_falls_back_to_the_device_without_configfs_tsm(
     assert isinstance(snp_guest(None, str(tmp_path)), SevGuestDevice)
     check_platform("sev-snp", str(tmp_path))  # no configfs-tsm, but the device: accepted
     with pytest.raises(EnclaveError):
-        check_platform("dcap", str(tmp_path))  # TDX needs configfs-tsm
+        check_platform("dcap", str(tmp_path))  # no /dev/tdx_guest here
+    FakeTdxGuest(tmp_path)
+    check_platform("dcap", str(tmp_path))
+    assert isinstance(tdx_guest(None, str(tmp_path)), TdxGuestDevice)
     (tmp_path / "sys/kernel/config/tsm/report").mkdir(parents=True)
     assert isinstance(snp_guest(None, str(tmp_path)), SnpGuest)  # configfs-tsm preferred
+    assert isinstance(tdx_guest(None, str(tmp_path)), TdxGuest)
     assert isinstance(snp_guest(None, str(tmp_path / "empty")), SnpGuest)  # names configfs
 
 

@@ -16,6 +16,7 @@ from repp2p.tee.errors import TeeInterfaceError
 from repp2p.tee.gpu import gpu_evidence
 from repp2p.tee.guest_devices import DeviceIO, SevGuestDevice
 from repp2p.tee.nsm import NsmDevice, document_pcr0
+from repp2p.tee.qgs import decode_get_quote
 from repp2p.tee.tdx_guest import td_report_body
 from repp2p.tee.vsock import parse_address
 
@@ -119,3 +120,18 @@ class GarbageGpu:
 @given(st.binary(max_size=200), st.binary(max_size=50))
 def test_gpu_evidence_of_anything(report: bytes, chain: bytes) -> None:
     typed_or_value(lambda: gpu_evidence(GarbageGpu(report, chain), b"\x02" * 32))
+
+
+@SETTINGS
+@given(
+    st.one_of(
+        st.binary(max_size=200),
+        st.builds(
+            lambda fields, tail: struct.pack("<HHIIIII", *fields) + tail,
+            st.tuples(*[st.integers(0, 2**16 - 1)] * 2, *[st.integers(0, 2**32 - 1)] * 5),
+            st.binary(max_size=64),
+        ),
+    )
+)
+def test_qgs_response_of_anything(message: bytes) -> None:
+    typed_or_value(lambda: decode_get_quote(message))

@@ -96,17 +96,19 @@ def test_device_nodes_and_odd_devices(tmp_path: Path) -> None:
     assert result.interface("sev-guest").present
     snp = result.kind("sev-snp")  # no configfs-tsm: the /dev/sev-guest ioctl serves
     assert snp.usable and snp.via == "sev-guest"
-    tdx = result.kind("dcap")  # a TDREPORT is no quote: TDX needs configfs-tsm
-    assert not tdx.usable and "configfs-tsm" in tdx.why and "TDREPORT" in tdx.why
+    tdx = result.kind("dcap")  # a TDREPORT, made a quote by the host's quote service
+    assert tdx.usable and tdx.via.startswith("tdx-guest") and "quote service" in tdx.via
     assert "not a character device" in result.interface("nsm").detail
     assert not result.kind("nitro").usable and "Nitro Enclaves" in result.kind("nitro").why
     gpu = result.interface("nvidia-gpu")
     assert gpu.present and "1 GPU" in gpu.detail and "conf-compute" in gpu.detail
     assert result.kind("nvidia").usable  # next to the SEV-SNP VM's evidence
-    (tmp_path / "dev/sev-guest").unlink()
+    for name in ("sev-guest", "tdx_guest"):
+        (tmp_path / "dev" / name).unlink()
     alone = probe(tmp_path).kind("nvidia")
     assert not alone.usable and "confidential VM" in alone.why
-    (tmp_path / "dev/sev-guest").write_bytes(b"")
+    for name in ("sev-guest", "tdx_guest"):
+        (tmp_path / "dev" / name).write_bytes(b"")
     strict = probe(tmp_path, plain_files_as_devices=False)
     assert not strict.interface("sev-guest").present
 

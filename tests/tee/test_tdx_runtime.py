@@ -240,3 +240,31 @@ def test_guest_on_an_empty_tree_says_configfs_is_missing(tmp_path: Path) -> None
     with pytest.raises(TeeInterfaceError) as err:
         guest.evidence(b"\0" * 64)
     assert err.value.reason is TeeInterfaceReason.MISSING and "configfs-tsm" in err.value.detail
+
+
+def test_a_td_without_configfs_tsm_quotes_through_the_device_and_the_qgs(
+    tmp_path: Path, chain: TestIntelChain, collateral: Path
+) -> None:
+    from repp2p.tee.guest_devices import TdxGuestDevice
+    from repp2p.tee.platforms import CvmPlatform
+    from repp2p.tee.qgs import QgsClient
+
+    from .fake_devices import FakeQgs, FakeTdxGuest
+
+    io, qgs = FakeTdxGuest(tmp_path, MRTD), FakeQgs(chain, MRTD)
+
+    def factory(spec: dict, seed: bytes, measurement: bytes) -> CvmPlatform:
+        device = TdxGuestDevice(
+            tmp_path, io=io, collateral_file=collateral, qgs=QgsClient(connect=qgs.connect)
+        )
+        return CvmPlatform(device)
+
+    with Enclave.connect(ThreadProcess(factory), start_request(collateral), 60) as enclave:
+        assert enclave.kind == "dcap" and enclave.measurement == MRTD
+        epoch = NOW // 60
+        evidence, sent = enclave.attest_with_collateral(NODE.peer_id, epoch, NONCE, NOW)
+        verified = verify_node(
+            NODE.peer_id, "dcap", evidence, sent, b"", enclave.enc_key, enclave.result_key,
+            epoch, NONCE, POLICY, NOW, engines=["echo"], backends={"dcap": chain.backend()},
+        )  # fmt: skip
+        assert verified.claims.measurement == MRTD
