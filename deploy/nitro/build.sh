@@ -31,12 +31,12 @@ for tool in docker nitro-cli python3; do
 done
 
 rm -rf "${OUT}"
-mkdir -p "${OUT}/wheels"
-python3 -m pip wheel --no-deps --wheel-dir "${OUT}/wheels" .
+mkdir -p "${OUT}/context/wheels"
+python3 -m pip wheel --no-deps --wheel-dir "${OUT}/context/wheels" .
+cp "${REQUIREMENTS}" "${OUT}/context/requirements-enclave.txt"
 docker build --file deploy/nitro/Dockerfile \
   --build-arg "PYTHON_IMAGE=${PYTHON_IMAGE}" \
-  --build-arg "REQUIREMENTS=${REQUIREMENTS}" \
-  --tag "${TAG}" .
+  --tag "${TAG}" "${OUT}/context"
 nitro-cli build-enclave --docker-uri "${TAG}" --output-file "${OUT}/repp2p-enclave.eif" \
   > "${OUT}/measurements.json"
 PCR0="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["Measurements"]["PCR0"])' \
