@@ -129,14 +129,14 @@ class CostModel:
     feedback_bytes: int = 286
     heartbeat_bytes: int = 183
     audit_request_bytes: int = 64
-    audit_answer_work_bytes: int = 1776
-    audit_answer_feedback_bytes: int = 1161
+    audit_answer_work_bytes: int = 1773
+    audit_answer_feedback_bytes: int = 1155
     audit_answer_level_bytes: float = 79.7
-    digest_us: float = 133.1
-    digest_row_us: float = 9.34
-    audit_us: float = 515.4
-    record_us: float = 105.6
-    fold_row_us: float = 12.47
+    digest_us: float = 95.9
+    digest_row_us: float = 10.25
+    audit_us: float = 495.4
+    record_us: float = 92.1
+    fold_row_us: float = 9.11
     gossip_target_bytes_s: float = 1_000_000.0
     verify_target_share: float = 0.10
 
@@ -349,7 +349,7 @@ class DigestFlow:
                 latency ms) per feedback row.
             digest_fault: per node, the share of its work leaves it misreports.
         """
-        m, c = self.m, self.c
+        c = self.c
         peers = c + n_nodes
         cn, co = claims
         rn, ro = receipts
@@ -357,153 +357,193 @@ class DigestFlow:
         # work rows: (node, client) pairs with claims / receipts
         wkey = cn * c + offer_client[co - offer_base]
         wpairs, wclaims = np.unique(wkey, return_counts=True)
-        rkey = rn * c + offer_client[ro - offer_base]
-        rpairs, rcount = np.unique(rkey, return_counts=True)
+        rpairs, rcount = np.unique(rn * c + offer_client[ro - offer_base], return_counts=True)
         wrec = np.zeros(len(wpairs), np.int64)
         wrec[np.searchsorted(wpairs, rpairs)] = rcount
-        w_node, w_client = wpairs // c, wpairs % c
         w_counts = np.stack((wclaims, wrec, wclaims - wrec, np.zeros_like(wrec)), axis=1)
         # feedback rows: (client, node) pairs with ok / wrong / timeout counts, latency sums
-        fkey = fc * n_nodes + fn
-        fpairs, finv = np.unique(fkey, return_inverse=True)
+        fpairs, finv = np.unique(fc * n_nodes + fn, return_inverse=True)
         f_counts = np.zeros((len(fpairs), 5), np.int64)
         for code in (0, 1, 2):
             np.add.at(f_counts[:, code], finv[fout == code], 1)
         np.add.at(f_counts[:, 4], finv, flat)
-        f_client = fpairs // max(n_nodes, 1)
-        # digest parts per publisher (global peer index)
-        parts = []  # (publisher, kind, rows, leaves, bytes, parts)
-        for kind, pub, rows_b, leaves_col, publishers in (
-            ("work", w_node + c, row_bytes("work", w_counts), w_counts[:, 0], online_nodes + c),
-            ("feedback", f_client, row_bytes("feedback", f_counts), f_counts[:, :4].sum(1), None),
-        ):
-            pub_all = np.unique(pub) if publishers is None else np.union1d(pub, publishers)
-            nrows = np.bincount(pub, minlength=peers)[pub_all]
-            rb = np.bincount(pub, weights=rows_b, minlength=peers)[pub_all]
-            leaves = np.bincount(pub, weights=leaves_col, minlength=peers)[pub_all]
-            parts.append((kind, pub_all, nrows.astype(np.int64), leaves.astype(np.int64), rb))
-        pubs, kinds, rows_l, leaves_l, bytes_l = [], [], [], [], []
-        for kind, pub_all, nrows, leaves, rb in parts:
-            # a party needing more than 256 rows splits them over ceil(rows / 256) parts
-            # (rows and leaves spread evenly: the real split hashes peer IDs)
-            k = np.maximum(1, -(-nrows // DIGEST_MAX_ROWS))
-            first = np.repeat(np.cumsum(k) - k, k)
-            j = np.arange(int(k.sum())) - first
-            kk = np.repeat(k, k)
-            r, lv, b = (np.repeat(x, k) for x in (nrows, leaves, rb))
-            rj = r // kk + (j < r % kk)
-            lj = lv // kk + (j < lv % kk)
-            bj = (b * rj // np.maximum(r, 1)).astype(np.int64)
-            pubs.append(np.repeat(pub_all, k))
-            kinds.append(np.full(len(rj), kind == "work"))
-            rows_l.append(rj)
-            leaves_l.append(lj)
-            bytes_l.append(envelope_sizes(kind, bj, rj, lj, j, kk))
-        pub = np.concatenate(pubs).astype(np.int64)
-        is_work = np.concatenate(kinds)
-        drows = np.concatenate(rows_l).astype(np.int64)
-        dleaves = np.concatenate(leaves_l).astype(np.int64)
-        dbytes = np.concatenate(bytes_l).astype(np.int64)
-        # heartbeats are gossiped too (one per online node)
-        hb_pub = online_nodes + c
-        sent = {k: np.zeros(peers) for k in ("gossip", "tasks", "audits")}
-        recv = {k: np.zeros(peers) for k in ("gossip", "tasks", "audits")}
-        records = np.zeros(peers)
-        cpu = {k: np.zeros(peers) for k in ("digests", "audits", "records", "fold")}
-        # -- gossip: every subscriber receives every message about D - 1 times --------------
+        parts = np.concatenate(
+            (
+                self._parts("work", wpairs // c + c, w_counts, w_counts[:, 0], online_nodes + c),
+                self._parts("feedback", fpairs // n_nodes, f_counts, f_counts[:, :4].sum(1)),
+            ),
+            axis=1,
+        )
+        pub, is_work, drows, dleaves, dbytes = parts
+        is_work = is_work.astype(bool)
+        costs = EpochCosts(
+            sent={k: np.zeros(peers) for k in ("gossip", "tasks", "audits")},
+            recv={k: np.zeros(peers) for k in ("gossip", "tasks", "audits")},
+            records=np.zeros(peers),
+            cpu={k: np.zeros(peers) for k in ("digests", "audits", "records", "fold")},
+            counts={},
+        )
+        pairs = len(np.union1d((wpairs % c) * n_nodes + wpairs // c, fpairs))
+        self._gossip(costs, online_nodes + c, pub, is_work, drows, dbytes, pairs)
+        self._tasks(
+            costs,
+            offer_client[co - offer_base],
+            cn + c,
+            offer_client[ro - offer_base],
+            rn + c,
+            fc,
+            fn + c,
+        )
+        challenges = self._audits(costs, online_nodes + c, pub, is_work, dleaves)
+        caught_nodes = self._faults(e, pub, is_work, dleaves, digest_fault, c)
+        costs.counts.update(
+            {
+                "work_digests": int(is_work.sum()),
+                "feedback_digests": int((~is_work).sum()),
+                "digest_bytes": float(dbytes.sum()),
+                "work_rows": float(drows[is_work].sum()),
+                "feedback_rows": float(drows[~is_work].sum()),
+                "work_leaves": float(dleaves[is_work].sum()),
+                "heartbeats": len(online_nodes),
+                "pairs": pairs,
+                "audit_challenges": challenges,
+            }
+        )
+        return costs, caught_nodes
+
+    def _parts(
+        self,
+        kind: str,
+        pub: np.ndarray,
+        counts: np.ndarray,
+        leaves_col: np.ndarray,
+        publishers: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """The digest parts of one kind from its rows: a 5 x parts array of publisher,
+        is-work, rows, leaves and encoded bytes.
+
+        ``pub`` is each row's publisher (a global peer index); ``publishers`` adds those
+        that publish an empty part. A party with more than 256 rows splits them over
+        ``ceil(rows / 256)`` parts, rows and leaves spread evenly (the real split hashes
+        peer IDs; a part's size then differs by a few rows).
+        """
+        rb = row_bytes(kind, counts)
+        owners = np.unique(pub) if publishers is None else np.union1d(pub, publishers)
+        idx = np.searchsorted(owners, pub)
+        nrows = np.bincount(idx, minlength=len(owners))
+        bytes_ = np.bincount(idx, weights=rb, minlength=len(owners)).astype(np.int64)
+        leaves = np.bincount(idx, weights=leaves_col, minlength=len(owners)).astype(np.int64)
+        k = np.maximum(1, -(-nrows // DIGEST_MAX_ROWS))
+        j = np.arange(int(k.sum())) - np.repeat(np.cumsum(k) - k, k)
+        kk = np.repeat(k, k)
+        r, lv, b = (np.repeat(x, k) for x in (nrows, leaves, bytes_))
+        rj = r // kk + (j < r % kk)
+        lj = lv // kk + (j < lv % kk)
+        bj = b * rj // np.maximum(r, 1)
+        size = envelope_sizes(kind, bj, rj, lj, j, kk)
+        work = np.full(len(rj), int(kind == "work"))
+        return np.stack((np.repeat(owners, k), work, rj, lj, size)).astype(np.int64)
+
+    def _gossip(self, costs, nodes, pub, is_work, drows, dbytes, pairs) -> None:
+        """Digests and heartbeats on GossipSub: every subscriber receives each message
+        about ``mesh_degree - 1`` times and forwards it as often; a publisher floods its
+        own to ``flood_peers``; IHAVE advertises each message ID. Each subscriber verifies
+        each message once (duplicates are dropped by message ID before validation) and
+        folds every pair row."""
+        m, c = self.m, self.c
+        peers = len(costs.records)
         ov = m.gossip_overhead_bytes
-        own = np.bincount(pub, weights=dbytes + ov, minlength=peers)
-        own += np.bincount(hb_pub, minlength=peers) * (m.heartbeat_bytes + ov)
-        own_msgs = np.bincount(pub, minlength=peers) + np.bincount(hb_pub, minlength=peers)
-        total = float(dbytes.sum() + len(dbytes) * ov + len(hb_pub) * (m.heartbeat_bytes + ov))
-        messages = len(dbytes) + len(hb_pub)
+        hb = np.bincount(nodes, minlength=peers)
+        own_d = np.bincount(pub, weights=dbytes + ov, minlength=peers)
+        own = own_d + hb * (m.heartbeat_bytes + ov)
         sub = np.zeros(peers, bool)
-        sub[online_nodes + c] = True
+        sub[nodes] = True
         if m.clients_follow_gossip:
             sub[:c] = True
         copies = max(m.mesh_degree - 1, 0)
+        messages = len(dbytes) + len(nodes)
         ihave = m.ihave_peers * m.gossip_window * messages * m.ihave_id_bytes
-        relay = copies * (total - own)
-        recv["gossip"] = np.where(sub, relay + ihave, 0.0)
-        sent["gossip"] = np.where(sub, relay + ihave, 0.0) + m.flood_peers * own
-        # verification: every digest and heartbeat but one's own, once (duplicates are
-        # dropped by message ID before validation)
+        work_b = float(dbytes[is_work].sum() + is_work.sum() * ov)
+        fb_b = float(dbytes[~is_work].sum() + (~is_work).sum() * ov)
+        hb_b = float(len(nodes) * (m.heartbeat_bytes + ov))
+        relay = copies * (work_b + fb_b + hb_b - own)
+        costs.recv["gossip"] = np.where(sub, relay + ihave, 0.0)
+        costs.sent["gossip"] = np.where(sub, relay + ihave, 0.0) + m.flood_peers * own
+        # what one subscriber receives, by kind (bytes per epoch; its own messages aside)
+        costs.counts.update(
+            {
+                "gossip_work_digests": copies * work_b,
+                "gossip_feedback_digests": copies * fb_b,
+                "gossip_heartbeats": copies * hb_b,
+                "gossip_ihave": float(ihave),
+                "messages": messages,
+            }
+        )
         d_us = m.digest_us * len(dbytes) + m.digest_row_us * float(drows.sum())
         own_us = np.bincount(pub, weights=m.digest_us + m.digest_row_us * drows, minlength=peers)
-        cpu["digests"] = np.where(sub, d_us - own_us, 0.0)
-        cpu["records"] = np.where(
-            sub, (len(hb_pub) - np.bincount(hb_pub, minlength=peers)) * m.record_us, 0.0
-        )
-        records += np.where(sub, messages - own_msgs, 0)
-        pairs = len(np.union1d(w_client * n_nodes + w_node, fpairs))
-        cpu["fold"] = np.where(sub, pairs * m.fold_row_us, 0.0)
-        # -- per-task records between the parties ------------------------------------------
-        cli_of_claim = offer_client[co - offer_base]
-        node_g = cn + c
+        costs.cpu["digests"] = np.where(sub, d_us - own_us, 0.0)
+        costs.cpu["records"] = np.where(sub, (len(nodes) - hb) * m.record_us, 0.0)
+        own_msgs = np.bincount(pub, minlength=peers) + hb
+        costs.records += np.where(sub, messages - own_msgs, 0)
+        costs.cpu["fold"] = np.where(sub, pairs * m.fold_row_us, 0.0)
+
+    def _tasks(
+        self, costs, claim_client, claim_node, rcpt_client, rcpt_node, fb_client, fb_node
+    ) -> None:
+        """Per-task records between a task's parties only: the request with the offer (and
+        half the payload) to each node that claims, its claim and receipt (and the
+        output) back, the client's feedback to the node. Each side verifies what it
+        receives."""
+        m = self.m
         req = m.offer_bytes + m.payload_bytes // 2
-        np.add.at(sent["tasks"], cli_of_claim, req)
-        np.add.at(recv["tasks"], node_g, req)
-        np.add.at(sent["tasks"], node_g, m.claim_bytes)
-        np.add.at(recv["tasks"], cli_of_claim, m.claim_bytes)
-        rcli = offer_client[ro - offer_base]
         res = m.receipt_bytes + m.payload_bytes - m.payload_bytes // 2
-        np.add.at(sent["tasks"], rn + c, res)
-        np.add.at(recv["tasks"], rcli, res)
-        np.add.at(sent["tasks"], fc, m.feedback_bytes)
-        np.add.at(recv["tasks"], fn + c, m.feedback_bytes)
-        task_records = np.zeros(peers)
-        np.add.at(task_records, node_g, 1)  # the offer
-        np.add.at(task_records, cli_of_claim, 1)  # the claim
-        np.add.at(task_records, rcli, 1)  # the receipt
-        np.add.at(task_records, fn + c, 1)  # the feedback
-        records += task_records
-        cpu["records"] += task_records * m.record_us
-        # -- audits ------------------------------------------------------------------------
+        for frm, to, size in (
+            (claim_client, claim_node, req),
+            (claim_node, claim_client, m.claim_bytes),
+            (rcpt_node, rcpt_client, res),
+            (fb_client, fb_node, m.feedback_bytes),
+        ):
+            np.add.at(costs.sent["tasks"], frm, size)
+            np.add.at(costs.recv["tasks"], to, size)
+            verified = np.bincount(to, minlength=len(costs.records))
+            costs.records += verified
+            costs.cpu["records"] += verified * m.record_us
+
+    def _audits(self, costs, nodes, pub, is_work, dleaves) -> int:
+        """Each non-empty digest part: ``min(audit_samples, leaves)`` challenges from each
+        of ``auditors_per_digest`` auditors drawn uniformly among the online nodes other
+        than the publisher. Returns the challenges sent."""
+        m = self.m
         s, a = self.p.audit_samples, self.p.auditors_per_digest
-        challenged = np.minimum(dleaves, s)
-        audited = np.flatnonzero(challenged > 0)
-        n_on = len(online_nodes)
-        challenges = 0
-        if n_on > 1 and len(audited):
-            base = np.where(
-                is_work[audited], m.audit_answer_work_bytes, m.audit_answer_feedback_bytes
-            )
-            ans = base + m.audit_answer_level_bytes * np.ceil(
-                np.log2(np.maximum(dleaves[audited], 1))
-            )
-            recs = np.where(is_work[audited], 3, 2)
-            pos = np.full(peers, -1, np.int64)
-            pos[online_nodes + c] = np.arange(n_on)
-            for j in range(min(a, n_on - 1)):
-                draw = self.rng.integers(0, n_on - 1, len(audited))
-                mine = pos[pub[audited]]
-                # skip the publisher's own slot: uniform over the other online nodes
-                slot = (np.where((mine >= 0) & (draw >= mine), draw + 1, draw) + j) % n_on
-                slot = np.where(slot == mine, (slot + 1) % n_on, slot)
-                auditor = online_nodes[slot] + c
-                k = challenged[audited]
-                challenges += int(k.sum())
-                np.add.at(sent["audits"], auditor, k * m.audit_request_bytes)
-                np.add.at(recv["audits"], pub[audited], k * m.audit_request_bytes)
-                np.add.at(recv["audits"], auditor, k * ans)
-                np.add.at(sent["audits"], pub[audited], k * ans)
-                np.add.at(cpu["audits"], auditor, k * m.audit_us)
-                np.add.at(records, auditor, k * recs)
-        # -- misreporting nodes and what the audits catch ----------------------------------
-        caught_nodes = self._faults(e, pub, is_work, dleaves, digest_fault, c)
-        counts = {
-            "work_digests": int(is_work.sum()),
-            "feedback_digests": int((~is_work).sum()),
-            "digest_bytes": float(dbytes.sum()),
-            "work_rows": float(drows[is_work].sum()),
-            "feedback_rows": float(drows[~is_work].sum()),
-            "work_leaves": float(dleaves[is_work].sum()),
-            "heartbeats": len(hb_pub),
-            "messages": messages,
-            "pairs": pairs,
-            "audit_challenges": challenges,
-        }
-        return EpochCosts(sent, recv, records, cpu, counts), caught_nodes
+        audited = np.flatnonzero(np.minimum(dleaves, s) > 0)
+        n_on = len(nodes)
+        if n_on < 2 or not len(audited):
+            return 0
+        k = np.minimum(dleaves[audited], s)
+        base = np.where(is_work[audited], m.audit_answer_work_bytes, m.audit_answer_feedback_bytes)
+        answer = base + m.audit_answer_level_bytes * np.ceil(np.log2(dleaves[audited]))
+        recs = np.where(is_work[audited], 3, 2)  # offer, claim, receipt; offer, feedback
+        pos = np.full(len(costs.records), -1, np.int64)
+        pos[nodes] = np.arange(n_on)
+        mine = pos[pub[audited]]
+        publisher = pub[audited]
+        taken = np.zeros((0, len(audited)), np.int64)
+        for _ in range(min(a, n_on - 1)):
+            # uniform over the online nodes that are not the publisher (nor drawn yet)
+            excluded = np.vstack((taken, mine[None, :]))
+            free = n_on - (excluded >= 0).sum(axis=0)
+            draw = self.rng.integers(0, free)
+            for row in np.sort(excluded, axis=0):
+                draw = draw + ((row >= 0) & (draw >= row))
+            taken = np.vstack((taken, draw[None, :]))
+            auditor = nodes[draw]
+            np.add.at(costs.sent["audits"], auditor, k * m.audit_request_bytes)
+            np.add.at(costs.recv["audits"], publisher, k * m.audit_request_bytes)
+            np.add.at(costs.recv["audits"], auditor, k * answer)
+            np.add.at(costs.sent["audits"], publisher, k * answer)
+            np.add.at(costs.cpu["audits"], auditor, k * m.audit_us)
+            np.add.at(costs.records, auditor, k * recs)
+        return int(k.sum()) * min(a, n_on - 1)
 
     def _faults(self, e, pub, is_work, leaves, digest_fault, c) -> np.ndarray:
         """Draw the misreported leaves of cheating nodes' work digests and audit them with
@@ -616,6 +656,16 @@ class DigestFlow:
             "rows_per_feedback_digest": counts.get("feedback_rows", 0) / max(fd, 1),
             "digest_bytes_mean": counts.get("digest_bytes", 0) / max(wd + fd, 1),
             "per_peer": per_peer,
+            # what one subscriber receives, by kind (its own messages aside), bytes/s
+            "gossip_recv_by_kind_bytes_s": {
+                k.removeprefix("gossip_"): counts.get(k, 0.0) / self.epoch_s
+                for k in (
+                    "gossip_work_digests",
+                    "gossip_feedback_digests",
+                    "gossip_heartbeats",
+                    "gossip_ihave",
+                )
+            },
             "gossip_bytes_s": gossip,
             "digest_verify_share": share,
             "targets": {
