@@ -48,6 +48,7 @@ import dataclasses
 import functools
 import hashlib
 import math
+from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
@@ -98,6 +99,13 @@ class CostModel:
             Noise framing).
         ihave_id_bytes: bytes per message ID in an IHAVE.
         payload_bytes: task input plus output bytes per execution (0: records only).
+        feedback_digest_epochs: **a what-if, not the live protocol**: a client publishes
+            one FeedbackDigest for ``k`` epochs (one row per node, counts summed), in the
+            epochs where ``client index % k == epoch % k``. The ``FeedbackDigest`` record
+            names one epoch, so ``k > 1`` models a format change issue 14 allows ("batching
+            several epochs is fine") but nobody has specified; 1 (the default) is today's
+            flow. Averages leave out the first ``k - 1`` epochs (their digests cover fewer
+            epochs).
         offer_bytes, claim_bytes, receipt_bytes, feedback_bytes, heartbeat_bytes: record
             envelope sizes.
         audit_request_bytes: one challenge frame.
@@ -123,6 +131,7 @@ class CostModel:
     gossip_overhead_bytes: int = 393
     ihave_id_bytes: int = 34
     payload_bytes: int = 0
+    feedback_digest_epochs: int = 1
     offer_bytes: int = 395
     claim_bytes: int = 293
     receipt_bytes: int = 545
@@ -153,8 +162,9 @@ class CostModel:
             if isinstance(f.default, bool):
                 out[f.name] = check_bool(where, f.name, v)
             elif isinstance(f.default, int):
-                hi = 64 if f.name in ("mesh_degree", "ihave_peers", "gossip_window") else 10**9
-                lo = 1 if f.name in ("mesh_degree", "gossip_window") else 0
+                at_least_one = ("mesh_degree", "gossip_window", "feedback_digest_epochs")
+                hi = 64 if f.name in (*at_least_one, "ihave_peers") else 10**9
+                lo = 1 if f.name in at_least_one else 0
                 out[f.name] = check_int(where, f.name, v, lo, hi)
             else:
                 hi = 1.0 if f.name == "verify_target_share" else 1e12
@@ -322,6 +332,8 @@ class DigestFlow:
         self.expected = 0.0
         self.first_caught: dict[int, int] = {}  # node -> epoch of its first caught digest
         self.first_faulty: dict[int, int] = {}
+        # the feedback columns of the last feedback_digest_epochs epochs (batching what-if)
+        self._feedback: deque[tuple[np.ndarray, ...]] = deque(maxlen=model.feedback_digest_epochs)
 
     # -- digests of one epoch --------------------------------------------------------------
     def epoch(
@@ -361,7 +373,14 @@ class DigestFlow:
         wrec = np.zeros(len(wpairs), np.int64)
         wrec[np.searchsorted(wpairs, rpairs)] = rcount
         w_counts = np.stack((wclaims, wrec, wclaims - wrec, np.zeros_like(wrec)), axis=1)
-        # feedback rows: (client, node) pairs with ok / wrong / timeout counts, latency sums
+        # feedback rows: (client, node) pairs with ok / wrong / timeout counts, latency sums;
+        # with batching, the clients whose turn it is publish their last k epochs' rows
+        k = self.m.feedback_digest_epochs
+        self._feedback.append((fc, fn, fout, flat))
+        if k > 1:
+            fc, fn, fout, flat = (np.concatenate(x) for x in zip(*self._feedback, strict=True))
+            turn = fc % k == e % k
+            fc, fn, fout, flat = fc[turn], fn[turn], fout[turn], flat[turn]
         fpairs, finv = np.unique(fc * n_nodes + fn, return_inverse=True)
         f_counts = np.zeros((len(fpairs), 5), np.int64)
         for code in (0, 1, 2):
@@ -404,6 +423,7 @@ class DigestFlow:
                 "work_rows": float(drows[is_work].sum()),
                 "feedback_rows": float(drows[~is_work].sum()),
                 "work_leaves": float(dleaves[is_work].sum()),
+                "feedback_leaves": float(dleaves[~is_work].sum()),
                 "heartbeats": len(online_nodes),
                 "pairs": pairs,
                 "audit_challenges": challenges,
@@ -627,7 +647,8 @@ class DigestFlow:
 
     def summary(self, cheaters: int) -> dict[str, Any]:
         """The ``digests`` section of ``summary.json``."""
-        m, ep = self.m, self.epochs
+        m = self.m
+        ep = self.epochs[m.feedback_digest_epochs - 1 :] or self.epochs
         n = max(len(ep), 1)
 
         def mean_of(who: str, key: str) -> dict[str, float]:

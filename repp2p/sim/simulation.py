@@ -31,6 +31,12 @@ arrive together; a node runs ``capacity`` of them at once and each further wave 
 ``deadline / queue_ms`` times its capacity in a tick times out (heartbeat load stays 0: the
 queue drains within the tick).
 
+Digests (issue 14): with the scenario's ``[digests]`` table enabled, each epoch's tasks are
+followed through the digest flow after the epoch closes (``repp2p.sim.digests``): the
+digests every party publishes, their audits (and detection of misreported leaves, whose
+publishers become proven offenders at the audit boundary), and per-peer bytes, records
+verified and CPU. Without the table nothing of it runs and a run is unchanged.
+
 Disputes (issue 15): a k = 1 result the client reports wrong, and a k >= 2 task whose
 receipts disagree, is escalated one replica at a time down the task's ranking (the same
 matching) until ``repp2p.reputation.disputes.dispute_verdicts`` is confident under the

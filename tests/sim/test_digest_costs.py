@@ -241,3 +241,15 @@ def test_digest_fault_needs_the_digest_flow():
         Scenario.from_dict({"digests": {"bogus": 1}})
     with pytest.raises(ConfigError):
         Scenario.from_dict({"digest_params": {"audit_samples": 0}})
+
+
+def test_batched_feedback_digests_what_if_cuts_messages_not_leaves():
+    one = simulate(_scenario(epochs=8)).summary["digests"]
+    four = simulate(_scenario(epochs=8, digests={"enabled": True, "feedback_digest_epochs": 4}))
+    batched = four.summary["digests"]
+    assert batched["per_epoch"]["feedback_digests"] < 0.6 * one["per_epoch"]["feedback_digests"]
+    assert batched["rows_per_feedback_digest"] > one["rows_per_feedback_digest"]
+    assert batched["gossip_bytes_s"] < one["gossip_bytes_s"]
+    # the same feedback, published later: each in exactly one digest (steady state)
+    fb = batched["per_epoch"]["feedback_leaves"]
+    assert fb == pytest.approx(one["per_epoch"]["feedback_leaves"], rel=0.15)
