@@ -464,7 +464,16 @@ class DigestFlow:
         work = np.full(len(rj), int(kind == "work"))
         return np.stack((np.repeat(owners, k), work, rj, lj, size)).astype(np.int64)
 
-    def _gossip(self, costs, nodes, pub, is_work, drows, dbytes, pairs) -> None:
+    def _gossip(
+        self,
+        costs: EpochCosts,
+        nodes: np.ndarray,
+        pub: np.ndarray,
+        is_work: np.ndarray,
+        drows: np.ndarray,
+        dbytes: np.ndarray,
+        pairs: int,
+    ) -> None:
         """Digests and heartbeats on GossipSub: every subscriber receives each message
         about ``mesh_degree - 1`` times and forwards it as often; a publisher floods its
         own to ``flood_peers``; IHAVE advertises each message ID. Each subscriber verifies
@@ -508,7 +517,14 @@ class DigestFlow:
         costs.cpu["fold"] = np.where(sub, pairs * m.fold_row_us, 0.0)
 
     def _tasks(
-        self, costs, claim_client, claim_node, rcpt_client, rcpt_node, fb_client, fb_node
+        self,
+        costs: EpochCosts,
+        claim_client: np.ndarray,
+        claim_node: np.ndarray,
+        rcpt_client: np.ndarray,
+        rcpt_node: np.ndarray,
+        fb_client: np.ndarray,
+        fb_node: np.ndarray,
     ) -> None:
         """Per-task records between a task's parties only: the request with the offer (and
         half the payload) to each node that claims, its claim and receipt (and the
@@ -529,7 +545,14 @@ class DigestFlow:
             costs.records += verified
             costs.cpu["records"] += verified * m.record_us
 
-    def _audits(self, costs, nodes, pub, is_work, dleaves) -> int:
+    def _audits(
+        self,
+        costs: EpochCosts,
+        nodes: np.ndarray,
+        pub: np.ndarray,
+        is_work: np.ndarray,
+        dleaves: np.ndarray,
+    ) -> int:
         """Each non-empty digest part: ``min(audit_samples, leaves)`` challenges from each
         of ``auditors_per_digest`` auditors drawn uniformly among the online nodes other
         than the publisher. Returns the challenges sent."""
@@ -565,20 +588,27 @@ class DigestFlow:
             np.add.at(costs.records, auditor, k * recs)
         return int(k.sum()) * min(a, n_on - 1)
 
-    def _faults(self, e, pub, is_work, leaves, digest_fault, c) -> np.ndarray:
+    def _faults(
+        self,
+        e: int,
+        pub: np.ndarray,
+        is_work: np.ndarray,
+        leaves: np.ndarray,
+        digest_fault: np.ndarray,
+        c: int,
+    ) -> np.ndarray:
         """Draw the misreported leaves of cheating nodes' work digests and audit them with
-        the real core's challenge draw."""
+        the real core's challenge draw; returns the nodes caught."""
         nodes = pub - c
         cheat = np.flatnonzero(is_work & (leaves > 0))
         cheat = cheat[digest_fault[nodes[cheat]] > 0]
         caught = []
         if not len(cheat):
             return np.zeros(0, np.int64)
-        seed = audit_seed(
-            e,
-            self.p.grace_epochs,
-            hashlib.sha256(b"repp2p/sim/audit-entropy\0" + self.seed.to_bytes(8, "big")).digest(),
-        )
+        # The entropy stands for the IDs of the digests of e + 1 (docs/digests.md): bytes
+        # the publisher cannot steer; simulated publishers do not grind their digests.
+        entropy = hashlib.sha256(b"repp2p/sim/audit-entropy\0" + self.seed.to_bytes(8, "big"))
+        seed = audit_seed(e, self.p.grace_epochs, entropy.digest())
         s = self.p.audit_samples
         for i in cheat:
             node, n = int(nodes[i]), int(leaves[i])

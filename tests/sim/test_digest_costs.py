@@ -253,3 +253,45 @@ def test_batched_feedback_digests_what_if_cuts_messages_not_leaves():
     # the same feedback, published later: each in exactly one digest (steady state)
     fb = batched["per_epoch"]["feedback_leaves"]
     assert fb == pytest.approx(one["per_epoch"]["feedback_leaves"], rel=0.15)
+
+
+def test_one_epoch_by_hand_auditors_are_never_the_publisher():
+    from repp2p.digests.params import DigestParams
+    from repp2p.sim.digests import DigestFlow
+
+    model = CostModel(enabled=True, clients_follow_gossip=False)
+    m = model
+    for seed in range(20):
+        flow = DigestFlow(model, DigestParams(), 1, 60, 1, np.random.default_rng(seed))
+        a = np.array
+        costs, caught = flow.epoch(
+            3,
+            2,
+            a([0, 1]),  # both nodes online
+            a([0, 0, 0, 0]),  # four offers of client 0
+            100,  # offer ids 100..103
+            (a([0, 0, 1, 1]), a([100, 101, 102, 103])),
+            (a([0, 0, 1, 1]), a([100, 101, 102, 103])),
+            (
+                a([0, 0, 0, 0]),
+                a([0, 0, 1, 1]),
+                a([100, 101, 102, 103]),
+                a([0, 0, 0, 2]),
+                a([100, 120, 90, 30_000]),
+            ),
+            np.zeros(2),
+        )
+        assert len(caught) == 0
+        cnt = costs.counts
+        assert (cnt["work_digests"], cnt["feedback_digests"]) == (2, 1)
+        assert cnt["audit_challenges"] == 2 + 2 + 4  # min(8, leaves) per digest
+        # each node audits the other's digest (never its own); the client's goes to one
+        audits = costs.cpu["audits"]
+        assert audits[0] == 0  # the client audits nothing
+        assert sorted(np.round(audits[1:] / m.audit_us)) == [2, 6]
+        assert costs.recv["audits"][0] == 4 * m.audit_request_bytes
+        # a client that does not follow gossip only floods its own digest
+        assert costs.recv["gossip"][0] == 0 and costs.sent["gossip"][0] > 0
+        # records: digests and heartbeats but one's own, per-task records received, audits
+        assert costs.records[0] == 4 + 4  # claims and receipts
+        assert costs.records[1:].sum() == (3 + 4 + 6) * 2 + 4 * 2
