@@ -47,7 +47,7 @@ NOW = factories.NOW
 TOPIC = "/repp2p/1/digests"
 
 
-def _timed(fn: Callable[[], object], repeat: int, rounds: int = 7) -> float:
+def _timed(fn: Callable[[], object], repeat: int, rounds: int = 21) -> float:
     """The fastest of ``rounds`` rounds, each the mean CPU time of ``repeat`` calls in
     microseconds. CPU time of this process (``time.process_time``), not wall time, and the
     fastest round: on a shared machine other work only ever adds time."""
@@ -248,7 +248,7 @@ def baseline_us(repeat: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeat", type=int, default=400, help="calls per timed round")
+    ap.add_argument("--repeat", type=int, default=150, help="calls per timed round")
     args = ap.parse_args()
     r = args.repeat
     dig = digest_costs([0, 1, 4, 16, 64, 256], r)
