@@ -1027,6 +1027,9 @@ class SimResult:
         if sim.flow is not None:
             cheaters = int(((sim.digest_fault > 0) & (sim.tasks_of > 0)).sum())
             summary["digests"] = sim.flow.summary(cheaters)
+            # the two headline figures at the top level too, so sweeps tabulate them
+            summary["gossip_bytes_s"] = summary["digests"]["gossip_bytes_s"]
+            summary["digest_verify_share"] = summary["digests"]["digest_verify_share"]
         per_node = {
             "behaviour": sim.behaviour,
             "tasks": sim.tasks_of,

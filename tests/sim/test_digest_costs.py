@@ -295,3 +295,28 @@ def test_one_epoch_by_hand_auditors_are_never_the_publisher():
         # records: digests and heartbeats but one's own, per-task records received, audits
         assert costs.records[0] == 4 + 4  # claims and receipts
         assert costs.records[1:].sum() == (3 + 4 + 6) * 2 + 4 * 2
+
+
+def test_cli_prints_the_per_peer_figures_and_sweeps_tabulate_them(tmp_path, capsys):
+    import argparse
+
+    from repp2p.cli import sim as sim_cli
+
+    path = tmp_path / "d.toml"
+    path.write_text(
+        "nodes = 10\nepochs = 2\ntasks_per_epoch = 50\n[clients]\ncount = 10\n"
+        "[digests]\nenabled = true\n"
+    )
+    parser = argparse.ArgumentParser()
+    sim_cli.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["sim", "run", str(path), "--out", str(tmp_path / "o"), "--quiet"])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "per-peer gossip (node p99)" in out and "bytes/s (target <= 1,000,000: met)" in out
+    assert "digest verification (node p99)" in out and "of one core (target <= 10%: met)" in out
+    argv = ["sim", "sweep", str(path), "--out", str(tmp_path / "s"), "--quiet", "--no-plots"]
+    args = parser.parse_args([*argv, "--grid", "digests.mesh_degree=2,6"])
+    assert args.func(args) == 0
+    header, low, high = (tmp_path / "s" / "sweep.csv").read_text().splitlines()
+    col = header.split(",").index("gossip_bytes_s")
+    assert float(low.split(",")[col]) < float(high.split(",")[col])
