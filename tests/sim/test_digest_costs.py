@@ -320,3 +320,20 @@ def test_cli_prints_the_per_peer_figures_and_sweeps_tabulate_them(tmp_path, caps
     header, low, high = (tmp_path / "s" / "sweep.csv").read_text().splitlines()
     col = header.split(",").index("gossip_bytes_s")
     assert float(low.split(",")[col]) < float(high.split(",")[col])
+
+
+def test_gossip_overhead_default_is_py_libp2ps_framing():
+    """The per-message overhead and IHAVE entry size are what bench/verify_cost.py measures
+    with py-libp2p's own protobufs (a py-libp2p upgrade that changes them fails here)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "bench" / "verify_cost.py"
+    spec = importlib.util.spec_from_file_location("verify_cost_bench", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    measured = bench.gossip_overhead()
+    m = CostModel()
+    assert measured["per_message"] == m.gossip_overhead_bytes
+    assert measured["ihave_id"] == m.ihave_id_bytes
