@@ -635,7 +635,7 @@ class DigestFlow:
     def record(self, e: int, costs: EpochCosts, online_nodes: np.ndarray) -> dict[str, Any]:
         """Per-epoch figures (``metrics.csv`` columns) and the per-peer distribution kept
         for the summary."""
-        c, m, secs = self.c, self.m, float(self.epoch_s)
+        c, secs = self.c, float(self.epoch_s)
         nodes = online_nodes + c
         gossip = np.maximum(costs.sent["gossip"], costs.recv["gossip"]) / secs
         sent = sum(costs.sent.values()) / secs
@@ -672,7 +672,6 @@ class DigestFlow:
             row[f"{who}_records_verified_mean"] = st["records_verified"]["mean"]
             row[f"{who}_digest_verify_share_p99"] = st["digest_verify_share"]["p99"]
             row[f"{who}_verify_share_p99"] = st["verify_share"]["p99"]
-        del m
         return row
 
     def summary(self, cheaters: int) -> dict[str, Any]:
