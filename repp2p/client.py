@@ -50,6 +50,7 @@ from repp2p.records import (
     SignedRecord,
     TaskOffer,
     decode,
+    sign_sealed_input,
     task_id_for,
 )
 from repp2p.store import RecordStoreAPI
@@ -578,6 +579,7 @@ class _Attempt:
         sealed, _ = seal_input(self.data, enc_key, task_id=o.task_id, secret=self.secret)
         sent = self.clock.now()
         request = {"offer": self.offer.data, "sealed": sealed}
+        request["input_sig"] = self._input_sig(peer, enc_key, sealed)
         if self.releases:
             request["releases"] = list(self.releases)
         try:
@@ -608,6 +610,14 @@ class _Attempt:
         self.client.pipeline.accept_decoded(receipt, source="task")
         self.records[r] = (claim, receipt)
         return self.plan.on_reply_ok(r, output, latency)
+
+    def _input_sig(self, peer: str, enc_key: bytes, sealed: bytes) -> bytes:
+        """Our signature over the sealed input for ``peer``: with it the node's enclave can
+        prove a bad input was ours (a signed Refusal), so it is never blamed for one."""
+        task_id = self.offer.record.task_id  # type: ignore[attr-defined]
+        return sign_sealed_input(
+            self.client.identity, task_id=task_id, node=peer, enc_key=enc_key, sealed=sealed
+        )
 
     def _since(self, sent: float) -> int:
         return int((self.clock.now() - sent) * 1000)

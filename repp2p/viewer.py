@@ -29,6 +29,7 @@ from repp2p.records import (
     Feedback,
     NodeAd,
     Receipt,
+    Refusal,
     SignedRecord,
     TaskOffer,
 )
@@ -83,7 +84,7 @@ def before_epoch(
         if isinstance(rec, NodeAd | Attestation):
             out.append(signed)
             continue
-        if isinstance(rec, Receipt | Feedback):
+        if isinstance(rec, Receipt | Feedback | Refusal):
             record_epoch, limit = offer_epoch.get(rec.task_id), epoch - params.task_record_lag
         elif isinstance(rec, TaskOffer):
             if not is_bound_offer(signed):

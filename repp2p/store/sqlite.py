@@ -399,9 +399,9 @@ class SqliteRecordStore(RecordStoreAPI):
         try:
             with self._transaction():
                 cutoff = _u64(max(before_epoch, 0))
-                tail = ("Receipt", "Feedback")
+                tail = ("Receipt", "Feedback", "Refusal")
                 dropped = self._db.execute(
-                    "DELETE FROM records WHERE type IN (?,?) AND substr(slot, 1, 32) IN"
+                    "DELETE FROM records WHERE type IN (?,?,?) AND substr(slot, 1, 32) IN"
                     " (SELECT slot FROM records WHERE type='TaskOffer' AND epoch < ?)",
                     (*tail, cutoff),
                 ).rowcount
@@ -410,7 +410,7 @@ class SqliteRecordStore(RecordStoreAPI):
                     (cutoff,),
                 ).rowcount
                 dropped += self._db.execute(
-                    "DELETE FROM records WHERE type IN (?,?) AND received_at < ? AND"
+                    "DELETE FROM records WHERE type IN (?,?,?) AND received_at < ? AND"
                     " substr(slot, 1, 32) NOT IN (SELECT slot FROM records WHERE type='TaskOffer')",
                     (*tail, int(orphans_before)),
                 ).rowcount
