@@ -250,6 +250,7 @@ class ViewKeeper:
             verified=True,
             tcb_degraded=False,
             attested_at=signed_at if signed_at is not None else rec.epoch * self.epoch_s,
+            result_key=rec.result_key,
         )
 
     def verdict_of(self, peer_id: str) -> AttestedNode | None:
