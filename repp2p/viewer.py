@@ -171,6 +171,24 @@ class ViewKeeper:
                 return exc.reason
         return None
 
+    def is_attested(self, signed: SignedRecord, now: int) -> bool:
+        """Whether ``signed``'s signer has a verified attestation: one our views verified,
+        the one it has stored, or ``signed`` itself when it is an attestation that
+        verifies (:class:`repp2p.node.budgets.UnattestedQuota` exempts such signers)."""
+        if signed.signer in self._keys:
+            return True
+        if isinstance(signed.record, Attestation):
+            candidates = [signed]
+        else:
+            candidates = self.store.query(type=Attestation.TYPE, signer=signed.signer, limit=1)
+        for attestation in candidates:
+            try:
+                self._verify(attestation, now)
+            except AttestationError:
+                continue
+            return True
+        return False
+
     def _verify(
         self,
         signed: SignedRecord,

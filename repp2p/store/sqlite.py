@@ -418,6 +418,16 @@ class SqliteRecordStore(RecordStoreAPI):
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"record store {self.path}: {exc}") from None
 
+    def delete(self, record_ids: list[bytes]) -> int:
+        try:
+            with self._transaction():
+                cursor = self._db.executemany(
+                    "DELETE FROM records WHERE record_id=?", [(r,) for r in record_ids]
+                )
+            return cursor.rowcount
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"record store {self.path}: {exc}") from None
+
     def count(self, type: str | None = None) -> int:
         if type is None:
             return self._db.execute("SELECT count(*) FROM records").fetchone()[0]
