@@ -272,3 +272,20 @@ async def test_fresh_keys_flooding_ads_fill_only_the_quota(tmp_path):
         with trio.fail_after(3 * gate.config.epoch_s + 10):
             while len(own()) <= before:
                 await trio.sleep(0.2)
+
+
+def test_at_start_the_quota_counts_the_store_and_evicts_what_no_longer_fits():
+    # A store filled under a larger quota (or before the quota existed): seeding counts it
+    # and names what the configured quota keeps out, the same as if it arrived now.
+    records = [heartbeat("old-key", e) for e in range(20)] + [ad(f"k{k}") for k in range(30)]
+    params = BudgetParams(unattested_bytes=8 * KIB, unattested_total_bytes=64 * KIB)
+    quota = UnattestedQuota(params, never_attested)
+    shuffled = list(records)
+    random.Random(1).shuffle(shuffled)
+    evicted = set(quota.seed(shuffled, NOW))
+    kept = [s for s in records if s.record_id not in evicted]
+    assert len(kept) == 64 * KIB // RECORD_CHARGE == quota.held_bytes // RECORD_CHARGE
+    peer = Peer(params)
+    for signed in records:
+        peer.receive(signed)
+    assert {s.record_id for s in kept} == set(peer.held)
