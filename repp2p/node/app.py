@@ -39,6 +39,7 @@ from repp2p.attestation import load_policy
 from repp2p.clock import ClockAPI, as_clock
 from repp2p.config import NodeConfig
 from repp2p.errors import ConfigError, KeyFileError, NodeNotRunning
+from repp2p.explorer import Explorer
 from repp2p.identity import Identity
 from repp2p.net import audit as audit_protocol
 from repp2p.net import connmgr, status_http
@@ -442,6 +443,7 @@ class Node:
                         nursery.start_soon(_drain, subscription)
                     status_port = None
                     if cfg.status_listen:
+                        explorer = Explorer(keeper, self.clock, peer_id=self.peer_id, role=cfg.role)
                         address, _, port = cfg.status_listen.rpartition(":")
                         status_port = await nursery.start(
                             status_http.serve,
@@ -451,6 +453,7 @@ class Node:
                             status.metrics_text,
                             status.record_status,
                             status.problems,
+                            explorer.routes(),
                         )
                     if status_port:
                         address = cfg.status_listen.rpartition(":")[0]
