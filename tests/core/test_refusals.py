@@ -153,3 +153,20 @@ def test_views_without_refusals_are_unchanged():
     assert ev.refusals == ()
     again = compute(dataclasses.replace(ev, refusals=()), now=NOW, epoch_s=f.EPOCH_S)
     assert t.score.tobytes() == again.score.tobytes()
+
+
+def test_the_ledger_pays_a_refusing_node_like_one_never_attacked():
+    # The ledger pays work x quality (permille): the refused tasks are no undelivered
+    # work of the node, so its pay equals that of the node with the same honest history.
+    from repp2p.ledger import LedgerState, settle
+    from repp2p.reputation import PenaltyBook
+
+    def pay(hostile: str) -> dict[str, int]:
+        ev, t = table(scenario(hostile))
+        s = settle(LedgerState(), ev, t, PenaltyBook(), epoch=EPOCHS - 2)
+        return dict(s.payouts)
+
+    victim, other = f.peer("victim"), f.peer("other")
+    refused, blamed = pay("refused"), pay("blamed")
+    assert refused[victim] == refused[other] > 0
+    assert blamed[victim] < blamed[other]
