@@ -195,6 +195,8 @@ def _frame_seeds() -> list[bytes]:
     offer, claim, receipt = _signed_samples()[3:6]
     return [
         _frame({"offer": offer, "sealed": b"\x00" * 48}),
+        _frame({"offer": offer, "sealed": b"\x00" * 48, "input_sig": b"\x01" * 64}),
+        _frame({"ok": False, "error": "input_refused", "detail": "", "refusal": receipt}),
         _frame({"records": [claim]}),
         _frame({"ok": True, "claim": claim, "receipt": receipt, "output": b"x"}),
         _frame({"ok": False, "error": "no_capacity", "detail": ""})
