@@ -51,20 +51,21 @@ async def test_bad_inputs_cost_the_client_not_the_node(tmp_path, monkeypatch):
             refused: list[tuple[bytes, str]] = []  # (task id, the node that refused it)
             for i in range(BAD_TASKS):
                 before = {s.record_id for s in client.store.query(type="TaskOffer")}
-                with trio.fail_after(60), pytest.raises(TaskError):
+                with trio.fail_after(60), pytest.raises(TaskError) as failed:
                     await client.submit("echo", b"bad %d" % i, timeout=8)
+                # The client checked the refusal and stopped: its input is at fault.
+                assert failed.value.reason == "input_refused"
                 offers = client.store.query(type="TaskOffer", signer=client.peer_id)
                 (offer,) = [o for o in offers if o.record_id not in before]
                 task_id = offer.record.task_id
                 # Each node holds its own refusal at once (and the other's once the feeds
-                # bring it). Rank 0 claimed and refused; rank 1 normally sees that claim and
-                # declines (not its turn), but may claim and refuse too if it came late.
+                # bring it). Rank 0 claimed and refused; the client stopped there.
                 held = {
                     r.record_id: r
                     for n in nodes
                     for r in n.store.query(type=Refusal.TYPE, signer=n.peer_id, slot=task_id)
                 }
-                assert held, "a node claimed the task and refused the input"
+                assert len(held) == 1, "one node claimed the task and refused the input"
                 for signed in held.values():
                     assert signed.record.code == "bad_seal"
                     assert signed.record.client == client.peer_id
