@@ -68,7 +68,7 @@ from repp2p.node.status import OperatorStatus
 from repp2p.node.views import ViewService
 from repp2p.records import EngineOffer, NodeAd, Record, SignedRecord
 from repp2p.store import SqliteRecordStore
-from repp2p.tee.enclave import check_platform
+from repp2p.tee.enclave import check_platform, missing_tee_setting
 from repp2p.tee.errors import EnclaveError
 from repp2p.viewer import ViewKeeper
 
@@ -121,6 +121,9 @@ class Node:
                 check_platform(config.tee_kind)
             except EnclaveError as exc:
                 raise ConfigError(exc.detail) from None
+            missing = missing_tee_setting(config)
+            if missing:
+                raise ConfigError(missing)
         self.policy = load_policy(config.policy_path())
         self.phase = phase_of(self.peer_id)
         self.conn_events = connmgr.ConnectionEvents(
@@ -274,6 +277,8 @@ class Node:
                     cheat=cfg.cheat,
                     tee_kind=cfg.tee_kind,
                     collateral_file=cfg.tee_collateral or None,
+                    enclave_address=cfg.tee_enclave or None,
+                    gpu=cfg.gpu or None,
                 )
             async with host.run(listen_addrs=listen):
                 mode = DHTMode.SERVER if is_full else DHTMode.CLIENT
