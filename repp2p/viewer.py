@@ -171,16 +171,16 @@ class ViewKeeper:
                 return exc.reason
         return None
 
-    def is_attested(self, signed: SignedRecord, now: int) -> bool:
-        """Whether ``signed``'s signer has a verified attestation: one our views verified,
-        the one it has stored, or ``signed`` itself when it is an attestation that
-        verifies (:class:`repp2p.node.budgets.UnattestedQuota` exempts such signers)."""
-        if signed.signer in self._keys:
+    def is_attested(self, signer: str, now: int, record: SignedRecord | None = None) -> bool:
+        """Whether ``signer`` has a verified attestation: one our views verified, the one
+        it has stored, or ``record`` when that is its attestation and verifies
+        (:class:`repp2p.node.budgets.UnattestedQuota` exempts such signers)."""
+        if signer in self._keys:
             return True
-        if isinstance(signed.record, Attestation):
-            candidates = [signed]
+        if record is not None and isinstance(record.record, Attestation):
+            candidates = [record]
         else:
-            candidates = self.store.query(type=Attestation.TYPE, signer=signed.signer, limit=1)
+            candidates = self.store.query(type=Attestation.TYPE, signer=signer, limit=1)
         for attestation in candidates:
             try:
                 self._verify(attestation, now)

@@ -146,12 +146,16 @@ class UnattestedQuota:
 
     Args:
         params: ``unattested_bytes`` and ``unattested_total_bytes``.
-        is_attested: ``is_attested(signed, now)``: the record's signer has a verified
-            attestation (or the record is one that verifies).
+        is_attested: ``is_attested(signer, now, record)``: the signer has a verified
+            attestation (or ``record``, when given, is one that verifies). Asked for each
+            record, and again before evicting a held record, so an identity attested in
+            between leaves the quota instead of losing records.
     """
 
     def __init__(
-        self, params: BudgetParams, is_attested: Callable[[SignedRecord, int], bool]
+        self,
+        params: BudgetParams,
+        is_attested: Callable[[str, int, SignedRecord | None], bool],
     ) -> None:
         self._per_identity = params.unattested_bytes
         self._total = params.unattested_total_bytes
@@ -178,7 +182,7 @@ class UnattestedQuota:
         if signed.type not in _TYPE_RANK:
             return True, []
         self._expire(now)
-        if self._is_attested(signed, now):
+        if self._is_attested(signed.signer, now, signed):
             self._forget_signer(signed.signer)
             return True, []
         if len(signed.data) > RECORD_CHARGE:
@@ -191,7 +195,7 @@ class UnattestedQuota:
             return True, []
         replaced = self._remove(slot) if held is not None else None
         self._add(slot, _Held(quota_key(signed), signed.record.seq, signed.record.expires))
-        evicted = self._trim_signer(signed.signer) + self._trim_total()
+        evicted = self._trim_signer(signed.signer, now) + self._trim_total(now)
         now_held = self._held.get(slot)
         if now_held is not None and now_held.record_id == signed.record_id:
             return True, evicted
@@ -200,7 +204,7 @@ class UnattestedQuota:
         evicted.remove(signed.record_id)
         if replaced is not None:
             self._add(slot, replaced)
-            evicted += self._trim_signer(signed.signer) + self._trim_total()
+            evicted += self._trim_signer(signed.signer, now) + self._trim_total(now)
         return False, evicted
 
     def seed(self, records: list[SignedRecord], now: int) -> list[bytes]:
@@ -240,19 +244,27 @@ class UnattestedQuota:
         for _key, slot in list(self._by_signer.get(signer, ())):
             self._remove(slot)
 
-    def _trim_signer(self, signer: str) -> list[bytes]:
+    def _trim_signer(self, signer: str, now: int) -> list[bytes]:
         evicted = []
         while self._signer_bytes.get(signer, 0) > self._per_identity:
             _key, slot = self._by_signer[signer][-1]
-            evicted.append(self._remove(slot).record_id)
+            evicted += self._evict(slot, now)
         return evicted
 
-    def _trim_total(self) -> list[bytes]:
+    def _trim_total(self, now: int) -> list[bytes]:
         evicted = []
         while self._bytes > self._total:
             _key, slot = self._order[-1]
-            evicted.append(self._remove(slot).record_id)
+            evicted += self._evict(slot, now)
         return evicted
+
+    def _evict(self, slot: _Slot, now: int) -> list[bytes]:
+        """Push ``slot``'s record out: its ID to delete, or nothing when its signer has
+        become attested since (then all its records leave the quota and stay stored)."""
+        if self._is_attested(slot[0], now, None):
+            self._forget_signer(slot[0])
+            return []
+        return [self._remove(slot).record_id]
 
     def _expire(self, now: int) -> None:
         while self._expiry and self._expiry[0][0] <= now:

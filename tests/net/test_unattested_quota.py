@@ -59,7 +59,7 @@ def ad(name: str, *, addrs: int = 1, seq: int = 1, expires: int | None = None):
     return decode(encode(record, factories.identity(name)))
 
 
-def never_attested(signed, now) -> bool:
+def never_attested(signer, now, record) -> bool:
     return False
 
 
@@ -130,7 +130,7 @@ def test_the_same_records_in_any_order_leave_every_peer_holding_the_same():
 def test_attested_identities_are_exempt_and_leave_the_quota():
     attested: set[str] = set()
     params = BudgetParams(unattested_bytes=32 * KIB, unattested_total_bytes=64 * KIB)
-    peer = Peer(params, lambda signed, now: signed.signer in attested)
+    peer = Peer(params, lambda signer, now, record: signer in attested)
     node = factories.identity("honest-node").peer_id
     # Before its attestation arrives, a node's first records fit its identity's quota.
     assert peer.receive(ad("honest-node"))
@@ -289,3 +289,18 @@ def test_at_start_the_quota_counts_the_store_and_evicts_what_no_longer_fits():
     for signed in records:
         peer.receive(signed)
     assert {s.record_id for s in kept} == set(peer.held)
+
+
+def test_an_identity_attested_meanwhile_is_not_evicted_by_a_flood():
+    # Counted while unattested, then its attestation verified (by a view, say) with no new
+    # record of it arriving: a flood of fresh keys must not evict its records.
+    attested: set[str] = set()
+    params = BudgetParams(unattested_bytes=32 * KIB, unattested_total_bytes=64 * KIB)
+    peer = Peer(params, lambda signer, now, record: signer in attested)
+    node = ad("late-attested", addrs=12)  # large: the first in line to be pushed out
+    assert peer.receive(node)
+    attested.add(node.signer)
+    for k in range(40):
+        peer.receive(ad(f"flood-{k}"))
+    assert node.record_id in peer.held
+    assert peer.quota.held_bytes == 64 * KIB  # the flood fills the quota, nothing more
