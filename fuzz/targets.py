@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import functools
+import hashlib
 import os
 import tempfile
 from collections.abc import Callable
@@ -194,6 +195,8 @@ def _frame_seeds() -> list[bytes]:
     offer, claim, receipt = _signed_samples()[3:6]
     return [
         _frame({"offer": offer, "sealed": b"\x00" * 48}),
+        _frame({"offer": offer, "sealed": b"\x00" * 48, "input_sig": b"\x01" * 64}),
+        _frame({"ok": False, "error": "input_refused", "detail": "", "refusal": receipt}),
         _frame({"records": [claim]}),
         _frame({"ok": True, "claim": claim, "receipt": receipt, "output": b"x"}),
         _frame({"ok": False, "error": "no_capacity", "detail": ""})
@@ -291,7 +294,59 @@ def _enclave_seeds() -> list[bytes]:
         "input_size": 5,
     }
     attest = {"op": "attest", "peer_id": "p", "epoch": 3, "nonce": b"\x01" * 32, "now": NOW}
-    return [encode_frame(execute), encode_frame(attest)]
+    return [encode_frame(execute), encode_frame(attest), encode_frame(_signed_execute(state))]
+
+
+def _signed_execute(state: Any) -> dict:
+    """An execute request with the client's signed offer and input signature: the
+    commitment checks, and (for mutated sealed bytes) the path on which the enclave signs
+    a Refusal."""
+    from repp2p.records import TaskOffer, encode, sign_sealed_input, task_id_for
+    from repp2p.tee.sealing import TaskSecret, seal_input
+    from repp2p.testing.factories import identity
+
+    client, node = identity("fuzz-client"), identity("fuzz-node")
+    secret = TaskSecret.from_seed(b"\x05" * 32)
+    offer = TaskOffer(
+        task_id=task_id_for(client.public_key, secret.public_key),
+        engine_id="echo",
+        epoch=7,
+        tee_kinds=(),
+        min_reputation=0,
+        max_price=1,
+        redundancy=1,
+        deadline_ms=(NOW + 600) * 1000,
+        input_digest=secret.digest(b"hello"),
+        input_size=5,
+        result_key=secret.public_key,
+        seq=1,
+        expires=NOW + 3600,
+    )
+    data = encode(offer, client)
+    enc_key = bytes(state.enc_key.public_key)
+    sealed, _ = seal_input(b"hello", enc_key, task_id=offer.task_id, secret=secret)
+    return {
+        "op": "execute",
+        "task_id": offer.task_id,
+        "offer_id": hashlib.sha256(data).digest(),
+        "engine_id": "echo",
+        "input_digest": offer.input_digest,
+        "client_key": offer.result_key,
+        "sealed": sealed,
+        "started_ms": 1,
+        "expires": NOW + 3600,
+        "seq": 1,
+        "input_size": 5,
+        "offer": data,
+        "node": node.peer_id,
+        "input_sig": sign_sealed_input(
+            client,
+            task_id=offer.task_id,
+            node=node.peer_id,
+            enc_key=enc_key,
+            sealed=sealed,
+        ),
+    }
 
 
 # -- files an operator or researcher writes ------------------------------------------------

@@ -29,6 +29,7 @@ from repp2p.records import (
     Feedback,
     NodeAd,
     Receipt,
+    Refusal,
     SignedRecord,
     TaskOffer,
 )
@@ -83,7 +84,7 @@ def before_epoch(
         if isinstance(rec, NodeAd | Attestation):
             out.append(signed)
             continue
-        if isinstance(rec, Receipt | Feedback):
+        if isinstance(rec, Receipt | Feedback | Refusal):
             record_epoch, limit = offer_epoch.get(rec.task_id), epoch - params.task_record_lag
         elif isinstance(rec, TaskOffer):
             if not is_bound_offer(signed):
@@ -170,6 +171,24 @@ class ViewKeeper:
                 return exc.reason
         return None
 
+    def is_attested(self, signer: str, now: int, record: SignedRecord | None = None) -> bool:
+        """Whether ``signer`` has a verified attestation: one our views verified, the one
+        it has stored, or ``record`` when that is its attestation and verifies
+        (:class:`repp2p.node.budgets.UnattestedQuota` exempts such signers)."""
+        if signer in self._keys:
+            return True
+        if record is not None and isinstance(record.record, Attestation):
+            candidates = [record]
+        else:
+            candidates = self.store.query(type=Attestation.TYPE, signer=signer, limit=1)
+        for attestation in candidates:
+            try:
+                self._verify(attestation, now)
+            except AttestationError:
+                continue
+            return True
+        return False
+
     def _verify(
         self,
         signed: SignedRecord,
@@ -249,6 +268,7 @@ class ViewKeeper:
             verified=True,
             tcb_degraded=False,
             attested_at=signed_at if signed_at is not None else rec.epoch * self.epoch_s,
+            result_key=rec.result_key,
         )
 
     def verdict_of(self, peer_id: str) -> AttestedNode | None:

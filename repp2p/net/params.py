@@ -228,18 +228,29 @@ class BudgetParams:
         floor: the least any window admits, 1..100000.
         signers_kept: signers counted at once (memory bound; the oldest are forgotten),
             1000..10000000.
+        unattested_bytes: bytes of node records one identity with no verified
+            attestation may have stored, from any source but our own, each record
+            charged 4 KiB and none larger kept
+            (:class:`repp2p.node.budgets.UnattestedQuota`), 4 KiB..16 MiB: 32 KiB is an
+            ad and 7 heartbeats; an honest node attests first and stays inside it.
+        unattested_total_bytes: bytes all such identities may have stored together
+            (charged the same way), 64 KiB..4 GiB.
     """
 
     window_s: float = 60.0
     slots_per_epoch: int = 2
     floor: int = 8
     signers_kept: int = 100_000
+    unattested_bytes: int = 32 * 1024
+    unattested_total_bytes: int = 8 * 1024 * 1024
 
     def __post_init__(self) -> None:
         float_field(self, "window_s", 1, 3600)
         int_field(self, "slots_per_epoch", 1, 1000)
         int_field(self, "floor", 1, 100_000)
         int_field(self, "signers_kept", 1000, 10_000_000)
+        int_field(self, "unattested_bytes", 4 * 1024, 16 * 1024 * 1024)
+        int_field(self, "unattested_total_bytes", 64 * 1024, 4 * 1024**3)
 
 
 @dataclasses.dataclass(frozen=True)

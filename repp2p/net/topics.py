@@ -14,6 +14,7 @@ from repp2p.records import (
     Heartbeat,
     NodeAd,
     Receipt,
+    Refusal,
     TaskOffer,
     WorkDigest,
 )
@@ -27,7 +28,7 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     "ads": (NodeAd.TYPE,),
     "attestations": (Attestation.TYPE,),
     "heartbeats": (Heartbeat.TYPE,),
-    "tasks": (TaskOffer.TYPE, Receipt.TYPE),
+    "tasks": (TaskOffer.TYPE, Receipt.TYPE, Refusal.TYPE),
     "claims": (Claim.TYPE,),
     "feedback": (Feedback.TYPE,),
     "digests": (WorkDigest.TYPE, FeedbackDigest.TYPE),

@@ -48,13 +48,14 @@ from repp2p.net.dht import NAMESPACE, AdValidator
 from repp2p.net.gossip import build_pubsub, install_validators
 from repp2p.net.host import build_host, parse_multiaddrs
 from repp2p.net.libp2p_compat import RecordGossipSub, RecordPubsub, ServerOnlyKadDHT
+from repp2p.net.params import BudgetParams
 from repp2p.net.sync import PROTOCOL as SYNC_PROTOCOL
 from repp2p.net.sync import make_handler
 from repp2p.net.task import PROTOCOL as TASK_PROTOCOL
 from repp2p.net.topics import TOPICS
 from repp2p.net.verdict import Verdict
 from repp2p.node.audits import Auditor, EvidenceLog
-from repp2p.node.budgets import SignerBudgets
+from repp2p.node.budgets import BUDGETED, SignerBudgets, UnattestedQuota
 from repp2p.node.digests import ClaimedOffers, FailedTasks, OwnDigests, retention_epochs
 from repp2p.node.discovery import Discovery, peer_info
 from repp2p.node.enclave import EnclaveSupervisor
@@ -263,6 +264,7 @@ class Node:
                 budgets=SignerBudgets(cfg.budgets, cfg.epoch_s),
                 epoch_s=cfg.epoch_s,
                 digests=cfg.digests,
+                quota=_unattested_quota(store, keeper, cfg.budgets, self.clock),
             )
             views = ViewService(keeper, self.clock, self.metrics, tick_s=cfg.timers.tick_s)
             host = build_host(
@@ -609,6 +611,20 @@ async def _drain(subscription: Any) -> None:
 
 
 __all__ = ["Node", "NodeParts"]
+
+
+def _unattested_quota(
+    store: SqliteRecordStore, keeper: ViewKeeper, params: BudgetParams, clock: ClockAPI
+) -> UnattestedQuota:
+    """The byte quota of unattested identities, counting what the store holds already
+    (and evicting what no longer fits, e.g. after a smaller quota was configured)."""
+    quota = UnattestedQuota(params, keeper.is_attested)
+    held = [r for t in sorted(BUDGETED) for r in store.query(type=t)]
+    evicted = quota.seed(held, int(clock.now()))
+    if evicted:
+        store.delete(evicted)
+        log.info("unattested identities' quota: %d stored records evicted", len(evicted))
+    return quota
 
 
 def _evidence_admission(keeper: ViewKeeper) -> Callable[[SignedRecord, int], str | None]:

@@ -47,6 +47,11 @@ DECAY_BITS = 16
 UNIT = 10_000
 _D = float(1 << DECAY_BITS)
 _OK, _WRONG, _TIMEOUT, _BAD_PROOF = 0, 1, 2, 3
+#: What one input refused by a node's enclave (a checked ``Refusal``) weighs against its
+#: client's credibility, in refuted verdicts of weight 1 (``slander_penalty`` weighs
+#: refuted slander). Lighter than slander: an honest client's bad input is a mistake
+#: that costs only itself, and it is proven by the enclave, not outvoted.
+REFUSAL_WEIGHT = 1.0
 COMPONENTS = ("uptime", "success", "throughput", "latency", "attestation")
 
 
@@ -158,6 +163,14 @@ def _member(sorted_keys: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.n
     pos = np.searchsorted(sorted_keys, keys)
     pos_c = np.minimum(pos, len(sorted_keys) - 1)
     return sorted_keys[pos_c] == keys, pos_c
+
+
+def _refused(ev: Evidence, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(offer, offer * n + node)`` of the evidence's refusals, sorted by the key."""
+    pairs = np.asarray(ev.refusals, dtype=np.int64).reshape(-1, 2)
+    key = pairs[:, 0] * n + pairs[:, 1]
+    order = np.argsort(key, kind="stable")
+    return pairs[order, 0], key[order]
 
 
 def _smoothed(num: np.ndarray, den: np.ndarray, prior: float, strength: float) -> np.ndarray:
@@ -329,9 +342,14 @@ def compute(
     claimed, _ = _member(claim_key, fb_key)
     fb_d = age_weight(offer_epoch[fo_c], allow_current=True)
     fb_db = age_weight(offer_epoch[fo_c], allow_current=True, table=decay_bad)
+    # Tasks the node's enclave refused for the client's own input (a checked Refusal):
+    # the client's bad verdicts on them are no evidence against the node.
+    ref_offer, ref_key = _refused(ev, n)
+    excused = _member(ref_key, fb_key)[0] & (ev.fb_outcome != _OK)
     valid = (
         owned
         & claimed
+        & ~excused
         & (ev.fb_client != ev.fb_node)
         & ~ev.equivocated[ev.fb_client]
         & ~offender[ev.fb_node]
@@ -456,6 +474,19 @@ def compute(
     # and a node outvoted by them in an early round is acquitted in a later one.
     trusted_node = ev.is_node & node_trusted
     pre_drop = is_bad & r_found & r_confirmed[r_pos] if len(r_key) else np.zeros(len(fc), bool)
+    # Each refused input counts against its client's credibility like a refuted verdict of
+    # weight REFUSAL_WEIGHT (decaying like bad evidence), whether or not it gave feedback.
+    ref_claimed = _member(claim_key, ref_key)[0]
+    ref_client = offer_client[ref_offer]
+    refusal_w = np.where(
+        ref_claimed, age_weight(offer_epoch[ref_offer], allow_current=True, table=decay_bad), 0
+    )
+    refused_c = (
+        np.bincount(
+            ref_client[ref_claimed], weights=refusal_w[ref_claimed].astype(np.float64), minlength=n
+        )
+        / _D
+    )
     g0, bad0, _ = success_posterior(pre_drop, cw, np.zeros(n))
     standing = np.where(trusted_node, quality_of(g0, bad0), 0.0)
     lost_d = age_weight(offer_epoch[ev.receipt_offer], allow_current=True, table=decay_bad)
@@ -485,7 +516,9 @@ def compute(
         sup_w = np.where(supported, fd, 0).astype(np.float64)
         ref_c = np.bincount(fc, weights=ref_w, minlength=n) / _D
         sup_c = np.bincount(fc, weights=sup_w, minlength=n) / _D
-        credibility = (1.0 + sup_c) / (1.0 + sup_c + p.slander_penalty * ref_c)
+        credibility = (1.0 + sup_c) / (
+            1.0 + sup_c + p.slander_penalty * ref_c + REFUSAL_WEIGHT * refused_c
+        )
         cw = cw0 * credibility[pc]
         # On a task whose receipts disagree, the client's "wrong" only echoes a vote that
         # colluders can stack: it counts only where the verdict outvoted the receipt.
@@ -503,7 +536,9 @@ def compute(
     feedback_mass = seen1
 
     # throughput: claims of tasks whose deadline has passed, delivered = a receipt exists
+    # ...a task refused for its client's input is neither delivered nor the node's failure
     due = offer_deadline[ev.claim_offer] <= now * 1000
+    due &= ~_member(ref_key, claim_key)[0]
     c_d = age_weight(offer_epoch[ev.claim_offer], allow_current=True)
     c_d = np.where(due, c_d, 0).astype(np.float64)
     delivered, _ = _member(r_key, claim_key)
