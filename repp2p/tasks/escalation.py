@@ -27,9 +27,9 @@ Rules of this file (h11 style):
                                               attested result key, >= 2 distinct outputs
                                               -> ``bad_dispute``
       3 replica_rank(escalation, me, ran,     this node did not run it (``replayed``) and is
-                     max_replicas)            among the first ``max_replicas`` nodes of the
-                                              escalation ranking that did not run it
-                                              (``not_assigned``)
+                     max_replicas, released)  among the first ``max_replicas`` nodes of the
+                                              escalation ranking that neither ran it nor
+                                              were released by the owner (``not_assigned``)
       4 take_replica(active, capacity,        a free slot (``no_capacity``), no concurrent
                      already_taken)           duplicate (``replayed``)
 
@@ -292,18 +292,28 @@ def check_dispute(
 
 
 def replica_rank(
-    escalation: Sequence[str], me: str, ran: Collection[str], max_replicas: int
+    escalation: Sequence[str],
+    me: str,
+    ran: Collection[str],
+    max_replicas: int,
+    released: Collection[str] = (),
 ) -> int | Reject:
     """Step 3: this node's rank as a replica, or the :class:`Reject`.
 
     ``replayed`` when a carried receipt is this node's own; ``not_assigned`` unless this node
     is among the first ``max_replicas`` nodes of ``escalation`` (the escalation ranking)
-    that are not in ``ran`` (the carried receipts' signers). Returns its index in
-    ``escalation`` (the rank its Claim carries).
+    that are not in ``ran`` (the carried receipts' signers) nor in ``released`` (nodes the
+    offer's owner released with ``timeout``/``bad_proof`` feedback: they failed the task in
+    its first round, and the client skips them as it skips the nodes that answered). Returns
+    its index in ``escalation`` (the rank its Claim carries).
+
+    Skipping the released ones adds no work: every node of ``escalation`` still runs the
+    task at most once, and only those can be made to run it.
     """
     if me in ran:
         return Reject(ErrorCode.REPLAYED, "this node already ran this task")
-    candidates = [p for p in escalation if p not in ran][:max_replicas]
+    skip = {*ran, *released}
+    candidates = [p for p in escalation if p not in skip][:max_replicas]
     if me not in candidates:
         return Reject(ErrorCode.NOT_ASSIGNED, "no replica rank for this node in its view")
     return list(escalation).index(me)

@@ -356,3 +356,37 @@ def test_any_bytes_are_a_typed_answer_never_a_crash(envelopes):
         assert got.code is ErrorCode.BAD_DISPUTE
     else:  # only real, disagreeing receipts get through
         assert len({s.record.output_digest for s in got}) >= 2
+
+
+def test_every_replica_an_honest_plan_asks_is_in_the_nodes_window_after_a_failover():
+    # First round of k=3 on the escalation ranking [A, B, C, D, ...]: B timed out (the
+    # client released it) and D took its place by failover. The plan skips B as it skips
+    # those that answered; the node's window must skip it too, or the last replica the plan
+    # asks is refused (not_assigned) whenever an earlier one gave no receipt.
+    ranking = (A, B, C, D, E, G, "node-h", "node-i")
+    votes = [Vote(A, b"right"), Vote(C, b"wrong"), Vote(D, b"right")]
+    st = dict.fromkeys(ranking, 0.8)
+    st[C] = 0.99  # undecided until a fourth agreeing voter
+    p = EscalationPlan(ranking, votes, st, max_replicas=3, **RULE, tried=(B,))
+    ran = {A, C, D}
+    asked = []
+    while (step := p.next_replica()) is not None:
+        r, peer = step
+        asked.append(peer)
+        assert replica_rank(ranking, peer, ran, 3, released={B}) == r
+        p.on_replica(peer, None)  # each declines or fails: no receipt moves the window
+    assert asked == [E, G, "node-h"]
+    # without the owner's release of B, the node's window is [B, E, G]: the third is refused
+    got = replica_rank(ranking, "node-h", ran, 3)
+    assert isinstance(got, Reject) and got.code is ErrorCode.NOT_ASSIGNED
+
+
+def test_released_nodes_are_skipped_but_never_admitted_twice():
+    esc = [n.peer_id for n in NODES]
+    # a released node is out of the window (it failed the task: the client will not ask it)
+    got = replica_rank(esc, esc[1], {esc[0]}, 6, released={esc[1]})
+    assert isinstance(got, Reject) and got.code is ErrorCode.NOT_ASSIGNED
+    # releases only skip: the window is still max_replicas long, within the ranking
+    assert replica_rank(esc, esc[3], {esc[0]}, 2, released={esc[1]}) == 3
+    got = replica_rank(esc, esc[4], {esc[0]}, 2, released={esc[1]})
+    assert isinstance(got, Reject) and got.code is ErrorCode.NOT_ASSIGNED
