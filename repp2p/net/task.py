@@ -11,7 +11,7 @@ stream on which no request arrives for :data:`IDLE_TIMEOUT_S`, or after a malfor
         offer: the client-signed TaskOffer envelope; sealed: the input sealed to the node's
         attested X25519 key (repp2p.tee.seal_input); releases: up to 16 of the owner's
         timeout/bad_proof Feedback envelopes on better-ranked claimants that failed;
-        dispute: a replica request for a disputed task, 1..32 Receipt envelopes that
+        dispute: a replica request for a disputed task, 1..80 Receipt envelopes that
         disagree (repp2p.tasks.check_dispute decides; docs/core.md "Disputes and
         escalation")
     node   -> {"ok": true, "claim": bytes, "receipt": bytes, "output": bytes}

@@ -53,8 +53,11 @@ from repp2p.reputation.disputes import dispute_verdicts
 from repp2p.tasks.admission import Admit, Reject
 from repp2p.tasks.codes import ErrorCode
 
-#: receipts one replica request may carry (the first k plus every replica asked so far)
-MAX_DISPUTE_RECEIPTS = 32
+#: receipts one replica request may carry: the first round's (at most ``redundancy``, <= 16)
+#: plus every replica's so far (at most ``dispute_max_replicas``, <= 64). A smaller cap would
+#: make the client drop receipts, and the node would then count their signers as nodes that
+#: did not run the task, ahead of the replica asked: a refused replica.
+MAX_DISPUTE_RECEIPTS = 16 + 64
 #: ranks are a byte in a Claim (``Claim.rank``): no escalation ranking is longer
 MAX_ESCALATION_RANKS = 256
 

@@ -390,3 +390,25 @@ def test_released_nodes_are_skipped_but_never_admitted_twice():
     assert replica_rank(esc, esc[3], {esc[0]}, 2, released={esc[1]}) == 3
     got = replica_rank(esc, esc[4], {esc[0]}, 2, released={esc[1]})
     assert isinstance(got, Reject) and got.code is ErrorCode.NOT_ASSIGNED
+
+
+def test_the_largest_honest_dispute_fits_in_one_request():
+    # The first round's receipts (redundancy <= 16) plus one per replica
+    # (dispute_max_replicas <= 64): the client never has to drop one, since a dropped
+    # receipt's signer would count, at the node, as a node that did not run the task.
+    from repp2p.errors import ConfigError, RecordError
+    from repp2p.matching import MatchingParams
+
+    MatchingParams(dispute_max_replicas=64)
+    with pytest.raises(ConfigError):
+        MatchingParams(dispute_max_replicas=65)
+    dataclasses.replace(h.offer(k=3).record, redundancy=16)
+    with pytest.raises(RecordError):
+        dataclasses.replace(h.offer(k=3).record, redundancy=17)
+    assert MAX_DISPUTE_RECEIPTS >= 16 + 64
+    of = h.offer(k=16)
+    nodes = [h.identity(f"dispute-{i}") for i in range(16 + 64)]
+    envs = [receipt(of, n, "right" if i % 3 else "wrong").data for i, n in enumerate(nodes)]
+    keys = {n.peer_id: bytes(enclave(n).verify_key) for n in nodes}
+    got = check_dispute(envs, of, now_ms=h.NOW_MS, may_have_run=set(keys), result_key_of=keys.get)
+    assert not isinstance(got, Reject) and len(got) == 16 + 64
