@@ -228,7 +228,8 @@ def _dispute_result_keys() -> dict[str, bytes]:
 def _replica_request(data: bytes) -> bool:
     """One framed task request through the node's replica admission, as
     ``repp2p.node.serving`` runs it: the request's shape (``dispute``, ``releases``, offer
-    and sealed input), then ``check_offer``, ``check_fresh``, ``check_dispute`` (the carried
+    and sealed input), then ``check_offer``, ``check_fresh``, ``may_be_replica``,
+    ``check_dispute`` (the carried
     receipts, against the attested enclave keys of the target's nodes) and ``replica_rank``
     for the fifth node of the ranking (``dispute_max_replicas`` 2). Accepted: the request
     would make that node run a replica."""
@@ -256,6 +257,8 @@ def _replica_request(data: bytes) -> bool:
         return False
     keys = _dispute_result_keys()
     ranking = [i.peer_id for i in _dispute_identities()]
+    if tasks.may_be_replica(ranking, ranking[4]) is not None:
+        return False
     receipts = tasks.check_dispute(
         dispute,
         offer,

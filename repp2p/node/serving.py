@@ -287,6 +287,9 @@ class TaskServer(TaskLoadAPI):
         view = self._views.view(o.epoch)
         b = beacon(o.epoch)
         escalation = tasks.escalation_ranking(o, view, b)
+        outside = tasks.may_be_replica(escalation, self._peer_id)
+        if outside is not None:  # before verifying the receipts: that costs signatures
+            return _refusal(outside)
         receipts = tasks.check_dispute(
             dispute,
             offer,

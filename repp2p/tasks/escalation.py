@@ -19,6 +19,10 @@ Rules of this file (h11 style):
 
       step                                   rules (the first that fails decides)
       1 check_offer / check_fresh (admission) the offer, replay, epoch window
+     1b may_be_replica(escalation, me)        this node is in the escalation ranking at all
+                                              (``not_assigned``): cheap, so the many nodes
+                                              that can never be the replica do not verify
+                                              up to 2 x MAX_DISPUTE_RECEIPTS signatures
       2 check_dispute(envelopes, offer, ...)  2..MAX_DISPUTE_RECEIPTS receipts, each a live
                                               Receipt for this offer and input, distinct
                                               signers, each signer one that may have run it
@@ -292,6 +296,19 @@ def check_dispute(
     if len({s.record.output_digest for s in found}) < 2:  # type: ignore[attr-defined]
         return _bad("the receipts agree: nothing is disputed")
     return found
+
+
+def may_be_replica(escalation: Sequence[str], me: str) -> Reject | None:
+    """Step 1b: ``not_assigned`` unless this node is in ``escalation`` (the escalation
+    ranking) at all; None when it is.
+
+    :func:`replica_rank` decides the same and more, but only after :func:`check_dispute`
+    verified every carried receipt (two signatures each); this check costs nothing, so a
+    node that can never be the task's replica refuses before that work.
+    """
+    if me not in escalation:
+        return Reject(ErrorCode.NOT_ASSIGNED, "no replica rank for this node in its view")
+    return None
 
 
 def replica_rank(

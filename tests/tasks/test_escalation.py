@@ -27,6 +27,7 @@ from repp2p.tasks import (
     escalation_limit,
     escalation_ranking,
     is_disputed,
+    may_be_replica,
     replica_rank,
     standing_verdict,
     take_replica,
@@ -412,3 +413,13 @@ def test_the_largest_honest_dispute_fits_in_one_request():
     keys = {n.peer_id: bytes(enclave(n).verify_key) for n in nodes}
     got = check_dispute(envs, of, now_ms=h.NOW_MS, may_have_run=set(keys), result_key_of=keys.get)
     assert not isinstance(got, Reject) and len(got) == 16 + 64
+
+
+def test_a_node_outside_the_escalation_ranking_refuses_before_the_receipts():
+    esc = [n.peer_id for n in NODES]
+    assert may_be_replica(esc, esc[5]) is None
+    got = may_be_replica(esc, h.STRANGER.peer_id)
+    assert isinstance(got, Reject) and got.code is ErrorCode.NOT_ASSIGNED
+    # the same answer replica_rank gives after the receipts, whatever they are
+    late = replica_rank(esc, h.STRANGER.peer_id, {esc[0], esc[1]}, 64)
+    assert isinstance(late, Reject) and late.code is got.code
