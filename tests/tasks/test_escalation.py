@@ -8,7 +8,7 @@ import hashlib
 
 import nacl.signing
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from repp2p.errors import ClaimError
@@ -423,3 +423,39 @@ def test_a_node_outside_the_escalation_ranking_refuses_before_the_receipts():
     # the same answer replica_rank gives after the receipts, whatever they are
     late = replica_rank(esc, h.STRANGER.peer_id, {esc[0], esc[1]}, 64)
     assert isinstance(late, Reject) and late.code is got.code
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.sampled_from(["right", "wrong", "failed", "skipped"]), min_size=2, max_size=8),
+    st.lists(st.sampled_from(["right", "wrong", None]), min_size=16, max_size=16),
+    st.integers(1, 6),
+)
+def test_the_node_admits_every_replica_an_honest_plan_asks(first, replies, max_replicas):
+    # The client's plan and the node's window must agree whatever happened in the first
+    # round: answers (their receipts are carried), failures (released by the owner, handed
+    # over), skipped ranks (no keys: neither answered nor released), and whatever each
+    # replica does (a receipt, or none: declined, failed, unreachable).
+    ranking = tuple(f"node-{i:02d}" for i in range(len(first) + 16))
+    rounds = list(zip(ranking[: len(first)], first, strict=True))
+    votes = [Vote(peer, o.encode()) for peer, o in rounds if o in ("right", "wrong")]
+    assume(is_disputed(votes))
+    failed = {peer for peer, o in rounds if o == "failed"}
+    ran = {v.peer for v in votes}
+    p = EscalationPlan(
+        ranking,
+        votes,
+        dict.fromkeys(ranking, 0.8),
+        max_replicas=max_replicas,
+        **RULE,
+        tried=failed,
+    )
+    replies_left = list(replies)
+    while (step := p.next_replica()) is not None:
+        r, peer = step
+        assert replica_rank(ranking, peer, ran, max_replicas, released=failed) == r
+        out = replies_left.pop(0)
+        if out is not None:
+            ran.add(peer)
+        p.on_replica(peer, out.encode() if out is not None else None)
+    assert len(p.asked) <= max_replicas
