@@ -880,6 +880,8 @@ class _Attempt:
         sealed, _ = seal_input(self.data, enc_key, task_id=o.task_id, secret=self.secret)
         request = {"offer": self.offer.data, "sealed": sealed, "dispute": self._dispute_receipts()}
         request["input_sig"] = self._input_sig(peer, enc_key, sealed)
+        if self.releases:  # the first round's failures: the node skips them as the plan does
+            request["releases"] = self.releases[:16]  # a request carries at most 16
         budget_s = min(self.client.timers.attempt_budget_s, (o.deadline_ms - self._now_ms()) / 1000)
         sent = self.clock.now()
         failure: str | None = None

@@ -13,7 +13,7 @@ stream on which no request arrives for :data:`IDLE_TIMEOUT_S`, or after a malfor
         signature over the sealed input's commitment (repp2p.records.sign_sealed_input;
         a node claims nothing without it); releases: up to 16 of the owner's
         timeout/bad_proof Feedback envelopes on better-ranked claimants that failed;
-        dispute: a replica request for a disputed task, 1..32 Receipt envelopes that
+        dispute: a replica request for a disputed task, 1..80 Receipt envelopes that
         disagree (repp2p.tasks.check_dispute decides; docs/core.md "Disputes and
         escalation")
     node   -> {"ok": true, "claim": bytes, "receipt": bytes, "output": bytes}

@@ -220,7 +220,9 @@ class TaskServer(TaskLoadAPI):
         if stale is not None:
             return _refusal(stale)
         if dispute is not None:
-            return await self._run_replica(offer, offer_data, sealed, dispute, now_ms, input_sig)
+            return await self._run_replica(
+                offer, offer_data, sealed, dispute, now_ms, releases, input_sig
+            )
         view = self._views.view(o.epoch)
         ranking = rank(o, view, beacon(o.epoch))
         # Checked before storing: an offer nobody assigned to us stays out of our feed.
@@ -312,13 +314,16 @@ class TaskServer(TaskLoadAPI):
         sealed: bytes,
         dispute: list[bytes],
         now_ms: int,
+        releases: list[bytes],
         input_sig: bytes | None = None,
     ) -> dict[str, Any]:
         """Admit a dispute replica by :mod:`repp2p.tasks.escalation`'s rules, then run it.
 
         Checked on this node's own view of the offer's epoch: the carried receipts
         (``check_dispute``: attested enclaves of nodes ranked for this task, really
-        disagreeing), this node's replica rank (``replica_rank``), then a free slot
+        disagreeing), this node's replica rank (``replica_rank``; the owner's releases, handed
+        over in ``releases`` or held, name the first-round nodes that failed, which the
+        client skipped and so does the window), then a free slot
         (``take_replica``). No failover wait: the dispute is the replica's turn. The offer
         and the receipts are stored (they are the dispute's evidence) once the receipts and the
         rank check out.
@@ -327,6 +332,9 @@ class TaskServer(TaskLoadAPI):
         view = self._views.view(o.epoch)
         b = beacon(o.epoch)
         escalation = tasks.escalation_ranking(o, view, b)
+        outside = tasks.may_be_replica(escalation, self._peer_id)
+        if outside is not None:  # before verifying the receipts: that costs signatures
+            return _refusal(outside)
         receipts = tasks.check_dispute(
             dispute,
             offer,
@@ -336,11 +344,14 @@ class TaskServer(TaskLoadAPI):
         )
         if isinstance(receipts, tasks.Reject):
             return _refusal(receipts)
+        # The owner's releases (first-round nodes that failed): the client skipped them too.
+        handed = tasks.releases_in(releases, offer, now_ms=now_ms)
         assigned = tasks.replica_rank(
             escalation,
             self._peer_id,
             {r.signer for r in receipts},
             view.matching_params.dispute_max_replicas,
+            released=tasks.released_claimants(handed, offer) | self._released(offer),
         )
         if isinstance(assigned, tasks.Reject):
             return _refusal(assigned)
@@ -351,6 +362,8 @@ class TaskServer(TaskLoadAPI):
             self._publisher.spread(offer_data, TaskOffer.TYPE)
         for receipt in receipts:
             self._pipeline.accept_decoded(receipt, source="task")
+        for release in handed:
+            self._pipeline.accept_decoded(release, source="task")
         decision = tasks.take_replica(
             assigned,
             active=self._active,
