@@ -1,13 +1,15 @@
 """``NetworkParams``: the settings every peer of one network must share, in one object.
 
-A network's epoch length, its matching, reputation and ledger parameters, its attestation
-policy file and the lags with which records enter views are not a node's choice: peers that
+A network's epoch length, its matching, reputation, ledger, digest and audit parameters,
+its attestation policy file and the lags with which records enter views are not a node's
+choice: peers that
 disagree on any of them build different views (claims then fail with ``view_mismatch``) or
 different balances. So they live in one file per network, ``bootstrap/<network>.toml``
 (next to the network's bootstrap ``peers``), and every peer — node, client, CLI, simulator —
 reads them through this class. A key left out of the file takes the default documented
-below; a section left out (``[matching]``, ``[reputation]``, ``[ledger]``) takes the
-defaults of its class; an unknown key is refused, naming the file and the key.
+below; a section left out (``[matching]``, ``[reputation]``, ``[ledger]``, ``[digests]``,
+``[audit]``) takes the defaults of its class; an unknown key is refused, naming the file
+and the key.
 
 ``digest()`` identifies the parameters: SHA-256 of the canonical CBOR of their plain-data
 form (:meth:`NetworkParams.to_dict`). It goes into every view's digest, so two peers with
@@ -28,6 +30,7 @@ from typing import Any
 
 import cbor2
 
+from repp2p.digests.params import AuditParams, DigestParams
 from repp2p.errors import ConfigError
 from repp2p.ledger.params import LedgerParams
 from repp2p.matching.params import MatchingParams
@@ -51,6 +54,8 @@ _SECTIONS: dict[str, type] = {
     "matching": MatchingParams,
     "reputation": ReputationParams,
     "ledger": LedgerParams,
+    "digests": DigestParams,
+    "audit": AuditParams,
 }
 
 
@@ -82,6 +87,10 @@ class NetworkParams:
         matching: :class:`~repp2p.matching.MatchingParams` (file section ``[matching]``).
         reputation: :class:`~repp2p.reputation.ReputationParams` (``[reputation]``).
         ledger: :class:`~repp2p.ledger.LedgerParams` (``[ledger]``).
+        digests: :class:`~repp2p.digests.params.DigestParams` (``[digests]``): when digests
+            are sealed, accepted and audited, and how many leaves each audit samples.
+        audit: :class:`~repp2p.digests.params.AuditParams` (``[audit]``): the grace period
+            a publisher has to answer an audit and the quotas it answers under.
     """
 
     name: str
@@ -92,6 +101,8 @@ class NetworkParams:
     matching: MatchingParams = dataclasses.field(default_factory=MatchingParams)
     reputation: ReputationParams = dataclasses.field(default_factory=ReputationParams)
     ledger: LedgerParams = dataclasses.field(default_factory=LedgerParams)
+    digests: DigestParams = dataclasses.field(default_factory=DigestParams)
+    audit: AuditParams = dataclasses.field(default_factory=AuditParams)
 
     def __post_init__(self) -> None:
         str_field(self, "name", NETWORK_NAME_PATTERN)
