@@ -34,7 +34,7 @@ from repp2p.digests.params import AuditParams, DigestParams
 from repp2p.errors import ConfigError
 from repp2p.ledger.params import LedgerParams
 from repp2p.matching.params import MatchingParams
-from repp2p.params_check import check_keys, check_str, int_field, str_field
+from repp2p.params_check import check_keys, check_str, choice_field, int_field, str_field
 from repp2p.reputation.params import ReputationParams
 
 #: Folder of the network files shipped with the package (``<network>.toml``, policies).
@@ -45,6 +45,8 @@ NETWORK_NAME_PATTERN = r"[a-z0-9][a-z0-9-]{0,31}"
 TASK_RECORD_LAG = 2
 #: Default of ``NetworkParams.heartbeat_lag``.
 HEARTBEAT_LAG = 1
+#: Values of ``NetworkParams.reputation_source``.
+REPUTATION_SOURCES = ("records", "digests")
 
 # A policy file name, looked up next to the network file: no folders, no "..".
 _POLICY_PATTERN = r"(|[A-Za-z0-9][A-Za-z0-9._-]{0,127})"
@@ -81,6 +83,11 @@ class NetworkParams:
             ``<= E - task_record_lag``, epochs, 1..100 (default 2): tasks in flight at a
             boundary keep producing records, and peers building a view moments apart must
             not see different reputations.
+        reputation_source: what views score nodes from, ``"records"`` (default: every
+            task's offer, claims, receipts and feedback of the window, re-read at each view)
+            or ``"digests"`` (each sealed epoch's reconciled digest count rows, folded once:
+            a view costs O(new digests); docs/core.md, "Views from digests"). Digests of
+            ``E`` enter the view of ``V`` from ``E <= V - digest_lag``.
         heartbeat_lag: heartbeats enter the view of ``E`` from epochs ``<= E -
             heartbeat_lag``, epochs, 1..100 (default 1), at most
             ``matching.heartbeat_max_age_epochs`` (or no node would ever be online).
@@ -98,6 +105,7 @@ class NetworkParams:
     policy: str = ""
     task_record_lag: int = TASK_RECORD_LAG
     heartbeat_lag: int = HEARTBEAT_LAG
+    reputation_source: str = "records"
     matching: MatchingParams = dataclasses.field(default_factory=MatchingParams)
     reputation: ReputationParams = dataclasses.field(default_factory=ReputationParams)
     ledger: LedgerParams = dataclasses.field(default_factory=LedgerParams)
@@ -110,6 +118,7 @@ class NetworkParams:
         str_field(self, "policy", _POLICY_PATTERN)
         int_field(self, "task_record_lag", 1, 100)
         int_field(self, "heartbeat_lag", 1, 100)
+        choice_field(self, "reputation_source", REPUTATION_SOURCES)
         for section, cls in _SECTIONS.items():
             if not isinstance(getattr(self, section), cls):
                 raise ConfigError(
@@ -174,6 +183,13 @@ class NetworkParams:
         return dataclasses.replace(self, **changes)
 
     # -- reading -------------------------------------------------------------------------
+
+    @property
+    def digest_lag(self) -> int:
+        """Epochs between a digest epoch ``E`` and the first view that counts it:
+        ``digests.seal_lag_epochs + 1`` (the digests of ``E`` go out during ``E + seal_lag``
+        at each party's phase; the view of the epoch after it counts them everywhere)."""
+        return self.digests.seal_lag_epochs + 1
 
     @property
     def policy_file(self) -> str:
