@@ -37,7 +37,7 @@ from repp2p.records import (
     WorkDigest,
 )
 from repp2p.reputation import AttestedNode, PenaltyBook, ReputationParams, collect
-from repp2p.reputation.pairs import COLUMNS, PairState, compute_pairs, widen
+from repp2p.reputation.pairs import COLUMNS, PairState, compute_pairs
 from repp2p.store import RecordStoreAPI
 from repp2p.tasks import is_bound_offer
 from repp2p.tee.measurement import enclave_measurement, runtime_measurement
@@ -348,7 +348,7 @@ class ViewKeeper:
         records = before_epoch(held + evidence, epoch, self.params)
         verdicts = self.verdicts(records, now)
         window = self.pairs.window(lo, hi)
-        ev = widen(collect(records, verdicts, now=now), window.peers)
+        ev = self.pairs.widen(collect(records, verdicts, now=now), window)
         table = compute_pairs(
             ev, window, now=now, epoch_s=self.epoch_s, params=self.reputation_params
         )

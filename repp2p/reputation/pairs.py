@@ -171,6 +171,7 @@ class PairState:
         self._pos = np.zeros(0, _I64)  # pair stable ID -> canonical position
         self._blocks: dict[int, EpochBlock] = {}
         self._cache: tuple[tuple[int, ...], PairWindow] | None = None
+        self._union: tuple | None = None
 
     # -- folding ---------------------------------------------------------------------------
 
@@ -367,16 +368,43 @@ class PairState:
         self._cache = (epochs, win)
         return win
 
+    def widen(self, ev: Evidence, win: PairWindow) -> Evidence:
+        """:func:`widen` of ``ev`` to ``win.peers``, reusing the last union while the node
+        peers and the window's peers stay the same (consecutive views mostly do; a
+        60,000-peer union is otherwise the largest Python-level cost of a view)."""
+        hit = self._union
+        if hit is not None and hit[0] == ev.peers and hit[1] == win.peers:
+            return widen(ev, win.peers, union=hit[2])
+        union = _union(ev.peers, win.peers)
+        self._union = (ev.peers, win.peers, union)
+        return widen(ev, win.peers, union=union)
 
-def widen(ev: Evidence, peers: Iterable[str]) -> Evidence:
+
+def _union(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[tuple[str, ...], np.ndarray]:
+    """The sorted union of two sorted peer tuples, and where ``a``'s peers sit in it."""
+    union = tuple(sorted(set(a).union(b)))
+    index = {p: i for i, p in enumerate(union)}
+    at = np.fromiter((index[p] for p in a), dtype=_I64, count=len(a))
+    at.setflags(write=False)
+    return union, at
+
+
+def widen(
+    ev: Evidence,
+    peers: Iterable[str],
+    *,
+    union: tuple[tuple[str, ...], np.ndarray] | None = None,
+) -> Evidence:
     """``ev`` (node records: ads, verdicts, heartbeats, offences) over the union of its
-    peers and ``peers`` (the clients and nodes the digest rows name); the added peers are
-    not nodes. Task tables stay empty."""
-    union = tuple(sorted(set(ev.peers).union(peers)))
+    peers and ``peers`` (the clients and nodes the digest rows name, sorted when a
+    tuple); the added peers are not nodes. Task tables stay empty. ``union``: the union
+    and ``ev``'s positions in it, when the caller has them (:meth:`PairState.widen`)."""
+    if union is None:
+        peers = peers if isinstance(peers, tuple) else tuple(sorted(set(peers)))
+        union = _union(ev.peers, peers)
+    union, at = union
     if union == ev.peers:
         return ev
-    index = {p: i for i, p in enumerate(union)}
-    at = np.fromiter((index[p] for p in ev.peers), dtype=_I64, count=len(ev.peers))
     cols: dict = {}
     for f in dataclasses.fields(ev):
         value = getattr(ev, f.name)
@@ -460,7 +488,11 @@ def compute_pairs(
     n_pos = len(win.pair_client)
     sums = {k: np.bincount(win.row_pos, weights=v, minlength=n_pos) for k, v in per_row.items()}
     live = np.flatnonzero(sums.pop("rows") > 0)  # canonical order: (client, node)
-    peer_at = np.fromiter((ev.index(q) for q in win.peers), dtype=_I64, count=len(win.peers))
+    if ev.peers == win.peers:
+        peer_at = np.arange(n, dtype=_I64)
+    else:
+        index = {q: i for i, q in enumerate(ev.peers)}
+        peer_at = np.fromiter((index[q] for q in win.peers), dtype=_I64, count=len(win.peers))
     pc = peer_at[win.pair_client[live]] if len(live) else np.zeros(0, _I64)
     pn = peer_at[win.pair_node[live]] if len(live) else np.zeros(0, _I64)
     s = {k: v[live] for k, v in sums.items()}
