@@ -236,3 +236,43 @@ def test_the_view_digest_names_the_folded_epochs_and_the_source():
     assert by_digests.digest != by_records.digest  # another source, other params
     fewer = _verified_keeper(_digest_store(range(10, 19))).view(24)
     assert fewer.digest != by_digests.digest
+
+
+def test_the_view_digest_follows_the_documented_encoding():
+    """docs/records.md, "View digest", re-implemented from the text with cbor2 alone."""
+    import hashlib
+
+    import cbor2
+
+    store = _digest_store(range(10, 20), SqliteRecordStore(":memory:"))
+    view = _verified_keeper(store).view(24)
+    ev = view.evidence
+    body = {
+        "v": 1,
+        "epoch": 24,
+        "params": dataclasses.asdict(DIGESTS),
+        "records": hashlib.sha256(b"".join(sorted(ev.record_ids))).digest(),
+        "digests": [
+            [e, hashlib.sha256(cbor2.dumps(sorted({d.record_id for d in _digests_of(e)}))).digest()]
+            if 10 <= e < 20
+            else [e, hashlib.sha256(b"\x80").digest()]
+            for e in range(24 - 5 - DIGESTS.reputation.window_epochs + 1, 20)
+            if e >= 0
+        ],
+        "verdicts": [
+            [
+                p,
+                v.tee_kind,
+                sorted(v.measurements),
+                v.verified,
+                v.tcb_degraded,
+                v.failed,
+                v.attested_at,
+            ]
+            for p, v in sorted(ev.verdicts.items())
+        ],
+        "penalties": hashlib.sha256(view.penalties.to_bytes()).digest(),
+        "engine_pins": None,
+    }
+    encoded = cbor2.dumps(body, canonical=True)
+    assert view.digest == hashlib.sha256(b"repp2p/2/view\0" + encoded).digest()
