@@ -192,3 +192,69 @@ def test_widen_keeps_the_node_columns() -> None:
     assert wide.peers[0] == "a-client" and wide.peers[-1] == "zz-client"
     assert not wide.is_node[0] and wide.is_node[wide.index(NODES[3])]
     assert np.array_equal(wide.peers[wide.hb_node[0]], ev.peers[ev.hb_node[0]])
+
+
+def test_digest_and_record_views_agree_on_an_honest_history_with_one_cheater() -> None:
+    """The same tasks scored from their records (``compute``) and from their digests'
+    count rows (``compute_pairs``): both sources put the cheater last and see the same
+    honest nodes as established."""
+    from repp2p.digests import build_feedback, build_work, count_rows, reconcile
+    from repp2p.records import sign
+    from repp2p.reputation import AttestedNode, collect, compute
+    from repp2p.testing import factories
+
+    nodes = [factories.identity(f"pnode-{i}") for i in range(4)]
+    clients = [factories.identity(f"pclient-{i}") for i in range(6)]
+    epochs = range(90, 96)
+    now = 100 * EPOCH_S
+    expires = factories.far_future(now)
+    rng = random.Random(11)
+    records, state = [], PairState()
+    for e in epochs:
+        tasks = []
+        for i in range(40):
+            client, n = rng.choice(clients), rng.randrange(len(nodes))
+            outcome = "wrong" if n == 0 and i % 2 else "ok"
+            tasks.append(
+                factories.task_records(
+                    client, nodes[n], e, f"p{e}-{i}", outcome=outcome, expires=expires
+                )
+            )
+        epoch_records = [r for t in tasks for r in t.all()]
+        records += epoch_records
+        digests = [
+            sign(p.digest, who)
+            for who in nodes
+            for p in build_work(who.peer_id, epoch_records, e, expires=expires)
+        ] + [
+            sign(p.digest, who)
+            for who in clients
+            for p in build_feedback(who.peer_id, epoch_records, e, expires=expires)
+        ]
+        state.fold(e, count_rows(reconcile(digests, e)), [d.record_id for d in digests])
+    ad = factories.sample_records(now=now)[0]
+    ads = [sign(ad, n) for n in nodes]
+    verdicts = {
+        n.peer_id: AttestedNode(
+            peer_id=n.peer_id,
+            tee_kind=ad.tee_kind,
+            measurements=frozenset(x.measurement for x in ad.engines),
+            verified=True,
+            attested_at=now,
+        )
+        for n in nodes
+    }
+    by_records = compute(
+        collect(records + ads, verdicts, now=now), now=now, epoch_s=EPOCH_S, params=PARAMS
+    )
+    win = state.window(0, 99)
+    ev = widen(collect(ads, verdicts, now=now), win.peers)
+    by_digests = compute_pairs(ev, win, now=now, epoch_s=EPOCH_S, params=PARAMS)
+    for table in (by_records, by_digests):
+        quality = {n.peer_id: table.get(n.peer_id).quality for n in nodes}
+        assert min(quality, key=quality.get) == nodes[0].peer_id
+        assert all(not table.get(n.peer_id).is_newcomer for n in nodes[1:])
+    # the honest nodes' success agrees closely (digests carry no ratings: all ok is full)
+    for n in nodes[1:]:
+        a, b = by_records.get(n.peer_id), by_digests.get(n.peer_id)
+        assert abs(a.success - b.success) < 0.05
