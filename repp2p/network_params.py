@@ -187,9 +187,12 @@ class NetworkParams:
     @property
     def digest_lag(self) -> int:
         """Epochs between a digest epoch ``E`` and the first view that counts it:
-        ``digests.seal_lag_epochs + 1`` (the digests of ``E`` go out during ``E + seal_lag``
-        at each party's phase; the view of the epoch after it counts them everywhere)."""
-        return self.digests.seal_lag_epochs + 1
+        ``digests.seal_lag_epochs + 2``. The digests of ``E`` go out during ``E +
+        seal_lag_epochs``, each party's at its phase of the epoch (as late as 85% into it);
+        views are built at the start of an epoch, so one more whole epoch lets the last of
+        them spread before any view counts the epoch (peers that fold different digests
+        see different view digests)."""
+        return self.digests.seal_lag_epochs + 2
 
     @property
     def policy_file(self) -> str:

@@ -202,8 +202,9 @@ def test_a_digest_view_counts_folded_rows_and_reads_no_task_record():
     extra = factories.task_records(D_CLIENTS[0], D_NODES[0], 12, "extra", expires=FAR)
     store.put_many(extra.all(), now=NOW)
     keeper = _verified_keeper(store)
-    view = keeper.view(25)  # counts digest epochs <= 25 - digest_lag = 20
-    assert DIGESTS.digest_lag == DIGESTS.digests.seal_lag_epochs + 1 == 5
+    view = keeper.view(26)  # counts digest epochs <= 26 - digest_lag = 20
+    assert DIGESTS.digest_lag == DIGESTS.digests.seal_lag_epochs + 2 == 6
+    assert keeper.digest_window(26)[1] == 20
     assert keeper.pairs.epochs[-1] == 20 and keeper.pairs.folded(10)
     table = view.reputation
     wrong, good = table.get(D_NODES[0].peer_id), table.get(D_NODES[1].peer_id)
@@ -216,25 +217,25 @@ def test_a_digest_view_counts_folded_rows_and_reads_no_task_record():
 def test_digest_views_fold_each_epoch_once_and_agree_after_a_restart():
     store = _digest_store(range(10, 20))
     keeper = _verified_keeper(store)
-    first = keeper.view(24)  # counts epochs <= 19
+    first = keeper.view(25)  # counts epochs <= 19
     assert keeper.pairs.folded(19) and not keeper.pairs.folded(20)
     # a peer restarted later folds the same epochs from its store: the same view
-    assert _verified_keeper(store).view(24).digest == first.digest
+    assert _verified_keeper(store).view(25).digest == first.digest
     # digests of an epoch arriving after it was folded do not change it
     store.put_many(_digests_of(19, wrong_node=1), now=NOW)  # new digests, other IDs
     before = keeper.pairs.block(19).ids_hash
-    keeper.view(25)
+    keeper.view(26)
     assert keeper.pairs.block(19).ids_hash == before
     # but a peer that folds epoch 19 now holds other digests: its view digest differs
-    assert _verified_keeper(store).view(24).digest != first.digest
+    assert _verified_keeper(store).view(25).digest != first.digest
 
 
 def test_the_view_digest_names_the_folded_epochs_and_the_source():
     store = _digest_store(range(10, 20), SqliteRecordStore(":memory:"))
-    by_digests = _verified_keeper(store).view(24)
-    by_records = _verified_keeper(store, DEV).view(24)
+    by_digests = _verified_keeper(store).view(25)
+    by_records = _verified_keeper(store, DEV).view(25)
     assert by_digests.digest != by_records.digest  # another source, other params
-    fewer = _verified_keeper(_digest_store(range(10, 19))).view(24)
+    fewer = _verified_keeper(_digest_store(range(10, 19))).view(25)
     assert fewer.digest != by_digests.digest
 
 
@@ -256,7 +257,7 @@ def test_the_view_digest_follows_the_documented_encoding():
             [e, hashlib.sha256(cbor2.dumps(sorted({d.record_id for d in _digests_of(e)}))).digest()]
             if 10 <= e < 20
             else [e, hashlib.sha256(b"\x80").digest()]
-            for e in range(24 - 5 - DIGESTS.reputation.window_epochs + 1, 20)
+            for e in range(24 - DIGESTS.digest_lag - DIGESTS.reputation.window_epochs + 1, 19)
             if e >= 0
         ],
         "verdicts": [
