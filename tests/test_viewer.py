@@ -277,3 +277,27 @@ def test_the_view_digest_follows_the_documented_encoding():
     }
     encoded = cbor2.dumps(body, canonical=True)
     assert view.digest == hashlib.sha256(b"repp2p/2/view\0" + encoded).digest()
+
+
+def test_a_digest_view_turns_equivocations_of_node_records_and_digests_into_offences():
+    store = _digest_store(range(10, 20), SqliteRecordStore(":memory:"))
+    liar, forger = D_NODES[1], D_CLIENTS[2]
+    a = sign(Heartbeat(epoch=15, load=0, tasks_done=0, seq=1, expires=FAR), liar)
+    b = sign(Heartbeat(epoch=15, load=1, tasks_done=0, seq=1, expires=FAR), liar)
+    # two different digests for one (epoch, part): an equivocation of a digest
+    one = sign(factories.empty_work_digest(3, expires=FAR), forger)
+    two = sign(
+        dataclasses.replace(
+            factories.empty_work_digest(3, expires=FAR), leaf_count=0, expires=FAR - 1
+        ),
+        forger,
+    )
+    store.put_many([a, b, one, two], now=NOW)
+    view = _verified_keeper(store).view(25)
+    offenders = {o.peer_id: o for o in view.reputation.offences}
+    assert offenders[liar.peer_id].record_ids == tuple(sorted((a.record_id, b.record_id)))
+    assert set(offenders[forger.peer_id].record_ids) == {one.record_id, two.record_id}
+    assert view.reputation.get(liar.peer_id).is_offender
+    assert liar.peer_id not in [
+        view.peers[i] for i in range(len(view.peers)) if view.base_eligible[i]
+    ]
