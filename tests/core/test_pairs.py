@@ -6,6 +6,8 @@ import random
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from repp2p.digests import CountRow
 from repp2p.reputation import Evidence, ReputationParams
@@ -258,3 +260,22 @@ def test_digest_and_record_views_agree_on_an_honest_history_with_one_cheater() -
     for n in nodes[1:]:
         a, b = by_records.get(n.peer_id), by_digests.get(n.peer_id)
         assert abs(a.success - b.success) < 0.05
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**16),
+    order_seed=st.integers(0, 2**16),
+    extra_past=st.integers(0, 6),
+)
+def test_property_any_fold_order_and_past_give_the_same_view(seed, order_seed, extra_past):
+    """Whatever order a peer folded epochs in, and however much older history it held and
+    pruned, the window's table has the same bits."""
+    history = _history(seed, range(75, 96))
+    past = _history(seed + 1, range(75 - extra_past, 75))
+    reference = _table(_fold(history, sorted(history)))[0]
+    everything = {**past, **history}
+    order = random.Random(order_seed).sample(sorted(everything), len(everything))
+    state = _fold(everything, order)
+    state.prune(75)
+    _same(_table(state)[0], reference)
