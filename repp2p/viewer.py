@@ -338,7 +338,10 @@ class ViewKeeper:
         lo, hi = self.digest_window(epoch)
         for e in range(max(lo, 0), hi + 1):
             self.fold_digests(e)
-        self.pairs.prune(lo)
+        # keep the blocks the views of the three epochs before need too (a task is served
+        # on its offer's epoch's view): re-folding a dropped epoch later could fold other
+        # digests than the first time
+        self.pairs.prune(lo - 3)
         node_types = (NodeAd.TYPE, Attestation.TYPE, Heartbeat.TYPE)
         held = [r for t in node_types for r in self.store.query(type=t)]
         # equivocations of node records and of digests are offences; those of per-task

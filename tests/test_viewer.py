@@ -301,3 +301,14 @@ def test_a_digest_view_turns_equivocations_of_node_records_and_digests_into_offe
     assert liar.peer_id not in [
         view.peers[i] for i in range(len(view.peers)) if view.base_eligible[i]
     ]
+
+
+def test_older_views_find_their_epochs_still_folded():
+    short = DIGESTS.replace(reputation=dataclasses.replace(DIGESTS.reputation, window_epochs=5))
+    store = _digest_store(range(8, 22), SqliteRecordStore(":memory:"))
+    keeper = _verified_keeper(store, short)
+    built = {e: keeper.view(e).digest for e in range(22, 28)}  # a node, epoch after epoch
+    assert keeper.pairs.epochs[0] == 14  # view 27 counts 17..21; views 24..26 need 14..16
+    keeper.pairs.fold = None  # type: ignore[assignment]  # any new fold would fail now
+    del keeper._views[24]
+    assert keeper.view(24).digest == built[24]  # its digest epochs 14..18, all still folded
