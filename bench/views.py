@@ -139,8 +139,10 @@ def view_of(state: PairState, epoch: int, nodes_ev: Evidence) -> View:
     records' evidence ``nodes_ev``."""
     lo, hi = epoch - PARAMS.digest_lag - WINDOW + 1, epoch - PARAMS.digest_lag
     win = state.window(lo, hi)
-    ev = state.widen(nodes_ev, win)
-    table = compute_pairs(ev, win, now=epoch * EPOCH_S, epoch_s=EPOCH_S, params=PARAMS.reputation)
+    ev, peer_at = state.widen(nodes_ev, win)
+    table = compute_pairs(
+        ev, win, now=epoch * EPOCH_S, epoch_s=EPOCH_S, params=PARAMS.reputation, peer_at=peer_at
+    )
     return View.from_evidence(ev, epoch=epoch, params=PARAMS, table=table, digests=win.epochs)
 
 

@@ -351,9 +351,14 @@ class ViewKeeper:
         records = before_epoch(held + evidence, epoch, self.params)
         verdicts = self.verdicts(records, now)
         window = self.pairs.window(lo, hi)
-        ev = self.pairs.widen(collect(records, verdicts, now=now), window)
+        ev, peer_at = self.pairs.widen(collect(records, verdicts, now=now), window)
         table = compute_pairs(
-            ev, window, now=now, epoch_s=self.epoch_s, params=self.reputation_params
+            ev,
+            window,
+            now=now,
+            epoch_s=self.epoch_s,
+            params=self.reputation_params,
+            peer_at=peer_at,
         )
         demand = max((self._claims_of(e) for e in (hi, hi - 1, hi - 2)), default=0)
         return View.from_evidence(

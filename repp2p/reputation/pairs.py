@@ -31,6 +31,7 @@ Pure: no I/O, no clock.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import hashlib
 from collections.abc import Iterable, Sequence
@@ -163,6 +164,7 @@ class PairState:
         self._names: list[str] = []  # peer stable ID -> peer ID
         self._sid: dict[str, int] = {}  # peer ID -> stable ID
         self._rank = np.zeros(0, _I64)  # peer stable ID -> rank in sorted peer IDs
+        self._sorted: list[str] = []  # every registered peer ID, sorted
         self._pc = np.zeros(0, _I64)  # pair stable ID -> client's peer stable ID
         self._pn = np.zeros(0, _I64)  # pair stable ID -> node's peer stable ID
         self._lookup_keys = np.zeros(0, _I64)  # sorted (client sid << 32 | node sid)
@@ -237,14 +239,18 @@ class PairState:
         new = sorted(p for p in peers if p not in self._sid)
         if not new:
             return
+        old_sorted = self._sorted
+        # where each new peer goes in the old sorted order; an old peer's rank moves up by
+        # the new peers inserted at or before it (no full sort: O(peers) vectorised)
+        at = np.fromiter(
+            (bisect.bisect_left(old_sorted, p) for p in new), dtype=_I64, count=len(new)
+        )
+        shift = np.searchsorted(at, self._rank, side="right") if len(self._rank) else at[:0]
         for p in new:
             self._sid[p] = len(self._names)
             self._names.append(p)
-        # ranks follow the sorted peer IDs; existing pairs keep their relative order
-        order = sorted(range(len(self._names)), key=self._names.__getitem__)
-        rank = np.empty(len(self._names), _I64)
-        rank[np.asarray(order, _I64)] = np.arange(len(order), dtype=_I64)
-        self._rank = rank
+        self._rank = np.concatenate((self._rank + shift, at + np.arange(len(new), dtype=_I64)))
+        self._sorted = sorted(old_sorted + new)  # two sorted runs: a linear merge
 
     def _canonical_keys(self, pair_ids: np.ndarray) -> np.ndarray:
         n = len(self._names)
@@ -368,25 +374,30 @@ class PairState:
         self._cache = (epochs, win)
         return win
 
-    def widen(self, ev: Evidence, win: PairWindow) -> Evidence:
-        """:func:`widen` of ``ev`` to ``win.peers``, reusing the last union while the node
-        peers and the window's peers stay the same (consecutive views mostly do; a
-        60,000-peer union is otherwise the largest Python-level cost of a view)."""
+    def widen(self, ev: Evidence, win: PairWindow) -> tuple[Evidence, np.ndarray]:
+        """:func:`widen` of ``ev`` to ``win.peers``, and where the window's peers sit in
+        the result (``peer_at`` of :func:`compute_pairs`). The last union is reused while
+        the node peers and the window's peers stay the same."""
         hit = self._union
-        if hit is not None and hit[0] == ev.peers and hit[1] == win.peers:
-            return widen(ev, win.peers, union=hit[2])
-        union = _union(ev.peers, win.peers)
-        self._union = (ev.peers, win.peers, union)
-        return widen(ev, win.peers, union=union)
+        if hit is None or hit[0] != ev.peers or hit[1] != win.peers:
+            hit = (ev.peers, win.peers, _union(ev.peers, win.peers))
+            self._union = hit
+        union, at_ev, at_win = hit[2]
+        return widen(ev, win.peers, union=(union, at_ev)), at_win
 
 
-def _union(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[tuple[str, ...], np.ndarray]:
-    """The sorted union of two sorted peer tuples, and where ``a``'s peers sit in it."""
-    union = tuple(sorted(set(a).union(b)))
+def _union(
+    a: tuple[str, ...], b: tuple[str, ...]
+) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
+    """The sorted union of two sorted peer tuples, and where each one's peers sit in it."""
+    in_b = set(b)
+    union = tuple(sorted(b + tuple(p for p in a if p not in in_b)))  # runs: a merge
     index = {p: i for i, p in enumerate(union)}
-    at = np.fromiter((index[p] for p in a), dtype=_I64, count=len(a))
-    at.setflags(write=False)
-    return union, at
+    at_a = np.fromiter((index[p] for p in a), dtype=_I64, count=len(a))
+    at_b = np.fromiter((index[p] for p in b), dtype=_I64, count=len(b))
+    at_a.setflags(write=False)
+    at_b.setflags(write=False)
+    return union, at_a, at_b
 
 
 def widen(
@@ -401,11 +412,12 @@ def widen(
     and ``ev``'s positions in it, when the caller has them (:meth:`PairState.widen`)."""
     if union is None:
         peers = peers if isinstance(peers, tuple) else tuple(sorted(set(peers)))
-        union = _union(ev.peers, peers)
-    union, at = union
-    if union == ev.peers:
+        full, at, _ = _union(ev.peers, peers)
+    else:
+        full, at = union
+    if full == ev.peers:
         return ev
-    cols: dict = {}
+    changes: dict = {"peers": full}
     for f in dataclasses.fields(ev):
         value = getattr(ev, f.name)
         if (
@@ -413,20 +425,16 @@ def widen(
             and len(value) == ev.n_peers
             and not f.name.startswith(("offer_", "claim_", "receipt_", "fb_", "hb_"))
         ):
-            wide = np.zeros(len(union), value.dtype)
+            wide = np.zeros(len(full), value.dtype)
             wide[at] = value
-            cols[f.name] = wide
-    return Evidence.from_columns(
-        union,
-        hb_node=at[ev.hb_node] if len(ev.hb_node) else (),
-        hb_epoch=ev.hb_epoch,
-        hb_load=ev.hb_load,
-        offences=ev.offences,
-        ads=ev.ads,
-        verdicts=ev.verdicts,
-        record_ids=ev.record_ids,
-        **cols,
-    )
+            wide.setflags(write=False)
+            changes[f.name] = wide
+    # ``at`` is increasing, so heartbeat rows stay sorted by (node, epoch)
+    hb_node = at[ev.hb_node] if len(ev.hb_node) else ev.hb_node
+    changes["hb_node"] = hb_node
+    if len(ev.offer_client) or len(ev.claim_node) or len(ev.receipt_node) or len(ev.fb_node):
+        raise ValueError("widen takes node evidence only (no task tables)")
+    return dataclasses.replace(ev, **changes)
 
 
 def compute_pairs(
@@ -436,6 +444,7 @@ def compute_pairs(
     now: int,
     epoch_s: int,
     params: ReputationParams | None = None,
+    peer_at: np.ndarray | None = None,
 ) -> ReputationTable:
     """Score every peer of ``ev`` from the count rows of ``win`` (see the module docstring).
 
@@ -447,6 +456,8 @@ def compute_pairs(
             (rows of epochs outside the reputation window weigh nothing).
         epoch_s: epoch length in seconds (> 0).
         params: :class:`ReputationParams` (defaults when None).
+        peer_at: where each of ``win.peers`` sits in ``ev.peers``, when the caller has it
+            (:meth:`PairState.widen`); looked up otherwise.
 
     Returns:
         A :class:`ReputationTable` over ``ev.peers``; equal inputs give identical bits.
@@ -488,9 +499,9 @@ def compute_pairs(
     n_pos = len(win.pair_client)
     sums = {k: np.bincount(win.row_pos, weights=v, minlength=n_pos) for k, v in per_row.items()}
     live = np.flatnonzero(sums.pop("rows") > 0)  # canonical order: (client, node)
-    if ev.peers == win.peers:
+    if peer_at is None and ev.peers == win.peers:
         peer_at = np.arange(n, dtype=_I64)
-    else:
+    elif peer_at is None:
         index = {q: i for i, q in enumerate(ev.peers)}
         peer_at = np.fromiter((index[q] for q in win.peers), dtype=_I64, count=len(win.peers))
     pc = peer_at[win.pair_client[live]] if len(live) else np.zeros(0, _I64)

@@ -279,3 +279,28 @@ def test_property_any_fold_order_and_past_give_the_same_view(seed, order_seed, e
     state = _fold(everything, order)
     state.prune(75)
     _same(_table(state)[0], reference)
+
+
+def test_state_widen_matches_widen_and_places_the_window_peers() -> None:
+    state = _fold(_history(12, range(75, 96)), range(75, 96))
+    win = state.window(75, 95)
+    ev = _nodes_evidence()
+    wide, at = state.widen(ev, win)
+    again, at2 = state.widen(ev, win)  # the cached union
+    plain = widen(ev, win.peers)
+    assert wide.peers == plain.peers == again.peers
+    assert [wide.peers[i] for i in at] == list(win.peers) and np.array_equal(at, at2)
+    for name in ("is_node", "capacity", "verified", "hb_node", "hb_epoch"):
+        assert np.array_equal(getattr(wide, name), getattr(plain, name)), name
+    # the same bits whether the caller passes the positions or not
+    now = 100 * EPOCH_S
+    a = compute_pairs(wide, win, now=now, epoch_s=EPOCH_S, params=PARAMS, peer_at=at)
+    b = compute_pairs(plain, win, now=now, epoch_s=EPOCH_S, params=PARAMS)
+    _same(a, b)
+    with pytest.raises(ValueError, match="node evidence only"):
+        widen(
+            Evidence.from_columns(
+                ["c", "n"], offer_client=[0], offer_epoch=[1], offer_deadline_ms=[5]
+            ),
+            ["z"],
+        )
