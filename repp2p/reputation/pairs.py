@@ -355,7 +355,7 @@ class PairState:
         used[self._pn[pair]] = True
         sids = np.flatnonzero(used)
         sids = sids[np.argsort(self._rank[sids], kind="stable")]
-        peers = tuple(self._names[i] for i in sids)
+        peers = tuple(self._names[i] for i in sids.tolist())
         local = np.full(len(self._names), -1, _I64)
         local[sids] = np.arange(len(sids), dtype=_I64)
         pair_client = local[self._pc[self._order]] if len(self._order) else np.zeros(0, _I64)
@@ -389,12 +389,28 @@ class PairState:
 def _union(
     a: tuple[str, ...], b: tuple[str, ...]
 ) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
-    """The sorted union of two sorted peer tuples, and where each one's peers sit in it."""
+    """The sorted union of two sorted peer tuples, and where each one's peers sit in it.
+
+    Made for a small ``a`` (node peers) mostly inside a large ``b`` (the window's peers):
+    the positions come from bisection and counts, with no dictionary of the union."""
     in_b = set(b)
-    union = tuple(sorted(b + tuple(p for p in a if p not in in_b)))  # runs: a merge
-    index = {p: i for i, p in enumerate(union)}
-    at_a = np.fromiter((index[p] for p in a), dtype=_I64, count=len(a))
-    at_b = np.fromiter((index[p] for p in b), dtype=_I64, count=len(b))
+    extra = tuple(p for p in a if p not in in_b)  # sorted: ``a`` is
+    union = tuple(sorted(b + extra)) if extra else b  # two sorted runs: a linear merge
+    # the k-th extra peer goes before b[ins[k]]: a peer of ``b`` moves up by the extras
+    # inserted at or before it, the k-th extra lands at ins[k] + k
+    ins = np.fromiter((bisect.bisect_left(b, p) for p in extra), dtype=_I64, count=len(extra))
+    at_b = np.arange(len(b), dtype=_I64)
+    if len(ins):
+        at_b += np.searchsorted(ins, at_b, side="right")
+    extra_at = ins + np.arange(len(ins), dtype=_I64)
+    k = 0
+    at_a = np.empty(len(a), _I64)
+    for j, p in enumerate(a):
+        if p in in_b:
+            at_a[j] = at_b[bisect.bisect_left(b, p)]
+        else:
+            at_a[j] = extra_at[k]
+            k += 1
     at_a.setflags(write=False)
     at_b.setflags(write=False)
     return union, at_a, at_b

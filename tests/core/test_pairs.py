@@ -304,3 +304,16 @@ def test_state_widen_matches_widen_and_places_the_window_peers() -> None:
             ),
             ["z"],
         )
+
+
+@given(
+    a=st.sets(st.text("abc", min_size=1, max_size=4), max_size=12),
+    b=st.sets(st.text("abc", min_size=1, max_size=4), max_size=12),
+)
+def test_property_union_positions(a, b) -> None:
+    from repp2p.reputation.pairs import _union
+
+    a, b = tuple(sorted(a)), tuple(sorted(b))
+    union, at_a, at_b = _union(a, b)
+    assert union == tuple(sorted(set(a) | set(b)))
+    assert [union[i] for i in at_a] == list(a) and [union[i] for i in at_b] == list(b)
