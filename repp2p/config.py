@@ -108,10 +108,17 @@ class NodeConfig:
         bootstrap: multiaddrs (with ``/p2p/``) of bootstrap peers; empty = the network's list.
         engines: engine ids this node serves.
         tee_kind: the TEE the node runs in (``simulated`` is development only; ``sev-snp``
-            inside an SEV-SNP confidential VM with configfs-tsm: see ``repp2p tee probe``).
+            inside an SEV-SNP confidential VM, ``dcap`` -- or ``tdx``, stored as ``dcap``
+            -- inside a TDX VM, ``nitro`` on a Nitro Enclaves parent instance: see
+            ``repp2p tee probe`` and docs/operators.md).
         tee_collateral: sev-snp: a VCEK chain file (PEM or DER: VCEK, optionally ASK and
             ARK) sent with the evidence when the host's certificate table is empty ("" =
-            none; docs/operators.md says how to fetch it once).
+            none); dcap: the DCAP collateral JSON (required; docs/operators.md says how to
+            fetch and refresh both).
+        tee_enclave: nitro: ``vsock:CID:PORT`` of the enclave process running inside the
+            Nitro Enclave (the node runs on the parent instance); "" for other kinds.
+        gpu: ``nvidia``: the confidential VM has an NVIDIA confidential-computing GPU
+            whose evidence every attestation carries (sev-snp and dcap only); "" = none.
         price: micro-REP per task, 0..2**63.
         capacity: concurrent tasks, 1..65535.
         throughput: tasks per epoch the node claims to sustain, 0..2**32-1.
@@ -152,6 +159,8 @@ class NodeConfig:
     engines: tuple[str, ...] = ("echo",)
     tee_kind: str = "simulated"
     tee_collateral: str = ""
+    tee_enclave: str = ""
+    gpu: str = ""
     price: int = 1000
     capacity: int = 4
     throughput: int = 600
@@ -174,6 +183,8 @@ class NodeConfig:
 
     def __post_init__(self) -> None:
         str_field(self, "network", NETWORK_NAME_PATTERN)
+        if self.tee_kind == "tdx":  # the operator's name for a TDX VM; its evidence is DCAP
+            object.__setattr__(self, "tee_kind", "dcap")
         choice_field(self, "tee_kind", TEE_KINDS)
         if self.tee_kind == "simulated" and self.network != "dev":
             raise ConfigError(
@@ -191,9 +202,14 @@ class NodeConfig:
         float_field(self, "task_delay_s", 0, 600)
         for name in ("enable_quic", "cheat"):
             bool_field(self, name)
-        for name in ("status_listen", "policy", "tee_collateral"):
+        for name in ("status_listen", "policy", "tee_collateral", "tee_enclave"):
             if not isinstance(getattr(self, name), str):  # a TOML number, say
                 raise ConfigError(f"{name} must be a string, got {getattr(self, name)!r}")
+        choice_field(self, "gpu", ("", "nvidia"))
+        if self.gpu and self.tee_kind not in ("sev-snp", "dcap"):
+            raise ConfigError(f"gpu {self.gpu!r} needs tee_kind 'sev-snp' or 'dcap' (a CVM)")
+        if self.tee_enclave and not re.fullmatch(r"vsock:\d{1,10}:\d{1,10}", self.tee_enclave):
+            raise ConfigError(f"tee_enclave {self.tee_enclave!r} must be vsock:CID:PORT")
         if self.status_listen and not _is_host_port(self.status_listen):
             raise ConfigError(f"status_listen {self.status_listen!r} must be host:port")
         choice_field(self, "log_format", ("text", "json"))

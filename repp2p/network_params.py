@@ -37,8 +37,10 @@ from repp2p.matching.params import MatchingParams
 from repp2p.params_check import check_keys, check_str, choice_field, int_field, str_field
 from repp2p.reputation.params import ReputationParams
 
-#: Folder of the network files shipped with the package (``<network>.toml``, policies).
-BOOTSTRAP_DIR = Path(__file__).resolve().parent.parent / "bootstrap"
+#: Folder of the network files shipped with the package (``<network>.toml``, policies):
+#: package data in a wheel; in a source checkout ``repp2p/bootstrap`` is a link to the
+#: top-level ``bootstrap/`` folder, so both read the same path without probing for it.
+BOOTSTRAP_DIR = Path(__file__).resolve().parent / "bootstrap"
 #: A network name: lower-case letters, digits and dashes, 1-32 characters.
 NETWORK_NAME_PATTERN = r"[a-z0-9][a-z0-9-]{0,31}"
 #: Default of ``NetworkParams.task_record_lag``.

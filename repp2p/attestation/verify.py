@@ -55,6 +55,16 @@ def _backends(backends: Mapping[str, TEEBackendAPI] | None) -> Mapping[str, TEEB
     return _DEFAULT
 
 
+def _backend(table: Mapping[str, TEEBackendAPI], kind: str) -> TEEBackendAPI:
+    """The verifier for ``kind``; a caller's table without it is a typed refusal, not a crash."""
+    try:
+        return table[kind]
+    except KeyError:
+        raise AttestationError(
+            AttestationReason.KIND_NOT_ALLOWED, f"no verifier for kind {kind!r} on this peer"
+        ) from None
+
+
 def _precheck_kind(kind: str, policy: Policy) -> None:
     """Refuse kinds the policy does not accept before spending any cryptography."""
     if kind == "simulated" and not policy.is_kind_accepted(kind):
@@ -188,7 +198,7 @@ def verify_node(
             return hit
     table = _backends(backends)
     expected = expected_report_data(peer_id, enc_key, result_key, epoch, nonce, gpu_evidence)
-    claims = table[tee_kind].verify(bytes(evidence), bytes(collateral), now)
+    claims = _backend(table, tee_kind).verify(bytes(evidence), bytes(collateral), now)
     check_report_data(claims.report_data, expected)
     check_claims(claims, policy, now, engines)
     gpu_claims = None
@@ -196,7 +206,7 @@ def verify_node(
     if gpu_evidence:
         if not policy.is_kind_accepted(GPU_KIND):
             raise AttestationError(AttestationReason.KIND_NOT_ALLOWED, "GPU evidence (nvidia)")
-        gpu_claims = table[GPU_KIND].verify(bytes(gpu_evidence), b"", now)
+        gpu_claims = _backend(table, GPU_KIND).verify(bytes(gpu_evidence), b"", now)
         check_report_data(
             gpu_claims.report_data, expected_gpu_nonce(peer_id, enc_key, result_key, epoch, nonce)
         )

@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
         attest,
         demo,
         devnet,
+        gateway,
         keys,
         ledger,
         node,
@@ -36,7 +37,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"repp2p {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
-    for module in (keys, node, devnet, submit, demo, ledger, sim, attest, tee, walkthrough):
+    for module in (
+        keys,
+        node,
+        devnet,
+        submit,
+        gateway,
+        demo,
+        ledger,
+        sim,
+        attest,
+        tee,
+        walkthrough,
+    ):
         module.add_parser(subparsers)
     return parser
 

@@ -26,6 +26,8 @@ from repp2p.errors import NetworkError, ReppError
 from repp2p.network_params import NetworkParams
 
 GRACE_S = 10.0
+#: Lines of a node's log that an error about the node carries.
+LOG_TAIL_LINES = 20
 #: The dev network's epoch in seconds, read from bootstrap/dev.toml: the devnet's nodes
 #: read the same file, and its clients (demo, benches, tests) must use the same value.
 EPOCH_S = NetworkParams.load("dev").epoch_s
@@ -72,6 +74,21 @@ def _config(
     path = folder / "node.toml"
     path.write_text("\n".join(lines))
     return path
+
+
+def log_tail(path: Path, max_lines: int = LOG_TAIL_LINES) -> str:
+    """The last ``max_lines`` lines of the log at ``path`` (at most 8 KiB), indented; a note
+    when it cannot be read or is empty."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            size = f.tell()
+            f.seek(max(0, size - 8192))
+            text = f.read().decode("utf-8", "replace")
+    except OSError as exc:
+        return f"  (cannot read the log: {exc.strerror})"
+    lines = text.splitlines()[-max_lines:]
+    return "\n".join(f"  {line}" for line in lines) if lines else "  (the log is empty)"
 
 
 class Devnet:
@@ -122,8 +139,11 @@ class Devnet:
         try:
             info = json.loads(line)
         except ValueError:
+            # The folder may be temporary (removed when the devnet stops): the error carries
+            # the log's last lines rather than only a path that is gone by the time it is read.
+            path = self.folder / name / "node.log"
             raise NetworkError(
-                f"{name} did not start; see {self.folder / name / 'node.log'}"
+                f"{name} did not start; {path} ends with:\n{log_tail(path)}"
             ) from None
         info["name"] = name
         return info

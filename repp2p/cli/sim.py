@@ -3,14 +3,15 @@
 ``repp2p sim run FILE --out DIR [--seed N]`` runs one scenario with a progress bar and writes
 ``metrics.csv``, ``summary.json``, ``summary.md`` and PNG plots into ``DIR``.
 ``repp2p sim sweep FILE --out DIR [--grid KEY=V1,V2 ...]`` runs the grid (the file's
-``[sweep]`` table by default), one sub-folder per point, plus ``sweep.csv`` and plots.
+``[sweep]`` table by default), one sub-folder per point, plus ``sweep.csv`` and plots; on
+``--workers N`` local processes (default: the cores) or a Dask cluster (``--dask ADDR``),
+with the same files as a serial run (:mod:`repp2p.sim.sweep`).
 The wall clock is read here only, for the progress bar and the elapsed time.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import sys
 import time
 import tomllib
@@ -43,6 +44,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     )
     sweep.add_argument("--no-plots", action="store_true")
     sweep.add_argument("--quiet", action="store_true")
+    sweep.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="run grid points on N local processes (default: the cores; 1: in this process)",
+    )
+    sweep.add_argument(
+        "--dask",
+        default=None,
+        metavar="ADDR",
+        help="run grid points on a Dask cluster (tcp://scheduler:8786; extra 'dask')",
+    )
     sweep.set_defaults(func=_sweep)
 
 
@@ -98,33 +112,39 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from repp2p.sim import load_scenario, simulate, write_outputs, write_sweep
+    from repp2p.sim import load_scenario, write_sweep
+    from repp2p.sim.sweep import default_workers, grid_points, run_sweep, write_point
 
     scenario = load_scenario(args.file)
     grid: dict[str, tuple[Any, ...]] = dict(scenario.sweep)
     for key, values in map(_pair, args.grid):
         grid[key] = tuple(parse_value(v) for v in values.split(","))
-    if not grid:
-        raise ConfigError("no grid: give --grid KEY=V1,V2 or a [sweep] table in the scenario")
-    keys = list(grid)
-    points = []
-    combos = list(itertools.product(*(grid[k] for k in keys)))
-    for n, combo in enumerate(combos):
-        overrides = dict(zip(keys, combo, strict=True))
-        point = scenario.with_overrides(overrides)
-        label = ",".join(f"{k.split('.')[-1]}={v}" for k, v in overrides.items())
-        result = simulate(
-            point,
-            seed=args.seed,
-            on_epoch=_Progress(f"[{n + 1}/{len(combos)}] {label}", args.quiet),
-        )
-        folder = args.out / f"point{n:03d}"
-        write_outputs(result, folder, plots=False)
-        points.append((overrides, result.summary))
+    points = grid_points(scenario, grid)
+    workers = args.workers if args.workers is not None else default_workers()
+    if args.dask is not None:
+        workers = 1
+
+    def on_result(point, result, done, total) -> None:
+        # each point's files as it arrives: their bytes do not depend on the order
+        write_point(result, args.out, point.index)
         print(
-            f"{label}: success {result.summary['success_rate']:.4f} "
-            f"bad {result.summary['bad_rate']:.4f} trace {result.trace_hash[:16]}"
+            f"[{done}/{total}] {point.label}: success {result.summary['success_rate']:.4f} "
+            f"bad {result.summary['bad_rate']:.4f} trace {result.trace_hash[:16]}",
+            flush=True,
         )
-    write_sweep(points, args.out, plots=not args.no_plots)
+
+    def on_epoch(point):
+        return _Progress(f"[{point.index + 1}/{len(points)}] {point.label}", args.quiet)
+
+    results = run_sweep(
+        points,
+        seed=args.seed,
+        workers=workers,
+        dask=args.dask,
+        on_result=on_result,
+        on_epoch=on_epoch,
+    )
+    pairs = [(dict(p.overrides), r.summary) for p, r in zip(points, results, strict=True)]
+    write_sweep(pairs, args.out, plots=not args.no_plots)
     print(f"outputs in {args.out}")
     return 0

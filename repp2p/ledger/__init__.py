@@ -3,7 +3,9 @@
 Public API::
 
     LedgerParams(...)                                             # frozen, validated
-    work_units(evidence, epoch, *, client_trust=None) -> array    # backed receipts per peer
+    work_units(evidence, epoch, *, client_trust=None, lost=None) -> array  # backed receipts
+    dispute_losses(evidence, table, epoch) -> array               # lost disputes per peer
+    slashes_for(state, penalties, losses, params) -> [(peer, reason, amount)]
     settle(state, evidence, table, penalties, *, epoch, params) -> Settlement
     LedgerState().apply(settlement) -> LedgerState                # the balance fold
     replay(records, attested, *, now, epoch_s, params) -> LedgerReport   # node / CLI path
@@ -16,7 +18,14 @@ same integer micro-REP amounts. docs/ledger.md has the rules.
 from repp2p.ledger.digest_work import digest_work_units
 from repp2p.ledger.params import MICRO, LedgerParams
 from repp2p.ledger.replay import LedgerReport, replay
-from repp2p.ledger.settle import LedgerState, Settlement, settle, work_units
+from repp2p.ledger.settle import (
+    LedgerState,
+    Settlement,
+    dispute_losses,
+    settle,
+    slashes_for,
+    work_units,
+)
 
 __all__ = [
     "MICRO",
@@ -25,7 +34,9 @@ __all__ = [
     "LedgerState",
     "Settlement",
     "digest_work_units",
+    "dispute_losses",
     "replay",
     "settle",
+    "slashes_for",
     "work_units",
 ]

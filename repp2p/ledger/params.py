@@ -28,8 +28,12 @@ class LedgerParams:
             EigenTrust > 0 (fresh Sybil clients cannot manufacture paid work).
         offence_slash_pct: share of a node's balance burned when an offence (equivocation,
             proven wrong result) is first proven against it, percent, 0..100.
-        phase_out_slash_pct: share of a node's balance burned at each phase-out, percent,
-            0..100.
+        phase_out_slash_pct: share of a node's balance burned at its first phase-out,
+            percent, 0..100; the ``n``-th phase-out burns ``min(100, n *
+            phase_out_slash_pct)`` percent (repeat offences cost more).
+        dispute_slash_permille: share of a node's balance burned per receipt of the settled
+            epoch that lost a confident dispute, permille, 0..1000; ``n`` lost receipts burn
+            ``min(1000, n * dispute_slash_permille)`` permille (proportional to the offence).
     """
 
     emission_micro: int = 1000 * MICRO
@@ -40,6 +44,7 @@ class LedgerParams:
     feedback_needs_trust: bool = True
     offence_slash_pct: int = 100
     phase_out_slash_pct: int = 10
+    dispute_slash_permille: int = 50
 
     def __post_init__(self) -> None:
         self.validate()
@@ -54,6 +59,7 @@ class LedgerParams:
         bool_field(self, "feedback_needs_trust")
         int_field(self, "offence_slash_pct", 0, 100)
         int_field(self, "phase_out_slash_pct", 0, 100)
+        int_field(self, "dispute_slash_permille", 0, 1000)
 
     def emission(self, epoch: int) -> int:
         """Micro-REP minted for ``epoch`` (integer; halvings by right shift)."""

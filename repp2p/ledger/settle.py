@@ -15,8 +15,12 @@ the task's owner gave ``ok`` feedback (from a client with EigenTrust > 0 when
 **Weight** = work x permille ** quality_exponent (integer); a node penalised at ``e`` (in the
 book), an offender, one below ``min_quality_permille`` or an equivocator weighs 0.
 **Payout** = ``emission * weight // total_weight``; the remainder (or everything, when no
-one worked) is burned. **Slashes**: when the book shows a new offence or a new phase-out
-for a node, ``offence_slash_pct`` / ``phase_out_slash_pct`` of its balance is burned.
+one worked) is burned. **Slashes** (proportional to the offence, each burned from the balance
+left by the one before, in this order): a new offence in the book burns
+``offence_slash_pct`` of the balance; else a new phase-out, the node's ``n``-th, burns
+``min(100, n * phase_out_slash_pct)`` percent; then ``n`` receipts of the epoch that lost a
+confident dispute (``table.receipt_lost``) burn ``min(1000, n * dispute_slash_permille)``
+permille. A lost receipt is never work.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ def work_units(
     *,
     client_trust: np.ndarray | None = None,
     reputation_params: ReputationParams | None = None,
+    lost: np.ndarray | None = None,
 ) -> np.ndarray:
     """Backed receipts per peer for the offers of ``epoch`` (int64, index = peer index).
 
@@ -57,6 +62,8 @@ def work_units(
         client_trust: per-peer EigenTrust (``ReputationTable.client_trust``); when given, an
             ``ok`` feedback backs a receipt only if its client's trust is > 0.
         reputation_params: for ``wrong_quorum`` (what "proven wrong" means).
+        lost: per receipt row, the receipt lost a confident dispute
+            (``ReputationTable.receipt_lost``); such a receipt is never work.
     """
     ev = evidence
     rp = reputation_params or ReputationParams()
@@ -92,6 +99,8 @@ def work_units(
     praised = _member(ok_keys, r_key)
     in_epoch = ev.offer_epoch[ev.receipt_offer] == epoch
     backed = r_valid & ~r_wrong & in_epoch & (agreed | praised)
+    if lost is not None and len(lost) == len(backed):
+        backed &= ~lost
     return np.bincount(ev.receipt_node[backed], minlength=n).astype(np.int64)
 
 
@@ -104,8 +113,9 @@ class Settlement:
         emission: minted for it.
         payouts: ``(peer, amount)`` sorted by peer, amounts > 0.
         burned: emission not paid out (rounding, penalised or idle shares).
-        slashes: ``(peer, reason, amount)`` sorted by peer; reason ``offence`` or
-            ``phase_out``; burned from balances held before this epoch's payout.
+        slashes: ``(peer, reason, amount)`` sorted by peer, then in the order applied
+            (``offence`` or ``phase_out``, then ``dispute``); burned from balances held
+            before this epoch's payout, each from what the one before left.
         work: ``(peer, backed receipts)`` sorted by peer, for nodes with work > 0.
         final: settled after its grace period (False: provisional, may still change).
         marks: ``(peer, phase-out strikes, offences)`` of the book used, so each penalty
@@ -203,6 +213,61 @@ def _marks(book: PenaltyBook) -> dict[str, tuple[int, int]]:
     return {p: (e.strikes, len(e.evidence)) for p, e in book.entries.items()}
 
 
+def dispute_losses(evidence: Evidence, table: ReputationTable, epoch: int) -> np.ndarray:
+    """Per peer: its receipts for offers of ``epoch`` that lost a confident dispute in
+    ``table`` (``receipt_lost``, docs/core.md "Disputes"); int64, index = peer index.
+
+    ``table`` must be computed on ``evidence`` (its receipt rows); a table without dispute
+    columns (built by hand) has no losses.
+    """
+    ev = evidence
+    lost = table.receipt_lost
+    if lost is None or len(lost) != len(ev.receipt_node) or not len(lost):
+        return np.zeros(ev.n_peers, np.int64)
+    in_epoch = ev.offer_epoch[ev.receipt_offer] == epoch
+    return np.bincount(ev.receipt_node[lost & in_epoch], minlength=ev.n_peers).astype(np.int64)
+
+
+def slashes_for(
+    state: LedgerState,
+    penalties: PenaltyBook,
+    losses: Mapping[str, int],
+    params: LedgerParams,
+) -> list[tuple[str, str, int]]:
+    """The slashes of one settlement, proportional to each offence (module docstring).
+
+    Args:
+        state: balances and marks before the epoch.
+        penalties: the book at the settlement boundary (new offences and strikes are those
+            beyond ``state.marks``).
+        losses: ``peer -> receipts of the epoch that lost a confident dispute``.
+        params: the ledger parameters.
+
+    Returns:
+        ``(peer, reason, amount)``, sorted by peer, then in the order applied; amounts > 0.
+    """
+    marks = _marks(penalties)
+    out = []
+    for peer in sorted(set(marks) | {p for p, n in losses.items() if n > 0}):
+        balance = state.balance(peer)
+        strikes, n_off = marks.get(peer, (0, 0))
+        old_strikes, old_off = state.marks.get(peer, (0, 0))
+        steps: list[tuple[str, int, int]] = []  # (reason, numerator, denominator)
+        if n_off > old_off:
+            steps.append(("offence", params.offence_slash_pct, 100))
+        elif strikes > old_strikes:
+            steps.append(("phase_out", min(100, strikes * params.phase_out_slash_pct), 100))
+        lost = losses.get(peer, 0)
+        if lost > 0:
+            steps.append(("dispute", min(1000, lost * params.dispute_slash_permille), 1000))
+        for reason, num, den in steps:
+            amount = balance * num // den
+            if amount > 0:
+                out.append((peer, reason, amount))
+                balance -= amount
+    return out
+
+
 def settle(
     state: LedgerState,
     evidence: Evidence,
@@ -237,7 +302,13 @@ def settle(
         raise ValueError("table and evidence index different peers")
     if work is None:
         trust = table.client_trust if lp.feedback_needs_trust else None
-        work = work_units(ev, epoch, client_trust=trust, reputation_params=reputation_params)
+        work = work_units(
+            ev,
+            epoch,
+            client_trust=trust,
+            reputation_params=reputation_params,
+            lost=table.receipt_lost,
+        )
     emission = lp.emission(epoch)
     permille = np.asarray(table.permille, np.int64)
     ok = (
@@ -262,19 +333,9 @@ def settle(
             if amount > 0:
                 payouts.append((p, amount))
     burned = emission - sum(a for _p, a in payouts)
-    slashes = []
-    for peer, (strikes, n_off) in sorted(_marks(penalties).items()):
-        old_strikes, old_off = state.marks.get(peer, (0, 0))
-        balance = state.balance(peer)
-        if n_off > old_off:
-            reason, pct = "offence", lp.offence_slash_pct
-        elif strikes > old_strikes:
-            reason, pct = "phase_out", lp.phase_out_slash_pct
-        else:
-            continue
-        amount = balance * pct // 100
-        if amount > 0:
-            slashes.append((peer, reason, amount))
+    losses = dispute_losses(ev, table, epoch)
+    lost_by_peer = {ev.peers[i]: int(losses[i]) for i in np.flatnonzero(losses)}
+    slashes = slashes_for(state, penalties, lost_by_peer, lp)
     marks = tuple((p, s, o) for p, (s, o) in sorted(_marks(penalties).items()))
     work_rows = tuple((ev.peers[i], int(work[i])) for i in np.flatnonzero(work > 0))
     return Settlement(

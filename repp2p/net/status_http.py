@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import trio
+
+from repp2p.errors import ReppError
 
 log = logging.getLogger("repp2p.status")
 
@@ -24,6 +26,7 @@ async def serve(
     metrics: Callable[[], bytes],
     record: Callable[[str], dict[str, Any]] | None = None,
     problems: Callable[[], list[str]] | None = None,
+    routes: Sequence[tuple[str, Callable[[], tuple[str, bytes]]]] = (),
     *,
     task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -34,7 +37,10 @@ async def serve(
     ``problems()`` lists why the node is degraded: ``/health`` answers 200 ``ok`` while it
     is empty, else 503 with one ``degraded: ...`` line per problem (for load balancers and
     probes; ``/status`` carries the same list under ``health``).
+    ``routes`` adds ``(path, handler)`` pages; a handler returns ``(content type, body)``
+    (the explorer's page and JSON).
     """
+    pages = dict(routes)
 
     async def handle(stream: trio.SocketStream) -> None:
         try:
@@ -58,6 +64,13 @@ async def serve(
                 elif path.startswith("/record/") and record is not None:
                     body = json.dumps(record(path[len("/record/") :])).encode()
                     await _reply(stream, 200, "application/json", body)
+                elif path in pages:
+                    try:
+                        ctype, body = pages[path]()
+                    except ReppError as exc:  # e.g. a store that cannot be read just now
+                        await _reply(stream, 503, "text/plain", f"{exc}\n".encode())
+                    else:
+                        await _reply(stream, 200, ctype, body)
                 elif path == "/health":
                     found = problems() if problems is not None else []
                     if found:

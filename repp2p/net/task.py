@@ -6,10 +6,14 @@ the same stream (so a busy client pays stream set-up and protocol negotiation on
 node, not once per task) or close it; the node answers requests in order and closes a
 stream on which no request arrives for :data:`IDLE_TIMEOUT_S`, or after a malformed one::
 
-    client -> {"offer": bytes, "sealed": bytes, "releases"?: [bytes, ...]}
+    client -> {"offer": bytes, "sealed": bytes, "releases"?: [bytes, ...],
+               "dispute"?: [bytes, ...]}
         offer: the client-signed TaskOffer envelope; sealed: the input sealed to the node's
         attested X25519 key (repp2p.tee.seal_input); releases: up to 16 of the owner's
-        timeout/bad_proof Feedback envelopes on better-ranked claimants that failed
+        timeout/bad_proof Feedback envelopes on better-ranked claimants that failed;
+        dispute: a replica request for a disputed task, 1..32 Receipt envelopes that
+        disagree (repp2p.tasks.check_dispute decides; docs/core.md "Disputes and
+        escalation")
     node   -> {"ok": true, "claim": bytes, "receipt": bytes, "output": bytes}
         claim: the node-signed Claim envelope; receipt: the node-signed Receipt envelope
         carrying the enclave signature (both also spread through the node's feed,
@@ -25,7 +29,8 @@ stream on which no request arrives for :data:`IDLE_TIMEOUT_S`, or after a malfor
 
 Errors: ``bad_request``, ``bad_offer``, ``replayed``, ``wrong_epoch``, ``not_assigned``
 (this node has no claiming rank for the offer in its view), ``not_my_turn`` (failover: a
-better rank claimed in time), ``no_capacity``, ``execution_failed``.
+better rank claimed in time), ``no_capacity``, ``bad_dispute`` (a replica request's receipts
+do not show a real disagreement), ``execution_failed``.
 The client checks everything it receives against its own view and the node's attestation;
 a node's word is never trusted.
 """
@@ -57,6 +62,7 @@ ERRORS = frozenset(
         "not_assigned",
         "not_my_turn",
         "no_capacity",
+        "bad_dispute",
         "execution_failed",
     }
 )

@@ -41,6 +41,7 @@ from repp2p.attestation import load_policy
 from repp2p.clock import ClockAPI, as_clock
 from repp2p.config import NodeConfig
 from repp2p.errors import ConfigError, KeyFileError, NodeNotRunning
+from repp2p.explorer import Explorer
 from repp2p.identity import Identity
 from repp2p.net import audit as audit_protocol
 from repp2p.net import connmgr, status_http
@@ -69,7 +70,7 @@ from repp2p.node.status import OperatorStatus
 from repp2p.node.views import ViewService
 from repp2p.records import EngineOffer, NodeAd, Record, SignedRecord
 from repp2p.store import SqliteRecordStore
-from repp2p.tee.enclave import check_platform
+from repp2p.tee.enclave import check_platform, missing_tee_setting
 from repp2p.tee.errors import EnclaveError
 from repp2p.viewer import ViewKeeper
 
@@ -122,6 +123,9 @@ class Node:
                 check_platform(config.tee_kind)
             except EnclaveError as exc:
                 raise ConfigError(exc.detail) from None
+            missing = missing_tee_setting(config)
+            if missing:
+                raise ConfigError(missing)
         self.policy = load_policy(config.policy_path())
         self.phase = phase_of(self.peer_id)
         self.conn_events = connmgr.ConnectionEvents(
@@ -277,6 +281,8 @@ class Node:
                     cheat=cfg.cheat,
                     tee_kind=cfg.tee_kind,
                     collateral_file=cfg.tee_collateral or None,
+                    enclave_address=cfg.tee_enclave or None,
+                    gpu=cfg.gpu or None,
                 )
             async with host.run(listen_addrs=listen):
                 mode = DHTMode.SERVER if is_full else DHTMode.CLIENT
@@ -446,6 +452,7 @@ class Node:
                         nursery.start_soon(_drain, subscription)
                     status_port = None
                     if cfg.status_listen:
+                        explorer = Explorer(keeper, self.clock, peer_id=self.peer_id, role=cfg.role)
                         address, _, port = cfg.status_listen.rpartition(":")
                         status_port = await nursery.start(
                             status_http.serve,
@@ -455,6 +462,7 @@ class Node:
                             status.metrics_text,
                             status.record_status,
                             status.problems,
+                            explorer.routes(),
                         )
                     if status_port:
                         address = cfg.status_listen.rpartition(":")[0]

@@ -46,10 +46,14 @@ class EnclaveSupervisor(EnclaveSupervisorAPI):
         cheat: bool,
         tee_kind: str = "simulated",
         collateral_file: str | None = None,
+        enclave_address: str | None = None,
+        gpu: str | None = None,
     ) -> None:
         self._enclave = enclave
+        self._gpu = gpu
         self._tee_kind = tee_kind
         self._collateral_file = collateral_file
+        self._enclave_address = enclave_address
         self._engines = engines
         self._cheat = cheat
         self.attested_epoch: int | None = None
@@ -63,18 +67,27 @@ class EnclaveSupervisor(EnclaveSupervisorAPI):
         cheat: bool = False,
         tee_kind: str = "simulated",
         collateral_file: str | None = None,
+        enclave_address: str | None = None,
+        gpu: str | None = None,
     ) -> EnclaveSupervisor:
-        """Start an enclave serving ``engines`` on the ``tee_kind`` platform."""
+        """Start an enclave serving ``engines`` on the ``tee_kind`` platform (nitro: connect
+        to the enclave process at ``enclave_address``)."""
         enclave = await trio.to_thread.run_sync(
             lambda: Enclave.start(
-                list(engines), cheat=cheat, tee_kind=tee_kind, collateral_file=collateral_file
+                list(engines),
+                cheat=cheat,
+                tee_kind=tee_kind,
+                collateral_file=collateral_file,
+                enclave_address=enclave_address,
+                gpu=gpu,
             )
         )
         if cheat:
             log.warning("CHEAT MODE (demo): this node's enclave returns wrong results")
         return cls(
-            enclave, engines, cheat=cheat, tee_kind=tee_kind, collateral_file=collateral_file
-        )
+            enclave, engines, cheat=cheat, tee_kind=tee_kind, collateral_file=collateral_file,
+            enclave_address=enclave_address, gpu=gpu,
+        )  # fmt: skip
 
     @property
     def kind(self) -> str:
@@ -109,7 +122,12 @@ class EnclaveSupervisor(EnclaveSupervisorAPI):
         engines, cheat, kind = list(self._engines), self._cheat, self._tee_kind
         self._enclave = await trio.to_thread.run_sync(
             lambda: Enclave.start(
-                engines, cheat=cheat, tee_kind=kind, collateral_file=self._collateral_file
+                engines,
+                cheat=cheat,
+                tee_kind=kind,
+                collateral_file=self._collateral_file,
+                enclave_address=self._enclave_address,
+                gpu=self._gpu,
             )
         )
 
@@ -127,7 +145,8 @@ class EnclaveSupervisor(EnclaveSupervisorAPI):
         epoch = now // epoch_s
         nonce = beacon(epoch)
         # [tee hook] hardware evidence comes with its collateral (sev-snp: the VCEK chain)
-        evidence, collateral = await self._enclave.attest_with_collateral_async(
+        # and, with a confidential GPU, the GPU evidence the CPU report commits to
+        evidence, collateral, gpu_evidence = await self._enclave.attest_evidence_async(
             peer_id, epoch, nonce, now
         )
         lifetime = capped_lifetime(
@@ -138,7 +157,7 @@ class EnclaveSupervisor(EnclaveSupervisorAPI):
                 tee_kind=self._enclave.kind,
                 evidence=evidence,
                 collateral=collateral,
-                gpu_evidence=b"",
+                gpu_evidence=gpu_evidence,
                 enc_key=self._enclave.enc_key,
                 result_key=self._enclave.result_key,
                 epoch=epoch,

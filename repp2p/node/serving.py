@@ -11,6 +11,12 @@ owner has published ``timeout`` or ``bad_proof`` feedback on that claimant for t
 a *release*. Releases are public records, so any peer can check why rank ``r`` took over;
 the client may also hand them over with its request so the next node needs not wait for
 gossip.
+
+Dispute replicas (docs/core.md "Disputes and escalation"): a request that carries
+``"dispute"`` (the task's disagreeing receipts) asks this node to run the task as a replica.
+It is admitted by :mod:`repp2p.tasks.escalation`'s rules only (the receipts must be attested
+enclaves' and really disagree, and this node must be among the next ranks of the ranking
+without the exploration coin), never by the failover schedule: see :meth:`TaskServer._run_replica`.
 """
 
 from __future__ import annotations
@@ -196,6 +202,7 @@ class TaskServer(TaskLoadAPI):
         This method does the I/O between the rules' steps (views, store, sleeping until a
         failover turn) and the claim, execution and receipt once admitted.
         """
+        request, dispute = _pop_dispute(request)
         offer_data, sealed, releases = _parse(request)
         now_ms = self._now_ms()
         offer = tasks.check_offer(offer_data, now_ms=now_ms)
@@ -210,6 +217,8 @@ class TaskServer(TaskLoadAPI):
         )
         if stale is not None:
             return _refusal(stale)
+        if dispute is not None:
+            return await self._run_replica(offer, offer_data, sealed, dispute, now_ms)
         view = self._views.view(o.epoch)
         ranking = rank(o, view, beacon(o.epoch))
         # Checked before storing: an offer nobody assigned to us stays out of our feed.
@@ -253,6 +262,70 @@ class TaskServer(TaskLoadAPI):
             # Our digest of the epoch is out (or due): a claim now would contradict it.
             return _refusal(tasks.Reject(tasks.ErrorCode.WRONG_EPOCH, "the epoch is sealed"))
         return await self._execute(offer, sealed, decision.rank, view.digest)
+
+    async def _run_replica(
+        self,
+        offer: SignedRecord,
+        offer_data: bytes,
+        sealed: bytes,
+        dispute: list[bytes],
+        now_ms: int,
+    ) -> dict[str, Any]:
+        """Admit a dispute replica by :mod:`repp2p.tasks.escalation`'s rules, then run it.
+
+        Checked on this node's own view of the offer's epoch: the carried receipts
+        (``check_dispute``: attested enclaves of nodes ranked for this task, really
+        disagreeing), this node's replica rank (``replica_rank``), then a free slot
+        (``take_replica``). No failover wait: the dispute is the replica's turn. The offer
+        and the receipts are stored (they are the dispute's evidence) once the receipts and the
+        rank check out.
+        """
+        o: TaskOffer = offer.record  # type: ignore[assignment]
+        view = self._views.view(o.epoch)
+        b = beacon(o.epoch)
+        escalation = tasks.escalation_ranking(o, view, b)
+        receipts = tasks.check_dispute(
+            dispute,
+            offer,
+            now_ms=now_ms,
+            may_have_run={*rank(o, view, b), *escalation},
+            result_key_of=self._result_key_of,
+        )
+        if isinstance(receipts, tasks.Reject):
+            return _refusal(receipts)
+        assigned = tasks.replica_rank(
+            escalation,
+            self._peer_id,
+            {r.signer for r in receipts},
+            view.matching_params.dispute_max_replicas,
+        )
+        if isinstance(assigned, tasks.Reject):
+            return _refusal(assigned)
+        held = self._store.get(offer.record_id) is not None
+        if not self._pipeline.accept_decoded(offer, source="task"):
+            return _refusal(tasks.REFUSED_BY_PIPELINE)
+        if not held:
+            self._publisher.spread(offer_data, TaskOffer.TYPE)
+        for receipt in receipts:
+            self._pipeline.accept_decoded(receipt, source="task")
+        decision = tasks.take_replica(
+            assigned,
+            active=self._active,
+            capacity=self._capacity,
+            already_taken=o.task_id in self._handled,
+        )
+        if isinstance(decision, tasks.Reject):
+            if decision.code is tasks.ErrorCode.NO_CAPACITY:
+                self._on_limit("capacity")
+            return _refusal(decision)
+        if self._sealed(o.epoch):
+            return _refusal(tasks.Reject(tasks.ErrorCode.WRONG_EPOCH, "the epoch is sealed"))
+        log.info("replica for disputed task %s at rank %d", o.task_id.hex()[:12], decision.rank)
+        return await self._execute(offer, sealed, decision.rank, view.digest)
+
+    def _result_key_of(self, peer: str) -> bytes | None:
+        keys = self._views.enclave_keys(peer)
+        return keys[1] if keys is not None else None
 
     async def _execute(
         self, offer: SignedRecord, sealed: bytes, my_rank: int, view_digest: bytes
@@ -345,6 +418,23 @@ class TaskServer(TaskLoadAPI):
 
 def _refusal(reject: tasks.Reject) -> dict[str, Any]:
     return error(reject.code.value, reject.detail)
+
+
+def _pop_dispute(request: Any) -> tuple[Any, list[bytes] | None]:
+    """The request without its ``dispute`` receipts, and those receipts (None: not a
+    replica request). A ``dispute`` that is not a list of 1..MAX_DISPUTE_RECEIPTS byte
+    strings is malformed (the rules on its content are :func:`repp2p.tasks.check_dispute`'s)."""
+    if type(request) is not dict or "dispute" not in request:
+        return request, None
+    request = dict(request)
+    raw = request.pop("dispute")
+    if (
+        type(raw) is not list
+        or not 1 <= len(raw) <= tasks.MAX_DISPUTE_RECEIPTS
+        or any(type(r) is not bytes for r in raw)
+    ):
+        raise ProtocolError("bad dispute")
+    return request, raw
 
 
 def _parse(request: Any) -> tuple[bytes, bytes, list[bytes]]:

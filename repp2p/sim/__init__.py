@@ -7,11 +7,13 @@ Public API::
     simulate(scenario, *, seed=None, on_epoch=None) -> SimResult
     write_outputs(result, out_dir, *, plots=True) -> dict   # CSV, PNG, summary.json
     Kernel                                        # the discrete-event kernel
+    CostModel                                     # [digests]: digest flow, per-peer costs
 
 No trio, no sockets, no wall clock, no global randomness: a run is a function of the scenario
 and the seed, and ``SimResult.trace_hash`` identifies it.
 """
 
+from repp2p.sim.digests import CostModel
 from repp2p.sim.kernel import Kernel
 from repp2p.sim.outputs import write_outputs, write_sweep
 from repp2p.sim.scenario import BEHAVIOURS, Adversary, Scenario, load_scenario
@@ -20,6 +22,7 @@ from repp2p.sim.simulation import SimResult, Simulation, gini, simulate
 __all__ = [
     "BEHAVIOURS",
     "Adversary",
+    "CostModel",
     "Kernel",
     "Scenario",
     "SimResult",

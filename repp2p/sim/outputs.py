@@ -75,7 +75,42 @@ def summary_table(summary: dict[str, Any]) -> str:
             f"({b['lost_tasks']} failed), "
             f"REP share {b['rep_share']:.4f} |"
         )
+    lines += digest_lines(summary.get("digests"))
     return "\n".join(lines) + "\n"
+
+
+def digest_lines(d: dict[str, Any] | None) -> list[str]:
+    """Table rows of a run's digest section (issue 14): per-peer gossip and the share of
+    one core spent verifying digests, against their targets. Empty without digests."""
+    if not d:
+        return []
+    t, node, client = d["targets"], d["per_peer"]["node"], d["per_peer"]["client"]
+    met = {True: "met", False: "NOT met"}
+    a = d["audits"]
+    lines = [
+        f"| per-peer gossip (node p99) | {d['gossip_bytes_s']:,.0f} bytes/s (target <= "
+        f"{t['gossip_bytes_s']:,.0f}: {met[t['gossip_met']]}) |",
+        f"| digest verification (node p99) | {100 * d['digest_verify_share']:.2f}% of one core "
+        f"(target <= {100 * t['digest_verify_share']:.0f}%: {met[t['verify_met']]}) |",
+        f"| node bytes/s sent, received (mean) | {node['sent_bytes_s']['mean']:,.0f}, "
+        f"{node['recv_bytes_s']['mean']:,.0f} |",
+        f"| node records verified per epoch (mean, p99) | "
+        f"{node['records_verified']['mean']:,.0f}, {node['records_verified']['p99']:,.0f} |",
+        f"| node verification, all records (p99) | {100 * node['verify_share']['p99']:.2f}% "
+        f"of one core |",
+        f"| client bytes/s sent, received (mean) | {client['sent_bytes_s']['mean']:,.0f}, "
+        f"{client['recv_bytes_s']['mean']:,.0f} |",
+        f"| digests per epoch (work, feedback) | {d['per_epoch'].get('work_digests', 0):,.0f}, "
+        f"{d['per_epoch'].get('feedback_digests', 0):,.0f}, {d['digest_bytes_mean']:.0f} "
+        f"bytes each |",
+    ]
+    if a["faulty_digests"]:
+        lines.append(
+            f"| audits | {a['caught_digests']}/{a['faulty_digests']} faulty digests caught "
+            f"({a['observed_detection']:.3f}; expected {a['expected_detection']:.3f}), "
+            f"{a['cheaters_caught']}/{a['cheaters']} misreporting nodes |"
+        )
+    return lines
 
 
 def _pyplot():
@@ -116,10 +151,54 @@ def write_outputs(result: SimResult, out_dir: str | Path, *, plots: bool = True)
             ("rep.png", "REP distribution", ("rep_gini", "rep_malicious_share")),
             ("latency.png", "latency of ok tasks (ms)", ("latency_mean_ms", "latency_p95_ms")),
         )
+        target: dict[str, float] = {}
+        if "digests" in summary:
+            t = summary["digests"]["targets"]
+            panels += (
+                (
+                    "gossip.png",
+                    "per-peer gossip (bytes/s)",
+                    (
+                        "node_gossip_bytes_s_mean",
+                        "node_gossip_bytes_s_p99",
+                        "client_gossip_bytes_s_p99",
+                    ),
+                ),
+                (
+                    "peer_bytes.png",
+                    "per-peer bytes/s, all traffic (p99)",
+                    (
+                        "node_sent_bytes_s_p99",
+                        "node_recv_bytes_s_p99",
+                        "client_sent_bytes_s_p99",
+                        "client_recv_bytes_s_p99",
+                    ),
+                ),
+                (
+                    "verify.png",
+                    "share of one core verifying (p99)",
+                    (
+                        "node_digest_verify_share_p99",
+                        "node_verify_share_p99",
+                        "client_digest_verify_share_p99",
+                    ),
+                ),
+                (
+                    "records_verified.png",
+                    "records verified per peer and epoch (mean)",
+                    ("node_records_verified_mean", "client_records_verified_mean"),
+                ),
+            )
+            target = {
+                "gossip.png": t["gossip_bytes_s"],
+                "verify.png": t["digest_verify_share"],
+            }
         for fname, title, keys in panels:
             fig, ax = plt.subplots(figsize=(6, 3.5))
             for k in keys:
                 ax.plot(epochs, [r.get(k) for r in result.rows], label=k)
+            if fname in target:
+                ax.axhline(target[fname], color="red", linestyle="--", label="target")
             ax.set_xlabel("epoch")
             ax.set_title(f"{result.scenario.name}: {title}")
             ax.legend()

@@ -17,12 +17,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from repp2p.digests.params import DigestParams
 from repp2p.errors import ConfigError
 from repp2p.ledger import LedgerParams
 from repp2p.matching import MatchingParams
 from repp2p.network_params import NetworkParams
 from repp2p.params_check import check_bool, check_float, check_int, check_keys
 from repp2p.reputation import ReputationParams
+from repp2p.sim.digests import CostModel
 
 #: Node behaviours (``[[adversary]] behaviour = ...``); "honest" fills the rest.
 BEHAVIOURS = ("honest", "lazy", "wrong_result", "on_off", "sybil", "whitewasher")
@@ -71,6 +73,9 @@ class Adversary:
         rejoin_epochs: whitewasher: epochs offline before rejoining under a new identity.
         collude: cheaters of this group return the *same* wrong output for a task (so with
             redundancy they can outvote an honest node); otherwise each wrong output differs.
+        digest_fault: share of the leaves of each of its work digests a node of this group
+            misreports (needs ``[digests] enabled``; docs/simulations.md, "Digests and
+            per-peer costs").
     """
 
     behaviour: str
@@ -85,6 +90,7 @@ class Adversary:
     join_epoch: int = 0
     rejoin_epochs: int = 1
     collude: bool = False
+    digest_fault: float = 0.0
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Adversary:
@@ -107,6 +113,7 @@ class Adversary:
             join_epoch=t.integer("join_epoch", 0, 0, 10**6),
             rejoin_epochs=t.integer("rejoin_epochs", 1, 0, 10**6),
             collude=t.boolean("collude", False),
+            digest_fault=t.number("digest_fault", 0.0, 0.0, 1.0),
         )
 
 
@@ -150,6 +157,8 @@ class Scenario:
     reputation_params: ReputationParams = dataclasses.field(default_factory=ReputationParams)
     matching_params: MatchingParams = dataclasses.field(default_factory=MatchingParams)
     ledger_params: LedgerParams = dataclasses.field(default_factory=LedgerParams)
+    digests: CostModel = dataclasses.field(default_factory=CostModel)
+    digest_params: DigestParams = dataclasses.field(default_factory=DigestParams)
     sweep: Mapping[str, tuple[Any, ...]] = dataclasses.field(default_factory=dict)
 
     @classmethod
@@ -172,6 +181,15 @@ class Scenario:
             table = d.pop(key, {})
             check_keys(f"scenario [{key}]", table, [f.name for f in dataclasses.fields(klass)])
             params[key] = klass(**table)
+        table = d.pop("digest_params", {})
+        _check(isinstance(table, dict), "[digest_params] must be a table")
+        check_keys(
+            "scenario [digest_params]", table, [f.name for f in dataclasses.fields(DigestParams)]
+        )
+        params["digest_params"] = DigestParams(**table)
+        table = d.pop("digests", {})
+        _check(isinstance(table, dict), "[digests] must be a table")
+        params["digests"] = CostModel.from_dict(table)
         sweep = d.pop("sweep", {})
         _check(isinstance(sweep, dict), "[sweep] must be a table of lists")
         for k, v in sweep.items():
@@ -224,6 +242,10 @@ class Scenario:
         check_keys(t.where, clients, ("count", "malicious_share", "detect_prob"))
         adversaries = tuple(Adversary.from_dict(a) for a in advs)
         _check(sum(a.share for a in adversaries) <= 1.0, "adversary shares exceed 1")
+        _check(
+            params["digests"].enabled or not any(a.digest_fault for a in adversaries),
+            "digest_fault needs [digests] enabled = true",
+        )
         return cls(
             name=name,
             description=description,
@@ -294,8 +316,9 @@ class Scenario:
             "detect_prob": self.detect_prob,
         }
         d["adversary"] = [dataclasses.asdict(a) for a in self.adversaries]
-        for key in ("reputation_params", "matching_params", "ledger_params"):
+        for key in ("reputation_params", "matching_params", "ledger_params", "digest_params"):
             d[key] = dataclasses.asdict(getattr(self, key))
+        d["digests"] = dataclasses.asdict(self.digests)
         if self.sweep:
             d["sweep"] = {k: list(v) for k, v in self.sweep.items()}
         return d

@@ -31,6 +31,12 @@ arrive together; a node runs ``capacity`` of them at once and each further wave 
 ``deadline / queue_ms`` times its capacity in a tick times out (heartbeat load stays 0: the
 queue drains within the tick).
 
+Digests (issue 14): with the scenario's ``[digests]`` table enabled, each epoch's tasks are
+followed through the digest flow after the epoch closes (``repp2p.sim.digests``): the
+digests every party publishes, their audits (and detection of misreported leaves, whose
+publishers become proven offenders at the audit boundary), and per-peer bytes, records
+verified and CPU. Without the table nothing of it runs and a run is unchanged.
+
 Disputes (issue 15): a k = 1 result the client reports wrong, and a k >= 2 task whose
 receipts disagree, is escalated one replica at a time down the task's ranking (the same
 matching) until ``repp2p.reputation.disputes.dispute_verdicts`` is confident under the
@@ -52,6 +58,7 @@ from repp2p.ledger import LedgerState, settle, work_units
 from repp2p.matching import View, beacon, rank_fast, rank_first_many, task_words
 from repp2p.reputation import Evidence, PenaltyBook
 from repp2p.reputation.disputes import dispute_verdicts
+from repp2p.sim.digests import DigestFlow
 from repp2p.sim.kernel import Kernel
 from repp2p.sim.scenario import BEHAVIOURS, Scenario
 
@@ -139,6 +146,16 @@ class Simulation:
         )
         self.on_epoch = on_epoch
         self.kernel = Kernel()
+        # Digests (issue 14): a sixth stream, spawned after the five above so that their
+        # draws are unchanged; used only when the scenario enables [digests].
+        self.flow: DigestFlow | None = None
+        if s.digests.enabled:
+            rng_digest = np.random.Generator(
+                np.random.PCG64(np.random.SeedSequence(self.seed).spawn(6)[5])
+            )
+            self.flow = DigestFlow(
+                s.digests, s.digest_params, s.clients, s.epoch_s, self.seed, rng_digest
+            )
         self.epoch_ms = s.epoch_s * 1000
         # The parameters the simulated peers share, as a live network's file gives them.
         self.params = s.network_params
@@ -179,6 +196,8 @@ class Simulation:
         self.lost_of = np.zeros(self.n_nodes, np.int64)  # honest clients' failed tasks
         self.caught = np.full(self.n_nodes, -1, np.int64)  # first epoch out of the tier
         self.ever_penalised = np.zeros(self.n_nodes, bool)
+        # first epoch a node is a proven offender (a misreported digest caught by audit)
+        self.offender_from = np.full(self.n_nodes, np.iinfo(np.int64).max, np.int64)
         self.busy = np.zeros(self.n_nodes, np.int64)  # tasks queued in the current tick
         # evidence tables
         self.offers = _Table(("client", "epoch", "deadline"))
@@ -238,14 +257,16 @@ class Simulation:
         self.on_epochs = per_group("on_epochs", 0).astype(np.int64)
         self.collude = per_group("collude", 0.0) > 0
         self.off_epochs = per_group("off_epochs", 1).astype(np.int64)
+        self.digest_fault = per_group("digest_fault", 0.0)
         self.malicious = self.behaviour != HONEST
 
     def _grow(self, extra: int) -> None:
         self._freeze_nodes()
         names = ("online", "first_cheat", "phased", "tasks_of", "lost_of", "alive", "caught")
-        for name in (*names, "ever_penalised", "busy"):
+        for name in (*names, "ever_penalised", "busy", "offender_from"):
             arr = getattr(self, name)
             fill = {"online": False, "alive": True, "first_cheat": -1, "phased": -1}.get(name, 0)
+            fill = np.iinfo(np.int64).max if name == "offender_from" else fill
             fill = -1 if name == "caught" else fill
             setattr(self, name, np.concatenate((arr, np.full(extra, fill, arr.dtype))))
 
@@ -307,6 +328,10 @@ class Simulation:
         hn, he, hl = self.heartbeats.columns()
         is_node = np.concatenate((np.zeros(c, bool), np.ones(n, bool)))
         verified = np.concatenate((np.zeros(c, bool), self.attested))
+        extra = {}
+        if self.flow is not None:  # proven digest offences (only with [digests])
+            offender = self.offender_from <= self.epoch
+            extra["equivocated"] = np.concatenate((np.zeros(c, bool), offender))
         return Evidence.from_columns(
             self._peers(),
             is_node=is_node,
@@ -334,6 +359,7 @@ class Simulation:
             hb_node=hn + c,
             hb_epoch=he,
             hb_load=hl,
+            **extra,
         )
 
     def _cheating(self, epoch: int) -> np.ndarray:
@@ -857,9 +883,42 @@ class Simulation:
             if (self.behaviour == b).any():
                 row[f"tasks_{name}"] = st.by_behaviour.get(b, 0)
         del c
+        if self.flow is not None:
+            row.update(self._digest_epoch(e))
         self.rows.append(row)
         if self.on_epoch is not None:
             self.on_epoch(e, self.sc.epochs)
+
+    def _digest_epoch(self, e: int) -> dict[str, Any]:
+        """Epoch ``e``'s digests, audits and per-peer costs (``repp2p.sim.digests``)."""
+        assert self.flow is not None
+
+        def cols(table: _Table, n: int) -> list[np.ndarray]:
+            parts = table.chunks.get(e, [])
+            if not parts:
+                return [np.zeros(0, np.int64) for _ in range(n)]
+            return [np.concatenate([p[i] for p in parts]) for i in range(n)]
+
+        (offer_client,) = cols(self.offers, 1)
+        hb_node = cols(self.heartbeats, 1)[0]
+        fc, fn, fo, fout, flat, _rating = cols(self.feedback, 6)
+        cn, co = cols(self.claims, 2)
+        rn, ro, _out = cols(self.receipts, 3)
+        costs, caught = self.flow.epoch(
+            e,
+            self.n_nodes,
+            np.unique(hb_node),
+            offer_client,
+            self.offer_base[e],
+            (cn, co),
+            (rn, ro),
+            (fc, fn, fo, fout, flat),
+            self.digest_fault,
+        )
+        # a caught node is a proven offender from the audit boundary of epoch e on
+        boundary = self.sc.digest_params.audit_epoch(e)
+        self.offender_from[caught] = np.minimum(self.offender_from[caught], boundary)
+        return self.flow.record(e, costs, np.unique(hb_node))
 
     def run(self) -> SimResult:
         """Run every epoch; returns the :class:`SimResult`."""
@@ -965,6 +1024,12 @@ class SimResult:
             "protocol_events": sim.protocol_events,
             "trace_hash": sim.trace.hexdigest(),
         }
+        if sim.flow is not None:
+            cheaters = int(((sim.digest_fault > 0) & (sim.tasks_of > 0)).sum())
+            summary["digests"] = sim.flow.summary(cheaters)
+            # the two headline figures at the top level too, so sweeps tabulate them
+            summary["gossip_bytes_s"] = summary["digests"]["gossip_bytes_s"]
+            summary["digest_verify_share"] = summary["digests"]["digest_verify_share"]
         per_node = {
             "behaviour": sim.behaviour,
             "tasks": sim.tasks_of,

@@ -17,6 +17,17 @@ Public API::
         .done(now_ms) -> bool;  .conclude() -> Verdict | NoVerdict
     attempt_budget_ms(rank, k, *, sent_ms, deadline_ms, params) -> int
 
+    # disputes: further ranks run a task whose receipts disagree (escalation.py)
+    is_disputed(votes) -> bool;  standing_verdict(votes, standing, ...) -> bytes | None
+    escalation_ranking(offer, view, beacon) -> [peer, ...]   # no exploration coin
+    EscalationPlan(ranking, votes, standing, *, max_replicas, ...)
+        .next_replica() -> (rank, peer) | None;  .on_replica(peer, output | None)
+    check_dispute(envelopes, offer, *, now_ms, may_have_run, result_key_of)
+        -> [receipt, ...] | Reject                             # node, replica requests
+    replica_rank(escalation, me, ran, max_replicas) -> int | Reject
+    take_replica(rank, *, active, capacity, already_taken) -> Admit | Reject
+    check_replica_claim(claim, offer, *, peer)                 # client; ClaimError
+
 Pure: no I/O, no clock (times are integer unix milliseconds passed in), no randomness.
 """
 
@@ -60,12 +71,26 @@ from repp2p.tasks.attempts import (
     attempt_budget_ms,
 )
 from repp2p.tasks.codes import REJECT_CODES, ErrorCode
+from repp2p.tasks.escalation import (
+    MAX_DISPUTE_RECEIPTS,
+    EscalationPlan,
+    Vote,
+    check_dispute,
+    check_replica_claim,
+    escalation_limit,
+    escalation_ranking,
+    is_disputed,
+    replica_rank,
+    standing_verdict,
+    take_replica,
+)
 
 __all__ = [
     "ATTEMPT_BUDGET_MS",
     "DECLINES",
     "EPOCH_LAG",
     "EXPIRY_MARGIN_S",
+    "MAX_DISPUTE_RECEIPTS",
     "MIN_ATTEMPT_MS",
     "REFUSED_BY_PIPELINE",
     "REJECT_CODES",
@@ -77,6 +102,7 @@ __all__ = [
     "ClaimSeen",
     "Decision",
     "ErrorCode",
+    "EscalationPlan",
     "LaneDone",
     "NoVerdict",
     "NoVerdictReason",
@@ -86,17 +112,26 @@ __all__ = [
     "Release",
     "Skip",
     "Verdict",
+    "Vote",
     "WaitUntil",
     "assigned_rank",
     "attempt_budget_ms",
+    "check_dispute",
     "check_fresh",
     "check_offer",
+    "check_replica_claim",
     "current_epoch",
     "epoch_accepted",
+    "escalation_limit",
+    "escalation_ranking",
     "is_bound_offer",
+    "is_disputed",
     "is_release",
     "released_claimants",
     "releases_in",
+    "replica_rank",
+    "standing_verdict",
+    "take_replica",
     "take_turn",
     "turn_opens_at_ms",
 ]

@@ -27,6 +27,9 @@ Rules of this file (h11 style):
   the best rank; the winner needs a strict majority of the verified answers, else
   ``no_majority``; no verified answer at all is ``no_result``. Outvoted answers become
   ``wrong``; the answers are listed best rank first.
+  A disputed task (two outputs) may then be escalated (:mod:`repp2p.tasks.escalation`):
+  replica answers join with :meth:`AttemptPlan.on_replica`, and a confident
+  standing-weighted verdict passed as ``conclude(upheld=...)`` decides instead of the count.
 * Times, budgets and the per-attempt budget rule are in :func:`attempt_budget_ms`.
 """
 
@@ -74,6 +77,7 @@ DECLINES: Mapping[ErrorCode, Outcome | None] = MappingProxyType(
         ErrorCode.NOT_ASSIGNED: None,
         ErrorCode.NOT_MY_TURN: None,
         ErrorCode.NO_CAPACITY: None,
+        ErrorCode.BAD_DISPUTE: None,
         # it claimed, then failed
         ErrorCode.EXECUTION_FAILED: Outcome.TIMEOUT,
     }
@@ -162,7 +166,9 @@ class Answer:
     """A node that answered or failed (skipped ranks leave none).
 
     ``outcome`` is provisional (ok, timeout, bad_proof) until the vote; ``output`` is the
-    verified output (or any bytes standing for it, e.g. its digest) for ``ok``.
+    verified output (or any bytes standing for it, e.g. its digest) for ``ok``. ``replica``:
+    a dispute replica (:meth:`AttemptPlan.on_replica`), whose ``rank`` is its place in the
+    escalation ranking (:func:`repp2p.tasks.escalation_ranking`).
     """
 
     rank: int
@@ -170,6 +176,7 @@ class Answer:
     outcome: Outcome
     latency_ms: int
     output: bytes | None = None
+    replica: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,7 +186,8 @@ class Verdict:
     Attributes:
         output: the winning output.
         agreed: how many verified answers gave it.
-        answers: every answer, best rank first, outvoted ones as ``wrong``.
+        answers: every answer, best rank first (replicas last, in the order asked), outvoted
+            ones as ``wrong``.
         feedback: the answers to publish ``ok``/``wrong`` Feedback on, best rank first
             (``timeout``/``bad_proof`` were published as releases already).
     """
@@ -336,9 +344,38 @@ class AttemptPlan:
         """The attempt was not made (the client holds no attested keys for the node)."""
         return Skip(rank, self._finish(rank).peer)
 
+    def on_replica(
+        self,
+        rank: int,
+        peer: str,
+        outcome: Outcome | str,
+        latency_ms: int,
+        output: bytes | None = None,
+    ) -> None:
+        """A dispute replica's answer (after the lanes are done; docs/core.md "Disputes and
+        escalation"): ``ok`` with its verified ``output``, or ``timeout``/``bad_proof``
+        (the caller releases it with that feedback, as for a lane's failure). A replica
+        that declined leaves no answer: do not report it."""
+        outcome = Outcome(outcome)
+        if outcome is Outcome.OK and output is None:
+            raise PlanError("an ok replica answer needs its output")
+        if outcome is not Outcome.OK and outcome not in FAILURES:
+            raise PlanError(f"{outcome} is not a replica answer")
+        if any(a.peer == peer for a in self._answers):
+            raise PlanError(f"{peer} answered this task already")
+        kept = output if outcome is Outcome.OK else None
+        self._answers.append(Answer(rank, peer, outcome, latency_ms, kept, replica=True))
+
     # -- the vote ----------------------------------------------------------------------------
-    def conclude(self) -> Verdict | NoVerdict:
-        """The vote over the verified answers (see the rules at the top of this file)."""
+    def conclude(self, upheld: bytes | None = None) -> Verdict | NoVerdict:
+        """The vote over the verified answers (see the rules at the top of this file).
+
+        Args:
+            upheld: the output a confident standing-weighted verdict upheld on a disputed
+                task (:meth:`repp2p.tasks.EscalationPlan.verdict`). It wins whatever the
+                count (the standing rule, not the count, decides a dispute); answers with
+                another output are ``wrong``. None: the count vote above.
+        """
         if self._in_flight:
             raise PlanError("attempts still in flight")
         good = [a for a in self._answers if a.outcome is Outcome.OK and a.output is not None]
@@ -347,16 +384,22 @@ class AttemptPlan:
         votes: dict[bytes, list[Answer]] = {}
         for a in good:
             votes.setdefault(a.output, []).append(a)  # type: ignore[arg-type]
-        # Most votes; a tie goes to the output with the best-ranked voter. (Kept as the
-        # client always had it, though a tie never has a strict majority, so the tie-break
-        # never picks a verdict's output.)
-        output, agreeing = max(
-            votes.items(), key=lambda kv: (len(kv[1]), -min(a.rank for a in kv[1]))
-        )
-        if not len(agreeing) * 2 > len(good):
-            return NoVerdict(NoVerdictReason.NO_MAJORITY, len(good))
+        if upheld is not None:
+            if upheld not in votes:
+                raise PlanError("the upheld output is no answer's")
+            output, agreeing = upheld, votes[upheld]
+        else:
+            # Most votes; a tie goes to the output with the best-ranked voter. (Kept as the
+            # client always had it, though a tie never has a strict majority, so the
+            # tie-break never picks a verdict's output.)
+            output, agreeing = max(
+                votes.items(), key=lambda kv: (len(kv[1]), -min(a.rank for a in kv[1]))
+            )
+            if not len(agreeing) * 2 > len(good):
+                return NoVerdict(NoVerdictReason.NO_MAJORITY, len(good))
         final = []
-        for a in sorted(self._answers, key=lambda a: a.rank):
+        # the first round's answers by rank, then the replicas in the order asked
+        for a in sorted(self._answers, key=lambda a: (a.replica, a.rank)):
             if a.outcome is Outcome.OK and a.output != output:
                 a = dataclasses.replace(a, outcome=Outcome.WRONG)  # outvoted
             final.append(a)

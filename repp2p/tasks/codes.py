@@ -27,11 +27,15 @@ class ErrorCode(enum.StrEnum):
     NOT_MY_TURN = "not_my_turn"
     #: every task slot of the node is busy
     NO_CAPACITY = "no_capacity"
+    #: a replica request's disagreeing receipts do not check out (docs/core.md, "Disputes
+    #: and escalation"): a client cannot force extra work without a real disagreement
+    BAD_DISPUTE = "bad_dispute"
     #: the node claimed, then the enclave or engine failed (I/O layer's verdict)
     EXECUTION_FAILED = "execution_failed"
 
 
-#: the codes node admission (:mod:`repp2p.tasks.admission`) can decide
+#: the codes node admission (:mod:`repp2p.tasks.admission`, :mod:`repp2p.tasks.escalation`)
+#: can decide
 REJECT_CODES = frozenset(
     {
         ErrorCode.BAD_OFFER,
@@ -40,5 +44,6 @@ REJECT_CODES = frozenset(
         ErrorCode.NOT_ASSIGNED,
         ErrorCode.NOT_MY_TURN,
         ErrorCode.NO_CAPACITY,
+        ErrorCode.BAD_DISPUTE,
     }
 )

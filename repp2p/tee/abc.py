@@ -1,8 +1,8 @@
 """The enclave runtime interface the node depends on (one implementation per TEE backend).
 
-:class:`repp2p.tee.Enclave` runs on the simulated platform or, inside an SEV-SNP
-confidential VM, on ``sev-snp`` (:mod:`repp2p.tee.platforms`); other hardware backends
-(Nitro, TDX) would implement the same calls with the keys held by the hardware TEE.
+:class:`repp2p.tee.Enclave` runs on the simulated platform or on a hardware TEE: inside
+an SEV-SNP or TDX confidential VM (``sev-snp``, ``dcap``) or a Nitro Enclave (``nitro``)
+(:mod:`repp2p.tee.platforms`), optionally with an NVIDIA confidential GPU's evidence.
 """
 
 from __future__ import annotations
@@ -43,6 +43,12 @@ class EnclaveAPI(abc.ABC):
     ) -> tuple[bytes, bytes]:
         """``(evidence, collateral)``; the default has no collateral (simulated, Nitro)."""
         return self.attest(peer_id, epoch, nonce, now), b""
+
+    def attest_evidence(
+        self, peer_id: str, epoch: int, nonce: bytes, now: int
+    ) -> tuple[bytes, bytes, bytes]:
+        """``(evidence, collateral, gpu_evidence)``; the default has no GPU evidence."""
+        return (*self.attest_with_collateral(peer_id, epoch, nonce, now), b"")
 
     @abc.abstractmethod
     def execute(

@@ -1,9 +1,9 @@
 """The enclave runtime: an enclave process per node, driven over a pipe.
 
-The process runs on one *platform* (:mod:`repp2p.tee.platforms`): ``simulated`` (below)
-or ``sev-snp``, where node and enclave process run inside an SEV-SNP confidential VM (the
-VM is the TEE) and evidence comes from configfs-tsm. Everything else here is the same for
-both.
+The process runs on one *platform* (:mod:`repp2p.tee.platforms`): ``simulated`` (below),
+``sev-snp`` or ``dcap`` (TDX), where node and enclave process run inside an SEV-SNP or TDX
+confidential VM (the VM is the TEE) and evidence comes from configfs-tsm. Everything else
+here is the same for all of them.
 
 SIMULATED TEE -- NOT REAL SECURITY. The enclave is a separate OS process
 (:mod:`repp2p.tee.worker`) that holds the X25519 and Ed25519 keys bound into its
@@ -26,16 +26,19 @@ import sys
 import threading
 import weakref
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 from engines.errors import EngineError, EngineReason
 from repp2p.attestation.claims import SIMULATED_LABEL
 from repp2p.records import Receipt
+from repp2p.tee import vsock
 from repp2p.tee.abc import EnclaveAPI
 from repp2p.tee.configfs_tsm import ConfigfsTsm
 from repp2p.tee.errors import EnclaveError, EnclaveReason, TeeInterfaceError
-from repp2p.tee.platforms import RUNNABLE_KINDS, enclave_error
+from repp2p.tee.guest_devices import SevGuestDevice, TdxGuestDevice
+from repp2p.tee.platforms import RUNNABLE_KINDS, canonical_kind, enclave_error
 from repp2p.tee.wire import WireClosed, WireMalformed, WireTimeout, read_frame, write_frame
 
 KIND = "simulated"
@@ -109,6 +112,8 @@ class Enclave(EnclaveAPI):
         tee_kind: str = KIND,
         collateral_file: str | None = None,
         tsm_root: str = "/",
+        enclave_address: str | None = None,
+        gpu: str | None = None,
     ) -> Enclave:
         """Start an enclave process serving ``engines``.
 
@@ -126,11 +131,15 @@ class Enclave(EnclaveAPI):
             timeout_s: how long loading may take.
             stderr: where the enclave's stderr goes; DEVNULL by default because engine
                 errors could quote input. Pass ``None`` to inherit it while debugging.
-            tee_kind: the platform: ``simulated`` or ``sev-snp`` (inside an SEV-SNP VM,
-                evidence through configfs-tsm).
+            tee_kind: the platform: ``simulated``, ``sev-snp`` (inside an SEV-SNP VM) or
+                ``dcap`` / ``tdx`` (inside a TDX VM); hardware evidence through configfs-tsm.
             collateral_file: sev-snp: the VCEK chain file used when the host's
-                certificate table is empty.
+                certificate table is empty; dcap: the DCAP collateral JSON (required).
             tsm_root: where to look for configfs-tsm before starting (``/``; tests).
+            enclave_address: nitro: ``vsock:CID:PORT`` of the enclave process running in
+                the Nitro Enclave (no process is started here; the node connects).
+            gpu: ``"nvidia"``: each attestation also carries the evidence of the
+                confidential-computing GPU (hardware kinds only; :mod:`repp2p.tee.gpu`).
 
         Returns:
             A running :class:`Enclave` (close it, or use it as a context manager).
@@ -142,15 +151,25 @@ class Enclave(EnclaveAPI):
         """
         if seed is not None and len(seed) != 32:
             raise ValueError("seed is 32 bytes")
+        tee_kind = canonical_kind(tee_kind)
         check_platform(tee_kind, tsm_root)
-        process = cls._spawn(stderr)
+        if tee_kind == "nitro":
+            if not enclave_address:
+                raise EnclaveError(
+                    EnclaveReason.TEE_UNAVAILABLE,
+                    "tee_kind 'nitro' needs tee_enclave = 'vsock:CID:PORT', the enclave "
+                    "process running in the Nitro Enclave (docs/operators.md)",
+                )
+            process = cls._connect_enclave(enclave_address)
+        else:
+            process = cls._spawn(stderr)
         request = {
             "op": "start",
             "engines": None if engines is None else list(engines),
             "seed": seed,
             "cheat": bool(cheat),
             "preload": bool(preload),
-            "platform": {"kind": tee_kind, "collateral_file": collateral_file},
+            "platform": {"kind": tee_kind, "collateral_file": collateral_file, "gpu": gpu},
         }
         return cls.connect(process, request, timeout_s, cheat, expected_measurement)
 
@@ -169,6 +188,11 @@ class Enclave(EnclaveAPI):
             )
         except OSError as exc:
             raise EnclaveError(EnclaveReason.START_FAILED, str(exc)) from None
+
+    @staticmethod
+    def _connect_enclave(address: str) -> Any:
+        """Connect to an enclave process in a Nitro Enclave (a seam: tests use a socket pair)."""
+        return vsock.connect(address)
 
     @classmethod
     def connect(
@@ -248,16 +272,31 @@ class Enclave(EnclaveAPI):
     ) -> tuple[bytes, bytes]:
         """``(evidence, collateral)`` for the ``Attestation`` record (see :meth:`attest`).
 
+        For an enclave with a GPU use :meth:`attest_evidence`: its CPU evidence commits to
+        the GPU evidence, so it does not verify without it.
+
         Raises:
             EnclaveError: BAD_REQUEST, CLOSED, CRASHED, TIMEOUT, TEE_UNAVAILABLE or
                 TEE_FAILED.
         """
+        return self.attest_evidence(peer_id, epoch, nonce, now)[:2]
+
+    def attest_evidence(
+        self, peer_id: str, epoch: int, nonce: bytes, now: int
+    ) -> tuple[bytes, bytes, bytes]:
+        """``(evidence, collateral, gpu_evidence)``: the ``Attestation`` record's fields
+        (``gpu_evidence`` empty without a GPU).
+
+        Raises:
+            EnclaveError: as :meth:`attest_with_collateral`.
+        """
         request = {"op": "attest", "peer_id": peer_id, "epoch": epoch, "nonce": nonce, "now": now}
         reply = self._call(request, 10.0)
         evidence, collateral = reply.get("evidence"), reply.get("collateral", b"")
-        if not isinstance(evidence, bytes) or not isinstance(collateral, bytes):
+        gpu = reply.get("gpu_evidence", b"")
+        if not all(isinstance(x, bytes) for x in (evidence, collateral, gpu)):
             raise EnclaveError(EnclaveReason.CRASHED, "malformed attest reply")
-        return evidence, collateral
+        return evidence, collateral, gpu
 
     def execute(
         self,
@@ -337,6 +376,16 @@ class Enclave(EnclaveAPI):
             self.attest_with_collateral, peer_id, epoch, nonce, now, abandon_on_cancel=True
         )
 
+    async def attest_evidence_async(
+        self, peer_id: str, epoch: int, nonce: bytes, now: int
+    ) -> tuple[bytes, bytes, bytes]:
+        """:meth:`attest_evidence` from trio, in a worker thread."""
+        import trio
+
+        return await trio.to_thread.run_sync(
+            self.attest_evidence, peer_id, epoch, nonce, now, abandon_on_cancel=True
+        )
+
     async def execute_async(self, **kwargs: Any) -> tuple[bytes, Receipt]:
         """:meth:`execute` from trio, in a worker thread (same keyword arguments)."""
         import trio
@@ -393,6 +442,7 @@ def check_platform(tee_kind: str, tsm_root: str = "/") -> None:
         EnclaveError: TEE_UNAVAILABLE naming the missing interface and pointing at
             ``repp2p tee probe``.
     """
+    tee_kind = canonical_kind(tee_kind)
     if tee_kind not in RUNNABLE_KINDS:
         raise EnclaveError(
             EnclaveReason.TEE_UNAVAILABLE,
@@ -400,14 +450,46 @@ def check_platform(tee_kind: str, tsm_root: str = "/") -> None:
             f"{', '.join(sorted(RUNNABLE_KINDS))}); run `repp2p tee probe` for what this "
             "machine offers",
         )
-    if tee_kind == "sev-snp":
+    # nitro: the node is on the parent instance (its Nitro Enclaves driver makes
+    # /dev/nitro_enclaves) and reaches the enclave over vsock
+    is_parent = (Path(tsm_root) / "dev/nitro_enclaves").exists()
+    if tee_kind == "nitro" and (vsock.vsock_family() is None or not is_parent):
+        raise EnclaveError(
+            EnclaveReason.TEE_UNAVAILABLE,
+            "tee_kind 'nitro' cannot run on this machine: no /dev/nitro_enclaves and vsock "
+            "(an EC2 instance with enclave support enabled and the Nitro Enclaves CLI "
+            "installed has both); run `repp2p tee probe` for what this machine offers",
+        )
+    if tee_kind in ("sev-snp", "dcap"):  # confidential VMs: reports through configfs-tsm
+        device = SevGuestDevice(tsm_root) if tee_kind == "sev-snp" else TdxGuestDevice(tsm_root)
+        if device.path.exists():
+            return  # kernels before 6.7: the guest device's ioctl
         try:
             ConfigfsTsm(tsm_root).check_available()
         except TeeInterfaceError as exc:
             error = enclave_error(exc)
             raise EnclaveError(
-                error.reason, f"tee_kind 'sev-snp' cannot run on this machine: {exc.detail}"
+                error.reason, f"tee_kind {tee_kind!r} cannot run on this machine: {exc.detail}"
             ) from None
+
+
+def missing_tee_setting(config: Any) -> str:
+    """What a full node's ``tee_kind`` needs that its config lacks ("" when nothing).
+
+    ``config`` is a :class:`repp2p.config.NodeConfig`: TDX (``dcap``) needs
+    ``tee_collateral``, ``nitro`` needs ``tee_enclave``.
+    """
+    if config.tee_kind == "dcap" and not config.tee_collateral:
+        return (
+            "tee_kind 'dcap' (TDX) needs tee_collateral: the DCAP collateral JSON peers verify "
+            "its quotes with (docs/operators.md says how to fetch it)"
+        )
+    if config.tee_kind == "nitro" and not config.tee_enclave:
+        return (
+            "tee_kind 'nitro' needs tee_enclave = 'vsock:CID:PORT': the enclave process in "
+            "the Nitro Enclave (deploy/nitro/README.md)"
+        )
+    return ""
 
 
 def _roundtrip(process: subprocess.Popen, request: dict, timeout_s: float) -> dict:

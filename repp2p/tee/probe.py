@@ -6,7 +6,8 @@
 * configfs-tsm (``sys/kernel/config/tsm/report``): Linux >= 6.7 confidential-guest reports;
   a fresh entry's ``provider`` says which guest driver answers (``sev_guest``, ``tdx_guest``);
 * ``dev/sev-guest`` (SEV-SNP guest driver), ``dev/tdx_guest`` (TDX guest driver),
-  ``dev/nsm`` (AWS Nitro Security Module), ``dev/nvidia<N>`` (NVIDIA GPUs; whether their
+  ``dev/nsm`` (AWS Nitro Security Module, inside an enclave), ``dev/nitro_enclaves`` (the
+  Nitro Enclaves driver on the parent instance), ``dev/nvidia<N>`` (NVIDIA GPUs; whether their
   confidential-computing mode is on needs NVML, which the probe does not load).
 
 Everything read is hostile (a fake tree, a half-loaded driver): every odd file becomes a
@@ -24,11 +25,16 @@ import stat
 from pathlib import Path
 
 from repp2p.tee.configfs_tsm import TsmFiles
+from repp2p.tee.vsock import vsock_family
 
 #: configfs-tsm ``provider`` value -> the attestation kind its reports verify as.
 PROVIDER_KINDS = {"sev_guest": "sev-snp", "tdx_guest": "dcap"}
 #: TEE kinds (``tee_kind``) this release can run a node on, and through what.
-RUNNABLE = {"sev-snp": "configfs-tsm"}
+RUNNABLE = {
+    "sev-snp": "configfs-tsm or /dev/sev-guest",
+    "dcap": "configfs-tsm or /dev/tdx_guest with the host's quote service",
+    "nitro": "/dev/nsm in the enclave, vsock on the parent",
+}
 TSM_REPORT = "sys/kernel/config/tsm/report"
 CONFIGFS = "sys/kernel/config"
 _MAX_ATTR = 256  # bytes read from a configfs attribute: provider names are short
@@ -40,7 +46,8 @@ class Interface:
     """One kernel interface and what the probe found there.
 
     Attributes:
-        name: ``configfs-tsm``, ``sev-guest``, ``tdx-guest``, ``nsm`` or ``nvidia-gpu``.
+        name: ``configfs-tsm``, ``sev-guest``, ``tdx-guest``, ``nsm``, ``nitro-enclaves``
+            or ``nvidia-gpu``.
         path: where it was looked for (absolute, under the probe root).
         present: it exists and looks usable by this process.
         detail: what was found, or why it is not usable, in words an operator can act on.
@@ -104,8 +111,8 @@ class ProbeResult:
         lines = [f"TEE probe of {self.root}", "", "interfaces:"]
         for i in self.interfaces:
             mark = "present" if i.present else "absent "
-            lines.append(f"  {i.name:<13} {mark}  {i.path}")
-            lines.append(f"  {'':<13}          {i.detail}")
+            lines.append(f"  {i.name:<15} {mark}  {i.path}")
+            lines.append(f"  {'':<15}          {i.detail}")
         lines += ["", "TEE kinds (tee_kind):"]
         for k in self.kinds:
             state = f"usable via {k.via}" if k.usable else "not usable"
@@ -282,43 +289,68 @@ def probe(
         "none; the enclave image runs the node's enclave process)",
         plain_ok,
     )  # fmt: skip
+    parent = _probe_device(
+        root, "nitro-enclaves", "dev/nitro_enclaves",
+        "no Nitro Enclaves driver: not an EC2 instance with enclave support enabled, or the "
+        "Nitro Enclaves CLI (aws-nitro-enclaves-cli) is not installed",
+        plain_ok,
+    )  # fmt: skip
     gpu = _probe_gpus(root, plain_ok)
-    interfaces = (tsm, sev, tdx, nsm, gpu)
-    return ProbeResult(str(root), interfaces, _kinds(tsm, sev, tdx, nsm, gpu))
+    interfaces = (tsm, sev, tdx, nsm, parent, gpu)
+    return ProbeResult(str(root), interfaces, _kinds(tsm, sev, tdx, nsm, parent, gpu))
 
 
-def _snp_status(tsm: Interface, sev: Interface) -> KindStatus:
-    label = "AMD SEV-SNP VM"
-    if tsm.present and tsm.provider == "sev_guest":
-        return KindStatus("sev-snp", label, True, "configfs-tsm", "")
+def _cvm_status(
+    kind: str, label: str, provider: str, tsm: Interface, device: Interface, via_device: str
+) -> KindStatus:
+    """A confidential VM kind: usable through configfs-tsm answered by ``provider``, or
+    through its guest device when configfs-tsm is absent."""
+    if tsm.present and tsm.provider == provider:
+        return KindStatus(kind, label, True, "configfs-tsm", "")
     if tsm.present:
-        why = f"configfs-tsm answers with provider {tsm.provider!r}, not sev_guest"
-    elif sev.present:
-        why = (
-            "only /dev/sev-guest is present and its ioctl path is not implemented yet; use a "
-            f"kernel with configfs-tsm (Linux >= 6.7). configfs-tsm: {tsm.detail}"
-        )
-    else:
-        why = f"configfs-tsm: {tsm.detail}; sev-guest: {sev.detail}"
-    return KindStatus("sev-snp", label, False, "", why)
+        why = f"configfs-tsm answers with provider {tsm.provider!r}, not {provider}"
+        return KindStatus(kind, label, False, "", why)
+    if device.present:
+        return KindStatus(kind, label, True, via_device, "")
+    return KindStatus(
+        kind, label, False, "", f"configfs-tsm: {tsm.detail}; {device.name}: {device.detail}"
+    )
+
+
+def _nitro_status(nsm: Interface, parent: Interface) -> KindStatus:
+    label = "AWS Nitro Enclave"
+    if nsm.present:  # inside the enclave: run the enclave process here
+        return KindStatus("nitro", label, True, "nsm", "")
+    if parent.present:
+        if vsock_family() is None:
+            why = "the Nitro Enclaves driver is here but this Python has no AF_VSOCK"
+            return KindStatus("nitro", label, False, "", why)
+        return KindStatus("nitro", label, True, "vsock (parent instance)", "")
+    return KindStatus("nitro", label, False, "", f"{nsm.detail}; {parent.detail}")
 
 
 def _kinds(
-    tsm: Interface, sev: Interface, tdx: Interface, nsm: Interface, gpu: Interface
-) -> tuple[KindStatus, ...]:
-    not_yet = "this release has no runtime for it yet (issue #17)"
-    if (tsm.present and tsm.provider == "tdx_guest") or tdx.present:
-        tdx_why = f"a TDX guest interface is present, but {not_yet}"
+    tsm: Interface, sev: Interface, tdx: Interface, nsm: Interface, parent: Interface,
+    gpu: Interface,
+) -> tuple[KindStatus, ...]:  # fmt: skip
+    snp = _cvm_status("sev-snp", "AMD SEV-SNP VM", "sev_guest", tsm, sev, "sev-guest")
+    tdx_status = _cvm_status(
+        "dcap", "Intel TDX VM", "tdx_guest", tsm, tdx,
+        "tdx-guest + the host's quote service (vsock 2:4050)",
+    )  # fmt: skip
+    gpu_label = "NVIDIA CC GPU"
+    if not gpu.present:
+        gpu_status = KindStatus("nvidia", gpu_label, False, "", gpu.detail)
+    elif snp.usable or tdx_status.usable:
+        # NVML (not loaded here) says at start whether CC mode is on; the node refuses then.
+        gpu_status = KindStatus("nvidia", gpu_label, True, 'NVML (gpu = "nvidia")', "")
     else:
-        tdx_why = tdx.detail
-    nsm_why = f"/dev/nsm is present, but {not_yet}" if nsm.present else nsm.detail
-    gpu_why = f"GPU devices are present, but {not_yet}" if gpu.present else gpu.detail
-    return (
-        _snp_status(tsm, sev),
-        KindStatus("dcap", "Intel TDX VM", False, "", tdx_why),
-        KindStatus("nitro", "AWS Nitro Enclave", False, "", nsm_why),
-        KindStatus("nvidia", "NVIDIA CC GPU", False, "", gpu_why),
-    )
+        gpu_status = KindStatus(
+            "nvidia", gpu_label, False, "",
+            "GPU devices are present, but GPU evidence is accepted only next to a "
+            "confidential VM's (sev-snp or dcap), and neither is usable here",
+        )  # fmt: skip
+    return (snp, tdx_status, _nitro_status(nsm, parent), gpu_status)
 
 
 def missing_interface_message(kind: str, result: ProbeResult) -> str:

@@ -11,8 +11,9 @@ must echo our report data (a report about other data would fail every peer's bin
 check, so we refuse it here with a clear error). The cryptographic checks are the
 verifiers', on every peer.
 
-The older fallbacks (``/dev/sev-guest`` SNP_GET_EXT_REPORT ioctl, ``/dev/tdx_guest``) are
-:mod:`repp2p.tee.guest_devices`: designed, not implemented in this release.
+Kernels without configfs-tsm (before 6.7) have ``/dev/sev-guest``:
+:class:`repp2p.tee.guest_devices.SevGuestDevice` serves the same call through its
+SNP_GET_EXT_REPORT ioctl.
 """
 
 from __future__ import annotations
@@ -53,6 +54,43 @@ def _load_collateral_file(path: Path) -> bytes:
         ) from None
 
 
+def checked_evidence(
+    report: bytes,
+    cert_table: bytes,
+    report_data: bytes,
+    collateral_file: Path | None,
+    source: str,
+) -> tuple[bytes, bytes]:
+    """``(report, collateral)`` once ``report`` is one SEV-SNP report about ``report_data``.
+
+    The collateral comes from the certificate table or, when it holds no VCEK, from
+    ``collateral_file``. Shared by configfs-tsm and the ``/dev/sev-guest`` fallback.
+
+    Raises:
+        TeeInterfaceError: MALFORMED (size, echo, table), MISSING (no VCEK anywhere).
+    """
+    if len(report) != REPORT_SIZE:
+        raise TeeInterfaceError(
+            TeeInterfaceReason.MALFORMED,
+            f"{source} is {len(report)} bytes, an SEV-SNP report is {REPORT_SIZE}",
+        )
+    if report[REPORT_DATA] != bytes(report_data):
+        raise TeeInterfaceError(
+            TeeInterfaceReason.MALFORMED, "the SEV-SNP report does not carry our report data"
+        )
+    collateral = vcek_collateral(parse_cert_table(cert_table))
+    if not collateral:
+        if collateral_file is None:
+            raise TeeInterfaceError(
+                TeeInterfaceReason.MISSING,
+                "the host put no VCEK in the certificate table and no "
+                "collateral file is configured: fetch the VCEK chain once from AMD's KDS "
+                f"(docs/operators.md); {PROBE_HINT}",
+            )
+        collateral = _load_collateral_file(collateral_file)
+    return bytes(report), collateral
+
+
 class SnpGuest:
     """SEV-SNP reports and their collateral, inside an SEV-SNP VM.
 
@@ -79,27 +117,9 @@ class SnpGuest:
                 SEV-SNP report about ``report_data``, or MISSING when no VCEK is available.
         """
         result = self.tsm.report(report_data, provider=PROVIDER)
-        report = result.outblob
-        if len(report) != REPORT_SIZE:
-            raise TeeInterfaceError(
-                TeeInterfaceReason.MALFORMED,
-                f"sev_guest outblob is {len(report)} bytes, an SEV-SNP report is {REPORT_SIZE}",
-            )
-        if report[REPORT_DATA] != bytes(report_data):
-            raise TeeInterfaceError(
-                TeeInterfaceReason.MALFORMED, "the SEV-SNP report does not carry our report data"
-            )
-        collateral = vcek_collateral(parse_cert_table(result.auxblob))
-        if not collateral:
-            if self.collateral_file is None:
-                raise TeeInterfaceError(
-                    TeeInterfaceReason.MISSING,
-                    "the host put no VCEK in the certificate table (auxblob) and no "
-                    "collateral file is configured: fetch the VCEK chain once from AMD's KDS "
-                    f"(docs/operators.md); {PROBE_HINT}",
-                )
-            collateral = _load_collateral_file(self.collateral_file)
-        return report, collateral
+        return checked_evidence(
+            result.outblob, result.auxblob, report_data, self.collateral_file, "sev_guest outblob"
+        )
 
     def measurement(self) -> bytes:
         """The VM's launch measurement (48 bytes), from a report about nothing in particular.

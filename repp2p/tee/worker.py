@@ -1,8 +1,11 @@
 """The enclave process (``python -m repp2p.tee.worker``).
 
 Its evidence comes from a platform (:mod:`repp2p.tee.platforms`): the SIMULATED TEE, or
-``sev-snp`` when the process runs inside an SEV-SNP confidential VM (then the VM is the
-TEE: its memory is encrypted from the host, and configfs-tsm reports bind our keys).
+``sev-snp`` / ``dcap`` when the process runs inside an SEV-SNP or TDX confidential VM
+(then the VM is the TEE: its memory is encrypted from the host, and configfs-tsm reports
+bind our keys), or ``nitro`` inside an AWS Nitro Enclave, where it is started as
+``python -m repp2p.tee.worker --vsock PORT`` and the node connects over vsock
+(:mod:`repp2p.tee.vsock`).
 
 SIMULATED: this is an ordinary OS process. It keeps the enclave keys and every plaintext
 out of the *node process* (separate address space; nothing written to disk or logs), but
@@ -120,7 +123,7 @@ class EnclaveState:
         epoch = _get(request, "epoch", int)
         nonce = _get(request, "nonce", bytes, 32)
         now = _get(request, "now", int)
-        evidence, collateral = self.platform.attest(
+        evidence, collateral, gpu_evidence = self.platform.attest(
             peer_id,  # type: ignore[arg-type]
             bytes(self.enc_key.public_key),
             bytes(self.result_key.verify_key),
@@ -128,7 +131,7 @@ class EnclaveState:
             nonce,  # type: ignore[arg-type]
             now,  # type: ignore[arg-type]
         )
-        return {"evidence": evidence, "collateral": collateral}
+        return {"evidence": evidence, "collateral": collateral, "gpu_evidence": gpu_evidence}
 
     def execute(self, request: dict) -> dict:
         task_id = _get(request, "task_id", bytes, 32)
@@ -248,6 +251,17 @@ def main() -> None:
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # no core file with plaintext
     except (ImportError, ValueError, OSError):
         pass
+    if len(sys.argv) > 1:
+        # Inside a Nitro Enclave: the node on the parent connects over vsock.
+        from repp2p.tee.vsock import serve_vsock
+
+        port = sys.argv[2] if len(sys.argv) == 3 and sys.argv[1] == "--vsock" else ""
+        if not port.isdigit() or not 0 < int(port) < 2**32:
+            sys.exit("usage: python -m repp2p.tee.worker [--vsock PORT]")
+        os.dup2(2, 1)
+        sys.stdout = sys.stderr
+        serve_vsock(int(port), serve)
+        return
     read_fd, write_fd = os.dup(0), os.dup(1)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)

@@ -175,6 +175,12 @@ def test_gpu_bound_into_cpu_report_is_accepted(fake_gpu, enclave, dev_policy) ->
         verify_node(*args, no_gpu, now, backends=backends)
     assert err.value.reason is AttestationReason.KIND_NOT_ALLOWED
 
+    # A peer whose verifier table lacks a kind (here nvidia) refuses with a reason, no KeyError.
+    partial = {kind: b for kind, b in backends.items() if kind != "nvidia"}
+    with pytest.raises(AttestationError) as err:
+        verify_node(*args, dev_policy, now, backends=partial)
+    assert err.value.reason is AttestationReason.KIND_NOT_ALLOWED and "nvidia" in str(err.value)
+
 
 def test_simulated_enclave_fixture_measurement(enclave) -> None:  # type: ignore[no-untyped-def]
     assert enclave.measurement == MEASUREMENT

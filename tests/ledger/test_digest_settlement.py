@@ -38,11 +38,11 @@ def _honest_history() -> f.Scenario:
     return s
 
 
-def _reconciliations(s: f.Scenario) -> dict:
+def _reconciliations(s: f.Scenario, nodes: tuple[str, ...] = NODES) -> dict:
     out = {}
     for e in range(EPOCHS):
         digests = []
-        for name in NODES:
+        for name in nodes:
             for part in build_work(f.peer(name), s.records, e, expires=EXPIRES):
                 digests.append(sign(part.digest, f.key(name)))
         for name in CLIENTS:
@@ -92,3 +92,42 @@ def test_digest_rows_earn_nothing_for_an_unattested_node_or_an_untrusted_client(
     assert digest_work_units(recons[0], ev)[n1] > 0
     no_trust = np.zeros(ev.n_peers)
     assert digest_work_units(recons[0], ev, client_trust=no_trust).sum() == 0
+
+
+def test_dispute_slashes_are_the_same_from_records_and_from_digests():
+    # A cheater that lost confident disputes (three honest receipts against its one, the
+    # client's feedback agreeing) is slashed by the same rule on both paths: slashes come
+    # from the settlement's quality table, whatever the work column's source.
+    s = _honest_history()
+    s.add_node("bad")
+    s.heartbeats("bad", range(EPOCHS + 4))
+    for e in range(EPOCHS):
+        s.task(CLIENTS[e % 3], "bad", e, "ok")
+    for e, task in ((3, "d1"), (4, "d2"), (4, "d3")):
+        off = f.offer("c0", task, e, k=3)
+        s.records.append(off)
+        for name, out, verdict in (
+            ("n0", "right", "ok"),
+            ("n1", "right", "ok"),
+            ("n2", "right", "ok"),
+            ("bad", "wrong", "wrong"),
+        ):
+            s.records += [
+                f.claim(name, off),
+                f.receipt(name, off, output=out),
+                f.feedback("c0", off, name, verdict, rating=90 if verdict == "ok" else 0),
+            ]
+    recons = _reconciliations(s, (*NODES, "bad"))
+    lp = LedgerParams(grace_epochs=2, dispute_slash_permille=100)
+    now = (EPOCHS + 3) * EPOCH_S
+    by_records = replay(s.records, s.attested, now=now, epoch_s=EPOCH_S, params=lp)
+    by_digests = replay(
+        s.records, s.attested, now=now, epoch_s=EPOCH_S, params=lp, reconciliations=recons
+    )
+    slashes = [x.slashes for x in by_records.settlements]
+    assert slashes == [x.slashes for x in by_digests.settlements]
+    bad = f.peer("bad")
+    assert [(p, r) for x in slashes for p, r, _a in x] == [(bad, "dispute"), (bad, "dispute")]
+    # the lost receipts are work on neither path, so the whole settlement agrees
+    assert [x.work for x in by_digests.settlements] == [x.work for x in by_records.settlements]
+    assert by_digests.final.digest == by_records.final.digest

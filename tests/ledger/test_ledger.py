@@ -256,3 +256,102 @@ def test_phase_out_burns_part_of_the_balance_once_and_stops_pay():
     paid_after = [dict(x.payouts).get(slow, 0) for x in report.settlements if x.epoch >= first]
     assert not any(paid_after)
     assert report.final.slashed > 0
+
+
+# -- proportional slashing -------------------------------------------------------------------
+
+
+def _disputed(s, epoch, task, *, cheater="bad", honest=("n0", "n1", "n2")):
+    """A k=3 task escalated to a fourth node: three honest receipts against the cheater's
+    (a confident standing-weighted verdict at equal standing: 3/4 > 0.67)."""
+    off = f.offer("c0", task, epoch, k=3)
+    s.records.append(off)
+    for name in honest:
+        s.records += [f.claim(name, off), f.receipt(name, off), f.feedback("c0", off, name)]
+    s.records += [
+        f.claim(cheater, off),
+        f.receipt(cheater, off, output="wrong"),
+        f.feedback("c0", off, cheater, "wrong", rating=0),
+    ]
+    return off
+
+
+def _dispute_history():
+    s = _scenario(epochs=6, nodes=("n0", "n1", "n2", "bad"))
+    _disputed(s, 4, "d1")  # one lost dispute in epoch 4
+    _disputed(s, 5, "d2")  # two in epoch 5
+    _disputed(s, 5, "d3")
+    return s
+
+
+def test_lost_disputes_are_slashed_in_proportion_and_earn_nothing():
+    s = _dispute_history()
+    lp = LedgerParams(grace_epochs=1, dispute_slash_permille=100)
+    report = replay(s.records, s.attested, now=9 * EPOCH_S, epoch_s=EPOCH_S, params=lp)
+    _check_conservation(report)
+    bad = f.peer("bad")
+    by_epoch = {x.epoch: x for x in report.settlements}
+    slashes = [(x.epoch, p, r, a) for x in report.settlements for p, r, a in x.slashes]
+    # only the cheater, only for disputes, once per epoch it lost some
+    assert {p for _e, p, _r, _a in slashes} == {bad}
+    assert [(e, r) for e, _p, r, _a in slashes] == [(4, "dispute"), (5, "dispute")]
+    # proportional: 1 lost receipt burns 10%, 2 burn 20% of the balance held before
+    state = LedgerState()
+    for x in report.settlements:
+        held = state.balance(bad)
+        burned = sum(a for p, r, a in x.slashes if p == bad)
+        lost = {4: 1, 5: 2}.get(x.epoch, 0)
+        assert burned == held * lost * 100 // 1000
+        state = state.apply(x)
+    # a lost receipt is no work, though its node claimed and delivered it
+    work4 = dict(by_epoch[4].work)
+    assert work4[f.peer("n0")] == 2 and work4[bad] == 1  # its own ok task only
+    # with the slash off, nobody is slashed and the cheater keeps more
+    off = replay(
+        s.records,
+        s.attested,
+        now=9 * EPOCH_S,
+        epoch_s=EPOCH_S,
+        params=LedgerParams(grace_epochs=1, dispute_slash_permille=0),
+    )
+    assert not [x for x in off.settlements if x.slashes]
+    assert off.final.balance(bad) > report.final.balance(bad)
+    assert off.final.balance(f.peer("n0")) == report.final.balance(f.peer("n0"))
+
+
+def test_slashes_for_applies_each_offence_in_proportion_and_in_order():
+    from repp2p.ledger import slashes_for
+    from repp2p.reputation import PenaltyEntry
+
+    lp = LedgerParams(offence_slash_pct=100, phase_out_slash_pct=10, dispute_slash_permille=50)
+    state = LedgerState(balances={"a": 1_000_000, "b": 1_000_000, "c": 1_000_000, "d": 999})
+    book = PenaltyBook(
+        epoch=5,
+        entries={
+            "a": PenaltyEntry(until_epoch=50, hard=True, evidence=("x",)),  # type: ignore[arg-type]
+            "b": PenaltyEntry(until_epoch=50, strikes=3),
+        },
+    )
+    got = slashes_for(state, book, {"a": 2, "b": 4, "c": 30, "d": 1}, lp)
+    assert got == [
+        ("a", "offence", 1_000_000),  # everything: nothing left for the dispute slash
+        ("b", "phase_out", 300_000),  # the 3rd phase-out: 3 x 10%
+        ("b", "dispute", 140_000),  # 4 x 5% of what the phase-out left
+        ("c", "dispute", 1_000_000),  # 30 x 5% caps at everything
+        ("d", "dispute", 49),  # floors
+    ]
+    # penalties already slashed (the state's marks) are not slashed again
+    marked = LedgerState(balances=state.balances, marks={"a": (0, 1), "b": (3, 0)})
+    assert slashes_for(marked, book, {}, lp) == []
+
+
+def test_dispute_slashes_do_not_depend_on_record_order():
+    s = _dispute_history()
+    lp = LedgerParams(grace_epochs=1)
+    a = replay(s.records, s.attested, now=9 * EPOCH_S, epoch_s=EPOCH_S, params=lp)
+    shuffled = list(s.records)
+    random.Random(11).shuffle(shuffled)
+    b = replay(shuffled, s.attested, now=9 * EPOCH_S, epoch_s=EPOCH_S, params=lp)
+    assert [x.slashes for x in a.settlements] == [x.slashes for x in b.settlements]
+    assert any(r == "dispute" for x in a.settlements for _p, r, _a in x.slashes)
+    assert a.final.digest == b.final.digest

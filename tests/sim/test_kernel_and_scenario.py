@@ -30,7 +30,7 @@ def test_events_fire_in_time_then_schedule_order():
 
 
 def test_sim_kernel_is_pure():
-    for name in ("kernel.py", "simulation.py", "scenario.py"):
+    for name in ("kernel.py", "simulation.py", "scenario.py", "digests.py"):
         assert _violations(ROOT / "repp2p" / "sim" / name) == []
 
 

@@ -70,6 +70,7 @@ def test_reject_takes_only_admission_codes():
         "not_assigned",
         "not_my_turn",
         "no_capacity",
+        "bad_dispute",
     }
 
 

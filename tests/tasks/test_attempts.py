@@ -373,3 +373,49 @@ def test_no_result_detail():
 def test_empty_output_is_a_verified_output():
     v = run(1, [("ok", b"")]).conclude()
     assert v.output == b"" and v.agreed == 1
+
+
+# -- dispute replicas ------------------------------------------------------------------------
+
+
+def test_replicas_join_the_vote_and_come_last():
+    p = run(3, [("ok", b"A"), ("ok", b"B"), ("ok", b"A")])
+    p.on_replica(7, "rep-1", "timeout", 50)
+    p.on_replica(8, "rep-2", "ok", 60, b"A")
+    v = p.conclude()
+    assert v.output == b"A" and v.agreed == 3
+    assert [(a.rank, a.outcome, a.replica) for a in v.answers] == [
+        (0, "ok", False),
+        (1, "wrong", False),
+        (2, "ok", False),
+        (7, "timeout", True),
+        (8, "ok", True),
+    ]
+    assert [a.peer for a in v.feedback] == ["peer-0", "peer-1", "peer-2", "rep-2"]
+
+
+def test_an_upheld_output_wins_whatever_the_count():
+    # Count says A (2 to 1), but the standing-weighted verdict upheld B: the standing
+    # rule decides a dispute, so A's voters are the outvoted ones.
+    p = run(3, [("ok", b"A"), ("ok", b"B"), ("ok", b"A")])
+    v = p.conclude(upheld=b"B")
+    assert v.output == b"B" and v.agreed == 1
+    assert outcomes(v) == [(0, "wrong"), (1, "ok"), (2, "wrong")]
+    # and a no-majority split is decided by it too
+    p = run(2, [("ok", b"A"), ("ok", b"B")])
+    p.on_replica(5, "rep", "ok", 10, b"B")
+    assert p.conclude(upheld=b"B").output == b"B"
+    with pytest.raises(PlanError):
+        p.conclude(upheld=b"C")
+
+
+def test_replica_answers_are_checked():
+    p = run(2, [("ok", b"A"), ("ok", b"B")])
+    with pytest.raises(PlanError):
+        p.on_replica(5, "rep", "ok", 10)  # ok without output
+    with pytest.raises(PlanError):
+        p.on_replica(5, "rep", "wrong", 10, b"A")  # not an answer a node gives
+    with pytest.raises(PlanError):
+        p.on_replica(5, "peer-0", "ok", 10, b"A")  # it answered already
+    p.on_replica(5, "rep", "bad_proof", 10, b"ignored")
+    assert p.answers[-1].output is None and p.answers[-1].replica

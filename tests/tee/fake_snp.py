@@ -216,13 +216,20 @@ class FakeSnpKernel(TsmFiles):
         self.report_dir = self.root / REPORT_DIR
         self.report_dir.mkdir(parents=True, exist_ok=True)
 
+    #: the blob attributes a new entry has (the SNP provider has an auxblob)
+    attributes: tuple[str, ...] = ("inblob", "outblob", "auxblob", "privlevel")
+
+    def outblob(self, inblob: bytes, level: int) -> bytes:
+        """What the guest driver returns for ``inblob`` at privilege level ``level``."""
+        return make_report(self.chain, inblob, measurement=self.measurement, vmpl=level)
+
     def _is_entry(self, path: Path) -> bool:
         return path.parent == self.report_dir
 
     def mkdir(self, path: Path) -> None:
         super().mkdir(path)
         if self._is_entry(path):  # what configfs does: the entry comes with its attributes
-            for name in ("inblob", "outblob", "auxblob", "privlevel"):
+            for name in self.attributes:
                 _put(path / name, b"")
             _put(path / "privlevel_floor", f"{self.privlevel_floor}\n".encode())
             _put(path / "provider", f"{self.provider}\n".encode())
@@ -266,10 +273,9 @@ class FakeSnpKernel(TsmFiles):
             if level < self.privlevel_floor:
                 raise OSError(errno.EINVAL, "report below the privilege floor")
             inblob = (entry / "inblob").read_bytes().ljust(64, b"\0")
-            report = make_report(self.chain, inblob, measurement=self.measurement, vmpl=level)
-            _put(path, self.mangle(report))
+            _put(path, self.mangle(self.outblob(inblob, level)))
             self.reports_served += 1
-        elif self._is_entry(entry) and path.name == "auxblob":
+        elif self._is_entry(entry) and path.name == "auxblob" and "auxblob" in self.attributes:
             table = self.chain.cert_table() if self.cert_table is None else self.cert_table
             _put(path, table)
         return super().read(path, limit)

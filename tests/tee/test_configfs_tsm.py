@@ -16,7 +16,6 @@ from repp2p.attestation import Policy, SevSnpBackend, expected_report_data, veri
 from repp2p.errors import AttestationError, AttestationReason
 from repp2p.tee.configfs_tsm import REPORT_DIR, ConfigfsTsm, TsmFiles
 from repp2p.tee.errors import TeeInterfaceError, TeeInterfaceReason
-from repp2p.tee.guest_devices import SevGuestDevice, TdxGuestDevice
 from repp2p.tee.snp_certs import (
     GUID_ARK,
     GUID_ASK,
@@ -228,19 +227,6 @@ def _entry(guid: uuid.UUID, offset: int, length: int) -> bytes:
 )
 def test_hostile_cert_tables(table: bytes) -> None:
     assert reason(lambda: parse_cert_table(table)) is TeeInterfaceReason.MALFORMED
-
-
-def test_device_fallbacks_are_typed_stubs(tmp_path: Path) -> None:
-    assert reason(lambda: SevGuestDevice(tmp_path).evidence(b"\0" * 64)) is (
-        TeeInterfaceReason.MISSING
-    )
-    (tmp_path / "dev").mkdir()
-    (tmp_path / "dev/sev-guest").write_bytes(b"")
-    (tmp_path / "dev/tdx_guest").write_bytes(b"")
-    for device in (SevGuestDevice(tmp_path), TdxGuestDevice(tmp_path)):
-        assert reason(lambda d=device: d.evidence(b"\0" * 64)) is (
-            TeeInterfaceReason.NOT_IMPLEMENTED
-        )
 
 
 def test_a_guest_above_vmpl0_reports_at_its_floor(kernel: FakeSnpKernel) -> None:

@@ -11,6 +11,7 @@ import pytest
 from repp2p.cli import main
 from repp2p.tee.configfs_tsm import REPORT_DIR
 from repp2p.tee.probe import missing_interface_message, probe
+from repp2p.tee.vsock import vsock_family
 
 from .fake_snp import FakeSnpKernel, TestAmdChain
 
@@ -47,14 +48,14 @@ def test_sev_guest_provider_makes_sev_snp_usable(tmp_path: Path, chain: TestAmdC
     assert list((tmp_path / REPORT_DIR).iterdir()) == []  # the probe entry was removed
 
 
-def test_tdx_provider_is_reported_but_not_runnable(tmp_path: Path, chain: TestAmdChain) -> None:
+def test_tdx_provider_makes_dcap_usable(tmp_path: Path, chain: TestAmdChain) -> None:
     kernel = FakeSnpKernel(tmp_path, chain)
     kernel.provider = "tdx_guest"
     result = probe(tmp_path, files=kernel)
     assert result.interface("configfs-tsm").provider == "tdx_guest"
-    assert result.usable_kinds == ()
+    assert result.usable_kinds == ("dcap",)
+    assert result.kind("dcap").via == "configfs-tsm"
     assert "not sev_guest" in result.kind("sev-snp").why
-    assert "no runtime for it yet" in result.kind("dcap").why
 
 
 @pytest.mark.parametrize(
@@ -87,15 +88,27 @@ def test_plain_report_dir_without_a_kernel(tmp_path: Path) -> None:
 def test_device_nodes_and_odd_devices(tmp_path: Path) -> None:
     (tmp_path / "dev").mkdir()
     (tmp_path / "dev/sev-guest").write_bytes(b"")
+    (tmp_path / "dev/tdx_guest").write_bytes(b"")
     (tmp_path / "dev/nsm").mkdir()  # a directory where a device should be
     (tmp_path / "dev/nvidia0").write_bytes(b"")
     (tmp_path / "dev/nvidiactl").write_bytes(b"")
     result = probe(tmp_path)
     assert result.interface("sev-guest").present
-    assert "ioctl path is not implemented" in result.kind("sev-snp").why
+    snp = result.kind("sev-snp")  # no configfs-tsm: the /dev/sev-guest ioctl serves
+    assert snp.usable and snp.via == "sev-guest"
+    tdx = result.kind("dcap")  # a TDREPORT, made a quote by the host's quote service
+    assert tdx.usable and tdx.via.startswith("tdx-guest") and "quote service" in tdx.via
     assert "not a character device" in result.interface("nsm").detail
+    assert not result.kind("nitro").usable and "Nitro Enclaves" in result.kind("nitro").why
     gpu = result.interface("nvidia-gpu")
     assert gpu.present and "1 GPU" in gpu.detail and "conf-compute" in gpu.detail
+    assert result.kind("nvidia").usable  # next to the SEV-SNP VM's evidence
+    for name in ("sev-guest", "tdx_guest"):
+        (tmp_path / "dev" / name).unlink()
+    alone = probe(tmp_path).kind("nvidia")
+    assert not alone.usable and "confidential VM" in alone.why
+    for name in ("sev-guest", "tdx_guest"):
+        (tmp_path / "dev" / name).write_bytes(b"")
     strict = probe(tmp_path, plain_files_as_devices=False)
     assert not strict.interface("sev-guest").present
 
@@ -118,8 +131,9 @@ def test_cli_json_and_exit_codes(tmp_path: Path, chain: TestAmdChain, capsys) ->
     assert main(["tee", "probe", "--json", "--root", str(tmp_path)]) == 2
     data = json.loads(capsys.readouterr().out)
     assert data["usable_kinds"] == []
-    assert {i["name"] for i in data["interfaces"]} == {
-        "configfs-tsm", "sev-guest", "tdx-guest", "nsm", "nvidia-gpu"}  # fmt: skip
+    names = {i["name"] for i in data["interfaces"]}
+    assert names == {"configfs-tsm", "sev-guest", "tdx-guest", "nsm", "nitro-enclaves",
+                     "nvidia-gpu"}  # fmt: skip
     assert main(["tee", "probe", "--root", str(tmp_path)]) == 2
     assert "no TEE is usable here" in capsys.readouterr().out
 
@@ -131,3 +145,17 @@ def test_this_machine_has_no_tee(capsys) -> None:  # type: ignore[no-untyped-def
         pytest.skip(f"this machine offers {result.usable_kinds}")
     assert main(["tee", "probe", "--no-entry"]) == 2
     assert "no TEE is usable here" in capsys.readouterr().out
+
+
+def test_nitro_inside_the_enclave_and_on_the_parent(tmp_path: Path) -> None:
+    (tmp_path / "enclave/dev").mkdir(parents=True)
+    (tmp_path / "enclave/dev/nsm").write_bytes(b"")
+    inside = probe(tmp_path / "enclave").kind("nitro")
+    assert inside.usable and inside.via == "nsm"
+    (tmp_path / "parent/dev").mkdir(parents=True)
+    (tmp_path / "parent/dev/nitro_enclaves").write_bytes(b"")
+    parent = probe(tmp_path / "parent").kind("nitro")
+    if vsock_family() is None:
+        assert not parent.usable and "AF_VSOCK" in parent.why
+    else:
+        assert parent.usable and parent.via.startswith("vsock")

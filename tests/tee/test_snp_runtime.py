@@ -141,7 +141,7 @@ def test_this_machine_refuses_sev_snp_before_starting_a_process(tmp_path: Path) 
 
 
 def test_the_worker_refuses_malformed_platform_specs() -> None:
-    for spec in ({"kind": "nitro"}, {"kind": "sev-snp", "collateral_file": 7}):
+    for spec in ({"kind": "nvidia"}, {"kind": "sev-snp", "collateral_file": 7}):
         with pytest.raises(EnclaveError) as err:
             default_platform(spec, b"\0" * 32, b"\0" * 32)
         assert err.value.reason is EnclaveReason.BAD_REQUEST
@@ -157,29 +157,44 @@ def test_simulated_stays_dev_only() -> None:
         NodeConfig(data_dir=Path("/nonexistent"), network="main", tee_kind="simulated")
 
 
-def _main_network_config(tmp_path: Path, tee_kind: str):  # type: ignore[no-untyped-def]
+def _main_network_config(tmp_path: Path, tee_kind: str, extra: str = ""):  # type: ignore[no-untyped-def]
     from repp2p.config import load_node_config
 
     (tmp_path / "main.toml").write_text('epoch_s = 120\npolicy = "main-policy.toml"\n')
     (tmp_path / "main-policy.toml").write_text('profile = "production"\n')
     (tmp_path / "node.toml").write_text(
         f'data_dir = "d"\nnetwork = "main"\nnetwork_file = "main.toml"\ntee_kind = "{tee_kind}"\n'
+        + extra
     )
     return load_node_config(tmp_path / "node.toml")
 
 
 @pytest.mark.skipif(
-    Path("/sys/kernel/config/tsm/report").is_dir(), reason="this machine has configfs-tsm"
+    Path("/sys/kernel/config/tsm/report").is_dir() or Path("/dev/nitro_enclaves").exists(),
+    reason="this machine has configfs-tsm or Nitro Enclaves",
 )
-def test_a_node_on_this_machine_refuses_sev_snp_naming_the_interface(tmp_path: Path) -> None:
+def test_a_node_on_this_machine_refuses_sev_snp_naming_the_interface(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from repp2p.node import app as app_module
     from repp2p.node.app import Node
 
     with pytest.raises(ConfigError) as err:
         Node(_main_network_config(tmp_path, "sev-snp"))
     assert "configfs-tsm" in str(err.value) and "repp2p tee probe" in str(err.value)
     with pytest.raises(ConfigError) as err:
-        Node(_main_network_config(tmp_path, "nitro"))
-    assert "no enclave runtime for tee_kind 'nitro'" in str(err.value)
+        Node(_main_network_config(tmp_path, "nitro", 'tee_enclave = "vsock:16:5005"\n'))
+    assert "tee_kind 'nitro'" in str(err.value) and "nitro_enclaves" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        Node(_main_network_config(tmp_path, "tdx", 'tee_collateral = "c.json"\n'))
+    assert "tee_kind 'dcap'" in str(err.value) and "configfs-tsm" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        Node(_main_network_config(tmp_path, "nvidia"))
+    assert "no enclave runtime for tee_kind 'nvidia'" in str(err.value)
+    monkeypatch.setattr(app_module, "check_platform", lambda kind: None)  # as if in a TD
+    with pytest.raises(ConfigError) as err:
+        Node(_main_network_config(tmp_path, "tdx"))
+    assert "needs tee_collateral" in str(err.value)
 
 
 def test_tee_collateral_config_key(tmp_path: Path) -> None:

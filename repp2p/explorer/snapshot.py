@@ -1,0 +1,342 @@
+"""The explorer's data: what one peer knows about the network, as plain JSON-ready data.
+
+Everything comes from the peer's own :class:`~repp2p.viewer.ViewKeeper`: the view of the
+current epoch (built by the view service at the epoch's start; built here when a peer has
+none yet), the attestation verdicts that view was built with, its reputation table and
+penalty book, and the record store behind it. Nothing is taken on a node's word: a node's
+row says what *this* peer concluded about it. Two peers holding the same records show the
+same rows (the view digest says whether they do).
+
+The simulated TEE is development only: every row of a node on it carries
+``simulated: true`` and :data:`~repp2p.attestation.SIMULATED_LABEL`, and so does the page.
+
+Task counts and latencies are of settled epochs only (a view counts task records from
+``epoch - task_record_lag`` back), so the newest epochs in the table lag the clock.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Callable
+from importlib import resources
+from typing import Any
+
+import numpy as np
+
+from repp2p.attestation import SIMULATED_LABEL, VerificationCache, verify_node
+from repp2p.clock import ClockAPI
+from repp2p.errors import AttestationError
+from repp2p.ledger import MICRO, replay
+from repp2p.matching import View
+from repp2p.records import RECORD_TYPES, Attestation, FeedbackDigest, WorkDigest
+from repp2p.reputation.evidence import OUTCOME_CODES
+from repp2p.viewer import ViewKeeper
+
+#: version of the snapshot's layout (the page checks it)
+SNAPSHOT_VERSION = 1
+#: how many settled epochs the task table covers
+TASK_EPOCHS = 8
+#: the reputation components, in the order of ``ReputationTable.components``
+COMPONENTS = ("uptime", "success", "throughput", "latency", "attestation")
+
+#: A route's handler: no arguments, returns ``(content type, body)``.
+Handler = Callable[[], tuple[str, bytes]]
+
+_OUTCOME_NAMES = {code: name for name, code in OUTCOME_CODES.items()}
+
+
+class Explorer:
+    """A peer's picture of the network for the explorer page.
+
+    Args:
+        keeper: the peer's view keeper (its store, policy, parameters and views).
+        clock: the peer's clock (the current epoch and the page's "as of").
+        peer_id: this peer's ID (the page marks its row).
+        role: ``full`` or ``client`` (shown on the page).
+        ledger: compute REP balances (a replay of the record log, once per epoch); off
+            leaves ``rep`` out of every row.
+    """
+
+    def __init__(
+        self,
+        keeper: ViewKeeper,
+        clock: ClockAPI,
+        *,
+        peer_id: str = "",
+        role: str = "full",
+        ledger: bool = True,
+    ) -> None:
+        self._keeper = keeper
+        self._clock = clock
+        self._peer_id = peer_id
+        self._role = role
+        self._ledger = ledger
+        # (attestation record id, view time) -> refusal reason: the keeper's verdicts carry
+        # the outcome, not the reason, and a record's verdict at a given time never changes
+        self._reasons: dict[tuple[bytes, int], str] = {}
+        self._cache: VerificationCache = VerificationCache(256)
+        self._balances: tuple[int, dict[str, Any]] | None = None
+        self._digest_counts: tuple[tuple[int, ...], dict[str, dict[str, int]]] | None = None
+        self._served: tuple[float, bytes] | None = None
+
+    # -- data ------------------------------------------------------------------------------
+
+    def current_view(self) -> View:
+        """The view of the current epoch (the keeper's, built now if it has none)."""
+        epoch = self._clock.epoch(self._keeper.epoch_s)
+        return self._keeper.cached_view(epoch) or self._keeper.view(epoch)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The explorer's JSON: the network as this peer sees it now.
+
+        Returns:
+            A dict of plain data (str, int, float, bool, None, lists, dicts):
+            ``version``, ``peer_id``, ``role``, ``network``, ``now``, ``epoch``,
+            ``epoch_s``, ``epoch_progress`` (0..1), ``simulated_label``, ``view`` (epoch,
+            digest, counts), ``nodes`` (one row per node, sorted by peer ID), ``tasks``
+            (per settled epoch), ``records`` (current records by type), ``digests``
+            (WorkDigest and FeedbackDigest records held, by epoch), ``rep`` (the ledger's
+            epochs and supply, or None).
+        """
+        params = self._keeper.params
+        now = self._clock.now()
+        epoch = self._clock.epoch(params.epoch_s)
+        view = self.current_view()
+        balances = self._rep(view) if self._ledger else None
+        nodes = [self._node_row(view, i, balances) for i in range(len(view.peers))]
+        store = self._keeper.store
+        return {
+            "version": SNAPSHOT_VERSION,
+            "peer_id": self._peer_id,
+            "role": self._role,
+            "network": params.name,
+            "now": round(now, 3),
+            "epoch": epoch,
+            "epoch_s": params.epoch_s,
+            "epoch_progress": round(now / params.epoch_s - epoch, 4),
+            "simulated_label": SIMULATED_LABEL,
+            "view": {
+                "epoch": view.epoch,
+                "digest": view.digest.hex(),
+                "nodes": len(view.peers),
+                "eligible": int(np.count_nonzero(view.base_eligible)),
+                "tier": int(np.count_nonzero(view.tier & view.base_eligible)),
+                "demand": int(view.demand),
+                "penalised": len(view.penalties.penalised(view.epoch)),
+                "offences": len(view.reputation.offences),
+            },
+            "nodes": nodes,
+            "tasks": _task_epochs(view),
+            "records": {t: store.count(t) for t in RECORD_TYPES},
+            "digests": self._digests(),
+            "rep": None if balances is None else balances["summary"],
+        }
+
+    def _digests(self) -> dict[str, dict[str, int]]:
+        """Digest parts held per epoch, by type; decoded again only when a count changed
+        (a store holds thousands of digests, and the page asks every 2 s)."""
+        store = self._keeper.store
+        key = tuple(store.count(t) for t in (WorkDigest.TYPE, FeedbackDigest.TYPE))
+        if self._digest_counts is None or self._digest_counts[0] != key:
+            counts = {
+                t: _digest_counts(store.query(type=t))
+                for t in (WorkDigest.TYPE, FeedbackDigest.TYPE)
+            }
+            self._digest_counts = (key, counts)
+        return self._digest_counts[1]
+
+    def _node_row(self, view: View, i: int, balances: dict[str, Any] | None) -> dict[str, Any]:
+        peer = view.peers[i]
+        ev, table = view.evidence, view.reputation
+        ad, verdict = ev.ads.get(peer), ev.verdicts.get(peer)
+        rep = table.get(peer)
+        column = table.components[:, table.index(peer)]
+        tee_kind = view.tee_kind[i] or (verdict.tee_kind if verdict else "")
+        entry = view.penalties.entry(peer)
+        row: dict[str, Any] = {
+            "peer_id": peer,
+            "self": peer == self._peer_id,
+            "tee_kind": tee_kind,
+            "simulated": tee_kind == "simulated",
+            "label": SIMULATED_LABEL if tee_kind == "simulated" else "",
+            "attestation": self._attestation(view, peer),
+            "engines": [e.engine_id for e in ad.engines] if ad else [],
+            "price": int(view.price[i]),
+            "capacity": ad.capacity if ad else 0,
+            "permille": int(view.permille[i]),
+            "quality": int(view.quality[i]) if len(view.quality) else None,
+            "standing": round(rep.standing, 4),
+            "components": {
+                name: round(float(value), 4) for name, value in zip(COMPONENTS, column, strict=True)
+            },
+            "newcomer": bool(view.is_newcomer[i]),
+            "offender": rep.is_offender,
+            "eligible": bool(view.base_eligible[i]),
+            "tier": bool(view.tier[i] and view.base_eligible[i]),
+            "penalty": {
+                "penalised": entry.until_epoch > view.epoch,
+                "until_epoch": entry.until_epoch,
+                "strikes": entry.strikes,
+                "hard": entry.hard,
+                "offences": [o.kind for o in entry.evidence],
+            },
+            "rep": None,
+        }
+        if balances is not None:
+            row["rep"] = balances["peers"].get(peer, {"final": 0, "pending": 0})
+        return row
+
+    def _attestation(self, view: View, peer: str) -> dict[str, Any]:
+        """The verdict this peer's view holds on ``peer``'s attestation, with its reason."""
+        verdict = view.evidence.verdicts.get(peer)
+        if verdict is None:
+            return {"verdict": "none", "reason": "no attestation record", "attested_at": None}
+        if verdict.verified:
+            return {
+                "verdict": "verified",
+                "reason": None,
+                "attested_at": verdict.attested_at,
+                "engines_established": len(verdict.measurements),
+            }
+        return {
+            "verdict": "failed" if verdict.failed else "unverified",
+            "reason": self._refusal(view, peer),
+            "attested_at": verdict.attested_at,
+            "engines_established": 0,
+        }
+
+    def _refusal(self, view: View, peer: str) -> str | None:
+        """Why ``peer``'s attestation did not verify at ``view``'s time: the verification
+        the view ran, repeated for its reason (cached per record and view time)."""
+        records = self._keeper.store.query(type=Attestation.TYPE, signer=peer)
+        if not records:
+            return "attestation record no longer held"
+        signed = records[-1]
+        key = (signed.record_id, view.now)
+        if key not in self._reasons:
+            rec: Attestation = signed.record  # type: ignore[assignment]
+            ad = view.evidence.ads.get(peer)
+            engines = tuple(e.engine_id for e in ad.engines) if ad else ()
+            try:
+                verify_node(
+                    peer,
+                    rec.tee_kind,
+                    rec.evidence,
+                    rec.collateral,
+                    rec.gpu_evidence,
+                    rec.enc_key,
+                    rec.result_key,
+                    rec.epoch,
+                    rec.nonce,
+                    self._keeper.policy,
+                    view.now,
+                    engines=engines,
+                    current_epoch=view.epoch,
+                    cache=self._cache,
+                )
+                reason = "verified since the view was built"
+            except AttestationError as exc:
+                reason = str(exc)  # "<reason>: <detail>"
+            if len(self._reasons) > 4096:
+                self._reasons.clear()
+            self._reasons[key] = reason
+        return self._reasons[key]
+
+    def _rep(self, view: View) -> dict[str, Any]:
+        """REP balances replayed from the record log as of ``view``'s epoch (cached)."""
+        if self._balances is not None and self._balances[0] == view.epoch:
+            return self._balances[1]
+        store = self._keeper.store
+        evidence = [r for pair in store.equivocations() for r in pair]
+        params = self._keeper.params
+        report = replay(
+            store.query() + evidence,
+            view.evidence.verdicts,
+            now=view.now,
+            epoch_s=params.epoch_s,
+            params=params.ledger,
+            reputation_params=params.reputation,
+        )
+        peers = set(report.final.balances) | set(report.pending.balances)
+        out = {
+            "summary": {
+                "unit": "micro-REP",
+                "micro": MICRO,
+                "final_through_epoch": report.final.epoch,
+                "pending_through_epoch": report.pending.epoch,
+                "final_supply": report.final.supply,
+                "pending_supply": report.pending.supply,
+            },
+            "peers": {
+                p: {"final": report.final.balance(p), "pending": report.pending.balance(p)}
+                for p in peers
+            },
+        }
+        self._balances = (view.epoch, out)
+        return out
+
+    # -- HTTP ------------------------------------------------------------------------------
+
+    def routes(self, prefix: str = "/explorer") -> list[tuple[str, Handler]]:
+        """``[(path, handler)]`` for an HTTP server: ``prefix`` (the page) and
+        ``prefix + ".json"`` (:meth:`snapshot`). Handlers take no arguments and return
+        ``(content type, body)``; the page fetches the JSON from its own path + ``.json``.
+        """
+        page = page_html()
+        return [
+            (prefix, lambda: ("text/html; charset=utf-8", page)),
+            (prefix + ".json", lambda: ("application/json", self.snapshot_json())),
+        ]
+
+    def snapshot_json(self, max_age_s: float = 1.0) -> bytes:
+        """:meth:`snapshot` as UTF-8 JSON, reused for ``max_age_s`` seconds (every open
+        page asks every 2 s; a node answers them all with one snapshot per second)."""
+        now = self._clock.now()
+        if self._served is None or not 0 <= now - self._served[0] < max_age_s:
+            self._served = (now, json.dumps(self.snapshot(), sort_keys=True).encode())
+        return self._served[1]
+
+
+def page_html() -> bytes:
+    """The explorer page (package data: one static file, no external assets)."""
+    return resources.files("repp2p.explorer").joinpath("explorer.html").read_bytes()
+
+
+def _task_epochs(view: View) -> list[dict[str, Any]]:
+    """Tasks of the last settled epochs the view holds: offers, claims, receipts, feedback
+    by outcome and the median feedback latency."""
+    ev = view.evidence
+    if not len(ev.offer_epoch):
+        return []
+    last = int(ev.offer_epoch.max())
+    out = []
+    for epoch in range(max(int(ev.offer_epoch.min()), last - TASK_EPOCHS + 1), last + 1):
+        offers = ev.offer_epoch == epoch
+        claims = offers[ev.claim_offer] if len(ev.claim_offer) else np.zeros(0, bool)
+        receipts = offers[ev.receipt_offer] if len(ev.receipt_offer) else np.zeros(0, bool)
+        fb = offers[ev.fb_offer] if len(ev.fb_offer) else np.zeros(0, bool)
+        latency = ev.fb_latency_ms[fb & (ev.fb_outcome == OUTCOME_CODES["ok"])]
+        outcomes: dict[str, int] = {}
+        for code in ev.fb_outcome[fb].tolist():
+            name = _OUTCOME_NAMES.get(code, str(code))
+            outcomes[name] = outcomes.get(name, 0) + 1
+        out.append(
+            {
+                "epoch": epoch,
+                "offers": int(np.count_nonzero(offers)),
+                "claims": int(np.count_nonzero(claims)),
+                "receipts": int(np.count_nonzero(receipts)),
+                "feedback": outcomes,
+                "latency_ms_p50": statistics.median(latency.tolist()) if len(latency) else None,
+            }
+        )
+    return out
+
+
+def _digest_counts(records: list[Any]) -> dict[str, int]:
+    """``{epoch: digest parts held}`` (epochs as strings: JSON keys), newest epochs last."""
+    out: dict[str, int] = {}
+    for epoch in sorted(s.record.epoch for s in records):
+        out[str(epoch)] = out.get(str(epoch), 0) + 1
+    return out

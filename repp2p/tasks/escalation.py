@@ -1,0 +1,345 @@
+"""Dispute escalation: a task whose receipts disagree is run again by further ranks.
+
+Rules of this file (h11 style):
+
+* No I/O at all: no clock, no network, no randomness. Times are integer unix milliseconds
+  passed in; the node's view and the attested enclave keys are arguments.
+* A task is **disputed** when its verified answers carry two or more different outputs
+  (:func:`is_disputed`). The client then asks further nodes, one at a time, to run the task
+  as **replicas**: the next nodes of :func:`escalation_ranking` (the task's ranking built
+  **without the exploration coin**, so replicas come from the serving tier first), skipping
+  every node that already answered, until the standing-weighted verdict
+  (:func:`repp2p.reputation.disputes.dispute_verdicts`, docs/core.md "Disputes") is
+  confident or ``MatchingParams.dispute_max_replicas`` replicas were asked
+  (:class:`EscalationPlan`).
+* A replica request carries the disagreeing receipts (``"dispute"``, docs/protocol.md).
+  The node admits it only on evidence it checks itself (:func:`check_dispute`, then
+  :func:`replica_rank`, then :func:`take_replica`), so a client cannot force extra work
+  on a node without a real disagreement between attested enclaves:
+
+      step                                   rules (the first that fails decides)
+      1 check_offer / check_fresh (admission) the offer, replay, epoch window
+      2 check_dispute(envelopes, offer, ...)  2..MAX_DISPUTE_RECEIPTS receipts, each a live
+                                              Receipt for this offer and input, distinct
+                                              signers, each signer one that may have run it
+                                              (in the offer's ranking or the escalation
+                                              ranking), enclave signature by the signer's
+                                              attested result key, >= 2 distinct outputs
+                                              -> ``bad_dispute``
+      3 replica_rank(escalation, me, ran,     this node did not run it (``replayed``) and is
+                     max_replicas)            among the first ``max_replicas`` nodes of the
+                                              escalation ranking that did not run it
+                                              (``not_assigned``)
+      4 take_replica(active, capacity,        a free slot (``no_capacity``), no concurrent
+                     already_taken)           duplicate (``replayed``)
+
+  A replica does not wait for a failover turn: the dispute itself is its turn. Its Claim
+  carries its rank in the escalation ranking.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+
+import nacl.exceptions
+import nacl.signing
+import numpy as np
+
+from repp2p.errors import ClaimError, ClaimReason, RecordError
+from repp2p.matching import View, rank_fast, task_words
+from repp2p.records import Claim, Receipt, SignedRecord, TaskOffer, decode, receipt_message
+from repp2p.reputation.disputes import dispute_verdicts
+from repp2p.tasks.admission import Admit, Reject
+from repp2p.tasks.codes import ErrorCode
+
+#: receipts one replica request may carry (the first k plus every replica asked so far)
+MAX_DISPUTE_RECEIPTS = 32
+#: ranks are a byte in a Claim (``Claim.rank``): no escalation ranking is longer
+MAX_ESCALATION_RANKS = 256
+
+
+# -- the ranking replicas come from -----------------------------------------------------------
+
+
+def escalation_limit(o: TaskOffer, view: View) -> int:
+    """How many nodes :func:`escalation_ranking` lists: the ranks that may claim
+    (``redundancy + failover_depth``) plus ``dispute_max_replicas``, at most 256."""
+    mp = view.matching_params
+    return min(MAX_ESCALATION_RANKS, o.redundancy + mp.failover_depth + mp.dispute_max_replicas)
+
+
+def escalation_ranking(o: TaskOffer, view: View, beacon: bytes) -> list[str]:
+    """The task's ranking on ``view`` **without the exploration coin**: eligible nodes by
+    weighted rendezvous, pool by pool (the serving tier, the other established nodes, then
+    newcomers; docs/core.md "Matching"), :func:`escalation_limit` nodes.
+
+    The same rule as :func:`repp2p.matching.rank` except that the newcomer pool never goes
+    first: a verdict is reached by established nodes, not by identities without a record.
+    """
+    limit = escalation_limit(o, view)
+    a0, a1, _a2 = task_words(o.task_id, beacon)
+    out: list[int] = []
+    for pool in view.pools(view.eligible(o), False):
+        if len(out) >= limit:
+            break
+        out += rank_fast(
+            a0, a1, view.words, view.weight, pool, limit - len(out), view.inv_weight
+        ).tolist()
+    return [view.peers[i] for i in out]
+
+
+# -- the client: is it disputed, whom next, is it decided ------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Vote:
+    """One verified answer to a task: ``peer`` returned ``output`` (or its digest)."""
+
+    peer: str
+    output: bytes
+
+
+def is_disputed(votes: Iterable[Vote]) -> bool:
+    """True when the votes carry two or more different outputs."""
+    return len({v.output for v in votes}) >= 2
+
+
+def standing_verdict(
+    votes: Sequence[Vote],
+    standing: Mapping[str, float],
+    *,
+    quorum: int,
+    confidence: float,
+    min_support: float,
+) -> bytes | None:
+    """The output a confident standing-weighted verdict upholds, or None (undecided).
+
+    The rule of :func:`repp2p.reputation.disputes.dispute_verdicts` (what every view runs on
+    the task's receipts), on ``votes`` with each voter's ``standing`` (0 when unknown).
+    Rows are ordered by peer ID, as the evidence orders a task's receipts. One vote per peer
+    (a later duplicate is ignored).
+    """
+    by_peer: dict[str, bytes] = {}
+    for v in votes:
+        by_peer.setdefault(v.peer, v.output)
+    if len(by_peer) < 2:
+        return None
+    peers = sorted(by_peer)
+    outputs = sorted(set(by_peer.values()))
+    ids = {out: i for i, out in enumerate(outputs)}
+    out_col = np.array([ids[by_peer[p]] for p in peers], np.int64)
+    st = np.array([float(standing.get(p, 0.0)) for p in peers], np.float64)
+    upheld, _lost, decided = dispute_verdicts(
+        np.zeros(len(peers), np.int64),
+        out_col,
+        st,
+        np.ones(len(peers), bool),
+        1,
+        quorum=quorum,
+        confidence=confidence,
+        min_support=min_support,
+    )
+    if not decided[0]:
+        return None
+    return outputs[int(out_col[upheld][0])]
+
+
+class EscalationPlan:
+    """Which replica to ask next for a disputed task, and when to stop (client side).
+
+    Replicas are asked one at a time, in the order of the escalation ranking, skipping the
+    nodes that already answered or were asked; the plan stops at a confident verdict or
+    after ``max_replicas`` replicas were asked (an unanswered one counts: it was asked).
+
+    Args:
+        ranking: :func:`escalation_ranking` of the offer on the client's view.
+        votes: the verified answers so far (disagreeing: :func:`is_disputed`).
+        standing: ``peer -> standing`` from the client's view (docs/core.md "Standing").
+        max_replicas: ``MatchingParams.dispute_max_replicas``.
+        quorum, confidence, min_support: ``ReputationParams.wrong_quorum``,
+            ``dispute_confidence``, ``dispute_min_support``.
+        tried: further peers not to ask (they answered without a verified result).
+    """
+
+    def __init__(
+        self,
+        ranking: Sequence[str],
+        votes: Iterable[Vote],
+        standing: Mapping[str, float],
+        *,
+        max_replicas: int,
+        quorum: int,
+        confidence: float,
+        min_support: float,
+        tried: Collection[str] = (),
+    ) -> None:
+        self.ranking = tuple(ranking)
+        self.votes: list[Vote] = list(votes)
+        self.standing = dict(standing)
+        self.max_replicas = max_replicas
+        self.quorum, self.confidence, self.min_support = quorum, confidence, min_support
+        self._asked: list[str] = []
+        self._skip = {v.peer for v in self.votes} | set(tried)
+        self._in_flight: str | None = None
+
+    @property
+    def asked(self) -> tuple[str, ...]:
+        """Replicas asked so far, in order."""
+        return tuple(self._asked)
+
+    def verdict(self) -> bytes | None:
+        """The output a confident verdict upholds on the votes so far, or None."""
+        return standing_verdict(
+            self.votes,
+            self.standing,
+            quorum=self.quorum,
+            confidence=self.confidence,
+            min_support=self.min_support,
+        )
+
+    def next_replica(self) -> tuple[int, str] | None:
+        """``(rank in the escalation ranking, peer)`` to ask next, or None: decided, out of
+        replicas, out of ranks, or a replica still in flight."""
+        if self._in_flight is not None or len(self._asked) >= self.max_replicas:
+            return None
+        if not is_disputed(self.votes) or self.verdict() is not None:
+            return None
+        for r, peer in enumerate(self.ranking):
+            if peer not in self._skip:
+                self._skip.add(peer)
+                self._asked.append(peer)
+                self._in_flight = peer
+                return r, peer
+        return None
+
+    def on_replica(self, peer: str, output: bytes | None) -> None:
+        """The replica ``peer`` answered with a verified ``output``, or None (declined,
+        failed, bad proof, unreachable)."""
+        if peer != self._in_flight:
+            raise ValueError(f"{peer} is not the replica in flight")
+        self._in_flight = None
+        if output is not None:
+            self.votes.append(Vote(peer, output))
+
+
+# -- the node: may this replica request make me work? ----------------------------------------
+
+
+def check_dispute(
+    envelopes: Sequence[bytes],
+    offer: SignedRecord,
+    *,
+    now_ms: int,
+    may_have_run: Collection[str],
+    result_key_of: Callable[[str], bytes | None],
+) -> list[SignedRecord] | Reject:
+    """Step 2: the disagreeing receipts a replica request carries.
+
+    Rules, in order (each ``bad_dispute``): 2 to :data:`MAX_DISPUTE_RECEIPTS` envelopes;
+    each decodes, is live at ``now_ms // 1000`` and is a Receipt; for this offer (task id,
+    offer id, input digest, engine); signers distinct; each signer in ``may_have_run``; the
+    receipt's enclave key is the signer's attested result key (``result_key_of``) and its
+    enclave signature verifies; at least two distinct output digests.
+
+    Args:
+        envelopes: the request's ``dispute`` list.
+        offer: the offer (step 1).
+        now_ms: the clock now (unix ms).
+        may_have_run: peers that may hold a receipt of this task: this node's ranking of
+            the offer and its :func:`escalation_ranking`.
+        result_key_of: a peer's attested enclave result key (None: not attested).
+
+    Returns:
+        The receipts (signed records), or the :class:`Reject`.
+    """
+    o: TaskOffer = offer.record  # type: ignore[assignment]
+    if not 2 <= len(envelopes) <= MAX_DISPUTE_RECEIPTS:
+        return _bad(f"a dispute carries 2..{MAX_DISPUTE_RECEIPTS} receipts")
+    found: list[SignedRecord] = []
+    signers: set[str] = set()
+    for data in envelopes:
+        try:
+            signed = decode(data, now=now_ms // 1000)
+        except RecordError as exc:
+            return _bad(f"receipt: {exc}")
+        rc = signed.record
+        if not isinstance(rc, Receipt):
+            return _bad(f"a {signed.type} is not a receipt")
+        if (
+            rc.task_id != o.task_id
+            or rc.offer_id != offer.record_id
+            or rc.input_digest != o.input_digest
+            or rc.engine_id != o.engine_id
+        ):
+            return _bad("receipt is for another task")
+        if signed.signer in signers:
+            return _bad("two receipts from one node")
+        signers.add(signed.signer)
+        if signed.signer not in may_have_run:
+            return _bad(f"{signed.signer} has no rank for this task")
+        key = result_key_of(signed.signer)
+        if key is None or key != rc.result_key:
+            return _bad(f"receipt of {signed.signer} not signed by its attested enclave")
+        try:
+            nacl.signing.VerifyKey(rc.result_key).verify(receipt_message(rc), rc.enclave_sig)
+        except (nacl.exceptions.BadSignatureError, ValueError):
+            return _bad(f"enclave signature of {signed.signer}'s receipt")
+        found.append(signed)
+    if len({s.record.output_digest for s in found}) < 2:  # type: ignore[attr-defined]
+        return _bad("the receipts agree: nothing is disputed")
+    return found
+
+
+def replica_rank(
+    escalation: Sequence[str], me: str, ran: Collection[str], max_replicas: int
+) -> int | Reject:
+    """Step 3: this node's rank as a replica, or the :class:`Reject`.
+
+    ``replayed`` when a carried receipt is this node's own; ``not_assigned`` unless this node
+    is among the first ``max_replicas`` nodes of ``escalation`` (the escalation ranking)
+    that are not in ``ran`` (the carried receipts' signers). Returns its index in
+    ``escalation`` (the rank its Claim carries).
+    """
+    if me in ran:
+        return Reject(ErrorCode.REPLAYED, "this node already ran this task")
+    candidates = [p for p in escalation if p not in ran][:max_replicas]
+    if me not in candidates:
+        return Reject(ErrorCode.NOT_ASSIGNED, "no replica rank for this node in its view")
+    return list(escalation).index(me)
+
+
+def take_replica(rank: int, *, active: int, capacity: int, already_taken: bool) -> Admit | Reject:
+    """Step 4: a free task slot (``no_capacity``), then no concurrent duplicate request
+    took the task meanwhile (``replayed``)."""
+    if active >= capacity:
+        return Reject(ErrorCode.NO_CAPACITY, "all task slots busy")
+    if already_taken:
+        return Reject(ErrorCode.REPLAYED, "this node already took this task")
+    return Admit(rank)
+
+
+def check_replica_claim(claim: SignedRecord, offer: SignedRecord, *, peer: str) -> None:
+    """The client's check of a replica's Claim: a Claim by ``peer`` on this offer and task,
+    for the offer's epoch.
+
+    A replica's rank (its place in the node's escalation ranking) is not a claiming rank of
+    :func:`repp2p.matching.verify_claim`, so this replaces it for replicas; the client chose
+    the replica from its own ranking, so a rank that differs only means the views differ.
+
+    Raises:
+        ClaimError: ``not_a_claim`` (not a Claim, or not signed by ``peer``),
+            ``wrong_offer`` (another offer or task), ``wrong_epoch``.
+    """
+    c = claim.record
+    o: TaskOffer = offer.record  # type: ignore[assignment]
+    if not isinstance(c, Claim) or claim.signer != peer:
+        raise ClaimError(ClaimReason.NOT_A_CLAIM, f"not a claim of {peer}")
+    if c.offer_id != offer.record_id or c.task_id != o.task_id:
+        raise ClaimError(ClaimReason.WRONG_OFFER, "claim for another offer")
+    if c.epoch != o.epoch:
+        raise ClaimError(ClaimReason.WRONG_EPOCH, f"claim epoch {c.epoch}, offer {o.epoch}")
+
+
+def _bad(detail: str) -> Reject:
+    return Reject(ErrorCode.BAD_DISPUTE, detail)

@@ -1,0 +1,190 @@
+"""The explorer's snapshot: what a peer's view says about each node, as plain data."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+
+from repp2p.attestation import SIMULATED_LABEL, SimulatedEnclave, load_policy
+from repp2p.clock import ClockAPI
+from repp2p.config import BOOTSTRAP_DIR
+from repp2p.explorer import SNAPSHOT_VERSION, Explorer, page_html
+from repp2p.matching import beacon
+from repp2p.network_params import NetworkParams
+from repp2p.records import Attestation, Heartbeat, sign
+from repp2p.store import SqliteRecordStore
+from repp2p.testing import factories
+from repp2p.viewer import ViewKeeper
+
+DEV = NetworkParams.load("dev")  # 10-s epochs
+EPOCH = factories.NOW // DEV.epoch_s
+NOW = EPOCH * DEV.epoch_s + 4  # 40% into the epoch
+FAR = factories.far_future(NOW)
+GOOD, BROKEN, CLIENT = (factories.identity(n) for n in ("good", "node", "client"))
+
+
+class FixedClock(ClockAPI):
+    def __init__(self, now: float) -> None:
+        self.at = now
+
+    def now(self) -> float:
+        return self.at
+
+    async def sleep_until(self, when: float) -> None:  # pragma: no cover - never waits
+        raise AssertionError("the explorer never waits")
+
+
+def _attested(identity, now: int) -> list:
+    """An ad, a simulated attestation that verifies, and heartbeats of ``identity``."""
+    ad = dataclasses.replace(factories.sample_records(now=now)[0], expires=FAR)
+    epoch = now // DEV.epoch_s
+    enc_key, result_key = factories.digest("enc/good"), factories.digest("res/good")
+    enclave = SimulatedEnclave(seed=factories.digest("seed/good"), measurement=bytes(32))
+    evidence = enclave.attest(identity.peer_id, enc_key, result_key, epoch, beacon(epoch), now)
+    attestation = Attestation(
+        tee_kind="simulated",
+        evidence=evidence,
+        collateral=b"",
+        gpu_evidence=b"",
+        enc_key=enc_key,
+        result_key=result_key,
+        epoch=epoch,
+        nonce=beacon(epoch),
+        seq=1,
+        expires=FAR,
+    )
+    beats = [
+        Heartbeat(epoch=e, load=0, tasks_done=0, seq=e, expires=FAR)
+        for e in (EPOCH - 3, EPOCH - 2, EPOCH - 1)
+    ]
+    return [sign(r, identity) for r in (ad, attestation, *beats)]
+
+
+def _network(tmp_path) -> tuple[SqliteRecordStore, list[int]]:
+    """A store with a verified node, a node whose evidence is garbage, tasks, a digest."""
+    store = SqliteRecordStore(tmp_path / "records.db")
+    records = _attested(GOOD, EPOCH * DEV.epoch_s - 5)
+    broken_ad, broken_att = factories.sample_records(now=NOW)[:2]  # evidence b"evidence"*8
+    broken_att = dataclasses.replace(broken_att, epoch=EPOCH)  # current, so judged on its merits
+    records += [sign(broken_ad, BROKEN), sign(broken_att, BROKEN)]
+    latencies = [80, 120, 300]
+    for n, latency in enumerate(latencies):
+        task = factories.task_records(CLIENT, GOOD, EPOCH - 3, f"t{n}", latency_ms=latency)
+        records += task.all()
+    records.append(sign(factories.empty_work_digest(epoch=EPOCH - 5, expires=FAR), GOOD))
+    outcomes = store.put_many(records, now=NOW)
+    assert all(o.value in ("new", "replaced") for o in outcomes), outcomes
+    return store, latencies
+
+
+def _explorer(store, **kw) -> Explorer:
+    policy = load_policy(BOOTSTRAP_DIR / "policy-dev.toml")
+    keeper = ViewKeeper(store, policy, DEV)
+    return Explorer(keeper, FixedClock(NOW), peer_id=GOOD.peer_id, role="full", **kw)
+
+
+def test_the_snapshot_shows_each_node_as_this_peers_view_judges_it(tmp_path):
+    store, latencies = _network(tmp_path)
+    explorer = _explorer(store)
+    snap = explorer.snapshot()
+    assert json.loads(json.dumps(snap)) == snap  # plain data only
+    assert snap["version"] == SNAPSHOT_VERSION
+    assert (snap["epoch"], snap["epoch_s"], snap["epoch_progress"]) == (EPOCH, 10, 0.4)
+    view = explorer.current_view()
+    assert snap["view"]["epoch"] == EPOCH and snap["view"]["digest"] == view.digest.hex()
+    rows = {row["peer_id"]: row for row in snap["nodes"]}
+    assert [r["peer_id"] for r in snap["nodes"]] == sorted(rows) == sorted(view.peers)
+    assert set(rows) == {GOOD.peer_id, BROKEN.peer_id}
+
+    good = rows[GOOD.peer_id]
+    assert good["self"] and not rows[BROKEN.peer_id]["self"]
+    assert good["attestation"]["verdict"] == "verified"
+    assert good["attestation"]["reason"] is None
+    # The simulated TEE is never shown without its label.
+    assert good["tee_kind"] == "simulated" and good["simulated"]
+    assert good["label"] == SIMULATED_LABEL == snap["simulated_label"]
+    assert good["permille"] == view.reputation.get(GOOD.peer_id).permille
+    assert set(good["components"]) == {"uptime", "success", "throughput", "latency", "attestation"}
+    assert good["engines"] == ["echo", "sentiment"] and good["capacity"] == 4
+
+    broken = rows[BROKEN.peer_id]
+    assert broken["attestation"]["verdict"] == "failed"
+    assert broken["attestation"]["reason"].startswith("malformed")
+    assert not broken["eligible"] and not broken["tier"]
+    assert broken["penalty"]["penalised"] is False
+
+    (tasks,) = snap["tasks"]
+    assert tasks["epoch"] == EPOCH - 3
+    assert (tasks["offers"], tasks["claims"], tasks["receipts"]) == (3, 3, 3)
+    assert tasks["feedback"] == {"ok": 3}
+    assert tasks["latency_ms_p50"] == statistics.median(latencies)
+    assert snap["digests"] == {"WorkDigest": {str(EPOCH - 5): 1}, "FeedbackDigest": {}}
+    assert snap["records"]["Attestation"] == 2 and snap["records"]["TaskOffer"] == 3
+
+
+def test_rep_balances_come_from_the_ledger_replay(tmp_path):
+    store, _ = _network(tmp_path)
+    snap = _explorer(store).snapshot()
+    rep = snap["rep"]
+    assert rep["unit"] == "micro-REP"
+    total = sum(row["rep"]["pending"] for row in snap["nodes"])
+    # every payout of the pending ledger went to a node in the table (no clients earn)
+    assert 0 <= total <= rep["pending_supply"]
+    assert all(isinstance(row["rep"]["final"], int) for row in snap["nodes"])
+    rows = {row["peer_id"]: row["rep"] for row in snap["nodes"]}
+    assert rows[GOOD.peer_id]["pending"] > 0  # it served the tasks
+    assert rows[BROKEN.peer_id] == {"final": 0, "pending": 0}
+    off = _explorer(store, ledger=False).snapshot()
+    assert off["rep"] is None and all(row["rep"] is None for row in off["nodes"])
+
+
+def test_an_empty_store_gives_an_empty_network(tmp_path):
+    snap = _explorer(SqliteRecordStore(tmp_path / "records.db")).snapshot()
+    assert snap["nodes"] == [] and snap["tasks"] == []
+    assert snap["view"]["nodes"] == 0 and snap["view"]["eligible"] == 0
+    assert snap["digests"] == {"WorkDigest": {}, "FeedbackDigest": {}}
+
+
+def test_the_snapshot_follows_the_clock_into_the_next_epoch(tmp_path):
+    store, _ = _network(tmp_path)
+    explorer = _explorer(store)
+    first = explorer.snapshot()
+    explorer._clock.at = NOW + DEV.epoch_s  # type: ignore[attr-defined]
+    second = explorer.snapshot()
+    assert second["epoch"] == first["epoch"] + 1 == second["view"]["epoch"]
+    assert second["view"]["digest"] != first["view"]["digest"]
+
+
+def test_routes_serve_the_page_and_the_json(tmp_path):
+    store, _ = _network(tmp_path)
+    explorer = _explorer(store)
+    routes = dict(explorer.routes("/net"))
+    assert set(routes) == {"/net", "/net.json"}
+    ctype, page = routes["/net"]()
+    assert ctype.startswith("text/html") and page == page_html()
+    ctype, body = routes["/net.json"]()
+    assert ctype == "application/json"
+    assert json.loads(body)["view"] == explorer.snapshot()["view"]
+
+
+def test_the_page_is_one_file_with_no_external_assets():
+    page = page_html().decode()
+    assert page.startswith("<!doctype html>")
+    # the page fetches its own path + ".json" and loads nothing else
+    assert 'location.pathname.replace(/\\/+$/, "") + ".json"' in page
+    for external in ("<script src", "<link", "http://", "https://", "@import", "url("):
+        assert external not in page, external
+    assert "innerHTML" not in page  # every value from the network is set as text
+
+
+def test_the_json_is_reused_for_a_second_and_digests_recounted_when_they_change(tmp_path):
+    store, _ = _network(tmp_path)
+    explorer = _explorer(store)
+    first = explorer.snapshot_json()
+    store.put_many([sign(factories.empty_work_digest(epoch=EPOCH - 4, expires=FAR), GOOD)], now=NOW)
+    assert explorer.snapshot_json() is first  # within max_age_s: the same answer
+    explorer._clock.at = NOW + 1.5  # type: ignore[attr-defined]
+    later = json.loads(explorer.snapshot_json())
+    assert later["digests"]["WorkDigest"] == {str(EPOCH - 5): 1, str(EPOCH - 4): 1}
+    assert later["now"] == NOW + 1.5
