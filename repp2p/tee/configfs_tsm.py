@@ -54,9 +54,10 @@ class TsmFiles:
     def write(self, path: Path, data: bytes) -> None:
         # One write(2) of the whole blob: configfs binary attributes take the buffer
         # as written when the file is released, and no O_CREAT: the kernel made the file.
-        # configfs ignores what the attribute's store returns at release, so a refused
-        # inblob write (EBUSY) shows only as a generation that did not move, which
-        # ConfigfsTsm's before/after check treats as another writer (retry).
+        # Current configfs ignores what the attribute's store returns at release (older
+        # kernels returned it from close(2), reaching us as this call's OSError), so a
+        # refused inblob write (EBUSY) may show only as a generation that did not move,
+        # which ConfigfsTsm's before/after check treats as another writer (retry).
         fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
         try:
             written = os.write(fd, data)
