@@ -210,3 +210,26 @@ def test_configfs_inblob_rules(tmp_path: Path, amd: TestAmdChain) -> None:
     kernel.write(entry / "inblob", b"\x01" * 64)
     assert kernel.read(entry / "generation", 64) == b"2\n"
     assert len(kernel.read(entry / "outblob", 32768)) == 0x4A0
+
+
+def test_report_offsets_are_the_vendor_layouts() -> None:
+    """Where the 64 bytes of report data and the measurement sit in each report."""
+    from repp2p.tee import snp_guest, tdx_guest
+
+    # SEV-SNP ATTESTATION_REPORT (SNP firmware ABI, Table 22 "ATTESTATION_REPORT"):
+    # ... VMPL 0x30, SIGNATURE_ALGO 0x34, CURRENT_TCB 0x38, PLATFORM_INFO 0x40, flags 0x48,
+    # REPORT_DATA 0x50 (64), MEASUREMENT 0x90 (48), ..., SIGNATURE 0x2A0 (512): 0x4A0 bytes
+    assert (slice(0x50, 0x90), slice(0x90, 0xC0)) == (snp_guest.REPORT_DATA, snp_guest.MEASUREMENT)
+    assert snp_guest.REPORT_SIZE == 0x2A0 + 512 == 0x4A0
+    # TDX TD report body (Intel TDX DCAP quote layout): TEE_TCB_SVN 16, MRSEAM 48,
+    # MRSIGNERSEAM 48, SEAMATTRIBUTES 8, TDATTRIBUTES 8, XFAM 8, MRTD 48, MRCONFIGID 48,
+    # MROWNER 48, MROWNERCONFIG 48, RTMR0..3 4 x 48, REPORTDATA 64 (TDX 1.5 appends
+    # TEE_TCB_SVN2 16 and MRSERVICETD 48)
+    mrtd = 16 + 48 + 48 + 8 + 8 + 8
+    report_data = mrtd + 48 * 4 + 48 * 4
+    assert (
+        slice(mrtd, mrtd + 48),
+        slice(report_data, report_data + 64),
+    ) == (tdx_guest.MRTD, tdx_guest.REPORT_DATA)
+    assert tdx_guest.HEADER_SIZE == 2 + 2 + 4 + 2 + 2 + 16 + 20 == 48
+    assert tdx_guest.TEE_TDX == 0x81
