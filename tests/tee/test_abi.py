@@ -100,7 +100,7 @@ def test_sizes_and_limits_are_the_kernels() -> None:
     ) == (guest_devices.TDREPORT_REPORTDATA, guest_devices.TDREPORT_MRTD)
 
 
-def test_the_nsm_attestation_request_is_serde_cbor_of_the_rust_enum() -> None:
+def test_the_nsm_attestation_request_is_serde_cbor_of_the_rust_enum(tmp_path: Path) -> None:
     """``Request::Attestation { user_data, nonce, public_key }`` (Option<ByteBuf> fields,
     declared in that order) as serde_cbor writes it: an externally tagged map."""
 
@@ -111,11 +111,8 @@ def test_the_nsm_attestation_request_is_serde_cbor_of_the_rust_enum() -> None:
             self.sent = ctypes.string_at(addr, size)
             super().ioctl(fd, request, arg)
 
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        device_io = Capture(Path(tmp), fake_nitro.TestNitroChain())
-        nsm.NsmDevice(tmp, io=device_io).attestation(b"\x42" * 64)
+    device_io = Capture(tmp_path, fake_nitro.TestNitroChain())
+    nsm.NsmDevice(tmp_path, io=device_io).attestation(b"\x42" * 64)
     expected = (
         bytes([0xA1, 0x6B]) + b"Attestation"
         + bytes([0xA3, 0x69]) + b"user_data" + bytes([0x58, 0x40]) + b"\x42" * 64
