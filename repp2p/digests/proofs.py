@@ -325,9 +325,7 @@ def verify_inconsistency(proof: InconsistencyProof, now: int) -> Offence:
     return _offence(OffenceKind.INCONSISTENCY, digest, leaf.task_id, faults, proof)
 
 
-def _participation(
-    digest: SignedRecord, records: list[SignedRecord]
-) -> tuple[str, bytes, int]:
+def _participation(digest: SignedRecord, records: list[SignedRecord]) -> tuple[str, bytes, int]:
     """The counterparty, the task and its epoch's offset in the digest's range."""
     """The counterparty and task the records show the digest's signer took part in."""
     if len(records) != 2:
