@@ -59,10 +59,13 @@ class DigestParams:
             audits of ``E`` and keeps the per-task records behind them,
             ``seal_lag_epochs + audit_delay_epochs + 1`` .. 4096 (default 16).
         feedback_max_epochs: most epochs one client's FeedbackDigest batch may cover, 1 ..
-            ``FEEDBACK_MAX_SPAN`` (16); default 10. A batch covering ``first .. last`` is
-            sealed, published, gossiped and audited as a digest of ``last``
-            (:meth:`batch_accepts`), so batching delays when a quiet client's feedback
-            counts by up to ``feedback_max_epochs - 1`` epochs; 1 forbids batching.
+            ``min(FEEDBACK_MAX_SPAN, gossip_max_age_epochs - seal_lag_epochs)`` (16, 12
+            with the defaults); default 1 (no batching). A batch covering ``first
+            .. last`` is sealed, published, gossiped, stored and audited as a digest of
+            ``last`` (:meth:`batch_accepts`), and views wait for it: with ``M > 1`` every
+            view counts the digests of ``E`` ``M - 1`` epochs later
+            (``NetworkParams.digest_lag``). A network of many quiet clients sets it (the
+            10,000-node scenario: 10), trading fresher views for fewer gossip messages.
     """
 
     seal_lag_epochs: int = EPOCH_LAG + 1
@@ -71,7 +74,7 @@ class DigestParams:
     audit_samples: int = DEFAULT_SAMPLES
     auditors_per_digest: int = 1
     audit_horizon_epochs: int = 16
-    feedback_max_epochs: int = 10
+    feedback_max_epochs: int = 1
 
     def __post_init__(self) -> None:
         int_field(self, "seal_lag_epochs", EPOCH_LAG + 1, 64)
@@ -85,7 +88,14 @@ class DigestParams:
             self.seal_lag_epochs + self.audit_delay_epochs + 1,
             4096,
         )
-        int_field(self, "feedback_max_epochs", 1, FEEDBACK_MAX_SPAN)
+        # a batch's first epoch must still be within the gossip window when it goes out
+        # (one epoch after its last is sealed, give or take the skew)
+        int_field(
+            self,
+            "feedback_max_epochs",
+            1,
+            max(1, min(FEEDBACK_MAX_SPAN, self.gossip_max_age_epochs - self.seal_lag_epochs)),
+        )
 
     def sealed(self, epoch: int, current: int) -> bool:
         """True when no per-task record of a task of ``epoch`` may be signed at

@@ -526,6 +526,11 @@ class FeedbackDigest(Record):
         """Whether ``epoch`` is one of the digest's epochs."""
         return self.epoch <= epoch <= self.last_epoch
 
+    def epoch_of(self) -> int:
+        """A batch is filed (stored, queried, audited) under its last epoch: it goes out
+        once that epoch is sealed."""
+        return self.last_epoch
+
     def rows_of(self, epoch: int) -> tuple[FeedbackRow, ...]:
         """The rows of one of the digest's epochs (empty for an epoch it does not cover)."""
         return tuple(row for row in self.rows if self.epoch + row.offset == epoch)

@@ -225,8 +225,8 @@ def test_an_omission_from_a_later_epoch_of_a_batch_is_provable():
 
 
 def test_feedback_max_epochs_bounds_accepted_batches():
-    params = DigestParams()
-    assert params.feedback_max_epochs == 10
+    assert DigestParams().feedback_max_epochs == 1  # no batching unless the network says
+    params = DigestParams(feedback_max_epochs=10)
     current = 100
     last = params.last_sealed(current)
     assert params.batch_accepts(last - 9, 10, current)
@@ -237,3 +237,6 @@ def test_feedback_max_epochs_bounds_accepted_batches():
     assert DigestParams(feedback_max_epochs=1).batch_accepts(last, 1, current)
     with pytest.raises(ConfigError):
         DigestParams(feedback_max_epochs=FEEDBACK_MAX_SPAN + 1)
+    with pytest.raises(ConfigError):  # its first epoch would be too old to gossip
+        DigestParams(feedback_max_epochs=13)
+    assert DigestParams(gossip_max_age_epochs=20, feedback_max_epochs=16).feedback_max_epochs
