@@ -395,6 +395,8 @@ class DigestFlow:
         # flush of a batch that fills max_rows rows is not modelled (no client of the
         # 10,000-node scenario comes near it).
         k = self.batch
+        # the pair rows folded per epoch: this epoch's pairs, whichever digest carries them
+        fold_pairs = len(np.union1d(wpairs % c * n_nodes + wpairs // c, fc * n_nodes + fn))
         self._feedback.append((fc, fn, fout, flat, np.full(len(fc), e, np.int64)))
         offset = np.zeros(len(fc), np.int64)
         if k > 1:
@@ -432,7 +434,7 @@ class DigestFlow:
             cpu={k: np.zeros(peers) for k in ("digests", "audits", "records", "fold")},
             counts={},
         )
-        pairs = len(np.union1d((wpairs % c) * n_nodes + wpairs // c, fpairs))
+        pairs = fold_pairs
         self._gossip(costs, online_nodes + c, pub, is_work, drows, dbytes, pairs)
         self._tasks(
             costs,
