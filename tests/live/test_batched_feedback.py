@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import dataclasses
 
-from repp2p.digests import AuditOutcome, reconcile, verify_audit
+from repp2p.attestation import load_policy
+from repp2p.config import BOOTSTRAP_DIR
+from repp2p.digests import AuditOutcome, build_feedback, build_work, reconcile, verify_audit
 from repp2p.digests.params import DigestParams
 from repp2p.node.digests import OwnDigests
 from repp2p.node.metrics import NodeMetrics
 from repp2p.node.pipeline import RecordPipeline
 from repp2p.node.publisher import RecordPublisher
-from repp2p.records import FeedbackDigest
+from repp2p.records import FeedbackDigest, sign
 from repp2p.store import SqliteRecordStore
 from repp2p.testing import factories
 from repp2p.testing.network import dev_params
+from repp2p.viewer import ViewKeeper
 
 from .test_own_digests import _Clock, _Gossip
 
@@ -121,3 +124,36 @@ async def test_an_idle_window_publishes_nothing():
     own, gossip = _client(SqliteRecordStore(":memory:"), _at(last))
     assert await own.publish_due() == 0
     assert gossip.sent == [] and all(e in own._done for e in range(first, last + 1))
+
+
+def test_views_fold_each_epoch_of_a_batch_once_and_ignore_overlong_ones():
+
+    network = NETWORK.replace(reputation_source="digests")
+    epochs = range(BASE, BASE + M)
+    store = _store(epochs)
+    records = store.query()
+    far = factories.far_future()
+    work = [
+        sign(p.digest, NODE)
+        for e in epochs
+        for p in build_work(NODE.peer_id, records, e, expires=far)
+    ]
+    (batch,) = build_feedback(CLIENT.peer_id, records, BASE, expires=far, span=M)
+    store.put_many([*work, sign(batch.digest, CLIENT)], now=factories.NOW)
+    keeper = ViewKeeper(store, load_policy(BOOTSTRAP_DIR / "policy-dev.toml"), network)
+    for e in epochs:
+        assert keeper.fold_digests(e)
+        assert not keeper.fold_digests(e)  # once
+        block = keeper.pairs.block(e)
+        assert block is not None and block.digests == 2  # the node's digest and the batch
+    # a batch longer than the network allows counts in no epoch, on every peer alike
+    other = factories.identity("overlong-client")
+    tasks = [factories.task_records(other, NODE, e, f"o{e}") for e in range(BASE + 8, BASE + 14)]
+    store.put_many([r for t in tasks for r in t.all()], now=factories.NOW)
+    records = store.query()
+    (long_batch,) = build_feedback(other.peer_id, records, BASE + 8, expires=far, span=M + 2)
+    store.put_many([sign(long_batch.digest, other)], now=factories.NOW)
+    fresh = ViewKeeper(store, load_policy(BOOTSTRAP_DIR / "policy-dev.toml"), network)
+    for e in range(BASE + 8, BASE + 14):
+        assert fresh.fold_digests(e)
+        assert fresh.pairs.block(e).digests == 0
