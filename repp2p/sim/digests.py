@@ -7,8 +7,10 @@ produced for ``E``:
 * **Digests, exact** (from the simulated tasks): every node online in ``E`` publishes its
   WorkDigest of ``E`` (one row per client whose tasks it claimed; an empty part when it
   claimed nothing), every client that gave feedback on tasks of ``E`` its FeedbackDigest
-  (one row per node). Rows, counts, leaves and parts (``ceil(rows / 256)``) are counted
-  from the columns.
+  (one row per node), or, with ``[digest_params] feedback_max_epochs = k > 1``, a batch
+  at the end of each of its windows of ``k`` epochs (one row per (epoch, node), the live
+  client's rule). Rows, counts, leaves and parts (``ceil(rows / 256)``) are counted from
+  the columns.
 * **Digest sizes, exact** (the real encoder): an envelope's size is a sum of fixed parts
   and CBOR integer widths; the fixed parts are measured once by encoding real signed
   digests with :func:`repp2p.records.encode` (:func:`digest_sizes`), and
