@@ -3,12 +3,17 @@ equivocation across overlapping batches, and reconciliation per (client, node, e
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
+
 import cbor2
 import pytest
 
 from repp2p.digests import build_feedback, build_work, reconcile
 from repp2p.digests.audit import AuditOutcome, verify_audit
-from repp2p.digests.build import absence_brackets, leaf_proof
+from repp2p.digests.build import DigestPart, absence_brackets, leaf_proof
+from repp2p.digests.check import Fault
+from repp2p.digests.merkle import MerkleTree
 from repp2p.digests.params import DigestParams
 from repp2p.digests.proofs import (
     OffenceKind,
@@ -240,3 +245,58 @@ def test_feedback_max_epochs_bounds_accepted_batches():
     with pytest.raises(ConfigError):  # its first epoch would be too old to gossip
         DigestParams(feedback_max_epochs=13)
     assert DigestParams(gossip_max_age_epochs=20, feedback_max_epochs=16).feedback_max_epochs
+
+
+def _forged_batch(part, leaves):
+    """``part``'s rows over other leaves, in this order (what a cheating client signs)."""
+    encoded = [leaf.encode() for leaf in leaves]
+    counter = itertools.count()
+    tree = MerkleTree(encoded, lambda _: next(counter).to_bytes(4, "big"))
+    digest = dataclasses.replace(part.digest, merkle_root=tree.root)
+    return DigestPart(digest, tuple(leaves), tree, part.evidence)
+
+
+@pytest.mark.parametrize(
+    ("change", "fault"),
+    [
+        (lambda leaf: dataclasses.replace(leaf, offset=0), Fault.MISPLACED),  # wrong block
+        (lambda leaf: dataclasses.replace(leaf, offset=2), Fault.MISPLACED),
+    ],
+)
+def test_a_leaf_filed_under_another_epoch_of_its_batch_is_caught(change, fault):
+    client = CLIENTS[0]
+    (part,) = _batch(client, _records())
+    leaves = list(part.leaves)
+    index = next(i for i, leaf in enumerate(leaves) if leaf.offset == 1)
+    leaves[index] = change(leaves[index])
+    forged = _forged_batch(part, leaves)
+    signed = sign(forged.digest, client)
+    verdict = verify_audit(signed, index, leaf_proof(forged, signed.record_id, index).encode())
+    assert verdict.outcome is AuditOutcome.OFFENCE and fault in verdict.faults
+    assert verify_proof(verdict.proof, NOW).kind is OffenceKind.INCONSISTENCY
+
+
+def test_a_leaf_whose_offer_is_of_another_epoch_than_its_offset_is_caught():
+    client = CLIENTS[0]
+    records = _records()
+    (part,) = _batch(client, records)
+    # the first epoch-1 leaf and an epoch-2 leaf swap their records: each stays in its
+    # block (same node, outcome, offset), but names an offer of the wrong epoch
+    by_offset = {}
+    for i, leaf in enumerate(part.leaves):
+        by_offset.setdefault((leaf.offset, leaf.node, leaf.outcome), []).append(i)
+    pair = next(
+        (a[0], b[0])
+        for (o, n, out), a in by_offset.items()
+        if o == 1
+        for (o2, n2, out2), b in by_offset.items()
+        if o2 == 2 and (n2, out2) == (n, out)
+    )
+    leaves, evidence = list(part.leaves), list(part.evidence)
+    i, j = pair
+    leaves[i] = dataclasses.replace(part.leaves[j], offset=1)
+    evidence[i] = part.evidence[j]
+    forged = _forged_batch(dataclasses.replace(part, evidence=tuple(evidence)), leaves)
+    signed = sign(forged.digest, client)
+    verdict = verify_audit(signed, i, leaf_proof(forged, signed.record_id, i).encode())
+    assert verdict.outcome is AuditOutcome.OFFENCE and Fault.WRONG_RECORD in verdict.faults
