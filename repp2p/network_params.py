@@ -193,8 +193,12 @@ class NetworkParams:
         seal_lag_epochs``, each party's at its phase of the epoch (as late as 85% into it);
         views are built at the start of an epoch, so one more whole epoch lets the last of
         them spread before any view counts the epoch (peers that fold different digests
-        see different view digests)."""
-        return self.digests.seal_lag_epochs + 2
+        see different view digests). When clients may batch their feedback
+        (``digests.feedback_max_epochs`` = M > 1), a batch covering ``E`` may end at ``E +
+        M - 1`` and go out only once that epoch is sealed, so views wait ``M - 1`` epochs
+        more: every row of ``E``, batched or not, is folded once, at the same boundary on
+        every peer (no late rows)."""
+        return self.digests.seal_lag_epochs + 2 + self.digests.feedback_max_epochs - 1
 
     @property
     def policy_file(self) -> str:

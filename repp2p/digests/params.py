@@ -26,6 +26,7 @@ from collections.abc import Iterable
 
 from repp2p.digests.audit import DEFAULT_SAMPLES, MAX_SAMPLES
 from repp2p.params_check import float_field, int_field
+from repp2p.records import FEEDBACK_MAX_SPAN
 
 #: ``repp2p.tasks.EPOCH_LAG``, the epochs after ``E`` during which nodes still admit offers
 #: of ``E``. Repeated here, not imported: ``NetworkParams`` holds ``DigestParams``, and the
@@ -57,6 +58,14 @@ class DigestParams:
         audit_horizon_epochs: epochs after ``E`` during which a publisher still answers
             audits of ``E`` and keeps the per-task records behind them,
             ``seal_lag_epochs + audit_delay_epochs + 1`` .. 4096 (default 16).
+        feedback_max_epochs: most epochs one client's FeedbackDigest batch may cover, 1 ..
+            ``min(FEEDBACK_MAX_SPAN, gossip_max_age_epochs - seal_lag_epochs)`` (16, 12
+            with the defaults); default 1 (no batching). A batch covering ``first
+            .. last`` is sealed, published, gossiped, stored and audited as a digest of
+            ``last`` (:meth:`batch_accepts`), and views wait for it: with ``M > 1`` every
+            view counts the digests of ``E`` ``M - 1`` epochs later
+            (``NetworkParams.digest_lag``). A network of many quiet clients sets it (the
+            10,000-node scenario: 10), trading fresher views for fewer gossip messages.
     """
 
     seal_lag_epochs: int = EPOCH_LAG + 1
@@ -65,6 +74,7 @@ class DigestParams:
     audit_samples: int = DEFAULT_SAMPLES
     auditors_per_digest: int = 1
     audit_horizon_epochs: int = 16
+    feedback_max_epochs: int = 1
 
     def __post_init__(self) -> None:
         int_field(self, "seal_lag_epochs", EPOCH_LAG + 1, 64)
@@ -77,6 +87,14 @@ class DigestParams:
             "audit_horizon_epochs",
             self.seal_lag_epochs + self.audit_delay_epochs + 1,
             4096,
+        )
+        # a batch's first epoch must still be within the gossip window when it goes out
+        # (one epoch after its last is sealed, give or take the skew)
+        int_field(
+            self,
+            "feedback_max_epochs",
+            1,
+            max(1, min(FEEDBACK_MAX_SPAN, self.gossip_max_age_epochs - self.seal_lag_epochs)),
         )
 
     def sealed(self, epoch: int, current: int) -> bool:
@@ -110,6 +128,14 @@ class DigestParams:
     def gossip_accepts(self, epoch: int, current: int) -> bool:
         """A gossiped digest of ``epoch`` is within the accepted window at ``current``."""
         return current - self.gossip_max_age_epochs <= epoch and not self.too_new(epoch, current)
+
+    def batch_accepts(self, first: int, span: int, current: int) -> bool:
+        """A gossiped FeedbackDigest covering ``first .. first + span - 1`` is acceptable
+        at ``current``: at most ``feedback_max_epochs`` epochs, its last epoch within
+        :meth:`gossip_accepts` (a batch goes out once its last epoch is sealed)."""
+        if not 1 <= span <= self.feedback_max_epochs:
+            return False
+        return self.gossip_accepts(first + span - 1, current)
 
     def answers_audits_of(self, epoch: int, current: int) -> bool:
         """A publisher still answers audits of its digests of ``epoch`` at ``current``."""
