@@ -58,6 +58,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
         "--max-body", type=int, default=1 << 20, help="largest request body, bytes (1 MiB)"
     )
     p.add_argument(
+        "--max-requests",
+        type=int,
+        default=64,
+        help="HTTP requests handled at once; more get 503 gateway_overloaded (default 64)",
+    )
+    p.add_argument(
         "--no-explorer", action="store_true", help="do not serve the explorer at /explorer"
     )
     p.add_argument(
@@ -95,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
         port=port,
         token=_token(args),
         max_body_bytes=args.max_body,
+        max_requests=args.max_requests,
         redundancy=args.redundancy,
         timeout_s=args.timeout,
     )

@@ -29,6 +29,7 @@ class ApiReason(enum.Enum):
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     GATEWAY_BUSY = "gateway_busy"
+    GATEWAY_OVERLOADED = "gateway_overloaded"
     NO_ELIGIBLE_NODE = "no_eligible_node"
     NO_RESULT = "no_result"
     NO_MAJORITY = "no_majority"
@@ -50,6 +51,9 @@ STATUS: dict[ApiReason, tuple[int, str]] = {
     ApiReason.METHOD_NOT_ALLOWED: (405, "invalid_request_error"),
     # Every task slot of the gateway stayed taken for the request's whole timeout.
     ApiReason.GATEWAY_BUSY: (429, "rate_limit_error"),
+    # The gateway already holds its most requests at once (``max_requests``): refused at
+    # once, before the body is read, so a flood cannot pile up waiting requests.
+    ApiReason.GATEWAY_OVERLOADED: (503, "service_unavailable_error"),
     # No node in the client's view serves the engine (or all are busy, penalised, down).
     ApiReason.NO_ELIGIBLE_NODE: (503, "service_unavailable_error"),
     # Nodes were chosen but none returned a verified result in time.
@@ -59,6 +63,13 @@ STATUS: dict[ApiReason, tuple[int, str]] = {
     # A verified output that is not what the engine's schema promises.
     ApiReason.BAD_OUTPUT: (502, "server_error"),
     ApiReason.INTERNAL_ERROR: (500, "server_error"),
+}
+
+#: Reasons worth retrying soon: their answers carry ``Retry-After`` (seconds), which the
+#: ``openai`` SDK honours between its retries.
+RETRY_AFTER_S: dict[ApiReason, int] = {
+    ApiReason.GATEWAY_BUSY: 1,
+    ApiReason.GATEWAY_OVERLOADED: 1,
 }
 
 #: ``repp2p.client.TaskError.reason`` -> the gateway's reason
@@ -80,6 +91,11 @@ class ApiError(ReasonedError):
     def status(self) -> int:
         """The HTTP status code."""
         return STATUS[self.reason][0]
+
+    def headers(self) -> dict[str, str]:
+        """Extra response headers: ``Retry-After`` where :data:`RETRY_AFTER_S` has one."""
+        after = RETRY_AFTER_S.get(self.reason)
+        return {} if after is None else {"retry-after": str(after)}
 
     def body(self) -> dict[str, Any]:
         """OpenAI's error object: ``{"error": {"message", "type", "param", "code"}}``."""

@@ -20,6 +20,7 @@ BOOT = [
         (["--redundancy", "0"], "redundancy"),
         (["--timeout", "0"], "timeout_s"),
         (["--max-body", "10"], "max_body_bytes"),
+        (["--max-requests", "0"], "max_requests"),
         (["--token-file", "/nonexistent/token"], "cannot read --token-file"),
         (["--network", "nowhere"], "no network file"),
     ],
