@@ -152,14 +152,24 @@ class Explorer:
         ad, verdict = ev.ads.get(peer), ev.verdicts.get(peer)
         rep = table.get(peer)
         column = table.components[:, table.index(peer)]
-        tee_kind = view.tee_kind[i] or (verdict.tee_kind if verdict else "")
+        # The view's ``tee_kind`` is the ad's word; only a verified attestation establishes
+        # a kind. A node may claim "nitro" in its ad while its evidence is simulated (it is
+        # then ineligible, but still listed): the row shows the established kind, and the
+        # label whenever any of its records says simulated.
+        claimed = ad.tee_kind if ad else view.tee_kind[i]
+        attested = verdict.tee_kind if verdict else ""
+        verified = bool(verdict and verdict.verified)
+        tee_kind = (attested if verified else "") or claimed or attested
+        simulated = "simulated" in (claimed, attested)
         entry = view.penalties.entry(peer)
         row: dict[str, Any] = {
             "peer_id": peer,
             "self": peer == self._peer_id,
             "tee_kind": tee_kind,
-            "simulated": tee_kind == "simulated",
-            "label": SIMULATED_LABEL if tee_kind == "simulated" else "",
+            "tee_kind_verified": verified,
+            "tee_kind_claimed": claimed,
+            "simulated": simulated,
+            "label": SIMULATED_LABEL if simulated else "",
             "attestation": self._attestation(view, peer),
             "engines": [e.engine_id for e in ad.engines] if ad else [],
             "price": int(view.price[i]),

@@ -188,3 +188,30 @@ def test_the_json_is_reused_for_a_second_and_digests_recounted_when_they_change(
     later = json.loads(explorer.snapshot_json())
     assert later["digests"]["WorkDigest"] == {str(EPOCH - 5): 1, str(EPOCH - 4): 1}
     assert later["now"] == NOW + 1.5
+
+
+def test_a_simulated_node_that_claims_a_real_tee_in_its_ad_is_still_labelled(tmp_path):
+    # Its ad says nitro; its attestation is simulated and verifies (the dev policy allows
+    # it). The row must show what the evidence established, and the simulated label.
+    store = SqliteRecordStore(tmp_path / "records.db")
+    ad, attestation, *beats = _attested(GOOD, EPOCH * DEV.epoch_s - 5)
+    liar = dataclasses.replace(ad.record, tee_kind="nitro")
+    outcomes = store.put_many([sign(liar, GOOD), attestation, *beats], now=NOW)
+    assert all(o.value == "new" for o in outcomes), outcomes
+    (row,) = _explorer(store).snapshot()["nodes"]
+    assert row["attestation"]["verdict"] == "verified"
+    assert (row["tee_kind"], row["tee_kind_verified"], row["tee_kind_claimed"]) == (
+        "simulated",
+        True,
+        "nitro",
+    )
+    assert row["simulated"] and row["label"] == SIMULATED_LABEL
+    assert not row["eligible"]  # its ad is not consistent with its evidence
+
+
+def test_a_broken_nodes_kind_is_its_unverified_claim(tmp_path):
+    store, _ = _network(tmp_path)
+    rows = {row["peer_id"]: row for row in _explorer(store).snapshot()["nodes"]}
+    broken = rows[BROKEN.peer_id]
+    assert broken["tee_kind_verified"] is False and broken["tee_kind"] == broken["tee_kind_claimed"]
+    assert rows[GOOD.peer_id]["tee_kind_verified"] is True
