@@ -56,6 +56,8 @@ log = logging.getLogger("repp2p.gateway")
 DEFAULT_MAX_INPUT = 1 << 20
 #: Seconds a task may run past its own timeout before the gateway gives up on it.
 SUBMIT_MARGIN_S = 10.0
+#: Seconds a connection may stay idle, or take to send a request's headers.
+HEADERS_TIMEOUT_S = 5.0
 
 
 def max_input_size(engine: str) -> int:
@@ -443,6 +445,10 @@ async def serve(
     # and over HTTP/2 (which Hypercorn also speaks in clear text, h2c).
     hyper.h11_max_incomplete_size = 16 * 1024
     hyper.h2_max_header_list_size = 16 * 1024
+    # A connection's headers must arrive within this of its opening (or of its previous
+    # answer): Hypercorn's idle timer runs until a request's headers are complete, so a
+    # client dripping its headers is closed. Set here, not left to Hypercorn's default.
+    hyper.keep_alive_timeout = HEADERS_TIMEOUT_S
     hyper.include_server_header = False
     # No hyper.read_timeout: it also closes a connection whose client is silently waiting
     # for a long task's answer. The body's deadline is the app's (_read_body).

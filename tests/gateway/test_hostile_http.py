@@ -19,6 +19,7 @@ import trio
 from repp2p.client import TaskError
 from repp2p.errors import ConfigError, StoreError
 from repp2p.gateway import GatewayConfig, TaskBackendAPI, build_app, handler_routes, serve
+from repp2p.gateway import app as gateway_app
 from repp2p.gateway.shapes import ModelInfo
 
 httpx = pytest.importorskip("httpx", reason="httpx comes with the openai client")
@@ -84,6 +85,30 @@ async def test_a_client_that_hangs_up_mid_task_frees_its_slot(nursery):
     # ...and its slot is free: the next request reaches the backend (not 429 gateway_busy).
     assert done.status_code == 503, done.text
     assert done.json()["error"]["code"] == "no_eligible_node" and backend.started == 2
+
+
+async def test_a_client_dripping_its_headers_is_closed(nursery, monkeypatch):
+    monkeypatch.setattr(gateway_app, "HEADERS_TIMEOUT_S", 0.5)
+    backend = CueBackend()
+    config = GatewayConfig(port=0)
+    (url,) = await nursery.start(serve, build_app(backend, config), config)
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    stream = await trio.open_tcp_stream(host, int(port))
+    with trio.fail_after(4):  # well before Hypercorn's own default (5 s) would close it
+        await stream.send_all(b"POST /v1/tasks HTTP/1.1\r\nHost: gw\r\n")
+        received = b""
+        while True:  # one header line every 0.1 s: never complete, never idle for long
+            try:
+                await stream.send_all(b"X-Drip: 1\r\n")
+            except trio.BrokenResourceError:
+                break
+            with trio.move_on_after(0.1):
+                chunk = await stream.receive_some()
+                if not chunk:
+                    break
+                received += chunk
+    await stream.aclose()
+    assert backend.started == 0 and b"200" not in received
 
 
 async def test_requests_beyond_max_requests_get_503_with_retry_after():
