@@ -13,6 +13,7 @@ The application runs in the caller's trio run: the client it submits through liv
 
 from __future__ import annotations
 
+import functools
 import hmac
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -64,18 +65,32 @@ def max_input_size(engine: str) -> int:
     """The engine's ``max_input_size`` from its manifest, when the engine is installed here
     (found through its entry point, not loaded: its weights need not be here); else
     :data:`DEFAULT_MAX_INPUT` (the nodes still refuse what exceeds their own limit)."""
+    return installed_input_limits().get(engine, DEFAULT_MAX_INPUT)
+
+
+@functools.cache
+def installed_input_limits() -> dict[str, int]:
+    """``{engine: max_input_size}`` of the engines installed here, read once per process:
+    scanning entry points and reading a manifest takes milliseconds, which every request
+    (and any engine name a request makes up) would otherwise spend in the event loop."""
     import importlib.util
 
     from engines import engine_entry_points
 
+    limits: dict[str, int] = {}
     try:
-        entry = engine_entry_points().get(engine)
-        spec = importlib.util.find_spec(entry.module) if entry is not None else None
-        if spec is None or spec.origin is None:
-            return DEFAULT_MAX_INPUT
-        return Manifest.load(Path(spec.origin).with_name(MANIFEST_NAME)).max_input_size
-    except (ReppError, ImportError, OSError):  # EngineError is a ReppError
-        return DEFAULT_MAX_INPUT
+        entries = engine_entry_points()
+    except ReppError:  # two distributions claim one name: no limit known for any
+        return limits
+    for engine, entry in entries.items():
+        try:
+            spec = importlib.util.find_spec(entry.module)
+            if spec is not None and spec.origin is not None:
+                manifest = Manifest.load(Path(spec.origin).with_name(MANIFEST_NAME))
+                limits[engine] = manifest.max_input_size
+        except (ReppError, ImportError, OSError):  # EngineError is a ReppError
+            continue
+    return limits
 
 
 def build_app(
@@ -260,7 +275,7 @@ def handler_routes(handlers: Sequence[tuple[str, Callable[[], tuple[str, bytes]]
             try:
                 content_type, body = handler()
             except ReppError as exc:  # e.g. the store cannot be read just now: try again
-                log.warning("gateway: %s failed: %r", request.url.path, exc)
+                log.warning("gateway: %r failed: %r", request.url.path, exc)
                 raise ApiError(
                     ApiReason.GATEWAY_OVERLOADED,
                     f"{request.url.path} cannot be built just now ({type(exc).__name__})",
@@ -418,7 +433,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:
-    log.exception("gateway: %s %s failed", request.method, request.url.path)
+    # %r: a path is the caller's text, and may hold newlines that would forge log lines
+    log.exception("gateway: %s %r failed", request.method, request.url.path)
     error = ApiError(ApiReason.INTERNAL_ERROR, "the gateway failed on this request (logged)")
     return JSONResponse(error.body(), status_code=error.status)
 

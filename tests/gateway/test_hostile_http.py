@@ -246,3 +246,24 @@ async def test_the_bearer_scheme_is_case_insensitive_and_the_token_exact():
 def test_a_token_no_http_client_could_send_is_refused():
     with pytest.raises(ConfigError, match="ASCII"):
         GatewayConfig(token="jeton-très-long-0123456789")
+
+
+def test_input_limits_are_read_once_not_per_request(monkeypatch):
+    import engines
+
+    scans = []
+    real = engines.engine_entry_points
+
+    def counting():
+        scans.append(1)
+        return real()
+
+    monkeypatch.setattr(engines, "engine_entry_points", counting)
+    gateway_app.installed_input_limits.cache_clear()
+    try:
+        sizes = [gateway_app.max_input_size(name) for name in ("echo", "made-up-1", "made-up-2")]
+        assert gateway_app.max_input_size("echo") == sizes[0]
+    finally:
+        gateway_app.installed_input_limits.cache_clear()
+    assert len(scans) == 1
+    assert sizes[1:] == [gateway_app.DEFAULT_MAX_INPUT] * 2
