@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import hmac
+import ipaddress
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -124,6 +125,7 @@ def build_app(
 
     def check_token(request: Request) -> None:
         if not config.token:
+            _check_host(request)
             return
         # The scheme is case-insensitive (RFC 7235); the token is compared in constant time.
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
@@ -194,6 +196,7 @@ def build_app(
 
     async def embeddings(request: Request) -> Response:
         check_token(request)
+        _check_json(request)
         body = parse_json(await _read_body(request, config.max_body_bytes, config.body_timeout_s))
         wanted = parse_embeddings(body, limits, max_input_size)
         results: list[TaskResult | None] = [None] * len(wanted.inputs)
@@ -227,6 +230,7 @@ def build_app(
 
     async def tasks(request: Request) -> Response:
         check_token(request)
+        _check_json(request)
         body = parse_json(await _read_body(request, config.max_body_bytes, config.body_timeout_s))
         wanted = parse_task(body, limits, max_input_size)
 
@@ -366,6 +370,41 @@ async def _unless_disconnected(
         return done[0]
     # The client is gone: this answer is never read (499: nginx's "client closed request").
     return Response(status_code=499)
+
+
+def _check_host(request: Request) -> None:
+    """Without a token, serve only requests addressed to an IP address or ``localhost``.
+
+    A web page the user visits can make its own DNS name resolve to 127.0.0.1 (DNS
+    rebinding) and then call the gateway as a same-origin site, reading answers and
+    spending the client's tasks; its requests carry that name in ``Host``. An IP literal
+    cannot be rebound, so it and ``localhost`` are the names a token-less gateway answers.
+    """
+    host = request.headers.get("host", "").strip().lower()
+    name = host[1 : host.find("]")] if host.startswith("[") else host.rsplit(":", 1)[0]
+    if name == "localhost":
+        return
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        raise ApiError(
+            ApiReason.UNTRUSTED_HOST,
+            f"requests for host {host[:100]!r} need a bearer token: without one the gateway "
+            "answers only requests to an IP address or localhost (a guard against DNS "
+            "rebinding); configure a token to serve other names",
+        ) from None
+
+
+def _check_json(request: Request) -> None:
+    """POST bodies must be declared JSON. A cross-site page can send a form or a
+    ``text/plain`` body to the gateway without a CORS preflight (and so without asking);
+    ``application/json`` needs a preflight, which the gateway never grants."""
+    declared = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if declared != "application/json":
+        raise ApiError(
+            ApiReason.UNSUPPORTED_MEDIA_TYPE,
+            f"the body must be sent as Content-Type: application/json (got {declared[:60]!r})",
+        )
 
 
 def _answer(payload: dict[str, Any]) -> Response:

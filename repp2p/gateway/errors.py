@@ -26,6 +26,8 @@ class ApiReason(enum.Enum):
     REQUEST_TOO_LARGE = "request_too_large"
     REQUEST_TIMEOUT = "request_timeout"
     INVALID_API_KEY = "invalid_api_key"
+    UNTRUSTED_HOST = "untrusted_host"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     GATEWAY_BUSY = "gateway_busy"
@@ -47,6 +49,12 @@ STATUS: dict[ApiReason, tuple[int, str]] = {
     ApiReason.REQUEST_TOO_LARGE: (413, "invalid_request_error"),
     ApiReason.REQUEST_TIMEOUT: (408, "invalid_request_error"),
     ApiReason.INVALID_API_KEY: (401, "authentication_error"),
+    # No token is configured and the Host header names a DNS name other than localhost:
+    # what a DNS-rebinding web page sends (docs/gateway.md, "Browsers").
+    ApiReason.UNTRUSTED_HOST: (403, "permission_error"),
+    # A POST whose body is not declared JSON: what a cross-site form or a no-cors fetch
+    # sends without a CORS preflight.
+    ApiReason.UNSUPPORTED_MEDIA_TYPE: (415, "invalid_request_error"),
     ApiReason.NOT_FOUND: (404, "invalid_request_error"),
     ApiReason.METHOD_NOT_ALLOWED: (405, "invalid_request_error"),
     # Every task slot of the gateway stayed taken for the request's whole timeout.

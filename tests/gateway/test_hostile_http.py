@@ -51,7 +51,7 @@ class CueBackend(TaskBackendAPI):
 def _http(backend: TaskBackendAPI, extra_routes=(), **config) -> httpx.AsyncClient:
     app = build_app(backend, GatewayConfig(port=0, **config), extra_routes=extra_routes)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    return httpx.AsyncClient(transport=transport, base_url="http://gateway/v1")
+    return httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8080/v1")
 
 
 async def _post_task(http: httpx.AsyncClient, text: str) -> None:
@@ -72,7 +72,7 @@ async def test_a_client_that_hangs_up_mid_task_frees_its_slot(nursery):
     body = json.dumps({"engine": "echo", "input": "slow", "timeout_s": 60}).encode()
     stream = await trio.open_tcp_stream(host, int(port))
     await stream.send_all(
-        b"POST /v1/tasks HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
+        b"POST /v1/tasks HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
     )
     await _wait_until(lambda: backend.started == 1)  # it holds the only slot
@@ -229,7 +229,11 @@ async def _asgi(app, method: str, path: str, headers: list[tuple[bytes, bytes]],
 )
 async def test_a_malformed_content_length_is_a_4xx_not_a_500(length, status, code):
     app = build_app(CueBackend(), GatewayConfig(port=0))
-    headers = [(b"content-type", b"application/json"), (b"content-length", length)]
+    headers = [
+        (b"host", b"127.0.0.1:8080"),
+        (b"content-type", b"application/json"),
+        (b"content-length", length),
+    ]
     got, body = await _asgi(app, "POST", "/v1/tasks", headers, b"{}")
     assert (got, body["error"]["code"]) == (status, code)
 
@@ -267,3 +271,37 @@ def test_input_limits_are_read_once_not_per_request(monkeypatch):
         gateway_app.installed_input_limits.cache_clear()
     assert len(scans) == 1
     assert sizes[1:] == [gateway_app.DEFAULT_MAX_INPUT] * 2
+
+
+async def test_without_a_token_only_ip_and_localhost_hosts_are_served():
+    # A DNS-rebinding page reaches 127.0.0.1 under its own name, which is in Host.
+    async with _http(CueBackend()) as http:
+        for host in ("127.0.0.1:8080", "localhost:8080", "LOCALHOST", "[::1]:8080", "10.0.0.2"):
+            done = await http.get("/models", headers={"Host": host})
+            assert done.status_code == 200, host
+        for host in ("evil.example:8080", "localhost.evil.example", "127.0.0.1.nip.io", ""):
+            done = await http.get("/models", headers={"Host": host})
+            assert done.status_code == 403, host
+            error = done.json()["error"]
+            assert error["code"] == "untrusted_host" and "token" in error["message"]
+    token = "a-long-enough-token-0001"
+    async with _http(CueBackend(), token=token) as http:  # a token is the guard then
+        auth = {"Host": "api.example.org", "Authorization": f"Bearer {token}"}
+        assert (await http.get("/models", headers=auth)).status_code == 200
+
+
+async def test_post_bodies_must_be_declared_json():
+    # A cross-site form or no-cors fetch (no CORS preflight) cannot declare JSON.
+    backend = CueBackend({b"x": TaskError("no_nodes", "no eligible node serves 'echo'")})
+    body = json.dumps({"engine": "echo", "input": "x"})
+    async with _http(backend) as http:
+        for declared in ("text/plain", "application/x-www-form-urlencoded", None):
+            headers = {} if declared is None else {"Content-Type": declared}
+            done = await http.post("/tasks", content=body, headers=headers)
+            assert done.status_code == 415, declared
+            assert done.json()["error"]["code"] == "unsupported_media_type"
+        done = await http.post(
+            "/tasks", content=body, headers={"Content-Type": "Application/JSON; charset=utf-8"}
+        )
+        assert done.status_code == 503  # accepted, parsed, run: no node serves it
+    assert backend.started == 1
