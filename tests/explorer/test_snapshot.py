@@ -215,3 +215,22 @@ def test_a_broken_nodes_kind_is_its_unverified_claim(tmp_path):
     broken = rows[BROKEN.peer_id]
     assert broken["tee_kind_verified"] is False and broken["tee_kind"] == broken["tee_kind_claimed"]
     assert rows[GOOD.peer_id]["tee_kind_verified"] is True
+
+
+def test_the_pages_content_security_policy_admits_exactly_its_own_script_and_style():
+    import base64
+    import hashlib
+    import re
+
+    page = page_html().decode()
+    policy = re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', page).group(1)
+    rules = dict(rule.strip().split(" ", 1) for rule in policy.split(";"))
+    (script,) = re.findall(r"<script>(.*?)</script>", page, re.S)
+    (style,) = re.findall(r"<style>(.*?)</style>", page, re.S)
+
+    def digest(text: str) -> str:
+        return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
+
+    assert rules["default-src"] == "'none'" and rules["connect-src"] == "'self'"
+    assert rules["script-src"] == digest(script)  # nothing else runs, inline or not
+    assert rules["style-src"] == digest(style)
