@@ -72,12 +72,29 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     p.set_defaults(func=run)
 
 
+#: Longest token file read, bytes (a token is a line; a bigger file is a mistake).
+MAX_TOKEN_FILE = 4096
+
+
 def _token(args: argparse.Namespace) -> str:
     if args.token_file:
+        path = Path(args.token_file)
         try:
-            return Path(args.token_file).read_text("utf-8").strip()
+            with path.open("rb") as file:
+                data = file.read(MAX_TOKEN_FILE + 1)
+            mode = path.stat().st_mode
+            text = data.decode("utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"cannot read --token-file {args.token_file}: {exc}") from None
+        if len(data) > MAX_TOKEN_FILE:
+            raise ConfigError(f"--token-file {args.token_file}: over {MAX_TOKEN_FILE} bytes")
+        if mode & 0o077:
+            print(
+                f"repp2p: warning: --token-file {args.token_file} can be read by other users "
+                "(chmod 600 it)",
+                file=sys.stderr,
+            )
+        return text.strip()
     return os.environ.get(TOKEN_ENV, "").strip()
 
 
