@@ -39,6 +39,7 @@ from repp2p.gateway.shapes import (
     VERIFICATION_FIELD,
     VERIFICATION_HEADER,
     Limits,
+    ModelInfo,
     embeddings_response,
     model_object,
     parse_embeddings,
@@ -176,15 +177,25 @@ def build_app(
         finally:
             slots.release()
 
+    def network_models() -> tuple[int, list[ModelInfo]]:
+        try:
+            return backend.models()
+        except ReppError as exc:  # e.g. the client's store cannot be read just now
+            log.warning("gateway: the client's view failed: %r", exc)
+            raise ApiError(
+                ApiReason.CLIENT_UNAVAILABLE,
+                f"the gateway's client cannot read its view just now ({type(exc).__name__})",
+            ) from None
+
     async def list_models(request: Request) -> Response:
         check_token(request)
-        created, models = backend.models()
+        created, models = network_models()
         return JSONResponse({"object": "list", "data": [model_object(m, created) for m in models]})
 
     async def get_model(request: Request) -> Response:
         check_token(request)
         name = request.path_params["model"]
-        created, models = backend.models()
+        created, models = network_models()
         for model in models:
             if model.engine == name:
                 return JSONResponse(model_object(model, created))
@@ -281,7 +292,7 @@ def handler_routes(handlers: Sequence[tuple[str, Callable[[], tuple[str, bytes]]
             except ReppError as exc:  # e.g. the store cannot be read just now: try again
                 log.warning("gateway: %r failed: %r", request.url.path, exc)
                 raise ApiError(
-                    ApiReason.GATEWAY_OVERLOADED,
+                    ApiReason.CLIENT_UNAVAILABLE,
                     f"{request.url.path} cannot be built just now ({type(exc).__name__})",
                 ) from None
             return Response(body, media_type=content_type)

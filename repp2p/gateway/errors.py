@@ -32,6 +32,7 @@ class ApiReason(enum.Enum):
     METHOD_NOT_ALLOWED = "method_not_allowed"
     GATEWAY_BUSY = "gateway_busy"
     GATEWAY_OVERLOADED = "gateway_overloaded"
+    CLIENT_UNAVAILABLE = "client_unavailable"
     NO_ELIGIBLE_NODE = "no_eligible_node"
     NO_RESULT = "no_result"
     NO_MAJORITY = "no_majority"
@@ -62,6 +63,8 @@ STATUS: dict[ApiReason, tuple[int, str]] = {
     # The gateway already holds its most requests at once (``max_requests``): refused at
     # once, before the body is read, so a flood cannot pile up waiting requests.
     ApiReason.GATEWAY_OVERLOADED: (503, "service_unavailable_error"),
+    # The gateway's own client could not answer (its store or its view failed just now).
+    ApiReason.CLIENT_UNAVAILABLE: (503, "service_unavailable_error"),
     # No node in the client's view serves the engine (or all are busy, penalised, down).
     ApiReason.NO_ELIGIBLE_NODE: (503, "service_unavailable_error"),
     # Nodes were chosen but none returned a verified result in time.

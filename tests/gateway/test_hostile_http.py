@@ -179,8 +179,20 @@ async def test_a_mounted_page_that_cannot_be_built_is_a_503():
     )
     async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
         done = await http.get("/explorer.json")
-    assert done.status_code == 503 and done.json()["error"]["code"] == "gateway_overloaded"
+    assert done.status_code == 503 and done.json()["error"]["code"] == "client_unavailable"
     assert "/home/alice" not in done.text
+
+
+async def test_a_view_that_cannot_be_read_is_a_503_without_its_message():
+    class Broken(CueBackend):
+        def models(self):
+            raise StoreError("database /home/alice/records.db is malformed")
+
+    async with _http(Broken()) as http:
+        for path in ("/models", "/models/echo"):
+            done = await http.get(path)
+            assert done.status_code == 503 and done.json()["error"]["code"] == "client_unavailable"
+            assert "/home/alice" not in done.text and "StoreError" in done.text
 
 
 async def _asgi(app, method: str, path: str, headers: list[tuple[bytes, bytes]], body: bytes):
