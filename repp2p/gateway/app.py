@@ -17,6 +17,7 @@ import functools
 import hmac
 import ipaddress
 import logging
+import socket
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -61,6 +62,9 @@ DEFAULT_MAX_INPUT = 1 << 20
 SUBMIT_MARGIN_S = 10.0
 #: Seconds a connection may stay idle, or take to send a request's headers.
 HEADERS_TIMEOUT_S = 5.0
+#: Seconds a client may leave an answer unread (its receive window shut) before the
+#: connection is aborted.
+SEND_TIMEOUT_S = 30.0
 
 
 def max_input_size(engine: str) -> int:
@@ -383,6 +387,19 @@ async def _unless_disconnected(
     return Response(status_code=499)
 
 
+def _bound_unacknowledged_sends(sock: socket.socket) -> None:
+    """Abort a connection whose peer leaves sent data unacknowledged, its window shut, for
+    :data:`SEND_TIMEOUT_S` (``TCP_USER_TIMEOUT``, inherited by accepted connections).
+
+    Hypercorn writes answers without a deadline; a client that asks for a large answer
+    and never reads it would hold its request, and its place under ``max_requests``,
+    forever. Linux only; elsewhere such a client is bounded by ``max_requests`` alone.
+    """
+    option = getattr(socket, "TCP_USER_TIMEOUT", None)
+    if option is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, option, int(SEND_TIMEOUT_S * 1000))
+
+
 def _check_host(request: Request) -> None:
     """Without a token, serve only requests addressed to an IP address or ``localhost``.
 
@@ -499,10 +516,17 @@ async def serve(
 
     ``task_status.started`` gets the bound URLs, e.g. ``["http://127.0.0.1:8080"]``.
     """
-    from hypercorn.config import Config
+    from hypercorn.config import Config, Sockets
     from hypercorn.trio import serve as hypercorn_serve
 
-    hyper = Config()
+    class _Config(Config):
+        def create_sockets(self) -> Sockets:
+            sockets = super().create_sockets()
+            for sock in sockets.insecure_sockets:
+                _bound_unacknowledged_sends(sock)
+            return sockets
+
+    hyper = _Config()
     host = f"[{config.host}]" if ":" in config.host else config.host
     hyper.bind = [f"{host}:{config.port}"]
     hyper.accesslog = None

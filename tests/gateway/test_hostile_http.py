@@ -12,6 +12,7 @@ httpx's ASGI transport or call the ASGI application directly.
 from __future__ import annotations
 
 import json
+import socket
 
 import pytest
 import trio
@@ -317,3 +318,37 @@ async def test_post_bodies_must_be_declared_json():
         )
         assert done.status_code == 503  # accepted, parsed, run: no node serves it
     assert backend.started == 1
+
+
+@pytest.mark.skipif(
+    not hasattr(socket, "TCP_USER_TIMEOUT"), reason="TCP_USER_TIMEOUT is Linux-only"
+)
+async def test_a_client_that_never_reads_its_answer_is_cut_off(nursery, monkeypatch):
+    monkeypatch.setattr(gateway_app, "SEND_TIMEOUT_S", 1.0)
+    backend = CueBackend()
+    backend.submit = _embedding  # answers at once, ~300 KB for a full batch
+    config = GatewayConfig(port=0, max_requests=1)
+    (url,) = await nursery.start(serve, build_app(backend, config), config)
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    sock = trio.socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)  # its window shuts soon
+    await sock.connect((host, int(port)))
+    body = json.dumps({"model": "embed-minilm", "input": ["x"] * 32, "encoding_format": "float"})
+    await sock.send(
+        b"POST /v1/embeddings HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body.encode())
+    )
+    async with httpx.AsyncClient(base_url=url, timeout=5) as http:
+        with trio.fail_after(10):
+            while (await http.get("/v1/models")).status_code != 503:  # it holds the place
+                await trio.sleep(0.05)
+        with trio.fail_after(10):
+            while (await http.get("/v1/models")).status_code != 200:  # until it is cut off
+                await trio.sleep(0.1)
+    sock.close()
+
+
+async def _embedding(engine, data, **options):
+    from tests.gateway.test_sdk_shapes import _result
+
+    return _result(data)
