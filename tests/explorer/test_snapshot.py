@@ -234,3 +234,24 @@ def test_the_pages_content_security_policy_admits_exactly_its_own_script_and_sty
     assert rules["default-src"] == "'none'" and rules["connect-src"] == "'self'"
     assert rules["script-src"] == digest(script)  # nothing else runs, inline or not
     assert rules["style-src"] == digest(style)
+
+
+def test_a_failed_nodes_reason_is_found_once_per_view(tmp_path, monkeypatch):
+    store, _ = _network(tmp_path)
+    explorer = _explorer(store)
+    asked = []
+    query = store.query
+
+    def counting(*args, **kwargs):
+        if kwargs.get("type") == Attestation.TYPE:
+            asked.append(kwargs.get("signer"))
+        return query(*args, **kwargs)
+
+    monkeypatch.setattr(store, "query", counting)
+    first = explorer.snapshot()
+    for _ in range(3):  # the page asks every 2 s: same view, no new store queries
+        again = explorer.snapshot()
+    assert asked == [BROKEN.peer_id]
+    assert first["nodes"] == again["nodes"]
+    rows = {r["peer_id"]: r["attestation"] for r in again["nodes"]}
+    assert rows[BROKEN.peer_id]["reason"].startswith("malformed")
