@@ -531,8 +531,8 @@ async def serve(
     hyper.bind = [f"{host}:{config.port}"]
     hyper.accesslog = None
     hyper.errorlog = log
-    # Headers beyond 16 KiB are refused before the app sees the request, over HTTP/1.1
-    # and over HTTP/2 (which Hypercorn also speaks in clear text, h2c).
+    # Headers beyond 16 KiB are refused before the app sees the request over HTTP/1.1;
+    # HTTP/2 clients (Hypercorn also speaks h2c) are told the same limit in its settings.
     hyper.h11_max_incomplete_size = 16 * 1024
     hyper.h2_max_header_list_size = 16 * 1024
     # A connection's headers must arrive within this of its opening (or of its previous
