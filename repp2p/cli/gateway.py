@@ -58,6 +58,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
         "--max-body", type=int, default=1 << 20, help="largest request body, bytes (1 MiB)"
     )
     p.add_argument(
+        "--max-requests",
+        type=int,
+        default=64,
+        help="HTTP requests handled at once; more get 503 gateway_overloaded (default 64)",
+    )
+    p.add_argument(
         "--no-explorer", action="store_true", help="do not serve the explorer at /explorer"
     )
     p.add_argument(
@@ -66,12 +72,29 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     p.set_defaults(func=run)
 
 
+#: Longest token file read, bytes (a token is a line; a bigger file is a mistake).
+MAX_TOKEN_FILE = 4096
+
+
 def _token(args: argparse.Namespace) -> str:
     if args.token_file:
+        path = Path(args.token_file)
         try:
-            return Path(args.token_file).read_text("utf-8").strip()
+            with path.open("rb") as file:
+                data = file.read(MAX_TOKEN_FILE + 1)
+            mode = path.stat().st_mode
+            text = data.decode("utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"cannot read --token-file {args.token_file}: {exc}") from None
+        if len(data) > MAX_TOKEN_FILE:
+            raise ConfigError(f"--token-file {args.token_file}: over {MAX_TOKEN_FILE} bytes")
+        if mode & 0o077:
+            print(
+                f"repp2p: warning: --token-file {args.token_file} can be read by other users "
+                "(chmod 600 it)",
+                file=sys.stderr,
+            )
+        return text.strip()
     return os.environ.get(TOKEN_ENV, "").strip()
 
 
@@ -95,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
         port=port,
         token=_token(args),
         max_body_bytes=args.max_body,
+        max_requests=args.max_requests,
         redundancy=args.redundancy,
         timeout_s=args.timeout,
     )

@@ -72,9 +72,10 @@ class Explorer:
         self._peer_id = peer_id
         self._role = role
         self._ledger = ledger
-        # (attestation record id, view time) -> refusal reason: the keeper's verdicts carry
-        # the outcome, not the reason, and a record's verdict at a given time never changes
-        self._reasons: dict[tuple[bytes, int], str] = {}
+        # (peer, view time) -> refusal reason: the keeper's verdicts carry the outcome, not
+        # the reason; a view's verdicts never change, so its reasons are found once (not a
+        # store query per failed node on every snapshot)
+        self._reasons: dict[tuple[str, int], str | None] = {}
         self._cache: VerificationCache = VerificationCache(256)
         self._balances: tuple[int, dict[str, Any]] | None = None
         self._digest_counts: tuple[tuple[int, ...], dict[str, dict[str, int]]] | None = None
@@ -152,14 +153,24 @@ class Explorer:
         ad, verdict = ev.ads.get(peer), ev.verdicts.get(peer)
         rep = table.get(peer)
         column = table.components[:, table.index(peer)]
-        tee_kind = view.tee_kind[i] or (verdict.tee_kind if verdict else "")
+        # The view's ``tee_kind`` is the ad's word; only a verified attestation establishes
+        # a kind. A node may claim "nitro" in its ad while its evidence is simulated (it is
+        # then ineligible, but still listed): the row shows the established kind, and the
+        # label whenever any of its records says simulated.
+        claimed = ad.tee_kind if ad else view.tee_kind[i]
+        attested = verdict.tee_kind if verdict else ""
+        verified = bool(verdict and verdict.verified)
+        tee_kind = (attested if verified else "") or claimed or attested
+        simulated = "simulated" in (claimed, attested)
         entry = view.penalties.entry(peer)
         row: dict[str, Any] = {
             "peer_id": peer,
             "self": peer == self._peer_id,
             "tee_kind": tee_kind,
-            "simulated": tee_kind == "simulated",
-            "label": SIMULATED_LABEL if tee_kind == "simulated" else "",
+            "tee_kind_verified": verified,
+            "tee_kind_claimed": claimed,
+            "simulated": simulated,
+            "label": SIMULATED_LABEL if simulated else "",
             "attestation": self._attestation(view, peer),
             "engines": [e.engine_id for e in ad.engines] if ad else [],
             "price": int(view.price[i]),
@@ -208,13 +219,15 @@ class Explorer:
 
     def _refusal(self, view: View, peer: str) -> str | None:
         """Why ``peer``'s attestation did not verify at ``view``'s time: the verification
-        the view ran, repeated for its reason (cached per record and view time)."""
+        the view ran, repeated for its reason (cached per node and view time)."""
+        key = (peer, view.now)
+        if key in self._reasons:
+            return self._reasons[key]
         records = self._keeper.store.query(type=Attestation.TYPE, signer=peer)
         if not records:
-            return "attestation record no longer held"
-        signed = records[-1]
-        key = (signed.record_id, view.now)
-        if key not in self._reasons:
+            reason = "attestation record no longer held"
+        else:
+            signed = records[-1]
             rec: Attestation = signed.record  # type: ignore[assignment]
             ad = view.evidence.ads.get(peer)
             engines = tuple(e.engine_id for e in ad.engines) if ad else ()
@@ -238,10 +251,10 @@ class Explorer:
                 reason = "verified since the view was built"
             except AttestationError as exc:
                 reason = str(exc)  # "<reason>: <detail>"
-            if len(self._reasons) > 4096:
-                self._reasons.clear()
-            self._reasons[key] = reason
-        return self._reasons[key]
+        if len(self._reasons) > 4096:
+            self._reasons.clear()
+        self._reasons[key] = reason
+        return reason
 
     def _rep(self, view: View) -> dict[str, Any]:
         """REP balances replayed from the record log as of ``view``'s epoch (cached)."""

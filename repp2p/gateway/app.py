@@ -5,23 +5,31 @@ limit before parsing), checks the bearer token first when one is configured, par
 :mod:`repp2p.gateway.shapes` and runs tasks through a :class:`TaskBackendAPI` under one
 concurrency limit; any :class:`ApiError` becomes OpenAI's error object in one handler, and
 nothing else escapes as a stack trace to the caller (500 ``internal_error``, logged here).
+At most ``max_requests`` requests are handled at once (:class:`_RequestCap`, 503 beyond),
+and a request whose client hangs up is cancelled, its task slots freed
+(:func:`_unless_disconnected`).
 The application runs in the caller's trio run: the client it submits through lives there.
 """
 
 from __future__ import annotations
 
+import functools
 import hmac
+import ipaddress
 import logging
-from collections.abc import Callable, Sequence
+import socket
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import trio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from engines.manifest import MANIFEST_NAME, Manifest
 from repp2p.errors import ReppError
@@ -32,6 +40,7 @@ from repp2p.gateway.shapes import (
     VERIFICATION_FIELD,
     VERIFICATION_HEADER,
     Limits,
+    ModelInfo,
     embeddings_response,
     model_object,
     parse_embeddings,
@@ -51,24 +60,43 @@ log = logging.getLogger("repp2p.gateway")
 DEFAULT_MAX_INPUT = 1 << 20
 #: Seconds a task may run past its own timeout before the gateway gives up on it.
 SUBMIT_MARGIN_S = 10.0
+#: Seconds a connection may stay idle, or take to send a request's headers.
+HEADERS_TIMEOUT_S = 5.0
+#: Seconds a client may leave an answer unread (its receive window shut) before the
+#: connection is aborted.
+SEND_TIMEOUT_S = 30.0
 
 
 def max_input_size(engine: str) -> int:
     """The engine's ``max_input_size`` from its manifest, when the engine is installed here
     (found through its entry point, not loaded: its weights need not be here); else
     :data:`DEFAULT_MAX_INPUT` (the nodes still refuse what exceeds their own limit)."""
+    return installed_input_limits().get(engine, DEFAULT_MAX_INPUT)
+
+
+@functools.cache
+def installed_input_limits() -> dict[str, int]:
+    """``{engine: max_input_size}`` of the engines installed here, read once per process:
+    scanning entry points and reading a manifest takes milliseconds, which every request
+    (and any engine name a request makes up) would otherwise spend in the event loop."""
     import importlib.util
 
     from engines import engine_entry_points
 
+    limits: dict[str, int] = {}
     try:
-        entry = engine_entry_points().get(engine)
-        spec = importlib.util.find_spec(entry.module) if entry is not None else None
-        if spec is None or spec.origin is None:
-            return DEFAULT_MAX_INPUT
-        return Manifest.load(Path(spec.origin).with_name(MANIFEST_NAME)).max_input_size
-    except (ReppError, ImportError, OSError):  # EngineError is a ReppError
-        return DEFAULT_MAX_INPUT
+        entries = engine_entry_points()
+    except ReppError:  # two distributions claim one name: no limit known for any
+        return limits
+    for engine, entry in entries.items():
+        try:
+            spec = importlib.util.find_spec(entry.module)
+            if spec is not None and spec.origin is not None:
+                manifest = Manifest.load(Path(spec.origin).with_name(MANIFEST_NAME))
+                limits[engine] = manifest.max_input_size
+        except (ReppError, ImportError, OSError):  # EngineError is a ReppError
+            continue
+    return limits
 
 
 def build_app(
@@ -98,13 +126,16 @@ def build_app(
         max_timeout_s=config.max_timeout_s,
     )
     slots = trio.Semaphore(config.max_concurrent_tasks)
-    expected = f"Bearer {config.token}".encode()
+    expected = config.token.encode("ascii")
 
     def check_token(request: Request) -> None:
         if not config.token:
+            _check_host(request)
             return
-        given = request.headers.get("authorization", "").encode("latin-1", "replace")
-        if not hmac.compare_digest(given, expected):
+        # The scheme is case-insensitive (RFC 7235); the token is compared in constant time.
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        presented = given.strip().encode("latin-1", "replace")
+        if not (scheme.lower() == "bearer") & hmac.compare_digest(presented, expected):
             raise ApiError(
                 ApiReason.INVALID_API_KEY,
                 "missing or wrong bearer token (Authorization: Bearer TOKEN)",
@@ -137,21 +168,38 @@ def build_app(
             reason = TASK_REASONS.get(exc.reason, ApiReason.NO_RESULT)
             raise ApiError(reason, str(exc)) from None
         except ReppError as exc:
-            raise ApiError(ApiReason.NO_RESULT, f"{engine}: {exc}") from exc
+            # Not a verdict on the task but a failure of the client under the gateway (its
+            # store, its streams): logged whole here, named only by its kind to the caller,
+            # since its message may hold local paths.
+            log.warning("gateway: %s task failed in the client: %r", engine, exc)
+            raise ApiError(
+                ApiReason.NO_RESULT,
+                f"{engine}: the gateway's client failed on this task ({type(exc).__name__})",
+            ) from None
         except trio.TooSlowError:
             raise ApiError(ApiReason.NO_RESULT, f"{engine}: no result in {timeout:g} s") from None
         finally:
             slots.release()
 
+    def network_models() -> tuple[int, list[ModelInfo]]:
+        try:
+            return backend.models()
+        except ReppError as exc:  # e.g. the client's store cannot be read just now
+            log.warning("gateway: the client's view failed: %r", exc)
+            raise ApiError(
+                ApiReason.CLIENT_UNAVAILABLE,
+                f"the gateway's client cannot read its view just now ({type(exc).__name__})",
+            ) from None
+
     async def list_models(request: Request) -> Response:
         check_token(request)
-        created, models = backend.models()
+        created, models = network_models()
         return JSONResponse({"object": "list", "data": [model_object(m, created) for m in models]})
 
     async def get_model(request: Request) -> Response:
         check_token(request)
         name = request.path_params["model"]
-        created, models = backend.models()
+        created, models = network_models()
         for model in models:
             if model.engine == name:
                 return JSONResponse(model_object(model, created))
@@ -163,45 +211,57 @@ def build_app(
 
     async def embeddings(request: Request) -> Response:
         check_token(request)
+        _check_json(request)
         body = parse_json(await _read_body(request, config.max_body_bytes, config.body_timeout_s))
         wanted = parse_embeddings(body, limits, max_input_size)
         results: list[TaskResult | None] = [None] * len(wanted.inputs)
         errors: list[ApiError | None] = [None] * len(wanted.inputs)
 
-        async def one(i: int, data: bytes) -> None:
-            try:
-                results[i] = await run_task(
-                    wanted.model, data, config.timeout_s, redundancy=wanted.redundancy
-                )
-            except ApiError as exc:
-                errors[i] = exc
+        async def run_batch() -> Response:
+            async def one(i: int, data: bytes, cancel: trio.CancelScope) -> None:
+                try:
+                    results[i] = await run_task(
+                        wanted.model, data, config.timeout_s, redundancy=wanted.redundancy
+                    )
+                except ApiError as exc:
+                    errors[i] = exc
+                    # One failed input fails the request: the others' tasks would be
+                    # thrown away, so they give their slots back now.
+                    cancel.cancel()
 
-        async with trio.open_nursery() as nursery:
-            for i, data in enumerate(wanted.inputs):
-                nursery.start_soon(one, i, data)
-        failed = [e for e in errors if e is not None]
-        if failed:
-            first = failed[0]
-            where = f"input[{errors.index(first)}]" if len(errors) > 1 else "the input"
-            raise ApiError(first.reason, f"{where}: {first.detail}", first.param)
-        done = [r for r in results if r is not None]
-        payload = embeddings_response(wanted.model, done, wanted.encoding_format)
-        return _answer(payload)
+            async with trio.open_nursery() as nursery:
+                for i, data in enumerate(wanted.inputs):
+                    nursery.start_soon(one, i, data, nursery.cancel_scope)
+            failed = [(i, e) for i, e in enumerate(errors) if e is not None]
+            if failed:
+                i, first = failed[0]
+                where = f"input[{i}]" if len(errors) > 1 else "the input"
+                raise ApiError(first.reason, f"{where}: {first.detail}", first.param)
+            done = [r for r in results if r is not None]
+            payload = embeddings_response(wanted.model, done, wanted.encoding_format)
+            return _answer(payload)
+
+        return await _unless_disconnected(request, run_batch)
 
     async def tasks(request: Request) -> Response:
         check_token(request)
+        _check_json(request)
         body = parse_json(await _read_body(request, config.max_body_bytes, config.body_timeout_s))
         wanted = parse_task(body, limits, max_input_size)
-        result = await run_task(
-            wanted.engine,
-            wanted.data,
-            wanted.timeout_s,
-            redundancy=wanted.redundancy,
-            tee_kinds=wanted.tee_kinds,
-            max_price=wanted.max_price,
-            min_reputation=wanted.min_reputation,
-        )
-        return _answer(task_response(result))
+
+        async def run_one() -> Response:
+            result = await run_task(
+                wanted.engine,
+                wanted.data,
+                wanted.timeout_s,
+                redundancy=wanted.redundancy,
+                tee_kinds=wanted.tee_kinds,
+                max_price=wanted.max_price,
+                min_reputation=wanted.min_reputation,
+            )
+            return _answer(task_response(result))
+
+        return await _unless_disconnected(request, run_one)
 
     routes = [
         Route("/v1/models", list_models, methods=["GET"]),
@@ -212,6 +272,7 @@ def build_app(
     ]
     return Starlette(
         routes=routes,
+        middleware=[Middleware(_RequestCap, limit=config.max_requests)],
         exception_handlers={
             ApiError: _api_error,
             HTTPException: _http_error,
@@ -230,7 +291,14 @@ def handler_routes(handlers: Sequence[tuple[str, Callable[[], tuple[str, bytes]]
 
     def endpoint(handler: Callable[[], tuple[str, bytes]]) -> Callable[[Request], Any]:
         async def serve_handler(request: Request) -> Response:
-            content_type, body = handler()
+            try:
+                content_type, body = handler()
+            except ReppError as exc:  # e.g. the store cannot be read just now: try again
+                log.warning("gateway: %r failed: %r", request.url.path, exc)
+                raise ApiError(
+                    ApiReason.CLIENT_UNAVAILABLE,
+                    f"{request.url.path} cannot be built just now ({type(exc).__name__})",
+                ) from None
             return Response(body, media_type=content_type)
 
         return serve_handler
@@ -259,6 +327,114 @@ def build_client_app(
     return build_app(ClientBackend(client), config, extra_routes=routes)
 
 
+class _RequestCap:
+    """ASGI middleware: at most ``limit`` HTTP requests in the application at once; one
+    more is answered 503 ``gateway_overloaded`` with ``Retry-After`` without reading its
+    body. Idle connections and unfinished headers are Hypercorn's to close
+    (``keep_alive_timeout``, 5 s), so they hold no request here."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+        self.active = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self.active >= self.limit:
+            error = ApiError(
+                ApiReason.GATEWAY_OVERLOADED,
+                f"the gateway is handling its most requests at once ({self.limit}); retry shortly",
+            )
+            response = JSONResponse(error.body(), error.status, headers=error.headers())
+            await response(scope, receive, send)
+            return
+        self.active += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.active -= 1
+
+
+async def _unless_disconnected(
+    request: Request, work: Callable[[], Awaitable[Response]]
+) -> Response:
+    """``await work()``, cancelled if the client hangs up first: a task nobody will read
+    gives its slot back at once instead of running to its timeout. Call it once the body
+    has been read (what arrives next on the ASGI channel is the disconnect)."""
+    done: list[Response] = []
+    failed: list[ApiError] = []
+
+    async def watch(cancel: trio.CancelScope) -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        cancel.cancel()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch, nursery.cancel_scope)
+        try:
+            done.append(await work())
+        except ApiError as exc:  # raised after the nursery: it is the caller's answer
+            failed.append(exc)
+        finally:
+            nursery.cancel_scope.cancel()
+    if failed:
+        raise failed[0]
+    if done:
+        return done[0]
+    # The client is gone: this answer is never read (499: nginx's "client closed request").
+    return Response(status_code=499)
+
+
+def _bound_unacknowledged_sends(sock: socket.socket) -> None:
+    """Abort a connection whose peer leaves sent data unacknowledged, its window shut, for
+    :data:`SEND_TIMEOUT_S` (``TCP_USER_TIMEOUT``, inherited by accepted connections).
+
+    Hypercorn writes answers without a deadline; a client that asks for a large answer
+    and never reads it would hold its request, and its place under ``max_requests``,
+    forever. Linux only; elsewhere such a client is bounded by ``max_requests`` alone.
+    """
+    option = getattr(socket, "TCP_USER_TIMEOUT", None)
+    if option is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, option, int(SEND_TIMEOUT_S * 1000))
+
+
+def _check_host(request: Request) -> None:
+    """Without a token, serve only requests addressed to an IP address or ``localhost``.
+
+    A web page the user visits can make its own DNS name resolve to 127.0.0.1 (DNS
+    rebinding) and then call the gateway as a same-origin site, reading answers and
+    spending the client's tasks; its requests carry that name in ``Host``. An IP literal
+    cannot be rebound, so it and ``localhost`` are the names a token-less gateway answers.
+    """
+    host = request.headers.get("host", "").strip().lower()
+    name = host[1 : host.find("]")] if host.startswith("[") else host.rsplit(":", 1)[0]
+    if name == "localhost":
+        return
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        raise ApiError(
+            ApiReason.UNTRUSTED_HOST,
+            f"requests for host {host[:100]!r} need a bearer token: without one the gateway "
+            "answers only requests to an IP address or localhost (a guard against DNS "
+            "rebinding); configure a token to serve other names",
+        ) from None
+
+
+def _check_json(request: Request) -> None:
+    """POST bodies must be declared JSON. A cross-site page can send a form or a
+    ``text/plain`` body to the gateway without a CORS preflight (and so without asking);
+    ``application/json`` needs a preflight, which the gateway never grants."""
+    declared = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if declared != "application/json":
+        raise ApiError(
+            ApiReason.UNSUPPORTED_MEDIA_TYPE,
+            f"the body must be sent as Content-Type: application/json (got {declared[:60]!r})",
+        )
+
+
 def _answer(payload: dict[str, Any]) -> Response:
     header = verification_header(payload[VERIFICATION_FIELD])
     return JSONResponse(payload, headers={VERIFICATION_HEADER: header})
@@ -269,18 +445,26 @@ async def _read_body(request: Request, limit: int, timeout: float) -> bytes:
     announced its length, and (408) when it has not arrived within ``timeout`` seconds."""
     announced = request.headers.get("content-length")
     if announced is not None:
-        if not announced.isdigit():
+        # ASCII digits only ("²".isdigit() is true), and short: int() of thousands of
+        # digits raises, and 20 significant digits already exceed any limit.
+        if not (announced.isascii() and announced.isdigit()):
             raise ApiError(ApiReason.INVALID_VALUE, "Content-Length is not a number")
-        if int(announced) > limit:
+        digits = announced.lstrip("0")
+        if len(digits) > 19 or int(digits or "0") > limit:
             raise _too_large(limit)
     chunks, size = [], 0
     # A client dripping its body holds a connection and its buffer: it has a deadline.
     with trio.move_on_after(timeout):
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise _too_large(limit)
-            chunks.append(chunk)
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise _too_large(limit)
+                chunks.append(chunk)
+        except ClientDisconnect:  # nobody reads the answer; not a gateway failure to log
+            raise ApiError(
+                ApiReason.INVALID_VALUE, "the client closed the connection mid-body"
+            ) from None
         return b"".join(chunks)
     raise ApiError(
         ApiReason.REQUEST_TIMEOUT, f"the request body did not arrive within {timeout:g} s"
@@ -293,7 +477,7 @@ def _too_large(limit: int) -> ApiError:
 
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return JSONResponse(exc.body(), status_code=exc.status)
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers())
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -316,7 +500,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:
-    log.exception("gateway: %s %s failed", request.method, request.url.path)
+    # %r: a path is the caller's text, and may hold newlines that would forge log lines
+    log.exception("gateway: %s %r failed", request.method, request.url.path)
     error = ApiError(ApiReason.INTERNAL_ERROR, "the gateway failed on this request (logged)")
     return JSONResponse(error.body(), status_code=error.status)
 
@@ -331,16 +516,29 @@ async def serve(
 
     ``task_status.started`` gets the bound URLs, e.g. ``["http://127.0.0.1:8080"]``.
     """
-    from hypercorn.config import Config
+    from hypercorn.config import Config, Sockets
     from hypercorn.trio import serve as hypercorn_serve
 
-    hyper = Config()
+    class _Config(Config):
+        def create_sockets(self) -> Sockets:
+            sockets = super().create_sockets()
+            for sock in sockets.insecure_sockets:
+                _bound_unacknowledged_sends(sock)
+            return sockets
+
+    hyper = _Config()
     host = f"[{config.host}]" if ":" in config.host else config.host
     hyper.bind = [f"{host}:{config.port}"]
     hyper.accesslog = None
     hyper.errorlog = log
-    # Headers beyond 16 KiB are refused before the app sees the request.
+    # Headers beyond 16 KiB are refused before the app sees the request over HTTP/1.1;
+    # HTTP/2 clients (Hypercorn also speaks h2c) are told the same limit in its settings.
     hyper.h11_max_incomplete_size = 16 * 1024
+    hyper.h2_max_header_list_size = 16 * 1024
+    # A connection's headers must arrive within this of its opening (or of its previous
+    # answer): Hypercorn's idle timer runs until a request's headers are complete, so a
+    # client dripping its headers is closed. Set here, not left to Hypercorn's default.
+    hyper.keep_alive_timeout = HEADERS_TIMEOUT_S
     hyper.include_server_header = False
     # No hyper.read_timeout: it also closes a connection whose client is silently waiting
     # for a long task's answer. The body's deadline is the app's (_read_body).

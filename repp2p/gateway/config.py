@@ -51,6 +51,9 @@ class GatewayConfig:
         max_batch: most inputs in one embeddings request, 1..256 (400 beyond).
         max_concurrent_tasks: tasks the gateway runs at once over all requests, 1..1024
             (more wait for a free slot, within their timeout).
+        max_requests: HTTP requests the gateway handles at once, all routes, 1..4096;
+            one more is answered 503 ``gateway_overloaded`` (with ``Retry-After``) at once,
+            before its body is read.
         redundancy: default k (nodes that run each task and must agree), 1..16.
         max_redundancy: largest k a request may ask for, 1..16.
         timeout_s: default seconds for one task, (0, max_timeout_s].
@@ -65,6 +68,7 @@ class GatewayConfig:
     max_body_bytes: int = 1 << 20
     max_batch: int = 32
     max_concurrent_tasks: int = 16
+    max_requests: int = 64
     redundancy: int = 1
     max_redundancy: int = 5
     timeout_s: float = 30.0
@@ -81,6 +85,7 @@ class GatewayConfig:
             ("max_body_bytes", self.max_body_bytes, 1024, 64 << 20),
             ("max_batch", self.max_batch, 1, 256),
             ("max_concurrent_tasks", self.max_concurrent_tasks, 1, 1024),
+            ("max_requests", self.max_requests, 1, 4096),
             ("max_redundancy", self.max_redundancy, 1, 16),
             ("redundancy", self.redundancy, 1, self.max_redundancy),
         )
@@ -93,9 +98,12 @@ class GatewayConfig:
             raise ConfigError("gateway body_timeout_s must be in (0, 600]")
         if not 0 < self.timeout_s <= self.max_timeout_s:
             raise ConfigError(f"gateway timeout_s must be in (0, {self.max_timeout_s}]")
+        # ASCII only: HTTP clients (httpx, so the openai SDK) send headers as ASCII, so a
+        # token beyond it could never be presented.
         if self.token and (
             len(self.token) < 16
+            or not self.token.isascii()
             or not self.token.isprintable()
             or any(c.isspace() for c in self.token)
         ):
-            raise ConfigError("gateway token: at least 16 printable characters, no spaces")
+            raise ConfigError("gateway token: at least 16 printable characters (ASCII), no spaces")

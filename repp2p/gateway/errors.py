@@ -26,9 +26,13 @@ class ApiReason(enum.Enum):
     REQUEST_TOO_LARGE = "request_too_large"
     REQUEST_TIMEOUT = "request_timeout"
     INVALID_API_KEY = "invalid_api_key"
+    UNTRUSTED_HOST = "untrusted_host"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     GATEWAY_BUSY = "gateway_busy"
+    GATEWAY_OVERLOADED = "gateway_overloaded"
+    CLIENT_UNAVAILABLE = "client_unavailable"
     NO_ELIGIBLE_NODE = "no_eligible_node"
     NO_RESULT = "no_result"
     NO_MAJORITY = "no_majority"
@@ -46,10 +50,21 @@ STATUS: dict[ApiReason, tuple[int, str]] = {
     ApiReason.REQUEST_TOO_LARGE: (413, "invalid_request_error"),
     ApiReason.REQUEST_TIMEOUT: (408, "invalid_request_error"),
     ApiReason.INVALID_API_KEY: (401, "authentication_error"),
+    # No token is configured and the Host header names a DNS name other than localhost:
+    # what a DNS-rebinding web page sends (docs/gateway.md, "Browsers").
+    ApiReason.UNTRUSTED_HOST: (403, "permission_error"),
+    # A POST whose body is not declared JSON: what a cross-site form or a no-cors fetch
+    # sends without a CORS preflight.
+    ApiReason.UNSUPPORTED_MEDIA_TYPE: (415, "invalid_request_error"),
     ApiReason.NOT_FOUND: (404, "invalid_request_error"),
     ApiReason.METHOD_NOT_ALLOWED: (405, "invalid_request_error"),
     # Every task slot of the gateway stayed taken for the request's whole timeout.
     ApiReason.GATEWAY_BUSY: (429, "rate_limit_error"),
+    # The gateway already holds its most requests at once (``max_requests``): refused at
+    # once, before the body is read, so a flood cannot pile up waiting requests.
+    ApiReason.GATEWAY_OVERLOADED: (503, "service_unavailable_error"),
+    # The gateway's own client could not answer (its store or its view failed just now).
+    ApiReason.CLIENT_UNAVAILABLE: (503, "service_unavailable_error"),
     # No node in the client's view serves the engine (or all are busy, penalised, down).
     ApiReason.NO_ELIGIBLE_NODE: (503, "service_unavailable_error"),
     # Nodes were chosen but none returned a verified result in time.
@@ -59,6 +74,13 @@ STATUS: dict[ApiReason, tuple[int, str]] = {
     # A verified output that is not what the engine's schema promises.
     ApiReason.BAD_OUTPUT: (502, "server_error"),
     ApiReason.INTERNAL_ERROR: (500, "server_error"),
+}
+
+#: Reasons worth retrying soon: their answers carry ``Retry-After`` (seconds), which the
+#: ``openai`` SDK honours between its retries.
+RETRY_AFTER_S: dict[ApiReason, int] = {
+    ApiReason.GATEWAY_BUSY: 1,
+    ApiReason.GATEWAY_OVERLOADED: 1,
 }
 
 #: ``repp2p.client.TaskError.reason`` -> the gateway's reason
@@ -82,6 +104,11 @@ class ApiError(ReasonedError):
     def status(self) -> int:
         """The HTTP status code."""
         return STATUS[self.reason][0]
+
+    def headers(self) -> dict[str, str]:
+        """Extra response headers: ``Retry-After`` where :data:`RETRY_AFTER_S` has one."""
+        after = RETRY_AFTER_S.get(self.reason)
+        return {} if after is None else {"retry-after": str(after)}
 
     def body(self) -> dict[str, Any]:
         """OpenAI's error object: ``{"error": {"message", "type", "param", "code"}}``."""

@@ -161,13 +161,15 @@ def parse_embeddings(
         if len(data) > max_input:
             raise _bad(f"input[{i}] is {len(data)} bytes; at most {max_input}", "input")
         inputs.append(data)
-    encoding = body.get("encoding_format", "float")
+    # null is "not given", as OpenAI's API takes it (some clients send every field).
+    encoding = body.get("encoding_format")
+    encoding = "float" if encoding is None else encoding
     if encoding not in ("float", "base64"):
         raise _bad("encoding_format must be 'float' or 'base64'", "encoding_format")
     dimensions = body.get("dimensions")
     if dimensions is not None and dimensions != EMBEDDING_DIM:
         raise _bad(f"{model} embeddings have {EMBEDDING_DIM} dimensions", "dimensions")
-    if "user" in body and not isinstance(body["user"], str):
+    if body.get("user") is not None and not isinstance(body["user"], str):
         raise _bad("user must be a string", "user")
     return EmbeddingsRequest(model, tuple(inputs), encoding, _redundancy(body, limits))
 
@@ -192,16 +194,23 @@ def parse_task(
             raise _bad("input is not valid Unicode (lone surrogate)", "input") from None
     else:
         encoded = body["input_base64"]
+        # Refused by its length before it is decoded: base64 holds 3 bytes per 4 characters.
+        if isinstance(encoded, str) and len(encoded) > 4 * -(-max_input // 3):
+            raise _bad(
+                f"input_base64 is {len(encoded)} characters: more than {max_input} bytes",
+                "input_base64",
+            )
         try:
             if not isinstance(encoded, str):
                 raise ValueError
             data = base64.b64decode(encoded, validate=True)
         except (ValueError, binascii.Error):
             raise _bad("input_base64 must be standard base64", "input_base64") from None
+    param = "input" if "input" in body else "input_base64"
     if not data:
-        raise _bad("the input is empty", "input")
+        raise _bad("the input is empty", param)
     if len(data) > max_input:
-        raise _bad(f"the input is {len(data)} bytes; at most {max_input}", "input")
+        raise _bad(f"the input is {len(data)} bytes; at most {max_input}", param)
     timeout = body.get("timeout_s", limits.timeout_s)
     if (
         isinstance(timeout, bool)

@@ -1,8 +1,9 @@
 """A tiny HTTP endpoint for operators: ``/metrics`` (Prometheus), ``/status`` (JSON), ``/health``.
 
 Deliberately minimal (GET only, one request per connection, 8 KiB request cap, 5 s
-deadline) so it adds no dependency beyond prometheus-client's text exposition. Bind it to
-loopback unless a firewall protects it: it exposes operational data, never keys.
+deadline, at most :data:`MAX_CONNECTIONS` connections at once) so it adds no dependency
+beyond prometheus-client's text exposition. Bind it to loopback unless a firewall protects
+it: it exposes operational data, never keys.
 """
 
 from __future__ import annotations
@@ -18,6 +19,11 @@ from repp2p.errors import ReppError
 
 log = logging.getLogger("repp2p.status")
 
+#: Connections handled at once; one more is answered 503 and closed. The node's libp2p
+#: host shares the process's file descriptors: a flood on the status port must not take
+#: the descriptors its peers need (each connection lasts 5 s at most).
+MAX_CONNECTIONS = 64
+
 
 async def serve(
     host: str,
@@ -28,6 +34,7 @@ async def serve(
     problems: Callable[[], list[str]] | None = None,
     routes: Sequence[tuple[str, Callable[[], tuple[str, bytes]]]] = (),
     *,
+    max_connections: int = MAX_CONNECTIONS,
     task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until cancelled; ``task_status.started(port)`` reports the bound port.
@@ -39,10 +46,24 @@ async def serve(
     probes; ``/status`` carries the same list under ``health``).
     ``routes`` adds ``(path, handler)`` pages; a handler returns ``(content type, body)``
     (the explorer's page and JSON).
+    ``max_connections`` bounds the connections handled at once; one more gets 503
+    ``busy`` at once.
     """
     pages = dict(routes)
+    active = 0
 
     async def handle(stream: trio.SocketStream) -> None:
+        nonlocal active
+        if active >= max_connections:
+            await _refuse(stream)
+            return
+        active += 1
+        try:
+            await answer(stream)
+        finally:
+            active -= 1
+
+    async def answer(stream: trio.SocketStream) -> None:
         try:
             with trio.fail_after(5):
                 request = b""
@@ -91,6 +112,19 @@ async def serve(
     bound = listeners[0].socket.getsockname()[1]
     task_status.started(bound)
     await trio.serve_listeners(handle, listeners)
+
+
+async def _refuse(stream: trio.SocketStream) -> None:
+    """503 to a connection over the limit, spending at most a second on it (the request is
+    read first so that closing does not reset the connection before the answer is read)."""
+    try:
+        with trio.move_on_after(1):
+            await stream.receive_some(8192)
+            await _reply(stream, 503, "text/plain", b"busy: too many connections\n")
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
+    finally:
+        await stream.aclose()
 
 
 async def _reply(stream: trio.SocketStream, code: int, ctype: str, body: bytes) -> None:

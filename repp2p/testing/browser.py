@@ -168,7 +168,10 @@ async def headless_chromium(
     binary = binary or find_chromium()
     if binary is None:
         raise BrowserError("no Chromium binary found (install Debian's chromium)")
-    with tempfile.TemporaryDirectory(prefix="repp2p-chromium-") as folder:
+    # ignore_cleanup_errors: a browser child still exiting may write into the profile
+    with tempfile.TemporaryDirectory(
+        prefix="repp2p-chromium-", ignore_cleanup_errors=True
+    ) as folder:
         profile = Path(folder)
         args = [
             binary,

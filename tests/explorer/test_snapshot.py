@@ -188,3 +188,70 @@ def test_the_json_is_reused_for_a_second_and_digests_recounted_when_they_change(
     later = json.loads(explorer.snapshot_json())
     assert later["digests"]["WorkDigest"] == {str(EPOCH - 5): 1, str(EPOCH - 4): 1}
     assert later["now"] == NOW + 1.5
+
+
+def test_a_simulated_node_that_claims_a_real_tee_in_its_ad_is_still_labelled(tmp_path):
+    # Its ad says nitro; its attestation is simulated and verifies (the dev policy allows
+    # it). The row must show what the evidence established, and the simulated label.
+    store = SqliteRecordStore(tmp_path / "records.db")
+    ad, attestation, *beats = _attested(GOOD, EPOCH * DEV.epoch_s - 5)
+    liar = dataclasses.replace(ad.record, tee_kind="nitro")
+    outcomes = store.put_many([sign(liar, GOOD), attestation, *beats], now=NOW)
+    assert all(o.value == "new" for o in outcomes), outcomes
+    (row,) = _explorer(store).snapshot()["nodes"]
+    assert row["attestation"]["verdict"] == "verified"
+    assert (row["tee_kind"], row["tee_kind_verified"], row["tee_kind_claimed"]) == (
+        "simulated",
+        True,
+        "nitro",
+    )
+    assert row["simulated"] and row["label"] == SIMULATED_LABEL
+    assert not row["eligible"]  # its ad is not consistent with its evidence
+
+
+def test_a_broken_nodes_kind_is_its_unverified_claim(tmp_path):
+    store, _ = _network(tmp_path)
+    rows = {row["peer_id"]: row for row in _explorer(store).snapshot()["nodes"]}
+    broken = rows[BROKEN.peer_id]
+    assert broken["tee_kind_verified"] is False and broken["tee_kind"] == broken["tee_kind_claimed"]
+    assert rows[GOOD.peer_id]["tee_kind_verified"] is True
+
+
+def test_the_pages_content_security_policy_admits_exactly_its_own_script_and_style():
+    import base64
+    import hashlib
+    import re
+
+    page = page_html().decode()
+    policy = re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', page).group(1)
+    rules = dict(rule.strip().split(" ", 1) for rule in policy.split(";"))
+    (script,) = re.findall(r"<script>(.*?)</script>", page, re.S)
+    (style,) = re.findall(r"<style>(.*?)</style>", page, re.S)
+
+    def digest(text: str) -> str:
+        return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
+
+    assert rules["default-src"] == "'none'" and rules["connect-src"] == "'self'"
+    assert rules["script-src"] == digest(script)  # nothing else runs, inline or not
+    assert rules["style-src"] == digest(style)
+
+
+def test_a_failed_nodes_reason_is_found_once_per_view(tmp_path, monkeypatch):
+    store, _ = _network(tmp_path)
+    explorer = _explorer(store)
+    asked = []
+    query = store.query
+
+    def counting(*args, **kwargs):
+        if kwargs.get("type") == Attestation.TYPE:
+            asked.append(kwargs.get("signer"))
+        return query(*args, **kwargs)
+
+    monkeypatch.setattr(store, "query", counting)
+    first = explorer.snapshot()
+    for _ in range(3):  # the page asks every 2 s: same view, no new store queries
+        again = explorer.snapshot()
+    assert asked == [BROKEN.peer_id]
+    assert first["nodes"] == again["nodes"]
+    rows = {r["peer_id"]: r["attestation"] for r in again["nodes"]}
+    assert rows[BROKEN.peer_id]["reason"].startswith("malformed")

@@ -15,6 +15,8 @@ from repp2p.gateway.shapes import ModelInfo
 
 httpx = pytest.importorskip("httpx", reason="httpx comes with the openai client")
 
+JSON = {"Content-Type": "application/json"}
+
 
 class ScriptedBackend(TaskBackendAPI):
     """Raises what it is told to, or waits until released."""
@@ -38,7 +40,7 @@ class ScriptedBackend(TaskBackendAPI):
 def _client(backend: TaskBackendAPI, **config) -> httpx.AsyncClient:
     app = build_app(backend, GatewayConfig(port=0, **config))
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    return httpx.AsyncClient(transport=transport, base_url="http://gateway/v1")
+    return httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8080/v1")
 
 
 @pytest.mark.parametrize(
@@ -122,6 +124,6 @@ async def test_a_dripped_body_gets_408():
     backend = ScriptedBackend()
     async with _client(backend, body_timeout_s=0.2) as http:
         with trio.fail_after(10):
-            done = await http.post("/tasks", content=drip())
+            done = await http.post("/tasks", content=drip(), headers=JSON)
     assert done.status_code == 408 and done.json()["error"]["code"] == "request_timeout"
     assert backend.started == 0

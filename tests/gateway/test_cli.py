@@ -20,6 +20,7 @@ BOOT = [
         (["--redundancy", "0"], "redundancy"),
         (["--timeout", "0"], "timeout_s"),
         (["--max-body", "10"], "max_body_bytes"),
+        (["--max-requests", "0"], "max_requests"),
         (["--token-file", "/nonexistent/token"], "cannot read --token-file"),
         (["--network", "nowhere"], "no network file"),
     ],
@@ -48,3 +49,22 @@ def test_without_the_extra_it_says_what_to_install(capsys, monkeypatch):
     assert main(["gateway", *BOOT]) == 1
     err = capsys.readouterr().err
     assert "pip install 'repp2p[gateway]'" in err and "hypercorn" in err
+
+
+def test_a_token_file_is_trimmed_bounded_and_kept_private(capsys, monkeypatch, tmp_path):
+    monkeypatch.delenv("REPP2P_GATEWAY_TOKEN", raising=False)
+    token = tmp_path / "token"
+    token.write_text("  a-long-enough-token-0001\r\n")  # trimmed: a valid token
+    token.chmod(0o644)
+    # A later setting fails, so the run stops after reading the token.
+    assert main(["gateway", *BOOT, "--token-file", str(token), "--redundancy", "0"]) == 1
+    err = capsys.readouterr().err
+    assert "can be read by other users" in err and "redundancy" in err
+    assert "at least 16" not in err  # the trimmed token was accepted
+    token.chmod(0o600)
+    assert main(["gateway", *BOOT, "--token-file", str(token), "--redundancy", "0"]) == 1
+    assert "other users" not in capsys.readouterr().err
+    huge = tmp_path / "huge"
+    huge.write_bytes(b"x" * 100_000)
+    assert main(["gateway", *BOOT, "--token-file", str(huge)]) == 1
+    assert "over 4096 bytes" in capsys.readouterr().err

@@ -163,7 +163,8 @@ async def _errors(oa, base: str) -> None:
 
 
 async def _tasks(base: str, peer_ids: set[str]) -> None:
-    auth = {"Authorization": f"Bearer {TOKEN}"}
+    # The raw bodies below are declared JSON, as the gateway asks (415 otherwise).
+    auth = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
     async with httpx.AsyncClient(base_url=base, headers=auth, timeout=60) as http:
         done = await http.post("/tasks", json={"engine": "echo", "input": "hello, gateway"})
         assert done.status_code == 200, done.text

@@ -246,3 +246,56 @@ def test_config_bounds():
     ]:
         with pytest.raises(ConfigError):
             GatewayConfig(**bad)
+
+
+def test_an_oversized_base64_input_is_refused_before_it_is_decoded():
+    # 1000 characters would decode to far more than 100 bytes; the stray "*" shows the
+    # length is what refused it, not the decoder.
+    body = {"engine": "echo", "input_base64": "A" * 1000 + "*"}
+    with pytest.raises(ApiError) as caught:
+        parse_task(body, LIMITS, _max_input)
+    assert caught.value.param == "input_base64" and "more than 100 bytes" in str(caught.value)
+    # The longest base64 of an allowed input still parses.
+    exact = base64.b64encode(b"x" * 100).decode()
+    assert parse_task({"engine": "echo", "input_base64": exact}, LIMITS, _max_input).data == (
+        b"x" * 100
+    )
+    assert _code(
+        lambda: parse_task({"engine": "echo", "input_base64": ""}, LIMITS, _max_input)
+    ) == (
+        "invalid_value",
+        "input_base64",
+    )
+
+
+def test_null_optional_embedding_fields_are_not_given():
+    body = {"model": "embed-minilm", "input": "x", "encoding_format": None, "user": None}
+    wanted = parse_embeddings(body, LIMITS, _max_input)
+    assert wanted.encoding_format == "float"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 200_000 + b"]" * 200_000,  # nesting past the recursion limit
+        b'{"a":' * 100_000 + b"1" + b"}" * 100_000,
+        b'{"engine": "echo", "input": "x", "max_price": ' + b"9" * 5000 + b"}",  # huge int
+    ],
+)
+def test_json_bombs_are_a_400(body):
+    with pytest.raises(ApiError) as caught:
+        parse_task(parse_json(body), LIMITS, _max_input)
+    assert caught.value.status == 400
+
+
+def test_a_huge_batch_is_refused_by_its_count():
+    body = {"model": "embed-minilm", "input": ["a"] * 200_000}
+    assert _code(lambda: parse_embeddings(body, LIMITS, _max_input)) == ("invalid_value", "input")
+
+
+def test_the_verification_header_cannot_be_split():
+    # Values a hostile peer could influence are escaped: no CR, LF or non-ASCII in the header.
+    item = dict.fromkeys(HEADER_KEYS, "x\r\nSet-Cookie: a=b\u2028é\x00")
+    header = verification_header([item])
+    assert header.isascii() and header.isprintable()
+    assert json.loads(header)[0]["node"] == item["node"]
