@@ -197,8 +197,9 @@ class NetworkParams:
         (``digests.feedback_max_epochs`` = M > 1), a batch covering ``E`` may end at ``E +
         M - 1`` and go out only once that epoch is sealed, so views wait ``M - 1`` epochs
         more: every row of ``E``, batched or not, is folded once, at the same boundary on
-        every peer (no late rows)."""
-        return self.digests.seal_lag_epochs + 2 + self.digests.feedback_max_epochs - 1
+        every peer (no late rows). Nodes' work batches (``digests.work_max_epochs``) wait
+        the same way; views wait for the longer of the two."""
+        return self.digests.seal_lag_epochs + 2 + self.digests.most_epochs - 1
 
     @property
     def policy_file(self) -> str:

@@ -343,17 +343,18 @@ class ViewKeeper:
         view digest names what was folded). Returns True when it folded."""
         if self.pairs.folded(epoch):
             return False
-        held = self.store.query(type=WorkDigest.TYPE, epoch=epoch)
-        # feedback batches are filed under their last epoch: those covering ``epoch`` end
-        # at most feedback_max_epochs - 1 later (digest_lag waits for them); a longer one
+        # batches are filed under their last epoch: those covering ``epoch`` end at most
+        # work/feedback_max_epochs - 1 later (digest_lag waits for them); a longer one
         # breaks the network's rule and counts nowhere (the same on every peer)
-        most = self.params.digests.feedback_max_epochs
-        for last in range(epoch, epoch + most):
-            held += [
-                d
-                for d in self.store.query(type=FeedbackDigest.TYPE, epoch=last)
-                if d.record.covers(epoch) and d.record.span <= most  # type: ignore[attr-defined]
-            ]
+        held: list = []
+        for kind in (WorkDigest.TYPE, FeedbackDigest.TYPE):
+            most = self.params.digests.max_epochs(kind)
+            for last in range(epoch, epoch + most):
+                held += [
+                    d
+                    for d in self.store.query(type=kind, epoch=last)
+                    if d.record.covers(epoch) and d.record.span <= most  # type: ignore[attr-defined]
+                ]
         rows = count_rows(reconcile(held, epoch))
         self.pairs.fold(epoch, rows, [d.record_id for d in held])
         return True

@@ -9,7 +9,7 @@ offer's ``epoch``.
 * :func:`build_work` / :func:`work_digests`: a node's :class:`~repp2p.records.WorkDigest`
   parts. A leaf per task it claimed: ``done`` when it signed a receipt for it, else
   ``failed`` when the task id is in ``failed`` (its enclave or engine failed) or
-  ``timeout``.
+  ``timeout``; with ``span`` > 1, one batch covering ``span`` consecutive epochs.
 * :func:`build_feedback` / :func:`feedback_digests`: a client's
   :class:`~repp2p.records.FeedbackDigest` parts, a leaf per Feedback it signed; with
   ``span`` > 1, one batch covering ``span`` consecutive epochs (rows keep their epoch as an
@@ -137,26 +137,34 @@ def _assemble(
             "merkle_root": tree.root,
             "seq": 0,
             "expires": expires,
+            "span": span,
         }
-        if kind is FeedbackDigest:
-            fields["span"] = span
-        digest = kind(**fields)
+        digest = kind(**fields)  # type: ignore[arg-type]
         out.append(DigestPart(digest, leaves, tree, tuple(ev for _, ev in chosen)))
     return tuple(out)
 
 
-def _counts(leaves: Sequence[Leaf], outcomes: Sequence[str]) -> dict[str, list[int]]:
-    counts: dict[str, list[int]] = {}
+def _counts(leaves: Sequence[Leaf], outcomes: Sequence[str]) -> dict[tuple[int, str], list[int]]:
+    """Leaves per ``(offset, counterparty)`` row and outcome."""
+    counts: dict[tuple[int, str], list[int]] = {}
     for leaf in leaves:
-        counts.setdefault(leaf.peer, [0] * len(outcomes))[outcomes.index(leaf.outcome)] += 1
+        key = (leaf.epoch_offset, leaf.peer)
+        counts.setdefault(key, [0] * len(outcomes))[outcomes.index(leaf.outcome)] += 1
     return counts
 
 
 def _work_rows(leaves: Sequence[Leaf]) -> tuple[WorkRow, ...]:
     counts = _counts(leaves, WORK_OUTCOMES)
     return tuple(
-        WorkRow(client=peer, claims=sum(c), receipts=c[0], timeouts=c[1], failures=c[2])
-        for peer, c in sorted(counts.items())
+        WorkRow(
+            client=peer,
+            claims=sum(c),
+            receipts=c[0],
+            timeouts=c[1],
+            failures=c[2],
+            offset=offset,
+        )
+        for (offset, peer), c in sorted(counts.items())
     )
 
 
@@ -191,17 +199,20 @@ def build_work(
     expires: int,
     failed: Collection[bytes] = (),
     max_rows: int = DIGEST_MAX_ROWS,
+    span: int = 1,
 ) -> tuple[DigestPart, ...]:
-    """A node's work digest parts of ``epoch``.
+    """A node's work digest parts of ``epoch`` (with ``span`` > 1: of the batch of epochs
+    ``epoch`` .. ``epoch + span - 1``).
 
     Args:
         node: the node's peer ID (records signed by others are read only as offers).
         records: signed records the node holds, any types, any order.
-        epoch: the epoch summarised (tasks whose offer is of it).
+        epoch: the (first) epoch summarised (tasks whose offer is of it).
         expires: the digests' ``expires``.
         failed: ids of tasks whose execution failed after the claim (else a task without a
-            receipt is a ``timeout``).
-        max_rows: most rows per part (at most ``DIGEST_MAX_ROWS``).
+            receipt is a ``timeout``), of any of the covered epochs.
+        max_rows: most rows per part (a batch's row is one (epoch, client)).
+        span: epochs covered, 1 .. ``DIGEST_MAX_SPAN``.
 
     Returns:
         The parts, by part number; one empty part when the node claimed nothing.
@@ -221,19 +232,22 @@ def build_work(
         offer = offers.get(claim.record.offer_id)  # type: ignore[attr-defined]
         if offer is None or offer.record.task_id != task_id:  # type: ignore[attr-defined]
             raise DigestError(f"claim {claim.record_id.hex()} names an offer not held")
-        if offer.record.epoch != epoch:  # type: ignore[attr-defined]
+        offset = offer.record.epoch - epoch  # type: ignore[attr-defined]
+        if not 0 <= offset < span:
             continue
         receipt = receipts.get(task_id)
         if receipt is not None and receipt.record.offer_id != offer.record_id:  # type: ignore[attr-defined]
             raise DigestError(f"receipt {receipt.record_id.hex()} names another offer")
         outcome = "done" if receipt is not None else ("failed" if task_id in failed else "timeout")
         evidence = (offer, claim) if receipt is None else (offer, claim, receipt)
-        items.append((work_leaf(offer, claim, receipt, outcome), evidence))
+        items.append((work_leaf(offer, claim, receipt, outcome, offset), evidence))
     for task_id, receipt in receipts.items():
         offer = offers.get(receipt.record.offer_id)  # type: ignore[attr-defined]
-        if task_id not in claims and offer is not None and offer.record.epoch == epoch:  # type: ignore[attr-defined]
+        if (
+            task_id not in claims and offer is not None and 0 <= offer.record.epoch - epoch < span  # type: ignore[attr-defined]
+        ):
             raise DigestError(f"receipt {receipt.record_id.hex()} of epoch {epoch} has no claim")
-    return _assemble(WorkDigest, items, epoch, expires, max_rows)
+    return _assemble(WorkDigest, items, epoch, expires, max_rows, span)
 
 
 def build_feedback(
@@ -254,7 +268,7 @@ def build_feedback(
         epoch: the (first) epoch summarised (feedback on tasks whose offer is of it).
         expires: the digests' ``expires``.
         max_rows: most rows per part (a batch's row is one (epoch, node)).
-        span: epochs covered, 1 .. ``FEEDBACK_MAX_SPAN``.
+        span: epochs covered, 1 .. ``DIGEST_MAX_SPAN``.
 
     Returns:
         The parts, by part number; one empty part when the client gave no feedback.
@@ -287,9 +301,12 @@ def work_digests(
     expires: int,
     failed: Collection[bytes] = (),
     max_rows: int = DIGEST_MAX_ROWS,
+    span: int = 1,
 ) -> list[WorkDigest]:
     """The unsigned :class:`~repp2p.records.WorkDigest` parts of :func:`build_work`."""
-    parts = build_work(node, records, epoch, expires=expires, failed=failed, max_rows=max_rows)
+    parts = build_work(
+        node, records, epoch, expires=expires, failed=failed, max_rows=max_rows, span=span
+    )
     return [p.digest for p in parts]  # type: ignore[misc]
 
 

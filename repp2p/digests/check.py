@@ -9,7 +9,7 @@ A leaf of a digest signed by party ``P`` for epoch ``E`` is *faulty* when (each 
   overstates a count leaves positions no honest leaf can fill;
 * ``bad_leaf``: its bytes, included under the root, are not a valid leaf at all;
 * ``wrong_record``: a record it names (by record ID) says otherwise: another type, signer,
-  task, offer, epoch (the offer's ``epoch`` must be ``E``; for a leaf of a feedback batch,
+  task, offer, epoch (the offer's ``epoch`` must be ``E``; for a leaf of a batch,
   ``E`` + the leaf's ``offset``), outcome or latency;
 * ``bad_receipt``: the Receipt it names does not carry a valid enclave signature by its
   ``result_key`` (that the key is one the node's attestation binds is the ledger's and the
@@ -145,7 +145,8 @@ def _work(
     records: dict[bytes, SignedRecord],
     faults: list[tuple[Fault, str]],
 ) -> tuple[set[str], set[bytes]]:
-    node, epoch = digest.signer, digest.record.epoch  # type: ignore[attr-defined]
+    node = digest.signer
+    epoch = digest.record.epoch + leaf.offset  # type: ignore[attr-defined]
     found: set[str] = set()
     unrelated: set[bytes] = set()
     claim = records.get(leaf.claim_id)

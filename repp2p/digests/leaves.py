@@ -5,7 +5,7 @@ for one Feedback it signed; each names the signed per-task records it stands for
 record IDs, so an auditor handed those records can check the leaf against them.
 
 Leaves are sorted by :meth:`WorkLeaf.key` = ``counterparty peer ID (52 ASCII bytes) ||
-outcome's block number (1 byte) || task_id (32 bytes)``; a feedback leaf of a later epoch
+outcome's block number (1 byte) || task_id (32 bytes)``; a leaf of a later epoch
 of a batch (``offset`` > 0) has the byte ``0x80 + offset`` in front (peer IDs are ASCII, so
 the leaves of the batch's first epoch, keyed as before batching, come first, then each
 later epoch's in turn, matching rows sorted by ``(offset, node)``). With the digest's rows sorted by
@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 from repp2p.digests import wire
 from repp2p.errors import ProofError, ProofReason
 from repp2p.records import (
-    FEEDBACK_MAX_SPAN,
+    DIGEST_MAX_SPAN,
     FEEDBACK_OUTCOMES,
     WORK_OUTCOMES,
     FeedbackDigest,
@@ -73,7 +73,7 @@ class _Leaf:
 
     @property
     def epoch_offset(self) -> int:
-        """The leaf's epoch within its digest's batch (0 for work leaves)."""
+        """The leaf's epoch within its digest's batch (0 for a single-epoch digest)."""
         return 0
 
     def key(self) -> bytes:
@@ -100,7 +100,7 @@ def leaf_key(peer: str, block: int, task_id: bytes, offset: int = 0) -> bytes:
 
 @dataclasses.dataclass(frozen=True)
 class WorkLeaf(_Leaf):
-    """One task a node claimed in the digest's epoch.
+    """One task a node claimed in one of the digest's epochs.
 
     Attributes:
         task_id: the task.
@@ -108,6 +108,8 @@ class WorkLeaf(_Leaf):
         outcome: ``done`` (it delivered a receipt), ``timeout`` or ``failed``.
         offer_id, claim_id: record IDs of the client's TaskOffer and the node's Claim.
         receipt_id: record ID of the node's Receipt, empty unless ``done``.
+        offset: the task's epoch is the digest's ``epoch + offset`` (a batch's later
+            epochs; optional, left out when 0, so leaves encode as before batching).
     """
 
     OUTCOMES: ClassVar[tuple[str, ...]] = WORK_OUTCOMES
@@ -118,6 +120,7 @@ class WorkLeaf(_Leaf):
     offer_id: bytes = spec_field(_id)
     claim_id: bytes = spec_field(_id)
     receipt_id: bytes = spec_field(Blob(max_size=32))
+    offset: int = optional_field(UInt(0, DIGEST_MAX_SPAN - 1), 0)
 
     def check_invariants(self) -> None:
         if len(self.receipt_id) != (32 if self.outcome == "done" else 0):
@@ -126,6 +129,10 @@ class WorkLeaf(_Leaf):
     @property
     def peer(self) -> str:
         return self.client
+
+    @property
+    def epoch_offset(self) -> int:
+        return self.offset
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,7 +157,7 @@ class FeedbackLeaf(_Leaf):
     latency_ms: int = spec_field(UInt(0, 2**32 - 1))
     feedback_id: bytes = spec_field(_id)
     offer_id: bytes = spec_field(_id)
-    offset: int = optional_field(UInt(0, FEEDBACK_MAX_SPAN - 1), 0)
+    offset: int = optional_field(UInt(0, DIGEST_MAX_SPAN - 1), 0)
 
     @property
     def peer(self) -> str:
@@ -267,9 +274,14 @@ def misplaced(layout: Layout, index: int, leaf: Leaf) -> str | None:
 
 
 def work_leaf(
-    offer: SignedRecord, claim: SignedRecord, receipt: SignedRecord | None, outcome: str
+    offer: SignedRecord,
+    claim: SignedRecord,
+    receipt: SignedRecord | None,
+    outcome: str,
+    offset: int = 0,
 ) -> WorkLeaf:
-    """The leaf of a task a node claimed.
+    """The leaf of a task a node claimed (in a digest whose first epoch is ``offset``
+    before the offer's).
 
     Args:
         offer: the client's TaskOffer.
@@ -284,6 +296,7 @@ def work_leaf(
         offer_id=offer.record_id,
         claim_id=claim.record_id,
         receipt_id=b"" if receipt is None else receipt.record_id,
+        offset=offset,
     )
 
 

@@ -26,7 +26,7 @@ from collections.abc import Iterable
 
 from repp2p.digests.audit import DEFAULT_SAMPLES, MAX_SAMPLES
 from repp2p.params_check import float_field, int_field
-from repp2p.records import FEEDBACK_MAX_SPAN
+from repp2p.records import DIGEST_MAX_SPAN, WorkDigest
 
 #: ``repp2p.tasks.EPOCH_LAG``, the epochs after ``E`` during which nodes still admit offers
 #: of ``E``. Repeated here, not imported: ``NetworkParams`` holds ``DigestParams``, and the
@@ -66,6 +66,9 @@ class DigestParams:
             view counts the digests of ``E`` ``M - 1`` epochs later
             (``NetworkParams.digest_lag``). A network of many quiet clients sets it (the
             10,000-node scenario: 10), trading fresher views for fewer gossip messages.
+        work_max_epochs: the same for a node's WorkDigest batches, with the same bounds;
+            default 1 (no batching). Views wait for the longer of the two
+            (``NetworkParams.digest_lag``).
     """
 
     seal_lag_epochs: int = EPOCH_LAG + 1
@@ -75,6 +78,7 @@ class DigestParams:
     auditors_per_digest: int = 1
     audit_horizon_epochs: int = 16
     feedback_max_epochs: int = 1
+    work_max_epochs: int = 1
 
     def __post_init__(self) -> None:
         int_field(self, "seal_lag_epochs", EPOCH_LAG + 1, 64)
@@ -90,12 +94,9 @@ class DigestParams:
         )
         # a batch's first epoch must still be within the gossip window when it goes out
         # (one epoch after its last is sealed, give or take the skew)
-        int_field(
-            self,
-            "feedback_max_epochs",
-            1,
-            max(1, min(FEEDBACK_MAX_SPAN, self.gossip_max_age_epochs - self.seal_lag_epochs)),
-        )
+        most = max(1, min(DIGEST_MAX_SPAN, self.gossip_max_age_epochs - self.seal_lag_epochs))
+        int_field(self, "feedback_max_epochs", 1, most)
+        int_field(self, "work_max_epochs", 1, most)
 
     def sealed(self, epoch: int, current: int) -> bool:
         """True when no per-task record of a task of ``epoch`` may be signed at
@@ -129,11 +130,25 @@ class DigestParams:
         """A gossiped digest of ``epoch`` is within the accepted window at ``current``."""
         return current - self.gossip_max_age_epochs <= epoch and not self.too_new(epoch, current)
 
-    def batch_accepts(self, first: int, span: int, current: int) -> bool:
-        """A gossiped FeedbackDigest covering ``first .. first + span - 1`` is acceptable
-        at ``current``: at most ``feedback_max_epochs`` epochs, its last epoch within
+    def max_epochs(self, digest_type: str) -> int:
+        """The most epochs one digest of ``digest_type`` may cover (``work_max_epochs``
+        for a WorkDigest, ``feedback_max_epochs`` for a FeedbackDigest)."""
+        if digest_type == WorkDigest.TYPE:
+            return self.work_max_epochs
+        return self.feedback_max_epochs
+
+    @property
+    def most_epochs(self) -> int:
+        """The most epochs any digest may cover: how long views wait for batches."""
+        return max(self.work_max_epochs, self.feedback_max_epochs)
+
+    def batch_accepts(
+        self, first: int, span: int, current: int, digest_type: str = "FeedbackDigest"
+    ) -> bool:
+        """A gossiped digest of ``digest_type`` covering ``first .. first + span - 1`` is
+        acceptable at ``current``: at most :meth:`max_epochs` epochs, its last epoch within
         :meth:`gossip_accepts` (a batch goes out once its last epoch is sealed)."""
-        if not 1 <= span <= self.feedback_max_epochs:
+        if not 1 <= span <= self.max_epochs(digest_type):
             return False
         return self.gossip_accepts(first + span - 1, current)
 

@@ -13,7 +13,10 @@ gossiped on ``/repp2p/1/digests``, and their leaves served to auditors.
 * Sealed epochs: from ``E + seal_lag_epochs`` on, this peer signs no per-task record of a
   task of ``E`` (:meth:`OwnDigests.sealed`; the task server and the client ask).
 * Batches: when the network lets clients batch (``DigestParams.feedback_max_epochs`` = M >
-  1), a client publishes one FeedbackDigest for several sealed epochs. Its epochs fall in
+  1), a client publishes one FeedbackDigest for several sealed epochs; nodes do the same
+  with their WorkDigests when ``work_max_epochs`` = M > 1 (the same rules below, with
+  claims for offers; a node that claimed nothing in a window still publishes one empty
+  batch for it). Its epochs fall in
   aligned windows of M epochs (``w .. w + M - 1``, the windows shifted per client by a hash
   of its peer ID, so publications spread over the epochs); it publishes the epochs of a
   window not yet covered when the window's last epoch is sealed, or earlier, as soon as
@@ -242,7 +245,9 @@ class OwnDigests:
             WorkDigest if role == "full" else FeedbackDigest
         )
         self._parts: OrderedDict[tuple[int, int], tuple[DigestPart, ...]] = OrderedDict()
-        self._batch_epochs = params.feedback_max_epochs if role == "client" else 1
+        self._batch_epochs = (
+            params.feedback_max_epochs if role == "client" else params.work_max_epochs
+        )
         seed = hashlib.sha256(b"repp2p/1/feedback-batch\0" + peer_id.encode()).digest()
         self._batch_shift = int.from_bytes(seed[:8], "big") % self._batch_epochs
         self._done: set[int] = set()
@@ -259,8 +264,15 @@ class OwnDigests:
 
     # -- building ----------------------------------------------------------------------
 
-    def _work_records(self, epoch: int) -> list[SignedRecord]:
-        """Our claims of ``epoch`` with their offers and our receipts (indexed lookups)."""
+    def _work_records(self, epoch: int, span: int = 1) -> list[SignedRecord]:
+        """Our claims of ``epoch`` .. ``epoch + span - 1`` with their offers and our
+        receipts (indexed lookups)."""
+        out: list[SignedRecord] = []
+        for e in range(epoch, epoch + span):
+            out += self._work_records_of(e)
+        return out
+
+    def _work_records_of(self, epoch: int) -> list[SignedRecord]:
         out: list[SignedRecord] = []
         kept = self.claimed.of(epoch)
         for claim in self._store.query(type=Claim.TYPE, signer=self.peer_id, epoch=epoch):
@@ -294,8 +306,8 @@ class OwnDigests:
         return offers + feedback
 
     def build(self, epoch: int, span: int = 1) -> tuple[DigestPart, ...]:
-        """Our digest parts of ``epoch`` (a client's batch: of ``epoch`` .. ``epoch + span
-        - 1``) from the store, as a never-restarted peer would build them.
+        """Our digest parts of ``epoch`` (a batch: of ``epoch`` .. ``epoch + span - 1``)
+        from the store, as a never-restarted peer would build them.
 
         Raises:
             DigestError: the records do not fit the digest format.
@@ -306,13 +318,17 @@ class OwnDigests:
         last = epoch + span - 1
         expires = digest_expires(last, self._epoch_s, self._network, self.params)
         if self.role == "full":
+            failed: set[bytes] = set()
+            for e in range(epoch, epoch + span):
+                failed |= self.failed.of(e)
             parts = build_work(
                 self.peer_id,
-                self._work_records(epoch),
+                self._work_records(epoch, span),
                 epoch,
                 expires=expires,
-                failed=self.failed.of(epoch),
+                failed=failed,
                 max_rows=self._max_rows,
+                span=span,
             )
         else:
             parts = build_feedback(
@@ -329,8 +345,9 @@ class OwnDigests:
         return parts
 
     def held(self, epoch: int) -> list[SignedRecord]:
-        """Our digests covering ``epoch`` in the store (a client's batch, filed under its
-        last epoch, may end up to ``feedback_max_epochs - 1`` later), by part."""
+        """Our digests covering ``epoch`` in the store (a batch, filed under its last
+        epoch, may end up to ``feedback_max_epochs - 1`` (a node's: ``work_max_epochs -
+        1``) later), by part."""
         found = [
             d
             for last in range(epoch, epoch + self._batch_epochs)
@@ -339,11 +356,12 @@ class OwnDigests:
         ]
         return sorted(found, key=lambda s: s.record.part)  # type: ignore[attr-defined]
 
-    # -- a client's batches --------------------------------------------------------------
+    # -- batches -----------------------------------------------------------------------
 
     def batch_window(self, epoch: int) -> tuple[int, int]:
-        """``(first, last)``: the aligned window of ``feedback_max_epochs`` epochs that
-        holds ``epoch`` (this client's; ``(epoch, epoch)`` when it does not batch)."""
+        """``(first, last)``: the aligned window of ``feedback_max_epochs`` (a node's:
+        ``work_max_epochs``) epochs that holds ``epoch`` (this peer's; ``(epoch, epoch)``
+        when it does not batch)."""
         m = self._batch_epochs
         first = epoch - (epoch - self._batch_shift) % m
         return first, first + m - 1

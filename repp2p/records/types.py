@@ -282,9 +282,11 @@ DIGEST_MAX_PARTS = 256
 #: Most leaves (tasks) in one part, and so the largest count any row may state: Merkle
 #: paths stay at most 24 hashes long.
 DIGEST_MAX_LEAVES = 2**24
-#: Most epochs one FeedbackDigest may cover (a client's batch, ``span``); the network's
-#: ``DigestParams.feedback_max_epochs`` is at most this.
-FEEDBACK_MAX_SPAN = 16
+#: Most epochs one digest may cover (a batch, ``span``); the network's
+#: ``DigestParams.feedback_max_epochs`` and ``work_max_epochs`` are at most this.
+DIGEST_MAX_SPAN = 16
+#: The same bound under its first name (feedback batches came first).
+FEEDBACK_MAX_SPAN = DIGEST_MAX_SPAN
 #: Outcomes of a node's claimed task, in the order of their blocks in the Merkle tree.
 WORK_OUTCOMES = ("done", "timeout", "failed")
 #: Feedback outcomes in the order of their blocks in a feedback digest's Merkle tree.
@@ -309,6 +311,13 @@ def part_of(peer_id: str, parts: int) -> int:
         raise ValueError(f"parts must be in [1, {DIGEST_MAX_PARTS}], not {parts!r}")
     h = hashlib.sha256(_PART_DOMAIN + peer_id.encode("ascii")).digest()
     return int.from_bytes(h[:8], "big") % parts
+
+
+def _check_span(epoch: int, span: int, offsets: list[int]) -> None:
+    if any(offset >= span for offset in offsets):
+        raise FieldError(f"a row's offset is past the digest's span of {span}")
+    if epoch + span - 1 > _u64.maximum:
+        raise FieldError("the digest's last epoch is past 2^64 - 1")
 
 
 def _check_part(
@@ -344,6 +353,9 @@ class WorkRow:
 
     Every claimed task has exactly one of the three outcomes, so
     ``claims == receipts + timeouts + failures``, and ``claims >= 1`` (no empty rows).
+    ``offset``: the row's epoch is its digest's ``epoch + offset`` (0 .. ``span - 1`` of a
+    batch; an optional field, left out when 0, so rows of single-epoch digests encode as
+    before batching existed).
     """
 
     client: str = spec_field(PeerIdText())
@@ -351,6 +363,7 @@ class WorkRow:
     receipts: int = spec_field(_u32_leaves)
     timeouts: int = spec_field(_u32_leaves)
     failures: int = spec_field(_u32_leaves)
+    offset: int = optional_field(UInt(0, DIGEST_MAX_SPAN - 1), 0)
 
     def __post_init__(self) -> None:
         try:
@@ -376,14 +389,19 @@ class WorkRow:
 
 @dataclasses.dataclass(frozen=True)
 class WorkDigest(Record):
-    """A node's signed summary of one epoch's work: one row per client whose tasks (offers of
-    ``epoch``) it claimed, and the Merkle root over one leaf per claimed task.
+    """A node's signed summary of the work of ``span`` consecutive epochs (``epoch`` ..
+    ``epoch + span - 1``; ``span`` is 1 unless the node batches): one row per (epoch,
+    client) whose tasks (offers of that epoch, the row's ``offset``) it claimed, and the
+    Merkle root over one leaf per claimed task.
 
     Part ``part`` of ``parts`` holds the rows of the clients with
-    ``part_of(client, parts) == part``, sorted by peer ID; ``leaf_count`` is the sum of its
-    rows' claims, ``merkle_root`` the root of the part's leaves (docs/digests.md: leaf i's
-    place is fixed by the rows). ``seq`` is always 0: a digest is final once signed, so two
-    different digests for one ``(epoch, part)`` are an equivocation.
+    ``part_of(client, parts) == part``, sorted by ``(offset, client)`` (for a single epoch:
+    by peer ID); ``leaf_count`` is the sum of its rows' claims, ``merkle_root`` the root of
+    the part's leaves (docs/digests.md: leaf i's place is fixed by the rows). ``seq`` is
+    always 0: a digest is final once signed, so two different digests for one ``(epoch,
+    part)`` are an equivocation, and so are two of one signer whose ranges share an epoch
+    and that are not parts of one split. ``span`` is an optional field (left out when 1), so
+    single-epoch digests encode as before batching existed.
     """
 
     TYPE: ClassVar[str] = "WorkDigest"
@@ -397,25 +415,36 @@ class WorkDigest(Record):
     merkle_root: bytes = spec_field(_digest)
     seq: int = spec_field(UInt(0, 0))
     expires: int = _expires()
+    span: int = optional_field(UInt(1, DIGEST_MAX_SPAN), 1)
 
     def check_invariants(self) -> None:
         peers = [row.client for row in self.rows]
+        offsets = [row.offset for row in self.rows]
         total = sum(row.claims for row in self.rows)
         if total != self.leaf_count:
             raise FieldError(f"leaf_count {self.leaf_count} but the rows claim {total}")
-        _check_part("work", self.epoch, self.part, self.parts, peers, total, self.merkle_root)
-
-    #: A work digest always covers one epoch (the same interface as a feedback batch's).
-    span: ClassVar[int] = 1
+        _check_span(self.epoch, self.span, offsets)
+        _check_part(
+            "work", self.epoch, self.part, self.parts, peers, total, self.merkle_root, offsets
+        )
 
     @property
     def last_epoch(self) -> int:
-        """The epoch (a work digest covers one)."""
-        return self.epoch
+        """The last epoch the digest covers."""
+        return self.epoch + self.span - 1
 
     def covers(self, epoch: int) -> bool:
-        """Whether ``epoch`` is the digest's epoch."""
-        return epoch == self.epoch
+        """Whether ``epoch`` is one of the digest's epochs."""
+        return self.epoch <= epoch <= self.last_epoch
+
+    def epoch_of(self) -> int:
+        """A batch is filed (stored, queried, audited) under its last epoch: it goes out
+        once that epoch is sealed (a single-epoch digest: its epoch, as before)."""
+        return self.last_epoch
+
+    def rows_of(self, epoch: int) -> tuple[WorkRow, ...]:
+        """The rows of one of the digest's epochs (empty for an epoch it does not cover)."""
+        return tuple(row for row in self.rows if self.epoch + row.offset == epoch)
 
     def slot(self) -> bytes:
         return self.epoch.to_bytes(8, "big") + self.part.to_bytes(2, "big")
@@ -438,7 +467,7 @@ class FeedbackRow:
     timeout: int = spec_field(_u32_leaves)
     bad_proof: int = spec_field(_u32_leaves)
     latency_sum_ms: int = spec_field(_u64)
-    offset: int = optional_field(UInt(0, FEEDBACK_MAX_SPAN - 1), 0)
+    offset: int = optional_field(UInt(0, DIGEST_MAX_SPAN - 1), 0)
 
     def __post_init__(self) -> None:
         try:
@@ -494,7 +523,7 @@ class FeedbackDigest(Record):
     merkle_root: bytes = spec_field(_digest)
     seq: int = spec_field(UInt(0, 0))
     expires: int = _expires()
-    span: int = optional_field(UInt(1, FEEDBACK_MAX_SPAN), 1)
+    span: int = optional_field(UInt(1, DIGEST_MAX_SPAN), 1)
 
     def check_invariants(self) -> None:
         peers = [row.node for row in self.rows]
@@ -502,10 +531,7 @@ class FeedbackDigest(Record):
         total = sum(row.total for row in self.rows)
         if total != self.leaf_count:
             raise FieldError(f"leaf_count {self.leaf_count} but the rows count {total}")
-        if any(offset >= self.span for offset in offsets):
-            raise FieldError(f"a row's offset is past the digest's span of {self.span}")
-        if self.epoch + self.span - 1 > _u64.maximum:
-            raise FieldError("the digest's last epoch is past 2^64 - 1")
+        _check_span(self.epoch, self.span, offsets)
         _check_part(
             "feedback",
             self.epoch,
