@@ -188,8 +188,8 @@ class DigestSizes:
 
     ``envelope = env + head(body) + body``; ``body = fixed + widths(epoch, part, parts,
     leaf_count, expires) + head(rows) + sum(row)``; ``row = row_fixed + widths(counts)``.
-    A feedback batch (``span`` > 1) adds ``span_extra`` to its body and ``offset_extra``
-    to each row of a later epoch (offsets below 24).
+    A batch (``span`` > 1, work or feedback) adds ``span_extra`` to its body and
+    ``offset_extra`` to each row of a later epoch (offsets below 24).
     """
 
     env: int
@@ -224,8 +224,6 @@ def digest_sizes(kind: str) -> DigestSizes:
     one = _digest(kind, [(other, row_counts)], 1)
     body1 = _body_len(encode(one, key))
     row_fixed = body1 - body0 - int(uint_len(np.array(row_counts)).sum())
-    if kind == "work":
-        return DigestSizes(env=env, fixed=fixed, row_fixed=row_fixed)
     span_extra = _body_len(encode(_digest(kind, [(other, row_counts)], 1, span=2), key)) - body1
     later = _digest(kind, [(other, row_counts)], 1, span=2, offset=1)
     offset_extra = _body_len(encode(later, key)) - body1 - span_extra
@@ -241,7 +239,7 @@ def _digest(
 ):
     root = EMPTY_MERKLE_ROOT if leaves == 0 else hashlib.sha256(b"root").digest()
     if kind == "work":
-        wrows = tuple(WorkRow(p, c[0], c[1], c[2], c[3]) for p, c in rows)
+        wrows = tuple(WorkRow(p, c[0], c[1], c[2], c[3], offset) for p, c in rows)
         return WorkDigest(
             epoch=LIVE_EPOCH,
             part=0,
@@ -251,6 +249,7 @@ def _digest(
             merkle_root=root,
             seq=0,
             expires=LIVE_EXPIRES,
+            span=span,
         )
     frows = tuple(FeedbackRow(p, c[0], c[1], c[2], c[3], c[4], offset) for p, c in rows)
     return FeedbackDigest(
@@ -277,7 +276,7 @@ def envelope_sizes(
 ) -> np.ndarray:
     """Encoded size of digest parts (arrays, one entry per part): ``row_bytes`` is the sum
     of each part's row sizes (:func:`row_bytes`, with ``offset_extra`` for a batch's rows
-    of later epochs); ``span`` > 1 (a feedback batch) adds the ``span`` field."""
+    of later epochs); ``span`` > 1 (a batch) adds the ``span`` field."""
     s = digest_sizes(kind)
     widths = 5 + uint_len(part) + uint_len(parts) + uint_len(leaves) + 5
     body = s.fixed + widths + uint_len(rows) + np.asarray(row_bytes, np.int64)
@@ -350,6 +349,9 @@ class DigestFlow:
         # feedback columns of the last that many epochs, each with its epoch
         self.batch = params.feedback_max_epochs
         self._feedback: deque[tuple[np.ndarray, ...]] = deque(maxlen=self.batch)
+        # a node's WorkDigest likewise covers up to work_max_epochs epochs
+        self.work_batch = params.work_max_epochs
+        self._work: deque[tuple[np.ndarray, ...]] = deque(maxlen=self.work_batch)
 
     # -- digests of one epoch --------------------------------------------------------------
     def epoch(
@@ -389,6 +391,23 @@ class DigestFlow:
         wrec = np.zeros(len(wpairs), np.int64)
         wrec[np.searchsorted(wpairs, rpairs)] = rcount
         w_counts = np.stack((wclaims, wrec, wclaims - wrec, np.zeros_like(wrec)), axis=1)
+        # the pair rows folded per epoch: this epoch's pairs, whichever digest carries them
+        fold_pairs = len(np.union1d(wpairs % c * n_nodes + wpairs // c, fc * n_nodes + fn))
+        # work batches of kw epochs: the same rule for nodes (window shift: node index %
+        # kw); a node whose window ends at e publishes one digest of the window's rows (an
+        # empty one when it claimed nothing), each row keeping its epoch as an offset
+        kw = self.work_batch
+        self._work.append((wpairs, w_counts, np.full(len(wpairs), e, np.int64)))
+        w_publishers = online_nodes
+        w_later = None
+        if kw > 1:
+            wpairs = np.concatenate([x[0] for x in self._work])
+            w_counts = np.concatenate([x[1] for x in self._work])
+            we = np.concatenate([x[2] for x in self._work])
+            turn = (e - wpairs // c) % kw == kw - 1
+            wpairs, w_counts, we = wpairs[turn], w_counts[turn], we[turn]
+            w_later = (we != e - kw + 1) * digest_sizes("work").offset_extra
+            w_publishers = online_nodes[(e - online_nodes) % kw == kw - 1]
         # feedback rows: (client, node, epoch) with ok / wrong / timeout counts, latency
         # sums. With batches of k epochs (the live rule, repp2p.node.digests): each client's
         # epochs fall in aligned windows of k, shifted per client (here: client index % k);
@@ -397,8 +416,6 @@ class DigestFlow:
         # flush of a batch that fills max_rows rows is not modelled (no client of the
         # 10,000-node scenario comes near it).
         k = self.batch
-        # the pair rows folded per epoch: this epoch's pairs, whichever digest carries them
-        fold_pairs = len(np.union1d(wpairs % c * n_nodes + wpairs // c, fc * n_nodes + fn))
         self._feedback.append((fc, fn, fout, flat, np.full(len(fc), e, np.int64)))
         offset = np.zeros(len(fc), np.int64)
         if k > 1:
@@ -415,7 +432,15 @@ class DigestFlow:
         fpairs = fpairs // k  # (client, node) of each row, one row per epoch
         parts = np.concatenate(
             (
-                self._parts("work", wpairs // c + c, w_counts, w_counts[:, 0], online_nodes + c),
+                self._parts(
+                    "work",
+                    wpairs // c + c,
+                    w_counts,
+                    w_counts[:, 0],
+                    w_publishers + c,
+                    extra_row_bytes=w_later,
+                    span=kw,
+                ),
                 self._parts(
                     "feedback",
                     fpairs // n_nodes,
@@ -715,7 +740,7 @@ class DigestFlow:
     def summary(self, cheaters: int) -> dict[str, Any]:
         """The ``digests`` section of ``summary.json``."""
         m = self.m
-        ep = self.epochs[self.batch - 1 :] or self.epochs
+        ep = self.epochs[max(self.batch, self.work_batch) - 1 :] or self.epochs
         n = max(len(ep), 1)
 
         def mean_of(who: str, key: str) -> dict[str, float]:
