@@ -528,3 +528,46 @@ def test_nodes_use_the_bounded_provider_store():
 
     dht = ServerOnlyKadDHT(build_host(Identity.from_seed(b"\x03" * 32)), DHTMode.SERVER)
     assert isinstance(dht.provider_store, BoundedProviderStore)
+
+
+@pytest.mark.trio
+async def test_canary_our_peer_record_goes_once_per_stream_and_messages_still_flow():
+    """Real hosts: the publisher's signed peer record reaches the subscriber (it is in its
+    peerstore) but rides only the first RPC of the stream; every message is delivered,
+    with the strict-signing fields intact (py-libp2p validates them on receipt)."""
+    import repp2p.net.libp2p_compat.pubsub as compat_pubsub
+
+    install()
+    before = dict(compat_pubsub.record_counts)
+    hub, leaf = build_host(Identity.generate()), build_host(Identity.generate())
+    params = GossipParams(degree=1, degree_low=1, degree_high=2, eclipse_protection=False)
+    async with contextlib.AsyncExitStack() as stack:
+        for host in (hub, leaf):
+            await stack.enter_async_context(host.run([LOCAL]))
+        services = [build_pubsub(hub, params), build_pubsub(leaf, params)]
+        for pubsub, router in services:
+            await stack.enter_async_context(background_trio_service(pubsub))
+            await stack.enter_async_context(background_trio_service(router))
+        (hub_pubsub, _), (leaf_pubsub, _) = services
+        with trio.fail_after(20):
+            await hub_pubsub.wait_until_ready()
+            await leaf_pubsub.wait_until_ready()
+            await hub_pubsub.subscribe(TOPIC)
+            sub = await leaf_pubsub.subscribe(TOPIC)
+            await leaf.connect(_info(hub))
+            while leaf.get_id() not in hub_pubsub.peer_topics.get(TOPIC, set()):
+                await trio.sleep(0.05)
+            sent = [f"record-once-{i}".encode() for i in range(20)]
+            for data in sent:
+                await hub_pubsub.publish(TOPIC, data)
+            got = []
+            while len(got) < len(sent):
+                msg = await sub.get()
+                assert msg.signature and msg.key and msg.seqno  # StrictSign fields kept
+                got.append(msg.data)
+        assert got == sent
+        assert leaf.get_peerstore().get_peer_record(hub.get_id()) is not None
+    omitted = compat_pubsub.record_counts["omitted"] - before["omitted"]
+    with_record = compat_pubsub.record_counts["sent"] - before["sent"]
+    assert omitted >= len(sent) - 1  # at most the first message's RPC carried it
+    assert with_record >= 2  # one per stream, each direction

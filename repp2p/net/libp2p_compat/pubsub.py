@@ -1,4 +1,4 @@
-"""Three per-RPC costs of py-libp2p 0.8.1's pubsub, cut: gossip control traffic pays them
+"""Four per-RPC costs of py-libp2p 0.8.1's pubsub, cut: gossip control traffic pays them
 on every RPC, and they saturated our nodes (measurements: docs/design-notes.md, "Gossip
 costs").
 
@@ -7,6 +7,12 @@ costs").
   peer (:func:`consume_signed_record_once`; a changed record is verified as before).
 * The sender's own signed peer record is rebuilt for every RPC sent: we reuse it for a few
   seconds (:func:`envelope_cached`).
+* Every RPC sent carries our signed peer record (about 180 bytes on the wire), though the
+  far side stores it in its peerstore from the first: we send it once per stream, again
+  when it changes and every :data:`RECORD_RESEND_S` seconds (:func:`write_record_once`).
+  ``senderRecord`` is a py-libp2p field outside the gossipsub spec (go- and js-libp2p do
+  not know it and skip it; py-libp2p accepts an RPC without it), and messages keep
+  ``from``/``seqno``/``signature``/``key`` under StrictSign: only bytes go.
 * Each received RPC took three or more stream reads (the length prefix byte by byte): we
   read ahead into a buffer (:func:`read_rpc_buffered`).
 
@@ -26,6 +32,7 @@ import libp2p.pubsub.pubsub as _pubsub
 import libp2p.pubsub.utils as _pubsub_utils
 from libp2p.exceptions import ParseError
 from libp2p.io.exceptions import IncompleteReadError, MessageTooLarge
+from libp2p.pubsub.pb import rpc_pb2
 
 from repp2p.net.libp2p_compat.guard import Expect
 from repp2p.net.libp2p_compat.patch import Patch
@@ -33,6 +40,7 @@ from repp2p.net.libp2p_compat.patch import Patch
 # py-libp2p's own implementations (from their defining modules, never a patched binding).
 _verify_signed_record = _pubsub_utils.maybe_consume_signed_record
 _envelope_for_rpc = _peerstore.env_to_send_in_RPC
+_write_msg = _pubsub.Pubsub.write_msg
 
 _accepted_records: dict[tuple[bytes, bytes, bytes], None] = {}
 _ACCEPTED_RECORDS_KEPT = 4096
@@ -89,6 +97,45 @@ def envelope_cached(host: Any) -> tuple[bytes, bool]:
         cached = (now, _envelope_for_rpc(host))
         _envelopes[host] = cached
     return cached[1]
+
+
+#: our signed peer record goes out again on a stream after this long (seconds): receivers
+#: keep it 7200 s in their peerstore, so it never lapses on a long-lived stream
+RECORD_RESEND_S = 600.0
+_records_sent: weakref.WeakKeyDictionary[Any, tuple[bytes, float]] = weakref.WeakKeyDictionary()
+#: RPCs written with and without our signed peer record (what the fix saved, for tests)
+record_counts = {"sent": 0, "omitted": 0}
+
+
+async def write_record_once(self: Any, stream: Any, rpc_msg: Any) -> bool:
+    """py-libp2p's ``Pubsub.write_msg``, with our signed peer record left out of an RPC
+    when this stream already carried the same record within :data:`RECORD_RESEND_S`.
+
+    The RPC object may be written to several streams (a publish loop builds it once), so
+    it is copied, never changed.
+
+    Args:
+        self: the Pubsub service.
+        stream: the stream to one peer.
+        rpc_msg: the RPC py-libp2p built (with its ``senderRecord``).
+
+    Returns:
+        py-libp2p's result: whether the write succeeded.
+    """
+    if rpc_msg.HasField("senderRecord"):
+        now = time.monotonic()
+        record = rpc_msg.senderRecord
+        last = _records_sent.get(stream)
+        if last is not None and last[0] == record and now - last[1] < RECORD_RESEND_S:
+            stripped = rpc_pb2.RPC()
+            stripped.CopyFrom(rpc_msg)
+            stripped.ClearField("senderRecord")
+            rpc_msg = stripped
+            record_counts["omitted"] += 1
+        else:
+            _records_sent[stream] = (record, now)
+            record_counts["sent"] += 1
+    return await _write_msg(self, stream, rpc_msg)
 
 
 _read_buffers: weakref.WeakKeyDictionary[Any, bytearray] = weakref.WeakKeyDictionary()
@@ -183,6 +230,11 @@ PATCHES: tuple[Patch, ...] = (
         Expect(_gossipsub, "env_to_send_in_RPC", "host"),
         envelope_cached,
         requires=(_ENVELOPE,),
+    ),
+    Patch(
+        "pubsub.write_msg",
+        Expect(_pubsub.Pubsub, "write_msg", "self, stream, rpc_msg"),
+        write_record_once,
     ),
     Patch(
         "pubsub.read_varint_prefixed_bytes_limited",
