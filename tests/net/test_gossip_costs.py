@@ -224,3 +224,34 @@ async def test_heartbeat_control_messages_are_built_per_peer():
     await router._emit_control_msgs({}, {}, {})
     assert [g.topicID for g in sent[a].graft] == [hb]
     assert [g.topicID for g in sent[b].graft] == [ads]
+
+
+@pytest.mark.trio
+async def test_peer_record_once_per_stream_copied_never_changed(monkeypatch):
+    from libp2p.pubsub.pb import rpc_pb2
+
+    written: list[tuple[Any, Any]] = []
+
+    async def record(self: Any, stream: Any, rpc_msg: Any) -> bool:
+        written.append((stream, rpc_msg))
+        return True
+
+    class Stream:  # stands for a stream: weakly referenced, hashable
+        pass
+
+    monkeypatch.setattr(pubsub, "_write_msg", record)
+    a, b = Stream(), Stream()
+    rpc = rpc_pb2.RPC(senderRecord=b"record-1")
+    for stream in (a, a, b, a):
+        assert await pubsub.write_record_once(None, stream, rpc)
+    assert [w[1].HasField("senderRecord") for w in written] == [True, False, True, False]
+    assert rpc.senderRecord == b"record-1"  # the caller's RPC (shared by streams) untouched
+    changed = rpc_pb2.RPC(senderRecord=b"record-2")  # new addresses: sent again
+    await pubsub.write_record_once(None, a, changed)
+    assert written[-1][1].senderRecord == b"record-2"
+    monkeypatch.setattr(pubsub, "RECORD_RESEND_S", -1.0)  # its time is up: sent again
+    await pubsub.write_record_once(None, a, changed)
+    assert written[-1][1].HasField("senderRecord")
+    bare = rpc_pb2.RPC()  # an RPC without a record is written as it is
+    await pubsub.write_record_once(None, a, bare)
+    assert written[-1][1] is bare
