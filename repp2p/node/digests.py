@@ -180,8 +180,16 @@ def digest_expires(epoch: int, epoch_s: int, network: NetworkParams, params: Dig
 def retention_epochs(network: NetworkParams, params: DigestParams) -> int:
     """Epochs a peer keeps per-task records: while they can count in a view (the record lag
     plus the reputation window) and then the audit horizon, in which a digest's leaves can
-    still be challenged. Older ones are pruned, whatever their ``expires``."""
-    return network.task_record_lag + network.reputation.window_epochs + params.audit_horizon_epochs
+    still be challenged (a batch is audited as a digest of its last epoch, up to
+    ``most_epochs - 1`` after its first: that much longer). Older ones are pruned, whatever
+    their ``expires``."""
+    return (
+        network.task_record_lag
+        + network.reputation.window_epochs
+        + params.audit_horizon_epochs
+        + params.most_epochs
+        - 1
+    )
 
 
 class OwnDigests:

@@ -157,3 +157,24 @@ def test_views_fold_each_epoch_of_a_work_batch_once_and_ignore_overlong_ones():
     for e in range(BASE + 8, BASE + 14):
         assert fresh.fold_digests(e)
         assert fresh.pairs.block(e).digests == 0
+
+
+def test_records_are_kept_until_the_last_audit_of_the_batch_holding_them():
+    from repp2p.node.digests import retention_epochs
+
+    single = dataclasses.replace(NETWORK, digests=DigestParams())
+    assert retention_epochs(NETWORK, PARAMS) == retention_epochs(single, DigestParams()) + M - 1
+    # a network with a one-epoch window: the batch of E .. E + M - 1 is answered until
+    # E + M - 1 + audit_horizon, and E's records are still there
+    short = dataclasses.replace(
+        NETWORK,
+        task_record_lag=1,
+        reputation=dataclasses.replace(NETWORK.reputation, window_epochs=1),
+    )
+    first = 100
+    last = first + M - 1
+    kept_until = first + retention_epochs(short, PARAMS)
+    assert PARAMS.answers_audits_of(last, last + PARAMS.audit_horizon_epochs)
+    assert kept_until >= last + PARAMS.audit_horizon_epochs
+    # (without the batch's M - 1 epochs: gone 1 epoch before its last audit)
+    assert first + retention_epochs(short, PARAMS) - (M - 1) < last + PARAMS.audit_horizon_epochs
