@@ -21,7 +21,7 @@ from pathlib import Path
 
 from repp2p.attestation import Policy, VerificationCache, VerifiedNode, verify_node
 from repp2p.errors import AttestationError, AttestationReason, StoreError
-from repp2p.matching import MatchingParams, View
+from repp2p.matching import Assignments, MatchingParams, View
 from repp2p.network_params import NetworkParams
 from repp2p.records import (
     Attestation,
@@ -129,6 +129,11 @@ class ViewKeeper:
         self._keys: dict[str, tuple[bytes, bytes]] = {}
         self._verdicts: dict[str, AttestedNode] = {}
         self._runtime = runtime_measurement()
+        #: each offer's assigned ranks, judged once on the view of its epoch
+        self._assignments = Assignments()
+        #: ``peer -> [(result key, epoch it was replaced)]``, the keys earlier verified
+        #: attestations bound (an enclave restart brings fresh keys; docs/core.md)
+        self._earlier_keys: dict[str, list[tuple[bytes, int]]] = {}
 
     @property
     def epoch_s(self) -> int:
@@ -259,6 +264,10 @@ class ViewKeeper:
                 # [tee] a CVM's launch measurement covers its whole image, not our
                 # runtime+engines hash: the policy's per-engine pins say which engines it runs
                 established = frozenset(wanted.values())
+        old = self._keys.get(peer)
+        if old is not None and old[1] != rec.result_key:
+            # the old key still signs the receipts of offers up to this epoch
+            self._earlier_keys[peer] = [*self._earlier_keys.get(peer, [])[-7:], (old[1], rec.epoch)]
         self._keys[peer] = (rec.enc_key, rec.result_key)
         signed_at = verified.claims.signed_at
         return AttestedNode(
@@ -269,6 +278,9 @@ class ViewKeeper:
             tcb_degraded=False,
             attested_at=signed_at if signed_at is not None else rec.epoch * self.epoch_s,
             result_key=rec.result_key,
+            earlier_result_keys=tuple(
+                (k, until) for k, until in self._earlier_keys.get(peer, ()) if k != rec.result_key
+            ),
         )
 
     def verdict_of(self, peer_id: str) -> AttestedNode | None:
@@ -309,13 +321,60 @@ class ViewKeeper:
             else:
                 book = PenaltyBook()
             verdicts = self.verdicts(records, now)
-            view = View.build(records, verdicts, epoch=epoch, params=self.params, penalties=book)
+            assignments = self._assignments.for_views(
+                self._ranking_views(epoch, self.store.query() + evidence, verdicts)
+            )
+            view = View.build(
+                records,
+                verdicts,
+                epoch=epoch,
+                params=self.params,
+                penalties=book,
+                assignments=assignments,
+            )
+            self._assignments.forget_before(epoch - self.reputation_params.window_epochs - 1)
             self._views[epoch] = view
             for old in [e for e in self._views if e < epoch - 3]:
                 del self._views[old]
             if view.penalties.epoch > self._saved_book.epoch:
                 self._save_book(view.penalties)
         return view
+
+    def _ranking_views(self, epoch: int, everything: list[SignedRecord], verdicts):
+        """``view_of(e)`` for the offers the view of ``epoch`` reads: the view we built for
+        epoch ``e``, or, when we hold none (we were not running then), one rebuilt from the
+        store as of ``e`` with today's verdicts and a fresh penalty book (docs/core.md:
+        such a view may differ from the one the nodes ranked on)."""
+        rebuilt: dict[int, View] = {}
+        offer_epochs = sorted(
+            {s.record.epoch for s in everything if isinstance(s.record, TaskOffer)}
+        )
+
+        def build(e: int) -> View:
+            held = self._views.get(e) or rebuilt.get(e)
+            if held is None:
+                held = View.build(
+                    before_epoch(everything, e, self.params),
+                    verdicts,
+                    epoch=e,
+                    params=self.params,
+                    assignments=self._assignments.for_views(view_of),
+                )
+                rebuilt[e] = held
+            return held
+
+        def view_of(e: int) -> View | None:
+            if e >= epoch:
+                return None  # never: task records reach a view only task_record_lag later
+            if e not in self._views and e not in rebuilt:
+                # oldest first, so each build finds the views it needs: no deep recursion
+                for older in offer_epochs:
+                    if older >= e:
+                        break
+                    build(older)
+            return build(e)
+
+        return view_of
 
     def cached_view(self, epoch: int) -> View | None:
         """The view of ``epoch`` if already built, without building it."""
