@@ -16,7 +16,7 @@ remembers it); stale or expired evidence only makes it unverified until it re-at
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from repp2p.attestation import Policy, VerificationCache, VerifiedNode, verify_node
@@ -33,7 +33,7 @@ from repp2p.records import (
     SignedRecord,
     TaskOffer,
 )
-from repp2p.reputation import AttestedNode, PenaltyBook, ReputationParams
+from repp2p.reputation import AssignedRanks, AttestedNode, PenaltyBook, ReputationParams
 from repp2p.store import RecordStoreAPI
 from repp2p.tasks import is_bound_offer
 from repp2p.tee.measurement import enclave_measurement, runtime_measurement
@@ -340,7 +340,16 @@ class ViewKeeper:
                 self._save_book(view.penalties)
         return view
 
-    def _ranking_views(self, epoch: int, everything: list[SignedRecord], verdicts):
+    def assignments(
+        self, epoch: int, records: list[SignedRecord], verdicts: Mapping[str, AttestedNode]
+    ) -> AssignedRanks:
+        """The assigned ranks of offers of epochs before ``epoch`` (what our views count
+        claims by), for :func:`repp2p.ledger.replay` over ``records`` (the store's)."""
+        return self._assignments.for_views(self._ranking_views(epoch, records, verdicts))
+
+    def _ranking_views(
+        self, epoch: int, everything: list[SignedRecord], verdicts: Mapping[str, AttestedNode]
+    ) -> Callable[[int], View | None]:
         """``view_of(e)`` for the offers the view of ``epoch`` reads: the view we built for
         epoch ``e``, or, when we hold none (we were not running then), one rebuilt from the
         store as of ``e`` with today's verdicts and a fresh penalty book (docs/core.md:

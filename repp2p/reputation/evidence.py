@@ -29,7 +29,7 @@ Which claims and receipts count (docs/core.md, "Evidence: who ran a task"):
 * with ``assignments`` (the caller's rankings, see :func:`collect`), a ``Claim`` counts only
   at a rank the deterministic matching gave its signer for that offer: its claiming rank
   on the view of the offer's epoch, or its rank in the offer's escalation ranking (dispute
-  replicas). A receipt without a counted claim counts for nothing downstream.
+  replicas). A receipt without a counted claim is left out too.
 
 Anything else is ignored, not punished: a claim at a rank another view would give is what
 an honest node on a slightly different view makes.
@@ -453,6 +453,7 @@ def collect(
         claim_node.append(index[item.signer])
         claim_offer.append(o)
     cols["claim_node"], cols["claim_offer"] = claim_node, claim_offer
+    claimed = set(zip(claim_offer, claim_node, strict=True))
 
     r_node, r_offer, r_out, r_ids = [], [], [], []
     outputs: dict[tuple[int, bytes], int] = {}
@@ -462,6 +463,8 @@ def collect(
         o = offer_by_id.get(receipt.offer_id)
         if o is None or offers[o].record.task_id != receipt.task_id:
             continue
+        if (o, index[item.signer]) not in claimed:
+            continue  # no counted claim: nobody asked this node (scores hold it to it too)
         if not _enclave_signed(item, offers[o].record, attested.get(item.signer)):
             continue  # not its attested enclave's receipt for this offer: no work shown
         r_node.append(index[item.signer])
