@@ -101,7 +101,7 @@ def replay(
             before. None: work from the per-task records.
         assignments: each offer's assigned ranks (:class:`repp2p.matching.Assignments` over
             the views of the offers' epochs, as a node's views use them): a claim, and so
-            its receipt's work, counts only at a rank the matching gave its node. None:
+            its receipt's work, counts only when the matching gave its node a rank. None:
             ranks are not checked (receipts still need their attested enclave's signature).
 
     Returns:

@@ -9,7 +9,8 @@ the same sets.
 
 :class:`Assignments` caches them per offer, so each offer is ranked once however many
 views read it; :func:`repp2p.reputation.collect` takes its :meth:`Assignments.ranks` as
-``assignments`` and counts a claim only at a rank found here.
+``assignments`` and counts a claim only when its signer has a rank here (any of them: a
+node ranks on its own view, and views can differ by a place or two).
 
 Pure: the caller hands in the views (``view_of``); nothing here reads a store or a clock.
 """

@@ -27,12 +27,14 @@ Which claims and receipts count (docs/core.md, "Evidence: who ran a task"):
   input and engine, its ``result_key`` is the node's attested result key *for the offer's
   epoch* (:meth:`AttestedNode.result_key_for`) and its enclave signature verifies under it;
 * with ``assignments`` (the caller's rankings, see :func:`collect`), a ``Claim`` counts only
-  at a rank the deterministic matching gave its signer for that offer: its claiming rank
-  on the view of the offer's epoch, or its rank in the offer's escalation ranking (dispute
-  replicas). A receipt without a counted claim is left out too.
+  when the deterministic matching gave its signer a rank for that offer on the view of the
+  offer's epoch: a claiming rank, or a rank in the offer's escalation ranking (dispute
+  replicas). The rank number the claim states is not compared: a node ranks on its own
+  view, which can differ from ours by a place or two, and any node of the set could state
+  its own rank anyway. A receipt without a counted claim is left out too.
 
-Anything else is ignored, not punished: a claim at a rank another view would give is what
-an honest node on a slightly different view makes.
+Anything else is ignored, not punished: a node missing from our ranking may be one an
+honest peer on a slightly different view ranked.
 """
 
 from __future__ import annotations
@@ -389,7 +391,7 @@ def collect(
         now: unix seconds of the view (the epoch boundary).
         assignments: the caller's rankings of each offer
             (:class:`repp2p.matching.Assignments`: the view of the offer's epoch and its
-            beacon); a claim counts only at a rank they give its signer. None: claims are
+            beacon); a claim counts only when they give its signer a rank. None: claims are
             not checked against rankings (compact or synthetic evidence, tests of other
             rules); every peer that must agree passes them.
 
@@ -448,8 +450,8 @@ def collect(
             if o not in ranks:
                 ranks[o] = assignments(offers[o])
             given = ranks[o]
-            if given is None or claim.rank not in given.get(item.signer, ()):
-                continue  # a rank the matching never gave this node for this offer
+            if given is None or item.signer not in given:
+                continue  # the matching never gave this node the offer (nor a replica rank)
         claim_node.append(index[item.signer])
         claim_offer.append(o)
     cols["claim_node"], cols["claim_offer"] = claim_node, claim_offer

@@ -217,14 +217,20 @@ def test_honest_failover_and_replica_claims_count():
     o = ev.offer_epoch.tolist().index(4)
     claimed = {ev.peers[n] for n, oo in zip(ev.claim_node, ev.claim_offer, strict=True) if oo == o}
     assert claimed == {f.peer("a"), failover, replica}
-    # the same nodes at a rank they were not given: none counts
-    wrong = [
+    # the same nodes stating another rank still count (views may differ by a place); a
+    # node with no rank for the offer never does, whatever rank it states
+    unranked = next(n for p, n in names.items() if p not in given)
+    restated = [
         f.claim("a", off, rank=1, seq=2),
         f.claim(names[failover], off, rank=0, seq=2),
-        f.claim(names[replica], off, rank=1, seq=2),
+        f.claim(unranked, off, rank=0),
+        f.receipt(unranked, off),
     ]
-    ev = collect(net.s.records + wrong, net.s.attested, now=7 * EPOCH_S, assignments=net.ranks)
-    assert o not in set(ev.claim_offer.tolist())
+    ev = collect(net.s.records + restated, net.s.attested, now=7 * EPOCH_S, assignments=net.ranks)
+    claimed = {ev.peers[n] for n, oo in zip(ev.claim_node, ev.claim_offer, strict=True) if oo == o}
+    assert claimed == {f.peer("a"), failover, replica}
+    got = {ev.peers[n] for n, oo in zip(ev.receipt_node, ev.receipt_offer, strict=True) if oo == o}
+    assert got == claimed
 
 
 def test_receipt_needs_the_key_valid_for_its_offer_epoch():
