@@ -321,8 +321,12 @@ class ViewKeeper:
             else:
                 book = PenaltyBook()
             verdicts = self.verdicts(records, now)
+            everything = self.store.query() + evidence
+            # offers older than the reputation window weigh nothing in this view: a view of
+            # their epoch is not rebuilt for them (a restart rebuilds at most the window)
+            oldest = epoch - self.reputation_params.window_epochs - 1
             assignments = self._assignments.for_views(
-                self._ranking_views(epoch, self.store.query() + evidence, verdicts)
+                self._ranking_views(epoch, everything, verdicts, oldest=oldest)
             )
             view = View.build(
                 records,
@@ -332,7 +336,8 @@ class ViewKeeper:
                 penalties=book,
                 assignments=assignments,
             )
-            self._assignments.forget_before(epoch - self.reputation_params.window_epochs - 1)
+            # keep the ranks of every offer still held (the ledger replays them all)
+            self._assignments.keep({s.record_id for s in everything if s.type == "TaskOffer"})
             self._views[epoch] = view
             for old in [e for e in self._views if e < epoch - 3]:
                 del self._views[old]
@@ -348,12 +353,18 @@ class ViewKeeper:
         return self._assignments.for_views(self._ranking_views(epoch, records, verdicts))
 
     def _ranking_views(
-        self, epoch: int, everything: list[SignedRecord], verdicts: Mapping[str, AttestedNode]
+        self,
+        epoch: int,
+        everything: list[SignedRecord],
+        verdicts: Mapping[str, AttestedNode],
+        *,
+        oldest: int | None = None,
     ) -> Callable[[int], View | None]:
         """``view_of(e)`` for the offers the view of ``epoch`` reads: the view we built for
         epoch ``e``, or, when we hold none (we were not running then), one rebuilt from the
         store as of ``e`` with today's verdicts and a fresh penalty book (docs/core.md:
-        such a view may differ from the one the nodes ranked on)."""
+        such a view may differ from the one the nodes ranked on); None for ``e < oldest``
+        when it would have to be rebuilt."""
         rebuilt: dict[int, View] = {}
         offer_epochs = sorted(
             {s.record.epoch for s in everything if isinstance(s.record, TaskOffer)}
@@ -376,11 +387,14 @@ class ViewKeeper:
             if e >= epoch:
                 return None  # never: task records reach a view only task_record_lag later
             if e not in self._views and e not in rebuilt:
+                if oldest is not None and e < oldest:
+                    return None
                 # oldest first, so each build finds the views it needs: no deep recursion
                 for older in offer_epochs:
                     if older >= e:
                         break
-                    build(older)
+                    if oldest is None or older >= oldest:
+                        build(older)
             return build(e)
 
         return view_of

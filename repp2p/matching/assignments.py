@@ -99,6 +99,10 @@ class Assignments:
         """``offer -> ranks`` for :func:`repp2p.reputation.collect`'s ``assignments``."""
         return lambda offer: self.ranks(offer, view_of)
 
+    def keep(self, offer_ids: set[bytes]) -> None:
+        """Drop every offer not in ``offer_ids`` (the offers still held)."""
+        self._cache = {k: v for k, v in self._cache.items() if k in offer_ids}
+
     def forget_before(self, epoch: int) -> None:
         """Drop the offers of epochs before ``epoch`` (out of every view's window)."""
         self._cache = {k: v for k, v in self._cache.items() if v[0] >= epoch}

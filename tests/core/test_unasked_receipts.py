@@ -289,5 +289,12 @@ def test_assignments_rank_each_offer_once():
     assert first and a.ranks(off, view_of) == first and calls == [1]
     assert a.ranks(off, lambda e: None) == first  # cached: the view is not asked again
     assert Assignments().ranks(off, lambda e: None) is None
+    a.keep({off.record_id})
+    assert len(a) == 1  # still held: kept
+    a.keep(set())
+    assert len(a) == 0
+    a.ranks(off, view_of)
+    a.forget_before(1)
+    assert len(a) == 1
     a.forget_before(2)
     assert len(a) == 0
