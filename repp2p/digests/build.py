@@ -11,7 +11,9 @@ offer's ``epoch``.
   ``failed`` when the task id is in ``failed`` (its enclave or engine failed) or
   ``timeout``.
 * :func:`build_feedback` / :func:`feedback_digests`: a client's
-  :class:`~repp2p.records.FeedbackDigest` parts, a leaf per Feedback it signed.
+  :class:`~repp2p.records.FeedbackDigest` parts, a leaf per Feedback it signed; with
+  ``span`` > 1, one batch covering ``span`` consecutive epochs (rows keep their epoch as an
+  ``offset``).
 * :func:`leaf_proof`: the :class:`~repp2p.digests.audit.AuditResponse` to a challenge;
   :func:`absence_brackets`: the non-inclusion brackets of a task (for a counterparty
   that asks where its task went).
@@ -87,7 +89,9 @@ def _current(records: Iterable[SignedRecord]) -> dict[tuple[str, str, bytes], Si
     return out
 
 
-def _parts_needed(peers: Collection[str], max_rows: int) -> int:
+def _parts_needed(peers: Sequence[str], max_rows: int) -> int:
+    """The fewest parts that keep every part within ``max_rows`` rows (``peers``: each
+    row's counterparty; a batch may name one in several rows)."""
     if not 1 <= max_rows <= DIGEST_MAX_ROWS:
         raise ValueError(f"max_rows must be in [1, {DIGEST_MAX_ROWS}]")
     parts = max(1, -(-len(peers) // max_rows))
@@ -107,9 +111,10 @@ def _assemble(
     epoch: int,
     expires: int,
     max_rows: int,
+    span: int = 1,
 ) -> tuple[DigestPart, ...]:
-    peers = sorted({leaf.peer for leaf, _ in items})
-    parts = _parts_needed(peers, max_rows)
+    rows_of = sorted({(leaf.epoch_offset, leaf.peer) for leaf, _ in items})
+    parts = _parts_needed([peer for _, peer in rows_of], max_rows)
     buckets: dict[int, list[tuple[Leaf, tuple[SignedRecord, ...]]]] = defaultdict(list)
     for item in items:
         buckets[part_of(item[0].peer, parts)].append(item)
@@ -123,16 +128,19 @@ def _assemble(
         keys = {data: leaf.key() for data, leaf in zip(encoded, leaves, strict=True)}
         tree = MerkleTree(encoded, keys.__getitem__)
         rows = _work_rows(leaves) if kind is WorkDigest else _feedback_rows(leaves)
-        digest = kind(
-            epoch=epoch,
-            part=part,
-            parts=parts,
-            rows=rows,  # type: ignore[arg-type]
-            leaf_count=len(leaves),
-            merkle_root=tree.root,
-            seq=0,
-            expires=expires,
-        )
+        fields = {
+            "epoch": epoch,
+            "part": part,
+            "parts": parts,
+            "rows": rows,
+            "leaf_count": len(leaves),
+            "merkle_root": tree.root,
+            "seq": 0,
+            "expires": expires,
+        }
+        if kind is FeedbackDigest:
+            fields["span"] = span
+        digest = kind(**fields)
         out.append(DigestPart(digest, leaves, tree, tuple(ev for _, ev in chosen)))
     return tuple(out)
 
@@ -153,10 +161,14 @@ def _work_rows(leaves: Sequence[Leaf]) -> tuple[WorkRow, ...]:
 
 
 def _feedback_rows(leaves: Sequence[Leaf]) -> tuple[FeedbackRow, ...]:
-    counts = _counts(leaves, FEEDBACK_OUTCOMES)
-    latency: dict[str, int] = defaultdict(int)
+    counts: dict[tuple[int, str], list[int]] = {}
+    latency: dict[tuple[int, str], int] = defaultdict(int)
     for leaf in leaves:
-        latency[leaf.peer] += leaf.latency_ms  # type: ignore[union-attr]
+        key = (leaf.epoch_offset, leaf.peer)
+        counts.setdefault(key, [0] * len(FEEDBACK_OUTCOMES))[
+            FEEDBACK_OUTCOMES.index(leaf.outcome)
+        ] += 1
+        latency[key] += leaf.latency_ms  # type: ignore[union-attr]
     return tuple(
         FeedbackRow(
             node=peer,
@@ -164,9 +176,10 @@ def _feedback_rows(leaves: Sequence[Leaf]) -> tuple[FeedbackRow, ...]:
             wrong=c[1],
             timeout=c[2],
             bad_proof=c[3],
-            latency_sum_ms=latency[peer],
+            latency_sum_ms=latency[(offset, peer)],
+            offset=offset,
         )
-        for peer, c in sorted(counts.items())
+        for (offset, peer), c in sorted(counts.items())
     )
 
 
@@ -230,15 +243,18 @@ def build_feedback(
     *,
     expires: int,
     max_rows: int = DIGEST_MAX_ROWS,
+    span: int = 1,
 ) -> tuple[DigestPart, ...]:
-    """A client's feedback digest parts of ``epoch``.
+    """A client's feedback digest parts of ``epoch`` (with ``span`` > 1: of the batch of
+    epochs ``epoch`` .. ``epoch + span - 1``).
 
     Args:
         client: the client's peer ID (only its own offers and feedback are read).
         records: signed records the client holds, any types, any order.
-        epoch: the epoch summarised (feedback on tasks whose offer is of it).
+        epoch: the (first) epoch summarised (feedback on tasks whose offer is of it).
         expires: the digests' ``expires``.
-        max_rows: most rows per part.
+        max_rows: most rows per part (a batch's row is one (epoch, node)).
+        span: epochs covered, 1 .. ``FEEDBACK_MAX_SPAN``.
 
     Returns:
         The parts, by part number; one empty part when the client gave no feedback.
@@ -257,9 +273,10 @@ def build_feedback(
         offer = offers.get(signed.record.task_id)
         if offer is None:
             raise DigestError(f"feedback {signed.record_id.hex()} is on a task without an offer")
-        if offer.record.epoch == epoch:  # type: ignore[attr-defined]
-            items.append((feedback_leaf(offer, signed), (offer, signed)))
-    return _assemble(FeedbackDigest, items, epoch, expires, max_rows)
+        offset = offer.record.epoch - epoch  # type: ignore[attr-defined]
+        if 0 <= offset < span:
+            items.append((feedback_leaf(offer, signed, offset), (offer, signed)))
+    return _assemble(FeedbackDigest, items, epoch, expires, max_rows, span)
 
 
 def work_digests(
@@ -283,9 +300,10 @@ def feedback_digests(
     *,
     expires: int,
     max_rows: int = DIGEST_MAX_ROWS,
+    span: int = 1,
 ) -> list[FeedbackDigest]:
     """The unsigned :class:`~repp2p.records.FeedbackDigest` parts of :func:`build_feedback`."""
-    parts = build_feedback(client, records, epoch, expires=expires, max_rows=max_rows)
+    parts = build_feedback(client, records, epoch, expires=expires, max_rows=max_rows, span=span)
     return [p.digest for p in parts]  # type: ignore[misc]
 
 
@@ -305,17 +323,20 @@ def leaf_proof(part: DigestPart, digest_id: bytes, index: int) -> AuditResponse:
     return AuditResponse(digest_id, part.tree.opening(index), records, successor)
 
 
-def find_task(part: DigestPart, peer: str, task_id: bytes) -> int | None:
-    """The index of the counterparty's leaf for ``task_id``, or None when there is none."""
-    for number, block in enumerate(Layout(part.digest).of_peer(peer)):
-        key = leaf_key(peer, number, task_id)
+def find_task(part: DigestPart, peer: str, task_id: bytes, offset: int = 0) -> int | None:
+    """The index of the counterparty's leaf for ``task_id`` (of the batch's epoch
+    ``offset``), or None when there is none."""
+    for number, block in enumerate(Layout(part.digest).of_peer(peer, offset)):
+        key = leaf_key(peer, number, task_id, offset)
         at = part.tree.find(key, block.lo, block.hi)
         if at < block.hi and part.tree.keys[at] == key:
             return at
     return None
 
 
-def absence_brackets(part: DigestPart, peer: str, task_id: bytes) -> tuple[Bracket, ...]:
+def absence_brackets(
+    part: DigestPart, peer: str, task_id: bytes, offset: int = 0
+) -> tuple[Bracket, ...]:
     """The brackets showing the counterparty's task is in none of its blocks (one per
     block; none when it has no row): what an :class:`~repp2p.digests.proofs.OmissionProof`
     carries.
@@ -324,8 +345,8 @@ def absence_brackets(part: DigestPart, peer: str, task_id: bytes) -> tuple[Brack
         KeyError: the task is there.
     """
     return tuple(
-        part.tree.bracket(leaf_key(peer, number, task_id), block.lo, block.hi)
-        for number, block in enumerate(Layout(part.digest).of_peer(peer))
+        part.tree.bracket(leaf_key(peer, number, task_id, offset), block.lo, block.hi)
+        for number, block in enumerate(Layout(part.digest).of_peer(peer, offset))
     )
 
 

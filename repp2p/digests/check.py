@@ -9,7 +9,8 @@ A leaf of a digest signed by party ``P`` for epoch ``E`` is *faulty* when (each 
   overstates a count leaves positions no honest leaf can fill;
 * ``bad_leaf``: its bytes, included under the root, are not a valid leaf at all;
 * ``wrong_record``: a record it names (by record ID) says otherwise: another type, signer,
-  task, offer, epoch (the offer's ``epoch`` must be ``E``), outcome or latency;
+  task, offer, epoch (the offer's ``epoch`` must be ``E``; for a leaf of a feedback batch,
+  ``E`` + the leaf's ``offset``), outcome or latency;
 * ``bad_receipt``: the Receipt it names does not carry a valid enclave signature by its
   ``result_key`` (that the key is one the node's attestation binds is the ledger's and the
   view's check, which know the attestations);
@@ -201,7 +202,8 @@ def _feedback(
     records: dict[bytes, SignedRecord],
     faults: list[tuple[Fault, str]],
 ) -> tuple[set[str], set[bytes]]:
-    client, epoch = digest.signer, digest.record.epoch  # type: ignore[attr-defined]
+    client = digest.signer
+    epoch = digest.record.epoch + leaf.offset  # type: ignore[attr-defined]
     found: set[str] = set()
     unrelated: set[bytes] = set()
     named_fb = records.get(leaf.feedback_id)

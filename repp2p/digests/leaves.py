@@ -5,7 +5,10 @@ for one Feedback it signed; each names the signed per-task records it stands for
 record IDs, so an auditor handed those records can check the leaf against them.
 
 Leaves are sorted by :meth:`WorkLeaf.key` = ``counterparty peer ID (52 ASCII bytes) ||
-outcome's block number (1 byte) || task_id (32 bytes)``. With the digest's rows sorted by
+outcome's block number (1 byte) || task_id (32 bytes)``; a feedback leaf of a later epoch
+of a batch (``offset`` > 0) has the byte ``0x80 + offset`` in front (peer IDs are ASCII, so
+the leaves of the batch's first epoch, keyed as before batching, come first, then each
+later epoch's in turn, matching rows sorted by ``(offset, node)``). With the digest's rows sorted by
 peer ID, that order puts every leaf in a *block* of one (counterparty, outcome) whose place
 follows from the rows' counts alone (:class:`Layout`): the leaves of the first row's first
 outcome come first, and so on. So one sampled leaf is checked against the row totals too
@@ -25,6 +28,7 @@ from typing import Any, ClassVar
 from repp2p.digests import wire
 from repp2p.errors import ProofError, ProofReason
 from repp2p.records import (
+    FEEDBACK_MAX_SPAN,
     FEEDBACK_OUTCOMES,
     WORK_OUTCOMES,
     FeedbackDigest,
@@ -38,6 +42,7 @@ from repp2p.records.schema import (
     PeerIdText,
     UInt,
     from_wire_map,
+    optional_field,
     spec_field,
     to_wire_map,
     validate_fields,
@@ -66,22 +71,31 @@ class _Leaf:
         """The counterparty the leaf is filed under."""
         raise NotImplementedError
 
+    @property
+    def epoch_offset(self) -> int:
+        """The leaf's epoch within its digest's batch (0 for work leaves)."""
+        return 0
+
     def key(self) -> bytes:
-        """The sort key: counterparty, outcome block, task id."""
-        return leaf_key(self.peer, self.OUTCOMES.index(self.outcome), self.task_id)
+        """The sort key: [batch offset,] counterparty, outcome block, task id."""
+        return leaf_key(
+            self.peer, self.OUTCOMES.index(self.outcome), self.task_id, self.epoch_offset
+        )
 
     def encode(self) -> bytes:
         """The leaf's canonical CBOR map (what the Merkle tree hashes)."""
         return wire.dumps(to_wire_map(self))
 
 
-def leaf_key(peer: str, block: int, task_id: bytes) -> bytes:
-    """``peer ID (ASCII) || block (1 byte) || task_id``: the order of leaves in a tree.
+def leaf_key(peer: str, block: int, task_id: bytes, offset: int = 0) -> bytes:
+    """``[0x80 + offset ||] peer ID (ASCII) || block (1 byte) || task_id``: the order of
+    leaves in a tree (the prefix only for a batch's later epochs, ``offset`` > 0).
 
-    Peer IDs of Ed25519 keys are always 52 characters, so the concatenation orders exactly
-    as the tuple does.
+    Peer IDs of Ed25519 keys are always 52 ASCII characters, so the concatenation orders
+    exactly as the tuple ``(offset, peer, block, task_id)`` does.
     """
-    return peer.encode("ascii") + bytes([block]) + task_id
+    prefix = bytes([0x80 + offset]) if offset else b""
+    return prefix + peer.encode("ascii") + bytes([block]) + task_id
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,7 +130,7 @@ class WorkLeaf(_Leaf):
 
 @dataclasses.dataclass(frozen=True)
 class FeedbackLeaf(_Leaf):
-    """One Feedback a client signed on a task of the digest's epoch.
+    """One Feedback a client signed on a task of one of the digest's epochs.
 
     Attributes:
         task_id: the task.
@@ -124,6 +138,8 @@ class FeedbackLeaf(_Leaf):
         outcome, latency_ms: the Feedback's.
         feedback_id: the Feedback's record ID.
         offer_id: the client's TaskOffer for the task (it fixes the task's epoch).
+        offset: the task's epoch is the digest's ``epoch + offset`` (a batch's later
+            epochs; optional, left out when 0, so leaves encode as before batching).
     """
 
     OUTCOMES: ClassVar[tuple[str, ...]] = FEEDBACK_OUTCOMES
@@ -134,10 +150,15 @@ class FeedbackLeaf(_Leaf):
     latency_ms: int = spec_field(UInt(0, 2**32 - 1))
     feedback_id: bytes = spec_field(_id)
     offer_id: bytes = spec_field(_id)
+    offset: int = optional_field(UInt(0, FEEDBACK_MAX_SPAN - 1), 0)
 
     @property
     def peer(self) -> str:
         return self.node
+
+    @property
+    def epoch_offset(self) -> int:
+        return self.offset
 
 
 Leaf = WorkLeaf | FeedbackLeaf
@@ -181,17 +202,20 @@ def key_reader(digest_type: str):  # type: ignore[no-untyped-def]
 
 @dataclasses.dataclass(frozen=True)
 class Block:
-    """The leaves ``[lo, hi)`` of one counterparty and outcome."""
+    """The leaves ``[lo, hi)`` of one counterparty and outcome (of the batch's epoch
+    ``offset``)."""
 
     peer: str
     outcome: str
     lo: int
     hi: int
+    offset: int = 0
 
 
 class Layout:
-    """The blocks of a digest part, from its rows: row by row (sorted by peer ID), and
-    within a row, one block per outcome in the order of the leaf kind's ``OUTCOMES``."""
+    """The blocks of a digest part, from its rows: row by row (sorted by peer ID; a
+    feedback batch's by ``(offset, node)``), and within a row, one block per outcome in the
+    order of the leaf kind's ``OUTCOMES``."""
 
     def __init__(self, digest: Digest) -> None:
         outcomes = LEAF_OF[digest.TYPE].OUTCOMES
@@ -199,15 +223,17 @@ class Layout:
         at = 0
         for row in digest.rows:
             for outcome, count in zip(outcomes, row.counts(), strict=True):
-                blocks.append(Block(row.peer, outcome, at, at + count))
+                offset = getattr(row, "offset", 0)
+                blocks.append(Block(row.peer, outcome, at, at + count, offset))
                 at += count
         self.blocks = tuple(blocks)
         self.size = at
         self._filled = [b for b in blocks if b.hi > b.lo]
         self._starts = [b.lo for b in self._filled]
-        self._by_peer: dict[str, tuple[Block, ...]] = {}
+        self._by_peer: dict[tuple[str, int], tuple[Block, ...]] = {}
         for block in blocks:
-            self._by_peer[block.peer] = (*self._by_peer.get(block.peer, ()), block)
+            key = (block.peer, block.offset)
+            self._by_peer[key] = (*self._by_peer.get(key, ()), block)
 
     def at(self, index: int) -> Block:
         """The block leaf ``index`` must be in.
@@ -219,9 +245,10 @@ class Layout:
             raise IndexError(f"leaf {index} of {self.size}")
         return self._filled[bisect.bisect_right(self._starts, index) - 1]
 
-    def of_peer(self, peer: str) -> tuple[Block, ...]:
-        """The counterparty's blocks, one per outcome (empty tuple when it has no row)."""
-        return self._by_peer.get(peer, ())
+    def of_peer(self, peer: str, offset: int = 0) -> tuple[Block, ...]:
+        """The counterparty's blocks of the batch's epoch ``offset``, one per outcome
+        (empty tuple when it has no row there)."""
+        return self._by_peer.get((peer, offset), ())
 
 
 def misplaced(layout: Layout, index: int, leaf: Leaf) -> str | None:
@@ -229,6 +256,8 @@ def misplaced(layout: Layout, index: int, leaf: Leaf) -> str | None:
     block = layout.at(index)
     if leaf.peer != block.peer:
         return f"leaf {index} is filed under {leaf.peer}, its place is {block.peer}'s"
+    if leaf.epoch_offset != block.offset:
+        return f"leaf {index} is of offset {leaf.epoch_offset}, its place is {block.offset}'s"
     if leaf.outcome != block.outcome:
         return f"leaf {index} says {leaf.outcome}, its place is a {block.outcome} block"
     return None
@@ -258,8 +287,9 @@ def work_leaf(
     )
 
 
-def feedback_leaf(offer: SignedRecord, feedback: SignedRecord) -> FeedbackLeaf:
-    """The leaf of a Feedback a client signed on a task of its ``offer``."""
+def feedback_leaf(offer: SignedRecord, feedback: SignedRecord, offset: int = 0) -> FeedbackLeaf:
+    """The leaf of a Feedback a client signed on a task of its ``offer``, in a digest whose
+    first epoch is ``offset`` before the offer's."""
     fb = feedback.record
     return FeedbackLeaf(
         task_id=fb.task_id,  # type: ignore[attr-defined]
@@ -268,6 +298,7 @@ def feedback_leaf(offer: SignedRecord, feedback: SignedRecord) -> FeedbackLeaf:
         latency_ms=fb.latency_ms,  # type: ignore[attr-defined]
         feedback_id=feedback.record_id,
         offer_id=offer.record_id,
+        offset=offset,
     )
 
 

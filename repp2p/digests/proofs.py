@@ -11,9 +11,10 @@ records, Merkle openings) and a clock; no view, store or network is consulted. E
   it; a client: its TaskOffer and its Feedback), yet the task is in none of the
   counterparty's blocks of the part that must hold it (one non-inclusion bracket per block,
   or no row for the counterparty at all);
-* :class:`ConflictProof`: two different digests by one signer for one epoch, either for the
-  same part (the store's equivocation: one slot, the same ``seq``) or split into a
-  different number of parts (they cannot both describe the epoch);
+* :class:`ConflictProof`: two different digests by one signer covering a common epoch,
+  either for the same part (the store's equivocation: one slot, the same ``seq``) or not
+  parts of one split (a different number of parts, or feedback batches of different
+  ranges that overlap: they cannot both describe the shared epoch);
 * :class:`MisorderProof`: two adjacent leaves out of key order (a tree that is not sorted
   could hide a key from a non-inclusion proof or count a task twice).
 
@@ -324,7 +325,8 @@ def verify_inconsistency(proof: InconsistencyProof, now: int) -> Offence:
     return _offence(OffenceKind.INCONSISTENCY, digest, leaf.task_id, faults, proof)
 
 
-def _participation(digest: SignedRecord, records: list[SignedRecord]) -> tuple[str, bytes]:
+def _participation(digest: SignedRecord, records: list[SignedRecord]) -> tuple[str, bytes, int]:
+    """The counterparty, the task and its epoch's offset in the digest's range."""
     """The counterparty and task the records show the digest's signer took part in."""
     if len(records) != 2:
         raise ProofError(ProofReason.MALFORMED, "an omission carries an offer and one record")
@@ -349,9 +351,9 @@ def _participation(digest: SignedRecord, records: list[SignedRecord]) -> tuple[s
         if ev.task_id != off.task_id:
             raise ProofError(ProofReason.WRONG_TASK, "the feedback is on another task")
         counterparty = ev.node
-    if off.epoch != digest.record.epoch:  # type: ignore[attr-defined]
+    if not digest.record.covers(off.epoch):  # type: ignore[attr-defined]
         raise ProofError(ProofReason.WRONG_EPOCH, f"the task is of epoch {off.epoch}")
-    return counterparty, off.task_id
+    return counterparty, off.task_id, off.epoch - digest.record.epoch  # type: ignore[attr-defined]
 
 
 def verify_omission(proof: OmissionProof, now: int) -> Offence:
@@ -365,16 +367,16 @@ def verify_omission(proof: OmissionProof, now: int) -> Offence:
     """
     digest = read_digest(proof.digest, now)
     d = digest.record
-    peer, task_id = _participation(digest, read_records(proof.records))
+    peer, task_id, offset = _participation(digest, read_records(proof.records))
     if part_of(peer, d.parts) != d.part:  # type: ignore[attr-defined]
         raise ProofError(ProofReason.WRONG_PART, f"{peer}'s row is not in this part")
-    blocks = Layout(d).of_peer(peer)  # type: ignore[arg-type]
+    blocks = Layout(d).of_peer(peer, offset)  # type: ignore[arg-type]
     if len(proof.brackets) != len(blocks):
         raise ProofError(ProofReason.MALFORMED, f"{len(blocks)} blocks need as many brackets")
     key_of = key_reader(digest.type)
     for number, (block, bracket) in enumerate(zip(blocks, proof.brackets, strict=True)):
         verify_absence(
-            leaf_key(peer, number, task_id),
+            leaf_key(peer, number, task_id, offset),
             bracket,
             lo=block.lo,
             hi=block.hi,
@@ -403,12 +405,15 @@ def verify_conflict(proof: ConflictProof, now: int) -> Offence:
     if a.type != b.type:
         raise ProofError(ProofReason.WRONG_TYPE, "a work and a feedback digest cannot conflict")
     ra, rb = a.record, b.record
-    if ra.epoch != rb.epoch:  # type: ignore[attr-defined]
-        raise ProofError(ProofReason.WRONG_EPOCH, "digests of two epochs cannot conflict")
+    # a feedback batch covers epoch .. last_epoch; digests whose ranges share no epoch
+    # cannot conflict, two that share one must be parts of one split of one range
+    if ra.last_epoch < rb.epoch or rb.last_epoch < ra.epoch:  # type: ignore[attr-defined]
+        raise ProofError(ProofReason.WRONG_EPOCH, "digests of disjoint epochs cannot conflict")
     same_slot = ra.slot() == rb.slot()
     if same_slot and compare(a, b) is not Outcome.EQUIVOCATION:
         raise ProofError(ProofReason.NO_OFFENCE, "not an equivocation")  # unreachable: seq is 0
-    if not same_slot and ra.parts == rb.parts:  # type: ignore[attr-defined]
+    one_split = (ra.epoch, ra.span, ra.parts) == (rb.epoch, rb.span, rb.parts)  # type: ignore[attr-defined]
+    if not same_slot and one_split:
         raise ProofError(ProofReason.NO_OFFENCE, "two parts of one split")
     return _offence(OffenceKind.CONFLICT, a, b"", [Fault.CONFLICT], proof)
 

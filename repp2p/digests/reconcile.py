@@ -21,6 +21,12 @@ does not gain: the excess is ``disputed`` (``disputed_client``: verdicts the nod
 does not back; ``disputed_node``: claims the client's digest does not account for), never
 credit. ``latency_sum_ms`` is the client's sum scaled to the counted verdicts (floor).
 
+A client's FeedbackDigest may be a batch covering several epochs (``span``); its rows keep
+their epoch (``offset``), and the epoch's reconciliation reads only that epoch's rows, so a
+pair row is the same whether the client batched or not. Digests covering the epoch count
+as one side when they are parts of one split of one range; two of one signer whose ranges
+overlap otherwise conflict.
+
 A side that published no digest part covering the pair (the part ``part_of(peer, parts)``
 of its split) supports nothing: its counterparty's whole report is disputed and the row's
 ``node_covered`` / ``client_covered`` says who was silent. A signer whose digests of the
@@ -103,15 +109,17 @@ class Reconciliation:
 
 
 class _Side:
-    """One signer's digests of one type in the epoch: its split and its rows."""
+    """One signer's digests of one type covering the epoch: its split and the epoch's rows."""
 
-    def __init__(self, digests: list[SignedRecord]) -> None:
+    def __init__(self, digests: list[SignedRecord], epoch: int) -> None:
         self.parts = digests[0].record.parts  # type: ignore[attr-defined]
         self.published = {d.record.part for d in digests}  # type: ignore[attr-defined]
         self.rows: dict[str, WorkRow | FeedbackRow] = {}
         for d in digests:
+            first = d.record.epoch  # type: ignore[attr-defined]
             for row in d.record.rows:  # type: ignore[attr-defined]
-                self.rows[row.peer] = row
+                if first + getattr(row, "offset", 0) == epoch:
+                    self.rows[row.peer] = row
 
     def covers(self, peer: str) -> bool:
         return part_of(peer, self.parts) in self.published
@@ -123,7 +131,7 @@ def _sides(
     slots: dict[tuple[str, str, bytes], SignedRecord] = {}
     for signed in digests:
         rec = signed.record
-        if not isinstance(rec, WorkDigest | FeedbackDigest) or rec.epoch != epoch:
+        if not isinstance(rec, WorkDigest | FeedbackDigest) or not rec.covers(epoch):
             continue
         slot = (signed.signer, signed.type, rec.slot())
         held = slots.get(slot)
@@ -133,10 +141,13 @@ def _sides(
         grouped[(signer, type_tag)].append(signed)
     sides, conflicted = {}, []
     for who, group in grouped.items():
-        if len({d.record.parts for d in group}) > 1:  # type: ignore[attr-defined]
+        # one split of one range: the same parts, and (feedback batches) the same first
+        # epoch and span; overlapping batches of different ranges conflict
+        splits = {(d.record.epoch, d.record.span, d.record.parts) for d in group}  # type: ignore[attr-defined]
+        if len(splits) > 1:
             conflicted.append(who)
         else:
-            sides[who] = _Side(group)
+            sides[who] = _Side(group, epoch)
     return sides, tuple(sorted(conflicted))
 
 

@@ -128,7 +128,7 @@ def verify_unserved(
     if digest.type not in DIGEST_TYPES:
         raise ProofError(ProofReason.WRONG_TYPE, f"a {digest.type} is not a digest")
     d = digest.record
-    epoch = d.epoch  # type: ignore[attr-defined]
+    epoch = d.last_epoch  # a feedback batch is audited as a digest of its last epoch
     seed = audit_seed(epoch, params.grace_epochs, charge.entropy)
     drawn = challenge_indices(
         seed,

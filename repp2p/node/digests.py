@@ -12,10 +12,19 @@ gossiped on ``/repp2p/1/digests``, and their leaves served to auditors.
   second, different digest of the slot would be an equivocation); it is gossiped again.
 * Sealed epochs: from ``E + seal_lag_epochs`` on, this peer signs no per-task record of a
   task of ``E`` (:meth:`OwnDigests.sealed`; the task server and the client ask).
+* Batches: when the network lets clients batch (``DigestParams.feedback_max_epochs`` = M >
+  1), a client publishes one FeedbackDigest for several sealed epochs. Its epochs fall in
+  aligned windows of M epochs (``w .. w + M - 1``, the windows shifted per client by a hash
+  of its peer ID, so publications spread over the epochs); it publishes the epochs of a
+  window not yet covered when the window's last epoch is sealed, or earlier, as soon as
+  they fill ``flush_rows`` rows (a busy client gains nothing by waiting). Both rules read
+  only the store, so a restarted client publishes the same batches. Views wait M - 1
+  epochs for them (``NetworkParams.digest_lag``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -190,6 +199,8 @@ class OwnDigests:
         claimed: the offers the node claimed, as claimed (full nodes).
         phase: when in each epoch the digests go out (``schedules.phase_of``).
         max_rows: most rows per part (the record format's cap; smaller in tests).
+        flush_rows: a client's batch goes out early once it holds this many rows
+            (default ``max_rows``).
     """
 
     def __init__(
@@ -208,8 +219,10 @@ class OwnDigests:
         claimed: ClaimedOffers | None = None,
         phase: float = 0.5,
         max_rows: int = DIGEST_MAX_ROWS,
+        flush_rows: int | None = None,
     ) -> None:
         self._max_rows = max_rows
+        self._flush_rows = max_rows if flush_rows is None else flush_rows
         if role not in ("full", "client"):
             raise ValueError(f"role must be full or client, not {role!r}")
         self.peer_id = peer_id
@@ -228,7 +241,10 @@ class OwnDigests:
         self._kind: type[WorkDigest] | type[FeedbackDigest] = (
             WorkDigest if role == "full" else FeedbackDigest
         )
-        self._parts: OrderedDict[int, tuple[DigestPart, ...]] = OrderedDict()
+        self._parts: OrderedDict[tuple[int, int], tuple[DigestPart, ...]] = OrderedDict()
+        self._batch_epochs = params.feedback_max_epochs if role == "client" else 1
+        seed = hashlib.sha256(b"repp2p/1/feedback-batch\0" + peer_id.encode()).digest()
+        self._batch_shift = int.from_bytes(seed[:8], "big") % self._batch_epochs
         self._done: set[int] = set()
         self._started_epoch = self.current_epoch()
 
@@ -262,9 +278,13 @@ class OwnDigests:
             )
         return out
 
-    def _feedback_records(self, epoch: int) -> list[SignedRecord]:
-        """Our offers of ``epoch`` and our feedback on them."""
-        offers = self._store.query(type=TaskOffer.TYPE, signer=self.peer_id, epoch=epoch)
+    def _feedback_records(self, epoch: int, span: int = 1) -> list[SignedRecord]:
+        """Our offers of ``epoch`` .. ``epoch + span - 1`` and our feedback on them."""
+        offers = [
+            o
+            for e in range(epoch, epoch + span)
+            for o in self._store.query(type=TaskOffer.TYPE, signer=self.peer_id, epoch=e)
+        ]
         tasks = {o.record.task_id for o in offers}  # type: ignore[attr-defined]
         feedback = [
             f
@@ -273,17 +293,18 @@ class OwnDigests:
         ]
         return offers + feedback
 
-    def build(self, epoch: int) -> tuple[DigestPart, ...]:
-        """Our digest parts of ``epoch`` from the store, as a never-restarted peer would
-        build them.
+    def build(self, epoch: int, span: int = 1) -> tuple[DigestPart, ...]:
+        """Our digest parts of ``epoch`` (a client's batch: of ``epoch`` .. ``epoch + span
+        - 1``) from the store, as a never-restarted peer would build them.
 
         Raises:
             DigestError: the records do not fit the digest format.
         """
-        cached = self._parts.get(epoch)
+        cached = self._parts.get((epoch, span))
         if cached is not None:
             return cached
-        expires = digest_expires(epoch, self._epoch_s, self._network, self.params)
+        last = epoch + span - 1
+        expires = digest_expires(last, self._epoch_s, self._network, self.params)
         if self.role == "full":
             parts = build_work(
                 self.peer_id,
@@ -296,20 +317,55 @@ class OwnDigests:
         else:
             parts = build_feedback(
                 self.peer_id,
-                self._feedback_records(epoch),
+                self._feedback_records(epoch, span),
                 epoch,
                 expires=expires,
                 max_rows=self._max_rows,
+                span=span,
             )
-        self._parts[epoch] = parts
+        self._parts[(epoch, span)] = parts
         while len(self._parts) > PARTS_CACHED:
             self._parts.popitem(last=False)
         return parts
 
     def held(self, epoch: int) -> list[SignedRecord]:
-        """Our digests of ``epoch`` in the store, by part."""
-        found = self._store.query(type=self._kind.TYPE, signer=self.peer_id, epoch=epoch)
+        """Our digests covering ``epoch`` in the store (a client's batch, filed under its
+        last epoch, may end up to ``feedback_max_epochs - 1`` later), by part."""
+        found = [
+            d
+            for last in range(epoch, epoch + self._batch_epochs)
+            for d in self._store.query(type=self._kind.TYPE, signer=self.peer_id, epoch=last)
+            if d.record.covers(epoch)  # type: ignore[attr-defined]
+        ]
         return sorted(found, key=lambda s: s.record.part)  # type: ignore[attr-defined]
+
+    # -- a client's batches --------------------------------------------------------------
+
+    def batch_window(self, epoch: int) -> tuple[int, int]:
+        """``(first, last)``: the aligned window of ``feedback_max_epochs`` epochs that
+        holds ``epoch`` (this client's; ``(epoch, epoch)`` when it does not batch)."""
+        m = self._batch_epochs
+        first = epoch - (epoch - self._batch_shift) % m
+        return first, first + m - 1
+
+    def _batch_start(self, epoch: int) -> int:
+        """The first epoch of the batch that would end at ``epoch``: the window's first
+        epoch not covered by a batch we already signed."""
+        first, _ = self.batch_window(epoch)
+        for e in range(epoch - 1, first - 1, -1):
+            if self.held(e):
+                return e + 1
+        return first
+
+    def _batch_ready(self, epoch: int) -> tuple[int, int] | None:
+        """``(first, span)`` of the batch to publish at sealed ``epoch``, or None to wait
+        for more epochs of the window."""
+        start = self._batch_start(epoch)
+        span = epoch - start + 1
+        if epoch == self.batch_window(epoch)[1]:
+            return start, span
+        rows = sum(len(p.digest.rows) for p in self.build(start, span))
+        return (start, span) if rows >= self._flush_rows else None
 
     def _has_activity(self, epoch: int) -> bool:
         if self.role == "full":
@@ -338,29 +394,38 @@ class OwnDigests:
         if held:
             for signed in held:
                 await self._regossip(signed.data, signed.type)
-            held += await self._complete(epoch, held)
+            held += await self._complete(held)
             self._done.add(epoch)
             return sorted(held, key=lambda s: s.record.part)  # type: ignore[attr-defined]
-        active = self._has_activity(epoch)
+        first, span = epoch, 1
+        if self._batch_epochs > 1:
+            ready = self._batch_ready(epoch)
+            if ready is None:
+                return []  # not done: due again once the next epoch is sealed
+            first, span = ready
+        active = any(self._has_activity(e) for e in range(first, epoch + 1))
         if not active and (self.role == "client" or epoch < self._started_epoch):
-            self._done.add(epoch)
+            self._done.update(range(first, epoch + 1))
             return []
         out = []
-        for part in self.build(epoch):
+        for part in self.build(first, span):
             out.append(await self._publish(part.digest))
             self._metrics.digests_published.labels(self._kind.TYPE).inc()
-        self._done.add(epoch)
-        log.info("published %d %s part(s) of epoch %d", len(out), self._kind.TYPE, epoch)
+        self._done.update(range(first, epoch + 1))
+        log.info(
+            "published %d %s part(s) of epochs %d..%d", len(out), self._kind.TYPE, first, epoch
+        )
         return out
 
-    async def _complete(self, epoch: int, held: list[SignedRecord]) -> list[SignedRecord]:
+    async def _complete(self, held: list[SignedRecord]) -> list[SignedRecord]:
         """Publish the parts of a split digest still missing (a crash between two parts):
         only when a build gives the same split, so no part conflicts with one signed."""
         parts = held[0].record.parts  # type: ignore[attr-defined]
+        epoch, span = held[0].record.epoch, held[0].record.span  # type: ignore[attr-defined]
         have = {s.record.part for s in held}  # type: ignore[attr-defined]
         if len(have) >= parts:
             return []
-        built = self.build(epoch)
+        built = self.build(epoch, span)
         if len(built) != parts:
             log.error(
                 "our digest of epoch %d: %d parts signed, a build gives %d; the missing "
@@ -417,12 +482,12 @@ class OwnDigests:
             return None
         digest = signed.record
         epoch = digest.epoch  # type: ignore[attr-defined]
-        if not self.params.answers_audits_of(epoch, self.current_epoch()):
+        if not self.params.answers_audits_of(digest.last_epoch, self.current_epoch()):  # type: ignore[attr-defined]
             return None
         if not 0 <= index < digest.leaf_count:  # type: ignore[attr-defined]
             return None
         try:
-            parts = self.build(epoch)
+            parts = self.build(epoch, digest.span)  # type: ignore[attr-defined]
         except DigestError as exc:
             log.error("cannot rebuild our digest of epoch %d: %s", epoch, exc)
             return None

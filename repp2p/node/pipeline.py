@@ -50,6 +50,9 @@ STORE_FAILED = "store_failed"
 #: ``repp2p_records_rejected`` reasons of digests outside the accepted epochs (IGNORE: a
 #: validly signed digest an honest peer may still hold, or sign with its clock a little off)
 DIGEST_TOO_OLD, DIGEST_TOO_NEW = "digest_too_old", "digest_too_new"
+#: ``repp2p_records_rejected`` reason of a valid record this peer does not hold (IGNORE):
+#: another client's per-task record on a light client (repp2p.node.light)
+NOT_KEPT = "not_kept"
 
 #: decode failures an honest forwarder cannot avoid: IGNORE, not REJECT. decode() checks
 #: the signature before the lifetime, so an EXPIRED record is well formed and signed; it
@@ -102,6 +105,9 @@ class RecordPipeline(RecordPipelineAPI):
             digests accepted (:meth:`DigestParams.gossip_accepts` on gossip, not newer than
             :meth:`DigestParams.too_new` from any source). None: no bound (tools, tests).
         digests: the network's digest schedule.
+        keep: whether this peer holds a valid record at all (a light client keeps only
+            its own tasks' records, :func:`repp2p.node.light.own_tasks_only`); a record it
+            does not keep is an IGNORE, counted as ``not_kept``. None: keep everything.
     """
 
     def __init__(
@@ -116,7 +122,9 @@ class RecordPipeline(RecordPipelineAPI):
         epoch_s: int | None = None,
         digests: DigestParams | None = None,
         quota: UnattestedQuota | None = None,
+        keep: Callable[[SignedRecord], bool] | None = None,
     ) -> None:
+        self._keep = keep
         self._budgets = budgets
         self._quota = quota
         self._epoch_s = epoch_s
@@ -218,6 +226,12 @@ class RecordPipeline(RecordPipelineAPI):
                 # TEE produced): it would only cost disk, so REJECT.
                 self._metrics.rejected.labels(refusal, source).inc()
                 log.debug("refused %s %s from %s: %s", source, signed.type, signed.signer, refusal)
+                continue
+            if self._keep is not None and not self._keep(signed):
+                # Valid, but not ours to hold (another client's task on a light client):
+                # an honest peer holds and forwards it, so nobody is blamed.
+                self._metrics.rejected.labels(NOT_KEPT, source).inc()
+                verdicts[i] = Verdict.IGNORE
                 continue
             if signed.type in DIGEST_TYPES and self._epoch_s is not None:
                 refused = self._digest_epoch_refused(signed, now, gossip=topic is not None)

@@ -172,6 +172,24 @@ def spec_field(spec: Spec, **kwargs: Any) -> Any:
     return dataclasses.field(metadata={"spec": spec}, **kwargs)
 
 
+def optional_field(spec: Spec, default: Any) -> Any:
+    """Declare a field added to a type after it shipped: it is left out of the wire map when
+    it holds ``default`` (so encodings made before it existed stay valid, byte for byte),
+    and a map that spells the default out is refused (one spelling per value)."""
+    return dataclasses.field(default=default, metadata={"spec": spec, "omit": True})
+
+
+def _optional(cls: type) -> dict[str, Any]:
+    """``{name: default}`` of the optional fields of a spec'd dataclass (cached)."""
+    cached = cls.__dict__.get("_repp2p_optional")
+    if cached is None:
+        cached = {
+            f.name: f.default for f in dataclasses.fields(cls) if f.metadata.get("omit", False)
+        }
+        cls._repp2p_optional = cached  # type: ignore[attr-defined]
+    return cached
+
+
 def field_specs(cls: type) -> dict[str, Spec]:
     """The ``{name: spec}`` table of a spec'd dataclass (cached on the class)."""
     cached = cls.__dict__.get("_repp2p_specs")
@@ -210,8 +228,14 @@ def check_invariants(obj: Any) -> None:
 
 
 def to_wire_map(obj: Any) -> dict[str, Any]:
-    """The CBOR-ready map of a spec'd dataclass instance."""
-    return {name: spec.to_wire(getattr(obj, name)) for name, spec in field_specs(type(obj)).items()}
+    """The CBOR-ready map of a spec'd dataclass instance (optional fields holding their
+    default left out)."""
+    optional = _optional(type(obj))
+    return {
+        name: spec.to_wire(getattr(obj, name))
+        for name, spec in field_specs(type(obj)).items()
+        if name not in optional or getattr(obj, name) != optional[name]
+    }
 
 
 class UnknownFieldError(FieldError):
@@ -227,20 +251,27 @@ def from_wire_map(cls: type, obj: Any) -> Any:
     if type(obj) is not dict:
         raise FieldError(f"{cls.__name__}: expected a map")
     specs = field_specs(cls)
+    optional = _optional(cls)
     if len(obj) != len(specs) or obj.keys() != specs.keys():
         unknown = sorted(str(k) for k in obj if k not in specs)
         if unknown:
             raise UnknownFieldError(f"{cls.__name__}: unknown field(s) {unknown}")
-        missing = sorted(k for k in specs if k not in obj)
-        raise MissingFieldError(f"{cls.__name__}: missing field(s) {missing}")
+        missing = sorted(k for k in specs if k not in obj and k not in optional)
+        if missing:
+            raise MissingFieldError(f"{cls.__name__}: missing field(s) {missing}")
     instance = object.__new__(cls)
     for name, spec in specs.items():
+        if name not in obj:  # an optional field left out: its default
+            object.__setattr__(instance, name, optional[name])
+            continue
         try:
             value = spec.from_wire(obj[name])
         except (UnknownFieldError, MissingFieldError):
             raise
         except FieldError as exc:
             raise FieldError(f"{cls.__name__}.{name}: {exc}") from None
+        if name in optional and value == optional[name]:
+            raise FieldError(f"{cls.__name__}.{name}: its default is left out, not spelled")
         object.__setattr__(instance, name, value)
     check_invariants(instance)
     return instance

@@ -34,6 +34,7 @@ from repp2p.records.schema import (
     PeerIdText,
     Text,
     UInt,
+    optional_field,
     spec_field,
     validate_fields,
 )
@@ -281,6 +282,9 @@ DIGEST_MAX_PARTS = 256
 #: Most leaves (tasks) in one part, and so the largest count any row may state: Merkle
 #: paths stay at most 24 hashes long.
 DIGEST_MAX_LEAVES = 2**24
+#: Most epochs one FeedbackDigest may cover (a client's batch, ``span``); the network's
+#: ``DigestParams.feedback_max_epochs`` is at most this.
+FEEDBACK_MAX_SPAN = 16
 #: Outcomes of a node's claimed task, in the order of their blocks in the Merkle tree.
 WORK_OUTCOMES = ("done", "timeout", "failed")
 #: Feedback outcomes in the order of their blocks in a feedback digest's Merkle tree.
@@ -308,13 +312,22 @@ def part_of(peer_id: str, parts: int) -> int:
 
 
 def _check_part(
-    kind: str, epoch: int, part: int, parts: int, peers: list[str], leaf_count: int, root: bytes
+    kind: str,
+    epoch: int,
+    part: int,
+    parts: int,
+    peers: list[str],
+    leaf_count: int,
+    root: bytes,
+    offsets: list[int] | None = None,
 ) -> None:
     del epoch  # any epoch is well formed; which epochs a peer accepts is the live layer's rule
     if part >= parts:
         raise FieldError(f"part {part} of {parts}")
-    if any(a >= b for a, b in itertools.pairwise(peers)):
-        raise FieldError(f"{kind} rows must be sorted by peer ID without duplicates")
+    keys = list(zip(offsets, peers, strict=True)) if offsets is not None else peers
+    if any(a >= b for a, b in itertools.pairwise(keys)):  # type: ignore[operator]
+        what = "(offset, peer ID)" if offsets is not None else "peer ID"
+        raise FieldError(f"{kind} rows must be sorted by {what} without duplicates")
     for peer in peers:
         if part_of(peer, parts) != part:
             raise FieldError(f"row {peer} belongs in part {part_of(peer, parts)}, not {part}")
@@ -392,6 +405,18 @@ class WorkDigest(Record):
             raise FieldError(f"leaf_count {self.leaf_count} but the rows claim {total}")
         _check_part("work", self.epoch, self.part, self.parts, peers, total, self.merkle_root)
 
+    #: A work digest always covers one epoch (the same interface as a feedback batch's).
+    span: ClassVar[int] = 1
+
+    @property
+    def last_epoch(self) -> int:
+        """The epoch (a work digest covers one)."""
+        return self.epoch
+
+    def covers(self, epoch: int) -> bool:
+        """Whether ``epoch`` is the digest's epoch."""
+        return epoch == self.epoch
+
     def slot(self) -> bytes:
         return self.epoch.to_bytes(8, "big") + self.part.to_bytes(2, "big")
 
@@ -402,7 +427,9 @@ class FeedbackRow:
     ``ok``, ``wrong``, ``timeout`` and ``bad_proof``, and the sum of their ``latency_ms``.
 
     At least one verdict (no empty rows); ``latency_sum_ms`` is at most the verdicts times
-    the largest ``latency_ms`` a Feedback can carry (2^32 - 1).
+    the largest ``latency_ms`` a Feedback can carry (2^32 - 1). ``offset``: the row's epoch
+    is its digest's ``epoch + offset`` (0 .. ``span - 1`` of a batch; an optional field,
+    left out when 0, so rows of single-epoch digests encode as before batching existed).
     """
 
     node: str = spec_field(PeerIdText())
@@ -411,6 +438,7 @@ class FeedbackRow:
     timeout: int = spec_field(_u32_leaves)
     bad_proof: int = spec_field(_u32_leaves)
     latency_sum_ms: int = spec_field(_u64)
+    offset: int = optional_field(UInt(0, FEEDBACK_MAX_SPAN - 1), 0)
 
     def __post_init__(self) -> None:
         try:
@@ -442,11 +470,17 @@ class FeedbackRow:
 
 @dataclasses.dataclass(frozen=True)
 class FeedbackDigest(Record):
-    """A client's signed summary of one epoch's feedback: one row per node it gave Feedback on
-    tasks whose offer is of ``epoch``, and the Merkle root over one leaf per Feedback.
+    """A client's signed summary of the feedback of ``span`` consecutive epochs (a batch,
+    ``epoch`` .. ``epoch + span - 1``; ``span`` is 1 unless the client batches): one row per
+    (epoch, node) it gave Feedback on tasks whose offer is of that epoch (the row's
+    ``offset`` says which), and the Merkle root over one leaf per Feedback.
 
-    Parts, sorting, ``leaf_count`` (the sum of the rows' verdicts), ``merkle_root`` and
-    ``seq`` (always 0) follow :class:`WorkDigest`, with nodes in place of clients.
+    Parts, ``leaf_count`` (the sum of the rows' verdicts), ``merkle_root`` and ``seq``
+    (always 0) follow :class:`WorkDigest`, with nodes in place of clients; rows are sorted
+    by ``(offset, node)`` (for a single epoch: by node, as before). A client signs at most
+    one split of digests covering any epoch: two digests of one signer whose ranges share
+    an epoch and that are not parts of one split are an equivocation. ``span`` is an
+    optional field (left out when 1), so single-epoch digests encode as before batching.
     """
 
     TYPE: ClassVar[str] = "FeedbackDigest"
@@ -460,13 +494,46 @@ class FeedbackDigest(Record):
     merkle_root: bytes = spec_field(_digest)
     seq: int = spec_field(UInt(0, 0))
     expires: int = _expires()
+    span: int = optional_field(UInt(1, FEEDBACK_MAX_SPAN), 1)
 
     def check_invariants(self) -> None:
         peers = [row.node for row in self.rows]
+        offsets = [row.offset for row in self.rows]
         total = sum(row.total for row in self.rows)
         if total != self.leaf_count:
             raise FieldError(f"leaf_count {self.leaf_count} but the rows count {total}")
-        _check_part("feedback", self.epoch, self.part, self.parts, peers, total, self.merkle_root)
+        if any(offset >= self.span for offset in offsets):
+            raise FieldError(f"a row's offset is past the digest's span of {self.span}")
+        if self.epoch + self.span - 1 > _u64.maximum:
+            raise FieldError("the digest's last epoch is past 2^64 - 1")
+        _check_part(
+            "feedback",
+            self.epoch,
+            self.part,
+            self.parts,
+            peers,
+            total,
+            self.merkle_root,
+            offsets,
+        )
+
+    @property
+    def last_epoch(self) -> int:
+        """The last epoch the digest covers."""
+        return self.epoch + self.span - 1
+
+    def covers(self, epoch: int) -> bool:
+        """Whether ``epoch`` is one of the digest's epochs."""
+        return self.epoch <= epoch <= self.last_epoch
+
+    def epoch_of(self) -> int:
+        """A batch is filed (stored, queried, audited) under its last epoch: it goes out
+        once that epoch is sealed."""
+        return self.last_epoch
+
+    def rows_of(self, epoch: int) -> tuple[FeedbackRow, ...]:
+        """The rows of one of the digest's epochs (empty for an epoch it does not cover)."""
+        return tuple(row for row in self.rows if self.epoch + row.offset == epoch)
 
     def slot(self) -> bytes:
         return self.epoch.to_bytes(8, "big") + self.part.to_bytes(2, "big")

@@ -253,6 +253,55 @@ def receipt_votes(
     return agreeing, wrong
 
 
+def uptime_component(
+    ev: Evidence, epoch: int, p: ReputationParams, decay: np.ndarray
+) -> np.ndarray:
+    """Uptime per peer: decayed share of the epochs in ``[epoch - w, epoch - 1]``, since the
+    node was first seen, that have a heartbeat (``decay``: the fixed-point decay table)."""
+    n, w = ev.n_peers, p.window_epochs
+    age = (epoch - 1) - ev.hb_epoch
+    ok = (age >= 0) & (age <= w - 1)
+    hb_d = np.where(ok, decay[np.clip(age, 0, w)], 0)
+    hits = np.bincount(ev.hb_node, weights=hb_d.astype(np.float64), minlength=n) / _D
+    first = np.full(n, np.iinfo(np.int64).max)
+    if len(ev.hb_node):
+        starts = np.flatnonzero(np.concatenate(([True], ev.hb_node[1:] != ev.hb_node[:-1])))
+        first[ev.hb_node[starts]] = ev.hb_epoch[starts]  # rows sorted by (node, epoch)
+    cum = np.cumsum(decay[:w])
+    span = (epoch - 1) - np.maximum(first, epoch - w)  # oldest age counted
+    possible = np.where(span >= 0, cum[np.clip(span, 0, w - 1)], 0).astype(np.float64) / _D
+    return _smoothed(hits, possible, p.prior_uptime, p.prior_strength_uptime)
+
+
+def attestation_component(ev: Evidence, now: int, p: ReputationParams) -> np.ndarray:
+    """Attestation per peer: verified, never failed, consistent with the ad, and fresh
+    (full credit within ``reattest_period_s``, none after twice that); TCB-degraded
+    evidence scaled by ``tcb_degraded_factor``."""
+    age_s = (now - ev.attested_at).astype(np.float64)
+    period = float(p.reattest_period_s)
+    fresh = np.clip(1.0 - (age_s - period) / period, 0.0, 1.0)
+    attestation = np.where(ev.verified & ~ev.failed & ev.consistent, fresh, 0.0)
+    return np.where(ev.tcb_degraded, attestation * p.tcb_degraded_factor, attestation)
+
+
+def combine(
+    comps: np.ndarray, offender: np.ndarray, p: ReputationParams
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(score, permille)`` from the five components (rows of ``comps``, in
+    :data:`COMPONENTS` order): their weighted mean, 0 for an offender."""
+    weights = np.asarray(p.weights, dtype=np.float64)
+    score = (
+        weights[0] * comps[0]
+        + weights[1] * comps[1]
+        + weights[2] * comps[2]
+        + weights[3] * comps[3]
+        + weights[4] * comps[4]
+    ) / sum(p.weights)
+    score = np.where(offender, 0.0, np.clip(score, 0.0, 1.0))
+    permille = np.floor(score * 1000.0 + 0.5).astype(np.int64)
+    return score, permille
+
+
 def compute(
     evidence: Evidence,
     *,
@@ -546,36 +595,10 @@ def compute(
     thr_den = np.bincount(ev.claim_node, weights=c_d, minlength=n) / _D
     throughput = _smoothed(thr_num, thr_den, p.prior_throughput, p.prior_strength_throughput)
 
-    # uptime: heartbeats in [epoch - w, epoch - 1] since the node was first seen
-    hb_d = age_weight(ev.hb_epoch, allow_current=False)
-    hits = np.bincount(ev.hb_node, weights=hb_d.astype(np.float64), minlength=n) / _D
-    first = np.full(n, np.iinfo(np.int64).max)
-    if len(ev.hb_node):
-        starts = np.flatnonzero(np.concatenate(([True], ev.hb_node[1:] != ev.hb_node[:-1])))
-        first[ev.hb_node[starts]] = ev.hb_epoch[starts]  # rows sorted by (node, epoch)
-    cum = np.cumsum(decay[:w])
-    span = (epoch - 1) - np.maximum(first, epoch - w)  # oldest age counted
-    possible = np.where(span >= 0, cum[np.clip(span, 0, w - 1)], 0).astype(np.float64) / _D
-    uptime = _smoothed(hits, possible, p.prior_uptime, p.prior_strength_uptime)
-
-    # attestation consistency
-    age_s = (now - ev.attested_at).astype(np.float64)
-    period = float(p.reattest_period_s)
-    fresh = np.clip(1.0 - (age_s - period) / period, 0.0, 1.0)
-    attestation = np.where(ev.verified & ~ev.failed & ev.consistent, fresh, 0.0)
-    attestation = np.where(ev.tcb_degraded, attestation * p.tcb_degraded_factor, attestation)
-
+    uptime = uptime_component(ev, epoch, p, decay)
+    attestation = attestation_component(ev, now, p)
     comps = np.stack([uptime, success, throughput, latency, attestation])
-    weights = np.asarray(p.weights, dtype=np.float64)
-    score = (
-        weights[0] * comps[0]
-        + weights[1] * comps[1]
-        + weights[2] * comps[2]
-        + weights[3] * comps[3]
-        + weights[4] * comps[4]
-    ) / sum(p.weights)
-    score = np.where(offender, 0.0, np.clip(score, 0.0, 1.0))
-    permille = np.floor(score * 1000.0 + 0.5).astype(np.int64)
+    score, permille = combine(comps, offender, p)
     newcomer = feedback_mass < p.newcomer_min_feedback
     frozen = (score, permille, comps, feedback_mass, trust, newcomer, offender)
     for arr in (*frozen, quality, standing, disputes_lost, upheld, lost, credibility):

@@ -7,8 +7,10 @@ produced for ``E``:
 * **Digests, exact** (from the simulated tasks): every node online in ``E`` publishes its
   WorkDigest of ``E`` (one row per client whose tasks it claimed; an empty part when it
   claimed nothing), every client that gave feedback on tasks of ``E`` its FeedbackDigest
-  (one row per node). Rows, counts, leaves and parts (``ceil(rows / 256)``) are counted
-  from the columns.
+  (one row per node), or, with ``[digest_params] feedback_max_epochs = k > 1``, a batch
+  at the end of each of its windows of ``k`` epochs (one row per (epoch, node), the live
+  client's rule). Rows, counts, leaves and parts (``ceil(rows / 256)``) are counted from
+  the columns.
 * **Digest sizes, exact** (the real encoder): an envelope's size is a sum of fixed parts
   and CBOR integer widths; the fixed parts are measured once by encoding real signed
   digests with :func:`repp2p.records.encode` (:func:`digest_sizes`), and
@@ -99,13 +101,6 @@ class CostModel:
             Noise framing).
         ihave_id_bytes: bytes per message ID in an IHAVE.
         payload_bytes: task input plus output bytes per execution (0: records only).
-        feedback_digest_epochs: **a what-if, not the live protocol**: a client publishes
-            one FeedbackDigest for ``k`` epochs (one row per node, counts summed), in the
-            epochs where ``client index % k == epoch % k``. The ``FeedbackDigest`` record
-            names one epoch, so ``k > 1`` models a format change issue 14 allows ("batching
-            several epochs is fine") but nobody has specified; 1 (the default) is today's
-            flow. Averages leave out the first ``k - 1`` epochs (their digests cover fewer
-            epochs).
         offer_bytes, claim_bytes, receipt_bytes, feedback_bytes, heartbeat_bytes: record
             envelope sizes.
         audit_request_bytes: one challenge frame.
@@ -131,7 +126,6 @@ class CostModel:
     gossip_overhead_bytes: int = 393
     ihave_id_bytes: int = 34
     payload_bytes: int = 0
-    feedback_digest_epochs: int = 1
     offer_bytes: int = 395
     claim_bytes: int = 293
     receipt_bytes: int = 545
@@ -162,7 +156,7 @@ class CostModel:
             if isinstance(f.default, bool):
                 out[f.name] = check_bool(where, f.name, v)
             elif isinstance(f.default, int):
-                at_least_one = ("mesh_degree", "gossip_window", "feedback_digest_epochs")
+                at_least_one = ("mesh_degree", "gossip_window")
                 hi = 64 if f.name in (*at_least_one, "ihave_peers") else 10**9
                 lo = 1 if f.name in at_least_one else 0
                 out[f.name] = check_int(where, f.name, v, lo, hi)
@@ -194,11 +188,15 @@ class DigestSizes:
 
     ``envelope = env + head(body) + body``; ``body = fixed + widths(epoch, part, parts,
     leaf_count, expires) + head(rows) + sum(row)``; ``row = row_fixed + widths(counts)``.
+    A feedback batch (``span`` > 1) adds ``span_extra`` to its body and ``offset_extra``
+    to each row of a later epoch (offsets below 24).
     """
 
     env: int
     fixed: int
     row_fixed: int
+    span_extra: int = 0
+    offset_extra: int = 0
 
 
 def _peer(i: int) -> tuple[nacl.signing.SigningKey, str]:
@@ -226,10 +224,21 @@ def digest_sizes(kind: str) -> DigestSizes:
     one = _digest(kind, [(other, row_counts)], 1)
     body1 = _body_len(encode(one, key))
     row_fixed = body1 - body0 - int(uint_len(np.array(row_counts)).sum())
-    return DigestSizes(env=env, fixed=fixed, row_fixed=row_fixed)
+    if kind == "work":
+        return DigestSizes(env=env, fixed=fixed, row_fixed=row_fixed)
+    span_extra = _body_len(encode(_digest(kind, [(other, row_counts)], 1, span=2), key)) - body1
+    later = _digest(kind, [(other, row_counts)], 1, span=2, offset=1)
+    offset_extra = _body_len(encode(later, key)) - body1 - span_extra
+    return DigestSizes(env, fixed, row_fixed, span_extra, offset_extra)
 
 
-def _digest(kind: str, rows: list[tuple[str, tuple[int, ...]]], leaves: int):
+def _digest(
+    kind: str,
+    rows: list[tuple[str, tuple[int, ...]]],
+    leaves: int,
+    span: int = 1,
+    offset: int = 0,
+):
     root = EMPTY_MERKLE_ROOT if leaves == 0 else hashlib.sha256(b"root").digest()
     if kind == "work":
         wrows = tuple(WorkRow(p, c[0], c[1], c[2], c[3]) for p, c in rows)
@@ -243,7 +252,7 @@ def _digest(kind: str, rows: list[tuple[str, tuple[int, ...]]], leaves: int):
             seq=0,
             expires=LIVE_EXPIRES,
         )
-    frows = tuple(FeedbackRow(p, c[0], c[1], c[2], c[3], c[4]) for p, c in rows)
+    frows = tuple(FeedbackRow(p, c[0], c[1], c[2], c[3], c[4], offset) for p, c in rows)
     return FeedbackDigest(
         epoch=LIVE_EPOCH,
         part=0,
@@ -253,6 +262,7 @@ def _digest(kind: str, rows: list[tuple[str, tuple[int, ...]]], leaves: int):
         merkle_root=root,
         seq=0,
         expires=LIVE_EXPIRES,
+        span=span,
     )
 
 
@@ -263,12 +273,16 @@ def envelope_sizes(
     leaves: np.ndarray,
     part: np.ndarray,
     parts: np.ndarray,
+    span: int = 1,
 ) -> np.ndarray:
     """Encoded size of digest parts (arrays, one entry per part): ``row_bytes`` is the sum
-    of each part's row sizes (:func:`row_bytes`)."""
+    of each part's row sizes (:func:`row_bytes`, with ``offset_extra`` for a batch's rows
+    of later epochs); ``span`` > 1 (a feedback batch) adds the ``span`` field."""
     s = digest_sizes(kind)
     widths = 5 + uint_len(part) + uint_len(parts) + uint_len(leaves) + 5
     body = s.fixed + widths + uint_len(rows) + np.asarray(row_bytes, np.int64)
+    if span > 1:
+        body = body + s.span_extra
     return s.env + uint_len(body) + body
 
 
@@ -332,8 +346,10 @@ class DigestFlow:
         self.expected = 0.0
         self.first_caught: dict[int, int] = {}  # node -> epoch of its first caught digest
         self.first_faulty: dict[int, int] = {}
-        # the feedback columns of the last feedback_digest_epochs epochs (batching what-if)
-        self._feedback: deque[tuple[np.ndarray, ...]] = deque(maxlen=model.feedback_digest_epochs)
+        # a client's FeedbackDigest covers up to feedback_max_epochs epochs (a batch): the
+        # feedback columns of the last that many epochs, each with its epoch
+        self.batch = params.feedback_max_epochs
+        self._feedback: deque[tuple[np.ndarray, ...]] = deque(maxlen=self.batch)
 
     # -- digests of one epoch --------------------------------------------------------------
     def epoch(
@@ -373,23 +389,41 @@ class DigestFlow:
         wrec = np.zeros(len(wpairs), np.int64)
         wrec[np.searchsorted(wpairs, rpairs)] = rcount
         w_counts = np.stack((wclaims, wrec, wclaims - wrec, np.zeros_like(wrec)), axis=1)
-        # feedback rows: (client, node) pairs with ok / wrong / timeout counts, latency sums;
-        # with batching, the clients whose turn it is publish their last k epochs' rows
-        k = self.m.feedback_digest_epochs
-        self._feedback.append((fc, fn, fout, flat))
+        # feedback rows: (client, node, epoch) with ok / wrong / timeout counts, latency
+        # sums. With batches of k epochs (the live rule, repp2p.node.digests): each client's
+        # epochs fall in aligned windows of k, shifted per client (here: client index % k);
+        # at the seal of a window's last epoch the client publishes one digest of the
+        # window's rows, each row keeping its epoch (its offset in the window). The early
+        # flush of a batch that fills max_rows rows is not modelled (no client of the
+        # 10,000-node scenario comes near it).
+        k = self.batch
+        # the pair rows folded per epoch: this epoch's pairs, whichever digest carries them
+        fold_pairs = len(np.union1d(wpairs % c * n_nodes + wpairs // c, fc * n_nodes + fn))
+        self._feedback.append((fc, fn, fout, flat, np.full(len(fc), e, np.int64)))
+        offset = np.zeros(len(fc), np.int64)
         if k > 1:
-            fc, fn, fout, flat = (np.concatenate(x) for x in zip(*self._feedback, strict=True))
-            turn = fc % k == e % k
-            fc, fn, fout, flat = fc[turn], fn[turn], fout[turn], flat[turn]
-        fpairs, finv = np.unique(fc * n_nodes + fn, return_inverse=True)
+            fc, fn, fout, flat, fe = (np.concatenate(x) for x in zip(*self._feedback, strict=True))
+            turn = (e - fc) % k == k - 1  # e is the last epoch of the client's window
+            fc, fn, fout, flat, fe = fc[turn], fn[turn], fout[turn], flat[turn], fe[turn]
+            offset = fe - (e - k + 1)
+        fpairs, finv = np.unique((fc * n_nodes + fn) * k + offset, return_inverse=True)
         f_counts = np.zeros((len(fpairs), 5), np.int64)
         for code in (0, 1, 2):
             np.add.at(f_counts[:, code], finv[fout == code], 1)
         np.add.at(f_counts[:, 4], finv, flat)
+        f_later = (fpairs % k > 0) * digest_sizes("feedback").offset_extra
+        fpairs = fpairs // k  # (client, node) of each row, one row per epoch
         parts = np.concatenate(
             (
                 self._parts("work", wpairs // c + c, w_counts, w_counts[:, 0], online_nodes + c),
-                self._parts("feedback", fpairs // n_nodes, f_counts, f_counts[:, :4].sum(1)),
+                self._parts(
+                    "feedback",
+                    fpairs // n_nodes,
+                    f_counts,
+                    f_counts[:, :4].sum(1),
+                    extra_row_bytes=f_later,
+                    span=k,
+                ),
             ),
             axis=1,
         )
@@ -402,7 +436,7 @@ class DigestFlow:
             cpu={k: np.zeros(peers) for k in ("digests", "audits", "records", "fold")},
             counts={},
         )
-        pairs = len(np.union1d((wpairs % c) * n_nodes + wpairs // c, fpairs))
+        pairs = fold_pairs
         self._gossip(costs, online_nodes + c, pub, is_work, drows, dbytes, pairs)
         self._tasks(
             costs,
@@ -438,6 +472,8 @@ class DigestFlow:
         counts: np.ndarray,
         leaves_col: np.ndarray,
         publishers: np.ndarray | None = None,
+        extra_row_bytes: np.ndarray | None = None,
+        span: int = 1,
     ) -> np.ndarray:
         """The digest parts of one kind from its rows: a 5 x parts array of publisher,
         is-work, rows, leaves and encoded bytes.
@@ -448,6 +484,8 @@ class DigestFlow:
         peer IDs; a part's size then differs by a few rows).
         """
         rb = row_bytes(kind, counts)
+        if extra_row_bytes is not None:
+            rb = rb + extra_row_bytes
         owners = np.unique(pub) if publishers is None else np.union1d(pub, publishers)
         idx = np.searchsorted(owners, pub)
         nrows = np.bincount(idx, minlength=len(owners))
@@ -460,7 +498,7 @@ class DigestFlow:
         rj = r // kk + (j < r % kk)
         lj = lv // kk + (j < lv % kk)
         bj = b * rj // np.maximum(r, 1)
-        size = envelope_sizes(kind, bj, rj, lj, j, kk)
+        size = envelope_sizes(kind, bj, rj, lj, j, kk, span)
         work = np.full(len(rj), int(kind == "work"))
         return np.stack((np.repeat(owners, k), work, rj, lj, size)).astype(np.int64)
 
@@ -677,7 +715,7 @@ class DigestFlow:
     def summary(self, cheaters: int) -> dict[str, Any]:
         """The ``digests`` section of ``summary.json``."""
         m = self.m
-        ep = self.epochs[m.feedback_digest_epochs - 1 :] or self.epochs
+        ep = self.epochs[self.batch - 1 :] or self.epochs
         n = max(len(ep), 1)
 
         def mean_of(who: str, key: str) -> dict[str, float]:

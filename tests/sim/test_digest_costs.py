@@ -243,9 +243,53 @@ def test_digest_fault_needs_the_digest_flow():
         Scenario.from_dict({"digest_params": {"audit_samples": 0}})
 
 
-def test_batched_feedback_digests_what_if_cuts_messages_not_leaves():
+def test_feedback_batch_sizes_equal_the_real_encoding():
+    from repp2p.sim.digests import digest_sizes
+
+    key = factories.identity("publisher")
+    peers = sorted(factories.identity(f"peer-{i}").peer_id for i in range(40))
+    rng = np.random.default_rng(7)
+    for span in (2, 4, 10, 16):
+        rows = sorted(
+            (int(rng.integers(0, span)), p) for p in peers if rng.random() < 0.5
+        )  # (offset, node): the batch's row order
+        counts = [tuple(int(x) for x in rng.integers(0, 30, 4)) for _ in rows]
+        counts = [(c[0] + 1, *c[1:]) for c in counts]
+        lat = [int(x) for x in rng.integers(0, 100_000, len(rows))]
+        rows_ = tuple(
+            FeedbackRow(p, *c, latency_sum_ms=t, offset=o)
+            for (o, p), c, t in zip(rows, counts, lat, strict=True)
+        )
+        leaves = sum(sum(c) for c in counts)
+        digest = FeedbackDigest(
+            epoch=LIVE_EPOCH,
+            part=0,
+            parts=1,
+            rows=rows_,
+            leaf_count=leaves,
+            merkle_root=factories.digest("root"),
+            seq=0,
+            expires=LIVE_EXPIRES,
+            span=span,
+        )
+        model_counts = np.column_stack((np.array(counts), np.array(lat)))
+        later = np.array([o > 0 for o, _ in rows]) * digest_sizes("feedback").offset_extra
+        rb = int((row_bytes("feedback", model_counts) + later).sum())
+        size = envelope_sizes(
+            "feedback",
+            np.array([rb]),
+            np.array([len(rows)]),
+            np.array([leaves]),
+            np.array([0]),
+            np.array([1]),
+            span,
+        )
+        assert int(size[0]) == len(encode(digest, key))
+
+
+def test_batched_feedback_digests_cut_messages_not_leaves():
     one = simulate(_scenario(epochs=8)).summary["digests"]
-    four = simulate(_scenario(epochs=8, digests={"enabled": True, "feedback_digest_epochs": 4}))
+    four = simulate(_scenario(epochs=8, digest_params={"feedback_max_epochs": 4}))
     batched = four.summary["digests"]
     assert batched["per_epoch"]["feedback_digests"] < 0.6 * one["per_epoch"]["feedback_digests"]
     assert batched["rows_per_feedback_digest"] > one["rows_per_feedback_digest"]
