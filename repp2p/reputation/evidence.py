@@ -197,7 +197,7 @@ class Evidence:
     Heartbeats (H, sorted by node, epoch): ``hb_node``, ``hb_epoch``, ``hb_load``.
     Refusals: ``refusals``, sorted ``(offer, node)`` pairs of the tasks a node's enclave
     refused for the client's own input, each checked (:func:`repp2p.records.check_refusal`)
-    against the offer and the result key of the node's verified attestation.
+    against the offer and the node's attested result key for the offer's epoch.
     """
 
     peers: tuple[str, ...]
@@ -521,9 +521,9 @@ def _refusals(
     """``(offer, node)`` of each refusal that proves a task failed by its client's input.
 
     It must name an offer we hold, carry the offer signer's signature over the sealed
-    input it names for this node, and be signed by the result key of the node's verified
-    attestation; anything else is dropped (a node cannot excuse itself with a refusal
-    its enclave did not sign).
+    input it names for this node, and be signed by the node's attested result key for the
+    offer's epoch (:meth:`AttestedNode.result_key_for`); anything else is dropped (a node
+    cannot excuse itself with a refusal its enclave did not sign).
     """
     out = []
     for item in items:
@@ -535,11 +535,15 @@ def _refusals(
         offer = offers[o]
         if not hasattr(offer, "signer_key"):
             continue  # not a signed record: nothing to check the client's signature with
+        # the key valid for the offer's epoch, as for receipts (an earlier enclave's too)
+        key = refusal.result_key
+        if not verdict.result_key_for(key, offer.record.epoch):
+            key = verdict.result_key
         why = check_refusal(
             refusal,
             node=item.signer,
             offer=offer,  # type: ignore[arg-type]
-            result_key=verdict.result_key,
+            result_key=key,
         )
         if why is None:
             out.append((o, index[item.signer]))

@@ -298,3 +298,25 @@ def test_assignments_rank_each_offer_once():
     assert len(a) == 1
     a.forget_before(2)
     assert len(a) == 0
+
+
+def test_a_refusal_by_an_earlier_enclave_counts_for_its_epochs_only():
+    """Refusals follow the receipts' key rule: the earlier key up to its replacement."""
+    from repp2p.records import refusal_message
+    from tests.core import test_refusals as tr
+
+    s = f.Scenario()
+    s.add_node("n")
+    old = f.enclave_key("old-n")
+    s.verdicts[f.peer("n")] = dataclasses.replace(
+        s.verdicts[f.peer("n")], earlier_result_keys=((bytes(old.verify_key), 4),)
+    )
+    offs = [f.offer("cl", f"r{e}", e) for e in (3, 5)]
+    for off in offs:
+        rec = dataclasses.replace(
+            tr.refusal("n", off, client="cl").record, result_key=bytes(old.verify_key)
+        )
+        rec = dataclasses.replace(rec, enclave_sig=old.sign(refusal_message(rec)).signature)
+        s.records += [off, f.claim("n", off), f.sign(rec, f.key("n"))]
+    ev = collect(s.records, s.attested, now=NOW)
+    assert [int(ev.offer_epoch[o]) for o, _n in ev.refusals] == [3]
