@@ -189,7 +189,8 @@ class Evidence:
 
     Offers (O): ``offer_client`` (peer), ``offer_epoch``, ``offer_deadline_ms``.
     Claims (C, sorted by offer, node): ``claim_node``, ``claim_offer``.
-    Receipts (R, sorted by offer, node): ``receipt_node``, ``receipt_offer``,
+    Receipts (R, sorted by offer, node; only those with a counted claim and their attested
+    enclave's signature, see the module docstring): ``receipt_node``, ``receipt_offer``,
     ``receipt_output`` (output digest interned per offer), ``receipt_ids`` (record IDs, may
     be empty for compact inputs).
     Feedback (F, sorted by client, node, offer): ``fb_client``, ``fb_node``, ``fb_offer``,
