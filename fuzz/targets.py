@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import functools
+import hashlib
 import os
 import tempfile
 from collections.abc import Callable
@@ -194,11 +195,146 @@ def _frame_seeds() -> list[bytes]:
     offer, claim, receipt = _signed_samples()[3:6]
     return [
         _frame({"offer": offer, "sealed": b"\x00" * 48}),
+        _frame({"offer": offer, "sealed": b"\x00" * 48, "input_sig": b"\x01" * 64}),
+        _frame({"ok": False, "error": "input_refused", "detail": "", "refusal": receipt}),
         _frame({"records": [claim]}),
         _frame({"ok": True, "claim": claim, "receipt": receipt, "output": b"x"}),
         _frame({"ok": False, "error": "no_capacity", "detail": ""})
         + _frame({"ok": True, "stored": 1}),
         _frame({"after": b"", "limit": 64}) + _frame({"after": -1, "limit": 8, "back": True}),
+    ]
+
+
+# -- dispute replica requests (the node's admission of a replica) ------------------------
+
+#: the fuzz clock in ms for task admission, and the network's epoch length for it
+_TASK_NOW_MS = NOW * 1000 + 3250
+_TASK_EPOCH_S = 10
+#: the replica target's escalation ranking; the node admitting the request is the fifth
+_DISPUTE_NODES = tuple(f"dispute-node-{i}" for i in range(6))
+
+
+@functools.cache
+def _dispute_identities() -> tuple[Any, ...]:
+    from repp2p.testing.factories import identity
+
+    return tuple(identity(name) for name in _DISPUTE_NODES)
+
+
+@functools.cache
+def _dispute_result_keys() -> dict[str, bytes]:
+    from repp2p.testing.factories import enclave_key
+
+    return {i.peer_id: bytes(enclave_key(i.peer_id).verify_key) for i in _dispute_identities()}
+
+
+def _replica_request(data: bytes) -> bool:
+    """One framed task request through the node's replica admission, as
+    ``repp2p.node.serving`` runs it: the request's shape (``dispute``, ``releases``, offer
+    and sealed input), then ``check_offer``, ``check_fresh``, ``may_be_replica``,
+    ``check_dispute`` (the carried
+    receipts, against the attested enclave keys of the target's nodes) and ``replica_rank``
+    for the fifth node of the ranking (``dispute_max_replicas`` 2). Accepted: the request
+    would make that node run a replica."""
+    from repp2p import tasks
+    from repp2p.net.framing import FrameReader
+    from repp2p.node.serving import _parse, _pop_dispute
+
+    obj = _drive(FrameReader(_BytesStream(data), max_frame=64 * 1024).read_cbor())
+    if obj is None:
+        return False
+    request, dispute = _pop_dispute(obj)
+    offer_data, _sealed, _releases = _parse(request)
+    if dispute is None:
+        return False
+    offer = tasks.check_offer(offer_data, now_ms=_TASK_NOW_MS)
+    if isinstance(offer, tasks.Reject):
+        return False
+    stale = tasks.check_fresh(
+        offer.record,  # type: ignore[arg-type]
+        claimed_before=False,
+        now_ms=_TASK_NOW_MS,
+        epoch_s=_TASK_EPOCH_S,
+    )
+    if stale is not None:
+        return False
+    keys = _dispute_result_keys()
+    ranking = [i.peer_id for i in _dispute_identities()]
+    if tasks.may_be_replica(ranking, ranking[4]) is not None:
+        return False
+    receipts = tasks.check_dispute(
+        dispute,
+        offer,
+        now_ms=_TASK_NOW_MS,
+        may_have_run=set(ranking),
+        result_key_of=keys.get,
+    )
+    if isinstance(receipts, tasks.Reject):
+        return False
+    ran = {r.signer for r in receipts}
+    return not isinstance(tasks.replica_rank(ranking, ranking[4], ran, 2), tasks.Reject)
+
+
+def _replica_seeds() -> list[bytes]:
+    from repp2p.records import Receipt, TaskOffer, encode, receipt_message, sign, task_id_for
+    from repp2p.testing.factories import digest, enclave_key, identity
+
+    client = identity("dispute-client")
+    result_key = digest("dispute-result-key")
+    expires = NOW + 7200
+    offer = sign(
+        TaskOffer(
+            task_id=task_id_for(client.public_key, result_key),
+            engine_id="echo",
+            epoch=_TASK_NOW_MS // 1000 // _TASK_EPOCH_S,
+            tee_kinds=(),
+            min_reputation=0,
+            max_price=2**63,
+            redundancy=3,
+            deadline_ms=_TASK_NOW_MS + 60_000,
+            input_digest=digest("input"),
+            input_size=5,
+            result_key=result_key,
+            seq=1,
+            expires=expires,
+        ),
+        client,
+    )
+
+    def receipt(node: Any, output: str) -> bytes:
+        key = enclave_key(node.peer_id)
+        unsigned = Receipt(
+            task_id=offer.record.task_id,  # type: ignore[attr-defined]
+            offer_id=offer.record_id,
+            engine_id="echo",
+            measurement=digest("echo"),
+            input_digest=digest("input"),
+            output_digest=digest(output),
+            started_ms=_TASK_NOW_MS - 500,
+            finished_ms=_TASK_NOW_MS - 490,
+            result_key=bytes(key.verify_key),
+            enclave_sig=bytes(64),
+            seq=1,
+            expires=expires,
+        )
+        sig = key.sign(receipt_message(unsigned)).signature
+        return encode(dataclasses.replace(unsigned, enclave_sig=sig), node)
+
+    n = _dispute_identities()
+    first = [receipt(n[0], "right"), receipt(n[1], "right"), receipt(n[2], "wrong")]
+    sealed = b"\x00" * 48
+    return [
+        # the first round's three receipts: nodes 3 and 4 are the replicas
+        _frame({"offer": offer.data, "sealed": sealed, "dispute": first}),
+        # with the first replica's receipt: the window moves on to nodes 4 and 5
+        _frame(
+            {
+                "offer": offer.data,
+                "sealed": sealed,
+                "dispute": [*first, receipt(n[3], "right")],
+                "releases": [],
+            }
+        ),
     ]
 
 
@@ -291,7 +427,59 @@ def _enclave_seeds() -> list[bytes]:
         "input_size": 5,
     }
     attest = {"op": "attest", "peer_id": "p", "epoch": 3, "nonce": b"\x01" * 32, "now": NOW}
-    return [encode_frame(execute), encode_frame(attest)]
+    return [encode_frame(execute), encode_frame(attest), encode_frame(_signed_execute(state))]
+
+
+def _signed_execute(state: Any) -> dict:
+    """An execute request with the client's signed offer and input signature: the
+    commitment checks, and (for mutated sealed bytes) the path on which the enclave signs
+    a Refusal."""
+    from repp2p.records import TaskOffer, encode, sign_sealed_input, task_id_for
+    from repp2p.tee.sealing import TaskSecret, seal_input
+    from repp2p.testing.factories import identity
+
+    client, node = identity("fuzz-client"), identity("fuzz-node")
+    secret = TaskSecret.from_seed(b"\x05" * 32)
+    offer = TaskOffer(
+        task_id=task_id_for(client.public_key, secret.public_key),
+        engine_id="echo",
+        epoch=7,
+        tee_kinds=(),
+        min_reputation=0,
+        max_price=1,
+        redundancy=1,
+        deadline_ms=(NOW + 600) * 1000,
+        input_digest=secret.digest(b"hello"),
+        input_size=5,
+        result_key=secret.public_key,
+        seq=1,
+        expires=NOW + 3600,
+    )
+    data = encode(offer, client)
+    enc_key = bytes(state.enc_key.public_key)
+    sealed, _ = seal_input(b"hello", enc_key, task_id=offer.task_id, secret=secret)
+    return {
+        "op": "execute",
+        "task_id": offer.task_id,
+        "offer_id": hashlib.sha256(data).digest(),
+        "engine_id": "echo",
+        "input_digest": offer.input_digest,
+        "client_key": offer.result_key,
+        "sealed": sealed,
+        "started_ms": 1,
+        "expires": NOW + 3600,
+        "seq": 1,
+        "input_size": 5,
+        "offer": data,
+        "node": node.peer_id,
+        "input_sig": sign_sealed_input(
+            client,
+            task_id=offer.task_id,
+            node=node.peer_id,
+            enc_key=enc_key,
+            sealed=sealed,
+        ),
+    }
 
 
 # -- files an operator or researcher writes ------------------------------------------------
@@ -503,6 +691,7 @@ def _targets() -> dict[str, Target]:
         Target("audit-response", _audit_response, (ProofError,), _audit_seeds, 8192),
         Target("frames", _frames, (ProtocolError,), _frame_seeds, 8192),
         Target("sync-pull", _sync_pull, (ProtocolError,), _sync_seeds, 16384),
+        Target("replica-request", _replica_request, (ProtocolError,), _replica_seeds, 16384),
         Target("enclave-wire", _enclave_wire, (ReppError, *_wire_errors()), _enclave_seeds),
         Target("node-config", _node_config, (ConfigError,), _node_config_seeds),
         Target("policy", _policy, (ConfigError,), _files("bootstrap/*policy*.toml")),

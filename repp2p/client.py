@@ -37,7 +37,7 @@ from repp2p.matching import ClaimError, ClaimReason, beacon, rank, verify_claim
 from repp2p.net.dht import NAMESPACE, AdValidator, ad_key, engine_provider_key
 from repp2p.net.host import build_host
 from repp2p.net.params import FeedParams
-from repp2p.net.task import MAX_HANDOVER
+from repp2p.net.task import INPUT_REFUSED, MAX_HANDOVER
 from repp2p.net.task import PROTOCOL as TASK_PROTOCOL
 from repp2p.net.task_streams import TaskStreams
 from repp2p.network_params import NetworkParams
@@ -47,9 +47,12 @@ from repp2p.records import (
     Claim,
     Feedback,
     NodeAd,
+    Refusal,
     SignedRecord,
     TaskOffer,
+    check_refusal,
     decode,
+    sign_sealed_input,
     task_id_for,
 )
 from repp2p.store import RecordStoreAPI
@@ -517,7 +520,8 @@ MAX_TASK_RECORD_LIFETIME_S = MAX_LIFETIME_S[TaskOffer.TYPE] - 86_400
 
 
 class TaskError(NetworkError):
-    """A task could not be completed: ``reason`` is no_nodes, no_result or no_majority."""
+    """A task could not be completed: ``reason`` is no_nodes, no_result or no_majority, or
+    input_refused (a node's enclave proved the input unusable: a checked ``Refusal``)."""
 
     def __init__(self, reason: str, detail: str = "") -> None:
         self.reason = reason
@@ -553,6 +557,7 @@ class _Attempt:
             budget_ms=int(client.timers.attempt_budget_s * 1000),
         )
         self.releases: list[bytes] = []
+        self.refused: str | None = None  # a checked Refusal's code: our input is at fault
         self.feedbacks: list[bytes] = []  # our Feedback envelopes on this task
         # rank -> the node's claim and receipt records (None where it never answered)
         self.records: dict[int, tuple[SignedRecord | None, SignedRecord | None]] = {}
@@ -571,8 +576,8 @@ class _Attempt:
     async def _lane(self) -> None:
         while (attempt := self.plan.next_attempt(self._now_ms())) is not None:
             step = await self._try(attempt)
-            if isinstance(step, tasks.LaneDone):
-                return
+            if isinstance(step, tasks.LaneDone) or self.refused is not None:
+                return  # done, or our input cannot work on any node
             if isinstance(step, tasks.Release):
                 fb = await self._feedback(step.peer, step.outcome.value, step.latency_ms)
                 if fb is not None:
@@ -591,6 +596,7 @@ class _Attempt:
         sealed, _ = seal_input(self.data, enc_key, task_id=o.task_id, secret=self.secret)
         sent = self.clock.now()
         request = {"offer": self.offer.data, "sealed": sealed}
+        request["input_sig"] = self._input_sig(peer, enc_key, sealed)
         if self.releases:
             request["releases"] = list(self.releases)
         try:
@@ -609,6 +615,7 @@ class _Attempt:
             # execution_failed / replayed: it claimed, then failed (or our retry of a
             # request whose answer was lost met its claim): the plan releases it.
             self.records[r] = (self._claim_of(peer), None)
+            self._note_refusal(reply, peer, result_key)
             return self.plan.on_declined(r, reply["error"], latency)
         try:
             output, claim, receipt = self._check(reply, peer, enc_key, result_key)
@@ -621,6 +628,34 @@ class _Attempt:
         self.client.pipeline.accept_decoded(receipt, source="task")
         self.records[r] = (claim, receipt)
         return self.plan.on_reply_ok(r, output, latency)
+
+    def _note_refusal(self, reply: dict[str, Any], peer: str, result_key: bytes) -> None:
+        """Keep a node's refusal of our input when it checks out: trying further ranks
+        would only get the same refusal (each one costing us credibility), so the task
+        ends with ``input_refused``. One that does not check out changes nothing."""
+        if reply["error"] != INPUT_REFUSED or "refusal" not in reply:
+            return
+        try:
+            signed = decode(reply["refusal"], now=int(self.clock.now()))
+        except RecordError:
+            return
+        if (
+            signed.signer != peer
+            or not isinstance(signed.record, Refusal)
+            or check_refusal(signed.record, node=peer, offer=self.offer, result_key=result_key)
+        ):
+            log.warning("%s sent a refusal of our input that does not check out", peer)
+            return
+        self.client.pipeline.accept_decoded(signed, source="task")
+        self.refused = signed.record.code
+
+    def _input_sig(self, peer: str, enc_key: bytes, sealed: bytes) -> bytes:
+        """Our signature over the sealed input for ``peer``: with it the node's enclave can
+        prove a bad input was ours (a signed Refusal), so it is never blamed for one."""
+        task_id = self.offer.record.task_id  # type: ignore[attr-defined]
+        return sign_sealed_input(
+            self.client.identity, task_id=task_id, node=peer, enc_key=enc_key, sealed=sealed
+        )
 
     def _since(self, sent: float) -> int:
         return int((self.clock.now() - sent) * 1000)
@@ -726,6 +761,8 @@ class _Attempt:
     async def conclude(self, started: float, upheld: bytes | None = None) -> TaskResult:
         o: TaskOffer = self.offer.record  # type: ignore[assignment]
         verdict = self.plan.conclude(upheld)
+        if isinstance(verdict, tasks.NoVerdict) and self.refused is not None:
+            raise TaskError("input_refused", f"a node's enclave refused the input: {self.refused}")
         if isinstance(verdict, tasks.NoVerdict):
             raise TaskError(verdict.reason.value, verdict.detail(o.engine_id))
         for a in verdict.feedback:
@@ -842,6 +879,9 @@ class _Attempt:
         o: TaskOffer = self.offer.record  # type: ignore[assignment]
         sealed, _ = seal_input(self.data, enc_key, task_id=o.task_id, secret=self.secret)
         request = {"offer": self.offer.data, "sealed": sealed, "dispute": self._dispute_receipts()}
+        request["input_sig"] = self._input_sig(peer, enc_key, sealed)
+        if self.releases:  # the first round's failures: the node skips them as the plan does
+            request["releases"] = self.releases[:16]  # a request carries at most 16
         budget_s = min(self.client.timers.attempt_budget_s, (o.deadline_ms - self._now_ms()) / 1000)
         sent = self.clock.now()
         failure: str | None = None

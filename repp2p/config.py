@@ -87,8 +87,6 @@ _SECTIONS: dict[str, type] = {
     "connections": ConnectionParams,
     "timers": Timers,
     "budgets": BudgetParams,
-    "digests": DigestParams,
-    "audit": AuditParams,
 }
 
 
@@ -147,11 +145,8 @@ class NodeConfig:
             (:class:`repp2p.net.params.BudgetParams`).
         gossip, sync, feed, connections: network-layer parameters (their classes in
             :mod:`repp2p.net.params` document each field's bounds).
-        digests: when digests are sealed, published, accepted and audited
-            (:class:`repp2p.digests.params.DigestParams`; every peer of a network must use
-            the same values).
-        audit: ``/repp2p/audit/1`` quotas and the auditor's patience
-            (:class:`repp2p.net.params.AuditParams`).
+        digests, audit: read-only, the network's ``network_params.digests`` and
+            ``network_params.audit`` (network parameters: every peer must use the same).
     """
 
     data_dir: Path
@@ -185,8 +180,6 @@ class NodeConfig:
     connections: ConnectionParams = dataclasses.field(default_factory=ConnectionParams)
     timers: Timers = dataclasses.field(default_factory=Timers)
     budgets: BudgetParams = dataclasses.field(default_factory=BudgetParams)
-    digests: DigestParams = dataclasses.field(default_factory=DigestParams)
-    audit: AuditParams = dataclasses.field(default_factory=AuditParams)
 
     def __post_init__(self) -> None:
         str_field(self, "network", NETWORK_NAME_PATTERN)
@@ -255,6 +248,16 @@ class NodeConfig:
         return self.network_params.epoch_s
 
     @property
+    def digests(self) -> DigestParams:
+        """The network's digest schedule (``network_params.digests``)."""
+        return self.network_params.digests
+
+    @property
+    def audit(self) -> AuditParams:
+        """The network's audit grace period and quotas (``network_params.audit``)."""
+        return self.network_params.audit
+
+    @property
     def key_path(self) -> Path:
         """Where the identity key lives."""
         return self.key_file or self.data_dir / "node.key"
@@ -316,12 +319,13 @@ def _sub(cls: type, table: Any, where: str) -> Any:
 def node_config_from_dict(data: dict[str, Any], *, base_dir: Path) -> NodeConfig:
     """Build a NodeConfig from parsed TOML; relative paths are relative to ``base_dir``."""
     data = dict(data)
-    if "epoch_s" in data:
-        where = data.get("network_file") or f"bootstrap/{data.get('network', 'dev')}.toml"
-        raise ConfigError(
-            f"epoch_s is a network parameter, not a node setting: every peer of the network "
-            f"must use the same, so it is read from the network's file ({where})"
-        )
+    for key in ("epoch_s", "digests", "audit"):
+        if key in data:
+            where = data.get("network_file") or f"bootstrap/{data.get('network', 'dev')}.toml"
+            raise ConfigError(
+                f"{key} is a network parameter, not a node setting: every peer of the network "
+                f"must use the same, so it is read from the network's file ({where})"
+            )
     known = {f.name for f in dataclasses.fields(NodeConfig)} - {"network_params"}
     unknown = sorted(set(data) - known)
     if unknown:

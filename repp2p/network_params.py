@@ -1,13 +1,15 @@
 """``NetworkParams``: the settings every peer of one network must share, in one object.
 
-A network's epoch length, its matching, reputation and ledger parameters, its attestation
-policy file and the lags with which records enter views are not a node's choice: peers that
+A network's epoch length, its matching, reputation, ledger, digest and audit parameters,
+its attestation policy file and the lags with which records enter views are not a node's
+choice: peers that
 disagree on any of them build different views (claims then fail with ``view_mismatch``) or
 different balances. So they live in one file per network, ``bootstrap/<network>.toml``
 (next to the network's bootstrap ``peers``), and every peer — node, client, CLI, simulator —
 reads them through this class. A key left out of the file takes the default documented
-below; a section left out (``[matching]``, ``[reputation]``, ``[ledger]``) takes the
-defaults of its class; an unknown key is refused, naming the file and the key.
+below; a section left out (``[matching]``, ``[reputation]``, ``[ledger]``, ``[digests]``,
+``[audit]``) takes the defaults of its class; an unknown key is refused, naming the file
+and the key.
 
 ``digest()`` identifies the parameters: SHA-256 of the canonical CBOR of their plain-data
 form (:meth:`NetworkParams.to_dict`). It goes into every view's digest, so two peers with
@@ -28,10 +30,11 @@ from typing import Any
 
 import cbor2
 
+from repp2p.digests.params import AuditParams, DigestParams
 from repp2p.errors import ConfigError
 from repp2p.ledger.params import LedgerParams
 from repp2p.matching.params import MatchingParams
-from repp2p.params_check import check_keys, check_str, int_field, str_field
+from repp2p.params_check import check_keys, check_str, choice_field, int_field, str_field
 from repp2p.reputation.params import ReputationParams
 
 #: Folder of the network files shipped with the package (``<network>.toml``, policies):
@@ -44,6 +47,8 @@ NETWORK_NAME_PATTERN = r"[a-z0-9][a-z0-9-]{0,31}"
 TASK_RECORD_LAG = 2
 #: Default of ``NetworkParams.heartbeat_lag``.
 HEARTBEAT_LAG = 1
+#: Values of ``NetworkParams.reputation_source``.
+REPUTATION_SOURCES = ("records", "digests")
 
 # A policy file name, looked up next to the network file: no folders, no "..".
 _POLICY_PATTERN = r"(|[A-Za-z0-9][A-Za-z0-9._-]{0,127})"
@@ -53,6 +58,8 @@ _SECTIONS: dict[str, type] = {
     "matching": MatchingParams,
     "reputation": ReputationParams,
     "ledger": LedgerParams,
+    "digests": DigestParams,
+    "audit": AuditParams,
 }
 
 
@@ -78,12 +85,21 @@ class NetworkParams:
             ``<= E - task_record_lag``, epochs, 1..100 (default 2): tasks in flight at a
             boundary keep producing records, and peers building a view moments apart must
             not see different reputations.
+        reputation_source: what views score nodes from, ``"records"`` (default: every
+            task's offer, claims, receipts and feedback of the window, re-read at each view)
+            or ``"digests"`` (each sealed epoch's reconciled digest count rows, folded once:
+            a view costs O(new digests); docs/core.md, "Views from digests"). Digests of
+            ``E`` enter the view of ``V`` from ``E <= V - digest_lag``.
         heartbeat_lag: heartbeats enter the view of ``E`` from epochs ``<= E -
             heartbeat_lag``, epochs, 1..100 (default 1), at most
             ``matching.heartbeat_max_age_epochs`` (or no node would ever be online).
         matching: :class:`~repp2p.matching.MatchingParams` (file section ``[matching]``).
         reputation: :class:`~repp2p.reputation.ReputationParams` (``[reputation]``).
         ledger: :class:`~repp2p.ledger.LedgerParams` (``[ledger]``).
+        digests: :class:`~repp2p.digests.params.DigestParams` (``[digests]``): when digests
+            are sealed, accepted and audited, and how many leaves each audit samples.
+        audit: :class:`~repp2p.digests.params.AuditParams` (``[audit]``): the grace period
+            a publisher has to answer an audit and the quotas it answers under.
     """
 
     name: str
@@ -91,9 +107,12 @@ class NetworkParams:
     policy: str = ""
     task_record_lag: int = TASK_RECORD_LAG
     heartbeat_lag: int = HEARTBEAT_LAG
+    reputation_source: str = "records"
     matching: MatchingParams = dataclasses.field(default_factory=MatchingParams)
     reputation: ReputationParams = dataclasses.field(default_factory=ReputationParams)
     ledger: LedgerParams = dataclasses.field(default_factory=LedgerParams)
+    digests: DigestParams = dataclasses.field(default_factory=DigestParams)
+    audit: AuditParams = dataclasses.field(default_factory=AuditParams)
 
     def __post_init__(self) -> None:
         str_field(self, "name", NETWORK_NAME_PATTERN)
@@ -101,6 +120,7 @@ class NetworkParams:
         str_field(self, "policy", _POLICY_PATTERN)
         int_field(self, "task_record_lag", 1, 100)
         int_field(self, "heartbeat_lag", 1, 100)
+        choice_field(self, "reputation_source", REPUTATION_SOURCES)
         for section, cls in _SECTIONS.items():
             if not isinstance(getattr(self, section), cls):
                 raise ConfigError(
@@ -165,6 +185,16 @@ class NetworkParams:
         return dataclasses.replace(self, **changes)
 
     # -- reading -------------------------------------------------------------------------
+
+    @property
+    def digest_lag(self) -> int:
+        """Epochs between a digest epoch ``E`` and the first view that counts it:
+        ``digests.seal_lag_epochs + 2``. The digests of ``E`` go out during ``E +
+        seal_lag_epochs``, each party's at its phase of the epoch (as late as 85% into it);
+        views are built at the start of an epoch, so one more whole epoch lets the last of
+        them spread before any view counts the epoch (peers that fold different digests
+        see different view digests)."""
+        return self.digests.seal_lag_epochs + 2
 
     @property
     def policy_file(self) -> str:

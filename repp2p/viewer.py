@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from repp2p.attestation import Policy, VerificationCache, VerifiedNode, verify_node
+from repp2p.digests import count_rows, reconcile
 from repp2p.errors import AttestationError, AttestationReason, StoreError
 from repp2p.matching import MatchingParams, View
 from repp2p.network_params import NetworkParams
@@ -27,12 +28,17 @@ from repp2p.records import (
     Attestation,
     Claim,
     Feedback,
+    FeedbackDigest,
+    Heartbeat,
     NodeAd,
     Receipt,
+    Refusal,
     SignedRecord,
     TaskOffer,
+    WorkDigest,
 )
-from repp2p.reputation import AttestedNode, PenaltyBook, ReputationParams
+from repp2p.reputation import AttestedNode, PenaltyBook, ReputationParams, collect
+from repp2p.reputation.pairs import COLUMNS, PairState, compute_pairs
 from repp2p.store import RecordStoreAPI
 from repp2p.tasks import is_bound_offer
 from repp2p.tee.measurement import enclave_measurement, runtime_measurement
@@ -83,7 +89,7 @@ def before_epoch(
         if isinstance(rec, NodeAd | Attestation):
             out.append(signed)
             continue
-        if isinstance(rec, Receipt | Feedback):
+        if isinstance(rec, Receipt | Feedback | Refusal):
             record_epoch, limit = offer_epoch.get(rec.task_id), epoch - params.task_record_lag
         elif isinstance(rec, TaskOffer):
             if not is_bound_offer(signed):
@@ -128,6 +134,8 @@ class ViewKeeper:
         self._keys: dict[str, tuple[bytes, bytes]] = {}
         self._verdicts: dict[str, AttestedNode] = {}
         self._runtime = runtime_measurement()
+        #: digest count rows folded so far (``reputation_source = "digests"``)
+        self.pairs = PairState()
 
     @property
     def epoch_s(self) -> int:
@@ -169,6 +177,24 @@ class ViewKeeper:
             if exc.reason in GARBAGE_EVIDENCE:
                 return exc.reason
         return None
+
+    def is_attested(self, signer: str, now: int, record: SignedRecord | None = None) -> bool:
+        """Whether ``signer`` has a verified attestation: one our views verified, the one
+        it has stored, or ``record`` when that is its attestation and verifies
+        (:class:`repp2p.node.budgets.UnattestedQuota` exempts such signers)."""
+        if signer in self._keys:
+            return True
+        if record is not None and isinstance(record.record, Attestation):
+            candidates = [record]
+        else:
+            candidates = self.store.query(type=Attestation.TYPE, signer=signer, limit=1)
+        for attestation in candidates:
+            try:
+                self._verify(attestation, now)
+            except AttestationError:
+                continue
+            return True
+        return False
 
     def _verify(
         self,
@@ -249,6 +275,7 @@ class ViewKeeper:
             verified=True,
             tcb_degraded=False,
             attested_at=signed_at if signed_at is not None else rec.epoch * self.epoch_s,
+            result_key=rec.result_key,
         )
 
     def verdict_of(self, peer_id: str) -> AttestedNode | None:
@@ -273,12 +300,6 @@ class ViewKeeper:
         """
         view = self._views.get(epoch)
         if view is None:
-            now = epoch * self.epoch_s
-            # The store keeps one current record per slot; the other half of each
-            # equivocation lives in its evidence table. Both must reach the reputation
-            # core, which turns the pair into an offence.
-            evidence = [r for pair in self.store.equivocations() for r in pair]
-            records = before_epoch(self.store.query() + evidence, epoch, self.params)
             previous = self._views.get(epoch - 1)
             if previous is not None:
                 book = previous.penalties
@@ -288,14 +309,92 @@ class ViewKeeper:
                 book = self._saved_book
             else:
                 book = PenaltyBook()
-            verdicts = self.verdicts(records, now)
-            view = View.build(records, verdicts, epoch=epoch, params=self.params, penalties=book)
+            if self.params.reputation_source == "digests":
+                view = self._view_from_digests(epoch, book)
+            else:
+                view = self._view_from_records(epoch, book)
             self._views[epoch] = view
             for old in [e for e in self._views if e < epoch - 3]:
                 del self._views[old]
             if view.penalties.epoch > self._saved_book.epoch:
                 self._save_book(view.penalties)
         return view
+
+    def _view_from_records(self, epoch: int, book: PenaltyBook) -> View:
+        """The view of ``epoch`` from every record held (``reputation_source = "records"``)."""
+        now = epoch * self.epoch_s
+        # The store keeps one current record per slot; the other half of each
+        # equivocation lives in its evidence table. Both must reach the reputation
+        # core, which turns the pair into an offence.
+        evidence = [r for pair in self.store.equivocations() for r in pair]
+        records = before_epoch(self.store.query() + evidence, epoch, self.params)
+        verdicts = self.verdicts(records, now)
+        return View.build(records, verdicts, epoch=epoch, params=self.params, penalties=book)
+
+    def digest_window(self, epoch: int) -> tuple[int, int]:
+        """``(lo, hi)``: the digest epochs the view of ``epoch`` counts, inclusive: the
+        ``window_epochs`` epochs up to ``epoch - digest_lag``."""
+        hi = epoch - self.params.digest_lag
+        return hi - self.reputation_params.window_epochs + 1, hi
+
+    def fold_digests(self, epoch: int) -> bool:
+        """Fold the digests of ``epoch`` held now into :attr:`pairs`, unless already
+        folded (an epoch is folded once: digests arriving later do not change it, and a
+        view digest names what was folded). Returns True when it folded."""
+        if self.pairs.folded(epoch):
+            return False
+        held = self.store.query(type=WorkDigest.TYPE, epoch=epoch)
+        held += self.store.query(type=FeedbackDigest.TYPE, epoch=epoch)
+        rows = count_rows(reconcile(held, epoch))
+        self.pairs.fold(epoch, rows, [d.record_id for d in held])
+        return True
+
+    def _view_from_digests(self, epoch: int, book: PenaltyBook) -> View:
+        """The view of ``epoch`` from folded digest count rows plus the node records (ads,
+        attestations, heartbeats) and equivocation evidence (``reputation_source =
+        "digests"``). Per-task records are not read: the view costs the node records, the
+        new epoch's digests (folded once) and a vectorised pass over the folded rows."""
+        now = epoch * self.epoch_s
+        lo, hi = self.digest_window(epoch)
+        for e in range(max(lo, 0), hi + 1):
+            self.fold_digests(e)
+        # keep the blocks the views of the three epochs before need too (a task is served
+        # on its offer's epoch's view): re-folding a dropped epoch later could fold other
+        # digests than the first time
+        self.pairs.prune(lo - 3)
+        node_types = (NodeAd.TYPE, Attestation.TYPE, Heartbeat.TYPE)
+        held = [r for t in node_types for r in self.store.query(type=t)]
+        # equivocations of node records and of digests are offences; those of per-task
+        # records travel as proofs (not read here)
+        kept = (*node_types, WorkDigest.TYPE, FeedbackDigest.TYPE)
+        evidence = [r for pair in self.store.equivocations() for r in pair if r.type in kept]
+        records = before_epoch(held + evidence, epoch, self.params)
+        verdicts = self.verdicts(records, now)
+        window = self.pairs.window(lo, hi)
+        ev, peer_at = self.pairs.widen(collect(records, verdicts, now=now), window)
+        table = compute_pairs(
+            ev,
+            window,
+            now=now,
+            epoch_s=self.epoch_s,
+            params=self.reputation_params,
+            peer_at=peer_at,
+        )
+        demand = max((self._claims_of(e) for e in (hi, hi - 1, hi - 2)), default=0)
+        return View.from_evidence(
+            ev,
+            epoch=epoch,
+            params=self.params,
+            penalties=book,
+            table=table,
+            digests=window.epochs,
+            demand=demand,
+        )
+
+    def _claims_of(self, epoch: int) -> int:
+        """Claims the nodes' work digests of ``epoch`` report (the recent demand)."""
+        block = self.pairs.block(epoch)
+        return 0 if block is None else int(block.counts[COLUMNS.index("claims")].sum())
 
     def cached_view(self, epoch: int) -> View | None:
         """The view of ``epoch`` if already built, without building it."""

@@ -108,6 +108,7 @@ def test_lifetime_caps_cover_every_type():
         "Feedback": 30 * day,
         "WorkDigest": 30 * day,
         "FeedbackDigest": 30 * day,
+        "Refusal": 30 * day,
     } == MAX_LIFETIME_S
     assert MAX_LIFETIME_S.keys() == RECORD_TYPES.keys()
 
@@ -282,6 +283,7 @@ def test_every_single_byte_change_of_a_heartbeat():
 
 def _one_of_each_type() -> list:
     samples = factories.sample_records() + factories.sample_digests()
+    samples.append(factories.sample_refusal())
     assert [r.TYPE for r in samples] == list(RECORD_TYPES)
     return samples
 

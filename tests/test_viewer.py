@@ -8,8 +8,8 @@ from repp2p.attestation import load_policy
 from repp2p.config import BOOTSTRAP_DIR
 from repp2p.matching import beacon
 from repp2p.network_params import NetworkParams
-from repp2p.records import Heartbeat, sign
-from repp2p.reputation import PenaltyBook
+from repp2p.records import FEED_TYPES, Heartbeat, NodeAd, sign
+from repp2p.reputation import AttestedNode, PenaltyBook
 from repp2p.reputation.penalties import PenaltyEntry
 from repp2p.store import SqliteRecordStore
 from repp2p.testing import factories
@@ -120,3 +120,195 @@ def test_a_squatting_offer_cannot_move_or_hide_a_tasks_records():
         assert squat not in kept
     # Without the real offer, the receipt waits: the squatter's epoch never counts.
     assert receipt not in before_epoch([squat, receipt], 7, DEV)
+
+
+# -- views from digest count rows (reputation_source = "digests") -------------------------
+
+DIGESTS = DEV.replace(reputation_source="digests")
+D_NODES = [factories.identity(f"dnode-{i}") for i in range(3)]
+D_CLIENTS = [factories.identity(f"dclient-{i}") for i in range(4)]
+
+
+def _digests_of(epoch: int, *, wrong_node: int = 0) -> list:
+    """Signed work and feedback digests of one epoch of tasks (``wrong_node`` returns
+    wrong results on every other task)."""
+    from repp2p.digests import build_feedback, build_work
+
+    tasks = []
+    for i in range(24):
+        client, n = D_CLIENTS[i % 4], i % 3
+        outcome = "wrong" if n == wrong_node and i % 2 else "ok"
+        tasks.append(
+            factories.task_records(client, D_NODES[n], epoch, f"d{epoch}-{i}", outcome=outcome)
+        )
+    records = [r for t in tasks for r in t.all()]
+    out = []
+    for node in D_NODES:
+        out += [sign(p.digest, node) for p in build_work(node.peer_id, records, epoch, expires=FAR)]
+    for client in D_CLIENTS:
+        parts = build_feedback(client.peer_id, records, epoch, expires=FAR)
+        out += [sign(p.digest, client) for p in parts]
+    return out
+
+
+class _NoTaskReads(SqliteRecordStore):
+    """A store that fails any read of per-task records (or of everything at once)."""
+
+    def query(self, *, type=None, **kw):
+        assert type is not None, "a digest view read the whole store"
+        assert type not in FEED_TYPES, f"a digest view read {type} records"
+        return super().query(type=type, **kw)
+
+
+def _verified_keeper(store, params=DIGESTS):
+    """A keeper whose verdicts call every ad's node verified (attestation is not what
+    these tests are about; the simulated evidence of the factories does not verify)."""
+    keeper = _keeper(store, params)
+
+    def verdicts(records, now):
+        ads = {r.signer: r.record for r in records if isinstance(r.record, NodeAd)}
+        return {
+            peer: AttestedNode(
+                peer_id=peer,
+                tee_kind=ad.tee_kind,
+                measurements=frozenset(e.measurement for e in ad.engines),
+                verified=True,
+                attested_at=now,
+            )
+            for peer, ad in ads.items()
+        }
+
+    keeper.verdicts = verdicts  # type: ignore[method-assign]
+    return keeper
+
+
+def _digest_store(epochs, store=None):
+    store = store or _NoTaskReads(":memory:")
+    ad = factories.sample_records(now=NOW)[0]
+    for node in D_NODES:
+        store.put(sign(ad, node), now=NOW)
+        for e in range(0, 40):
+            store.put(
+                sign(Heartbeat(epoch=e, load=0, tasks_done=0, seq=1, expires=FAR), node), now=NOW
+            )
+    for e in epochs:
+        store.put_many(_digests_of(e), now=NOW)
+    return store
+
+
+def test_a_digest_view_counts_folded_rows_and_reads_no_task_record():
+    store = _digest_store(range(10, 20))
+    # task records in the store are not read (the store fails the test if they are)
+    extra = factories.task_records(D_CLIENTS[0], D_NODES[0], 12, "extra", expires=FAR)
+    store.put_many(extra.all(), now=NOW)
+    keeper = _verified_keeper(store)
+    view = keeper.view(26)  # counts digest epochs <= 26 - digest_lag = 20
+    assert DIGESTS.digest_lag == DIGESTS.digests.seal_lag_epochs + 2 == 6
+    assert keeper.digest_window(26)[1] == 20
+    assert keeper.pairs.epochs[-1] == 20 and keeper.pairs.folded(10)
+    table = view.reputation
+    wrong, good = table.get(D_NODES[0].peer_id), table.get(D_NODES[1].peer_id)
+    assert good.feedback_mass > 0 and wrong.quality < good.quality
+    assert wrong.permille < good.permille
+    assert set(view.peers) == {n.peer_id for n in D_NODES}
+    assert view.demand == max(keeper._claims_of(e) for e in (18, 19, 20)) > 0
+
+
+def test_digest_views_fold_each_epoch_once_and_agree_after_a_restart():
+    store = _digest_store(range(10, 20))
+    keeper = _verified_keeper(store)
+    first = keeper.view(25)  # counts epochs <= 19
+    assert keeper.pairs.folded(19) and not keeper.pairs.folded(20)
+    # a peer restarted later folds the same epochs from its store: the same view
+    assert _verified_keeper(store).view(25).digest == first.digest
+    # digests of an epoch arriving after it was folded do not change it
+    store.put_many(_digests_of(19, wrong_node=1), now=NOW)  # new digests, other IDs
+    before = keeper.pairs.block(19).ids_hash
+    keeper.view(26)
+    assert keeper.pairs.block(19).ids_hash == before
+    # but a peer that folds epoch 19 now holds other digests: its view digest differs
+    assert _verified_keeper(store).view(25).digest != first.digest
+
+
+def test_the_view_digest_names_the_folded_epochs_and_the_source():
+    store = _digest_store(range(10, 20), SqliteRecordStore(":memory:"))
+    by_digests = _verified_keeper(store).view(25)
+    by_records = _verified_keeper(store, DEV).view(25)
+    assert by_digests.digest != by_records.digest  # another source, other params
+    fewer = _verified_keeper(_digest_store(range(10, 19))).view(25)
+    assert fewer.digest != by_digests.digest
+
+
+def test_the_view_digest_follows_the_documented_encoding():
+    """docs/records.md, "View digest", re-implemented from the text with cbor2 alone."""
+    import hashlib
+
+    import cbor2
+
+    store = _digest_store(range(10, 20), SqliteRecordStore(":memory:"))
+    view = _verified_keeper(store).view(24)
+    ev = view.evidence
+    body = {
+        "v": 1,
+        "epoch": 24,
+        "params": dataclasses.asdict(DIGESTS),
+        "records": hashlib.sha256(b"".join(sorted(ev.record_ids))).digest(),
+        "digests": [
+            [e, hashlib.sha256(cbor2.dumps(sorted({d.record_id for d in _digests_of(e)}))).digest()]
+            if 10 <= e < 20
+            else [e, hashlib.sha256(b"\x80").digest()]
+            for e in range(24 - DIGESTS.digest_lag - DIGESTS.reputation.window_epochs + 1, 19)
+            if e >= 0
+        ],
+        "verdicts": [
+            [
+                p,
+                v.tee_kind,
+                sorted(v.measurements),
+                v.verified,
+                v.tcb_degraded,
+                v.failed,
+                v.attested_at,
+            ]
+            for p, v in sorted(ev.verdicts.items())
+        ],
+        "penalties": hashlib.sha256(view.penalties.to_bytes()).digest(),
+        "engine_pins": None,
+    }
+    encoded = cbor2.dumps(body, canonical=True)
+    assert view.digest == hashlib.sha256(b"repp2p/2/view\0" + encoded).digest()
+
+
+def test_a_digest_view_turns_equivocations_of_node_records_and_digests_into_offences():
+    store = _digest_store(range(10, 20), SqliteRecordStore(":memory:"))
+    liar, forger = D_NODES[1], D_CLIENTS[2]
+    a = sign(Heartbeat(epoch=15, load=0, tasks_done=0, seq=1, expires=FAR), liar)
+    b = sign(Heartbeat(epoch=15, load=1, tasks_done=0, seq=1, expires=FAR), liar)
+    # two different digests for one (epoch, part): an equivocation of a digest
+    one = sign(factories.empty_work_digest(3, expires=FAR), forger)
+    two = sign(
+        dataclasses.replace(
+            factories.empty_work_digest(3, expires=FAR), leaf_count=0, expires=FAR - 1
+        ),
+        forger,
+    )
+    store.put_many([a, b, one, two], now=NOW)
+    view = _verified_keeper(store).view(25)
+    offenders = {o.peer_id: o for o in view.reputation.offences}
+    assert offenders[liar.peer_id].record_ids == tuple(sorted((a.record_id, b.record_id)))
+    assert set(offenders[forger.peer_id].record_ids) == {one.record_id, two.record_id}
+    assert view.reputation.get(liar.peer_id).is_offender
+    assert liar.peer_id not in [
+        view.peers[i] for i in range(len(view.peers)) if view.base_eligible[i]
+    ]
+
+
+def test_older_views_find_their_epochs_still_folded():
+    short = DIGESTS.replace(reputation=dataclasses.replace(DIGESTS.reputation, window_epochs=5))
+    store = _digest_store(range(8, 22), SqliteRecordStore(":memory:"))
+    keeper = _verified_keeper(store, short)
+    built = {e: keeper.view(e).digest for e in range(22, 28)}  # a node, epoch after epoch
+    assert keeper.pairs.epochs[0] == 14  # view 27 counts 17..21; views 24..26 need 14..16
+    keeper.pairs.fold = None  # type: ignore[assignment]  # any new fold would fail now
+    del keeper._views[24]
+    assert keeper.view(24).digest == built[24]  # its digest epochs 14..18, all still folded

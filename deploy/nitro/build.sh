@@ -39,7 +39,8 @@ docker build --file deploy/nitro/Dockerfile \
   --tag "${TAG}" "${OUT}/context"
 nitro-cli build-enclave --docker-uri "${TAG}" --output-file "${OUT}/repp2p-enclave.eif" \
   > "${OUT}/measurements.json"
-PCR0="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["Measurements"]["PCR0"])' \
+# The JSON object nitro-cli prints (skipping any progress line before it).
+PCR0="$(python3 -c 'import json,sys; t=open(sys.argv[1]).read(); print(json.JSONDecoder().raw_decode(t[t.index("{"):])[0]["Measurements"]["PCR0"])' \
   "${OUT}/measurements.json")"
 {
   echo "# ${TAG}: PCR0 of ${OUT}/repp2p-enclave.eif (engines: ${ENGINES})"

@@ -9,11 +9,13 @@ client's verdicts on the node count, and how many are only one side's word.
 * ``disputed_client``: verdicts the client reported that the node's digest does not back
   (with ``node_silent``, the node published nothing covering the pair: a node that went
   silent without claiming; views may weigh these by the client's trust);
-* ``disputed_node``: claims of the node the client's digest does not account for.
+* ``disputed_node``: claims of the node the client's digest does not account for;
+* ``node_claims``, ``node_receipts``: what the node's own row reports (its throughput).
 
 Rows with nothing in them are left out, and signers whose digests of the epoch conflict
 (``Reconciliation.conflicted``) have already been treated as silent by ``reconcile``.
-Not wired into views yet (docs/digests.md, "Next").
+Views fold them once per epoch (:class:`repp2p.reputation.pairs.PairState`, with
+``reputation_source = "digests"``).
 
 Pure: no I/O, no clock.
 """
@@ -45,6 +47,8 @@ class CountRow:
     disputed_node: int
     node_silent: bool
     client_silent: bool
+    node_claims: int = 0
+    node_receipts: int = 0
 
     @property
     def counted(self) -> int:
@@ -72,6 +76,8 @@ def count_row(pair: PairRow) -> CountRow:
         disputed_node=pair.disputed_node,
         node_silent=not pair.node_covered,
         client_silent=not pair.client_covered,
+        node_claims=pair.node_claims,
+        node_receipts=pair.node_receipts,
     )
 
 

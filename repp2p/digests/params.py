@@ -25,8 +25,13 @@ import hashlib
 from collections.abc import Iterable
 
 from repp2p.digests.audit import DEFAULT_SAMPLES, MAX_SAMPLES
-from repp2p.params_check import int_field
-from repp2p.tasks import EPOCH_LAG
+from repp2p.params_check import float_field, int_field
+
+#: ``repp2p.tasks.EPOCH_LAG``, the epochs after ``E`` during which nodes still admit offers
+#: of ``E``. Repeated here, not imported: ``NetworkParams`` holds ``DigestParams``, and the
+#: tasks package depends on matching, which depends on ``NetworkParams`` (an import circle).
+#: tests/digests/test_params.py checks that the two agree.
+EPOCH_LAG = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,6 +116,50 @@ class DigestParams:
         return current - self.audit_horizon_epochs <= epoch
 
 
+@dataclasses.dataclass(frozen=True)
+class AuditParams:
+    """``/repp2p/audit/1``: the publisher's quotas and the auditor's patience.
+
+    A network parameter (``NetworkParams.audit``, the network file's ``[audit]``): the
+    grace period a publisher gets before an auditor charges it (``attempts``,
+    ``request_timeout_s``, ``retry_s``) must be the same for every peer, or honest
+    publishers would be charged by impatient auditors; the quotas come with it so one
+    network file says how audits are served.
+
+    Attributes:
+        request_timeout_s: a publisher slower than this to answer one challenge has not
+            answered it (seconds), 0.1..600.
+        max_requests: challenges one stream may carry, 1..1024 (default 64: every
+            challenge of one digest, ``MAX_SAMPLES``).
+        streams_per_peer: audit streams one peer may have open on a publisher at once, 1..64.
+        peer_bytes_per_min: answer bytes a publisher sends one peer per minute at most (a
+            token bucket, as sync's), 64 KiB..1 GiB. Default 4 MiB: about 170 answers of the
+            24 KiB maximum, 20 digests' worth of challenges.
+        attempts: tries of a challenge before it is judged unserved, 1..16.
+        retry_s: the wait between two tries (seconds), 0..600. With the defaults a publisher
+            has ``attempts * request_timeout_s + (attempts - 1) * retry_s`` = 40 s to answer: the
+            grace period.
+        concurrency: digests one auditor checks at once, 1..256.
+    """
+
+    request_timeout_s: float = 10.0
+    max_requests: int = 64
+    streams_per_peer: int = 2
+    peer_bytes_per_min: int = 4 * 1024 * 1024
+    attempts: int = 3
+    retry_s: float = 5.0
+    concurrency: int = 8
+
+    def __post_init__(self) -> None:
+        float_field(self, "request_timeout_s", 0.1, 600)
+        int_field(self, "max_requests", 1, 1024)
+        int_field(self, "streams_per_peer", 1, 64)
+        int_field(self, "peer_bytes_per_min", 64 * 1024, 1024 * 1024 * 1024)
+        int_field(self, "attempts", 1, 16)
+        float_field(self, "retry_s", 0, 600)
+        int_field(self, "concurrency", 1, 256)
+
+
 #: Domain of the audit entropy hash.
 ENTROPY_DOMAIN = b"repp2p/1/audit-entropy\0"
 
@@ -125,4 +174,4 @@ def audit_entropy(later_digest_ids: Iterable[bytes]) -> bytes:
     return h.digest()
 
 
-__all__ = ["ENTROPY_DOMAIN", "DigestParams", "audit_entropy"]
+__all__ = ["ENTROPY_DOMAIN", "EPOCH_LAG", "AuditParams", "DigestParams", "audit_entropy"]

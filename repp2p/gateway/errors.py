@@ -66,6 +66,8 @@ TASK_REASONS: dict[str, ApiReason] = {
     "no_nodes": ApiReason.NO_ELIGIBLE_NODE,
     "no_result": ApiReason.NO_RESULT,
     "no_majority": ApiReason.NO_MAJORITY,
+    # a node's enclave proved the input unusable (a checked Refusal): the caller's input
+    "input_refused": ApiReason.INVALID_VALUE,
 }
 
 

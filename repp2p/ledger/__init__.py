@@ -9,7 +9,7 @@ Public API::
     settle(state, evidence, table, penalties, *, epoch, params) -> Settlement
     LedgerState().apply(settlement) -> LedgerState                # the balance fold
     replay(records, attested, *, now, epoch_s, params) -> LedgerReport   # node / CLI path
-    digest_work_units(reconciliation, evidence, *, client_trust=None) -> array  # from digests
+    digest_work_units(reconciliation, evidence, *, client_trust=None, lost=None) -> array
 
 No I/O, no clock, no floats in balances: every peer holding the same records settles the
 same integer micro-REP amounts. docs/ledger.md has the rules.

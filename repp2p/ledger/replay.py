@@ -161,4 +161,4 @@ def _digest_work(
         return None
     trust = table.client_trust if params.feedback_needs_trust else None
     recon = reconciliations.get(epoch, Reconciliation(epoch, (), ()))
-    return digest_work_units(recon, evidence, client_trust=trust)
+    return digest_work_units(recon, evidence, client_trust=trust, lost=table.receipt_lost)

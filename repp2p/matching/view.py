@@ -1,8 +1,10 @@
 """``View``: the accepted record set as of an epoch boundary, ready for ranking.
 
-Every peer that holds the same records, attestation verdicts, penalty book and parameters
-builds the same view, with the same ``digest`` (order-independent: it hashes sorted record
-IDs), the same reputation table and the same rankings. A ``Claim`` carries the digest of the
+Every peer that holds the same records (or folded digests), attestation verdicts, penalty
+book and parameters builds the same view, with the same ``digest`` (:func:`view_digest`:
+canonical CBOR of the parameters, the sorted record IDs' hash and the folded epochs'
+digest-ID hashes, so another implementation can reproduce it), the same reputation table
+and the same rankings. A ``Claim`` carries the digest of the
 view it matched on, so disagreement between peers is visible.
 
 Building a view does the per-epoch work once (reputation, eligibility, weights, peer words);
@@ -13,9 +15,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
+import cbor2
 import numpy as np
 
 from repp2p.matching.beacon import beacon as epoch_beacon
@@ -38,18 +41,66 @@ if TYPE_CHECKING:
     # Only for annotations: repp2p.network_params imports this package's params module.
     from repp2p.network_params import NetworkParams
 
-VIEW_DOMAIN = b"repp2p/1/view\0"
+#: Domain prefix of :func:`view_digest` (version 2: canonical CBOR of the view's sources).
+VIEW_DOMAIN = b"repp2p/2/view\0"
 
 
-def _verdicts_digest(verdicts: Mapping[str, AttestedNode]) -> bytes:
-    h = hashlib.sha256(b"repp2p/1/verdicts\0")
-    for peer in sorted(verdicts):
-        v = verdicts[peer]
-        h.update(peer.encode("ascii") + b"\0" + v.tee_kind.encode("ascii") + b"\0")
-        h.update(len(v.measurements).to_bytes(4, "big") + b"".join(sorted(v.measurements)))
-        h.update(bytes((v.verified, v.tcb_degraded, v.failed)))
-        h.update(v.attested_at.to_bytes(8, "big", signed=True))
-    return h.digest()
+def _verdicts_cbor(verdicts: Mapping[str, AttestedNode]) -> list:
+    """The verdicts as the view digest encodes them (docs/records.md, "View digest")."""
+    return [
+        [
+            peer,
+            v.tee_kind,
+            sorted(v.measurements),
+            v.verified,
+            v.tcb_degraded,
+            v.failed,
+            v.attested_at,
+        ]
+        for peer, v in sorted(verdicts.items())
+    ]
+
+
+def view_digest(
+    *,
+    epoch: int,
+    params: NetworkParams,
+    records: bytes,
+    digests: Sequence[tuple[int, bytes]],
+    verdicts: Mapping[str, AttestedNode],
+    penalties: PenaltyBook,
+    engine_pins: Mapping[str, frozenset[bytes]] | None,
+) -> bytes:
+    """The 32-byte digest of a view: SHA-256 of ``VIEW_DOMAIN`` followed by the canonical
+    CBOR (RFC 8949 core deterministic encoding, ``cbor2.dumps(..., canonical=True)``) of
+    the map below, so any implementation can reproduce it (docs/records.md, "View digest").
+
+    ``{"v": 1, "epoch": epoch, "params": params.to_dict(), "records": records,
+    "digests": [[epoch, ids_hash], ...], "verdicts": [[peer, tee_kind, [measurement...],
+    verified, tcb_degraded, failed, attested_at], ...], "penalties":
+    SHA-256(penalties.to_bytes()), "engine_pins": null | [[engine_id, [measurement...]],
+    ...]}``, every list sorted.
+
+    Args:
+        records: SHA-256 of the concatenated sorted IDs of the records the view counts
+            (or, for compact evidence without IDs, the columns digest).
+        digests: per folded epoch of digest count rows, ``(epoch, ids_hash)`` with
+            ``ids_hash`` the SHA-256 of the canonical CBOR array of its sorted digest IDs
+            (:func:`repp2p.reputation.pairs.digest_ids_hash`); empty for record views.
+    """
+    body = {
+        "v": 1,
+        "epoch": epoch,
+        "params": params.to_dict(),
+        "records": records,
+        "digests": [[e, h] for e, h in sorted(digests)],
+        "verdicts": _verdicts_cbor(verdicts),
+        "penalties": hashlib.sha256(penalties.to_bytes()).digest(),
+        "engine_pins": None
+        if engine_pins is None
+        else [[e, sorted(engine_pins[e])] for e in sorted(engine_pins)],
+    }
+    return hashlib.sha256(VIEW_DOMAIN + cbor2.dumps(body, canonical=True)).digest()
 
 
 def _columns_digest(ev: Evidence) -> bytes:
@@ -72,8 +123,8 @@ class View:
         epoch: the epoch whose tasks this view ranks (records as of its start).
         now: unix seconds of the epoch boundary (``epoch * epoch_s``).
         params: the network's parameters (epoch length, matching, reputation).
-        digest: 32 bytes identifying the view (records, verdicts, penalties, and the
-            digest of ``params``).
+        digest: 32 bytes identifying the view (:func:`view_digest`: parameters, records,
+            folded digests, verdicts, penalties, engine pins).
         evidence, reputation, penalties: what the view was built from and computed.
         peers: node peer IDs, sorted; the index space of the arrays below.
         words: uint64 rendezvous peer words.
@@ -148,11 +199,22 @@ class View:
         params: NetworkParams,
         penalties: PenaltyBook | None = None,
         engine_pins: Mapping[str, frozenset[bytes]] | None = None,
+        table: ReputationTable | None = None,
+        digests: Sequence[tuple[int, bytes]] = (),
+        demand: int | None = None,
     ) -> View:
-        """Build a view from canonical :class:`Evidence` (the simulator's entry point)."""
+        """Build a view from canonical :class:`Evidence` (the simulator's entry point).
+
+        ``table``, ``digests`` and ``demand`` are for views from digest count rows
+        (:class:`repp2p.viewer.ViewKeeper` with ``reputation_source = "digests"``): the
+        reputation computed from the folded rows (default: :func:`compute` on
+        ``evidence``), the ``(epoch, ids_hash)`` of the folded epochs (they enter the
+        digest) and the recent demand (default: from the evidence's offers and claims).
+        """
         rp, mp, epoch_s = params.reputation, params.matching, params.epoch_s
         now = epoch * epoch_s
-        table = compute(evidence, now=now, epoch_s=epoch_s, params=rp)
+        if table is None:
+            table = compute(evidence, now=now, epoch_s=epoch_s, params=rp)
         book = penalties or PenaltyBook()
         if book.epoch < epoch:
             book = book.step(table, rp)
@@ -193,15 +255,15 @@ class View:
         with np.errstate(divide="ignore"):
             inv_weight = 1.0 / weight
         digest_src = ev.record_ids and hashlib.sha256(b"".join(ev.record_ids)).digest()
-        h = hashlib.sha256(VIEW_DOMAIN)
-        h.update(epoch.to_bytes(8, "big") + epoch_s.to_bytes(8, "big"))
-        h.update(digest_src or _columns_digest(ev))
-        h.update(_verdicts_digest(ev.verdicts))
-        h.update(book.digest)
-        h.update(params.digest())
-        if engine_pins is not None:
-            for e in sorted(engine_pins):
-                h.update(e.encode() + b"\0" + b"".join(sorted(engine_pins[e])))
+        digest = view_digest(
+            epoch=epoch,
+            params=params,
+            records=digest_src or _columns_digest(ev),
+            digests=digests,
+            verdicts=ev.verdicts,
+            penalties=book,
+            engine_pins=engine_pins,
+        )
         words = peer_words(peers)
         q = table.quality
         quality = (
@@ -209,7 +271,8 @@ class View:
             if q is not None
             else permille.astype(np.int64)
         )
-        demand = recent_demand(ev, epoch)
+        if demand is None:
+            demand = recent_demand(ev, epoch)
         established = base & ~table.is_newcomer[ix]
         if mp.quality_first:
             epoch_cap = np.where(ev.throughput[ix] > 0, ev.throughput[ix], capacity)
@@ -225,7 +288,7 @@ class View:
             epoch=epoch,
             now=now,
             params=params,
-            digest=h.digest(),
+            digest=digest,
             evidence=ev,
             reputation=table,
             penalties=book,

@@ -12,7 +12,11 @@ from __future__ import annotations
 
 import dataclasses
 
+from repp2p.digests.params import AuditParams  # noqa: F401  (re-exported, see below)
 from repp2p.params_check import bool_field, float_field, int_field
+
+#: ``AuditParams`` is a network parameter (``NetworkParams.audit``): it is defined with the
+#: digest schedule in :mod:`repp2p.digests.params` and re-exported here for the audit stream.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -228,53 +232,26 @@ class BudgetParams:
         floor: the least any window admits, 1..100000.
         signers_kept: signers counted at once (memory bound; the oldest are forgotten),
             1000..10000000.
+        unattested_bytes: bytes of node records one identity with no verified
+            attestation may have stored, from any source but our own, each record
+            charged 4 KiB and none larger kept
+            (:class:`repp2p.node.budgets.UnattestedQuota`), 4 KiB..16 MiB: 32 KiB is an
+            ad and 7 heartbeats; an honest node attests first and stays inside it.
+        unattested_total_bytes: bytes all such identities may have stored together
+            (charged the same way), 64 KiB..4 GiB.
     """
 
     window_s: float = 60.0
     slots_per_epoch: int = 2
     floor: int = 8
     signers_kept: int = 100_000
+    unattested_bytes: int = 32 * 1024
+    unattested_total_bytes: int = 8 * 1024 * 1024
 
     def __post_init__(self) -> None:
         float_field(self, "window_s", 1, 3600)
         int_field(self, "slots_per_epoch", 1, 1000)
         int_field(self, "floor", 1, 100_000)
         int_field(self, "signers_kept", 1000, 10_000_000)
-
-
-@dataclasses.dataclass(frozen=True)
-class AuditParams:
-    """``/repp2p/audit/1``: the publisher's quotas and the auditor's patience.
-
-    Attributes:
-        request_timeout_s: a publisher slower than this to answer one challenge has not
-            answered it (seconds), 0.1..600.
-        max_requests: challenges one stream may carry, 1..1024 (default 64: every
-            challenge of one digest, ``MAX_SAMPLES``).
-        streams_per_peer: audit streams one peer may have open on a publisher at once, 1..64.
-        peer_bytes_per_min: answer bytes a publisher sends one peer per minute at most (a
-            token bucket, as sync's), 64 KiB..1 GiB. Default 4 MiB: about 170 answers of the
-            24 KiB maximum, 20 digests' worth of challenges.
-        attempts: tries of a challenge before it is judged unserved, 1..16.
-        retry_s: the wait between two tries (seconds), 0..600. With the defaults a publisher
-            has ``attempts * request_timeout_s + (attempts - 1) * retry_s`` = 40 s to answer: the
-            grace period.
-        concurrency: digests one auditor checks at once, 1..256.
-    """
-
-    request_timeout_s: float = 10.0
-    max_requests: int = 64
-    streams_per_peer: int = 2
-    peer_bytes_per_min: int = 4 * 1024 * 1024
-    attempts: int = 3
-    retry_s: float = 5.0
-    concurrency: int = 8
-
-    def __post_init__(self) -> None:
-        float_field(self, "request_timeout_s", 0.1, 600)
-        int_field(self, "max_requests", 1, 1024)
-        int_field(self, "streams_per_peer", 1, 64)
-        int_field(self, "peer_bytes_per_min", 64 * 1024, 1024 * 1024 * 1024)
-        int_field(self, "attempts", 1, 16)
-        float_field(self, "retry_s", 0, 600)
-        int_field(self, "concurrency", 1, 256)
+        int_field(self, "unattested_bytes", 4 * 1024, 16 * 1024 * 1024)
+        int_field(self, "unattested_total_bytes", 64 * 1024, 4 * 1024**3)

@@ -6,12 +6,14 @@ the same stream (so a busy client pays stream set-up and protocol negotiation on
 node, not once per task) or close it; the node answers requests in order and closes a
 stream on which no request arrives for :data:`IDLE_TIMEOUT_S`, or after a malformed one::
 
-    client -> {"offer": bytes, "sealed": bytes, "releases"?: [bytes, ...],
+    client -> {"offer": bytes, "sealed": bytes, "input_sig": bytes, "releases"?: [bytes, ...],
                "dispute"?: [bytes, ...]}
         offer: the client-signed TaskOffer envelope; sealed: the input sealed to the node's
-        attested X25519 key (repp2p.tee.seal_input); releases: up to 16 of the owner's
+        attested X25519 key (repp2p.tee.seal_input); input_sig: the offer signer's 64-byte
+        signature over the sealed input's commitment (repp2p.records.sign_sealed_input;
+        a node claims nothing without it); releases: up to 16 of the owner's
         timeout/bad_proof Feedback envelopes on better-ranked claimants that failed;
-        dispute: a replica request for a disputed task, 1..32 Receipt envelopes that
+        dispute: a replica request for a disputed task, 1..80 Receipt envelopes that
         disagree (repp2p.tasks.check_dispute decides; docs/core.md "Disputes and
         escalation")
     node   -> {"ok": true, "claim": bytes, "receipt": bytes, "output": bytes}
@@ -20,6 +22,9 @@ stream on which no request arrives for :data:`IDLE_TIMEOUT_S`, or after a malfor
         /repp2p/feed/1, and gossiped only with ``[feed] gossip_task_records = true``);
         output: the output encrypted to the offer's result key
     node   -> {"ok": false, "error": text, "detail": text}
+    node   -> {"ok": false, "error": "input_refused", "detail": text, "refusal": bytes}
+        refusal: the node-signed Refusal envelope carrying the enclave signature: the
+        client's own input made the task fail (repp2p.records.refusal)
 
     client -> {"records": [bytes, ...]}
         hand-over, after a task: up to 16 of the client's Feedback envelopes on a task this
@@ -30,7 +35,7 @@ stream on which no request arrives for :data:`IDLE_TIMEOUT_S`, or after a malfor
 Errors: ``bad_request``, ``bad_offer``, ``replayed``, ``wrong_epoch``, ``not_assigned``
 (this node has no claiming rank for the offer in its view), ``not_my_turn`` (failover: a
 better rank claimed in time), ``no_capacity``, ``bad_dispute`` (a replica request's receipts
-do not show a real disagreement), ``execution_failed``.
+do not show a real disagreement), ``execution_failed``, ``input_refused``.
 The client checks everything it receives against its own view and the node's attestation;
 a node's word is never trusted.
 """
@@ -64,20 +69,34 @@ ERRORS = frozenset(
         "no_capacity",
         "bad_dispute",
         "execution_failed",
+        "input_refused",
     }
 )
+#: the error whose response carries the node's signed ``Refusal`` envelope
+INPUT_REFUSED = "input_refused"
+#: size of the client's signature over its sealed input's commitment
+INPUT_SIG_SIZE = 64
 
 
 def parse_request(obj: Any) -> tuple[bytes, bytes]:
     """``(offer, sealed)`` of a request frame, or ProtocolError."""
     if (
         type(obj) is not dict
-        or obj.keys() != {"offer", "sealed"}
+        or obj.keys() - {"input_sig"} != {"offer", "sealed"}
         or type(obj["offer"]) is not bytes
         or type(obj["sealed"]) is not bytes
     ):
         raise ProtocolError("bad task request")
+    input_signature(obj)
     return obj["offer"], obj["sealed"]
+
+
+def input_signature(obj: dict[str, Any]) -> bytes | None:
+    """The client's ``input_sig`` of a request frame, None when absent, or ProtocolError."""
+    sig = obj.get("input_sig")
+    if sig is not None and (type(sig) is not bytes or len(sig) != INPUT_SIG_SIZE):
+        raise ProtocolError("bad input_sig")
+    return sig
 
 
 #: records one hand-over carries at most
@@ -112,9 +131,11 @@ def parse_response(obj: Any, *, handover: bool = False) -> dict[str, Any]:
         ):
             raise ProtocolError("bad task response")
     elif (
-        obj.keys() != {"ok", "error", "detail"}
+        obj.keys() - ({"refusal"} if obj.get("error") == INPUT_REFUSED else set())
+        != {"ok", "error", "detail"}
         or obj["error"] not in ERRORS
         or type(obj["detail"]) is not str
+        or type(obj.get("refusal", b"")) is not bytes
     ):
         raise ProtocolError("bad task error response")
     return obj

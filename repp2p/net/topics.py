@@ -14,6 +14,7 @@ from repp2p.records import (
     Heartbeat,
     NodeAd,
     Receipt,
+    Refusal,
     TaskOffer,
     WorkDigest,
 )
@@ -27,15 +28,25 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     "ads": (NodeAd.TYPE,),
     "attestations": (Attestation.TYPE,),
     "heartbeats": (Heartbeat.TYPE,),
-    "tasks": (TaskOffer.TYPE, Receipt.TYPE),
+    "tasks": (TaskOffer.TYPE, Receipt.TYPE, Refusal.TYPE),
     "claims": (Claim.TYPE,),
     "feedback": (Feedback.TYPE,),
     "digests": (WorkDigest.TYPE, FeedbackDigest.TYPE),
 }
 
 TOPICS: dict[str, str] = {family: TOPIC_PREFIX + family for family in FAMILIES}
+#: The families a light client subscribes to when views come from digests
+#: (repp2p.node.light): what matching needs, and the digests; no per-task family.
+LIGHT_FAMILIES: tuple[str, ...] = ("ads", "attestations", "heartbeats", "digests")
 _FAMILY_OF_TYPE = {t: family for family, types in FAMILIES.items() for t in types}
 _FAMILY_OF_TOPIC = {topic: family for family, topic in TOPICS.items()}
+
+
+def subscribed_topics(*, light: bool) -> tuple[str, ...]:
+    """The topics a peer subscribes to: every family, or :data:`LIGHT_FAMILIES` for a
+    light client that holds only its own tasks (``repp2p.node.light``)."""
+    families = LIGHT_FAMILIES if light else tuple(FAMILIES)
+    return tuple(TOPICS[f] for f in families)
 
 
 def topic_for(record_type: str) -> str:

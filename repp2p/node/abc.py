@@ -192,6 +192,12 @@ class EnclaveSupervisorAPI(abc.ABC):
     def describe(self) -> dict[str, Any] | None:
         """A JSON-ready summary for status (kind, label, pid, measurement), or None."""
 
+    @property
+    def enc_key(self) -> bytes | None:
+        """The running enclave's X25519 key (what clients seal to), or None when this
+        supervisor cannot say (the enclave then checks the client's input signature)."""
+        return None
+
 
 class TaskLoadAPI(abc.ABC):
     """How busy the task server is."""

@@ -11,7 +11,9 @@ Role and invariants:
   publishes heartbeats and its ad (:class:`OwnRecordSchedule`), provides its engines and
   serves ``/repp2p/task/1`` (:class:`repp2p.serving.TaskServer`). A ``client`` node is a
   light peer: the same record pipeline, views and discovery, no enclave, nothing announced,
-  a DHT client. The role is decided once, in :meth:`Node.run` (full nodes get an enclave
+  a DHT client; on a network whose views come from digests it holds no other client's
+  tasks (:mod:`repp2p.node.light`: node-record and digest topics only, no feed
+  following). The role is decided once, in :meth:`Node.run` (full nodes get an enclave
   supervisor and a task server; :meth:`Node._start_full` starts their duties).
 * Shutdown (:meth:`stop`, SIGINT/SIGTERM in the CLI) cancels the loops, closes the host,
   the enclave and the store, and removes ``runtime.json``; the data dir keeps identity and
@@ -48,16 +50,18 @@ from repp2p.net.dht import NAMESPACE, AdValidator
 from repp2p.net.gossip import build_pubsub, install_validators
 from repp2p.net.host import build_host, parse_multiaddrs
 from repp2p.net.libp2p_compat import RecordGossipSub, RecordPubsub, ServerOnlyKadDHT
+from repp2p.net.params import BudgetParams
 from repp2p.net.sync import PROTOCOL as SYNC_PROTOCOL
 from repp2p.net.sync import make_handler
 from repp2p.net.task import PROTOCOL as TASK_PROTOCOL
-from repp2p.net.topics import TOPICS
+from repp2p.net.topics import subscribed_topics
 from repp2p.net.verdict import Verdict
 from repp2p.node.audits import Auditor, EvidenceLog
-from repp2p.node.budgets import SignerBudgets
+from repp2p.node.budgets import BUDGETED, SignerBudgets, UnattestedQuota
 from repp2p.node.digests import ClaimedOffers, FailedTasks, OwnDigests, retention_epochs
 from repp2p.node.discovery import Discovery, peer_info
 from repp2p.node.enclave import EnclaveSupervisor
+from repp2p.node.light import holds_only_own_tasks, own_tasks_only
 from repp2p.node.metrics import NodeMetrics
 from repp2p.node.pipeline import RecordPipeline
 from repp2p.node.publisher import RecordPublisher, capped_lifetime
@@ -250,6 +254,8 @@ class Node:
         store = SqliteRecordStore(cfg.data_dir / "records.db", synchronous="NORMAL")
         enclave: EnclaveSupervisor | None = None
         server: TaskServer | None = None
+        # a light client of a digest-view network holds no other client's tasks
+        light = holds_only_own_tasks(cfg.role, cfg.network_params)
         try:
             keeper = ViewKeeper(
                 store, self.policy, cfg.network_params, book_path=cfg.data_dir / "penalties.cbor"
@@ -263,6 +269,8 @@ class Node:
                 budgets=SignerBudgets(cfg.budgets, cfg.epoch_s),
                 epoch_s=cfg.epoch_s,
                 digests=cfg.digests,
+                quota=_unattested_quota(store, keeper, cfg.budgets, self.clock),
+                keep=own_tasks_only(store, self.peer_id) if light else None,
             )
             views = ViewService(keeper, self.clock, self.metrics, tick_s=cfg.timers.tick_s)
             host = build_host(
@@ -441,7 +449,7 @@ class Node:
                     nursery.start_soon(publisher.run)
                     if server is not None:  # served only once background work can start
                         host.set_stream_handler(TASK_PROTOCOL, server.handle_stream)
-                    for topic in TOPICS.values():
+                    for topic in subscribed_topics(light=light):
                         subscription = await pubsub.subscribe(topic)
                         nursery.start_soon(_drain, subscription)
                     status_port = None
@@ -473,7 +481,8 @@ class Node:
                     )
                     nursery.start_soon(views.run)
                     nursery.start_soon(self._purge_loop, store)
-                    nursery.start_soon(feed.run)
+                    if not light:  # other peers' per-task feeds: nothing a light client keeps
+                        nursery.start_soon(feed.run)
                     nursery.start_soon(own_digests.run)
                     if auditor is not None:
                         nursery.start_soon(auditor.run)
@@ -609,6 +618,20 @@ async def _drain(subscription: Any) -> None:
 
 
 __all__ = ["Node", "NodeParts"]
+
+
+def _unattested_quota(
+    store: SqliteRecordStore, keeper: ViewKeeper, params: BudgetParams, clock: ClockAPI
+) -> UnattestedQuota:
+    """The byte quota of unattested identities, counting what the store holds already
+    (and evicting what no longer fits, e.g. after a smaller quota was configured)."""
+    quota = UnattestedQuota(params, keeper.is_attested)
+    held = [r for t in sorted(BUDGETED) for r in store.query(type=t)]
+    evicted = quota.seed(held, int(clock.now()))
+    if evicted:
+        store.delete(evicted)
+        log.info("unattested identities' quota: %d stored records evicted", len(evicted))
+    return quota
 
 
 def _evidence_admission(keeper: ViewKeeper) -> Callable[[SignedRecord, int], str | None]:

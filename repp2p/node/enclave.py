@@ -98,6 +98,10 @@ class EnclaveSupervisor(EnclaveSupervisorAPI):
         return dict(self._enclave.engine_measurements)
 
     @property
+    def enc_key(self) -> bytes | None:
+        return self._enclave.enc_key
+
+    @property
     def is_alive(self) -> bool:
         """False once the enclave process has died (the next attestation replaces it)."""
         return self._enclave.is_alive

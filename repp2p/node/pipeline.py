@@ -28,7 +28,13 @@ from repp2p.errors import RecordError, RecordReason, StoreError
 from repp2p.net.topics import topic_accepts
 from repp2p.net.verdict import Verdict
 from repp2p.node.abc import RecordListener, RecordPipelineAPI
-from repp2p.node.budgets import OVER_BUDGET, SignerBudgets
+from repp2p.node.budgets import (
+    OVER_BUDGET,
+    OVER_UNATTESTED_QUOTA,
+    UNATTESTED_EVICTED,
+    SignerBudgets,
+    UnattestedQuota,
+)
 from repp2p.node.metrics import NodeMetrics
 from repp2p.records import DIGEST_TYPES, Outcome, SignedRecord, TaskOffer, decode
 from repp2p.store import RecordStoreAPI
@@ -44,6 +50,9 @@ STORE_FAILED = "store_failed"
 #: ``repp2p_records_rejected`` reasons of digests outside the accepted epochs (IGNORE: a
 #: validly signed digest an honest peer may still hold, or sign with its clock a little off)
 DIGEST_TOO_OLD, DIGEST_TOO_NEW = "digest_too_old", "digest_too_new"
+#: ``repp2p_records_rejected`` reason of a valid record this peer does not hold (IGNORE):
+#: another client's per-task record on a light client (repp2p.node.light)
+NOT_KEPT = "not_kept"
 
 #: decode failures an honest forwarder cannot avoid: IGNORE, not REJECT. decode() checks
 #: the signature before the lifetime, so an EXPIRED record is well formed and signed; it
@@ -88,10 +97,17 @@ class RecordPipeline(RecordPipelineAPI):
             evidence); a refusal is a REJECT.
         budgets: per-signer budgets on node records arriving by gossip
             (:class:`repp2p.node.budgets.SignerBudgets`); over budget is an IGNORE.
+        quota: the byte quota on node records of identities with no verified
+            attestation, from any source but ``local``
+            (:class:`repp2p.node.budgets.UnattestedQuota`): a record past it is an
+            IGNORE, records it pushes out are deleted from the store.
         epoch_s: the network's epoch length; with ``digests``, bounds the epochs of the
             digests accepted (:meth:`DigestParams.gossip_accepts` on gossip, not newer than
             :meth:`DigestParams.too_new` from any source). None: no bound (tools, tests).
         digests: the network's digest schedule.
+        keep: whether this peer holds a valid record at all (a light client keeps only
+            its own tasks' records, :func:`repp2p.node.light.own_tasks_only`); a record it
+            does not keep is an IGNORE, counted as ``not_kept``. None: keep everything.
     """
 
     def __init__(
@@ -105,8 +121,12 @@ class RecordPipeline(RecordPipelineAPI):
         budgets: SignerBudgets | None = None,
         epoch_s: int | None = None,
         digests: DigestParams | None = None,
+        quota: UnattestedQuota | None = None,
+        keep: Callable[[SignedRecord], bool] | None = None,
     ) -> None:
+        self._keep = keep
         self._budgets = budgets
+        self._quota = quota
         self._epoch_s = epoch_s
         self._digests = digests or DigestParams()
         self._store = store
@@ -168,6 +188,7 @@ class RecordPipeline(RecordPipelineAPI):
         now = int(self._clock.now())
         verdicts: list[Verdict] = [Verdict.REJECT] * len(batch)
         fresh: list[tuple[int, SignedRecord]] = []
+        evicted: list[bytes] = []
         for i, data in enumerate(batch):
             if topic is None and self._store.has(hashlib.sha256(data).digest()):
                 # Held already (feeds deliver most records more than once): skip the
@@ -206,15 +227,50 @@ class RecordPipeline(RecordPipelineAPI):
                 self._metrics.rejected.labels(refusal, source).inc()
                 log.debug("refused %s %s from %s: %s", source, signed.type, signed.signer, refusal)
                 continue
+            if self._keep is not None and not self._keep(signed):
+                # Valid, but not ours to hold (another client's task on a light client):
+                # an honest peer holds and forwards it, so nobody is blamed.
+                self._metrics.rejected.labels(NOT_KEPT, source).inc()
+                verdicts[i] = Verdict.IGNORE
+                continue
             if signed.type in DIGEST_TYPES and self._epoch_s is not None:
                 refused = self._digest_epoch_refused(signed, now, gossip=topic is not None)
                 if refused is not None:
                     self._metrics.rejected.labels(refused, source).inc()
                     verdicts[i] = Verdict.IGNORE
                     continue
+            if not self._within_quota(signed, now, source, evicted):
+                verdicts[i] = Verdict.IGNORE
+                continue
             fresh.append((i, signed))
         self._store_batch(fresh, verdicts, now, source, started)
+        self._evict(evicted, source)
         return verdicts
+
+    def _within_quota(
+        self, signed: SignedRecord, now: int, source: str, evicted: list[bytes]
+    ) -> bool:
+        """The unattested identities' byte quota: False refuses ``signed`` (a valid record
+        an honest forwarder passes on: IGNORE, nobody blamed); what it pushes out of the
+        quota joins ``evicted``. Our own records are never counted."""
+        if self._quota is None or source == "local":
+            return True
+        ok, out = self._quota.admit(signed, now)
+        evicted += out
+        if not ok:
+            self._metrics.rejected.labels(OVER_UNATTESTED_QUOTA, source).inc()
+        return ok
+
+    def _evict(self, record_ids: list[bytes], source: str) -> None:
+        """Delete the records the quota pushed out (after the batch that pushed them)."""
+        if not record_ids:
+            return
+        try:
+            self._store.delete(record_ids)
+        except StoreError as exc:
+            self._on_store_failure(exc, len(record_ids))
+            return
+        self._metrics.rejected.labels(UNATTESTED_EVICTED, source).inc(len(record_ids))
 
     def _digest_epoch_refused(self, signed: SignedRecord, now: int, *, gossip: bool) -> str | None:
         """Why a digest's epoch is not accepted now, or None. A digest of a far epoch is a

@@ -21,6 +21,7 @@ without the exploration coin), never by the failover schedule: see :meth:`TaskSe
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -33,7 +34,7 @@ from repp2p.clock import ClockAPI
 from repp2p.errors import TIMEOUT_LIMIT, ProtocolError, RecordError, limit_of
 from repp2p.matching import beacon, rank
 from repp2p.net.framing import FrameReader, write_cbor
-from repp2p.net.task import MAX_REQUEST, error, parse_handover, parse_request
+from repp2p.net.task import MAX_REQUEST, error, input_signature, parse_handover, parse_request
 from repp2p.node.abc import (
     EnclaveSupervisorAPI,
     RecordPipelineAPI,
@@ -41,9 +42,9 @@ from repp2p.node.abc import (
     TaskLoadAPI,
     ViewServiceAPI,
 )
-from repp2p.records import Claim, Feedback, SignedRecord, TaskOffer, decode
+from repp2p.records import Claim, Feedback, SignedRecord, TaskOffer, decode, sealed_input_signed
 from repp2p.store import RecordStoreAPI
-from repp2p.tee import EnclaveError
+from repp2p.tee import EnclaveError, InputRefused
 from repp2p.timers import Timers
 
 log = logging.getLogger("repp2p.serving")
@@ -204,6 +205,7 @@ class TaskServer(TaskLoadAPI):
         """
         request, dispute = _pop_dispute(request)
         offer_data, sealed, releases = _parse(request)
+        input_sig = input_signature(request)
         now_ms = self._now_ms()
         offer = tasks.check_offer(offer_data, now_ms=now_ms)
         if isinstance(offer, tasks.Reject):
@@ -218,7 +220,9 @@ class TaskServer(TaskLoadAPI):
         if stale is not None:
             return _refusal(stale)
         if dispute is not None:
-            return await self._run_replica(offer, offer_data, sealed, dispute, now_ms)
+            return await self._run_replica(
+                offer, offer_data, sealed, dispute, now_ms, releases, input_sig
+            )
         view = self._views.view(o.epoch)
         ranking = rank(o, view, beacon(o.epoch))
         # Checked before storing: an offer nobody assigned to us stays out of our feed.
@@ -261,7 +265,47 @@ class TaskServer(TaskLoadAPI):
         if self._sealed(o.epoch):
             # Our digest of the epoch is out (or due): a claim now would contradict it.
             return _refusal(tasks.Reject(tasks.ErrorCode.WRONG_EPOCH, "the epoch is sealed"))
-        return await self._execute(offer, sealed, decision.rank, view.digest)
+        unsigned = self._unsigned_input(offer, sealed, input_sig)
+        if unsigned is not None:
+            return error("bad_request", unsigned)
+        return await self._execute(offer, sealed, decision.rank, view.digest, input_sig)
+
+    def _unsigned_input(
+        self, offer: SignedRecord, sealed: bytes, input_sig: bytes | None
+    ) -> str | None:
+        """Why we must not claim a task whose input the client did not sign, or None.
+
+        Checked before the claim: without the client's signature over the sealed bytes
+        (and the enclave key it sealed to), our enclave could not prove a bad input was
+        the client's, and the failure would count against us. An input sealed to another
+        enclave key (ours changed since the client's view) is nobody's fault: declined too.
+        """
+        if input_sig is None:
+            return "the sealed input is not signed (input_sig)"
+        enc_key = self._enclave.enc_key
+        if enc_key is None:
+            return None  # an enclave that cannot say: it checks the signature itself
+        ok = sealed_input_signed(
+            offer.signer_key,
+            input_sig,
+            task_id=offer.record.task_id,  # type: ignore[attr-defined]
+            node=self._peer_id,
+            enc_key=enc_key,
+            sealed_digest=hashlib.sha256(sealed).digest(),
+        )
+        return None if ok else "input_sig does not verify for our current enclave key"
+
+    def _refused(self, o: TaskOffer, exc: InputRefused) -> dict[str, Any]:
+        """The reply to a task our enclave refused for the client's input: its signed
+        ``Refusal`` goes into our feed (it proves the failure is not ours) and to the client."""
+        log.info("task %s: the client's input was refused: %s", o.task_id.hex()[:12], exc)
+        if self._sealed(o.epoch):  # after the seal nothing about the task may change
+            return error("execution_failed", "input refused after its epoch was sealed")
+        self._on_failed(o.epoch, o.task_id)
+        signed = self._publisher.publish_soon(exc.refusal)
+        reply = error("input_refused", exc.refusal.code)
+        reply["refusal"] = signed.data
+        return reply
 
     async def _run_replica(
         self,
@@ -270,12 +314,16 @@ class TaskServer(TaskLoadAPI):
         sealed: bytes,
         dispute: list[bytes],
         now_ms: int,
+        releases: list[bytes],
+        input_sig: bytes | None = None,
     ) -> dict[str, Any]:
         """Admit a dispute replica by :mod:`repp2p.tasks.escalation`'s rules, then run it.
 
         Checked on this node's own view of the offer's epoch: the carried receipts
         (``check_dispute``: attested enclaves of nodes ranked for this task, really
-        disagreeing), this node's replica rank (``replica_rank``), then a free slot
+        disagreeing), this node's replica rank (``replica_rank``; the owner's releases, handed
+        over in ``releases`` or held, name the first-round nodes that failed, which the
+        client skipped and so does the window), then a free slot
         (``take_replica``). No failover wait: the dispute is the replica's turn. The offer
         and the receipts are stored (they are the dispute's evidence) once the receipts and the
         rank check out.
@@ -284,6 +332,9 @@ class TaskServer(TaskLoadAPI):
         view = self._views.view(o.epoch)
         b = beacon(o.epoch)
         escalation = tasks.escalation_ranking(o, view, b)
+        outside = tasks.may_be_replica(escalation, self._peer_id)
+        if outside is not None:  # before verifying the receipts: that costs signatures
+            return _refusal(outside)
         receipts = tasks.check_dispute(
             dispute,
             offer,
@@ -293,11 +344,14 @@ class TaskServer(TaskLoadAPI):
         )
         if isinstance(receipts, tasks.Reject):
             return _refusal(receipts)
+        # The owner's releases (first-round nodes that failed): the client skipped them too.
+        handed = tasks.releases_in(releases, offer, now_ms=now_ms)
         assigned = tasks.replica_rank(
             escalation,
             self._peer_id,
             {r.signer for r in receipts},
             view.matching_params.dispute_max_replicas,
+            released=tasks.released_claimants(handed, offer) | self._released(offer),
         )
         if isinstance(assigned, tasks.Reject):
             return _refusal(assigned)
@@ -308,6 +362,8 @@ class TaskServer(TaskLoadAPI):
             self._publisher.spread(offer_data, TaskOffer.TYPE)
         for receipt in receipts:
             self._pipeline.accept_decoded(receipt, source="task")
+        for release in handed:
+            self._pipeline.accept_decoded(release, source="task")
         decision = tasks.take_replica(
             assigned,
             active=self._active,
@@ -320,15 +376,23 @@ class TaskServer(TaskLoadAPI):
             return _refusal(decision)
         if self._sealed(o.epoch):
             return _refusal(tasks.Reject(tasks.ErrorCode.WRONG_EPOCH, "the epoch is sealed"))
+        unsigned = self._unsigned_input(offer, sealed, input_sig)
+        if unsigned is not None:
+            return error("bad_request", unsigned)
         log.info("replica for disputed task %s at rank %d", o.task_id.hex()[:12], decision.rank)
-        return await self._execute(offer, sealed, decision.rank, view.digest)
+        return await self._execute(offer, sealed, decision.rank, view.digest, input_sig)
 
     def _result_key_of(self, peer: str) -> bytes | None:
         keys = self._views.enclave_keys(peer)
         return keys[1] if keys is not None else None
 
     async def _execute(
-        self, offer: SignedRecord, sealed: bytes, my_rank: int, view_digest: bytes
+        self,
+        offer: SignedRecord,
+        sealed: bytes,
+        my_rank: int,
+        view_digest: bytes,
+        input_sig: bytes | None = None,
     ) -> dict[str, Any]:
         """Claim the task, run it in the enclave, publish the receipt; the reply frame."""
         o: TaskOffer = offer.record  # type: ignore[assignment]
@@ -361,7 +425,12 @@ class TaskServer(TaskLoadAPI):
                 expires=o.expires,
                 input_size=o.input_size,
                 seq=1,
+                offer=offer.data,
+                node=self._peer_id,
+                input_sig=input_sig,
             )
+        except InputRefused as exc:
+            return self._refused(o, exc)
         except (EnclaveError, EngineError) as exc:
             log.info("task %s failed in the enclave: %s", o.task_id.hex()[:12], exc)
             if not self._sealed(o.epoch):  # after the seal the digest must not change

@@ -472,6 +472,50 @@ class FeedbackDigest(Record):
         return self.epoch.to_bytes(8, "big") + self.part.to_bytes(2, "big")
 
 
+# -- refusals (repp2p.records.refusal has the signatures and the check) -------------------
+
+#: Why the enclave refused a client's input; every one is the client's doing:
+#:
+#: * ``bad_seal``: the sealed bytes do not open with the enclave key and the offer's key;
+#: * ``wrong_task``: they open, but name another task;
+#: * ``digest_mismatch``: the input does not hash to the offer's digest or has another size;
+#: * ``bad_input`` / ``input_too_large``: the engine's measured code refused the input.
+REFUSAL_CODES = frozenset(
+    {"bad_seal", "wrong_task", "digest_mismatch", "bad_input", "input_too_large"}
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Refusal(Record):
+    """An enclave's refusal of a client's input, wrapped in the node's record signature.
+
+    ``client`` signed the offer ``offer_id`` of ``task_id``, and ``client_sig`` over
+    :func:`repp2p.records.input_commitment` of (``task_id``, the node, ``enc_key``,
+    ``sealed_digest``); ``code`` (:data:`REFUSAL_CODES`) says what was wrong with those
+    bytes; ``enclave_sig`` is an Ed25519 signature by ``result_key`` over
+    :func:`repp2p.records.refusal_message`. One per task and node (its slot is the task
+    id, like a receipt's).
+    """
+
+    TYPE: ClassVar[str] = "Refusal"
+    MAX_SIZE: ClassVar[int] = 2 * 1024
+
+    task_id: bytes = spec_field(_digest)
+    offer_id: bytes = spec_field(_digest)
+    client: str = spec_field(PeerIdText())
+    enc_key: bytes = spec_field(_digest)
+    sealed_digest: bytes = spec_field(_digest)
+    client_sig: bytes = spec_field(Blob(size=64))
+    code: str = spec_field(Choice(REFUSAL_CODES))
+    result_key: bytes = spec_field(_digest)
+    enclave_sig: bytes = spec_field(Blob(size=64))
+    seq: int = spec_field(_u64)
+    expires: int = spec_field(_u64)
+
+    def slot(self) -> bytes:
+        return self.task_id
+
+
 #: The registry: wire type tag -> record class. The only place a type is made known.
 RECORD_TYPES: dict[str, type[Record]] = {
     cls.TYPE: cls
@@ -485,6 +529,7 @@ RECORD_TYPES: dict[str, type[Record]] = {
         Feedback,
         WorkDigest,
         FeedbackDigest,
+        Refusal,
     )
 }
 
@@ -496,7 +541,9 @@ DIGEST_TYPES: frozenset[str] = frozenset({WorkDigest.TYPE, FeedbackDigest.TYPE})
 #: views ``NetworkParams.task_record_lag`` epochs late, and they spread by pulls over the
 #: feed (``/repp2p/feed/1``, repp2p.net.feed) rather than by gossip, so the store lists them
 #: in its feed. The other types (ads, attestations, heartbeats) are per node.
-FEED_TYPES: frozenset[str] = frozenset({TaskOffer.TYPE, Claim.TYPE, Receipt.TYPE, Feedback.TYPE})
+FEED_TYPES: frozenset[str] = frozenset(
+    {TaskOffer.TYPE, Claim.TYPE, Receipt.TYPE, Feedback.TYPE, Refusal.TYPE}
+)
 
 _DAY_S = 86_400
 
@@ -519,6 +566,7 @@ _DAY_S = 86_400
 #:   (``ReputationParams.window_epochs`` = 168 epochs: 2.8 h at 60-s epochs, a week at
 #:   1-h epochs). Claims, receipts and feedback inherit their offer's expiry, which must
 #:   come after the task's deadline, so 30 days also bounds how far off a deadline can be.
+#: * ``Refusal``: 30 days, like the receipt it stands in for (its offer's expiry).
 #: * ``WorkDigest``, ``FeedbackDigest``: 30 days. A digest replaces its epoch's per-task
 #:   records as the reputation and ledger evidence, so it must outlive the window like them,
 #:   plus the audit horizon in which its leaves can still be challenged.
@@ -532,4 +580,5 @@ MAX_LIFETIME_S: dict[str, int] = {
     Feedback.TYPE: 30 * _DAY_S,
     WorkDigest.TYPE: 30 * _DAY_S,
     FeedbackDigest.TYPE: 30 * _DAY_S,
+    Refusal.TYPE: 30 * _DAY_S,
 }

@@ -31,7 +31,16 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from repp2p.records import Claim, Feedback, Heartbeat, NodeAd, Receipt, TaskOffer
+from repp2p.records import (
+    Claim,
+    Feedback,
+    Heartbeat,
+    NodeAd,
+    Receipt,
+    Refusal,
+    TaskOffer,
+    check_refusal,
+)
 
 #: Feedback outcome codes, in the order used by every numpy column.
 OUTCOME_CODES = {"ok": 0, "wrong": 1, "timeout": 2, "bad_proof": 3}
@@ -69,6 +78,8 @@ class AttestedNode:
         attested_at: unix seconds of the verified evidence (freshness).
         failed: some attestation by this node failed verification (as far as the caller
             knows); a node that ever failed is not pre-trusted and scores 0 on attestation.
+        result_key: the enclave result key the verified attestation binds (empty when
+            unknown): a node's ``Refusal`` counts only when signed by it.
     """
 
     peer_id: str
@@ -78,6 +89,7 @@ class AttestedNode:
     tcb_degraded: bool = False
     attested_at: int = 0
     failed: bool = False
+    result_key: bytes = b""
 
     @property
     def is_trusted(self) -> bool:
@@ -145,6 +157,9 @@ class Evidence:
     Feedback (F, sorted by client, node, offer): ``fb_client``, ``fb_node``, ``fb_offer``,
     ``fb_outcome`` (:data:`OUTCOME_CODES`), ``fb_latency_ms``, ``fb_rating`` (0-100).
     Heartbeats (H, sorted by node, epoch): ``hb_node``, ``hb_epoch``, ``hb_load``.
+    Refusals: ``refusals``, sorted ``(offer, node)`` pairs of the tasks a node's enclave
+    refused for the client's own input, each checked (:func:`repp2p.records.check_refusal`)
+    against the offer and the result key of the node's verified attestation.
     """
 
     peers: tuple[str, ...]
@@ -182,6 +197,8 @@ class Evidence:
     #: Per node: current ``NodeAd`` and verdict (matching reads engines and kinds from them).
     ads: Mapping[str, NodeAd] = dataclasses.field(default_factory=dict)
     verdicts: Mapping[str, AttestedNode] = dataclasses.field(default_factory=dict)
+    #: Not a numpy column, so views without refusals keep their columns digest.
+    refusals: tuple[tuple[int, int], ...] = ()
 
     @property
     def n_peers(self) -> int:
@@ -247,6 +264,10 @@ class Evidence:
                 out[name] = _col(arr)
         names = ("offences", "ads", "verdicts", "record_ids")
         extra = {k: columns.pop(k) for k in names if k in columns}
+        if "refusals" in columns:
+            extra["refusals"] = tuple(
+                sorted({(int(o), int(i)) for o, i in columns.pop("refusals")})
+            )
         if columns:
             raise TypeError(f"unknown columns {sorted(columns)}")
         return cls(peers=peers, receipt_ids=receipt_ids, **out, **extra)
@@ -380,6 +401,8 @@ def collect(
         fb["fb_rating"].append(f.rating)
     cols.update(fb)
 
+    refusals = _refusals(by_type.get(Refusal.TYPE, ()), offers, offer_by_id, attested, index)
+
     hbs = by_type.get(Heartbeat.TYPE, ())
     cols["hb_node"] = [index[it.signer] for it in hbs]
     cols["hb_epoch"] = [min(it.record.epoch, _MAX_MS) for it in hbs]
@@ -394,5 +417,41 @@ def collect(
         offences=tuple(offences),
         ads=ads,
         verdicts=verdicts,
+        refusals=refusals,
         **cols,
     )
+
+
+def _refusals(
+    items: Iterable[AcceptedRecord],
+    offers: list[AcceptedRecord],
+    offer_by_id: Mapping[bytes, int],
+    attested: Mapping[str, AttestedNode],
+    index: Mapping[str, int],
+) -> list[tuple[int, int]]:
+    """``(offer, node)`` of each refusal that proves a task failed by its client's input.
+
+    It must name an offer we hold, carry the offer signer's signature over the sealed
+    input it names for this node, and be signed by the result key of the node's verified
+    attestation; anything else is dropped (a node cannot excuse itself with a refusal
+    its enclave did not sign).
+    """
+    out = []
+    for item in items:
+        refusal: Refusal = item.record
+        o = offer_by_id.get(refusal.offer_id)
+        verdict = attested.get(item.signer)
+        if o is None or verdict is None or not verdict.verified or not verdict.result_key:
+            continue
+        offer = offers[o]
+        if not hasattr(offer, "signer_key"):
+            continue  # not a signed record: nothing to check the client's signature with
+        why = check_refusal(
+            refusal,
+            node=item.signer,
+            offer=offer,  # type: ignore[arg-type]
+            result_key=verdict.result_key,
+        )
+        if why is None:
+            out.append((o, index[item.signer]))
+    return out

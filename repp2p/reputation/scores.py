@@ -47,6 +47,11 @@ DECAY_BITS = 16
 UNIT = 10_000
 _D = float(1 << DECAY_BITS)
 _OK, _WRONG, _TIMEOUT, _BAD_PROOF = 0, 1, 2, 3
+#: What one input refused by a node's enclave (a checked ``Refusal``) weighs against its
+#: client's credibility, in refuted verdicts of weight 1 (``slander_penalty`` weighs
+#: refuted slander). Lighter than slander: an honest client's bad input is a mistake
+#: that costs only itself, and it is proven by the enclave, not outvoted.
+REFUSAL_WEIGHT = 1.0
 COMPONENTS = ("uptime", "success", "throughput", "latency", "attestation")
 
 
@@ -160,6 +165,14 @@ def _member(sorted_keys: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.n
     return sorted_keys[pos_c] == keys, pos_c
 
 
+def _refused(ev: Evidence, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(offer, offer * n + node)`` of the evidence's refusals, sorted by the key."""
+    pairs = np.asarray(ev.refusals, dtype=np.int64).reshape(-1, 2)
+    key = pairs[:, 0] * n + pairs[:, 1]
+    order = np.argsort(key, kind="stable")
+    return pairs[order, 0], key[order]
+
+
 def _smoothed(num: np.ndarray, den: np.ndarray, prior: float, strength: float) -> np.ndarray:
     """Bayesian mean: ``(strength * prior + num) / (strength + den)``; prior when both are 0."""
     top = strength * prior + num
@@ -238,6 +251,55 @@ def receipt_votes(
     has_majority = (top >= wrong_quorum) & (2 * top > per_offer)
     wrong = r_valid & has_majority[ev.receipt_offer] & (agreeing < top[ev.receipt_offer])
     return agreeing, wrong
+
+
+def uptime_component(
+    ev: Evidence, epoch: int, p: ReputationParams, decay: np.ndarray
+) -> np.ndarray:
+    """Uptime per peer: decayed share of the epochs in ``[epoch - w, epoch - 1]``, since the
+    node was first seen, that have a heartbeat (``decay``: the fixed-point decay table)."""
+    n, w = ev.n_peers, p.window_epochs
+    age = (epoch - 1) - ev.hb_epoch
+    ok = (age >= 0) & (age <= w - 1)
+    hb_d = np.where(ok, decay[np.clip(age, 0, w)], 0)
+    hits = np.bincount(ev.hb_node, weights=hb_d.astype(np.float64), minlength=n) / _D
+    first = np.full(n, np.iinfo(np.int64).max)
+    if len(ev.hb_node):
+        starts = np.flatnonzero(np.concatenate(([True], ev.hb_node[1:] != ev.hb_node[:-1])))
+        first[ev.hb_node[starts]] = ev.hb_epoch[starts]  # rows sorted by (node, epoch)
+    cum = np.cumsum(decay[:w])
+    span = (epoch - 1) - np.maximum(first, epoch - w)  # oldest age counted
+    possible = np.where(span >= 0, cum[np.clip(span, 0, w - 1)], 0).astype(np.float64) / _D
+    return _smoothed(hits, possible, p.prior_uptime, p.prior_strength_uptime)
+
+
+def attestation_component(ev: Evidence, now: int, p: ReputationParams) -> np.ndarray:
+    """Attestation per peer: verified, never failed, consistent with the ad, and fresh
+    (full credit within ``reattest_period_s``, none after twice that); TCB-degraded
+    evidence scaled by ``tcb_degraded_factor``."""
+    age_s = (now - ev.attested_at).astype(np.float64)
+    period = float(p.reattest_period_s)
+    fresh = np.clip(1.0 - (age_s - period) / period, 0.0, 1.0)
+    attestation = np.where(ev.verified & ~ev.failed & ev.consistent, fresh, 0.0)
+    return np.where(ev.tcb_degraded, attestation * p.tcb_degraded_factor, attestation)
+
+
+def combine(
+    comps: np.ndarray, offender: np.ndarray, p: ReputationParams
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(score, permille)`` from the five components (rows of ``comps``, in
+    :data:`COMPONENTS` order): their weighted mean, 0 for an offender."""
+    weights = np.asarray(p.weights, dtype=np.float64)
+    score = (
+        weights[0] * comps[0]
+        + weights[1] * comps[1]
+        + weights[2] * comps[2]
+        + weights[3] * comps[3]
+        + weights[4] * comps[4]
+    ) / sum(p.weights)
+    score = np.where(offender, 0.0, np.clip(score, 0.0, 1.0))
+    permille = np.floor(score * 1000.0 + 0.5).astype(np.int64)
+    return score, permille
 
 
 def compute(
@@ -329,9 +391,14 @@ def compute(
     claimed, _ = _member(claim_key, fb_key)
     fb_d = age_weight(offer_epoch[fo_c], allow_current=True)
     fb_db = age_weight(offer_epoch[fo_c], allow_current=True, table=decay_bad)
+    # Tasks the node's enclave refused for the client's own input (a checked Refusal):
+    # the client's bad verdicts on them are no evidence against the node.
+    ref_offer, ref_key = _refused(ev, n)
+    excused = _member(ref_key, fb_key)[0] & (ev.fb_outcome != _OK)
     valid = (
         owned
         & claimed
+        & ~excused
         & (ev.fb_client != ev.fb_node)
         & ~ev.equivocated[ev.fb_client]
         & ~offender[ev.fb_node]
@@ -456,6 +523,19 @@ def compute(
     # and a node outvoted by them in an early round is acquitted in a later one.
     trusted_node = ev.is_node & node_trusted
     pre_drop = is_bad & r_found & r_confirmed[r_pos] if len(r_key) else np.zeros(len(fc), bool)
+    # Each refused input counts against its client's credibility like a refuted verdict of
+    # weight REFUSAL_WEIGHT (decaying like bad evidence), whether or not it gave feedback.
+    ref_claimed = _member(claim_key, ref_key)[0]
+    ref_client = offer_client[ref_offer]
+    refusal_w = np.where(
+        ref_claimed, age_weight(offer_epoch[ref_offer], allow_current=True, table=decay_bad), 0
+    )
+    refused_c = (
+        np.bincount(
+            ref_client[ref_claimed], weights=refusal_w[ref_claimed].astype(np.float64), minlength=n
+        )
+        / _D
+    )
     g0, bad0, _ = success_posterior(pre_drop, cw, np.zeros(n))
     standing = np.where(trusted_node, quality_of(g0, bad0), 0.0)
     lost_d = age_weight(offer_epoch[ev.receipt_offer], allow_current=True, table=decay_bad)
@@ -485,7 +565,9 @@ def compute(
         sup_w = np.where(supported, fd, 0).astype(np.float64)
         ref_c = np.bincount(fc, weights=ref_w, minlength=n) / _D
         sup_c = np.bincount(fc, weights=sup_w, minlength=n) / _D
-        credibility = (1.0 + sup_c) / (1.0 + sup_c + p.slander_penalty * ref_c)
+        credibility = (1.0 + sup_c) / (
+            1.0 + sup_c + p.slander_penalty * ref_c + REFUSAL_WEIGHT * refused_c
+        )
         cw = cw0 * credibility[pc]
         # On a task whose receipts disagree, the client's "wrong" only echoes a vote that
         # colluders can stack: it counts only where the verdict outvoted the receipt.
@@ -503,7 +585,9 @@ def compute(
     feedback_mass = seen1
 
     # throughput: claims of tasks whose deadline has passed, delivered = a receipt exists
+    # ...a task refused for its client's input is neither delivered nor the node's failure
     due = offer_deadline[ev.claim_offer] <= now * 1000
+    due &= ~_member(ref_key, claim_key)[0]
     c_d = age_weight(offer_epoch[ev.claim_offer], allow_current=True)
     c_d = np.where(due, c_d, 0).astype(np.float64)
     delivered, _ = _member(r_key, claim_key)
@@ -511,36 +595,10 @@ def compute(
     thr_den = np.bincount(ev.claim_node, weights=c_d, minlength=n) / _D
     throughput = _smoothed(thr_num, thr_den, p.prior_throughput, p.prior_strength_throughput)
 
-    # uptime: heartbeats in [epoch - w, epoch - 1] since the node was first seen
-    hb_d = age_weight(ev.hb_epoch, allow_current=False)
-    hits = np.bincount(ev.hb_node, weights=hb_d.astype(np.float64), minlength=n) / _D
-    first = np.full(n, np.iinfo(np.int64).max)
-    if len(ev.hb_node):
-        starts = np.flatnonzero(np.concatenate(([True], ev.hb_node[1:] != ev.hb_node[:-1])))
-        first[ev.hb_node[starts]] = ev.hb_epoch[starts]  # rows sorted by (node, epoch)
-    cum = np.cumsum(decay[:w])
-    span = (epoch - 1) - np.maximum(first, epoch - w)  # oldest age counted
-    possible = np.where(span >= 0, cum[np.clip(span, 0, w - 1)], 0).astype(np.float64) / _D
-    uptime = _smoothed(hits, possible, p.prior_uptime, p.prior_strength_uptime)
-
-    # attestation consistency
-    age_s = (now - ev.attested_at).astype(np.float64)
-    period = float(p.reattest_period_s)
-    fresh = np.clip(1.0 - (age_s - period) / period, 0.0, 1.0)
-    attestation = np.where(ev.verified & ~ev.failed & ev.consistent, fresh, 0.0)
-    attestation = np.where(ev.tcb_degraded, attestation * p.tcb_degraded_factor, attestation)
-
+    uptime = uptime_component(ev, epoch, p, decay)
+    attestation = attestation_component(ev, now, p)
     comps = np.stack([uptime, success, throughput, latency, attestation])
-    weights = np.asarray(p.weights, dtype=np.float64)
-    score = (
-        weights[0] * comps[0]
-        + weights[1] * comps[1]
-        + weights[2] * comps[2]
-        + weights[3] * comps[3]
-        + weights[4] * comps[4]
-    ) / sum(p.weights)
-    score = np.where(offender, 0.0, np.clip(score, 0.0, 1.0))
-    permille = np.floor(score * 1000.0 + 0.5).astype(np.int64)
+    score, permille = combine(comps, offender, p)
     newcomer = feedback_mass < p.newcomer_min_feedback
     frozen = (score, permille, comps, feedback_mass, trust, newcomer, offender)
     for arr in (*frozen, quality, standing, disputes_lost, upheld, lost, credibility):

@@ -94,6 +94,16 @@ class RecordStoreAPI(abc.ABC):
         """
         raise NotImplementedError
 
+    def delete(self, record_ids: list[bytes]) -> int:
+        """Drop the current records with these IDs (a quota evicting them); returns how
+        many were held. Evidence is kept.
+
+        Raises:
+            NotImplementedError: a store that cannot delete (the default).
+            StoreError: the store failed to write.
+        """
+        raise NotImplementedError
+
     @abc.abstractmethod
     def count(self, type: str | None = None) -> int:
         """Number of current records (of one type if given)."""

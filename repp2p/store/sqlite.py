@@ -399,9 +399,9 @@ class SqliteRecordStore(RecordStoreAPI):
         try:
             with self._transaction():
                 cutoff = _u64(max(before_epoch, 0))
-                tail = ("Receipt", "Feedback")
+                tail = ("Receipt", "Feedback", "Refusal")
                 dropped = self._db.execute(
-                    "DELETE FROM records WHERE type IN (?,?) AND substr(slot, 1, 32) IN"
+                    "DELETE FROM records WHERE type IN (?,?,?) AND substr(slot, 1, 32) IN"
                     " (SELECT slot FROM records WHERE type='TaskOffer' AND epoch < ?)",
                     (*tail, cutoff),
                 ).rowcount
@@ -410,11 +410,21 @@ class SqliteRecordStore(RecordStoreAPI):
                     (cutoff,),
                 ).rowcount
                 dropped += self._db.execute(
-                    "DELETE FROM records WHERE type IN (?,?) AND received_at < ? AND"
+                    "DELETE FROM records WHERE type IN (?,?,?) AND received_at < ? AND"
                     " substr(slot, 1, 32) NOT IN (SELECT slot FROM records WHERE type='TaskOffer')",
                     (*tail, int(orphans_before)),
                 ).rowcount
             return dropped
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"record store {self.path}: {exc}") from None
+
+    def delete(self, record_ids: list[bytes]) -> int:
+        try:
+            with self._transaction():
+                cursor = self._db.executemany(
+                    "DELETE FROM records WHERE record_id=?", [(r,) for r in record_ids]
+                )
+            return cursor.rowcount
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"record store {self.path}: {exc}") from None
 

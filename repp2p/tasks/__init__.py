@@ -22,9 +22,10 @@ Public API::
     escalation_ranking(offer, view, beacon) -> [peer, ...]   # no exploration coin
     EscalationPlan(ranking, votes, standing, *, max_replicas, ...)
         .next_replica() -> (rank, peer) | None;  .on_replica(peer, output | None)
+    may_be_replica(escalation, me) -> Reject | None           # node, before the receipts
     check_dispute(envelopes, offer, *, now_ms, may_have_run, result_key_of)
         -> [receipt, ...] | Reject                             # node, replica requests
-    replica_rank(escalation, me, ran, max_replicas) -> int | Reject
+    replica_rank(escalation, me, ran, max_replicas, released=()) -> int | Reject
     take_replica(rank, *, active, capacity, already_taken) -> Admit | Reject
     check_replica_claim(claim, offer, *, peer)                 # client; ClaimError
 
@@ -80,6 +81,7 @@ from repp2p.tasks.escalation import (
     escalation_limit,
     escalation_ranking,
     is_disputed,
+    may_be_replica,
     replica_rank,
     standing_verdict,
     take_replica,
@@ -127,6 +129,7 @@ __all__ = [
     "is_bound_offer",
     "is_disputed",
     "is_release",
+    "may_be_replica",
     "released_claimants",
     "releases_in",
     "replica_rank",

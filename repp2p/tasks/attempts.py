@@ -20,7 +20,9 @@ Rules of this file (h11 style):
 * What a node's answer means is one table, :data:`DECLINES`: a decline that follows the
   node's claim (``execution_failed``, ``replayed``) is a failure to release with
   ``timeout`` feedback; any other decline (not its turn, busy, ...) is skipped: the lane
-  moves on and nothing is published. A request that fails or times out is released with
+  moves on and nothing is published (also ``input_refused``: the node's enclave signed a
+  refusal of the client's own input, so it has nothing to answer for). A request that
+  fails or times out is released with
   ``timeout``; an answer whose proof does not check out with ``bad_proof``.
 * :meth:`AttemptPlan.conclude` is the vote, exactly as the client always voted: the
   verified outputs vote, the most votes win, a tie goes to the output whose best voter has
@@ -80,6 +82,8 @@ DECLINES: Mapping[ErrorCode, Outcome | None] = MappingProxyType(
         ErrorCode.BAD_DISPUTE: None,
         # it claimed, then failed
         ErrorCode.EXECUTION_FAILED: Outcome.TIMEOUT,
+        # it claimed, and its enclave proved our input was at fault: nothing against it
+        ErrorCode.INPUT_REFUSED: None,
     }
 )
 

@@ -32,6 +32,8 @@ class ErrorCode(enum.StrEnum):
     BAD_DISPUTE = "bad_dispute"
     #: the node claimed, then the enclave or engine failed (I/O layer's verdict)
     EXECUTION_FAILED = "execution_failed"
+    #: the node claimed, then its enclave signed a refusal of the client's own input
+    INPUT_REFUSED = "input_refused"
 
 
 #: the codes node admission (:mod:`repp2p.tasks.admission`, :mod:`repp2p.tasks.escalation`)

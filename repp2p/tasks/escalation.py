@@ -19,6 +19,10 @@ Rules of this file (h11 style):
 
       step                                   rules (the first that fails decides)
       1 check_offer / check_fresh (admission) the offer, replay, epoch window
+     1b may_be_replica(escalation, me)        this node is in the escalation ranking at all
+                                              (``not_assigned``): cheap, so the many nodes
+                                              that can never be the replica do not verify
+                                              up to 2 x MAX_DISPUTE_RECEIPTS signatures
       2 check_dispute(envelopes, offer, ...)  2..MAX_DISPUTE_RECEIPTS receipts, each a live
                                               Receipt for this offer and input, distinct
                                               signers, each signer one that may have run it
@@ -27,9 +31,9 @@ Rules of this file (h11 style):
                                               attested result key, >= 2 distinct outputs
                                               -> ``bad_dispute``
       3 replica_rank(escalation, me, ran,     this node did not run it (``replayed``) and is
-                     max_replicas)            among the first ``max_replicas`` nodes of the
-                                              escalation ranking that did not run it
-                                              (``not_assigned``)
+                     max_replicas, released)  among the first ``max_replicas`` nodes of the
+                                              escalation ranking that neither ran it nor
+                                              were released by the owner (``not_assigned``)
       4 take_replica(active, capacity,        a free slot (``no_capacity``), no concurrent
                      already_taken)           duplicate (``replayed``)
 
@@ -53,8 +57,11 @@ from repp2p.reputation.disputes import dispute_verdicts
 from repp2p.tasks.admission import Admit, Reject
 from repp2p.tasks.codes import ErrorCode
 
-#: receipts one replica request may carry (the first k plus every replica asked so far)
-MAX_DISPUTE_RECEIPTS = 32
+#: receipts one replica request may carry: the first round's (at most ``redundancy``, <= 16)
+#: plus every replica's so far (at most ``dispute_max_replicas``, <= 64). A smaller cap would
+#: make the client drop receipts, and the node would then count their signers as nodes that
+#: did not run the task, ahead of the replica asked: a refused replica.
+MAX_DISPUTE_RECEIPTS = 16 + 64
 #: ranks are a byte in a Claim (``Claim.rank``): no escalation ranking is longer
 MAX_ESCALATION_RANKS = 256
 
@@ -291,19 +298,42 @@ def check_dispute(
     return found
 
 
+def may_be_replica(escalation: Sequence[str], me: str) -> Reject | None:
+    """Step 1b: ``not_assigned`` unless this node is in ``escalation`` (the escalation
+    ranking) at all; None when it is.
+
+    :func:`replica_rank` decides the same and more, but only after :func:`check_dispute`
+    verified every carried receipt (two signatures each); this check costs nothing, so a
+    node that can never be the task's replica refuses before that work.
+    """
+    if me not in escalation:
+        return Reject(ErrorCode.NOT_ASSIGNED, "no replica rank for this node in its view")
+    return None
+
+
 def replica_rank(
-    escalation: Sequence[str], me: str, ran: Collection[str], max_replicas: int
+    escalation: Sequence[str],
+    me: str,
+    ran: Collection[str],
+    max_replicas: int,
+    released: Collection[str] = (),
 ) -> int | Reject:
     """Step 3: this node's rank as a replica, or the :class:`Reject`.
 
     ``replayed`` when a carried receipt is this node's own; ``not_assigned`` unless this node
     is among the first ``max_replicas`` nodes of ``escalation`` (the escalation ranking)
-    that are not in ``ran`` (the carried receipts' signers). Returns its index in
-    ``escalation`` (the rank its Claim carries).
+    that are not in ``ran`` (the carried receipts' signers) nor in ``released`` (nodes the
+    offer's owner released with ``timeout``/``bad_proof`` feedback: they failed the task in
+    its first round, and the client skips them as it skips the nodes that answered). Returns
+    its index in ``escalation`` (the rank its Claim carries).
+
+    Skipping the released ones adds no work: every node of ``escalation`` still runs the
+    task at most once, and only those can be made to run it.
     """
     if me in ran:
         return Reject(ErrorCode.REPLAYED, "this node already ran this task")
-    candidates = [p for p in escalation if p not in ran][:max_replicas]
+    skip = {*ran, *released}
+    candidates = [p for p in escalation if p not in skip][:max_replicas]
     if me not in candidates:
         return Reject(ErrorCode.NOT_ASSIGNED, "no replica rank for this node in its view")
     return list(escalation).index(me)

@@ -20,7 +20,13 @@ The simulated backend is NOT REAL SECURITY: see docs/engines.md.
 
 from repp2p.tee.abc import EnclaveAPI
 from repp2p.tee.enclave import KIND, Enclave
-from repp2p.tee.errors import EnclaveError, EnclaveReason, ResultError, ResultReason
+from repp2p.tee.errors import (
+    EnclaveError,
+    EnclaveReason,
+    InputRefused,
+    ResultError,
+    ResultReason,
+)
 from repp2p.tee.measurement import enclave_measurement, runtime_measurement
 from repp2p.tee.sealing import (
     SEAL_OVERHEAD,
@@ -39,6 +45,7 @@ __all__ = [
     "EnclaveAPI",
     "EnclaveError",
     "EnclaveReason",
+    "InputRefused",
     "ResultError",
     "ResultReason",
     "TaskSecret",

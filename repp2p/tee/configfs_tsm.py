@@ -54,6 +54,10 @@ class TsmFiles:
     def write(self, path: Path, data: bytes) -> None:
         # One write(2) of the whole blob: configfs binary attributes take the buffer
         # as written when the file is released, and no O_CREAT: the kernel made the file.
+        # Current configfs ignores what the attribute's store returns at release (older
+        # kernels returned it from close(2), reaching us as this call's OSError), so a
+        # refused inblob write (EBUSY) may show only as a generation that did not move,
+        # which ConfigfsTsm's before/after check treats as another writer (retry).
         fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
         try:
             written = os.write(fd, data)
@@ -242,7 +246,9 @@ class ConfigfsTsm:
             self.files.write(entry / "inblob", data)
         except OSError as exc:
             if exc.errno == errno.EBUSY:
-                return None  # the kernel refuses writes until a pending report is read
+                # tsm.c refuses writes until a pending report is read (surfaces here
+                # only for attributes stored at write time; see TsmFiles.write)
+                return None
             raise _io_error("write inblob", exc) from None
         try:
             outblob = self.files.read(entry / "outblob", OUTBLOB_MAX)

@@ -32,11 +32,12 @@ from typing import Any
 
 from engines.errors import EngineError, EngineReason
 from repp2p.attestation.claims import SIMULATED_LABEL
-from repp2p.records import Receipt
+from repp2p.errors import ReppError
+from repp2p.records import Receipt, Refusal
 from repp2p.tee import vsock
 from repp2p.tee.abc import EnclaveAPI
 from repp2p.tee.configfs_tsm import ConfigfsTsm
-from repp2p.tee.errors import EnclaveError, EnclaveReason, TeeInterfaceError
+from repp2p.tee.errors import EnclaveError, EnclaveReason, InputRefused, TeeInterfaceError
 from repp2p.tee.guest_devices import SevGuestDevice, TdxGuestDevice
 from repp2p.tee.platforms import RUNNABLE_KINDS, canonical_kind, enclave_error
 from repp2p.tee.wire import WireClosed, WireMalformed, WireTimeout, read_frame, write_frame
@@ -312,6 +313,9 @@ class Enclave(EnclaveAPI):
         input_size: int | None = None,
         seq: int = 0,
         timeout_s: float = 30.0,
+        offer: bytes | None = None,
+        node: str | None = None,
+        input_sig: bytes | None = None,
     ) -> tuple[bytes, Receipt]:
         """Run a task inside the enclave.
 
@@ -332,6 +336,11 @@ class Enclave(EnclaveAPI):
             input_size: the offer's ``input_size``, checked when given.
             seq: ``Receipt.seq``.
             timeout_s: after this the enclave process is killed (TIMEOUT).
+            offer, node, input_sig: the client's signed offer (its envelope), our peer ID
+                and the client's signature over the sealed input
+                (:func:`repp2p.records.sign_sealed_input`). With them, an input that fails
+                by the client's doing raises :class:`InputRefused` carrying an
+                enclave-signed :class:`repp2p.records.Refusal`, which any peer can check.
 
         Returns:
             ``(encrypted_output, receipt)``: the output for the client only, and the
@@ -341,6 +350,8 @@ class Enclave(EnclaveAPI):
             EngineError: the engine refused the input (BAD_INPUT, INPUT_TOO_LARGE, ...).
             EnclaveError: BAD_SEAL, WRONG_TASK, DIGEST_MISMATCH, UNKNOWN_ENGINE,
                 BAD_REQUEST, CLOSED, CRASHED or TIMEOUT.
+            InputRefused: (an EnclaveError) with ``input_sig``: the input failed by the
+                client's doing; ``.refusal`` is the signed record.
         """
         request = {
             "op": "execute",
@@ -355,6 +366,8 @@ class Enclave(EnclaveAPI):
             "input_size": input_size,
             "seq": seq,
         }
+        if input_sig is not None:
+            request.update(offer=offer, node=node, input_sig=input_sig)
         reply = self._call(request, timeout_s)
         return reply["encrypted"], Receipt(**reply["receipt"])
 
@@ -505,6 +518,8 @@ def _roundtrip(process: subprocess.Popen, request: dict, timeout_s: float) -> di
     if reply.get("ok") is True:
         return reply
     reason, detail = reply.get("reason"), str(reply.get("detail", ""))
+    if reply.get("error") == "refused":
+        raise _refused(reply, detail)
     if reply.get("error") == "engine" and reason in _ENGINE_REASONS:
         raise EngineError(EngineReason(reason), detail)
     try:
@@ -512,3 +527,13 @@ def _roundtrip(process: subprocess.Popen, request: dict, timeout_s: float) -> di
     except ValueError:
         enclave_reason = EnclaveReason.INTERNAL
     raise EnclaveError(enclave_reason, detail)
+
+
+def _refused(reply: dict, detail: str) -> EnclaveError:
+    """The :class:`InputRefused` of a ``refused`` reply; a malformed one is CRASHED (the
+    enclave broke the protocol)."""
+    fields = reply.get("refusal")
+    try:
+        return InputRefused(Refusal(**fields), detail)  # type: ignore[arg-type]
+    except (TypeError, ReppError):
+        return EnclaveError(EnclaveReason.CRASHED, "malformed refusal reply")

@@ -12,6 +12,7 @@ Detail texts never quote plaintext: they may be logged by the node.
 from __future__ import annotations
 
 import enum
+from typing import Any
 
 from repp2p.errors import ReasonedError
 
@@ -41,6 +42,8 @@ class EnclaveReason(enum.Enum):
     CLOSED = "closed"
     #: an unexpected failure inside the enclave (detail: exception type only)
     INTERNAL = "internal"
+    #: the client's input is unusable by its own doing; the enclave signed a ``Refusal``
+    INPUT_REFUSED = "input_refused"
     #: the hardware TEE interface this backend needs is missing here (see ``repp2p tee probe``)
     TEE_UNAVAILABLE = "tee_unavailable"
     #: the hardware TEE interface is there but failed or answered garbage
@@ -54,6 +57,19 @@ class EnclaveError(ReasonedError):
         reason: the :class:`EnclaveReason`.
         detail: human-readable detail; never parsed, never plaintext.
     """
+
+
+class InputRefused(EnclaveError):
+    """The enclave refused the client's input for a client-caused reason and signed a
+    :class:`repp2p.records.Refusal` saying so (reason ``INPUT_REFUSED``).
+
+    Attributes:
+        refusal: the enclave-signed record (the node wraps it in its record signature).
+    """
+
+    def __init__(self, refusal: Any, detail: str = "") -> None:
+        super().__init__(EnclaveReason.INPUT_REFUSED, detail or refusal.code)
+        self.refusal = refusal
 
 
 class TeeInterfaceReason(enum.Enum):

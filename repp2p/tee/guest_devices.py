@@ -9,12 +9,16 @@ follows are real addresses of buffers we own:
   pointers to the request (``snp_report_req``: 64 bytes of user data, the VMPL; the
   extended request adds the address and length of a page-aligned certificate buffer) and
   to the 4000-byte response, whose firmware message is ``status (u32) || report_size
-  (u32) || 24 reserved bytes || ATTESTATION_REPORT``. When the certificate buffer is too
-  small the call fails and ``exitinfo2``'s upper half (``vmm_error``) is
-  ``SNP_GUEST_VMM_ERR_INVALID_LEN``, with the needed length written back into
-  ``certs_len``: we retry once with that size. The buffer then holds the certificate
-  table (:mod:`repp2p.tee.snp_certs`). :class:`SevGuestDevice` is a complete evidence
-  source for the ``sev-snp`` runtime.
+  (u32) || 24 reserved bytes || ATTESTATION_REPORT``. The driver refuses (EINVAL) a
+  certificate buffer that is not page-aligned or larger than ``SEV_FW_BLOB_MAX_SIZE``
+  (16 KiB, ``include/linux/psp-sev.h``: its shared bounce buffer), so we offer exactly
+  that. When the host's table is larger still the call fails with EIO and
+  ``exitinfo2``'s upper half (``vmm_error``) is ``SNP_GUEST_VMM_ERR_INVALID_LEN``, the
+  host's length written back into ``certs_len``: no buffer this driver accepts can hold
+  it, so we take the report alone (``SNP_GET_REPORT``) and the VCEK chain from the
+  operator's file. Otherwise the buffer holds the certificate table
+  (:mod:`repp2p.tee.snp_certs`). :class:`SevGuestDevice` is a complete evidence source
+  for the ``sev-snp`` runtime.
 * ``/dev/tdx_guest``: ``TDX_CMD_GET_REPORT0`` = ``_IOWR('T', 1, struct tdx_report_req)``
   (64 bytes of report data in, the 1024-byte TDREPORT out). A TDREPORT is MAC'd for this
   CPU only; peers need a *quote*, which the host's Quote Generation Service makes from it
@@ -102,10 +106,9 @@ SNP_GUEST_VMM_ERR_INVALID_LEN = 1
 SNP_GUEST_VMM_ERR_BUSY = 2
 SNP_MSG_VERSION = 1
 PAGE = 4096
-#: the certificate buffer we offer first (four pages: AMD's three certificates fit) ...
-CERTS_INITIAL = 4 * PAGE
-#: ... and the most we accept when the host asks for more
-CERTS_MAX = 64 * PAGE
+#: ``SEV_FW_BLOB_MAX_SIZE`` (include/linux/psp-sev.h): the largest certificate buffer the
+#: driver accepts (four pages; AMD's VCEK, ASK and ARK take about 4 KiB together)
+SEV_FW_BLOB_MAX_SIZE = 0x4000
 _RESP_HEADER = 0x20
 
 # --- include/uapi/linux/tdx-guest.h -----------------------------------------------------
@@ -269,34 +272,31 @@ class SevGuestDevice(_Device):
     def extended_report(self, report_data: bytes) -> tuple[bytes, bytes]:
         """``(report, certificate table)`` through ``SNP_GET_EXT_REPORT``.
 
+        The table is empty when the host's is larger than the driver can carry (see the
+        module docstring): the report then comes from ``SNP_GET_REPORT``.
+
         Raises:
-            TeeInterfaceError: MISSING, PERMISSION, IO_ERROR or MALFORMED (also when the
-                host asks for a certificate buffer larger than :data:`CERTS_MAX`).
+            TeeInterfaceError: MISSING, PERMISSION, IO_ERROR or MALFORMED.
         """
-        size = CERTS_INITIAL
-        for _attempt in range(2):
-            certs = ctypes.create_string_buffer(size)
-            ext = SnpExtReportReq(self._request(report_data), ctypes.addressof(certs), size)
-            resp = SnpReportResp()
-            arg = SnpGuestRequestIoctl(
-                SNP_MSG_VERSION, ctypes.addressof(ext), ctypes.addressof(resp)
-            )
-            failure = self._ioctl(SNP_GET_EXT_REPORT, arg, "SNP_GET_EXT_REPORT")
-            if failure is None:
-                return self._report_from(resp, arg), certs.raw
-            if arg.vmm_error != SNP_GUEST_VMM_ERR_INVALID_LEN:
-                raise self._failed("SNP_GET_EXT_REPORT", failure, arg)
-            wanted = ext.certs_len
-            if not size < wanted <= CERTS_MAX or wanted % PAGE:
-                raise TeeInterfaceError(
-                    TeeInterfaceReason.MALFORMED,
-                    f"{self.path}: the host asks for a {wanted}-byte certificate buffer",
-                )
-            size = wanted
-        raise TeeInterfaceError(
-            TeeInterfaceReason.MALFORMED,
-            f"{self.path}: the host asked for a larger certificate buffer twice",
+        certs = ctypes.create_string_buffer(SEV_FW_BLOB_MAX_SIZE)
+        ext = SnpExtReportReq(
+            self._request(report_data), ctypes.addressof(certs), SEV_FW_BLOB_MAX_SIZE
         )
+        resp = SnpReportResp()
+        arg = SnpGuestRequestIoctl(SNP_MSG_VERSION, ctypes.addressof(ext), ctypes.addressof(resp))
+        failure = self._ioctl(SNP_GET_EXT_REPORT, arg, "SNP_GET_EXT_REPORT")
+        if failure is None:
+            return self._report_from(resp, arg), certs.raw
+        if arg.vmm_error != SNP_GUEST_VMM_ERR_INVALID_LEN:
+            raise self._failed("SNP_GET_EXT_REPORT", failure, arg)
+        if ext.certs_len <= SEV_FW_BLOB_MAX_SIZE:
+            # The host says a buffer this size is too small, then asks for no more than it.
+            raise TeeInterfaceError(
+                TeeInterfaceReason.MALFORMED,
+                f"{self.path}: the host refused a {SEV_FW_BLOB_MAX_SIZE}-byte certificate "
+                f"buffer but asks for {ext.certs_len} bytes",
+            )
+        return self.report(report_data), b""
 
     def evidence(self, report_data: bytes) -> tuple[bytes, bytes]:
         """``(report, collateral)``, as :meth:`repp2p.tee.snp_guest.SnpGuest.evidence`."""

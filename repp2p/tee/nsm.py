@@ -3,8 +3,9 @@
 The driver (Linux ``drivers/misc/nsm.c``, UAPI ``include/uapi/linux/nsm.h``; the same ABI
 as AWS's out-of-tree driver) takes one raw ioctl, ``NSM_IOCTL_RAW = _IOWR(0x0A, 0,
 struct nsm_raw)``, whose argument holds two ``{u64 addr, u64 len}`` buffers: the CBOR
-request (at most 0x1000 bytes) and room for the CBOR response (0x3000 bytes); the driver
-writes the response's real length back into ``response.len``.
+request (at most 0x1000 bytes, else EMSGSIZE) and room for the CBOR response (0x3000
+bytes); the driver writes the response's real length back into ``response.len``,
+truncating a response longer than the buffer (so we always offer the maximum).
 
 Requests and responses are CBOR maps keyed by the operation (serde's externally tagged
 enums, as in AWS's ``aws-nitro-enclaves-nsm-api``)::
@@ -144,7 +145,8 @@ class NsmDevice:
         if exc.errno in (errno.EACCES, errno.EPERM):
             return TeeInterfaceError(
                 TeeInterfaceReason.PERMISSION,
-                f"{self.path}: permission denied (the raw NSM ioctl needs CAP_SYS_ADMIN)",
+                f"{self.path}: permission denied (run the enclave process as root or give "
+                "it access to the device)",
             )
         return TeeInterfaceError(
             TeeInterfaceReason.IO_ERROR, f"{self.path}: {what}: {exc.strerror or exc}"

@@ -34,8 +34,18 @@ import nacl.utils
 from engines.abc import EngineAPI, run_checked
 from engines.errors import EngineError
 from engines.registry import load_engines
-from repp2p.records import Receipt, receipt_message
-from repp2p.tee.errors import EnclaveError, EnclaveReason
+from repp2p.errors import RecordError
+from repp2p.records import (
+    REFUSAL_CODES,
+    Receipt,
+    Refusal,
+    TaskOffer,
+    decode,
+    receipt_message,
+    refusal_message,
+    sealed_input_signed,
+)
+from repp2p.tee.errors import EnclaveError, EnclaveReason, InputRefused
 from repp2p.tee.measurement import enclave_measurement, runtime_measurement
 from repp2p.tee.platforms import Platform, PlatformFactory, default_platform
 from repp2p.tee.sealing import seal_output, task_digest, unseal_input
@@ -147,15 +157,22 @@ class EnclaveState:
         engine = self.engines.get(engine_id)  # type: ignore[arg-type]
         if engine is None:
             raise EnclaveError(EnclaveReason.UNKNOWN_ENGINE, f"{engine_id!r} not served here")
+        commitment = self._commitment(request) if "input_sig" in request else None
         began = time.monotonic()
-        salt, plaintext = unseal_input(sealed, self.enc_key, client_key, task_id)  # type: ignore[arg-type]
-        if task_digest(salt, plaintext) != input_digest or (
-            input_size is not None and input_size != len(plaintext)
-        ):
-            raise EnclaveError(
-                EnclaveReason.DIGEST_MISMATCH, "input does not match the offer's digest/size"
-            )
-        output = run_checked(engine, plaintext)
+        try:
+            salt, plaintext = unseal_input(sealed, self.enc_key, client_key, task_id)  # type: ignore[arg-type]
+            if task_digest(salt, plaintext) != input_digest or (
+                input_size is not None and input_size != len(plaintext)
+            ):
+                raise EnclaveError(
+                    EnclaveReason.DIGEST_MISMATCH, "input does not match the offer's digest/size"
+                )
+            output = run_checked(engine, plaintext)
+        except (EnclaveError, EngineError) as exc:
+            code = exc.reason.value
+            if commitment is None or code not in REFUSAL_CODES:
+                raise
+            raise InputRefused(self._refusal(commitment, code, seq, expires), exc.detail) from None
         if self.cheat:
             output = _corrupt(engine, plaintext, output)
         encrypted = seal_output(output, self.enc_key, client_key, task_id)  # type: ignore[arg-type]
@@ -179,6 +196,66 @@ class EnclaveState:
         fields = {f.name: getattr(receipt, f.name) for f in dataclasses.fields(receipt)}
         return {"encrypted": encrypted, "receipt": fields}
 
+    def _commitment(self, request: dict) -> dict:
+        """The client's signed commitment to the sealed bytes we were given, checked.
+
+        The node (untrusted) passes the client's signed offer, its own peer ID and the
+        client's signature; everything a refusal states is taken from the offer and from
+        our own hash of the sealed bytes, never from the node's other fields. A mismatch
+        or a signature that does not verify is the node's doing (or an enclave restart
+        the client did not see yet): a plain BAD_REQUEST, never a refusal.
+        """
+        offer_data = _get(request, "offer", bytes)
+        node = _get(request, "node", str)
+        signature = _get(request, "input_sig", bytes, 64)
+        try:
+            offer = decode(offer_data)  # type: ignore[arg-type]
+        except RecordError as exc:
+            raise _bad(f"offer: {exc.reason.value}") from None
+        o = offer.record
+        if (
+            not isinstance(o, TaskOffer)
+            or offer.record_id != request.get("offer_id")
+            or o.task_id != request.get("task_id")
+            or o.input_digest != request.get("input_digest")
+            or o.result_key != request.get("client_key")
+            or o.engine_id != request.get("engine_id")
+            or request.get("input_size") not in (None, o.input_size)
+        ):
+            raise _bad("the task does not match the client's signed offer")
+        enc_key = bytes(self.enc_key.public_key)
+        sealed_digest = hashlib.sha256(request["sealed"]).digest()
+        if not sealed_input_signed(
+            offer.signer_key,
+            signature,  # type: ignore[arg-type]
+            task_id=o.task_id,
+            node=node,  # type: ignore[arg-type]
+            enc_key=enc_key,
+            sealed_digest=sealed_digest,
+        ):
+            raise _bad("the client's input signature does not verify")
+        return {
+            "task_id": o.task_id,
+            "offer_id": offer.record_id,
+            "client": offer.signer,
+            "enc_key": enc_key,
+            "sealed_digest": sealed_digest,
+            "client_sig": signature,
+        }
+
+    def _refusal(self, commitment: dict, code: str, seq: object, expires: object) -> Refusal:
+        """A :class:`Refusal` of the committed input for ``code``, signed by our result key."""
+        unsigned = Refusal(
+            **commitment,
+            code=code,
+            result_key=bytes(self.result_key.verify_key),
+            enclave_sig=b"\0" * 64,
+            seq=seq,  # type: ignore[arg-type]
+            expires=expires,  # type: ignore[arg-type]
+        )
+        signature = self.result_key.sign(refusal_message(unsigned)).signature
+        return dataclasses.replace(unsigned, enclave_sig=signature)
+
 
 def _corrupt(engine: EngineAPI, data: bytes, honest: bytes) -> bytes:
     """TEST/DEMO ONLY (cheat mode): a wrong but well-formed output.
@@ -198,6 +275,16 @@ def _corrupt(engine: EngineAPI, data: bytes, honest: bytes) -> bytes:
 
 
 def _reply_error(exc: Exception) -> dict:
+    if isinstance(exc, InputRefused):
+        r = exc.refusal
+        fields = {f.name: getattr(r, f.name) for f in dataclasses.fields(r)}
+        return {
+            "ok": False,
+            "error": "refused",
+            "reason": r.code,
+            "detail": exc.detail,
+            "refusal": fields,
+        }
     if isinstance(exc, EngineError):
         return {"ok": False, "error": "engine", "reason": exc.reason.value, "detail": exc.detail}
     if isinstance(exc, EnclaveError):

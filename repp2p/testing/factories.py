@@ -28,6 +28,7 @@ from repp2p.records import (
     NodeAd,
     Receipt,
     Record,
+    Refusal,
     SignedRecord,
     TaskOffer,
     WorkDigest,
@@ -156,6 +157,25 @@ def sample_records(
             expires=expires,
         ),
     ]
+
+
+def sample_refusal(*, now: float = NOW, expires: int | None = None) -> Record:
+    """A well-formed ``Refusal`` (its signatures are placeholders: it decodes, but
+    :func:`repp2p.records.check_refusal` refuses it)."""
+    client = identity("client")
+    return Refusal(
+        task_id=task_id_for(client.public_key, digest("client-key")),
+        offer_id=digest("offer"),
+        client=client.peer_id,
+        enc_key=digest("enc"),
+        sealed_digest=digest("sealed"),
+        client_sig=bytes(64),
+        code="bad_seal",
+        result_key=digest("res"),
+        enclave_sig=bytes(64),
+        seq=1,
+        expires=far_future(now) if expires is None else expires,
+    )
 
 
 def sample_digests(*, expires: int | None = None) -> list[Record]:

@@ -131,9 +131,15 @@ class InProcessEnclave(EnclaveSupervisorAPI):
             "input_size": task.get("input_size"),
             "seq": task.get("seq", 0),
         }
+        if task.get("input_sig") is not None:  # raises InputRefused as the real one does
+            request.update(offer=task["offer"], node=task["node"], input_sig=task["input_sig"])
         reply = self._state.execute(request)
         self.executed += 1
         return reply["encrypted"], Receipt(**reply["receipt"])
+
+    @property
+    def enc_key(self) -> bytes | None:
+        return self.keys[0]
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "simulated", "label": SIMULATED_LABEL, "pid": None, "measurement": ""}

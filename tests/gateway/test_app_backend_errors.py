@@ -47,6 +47,7 @@ def _client(backend: TaskBackendAPI, **config) -> httpx.AsyncClient:
         (TaskError("no_nodes", "no eligible node serves 'echo'"), 503, "no_eligible_node"),
         (TaskError("no_result", "no valid result within 30 s"), 504, "no_result"),
         (TaskError("no_majority", "1 vs 1"), 502, "no_majority"),
+        (TaskError("input_refused", "refused the input: bad_input"), 400, "invalid_value"),
     ],
 )
 async def test_task_failures_become_openai_errors(error, status, code):

@@ -131,3 +131,46 @@ def test_dispute_slashes_are_the_same_from_records_and_from_digests():
     # the lost receipts are work on neither path, so the whole settlement agrees
     assert [x.work for x in by_digests.settlements] == [x.work for x in by_records.settlements]
     assert by_digests.final.digest == by_records.final.digest
+
+
+def test_a_lost_receipt_is_no_digest_work_even_with_its_clients_ok():
+    # The client's own verdict said ok on the cheater's receipts (a colluding client, or
+    # one whose standings at the task's epoch left the dispute undecided), but the
+    # settlement's table says they lost a confident dispute: per record they are no work,
+    # and from digests the pair's ok counts only the node's receipts that did not lose.
+    s = _honest_history()
+    s.add_node("bad")
+    s.heartbeats("bad", range(EPOCHS + 4))
+    for e in range(EPOCHS):
+        s.task(CLIENTS[e % 3], "bad", e, "ok")
+    for e, task in ((3, "d1"), (4, "d2"), (4, "d3")):
+        off = f.offer("c0", task, e, k=3)
+        s.records.append(off)
+        for name, out in (("n0", "right"), ("n1", "right"), ("n2", "right"), ("bad", "wrong")):
+            s.records += [
+                f.claim(name, off),
+                f.receipt(name, off, output=out),
+                f.feedback("c0", off, name, "ok", rating=90),
+            ]
+    recons = _reconciliations(s, (*NODES, "bad"))
+    lp = LedgerParams(grace_epochs=2, dispute_slash_permille=100)
+    now = (EPOCHS + 3) * EPOCH_S
+    by_records = replay(s.records, s.attested, now=now, epoch_s=EPOCH_S, params=lp)
+    by_digests = replay(
+        s.records, s.attested, now=now, epoch_s=EPOCH_S, params=lp, reconciliations=recons
+    )
+    bad = f.peer("bad")
+    work = {x.epoch: dict(x.work) for x in by_digests.settlements}
+    assert work[4][bad] == 1  # its one undisputed task, not the two lost receipts
+    assert [x.work for x in by_digests.settlements] == [x.work for x in by_records.settlements]
+    assert [x.slashes for x in by_digests.settlements] == [
+        x.slashes for x in by_records.settlements
+    ]
+    assert by_digests.final.digest == by_records.final.digest
+    # the cap is the lost receipts only: without the table's column the ok counts in full
+    ev = collect(s.records, s.attested, now=now)
+    table = compute(ev, now=now, epoch_s=EPOCH_S)
+    n_bad = ev.peers.index(bad)
+    assert table.receipt_lost is not None and table.receipt_lost.any()
+    assert digest_work_units(recons[4], ev)[n_bad] == 3
+    assert digest_work_units(recons[4], ev, lost=table.receipt_lost)[n_bad] == 1

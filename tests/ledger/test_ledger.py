@@ -355,3 +355,74 @@ def test_dispute_slashes_do_not_depend_on_record_order():
     assert [x.slashes for x in a.settlements] == [x.slashes for x in b.settlements]
     assert any(r == "dispute" for x in a.settlements for _p, r, _a in x.slashes)
     assert a.final.digest == b.final.digest
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from("abcdef"),
+        st.tuples(
+            st.integers(0, 2**53),  # balance
+            st.integers(0, 30),  # strikes in the book
+            st.integers(0, 3),  # offences in the book
+            st.integers(0, 30),  # strikes already slashed
+            st.integers(0, 3),  # offences already slashed
+            st.integers(0, 40),  # lost disputes
+        ),
+        max_size=6,
+    ),
+    st.integers(0, 100),
+    st.integers(0, 100),
+    st.integers(0, 1000),
+    st.randoms(use_true_random=False),
+)
+def test_slashes_never_exceed_the_balance_nor_depend_on_order(
+    rows, offence_pct, phase_pct, dispute_permille, rnd
+):
+    from repp2p.ledger import slashes_for
+    from repp2p.reputation import PenaltyEntry
+
+    lp = LedgerParams(
+        offence_slash_pct=offence_pct,
+        phase_out_slash_pct=phase_pct,
+        dispute_slash_permille=dispute_permille,
+    )
+    balances = {p: r[0] for p, r in rows.items() if r[0] > 0}
+    marks = {p: (r[3], r[4]) for p, r in rows.items()}
+    entries = {
+        p: PenaltyEntry(strikes=r[1], evidence=("x",) * r[2])  # type: ignore[arg-type]
+        for p, r in rows.items()
+        if r[1] or r[2]
+    }
+    losses = {p: r[5] for p, r in rows.items()}
+    state = LedgerState(balances=balances, marks=marks)
+    got = slashes_for(state, PenaltyBook(epoch=1, entries=entries), losses, lp)
+    # another insertion order of every mapping: the same slashes, to the micro-REP
+    order = list(rows)
+    rnd.shuffle(order)
+    again = slashes_for(
+        LedgerState(
+            balances={p: balances[p] for p in order if p in balances},
+            marks={p: marks[p] for p in order},
+        ),
+        PenaltyBook(epoch=1, entries={p: entries[p] for p in order if p in entries}),
+        {p: losses[p] for p in order},
+        lp,
+    )
+    assert got == again
+    assert [p for p, _r, _a in got] == sorted(p for p, _r, _a in got)
+    for peer in rows:
+        mine = [(r, a) for p, r, a in got if p == peer]
+        assert all(a > 0 for _r, a in mine)
+        assert sum(a for _r, a in mine) <= balances.get(peer, 0)  # never below zero
+        reasons = [r for r, _a in mine]
+        assert reasons in (
+            [],
+            ["offence"],
+            ["phase_out"],
+            ["dispute"],
+            ["offence", "dispute"],
+            ["phase_out", "dispute"],
+        )
+        if rows[peer][5] == 0:
+            assert "dispute" not in reasons

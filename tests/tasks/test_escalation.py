@@ -8,7 +8,7 @@ import hashlib
 
 import nacl.signing
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from repp2p.errors import ClaimError
@@ -27,6 +27,7 @@ from repp2p.tasks import (
     escalation_limit,
     escalation_ranking,
     is_disputed,
+    may_be_replica,
     replica_rank,
     standing_verdict,
     take_replica,
@@ -356,3 +357,105 @@ def test_any_bytes_are_a_typed_answer_never_a_crash(envelopes):
         assert got.code is ErrorCode.BAD_DISPUTE
     else:  # only real, disagreeing receipts get through
         assert len({s.record.output_digest for s in got}) >= 2
+
+
+def test_every_replica_an_honest_plan_asks_is_in_the_nodes_window_after_a_failover():
+    # First round of k=3 on the escalation ranking [A, B, C, D, ...]: B timed out (the
+    # client released it) and D took its place by failover. The plan skips B as it skips
+    # those that answered; the node's window must skip it too, or the last replica the plan
+    # asks is refused (not_assigned) whenever an earlier one gave no receipt.
+    ranking = (A, B, C, D, E, G, "node-h", "node-i")
+    votes = [Vote(A, b"right"), Vote(C, b"wrong"), Vote(D, b"right")]
+    st = dict.fromkeys(ranking, 0.8)
+    st[C] = 0.99  # undecided until a fourth agreeing voter
+    p = EscalationPlan(ranking, votes, st, max_replicas=3, **RULE, tried=(B,))
+    ran = {A, C, D}
+    asked = []
+    while (step := p.next_replica()) is not None:
+        r, peer = step
+        asked.append(peer)
+        assert replica_rank(ranking, peer, ran, 3, released={B}) == r
+        p.on_replica(peer, None)  # each declines or fails: no receipt moves the window
+    assert asked == [E, G, "node-h"]
+    # without the owner's release of B, the node's window is [B, E, G]: the third is refused
+    got = replica_rank(ranking, "node-h", ran, 3)
+    assert isinstance(got, Reject) and got.code is ErrorCode.NOT_ASSIGNED
+
+
+def test_released_nodes_are_skipped_but_never_admitted_twice():
+    esc = [n.peer_id for n in NODES]
+    # a released node is out of the window (it failed the task: the client will not ask it)
+    got = replica_rank(esc, esc[1], {esc[0]}, 6, released={esc[1]})
+    assert isinstance(got, Reject) and got.code is ErrorCode.NOT_ASSIGNED
+    # releases only skip: the window is still max_replicas long, within the ranking
+    assert replica_rank(esc, esc[3], {esc[0]}, 2, released={esc[1]}) == 3
+    got = replica_rank(esc, esc[4], {esc[0]}, 2, released={esc[1]})
+    assert isinstance(got, Reject) and got.code is ErrorCode.NOT_ASSIGNED
+
+
+def test_the_largest_honest_dispute_fits_in_one_request():
+    # The first round's receipts (redundancy <= 16) plus one per replica
+    # (dispute_max_replicas <= 64): the client never has to drop one, since a dropped
+    # receipt's signer would count, at the node, as a node that did not run the task.
+    from repp2p.errors import ConfigError, RecordError
+    from repp2p.matching import MatchingParams
+
+    MatchingParams(dispute_max_replicas=64)
+    with pytest.raises(ConfigError):
+        MatchingParams(dispute_max_replicas=65)
+    dataclasses.replace(h.offer(k=3).record, redundancy=16)
+    with pytest.raises(RecordError):
+        dataclasses.replace(h.offer(k=3).record, redundancy=17)
+    assert MAX_DISPUTE_RECEIPTS >= 16 + 64
+    of = h.offer(k=16)
+    nodes = [h.identity(f"dispute-{i}") for i in range(16 + 64)]
+    envs = [receipt(of, n, "right" if i % 3 else "wrong").data for i, n in enumerate(nodes)]
+    keys = {n.peer_id: bytes(enclave(n).verify_key) for n in nodes}
+    got = check_dispute(envs, of, now_ms=h.NOW_MS, may_have_run=set(keys), result_key_of=keys.get)
+    assert not isinstance(got, Reject) and len(got) == 16 + 64
+
+
+def test_a_node_outside_the_escalation_ranking_refuses_before_the_receipts():
+    esc = [n.peer_id for n in NODES]
+    assert may_be_replica(esc, esc[5]) is None
+    got = may_be_replica(esc, h.STRANGER.peer_id)
+    assert isinstance(got, Reject) and got.code is ErrorCode.NOT_ASSIGNED
+    # the same answer replica_rank gives after the receipts, whatever they are
+    late = replica_rank(esc, h.STRANGER.peer_id, {esc[0], esc[1]}, 64)
+    assert isinstance(late, Reject) and late.code is got.code
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.sampled_from(["right", "wrong", "failed", "skipped"]), min_size=2, max_size=8),
+    st.lists(st.sampled_from(["right", "wrong", None]), min_size=16, max_size=16),
+    st.integers(1, 6),
+)
+def test_the_node_admits_every_replica_an_honest_plan_asks(first, replies, max_replicas):
+    # The client's plan and the node's window must agree whatever happened in the first
+    # round: answers (their receipts are carried), failures (released by the owner, handed
+    # over), skipped ranks (no keys: neither answered nor released), and whatever each
+    # replica does (a receipt, or none: declined, failed, unreachable).
+    ranking = tuple(f"node-{i:02d}" for i in range(len(first) + 16))
+    rounds = list(zip(ranking[: len(first)], first, strict=True))
+    votes = [Vote(peer, o.encode()) for peer, o in rounds if o in ("right", "wrong")]
+    assume(is_disputed(votes))
+    failed = {peer for peer, o in rounds if o == "failed"}
+    ran = {v.peer for v in votes}
+    p = EscalationPlan(
+        ranking,
+        votes,
+        dict.fromkeys(ranking, 0.8),
+        max_replicas=max_replicas,
+        **RULE,
+        tried=failed,
+    )
+    replies_left = list(replies)
+    while (step := p.next_replica()) is not None:
+        r, peer = step
+        assert replica_rank(ranking, peer, ran, max_replicas, released=failed) == r
+        out = replies_left.pop(0)
+        if out is not None:
+            ran.add(peer)
+        p.on_replica(peer, out.encode() if out is not None else None)
+    assert len(p.asked) <= max_replicas

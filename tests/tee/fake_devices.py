@@ -21,6 +21,9 @@ from .fake_snp import MEASUREMENT, TestAmdChain, make_report
 SNP_GET_REPORT = 0xC0205300
 SNP_GET_EXT_REPORT = 0xC0205302
 TDX_CMD_GET_REPORT0 = 0xC4405401
+#: include/linux/psp-sev.h: the driver's certificate bounce buffer, four pages
+SEV_FW_BLOB_MAX_SIZE = 0x4000
+PAGE = 4096
 MRTD = bytes.fromhex("3c" * 48)
 
 
@@ -51,6 +54,14 @@ class FakeDeviceIO(DeviceIO):
 class FakeSevGuest(FakeDeviceIO):
     """The sev-guest driver with an SNP firmware signing with ``chain``'s VCEK.
 
+    What the driver (``drivers/virt/coco/sev-guest``) does with the ioctl argument:
+    ``msg_version`` 0 is EINVAL; an extended request with a certificate buffer that is
+    not page-aligned or larger than ``SEV_FW_BLOB_MAX_SIZE`` (16 KiB) is EINVAL, one with
+    no buffer (length or address 0) gets no certificates; a host table larger than the
+    buffer is EIO with ``vmm_error`` ``SNP_GUEST_VMM_ERR_INVALID_LEN`` and the host's
+    length (whole pages) written back into ``certs_len``; otherwise the whole buffer is
+    copied out (the table, zero-padded) and the 4000-byte response written.
+
     Knobs: ``cert_table`` (what the host returns; default the chain's table),
     ``host_wants`` (a certificate buffer size the host insists on), ``status`` (firmware
     status in the response), ``report_size``.
@@ -76,21 +87,25 @@ class FakeSevGuest(FakeDeviceIO):
         base = ctypes.addressof(arg)
         assert ctypes.sizeof(arg) == 32
         version, req_addr, resp_addr = struct.unpack("<B7xQQ", ctypes.string_at(base, 24))
-        if version != 1:
-            raise OSError(errno.EINVAL, "msg_version")
-        user_data, vmpl = struct.unpack("<64sI", ctypes.string_at(req_addr, 68))
+        if version == 0:
+            raise OSError(errno.EINVAL, "msg_version must be non-zero")
+        user_data, vmpl, rsvd = struct.unpack("<64sI28s", ctypes.string_at(req_addr, 96))
+        assert rsvd == bytes(28), "snp_report_req.rsvd must be zero"
         if request == SNP_GET_EXT_REPORT:
             certs_addr, certs_len = struct.unpack("<QI", ctypes.string_at(req_addr + 96, 12))
-            table = self.chain.cert_table() if self.cert_table is None else self.cert_table
-            needed = max(self.host_wants, -(-len(table) // 4096) * 4096)
-            if certs_len < needed:
-                ctypes.memmove(req_addr + 104, struct.pack("<I", needed), 4)  # certs_len
-                ctypes.memmove(base + 24, struct.pack("<Q", 1 << 32), 8)  # vmm_error 1
-                raise OSError(errno.EIO, "certificate buffer too small")
-            ctypes.memmove(certs_addr, table, len(table))
+            if certs_len and certs_addr:
+                if certs_len > SEV_FW_BLOB_MAX_SIZE or certs_len % PAGE:
+                    raise OSError(errno.EINVAL, "certs_len")
+                table = self.chain.cert_table() if self.cert_table is None else self.cert_table
+                needed = max(self.host_wants, -(-len(table) // PAGE) * PAGE)
+                if certs_len < needed:
+                    ctypes.memmove(req_addr + 104, struct.pack("<I", needed), 4)  # certs_len
+                    ctypes.memmove(base + 24, struct.pack("<Q", 1 << 32), 8)  # vmm_error 1
+                    raise OSError(errno.EIO, "certificate buffer too small")
+                ctypes.memmove(certs_addr, table.ljust(certs_len, b"\0"), certs_len)
         report = make_report(self.chain, user_data, measurement=MEASUREMENT, vmpl=vmpl)
         header = struct.pack("<II", self.status, self.report_size) + bytes(24)
-        ctypes.memmove(resp_addr, header + report, len(header) + len(report))
+        ctypes.memmove(resp_addr, (header + report).ljust(4000, b"\0"), 4000)
 
 
 class FakeTdxGuest(FakeDeviceIO):
@@ -150,7 +165,10 @@ class FakeQgs:
             header = struct.unpack_from("<HHIIIII", message)
             self.requests.append(header)
             tdreport = message[24:]
-            assert header[3] == len(message) and header[5] == len(tdreport) == 1024
+            major, _minor, kind, size, error, report_size, id_list_size = header
+            # qgs_msg_inflate_get_quote_req: major version 1, GET_QUOTE_REQ, sizes adding up
+            assert (major, kind, error, id_list_size) == (1, 0, 0, 0)
+            assert size == len(message) and report_size == len(tdreport) == 1024
             quote = self.chain.quote(tdreport[128:192], mrtd=tdreport[528:576])
             if self.garbage is not None:
                 body = self.garbage

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import datetime
 import hashlib
 import types
@@ -109,8 +110,49 @@ class FakeGpu:
         return self.chain.report(asked), self.chain.chain_pem()
 
 
+# The structures nvidia-ml-py (pynvml.py) passes to NVML, written out from it: what the
+# real bindings return, so NvmlGpu reads the fake's answers exactly as the real ones.
+NVML_GPU_CERT_CHAIN_SIZE = 0x1000
+NVML_GPU_ATTESTATION_CERT_CHAIN_SIZE = 0x1400
+NVML_CC_GPU_CEC_NONCE_SIZE = 0x20
+NVML_CC_GPU_ATTESTATION_REPORT_SIZE = 0x2000
+NVML_CC_GPU_CEC_ATTESTATION_REPORT_SIZE = 0x1000
+
+
+class ConfComputeSystemState(ctypes.Structure):
+    """``c_nvmlConfComputeSystemState_t``."""
+
+    _fields_ = [("environment", ctypes.c_uint), ("ccFeature", ctypes.c_uint),
+                ("devToolsMode", ctypes.c_uint)]  # fmt: skip
+
+
+class ConfComputeGpuCertificate(ctypes.Structure):
+    """``c_nvmlConfComputeGpuCertificate_t``."""
+
+    _fields_ = [
+        ("certChainSize", ctypes.c_uint),
+        ("attestationCertChainSize", ctypes.c_uint),
+        ("certChain", ctypes.c_uint8 * NVML_GPU_CERT_CHAIN_SIZE),
+        ("attestationCertChain", ctypes.c_uint8 * NVML_GPU_ATTESTATION_CERT_CHAIN_SIZE),
+    ]
+
+
+class ConfComputeGpuAttestationReport(ctypes.Structure):
+    """``c_nvmlConfComputeGpuAttestationReport_t`` (``nonce`` is the input)."""
+
+    _fields_ = [
+        ("isCecAttestationReportPresent", ctypes.c_uint),
+        ("attestationReportSize", ctypes.c_uint),
+        ("cecAttestationReportSize", ctypes.c_uint),
+        ("nonce", ctypes.c_uint8 * NVML_CC_GPU_CEC_NONCE_SIZE),
+        ("attestationReport", ctypes.c_uint8 * NVML_CC_GPU_ATTESTATION_REPORT_SIZE),
+        ("cecAttestationReport", ctypes.c_uint8 * NVML_CC_GPU_CEC_ATTESTATION_REPORT_SIZE),
+    ]
+
+
 class FakeNvml(types.SimpleNamespace):
-    """The ``pynvml`` calls NvmlGpu makes, answering from a FakeGpu."""
+    """The ``pynvml`` calls NvmlGpu makes, answering from a FakeGpu with the bindings'
+    own structures (a nonce of another length fails as in pynvml: ctypes refuses it)."""
 
     def __init__(self, gpu: FakeGpu, *, cc: int = 1, devtools: int = 0, count: int = 1):
         super().__init__()
@@ -121,8 +163,8 @@ class FakeNvml(types.SimpleNamespace):
         if self.fail_init:
             raise RuntimeError("NVML Shared Library Not Found")
 
-    def nvmlSystemGetConfComputeState(self):  # type: ignore[no-untyped-def]
-        return types.SimpleNamespace(ccFeature=self.cc, devToolsMode=self.devtools, environment=2)
+    def nvmlSystemGetConfComputeState(self) -> ConfComputeSystemState:
+        return ConfComputeSystemState(environment=2, ccFeature=self.cc, devToolsMode=self.devtools)
 
     def nvmlDeviceGetCount(self) -> int:
         return self.count
@@ -130,14 +172,20 @@ class FakeNvml(types.SimpleNamespace):
     def nvmlDeviceGetHandleByIndex(self, index: int) -> int:
         return 100 + index
 
-    def nvmlDeviceGetConfComputeGpuAttestationReport(self, handle: int, nonce: bytes):  # type: ignore[no-untyped-def]
-        report, _ = self.gpu.evidence(nonce)
-        buffer = report + bytes(8192 - len(report))
-        return types.SimpleNamespace(attestationReport=buffer, attestationReportSize=len(report))
+    def nvmlDeviceGetConfComputeGpuAttestationReport(
+        self, handle: int, c_nonce: bytes
+    ) -> ConfComputeGpuAttestationReport:
+        report = ConfComputeGpuAttestationReport()
+        # pynvml: setattr(c_attestReport, 'nonce', (c_uint8 * len(c_nonce))(*(c_nonce)))
+        report.nonce = (ctypes.c_uint8 * len(c_nonce))(*c_nonce)
+        raw, _ = self.gpu.evidence(bytes(report.nonce))
+        ctypes.memmove(report.attestationReport, raw, len(raw))
+        report.attestationReportSize = len(raw)
+        return report
 
-    def nvmlDeviceGetConfComputeGpuCertificate(self, handle: int):  # type: ignore[no-untyped-def]
+    def nvmlDeviceGetConfComputeGpuCertificate(self, handle: int) -> ConfComputeGpuCertificate:
         chain = self.gpu.chain.chain_pem()
-        buffer = chain + bytes(5120 - len(chain))
-        return types.SimpleNamespace(
-            attestationCertChain=buffer, attestationCertChainSize=len(chain)
-        )
+        cert = ConfComputeGpuCertificate()
+        ctypes.memmove(cert.attestationCertChain, chain, len(chain))
+        cert.attestationCertChainSize = len(chain)
+        return cert

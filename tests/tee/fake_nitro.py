@@ -9,7 +9,9 @@
 * :class:`FakeNsm`: the driver behind the :class:`DeviceIO` seam: it follows the
   ``nsm_raw`` iovecs (offsets written out from ``include/uapi/linux/nsm.h``), decodes the
   CBOR request, answers ``Attestation`` with a document, anything else with an ``Error``,
-  and writes the response length back, as the driver does.
+  and writes the response length back, as the driver does (``drivers/misc/nsm.c``: EINVAL
+  for another command, EMSGSIZE for a request over 0x1000 bytes, a response truncated to
+  the caller's buffer).
 * :func:`socket_enclave`: an enclave process "inside the enclave" at the end of a socket
   pair (the stand-in for vsock): the real request loop on the real socket protocol.
 """
@@ -42,8 +44,10 @@ from repp2p.tee.platforms import CvmPlatform, Platform, default_platform
 from repp2p.tee.vsock import SocketProcess, serve_connection
 from repp2p.tee.worker import serve
 
-#: _IOWR(0x0A, 0, struct nsm_raw) with a 32-byte nsm_raw
+#: _IOWR(0x0A, 0, struct nsm_raw) with a 32-byte nsm_raw (include/uapi/linux/nsm.h)
 NSM_IOCTL_RAW = 0xC0200A00
+NSM_REQUEST_MAX_SIZE = 0x1000
+NSM_RESPONSE_MAX_SIZE = 0x3000
 #: PCR0 of the (test) enclave image: what a network's policy pins for ``nitro``
 PCR0 = hashlib.sha384(b"test enclave image").digest()
 NOT_BEFORE = datetime.datetime(2025, 1, 1, tzinfo=datetime.UTC)
@@ -151,11 +155,12 @@ class FakeNsm(DeviceIO):
     def ioctl(self, fd: int, request: int, arg: ctypes.Structure) -> None:
         if self.fail is not None:
             raise OSError(self.fail, "forced")
+        # drivers/misc/nsm.c: any other command, or another argument size, is EINVAL
         if request != NSM_IOCTL_RAW or ctypes.sizeof(arg) != 32:
-            raise OSError(errno.ENOTTY, "inappropriate ioctl")
+            raise OSError(errno.EINVAL, "not NSM_IOCTL_RAW")
         base = ctypes.addressof(arg)
         req_addr, req_len, resp_addr, resp_len = struct.unpack("<QQQQ", ctypes.string_at(base, 32))
-        if req_len > 0x1000:
+        if req_len > NSM_REQUEST_MAX_SIZE:
             raise OSError(errno.EMSGSIZE, "request too large")
         message = cbor2.loads(ctypes.string_at(req_addr, req_len))
         self.requests.append(message)
@@ -171,10 +176,11 @@ class FakeNsm(DeviceIO):
                 timestamp_ms=int(self.clock() * 1000), pcr0=self.pcr0,
             )  # fmt: skip
             response = cbor2.dumps({"Attestation": {"document": document}})
-        if len(response) > resp_len:
-            raise OSError(errno.EMSGSIZE, "response buffer too small")
-        ctypes.memmove(resp_addr, response, len(response))
-        ctypes.memmove(base + 24, struct.pack("<Q", len(response)), 8)  # response.len
+        # The device writes at most NSM_RESPONSE_MAX_SIZE; the driver truncates what does
+        # not fit the caller's buffer (no error) and writes the length back.
+        size = min(len(response), NSM_RESPONSE_MAX_SIZE, resp_len)
+        ctypes.memmove(resp_addr, response[:size], size)
+        ctypes.memmove(base + 24, struct.pack("<Q", size), 8)  # response.len
 
 
 def fake_nitro_factory(nsm: FakeNsm) -> Callable[[dict, bytes, bytes], Platform]:

@@ -216,8 +216,10 @@ class FakeSnpKernel(TsmFiles):
         self.report_dir = self.root / REPORT_DIR
         self.report_dir.mkdir(parents=True, exist_ok=True)
 
-    #: the blob attributes a new entry has (the SNP provider has an auxblob)
-    attributes: tuple[str, ...] = ("inblob", "outblob", "auxblob", "privlevel")
+    #: the attributes a new entry has beyond ``provider`` and ``generation``: the
+    #: sev_guest provider shows privlevel, privlevel_floor and auxblob
+    #: (``sev_report_attr_visible`` / ``sev_report_bin_attr_visible`` in sev-guest.c)
+    attributes: tuple[str, ...] = ("inblob", "outblob", "auxblob", "privlevel", "privlevel_floor")
 
     def outblob(self, inblob: bytes, level: int) -> bytes:
         """What the guest driver returns for ``inblob`` at privilege level ``level``."""
@@ -231,7 +233,8 @@ class FakeSnpKernel(TsmFiles):
         if self._is_entry(path):  # what configfs does: the entry comes with its attributes
             for name in self.attributes:
                 _put(path / name, b"")
-            _put(path / "privlevel_floor", f"{self.privlevel_floor}\n".encode())
+            if "privlevel_floor" in self.attributes:
+                _put(path / "privlevel_floor", f"{self.privlevel_floor}\n".encode())
             _put(path / "provider", f"{self.provider}\n".encode())
             _put(path / "generation", b"0\n")
 
@@ -247,8 +250,8 @@ class FakeSnpKernel(TsmFiles):
 
     def write(self, path: Path, data: bytes) -> None:
         if path.name == "inblob" and self._is_entry(path.parent):
-            if len(data) > 64:
-                raise OSError(errno.EINVAL, "inblob is at most 64 bytes")
+            if len(data) > 64:  # TSM_INBLOB_MAX: configfs refuses the write itself
+                raise OSError(errno.EFBIG, "inblob is at most 64 bytes")
             _put(path, b"")  # the kernel replaces the blob
             super().write(path, data)
             self._bump(path.parent)
@@ -269,10 +272,15 @@ class FakeSnpKernel(TsmFiles):
     def read(self, path: Path, limit: int) -> bytes:
         entry = path.parent
         if self._is_entry(entry) and path.name == "outblob":
-            level = int((entry / "privlevel").read_bytes() or b"0")
+            privlevel = entry / "privlevel"
+            level = int(privlevel.read_bytes() or b"0") if privlevel.exists() else 0
             if level < self.privlevel_floor:
                 raise OSError(errno.EINVAL, "report below the privilege floor")
-            inblob = (entry / "inblob").read_bytes().ljust(64, b"\0")
+            inblob = (entry / "inblob").read_bytes()
+            if len(inblob) != 64:
+                # tsm.c: no inblob yet is EINVAL; both guest drivers' report_new refuse
+                # any inblob_len but 64 (SNP_REPORT_USER_DATA_SIZE, TDX_REPORTDATA_LEN)
+                raise OSError(errno.EINVAL, f"inblob of {len(inblob)} bytes")
             _put(path, self.mangle(self.outblob(inblob, level)))
             self.reports_served += 1
         elif self._is_entry(entry) and path.name == "auxblob" and "auxblob" in self.attributes:

@@ -10,8 +10,9 @@
   TD report body, signature data with the QE report certification data, type 6, holding
   the PCK chain, type 5), signed by a fresh attestation key the QE report binds.
 * :class:`FakeTdxKernel`: configfs-tsm with provider ``tdx_guest``: a read of ``outblob``
-  answers a quote about the current ``inblob``; there is no ``auxblob`` (the TDX provider
-  has none: its collateral comes from the operator's file).
+  answers a quote about the current ``inblob``; the entry has no ``auxblob``,
+  ``privlevel`` or ``privlevel_floor`` (the TDX provider shows none of them: its
+  collateral comes from the operator's file).
 """
 
 from __future__ import annotations
@@ -343,7 +344,10 @@ class FakeTdxKernel(FakeSnpKernel):
         self.provider = "tdx_guest"
         self.mangle: Callable[[bytes], bytes] = lambda quote: quote
 
-    attributes = ("inblob", "outblob", "privlevel")  # the TDX provider has no auxblob
+    #: ``tdx_report_attr_visible`` / ``tdx_report_bin_attr_visible`` (tdx-guest.c): a
+    #: TDX entry shows only provider, generation, inblob and outblob (no auxblob, no
+    #: privlevel or privlevel_floor)
+    attributes = ("inblob", "outblob")
 
     def outblob(self, inblob: bytes, level: int) -> bytes:
         return self.chain.quote(inblob, mrtd=self.measurement)  # type: ignore[attr-defined]

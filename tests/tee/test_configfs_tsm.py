@@ -121,6 +121,28 @@ def test_busy_kernel_is_retried_then_refused(kernel: FakeSnpKernel) -> None:
     assert reason(lambda: tsm.report(b"\3" * 64)) is TeeInterfaceReason.CONCURRENT_WRITER
 
 
+def test_an_inblob_write_the_kernel_drops_silently_is_not_taken(kernel: FakeSnpKernel) -> None:
+    """configfs applies a binary attribute at release and ignores a refusal then (tsm.c's
+    EBUSY): the write "succeeds", the old inblob stays, generation does not move. The
+    report that follows is about the old data, and must not be returned as ours."""
+    tsm = ConfigfsTsm(kernel.root, files=kernel, retries=2)
+    original = kernel.write
+    dropped = []
+
+    def write(path: Path, data: bytes) -> None:
+        if path.name == "inblob" and not dropped:
+            original(path, b"\x09" * 64)  # someone else's data is what the entry holds
+            gen = path.parent / "generation"
+            gen.write_bytes(b"%d\n" % (int(gen.read_bytes()) - 1))  # ... and ours was dropped
+            dropped.append(path)
+            return
+        original(path, data)
+
+    kernel.write = write  # type: ignore[method-assign]
+    result = tsm.report(b"\x05" * 64)
+    assert dropped and result.outblob[0x50:0x90] == b"\x05" * 64 and kernel.reports_served == 2
+
+
 def test_missing_interface_and_permissions(tmp_path: Path) -> None:
     tsm = ConfigfsTsm(tmp_path)
     with pytest.raises(TeeInterfaceError) as err:

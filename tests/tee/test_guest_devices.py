@@ -67,14 +67,11 @@ def test_structures_match_the_uapi_headers() -> None:
     )
 
 
-def test_extended_report_verifies_and_grows_the_certificate_buffer(
-    tmp_path: Path, chain: TestAmdChain
-) -> None:
+def test_extended_report_verifies(tmp_path: Path, chain: TestAmdChain) -> None:
     io = FakeSevGuest(tmp_path, chain)
-    io.host_wants = 8 * 4096  # more than the four pages we offer first
     device = SevGuestDevice(tmp_path, io=io)
     evidence, collateral = device.evidence(b"\x31" * 64)
-    assert io.calls == [SNP_GET_EXT_REPORT, SNP_GET_EXT_REPORT] and not io.open_fds
+    assert io.calls == [SNP_GET_EXT_REPORT] and not io.open_fds
     assert collateral == chain.collateral()
     claims = chain.backend().verify(evidence, collateral, NOW)
     assert claims.report_data == b"\x31" * 64 and claims.measurement == MEASUREMENT
@@ -82,6 +79,60 @@ def test_extended_report_verifies_and_grows_the_certificate_buffer(
     plain = device.report(b"\x32" * 64)  # SNP_GET_REPORT: the report alone
     assert io.calls[-1] == SNP_GET_REPORT
     assert chain.backend().verify(plain, chain.collateral(), NOW).report_data == b"\x32" * 64
+
+
+def test_a_host_table_larger_than_the_driver_carries_falls_back_to_the_file(
+    tmp_path: Path, chain: TestAmdChain
+) -> None:
+    """The driver takes at most SEV_FW_BLOB_MAX_SIZE (16 KiB) of certificates: a host that
+    wants more gets the report alone, and the VCEK chain comes from the operator's file."""
+    io = FakeSevGuest(tmp_path, chain)
+    io.host_wants = 8 * 4096
+    data = b"\x33" * 64
+    assert reason(lambda: SevGuestDevice(tmp_path, io=io).evidence(data)) is (
+        TeeInterfaceReason.MISSING
+    )
+    assert io.calls == [SNP_GET_EXT_REPORT, SNP_GET_REPORT]
+    vcek = tmp_path / "vcek.der"
+    vcek.write_bytes(chain.collateral())
+    evidence, collateral = SevGuestDevice(tmp_path, io=io, collateral_file=vcek).evidence(data)
+    assert collateral == chain.collateral()
+    assert chain.backend().verify(evidence, collateral, NOW).report_data == data
+
+
+def test_the_fake_driver_refuses_what_the_kernel_refuses(
+    tmp_path: Path, chain: TestAmdChain
+) -> None:
+    """Pins the fake to sev-guest.c: buffers above 16 KiB or not page-aligned are EINVAL."""
+    io = FakeSevGuest(tmp_path, chain)
+    for certs_len in (0x4000 + 4096, 4096 + 1):
+        certs = ctypes.create_string_buffer(certs_len)
+        req = SnpExtReportReq(SnpReportReq(), ctypes.addressof(certs), certs_len)
+        resp = ctypes.create_string_buffer(4000)
+        arg = SnpGuestRequestIoctl(1, ctypes.addressof(req), ctypes.addressof(resp))
+        fd = io.open(io.node)
+        with pytest.raises(OSError) as err:
+            io.ioctl(fd, SNP_GET_EXT_REPORT, arg)
+        io.close(fd)
+        assert err.value.errno == errno.EINVAL
+
+
+class _LyingHost(FakeSevGuest):
+    """A host that refuses a 16 KiB buffer, then asks for one page."""
+
+    def ioctl(self, fd: int, request: int, arg: ctypes.Structure) -> None:
+        if request != SNP_GET_EXT_REPORT:
+            return super().ioctl(fd, request, arg)
+        base = ctypes.addressof(arg)
+        req_addr = struct.unpack_from("<Q", ctypes.string_at(base + 8, 8))[0]
+        ctypes.memmove(req_addr + 104, struct.pack("<I", 4096), 4)
+        ctypes.memmove(base + 24, struct.pack("<Q", 1 << 32), 8)
+        raise OSError(errno.EIO, "certificate buffer too small")
+
+
+def test_a_host_contradicting_itself_is_malformed(tmp_path: Path, chain: TestAmdChain) -> None:
+    device = SevGuestDevice(tmp_path, io=_LyingHost(tmp_path, chain))
+    assert reason(lambda: device.evidence(b"\x34" * 64)) is TeeInterfaceReason.MALFORMED
 
 
 def test_a_vmpl_above_zero_is_requested(tmp_path: Path, chain: TestAmdChain) -> None:
@@ -96,8 +147,8 @@ def test_sev_guest_failures_are_typed(tmp_path: Path, chain: TestAmdChain) -> No
     io = FakeSevGuest(tmp_path, chain)
     device = SevGuestDevice(tmp_path, io=io)
     data = b"\x02" * 64
-    io.host_wants = 1 << 30  # a host asking for a gigabyte
-    assert reason(lambda: device.evidence(data)) is TeeInterfaceReason.MALFORMED
+    io.host_wants = 1 << 30  # a host asking for a gigabyte: report alone, no file
+    assert reason(lambda: device.evidence(data)) is TeeInterfaceReason.MISSING
     io.host_wants = 0
     io.status = 0x16  # firmware: invalid parameters
     assert reason(lambda: device.evidence(data)) is TeeInterfaceReason.IO_ERROR

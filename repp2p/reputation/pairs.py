@@ -1,0 +1,618 @@
+"""Reputation from per-epoch digest count rows, folded once per epoch (docs/core.md,
+"Views from digests").
+
+Per-task records stay with the parties; what every peer holds of a sealed epoch is its
+digests, reconciled into one count row per (client, node) pair (double entry,
+:mod:`repp2p.digests.reconcile`). :class:`PairState` folds each epoch's rows **once**
+(:meth:`PairState.fold`, O(rows of that epoch)) into per-epoch column blocks; a view then
+reads the blocks of the window (:meth:`PairState.window`) and :func:`compute_pairs` scores
+every peer from them, vectorised, without touching a record or a digest again.
+
+Determinism (every peer must get the same bits, whatever order it folded epochs in or
+however long it has been running):
+
+* per-pair sums over the window are sums of integers below 2**53 (fixed-point decay
+  weights times counts), so they are exact whatever the order of the rows;
+* pairs are kept in canonical order, by (client ID, node ID), maintained on insertion
+  (:meth:`PairState.fold` merges the new pairs into the sorted order), so every float sum
+  over pairs (EigenTrust, trust-weighted masses) runs in the same order on every peer,
+  with no sort at view time.
+
+What a count row supports (the digests carry no ratings, no deadlines and no per-task
+outputs): ``ok`` counts as a full-value good verdict; ``wrong`` and ``bad_proof`` as bad
+evidence (``bad_weight``, slower decay); ``timeout``, and the verdicts a client reported on
+a node that published nothing covering the pair (``node_silent``: publishing is the node's
+duty), as timeouts; latency against one epoch; throughput from the node's own work rows
+(receipts over claims, which audits check). Disputes over disagreeing receipts need the
+receipts and are not in digests: the table's disputes columns are zero here.
+
+Pure: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import hashlib
+from collections.abc import Iterable, Sequence
+from typing import Protocol
+
+import cbor2
+import numpy as np
+
+from repp2p.reputation.detmath import decay_table_fixed
+from repp2p.reputation.estimates import beta_lcb, beta_posterior
+from repp2p.reputation.evidence import Evidence
+from repp2p.reputation.params import ReputationParams
+from repp2p.reputation.scores import (
+    DECAY_BITS,
+    UNIT,
+    ReputationTable,
+    _smoothed,
+    attestation_component,
+    combine,
+    eigentrust,
+    uptime_component,
+)
+
+#: Columns of a fold block, in order.
+COLUMNS = ("ok", "wrong", "timeout", "bad_proof", "latency_sum_ms", "silent", "claims", "receipts")
+_OK, _WRONG, _TIMEOUT, _BAD, _LAT, _SILENT, _CLAIMS, _RECEIPTS = range(len(COLUMNS))
+_D = float(1 << DECAY_BITS)
+_I64 = np.int64
+
+
+class PairCount(Protocol):
+    """What :meth:`PairState.fold` reads of a count row
+    (:class:`repp2p.digests.CountRow` satisfies it)."""
+
+    @property
+    def client(self) -> str: ...
+    @property
+    def node(self) -> str: ...
+    @property
+    def ok(self) -> int: ...
+    @property
+    def wrong(self) -> int: ...
+    @property
+    def timeout(self) -> int: ...
+    @property
+    def bad_proof(self) -> int: ...
+    @property
+    def latency_sum_ms(self) -> int: ...
+    @property
+    def disputed_client(self) -> int: ...
+    @property
+    def node_silent(self) -> bool: ...
+    @property
+    def node_claims(self) -> int: ...
+    @property
+    def node_receipts(self) -> int: ...
+
+
+def digest_ids_hash(digest_ids: Iterable[bytes]) -> bytes:
+    """SHA-256 of the canonical CBOR array of an epoch's digest IDs, sorted and unique
+    (what a view digest names an epoch's digests by; docs/records.md, "View digest")."""
+    return hashlib.sha256(cbor2.dumps(sorted(set(digest_ids)), canonical=True)).digest()
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class EpochBlock:
+    """One folded epoch: its digest-ID hash and one row per pair it counts.
+
+    Attributes:
+        epoch: the epoch.
+        ids_hash: :func:`digest_ids_hash` of the digests it was folded from.
+        digests: how many digests that was.
+        pair: per row, the pair's stable ID in its :class:`PairState`.
+        counts: int64, shape ``(len(COLUMNS), rows)``, in :data:`COLUMNS` order.
+    """
+
+    epoch: int
+    ids_hash: bytes
+    digests: int
+    pair: np.ndarray
+    counts: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class PairWindow:
+    """The folded rows of a window of epochs, ready for :func:`compute_pairs`.
+
+    Attributes:
+        epochs: ``(epoch, ids_hash)`` of every folded epoch in the window, ascending.
+        peers: the peers the rows name, sorted.
+        row_pos: per row, the canonical position of its pair (order of (client, node)).
+        row_epoch: per row, its epoch.
+        counts: per row, the :data:`COLUMNS` (shape ``(len(COLUMNS), rows)``).
+        pair_client, pair_node: per canonical position, the pair's peers as indices into
+            ``peers`` (positions with no row in the window are unused).
+    """
+
+    epochs: tuple[tuple[int, bytes], ...]
+    peers: tuple[str, ...]
+    row_pos: np.ndarray
+    row_epoch: np.ndarray
+    counts: np.ndarray
+    pair_client: np.ndarray
+    pair_node: np.ndarray
+
+    @property
+    def rows(self) -> int:
+        return len(self.row_pos)
+
+
+class PairState:
+    """Count rows of folded epochs, with pairs kept in canonical order.
+
+    Fold each epoch once, in any order (:meth:`fold`); drop epochs that left the window
+    with :meth:`prune`. Peers and pairs get stable IDs on first sight; the canonical
+    position of each pair (sorted by client ID, then node ID) is kept up to date on
+    insertion, so reading a window never sorts.
+
+    Args:
+        compact_slack: the registry is rebuilt after a prune when it holds more than
+            twice the pairs still in some block plus this many (a bound on memory that
+            does not rebuild at every prune).
+    """
+
+    def __init__(self, *, compact_slack: int = 4096) -> None:
+        self.compact_slack = compact_slack
+        self._reset()
+
+    def _reset(self) -> None:
+        self._names: list[str] = []  # peer stable ID -> peer ID
+        self._sid: dict[str, int] = {}  # peer ID -> stable ID
+        self._rank = np.zeros(0, _I64)  # peer stable ID -> rank in sorted peer IDs
+        self._sorted: list[str] = []  # every registered peer ID, sorted
+        self._pc = np.zeros(0, _I64)  # pair stable ID -> client's peer stable ID
+        self._pn = np.zeros(0, _I64)  # pair stable ID -> node's peer stable ID
+        self._lookup_keys = np.zeros(0, _I64)  # sorted (client sid << 32 | node sid)
+        self._lookup_ids = np.zeros(0, _I64)  # pair stable ID of each lookup key
+        self._order = np.zeros(0, _I64)  # pair stable IDs in canonical order
+        self._pos = np.zeros(0, _I64)  # pair stable ID -> canonical position
+        self._blocks: dict[int, EpochBlock] = {}
+        self._cache: tuple[tuple[int, ...], PairWindow] | None = None
+        self._union: tuple | None = None
+
+    # -- folding ---------------------------------------------------------------------------
+
+    @property
+    def epochs(self) -> tuple[int, ...]:
+        """The folded epochs, ascending."""
+        return tuple(sorted(self._blocks))
+
+    def folded(self, epoch: int) -> bool:
+        """True when ``epoch`` has been folded."""
+        return epoch in self._blocks
+
+    def block(self, epoch: int) -> EpochBlock | None:
+        """The folded block of ``epoch``, or None."""
+        return self._blocks.get(epoch)
+
+    def fold(
+        self, epoch: int, rows: Sequence[PairCount], digest_ids: Iterable[bytes]
+    ) -> EpochBlock:
+        """Fold one epoch's count rows (at most one row per pair) and remember the IDs of
+        the digests they come from. Costs O(rows) plus a vectorised pass over the pair
+        registry when new pairs appear.
+
+        Raises:
+            ValueError: ``epoch`` is already folded (an epoch is folded once), or two rows
+                name the same pair.
+        """
+        if epoch in self._blocks:
+            raise ValueError(f"epoch {epoch} is already folded")
+        ids = list(digest_ids)
+        self._add_peers({r.client for r in rows} | {r.node for r in rows})
+        sid = self._sid
+        keys = np.fromiter(
+            ((sid[r.client] << 32) | sid[r.node] for r in rows), dtype=_I64, count=len(rows)
+        )
+        if len(np.unique(keys)) != len(keys):
+            raise ValueError(f"epoch {epoch}: two count rows for one pair")
+        pair = self._pair_ids(keys)
+        counts = np.array(
+            [
+                [
+                    r.ok,
+                    r.wrong,
+                    r.timeout,
+                    r.bad_proof,
+                    r.latency_sum_ms,
+                    r.disputed_client if r.node_silent else 0,
+                    r.node_claims,
+                    r.node_receipts,
+                ]
+                for r in rows
+            ],
+            dtype=_I64,
+        ).reshape(len(rows), len(COLUMNS))
+        for arr in (pair, counts):
+            arr.setflags(write=False)
+        block = EpochBlock(epoch, digest_ids_hash(ids), len(set(ids)), pair, counts.T)
+        self._blocks[epoch] = block
+        self._cache = None
+        return block
+
+    def _add_peers(self, peers: set[str]) -> None:
+        new = sorted(p for p in peers if p not in self._sid)
+        if not new:
+            return
+        old_sorted = self._sorted
+        # where each new peer goes in the old sorted order; an old peer's rank moves up by
+        # the new peers inserted at or before it (no full sort: O(peers) vectorised)
+        at = np.fromiter(
+            (bisect.bisect_left(old_sorted, p) for p in new), dtype=_I64, count=len(new)
+        )
+        shift = np.searchsorted(at, self._rank, side="right") if len(self._rank) else at[:0]
+        for p in new:
+            self._sid[p] = len(self._names)
+            self._names.append(p)
+        self._rank = np.concatenate((self._rank + shift, at + np.arange(len(new), dtype=_I64)))
+        self._sorted = sorted(old_sorted + new)  # two sorted runs: a linear merge
+
+    def _canonical_keys(self, pair_ids: np.ndarray) -> np.ndarray:
+        n = len(self._names)
+        return self._rank[self._pc[pair_ids]] * n + self._rank[self._pn[pair_ids]]
+
+    def _pair_ids(self, keys: np.ndarray) -> np.ndarray:
+        """Stable pair IDs of ``keys`` (client sid << 32 | node sid), registering new ones."""
+        pos = np.searchsorted(self._lookup_keys, keys)
+        found = np.zeros(len(keys), bool)
+        inside = pos < len(self._lookup_keys)
+        found[inside] = self._lookup_keys[pos[inside]] == keys[inside]
+        out = np.empty(len(keys), _I64)
+        out[found] = self._lookup_ids[pos[found]]
+        fresh = np.flatnonzero(~found)
+        if len(fresh):
+            start = len(self._pc)
+            new_ids = np.arange(start, start + len(fresh), dtype=_I64)
+            out[fresh] = new_ids
+            new_keys = keys[fresh]
+            self._pc = np.concatenate((self._pc, new_keys >> 32))
+            self._pn = np.concatenate((self._pn, new_keys & 0xFFFFFFFF))
+            by_key = np.argsort(new_keys, kind="stable")  # several may go to one place
+            at = np.searchsorted(self._lookup_keys, new_keys[by_key])
+            self._lookup_keys = np.insert(self._lookup_keys, at, new_keys[by_key])
+            self._lookup_ids = np.insert(self._lookup_ids, at, new_ids[by_key])
+            self._insert_canonical(new_ids)
+        return out
+
+    def _insert_canonical(self, new_ids: np.ndarray) -> None:
+        old = self._canonical_keys(self._order)  # still sorted: ranks only spread apart
+        new_keys = self._canonical_keys(new_ids)
+        by_key = np.argsort(new_keys, kind="stable")
+        new_ids, new_keys = new_ids[by_key], new_keys[by_key]
+        self._order = np.insert(self._order, np.searchsorted(old, new_keys), new_ids)
+        self._pos = np.empty(len(self._pc), _I64)
+        self._pos[self._order] = np.arange(len(self._order), dtype=_I64)
+
+    def prune(self, before: int) -> int:
+        """Drop the blocks of epochs before ``before``; returns how many. When most of the
+        registered pairs are no longer in any block, the registry is rebuilt from the
+        blocks kept (an O(rows) pass, rare)."""
+        gone = [e for e in self._blocks if e < before]
+        for e in gone:
+            del self._blocks[e]
+        if gone:
+            self._cache = None
+            live = sum(len(b.pair) for b in self._blocks.values())
+            if len(self._pc) > 2 * live + self.compact_slack:
+                self._compact()
+        return len(gone)
+
+    def _compact(self) -> None:
+        blocks = dict(self._blocks)
+        used = np.zeros(len(self._pc), bool)
+        for b in blocks.values():
+            used[b.pair] = True
+        keep = np.flatnonzero(used)
+        new_id = np.full(len(self._pc), -1, _I64)
+        new_id[keep] = np.arange(len(keep), dtype=_I64)
+        peers_used = np.zeros(len(self._names), bool)
+        peers_used[self._pc[keep]] = True
+        peers_used[self._pn[keep]] = True
+        old_names = self._names
+        pc_names = [old_names[i] for i in self._pc[keep]]
+        pn_names = [old_names[i] for i in self._pn[keep]]
+        self._reset()
+        self._add_peers({old_names[i] for i in np.flatnonzero(peers_used)})
+        sid = self._sid
+        keys = np.fromiter(
+            ((sid[c] << 32) | sid[n] for c, n in zip(pc_names, pn_names, strict=True)),
+            dtype=_I64,
+            count=len(keep),
+        )
+        ids = self._pair_ids(keys)  # = arange(len(keep)) in order
+        for e, b in blocks.items():
+            pair = ids[new_id[b.pair]]
+            pair.setflags(write=False)
+            self._blocks[e] = dataclasses.replace(b, pair=pair)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def window(self, lo: int, hi: int) -> PairWindow:
+        """The folded rows of epochs ``lo .. hi`` (inclusive). Cached until the next fold
+        or prune; costs one vectorised pass over the window's rows."""
+        epochs = tuple(e for e in sorted(self._blocks) if lo <= e <= hi)
+        if self._cache is not None and self._cache[0] == epochs:
+            return self._cache[1]
+        blocks = [self._blocks[e] for e in epochs]
+        pair = np.concatenate([b.pair for b in blocks]) if blocks else np.zeros(0, _I64)
+        row_epoch = np.concatenate(
+            [np.full(len(b.pair), b.epoch, _I64) for b in blocks] or [np.zeros(0, _I64)]
+        )
+        counts = (
+            np.concatenate([b.counts for b in blocks], axis=1)
+            if blocks
+            else np.zeros((len(COLUMNS), 0), _I64)
+        )
+        row_pos = self._pos[pair] if len(pair) else np.zeros(0, _I64)
+        # peers of the window, sorted, and each canonical pair's client and node among them
+        used = np.zeros(len(self._names), bool)
+        used[self._pc[pair]] = True
+        used[self._pn[pair]] = True
+        sids = np.flatnonzero(used)
+        sids = sids[np.argsort(self._rank[sids], kind="stable")]
+        peers = tuple(self._names[i] for i in sids.tolist())
+        local = np.full(len(self._names), -1, _I64)
+        local[sids] = np.arange(len(sids), dtype=_I64)
+        pair_client = local[self._pc[self._order]] if len(self._order) else np.zeros(0, _I64)
+        pair_node = local[self._pn[self._order]] if len(self._order) else np.zeros(0, _I64)
+        for arr in (row_pos, row_epoch, counts, pair_client, pair_node):
+            arr.setflags(write=False)
+        win = PairWindow(
+            epochs=tuple((b.epoch, b.ids_hash) for b in blocks),
+            peers=peers,
+            row_pos=row_pos,
+            row_epoch=row_epoch,
+            counts=counts,
+            pair_client=pair_client,
+            pair_node=pair_node,
+        )
+        self._cache = (epochs, win)
+        return win
+
+    def widen(self, ev: Evidence, win: PairWindow) -> tuple[Evidence, np.ndarray]:
+        """:func:`widen` of ``ev`` to ``win.peers``, and where the window's peers sit in
+        the result (``peer_at`` of :func:`compute_pairs`). The last union is reused while
+        the node peers and the window's peers stay the same."""
+        hit = self._union
+        if hit is None or hit[0] != ev.peers or hit[1] != win.peers:
+            hit = (ev.peers, win.peers, _union(ev.peers, win.peers))
+            self._union = hit
+        union, at_ev, at_win = hit[2]
+        return widen(ev, win.peers, union=(union, at_ev)), at_win
+
+
+def _union(
+    a: tuple[str, ...], b: tuple[str, ...]
+) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
+    """The sorted union of two sorted peer tuples, and where each one's peers sit in it.
+
+    Made for a small ``a`` (node peers) mostly inside a large ``b`` (the window's peers):
+    the positions come from bisection and counts, with no dictionary of the union."""
+    in_b = set(b)
+    extra = tuple(p for p in a if p not in in_b)  # sorted: ``a`` is
+    union = tuple(sorted(b + extra)) if extra else b  # two sorted runs: a linear merge
+    # the k-th extra peer goes before b[ins[k]]: a peer of ``b`` moves up by the extras
+    # inserted at or before it, the k-th extra lands at ins[k] + k
+    ins = np.fromiter((bisect.bisect_left(b, p) for p in extra), dtype=_I64, count=len(extra))
+    at_b = np.arange(len(b), dtype=_I64)
+    if len(ins):
+        at_b += np.searchsorted(ins, at_b, side="right")
+    extra_at = ins + np.arange(len(ins), dtype=_I64)
+    k = 0
+    at_a = np.empty(len(a), _I64)
+    for j, p in enumerate(a):
+        if p in in_b:
+            at_a[j] = at_b[bisect.bisect_left(b, p)]
+        else:
+            at_a[j] = extra_at[k]
+            k += 1
+    at_a.setflags(write=False)
+    at_b.setflags(write=False)
+    return union, at_a, at_b
+
+
+def widen(
+    ev: Evidence,
+    peers: Iterable[str],
+    *,
+    union: tuple[tuple[str, ...], np.ndarray] | None = None,
+) -> Evidence:
+    """``ev`` (node records: ads, verdicts, heartbeats, offences) over the union of its
+    peers and ``peers`` (the clients and nodes the digest rows name, sorted when a
+    tuple); the added peers are not nodes. Task tables stay empty. ``union``: the union
+    and ``ev``'s positions in it, when the caller has them (:meth:`PairState.widen`)."""
+    if union is None:
+        peers = peers if isinstance(peers, tuple) else tuple(sorted(set(peers)))
+        full, at, _ = _union(ev.peers, peers)
+    else:
+        full, at = union
+    if full == ev.peers:
+        return ev
+    changes: dict = {"peers": full}
+    for f in dataclasses.fields(ev):
+        value = getattr(ev, f.name)
+        if (
+            isinstance(value, np.ndarray)
+            and len(value) == ev.n_peers
+            and not f.name.startswith(("offer_", "claim_", "receipt_", "fb_", "hb_"))
+        ):
+            wide = np.zeros(len(full), value.dtype)
+            wide[at] = value
+            wide.setflags(write=False)
+            changes[f.name] = wide
+    # ``at`` is increasing, so heartbeat rows stay sorted by (node, epoch)
+    hb_node = at[ev.hb_node] if len(ev.hb_node) else ev.hb_node
+    changes["hb_node"] = hb_node
+    if len(ev.offer_client) or len(ev.claim_node) or len(ev.receipt_node) or len(ev.fb_node):
+        raise ValueError("widen takes node evidence only (no task tables)")
+    return dataclasses.replace(ev, **changes)
+
+
+def compute_pairs(
+    ev: Evidence,
+    win: PairWindow,
+    *,
+    now: int,
+    epoch_s: int,
+    params: ReputationParams | None = None,
+    peer_at: np.ndarray | None = None,
+) -> ReputationTable:
+    """Score every peer of ``ev`` from the count rows of ``win`` (see the module docstring).
+
+    Args:
+        ev: node evidence (ads, verdicts, heartbeats, equivocations) whose ``peers``
+            include every peer of ``win`` (:func:`widen`).
+        win: the window's folded rows (:meth:`PairState.window`).
+        now: unix seconds of the view; its epoch ``now // epoch_s`` sets every row's age
+            (rows of epochs outside the reputation window weigh nothing).
+        epoch_s: epoch length in seconds (> 0).
+        params: :class:`ReputationParams` (defaults when None).
+        peer_at: where each of ``win.peers`` sits in ``ev.peers``, when the caller has it
+            (:meth:`PairState.widen`); looked up otherwise.
+
+    Returns:
+        A :class:`ReputationTable` over ``ev.peers``; equal inputs give identical bits.
+    """
+    if epoch_s <= 0:
+        raise ValueError("epoch_s must be > 0")
+    p = params or ReputationParams()
+    n = ev.n_peers
+    epoch = now // epoch_s
+    w = p.window_epochs
+    decay = decay_table_fixed(p.half_life_epochs, w + 1, DECAY_BITS)
+    decay_bad = decay_table_fixed(p.bad_half_life_epochs, w + 1, DECAY_BITS)
+    offender = ev.equivocated.copy()
+    node_trusted = ev.verified & ~ev.failed & ~offender
+
+    # --- per row: fixed-point decayed values (exact integers, < 2**53 per pair) --------
+    c = win.counts
+    age = (epoch - 1) - win.row_epoch
+    inside = (age >= 0) & (age <= w - 1)
+    d = np.where(inside, decay[np.clip(age, 0, w)], 0)
+    db = np.where(inside, decay_bad[np.clip(age, 0, w)], 0)
+    timeouts = c[_TIMEOUT] + c[_SILENT]
+    bad_n = c[_WRONG] + c[_BAD]
+    counted = c[_OK] + c[_WRONG] + c[_TIMEOUT] + c[_BAD]
+    budget = max(epoch_s * 1000, 1)
+    lat = np.minimum(c[_LAT], counted * budget)
+    lat_fixed = counted * UNIT - (lat * UNIT) // budget
+    per_row = {
+        "good": d * c[_OK],  # times UNIT below
+        "seen_ok": d * (c[_OK] + timeouts),
+        "bad": db * bad_n,
+        "local": d * (c[_OK] * UNIT - bad_n * UNIT - timeouts * (p.timeout_penalty_pct * 100)),
+        "lat_num": d * lat_fixed,
+        "lat_den": d * counted * UNIT,
+        "claims": d * c[_CLAIMS],
+        "receipts": d * c[_RECEIPTS],
+        "rows": inside.astype(_I64),
+    }
+    n_pos = len(win.pair_client)
+    sums = {k: np.bincount(win.row_pos, weights=v, minlength=n_pos) for k, v in per_row.items()}
+    live = np.flatnonzero(sums.pop("rows") > 0)  # canonical order: (client, node)
+    if peer_at is None and ev.peers == win.peers:
+        peer_at = np.arange(n, dtype=_I64)
+    elif peer_at is None:
+        index = {q: i for i, q in enumerate(ev.peers)}
+        peer_at = np.fromiter((index[q] for q in win.peers), dtype=_I64, count=len(win.peers))
+    pc = peer_at[win.pair_client[live]] if len(live) else np.zeros(0, _I64)
+    pn = peer_at[win.pair_node[live]] if len(live) else np.zeros(0, _I64)
+    s = {k: v[live] for k, v in sums.items()}
+    valid = (pc != pn) & ~offender[pc] & ~offender[pn]
+    s = {k: np.where(valid, v, 0.0) for k, v in s.items()}
+
+    # --- EigenTrust over the pairs: client -> node local trust, node -> client vouching
+    # for verdicts both sides' digests support (its ok results the client accepted) -----
+    vouch = np.where(node_trusted[pn], s["good"] * UNIT, 0.0)
+    has_vouch = vouch > 0.0
+    src = np.concatenate((pc, pn[has_vouch]))
+    dst = np.concatenate((pn, pc[has_vouch]))
+    weight = np.concatenate((np.maximum(s["local"], 0.0), vouch[has_vouch]))
+    pretrusted = ev.is_node & node_trusted
+    trust, prev = eigentrust(
+        n,
+        src,
+        dst,
+        weight,
+        pretrusted,
+        alpha=p.trust_alpha,
+        iterations=p.trust_iterations,
+        previous=True,
+    )
+    # No self-dealing through a 2-cycle (as in scores.compute): the trust a client got
+    # from node j's vouching does not weigh its verdicts on j.
+    pair_trust = trust[pc]
+    if has_vouch.any():
+        row = np.bincount(src, weights=weight, minlength=n)
+        share = vouch / np.where(row[pn] > 0.0, row[pn], 1.0)
+        inflow = (1.0 - p.trust_alpha) * (share * prev[pn])
+        pair_trust = np.where(has_vouch, np.maximum(pair_trust - inflow, 0.0), pair_trust)
+    n_pre = max(1, int(np.count_nonzero(pretrusted)))
+    cw = np.minimum(p.trust_weight_cap, pair_trust * (n_pre / p.trust_alpha))
+
+    # --- success, quality, latency ------------------------------------------------------
+    g = np.bincount(pn, weights=cw * s["good"], minlength=n) / _D
+    s_ok = np.bincount(pn, weights=cw * s["seen_ok"], minlength=n) / _D
+    b = np.bincount(pn, weights=cw * s["bad"], minlength=n) / _D
+    bad = (s_ok - g) + p.bad_weight * b
+    seen = s_ok + b
+    trusted_node = ev.is_node & node_trusted
+    a_, b_ = beta_posterior(g, bad, p.prior_success, p.prior_strength_success)
+    quality = np.where(trusted_node, beta_lcb(a_, b_, p.quality_z, p.prior_success), 0.0)
+    success = _smoothed(g, g + bad, p.prior_success, p.prior_strength_success)
+    one = _D * UNIT
+    lat_n = np.bincount(pn, weights=cw * s["lat_num"], minlength=n) / one
+    lat_d = np.bincount(pn, weights=cw * s["lat_den"], minlength=n) / one
+    latency = _smoothed(lat_n, lat_d, p.prior_latency, p.prior_strength_latency)
+
+    # --- throughput: the node's own work rows (receipts over claims) --------------------
+    thr_num = np.bincount(pn, weights=s["receipts"], minlength=n) / _D
+    thr_den = np.bincount(pn, weights=s["claims"], minlength=n) / _D
+    throughput = _smoothed(thr_num, thr_den, p.prior_throughput, p.prior_strength_throughput)
+
+    uptime = uptime_component(ev, epoch, p, decay)
+    attestation = attestation_component(ev, now, p)
+    comps = np.stack([uptime, success, throughput, latency, attestation])
+    score, permille = combine(comps, offender, p)
+    newcomer = seen < p.newcomer_min_feedback
+    zeros = np.zeros(n)
+    credibility = np.ones(n)
+    for arr in (score, permille, comps, seen, trust, newcomer, offender, quality, credibility):
+        arr.setflags(write=False)
+    zeros.setflags(write=False)
+    return ReputationTable(
+        peers=ev.peers,
+        epoch=int(epoch),
+        is_node=ev.is_node,
+        score=score,
+        permille=permille,
+        components=comps,
+        feedback_mass=seen,
+        client_trust=trust,
+        is_newcomer=newcomer,
+        is_offender=offender,
+        offences=tuple(sorted(ev.offences, key=lambda o: (o.peer_id, o.kind, o.record_ids))),
+        quality=quality,
+        standing=quality,
+        disputes_lost=zeros,
+        receipt_upheld=np.zeros(0, bool),
+        receipt_lost=np.zeros(0, bool),
+        client_credibility=credibility,
+    )
+
+
+__all__ = [
+    "COLUMNS",
+    "EpochBlock",
+    "PairCount",
+    "PairState",
+    "PairWindow",
+    "compute_pairs",
+    "digest_ids_hash",
+    "widen",
+]
