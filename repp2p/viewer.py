@@ -16,13 +16,13 @@ remembers it); stale or expired evidence only makes it unverified until it re-at
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from repp2p.attestation import Policy, VerificationCache, VerifiedNode, verify_node
 from repp2p.digests import count_rows, reconcile
 from repp2p.errors import AttestationError, AttestationReason, StoreError
-from repp2p.matching import MatchingParams, View
+from repp2p.matching import Assignments, MatchingParams, View
 from repp2p.network_params import NetworkParams
 from repp2p.records import (
     Attestation,
@@ -37,7 +37,13 @@ from repp2p.records import (
     TaskOffer,
     WorkDigest,
 )
-from repp2p.reputation import AttestedNode, PenaltyBook, ReputationParams, collect
+from repp2p.reputation import (
+    AssignedRanks,
+    AttestedNode,
+    PenaltyBook,
+    ReputationParams,
+    collect,
+)
 from repp2p.reputation.pairs import COLUMNS, PairState, compute_pairs
 from repp2p.store import RecordStoreAPI
 from repp2p.tasks import is_bound_offer
@@ -134,6 +140,11 @@ class ViewKeeper:
         self._keys: dict[str, tuple[bytes, bytes]] = {}
         self._verdicts: dict[str, AttestedNode] = {}
         self._runtime = runtime_measurement()
+        #: each offer's assigned ranks, judged once on the view of its epoch
+        self._assignments = Assignments()
+        #: ``peer -> [(result key, epoch it was replaced)]``, the keys earlier verified
+        #: attestations bound (an enclave restart brings fresh keys; docs/core.md)
+        self._earlier_keys: dict[str, list[tuple[bytes, int]]] = {}
         #: digest count rows folded so far (``reputation_source = "digests"``)
         self.pairs = PairState()
 
@@ -266,6 +277,10 @@ class ViewKeeper:
                 # [tee] a CVM's launch measurement covers its whole image, not our
                 # runtime+engines hash: the policy's per-engine pins say which engines it runs
                 established = frozenset(wanted.values())
+        old = self._keys.get(peer)
+        if old is not None and old[1] != rec.result_key:
+            # the old key still signs the receipts of offers up to this epoch
+            self._earlier_keys[peer] = [*self._earlier_keys.get(peer, [])[-7:], (old[1], rec.epoch)]
         self._keys[peer] = (rec.enc_key, rec.result_key)
         signed_at = verified.claims.signed_at
         return AttestedNode(
@@ -276,6 +291,9 @@ class ViewKeeper:
             tcb_degraded=False,
             attested_at=signed_at if signed_at is not None else rec.epoch * self.epoch_s,
             result_key=rec.result_key,
+            earlier_result_keys=tuple(
+                (k, until) for k, until in self._earlier_keys.get(peer, ()) if k != rec.result_key
+            ),
         )
 
     def verdict_of(self, peer_id: str) -> AttestedNode | None:
@@ -327,9 +345,80 @@ class ViewKeeper:
         # equivocation lives in its evidence table. Both must reach the reputation
         # core, which turns the pair into an offence.
         evidence = [r for pair in self.store.equivocations() for r in pair]
-        records = before_epoch(self.store.query() + evidence, epoch, self.params)
+        everything = self.store.query() + evidence
+        records = before_epoch(everything, epoch, self.params)
         verdicts = self.verdicts(records, now)
-        return View.build(records, verdicts, epoch=epoch, params=self.params, penalties=book)
+        # offers older than the reputation window weigh nothing in this view: a view of
+        # their epoch is not rebuilt for them (a restart rebuilds at most the window)
+        oldest = epoch - self.reputation_params.window_epochs - 1
+        assignments = self._assignments.for_views(
+            self._ranking_views(epoch, everything, verdicts, oldest=oldest)
+        )
+        view = View.build(
+            records,
+            verdicts,
+            epoch=epoch,
+            params=self.params,
+            penalties=book,
+            assignments=assignments,
+        )
+        # keep the ranks of every offer still held (the ledger replays them all)
+        self._assignments.keep({s.record_id for s in everything if s.type == "TaskOffer"})
+        return view
+
+    def assignments(
+        self, epoch: int, records: list[SignedRecord], verdicts: Mapping[str, AttestedNode]
+    ) -> AssignedRanks:
+        """The assigned ranks of offers of epochs before ``epoch`` (what our views count
+        claims by), for :func:`repp2p.ledger.replay` over ``records`` (the store's)."""
+        return self._assignments.for_views(self._ranking_views(epoch, records, verdicts))
+
+    def _ranking_views(
+        self,
+        epoch: int,
+        everything: list[SignedRecord],
+        verdicts: Mapping[str, AttestedNode],
+        *,
+        oldest: int | None = None,
+    ) -> Callable[[int], View | None]:
+        """``view_of(e)`` for the offers the view of ``epoch`` reads: the view we built for
+        epoch ``e``, or, when we hold none (we were not running then), one rebuilt from the
+        store as of ``e`` with today's verdicts and a fresh penalty book (docs/core.md:
+        such a view may differ from the one the nodes ranked on); None for ``e < oldest``
+        when it would have to be rebuilt."""
+        rebuilt: dict[int, View] = {}
+        offer_epochs = sorted(
+            {s.record.epoch for s in everything if isinstance(s.record, TaskOffer)}
+        )
+
+        def build(e: int) -> View:
+            held = self._views.get(e) or rebuilt.get(e)
+            if held is None:
+                held = View.build(
+                    before_epoch(everything, e, self.params),
+                    verdicts,
+                    epoch=e,
+                    params=self.params,
+                    assignments=self._assignments.for_views(view_of),
+                )
+                rebuilt[e] = held
+            return held
+
+        def view_of(e: int) -> View | None:
+            if e >= epoch:
+                return None  # never: task records reach a view only task_record_lag later
+            if e not in self._views and e not in rebuilt:
+                if oldest is not None and e < oldest:
+                    return None
+                # oldest first, so each build finds the views it needs: no deep recursion
+                for older in offer_epochs:
+                    if older >= e:
+                        break
+                    if oldest is None or older >= oldest:
+                        build(older)
+            return build(e)
+
+        return view_of
 
     def digest_window(self, epoch: int) -> tuple[int, int]:
         """``(lo, hi)``: the digest epochs the view of ``epoch`` counts, inclusive: the

@@ -88,7 +88,8 @@ def compute_report(args: argparse.Namespace) -> tuple[LedgerReport, int]:
     store = SqliteRecordStore(db)
     try:
         records = store.query()
-        attested = ViewKeeper(store, policy, params).verdicts(records, now)
+        keeper = ViewKeeper(store, policy, params)
+        attested = keeper.verdicts(records, now)
     finally:
         store.close()
     report = replay(
@@ -98,6 +99,8 @@ def compute_report(args: argparse.Namespace) -> tuple[LedgerReport, int]:
         epoch_s=params.epoch_s,
         params=params.ledger,
         reputation_params=params.reputation,
+        # claims count at the ranks the matching gave, on views rebuilt from these records
+        assignments=keeper.assignments(now // params.epoch_s + 1, records, attested),
     )
     return report, params.epoch_s
 

@@ -263,13 +263,15 @@ class Explorer:
         store = self._keeper.store
         evidence = [r for pair in store.equivocations() for r in pair]
         params = self._keeper.params
+        records = store.query() + evidence
         report = replay(
-            store.query() + evidence,
+            records,
             view.evidence.verdicts,
             now=view.now,
             epoch_s=params.epoch_s,
             params=params.ledger,
             reputation_params=params.reputation,
+            assignments=self._keeper.assignments(view.epoch + 1, records, view.evidence.verdicts),
         )
         peers = set(report.final.balances) | set(report.pending.balances)
         out = {

@@ -23,6 +23,7 @@ from repp2p.ledger.settle import LedgerState, Settlement, settle
 from repp2p.records import Feedback, Receipt, TaskOffer
 from repp2p.reputation import (
     AcceptedRecord,
+    AssignedRanks,
     AttestedNode,
     Evidence,
     PenaltyBook,
@@ -82,6 +83,7 @@ def replay(
     first_epoch: int | None = None,
     last_epoch: int | None = None,
     reconciliations: Mapping[int, Reconciliation] | None = None,
+    assignments: AssignedRanks | None = None,
 ) -> LedgerReport:
     """Settle the record log into balances.
 
@@ -97,6 +99,10 @@ def replay(
             epoch's work then comes from its rows (:func:`digest_work_units`; an epoch
             missing from the mapping has no work), everything else from ``records`` as
             before. None: work from the per-task records.
+        assignments: each offer's assigned ranks (:class:`repp2p.matching.Assignments` over
+            the views of the offers' epochs, as a node's views use them): a claim, and so
+            its receipt's work, counts only when the matching gave its node a rank. None:
+            ranks are not checked (receipts still need their attested enclave's signature).
 
     Returns:
         A :class:`LedgerReport`.
@@ -116,7 +122,9 @@ def replay(
     # final epochs: each settled at its own boundary, the book stepped boundary by boundary
     while e <= last and lp.is_final(e, current):
         boundary = lp.settle_boundary(e)
-        ev = collect(_as_of(records, boundary), attested, now=boundary * epoch_s)
+        ev = collect(
+            _as_of(records, boundary), attested, now=boundary * epoch_s, assignments=assignments
+        )
         table = compute(ev, now=boundary * epoch_s, epoch_s=epoch_s, params=rp)
         if book.epoch < boundary:
             book = book.step(table, rp)
@@ -128,7 +136,7 @@ def replay(
     final = state
     if e <= last:
         # provisional: everything younger, on the records as of now
-        ev = collect(_as_of(records, current + 1), attested, now=now)
+        ev = collect(_as_of(records, current + 1), attested, now=now, assignments=assignments)
         table = compute(ev, now=now, epoch_s=epoch_s, params=rp)
         pending_book = book.step(table, rp) if book.epoch < current else book
         while e <= last:

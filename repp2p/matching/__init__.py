@@ -11,6 +11,8 @@ Public API::
     claim_opens_at_ms(rank, k, params) -> int
     accepted_claims(seen_ms, k, params) -> [rank, ...]
     MatchingParams(...)                                              # frozen, validated
+    assigned_ranks(offer, view) -> {peer: ranks}      # the ranks a claim may rightly hold
+    Assignments().ranks(offer_record, view_of)        # the same, cached per offer
 
 ``params`` is the network's :class:`repp2p.network_params.NetworkParams` (epoch length,
 matching and reputation parameters; its digest goes into the view's).
@@ -18,6 +20,7 @@ matching and reputation parameters; its digest goes into the view's).
 Pure: no I/O, no clock, no global randomness; the beacon is an argument.
 """
 
+from repp2p.matching.assignments import Assignments, assigned_ranks, escalation_order
 from repp2p.matching.beacon import BEACON_DOMAIN, beacon
 from repp2p.matching.claims import (
     ClaimError,
@@ -35,14 +38,17 @@ from repp2p.matching.view import View, rank
 
 __all__ = [
     "BEACON_DOMAIN",
+    "Assignments",
     "ClaimError",
     "ClaimReason",
     "MatchingParams",
     "View",
     "accepted_claims",
+    "assigned_ranks",
     "beacon",
     "claim_opens_at_ms",
     "draw",
+    "escalation_order",
     "may_rank_claim",
     "peer_word",
     "pool_coin",

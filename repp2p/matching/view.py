@@ -28,6 +28,7 @@ from repp2p.matching.rank import rank_fast, rank_reference
 from repp2p.records import TaskOffer
 from repp2p.reputation import (
     AcceptedRecord,
+    AssignedRanks,
     AttestedNode,
     Evidence,
     PenaltyBook,
@@ -169,6 +170,7 @@ class View:
         params: NetworkParams,
         penalties: PenaltyBook | None = None,
         engine_pins: Mapping[str, frozenset[bytes]] | None = None,
+        assignments: AssignedRanks | None = None,
     ) -> View:
         """Build the view of ``epoch`` from accepted records and attestation verdicts.
 
@@ -183,9 +185,12 @@ class View:
                 view's reputation unless it is already there. None: a fresh book.
             engine_pins: optional ``engine_id -> accepted measurements``; an engine absent
                 from it accepts any measurement the node's attestation establishes.
+            assignments: each offer's assigned ranks (:class:`repp2p.matching.Assignments`
+                over the views of the offers' epochs); a claim counts only at one of them.
+                None: claims are not checked against rankings.
         """
         now = epoch * params.epoch_s
-        evidence = collect(records, attested, now=now)
+        evidence = collect(records, attested, now=now, assignments=assignments)
         return cls.from_evidence(
             evidence, epoch=epoch, params=params, penalties=penalties, engine_pins=engine_pins
         )

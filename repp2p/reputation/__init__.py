@@ -2,7 +2,7 @@
 
 Public API::
 
-    collect(records, attested, *, now) -> Evidence          # canonical compact columns
+    collect(records, attested, *, now, assignments=None) -> Evidence  # canonical columns
     compute(evidence, *, now, epoch_s, params=None) -> ReputationTable
     ReputationTable.get(peer_id) -> NodeReputation           # score, permille, components
     PenaltyBook().step(table, params) -> PenaltyBook         # phase-out and hard penalties
@@ -15,6 +15,7 @@ No I/O, no clock, no global randomness: the live node and the simulator call the
 from repp2p.reputation.evidence import (
     OUTCOME_CODES,
     AcceptedRecord,
+    AssignedRanks,
     AttestedNode,
     Evidence,
     Offence,
@@ -34,6 +35,7 @@ __all__ = [
     "COMPONENTS",
     "OUTCOME_CODES",
     "AcceptedRecord",
+    "AssignedRanks",
     "AttestedNode",
     "Evidence",
     "NodeReputation",

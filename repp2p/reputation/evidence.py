@@ -20,15 +20,32 @@ built by other means is held to the same rule.
 
 Attestation verification belongs to :mod:`repp2p.attestation`; this package only reads the
 caller's verdicts (:class:`AttestedNode`) so the core stays decoupled.
+
+Which claims and receipts count (docs/core.md, "Evidence: who ran a task"):
+
+* a ``Receipt`` counts only when its signer has a verified verdict, it names the offer's
+  input and engine, its ``result_key`` is the node's attested result key *for the offer's
+  epoch* (:meth:`AttestedNode.result_key_for`) and its enclave signature verifies under it;
+* with ``assignments`` (the caller's rankings, see :func:`collect`), a ``Claim`` counts only
+  when the deterministic matching gave its signer a rank for that offer on the view of the
+  offer's epoch: a claiming rank, or a rank in the offer's escalation ranking (dispute
+  replicas). The rank number the claim states is not compared: a node ranks on its own
+  view, which can differ from ours by a place or two, and any node of the set could state
+  its own rank anyway. A receipt without a counted claim is left out too.
+
+Anything else is ignored, not punished: a node missing from our ranking may be one an
+honest peer on a slightly different view ranked.
 """
 
 from __future__ import annotations
 
 import bisect
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
+import nacl.exceptions
+import nacl.signing
 import numpy as np
 
 from repp2p.records import (
@@ -40,6 +57,7 @@ from repp2p.records import (
     Refusal,
     TaskOffer,
     check_refusal,
+    receipt_message,
 )
 
 #: Feedback outcome codes, in the order used by every numpy column.
@@ -79,7 +97,12 @@ class AttestedNode:
         failed: some attestation by this node failed verification (as far as the caller
             knows); a node that ever failed is not pre-trusted and scores 0 on attestation.
         result_key: the enclave result key the verified attestation binds (empty when
-            unknown): a node's ``Refusal`` counts only when signed by it.
+            unknown): a node's ``Refusal`` counts only when signed by it, and its
+            ``Receipt`` only when signed by it or by one of ``earlier_result_keys``.
+        earlier_result_keys: ``(key, until_epoch)`` of result keys that earlier verified
+            attestations of this node bound, as far as the caller saw them: the enclave
+            restarted with fresh keys at ``until_epoch``. Such a key signs receipts of
+            offers of epochs ``<= until_epoch`` only (its enclave is gone afterwards).
     """
 
     peer_id: str
@@ -90,6 +113,21 @@ class AttestedNode:
     attested_at: int = 0
     failed: bool = False
     result_key: bytes = b""
+    earlier_result_keys: tuple[tuple[bytes, int], ...] = ()
+
+    def result_key_for(self, key: bytes, epoch: int) -> bool:
+        """Whether ``key`` is this node's attested result key for offers of ``epoch``.
+
+        The current key counts for any epoch (an offer of an earlier epoch may be served
+        after a restart, with the new enclave's key; a key cannot have signed anything
+        before it existed); an earlier key up to the epoch it was replaced in. Never for an
+        unverified node or an empty key.
+        """
+        if not self.verified or not key:
+            return False
+        if key == self.result_key:
+            return True
+        return any(k == key and epoch <= until for k, until in self.earlier_result_keys)
 
     @property
     def is_trusted(self) -> bool:
@@ -151,7 +189,8 @@ class Evidence:
 
     Offers (O): ``offer_client`` (peer), ``offer_epoch``, ``offer_deadline_ms``.
     Claims (C, sorted by offer, node): ``claim_node``, ``claim_offer``.
-    Receipts (R, sorted by offer, node): ``receipt_node``, ``receipt_offer``,
+    Receipts (R, sorted by offer, node; only those with a counted claim and their attested
+    enclave's signature, see the module docstring): ``receipt_node``, ``receipt_offer``,
     ``receipt_output`` (output digest interned per offer), ``receipt_ids`` (record IDs, may
     be empty for compact inputs).
     Feedback (F, sorted by client, node, offer): ``fb_client``, ``fb_node``, ``fb_offer``,
@@ -159,7 +198,7 @@ class Evidence:
     Heartbeats (H, sorted by node, epoch): ``hb_node``, ``hb_epoch``, ``hb_load``.
     Refusals: ``refusals``, sorted ``(offer, node)`` pairs of the tasks a node's enclave
     refused for the client's own input, each checked (:func:`repp2p.records.check_refusal`)
-    against the offer and the result key of the node's verified attestation.
+    against the offer and the node's attested result key for the offer's epoch.
     """
 
     peers: tuple[str, ...]
@@ -304,11 +343,44 @@ def _current(
     return current, offences
 
 
+#: The caller's rankings: for a ``TaskOffer`` (signed), ``peer -> ranks`` the deterministic
+#: matching gave that peer for it (claiming rank, escalation rank), or None when the caller
+#: cannot rank it (then no claim on it counts). See :func:`collect`.
+AssignedRanks = Callable[[AcceptedRecord], Mapping[str, frozenset[int]] | None]
+
+#: Enclave signatures already checked: ``(receipt record ID, key) -> verified``. A record ID
+#: is the digest of the signed record, so the verdict never changes; bounded, cleared whole.
+_SIG_CACHE: dict[tuple[bytes, bytes], bool] = {}
+_SIG_CACHE_MAX = 1 << 18
+
+
+def _enclave_signed(item: AcceptedRecord, offer: TaskOffer, verdict: AttestedNode | None) -> bool:
+    """Whether a receipt is the work of the signer's attested enclave for this offer."""
+    rc: Receipt = item.record
+    if verdict is None or not verdict.result_key_for(rc.result_key, offer.epoch):
+        return False
+    if rc.input_digest != offer.input_digest or rc.engine_id != offer.engine_id:
+        return False
+    key = (item.record_id, rc.result_key)
+    ok = _SIG_CACHE.get(key)
+    if ok is None:
+        try:
+            nacl.signing.VerifyKey(rc.result_key).verify(receipt_message(rc), rc.enclave_sig)
+            ok = True
+        except (nacl.exceptions.BadSignatureError, ValueError, TypeError):
+            ok = False
+        if len(_SIG_CACHE) >= _SIG_CACHE_MAX:
+            _SIG_CACHE.clear()
+        _SIG_CACHE[key] = ok
+    return ok
+
+
 def collect(
     records: Iterable[AcceptedRecord],
     attested: Mapping[str, AttestedNode],
     *,
     now: int,
+    assignments: AssignedRanks | None = None,
 ) -> Evidence:
     """Canonical evidence from an accepted record set and the caller's attestation verdicts.
 
@@ -318,6 +390,11 @@ def collect(
         attested: ``peer_id -> AttestedNode`` for the nodes whose attestation the caller
             checked; a node absent from it is unverified.
         now: unix seconds of the view (the epoch boundary).
+        assignments: the caller's rankings of each offer
+            (:class:`repp2p.matching.Assignments`: the view of the offer's epoch and its
+            beacon); a claim counts only when they give its signer a rank. None: claims are
+            not checked against rankings (compact or synthetic evidence, tests of other
+            rules); every peer that must agree passes them.
 
     Returns:
         The :class:`Evidence`; equal inputs give equal columns whatever the arrival order.
@@ -364,13 +441,22 @@ def collect(
     cols["offer_deadline_ms"] = [min(it.record.deadline_ms, _MAX_MS) for it in offers]
 
     claim_node, claim_offer = [], []
+    ranks: dict[int, Mapping[str, frozenset[int]] | None] = {}
     for item in by_type.get(Claim.TYPE, ()):
         claim: Claim = item.record
         o = offer_by_id.get(claim.offer_id)
-        if o is not None and offers[o].record.task_id == claim.task_id:
-            claim_node.append(index[item.signer])
-            claim_offer.append(o)
+        if o is None or offers[o].record.task_id != claim.task_id:
+            continue
+        if assignments is not None:
+            if o not in ranks:
+                ranks[o] = assignments(offers[o])
+            given = ranks[o]
+            if given is None or item.signer not in given:
+                continue  # the matching never gave this node the offer (nor a replica rank)
+        claim_node.append(index[item.signer])
+        claim_offer.append(o)
     cols["claim_node"], cols["claim_offer"] = claim_node, claim_offer
+    claimed = set(zip(claim_offer, claim_node, strict=True))
 
     r_node, r_offer, r_out, r_ids = [], [], [], []
     outputs: dict[tuple[int, bytes], int] = {}
@@ -380,6 +466,10 @@ def collect(
         o = offer_by_id.get(receipt.offer_id)
         if o is None or offers[o].record.task_id != receipt.task_id:
             continue
+        if (o, index[item.signer]) not in claimed:
+            continue  # no counted claim: nobody asked this node (scores hold it to it too)
+        if not _enclave_signed(item, offers[o].record, attested.get(item.signer)):
+            continue  # not its attested enclave's receipt for this offer: no work shown
         r_node.append(index[item.signer])
         r_offer.append(o)
         r_out.append(outputs.setdefault((o, receipt.output_digest), len(outputs)))
@@ -432,9 +522,9 @@ def _refusals(
     """``(offer, node)`` of each refusal that proves a task failed by its client's input.
 
     It must name an offer we hold, carry the offer signer's signature over the sealed
-    input it names for this node, and be signed by the result key of the node's verified
-    attestation; anything else is dropped (a node cannot excuse itself with a refusal
-    its enclave did not sign).
+    input it names for this node, and be signed by the node's attested result key for the
+    offer's epoch (:meth:`AttestedNode.result_key_for`); anything else is dropped (a node
+    cannot excuse itself with a refusal its enclave did not sign).
     """
     out = []
     for item in items:
@@ -446,11 +536,15 @@ def _refusals(
         offer = offers[o]
         if not hasattr(offer, "signer_key"):
             continue  # not a signed record: nothing to check the client's signature with
+        # the key valid for the offer's epoch, as for receipts (an earlier enclave's too)
+        key = refusal.result_key
+        if not verdict.result_key_for(key, offer.record.epoch):
+            key = verdict.result_key
         why = check_refusal(
             refusal,
             node=item.signer,
             offer=offer,  # type: ignore[arg-type]
-            result_key=verdict.result_key,
+            result_key=key,
         )
         if why is None:
             out.append((o, index[item.signer]))

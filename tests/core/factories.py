@@ -23,6 +23,7 @@ from repp2p.records import (
     SignedRecord,
     TaskOffer,
     peer_id_from_public_key,
+    receipt_message,
     sign,
 )
 from repp2p.reputation import AttestedNode
@@ -52,6 +53,16 @@ def peer(name: str) -> str:
 MEASUREMENT = digest("echo-measurement")
 
 
+@functools.cache
+def enclave_key(name: str) -> nacl.signing.SigningKey:
+    """The node's (simulated) enclave result key: the key its attestation binds."""
+    return nacl.signing.SigningKey(hashlib.sha256(b"repp2p-core-enclave/" + name.encode()).digest())
+
+
+def result_key(name: str) -> bytes:
+    return bytes(enclave_key(name).verify_key)
+
+
 def node_ad(name: str, *, price=1000, capacity=4, throughput=100, tee="nitro", seq=1, engines=None):
     engines = engines if engines is not None else (EngineOffer(ENGINE, MEASUREMENT),)
     ad = NodeAd(
@@ -74,7 +85,7 @@ def verdict(name: str, *, tee="nitro", verified=True, attested_at=FAR, **kw) -> 
         measurements=frozenset({MEASUREMENT}),
         verified=verified,
         attested_at=attested_at,
-        **kw,
+        **{"result_key": result_key(name), **kw},
     )
 
 
@@ -116,7 +127,11 @@ def claim(node: str, off: SignedRecord, *, rank=0, view_digest=b"\0" * 32, seq=1
     return sign(rec, key(node))
 
 
-def receipt(node: str, off: SignedRecord, *, output="right") -> SignedRecord:
+def receipt(
+    node: str, off: SignedRecord, *, output="right", enclave: str | None = None, junk_sig=False
+) -> SignedRecord:
+    """``node``'s receipt, its enclave signature by ``enclave``'s key (default the node's own);
+    ``junk_sig``: 64 bytes no enclave signed."""
     start = off.record.epoch * EPOCH_S * 1000
     rec = Receipt(
         task_id=off.record.task_id,
@@ -127,11 +142,14 @@ def receipt(node: str, off: SignedRecord, *, output="right") -> SignedRecord:
         output_digest=digest(output),
         started_ms=start + 10,
         finished_ms=start + 500,
-        result_key=digest("result-key/" + node),
+        result_key=result_key(enclave or node),
         enclave_sig=b"\1" * 64,
         seq=1,
         expires=FAR,
     )
+    if not junk_sig:
+        sig = enclave_key(enclave or node).sign(receipt_message(rec)).signature
+        rec = dataclasses.replace(rec, enclave_sig=sig)
     return sign(rec, key(node))
 
 

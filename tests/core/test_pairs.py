@@ -243,6 +243,8 @@ def test_digest_and_record_views_agree_on_an_honest_history_with_one_cheater() -
             measurements=frozenset(x.measurement for x in ad.engines),
             verified=True,
             attested_at=now,
+            # the key the factories' receipts are signed with (receipts count only so)
+            result_key=bytes(factories.enclave_key(n.peer_id).verify_key),
         )
         for n in nodes
     }

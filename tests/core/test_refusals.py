@@ -19,7 +19,8 @@ ENC_KEY = f.digest("enclave-x25519")
 
 
 def enclave_key(node: str) -> nacl.signing.SigningKey:
-    return nacl.signing.SigningKey(hashlib.sha256(b"enclave/" + node.encode()).digest())
+    """The node's attested enclave key: the one its receipts are signed with, too."""
+    return f.enclave_key(node)
 
 
 def refusal(node: str, off, *, client: str | None = None, code="bad_seal", signer=None):

@@ -14,6 +14,7 @@ from repp2p.matching import beacon
 from repp2p.network_params import NetworkParams
 from repp2p.records import Attestation, Heartbeat, sign
 from repp2p.store import SqliteRecordStore
+from repp2p.tee.measurement import enclave_measurement, runtime_measurement
 from repp2p.testing import factories
 from repp2p.viewer import ViewKeeper
 
@@ -39,8 +40,13 @@ def _attested(identity, now: int) -> list:
     """An ad, a simulated attestation that verifies, and heartbeats of ``identity``."""
     ad = dataclasses.replace(factories.sample_records(now=now)[0], expires=FAR)
     epoch = now // DEV.epoch_s
-    enc_key, result_key = factories.digest("enc/good"), factories.digest("res/good")
-    enclave = SimulatedEnclave(seed=factories.digest("seed/good"), measurement=bytes(32))
+    # the result key signs the factories' receipts; the measurement establishes the ad's
+    # engines, so the node is eligible and ranked first for the tasks it claims
+    enc_key = factories.digest("enc/good")
+    result_key = bytes(factories.enclave_key(identity.peer_id).verify_key)
+    wanted = {e.engine_id: e.measurement for e in ad.engines}
+    measurement = enclave_measurement(wanted, runtime_measurement())
+    enclave = SimulatedEnclave(seed=factories.digest("seed/good"), measurement=measurement)
     evidence = enclave.attest(identity.peer_id, enc_key, result_key, epoch, beacon(epoch), now)
     attestation = Attestation(
         tee_kind="simulated",
@@ -56,7 +62,7 @@ def _attested(identity, now: int) -> list:
     )
     beats = [
         Heartbeat(epoch=e, load=0, tasks_done=0, seq=e, expires=FAR)
-        for e in (EPOCH - 3, EPOCH - 2, EPOCH - 1)
+        for e in range(EPOCH - 6, EPOCH)
     ]
     return [sign(r, identity) for r in (ad, attestation, *beats)]
 

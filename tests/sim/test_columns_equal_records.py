@@ -8,6 +8,7 @@ offences and the same ledger settlement as the simulator's compact columns.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 
@@ -24,6 +25,7 @@ from repp2p.records import (
     Receipt,
     TaskOffer,
     peer_id_from_public_key,
+    receipt_message,
     sign,
 )
 from repp2p.reputation import OUTCOME_CODES, AttestedNode, PenaltyBook, collect, compute
@@ -37,6 +39,12 @@ OUTCOME = {v: k for k, v in OUTCOME_CODES.items()}
 @functools.cache
 def _key(name: str) -> nacl.signing.SigningKey:
     return nacl.signing.SigningKey(hashlib.sha256(b"sim-eq/" + name.encode()).digest())
+
+
+@functools.cache
+def _enclave(name: str) -> nacl.signing.SigningKey:
+    """The node's enclave result key (its attestation binds it; receipts are signed by it)."""
+    return nacl.signing.SigningKey(hashlib.sha256(b"sim-eq-enclave/" + name.encode()).digest())
 
 
 @functools.cache
@@ -65,7 +73,12 @@ def _records(sim: Simulation, boundary: int):
         records.append(sign(ad, _key(name)))
         if sim.attested[i]:
             attested[_peer(name)] = AttestedNode(
-                _peer(name), "nitro", frozenset({M}), True, attested_at=boundary * sim.sc.epoch_s
+                _peer(name),
+                "nitro",
+                frozenset({M}),
+                True,
+                attested_at=boundary * sim.sc.epoch_s,
+                result_key=bytes(_enclave(name).verify_key),
             )
     hn, he, hl = sim.heartbeats.columns()
     for n, e, load in zip(hn, he, hl, strict=True):
@@ -114,11 +127,13 @@ def _records(sim: Simulation, boundary: int):
             output_digest=_d(f"out{out}"),
             started_ms=0,
             finished_ms=1,
-            result_key=_d("rk"),
+            result_key=bytes(_enclave(sim.node_names[n]).verify_key),
             enclave_sig=b"\1" * 64,
             seq=1,
             expires=FAR,
         )
+        sig = _enclave(sim.node_names[n]).sign(receipt_message(rec)).signature
+        rec = dataclasses.replace(rec, enclave_sig=sig)
         records.append(sign(rec, _key(sim.node_names[n])))
     for cl, n, o, outc, lat, rating in zip(*sim.feedback.columns(), strict=True):
         fb = Feedback(
