@@ -3,6 +3,8 @@ takes an epoch not sealed yet (IGNORE, counted by reason)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from repp2p.clock import ClockAPI
@@ -69,3 +71,52 @@ def test_without_an_epoch_length_the_pipeline_does_not_bound_digests():
     store = SqliteRecordStore(":memory:")
     free = RecordPipeline(store, NodeMetrics(), _Clock())
     assert free.judge(_digest(CURRENT + 5), topic=TOPICS["digests"]) is Verdict.ACCEPT
+
+
+BATCHING = DigestParams(work_max_epochs=4)
+
+
+def _batch(first: int, span: int) -> bytes:
+    digest = dataclasses.replace(
+        factories.empty_work_digest(first, expires=factories.far_future(NOW)), span=span
+    )
+    return encode(digest, SIGNER)
+
+
+@pytest.fixture
+def batching():
+    metrics = NodeMetrics()
+    store = SqliteRecordStore(":memory:")
+    yield RecordPipeline(store, metrics, _Clock(), epoch_s=EPOCH_S, digests=BATCHING), metrics
+    store.close()
+
+
+@pytest.mark.parametrize(
+    ("first_offset", "span", "verdict", "reason"),
+    [
+        # a batch goes out once its last epoch is sealed, whatever its first epoch's age
+        (BATCHING.seal_lag_epochs + 3, 4, Verdict.ACCEPT, None),
+        (BATCHING.gossip_max_age_epochs + 3, 4, Verdict.ACCEPT, None),
+        # its last epoch not sealed yet: too new, however old its first epoch is
+        (BATCHING.seal_lag_epochs + 1, 4, Verdict.IGNORE, "digest_too_new"),
+        # its last epoch past the gossip window: too old
+        (BATCHING.gossip_max_age_epochs + 4, 4, Verdict.IGNORE, "digest_too_old"),
+        # more epochs than the network lets a work digest cover: never counted, never kept
+        (BATCHING.seal_lag_epochs + 4, 5, Verdict.IGNORE, "digest_too_long"),
+    ],
+)
+def test_batches_are_judged_by_their_last_epoch_and_span(
+    batching, first_offset, span, verdict, reason
+):
+    judge, metrics = batching
+    data = _batch(CURRENT - first_offset, span)
+    assert judge.judge(data, topic=TOPICS["digests"], source="gossip") is verdict
+    rejected = totals(metrics.rejected, "reason")
+    assert rejected == ({} if reason is None else {reason: 1})
+
+
+def test_a_batch_is_too_long_on_a_network_that_does_not_batch(pipeline):
+    judge, metrics = pipeline
+    data = _batch(CURRENT - PARAMS.seal_lag_epochs - 1, 2)
+    assert judge.judge(data, source="sync") is Verdict.IGNORE
+    assert totals(metrics.rejected, "reason") == {"digest_too_long": 1}

@@ -50,6 +50,8 @@ STORE_FAILED = "store_failed"
 #: ``repp2p_records_rejected`` reasons of digests outside the accepted epochs (IGNORE: a
 #: validly signed digest an honest peer may still hold, or sign with its clock a little off)
 DIGEST_TOO_OLD, DIGEST_TOO_NEW = "digest_too_old", "digest_too_new"
+#: a batch covering more epochs than the network allows its type (views would not count it)
+DIGEST_TOO_LONG = "digest_too_long"
 #: ``repp2p_records_rejected`` reason of a valid record this peer does not hold (IGNORE):
 #: another client's per-task record on a light client (repp2p.node.light)
 NOT_KEPT = "not_kept"
@@ -273,13 +275,21 @@ class RecordPipeline(RecordPipelineAPI):
         self._metrics.rejected.labels(UNATTESTED_EVICTED, source).inc(len(record_ids))
 
     def _digest_epoch_refused(self, signed: SignedRecord, now: int, *, gossip: bool) -> str | None:
-        """Why a digest's epoch is not accepted now, or None. A digest of a far epoch is a
-        new store slot: without the bound one key could fill every store with them."""
+        """Why a digest's epochs are not accepted now, or None. A digest of a far epoch is a
+        new store slot: without the bound one key could fill every store with them. A batch
+        (``span`` > 1) is judged by its last epoch, the one it is filed under and goes out
+        after (docs/digests.md), and may cover at most the network's epochs for its type."""
         assert self._epoch_s is not None
-        epoch, current = signed.record.epoch, now // self._epoch_s  # type: ignore[attr-defined]
-        if self._digests.too_new(epoch, current):
+        record = signed.record
+        first, last = record.epoch, record.last_epoch  # type: ignore[attr-defined]
+        current = now // self._epoch_s
+        if last - first + 1 > self._digests.max_epochs(signed.type):
+            return DIGEST_TOO_LONG
+        if self._digests.too_new(last, current):
             return DIGEST_TOO_NEW
-        if gossip and not self._digests.gossip_accepts(epoch, current):
+        if gossip and not self._digests.batch_accepts(
+            first, last - first + 1, current, signed.type
+        ):
             return DIGEST_TOO_OLD
         return None
 
