@@ -5,10 +5,19 @@ holds none of their records (its status' ``records`` per type says so)."""
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import signal
+from pathlib import Path
+
 import pytest
 import trio
 
+from repp2p.cli.devnet import EPOCH_S, Devnet
 from repp2p.client import Client
+from repp2p.config import BOOTSTRAP_DIR
+from repp2p.network_params import NetworkParams
 from repp2p.node.light import is_party
 from repp2p.records import FEED_TYPES, Claim, Feedback, Receipt, TaskOffer
 from repp2p.testing.network import dev_params, node_config, start_node
@@ -71,3 +80,76 @@ async def test_a_node_that_served_no_task_holds_none_of_their_records(tmp_path):
         assert records["NodeAd"] >= 5  # it holds what matching needs
         for node in nodes:
             node.stop()
+
+
+def _digest_network_file(folder: Path) -> Path:
+    """The dev network's file with ``reputation_source = "digests"`` (and its policy)."""
+    folder.mkdir(parents=True)
+    text = (BOOTSTRAP_DIR / "dev.toml").read_text()
+    marker = '# reputation_source = "records"'
+    assert marker in text
+    (folder / "dev.toml").write_text(text.replace(marker, 'reputation_source = "digests"'))
+    shutil.copy(BOOTSTRAP_DIR / "policy-dev.toml", folder / "policy-dev.toml")
+    return folder / "dev.toml"
+
+
+async def test_failover_without_the_feed(tmp_path):
+    # The claimed node is SIGKILLed mid-task; the next rank, which sees no claim (nothing
+    # carries them on a digest-view network), takes the task on the owner's release, which
+    # travels in the request: it holds it before it has run anything.
+    network_file = _digest_network_file(tmp_path / "network")
+    params = NetworkParams.load("dev", network_file)
+    assert params.reputation_source == "digests"
+    extra = {"task_delay_s": 3.0, "network_file": str(network_file)}
+    devnet = Devnet(tmp_path / "net", 3, ["echo"], extra=extra)
+    try:
+        with trio.fail_after(90):
+            await devnet.start()
+        pids = {
+            info["peer_id"]: json.loads(
+                (tmp_path / "net" / info["name"] / "runtime.json").read_text()
+            )["pid"]
+            for info in devnet.info
+        }
+        async with Client.open(
+            [devnet.info[0]["addrs"][0]], data_dir=tmp_path / "client", network_params=params
+        ) as client:
+            assert await client.wait_for_nodes("echo", 4, timeout=3 * EPOCH_S) >= 4
+            killed: list[str] = []
+
+            async def kill_first_claimant() -> None:
+                # the client sees no claim before the reply: ask the nodes who claimed
+                with trio.fail_after(30):
+                    while True:
+                        for info, status in zip(devnet.info, await devnet.statuses(), strict=True):
+                            if status and status["records"].get(Claim.TYPE):
+                                os.kill(pids[info["peer_id"]], signal.SIGKILL)
+                                killed.append(info["peer_id"])
+                                return
+                        await trio.sleep(0.05)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(kill_first_claimant)
+                with trio.fail_after(60):
+                    result = await client.submit("echo", b"must not be lost", timeout=45)
+            assert result.output == b"must not be lost"
+            (victim,) = killed
+            assert result.proof.node != victim and result.proof.outcome == "ok"
+            dead = [p for p in result.proofs if p.node == victim]
+            assert dead and dead[0].outcome == "timeout"
+            statuses = dict(
+                zip((i["peer_id"] for i in devnet.info), await devnet.statuses(), strict=True)
+            )
+            served = statuses[result.proof.node]
+            # the release came with the request (the client's hand-over of its feedback
+            # comes after the result and may add one more)
+            assert served["records"][Claim.TYPE] == 1 and served["records"]["Feedback"] >= 1
+            # the others saw none of the task's records (at most its offer, had the client
+            # asked one that declined)
+            for peer, status in statuses.items():
+                if peer not in (victim, result.proof.node) and status:
+                    held = {t: status["records"][t] for t in FEED_TYPES - {TaskOffer.TYPE}}
+                    assert not any(held.values()), held
+    finally:
+        with trio.CancelScope(shield=True):
+            await devnet.stop()
