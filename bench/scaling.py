@@ -55,6 +55,9 @@ requiring all of them would stop the bench there.
 Per size it also prints p50/p99 latency (submit -> verified, tasks completed in the
 window), tasks/s, how many nodes served tasks, connection churn during the windows, and
 the records each node holds per type at the end (``/status`` "records").
+``--views digests`` runs every devnet on a network whose views come from digests (a copy
+of the dev network's file with ``reputation_source = "digests"``): per-task records then
+stay with their parties, so the every-node part of the figure should vanish.
 Target (issue 14): the 32-node figure <= 1/4 of the 4-node figure (``ratio``, the largest
 size's figure over the smallest's, <= 0.25). Ends with one JSON line.
 
