@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
+from pathlib import Path
 
 ROLES = ("client", "nodes", "enclaves")
 
@@ -66,3 +68,26 @@ def machine_busy_s() -> float:
         fields = f.readline().split()[1:]
     user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+#: ``--views`` choices of the devnet benches: what the network's views score nodes from
+#: (``NetworkParams.reputation_source``); on "digests" per-task records stay with the
+#: task's parties (repp2p.node.light)
+VIEWS = ("records", "digests")
+
+
+def dev_network_file(folder: Path, views: str) -> Path | None:
+    """A copy of the dev network's file (and its attestation policy) in ``folder`` with
+    ``reputation_source = views``; None for ``"records"`` (the shipped file, unchanged)."""
+    if views == "records":
+        return None
+    from repp2p.config import BOOTSTRAP_DIR
+
+    folder.mkdir(parents=True, exist_ok=True)
+    text = (BOOTSTRAP_DIR / "dev.toml").read_text()
+    marker = '# reputation_source = "records"'
+    if marker not in text:
+        raise SystemExit(f"{BOOTSTRAP_DIR / 'dev.toml'} no longer has the line {marker!r}")
+    (folder / "dev.toml").write_text(text.replace(marker, f'reputation_source = "{views}"'))
+    shutil.copy(BOOTSTRAP_DIR / "policy-dev.toml", folder / "policy-dev.toml")
+    return folder / "dev.toml"

@@ -55,6 +55,9 @@ requiring all of them would stop the bench there.
 Per size it also prints p50/p99 latency (submit -> verified, tasks completed in the
 window), tasks/s, how many nodes served tasks, connection churn during the windows, and
 the records each node holds per type at the end (``/status`` "records").
+``--views digests`` runs every devnet on a network whose views come from digests (a copy
+of the dev network's file with ``reputation_source = "digests"``): per-task records then
+stay with their parties, so the every-node part of the figure should vanish.
 Target (issue 14): the 32-node figure <= 1/4 of the 4-node figure (``ratio``, the largest
 size's figure over the smallest's, <= 0.25). Ends with one JSON line.
 
@@ -77,13 +80,14 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from _devnet_load import ROLES, machine_busy_s, pct, tree_cpu_by_pid
+from _devnet_load import ROLES, VIEWS, dev_network_file, machine_busy_s, pct, tree_cpu_by_pid
 
 from repp2p.cli.devnet import EPOCH_S, Devnet
 from repp2p.client import Client, TaskError
 from repp2p.errors import NetworkError
 from repp2p.logs import setup_logging
 from repp2p.net.params import ConnectionParams
+from repp2p.network_params import NetworkParams
 
 TASK_RECORD_TYPES = ("TaskOffer", "Claim", "Receipt", "Feedback")
 TARGET_RATIO = 0.25
@@ -239,7 +243,9 @@ async def _drive(
 
 async def measure(size: int, args: argparse.Namespace) -> dict[str, Any]:
     folder = Path(tempfile.mkdtemp(prefix="repp2p-bench-scaling-"))
-    devnet = Devnet(folder / "net", size, ["echo"])
+    network_file = dev_network_file(folder / "network", args.views)
+    extra = {"network_file": str(network_file)} if network_file is not None else {}
+    devnet = Devnet(folder / "net", size, ["echo"], extra=extra)
     try:
         started = time.monotonic()
         try:
@@ -254,6 +260,7 @@ async def measure(size: int, args: argparse.Namespace) -> dict[str, Any]:
                 [devnet.info[0]["addrs"][0]],
                 data_dir=folder / "client",
                 sync_timeout=args.ready_timeout,
+                network_params=NetworkParams.load("dev", network_file),
             ) as client:
                 try:
                     raw = await _drive(client, devnet, size, args)
@@ -385,6 +392,13 @@ def main() -> None:
     parser.add_argument("--max-in-flight", type=int, default=64)
     parser.add_argument("--ready-timeout", type=float, default=300.0)
     parser.add_argument(
+        "--views",
+        choices=VIEWS,
+        default="records",
+        help="what views score nodes from (reputation_source); on digests, per-task records "
+        "stay with their parties",
+    )
+    parser.add_argument(
         "--min-eligible",
         type=float,
         default=0.5,
@@ -444,6 +458,7 @@ def main() -> None:
             figures[f"{key}_{r['size']}"] = round(r[key], digits)
     first, last = results[0], results[-1]
     figures["offered_per_s"] = args.rate
+    figures["views"] = args.views
     figures["seconds"] = args.seconds
     figures["cpus"] = os.cpu_count()
     figures["baseline"] = round(first["cpu_ms_per_task_per_node"], 3)

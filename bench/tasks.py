@@ -13,14 +13,17 @@ Starts a devnet of `repp2p node run` processes (default 16 nodes + bootstrap) on
   transport, client or serving cost.
 
 `--task-records gossip` runs the same with per-task records published on GossipSub (the
-design before /repp2p/feed/1), for comparison.
+design before /repp2p/feed/1), for comparison. `--views digests` runs it on a network
+whose views come from digests (a copy of the dev network's file with
+`reputation_source = "digests"`): per-task records then stay with their parties (no feed,
+no per-task gossip), and the replication floor printed does not apply.
 
 Baseline, measured in the same run: the enclave alone — seal, execute in a simulated
 enclave process, open and verify the receipt — with no network, matching or gossip.
 Targets (issue 6): p50 <= 25 ms, p99 <= 100 ms, >= 300 tasks/s. Ends with one JSON line.
 
     python bench/tasks.py [--nodes 16] [--tasks 200] [--concurrency 16] [--seconds 15]
-                          [--task-records feed|gossip]
+                          [--task-records feed|gossip] [--views records|digests]
 """
 
 from __future__ import annotations
@@ -36,12 +39,13 @@ import time
 from pathlib import Path
 
 import trio
-from _devnet_load import pct, tree_cpu_s
+from _devnet_load import VIEWS, dev_network_file, pct, tree_cpu_s
 
 from repp2p.cli.devnet import EPOCH_S, Devnet
 from repp2p.client import Client, TaskError
 from repp2p.logs import setup_logging
 from repp2p.net.params import FeedParams
+from repp2p.network_params import NetworkParams
 from repp2p.records import decode, encode
 from repp2p.store import SqliteRecordStore
 from repp2p.tee import Enclave, TaskSecret, open_result, seal_input
@@ -123,12 +127,18 @@ def replication_floor(n: int = 4000) -> dict[str, float]:
 async def measure(args: argparse.Namespace) -> dict[str, float]:
     folder = Path(tempfile.mkdtemp(prefix="repp2p-bench-tasks-"))
     feed = FeedParams(gossip_task_records=args.task_records == "gossip")
-    extra = {"feed": {"gossip_task_records": True}} if feed.gossip_task_records else {}
+    extra: dict = {"feed": {"gossip_task_records": True}} if feed.gossip_task_records else {}
+    network_file = dev_network_file(folder / "network", args.views)
+    if network_file is not None:
+        extra["network_file"] = str(network_file)
     devnet = Devnet(folder / "net", args.nodes, ["echo"], extra=extra)
     try:
         await devnet.start()
         async with Client.open(
-            [devnet.info[0]["addrs"][0]], data_dir=folder / "client", feed=feed
+            [devnet.info[0]["addrs"][0]],
+            data_dir=folder / "client",
+            feed=feed,
+            network_params=NetworkParams.load("dev", network_file),
         ) as client:
             eligible = await client.wait_for_nodes("echo", len(devnet.info), 3 * EPOCH_S)
             cold = []
@@ -197,6 +207,13 @@ def main() -> None:
         default="feed",
         help="how per-task records spread: pulled feeds (default) or GossipSub (the old way)",
     )
+    parser.add_argument(
+        "--views",
+        choices=VIEWS,
+        default="records",
+        help="what views score nodes from (reputation_source); on digests, per-task records "
+        "stay with their parties: no feed, --task-records is ignored",
+    )
     args = parser.parse_args()
     setup_logging("text", "ERROR", "CRITICAL")
     base = baseline(200)
@@ -217,7 +234,9 @@ def main() -> None:
     print(f"enclave only (baseline): p50 {base_p50:.1f} ms, p99 {pct(base, 0.99):.1f} ms")
     print(
         f"devnet of {args.nodes + 1} processes, {r['eligible']} eligible, task records by "
-        f"{args.task_records}: submit -> verified p50 {r['p50_ms']:.1f} ms, "
+        f"{args.task_records if args.views == 'records' else 'their parties only'}, views "
+        f"from {args.views}: submit -> verified p50 "
+        f"{r['p50_ms']:.1f} ms, "
         f"p99 {r['p99_ms']:.1f} ms (k=1, one at a time, after {args.warmup} warm-up tasks "
         f"of which the slowest took {r['cold_max_ms']:.0f} ms); {r['tasks_per_s']:.1f} "
         f"tasks/s with {args.concurrency} in flight ({r['failed']} failed); "
@@ -240,7 +259,8 @@ def main() -> None:
                 },
                 "idle_cores": round(r["idle_cores"], 2),
                 "nodes": args.nodes,
-                "task_records": args.task_records,
+                "task_records": args.task_records if args.views == "records" else "parties",
+                "views": args.views,
                 "cpus": os.cpu_count(),
                 "floor_ms_per_task": round(floor_ms, 2),
                 "ceiling_tasks_per_s": round(ceiling),

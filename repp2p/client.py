@@ -484,7 +484,8 @@ class Client:
             expires=self._task_records_expire(epoch, started + timeout),
         )
         # Stored here, then it travels with each request: the nodes we chose put it in
-        # their feeds (repp2p.net.feed), from which every peer pulls it.
+        # their feeds (repp2p.net.feed), from which every peer pulls it; on a network whose
+        # views come from digests only those nodes and we hold it (repp2p.node.light).
         offer = self.publisher.publish_soon(offer_record)
         ranking = rank(offer_record, view, beacon(epoch))
         if not ranking:

@@ -7,9 +7,12 @@ one stream, client first, every message one CBOR frame (see :mod:`repp2p.net.fra
     server -> {"records": [bytes...], "next": bytes | null}
 
 The server walks its store in record-ID order; ``next`` is the cursor for the following
-page, null at the end. Pages are capped in records and bytes. Every record the client
-receives goes through the same pipeline as gossip (decode, validate, store); a peer that
-sends more than ``max_invalid`` bad records is cut off.
+page, null at the end. A server may hold records back from a peer (on a network whose views
+come from digests, a per-task record goes only to a party of its task:
+:func:`repp2p.node.light.served_to`); the cursor still advances past them. Pages are
+capped in records and bytes. Every record the client receives goes through the same
+pipeline as gossip (decode, validate, store); a peer that sends more than ``max_invalid``
+bad records is cut off.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import trio
 from repp2p.errors import TIMEOUT_LIMIT, LimitError, ProtocolError, limit_of
 from repp2p.net.framing import FrameReader, close_quietly, remote_peer, write_cbor
 from repp2p.net.params import SyncParams
+from repp2p.records import SignedRecord
 from repp2p.store import RecordStoreAPI
 
 PROTOCOL = "/repp2p/sync/1"
@@ -33,6 +37,9 @@ log = logging.getLogger("repp2p.sync")
 #: accept(data) -> False only when the record is the sending peer's fault (invalid or
 #: forged; a stale copy or our own store failing is not)
 AcceptFn = Callable[[bytes], bool]
+#: serves(record, peer) -> whether the server sends this record to this peer (None: the
+#: peer's ID is unknown)
+ServesFn = Callable[[SignedRecord, "str | None"], bool]
 
 
 @dataclasses.dataclass
@@ -153,10 +160,13 @@ def make_handler(
     clock: Callable[[], float] = time.time,
     quota: SyncQuota | None = None,
     on_limit: Callable[[str], None] | None = None,
+    serves: ServesFn | None = None,
 ) -> Callable[[Any], Any]:
     """A stream handler serving pages of ``store`` (records expired at ``clock()`` skipped),
     within ``quota`` per peer (by default one of its own). ``on_limit(name)`` is told each
-    time a peer's stream is ended by a limit (:func:`repp2p.errors.limit_of`)."""
+    time a peer's stream is ended by a limit (:func:`repp2p.errors.limit_of`). With
+    ``serves``, a record it refuses for the requesting peer is skipped like an expired one
+    (None: every record is served)."""
     quota = quota or SyncQuota(params, clock)
     count = on_limit or (lambda limit: None)
 
@@ -189,6 +199,8 @@ def make_handler(
                         last = signed.record_id
                         if signed.record.expires <= now:
                             continue  # the peer would reject it as expired: don't send it
+                        if serves is not None and not serves(signed, peer):
+                            continue  # not this peer's to hold (another party's task)
                         records.append(signed.data)
                         size += len(signed.data)
                     more = len(raw) == wanted or (last is not None and last != raw[-1].record_id)

@@ -35,16 +35,17 @@ FAMILIES: dict[str, tuple[str, ...]] = {
 }
 
 TOPICS: dict[str, str] = {family: TOPIC_PREFIX + family for family in FAMILIES}
-#: The families a light client subscribes to when views come from digests
-#: (repp2p.node.light): what matching needs, and the digests; no per-task family.
+#: The families every peer subscribes to when views come from digests (repp2p.node.light:
+#: per-task records stay with their parties): what matching needs, and the digests.
 LIGHT_FAMILIES: tuple[str, ...] = ("ads", "attestations", "heartbeats", "digests")
 _FAMILY_OF_TYPE = {t: family for family, types in FAMILIES.items() for t in types}
 _FAMILY_OF_TOPIC = {topic: family for family, topic in TOPICS.items()}
 
 
 def subscribed_topics(*, light: bool) -> tuple[str, ...]:
-    """The topics a peer subscribes to: every family, or :data:`LIGHT_FAMILIES` for a
-    light client that holds only its own tasks (``repp2p.node.light``)."""
+    """The topics a peer subscribes to: every family, or :data:`LIGHT_FAMILIES` for a peer
+    that holds only its own tasks (any peer of a network whose views come from digests,
+    ``repp2p.node.light``)."""
     families = LIGHT_FAMILIES if light else tuple(FAMILIES)
     return tuple(TOPICS[f] for f in families)
 

@@ -61,7 +61,7 @@ from repp2p.node.budgets import BUDGETED, SignerBudgets, UnattestedQuota
 from repp2p.node.digests import ClaimedOffers, FailedTasks, OwnDigests, retention_epochs
 from repp2p.node.discovery import Discovery, peer_info
 from repp2p.node.enclave import EnclaveSupervisor
-from repp2p.node.light import holds_only_own_tasks, own_tasks_only
+from repp2p.node.light import holds_only_own_tasks, own_tasks_only, served_to
 from repp2p.node.metrics import NodeMetrics
 from repp2p.node.pipeline import RecordPipeline
 from repp2p.node.publisher import RecordPublisher, capped_lifetime
@@ -254,7 +254,7 @@ class Node:
         store = SqliteRecordStore(cfg.data_dir / "records.db", synchronous="NORMAL")
         enclave: EnclaveSupervisor | None = None
         server: TaskServer | None = None
-        # a light client of a digest-view network holds no other client's tasks
+        # on a digest-view network every peer holds only the tasks it took part in
         light = holds_only_own_tasks(cfg.role, cfg.network_params)
         try:
             keeper = ViewKeeper(
@@ -300,7 +300,7 @@ class Node:
                     pubsub.publish,
                     pipeline,
                     self.clock,
-                    gossip_task_records=cfg.feed.gossip_task_records,
+                    gossip_task_records=cfg.feed.gossip_task_records and not light,
                 )
                 own_digests = OwnDigests(
                     peer_id=self.peer_id,
@@ -368,6 +368,7 @@ class Node:
                         cfg.sync,
                         self.clock.now,
                         on_limit=self.metrics.limit_counter("sync"),
+                        serves=served_to(store) if light else None,
                     ),
                 )
                 host.set_stream_handler(
@@ -394,16 +395,17 @@ class Node:
                         metrics=self.metrics,
                         evidence=EvidenceLog(cfg.data_dir / "audits"),
                     )
-                host.set_stream_handler(
-                    feed_protocol.PROTOCOL,
-                    feed_protocol.make_handler(
-                        store,
-                        cfg.feed,
-                        self.clock.now,
-                        feed,
-                        on_limit=self.metrics.limit_counter("feed"),
-                    ),
-                )
+                if not light:  # on a digest-view network nobody follows per-task feeds
+                    host.set_stream_handler(
+                        feed_protocol.PROTOCOL,
+                        feed_protocol.make_handler(
+                            store,
+                            cfg.feed,
+                            self.clock.now,
+                            feed,
+                            on_limit=self.metrics.limit_counter("feed"),
+                        ),
+                    )
                 async with (
                     background_trio_service(dht),
                     background_trio_service(pubsub),
@@ -481,7 +483,7 @@ class Node:
                     )
                     nursery.start_soon(views.run)
                     nursery.start_soon(self._purge_loop, store)
-                    if not light:  # other peers' per-task feeds: nothing a light client keeps
+                    if not light:  # other peers' per-task feeds: nothing we would keep
                         nursery.start_soon(feed.run)
                     nursery.start_soon(own_digests.run)
                     if auditor is not None:

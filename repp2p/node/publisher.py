@@ -3,8 +3,9 @@
 A record is ours to publish only once our own pipeline accepted it (so a stale ``seq`` or an
 expired record is refused here, with its reason, before any peer sees it). Gossip sends that
 must not hold up the caller (the task path) go through a bounded queue drained by
-:meth:`RecordPublisher.run`; per-task records are not gossiped: peers pull them from our
-feed (``/repp2p/feed/1``).
+:meth:`RecordPublisher.run`; per-task records are not gossiped: on a network whose views
+come from records peers pull them from our feed (``/repp2p/feed/1``), on one whose views
+come from digests they stay with the task's parties (:mod:`repp2p.node.light`).
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ class RecordPublisher(RecordPublisherAPI):
         send: the gossip send, ``await send(topic, data)`` (py-libp2p's ``Pubsub.publish``).
         pipeline: the record pipeline (our records are validated like anyone's).
         clock: the peer's clock (``seq`` is unix milliseconds, so it grows across restarts).
-        gossip_task_records: gossip per-task records too (the old way, for comparison).
+        gossip_task_records: gossip per-task records too (the old way, for comparison; the
+            node never sets it on a network whose views come from digests).
     """
 
     def __init__(
@@ -81,7 +83,7 @@ class RecordPublisher(RecordPublisherAPI):
 
     def spread(self, data: bytes, record_type: str) -> None:
         if record_type in FEED_TYPES and not self._gossip_task_records:
-            return  # peers pull it from our feed
+            return  # peers pull it from our feed, or only the task's parties hold it
         try:
             self._queue_send.send_nowait((data, record_type))
         except trio.WouldBlock:

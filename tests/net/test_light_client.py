@@ -1,12 +1,14 @@
-"""A light client of a digest-view network holds digests and what matching needs (ads,
-attestations, heartbeats), not other people's tasks (issue 14, item 7)."""
+"""On a digest-view network every peer holds digests and what matching needs (ads,
+attestations, heartbeats), and of the per-task records only those of tasks it took part in
+(issue 14, items 1 and 7)."""
 
 from __future__ import annotations
 
 import trio
 
 from repp2p.net.topics import LIGHT_FAMILIES, TOPICS, subscribed_topics, topic_for
-from repp2p.node.light import holds_only_own_tasks, own_tasks_only
+from repp2p.node.app import Node
+from repp2p.node.light import holds_only_own_tasks, own_tasks_only, served_to
 from repp2p.records import (
     FEED_TYPES,
     FeedbackDigest,
@@ -24,9 +26,10 @@ DIGEST_VIEWS = dev_params().replace(reputation_source="digests")
 
 def test_who_holds_only_its_own_tasks():
     assert holds_only_own_tasks("client", DIGEST_VIEWS)
-    assert not holds_only_own_tasks("full", DIGEST_VIEWS)
-    # views from records need every task's records: a light client then keeps them
+    assert holds_only_own_tasks("full", DIGEST_VIEWS)
+    # views from records need every task's records: every peer then keeps them
     assert not holds_only_own_tasks("client", dev_params())
+    assert not holds_only_own_tasks("full", dev_params())
     light = subscribed_topics(light=True)
     assert set(light) == {TOPICS[f] for f in LIGHT_FAMILIES}
     for t in FEED_TYPES:
@@ -52,58 +55,97 @@ def test_own_tasks_only_keeps_our_tasks_and_node_records():
     assert keep(sign(factories.sample_digests()[1], other))  # a FeedbackDigest
 
 
-async def test_a_light_client_holds_no_other_clients_tasks(tmp_path):
+def test_a_full_node_keeps_the_tasks_it_claimed_only():
+    client = factories.identity("client")
+    me, other = factories.identity("me-node"), factories.identity("other-node")
+    store = SqliteRecordStore(":memory:")
+    served = factories.task_records(client, me, 7, "served")
+    elsewhere = factories.task_records(client, other, 7, "elsewhere")
+    keep = own_tasks_only(store, me.peer_id)
+    assert keep(served.claim) and keep(served.receipt)  # ours
+    assert not keep(served.offer) and not keep(served.feedback)
+    store.put(served.claim, now=factories.NOW)  # our claim is stored before anything else
+    assert keep(served.offer) and keep(served.feedback)  # the client's, on our task
+    assert not any(keep(r) for r in elsewhere.all())
+
+
+def test_sync_serves_task_records_to_their_parties_only():
+    client, stranger = factories.identity("client"), factories.identity("stranger")
+    node, other = factories.identity("node"), factories.identity("other-node")
+    store = SqliteRecordStore(":memory:")
+    task = factories.task_records(client, node, 7, "t")
+    for record in task.all():
+        store.put(record, now=factories.NOW)
+    serves = served_to(store)
+    for record in task.all():
+        assert serves(record, client.peer_id) and serves(record, node.peer_id)
+        assert not serves(record, stranger.peer_id) and not serves(record, other.peer_id)
+        assert not serves(record, None)
+    ad = sign(factories.sample_records()[0], node)
+    digest = sign(factories.sample_digests()[1], client)
+    assert serves(ad, stranger.peer_id) and serves(digest, None)
+
+
+async def test_sync_sends_a_peer_its_own_tasks_and_no_one_elses(tmp_path):
     with trio.fail_after(120):
         async with trio.open_nursery() as nursery:
             full = await start_node(
                 nursery, node_config(tmp_path, "full", network_params=DIGEST_VIEWS)
             )
-            now = int(full.clock.now())
-            epoch = now // DIGEST_VIEWS.epoch_s
-            # the full node holds another client's tasks and a digest of a sealed epoch
-            client, node = factories.identity("someone"), factories.identity("some-node")
-            expires = now + 3600
-            tasks = [
-                factories.task_records(client, node, epoch, f"t{i}", expires=expires)
-                for i in range(5)
-            ]
-            foreign = [r for t in tasks for r in t.all()]
-            for record in foreign:
-                assert full.pipeline.accept_decoded(record, source="test")
-            old = epoch - DIGEST_VIEWS.digests.seal_lag_epochs - 1
-            digest = sign(factories.empty_work_digest(old, expires=expires), node)
-            assert full.pipeline.accept_decoded(digest, source="test")
-
-            light = await start_node(
-                nursery,
+            # a full node of a digest-view network follows no per-task topic or feed
+            assert set(full.parts.pubsub.topic_ids) == set(subscribed_topics(light=True))
+            light = Node(
                 node_config(
                     tmp_path,
                     "light",
                     (full.addrs()[0],),
                     network_params=DIGEST_VIEWS,
                     role="client",
-                ),
+                )
             )
+            now = int(full.clock.now())
+            epoch = now // DIGEST_VIEWS.epoch_s
+            expires = now + 3600
+            # the full node holds the light client's task and other clients' tasks (as
+            # after serving them) and a digest of a sealed epoch
+            someone, node = factories.identity("someone"), factories.identity("some-node")
+            mine = factories.task_records(light.identity, node, epoch, "mine", expires=expires)
+            theirs = [
+                factories.task_records(someone, node, epoch, f"t{i}", expires=expires)
+                for i in range(5)
+            ]
+            for record in [*mine.all(), *(r for t in theirs for r in t.all())]:
+                assert full.pipeline.accept_decoded(record, source="test")
+            old = epoch - DIGEST_VIEWS.digests.seal_lag_epochs - 1
+            digest = sign(factories.empty_work_digest(old, expires=expires), node)
+            assert full.pipeline.accept_decoded(digest, source="test")
+
+            await nursery.start(light.run)
             assert set(light.parts.pubsub.topic_ids) == set(subscribed_topics(light=True))
             await light.parts.discovery.wait_synced()
-            # what matching needs and the digests arrive ...
             while not (
                 light.store.query(type=NodeAd.TYPE, signer=full.peer_id)
                 and light.store.get(digest.record_id)
             ):
                 await trio.sleep(0.2)
             # ... and new task records gossiped by the full node do not (not subscribed)
-            extra = factories.task_records(client, node, epoch, "late", expires=expires)
+            extra = factories.task_records(someone, node, epoch, "late", expires=expires)
             await full.parts.pubsub.publish(topic_for(TaskOffer.TYPE), extra.offer.data)
-            later = sign(factories.empty_work_digest(old + 1, expires=expires), client)
+            later = sign(factories.empty_work_digest(old + 1, expires=expires), someone)
             await full.parts.pubsub.publish(topic_for(FeedbackDigest.TYPE), later.data)
             while not light.store.get(later.record_id):
                 await trio.sleep(0.2)
-            held = [r for t in FEED_TYPES for r in light.store.query(type=t)]
-            assert held == []  # none of another client's tasks
-            assert len(full.store.query(type=TaskOffer.TYPE)) >= 5  # the full node holds them
-            # the synced copies were refused as "not ours", not rejected as invalid
+            held = {r.record_id for t in FEED_TYPES for r in light.store.query(type=t)}
+            own = {r.record_id for r in mine.all()}
+            assert held <= own  # its own task, nothing else
+            # what it signed is always kept; the node's claim and receipt only when they
+            # came after its offer (sync sends in record-ID order; the client's own store
+            # holds them anyway)
+            assert {mine.offer.record_id, mine.feedback.record_id} <= held
+            assert len(full.store.query(type=TaskOffer.TYPE)) == 6  # the full node holds them
+            # the other tasks' records were not even sent: all that was refused as not
+            # ours is of our own task, ahead of its offer
             not_kept = light.metrics.rejected.labels("not_kept", "sync")._value.get()
-            assert not_kept >= len(foreign)
+            assert not_kept == len(own - held)
             light.stop()
             full.stop()
