@@ -12,6 +12,6 @@ HTTP server can mount them: a handler takes no arguments and returns
 ``(content type, body)``.
 """
 
-from repp2p.explorer.snapshot import SNAPSHOT_VERSION, Explorer, Handler, page_html
+from repp2p.explorer.snapshot import SNAPSHOT_VERSION, Explorer, ExplorerPending, Handler, page_html
 
-__all__ = ["SNAPSHOT_VERSION", "Explorer", "Handler", "page_html"]
+__all__ = ["SNAPSHOT_VERSION", "Explorer", "ExplorerPending", "Handler", "page_html"]

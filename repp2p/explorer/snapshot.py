@@ -12,24 +12,35 @@ The simulated TEE is development only: every row of a node on it carries
 
 Task counts and latencies are of settled epochs only (a view counts task records from
 ``epoch - task_record_lag`` back), so the newest epochs in the table lag the clock.
+
+Serving is cheap by construction: :meth:`Explorer.snapshot` (what every public GET of
+``/explorer.json`` runs, on the peer's event loop) never builds a view nor replays the
+ledger. The expensive parts are :meth:`Explorer.refresh` (synchronous, for tools and
+tests) and :meth:`Explorer.run` (the background task a node or gateway starts): once per
+epoch it reads the store on the loop and replays the ledger in a worker thread, from data
+copied on the loop (the sqlite store belongs to the loop's thread). The snapshot says which
+epoch its REP figures are from (``rep_epoch``; None while the first replay is pending).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import statistics
 from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
 import numpy as np
+import trio
 
 from repp2p.attestation import SIMULATED_LABEL, VerificationCache, verify_node
 from repp2p.clock import ClockAPI
-from repp2p.errors import AttestationError
-from repp2p.ledger import MICRO, replay
+from repp2p.errors import AttestationError, ReppError, StoreError
+from repp2p.ledger import MICRO, LedgerParams, replay
 from repp2p.matching import View
-from repp2p.records import RECORD_TYPES, Attestation, FeedbackDigest, WorkDigest
+from repp2p.records import RECORD_TYPES, Attestation, FeedbackDigest, SignedRecord, WorkDigest
+from repp2p.reputation import AttestedNode, ReputationParams
 from repp2p.reputation.evidence import OUTCOME_CODES
 from repp2p.viewer import ViewKeeper
 
@@ -45,6 +56,13 @@ Handler = Callable[[], tuple[str, bytes]]
 
 _OUTCOME_NAMES = {code: name for name, code in OUTCOME_CODES.items()}
 
+log = logging.getLogger("repp2p.explorer")
+
+
+class ExplorerPending(ReppError):
+    """The explorer has no view to show yet (none built since the peer started): its
+    background task builds one; HTTP servers answer 503 meanwhile."""
+
 
 class Explorer:
     """A peer's picture of the network for the explorer page.
@@ -54,8 +72,9 @@ class Explorer:
         clock: the peer's clock (the current epoch and the page's "as of").
         peer_id: this peer's ID (the page marks its row).
         role: ``full`` or ``client`` (shown on the page).
-        ledger: compute REP balances (a replay of the record log, once per epoch); off
-            leaves ``rep`` out of every row.
+        ledger: compute REP balances (a replay of the record log, once per epoch, by
+            :meth:`run` or :meth:`refresh`; never by :meth:`snapshot`); off leaves ``rep``
+            out of every row.
     """
 
     def __init__(
@@ -88,8 +107,56 @@ class Explorer:
         epoch = self._clock.epoch(self._keeper.epoch_s)
         return self._keeper.cached_view(epoch) or self._keeper.view(epoch)
 
+    def shown_view(self) -> View | None:
+        """The newest view the keeper has already built, up to the current epoch (never
+        builds one: at an epoch's start, until its view is built, the previous one)."""
+        epoch = self._clock.epoch(self._keeper.epoch_s)
+        for e in range(epoch, epoch - 4, -1):  # the keeper keeps the last four views
+            view = self._keeper.cached_view(e)
+            if view is not None:
+                return view
+        return None
+
+    @property
+    def rep_epoch(self) -> int | None:
+        """The view epoch the REP figures are from; None before the first replay."""
+        return None if self._balances is None else self._balances[0]
+
+    def refresh(self) -> None:
+        """Build the current view if the keeper has none, and replay the ledger for it if
+        not done yet: :meth:`run`'s work, done synchronously on the calling thread (tools,
+        tests). Never called by a request handler."""
+        view = self.current_view()
+        if self._ledger and self.rep_epoch != view.epoch:
+            self._balances = (view.epoch, _rep_figures(*self._rep_inputs(view)))
+
+    async def refresh_async(self) -> None:
+        """:meth:`refresh` for the event loop: the store is read here, on the loop's thread
+        (its sqlite connection is this thread's), and the replay (the long part: ~0.75 s
+        for 12,000 records) runs in a worker thread on the copied records, so the loop
+        keeps serving the network meanwhile."""
+        view = self.current_view()  # usually the view service's, already built
+        if not self._ledger or self.rep_epoch == view.epoch:
+            return
+        inputs = self._rep_inputs(view)
+        figures = await trio.to_thread.run_sync(_rep_figures, *inputs)
+        self._balances = (view.epoch, figures)
+
+    async def run(self, tick_s: float = 1.0) -> None:
+        """Keep the REP figures current: every ``tick_s`` seconds of the peer's clock, once
+        the epoch has moved on, replay the ledger for its view (:meth:`refresh_async`).
+        Runs until cancelled; a store that cannot be read is logged and retried."""
+        while True:
+            try:
+                await self.refresh_async()
+            except (StoreError, OSError):  # a damaged store: say so, keep the peer up
+                log.exception("explorer: replaying the ledger failed; retrying")
+            await self._clock.sleep(tick_s)
+
     def snapshot(self) -> dict[str, Any]:
-        """The explorer's JSON: the network as this peer sees it now.
+        """The explorer's JSON: the network as this peer sees it now. Cheap: it shows the
+        newest view already built and the last REP figures computed (:meth:`refresh`,
+        :meth:`run`); it never builds a view nor replays the ledger.
 
         Returns:
             A dict of plain data (str, int, float, bool, None, lists, dicts):
@@ -98,13 +165,20 @@ class Explorer:
             digest, counts), ``nodes`` (one row per node, sorted by peer ID), ``tasks``
             (per settled epoch), ``records`` (current records by type), ``digests``
             (WorkDigest and FeedbackDigest records held, by epoch), ``rep`` (the ledger's
-            epochs and supply, or None).
+            epochs and supply, or None: ledger off or first replay pending),
+            ``rep_status`` (``off``, ``pending`` or ``ready``) and ``rep_epoch`` (the
+            view epoch the REP figures are from, or None).
+
+        Raises:
+            ExplorerPending: no view has been built yet.
         """
         params = self._keeper.params
         now = self._clock.now()
         epoch = self._clock.epoch(params.epoch_s)
-        view = self.current_view()
-        balances = self._rep(view) if self._ledger else None
+        view = self.shown_view()
+        if view is None:
+            raise ExplorerPending("the explorer's first view is being built; retry shortly")
+        balances = self._balances[1] if self._ledger and self._balances is not None else None
         nodes = [self._node_row(view, i, balances) for i in range(len(view.peers))]
         store = self._keeper.store
         return {
@@ -132,6 +206,8 @@ class Explorer:
             "records": {t: store.count(t) for t in RECORD_TYPES},
             "digests": self._digests(),
             "rep": None if balances is None else balances["summary"],
+            "rep_status": "off" if not self._ledger else "pending" if balances is None else "ready",
+            "rep_epoch": self.rep_epoch if self._ledger else None,
         }
 
     def _digests(self) -> dict[str, dict[str, int]]:
@@ -256,40 +332,19 @@ class Explorer:
         self._reasons[key] = reason
         return reason
 
-    def _rep(self, view: View) -> dict[str, Any]:
-        """REP balances replayed from the record log as of ``view``'s epoch (cached)."""
-        if self._balances is not None and self._balances[0] == view.epoch:
-            return self._balances[1]
+    def _rep_inputs(self, view: View) -> tuple[Any, ...]:
+        """What the replay for ``view`` reads, copied from the store on the calling thread:
+        the records (and the other half of each equivocation), the view's verdicts, and
+        each offer's assigned ranks resolved now (the keeper's ranking reads its views and
+        its store, so the worker thread must not call it)."""
         store = self._keeper.store
         evidence = [r for pair in store.equivocations() for r in pair]
         params = self._keeper.params
         records = store.query() + evidence
-        report = replay(
-            records,
-            view.evidence.verdicts,
-            now=view.now,
-            epoch_s=params.epoch_s,
-            params=params.ledger,
-            reputation_params=params.reputation,
-            assignments=self._keeper.assignments(view.epoch + 1, records, view.evidence.verdicts),
-        )
-        peers = set(report.final.balances) | set(report.pending.balances)
-        out = {
-            "summary": {
-                "unit": "micro-REP",
-                "micro": MICRO,
-                "final_through_epoch": report.final.epoch,
-                "pending_through_epoch": report.pending.epoch,
-                "final_supply": report.final.supply,
-                "pending_supply": report.pending.supply,
-            },
-            "peers": {
-                p: {"final": report.final.balance(p), "pending": report.pending.balance(p)}
-                for p in peers
-            },
-        }
-        self._balances = (view.epoch, out)
-        return out
+        verdicts = dict(view.evidence.verdicts)
+        ranks_of = self._keeper.assignments(view.epoch + 1, records, verdicts)
+        ranks = {s.record_id: ranks_of(s) for s in records if s.type == "TaskOffer"}
+        return records, verdicts, view.now, params.epoch_s, params.ledger, params.reputation, ranks
 
     # -- HTTP ------------------------------------------------------------------------------
 
@@ -311,6 +366,43 @@ class Explorer:
         if self._served is None or not 0 <= now - self._served[0] < max_age_s:
             self._served = (now, json.dumps(self.snapshot(), sort_keys=True).encode())
         return self._served[1]
+
+
+def _rep_figures(
+    records: list[SignedRecord],
+    verdicts: dict[str, AttestedNode],
+    now: int,
+    epoch_s: int,
+    ledger: LedgerParams,
+    reputation: ReputationParams,
+    ranks: dict[bytes, Any],
+) -> dict[str, Any]:
+    """REP balances replayed from ``records`` as of ``now``: the snapshot's ``rep`` summary
+    and per-peer figures. Pure on its arguments (safe in a worker thread)."""
+    report = replay(
+        records,
+        verdicts,
+        now=now,
+        epoch_s=epoch_s,
+        params=ledger,
+        reputation_params=reputation,
+        assignments=lambda offer: ranks.get(offer.record_id),
+    )
+    peers = set(report.final.balances) | set(report.pending.balances)
+    return {
+        "summary": {
+            "unit": "micro-REP",
+            "micro": MICRO,
+            "final_through_epoch": report.final.epoch,
+            "pending_through_epoch": report.pending.epoch,
+            "final_supply": report.final.supply,
+            "pending_supply": report.pending.supply,
+        },
+        "peers": {
+            p: {"final": report.final.balance(p), "pending": report.pending.balance(p)}
+            for p in peers
+        },
+    }
 
 
 def page_html() -> bytes:

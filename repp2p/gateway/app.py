@@ -13,12 +13,13 @@ The application runs in the caller's trio run: the client it submits through liv
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hmac
 import ipaddress
 import logging
 import socket
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -324,7 +325,25 @@ def build_client_app(
 
         pages = Explorer(keeper, client.clock, peer_id=client.peer_id, role="client")
         routes += handler_routes(pages.routes())
+        app = build_app(ClientBackend(client), config, extra_routes=routes)
+        # The explorer's REP figures are replayed by a background task for the app's
+        # lifetime (once per epoch), never by a request (docs/explorer.md).
+        app.router.lifespan_context = _background(pages.run)
+        return app
     return build_app(ClientBackend(client), config, extra_routes=routes)
+
+
+def _background(run: Callable[[], Awaitable[None]]) -> Callable[[Any], Any]:
+    """A Starlette lifespan that runs ``run()`` from startup until shutdown."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run)
+            yield
+            nursery.cancel_scope.cancel()
+
+    return lifespan
 
 
 class _RequestCap:

@@ -468,6 +468,8 @@ class Node:
                             status.problems,
                             explorer.routes(),
                         )
+                        # REP figures are replayed here once per epoch, never by a request
+                        nursery.start_soon(explorer.run, cfg.timers.tick_s)
                     if status_port:
                         address = cfg.status_listen.rpartition(":")[0]
                         self._status_address = f"{address}:{status_port}"

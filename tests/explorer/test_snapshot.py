@@ -5,11 +5,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import statistics
+import threading
+
+import pytest
+import trio
 
 from repp2p.attestation import SIMULATED_LABEL, SimulatedEnclave, load_policy
 from repp2p.clock import ClockAPI
 from repp2p.config import BOOTSTRAP_DIR
-from repp2p.explorer import SNAPSHOT_VERSION, Explorer, page_html
+from repp2p.explorer import SNAPSHOT_VERSION, Explorer, ExplorerPending, page_html
+from repp2p.explorer import snapshot as snapshot_module
 from repp2p.matching import beacon
 from repp2p.network_params import NetworkParams
 from repp2p.records import Attestation, Heartbeat, sign
@@ -84,10 +89,16 @@ def _network(tmp_path) -> tuple[SqliteRecordStore, list[int]]:
     return store, latencies
 
 
-def _explorer(store, **kw) -> Explorer:
+def _explorer(store, *, refreshed: bool = True, clock=None, **kw) -> Explorer:
+    """An explorer over ``store``; ``refreshed``: with the current view built and the
+    ledger replayed (what its background task does once per epoch)."""
     policy = load_policy(BOOTSTRAP_DIR / "policy-dev.toml")
     keeper = ViewKeeper(store, policy, DEV)
-    return Explorer(keeper, FixedClock(NOW), peer_id=GOOD.peer_id, role="full", **kw)
+    clock = clock or FixedClock(NOW)
+    explorer = Explorer(keeper, clock, peer_id=GOOD.peer_id, role="full", **kw)
+    if refreshed:
+        explorer.refresh()
+    return explorer
 
 
 def test_the_snapshot_shows_each_node_as_this_peers_view_judges_it(tmp_path):
@@ -141,8 +152,10 @@ def test_rep_balances_come_from_the_ledger_replay(tmp_path):
     rows = {row["peer_id"]: row["rep"] for row in snap["nodes"]}
     assert rows[GOOD.peer_id]["pending"] > 0  # it served the tasks
     assert rows[BROKEN.peer_id] == {"final": 0, "pending": 0}
+    assert (snap["rep_status"], snap["rep_epoch"]) == ("ready", EPOCH)
     off = _explorer(store, ledger=False).snapshot()
     assert off["rep"] is None and all(row["rep"] is None for row in off["nodes"])
+    assert (off["rep_status"], off["rep_epoch"]) == ("off", None)
 
 
 def test_an_empty_store_gives_an_empty_network(tmp_path):
@@ -157,8 +170,13 @@ def test_the_snapshot_follows_the_clock_into_the_next_epoch(tmp_path):
     explorer = _explorer(store)
     first = explorer.snapshot()
     explorer._clock.at = NOW + DEV.epoch_s  # type: ignore[attr-defined]
+    stale = explorer.snapshot()  # the new view is not built yet: the last one is shown
+    assert stale["epoch"] == first["epoch"] + 1 and stale["view"] == first["view"]
+    assert stale["rep_epoch"] == first["rep_epoch"] == EPOCH
+    explorer.refresh()  # what the background task does once the epoch has moved on
     second = explorer.snapshot()
     assert second["epoch"] == first["epoch"] + 1 == second["view"]["epoch"]
+    assert second["rep_epoch"] == EPOCH + 1
     assert second["view"]["digest"] != first["view"]["digest"]
 
 
@@ -261,3 +279,79 @@ def test_a_failed_nodes_reason_is_found_once_per_view(tmp_path, monkeypatch):
     assert first["nodes"] == again["nodes"]
     rows = {r["peer_id"]: r["attestation"] for r in again["nodes"]}
     assert rows[BROKEN.peer_id]["reason"].startswith("malformed")
+
+
+def _count_replays(monkeypatch) -> list[int]:
+    """Count the ledger replays the explorer runs (and note the thread of each)."""
+    calls: list[int] = []
+    real = snapshot_module.replay
+
+    def counting(*args, **kwargs):
+        calls.append(threading.get_ident())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(snapshot_module, "replay", counting)
+    return calls
+
+
+def test_a_snapshot_request_never_builds_a_view_nor_replays_the_ledger(tmp_path, monkeypatch):
+    store, _ = _network(tmp_path)
+    replays = _count_replays(monkeypatch)
+    explorer = _explorer(store, refreshed=False)
+    built = []
+    view = explorer._keeper.view
+    monkeypatch.setattr(explorer._keeper, "view", lambda e: built.append(e) or view(e))
+    routes = dict(explorer.routes())
+    # Before anything was built: a clear, retryable refusal (the servers answer 503).
+    with pytest.raises(ExplorerPending):
+        routes["/explorer.json"]()
+    assert (replays, built) == ([], [])
+    # The view service built the view; the ledger is not replayed yet: REP is pending.
+    view(EPOCH)
+    snap = json.loads(routes["/explorer.json"]()[1])
+    assert (snap["rep_status"], snap["rep_epoch"], snap["rep"]) == ("pending", None, None)
+    assert snap["view"]["epoch"] == EPOCH and all(row["rep"] is None for row in snap["nodes"])
+    explorer.refresh()
+    assert len(replays) == 1
+    for step in range(1, 20):  # the page asks every 2 s, across the next epoch boundary
+        explorer._clock.at = NOW + step  # type: ignore[attr-defined]
+        snap = json.loads(routes["/explorer.json"]()[1])
+        explorer.snapshot()
+    assert len(replays) == 1 and built == []  # no request built a view
+    assert snap["epoch"] == EPOCH + 2 and snap["view"]["epoch"] == EPOCH
+    assert (snap["rep_status"], snap["rep_epoch"]) == ("ready", EPOCH)
+
+
+class TickingClock(FixedClock):
+    """A clock the test moves; each of the refresher's sleeps is a real short one."""
+
+    async def sleep_until(self, when: float) -> None:
+        await trio.sleep(0.01)
+
+
+async def test_the_background_task_replays_the_ledger_once_per_epoch_off_the_loop(
+    tmp_path, monkeypatch, nursery
+):
+    store, _ = _network(tmp_path)
+    replays = _count_replays(monkeypatch)
+    clock = TickingClock(NOW)
+    explorer = _explorer(store, refreshed=False, clock=clock)
+    nursery.start_soon(explorer.run, 1.0)
+    with trio.fail_after(30):
+        while explorer.rep_epoch != EPOCH:
+            await trio.sleep(0.01)
+    first = explorer.snapshot()
+    assert (first["rep_status"], first["rep_epoch"]) == ("ready", EPOCH)
+    assert first["view"]["epoch"] == EPOCH
+    for _ in range(20):  # more ticks within the epoch: no second replay
+        await trio.sleep(0.01)
+    assert len(replays) == 1
+    assert replays[0] != threading.get_ident()  # the replay ran in a worker thread
+    clock.at = NOW + DEV.epoch_s  # an epoch passes
+    with trio.fail_after(30):
+        while explorer.rep_epoch != EPOCH + 1:
+            await trio.sleep(0.01)
+    second = explorer.snapshot()
+    assert (second["rep_epoch"], second["view"]["epoch"]) == (EPOCH + 1, EPOCH + 1)
+    assert len(replays) == 2
+    assert second["rep"]["pending_through_epoch"] > first["rep"]["pending_through_epoch"]
