@@ -51,6 +51,9 @@ TASK_EPOCHS = 8
 #: the reputation components, in the order of ``ReputationTable.components``
 COMPONENTS = ("uptime", "success", "throughput", "latency", "attestation")
 
+#: a failed node's reason before the background task has found it
+REASON_PENDING = "reason pending (being checked)"
+
 #: A route's handler: no arguments, returns ``(content type, body)``.
 Handler = Callable[[], tuple[str, bytes]]
 
@@ -123,24 +126,44 @@ class Explorer:
         return None if self._balances is None else self._balances[0]
 
     def refresh(self) -> None:
-        """Build the current view if the keeper has none, and replay the ledger for it if
-        not done yet: :meth:`run`'s work, done synchronously on the calling thread (tools,
-        tests). Never called by a request handler."""
+        """Build the current view if the keeper has none, find why its failed nodes failed,
+        and replay the ledger for it if not done yet: :meth:`run`'s work, done
+        synchronously on the calling thread (tools, tests). Never called by a request
+        handler."""
         view = self.current_view()
+        for peer in self._unexplained(view):
+            self._refusal(view, peer)
         if self._ledger and self.rep_epoch != view.epoch:
             self._balances = (view.epoch, _rep_figures(*self._rep_inputs(view)))
 
     async def refresh_async(self) -> None:
-        """:meth:`refresh` for the event loop: the store is read here, on the loop's thread
-        (its sqlite connection is this thread's), and the replay (the long part: ~0.75 s
-        for 12,000 records) runs in a worker thread on the copied records, so the loop
-        keeps serving the network meanwhile."""
+        """:meth:`refresh` for the event loop: refusal reasons are found a few nodes at a
+        time (yielding between them: a view may hold many nodes with bad evidence); the
+        store is read here, on the loop's thread (its sqlite connection is this thread's),
+        and the replay (the long part: ~1 s for 12,000 records) runs in a worker thread on
+        the copied records, so the loop keeps serving the network meanwhile."""
         view = self.current_view()  # usually the view service's, already built
+        for n, peer in enumerate(self._unexplained(view)):
+            self._refusal(view, peer)
+            if n % 16 == 15:
+                await trio.sleep(0)
         if not self._ledger or self.rep_epoch == view.epoch:
             return
         inputs = self._rep_inputs(view)
         figures = await trio.to_thread.run_sync(_rep_figures, *inputs)
         self._balances = (view.epoch, figures)
+
+    def _unexplained(self, view: View) -> list[str]:
+        """Nodes of ``view`` whose attestation did not verify and whose reason is not
+        found yet."""
+        verdicts = view.evidence.verdicts
+        return [
+            peer
+            for peer in view.peers
+            if (v := verdicts.get(peer)) is not None
+            and not v.verified
+            and (peer, view.now) not in self._reasons
+        ]
 
     async def run(self, tick_s: float = 1.0) -> None:
         """Keep the REP figures current: every ``tick_s`` seconds of the peer's clock, once
@@ -288,7 +311,8 @@ class Explorer:
             }
         return {
             "verdict": "failed" if verdict.failed else "unverified",
-            "reason": self._refusal(view, peer),
+            # found by the background task (a verification per node: not for a request)
+            "reason": self._reasons.get((peer, view.now), REASON_PENDING),
             "attested_at": verdict.attested_at,
             "engines_established": 0,
         }
@@ -327,8 +351,8 @@ class Explorer:
                 reason = "verified since the view was built"
             except AttestationError as exc:
                 reason = str(exc)  # "<reason>: <detail>"
-        if len(self._reasons) > 4096:
-            self._reasons.clear()
+        if len(self._reasons) > 4096:  # keep this view's reasons, drop older views'
+            self._reasons = {k: v for k, v in self._reasons.items() if k[1] == view.now}
         self._reasons[key] = reason
         return reason
 

@@ -15,6 +15,7 @@ from repp2p.clock import ClockAPI
 from repp2p.config import BOOTSTRAP_DIR
 from repp2p.explorer import SNAPSHOT_VERSION, Explorer, ExplorerPending, page_html
 from repp2p.explorer import snapshot as snapshot_module
+from repp2p.explorer.snapshot import REASON_PENDING
 from repp2p.matching import beacon
 from repp2p.network_params import NetworkParams
 from repp2p.records import Attestation, Heartbeat, sign
@@ -262,7 +263,7 @@ def test_the_pages_content_security_policy_admits_exactly_its_own_script_and_sty
 
 def test_a_failed_nodes_reason_is_found_once_per_view(tmp_path, monkeypatch):
     store, _ = _network(tmp_path)
-    explorer = _explorer(store)
+    explorer = _explorer(store, refreshed=False)
     asked = []
     query = store.query
 
@@ -272,8 +273,10 @@ def test_a_failed_nodes_reason_is_found_once_per_view(tmp_path, monkeypatch):
         return query(*args, **kwargs)
 
     monkeypatch.setattr(store, "query", counting)
+    explorer.refresh()  # the background task finds the reasons of the view's failed nodes
     first = explorer.snapshot()
     for _ in range(3):  # the page asks every 2 s: same view, no new store queries
+        explorer.refresh()
         again = explorer.snapshot()
     assert asked == [BROKEN.peer_id]
     assert first["nodes"] == again["nodes"]
@@ -311,8 +314,13 @@ def test_a_snapshot_request_never_builds_a_view_nor_replays_the_ledger(tmp_path,
     snap = json.loads(routes["/explorer.json"]()[1])
     assert (snap["rep_status"], snap["rep_epoch"], snap["rep"]) == ("pending", None, None)
     assert snap["view"]["epoch"] == EPOCH and all(row["rep"] is None for row in snap["nodes"])
+    # nor verifies a failed node's evidence again for its reason: the refresher does
+    rows = {r["peer_id"]: r["attestation"] for r in snap["nodes"]}
+    assert rows[BROKEN.peer_id]["reason"] == REASON_PENDING
     explorer.refresh()
     assert len(replays) == 1
+    rows = {r["peer_id"]: r["attestation"] for r in explorer.snapshot()["nodes"]}
+    assert rows[BROKEN.peer_id]["reason"].startswith("malformed")
     for step in range(1, 20):  # the page asks every 2 s, across the next epoch boundary
         explorer._clock.at = NOW + step  # type: ignore[attr-defined]
         snap = json.loads(routes["/explorer.json"]()[1])
