@@ -158,8 +158,8 @@ class AuditResponse:
     Attributes:
         digest_id: record ID of the digest challenged.
         opening: the challenged leaf with its inclusion path.
-        records: envelopes of the signed records the leaf names (offer, claim and receipt;
-            or offer and feedback).
+        records: envelopes of the signed records the leaf names (offer, claim and receipt,
+            or refusal for a ``refused`` leaf; or offer and feedback).
         successor: the next leaf with its path (None for the last leaf).
     """
 

@@ -52,6 +52,7 @@ from repp2p.records import (
     FeedbackDigest,
     FeedbackRow,
     Receipt,
+    Refusal,
     SignedRecord,
     TaskOffer,
     WorkDigest,
@@ -163,6 +164,7 @@ def _work_rows(leaves: Sequence[Leaf]) -> tuple[WorkRow, ...]:
             timeouts=c[1],
             failures=c[2],
             offset=offset,
+            refused=c[3],
         )
         for (offset, peer), c in sorted(counts.items())
     )
@@ -210,7 +212,9 @@ def build_work(
         epoch: the (first) epoch summarised (tasks whose offer is of it).
         expires: the digests' ``expires``.
         failed: ids of tasks whose execution failed after the claim (else a task without a
-            receipt is a ``timeout``), of any of the covered epochs.
+            receipt is a ``timeout``), of any of the covered epochs. A claimed task without
+            receipt for whose offer ``records`` hold the node's own Refusal is ``refused``
+            instead (its leaf names the Refusal, the audit evidence carries it).
         max_rows: most rows per part (a batch's row is one (epoch, client)).
         span: epochs covered, 1 .. ``DIGEST_MAX_SPAN``.
 
@@ -226,6 +230,7 @@ def build_work(
     mine = [s for s in current.values() if s.signer == node]
     claims = {s.record.task_id: s for s in mine if isinstance(s.record, Claim)}  # type: ignore[attr-defined]
     receipts = {s.record.task_id: s for s in mine if isinstance(s.record, Receipt)}  # type: ignore[attr-defined]
+    refusals = {s.record.task_id: s for s in mine if isinstance(s.record, Refusal)}  # type: ignore[attr-defined]
     failed = frozenset(failed)
     items: list[tuple[Leaf, tuple[SignedRecord, ...]]] = []
     for task_id, claim in sorted(claims.items()):
@@ -238,9 +243,18 @@ def build_work(
         receipt = receipts.get(task_id)
         if receipt is not None and receipt.record.offer_id != offer.record_id:  # type: ignore[attr-defined]
             raise DigestError(f"receipt {receipt.record_id.hex()} names another offer")
-        outcome = "done" if receipt is not None else ("failed" if task_id in failed else "timeout")
-        evidence = (offer, claim) if receipt is None else (offer, claim, receipt)
-        items.append((work_leaf(offer, claim, receipt, outcome, offset), evidence))
+        refusal = refusals.get(task_id) if receipt is None else None
+        if refusal is not None and refusal.record.offer_id != offer.record_id:  # type: ignore[attr-defined]
+            refusal = None  # a refusal of another offer of the task proves nothing here
+        if receipt is not None:
+            outcome, evidence = "done", (offer, claim, receipt)
+        elif refusal is not None:
+            outcome, evidence = "refused", (offer, claim, refusal)
+        else:
+            outcome = "failed" if task_id in failed else "timeout"
+            evidence = (offer, claim)
+        leaf = work_leaf(offer, claim, receipt, outcome, offset, refusal)
+        items.append((leaf, evidence))
     for task_id, receipt in receipts.items():
         offer = offers.get(receipt.record.offer_id)  # type: ignore[attr-defined]
         if (

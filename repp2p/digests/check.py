@@ -14,8 +14,10 @@ A leaf of a digest signed by party ``P`` for epoch ``E`` is *faulty* when (each 
 * ``bad_receipt``: the Receipt it names does not carry a valid enclave signature by its
   ``result_key`` (that the key is one the node's attestation binds is the ledger's and the
   view's check, which know the attestations);
-* ``hidden_receipt``: a work leaf says ``timeout`` or ``failed`` while the node signed a
-  Receipt for that task and offer;
+* ``bad_refusal``: a ``refused`` work leaf's Refusal is not the client's signed input
+  refused by the enclave of its ``result_key`` (:func:`repp2p.records.check_refusal`);
+* ``hidden_receipt``: a work leaf says ``timeout``, ``failed`` or ``refused`` while the node
+  signed a Receipt for that task and offer;
 * ``superseded``: ``P`` signed a record in the slot of one the leaf names with a higher
   ``seq`` (a party signs no per-task record of a task of ``E`` after its digest of ``E``).
 
@@ -36,8 +38,10 @@ from repp2p.records import (
     Claim,
     Feedback,
     Receipt,
+    Refusal,
     SignedRecord,
     TaskOffer,
+    check_refusal,
     receipt_message,
 )
 
@@ -49,6 +53,7 @@ class Fault(enum.Enum):
     BAD_LEAF = "bad_leaf"
     WRONG_RECORD = "wrong_record"
     BAD_RECEIPT = "bad_receipt"
+    BAD_REFUSAL = "bad_refusal"
     HIDDEN_RECEIPT = "hidden_receipt"
     SUPERSEDED = "superseded"
     MISORDERED = "misordered"
@@ -114,7 +119,12 @@ def check_leaf(
         faults.append((Fault.MISPLACED, where))
     unique = {r.record_id: r for r in records}
     if isinstance(leaf, WorkLeaf):
-        named = {"offer": leaf.offer_id, "claim": leaf.claim_id, "receipt": leaf.receipt_id}
+        named = {
+            "offer": leaf.offer_id,
+            "claim": leaf.claim_id,
+            "receipt": leaf.receipt_id,
+            "refusal": leaf.refusal_id,
+        }
         found, unrelated = _work(digest, leaf, unique, faults)
     else:
         assert isinstance(leaf, FeedbackLeaf)
@@ -170,6 +180,19 @@ def _work(
                 faults.append((Fault.WRONG_RECORD, "the named receipt is of another task"))
             elif not enclave_signature_ok(rec):
                 faults.append((Fault.BAD_RECEIPT, "the receipt's enclave signature fails"))
+        elif leaf.refusal_id and rid == leaf.refusal_id:
+            found.add("refusal")
+            offer = records.get(leaf.offer_id)
+            if not isinstance(rec, Refusal) or signed.signer != node:
+                faults.append((Fault.WRONG_RECORD, "the named refusal is not the node's Refusal"))
+            elif rec.task_id != leaf.task_id or rec.offer_id != leaf.offer_id:
+                faults.append((Fault.WRONG_RECORD, "the named refusal is of another task"))
+            elif offer is not None and (
+                why := check_refusal(rec, node=node, offer=offer, result_key=rec.result_key)
+            ):
+                # as for receipts, whether the result key is the node's attested one is
+                # the view's check; here: the client's and the enclave's signatures
+                faults.append((Fault.BAD_REFUSAL, f"the refusal does not hold: {why}"))
         elif (
             signed.signer == node
             and isinstance(rec, Receipt)

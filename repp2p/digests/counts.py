@@ -10,7 +10,9 @@ client's verdicts on the node count, and how many are only one side's word.
   (with ``node_silent``, the node published nothing covering the pair: a node that went
   silent without claiming; views may weigh these by the client's trust);
 * ``disputed_node``: claims of the node the client's digest does not account for;
-* ``node_claims``, ``node_receipts``: what the node's own row reports (its throughput).
+* ``node_claims``, ``node_receipts``: what the node's own row reports (its throughput);
+* ``node_refused``: claims the node's row reports refused for the client's own input
+  (out of its throughput, against the client's credibility, as in the records view).
 
 Rows with nothing in them are left out, and signers whose digests of the epoch conflict
 (``Reconciliation.conflicted``) have already been treated as silent by ``reconcile``.
@@ -49,6 +51,7 @@ class CountRow:
     client_silent: bool
     node_claims: int = 0
     node_receipts: int = 0
+    node_refused: int = 0
 
     @property
     def counted(self) -> int:
@@ -57,8 +60,8 @@ class CountRow:
 
     @property
     def empty(self) -> bool:
-        """Nothing counted and nothing disputed."""
-        return not (self.counted or self.disputed_client or self.disputed_node)
+        """Nothing counted, nothing disputed and nothing refused."""
+        return not (self.counted or self.disputed_client or self.disputed_node or self.node_refused)
 
 
 def count_row(pair: PairRow) -> CountRow:
@@ -78,6 +81,7 @@ def count_row(pair: PairRow) -> CountRow:
         client_silent=not pair.client_covered,
         node_claims=pair.node_claims,
         node_receipts=pair.node_receipts,
+        node_refused=pair.node_refused,
     )
 
 

@@ -105,11 +105,14 @@ class WorkLeaf(_Leaf):
     Attributes:
         task_id: the task.
         client: the offer's signer (the row the leaf is counted in).
-        outcome: ``done`` (it delivered a receipt), ``timeout`` or ``failed``.
+        outcome: ``done`` (it delivered a receipt), ``timeout``, ``failed`` or ``refused``
+            (its enclave refused the client's input: a checked Refusal record).
         offer_id, claim_id: record IDs of the client's TaskOffer and the node's Claim.
         receipt_id: record ID of the node's Receipt, empty unless ``done``.
         offset: the task's epoch is the digest's ``epoch + offset`` (a batch's later
             epochs; optional, left out when 0, so leaves encode as before batching).
+        refusal_id: record ID of the node's Refusal, present exactly when ``refused``
+            (optional, left out when empty, so other leaves encode as before).
     """
 
     OUTCOMES: ClassVar[tuple[str, ...]] = WORK_OUTCOMES
@@ -121,10 +124,13 @@ class WorkLeaf(_Leaf):
     claim_id: bytes = spec_field(_id)
     receipt_id: bytes = spec_field(Blob(max_size=32))
     offset: int = optional_field(UInt(0, DIGEST_MAX_SPAN - 1), 0)
+    refusal_id: bytes = optional_field(Blob(max_size=32), b"")
 
     def check_invariants(self) -> None:
         if len(self.receipt_id) != (32 if self.outcome == "done" else 0):
             raise FieldError("a done leaf names its receipt (32 bytes); no other leaf names one")
+        if len(self.refusal_id) != (32 if self.outcome == "refused" else 0):
+            raise FieldError("a refused leaf names its refusal (32 bytes); no other leaf names one")
 
     @property
     def peer(self) -> str:
@@ -279,6 +285,7 @@ def work_leaf(
     receipt: SignedRecord | None,
     outcome: str,
     offset: int = 0,
+    refusal: SignedRecord | None = None,
 ) -> WorkLeaf:
     """The leaf of a task a node claimed (in a digest whose first epoch is ``offset``
     before the offer's).
@@ -287,7 +294,8 @@ def work_leaf(
         offer: the client's TaskOffer.
         claim: the node's Claim naming it.
         receipt: the node's Receipt for it, when it delivered (then ``outcome`` is ``done``).
-        outcome: ``done``, ``timeout`` or ``failed``.
+        outcome: ``done``, ``timeout``, ``failed`` or ``refused``.
+        refusal: the node's Refusal of the task's input (then ``outcome`` is ``refused``).
     """
     return WorkLeaf(
         task_id=offer.record.task_id,  # type: ignore[attr-defined]
@@ -297,6 +305,7 @@ def work_leaf(
         claim_id=claim.record_id,
         receipt_id=b"" if receipt is None else receipt.record_id,
         offset=offset,
+        refusal_id=b"" if refusal is None else refusal.record_id,
     )
 
 

@@ -1,24 +1,28 @@
 """Double entry: what both sides' digests of an epoch support, per (client, node) pair.
 
 A node's WorkDigest row for a client says how many of the client's tasks it claimed
-(``K = claims``) and delivered (``R = receipts``); the client's FeedbackDigest row for the
-node gives its verdicts (``ok``, ``wrong``, ``timeout``, ``bad_proof``). The pair's counted
-row takes from each verdict only what the node's row can carry, verdicts that need a
-delivered result first:
+(``K = claims``), delivered (``R = receipts``) and refused for the client's own input
+(``refused``, each backed by a signed Refusal the audits check); the client's
+FeedbackDigest row for the node gives its verdicts (``ok``, ``wrong``, ``timeout``,
+``bad_proof``). The pair's counted row takes from each verdict only what the node's row
+can carry, verdicts that need a delivered result first:
 
     wrong     = min(f.wrong,     R)
     bad_proof = min(f.bad_proof, R - wrong)
     ok        = min(f.ok,        R - wrong - bad_proof)
-    timeout   = min(f.timeout,   K - wrong - bad_proof - ok)
+    timeout   = min(f.timeout,   K - refused - wrong - bad_proof - ok)
 
 ``wrong`` and ``bad_proof`` (a result the client rejected) and ``ok`` (a result it accepted)
-each need a receipt; ``timeout`` needs only a claim (the node's own timeouts and failures,
+each need a receipt; ``timeout`` needs only a claim that was not refused (a refused task
+is the client's failure, as in the records view, so no verdict on it counts against the
+node) (the node's own timeouts and failures,
 or a receipt the client never got). Negative verdicts are served first on purpose: if
 ``ok`` came first, a node could drop its ``wrong`` verdicts by under-reporting receipts at
 no cost; this way every receipt it hides costs it one ``ok`` first, and hiding a receipt it
 signed is provable (``hidden_receipt``). A side that reports more than the other supports
 does not gain: the excess is ``disputed`` (``disputed_client``: verdicts the node's digest
-does not back; ``disputed_node``: claims the client's digest does not account for), never
+does not back; ``disputed_node``: claims, refused ones aside, the client's digest does not account
+for), never
 credit. ``latency_sum_ms`` is the client's sum scaled to the counted verdicts (floor).
 
 A client's FeedbackDigest may be a batch covering several epochs (``span``); its rows keep
@@ -63,10 +67,11 @@ class PairRow:
         client, node: the pair's peer IDs.
         ok, wrong, timeout, bad_proof: counted verdicts (the rule in the module docstring).
         latency_sum_ms: the client's latency sum scaled to the counted verdicts.
-        node_claims, node_receipts: what the node reported (0 when it did not cover the pair).
+        node_claims, node_receipts, node_refused: what the node reported (0 when it did
+            not cover the pair).
         client_reported: verdicts the client reported (0 when it did not cover the pair).
         disputed_client: verdicts the node's digest does not support.
-        disputed_node: claims the client's digest does not account for.
+        disputed_node: claims, refused ones aside, the client's digest does not account for.
         node_covered, client_covered: whether each side published the part that must hold
             the pair's row.
     """
@@ -86,6 +91,7 @@ class PairRow:
     disputed_node: int
     node_covered: bool
     client_covered: bool
+    node_refused: int = 0
 
     @property
     def counted(self) -> int:
@@ -155,7 +161,7 @@ def count_pair(work: WorkRow | None, feedback: FeedbackRow | None) -> tuple[int,
     """The counted ``(ok, wrong, timeout, bad_proof)`` of a pair (module docstring's rule);
     a missing row counts as all zeros."""
     receipts = work.receipts if work else 0
-    claims = work.claims if work else 0
+    claims = (work.claims - work.refused) if work else 0
     f_ok, f_wrong, f_timeout, f_bad = feedback.counts() if feedback else (0, 0, 0, 0)
     wrong = min(f_wrong, receipts)
     bad_proof = min(f_bad, receipts - wrong)
@@ -194,6 +200,7 @@ def reconcile(digests: Iterable[SignedRecord], epoch: int) -> Reconciliation:
         counted = ok + wrong + timeout + bad_proof
         reported = fb.total if fb else 0
         claims = work.claims if work else 0
+        refused = work.refused if work else 0
         latency = fb.latency_sum_ms * counted // reported if fb else 0
         out.append(
             PairRow(
@@ -209,9 +216,10 @@ def reconcile(digests: Iterable[SignedRecord], epoch: int) -> Reconciliation:
                 node_receipts=work.receipts if work else 0,
                 client_reported=reported,
                 disputed_client=reported - counted,
-                disputed_node=claims - counted,
+                disputed_node=claims - refused - counted,
                 node_covered=node_covered,
                 client_covered=client_covered,
+                node_refused=refused,
             )
         )
     return Reconciliation(epoch, tuple(out), conflicted)

@@ -48,6 +48,7 @@ from repp2p.records import (
     FeedbackDigest,
     Receipt,
     Record,
+    Refusal,
     SignedRecord,
     TaskOffer,
     WorkDigest,
@@ -273,8 +274,9 @@ class OwnDigests:
     # -- building ----------------------------------------------------------------------
 
     def _work_records(self, epoch: int, span: int = 1) -> list[SignedRecord]:
-        """Our claims of ``epoch`` .. ``epoch + span - 1`` with their offers and our
-        receipts (indexed lookups)."""
+        """Our claims of ``epoch`` .. ``epoch + span - 1`` with their offers, our receipts
+        and our refusals (a claimed task whose input our enclave refused is a ``refused``
+        leaf; indexed lookups)."""
         out: list[SignedRecord] = []
         for e in range(epoch, epoch + span):
             out += self._work_records_of(e)
@@ -291,11 +293,12 @@ class OwnDigests:
                 log.warning("claim %s: its offer is not held", claim.record_id.hex()[:12])
                 continue
             out += [claim, offer]
-            out += self._store.query(
-                type=Receipt.TYPE,
-                signer=self.peer_id,
-                slot=claim.record.task_id,  # type: ignore[attr-defined]
-            )
+            for kind in (Receipt.TYPE, Refusal.TYPE):
+                out += self._store.query(
+                    type=kind,
+                    signer=self.peer_id,
+                    slot=claim.record.task_id,  # type: ignore[attr-defined]
+                )
         return out
 
     def _feedback_records(self, epoch: int, span: int = 1) -> list[SignedRecord]:

@@ -288,7 +288,7 @@ DIGEST_MAX_SPAN = 16
 #: The same bound under its first name (feedback batches came first).
 FEEDBACK_MAX_SPAN = DIGEST_MAX_SPAN
 #: Outcomes of a node's claimed task, in the order of their blocks in the Merkle tree.
-WORK_OUTCOMES = ("done", "timeout", "failed")
+WORK_OUTCOMES = ("done", "timeout", "failed", "refused")
 #: Feedback outcomes in the order of their blocks in a feedback digest's Merkle tree.
 FEEDBACK_OUTCOMES = ("ok", "wrong", "timeout", "bad_proof")
 #: Merkle root of a part without leaves (RFC 6962: the hash of the empty string).
@@ -349,10 +349,14 @@ def _check_part(
 @dataclasses.dataclass(frozen=True)
 class WorkRow:
     """A node's work for one client in one epoch: tasks it ``claims``, of which it delivered
-    ``receipts``, let run past their deadline (``timeouts``) or failed (``failures``).
+    ``receipts``, let run past their deadline (``timeouts``), failed (``failures``) or
+    whose input its enclave refused (``refused``: the node holds a signed Refusal record
+    for each, docs/security.md "Client-caused failures (refusals)").
 
-    Every claimed task has exactly one of the three outcomes, so
-    ``claims == receipts + timeouts + failures``, and ``claims >= 1`` (no empty rows).
+    Every claimed task has exactly one of the four outcomes, so
+    ``claims == receipts + timeouts + failures + refused``, and ``claims >= 1`` (no empty
+    rows). ``refused`` is an optional field, left out when 0, so rows without refusals
+    encode as before it existed.
     ``offset``: the row's epoch is its digest's ``epoch + offset`` (0 .. ``span - 1`` of a
     batch; an optional field, left out when 0, so rows of single-epoch digests encode as
     before batching existed).
@@ -364,6 +368,7 @@ class WorkRow:
     timeouts: int = spec_field(_u32_leaves)
     failures: int = spec_field(_u32_leaves)
     offset: int = optional_field(UInt(0, DIGEST_MAX_SPAN - 1), 0)
+    refused: int = optional_field(_u32_leaves, 0)
 
     def __post_init__(self) -> None:
         try:
@@ -372,14 +377,14 @@ class WorkRow:
             raise RecordError(RecordReason.BAD_FIELD, str(exc)) from None
 
     def check_invariants(self) -> None:
-        if self.claims != self.receipts + self.timeouts + self.failures:
-            raise FieldError("claims must equal receipts + timeouts + failures")
+        if self.claims != self.receipts + self.timeouts + self.failures + self.refused:
+            raise FieldError("claims must equal receipts + timeouts + failures + refused")
         if self.claims == 0:
             raise FieldError("a row counts at least one claim")
 
     def counts(self) -> tuple[int, ...]:
         """Leaves per block, in :data:`WORK_OUTCOMES` order."""
-        return (self.receipts, self.timeouts, self.failures)
+        return (self.receipts, self.timeouts, self.failures, self.refused)
 
     @property
     def peer(self) -> str:

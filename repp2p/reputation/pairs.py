@@ -23,7 +23,12 @@ outputs): ``ok`` counts as a full-value good verdict; ``wrong`` and ``bad_proof`
 evidence (``bad_weight``, slower decay); ``timeout``, and the verdicts a client reported on
 a node that published nothing covering the pair (``node_silent``: publishing is the node's
 duty), as timeouts; latency against one epoch; throughput from the node's own work rows
-(receipts over claims, which audits check). Disputes over disagreeing receipts need the
+(receipts over claims, which audits check). Tasks the node's row reports ``refused``
+(its enclave refused the client's input; each leaf names a signed Refusal the audits
+check) are treated as the records view treats checked refusals: out of the node's
+throughput, and each counts against its client's credibility with weight
+:data:`~repp2p.reputation.scores.REFUSAL_WEIGHT` (decaying like bad evidence), which
+scales the client's verdicts. Disputes over disagreeing receipts need the
 receipts and are not in digests: the table's disputes columns are zero here.
 
 Pure: no I/O, no clock.
@@ -46,6 +51,7 @@ from repp2p.reputation.evidence import Evidence
 from repp2p.reputation.params import ReputationParams
 from repp2p.reputation.scores import (
     DECAY_BITS,
+    REFUSAL_WEIGHT,
     UNIT,
     ReputationTable,
     _smoothed,
@@ -56,8 +62,18 @@ from repp2p.reputation.scores import (
 )
 
 #: Columns of a fold block, in order.
-COLUMNS = ("ok", "wrong", "timeout", "bad_proof", "latency_sum_ms", "silent", "claims", "receipts")
-_OK, _WRONG, _TIMEOUT, _BAD, _LAT, _SILENT, _CLAIMS, _RECEIPTS = range(len(COLUMNS))
+COLUMNS = (
+    "ok",
+    "wrong",
+    "timeout",
+    "bad_proof",
+    "latency_sum_ms",
+    "silent",
+    "claims",
+    "receipts",
+    "refused",
+)
+_OK, _WRONG, _TIMEOUT, _BAD, _LAT, _SILENT, _CLAIMS, _RECEIPTS, _REFUSED = range(len(COLUMNS))
 _D = float(1 << DECAY_BITS)
 _I64 = np.int64
 
@@ -88,6 +104,8 @@ class PairCount(Protocol):
     def node_claims(self) -> int: ...
     @property
     def node_receipts(self) -> int: ...
+    @property
+    def node_refused(self) -> int: ...
 
 
 def digest_ids_hash(digest_ids: Iterable[bytes]) -> bytes:
@@ -223,6 +241,7 @@ class PairState:
                     r.disputed_client if r.node_silent else 0,
                     r.node_claims,
                     r.node_receipts,
+                    r.node_refused,
                 ]
                 for r in rows
             ],
@@ -510,6 +529,8 @@ def compute_pairs(
         "lat_den": d * counted * UNIT,
         "claims": d * c[_CLAIMS],
         "receipts": d * c[_RECEIPTS],
+        "refused": d * c[_REFUSED],
+        "refused_bad": db * c[_REFUSED],
         "rows": inside.astype(_I64),
     }
     n_pos = len(win.pair_client)
@@ -554,6 +575,11 @@ def compute_pairs(
         pair_trust = np.where(has_vouch, np.maximum(pair_trust - inflow, 0.0), pair_trust)
     n_pre = max(1, int(np.count_nonzero(pretrusted)))
     cw = np.minimum(p.trust_weight_cap, pair_trust * (n_pre / p.trust_alpha))
+    # Each refused input counts against its client's credibility (as in scores.compute,
+    # where no dispute verdicts are known here: credibility = 1 / (1 + w * refused)).
+    refused_c = np.bincount(pc, weights=s["refused_bad"], minlength=n) / _D
+    credibility = 1.0 / (1.0 + REFUSAL_WEIGHT * refused_c)
+    cw = cw * credibility[pc]
 
     # --- success, quality, latency ------------------------------------------------------
     g = np.bincount(pn, weights=cw * s["good"], minlength=n) / _D
@@ -570,9 +596,10 @@ def compute_pairs(
     lat_d = np.bincount(pn, weights=cw * s["lat_den"], minlength=n) / one
     latency = _smoothed(lat_n, lat_d, p.prior_latency, p.prior_strength_latency)
 
-    # --- throughput: the node's own work rows (receipts over claims) --------------------
+    # --- throughput: the node's own work rows (receipts over claims, refused ones aside:
+    # a task refused for its client's input is neither delivered nor the node's failure)
     thr_num = np.bincount(pn, weights=s["receipts"], minlength=n) / _D
-    thr_den = np.bincount(pn, weights=s["claims"], minlength=n) / _D
+    thr_den = np.bincount(pn, weights=s["claims"] - s["refused"], minlength=n) / _D
     throughput = _smoothed(thr_num, thr_den, p.prior_throughput, p.prior_strength_throughput)
 
     uptime = uptime_component(ev, epoch, p, decay)
@@ -581,7 +608,6 @@ def compute_pairs(
     score, permille = combine(comps, offender, p)
     newcomer = seen < p.newcomer_min_feedback
     zeros = np.zeros(n)
-    credibility = np.ones(n)
     for arr in (score, permille, comps, seen, trust, newcomer, offender, quality, credibility):
         arr.setflags(write=False)
     zeros.setflags(write=False)

@@ -3,10 +3,13 @@ parts (any leaves, any order, any rows) for the cheating cases."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import itertools
 import random
 from collections.abc import Sequence
 
+import nacl.signing
 from hypothesis import strategies as st
 
 from repp2p.digests.build import DigestPart, build_feedback, build_work
@@ -17,10 +20,13 @@ from repp2p.records import (
     EMPTY_MERKLE_ROOT,
     FeedbackDigest,
     FeedbackRow,
+    Refusal,
     SignedRecord,
     WorkDigest,
     WorkRow,
+    refusal_message,
     sign,
+    sign_sealed_input,
 )
 from repp2p.testing import factories
 from repp2p.testing.factories import TaskRecords, far_future, task_records
@@ -82,7 +88,14 @@ def rows_of(leaves: Sequence[Leaf]) -> tuple:
         latency[leaf.peer] = latency.get(leaf.peer, 0) + getattr(leaf, "latency_ms", 0)
     if leaves and isinstance(leaves[0], WorkLeaf):
         return tuple(
-            WorkRow(client=p, claims=sum(c), receipts=c[0], timeouts=c[1], failures=c[2])
+            WorkRow(
+                client=p,
+                claims=sum(c),
+                receipts=c[0],
+                timeouts=c[1],
+                failures=c[2],
+                refused=c[3],
+            )
             for p, c in sorted(counts.items())
         )
     return tuple(
@@ -154,3 +167,45 @@ cbor_values = st.recursive(
     ),
     max_leaves=20,
 )
+
+
+def refusal_of(
+    task: TaskRecords,
+    client: Identity,
+    node: Identity,
+    *,
+    enclave: nacl.signing.SigningKey | None = None,
+) -> SignedRecord:
+    """The node's signed Refusal of ``task``'s input (sealed bytes b"junk"), its enclave
+    signature by the node's factory enclave key (or ``enclave``: a forgery)."""
+    o = task.offer.record
+    enc_key = factories.digest("enclave-x25519")
+    unsigned = Refusal(
+        task_id=o.task_id,  # type: ignore[attr-defined]
+        offer_id=task.offer.record_id,
+        client=client.peer_id,
+        enc_key=enc_key,
+        sealed_digest=hashlib.sha256(b"junk").digest(),
+        client_sig=sign_sealed_input(
+            client,
+            task_id=o.task_id,  # type: ignore[attr-defined]
+            node=node.peer_id,
+            enc_key=enc_key,
+            sealed=b"junk",
+        ),
+        code="bad_seal",
+        result_key=bytes(factories.enclave_key(node.peer_id).verify_key),
+        enclave_sig=b"\0" * 64,
+        seq=1,
+        expires=far_future(),
+    )
+    key = enclave or factories.enclave_key(node.peer_id)
+    body = dataclasses.replace(unsigned, enclave_sig=key.sign(refusal_message(unsigned)).signature)
+    return sign(body, node)
+
+
+def refused_task(client: Identity, node: Identity, epoch: int, label: str, **kw) -> tuple:
+    """A task the node claimed and its enclave refused: offer and claim, no receipt, no
+    feedback; returns ``(task, refusal)``."""
+    task = task_records(client, node, epoch, label, delivered=False, outcome=None, **kw)
+    return task, refusal_of(task, client, node)

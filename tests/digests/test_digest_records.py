@@ -173,7 +173,14 @@ def test_the_largest_part_fits_its_cap_and_one_more_row_does_not():
     # Every count as wide as CBOR makes it (5-byte integers, 9-byte latency sums): an
     # upper bound on any valid part, since a valid one cannot have them all that large.
     rows = [
-        {"client": p, "claims": 2**24, "receipts": 2**24, "timeouts": 2**24, "failures": 2**24}
+        {
+            "client": p,
+            "claims": 2**24,
+            "receipts": 2**24,
+            "timeouts": 2**24,
+            "failures": 2**24,
+            "refused": 2**24,
+        }
         for p in PEERS[:DIGEST_MAX_ROWS]
     ]
     body = dict(_body(WORK), rows=rows, leaf_count=2**24, expires=2**64 - 1, epoch=2**64 - 1)

@@ -29,6 +29,7 @@ def work_leaves(draw):
         offer_id=draw(ids),
         claim_id=draw(ids),
         receipt_id=draw(ids) if outcome == "done" else b"",
+        refusal_id=draw(ids) if outcome == "refused" else b"",
     )
 
 
@@ -93,8 +94,9 @@ def test_strict_decoding():
 def test_layout_pins_each_leaf_to_its_block():
     clients = sorted(factories.identity(f"c{i}").peer_id for i in range(3))
     leaves = []
-    for c, (done, timeout, failed) in zip(clients, [(2, 1, 0), (0, 0, 1), (1, 0, 2)], strict=True):
-        for outcome, count in zip(WORK_OUTCOMES, (done, timeout, failed), strict=True):
+    counts = [(2, 1, 0, 0), (0, 0, 1, 1), (1, 0, 2, 0)]
+    for c, row in zip(clients, counts, strict=True):
+        for outcome, count in zip(WORK_OUTCOMES, row, strict=True):
             for i in range(count):
                 leaves.append(
                     WorkLeaf(
@@ -104,22 +106,26 @@ def test_layout_pins_each_leaf_to_its_block():
                         offer_id=b"\x00" * 32,
                         claim_id=b"\x00" * 32,
                         receipt_id=b"\x09" * 32 if outcome == "done" else b"",
+                        refusal_id=b"\x0a" * 32 if outcome == "refused" else b"",
                     )
                 )
     leaves.sort(key=lambda leaf: leaf.key())
-    part = forge(WorkDigest, leaves, [()] * 7)
+    part = forge(WorkDigest, leaves, [()] * 8)
     layout = Layout(part.digest)
-    assert layout.size == len(leaves) == 7
+    assert layout.size == len(leaves) == 8
     assert [(b.peer, b.outcome, b.lo, b.hi) for b in layout.blocks] == [
         (clients[0], "done", 0, 2),
         (clients[0], "timeout", 2, 3),
         (clients[0], "failed", 3, 3),
+        (clients[0], "refused", 3, 3),
         (clients[1], "done", 3, 3),
         (clients[1], "timeout", 3, 3),
         (clients[1], "failed", 3, 4),
-        (clients[2], "done", 4, 5),
-        (clients[2], "timeout", 5, 5),
-        (clients[2], "failed", 5, 7),
+        (clients[1], "refused", 4, 5),
+        (clients[2], "done", 5, 6),
+        (clients[2], "timeout", 6, 6),
+        (clients[2], "failed", 6, 8),
+        (clients[2], "refused", 8, 8),
     ]
     for i, leaf in enumerate(leaves):
         assert misplaced(layout, i, leaf) is None
@@ -128,4 +134,4 @@ def test_layout_pins_each_leaf_to_its_block():
     assert misplaced(layout, 3, leaves[0]) is not None  # another client's place
     assert layout.of_peer("nobody") == ()
     with pytest.raises(IndexError):
-        layout.at(7)
+        layout.at(8)

@@ -153,7 +153,7 @@ def test_a_node_omitting_a_claimed_task_is_proven():
     part, signed = _work(kept)
     task_id = omitted.offer.record.task_id
     brackets = absence_brackets(part, CLIENT.peer_id, task_id)
-    assert len(brackets) == 3  # done, timeout, failed
+    assert len(brackets) == 4  # done, timeout, failed, refused
     proof = OmissionProof(signed.data, (omitted.offer.data, omitted.claim.data), brackets)
     offence = _round_trip(proof)
     assert offence.kind is OffenceKind.OMISSION and offence.faults == (Fault.OMITTED,)

@@ -9,6 +9,7 @@ import pytest
 
 from repp2p.clock import ClockAPI
 from repp2p.digests import AuditOutcome, verify_audit
+from repp2p.digests.audit import AuditResponse
 from repp2p.digests.params import DigestParams
 from repp2p.node.digests import ClaimedOffers, FailedTasks, OwnDigests
 from repp2p.node.metrics import NodeMetrics
@@ -18,6 +19,7 @@ from repp2p.records import FeedbackDigest, WorkDigest, sign
 from repp2p.store import SqliteRecordStore
 from repp2p.testing import factories
 from repp2p.testing.network import dev_params
+from tests.digests.helpers import refusal_of
 
 NETWORK = dev_params(epoch_s=60)
 EPOCH = factories.NOW // 60 - 10
@@ -229,3 +231,24 @@ async def test_a_split_digest_cut_short_by_a_crash_is_completed_not_re_split():
     assert [s.record for s in published] == [p.digest for p in parts]
     assert store.count(WorkDigest.TYPE) == len(parts)
     assert store.equivocations() == []
+
+
+async def test_a_refused_task_is_counted_from_the_store_and_its_audit_carries_the_refusal(
+    tmp_path,
+):
+    tasks = _tasks()
+    refused = factories.task_records(CLIENT, NODE, EPOCH, "junk", delivered=False, outcome=None)
+    refusal = refusal_of(refused, CLIENT, NODE)
+    store = SqliteRecordStore(tmp_path / "records.db")
+    _put(store, [*tasks, refused])
+    store.put_many([refusal], now=factories.NOW)
+    clock = _Clock((EPOCH + 5) * 60)
+    own, _ = _peer(NODE, "full", store, clock)
+    (signed,) = await own.publish_epoch(EPOCH)
+    (row,) = signed.record.rows
+    assert (row.claims, row.receipts, row.timeouts, row.failures, row.refused) == (9, 6, 2, 0, 1)
+    fresh, _ = _peer(NODE, "full", store, clock)  # nothing cached: rebuilt from the store
+    last = signed.record.leaf_count - 1  # the refused block comes last in the row
+    answer = fresh.answer(signed.record_id, last)
+    assert verify_audit(signed, last, answer).outcome is AuditOutcome.PASS
+    assert refusal.data in AuditResponse.decode(answer).records
