@@ -19,7 +19,6 @@ import trio
 
 from repp2p.attestation import default_backends
 from repp2p.attestation import verify as verify_module
-from repp2p.client import Client
 from repp2p.node import app as app_module
 from repp2p.tee import Enclave
 from repp2p.tee import enclave as enclave_module
@@ -27,8 +26,9 @@ from repp2p.tee.configfs_tsm import ConfigfsTsm
 from repp2p.tee.enclave import check_platform
 from repp2p.tee.platforms import Platform, SevSnpPlatform, default_platform
 from repp2p.tee.snp_guest import SnpGuest
-from repp2p.testing.network import EPOCH_S, dev_params, node_config, start_node
+from repp2p.testing.network import node_config, start_node
 
+from .devnet_checks import serves_verified_task
 from .fake_gpu import FakeGpu, TestGpuChain
 from .fake_snp import MEASUREMENT, FakeSnpKernel, TestAmdChain, ThreadProcess
 
@@ -81,35 +81,13 @@ async def test_a_devnet_node_with_a_fake_gpu_is_attested_with_it(
         assert snp.enclave is not None and snp.enclave.kind == "sev-snp"
         assert kernel.reports_served >= 2  # the startup report and the first attestation
         assert gpu.nonces  # the first attestation asked the GPU first
-        ctx = Client.open(
-            [boot.addrs()[0]],
-            data_dir=tmp_path / "client",
-            network_params=dev_params(),
-            policy=str(policy),
-        )
-        client = await ctx.__aenter__()
         try:
-            with trio.fail_after(3 * EPOCH_S):
-                assert await client.wait_for_nodes("echo", 2, timeout=3 * EPOCH_S) >= 2
-            with trio.fail_after(60):
-                result = await client.submit("echo", b"inside the CVM", tee_kinds=("sev-snp",))
-            assert result.output == b"inside the CVM"
-            proof = result.proof
-            assert proof.node == snp.peer_id and proof.tee_kind == "sev-snp"
-            assert not proof.simulated and "SIMULATED" not in result.summary()
-            # Its peers verified its attestation (test roots) and the pinned image's engines.
-            with trio.fail_after(3 * EPOCH_S):
-                while boot.keeper.verdict_of(snp.peer_id) is None:
-                    await trio.sleep(0.1)
-            verdict = boot.keeper.verdict_of(snp.peer_id)
-            assert verdict is not None and verdict.verified and verdict.tee_kind == "sev-snp"
+            await serves_verified_task(
+                tmp_path, policy, boot, snp, "sev-snp", b"inside the CVM", MEASUREMENT
+            )
             # The published record carries the GPU evidence the CPU report commits to.
             records = boot.store.query(type="Attestation", signer=snp.peer_id)
             assert records and all(r.record.gpu_evidence for r in records)
-            assert verdict.measurements == frozenset(snp.enclave.engine_measurements.values())
-            status = snp.enclave.describe()
-            assert status["kind"] == "sev-snp" and status["measurement"] == MEASUREMENT.hex()
         finally:
-            await ctx.__aexit__(None, None, None)
             for node in nodes:
                 node.stop()

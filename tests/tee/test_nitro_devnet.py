@@ -19,13 +19,13 @@ import trio
 
 from repp2p.attestation import default_backends
 from repp2p.attestation import verify as verify_module
-from repp2p.client import Client
 from repp2p.node import app as app_module
 from repp2p.tee import Enclave
 from repp2p.tee import enclave as enclave_module
 from repp2p.tee.enclave import check_platform
-from repp2p.testing.network import EPOCH_S, dev_params, node_config, start_node
+from repp2p.testing.network import node_config, start_node
 
+from .devnet_checks import serves_verified_task
 from .fake_nitro import PCR0, FakeNsm, TestNitroChain, fake_nitro_factory, socket_enclave
 
 pytestmark = pytest.mark.slow
@@ -69,31 +69,11 @@ async def test_a_devnet_node_on_fake_nitro_serves_verified_tasks(
         nodes = [boot, node]
         assert addresses == ["vsock:16:5005"]
         assert node.enclave is not None and node.enclave.kind == "nitro"
-        ctx = Client.open(
-            [boot.addrs()[0]],
-            data_dir=tmp_path / "client",
-            network_params=dev_params(),
-            policy=str(policy),
-        )
-        client = await ctx.__aenter__()
         try:
-            with trio.fail_after(3 * EPOCH_S):
-                assert await client.wait_for_nodes("echo", 2, timeout=3 * EPOCH_S) >= 2
-            with trio.fail_after(60):
-                result = await client.submit("echo", b"inside the enclave", tee_kinds=("nitro",))
-            assert result.output == b"inside the enclave"
-            proof = result.proof
-            assert proof.node == node.peer_id and proof.tee_kind == "nitro"
-            assert not proof.simulated and "SIMULATED" not in result.summary()
-            with trio.fail_after(3 * EPOCH_S):
-                while boot.keeper.verdict_of(node.peer_id) is None:
-                    await trio.sleep(0.1)
-            verdict = boot.keeper.verdict_of(node.peer_id)
-            assert verdict is not None and verdict.verified and verdict.tee_kind == "nitro"
-            assert verdict.measurements == frozenset(node.enclave.engine_measurements.values())
-            assert node.enclave.describe()["measurement"] == PCR0.hex()
+            await serves_verified_task(
+                tmp_path, policy, boot, node, "nitro", b"inside the enclave", PCR0
+            )
             assert any("Attestation" in r for r in nsm.requests)
         finally:
-            await ctx.__aexit__(None, None, None)
             for n in nodes:
                 n.stop()

@@ -18,13 +18,13 @@ import trio
 
 from repp2p.attestation import default_backends
 from repp2p.attestation import verify as verify_module
-from repp2p.client import Client
 from repp2p.node import app as app_module
 from repp2p.tee import Enclave
 from repp2p.tee import enclave as enclave_module
 from repp2p.tee.enclave import check_platform
-from repp2p.testing.network import EPOCH_S, dev_params, node_config, start_node
+from repp2p.testing.network import node_config, start_node
 
+from .devnet_checks import serves_verified_task
 from .fake_snp import MEASUREMENT, FakeSnpKernel, TestAmdChain, ThreadProcess, fake_cvm_factory
 
 pytestmark = pytest.mark.slow
@@ -63,32 +63,10 @@ async def test_a_devnet_node_on_fake_snp_serves_verified_tasks(
         nodes = [boot, snp]
         assert snp.enclave is not None and snp.enclave.kind == "sev-snp"
         assert kernel.reports_served >= 2  # the startup report and the first attestation
-        ctx = Client.open(
-            [boot.addrs()[0]],
-            data_dir=tmp_path / "client",
-            network_params=dev_params(),
-            policy=str(policy),
-        )
-        client = await ctx.__aenter__()
         try:
-            with trio.fail_after(3 * EPOCH_S):
-                assert await client.wait_for_nodes("echo", 2, timeout=3 * EPOCH_S) >= 2
-            with trio.fail_after(60):
-                result = await client.submit("echo", b"inside the CVM", tee_kinds=("sev-snp",))
-            assert result.output == b"inside the CVM"
-            proof = result.proof
-            assert proof.node == snp.peer_id and proof.tee_kind == "sev-snp"
-            assert not proof.simulated and "SIMULATED" not in result.summary()
-            # Its peers verified its attestation (test roots) and the pinned image's engines.
-            with trio.fail_after(3 * EPOCH_S):
-                while boot.keeper.verdict_of(snp.peer_id) is None:
-                    await trio.sleep(0.1)
-            verdict = boot.keeper.verdict_of(snp.peer_id)
-            assert verdict is not None and verdict.verified and verdict.tee_kind == "sev-snp"
-            assert verdict.measurements == frozenset(snp.enclave.engine_measurements.values())
-            status = snp.enclave.describe()
-            assert status["kind"] == "sev-snp" and status["measurement"] == MEASUREMENT.hex()
+            await serves_verified_task(
+                tmp_path, policy, boot, snp, "sev-snp", b"inside the CVM", MEASUREMENT
+            )
         finally:
-            await ctx.__aexit__(None, None, None)
             for node in nodes:
                 node.stop()

@@ -20,13 +20,13 @@ import trio
 
 from repp2p.attestation import default_backends
 from repp2p.attestation import verify as verify_module
-from repp2p.client import Client
 from repp2p.node import app as app_module
 from repp2p.tee import Enclave
 from repp2p.tee import enclave as enclave_module
 from repp2p.tee.enclave import check_platform
-from repp2p.testing.network import EPOCH_S, dev_params, node_config, start_node
+from repp2p.testing.network import node_config, start_node
 
+from .devnet_checks import serves_verified_task
 from .fake_snp import ThreadProcess
 from .fake_tdx import MRTD, FakeTdxKernel, TestIntelChain, fake_tdx_factory
 
@@ -68,31 +68,8 @@ async def test_a_devnet_node_on_fake_tdx_serves_verified_tasks(
         nodes = [boot, td]
         assert td.enclave is not None and td.enclave.kind == "dcap"
         assert kernel.reports_served >= 2  # the startup quote and the first attestation
-        ctx = Client.open(
-            [boot.addrs()[0]],
-            data_dir=tmp_path / "client",
-            network_params=dev_params(),
-            policy=str(policy),
-        )
-        client = await ctx.__aenter__()
         try:
-            with trio.fail_after(3 * EPOCH_S):
-                assert await client.wait_for_nodes("echo", 2, timeout=3 * EPOCH_S) >= 2
-            with trio.fail_after(60):
-                result = await client.submit("echo", b"inside the TD", tee_kinds=("dcap",))
-            assert result.output == b"inside the TD"
-            proof = result.proof
-            assert proof.node == td.peer_id and proof.tee_kind == "dcap"
-            assert not proof.simulated and "SIMULATED" not in result.summary()
-            with trio.fail_after(3 * EPOCH_S):
-                while boot.keeper.verdict_of(td.peer_id) is None:
-                    await trio.sleep(0.1)
-            verdict = boot.keeper.verdict_of(td.peer_id)
-            assert verdict is not None and verdict.verified and verdict.tee_kind == "dcap"
-            assert verdict.measurements == frozenset(td.enclave.engine_measurements.values())
-            status = td.enclave.describe()
-            assert status["kind"] == "dcap" and status["measurement"] == MRTD.hex()
+            await serves_verified_task(tmp_path, policy, boot, td, "dcap", b"inside the TD", MRTD)
         finally:
-            await ctx.__aexit__(None, None, None)
             for node in nodes:
                 node.stop()
