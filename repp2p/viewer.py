@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 from repp2p.attestation import Policy, VerificationCache, VerifiedNode, verify_node
 from repp2p.digests import count_rows, reconcile
@@ -147,6 +148,9 @@ class ViewKeeper:
         self._earlier_keys: dict[str, list[tuple[bytes, int]]] = {}
         #: digest count rows folded so far (``reputation_source = "digests"``)
         self.pairs = PairState()
+        #: the dispute proofs held (``repp2p.node.disputes.DisputeBook``: ``records(lo,
+        #: hi)`` and ``prune(epoch)``), whose records digest views judge disputes on
+        self.disputes: Any = None
 
     @property
     def epoch_s(self) -> int:
@@ -420,6 +424,26 @@ class ViewKeeper:
 
         return view_of
 
+    def offer_ranks(self, offer: SignedRecord) -> Mapping[str, frozenset[int]] | None:
+        """``peer -> ranks`` the matching gave for ``offer`` on the view of its epoch (a
+        view this keeper holds or builds), cached per offer; None for an offer of a future
+        epoch. What a dispute proof's receipts are held to (``repp2p.node.disputes``)."""
+        return self._assignments.ranks(offer, self._held_view_of(None))
+
+    def _held_view_of(self, before: int | None) -> Callable[[int], View | None]:
+        """``view_of(e)`` on a digest-view network: the view of ``e`` built by
+        :meth:`view` (which holds the recent ones), for ``e < before`` only (a view never
+        reads its own epoch's rankings). After a restart an old one is rebuilt from the
+        digests held, with a fresh penalty book: it may differ from the one the nodes
+        ranked on (as a records view's rebuild may)."""
+
+        def view_of(e: int) -> View | None:
+            if before is not None and e >= before:
+                return None
+            return self.view(e)
+
+        return view_of
+
     def digest_window(self, epoch: int) -> tuple[int, int]:
         """``(lo, hi)``: the digest epochs the view of ``epoch`` counts, inclusive: the
         ``window_epochs`` epochs up to ``epoch - digest_lag``."""
@@ -470,7 +494,17 @@ class ViewKeeper:
         records = before_epoch(held + evidence, epoch, self.params)
         verdicts = self.verdicts(records, now)
         window = self.pairs.window(lo, hi)
-        ev, peer_at = self.pairs.widen(collect(records, verdicts, now=now), window)
+        # disputed tasks of the window: their records travelled as dispute proofs, and
+        # count under the records path's evidence rule (attested enclave key for the
+        # offer's epoch, a claim at a rank the matching gave), judged by compute_pairs
+        disputed = []
+        if self.disputes is not None:
+            self.disputes.prune(epoch)
+            disputed = self.disputes.records(lo, hi)
+        assignments = self._assignments.for_views(self._held_view_of(epoch)) if disputed else None
+        ev, peer_at = self.pairs.widen(
+            collect(records + disputed, verdicts, now=now, assignments=assignments), window
+        )
         table = compute_pairs(
             ev,
             window,
