@@ -15,6 +15,7 @@ remembers it); stale or expired evidence only makes it unverified until it re-at
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -151,6 +152,9 @@ class ViewKeeper:
         #: the dispute proofs held (``repp2p.node.disputes.DisputeBook``: ``records(lo,
         #: hi)`` and ``prune(epoch)``), whose records digest views judge disputes on
         self.disputes: Any = None
+        #: the verified offence proofs of digests held (``repp2p.node.offences.OffenceBook``:
+        #: ``offences(upto_epoch)``, ``prune(epoch)``), offences in digest views
+        self.offences: Any = None
 
     @property
     def epoch_s(self) -> int:
@@ -336,7 +340,9 @@ class ViewKeeper:
             else:
                 view = self._view_from_records(epoch, book)
             self._views[epoch] = view
-            for old in [e for e in self._views if e < epoch - 3]:
+            # the last digest_lag epochs' views stay: dispute proofs are checked on them
+            keep = max(3, self.params.digest_lag)
+            for old in [e for e in self._views if e < epoch - keep]:
                 del self._views[old]
             if view.penalties.epoch > self._saved_book.epoch:
                 self._save_book(view.penalties)
@@ -424,6 +430,17 @@ class ViewKeeper:
 
         return view_of
 
+    def verdict_at(self, peer_id: str, epoch: int) -> AttestedNode | None:
+        """A peer's attestation verdict for a task of ``epoch``: the latest one when it
+        verified, else the one the view of ``epoch`` ranked on (a verdict judged at a
+        view build can be unverified for a while: evidence about to be renewed)."""
+        latest = self._verdicts.get(peer_id)
+        if latest is not None and latest.verified:
+            return latest
+        view = self._views.get(epoch)
+        held = view.evidence.verdicts.get(peer_id) if view is not None else None
+        return held if held is not None else latest
+
     def offer_ranks(self, offer: SignedRecord) -> Mapping[str, frozenset[int]] | None:
         """``peer -> ranks`` the matching gave for ``offer`` on the view of its epoch (a
         view this keeper holds or builds), cached per offer; None for an offer of a future
@@ -431,16 +448,18 @@ class ViewKeeper:
         return self._assignments.ranks(offer, self._held_view_of(None))
 
     def _held_view_of(self, before: int | None) -> Callable[[int], View | None]:
-        """``view_of(e)`` on a digest-view network: the view of ``e`` built by
-        :meth:`view` (which holds the recent ones), for ``e < before`` only (a view never
-        reads its own epoch's rankings). After a restart an old one is rebuilt from the
-        digests held, with a fresh penalty book: it may differ from the one the nodes
-        ranked on (as a records view's rebuild may)."""
+        """``view_of(e)`` for dispute offers: the view of ``e`` this keeper holds (it
+        holds the last ``digest_lag`` epochs', so every offer a dispute proof may still
+        arrive for), for ``e < before`` only; None otherwise. Never rebuilt: a view of a
+        past epoch built now would judge attestations at that epoch's time (and replace
+        the current verdicts). Each offer is ranked when its proof arrives and cached, so
+        views read the ranks from there; a peer restarted since cannot rank it and leaves
+        its receipts out (docs/digests.md, "What digest views still do not do")."""
 
         def view_of(e: int) -> View | None:
             if before is not None and e >= before:
                 return None
-            return self.view(e)
+            return self._views.get(e)
 
         return view_of
 
@@ -505,6 +524,19 @@ class ViewKeeper:
         ev, peer_at = self.pairs.widen(
             collect(records + disputed, verdicts, now=now, assignments=assignments), window
         )
+        if self.offences is not None:
+            # an offence of a digest of epoch E counts from the view after E's audit
+            # horizon: every peer that will ever accept its proof holds it by then
+            horizon = self.params.digests.audit_horizon_epochs
+            self.offences.prune(epoch)
+            proven = self.offences.offences(epoch - horizon - 1)
+            if proven:
+                ids = {i for off in proven for i in off.record_ids}
+                ev = dataclasses.replace(
+                    ev,
+                    offences=(*ev.offences, *proven),
+                    record_ids=tuple(sorted(set(ev.record_ids) | ids)),
+                )
         table = compute_pairs(
             ev,
             window,

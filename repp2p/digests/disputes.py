@@ -57,9 +57,10 @@ MAX_DISPUTE_SIZE = (
 )
 _KEYS = {"kind", "offer", "claims", "receipts"}
 
-#: ``peer -> its attestation verdict`` (``AttestedNode``: ``verified``, ``result_key``,
-#: ``earlier_result_keys``, ``result_key_for``), None when the checker has none.
-VerdictOf = Callable[[str], Any]
+#: ``(peer, offer epoch) -> its attestation verdict`` (``AttestedNode``: ``verified``,
+#: ``result_key``, ``earlier_result_keys``, ``result_key_for``), None when the checker has
+#: none.
+VerdictOf = Callable[[str, int], Any]
 #: ``offer -> peer -> ranks`` the matching gave on the view of the offer's epoch
 #: (:meth:`repp2p.matching.Assignments.ranks`), None when the checker cannot rank it.
 RanksOf = Callable[[SignedRecord], Mapping[str, frozenset[int]] | None]
@@ -196,7 +197,8 @@ def check_dispute_proof(
         now: unix seconds (every envelope must be live).
         epochs: ``(oldest, newest)`` offer epochs the checker takes proofs of (older ones
             are replays of a task out of every view, newer ones cannot exist yet).
-        verdict_of: the checker's attestation verdict of a node; None skips the key check.
+        verdict_of: the checker's attestation verdict of a node for an offer of an epoch;
+            None skips the key check.
         ranks_of: the ranks the matching gave each node for the offer; None skips the
             rank check. Skip both only for a proof this peer checked before (read back
             from its own disk): a view re-applies both rules anyway
@@ -272,9 +274,13 @@ def check_dispute_proof(
         raise ProofError(ProofReason.NO_OFFENCE, "the receipts agree: nothing is disputed")
     for receipt in receipts if verdict_of is not None else ():
         key = receipt.record.result_key  # type: ignore[attr-defined]
-        why = key_verdict(verdict_of(receipt.signer), key, o.epoch)
+        verdict = verdict_of(receipt.signer, o.epoch)
+        why = key_verdict(verdict, key, o.epoch)
         if why is not None:
-            raise ProofError(why, f"receipt of {receipt.signer}: not its attested enclave's key")
+            state = "no verdict" if verdict is None else f"verified={verdict.verified}"
+            raise ProofError(
+                why, f"receipt of {receipt.signer}: not its attested enclave's key ({state})"
+            )
     if ranks_of is not None:
         ranks = ranks_of(offer)
         if ranks is None:

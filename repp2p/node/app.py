@@ -64,6 +64,7 @@ from repp2p.node.disputes import DisputeBook
 from repp2p.node.enclave import EnclaveSupervisor
 from repp2p.node.light import holds_only_own_tasks, own_tasks_only, served_to
 from repp2p.node.metrics import NodeMetrics
+from repp2p.node.offences import OffenceBook, ProofRouter
 from repp2p.node.pipeline import RecordPipeline
 from repp2p.node.publisher import RecordPublisher, capped_lifetime
 from repp2p.node.schedules import OwnRecordSchedule, phase_of
@@ -308,15 +309,27 @@ class Node:
                     keep_epochs=cfg.network_params.digest_lag
                     + cfg.network_params.reputation.window_epochs,
                     now=self.clock.now,
-                    verdict_of=keeper.verdict_of,
+                    verdict_of=keeper.verdict_at,
                     ranks_of=keeper.offer_ranks,
                     publish=lambda data: pubsub.publish(TOPICS[PROOFS_FAMILY], data),
                 )
                 keeper.disputes = disputes
+                offences = OffenceBook(
+                    folder=cfg.data_dir / "offences",
+                    epoch_s=cfg.epoch_s,
+                    horizon_epochs=cfg.digests.audit_horizon_epochs,
+                    keep_epochs=cfg.digests.audit_horizon_epochs
+                    + cfg.network_params.reputation.window_epochs
+                    + 1,
+                    now=self.clock.now,
+                    publish=lambda data: pubsub.publish(TOPICS[PROOFS_FAMILY], data),
+                )
+                keeper.offences = offences
+                proofs = ProofRouter(disputes, offences)
                 install_validators(
                     pubsub,
                     lambda d, t, f: (
-                        disputes.judge(d)
+                        proofs.judge(d)
                         if t == TOPICS[PROOFS_FAMILY]
                         else pipeline.judge(d, topic=t, source="gossip")
                     ),
@@ -420,7 +433,10 @@ class Node:
                         ),
                         metrics=self.metrics,
                         evidence=EvidenceLog(cfg.data_dir / "audits"),
+                        publish=lambda data: pubsub.publish(TOPICS[PROOFS_FAMILY], data),
                     )
+                    # other auditors' unserved charges: verified, then re-checked by us
+                    proofs.on_charge = auditor.on_charge
                 if not light:  # on a digest-view network nobody follows per-task feeds
                     host.set_stream_handler(
                         feed_protocol.PROTOCOL,

@@ -538,6 +538,12 @@ def compute_pairs(
     decay_bad = decay_table_fixed(p.bad_half_life_epochs, w + 1, DECAY_BITS)
     disputes = _DisputeRows(ev, p, epoch, decay_bad)
     offender = ev.equivocated | disputes.proven_wrong
+    # offences the caller proved beyond equivocation (verified offence proofs of digests,
+    # repp2p.node.offences): the same hard penalty
+    for off in ev.offences:
+        i = bisect.bisect_left(ev.peers, off.peer_id)
+        if i < n and ev.peers[i] == off.peer_id:
+            offender[i] = True
     node_trusted = ev.verified & ~ev.failed & ~offender
 
     # --- per row: fixed-point decayed values (exact integers, < 2**53 per pair) --------

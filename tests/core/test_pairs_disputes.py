@@ -166,7 +166,7 @@ def _tables():
             p,
             now=NOW,
             epochs=(EPOCHS[0], EPOCHS[-1]),
-            verdict_of=verdicts.get,
+            verdict_of=lambda peer, _epoch: verdicts.get(peer),
             ranks_of=lambda offer: {n.peer_id: frozenset({0}) for n in NODES},
         )
         for p in proofs

@@ -101,7 +101,7 @@ def _check(proof, *, now=NOW, verdicts=VERDICTS, ranks=_ranks):
         decode_dispute(proof.encode()),
         now=now,
         epochs=(EPOCH - 16, EPOCH),
-        verdict_of=verdicts.get,
+        verdict_of=lambda peer, _epoch: verdicts.get(peer),
         ranks_of=ranks,
     )
 
@@ -119,7 +119,7 @@ def _book(tmp_path, now=NOW):
         max_age_epochs=16,
         keep_epochs=200,
         now=lambda: now,
-        verdict_of=VERDICTS.get,
+        verdict_of=lambda peer, _epoch: VERDICTS.get(peer),
         ranks_of=_ranks,
     )
 
