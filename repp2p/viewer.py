@@ -439,6 +439,17 @@ class ViewKeeper:
             return latest
         view = self._views.get(epoch)
         held = view.evidence.verdicts.get(peer_id) if view is not None else None
+        if held is not None and held.verified:
+            return held
+        # judged at no view build yet (attested since, or our own): judge it now, on the
+        # newest view's boundary
+        if self._views:
+            now = max(self._views) * self.epoch_s
+            found = self.store.query(type=Attestation.TYPE, signer=peer_id, limit=1)
+            found += self.store.query(type=NodeAd.TYPE, signer=peer_id, limit=1)
+            fresh = self.verdicts(found, now).get(peer_id)
+            if fresh is not None:
+                return fresh
         return held if held is not None else latest
 
     def offer_ranks(self, offer: SignedRecord) -> Mapping[str, frozenset[int]] | None:
