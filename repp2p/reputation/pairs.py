@@ -514,7 +514,9 @@ def compute_pairs(
             proofs carried, collected as :func:`repp2p.reputation.collect` collects a
             records view's: a receipt counts with its node's attested enclave signature
             for the offer's epoch and a ranked claim), judged as
-            :func:`~repp2p.reputation.scores.compute` judges them. No feedback rows.
+            :func:`~repp2p.reputation.scores.compute` judges them. The claim table may be
+            empty (compact inputs, e.g. the simulator's): every receipt then stands for
+            its claim. No feedback rows.
         win: the window's folded rows (:meth:`PairState.window`).
         now: unix seconds of the view; its epoch ``now // epoch_s`` sets every row's age
             (rows of epochs outside the reputation window weigh nothing).
@@ -695,8 +697,10 @@ class _DisputeRows:
     """The receipts of disputed tasks in a digest view's evidence (``ev``'s offer, claim
     and receipt tables: what dispute proofs carried, collected under the records path's
     evidence rule), judged exactly as :func:`~repp2p.reputation.scores.compute` judges a
-    records view's receipts: a receipt votes when its node has a claim on the offer and is
-    verified and never failed; the count rule (:func:`receipt_votes`) marks hard-wrong
+    records view's receipts: a receipt votes when its node has a claim on the offer (when
+    the evidence has no claim table at all, compact inputs whose receipts the caller
+    already held to the evidence rule, every receipt stands for its claim) and is verified
+    and never failed; the count rule (:func:`receipt_votes`) marks hard-wrong
     receipts with ``wrong_result_hard``; :func:`dispute_verdicts` gives the verdicts per
     round, and a lost receipt weighs the decayed (bad half-life) age of its offer."""
 
@@ -709,7 +713,9 @@ class _DisputeRows:
         self.offences: list[Offence] = []
         claim_key = ev.claim_offer * n + ev.claim_node  # sorted (offer, node)
         r_key = ev.receipt_offer * n + ev.receipt_node
-        r_claimed, _ = _member(claim_key, r_key)
+        # compact dispute evidence without a claim table (the simulator's): the caller
+        # applied the evidence rule to its receipts, each stands for its claim
+        r_claimed = _member(claim_key, r_key)[0] if len(claim_key) else np.ones(len(r_key), bool)
         self.valid = r_claimed & ev.verified[ev.receipt_node] & ~ev.failed[ev.receipt_node]
         self.any = bool(self.valid.any())
         if not self.any:

@@ -243,3 +243,20 @@ def test_without_dispute_evidence_digest_views_keep_their_bits():
     # the disputes lower the cheater only through them
     i = plain.peers.index(CHEATER.peer_id)
     assert by_digests.quality[by_digests.peers.index(CHEATER.peer_id)] < plain.quality[i]
+
+
+def test_compact_dispute_evidence_without_claims_is_judged_the_same():
+    """The simulator's form: offer and receipt columns only (its receipts already held to
+    the evidence rule); every receipt stands for its claim, and the verdicts are the same."""
+    (_ev_r, _r), (ev_d, by_digests) = _tables()
+    compact = dataclasses.replace(
+        ev_d,
+        claim_node=np.zeros(0, np.int64),
+        claim_offer=np.zeros(0, np.int64),
+    )
+    _records, _proofs, state = _history()
+    win = state.window(EPOCHS[0], EPOCHS[-1])
+    table = compute_pairs(compact, win, now=NOW, epoch_s=EPOCH_S, params=PARAMS)
+    assert table.receipt_lost.tobytes() == by_digests.receipt_lost.tobytes()
+    assert table.disputes_lost.tobytes() == by_digests.disputes_lost.tobytes()
+    assert table.receipt_lost.any()
