@@ -212,6 +212,15 @@ class ProofReason(enum.Enum):
     NOT_BRACKETED = "not_bracketed"
     MISSING_RECORD = "missing_record"
     NO_OFFENCE = "no_offence"
+    # dispute proofs (repp2p.digests.disputes): what the checker's view says of a receipt,
+    # and replays
+    NOT_ENCLAVE_SIGNED = "not_enclave_signed"
+    UNATTESTED = "unattested"
+    UNRANKED = "unranked"
+    DUPLICATE = "duplicate"
+    TOO_OLD = "too_old"
+    TOO_NEW = "too_new"
+    KNOWN = "known"
 
 
 class ProofError(ReasonedError):

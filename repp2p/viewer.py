@@ -15,9 +15,11 @@ remembers it); stale or expired evidence only makes it unverified until it re-at
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 from repp2p.attestation import Policy, VerificationCache, VerifiedNode, verify_node
 from repp2p.digests import count_rows, reconcile
@@ -147,6 +149,12 @@ class ViewKeeper:
         self._earlier_keys: dict[str, list[tuple[bytes, int]]] = {}
         #: digest count rows folded so far (``reputation_source = "digests"``)
         self.pairs = PairState()
+        #: the dispute proofs held (``repp2p.node.disputes.DisputeBook``: ``records(lo,
+        #: hi)`` and ``prune(epoch)``), whose records digest views judge disputes on
+        self.disputes: Any = None
+        #: the verified offence proofs of digests held (``repp2p.node.offences.OffenceBook``:
+        #: ``offences(upto_epoch)``, ``prune(epoch)``), offences in digest views
+        self.offences: Any = None
 
     @property
     def epoch_s(self) -> int:
@@ -332,7 +340,9 @@ class ViewKeeper:
             else:
                 view = self._view_from_records(epoch, book)
             self._views[epoch] = view
-            for old in [e for e in self._views if e < epoch - 3]:
+            # the last digest_lag epochs' views stay: dispute proofs are checked on them
+            keep = max(3, self.params.digest_lag)
+            for old in [e for e in self._views if e < epoch - keep]:
                 del self._views[old]
             if view.penalties.epoch > self._saved_book.epoch:
                 self._save_book(view.penalties)
@@ -420,6 +430,50 @@ class ViewKeeper:
 
         return view_of
 
+    def verdict_at(self, peer_id: str, epoch: int) -> AttestedNode | None:
+        """A peer's attestation verdict for a task of ``epoch``: the latest one when it
+        verified, else the one the view of ``epoch`` ranked on (a verdict judged at a
+        view build can be unverified for a while: evidence about to be renewed)."""
+        latest = self._verdicts.get(peer_id)
+        if latest is not None and latest.verified:
+            return latest
+        view = self._views.get(epoch)
+        held = view.evidence.verdicts.get(peer_id) if view is not None else None
+        if held is not None and held.verified:
+            return held
+        # judged at no view build yet (attested since, or our own): judge it now, on the
+        # newest view's boundary
+        if self._views:
+            now = max(self._views) * self.epoch_s
+            found = self.store.query(type=Attestation.TYPE, signer=peer_id, limit=1)
+            found += self.store.query(type=NodeAd.TYPE, signer=peer_id, limit=1)
+            fresh = self.verdicts(found, now).get(peer_id)
+            if fresh is not None:
+                return fresh
+        return held if held is not None else latest
+
+    def offer_ranks(self, offer: SignedRecord) -> Mapping[str, frozenset[int]] | None:
+        """``peer -> ranks`` the matching gave for ``offer`` on the view of its epoch (a
+        view this keeper holds or builds), cached per offer; None for an offer of a future
+        epoch. What a dispute proof's receipts are held to (``repp2p.node.disputes``)."""
+        return self._assignments.ranks(offer, self._held_view_of(None))
+
+    def _held_view_of(self, before: int | None) -> Callable[[int], View | None]:
+        """``view_of(e)`` for dispute offers: the view of ``e`` this keeper holds (it
+        holds the last ``digest_lag`` epochs', so every offer a dispute proof may still
+        arrive for), for ``e < before`` only; None otherwise. Never rebuilt: a view of a
+        past epoch built now would judge attestations at that epoch's time (and replace
+        the current verdicts). Each offer is ranked when its proof arrives and cached, so
+        views read the ranks from there; a peer restarted since cannot rank it and leaves
+        its receipts out (docs/digests.md, "What digest views still do not do")."""
+
+        def view_of(e: int) -> View | None:
+            if before is not None and e >= before:
+                return None
+            return self._views.get(e)
+
+        return view_of
+
     def digest_window(self, epoch: int) -> tuple[int, int]:
         """``(lo, hi)``: the digest epochs the view of ``epoch`` counts, inclusive: the
         ``window_epochs`` epochs up to ``epoch - digest_lag``."""
@@ -470,7 +524,30 @@ class ViewKeeper:
         records = before_epoch(held + evidence, epoch, self.params)
         verdicts = self.verdicts(records, now)
         window = self.pairs.window(lo, hi)
-        ev, peer_at = self.pairs.widen(collect(records, verdicts, now=now), window)
+        # disputed tasks of the window: their records travelled as dispute proofs, and
+        # count under the records path's evidence rule (attested enclave key for the
+        # offer's epoch, a claim at a rank the matching gave), judged by compute_pairs
+        disputed = []
+        if self.disputes is not None:
+            self.disputes.prune(epoch)
+            disputed = self.disputes.records(lo, hi)
+        assignments = self._assignments.for_views(self._held_view_of(epoch)) if disputed else None
+        ev, peer_at = self.pairs.widen(
+            collect(records + disputed, verdicts, now=now, assignments=assignments), window
+        )
+        if self.offences is not None:
+            # an offence of a digest of epoch E counts from the view after E's audit
+            # horizon: every peer that will ever accept its proof holds it by then
+            horizon = self.params.digests.audit_horizon_epochs
+            self.offences.prune(epoch)
+            proven = self.offences.offences(epoch - horizon - 1)
+            if proven:
+                ids = {i for off in proven for i in off.record_ids}
+                ev = dataclasses.replace(
+                    ev,
+                    offences=(*ev.offences, *proven),
+                    record_ids=tuple(sorted(set(ev.record_ids) | ids)),
+                )
         table = compute_pairs(
             ev,
             window,

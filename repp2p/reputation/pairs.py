@@ -28,8 +28,18 @@ duty), as timeouts; latency against one epoch; throughput from the node's own wo
 check) are treated as the records view treats checked refusals: out of the node's
 throughput, and each counts against its client's credibility with weight
 :data:`~repp2p.reputation.scores.REFUSAL_WEIGHT` (decaying like bad evidence), which
-scales the client's verdicts. Disputes over disagreeing receipts need the
-receipts and are not in digests: the table's disputes columns are zero here.
+scales the client's verdicts.
+
+Disputes over disagreeing receipts need the receipts, which digests do not carry: they
+travel as dispute proofs (:mod:`repp2p.digests.disputes`). The caller puts the offers,
+claims and receipts of the disputed tasks (and only those) in the evidence's task tables
+(:func:`repp2p.reputation.collect` over the proofs' records, under the records path's
+evidence rule), and :func:`compute_pairs` runs the dispute rounds of
+:func:`repp2p.reputation.scores.compute` on them: ``disputes_lost``, ``standing``,
+``receipt_upheld`` and ``receipt_lost`` then mean what they mean on a records view (the
+ledger's dispute slash reads them). Without such tables nothing changes: the rounds are
+skipped, ``standing`` is ``quality``. What is not done here: verdicts are not linked to
+receipts, so no slander is refuted and no echoed verdict dropped.
 
 Pure: no I/O, no clock.
 """
@@ -46,18 +56,21 @@ import cbor2
 import numpy as np
 
 from repp2p.reputation.detmath import decay_table_fixed
+from repp2p.reputation.disputes import dispute_verdicts
 from repp2p.reputation.estimates import beta_lcb, beta_posterior
-from repp2p.reputation.evidence import Evidence
+from repp2p.reputation.evidence import Evidence, Offence
 from repp2p.reputation.params import ReputationParams
 from repp2p.reputation.scores import (
     DECAY_BITS,
     REFUSAL_WEIGHT,
     UNIT,
     ReputationTable,
+    _member,
     _smoothed,
     attestation_component,
     combine,
     eigentrust,
+    receipt_votes,
     uptime_component,
 )
 
@@ -441,10 +454,16 @@ def widen(
     *,
     union: tuple[tuple[str, ...], np.ndarray] | None = None,
 ) -> Evidence:
-    """``ev`` (node records: ads, verdicts, heartbeats, offences) over the union of its
-    peers and ``peers`` (the clients and nodes the digest rows name, sorted when a
-    tuple); the added peers are not nodes. Task tables stay empty. ``union``: the union
-    and ``ev``'s positions in it, when the caller has them (:meth:`PairState.widen`)."""
+    """``ev`` (node records: ads, verdicts, heartbeats, offences, and the offers, claims
+    and receipts of disputed tasks) over the union of its peers and ``peers`` (the clients
+    and nodes the digest rows name, sorted when a tuple); the added peers are not nodes.
+    ``union``: the union and ``ev``'s positions in it, when the caller has them
+    (:meth:`PairState.widen`).
+
+    Raises:
+        ValueError: ``ev`` has feedback rows (a digest view has none: verdicts are in the
+            count rows).
+    """
     if union is None:
         peers = peers if isinstance(peers, tuple) else tuple(sorted(set(peers)))
         full, at, _ = _union(ev.peers, peers)
@@ -464,11 +483,16 @@ def widen(
             wide[at] = value
             wide.setflags(write=False)
             changes[f.name] = wide
-    # ``at`` is increasing, so heartbeat rows stay sorted by (node, epoch)
-    hb_node = at[ev.hb_node] if len(ev.hb_node) else ev.hb_node
-    changes["hb_node"] = hb_node
-    if len(ev.offer_client) or len(ev.claim_node) or len(ev.receipt_node) or len(ev.fb_node):
-        raise ValueError("widen takes node evidence only (no task tables)")
+    if len(ev.fb_node):
+        raise ValueError("widen takes node evidence and dispute tables only (no feedback)")
+    # ``at`` is increasing, so heartbeat rows stay sorted by (node, epoch), and claim and
+    # receipt rows by (offer, node)
+    for name in ("hb_node", "offer_client", "claim_node", "receipt_node"):
+        col = getattr(ev, name)
+        if len(col):
+            wide = at[col]
+            wide.setflags(write=False)
+            changes[name] = wide
     return dataclasses.replace(ev, **changes)
 
 
@@ -485,7 +509,14 @@ def compute_pairs(
 
     Args:
         ev: node evidence (ads, verdicts, heartbeats, equivocations) whose ``peers``
-            include every peer of ``win`` (:func:`widen`).
+            include every peer of ``win`` (:func:`widen`), and the dispute evidence: the
+            offer, claim and receipt tables hold the disputed tasks only (what dispute
+            proofs carried, collected as :func:`repp2p.reputation.collect` collects a
+            records view's: a receipt counts with its node's attested enclave signature
+            for the offer's epoch and a ranked claim), judged as
+            :func:`~repp2p.reputation.scores.compute` judges them. The claim table may be
+            empty (compact inputs, e.g. the simulator's): every receipt then stands for
+            its claim. No feedback rows.
         win: the window's folded rows (:meth:`PairState.window`).
         now: unix seconds of the view; its epoch ``now // epoch_s`` sets every row's age
             (rows of epochs outside the reputation window weigh nothing).
@@ -496,6 +527,8 @@ def compute_pairs(
 
     Returns:
         A :class:`ReputationTable` over ``ev.peers``; equal inputs give identical bits.
+        ``receipt_upheld`` and ``receipt_lost`` are per receipt row of ``ev`` (the
+        ledger's :func:`repp2p.ledger.dispute_losses` reads them with ``ev``).
     """
     if epoch_s <= 0:
         raise ValueError("epoch_s must be > 0")
@@ -505,7 +538,14 @@ def compute_pairs(
     w = p.window_epochs
     decay = decay_table_fixed(p.half_life_epochs, w + 1, DECAY_BITS)
     decay_bad = decay_table_fixed(p.bad_half_life_epochs, w + 1, DECAY_BITS)
-    offender = ev.equivocated.copy()
+    disputes = _DisputeRows(ev, p, epoch, decay_bad)
+    offender = ev.equivocated | disputes.proven_wrong
+    # offences the caller proved beyond equivocation (verified offence proofs of digests,
+    # repp2p.node.offences): the same hard penalty
+    for off in ev.offences:
+        i = bisect.bisect_left(ev.peers, off.peer_id)
+        if i < n and ev.peers[i] == off.peer_id:
+            offender[i] = True
     node_trusted = ev.verified & ~ev.failed & ~offender
 
     # --- per row: fixed-point decayed values (exact integers, < 2**53 per pair) --------
@@ -588,8 +628,25 @@ def compute_pairs(
     bad = (s_ok - g) + p.bad_weight * b
     seen = s_ok + b
     trusted_node = ev.is_node & node_trusted
-    a_, b_ = beta_posterior(g, bad, p.prior_success, p.prior_strength_success)
-    quality = np.where(trusted_node, beta_lcb(a_, b_, p.quality_z, p.prior_success), 0.0)
+
+    def quality_of(bad_mass: np.ndarray) -> np.ndarray:
+        a_, b_ = beta_posterior(g, bad_mass, p.prior_success, p.prior_strength_success)
+        return np.where(trusted_node, beta_lcb(a_, b_, p.quality_z, p.prior_success), 0.0)
+
+    # Disputes (the rounds of scores.compute, on the receipts of disputed tasks that
+    # travelled as proofs): standing starts as quality with no dispute counted; each round
+    # re-judges every dispute with the quality the previous round's verdicts gave.
+    standing = quality = quality_of(bad)
+    upheld, lost = disputes.none, disputes.none
+    disputes_lost = np.zeros(n)
+    for _round in range(p.dispute_rounds if disputes.any else 0):
+        upheld, lost, disputes_lost = disputes.judge(standing, n)
+        bad_d = bad + p.dispute_weight * disputes_lost
+        quality = quality_of(bad_d)
+        if _round + 1 < p.dispute_rounds:
+            standing = quality
+    if disputes.any and p.dispute_rounds:
+        bad = bad_d
     success = _smoothed(g, g + bad, p.prior_success, p.prior_strength_success)
     one = _D * UNIT
     lat_n = np.bincount(pn, weights=cw * s["lat_num"], minlength=n) / one
@@ -607,10 +664,9 @@ def compute_pairs(
     comps = np.stack([uptime, success, throughput, latency, attestation])
     score, permille = combine(comps, offender, p)
     newcomer = seen < p.newcomer_min_feedback
-    zeros = np.zeros(n)
-    for arr in (score, permille, comps, seen, trust, newcomer, offender, quality, credibility):
+    frozen = (score, permille, comps, seen, trust, newcomer, offender, quality, credibility)
+    for arr in (*frozen, standing, disputes_lost, upheld, lost):
         arr.setflags(write=False)
-    zeros.setflags(write=False)
     return ReputationTable(
         peers=ev.peers,
         epoch=int(epoch),
@@ -622,14 +678,81 @@ def compute_pairs(
         client_trust=trust,
         is_newcomer=newcomer,
         is_offender=offender,
-        offences=tuple(sorted(ev.offences, key=lambda o: (o.peer_id, o.kind, o.record_ids))),
+        offences=tuple(
+            sorted(
+                (*ev.offences, *disputes.offences),
+                key=lambda o: (o.peer_id, o.kind, o.record_ids),
+            )
+        ),
         quality=quality,
-        standing=quality,
-        disputes_lost=zeros,
-        receipt_upheld=np.zeros(0, bool),
-        receipt_lost=np.zeros(0, bool),
+        standing=standing,
+        disputes_lost=disputes_lost,
+        receipt_upheld=upheld,
+        receipt_lost=lost,
         client_credibility=credibility,
     )
+
+
+class _DisputeRows:
+    """The receipts of disputed tasks in a digest view's evidence (``ev``'s offer, claim
+    and receipt tables: what dispute proofs carried, collected under the records path's
+    evidence rule), judged exactly as :func:`~repp2p.reputation.scores.compute` judges a
+    records view's receipts: a receipt votes when its node has a claim on the offer (when
+    the evidence has no claim table at all, compact inputs whose receipts the caller
+    already held to the evidence rule, every receipt stands for its claim) and is verified
+    and never failed; the count rule (:func:`receipt_votes`) marks hard-wrong
+    receipts with ``wrong_result_hard``; :func:`dispute_verdicts` gives the verdicts per
+    round, and a lost receipt weighs the decayed (bad half-life) age of its offer."""
+
+    def __init__(self, ev: Evidence, p: ReputationParams, epoch: int, decay_bad: np.ndarray):
+        n, w = ev.n_peers, p.window_epochs
+        self.ev, self.p = ev, p
+        self.n_offers = len(ev.offer_client)
+        self.none = np.zeros(len(ev.receipt_node), bool)
+        self.proven_wrong = np.zeros(n, bool)
+        self.offences: list[Offence] = []
+        claim_key = ev.claim_offer * n + ev.claim_node  # sorted (offer, node)
+        r_key = ev.receipt_offer * n + ev.receipt_node
+        # compact dispute evidence without a claim table (the simulator's): the caller
+        # applied the evidence rule to its receipts, each stands for its claim
+        r_claimed = _member(claim_key, r_key)[0] if len(claim_key) else np.ones(len(r_key), bool)
+        self.valid = r_claimed & ev.verified[ev.receipt_node] & ~ev.failed[ev.receipt_node]
+        self.any = bool(self.valid.any())
+        if not self.any:
+            return
+        _agree, r_wrong = receipt_votes(ev, self.valid, self.n_offers, p.wrong_quorum)
+        if p.wrong_result_hard:
+            self.proven_wrong[ev.receipt_node[r_wrong]] = True
+            for r in np.flatnonzero(r_wrong):
+                o = ev.receipt_offer[r]
+                ids: tuple[bytes, ...] = ()
+                if ev.receipt_ids:
+                    same = np.flatnonzero((ev.receipt_offer == o) & self.valid)
+                    ids = tuple(sorted(ev.receipt_ids[i] for i in same))
+                node = ev.peers[ev.receipt_node[r]]
+                self.offences.append(Offence("wrong_result", node, ids, int(ev.offer_epoch[o])))
+        # age weight of each receipt's offer (scores.compute's ``age_weight`` with
+        # ``allow_current``): 0 outside the window
+        e = ev.offer_epoch[ev.receipt_offer]
+        age = (epoch - 1) - e
+        ok = ((age >= 0) & (age <= w - 1)) | (e == epoch)
+        self.lost_d = np.where(ok, decay_bad[np.clip(np.maximum(age, 0), 0, w)], 0)
+
+    def judge(self, standing: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(upheld, lost, disputes_lost)`` of one round under ``standing``."""
+        ev, p = self.ev, self.p
+        upheld, lost, _decided = dispute_verdicts(
+            ev.receipt_offer,
+            ev.receipt_output,
+            standing[ev.receipt_node],
+            self.valid,
+            self.n_offers,
+            quorum=p.wrong_quorum,
+            confidence=p.dispute_confidence,
+            min_support=p.dispute_min_support,
+        )
+        lost_w = np.where(lost, self.lost_d, 0).astype(np.float64)
+        return upheld, lost, np.bincount(ev.receipt_node, weights=lost_w, minlength=n) / _D
 
 
 __all__ = [
