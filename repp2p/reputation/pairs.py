@@ -18,6 +18,15 @@ however long it has been running):
   over pairs (EigenTrust, trust-weighted masses) runs in the same order on every peer,
   with no sort at view time.
 
+A view's per-pair sums are taken block by block (:meth:`PairState.window_sums`: each
+block's rows share one decay value, so a block adds ``d * counts`` at its pairs' canonical
+positions), O(rows in the window) with no per-row temporaries; they are not carried from
+one view to the next because the decay tables are rounded to integers per age (not
+geometric in fixed point), so only a re-sum is exact. With streaming EigenTrust
+(``trust_view_steps > 0``) the state also holds the two live trust chains
+(:meth:`PairState.trust_chain`), advanced once per epoch on a graph that is a prefix of
+the same pass, and replayed from the blocks after a restart.
+
 What a count row supports (the digests carry no ratings, no deadlines and no per-task
 outputs): ``ok`` counts as a full-value good verdict; ``wrong`` and ``bad_proof`` as bad
 evidence (``bad_weight``, slower decay); ``timeout``, and the verdicts a client reported on
@@ -56,9 +65,13 @@ from repp2p.reputation.scores import (
     ReputationTable,
     _smoothed,
     attestation_component,
+    chain_anchors,
+    chain_oldest,
+    chain_step,
     combine,
     eigentrust,
     uptime_component,
+    warm_start,
 )
 
 #: Columns of a fold block, in order.
@@ -145,6 +158,10 @@ class PairWindow:
         counts: per row, the :data:`COLUMNS` (shape ``(len(COLUMNS), rows)``).
         pair_client, pair_node: per canonical position, the pair's peers as indices into
             ``peers`` (positions with no row in the window are unused).
+        lo, hi: the epochs asked for (inclusive).
+        sids: per peer of ``peers``, its stable ID in ``state``.
+        state: the :class:`PairState` the window was read from (its trust chains serve
+            streaming EigenTrust); None for a window built by hand.
     """
 
     epochs: tuple[tuple[int, bytes], ...]
@@ -154,6 +171,10 @@ class PairWindow:
     counts: np.ndarray
     pair_client: np.ndarray
     pair_node: np.ndarray
+    lo: int = 0
+    hi: int = -1
+    sids: np.ndarray | None = None
+    state: PairState | None = None
 
     @property
     def rows(self) -> int:
@@ -192,6 +213,10 @@ class PairState:
         self._blocks: dict[int, EpochBlock] = {}
         self._cache: tuple[tuple[int, ...], PairWindow] | None = None
         self._union: tuple | None = None
+        # streaming EigenTrust: (anchor, lag, params...) -> (view epoch, vector over sids)
+        self._chains: dict[tuple, tuple[int, np.ndarray]] = {}
+        self._graph_cache: tuple | None = None  # the chains' graph a view left behind
+        self._derived_cache: dict[int, tuple] = {}  # epoch -> (block, budget, by_d, by_db)
 
     # -- folding ---------------------------------------------------------------------------
 
@@ -252,6 +277,10 @@ class PairState:
         block = EpochBlock(epoch, digest_ids_hash(ids), len(set(ids)), pair, counts.T)
         self._blocks[epoch] = block
         self._cache = None
+        # a trust chain that already counted up to this epoch would not be what a replay
+        # gives: forget it (it is replayed when next read)
+        self._chains = {k: v for k, v in self._chains.items() if v[0] - k[1] < epoch}
+        self._graph_cache = None
         return block
 
     def _add_peers(self, peers: set[str]) -> None:
@@ -314,8 +343,10 @@ class PairState:
         gone = [e for e in self._blocks if e < before]
         for e in gone:
             del self._blocks[e]
+            self._derived_cache.pop(e, None)
         if gone:
             self._cache = None
+            self._graph_cache = None
             live = sum(len(b.pair) for b in self._blocks.values())
             if len(self._pc) > 2 * live + self.compact_slack:
                 self._compact()
@@ -381,6 +412,7 @@ class PairState:
         pair_node = local[self._pn[self._order]] if len(self._order) else np.zeros(0, _I64)
         for arr in (row_pos, row_epoch, counts, pair_client, pair_node):
             arr.setflags(write=False)
+        sids.setflags(write=False)
         win = PairWindow(
             epochs=tuple((b.epoch, b.ids_hash) for b in blocks),
             peers=peers,
@@ -389,9 +421,231 @@ class PairState:
             counts=counts,
             pair_client=pair_client,
             pair_node=pair_node,
+            lo=lo,
+            hi=hi,
+            sids=sids,
+            state=self,
         )
         self._cache = (epochs, win)
         return win
+
+    # -- per-pair sums -----------------------------------------------------------------------
+
+    def _derived(self, b: EpochBlock, budget: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per row of ``b``, the columns the view's sums weigh by ``d`` (``_SUM_D``: the
+        counts and the latency value in fixed point) and by ``d_bad`` (``_SUM_DB``); kept
+        with the block (what they depend on is fixed: the counts and the epoch length)."""
+        hit = self._derived_cache.get(b.epoch)
+        if hit is not None and hit[0] is b and hit[1] == budget:
+            return hit[2], hit[3]
+        c = b.counts
+        counted = c[_OK] + c[_WRONG] + c[_TIMEOUT] + c[_BAD]
+        lat = np.minimum(c[_LAT], counted * budget)
+        lat_fixed = counted * UNIT - (lat * UNIT) // budget
+        by_d = np.stack(
+            (
+                c[_OK],
+                c[_WRONG] + c[_BAD],
+                c[_TIMEOUT] + c[_SILENT],
+                counted,
+                lat_fixed,
+                c[_CLAIMS],
+                c[_RECEIPTS],
+                c[_REFUSED],
+            ),
+            axis=1,
+        )
+        by_db = np.stack((c[_WRONG] + c[_BAD], c[_REFUSED]), axis=1)
+        self._derived_cache[b.epoch] = (b, budget, by_d, by_db)
+        return by_d, by_db
+
+    def window_sums(
+        self, win: PairWindow, epoch: int, epoch_s: int, p: ReputationParams
+    ) -> dict[str, np.ndarray]:
+        """Per canonical pair position, the window's decayed sums :func:`compute_pairs`
+        reads (exact integers, as float64), taken block by block: each block's rows weigh
+        one decay value, so a block adds ``d * counts`` at its pairs' positions (no pair
+        twice in a block), O(rows) with no per-row temporaries. Equal to the per-row sums
+        bit for bit (both are exact integer sums below 2**53).
+
+        With streaming EigenTrust, also leaves the chains' graph of ``epoch``
+        (:meth:`_chain_graph`) for :meth:`trust_chain`: its blocks are the newest of these,
+        so it is a snapshot of the same pass."""
+        w = p.window_epochs
+        decay = decay_table_fixed(p.half_life_epochs, w + 1, DECAY_BITS)
+        decay_bad = decay_table_fixed(p.bad_half_life_epochs, w + 1, DECAY_BITS)
+        budget = max(epoch_s * 1000, 1)
+        n_pos = len(self._order)
+        acc = np.zeros((n_pos, 8), _I64)
+        acc_bad = np.zeros((n_pos, 2), _I64)
+        seen = np.zeros(n_pos, bool)
+        oldest = None
+        if p.is_streaming_trust and win.lo <= max(epoch - w, chain_oldest(epoch, p)):
+            oldest = chain_oldest(epoch, p)  # the window holds the chains' graph
+        snapshot = None
+        for e, _ in reversed(win.epochs):  # newest first: the chains' graph is a prefix
+            age = (epoch - 1) - e
+            if not 0 <= age <= w - 1:
+                continue
+            if oldest is not None and snapshot is None and e < oldest:
+                snapshot = (acc[:, (0, 1, 2, 5)].copy(), seen.copy())
+            b = self._blocks[e]
+            pos = self._pos[b.pair]
+            by_d, by_db = self._derived(b, budget)
+            acc[pos] += int(decay[age]) * by_d
+            acc_bad[pos] += int(decay_bad[age]) * by_db
+            seen[pos] = True
+        if oldest is not None:
+            if snapshot is None:
+                snapshot = (acc[:, (0, 1, 2, 5)].copy(), seen.copy())
+            part, part_seen = snapshot
+            local = (
+                part[:, 0] * UNIT - part[:, 1] * UNIT - part[:, 2] * (p.timeout_penalty_pct * 100)
+            )
+            key = (epoch, epoch - win.hi, *self._chain_tail(p))
+            self._graph_cache = (
+                key,
+                self._chain_edges(local, part[:, 0], part_seen, part[:, 3] > 0),
+            )
+        ok, bad_n, timeouts, counted = acc[:, 0], acc[:, 1], acc[:, 2], acc[:, 3]
+        f = np.float64
+        return {
+            "good": ok.astype(f),
+            "seen_ok": (ok + timeouts).astype(f),
+            "bad": acc_bad[:, 0].astype(f),
+            "local": (ok * UNIT - bad_n * UNIT - timeouts * (p.timeout_penalty_pct * 100)).astype(
+                f
+            ),
+            "lat_num": acc[:, 4].astype(f),
+            "lat_den": (counted * UNIT).astype(f),
+            "claims": acc[:, 5].astype(f),
+            "receipts": acc[:, 6].astype(f),
+            "refused": acc[:, 7].astype(f),
+            "refused_bad": acc_bad[:, 1].astype(f),
+            "rows": seen.astype(f),
+        }
+
+    # -- streaming EigenTrust ----------------------------------------------------------------
+
+    @staticmethod
+    def _chain_tail(p: ReputationParams) -> tuple:
+        """What a chain's bits depend on besides the blocks, its anchor and the lag."""
+        return (
+            p.window_epochs,
+            p.trust_chain_epochs,
+            p.trust_chain_steps,
+            p.trust_iterations,
+            p.trust_alpha,
+            p.half_life_epochs,
+            p.timeout_penalty_pct,
+        )
+
+    def trust_chain(self, epoch: int, *, lag: int, params: ReputationParams) -> np.ndarray:
+        """The warm vector of the view of ``epoch`` (docs/core.md, "Streaming
+        EigenTrust"), per peer stable ID: the trust chain :func:`chain_anchors` names.
+
+        Both live chains are advanced one epoch at a time from where they were left (per
+        epoch: one pass over the counted blocks for the epoch's chain graph, and
+        ``trust_chain_steps`` steps per chain); a chain not held, or held past ``epoch``, is
+        replayed from its anchor. Either way the vector is a function of the folded blocks
+        alone: a peer that restarted gets the same bits.
+
+        Args:
+            epoch: the view's epoch.
+            lag: the view of ``epoch`` counts blocks up to ``epoch - lag`` (``digest_lag``).
+            params: the reputation parameters (streaming ones).
+        """
+        p = params
+        r = p.trust_chain_epochs
+        tail = (lag, *self._chain_tail(p))
+        decay = decay_table_fixed(p.half_life_epochs, p.window_epochs + 1, DECAY_BITS)
+        used, nxt = chain_anchors(epoch, r)
+        chains: dict[int, tuple[int, np.ndarray | None]] = {}
+        for anchor in (used, nxt):
+            hit = self._chains.get((anchor, *tail))
+            chains[anchor] = hit if hit is not None and hit[0] <= epoch else (anchor - 1, None)
+        for e_view in range(min(at for at, _ in chains.values()) + 1, epoch + 1):
+            graph = None
+            for anchor, (at, t) in chains.items():
+                if at < e_view and e_view >= anchor:
+                    graph = graph or self._chain_graph(e_view, lag, p, decay, tail)
+                    chains[anchor] = (
+                        e_view,
+                        chain_step(*graph, None if e_view == anchor else t, p),
+                    )
+        for anchor, (at, t) in chains.items():
+            hit = self._chains.get((anchor, *tail))
+            if t is not None and (hit is None or hit[0] < at):
+                self._chains[(anchor, *tail)] = (at, t)
+        for key in [k for k in self._chains if k[0] < used]:
+            del self._chains[key]
+        out = chains[used][1]
+        assert out is not None
+        if len(out) < len(self._names):
+            out = np.concatenate((out, np.zeros(len(self._names) - len(out))))
+        return out
+
+    def _chain_graph(
+        self, e_view: int, lag: int, p: ReputationParams, decay: np.ndarray, tail: tuple
+    ) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The chains' graph of epoch ``e_view`` (over peer stable IDs): ``(n, src, dst,
+        weight, workers, vertices in canonical order)``, from the blocks the view of
+        ``e_view`` counts, less those before :func:`chain_oldest`. The view of
+        ``e_view`` leaves it behind (:meth:`window_sums`); otherwise one pass over the
+        blocks."""
+        hit = self._graph_cache
+        if hit is not None and hit[0] == (e_view, *tail):
+            return hit[1]
+        w = p.window_epochs
+        hi = e_view - lag
+        lo = max(e_view - w, chain_oldest(e_view, p))  # ages (e_view - 1) - e in [0, w)
+        n_pos = len(self._order)
+        local = np.zeros(n_pos, _I64)
+        good = np.zeros(n_pos, _I64)
+        seen = np.zeros(n_pos, bool)
+        worked = np.zeros(n_pos, bool)
+        timeout_value = p.timeout_penalty_pct * 100
+        for e in range(lo, hi + 1):
+            b = self._blocks.get(e)
+            if b is None or not len(b.pair):
+                continue
+            d = int(decay[(e_view - 1) - e])
+            c = b.counts
+            pos = self._pos[b.pair]
+            bad_n = c[_WRONG] + c[_BAD]
+            timeouts = c[_TIMEOUT] + c[_SILENT]
+            # exact integers, as in compute_pairs (each pair once per block)
+            local[pos] += d * (c[_OK] * UNIT - bad_n * UNIT - timeouts * timeout_value)
+            good[pos] += d * c[_OK]
+            seen[pos] = True
+            worked[pos] |= d * c[_CLAIMS] > 0  # as the decayed sum of window_sums
+        return self._chain_edges(local, good, seen, worked)
+
+    def _chain_edges(
+        self, local: np.ndarray, good: np.ndarray, seen: np.ndarray, worked: np.ndarray
+    ) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The chains' graph from per canonical position sums (see :meth:`_chain_graph`)."""
+        at = np.flatnonzero(seen)  # canonical order
+        pairs = self._order[at]
+        pc, pn = self._pc[pairs], self._pn[pairs]
+        valid = pc != pn
+        pc, pn, at = pc[valid], pn[valid], at[valid]
+        vouch = (good[at] * UNIT).astype(np.float64)
+        has_vouch = vouch > 0.0
+        src = np.concatenate((pc, pn[has_vouch]))
+        dst = np.concatenate((pn, pc[has_vouch]))
+        weight = np.concatenate((np.maximum(local[at], 0).astype(np.float64), vouch[has_vouch]))
+        n = len(self._names)
+        # the chains' pre-trusted set: nodes whose own work rows are counted; vertices:
+        # the peers of counted rows (others drop out with their trust)
+        workers = np.zeros(n, bool)
+        workers[pn[worked[at]]] = True
+        vertices = workers.copy()
+        vertices[pc] = True
+        vertices[pn] = True
+        order = np.flatnonzero(vertices)
+        order = order[np.argsort(self._rank[order], kind="stable")]
+        return n, src, dst, weight, workers, order
 
     def widen(self, ev: Evidence, win: PairWindow) -> tuple[Evidence, np.ndarray]:
         """:func:`widen` of ``ev`` to ``win.peers``, and where the window's peers sit in
@@ -472,6 +726,45 @@ def widen(
     return dataclasses.replace(ev, **changes)
 
 
+def _row_sums(
+    win: PairWindow,
+    epoch: int,
+    epoch_s: int,
+    p: ReputationParams,
+    decay: np.ndarray,
+    decay_bad: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """:meth:`PairState.window_sums` from the window's rows (a window built by hand)."""
+    w = p.window_epochs
+    c = win.counts
+    age = (epoch - 1) - win.row_epoch
+    inside = (age >= 0) & (age <= w - 1)
+    d = np.where(inside, decay[np.clip(age, 0, w)], 0)
+    db = np.where(inside, decay_bad[np.clip(age, 0, w)], 0)
+    timeouts = c[_TIMEOUT] + c[_SILENT]
+    bad_n = c[_WRONG] + c[_BAD]
+    counted = c[_OK] + c[_WRONG] + c[_TIMEOUT] + c[_BAD]
+    budget = max(epoch_s * 1000, 1)
+    lat = np.minimum(c[_LAT], counted * budget)
+    lat_fixed = counted * UNIT - (lat * UNIT) // budget
+    per_row = {
+        "good": d * c[_OK],  # times UNIT below
+        "seen_ok": d * (c[_OK] + timeouts),
+        "bad": db * bad_n,
+        "local": d * (c[_OK] * UNIT - bad_n * UNIT - timeouts * (p.timeout_penalty_pct * 100)),
+        "lat_num": d * lat_fixed,
+        "lat_den": d * counted * UNIT,
+        "claims": d * c[_CLAIMS],
+        "receipts": d * c[_RECEIPTS],
+        "refused": d * c[_REFUSED],
+        "refused_bad": db * c[_REFUSED],
+        "rows": inside.astype(_I64),
+    }
+    n_pos = len(win.pair_client)
+    sums = {k: np.bincount(win.row_pos, weights=v, minlength=n_pos) for k, v in per_row.items()}
+    return sums
+
+
 def compute_pairs(
     ev: Evidence,
     win: PairWindow,
@@ -508,33 +801,11 @@ def compute_pairs(
     offender = ev.equivocated.copy()
     node_trusted = ev.verified & ~ev.failed & ~offender
 
-    # --- per row: fixed-point decayed values (exact integers, < 2**53 per pair) --------
-    c = win.counts
-    age = (epoch - 1) - win.row_epoch
-    inside = (age >= 0) & (age <= w - 1)
-    d = np.where(inside, decay[np.clip(age, 0, w)], 0)
-    db = np.where(inside, decay_bad[np.clip(age, 0, w)], 0)
-    timeouts = c[_TIMEOUT] + c[_SILENT]
-    bad_n = c[_WRONG] + c[_BAD]
-    counted = c[_OK] + c[_WRONG] + c[_TIMEOUT] + c[_BAD]
-    budget = max(epoch_s * 1000, 1)
-    lat = np.minimum(c[_LAT], counted * budget)
-    lat_fixed = counted * UNIT - (lat * UNIT) // budget
-    per_row = {
-        "good": d * c[_OK],  # times UNIT below
-        "seen_ok": d * (c[_OK] + timeouts),
-        "bad": db * bad_n,
-        "local": d * (c[_OK] * UNIT - bad_n * UNIT - timeouts * (p.timeout_penalty_pct * 100)),
-        "lat_num": d * lat_fixed,
-        "lat_den": d * counted * UNIT,
-        "claims": d * c[_CLAIMS],
-        "receipts": d * c[_RECEIPTS],
-        "refused": d * c[_REFUSED],
-        "refused_bad": db * c[_REFUSED],
-        "rows": inside.astype(_I64),
-    }
-    n_pos = len(win.pair_client)
-    sums = {k: np.bincount(win.row_pos, weights=v, minlength=n_pos) for k, v in per_row.items()}
+    # --- per pair: the window's fixed-point decayed sums (exact integers, < 2**53) -----
+    if win.state is not None:
+        sums = win.state.window_sums(win, epoch, epoch_s, p)
+    else:
+        sums = _row_sums(win, epoch, epoch_s, p, decay, decay_bad)
     live = np.flatnonzero(sums.pop("rows") > 0)  # canonical order: (client, node)
     if peer_at is None and ev.peers == win.peers:
         peer_at = np.arange(n, dtype=_I64)
@@ -555,6 +826,14 @@ def compute_pairs(
     dst = np.concatenate((pn, pc[has_vouch]))
     weight = np.concatenate((np.maximum(s["local"], 0.0), vouch[has_vouch]))
     pretrusted = ev.is_node & node_trusted
+    warm = None
+    if p.is_streaming_trust:
+        if win.state is None or win.sids is None:
+            raise ValueError("streaming EigenTrust needs a window read from a PairState")
+        chain = win.state.trust_chain(epoch, lag=epoch - win.hi, params=p)
+        warm = np.zeros(n)
+        warm[peer_at] = chain[win.sids]
+        warm = warm_start(warm)  # None: no trust yet, the exact path
     trust, prev = eigentrust(
         n,
         src,
@@ -562,8 +841,9 @@ def compute_pairs(
         weight,
         pretrusted,
         alpha=p.trust_alpha,
-        iterations=p.trust_iterations,
+        iterations=p.trust_view_steps if warm is not None else p.trust_iterations,
         previous=True,
+        start=warm,
     )
     # No self-dealing through a 2-cycle (as in scores.compute): the trust a client got
     # from node j's vouching does not weigh its verdicts on j.
