@@ -104,6 +104,21 @@ def view_digest(
     return hashlib.sha256(VIEW_DOMAIN + cbor2.dumps(body, canonical=True)).digest()
 
 
+_WORDS: list[tuple[tuple[str, ...], np.ndarray]] = []
+
+
+def _peer_words(peers: tuple[str, ...]) -> np.ndarray:
+    """:func:`peer_words`, remembered for the last node set: it rarely changes between
+    epochs, and hashing 10,000 peer IDs costs tens of milliseconds per view (a pure
+    function's cache: the words are the same whoever computes them)."""
+    if _WORDS and _WORDS[0][0] == peers:
+        return _WORDS[0][1]
+    words = peer_words(peers)
+    words.setflags(write=False)
+    _WORDS[:] = [(peers, words)]
+    return words
+
+
 def _columns_digest(ev: Evidence) -> bytes:
     """Digest of compact evidence built without record IDs (simulator inputs)."""
     h = hashlib.sha256(b"repp2p/1/columns\0")
@@ -269,7 +284,7 @@ class View:
             penalties=book,
             engine_pins=engine_pins,
         )
-        words = peer_words(peers)
+        words = _peer_words(peers)
         q = table.quality
         quality = (
             np.floor(q[ix] * 1000.0 + 0.5).astype(np.int64)

@@ -47,7 +47,9 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import functools
 import hashlib
+import operator
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
@@ -87,6 +89,9 @@ COLUMNS = (
     "refused",
 )
 _OK, _WRONG, _TIMEOUT, _BAD, _LAT, _SILENT, _CLAIMS, _RECEIPTS, _REFUSED = range(len(COLUMNS))
+#: Per-row columns the view's sums weigh (PairState._derived): the first _BY_D by d, the
+#: rest by d_bad.
+_N_SUMS, _BY_D = 10, 8
 _D = float(1 << DECAY_BITS)
 _I64 = np.int64
 
@@ -153,32 +158,61 @@ class PairWindow:
     Attributes:
         epochs: ``(epoch, ids_hash)`` of every folded epoch in the window, ascending.
         peers: the peers the rows name, sorted.
-        row_pos: per row, the canonical position of its pair (order of (client, node)).
-        row_epoch: per row, its epoch.
-        counts: per row, the :data:`COLUMNS` (shape ``(len(COLUMNS), rows)``).
         pair_client, pair_node: per canonical position, the pair's peers as indices into
             ``peers`` (positions with no row in the window are unused).
+        blocks: the window's folded blocks, ascending.
+        pos_map: pair stable ID -> canonical position, as of the window.
         lo, hi: the epochs asked for (inclusive).
         sids: per peer of ``peers``, its stable ID in ``state``.
-        state: the :class:`PairState` the window was read from (its trust chains serve
-            streaming EigenTrust); None for a window built by hand.
+        state: the :class:`PairState` the window was read from (its per-block sums and
+            trust chains); None: :func:`compute_pairs` sums the rows.
+
+    The rows themselves (:attr:`row_pos`, :attr:`row_epoch`, :attr:`counts`) are
+    concatenated on first use only: a view from a state sums block by block.
     """
 
     epochs: tuple[tuple[int, bytes], ...]
     peers: tuple[str, ...]
-    row_pos: np.ndarray
-    row_epoch: np.ndarray
-    counts: np.ndarray
     pair_client: np.ndarray
     pair_node: np.ndarray
+    blocks: tuple[EpochBlock, ...] = ()
+    pos_map: np.ndarray | None = None
     lo: int = 0
     hi: int = -1
     sids: np.ndarray | None = None
     state: PairState | None = None
 
+    @functools.cached_property
+    def _rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        blocks = self.blocks
+        if not blocks or self.pos_map is None:
+            return np.zeros(0, _I64), np.zeros(0, _I64), np.zeros((len(COLUMNS), 0), _I64)
+        pair = np.concatenate([b.pair for b in blocks])
+        row_epoch = np.concatenate([np.full(len(b.pair), b.epoch, _I64) for b in blocks])
+        counts = np.concatenate([b.counts for b in blocks], axis=1)
+        row_pos = self.pos_map[pair]
+        for arr in (row_pos, row_epoch, counts):
+            arr.setflags(write=False)
+        return row_pos, row_epoch, counts
+
+    @property
+    def row_pos(self) -> np.ndarray:
+        """Per row, the canonical position of its pair (order of (client, node))."""
+        return self._rows[0]
+
+    @property
+    def row_epoch(self) -> np.ndarray:
+        """Per row, its epoch."""
+        return self._rows[1]
+
+    @property
+    def counts(self) -> np.ndarray:
+        """Per row, the :data:`COLUMNS` (shape ``(len(COLUMNS), rows)``)."""
+        return self._rows[2]
+
     @property
     def rows(self) -> int:
-        return len(self.row_pos)
+        return sum(len(b.pair) for b in self.blocks)
 
 
 class PairState:
@@ -384,43 +418,35 @@ class PairState:
 
     def window(self, lo: int, hi: int) -> PairWindow:
         """The folded rows of epochs ``lo .. hi`` (inclusive). Cached until the next fold
-        or prune; costs one vectorised pass over the window's rows."""
+        or prune; costs a vectorised pass over the window's pairs (not its rows, which
+        are concatenated only when read)."""
         epochs = tuple(e for e in sorted(self._blocks) if lo <= e <= hi)
         if self._cache is not None and self._cache[0] == epochs:
             return self._cache[1]
-        blocks = [self._blocks[e] for e in epochs]
-        pair = np.concatenate([b.pair for b in blocks]) if blocks else np.zeros(0, _I64)
-        row_epoch = np.concatenate(
-            [np.full(len(b.pair), b.epoch, _I64) for b in blocks] or [np.zeros(0, _I64)]
-        )
-        counts = (
-            np.concatenate([b.counts for b in blocks], axis=1)
-            if blocks
-            else np.zeros((len(COLUMNS), 0), _I64)
-        )
-        row_pos = self._pos[pair] if len(pair) else np.zeros(0, _I64)
+        blocks = tuple(self._blocks[e] for e in epochs)
         # peers of the window, sorted, and each canonical pair's client and node among them
         used = np.zeros(len(self._names), bool)
-        used[self._pc[pair]] = True
-        used[self._pn[pair]] = True
+        for b in blocks:
+            used[self._pc[b.pair]] = True
+            used[self._pn[b.pair]] = True
         sids = np.flatnonzero(used)
         sids = sids[np.argsort(self._rank[sids], kind="stable")]
-        peers = tuple(self._names[i] for i in sids.tolist())
+        peers = tuple(operator.itemgetter(*sids.tolist())(self._names)) if len(sids) else ()
+        if len(sids) == 1:
+            peers = (self._names[int(sids[0])],)
         local = np.full(len(self._names), -1, _I64)
         local[sids] = np.arange(len(sids), dtype=_I64)
         pair_client = local[self._pc[self._order]] if len(self._order) else np.zeros(0, _I64)
         pair_node = local[self._pn[self._order]] if len(self._order) else np.zeros(0, _I64)
-        for arr in (row_pos, row_epoch, counts, pair_client, pair_node):
+        for arr in (pair_client, pair_node, sids):
             arr.setflags(write=False)
-        sids.setflags(write=False)
         win = PairWindow(
             epochs=tuple((b.epoch, b.ids_hash) for b in blocks),
             peers=peers,
-            row_pos=row_pos,
-            row_epoch=row_epoch,
-            counts=counts,
             pair_client=pair_client,
             pair_node=pair_node,
+            blocks=blocks,
+            pos_map=self._pos,
             lo=lo,
             hi=hi,
             sids=sids,
@@ -431,98 +457,105 @@ class PairState:
 
     # -- per-pair sums -----------------------------------------------------------------------
 
-    def _derived(self, b: EpochBlock, budget: int) -> tuple[np.ndarray, np.ndarray]:
-        """Per row of ``b``, the columns the view's sums weigh by ``d`` (``_SUM_D``: the
-        counts and the latency value in fixed point) and by ``d_bad`` (``_SUM_DB``); kept
-        with the block (what they depend on is fixed: the counts and the epoch length)."""
+    def _derived(self, b: EpochBlock, budget: int) -> np.ndarray:
+        """Per row of ``b``, the columns the view's sums need (:data:`_SUMS` order: the
+        first ``_BY_D`` weigh by ``d``, the rest by ``d_bad``), float64 (exact: small
+        integers); kept with the block (they depend on its counts and the epoch length)."""
         hit = self._derived_cache.get(b.epoch)
         if hit is not None and hit[0] is b and hit[1] == budget:
-            return hit[2], hit[3]
+            return hit[2]
         c = b.counts
         counted = c[_OK] + c[_WRONG] + c[_TIMEOUT] + c[_BAD]
         lat = np.minimum(c[_LAT], counted * budget)
         lat_fixed = counted * UNIT - (lat * UNIT) // budget
-        by_d = np.stack(
+        bad_n = c[_WRONG] + c[_BAD]
+        cols = np.stack(
             (
                 c[_OK],
-                c[_WRONG] + c[_BAD],
+                bad_n,
                 c[_TIMEOUT] + c[_SILENT],
                 counted,
                 lat_fixed,
                 c[_CLAIMS],
                 c[_RECEIPTS],
                 c[_REFUSED],
-            ),
-            axis=1,
-        )
-        by_db = np.stack((c[_WRONG] + c[_BAD], c[_REFUSED]), axis=1)
-        self._derived_cache[b.epoch] = (b, budget, by_d, by_db)
-        return by_d, by_db
+                bad_n,
+                c[_REFUSED],
+            )
+        ).astype(np.float64)
+        self._derived_cache[b.epoch] = (b, budget, cols)
+        return cols
 
     def window_sums(
         self, win: PairWindow, epoch: int, epoch_s: int, p: ReputationParams
     ) -> dict[str, np.ndarray]:
         """Per canonical pair position, the window's decayed sums :func:`compute_pairs`
-        reads (exact integers, as float64), taken block by block: each block's rows weigh
-        one decay value, so a block adds ``d * counts`` at its pairs' positions (no pair
-        twice in a block), O(rows) with no per-row temporaries. Equal to the per-row sums
-        bit for bit (both are exact integer sums below 2**53).
+        reads (exact integers, as float64). Each block's rows weigh one decay value, so
+        the per-row weights are a block's cached columns times its ``d`` (``d_bad``), and
+        one weighted ``bincount`` per column sums them: O(rows in the window), with the
+        per-row columns computed once per block, not once per view. Equal to the per-row
+        sums bit for bit (both are exact integer sums below 2**53).
 
         With streaming EigenTrust, also leaves the chains' graph of ``epoch``
-        (:meth:`_chain_graph`) for :meth:`trust_chain`: its blocks are the newest of these,
-        so it is a snapshot of the same pass."""
+        (:meth:`_chain_graph`) for :meth:`trust_chain`: its blocks are the newest of the
+        window's, so its sums are the view's less those of the older blocks (exact)."""
         w = p.window_epochs
         decay = decay_table_fixed(p.half_life_epochs, w + 1, DECAY_BITS)
         decay_bad = decay_table_fixed(p.bad_half_life_epochs, w + 1, DECAY_BITS)
         budget = max(epoch_s * 1000, 1)
-        n_pos = len(self._order)
-        acc = np.zeros((n_pos, 8), _I64)
-        acc_bad = np.zeros((n_pos, 2), _I64)
-        seen = np.zeros(n_pos, bool)
+        n_pos = len(win.pair_client)
+        # blocks counted (ages in [0, w)), newest first
+        blocks = [b for b in reversed(win.blocks) if 0 <= (epoch - 1) - b.epoch <= w - 1]
+        counted = [b.epoch for b in blocks]
         oldest = None
-        if p.is_streaming_trust and win.lo <= max(epoch - w, chain_oldest(epoch, p)):
+        current = self._cache is not None and self._cache[1] is win  # no fold since
+        if p.is_streaming_trust and current and win.lo <= max(epoch - w, chain_oldest(epoch, p)):
             oldest = chain_oldest(epoch, p)  # the window holds the chains' graph
-        snapshot = None
-        for e, _ in reversed(win.epochs):  # newest first: the chains' graph is a prefix
-            age = (epoch - 1) - e
-            if not 0 <= age <= w - 1:
-                continue
-            if oldest is not None and snapshot is None and e < oldest:
-                snapshot = (acc[:, (0, 1, 2, 5)].copy(), seen.copy())
-            b = self._blocks[e]
-            pos = self._pos[b.pair]
-            by_d, by_db = self._derived(b, budget)
-            acc[pos] += int(decay[age]) * by_d
-            acc_bad[pos] += int(decay_bad[age]) * by_db
-            seen[pos] = True
+        sizes = [len(b.pair) for b in blocks]
+        if blocks:
+            assert win.pos_map is not None
+            pos = np.concatenate([win.pos_map[b.pair] for b in blocks])
+            cols = np.concatenate([self._derived(b, budget) for b in blocks], axis=1)
+            ages = np.array([(epoch - 1) - e for e in counted], _I64)
+            d = np.repeat(decay[ages].astype(np.float64), sizes)
+            db = np.repeat(decay_bad[ages].astype(np.float64), sizes)
+        else:
+            pos = np.zeros(0, _I64)
+            cols = np.zeros((_N_SUMS, 0))
+            d = db = np.zeros(0)
+
+        def total(k: int, rows: slice = slice(None)) -> np.ndarray:
+            weight = (db if k >= _BY_D else d)[rows] * cols[k, rows]
+            return np.bincount(pos[rows], weights=weight, minlength=n_pos)
+
+        sums = [total(k) for k in range(_N_SUMS)]
+        ok, bad_n, timeouts, n_counted, lat_fixed, claims, receipts, refused = sums[:_BY_D]
+        tv = float(p.timeout_penalty_pct * 100)
+        local = ok * UNIT - bad_n * UNIT - timeouts * tv
+        rows = np.bincount(pos, minlength=n_pos)
         if oldest is not None:
-            if snapshot is None:
-                snapshot = (acc[:, (0, 1, 2, 5)].copy(), seen.copy())
-            part, part_seen = snapshot
-            local = (
-                part[:, 0] * UNIT - part[:, 1] * UNIT - part[:, 2] * (p.timeout_penalty_pct * 100)
-            )
+            # the older blocks' share (a suffix of the newest-first rows), taken out exactly
+            cut = sum(size for e, size in zip(counted, sizes, strict=True) if e >= oldest)
+            old = slice(cut, None)
+            o_ok, o_bad, o_to, o_claims = (total(k, old) for k in (0, 1, 2, 5))
+            c_ok = ok - o_ok
+            c_local = c_ok * UNIT - (bad_n - o_bad) * UNIT - (timeouts - o_to) * tv
+            c_rows = rows - np.bincount(pos[old], minlength=n_pos)
             key = (epoch, epoch - win.hi, *self._chain_tail(p))
-            self._graph_cache = (
-                key,
-                self._chain_edges(local, part[:, 0], part_seen, part[:, 3] > 0),
-            )
-        ok, bad_n, timeouts, counted = acc[:, 0], acc[:, 1], acc[:, 2], acc[:, 3]
-        f = np.float64
+            graph = self._chain_edges(c_local, c_ok, c_rows > 0, (claims - o_claims) > 0)
+            self._graph_cache = (key, graph)
         return {
-            "good": ok.astype(f),
-            "seen_ok": (ok + timeouts).astype(f),
-            "bad": acc_bad[:, 0].astype(f),
-            "local": (ok * UNIT - bad_n * UNIT - timeouts * (p.timeout_penalty_pct * 100)).astype(
-                f
-            ),
-            "lat_num": acc[:, 4].astype(f),
-            "lat_den": (counted * UNIT).astype(f),
-            "claims": acc[:, 5].astype(f),
-            "receipts": acc[:, 6].astype(f),
-            "refused": acc[:, 7].astype(f),
-            "refused_bad": acc_bad[:, 1].astype(f),
-            "rows": seen.astype(f),
+            "good": ok,
+            "seen_ok": ok + timeouts,
+            "bad": sums[_BY_D],
+            "local": local,
+            "lat_num": lat_fixed,
+            "lat_den": n_counted * UNIT,
+            "claims": claims,
+            "receipts": receipts,
+            "refused": refused,
+            "refused_bad": sums[_BY_D + 1],
+            "rows": rows.astype(np.float64),
         }
 
     # -- streaming EigenTrust ----------------------------------------------------------------

@@ -185,15 +185,7 @@ def test_records_path_streams_deterministically_and_fresh_sybils_weigh_nothing()
 
 def _bare(win):
     """The same window without its state (compute_pairs sums its rows)."""
-    return type(win)(
-        epochs=win.epochs,
-        peers=win.peers,
-        row_pos=win.row_pos,
-        row_epoch=win.row_epoch,
-        counts=win.counts,
-        pair_client=win.pair_client,
-        pair_node=win.pair_node,
-    )
+    return dataclasses.replace(win, state=None, sids=None)
 
 
 def test_sums_by_block_equal_sums_by_row() -> None:
