@@ -69,7 +69,7 @@ from repp2p.reputation.scores import (
     attestation_component,
     chain_anchors,
     chain_oldest,
-    chain_step,
+    chain_steps,
     combine,
     eigentrust,
     uptime_component,
@@ -598,14 +598,13 @@ class PairState:
             hit = self._chains.get((anchor, *tail))
             chains[anchor] = hit if hit is not None and hit[0] <= epoch else (anchor - 1, None)
         for e_view in range(min(at for at, _ in chains.values()) + 1, epoch + 1):
-            graph = None
-            for anchor, (at, t) in chains.items():
-                if at < e_view and e_view >= anchor:
-                    graph = graph or self._chain_graph(e_view, lag, p, decay, tail)
-                    chains[anchor] = (
-                        e_view,
-                        chain_step(*graph, None if e_view == anchor else t, p),
-                    )
+            due = [a for a, (at, _) in chains.items() if at < e_view and e_view >= a]
+            if not due:
+                continue
+            graph = self._chain_graph(e_view, lag, p, decay, tail)
+            starts = [None if e_view == a else chains[a][1] for a in due]
+            for a, t in zip(due, chain_steps(*graph, starts, p), strict=True):
+                chains[a] = (e_view, t)
         for anchor, (at, t) in chains.items():
             hit = self._chains.get((anchor, *tail))
             if t is not None and (hit is None or hit[0] < at):

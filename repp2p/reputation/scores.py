@@ -223,24 +223,51 @@ def eigentrust(
     n_pre = int(np.count_nonzero(pretrusted))
     if n_pre == 0:
         return (np.zeros(n), np.zeros(n)) if previous else np.zeros(n)
-    p = pretrusted.astype(np.float64) / float(n_pre)
-    keep = weight > 0.0
-    src, dst, weight = src[keep], dst[keep], weight[keep]
-    row = np.bincount(src, weights=weight, minlength=n)
-    norm = weight / row[src]
-    dangling = row == 0.0
-    if vertex_order is None:
-        dangling_idx = np.flatnonzero(dangling)
-    else:
-        dangling_idx = vertex_order[dangling[vertex_order]]
-    zeros = np.zeros(len(dangling_idx), np.int64)
-    t = prev = p.copy() if start is None else np.asarray(start, np.float64)
-    for _ in range(iterations):
-        prev = t
-        y = np.bincount(dst, weights=norm * t[src], minlength=n)
-        lost = float(np.bincount(zeros, weights=t[dangling_idx], minlength=1)[0])
-        t = (1.0 - alpha) * (y + lost * p) + alpha * p
-    return (t, prev) if previous else t
+    graph = _TrustGraph(n, src, dst, weight, pretrusted, vertex_order)
+    return graph.run(start, iterations, alpha, previous=previous)
+
+
+class _TrustGraph:
+    """A trust graph ready for power steps (rows normalised once; several vectors may be
+    stepped on it: the two live trust chains)."""
+
+    def __init__(
+        self,
+        n: int,
+        src: np.ndarray,
+        dst: np.ndarray,
+        weight: np.ndarray,
+        pretrusted: np.ndarray,
+        vertex_order: np.ndarray | None,
+    ) -> None:
+        self.n = n
+        self.n_pre = int(np.count_nonzero(pretrusted))
+        self.p = pretrusted.astype(np.float64) / float(max(self.n_pre, 1))
+        keep = weight > 0.0
+        self.src, self.dst, weight = src[keep], dst[keep], weight[keep]
+        row = np.bincount(self.src, weights=weight, minlength=n)
+        self.norm = weight / row[self.src]
+        dangling = row == 0.0
+        if vertex_order is None:
+            self.dangling_idx = np.flatnonzero(dangling)
+        else:
+            self.dangling_idx = vertex_order[dangling[vertex_order]]
+        self.zeros = np.zeros(len(self.dangling_idx), np.int64)
+
+    def run(
+        self, start: np.ndarray | None, iterations: int, alpha: float, *, previous: bool = False
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """``iterations`` steps from ``start`` (default ``p``); all zeros without ``p``."""
+        n, p = self.n, self.p
+        if self.n_pre == 0:
+            return (np.zeros(n), np.zeros(n)) if previous else np.zeros(n)
+        t = prev = p.copy() if start is None else np.asarray(start, np.float64)
+        for _ in range(iterations):
+            prev = t
+            y = np.bincount(self.dst, weights=self.norm * t[self.src], minlength=n)
+            lost = float(np.bincount(self.zeros, weights=t[self.dangling_idx], minlength=1)[0])
+            t = (1.0 - alpha) * (y + lost * p) + alpha * p
+        return (t, prev) if previous else t
 
 
 def _ordered_sum(x: np.ndarray) -> float:
@@ -273,29 +300,38 @@ def chain_step(
 ) -> np.ndarray:
     """One epoch of a trust chain (docs/core.md, "Streaming EigenTrust") on the graph
     ``src, dst, weight`` whose vertices are ``order`` (canonical order) and pre-trusted
-    set ``workers``: ``trust_chain_steps`` steps from ``t`` restricted to the vertices and
-    normalised; from the chain's anchor (``t`` None), the same steps from ``workers``;
-    when ``t`` holds no trust on the vertices, ``trust_iterations`` steps from
-    ``workers`` (a chain whose past had no graph starts as the exact path does)."""
-    steps = p.trust_chain_steps
-    start = None
-    if t is not None:
-        if len(t) < n:
-            t = np.concatenate((t, np.zeros(n - len(t))))
-        start = warm_start(t, order)
-        if start is None:
-            steps = p.trust_iterations
-    return eigentrust(  # type: ignore[return-value]
-        n,
-        src,
-        dst,
-        weight,
-        workers,
-        alpha=p.trust_alpha,
-        iterations=steps,
-        start=start,
-        vertex_order=order,
-    )
+    set ``workers`` (:func:`chain_steps` for several chains on one graph)."""
+    return chain_steps(n, src, dst, weight, workers, order, [t], p)[0]
+
+
+def chain_steps(
+    n: int,
+    src: np.ndarray,
+    dst: np.ndarray,
+    weight: np.ndarray,
+    workers: np.ndarray,
+    order: np.ndarray,
+    chains: list[np.ndarray | None],
+    p: ReputationParams,
+) -> list[np.ndarray]:
+    """One epoch of each trust chain in ``chains`` on one graph (prepared once): for each,
+    ``trust_chain_steps`` steps from its vector restricted to the vertices and normalised;
+    from a chain's anchor (None), the same steps from ``workers``; when the vector holds no
+    trust on the vertices, ``trust_iterations`` steps from ``workers`` (a chain whose past
+    had no graph starts as the exact path does)."""
+    graph = _TrustGraph(n, src, dst, weight, workers, order)
+    out = []
+    for t in chains:
+        steps = p.trust_chain_steps
+        start = None
+        if t is not None:
+            if len(t) < n:
+                t = np.concatenate((t, np.zeros(n - len(t))))
+            start = warm_start(t, order)
+            if start is None:
+                steps = p.trust_iterations
+        out.append(graph.run(start, steps, p.trust_alpha))  # type: ignore[arg-type]
+    return out  # type: ignore[return-value]
 
 
 def chain_oldest(epoch: int, p: ReputationParams) -> int:
