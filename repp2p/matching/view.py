@@ -242,7 +242,11 @@ class View:
         ix = np.flatnonzero(ev.is_node)
         peers = tuple(ev.peers[i] for i in ix)
         penalised = book.penalised(epoch)
-        not_penalised = np.array([p not in penalised for p in peers], dtype=bool)
+        not_penalised = (
+            np.array([p not in penalised for p in peers], dtype=bool)
+            if penalised
+            else np.ones(len(peers), bool)
+        )
 
         # latest heartbeat at or before the epoch: rows are sorted by (node, epoch)
         n = ev.n_peers
@@ -257,7 +261,8 @@ class View:
         online = last_epoch[ix] >= epoch - mp.heartbeat_max_age_epochs
         free = ev.capacity[ix] - last_load[ix] > 0
 
-        tee_kind = tuple(ev.ads[p].tee_kind if p in ev.ads else "" for p in peers)
+        ads = ev.ads
+        tee_kind = tuple(ad.tee_kind if ad is not None else "" for ad in map(ads.get, peers))
         base = (
             ev.verified[ix]
             & ~ev.failed[ix]
