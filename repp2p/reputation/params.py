@@ -67,6 +67,18 @@ class ReputationParams:
             is its trust in units of ``trust_alpha / |pre-trusted|`` (the teleport share of
             one attested node), so one "feedback of average trust" in the priors below
             means one feedback of weight 1 on that scale.
+        trust_view_steps: 0 (the default): the exact path, ``trust_iterations`` steps from
+            the pre-trusted vector at every view. 1..1000: streaming EigenTrust
+            (docs/core.md, "Streaming EigenTrust"): the view runs this many steps on its
+            own trust graph from the warm vector of a trust chain.
+        trust_chain_steps: streaming only: steps each live trust chain takes on each
+            epoch's graph, 1..100.
+        trust_chain_epochs: streaming only: a chain starts at every view epoch that is a
+            multiple of this (R) and is read by the views ``R .. 2R - 1`` epochs after its
+            start, 1..10000. ``trust_chain_steps * (R + 1) + trust_view_steps`` must be at
+            least ``trust_iterations``: the vector a view uses has taken at least as many
+            steps as the exact path, the latest on the latest graphs; and ``2R`` at most
+            ``window_epochs``.
 
     Attestation consistency:
 
@@ -147,6 +159,9 @@ class ReputationParams:
     trust_alpha: float = 0.15
     trust_iterations: int = 30
     trust_weight_cap: float = 10.0
+    trust_view_steps: int = 0
+    trust_chain_steps: int = 1
+    trust_chain_epochs: int = 30
 
     reattest_period_s: int = 3600
     tcb_degraded_factor: float = 0.5
@@ -200,6 +215,22 @@ class ReputationParams:
         float_field(self, "trust_alpha", 1e-6, 1.0 - 1e-6)
         int_field(self, "trust_iterations", 1, 1000)
         float_field(self, "trust_weight_cap", 1e-9, 1e6)
+        int_field(self, "trust_view_steps", 0, 1000)
+        int_field(self, "trust_chain_steps", 1, 100)
+        int_field(self, "trust_chain_epochs", 1, 10_000)
+        if self.is_streaming_trust:
+            steps = self.trust_chain_steps * (self.trust_chain_epochs + 1) + self.trust_view_steps
+            if 2 * self.trust_chain_epochs > self.window_epochs:
+                raise ConfigError(
+                    "ReputationParams: streaming EigenTrust needs 2 * trust_chain_epochs <= "
+                    f"window_epochs, got 2 * {self.trust_chain_epochs} > {self.window_epochs}"
+                )
+            if steps < self.trust_iterations:
+                raise ConfigError(
+                    "ReputationParams: streaming EigenTrust needs trust_chain_steps * "
+                    "(trust_chain_epochs + 1) + trust_view_steps >= trust_iterations, got "
+                    f"{steps} < {self.trust_iterations}"
+                )
         int_field(self, "reattest_period_s", 60, 30 * 86400)
         float_field(self, "tcb_degraded_factor", 0.0, 1.0)
         float_field(self, "newcomer_min_feedback", 0.0, 1e6)
@@ -220,6 +251,11 @@ class ReputationParams:
         float_field(self, "dispute_min_support", 0.0, 16.0)
         float_field(self, "slander_penalty", 0.0, 1e6)
         int_field(self, "dispute_rounds", 1, 8)
+
+    @property
+    def is_streaming_trust(self) -> bool:
+        """True when views run streaming EigenTrust (``trust_view_steps > 0``)."""
+        return self.trust_view_steps > 0
 
     @property
     def weights(self) -> tuple[float, float, float, float, float]:
