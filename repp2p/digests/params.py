@@ -68,7 +68,7 @@ class DigestParams:
             ``last`` (:meth:`batch_accepts`), and views wait for it: with ``M > 1`` every
             view counts the digests of ``E`` ``M - 1`` epochs later
             (``NetworkParams.digest_lag``). A network of many quiet clients sets it (the
-            10,000-node scenario: 10), trading fresher views for fewer gossip messages.
+            10,000-node scenario: 12), trading fresher views for fewer gossip messages.
         work_max_epochs: the same for a node's WorkDigest batches, with the same bounds;
             default 1 (no batching). Views wait for the longer of the two
             (``NetworkParams.digest_lag``).
