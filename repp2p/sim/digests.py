@@ -102,6 +102,10 @@ class CostModel:
         ihave_peers: peers sent IHAVE per heartbeat (max(D_lazy = 3, a quarter of the
             non-mesh peers)).
         gossip_window: heartbeats a message ID stays in IHAVE gossip (py-libp2p: 3).
+        heartbeats_per_epoch: heartbeat records a node publishes in an epoch it heartbeats
+            in: ``epoch_s / heartbeat_interval_s`` of its config (the live default,
+            ``heartbeat_interval_s = epoch_s / 2``, sends 2: the second replaces the
+            first, and travels as far), 1..64.
         gossip_overhead_bytes: bytes a GossipSub hop adds to one record (pubsub message
             fields, the RPC with the sender's signed peer record, length prefix, Yamux and
             Noise framing).
@@ -129,6 +133,7 @@ class CostModel:
     flood_peers: int = 12
     ihave_peers: int = 3
     gossip_window: int = 3
+    heartbeats_per_epoch: int = 1
     gossip_overhead_bytes: int = 393
     ihave_id_bytes: int = 34
     payload_bytes: int = 0
@@ -162,7 +167,7 @@ class CostModel:
             if isinstance(f.default, bool):
                 out[f.name] = check_bool(where, f.name, v)
             elif isinstance(f.default, int):
-                at_least_one = ("mesh_degree", "gossip_window")
+                at_least_one = ("mesh_degree", "gossip_window", "heartbeats_per_epoch")
                 hi = 64 if f.name in (*at_least_one, "ihave_peers") else 10**9
                 lo = 1 if f.name in at_least_one else 0
                 out[f.name] = check_int(where, f.name, v, lo, hi)
@@ -498,7 +503,7 @@ class DigestFlow:
                 "feedback_rows": float(drows[~is_work].sum()),
                 "work_leaves": float(dleaves[is_work].sum()),
                 "feedback_leaves": float(dleaves[~is_work].sum()),
-                "heartbeats": len(beats),
+                "heartbeats": len(beats) * self.m.heartbeats_per_epoch,  # records gossiped
                 "pairs": pairs,
                 "audit_challenges": challenges,
             }
@@ -562,7 +567,9 @@ class DigestFlow:
         m, c = self.m, self.c
         peers = len(costs.records)
         ov = m.gossip_overhead_bytes
-        hb = np.bincount(beats, minlength=peers)
+        # each heartbeating node sends heartbeats_per_epoch records (same slot, newer seq)
+        hb = np.bincount(beats, minlength=peers) * m.heartbeats_per_epoch
+        n_hb = len(beats) * m.heartbeats_per_epoch
         own_d = np.bincount(pub, weights=dbytes + ov, minlength=peers)
         own = own_d + hb * (m.heartbeat_bytes + ov)
         sub = np.zeros(peers, bool)
@@ -570,11 +577,11 @@ class DigestFlow:
         if m.clients_follow_gossip:
             sub[:c] = True
         copies = max(m.mesh_degree - 1, 0)
-        messages = len(dbytes) + len(beats)
+        messages = len(dbytes) + n_hb
         ihave = m.ihave_peers * m.gossip_window * messages * m.ihave_id_bytes
         work_b = float(dbytes[is_work].sum() + is_work.sum() * ov)
         fb_b = float(dbytes[~is_work].sum() + (~is_work).sum() * ov)
-        hb_b = float(len(beats) * (m.heartbeat_bytes + ov))
+        hb_b = float(n_hb * (m.heartbeat_bytes + ov))
         relay = copies * (work_b + fb_b + hb_b - own)
         costs.recv["gossip"] = np.where(sub, relay + ihave, 0.0)
         costs.sent["gossip"] = np.where(sub, relay + ihave, 0.0) + m.flood_peers * own
@@ -591,7 +598,7 @@ class DigestFlow:
         d_us = m.digest_us * len(dbytes) + m.digest_row_us * float(drows.sum())
         own_us = np.bincount(pub, weights=m.digest_us + m.digest_row_us * drows, minlength=peers)
         costs.cpu["digests"] = np.where(sub, d_us - own_us, 0.0)
-        costs.cpu["records"] = np.where(sub, (len(beats) - hb) * m.record_us, 0.0)
+        costs.cpu["records"] = np.where(sub, (n_hb - hb) * m.record_us, 0.0)
         own_msgs = np.bincount(pub, minlength=peers) + hb
         costs.records += np.where(sub, messages - own_msgs, 0)
         costs.cpu["fold"] = np.where(sub, pairs * m.fold_row_us, 0.0)

@@ -456,3 +456,15 @@ def test_work_batches_are_audited_with_samples_per_epoch_and_keep_detection():
     n = a["faulty_digests"]
     p = a["expected_detection"]
     assert abs(a["observed_detection"] - p) <= 4 * math.sqrt(p * (1 - p) / n) + 1e-9
+
+
+def test_each_heartbeat_record_a_node_sends_is_counted():
+    one = simulate(_scenario(epochs=2)).summary["digests"]
+    two = simulate(_scenario(epochs=2, digests={"enabled": True, "heartbeats_per_epoch": 2}))
+    two = two.summary["digests"]
+    assert two["per_epoch"]["heartbeats"] == 2 * one["per_epoch"]["heartbeats"] == 40
+    hb, hb1 = two["gossip_recv_by_kind_bytes_s"], one["gossip_recv_by_kind_bytes_s"]
+    assert hb["heartbeats"] == pytest.approx(2 * hb1["heartbeats"])
+    assert hb["work_digests"] == hb1["work_digests"]
+    with pytest.raises(ConfigError):
+        Scenario.from_dict({"digests": {"enabled": True, "heartbeats_per_epoch": 0}})
