@@ -72,6 +72,7 @@ from repp2p.node.serving import TaskServer
 from repp2p.node.status import OperatorStatus
 from repp2p.node.views import ViewService
 from repp2p.records import EngineOffer, NodeAd, Record, SignedRecord
+from repp2p.reputation.heartbeats import heartbeat_slot
 from repp2p.store import SqliteRecordStore
 from repp2p.tee.enclave import check_platform, missing_tee_setting
 from repp2p.tee.errors import EnclaveError
@@ -576,6 +577,7 @@ class Node:
                 tick_s=cfg.timers.tick_s,
             )
         )
+        period = cfg.network_params.reputation.heartbeat_period_epochs
         schedule = OwnRecordSchedule(
             publisher,
             server,
@@ -585,6 +587,9 @@ class Node:
             heartbeat_interval_s=cfg.heartbeat_interval_s,
             republish_interval_s=cfg.republish_interval_s,
             phase=self.phase,
+            heartbeat_period_epochs=period,
+            heartbeat_slot=heartbeat_slot(self.peer_id, period),
+            heartbeat_lag=cfg.network_params.heartbeat_lag,
         )
         nursery.start_soon(schedule.run_heartbeats)
         nursery.start_soon(schedule.run_ads)

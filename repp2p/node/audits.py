@@ -8,7 +8,8 @@ from public data it holds, the same draw for the digests of ``E``:
 * ``seed = audit_seed(E, seal_lag_epochs + audit_delay_epochs, entropy)``;
 * the candidates: the signers of ``E``'s work digests (the full nodes active then); each
   digest's auditors are ``auditors(seed, digest_id, candidates, exclude={publisher})``,
-  its challenged leaves ``challenge_indices(seed, digest_id, leaf_count, audit_samples)``.
+  its challenged leaves ``challenge_indices(seed, digest_id, leaf_count, samples_for(span))``
+  (``audit_samples`` per epoch the digest covers).
 
 A peer drawn as auditor asks the publisher over ``/repp2p/audit/1`` (``AuditParams.attempts``
 tries, ``retry_s`` apart: the grace period) and judges each answer with ``verify_audit``.
@@ -90,7 +91,8 @@ def plan(store: RecordStoreAPI, me: str, epoch: int, params: DigestParams) -> li
         if me not in chosen:
             continue
         leaves = digest.record.leaf_count  # type: ignore[attr-defined]
-        indices = challenge_indices(seed, digest.record_id, leaves, params.audit_samples)
+        samples = params.samples_for(digest.record.span)  # type: ignore[attr-defined]
+        indices = challenge_indices(seed, digest.record_id, leaves, samples)
         if indices:
             out.append(Challenge(digest, indices, entropy))
     return out

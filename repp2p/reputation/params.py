@@ -41,6 +41,13 @@ class ReputationParams:
             heartbeats, feedback, claims and receipts are ignored.
         half_life_epochs: evidence ``a`` epochs old weighs ``2 ** (-a / half_life)``,
             epochs, 0.5..100000.
+        heartbeat_period_epochs: ``H``, a node heartbeats once every ``H`` epochs (in the
+            epochs of its slot, :func:`repp2p.reputation.heartbeats.heartbeat_slot`), and
+            a heartbeat of epoch ``h`` counts ``h .. h + H - 1`` as up in uptime, epochs,
+            1..``min(1000, window_epochs)`` (default 1: one per epoch). A large network
+            sets it to spread its heartbeats thin (``H`` about ``nodes / 1000`` keeps the
+            heartbeat topic near 1,000 records per epoch); ``matching.heartbeat_max_age_epochs``
+            must then be at least ``heartbeat_lag + H - 1`` (``NetworkParams`` checks it).
 
     Bayesian priors (each component starts at ``prior_*`` with the strength of
     ``prior_strength_*`` pseudo-observations, so newcomers and thin histories sit near the
@@ -144,6 +151,7 @@ class ReputationParams:
 
     window_epochs: int = 168
     half_life_epochs: float = 48.0
+    heartbeat_period_epochs: int = 1
 
     prior_uptime: float = 0.8
     prior_success: float = 0.7
@@ -201,6 +209,7 @@ class ReputationParams:
             raise ConfigError("ReputationParams: at least one component weight must be > 0")
         int_field(self, "window_epochs", 1, 100_000)
         float_field(self, "half_life_epochs", 0.5, 100_000.0)
+        int_field(self, "heartbeat_period_epochs", 1, min(1000, self.window_epochs))
         for name in ("prior_uptime", "prior_success", "prior_throughput", "prior_latency"):
             float_field(self, name, 0.0, 1.0)
         for name in (

@@ -9,8 +9,8 @@ EigenTrust iteration runs a fixed number of steps over edges in canonical order 
 
 Components (docs/core.md has the formulas):
 
-* uptime: decayed share of epochs, since the node was first seen in the window, that have a
-  heartbeat;
+* uptime: decayed share of epochs, since the node was first seen in the window, that a
+  heartbeat covers (its own epoch, or ``heartbeat_period_epochs`` from it);
 * success: feedback outcomes, each client's feedback weighted by the client's EigenTrust;
 * throughput: decayed share of claimed, past-deadline tasks delivered with a receipt;
 * latency: reported latency against the task's deadline budget, trust-weighted;
@@ -40,6 +40,7 @@ from repp2p.reputation.detmath import decay_table_fixed
 from repp2p.reputation.disputes import dispute_verdicts
 from repp2p.reputation.estimates import beta_lcb, beta_posterior
 from repp2p.reputation.evidence import Evidence, Offence
+from repp2p.reputation.heartbeats import covered_weights
 from repp2p.reputation.params import ReputationParams
 
 #: Fixed-point scale of decay weights (bits) and of one feedback's value.
@@ -456,12 +457,20 @@ def uptime_component(
     ev: Evidence, epoch: int, p: ReputationParams, decay: np.ndarray
 ) -> np.ndarray:
     """Uptime per peer: decayed share of the epochs in ``[epoch - w, epoch - 1]``, since the
-    node was first seen, that have a heartbeat (``decay``: the fixed-point decay table)."""
+    node was first seen, that a heartbeat covers (``decay``: the fixed-point decay table;
+    a heartbeat covers ``heartbeat_period_epochs`` epochs from its own, each epoch once:
+    :func:`repp2p.reputation.heartbeats.covered_weights`)."""
     n, w = ev.n_peers, p.window_epochs
-    age = (epoch - 1) - ev.hb_epoch
-    ok = (age >= 0) & (age <= w - 1)
-    hb_d = np.where(ok, decay[np.clip(age, 0, w)], 0)
-    hits = np.bincount(ev.hb_node, weights=hb_d.astype(np.float64), minlength=n) / _D
+    covered = covered_weights(
+        ev.hb_node,
+        ev.hb_epoch,
+        n_peers=n,
+        epoch=epoch,
+        window=w,
+        period_epochs=p.heartbeat_period_epochs,
+        decay=decay,
+    )
+    hits = covered.astype(np.float64) / _D
     first = np.full(n, np.iinfo(np.int64).max)
     if len(ev.hb_node):
         starts = np.flatnonzero(np.concatenate(([True], ev.hb_node[1:] != ev.hb_node[:-1])))

@@ -246,7 +246,7 @@ class Scenario:
             params["digests"].enabled or not any(a.digest_fault for a in adversaries),
             "digest_fault needs [digests] enabled = true",
         )
-        return cls(
+        scenario = cls(
             name=name,
             description=description,
             records=records,
@@ -259,6 +259,10 @@ class Scenario:
             **clientv,
             **params,
         )
+        # checks across tables (a heartbeat period longer than the maximum age, say) are
+        # the network parameters': refused here, not when the run starts
+        _ = scenario.network_params
+        return scenario
 
     @property
     def network_params(self) -> NetworkParams:

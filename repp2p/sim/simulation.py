@@ -2,7 +2,8 @@
 
 What runs per epoch ``E`` (an event at ``E * epoch_s``):
 
-1. online nodes emit heartbeats for ``E``; whitewashers whose identity is phased out leave;
+1. online nodes emit heartbeats for ``E`` (with a heartbeat period ``H > 1``, those whose
+   slot is due and those that just came online); whitewashers whose identity is phased out leave;
 2. the evidence of the last ``window_epochs`` epochs becomes canonical columns
    (``Evidence.from_columns``) and ``View.from_evidence`` builds the epoch's view: the live
    node's reputation, penalty book, eligibility and weights (with ``reputation = false``
@@ -58,6 +59,7 @@ from repp2p.ledger import LedgerState, settle, work_units
 from repp2p.matching import View, beacon, rank_fast, rank_first_many, task_words
 from repp2p.reputation import Evidence, PenaltyBook
 from repp2p.reputation.disputes import dispute_verdicts
+from repp2p.reputation.heartbeats import heartbeat_slot
 from repp2p.sim.digests import DigestFlow
 from repp2p.sim.kernel import Kernel
 from repp2p.sim.scenario import BEHAVIOURS, Scenario
@@ -189,6 +191,12 @@ class Simulation:
             self._new_identity(b, g, join)
         self._freeze_nodes()
         self.online = np.zeros(self.n_nodes, bool)
+        # heartbeat periods (ReputationParams.heartbeat_period_epochs): online at the last
+        # epoch start (a node that was not heartbeats at once, as the live schedule does),
+        # each identity's slot, and each epoch's online nodes for the digest flow
+        self.was_online = np.zeros(self.n_nodes, bool)
+        self._hb_slots: list[int] = []
+        self._online_at: dict[int, np.ndarray] = {}
         self.alive = np.ones(self.n_nodes, bool)
         self.first_cheat = np.full(self.n_nodes, -1, np.int64)
         self.phased = np.full(self.n_nodes, -1, np.int64)
@@ -263,6 +271,7 @@ class Simulation:
     def _grow(self, extra: int) -> None:
         self._freeze_nodes()
         names = ("online", "first_cheat", "phased", "tasks_of", "lost_of", "alive", "caught")
+        names = (*names, "was_online")
         for name in (*names, "ever_penalised", "busy", "offender_from"):
             arr = getattr(self, name)
             fill = {"online": False, "alive": True, "first_cheat": -1, "phased": -1}.get(name, 0)
@@ -381,8 +390,12 @@ class Simulation:
                 at = int(self.rng_churn.integers(0, self.epoch_ms))
                 self.kernel.after(at, self._new_joiner)
         on = np.flatnonzero(self.online)
-        self.heartbeats.add(epoch, on, np.full(len(on), epoch), np.zeros(len(on)))
-        self.protocol_events += len(on)
+        beats = self._heartbeating(epoch, on)
+        self.was_online = self.online.copy()
+        if self.flow is not None:
+            self._online_at[epoch] = on
+        self.heartbeats.add(epoch, beats, np.full(len(beats), epoch), np.zeros(len(beats)))
+        self.protocol_events += len(beats)
         ev = self._evidence()
         view = View.from_evidence(ev, epoch=epoch, params=self.params, penalties=self.book)
         self.book = view.penalties
@@ -840,6 +853,18 @@ class Simulation:
         self.trace.update(np.ascontiguousarray(outcome, np.int8).tobytes())
 
     # -- metrics ---------------------------------------------------------------------------
+    def _heartbeating(self, epoch: int, on: np.ndarray) -> np.ndarray:
+        """The online nodes that heartbeat in ``epoch``: all of them, or with a heartbeat
+        period ``H > 1`` those whose slot is due and those that just came online (the live
+        schedule, ``repp2p.node.schedules``)."""
+        period = self.rp.heartbeat_period_epochs
+        if period == 1:
+            return on
+        while len(self._hb_slots) < self.n_nodes:
+            self._hb_slots.append(heartbeat_slot(self.node_names[len(self._hb_slots)], period))
+        slots = np.asarray(self._hb_slots, np.int64)[on]
+        return on[((epoch - slots) % period == 0) | ~self.was_online[on]]
+
     def _close_epoch(self) -> None:
         st, e = self.stats, self.epoch
         lat = np.concatenate(st.latencies) if st.latencies else np.zeros(0)
@@ -904,21 +929,23 @@ class Simulation:
         fc, fn, fo, fout, flat, _rating = cols(self.feedback, 6)
         cn, co = cols(self.claims, 2)
         rn, ro, _out = cols(self.receipts, 3)
+        online = self._online_at.pop(e, np.unique(hb_node))
         costs, caught = self.flow.epoch(
             e,
             self.n_nodes,
-            np.unique(hb_node),
+            online,
             offer_client,
             self.offer_base[e],
             (cn, co),
             (rn, ro),
             (fc, fn, fo, fout, flat),
             self.digest_fault,
+            heartbeats=np.unique(hb_node),
         )
         # a caught node is a proven offender from the audit boundary of epoch e on
         boundary = self.sc.digest_params.audit_epoch(e)
         self.offender_from[caught] = np.minimum(self.offender_from[caught], boundary)
-        return self.flow.record(e, costs, np.unique(hb_node))
+        return self.flow.record(e, costs, online)
 
     def run(self) -> SimResult:
         """Run every epoch; returns the :class:`SimResult`."""
