@@ -542,6 +542,7 @@ class Node:
             heartbeat_interval_s=cfg.heartbeat_interval_s,
             republish_interval_s=cfg.republish_interval_s,
             phase=self.phase,
+            sign_liveness=lambda epoch: enclave.sign_liveness(self.peer_id, epoch),
         )
         nursery.start_soon(schedule.run_heartbeats)
         nursery.start_soon(schedule.run_ads)

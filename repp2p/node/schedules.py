@@ -6,10 +6,11 @@ nodes of a network spread over the epoch instead of all publishing at the same i
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from repp2p.clock import ClockAPI
 from repp2p.errors import ReppError
@@ -47,6 +48,10 @@ class OwnRecordSchedule:
         clock: the node's clock.
         epoch_s: epoch length; heartbeat_interval_s, republish_interval_s: periods.
         phase: the node's phase (:func:`phase_of`).
+        sign_liveness: ``epoch -> enclave_sig``: the node's enclave signs each heartbeat
+            (:meth:`repp2p.node.enclave.EnclaveSupervisor.sign_liveness`); when it fails
+            (the enclave died) the heartbeat goes out unsigned and proves no liveness.
+            None: unsigned heartbeats (tools, tests).
     """
 
     def __init__(
@@ -60,7 +65,9 @@ class OwnRecordSchedule:
         heartbeat_interval_s: float,
         republish_interval_s: float,
         phase: float,
+        sign_liveness: Callable[[int], Awaitable[bytes]] | None = None,
     ) -> None:
+        self._sign_liveness = sign_liveness
         self._publisher = publisher
         self._load = load
         self._make_ad = make_ad
@@ -81,17 +88,33 @@ class OwnRecordSchedule:
             expires=now + capped_lifetime(Heartbeat.TYPE, 3 * self._epoch_s),
         )
 
+    async def signed_heartbeat(self) -> Heartbeat:
+        """The node's heartbeat now, with its enclave's liveness signature when it has one."""
+        heartbeat = self.heartbeat()
+        if self._sign_liveness is None:
+            return heartbeat
+        try:
+            sig = await self._sign_liveness(heartbeat.epoch)
+        except Exception as exc:  # EnclaveError: the enclave died; re-attestation follows
+            log.warning("enclave did not sign the heartbeat of epoch %d: %s", heartbeat.epoch, exc)
+            return heartbeat
+        return dataclasses.replace(heartbeat, enclave_sig=sig)
+
+    async def _publish_heartbeat(self) -> None:
+        heartbeat = await self.signed_heartbeat()
+        await self._publish(lambda: heartbeat)
+
     async def run_heartbeats(self) -> None:
         """One heartbeat now, then one at the node's phase of every interval."""
         interval = self._heartbeat_interval_s
-        await self._publish(self.heartbeat)
+        await self._publish_heartbeat()
         while True:
             # At a fixed phase of each interval: with an interval that divides the epoch,
             # every epoch gets the same number of heartbeats and the last one travels well
             # before the boundary (views take an epoch's last one). No drift, so an
             # interval equal to the epoch still never leaves an epoch without one.
             await self._clock.sleep_until(next_phase_time(self._clock.now(), interval, self._phase))
-            await self._publish(self.heartbeat)
+            await self._publish_heartbeat()
 
     async def run_ads(self) -> None:
         """The node's ad now, then every republish interval."""
