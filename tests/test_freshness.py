@@ -236,3 +236,46 @@ def test_a_node_re_attests_every_reattest_period_not_every_epoch():
     assert not supervisor.attestation_due(due - 3, policy, epoch_s, phase)  # before its phase
     supervisor._enclave.is_alive = False  # the enclave died: re-attest now (new keys)
     assert supervisor.attestation_due(start + 12, policy, epoch_s, phase)
+
+
+class _Publisher:
+    def next_seq(self) -> int:
+        return 1
+
+
+class _Load:
+    active, done = 0, 0
+
+
+class _Clock:
+    def now(self) -> float:
+        return NOW + 3.0
+
+
+async def test_the_heartbeat_builder_adds_the_enclave_signature_and_survives_a_dead_enclave():
+    from repp2p.node.schedules import OwnRecordSchedule
+    from repp2p.tee import EnclaveError, EnclaveReason
+
+    enclave = factories.enclave_key(NODE.peer_id)
+    asked: list[int] = []
+
+    async def sign_liveness(epoch: int) -> bytes:
+        asked.append(epoch)
+        return enclave.sign(liveness_message(NODE.peer_id, epoch)).signature
+
+    def schedule(sign) -> OwnRecordSchedule:
+        return OwnRecordSchedule(
+            _Publisher(), _Load(), lambda: None, _Clock(),  # type: ignore[arg-type]
+            epoch_s=DEV.epoch_s, heartbeat_interval_s=5, republish_interval_s=300, phase=0.5,
+            sign_liveness=sign,
+        )  # fmt: skip
+
+    beat = await schedule(sign_liveness).signed_heartbeat()
+    assert asked == [EPOCH] and beat.epoch == EPOCH
+    check_liveness(NODE.peer_id, beat.epoch, beat.enclave_sig, bytes(enclave.verify_key))
+
+    async def dead(epoch: int) -> bytes:
+        raise EnclaveError(EnclaveReason.CRASHED, "enclave process died")
+
+    unsigned = await schedule(dead).signed_heartbeat()  # still reports load, proves nothing
+    assert unsigned.epoch == EPOCH and unsigned.enclave_sig == b""
