@@ -87,6 +87,10 @@ class AttestationReason(enum.Enum):
     KIND_NOT_ALLOWED = "kind_not_allowed"
     SIMULATED_NOT_ALLOWED = "simulated_not_allowed"
     MISSING_COLLATERAL = "missing_collateral"
+    #: no enclave-signed heartbeat recent enough (docs/attestation.md, "Freshness")
+    NOT_LIVE = "not_live"
+    #: a heartbeat's enclave signature does not verify under the attested result key
+    BAD_ENCLAVE_SIGNATURE = "bad_enclave_signature"
 
 
 class AttestationError(ReasonedError):

@@ -11,6 +11,13 @@ or, for a hardware TEE whose measurement covers a whole image (an SEV-SNP VM), w
 policy pins that measurement for each advertised engine (``Policy.pins_engines``).
 A node whose evidence fails for a reason other than age is marked ``failed`` (reputation
 remembers it); stale or expired evidence only makes it unverified until it re-attests.
+
+Freshness (docs/attestation.md, "Freshness"): an attestation counts for
+``Policy.attestation_max_age_epochs`` epochs after its binding epoch, and its node is
+*currently* attested only while its enclave signs its heartbeats
+(:func:`repp2p.attestation.check_liveness`): without a heartbeat of the last
+``liveness_lag`` epochs whose ``enclave_sig`` verifies under the attested result key the
+node is unverified (not failed: a restarted enclave re-attests).
 """
 
 from __future__ import annotations
@@ -21,7 +28,13 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from repp2p.attestation import Policy, VerificationCache, VerifiedNode, verify_node
+from repp2p.attestation import (
+    Policy,
+    VerificationCache,
+    VerifiedNode,
+    check_liveness,
+    verify_node,
+)
 from repp2p.digests import count_rows, reconcile
 from repp2p.errors import AttestationError, AttestationReason, StoreError
 from repp2p.matching import Assignments, MatchingParams, View
@@ -155,6 +168,11 @@ class ViewKeeper:
         #: the verified offence proofs of digests held (``repp2p.node.offences.OffenceBook``:
         #: ``offences(upto_epoch)``, ``prune(epoch)``), offences in digest views
         self.offences: Any = None
+        #: ``(heartbeat record id, result key) -> None or why its enclave_sig fails``:
+        #: each heartbeat's signature is checked once, not at every view build
+        self._liveness: dict[tuple[bytes, bytes], AttestationError | None] = {}
+        #: ``peer -> why its last judged attestation was not live`` (explorer, logs)
+        self._not_live: dict[str, AttestationError] = {}
 
     @property
     def epoch_s(self) -> int:
@@ -222,6 +240,7 @@ class ViewKeeper:
         *,
         engines: tuple[str, ...] = (),
         current_epoch: int | None = None,
+        epoch_s: int | None = None,
     ) -> VerifiedNode:
         """:func:`verify_node` on an ``Attestation`` record under our policy and cache."""
         rec: Attestation = signed.record  # type: ignore[assignment]
@@ -239,30 +258,99 @@ class ViewKeeper:
             now,
             engines=engines,
             current_epoch=current_epoch,
+            epoch_s=epoch_s,
             cache=self._cache,
         )
 
+    @property
+    def liveness_lag(self) -> int:
+        """How many epochs old the latest enclave-signed heartbeat may be at a view:
+        ``max(policy.max_epoch_lag, params.heartbeat_lag + H - 1)`` with ``H`` the
+        network's ``heartbeat_period_epochs`` (a view of ``E`` sees heartbeats of epochs
+        ``<= E - heartbeat_lag`` only, and a node heartbeats once every ``H`` epochs)."""
+        period = self.params.reputation.heartbeat_period_epochs
+        return max(self.policy.max_epoch_lag, self.params.heartbeat_lag + period - 1)
+
     def verdicts(self, records: Iterable[SignedRecord], now: int) -> dict[str, AttestedNode]:
-        """``peer_id -> AttestedNode`` for every current Attestation among ``records``."""
+        """``peer_id -> AttestedNode`` for every current Attestation among ``records``;
+        the heartbeats among ``records`` are the liveness evidence."""
         ads: dict[str, NodeAd] = {}
         attestations: list[SignedRecord] = []
+        heartbeats: dict[str, list[SignedRecord]] = {}
         for signed in records:
             if isinstance(signed.record, NodeAd):
                 ads[signed.signer] = signed.record
             elif isinstance(signed.record, Attestation):
                 attestations.append(signed)
+            elif isinstance(signed.record, Heartbeat) and signed.record.enclave_sig:
+                heartbeats.setdefault(signed.signer, []).append(signed)
         out: dict[str, AttestedNode] = {}
         for signed in attestations:
-            out[signed.signer] = self._verdict(signed, ads.get(signed.signer), now)
+            out[signed.signer] = self._verdict(
+                signed, ads.get(signed.signer), heartbeats.get(signed.signer, ()), now
+            )
         self._verdicts.update(out)
         return out
 
-    def _verdict(self, signed: SignedRecord, ad: NodeAd | None, now: int) -> AttestedNode:
+    def live_epoch(
+        self, peer: str, result_key: bytes, heartbeats: Iterable[SignedRecord], current_epoch: int
+    ) -> int:
+        """The latest epoch in ``[current_epoch - liveness_lag, current_epoch]`` for which
+        one of ``peer``'s ``heartbeats`` carries an enclave signature valid under
+        ``result_key``.
+
+        Raises:
+            AttestationError: NOT_LIVE when no heartbeat of the window is signed (or none
+                is held), else the latest heartbeat's failure (BAD_ENCLAVE_SIGNATURE: forged,
+                another node's enclave, an enclave replaced since the attestation).
+        """
+        lo = current_epoch - self.liveness_lag
+        recent = sorted(
+            (s for s in heartbeats if lo <= s.record.epoch <= current_epoch),  # type: ignore[attr-defined]
+            key=lambda s: s.record.epoch,  # type: ignore[attr-defined]
+            reverse=True,
+        )
+        failure: AttestationError | None = None
+        for signed in recent:
+            hb: Heartbeat = signed.record  # type: ignore[assignment]
+            key = (signed.record_id, bytes(result_key))
+            if key not in self._liveness:
+                if len(self._liveness) >= 65536:
+                    self._liveness.clear()
+                try:
+                    check_liveness(peer, hb.epoch, hb.enclave_sig, result_key)
+                    self._liveness[key] = None
+                except AttestationError as exc:
+                    self._liveness[key] = exc
+            exc = self._liveness[key]
+            if exc is None:
+                return hb.epoch
+            failure = failure or exc
+        raise failure or AttestationError(
+            AttestationReason.NOT_LIVE,
+            f"no enclave-signed heartbeat of epochs {lo}..{current_epoch}",
+        )
+
+    def not_live_reason(self, peer_id: str) -> str | None:
+        """Why the last verdict on ``peer_id`` found its enclave not live, or None."""
+        exc = self._not_live.get(peer_id)
+        return None if exc is None else str(exc)
+
+    def _verdict(
+        self,
+        signed: SignedRecord,
+        ad: NodeAd | None,
+        heartbeats: Iterable[SignedRecord],
+        now: int,
+    ) -> AttestedNode:
         rec: Attestation = signed.record  # type: ignore[assignment]
         peer = signed.signer
         engines = tuple(e.engine_id for e in ad.engines) if ad else ()
+        current_epoch = now // self.epoch_s
         try:
-            verified = self._verify(signed, now, engines=engines, current_epoch=now // self.epoch_s)
+            verified = self._verify(
+                signed, now, engines=engines, current_epoch=current_epoch, epoch_s=self.epoch_s
+            )
         except AttestationError as exc:
             self._keys.pop(peer, None)
             log.debug("attestation of %s refused: %s", peer, exc)
@@ -291,13 +379,33 @@ class ViewKeeper:
             self._earlier_keys[peer] = [*self._earlier_keys.get(peer, [])[-7:], (old[1], rec.epoch)]
         self._keys[peer] = (rec.enc_key, rec.result_key)
         signed_at = verified.claims.signed_at
+        evidence_at = signed_at if signed_at is not None else rec.epoch * self.epoch_s
+        try:
+            live = self.live_epoch(peer, rec.result_key, heartbeats, current_epoch)
+        except AttestationError as exc:
+            # the evidence holds (its keys still check receipts) but its enclave has not
+            # proved it is alive: not current, and no offence (a restarted enclave
+            # re-attests)
+            self._not_live[peer] = exc
+            log.debug("attestation of %s not live: %s", peer, exc)
+            return AttestedNode(
+                peer_id=peer,
+                tee_kind=rec.tee_kind,
+                measurements=frozenset(),
+                verified=False,
+                failed=False,
+                attested_at=evidence_at,
+            )
+        self._not_live.pop(peer, None)
         return AttestedNode(
             peer_id=peer,
             tee_kind=rec.tee_kind,
             measurements=established,
             verified=True,
             tcb_degraded=False,
-            attested_at=signed_at if signed_at is not None else rec.epoch * self.epoch_s,
+            # freshness (reputation's attestation component): when the attested enclave
+            # last proved it is alive, at least as recent as the evidence itself
+            attested_at=max(evidence_at, live * self.epoch_s),
             result_key=rec.result_key,
             earlier_result_keys=tuple(
                 (k, until) for k, until in self._earlier_keys.get(peer, ()) if k != rec.result_key
@@ -605,7 +713,17 @@ class ViewKeeper:
             log.warning("could not save the penalty book to %s: %s", self.book_path, exc)
 
     def refresh_keys(self, now: int) -> None:
-        """Re-verify current attestations now (keys of nodes attested mid-epoch)."""
+        """Re-verify current attestations now (keys of nodes attested mid-epoch), with the
+        heartbeats of the liveness window."""
+        epoch = now // self.epoch_s
+        heartbeats = [
+            r
+            for e in range(max(epoch - self.liveness_lag, 0), epoch + 1)
+            for r in self.store.query(type=Heartbeat.TYPE, epoch=e)
+        ]
         self.verdicts(
-            self.store.query(type=Attestation.TYPE) + self.store.query(type=NodeAd.TYPE), now
+            self.store.query(type=Attestation.TYPE)
+            + self.store.query(type=NodeAd.TYPE)
+            + heartbeats,
+            now,
         )

@@ -590,6 +590,7 @@ class Node:
             heartbeat_period_epochs=period,
             heartbeat_slot=heartbeat_slot(self.peer_id, period),
             heartbeat_lag=cfg.network_params.heartbeat_lag,
+            sign_liveness=lambda epoch: enclave.sign_liveness(self.peer_id, epoch),
         )
         nursery.start_soon(schedule.run_heartbeats)
         nursery.start_soon(schedule.run_ads)

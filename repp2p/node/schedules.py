@@ -10,10 +10,11 @@ whatever its slot (a restarted node is seen at once).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from repp2p.clock import ClockAPI
 from repp2p.errors import ReppError
@@ -97,6 +98,10 @@ class OwnRecordSchedule:
             (:func:`repp2p.reputation.heartbeats.heartbeat_slot`).
         heartbeat_lag: the network's ``heartbeat_lag`` (how long a heartbeat must live:
             :func:`heartbeat_lifetime_epochs`).
+        sign_liveness: ``epoch -> enclave_sig``: the node's enclave signs each heartbeat
+            (:meth:`repp2p.node.enclave.EnclaveSupervisor.sign_liveness`); when it fails
+            (the enclave died) the heartbeat goes out unsigned and proves no liveness.
+            None: unsigned heartbeats (tools, tests).
     """
 
     def __init__(
@@ -113,7 +118,9 @@ class OwnRecordSchedule:
         heartbeat_period_epochs: int = 1,
         heartbeat_slot: int = 0,
         heartbeat_lag: int = 1,
+        sign_liveness: Callable[[int], Awaitable[bytes]] | None = None,
     ) -> None:
+        self._sign_liveness = sign_liveness
         self._publisher = publisher
         self._load = load
         self._make_ad = make_ad
@@ -139,11 +146,27 @@ class OwnRecordSchedule:
             expires=now + capped_lifetime(Heartbeat.TYPE, lifetime),
         )
 
+    async def signed_heartbeat(self) -> Heartbeat:
+        """The node's heartbeat now, with its enclave's liveness signature when it has one."""
+        heartbeat = self.heartbeat()
+        if self._sign_liveness is None:
+            return heartbeat
+        try:
+            sig = await self._sign_liveness(heartbeat.epoch)
+        except Exception as exc:  # EnclaveError: the enclave died; re-attestation follows
+            log.warning("enclave did not sign the heartbeat of epoch %d: %s", heartbeat.epoch, exc)
+            return heartbeat
+        return dataclasses.replace(heartbeat, enclave_sig=sig)
+
+    async def _publish_heartbeat(self) -> None:
+        heartbeat = await self.signed_heartbeat()
+        await self._publish(lambda: heartbeat)
+
     async def run_heartbeats(self) -> None:
         """One heartbeat now, then one at the node's phase of every interval of its
         heartbeat epochs (every epoch unless the network's period is longer)."""
         interval = self._heartbeat_interval_s
-        await self._publish(self.heartbeat)
+        await self._publish_heartbeat()
         while True:
             # At a fixed phase of each interval: with an interval that divides the epoch,
             # every due epoch gets the same number of heartbeats and the last one travels
@@ -158,7 +181,7 @@ class OwnRecordSchedule:
                 slot=self._slot,
             )
             await self._clock.sleep_until(at)
-            await self._publish(self.heartbeat)
+            await self._publish_heartbeat()
 
     async def run_ads(self) -> None:
         """The node's ad now, then every republish interval."""
