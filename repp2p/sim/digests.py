@@ -44,7 +44,7 @@ produced for ``E``:
 The figures of epoch ``E`` are what ``E``'s tasks cost wherever in the pipeline the cost
 falls (digests go out at ``E + seal_lag``, audits at ``E + seal_lag + audit_delay``); in a
 steady state that is the cost of every epoch. Not modelled: IWANT repairs, retransmissions,
-ads and attestations (rare), sync of missed digests, offence proofs (rare), task payloads
+ads (rare), sync of missed digests, offence proofs (rare), task payloads
 unless ``payload_bytes`` is set.
 
 Pure: no I/O, no clock; randomness comes from the generator the simulation passes in.
@@ -106,6 +106,15 @@ class CostModel:
             in: ``epoch_s / heartbeat_interval_s`` of its config (the live default,
             ``heartbeat_interval_s = epoch_s / 2``, sends 2: the second replaces the
             first, and travels as far), 1..64.
+        attest_every_epochs: epochs between a node's fresh Attestation records; 0 (the
+            default): as a live node does, once per ``reattest_period_s`` of the network's
+            reputation parameters (``ceil(reattest_period_s / epoch_s)``: 60 at 3600 s and
+            60-s epochs), liveness in between coming from enclave-signed heartbeats
+            (docs/attestation.md, "Freshness"); 1 models re-attesting every epoch; 0..10^6.
+        attestation_bytes: one Attestation record (default: an AWS Nitro attestation
+            document of 4,654 bytes with the record's keys and signature; an SEV-SNP report
+            with its VCEK is about 2,800, a TDX quote with its collateral about 21,000).
+        attestation_us: verifying one Attestation (bench/attestation.py, Nitro, cold).
         gossip_overhead_bytes: bytes a GossipSub hop adds to one record (pubsub message
             fields, the RPC with the sender's signed peer record, length prefix, Yamux and
             Noise framing).
@@ -134,6 +143,9 @@ class CostModel:
     ihave_peers: int = 3
     gossip_window: int = 3
     heartbeats_per_epoch: int = 1
+    attest_every_epochs: int = 0
+    attestation_bytes: int = 4900
+    attestation_us: float = 2006.0
     gossip_overhead_bytes: int = 393
     ihave_id_bytes: int = 34
     payload_bytes: int = 0
@@ -141,7 +153,7 @@ class CostModel:
     claim_bytes: int = 293
     receipt_bytes: int = 545
     feedback_bytes: int = 286
-    heartbeat_bytes: int = 183
+    heartbeat_bytes: int = 268
     audit_request_bytes: int = 64
     audit_answer_work_bytes: int = 1773
     audit_answer_feedback_bytes: int = 1155
@@ -169,6 +181,7 @@ class CostModel:
             elif isinstance(f.default, int):
                 at_least_one = ("mesh_degree", "gossip_window", "heartbeats_per_epoch")
                 hi = 64 if f.name in (*at_least_one, "ihave_peers") else 10**9
+                hi = 10**6 if f.name == "attest_every_epochs" else hi
                 lo = 1 if f.name in at_least_one else 0
                 out[f.name] = check_int(where, f.name, v, lo, hi)
             else:
@@ -347,8 +360,12 @@ class DigestFlow:
         epoch_s: int,
         seed: int,
         rng: np.random.Generator,
+        *,
+        reattest_period_s: int = 3600,
     ) -> None:
         self.m, self.p, self.c, self.epoch_s, self.rng = model, params, clients, epoch_s, rng
+        #: epochs between a node's Attestations (CostModel.attest_every_epochs, 0: derived)
+        self.attest_every = model.attest_every_epochs or -(-reattest_period_s // epoch_s)
         self.seed = seed
         self.epochs: list[dict[str, Any]] = []  # per-epoch summaries
         self.faulty = 0
@@ -558,12 +575,13 @@ class DigestFlow:
         dbytes: np.ndarray,
         pairs: int,
     ) -> None:
-        """Digests and heartbeats on GossipSub: every subscriber (the online ``nodes``, and
-        clients) receives each message about ``mesh_degree - 1`` times and forwards it as
-        often; a publisher floods its own to ``flood_peers``; IHAVE advertises each message
-        ID. ``beats``: the nodes that heartbeat this epoch. Each subscriber verifies each
-        message once (duplicates are dropped by message ID before validation) and folds
-        every pair row."""
+        """Digests, heartbeats and attestations on GossipSub.
+
+        Every subscriber (the online ``nodes``, and clients) receives each message about
+        ``mesh_degree - 1`` times and forwards it as often; a publisher floods its own to
+        ``flood_peers``; IHAVE advertises each message ID. ``beats``: the nodes that
+        heartbeat this epoch. Each subscriber verifies each message once (duplicates are
+        dropped by message ID before validation) and folds every pair row."""
         m, c = self.m, self.c
         peers = len(costs.records)
         ov = m.gossip_overhead_bytes
@@ -571,18 +589,24 @@ class DigestFlow:
         hb = np.bincount(beats, minlength=peers) * m.heartbeats_per_epoch
         n_hb = len(beats) * m.heartbeats_per_epoch
         own_d = np.bincount(pub, weights=dbytes + ov, minlength=peers)
-        own = own_d + hb * (m.heartbeat_bytes + ov)
+        # each online node re-attests once every attest_every_epochs epochs (its share of
+        # an epoch's attestations: a steady state, whatever epoch it falls in)
+        att_share = np.zeros(peers)
+        att_share[nodes] = 1.0 / self.attest_every
+        n_att = len(nodes) / self.attest_every
+        own = own_d + hb * (m.heartbeat_bytes + ov) + att_share * (m.attestation_bytes + ov)
         sub = np.zeros(peers, bool)
         sub[nodes] = True
         if m.clients_follow_gossip:
             sub[:c] = True
         copies = max(m.mesh_degree - 1, 0)
-        messages = len(dbytes) + n_hb
+        messages = len(dbytes) + n_hb + n_att
         ihave = m.ihave_peers * m.gossip_window * messages * m.ihave_id_bytes
         work_b = float(dbytes[is_work].sum() + is_work.sum() * ov)
         fb_b = float(dbytes[~is_work].sum() + (~is_work).sum() * ov)
         hb_b = float(n_hb * (m.heartbeat_bytes + ov))
-        relay = copies * (work_b + fb_b + hb_b - own)
+        att_b = float(n_att * (m.attestation_bytes + ov))
+        relay = copies * (work_b + fb_b + hb_b + att_b - own)
         costs.recv["gossip"] = np.where(sub, relay + ihave, 0.0)
         costs.sent["gossip"] = np.where(sub, relay + ihave, 0.0) + m.flood_peers * own
         # what one subscriber receives, by kind (bytes per epoch; its own messages aside)
@@ -591,6 +615,7 @@ class DigestFlow:
                 "gossip_work_digests": copies * work_b,
                 "gossip_feedback_digests": copies * fb_b,
                 "gossip_heartbeats": copies * hb_b,
+                "gossip_attestations": copies * att_b,
                 "gossip_ihave": float(ihave),
                 "messages": messages,
             }
@@ -598,8 +623,10 @@ class DigestFlow:
         d_us = m.digest_us * len(dbytes) + m.digest_row_us * float(drows.sum())
         own_us = np.bincount(pub, weights=m.digest_us + m.digest_row_us * drows, minlength=peers)
         costs.cpu["digests"] = np.where(sub, d_us - own_us, 0.0)
-        costs.cpu["records"] = np.where(sub, (n_hb - hb) * m.record_us, 0.0)
-        own_msgs = np.bincount(pub, minlength=peers) + hb
+        costs.cpu["records"] = np.where(
+            sub, (n_hb - hb) * m.record_us + (n_att - att_share) * m.attestation_us, 0.0
+        )
+        own_msgs = np.bincount(pub, minlength=peers) + hb + att_share
         costs.records += np.where(sub, messages - own_msgs, 0)
         costs.cpu["fold"] = np.where(sub, pairs * m.fold_row_us, 0.0)
 
@@ -803,6 +830,7 @@ class DigestFlow:
                     "gossip_work_digests",
                     "gossip_feedback_digests",
                     "gossip_heartbeats",
+                    "gossip_attestations",
                     "gossip_ihave",
                 )
             },

@@ -164,7 +164,13 @@ class Simulation:
                 np.random.PCG64(np.random.SeedSequence(self.seed).spawn(6)[5])
             )
             self.flow = DigestFlow(
-                s.digests, s.digest_params, s.clients, s.epoch_s, self.seed, rng_digest
+                s.digests,
+                s.digest_params,
+                s.clients,
+                s.epoch_s,
+                self.seed,
+                rng_digest,
+                reattest_period_s=s.network_params.reputation.reattest_period_s,
             )
         self.epoch_ms = s.epoch_s * 1000
         # The parameters the simulated peers share, as a live network's file gives them.

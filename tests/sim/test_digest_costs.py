@@ -333,7 +333,9 @@ def test_one_epoch_by_hand_auditors_are_never_the_publisher():
         assert costs.recv["gossip"][0] == 0 and costs.sent["gossip"][0] > 0
         # records: digests and heartbeats but one's own, per-task records received, audits
         assert costs.records[0] == 4 + 4  # claims and receipts
-        assert costs.records[1:].sum() == (3 + 4 + 6) * 2 + 4 * 2
+        # ...and each of the two nodes the other's Attestation, one per 60 epochs
+        # (reattest_period_s 3600 s over 60-s epochs)
+        assert costs.records[1:].sum() == pytest.approx((3 + 4 + 6) * 2 + 4 * 2 + 2 / 60)
 
 
 def test_cli_prints_the_per_peer_figures_and_sweeps_tabulate_them(tmp_path, capsys):
@@ -468,3 +470,30 @@ def test_each_heartbeat_record_a_node_sends_is_counted():
     assert hb["work_digests"] == hb1["work_digests"]
     with pytest.raises(ConfigError):
         Scenario.from_dict({"digests": {"enabled": True, "heartbeats_per_epoch": 0}})
+
+
+def test_the_heartbeat_size_is_a_live_enclave_signed_heartbeat():
+    """``heartbeat_bytes`` is what a running node's heartbeat (with its enclave's liveness
+    signature) encodes to, at live epoch numbers and expiries."""
+    node = factories.identity("hb-size")
+    seq = LIVE_EXPIRES * 1000  # a live publisher numbers records by unix milliseconds
+    record = factories.live_heartbeat(node, LIVE_EPOCH, expires=LIVE_EXPIRES, seq=seq)
+    assert abs(len(record.data) - CostModel().heartbeat_bytes) <= 2
+
+
+def test_attestations_cost_what_the_re_attestation_period_says(base):
+    """Each online node sends one Attestation per ``ceil(reattest_period_s / epoch_s)``
+    epochs by default (liveness in between comes from signed heartbeats); every epoch
+    (``attest_every_epochs = 1``, the rule before enclave-signed heartbeats) costs 60
+    times the bytes at 60-s epochs."""
+    m = CostModel()
+    per_epoch = simulate(_scenario(digests={"enabled": True, "attest_every_epochs": 1}))
+    hourly = base.summary["digests"]["gossip_recv_by_kind_bytes_s"]["attestations"]
+    every = per_epoch.summary["digests"]["gossip_recv_by_kind_bytes_s"]["attestations"]
+    assert hourly > 0
+    assert every == pytest.approx(60 * hourly)
+    # 20 online nodes, mesh_degree - 1 copies of each, per 60-s epoch
+    copies = m.mesh_degree - 1
+    expected = copies * 20 * (m.attestation_bytes + m.gossip_overhead_bytes) / 60
+    assert every == pytest.approx(expected, rel=0.2)
+    assert per_epoch.summary["gossip_bytes_s"] > base.summary["gossip_bytes_s"]
