@@ -113,6 +113,11 @@ class InProcessEnclave(EnclaveSupervisorAPI):
         request = {"peer_id": peer_id, "epoch": epoch, "nonce": nonce, "now": now}
         return self._state.attest(request)["evidence"]
 
+    async def sign_liveness(self, peer_id: str, epoch: int) -> bytes:
+        """The enclave's liveness signature on a heartbeat of ``epoch`` (as the enclave
+        process signs it), so its node stays currently attested."""
+        return self._state.sign_liveness({"peer_id": peer_id, "epoch": epoch})["enclave_sig"]
+
     async def execute(self, **task: Any) -> tuple[bytes, Receipt]:
         stall = self._behaviour == "stall"
         if self._behaviour == "stall-first":
@@ -313,6 +318,7 @@ class TaskNet:
             heartbeat_period_epochs=self.params.reputation.heartbeat_period_epochs,
             heartbeat_slot=heartbeat_slot(peer_id, self.params.reputation.heartbeat_period_epochs),
             heartbeat_lag=self.params.heartbeat_lag,
+            sign_liveness=lambda e: enclave.sign_liveness(peer_id, e),
         )
         self._nursery.start_soon(publisher.run)
         self._nursery.start_soon(schedule.run_heartbeats)
