@@ -618,6 +618,7 @@ class _Attempt:
         self.client = client
         self.clock, self.views = client.clock, client.views
         self.offer, self.secret, self.data, self.view = offer, secret, data, view
+        self.ranking = ranking  # rank(offer, view, beacon) with the default limit
         o: TaskOffer = offer.record  # type: ignore[assignment]
         self.plan = tasks.AttemptPlan(
             ranking,
@@ -755,7 +756,14 @@ class _Attempt:
             if replica:
                 tasks.check_replica_claim(claim, self.offer, peer=peer)
             else:
-                verify_claim(claim, self.offer, self.view, beacon(o.epoch), check_digest=False)
+                verify_claim(
+                    claim,
+                    self.offer,
+                    self.view,
+                    beacon(o.epoch),
+                    check_digest=False,
+                    ranking=self.ranking,  # ranked on this view at submit: not again
+                )
         except ClaimError as exc:
             # The node ranked itself on its own view; a different rank there only
             # changed its failover timing. We chose it from our ranking, so only a
