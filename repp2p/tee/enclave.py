@@ -14,7 +14,8 @@ docs/engines.md), and its evidence is accepted only by a dev-profile policy.
 
 Calls are synchronous and serialised by a lock (one request at a time per enclave); each
 has a timeout after which the enclave process is killed. A trio node calls the ``*_async``
-variants, which run the same call in a worker thread.
+variants: ``execute_async`` reads and writes the pipe on the trio loop (no thread hand-off
+per task), the attestation calls run the same call in a worker thread.
 """
 
 from __future__ import annotations
