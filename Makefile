@@ -29,7 +29,8 @@ test: lint
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
-	for b in records attestation matching reputation network tasks scaling sim; do \
+	for b in records attestation matching reputation network tasks scaling sim \
+		views verify_cost evidence parties freshness; do \
 		$(BIN)/python bench/$$b.py || exit 1; done
 
 clean:

@@ -26,6 +26,12 @@ Baseline, measured in the same run: what a view costs from records on the same s
 :func:`repp2p.reputation.compute` on 1,000,000 tasks' pre-decoded columns (decoding and
 verifying the 4,000,000 signed records, and ``collect``, come on top of it in a live view).
 
+EigenTrust: streaming by default (``trust_view_steps = 1``, ``trust_chain_steps = 1``,
+``trust_chain_epochs = 30``: docs/core.md, "Streaming EigenTrust"; its chains advance once
+per epoch in the :class:`PairState`, so the first view after a start replays them and is
+not timed); ``--trust exact`` runs the exact 30-step path instead. The ``trust`` key of the
+JSON line says which.
+
 Single process, single thread. Ends with one JSON line.
 """
 
@@ -43,7 +49,7 @@ import numpy as np
 from repp2p.digests import CountRow
 from repp2p.matching import View
 from repp2p.network_params import NetworkParams
-from repp2p.reputation import Evidence, compute
+from repp2p.reputation import Evidence, ReputationParams, compute
 from repp2p.reputation.pairs import PairState, compute_pairs
 
 N_NODES = 10_000
@@ -53,7 +59,11 @@ WINDOW = 168
 EPOCH_S = 600
 EPOCH = 1_000  # the first view measured
 STEADY = 5  # epochs measured in steady state
-PARAMS = NetworkParams(name="bench", epoch_s=EPOCH_S, reputation_source="digests")
+STREAMING = ReputationParams(trust_view_steps=1, trust_chain_steps=1, trust_chain_epochs=30)
+PARAMS = NetworkParams(
+    name="bench", epoch_s=EPOCH_S, reputation_source="digests", reputation=STREAMING
+)
+EXACT = PARAMS.replace(reputation=ReputationParams())
 
 
 def _peers(seed: int) -> tuple[list[str], list[str]]:
@@ -134,16 +144,18 @@ def node_evidence(nodes: list[str], epoch: int, seed: int) -> Evidence:
     )
 
 
-def view_of(state: PairState, epoch: int, nodes_ev: Evidence) -> View:
+def view_of(
+    state: PairState, epoch: int, nodes_ev: Evidence, params: NetworkParams = PARAMS
+) -> View:
     """The view of ``epoch`` as :class:`repp2p.viewer.ViewKeeper` builds it, from the node
     records' evidence ``nodes_ev``."""
-    lo, hi = epoch - PARAMS.digest_lag - WINDOW + 1, epoch - PARAMS.digest_lag
+    lo, hi = epoch - params.digest_lag - WINDOW + 1, epoch - params.digest_lag
     win = state.window(lo, hi)
     ev, peer_at = state.widen(nodes_ev, win)
     table = compute_pairs(
-        ev, win, now=epoch * EPOCH_S, epoch_s=EPOCH_S, params=PARAMS.reputation, peer_at=peer_at
+        ev, win, now=epoch * EPOCH_S, epoch_s=EPOCH_S, params=params.reputation, peer_at=peer_at
     )
-    return View.from_evidence(ev, epoch=epoch, params=PARAMS, table=table, digests=win.epochs)
+    return View.from_evidence(ev, epoch=epoch, params=params, table=table, digests=win.epochs)
 
 
 def baseline(nodes: list[str], clients: list[str], seed: int) -> float:
@@ -185,11 +197,12 @@ def baseline(nodes: list[str], clients: list[str], seed: int) -> float:
         fb_rating=np.full(m, 100),
     )
     start = time.perf_counter()
-    compute(ev, now=EPOCH * EPOCH_S, epoch_s=EPOCH_S, params=PARAMS.reputation)
+    compute(ev, now=EPOCH * EPOCH_S, epoch_s=EPOCH_S, params=EXACT.reputation)
     return time.perf_counter() - start
 
 
-def main(seed: int = 1, pairs: int | None = None) -> dict:
+def main(seed: int = 1, pairs: int | None = None, trust: str = "streaming") -> dict:
+    params = PARAMS if trust == "streaming" else EXACT
     nodes, clients = _peers(seed)
     lag = PARAMS.digest_lag
     state = PairState()
@@ -200,7 +213,7 @@ def main(seed: int = 1, pairs: int | None = None) -> dict:
     for e in range(first, EPOCH - lag + 1):
         state.fold(e, rows[e], [hashlib.sha256(b"d%d" % e).digest()])
     initial_fold_s = time.perf_counter() - start
-    view_of(state, EPOCH, node_evidence(nodes, EPOCH, seed))  # the first view after a start
+    view_of(state, EPOCH, node_evidence(nodes, EPOCH, seed), params)  # the first after a start
     fold_ms, view_ms, epoch_ms = [], [], []
     for epoch in range(EPOCH + 1, EPOCH + STEADY):
         nodes_ev = node_evidence(nodes, epoch, seed)  # O(nodes), not timed: see the docstring
@@ -208,7 +221,7 @@ def main(seed: int = 1, pairs: int | None = None) -> dict:
         state.fold(epoch - lag, rows[epoch - lag], [hashlib.sha256(b"d%d" % epoch).digest()])
         state.prune(epoch - lag - WINDOW + 1)
         t1 = time.perf_counter()
-        view = view_of(state, epoch, nodes_ev)
+        view = view_of(state, epoch, nodes_ev, params)
         t2 = time.perf_counter()
         fold_ms.append((t1 - t0) * 1000)
         view_ms.append((t2 - t1) * 1000)
@@ -230,6 +243,7 @@ def main(seed: int = 1, pairs: int | None = None) -> dict:
         "initial_fold_s": round(initial_fold_s, 2),
         "eligible": int(view.base_eligible.sum()),
         "target_ms": 100,
+        "trust": trust,
         "python": platform.python_version(),
         "baseline": round(base_s * 1000, 1),
         "ratio": round(base_s * 1000 / figure, 2),
@@ -245,5 +259,11 @@ if __name__ == "__main__":
         help="send each epoch's tasks to this many (client, node) pairs (default: every "
         "task to a random pair, about one count row per task: the worst case)",
     )
+    parser.add_argument(
+        "--trust",
+        choices=("streaming", "exact"),
+        default="streaming",
+        help="EigenTrust: streaming chains (default) or the exact 30 steps every view",
+    )
     args = parser.parse_args()
-    print(json.dumps(main(pairs=args.pairs_per_epoch)))
+    print(json.dumps(main(pairs=args.pairs_per_epoch, trust=args.trust)))

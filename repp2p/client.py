@@ -31,6 +31,7 @@ from libp2p.tools.anyio_service import background_trio_service
 
 from repp2p import tasks
 from repp2p.clock import ClockAPI
+from repp2p.digests.disputes import dispute_proof
 from repp2p.errors import ConfigError, NetworkError, RecordError
 from repp2p.identity import Identity
 from repp2p.matching import ClaimError, ClaimReason, beacon, rank, verify_claim
@@ -243,6 +244,9 @@ class Client:
         sealed: ``sealed(epoch)``: True once our feedback digest of ``epoch`` is due; no
             feedback on a task of that epoch is signed after it
             (:meth:`repp2p.node.digests.OwnDigests.sealed`). Default: never.
+        disputes: where a disputed task's proof goes (``publish(DisputeProof)``, a
+            :class:`repp2p.node.disputes.DisputeBook`) on a network whose views come from
+            digests; None: not published.
     """
 
     def __init__(
@@ -258,8 +262,10 @@ class Client:
         background: trio.Nursery,
         timers: Timers | None = None,
         sealed: Callable[[int], bool] = lambda epoch: False,
+        disputes: Any = None,
     ) -> None:
         self.sealed = sealed
+        self.disputes = disputes
         self.identity = identity
         self.store = store
         self.pipeline = pipeline
@@ -374,6 +380,7 @@ class Client:
                             background=background,
                             timers=config.timers,
                             sealed=node.own_digests.sealed,
+                            disputes=node.disputes,
                         )
                         try:
                             yield client
@@ -879,7 +886,10 @@ class _Attempt:
             if a.outcome is tasks.Outcome.OK and a.output is not None
         ]
         mp, rp = self.view.matching_params, self.view.reputation_params
-        if not tasks.is_disputed(votes) or mp.dispute_max_replicas == 0:
+        if not tasks.is_disputed(votes):
+            return None
+        if mp.dispute_max_replicas == 0:
+            await self._publish_dispute()
             return None
         ranking = tasks.escalation_ranking(o, self.view, beacon(o.epoch))
         plan = tasks.EscalationPlan(
@@ -897,6 +907,7 @@ class _Attempt:
             plan.on_replica(peer, await self._try_replica(rank_, peer))
         self.escalated = plan.asked
         upheld = plan.verdict()
+        await self._publish_dispute()
         log.info(
             "task %s disputed: %d replica(s) asked, %s",
             o.task_id.hex()[:12],
@@ -904,6 +915,22 @@ class _Attempt:
             "resolved" if upheld is not None else "undecided",
         )
         return upheld
+
+    async def _publish_dispute(self) -> None:
+        """On a digest-view network, gossip the disputed task's offer, claims and receipts
+        (first round and replicas) as a dispute proof, so every view judges the dispute
+        (docs/digests.md, "Dispute proofs"). Never fails the task."""
+        book = self.client.disputes
+        if book is None or self.client.views.params.reputation_source != "digests":
+            return
+        runs = [cr for cr in (*self.records.values(), *self.replica_records.values())]
+        runs = [(c, r) for c, r in runs if c is not None and r is not None]
+        try:
+            await book.publish(dispute_proof(self.offer, runs[: tasks.MAX_DISPUTE_RECEIPTS]))
+        except Exception as exc:  # our gossip closing, say: the task's result stands
+            log.warning(
+                "dispute proof of task %s not published: %r", self.offer.record_id.hex(), exc
+            )
 
     def _standings(self, peers: set[str]) -> dict[str, float]:
         """``peer -> standing`` on the offer's view (0 for a peer it does not know)."""

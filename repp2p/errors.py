@@ -87,6 +87,10 @@ class AttestationReason(enum.Enum):
     KIND_NOT_ALLOWED = "kind_not_allowed"
     SIMULATED_NOT_ALLOWED = "simulated_not_allowed"
     MISSING_COLLATERAL = "missing_collateral"
+    #: no enclave-signed heartbeat recent enough (docs/attestation.md, "Freshness")
+    NOT_LIVE = "not_live"
+    #: a heartbeat's enclave signature does not verify under the attested result key
+    BAD_ENCLAVE_SIGNATURE = "bad_enclave_signature"
 
 
 class AttestationError(ReasonedError):
@@ -212,6 +216,15 @@ class ProofReason(enum.Enum):
     NOT_BRACKETED = "not_bracketed"
     MISSING_RECORD = "missing_record"
     NO_OFFENCE = "no_offence"
+    # dispute proofs (repp2p.digests.disputes): what the checker's view says of a receipt,
+    # and replays
+    NOT_ENCLAVE_SIGNED = "not_enclave_signed"
+    UNATTESTED = "unattested"
+    UNRANKED = "unranked"
+    DUPLICATE = "duplicate"
+    TOO_OLD = "too_old"
+    TOO_NEW = "too_new"
+    KNOWN = "known"
 
 
 class ProofError(ReasonedError):

@@ -92,7 +92,10 @@ class NetworkParams:
             ``E`` enter the view of ``V`` from ``E <= V - digest_lag``.
         heartbeat_lag: heartbeats enter the view of ``E`` from epochs ``<= E -
             heartbeat_lag``, epochs, 1..100 (default 1), at most
-            ``matching.heartbeat_max_age_epochs`` (or no node would ever be online).
+            ``matching.heartbeat_max_age_epochs - reputation.heartbeat_period_epochs + 1``
+            (a node heartbeating once every ``H`` epochs, on schedule, has one of epoch
+            ``>= E - heartbeat_lag - H + 1`` in the view of ``E``; with a smaller maximum
+            age it would count as offline between its heartbeats).
         matching: :class:`~repp2p.matching.MatchingParams` (file section ``[matching]``).
         reputation: :class:`~repp2p.reputation.ReputationParams` (``[reputation]``).
         ledger: :class:`~repp2p.ledger.LedgerParams` (``[ledger]``).
@@ -127,11 +130,14 @@ class NetworkParams:
                     f"NetworkParams.{section} must be a {cls.__name__}, "
                     f"got {getattr(self, section)!r}"
                 )
-        if self.heartbeat_lag > self.matching.heartbeat_max_age_epochs:
+        period = self.reputation.heartbeat_period_epochs
+        if self.heartbeat_lag + period - 1 > self.matching.heartbeat_max_age_epochs:
             raise ConfigError(
                 f"NetworkParams.heartbeat_lag={self.heartbeat_lag} exceeds "
-                f"matching.heartbeat_max_age_epochs={self.matching.heartbeat_max_age_epochs}: "
-                "no node would ever count as online"
+                f"matching.heartbeat_max_age_epochs={self.matching.heartbeat_max_age_epochs}"
+                f" - reputation.heartbeat_period_epochs={period} + 1: "
+                "a node heartbeating on schedule would count as offline (the maximum age "
+                "must be at least heartbeat_lag + heartbeat_period_epochs - 1)"
             )
 
     # -- building ------------------------------------------------------------------------

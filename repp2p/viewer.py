@@ -11,15 +11,30 @@ or, for a hardware TEE whose measurement covers a whole image (an SEV-SNP VM), w
 policy pins that measurement for each advertised engine (``Policy.pins_engines``).
 A node whose evidence fails for a reason other than age is marked ``failed`` (reputation
 remembers it); stale or expired evidence only makes it unverified until it re-attests.
+
+Freshness (docs/attestation.md, "Freshness"): an attestation counts for
+``Policy.attestation_max_age_epochs`` epochs after its binding epoch, and its node is
+*currently* attested only while its enclave signs its heartbeats
+(:func:`repp2p.attestation.check_liveness`): without a heartbeat of the last
+``liveness_lag`` epochs whose ``enclave_sig`` verifies under the attested result key the
+node is unverified (not failed: a restarted enclave re-attests).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
-from repp2p.attestation import Policy, VerificationCache, VerifiedNode, verify_node
+from repp2p.attestation import (
+    Policy,
+    VerificationCache,
+    VerifiedNode,
+    check_liveness,
+    verify_node,
+)
 from repp2p.digests import count_rows, reconcile
 from repp2p.errors import AttestationError, AttestationReason, StoreError
 from repp2p.matching import Assignments, MatchingParams, View
@@ -147,6 +162,17 @@ class ViewKeeper:
         self._earlier_keys: dict[str, list[tuple[bytes, int]]] = {}
         #: digest count rows folded so far (``reputation_source = "digests"``)
         self.pairs = PairState()
+        #: the dispute proofs held (``repp2p.node.disputes.DisputeBook``: ``records(lo,
+        #: hi)`` and ``prune(epoch)``), whose records digest views judge disputes on
+        self.disputes: Any = None
+        #: the verified offence proofs of digests held (``repp2p.node.offences.OffenceBook``:
+        #: ``offences(upto_epoch)``, ``prune(epoch)``), offences in digest views
+        self.offences: Any = None
+        #: ``(heartbeat record id, result key) -> None or why its enclave_sig fails``:
+        #: each heartbeat's signature is checked once, not at every view build
+        self._liveness: dict[tuple[bytes, bytes], AttestationError | None] = {}
+        #: ``peer -> why its last judged attestation was not live`` (explorer, logs)
+        self._not_live: dict[str, AttestationError] = {}
 
     @property
     def epoch_s(self) -> int:
@@ -214,6 +240,7 @@ class ViewKeeper:
         *,
         engines: tuple[str, ...] = (),
         current_epoch: int | None = None,
+        epoch_s: int | None = None,
     ) -> VerifiedNode:
         """:func:`verify_node` on an ``Attestation`` record under our policy and cache."""
         rec: Attestation = signed.record  # type: ignore[assignment]
@@ -231,30 +258,99 @@ class ViewKeeper:
             now,
             engines=engines,
             current_epoch=current_epoch,
+            epoch_s=epoch_s,
             cache=self._cache,
         )
 
+    @property
+    def liveness_lag(self) -> int:
+        """How many epochs old the latest enclave-signed heartbeat may be at a view:
+        ``max(policy.max_epoch_lag, params.heartbeat_lag + H - 1)`` with ``H`` the
+        network's ``heartbeat_period_epochs`` (a view of ``E`` sees heartbeats of epochs
+        ``<= E - heartbeat_lag`` only, and a node heartbeats once every ``H`` epochs)."""
+        period = self.params.reputation.heartbeat_period_epochs
+        return max(self.policy.max_epoch_lag, self.params.heartbeat_lag + period - 1)
+
     def verdicts(self, records: Iterable[SignedRecord], now: int) -> dict[str, AttestedNode]:
-        """``peer_id -> AttestedNode`` for every current Attestation among ``records``."""
+        """``peer_id -> AttestedNode`` for every current Attestation among ``records``;
+        the heartbeats among ``records`` are the liveness evidence."""
         ads: dict[str, NodeAd] = {}
         attestations: list[SignedRecord] = []
+        heartbeats: dict[str, list[SignedRecord]] = {}
         for signed in records:
             if isinstance(signed.record, NodeAd):
                 ads[signed.signer] = signed.record
             elif isinstance(signed.record, Attestation):
                 attestations.append(signed)
+            elif isinstance(signed.record, Heartbeat) and signed.record.enclave_sig:
+                heartbeats.setdefault(signed.signer, []).append(signed)
         out: dict[str, AttestedNode] = {}
         for signed in attestations:
-            out[signed.signer] = self._verdict(signed, ads.get(signed.signer), now)
+            out[signed.signer] = self._verdict(
+                signed, ads.get(signed.signer), heartbeats.get(signed.signer, ()), now
+            )
         self._verdicts.update(out)
         return out
 
-    def _verdict(self, signed: SignedRecord, ad: NodeAd | None, now: int) -> AttestedNode:
+    def live_epoch(
+        self, peer: str, result_key: bytes, heartbeats: Iterable[SignedRecord], current_epoch: int
+    ) -> int:
+        """The latest epoch in ``[current_epoch - liveness_lag, current_epoch]`` for which
+        one of ``peer``'s ``heartbeats`` carries an enclave signature valid under
+        ``result_key``.
+
+        Raises:
+            AttestationError: NOT_LIVE when no heartbeat of the window is signed (or none
+                is held), else the latest heartbeat's failure (BAD_ENCLAVE_SIGNATURE: forged,
+                another node's enclave, an enclave replaced since the attestation).
+        """
+        lo = current_epoch - self.liveness_lag
+        recent = sorted(
+            (s for s in heartbeats if lo <= s.record.epoch <= current_epoch),  # type: ignore[attr-defined]
+            key=lambda s: s.record.epoch,  # type: ignore[attr-defined]
+            reverse=True,
+        )
+        failure: AttestationError | None = None
+        for signed in recent:
+            hb: Heartbeat = signed.record  # type: ignore[assignment]
+            key = (signed.record_id, bytes(result_key))
+            if key not in self._liveness:
+                if len(self._liveness) >= 65536:
+                    self._liveness.clear()
+                try:
+                    check_liveness(peer, hb.epoch, hb.enclave_sig, result_key)
+                    self._liveness[key] = None
+                except AttestationError as exc:
+                    self._liveness[key] = exc
+            exc = self._liveness[key]
+            if exc is None:
+                return hb.epoch
+            failure = failure or exc
+        raise failure or AttestationError(
+            AttestationReason.NOT_LIVE,
+            f"no enclave-signed heartbeat of epochs {lo}..{current_epoch}",
+        )
+
+    def not_live_reason(self, peer_id: str) -> str | None:
+        """Why the last verdict on ``peer_id`` found its enclave not live, or None."""
+        exc = self._not_live.get(peer_id)
+        return None if exc is None else str(exc)
+
+    def _verdict(
+        self,
+        signed: SignedRecord,
+        ad: NodeAd | None,
+        heartbeats: Iterable[SignedRecord],
+        now: int,
+    ) -> AttestedNode:
         rec: Attestation = signed.record  # type: ignore[assignment]
         peer = signed.signer
         engines = tuple(e.engine_id for e in ad.engines) if ad else ()
+        current_epoch = now // self.epoch_s
         try:
-            verified = self._verify(signed, now, engines=engines, current_epoch=now // self.epoch_s)
+            verified = self._verify(
+                signed, now, engines=engines, current_epoch=current_epoch, epoch_s=self.epoch_s
+            )
         except AttestationError as exc:
             self._keys.pop(peer, None)
             log.debug("attestation of %s refused: %s", peer, exc)
@@ -283,13 +379,33 @@ class ViewKeeper:
             self._earlier_keys[peer] = [*self._earlier_keys.get(peer, [])[-7:], (old[1], rec.epoch)]
         self._keys[peer] = (rec.enc_key, rec.result_key)
         signed_at = verified.claims.signed_at
+        evidence_at = signed_at if signed_at is not None else rec.epoch * self.epoch_s
+        try:
+            live = self.live_epoch(peer, rec.result_key, heartbeats, current_epoch)
+        except AttestationError as exc:
+            # the evidence holds (its keys still check receipts) but its enclave has not
+            # proved it is alive: not current, and no offence (a restarted enclave
+            # re-attests)
+            self._not_live[peer] = exc
+            log.debug("attestation of %s not live: %s", peer, exc)
+            return AttestedNode(
+                peer_id=peer,
+                tee_kind=rec.tee_kind,
+                measurements=frozenset(),
+                verified=False,
+                failed=False,
+                attested_at=evidence_at,
+            )
+        self._not_live.pop(peer, None)
         return AttestedNode(
             peer_id=peer,
             tee_kind=rec.tee_kind,
             measurements=established,
             verified=True,
             tcb_degraded=False,
-            attested_at=signed_at if signed_at is not None else rec.epoch * self.epoch_s,
+            # freshness (reputation's attestation component): when the attested enclave
+            # last proved it is alive, at least as recent as the evidence itself
+            attested_at=max(evidence_at, live * self.epoch_s),
             result_key=rec.result_key,
             earlier_result_keys=tuple(
                 (k, until) for k, until in self._earlier_keys.get(peer, ()) if k != rec.result_key
@@ -332,7 +448,9 @@ class ViewKeeper:
             else:
                 view = self._view_from_records(epoch, book)
             self._views[epoch] = view
-            for old in [e for e in self._views if e < epoch - 3]:
+            # the last digest_lag epochs' views stay: dispute proofs are checked on them
+            keep = max(3, self.params.digest_lag)
+            for old in [e for e in self._views if e < epoch - keep]:
                 del self._views[old]
             if view.penalties.epoch > self._saved_book.epoch:
                 self._save_book(view.penalties)
@@ -420,6 +538,50 @@ class ViewKeeper:
 
         return view_of
 
+    def verdict_at(self, peer_id: str, epoch: int) -> AttestedNode | None:
+        """A peer's attestation verdict for a task of ``epoch``: the latest one when it
+        verified, else the one the view of ``epoch`` ranked on (a verdict judged at a
+        view build can be unverified for a while: evidence about to be renewed)."""
+        latest = self._verdicts.get(peer_id)
+        if latest is not None and latest.verified:
+            return latest
+        view = self._views.get(epoch)
+        held = view.evidence.verdicts.get(peer_id) if view is not None else None
+        if held is not None and held.verified:
+            return held
+        # judged at no view build yet (attested since, or our own): judge it now, on the
+        # newest view's boundary
+        if self._views:
+            now = max(self._views) * self.epoch_s
+            found = self.store.query(type=Attestation.TYPE, signer=peer_id, limit=1)
+            found += self.store.query(type=NodeAd.TYPE, signer=peer_id, limit=1)
+            fresh = self.verdicts(found, now).get(peer_id)
+            if fresh is not None:
+                return fresh
+        return held if held is not None else latest
+
+    def offer_ranks(self, offer: SignedRecord) -> Mapping[str, frozenset[int]] | None:
+        """``peer -> ranks`` the matching gave for ``offer`` on the view of its epoch (a
+        view this keeper holds or builds), cached per offer; None for an offer of a future
+        epoch. What a dispute proof's receipts are held to (``repp2p.node.disputes``)."""
+        return self._assignments.ranks(offer, self._held_view_of(None))
+
+    def _held_view_of(self, before: int | None) -> Callable[[int], View | None]:
+        """``view_of(e)`` for dispute offers: the view of ``e`` this keeper holds (it
+        holds the last ``digest_lag`` epochs', so every offer a dispute proof may still
+        arrive for), for ``e < before`` only; None otherwise. Never rebuilt: a view of a
+        past epoch built now would judge attestations at that epoch's time (and replace
+        the current verdicts). Each offer is ranked when its proof arrives and cached, so
+        views read the ranks from there; a peer restarted since cannot rank it and leaves
+        its receipts out (docs/digests.md, "What digest views still do not do")."""
+
+        def view_of(e: int) -> View | None:
+            if before is not None and e >= before:
+                return None
+            return self._views.get(e)
+
+        return view_of
+
     def digest_window(self, epoch: int) -> tuple[int, int]:
         """``(lo, hi)``: the digest epochs the view of ``epoch`` counts, inclusive: the
         ``window_epochs`` epochs up to ``epoch - digest_lag``."""
@@ -470,7 +632,30 @@ class ViewKeeper:
         records = before_epoch(held + evidence, epoch, self.params)
         verdicts = self.verdicts(records, now)
         window = self.pairs.window(lo, hi)
-        ev, peer_at = self.pairs.widen(collect(records, verdicts, now=now), window)
+        # disputed tasks of the window: their records travelled as dispute proofs, and
+        # count under the records path's evidence rule (attested enclave key for the
+        # offer's epoch, a claim at a rank the matching gave), judged by compute_pairs
+        disputed = []
+        if self.disputes is not None:
+            self.disputes.prune(epoch)
+            disputed = self.disputes.records(lo, hi)
+        assignments = self._assignments.for_views(self._held_view_of(epoch)) if disputed else None
+        ev, peer_at = self.pairs.widen(
+            collect(records + disputed, verdicts, now=now, assignments=assignments), window
+        )
+        if self.offences is not None:
+            # an offence of a digest of epoch E counts from the view after E's audit
+            # horizon: every peer that will ever accept its proof holds it by then
+            horizon = self.params.digests.audit_horizon_epochs
+            self.offences.prune(epoch)
+            proven = self.offences.offences(epoch - horizon - 1)
+            if proven:
+                ids = {i for off in proven for i in off.record_ids}
+                ev = dataclasses.replace(
+                    ev,
+                    offences=(*ev.offences, *proven),
+                    record_ids=tuple(sorted(set(ev.record_ids) | ids)),
+                )
         table = compute_pairs(
             ev,
             window,
@@ -528,7 +713,17 @@ class ViewKeeper:
             log.warning("could not save the penalty book to %s: %s", self.book_path, exc)
 
     def refresh_keys(self, now: int) -> None:
-        """Re-verify current attestations now (keys of nodes attested mid-epoch)."""
+        """Re-verify current attestations now (keys of nodes attested mid-epoch), with the
+        heartbeats of the liveness window."""
+        epoch = now // self.epoch_s
+        heartbeats = [
+            r
+            for e in range(max(epoch - self.liveness_lag, 0), epoch + 1)
+            for r in self.store.query(type=Heartbeat.TYPE, epoch=e)
+        ]
         self.verdicts(
-            self.store.query(type=Attestation.TYPE) + self.store.query(type=NodeAd.TYPE), now
+            self.store.query(type=Attestation.TYPE)
+            + self.store.query(type=NodeAd.TYPE)
+            + heartbeats,
+            now,
         )

@@ -10,7 +10,7 @@ from repp2p.attestation import SimulatedEnclave, load_policy
 from repp2p.config import BOOTSTRAP_DIR
 from repp2p.matching import MatchingParams, beacon
 from repp2p.network_params import NetworkParams
-from repp2p.records import Attestation, Heartbeat, sign
+from repp2p.records import Attestation, sign
 from repp2p.reputation import collect
 from repp2p.store import SqliteRecordStore
 from repp2p.tee.measurement import enclave_measurement, runtime_measurement
@@ -56,10 +56,8 @@ def _attestation(identity, epoch: int, result_key: bytes):
 def _node(identity, attested_epoch: int) -> list:
     """Ad, attestation of ``attested_epoch`` (a policy lag of 2 epochs) and heartbeats."""
     key = bytes(factories.enclave_key(identity.peer_id).verify_key)
-    beats = [
-        sign(Heartbeat(epoch=e, load=0, tasks_done=0, seq=1, expires=FAR), identity)
-        for e in range(EPOCH - 8, EPOCH)
-    ]
+    # enclave-signed, as a running node's (the views count a node only while it is live)
+    beats = [factories.live_heartbeat(identity, e, expires=FAR) for e in range(EPOCH - 8, EPOCH)]
     return [*_attestation(identity, attested_epoch, key), *beats]
 
 
@@ -105,11 +103,24 @@ def test_a_replaced_enclave_key_still_signs_the_offers_of_its_epochs():
     store = SqliteRecordStore(":memory:")
     keeper = ViewKeeper(store, load_policy(BOOTSTRAP_DIR / "policy-dev.toml"), PARAMS)
     node = NODES[0]
-    old, new = factories.digest("old-key"), factories.digest("new-key")
-    first = keeper.verdicts(list(_attestation(node, EPOCH - 4, old)), NOW - 3 * PARAMS.epoch_s)
+    old_enclave, new_enclave = factories.enclave_key("old"), factories.enclave_key("new")
+    old, new = bytes(old_enclave.verify_key), bytes(new_enclave.verify_key)
+    first = keeper.verdicts(
+        [
+            *_attestation(node, EPOCH - 4, old),
+            factories.live_heartbeat(node, EPOCH - 4, old_enclave),
+        ],
+        NOW - 3 * PARAMS.epoch_s,
+    )
     assert first[node.peer_id].result_key == old
     assert first[node.peer_id].earlier_result_keys == ()
-    later = keeper.verdicts(list(_attestation(node, EPOCH - 2, new)), NOW)
+    later = keeper.verdicts(
+        [
+            *_attestation(node, EPOCH - 2, new),
+            factories.live_heartbeat(node, EPOCH - 1, new_enclave),
+        ],
+        NOW,
+    )
     verdict = later[node.peer_id]
     assert verdict.result_key == new
     assert verdict.earlier_result_keys == ((old, EPOCH - 2),)

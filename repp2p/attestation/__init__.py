@@ -17,6 +17,7 @@ from repp2p.attestation.binding import (
 from repp2p.attestation.cache import VerificationCache
 from repp2p.attestation.claims import SIMULATED_LABEL, Claims, TcbStatus
 from repp2p.attestation.dcap import DcapBackend
+from repp2p.attestation.liveness import check_liveness, liveness_message
 from repp2p.attestation.nitro import NitroBackend
 from repp2p.attestation.nvidia import NvidiaBackend, encode_gpu_evidence
 from repp2p.attestation.policy import (
@@ -52,11 +53,13 @@ __all__ = [
     "VerificationCache",
     "VerifiedNode",
     "check_claims",
+    "check_liveness",
     "default_backends",
     "encode_gpu_evidence",
     "expected_gpu_nonce",
     "expected_report_data",
     "gpu_evidence_digest",
+    "liveness_message",
     "load_policy",
     "parse_policy",
     "policy_from_mapping",

@@ -48,9 +48,12 @@ class Policy:
         max_evidence_age_s: oldest acceptable evidence, for formats with a signing time
             (Nitro, simulated), in seconds, 1..10 years.
         max_clock_skew_s: how far in the future a signing time may be, seconds, 0..3600.
-        reattest_period_s: how often a node must publish a fresh attestation, seconds.
-        max_epoch_lag: how many epochs old an attestation's binding epoch may be when the
-            caller says which epoch it is now.
+        reattest_period_s: how often a node must publish a fresh attestation (new
+            hardware evidence), seconds; an attestation counts for
+            :meth:`attestation_max_age_epochs` after its binding epoch.
+        max_epoch_lag: freshness in epochs: how old the latest enclave-signed heartbeat
+            may be for its node to count as alive (:mod:`repp2p.attestation.liveness`), and
+            the margin an attestation keeps beyond ``reattest_period_s``.
         measurements: engine id (or ``*`` for any node) -> kind -> accepted measurements.
         require_pinned_measurements: refuse a node when no pin applies to its kind/engines.
     """
@@ -137,6 +140,14 @@ class Policy:
         return bool(engines) and all(
             measurement in self.measurements.get(e, {}).get(kind, frozenset()) for e in engines
         )
+
+    def attestation_max_age_epochs(self, epoch_s: int) -> int:
+        """How many epochs after its binding epoch an attestation still counts:
+        ``ceil(reattest_period_s / epoch_s) + max_epoch_lag`` (its node re-attests every
+        ``reattest_period_s``; the margin covers the wait for its phase and gossip)."""
+        if epoch_s <= 0:
+            raise ValueError("epoch_s must be positive")
+        return -(-self.reattest_period_s // epoch_s) + self.max_epoch_lag
 
     def is_due_for_reattestation(self, attested_at: int, now: int) -> bool:
         """True when an attestation verified at ``attested_at`` must be refreshed by ``now``."""

@@ -149,6 +149,7 @@ def verify_node(
     *,
     engines: Iterable[str] = (),
     current_epoch: int | None = None,
+    epoch_s: int | None = None,
     backends: Mapping[str, TEEBackendAPI] | None = None,
     cache: VerificationCache[VerifiedNode] | None = None,
 ) -> VerifiedNode:
@@ -161,8 +162,13 @@ def verify_node(
         policy: the network's policy.
         now: unix seconds.
         engines: engine ids the node offers (their measurement pins apply).
-        current_epoch: the epoch now; when given, ``epoch`` may lag it by at most
-            ``policy.max_epoch_lag`` and may not be ahead of it.
+        current_epoch: the epoch now; when given, ``epoch`` may not be ahead of it and may
+            lag it by at most ``policy.attestation_max_age_epochs(epoch_s)`` (the record's
+            lifetime: a peer that joined late or synced accepts it until then; whether its
+            enclave is still alive is :func:`repp2p.attestation.liveness.check_liveness`'s
+            question), or, without ``epoch_s``, by ``policy.max_epoch_lag`` (evidence just
+            produced: a node checking its own).
+        epoch_s: the network's epoch length (see ``current_epoch``).
         backends: kind -> backend; default: :func:`default_backends`.
         cache: a :class:`VerificationCache`; re-verification of identical inputs inside
             their validity window then costs a hash and the policy's time checks.
@@ -180,10 +186,15 @@ def verify_node(
         raise AttestationError(
             AttestationReason.KIND_NOT_ALLOWED, f"{tee_kind!r} cannot be a node's CPU TEE"
         )
-    if current_epoch is not None and not (0 <= current_epoch - epoch <= policy.max_epoch_lag):
-        raise AttestationError(
-            AttestationReason.STALE_EVIDENCE, f"epoch {epoch} vs current epoch {current_epoch}"
+    if current_epoch is not None:
+        most = (
+            policy.max_epoch_lag if epoch_s is None else policy.attestation_max_age_epochs(epoch_s)
         )
+        if not 0 <= current_epoch - epoch <= most:
+            raise AttestationError(
+                AttestationReason.STALE_EVIDENCE,
+                f"epoch {epoch} vs current epoch {current_epoch} (at most {most} behind)",
+            )
     key = None
     if cache is not None:
         key = cache_key(

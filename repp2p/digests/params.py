@@ -53,7 +53,10 @@ class DigestParams:
         audit_delay_epochs: epochs after the seal at whose start ``E``'s digests are
             audited, 2 .. 16 (the digests of ``E + 1``, whose IDs seed the draw, are
             published during the epoch before).
-        audit_samples: leaves challenged per digest, 1 .. ``MAX_SAMPLES`` (default 8).
+        audit_samples: leaves challenged per digest epoch, 1 .. ``MAX_SAMPLES`` (default
+            8). A batch covering ``span`` epochs gets ``audit_samples * span`` challenges
+            (at most ``MAX_SAMPLES``; :meth:`samples_for`), so batching keeps the number of
+            leaves checked per epoch of work (docs/digests.md, "Detection per digest").
         auditors_per_digest: peers that audit each digest, 1 .. 16.
         audit_horizon_epochs: epochs after ``E`` during which a publisher still answers
             audits of ``E`` and keeps the per-task records behind them,
@@ -65,7 +68,7 @@ class DigestParams:
             ``last`` (:meth:`batch_accepts`), and views wait for it: with ``M > 1`` every
             view counts the digests of ``E`` ``M - 1`` epochs later
             (``NetworkParams.digest_lag``). A network of many quiet clients sets it (the
-            10,000-node scenario: 10), trading fresher views for fewer gossip messages.
+            10,000-node scenario: 12), trading fresher views for fewer gossip messages.
         work_max_epochs: the same for a node's WorkDigest batches, with the same bounds;
             default 1 (no batching). Views wait for the longer of the two
             (``NetworkParams.digest_lag``).
@@ -151,6 +154,22 @@ class DigestParams:
         if not 1 <= span <= self.max_epochs(digest_type):
             return False
         return self.gossip_accepts(first + span - 1, current)
+
+    def samples_for(self, span: int) -> int:
+        """Leaves challenged in a digest covering ``span`` epochs: ``audit_samples`` per
+        epoch, at most ``MAX_SAMPLES`` (and, as for every digest, at most its leaves:
+        :func:`~repp2p.digests.challenge_indices` draws ``min(samples, leaf_count)``).
+
+        Scaling with the span keeps detection per epoch of work: a batch of ``span``
+        epochs is audited once, where ``span`` single-epoch digests would each have been
+        audited; with a fixed sample it would be checked ``span`` times less.
+
+        Raises:
+            ValueError: ``span`` below 1.
+        """
+        if span < 1:
+            raise ValueError(f"span must be >= 1, got {span}")
+        return min(MAX_SAMPLES, self.audit_samples * span)
 
     def answers_audits_of(self, epoch: int, current: int) -> bool:
         """A publisher still answers audits of its digests of ``epoch`` at ``current``."""

@@ -134,7 +134,7 @@ def verify_unserved(
         seed,
         digest.record_id,
         d.leaf_count,  # type: ignore[attr-defined]
-        params.audit_samples,
+        params.samples_for(d.span),  # type: ignore[attr-defined]
     )
     if charge.index not in drawn:
         raise ProofError(ProofReason.BAD_INDEX, f"leaf {charge.index} was not challenged")

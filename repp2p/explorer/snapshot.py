@@ -346,9 +346,11 @@ class Explorer:
                     view.now,
                     engines=engines,
                     current_epoch=view.epoch,
+                    epoch_s=self._keeper.epoch_s,
                     cache=self._cache,
                 )
-                reason = "verified since the view was built"
+                # the evidence holds: what failed is its enclave's liveness, or nothing
+                reason = self._keeper.not_live_reason(peer) or "verified since the view was built"
             except AttestationError as exc:
                 reason = str(exc)  # "<reason>: <detail>"
         if len(self._reasons) > 4096:  # keep this view's reasons, drop older views'

@@ -104,6 +104,21 @@ def view_digest(
     return hashlib.sha256(VIEW_DOMAIN + cbor2.dumps(body, canonical=True)).digest()
 
 
+_WORDS: list[tuple[tuple[str, ...], np.ndarray]] = []
+
+
+def _peer_words(peers: tuple[str, ...]) -> np.ndarray:
+    """:func:`peer_words`, remembered for the last node set: it rarely changes between
+    epochs, and hashing 10,000 peer IDs costs tens of milliseconds per view (a pure
+    function's cache: the words are the same whoever computes them)."""
+    if _WORDS and _WORDS[0][0] == peers:
+        return _WORDS[0][1]
+    words = peer_words(peers)
+    words.setflags(write=False)
+    _WORDS[:] = [(peers, words)]
+    return words
+
+
 def _columns_digest(ev: Evidence) -> bytes:
     """Digest of compact evidence built without record IDs (simulator inputs)."""
     h = hashlib.sha256(b"repp2p/1/columns\0")
@@ -227,7 +242,11 @@ class View:
         ix = np.flatnonzero(ev.is_node)
         peers = tuple(ev.peers[i] for i in ix)
         penalised = book.penalised(epoch)
-        not_penalised = np.array([p not in penalised for p in peers], dtype=bool)
+        not_penalised = (
+            np.array([p not in penalised for p in peers], dtype=bool)
+            if penalised
+            else np.ones(len(peers), bool)
+        )
 
         # latest heartbeat at or before the epoch: rows are sorted by (node, epoch)
         n = ev.n_peers
@@ -242,7 +261,8 @@ class View:
         online = last_epoch[ix] >= epoch - mp.heartbeat_max_age_epochs
         free = ev.capacity[ix] - last_load[ix] > 0
 
-        tee_kind = tuple(ev.ads[p].tee_kind if p in ev.ads else "" for p in peers)
+        ads = ev.ads
+        tee_kind = tuple(ad.tee_kind if ad is not None else "" for ad in map(ads.get, peers))
         base = (
             ev.verified[ix]
             & ~ev.failed[ix]
@@ -269,7 +289,7 @@ class View:
             penalties=book,
             engine_pins=engine_pins,
         )
-        words = peer_words(peers)
+        words = _peer_words(peers)
         q = table.quality
         quality = (
             np.floor(q[ix] * 1000.0 + 0.5).astype(np.int64)

@@ -1,7 +1,9 @@
 """GossipSub topics: one per record family, ``/repp2p/1/<family>``.
 
 Each message's data is exactly one encoded record (``repp2p.records.encode``), so any libp2p
-implementation can read it. A record published on the wrong family's topic is invalid.
+implementation can read it. A record published on the wrong family's topic is invalid. The
+one exception is the ``proofs`` family: each message is one canonical CBOR proof
+(``repp2p.digests.disputes``), not a record.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from repp2p.records import (
 )
 
 TOPIC_PREFIX = "/repp2p/1/"
+#: The family whose messages are proofs, not records: dispute proofs
+#: (repp2p.digests.disputes), on a network whose views come from digests.
+PROOFS_FAMILY = "proofs"
 
 #: family -> record types carried on its topic. Receipts travel with the task lifecycle.
 #: ``digests``: the per-epoch WorkDigest and FeedbackDigest, global by design
@@ -32,12 +37,15 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     "claims": (Claim.TYPE,),
     "feedback": (Feedback.TYPE,),
     "digests": (WorkDigest.TYPE, FeedbackDigest.TYPE),
+    # no record type: proofs (canonical CBOR maps with a ``kind``) that carry other
+    # parties' signed records, judged by repp2p.node.disputes (docs/digests.md)
+    PROOFS_FAMILY: (),
 }
 
 TOPICS: dict[str, str] = {family: TOPIC_PREFIX + family for family in FAMILIES}
 #: The families every peer subscribes to when views come from digests (repp2p.node.light:
 #: per-task records stay with their parties): what matching needs, and the digests.
-LIGHT_FAMILIES: tuple[str, ...] = ("ads", "attestations", "heartbeats", "digests")
+LIGHT_FAMILIES: tuple[str, ...] = ("ads", "attestations", "heartbeats", "digests", PROOFS_FAMILY)
 _FAMILY_OF_TYPE = {t: family for family, types in FAMILIES.items() for t in types}
 _FAMILY_OF_TOPIC = {topic: family for family, topic in TOPICS.items()}
 

@@ -54,15 +54,17 @@ from repp2p.net.params import BudgetParams
 from repp2p.net.sync import PROTOCOL as SYNC_PROTOCOL
 from repp2p.net.sync import make_handler
 from repp2p.net.task import PROTOCOL as TASK_PROTOCOL
-from repp2p.net.topics import subscribed_topics
+from repp2p.net.topics import PROOFS_FAMILY, TOPICS, subscribed_topics
 from repp2p.net.verdict import Verdict
 from repp2p.node.audits import Auditor, EvidenceLog
 from repp2p.node.budgets import BUDGETED, SignerBudgets, UnattestedQuota
 from repp2p.node.digests import ClaimedOffers, FailedTasks, OwnDigests, retention_epochs
 from repp2p.node.discovery import Discovery, peer_info
+from repp2p.node.disputes import DisputeBook
 from repp2p.node.enclave import EnclaveSupervisor
 from repp2p.node.light import holds_only_own_tasks, own_tasks_only, served_to
 from repp2p.node.metrics import NodeMetrics
+from repp2p.node.offences import OffenceBook, ProofRouter
 from repp2p.node.pipeline import RecordPipeline
 from repp2p.node.publisher import RecordPublisher, capped_lifetime
 from repp2p.node.schedules import OwnRecordSchedule, phase_of
@@ -70,6 +72,7 @@ from repp2p.node.serving import TaskServer
 from repp2p.node.status import OperatorStatus
 from repp2p.node.views import ViewService
 from repp2p.records import EngineOffer, NodeAd, Record, SignedRecord
+from repp2p.reputation.heartbeats import heartbeat_slot
 from repp2p.store import SqliteRecordStore
 from repp2p.tee.enclave import check_platform, missing_tee_setting
 from repp2p.tee.errors import EnclaveError
@@ -97,6 +100,7 @@ class NodeParts:
     server: TaskServer | None
     own_digests: OwnDigests
     auditor: Auditor | None
+    disputes: DisputeBook
 
 
 class Node:
@@ -197,6 +201,11 @@ class Node:
         return self.parts.own_digests
 
     @property
+    def disputes(self) -> DisputeBook:
+        """The dispute proofs held (docs/digests.md, "Dispute proofs")."""
+        return self.parts.disputes
+
+    @property
     def auditor(self) -> Auditor | None:
         """The auditor of other peers' digests (None on a light peer)."""
         return self.parts.auditor
@@ -292,8 +301,39 @@ class Node:
                 dht.register_validator(NAMESPACE, AdValidator(self.clock.now))
                 pubsub, router = build_pubsub(host, cfg.gossip, views.app_score)
                 host.get_network().register_notifee(self.conn_events)
+                disputes = DisputeBook(
+                    folder=cfg.data_dir / "disputes",
+                    epoch_s=cfg.epoch_s,
+                    # a proof must be in before the first view that reads its offer's
+                    # epoch is built: every peer's views then judge the same disputes
+                    max_age_epochs=max(1, cfg.network_params.digest_lag - 1),
+                    keep_epochs=cfg.network_params.digest_lag
+                    + cfg.network_params.reputation.window_epochs,
+                    now=self.clock.now,
+                    verdict_of=keeper.verdict_at,
+                    ranks_of=keeper.offer_ranks,
+                    publish=lambda data: pubsub.publish(TOPICS[PROOFS_FAMILY], data),
+                )
+                keeper.disputes = disputes
+                offences = OffenceBook(
+                    folder=cfg.data_dir / "offences",
+                    epoch_s=cfg.epoch_s,
+                    horizon_epochs=cfg.digests.audit_horizon_epochs,
+                    keep_epochs=cfg.digests.audit_horizon_epochs
+                    + cfg.network_params.reputation.window_epochs
+                    + 1,
+                    now=self.clock.now,
+                    publish=lambda data: pubsub.publish(TOPICS[PROOFS_FAMILY], data),
+                )
+                keeper.offences = offences
+                proofs = ProofRouter(disputes, offences)
                 install_validators(
-                    pubsub, lambda d, t, f: pipeline.judge(d, topic=t, source="gossip")
+                    pubsub,
+                    lambda d, t, f: (
+                        proofs.judge(d)
+                        if t == TOPICS[PROOFS_FAMILY]
+                        else pipeline.judge(d, topic=t, source="gossip")
+                    ),
                 )
                 publisher = RecordPublisher(
                     self.identity,
@@ -394,7 +434,10 @@ class Node:
                         ),
                         metrics=self.metrics,
                         evidence=EvidenceLog(cfg.data_dir / "audits"),
+                        publish=lambda data: pubsub.publish(TOPICS[PROOFS_FAMILY], data),
                     )
+                    # other auditors' unserved charges: verified, then re-checked by us
+                    proofs.on_charge = auditor.on_charge
                 if not light:  # on a digest-view network nobody follows per-task feeds
                     host.set_stream_handler(
                         feed_protocol.PROTOCOL,
@@ -447,6 +490,7 @@ class Node:
                         server=server,
                         own_digests=own_digests,
                         auditor=auditor,
+                        disputes=disputes,
                     )
                     nursery.start_soon(publisher.run)
                     if server is not None:  # served only once background work can start
@@ -533,6 +577,7 @@ class Node:
                 tick_s=cfg.timers.tick_s,
             )
         )
+        period = cfg.network_params.reputation.heartbeat_period_epochs
         schedule = OwnRecordSchedule(
             publisher,
             server,
@@ -542,6 +587,10 @@ class Node:
             heartbeat_interval_s=cfg.heartbeat_interval_s,
             republish_interval_s=cfg.republish_interval_s,
             phase=self.phase,
+            heartbeat_period_epochs=period,
+            heartbeat_slot=heartbeat_slot(self.peer_id, period),
+            heartbeat_lag=cfg.network_params.heartbeat_lag,
+            sign_liveness=lambda epoch: enclave.sign_liveness(self.peer_id, epoch),
         )
         nursery.start_soon(schedule.run_heartbeats)
         nursery.start_soon(schedule.run_ads)

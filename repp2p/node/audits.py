@@ -8,7 +8,8 @@ from public data it holds, the same draw for the digests of ``E``:
 * ``seed = audit_seed(E, seal_lag_epochs + audit_delay_epochs, entropy)``;
 * the candidates: the signers of ``E``'s work digests (the full nodes active then); each
   digest's auditors are ``auditors(seed, digest_id, candidates, exclude={publisher})``,
-  its challenged leaves ``challenge_indices(seed, digest_id, leaf_count, audit_samples)``.
+  its challenged leaves ``challenge_indices(seed, digest_id, leaf_count, samples_for(span))``
+  (``audit_samples`` per epoch the digest covers).
 
 A peer drawn as auditor asks the publisher over ``/repp2p/audit/1`` (``AuditParams.attempts``
 tries, ``retry_s`` apart: the grace period) and judges each answer with ``verify_audit``.
@@ -40,9 +41,10 @@ from repp2p.digests import (
 )
 from repp2p.digests.params import DigestParams, audit_entropy
 from repp2p.digests.unserved import NO_ANSWER, UnservedCharge, verify_unserved
-from repp2p.errors import ProofReason
+from repp2p.errors import ProofError, ProofReason, RecordError
 from repp2p.net import audit as audit_protocol
 from repp2p.net.params import AuditParams
+from repp2p.net.verdict import Verdict
 from repp2p.node.metrics import NodeMetrics
 from repp2p.records import FeedbackDigest, SignedRecord, WorkDigest, decode
 from repp2p.store import RecordStoreAPI
@@ -51,6 +53,10 @@ log = logging.getLogger("repp2p.audits")
 
 #: pieces of evidence kept in memory (files keep all of them)
 EVIDENCE_KEPT = 1024
+#: gossiped unserved charges waiting for our re-check (more are not re-checked)
+RECHECKS_QUEUED = 256
+#: (digest, leaf) charges seen, for dedup (cleared whole when full)
+CHARGES_SEEN = 65_536
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,7 +91,8 @@ def plan(store: RecordStoreAPI, me: str, epoch: int, params: DigestParams) -> li
         if me not in chosen:
             continue
         leaves = digest.record.leaf_count  # type: ignore[attr-defined]
-        indices = challenge_indices(seed, digest.record_id, leaves, params.audit_samples)
+        samples = params.samples_for(digest.record.span)  # type: ignore[attr-defined]
+        indices = challenge_indices(seed, digest.record_id, leaves, samples)
         if indices:
             out.append(Challenge(digest, indices, entropy))
     return out
@@ -145,6 +152,8 @@ class Auditor:
         open_stream: ``await open_stream(peer)``: a new ``/repp2p/audit/1`` stream.
         metrics: ``audits`` counts outcomes.
         evidence: where proofs and charges are kept.
+        publish: gossips what this auditor found (offence proofs, unserved charges) on
+            the ``proofs`` topic.
     """
 
     def __init__(
@@ -159,8 +168,14 @@ class Auditor:
         open_stream: Callable[[str], Awaitable[Any]],
         metrics: NodeMetrics,
         evidence: EvidenceLog | None = None,
+        publish: Callable[[bytes], Awaitable[Any]] | None = None,
     ) -> None:
         self.peer_id = peer_id
+        #: ``await publish(data)``: gossips an offence proof or an unserved charge on the
+        #: ``proofs`` topic (repp2p.node.offences); None: kept here only
+        self.publish = publish
+        self._charges_seen: set[tuple[bytes, int]] = set()
+        self._recheck_send, self._recheck_receive = trio.open_memory_channel[bytes](RECHECKS_QUEUED)
         self.params = params
         self.audit_params = audit
         self.evidence = evidence or EvidenceLog(None)
@@ -219,6 +234,7 @@ class Auditor:
             self._metrics.audits.labels(result.outcome.value).inc()
             if result.evidence is not None:
                 self.evidence.keep(result.outcome, result.evidence)
+                await self._gossip(result.evidence)
                 log.warning(
                     "audit of %s's %s (epoch %d) leaf %d: %s %s",
                     digest.signer,
@@ -230,6 +246,14 @@ class Auditor:
                 )
         return results
 
+    async def _gossip(self, data: bytes) -> None:
+        if self.publish is None:
+            return
+        try:
+            await self.publish(data)
+        except Exception as exc:  # no peers yet, gossip closing: the evidence is kept
+            log.info("could not gossip audit evidence: %r", exc)
+
     async def recheck(self, charge: bytes, candidates: list[str] | None = None) -> AuditOutcome:
         """Re-check another auditor's unserved charge: verify it (``verify_unserved``),
         then ask the publisher for the leaf ourselves. ``pass`` refutes the charge,
@@ -238,14 +262,69 @@ class Auditor:
         Raises:
             ProofError: the charge itself does not check out.
         """
+        return (await self._recheck(charge, candidates)).outcome
+
+    async def _recheck(self, charge: bytes, candidates: list[str] | None) -> AuditVerdict:
         now = int(self._clock.now())
         found = verify_unserved(charge, now, self.params, candidates)
         digest = decode(UnservedCharge.decode(charge).digest, now=now)
         answers = await self._ask(found.offender, found.digest_id, [found.index])
         data = answers.get(found.index)
         if data is None:
-            return AuditOutcome.UNSERVED
-        return verify_audit(digest, found.index, data).outcome
+            return AuditVerdict(AuditOutcome.UNSERVED, detail=NO_ANSWER)
+        return verify_audit(digest, found.index, data)
+
+    def on_charge(self, data: bytes) -> Verdict:
+        """The ``proofs`` topic's verdict on another auditor's unserved charge, and a
+        re-check of it queued (docs/digests.md, "Offence proofs and unserved charges on
+        gossip"): REJECT a charge that does not check out (malformed, a digest that is no
+        digest, a leaf not drawn, an accuser not drawn to audit it), IGNORE one already
+        seen or whose digest expired, ACCEPT (forward) a new one. The re-check is this
+        peer's own question to the publisher; only its failure counts, here only."""
+        now = int(self._clock.now())
+        try:
+            charge = UnservedCharge.decode(data)
+            epoch = decode(charge.digest, now=None).record.last_epoch  # type: ignore[attr-defined]
+            found = verify_unserved(data, now, self.params, self._candidates(epoch))
+        except (ProofError, RecordError) as exc:
+            reason = getattr(exc, "reason", None)
+            return Verdict.IGNORE if reason is ProofReason.EXPIRED else Verdict.REJECT
+        if found.offender == self.peer_id:
+            return Verdict.ACCEPT  # a charge against us: we answer whoever asks
+        key = (found.digest_id, found.index)
+        if key in self._charges_seen:
+            return Verdict.IGNORE
+        if len(self._charges_seen) >= CHARGES_SEEN:
+            self._charges_seen.clear()
+        self._charges_seen.add(key)
+        try:
+            self._recheck_send.send_nowait(data)
+        except trio.WouldBlock:
+            log.info("re-check queue full: charge against %s not re-checked", found.offender)
+        return Verdict.ACCEPT
+
+    def _candidates(self, epoch: int) -> list[str]:
+        return sorted({d.signer for d in self._store.query(type=WorkDigest.TYPE, epoch=epoch)})
+
+    async def _run_rechecks(self) -> None:
+        async with self._recheck_receive:
+            async for data in self._recheck_receive:
+                try:
+                    verdict = await self._recheck(data, None)
+                except ProofError as exc:  # expired meanwhile
+                    log.info("charge not re-checked: %s", exc)
+                    continue
+                except Exception:
+                    log.exception("re-check failed")
+                    continue
+                self._metrics.audits.labels(f"recheck_{verdict.outcome.value}").inc()
+                if verdict.outcome is AuditOutcome.UNSERVED:
+                    # our own failed re-check: local evidence only, never in a view
+                    self.evidence.keep(AuditOutcome.UNSERVED, data)
+                elif verdict.outcome is AuditOutcome.OFFENCE and verdict.proof is not None:
+                    proof = verdict.proof.encode()
+                    self.evidence.keep(AuditOutcome.OFFENCE, proof)
+                    await self._gossip(proof)
 
     async def audit_epoch(self, epoch: int) -> list[AuditResult]:
         """Check every challenge of ``epoch``'s digests that falls to this peer,
@@ -273,8 +352,10 @@ class Auditor:
             log.exception("auditing the digests of epoch %d failed", epoch)
 
     async def run(self) -> None:
-        """At the start of every epoch, audit the digests whose audit boundary it is."""
+        """At the start of every epoch, audit the digests whose audit boundary it is; and
+        re-check the unserved charges other auditors gossiped (:meth:`on_charge`)."""
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._run_rechecks)
             while True:
                 current = int(self._clock.now()) // self._epoch_s
                 epoch = self.params.audited_at(current)

@@ -2,11 +2,13 @@
 its attestation fresh.
 
 Each attestation binds the enclave's keys to this peer ID and the epoch (the epoch beacon is
-the nonce); peers verify it under their own policy. Re-attestation happens at the node's
-phase of the epoch (:func:`repp2p.node.schedules.phase_of`), so the attestation peers hold
-at a boundary is stable, as often as the policy's epoch lag needs and before the record
-expires. The simulated backend runs in a separate process: development only, no real
-security.
+the nonce); peers verify it under their own policy. Re-attestation (new hardware evidence)
+happens at the node's phase of the epoch (:func:`repp2p.node.schedules.phase_of`), so the
+attestation peers hold at a boundary is stable, every ``reattest_period_s``, before the
+record expires, and when the enclave was replaced. Between re-attestations the enclave
+proves it is alive each epoch by signing the node's heartbeat (:meth:`sign_liveness`,
+docs/attestation.md "Freshness"). The simulated backend runs in a separate process:
+development only, no real security.
 """
 
 from __future__ import annotations
@@ -106,6 +108,12 @@ class EnclaveSupervisor(EnclaveSupervisorAPI):
         """False once the enclave process has died (the next attestation replaces it)."""
         return self._enclave.is_alive
 
+    async def sign_liveness(self, peer_id: str, epoch: int) -> bytes:
+        """The enclave's signature saying it is alive in ``epoch`` (a heartbeat's
+        ``enclave_sig``); raises :class:`repp2p.tee.EnclaveError` when the enclave is dead
+        (a dead enclave's node stops counting as attested until it re-attests)."""
+        return await self._enclave.sign_liveness_async(peer_id, epoch)
+
     async def execute(self, **task: Any) -> tuple[bytes, Receipt]:
         return await self._enclave.execute_async(**task)
 
@@ -179,15 +187,16 @@ class EnclaveSupervisor(EnclaveSupervisorAPI):
         # Mid-epoch (at this node's phase), so the attestation peers snapshot at the
         # boundary is stable.
         mid_epoch = now - epoch * epoch_s >= epoch_s * phase
-        due = policy.is_due_for_reattestation((self.attested_epoch or 0) * epoch_s, int(now))
+        # Every reattest_period_s (peers count an attestation for that long plus
+        # max_epoch_lag epochs, Policy.attestation_max_age_epochs; in between the enclave
+        # signs each heartbeat): the evidence is the largest gossiped record.
+        period = self.attested_epoch is None or policy.is_due_for_reattestation(
+            self.attested_epoch * epoch_s, int(now)
+        )
         # ...and before our attestation expires (its lifetime is capped at a day).
         margin = min(epoch_s, MAX_LIFETIME_S[Attestation.TYPE] // 2)
-        due = due or now >= self.attestation_expires - margin
-        # Every epoch the policy's max_epoch_lag still accepts (each epoch when it is 1):
-        # attestations are the largest gossiped records, and peers re-verify each.
-        every = max(1, policy.max_epoch_lag)
-        stale = self.attested_epoch is None or epoch - self.attested_epoch >= every
-        return (mid_epoch and stale) or due or not self._enclave.is_alive
+        expiring = now >= self.attestation_expires - margin
+        return (mid_epoch and period) or expiring or not self._enclave.is_alive
 
     async def run_attestations(
         self,

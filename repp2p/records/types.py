@@ -144,7 +144,14 @@ class Attestation(Record):
 
 @dataclasses.dataclass(frozen=True)
 class Heartbeat(Record):
-    """Liveness for one epoch: ``load`` = tasks running now, ``tasks_done`` = cumulative."""
+    """Liveness for one epoch: ``load`` = tasks running now, ``tasks_done`` = cumulative.
+
+    ``enclave_sig`` is the node's attested enclave saying it is alive in ``epoch``: Ed25519
+    by the attestation's ``result_key`` over
+    :func:`repp2p.attestation.liveness.liveness_message` (peer ID, epoch, beacon). An
+    optional field, left out when empty, so heartbeats from before it decode as before;
+    such a heartbeat proves no enclave liveness (docs/attestation.md, "Freshness").
+    """
 
     TYPE: ClassVar[str] = "Heartbeat"
     MAX_SIZE: ClassVar[int] = 1024
@@ -154,9 +161,14 @@ class Heartbeat(Record):
     tasks_done: int = spec_field(_u64)
     seq: int = _seq()
     expires: int = _expires()
+    enclave_sig: bytes = optional_field(Blob(max_size=64), b"")
 
     def slot(self) -> bytes:
         return self.epoch.to_bytes(8, "big")
+
+    def check_invariants(self) -> None:
+        if len(self.enclave_sig) not in (0, 64):
+            raise FieldError(f"enclave_sig is {len(self.enclave_sig)} bytes, not 64")
 
 
 @dataclasses.dataclass(frozen=True)

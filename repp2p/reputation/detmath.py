@@ -14,6 +14,7 @@ has a scalar twin evaluating the same operations in the same order.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -73,14 +74,19 @@ def exp2_neg(x: float) -> float:
     return math.ldexp(p, -n)
 
 
+@functools.lru_cache(maxsize=64)
 def decay_table_fixed(half_life: float, length: int, scale_bits: int) -> np.ndarray:
     """Integer decay weights ``round(2**scale_bits * 2**(-age / half_life))`` for ages 0..length-1.
 
     Evidence is summed in this fixed point so that sums are exact integers: independent of
-    the order records arrived in and of the platform.
+    the order records arrived in and of the platform. The table is read-only and
+    remembered per arguments (several are needed per view; each costs ``length`` scalar
+    ``exp2_neg`` calls).
     """
     scale = float(1 << scale_bits)
-    return np.array(
+    table = np.array(
         [math.floor(exp2_neg(age / half_life) * scale + 0.5) for age in range(length)],
         dtype=np.int64,
     )
+    table.setflags(write=False)
+    return table

@@ -18,6 +18,15 @@ however long it has been running):
   over pairs (EigenTrust, trust-weighted masses) runs in the same order on every peer,
   with no sort at view time.
 
+A view's per-pair sums are taken block by block (:meth:`PairState.window_sums`: each
+block's rows share one decay value, so a block adds ``d * counts`` at its pairs' canonical
+positions), O(rows in the window) with no per-row temporaries; they are not carried from
+one view to the next because the decay tables are rounded to integers per age (not
+geometric in fixed point), so only a re-sum is exact. With streaming EigenTrust
+(``trust_view_steps > 0``) the state also holds the two live trust chains
+(:meth:`PairState.trust_chain`), advanced once per epoch on a graph that is a prefix of
+the same pass, and replayed from the blocks after a restart.
+
 What a count row supports (the digests carry no ratings, no deadlines and no per-task
 outputs): ``ok`` counts as a full-value good verdict; ``wrong`` and ``bad_proof`` as bad
 evidence (``bad_weight``, slower decay); ``timeout``, and the verdicts a client reported on
@@ -28,8 +37,18 @@ duty), as timeouts; latency against one epoch; throughput from the node's own wo
 check) are treated as the records view treats checked refusals: out of the node's
 throughput, and each counts against its client's credibility with weight
 :data:`~repp2p.reputation.scores.REFUSAL_WEIGHT` (decaying like bad evidence), which
-scales the client's verdicts. Disputes over disagreeing receipts need the
-receipts and are not in digests: the table's disputes columns are zero here.
+scales the client's verdicts.
+
+Disputes over disagreeing receipts need the receipts, which digests do not carry: they
+travel as dispute proofs (:mod:`repp2p.digests.disputes`). The caller puts the offers,
+claims and receipts of the disputed tasks (and only those) in the evidence's task tables
+(:func:`repp2p.reputation.collect` over the proofs' records, under the records path's
+evidence rule), and :func:`compute_pairs` runs the dispute rounds of
+:func:`repp2p.reputation.scores.compute` on them: ``disputes_lost``, ``standing``,
+``receipt_upheld`` and ``receipt_lost`` then mean what they mean on a records view (the
+ledger's dispute slash reads them). Without such tables nothing changes: the rounds are
+skipped, ``standing`` is ``quality``. What is not done here: verdicts are not linked to
+receipts, so no slander is refuted and no echoed verdict dropped.
 
 Pure: no I/O, no clock.
 """
@@ -38,7 +57,9 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import functools
 import hashlib
+import operator
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
@@ -46,19 +67,26 @@ import cbor2
 import numpy as np
 
 from repp2p.reputation.detmath import decay_table_fixed
+from repp2p.reputation.disputes import dispute_verdicts
 from repp2p.reputation.estimates import beta_lcb, beta_posterior
-from repp2p.reputation.evidence import Evidence
+from repp2p.reputation.evidence import Evidence, Offence
 from repp2p.reputation.params import ReputationParams
 from repp2p.reputation.scores import (
     DECAY_BITS,
     REFUSAL_WEIGHT,
     UNIT,
     ReputationTable,
+    _member,
     _smoothed,
     attestation_component,
+    chain_anchors,
+    chain_oldest,
+    chain_steps,
     combine,
     eigentrust,
+    receipt_votes,
     uptime_component,
+    warm_start,
 )
 
 #: Columns of a fold block, in order.
@@ -74,6 +102,9 @@ COLUMNS = (
     "refused",
 )
 _OK, _WRONG, _TIMEOUT, _BAD, _LAT, _SILENT, _CLAIMS, _RECEIPTS, _REFUSED = range(len(COLUMNS))
+#: Per-row columns the view's sums weigh (PairState._derived): the first _BY_D by d, the
+#: rest by d_bad.
+_N_SUMS, _BY_D = 10, 8
 _D = float(1 << DECAY_BITS)
 _I64 = np.int64
 
@@ -140,24 +171,61 @@ class PairWindow:
     Attributes:
         epochs: ``(epoch, ids_hash)`` of every folded epoch in the window, ascending.
         peers: the peers the rows name, sorted.
-        row_pos: per row, the canonical position of its pair (order of (client, node)).
-        row_epoch: per row, its epoch.
-        counts: per row, the :data:`COLUMNS` (shape ``(len(COLUMNS), rows)``).
         pair_client, pair_node: per canonical position, the pair's peers as indices into
             ``peers`` (positions with no row in the window are unused).
+        blocks: the window's folded blocks, ascending.
+        pos_map: pair stable ID -> canonical position, as of the window.
+        lo, hi: the epochs asked for (inclusive).
+        sids: per peer of ``peers``, its stable ID in ``state``.
+        state: the :class:`PairState` the window was read from (its per-block sums and
+            trust chains); None: :func:`compute_pairs` sums the rows.
+
+    The rows themselves (:attr:`row_pos`, :attr:`row_epoch`, :attr:`counts`) are
+    concatenated on first use only: a view from a state sums block by block.
     """
 
     epochs: tuple[tuple[int, bytes], ...]
     peers: tuple[str, ...]
-    row_pos: np.ndarray
-    row_epoch: np.ndarray
-    counts: np.ndarray
     pair_client: np.ndarray
     pair_node: np.ndarray
+    blocks: tuple[EpochBlock, ...] = ()
+    pos_map: np.ndarray | None = None
+    lo: int = 0
+    hi: int = -1
+    sids: np.ndarray | None = None
+    state: PairState | None = None
+
+    @functools.cached_property
+    def _rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        blocks = self.blocks
+        if not blocks or self.pos_map is None:
+            return np.zeros(0, _I64), np.zeros(0, _I64), np.zeros((len(COLUMNS), 0), _I64)
+        pair = np.concatenate([b.pair for b in blocks])
+        row_epoch = np.concatenate([np.full(len(b.pair), b.epoch, _I64) for b in blocks])
+        counts = np.concatenate([b.counts for b in blocks], axis=1)
+        row_pos = self.pos_map[pair]
+        for arr in (row_pos, row_epoch, counts):
+            arr.setflags(write=False)
+        return row_pos, row_epoch, counts
+
+    @property
+    def row_pos(self) -> np.ndarray:
+        """Per row, the canonical position of its pair (order of (client, node))."""
+        return self._rows[0]
+
+    @property
+    def row_epoch(self) -> np.ndarray:
+        """Per row, its epoch."""
+        return self._rows[1]
+
+    @property
+    def counts(self) -> np.ndarray:
+        """Per row, the :data:`COLUMNS` (shape ``(len(COLUMNS), rows)``)."""
+        return self._rows[2]
 
     @property
     def rows(self) -> int:
-        return len(self.row_pos)
+        return sum(len(b.pair) for b in self.blocks)
 
 
 class PairState:
@@ -192,6 +260,10 @@ class PairState:
         self._blocks: dict[int, EpochBlock] = {}
         self._cache: tuple[tuple[int, ...], PairWindow] | None = None
         self._union: tuple | None = None
+        # streaming EigenTrust: (anchor, lag, params...) -> (view epoch, vector over sids)
+        self._chains: dict[tuple, tuple[int, np.ndarray]] = {}
+        self._graph_cache: tuple | None = None  # the chains' graph a view left behind
+        self._derived_cache: dict[int, tuple] = {}  # epoch -> (block, budget, by_d, by_db)
 
     # -- folding ---------------------------------------------------------------------------
 
@@ -252,6 +324,10 @@ class PairState:
         block = EpochBlock(epoch, digest_ids_hash(ids), len(set(ids)), pair, counts.T)
         self._blocks[epoch] = block
         self._cache = None
+        # a trust chain that already counted up to this epoch would not be what a replay
+        # gives: forget it (it is replayed when next read)
+        self._chains = {k: v for k, v in self._chains.items() if v[0] - k[1] < epoch}
+        self._graph_cache = None
         return block
 
     def _add_peers(self, peers: set[str]) -> None:
@@ -314,8 +390,10 @@ class PairState:
         gone = [e for e in self._blocks if e < before]
         for e in gone:
             del self._blocks[e]
+            self._derived_cache.pop(e, None)
         if gone:
             self._cache = None
+            self._graph_cache = None
             live = sum(len(b.pair) for b in self._blocks.values())
             if len(self._pc) > 2 * live + self.compact_slack:
                 self._compact()
@@ -353,45 +431,266 @@ class PairState:
 
     def window(self, lo: int, hi: int) -> PairWindow:
         """The folded rows of epochs ``lo .. hi`` (inclusive). Cached until the next fold
-        or prune; costs one vectorised pass over the window's rows."""
+        or prune; costs a vectorised pass over the window's pairs (not its rows, which
+        are concatenated only when read)."""
         epochs = tuple(e for e in sorted(self._blocks) if lo <= e <= hi)
         if self._cache is not None and self._cache[0] == epochs:
             return self._cache[1]
-        blocks = [self._blocks[e] for e in epochs]
-        pair = np.concatenate([b.pair for b in blocks]) if blocks else np.zeros(0, _I64)
-        row_epoch = np.concatenate(
-            [np.full(len(b.pair), b.epoch, _I64) for b in blocks] or [np.zeros(0, _I64)]
-        )
-        counts = (
-            np.concatenate([b.counts for b in blocks], axis=1)
-            if blocks
-            else np.zeros((len(COLUMNS), 0), _I64)
-        )
-        row_pos = self._pos[pair] if len(pair) else np.zeros(0, _I64)
+        blocks = tuple(self._blocks[e] for e in epochs)
         # peers of the window, sorted, and each canonical pair's client and node among them
         used = np.zeros(len(self._names), bool)
-        used[self._pc[pair]] = True
-        used[self._pn[pair]] = True
+        for b in blocks:
+            used[self._pc[b.pair]] = True
+            used[self._pn[b.pair]] = True
         sids = np.flatnonzero(used)
         sids = sids[np.argsort(self._rank[sids], kind="stable")]
-        peers = tuple(self._names[i] for i in sids.tolist())
+        peers = tuple(operator.itemgetter(*sids.tolist())(self._names)) if len(sids) else ()
+        if len(sids) == 1:
+            peers = (self._names[int(sids[0])],)
         local = np.full(len(self._names), -1, _I64)
         local[sids] = np.arange(len(sids), dtype=_I64)
         pair_client = local[self._pc[self._order]] if len(self._order) else np.zeros(0, _I64)
         pair_node = local[self._pn[self._order]] if len(self._order) else np.zeros(0, _I64)
-        for arr in (row_pos, row_epoch, counts, pair_client, pair_node):
+        for arr in (pair_client, pair_node, sids):
             arr.setflags(write=False)
         win = PairWindow(
             epochs=tuple((b.epoch, b.ids_hash) for b in blocks),
             peers=peers,
-            row_pos=row_pos,
-            row_epoch=row_epoch,
-            counts=counts,
             pair_client=pair_client,
             pair_node=pair_node,
+            blocks=blocks,
+            pos_map=self._pos,
+            lo=lo,
+            hi=hi,
+            sids=sids,
+            state=self,
         )
         self._cache = (epochs, win)
         return win
+
+    # -- per-pair sums -----------------------------------------------------------------------
+
+    def _derived(self, b: EpochBlock, budget: int) -> np.ndarray:
+        """Per row of ``b``, the columns the view's sums need (:data:`_SUMS` order: the
+        first ``_BY_D`` weigh by ``d``, the rest by ``d_bad``), float64 (exact: small
+        integers); kept with the block (they depend on its counts and the epoch length)."""
+        hit = self._derived_cache.get(b.epoch)
+        if hit is not None and hit[0] is b and hit[1] == budget:
+            return hit[2]
+        c = b.counts
+        counted = c[_OK] + c[_WRONG] + c[_TIMEOUT] + c[_BAD]
+        lat = np.minimum(c[_LAT], counted * budget)
+        lat_fixed = counted * UNIT - (lat * UNIT) // budget
+        bad_n = c[_WRONG] + c[_BAD]
+        cols = np.stack(
+            (
+                c[_OK],
+                bad_n,
+                c[_TIMEOUT] + c[_SILENT],
+                counted,
+                lat_fixed,
+                c[_CLAIMS],
+                c[_RECEIPTS],
+                c[_REFUSED],
+                bad_n,
+                c[_REFUSED],
+            )
+        ).astype(np.float64)
+        self._derived_cache[b.epoch] = (b, budget, cols)
+        return cols
+
+    def window_sums(
+        self, win: PairWindow, epoch: int, epoch_s: int, p: ReputationParams
+    ) -> dict[str, np.ndarray]:
+        """Per canonical pair position, the window's decayed sums :func:`compute_pairs`
+        reads (exact integers, as float64). Each block's rows weigh one decay value, so
+        the per-row weights are a block's cached columns times its ``d`` (``d_bad``), and
+        one weighted ``bincount`` per column sums them: O(rows in the window), with the
+        per-row columns computed once per block, not once per view. Equal to the per-row
+        sums bit for bit (both are exact integer sums below 2**53).
+
+        With streaming EigenTrust, also leaves the chains' graph of ``epoch``
+        (:meth:`_chain_graph`) for :meth:`trust_chain`: its blocks are the newest of the
+        window's, so its sums are the view's less those of the older blocks (exact)."""
+        w = p.window_epochs
+        decay = decay_table_fixed(p.half_life_epochs, w + 1, DECAY_BITS)
+        decay_bad = decay_table_fixed(p.bad_half_life_epochs, w + 1, DECAY_BITS)
+        budget = max(epoch_s * 1000, 1)
+        n_pos = len(win.pair_client)
+        # blocks counted (ages in [0, w)), newest first
+        blocks = [b for b in reversed(win.blocks) if 0 <= (epoch - 1) - b.epoch <= w - 1]
+        counted = [b.epoch for b in blocks]
+        oldest = None
+        current = self._cache is not None and self._cache[1] is win  # no fold since
+        if p.is_streaming_trust and current and win.lo <= max(epoch - w, chain_oldest(epoch, p)):
+            oldest = chain_oldest(epoch, p)  # the window holds the chains' graph
+        sizes = [len(b.pair) for b in blocks]
+        if blocks:
+            assert win.pos_map is not None
+            pos = np.concatenate([win.pos_map[b.pair] for b in blocks])
+            cols = np.concatenate([self._derived(b, budget) for b in blocks], axis=1)
+            ages = np.array([(epoch - 1) - e for e in counted], _I64)
+            d = np.repeat(decay[ages].astype(np.float64), sizes)
+            db = np.repeat(decay_bad[ages].astype(np.float64), sizes)
+        else:
+            pos = np.zeros(0, _I64)
+            cols = np.zeros((_N_SUMS, 0))
+            d = db = np.zeros(0)
+
+        def total(k: int, rows: slice = slice(None)) -> np.ndarray:
+            weight = (db if k >= _BY_D else d)[rows] * cols[k, rows]
+            return np.bincount(pos[rows], weights=weight, minlength=n_pos)
+
+        sums = [total(k) for k in range(_N_SUMS)]
+        ok, bad_n, timeouts, n_counted, lat_fixed, claims, receipts, refused = sums[:_BY_D]
+        tv = float(p.timeout_penalty_pct * 100)
+        local = ok * UNIT - bad_n * UNIT - timeouts * tv
+        rows = np.bincount(pos, minlength=n_pos)
+        if oldest is not None:
+            # the older blocks' share (a suffix of the newest-first rows), taken out exactly
+            cut = sum(size for e, size in zip(counted, sizes, strict=True) if e >= oldest)
+            old = slice(cut, None)
+            o_ok, o_bad, o_to, o_claims = (total(k, old) for k in (0, 1, 2, 5))
+            c_ok = ok - o_ok
+            c_local = c_ok * UNIT - (bad_n - o_bad) * UNIT - (timeouts - o_to) * tv
+            c_rows = rows - np.bincount(pos[old], minlength=n_pos)
+            key = (epoch, epoch - win.hi, *self._chain_tail(p))
+            graph = self._chain_edges(c_local, c_ok, c_rows > 0, (claims - o_claims) > 0)
+            self._graph_cache = (key, graph)
+        return {
+            "good": ok,
+            "seen_ok": ok + timeouts,
+            "bad": sums[_BY_D],
+            "local": local,
+            "lat_num": lat_fixed,
+            "lat_den": n_counted * UNIT,
+            "claims": claims,
+            "receipts": receipts,
+            "refused": refused,
+            "refused_bad": sums[_BY_D + 1],
+            "rows": rows.astype(np.float64),
+        }
+
+    # -- streaming EigenTrust ----------------------------------------------------------------
+
+    @staticmethod
+    def _chain_tail(p: ReputationParams) -> tuple:
+        """What a chain's bits depend on besides the blocks, its anchor and the lag."""
+        return (
+            p.window_epochs,
+            p.trust_chain_epochs,
+            p.trust_chain_steps,
+            p.trust_iterations,
+            p.trust_alpha,
+            p.half_life_epochs,
+            p.timeout_penalty_pct,
+        )
+
+    def trust_chain(self, epoch: int, *, lag: int, params: ReputationParams) -> np.ndarray:
+        """The warm vector of the view of ``epoch`` (docs/core.md, "Streaming
+        EigenTrust"), per peer stable ID: the trust chain :func:`chain_anchors` names.
+
+        Both live chains are advanced one epoch at a time from where they were left (per
+        epoch: one pass over the counted blocks for the epoch's chain graph, and
+        ``trust_chain_steps`` steps per chain); a chain not held, or held past ``epoch``, is
+        replayed from its anchor. Either way the vector is a function of the folded blocks
+        alone: a peer that restarted gets the same bits.
+
+        Args:
+            epoch: the view's epoch.
+            lag: the view of ``epoch`` counts blocks up to ``epoch - lag`` (``digest_lag``).
+            params: the reputation parameters (streaming ones).
+        """
+        p = params
+        r = p.trust_chain_epochs
+        tail = (lag, *self._chain_tail(p))
+        decay = decay_table_fixed(p.half_life_epochs, p.window_epochs + 1, DECAY_BITS)
+        used, nxt = chain_anchors(epoch, r)
+        chains: dict[int, tuple[int, np.ndarray | None]] = {}
+        for anchor in (used, nxt):
+            hit = self._chains.get((anchor, *tail))
+            chains[anchor] = hit if hit is not None and hit[0] <= epoch else (anchor - 1, None)
+        for e_view in range(min(at for at, _ in chains.values()) + 1, epoch + 1):
+            due = [a for a, (at, _) in chains.items() if at < e_view and e_view >= a]
+            if not due:
+                continue
+            graph = self._chain_graph(e_view, lag, p, decay, tail)
+            starts = [None if e_view == a else chains[a][1] for a in due]
+            for a, t in zip(due, chain_steps(*graph, starts, p), strict=True):
+                chains[a] = (e_view, t)
+        for anchor, (at, t) in chains.items():
+            hit = self._chains.get((anchor, *tail))
+            if t is not None and (hit is None or hit[0] < at):
+                self._chains[(anchor, *tail)] = (at, t)
+        for key in [k for k in self._chains if k[0] < used]:
+            del self._chains[key]
+        out = chains[used][1]
+        assert out is not None
+        if len(out) < len(self._names):
+            out = np.concatenate((out, np.zeros(len(self._names) - len(out))))
+        return out
+
+    def _chain_graph(
+        self, e_view: int, lag: int, p: ReputationParams, decay: np.ndarray, tail: tuple
+    ) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The chains' graph of epoch ``e_view`` (over peer stable IDs): ``(n, src, dst,
+        weight, workers, vertices in canonical order)``, from the blocks the view of
+        ``e_view`` counts, less those before :func:`chain_oldest`. The view of
+        ``e_view`` leaves it behind (:meth:`window_sums`); otherwise one pass over the
+        blocks."""
+        hit = self._graph_cache
+        if hit is not None and hit[0] == (e_view, *tail):
+            return hit[1]
+        w = p.window_epochs
+        hi = e_view - lag
+        lo = max(e_view - w, chain_oldest(e_view, p))  # ages (e_view - 1) - e in [0, w)
+        n_pos = len(self._order)
+        local = np.zeros(n_pos, _I64)
+        good = np.zeros(n_pos, _I64)
+        seen = np.zeros(n_pos, bool)
+        worked = np.zeros(n_pos, bool)
+        timeout_value = p.timeout_penalty_pct * 100
+        for e in range(lo, hi + 1):
+            b = self._blocks.get(e)
+            if b is None or not len(b.pair):
+                continue
+            d = int(decay[(e_view - 1) - e])
+            c = b.counts
+            pos = self._pos[b.pair]
+            bad_n = c[_WRONG] + c[_BAD]
+            timeouts = c[_TIMEOUT] + c[_SILENT]
+            # exact integers, as in compute_pairs (each pair once per block)
+            local[pos] += d * (c[_OK] * UNIT - bad_n * UNIT - timeouts * timeout_value)
+            good[pos] += d * c[_OK]
+            seen[pos] = True
+            worked[pos] |= d * c[_CLAIMS] > 0  # as the decayed sum of window_sums
+        return self._chain_edges(local, good, seen, worked)
+
+    def _chain_edges(
+        self, local: np.ndarray, good: np.ndarray, seen: np.ndarray, worked: np.ndarray
+    ) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The chains' graph from per canonical position sums (see :meth:`_chain_graph`)."""
+        at = np.flatnonzero(seen)  # canonical order
+        pairs = self._order[at]
+        pc, pn = self._pc[pairs], self._pn[pairs]
+        valid = pc != pn
+        pc, pn, at = pc[valid], pn[valid], at[valid]
+        vouch = (good[at] * UNIT).astype(np.float64)
+        has_vouch = vouch > 0.0
+        src = np.concatenate((pc, pn[has_vouch]))
+        dst = np.concatenate((pn, pc[has_vouch]))
+        weight = np.concatenate((np.maximum(local[at], 0).astype(np.float64), vouch[has_vouch]))
+        n = len(self._names)
+        # the chains' pre-trusted set: nodes whose own work rows are counted; vertices:
+        # the peers of counted rows (others drop out with their trust)
+        workers = np.zeros(n, bool)
+        workers[pn[worked[at]]] = True
+        vertices = workers.copy()
+        vertices[pc] = True
+        vertices[pn] = True
+        order = np.flatnonzero(vertices)
+        order = order[np.argsort(self._rank[order], kind="stable")]
+        return n, src, dst, weight, workers, order
 
     def widen(self, ev: Evidence, win: PairWindow) -> tuple[Evidence, np.ndarray]:
         """:func:`widen` of ``ev`` to ``win.peers``, and where the window's peers sit in
@@ -441,10 +740,16 @@ def widen(
     *,
     union: tuple[tuple[str, ...], np.ndarray] | None = None,
 ) -> Evidence:
-    """``ev`` (node records: ads, verdicts, heartbeats, offences) over the union of its
-    peers and ``peers`` (the clients and nodes the digest rows name, sorted when a
-    tuple); the added peers are not nodes. Task tables stay empty. ``union``: the union
-    and ``ev``'s positions in it, when the caller has them (:meth:`PairState.widen`)."""
+    """``ev`` (node records: ads, verdicts, heartbeats, offences, and the offers, claims
+    and receipts of disputed tasks) over the union of its peers and ``peers`` (the clients
+    and nodes the digest rows name, sorted when a tuple); the added peers are not nodes.
+    ``union``: the union and ``ev``'s positions in it, when the caller has them
+    (:meth:`PairState.widen`).
+
+    Raises:
+        ValueError: ``ev`` has feedback rows (a digest view has none: verdicts are in the
+            count rows).
+    """
     if union is None:
         peers = peers if isinstance(peers, tuple) else tuple(sorted(set(peers)))
         full, at, _ = _union(ev.peers, peers)
@@ -464,51 +769,29 @@ def widen(
             wide[at] = value
             wide.setflags(write=False)
             changes[f.name] = wide
-    # ``at`` is increasing, so heartbeat rows stay sorted by (node, epoch)
-    hb_node = at[ev.hb_node] if len(ev.hb_node) else ev.hb_node
-    changes["hb_node"] = hb_node
-    if len(ev.offer_client) or len(ev.claim_node) or len(ev.receipt_node) or len(ev.fb_node):
-        raise ValueError("widen takes node evidence only (no task tables)")
+    if len(ev.fb_node):
+        raise ValueError("widen takes node evidence and dispute tables only (no feedback)")
+    # ``at`` is increasing, so heartbeat rows stay sorted by (node, epoch), and claim and
+    # receipt rows by (offer, node)
+    for name in ("hb_node", "offer_client", "claim_node", "receipt_node"):
+        col = getattr(ev, name)
+        if len(col):
+            wide = at[col]
+            wide.setflags(write=False)
+            changes[name] = wide
     return dataclasses.replace(ev, **changes)
 
 
-def compute_pairs(
-    ev: Evidence,
+def _row_sums(
     win: PairWindow,
-    *,
-    now: int,
+    epoch: int,
     epoch_s: int,
-    params: ReputationParams | None = None,
-    peer_at: np.ndarray | None = None,
-) -> ReputationTable:
-    """Score every peer of ``ev`` from the count rows of ``win`` (see the module docstring).
-
-    Args:
-        ev: node evidence (ads, verdicts, heartbeats, equivocations) whose ``peers``
-            include every peer of ``win`` (:func:`widen`).
-        win: the window's folded rows (:meth:`PairState.window`).
-        now: unix seconds of the view; its epoch ``now // epoch_s`` sets every row's age
-            (rows of epochs outside the reputation window weigh nothing).
-        epoch_s: epoch length in seconds (> 0).
-        params: :class:`ReputationParams` (defaults when None).
-        peer_at: where each of ``win.peers`` sits in ``ev.peers``, when the caller has it
-            (:meth:`PairState.widen`); looked up otherwise.
-
-    Returns:
-        A :class:`ReputationTable` over ``ev.peers``; equal inputs give identical bits.
-    """
-    if epoch_s <= 0:
-        raise ValueError("epoch_s must be > 0")
-    p = params or ReputationParams()
-    n = ev.n_peers
-    epoch = now // epoch_s
+    p: ReputationParams,
+    decay: np.ndarray,
+    decay_bad: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """:meth:`PairState.window_sums` from the window's rows (a window built by hand)."""
     w = p.window_epochs
-    decay = decay_table_fixed(p.half_life_epochs, w + 1, DECAY_BITS)
-    decay_bad = decay_table_fixed(p.bad_half_life_epochs, w + 1, DECAY_BITS)
-    offender = ev.equivocated.copy()
-    node_trusted = ev.verified & ~ev.failed & ~offender
-
-    # --- per row: fixed-point decayed values (exact integers, < 2**53 per pair) --------
     c = win.counts
     age = (epoch - 1) - win.row_epoch
     inside = (age >= 0) & (age <= w - 1)
@@ -535,6 +818,66 @@ def compute_pairs(
     }
     n_pos = len(win.pair_client)
     sums = {k: np.bincount(win.row_pos, weights=v, minlength=n_pos) for k, v in per_row.items()}
+    return sums
+
+
+def compute_pairs(
+    ev: Evidence,
+    win: PairWindow,
+    *,
+    now: int,
+    epoch_s: int,
+    params: ReputationParams | None = None,
+    peer_at: np.ndarray | None = None,
+) -> ReputationTable:
+    """Score every peer of ``ev`` from the count rows of ``win`` (see the module docstring).
+
+    Args:
+        ev: node evidence (ads, verdicts, heartbeats, equivocations) whose ``peers``
+            include every peer of ``win`` (:func:`widen`), and the dispute evidence: the
+            offer, claim and receipt tables hold the disputed tasks only (what dispute
+            proofs carried, collected as :func:`repp2p.reputation.collect` collects a
+            records view's: a receipt counts with its node's attested enclave signature
+            for the offer's epoch and a ranked claim), judged as
+            :func:`~repp2p.reputation.scores.compute` judges them. The claim table may be
+            empty (compact inputs, e.g. the simulator's): every receipt then stands for
+            its claim. No feedback rows.
+        win: the window's folded rows (:meth:`PairState.window`).
+        now: unix seconds of the view; its epoch ``now // epoch_s`` sets every row's age
+            (rows of epochs outside the reputation window weigh nothing).
+        epoch_s: epoch length in seconds (> 0).
+        params: :class:`ReputationParams` (defaults when None).
+        peer_at: where each of ``win.peers`` sits in ``ev.peers``, when the caller has it
+            (:meth:`PairState.widen`); looked up otherwise.
+
+    Returns:
+        A :class:`ReputationTable` over ``ev.peers``; equal inputs give identical bits.
+        ``receipt_upheld`` and ``receipt_lost`` are per receipt row of ``ev`` (the
+        ledger's :func:`repp2p.ledger.dispute_losses` reads them with ``ev``).
+    """
+    if epoch_s <= 0:
+        raise ValueError("epoch_s must be > 0")
+    p = params or ReputationParams()
+    n = ev.n_peers
+    epoch = now // epoch_s
+    w = p.window_epochs
+    decay = decay_table_fixed(p.half_life_epochs, w + 1, DECAY_BITS)
+    decay_bad = decay_table_fixed(p.bad_half_life_epochs, w + 1, DECAY_BITS)
+    disputes = _DisputeRows(ev, p, epoch, decay_bad)
+    offender = ev.equivocated | disputes.proven_wrong
+    # offences the caller proved beyond equivocation (verified offence proofs of digests,
+    # repp2p.node.offences): the same hard penalty
+    for off in ev.offences:
+        i = bisect.bisect_left(ev.peers, off.peer_id)
+        if i < n and ev.peers[i] == off.peer_id:
+            offender[i] = True
+    node_trusted = ev.verified & ~ev.failed & ~offender
+
+    # --- per pair: the window's fixed-point decayed sums (exact integers, < 2**53) -----
+    if win.state is not None:
+        sums = win.state.window_sums(win, epoch, epoch_s, p)
+    else:
+        sums = _row_sums(win, epoch, epoch_s, p, decay, decay_bad)
     live = np.flatnonzero(sums.pop("rows") > 0)  # canonical order: (client, node)
     if peer_at is None and ev.peers == win.peers:
         peer_at = np.arange(n, dtype=_I64)
@@ -555,6 +898,14 @@ def compute_pairs(
     dst = np.concatenate((pn, pc[has_vouch]))
     weight = np.concatenate((np.maximum(s["local"], 0.0), vouch[has_vouch]))
     pretrusted = ev.is_node & node_trusted
+    warm = None
+    if p.is_streaming_trust:
+        if win.state is None or win.sids is None:
+            raise ValueError("streaming EigenTrust needs a window read from a PairState")
+        chain = win.state.trust_chain(epoch, lag=epoch - win.hi, params=p)
+        warm = np.zeros(n)
+        warm[peer_at] = chain[win.sids]
+        warm = warm_start(warm)  # None: no trust yet, the exact path
     trust, prev = eigentrust(
         n,
         src,
@@ -562,8 +913,9 @@ def compute_pairs(
         weight,
         pretrusted,
         alpha=p.trust_alpha,
-        iterations=p.trust_iterations,
+        iterations=p.trust_view_steps if warm is not None else p.trust_iterations,
         previous=True,
+        start=warm,
     )
     # No self-dealing through a 2-cycle (as in scores.compute): the trust a client got
     # from node j's vouching does not weigh its verdicts on j.
@@ -588,8 +940,25 @@ def compute_pairs(
     bad = (s_ok - g) + p.bad_weight * b
     seen = s_ok + b
     trusted_node = ev.is_node & node_trusted
-    a_, b_ = beta_posterior(g, bad, p.prior_success, p.prior_strength_success)
-    quality = np.where(trusted_node, beta_lcb(a_, b_, p.quality_z, p.prior_success), 0.0)
+
+    def quality_of(bad_mass: np.ndarray) -> np.ndarray:
+        a_, b_ = beta_posterior(g, bad_mass, p.prior_success, p.prior_strength_success)
+        return np.where(trusted_node, beta_lcb(a_, b_, p.quality_z, p.prior_success), 0.0)
+
+    # Disputes (the rounds of scores.compute, on the receipts of disputed tasks that
+    # travelled as proofs): standing starts as quality with no dispute counted; each round
+    # re-judges every dispute with the quality the previous round's verdicts gave.
+    standing = quality = quality_of(bad)
+    upheld, lost = disputes.none, disputes.none
+    disputes_lost = np.zeros(n)
+    for _round in range(p.dispute_rounds if disputes.any else 0):
+        upheld, lost, disputes_lost = disputes.judge(standing, n)
+        bad_d = bad + p.dispute_weight * disputes_lost
+        quality = quality_of(bad_d)
+        if _round + 1 < p.dispute_rounds:
+            standing = quality
+    if disputes.any and p.dispute_rounds:
+        bad = bad_d
     success = _smoothed(g, g + bad, p.prior_success, p.prior_strength_success)
     one = _D * UNIT
     lat_n = np.bincount(pn, weights=cw * s["lat_num"], minlength=n) / one
@@ -607,10 +976,9 @@ def compute_pairs(
     comps = np.stack([uptime, success, throughput, latency, attestation])
     score, permille = combine(comps, offender, p)
     newcomer = seen < p.newcomer_min_feedback
-    zeros = np.zeros(n)
-    for arr in (score, permille, comps, seen, trust, newcomer, offender, quality, credibility):
+    frozen = (score, permille, comps, seen, trust, newcomer, offender, quality, credibility)
+    for arr in (*frozen, standing, disputes_lost, upheld, lost):
         arr.setflags(write=False)
-    zeros.setflags(write=False)
     return ReputationTable(
         peers=ev.peers,
         epoch=int(epoch),
@@ -622,14 +990,81 @@ def compute_pairs(
         client_trust=trust,
         is_newcomer=newcomer,
         is_offender=offender,
-        offences=tuple(sorted(ev.offences, key=lambda o: (o.peer_id, o.kind, o.record_ids))),
+        offences=tuple(
+            sorted(
+                (*ev.offences, *disputes.offences),
+                key=lambda o: (o.peer_id, o.kind, o.record_ids),
+            )
+        ),
         quality=quality,
-        standing=quality,
-        disputes_lost=zeros,
-        receipt_upheld=np.zeros(0, bool),
-        receipt_lost=np.zeros(0, bool),
+        standing=standing,
+        disputes_lost=disputes_lost,
+        receipt_upheld=upheld,
+        receipt_lost=lost,
         client_credibility=credibility,
     )
+
+
+class _DisputeRows:
+    """The receipts of disputed tasks in a digest view's evidence (``ev``'s offer, claim
+    and receipt tables: what dispute proofs carried, collected under the records path's
+    evidence rule), judged exactly as :func:`~repp2p.reputation.scores.compute` judges a
+    records view's receipts: a receipt votes when its node has a claim on the offer (when
+    the evidence has no claim table at all, compact inputs whose receipts the caller
+    already held to the evidence rule, every receipt stands for its claim) and is verified
+    and never failed; the count rule (:func:`receipt_votes`) marks hard-wrong
+    receipts with ``wrong_result_hard``; :func:`dispute_verdicts` gives the verdicts per
+    round, and a lost receipt weighs the decayed (bad half-life) age of its offer."""
+
+    def __init__(self, ev: Evidence, p: ReputationParams, epoch: int, decay_bad: np.ndarray):
+        n, w = ev.n_peers, p.window_epochs
+        self.ev, self.p = ev, p
+        self.n_offers = len(ev.offer_client)
+        self.none = np.zeros(len(ev.receipt_node), bool)
+        self.proven_wrong = np.zeros(n, bool)
+        self.offences: list[Offence] = []
+        claim_key = ev.claim_offer * n + ev.claim_node  # sorted (offer, node)
+        r_key = ev.receipt_offer * n + ev.receipt_node
+        # compact dispute evidence without a claim table (the simulator's): the caller
+        # applied the evidence rule to its receipts, each stands for its claim
+        r_claimed = _member(claim_key, r_key)[0] if len(claim_key) else np.ones(len(r_key), bool)
+        self.valid = r_claimed & ev.verified[ev.receipt_node] & ~ev.failed[ev.receipt_node]
+        self.any = bool(self.valid.any())
+        if not self.any:
+            return
+        _agree, r_wrong = receipt_votes(ev, self.valid, self.n_offers, p.wrong_quorum)
+        if p.wrong_result_hard:
+            self.proven_wrong[ev.receipt_node[r_wrong]] = True
+            for r in np.flatnonzero(r_wrong):
+                o = ev.receipt_offer[r]
+                ids: tuple[bytes, ...] = ()
+                if ev.receipt_ids:
+                    same = np.flatnonzero((ev.receipt_offer == o) & self.valid)
+                    ids = tuple(sorted(ev.receipt_ids[i] for i in same))
+                node = ev.peers[ev.receipt_node[r]]
+                self.offences.append(Offence("wrong_result", node, ids, int(ev.offer_epoch[o])))
+        # age weight of each receipt's offer (scores.compute's ``age_weight`` with
+        # ``allow_current``): 0 outside the window
+        e = ev.offer_epoch[ev.receipt_offer]
+        age = (epoch - 1) - e
+        ok = ((age >= 0) & (age <= w - 1)) | (e == epoch)
+        self.lost_d = np.where(ok, decay_bad[np.clip(np.maximum(age, 0), 0, w)], 0)
+
+    def judge(self, standing: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(upheld, lost, disputes_lost)`` of one round under ``standing``."""
+        ev, p = self.ev, self.p
+        upheld, lost, _decided = dispute_verdicts(
+            ev.receipt_offer,
+            ev.receipt_output,
+            standing[ev.receipt_node],
+            self.valid,
+            self.n_offers,
+            quorum=p.wrong_quorum,
+            confidence=p.dispute_confidence,
+            min_support=p.dispute_min_support,
+        )
+        lost_w = np.where(lost, self.lost_d, 0).astype(np.float64)
+        return upheld, lost, np.bincount(ev.receipt_node, weights=lost_w, minlength=n) / _D
 
 
 __all__ = [

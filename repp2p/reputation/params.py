@@ -41,6 +41,13 @@ class ReputationParams:
             heartbeats, feedback, claims and receipts are ignored.
         half_life_epochs: evidence ``a`` epochs old weighs ``2 ** (-a / half_life)``,
             epochs, 0.5..100000.
+        heartbeat_period_epochs: ``H``, a node heartbeats once every ``H`` epochs (in the
+            epochs of its slot, :func:`repp2p.reputation.heartbeats.heartbeat_slot`), and
+            a heartbeat of epoch ``h`` counts ``h .. h + H - 1`` as up in uptime, epochs,
+            1..``min(1000, window_epochs)`` (default 1: one per epoch). A large network
+            sets it to spread its heartbeats thin (``H`` about ``nodes / 1000`` keeps the
+            heartbeat topic near 1,000 records per epoch); ``matching.heartbeat_max_age_epochs``
+            must then be at least ``heartbeat_lag + H - 1`` (``NetworkParams`` checks it).
 
     Bayesian priors (each component starts at ``prior_*`` with the strength of
     ``prior_strength_*`` pseudo-observations, so newcomers and thin histories sit near the
@@ -67,6 +74,18 @@ class ReputationParams:
             is its trust in units of ``trust_alpha / |pre-trusted|`` (the teleport share of
             one attested node), so one "feedback of average trust" in the priors below
             means one feedback of weight 1 on that scale.
+        trust_view_steps: 0 (the default): the exact path, ``trust_iterations`` steps from
+            the pre-trusted vector at every view. 1..1000: streaming EigenTrust
+            (docs/core.md, "Streaming EigenTrust"): the view runs this many steps on its
+            own trust graph from the warm vector of a trust chain.
+        trust_chain_steps: streaming only: steps each live trust chain takes on each
+            epoch's graph, 1..100.
+        trust_chain_epochs: streaming only: a chain starts at every view epoch that is a
+            multiple of this (R) and is read by the views ``R .. 2R - 1`` epochs after its
+            start, 1..10000. ``trust_chain_steps * (R + 1) + trust_view_steps`` must be at
+            least ``trust_iterations``: the vector a view uses has taken at least as many
+            steps as the exact path, the latest on the latest graphs; and ``2R`` at most
+            ``window_epochs``.
 
     Attestation consistency:
 
@@ -132,6 +151,7 @@ class ReputationParams:
 
     window_epochs: int = 168
     half_life_epochs: float = 48.0
+    heartbeat_period_epochs: int = 1
 
     prior_uptime: float = 0.8
     prior_success: float = 0.7
@@ -147,6 +167,9 @@ class ReputationParams:
     trust_alpha: float = 0.15
     trust_iterations: int = 30
     trust_weight_cap: float = 10.0
+    trust_view_steps: int = 0
+    trust_chain_steps: int = 1
+    trust_chain_epochs: int = 30
 
     reattest_period_s: int = 3600
     tcb_degraded_factor: float = 0.5
@@ -186,6 +209,7 @@ class ReputationParams:
             raise ConfigError("ReputationParams: at least one component weight must be > 0")
         int_field(self, "window_epochs", 1, 100_000)
         float_field(self, "half_life_epochs", 0.5, 100_000.0)
+        int_field(self, "heartbeat_period_epochs", 1, min(1000, self.window_epochs))
         for name in ("prior_uptime", "prior_success", "prior_throughput", "prior_latency"):
             float_field(self, name, 0.0, 1.0)
         for name in (
@@ -200,6 +224,22 @@ class ReputationParams:
         float_field(self, "trust_alpha", 1e-6, 1.0 - 1e-6)
         int_field(self, "trust_iterations", 1, 1000)
         float_field(self, "trust_weight_cap", 1e-9, 1e6)
+        int_field(self, "trust_view_steps", 0, 1000)
+        int_field(self, "trust_chain_steps", 1, 100)
+        int_field(self, "trust_chain_epochs", 1, 10_000)
+        if self.is_streaming_trust:
+            steps = self.trust_chain_steps * (self.trust_chain_epochs + 1) + self.trust_view_steps
+            if 2 * self.trust_chain_epochs > self.window_epochs:
+                raise ConfigError(
+                    "ReputationParams: streaming EigenTrust needs 2 * trust_chain_epochs <= "
+                    f"window_epochs, got 2 * {self.trust_chain_epochs} > {self.window_epochs}"
+                )
+            if steps < self.trust_iterations:
+                raise ConfigError(
+                    "ReputationParams: streaming EigenTrust needs trust_chain_steps * "
+                    "(trust_chain_epochs + 1) + trust_view_steps >= trust_iterations, got "
+                    f"{steps} < {self.trust_iterations}"
+                )
         int_field(self, "reattest_period_s", 60, 30 * 86400)
         float_field(self, "tcb_degraded_factor", 0.0, 1.0)
         float_field(self, "newcomer_min_feedback", 0.0, 1e6)
@@ -220,6 +260,11 @@ class ReputationParams:
         float_field(self, "dispute_min_support", 0.0, 16.0)
         float_field(self, "slander_penalty", 0.0, 1e6)
         int_field(self, "dispute_rounds", 1, 8)
+
+    @property
+    def is_streaming_trust(self) -> bool:
+        """True when views run streaming EigenTrust (``trust_view_steps > 0``)."""
+        return self.trust_view_steps > 0
 
     @property
     def weights(self) -> tuple[float, float, float, float, float]:

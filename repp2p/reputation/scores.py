@@ -9,8 +9,8 @@ EigenTrust iteration runs a fixed number of steps over edges in canonical order 
 
 Components (docs/core.md has the formulas):
 
-* uptime: decayed share of epochs, since the node was first seen in the window, that have a
-  heartbeat;
+* uptime: decayed share of epochs, since the node was first seen in the window, that a
+  heartbeat covers (its own epoch, or ``heartbeat_period_epochs`` from it);
 * success: feedback outcomes, each client's feedback weighted by the client's EigenTrust;
 * throughput: decayed share of claimed, past-deadline tasks delivered with a receipt;
 * latency: reported latency against the task's deadline budget, trust-weighted;
@@ -40,6 +40,7 @@ from repp2p.reputation.detmath import decay_table_fixed
 from repp2p.reputation.disputes import dispute_verdicts
 from repp2p.reputation.estimates import beta_lcb, beta_posterior
 from repp2p.reputation.evidence import Evidence, Offence
+from repp2p.reputation.heartbeats import covered_weights
 from repp2p.reputation.params import ReputationParams
 
 #: Fixed-point scale of decay weights (bits) and of one feedback's value.
@@ -191,6 +192,8 @@ def eigentrust(
     alpha: float,
     iterations: int,
     previous: bool = False,
+    start: np.ndarray | None = None,
+    vertex_order: np.ndarray | None = None,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """EigenTrust by power iteration over a sparse graph.
 
@@ -205,29 +208,226 @@ def eigentrust(
         pretrusted: boolean mask of the pre-trusted set (uniform teleport target).
         alpha: teleport probability.
         iterations: fixed number of steps (no data-dependent stopping rule).
+        previous: also return the vector before the last step.
+        start: the vector the steps start from (default ``p``: the exact path). The
+            streaming path starts from a trust chain's vector (docs/core.md, "Streaming
+            EigenTrust").
+        vertex_order: the vertices in canonical order, when vertex indices are not
+            (the dangling trust is summed in this order, so the bits do not depend on
+            how vertices are numbered); vertices left out must have trust 0.
 
     Returns:
-        float64 trust per vertex, summing to 1 (all zeros when nobody is pre-trusted); with
-        ``previous``, also the vector before the last step (to attribute inflows exactly).
+        float64 trust per vertex, summing to 1 from ``p`` (all zeros when nobody is
+        pre-trusted); with ``previous``, also the vector before the last step (to
+        attribute inflows exactly).
     """
     n_pre = int(np.count_nonzero(pretrusted))
     if n_pre == 0:
         return (np.zeros(n), np.zeros(n)) if previous else np.zeros(n)
-    p = pretrusted.astype(np.float64) / float(n_pre)
-    keep = weight > 0.0
-    src, dst, weight = src[keep], dst[keep], weight[keep]
-    row = np.bincount(src, weights=weight, minlength=n)
-    norm = weight / row[src]
-    dangling = row == 0.0
-    dangling_idx = np.flatnonzero(dangling)
-    zeros = np.zeros(len(dangling_idx), np.int64)
-    t = prev = p.copy()
-    for _ in range(iterations):
-        prev = t
-        y = np.bincount(dst, weights=norm * t[src], minlength=n)
-        lost = float(np.bincount(zeros, weights=t[dangling_idx], minlength=1)[0])
-        t = (1.0 - alpha) * (y + lost * p) + alpha * p
-    return (t, prev) if previous else t
+    graph = _TrustGraph(n, src, dst, weight, pretrusted, vertex_order)
+    return graph.run(start, iterations, alpha, previous=previous)
+
+
+class _TrustGraph:
+    """A trust graph ready for power steps (rows normalised once; several vectors may be
+    stepped on it: the two live trust chains)."""
+
+    def __init__(
+        self,
+        n: int,
+        src: np.ndarray,
+        dst: np.ndarray,
+        weight: np.ndarray,
+        pretrusted: np.ndarray,
+        vertex_order: np.ndarray | None,
+    ) -> None:
+        self.n = n
+        self.n_pre = int(np.count_nonzero(pretrusted))
+        self.p = pretrusted.astype(np.float64) / float(max(self.n_pre, 1))
+        keep = weight > 0.0
+        self.src, self.dst, weight = src[keep], dst[keep], weight[keep]
+        row = np.bincount(self.src, weights=weight, minlength=n)
+        self.norm = weight / row[self.src]
+        dangling = row == 0.0
+        if vertex_order is None:
+            self.dangling_idx = np.flatnonzero(dangling)
+        else:
+            self.dangling_idx = vertex_order[dangling[vertex_order]]
+        self.zeros = np.zeros(len(self.dangling_idx), np.int64)
+
+    def run(
+        self, start: np.ndarray | None, iterations: int, alpha: float, *, previous: bool = False
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """``iterations`` steps from ``start`` (default ``p``); all zeros without ``p``."""
+        n, p = self.n, self.p
+        if self.n_pre == 0:
+            return (np.zeros(n), np.zeros(n)) if previous else np.zeros(n)
+        t = prev = p.copy() if start is None else np.asarray(start, np.float64)
+        for _ in range(iterations):
+            prev = t
+            y = np.bincount(self.dst, weights=self.norm * t[self.src], minlength=n)
+            lost = float(np.bincount(self.zeros, weights=t[self.dangling_idx], minlength=1)[0])
+            t = (1.0 - alpha) * (y + lost * p) + alpha * p
+        return (t, prev) if previous else t
+
+
+def _ordered_sum(x: np.ndarray) -> float:
+    """Sum in array order (a sequential loop: the same bits on every platform)."""
+    return float(np.bincount(np.zeros(len(x), np.int64), weights=x, minlength=1)[0])
+
+
+def warm_start(t: np.ndarray, order: np.ndarray | None = None) -> np.ndarray | None:
+    """``t`` restricted to ``order`` (default: every vertex) and normalised to sum 1, the
+    sum taken in that order; None when it holds no trust."""
+    if order is None:
+        total = _ordered_sum(t)
+        x = t
+    else:
+        x = np.zeros(len(t))
+        x[order] = t[order]
+        total = _ordered_sum(x[order])
+    return x / total if total > 0.0 else None
+
+
+def chain_step(
+    n: int,
+    src: np.ndarray,
+    dst: np.ndarray,
+    weight: np.ndarray,
+    workers: np.ndarray,
+    order: np.ndarray,
+    t: np.ndarray | None,
+    p: ReputationParams,
+) -> np.ndarray:
+    """One epoch of a trust chain (docs/core.md, "Streaming EigenTrust") on the graph
+    ``src, dst, weight`` whose vertices are ``order`` (canonical order) and pre-trusted
+    set ``workers`` (:func:`chain_steps` for several chains on one graph)."""
+    return chain_steps(n, src, dst, weight, workers, order, [t], p)[0]
+
+
+def chain_steps(
+    n: int,
+    src: np.ndarray,
+    dst: np.ndarray,
+    weight: np.ndarray,
+    workers: np.ndarray,
+    order: np.ndarray,
+    chains: list[np.ndarray | None],
+    p: ReputationParams,
+) -> list[np.ndarray]:
+    """One epoch of each trust chain in ``chains`` on one graph (prepared once): for each,
+    ``trust_chain_steps`` steps from its vector restricted to the vertices and normalised;
+    from a chain's anchor (None), the same steps from ``workers``; when the vector holds no
+    trust on the vertices, ``trust_iterations`` steps from ``workers`` (a chain whose past
+    had no graph starts as the exact path does)."""
+    graph = _TrustGraph(n, src, dst, weight, workers, order)
+    out = []
+    for t in chains:
+        steps = p.trust_chain_steps
+        start = None
+        if t is not None:
+            if len(t) < n:
+                t = np.concatenate((t, np.zeros(n - len(t))))
+            start = warm_start(t, order)
+            if start is None:
+                steps = p.trust_iterations
+        out.append(graph.run(start, steps, p.trust_alpha))  # type: ignore[arg-type]
+    return out  # type: ignore[return-value]
+
+
+def chain_oldest(epoch: int, p: ReputationParams) -> int:
+    """The oldest epoch the chains' graph of ``epoch`` counts: the oldest that the last
+    view reading the newer live chain (the view of ``R * floor(epoch / R) + 2R - 1``)
+    counts, so every epoch a chain reads is inside the window of every view reading it."""
+    r = p.trust_chain_epochs
+    return r * (epoch // r) + 2 * r - 1 - p.window_epochs
+
+
+def chain_anchors(epoch: int, chain_epochs: int) -> tuple[int, int]:
+    """``(used, next)``: the trust chains live at the view of ``epoch`` (docs/core.md,
+    "Streaming EigenTrust"). A chain starts at every view epoch that is a multiple of
+    ``chain_epochs`` (R) and is used by the views ``a + R .. a + 2R - 1``: the view of
+    ``epoch`` reads the chain anchored at ``used`` and also advances the one anchored at
+    ``next`` (used from ``next + R`` on)."""
+    nxt = chain_epochs * (epoch // chain_epochs)
+    return nxt - chain_epochs, nxt
+
+
+def _records_chain(
+    n: int,
+    epoch: int,
+    p: ReputationParams,
+    decay: np.ndarray,
+    fc: np.ndarray,
+    fn: np.ndarray,
+    f_epoch: np.ndarray,
+    local_raw: np.ndarray,
+    consistent: np.ndarray,
+    claim_node: np.ndarray,
+    claim_epoch: np.ndarray,
+) -> np.ndarray | None:
+    """The warm vector of the view of ``epoch`` on the records path: the trust chain
+    :func:`chain_anchors` names, replayed from the evidence (docs/core.md, "Streaming
+    EigenTrust"). The records path holds no state between views, so it replays the chain
+    at every view: the same vector, at O(R) graph builds per view (the digest path
+    advances its chains once per epoch instead).
+
+    Args:
+        fc, fn, f_epoch, local_raw, consistent: per valid feedback row (sorted by client,
+            node): client, node, the offer's epoch, the undecayed local-trust value
+            (fixed point) and whether the verdict agrees with the proof (a vouch).
+        claim_node, claim_epoch: per claim: the node and the offer's epoch.
+
+    Returns:
+        The chain's vector normalised to sum 1 (:func:`warm_start`), or None when it
+        holds no trust (the view then takes the exact path).
+    """
+    w, r = p.window_epochs, p.trust_chain_epochs
+    used, _ = chain_anchors(epoch, r)
+    pair = fc * n + fn
+    starts = np.flatnonzero(np.concatenate(([True], pair[1:] != pair[:-1]))) if len(pair) else pair
+    pc, pn = fc[starts], fn[starts]
+    v_key = fn[consistent] * n + fc[consistent]
+    v_keys, v_inv = np.unique(v_key, return_inverse=True)
+    v_epoch = f_epoch[consistent]
+
+    def weight_at(e_view: int, epochs: np.ndarray) -> np.ndarray:
+        age = (e_view - 1) - epochs
+        ok = ((age >= 0) & (age <= w - 1)) | (epochs == e_view)
+        ok &= epochs >= chain_oldest(e_view, p)
+        return np.where(ok, decay[np.clip(age, 0, w)], 0)
+
+    t: np.ndarray | None = None
+    for e_view in range(used, epoch + 1):
+        # the chain's pre-trusted set: nodes with a claim counted (they did the work)
+        workers = np.zeros(n, bool)
+        workers[claim_node[weight_at(e_view, claim_epoch) > 0]] = True
+        if not workers.any():  # no pre-trusted vertex: the zero vector (as eigentrust)
+            t = np.zeros(n)
+            continue
+        d = weight_at(e_view, f_epoch)
+        counted_rows = d > 0
+        if len(pair):
+            local_p = np.add.reduceat(d * local_raw, starts).astype(np.float64)
+            counted = np.add.reduceat(counted_rows.astype(np.int64), starts) > 0
+        else:
+            local_p, counted = np.zeros(0), np.zeros(0, bool)
+        v_w = np.bincount(
+            v_inv,
+            weights=(weight_at(e_view, v_epoch) * UNIT).astype(np.float64),
+            minlength=len(v_keys),
+        )
+        src = np.concatenate((pc, v_keys // n))
+        dst = np.concatenate((pn, v_keys % n))
+        weight = np.concatenate((np.where(counted, np.maximum(local_p, 0.0), 0.0), v_w))
+        # vertices: the peers of counted rows (others drop out with their trust)
+        vertices = workers.copy()
+        vertices[pc[counted]] = True
+        vertices[pn[counted]] = True
+        start = None if e_view == used else t
+        t = chain_step(n, src, dst, weight, workers, np.flatnonzero(vertices), start, p)
+    assert t is not None
+    return warm_start(t)
 
 
 def receipt_votes(
@@ -257,12 +457,20 @@ def uptime_component(
     ev: Evidence, epoch: int, p: ReputationParams, decay: np.ndarray
 ) -> np.ndarray:
     """Uptime per peer: decayed share of the epochs in ``[epoch - w, epoch - 1]``, since the
-    node was first seen, that have a heartbeat (``decay``: the fixed-point decay table)."""
+    node was first seen, that a heartbeat covers (``decay``: the fixed-point decay table;
+    a heartbeat covers ``heartbeat_period_epochs`` epochs from its own, each epoch once:
+    :func:`repp2p.reputation.heartbeats.covered_weights`)."""
     n, w = ev.n_peers, p.window_epochs
-    age = (epoch - 1) - ev.hb_epoch
-    ok = (age >= 0) & (age <= w - 1)
-    hb_d = np.where(ok, decay[np.clip(age, 0, w)], 0)
-    hits = np.bincount(ev.hb_node, weights=hb_d.astype(np.float64), minlength=n) / _D
+    covered = covered_weights(
+        ev.hb_node,
+        ev.hb_epoch,
+        n_peers=n,
+        epoch=epoch,
+        window=w,
+        period_epochs=p.heartbeat_period_epochs,
+        decay=decay,
+    )
+    hits = covered.astype(np.float64) / _D
     first = np.full(n, np.iinfo(np.int64).max)
     if len(ev.hb_node):
         starts = np.flatnonzero(np.concatenate(([True], ev.hb_node[1:] != ev.hb_node[:-1])))
@@ -470,6 +678,21 @@ def compute(
     dst = np.concatenate((pn, v_keys % n))
     weight = np.concatenate((np.maximum(local_p, 0.0), v_w))
     pretrusted = ev.is_node & node_trusted
+    warm = None
+    if p.is_streaming_trust:
+        warm = _records_chain(
+            n,
+            epoch,
+            p,
+            decay,
+            fc,
+            fn,
+            offer_epoch[fo_c[valid]],
+            np.where(is_ok, ok_value, 0) - bad_value,
+            consistent,
+            ev.claim_node,
+            offer_epoch[ev.claim_offer],
+        )
     trust, prev = eigentrust(
         n,
         src,
@@ -477,8 +700,9 @@ def compute(
         weight,
         pretrusted,
         alpha=p.trust_alpha,
-        iterations=p.trust_iterations,
+        iterations=p.trust_view_steps if warm is not None else p.trust_iterations,
         previous=True,
+        start=warm,
     )
     # No self-dealing through a 2-cycle: the trust a client received directly from node j
     # (j vouched for it) does not weigh its feedback on j. Computed with the same float

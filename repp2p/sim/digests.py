@@ -15,16 +15,22 @@ produced for ``E``:
   and CBOR integer widths; the fixed parts are measured once by encoding real signed
   digests with :func:`repp2p.records.encode` (:func:`digest_sizes`), and
   ``tests/sim/test_digest_costs.py`` checks the sum against real encodings byte for byte.
-* **Audits**: every non-empty digest part gets ``min(audit_samples, leaves)`` challenges
-  from each of ``auditors_per_digest`` auditors, drawn uniformly among the online nodes
-  other than the publisher (the core's rendezvous draw, :func:`repp2p.digests.auditors`,
-  is uniform; hashing 10,000 candidates per digest is what the simulator does not do).
+* **Audits**: every non-empty digest part gets ``min(samples, leaves)`` challenges, with
+  ``samples = DigestParams.samples_for(span)`` (``audit_samples`` per epoch a batch covers,
+  the live auditor's rule), from each of ``auditors_per_digest`` auditors, drawn
+  uniformly among the online nodes other than the publisher (the core's rendezvous draw,
+  :func:`repp2p.digests.auditors`, is uniform; hashing 10,000 candidates per digest is
+  what the simulator does not do).
   A node of an adversary group with ``digest_fault = f`` misreports ``ceil(f * n)`` of the
   ``n`` leaves of each of its work digests; its challenged leaves are the real core's
   :func:`~repp2p.digests.challenge_indices` under :func:`~repp2p.digests.audit_seed`, so
   detection is the core's, and :func:`~repp2p.digests.detection_probability` gives the
   expected rate beside the observed one. A caught node is an offender (the core's hard
   penalty, as for an equivocation) from the audit boundary ``E + seal_lag + audit_delay``.
+* **Heartbeats**: the nodes the simulation says heartbeat in ``E`` (every online node, or
+  with ``[reputation_params] heartbeat_period_epochs = H > 1`` those whose slot is due
+  and those that just came online: the live schedule, ``repp2p.node.schedules``); the
+  other online nodes still publish digests, audit and relay.
 * **Bytes and CPU per peer, a calibrated model**: GossipSub as this project configures it
   (each message reaches each subscriber once and is forwarded to ``mesh_degree - 1`` mesh
   peers, so each subscriber receives about ``mesh_degree - 1`` copies; a publisher floods
@@ -96,6 +102,10 @@ class CostModel:
         ihave_peers: peers sent IHAVE per heartbeat (max(D_lazy = 3, a quarter of the
             non-mesh peers)).
         gossip_window: heartbeats a message ID stays in IHAVE gossip (py-libp2p: 3).
+        heartbeats_per_epoch: heartbeat records a node publishes in an epoch it heartbeats
+            in: ``epoch_s / heartbeat_interval_s`` of its config (the live default,
+            ``heartbeat_interval_s = epoch_s / 2``, sends 2: the second replaces the
+            first, and travels as far), 1..64.
         gossip_overhead_bytes: bytes a GossipSub hop adds to one record (pubsub message
             fields, the RPC with the sender's signed peer record, length prefix, Yamux and
             Noise framing).
@@ -123,6 +133,7 @@ class CostModel:
     flood_peers: int = 12
     ihave_peers: int = 3
     gossip_window: int = 3
+    heartbeats_per_epoch: int = 1
     gossip_overhead_bytes: int = 393
     ihave_id_bytes: int = 34
     payload_bytes: int = 0
@@ -156,7 +167,7 @@ class CostModel:
             if isinstance(f.default, bool):
                 out[f.name] = check_bool(where, f.name, v)
             elif isinstance(f.default, int):
-                at_least_one = ("mesh_degree", "gossip_window")
+                at_least_one = ("mesh_degree", "gossip_window", "heartbeats_per_epoch")
                 hi = 64 if f.name in (*at_least_one, "ihave_peers") else 10**9
                 lo = 1 if f.name in at_least_one else 0
                 out[f.name] = check_int(where, f.name, v, lo, hi)
@@ -365,19 +376,22 @@ class DigestFlow:
         receipts: tuple[np.ndarray, np.ndarray],
         feedback: tuple[np.ndarray, ...],
         digest_fault: np.ndarray,
+        heartbeats: np.ndarray | None = None,
     ) -> tuple[EpochCosts, np.ndarray]:
         """Costs of epoch ``e``'s tasks, and the nodes caught misreporting in it.
 
         Args:
             n_nodes: node identities so far.
-            online_nodes: node indices that heartbeat in ``e`` (they publish a work digest
-                even when they claimed nothing, and form the gossip mesh).
+            online_nodes: node indices online in ``e`` (they publish a work digest even
+                when they claimed nothing, audit, and form the gossip mesh).
             offer_client: the client of each offer of ``e`` (offer id - ``offer_base``).
             claims: (node, offer id) per claim of a task of ``e`` (replicas included).
             receipts: (node, offer id) per receipt.
             feedback: (client, node, offer id, outcome 0 ok / 1 wrong / 2 timeout,
                 latency ms) per feedback row.
             digest_fault: per node, the share of its work leaves it misreports.
+            heartbeats: node indices that heartbeat in ``e`` (default: every online node;
+                with ``heartbeat_period_epochs = H > 1`` about one in ``H`` of them).
         """
         c = self.c
         peers = c + n_nodes
@@ -462,7 +476,8 @@ class DigestFlow:
             counts={},
         )
         pairs = fold_pairs
-        self._gossip(costs, online_nodes + c, pub, is_work, drows, dbytes, pairs)
+        beats = online_nodes if heartbeats is None else heartbeats
+        self._gossip(costs, online_nodes + c, beats + c, pub, is_work, drows, dbytes, pairs)
         self._tasks(
             costs,
             offer_client[co - offer_base],
@@ -472,8 +487,13 @@ class DigestFlow:
             fc,
             fn + c,
         )
-        challenges = self._audits(costs, online_nodes + c, pub, is_work, dleaves)
-        caught_nodes = self._faults(e, pub, is_work, dleaves, digest_fault, c)
+        # a batch is audited with audit_samples per epoch it covers (DigestParams.samples_for);
+        # the first batches of a run cover the epochs since its start
+        w_samples = self.p.samples_for(len(self._work))
+        f_samples = self.p.samples_for(len(self._feedback))
+        samples = np.where(is_work, w_samples, f_samples)
+        challenges = self._audits(costs, online_nodes + c, pub, is_work, dleaves, samples)
+        caught_nodes = self._faults(e, pub, is_work, dleaves, digest_fault, c, w_samples)
         costs.counts.update(
             {
                 "work_digests": int(is_work.sum()),
@@ -483,7 +503,7 @@ class DigestFlow:
                 "feedback_rows": float(drows[~is_work].sum()),
                 "work_leaves": float(dleaves[is_work].sum()),
                 "feedback_leaves": float(dleaves[~is_work].sum()),
-                "heartbeats": len(online_nodes),
+                "heartbeats": len(beats) * self.m.heartbeats_per_epoch,  # records gossiped
                 "pairs": pairs,
                 "audit_challenges": challenges,
             }
@@ -531,21 +551,25 @@ class DigestFlow:
         self,
         costs: EpochCosts,
         nodes: np.ndarray,
+        beats: np.ndarray,
         pub: np.ndarray,
         is_work: np.ndarray,
         drows: np.ndarray,
         dbytes: np.ndarray,
         pairs: int,
     ) -> None:
-        """Digests and heartbeats on GossipSub: every subscriber receives each message
-        about ``mesh_degree - 1`` times and forwards it as often; a publisher floods its
-        own to ``flood_peers``; IHAVE advertises each message ID. Each subscriber verifies
-        each message once (duplicates are dropped by message ID before validation) and
-        folds every pair row."""
+        """Digests and heartbeats on GossipSub: every subscriber (the online ``nodes``, and
+        clients) receives each message about ``mesh_degree - 1`` times and forwards it as
+        often; a publisher floods its own to ``flood_peers``; IHAVE advertises each message
+        ID. ``beats``: the nodes that heartbeat this epoch. Each subscriber verifies each
+        message once (duplicates are dropped by message ID before validation) and folds
+        every pair row."""
         m, c = self.m, self.c
         peers = len(costs.records)
         ov = m.gossip_overhead_bytes
-        hb = np.bincount(nodes, minlength=peers)
+        # each heartbeating node sends heartbeats_per_epoch records (same slot, newer seq)
+        hb = np.bincount(beats, minlength=peers) * m.heartbeats_per_epoch
+        n_hb = len(beats) * m.heartbeats_per_epoch
         own_d = np.bincount(pub, weights=dbytes + ov, minlength=peers)
         own = own_d + hb * (m.heartbeat_bytes + ov)
         sub = np.zeros(peers, bool)
@@ -553,11 +577,11 @@ class DigestFlow:
         if m.clients_follow_gossip:
             sub[:c] = True
         copies = max(m.mesh_degree - 1, 0)
-        messages = len(dbytes) + len(nodes)
+        messages = len(dbytes) + n_hb
         ihave = m.ihave_peers * m.gossip_window * messages * m.ihave_id_bytes
         work_b = float(dbytes[is_work].sum() + is_work.sum() * ov)
         fb_b = float(dbytes[~is_work].sum() + (~is_work).sum() * ov)
-        hb_b = float(len(nodes) * (m.heartbeat_bytes + ov))
+        hb_b = float(n_hb * (m.heartbeat_bytes + ov))
         relay = copies * (work_b + fb_b + hb_b - own)
         costs.recv["gossip"] = np.where(sub, relay + ihave, 0.0)
         costs.sent["gossip"] = np.where(sub, relay + ihave, 0.0) + m.flood_peers * own
@@ -574,7 +598,7 @@ class DigestFlow:
         d_us = m.digest_us * len(dbytes) + m.digest_row_us * float(drows.sum())
         own_us = np.bincount(pub, weights=m.digest_us + m.digest_row_us * drows, minlength=peers)
         costs.cpu["digests"] = np.where(sub, d_us - own_us, 0.0)
-        costs.cpu["records"] = np.where(sub, (len(nodes) - hb) * m.record_us, 0.0)
+        costs.cpu["records"] = np.where(sub, (n_hb - hb) * m.record_us, 0.0)
         own_msgs = np.bincount(pub, minlength=peers) + hb
         costs.records += np.where(sub, messages - own_msgs, 0)
         costs.cpu["fold"] = np.where(sub, pairs * m.fold_row_us, 0.0)
@@ -615,17 +639,19 @@ class DigestFlow:
         pub: np.ndarray,
         is_work: np.ndarray,
         dleaves: np.ndarray,
+        samples: np.ndarray,
     ) -> int:
-        """Each non-empty digest part: ``min(audit_samples, leaves)`` challenges from each
-        of ``auditors_per_digest`` auditors drawn uniformly among the online nodes other
-        than the publisher. Returns the challenges sent."""
+        """Each non-empty digest part: ``min(samples, leaves)`` challenges (``samples``:
+        per part, ``DigestParams.samples_for`` its span) from each of
+        ``auditors_per_digest`` auditors drawn uniformly among the online nodes other than
+        the publisher. Returns the challenges sent."""
         m = self.m
-        s, a = self.p.audit_samples, self.p.auditors_per_digest
+        s, a = samples, self.p.auditors_per_digest
         audited = np.flatnonzero(np.minimum(dleaves, s) > 0)
         n_on = len(nodes)
         if n_on < 2 or not len(audited):
             return 0
-        k = np.minimum(dleaves[audited], s)
+        k = np.minimum(dleaves[audited], s[audited])
         base = np.where(is_work[audited], m.audit_answer_work_bytes, m.audit_answer_feedback_bytes)
         answer = base + m.audit_answer_level_bytes * np.ceil(np.log2(dleaves[audited]))
         recs = np.where(is_work[audited], 3, 2)  # offer, claim, receipt; offer, feedback
@@ -659,9 +685,11 @@ class DigestFlow:
         leaves: np.ndarray,
         digest_fault: np.ndarray,
         c: int,
+        s: int,
     ) -> np.ndarray:
         """Draw the misreported leaves of cheating nodes' work digests and audit them with
-        the real core's challenge draw; returns the nodes caught."""
+        the real core's challenge draw (``s`` samples per work digest); returns the nodes
+        caught."""
         nodes = pub - c
         cheat = np.flatnonzero(is_work & (leaves > 0))
         cheat = cheat[digest_fault[nodes[cheat]] > 0]
@@ -672,7 +700,6 @@ class DigestFlow:
         # the publisher cannot steer; simulated publishers do not grind their digests.
         entropy = hashlib.sha256(b"repp2p/sim/audit-entropy\0" + self.seed.to_bytes(8, "big"))
         seed = audit_seed(e, self.p.grace_epochs, entropy.digest())
-        s = self.p.audit_samples
         for i in cheat:
             node, n = int(nodes[i]), int(leaves[i])
             b = max(1, math.ceil(float(digest_fault[node]) * n))
@@ -789,6 +816,9 @@ class DigestFlow:
             },
             "audits": {
                 "samples": self.p.audit_samples,
+                # per digest: audit_samples per epoch a batch covers (at most 64)
+                "samples_per_work_digest": self.p.samples_for(self.work_batch),
+                "samples_per_feedback_digest": self.p.samples_for(self.batch),
                 "auditors_per_digest": self.p.auditors_per_digest,
                 "faulty_digests": self.faulty,
                 "caught_digests": self.caught,

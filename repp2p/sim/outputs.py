@@ -64,6 +64,11 @@ def summary_table(summary: dict[str, Any]) -> str:
         v = summary.get(k)
         text = f"{v:.4f}" if isinstance(v, float) else str(v)
         lines.append(f"| {k} | {text} |")
+    if summary.get("reputation_source") == "digests":  # records runs: the table of before
+        lines.append(
+            f"| reputation source | digests: an epoch's rows count {summary['digest_lag']} "
+            f"epochs later, settle {summary['settle_lag']} epochs later |"
+        )
     for name, p in summary.get("phase_out", {}).items():
         lines.append(
             f"| phase-out {name} | {p['phased_out']}/{p['cheaters']} cheaters, mean "

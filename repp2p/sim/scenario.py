@@ -21,7 +21,7 @@ from repp2p.digests.params import DigestParams
 from repp2p.errors import ConfigError
 from repp2p.ledger import LedgerParams
 from repp2p.matching import MatchingParams
-from repp2p.network_params import NetworkParams
+from repp2p.network_params import REPUTATION_SOURCES, NetworkParams
 from repp2p.params_check import check_bool, check_float, check_int, check_keys
 from repp2p.reputation import ReputationParams
 from repp2p.sim.digests import CostModel
@@ -135,6 +135,10 @@ class Scenario:
     node_capacity: int = 4
     reputation: bool = True
     records: str = "columns"
+    #: what views score nodes from, as the live network parameter: ``"records"`` (every
+    #: task's records of the window) or ``"digests"`` (each sealed epoch's count rows,
+    #: folded once at ``digest_lag``; docs/simulations.md, "Views from digests")
+    reputation_source: str = "records"
     # network
     rtt_ms: float = 60.0
     rtt_sigma: float = 0.5
@@ -198,6 +202,11 @@ class Scenario:
         description = d.pop("description", "")
         records = d.pop("records", "columns")
         _check(records in RECORD_MODES, f"records={records!r}: only {RECORD_MODES} exist")
+        source = d.pop("reputation_source", "records")
+        _check(
+            source in REPUTATION_SOURCES,
+            f"reputation_source must be one of {REPUTATION_SOURCES}, got {source!r}",
+        )
         t = _Table(d, "scenario")
         rep = t.boolean("reputation", True)
         top = {
@@ -246,10 +255,11 @@ class Scenario:
             params["digests"].enabled or not any(a.digest_fault for a in adversaries),
             "digest_fault needs [digests] enabled = true",
         )
-        return cls(
+        scenario = cls(
             name=name,
             description=description,
             records=records,
+            reputation_source=source,
             reputation=rep,
             adversaries=adversaries,
             sweep={k: tuple(v) for k, v in sweep.items()},
@@ -259,17 +269,28 @@ class Scenario:
             **clientv,
             **params,
         )
+        # checks across tables (a heartbeat period longer than the maximum age, say) are
+        # the network parameters': refused here, not when the run starts
+        _ = scenario.network_params
+        return scenario
 
     @property
     def network_params(self) -> NetworkParams:
         """The simulated network's shared parameters: ``epoch_s`` and the three params
-        tables, as a live network's file gives them (its digest enters every view's)."""
+        tables, as a live network's file gives them (its digest enters every view's).
+        With ``reputation_source = "digests"`` also that source and the digest schedule
+        (``[digest_params]``, which sets ``digest_lag``); a records run leaves both at
+        the defaults, so its view digests (and trace hashes) are those of before."""
+        extra: dict[str, Any] = {}
+        if self.reputation_source != "records":
+            extra = {"reputation_source": self.reputation_source, "digests": self.digest_params}
         return NetworkParams(
             name="sim",
             epoch_s=self.epoch_s,
             matching=self.matching_params,
             reputation=self.reputation_params,
             ledger=self.ledger_params,
+            **extra,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -280,6 +301,8 @@ class Scenario:
             "records": self.records,
             "reputation": self.reputation,
         }
+        if self.reputation_source != "records":  # records runs dump as before
+            d["reputation_source"] = self.reputation_source
         for k in [
             "seed",
             "epochs",

@@ -2,7 +2,8 @@
 
 What runs per epoch ``E`` (an event at ``E * epoch_s``):
 
-1. online nodes emit heartbeats for ``E``; whitewashers whose identity is phased out leave;
+1. online nodes emit heartbeats for ``E`` (with a heartbeat period ``H > 1``, those whose
+   slot is due and those that just came online); whitewashers whose identity is phased out leave;
 2. the evidence of the last ``window_epochs`` epochs becomes canonical columns
    (``Evidence.from_columns``) and ``View.from_evidence`` builds the epoch's view: the live
    node's reputation, penalty book, eligibility and weights (with ``reputation = false``
@@ -37,6 +38,13 @@ digests every party publishes, their audits (and detection of misreported leaves
 publishers become proven offenders at the audit boundary), and per-peer bytes, records
 verified and CPU. Without the table nothing of it runs and a run is unchanged.
 
+Views from digests (issue 14): with ``reputation_source = "digests"`` step 2 is the live
+digest path instead (``repp2p.sim.digest_views``): each closed epoch's tasks are reconciled
+into the (client, node) count rows both sides' digests would report, folded once into a
+``PairState`` at ``digest_lag``, and the view is ``compute_pairs`` over the folded window
+plus the disputed tasks' offers and receipts; the ledger settles each epoch from its digest
+rows (``digest_work_units``) once they are folded. Without it nothing of this runs.
+
 Disputes (issue 15): a k = 1 result the client reports wrong, and a k >= 2 task whose
 receipts disagree, is escalated one replica at a time down the task's ranking (the same
 matching) until ``repp2p.reputation.disputes.dispute_verdicts`` is confident under the
@@ -54,10 +62,12 @@ from typing import Any
 
 import numpy as np
 
-from repp2p.ledger import LedgerState, settle, work_units
+from repp2p.ledger import LedgerState, digest_work_units, settle, work_units
 from repp2p.matching import View, beacon, rank_fast, rank_first_many, task_words
 from repp2p.reputation import Evidence, PenaltyBook
 from repp2p.reputation.disputes import dispute_verdicts
+from repp2p.reputation.heartbeats import heartbeat_slot
+from repp2p.sim.digest_views import DigestViews, reconcile_epoch
 from repp2p.sim.digests import DigestFlow
 from repp2p.sim.kernel import Kernel
 from repp2p.sim.scenario import BEHAVIOURS, Scenario
@@ -160,6 +170,13 @@ class Simulation:
         # The parameters the simulated peers share, as a live network's file gives them.
         self.params = s.network_params
         self.rp, self.mp, self.lp = self.params.reputation, self.params.matching, self.params.ledger
+        # Views from digests (issue 14): the live keeper's fold-and-view path, and the
+        # disputed tasks (their offers and receipts travel individually, as proofs).
+        self.digest_views: DigestViews | None = None
+        self.disputed: _Table | None = None
+        if s.reputation_source == "digests":
+            self.digest_views = DigestViews(self.params)
+            self.disputed = _Table(("offer",))
         # clients: peer indices 0..C-1 ("c..." sorts before "n...")
         c = s.clients
         self.client_names = [f"c{i:09d}" for i in range(c)]
@@ -189,6 +206,12 @@ class Simulation:
             self._new_identity(b, g, join)
         self._freeze_nodes()
         self.online = np.zeros(self.n_nodes, bool)
+        # heartbeat periods (ReputationParams.heartbeat_period_epochs): online at the last
+        # epoch start (a node that was not heartbeats at once, as the live schedule does),
+        # each identity's slot, and each epoch's online nodes for the digest flow
+        self.was_online = np.zeros(self.n_nodes, bool)
+        self._hb_slots: list[int] = []
+        self._online_at: dict[int, np.ndarray] = {}
         self.alive = np.ones(self.n_nodes, bool)
         self.first_cheat = np.full(self.n_nodes, -1, np.int64)
         self.phased = np.full(self.n_nodes, -1, np.int64)
@@ -263,6 +286,7 @@ class Simulation:
     def _grow(self, extra: int) -> None:
         self._freeze_nodes()
         names = ("online", "first_cheat", "phased", "tasks_of", "lost_of", "alive", "caught")
+        names = (*names, "was_online")
         for name in (*names, "ever_penalised", "busy", "offender_from"):
             arr = getattr(self, name)
             fill = {"online": False, "alive": True, "first_cheat": -1, "phased": -1}.get(name, 0)
@@ -315,16 +339,20 @@ class Simulation:
     def _peers(self) -> tuple[str, ...]:
         return tuple(self.client_names) + tuple(self.node_names)
 
-    def _evidence(self) -> Evidence:
-        c, n = len(self.client_names), self.n_nodes
+    def _prune_tables(self) -> None:
         first = self.epoch - self.rp.window_epochs
-        for t in (self.offers, self.claims, self.receipts, self.feedback, self.heartbeats):
+        tables = (self.offers, self.claims, self.receipts, self.feedback, self.heartbeats)
+        for t in (*tables, *((self.disputed,) if self.disputed is not None else ())):
             t.prune(first)
-        base = min((self.offer_base[e] for e in self.offers.chunks), default=self.n_offers)
-        oc, oe, od = self.offers.columns()
-        cn, co = self.claims.columns()
-        rn, ro, rout = self.receipts.columns()
-        fc, fn, fo, fout, flat, frat = self.feedback.columns()
+
+    def _offers_base(self) -> int:
+        """The offer id of the first offer still held (offer ids are contiguous)."""
+        return min((self.offer_base[e] for e in self.offers.chunks), default=self.n_offers)
+
+    def _node_columns(self) -> dict[str, Any]:
+        """The per-peer evidence columns and heartbeats (what a view reads of the node
+        records: ads, attestation verdicts, heartbeats, proven offences)."""
+        c, n = len(self.client_names), self.n_nodes
         hn, he, hl = self.heartbeats.columns()
         is_node = np.concatenate((np.zeros(c, bool), np.ones(n, bool)))
         verified = np.concatenate((np.zeros(c, bool), self.attested))
@@ -332,8 +360,7 @@ class Simulation:
         if self.flow is not None:  # proven digest offences (only with [digests])
             offender = self.offender_from <= self.epoch
             extra["equivocated"] = np.concatenate((np.zeros(c, bool), offender))
-        return Evidence.from_columns(
-            self._peers(),
+        return dict(
             is_node=is_node,
             capacity=np.concatenate((np.zeros(c, np.int64), self.capacity)),
             throughput=np.concatenate(
@@ -342,6 +369,22 @@ class Simulation:
             verified=verified,
             consistent=verified,
             attested_at=np.where(is_node, self.epoch * self.sc.epoch_s, 0),
+            hb_node=hn + c,
+            hb_epoch=he,
+            hb_load=hl,
+            **extra,
+        )
+
+    def _evidence(self) -> Evidence:
+        c = len(self.client_names)
+        self._prune_tables()
+        base = self._offers_base()
+        oc, oe, od = self.offers.columns()
+        cn, co = self.claims.columns()
+        rn, ro, rout = self.receipts.columns()
+        fc, fn, fo, fout, flat, frat = self.feedback.columns()
+        return Evidence.from_columns(
+            self._peers(),
             offer_client=oc,
             offer_epoch=oe,
             offer_deadline_ms=od,
@@ -356,11 +399,61 @@ class Simulation:
             fb_outcome=fout,
             fb_latency_ms=flat,
             fb_rating=frat,
-            hb_node=hn + c,
-            hb_epoch=he,
-            hb_load=hl,
-            **extra,
+            **self._node_columns(),
         )
+
+    def _dispute_columns(self) -> dict[str, np.ndarray]:
+        """The offers and receipts (the first k and every replica) of the disputed tasks
+        of the window, and nothing of the other tasks: on a digest network a disputed
+        task travels individually, as a proof, and ``compute_pairs`` judges it."""
+        assert self.disputed is not None
+        c = len(self.client_names)
+        (dis,) = self.disputed.columns()
+        dis = np.unique(dis)
+        base = self._offers_base()
+        oc, oe, od = self.offers.columns()
+        rn, ro, rout = self.receipts.columns()
+        mine = np.isin(ro, dis)
+        return {
+            "offer_client": oc[dis - base],
+            "offer_epoch": oe[dis - base],
+            "offer_deadline_ms": od[dis - base],
+            "receipt_node": rn[mine] + c,
+            "receipt_offer": np.searchsorted(dis, ro[mine]),
+            "receipt_output": rout[mine] - _OUTS * base,
+        }
+
+    def _digest_view(self, epoch: int) -> tuple[View, Any, Evidence]:
+        """The view of ``epoch`` from folded digest rows (``reputation_source =
+        "digests"``)."""
+        assert self.digest_views is not None
+        self._prune_tables()
+        return self.digest_views.view(
+            epoch, self._peers(), self._node_columns(), self._dispute_columns(), self.book
+        )
+
+    def _reconcile(self, e: int) -> None:
+        """Epoch ``e``'s digests, reconciled, kept until a view folds them."""
+        assert self.digest_views is not None
+        (offer_client,) = _epoch_columns(self.offers, e, 1)
+        base = self.offer_base.get(e, 0)
+        cn, co = _epoch_columns(self.claims, e, 2)
+        rn, ro, _out = _epoch_columns(self.receipts, e, 3)
+        fc, fn, _fo, fout, flat, _rating = _epoch_columns(self.feedback, e, 6)
+        published = np.zeros(self.n_nodes, bool)
+        published[_epoch_columns(self.heartbeats, e, 1)[0]] = True
+        published[cn] = True
+        recon = reconcile_epoch(
+            e,
+            self.client_names,
+            self.node_names,
+            claims=(offer_client[co - base], cn),
+            receipts=(offer_client[ro - base], rn),
+            feedback=(fc, fn, fout, flat),
+            node_published=published,
+            digest_fault=self.digest_fault,
+        )
+        self.digest_views.add_epoch(recon)
 
     def _cheating(self, epoch: int) -> np.ndarray:
         b = self.behaviour
@@ -381,10 +474,17 @@ class Simulation:
                 at = int(self.rng_churn.integers(0, self.epoch_ms))
                 self.kernel.after(at, self._new_joiner)
         on = np.flatnonzero(self.online)
-        self.heartbeats.add(epoch, on, np.full(len(on), epoch), np.zeros(len(on)))
-        self.protocol_events += len(on)
-        ev = self._evidence()
-        view = View.from_evidence(ev, epoch=epoch, params=self.params, penalties=self.book)
+        beats = self._heartbeating(epoch, on)
+        self.was_online = self.online.copy()
+        if self.flow is not None:
+            self._online_at[epoch] = on
+        self.heartbeats.add(epoch, beats, np.full(len(beats), epoch), np.zeros(len(beats)))
+        self.protocol_events += len(beats)
+        if self.digest_views is None:
+            ev = self._evidence()
+            view = View.from_evidence(ev, epoch=epoch, params=self.params, penalties=self.book)
+        else:
+            view, _table, ev = self._digest_view(epoch)
         self.book = view.penalties
         self.view = view
         self.trace.update(view.digest)
@@ -427,15 +527,23 @@ class Simulation:
         out = ~(eligible & self.tier & ~self.newcomer)
         out_now = (self.first_cheat >= 0) & (self.caught < 0) & self.online & out
         self.caught[out_now] = epoch
-        # ledger: settle the epoch whose grace period just ended
-        e = epoch - 1 - self.lp.grace_epochs
+        # ledger: settle the epoch whose grace period just ended (from digest rows: once
+        # they are folded, the same rules on the rows: docs/ledger.md)
+        trust = table.client_trust if self.lp.feedback_needs_trust else None
+        if self.digest_views is None:
+            e = epoch - 1 - self.lp.grace_epochs
+        else:
+            e = epoch - self.digest_views.settle_lag
         if e >= 0:
-            work = work_units(
-                ev,
-                e,
-                client_trust=table.client_trust if self.lp.feedback_needs_trust else None,
-                reputation_params=self.rp,
-            )
+            if self.digest_views is None:
+                work = work_units(ev, e, client_trust=trust, reputation_params=self.rp)
+            else:
+                work = digest_work_units(
+                    self.digest_views.reconciliation(e),
+                    ev,
+                    client_trust=trust,
+                    lost=table.receipt_lost,
+                )
             st = settle(self.ledger, ev, table, self.book, epoch=e, params=self.lp, work=work)
             self.ledger = self.ledger.apply(st)
             self.trace.update(st.digest)
@@ -686,6 +794,8 @@ class Simulation:
             assigned & delivered & in_time & (fb == _FB_WRONG) & self.may_dispute[clients]
         )
         if self.sc.reputation and self.mp.dispute_max_replicas > 0:
+            if self.disputed is not None:
+                self.disputed.add(e, offer_ids[disputed])
             for j in disputed:
                 done, winner, ms, rn, ro, _rt = self._escalate(
                     j,
@@ -765,6 +875,8 @@ class Simulation:
             keys = np.unique(task[delivered] * _OUTS + output[delivered] % _OUTS)
             np.add.at(n_out, keys // _OUTS, 1)
         no_feedback = np.zeros(len(nodes), bool)
+        if self.disputed is not None:
+            self.disputed.add(e, offer_ids[np.flatnonzero(n_out > 1)])
         for j in np.flatnonzero(n_out > 1):
             rows = np.flatnonzero((task == j) & delivered)
             done, winner, ms, rn, ro, _rt = self._escalate(
@@ -840,6 +952,18 @@ class Simulation:
         self.trace.update(np.ascontiguousarray(outcome, np.int8).tobytes())
 
     # -- metrics ---------------------------------------------------------------------------
+    def _heartbeating(self, epoch: int, on: np.ndarray) -> np.ndarray:
+        """The online nodes that heartbeat in ``epoch``: all of them, or with a heartbeat
+        period ``H > 1`` those whose slot is due and those that just came online (the live
+        schedule, ``repp2p.node.schedules``)."""
+        period = self.rp.heartbeat_period_epochs
+        if period == 1:
+            return on
+        while len(self._hb_slots) < self.n_nodes:
+            self._hb_slots.append(heartbeat_slot(self.node_names[len(self._hb_slots)], period))
+        slots = np.asarray(self._hb_slots, np.int64)[on]
+        return on[((epoch - slots) % period == 0) | ~self.was_online[on]]
+
     def _close_epoch(self) -> None:
         st, e = self.stats, self.epoch
         lat = np.concatenate(st.latencies) if st.latencies else np.zeros(0)
@@ -885,6 +1009,8 @@ class Simulation:
         del c
         if self.flow is not None:
             row.update(self._digest_epoch(e))
+        if self.digest_views is not None:
+            self._reconcile(e)
         self.rows.append(row)
         if self.on_epoch is not None:
             self.on_epoch(e, self.sc.epochs)
@@ -893,32 +1019,28 @@ class Simulation:
         """Epoch ``e``'s digests, audits and per-peer costs (``repp2p.sim.digests``)."""
         assert self.flow is not None
 
-        def cols(table: _Table, n: int) -> list[np.ndarray]:
-            parts = table.chunks.get(e, [])
-            if not parts:
-                return [np.zeros(0, np.int64) for _ in range(n)]
-            return [np.concatenate([p[i] for p in parts]) for i in range(n)]
-
-        (offer_client,) = cols(self.offers, 1)
-        hb_node = cols(self.heartbeats, 1)[0]
-        fc, fn, fo, fout, flat, _rating = cols(self.feedback, 6)
-        cn, co = cols(self.claims, 2)
-        rn, ro, _out = cols(self.receipts, 3)
+        (offer_client,) = _epoch_columns(self.offers, e, 1)
+        hb_node = _epoch_columns(self.heartbeats, e, 1)[0]
+        fc, fn, fo, fout, flat, _rating = _epoch_columns(self.feedback, e, 6)
+        cn, co = _epoch_columns(self.claims, e, 2)
+        rn, ro, _out = _epoch_columns(self.receipts, e, 3)
+        online = self._online_at.pop(e, np.unique(hb_node))
         costs, caught = self.flow.epoch(
             e,
             self.n_nodes,
-            np.unique(hb_node),
+            online,
             offer_client,
             self.offer_base[e],
             (cn, co),
             (rn, ro),
             (fc, fn, fo, fout, flat),
             self.digest_fault,
+            heartbeats=np.unique(hb_node),
         )
         # a caught node is a proven offender from the audit boundary of epoch e on
         boundary = self.sc.digest_params.audit_epoch(e)
         self.offender_from[caught] = np.minimum(self.offender_from[caught], boundary)
-        return self.flow.record(e, costs, np.unique(hb_node))
+        return self.flow.record(e, costs, online)
 
     def run(self) -> SimResult:
         """Run every epoch; returns the :class:`SimResult`."""
@@ -927,6 +1049,14 @@ class Simulation:
         if self.epoch < self.sc.epochs:
             self._epoch_start(self.sc.epochs)  # closes the last epoch
         return SimResult.build(self)
+
+
+def _epoch_columns(table: _Table, e: int, n: int) -> list[np.ndarray]:
+    """The first ``n`` columns of ``table``'s rows of epoch ``e``."""
+    parts = table.chunks.get(e, [])
+    if not parts:
+        return [np.zeros(0, np.int64) for _ in range(n)]
+    return [np.concatenate([p[i] for p in parts]) for i in range(n)]
 
 
 def _mean(a: np.ndarray) -> float:
@@ -1024,6 +1154,10 @@ class SimResult:
             "protocol_events": sim.protocol_events,
             "trace_hash": sim.trace.hexdigest(),
         }
+        if sim.digest_views is not None:  # records runs: the summary of before
+            summary["reputation_source"] = "digests"
+            summary["digest_lag"] = sim.digest_views.digest_lag
+            summary["settle_lag"] = sim.digest_views.settle_lag
         if sim.flow is not None:
             cheaters = int(((sim.digest_fault > 0) & (sim.tasks_of > 0)).sum())
             summary["digests"] = sim.flow.summary(cheaters)

@@ -456,6 +456,29 @@ class Enclave(EnclaveAPI):
             self.attest_evidence, peer_id, epoch, nonce, now, abandon_on_cancel=True
         )
 
+    def sign_liveness(self, peer_id: str, epoch: int) -> bytes:
+        """The enclave's liveness signature for ``epoch`` (a heartbeat's ``enclave_sig``):
+        Ed25519 by its result key over
+        :func:`repp2p.attestation.liveness.liveness_message`.
+
+        Raises:
+            EnclaveError: BAD_REQUEST, CLOSED, CRASHED or TIMEOUT (a dead enclave cannot
+                sign: that is the point).
+        """
+        reply = self._call({"op": "sign_liveness", "peer_id": peer_id, "epoch": epoch}, 10.0)
+        sig = reply.get("enclave_sig")
+        if not isinstance(sig, bytes) or len(sig) != 64:
+            raise EnclaveError(EnclaveReason.CRASHED, "malformed sign_liveness reply")
+        return sig
+
+    async def sign_liveness_async(self, peer_id: str, epoch: int) -> bytes:
+        """:meth:`sign_liveness` from trio, in a worker thread."""
+        import trio
+
+        return await trio.to_thread.run_sync(
+            self.sign_liveness, peer_id, epoch, abandon_on_cancel=True
+        )
+
     async def execute_async(self, **kwargs: Any) -> tuple[bytes, Receipt]:
         """:meth:`execute` from trio, on the loop (same keyword arguments; see
         :meth:`_call_async`): a node shutting down cancels it, which kills the enclave

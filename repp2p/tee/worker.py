@@ -34,6 +34,7 @@ import nacl.utils
 from engines.abc import EngineAPI, run_checked
 from engines.errors import EngineError
 from engines.registry import load_engines
+from repp2p.attestation.liveness import liveness_message
 from repp2p.errors import RecordError
 from repp2p.records import (
     REFUSAL_CODES,
@@ -142,6 +143,19 @@ class EnclaveState:
             now,  # type: ignore[arg-type]
         )
         return {"evidence": evidence, "collateral": collateral, "gpu_evidence": gpu_evidence}
+
+    def sign_liveness(self, request: dict) -> dict:
+        """The enclave's word that it is alive in ``epoch`` for ``peer_id``: the result key
+        (the one its evidence binds) signs :func:`liveness_message`, for the heartbeat's
+        ``enclave_sig``. The message names the node and the epoch (and its beacon), so the
+        signature proves nothing about another node or another epoch."""
+        peer_id = _get(request, "peer_id", str)
+        epoch = _get(request, "epoch", int)
+        try:
+            message = liveness_message(peer_id, epoch)  # type: ignore[arg-type]
+        except Exception as exc:  # AttestationError: a malformed peer ID
+            raise _bad(f"liveness: {type(exc).__name__}") from None
+        return {"enclave_sig": self.result_key.sign(message).signature}
 
     def execute(self, request: dict) -> dict:
         task_id = _get(request, "task_id", bytes, 32)
@@ -296,7 +310,8 @@ def _reply_error(exc: Exception) -> dict:
 def serve(
     read_fd: int, write_fd: int, *, platform_factory: PlatformFactory = default_platform
 ) -> None:
-    """The request loop: ``start`` first, then ``attest`` / ``execute`` until ``close``.
+    """The request loop: ``start`` first, then ``attest`` / ``execute`` / ``sign_liveness``
+    until ``close``.
 
     ``platform_factory`` builds the TEE platform named in the start request; tests running
     the loop in-process pass one backed by a fake kernel.
@@ -323,6 +338,8 @@ def serve(
                 reply = state.attest(request)
             elif op == "execute":
                 reply = state.execute(request)
+            elif op == "sign_liveness":
+                reply = state.sign_liveness(request)
             else:
                 raise _bad(f"unknown op {op!r}")
             reply["ok"] = True

@@ -14,6 +14,7 @@ import hashlib
 
 import nacl.signing
 
+from repp2p.attestation.liveness import liveness_message
 from repp2p.identity import Identity
 from repp2p.records import (
     EMPTY_MERKLE_ROOT,
@@ -236,6 +237,31 @@ def empty_work_digest(epoch: int = 7, *, expires: int | None = None) -> WorkDige
 def enclave_key(node: str) -> nacl.signing.SigningKey:
     """A node's stable enclave result key (signs receipts as a real enclave would)."""
     return nacl.signing.SigningKey(digest("enclave/" + node))
+
+
+def live_heartbeat(
+    node: Identity,
+    epoch: int,
+    enclave: nacl.signing.SigningKey | None = None,
+    *,
+    load: int = 0,
+    done: int = 0,
+    seq: int = 1,
+    expires: int | None = None,
+) -> SignedRecord:
+    """``node``'s heartbeat of ``epoch`` with its enclave's liveness signature (by
+    ``enclave``, default :func:`enclave_key` of the node), as a running node publishes it."""
+    key = enclave_key(node.peer_id) if enclave is None else enclave
+    sig = key.sign(liveness_message(node.peer_id, epoch)).signature
+    record = Heartbeat(
+        epoch=epoch,
+        load=load,
+        tasks_done=done,
+        seq=seq,
+        expires=far_future() if expires is None else expires,
+        enclave_sig=sig,
+    )
+    return sign(record, node)
 
 
 @dataclasses.dataclass(frozen=True)

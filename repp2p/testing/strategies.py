@@ -14,6 +14,7 @@ from repp2p.records import (
     RECORD_TYPES,
     FeedbackDigest,
     FeedbackRow,
+    Heartbeat,
     Record,
     WorkDigest,
     WorkRow,
@@ -134,7 +135,16 @@ def _digests(cls: type[WorkDigest] | type[FeedbackDigest]) -> st.SearchStrategy[
     return digest()
 
 
+def _heartbeats() -> st.SearchStrategy[Heartbeat]:
+    specs = field_specs(Heartbeat)
+    fields = {name: for_spec(spec) for name, spec in specs.items() if name != "enclave_sig"}
+    # an enclave signature is 64 bytes or absent (check_invariants)
+    sigs = st.one_of(st.just(b""), st.binary(min_size=64, max_size=64))
+    return st.builds(Heartbeat, enclave_sig=sigs, **fields)
+
+
 _CONSTRAINED = {
+    Heartbeat: _heartbeats,
     WorkRow: _work_rows,
     FeedbackRow: _feedback_rows,
     WorkDigest: lambda: _digests(WorkDigest),

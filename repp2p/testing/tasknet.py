@@ -40,6 +40,7 @@ from repp2p.node.schedules import OwnRecordSchedule, phase_of
 from repp2p.node.serving import TaskServer
 from repp2p.node.views import ViewService
 from repp2p.records import Attestation, EngineOffer, NodeAd, Outcome, Receipt, SignedRecord
+from repp2p.reputation.heartbeats import heartbeat_slot
 from repp2p.store import SqliteRecordStore
 from repp2p.tee.worker import EnclaveState
 from repp2p.testing import factories
@@ -309,6 +310,9 @@ class TaskNet:
             heartbeat_interval_s=self.epoch_s,
             republish_interval_s=3600,
             phase=phase_of(peer_id),
+            heartbeat_period_epochs=self.params.reputation.heartbeat_period_epochs,
+            heartbeat_slot=heartbeat_slot(peer_id, self.params.reputation.heartbeat_period_epochs),
+            heartbeat_lag=self.params.heartbeat_lag,
         )
         self._nursery.start_soon(publisher.run)
         self._nursery.start_soon(schedule.run_heartbeats)

@@ -232,3 +232,38 @@ def test_work_max_epochs_bounds_batches_and_the_view_lag():
             digests=DigestParams(work_max_epochs=work, feedback_max_epochs=fb),
         )
         assert p.digest_lag == lag + max(work, fb) - 1
+
+
+def test_a_batch_is_audited_with_samples_per_epoch_and_charges_check_that_draw():
+    from repp2p.digests import audit_seed, auditors, challenge_indices, detection_probability
+    from repp2p.digests.audit import MAX_SAMPLES
+    from repp2p.digests.params import audit_entropy
+    from repp2p.digests.unserved import NO_ANSWER, UnservedCharge, verify_unserved
+
+    params = DigestParams(work_max_epochs=3)
+    assert [params.samples_for(s) for s in (1, 2, 3)] == [8, 16, 24]
+    assert DigestParams(audit_samples=40).samples_for(3) == MAX_SAMPLES
+    with pytest.raises(ValueError):
+        params.samples_for(0)
+    # a batch of 3 epochs checks 3 x 8 leaves: detection per epoch of work is kept
+    assert detection_probability(90, 5, params.samples_for(3)) > detection_probability(90, 5, 8)
+    records = _records()
+    node = _busy(records)
+    (part,) = _batch(node, records)
+    signed = sign(part.digest, node)
+    n = part.digest.leaf_count
+    assert n > 24
+    entropy = audit_entropy([b"\x05" * 32])
+    seed = audit_seed(part.digest.last_epoch, params.grace_epochs, entropy)
+    drawn = challenge_indices(seed, signed.record_id, n, params.samples_for(3))
+    assert len(drawn) == 24
+    candidates = [p.peer_id for p in NODES]
+    (auditor,) = auditors(seed, signed.record_id, candidates, exclude={node.peer_id})
+    # a leaf drawn beyond the first 8 is a valid charge; one never drawn is not
+    late = UnservedCharge(signed.data, drawn[20], entropy, auditor, NO_ANSWER)
+    assert verify_unserved(late.encode(), NOW, params, candidates).index == drawn[20]
+    other = next(i for i in range(n) if i not in drawn)
+    stray = UnservedCharge(signed.data, other, entropy, auditor, NO_ANSWER)
+    with pytest.raises(ProofError) as info:
+        verify_unserved(stray.encode(), NOW, params, candidates)
+    assert info.value.reason is ProofReason.BAD_INDEX

@@ -93,8 +93,12 @@ async def _refused_dispute(client, node, offer, receipts) -> dict:
         await stream.close()
 
 
-async def test_camouflaged_cheater_outvoted_2_to_1_is_resolved_by_escalation(tmp_path):
-    params = dev_params(EPOCH_S).replace(task_record_lag=TASK_RECORD_LAG)
+# on "digests" per-task records stay with their parties: the client gossips the disputed
+# task's offer, claims and receipts as a dispute proof (repp2p.digests.disputes), and every
+# peer's digest view judges the dispute from it (docs/digests.md, "Dispute proofs")
+@pytest.mark.parametrize("views", ["records", "digests"])
+async def test_camouflaged_cheater_outvoted_2_to_1_is_resolved_by_escalation(tmp_path, views):
+    params = dev_params(EPOCH_S).replace(task_record_lag=TASK_RECORD_LAG, reputation_source=views)
     async with trio.open_nursery() as nursery:
         boot = await start_node(nursery, node_config(tmp_path, "n0", network_params=params))
         nodes = [boot]
@@ -169,12 +173,26 @@ async def test_camouflaged_cheater_outvoted_2_to_1_is_resolved_by_escalation(tmp
             assert not spare.store.query(type="Claim", signer=spare.peer_id, slot=o.task_id)
 
             # The views judge the extra receipts: once the task's records are in a view
-            # (task_record_lag epochs on), the cheater lost the dispute, nobody honest did.
-            lag = client.views.params.task_record_lag
+            # (task_record_lag epochs on; a digest view: digest_lag, the proof having
+            # reached every peer), the cheater lost the dispute, nobody honest did.
+            if views == "digests":
+                lag = client.views.params.digest_lag
+                ids = {r.record_id for r in receipts}
+
+                def proved(peer, ids=ids, offer_id=offer.record_id) -> bool:
+                    held = peer.disputes.get(offer_id)
+                    return held is not None and {r.record_id for r in held.receipts} == ids
+
+                await wait_until(lambda: all(proved(p) for p in (client, *nodes)), 20)
+                # nobody else holds the task's records: they travelled only as the proof
+                spare_held = {r.record_id for r in spare.store.query(type="Receipt")}
+                assert not spare_held & ids
+            else:
+                lag = client.views.params.task_record_lag
+                for r in receipts:
+                    rid = r.record_id
+                    await wait_until(lambda rid=rid: all(n.store.has(rid) for n in nodes), 20)
             judged = o.epoch + lag + 1
-            for r in receipts:
-                rid = r.record_id
-                await wait_until(lambda rid=rid: all(n.store.has(rid) for n in nodes), 20)
             await trio.sleep(max(0.0, judged * EPOCH_S - client.clock.now() + 0.6))
             for peer in (client, *nodes):
                 table = peer.views.view(judged).reputation
@@ -184,6 +202,16 @@ async def test_camouflaged_cheater_outvoted_2_to_1_is_resolved_by_escalation(tmp
                     assert table.get(h).quality > table.get(cheater).quality
                 view = peer.views.view(judged)
                 assert not any(view.penalties.is_penalised(h, judged) for h in honest)
+            if views == "digests":
+                # The ledger's dispute losses (its slash) from a digest view: the cheater's
+                # lost receipt, nothing of an honest node, the same on every peer.
+                for peer in (client, *nodes):
+                    view = peer.views.view(judged)
+                    losses = dispute_losses(view.evidence, view.reputation, o.epoch)
+                    peers = view.evidence.peers
+                    assert losses[peers.index(cheater)] >= 1
+                    assert all(losses[peers.index(h)] == 0 for h in honest)
+                return
             # The ledger on the same records: the lost dispute counts against the cheater
             # (its slash, proportional to it), and nothing against an honest node.
             held = client.store.query()

@@ -18,7 +18,7 @@ from repp2p.explorer import snapshot as snapshot_module
 from repp2p.explorer.snapshot import REASON_PENDING
 from repp2p.matching import beacon
 from repp2p.network_params import NetworkParams
-from repp2p.records import Attestation, Heartbeat, sign
+from repp2p.records import Attestation, sign
 from repp2p.store import SqliteRecordStore
 from repp2p.tee.measurement import enclave_measurement, runtime_measurement
 from repp2p.testing import factories
@@ -66,11 +66,11 @@ def _attested(identity, now: int) -> list:
         seq=1,
         expires=FAR,
     )
+    # signed by its enclave: the views count the node only while it is live
     beats = [
-        Heartbeat(epoch=e, load=0, tasks_done=0, seq=e, expires=FAR)
-        for e in range(EPOCH - 6, EPOCH)
+        factories.live_heartbeat(identity, e, seq=e, expires=FAR) for e in range(EPOCH - 6, EPOCH)
     ]
-    return [sign(r, identity) for r in (ad, attestation, *beats)]
+    return [*(sign(r, identity) for r in (ad, attestation)), *beats]
 
 
 def _network(tmp_path) -> tuple[SqliteRecordStore, list[int]]:

@@ -10,16 +10,13 @@ from repp2p.config import BOOTSTRAP_DIR
 from repp2p.digests import AuditOutcome, build_feedback, build_work, reconcile, verify_audit
 from repp2p.digests.params import DigestParams
 from repp2p.node.digests import OwnDigests
-from repp2p.node.metrics import NodeMetrics
-from repp2p.node.pipeline import RecordPipeline
-from repp2p.node.publisher import RecordPublisher
 from repp2p.records import FeedbackDigest, sign
 from repp2p.store import SqliteRecordStore
 from repp2p.testing import factories
 from repp2p.testing.network import dev_params
 from repp2p.viewer import ViewKeeper
 
-from .test_own_digests import _Clock, _Gossip
+from .own_digests_harness import Clock, Gossip, own_digests, sealed_clock, task_store
 
 M = 4
 PARAMS = DigestParams(feedback_max_epochs=M)
@@ -28,34 +25,17 @@ BASE = factories.NOW // 60 - 20
 NODE, CLIENT = factories.identity("batch-node"), factories.identity("batch-client")
 
 
-def _client(store, clock, **kw) -> tuple[OwnDigests, _Gossip]:
-    gossip = _Gossip()
-    publisher = RecordPublisher(CLIENT, gossip, RecordPipeline(store, NodeMetrics(), clock), clock)
-    own = OwnDigests(
-        peer_id=CLIENT.peer_id,
-        role="client",
-        store=store,
-        publish=publisher.publish,
-        regossip=publisher.gossip,
-        clock=clock,
-        network=NETWORK,
-        params=PARAMS,
-        metrics=NodeMetrics(),
-        **kw,
-    )
-    return own, gossip
+def _client(store, clock, **kw) -> tuple[OwnDigests, Gossip]:
+    return own_digests(CLIENT, "client", store, clock, network=NETWORK, params=PARAMS, **kw)
 
 
 def _store(epochs) -> SqliteRecordStore:
-    store = SqliteRecordStore(":memory:")
-    tasks = [factories.task_records(CLIENT, NODE, e, f"b{e}-{i}") for e in epochs for i in (0, 1)]
-    store.put_many([r for t in tasks for r in t.all()], now=factories.NOW)
-    return store
+    return task_store(CLIENT, NODE, epochs, "b")
 
 
-def _at(epoch: int) -> _Clock:
+def _at(epoch: int) -> Clock:
     """Just after ``epoch`` is sealed."""
-    return _Clock((epoch + PARAMS.seal_lag_epochs) * 60 + 5)
+    return sealed_clock(epoch, PARAMS)
 
 
 async def test_a_quiet_client_publishes_one_digest_per_window_and_views_count_it():

@@ -11,16 +11,13 @@ from repp2p.config import BOOTSTRAP_DIR
 from repp2p.digests import AuditOutcome, build_feedback, build_work, reconcile, verify_audit
 from repp2p.digests.params import DigestParams
 from repp2p.node.digests import FailedTasks, OwnDigests
-from repp2p.node.metrics import NodeMetrics
-from repp2p.node.pipeline import RecordPipeline
-from repp2p.node.publisher import RecordPublisher
 from repp2p.records import WorkDigest, sign
 from repp2p.store import SqliteRecordStore
 from repp2p.testing import factories
 from repp2p.testing.network import dev_params
 from repp2p.viewer import ViewKeeper
 
-from .test_own_digests import _Clock, _Gossip
+from .own_digests_harness import Clock, Gossip, own_digests, sealed_clock, task_store
 
 M = 4
 PARAMS = DigestParams(work_max_epochs=M)
@@ -29,38 +26,17 @@ BASE = factories.NOW // 60 - 20
 NODE, CLIENT = factories.identity("wbatch-node"), factories.identity("wbatch-client")
 
 
-def _node(store, clock, **kw) -> tuple[OwnDigests, _Gossip]:
-    gossip = _Gossip()
-    publisher = RecordPublisher(NODE, gossip, RecordPipeline(store, NodeMetrics(), clock), clock)
-    own = OwnDigests(
-        peer_id=NODE.peer_id,
-        role="full",
-        store=store,
-        publish=publisher.publish,
-        regossip=publisher.gossip,
-        clock=clock,
-        network=NETWORK,
-        params=PARAMS,
-        metrics=NodeMetrics(),
-        **kw,
-    )
-    return own, gossip
+def _node(store, clock, **kw) -> tuple[OwnDigests, Gossip]:
+    return own_digests(NODE, "full", store, clock, network=NETWORK, params=PARAMS, **kw)
 
 
 def _store(epochs, *, undelivered=()) -> SqliteRecordStore:
-    store = SqliteRecordStore(":memory:")
-    tasks = [
-        factories.task_records(CLIENT, NODE, e, f"w{e}-{i}", delivered=(e, i) not in undelivered)
-        for e in epochs
-        for i in (0, 1)
-    ]
-    store.put_many([r for t in tasks for r in t.all()], now=factories.NOW)
-    return store
+    return task_store(CLIENT, NODE, epochs, "w", undelivered=undelivered)
 
 
-def _at(epoch: int) -> _Clock:
+def _at(epoch: int) -> Clock:
     """Just after ``epoch`` is sealed."""
-    return _Clock((epoch + PARAMS.seal_lag_epochs) * 60 + 5)
+    return sealed_clock(epoch, PARAMS)
 
 
 def _window():

@@ -7,65 +7,27 @@ from pathlib import Path
 
 import pytest
 
-from repp2p.clock import ClockAPI
 from repp2p.digests import AuditOutcome, verify_audit
 from repp2p.digests.audit import AuditResponse
 from repp2p.digests.params import DigestParams
 from repp2p.node.digests import ClaimedOffers, FailedTasks, OwnDigests
-from repp2p.node.metrics import NodeMetrics
-from repp2p.node.pipeline import RecordPipeline
-from repp2p.node.publisher import RecordPublisher
 from repp2p.records import FeedbackDigest, WorkDigest, sign
 from repp2p.store import SqliteRecordStore
 from repp2p.testing import factories
 from repp2p.testing.network import dev_params
 from tests.digests.helpers import refusal_of
 
+from .own_digests_harness import Clock, Gossip, own_digests
+
 NETWORK = dev_params(epoch_s=60)
 EPOCH = factories.NOW // 60 - 10
 NODE, CLIENT = factories.identity("digest-node"), factories.identity("digest-client")
 
 
-class _Clock(ClockAPI):
-    def __init__(self, now: float) -> None:
-        self.at = now
-
-    def now(self) -> float:
-        return self.at
-
-    async def sleep_until(self, when: float) -> None:
-        self.at = max(self.at, when)
-
-    async def sleep(self, seconds: float) -> None:
-        self.at += seconds
-
-
-class _Gossip:
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, bytes]] = []
-
-    async def __call__(self, topic: str, data: bytes) -> None:
-        self.sent.append((topic, data))
-
-
-def _peer(identity, role, store, clock, failed=None) -> tuple[OwnDigests, _Gossip]:
-    gossip = _Gossip()
-    publisher = RecordPublisher(
-        identity, gossip, RecordPipeline(store, NodeMetrics(), clock), clock
+def _peer(identity, role, store, clock, failed=None) -> tuple[OwnDigests, Gossip]:
+    return own_digests(
+        identity, role, store, clock, network=NETWORK, params=DigestParams(), failed=failed
     )
-    own = OwnDigests(
-        peer_id=identity.peer_id,
-        role=role,
-        store=store,
-        publish=publisher.publish,
-        regossip=publisher.gossip,
-        clock=clock,
-        network=NETWORK,
-        params=DigestParams(),
-        metrics=NodeMetrics(),
-        failed=failed,
-    )
-    return own, gossip
 
 
 def _tasks():
@@ -91,7 +53,7 @@ async def test_a_restart_mid_epoch_publishes_the_digest_a_never_restarted_peer_w
     identity = NODE if role == "full" else CLIENT
     tasks = _tasks()
     broke = tasks[7].offer.record.task_id
-    mid_epoch = _Clock((EPOCH + 0.5) * 60)
+    mid_epoch = Clock((EPOCH + 0.5) * 60)
 
     # Before the restart: half the epoch's tasks, and one execution failure.
     store = SqliteRecordStore(tmp_path / "records.db")
@@ -105,7 +67,7 @@ async def test_a_restart_mid_epoch_publishes_the_digest_a_never_restarted_peer_w
     store.close()
 
     # The restart: everything from disk, the rest of the epoch, then the seal.
-    sealed = _Clock((EPOCH + DigestParams().seal_lag_epochs) * 60 + 5)
+    sealed = Clock((EPOCH + DigestParams().seal_lag_epochs) * 60 + 5)
     store = SqliteRecordStore(tmp_path / "records.db")
     _put(store, tasks[4:])
     own, gossip = _peer(identity, role, store, sealed, FailedTasks(tmp_path / "failed-tasks.txt"))
@@ -138,7 +100,7 @@ async def test_a_restart_mid_epoch_publishes_the_digest_a_never_restarted_peer_w
 
 
 async def test_a_node_without_tasks_publishes_an_empty_digest_and_a_client_nothing(tmp_path):
-    clock = _Clock((EPOCH + 5) * 60)
+    clock = Clock((EPOCH + 5) * 60)
     node, _ = _peer(NODE, "full", SqliteRecordStore(":memory:"), clock)
     client, _ = _peer(CLIENT, "client", SqliteRecordStore(":memory:"), clock)
     node._started_epoch = EPOCH  # running since before the epoch
@@ -153,7 +115,7 @@ async def test_audit_answers_are_rebuilt_from_the_store(tmp_path):
     tasks = _tasks()
     store = SqliteRecordStore(tmp_path / "records.db")
     _put(store, tasks)
-    clock = _Clock((EPOCH + 5) * 60)
+    clock = Clock((EPOCH + 5) * 60)
     own, _ = _peer(NODE, "full", store, clock)
     (signed,) = await own.publish_epoch(EPOCH)
     fresh, _ = _peer(NODE, "full", store, clock)  # nothing cached: rebuilds
@@ -163,7 +125,7 @@ async def test_audit_answers_are_rebuilt_from_the_store(tmp_path):
     assert fresh.answer(signed.record_id, signed.record.leaf_count) is None
     assert fresh.answer(bytes(32), 0) is None
     assert fresh.answer(tasks[0].offer.record_id, 0) is None  # not a digest of ours
-    late = _Clock((EPOCH + DigestParams().audit_horizon_epochs + 1) * 60)
+    late = Clock((EPOCH + DigestParams().audit_horizon_epochs + 1) * 60)
     past, _ = _peer(NODE, "full", store, late)
     assert past.answer(signed.record_id, 0) is None  # past the audit horizon
 
@@ -171,7 +133,7 @@ async def test_audit_answers_are_rebuilt_from_the_store(tmp_path):
 async def test_each_sealed_epoch_goes_out_once_per_run(tmp_path):
     store = SqliteRecordStore(":memory:")
     _put(store, _tasks())
-    clock = _Clock((EPOCH + 6) * 60)
+    clock = Clock((EPOCH + 6) * 60)
     own, gossip = _peer(NODE, "full", store, clock)
     own._started_epoch = EPOCH - 1
     # Sealed at EPOCH + 6 and since the start: EPOCH - 1 and EPOCH + 2 (empty parts),
@@ -187,7 +149,7 @@ async def test_each_sealed_epoch_goes_out_once_per_run(tmp_path):
 
 async def test_a_client_re_signing_its_offer_after_the_claim_changes_nothing(tmp_path):
     tasks = _tasks()
-    clock = _Clock((EPOCH + 5) * 60)
+    clock = Clock((EPOCH + 5) * 60)
     steady_store = SqliteRecordStore(":memory:")
     _put(steady_store, tasks)
     steady, _ = _peer(NODE, "full", steady_store, clock)
@@ -219,7 +181,7 @@ async def test_a_split_digest_cut_short_by_a_crash_is_completed_not_re_split():
     tasks = [factories.task_records(c, NODE, EPOCH, f"s{i}") for i, c in enumerate(clients)]
     store = SqliteRecordStore(":memory:")
     _put(store, tasks)
-    clock = _Clock((EPOCH + 5) * 60)
+    clock = Clock((EPOCH + 5) * 60)
     own, _ = _peer(NODE, "full", store, clock)
     own._max_rows = 1  # one client per part
     parts = own.build(EPOCH)
@@ -242,7 +204,7 @@ async def test_a_refused_task_is_counted_from_the_store_and_its_audit_carries_th
     store = SqliteRecordStore(tmp_path / "records.db")
     _put(store, [*tasks, refused])
     store.put_many([refusal], now=factories.NOW)
-    clock = _Clock((EPOCH + 5) * 60)
+    clock = Clock((EPOCH + 5) * 60)
     own, _ = _peer(NODE, "full", store, clock)
     (signed,) = await own.publish_epoch(EPOCH)
     (row,) = signed.record.rows

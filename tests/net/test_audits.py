@@ -307,3 +307,60 @@ async def test_the_audit_server_holds_its_per_peer_stream_quota():
             )
     assert got[2] == leaf_proof(part, signed.record_id, 2).encode()
     assert totals(metrics.audit_requests, "result").get("refused") == 1.0
+
+
+async def test_what_an_auditor_finds_is_gossiped_and_other_peers_act_on_it(tmp_path):
+    """The offence proof an audit finds goes out on the ``proofs`` topic (here: straight
+    into another peer's router) and that peer keeps it as an offence; an unserved charge
+    is forwarded and re-checked by that peer itself, whose own failed re-check is kept
+    only as its local evidence (docs/digests.md, "Offence proofs and unserved charges on
+    gossip")."""
+    from repp2p.net.verdict import Verdict
+    from repp2p.node.offences import OffenceBook, ProofRouter
+
+    books = OffenceBook(
+        folder=tmp_path / "offences", epoch_s=60, horizon_epochs=16, keep_epochs=200, now=time.time
+    )
+    verdicts: list[Verdict] = []
+    router = ProofRouter(None, books)
+
+    async def gossip(data: bytes) -> None:
+        verdicts.append(router.judge(data))
+
+    tasks = _tasks()
+    lie = (WorkRow(CLIENT.peer_id, 5, 5, 0, 0),)
+    part = _part(tasks, rows=lie)
+    signed = sign(part.digest, NODE)
+    async with _hosts(_server(part, signed)) as (open_stream, _):
+        auditor = _auditor(open_stream)
+        auditor.publish = gossip
+        results = await auditor.check(Challenge(signed, tuple(range(5)), bytes(32)))
+    caught = [r for r in results if r.outcome is AuditOutcome.OFFENCE]
+    assert caught and verdicts[0] is Verdict.ACCEPT
+    assert set(verdicts[1:]) <= {Verdict.IGNORE}  # the same offence again: known
+    (offence,) = books.offences(EPOCH)
+    assert offence.peer_id == NODE.peer_id and offence.kind == "digest_inconsistency"
+
+    # a silent publisher: charged; the charge reaches a second peer, which re-checks
+    honest = _part(_tasks())
+    signed = sign(honest.digest, NODE)
+    store = SqliteRecordStore(":memory:")
+    mine = sign(factories.empty_work_digest(EPOCH, expires=factories.far_future(NOW)), AUDITOR)
+    store.put_many([signed, mine], now=NOW)
+    (challenge,) = plan(store, AUDITOR.peer_id, EPOCH, DigestParams())
+    async with _hosts(None) as (open_stream, _):
+        with trio.fail_after(60):
+            charges = [r.evidence for r in await _auditor(open_stream, store).check(challenge)]
+            other = _auditor(open_stream, store)
+            router.on_charge = other.on_charge
+            assert router.judge(charges[0]) is Verdict.ACCEPT
+            assert router.judge(charges[0]) is Verdict.IGNORE  # seen: not forwarded again
+            assert router.judge(b"\xa5\x64kind\x68unserved") is Verdict.REJECT
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(other.run)
+                while not totals(other._metrics.audits, "outcome"):
+                    await trio.sleep(0.1)
+                nursery.cancel_scope.cancel()
+    assert totals(other._metrics.audits, "outcome") == {"recheck_unserved": 1.0}
+    assert other.evidence.recent(AuditOutcome.UNSERVED) == [charges[0]]
+    assert len(books) == 1  # a charge is never an offence

@@ -40,6 +40,43 @@ def _scenario(nodes: int = 20, *, epochs: int = 4, **extra) -> Scenario:
     return Scenario.from_dict(d)
 
 
+@pytest.fixture(scope="module")
+def base():
+    """The default 20-node, 4-epoch run several tests read (simulated once)."""
+    return simulate(_scenario())
+
+
+@pytest.fixture(scope="module")
+def base8():
+    """The 8-epoch run the batching and heartbeat tests compare against."""
+    return simulate(_scenario(epochs=8))
+
+
+def _digest(kind: str, rows: tuple, leaves: int, span: int = 1):
+    """A real WorkDigest or FeedbackDigest part of the live epoch and expiry."""
+    cls = WorkDigest if kind == "work" else FeedbackDigest
+    return cls(
+        epoch=LIVE_EPOCH,
+        part=0,
+        parts=1,
+        rows=rows,
+        leaf_count=leaves,
+        merkle_root=factories.digest("root") if leaves else factories.digest(""),
+        seq=0,
+        expires=LIVE_EXPIRES,
+        span=span,
+    )
+
+
+def _model_size(kind: str, counts, later, rows: int, leaves: int, span: int = 1) -> int:
+    """The cost model's size of one part: its rows' counts (rows x fields), each row's
+    extra bytes (``offset_extra`` for a batch's later epochs), rows, leaves, span."""
+    rb = int((row_bytes(kind, counts) + later).sum()) if rows else 0
+    one = np.array([0]), np.array([1])
+    size = envelope_sizes(kind, np.array([rb]), np.array([rows]), np.array([leaves]), *one, span)
+    return int(size[0])
+
+
 @pytest.mark.parametrize("kind", ["work", "feedback"])
 def test_digest_sizes_equal_the_real_encoding(kind):
     rng = np.random.default_rng(3)
@@ -58,16 +95,6 @@ def test_digest_sizes_equal_the_real_encoding(kind):
             )
             model_counts = np.column_stack((c.sum(1), c))
             leaves = int(c.sum())
-            digest = WorkDigest(
-                epoch=LIVE_EPOCH,
-                part=0,
-                parts=1,
-                rows=rows_,
-                leaf_count=leaves,
-                merkle_root=factories.digest("root") if leaves else factories.digest(""),
-                seq=0,
-                expires=LIVE_EXPIRES,
-            )
         else:
             c = counts[:, :4]
             lat = rng.integers(0, 2**32, rows)
@@ -77,27 +104,14 @@ def test_digest_sizes_equal_the_real_encoding(kind):
             )
             model_counts = np.column_stack((c, lat))
             leaves = int(c.sum())
-            digest = FeedbackDigest(
-                epoch=LIVE_EPOCH,
-                part=0,
-                parts=1,
-                rows=rows_,
-                leaf_count=leaves,
-                merkle_root=factories.digest("root") if leaves else factories.digest(""),
-                seq=0,
-                expires=LIVE_EXPIRES,
-            )
         if not leaves:
+            if kind == "feedback":
+                continue  # a client with no feedback publishes nothing
             digest = factories.empty_work_digest(LIVE_EPOCH, expires=LIVE_EXPIRES)
-            digest = digest if kind == "work" else None
-            if digest is None:
-                continue
-        real = len(encode(digest, key))
-        rb = int(row_bytes(kind, model_counts).sum()) if rows else 0
-        model = envelope_sizes(
-            kind, np.array([rb]), np.array([rows]), np.array([leaves]), np.array([0]), np.array([1])
-        )
-        assert int(model[0]) == real, (kind, rows)
+        else:
+            digest = _digest(kind, rows_, leaves)
+        model = _model_size(kind, model_counts, 0, rows, leaves)
+        assert model == len(encode(digest, key)), (kind, rows)
 
 
 def test_cost_model_record_and_answer_sizes_match_the_real_code():
@@ -132,8 +146,8 @@ def test_cost_model_record_and_answer_sizes_match_the_real_code():
         assert abs(model - real) <= 0.10 * real, (digest.type, n, model, real)
 
 
-def test_figures_are_in_summary_metrics_and_plots(tmp_path):
-    result = simulate(_scenario())
+def test_figures_are_in_summary_metrics_and_plots(tmp_path, base):
+    result = base
     d = result.summary["digests"]
     for who in ("node", "client"):
         for key in (
@@ -167,8 +181,8 @@ def test_figures_are_in_summary_metrics_and_plots(tmp_path):
         assert {"gossip.png", "verify.png", "peer_bytes.png", "records_verified.png"} <= names
 
 
-def test_following_digests_is_deterministic_and_does_not_change_the_run():
-    a, b = simulate(_scenario()), simulate(_scenario())
+def test_following_digests_is_deterministic_and_does_not_change_the_run(base):
+    a, b = base, simulate(_scenario())
     assert a.summary["digests"] == b.summary["digests"]
     assert repr(a.rows) == repr(b.rows)  # repr: NaN columns compare equal
     off = simulate(_scenario(digests={"enabled": False}))
@@ -200,8 +214,8 @@ def test_bytes_are_conserved_between_the_parties():
             assert costs.sent[channel].sum() > 0
 
 
-def test_per_peer_gossip_and_verification_grow_with_the_network():
-    small, big = (simulate(_scenario(n)).summary["digests"] for n in (20, 40))
+def test_per_peer_gossip_and_verification_grow_with_the_network(base):
+    small, big = base.summary["digests"], simulate(_scenario(40)).summary["digests"]
     for key in ("gossip_bytes_s", "digest_verify_share"):
         ratio = big["per_peer"]["node"][key]["mean"] / small["per_peer"]["node"][key]["mean"]
         assert 1.6 < ratio < 2.4, (key, ratio)
@@ -261,34 +275,15 @@ def test_feedback_batch_sizes_equal_the_real_encoding():
             for (o, p), c, t in zip(rows, counts, lat, strict=True)
         )
         leaves = sum(sum(c) for c in counts)
-        digest = FeedbackDigest(
-            epoch=LIVE_EPOCH,
-            part=0,
-            parts=1,
-            rows=rows_,
-            leaf_count=leaves,
-            merkle_root=factories.digest("root"),
-            seq=0,
-            expires=LIVE_EXPIRES,
-            span=span,
-        )
+        digest = _digest("feedback", rows_, leaves, span)
         model_counts = np.column_stack((np.array(counts), np.array(lat)))
         later = np.array([o > 0 for o, _ in rows]) * digest_sizes("feedback").offset_extra
-        rb = int((row_bytes("feedback", model_counts) + later).sum())
-        size = envelope_sizes(
-            "feedback",
-            np.array([rb]),
-            np.array([len(rows)]),
-            np.array([leaves]),
-            np.array([0]),
-            np.array([1]),
-            span,
-        )
-        assert int(size[0]) == len(encode(digest, key))
+        size = _model_size("feedback", model_counts, later, len(rows), leaves, span)
+        assert size == len(encode(digest, key))
 
 
-def test_batched_feedback_digests_cut_messages_not_leaves():
-    one = simulate(_scenario(epochs=8)).summary["digests"]
+def test_batched_feedback_digests_cut_messages_not_leaves(base8):
+    one = base8.summary["digests"]
     four = simulate(_scenario(epochs=8, digest_params={"feedback_max_epochs": 4}))
     batched = four.summary["digests"]
     assert batched["per_epoch"]["feedback_digests"] < 0.6 * one["per_epoch"]["feedback_digests"]
@@ -384,7 +379,6 @@ def test_gossip_overhead_default_is_py_libp2ps_framing():
 
 
 def test_work_batch_sizes_equal_the_real_encoding():
-    from repp2p.records import WorkDigest, WorkRow
     from repp2p.sim.digests import digest_sizes
 
     key = factories.identity("work-publisher")
@@ -398,33 +392,14 @@ def test_work_batch_sizes_equal_the_real_encoding():
             counts.append((rec + tmo + fail + 1, rec + 1, tmo, fail))
         rows_ = tuple(WorkRow(p, *c, offset=o) for (o, p), c in zip(rows, counts, strict=True))
         leaves = sum(c[0] for c in counts)
-        digest = WorkDigest(
-            epoch=LIVE_EPOCH,
-            part=0,
-            parts=1,
-            rows=rows_,
-            leaf_count=leaves,
-            merkle_root=factories.digest("root"),
-            seq=0,
-            expires=LIVE_EXPIRES,
-            span=span,
-        )
+        digest = _digest("work", rows_, leaves, span)
         later = np.array([o > 0 for o, _ in rows]) * digest_sizes("work").offset_extra
-        rb = int((row_bytes("work", np.array(counts)) + later).sum())
-        size = envelope_sizes(
-            "work",
-            np.array([rb]),
-            np.array([len(rows)]),
-            np.array([leaves]),
-            np.array([0]),
-            np.array([1]),
-            span,
-        )
-        assert int(size[0]) == len(encode(digest, key))
+        size = _model_size("work", np.array(counts), later, len(rows), leaves, span)
+        assert size == len(encode(digest, key))
 
 
-def test_batched_work_digests_cut_messages_not_leaves():
-    one = simulate(_scenario(epochs=8)).summary["digests"]
+def test_batched_work_digests_cut_messages_not_leaves(base8):
+    one = base8.summary["digests"]
     four = simulate(_scenario(epochs=8, digest_params={"work_max_epochs": 4}))
     batched = four.summary["digests"]
     assert batched["per_epoch"]["work_digests"] < 0.4 * one["per_epoch"]["work_digests"]
@@ -442,3 +417,54 @@ def test_batched_work_digests_cut_messages_not_leaves():
     )
     # the folded pairs per epoch do not depend on which digest carries a row
     assert batched["per_epoch"]["pairs"] == pytest.approx(one["per_epoch"]["pairs"], rel=0.15)
+
+
+def test_a_heartbeat_period_cuts_heartbeat_gossip_and_every_node_keeps_serving(base8):
+    period = {"reputation_params": {"heartbeat_period_epochs": 4}}
+    with pytest.raises(ConfigError, match="heartbeat_max_age_epochs"):
+        _scenario(epochs=8, **period)  # the default maximum age (2) is below 1 + 4 - 1
+    sc = _scenario(epochs=8, matching_params={"heartbeat_max_age_epochs": 4}, **period)
+    result = simulate(sc)
+    one, spread = base8.summary["digests"], result.summary["digests"]
+    # every node heartbeats at start, then one in four per epoch (8 epochs: 20 + 7 x ~5)
+    assert one["per_epoch"]["heartbeats"] == 20
+    assert spread["per_epoch"]["heartbeats"] < 0.5 * one["per_epoch"]["heartbeats"]
+    by_kind, base = spread["gossip_recv_by_kind_bytes_s"], one["gossip_recv_by_kind_bytes_s"]
+    assert by_kind["heartbeats"] < 0.5 * base["heartbeats"]
+    assert by_kind["ihave"] < base["ihave"]  # fewer message IDs advertised
+    assert spread["gossip_bytes_s"] < one["gossip_bytes_s"]
+    # every online node still publishes its work digest, and stays online and eligible
+    assert spread["per_epoch"]["work_digests"] == 20
+    assert result.summary["tasks"] == base8.summary["tasks"]
+    assert result.summary["success_rate"] >= base8.summary["success_rate"] - 0.01
+    assert result.summary["honest_penalised_ever"] == 0
+
+
+def test_work_batches_are_audited_with_samples_per_epoch_and_keep_detection():
+    cheat = [{"behaviour": "wrong_result", "share": 0.25, "wrong_prob": 0.0, "digest_fault": 0.05}]
+    one = simulate(_scenario(40, epochs=8, adversary=cheat)).summary["digests"]
+    sc = _scenario(40, epochs=8, adversary=cheat, digest_params={"work_max_epochs": 4})
+    four = simulate(sc).summary["digests"]
+    a = four["audits"]
+    assert (a["samples"], a["samples_per_work_digest"]) == (8, 32)
+    assert a["samples_per_feedback_digest"] == 8
+    # a batch of ~4 x 10 leaves gets ~32 challenges where four digests got 8 each
+    ratio = four["per_epoch"]["audit_challenges"] / one["per_epoch"]["audit_challenges"]
+    assert 0.7 < ratio < 1.3, ratio
+    # so a 5% misreport is caught per batch about as surely as per single-epoch digest
+    assert a["expected_detection"] > 0.8
+    n = a["faulty_digests"]
+    p = a["expected_detection"]
+    assert abs(a["observed_detection"] - p) <= 4 * math.sqrt(p * (1 - p) / n) + 1e-9
+
+
+def test_each_heartbeat_record_a_node_sends_is_counted():
+    one = simulate(_scenario(epochs=2)).summary["digests"]
+    two = simulate(_scenario(epochs=2, digests={"enabled": True, "heartbeats_per_epoch": 2}))
+    two = two.summary["digests"]
+    assert two["per_epoch"]["heartbeats"] == 2 * one["per_epoch"]["heartbeats"] == 40
+    hb, hb1 = two["gossip_recv_by_kind_bytes_s"], one["gossip_recv_by_kind_bytes_s"]
+    assert hb["heartbeats"] == pytest.approx(2 * hb1["heartbeats"])
+    assert hb["work_digests"] == hb1["work_digests"]
+    with pytest.raises(ConfigError):
+        Scenario.from_dict({"digests": {"enabled": True, "heartbeats_per_epoch": 0}})

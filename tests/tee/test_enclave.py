@@ -15,7 +15,7 @@ import pytest
 import trio
 
 from engines import EngineError, EngineReason, get_engine, run_checked
-from repp2p.attestation import Policy, TcbStatus, verify_node
+from repp2p.attestation import Policy, TcbStatus, check_liveness, verify_node
 from repp2p.errors import AttestationError, AttestationReason
 from repp2p.identity import Identity
 from repp2p.records import TaskOffer, decode, encode
@@ -176,6 +176,21 @@ def test_attestation_binds_the_enclave_keys(enclave):
             7, NONCE, production, NOW,
         )  # fmt: skip
     assert info.value.reason is AttestationReason.SIMULATED_NOT_ALLOWED
+
+
+def test_the_enclave_signs_liveness_with_its_attested_result_key(enclave):
+    """The key the evidence binds (``result_key``) signs the heartbeat's liveness message;
+    the signature names the node and the epoch, so it proves nothing for another."""
+    sig = enclave.sign_liveness(NODE.peer_id, 7)
+    check_liveness(NODE.peer_id, 7, sig, enclave.result_key)
+    other = Identity.from_seed(b"\x08" * 32)
+    for peer, epoch in ((other.peer_id, 7), (NODE.peer_id, 8)):
+        with pytest.raises(AttestationError) as info:
+            check_liveness(peer, epoch, sig, enclave.result_key)
+        assert info.value.reason is AttestationReason.BAD_ENCLAVE_SIGNATURE
+    with pytest.raises(EnclaveError) as refused:
+        enclave.sign_liveness("", 7)  # a malformed request is refused, typed
+    assert refused.value.reason is EnclaveReason.BAD_REQUEST
 
 
 def test_requests_a_node_should_not_be_able_to_make(enclave):

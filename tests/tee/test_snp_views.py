@@ -43,7 +43,7 @@ def records(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list:
     node = factories.identity("cvm")
     enc, res, nonce, epoch = (
         factories.digest("enc"),
-        factories.digest("res"),
+        bytes(factories.enclave_key(node.peer_id).verify_key),
         b"\1" * 32,
         NOW // EPOCH_S,
     )
@@ -60,7 +60,9 @@ def records(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list:
         addrs=("/ip4/127.0.0.1/tcp/4001",), engines=(ECHO,), tee_kind="sev-snp", price=1,
         capacity=1, throughput=1, seq=1, expires=expires,
     )  # fmt: skip
-    return [decode(encode(r, node), now=NOW) for r in (ad, attestation)]
+    # the node is live: its enclave signed the heartbeat of the epoch before
+    live = factories.live_heartbeat(node, epoch - 1, expires=expires)
+    return [*(decode(encode(r, node), now=NOW) for r in (ad, attestation)), live]
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,345 @@
+"""Dispute proofs: the records of one disputed task, travelling on their own.
+
+On a network whose views come from digests (docs/digests.md) per-task records stay with the
+parties of each task, so no other peer would see the receipts of a task whose answers
+disagree, and no view could judge the dispute. A **dispute proof** carries them: the
+client's ``TaskOffer`` and, for every node that answered (the ``k`` first ranks and the
+escalation's replicas), its ``Claim`` and its ``Receipt``. Every piece is signed by its
+author (and each receipt by its node's enclave), so the proof needs no signature of its
+own: whoever forwards it can add nothing but what the parties signed.
+
+Wire form: the canonical CBOR map ``{"kind": "dispute", "offer": envelope, "claims":
+[envelope, ...], "receipts": [envelope, ...]}``, at most :data:`MAX_DISPUTE_SIZE` bytes,
+2 to :data:`MAX_DISPUTE_RECEIPTS` receipts and one claim per receipt, both lists sorted by
+their signer's peer ID (one spelling per proof).
+
+:func:`check_dispute_proof` holds a proof to the evidence rule of the records path
+(docs/core.md "Evidence: who ran a task"): each receipt is for the offer (task, offer,
+input, engine), signed by an enclave key that is its node's attested result key for the
+offer's epoch (:meth:`~repp2p.reputation.AttestedNode.result_key_for`), its node has a
+claim on the offer and a rank for it on the view of the offer's epoch (the offer's ranking
+or its escalation ranking), and the receipts carry at least two outputs. Views then read the
+checked records with :func:`repp2p.reputation.collect` (which applies the same rule again
+on their own verdicts and rankings) and judge the dispute as a records view does
+(:func:`repp2p.reputation.pairs.compute_pairs`).
+
+Proofs of one offer **merge**: a peer keeps, per offer, the union of the checked claims and
+receipts (:func:`merge`; per signer and type the record with the highest ``seq``, then the
+smallest record ID, the store's replacement rule), so a later proof with more receipts (a
+replica's, or the client's after more replicas answered) adds them, and the kept set is the
+same whatever order proofs arrived in.
+
+Pure: no I/O, no clock (``now`` is an argument).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import nacl.exceptions
+import nacl.signing
+
+from repp2p.digests import wire
+from repp2p.errors import ProofError, ProofReason, RecordError, RecordReason
+from repp2p.records import Claim, Receipt, SignedRecord, TaskOffer, decode, receipt_message
+
+#: The kind tag of a dispute proof (the ``proofs`` topic carries other kinds too).
+KIND = "dispute"
+#: Receipts one proof carries: the first round's (at most 16) plus every replica's (at most
+#: 64), as a replica request (``repp2p.tasks.escalation.MAX_DISPUTE_RECEIPTS``).
+MAX_DISPUTE_RECEIPTS = 16 + 64
+#: Largest encoded proof: an offer, and a claim and a receipt per node at their caps, with
+#: room for the CBOR around them.
+MAX_DISPUTE_SIZE = (
+    TaskOffer.MAX_SIZE + MAX_DISPUTE_RECEIPTS * (Claim.MAX_SIZE + Receipt.MAX_SIZE) + 1024
+)
+_KEYS = {"kind", "offer", "claims", "receipts"}
+
+#: ``(peer, offer epoch) -> its attestation verdict`` (``AttestedNode``: ``verified``,
+#: ``result_key``, ``earlier_result_keys``, ``result_key_for``), None when the checker has
+#: none.
+VerdictOf = Callable[[str, int], Any]
+#: ``offer -> peer -> ranks`` the matching gave on the view of the offer's epoch
+#: (:meth:`repp2p.matching.Assignments.ranks`), None when the checker cannot rank it.
+RanksOf = Callable[[SignedRecord], Mapping[str, frozenset[int]] | None]
+
+
+@dataclasses.dataclass(frozen=True)
+class DisputeProof:
+    """The envelopes of one disputed task (see the module docstring)."""
+
+    offer: bytes
+    claims: tuple[bytes, ...]
+    receipts: tuple[bytes, ...]
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "kind": KIND,
+            "offer": self.offer,
+            "claims": list(self.claims),
+            "receipts": list(self.receipts),
+        }
+
+    def encode(self) -> bytes:
+        """Canonical CBOR."""
+        return wire.dumps(self.to_wire())
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckedDispute:
+    """A dispute proof that passed :func:`check_dispute_proof`.
+
+    Attributes:
+        offer: the client's signed offer.
+        claims, receipts: per node, its claim and its receipt, sorted by node.
+    """
+
+    offer: SignedRecord
+    claims: tuple[SignedRecord, ...]
+    receipts: tuple[SignedRecord, ...]
+
+    @property
+    def offer_id(self) -> bytes:
+        return self.offer.record_id
+
+    @property
+    def epoch(self) -> int:
+        """The offer's epoch (the task's)."""
+        return self.offer.record.epoch  # type: ignore[attr-defined]
+
+    def records(self) -> list[SignedRecord]:
+        """The offer, the claims and the receipts."""
+        return [self.offer, *self.claims, *self.receipts]
+
+    def proof(self) -> DisputeProof:
+        """The proof that carries exactly these records."""
+        return DisputeProof(
+            self.offer.data,
+            tuple(c.data for c in self.claims),
+            tuple(r.data for r in self.receipts),
+        )
+
+
+def dispute_proof(
+    offer: SignedRecord, runs: Iterable[tuple[SignedRecord, SignedRecord]]
+) -> DisputeProof:
+    """The proof of a disputed task: ``offer`` and each node's ``(claim, receipt)``
+    (what the client holds after its escalation), in canonical order."""
+    pairs = sorted(runs, key=lambda cr: cr[1].signer)
+    return DisputeProof(
+        offer.data, tuple(c.data for c, _r in pairs), tuple(r.data for _c, r in pairs)
+    )
+
+
+def decode_dispute(data: Any) -> DisputeProof:
+    """Read a dispute proof from hostile bytes (shape only).
+
+    Raises:
+        ProofError: OVERSIZE, MALFORMED or NON_CANONICAL.
+    """
+    obj = wire.loads(data, max_size=MAX_DISPUTE_SIZE, what="dispute proof", max_depth=3)
+    if type(obj) is not dict or obj.get("kind") != KIND:
+        raise ProofError(ProofReason.MALFORMED, "a dispute proof is a map of kind 'dispute'")
+    wire.as_map(obj, _KEYS, "dispute proof")
+    offer = obj["offer"]
+    if type(offer) is not bytes or len(offer) > TaskOffer.MAX_SIZE:
+        raise ProofError(ProofReason.MALFORMED, "offer must be an envelope")
+    claims = wire.as_bytes_list(
+        obj["claims"], max_items=MAX_DISPUTE_RECEIPTS, max_item=Claim.MAX_SIZE, what="claims"
+    )
+    receipts = wire.as_bytes_list(
+        obj["receipts"],
+        max_items=MAX_DISPUTE_RECEIPTS,
+        max_item=Receipt.MAX_SIZE,
+        what="receipts",
+    )
+    return DisputeProof(offer, claims, receipts)
+
+
+def _read(data: bytes, now: int, cls: type) -> SignedRecord:
+    try:
+        signed = decode(data, now=now)
+    except RecordError as exc:
+        if exc.reason in (RecordReason.EXPIRED, RecordReason.EXPIRES_TOO_FAR):
+            raise ProofError(ProofReason.EXPIRED, str(exc)) from None
+        raise ProofError(ProofReason.BAD_RECORD, str(exc)) from None
+    if not isinstance(signed.record, cls):
+        raise ProofError(ProofReason.WRONG_TYPE, f"a {signed.type} is not a {cls.TYPE}")
+    return signed
+
+
+def key_verdict(verdict: Any, key: bytes, epoch: int) -> ProofReason | None:
+    """Whether ``key`` is the attested result key of ``verdict``'s node for offers of
+    ``epoch``: None when it is, else UNATTESTED (no verified attestation binds it) or
+    WRONG_EPOCH (an earlier key of the node, replaced before ``epoch``)."""
+    if verdict is not None and verdict.result_key_for(key, epoch):
+        return None
+    if verdict is not None and any(k == key for k, _until in verdict.earlier_result_keys):
+        return ProofReason.WRONG_EPOCH
+    return ProofReason.UNATTESTED
+
+
+def check_dispute_proof(
+    proof: DisputeProof,
+    *,
+    now: int,
+    epochs: tuple[int, int],
+    verdict_of: VerdictOf | None,
+    ranks_of: RanksOf | None,
+) -> CheckedDispute:
+    """Check a decoded dispute proof against the checker's view (rules in order; the first
+    that fails decides).
+
+    Args:
+        proof: from :func:`decode_dispute`.
+        now: unix seconds (every envelope must be live).
+        epochs: ``(oldest, newest)`` offer epochs the checker takes proofs of (older ones
+            are replays of a task out of every view, newer ones cannot exist yet).
+        verdict_of: the checker's attestation verdict of a node for an offer of an epoch;
+            None skips the key check.
+        ranks_of: the ranks the matching gave each node for the offer; None skips the
+            rank check. Skip both only for a proof this peer checked before (read back
+            from its own disk): a view re-applies both rules anyway
+            (:func:`repp2p.reputation.collect` with its verdicts and rankings).
+
+    Returns:
+        The :class:`CheckedDispute`.
+
+    Raises:
+        ProofError: BAD_RECORD / EXPIRED / WRONG_TYPE (an envelope), TOO_OLD / TOO_NEW (the
+            offer's epoch), WRONG_TASK (a claim or receipt of another task, offer, input or
+            engine), WRONG_EPOCH (a claim of another epoch, or a receipt signed by a key
+            its node replaced before the offer's epoch), MALFORMED (receipt count, order,
+            a claim without its receipt), DUPLICATE (two receipts of one node),
+            MISSING_RECORD (a receipt without its node's claim), NOT_ENCLAVE_SIGNED (the
+            enclave signature does not verify), UNATTESTED (the key is no attested key of
+            the node), UNRANKED (the node has no rank for the offer, or the checker
+            cannot rank it), NO_OFFENCE (the receipts agree: nothing is disputed).
+    """
+    offer = _read(proof.offer, now, TaskOffer)
+    o: TaskOffer = offer.record  # type: ignore[assignment]
+    oldest, newest = epochs
+    if o.epoch < oldest:
+        raise ProofError(ProofReason.TOO_OLD, f"offer of epoch {o.epoch} (oldest {oldest})")
+    if o.epoch > newest:
+        raise ProofError(ProofReason.TOO_NEW, f"offer of epoch {o.epoch} (newest {newest})")
+    if not 2 <= len(proof.receipts) <= MAX_DISPUTE_RECEIPTS:
+        raise ProofError(ProofReason.MALFORMED, f"2..{MAX_DISPUTE_RECEIPTS} receipts")
+    if len(proof.claims) != len(proof.receipts):
+        raise ProofError(ProofReason.MALFORMED, "one claim per receipt")
+    claims: dict[str, SignedRecord] = {}
+    for data in proof.claims:
+        claim = _read(data, now, Claim)
+        c: Claim = claim.record  # type: ignore[assignment]
+        if c.task_id != o.task_id or c.offer_id != offer.record_id:
+            raise ProofError(ProofReason.WRONG_TASK, f"claim of {claim.signer} for another task")
+        if c.epoch != o.epoch:
+            raise ProofError(ProofReason.WRONG_EPOCH, f"claim epoch {c.epoch}, offer {o.epoch}")
+        if claim.signer in claims:
+            raise ProofError(ProofReason.DUPLICATE, f"two claims of {claim.signer}")
+        claims[claim.signer] = claim
+    receipts: list[SignedRecord] = []
+    for data in proof.receipts:
+        receipt = _read(data, now, Receipt)
+        rc: Receipt = receipt.record  # type: ignore[assignment]
+        if (
+            rc.task_id != o.task_id
+            or rc.offer_id != offer.record_id
+            or rc.input_digest != o.input_digest
+            or rc.engine_id != o.engine_id
+        ):
+            raise ProofError(ProofReason.WRONG_TASK, f"receipt of {receipt.signer}: another task")
+        if receipts and receipt.signer <= receipts[-1].signer:
+            if receipt.signer == receipts[-1].signer:
+                raise ProofError(ProofReason.DUPLICATE, f"two receipts of {receipt.signer}")
+            raise ProofError(ProofReason.MALFORMED, "receipts must be sorted by node")
+        if receipt.signer not in claims:
+            raise ProofError(ProofReason.MISSING_RECORD, f"no claim of {receipt.signer}")
+        receipts.append(receipt)
+    if [c for c in proof.claims] != [claims[r.signer].data for r in receipts]:
+        raise ProofError(ProofReason.MALFORMED, "claims must be in their receipts' order")
+    # signatures before the view-dependent checks: a forged receipt is the forwarder's
+    # fault whatever the checker's view
+    for receipt in receipts:
+        rc = receipt.record  # type: ignore[assignment]
+        try:
+            nacl.signing.VerifyKey(rc.result_key).verify(receipt_message(rc), rc.enclave_sig)
+        except (nacl.exceptions.BadSignatureError, ValueError, TypeError):
+            raise ProofError(
+                ProofReason.NOT_ENCLAVE_SIGNED, f"enclave signature of {receipt.signer}'s receipt"
+            ) from None
+    if len({r.record.output_digest for r in receipts}) < 2:  # type: ignore[attr-defined]
+        raise ProofError(ProofReason.NO_OFFENCE, "the receipts agree: nothing is disputed")
+    for receipt in receipts if verdict_of is not None else ():
+        key = receipt.record.result_key  # type: ignore[attr-defined]
+        verdict = verdict_of(receipt.signer, o.epoch)
+        why = key_verdict(verdict, key, o.epoch)
+        if why is not None:
+            state = "no verdict" if verdict is None else f"verified={verdict.verified}"
+            raise ProofError(
+                why, f"receipt of {receipt.signer}: not its attested enclave's key ({state})"
+            )
+    if ranks_of is not None:
+        ranks = ranks_of(offer)
+        if ranks is None:
+            raise ProofError(ProofReason.UNRANKED, f"no view of epoch {o.epoch} to rank it")
+        for receipt in receipts:
+            if receipt.signer not in ranks:
+                raise ProofError(ProofReason.UNRANKED, f"{receipt.signer} has no rank for it")
+    return CheckedDispute(offer, tuple(claims[r.signer] for r in receipts), tuple(receipts))
+
+
+def _better(a: SignedRecord, b: SignedRecord) -> SignedRecord:
+    """The current of two versions of one slot: higher ``seq``, then smaller record ID."""
+    ka, kb = (-a.record.seq, a.record_id), (-b.record.seq, b.record_id)
+    return a if ka <= kb else b
+
+
+def merge(known: CheckedDispute | None, new: CheckedDispute) -> CheckedDispute | None:
+    """The union of two checked proofs of one offer, or None when ``new`` adds nothing.
+
+    Per node: its claim and receipt, the current version by the store's replacement rule
+    (higher ``seq``, then smaller record ID), so the result is the same in any order of
+    arrival. At most :data:`MAX_DISPUTE_RECEIPTS` nodes (those of the smallest peer IDs
+    beyond it: a deterministic cut; an honest task never has that many).
+    """
+    if known is None:
+        return new
+    if known.offer_id != new.offer_id:
+        raise ValueError("proofs of different offers do not merge")
+    runs: dict[str, tuple[SignedRecord, SignedRecord]] = {
+        r.signer: (c, r) for c, r in zip(known.claims, known.receipts, strict=True)
+    }
+    for c, r in zip(new.claims, new.receipts, strict=True):
+        old = runs.get(r.signer)
+        runs[r.signer] = (c, r) if old is None else (_better(old[0], c), _better(old[1], r))
+    nodes = sorted(runs)[:MAX_DISPUTE_RECEIPTS]
+    merged = CheckedDispute(
+        known.offer,
+        tuple(runs[p][0] for p in nodes),
+        tuple(runs[p][1] for p in nodes),
+    )
+    same = [x.record_id for x in merged.records()] == [x.record_id for x in known.records()]
+    return None if same else merged
+
+
+def records_of(disputes: Sequence[CheckedDispute]) -> list[SignedRecord]:
+    """Every record of ``disputes`` (what a view collects its dispute evidence from)."""
+    return [rec for d in disputes for rec in d.records()]
+
+
+__all__ = [
+    "KIND",
+    "MAX_DISPUTE_RECEIPTS",
+    "MAX_DISPUTE_SIZE",
+    "CheckedDispute",
+    "DisputeProof",
+    "check_dispute_proof",
+    "decode_dispute",
+    "dispute_proof",
+    "key_verdict",
+    "merge",
+    "records_of",
+]

@@ -1,0 +1,243 @@
+"""Offence proofs and unserved charges on the ``proofs`` topic (docs/digests.md, "Offence
+proofs and unserved charges on gossip").
+
+An auditor that finds a digest's publisher at fault (:mod:`repp2p.digests.proofs`:
+``inconsistency``, ``omission``, ``conflict``, ``misorder``) gossips the proof; every peer
+verifies it from its bytes alone (:func:`repp2p.digests.verify_bytes`), keeps it
+(:class:`OffenceBook`, ``<folder>/<evidence id hex>.cbor``) and its digest views count it
+as an offence of the publisher: the same path as an equivocation (offender, hard penalty in
+the :class:`~repp2p.reputation.PenaltyBook`, the ledger's offence slash).
+
+When views count one: an offence of a digest of epoch ``E`` is accepted while ``current <=
+E + audit_horizon_epochs`` (publishers answer audits of ``E`` that long) and counts in the
+views of epochs ``> E + audit_horizon_epochs``: by then every peer that will ever accept
+it holds it, so every view counts the same offences.
+
+Unserved charges (``kind: unserved``) are never offences: that a publisher did not answer
+is the accuser's word (a colluding auditor could claim it of anyone). A full node that
+receives one checks it (:func:`repp2p.digests.unserved.verify_unserved`: a genuine, live
+digest, a leaf drawn under the charge's entropy, an accuser drawn to audit it) and asks the
+publisher for the leaf itself (:meth:`repp2p.node.audits.Auditor.recheck`); only its own
+failed re-check counts, as its own local evidence (``audits/unserved-*.cbor``, the
+``recheck_unserved`` outcome), never in a view.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from repp2p.digests import wire
+from repp2p.digests.disputes import KIND as DISPUTE_KIND
+from repp2p.digests.disputes import MAX_DISPUTE_SIZE
+from repp2p.digests.proofs import MAX_PROOF_SIZE, Offence, verify_bytes
+from repp2p.digests.unserved import MAX_CHARGE_SIZE
+from repp2p.errors import ProofError, ProofReason
+from repp2p.net.verdict import Verdict
+from repp2p.reputation import Offence as ViewOffence
+
+log = logging.getLogger("repp2p.offences")
+
+#: The kind of an unserved charge on the ``proofs`` topic.
+UNSERVED_KIND = "unserved"
+#: Reasons that depend on the receiver (its clock, what it holds): IGNORE.
+_IGNORED = frozenset(
+    {ProofReason.EXPIRED, ProofReason.TOO_OLD, ProofReason.TOO_NEW, ProofReason.KNOWN}
+)
+
+
+def proof_kind(data: Any) -> str:
+    """The ``kind`` of a message of the ``proofs`` topic (cheap shape check only).
+
+    Raises:
+        ProofError: OVERSIZE, MALFORMED or NON_CANONICAL.
+    """
+    cap = max(MAX_DISPUTE_SIZE, MAX_PROOF_SIZE, MAX_CHARGE_SIZE)
+    obj = wire.loads(data, max_size=cap, what="proof", max_depth=8)
+    if type(obj) is not dict or type(obj.get("kind")) is not str:
+        raise ProofError(ProofReason.MALFORMED, "a proof is a map with a kind")
+    return obj["kind"]
+
+
+def as_view_offence(offence: Offence) -> ViewOffence:
+    """The reputation core's :class:`~repp2p.reputation.Offence` for a verified digest
+    offence: kind ``digest_<kind>``, the offender, the proof's evidence ID, the epoch."""
+    return ViewOffence(
+        f"digest_{offence.kind.value}", offence.offender, (offence.evidence_id,), offence.epoch
+    )
+
+
+class OffenceBook:
+    """Verified offence proofs, one per ``(offender, kind, epoch)``.
+
+    Args:
+        folder: where proofs are kept (None: memory only).
+        epoch_s: the network's epoch length.
+        horizon_epochs: ``DigestParams.audit_horizon_epochs`` (see the module docstring).
+        keep_epochs: a proof is dropped once its epoch is this much older than the
+            current one (its penalty is in every penalty book by then).
+        now: the clock.
+        publish: ``await publish(data)`` gossips bytes on the ``proofs`` topic.
+    """
+
+    def __init__(
+        self,
+        *,
+        folder: Path | None,
+        epoch_s: int,
+        horizon_epochs: int,
+        keep_epochs: int,
+        now: Callable[[], float],
+        publish: Callable[[bytes], Awaitable[None]] | None = None,
+    ) -> None:
+        self.folder = folder
+        self.epoch_s = epoch_s
+        self.horizon_epochs = horizon_epochs
+        self.keep_epochs = keep_epochs
+        self._now = now
+        self._publish = publish
+        self._held: dict[tuple[str, str, int], tuple[Offence, bytes]] = {}
+        self._outgoing: set[bytes] = set()
+        self.refused: dict[str, int] = {}
+        self._load()
+
+    def _load(self) -> None:
+        if self.folder is None or not self.folder.is_dir():
+            return
+        now = int(self._now())
+        for path in sorted(self.folder.glob("*.cbor")):
+            try:
+                data = path.read_bytes()
+                offence = verify_bytes(data, now)
+            except (OSError, ProofError) as exc:
+                log.info("offence proof %s dropped: %s", path.name, exc)
+                path.unlink(missing_ok=True)
+                continue
+            self._held.setdefault(_key(offence), (offence, data))
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def add(self, data: bytes) -> Offence:
+        """Verify a proof and keep it; the offence.
+
+        Raises:
+            ProofError: the proof does not verify (its reason), TOO_OLD / TOO_NEW (its
+                epoch is outside ``[current - horizon_epochs, current]``), KNOWN (an
+                offence of that offender, kind and epoch is held). Nothing held changes.
+        """
+        now = int(self._now())
+        current = now // self.epoch_s
+        offence = verify_bytes(data, now)
+        if offence.epoch < current - self.horizon_epochs:
+            raise ProofError(ProofReason.TOO_OLD, f"offence of epoch {offence.epoch}")
+        if offence.epoch > current:
+            raise ProofError(ProofReason.TOO_NEW, f"offence of epoch {offence.epoch}")
+        key = _key(offence)
+        if key in self._held:
+            raise ProofError(ProofReason.KNOWN, "this offence is held")
+        self._held[key] = (offence, data)
+        if self.folder is not None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            try:
+                (self.folder / f"{offence.evidence_id.hex()}.cbor").write_bytes(data)
+            except OSError as exc:
+                log.warning("could not keep offence proof: %s", exc)
+        log.warning(
+            "offence proven: %s by %s (%s of epoch %d)",
+            offence.kind.value,
+            offence.offender,
+            offence.digest_type,
+            offence.epoch,
+        )
+        return offence
+
+    def judge(self, data: bytes) -> Verdict:
+        """The gossip validator's verdict on an offence proof."""
+        digest = hashlib.sha256(data).digest()
+        if digest in self._outgoing:
+            self._outgoing.discard(digest)
+            return Verdict.ACCEPT
+        try:
+            self.add(data)
+        except ProofError as exc:
+            self.refused[exc.reason.value] = self.refused.get(exc.reason.value, 0) + 1
+            return Verdict.IGNORE if exc.reason in _IGNORED else Verdict.REJECT
+        return Verdict.ACCEPT
+
+    async def publish(self, data: bytes) -> Offence | None:
+        """Keep a proof we found and gossip it (also when already held: it travels)."""
+        try:
+            offence: Offence | None = self.add(data)
+        except ProofError as exc:
+            if exc.reason is not ProofReason.KNOWN:
+                log.warning("own offence proof refused: %s", exc)
+                return None
+            offence = None
+        if self._publish is not None:
+            digest = hashlib.sha256(data).digest()
+            self._outgoing.add(digest)
+            try:
+                await self._publish(data)
+            finally:
+                self._outgoing.discard(digest)
+        return offence
+
+    def offences(self, upto_epoch: int) -> list[ViewOffence]:
+        """The offences of digests of epochs ``<= upto_epoch``, in a canonical order (what
+        the view of epoch ``upto_epoch + horizon_epochs + 1`` counts)."""
+        found = [as_view_offence(o) for o, _d in self._held.values() if o.epoch <= upto_epoch]
+        return sorted(found, key=lambda o: (o.peer_id, o.kind, o.record_ids))
+
+    def prune(self, current_epoch: int) -> int:
+        """Drop proofs older than ``keep_epochs``; returns how many."""
+        gone = [
+            k for k, (o, _d) in self._held.items() if o.epoch < current_epoch - self.keep_epochs
+        ]
+        for k in gone:
+            offence, _data = self._held.pop(k)
+            if self.folder is not None:
+                (self.folder / f"{offence.evidence_id.hex()}.cbor").unlink(missing_ok=True)
+        return len(gone)
+
+
+def _key(offence: Offence) -> tuple[str, str, int]:
+    return (offence.offender, offence.kind.value, offence.epoch)
+
+
+class ProofRouter:
+    """The ``proofs`` topic's validator: each message to its book by ``kind``.
+
+    Args:
+        disputes: ``judge(data)`` for dispute proofs (:class:`repp2p.node.disputes.DisputeBook`).
+        offences: ``judge(data)`` for offence proofs (:class:`OffenceBook`).
+        on_charge: ``on_charge(data) -> Verdict`` for unserved charges (a full node's
+            re-check; None: IGNOREd, a light peer cannot re-check).
+    """
+
+    def __init__(
+        self,
+        disputes: Any,
+        offences: OffenceBook,
+        on_charge: Callable[[bytes], Verdict] | None = None,
+    ) -> None:
+        self.disputes = disputes
+        self.offences = offences
+        self.on_charge = on_charge
+
+    def judge(self, data: bytes) -> Verdict:
+        try:
+            kind = proof_kind(data)
+        except ProofError:
+            return Verdict.REJECT
+        if kind == DISPUTE_KIND:
+            return self.disputes.judge(data)
+        if kind == UNSERVED_KIND:
+            return self.on_charge(data) if self.on_charge is not None else Verdict.IGNORE
+        return self.offences.judge(data)
+
+
+__all__ = ["UNSERVED_KIND", "OffenceBook", "ProofRouter", "as_view_offence", "proof_kind"]

@@ -1,0 +1,289 @@
+"""Dispute proofs (docs/digests.md, "Dispute proofs"): the wire form, the checks a peer
+holds a proof to before it keeps it, merging, and hostile input: every bad proof is refused
+with a typed reason, and what was held before stays held (memory and disk)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import cbor2
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from repp2p.digests.disputes import (
+    MAX_DISPUTE_RECEIPTS,
+    MAX_DISPUTE_SIZE,
+    check_dispute_proof,
+    decode_dispute,
+    dispute_proof,
+    merge,
+)
+from repp2p.errors import ProofError, ProofReason
+from repp2p.net.verdict import Verdict
+from repp2p.node.disputes import DisputeBook
+from repp2p.records import Claim, Receipt, receipt_message, sign
+from repp2p.reputation import AttestedNode
+from repp2p.testing import factories
+
+EPOCH_S = 60
+NOW = factories.NOW
+EPOCH = NOW // EPOCH_S
+CLIENT = factories.identity("dp-client")
+NODES = [factories.identity(f"dp-node-{i}") for i in range(5)]
+OUTSIDER = factories.identity("dp-outsider")
+
+
+def _run(offer, node, output: str, *, key=None, enclave_sig=None, claim_epoch=None):
+    o = offer.record
+    claim = sign(
+        Claim(
+            task_id=o.task_id,
+            offer_id=offer.record_id,
+            rank=0,
+            epoch=o.epoch if claim_epoch is None else claim_epoch,
+            view_digest=factories.digest("view"),
+            seq=1,
+            expires=factories.far_future(),
+        ),
+        node,
+    )
+    key = key or factories.enclave_key(node.peer_id)
+    unsigned = Receipt(
+        task_id=o.task_id,
+        offer_id=offer.record_id,
+        engine_id=o.engine_id,
+        measurement=factories.digest("echo"),
+        input_digest=o.input_digest,
+        output_digest=factories.digest(output),
+        started_ms=1_000,
+        finished_ms=1_012,
+        result_key=bytes(key.verify_key),
+        enclave_sig=bytes(64),
+        seq=1,
+        expires=factories.far_future(),
+    )
+    sig = enclave_sig if enclave_sig is not None else key.sign(receipt_message(unsigned)).signature
+    return claim, sign(dataclasses.replace(unsigned, enclave_sig=sig), node)
+
+
+def _offer(label="t", epoch=EPOCH):
+    return factories.task_records(CLIENT, NODES[0], epoch, label, claimed=False).offer
+
+
+def _proof(offer=None, outputs=("right", "right", "bad"), nodes=NODES, **kw):
+    offer = offer or _offer()
+    runs = [_run(offer, n, out, **kw) for n, out in zip(nodes, outputs, strict=False)]
+    return dispute_proof(offer, runs)
+
+
+def _verdict(node, *, key=None, earlier=()):
+    return AttestedNode(
+        peer_id=node.peer_id,
+        tee_kind="simulated",
+        measurements=frozenset(),
+        verified=True,
+        attested_at=NOW,
+        result_key=key or bytes(factories.enclave_key(node.peer_id).verify_key),
+        earlier_result_keys=earlier,
+    )
+
+
+VERDICTS = {n.peer_id: _verdict(n) for n in [*NODES, OUTSIDER]}
+
+
+def _ranks(offer):
+    return {n.peer_id: frozenset({i}) for i, n in enumerate(NODES)}
+
+
+def _check(proof, *, now=NOW, verdicts=VERDICTS, ranks=_ranks):
+    return check_dispute_proof(
+        decode_dispute(proof.encode()),
+        now=now,
+        epochs=(EPOCH - 16, EPOCH),
+        verdict_of=lambda peer, _epoch: verdicts.get(peer),
+        ranks_of=ranks,
+    )
+
+
+def _reason(proof, **kw) -> ProofReason:
+    with pytest.raises(ProofError) as info:
+        _check(proof, **kw)
+    return info.value.reason
+
+
+def _book(tmp_path, now=NOW):
+    return DisputeBook(
+        folder=tmp_path / "disputes",
+        epoch_s=EPOCH_S,
+        max_age_epochs=16,
+        keep_epochs=200,
+        now=lambda: now,
+        verdict_of=lambda peer, _epoch: VERDICTS.get(peer),
+        ranks_of=_ranks,
+    )
+
+
+def test_an_honest_proof_checks_and_round_trips():
+    proof = _proof()
+    assert decode_dispute(proof.encode()) == proof
+    checked = _check(proof)
+    assert [r.signer for r in checked.receipts] == sorted(n.peer_id for n in NODES[:3])
+    assert checked.proof() == proof
+    assert checked.epoch == EPOCH
+
+
+def test_forged_unsigned_unranked_and_wrong_epoch_receipts_are_refused():
+    offer = _offer()
+    good = [_run(offer, n, out) for n, out in zip(NODES, ("right", "bad"), strict=False)]
+    # forged: the node's record signature does not verify
+    c, r = _run(offer, NODES[2], "right")
+    forged = r.data[:-1] + bytes([r.data[-1] ^ 1])
+    proof = dispute_proof(offer, [*good, (c, r)])
+    at = proof.receipts.index(r.data)
+    bad = dataclasses.replace(
+        proof, receipts=(*proof.receipts[:at], forged, *proof.receipts[at + 1 :])
+    )
+    assert _reason(bad) is ProofReason.BAD_RECORD
+    # unsigned by its enclave (a junk enclave signature)
+    junk = dispute_proof(offer, [*good, _run(offer, NODES[2], "right", enclave_sig=bytes(64))])
+    assert _reason(junk) is ProofReason.NOT_ENCLAVE_SIGNED
+    # signed by an enclave key that is not the node's attested one
+    other = factories.enclave_key("somebody else")
+    assert _reason(dispute_proof(offer, [*good, _run(offer, NODES[2], "x", key=other)])) is (
+        ProofReason.UNATTESTED
+    )
+    # unranked: a node the matching gave no rank for the offer
+    outsider = dispute_proof(offer, [*good, _run(offer, OUTSIDER, "right")])
+    assert _reason(outsider) is ProofReason.UNRANKED
+    assert _reason(_proof(offer), ranks=lambda o: None) is ProofReason.UNRANKED
+    # wrong epoch: a key its node replaced before the offer's epoch
+    old = factories.enclave_key("dp-node-2 old enclave")
+    verdicts = dict(VERDICTS)
+    verdicts[NODES[2].peer_id] = _verdict(NODES[2], earlier=((bytes(old.verify_key), EPOCH - 1),))
+    stale = dispute_proof(offer, [*good, _run(offer, NODES[2], "right", key=old)])
+    assert _reason(stale, verdicts=verdicts) is ProofReason.WRONG_EPOCH
+    # ... and a claim of another epoch than the offer's
+    late = dispute_proof(offer, [*good, _run(offer, NODES[2], "right", claim_epoch=EPOCH + 1)])
+    assert _reason(late) is ProofReason.WRONG_EPOCH
+
+
+def test_malformed_oversized_agreeing_and_replayed_proofs_are_refused():
+    offer = _offer()
+    assert _reason(_proof(offer, outputs=("same", "same", "same"))) is ProofReason.NO_OFFENCE
+    assert _reason(_proof(offer, outputs=("one",))) is ProofReason.MALFORMED
+    for data in (b"", b"\xff", cbor2.dumps({"kind": "dispute"}), cbor2.dumps([1, 2])):
+        with pytest.raises(ProofError) as info:
+            decode_dispute(data)
+        assert info.value.reason is ProofReason.MALFORMED
+    with pytest.raises(ProofError) as info:
+        decode_dispute(bytes(MAX_DISPUTE_SIZE + 1))
+    assert info.value.reason is ProofReason.OVERSIZE
+    many = dataclasses.replace(
+        _proof(offer), receipts=(b"x",) * (MAX_DISPUTE_RECEIPTS + 1), claims=()
+    )
+    with pytest.raises(ProofError) as info:
+        decode_dispute(many.encode())
+    assert info.value.reason is ProofReason.OVERSIZE
+    # not canonical: the same map with an integer spelled long
+    wire = _proof(offer).to_wire()
+    long_form = cbor2.dumps({**wire, "kind": "dispute"}, canonical=True).replace(
+        b"\x88", b"\x98\x08", 1
+    )
+    with pytest.raises(ProofError) as info:
+        decode_dispute(long_form)
+    assert info.value.reason in (ProofReason.MALFORMED, ProofReason.NON_CANONICAL)
+    # replayed: a task out of every view (too old), or not yet possible (too new)
+    assert _reason(_proof(_offer("old", EPOCH - 17))) is ProofReason.TOO_OLD
+    assert _reason(_proof(_offer("new", EPOCH + 1))) is ProofReason.TOO_NEW
+    # a receipt of another task, and two receipts of one node
+    other = _offer("other")
+    c, r = _run(other, NODES[2], "right")
+    mixed = dataclasses.replace(
+        _proof(offer, outputs=("right", "bad")),
+        claims=(*_proof(offer, outputs=("right", "bad")).claims, c.data),
+        receipts=(*_proof(offer, outputs=("right", "bad")).receipts, r.data),
+    )
+    assert _reason(mixed) is ProofReason.WRONG_TASK
+    twice = _proof(offer)
+    dup = dataclasses.replace(
+        twice,
+        claims=(*twice.claims, twice.claims[-1]),
+        receipts=(*twice.receipts, twice.receipts[-1]),
+    )
+    assert _reason(dup) is ProofReason.DUPLICATE
+
+
+def test_the_book_keeps_nothing_a_refused_proof_carried(tmp_path):
+    book = _book(tmp_path)
+    offer = _offer()
+    first = _proof(offer, outputs=("right", "bad"))
+    assert book.judge(first.encode()) is Verdict.ACCEPT
+    held = book.get(offer.record_id)
+    files = sorted(p.read_bytes() for p in (tmp_path / "disputes").iterdir())
+    # replays and hostile proofs: refused, typed, and nothing held changes
+    hostile = [
+        (first.encode(), Verdict.IGNORE, "known"),
+        (_proof(offer, outputs=("same", "same")).encode(), Verdict.REJECT, "no_offence"),
+        (
+            dispute_proof(
+                offer, [_run(offer, OUTSIDER, "right"), _run(offer, NODES[1], "b")]
+            ).encode(),
+            Verdict.IGNORE,
+            "unranked",
+        ),
+        (
+            dispute_proof(
+                offer,
+                [_run(offer, NODES[2], "r", enclave_sig=bytes(64)), _run(offer, NODES[1], "b")],
+            ).encode(),
+            Verdict.REJECT,
+            "not_enclave_signed",
+        ),
+        (bytes(MAX_DISPUTE_SIZE + 1), Verdict.REJECT, "oversize"),
+        (b"\xa1", Verdict.REJECT, "malformed"),
+        (_proof(_offer("old", EPOCH - 17)).encode(), Verdict.IGNORE, "too_old"),
+    ]
+    for data, verdict, reason in hostile:
+        before = dict(book.refused)
+        assert book.judge(data) is verdict, reason
+        assert book.refused[reason] == before.get(reason, 0) + 1
+        assert book.get(offer.record_id) == held
+        assert sorted(p.read_bytes() for p in (tmp_path / "disputes").iterdir()) == files
+    # a later proof with more receipts (the replicas') adds them
+    more = _proof(offer, outputs=("right", "bad", "right", "right"))
+    assert book.judge(more.encode()) is Verdict.ACCEPT
+    assert len(book.get(offer.record_id).receipts) == 4
+    # a restarted peer holds the same
+    again = _book(tmp_path)
+    assert again.get(offer.record_id) == book.get(offer.record_id)
+    assert [r.record_id for r in again.records(EPOCH, EPOCH)] == [
+        r.record_id for r in book.records(EPOCH, EPOCH)
+    ]
+    assert book.prune(EPOCH + 201) == 1 and not list((tmp_path / "disputes").iterdir())
+
+
+@settings(max_examples=30, deadline=None)
+@given(order=st.permutations(range(4)))
+def test_merging_in_any_order_gives_the_same_dispute(order):
+    offer = _offer("merge")
+    runs = [_run(offer, n, out) for n, out in zip(NODES, ("a", "b", "a", "b"), strict=False)]
+    pieces = [dispute_proof(offer, [runs[i], runs[(i + 1) % 4]]) for i in range(4)]
+    held = None
+    for i in order:
+        got = merge(held, _check(pieces[i]))
+        held = got or held
+    assert held.proof() == dispute_proof(offer, runs)
+
+
+def test_a_bit_flip_anywhere_never_yields_another_dispute():
+    proof = _proof()
+    data = proof.encode()
+    reference = _check(proof)
+    for i in range(0, len(data), 7):
+        flipped = data[:i] + bytes([data[i] ^ 0x40]) + data[i + 1 :]
+        try:
+            got = _check(decode_dispute(flipped))
+        except ProofError:
+            continue
+        assert got == reference  # only a flip that changes nothing that is signed
