@@ -276,6 +276,7 @@ class Client:
         self._background = background
         self._open_task_stream = open_task_stream
         self.streams = TaskStreams(self._connect)
+        self.hand_overs = HandOvers(self.streams, self.timers, background)
         # peer -> unix time of our last failure to connect to it (bounded, oldest dropped)
         self._unreachable: dict[str, float] = {}
 
@@ -507,13 +508,14 @@ class Client:
             self._hand_over_later(attempt, offer_record.task_id)
 
     def _hand_over_later(self, attempt: _Attempt, task_id: bytes) -> None:
-        try:
-            self._background.start_soon(attempt.hand_over)
-        except RuntimeError:
-            # The client is closing (its background nursery takes no new work): skip the
-            # hand-over rather than raise from a ``finally`` here, which would replace the
-            # error the task is really ending with (a TaskError, a cancellation).
-            log.debug("client closing: feedback hand-over of task %s skipped", task_id.hex())
+        for peer in attempt.hand_over_to():
+            if not self.hand_overs.add(peer, attempt.feedbacks):
+                # The client is closing (its background nursery takes no new work): skip
+                # the hand-over rather than raise from a ``finally`` here, which would
+                # replace the error the task is really ending with (a TaskError, a
+                # cancellation).
+                log.debug("client closing: feedback hand-over of task %s skipped", task_id.hex())
+                return
 
 
 #: peers whose connection failure a client remembers (for skipping them, timers.unreachable_s)
@@ -525,6 +527,73 @@ MIN_TASK_RECORD_LIFETIME_S = 3600
 #: ... and at most this long: the record core's cap for task records, less a day for the
 #: clocks of the peers that check it
 MAX_TASK_RECORD_LIFETIME_S = MAX_LIFETIME_S[TaskOffer.TYPE] - 86_400
+
+
+#: feedback envelopes waiting for one node at most; past it the oldest are dropped (a node
+#: that stopped answering must not hold the client's memory)
+MAX_HANDOVER_PENDING = 4096
+
+
+class HandOvers:
+    """Feedback waiting to be handed over, per node, and one sender per node.
+
+    A task's feedback goes to each node it tried (``/repp2p/task/1`` hand-over requests of
+    at most :data:`MAX_HANDOVER` envelopes). While a hand-over to a node is in flight, the
+    feedback of later tasks waits and goes in the next request: a busy client sends one
+    hand-over per round trip, not one per task, and an idle one sends each task's feedback
+    at once (no timer). Each request gets ``timers.handover_s``; one that fails is logged
+    and its envelopes dropped, as a node that is gone cannot take them (the feedback is in
+    our store and our feedback digest anyway).
+
+    Args:
+        streams: the client's task streams.
+        timers: ``handover_s`` bounds each request.
+        background: the nursery the senders run in.
+    """
+
+    def __init__(self, streams: TaskStreams, timers: Timers, background: trio.Nursery) -> None:
+        self._streams = streams
+        self._timers = timers
+        self._background = background
+        self._pending: dict[str, list[bytes]] = {}  # peer -> envelopes not sent yet
+        self.requests = 0  # hand-over requests sent (for tests and metrics)
+        self.delivered = 0  # envelopes in hand-overs the node answered
+
+    def add(self, peer: str, records: Sequence[bytes]) -> bool:
+        """Queue ``records`` for ``peer`` and start its sender if none runs; False when the
+        client is closing (its background nursery takes no new work: nothing queued)."""
+        pending = self._pending.get(peer)
+        if pending is not None:  # its sender is running: it takes these next
+            pending += records
+            if len(pending) > MAX_HANDOVER_PENDING:
+                log.info("feedback hand-over to %s: backlog full, oldest dropped", peer)
+                del pending[: len(pending) - MAX_HANDOVER_PENDING]
+            return True
+        try:
+            self._background.start_soon(self._send, peer)
+        except RuntimeError:
+            return False
+        self._pending[peer] = list(records)
+        return True
+
+    def busy(self) -> bool:
+        """True while a sender runs (envelopes wait, or a request is in flight)."""
+        return bool(self._pending)
+
+    async def _send(self, peer: str) -> None:
+        try:
+            while pending := self._pending.get(peer):
+                chunk = pending[:MAX_HANDOVER]
+                del pending[:MAX_HANDOVER]
+                try:
+                    with trio.fail_after(self._timers.handover_s):
+                        self.requests += 1
+                        await self._streams.request(peer, {"records": chunk})
+                    self.delivered += len(chunk)
+                except Exception as exc:  # a node that is gone is skipped
+                    log.info("feedback hand-over to %s failed: %r", peer, exc)
+        finally:
+            self._pending.pop(peer, None)
 
 
 class TaskError(NetworkError):
@@ -556,6 +625,7 @@ class _Attempt:
         self.client = client
         self.clock, self.views = client.clock, client.views
         self.offer, self.secret, self.data, self.view = offer, secret, data, view
+        self.ranking = ranking  # rank(offer, view, beacon) with the default limit
         o: TaskOffer = offer.record  # type: ignore[assignment]
         self.plan = tasks.AttemptPlan(
             ranking,
@@ -693,7 +763,14 @@ class _Attempt:
             if replica:
                 tasks.check_replica_claim(claim, self.offer, peer=peer)
             else:
-                verify_claim(claim, self.offer, self.view, beacon(o.epoch), check_digest=False)
+                verify_claim(
+                    claim,
+                    self.offer,
+                    self.view,
+                    beacon(o.epoch),
+                    check_digest=False,
+                    ranking=self.ranking,  # ranked on this view at submit: not again
+                )
         except ClaimError as exc:
             # The node ranked itself on its own view; a different rank there only
             # changed its failover timing. We chose it from our ranking, so only a
@@ -740,31 +817,10 @@ class _Attempt:
         self.feedbacks.append(signed.data)
         return signed
 
-    async def hand_over(self) -> None:
-        """Give this task's feedback to every node that answered or failed it (they spread
-        it: a client's feed has no followers).
-
-        Background work after the result is returned; a node that is gone is skipped.
-        """
-        if not self.feedbacks:
-            return
-        chunks = [
-            self.feedbacks[i : i + MAX_HANDOVER]
-            for i in range(0, len(self.feedbacks), MAX_HANDOVER)
-        ]
-
-        async def give(peer: str) -> None:
-            try:
-                with trio.fail_after(self.client.timers.handover_s):
-                    for chunk in chunks:
-                        await self.client.streams.request(peer, {"records": chunk})
-            except Exception as exc:
-                log.info("feedback hand-over to %s failed: %r", peer, exc)
-
-        # Every node we tried and that may hold a claim; a dead one delays nobody else.
-        async with trio.open_nursery() as nursery:
-            for peer in dict.fromkeys(a.peer for a in self.plan.answers):
-                nursery.start_soon(give, peer)
+    def hand_over_to(self) -> list[str]:
+        """The nodes this task's feedback goes to: every node we tried that may hold a
+        claim (a node that cheated cannot bury the evidence by not spreading it)."""
+        return list(dict.fromkeys(a.peer for a in self.plan.answers)) if self.feedbacks else []
 
     async def conclude(self, started: float, upheld: bytes | None = None) -> TaskResult:
         o: TaskOffer = self.offer.record  # type: ignore[assignment]

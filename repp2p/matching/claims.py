@@ -11,7 +11,7 @@ the claimant is really at that rank in the view, and the rank may claim at all.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from repp2p.errors import ClaimError, ClaimReason
 from repp2p.matching.params import MatchingParams
@@ -80,6 +80,7 @@ def verify_claim(
     beacon: bytes,
     *,
     check_digest: bool = True,
+    ranking: Sequence[str] | None = None,
 ) -> int:
     """Check that ``claim`` is a valid assignment of ``offer`` under ``view``.
 
@@ -90,6 +91,9 @@ def verify_claim(
         beacon: that epoch's 32-byte beacon.
         check_digest: also require the claim's ``view_digest`` to equal ``view.digest``;
             turn off to judge a claim made on a slightly different view by one's own.
+        ranking: ``rank(offer, view, beacon)`` (default limit) when the caller holds it
+            already (a client checking the claims of the ranking it sent the task to):
+            the same list, not computed again.
 
     Returns:
         The claim's rank (0 = best).
@@ -111,7 +115,8 @@ def verify_claim(
         raise ClaimError(ClaimReason.VIEW_MISMATCH, "claim was matched on another view")
     if not may_rank_claim(c.rank, o.redundancy, view.matching_params):
         raise ClaimError(ClaimReason.RANK_TOO_DEEP, f"rank {c.rank}")
-    ranking = view.rank(o, beacon)
+    if ranking is None:
+        ranking = view.rank(o, beacon)
     if claim.signer not in ranking:
         raise ClaimError(ClaimReason.NOT_ELIGIBLE, "claimant has no rank for this task")
     actual = ranking.index(claim.signer)

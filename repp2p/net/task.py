@@ -27,9 +27,11 @@ stream on which no request arrives for :data:`IDLE_TIMEOUT_S`, or after a malfor
         client's own input made the task fail (repp2p.records.refusal)
 
     client -> {"records": [bytes, ...]}
-        hand-over, after a task: up to 16 of the client's Feedback envelopes on a task this
-        node served (on itself and on the task's other nodes), so they enter the node's feed
-        (repp2p.net.feed) and spread; feedback on other tasks is ignored
+        hand-over, after a task: up to 16 of the client's Feedback envelopes on tasks this
+        node served (on itself and on the tasks' other nodes; one task's or several's: a
+        client sends the feedback of tasks that finished while a hand-over was in flight in
+        its next one), so they enter the node's feed (repp2p.net.feed) and spread; feedback
+        on other tasks is ignored
     node   -> {"ok": true, "stored": uint}
 
 Errors: ``bad_request``, ``bad_offer``, ``replayed``, ``wrong_epoch``, ``not_assigned``

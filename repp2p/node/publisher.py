@@ -10,9 +10,11 @@ come from digests they stay with the task's parties (:mod:`repp2p.node.light`).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 
+import cbor2
 import trio
 
 from repp2p.clock import ClockAPI
@@ -20,7 +22,7 @@ from repp2p.errors import RecordError, RecordReason
 from repp2p.identity import Identity
 from repp2p.net.topics import topic_for
 from repp2p.node.abc import RecordPipelineAPI, RecordPublisherAPI
-from repp2p.records import MAX_LIFETIME_S, Record, SignedRecord, decode, encode
+from repp2p.records import MAX_LIFETIME_S, Record, SignedRecord, check_lifetime, encode
 from repp2p.store.sqlite import FEED_TYPES
 
 log = logging.getLogger("repp2p.node")
@@ -111,10 +113,16 @@ class RecordPublisher(RecordPublisherAPI):
     def _store_own(self, record: Record) -> tuple[bytes, SignedRecord]:
         """Sign and store one of our records; RecordError with the reason when refused."""
         data = encode(record, self._identity)
-        signed = decode(data, now=int(self._clock.now()))  # expired / expires_too_far, named
+        # expired / expires_too_far, named, as decode() would; but not decode() itself: the
+        # signature is ours, made just now, and checking it again cost a verification per
+        # own record on the task path (claims, receipts; a client's offers and feedback).
+        check_lifetime(record, int(self._clock.now()))
+        envelope = cbor2.loads(data)
+        signed = SignedRecord(
+            record, envelope["signer"], envelope["sig"], data, hashlib.sha256(data).digest()
+        )
         # Store first: a record is ours to publish only once our own pipeline accepted it.
-        # The gossip validator then sees a duplicate, which it lets travel on. Verified
-        # just above: straight to the store, no second signature check.
+        # The gossip validator then sees a duplicate, which it lets travel on.
         if not self._pipeline.accept_decoded(signed, source="local"):
             raise RecordError(
                 RecordReason.BAD_FIELD,

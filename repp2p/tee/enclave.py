@@ -14,12 +14,12 @@ docs/engines.md), and its evidence is accepted only by a dev-profile policy.
 
 Calls are synchronous and serialised by a lock (one request at a time per enclave); each
 has a timeout after which the enclave process is killed. A trio node calls the ``*_async``
-variants, which run the same call in a worker thread.
+variants: ``execute_async`` reads and writes the pipe on the trio loop (no thread hand-off
+per task), the attestation calls run the same call in a worker thread.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import subprocess
 import sys
@@ -40,7 +40,16 @@ from repp2p.tee.configfs_tsm import ConfigfsTsm
 from repp2p.tee.errors import EnclaveError, EnclaveReason, InputRefused, TeeInterfaceError
 from repp2p.tee.guest_devices import SevGuestDevice, TdxGuestDevice
 from repp2p.tee.platforms import RUNNABLE_KINDS, canonical_kind, enclave_error
-from repp2p.tee.wire import WireClosed, WireMalformed, WireTimeout, read_frame, write_frame
+from repp2p.tee.wire import (
+    WireClosed,
+    WireMalformed,
+    WireTimeout,
+    decode_body,
+    encode_frame,
+    frame_size,
+    read_frame,
+    write_frame,
+)
 
 KIND = "simulated"
 #: seconds to wait for the enclave to load its engines (embed-minilm reads ~90 MB)
@@ -87,6 +96,7 @@ class Enclave(EnclaveAPI):
         """Private: use :meth:`start`."""
         self._process = process
         self._lock = threading.Lock()
+        self._async_lock: Any = None  # a trio.Lock, made by the first async call
         self._closed = False
         self._finalizer = weakref.finalize(self, _reap, process)
         self.pid: int = info["pid"]
@@ -353,23 +363,70 @@ class Enclave(EnclaveAPI):
             InputRefused: (an EnclaveError) with ``input_sig``: the input failed by the
                 client's doing; ``.refusal`` is the signed record.
         """
-        request = {
-            "op": "execute",
-            "task_id": task_id,
-            "offer_id": offer_id,
-            "engine_id": engine_id,
-            "input_digest": input_digest,
-            "client_key": client_result_key,
-            "sealed": sealed_input,
-            "started_ms": started_ms,
-            "expires": expires,
-            "input_size": input_size,
-            "seq": seq,
-        }
-        if input_sig is not None:
-            request.update(offer=offer, node=node, input_sig=input_sig)
-        reply = self._call(request, timeout_s)
-        return reply["encrypted"], Receipt(**reply["receipt"])
+        request = _execute_request(
+            task_id=task_id,
+            offer_id=offer_id,
+            engine_id=engine_id,
+            input_digest=input_digest,
+            sealed_input=sealed_input,
+            client_result_key=client_result_key,
+            started_ms=started_ms,
+            expires=expires,
+            input_size=input_size,
+            seq=seq,
+            offer=offer,
+            node=node,
+            input_sig=input_sig,
+        )
+        return _execute_reply(self._call(request, timeout_s))
+
+    async def _call_async(self, request: dict, timeout_s: float) -> dict:
+        """:meth:`_call` on the trio loop: the pipe is written and read as the loop finds
+        it ready, with no worker thread (a thread hand-off per task cost the node more CPU
+        than the enclave's own work on a small task). One request at a time, as
+        :meth:`_call`; while a synchronous call holds the pipe (an attestation from a
+        worker thread) this one runs in a worker thread too. A call timed out, failed or
+        cancelled half-way leaves the pipe out of step: the enclave process is killed, as
+        :meth:`_call` does on a timeout (a node replaces a dead enclave).
+        """
+        import trio
+
+        if self._async_lock is None:
+            self._async_lock = trio.Lock()
+        async with self._async_lock:
+            if not self._lock.acquire(blocking=False):
+                return await trio.to_thread.run_sync(
+                    self._call, request, timeout_s, abandon_on_cancel=True
+                )
+            try:
+                if self._closed:
+                    raise EnclaveError(EnclaveReason.CLOSED, "enclave is closed")
+                try:
+                    with trio.fail_after(timeout_s):
+                        reply = await _exchange_async(self._process, request)
+                except trio.TooSlowError:
+                    self._kill()
+                    raise EnclaveError(
+                        EnclaveReason.TIMEOUT, f"no reply in {timeout_s} s"
+                    ) from None
+                except (WireClosed, WireMalformed, OSError) as exc:
+                    self._kill()
+                    raise EnclaveError(EnclaveReason.CRASHED, type(exc).__name__) from None
+                except BaseException:  # cancelled half-way: the pipe is out of step
+                    self._kill()
+                    raise
+                try:
+                    return _interpret(reply)
+                except EnclaveError as exc:
+                    if exc.reason in (EnclaveReason.TIMEOUT, EnclaveReason.CRASHED):
+                        self._kill()
+                    raise
+            finally:
+                self._lock.release()
+
+    def _kill(self) -> None:
+        self._closed = True
+        self._finalizer()
 
     async def attest_async(self, peer_id: str, epoch: int, nonce: bytes, now: int) -> bytes:
         """:meth:`attest` from trio, in a worker thread."""
@@ -423,14 +480,12 @@ class Enclave(EnclaveAPI):
         )
 
     async def execute_async(self, **kwargs: Any) -> tuple[bytes, Receipt]:
-        """:meth:`execute` from trio, in a worker thread (same keyword arguments)."""
-        import trio
-
-        # abandon_on_cancel: a node shutting down does not wait for a running task; close()
-        # then kills the enclave process, which ends the abandoned call.
-        return await trio.to_thread.run_sync(
-            functools.partial(self.execute, **kwargs), abandon_on_cancel=True
-        )
+        """:meth:`execute` from trio, on the loop (same keyword arguments; see
+        :meth:`_call_async`): a node shutting down cancels it, which kills the enclave
+        process as :meth:`close` would."""
+        timeout_s = kwargs.pop("timeout_s", 30.0)
+        request = _execute_request(**kwargs)
+        return _execute_reply(await self._call_async(request, timeout_s))
 
     # -- lifetime ----------------------------------------------------------------------------
 
@@ -538,6 +593,11 @@ def _roundtrip(process: subprocess.Popen, request: dict, timeout_s: float) -> di
         raise EnclaveError(EnclaveReason.TIMEOUT, f"no reply in {timeout_s} s") from None
     except (WireClosed, WireMalformed, BrokenPipeError, OSError) as exc:
         raise EnclaveError(EnclaveReason.CRASHED, type(exc).__name__) from None
+    return _interpret(reply)
+
+
+def _interpret(reply: dict) -> dict:
+    """A reply's fields, or the error it carries raised."""
     if reply.get("ok") is True:
         return reply
     reason, detail = reply.get("reason"), str(reply.get("detail", ""))
@@ -560,3 +620,90 @@ def _refused(reply: dict, detail: str) -> EnclaveError:
         return InputRefused(Refusal(**fields), detail)  # type: ignore[arg-type]
     except (TypeError, ReppError):
         return EnclaveError(EnclaveReason.CRASHED, "malformed refusal reply")
+
+
+def _execute_request(
+    *,
+    task_id: bytes,
+    offer_id: bytes,
+    engine_id: str,
+    input_digest: bytes,
+    sealed_input: bytes,
+    client_result_key: bytes,
+    started_ms: int,
+    expires: int,
+    input_size: int | None = None,
+    seq: int = 0,
+    offer: bytes | None = None,
+    node: str | None = None,
+    input_sig: bytes | None = None,
+) -> dict:
+    """The ``execute`` request frame (:meth:`Enclave.execute` documents the fields)."""
+    request = {
+        "op": "execute",
+        "task_id": task_id,
+        "offer_id": offer_id,
+        "engine_id": engine_id,
+        "input_digest": input_digest,
+        "client_key": client_result_key,
+        "sealed": sealed_input,
+        "started_ms": started_ms,
+        "expires": expires,
+        "input_size": input_size,
+        "seq": seq,
+    }
+    if input_sig is not None:
+        request.update(offer=offer, node=node, input_sig=input_sig)
+    return request
+
+
+def _execute_reply(reply: dict) -> tuple[bytes, Receipt]:
+    return reply["encrypted"], Receipt(**reply["receipt"])
+
+
+async def _exchange_async(process: Any, request: dict) -> dict:
+    """Write ``request`` to the enclave and read its reply, waiting on the trio loop for
+    the descriptors to be ready (non-blocking for the exchange, restored after)."""
+    write_fd, read_fd = process.stdin.fileno(), process.stdout.fileno()
+    blocking = {fd: os.get_blocking(fd) for fd in (write_fd, read_fd)}
+    for fd in blocking:
+        os.set_blocking(fd, False)
+    try:
+        data = memoryview(encode_frame(request))
+        while data:
+            try:
+                written = os.write(write_fd, data)
+            except BlockingIOError:
+                await _wait(write_fd, readable=False)
+                continue
+            data = data[written:]
+        size = frame_size(await _read_exact_async(read_fd, 4))
+        return decode_body(await _read_exact_async(read_fd, size))
+    finally:
+        for fd, was in blocking.items():
+            os.set_blocking(fd, was)
+
+
+async def _read_exact_async(fd: int, size: int) -> bytes:
+    chunks = []
+    remaining = size
+    while remaining:
+        try:
+            chunk = os.read(fd, min(remaining, 1 << 20))
+        except BlockingIOError:
+            await _wait(fd, readable=True)
+            continue
+        if not chunk:
+            raise WireClosed
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+async def _wait(fd: int, *, readable: bool) -> None:
+    import trio
+
+    if readable:
+        await trio.lowlevel.wait_readable(fd)
+    else:
+        await trio.lowlevel.wait_writable(fd)

@@ -61,17 +61,12 @@ def _read_exact(fd: int, size: int, deadline: float | None) -> bytes:
     return b"".join(chunks)
 
 
-def read_frame(fd: int, timeout_s: float | None = None) -> dict:
-    """Read one frame; ``timeout_s=None`` waits for ever.
+def decode_body(body: bytes) -> dict:
+    """The map a frame's body carries.
 
     Raises:
-        WireClosed, WireTimeout, WireMalformed.
+        WireMalformed: not CBOR, or not a map.
     """
-    deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    size = int.from_bytes(_read_exact(fd, 4, deadline), "big")
-    if size > MAX_FRAME:
-        raise WireMalformed(f"frame of {size} bytes")
-    body = _read_exact(fd, size, deadline)
     try:
         obj = cbor2.loads(body)
     except Exception:
@@ -79,3 +74,26 @@ def read_frame(fd: int, timeout_s: float | None = None) -> dict:
     if not isinstance(obj, dict):
         raise WireMalformed("frame is not a map")
     return obj
+
+
+def frame_size(prefix: bytes) -> int:
+    """The body size a 4-byte frame prefix announces.
+
+    Raises:
+        WireMalformed: above :data:`MAX_FRAME`.
+    """
+    size = int.from_bytes(prefix, "big")
+    if size > MAX_FRAME:
+        raise WireMalformed(f"frame of {size} bytes")
+    return size
+
+
+def read_frame(fd: int, timeout_s: float | None = None) -> dict:
+    """Read one frame; ``timeout_s=None`` waits for ever.
+
+    Raises:
+        WireClosed, WireTimeout, WireMalformed.
+    """
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    size = frame_size(_read_exact(fd, 4, deadline))
+    return decode_body(_read_exact(fd, size, deadline))

@@ -242,6 +242,8 @@ def test_verify_claim(base, view):
     for r in (0, 1, 2):
         c = f.claim(NAMES[ranked[r]], off, rank=r, view_digest=view.digest)
         assert verify_claim(c, off, view, BEACON) == r
+        # the caller's own ranking of the offer (a client's): the same verdict
+        assert verify_claim(c, off, view, BEACON, ranking=ranked) == r
 
     def reason(c, o=off, **kw):
         with pytest.raises(ClaimError) as info:
@@ -250,6 +252,7 @@ def test_verify_claim(base, view):
 
     lying = f.claim(NAMES[ranked[3]], off, rank=0, view_digest=view.digest)
     assert reason(lying) is ClaimReason.WRONG_RANK
+    assert reason(lying, ranking=ranked) is ClaimReason.WRONG_RANK
     assert reason(f.claim(NAMES[ranked[0]], off, rank=0)) is ClaimReason.VIEW_MISMATCH
     assert (
         verify_claim(f.claim(NAMES[ranked[0]], off, rank=0), off, view, BEACON, check_digest=False)

@@ -125,3 +125,34 @@ async def test_heartbeats_go_on_after_the_disk_was_full(autojump_clock):
         assert store.count("Heartbeat") >= before + 2  # the schedule went on
         assert store.count("NodeAd") == 1
         nursery.cancel_scope.cancel()
+
+
+async def test_own_records_are_what_decoding_their_bytes_gives_and_expired_ones_are_named(
+    autojump_clock,
+):
+    """The publisher does not verify its own fresh signature again, so what it stores must
+    be exactly what a peer decoding the bytes gets; an expired or too-long-lived record is
+    still refused with its reason before anyone sees it."""
+    import dataclasses
+
+    import pytest
+
+    from repp2p.errors import RecordError, RecordReason
+    from repp2p.records import decode
+
+    clock = TrioClock(start=1_800_000_000 - trio.current_time())
+    store = SqliteRecordStore(":memory:")
+    publisher = RecordPublisher(
+        factories.identity("node"), _no_gossip, RecordPipeline(store, NodeMetrics(), clock), clock
+    )
+    now = int(clock.now())
+    for record in factories.sample_records(now=now):
+        signed = publisher.publish_soon(record)
+        assert signed == decode(signed.data, now=now)
+        assert store.get(signed.record_id) == signed
+    with pytest.raises(RecordError) as caught:
+        publisher.publish_soon(dataclasses.replace(record, seq=record.seq + 1, expires=now))
+    assert caught.value.reason is RecordReason.EXPIRED
+    with pytest.raises(RecordError) as caught:
+        publisher.publish_soon(dataclasses.replace(record, seq=record.seq + 2, expires=2**40))
+    assert caught.value.reason is RecordReason.EXPIRES_TOO_FAR

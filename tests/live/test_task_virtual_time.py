@@ -183,3 +183,28 @@ async def test_nodes_hidden_by_a_partition_cost_one_dial_timeout_then_are_skippe
             # hidden ranks it met before: skipped, no dial timeout; others: one each
             assert took <= result.proof.rank * turn_s + dial_s * (3 - len(met)) + 1.0
             met = [p for p in hidden if client.is_unreachable(p)]
+
+
+async def test_concurrent_tasks_share_feedback_hand_overs_and_all_of_it_is_delivered(
+    autojump_clock,
+):
+    """While a hand-over to a node is in flight, the feedback of tasks finishing meanwhile
+    waits for the next request to that node (repp2p.client.HandOvers): concurrent tasks
+    need fewer hand-over requests than tasks, and every task's feedback is delivered."""
+    tasks = 24
+    async with TaskNet.open(nodes=2, capacity=tasks) as net:
+        results = []
+
+        async def one(i: int) -> None:
+            results.append(await net.client.submit("echo", b"task %d" % i, timeout=60))
+
+        async with trio.open_nursery() as nursery:
+            for i in range(tasks):
+                nursery.start_soon(one, i)
+        assert len({r.task_id for r in results}) == tasks
+        with trio.fail_after(60):
+            while net.client.hand_overs.busy():
+                await trio.sleep(0.1)
+        # k = 1: one feedback per task, handed to the node that served it
+        assert net.client.hand_overs.delivered == tasks
+        assert net.client.hand_overs.requests < tasks
