@@ -318,8 +318,14 @@ async def test_what_an_auditor_finds_is_gossiped_and_other_peers_act_on_it(tmp_p
     from repp2p.net.verdict import Verdict
     from repp2p.node.offences import OffenceBook, ProofRouter
 
+    # The book's clock is pinned to the tasks' epoch: EPOCH is taken when the module is
+    # imported, which in a full run can be many minutes (past the horizon) before this runs.
     books = OffenceBook(
-        folder=tmp_path / "offences", epoch_s=60, horizon_epochs=16, keep_epochs=200, now=time.time
+        folder=tmp_path / "offences",
+        epoch_s=60,
+        horizon_epochs=16,
+        keep_epochs=200,
+        now=lambda: (EPOCH + 10) * 60.0,
     )
     verdicts: list[Verdict] = []
     router = ProofRouter(None, books)
