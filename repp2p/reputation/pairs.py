@@ -29,15 +29,15 @@ the same pass, and replayed from the blocks after a restart.
 
 What a count row supports (the digests carry no ratings, no deadlines and no per-task
 outputs): ``ok`` counts as a full-value good verdict; ``wrong`` and ``bad_proof`` as bad
-evidence (``bad_weight``, slower decay); ``timeout``, and the verdicts a client reported on
-a node that published nothing covering the pair (``node_silent``: publishing is the node's
-duty), as timeouts; latency against one epoch; throughput from the node's own work rows
-(receipts over claims, which audits check). Tasks the node's row reports ``refused``
-(its enclave refused the client's input; each leaf names a signed Refusal the audits
-check) are treated as the records view treats checked refusals: out of the node's
-throughput, and each counts against its client's credibility with weight
-:data:`~repp2p.reputation.scores.REFUSAL_WEIGHT` (decaying like bad evidence), which
-scales the client's verdicts.
+evidence (``bad_weight``, slower decay) as far as proofs back them (below); ``timeout``,
+and the verdicts a client reported on a node that published nothing covering the pair
+(``node_silent``: publishing is the node's duty), as timeouts; latency against one epoch;
+throughput from the node's own work rows (receipts over claims, which audits check).
+Tasks the node's row reports ``refused`` (its enclave refused the client's input; each
+leaf names a signed Refusal the audits check) are treated as the records view treats
+checked refusals: out of the node's throughput, and each counts against its client's
+credibility with weight :data:`~repp2p.reputation.scores.REFUSAL_WEIGHT` (decaying like
+bad evidence), which scales the client's verdicts.
 
 Disputes over disagreeing receipts need the receipts, which digests do not carry: they
 travel as dispute proofs (:mod:`repp2p.digests.disputes`). The caller puts the offers,
@@ -47,8 +47,16 @@ evidence rule), and :func:`compute_pairs` runs the dispute rounds of
 :func:`repp2p.reputation.scores.compute` on them: ``disputes_lost``, ``standing``,
 ``receipt_upheld`` and ``receipt_lost`` then mean what they mean on a records view (the
 ledger's dispute slash reads them). Without such tables nothing changes: the rounds are
-skipped, ``standing`` is ``quality``. What is not done here: verdicts are not linked to
-receipts, so no slander is refuted and no echoed verdict dropped.
+skipped, ``standing`` is ``quality``.
+
+A count row cannot show that a ``wrong`` was true, so ``wrong`` and ``bad_proof`` count
+against a node only as far as the dispute proofs back them (docs/core.md, "Verdicts backed
+by proof"): per pair, verdicts matched by the node's receipts that lost a confident verdict
+on the client's tasks count in full, unproven ones at most as much again (scaled by the
+pair's proven share), and unproven ones a proof contradicts (the node's receipt upheld)
+are refuted slander, which lowers the client's credibility as in the records path. With no
+proof nothing counts. Verdicts are still not linked to single receipts, so no echoed
+verdict is dropped.
 
 Pure: no I/O, no clock.
 """
