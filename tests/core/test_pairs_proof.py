@@ -69,12 +69,12 @@ def _dispute(client, epoch, label, runs, verdict_of, expires):
     return records, dispute_proof(offer, pairs)
 
 
-def _history(*, slander: bool, refute: bool = True, cheat: bool = True):
+def _history(*, slander: bool, refute: bool = True, cheat: bool = True, prover=None):
     """Honest traffic on every node; per epoch the slanderer's 15 tasks on the victim
     (``wrong`` when ``slander``, else ``ok``) and 20 ``ok`` ones elsewhere, and one more
     escalated to three honest replicas and a colluding one when ``refute``; one wrong
-    result of the cheater outvoted by four honest replicas when ``cheat``. Returns
-    ``(epoch rows, proofs)``."""
+    result of the cheater outvoted by four honest replicas when ``cheat``, on a task of
+    ``prover`` (default an honest client). Returns ``(epoch rows, proofs)``."""
     expires = factories.far_future(NOW)
     rng = random.Random(5)
     rows, proofs = [], []
@@ -110,7 +110,7 @@ def _history(*, slander: bool, refute: bool = True, cheat: bool = True):
         if cheat:
             runs = [(CHEATER, "bad"), *((h, "right") for h in HONEST[1:5])]
             recs, proof = _dispute(
-                CLIENTS[0],
+                prover or CLIENTS[0],
                 e,
                 f"c{e}",
                 runs,
@@ -268,3 +268,15 @@ def test_the_bound_on_unproven_verdicts():
     # ...bounded: the 60 bare verdicts add at most as much bad mass as the proven ones
     # (bad mass = feedback mass - good; the good mass is the same)
     assert more.feedback_mass - base.feedback_mass <= base.feedback_mass
+
+
+def test_proofs_against_a_sacrificed_colluder_buy_no_slander():
+    """The slanderer proves its own colluder's wrong results (credibility up), then
+    slanders the victim with bare verdicts: the bound is per pair, so the victim stays
+    within the bound of its honest history."""
+    honest = _table(*_history(slander=False, refute=False, prover=SLANDERER))
+    table = _table(*_history(slander=True, refute=False, prover=SLANDERER))
+    assert _cred(table, SLANDERER) == 1.0  # its proofs back it, nothing refutes it
+    assert table.get(CHEATER.peer_id).disputes_lost > 0
+    q_honest = honest.get(VICTIM.peer_id).quality
+    assert table.get(VICTIM.peer_id).quality >= q_honest - QUALITY_BOUND
