@@ -945,7 +945,7 @@ def compute_pairs(
 
     def weigh(proven: np.ndarray, upheld_m: np.ndarray) -> tuple[np.ndarray, ...]:
         """Verdict weights given the per-pair proof masses (docs/core.md, "Verdicts backed
-        by proof"): ``(cw, credibility, b, bad, g, seen)``."""
+        by proof"): ``(cw, credibility, good, bad, seen)`` (per pair, per client, per node x3)."""
         bare = s["bad"]
         p_ = np.minimum(bare, proven)  # wrong verdicts a lost dispute backs
         share = np.divide(p_, bare, out=np.zeros_like(bare), where=bare > 0.0)
