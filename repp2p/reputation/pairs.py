@@ -29,15 +29,15 @@ the same pass, and replayed from the blocks after a restart.
 
 What a count row supports (the digests carry no ratings, no deadlines and no per-task
 outputs): ``ok`` counts as a full-value good verdict; ``wrong`` and ``bad_proof`` as bad
-evidence (``bad_weight``, slower decay); ``timeout``, and the verdicts a client reported on
-a node that published nothing covering the pair (``node_silent``: publishing is the node's
-duty), as timeouts; latency against one epoch; throughput from the node's own work rows
-(receipts over claims, which audits check). Tasks the node's row reports ``refused``
-(its enclave refused the client's input; each leaf names a signed Refusal the audits
-check) are treated as the records view treats checked refusals: out of the node's
-throughput, and each counts against its client's credibility with weight
-:data:`~repp2p.reputation.scores.REFUSAL_WEIGHT` (decaying like bad evidence), which
-scales the client's verdicts.
+evidence (``bad_weight``, slower decay) as far as proofs back them (below); ``timeout``,
+and the verdicts a client reported on a node that published nothing covering the pair
+(``node_silent``: publishing is the node's duty), as timeouts; latency against one epoch;
+throughput from the node's own work rows (receipts over claims, which audits check).
+Tasks the node's row reports ``refused`` (its enclave refused the client's input; each
+leaf names a signed Refusal the audits check) are treated as the records view treats
+checked refusals: out of the node's throughput, and each counts against its client's
+credibility with weight :data:`~repp2p.reputation.scores.REFUSAL_WEIGHT` (decaying like
+bad evidence), which scales the client's verdicts.
 
 Disputes over disagreeing receipts need the receipts, which digests do not carry: they
 travel as dispute proofs (:mod:`repp2p.digests.disputes`). The caller puts the offers,
@@ -47,8 +47,16 @@ evidence rule), and :func:`compute_pairs` runs the dispute rounds of
 :func:`repp2p.reputation.scores.compute` on them: ``disputes_lost``, ``standing``,
 ``receipt_upheld`` and ``receipt_lost`` then mean what they mean on a records view (the
 ledger's dispute slash reads them). Without such tables nothing changes: the rounds are
-skipped, ``standing`` is ``quality``. What is not done here: verdicts are not linked to
-receipts, so no slander is refuted and no echoed verdict dropped.
+skipped, ``standing`` is ``quality``.
+
+A count row cannot show that a ``wrong`` was true, so ``wrong`` and ``bad_proof`` count
+against a node only as far as the dispute proofs back them (docs/core.md, "Verdicts backed
+by proof"): per pair, verdicts matched by the node's receipts that lost a confident verdict
+on the client's tasks count in full, unproven ones at most as much again (scaled by the
+pair's proven share), and unproven ones a proof contradicts (the node's receipt upheld)
+are refuted slander, which lowers the client's credibility as in the records path. With no
+proof nothing counts. Verdicts are still not linked to single receipts, so no echoed
+verdict is dropped.
 
 Pure: no I/O, no clock.
 """
@@ -926,39 +934,56 @@ def compute_pairs(
         inflow = (1.0 - p.trust_alpha) * (share * prev[pn])
         pair_trust = np.where(has_vouch, np.maximum(pair_trust - inflow, 0.0), pair_trust)
     n_pre = max(1, int(np.count_nonzero(pretrusted)))
-    cw = np.minimum(p.trust_weight_cap, pair_trust * (n_pre / p.trust_alpha))
-    # Each refused input counts against its client's credibility (as in scores.compute,
-    # where no dispute verdicts are known here: credibility = 1 / (1 + w * refused)).
+    cw0 = np.minimum(p.trust_weight_cap, pair_trust * (n_pre / p.trust_alpha))
     refused_c = np.bincount(pc, weights=s["refused_bad"], minlength=n) / _D
-    credibility = 1.0 / (1.0 + REFUSAL_WEIGHT * refused_c)
-    cw = cw * credibility[pc]
-
-    # --- success, quality, latency ------------------------------------------------------
-    g = np.bincount(pn, weights=cw * s["good"], minlength=n) / _D
-    s_ok = np.bincount(pn, weights=cw * s["seen_ok"], minlength=n) / _D
-    b = np.bincount(pn, weights=cw * s["bad"], minlength=n) / _D
-    bad = (s_ok - g) + p.bad_weight * b
-    seen = s_ok + b
+    g_raw = s["good"]
     trusted_node = ev.is_node & node_trusted
 
-    def quality_of(bad_mass: np.ndarray) -> np.ndarray:
-        a_, b_ = beta_posterior(g, bad_mass, p.prior_success, p.prior_strength_success)
+    def quality_of(g_: np.ndarray, bad_mass: np.ndarray) -> np.ndarray:
+        a_, b_ = beta_posterior(g_, bad_mass, p.prior_success, p.prior_strength_success)
         return np.where(trusted_node, beta_lcb(a_, b_, p.quality_z, p.prior_success), 0.0)
+
+    def weigh(proven: np.ndarray, upheld_m: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Verdict weights given the per-pair proof masses (docs/core.md, "Verdicts backed
+        by proof"): ``(cw, credibility, good, bad, seen)`` (per pair, per client, per node x3)."""
+        bare = s["bad"]
+        p_ = np.minimum(bare, proven)  # wrong verdicts a lost dispute backs
+        share = np.divide(p_, bare, out=np.zeros_like(bare), where=bare > 0.0)
+        # unproven verdicts: weak evidence, bounded by the pair's proven ones (at most p_)
+        counted = p_ + (bare - p_) * share
+        refuted = np.minimum(upheld_m, bare - p_)  # unproven wrongs a proof contradicts
+        sup_c = np.bincount(pc, weights=p_, minlength=n) / _D
+        ref_c = np.bincount(pc, weights=refuted, minlength=n) / _D
+        cred = (1.0 + sup_c) / (
+            1.0 + sup_c + p.slander_penalty * ref_c + REFUSAL_WEIGHT * refused_c
+        )
+        cw_ = cw0 * cred[pc]
+        g_ = np.bincount(pn, weights=cw_ * g_raw, minlength=n) / _D
+        s_ok_ = np.bincount(pn, weights=cw_ * s["seen_ok"], minlength=n) / _D
+        b_ = np.bincount(pn, weights=cw_ * counted, minlength=n) / _D
+        return cw_, cred, g_, (s_ok_ - g_) + p.bad_weight * b_, s_ok_ + b_
+
+    # --- success, quality, latency ------------------------------------------------------
+    # A client's wrong / bad_proof counts against a node only as far as a dispute proof
+    # backs it: with no proof judged yet, none counts (slander cannot sink a node).
+    zero = np.zeros(len(pc))
+    cw, credibility, g, bad, seen = weigh(zero, zero)
 
     # Disputes (the rounds of scores.compute, on the receipts of disputed tasks that
     # travelled as proofs): standing starts as quality with no dispute counted; each round
-    # re-judges every dispute with the quality the previous round's verdicts gave.
-    standing = quality = quality_of(bad)
+    # re-judges every dispute with the quality the previous round's verdicts gave, and
+    # re-weighs every pair's verdicts by the proofs that back or refute them.
+    standing = quality = quality_of(g, bad)
     upheld, lost = disputes.none, disputes.none
     disputes_lost = np.zeros(n)
     for _round in range(p.dispute_rounds if disputes.any else 0):
         upheld, lost, disputes_lost = disputes.judge(standing, n)
-        bad_d = bad + p.dispute_weight * disputes_lost
-        quality = quality_of(bad_d)
+        proven, upheld_m = disputes.pair_masses(upheld, lost, pc, pn, n)
+        cw, credibility, g, bad, seen = weigh(proven, upheld_m)
+        bad = bad + p.dispute_weight * disputes_lost
+        quality = quality_of(g, bad)
         if _round + 1 < p.dispute_rounds:
             standing = quality
-    if disputes.any and p.dispute_rounds:
-        bad = bad_d
     success = _smoothed(g, g + bad, p.prior_success, p.prior_strength_success)
     one = _D * UNIT
     lat_n = np.bincount(pn, weights=cw * s["lat_num"], minlength=n) / one
@@ -1065,6 +1090,29 @@ class _DisputeRows:
         )
         lost_w = np.where(lost, self.lost_d, 0).astype(np.float64)
         return upheld, lost, np.bincount(ev.receipt_node, weights=lost_w, minlength=n) / _D
+
+    def pair_masses(
+        self, upheld: np.ndarray, lost: np.ndarray, pc: np.ndarray, pn: np.ndarray, n: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per window pair ``(pc, pn)`` (canonical order): the decayed (bad half-life,
+        fixed point, as the rows' ``bad`` sums) mass of the node's receipts that lost /
+        were upheld in a confident verdict on a task of that client. Exact integer sums in
+        receipt-row order; receipts of a pair with no row in the window weigh nothing."""
+        ev = self.ev
+        m = len(pc)
+        if m == 0:
+            return np.zeros(0), np.zeros(0)
+        pair_key = pc * n + pn
+        order = np.argsort(pair_key, kind="stable")
+        r_key = ev.offer_client[ev.receipt_offer] * n + ev.receipt_node
+        found, at = _member(pair_key[order], r_key)
+        pos = order[at]
+        w_lost = np.where(found & lost, self.lost_d, 0).astype(np.float64)
+        w_up = np.where(found & upheld, self.lost_d, 0).astype(np.float64)
+        return (
+            np.bincount(pos, weights=w_lost, minlength=m),
+            np.bincount(pos, weights=w_up, minlength=m),
+        )
 
 
 __all__ = [
