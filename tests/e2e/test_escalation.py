@@ -183,7 +183,9 @@ async def test_camouflaged_cheater_outvoted_2_to_1_is_resolved_by_escalation(tmp
                     held = peer.disputes.get(offer_id)
                     return held is not None and {r.record_id for r in held.receipts} == ids
 
-                await wait_until(lambda: all(proved(p) for p in (client, *nodes)), 20)
+                # one gossip hop per peer, each validating against its own view: on a
+                # saturated 2-core CI machine that took over 20 s
+                await wait_until(lambda: all(proved(p) for p in (client, *nodes)), 60)
                 # nobody else holds the task's records: they travelled only as the proof
                 spare_held = {r.record_id for r in spare.store.query(type="Receipt")}
                 assert not spare_held & ids
