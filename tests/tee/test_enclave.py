@@ -354,24 +354,29 @@ async def test_async_calls_from_trio(enclave):
         assert _open(enclave, encrypted, receipt, secret, task_id, data) == data
 
 
+def _echo_task(enclave, data: bytes, task_id: bytes, offer_id: bytes) -> tuple[TaskSecret, dict]:
+    """A sealed echo task for ``enclave`` (keyword arguments of ``execute_async``)."""
+    secret = TaskSecret.generate()
+    sealed, _ = seal_input(data, enclave.enc_key, task_id=task_id, secret=secret)
+    return secret, {
+        "task_id": task_id,
+        "offer_id": offer_id,
+        "engine_id": "echo",
+        "input_digest": secret.digest(data),
+        "sealed_input": sealed,
+        "client_result_key": secret.public_key,
+        "started_ms": 1,
+        "expires": NOW + 60,
+    }
+
+
 async def test_async_calls_carry_frames_larger_than_a_pipe_and_refusals_stay_typed():
     """The trio path (no worker thread) writes and reads frames well past a pipe's buffer,
     and an error reply is still the typed error; the enclave serves on afterwards."""
     with Enclave.start(["echo"]) as enclave:
         data = b"x" * 600_000
         task_id, offer_id = _task(b"large")
-        secret = TaskSecret.generate()
-        sealed, _ = seal_input(data, enclave.enc_key, task_id=task_id, secret=secret)
-        task = {
-            "task_id": task_id,
-            "offer_id": offer_id,
-            "engine_id": "echo",
-            "input_digest": secret.digest(data),
-            "sealed_input": sealed,
-            "client_result_key": secret.public_key,
-            "started_ms": 1,
-            "expires": NOW + 60,
-        }
+        secret, task = _echo_task(enclave, data, task_id, offer_id)
         encrypted, receipt = await enclave.execute_async(**task)
         assert _open(enclave, encrypted, receipt, secret, task_id, data) == data
         with pytest.raises(EnclaveError) as caught:
@@ -390,18 +395,7 @@ async def test_an_async_call_that_times_out_half_way_ends_the_enclave_process():
     with Enclave.start(["echo"]) as enclave:
         data = b"y" * 600_000
         task_id, offer_id = _task(b"timed out")
-        secret = TaskSecret.generate()
-        sealed, _ = seal_input(data, enclave.enc_key, task_id=task_id, secret=secret)
-        task = {
-            "task_id": task_id,
-            "offer_id": offer_id,
-            "engine_id": "echo",
-            "input_digest": secret.digest(data),
-            "sealed_input": sealed,
-            "client_result_key": secret.public_key,
-            "started_ms": 1,
-            "expires": NOW + 60,
-        }
+        _secret, task = _echo_task(enclave, data, task_id, offer_id)
         with pytest.raises(EnclaveError) as caught:
             await enclave.execute_async(**task, timeout_s=1e-6)
         assert caught.value.reason is EnclaveReason.TIMEOUT
