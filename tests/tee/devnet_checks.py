@@ -41,14 +41,21 @@ async def serves_verified_task(
         assert proof.node == node.peer_id and proof.tee_kind == kind
         assert not proof.simulated and "SIMULATED" not in result.summary()
         # Its peers verified its attestation (test roots) and the pinned image's engines.
+        # The first verdict may come before the node's first enclave-signed heartbeat
+        # reached ``boot`` (verified evidence, enclave not yet live): wait for a current one.
         with trio.fail_after(3 * EPOCH_S):
-            while boot.keeper.verdict_of(node.peer_id) is None:
+            while not _current(boot.keeper.verdict_of(node.peer_id)):
                 await trio.sleep(0.1)
         verdict = boot.keeper.verdict_of(node.peer_id)
-        assert verdict is not None and verdict.verified and verdict.tee_kind == kind
+        assert verdict is not None and verdict.verified, boot.keeper.not_live_reason(node.peer_id)
+        assert verdict.tee_kind == kind
         assert verdict.measurements == frozenset(node.enclave.engine_measurements.values())
         status = node.enclave.describe()
         assert status["kind"] == kind and status["measurement"] == measurement.hex()
         return verdict
     finally:
         await ctx.__aexit__(None, None, None)
+
+
+def _current(verdict: Any) -> bool:
+    return verdict is not None and verdict.verified
