@@ -594,10 +594,18 @@ class ViewKeeper:
         view digest names what was folded). Returns True when it folded."""
         if self.pairs.folded(epoch):
             return False
+        held = self.digests_of(epoch)
+        rows = count_rows(reconcile(held, epoch))
+        self.pairs.fold(epoch, rows, [d.record_id for d in held])
+        return True
+
+    def digests_of(self, epoch: int) -> list[SignedRecord]:
+        """The work and feedback digests held now that count for ``epoch`` (what
+        :meth:`fold_digests` reconciles; the ledger settles from the same rows)."""
         # batches are filed under their last epoch: those covering ``epoch`` end at most
         # work/feedback_max_epochs - 1 later (digest_lag waits for them); a longer one
         # breaks the network's rule and counts nowhere (the same on every peer)
-        held: list = []
+        held: list[SignedRecord] = []
         for kind in (WorkDigest.TYPE, FeedbackDigest.TYPE):
             most = self.params.digests.max_epochs(kind)
             for last in range(epoch, epoch + most):
@@ -606,9 +614,7 @@ class ViewKeeper:
                     for d in self.store.query(type=kind, epoch=last)
                     if d.record.covers(epoch) and d.record.span <= most  # type: ignore[attr-defined]
                 ]
-        rows = count_rows(reconcile(held, epoch))
-        self.pairs.fold(epoch, rows, [d.record_id for d in held])
-        return True
+        return held
 
     def _view_from_digests(self, epoch: int, book: PenaltyBook) -> View:
         """The view of ``epoch`` from folded digest count rows plus the node records (ads,

@@ -3,8 +3,11 @@
 Reads ``DIR/records.db`` (and ``DIR/node.toml``, when present, for the network and the
 attestation policy), takes the network's parameters (epoch length, ledger and reputation
 parameters) from its file like every peer, verifies attestations under the policy like the
-node's view does, and replays :func:`repp2p.ledger.replay`. Final balances (grace period
-over) and pending ones (provisional epochs included) are printed separately.
+node's view does, and replays :func:`repp2p.ledger.replay` over the per-task records, or,
+on a digest network (``reputation_source = "digests"``), settles from the digests held and
+the digest views rebuilt from them (:func:`repp2p.digest_ledger.digest_report`). Final
+balances (grace period over) and pending ones (provisional epochs included) are printed
+separately.
 """
 
 from __future__ import annotations
@@ -76,7 +79,8 @@ def _settings(args: argparse.Namespace) -> tuple[NetworkParams, Policy]:
 
 
 def compute_report(args: argparse.Namespace) -> tuple[LedgerReport, int]:
-    """Open the store, verify attestations, replay the ledger (exposed for tests)."""
+    """Open the store, verify attestations, replay the ledger (exposed for tests): from
+    per-task records, or from digests on a digest network."""
     from repp2p.store import SqliteRecordStore
     from repp2p.viewer import ViewKeeper
 
@@ -86,6 +90,15 @@ def compute_report(args: argparse.Namespace) -> tuple[LedgerReport, int]:
     params, policy = _settings(args)
     now = args.epoch * params.epoch_s if args.epoch is not None else int(time.time())
     store = SqliteRecordStore(db)
+    if params.reputation_source == "digests":
+        # a peer of a digest network holds only its own tasks' records: settle from the
+        # digests and the digest views every peer rebuilds alike
+        from repp2p.digest_ledger import digest_report
+
+        try:
+            return digest_report(store, policy, params, now=now), params.epoch_s
+        finally:
+            store.close()
     try:
         records = store.query()
         keeper = ViewKeeper(store, policy, params)

@@ -9,6 +9,8 @@ Public API::
     settle(state, evidence, table, penalties, *, epoch, params) -> Settlement
     LedgerState().apply(settlement) -> LedgerState                # the balance fold
     replay(records, attested, *, now, epoch_s, params) -> LedgerReport   # node / CLI path
+    replay_views(view_of, reconciliation_of, *, first_epoch, current_epoch, digest_lag)
+        -> LedgerReport                                           # digest networks
     digest_work_units(reconciliation, evidence, *, client_trust=None, lost=None) -> array
 
 No I/O, no clock, no floats in balances: every peer holding the same records settles the
@@ -17,7 +19,7 @@ same integer micro-REP amounts. docs/ledger.md has the rules.
 
 from repp2p.ledger.digest_work import digest_work_units
 from repp2p.ledger.params import MICRO, LedgerParams
-from repp2p.ledger.replay import LedgerReport, replay
+from repp2p.ledger.replay import DigestView, LedgerReport, replay, replay_views
 from repp2p.ledger.settle import (
     LedgerState,
     Settlement,
@@ -29,6 +31,7 @@ from repp2p.ledger.settle import (
 
 __all__ = [
     "MICRO",
+    "DigestView",
     "LedgerParams",
     "LedgerReport",
     "LedgerState",
@@ -36,6 +39,7 @@ __all__ = [
     "digest_work_units",
     "dispute_losses",
     "replay",
+    "replay_views",
     "settle",
     "slashes_for",
     "work_units",

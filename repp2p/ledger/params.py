@@ -68,10 +68,18 @@ class LedgerParams:
             return self.emission_micro >> halvings if halvings < 64 else 0
         return self.emission_micro
 
-    def is_final(self, epoch: int, current_epoch: int) -> bool:
-        """True when ``epoch`` is final as of ``current_epoch`` (grace period over)."""
-        return current_epoch >= self.settle_boundary(epoch)
+    def is_final(self, epoch: int, current_epoch: int, digest_lag: int = 0) -> bool:
+        """True when ``epoch`` is final as of ``current_epoch`` (grace period over; from
+        digests, also its rows folded: :meth:`settle_lag`)."""
+        return current_epoch >= self.settle_boundary(epoch, digest_lag)
 
-    def settle_boundary(self, epoch: int) -> int:
-        """The epoch boundary whose records settle ``epoch`` for good."""
-        return epoch + 1 + self.grace_epochs
+    def settle_boundary(self, epoch: int, digest_lag: int = 0) -> int:
+        """The epoch boundary whose records (or digest view) settle ``epoch`` for good."""
+        return epoch + self.settle_lag(digest_lag)
+
+    def settle_lag(self, digest_lag: int = 0) -> int:
+        """Epochs between an epoch and its final settlement: ``1 + grace_epochs`` from
+        per-task records; from digest rows ``max(1 + grace_epochs, digest_lag)``, since no
+        view counts an epoch's rows before ``digest_lag`` (``NetworkParams.digest_lag``;
+        docs/ledger.md, "Finality")."""
+        return max(1 + self.grace_epochs, digest_lag)

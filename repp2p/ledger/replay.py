@@ -7,12 +7,18 @@ when that boundary has passed; younger epochs are settled provisionally on the r
 of ``now``. Records of epochs at or after a boundary are left out of it (replaying history
 must not see the future). The penalty book is stepped at every boundary, as the matching view does.
 Any peer holding the same records and verdicts gets the same balances.
+
+``replay_views`` settles from digest views instead (a digest network, where a peer holds
+per-task records only of its own tasks): epoch ``e`` is settled on the view of boundary
+``e + max(1 + grace_epochs, digest_lag)`` (its quality table, penalty book and evidence),
+its work from ``e``'s reconciled digest rows, as the simulator does.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Protocol
 
 import numpy as np
 
@@ -170,3 +176,94 @@ def _digest_work(
     trust = table.client_trust if params.feedback_needs_trust else None
     recon = reconciliations.get(epoch, Reconciliation(epoch, (), ()))
     return digest_work_units(recon, evidence, client_trust=trust, lost=table.receipt_lost)
+
+
+class DigestView(Protocol):
+    """What :func:`replay_views` reads of a digest view (``repp2p.matching.View`` has it):
+    the evidence it scored, its quality table and its penalty book."""
+
+    @property
+    def evidence(self) -> Evidence: ...
+
+    @property
+    def reputation(self) -> ReputationTable: ...
+
+    @property
+    def penalties(self) -> PenaltyBook: ...
+
+
+def replay_views(
+    view_of: Callable[[int], DigestView],
+    reconciliation_of: Callable[[int], Reconciliation],
+    *,
+    first_epoch: int,
+    current_epoch: int,
+    digest_lag: int,
+    params: LedgerParams | None = None,
+    reputation_params: ReputationParams | None = None,
+    last_epoch: int | None = None,
+) -> LedgerReport:
+    """Settle from digest views and reconciled digest rows (a digest network's ledger).
+
+    Epoch ``e`` is final once ``current_epoch >= e + lag``, ``lag =
+    params.settle_lag(digest_lag) = max(1 + grace_epochs, digest_lag)``: it is settled on
+    the view of boundary ``e + lag`` (quality table, penalty book and the evidence it
+    scored: node records, folded rows, disputed tasks), its work from ``e``'s rows
+    (:func:`digest_work_units`, with the view's client trust and lost receipts), exactly
+    as the simulator settles on its digest views. Younger epochs up to ``current_epoch -
+    1`` are settled provisionally on the view of ``current_epoch`` with the rows held now.
+
+    Args:
+        view_of: the digest view of a boundary epoch; called with non-decreasing epochs
+            (a keeper building views in order steps its penalty book epoch by epoch).
+        reconciliation_of: an epoch's reconciled pair rows (an empty
+            :class:`~repp2p.digests.Reconciliation` when none are held).
+        first_epoch: the first epoch to settle (e.g. the earliest digest held).
+        current_epoch: the epoch now; epochs before it are settled.
+        digest_lag: the network's ``digest_lag``.
+        params, reputation_params: network parameters.
+        last_epoch: last epoch to settle (default ``current_epoch - 1``).
+
+    Returns:
+        A :class:`LedgerReport` (the same shape as :func:`replay`'s).
+    """
+    lp = params or LedgerParams()
+    rp = reputation_params or ReputationParams()
+    current = current_epoch
+    last = current - 1 if last_epoch is None else min(last_epoch, current - 1)
+    state = LedgerState()
+    settlements: list[Settlement] = []
+    e = first_epoch
+
+    def one(state: LedgerState, view: DigestView, epoch: int, final: bool) -> Settlement:
+        table = view.reputation
+        trust = table.client_trust if lp.feedback_needs_trust else None
+        work = digest_work_units(
+            reconciliation_of(epoch), view.evidence, client_trust=trust, lost=table.receipt_lost
+        )
+        return settle(
+            state,
+            view.evidence,
+            table,
+            view.penalties,
+            epoch=epoch,
+            params=lp,
+            reputation_params=rp,
+            final=final,
+            work=work,
+        )
+
+    while e <= last and lp.is_final(e, current, digest_lag):
+        s = one(state, view_of(lp.settle_boundary(e, digest_lag)), e, True)
+        state = state.apply(s)
+        settlements.append(s)
+        e += 1
+    final = state
+    if e <= last:
+        view = view_of(current)
+        while e <= last:
+            s = one(state, view, e, False)
+            state = state.apply(s)
+            settlements.append(s)
+            e += 1
+    return LedgerReport(current, final, state, tuple(settlements))

@@ -1,0 +1,222 @@
+"""``repp2p ledger`` on a digest network: it settles from the digests and the digest views a
+peer holds there (no per-task records of others' tasks), and on an honest history pays
+what the records path pays from the per-task records."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from repp2p.attestation import SimulatedEnclave
+from repp2p.cli import ledger as ledger_cli
+from repp2p.digests import build_feedback, build_work
+from repp2p.matching import beacon
+from repp2p.network_params import BOOTSTRAP_DIR, NetworkParams
+from repp2p.records import Attestation, sign
+from repp2p.store import SqliteRecordStore
+from repp2p.tee.measurement import enclave_measurement, runtime_measurement
+from repp2p.testing import factories
+
+EPOCH_S = 10
+BASE = factories.NOW // EPOCH_S  # the first epoch with tasks
+EPOCHS = 6
+NOW = (BASE + EPOCHS + 12) * EPOCH_S
+FAR = factories.far_future(NOW)
+NODES = [factories.identity(f"ledger-node-{i}") for i in range(3)]
+CLIENTS = [factories.identity(f"ledger-client-{i}") for i in range(3)]
+DIGESTS = NetworkParams.load("dev").replace(reputation_source="digests")
+
+
+def _node_records(node) -> list:
+    """An ad, a simulated attestation that verifies under the dev policy, and enclave-signed
+    heartbeats of every epoch up to the latest report (the node stays live)."""
+    ad = dataclasses.replace(factories.sample_records(now=NOW)[0], expires=FAR)
+    epoch = BASE - 2
+    enc_key = factories.digest(f"enc/{node.peer_id}")
+    result_key = bytes(factories.enclave_key(node.peer_id).verify_key)
+    wanted = {e.engine_id: e.measurement for e in ad.engines}
+    enclave = SimulatedEnclave(
+        seed=factories.digest(f"seed/{node.peer_id}"),
+        measurement=enclave_measurement(wanted, runtime_measurement()),
+    )
+    at = epoch * EPOCH_S + 1
+    attestation = Attestation(
+        tee_kind="simulated",
+        evidence=enclave.attest(node.peer_id, enc_key, result_key, epoch, beacon(epoch), at),
+        collateral=b"",
+        gpu_evidence=b"",
+        enc_key=enc_key,
+        result_key=result_key,
+        epoch=epoch,
+        nonce=beacon(epoch),
+        seq=1,
+        expires=FAR,
+    )
+    beats = [
+        factories.live_heartbeat(node, e, seq=e, expires=FAR)
+        for e in range(BASE - 4, BASE + EPOCHS + 14)
+    ]
+    return [sign(ad, node), sign(attestation, node), *beats]
+
+
+def _history(per_node) -> tuple[list, list]:
+    """``(task records, signed digests)`` of an honest history: in each epoch ``e`` node
+    ``n`` serves ``per_node(e, n)`` tasks of the clients in turn, all delivered and
+    accepted; every party publishes its digests."""
+    tasks, digests = [], []
+    for e in range(BASE, BASE + EPOCHS):
+        epoch_records = []
+        for n, node in enumerate(NODES):
+            for i in range(per_node(e - BASE, n)):
+                client = CLIENTS[(i + n + e) % len(CLIENTS)]
+                label = f"{e}/{n}/{i}"
+                epoch_records += factories.task_records(client, node, e, label, expires=FAR).all()
+        tasks += epoch_records
+        for who, build in [(n, build_work) for n in NODES] + [(c, build_feedback) for c in CLIENTS]:
+            for part in build(who.peer_id, epoch_records, e, expires=FAR):
+                digests.append(sign(part.digest, who))
+    return tasks, digests
+
+
+def _data_dir(folder: Path, records: list) -> Path:
+    folder.mkdir()
+    store = SqliteRecordStore(folder / "records.db")
+    outcomes = store.put_many(records, now=NOW)
+    assert all(o.value == "new" for o in outcomes), outcomes
+    store.close()
+    return folder
+
+
+def _network_file(folder: Path, source: str, extra: str = "") -> Path:
+    """The dev network's file with ``reputation_source``, next to its policy."""
+    folder.mkdir(exist_ok=True)
+    (folder / "policy-dev.toml").write_bytes((BOOTSTRAP_DIR / "policy-dev.toml").read_bytes())
+    path = folder / f"{source}.toml"
+    path.write_text(
+        f'epoch_s = {EPOCH_S}\npolicy = "policy-dev.toml"\nreputation_source = "{source}"\n' + extra
+    )
+    return path
+
+
+def _report(data_dir: Path, network: Path, epoch: int):
+    args = argparse.Namespace(
+        data_dir=data_dir,
+        epoch=epoch,
+        network="dev",
+        network_file=network,
+        policy=None,
+        epoch_s=None,
+        grace_epochs=None,
+    )
+    report, epoch_s = ledger_cli.compute_report(args)
+    assert epoch_s == EPOCH_S
+    return report
+
+
+def _both(tmp_path, per_node, ledger_toml: str = ""):
+    """``(records report, digests report)``: the records path on
+    a store holding every task record, the digest path on one holding only node records
+    and digests (what a digest network's peer holds), both final through the same epoch."""
+    tasks, digests = _history(per_node)
+    nodes = [r for n in NODES for r in _node_records(n)]
+    by_records_dir = _data_dir(tmp_path / "records", nodes + tasks)
+    by_digests_dir = _data_dir(tmp_path / "digests", nodes + digests)
+    extra = f"[ledger]\n{ledger_toml}" if ledger_toml else ""
+    records_net = _network_file(tmp_path / "net", "records", extra)
+    digests_net = _network_file(tmp_path / "net", "digests", extra)
+    lp = NetworkParams.load("dev", digests_net).ledger
+    lag = lp.settle_lag(DIGESTS.digest_lag)
+    assert lag == DIGESTS.digest_lag == 6 > 1 + lp.grace_epochs  # the rows come later
+    last = BASE + EPOCHS - 1
+    by_records = _report(by_records_dir, records_net, last + 1 + lp.grace_epochs)
+    by_digests = _report(by_digests_dir, digests_net, last + lag)
+    assert by_records.final.epoch == by_digests.final.epoch == BASE + EPOCHS - 1
+    return by_records, by_digests
+
+
+def _work(report) -> list:
+    return [(s.epoch, s.work) for s in report.settlements if s.final]
+
+
+def test_on_an_honest_history_the_digest_report_pays_what_the_records_report_pays(tmp_path):
+    # every node serves as many tasks as the others each epoch: the same quality on both
+    # paths, so the same work gives the same payouts to the micro-REP
+    by_records, by_digests = _both(tmp_path, lambda e, n: 2 + e % 3)
+    assert _work(by_digests) == _work(by_records)
+    assert all(len(w) == len(NODES) for _e, w in _work(by_records))  # everybody worked
+    final = [s for s in by_digests.settlements if s.final]
+    assert [s.digest for s in final] == [
+        s.digest for s in by_records.settlements if s.epoch <= by_records.final.epoch
+    ]
+    assert by_digests.final.balances == by_records.final.balances
+    assert by_digests.final.digest == by_records.final.digest
+    assert set(by_digests.final.balances) == {n.peer_id for n in NODES}
+    assert by_digests.final.supply > 0
+
+
+def test_uneven_work_is_paid_alike_when_payouts_weigh_work_alone(tmp_path):
+    # node 0 serves three times what node 2 does; with quality_exponent = 0 a payout is
+    # the node's share of the backed work, which both paths count the same
+    by_records, by_digests = _both(
+        tmp_path, lambda e, n: (3 - n) * (1 + e % 2), "quality_exponent = 0\n"
+    )
+    assert _work(by_digests) == _work(by_records)
+    assert by_digests.final.balances == by_records.final.balances
+    balances = by_digests.final.balances
+    # three times the work, three times the REP (up to each epoch's floor)
+    assert abs(balances[NODES[0].peer_id] - 3 * balances[NODES[2].peer_id]) <= 3 * EPOCHS
+
+
+def test_a_digest_peer_without_the_task_records_is_paid_by_the_digest_path_only(tmp_path):
+    # The digest store holds no per-task record: replaying records (the records path) on
+    # it pays nobody, which is what the tool did on digest networks before
+    _by_records, by_digests = _both(tmp_path, lambda e, n: 2)
+    records_net = tmp_path / "net" / "records.toml"
+    blind = _report(tmp_path / "digests", records_net, by_digests.current_epoch)
+    assert blind.final.supply == 0 and by_digests.final.supply > 0
+
+
+def test_the_json_report_on_a_digest_network(tmp_path, capsys):
+    _by_records, by_digests = _both(tmp_path, lambda e, n: 1 + n)
+    parser = argparse.ArgumentParser(prog="repp2p")
+    ledger_cli.add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(
+        [
+            "ledger",
+            "--data-dir",
+            str(tmp_path / "digests"),
+            "--epoch",
+            str(by_digests.current_epoch),
+            "--network",
+            "dev",
+            "--network-file",
+            str(tmp_path / "net" / "digests.toml"),
+            "--json",
+        ]
+    )
+    assert args.func(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["final_through_epoch"] == BASE + EPOCHS - 1
+    paid = {p: b["final"] for p, b in out["balances"].items()}
+    assert paid == dict(by_digests.final.balances)
+    # node 2 served three times node 0's tasks, at the same quality
+    assert paid[NODES[2].peer_id] > paid[NODES[1].peer_id] > paid[NODES[0].peer_id] > 0
+    # the epochs whose rows are not folded yet are provisional, settled on the current view
+    pending = [s for s in out["settlements"] if not s["final"]]
+    assert [s["epoch"] for s in pending] == list(range(BASE + EPOCHS, by_digests.current_epoch))
+
+
+@pytest.mark.parametrize("grace", [0, 9])
+def test_an_epoch_is_final_at_the_later_of_its_grace_and_the_digest_lag(tmp_path, grace):
+    _tasks, digests = _history(lambda e, n: 1)
+    nodes = [r for n in NODES for r in _node_records(n)]
+    data = _data_dir(tmp_path / "digests", nodes + digests)
+    net = _network_file(tmp_path / "net", "digests", f"[ledger]\ngrace_epochs = {grace}\n")
+    lag = max(1 + grace, DIGESTS.digest_lag)
+    last = BASE + EPOCHS - 1
+    assert _report(data, net, last + lag).final.epoch == last
+    assert _report(data, net, last + lag - 1).final.epoch == last - 1
