@@ -35,7 +35,7 @@ from repp2p.records import (
     SignedRecord,
     WorkDigest,
 )
-from repp2p.reputation import AttestedNode
+from repp2p.reputation import AttestedNode, Offence
 from repp2p.store import RecordStoreAPI
 from repp2p.viewer import ViewKeeper
 
@@ -59,36 +59,104 @@ class _FixedVerdictKeeper(ViewKeeper):
 
     def __init__(
         self,
-        store: RecordStoreAPI,
+        store: RecordStoreAPI | HeldRecords,
         policy: Policy,
         params: NetworkParams,
         verdicts: Mapping[str, AttestedNode],
     ) -> None:
-        super().__init__(store, policy, params)
+        super().__init__(store, policy, params)  # type: ignore[arg-type]
         self._fixed = dict(verdicts)
 
     def verdicts(self, records: Iterable[SignedRecord], now: int) -> dict[str, AttestedNode]:
         return dict(self._fixed)
 
 
-def ledger_records(store: RecordStoreAPI) -> list[SignedRecord]:
-    """What :func:`digest_report` reads from ``store``: the node records and digests, and
-    both halves of each equivocation of them (a copy to replay elsewhere, e.g. in a worker
-    thread on an in-memory store)."""
-    held = [r for t in LEDGER_TYPES for r in store.query(type=t)]
-    held += [r for pair in store.equivocations() for r in pair if r.type in LEDGER_TYPES]
-    return held
+class HeldRecords:
+    """A read-only copy of what :func:`digest_report` reads from a store: the node records
+    and digests, and the equivocations among them. Made on the store's thread (a node's
+    sqlite connection belongs to its event loop), replayed on another (the explorer's
+    worker thread). Answers the two store reads a digest view makes."""
+
+    def __init__(self, store: RecordStoreAPI) -> None:
+        self._by_type = {t: store.query(type=t) for t in LEDGER_TYPES}
+        self._pairs = [p for p in store.equivocations() if p[0].type in LEDGER_TYPES]
+
+    def query(
+        self,
+        *,
+        type: str | None = None,
+        signer: str | None = None,
+        epoch: int | None = None,
+        limit: int | None = None,
+        slot: bytes | None = None,
+    ) -> list[SignedRecord]:
+        """The held records matching every given filter, by record ID (the store's
+        ``query``; a batch digest's epoch is its last, as the store files it)."""
+        if type is None:
+            found = sorted(
+                (r for rs in self._by_type.values() for r in rs), key=lambda r: r.record_id
+            )
+        else:
+            found = self._by_type.get(type, [])
+        out = [
+            r
+            for r in found
+            if (signer is None or r.signer == signer)
+            and (epoch is None or r.record.epoch_of() == epoch)
+            and (slot is None or r.record.slot() == slot)
+        ]
+        return out if limit is None else out[:limit]
+
+    def equivocations(self) -> list[tuple[SignedRecord, SignedRecord]]:
+        """Both records of each equivocation among the held types."""
+        return list(self._pairs)
+
+
+class HeldProofs:
+    """A copy of a keeper's dispute and offence proofs, with the two interfaces a digest
+    view reads (``records(lo, hi)`` of the disputes, ``offences(upto_epoch)``): made on the
+    event loop from the node's books, read by a replay elsewhere. Never pruned (a copy).
+
+    Args:
+        disputes: ``(offer epoch, its records)`` per dispute held.
+        offences: the verified offences held (the reputation core's ``Offence``, with the
+            digest's epoch).
+    """
+
+    def __init__(
+        self, disputes: Iterable[tuple[int, list[SignedRecord]]], offences: Iterable[Offence]
+    ) -> None:
+        self._disputes = list(disputes)
+        self._offences = list(offences)
+
+    @classmethod
+    def of(cls, keeper: ViewKeeper) -> HeldProofs:
+        """What ``keeper``'s dispute and offence books hold now."""
+        disputes = []
+        if keeper.disputes is not None:
+            disputes = [(d.epoch, d.records()) for d in keeper.disputes.held(-(2**62), 2**62)]
+        offences = keeper.offences.offences(2**62) if keeper.offences is not None else []
+        return cls(disputes, offences)
+
+    def records(self, lo: int, hi: int) -> list[SignedRecord]:
+        return [r for e, records in self._disputes if lo <= e <= hi for r in records]
+
+    def offences(self, upto_epoch: int) -> list[Offence]:
+        found = [o for o in self._offences if o.epoch is not None and o.epoch <= upto_epoch]
+        return sorted(found, key=lambda o: (o.peer_id, o.kind, o.record_ids))
+
+    def prune(self, current_epoch: int) -> int:
+        return 0
 
 
 def digest_report(
-    store: RecordStoreAPI,
+    store: RecordStoreAPI | HeldRecords,
     policy: Policy,
     params: NetworkParams,
     *,
     now: int,
     verdicts: Mapping[str, AttestedNode] | None = None,
-    disputes: object = None,
-    offences: object = None,
+    proofs: HeldProofs | None = None,
 ) -> LedgerReport:
     """Balances of a digest network from ``store`` as of unix time ``now``.
 
@@ -97,14 +165,14 @@ def digest_report(
     (:func:`repp2p.ledger.replay_views`).
 
     Args:
-        store: the peer's record store (read only).
+        store: the peer's record store (read only), or a :class:`HeldRecords` copy.
         policy: the network's attestation policy.
         params: the network's parameters (``reputation_source`` should be ``"digests"``).
         now: unix seconds; epochs before ``now // epoch_s`` are settled.
         verdicts: attestation verdicts to judge every view with (a node's explorer passes
             its current view's); None: judged now from the store's node records.
-        disputes, offences: the dispute and offence proofs held (the keeper's
-            ``disputes`` / ``offences`` interface); None: none counted.
+        proofs: the dispute and offence proofs to count (a node's, copied by
+            :meth:`HeldProofs.of`); None: none (``repp2p ledger`` reads no proof books).
 
     Returns:
         The :class:`~repp2p.ledger.LedgerReport`.
@@ -112,14 +180,13 @@ def digest_report(
     epoch_s = params.epoch_s
     current = now // epoch_s
     if verdicts is None:
-        judge = ViewKeeper(store, policy, params)
+        judge = ViewKeeper(store, policy, params)  # type: ignore[arg-type]
         node_records = [
             r for t in (NodeAd.TYPE, Attestation.TYPE, Heartbeat.TYPE) for r in store.query(type=t)
         ]
         verdicts = judge.verdicts(node_records, now)
-    keeper = _FixedVerdictKeeper(store, policy, params, verdicts)
-    keeper.disputes = disputes
-    keeper.offences = offences
+    keeper = _FixedVerdictKeeper(store, policy, params, verdicts)  # type: ignore[arg-type]
+    keeper.disputes = keeper.offences = proofs
     firsts = [
         d.record.epoch  # type: ignore[attr-defined]
         for t in (WorkDigest.TYPE, FeedbackDigest.TYPE)
@@ -145,4 +212,4 @@ def digest_report(
     )
 
 
-__all__ = ["LEDGER_TYPES", "digest_report", "ledger_records"]
+__all__ = ["LEDGER_TYPES", "HeldProofs", "HeldRecords", "digest_report"]

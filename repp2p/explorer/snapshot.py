@@ -34,11 +34,13 @@ from typing import Any
 import numpy as np
 import trio
 
-from repp2p.attestation import SIMULATED_LABEL, VerificationCache, verify_node
+from repp2p.attestation import SIMULATED_LABEL, Policy, VerificationCache, verify_node
 from repp2p.clock import ClockAPI
+from repp2p.digest_ledger import HeldProofs, HeldRecords, digest_report
 from repp2p.errors import AttestationError, ReppError, StoreError
-from repp2p.ledger import MICRO, LedgerParams, replay
+from repp2p.ledger import MICRO, LedgerParams, LedgerReport, replay
 from repp2p.matching import View
+from repp2p.network_params import NetworkParams
 from repp2p.records import RECORD_TYPES, Attestation, FeedbackDigest, SignedRecord, WorkDigest
 from repp2p.reputation import AttestedNode, ReputationParams
 from repp2p.reputation.evidence import OUTCOME_CODES
@@ -134,7 +136,8 @@ class Explorer:
         for peer in self._unexplained(view):
             self._refusal(view, peer)
         if self._ledger and self.rep_epoch != view.epoch:
-            self._balances = (view.epoch, _rep_figures(*self._rep_inputs(view)))
+            figures, inputs = self._rep_inputs(view)
+            self._balances = (view.epoch, figures(*inputs))
 
     async def refresh_async(self) -> None:
         """:meth:`refresh` for the event loop: refusal reasons are found a few nodes at a
@@ -149,9 +152,8 @@ class Explorer:
                 await trio.sleep(0)
         if not self._ledger or self.rep_epoch == view.epoch:
             return
-        inputs = self._rep_inputs(view)
-        figures = await trio.to_thread.run_sync(_rep_figures, *inputs)
-        self._balances = (view.epoch, figures)
+        figures, inputs = self._rep_inputs(view)
+        self._balances = (view.epoch, await trio.to_thread.run_sync(figures, *inputs))
 
     def _unexplained(self, view: View) -> list[str]:
         """Nodes of ``view`` whose attestation did not verify and whose reason is not
@@ -358,19 +360,30 @@ class Explorer:
         self._reasons[key] = reason
         return reason
 
-    def _rep_inputs(self, view: View) -> tuple[Any, ...]:
-        """What the replay for ``view`` reads, copied from the store on the calling thread:
-        the records (and the other half of each equivocation), the view's verdicts, and
-        each offer's assigned ranks resolved now (the keeper's ranking reads its views and
-        its store, so the worker thread must not call it)."""
+    def _rep_inputs(self, view: View) -> tuple[Callable[..., dict[str, Any]], tuple[Any, ...]]:
+        """``(figures, inputs)``: the replay for ``view`` and what it reads, copied from the
+        store on the calling thread: the records (and the other half of each equivocation),
+        the view's verdicts, and each offer's assigned ranks resolved now (the keeper's
+        ranking reads its views and its store, so the worker thread must not call it). On a
+        digest network: the node records, digests and proofs the digest views read
+        (:class:`~repp2p.digest_ledger.HeldRecords`), settled from digests."""
+        params = self._keeper.params
+        if params.reputation_source == "digests":
+            # a digest network's peer holds only its own tasks' records: the ledger
+            # settles from the digests and digest views (docs/ledger.md)
+            held = HeldRecords(self._keeper.store)
+            proofs = HeldProofs.of(self._keeper)
+            verdicts = dict(view.evidence.verdicts)
+            policy = self._keeper.policy
+            return _digest_rep_figures, (held, proofs, verdicts, view.now, params, policy)
         store = self._keeper.store
         evidence = [r for pair in store.equivocations() for r in pair]
-        params = self._keeper.params
         records = store.query() + evidence
         verdicts = dict(view.evidence.verdicts)
         ranks_of = self._keeper.assignments(view.epoch + 1, records, verdicts)
         ranks = {s.record_id: ranks_of(s) for s in records if s.type == "TaskOffer"}
-        return records, verdicts, view.now, params.epoch_s, params.ledger, params.reputation, ranks
+        inputs = (records, verdicts, view.now, params.epoch_s, params.ledger, params.reputation)
+        return _rep_figures, (*inputs, ranks)
 
     # -- HTTP ------------------------------------------------------------------------------
 
@@ -414,6 +427,25 @@ def _rep_figures(
         reputation_params=reputation,
         assignments=lambda offer: ranks.get(offer.record_id),
     )
+    return _figures(report)
+
+
+def _digest_rep_figures(
+    held: HeldRecords,
+    proofs: HeldProofs,
+    verdicts: dict[str, AttestedNode],
+    now: int,
+    params: NetworkParams,
+    policy: Policy,
+) -> dict[str, Any]:
+    """:func:`_rep_figures` of a digest network: settled from the digests and digest views
+    (:func:`repp2p.digest_ledger.digest_report`) on the copies made on the event loop.
+    Pure on its arguments (safe in a worker thread)."""
+    return _figures(digest_report(held, policy, params, now=now, verdicts=verdicts, proofs=proofs))
+
+
+def _figures(report: LedgerReport) -> dict[str, Any]:
+    """The snapshot's ``rep`` summary and per-peer figures of a ledger report."""
     peers = set(report.final.balances) | set(report.pending.balances)
     return {
         "summary": {
