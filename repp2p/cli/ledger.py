@@ -140,6 +140,7 @@ def _ledger(args: argparse.Namespace) -> int:
                     "emission": s.emission,
                     "burned": s.burned,
                     "payouts": dict(s.payouts),
+                    "work": dict(s.work),
                     "slashes": [list(x) for x in s.slashes],
                     "digest": s.digest.hex(),
                 }

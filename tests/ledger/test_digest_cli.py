@@ -11,15 +11,19 @@ from pathlib import Path
 
 import pytest
 
-from repp2p.attestation import SimulatedEnclave
+from repp2p.attestation import SimulatedEnclave, load_policy
 from repp2p.cli import ledger as ledger_cli
+from repp2p.clock import ClockAPI
+from repp2p.digest_ledger import LEDGER_TYPES, HeldRecords
 from repp2p.digests import build_feedback, build_work
+from repp2p.explorer import Explorer
 from repp2p.matching import beacon
 from repp2p.network_params import BOOTSTRAP_DIR, NetworkParams
 from repp2p.records import Attestation, sign
 from repp2p.store import SqliteRecordStore
 from repp2p.tee.measurement import enclave_measurement, runtime_measurement
 from repp2p.testing import factories
+from repp2p.viewer import ViewKeeper
 
 EPOCH_S = 10
 BASE = factories.NOW // EPOCH_S  # the first epoch with tasks
@@ -220,3 +224,60 @@ def test_an_epoch_is_final_at_the_later_of_its_grace_and_the_digest_lag(tmp_path
     last = BASE + EPOCHS - 1
     assert _report(data, net, last + lag).final.epoch == last
     assert _report(data, net, last + lag - 1).final.epoch == last - 1
+
+
+class _Clock(ClockAPI):
+    def __init__(self, now: float) -> None:
+        self.at = now
+
+    def now(self) -> float:
+        return self.at
+
+    async def sleep_until(self, when: float) -> None:  # pragma: no cover - never waits
+        raise AssertionError("the explorer never waits here")
+
+
+def test_the_explorer_shows_the_digest_ledger_of_a_digest_network(tmp_path):
+    _by_records, by_digests = _both(tmp_path, lambda e, n: 1 + n)
+    epoch = by_digests.current_epoch
+    store = SqliteRecordStore(tmp_path / "digests" / "records.db")
+    params = NetworkParams.load("dev", tmp_path / "net" / "digests.toml")
+    assert params.reputation_source == "digests"
+    keeper = ViewKeeper(store, load_policy(BOOTSTRAP_DIR / "policy-dev.toml"), params)
+    explorer = Explorer(keeper, _Clock(epoch * EPOCH_S + 3), peer_id=NODES[0].peer_id)
+    explorer.refresh()
+    snap = explorer.snapshot()
+    assert (snap["rep_status"], snap["rep_epoch"]) == ("ready", epoch)
+    assert snap["rep"]["final_through_epoch"] == BASE + EPOCHS - 1
+    rows = {row["peer_id"]: row["rep"] for row in snap["nodes"]}
+    assert set(rows) == {n.peer_id for n in NODES}
+    # the view's verdicts (judged at its boundary) and the CLI's (judged at --epoch) agree
+    # here, so the explorer shows what `repp2p ledger` prints
+    assert {p: r["final"] for p, r in rows.items()} == {
+        n.peer_id: by_digests.final.balance(n.peer_id) for n in NODES
+    }
+    assert snap["rep"]["final_supply"] == by_digests.final.supply > 0
+    assert rows[NODES[2].peer_id]["final"] > rows[NODES[0].peer_id]["final"] > 0
+    store.close()
+
+
+def test_held_records_answer_the_digest_views_reads_as_the_store_does(tmp_path):
+    _tasks, digests = _history(lambda e, n: 2)
+    nodes = [r for n in NODES for r in _node_records(n)]
+    store = SqliteRecordStore(tmp_path / "records.db")
+    store.put_many(nodes + digests, now=NOW)
+    # an equivocating heartbeat: its evidence is copied too
+    twin = factories.live_heartbeat(NODES[1], BASE + 2, seq=BASE + 2, load=3, expires=FAR)
+    store.put(twin, now=NOW)
+    held = HeldRecords(store)
+    for t in LEDGER_TYPES:
+        assert held.query(type=t) == store.query(type=t)
+        for e in (BASE, BASE + 3, BASE + 40):
+            assert held.query(type=t, epoch=e) == store.query(type=t, epoch=e)
+    signer = NODES[2].peer_id
+    assert held.query(type="Heartbeat", signer=signer, limit=2) == store.query(
+        type="Heartbeat", signer=signer, limit=2
+    )
+    assert held.query() == store.query()
+    assert held.equivocations() == store.equivocations() != []
+    store.close()
