@@ -21,9 +21,13 @@ epochs count by its attestation's standing now.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from repp2p.digests import reconcile
+from repp2p.digests.disputes import check_dispute_proof, decode_dispute
+from repp2p.digests.proofs import verify_bytes
+from repp2p.errors import ProofError
 from repp2p.ledger import LedgerReport, replay_views
 from repp2p.matching import View
 from repp2p.network_params import NetworkParams
@@ -137,6 +141,39 @@ class HeldProofs:
             disputes = [(d.epoch, d.records()) for d in keeper.disputes.held(-(2**62), 2**62)]
         offences = keeper.offences.offences(2**62) if keeper.offences is not None else []
         return cls(disputes, offences)
+
+    @classmethod
+    def load(cls, data_dir: Path, now: int) -> HeldProofs:
+        """The dispute and offence proofs a node keeps in ``data_dir`` (``disputes/`` and
+        ``offences/``, one CBOR file each), checked again as the node checks them when it
+        starts (shape and signatures; offences fully verified): read only, so a file that
+        does not check is skipped here (the node itself drops it)."""
+        # lazy: importing repp2p.node runs its package, which imports the node, whose
+        # explorer imports this module
+        from repp2p.node.offences import as_view_offence
+
+        disputes: dict[bytes, tuple[int, list[SignedRecord]]] = {}
+        for path in sorted((data_dir / "disputes").glob("*.cbor")):
+            try:
+                checked = check_dispute_proof(
+                    decode_dispute(path.read_bytes()),
+                    now=now,
+                    epochs=(0, 2**63),
+                    verdict_of=None,
+                    ranks_of=None,
+                )
+            except (OSError, ProofError):
+                continue
+            disputes[checked.offer_id] = (checked.epoch, checked.records())
+        offences: dict[tuple[str, str, int], Offence] = {}
+        for path in sorted((data_dir / "offences").glob("*.cbor")):
+            try:
+                proven = verify_bytes(path.read_bytes(), now)
+            except (OSError, ProofError):
+                continue
+            key = (proven.offender, proven.kind.value, proven.epoch)
+            offences.setdefault(key, as_view_offence(proven))  # one per key, as the book
+        return cls([disputes[k] for k in sorted(disputes)], offences.values())
 
     def records(self, lo: int, hi: int) -> list[SignedRecord]:
         return [r for e, records in self._disputes if lo <= e <= hi for r in records]

@@ -93,10 +93,12 @@ def compute_report(args: argparse.Namespace) -> tuple[LedgerReport, int]:
     if params.reputation_source == "digests":
         # a peer of a digest network holds only its own tasks' records: settle from the
         # digests and the digest views every peer rebuilds alike
-        from repp2p.digest_ledger import digest_report
+        from repp2p.digest_ledger import HeldProofs, digest_report
 
+        # the dispute and offence proofs the node keeps count as in its views
+        proofs = HeldProofs.load(args.data_dir, now)
         try:
-            return digest_report(store, policy, params, now=now), params.epoch_s
+            return digest_report(store, policy, params, now=now, proofs=proofs), params.epoch_s
         finally:
             store.close()
     try:

@@ -14,8 +14,8 @@ import pytest
 from repp2p.attestation import SimulatedEnclave, load_policy
 from repp2p.cli import ledger as ledger_cli
 from repp2p.clock import ClockAPI
-from repp2p.digest_ledger import LEDGER_TYPES, HeldRecords
-from repp2p.digests import build_feedback, build_work
+from repp2p.digest_ledger import LEDGER_TYPES, HeldProofs, HeldRecords, digest_report
+from repp2p.digests import build_feedback, build_work, conflict_proof
 from repp2p.explorer import Explorer
 from repp2p.matching import beacon
 from repp2p.network_params import BOOTSTRAP_DIR, NetworkParams
@@ -280,4 +280,45 @@ def test_held_records_answer_the_digest_views_reads_as_the_store_does(tmp_path):
     )
     assert held.query() == store.query()
     assert held.equivocations() == store.equivocations() != []
+    store.close()
+
+
+def test_the_cli_counts_the_offence_proofs_its_node_keeps(tmp_path):
+    # node 0 signed two different work digests of one epoch: the conflict proof the node
+    # keeps in its data folder makes it an offender in the digest view of E + horizon + 1,
+    # and the settlement on that view burns its balance (offence_slash_pct, 100%)
+    _both(tmp_path, lambda e, n: 2)
+    cheat, epoch = NODES[0], BASE + 1
+    tasks = [factories.task_records(c, cheat, epoch, f"x{i}") for i, c in enumerate(CLIENTS)]
+    records = [r for t in tasks for r in t.all()]
+    (full,) = build_work(cheat.peer_id, records, epoch, expires=FAR)
+    (fewer,) = build_work(cheat.peer_id, records[:4], epoch, expires=FAR)
+    proof = conflict_proof(sign(full.digest, cheat), sign(fewer.digest, cheat)).encode()
+    horizon = DIGESTS.digests.audit_horizon_epochs
+    charged_at = epoch + horizon + 1  # the first view that counts it
+    data, net = tmp_path / "digests", tmp_path / "net" / "digests.toml"
+    before = _report(data, net, charged_at + 2)
+    assert before.final.balance(cheat.peer_id) > 0
+    (data / "offences").mkdir()
+    (data / "offences" / "proof.cbor").write_bytes(proof)
+    (data / "offences" / "junk.cbor").write_bytes(b"not a proof")  # skipped, and kept
+    after = _report(data, net, charged_at + 2)
+    slashes = [x for s in after.settlements for x in s.slashes]
+    assert [(p, why) for p, why, _a in slashes] == [(cheat.peer_id, "offence")]
+    assert slashes[0][2] == before.final.balance(cheat.peer_id)
+    (settled,) = [s for s in after.settlements if s.slashes]
+    assert settled.epoch + DIGESTS.digest_lag == charged_at  # slashed on that view
+    assert after.final.balance(cheat.peer_id) == 0
+    for honest in NODES[1:]:
+        assert after.final.balance(honest.peer_id) == before.final.balance(honest.peer_id)
+    assert (data / "offences" / "junk.cbor").exists()
+    # without the node's books (the explorer passes its own), nothing is counted
+    params = NetworkParams.load("dev", net)
+    store = SqliteRecordStore(data / "records.db")
+    policy = load_policy(BOOTSTRAP_DIR / "policy-dev.toml")
+    now = (charged_at + 2) * EPOCH_S
+    assert digest_report(store, policy, params, now=now).final.digest == before.final.digest
+    proofs = HeldProofs.load(data, now)
+    held = digest_report(store, policy, params, now=now, proofs=proofs)
+    assert held.final.digest == after.final.digest
     store.close()
