@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import dataclasses
 
-from repp2p.attestation import SimulatedEnclave, load_policy
+from repp2p.attestation import load_policy
 from repp2p.config import BOOTSTRAP_DIR
 from repp2p.matching import MatchingParams, beacon
 from repp2p.network_params import NetworkParams
-from repp2p.records import Attestation, sign
+from repp2p.records import sign
 from repp2p.reputation import collect
 from repp2p.store import SqliteRecordStore
-from repp2p.tee.measurement import enclave_measurement, runtime_measurement
 from repp2p.testing import factories
 from repp2p.viewer import ViewKeeper, before_epoch
 
@@ -30,23 +29,12 @@ NODES = [factories.identity(f"n{i}") for i in range(3)]
 
 def _attestation(identity, epoch: int, result_key: bytes):
     ad = dataclasses.replace(factories.sample_records(now=NOW)[0], expires=FAR)
-    wanted = {e.engine_id: e.measurement for e in ad.engines}
-    enclave = SimulatedEnclave(
-        seed=factories.digest("seed/" + identity.peer_id),
-        measurement=enclave_measurement(wanted, runtime_measurement()),
-    )
-    enc_key = factories.digest("enc/" + identity.peer_id)
-    now = epoch * PARAMS.epoch_s + 1
-    evidence = enclave.attest(identity.peer_id, enc_key, result_key, epoch, beacon(epoch), now)
-    att = Attestation(
-        tee_kind="simulated",
-        evidence=evidence,
-        collateral=b"",
-        gpu_evidence=b"",
-        enc_key=enc_key,
+    att = factories.simulated_attestation(
+        identity,
+        ad,
+        epoch,
+        at=epoch * PARAMS.epoch_s + 1,
         result_key=result_key,
-        epoch=epoch,
-        nonce=beacon(epoch),
         seq=epoch,
         expires=FAR,
     )

@@ -264,6 +264,56 @@ def live_heartbeat(
     return sign(record, node)
 
 
+def simulated_attestation(
+    node: Identity,
+    ad: NodeAd,
+    epoch: int,
+    *,
+    at: int | None = None,
+    result_key: bytes | None = None,
+    seq: int = 1,
+    expires: int | None = None,
+) -> Attestation:
+    """A SIMULATED-TEE ``Attestation`` of ``node`` bound to ``epoch`` that verifies under
+    the dev policy and establishes ``ad``'s engines (its measurement is this runtime's
+    enclave measurement of them). Development only: no real security.
+
+    Args:
+        node: the attested node.
+        ad: its ad (the engines the enclave measurement covers).
+        epoch: the binding epoch (the evidence's nonce is its beacon).
+        at: unix seconds the evidence is signed at (default: :data:`NOW`).
+        result_key: the enclave's result key (default: :func:`enclave_key`'s, which signs
+            the receipts of :func:`task_records` and :func:`live_heartbeat`).
+        seq, expires: the record's (default expiry :func:`far_future`).
+    """
+    from repp2p.attestation import SimulatedEnclave
+    from repp2p.matching import beacon
+    from repp2p.tee.measurement import enclave_measurement, runtime_measurement
+
+    wanted = {e.engine_id: e.measurement for e in ad.engines}
+    enclave = SimulatedEnclave(
+        seed=digest("seed/" + node.peer_id),
+        measurement=enclave_measurement(wanted, runtime_measurement()),
+    )
+    enc_key = digest("enc/" + node.peer_id)
+    if result_key is None:
+        result_key = bytes(enclave_key(node.peer_id).verify_key)
+    at = NOW if at is None else at
+    return Attestation(
+        tee_kind="simulated",
+        evidence=enclave.attest(node.peer_id, enc_key, result_key, epoch, beacon(epoch), at),
+        collateral=b"",
+        gpu_evidence=b"",
+        enc_key=enc_key,
+        result_key=result_key,
+        epoch=epoch,
+        nonce=beacon(epoch),
+        seq=seq,
+        expires=far_future() if expires is None else expires,
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class TaskRecords:
     """The signed per-task records of one task between one client and one node."""

@@ -10,17 +10,15 @@ import threading
 import pytest
 import trio
 
-from repp2p.attestation import SIMULATED_LABEL, SimulatedEnclave, load_policy
+from repp2p.attestation import SIMULATED_LABEL, load_policy
 from repp2p.clock import ClockAPI
 from repp2p.config import BOOTSTRAP_DIR
 from repp2p.explorer import SNAPSHOT_VERSION, Explorer, ExplorerPending, page_html
 from repp2p.explorer import snapshot as snapshot_module
 from repp2p.explorer.snapshot import REASON_PENDING
-from repp2p.matching import beacon
 from repp2p.network_params import NetworkParams
 from repp2p.records import Attestation, sign
 from repp2p.store import SqliteRecordStore
-from repp2p.tee.measurement import enclave_measurement, runtime_measurement
 from repp2p.testing import factories
 from repp2p.viewer import ViewKeeper
 
@@ -48,24 +46,7 @@ def _attested(identity, now: int) -> list:
     epoch = now // DEV.epoch_s
     # the result key signs the factories' receipts; the measurement establishes the ad's
     # engines, so the node is eligible and ranked first for the tasks it claims
-    enc_key = factories.digest("enc/good")
-    result_key = bytes(factories.enclave_key(identity.peer_id).verify_key)
-    wanted = {e.engine_id: e.measurement for e in ad.engines}
-    measurement = enclave_measurement(wanted, runtime_measurement())
-    enclave = SimulatedEnclave(seed=factories.digest("seed/good"), measurement=measurement)
-    evidence = enclave.attest(identity.peer_id, enc_key, result_key, epoch, beacon(epoch), now)
-    attestation = Attestation(
-        tee_kind="simulated",
-        evidence=evidence,
-        collateral=b"",
-        gpu_evidence=b"",
-        enc_key=enc_key,
-        result_key=result_key,
-        epoch=epoch,
-        nonce=beacon(epoch),
-        seq=1,
-        expires=FAR,
-    )
+    attestation = factories.simulated_attestation(identity, ad, epoch, at=now, expires=FAR)
     # signed by its enclave: the views count the node only while it is live
     beats = [
         factories.live_heartbeat(identity, e, seq=e, expires=FAR) for e in range(EPOCH - 6, EPOCH)

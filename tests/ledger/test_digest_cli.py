@@ -11,17 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from repp2p.attestation import SimulatedEnclave, load_policy
+from repp2p.attestation import load_policy
 from repp2p.cli import ledger as ledger_cli
 from repp2p.clock import ClockAPI
 from repp2p.digest_ledger import LEDGER_TYPES, HeldProofs, HeldRecords, digest_report
 from repp2p.digests import build_feedback, build_work, conflict_proof
 from repp2p.explorer import Explorer
-from repp2p.matching import beacon
 from repp2p.network_params import BOOTSTRAP_DIR, NetworkParams
-from repp2p.records import Attestation, sign
+from repp2p.records import sign
 from repp2p.store import SqliteRecordStore
-from repp2p.tee.measurement import enclave_measurement, runtime_measurement
 from repp2p.testing import factories
 from repp2p.viewer import ViewKeeper
 
@@ -40,25 +38,8 @@ def _node_records(node) -> list:
     heartbeats of every epoch up to the latest report (the node stays live)."""
     ad = dataclasses.replace(factories.sample_records(now=NOW)[0], expires=FAR)
     epoch = BASE - 2
-    enc_key = factories.digest(f"enc/{node.peer_id}")
-    result_key = bytes(factories.enclave_key(node.peer_id).verify_key)
-    wanted = {e.engine_id: e.measurement for e in ad.engines}
-    enclave = SimulatedEnclave(
-        seed=factories.digest(f"seed/{node.peer_id}"),
-        measurement=enclave_measurement(wanted, runtime_measurement()),
-    )
-    at = epoch * EPOCH_S + 1
-    attestation = Attestation(
-        tee_kind="simulated",
-        evidence=enclave.attest(node.peer_id, enc_key, result_key, epoch, beacon(epoch), at),
-        collateral=b"",
-        gpu_evidence=b"",
-        enc_key=enc_key,
-        result_key=result_key,
-        epoch=epoch,
-        nonce=beacon(epoch),
-        seq=1,
-        expires=FAR,
+    attestation = factories.simulated_attestation(
+        node, ad, epoch, at=epoch * EPOCH_S + 1, expires=FAR
     )
     beats = [
         factories.live_heartbeat(node, e, seq=e, expires=FAR)
