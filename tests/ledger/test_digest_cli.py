@@ -13,7 +13,6 @@ import pytest
 
 from repp2p.attestation import load_policy
 from repp2p.cli import ledger as ledger_cli
-from repp2p.clock import ClockAPI
 from repp2p.digest_ledger import LEDGER_TYPES, HeldProofs, HeldRecords, digest_report
 from repp2p.digests import build_feedback, build_work, conflict_proof
 from repp2p.explorer import Explorer
@@ -22,6 +21,7 @@ from repp2p.records import sign
 from repp2p.store import SqliteRecordStore
 from repp2p.testing import factories
 from repp2p.viewer import ViewKeeper
+from tests.explorer.test_snapshot import FixedClock
 
 EPOCH_S = 10
 BASE = factories.NOW // EPOCH_S  # the first epoch with tasks
@@ -207,17 +207,6 @@ def test_an_epoch_is_final_at_the_later_of_its_grace_and_the_digest_lag(tmp_path
     assert _report(data, net, last + lag - 1).final.epoch == last - 1
 
 
-class _Clock(ClockAPI):
-    def __init__(self, now: float) -> None:
-        self.at = now
-
-    def now(self) -> float:
-        return self.at
-
-    async def sleep_until(self, when: float) -> None:  # pragma: no cover - never waits
-        raise AssertionError("the explorer never waits here")
-
-
 def test_the_explorer_shows_the_digest_ledger_of_a_digest_network(tmp_path):
     _by_records, by_digests = _both(tmp_path, lambda e, n: 1 + n)
     epoch = by_digests.current_epoch
@@ -225,7 +214,7 @@ def test_the_explorer_shows_the_digest_ledger_of_a_digest_network(tmp_path):
     params = NetworkParams.load("dev", tmp_path / "net" / "digests.toml")
     assert params.reputation_source == "digests"
     keeper = ViewKeeper(store, load_policy(BOOTSTRAP_DIR / "policy-dev.toml"), params)
-    explorer = Explorer(keeper, _Clock(epoch * EPOCH_S + 3), peer_id=NODES[0].peer_id)
+    explorer = Explorer(keeper, FixedClock(epoch * EPOCH_S + 3), peer_id=NODES[0].peer_id)
     explorer.refresh()
     snap = explorer.snapshot()
     assert (snap["rep_status"], snap["rep_epoch"]) == ("ready", epoch)
