@@ -32,6 +32,7 @@ from repp2p.ledger import LedgerReport, replay_views
 from repp2p.matching import View
 from repp2p.network_params import NetworkParams
 from repp2p.records import (
+    MAX_LIFETIME_S,
     Attestation,
     FeedbackDigest,
     Heartbeat,
@@ -54,6 +55,15 @@ LEDGER_TYPES = (
     WorkDigest.TYPE,
     FeedbackDigest.TYPE,
 )
+
+
+def max_digest_age(params: NetworkParams) -> int:
+    """Epochs back from now to the oldest epoch a digest a peer may hold can cover: a
+    batch's first epoch is at most ``gossip_max_age_epochs`` (its last within the gossip
+    window, the batch at most ``most_epochs`` long) before it arrives, and it is kept at
+    most its type's lifetime cap (30 days) after."""
+    cap = max(MAX_LIFETIME_S[t] for t in (WorkDigest.TYPE, FeedbackDigest.TYPE))
+    return -(-cap // params.epoch_s) + params.digests.gossip_max_age_epochs + params.digest_lag
 
 
 class _FixedVerdictKeeper(ViewKeeper):
@@ -229,7 +239,11 @@ def digest_report(
         for t in (WorkDigest.TYPE, FeedbackDigest.TYPE)
         for d in store.query(type=t)
     ]
-    first = min(firsts) if firsts else current
+    # a digest is accepted within the gossip window of its epoch and kept at most its
+    # lifetime cap: an older one (a hostile store or file) would only make us rebuild a
+    # view for every epoch since
+    oldest = current - max_digest_age(params)
+    first = max(min(firsts), oldest) if firsts else current
     built = [first]  # the next view to build: every epoch's, in order (the book steps)
 
     def view_of(epoch: int) -> View:
@@ -249,4 +263,4 @@ def digest_report(
     )
 
 
-__all__ = ["LEDGER_TYPES", "HeldProofs", "HeldRecords", "digest_report"]
+__all__ = ["LEDGER_TYPES", "HeldProofs", "HeldRecords", "digest_report", "max_digest_age"]

@@ -13,7 +13,13 @@ import pytest
 
 from repp2p.attestation import load_policy
 from repp2p.cli import ledger as ledger_cli
-from repp2p.digest_ledger import LEDGER_TYPES, HeldProofs, HeldRecords, digest_report
+from repp2p.digest_ledger import (
+    LEDGER_TYPES,
+    HeldProofs,
+    HeldRecords,
+    digest_report,
+    max_digest_age,
+)
 from repp2p.digests import build_feedback, build_work, conflict_proof
 from repp2p.explorer import Explorer
 from repp2p.network_params import BOOTSTRAP_DIR, NetworkParams
@@ -291,4 +297,21 @@ def test_the_cli_counts_the_offence_proofs_its_node_keeps(tmp_path):
     proofs = HeldProofs.load(data, now)
     held = digest_report(store, policy, params, now=now, proofs=proofs)
     assert held.final.digest == after.final.digest
+    store.close()
+
+
+def test_a_digest_older_than_any_peer_may_hold_does_not_stretch_the_replay(tmp_path):
+    # a store (a hostile file, say) holding a digest of epoch 3: the replay starts no
+    # earlier than a digest could legitimately be held (its lifetime cap plus the gossip
+    # window), not a view per epoch since epoch 3
+    params = DIGESTS.replace(epoch_s=86_400)  # 30 days of lifetime are 30 epochs here
+    store = SqliteRecordStore(tmp_path / "records.db")
+    store.put(sign(factories.empty_work_digest(3, expires=FAR), NODES[0]), now=NOW)
+    policy = load_policy(BOOTSTRAP_DIR / "policy-dev.toml")
+    report = digest_report(store, policy, params, now=NOW)
+    current = NOW // params.epoch_s
+    first = current - max_digest_age(params)
+    assert first > 3 and max_digest_age(params) == 30 + 16 + params.digest_lag
+    assert [s.epoch for s in report.settlements] == list(range(first, current))
+    assert report.pending.supply == 0  # nobody worked
     store.close()
