@@ -21,9 +21,10 @@ from repp2p.digest_ledger import (
     max_digest_age,
 )
 from repp2p.digests import build_feedback, build_work, conflict_proof
+from repp2p.digests.disputes import dispute_proof
 from repp2p.explorer import Explorer
 from repp2p.network_params import BOOTSTRAP_DIR, NetworkParams
-from repp2p.records import sign
+from repp2p.records import Feedback, receipt_message, sign
 from repp2p.store import SqliteRecordStore
 from repp2p.testing import factories
 from repp2p.viewer import ViewKeeper
@@ -54,20 +55,20 @@ def _node_records(node) -> list:
     return [sign(ad, node), sign(attestation, node), *beats]
 
 
-def _history(per_node) -> tuple[list, list]:
+def _history(per_node, nodes=NODES, more=None) -> tuple[list, list]:
     """``(task records, signed digests)`` of an honest history: in each epoch ``e`` node
     ``n`` serves ``per_node(e, n)`` tasks of the clients in turn, all delivered and
-    accepted; every party publishes its digests."""
+    accepted; every party publishes its digests (of ``more(e)`` records too, if given)."""
     tasks, digests = [], []
     for e in range(BASE, BASE + EPOCHS):
-        epoch_records = []
-        for n, node in enumerate(NODES):
+        epoch_records = list(more(e)) if more else []
+        for n, node in enumerate(nodes):
             for i in range(per_node(e - BASE, n)):
                 client = CLIENTS[(i + n + e) % len(CLIENTS)]
                 label = f"{e}/{n}/{i}"
                 epoch_records += factories.task_records(client, node, e, label, expires=FAR).all()
         tasks += epoch_records
-        for who, build in [(n, build_work) for n in NODES] + [(c, build_feedback) for c in CLIENTS]:
+        for who, build in [(n, build_work) for n in nodes] + [(c, build_feedback) for c in CLIENTS]:
             for part in build(who.peer_id, epoch_records, e, expires=FAR):
                 digests.append(sign(part.digest, who))
     return tasks, digests
@@ -315,3 +316,71 @@ def test_a_digest_older_than_any_peer_may_hold_does_not_stretch_the_replay(tmp_p
     assert [s.epoch for s in report.settlements] == list(range(first, current))
     assert report.pending.supply == 0  # nobody worked
     store.close()
+
+
+def _run(offer, node, output: str) -> tuple:
+    """``node``'s claim and enclave-signed receipt (saying ``output``) for ``offer``."""
+    task = factories.task_records(CLIENTS[0], node, offer.record.epoch, "unused", expires=FAR)
+    o = offer.record
+    claim = sign(
+        dataclasses.replace(task.claim.record, task_id=o.task_id, offer_id=offer.record_id), node
+    )
+    key = factories.enclave_key(node.peer_id)
+    unsigned = dataclasses.replace(
+        task.receipt.record,
+        task_id=o.task_id,
+        offer_id=offer.record_id,
+        input_digest=o.input_digest,
+        output_digest=factories.digest(output),
+        enclave_sig=bytes(64),
+    )
+    signed = dataclasses.replace(
+        unsigned, enclave_sig=key.sign(receipt_message(unsigned)).signature
+    )
+    return claim, sign(signed, node)
+
+
+def test_the_cli_slashes_a_lost_dispute_whose_proof_its_node_keeps(tmp_path):
+    # a cheater answers one task of epoch E wrong against three honest replicas; the
+    # client's dispute proof (kept by the node in disputes/) lets every digest view judge
+    # the dispute: the cheater's receipt lost it, and the settlement of E slashes it
+    bad = factories.identity("ledger-cheater")
+    nodes = [*NODES, bad]
+    epoch = BASE + 3
+    offer = factories.task_records(CLIENTS[0], bad, epoch, "disputed", claimed=False).offer
+    runs = [_run(offer, n, "right") for n in NODES] + [_run(offer, bad, "wrong")]
+    verdicts = [
+        sign(
+            Feedback(
+                task_id=offer.record.task_id,
+                node=c.signer,
+                outcome="wrong" if c.signer == bad.peer_id else "ok",
+                latency_ms=120,
+                rating=0 if c.signer == bad.peer_id else 90,
+                seq=1,
+                expires=FAR,
+            ),
+            CLIENTS[0],
+        )
+        for c, _r in runs
+    ]
+    disputed = [offer, *(r for run in runs for r in run), *verdicts]
+    _tasks, digests = _history(lambda e, n: 2, nodes, lambda e: disputed if e == epoch else [])
+    held = [r for n in nodes for r in _node_records(n)]
+    data = _data_dir(tmp_path / "digests", held + digests)
+    net = _network_file(tmp_path / "net", "digests")
+    current = epoch + DIGESTS.digest_lag + 2
+    before = _report(data, net, current)
+    assert all(not s.slashes for s in before.settlements)
+    assert before.final.balance(bad.peer_id) > 0  # it earned for its other tasks
+    (data / "disputes").mkdir()
+    proof = dispute_proof(offer, runs).encode()
+    (data / "disputes" / f"{offer.record_id.hex()}.cbor").write_bytes(proof)
+    after = _report(data, net, current)
+    slashed = [(s.epoch, p, why) for s in after.settlements for p, why, _a in s.slashes]
+    assert slashed == [(epoch, bad.peer_id, "dispute")]
+    assert after.final.balance(bad.peer_id) < before.final.balance(bad.peer_id)
+    # the lost receipt is no work (the client's wrong verdict already said so), and the
+    # honest replicas keep what they had
+    for honest in NODES:
+        assert after.final.balance(honest.peer_id) >= before.final.balance(honest.peer_id)
