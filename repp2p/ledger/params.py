@@ -19,7 +19,8 @@ class LedgerParams:
         halving_epochs: the emission halves every this many epochs (0: never), 0..2**32.
         grace_epochs: an epoch ``e`` is final once the current epoch is at least
             ``e + 1 + grace_epochs``; it is settled on the records held at that boundary
-            (late feedback and receipts have that long to propagate), 0..1000.
+            (late feedback and receipts have that long to propagate), 0..1000. From
+            digests, at ``e + max(1 + grace_epochs, digest_lag)`` (:meth:`settle_lag`).
         quality_exponent: a node's share weight is ``work * permille ** quality_exponent``,
             0..3 (0: work only).
         min_quality_permille: a node whose reputation is below this earns nothing for the
