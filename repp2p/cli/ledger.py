@@ -95,9 +95,9 @@ def compute_report(args: argparse.Namespace) -> tuple[LedgerReport, int]:
         # digests and the digest views every peer rebuilds alike
         from repp2p.digest_ledger import HeldProofs, digest_report
 
-        # the dispute and offence proofs the node keeps count as in its views
-        proofs = HeldProofs.load(args.data_dir, now)
         try:
+            # the dispute and offence proofs the node keeps count as in its views
+            proofs = HeldProofs.load(args.data_dir, now)
             return digest_report(store, policy, params, now=now, proofs=proofs), params.epoch_s
         finally:
             store.close()
