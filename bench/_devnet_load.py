@@ -1,16 +1,26 @@
-"""Helpers shared by the benches that load a devnet (bench/tasks.py, bench/scaling.py).
+"""Helpers shared by the benches that load a devnet (bench/tasks.py, bench/scaling.py,
+bench/freshness.py, bench/parties.py).
 
-Not a bench itself: percentiles, and CPU time of this process's tree from Linux /proc,
+Not a bench itself: a bench's devnet of echo nodes in a temporary folder
+(:func:`echo_devnet`), percentiles, and CPU time of this process's tree from Linux /proc,
 by process role (the in-process client, its children the node processes, their children
 the simulated enclave processes).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import shutil
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+
+import trio
+
+from repp2p.cli.devnet import Devnet
 
 ROLES = ("client", "nodes", "enclaves")
 
@@ -91,3 +101,47 @@ def dev_network_file(folder: Path, views: str) -> Path | None:
     (folder / "dev.toml").write_text(text.replace(marker, f'reputation_source = "{views}"'))
     shutil.copy(BOOTSTRAP_DIR / "policy-dev.toml", folder / "policy-dev.toml")
     return folder / "dev.toml"
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchDevnet:
+    """A started bench devnet (:func:`echo_devnet`).
+
+    Attributes:
+        devnet: the running devnet.
+        folder: the temporary folder it lives in (removed at the end), for the bench's
+            own files (a client's data directory).
+        network_file: the network file its nodes load (None: the shipped dev network).
+    """
+
+    devnet: Devnet
+    folder: Path
+    network_file: Path | None
+
+
+@asynccontextmanager
+async def echo_devnet(
+    name: str, nodes: int, views: str = "records", extra: dict | None = None
+) -> AsyncIterator[BenchDevnet]:
+    """A started devnet of ``nodes`` echo nodes in a temporary folder, stopped and removed
+    on exit (even when cancelled).
+
+    Args:
+        name: the bench, in the folder's name (``repp2p-bench-NAME-...``).
+        nodes: ``Devnet``'s node count.
+        views: ``reputation_source`` of its network (:func:`dev_network_file`).
+        extra: more node config (``Devnet``'s ``extra``); ``network_file`` is added.
+    """
+    folder = Path(tempfile.mkdtemp(prefix=f"repp2p-bench-{name}-"))
+    network_file = dev_network_file(folder / "network", views)
+    config = dict(extra or {})
+    if network_file is not None:
+        config["network_file"] = str(network_file)
+    devnet = Devnet(folder / "net", nodes, ["echo"], extra=config)
+    try:
+        await devnet.start()
+        yield BenchDevnet(devnet, folder, network_file)
+    finally:
+        with trio.CancelScope(shield=True):
+            await devnet.stop()
+        shutil.rmtree(folder, ignore_errors=True)

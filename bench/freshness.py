@@ -20,15 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import shutil
-import tempfile
 import time
-from pathlib import Path
 
 import trio
-from _devnet_load import dev_network_file, machine_busy_s, tree_cpu_s
+from _devnet_load import echo_devnet, machine_busy_s, tree_cpu_s
 
-from repp2p.cli.devnet import EPOCH_S, Devnet
+from repp2p.cli.devnet import EPOCH_S
 from repp2p.net.status_http import fetch
 
 _ACCEPTED = re.compile(r"^repp2p_records_accepted_total\{([^}]*)\} ([0-9.e+]+)$", re.M)
@@ -47,12 +44,8 @@ async def accepted(address: str) -> dict[str, float]:
 
 
 async def measure(args: argparse.Namespace) -> dict[str, float]:
-    folder = Path(tempfile.mkdtemp(prefix="repp2p-bench-freshness-"))
-    network_file = dev_network_file(folder / "network", "digests")
-    extra = {"network_file": str(network_file)} if network_file is not None else {}
-    devnet = Devnet(folder / "net", args.nodes, ["echo"], extra=extra)
-    try:
-        await devnet.start()
+    async with echo_devnet("freshness", args.nodes, "digests") as bench:
+        devnet = bench.devnet
         await trio.sleep(args.settle)
         status = devnet.info[1]["status"]
         before, cpu0, busy0, t0 = (
@@ -80,10 +73,6 @@ async def measure(args: argparse.Namespace) -> dict[str, float]:
             "idle_cores": (cpu1 - cpu0) / elapsed,
             "machine_busy_cores": (busy1 - busy0) / elapsed,
         }
-    finally:
-        with trio.CancelScope(shield=True):
-            await devnet.stop()
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def main() -> None:

@@ -39,9 +39,9 @@ import time
 from pathlib import Path
 
 import trio
-from _devnet_load import VIEWS, dev_network_file, pct, tree_cpu_s
+from _devnet_load import VIEWS, echo_devnet, pct, tree_cpu_s
 
-from repp2p.cli.devnet import EPOCH_S, Devnet
+from repp2p.cli.devnet import EPOCH_S
 from repp2p.client import Client, TaskError
 from repp2p.logs import setup_logging
 from repp2p.net.params import FeedParams
@@ -125,15 +125,10 @@ def replication_floor(n: int = 4000) -> dict[str, float]:
 
 
 async def measure(args: argparse.Namespace) -> dict[str, float]:
-    folder = Path(tempfile.mkdtemp(prefix="repp2p-bench-tasks-"))
     feed = FeedParams(gossip_task_records=args.task_records == "gossip")
     extra: dict = {"feed": {"gossip_task_records": True}} if feed.gossip_task_records else {}
-    network_file = dev_network_file(folder / "network", args.views)
-    if network_file is not None:
-        extra["network_file"] = str(network_file)
-    devnet = Devnet(folder / "net", args.nodes, ["echo"], extra=extra)
-    try:
-        await devnet.start()
+    async with echo_devnet("tasks", args.nodes, args.views, extra) as bench:
+        devnet, folder, network_file = bench.devnet, bench.folder, bench.network_file
         async with Client.open(
             [devnet.info[0]["addrs"][0]],
             data_dir=folder / "client",
@@ -188,10 +183,6 @@ async def measure(args: argparse.Namespace) -> dict[str, float]:
             "idle_cores": idle_cores,
             "failed": failed,
         }
-    finally:
-        with trio.CancelScope(shield=True):
-            await devnet.stop()
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def main() -> None:

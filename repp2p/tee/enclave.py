@@ -20,12 +20,13 @@ per task), the attestation calls run the same call in a worker thread.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import threading
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -246,16 +247,45 @@ class Enclave(EnclaveAPI):
     # -- calls -----------------------------------------------------------------------------
 
     def _call(self, request: dict, timeout_s: float) -> dict:
+        """One request and its reply, from any thread (one at a time: the lock).
+
+        Raises:
+            EnclaveError: CLOSED, CRASHED or TIMEOUT (which kill the enclave process, see
+                :meth:`_exchanging`), or what the reply carries (:func:`_interpret`).
+            EngineError: the engine's error, carried by the reply.
+        """
         with self._lock:
-            if self._closed:
-                raise EnclaveError(EnclaveReason.CLOSED, "enclave is closed")
-            try:
-                return _roundtrip(self._process, request, timeout_s)
-            except EnclaveError as exc:
-                if exc.reason in (EnclaveReason.TIMEOUT, EnclaveReason.CRASHED):
-                    self._closed = True
-                    self._finalizer()
-                raise
+            with self._exchanging(timeout_s):
+                reply = _exchange(self._process, request, timeout_s)
+            return self._accept(reply)
+
+    @contextlib.contextmanager
+    def _exchanging(self, timeout_s: float) -> Iterator[None]:
+        """Around one request/reply exchange on the pipe (the core :meth:`_call` and
+        :meth:`_call_async` share; the caller holds ``self._lock``): a closed enclave
+        refuses (CLOSED); the wire's failures become TIMEOUT or CRASHED (:func:`_wire_errors`);
+        and any exchange that does not finish, whatever stopped it (its timeout, a dead
+        process, a cancelled trio call), leaves the pipe out of step with the next call,
+        so the enclave process is killed (a node replaces a dead enclave).
+        """
+        if self._closed:
+            raise EnclaveError(EnclaveReason.CLOSED, "enclave is closed")
+        try:
+            with _wire_errors(timeout_s):
+                yield
+        except BaseException:
+            self._kill()
+            raise
+
+    def _accept(self, reply: dict) -> dict:
+        """``reply``'s fields (:func:`_interpret`); a reply saying the enclave timed out or
+        broke (TIMEOUT, CRASHED) kills its process, as a failed exchange does."""
+        try:
+            return _interpret(reply)
+        except EnclaveError as exc:
+            if exc.reason in (EnclaveReason.TIMEOUT, EnclaveReason.CRASHED):
+                self._kill()
+            raise
 
     def attest(self, peer_id: str, epoch: int, nonce: bytes, now: int) -> bytes:
         """Evidence binding the enclave keys to a node (``Attestation.evidence``).
@@ -385,9 +415,9 @@ class Enclave(EnclaveAPI):
         it ready, with no worker thread (a thread hand-off per task cost the node more CPU
         than the enclave's own work on a small task). One request at a time, as
         :meth:`_call`; while a synchronous call holds the pipe (an attestation from a
-        worker thread) this one runs in a worker thread too. A call timed out, failed or
-        cancelled half-way leaves the pipe out of step: the enclave process is killed, as
-        :meth:`_call` does on a timeout (a node replaces a dead enclave).
+        worker thread) this one runs in a worker thread too. Same errors as :meth:`_call`
+        (the same :meth:`_exchanging` and :meth:`_accept`): a call timed out, failed or
+        cancelled half-way kills the enclave process.
         """
         import trio
 
@@ -399,28 +429,12 @@ class Enclave(EnclaveAPI):
                     self._call, request, timeout_s, abandon_on_cancel=True
                 )
             try:
-                if self._closed:
-                    raise EnclaveError(EnclaveReason.CLOSED, "enclave is closed")
-                try:
-                    with trio.fail_after(timeout_s):
+                with self._exchanging(timeout_s):
+                    with trio.move_on_after(timeout_s) as deadline:
                         reply = await _exchange_async(self._process, request)
-                except trio.TooSlowError:
-                    self._kill()
-                    raise EnclaveError(
-                        EnclaveReason.TIMEOUT, f"no reply in {timeout_s} s"
-                    ) from None
-                except (WireClosed, WireMalformed, OSError) as exc:
-                    self._kill()
-                    raise EnclaveError(EnclaveReason.CRASHED, type(exc).__name__) from None
-                except BaseException:  # cancelled half-way: the pipe is out of step
-                    self._kill()
-                    raise
-                try:
-                    return _interpret(reply)
-                except EnclaveError as exc:
-                    if exc.reason in (EnclaveReason.TIMEOUT, EnclaveReason.CRASHED):
-                        self._kill()
-                    raise
+                    if deadline.cancelled_caught:
+                        raise WireTimeout  # as the synchronous read reports its deadline
+                return self._accept(reply)
             finally:
                 self._lock.release()
 
@@ -584,16 +598,35 @@ def missing_tee_setting(config: Any) -> str:
 
 
 def _roundtrip(process: subprocess.Popen, request: dict, timeout_s: float) -> dict:
-    """Send one request, read its reply; kill-worthy failures become TIMEOUT/CRASHED."""
+    """Send one request, read its reply (start and close, outside :meth:`Enclave._call`);
+    kill-worthy failures become TIMEOUT/CRASHED."""
+    with _wire_errors(timeout_s):
+        reply = _exchange(process, request, timeout_s)
+    return _interpret(reply)
+
+
+def _exchange(process: Any, request: dict, timeout_s: float) -> dict:
+    """Write ``request`` to the enclave and read its reply frame (blocking, ``timeout_s``
+    for the reply).
+
+    Raises:
+        WireTimeout, WireClosed, WireMalformed, OSError: see :func:`_wire_errors`.
+    """
     assert process.stdin is not None and process.stdout is not None
+    write_frame(process.stdin.fileno(), request)
+    return read_frame(process.stdout.fileno(), timeout_s)
+
+
+@contextlib.contextmanager
+def _wire_errors(timeout_s: float) -> Iterator[None]:
+    """The wire's failures as the enclave errors callers see: no reply in time is TIMEOUT,
+    a closed or broken pipe or a malformed frame is CRASHED."""
     try:
-        write_frame(process.stdin.fileno(), request)
-        reply = read_frame(process.stdout.fileno(), timeout_s)
+        yield
     except WireTimeout:
         raise EnclaveError(EnclaveReason.TIMEOUT, f"no reply in {timeout_s} s") from None
-    except (WireClosed, WireMalformed, BrokenPipeError, OSError) as exc:
+    except (WireClosed, WireMalformed, OSError) as exc:  # BrokenPipeError is an OSError
         raise EnclaveError(EnclaveReason.CRASHED, type(exc).__name__) from None
-    return _interpret(reply)
 
 
 def _interpret(reply: dict) -> dict:

@@ -16,12 +16,13 @@ import random
 import numpy as np
 
 from repp2p.digests import build_feedback, build_work, count_rows, reconcile
-from repp2p.digests.disputes import check_dispute_proof, dispute_proof, records_of
+from repp2p.digests.disputes import dispute_proof, records_of
 from repp2p.ledger import LedgerParams, LedgerState, dispute_losses, slashes_for
-from repp2p.records import Claim, Feedback, Receipt, receipt_message, sign
-from repp2p.reputation import AttestedNode, PenaltyBook, ReputationParams, collect, compute
+from repp2p.records import sign
+from repp2p.reputation import PenaltyBook, ReputationParams, collect, compute
 from repp2p.reputation.pairs import PairState, compute_pairs, widen
 from repp2p.testing import factories
+from tests.digests.dispute_fixtures import attested, checked_proofs, disputed_task, traffic
 
 EPOCH_S = 60
 PARAMS = ReputationParams(window_epochs=20)
@@ -34,79 +35,26 @@ NODES = [*HONEST, CHEATER, *COLLUDERS]
 CLIENTS = [factories.identity(f"dclient-{i}") for i in range(5)]
 
 
-def _run(offer, node, output: str, expires: int):
-    """``node``'s claim and receipt (enclave-signed) on ``offer`` with ``output``."""
-    o = offer.record
-    claim = sign(
-        Claim(
-            task_id=o.task_id,
-            offer_id=offer.record_id,
-            rank=0,
-            epoch=o.epoch,
-            view_digest=factories.digest("view"),
-            seq=1,
-            expires=expires,
-        ),
-        node,
-    )
-    key = factories.enclave_key(node.peer_id)
-    unsigned = Receipt(
-        task_id=o.task_id,
-        offer_id=offer.record_id,
-        engine_id=o.engine_id,
-        measurement=factories.digest("echo"),
-        input_digest=o.input_digest,
-        output_digest=factories.digest(output),
-        started_ms=1_000,
-        finished_ms=1_012,
-        result_key=bytes(key.verify_key),
-        enclave_sig=bytes(64),
-        seq=1,
-        expires=expires,
-    )
-    sig = key.sign(receipt_message(unsigned)).signature
-    return claim, sign(dataclasses.replace(unsigned, enclave_sig=sig), node)
-
-
 def _disputed(client, epoch, label, runs, expires):
     """A task run by every ``(node, output)`` of ``runs``; the client says ``ok`` to the
     nodes with the majority output and ``wrong`` to the others. Returns ``(records,
     offer, [(claim, receipt)])``."""
-    first = factories.task_records(client, runs[0][0], epoch, label, outcome=None, expires=expires)
-    offer = first.offer
     outputs = [out for _n, out in runs]
     majority = max(set(outputs), key=outputs.count)
-    pairs, records = [], [offer]
-    for node, out in runs:
-        claim, receipt = _run(offer, node, out, expires)
-        pairs.append((claim, receipt))
-        verdict = "ok" if out == majority else "wrong"
-        fb = sign(
-            Feedback(
-                task_id=offer.record.task_id,
-                node=node.peer_id,
-                outcome=verdict,
-                latency_ms=120,
-                rating=90 if verdict == "ok" else 0,
-                seq=1,
-                expires=expires,
-            ),
-            client,
-        )
-        records += [claim, receipt, fb]
-    return records, offer, pairs
+    return disputed_task(
+        client,
+        epoch,
+        label,
+        runs,
+        lambda _node, out: "ok" if out == majority else "wrong",
+        expires,
+    )
 
 
 def _verdicts(ad):
+    measurements = [x.measurement for x in ad.engines]
     return {
-        n.peer_id: AttestedNode(
-            peer_id=n.peer_id,
-            tee_kind=ad.tee_kind,
-            measurements=frozenset(x.measurement for x in ad.engines),
-            verified=True,
-            attested_at=NOW,
-            result_key=bytes(factories.enclave_key(n.peer_id).verify_key),
-        )
+        n.peer_id: attested(n, now=NOW, tee_kind=ad.tee_kind, measurements=measurements)
         for n in NODES
     }
 
@@ -120,12 +68,7 @@ def _history():
     rng = random.Random(7)
     records, proofs, state = [], [], PairState()
     for e in EPOCHS:
-        tasks = []
-        for i in range(30):
-            node = NODES[i % len(NODES)]
-            tasks += factories.task_records(
-                rng.choice(CLIENTS), node, e, f"h{e}-{i}", expires=expires
-            ).all()
+        tasks = traffic(rng, CLIENTS, NODES, e, 30, expires)
         h = HONEST
         disputes = [
             [(CHEATER, "bad"), (h[0], "right"), (h[1], "right"), (h[2], "right"), (h[3], "right")],
@@ -161,16 +104,7 @@ def _tables():
     ev_r = collect(records + ads, verdicts, now=NOW)
     by_records = compute(ev_r, now=NOW, epoch_s=EPOCH_S, params=PARAMS)
     # what a digest-view peer holds of the disputes: the proofs, checked on arrival
-    checked = [
-        check_dispute_proof(
-            p,
-            now=NOW,
-            epochs=(EPOCHS[0], EPOCHS[-1]),
-            verdict_of=lambda peer, _epoch: verdicts.get(peer),
-            ranks_of=lambda offer: {n.peer_id: frozenset({0}) for n in NODES},
-        )
-        for p in proofs
-    ]
+    checked = checked_proofs(proofs, verdicts, NODES, epochs=(EPOCHS[0], EPOCHS[-1]), now=NOW)
     win = state.window(EPOCHS[0], EPOCHS[-1])
     ev_d = widen(collect(ads + records_of(checked), verdicts, now=NOW), win.peers)
     by_digests = compute_pairs(ev_d, win, now=NOW, epoch_s=EPOCH_S, params=PARAMS)

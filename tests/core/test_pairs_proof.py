@@ -14,8 +14,8 @@ import dataclasses
 import random
 
 from repp2p.digests import build_feedback, build_work, count_rows, reconcile
-from repp2p.digests.disputes import check_dispute_proof, dispute_proof, records_of
-from repp2p.records import Feedback, sign
+from repp2p.digests.disputes import dispute_proof, records_of
+from repp2p.records import sign
 from repp2p.reputation import collect
 from repp2p.reputation.pairs import PairState, compute_pairs, widen
 from repp2p.testing import factories
@@ -29,9 +29,9 @@ from tests.core.test_pairs_disputes import (
     NODES,
     NOW,
     PARAMS,
-    _run,
     _verdicts,
 )
+from tests.digests.dispute_fixtures import checked_proofs, disputed_task, traffic
 
 SLANDERER = factories.identity("dclient-slanderer")
 VICTIM = HONEST[0]
@@ -41,31 +41,10 @@ VICTIM = HONEST[0]
 QUALITY_BOUND = 0.05
 
 
-def _feedback(client, offer, node, outcome: str, expires: int):
-    return sign(
-        Feedback(
-            task_id=offer.record.task_id,
-            node=node.peer_id,
-            outcome=outcome,
-            latency_ms=120,
-            rating=90 if outcome == "ok" else 0,
-            seq=1,
-            expires=expires,
-        ),
-        client,
-    )
-
-
 def _dispute(client, epoch, label, runs, verdict_of, expires):
     """A task run by every ``(node, output)`` of ``runs``, the client's verdict on each
     node given by ``verdict_of(node, output)``; ``(records, proof)``."""
-    first = factories.task_records(client, runs[0][0], epoch, label, outcome=None, expires=expires)
-    offer = first.offer
-    records, pairs = [offer], []
-    for node, out in runs:
-        claim, receipt = _run(offer, node, out, expires)
-        pairs.append((claim, receipt))
-        records += [claim, receipt, _feedback(client, offer, node, verdict_of(node, out), expires)]
+    records, offer, pairs = disputed_task(client, epoch, label, runs, verdict_of, expires)
     return records, dispute_proof(offer, pairs)
 
 
@@ -79,12 +58,7 @@ def _history(*, slander: bool, refute: bool = True, cheat: bool = True, prover=N
     rng = random.Random(5)
     rows, proofs = [], []
     for e in EPOCHS:
-        tasks = []
-        for i in range(36):
-            node = NODES[i % len(NODES)]
-            tasks += factories.task_records(
-                rng.choice(CLIENTS), node, e, f"h{e}-{i}", expires=expires
-            ).all()
+        tasks = traffic(rng, CLIENTS, NODES, e, 36, expires)
         verdict = "wrong" if slander else "ok"
         for i in range(20):  # its honest-looking traffic elsewhere earns it trust
             tasks += factories.task_records(
@@ -145,16 +119,9 @@ def _table(rows, proofs, *, with_proofs: bool = True, state: PairState | None = 
     ad = factories.sample_records(now=NOW)[0]
     ads = [sign(ad, n) for n in NODES]
     verdicts = _verdicts(ad)
-    checked = [
-        check_dispute_proof(
-            p,
-            now=NOW,
-            epochs=(EPOCHS[0], EPOCHS[-1]),
-            verdict_of=lambda peer, _epoch: verdicts.get(peer),
-            ranks_of=lambda offer: {n.peer_id: frozenset({0}) for n in NODES},
-        )
-        for p in (proofs if with_proofs else [])
-    ]
+    checked = checked_proofs(
+        (proofs if with_proofs else []), verdicts, NODES, epochs=(EPOCHS[0], EPOCHS[-1]), now=NOW
+    )
     win = (state or _state(rows)).window(EPOCHS[0], EPOCHS[-1])
     ev = widen(collect(ads + records_of(checked), verdicts, now=NOW), win.peers)
     return compute_pairs(ev, win, now=NOW, epoch_s=EPOCH_S, params=PARAMS)

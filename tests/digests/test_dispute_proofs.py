@@ -22,9 +22,9 @@ from repp2p.digests.disputes import (
 from repp2p.errors import ProofError, ProofReason
 from repp2p.net.verdict import Verdict
 from repp2p.node.disputes import DisputeBook
-from repp2p.records import Claim, Receipt, receipt_message, sign
-from repp2p.reputation import AttestedNode
 from repp2p.testing import factories
+from tests.digests.dispute_fixtures import attested
+from tests.digests.dispute_fixtures import replica_run as _run
 
 EPOCH_S = 60
 NOW = factories.NOW
@@ -32,39 +32,6 @@ EPOCH = NOW // EPOCH_S
 CLIENT = factories.identity("dp-client")
 NODES = [factories.identity(f"dp-node-{i}") for i in range(5)]
 OUTSIDER = factories.identity("dp-outsider")
-
-
-def _run(offer, node, output: str, *, key=None, enclave_sig=None, claim_epoch=None):
-    o = offer.record
-    claim = sign(
-        Claim(
-            task_id=o.task_id,
-            offer_id=offer.record_id,
-            rank=0,
-            epoch=o.epoch if claim_epoch is None else claim_epoch,
-            view_digest=factories.digest("view"),
-            seq=1,
-            expires=factories.far_future(),
-        ),
-        node,
-    )
-    key = key or factories.enclave_key(node.peer_id)
-    unsigned = Receipt(
-        task_id=o.task_id,
-        offer_id=offer.record_id,
-        engine_id=o.engine_id,
-        measurement=factories.digest("echo"),
-        input_digest=o.input_digest,
-        output_digest=factories.digest(output),
-        started_ms=1_000,
-        finished_ms=1_012,
-        result_key=bytes(key.verify_key),
-        enclave_sig=bytes(64),
-        seq=1,
-        expires=factories.far_future(),
-    )
-    sig = enclave_sig if enclave_sig is not None else key.sign(receipt_message(unsigned)).signature
-    return claim, sign(dataclasses.replace(unsigned, enclave_sig=sig), node)
 
 
 def _offer(label="t", epoch=EPOCH):
@@ -78,15 +45,7 @@ def _proof(offer=None, outputs=("right", "right", "bad"), nodes=NODES, **kw):
 
 
 def _verdict(node, *, key=None, earlier=()):
-    return AttestedNode(
-        peer_id=node.peer_id,
-        tee_kind="simulated",
-        measurements=frozenset(),
-        verified=True,
-        attested_at=NOW,
-        result_key=key or bytes(factories.enclave_key(node.peer_id).verify_key),
-        earlier_result_keys=earlier,
-    )
+    return attested(node, now=NOW, key=key, earlier=earlier)
 
 
 VERDICTS = {n.peer_id: _verdict(n) for n in [*NODES, OUTSIDER]}
