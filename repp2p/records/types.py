@@ -31,6 +31,7 @@ from repp2p.records.schema import (
     Choice,
     FieldError,
     Nested,
+    PeerIdBinary,
     PeerIdText,
     Text,
     UInt,
@@ -374,7 +375,7 @@ class WorkRow:
     before batching existed).
     """
 
-    client: str = spec_field(PeerIdText())
+    client: str = spec_field(PeerIdBinary())
     claims: int = spec_field(_u32_leaves)
     receipts: int = spec_field(_u32_leaves)
     timeouts: int = spec_field(_u32_leaves)
@@ -427,7 +428,7 @@ class WorkDigest(Record):
     epoch: int = spec_field(_u64)
     part: int = spec_field(UInt(0, DIGEST_MAX_PARTS - 1))
     parts: int = spec_field(UInt(1, DIGEST_MAX_PARTS))
-    rows: tuple[WorkRow, ...] = spec_field(ArrayOf(Nested(WorkRow), DIGEST_MAX_ROWS))
+    rows: tuple[WorkRow, ...] = spec_field(ArrayOf(Nested(WorkRow, array=True), DIGEST_MAX_ROWS))
     leaf_count: int = spec_field(_u32_leaves)
     merkle_root: bytes = spec_field(_digest)
     seq: int = spec_field(UInt(0, 0))
@@ -478,7 +479,7 @@ class FeedbackRow:
     left out when 0, so rows of single-epoch digests encode as before batching existed).
     """
 
-    node: str = spec_field(PeerIdText())
+    node: str = spec_field(PeerIdBinary())
     ok: int = spec_field(_u32_leaves)
     wrong: int = spec_field(_u32_leaves)
     timeout: int = spec_field(_u32_leaves)
@@ -535,7 +536,9 @@ class FeedbackDigest(Record):
     epoch: int = spec_field(_u64)
     part: int = spec_field(UInt(0, DIGEST_MAX_PARTS - 1))
     parts: int = spec_field(UInt(1, DIGEST_MAX_PARTS))
-    rows: tuple[FeedbackRow, ...] = spec_field(ArrayOf(Nested(FeedbackRow), DIGEST_MAX_ROWS))
+    rows: tuple[FeedbackRow, ...] = spec_field(
+        ArrayOf(Nested(FeedbackRow, array=True), DIGEST_MAX_ROWS)
+    )
     leaf_count: int = spec_field(_u32_leaves)
     merkle_root: bytes = spec_field(_digest)
     seq: int = spec_field(UInt(0, 0))
