@@ -288,7 +288,8 @@ def task_id_for(client_key: bytes, result_key: bytes) -> bytes:
 # -- per-epoch digests (docs/digests.md) --------------------------------------------------
 
 #: Most rows (counterparties) in one digest part; a party with more splits its digest into
-#: parts. 256 rows keep the largest part near 33 KiB, one gossip message.
+#: parts. 256 rows keep the largest part under 18 KiB (rows are compact arrays:
+#: docs/records.md), one gossip message.
 DIGEST_MAX_ROWS = 256
 #: Most parts per (signer, type, epoch): up to 65,536 counterparties in one epoch.
 DIGEST_MAX_PARTS = 256
@@ -368,11 +369,12 @@ class WorkRow:
 
     Every claimed task has exactly one of the four outcomes, so
     ``claims == receipts + timeouts + failures + refused``, and ``claims >= 1`` (no empty
-    rows). ``refused`` is an optional field, left out when 0, so rows without refusals
-    encode as before it existed.
-    ``offset``: the row's epoch is its digest's ``epoch + offset`` (0 .. ``span - 1`` of a
-    batch; an optional field, left out when 0, so rows of single-epoch digests encode as
-    before batching existed).
+    rows). ``offset``: the row's epoch is its digest's ``epoch + offset`` (0 .. ``span - 1``
+    of a batch).
+
+    On the wire a row is an array in field order with ``client`` as its 38-byte binary
+    peer ID; ``offset`` and ``refused`` are optional trailing items, left out when 0 at
+    the end (docs/records.md, "Digests").
     """
 
     client: str = spec_field(PeerIdBinary())
@@ -418,8 +420,8 @@ class WorkDigest(Record):
     the part's leaves (docs/digests.md: leaf i's place is fixed by the rows). ``seq`` is
     always 0: a digest is final once signed, so two different digests for one ``(epoch,
     part)`` are an equivocation, and so are two of one signer whose ranges share an epoch
-    and that are not parts of one split. ``span`` is an optional field (left out when 1), so
-    single-epoch digests encode as before batching existed.
+    and that are not parts of one split. ``span`` is an optional field, left out when 1
+    (a single-epoch digest has no ``span`` on the wire).
     """
 
     TYPE: ClassVar[str] = "WorkDigest"
@@ -475,8 +477,10 @@ class FeedbackRow:
 
     At least one verdict (no empty rows); ``latency_sum_ms`` is at most the verdicts times
     the largest ``latency_ms`` a Feedback can carry (2^32 - 1). ``offset``: the row's epoch
-    is its digest's ``epoch + offset`` (0 .. ``span - 1`` of a batch; an optional field,
-    left out when 0, so rows of single-epoch digests encode as before batching existed).
+    is its digest's ``epoch + offset`` (0 .. ``span - 1`` of a batch).
+
+    On the wire a row is an array in field order with ``node`` as its 38-byte binary peer
+    ID; ``offset`` is an optional last item, left out when 0 (docs/records.md, "Digests").
     """
 
     node: str = spec_field(PeerIdBinary())
@@ -527,7 +531,7 @@ class FeedbackDigest(Record):
     by ``(offset, node)`` (for a single epoch: by node, as before). A client signs at most
     one split of digests covering any epoch: two digests of one signer whose ranges share
     an epoch and that are not parts of one split are an equivocation. ``span`` is an
-    optional field (left out when 1), so single-epoch digests encode as before batching.
+    optional field, left out when 1.
     """
 
     TYPE: ClassVar[str] = "FeedbackDigest"
