@@ -18,7 +18,13 @@ from repp2p.records.codec import (
     receipt_message,
     sign,
 )
-from repp2p.records.peerid import is_peer_id, peer_id_from_public_key, public_key_from_peer_id
+from repp2p.records.peerid import (
+    is_peer_id,
+    peer_id_from_bytes,
+    peer_id_from_public_key,
+    peer_id_to_bytes,
+    public_key_from_peer_id,
+)
 from repp2p.records.refusal import (
     REFUSAL_CODES,
     Refusal,
@@ -102,7 +108,9 @@ __all__ = [
     "input_commitment",
     "is_peer_id",
     "part_of",
+    "peer_id_from_bytes",
     "peer_id_from_public_key",
+    "peer_id_to_bytes",
     "public_key_from_peer_id",
     "receipt_message",
     "refusal_message",

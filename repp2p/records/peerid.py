@@ -20,6 +20,9 @@ _PROTO_PREFIX = b"\x08\x01\x12\x20"
 # multihash: code 0x00 (identity), length 36 (= 4 + 32).
 _MULTIHASH_PREFIX = b"\x00\x24"
 PEER_ID_LENGTH = 52  # base58 length of every Ed25519 peer ID ("12D3KooW...")
+#: Bytes of the binary form of every Ed25519 peer ID: the 6-byte multihash and protobuf
+#: prefix, then the 32-byte key.
+PEER_ID_BYTES = 38
 
 
 def b58encode(data: bytes) -> str:
@@ -77,6 +80,36 @@ def public_key_from_peer_id(peer_id: str) -> bytes:
     if peer_id_from_public_key(key) != peer_id:
         raise ValueError("non-canonical peer ID encoding")
     return key
+
+
+@functools.lru_cache(maxsize=65536)
+def peer_id_to_bytes(peer_id: str) -> bytes:
+    """Return the 38-byte binary form of a canonical Ed25519 peer ID string (what its base58
+    text spells: ``0x00 0x24 | 0x08 0x01 0x12 0x20 | key``).
+
+    Every such peer ID has the same prefix and length, so binary forms sort exactly as
+    their texts do (the base58 alphabet is in ASCII order): rows sorted by one are sorted
+    by the other.
+
+    Raises:
+        ValueError: not a canonical Ed25519 peer ID.
+    """
+    return _MULTIHASH_PREFIX + _PROTO_PREFIX + public_key_from_peer_id(peer_id)
+
+
+@functools.lru_cache(maxsize=65536)
+def peer_id_from_bytes(raw: bytes) -> str:
+    """Return the peer ID string of a 38-byte binary Ed25519 peer ID.
+
+    Raises:
+        ValueError: not bytes, not 38 bytes, or not the identity-multihash Ed25519 prefix
+            (one key has one binary form, so there is nothing else to canonicalise).
+    """
+    if type(raw) is not bytes or len(raw) != PEER_ID_BYTES:
+        raise ValueError(f"a binary Ed25519 peer ID is {PEER_ID_BYTES} bytes")
+    if not raw.startswith(_MULTIHASH_PREFIX + _PROTO_PREFIX):
+        raise ValueError("not an identity-multihash Ed25519 peer ID")
+    return peer_id_from_public_key(raw[6:])
 
 
 def is_peer_id(text: object) -> bool:

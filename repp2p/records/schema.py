@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from repp2p.records.peerid import public_key_from_peer_id
+from repp2p.records.peerid import peer_id_from_bytes, peer_id_to_bytes, public_key_from_peer_id
 
 UINT64_MAX = 2**64 - 1
 
@@ -117,6 +117,25 @@ class PeerIdText(Spec):
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class PeerIdBinary(PeerIdText):
+    """A peer ID held as its canonical text (as :class:`PeerIdText`) but sent as its
+    38-byte binary form (:func:`~repp2p.records.peerid.peer_id_to_bytes`): 40 bytes on the
+    wire instead of 54. Binary forms sort as their texts do, so rules on the text's order
+    hold unchanged."""
+
+    def to_wire(self, value: str) -> bytes:
+        return peer_id_to_bytes(value)
+
+    def from_wire(self, obj: Any) -> str:
+        if type(obj) is not bytes:
+            raise FieldError(f"expected a binary peer ID, got {type(obj).__name__}")
+        try:
+            return peer_id_from_bytes(obj)
+        except ValueError as exc:
+            raise FieldError(str(exc)) from None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class ArrayOf(Spec):
     """A tuple (a CBOR array on the wire) of at most ``max_items`` items of ``item``.
 
@@ -151,20 +170,24 @@ class ArrayOf(Spec):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Nested(Spec):
-    """A nested frozen dataclass whose fields carry specs (a CBOR map on the wire)."""
+    """A nested frozen dataclass whose fields carry specs: a CBOR map on the wire, or with
+    ``array`` a CBOR array of its values in field order (:func:`to_wire_array`; for parts
+    repeated many times in a record, such as digest rows, where the keys would cost more
+    than the values)."""
 
     cls: type
+    array: bool = False
 
     def check(self, value: Any) -> Any:
         if type(value) is not self.cls:
             raise FieldError(f"expected {self.cls.__name__}")
         return value
 
-    def to_wire(self, value: Any) -> dict[str, Any]:
-        return to_wire_map(value)
+    def to_wire(self, value: Any) -> dict[str, Any] | list[Any]:
+        return to_wire_array(value) if self.array else to_wire_map(value)
 
     def from_wire(self, obj: Any) -> Any:
-        return from_wire_map(self.cls, obj)
+        return from_wire_array(self.cls, obj) if self.array else from_wire_map(self.cls, obj)
 
 
 def spec_field(spec: Spec, **kwargs: Any) -> Any:
@@ -271,6 +294,76 @@ def from_wire_map(cls: type, obj: Any) -> Any:
         except FieldError as exc:
             raise FieldError(f"{cls.__name__}.{name}: {exc}") from None
         if name in optional and value == optional[name]:
+            raise FieldError(f"{cls.__name__}.{name}: its default is left out, not spelled")
+        object.__setattr__(instance, name, value)
+    check_invariants(instance)
+    return instance
+
+
+def _required_count(cls: type) -> int:
+    """How many leading fields of ``cls`` an array must hold: every field before the first
+    optional one (cached). Optional fields must all come last, or a left-out one would
+    shift the positions after it."""
+    cached = cls.__dict__.get("_repp2p_required")
+    if cached is None:
+        optional = _optional(cls)
+        names = list(field_specs(cls))
+        cached = next((i for i, name in enumerate(names) if name in optional), len(names))
+        if any(name not in optional for name in names[cached:]):
+            raise TypeError(f"{cls.__name__}: optional fields must come after required ones")
+        cls._repp2p_required = cached  # type: ignore[attr-defined]
+    return cached  # type: ignore[no-any-return]
+
+
+def to_wire_array(obj: Any) -> list[Any]:
+    """The CBOR-ready array of a spec'd dataclass instance: its values in field order, the
+    trailing optional fields that hold their default left out (one spelling per value: an
+    optional field followed by a non-default one is spelled out, even at its default)."""
+    cls = type(obj)
+    required = _required_count(cls)
+    optional = _optional(cls)
+    names = list(field_specs(cls))
+    n = len(names)
+    while n > required and getattr(obj, names[n - 1]) == optional[names[n - 1]]:
+        n -= 1
+    specs = field_specs(cls)
+    return [specs[name].to_wire(getattr(obj, name)) for name in names[:n]]
+
+
+def from_wire_array(cls: type, obj: Any) -> Any:
+    """Build a validated instance of ``cls`` from a decoded CBOR array (the form
+    :func:`to_wire_array` writes).
+
+    Raises:
+        FieldError: not an array, a value out of its spec, a last item that is an optional
+            field at its default (it must be left out), or the type's invariants;
+            :class:`MissingFieldError` when it is shorter than the required fields;
+            :class:`UnknownFieldError` when it is longer than all the fields.
+    """
+    if type(obj) is not list:
+        raise FieldError(f"{cls.__name__}: expected an array")
+    specs = field_specs(cls)
+    names = list(specs)
+    required = _required_count(cls)
+    optional = _optional(cls)
+    if len(obj) < required:
+        raise MissingFieldError(f"{cls.__name__}: missing field(s) {names[len(obj) : required]}")
+    if len(obj) > len(names):
+        raise UnknownFieldError(
+            f"{cls.__name__}: {len(obj)} items, more than its {len(names)} fields"
+        )
+    instance = object.__new__(cls)
+    for i, name in enumerate(names):
+        if i >= len(obj):  # a trailing optional field left out: its default
+            object.__setattr__(instance, name, optional[name])
+            continue
+        try:
+            value = specs[name].from_wire(obj[i])
+        except (UnknownFieldError, MissingFieldError):
+            raise
+        except FieldError as exc:
+            raise FieldError(f"{cls.__name__}.{name}: {exc}") from None
+        if i == len(obj) - 1 and name in optional and value == optional[name]:
             raise FieldError(f"{cls.__name__}.{name}: its default is left out, not spelled")
         object.__setattr__(instance, name, value)
     check_invariants(instance)

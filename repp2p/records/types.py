@@ -31,6 +31,7 @@ from repp2p.records.schema import (
     Choice,
     FieldError,
     Nested,
+    PeerIdBinary,
     PeerIdText,
     Text,
     UInt,
@@ -287,7 +288,8 @@ def task_id_for(client_key: bytes, result_key: bytes) -> bytes:
 # -- per-epoch digests (docs/digests.md) --------------------------------------------------
 
 #: Most rows (counterparties) in one digest part; a party with more splits its digest into
-#: parts. 256 rows keep the largest part near 33 KiB, one gossip message.
+#: parts. 256 rows keep the largest part under 18 KiB (rows are compact arrays:
+#: docs/records.md), one gossip message.
 DIGEST_MAX_ROWS = 256
 #: Most parts per (signer, type, epoch): up to 65,536 counterparties in one epoch.
 DIGEST_MAX_PARTS = 256
@@ -367,14 +369,15 @@ class WorkRow:
 
     Every claimed task has exactly one of the four outcomes, so
     ``claims == receipts + timeouts + failures + refused``, and ``claims >= 1`` (no empty
-    rows). ``refused`` is an optional field, left out when 0, so rows without refusals
-    encode as before it existed.
-    ``offset``: the row's epoch is its digest's ``epoch + offset`` (0 .. ``span - 1`` of a
-    batch; an optional field, left out when 0, so rows of single-epoch digests encode as
-    before batching existed).
+    rows). ``offset``: the row's epoch is its digest's ``epoch + offset`` (0 .. ``span - 1``
+    of a batch).
+
+    On the wire a row is an array in field order with ``client`` as its 38-byte binary
+    peer ID; ``offset`` and ``refused`` are optional trailing items, left out when 0 at
+    the end (docs/records.md, "Digests").
     """
 
-    client: str = spec_field(PeerIdText())
+    client: str = spec_field(PeerIdBinary())
     claims: int = spec_field(_u32_leaves)
     receipts: int = spec_field(_u32_leaves)
     timeouts: int = spec_field(_u32_leaves)
@@ -417,8 +420,8 @@ class WorkDigest(Record):
     the part's leaves (docs/digests.md: leaf i's place is fixed by the rows). ``seq`` is
     always 0: a digest is final once signed, so two different digests for one ``(epoch,
     part)`` are an equivocation, and so are two of one signer whose ranges share an epoch
-    and that are not parts of one split. ``span`` is an optional field (left out when 1), so
-    single-epoch digests encode as before batching existed.
+    and that are not parts of one split. ``span`` is an optional field, left out when 1
+    (a single-epoch digest has no ``span`` on the wire).
     """
 
     TYPE: ClassVar[str] = "WorkDigest"
@@ -427,7 +430,7 @@ class WorkDigest(Record):
     epoch: int = spec_field(_u64)
     part: int = spec_field(UInt(0, DIGEST_MAX_PARTS - 1))
     parts: int = spec_field(UInt(1, DIGEST_MAX_PARTS))
-    rows: tuple[WorkRow, ...] = spec_field(ArrayOf(Nested(WorkRow), DIGEST_MAX_ROWS))
+    rows: tuple[WorkRow, ...] = spec_field(ArrayOf(Nested(WorkRow, array=True), DIGEST_MAX_ROWS))
     leaf_count: int = spec_field(_u32_leaves)
     merkle_root: bytes = spec_field(_digest)
     seq: int = spec_field(UInt(0, 0))
@@ -474,11 +477,13 @@ class FeedbackRow:
 
     At least one verdict (no empty rows); ``latency_sum_ms`` is at most the verdicts times
     the largest ``latency_ms`` a Feedback can carry (2^32 - 1). ``offset``: the row's epoch
-    is its digest's ``epoch + offset`` (0 .. ``span - 1`` of a batch; an optional field,
-    left out when 0, so rows of single-epoch digests encode as before batching existed).
+    is its digest's ``epoch + offset`` (0 .. ``span - 1`` of a batch).
+
+    On the wire a row is an array in field order with ``node`` as its 38-byte binary peer
+    ID; ``offset`` is an optional last item, left out when 0 (docs/records.md, "Digests").
     """
 
-    node: str = spec_field(PeerIdText())
+    node: str = spec_field(PeerIdBinary())
     ok: int = spec_field(_u32_leaves)
     wrong: int = spec_field(_u32_leaves)
     timeout: int = spec_field(_u32_leaves)
@@ -526,7 +531,7 @@ class FeedbackDigest(Record):
     by ``(offset, node)`` (for a single epoch: by node, as before). A client signs at most
     one split of digests covering any epoch: two digests of one signer whose ranges share
     an epoch and that are not parts of one split are an equivocation. ``span`` is an
-    optional field (left out when 1), so single-epoch digests encode as before batching.
+    optional field, left out when 1.
     """
 
     TYPE: ClassVar[str] = "FeedbackDigest"
@@ -535,7 +540,9 @@ class FeedbackDigest(Record):
     epoch: int = spec_field(_u64)
     part: int = spec_field(UInt(0, DIGEST_MAX_PARTS - 1))
     parts: int = spec_field(UInt(1, DIGEST_MAX_PARTS))
-    rows: tuple[FeedbackRow, ...] = spec_field(ArrayOf(Nested(FeedbackRow), DIGEST_MAX_ROWS))
+    rows: tuple[FeedbackRow, ...] = spec_field(
+        ArrayOf(Nested(FeedbackRow, array=True), DIGEST_MAX_ROWS)
+    )
     leaf_count: int = spec_field(_u32_leaves)
     merkle_root: bytes = spec_field(_digest)
     seq: int = spec_field(UInt(0, 0))

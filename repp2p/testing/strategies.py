@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from repp2p.identity import Identity
 from repp2p.records import (
+    DIGEST_MAX_SPAN,
     EMPTY_MERKLE_ROOT,
     RECORD_TYPES,
     FeedbackDigest,
@@ -80,20 +81,27 @@ def records_of(cls: type) -> st.SearchStrategy[object]:
     return st.builds(cls, **{name: for_spec(spec) for name, spec in field_specs(cls).items()})
 
 
-_COUNT = st.integers(0, 2**19)  # five rows of four counts stay under DIGEST_MAX_LEAVES
+_COUNT = st.integers(0, 2**19)  # five rows of four counts each stay under DIGEST_MAX_LEAVES
 _peer_ids = identities().map(lambda i: i.peer_id)
+#: A row alone may be of any epoch of a batch; a digest's rows draw offsets below its span.
+_ANY_OFFSET = st.integers(0, DIGEST_MAX_SPAN - 1)
 
 
-def _work_rows() -> st.SearchStrategy[WorkRow]:
-    def row(peer: str, r: int, t: int, f: int) -> WorkRow:
-        if r + t + f == 0:
+def _work_rows(offsets: st.SearchStrategy[int] = _ANY_OFFSET) -> st.SearchStrategy[WorkRow]:
+    def row(peer: str, r: int, t: int, f: int, refused: int, offset: int) -> WorkRow:
+        if r + t + f + refused == 0:
             r = 1  # a row counts at least one claim
-        return WorkRow(client=peer, claims=r + t + f, receipts=r, timeouts=t, failures=f)
+        claims = r + t + f + refused
+        return WorkRow(peer, claims, r, t, f, offset=offset, refused=refused)
 
-    return st.builds(row, _peer_ids, _COUNT, _COUNT, _COUNT)
+    # refused is mostly 0 (left out on the wire), sometimes not (spelled, after the offset)
+    refused = st.one_of(st.just(0), _COUNT)
+    return st.builds(row, _peer_ids, _COUNT, _COUNT, _COUNT, refused, offsets)
 
 
-def _feedback_rows() -> st.SearchStrategy[FeedbackRow]:
+def _feedback_rows(
+    offsets: st.SearchStrategy[int] = _ANY_OFFSET,
+) -> st.SearchStrategy[FeedbackRow]:
     @st.composite
     def row(draw: st.DrawFn) -> FeedbackRow:
         ok, wrong, timeout, bad = (draw(_COUNT) for _ in range(4))
@@ -103,26 +111,36 @@ def _feedback_rows() -> st.SearchStrategy[FeedbackRow]:
         latency = draw(st.integers(0, total * (2**32 - 1)))
         node = draw(_peer_ids)
         return FeedbackRow(
-            node=node, ok=ok, wrong=wrong, timeout=timeout, bad_proof=bad, latency_sum_ms=latency
+            node=node,
+            ok=ok,
+            wrong=wrong,
+            timeout=timeout,
+            bad_proof=bad,
+            latency_sum_ms=latency,
+            offset=draw(offsets),
         )
 
     return row()
 
 
 def _digests(cls: type[WorkDigest] | type[FeedbackDigest]) -> st.SearchStrategy[object]:
-    rows_of = _work_rows() if cls is WorkDigest else _feedback_rows()
+    rows_for = _work_rows if cls is WorkDigest else _feedback_rows
     total_of = (lambda r: r.claims) if cls is WorkDigest else (lambda r: r.total)
 
     @st.composite
     def digest(draw: st.DrawFn) -> object:
         parts = draw(st.integers(1, 3))
         part = draw(st.integers(0, parts - 1))
-        rows = draw(st.lists(rows_of, max_size=5, unique_by=lambda r: r.peer))
-        rows = sorted((r for r in rows if part_of(r.peer, parts) == part), key=lambda r: r.peer)
+        span = draw(st.sampled_from((1, 1, 2, DIGEST_MAX_SPAN)))  # single epochs and batches
+        row_strategy = rows_for(st.integers(0, span - 1))
+        rows = draw(st.lists(row_strategy, max_size=5, unique_by=lambda r: (r.offset, r.peer)))
+        rows = sorted(
+            (r for r in rows if part_of(r.peer, parts) == part), key=lambda r: (r.offset, r.peer)
+        )
         leaf_count = sum(total_of(r) for r in rows)
         root = EMPTY_MERKLE_ROOT if leaf_count == 0 else draw(st.binary(min_size=32, max_size=32))
         return cls(
-            epoch=draw(st.integers(0, 2**64 - 1)),
+            epoch=draw(st.integers(0, 2**64 - span)),
             part=part,
             parts=parts,
             rows=tuple(rows),
@@ -130,6 +148,7 @@ def _digests(cls: type[WorkDigest] | type[FeedbackDigest]) -> st.SearchStrategy[
             merkle_root=root,
             seq=0,
             expires=draw(st.integers(0, 2**64 - 1)),
+            span=span,
         )
 
     return digest()

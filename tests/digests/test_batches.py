@@ -84,12 +84,24 @@ def test_batch_round_trips_and_rows_keep_their_epoch():
 def test_single_epoch_digest_keeps_the_old_wire_form():
     (part,) = build_feedback(CLIENTS[0].peer_id, _records(), EPOCH, expires=EXPIRES)
     body = _body(sign(part.digest, CLIENTS[0]))
-    # no batch fields on the wire: a digest signed before batching decodes unchanged
+    # no batch fields on the wire: no span, and every row stops at latency_sum_ms (its
+    # offset, the seventh item, is left out)
     assert "span" not in body
-    assert all("offset" not in row for row in body["rows"])
+    assert body["rows"] and all(len(row) == 6 for row in body["rows"])
     assert part.digest.span == 1 and all(r.offset == 0 for r in part.digest.rows)
     leaf_maps = [cbor2.loads(leaf.encode()) for leaf in part.leaves]
     assert all("offset" not in leaf for leaf in leaf_maps)
+
+
+#: A FeedbackRow's position of ``offset`` on the wire (docs/records.md).
+_OFFSET = 6
+PEER_TEXT = CLIENTS[0].peer_id
+
+
+def _set(row: list, index: int, value) -> None:
+    """Set a wire row's item, spelling out (as 0) the optional ones before it if needed."""
+    row.extend([0] * (index + 1 - len(row)))
+    row[index] = value
 
 
 @pytest.mark.parametrize(
@@ -100,10 +112,13 @@ def test_single_epoch_digest_keeps_the_old_wire_form():
         lambda b: b.update(span=0),
         lambda b: b.update(span=True),
         lambda b: b.update(span=2),  # a row of offset 2 is past a span of 2
-        lambda b: b["rows"][0].update(offset=0),  # default spelled out
+        lambda b: _set(b["rows"][0], _OFFSET, 0),  # default spelled out
         lambda b: b["rows"].reverse(),  # rows out of (offset, node) order
-        lambda b: b["rows"][-1].update(offset=FEEDBACK_MAX_SPAN),
-        lambda b: b["rows"][-1].update(offset="2"),
+        lambda b: _set(b["rows"][-1], _OFFSET, FEEDBACK_MAX_SPAN),
+        lambda b: _set(b["rows"][-1], _OFFSET, "2"),
+        lambda b: _set(b["rows"][-1], 0, b"\x00" * 38),  # not an Ed25519 peer ID
+        lambda b: _set(b["rows"][-1], 0, b["rows"][-1][0][:-1]),  # 37 bytes
+        lambda b: _set(b["rows"][-1], 0, PEER_TEXT),  # the text form, not the binary
     ],
 )
 def test_hostile_batch_fields_are_refused_with_a_typed_error(tamper):

@@ -30,6 +30,7 @@ from repp2p.records import (
     sign,
 )
 from repp2p.records.codec import DOMAIN
+from repp2p.records.peerid import peer_id_to_bytes
 from repp2p.store import SqliteRecordStore
 from repp2p.testing import factories
 from repp2p.testing.strategies import identities, records_of
@@ -155,51 +156,47 @@ def test_digest_rules():
 def test_invariants_hold_on_decode_too():
     good = _body(_work([_row(PEERS[0]), _row(PEERS[1])]))
     assert decode(_resign("WorkDigest", good)).record.leaf_count == 2
+    first, second = good["rows"]
     swapped = dict(good, rows=list(reversed(good["rows"])))
     lying = dict(good, leaf_count=3)
-    bad_sum = dict(good, rows=[dict(good["rows"][0], claims=5), good["rows"][1]])
+    bad_sum = dict(good, rows=[[first[0], 5, *first[2:]], second])
     seq = dict(good, seq=1)
     for body in (swapped, lying, bad_sum, seq):
         with pytest.raises(RecordError) as info:
             decode(_resign("WorkDigest", body))
         assert info.value.reason is RecordReason.BAD_FIELD
-    extra = dict(good, rows=[dict(good["rows"][0], note=1), good["rows"][1]])
+    # a row longer than every field (offset and refused included) has an unknown field
+    extra = dict(good, rows=[[*first, 1, 1, 1], second])
     with pytest.raises(RecordError) as info:
         decode(_resign("WorkDigest", extra))
     assert info.value.reason is RecordReason.UNKNOWN_FIELD
+    short = dict(good, rows=[first[:4], second])
+    with pytest.raises(RecordError) as info:
+        decode(_resign("WorkDigest", short))
+    assert info.value.reason is RecordReason.MISSING_FIELD
 
 
 def test_the_largest_part_fits_its_cap_and_one_more_row_does_not():
-    # Every count as wide as CBOR makes it (5-byte integers, 9-byte latency sums): an
-    # upper bound on any valid part, since a valid one cannot have them all that large.
+    # Every count as wide as CBOR makes it (5-byte integers, 9-byte latency sums) and every
+    # optional field spelled out: an upper bound on any valid part, since a valid one cannot
+    # have them all that large.
     rows = [
-        {
-            "client": p,
-            "claims": 2**24,
-            "receipts": 2**24,
-            "timeouts": 2**24,
-            "failures": 2**24,
-            "refused": 2**24,
-        }
+        [peer_id_to_bytes(p), 2**24, 2**24, 2**24, 2**24, 15, 2**24]
         for p in PEERS[:DIGEST_MAX_ROWS]
     ]
     body = dict(_body(WORK), rows=rows, leaf_count=2**24, expires=2**64 - 1, epoch=2**64 - 1)
+    body["span"] = 16
     size = len(_resign("WorkDigest", body))
     assert size <= WorkDigest.MAX_SIZE, size
+    assert size < 18 * 1024, size  # docs/records.md: at most about 17.5 KiB
     frows = [
-        {
-            "node": p,
-            "ok": 2**24,
-            "wrong": 2**24,
-            "timeout": 2**24,
-            "bad_proof": 2**24,
-            "latency_sum_ms": 2**64 - 1,
-        }
+        [peer_id_to_bytes(p), 2**24, 2**24, 2**24, 2**24, 2**64 - 1, 15]
         for p in PEERS[:DIGEST_MAX_ROWS]
     ]
-    fbody = dict(_body(FEEDBACK), rows=frows, leaf_count=2**24, expires=2**64 - 1)
+    fbody = dict(_body(FEEDBACK), rows=frows, leaf_count=2**24, expires=2**64 - 1, span=16)
     size = len(_resign("FeedbackDigest", fbody))
     assert size <= FeedbackDigest.MAX_SIZE, size
+    assert size < 19 * 1024, size  # docs/records.md: at most about 18.5 KiB
     # A valid part with the most rows encodes; one row more is refused.
     full = _work([_row(p) for p in PEERS[:DIGEST_MAX_ROWS]])
     assert decode(encode(full, ALICE)).record == full

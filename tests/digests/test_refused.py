@@ -25,7 +25,7 @@ from repp2p.digests.check import check_leaf
 from repp2p.digests.leaves import WorkLeaf, work_leaf
 from repp2p.errors import RecordError
 from repp2p.records import WorkDigest, WorkRow, sign
-from repp2p.records.schema import FieldError, from_wire_map, to_wire_map
+from repp2p.records.schema import FieldError, from_wire_array, to_wire_array, to_wire_map
 from repp2p.testing.factories import far_future, task_records
 
 from .helpers import (
@@ -54,17 +54,19 @@ def _mixed():
 
 def test_a_row_and_a_leaf_without_refusals_encode_as_before():
     row = WorkRow(client=CLIENT.peer_id, claims=2, receipts=1, timeouts=1, failures=0)
-    assert "refused" not in to_wire_map(row)
+    assert len(to_wire_array(row)) == 5  # client, claims, receipts, timeouts, failures
     t = task_records(CLIENT, NODE, EPOCH, "plain")
     leaf = work_leaf(t.offer, t.claim, t.receipt, "done")
     assert "refusal_id" not in to_wire_map(leaf)
     with_refusal = WorkRow(
         client=CLIENT.peer_id, claims=3, receipts=1, timeouts=1, failures=0, refused=1
     )
-    assert to_wire_map(with_refusal)["refused"] == 1
+    # refused is the seventh item, after offset (spelled out as 0 before it)
+    assert to_wire_array(with_refusal)[5:] == [0, 1]
+    assert from_wire_array(WorkRow, to_wire_array(with_refusal)) == with_refusal
     assert with_refusal.counts() == (1, 1, 0, 1)
     with pytest.raises(FieldError):  # one spelling per value: 0 is left out
-        from_wire_map(WorkRow, {**to_wire_map(row), "refused": 0})
+        from_wire_array(WorkRow, [*to_wire_array(row), 0, 0])
     with pytest.raises(RecordError):  # claims must add up with the refused ones
         WorkRow(client=CLIENT.peer_id, claims=2, receipts=1, timeouts=1, failures=0, refused=1)
 
