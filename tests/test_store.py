@@ -190,6 +190,39 @@ def test_garbage_file_and_newer_schema_are_clear_errors(tmp_path):
         SqliteRecordStore(path)
 
 
+def test_a_schema_1_store_drops_old_form_digests_and_keeps_the_rest(tmp_path):
+    # Schema 2 changed the digests' wire form (rows as arrays): a store written by the
+    # previous release holds digests nothing decodes any more. Opening it must not fail
+    # on them later (a StoreError at the first view build): they go, the rest stays.
+    path = tmp_path / "old.db"
+    store = SqliteRecordStore(path)
+    beat = hb(ALICE)
+    digests = [sign(r, ALICE) for r in factories.sample_digests(expires=NOW + 600)]
+    store.put_many([beat, *digests], now=NOW)
+    store.close()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
+        # the old form: bytes the new decoder refuses
+        db.execute("UPDATE records SET data = x'a1616101' WHERE type LIKE '%Digest'")
+    reopened = SqliteRecordStore(path)
+    assert reopened.query() == [beat]
+    assert reopened.query(type="WorkDigest") == reopened.query(type="FeedbackDigest") == []
+    reopened.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("2",)
+        assert db.execute("SELECT count(*) FROM records").fetchone() == (1,)
+
+
+def test_a_store_of_an_unknown_schema_is_a_clear_error(tmp_path):
+    path = tmp_path / "odd.db"
+    SqliteRecordStore(path).close()
+    for odd in ("0", "x", "-1"):
+        with sqlite3.connect(path) as db:
+            db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (odd,))
+        with pytest.raises(StoreError, match=f"schema {odd}"):
+            SqliteRecordStore(path)
+
+
 WRITER = textwrap.dedent(
     """
     import sys

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import sqlite3
 from collections import OrderedDict
@@ -34,7 +35,13 @@ from repp2p.records import (
 )
 from repp2p.store.abc import RecordStoreAPI
 
-SCHEMA_VERSION = 1
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 2
+#: Record types whose wire form changed at a schema step: a store of an older schema drops
+#: them on open (no peer decodes the old form; the window's digests come again by gossip
+#: and sync). Schema 2: digest rows became CBOR arrays with binary peer IDs.
+_DROPPED_AT = {2: ("WorkDigest", "FeedbackDigest")}
 #: feed entries of records no longer held are dropped after this long
 FEED_KEEP_S = 3600
 #: evidence pairs kept per signer: one pair proves an equivocation (any peer re-checks
@@ -148,10 +155,37 @@ class SqliteRecordStore(RecordStoreAPI):
                 "INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
             )
         elif row[0] != str(SCHEMA_VERSION):
-            raise StoreError(
-                f"record store {self.path} has schema {row[0]}, this repp2p reads "
-                f"{SCHEMA_VERSION}: upgrade repp2p or restore a matching backup"
-            )
+            if not (row[0].isdigit() and 1 <= int(row[0]) < SCHEMA_VERSION):
+                raise StoreError(
+                    f"record store {self.path} has schema {row[0]}, this repp2p reads "
+                    f"{SCHEMA_VERSION}: upgrade repp2p or restore a matching backup"
+                )
+            self._upgrade(int(row[0]))
+
+    def _upgrade(self, old: int) -> None:
+        """Bring a store of schema ``old`` to :data:`SCHEMA_VERSION` (inside the open
+        transaction): records whose wire form changed since are dropped, with their feed
+        entries and equivocation evidence; everything else is kept as it is."""
+        for version in range(old + 1, SCHEMA_VERSION + 1):
+            for rtype in _DROPPED_AT.get(version, ()):
+                self._db.execute(
+                    "DELETE FROM feed WHERE record_id IN "
+                    "(SELECT record_id FROM records WHERE type = ?)",
+                    (rtype,),
+                )
+                dropped = self._db.execute("DELETE FROM records WHERE type = ?", (rtype,))
+                self._db.execute("DELETE FROM evidence WHERE type = ?", (rtype,))
+                log.warning(
+                    "record store %s: schema %d -> %d dropped %d %s record(s) of the old wire form",
+                    self.path,
+                    version - 1,
+                    version,
+                    dropped.rowcount,
+                    rtype,
+                )
+        self._db.execute(
+            "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
+        )
 
     def _load(self, data: bytes) -> SignedRecord:
         # The file is input too, but re-verifying every signature on every read made views
