@@ -225,17 +225,46 @@ class ProofRouter:
         self.disputes = disputes
         self.offences = offences
         self.on_charge = on_charge
+        #: messages refused before any book saw them, by reason (no readable ``kind``;
+        #: ``wrong_type``: an unserved charge pulled over ``/repp2p/proofs/1``)
+        self.refused: dict[str, int] = {}
+
+    def _refuse(self, reason: ProofReason) -> Verdict:
+        self.refused[reason.value] = self.refused.get(reason.value, 0) + 1
+        return Verdict.REJECT
 
     def judge(self, data: bytes) -> Verdict:
+        """The ``proofs`` topic's validator: the verdict of the book ``kind`` names (a
+        message without a readable kind is REJECTed and counted in :attr:`refused`)."""
         try:
             kind = proof_kind(data)
-        except ProofError:
-            return Verdict.REJECT
+        except ProofError as exc:
+            return self._refuse(exc.reason)
         if kind == DISPUTE_KIND:
             return self.disputes.judge(data)
         if kind == UNSERVED_KIND:
             return self.on_charge(data) if self.on_charge is not None else Verdict.IGNORE
         return self.offences.judge(data)
+
+    def judge_pulled(self, data: bytes) -> Verdict:
+        """The verdict on a proof pulled over ``/repp2p/proofs/1``: as :meth:`judge`, but
+        an unserved charge is REJECTed (no server sends one: a charge is its accuser's
+        word, re-checked by whoever receives it on gossip, and never counts in a view)."""
+        try:
+            kind = proof_kind(data)
+        except ProofError as exc:
+            return self._refuse(exc.reason)
+        if kind == UNSERVED_KIND:
+            return self._refuse(ProofReason.WRONG_TYPE)
+        return self.judge(data)
+
+    def served(self) -> list[bytes]:
+        """Every proof a peer may still take from us (both books)."""
+        return [*self.disputes.served(), *self.offences.served()]
+
+    def have(self) -> list[bytes]:
+        """SHA-256 of every proof we hold that a server could send (both books)."""
+        return [*self.disputes.have(), *self.offences.have()]
 
 
 __all__ = ["UNSERVED_KIND", "OffenceBook", "ProofRouter", "as_view_offence", "proof_kind"]
