@@ -103,6 +103,8 @@ class NodeParts:
     own_digests: OwnDigests
     auditor: Auditor | None
     disputes: DisputeBook
+    #: the verified offence proofs held (docs/digests.md, "Offence proofs ... on gossip")
+    offences: OffenceBook | None = None
     #: retries and per-epoch pulls of proofs (None on a records network, which has none)
     proof_catchup: ProofCatchUp | None = None
 
@@ -522,6 +524,7 @@ class Node:
                         own_digests=own_digests,
                         auditor=auditor,
                         disputes=disputes,
+                        offences=offences,
                         proof_catchup=catchup,
                     )
                     nursery.start_soon(publisher.run)

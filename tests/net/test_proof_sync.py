@@ -13,6 +13,7 @@ import trio
 from libp2p.peer.peerinfo import info_from_p2p_addr
 
 from repp2p.clock import TrioClock
+from repp2p.digests import build_work, conflict_proof
 from repp2p.digests.disputes import MAX_DISPUTE_SIZE
 from repp2p.errors import ProtocolError
 from repp2p.net.framing import FrameReader, write_cbor
@@ -21,15 +22,20 @@ from repp2p.net.params import SyncParams
 from repp2p.net.proof_sync import MAX_HAVE, PROTOCOL, make_handler, pull
 from repp2p.net.verdict import Verdict
 from repp2p.node import disputes as disputes_module
+from repp2p.node.app import Node
 from repp2p.node.disputes import DisputeBook
 from repp2p.node.offences import OffenceBook, ProofRouter
 from repp2p.node.proof_catchup import ProofCatchUp
+from repp2p.records import sign
 from repp2p.testing import factories
+from repp2p.testing.factories import task_records
+from repp2p.testing.network import dev_params, node_config, start_node
 from tests.digests import test_dispute_proofs as dp
 from tests.digests import test_offence_gossip as og
 
 LOCAL = multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")
 PARAMS = SyncParams(max_invalid=2, request_timeout_s=5.0)
+DIGEST_VIEWS = dev_params().replace(reputation_source="digests")
 
 
 class Peer:
@@ -332,3 +338,56 @@ def test_pending_proofs_are_bounded_per_offer_and_in_bytes_and_expire(tmp_path, 
     assert book.pending == 0 and book.pending_counts["expired"] == 4
     assert book.get(held_offer.record_id) is not None
     assert _files(tmp_path / "d") == files
+
+
+def _live_conflict(epoch: int, expires: int) -> bytes:
+    """A conflict proof of ``og.NODE``'s work digest of ``epoch``, live until ``expires``."""
+    tasks = [
+        task_records(c, og.NODE, epoch, f"live{i}", expires=expires)
+        for i, c in enumerate(og.CLIENTS)
+    ]
+    records = [r for t in tasks for r in t.all()]
+    (full,) = build_work(og.NODE.peer_id, records, epoch, expires=expires)
+    (fewer,) = build_work(og.NODE.peer_id, records[:4], epoch, expires=expires)
+    return conflict_proof(sign(full.digest, og.NODE), sign(fewer.digest, og.NODE)).encode()
+
+
+async def test_a_client_that_joins_a_digest_network_late_pulls_the_offences_of_the_window(
+    tmp_path,
+):
+    """Two real nodes: the full node holds an offence proof gossiped before the light
+    client started; the client's node loop pulls it once synced, so its views count it."""
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            full = await start_node(
+                nursery, node_config(tmp_path, "full", network_params=DIGEST_VIEWS)
+            )
+            now = int(full.clock.now())
+            epoch = now // DIGEST_VIEWS.epoch_s
+            proof = _live_conflict(epoch - 1, now + 3600)
+            assert full.parts.offences is not None
+            full.parts.offences.add(proof)  # gossiped while the client was not there
+            light = Node(
+                node_config(
+                    tmp_path,
+                    "light",
+                    (full.addrs()[0],),
+                    network_params=DIGEST_VIEWS,
+                    role="client",
+                )
+            )
+            await nursery.start(light.run)
+            offences = light.parts.offences
+            assert offences is not None
+            while not offences.offences(epoch):
+                await trio.sleep(0.1)
+            ((offence,),) = [offences.offences(epoch)]
+            assert (offence.kind, offence.peer_id, offence.epoch) == (
+                "digest_conflict",
+                og.NODE.peer_id,
+                epoch - 1,
+            )
+            catchup = light.parts.proof_catchup
+            assert catchup is not None and catchup.pulls[-1][1].accepted == 1
+            light.stop()
+            full.stop()
