@@ -183,9 +183,10 @@ async def test_camouflaged_cheater_outvoted_2_to_1_is_resolved_by_escalation(tmp
                     held = peer.disputes.get(offer_id)
                     return held is not None and {r.record_id for r in held.receipts} == ids
 
-                # one gossip hop per peer, each validating against its own view: on a
-                # saturated 2-core CI machine that took over 20 s
-                await wait_until(lambda: all(proved(p) for p in (client, *nodes)), 60)
+                # gossip, or for a peer that missed it (or whose view could not judge it
+                # yet) its pending retry at the next view and the pull of the window
+                # each epoch (repp2p.node.proof_catchup): every peer within 2 epochs
+                await wait_until(lambda: all(proved(p) for p in (client, *nodes)), 2 * EPOCH_S)
                 # nobody else holds the task's records: they travelled only as the proof
                 spare_held = {r.record_id for r in spare.store.query(type="Receipt")}
                 assert not spare_held & ids
