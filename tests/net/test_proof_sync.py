@@ -391,3 +391,29 @@ async def test_a_client_that_joins_a_digest_network_late_pulls_the_offences_of_t
             assert catchup is not None and catchup.pulls[-1][1].accepted == 1
             light.stop()
             full.stop()
+
+
+def test_both_books_keep_proofs_in_one_kind_of_folder_and_drop_damaged_files(tmp_path):
+    """The shared ProofFolder: what a book keeps comes back after a restart; a damaged or
+    foreign file is dropped at start (never trusted, never fatal); no temp file is left."""
+    peer = Peer(tmp_path / "p", FixedClock(dp.NOW))
+    assert peer.router.judge(dp._proof(dp._offer("f"), outputs=("a", "b")).encode()) is (
+        Verdict.ACCEPT
+    )
+    assert peer.router.judge(og._conflict()) is Verdict.ACCEPT
+    kept = _files(tmp_path / "p")
+    assert len(kept) == 2 and not list((tmp_path / "p").rglob("*.tmp"))
+    for sub in ("disputes", "offences"):
+        (tmp_path / "p" / sub / ("00" * 32 + ".cbor")).write_bytes(b"\xa1damaged")
+    again = Peer(tmp_path / "p", FixedClock(dp.NOW))
+    assert again.counted() == peer.counted() and _files(tmp_path / "p") == kept
+
+
+class FixedClock:
+    """A clock standing at ``t`` (the books read ``now`` only)."""
+
+    def __init__(self, t: float) -> None:
+        self.t = float(t)
+
+    def now(self) -> float:
+        return self.t
