@@ -18,11 +18,11 @@ node whose attestation or rank our view does not give: views can differ at the e
 because our view cannot judge it *yet* (``unattested``: the node's attestation has not
 reached us; ``unranked``: the view of the offer's epoch is not built yet) would be lost for
 good. The book keeps such a proof *pending* (only after its signatures verified: a forged
-one is REJECTed, never kept), bounded: at most :data:`PENDING_PER_OFFER` per offer and
-:data:`PENDING_BYTES` in all (a proof beyond them is not kept), dropped once its offer
-leaves the replay window, memory only. :meth:`DisputeBook.retry_pending` judges each
-again, when a new view is built and otherwise with a backoff; what a retry accepts is
-held as if it had just arrived. A proof that never reached us, or one lost with the
+one is REJECTed, never kept), bounded: at most :data:`PENDING_PER_OFFER` per offer,
+:data:`PENDING_MAX` proofs and :data:`PENDING_BYTES` in all (a proof beyond them is not
+kept), dropped once its offer leaves the replay window, memory only.
+:meth:`DisputeBook.retry_pending` judges each again, when a new view is built and
+otherwise with a backoff; what a retry accepts is held as if it had just arrived. A proof that never reached us, or one lost with the
 pending set at a restart, comes by the pull of :mod:`repp2p.net.proof_sync`
 (:meth:`DisputeBook.served` is what we offer there).
 """
@@ -75,6 +75,9 @@ RETRY_REASONS = frozenset({ProofReason.UNATTESTED, ProofReason.UNRANKED})
 PENDING_PER_OFFER = 4
 #: Bytes of pending proofs kept at most (about 33 proofs at their size cap).
 PENDING_BYTES = 8 * 1024 * 1024
+#: Pending proofs kept at most, whatever their size: each is checked again (signatures
+#: included) at every new view, so this bounds that work too.
+PENDING_MAX = 256
 
 
 @dataclasses.dataclass
@@ -136,6 +139,7 @@ class DisputeBook:
         #: SHA-256 of a proof's bytes -> the proof, while our view cannot judge it yet
         self._pending: dict[bytes, _Pending] = {}
         self._pending_bytes = 0
+        self._pending_per_offer: dict[bytes, int] = {}
         #: rejections by reason (what ``repp2p status`` could show; tests read it)
         self.refused: dict[str, int] = {}
         #: pending proofs by fate: ``kept`` (pending), ``full`` (not kept: a cap),
@@ -220,7 +224,7 @@ class DisputeBook:
         given, so its offer decodes.)"""
         if digest in self._pending:
             return True
-        if self._pending_bytes + len(data) > PENDING_BYTES:
+        if self._pending_bytes + len(data) > PENDING_BYTES or len(self._pending) >= PENDING_MAX:
             self._count("full")
             return False
         now = self._now()
@@ -228,7 +232,7 @@ class DisputeBook:
             offer = decode(decode_dispute(data).offer, now=int(now))
         except (ProofError, RecordError):  # expired since: nothing left to judge
             return False
-        if sum(p.offer_id == offer.record_id for p in self._pending.values()) >= PENDING_PER_OFFER:
+        if self._pending_per_offer.get(offer.record_id, 0) >= PENDING_PER_OFFER:
             self._count("full")
             return False
         first = min(1.0, self.epoch_s / 8)
@@ -240,12 +244,18 @@ class DisputeBook:
             backoff=first,
         )
         self._pending_bytes += len(data)
+        self._pending_per_offer[offer.record_id] = (
+            self._pending_per_offer.get(offer.record_id, 0) + 1
+        )
         self._count("kept")
         return True
 
     def _drop_pending(self, digest: bytes, fate: str) -> None:
         gone = self._pending.pop(digest)
         self._pending_bytes -= len(gone.data)
+        left = self._pending_per_offer.pop(gone.offer_id) - 1
+        if left:
+            self._pending_per_offer[gone.offer_id] = left
         self._count(fate)
 
     @property

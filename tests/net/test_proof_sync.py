@@ -327,6 +327,11 @@ def test_pending_proofs_are_bounded_per_offer_and_in_bytes_and_expire(tmp_path, 
     assert book.judge(dp._proof(dp._offer("q"), outputs=("a", "b")).encode()) is Verdict.IGNORE
     assert book.pending == 4 and book.pending_counts["full"] == 2
     monkeypatch.undo()
+    # and a count cap
+    monkeypatch.setattr(disputes_module, "PENDING_MAX", 4)
+    assert book.judge(dp._proof(dp._offer("r"), outputs=("a", "b")).encode()) is Verdict.IGNORE
+    assert book.pending == 4 and book.pending_counts["full"] == 3
+    monkeypatch.undo()
     # what is held is not touched by pending proofs, and outlives them
     book._ranks_of = dp._ranks
     assert book.judge(held.encode()) is Verdict.ACCEPT
@@ -336,6 +341,7 @@ def test_pending_proofs_are_bounded_per_offer_and_in_bytes_and_expire(tmp_path, 
     now[0] += 6 * dp.EPOCH_S
     assert book.retry_pending(force=True) == 0
     assert book.pending == 0 and book.pending_counts["expired"] == 4
+    assert book._pending_per_offer == {} and book._pending_bytes == 0
     assert book.get(held_offer.record_id) is not None
     assert _files(tmp_path / "d") == files
 
