@@ -21,10 +21,10 @@ good. The book keeps such a proof *pending* (only after its signatures verified:
 one is REJECTed, never kept), bounded: at most :data:`PENDING_PER_OFFER` per offer,
 :data:`PENDING_MAX` proofs and :data:`PENDING_BYTES` in all (a proof beyond them is not
 kept), dropped once its offer leaves the replay window, memory only.
-:meth:`DisputeBook.retry_pending` judges each again, when a new view is built and
-otherwise with a backoff; what a retry accepts is held as if it had just arrived. A proof that never reached us, or one lost with the
-pending set at a restart, comes by the pull of :mod:`repp2p.net.proof_sync`
-(:meth:`DisputeBook.served` is what we offer there).
+:meth:`DisputeBook.retry_pending` judges each again, when a new view is built and otherwise
+with a backoff; what a retry accepts is held as if it had just arrived. A proof that never
+reached us, or one lost with the pending set at a restart, comes by the pull of
+:mod:`repp2p.net.proof_sync` (:meth:`DisputeBook.served` is what we offer there).
 """
 
 from __future__ import annotations
