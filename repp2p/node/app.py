@@ -452,6 +452,7 @@ class Node:
                         tick_s=cfg.timers.tick_s,
                         is_synced=discovery.is_synced,
                         view_ready=lambda e: keeper.cached_view(e) is not None,
+                        phase=self.phase,
                     )
                 auditor = None
                 if is_full:

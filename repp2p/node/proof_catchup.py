@@ -9,11 +9,12 @@ views count the same disputes and offences:
   :class:`~repp2p.node.disputes.DisputeBook`; each time the view of a new epoch is built
   we judge the pending proofs at once (a new view brings rankings and verdicts), and in
   between when their backoff is due.
-* **Pulled.** Once synced, and then once per epoch after that epoch's view is built, we
-  pull the proofs of the window from one connected peer (a different one each time)
-  over ``/repp2p/proofs/1`` (:mod:`repp2p.net.proof_sync`), telling it what we hold. So a
-  peer that was offline or restarted, or whose neighbours IGNOREd a proof, gets it within
-  an epoch. A pulled proof goes through the gossip validator.
+* **Pulled.** Once synced, and then once per epoch (at our phase of it, after that
+  epoch's view is built), we pull the proofs of the window from one connected peer (a
+  different one each time) over ``/repp2p/proofs/1`` (:mod:`repp2p.net.proof_sync`),
+  telling it what we hold. So a peer that was offline or restarted, or whose neighbours
+  IGNOREd a proof, gets it within an epoch. A pulled proof goes through the gossip
+  validator.
 
 The loop does I/O and reads the clock; the books and the protocol's checks stay pure.
 """
@@ -51,6 +52,10 @@ class ProofCatchUp:
         is_synced: whether the first record sync is done (before it, our views cannot
             judge what we would pull).
         view_ready: ``view_ready(epoch)``: whether the view of that epoch is built.
+        phase: how far into each epoch (a fraction, 0..1) its pull is due: the node's own
+            phase (:func:`repp2p.node.schedules.phase_of`), so peers do not all pull at
+            the epoch's start, when they build their views. The first pull after start
+            is due at once.
     """
 
     #: pulls tried per epoch at most while they fail (each from the next peer)
@@ -69,6 +74,7 @@ class ProofCatchUp:
         tick_s: float,
         is_synced: Callable[[], bool],
         view_ready: Callable[[int], bool],
+        phase: float = 0.0,
     ) -> None:
         self._router = router
         self._disputes = disputes
@@ -80,6 +86,7 @@ class ProofCatchUp:
         self._tick_s = tick_s
         self._is_synced = is_synced
         self._view_ready = view_ready
+        self._phase = phase
         self._turn = 0
         #: every pull so far: ``(peer, result or None when it failed)`` (last 64; tests,
         #: logs)
@@ -119,7 +126,8 @@ class ProofCatchUp:
             if ready:
                 retried = epoch
                 tried = tries.get(epoch, 0)
-                if 0 <= tried < self.PULLS_PER_EPOCH and self._is_synced():
+                due = not self.pulls or (self._clock.now() >= (epoch + self._phase) * self._epoch_s)
+                if due and 0 <= tried < self.PULLS_PER_EPOCH and self._is_synced():
                     done = await self.pull_once() is not None
                     tries = {epoch: -1 if done else tried + 1}
             await self._clock.sleep(self._tick_s)
