@@ -423,3 +423,53 @@ class FixedClock:
 
     def now(self) -> float:
         return self.t
+
+
+async def test_a_failed_pull_goes_to_the_next_peer_and_a_pull_is_tried_a_few_times_an_epoch(
+    tmp_path,
+):
+    """A connected peer without the protocol (an old release, say) costs one failed pull;
+    the loop asks the next peer in turn, in the same epoch."""
+    clock = _clock()
+    holder = Peer(tmp_path / "holder", clock)
+    proof = dp._proof(dp._offer("next"), outputs=("a", "b")).encode()
+    assert holder.router.judge(proof) is Verdict.ACCEPT
+    fresh = Peer(tmp_path / "fresh", clock)
+    # the peer without the protocol is the first in turn (peers are taken in ID order)
+    old, good = sorted(
+        (build_host(factories.identity("ps-x")), build_host(factories.identity("ps-y"))),
+        key=lambda h: h.get_id().to_base58(),
+    )
+    client = build_host(factories.identity("ps-client"))
+    async with (
+        old.run(listen_addrs=[LOCAL]),
+        good.run(listen_addrs=[LOCAL]),
+        client.run(listen_addrs=[LOCAL]),
+    ):
+        good.set_stream_handler(PROTOCOL, make_handler(holder.router.served, PARAMS, clock.now))
+        await _connect(client, old)
+        await _connect(client, good)
+        hosts = {h.get_id().to_base58(): h for h in (old, good)}
+        loop = ProofCatchUp(
+            router=fresh.router,
+            disputes=fresh.disputes,
+            peers=lambda: list(hosts),
+            open_stream=lambda peer: client.new_stream(hosts[peer].get_id(), [PROTOCOL]),
+            params=PARAMS,
+            clock=clock,
+            epoch_s=dp.EPOCH_S,
+            tick_s=0.05,
+            is_synced=lambda: True,
+            view_ready=lambda epoch: True,
+        )
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(loop.run)
+            with trio.fail_after(30):
+                while len(loop.pulls) < 2:
+                    await trio.sleep(0.05)
+            await trio.sleep(0.3)  # more ticks: no third pull this epoch
+            nursery.cancel_scope.cancel()
+    (first, failed), (second, result) = loop.pulls
+    assert first == old.get_id().to_base58() and failed is None
+    assert second == good.get_id().to_base58() and result is not None and result.accepted == 1
+    assert fresh.counted() == holder.counted() and fresh.counted()[0]
