@@ -43,12 +43,13 @@ class ProofFolder:
         assert self.folder is not None
         return self.folder / f"{key.hex()}.cbor"
 
-    def load(self, check: Callable[[bytes], T]) -> list[T]:
+    def load(self, check: Callable[[bytes], T], *, drop: bool = True) -> list[T]:
         """Every kept proof that still passes ``check(data)``, in file-name order.
 
         A file that cannot be read, or whose bytes ``check`` refuses with a
-        :class:`~repp2p.errors.ProofError`, is deleted (logged): it holds nothing a view may
-        count.
+        :class:`~repp2p.errors.ProofError`, is skipped (logged) and, with ``drop`` (the
+        books), deleted: it holds nothing a view may count. A reader that must not change
+        a node's folder (an offline tool) passes ``drop=False``.
         """
         if self.folder is None or not self.folder.is_dir():
             return []
@@ -57,8 +58,9 @@ class ProofFolder:
             try:
                 kept.append(check(path.read_bytes()))
             except (OSError, ProofError) as exc:
-                log.info("%s %s dropped: %s", self.what, path.name, exc)
-                path.unlink(missing_ok=True)
+                log.info("%s %s skipped: %s", self.what, path.name, exc)
+                if drop:
+                    path.unlink(missing_ok=True)
         return kept
 
     def save(self, key: bytes, data: bytes) -> None:

@@ -14,7 +14,7 @@ from libp2p.peer.peerinfo import info_from_p2p_addr
 
 from repp2p.clock import TrioClock
 from repp2p.digests import build_work, conflict_proof
-from repp2p.digests.disputes import MAX_DISPUTE_SIZE
+from repp2p.digests.disputes import MAX_DISPUTE_SIZE, decode_dispute
 from repp2p.errors import ProtocolError
 from repp2p.net.framing import FrameReader, write_cbor
 from repp2p.net.host import build_host
@@ -26,6 +26,7 @@ from repp2p.node.app import Node
 from repp2p.node.disputes import DisputeBook
 from repp2p.node.offences import OffenceBook, ProofRouter
 from repp2p.node.proof_catchup import ProofCatchUp
+from repp2p.node.proof_files import ProofFolder
 from repp2p.records import sign
 from repp2p.testing import factories
 from repp2p.testing.factories import task_records
@@ -411,6 +412,10 @@ def test_both_books_keep_proofs_in_one_kind_of_folder_and_drop_damaged_files(tmp
     assert len(kept) == 2 and not list((tmp_path / "p").rglob("*.tmp"))
     for sub in ("disputes", "offences"):
         (tmp_path / "p" / sub / ("00" * 32 + ".cbor")).write_bytes(b"\xa1damaged")
+    # a read-only reader (an offline tool) skips the damaged files and leaves them
+    reader = ProofFolder(tmp_path / "p" / "disputes", "dispute proof")
+    assert len(reader.load(decode_dispute, drop=False)) == 1
+    assert len(list((tmp_path / "p" / "disputes").iterdir())) == 2
     again = Peer(tmp_path / "p", FixedClock(dp.NOW))
     assert again.counted() == peer.counted() and _files(tmp_path / "p") == kept
 
