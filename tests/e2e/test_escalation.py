@@ -183,10 +183,11 @@ async def test_camouflaged_cheater_outvoted_2_to_1_is_resolved_by_escalation(tmp
                     held = peer.disputes.get(offer_id)
                     return held is not None and {r.record_id for r in held.receipts} == ids
 
-                # gossip, or for a peer that missed it (or whose view could not judge it
-                # yet) its pending retry at the next view and the pull of the window
-                # each epoch (repp2p.node.proof_catchup): every peer within 2 epochs
-                await wait_until(lambda: all(proved(p) for p in (client, *nodes)), 2 * EPOCH_S)
+                # gossip; for a peer whose view could not judge it yet, its pending retry
+                # at the next view; for one that missed it, the pull of the window each
+                # epoch at the peer's phase (repp2p.node.proof_catchup): at least two
+                # pulls, from two peers, within 3 epochs, well inside the replay window
+                await wait_until(lambda: all(proved(p) for p in (client, *nodes)), 3 * EPOCH_S)
                 # nobody else holds the task's records: they travelled only as the proof
                 spare_held = {r.record_id for r in spare.store.query(type="Receipt")}
                 assert not spare_held & ids
