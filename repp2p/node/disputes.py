@@ -133,6 +133,9 @@ class DisputeBook:
         self._ranks_of = ranks_of
         self._publish = publish
         self._held: dict[bytes, CheckedDispute] = {}
+        #: offer ID -> the held dispute's proof bytes and their SHA-256 (what is kept on
+        #: disk, served and named in pulls: encoded once per change, not per pull)
+        self._wire: dict[bytes, tuple[bytes, bytes]] = {}
         #: SHA-256 of the proofs we are gossiping ourselves: our own validator sees each
         #: once (as the record pipeline does our records) and must let it travel
         self._outgoing: set[bytes] = set()
@@ -147,7 +150,11 @@ class DisputeBook:
         #: ``refused`` (a retry refused it for good)
         self.pending_counts: dict[str, int] = {}
         for checked in self._files.load(self._reread):
-            self._held[checked.offer_id] = checked
+            self._keep(checked, checked.proof().encode())
+
+    def _keep(self, dispute: CheckedDispute, data: bytes) -> None:
+        self._held[dispute.offer_id] = dispute
+        self._wire[dispute.offer_id] = (data, hashlib.sha256(data).digest())
 
     def _reread(self, data: bytes) -> CheckedDispute:
         # checked when it arrived: only shape and signatures again (the views re-apply the
@@ -190,8 +197,9 @@ class DisputeBook:
         merged = merge(self._held.get(checked.offer_id), checked)
         if merged is None:
             raise ProofError(ProofReason.KNOWN, "nothing new about this dispute")
-        self._held[checked.offer_id] = merged
-        self._files.save(checked.offer_id, merged.proof().encode())
+        data = merged.proof().encode()
+        self._keep(merged, data)
+        self._files.save(checked.offer_id, data)
         return merged
 
     def judge(self, data: bytes) -> Verdict:
@@ -309,25 +317,25 @@ class DisputeBook:
                 return None
             merged = self._held[hashlib.sha256(proof.offer).digest()]  # its record ID
         if self._publish is not None:
-            out = merged.proof().encode()
-            self._outgoing.add(hashlib.sha256(out).digest())
+            out, digest = self._wire[merged.offer_id]
+            self._outgoing.add(digest)
             try:
                 await self._publish(out)
             finally:
-                self._outgoing.discard(hashlib.sha256(out).digest())
+                self._outgoing.discard(digest)
         return merged
 
     def served(self) -> list[bytes]:
         """The merged proofs a peer may still take (offers of the replay window), in offer
         ID order: what :mod:`repp2p.net.proof_sync` serves."""
         oldest, newest = self._window(int(self._now()))
-        return [d.proof().encode() for d in self.held(oldest, newest)]
+        return [self._wire[d.offer_id][0] for d in self.held(oldest, newest)]
 
     def have(self) -> list[bytes]:
         """SHA-256 of every proof of the replay window we hold or keep pending (what a pull
         tells the server not to send again)."""
         return [
-            *(hashlib.sha256(data).digest() for data in self.served()),
+            *(self._wire[d.offer_id][1] for d in self.held(*self._window(int(self._now())))),
             *self._pending,
         ]
 
@@ -347,6 +355,7 @@ class DisputeBook:
         gone = [k for k, d in self._held.items() if d.epoch < oldest]
         for k in gone:
             del self._held[k]
+            del self._wire[k]
             self._files.drop(k)
         for digest, p in list(self._pending.items()):
             if p.epoch < current_epoch - self.max_age_epochs:
