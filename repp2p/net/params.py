@@ -87,7 +87,8 @@ class GossipParams:
 
 @dataclasses.dataclass(frozen=True)
 class SyncParams:
-    """``/repp2p/sync/1`` settings.
+    """``/repp2p/sync/1`` settings (also the limits of ``/repp2p/proofs/1``,
+    :mod:`repp2p.net.proof_sync`, whose pages count proofs instead of records).
 
     Attributes:
         page_records: records per page a server sends at most, 1..1024.

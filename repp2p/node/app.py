@@ -46,6 +46,7 @@ from repp2p.identity import Identity
 from repp2p.net import audit as audit_protocol
 from repp2p.net import connmgr, status_http
 from repp2p.net import feed as feed_protocol
+from repp2p.net import proof_sync as proofs_protocol
 from repp2p.net.dht import NAMESPACE, AdValidator
 from repp2p.net.gossip import build_pubsub, install_validators
 from repp2p.net.host import build_host, parse_multiaddrs
@@ -66,6 +67,7 @@ from repp2p.node.light import holds_only_own_tasks, own_tasks_only, served_to
 from repp2p.node.metrics import NodeMetrics
 from repp2p.node.offences import OffenceBook, ProofRouter
 from repp2p.node.pipeline import RecordPipeline
+from repp2p.node.proof_catchup import ProofCatchUp
 from repp2p.node.publisher import RecordPublisher, capped_lifetime
 from repp2p.node.schedules import OwnRecordSchedule, phase_of
 from repp2p.node.serving import TaskServer
@@ -101,6 +103,10 @@ class NodeParts:
     own_digests: OwnDigests
     auditor: Auditor | None
     disputes: DisputeBook
+    #: the verified offence proofs held (docs/digests.md, "Offence proofs ... on gossip")
+    offences: OffenceBook | None = None
+    #: retries and per-epoch pulls of proofs (None on a records network, which has none)
+    proof_catchup: ProofCatchUp | None = None
 
 
 class Node:
@@ -420,6 +426,34 @@ class Node:
                         on_request=lambda result: self.metrics.audit_requests.labels(result).inc(),
                     ),
                 )
+                catchup = None
+                if cfg.network_params.reputation_source == "digests":
+                    # proofs reach every peer within the replay window: a peer that missed
+                    # the gossip (offline, restarted, its view not ready) pulls them
+                    host.set_stream_handler(
+                        proofs_protocol.PROTOCOL,
+                        proofs_protocol.make_handler(
+                            proofs.served,
+                            cfg.sync,
+                            self.clock.now,
+                            on_limit=self.metrics.limit_counter("proofs"),
+                        ),
+                    )
+                    catchup = ProofCatchUp(
+                        router=proofs,
+                        disputes=disputes,
+                        peers=lambda: [p.to_base58() for p in host.get_connected_peers()],
+                        open_stream=lambda peer: discovery.open_stream(
+                            peer, proofs_protocol.PROTOCOL
+                        ),
+                        params=cfg.sync,
+                        clock=self.clock,
+                        epoch_s=cfg.epoch_s,
+                        tick_s=cfg.timers.tick_s,
+                        is_synced=discovery.is_synced,
+                        view_ready=lambda e: keeper.cached_view(e) is not None,
+                        phase=self.phase,
+                    )
                 auditor = None
                 if is_full:
                     auditor = Auditor(
@@ -491,6 +525,8 @@ class Node:
                         own_digests=own_digests,
                         auditor=auditor,
                         disputes=disputes,
+                        offences=offences,
+                        proof_catchup=catchup,
                     )
                     nursery.start_soon(publisher.run)
                     if server is not None:  # served only once background work can start
@@ -534,6 +570,8 @@ class Node:
                     nursery.start_soon(own_digests.run)
                     if auditor is not None:
                         nursery.start_soon(auditor.run)
+                    if catchup is not None:
+                        nursery.start_soon(catchup.run)
                     if enclave is not None and server is not None:
                         await self._start_full(nursery, enclave, server, publisher, host)
                     log.info("node %s listening on %s", self.peer_id, self.addrs())

@@ -13,10 +13,23 @@ Verdicts (GossipSub's): ACCEPT a proof that adds receipts; REJECT one no honest 
 forwards (malformed, oversized, a bad signature, records of another task, receipts that
 agree); IGNORE one that is only of no use to us (expired, outside the accepted epochs, a
 node whose attestation or rank our view does not give: views can differ at the edges).
+
+**Judged again, not dropped.** GossipSub delivers a message once, so a proof IGNOREd
+because our view cannot judge it *yet* (``unattested``: the node's attestation has not
+reached us; ``unranked``: the view of the offer's epoch is not built yet) would be lost for
+good. The book keeps such a proof *pending* (only after its signatures verified: a forged
+one is REJECTed, never kept), bounded: at most :data:`PENDING_PER_OFFER` per offer,
+:data:`PENDING_MAX` proofs and :data:`PENDING_BYTES` in all (a proof beyond them is not
+kept), dropped once its offer leaves the replay window, memory only.
+:meth:`DisputeBook.retry_pending` judges each again, when a new view is built and otherwise
+with a backoff; what a retry accepts is held as if it had just arrived. A proof that never
+reached us, or one lost with the pending set at a restart, comes by the pull of
+:mod:`repp2p.net.proof_sync` (:meth:`DisputeBook.served` is what we offer there).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -31,9 +44,10 @@ from repp2p.digests.disputes import (
     decode_dispute,
     merge,
 )
-from repp2p.errors import ProofError, ProofReason
+from repp2p.errors import ProofError, ProofReason, RecordError
 from repp2p.net.verdict import Verdict
-from repp2p.records import SignedRecord
+from repp2p.node.proof_files import ProofFolder
+from repp2p.records import SignedRecord, decode
 
 log = logging.getLogger("repp2p.disputes")
 
@@ -52,8 +66,34 @@ VIEW_REASONS = frozenset(
 )
 
 
+#: Reasons that mean "not yet": our view lacks the node's attestation or the offer's
+#: ranking, which the next views (or records still on their way) may bring. A proof refused
+#: for one of them is kept pending and judged again.
+RETRY_REASONS = frozenset({ProofReason.UNATTESTED, ProofReason.UNRANKED})
+#: Pending proofs kept per offer at most (an honest offer has one proof, or a few while
+#: replicas add receipts).
+PENDING_PER_OFFER = 4
+#: Bytes of pending proofs kept at most (about 33 proofs at their size cap).
+PENDING_BYTES = 8 * 1024 * 1024
+#: Pending proofs kept at most, whatever their size: each is checked again (signatures
+#: included) at every new view, so this bounds that work too.
+PENDING_MAX = 256
+
+
+@dataclasses.dataclass
+class _Pending:
+    """A proof our view could not judge yet."""
+
+    data: bytes
+    offer_id: bytes
+    epoch: int
+    #: when it may be judged again (unix seconds), and the wait after that
+    due: float
+    backoff: float
+
+
 class DisputeBook:
-    """Dispute proofs held, merged per offer.
+    """Dispute proofs held, merged per offer, and the proofs our view cannot judge yet.
 
     Args:
         folder: where merged proofs are kept (None: memory only).
@@ -84,6 +124,7 @@ class DisputeBook:
         publish: Callable[[bytes], Awaitable[None]] | None = None,
     ) -> None:
         self.folder = folder
+        self._files = ProofFolder(folder, "dispute proof")
         self.epoch_s = epoch_s
         self.max_age_epochs = max_age_epochs
         self.keep_epochs = keep_epochs
@@ -92,33 +133,39 @@ class DisputeBook:
         self._ranks_of = ranks_of
         self._publish = publish
         self._held: dict[bytes, CheckedDispute] = {}
+        #: offer ID -> the held dispute's proof bytes and their SHA-256 (what is kept on
+        #: disk, served and named in pulls: encoded once per change, not per pull)
+        self._wire: dict[bytes, tuple[bytes, bytes]] = {}
         #: SHA-256 of the proofs we are gossiping ourselves: our own validator sees each
         #: once (as the record pipeline does our records) and must let it travel
         self._outgoing: set[bytes] = set()
+        #: SHA-256 of a proof's bytes -> the proof, while our view cannot judge it yet
+        self._pending: dict[bytes, _Pending] = {}
+        self._pending_bytes = 0
+        self._pending_per_offer: dict[bytes, int] = {}
         #: rejections by reason (what ``repp2p status`` could show; tests read it)
         self.refused: dict[str, int] = {}
-        self._load()
+        #: pending proofs by fate: ``kept`` (pending), ``full`` (not kept: a cap),
+        #: ``accepted`` (a retry held it), ``expired`` (left the replay window unjudged),
+        #: ``refused`` (a retry refused it for good)
+        self.pending_counts: dict[str, int] = {}
+        for checked in self._files.load(self._reread):
+            self._keep(checked, checked.proof().encode())
 
-    def _load(self) -> None:
-        if self.folder is None or not self.folder.is_dir():
-            return
-        now = int(self._now())
-        for path in sorted(self.folder.glob("*.cbor")):
-            try:
-                # checked when it arrived: only shape and signatures again (the views
-                # re-apply the evidence rule on their own verdicts and rankings)
-                checked = check_dispute_proof(
-                    decode_dispute(path.read_bytes()),
-                    now=now,
-                    epochs=(0, 2**63),
-                    verdict_of=None,
-                    ranks_of=None,
-                )
-            except (OSError, ProofError) as exc:
-                log.info("dispute proof %s dropped: %s", path.name, exc)
-                path.unlink(missing_ok=True)
-                continue
-            self._held[checked.offer_id] = checked
+    def _keep(self, dispute: CheckedDispute, data: bytes) -> None:
+        self._held[dispute.offer_id] = dispute
+        self._wire[dispute.offer_id] = (data, hashlib.sha256(data).digest())
+
+    def _reread(self, data: bytes) -> CheckedDispute:
+        # checked when it arrived: only shape and signatures again (the views re-apply the
+        # evidence rule on their own verdicts and rankings)
+        return check_dispute_proof(
+            decode_dispute(data),
+            now=int(self._now()),
+            epochs=(0, 2**63),
+            verdict_of=None,
+            ranks_of=None,
+        )
 
     def __len__(self) -> int:
         return len(self._held)
@@ -126,6 +173,11 @@ class DisputeBook:
     def get(self, offer_id: bytes) -> CheckedDispute | None:
         """What is held of one offer's dispute."""
         return self._held.get(offer_id)
+
+    def _window(self, now: int) -> tuple[int, int]:
+        """``(oldest, newest)`` offer epochs taken now."""
+        epoch = now // self.epoch_s
+        return epoch - self.max_age_epochs, epoch
 
     def add(self, data: bytes) -> CheckedDispute:
         """Check a proof and merge it into what is held; the merged dispute.
@@ -135,31 +187,25 @@ class DisputeBook:
                 or KNOWN when it adds nothing to what is held. Nothing held changes then.
         """
         now = int(self._now())
-        epoch = now // self.epoch_s
         checked = check_dispute_proof(
             decode_dispute(data),
             now=now,
-            epochs=(epoch - self.max_age_epochs, epoch),
+            epochs=self._window(now),
             verdict_of=self._verdict_of,
             ranks_of=self._ranks_of,
         )
         merged = merge(self._held.get(checked.offer_id), checked)
         if merged is None:
             raise ProofError(ProofReason.KNOWN, "nothing new about this dispute")
-        self._held[checked.offer_id] = merged
-        if self.folder is not None:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            path = self.folder / f"{checked.offer_id.hex()}.cbor"
-            tmp = path.with_suffix(".tmp")
-            try:
-                tmp.write_bytes(merged.proof().encode())
-                tmp.replace(path)
-            except OSError as exc:  # memory still holds it; a restart loses only this one
-                log.warning("could not keep dispute proof %s: %s", path.name, exc)
+        data = merged.proof().encode()
+        self._keep(merged, data)
+        self._files.save(checked.offer_id, data)
         return merged
 
     def judge(self, data: bytes) -> Verdict:
-        """The gossip validator's verdict on one message of the ``proofs`` topic."""
+        """The gossip validator's verdict on one message of the ``proofs`` topic (also
+        what a proof pulled by :mod:`repp2p.net.proof_sync` gets). A proof our view
+        cannot judge yet is IGNOREd (not forwarded) and kept pending."""
         mine = hashlib.sha256(data).digest()
         if mine in self._outgoing:
             self._outgoing.discard(mine)
@@ -170,8 +216,94 @@ class DisputeBook:
             self.refused[exc.reason.value] = self.refused.get(exc.reason.value, 0) + 1
             if exc.reason is not ProofReason.KNOWN:
                 log.info("dispute proof refused: %s", exc)
+            if exc.reason in RETRY_REASONS:
+                self._keep_pending(data, mine)
             return Verdict.IGNORE if exc.reason in VIEW_REASONS else Verdict.REJECT
         return Verdict.ACCEPT
+
+    # -- pending: proofs our view cannot judge yet ---------------------------------------
+
+    def _count(self, fate: str) -> None:
+        self.pending_counts[fate] = self.pending_counts.get(fate, 0) + 1
+
+    def _keep_pending(self, data: bytes, digest: bytes) -> bool:
+        """Keep a proof refused with a :data:`RETRY_REASONS` reason, within the caps;
+        whether it is pending now. (Its signatures verified before that reason could be
+        given, so its offer decodes.)"""
+        if digest in self._pending:
+            return True
+        if self._pending_bytes + len(data) > PENDING_BYTES or len(self._pending) >= PENDING_MAX:
+            self._count("full")
+            return False
+        now = self._now()
+        try:
+            offer = decode(decode_dispute(data).offer, now=int(now))
+        except (ProofError, RecordError):  # expired since: nothing left to judge
+            return False
+        if self._pending_per_offer.get(offer.record_id, 0) >= PENDING_PER_OFFER:
+            self._count("full")
+            return False
+        first = min(1.0, self.epoch_s / 8)
+        self._pending[digest] = _Pending(
+            data,
+            offer.record_id,
+            offer.record.epoch,  # type: ignore[attr-defined]
+            due=now + first,
+            backoff=first,
+        )
+        self._pending_bytes += len(data)
+        self._pending_per_offer[offer.record_id] = (
+            self._pending_per_offer.get(offer.record_id, 0) + 1
+        )
+        self._count("kept")
+        return True
+
+    def _drop_pending(self, digest: bytes, fate: str) -> None:
+        gone = self._pending.pop(digest)
+        self._pending_bytes -= len(gone.data)
+        left = self._pending_per_offer.pop(gone.offer_id) - 1
+        if left:
+            self._pending_per_offer[gone.offer_id] = left
+        self._count(fate)
+
+    @property
+    def pending(self) -> int:
+        """How many proofs wait for our view."""
+        return len(self._pending)
+
+    def retry_pending(self, *, force: bool = False) -> int:
+        """Judge the pending proofs again; returns how many are held now.
+
+        Each is tried when due (the wait doubles after each try, up to an epoch) or, with
+        ``force`` (a new view was built), at once. One that leaves the replay window is
+        dropped; one refused for another reason than :data:`RETRY_REASONS` is dropped (a
+        refusal for good: ``known`` when it came by another way meanwhile).
+        """
+        now = self._now()
+        oldest, _newest = self._window(int(now))
+        accepted = 0
+        for digest, p in list(self._pending.items()):
+            if p.epoch < oldest:
+                self._drop_pending(digest, "expired")
+                continue
+            if not force and now < p.due:
+                continue
+            try:
+                self.add(p.data)
+            except ProofError as exc:
+                if exc.reason in RETRY_REASONS:
+                    p.backoff = min(2 * p.backoff, float(self.epoch_s))
+                    p.due = now + p.backoff
+                else:
+                    self._drop_pending(digest, "refused")
+                continue
+            self._drop_pending(digest, "accepted")
+            accepted += 1
+        if accepted:
+            log.info("%d pending dispute proof(s) held once our view could judge them", accepted)
+        return accepted
+
+    # -- our own proofs, and what we serve -----------------------------------------------
 
     async def publish(self, proof: DisputeProof) -> CheckedDispute | None:
         """Hold our own proof and gossip it; the merged dispute, or None when our own
@@ -185,13 +317,27 @@ class DisputeBook:
                 return None
             merged = self._held[hashlib.sha256(proof.offer).digest()]  # its record ID
         if self._publish is not None:
-            out = merged.proof().encode()
-            self._outgoing.add(hashlib.sha256(out).digest())
+            out, digest = self._wire[merged.offer_id]
+            self._outgoing.add(digest)
             try:
                 await self._publish(out)
             finally:
-                self._outgoing.discard(hashlib.sha256(out).digest())
+                self._outgoing.discard(digest)
         return merged
+
+    def served(self) -> list[bytes]:
+        """The merged proofs a peer may still take (offers of the replay window), in offer
+        ID order: what :mod:`repp2p.net.proof_sync` serves."""
+        oldest, newest = self._window(int(self._now()))
+        return [self._wire[d.offer_id][0] for d in self.held(oldest, newest)]
+
+    def have(self) -> list[bytes]:
+        """SHA-256 of every proof of the replay window we hold or keep pending (what a pull
+        tells the server not to send again)."""
+        return [
+            *(self._wire[d.offer_id][1] for d in self.held(*self._window(int(self._now())))),
+            *self._pending,
+        ]
 
     def held(self, lo: int, hi: int) -> list[CheckedDispute]:
         """The disputes of offers of epochs ``lo .. hi``, by offer ID."""
@@ -203,11 +349,15 @@ class DisputeBook:
         return [r for d in self.held(lo, hi) for r in d.records()]
 
     def prune(self, current_epoch: int) -> int:
-        """Drop disputes no view reads any more; returns how many."""
+        """Drop disputes no view reads any more, and pending proofs past the replay
+        window; returns how many disputes were dropped."""
         oldest = current_epoch - self.keep_epochs
         gone = [k for k, d in self._held.items() if d.epoch < oldest]
         for k in gone:
             del self._held[k]
-            if self.folder is not None:
-                (self.folder / f"{k.hex()}.cbor").unlink(missing_ok=True)
+            del self._wire[k]
+            self._files.drop(k)
+        for digest, p in list(self._pending.items()):
+            if p.epoch < current_epoch - self.max_age_epochs:
+                self._drop_pending(digest, "expired")
         return len(gone)

@@ -37,6 +37,7 @@ from repp2p.digests.proofs import MAX_PROOF_SIZE, Offence, verify_bytes
 from repp2p.digests.unserved import MAX_CHARGE_SIZE
 from repp2p.errors import ProofError, ProofReason
 from repp2p.net.verdict import Verdict
+from repp2p.node.proof_files import ProofFolder
 from repp2p.reputation import Offence as ViewOffence
 
 log = logging.getLogger("repp2p.offences")
@@ -94,6 +95,7 @@ class OffenceBook:
         publish: Callable[[bytes], Awaitable[None]] | None = None,
     ) -> None:
         self.folder = folder
+        self._files = ProofFolder(folder, "offence proof")
         self.epoch_s = epoch_s
         self.horizon_epochs = horizon_epochs
         self.keep_epochs = keep_epochs
@@ -102,21 +104,11 @@ class OffenceBook:
         self._held: dict[tuple[str, str, int], tuple[Offence, bytes]] = {}
         self._outgoing: set[bytes] = set()
         self.refused: dict[str, int] = {}
-        self._load()
-
-    def _load(self) -> None:
-        if self.folder is None or not self.folder.is_dir():
-            return
-        now = int(self._now())
-        for path in sorted(self.folder.glob("*.cbor")):
-            try:
-                data = path.read_bytes()
-                offence = verify_bytes(data, now)
-            except (OSError, ProofError) as exc:
-                log.info("offence proof %s dropped: %s", path.name, exc)
-                path.unlink(missing_ok=True)
-                continue
+        for offence, data in self._files.load(self._reread):
             self._held.setdefault(_key(offence), (offence, data))
+
+    def _reread(self, data: bytes) -> tuple[Offence, bytes]:
+        return verify_bytes(data, int(self._now())), data
 
     def __len__(self) -> int:
         return len(self._held)
@@ -140,12 +132,7 @@ class OffenceBook:
         if key in self._held:
             raise ProofError(ProofReason.KNOWN, "this offence is held")
         self._held[key] = (offence, data)
-        if self.folder is not None:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            try:
-                (self.folder / f"{offence.evidence_id.hex()}.cbor").write_bytes(data)
-            except OSError as exc:
-                log.warning("could not keep offence proof: %s", exc)
+        self._files.save(offence.evidence_id, data)
         log.warning(
             "offence proven: %s by %s (%s of epoch %d)",
             offence.kind.value,
@@ -199,9 +186,20 @@ class OffenceBook:
         ]
         for k in gone:
             offence, _data = self._held.pop(k)
-            if self.folder is not None:
-                (self.folder / f"{offence.evidence_id.hex()}.cbor").unlink(missing_ok=True)
+            self._files.drop(offence.evidence_id)
         return len(gone)
+
+    def served(self) -> list[bytes]:
+        """The proofs a peer may still take (offences of epochs ``>= current -
+        horizon_epochs``), in evidence ID order: what :mod:`repp2p.net.proof_sync` serves."""
+        oldest = int(self._now()) // self.epoch_s - self.horizon_epochs
+        found = [(o.evidence_id, d) for o, d in self._held.values() if o.epoch >= oldest]
+        return [d for _i, d in sorted(found)]
+
+    def have(self) -> list[bytes]:
+        """SHA-256 of every proof :meth:`served` would send (what a pull tells the server
+        not to send again)."""
+        return [hashlib.sha256(d).digest() for d in self.served()]
 
 
 def _key(offence: Offence) -> tuple[str, str, int]:
@@ -227,17 +225,46 @@ class ProofRouter:
         self.disputes = disputes
         self.offences = offences
         self.on_charge = on_charge
+        #: messages refused before any book saw them, by reason (no readable ``kind``;
+        #: ``wrong_type``: an unserved charge pulled over ``/repp2p/proofs/1``)
+        self.refused: dict[str, int] = {}
+
+    def _refuse(self, reason: ProofReason) -> Verdict:
+        self.refused[reason.value] = self.refused.get(reason.value, 0) + 1
+        return Verdict.REJECT
 
     def judge(self, data: bytes) -> Verdict:
+        """The ``proofs`` topic's validator: the verdict of the book ``kind`` names (a
+        message without a readable kind is REJECTed and counted in :attr:`refused`)."""
         try:
             kind = proof_kind(data)
-        except ProofError:
-            return Verdict.REJECT
+        except ProofError as exc:
+            return self._refuse(exc.reason)
         if kind == DISPUTE_KIND:
             return self.disputes.judge(data)
         if kind == UNSERVED_KIND:
             return self.on_charge(data) if self.on_charge is not None else Verdict.IGNORE
         return self.offences.judge(data)
+
+    def judge_pulled(self, data: bytes) -> Verdict:
+        """The verdict on a proof pulled over ``/repp2p/proofs/1``: as :meth:`judge`, but
+        an unserved charge is REJECTed (no server sends one: a charge is its accuser's
+        word, re-checked by whoever receives it on gossip, and never counts in a view)."""
+        try:
+            kind = proof_kind(data)
+        except ProofError as exc:
+            return self._refuse(exc.reason)
+        if kind == UNSERVED_KIND:
+            return self._refuse(ProofReason.WRONG_TYPE)
+        return self.judge(data)
+
+    def served(self) -> list[bytes]:
+        """Every proof a peer may still take from us (both books)."""
+        return [*self.disputes.served(), *self.offences.served()]
+
+    def have(self) -> list[bytes]:
+        """SHA-256 of every proof we hold that a server could send (both books)."""
+        return [*self.disputes.have(), *self.offences.have()]
 
 
 __all__ = ["UNSERVED_KIND", "OffenceBook", "ProofRouter", "as_view_offence", "proof_kind"]
