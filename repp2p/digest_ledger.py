@@ -25,9 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from repp2p.digests import reconcile
-from repp2p.digests.disputes import check_dispute_proof, decode_dispute
 from repp2p.digests.proofs import verify_bytes
-from repp2p.errors import ProofError
 from repp2p.ledger import LedgerReport, replay_views
 from repp2p.matching import View
 from repp2p.network_params import NetworkParams
@@ -160,27 +158,17 @@ class HeldProofs:
         does not check is skipped here (the node itself drops it)."""
         # lazy: importing repp2p.node runs its package, which imports the node, whose
         # explorer imports this module
+        from repp2p.node.disputes import reread_dispute
         from repp2p.node.offences import as_view_offence
+        from repp2p.node.proof_files import ProofFolder
 
         disputes: dict[bytes, tuple[int, list[SignedRecord]]] = {}
-        for path in sorted((data_dir / "disputes").glob("*.cbor")):
-            try:
-                checked = check_dispute_proof(
-                    decode_dispute(path.read_bytes()),
-                    now=now,
-                    epochs=(0, 2**63),
-                    verdict_of=None,
-                    ranks_of=None,
-                )
-            except (OSError, ProofError):
-                continue
+        kept = ProofFolder(data_dir / "disputes", "dispute proof")
+        for checked in kept.load(lambda data: reread_dispute(data, now), drop=False):
             disputes[checked.offer_id] = (checked.epoch, checked.records())
         offences: dict[tuple[str, str, int], Offence] = {}
-        for path in sorted((data_dir / "offences").glob("*.cbor")):
-            try:
-                proven = verify_bytes(path.read_bytes(), now)
-            except (OSError, ProofError):
-                continue
+        kept = ProofFolder(data_dir / "offences", "offence proof")
+        for proven in kept.load(lambda data: verify_bytes(data, now), drop=False):
             key = (proven.offender, proven.kind.value, proven.epoch)
             offences.setdefault(key, as_view_offence(proven))  # one per key, as the book
         return cls([disputes[k] for k in sorted(disputes)], offences.values())

@@ -92,6 +92,19 @@ class _Pending:
     backoff: float
 
 
+def reread_dispute(data: bytes, now: int) -> CheckedDispute:
+    """A kept dispute proof read back from disk: it was checked in full when it arrived,
+    so only its shape and signatures are checked again (each view re-applies the evidence
+    rule on its own verdicts and rankings).
+
+    Raises:
+        ProofError: the bytes are not a well-formed, well-signed dispute proof.
+    """
+    return check_dispute_proof(
+        decode_dispute(data), now=now, epochs=(0, 2**63), verdict_of=None, ranks_of=None
+    )
+
+
 class DisputeBook:
     """Dispute proofs held, merged per offer, and the proofs our view cannot judge yet.
 
@@ -157,15 +170,7 @@ class DisputeBook:
         self._wire[dispute.offer_id] = (data, hashlib.sha256(data).digest())
 
     def _reread(self, data: bytes) -> CheckedDispute:
-        # checked when it arrived: only shape and signatures again (the views re-apply the
-        # evidence rule on their own verdicts and rankings)
-        return check_dispute_proof(
-            decode_dispute(data),
-            now=int(self._now()),
-            epochs=(0, 2**63),
-            verdict_of=None,
-            ranks_of=None,
-        )
+        return reread_dispute(data, int(self._now()))
 
     def __len__(self) -> int:
         return len(self._held)
