@@ -70,6 +70,8 @@ ERRORS = frozenset(
         "not_my_turn",
         "no_capacity",
         "bad_dispute",
+        "bad_verdict",
+        "low_credibility",
         "execution_failed",
         "input_refused",
     }
