@@ -1010,11 +1010,13 @@ class _Attempt:
                 outcome = "ok" if check(a.output) else "wrong"
                 await self._feedback(a.peer, outcome, a.latency_ms)
                 self.judged.add(a.peer)
-        raise TaskError(
-            "check_failed",
-            "the output is wrong and "
-            + ("the replicas upheld it" if upheld == first.output else "no verdict upheld another"),
-        )
+        if upheld == first.output:
+            why = "the replicas upheld it: nothing is proven against the node"
+        elif upheld is None:
+            why = f"no confident verdict after {len(plan.asked)} replica(s)"
+        else:
+            why = "the output the replicas upheld fails the check too"
+        raise TaskError("check_failed", f"the output is wrong and {why}")
 
     async def _publish_dispute(self) -> None:
         """On a digest-view network, gossip the disputed task's offer, claims and receipts

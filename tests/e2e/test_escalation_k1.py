@@ -17,7 +17,7 @@ import pytest
 import trio
 
 import repp2p.tasks as tasks
-from repp2p.client import Client
+from repp2p.client import Client, TaskError
 from repp2p.identity import Identity
 from repp2p.net.framing import FrameReader, write_cbor
 from repp2p.net.task import MAX_RESPONSE, parse_response
@@ -144,6 +144,13 @@ async def test_a_k1_cheater_judged_wrong_is_outvoted_by_replicas(tmp_path, views
                 reply = await _ask(client, spare, {**base, "verdict": mine})
             assert reply["error"] == "low_credibility", reply
             assert not spare.store.query(type="Claim", signer=spare.peer_id, slot=o.task_id)
+
+            # A check that judges every output wrong: the replicas agree with the node (or,
+            # on the cheater, the upheld output fails the check too): no result.
+            with trio.fail_after(90), pytest.raises(TaskError) as err:
+                await client.submit("echo", b"k1-never", timeout=60, check=lambda out: False)
+            assert err.value.reason == "check_failed"
+            assert "upheld it" in str(err.value) or "fails the check" in str(err.value)
 
             # The views judge the dispute: once the task's records are in a view, the
             # cheater lost it and nobody honest did.
