@@ -116,33 +116,55 @@ async def test_a_k1_cheater_judged_wrong_is_outvoted_by_replicas(tmp_path, views
 
             # Hostile replica requests, straight to a node that ran nothing of the task.
             spare = next(n for n in nodes if n.peer_id not in {p.node for p in resolved.proofs})
+            # All at once: the offer is accepted only within EPOCH_LAG epochs of its own,
+            # and the escalation took some of that already.
             base = {"offer": offer.data, "sealed": b"x", "dispute": [cheat_receipt.data]}
-            forged = _verdict(offer, cheater, "wrong", Identity.generate())
-            reply = await _ask(client, spare, {**base, "verdict": forged})
-            assert reply["error"] == "bad_verdict" and "owner" in reply["detail"]
             ok = _verdict(offer, cheater, "ok", client.identity)
-            reply = await _ask(client, spare, {**base, "verdict": ok})
-            assert reply["error"] == "bad_verdict" and "nothing" in reply["detail"]
+            forged = _verdict(offer, cheater, "wrong", Identity.generate())
             other = _verdict(offer, spare.peer_id, "wrong", client.identity)
-            reply = await _ask(client, spare, {**base, "verdict": other})
-            assert reply["error"] == "bad_verdict" and "no carried" in reply["detail"]
-            reply = await _ask(client, spare, {**base, "verdict": b"\xa0" * 4096})
-            assert reply["error"] == "bad_verdict" and "at most" in reply["detail"]
-            # without a verdict one receipt disputes nothing
-            reply = await _ask(client, spare, base)
-            assert reply["error"] == "bad_dispute"
-            # a verdict without receipts is malformed
-            reply = await _ask(client, spare, {"offer": offer.data, "sealed": b"x", "verdict": ok})
-            assert reply["error"] == "bad_request"
+            requests = {
+                # forged: signed by another key than the offer's owner
+                "forged": {**base, "verdict": forged},
+                # an ok verdict disputes nothing
+                "ok": {**base, "verdict": ok},
+                # a verdict on a node whose receipt is not carried
+                "other": {**base, "verdict": other},
+                "oversize": {**base, "verdict": b"\xa0" * 4096},
+                # without a verdict one receipt disputes nothing
+                "no_verdict": base,
+                # a verdict without receipts is malformed
+                "no_receipts": {"offer": offer.data, "sealed": b"x", "verdict": ok},
+            }
+            replies: dict[str, dict] = {}
+
+            async def ask(name, request) -> None:
+                replies[name] = await _ask(client, spare, request)
+
             # A client below the credibility bar is refused. Lowering a real client's
-            # credibility takes refuted verdicts counted over epochs, so for this one
-            # request the node reads a credibility of 0.2 from its view (the rule itself,
-            # check_credibility, is tested in tests/tasks/test_escalation_k1.py).
-            mine = _verdict(offer, cheater, "wrong", client.identity)
+            # credibility takes refuted verdicts counted over epochs, so during these
+            # requests the node reads a credibility of 0.2 from its view (the rule itself,
+            # check_credibility, is tested in tests/tasks/test_escalation_k1.py); the
+            # credibility is checked before the verdict, so it is asked alone.
+            mine = {**base, "verdict": _verdict(offer, cheater, "wrong", client.identity)}
             with monkeypatch.context() as m:
                 m.setattr(tasks, "client_credibility", lambda table, peer: 0.2)
-                reply = await _ask(client, spare, {**base, "verdict": mine})
-            assert reply["error"] == "low_credibility", reply
+                await ask("low", mine)
+            async with trio.open_nursery() as asking:
+                for name, request in requests.items():
+                    asking.start_soon(ask, name, request)
+            assert replies["low"]["error"] == "low_credibility", replies["low"]
+            for name, code, words in (
+                ("forged", "bad_verdict", "owner"),
+                ("ok", "bad_verdict", "nothing"),
+                ("other", "bad_verdict", "no carried"),
+                ("oversize", "bad_verdict", "at most"),
+                ("no_verdict", "bad_dispute", ""),
+                ("no_receipts", "bad_request", ""),
+            ):
+                assert replies[name]["error"] == code and words in replies[name]["detail"], (
+                    name,
+                    replies[name],
+                )
             assert not spare.store.query(type="Claim", signer=spare.peer_id, slot=o.task_id)
 
             # A check that judges every output wrong: the replicas agree with the node (or,
