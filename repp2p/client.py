@@ -457,6 +457,7 @@ class Client:
         max_price: int = 2**63,
         min_reputation: int = 0,
         timeout: float = 30.0,
+        check: Callable[[bytes], bool] | None = None,
     ) -> TaskResult:
         """Run ``data`` through ``engine`` on matched nodes and return the verified result.
 
@@ -468,10 +469,22 @@ class Client:
         background. A node that fails (no answer, bad proof) is released with feedback
         and the next rank takes over.
 
+        ``check`` (only with ``redundancy=1``): the caller's judgement of the verified
+        output, ``check(output) -> bool``. False means wrong: the client signs ``wrong``
+        Feedback on the node (its **verdict**) and escalates the task live (docs/core.md,
+        "Live escalation at k = 1"): further ranks run it as replicas, one at a time, until
+        a confident verdict or ``dispute_max_replicas``; on a digest network the dispute
+        proof is published once the receipts disagree. The result is then the upheld
+        output, when the check passes it.
+
         Raises:
             TaskError: no eligible node, no valid result in time, or no majority among
-                redundant results (reason in ``.reason``).
+                redundant results; ``check_failed``: ``check`` judged the output wrong and
+                escalation found no upheld output that passes it (reason in ``.reason``).
+            ValueError: ``check`` with ``redundancy`` other than 1.
         """
+        if check is not None and redundancy != 1:
+            raise ValueError("check= judges a k = 1 result: at k >= 2 the receipts are compared")
         started = self.clock.now()
         epoch = int(started) // self.views.epoch_s
         view = self.views.view(epoch)
@@ -501,7 +514,10 @@ class Client:
         attempt = _Attempt(self, offer, secret, data, view, ranking)
         try:
             await attempt.run()
-            upheld = await attempt.escalate()
+            if check is not None:
+                upheld = await attempt.escalate_verdict(check)
+            else:
+                upheld = await attempt.escalate()
             return await attempt.conclude(started, upheld)
         finally:
             # Also when the task failed or we were cancelled: releases are evidence too.
@@ -598,7 +614,9 @@ class HandOvers:
 
 class TaskError(NetworkError):
     """A task could not be completed: ``reason`` is no_nodes, no_result or no_majority, or
-    input_refused (a node's enclave proved the input unusable: a checked ``Refusal``)."""
+    input_refused (a node's enclave proved the input unusable: a checked ``Refusal``), or
+    check_failed (``submit(check=...)`` judged the k = 1 output wrong and escalation upheld
+    no output that passes the check)."""
 
     def __init__(self, reason: str, detail: str = "") -> None:
         self.reason = reason
@@ -642,6 +660,10 @@ class _Attempt:
         # dispute replicas: peer -> its claim and receipt; the replicas asked, in order
         self.replica_records: dict[str, tuple[SignedRecord | None, SignedRecord | None]] = {}
         self.escalated: tuple[str, ...] = ()
+        # k = 1 with check=: our signed wrong verdict on the node, sent with each replica
+        # request; the peers whose feedback is signed already (conclude skips them)
+        self.verdict: bytes | None = None
+        self.judged: set[str] = set()
 
     def _now_ms(self) -> int:
         return int(self.clock.now() * 1000)
@@ -830,7 +852,8 @@ class _Attempt:
         if isinstance(verdict, tasks.NoVerdict):
             raise TaskError(verdict.reason.value, verdict.detail(o.engine_id))
         for a in verdict.feedback:
-            await self._feedback(a.peer, a.outcome.value, a.latency_ms)
+            if a.peer not in self.judged:  # our k = 1 verdict is signed already
+                await self._feedback(a.peer, a.outcome.value, a.latency_ms)
         proofs = []
         for a in verdict.answers:
             if a.replica:
@@ -916,6 +939,85 @@ class _Attempt:
         )
         return upheld
 
+    async def escalate_verdict(self, check: Callable[[bytes], bool]) -> bytes | None:
+        """k = 1 with ``submit(check=...)``: judge the verified output; when ``check`` says
+        wrong, escalate on our signed verdict (docs/core.md, "Live escalation at k = 1").
+
+        Returns None when the check passes (or there is no verified output: the vote then
+        says ``no_result``), else the output a confident verdict upheld, which the check
+        passes. The ``wrong`` verdict on the first node is signed before any replica is
+        asked (every replica request carries it) and is final: it is not replaced whatever
+        the replicas say. Replicas are judged by ``check`` too when no output passing it is
+        upheld.
+
+        Raises:
+            TaskError: ``check_failed``: no confident verdict upheld an output the check
+                passes (the replicas agreed with the first node, were undecided, our
+                credibility is below the bar, the epoch is sealed, or no replicas).
+        """
+        o: TaskOffer = self.offer.record  # type: ignore[assignment]
+        good = [a for a in self.plan.answers if a.outcome is tasks.Outcome.OK]
+        if len(good) != 1 or good[0].output is None or check(good[0].output):
+            return None
+        first = good[0]
+        signed = await self._feedback(first.peer, "wrong", first.latency_ms)
+        self.judged.add(first.peer)
+        if signed is None:
+            raise TaskError("check_failed", "the output is wrong; its epoch is sealed: no verdict")
+        self.verdict = signed.data
+        mp, rp = self.view.matching_params, self.view.reputation_params
+        credibility = tasks.client_credibility(self.view.reputation, self.client.peer_id)
+        if tasks.check_credibility(credibility, mp.dispute_min_credibility_permille) is not None:
+            raise TaskError(
+                "check_failed",
+                f"the output is wrong; our credibility {credibility:.3f} is below the bar "
+                "for a k = 1 dispute: not escalated",
+            )
+        if mp.dispute_max_replicas == 0:
+            raise TaskError("check_failed", "the output is wrong; dispute_max_replicas is 0")
+        ranking = tasks.escalation_ranking(o, self.view, beacon(o.epoch))
+        votes = [tasks.Vote(first.peer, first.output)]
+        plan = tasks.EscalationPlan(
+            ranking,
+            votes,
+            self._standings({*ranking, first.peer}),
+            max_replicas=mp.dispute_max_replicas,
+            quorum=rp.wrong_quorum,
+            confidence=rp.dispute_confidence,
+            min_support=rp.dispute_min_support,
+            tried=[a.peer for a in self.plan.answers],
+            contested=True,
+        )
+        while self._now_ms() < o.deadline_ms and (step := plan.next_replica()) is not None:
+            rank_, peer = step
+            plan.on_replica(peer, await self._try_replica(rank_, peer))
+        self.escalated = plan.asked
+        upheld = plan.verdict()
+        if tasks.is_disputed(plan.votes):
+            # A replica disagreed: the receipts now show it. Agreeing replicas prove
+            # nothing against the node, so no proof is published then.
+            await self._publish_dispute()
+        log.info(
+            "k = 1 task %s judged wrong: %d replica(s) asked, %s",
+            o.task_id.hex()[:12],
+            len(plan.asked),
+            "upheld another output" if upheld not in (None, first.output) else "not resolved",
+        )
+        if upheld is not None and upheld != first.output and check(upheld):
+            return upheld
+        for a in self.plan.answers:
+            if a.replica and a.outcome is tasks.Outcome.OK and a.output is not None:
+                outcome = "ok" if check(a.output) else "wrong"
+                await self._feedback(a.peer, outcome, a.latency_ms)
+                self.judged.add(a.peer)
+        if upheld == first.output:
+            why = "the replicas upheld it: nothing is proven against the node"
+        elif upheld is None:
+            why = f"no confident verdict after {len(plan.asked)} replica(s)"
+        else:
+            why = "the output the replicas upheld fails the check too"
+        raise TaskError("check_failed", f"the output is wrong and {why}")
+
     async def _publish_dispute(self) -> None:
         """On a digest-view network, gossip the disputed task's offer, claims and receipts
         (first round and replicas) as a dispute proof, so every view judges the dispute
@@ -963,6 +1065,8 @@ class _Attempt:
         o: TaskOffer = self.offer.record  # type: ignore[assignment]
         sealed, _ = seal_input(self.data, enc_key, task_id=o.task_id, secret=self.secret)
         request = {"offer": self.offer.data, "sealed": sealed, "dispute": self._dispute_receipts()}
+        if self.verdict is not None:  # k = 1: our signed wrong verdict backs the request
+            request["verdict"] = self.verdict
         request["input_sig"] = self._input_sig(peer, enc_key, sealed)
         if self.releases:  # the first round's failures: the node skips them as the plan does
             request["releases"] = self.releases[:16]  # a request carries at most 16

@@ -7,7 +7,7 @@ node, not once per task) or close it; the node answers requests in order and clo
 stream on which no request arrives for :data:`IDLE_TIMEOUT_S`, or after a malformed one::
 
     client -> {"offer": bytes, "sealed": bytes, "input_sig": bytes, "releases"?: [bytes, ...],
-               "dispute"?: [bytes, ...]}
+               "dispute"?: [bytes, ...], "verdict"?: bytes}
         offer: the client-signed TaskOffer envelope; sealed: the input sealed to the node's
         attested X25519 key (repp2p.tee.seal_input); input_sig: the offer signer's 64-byte
         signature over the sealed input's commitment (repp2p.records.sign_sealed_input;
@@ -15,7 +15,10 @@ stream on which no request arrives for :data:`IDLE_TIMEOUT_S`, or after a malfor
         timeout/bad_proof Feedback envelopes on better-ranked claimants that failed;
         dispute: a replica request for a disputed task, 1..80 Receipt envelopes that
         disagree (repp2p.tasks.check_dispute decides; docs/core.md "Disputes and
-        escalation")
+        escalation"); verdict: k = 1 only, the offer owner's signed ``wrong`` Feedback on
+        the node that ran it, which makes agreeing receipts (or one) a replica request
+        (repp2p.tasks.check_credibility, check_verdict; docs/core.md "Live escalation at
+        k = 1")
     node   -> {"ok": true, "claim": bytes, "receipt": bytes, "output": bytes}
         claim: the node-signed Claim envelope; receipt: the node-signed Receipt envelope
         carrying the enclave signature (both also spread through the node's feed,
@@ -37,7 +40,9 @@ stream on which no request arrives for :data:`IDLE_TIMEOUT_S`, or after a malfor
 Errors: ``bad_request``, ``bad_offer``, ``replayed``, ``wrong_epoch``, ``not_assigned``
 (this node has no claiming rank for the offer in its view), ``not_my_turn`` (failover: a
 better rank claimed in time), ``no_capacity``, ``bad_dispute`` (a replica request's receipts
-do not show a real disagreement), ``execution_failed``, ``input_refused``.
+do not show a real disagreement), ``bad_verdict`` (a k = 1 replica request's verdict does not
+check out), ``low_credibility`` (its client's credibility is below the bar),
+``execution_failed``, ``input_refused``.
 The client checks everything it receives against its own view and the node's attestation;
 a node's word is never trusted.
 """
@@ -70,6 +75,8 @@ ERRORS = frozenset(
         "not_my_turn",
         "no_capacity",
         "bad_dispute",
+        "bad_verdict",
+        "low_credibility",
         "execution_failed",
         "input_refused",
     }

@@ -204,6 +204,7 @@ class TaskServer(TaskLoadAPI):
         failover turn) and the claim, execution and receipt once admitted.
         """
         request, dispute = _pop_dispute(request)
+        request, verdict = _pop_verdict(request, dispute)
         offer_data, sealed, releases = _parse(request)
         input_sig = input_signature(request)
         now_ms = self._now_ms()
@@ -221,7 +222,7 @@ class TaskServer(TaskLoadAPI):
             return _refusal(stale)
         if dispute is not None:
             return await self._run_replica(
-                offer, offer_data, sealed, dispute, now_ms, releases, input_sig
+                offer, offer_data, sealed, dispute, now_ms, releases, input_sig, verdict
             )
         view = self._views.view(o.epoch)
         ranking = rank(o, view, beacon(o.epoch))
@@ -316,6 +317,7 @@ class TaskServer(TaskLoadAPI):
         now_ms: int,
         releases: list[bytes],
         input_sig: bytes | None = None,
+        verdict: bytes | None = None,
     ) -> dict[str, Any]:
         """Admit a dispute replica by :mod:`repp2p.tasks.escalation`'s rules, then run it.
 
@@ -327,6 +329,11 @@ class TaskServer(TaskLoadAPI):
         (``take_replica``). No failover wait: the dispute is the replica's turn. The offer
         and the receipts are stored (they are the dispute's evidence) once the receipts and the
         rank check out.
+
+        With a ``verdict`` (k = 1: the client's signed ``wrong`` Feedback on the one node
+        that ran it), the client's credibility on the same view must reach
+        ``dispute_min_credibility_permille`` (``low_credibility``), the receipts need not
+        disagree, and the verdict must check out (``check_verdict``: ``bad_verdict``).
         """
         o: TaskOffer = offer.record  # type: ignore[assignment]
         view = self._views.view(o.epoch)
@@ -335,15 +342,27 @@ class TaskServer(TaskLoadAPI):
         outside = tasks.may_be_replica(escalation, self._peer_id)
         if outside is not None:  # before verifying the receipts: that costs signatures
             return _refusal(outside)
+        if verdict is not None:  # k = 1: the client's word, if the view finds it credible
+            low = tasks.check_credibility(
+                tasks.client_credibility(view.reputation, offer.signer),
+                view.matching_params.dispute_min_credibility_permille,
+            )
+            if low is not None:
+                return _refusal(low)
         receipts = tasks.check_dispute(
             dispute,
             offer,
             now_ms=now_ms,
             may_have_run={*rank(o, view, b), *escalation},
             result_key_of=self._result_key_of,
+            contested=verdict is not None,
         )
         if isinstance(receipts, tasks.Reject):
             return _refusal(receipts)
+        if verdict is not None:
+            judged = tasks.check_verdict(verdict, offer, receipts, now_ms=now_ms)
+            if isinstance(judged, tasks.Reject):
+                return _refusal(judged)
         # The owner's releases (first-round nodes that failed): the client skipped them too.
         handed = tasks.releases_in(releases, offer, now_ms=now_ms)
         assigned = tasks.replica_rank(
@@ -503,6 +522,20 @@ def _pop_dispute(request: Any) -> tuple[Any, list[bytes] | None]:
         or any(type(r) is not bytes for r in raw)
     ):
         raise ProtocolError("bad dispute")
+    return request, raw
+
+
+def _pop_verdict(request: Any, dispute: list[bytes] | None) -> tuple[Any, bytes | None]:
+    """The request without its ``verdict`` (k = 1: the client's signed ``wrong`` Feedback),
+    and that verdict (None: none). A verdict that is not a byte string, or comes without
+    ``dispute`` receipts, is malformed (its content is :func:`repp2p.tasks.check_verdict`'s,
+    its size too: an oversize verdict is ``bad_verdict``)."""
+    if type(request) is not dict or "verdict" not in request:
+        return request, None
+    request = dict(request)
+    raw = request.pop("verdict")
+    if type(raw) is not bytes or dispute is None:
+        raise ProtocolError("bad verdict: a byte string, with the dispute's receipts")
     return request, raw
 
 

@@ -28,6 +28,10 @@ Public API::
     replica_rank(escalation, me, ran, max_replicas, released=()) -> int | Reject
     take_replica(rank, *, active, capacity, already_taken) -> Admit | Reject
     check_replica_claim(claim, offer, *, peer)                 # client; ClaimError
+    # k = 1: the client's signed wrong verdict backs the replica request
+    client_credibility(view.reputation, peer) -> float
+    check_credibility(credibility, min_permille) -> Reject | None
+    check_verdict(data, offer, receipts, *, now_ms) -> Feedback record | Reject
 
 Pure: no I/O, no clock (times are integer unix milliseconds passed in), no randomness.
 """
@@ -74,10 +78,14 @@ from repp2p.tasks.attempts import (
 from repp2p.tasks.codes import REJECT_CODES, ErrorCode
 from repp2p.tasks.escalation import (
     MAX_DISPUTE_RECEIPTS,
+    MAX_VERDICT_SIZE,
     EscalationPlan,
     Vote,
+    check_credibility,
     check_dispute,
     check_replica_claim,
+    check_verdict,
+    client_credibility,
     escalation_limit,
     escalation_ranking,
     is_disputed,
@@ -93,6 +101,7 @@ __all__ = [
     "EPOCH_LAG",
     "EXPIRY_MARGIN_S",
     "MAX_DISPUTE_RECEIPTS",
+    "MAX_VERDICT_SIZE",
     "MIN_ATTEMPT_MS",
     "REFUSED_BY_PIPELINE",
     "REJECT_CODES",
@@ -118,10 +127,13 @@ __all__ = [
     "WaitUntil",
     "assigned_rank",
     "attempt_budget_ms",
+    "check_credibility",
     "check_dispute",
     "check_fresh",
     "check_offer",
     "check_replica_claim",
+    "check_verdict",
+    "client_credibility",
     "current_epoch",
     "epoch_accepted",
     "escalation_limit",

@@ -80,6 +80,8 @@ DECLINES: Mapping[ErrorCode, Outcome | None] = MappingProxyType(
         ErrorCode.NOT_MY_TURN: None,
         ErrorCode.NO_CAPACITY: None,
         ErrorCode.BAD_DISPUTE: None,
+        ErrorCode.BAD_VERDICT: None,
+        ErrorCode.LOW_CREDIBILITY: None,
         # it claimed, then failed
         ErrorCode.EXECUTION_FAILED: Outcome.TIMEOUT,
         # it claimed, and its enclave proved our input was at fault: nothing against it

@@ -30,6 +30,13 @@ class ErrorCode(enum.StrEnum):
     #: a replica request's disagreeing receipts do not check out (docs/core.md, "Disputes
     #: and escalation"): a client cannot force extra work without a real disagreement
     BAD_DISPUTE = "bad_dispute"
+    #: a k = 1 replica request's verdict (the client's signed ``wrong`` Feedback) does not
+    #: check out: not the offer owner's, another task's or node's, not ``wrong``, a k >= 2
+    #: offer (docs/core.md, "Live escalation at k = 1")
+    BAD_VERDICT = "bad_verdict"
+    #: a k = 1 replica request from a client whose credibility on the offer's view is below
+    #: ``dispute_min_credibility_permille``: a proven slanderer cannot make nodes re-run work
+    LOW_CREDIBILITY = "low_credibility"
     #: the node claimed, then the enclave or engine failed (I/O layer's verdict)
     EXECUTION_FAILED = "execution_failed"
     #: the node claimed, then its enclave signed a refusal of the client's own input
@@ -47,5 +54,7 @@ REJECT_CODES = frozenset(
         ErrorCode.NOT_MY_TURN,
         ErrorCode.NO_CAPACITY,
         ErrorCode.BAD_DISPUTE,
+        ErrorCode.BAD_VERDICT,
+        ErrorCode.LOW_CREDIBILITY,
     }
 )

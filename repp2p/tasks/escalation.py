@@ -39,6 +39,23 @@ Rules of this file (h11 style):
 
   A replica does not wait for a failover turn: the dispute itself is its turn. Its Claim
   carries its rank in the escalation ranking.
+* **k = 1** (docs/core.md, "Live escalation at k = 1"): a k = 1 task has one receipt, so
+  the client backs its request with its **verdict**, its own signed ``wrong`` Feedback on
+  the node (``"verdict"``, docs/protocol.md), and the node runs, instead of step 2:
+
+      2v check_credibility(credibility,        the offer owner's ``client_credibility`` on
+                           min_permille)       the offer's view (:func:`client_credibility`)
+                                               * 1000 >= dispute_min_credibility_permille
+                                               (``low_credibility``)
+         check_dispute(..., contested=True)    as step 2, but 1..MAX_DISPUTE_RECEIPTS
+                                               receipts that may agree (``bad_dispute``)
+         check_verdict(data, offer, receipts)  a k = 1 offer; the verdict is a live Feedback
+                                               signed by the offer's owner, on this task,
+                                               outcome ``wrong``, on the signer of a carried
+                                               receipt (``bad_verdict``)
+
+  Steps 3 and 4 are the same. The credibility is the view's (every peer computes the same
+  view of an epoch), so every node of the escalation ranking decides alike.
 """
 
 from __future__ import annotations
@@ -52,7 +69,15 @@ import numpy as np
 
 from repp2p.errors import ClaimError, ClaimReason, RecordError
 from repp2p.matching import View, rank_fast, task_words
-from repp2p.records import Claim, Receipt, SignedRecord, TaskOffer, decode, receipt_message
+from repp2p.records import (
+    Claim,
+    Feedback,
+    Receipt,
+    SignedRecord,
+    TaskOffer,
+    decode,
+    receipt_message,
+)
 from repp2p.reputation.disputes import dispute_verdicts
 from repp2p.tasks.admission import Admit, Reject
 from repp2p.tasks.codes import ErrorCode
@@ -167,6 +192,9 @@ class EscalationPlan:
         quorum, confidence, min_support: ``ReputationParams.wrong_quorum``,
             ``dispute_confidence``, ``dispute_min_support``.
         tried: further peers not to ask (they answered without a verified result).
+        contested: the client judged the one answer of a k = 1 task ``wrong``: the task is
+            disputed though its votes agree (one output), and replicas are asked until a
+            confident verdict, as for disagreeing receipts.
     """
 
     def __init__(
@@ -180,7 +208,9 @@ class EscalationPlan:
         confidence: float,
         min_support: float,
         tried: Collection[str] = (),
+        contested: bool = False,
     ) -> None:
+        self.contested = contested
         self.ranking = tuple(ranking)
         self.votes: list[Vote] = list(votes)
         self.standing = dict(standing)
@@ -210,7 +240,7 @@ class EscalationPlan:
         replicas, out of ranks, or a replica still in flight."""
         if self._in_flight is not None or len(self._asked) >= self.max_replicas:
             return None
-        if not is_disputed(self.votes) or self.verdict() is not None:
+        if not (self.contested or is_disputed(self.votes)) or self.verdict() is not None:
             return None
         for r, peer in enumerate(self.ranking):
             if peer not in self._skip:
@@ -240,14 +270,17 @@ def check_dispute(
     now_ms: int,
     may_have_run: Collection[str],
     result_key_of: Callable[[str], bytes | None],
+    contested: bool = False,
 ) -> list[SignedRecord] | Reject:
     """Step 2: the disagreeing receipts a replica request carries.
 
-    Rules, in order (each ``bad_dispute``): 2 to :data:`MAX_DISPUTE_RECEIPTS` envelopes;
+    Rules, in order (each ``bad_dispute``): 2 (1 when ``contested``) to
+    :data:`MAX_DISPUTE_RECEIPTS` envelopes;
     each decodes, is live at ``now_ms // 1000`` and is a Receipt; for this offer (task id,
     offer id, input digest, engine); signers distinct; each signer in ``may_have_run``; the
     receipt's enclave key is the signer's attested result key (``result_key_of``) and its
-    enclave signature verifies; at least two distinct output digests.
+    enclave signature verifies; at least two distinct output digests (not when
+    ``contested``: a k = 1 request backed by the client's verdict, :func:`check_verdict`).
 
     Args:
         envelopes: the request's ``dispute`` list.
@@ -256,13 +289,15 @@ def check_dispute(
         may_have_run: peers that may hold a receipt of this task: this node's ranking of
             the offer and its :func:`escalation_ranking`.
         result_key_of: a peer's attested enclave result key (None: not attested).
+        contested: the request carries the client's verdict (k = 1).
 
     Returns:
         The receipts (signed records), or the :class:`Reject`.
     """
     o: TaskOffer = offer.record  # type: ignore[assignment]
-    if not 2 <= len(envelopes) <= MAX_DISPUTE_RECEIPTS:
-        return _bad(f"a dispute carries 2..{MAX_DISPUTE_RECEIPTS} receipts")
+    least = 1 if contested else 2
+    if not least <= len(envelopes) <= MAX_DISPUTE_RECEIPTS:
+        return _bad(f"a dispute carries {least}..{MAX_DISPUTE_RECEIPTS} receipts")
     found: list[SignedRecord] = []
     signers: set[str] = set()
     for data in envelopes:
@@ -293,9 +328,79 @@ def check_dispute(
         except (nacl.exceptions.BadSignatureError, ValueError):
             return _bad(f"enclave signature of {signed.signer}'s receipt")
         found.append(signed)
-    if len({s.record.output_digest for s in found}) < 2:  # type: ignore[attr-defined]
+    if not contested and len({s.record.output_digest for s in found}) < 2:  # type: ignore[attr-defined]
         return _bad("the receipts agree: nothing is disputed")
     return found
+
+
+# -- k = 1: the client's verdict backs the request -------------------------------------------
+
+#: bytes a replica request's ``verdict`` may take: a Feedback envelope is about 250 bytes
+MAX_VERDICT_SIZE = 1024
+
+
+def client_credibility(reputation: object, peer: str) -> float:
+    """``peer``'s ``client_credibility`` in a view's reputation table
+    (:class:`repp2p.reputation.ReputationTable`): 1.0 for a peer the table does not list,
+    or a table without the column (no verdict of it was ever refuted, which is what 1.0
+    means: ``(1 + upheld) / (1 + upheld + slander_penalty * refuted + ...)``)."""
+    cred = getattr(reputation, "client_credibility", None)
+    if cred is None:
+        return 1.0
+    try:
+        i = reputation.index(peer)  # type: ignore[attr-defined]
+    except KeyError:
+        return 1.0
+    return float(cred[i])
+
+
+def check_credibility(credibility: float, min_permille: int) -> Reject | None:
+    """Step 2v, first: ``low_credibility`` unless ``credibility * 1000 >= min_permille``
+    (``MatchingParams.dispute_min_credibility_permille``; the simulator's rule, float for
+    float); None when the client may dispute."""
+    if credibility * 1000.0 >= min_permille:
+        return None
+    return Reject(
+        ErrorCode.LOW_CREDIBILITY,
+        f"client credibility {credibility * 1000.0:.1f} permille < {min_permille}",
+    )
+
+
+def check_verdict(
+    data: bytes, offer: SignedRecord, receipts: Sequence[SignedRecord], *, now_ms: int
+) -> SignedRecord | Reject:
+    """Step 2v, last: the client's verdict on a k = 1 task (after :func:`check_dispute`
+    with ``contested=True`` returned ``receipts``).
+
+    Rules, in order (each ``bad_verdict``): the offer's redundancy is 1 (at k >= 2 the
+    receipts themselves must disagree); at most :data:`MAX_VERDICT_SIZE` bytes; decodes and
+    is live at ``now_ms // 1000``; is a Feedback; signed by the offer's owner; on this task;
+    outcome ``wrong``; on the signer of one of ``receipts``.
+
+    Returns:
+        The verdict (a signed Feedback), or the :class:`Reject`.
+    """
+    o: TaskOffer = offer.record  # type: ignore[assignment]
+    if o.redundancy != 1:
+        return _bad_verdict("a verdict backs only a k = 1 task: at k >= 2 receipts disagree")
+    if len(data) > MAX_VERDICT_SIZE:
+        return _bad_verdict(f"a verdict is at most {MAX_VERDICT_SIZE} bytes")
+    try:
+        signed = decode(data, now=now_ms // 1000)
+    except RecordError as exc:
+        return _bad_verdict(f"verdict: {exc}")
+    fb = signed.record
+    if not isinstance(fb, Feedback):
+        return _bad_verdict(f"a {signed.type} is not a verdict")
+    if signed.signer != offer.signer:
+        return _bad_verdict("the verdict is not the offer owner's")
+    if fb.task_id != o.task_id:
+        return _bad_verdict("the verdict is on another task")
+    if fb.outcome != "wrong":
+        return _bad_verdict(f"a {fb.outcome!r} verdict disputes nothing")
+    if fb.node not in {r.signer for r in receipts}:
+        return _bad_verdict("the verdict is on a node with no carried receipt")
+    return signed
 
 
 def may_be_replica(escalation: Sequence[str], me: str) -> Reject | None:
@@ -373,3 +478,7 @@ def check_replica_claim(claim: SignedRecord, offer: SignedRecord, *, peer: str) 
 
 def _bad(detail: str) -> Reject:
     return Reject(ErrorCode.BAD_DISPUTE, detail)
+
+
+def _bad_verdict(detail: str) -> Reject:
+    return Reject(ErrorCode.BAD_VERDICT, detail)

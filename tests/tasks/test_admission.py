@@ -71,6 +71,8 @@ def test_reject_takes_only_admission_codes():
         "not_my_turn",
         "no_capacity",
         "bad_dispute",
+        "bad_verdict",
+        "low_credibility",
     }
 
 
