@@ -42,7 +42,8 @@ Views from digests (issue 14): with ``reputation_source = "digests"`` step 2 is 
 digest path instead (``repp2p.sim.digest_views``): each closed epoch's tasks are reconciled
 into the (client, node) count rows both sides' digests would report, folded once into a
 ``PairState`` at ``digest_lag``, and the view is ``compute_pairs`` over the folded window
-plus the disputed tasks' offers and receipts; the ledger settles each epoch from its digest
+plus the disputed tasks' offers and receipts (of offers up to ``dispute_lag`` epochs back,
+as the live keeper reads dispute proofs); the ledger settles each epoch from its digest
 rows (``digest_work_units``) once they are folded. Without it nothing of this runs.
 
 Disputes (issue 15): a k = 1 result the client reports wrong, and a k >= 2 task whose

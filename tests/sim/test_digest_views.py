@@ -330,8 +330,8 @@ def test_cheaters_are_phased_out_from_digest_rows():
     s = simulate(sc).summary
     phase = s["phase_out"]["wrong_result"]
     assert phase["phased_out"] == phase["cheaters"] == 9
-    # a wrong result the client escalates is a dispute proof, which counts in the next view,
-    # long before the epoch's count rows do (digest_lag)
+    # a wrong result the client escalates is a dispute proof, which counts from
+    # dispute_lag (5), before the epoch's count rows do (digest_lag, 6)
     assert phase["max_epochs_to_phase_out"] < s["digest_lag"]
     assert s["honest_penalised_ever"] == 0
 
