@@ -208,6 +208,25 @@ class NetworkParams:
         return self.digests.seal_lag_epochs + 2 + self.digests.most_epochs - 1
 
     @property
+    def dispute_lag(self) -> int:
+        """Epochs between an offer's epoch ``E`` and the first digest view that counts a
+        dispute proof of it: ``digests.seal_lag_epochs + 1`` (derived, not a field).
+
+        A proof goes out when its client's escalation ends, which may be as late as the
+        epoch's seal: nodes admit offers of ``E`` until ``E + EPOCH_LAG`` and sign a claim
+        or receipt of a task of ``E`` until ``E + seal_lag_epochs - 1``
+        (:meth:`~repp2p.digests.DigestParams.sealed`), so the last receipt, and with it the
+        last proof, is out at the start of ``E + seal_lag_epochs`` at the latest. Peers
+        accept proofs of ``E`` until the end of that epoch (``dispute_lag - 1`` epochs
+        back: the replay window), a whole epoch in which gossip, the per-epoch pulls and
+        the retries of pending proofs reach every peer, and the view of ``E +
+        dispute_lag`` is the first to count them. A smaller lag would count a proof that
+        late peers may not hold yet (views with different digests), or refuse an honest
+        late one as ``too_old``. Unlike ``digest_lag`` it does not wait for batched
+        digests: a proof carries its own records."""
+        return self.digests.seal_lag_epochs + 1
+
+    @property
     def policy_file(self) -> str:
         """The attestation policy's file name: ``policy`` or ``policy-<name>.toml``."""
         return self.policy or f"policy-{self.name}.toml"

@@ -36,6 +36,7 @@ from repp2p.attestation import (
     verify_node,
 )
 from repp2p.digests import count_rows, reconcile
+from repp2p.digests.disputes import replica_claims
 from repp2p.errors import AttestationError, AttestationReason, StoreError
 from repp2p.matching import Assignments, MatchingParams, View
 from repp2p.network_params import NetworkParams
@@ -123,6 +124,22 @@ def before_epoch(
         if record_epoch is not None and record_epoch <= limit:
             out.append(signed)
     return out
+
+
+def _replica_claims_of(disputed: Iterable[SignedRecord]) -> dict[int, int]:
+    """:func:`~repp2p.digests.disputes.replica_claims` of the records of held dispute
+    proofs: per offer its epoch, its redundancy and its claims (one per node that
+    answered: a proof carries a claim with each receipt)."""
+    disputed = list(disputed)
+    answered: dict[bytes, int] = {}
+    for r in disputed:
+        if isinstance(r.record, Claim):
+            answered[r.record.offer_id] = answered.get(r.record.offer_id, 0) + 1
+    return replica_claims(
+        (r.record.epoch, answered.get(r.record_id, 0), r.record.redundancy)
+        for r in disputed
+        if isinstance(r.record, TaskOffer)
+    )
 
 
 class ViewKeeper:
@@ -638,13 +655,15 @@ class ViewKeeper:
         records = before_epoch(held + evidence, epoch, self.params)
         verdicts = self.verdicts(records, now)
         window = self.pairs.window(lo, hi)
-        # disputed tasks of the window: their records travelled as dispute proofs, and
-        # count under the records path's evidence rule (attested enclave key for the
-        # offer's epoch, a claim at a rank the matching gave), judged by compute_pairs
+        # disputed tasks of the dispute window: their records travelled as dispute proofs,
+        # and count under the records path's evidence rule (attested enclave key for the
+        # offer's epoch, a claim at a rank the matching gave), judged by compute_pairs.
+        # A proof counts from dispute_lag, before its epoch's rows (digest_lag): every
+        # peer holds it by then (NetworkParams.dispute_lag)
         disputed = []
         if self.disputes is not None:
             self.disputes.prune(epoch)
-            disputed = self.disputes.records(lo, hi)
+            disputed = self.disputes.records(*self.dispute_window(epoch))
         assignments = self._assignments.for_views(self._held_view_of(epoch)) if disputed else None
         ev, peer_at = self.pairs.widen(
             collect(records + disputed, verdicts, now=now, assignments=assignments), window
@@ -670,7 +689,8 @@ class ViewKeeper:
             params=self.reputation_params,
             peer_at=peer_at,
         )
-        demand = max((self._claims_of(e) for e in (hi, hi - 1, hi - 2)), default=0)
+        replicas = _replica_claims_of(disputed)
+        demand = max((self._claims_of(e, replicas) for e in (hi, hi - 1, hi - 2)), default=0)
         return View.from_evidence(
             ev,
             epoch=epoch,
@@ -681,10 +701,20 @@ class ViewKeeper:
             demand=demand,
         )
 
-    def _claims_of(self, epoch: int) -> int:
-        """Claims the nodes' work digests of ``epoch`` report (the recent demand)."""
+    def dispute_window(self, epoch: int) -> tuple[int, int]:
+        """``(lo, hi)``: the offer epochs whose dispute proofs the view of ``epoch``
+        counts, inclusive: the ``window_epochs`` epochs up to ``epoch - dispute_lag``
+        (:attr:`NetworkParams.dispute_lag`)."""
+        hi = epoch - self.params.dispute_lag
+        return hi - self.reputation_params.window_epochs + 1, hi
+
+    def _claims_of(self, epoch: int, replicas: Mapping[int, int]) -> int:
+        """The demand of ``epoch``: the claims the nodes' work digests of it report, less
+        the escalation replicas of its disputed offers (``replicas``, from
+        :func:`replica_claims`), as the records path's ``recent_demand`` ignores them."""
         block = self.pairs.block(epoch)
-        return 0 if block is None else int(block.counts[COLUMNS.index("claims")].sum())
+        claims = 0 if block is None else int(block.counts[COLUMNS.index("claims")].sum())
+        return max(0, claims - replicas.get(epoch, 0))
 
     def cached_view(self, epoch: int) -> View | None:
         """The view of ``epoch`` if already built, without building it."""

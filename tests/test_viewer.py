@@ -211,7 +211,7 @@ def test_a_digest_view_counts_folded_rows_and_reads_no_task_record():
     assert good.feedback_mass > 0 and wrong.quality < good.quality
     assert wrong.permille < good.permille
     assert set(view.peers) == {n.peer_id for n in D_NODES}
-    assert view.demand == max(keeper._claims_of(e) for e in (18, 19, 20)) > 0
+    assert view.demand == max(keeper._claims_of(e, {}) for e in (18, 19, 20)) > 0
 
 
 def test_digest_views_fold_each_epoch_once_and_agree_after_a_restart():
@@ -312,3 +312,81 @@ def test_older_views_find_their_epochs_still_folded():
     keeper.pairs.fold = None  # type: ignore[assignment]  # any new fold would fail now
     del keeper._views[24]
     assert keeper.view(24).digest == built[24]  # its digest epochs 14..18, all still folded
+
+
+# -- dispute proofs in digest views: when they count, and the demand they leave ------------
+
+
+class _HeldDisputes:
+    """What a keeper reads of a ``DisputeBook``: ``records(lo, hi)`` of the proofs of
+    offers of epochs ``lo .. hi``, and ``prune``. Records the windows asked for."""
+
+    def __init__(self, disputes):
+        self.disputes = disputes  # (offer epoch, the proof's records)
+        self.asked = []
+
+    def records(self, lo, hi):
+        self.asked.append((lo, hi))
+        return [r for e, records in self.disputes if lo <= e <= hi for r in records]
+
+    def prune(self, current_epoch):
+        return 0
+
+
+def _dispute(epoch: int, label: str) -> tuple[int, list]:
+    """The records a dispute proof of one task of ``epoch`` carries: the offer (redundancy
+    1) and a claim and a receipt of each of the three digest nodes (the first rank and two
+    replicas), one of them with another output."""
+    records = []
+    for i, node in enumerate(D_NODES):
+        t = factories.task_records(
+            D_CLIENTS[0], node, epoch, label, outcome=None, output="wrong" if i == 0 else "right"
+        )
+        records += [t.offer] if i == 0 else []
+        records += [t.claim, t.receipt]
+    return epoch, records
+
+
+def test_a_dispute_proof_counts_from_dispute_lag_in_the_keeper_and_the_simulator():
+    """A proof of an offer of epoch E counts in the digest views from E + dispute_lag
+    (seal_lag_epochs + 1: the last receipt of E is signed before the seal, and peers take
+    proofs of E for one more epoch), before the epoch's rows (digest_lag); the simulator
+    reads the same window."""
+    from repp2p.sim.digest_views import DigestViews
+
+    lag = DIGESTS.dispute_lag
+    assert lag == DIGESTS.digests.seal_lag_epochs + 1 == 5 < DIGESTS.digest_lag
+    e = 14
+    store = _digest_store(range(0, 20))
+    keeper = _verified_keeper(store)
+    epoch, records = _dispute(e, "late")
+    offer_id = records[0].record_id
+    keeper.disputes = _HeldDisputes([(epoch, records)])
+    before = keeper.view(e + lag - 1)
+    assert keeper.disputes.asked[-1] == keeper.dispute_window(e + lag - 1)
+    assert keeper.disputes.asked[-1][1] == e - 1
+    assert offer_id not in before.evidence.record_ids
+    at = keeper.view(e + lag)
+    assert keeper.disputes.asked[-1] == (e + lag - DIGESTS.reputation.window_epochs + 1 - lag, e)
+    assert offer_id in at.evidence.record_ids
+    # the rows of E are not in that view yet: the proof counts first
+    assert keeper.digest_window(e + lag)[1] < e
+    # the simulator's digest views read the keeper's windows
+    sim = DigestViews(DIGESTS)
+    for v in (e + lag - 1, e + lag, 40, 400):
+        assert sim.dispute_window(v) == keeper.dispute_window(v)
+        assert sim.digest_window(v) == keeper.digest_window(v)
+
+
+def test_digest_demand_leaves_out_the_replicas_of_disputed_offers():
+    """An epoch's demand is its work digests' claims less the answers of its disputed
+    offers beyond each offer's redundancy (here two replicas per disputed offer)."""
+    store = _digest_store(range(10, 21))
+    keeper = _verified_keeper(store)
+    keeper.disputes = _HeldDisputes([_dispute(e, f"busy-{e}") for e in (18, 19, 20)])
+    view = keeper.view(26)  # digest window up to 20, disputes up to 21
+    claims = [keeper._claims_of(e, {}) for e in (18, 19, 20)]
+    assert claims == [24, 24, 24]
+    assert view.demand == 24 - 2
+    # without the disputes, the demand is every claim
+    assert _verified_keeper(store).view(26).demand == 24

@@ -330,6 +330,25 @@ def records_of(disputes: Sequence[CheckedDispute]) -> list[SignedRecord]:
     return [rec for d in disputes for rec in d.records()]
 
 
+def replica_claims(disputes: Iterable[tuple[int, int, int]]) -> dict[int, int]:
+    """Per offer epoch, the claims of disputed offers beyond each offer's redundancy: the
+    extra replicas escalations called in, which a digest view leaves out of an epoch's
+    demand as the records path's ``recent_demand`` does (a burst of disputes must not
+    widen the serving tier to the very nodes being disputed).
+
+    Args:
+        disputes: per disputed offer, ``(offer epoch, nodes that answered it, its
+            redundancy)``; the nodes that answered are those a proof carries (a claim and
+            a receipt each), so a replica that never answered still counts as demand.
+    """
+    out: dict[int, int] = {}
+    for epoch, answered, redundancy in disputes:
+        extra = answered - redundancy
+        if extra > 0:
+            out[epoch] = out.get(epoch, 0) + extra
+    return out
+
+
 __all__ = [
     "KIND",
     "MAX_DISPUTE_RECEIPTS",
@@ -342,4 +361,5 @@ __all__ = [
     "key_verdict",
     "merge",
     "records_of",
+    "replica_claims",
 ]

@@ -311,9 +311,10 @@ class Node:
                     folder=cfg.data_dir / "disputes",
                     epoch_s=cfg.epoch_s,
                     # a proof must be in before the first view that reads its offer's
-                    # epoch is built: every peer's views then judge the same disputes
-                    max_age_epochs=max(1, cfg.network_params.digest_lag - 1),
-                    keep_epochs=cfg.network_params.digest_lag
+                    # epoch is built (dispute_lag): every peer's views then judge the
+                    # same disputes
+                    max_age_epochs=max(1, cfg.network_params.dispute_lag - 1),
+                    keep_epochs=cfg.network_params.dispute_lag
                     + cfg.network_params.reputation.window_epochs,
                     now=self.clock.now,
                     verdict_of=keeper.verdict_at,

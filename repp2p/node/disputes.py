@@ -113,11 +113,11 @@ class DisputeBook:
         epoch_s: the network's epoch length.
         max_age_epochs: proofs of offers older than ``current - max_age_epochs`` are
             refused (``too_old``: a replay, or a proof held back until views had read its
-            epoch); the node uses ``digest_lag - 1``, so a proof is in before the first
-            view that reads its offer's epoch is built, and every peer's views judge the
-            same disputes.
+            epoch); the node uses ``dispute_lag - 1`` (``NetworkParams.dispute_lag``),
+            so a proof is in before the first view that reads its offer's epoch is
+            built, and every peer's views judge the same disputes.
         keep_epochs: proofs are kept until their offer is this many epochs old (the
-            reputation window plus the digest lag: the last view that reads them).
+            reputation window plus the dispute lag: the last view that reads them).
         now: the clock (unix seconds).
         verdict_of, ranks_of: the views' attestation verdicts and the offer rankings
             (:mod:`repp2p.digests.disputes`).

@@ -44,6 +44,7 @@ import cbor2
 import numpy as np
 
 from repp2p.digests import Reconciliation, count_rows
+from repp2p.digests.disputes import replica_claims
 from repp2p.digests.reconcile import PairRow, count_pair
 from repp2p.matching import View
 from repp2p.network_params import NetworkParams
@@ -194,8 +195,11 @@ class DigestViews:
         params: the simulated network's parameters (``reputation_source = "digests"``).
     """
 
-    def __init__(self, params: NetworkParams) -> None:
+    def __init__(self, params: NetworkParams, *, redundancy: int = 1) -> None:
         self.params = params
+        #: the redundancy of every simulated offer (the scenario's ``redundancy``): what
+        #: a disputed offer's answers beyond it are replicas, left out of the demand
+        self.redundancy = redundancy
         self.pairs = PairState()
         self._recons: dict[int, Reconciliation] = {}
         #: the evidence and window of the last view (for the ledger and for tests)
@@ -216,6 +220,18 @@ class DigestViews:
     def digest_window(self, epoch: int) -> tuple[int, int]:
         """``(lo, hi)``: the digest epochs the view of ``epoch`` counts (the keeper's)."""
         hi = epoch - self.digest_lag
+        return hi - self.params.reputation.window_epochs + 1, hi
+
+    @property
+    def dispute_lag(self) -> int:
+        """Epochs between an offer's epoch and the first view that counts a dispute proof
+        of it (``NetworkParams.dispute_lag``)."""
+        return self.params.dispute_lag
+
+    def dispute_window(self, epoch: int) -> tuple[int, int]:
+        """``(lo, hi)``: the offer epochs whose disputes the view of ``epoch`` counts
+        (``ViewKeeper.dispute_window``)."""
+        hi = epoch - self.dispute_lag
         return hi - self.params.reputation.window_epochs + 1, hi
 
     def add_epoch(self, recon: Reconciliation) -> None:
@@ -242,7 +258,8 @@ class DigestViews:
             peers: every peer, sorted (clients, then nodes).
             node_columns: the node evidence columns (ads, verdicts, heartbeats,
                 offences) for :meth:`Evidence.from_columns`, no task tables.
-            dispute_columns: offer and receipt columns of the disputed tasks only.
+            dispute_columns: offer and receipt columns of the disputed tasks only, those
+                of the offers of :meth:`dispute_window` (the caller picks them).
             book: the penalty book of the previous view.
 
         Returns:
@@ -273,7 +290,8 @@ class DigestViews:
             params=p.reputation,
             peer_at=peer_at,
         )
-        demand = max((self._claims_of(e) for e in (hi, hi - 1, hi - 2)), default=0)
+        replicas = _replicas(dispute_columns, self.redundancy)
+        demand = max((self._claims_of(e, replicas) for e in (hi, hi - 1, hi - 2)), default=0)
         view = View.from_evidence(
             ev,
             epoch=epoch,
@@ -286,10 +304,27 @@ class DigestViews:
         self.last_evidence, self.last_window = ev, window
         return view, table, ev
 
-    def _claims_of(self, epoch: int) -> int:
-        """Claims the work digests of ``epoch`` report (``ViewKeeper._claims_of``)."""
+    def _claims_of(self, epoch: int, replicas: Mapping[int, int]) -> int:
+        """The demand of ``epoch``: the claims its work digests report less the replicas
+        of its disputed offers (``ViewKeeper._claims_of``)."""
         block = self.pairs.block(epoch)
-        return 0 if block is None else int(block.counts[_CLAIMS].sum())
+        claims = 0 if block is None else int(block.counts[_CLAIMS].sum())
+        return max(0, claims - replicas.get(epoch, 0))
+
+
+def _replicas(dispute_columns: Mapping[str, Any], redundancy: int) -> dict[int, int]:
+    """:func:`~repp2p.digests.disputes.replica_claims` of the disputed tasks' columns:
+    per disputed offer its epoch and the nodes that answered it (its receipts, one claim
+    each in a proof)."""
+    epochs = np.asarray(dispute_columns.get("offer_epoch", ()), np.int64)
+    if not len(epochs):
+        return {}
+    answered = np.bincount(
+        np.asarray(dispute_columns["receipt_offer"], np.int64), minlength=len(epochs)
+    )
+    return replica_claims(
+        (int(e), int(n), redundancy) for e, n in zip(epochs, answered, strict=True)
+    )
 
 
 __all__ = ["DigestViews", "digest_ids", "reconcile_epoch"]

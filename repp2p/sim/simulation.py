@@ -42,7 +42,8 @@ Views from digests (issue 14): with ``reputation_source = "digests"`` step 2 is 
 digest path instead (``repp2p.sim.digest_views``): each closed epoch's tasks are reconciled
 into the (client, node) count rows both sides' digests would report, folded once into a
 ``PairState`` at ``digest_lag``, and the view is ``compute_pairs`` over the folded window
-plus the disputed tasks' offers and receipts; the ledger settles each epoch from its digest
+plus the disputed tasks' offers and receipts (of offers up to ``dispute_lag`` epochs back,
+as the live keeper reads dispute proofs); the ledger settles each epoch from its digest
 rows (``digest_work_units``) once they are folded. Without it nothing of this runs.
 
 Disputes (issue 15): a k = 1 result the client reports wrong, and a k >= 2 task whose
@@ -181,7 +182,7 @@ class Simulation:
         self.digest_views: DigestViews | None = None
         self.disputed: _Table | None = None
         if s.reputation_source == "digests":
-            self.digest_views = DigestViews(self.params)
+            self.digest_views = DigestViews(self.params, redundancy=s.redundancy)
             self.disputed = _Table(("offer",))
         # clients: peer indices 0..C-1 ("c..." sorts before "n...")
         c = s.clients
@@ -348,8 +349,17 @@ class Simulation:
     def _prune_tables(self) -> None:
         first = self.epoch - self.rp.window_epochs
         tables = (self.offers, self.claims, self.receipts, self.feedback, self.heartbeats)
-        for t in (*tables, *((self.disputed,) if self.disputed is not None else ())):
-            t.prune(first)
+        if self.digest_views is None or self.disputed is None:
+            for t in tables:
+                t.prune(first)
+            return
+        # digest views read the disputed tasks of their dispute window (offers up to
+        # ``epoch - dispute_lag``, window_epochs of them): keep those tables that long
+        tasks = (self.offers, self.claims, self.receipts, self.disputed)
+        dispute_first = self.digest_views.dispute_window(self.epoch)[0]
+        for t in tables:
+            t.prune(dispute_first if t in tasks else first)
+        self.disputed.prune(dispute_first)
 
     def _offers_base(self) -> int:
         """The offer id of the first offer still held (offer ids are contiguous)."""
@@ -410,12 +420,20 @@ class Simulation:
 
     def _dispute_columns(self) -> dict[str, np.ndarray]:
         """The offers and receipts (the first k and every replica) of the disputed tasks
-        of the window, and nothing of the other tasks: on a digest network a disputed
-        task travels individually, as a proof, and ``compute_pairs`` judges it."""
-        assert self.disputed is not None
+        of the dispute window (offers of epochs up to ``epoch - dispute_lag``, as the
+        live keeper reads proofs: ``DigestViews.dispute_window``), and nothing of the
+        other tasks: on a digest network a disputed task travels individually, as a
+        proof, and ``compute_pairs`` judges it."""
+        assert self.disputed is not None and self.digest_views is not None
         c = len(self.client_names)
-        (dis,) = self.disputed.columns()
-        dis = np.unique(dis)
+        lo, hi = self.digest_views.dispute_window(self.epoch)
+        parts = [
+            cols[0]
+            for e in sorted(self.disputed.chunks)
+            if lo <= e <= hi
+            for cols in self.disputed.chunks[e]
+        ]
+        dis = np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
         base = self._offers_base()
         oc, oe, od = self.offers.columns()
         rn, ro, rout = self.receipts.columns()

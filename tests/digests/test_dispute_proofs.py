@@ -246,3 +246,13 @@ def test_a_bit_flip_anywhere_never_yields_another_dispute():
         except ProofError:
             continue
         assert got == reference  # only a flip that changes nothing that is signed
+
+
+def test_replica_claims_are_the_answers_beyond_each_offers_redundancy():
+    from repp2p.digests.disputes import replica_claims
+
+    # (offer epoch, nodes that answered, redundancy): k = 1 with two replicas, k = 3 with
+    # one, k = 3 with none, and an offer of another epoch
+    got = replica_claims([(7, 3, 1), (7, 4, 3), (7, 3, 3), (8, 2, 1), (9, 1, 2)])
+    assert got == {7: 3, 8: 1}
+    assert replica_claims([]) == {}

@@ -173,10 +173,10 @@ async def test_camouflaged_cheater_outvoted_2_to_1_is_resolved_by_escalation(tmp
             assert not spare.store.query(type="Claim", signer=spare.peer_id, slot=o.task_id)
 
             # The views judge the extra receipts: once the task's records are in a view
-            # (task_record_lag epochs on; a digest view: digest_lag, the proof having
+            # (task_record_lag epochs on; a digest view: dispute_lag, the proof having
             # reached every peer), the cheater lost the dispute, nobody honest did.
             if views == "digests":
-                lag = client.views.params.digest_lag
+                lag = client.views.params.dispute_lag
                 ids = {r.record_id for r in receipts}
 
                 def proved(peer, ids=ids, offer_id=offer.record_id) -> bool:

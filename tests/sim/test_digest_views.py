@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from repp2p.digests import count_rows, reconcile
+from repp2p.digests.disputes import replica_claims
 from repp2p.errors import ConfigError
 from repp2p.matching import View
 from repp2p.network_params import NetworkParams
@@ -259,8 +260,19 @@ def test_digest_view_is_the_keepers_pairstate_path_on_the_same_rows():
     )
     assert np.array_equal(table.permille, sim.view.reputation.permille)
     assert np.array_equal(table.client_trust, sim.view.reputation.client_trust)
+    # demand: the work digests' claims less the replicas of the disputed offers (beyond
+    # each offer's redundancy), as the records path's recent_demand ignores them
+    answered = np.bincount(ev.receipt_offer, minlength=len(ev.offer_epoch))
+    replicas = replica_claims(
+        (int(e), int(n), sc.redundancy) for e, n in zip(ev.offer_epoch, answered, strict=True)
+    )
+    assert sum(replicas.values()) > 0
     claims = max(
-        (int(state.block(e).counts[6].sum()) for e in (hi, hi - 1, hi - 2) if state.block(e)),
+        (
+            int(state.block(e).counts[6].sum()) - replicas.get(e, 0)
+            for e in (hi, hi - 1, hi - 2)
+            if state.block(e)
+        ),
         default=0,
     )
     view = View.from_evidence(
@@ -318,8 +330,8 @@ def test_cheaters_are_phased_out_from_digest_rows():
     s = simulate(sc).summary
     phase = s["phase_out"]["wrong_result"]
     assert phase["phased_out"] == phase["cheaters"] == 9
-    # a wrong result the client escalates is a dispute proof, which counts in the next view,
-    # long before the epoch's count rows do (digest_lag)
+    # a wrong result the client escalates is a dispute proof, which counts from
+    # dispute_lag (5), before the epoch's count rows do (digest_lag, 6)
     assert phase["max_epochs_to_phase_out"] < s["digest_lag"]
     assert s["honest_penalised_ever"] == 0
 
@@ -339,12 +351,14 @@ def test_cheaters_are_phased_out_from_digest_rows():
     ids=["k3-collusion", "k1-noticed"],
 )
 def test_disputed_tasks_offers_and_receipts_fill_the_digest_evidence(extra):
-    sc = _sc(epochs=6, reputation_source="digests", **extra)
+    sc = _sc(epochs=8, reputation_source="digests", **extra)
     sim = _run(sc)
     ev = sim.digest_views.last_evidence
-    (dis,) = sim.disputed.columns()
-    dis = np.unique(dis)
-    assert sim.escalated_tasks > 0 and len(dis) == sim.escalated_tasks
+    _lo, hi = sim.digest_views.dispute_window(sc.epochs)
+    assert hi == sc.epochs - sc.network_params.dispute_lag
+    dis = [c[0] for e in sorted(sim.disputed.chunks) if e <= hi for c in sim.disputed.chunks[e]]
+    dis = np.unique(np.concatenate(dis))
+    assert sim.escalated_tasks > len(dis) > 0  # later disputes are not counted yet
     # exactly the disputed offers (not the other tasks of the window)
     total_offers = sim.offers.rows()
     assert len(ev.offer_client) == len(dis) < total_offers
@@ -368,3 +382,33 @@ def test_disputed_tasks_offers_and_receipts_fill_the_digest_evidence(extra):
     assert len(set(ev.receipt_output[ev.receipt_offer == first].tolist())) >= 2
     # no claims or feedback travel: those stay with the parties
     assert len(ev.claim_node) == 0 and len(ev.fb_node) == 0
+
+
+def test_a_disputed_task_counts_from_dispute_lag_as_on_the_live_keeper():
+    """The digest view of V judges the disputed tasks of offers of epochs V - dispute_lag
+    - window_epochs + 1 .. V - dispute_lag (ViewKeeper.dispute_window), no later ones:
+    a task disputed in epoch E first counts in the view of E + dispute_lag."""
+    sc = _sc(
+        epochs=12,
+        reputation_source="digests",
+        adversary=[{"behaviour": "wrong_result", "share": 0.3}],
+    )
+    lag = sc.network_params.dispute_lag
+    assert lag == 5
+    seen: dict[int, set[int]] = {}
+    disputed: dict[int, set[int]] = {}
+
+    class Probe(Simulation):
+        def _digest_view(self, epoch):
+            out = super()._digest_view(epoch)
+            seen[epoch] = set(self.digest_views.last_evidence.offer_epoch.tolist())
+            disputed[epoch] = {e for e, parts in self.disputed.chunks.items() if parts}
+            return out
+
+    Probe(sc).run()
+    w = sc.network_params.reputation.window_epochs
+    first = min(e for d in disputed.values() for e in d)
+    for v, offer_epochs in seen.items():
+        want = {e for e in disputed[v] if v - lag - w + 1 <= e <= v - lag}
+        assert offer_epochs == want, v
+    assert first not in seen[first + lag - 1] and first in seen[first + lag]
