@@ -451,7 +451,9 @@ class OwnDigests:
 
         Digests already held are gossiped again, never re-signed. A client with no offer
         in the epoch publishes nothing; a node publishes an empty part for an epoch since
-        it started, and for an earlier one only when it holds its claims.
+        it started that is not quiet (:meth:`quiet`; a quiet one is published later, if
+        it stops being quiet while due), and for an earlier one only when it holds its
+        claims.
 
         Returns:
             Our digests of the epoch (empty when there is nothing to publish).
