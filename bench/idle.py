@@ -9,9 +9,10 @@ over ``--seconds`` (whole epochs, so every window holds the same number of bound
 * **CPU**: node-process CPU per node per second (cores), from Linux /proc, the enclave
   processes beside it. Noisy on a shared machine: the machine's busy CPU is printed too.
 * **load-independent counts**, per node and epoch, from each node's ``/metrics``: records
-  accepted by record type and source (``gossip``, ``sync``, ``local``...), own digests
-  published, and store commits (``repp2p_store_commits``): what the idle network makes
-  every node receive, store and write, which does not depend on how busy the machine is.
+  accepted by record type, outcome and source (``gossip``, ``sync``, ``local``...; each
+  new one is one store transaction) and own digests published: what the idle network
+  makes every node receive, validate and store, which does not depend on how busy the
+  machine is.
 
 ``--profile K`` runs py-spy (``record --format raw``, the .venv's) on node-K for the window and
 writes the folded stacks beside the JSON line's ``profile`` path. Ends with one JSON line;
@@ -139,9 +140,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     for b, a in zip(before, after, strict=True):
         for key, value in a.items():
             name, labels = key
-            if name not in ("repp2p_records_accepted", "repp2p_digests_published") and not (
-                name.startswith("repp2p_store")
-            ):
+            if name not in ("repp2p_records_accepted", "repp2p_digests_published"):
                 continue
             label = f"{name.removeprefix('repp2p_')}{{{labels}}}" if labels else name
             counts[label] = counts.get(label, 0.0) + value - b.get(key, 0.0)
