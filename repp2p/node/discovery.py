@@ -70,11 +70,12 @@ class RefreshSchedule:
     Every ``interval_s`` in any case (the table goes stale). While the table holds fewer
     than ``low`` peers (joining) sooner: at once while refreshes keep finding peers, then,
     when one finds nobody new, after a wait that doubles from ``first_wait_s`` up to
-    ``interval_s``. A network smaller than ``low`` (a devnet, a small private network) keeps
-    the table small for good, and a lookup costs every peer it asks CPU: without the
-    back-off each of its nodes refreshed every discovery round (every 15 s), about a fifth
-    of an idle 4-node devnet's CPU. The wait starts over when the table shrinks (peers
-    left: look for others) or grows (the network is growing).
+    ``interval_s`` (the discovery loop passes its first round delay, 0.5 s: while a node
+    joins, its rounds are that frequent anyway). A network smaller than ``low`` (a devnet,
+    a small private network) keeps the table small for good, and a lookup costs every peer
+    it asks CPU: without the back-off each of its nodes refreshed every discovery round
+    (every 15 s), about a fifth of an idle 4-node devnet's CPU. The wait starts over when
+    the table shrinks (peers left: look for others) or grows (the network is growing).
 
     Args:
         low: the table size below which the node is still joining (the low watermark).
@@ -243,9 +244,9 @@ class Discovery(DiscoveryAPI):
         low = self._connections.low_watermark
         # Lookups cost every peer CPU; the DHT refreshes itself periodically, so we only
         # push a refresh while our table is still small (joining) or stale.
-        refreshes = RefreshSchedule(
-            low, timers.refresh_interval_s, first_wait_s=timers.discovery_max_delay_s
-        )
+        # the first back-off wait is the loop's first delay: while joining, refreshes come
+        # as often as before (every round), and thin out only while nothing changes
+        refreshes = RefreshSchedule(low, timers.refresh_interval_s, first_wait_s=delay)
         while True:
             await self._dial_up_to(low)
             if self._host.get_connected_peers():

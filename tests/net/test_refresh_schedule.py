@@ -6,7 +6,7 @@ import itertools
 
 from repp2p.node.discovery import RefreshSchedule
 
-LOW, INTERVAL, FIRST = 8, 300.0, 15.0
+LOW, INTERVAL, FIRST = 8, 300.0, 0.5
 
 
 def _refresh_times(schedule: RefreshSchedule, tables: list[int], step: float) -> list[float]:
@@ -37,21 +37,23 @@ def test_on_a_network_smaller_than_the_watermark_the_refreshes_back_off():
     schedule = RefreshSchedule(LOW, INTERVAL, FIRST)
     times = _refresh_times(schedule, [4], step=15.0)  # a 4-node devnet: the table stays 4
     gaps = [b - a for a, b in itertools.pairwise(times)]
-    assert gaps[:5] == [15.0, 30.0, 60.0, 120.0, 240.0]
-    assert all(g == INTERVAL for g in gaps[5:]) and len(gaps) > 5
+    # every 15-s round at first (waits 0.5, 1, 2, 4, 8 s), then doubling to the interval
+    assert gaps[:5] == [15.0] * 5 and gaps[5:9] == [30.0, 45.0, 75.0, 135.0]
+    assert gaps[-1] == INTERVAL and gaps == sorted(gaps)
     # before: one refresh per 15-s round, 121 in these 30 minutes
-    assert len(times) == 10
+    assert len(times) == 14
 
 
 def test_a_shrinking_table_starts_the_back_off_over():
     schedule = RefreshSchedule(LOW, INTERVAL, FIRST)
-    for now in (0.0, 15.0, 45.0, 105.0):  # backed off to 120 s
+    now = 0.0
+    while schedule.wait_s < 64:  # backed off: 0.5, 1, 2, ..., 64 s
         assert schedule.due(now, 4)
         schedule.done(now, 4, 4)
-    assert schedule.wait_s == 120.0
-    assert not schedule.due(120.0, 4)
-    assert schedule.due(120.0, 3)  # a peer left: look for others at once
-    schedule.done(120.0, 3, 3)
+        now += schedule.wait_s
+    assert not schedule.due(now - 1, 4)
+    assert schedule.due(now - 1, 3)  # a peer left: look for others at once
+    schedule.done(now - 1, 3, 3)
     assert schedule.wait_s == FIRST
 
 
