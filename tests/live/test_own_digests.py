@@ -135,7 +135,8 @@ async def test_an_idle_node_publishes_nothing_for_a_quiet_epoch_until_it_is_not(
     store = SqliteRecordStore(":memory:")
     node, gossip = _peer(NODE, "full", store, clock)
     node._started_epoch = EPOCH - 5
-    _put_busy_digest(store, EPOCH - 3, rows=False)  # others' empty digests: still quiet
+    idle = factories.identity("digest-idle-node")
+    _put_busy_digest(store, EPOCH - 3, signer=idle, rows=False)  # still quiet
     assert await node.publish_due() == 0 and gossip.sent == []
     assert node.due() == list(range(EPOCH - 5, EPOCH + 2))  # all quiet, all still due
     assert store.count(WorkDigest.TYPE) == 1
@@ -208,7 +209,7 @@ async def test_a_digest_with_rows_arriving_wakes_the_publisher(nursery):
     nursery.start_soon(node.run)
     await trio.testing.wait_all_tasks_blocked()
     assert gossip.sent == []  # quiet: nothing published, run() sleeps
-    empty = _busy_digest(EPOCH, rows=False)
+    empty = _busy_digest(EPOCH, factories.identity("digest-idle-node"), rows=False)
     store.put(empty, now=factories.NOW)
     node.on_record(empty, Outcome.NEW)
     busy = _busy_digest(EPOCH)
