@@ -12,7 +12,8 @@ over ``--seconds`` (whole epochs, so every window holds the same number of bound
   accepted by record type, outcome and source (``gossip``, ``sync``, ``local``...; each
   new one is one store transaction) and own digests published: what the idle network
   makes every node receive, validate and store, which does not depend on how busy the
-  machine is.
+  machine is; and DHT operations by kind (``dht_operation{op="refresh"}``: routing-table
+  refreshes).
 
 ``--profile K`` runs py-spy (``record --format raw``, the .venv's) on node-K for the window and
 writes the folded stacks beside the JSON line's ``profile`` path. Ends with one JSON line;
@@ -44,14 +45,14 @@ from _devnet_load import VIEWS, dev_network_file, machine_busy_s, tree_cpu_by_pi
 
 from repp2p.cli.devnet import EPOCH_S, Devnet
 
-_SAMPLE = re.compile(r"^(repp2p_[a-z_]+)_total(?:\{([^}]*)\})? (\S+)$")
+_SAMPLE = re.compile(r"^(repp2p_[a-z_]+?)(?:_total|_seconds_count)(?:\{([^}]*)\})? (\S+)$")
 
 
 def _parse(text: str) -> dict[tuple[str, str], float]:
     """(metric, labels) -> value of the counters we read (``*_total`` samples)."""
     out: dict[tuple[str, str], float] = {}
     for line in text.splitlines():
-        if line.startswith("#") or "_total" not in line:
+        if line.startswith("#") or ("_total" not in line and "_seconds_count" not in line):
             continue
         m = _SAMPLE.match(line)
         if m:
@@ -151,7 +152,11 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     for b, a in zip(before, after, strict=True):
         for key, value in a.items():
             name, labels = key
-            if name not in ("repp2p_records_accepted", "repp2p_digests_published"):
+            if name not in (
+                "repp2p_records_accepted",
+                "repp2p_digests_published",
+                "repp2p_dht_operation",
+            ):
                 continue
             label = f"{name.removeprefix('repp2p_')}{{{labels}}}" if labels else name
             counts[label] = counts.get(label, 0.0) + value - b.get(key, 0.0)
