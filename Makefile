@@ -30,7 +30,7 @@ test: lint
 
 bench: $(STAMP)
 	for b in records attestation matching reputation network tasks scaling sim \
-		views verify_cost evidence parties freshness; do \
+		views verify_cost evidence parties freshness idle; do \
 		$(BIN)/python bench/$$b.py || exit 1; done
 
 clean:

@@ -17,9 +17,14 @@ Serving is cheap by construction: :meth:`Explorer.snapshot` (what every public G
 ``/explorer.json`` runs, on the peer's event loop) never builds a view nor replays the
 ledger. The expensive parts are :meth:`Explorer.refresh` (synchronous, for tools and
 tests) and :meth:`Explorer.run` (the background task a node or gateway starts): once per
-epoch it reads the store on the loop and replays the ledger in a worker thread, from data
-copied on the loop (the sqlite store belongs to the loop's thread). The snapshot says which
-epoch its REP figures are from (``rep_epoch``; None while the first replay is pending).
+epoch **while someone is watching** (a snapshot was asked for within the last
+:data:`WATCH_S` seconds) it reads the store on the loop and replays the ledger in a worker
+thread, from data copied on the loop (the sqlite store belongs to the loop's thread). An
+unwatched peer replays nothing: the replay reads every record held, every epoch, and most
+nodes' pages are never opened. The snapshot says which epoch its REP figures are from
+(``rep_epoch``; None while the first replay is pending): the first request after a quiet
+spell shows the last figures computed (or ``pending``), and the next tick brings them up
+to date.
 """
 
 from __future__ import annotations
@@ -52,6 +57,10 @@ SNAPSHOT_VERSION = 1
 TASK_EPOCHS = 8
 #: the reputation components, in the order of ``ReputationTable.components``
 COMPONENTS = ("uptime", "success", "throughput", "latency", "attestation")
+
+#: seconds after the last snapshot request during which :meth:`Explorer.run` keeps the REP
+#: figures current (an open page asks every 2 s; once it is closed the replays stop)
+WATCH_S = 60.0
 
 #: a failed node's reason before the background task has found it
 REASON_PENDING = "reason pending (being checked)"
@@ -104,6 +113,8 @@ class Explorer:
         self._balances: tuple[int, dict[str, Any]] | None = None
         self._digest_counts: tuple[tuple[int, ...], dict[str, dict[str, int]]] | None = None
         self._served: tuple[float, bytes] | None = None
+        # when a snapshot was last asked for (the peer's clock); None: never
+        self._watched_at: float | None = None
 
     # -- data ------------------------------------------------------------------------------
 
@@ -167,13 +178,21 @@ class Explorer:
             and (peer, view.now) not in self._reasons
         ]
 
-    async def run(self, tick_s: float = 1.0) -> None:
-        """Keep the REP figures current: every ``tick_s`` seconds of the peer's clock, once
-        the epoch has moved on, replay the ledger for its view (:meth:`refresh_async`).
+    def watched(self, watch_s: float = WATCH_S) -> bool:
+        """Whether a snapshot was asked for within the last ``watch_s`` seconds."""
+        if self._watched_at is None:
+            return False
+        return 0 <= self._clock.now() - self._watched_at <= watch_s
+
+    async def run(self, tick_s: float = 1.0, watch_s: float = WATCH_S) -> None:
+        """Keep the REP figures current while someone watches: every ``tick_s`` seconds of
+        the peer's clock, if a snapshot was asked for within the last ``watch_s`` seconds
+        and the epoch has moved on, replay the ledger for its view (:meth:`refresh_async`).
         Runs until cancelled; a store that cannot be read is logged and retried."""
         while True:
             try:
-                await self.refresh_async()
+                if self.watched(watch_s):
+                    await self.refresh_async()
             except (StoreError, OSError):  # a damaged store: say so, keep the peer up
                 log.exception("explorer: replaying the ledger failed; retrying")
             await self._clock.sleep(tick_s)
@@ -199,6 +218,7 @@ class Explorer:
         """
         params = self._keeper.params
         now = self._clock.now()
+        self._watched_at = now  # someone is watching: run() keeps the REP figures current
         epoch = self._clock.epoch(params.epoch_s)
         view = self.shown_view()
         if view is None:

@@ -363,6 +363,8 @@ class Node:
                     claimed=ClaimedOffers(cfg.data_dir / "claimed-offers") if is_full else None,
                     phase=self.phase,
                 )
+                # a digest with rows ends a quiet epoch: our empty digest of it goes out now
+                pipeline.on_record(own_digests.on_record)
                 discovery = Discovery(
                     host,
                     dht,

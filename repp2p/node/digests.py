@@ -1,9 +1,18 @@
 """This peer's own digests: built from its store once an epoch is sealed, signed once,
 gossiped on ``/repp2p/1/digests``, and their leaves served to auditors.
 
-* A full node publishes a :class:`~repp2p.records.WorkDigest` per epoch (an empty one
-  when it claimed nothing: "nothing to report" is a statement too), a client a
+* A full node publishes a :class:`~repp2p.records.WorkDigest` per epoch, a client a
   :class:`~repp2p.records.FeedbackDigest` for each epoch in which it offered tasks.
+* A node that claimed nothing in ``E`` publishes an empty one ("nothing to report" is a
+  statement too) only when ``E`` is not **quiet**: when it holds a digest with rows (its
+  own or anyone's) covering ``E`` or ``E - 1``. The empty digest is needed then, and only
+  then (docs/digests.md, "Quiet epochs"): it makes the node one of ``E``'s auditors (the
+  candidates are ``E``'s work-digest signers), its ID is entropy for ``E - 1``'s audit
+  draw, and it keeps a client's verdicts on the node from counting as a silent node's.
+  A network with no task in ``E - 1`` and ``E`` has nothing to audit, no verdict to
+  answer and no draw to seed, so its idle nodes publish nothing for ``E`` (half the
+  gossip of an idle devnet). A quiet epoch stays due: a digest with rows arriving later
+  (within the gossip window) wakes the publisher, which then publishes the empty one.
 * Everything comes from the store (and the small :class:`FailedTasks` file), never from
   memory alone, so a peer restarted mid-epoch publishes the digest it would have published
   without the restart, and can rebuild the leaves of any digest it signed to answer an
@@ -33,6 +42,8 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import trio
+
 from repp2p.clock import ClockAPI
 from repp2p.digests import DigestPart, build_feedback, build_work, leaf_proof
 from repp2p.digests.params import DigestParams
@@ -46,6 +57,7 @@ from repp2p.records import (
     Claim,
     Feedback,
     FeedbackDigest,
+    Outcome,
     Receipt,
     Record,
     Refusal,
@@ -213,6 +225,9 @@ class OwnDigests:
         max_rows: most rows per part (the record format's cap; smaller in tests).
         flush_rows: a client's batch goes out early once it holds this many rows
             (default ``max_rows``).
+        skip_quiet: a node publishes no empty digest for a quiet epoch (module
+            docstring); False: an empty one for every epoch since it started, as before
+            the rule (tests of the gossip path on idle networks).
     """
 
     def __init__(
@@ -232,7 +247,10 @@ class OwnDigests:
         phase: float = 0.5,
         max_rows: int = DIGEST_MAX_ROWS,
         flush_rows: int | None = None,
+        skip_quiet: bool = True,
     ) -> None:
+        self._skip_quiet = skip_quiet
+        self._wake = trio.Event()
         self._max_rows = max_rows
         self._flush_rows = max_rows if flush_rows is None else flush_rows
         if role not in ("full", "client"):
@@ -396,6 +414,31 @@ class OwnDigests:
         rows = sum(len(p.digest.rows) for p in self.build(start, span))
         return (start, span) if rows >= self._flush_rows else None
 
+    def quiet(self, first: int, last: int) -> bool:
+        """True when no digest with rows covering any epoch of ``first - 1`` .. ``last`` is
+        held (ours or anyone's): nothing of those epochs to audit, no verdict to answer."""
+        kinds = (WorkDigest.TYPE, FeedbackDigest.TYPE)
+        for epoch in range(first - 1, last + 1):
+            for filed in range(epoch, epoch + self.params.most_epochs):  # batches: by last
+                for kind in kinds:
+                    for d in self._store.query(type=kind, epoch=filed):
+                        if d.record.rows and d.record.covers(epoch):  # type: ignore[attr-defined]
+                            return False
+        return True
+
+    def on_record(self, signed: SignedRecord, outcome: Outcome) -> None:
+        """Pipeline listener: a digest with rows ends the quietness of the epochs it covers
+        and of the next one; wake :meth:`run` if one of them is due, so the empty digest
+        goes out now rather than at our next phase."""
+        if self.role != "full" or not self._skip_quiet or outcome is Outcome.DUPLICATE:
+            return
+        record = signed.record
+        if not isinstance(record, WorkDigest | FeedbackDigest) or not record.rows:
+            return
+        due = set(self.due())
+        if any(e in due for e in range(record.epoch, record.last_epoch + 2)):
+            self._wake.set()
+
     def _has_activity(self, epoch: int) -> bool:
         if self.role == "full":
             return bool(self._store.query(type=Claim.TYPE, signer=self.peer_id, epoch=epoch))
@@ -408,7 +451,9 @@ class OwnDigests:
 
         Digests already held are gossiped again, never re-signed. A client with no offer
         in the epoch publishes nothing; a node publishes an empty part for an epoch since
-        it started, and for an earlier one only when it holds its claims.
+        it started that is not quiet (:meth:`quiet`; a quiet one is published later, if
+        it stops being quiet while due), and for an earlier one only when it holds its
+        claims.
 
         Returns:
             Our digests of the epoch (empty when there is nothing to publish).
@@ -436,6 +481,8 @@ class OwnDigests:
         if not active and (self.role == "client" or epoch < self._started_epoch):
             self._done.update(range(first, epoch + 1))
             return []
+        if not active and self._skip_quiet and self.quiet(first, epoch):
+            return []  # not done: a digest with rows of these epochs may still come
         out = []
         for part in self.build(first, span):
             out.append(await self._publish(part.digest))
@@ -494,11 +541,29 @@ class OwnDigests:
         return published
 
     async def run(self) -> None:
-        """Publish due digests now, then at this peer's phase of every epoch."""
+        """Publish due digests now, then at this peer's phase of every epoch, and whenever
+        :meth:`on_record` says a quiet epoch no longer is."""
         while True:
+            self._wake = trio.Event()
             await self.publish_due()
             now = self._clock.now()
-            await self._clock.sleep_until(next_phase_time(now, self._epoch_s, self._phase))
+            await self._sleep_or_wake(next_phase_time(now, self._epoch_s, self._phase))
+
+    async def _sleep_or_wake(self, until: float) -> None:
+        """Sleep until ``until`` on the peer's clock, or until :meth:`on_record` wakes us."""
+        wake = self._wake
+        async with trio.open_nursery() as nursery:
+
+            async def timer() -> None:
+                await self._clock.sleep_until(until)
+                nursery.cancel_scope.cancel()
+
+            async def woken() -> None:
+                await wake.wait()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(timer)
+            nursery.start_soon(woken)
 
     # -- answering audits --------------------------------------------------------------
 

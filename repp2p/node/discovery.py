@@ -2,9 +2,11 @@
 
 A node keeps between the connection watermarks (gossip meshes need a dozen peers, not
 everyone): it dials routing-table peers first, bootstrap peers next, and peers that just
-closed on us last. While its routing table is small (joining) or stale it refreshes it; a
-full node provides its engines and puts its ad in the DHT every republish period. Until a
-first pull of the record set completes, it syncs from two connected peers each round.
+closed on us last. While its routing table is small (joining) or stale it refreshes it
+(:class:`RefreshSchedule`: on a network smaller than the low watermark the table stays
+small for good, so refreshes that find nobody new back off); a full node provides its
+engines and puts its ad in the DHT every republish period. Until a first pull of the
+record set completes, it syncs from two connected peers each round.
 """
 
 from __future__ import annotations
@@ -60,6 +62,55 @@ def peer_info(text: str) -> PeerInfo:
         raise ConfigError(
             f"bootstrap address {text!r} must be a multiaddr ending in /p2p/<id>: {exc}"
         ) from None
+
+
+class RefreshSchedule:
+    """When the discovery loop refreshes the DHT routing table.
+
+    Every ``interval_s`` in any case (the table goes stale). While the table holds fewer
+    than ``low`` peers (joining) sooner: at once while refreshes keep finding peers, then,
+    when one finds nobody new, after a wait that doubles from ``first_wait_s`` up to
+    ``interval_s`` (the discovery loop passes its first round delay, 0.5 s: while a node
+    joins, its rounds are that frequent anyway). A network smaller than ``low`` (a devnet,
+    a small private network) keeps the table small for good, and a lookup costs every peer
+    it asks CPU: without the back-off each of its nodes refreshed every discovery round
+    (every 15 s), about a fifth of an idle 4-node devnet's CPU. The wait starts over when
+    the table shrinks (peers left: look for others) or grows (the network is growing).
+
+    Args:
+        low: the table size below which the node is still joining (the low watermark).
+        interval_s: the forced refresh period of a healthy table.
+        first_wait_s: the first back-off wait after a refresh found nobody new.
+    """
+
+    def __init__(self, low: int, interval_s: float, first_wait_s: float) -> None:
+        self._low = low
+        self._interval_s = interval_s
+        self._first_wait_s = min(first_wait_s, interval_s)
+        self._wait_s = 0.0
+        self._refreshed_at = -1e18
+        self._table_after = -1
+
+    def due(self, now: float, table: int) -> bool:
+        """Whether to refresh now, with ``table`` peers in the routing table."""
+        if table != self._table_after:  # changed since our last refresh: look again soon
+            self._wait_s = 0.0
+        since = now - self._refreshed_at
+        return since >= self._interval_s or (table < self._low and since >= self._wait_s)
+
+    def done(self, now: float, before: int, after: int) -> None:
+        """A refresh ended at ``now``; the table held ``before`` peers, now ``after``."""
+        self._refreshed_at = now
+        self._table_after = after
+        if after > before:
+            self._wait_s = 0.0
+        else:
+            self._wait_s = min(max(2 * self._wait_s, self._first_wait_s), self._interval_s)
+
+    @property
+    def wait_s(self) -> float:
+        """The current back-off wait while the table is small (0: refresh at once)."""
+        return self._wait_s
 
 
 class Discovery(DiscoveryAPI):
@@ -189,15 +240,18 @@ class Discovery(DiscoveryAPI):
     async def run(self) -> None:
         """Keep connected, refresh the routing table, sync once, provide; until cancelled."""
         timers = self._timers
-        delay, provided_at, refreshed_at = 0.5, -1e18, -1e18
+        delay, provided_at = 0.5, -1e18
         low = self._connections.low_watermark
+        # Lookups cost every peer CPU; the DHT refreshes itself periodically, so we only
+        # push a refresh while our table is still small (joining) or stale.
+        # the first back-off wait is the loop's first delay: while joining, refreshes come
+        # as often as before (every round), and thin out only while nothing changes
+        refreshes = RefreshSchedule(low, timers.refresh_interval_s, first_wait_s=delay)
         while True:
             await self._dial_up_to(low)
             if self._host.get_connected_peers():
-                # Lookups cost every peer CPU; the DHT refreshes itself periodically, so we
-                # only push a refresh while our table is still small (joining) or stale.
                 table = self._dht.get_routing_table_size()
-                if table < low or (self._clock.now() - refreshed_at >= timers.refresh_interval_s):
+                if refreshes.due(self._clock.now(), table):
                     started = time.perf_counter()
                     try:
                         with trio.fail_after(timers.dht_op_timeout_s):
@@ -205,7 +259,7 @@ class Discovery(DiscoveryAPI):
                                 await self._dht.refresh_routing_table()
                     except Exception as exc:
                         log.debug("routing table refresh failed: %r", exc)
-                    refreshed_at = self._clock.now()
+                    refreshes.done(self._clock.now(), table, self._dht.get_routing_table_size())
                     self._metrics.dht.labels("refresh").observe(time.perf_counter() - started)
                 await self._dial_up_to(low)
                 if not self._synced.is_set():

@@ -325,7 +325,9 @@ async def test_the_background_task_replays_the_ledger_once_per_epoch_off_the_loo
     replays = _count_replays(monkeypatch)
     clock = TickingClock(NOW)
     explorer = _explorer(store, refreshed=False, clock=clock)
-    nursery.start_soon(explorer.run, 1.0)
+    explorer._keeper.view(EPOCH)  # the view service's build
+    explorer.snapshot()  # someone opened the page
+    nursery.start_soon(explorer.run, 1.0, 3 * DEV.epoch_s)
     with trio.fail_after(30):
         while explorer.rep_epoch != EPOCH:
             await trio.sleep(0.01)
@@ -344,3 +346,41 @@ async def test_the_background_task_replays_the_ledger_once_per_epoch_off_the_loo
     assert (second["rep_epoch"], second["view"]["epoch"]) == (EPOCH + 1, EPOCH + 1)
     assert len(replays) == 2
     assert second["rep"]["pending_through_epoch"] > first["rep"]["pending_through_epoch"]
+
+
+async def test_nobody_watching_means_no_replay(tmp_path, monkeypatch, nursery):
+    """An unwatched peer (no snapshot asked for within ``watch_s``) never replays the
+    ledger, epoch after epoch; the first request starts the replays again, and they stop
+    once the page has been closed for ``watch_s``."""
+    store, _ = _network(tmp_path)
+    replays = _count_replays(monkeypatch)
+    clock = TickingClock(NOW)
+    explorer = _explorer(store, refreshed=False, clock=clock)
+    watch_s = 2 * DEV.epoch_s
+    nursery.start_soon(explorer.run, 1.0, watch_s)
+    for epoch in range(EPOCH, EPOCH + 4):  # four epochs with nobody watching
+        clock.at = epoch * DEV.epoch_s + 4
+        explorer._keeper.view(epoch)  # the view service builds each epoch's view
+        for _ in range(10):
+            await trio.sleep(0.01)
+    assert replays == [] and explorer.rep_epoch is None and not explorer.watched(watch_s)
+    last = EPOCH + 3
+    snap = explorer.snapshot()  # a page opens: shows what it has, REP pending
+    assert (snap["rep_status"], snap["rep_epoch"]) == ("pending", None)
+    with trio.fail_after(30):
+        while explorer.rep_epoch != last:
+            await trio.sleep(0.01)
+    assert len(replays) == 1
+    assert explorer.snapshot()["rep_status"] == "ready"
+    # the page is closed: one epoch later it is still "watched", then no longer
+    clock.at = (last + 1) * DEV.epoch_s + 4
+    explorer._keeper.view(last + 1)
+    with trio.fail_after(30):
+        while explorer.rep_epoch != last + 1:
+            await trio.sleep(0.01)
+    clock.at = (last + 3) * DEV.epoch_s + 4  # past watch_s since the last request
+    explorer._keeper.view(last + 3)
+    for _ in range(20):
+        await trio.sleep(0.01)
+    assert not explorer.watched(watch_s)
+    assert len(replays) == 2 and explorer.rep_epoch == last + 1

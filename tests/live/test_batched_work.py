@@ -95,6 +95,10 @@ async def test_failed_tasks_of_any_epoch_of_the_window_are_failed_leaves(tmp_pat
 async def test_an_idle_node_publishes_one_empty_batch_per_window():
     first, last = _window()
     store = SqliteRecordStore(":memory:")
+    # another node served tasks in the window's second epoch: the window is not quiet
+    busy = factories.sample_digests()[0]
+    other = factories.identity("wbatch-other")
+    store.put(sign(dataclasses.replace(busy, epoch=first + 1), other), now=factories.NOW)
     own, gossip = _node(store, _at(first - 1))
     for e in range(first, last):
         own._clock.at = _at(e).at
@@ -103,6 +107,15 @@ async def test_an_idle_node_publishes_one_empty_batch_per_window():
     (empty,) = await own.publish_epoch(last)
     assert (empty.record.epoch, empty.record.span, empty.record.rows) == (first, M, ())
     assert len(gossip.sent) == 1
+
+
+async def test_an_idle_node_publishes_no_batch_for_a_quiet_window():
+    first, last = _window()
+    store = SqliteRecordStore(":memory:")
+    own, gossip = _node(store, _at(first - 1))
+    own._clock.at = _at(last).at
+    assert await own.publish_epoch(last) == [] and gossip.sent == []
+    assert last in own.due()  # still due: published if a digest with rows of it comes
 
 
 def test_views_fold_each_epoch_of_a_work_batch_once_and_ignore_overlong_ones():

@@ -6,12 +6,14 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+import trio
+import trio.testing
 
 from repp2p.digests import AuditOutcome, verify_audit
 from repp2p.digests.audit import AuditResponse
 from repp2p.digests.params import DigestParams
 from repp2p.node.digests import ClaimedOffers, FailedTasks, OwnDigests
-from repp2p.records import FeedbackDigest, WorkDigest, sign
+from repp2p.records import FeedbackDigest, Outcome, WorkDigest, sign
 from repp2p.store import SqliteRecordStore
 from repp2p.testing import factories
 from repp2p.testing.network import dev_params
@@ -22,6 +24,7 @@ from .own_digests_harness import Clock, Gossip, own_digests
 NETWORK = dev_params(epoch_s=60)
 EPOCH = factories.NOW // 60 - 10
 NODE, CLIENT = factories.identity("digest-node"), factories.identity("digest-client")
+OTHER = factories.identity("digest-other-node")
 
 
 def _peer(identity, role, store, clock, failed=None) -> tuple[OwnDigests, Gossip]:
@@ -101,14 +104,125 @@ async def test_a_restart_mid_epoch_publishes_the_digest_a_never_restarted_peer_w
 
 async def test_a_node_without_tasks_publishes_an_empty_digest_and_a_client_nothing(tmp_path):
     clock = Clock((EPOCH + 5) * 60)
-    node, _ = _peer(NODE, "full", SqliteRecordStore(":memory:"), clock)
+    store = SqliteRecordStore(":memory:")
+    node, _ = _peer(NODE, "full", store, clock)
     client, _ = _peer(CLIENT, "client", SqliteRecordStore(":memory:"), clock)
     node._started_epoch = EPOCH  # running since before the epoch
+    _put_busy_digest(store, EPOCH)  # the epoch is not quiet: another node served tasks
     (empty,) = await node.publish_epoch(EPOCH)
     assert empty.record.leaf_count == 0 and empty.record.rows == ()
     assert await client.publish_epoch(EPOCH) == []
     # Before the node started it knows nothing: no statement about those epochs.
     assert await node.publish_epoch(EPOCH - 1) == []
+
+
+def _busy_digest(epoch: int, signer=OTHER, *, rows: bool = True):
+    """``signer``'s work digest of ``epoch``: with the rows of factories' sample digest
+    (another node served tasks then), or empty."""
+    sample = factories.sample_digests()[0]
+    digest = sample if rows else factories.empty_work_digest()
+    return sign(dataclasses.replace(digest, epoch=epoch), signer)
+
+
+def _put_busy_digest(store, epoch: int, **kw) -> None:
+    store.put(_busy_digest(epoch, **kw), now=factories.NOW)
+
+
+async def test_an_idle_node_publishes_nothing_for_a_quiet_epoch_until_it_is_not():
+    """A quiet epoch (no digest with rows covering it or the epoch before) gets no empty
+    digest; it stays due, and one goes out once a digest with rows of it is held."""
+    clock = Clock((EPOCH + 5) * 60)
+    store = SqliteRecordStore(":memory:")
+    node, gossip = _peer(NODE, "full", store, clock)
+    node._started_epoch = EPOCH - 5
+    idle = factories.identity("digest-idle-node")
+    _put_busy_digest(store, EPOCH - 3, signer=idle, rows=False)  # still quiet
+    assert await node.publish_due() == 0 and gossip.sent == []
+    assert node.due() == list(range(EPOCH - 5, EPOCH + 2))  # all quiet, all still due
+    assert store.count(WorkDigest.TYPE) == 1
+    # A digest with rows of EPOCH - 3 makes EPOCH - 3 (auditors) and EPOCH - 2 (the
+    # entropy of EPOCH - 3's draw) not quiet; the rest stay quiet.
+    _put_busy_digest(store, EPOCH - 3)
+    assert await node.publish_due() == 2
+    mine = store.query(type=WorkDigest.TYPE, signer=NODE.peer_id)
+    assert sorted(d.record.epoch for d in mine) == [EPOCH - 3, EPOCH - 2]
+    assert all(d.record.rows == () for d in mine)
+    assert EPOCH - 3 not in node.due() and EPOCH - 4 in node.due()
+    # a feedback digest with rows counts too: a client rated nodes in EPOCH
+    feedback = factories.sample_digests()[1]
+    store.put(sign(dataclasses.replace(feedback, epoch=EPOCH), CLIENT), now=factories.NOW)
+    assert await node.publish_due() == 2  # EPOCH and EPOCH + 1
+    # a node that served tasks publishes whatever its neighbours did
+    busy_store = SqliteRecordStore(":memory:")
+    _put(busy_store, _tasks())
+    busy, _ = _peer(NODE, "full", busy_store, clock)
+    assert [len(d.record.rows) for d in await busy.publish_epoch(EPOCH)] == [1]
+
+
+async def test_the_rule_reads_only_the_store_so_a_restart_decides_the_same(tmp_path):
+    clock = Clock((EPOCH + 5) * 60)
+    store = SqliteRecordStore(tmp_path / "records.db")
+    _put_busy_digest(store, EPOCH)
+    node, _ = _peer(NODE, "full", store, clock)
+    node._started_epoch = EPOCH - 2
+    assert node.quiet(EPOCH - 2, EPOCH - 2) and not node.quiet(EPOCH, EPOCH)
+    (first,) = await node.publish_epoch(EPOCH)
+    store.close()
+    again_store = SqliteRecordStore(tmp_path / "records.db")
+    again, gossip = _peer(NODE, "full", again_store, clock)
+    again._started_epoch = EPOCH - 2
+    assert await again.publish_epoch(EPOCH - 2) == []  # still quiet
+    (same,) = await again.publish_epoch(EPOCH)
+    assert same.record_id == first.record_id and gossip.sent == [("/repp2p/1/digests", first.data)]
+
+
+async def test_without_the_rule_an_idle_node_publishes_every_epoch():
+    clock = Clock((EPOCH + 5) * 60)
+    node, _ = own_digests(
+        NODE,
+        "full",
+        SqliteRecordStore(":memory:"),
+        clock,
+        network=NETWORK,
+        params=DigestParams(),
+        skip_quiet=False,
+    )
+    node._started_epoch = EPOCH
+    (empty,) = await node.publish_epoch(EPOCH)
+    assert empty.record.rows == ()
+
+
+async def test_a_digest_with_rows_arriving_wakes_the_publisher(nursery):
+    """``on_record`` (the pipeline's listener) wakes ``run`` at once for a due quiet epoch,
+    rather than at the node's next phase; empty digests and duplicates do not."""
+
+    class Stopped(Clock):
+        """Time stands still: ``run`` waits for its phase forever unless woken."""
+
+        async def sleep_until(self, when: float) -> None:
+            await trio.sleep_forever()
+
+    clock = Stopped((EPOCH + 5) * 60 + 1)
+    store = SqliteRecordStore(":memory:")
+    node, gossip = _peer(NODE, "full", store, clock)
+    node._started_epoch = EPOCH - 1
+    nursery.start_soon(node.run)
+    await trio.testing.wait_all_tasks_blocked()
+    assert gossip.sent == []  # quiet: nothing published, run() sleeps
+    empty = _busy_digest(EPOCH, factories.identity("digest-idle-node"), rows=False)
+    store.put(empty, now=factories.NOW)
+    node.on_record(empty, Outcome.NEW)
+    busy = _busy_digest(EPOCH)
+    node.on_record(busy, Outcome.DUPLICATE)
+    await trio.testing.wait_all_tasks_blocked()
+    assert gossip.sent == []
+    store.put(busy, now=factories.NOW)
+    node.on_record(busy, Outcome.NEW)
+    with trio.fail_after(10):
+        while len(gossip.sent) < 2:  # EPOCH and EPOCH + 1
+            await trio.sleep(0.01)
+    mine = store.query(type=WorkDigest.TYPE, signer=NODE.peer_id)
+    assert sorted(d.record.epoch for d in mine) == [EPOCH, EPOCH + 1]
 
 
 async def test_audit_answers_are_rebuilt_from_the_store(tmp_path):
@@ -136,15 +250,21 @@ async def test_each_sealed_epoch_goes_out_once_per_run(tmp_path):
     clock = Clock((EPOCH + 6) * 60)
     own, gossip = _peer(NODE, "full", store, clock)
     own._started_epoch = EPOCH - 1
-    # Sealed at EPOCH + 6 and since the start: EPOCH - 1 and EPOCH + 2 (empty parts),
-    # EPOCH and EPOCH + 1 (tasks); the epochs before the start had no claims: nothing.
-    assert await own.publish_due() == 4
+    _put_busy_digest(store, EPOCH + 2)  # another node served tasks in EPOCH + 2
+    # Sealed at EPOCH + 6 and since the start: EPOCH and EPOCH + 1 (tasks), EPOCH + 2
+    # (an empty part: not quiet); EPOCH - 1 is quiet (nothing published, still due); the
+    # epochs before the start had no claims: nothing.
+    assert await own.publish_due() == 3
     assert await own.publish_due() == 0
+    assert own.due() == [EPOCH - 1]
     sent = len(gossip.sent)
-    clock.at += 60  # the next epoch: only the newly sealed one goes out
+    clock.at += 60  # the next epoch: the newly sealed one goes out (EPOCH + 2 had tasks)
     assert await own.publish_due() == 1
     assert len(gossip.sent) == sent + 1
-    assert own.due() == []
+    assert own.due() == [EPOCH - 1]
+    clock.at += 60  # EPOCH + 4 is quiet: nothing
+    assert await own.publish_due() == 0 and len(gossip.sent) == sent + 1
+    assert own.due() == [EPOCH - 1, EPOCH + 4]
 
 
 async def test_a_client_re_signing_its_offer_after_the_claim_changes_nothing(tmp_path):

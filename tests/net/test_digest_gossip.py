@@ -3,6 +3,7 @@ held by peers; digests of epochs outside the accepted window are dropped, not fo
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 
@@ -10,7 +11,7 @@ import trio
 
 from repp2p.digests.params import DigestParams
 from repp2p.net.topics import TOPICS
-from repp2p.records import WorkDigest, encode
+from repp2p.records import WorkDigest, encode, sign
 from repp2p.testing import factories
 from repp2p.testing.network import dev_params, gossiping_peer, local_network
 
@@ -30,14 +31,26 @@ async def test_nodes_publish_work_digests_of_sealed_epochs_and_peers_hold_them(t
         def held_by_b() -> list:
             return b.store.query(type=WorkDigest.TYPE, signer=a.peer_id)
 
-        # A node publishes an (empty) digest for each sealed epoch since it started.
-        await _wait_until(held_by_b, (DigestParams().seal_lag_epochs + 3) * EPOCH_S + 10)
+        # An idle network's epochs are quiet: a node that claimed nothing publishes no
+        # empty digest when nobody's digest has rows (docs/digests.md, "Quiet epochs").
+        params = DigestParams()
+        await trio.sleep((params.seal_lag_epochs + 3) * EPOCH_S)
+        assert held_by_b() == [] and a.store.count(WorkDigest.TYPE) == 0
+        # Another node's digest with rows of a sealed epoch reaches a: that epoch and the
+        # next are not quiet any more, and a's empty digests of them go out at once.
+        current = int(time.time()) // EPOCH_S
+        epoch = current - params.seal_lag_epochs - 1
+        busy = dataclasses.replace(
+            factories.sample_digests(expires=factories.far_future(time.time()))[0], epoch=epoch
+        )
+        assert a.pipeline.accept_decoded(sign(busy, factories.identity("busy")), source="test")
+        await _wait_until(lambda: len(held_by_b()) >= 2, EPOCH_S + 10)
+        assert sorted(d.record.epoch for d in held_by_b())[:2] == [epoch, epoch + 1]
         digest = held_by_b()[0]
         assert digest.record.leaf_count == 0
         assert a.store.get(digest.record_id) is not None
-        current = int(time.time()) // EPOCH_S
         assert DigestParams().sealed(digest.record.epoch, current + 1)
-        assert a.status()["records"]["WorkDigest"] >= 1
+        assert a.status()["records"]["WorkDigest"] >= 3  # the busy one and a's two
 
 
 async def test_digests_of_epochs_outside_the_window_are_dropped(tmp_path):
