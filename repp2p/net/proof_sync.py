@@ -40,10 +40,10 @@ from typing import Any
 
 import trio
 
-from repp2p.errors import TIMEOUT_LIMIT, ProtocolError, limit_of
-from repp2p.net.framing import FrameReader, close_quietly, remote_peer, write_cbor
+from repp2p.errors import ProtocolError
+from repp2p.net.framing import FrameReader, close_quietly, write_cbor
 from repp2p.net.params import SyncParams
-from repp2p.net.sync import SyncQuota
+from repp2p.net.sync import SyncQuota, served_stream
 from repp2p.net.verdict import Verdict
 
 PROTOCOL = "/repp2p/proofs/1"
@@ -108,15 +108,9 @@ def make_handler(
 
     async def handle(stream: Any) -> None:
         reader = FrameReader(stream, max_frame=MAX_REQUEST)
-        peer = remote_peer(stream)
-        try:
-            quota.open(peer)
-        except ProtocolError as exc:
-            log.info("proofs: refusing a stream of %s: %s", peer, exc)
-            count(limit_of(exc))
-            await close_quietly(stream)
-            return
-        try:
+        async with served_stream("proofs", stream, quota, count, log) as peer:
+            if peer is None:
+                return
             # one snapshot per stream: the cursor walks a list that does not move
             offered = sorted((hashlib.sha256(d).digest(), d) for d in served())
             held: set[bytes] = set()
@@ -144,17 +138,6 @@ def make_handler(
                         cursor = digest
                     await quota.pay(peer, size)
                     await write_cbor(stream, {"proofs": page, "next": cursor if more else None})
-        except ProtocolError as exc:
-            log.info("proofs: dropping a client: %s", exc)
-            count(limit_of(exc))
-        except trio.TooSlowError:
-            log.info("proofs: dropping a client: request not received in time")
-            count(TIMEOUT_LIMIT)
-        except Exception as exc:  # a reset stream, a closed connection
-            log.debug("proofs: stream ended: %r", exc)
-        finally:
-            quota.close(peer)
-            await close_quietly(stream)
 
     return handle
 

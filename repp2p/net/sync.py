@@ -17,10 +17,11 @@ bad records is cut off.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
 import trio
@@ -154,6 +155,42 @@ class SyncQuota:
         budget.spend(size)
 
 
+@contextlib.asynccontextmanager
+async def served_stream(
+    what: str, stream: Any, quota: SyncQuota, count: Callable[[str], None], logger: Any
+) -> AsyncIterator[str | None]:
+    """One served stream of a paging protocol (sync, proofs), within ``quota``.
+
+    Yields the remote peer, or None when its stream is refused (``streams_per_peer``;
+    the stream is closed already: the caller returns). The body's failures end the stream
+    quietly: a peer's malformed request or a limit (logged, ``count(limit)``), a request
+    that did not come in time, a reset. Whatever ends it, the peer's stream is uncounted
+    and the stream closed. ``what`` names the protocol in ``logger``'s lines.
+    """
+    peer = remote_peer(stream)
+    try:
+        quota.open(peer)
+    except ProtocolError as exc:
+        logger.info("%s: refusing a stream of %s: %s", what, peer, exc)
+        count(limit_of(exc))
+        await close_quietly(stream)
+        yield None
+        return
+    try:
+        yield peer
+    except ProtocolError as exc:
+        logger.info("%s: dropping a client: %s", what, exc)
+        count(limit_of(exc))
+    except trio.TooSlowError:
+        logger.info("%s: dropping a client: request not received in time", what)
+        count(TIMEOUT_LIMIT)
+    except Exception as exc:  # a reset stream, a closed connection
+        logger.debug("%s: stream ended: %r", what, exc)
+    finally:
+        quota.close(peer)
+        await close_quietly(stream)
+
+
 def make_handler(
     store: RecordStoreAPI,
     params: SyncParams,
@@ -172,15 +209,9 @@ def make_handler(
 
     async def handle(stream: Any) -> None:
         reader = FrameReader(stream, max_frame=4096)  # requests are tiny
-        peer = remote_peer(stream)
-        try:
-            quota.open(peer)
-        except ProtocolError as exc:
-            log.info("sync: refusing a stream of %s: %s", peer, exc)
-            count(limit_of(exc))
-            await close_quietly(stream)
-            return
-        try:
+        async with served_stream("sync", stream, quota, count, log) as peer:
+            if peer is None:
+                return
             with trio.fail_after(params.request_timeout_s * params.max_pages):
                 while True:
                     with trio.fail_after(params.request_timeout_s):
@@ -207,17 +238,6 @@ def make_handler(
                     cursor = last if more else None
                     await quota.pay(peer, size)
                     await write_cbor(stream, {"records": records, "next": cursor})
-        except ProtocolError as exc:
-            log.info("sync: dropping a client: %s", exc)
-            count(limit_of(exc))
-        except trio.TooSlowError:
-            log.info("sync: dropping a client: request not received in time")
-            count(TIMEOUT_LIMIT)
-        except Exception as exc:  # a reset stream, a closed connection
-            log.debug("sync: stream ended: %r", exc)
-        finally:
-            quota.close(peer)
-            await close_quietly(stream)
 
     return handle
 
