@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from repp2p.digests import reconcile
+from repp2p.digests.disputes import DisputeTiming
 from repp2p.digests.proofs import verify_bytes
 from repp2p.ledger import LedgerReport, replay_views
 from repp2p.matching import View
@@ -126,7 +127,7 @@ class HeldRecords:
 
 class HeldProofs:
     """A copy of a keeper's dispute and offence proofs, with the two interfaces a digest
-    view reads (``records(lo, hi)`` of the disputes, ``offences(upto_epoch)``): made on the
+    view reads (``counted(lo, hi, timing)`` of the disputes, ``offences(upto_epoch)``): made on the
     event loop from the node's books, read by a replay elsewhere. Never pruned (a copy).
 
     Args:
@@ -175,6 +176,16 @@ class HeldProofs:
 
     def records(self, lo: int, hi: int) -> list[SignedRecord]:
         return [r for e, records in self._disputes if lo <= e <= hi for r in records]
+
+    def counted(self, lo: int, hi: int, timing: DisputeTiming) -> list[SignedRecord]:
+        """The records of the disputes whose count epoch is in ``lo .. hi``
+        (``DisputeBook.counted``; a dispute's records start with its offer)."""
+        return [
+            r
+            for e, records in self._disputes
+            if lo <= timing.count(e, records[0].record.deadline_ms) <= hi  # type: ignore[attr-defined]
+            for r in records
+        ]
 
     def offences(self, upto_epoch: int) -> list[Offence]:
         found = [o for o in self._offences if o.epoch is not None and o.epoch <= upto_epoch]

@@ -209,8 +209,12 @@ class NetworkParams:
 
     @property
     def dispute_lag(self) -> int:
-        """Epochs between an offer's epoch ``E`` and the first digest view that counts a
-        dispute proof of it: ``digests.seal_lag_epochs + 1`` (derived, not a field).
+        """The most epochs between an offer's epoch ``E`` and the first digest view that
+        counts a dispute proof of it: ``digests.seal_lag_epochs + 1`` (derived, not a
+        field). Per offer the count epoch is earlier when its deadline is
+        (:class:`repp2p.digests.disputes.DisputeTiming`: the epoch after the one after
+        the deadline's, ``E + 2`` for a deadline in ``E``); this is its cap, reached by an
+        offer whose deadline is past the seal.
 
         A proof goes out when its client's escalation ends, which may be as late as the
         epoch's seal: nodes admit offers of ``E`` until ``E + EPOCH_LAG`` and sign a claim

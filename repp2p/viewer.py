@@ -36,7 +36,7 @@ from repp2p.attestation import (
     verify_node,
 )
 from repp2p.digests import count_rows, reconcile
-from repp2p.digests.disputes import replica_claims
+from repp2p.digests.disputes import DisputeTiming, replica_claims
 from repp2p.errors import AttestationError, AttestationReason, StoreError
 from repp2p.matching import Assignments, MatchingParams, View
 from repp2p.network_params import NetworkParams
@@ -179,7 +179,7 @@ class ViewKeeper:
         self._earlier_keys: dict[str, list[tuple[bytes, int]]] = {}
         #: digest count rows folded so far (``reputation_source = "digests"``)
         self.pairs = PairState()
-        #: the dispute proofs held (``repp2p.node.disputes.DisputeBook``: ``records(lo,
+        #: the dispute proofs held (``repp2p.node.disputes.DisputeBook``: ``counted(lo,
         #: hi)`` and ``prune(epoch)``), whose records digest views judge disputes on
         self.disputes: Any = None
         #: the verified offence proofs of digests held (``repp2p.node.offences.OffenceBook``:
@@ -658,12 +658,12 @@ class ViewKeeper:
         # disputed tasks of the dispute window: their records travelled as dispute proofs,
         # and count under the records path's evidence rule (attested enclave key for the
         # offer's epoch, a claim at a rank the matching gave), judged by compute_pairs.
-        # A proof counts from dispute_lag, before its epoch's rows (digest_lag): every
-        # peer holds it by then (NetworkParams.dispute_lag)
+        # A proof counts from its offer's count epoch (the epoch after its close: every
+        # peer holds it by then; DisputeTiming), before its epoch's rows (digest_lag)
         disputed = []
         if self.disputes is not None:
             self.disputes.prune(epoch)
-            disputed = self.disputes.records(*self.dispute_window(epoch))
+            disputed = self.disputes.counted(*self.dispute_window(epoch), self.dispute_timing)
         assignments = self._assignments.for_views(self._held_view_of(epoch)) if disputed else None
         ev, peer_at = self.pairs.widen(
             collect(records + disputed, verdicts, now=now, assignments=assignments), window
@@ -701,12 +701,17 @@ class ViewKeeper:
             demand=demand,
         )
 
+    @property
+    def dispute_timing(self) -> DisputeTiming:
+        """When a dispute proof of an offer counts (per offer: its epoch and deadline;
+        at most :attr:`NetworkParams.dispute_lag` epochs after the offer's)."""
+        return DisputeTiming(self.params.epoch_s, self.params.dispute_lag)
+
     def dispute_window(self, epoch: int) -> tuple[int, int]:
-        """``(lo, hi)``: the offer epochs whose dispute proofs the view of ``epoch``
-        counts, inclusive: the ``window_epochs`` epochs up to ``epoch - dispute_lag``
-        (:attr:`NetworkParams.dispute_lag`)."""
-        hi = epoch - self.params.dispute_lag
-        return hi - self.reputation_params.window_epochs + 1, hi
+        """``(lo, hi)``: the count epochs (:meth:`DisputeTiming.count`) of the disputes
+        the view of ``epoch`` counts, inclusive: the ``window_epochs`` epochs up to
+        ``epoch`` (a dispute counts in ``window_epochs`` views from its count epoch)."""
+        return epoch - self.reputation_params.window_epochs + 1, epoch
 
     def _claims_of(self, epoch: int, replicas: Mapping[int, int]) -> int:
         """The demand of ``epoch``: the claims the nodes' work digests of it report, less

@@ -6,6 +6,7 @@ import dataclasses
 
 from repp2p.attestation import load_policy
 from repp2p.config import BOOTSTRAP_DIR
+from repp2p.digest_ledger import HeldProofs
 from repp2p.matching import beacon
 from repp2p.network_params import NetworkParams
 from repp2p.records import FEED_TYPES, Heartbeat, NodeAd, sign
@@ -318,40 +319,52 @@ def test_older_views_find_their_epochs_still_folded():
 
 
 class _HeldDisputes:
-    """What a keeper reads of a ``DisputeBook``: ``records(lo, hi)`` of the proofs of
-    offers of epochs ``lo .. hi``, and ``prune``. Records the windows asked for."""
+    """What a keeper reads of a ``DisputeBook``: ``counted(lo, hi, timing)``, the records
+    of the proofs whose count epoch is in ``lo .. hi`` (``HeldProofs``' rule), and
+    ``prune``. Records the windows asked for."""
 
     def __init__(self, disputes):
-        self.disputes = disputes  # (offer epoch, the proof's records)
+        self.held = HeldProofs(disputes, [])  # (offer epoch, the proof's records)
         self.asked = []
 
-    def records(self, lo, hi):
+    def counted(self, lo, hi, timing):
         self.asked.append((lo, hi))
-        return [r for e, records in self.disputes if lo <= e <= hi for r in records]
+        return self.held.counted(lo, hi, timing)
 
     def prune(self, current_epoch):
         return 0
 
 
-def _dispute(epoch: int, label: str) -> tuple[int, list]:
+def _dispute(epoch: int, label: str, deadline_ms: int | None = None) -> tuple[int, list]:
     """The records a dispute proof of one task of ``epoch`` carries: the offer (redundancy
     1) and a claim and a receipt of each of the three digest nodes (the first rank and two
     replicas), one of them with another output."""
     records = []
     for i, node in enumerate(D_NODES):
         t = factories.task_records(
-            D_CLIENTS[0], node, epoch, label, outcome=None, output="wrong" if i == 0 else "right"
+            D_CLIENTS[0],
+            node,
+            epoch,
+            label,
+            outcome=None,
+            output="wrong" if i == 0 else "right",
+            deadline_ms=deadline_ms,
         )
         records += [t.offer] if i == 0 else []
         records += [t.claim, t.receipt]
     return epoch, records
 
 
-def test_a_dispute_proof_counts_from_dispute_lag_in_the_keeper_and_the_simulator():
-    """A proof of an offer of epoch E counts in the digest views from E + dispute_lag
-    (seal_lag_epochs + 1: the last receipt of E is signed before the seal, and peers take
-    proofs of E for one more epoch), before the epoch's rows (digest_lag); the simulator
-    reads the same window."""
+def _first_view_with(keeper: ViewKeeper, offer_id: bytes, epochs: range) -> int | None:
+    """The first of ``epochs`` whose digest view counts the dispute of ``offer_id``."""
+    return next((v for v in epochs if offer_id in keeper.view(v).evidence.record_ids), None)
+
+
+def test_a_far_deadline_dispute_counts_from_dispute_lag_in_the_keeper_and_the_simulator():
+    """A proof of an offer of epoch E whose deadline is past the seal counts in the digest
+    views from E + dispute_lag (seal_lag_epochs + 1: the last receipt of E is signed
+    before the seal, and peers take proofs of E for one more epoch), before the epoch's
+    rows (digest_lag); the simulator reads the same window."""
     from repp2p.sim.digest_views import DigestViews
 
     lag = DIGESTS.dispute_lag
@@ -359,23 +372,50 @@ def test_a_dispute_proof_counts_from_dispute_lag_in_the_keeper_and_the_simulator
     e = 14
     store = _digest_store(range(0, 20))
     keeper = _verified_keeper(store)
-    epoch, records = _dispute(e, "late")
+    epoch, records = _dispute(e, "late")  # deadline: an hour after factories.NOW
     offer_id = records[0].record_id
+    assert keeper.dispute_timing.count(e, records[0].record.deadline_ms) == e + lag
     keeper.disputes = _HeldDisputes([(epoch, records)])
     before = keeper.view(e + lag - 1)
     assert keeper.disputes.asked[-1] == keeper.dispute_window(e + lag - 1)
-    assert keeper.disputes.asked[-1][1] == e - 1
     assert offer_id not in before.evidence.record_ids
     at = keeper.view(e + lag)
-    assert keeper.disputes.asked[-1] == (e + lag - DIGESTS.reputation.window_epochs + 1 - lag, e)
+    assert keeper.disputes.asked[-1] == (e + lag - DIGESTS.reputation.window_epochs + 1, e + lag)
     assert offer_id in at.evidence.record_ids
     # the rows of E are not in that view yet: the proof counts first
     assert keeper.digest_window(e + lag)[1] < e
-    # the simulator's digest views read the keeper's windows
+    # the simulator's digest views read the keeper's windows and count epochs
     sim = DigestViews(DIGESTS)
     for v in (e + lag - 1, e + lag, 40, 400):
         assert sim.dispute_window(v) == keeper.dispute_window(v)
         assert sim.digest_window(v) == keeper.digest_window(v)
+
+
+def test_a_short_deadline_dispute_counts_two_epochs_after_its_offer_in_both():
+    """A deadline in the offer's own epoch E closes the dispute at the end of E + 1: it
+    counts from the view of E + 2 (task_record_lag), in the keeper and the simulator
+    alike; a deadline in E + 2 counts from E + 4; the last view that counts either is
+    window_epochs after the first."""
+    import numpy as np
+
+    from repp2p.sim.digest_views import DigestViews
+
+    es = DIGESTS.epoch_s
+    e = 14
+    store = _digest_store(range(0, 20))
+    sim = DigestViews(DIGESTS)
+    for deadline_epoch, first in ((e, e + 2), (e + 2, e + 4)):
+        deadline_ms = (deadline_epoch * es + es // 2) * 1000
+        keeper = _verified_keeper(store)
+        _epoch, records = _dispute(e, f"short-{deadline_epoch}", deadline_ms)
+        offer_id = records[0].record_id
+        keeper.disputes = _HeldDisputes([(e, records)])
+        assert _first_view_with(keeper, offer_id, range(e, e + 8)) == first
+        count = sim.dispute_counts(np.array([e]), np.array([deadline_ms]))
+        assert count.tolist() == [first] == [keeper.dispute_timing.count(e, deadline_ms)]
+        w = DIGESTS.reputation.window_epochs
+        assert offer_id in keeper.view(first + w - 1).evidence.record_ids
+        assert offer_id not in keeper.view(first + w).evidence.record_ids
 
 
 def test_digest_demand_leaves_out_the_replicas_of_disputed_offers():

@@ -29,6 +29,15 @@ smallest record ID, the store's replacement rule), so a later proof with more re
 replica's, or the client's after more replicas answered) adds them, and the kept set is the
 same whatever order proofs arrived in.
 
+**When a proof counts** (:class:`DisputeTiming`): per offer, from its epoch ``E`` and its
+client-signed ``deadline_ms``. Nodes refuse a task request, replicas included, once the
+deadline has passed, and the client escalates only until it, so a proof is final by the
+end of the deadline's epoch ``D``. Peers take proofs (and merges) of the offer until the
+end of its *close* epoch ``min(max(D, E) + 1, E + dispute_lag - 1)`` (``too_old`` after),
+and digest views count it from the next epoch (its *count* epoch), for ``window_epochs``
+views. The cap ``E + dispute_lag - 1`` is the seal's bound: no receipt of ``E`` is signed
+after ``E + seal_lag_epochs - 1`` whatever the deadline.
+
 Pure: no I/O, no clock (``now`` is an argument).
 """
 
@@ -64,6 +73,51 @@ VerdictOf = Callable[[str, int], Any]
 #: ``offer -> peer -> ranks`` the matching gave on the view of the offer's epoch
 #: (:meth:`repp2p.matching.Assignments.ranks`), None when the checker cannot rank it.
 RanksOf = Callable[[SignedRecord], Mapping[str, frozenset[int]] | None]
+
+
+@dataclasses.dataclass(frozen=True)
+class DisputeTiming:
+    """When a dispute proof of an offer is taken and counted (docs/digests.md, "When a
+    proof counts"): a function of the offer's epoch and signed deadline only, so every peer
+    computes the same epochs.
+
+    Attributes:
+        epoch_s: the network's epoch length (``NetworkParams.epoch_s``).
+        dispute_lag: the latest count epoch, in epochs after the offer's
+            (``NetworkParams.dispute_lag`` = ``seal_lag_epochs + 1``).
+    """
+
+    epoch_s: int
+    dispute_lag: int
+
+    def close(self, epoch: int, deadline_ms: int) -> int:
+        """The last epoch in which peers take a proof of an offer of ``epoch`` with this
+        deadline: ``min(max(D, epoch) + 1, epoch + dispute_lag - 1)``, ``D`` the
+        deadline's epoch (a deadline before the offer's epoch counts as in it), never
+        before ``epoch``.
+
+        The honest proof is out by the end of ``D`` (no node runs the task, replicas
+        included, after the deadline; the client asks none after it), so peers have the
+        whole next epoch to receive it; the cap is the seal's (nothing of the task is
+        signed from ``epoch + seal_lag_epochs`` on)."""
+        deadline_epoch = max(deadline_ms, 0) // 1000 // self.epoch_s
+        return max(epoch, min(max(deadline_epoch, epoch) + 1, epoch + self.dispute_lag - 1))
+
+    def count(self, epoch: int, deadline_ms: int) -> int:
+        """The first view epoch that counts a dispute of an offer of ``epoch`` with this
+        deadline: :meth:`close` + 1 (a view is built at the start of its epoch, once every
+        peer holds what was taken until the end of the one before)."""
+        return self.close(epoch, deadline_ms) + 1
+
+    @property
+    def min_lag(self) -> int:
+        """The fewest epochs between an offer and its count epoch (a deadline in the
+        offer's own epoch): ``min(2, dispute_lag)``."""
+        return min(2, self.dispute_lag)
+
+    def offer_epochs(self, lo: int, hi: int) -> tuple[int, int]:
+        """``(oldest, newest)`` offer epochs whose count epoch may lie in ``lo .. hi``."""
+        return lo - self.dispute_lag, hi - self.min_lag
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,6 +162,11 @@ class CheckedDispute:
     def epoch(self) -> int:
         """The offer's epoch (the task's)."""
         return self.offer.record.epoch  # type: ignore[attr-defined]
+
+    @property
+    def deadline_ms(self) -> int:
+        """The offer's signed deadline (unix ms)."""
+        return self.offer.record.deadline_ms  # type: ignore[attr-defined]
 
     def records(self) -> list[SignedRecord]:
         """The offer, the claims and the receipts."""
@@ -188,6 +247,7 @@ def check_dispute_proof(
     epochs: tuple[int, int],
     verdict_of: VerdictOf | None,
     ranks_of: RanksOf | None,
+    timing: DisputeTiming | None = None,
 ) -> CheckedDispute:
     """Check a decoded dispute proof against the checker's view (rules in order; the first
     that fails decides).
@@ -203,6 +263,10 @@ def check_dispute_proof(
             rank check. Skip both only for a proof this peer checked before (read back
             from its own disk): a view re-applies both rules anyway
             (:func:`repp2p.reputation.collect` with its verdicts and rankings).
+        timing: with it, a proof is also TOO_OLD once ``newest`` (the checker's epoch) is
+            past the offer's :meth:`DisputeTiming.close`: nothing may change a dispute
+            after its close, so every peer counts the same receipts. None: the epoch
+            window only (a proof read back from disk).
 
     Returns:
         The :class:`CheckedDispute`.
@@ -225,6 +289,8 @@ def check_dispute_proof(
         raise ProofError(ProofReason.TOO_OLD, f"offer of epoch {o.epoch} (oldest {oldest})")
     if o.epoch > newest:
         raise ProofError(ProofReason.TOO_NEW, f"offer of epoch {o.epoch} (newest {newest})")
+    if timing is not None and newest > (close := timing.close(o.epoch, o.deadline_ms)):
+        raise ProofError(ProofReason.TOO_OLD, f"offer of epoch {o.epoch} closed in {close}")
     if not 2 <= len(proof.receipts) <= MAX_DISPUTE_RECEIPTS:
         raise ProofError(ProofReason.MALFORMED, f"2..{MAX_DISPUTE_RECEIPTS} receipts")
     if len(proof.claims) != len(proof.receipts):
@@ -355,6 +421,7 @@ __all__ = [
     "MAX_DISPUTE_SIZE",
     "CheckedDispute",
     "DisputeProof",
+    "DisputeTiming",
     "check_dispute_proof",
     "decode_dispute",
     "dispute_proof",

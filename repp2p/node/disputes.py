@@ -6,7 +6,8 @@ judges each one (the validator's verdict), merges it into what it holds for the 
 later proof with more receipts adds them; one that adds nothing is ``known`` and not
 forwarded), keeps the merged proof in ``<folder>/<offer id hex>.cbor`` (a restarted peer
 judges the same disputes), and hands the views the records of the offers of a window of
-epochs (:meth:`DisputeBook.records`). Nothing a rejected proof carried is stored, and a
+epochs (:meth:`DisputeBook.records`), or of those a view of a window of epochs counts
+(:meth:`DisputeBook.counted`). Nothing a rejected proof carried is stored, and a
 rejected proof never touches what is held.
 
 Verdicts (GossipSub's): ACCEPT a proof that adds receipts; REJECT one no honest peer
@@ -20,7 +21,7 @@ reached us; ``unranked``: the view of the offer's epoch is not built yet) would 
 good. The book keeps such a proof *pending* (only after its signatures verified: a forged
 one is REJECTed, never kept), bounded: at most :data:`PENDING_PER_OFFER` per offer,
 :data:`PENDING_MAX` proofs and :data:`PENDING_BYTES` in all (a proof beyond them is not
-kept), dropped once its offer leaves the replay window, memory only.
+kept), dropped once its offer's dispute closes, memory only.
 :meth:`DisputeBook.retry_pending` judges each again, when a new view is built and otherwise
 with a backoff; what a retry accepts is held as if it had just arrived. A proof that never
 reached us, or one lost with the pending set at a restart, comes by the pull of
@@ -38,6 +39,7 @@ from pathlib import Path
 from repp2p.digests.disputes import (
     CheckedDispute,
     DisputeProof,
+    DisputeTiming,
     RanksOf,
     VerdictOf,
     check_dispute_proof,
@@ -87,6 +89,8 @@ class _Pending:
     data: bytes
     offer_id: bytes
     epoch: int
+    #: the last epoch its offer's dispute takes proofs (:meth:`DisputeTiming.close`)
+    close: int
     #: when it may be judged again (unix seconds), and the wait after that
     due: float
     backoff: float
@@ -113,9 +117,12 @@ class DisputeBook:
         epoch_s: the network's epoch length.
         max_age_epochs: proofs of offers older than ``current - max_age_epochs`` are
             refused (``too_old``: a replay, or a proof held back until views had read its
-            epoch); the node uses ``dispute_lag - 1`` (``NetworkParams.dispute_lag``),
-            so a proof is in before the first view that reads its offer's epoch is
-            built, and every peer's views judge the same disputes.
+            epoch); the node uses ``dispute_lag - 1`` (``NetworkParams.dispute_lag``).
+            Within it, a proof of an offer is refused (``too_old``) after the offer's
+            close (:class:`DisputeTiming` with ``dispute_lag = max_age_epochs + 1``: the
+            epoch after its deadline's, at most ``max_age_epochs`` after its own), so it
+            is in before the first view that counts it is built, and every peer's views
+            judge the same receipts.
         keep_epochs: proofs are kept until their offer is this many epochs old (the
             reputation window plus the dispute lag: the last view that reads them).
         now: the clock (unix seconds).
@@ -140,6 +147,7 @@ class DisputeBook:
         self._files = ProofFolder(folder, "dispute proof")
         self.epoch_s = epoch_s
         self.max_age_epochs = max_age_epochs
+        self.timing = DisputeTiming(epoch_s, max_age_epochs + 1)
         self.keep_epochs = keep_epochs
         self._now = now
         self._verdict_of = verdict_of
@@ -198,6 +206,7 @@ class DisputeBook:
             epochs=self._window(now),
             verdict_of=self._verdict_of,
             ranks_of=self._ranks_of,
+            timing=self.timing,
         )
         merged = merge(self._held.get(checked.offer_id), checked)
         if merged is None:
@@ -249,10 +258,12 @@ class DisputeBook:
             self._count("full")
             return False
         first = min(1.0, self.epoch_s / 8)
+        o = offer.record
         self._pending[digest] = _Pending(
             data,
             offer.record_id,
-            offer.record.epoch,  # type: ignore[attr-defined]
+            o.epoch,  # type: ignore[attr-defined]
+            self.timing.close(o.epoch, o.deadline_ms),  # type: ignore[attr-defined]
             due=now + first,
             backoff=first,
         )
@@ -280,15 +291,15 @@ class DisputeBook:
         """Judge the pending proofs again; returns how many are held now.
 
         Each is tried when due (the wait doubles after each try, up to an epoch) or, with
-        ``force`` (a new view was built), at once. One that leaves the replay window is
+        ``force`` (a new view was built), at once. One whose offer's dispute closed is
         dropped; one refused for another reason than :data:`RETRY_REASONS` is dropped (a
         refusal for good: ``known`` when it came by another way meanwhile).
         """
         now = self._now()
-        oldest, _newest = self._window(int(now))
+        current = int(now) // self.epoch_s
         accepted = 0
         for digest, p in list(self._pending.items()):
-            if p.epoch < oldest:
+            if p.close < current:
                 self._drop_pending(digest, "expired")
                 continue
             if not force and now < p.due:
@@ -330,19 +341,26 @@ class DisputeBook:
                 self._outgoing.discard(digest)
         return merged
 
+    def _open(self) -> list[CheckedDispute]:
+        """The held disputes a peer may still take proofs of (offers of the replay window
+        whose dispute has not closed), by offer ID."""
+        now = int(self._now())
+        current = now // self.epoch_s
+        return [
+            d
+            for d in self.held(*self._window(now))
+            if self.timing.close(d.epoch, d.deadline_ms) >= current
+        ]
+
     def served(self) -> list[bytes]:
-        """The merged proofs a peer may still take (offers of the replay window), in offer
-        ID order: what :mod:`repp2p.net.proof_sync` serves."""
-        oldest, newest = self._window(int(self._now()))
-        return [self._wire[d.offer_id][0] for d in self.held(oldest, newest)]
+        """The merged proofs a peer may still take (offers of the replay window whose
+        dispute is open), in offer ID order: what :mod:`repp2p.net.proof_sync` serves."""
+        return [self._wire[d.offer_id][0] for d in self._open()]
 
     def have(self) -> list[bytes]:
-        """SHA-256 of every proof of the replay window we hold or keep pending (what a pull
-        tells the server not to send again)."""
-        return [
-            *(self._wire[d.offer_id][1] for d in self.held(*self._window(int(self._now())))),
-            *self._pending,
-        ]
+        """SHA-256 of every open proof we hold or keep pending (what a pull tells the
+        server not to send again)."""
+        return [*(self._wire[d.offer_id][1] for d in self._open()), *self._pending]
 
     def held(self, lo: int, hi: int) -> list[CheckedDispute]:
         """The disputes of offers of epochs ``lo .. hi``, by offer ID."""
@@ -353,9 +371,21 @@ class DisputeBook:
         digest view collects its dispute evidence from)."""
         return [r for d in self.held(lo, hi) for r in d.records()]
 
+    def counted(self, lo: int, hi: int, timing: DisputeTiming) -> list[SignedRecord]:
+        """The records of the disputes whose count epoch (``timing.count``) is in ``lo ..
+        hi``, by offer ID: what the digest views of a dispute window judge
+        (``ViewKeeper.dispute_window``)."""
+        return [
+            r
+            for d in self.held(*timing.offer_epochs(lo, hi))
+            if lo <= timing.count(d.epoch, d.deadline_ms) <= hi
+            for r in d.records()
+        ]
+
     def prune(self, current_epoch: int) -> int:
-        """Drop disputes no view reads any more, and pending proofs past the replay
-        window; returns how many disputes were dropped."""
+        """Drop disputes no view reads any more (offers ``keep_epochs`` old: their count
+        epoch is at most ``dispute_lag`` after the offer's), and pending proofs whose
+        dispute closed; returns how many disputes were dropped."""
         oldest = current_epoch - self.keep_epochs
         gone = [k for k, d in self._held.items() if d.epoch < oldest]
         for k in gone:
@@ -363,6 +393,6 @@ class DisputeBook:
             del self._wire[k]
             self._files.drop(k)
         for digest, p in list(self._pending.items()):
-            if p.epoch < current_epoch - self.max_age_epochs:
+            if p.close < current_epoch:
                 self._drop_pending(digest, "expired")
         return len(gone)

@@ -1,9 +1,9 @@
 """Reliable proof delivery within the replay window: judge again, and pull each epoch.
 
 GossipSub hands each proof of the ``proofs`` topic over once. Two things make sure a peer
-still holds every proof of the replay window (``dispute_lag - 1`` epochs for a dispute, the
-audit horizon for an offence) before its views read them, so that every peer's digest
-views count the same disputes and offences:
+still holds every proof of the replay window (until its offer's dispute closes, at most
+``dispute_lag - 1`` epochs, for a dispute; the audit horizon for an offence) before its
+views read them, so that every peer's digest views count the same disputes and offences:
 
 * **Judged again.** A dispute proof our view could not judge yet is pending in the
   :class:`~repp2p.node.disputes.DisputeBook`; each time the view of a new epoch is built

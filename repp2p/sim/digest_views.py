@@ -44,7 +44,7 @@ import cbor2
 import numpy as np
 
 from repp2p.digests import Reconciliation, count_rows
-from repp2p.digests.disputes import replica_claims
+from repp2p.digests.disputes import DisputeTiming, replica_claims
 from repp2p.digests.reconcile import PairRow, count_pair
 from repp2p.matching import View
 from repp2p.network_params import NetworkParams
@@ -224,15 +224,28 @@ class DigestViews:
 
     @property
     def dispute_lag(self) -> int:
-        """Epochs between an offer's epoch and the first view that counts a dispute proof
-        of it (``NetworkParams.dispute_lag``)."""
+        """The most epochs between an offer's epoch and the first view that counts a
+        dispute of it (``NetworkParams.dispute_lag``)."""
         return self.params.dispute_lag
 
+    @property
+    def dispute_timing(self) -> DisputeTiming:
+        """When a dispute of an offer counts (``ViewKeeper.dispute_timing``)."""
+        return DisputeTiming(self.params.epoch_s, self.params.dispute_lag)
+
     def dispute_window(self, epoch: int) -> tuple[int, int]:
-        """``(lo, hi)``: the offer epochs whose disputes the view of ``epoch`` counts
+        """``(lo, hi)``: the count epochs of the disputes the view of ``epoch`` counts
         (``ViewKeeper.dispute_window``)."""
-        hi = epoch - self.dispute_lag
-        return hi - self.params.reputation.window_epochs + 1, hi
+        return epoch - self.params.reputation.window_epochs + 1, epoch
+
+    def dispute_counts(self, epochs: np.ndarray, deadlines_ms: np.ndarray) -> np.ndarray:
+        """:meth:`DisputeTiming.count` of offers (their epochs and deadlines), vectorised
+        (tests/sim/test_digest_views.py checks it against the scalar rule)."""
+        t = self.dispute_timing
+        e = np.asarray(epochs, np.int64)
+        d = np.maximum(np.asarray(deadlines_ms, np.int64), 0) // 1000 // t.epoch_s
+        close = np.maximum(e, np.minimum(np.maximum(d, e) + 1, e + t.dispute_lag - 1))
+        return close + 1
 
     def add_epoch(self, recon: Reconciliation) -> None:
         """Keep a closed epoch's reconciliation until a view folds it."""
@@ -259,7 +272,7 @@ class DigestViews:
             node_columns: the node evidence columns (ads, verdicts, heartbeats,
                 offences) for :meth:`Evidence.from_columns`, no task tables.
             dispute_columns: offer and receipt columns of the disputed tasks only, those
-                of the offers of :meth:`dispute_window` (the caller picks them).
+                whose count epoch is in :meth:`dispute_window` (the caller picks them).
             book: the penalty book of the previous view.
 
         Returns:

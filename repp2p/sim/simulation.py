@@ -42,8 +42,9 @@ Views from digests (issue 14): with ``reputation_source = "digests"`` step 2 is 
 digest path instead (``repp2p.sim.digest_views``): each closed epoch's tasks are reconciled
 into the (client, node) count rows both sides' digests would report, folded once into a
 ``PairState`` at ``digest_lag``, and the view is ``compute_pairs`` over the folded window
-plus the disputed tasks' offers and receipts (of offers up to ``dispute_lag`` epochs back,
-as the live keeper reads dispute proofs); the ledger settles each epoch from its digest
+plus the disputed tasks' offers and receipts (from each offer's count epoch, by its epoch
+and deadline, at most ``dispute_lag`` epochs after it, as the live keeper reads dispute
+proofs); the ledger settles each epoch from its digest
 rows (``digest_work_units``) once they are folded. Without it nothing of this runs.
 
 Disputes (issue 15): a k = 1 result the client reports wrong, and a k >= 2 task whose
@@ -353,10 +354,11 @@ class Simulation:
             for t in tables:
                 t.prune(first)
             return
-        # digest views read the disputed tasks of their dispute window (offers up to
-        # ``epoch - dispute_lag``, window_epochs of them): keep those tables that long
+        # digest views read the disputed tasks whose count epoch is in their dispute
+        # window (offers at most ``dispute_lag`` epochs before it): keep those tables
         tasks = (self.offers, self.claims, self.receipts, self.disputed)
-        dispute_first = self.digest_views.dispute_window(self.epoch)[0]
+        dv = self.digest_views
+        dispute_first = dv.dispute_timing.offer_epochs(*dv.dispute_window(self.epoch))[0]
         for t in tables:
             t.prune(dispute_first if t in tasks else first)
         self.disputed.prune(dispute_first)
@@ -420,22 +422,27 @@ class Simulation:
 
     def _dispute_columns(self) -> dict[str, np.ndarray]:
         """The offers and receipts (the first k and every replica) of the disputed tasks
-        of the dispute window (offers of epochs up to ``epoch - dispute_lag``, as the
-        live keeper reads proofs: ``DigestViews.dispute_window``), and nothing of the
-        other tasks: on a digest network a disputed task travels individually, as a
-        proof, and ``compute_pairs`` judges it."""
+        whose count epoch (per offer, from its epoch and deadline:
+        ``DigestViews.dispute_counts``) is in the dispute window, as the live keeper reads
+        proofs (``DigestViews.dispute_window``), and nothing of the other tasks: on a
+        digest network a disputed task travels individually, as a proof, and
+        ``compute_pairs`` judges it."""
         assert self.disputed is not None and self.digest_views is not None
         c = len(self.client_names)
-        lo, hi = self.digest_views.dispute_window(self.epoch)
+        dv = self.digest_views
+        lo, hi = dv.dispute_window(self.epoch)
+        first, last = dv.dispute_timing.offer_epochs(lo, hi)
         parts = [
             cols[0]
             for e in sorted(self.disputed.chunks)
-            if lo <= e <= hi
+            if first <= e <= last
             for cols in self.disputed.chunks[e]
         ]
         dis = np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
         base = self._offers_base()
         oc, oe, od = self.offers.columns()
+        count = dv.dispute_counts(oe[dis - base], od[dis - base])
+        dis = dis[(lo <= count) & (count <= hi)]
         rn, ro, rout = self.receipts.columns()
         mine = np.isin(ro, dis)
         return {

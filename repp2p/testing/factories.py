@@ -340,6 +340,7 @@ def task_records(
     latency_ms: int = 120,
     output: str = "right",
     expires: int | None = None,
+    deadline_ms: int | None = None,
 ) -> TaskRecords:
     """Signed records of one task: the client's offer (a bound task id), the node's claim
     and receipt (with a valid enclave signature by :func:`enclave_key`), the client's
@@ -355,8 +356,10 @@ def task_records(
         latency_ms: the feedback's latency.
         output: what the receipt says the output hashed to.
         expires: every record's ``expires`` (default :func:`far_future`).
+        deadline_ms: the offer's deadline (default an hour after :data:`NOW`).
     """
     expires = far_future() if expires is None else expires
+    deadline_ms = (NOW + 3600) * 1000 if deadline_ms is None else deadline_ms
     result_key = digest(f"result-key/{client.peer_id}/{label}")
     offer = sign(
         TaskOffer(
@@ -367,7 +370,7 @@ def task_records(
             min_reputation=0,
             max_price=5_000,
             redundancy=1,
-            deadline_ms=(NOW + 3600) * 1000,
+            deadline_ms=deadline_ms,
             input_digest=digest("input/" + label),
             input_size=11,
             result_key=result_key,

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from repp2p.digests.disputes import (
     MAX_DISPUTE_RECEIPTS,
     MAX_DISPUTE_SIZE,
+    DisputeTiming,
     check_dispute_proof,
     decode_dispute,
     dispute_proof,
@@ -34,8 +35,10 @@ NODES = [factories.identity(f"dp-node-{i}") for i in range(5)]
 OUTSIDER = factories.identity("dp-outsider")
 
 
-def _offer(label="t", epoch=EPOCH):
-    return factories.task_records(CLIENT, NODES[0], epoch, label, claimed=False).offer
+def _offer(label="t", epoch=EPOCH, deadline_ms=None):
+    return factories.task_records(
+        CLIENT, NODES[0], epoch, label, claimed=False, deadline_ms=deadline_ms
+    ).offer
 
 
 def _proof(offer=None, outputs=("right", "right", "bad"), nodes=NODES, **kw):
@@ -71,13 +74,14 @@ def _reason(proof, **kw) -> ProofReason:
     return info.value.reason
 
 
-def _book(tmp_path, now=NOW):
+def _book(tmp_path, now=NOW, max_age_epochs=16):
+    clock = now if callable(now) else (lambda: now)
     return DisputeBook(
         folder=tmp_path / "disputes",
         epoch_s=EPOCH_S,
-        max_age_epochs=16,
+        max_age_epochs=max_age_epochs,
         keep_epochs=200,
-        now=lambda: now,
+        now=clock,
         verdict_of=lambda peer, _epoch: VERDICTS.get(peer),
         ranks_of=_ranks,
     )
@@ -220,6 +224,76 @@ def test_the_book_keeps_nothing_a_refused_proof_carried(tmp_path):
         r.record_id for r in book.records(EPOCH, EPOCH)
     ]
     assert book.prune(EPOCH + 201) == 1 and not list((tmp_path / "disputes").iterdir())
+
+
+def _ms(epoch: int, into_s: int = 0) -> int:
+    return (epoch * EPOCH_S + into_s) * 1000
+
+
+def test_a_dispute_closes_the_epoch_after_its_deadline_at_most_before_the_seal():
+    """close = min(max(D, E) + 1, E + dispute_lag - 1), count = close + 1 (D: the
+    deadline's epoch)."""
+    t = DisputeTiming(EPOCH_S, 5)
+    e = 100
+    cases = [
+        (_ms(e, 30), e + 1),  # a 30-s deadline in E: counts at E + 2 (task_record_lag)
+        (_ms(e + 1) - 1, e + 1),  # the last ms of E
+        (_ms(e + 1), e + 2),  # the first ms of E + 1
+        (_ms(e + 2, 59), e + 3),
+        (_ms(e + 3, 1), e + 4),  # a deadline in E + 3: the cap already
+        (_ms(e + 4, 1), e + 4),  # past the seal: the cap, E + dispute_lag - 1
+        (_ms(e + 10_000), e + 4),
+        (2**64 - 1, e + 4),  # hostile u64
+        (_ms(e - 3), e + 1),  # before the offer's epoch: as if in it
+        (0, e + 1),
+    ]
+    for deadline_ms, close in cases:
+        assert t.close(e, deadline_ms) == close, deadline_ms
+        assert t.count(e, deadline_ms) == close + 1
+        assert e + 2 <= t.count(e, deadline_ms) <= e + t.dispute_lag
+    assert t.min_lag == 2 and t.offer_epochs(50, 59) == (45, 57)
+    # a network with no seal lag (dispute_lag 1): taken in E only, counted from E + 1
+    assert DisputeTiming(EPOCH_S, 1).close(e, _ms(e + 3)) == e
+    assert DisputeTiming(EPOCH_S, 1).count(e, _ms(e, 1)) == e + 1 == e + DisputeTiming(1, 1).min_lag
+
+
+def test_a_proof_or_merge_after_the_dispute_closes_is_refused(tmp_path):
+    """A proof of an offer with a deadline in its own epoch E is taken (and merged) until
+    the end of E + 1, then refused too_old (IGNORE, nothing held changes), no longer
+    served, and counted from E + 2; one with a far deadline is still taken then."""
+    now = [float(NOW)]
+    book = _book(tmp_path, now=lambda: now[0], max_age_epochs=4)
+    deadline = NOW * 1000 + 30_000
+    assert deadline // 1000 // EPOCH_S == EPOCH
+    offer = _offer("short", deadline_ms=deadline)
+    assert book.judge(_proof(offer, outputs=("right", "bad")).encode()) is Verdict.ACCEPT
+    now[0] = NOW + EPOCH_S  # E + 1: the close, merges still taken
+    more = _proof(offer, outputs=("right", "bad", "right"))
+    assert book.judge(more.encode()) is Verdict.ACCEPT
+    assert len(book.get(offer.record_id).receipts) == 3
+    assert len(book.served()) == 1 and len(book.have()) == 1
+    held = book.get(offer.record_id)
+    files = sorted(p.read_bytes() for p in (tmp_path / "disputes").iterdir())
+    now[0] = NOW + 2 * EPOCH_S  # E + 2: closed
+    late = _proof(offer, outputs=("right", "bad", "right", "right"))
+    assert book.judge(late.encode()) is Verdict.IGNORE
+    assert book.refused["too_old"] == 1
+    assert book.get(offer.record_id) == held
+    assert sorted(p.read_bytes() for p in (tmp_path / "disputes").iterdir()) == files
+    with pytest.raises(ProofError) as info:
+        book.add(late.encode())
+    assert info.value.reason is ProofReason.TOO_OLD
+    assert book.served() == [] and book.have() == []
+    # views count it from E + 2, for the window's views
+    ids = [r.record_id for r in held.records()]
+    assert [r.record_id for r in book.counted(EPOCH + 2, EPOCH + 11, book.timing)] == ids
+    assert book.counted(EPOCH - 8, EPOCH + 1, book.timing) == []
+    # a far deadline (past the seal) keeps the dispute open until E + 4
+    far = _offer("far")
+    assert book.judge(_proof(far, outputs=("right", "bad")).encode()) is Verdict.ACCEPT
+    assert book.timing.count(EPOCH, far.record.deadline_ms) == EPOCH + 5
+    now[0] = NOW + 5 * EPOCH_S
+    assert book.judge(_proof(far, outputs=("right", "bad", "x")).encode()) is Verdict.IGNORE
 
 
 @settings(max_examples=30, deadline=None)

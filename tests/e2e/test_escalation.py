@@ -18,6 +18,7 @@ import trio
 
 import repp2p.node.enclave as node_enclave
 from repp2p.client import Client
+from repp2p.digests.disputes import DisputeTiming
 from repp2p.ledger import dispute_losses, replay
 from repp2p.matching import beacon
 from repp2p.net.framing import FrameReader, write_cbor
@@ -173,10 +174,14 @@ async def test_camouflaged_cheater_outvoted_2_to_1_is_resolved_by_escalation(tmp
             assert not spare.store.query(type="Claim", signer=spare.peer_id, slot=o.task_id)
 
             # The views judge the extra receipts: once the task's records are in a view
-            # (task_record_lag epochs on; a digest view: dispute_lag, the proof having
-            # reached every peer), the cheater lost the dispute, nobody honest did.
+            # (task_record_lag epochs on; a digest view: from the offer's count epoch, the
+            # epoch after the one its deadline's closes, at most dispute_lag: the proof
+            # having reached every peer), the cheater lost the dispute, nobody honest did.
             if views == "digests":
-                lag = client.views.params.dispute_lag
+                params = client.views.params
+                timing = DisputeTiming(params.epoch_s, params.dispute_lag)
+                lag = timing.count(o.epoch, o.deadline_ms) - o.epoch
+                assert 2 <= lag <= params.dispute_lag
                 ids = {r.record_id for r in receipts}
 
                 def proved(peer, ids=ids, offer_id=offer.record_id) -> bool:

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from repp2p.digests import count_rows, reconcile
-from repp2p.digests.disputes import replica_claims
+from repp2p.digests.disputes import DisputeTiming, replica_claims
 from repp2p.errors import ConfigError
 from repp2p.matching import View
 from repp2p.network_params import NetworkParams
@@ -354,16 +354,22 @@ def test_disputed_tasks_offers_and_receipts_fill_the_digest_evidence(extra):
     sc = _sc(epochs=8, reputation_source="digests", **extra)
     sim = _run(sc)
     ev = sim.digest_views.last_evidence
-    _lo, hi = sim.digest_views.dispute_window(sc.epochs)
-    assert hi == sc.epochs - sc.network_params.dispute_lag
-    dis = [c[0] for e in sorted(sim.disputed.chunks) if e <= hi for c in sim.disputed.chunks[e]]
+    dv = sim.digest_views
+    lo, hi = dv.dispute_window(sc.epochs)
+    assert hi == sc.epochs
+    dis = [c[0] for e in sorted(sim.disputed.chunks) for c in sim.disputed.chunks[e]]
     dis = np.unique(np.concatenate(dis))
-    assert sim.escalated_tasks > len(dis) > 0  # later disputes are not counted yet
+    base = sim._offers_base()
+    oc, oe, od = sim.offers.columns()
+    count = dv.dispute_counts(oe[dis - base], od[dis - base])
+    dis = dis[(lo <= count) & (count <= hi)]
+    # the cheaters' disputes of epoch E count from E + 2 (30-s deadlines), so they leave
+    # at once and every dispute (all of epochs 0-1) is in the last view
+    assert set(sim.disputed.chunks) <= {0, 1, 2}
+    assert sim.escalated_tasks == len(dis) > 0
     # exactly the disputed offers (not the other tasks of the window)
     total_offers = sim.offers.rows()
     assert len(ev.offer_client) == len(dis) < total_offers
-    base = sim._offers_base()
-    oc, oe, _od = sim.offers.columns()
     assert np.array_equal(ev.offer_client, oc[dis - base])
     assert np.array_equal(ev.offer_epoch, oe[dis - base])
     # every receipt of those offers: the first k and each replica's
@@ -384,31 +390,48 @@ def test_disputed_tasks_offers_and_receipts_fill_the_digest_evidence(extra):
     assert len(ev.claim_node) == 0 and len(ev.fb_node) == 0
 
 
-def test_a_disputed_task_counts_from_dispute_lag_as_on_the_live_keeper():
-    """The digest view of V judges the disputed tasks of offers of epochs V - dispute_lag
-    - window_epochs + 1 .. V - dispute_lag (ViewKeeper.dispute_window), no later ones:
-    a task disputed in epoch E first counts in the view of E + dispute_lag."""
+def test_a_disputed_task_counts_from_its_count_epoch_as_on_the_live_keeper():
+    """The digest view of V judges exactly the disputed tasks whose count epoch
+    (DisputeTiming.count of the offer's epoch and deadline, the live keeper's rule) is in
+    V - window_epochs + 1 .. V (ViewKeeper.dispute_window): with the scenario's 30-s
+    deadlines in 600-s epochs, a task disputed in epoch E first counts in the view of E + 2
+    (E + 3 when the deadline falls in the next epoch), not E + dispute_lag."""
     sc = _sc(
         epochs=12,
         reputation_source="digests",
         adversary=[{"behaviour": "wrong_result", "share": 0.3}],
     )
-    lag = sc.network_params.dispute_lag
-    assert lag == 5
-    seen: dict[int, set[int]] = {}
-    disputed: dict[int, set[int]] = {}
+    timing = DisputeTiming(sc.network_params.epoch_s, sc.network_params.dispute_lag)
+    assert timing.dispute_lag == 5 and sc.deadline_ms < sc.epoch_s * 1000
+    seen: dict[int, list[tuple[int, int]]] = {}
+    disputed: dict[int, list[tuple[int, int]]] = {}
 
     class Probe(Simulation):
         def _digest_view(self, epoch):
             out = super()._digest_view(epoch)
-            seen[epoch] = set(self.digest_views.last_evidence.offer_epoch.tolist())
-            disputed[epoch] = {e for e, parts in self.disputed.chunks.items() if parts}
+            ev = self.digest_views.last_evidence
+            seen[epoch] = sorted(
+                zip(ev.offer_epoch.tolist(), ev.offer_deadline_ms.tolist(), strict=True)
+            )
+            base = self._offers_base()
+            _oc, oe, od = self.offers.columns()
+            ids = [c[0] for parts in self.disputed.chunks.values() for c in parts]
+            dis = np.unique(np.concatenate(ids)) if ids else np.zeros(0, np.int64)
+            disputed[epoch] = sorted(
+                zip(oe[dis - base].tolist(), od[dis - base].tolist(), strict=True)
+            )
             return out
 
     Probe(sc).run()
     w = sc.network_params.reputation.window_epochs
-    first = min(e for d in disputed.values() for e in d)
-    for v, offer_epochs in seen.items():
-        want = {e for e in disputed[v] if v - lag - w + 1 <= e <= v - lag}
-        assert offer_epochs == want, v
-    assert first not in seen[first + lag - 1] and first in seen[first + lag]
+    lags = set()
+    for v, offers in seen.items():
+        # the keeper's scalar rule picks the same offers among those the sim still holds
+        want = [(e, d) for e, d in disputed[v] if v - w + 1 <= timing.count(e, d) <= v]
+        assert offers == want, v
+        lags |= {timing.count(e, d) - e for e, d in offers}
+    assert lags and lags <= {2, 3} and 2 in lags
+    first = min(e for d in disputed.values() for e, _d in d)
+    firsts = [timing.count(e, d) for x in disputed.values() for e, d in x if e == first]
+    assert not any(e == first for e, _d in seen[min(firsts) - 1])
+    assert any(e == first for e, _d in seen[min(firsts)])
