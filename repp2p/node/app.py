@@ -310,9 +310,9 @@ class Node:
                 disputes = DisputeBook(
                     folder=cfg.data_dir / "disputes",
                     epoch_s=cfg.epoch_s,
-                    # a proof must be in before the first view that reads its offer's
-                    # epoch is built (dispute_lag): every peer's views then judge the
-                    # same disputes
+                    # a proof must be in before the first view that counts it is built
+                    # (per offer, DisputeTiming.count, at most dispute_lag after its
+                    # epoch): every peer's views then judge the same disputes
                     max_age_epochs=max(1, cfg.network_params.dispute_lag - 1),
                     keep_epochs=cfg.network_params.dispute_lag
                     + cfg.network_params.reputation.window_epochs,
