@@ -663,12 +663,7 @@ class ViewKeeper:
         disputed = []
         if self.disputes is not None:
             self.disputes.prune(epoch)
-            if window.rows:
-                # A view with no count rows (a network's first digest_lag epochs) judges
-                # no dispute: every standing is zero there, so any majority of replicas
-                # would win one, colluders framing honest nodes included. The disputes
-                # wait for the first view with rows, inside their window_epochs views.
-                disputed = self.disputes.counted(*self.dispute_window(epoch), self.dispute_timing)
+            disputed = self.disputes.counted(*self.dispute_window(epoch), self.dispute_timing)
         assignments = self._assignments.for_views(self._held_view_of(epoch)) if disputed else None
         ev, peer_at = self.pairs.widen(
             collect(records + disputed, verdicts, now=now, assignments=assignments), window

@@ -418,29 +418,6 @@ def test_a_short_deadline_dispute_counts_two_epochs_after_its_offer_in_both():
         assert offer_id not in keeper.view(first + w).evidence.record_ids
 
 
-def test_a_view_with_no_count_rows_yet_judges_no_dispute():
-    """On a new network the first digest_lag views hold no count rows, so every standing
-    is zero and any majority of replicas would win a dispute (colluders framing an honest
-    node): such a view judges none, and the first view with rows judges the disputes
-    whose count epoch came before it (they count for window_epochs views from it)."""
-    es = DIGESTS.epoch_s
-    e = 1
-    store = _digest_store(range(0, 20))
-    keeper = _verified_keeper(store)
-    deadline_ms = (e * es + es // 2) * 1000
-    _epoch, records = _dispute(e, "genesis", deadline_ms)
-    offer_id = records[0].record_id
-    count = keeper.dispute_timing.count(e, deadline_ms)
-    first_rows = DIGESTS.digest_lag  # the view whose window first holds epoch 0's rows
-    assert count < first_rows
-    keeper.disputes = _HeldDisputes([(e, records)])
-    for v in range(count, first_rows):
-        assert offer_id not in keeper.view(v).evidence.record_ids
-        assert keeper.pairs.window(*keeper.digest_window(v)).rows == 0
-    assert offer_id in keeper.view(first_rows).evidence.record_ids
-    assert keeper.pairs.window(*keeper.digest_window(first_rows)).rows > 0
-
-
 def test_digest_demand_leaves_out_the_replicas_of_disputed_offers():
     """An epoch's demand is its work digests' claims less the answers of its disputed
     offers beyond each offer's redundancy (here two replicas per disputed offer)."""

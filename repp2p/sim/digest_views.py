@@ -290,8 +290,6 @@ class DigestViews:
         for e in [e for e in self._recons if e < keep_from]:
             del self._recons[e]
         window = self.pairs.window(lo, hi)
-        if not window.rows:  # no standing yet: no dispute judged (the keeper's rule)
-            dispute_columns = {k: np.asarray(v)[:0] for k, v in dispute_columns.items()}
         node_ev, peer_at = self.pairs.widen(Evidence.from_columns(peers, **node_columns), window)
         if node_ev.peers != tuple(peers):
             raise ValueError("digest rows name a peer the simulation does not know")

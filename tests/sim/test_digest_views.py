@@ -330,11 +330,9 @@ def test_cheaters_are_phased_out_from_digest_rows():
     s = simulate(sc).summary
     phase = s["phase_out"]["wrong_result"]
     assert phase["phased_out"] == phase["cheaters"] == 9
-    # a wrong result the client escalates is a dispute proof, which counts two epochs
-    # after its offer (30-s deadlines), before the epoch's count rows (digest_lag, 6); but
-    # these cheaters cheat from epoch 0, and no view judges a dispute before the first
-    # view with count rows (the view of digest_lag): on a new network they last that long
-    assert phase["max_epochs_to_phase_out"] <= s["digest_lag"]
+    # a wrong result the client escalates is a dispute proof, which counts from
+    # dispute_lag (5), before the epoch's count rows do (digest_lag, 6)
+    assert phase["max_epochs_to_phase_out"] < s["digest_lag"]
     assert s["honest_penalised_ever"] == 0
 
 
@@ -365,10 +363,9 @@ def test_disputed_tasks_offers_and_receipts_fill_the_digest_evidence(extra):
     oc, oe, od = sim.offers.columns()
     count = dv.dispute_counts(oe[dis - base], od[dis - base])
     dis = dis[(lo <= count) & (count <= hi)]
-    # the cheaters' disputes of epoch E count from E + 2 (30-s deadlines), but no view
-    # judges one before the first with count rows (digest_lag): they cheat until then, and
-    # every dispute (epochs 0 .. digest_lag - 1) is in the last view
-    assert set(sim.disputed.chunks) <= set(range(sim.digest_views.digest_lag))
+    # the cheaters' disputes of epoch E count from E + 2 (30-s deadlines), so they leave
+    # at once and every dispute (all of epochs 0-1) is in the last view
+    assert set(sim.disputed.chunks) <= {0, 1, 2}
     assert sim.escalated_tasks == len(dis) > 0
     # exactly the disputed offers (not the other tasks of the window)
     total_offers = sim.offers.rows()
@@ -408,13 +405,11 @@ def test_a_disputed_task_counts_from_its_count_epoch_as_on_the_live_keeper():
     assert timing.dispute_lag == 5 and sc.deadline_ms < sc.epoch_s * 1000
     seen: dict[int, list[tuple[int, int]]] = {}
     disputed: dict[int, list[tuple[int, int]]] = {}
-    has_rows: dict[int, bool] = {}
 
     class Probe(Simulation):
         def _digest_view(self, epoch):
             out = super()._digest_view(epoch)
             ev = self.digest_views.last_evidence
-            has_rows[epoch] = self.digest_views.last_window.rows > 0
             seen[epoch] = sorted(
                 zip(ev.offer_epoch.tolist(), ev.offer_deadline_ms.tolist(), strict=True)
             )
@@ -432,15 +427,11 @@ def test_a_disputed_task_counts_from_its_count_epoch_as_on_the_live_keeper():
     lags = set()
     for v, offers in seen.items():
         # the keeper's scalar rule picks the same offers among those the sim still holds
-        # (a view with no count rows yet judges none: they wait for the first with rows)
         want = [(e, d) for e, d in disputed[v] if v - w + 1 <= timing.count(e, d) <= v]
-        assert offers == (want if has_rows[v] else []), v
-        lags |= {timing.count(e, d) - e for e, d in offers if timing.count(e, d) == v}
+        assert offers == want, v
+        lags |= {timing.count(e, d) - e for e, d in offers}
     assert lags and lags <= {2, 3} and 2 in lags
-    assert not all(has_rows.values()) and any(has_rows.values())
-    first_rows = min(v for v, rows in has_rows.items() if rows)
-    assert seen[first_rows - 1] == [] and seen[first_rows]  # the early disputes, at once
-    first = min(e for d in disputed.values() for e, _d in d if timing.count(e, _d) > first_rows)
+    first = min(e for d in disputed.values() for e, _d in d)
     firsts = [timing.count(e, d) for x in disputed.values() for e, d in x if e == first]
     assert not any(e == first for e, _d in seen[min(firsts) - 1])
     assert any(e == first for e, _d in seen[min(firsts)])
