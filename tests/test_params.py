@@ -18,6 +18,7 @@ from repp2p.net.params import ConnectionParams, FeedParams, GossipParams, SyncPa
 from repp2p.network_params import BOOTSTRAP_DIR, NetworkParams
 from repp2p.params_check import check_bool, check_choice, check_float, check_int, check_keys
 from repp2p.reputation import ReputationParams
+from repp2p.testing.network import dev_params
 
 PARAM_CLASSES = [
     GossipParams,
@@ -145,10 +146,11 @@ def test_dev_network_file_gives_the_devnets_epoch():
     assert dev.name == "dev" and dev.epoch_s == EPOCH_S == 10
     assert dev.policy_file == "policy-dev.toml" and (BOOTSTRAP_DIR / dev.policy_file).exists()
     assert (dev.task_record_lag, dev.heartbeat_lag) == (2, 1)
-    # No section in the file: the classes' defaults.
+    # One key set in the file (a heartbeat every other 10-s epoch); otherwise the classes'
+    # defaults.
     assert (dev.matching, dev.reputation, dev.ledger) == (
         MatchingParams(),
-        ReputationParams(),
+        ReputationParams(heartbeat_period_epochs=2),
         LedgerParams(),
     )
 
@@ -234,7 +236,7 @@ def test_a_missing_network_file_or_a_bad_name_is_refused(tmp_path):
 
 
 def test_digest_is_sha256_of_canonical_cbor_of_every_field():
-    p = NetworkParams.load("dev")
+    p = dev_params()  # a heartbeat every epoch: heartbeat_lag = 2 below is valid
     plain = p.to_dict()
     assert set(plain) == {f.name for f in dataclasses.fields(NetworkParams)}
     assert plain["matching"] == dataclasses.asdict(p.matching)

@@ -8,17 +8,17 @@ from repp2p.attestation import load_policy
 from repp2p.config import BOOTSTRAP_DIR
 from repp2p.digest_ledger import HeldProofs
 from repp2p.matching import beacon
-from repp2p.network_params import NetworkParams
 from repp2p.records import FEED_TYPES, Heartbeat, NodeAd, sign
 from repp2p.reputation import AttestedNode, PenaltyBook
 from repp2p.reputation.penalties import PenaltyEntry
 from repp2p.store import SqliteRecordStore
 from repp2p.testing import factories
+from repp2p.testing.network import dev_params
 from repp2p.viewer import ViewKeeper, before_epoch
 
 NOW = 1  # the views here are of epochs a few 10-s epochs after the unix epoch
 FAR = factories.far_future(NOW)
-DEV = NetworkParams.load("dev")  # 10-s epochs
+DEV = dev_params(10)  # a heartbeat every epoch
 
 
 def _keeper(store, params=DEV, **kw):

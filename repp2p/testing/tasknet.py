@@ -31,7 +31,6 @@ from repp2p.clock import ClockAPI, TrioClock
 from repp2p.config import BOOTSTRAP_DIR
 from repp2p.identity import Identity
 from repp2p.matching import beacon
-from repp2p.network_params import NetworkParams
 from repp2p.node.abc import EnclaveSupervisorAPI
 from repp2p.node.metrics import NodeMetrics
 from repp2p.node.pipeline import RecordPipeline
@@ -44,6 +43,7 @@ from repp2p.reputation.heartbeats import heartbeat_slot
 from repp2p.store import SqliteRecordStore
 from repp2p.tee.worker import EnclaveState
 from repp2p.testing import factories
+from repp2p.testing.network import dev_params
 from repp2p.timers import Timers
 from repp2p.viewer import ViewKeeper
 
@@ -216,7 +216,7 @@ class TaskNet:
     ) -> None:
         self.clock = clock
         self.epoch_s = epoch_s
-        self.params = NetworkParams.load("dev").replace(epoch_s=epoch_s)
+        self.params = dev_params(epoch_s)
         self.timers = timers
         self.bus = _Bus()
         self._first = _FirstToRun()
