@@ -8,24 +8,37 @@ view (at least ``--min-eligible`` of them, default half; the rest are named), ru
 ``--warmup`` tasks one at a time (first contacts: dials, task streams), and then measures:
 
 * **idle**: CPU of the node processes over ``--idle-seconds`` with no task running;
-* **load**: the SAME offered load at every size: tasks started open-loop at ``--rate``
-  per second (echo engine, k=1; at most ``--max-in-flight`` at once, offers beyond that
-  are counted as dropped), for ``--lead`` seconds to reach a steady state and then over a
-  window of ``--seconds``. Tasks = those that completed inside the window; CPU = CPU of
-  the node processes inside the window (Linux /proc). Starting the window in steady state
-  makes its edges cancel: records of tasks finished before it are still being pulled over
-  the feeds inside it, about as many as those of its last tasks are pulled after it.
+* **base** and **load**: two paced loads, the same at every size: tasks started open-loop
+  at ``--base-rate`` (default half of ``--rate``) and then at ``--rate`` per second (echo
+  engine, k=1; at most ``--max-in-flight`` at once, offers beyond that are counted as
+  dropped), each for ``--lead`` seconds to reach a steady state and then over a window of
+  ``--seconds``. Tasks = those that completed inside the window; CPU = CPU of the node
+  processes inside the window (Linux /proc).
 
 The figure, in ms: **node CPU per network-wide task per node** = (node-process CPU in the
-load window - idle node CPU rate x window) / tasks completed / (N + 1). All node processes
-count, the bootstrap included (it serves tasks and follows the feeds like any node), and
-the divisor is the number of processes whose CPU is summed, so a constant per-process cost
-gives the same figure at every size. Enclave and client CPU are reported beside it, not in
-it. A least-squares fit over the nodes, of each node's net CPU per task against its share
-of the tasks served, splits the figure into what every node pays per network-wide task
-(the intercept: pulling, verifying and storing the task's records, reading them in view
-builds) and what serving a task costs the node that serves it (the slope); with k=1 the
-figure is about intercept + slope / (N + 1).
+load window - node-process CPU in the base window) / (tasks of the load window - tasks of
+the base window) / (N + 1): what one more network-wide task costs each node, the marginal
+cost. All node processes count, the bootstrap included (it serves tasks like any node),
+and the divisor is the number of processes whose CPU is summed, so a constant
+per-process cost gives the same figure at every size. Enclave and client CPU are reported
+beside it, not in it. A least-squares fit over the nodes, of each node's extra CPU per
+extra task against its share of the extra tasks served, splits the figure into what every
+node pays per network-wide task (the intercept) and what serving a task costs the node
+that serves it (the slope); with k=1 the figure is about intercept + slope / (N + 1).
+
+Why against a base load, not idle: a node's per-epoch work (heartbeats, its work digest,
+everyone else's digests, view builds) grows with the number of peers, not with tasks, and
+at a fixed task rate counting it in would make the per-task figure grow with N whatever
+the task path costs. Idle is no longer the right base for it: a node that served nothing
+in an epoch and the one before skips its empty work digest (docs/digests.md, "Quiet
+epochs"), so an idle devnet sends no digests while a loaded one sends one per node and
+epoch, and subtracting idle CPU left those in the figure (at 16 nodes net of idle rose
+0.97 -> 2.73 ms when quiet epochs landed, while gross fell). Under both paced loads almost
+every node publishes its digest every epoch, so the difference holds the tasks' own cost.
+The figure net of idle ("idle_net") and the gross figure are printed beside it. Both
+windows are whole multiples of the epoch (``EPOCH_S``, 10 s on the dev network), so each
+holds the same number of epoch boundaries. The difference of two windows is noisier than
+either: on a shared machine, read it with the whole machine's busy CPU printed beside it.
 
 Why the same offered load: the question is what one more network-wide task costs each
 peer as peers are added. With the rate fixed, a design where per-task records stay with
@@ -35,17 +48,6 @@ Closed-loop load (as in bench/tasks.py) would instead let each size run at its o
 saturation rate, mixing the per-task cost with contention on the machine's cores. The
 default rate (5/s) is about the most the largest devnet takes on a 2-core machine: its 33
 node processes use about one core idle and 1.7 cores at 5 tasks/s.
-
-Why idle CPU is subtracted: an idle node's work (heartbeats, ads, attestations, gossip
-maintenance, view builds) grows with the number of peers, not with tasks; at a fixed task
-rate, counting it in would make the per-task figure grow with N whatever the task path
-costs. The idle rate is measured on the same devnet just before the load and reported
-beside, with the figure before subtraction ("gross"). Both windows are whole multiples of
-the epoch (``EPOCH_S``, 10 s on the dev network), so each holds the same number of epoch
-boundaries (every process rebuilds its view at each). View builds read every record held,
-so the records a window adds also cost at later boundaries: that is task cost and stays in.
-Subtraction assumes the idle work goes on unchanged under load; on a saturated machine it
-does not (it is delayed or shed), so the CPU busy on the whole machine is printed too.
 
 Eligibility only decides which nodes may serve: every node process follows the feeds and
 counts in the figure. On 2 cores a 33-process devnet keeps some nodes out of the client's
@@ -61,7 +63,7 @@ stay with their parties, so the every-node part of the figure should vanish.
 Target (issue 14): the 32-node figure <= 1/4 of the 4-node figure (``ratio``, the largest
 size's figure over the smallest's, <= 0.25). Ends with one JSON line.
 
-    python bench/scaling.py [--sizes 4,8,16,32] [--rate 5] [--seconds 30]
+    python bench/scaling.py [--sizes 4,8,16,32] [--rate 5] [--base-rate 2.5] [--seconds 30]
                             [--idle-seconds 30] [--lead 5] [--warmup 20]
                             [--min-eligible 0.5]
 """
@@ -167,29 +169,10 @@ def _why_not_eligible(
     return out
 
 
-async def _drive(
-    client: Client, devnet: Devnet, size: int, args: argparse.Namespace
-) -> dict[str, Any]:
-    """Eligibility, warm-up, the idle window, then the paced load and its window."""
-    processes = len(devnet.info)
-    need = math.ceil(args.min_eligible * processes)
-    eligible = await client.wait_for_nodes("echo", need, args.ready_timeout)
-    why = _why_not_eligible(client, devnet, await devnet.statuses()) if eligible < processes else {}
-    if eligible < need:
-        raise NotReady(
-            f"devnet of {size} nodes: {eligible} of {processes} eligible in the client's view "
-            f"after {args.ready_timeout:.0f} s (--min-eligible needs {need}); not eligible: {why}"
-        )
-    ready_at = time.monotonic()
-    for i in range(args.warmup):
-        await client.submit("echo", b"warm-up %d" % i)
-    await trio.sleep(2 * FEED_SETTLE_S)  # the warm-up's records finish spreading
-    before = await devnet.statuses()
-
-    idle_0, busy_0 = tree_cpu_by_pid(), machine_busy_s()
-    await trio.sleep(args.idle_seconds)
-    idle_1, busy_1 = tree_cpu_by_pid(), machine_busy_s()
-
+async def _paced(client: Client, rate: float, args: argparse.Namespace) -> dict[str, Any]:
+    """Tasks offered open-loop at ``rate`` per second for ``--lead`` seconds and then over a
+    window of ``--seconds``: CPU snapshots at the window's edges, the tasks completed inside
+    it and their latencies, failures and drops over the whole run."""
     latencies: list[float] = []  # of tasks completed inside the window
     window: dict[str, Any] = {"open": False, "done": 0}
     counts = {"failed": 0, "dropped": 0, "in_flight": 0}
@@ -198,7 +181,7 @@ async def _drive(
         counts["in_flight"] += 1
         t = trio.current_time()
         try:
-            await client.submit("echo", b"scaling %d" % i)
+            await client.submit("echo", b"scaling %g %d" % (rate, i))
         except TaskError:
             counts["failed"] += 1
         else:
@@ -216,28 +199,61 @@ async def _drive(
         window["open"] = False
         window["cpu_1"], window["busy_1"] = tree_cpu_by_pid(), machine_busy_s()
 
-    offers = round(args.rate * (args.lead + args.seconds))
+    offers = round(rate * (args.lead + args.seconds))
     t0 = trio.current_time()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(close_window)
         for i in range(offers):
-            await trio.sleep_until(t0 + i / args.rate)
+            await trio.sleep_until(t0 + i / rate)
             if counts["in_flight"] >= args.max_in_flight:
                 counts["dropped"] += 1
                 continue
             nursery.start_soon(one, i)
+    return {
+        **window,
+        "latencies": latencies,
+        "failed": counts["failed"],
+        "dropped": counts["dropped"],
+    }
+
+
+async def _drive(
+    client: Client, devnet: Devnet, size: int, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Eligibility, warm-up, the idle window, then the base load and the load, each paced
+    and measured in its own window."""
+    processes = len(devnet.info)
+    need = math.ceil(args.min_eligible * processes)
+    eligible = await client.wait_for_nodes("echo", need, args.ready_timeout)
+    why = _why_not_eligible(client, devnet, await devnet.statuses()) if eligible < processes else {}
+    if eligible < need:
+        raise NotReady(
+            f"devnet of {size} nodes: {eligible} of {processes} eligible in the client's view "
+            f"after {args.ready_timeout:.0f} s (--min-eligible needs {need}); not eligible: {why}"
+        )
+    ready_at = time.monotonic()
+    for i in range(args.warmup):
+        await client.submit("echo", b"warm-up %d" % i)
+    await trio.sleep(2 * FEED_SETTLE_S)  # the warm-up's records finish spreading
+
+    idle_0, busy_0 = tree_cpu_by_pid(), machine_busy_s()
+    await trio.sleep(args.idle_seconds)
+    idle_1, busy_1 = tree_cpu_by_pid(), machine_busy_s()
+
+    statuses = [await devnet.statuses()]
+    base = await _paced(client, args.base_rate, args)
+    statuses.append(await devnet.statuses())
+    load = await _paced(client, args.rate, args)
     await trio.sleep(2 * FEED_SETTLE_S)  # the last records spread before counting
+    statuses.append(await devnet.statuses())
     return {
         "ready_at": ready_at,
         "eligible": eligible,
         "not_eligible": why,
-        "before": before,
-        "after": await devnet.statuses(),
+        "statuses": statuses,
         "idle": (idle_0, idle_1, busy_1 - busy_0),
-        "window": window,
-        "latencies": latencies,
-        "failed": counts["failed"],
-        "dropped": counts["dropped"],
+        "base": base,
+        "load": load,
     }
 
 
@@ -286,59 +302,69 @@ async def measure(size: int, args: argparse.Namespace) -> dict[str, Any]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def _cpu(window: dict[str, Any], role: str) -> float:
+    return _delta(window["cpu_1"], window["cpu_0"], role)
+
+
 def _summarise(
     raw: dict[str, Any], devnet: Devnet, size: int, args: argparse.Namespace, setup_s: float
 ) -> dict[str, Any]:
     processes = len(devnet.info)
-    before, after, window, latencies = raw["before"], raw["after"], raw["window"], raw["latencies"]
+    base, load = raw["base"], raw["load"]
+    first, middle, after = raw["statuses"]
     idle_0, idle_1, idle_busy = raw["idle"]
     idle_node_cores = _delta(idle_1, idle_0, "nodes") / args.idle_seconds
-    c0, c1 = window["cpu_0"], window["cpu_1"]
-    done = window["done"]
-    node_cpu = _delta(c1, c0, "nodes")
-    net_cpu = node_cpu - idle_node_cores * args.seconds
+    done, extra = load["done"], load["done"] - base["done"]
+    node_cpu = _cpu(load, "nodes")
+    extra_cpu = node_cpu - _cpu(base, "nodes")
     up = [s for s in after if s]
     records = {t: statistics.mean(s["records"].get(t, 0) for s in up) for t in up[0]["records"]}
-    served = [
-        s1["tasks_done"] - s0["tasks_done"] if s0 and s1 else 0
-        for s0, s1 in zip(before, after, strict=True)
-    ]
+
+    def served(s0: list[Any], s1: list[Any]) -> list[int]:
+        return [
+            b["tasks_done"] - a["tasks_done"] if a and b else 0 for a, b in zip(s0, s1, strict=True)
+        ]
+
+    served_base, served_load = served(first, middle), served(middle, after)
     churn = {
         k: sum(
-            s1["connections"][k] - s0["connections"][k]
-            for s0, s1 in zip(before, after, strict=True)
-            if s0 and s1
+            b["connections"][k] - a["connections"][k]
+            for a, b in zip(first, after, strict=True)
+            if a and b
         )
         for k in ("opened", "closed", "trimmed")
     }
-    # Per node: net CPU per window task (y) against its share of the tasks served (f). The
-    # fit y = a + b f splits the figure (the mean of y, = a + b / (N + 1) with k=1) into
-    # what every node pays per network-wide task (a: pulling, verifying and storing its
-    # records, views) and what serving one costs the node that serves it (b).
+    # Per node: the CPU the load window took beyond the base window, per extra task (y),
+    # against its share of the extra tasks served (f). The fit y = a + b f splits the
+    # figure (the mean of y, = a + b / (N + 1) with k=1) into what every node pays per
+    # network-wide task (a) and what serving one costs the node that serves it (b).
     pids = [
         json.loads((devnet.folder / i["name"] / "runtime.json").read_text())["pid"]
         for i in devnet.info
     ]
-    total_served = max(sum(served), 1)
+    extra_served = [hi - lo for hi, lo in zip(served_load, served_base, strict=True)]
+    total_extra = sum(extra_served) or 1
+    snaps = (base["cpu_0"], base["cpu_1"], load["cpu_0"], load["cpu_1"])
     points = [
         (
-            n / total_served,
+            n / total_extra,
             (
-                (c1[pid][1] - c0[pid][1])
-                - (idle_1[pid][1] - idle_0[pid][1]) * args.seconds / args.idle_seconds
+                (load["cpu_1"][pid][1] - load["cpu_0"][pid][1])
+                - (base["cpu_1"][pid][1] - base["cpu_0"][pid][1])
             )
             * 1000
-            / max(done, 1),
+            / extra,
         )
-        for pid, n in zip(pids, served, strict=True)
-        if all(pid in snap for snap in (c0, c1, idle_0, idle_1))
+        for pid, n in zip(pids, extra_served, strict=True)
+        if extra > 0 and all(pid in snap for snap in snaps)
     ]
     try:
         fit = statistics.linear_regression([f for f, _ in points], [y for _, y in points])
-        replication_ms, serving_ms = fit.intercept, fit.slope
-    except statistics.StatisticsError:  # every node served the same share
-        replication_ms = serving_ms = math.nan
+        every_node_ms, serving_ms = fit.intercept, fit.slope
+    except statistics.StatisticsError:  # every node served the same share, or no extra task
+        every_node_ms = serving_ms = math.nan
     per = max(done, 1) * processes
+    latencies = load["latencies"]
     return {
         "size": size,
         "processes": processes,
@@ -346,26 +372,33 @@ def _summarise(
         "eligible": raw["eligible"],
         "not_eligible": raw["not_eligible"],
         "done": done,
-        "failed": raw["failed"],
-        "dropped": raw["dropped"],
+        "base_done": base["done"],
+        "failed": load["failed"] + base["failed"],
+        "dropped": load["dropped"] + base["dropped"],
         "tasks_per_s": done / args.seconds,
         "p50_ms": pct(latencies, 0.5) if latencies else math.nan,
         "p99_ms": pct(latencies, 0.99) if latencies else math.nan,
         "idle_node_cores": idle_node_cores,
+        "base_node_cores": _cpu(base, "nodes") / args.seconds,
         "load_node_cores": node_cpu / args.seconds,
         "idle_machine_cores": idle_busy / args.idle_seconds,
-        "load_machine_cores": (window["busy_1"] - window["busy_0"]) / args.seconds,
-        "load_bench_cores": sum(_delta(c1, c0, role) for role in ROLES) / args.seconds,
-        "cpu_ms_per_task_per_node": net_cpu * 1000 / per,
+        "load_machine_cores": (load["busy_1"] - load["busy_0"]) / args.seconds,
+        "load_bench_cores": sum(_cpu(load, role) for role in ROLES) / args.seconds,
+        "cpu_ms_per_task_per_node": (
+            extra_cpu * 1000 / (extra * processes) if extra > 0 else math.nan
+        ),
+        "idle_net_cpu_ms_per_task_per_node": (
+            (node_cpu - idle_node_cores * args.seconds) * 1000 / per
+        ),
         "gross_cpu_ms_per_task_per_node": node_cpu * 1000 / per,
-        "client_ms_per_task": _delta(c1, c0, "client") * 1000 / max(done, 1),
-        "enclaves_ms_per_task": _delta(c1, c0, "enclaves") * 1000 / max(done, 1),
-        "replication_ms_per_task_per_node": replication_ms,
+        "client_ms_per_task": _cpu(load, "client") * 1000 / max(done, 1),
+        "enclaves_ms_per_task": _cpu(load, "enclaves") * 1000 / max(done, 1),
+        "every_node_ms_per_task": every_node_ms,
         "serving_ms_per_served_task": serving_ms,
         "records": {t: v for t, v in records.items() if v},
         "task_records_min": min(sum(s["records"].get(t, 0) for t in TASK_RECORD_TYPES) for s in up),
-        "served_by": sum(1 for n in served if n > 0),
-        "served_max": max(served, default=0),
+        "served_by": sum(1 for n in served_load if n > 0),
+        "served_max": max(served_load, default=0),
         "churn": churn,
     }
 
@@ -382,6 +415,13 @@ def main() -> None:
     )
     parser.add_argument(
         "--rate", type=float, default=5.0, help="offered tasks/s, the same at every size"
+    )
+    parser.add_argument(
+        "--base-rate",
+        type=float,
+        default=None,
+        help="offered tasks/s of the base window the figure is taken against (default: half "
+        "of --rate)",
     )
     parser.add_argument("--seconds", type=float, default=30.0, help="load window (whole epochs)")
     parser.add_argument(
@@ -405,6 +445,10 @@ def main() -> None:
         help="share of the node processes that must be eligible in the client's view",
     )
     args = parser.parse_args()
+    if args.base_rate is None:
+        args.base_rate = args.rate / 2
+    if not 0 < args.base_rate < args.rate:
+        raise SystemExit(f"--base-rate must be in (0, --rate), got {args.base_rate}")
     _whole_epochs("--seconds", args.seconds)
     _whole_epochs("--idle-seconds", args.idle_seconds)
     setup_logging("text", "ERROR", "CRITICAL")
@@ -422,12 +466,15 @@ def main() -> None:
             f"{args.seconds:.0f} s = {r['tasks_per_s']:.1f}/s (offered {args.rate:g}/s; "
             f"{r['failed']} failed, {r['dropped']} dropped), served by {r['served_by']} of "
             f"{r['processes']} nodes (most {r['served_max']}); p50 {r['p50_ms']:.1f} ms, p99 "
-            f"{r['p99_ms']:.1f} ms\n"
-            f"    node CPU per task per node {r['cpu_ms_per_task_per_node']:.3f} ms net of idle "
-            f"({r['gross_cpu_ms_per_task_per_node']:.3f} gross; "
-            f"fit over the nodes: {r['replication_ms_per_task_per_node']:.3f} ms on every node "
-            f"+ {r['serving_ms_per_served_task']:.2f} ms on the serving one); node processes "
-            f"{r['load_node_cores']:.2f} cores under load, {r['idle_node_cores']:.2f} idle; "
+            f"{r['p99_ms']:.1f} ms; base window {r['base_done']} tasks at "
+            f"{args.base_rate:g}/s\n"
+            f"    node CPU per extra task per node {r['cpu_ms_per_task_per_node']:.3f} ms "
+            f"(load over base window; {r['idle_net_cpu_ms_per_task_per_node']:.3f} net of idle, "
+            f"{r['gross_cpu_ms_per_task_per_node']:.3f} gross; fit over the nodes: "
+            f"{r['every_node_ms_per_task']:.3f} ms on every node + "
+            f"{r['serving_ms_per_served_task']:.2f} ms on the serving one); node processes "
+            f"{r['load_node_cores']:.2f} cores under load, {r['base_node_cores']:.2f} under "
+            f"the base load, {r['idle_node_cores']:.2f} idle; "
             f"all bench processes {r['load_bench_cores']:.2f} cores under load (whole "
             f"machine, others' work included: {r['load_machine_cores']:.2f} under load, "
             f"{r['idle_machine_cores']:.2f} idle, of {os.cpu_count()}); "
@@ -447,10 +494,13 @@ def main() -> None:
     for r in results:
         figures[f"tasks_per_s_{r['size']}"] = round(r["tasks_per_s"], 1)
     for key, digits in (
+        ("idle_net_cpu_ms_per_task_per_node", 3),
         ("gross_cpu_ms_per_task_per_node", 3),
-        ("replication_ms_per_task_per_node", 3),
+        ("every_node_ms_per_task", 3),
         ("serving_ms_per_served_task", 2),
         ("idle_node_cores", 2),
+        ("base_node_cores", 2),
+        ("load_node_cores", 2),
         ("p50_ms", 1),
         ("p99_ms", 1),
     ):
@@ -458,6 +508,7 @@ def main() -> None:
             figures[f"{key}_{r['size']}"] = round(r[key], digits)
     first, last = results[0], results[-1]
     figures["offered_per_s"] = args.rate
+    figures["base_offered_per_s"] = args.base_rate
     figures["views"] = args.views
     figures["seconds"] = args.seconds
     figures["cpus"] = os.cpu_count()
