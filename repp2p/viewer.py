@@ -666,14 +666,17 @@ class ViewKeeper:
     def _verdicts_as_of(self, records: list[SignedRecord], epoch: int) -> dict[str, AttestedNode]:
         """The attestation verdicts of a rebuilt view of ``epoch``: each attestation among
         ``records`` judged at the epoch's start, with the heartbeats among them, as the view
-        of ``epoch`` judged it (:meth:`verdicts`); a node whose attestation held now is bound
-        to a later epoch (renewed since: the one the view judged is gone) keeps its current
-        verdict, judged now. The keeper's current verdicts, keys and liveness reasons are
-        left as they were."""
+        of ``epoch`` judged it (:meth:`verdicts`). A node whose attestation held now is bound
+        to ``epoch`` or later (renewed since: nodes renew mid-epoch, after the boundary's
+        view, and the store keeps only the current one) keeps its current verdict, judged
+        now, when its enclave signed a heartbeat of the liveness window before ``epoch``
+        with the key attested now (it was attested and alive then); otherwise it has no
+        verdict there, as a node that attested only later. The keeper's current verdicts,
+        keys and liveness reasons are left as they were."""
         later = {
             s.signer
             for s in records
-            if isinstance(s.record, Attestation) and s.record.epoch > epoch
+            if isinstance(s.record, Attestation) and s.record.epoch >= epoch
         }
         judged_now = dict(self._verdicts)
         state = (self._keys, self._earlier_keys, self._not_live)
@@ -686,9 +689,16 @@ class ViewKeeper:
         finally:
             self._verdicts = judged_now
             self._keys, self._earlier_keys, self._not_live = state
-        for peer in later:
-            if peer in judged_now:
-                out[peer] = judged_now[peer]
+        for peer in sorted(later):
+            current = judged_now.get(peer)
+            if current is None or not current.result_key:
+                continue
+            beats = [s for s in records if s.signer == peer and isinstance(s.record, Heartbeat)]
+            try:
+                self.live_epoch(peer, current.result_key, beats, epoch)
+            except AttestationError:
+                continue
+            out[peer] = current
         return out
 
     def digest_window(self, epoch: int) -> tuple[int, int]:

@@ -162,3 +162,33 @@ def test_a_restarted_keeper_judges_a_pending_proof_and_counts_it_as_a_running_on
     late_ev = too_late.view(last).evidence
     assert offer.record_id in late_ev.record_ids and len(late_ev.receipt_node) == 0
     assert len(running.view(last).evidence.receipt_node) == len(NODES)
+
+
+def test_a_node_that_renewed_its_attestation_since_keeps_its_rank_and_a_later_one_gets_none():
+    """The store keeps a node's current attestation only: one renewed after the offer's
+    epoch stands for the one the view of that epoch judged when the node's enclave signed
+    heartbeats before it with the key attested now; a node attested only after the
+    offer's epoch gets no verdict in the rebuilt view, as in the view then."""
+    store = _store()
+    running = ViewKeeper(store, POLICY, DIGESTS)
+    for e in range(V - 4, V):
+        running.view(e)
+    renewed, new = NODES[1], factories.identity("rs-node-new")
+    now = V * DEV.epoch_s
+    store.put_many(_attestation(renewed, V - 1)[1:], now=now)  # same enclave, new evidence
+    store.put_many(_attestation(new, V - 1), now=now)
+    beats = [factories.live_heartbeat(new, e, expires=FAR) for e in range(V - 1, V + 8)]
+    store.put_many(beats, now=now)
+    current = running.view(V)
+    assert current.evidence.verdicts[new.peer_id].verified  # attested and live by now
+    restarted = ViewKeeper(store, POLICY, DIGESTS)
+    assert restarted.view(V).digest == current.digest
+    offer = _offer("renewed")
+    ranks = restarted.offer_ranks(offer)
+    assert ranks == running.offer_ranks(offer) and new.peer_id not in ranks
+    assert set(ranks) == {n.peer_id for n in NODES}
+    rebuilt = restarted._rebuilt[OFFER_EPOCH].evidence.verdicts
+    assert rebuilt[renewed.peer_id] == restarted.verdict_of(renewed.peer_id)  # judged now
+    assert rebuilt[renewed.peer_id].verified and new.peer_id not in rebuilt
+    ran = running.cached_view(OFFER_EPOCH).evidence.verdicts
+    assert rebuilt[NODES[0].peer_id] == ran[NODES[0].peer_id]  # the others: as then
