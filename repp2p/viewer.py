@@ -642,9 +642,10 @@ class ViewKeeper:
         when it holds the same inputs; it can differ where a peer restarted since cannot
         know what that peer knew then (docs/core.md, "Views of epochs a peer was down
         for"): digests of the window that arrived after the running peer folded an epoch,
-        an attestation renewed since ``epoch`` (its node is judged by today's verdict),
-        the penalty book (stepped once from the newest one held before ``epoch``), and
-        the ranks of older dispute offers (not rebuilt: receipts left out).
+        an attestation renewed since ``epoch`` (today's verdict, or none:
+        :meth:`_verdicts_as_of`), the penalty book (stepped once from the newest one held
+        before ``epoch``), and the ranks of older dispute offers (not rebuilt: receipts
+        left out).
         """
         if self._rebuilt_under != newest:
             self._rebuilt, self._rebuilt_under = {}, newest
