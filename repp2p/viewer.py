@@ -165,10 +165,17 @@ class ViewKeeper:
         self.store = store
         self.book_path = book_path
         self._saved_book = self._load_book()
+        #: the book as kept when we started: what rebuilt views of epochs we were down
+        #: for go on from (``_past_book``)
+        self._start_book = self._saved_book
         self.policy = policy
         self.params = params
         self._cache: VerificationCache = VerificationCache(4096)
         self._views: dict[int, View] = {}
+        #: views of past epochs we hold no view of, rebuilt to rank dispute offers
+        #: (``_rebuilt_view``), for as long as the newest view is ``_rebuilt_under``
+        self._rebuilt: dict[int, View] = {}
+        self._rebuilt_under: int | None = None
         self._keys: dict[str, tuple[bytes, bytes]] = {}
         self._verdicts: dict[str, AttestedNode] = {}
         self._runtime = runtime_measurement()
@@ -466,12 +473,20 @@ class ViewKeeper:
                 view = self._view_from_records(epoch, book)
             self._views[epoch] = view
             # the last digest_lag epochs' views stay: dispute proofs are checked on them
-            keep = max(3, self.params.digest_lag)
-            for old in [e for e in self._views if e < epoch - keep]:
+            for old in [e for e in self._views if e < epoch - self.held_epochs]:
                 del self._views[old]
+            if self._rebuilt_under is not None and self._rebuilt_under < max(self._views):
+                self._rebuilt, self._rebuilt_under = {}, None  # a newer view: built again
             if view.penalties.epoch > self._saved_book.epoch:
                 self._save_book(view.penalties)
         return view
+
+    @property
+    def held_epochs(self) -> int:
+        """How many epochs before the newest view the keeper holds views of (``max(3,
+        digest_lag)``): the offers a dispute proof may still arrive for, and those a
+        digest view rebuilds when it holds none (:meth:`offer_ranks`)."""
+        return max(3, self.params.digest_lag)
 
     def _view_from_records(self, epoch: int, book: PenaltyBook) -> View:
         """The view of ``epoch`` from every record held (``reputation_source = "records"``)."""
@@ -562,7 +577,7 @@ class ViewKeeper:
         latest = self._verdicts.get(peer_id)
         if latest is not None and latest.verified:
             return latest
-        view = self._views.get(epoch)
+        view = self._views.get(epoch) or self._rebuilt.get(epoch)
         held = view.evidence.verdicts.get(peer_id) if view is not None else None
         if held is not None and held.verified:
             return held
@@ -579,25 +594,113 @@ class ViewKeeper:
 
     def offer_ranks(self, offer: SignedRecord) -> Mapping[str, frozenset[int]] | None:
         """``peer -> ranks`` the matching gave for ``offer`` on the view of its epoch (a
-        view this keeper holds or builds), cached per offer; None for an offer of a future
-        epoch. What a dispute proof's receipts are held to (``repp2p.node.disputes``)."""
-        return self._assignments.ranks(offer, self._held_view_of(None))
+        view this keeper holds, or on a digest network one it rebuilds for an epoch of the
+        last :attr:`held_epochs` it holds none of: :meth:`_rebuilt_view`), cached per
+        offer; None for an offer of a future epoch, or before any view is built. What a
+        dispute proof's receipts are held to (``repp2p.node.disputes``)."""
+        newest = max(self._views, default=None)
+        if newest is None:
+            return None
+        return self._assignments.ranks(offer, self._dispute_view_of(None, newest))
 
-    def _held_view_of(self, before: int | None) -> Callable[[int], View | None]:
-        """``view_of(e)`` for dispute offers: the view of ``e`` this keeper holds (it
-        holds the last ``digest_lag`` epochs', so every offer a dispute proof may still
-        arrive for), for ``e < before`` only; None otherwise. Never rebuilt: a view of a
-        past epoch built now would judge attestations at that epoch's time (and replace
-        the current verdicts). Each offer is ranked when its proof arrives and cached, so
-        views read the ranks from there; a peer restarted since cannot rank it and leaves
-        its receipts out (docs/digests.md, "What digest views still do not do")."""
+    def _dispute_view_of(self, before: int | None, newest: int) -> Callable[[int], View | None]:
+        """``view_of(e)`` for dispute offers, for ``e < before`` only (None otherwise): the
+        view of ``e`` this keeper holds (the last :attr:`held_epochs` epochs' before
+        ``newest``, every offer a dispute proof may still arrive for), or, for such an
+        epoch it holds no view of (it was restarted since, or not running then), the view
+        :meth:`_rebuilt_view` builds. Older epochs are not rebuilt: their offers were
+        ranked when their proofs arrived, and the cached ranks are memory only, so a peer
+        restarted since leaves their receipts out (docs/digests.md, "What digest views
+        still do not do")."""
 
         def view_of(e: int) -> View | None:
             if before is not None and e >= before:
                 return None
-            return self._views.get(e)
+            held = self._views.get(e)
+            if held is not None or self.params.reputation_source != "digests":
+                return held
+            if not newest - self.held_epochs <= e < newest:
+                return None
+            return self._rebuilt_view(e, newest)
 
         return view_of
+
+    def _rebuilt_view(self, epoch: int, newest: int) -> View:
+        """The digest view of a past ``epoch`` this keeper holds no view of, rebuilt from
+        what it holds now as the view of ``epoch`` was built: the digest rows of its window
+        (epochs not folded yet are folded now, once, as :meth:`fold_digests` does), the
+        disputes it counted and the offences proven by then, the node records before it,
+        and attestation verdicts judged at its start (:meth:`_verdicts_as_of`).
+
+        Without side effects on the keeper's state: the view is not one of :attr:`_views`
+        (kept in ``_rebuilt`` while ``newest`` is the newest view, so it is built once),
+        the current verdicts and keys stay, the penalty book is not saved. Offers of older
+        epochs that the disputes it counts need ranks for are ranked on views rebuilt the
+        same way, oldest reached last (at most :attr:`held_epochs` deep).
+
+        Equal to the view a peer that ran through ``epoch`` built (the same view digest)
+        when it holds the same inputs; it can differ where a peer restarted since cannot
+        know what that peer knew then (docs/core.md, "Views of epochs a peer was down
+        for"): digests of the window that arrived after the running peer folded an epoch,
+        an attestation renewed since ``epoch`` (today's verdict, or none:
+        :meth:`_verdicts_as_of`), the penalty book (stepped once from the newest one held
+        before ``epoch``), and the ranks of older dispute offers (not rebuilt: receipts
+        left out).
+        """
+        if self._rebuilt_under != newest:
+            self._rebuilt, self._rebuilt_under = {}, newest
+        view = self._rebuilt.get(epoch)
+        if view is None:
+            view = self._digest_view(epoch, self._past_book(epoch), newest=newest, past=True)
+            self._rebuilt[epoch] = view
+        return view
+
+    def _past_book(self, epoch: int) -> PenaltyBook:
+        """The penalty book a rebuilt view of ``epoch`` steps from: the newest one held of
+        an epoch before it (a held or rebuilt view's, or the one kept when we started),
+        else an empty one; as :meth:`view` carries a book over epochs it did not build."""
+        books = [self._start_book]
+        books += [v.penalties for v in (*self._views.values(), *self._rebuilt.values())]
+        older = [b for b in books if b.epoch < epoch]
+        return max(older, key=lambda b: b.epoch) if older else PenaltyBook()
+
+    def _verdicts_as_of(self, records: list[SignedRecord], epoch: int) -> dict[str, AttestedNode]:
+        """The attestation verdicts of a rebuilt view of ``epoch``: each attestation among
+        ``records`` judged at the epoch's start, with the heartbeats among them, as the view
+        of ``epoch`` judged it (:meth:`verdicts`). A node whose attestation held now is bound
+        to ``epoch`` or later (renewed since: nodes renew mid-epoch, after the boundary's
+        view, and the store keeps only the current one) keeps its current verdict, judged
+        now, when its enclave signed a heartbeat of the liveness window before ``epoch``
+        with the key attested now (it was attested and alive then); otherwise it has no
+        verdict there, as a node that attested only later. The keeper's current verdicts,
+        keys and liveness reasons are left as they were."""
+        later = {
+            s.signer
+            for s in records
+            if isinstance(s.record, Attestation) and s.record.epoch >= epoch
+        }
+        judged_now = dict(self._verdicts)
+        state = (self._keys, self._earlier_keys, self._not_live)
+        self._keys, self._earlier_keys, self._not_live = (dict(d) for d in state)
+        try:
+            out = self.verdicts(
+                [s for s in records if not (s.signer in later and s.type == Attestation.TYPE)],
+                epoch * self.epoch_s,
+            )
+        finally:
+            self._verdicts = judged_now
+            self._keys, self._earlier_keys, self._not_live = state
+        for peer in sorted(later):
+            current = judged_now.get(peer)
+            if current is None or not current.result_key:
+                continue
+            beats = [s for s in records if s.signer == peer and isinstance(s.record, Heartbeat)]
+            try:
+                self.live_epoch(peer, current.result_key, beats, epoch)
+            except AttestationError:
+                continue
+            out[peer] = current
+        return out
 
     def digest_window(self, epoch: int) -> tuple[int, int]:
         """``(lo, hi)``: the digest epochs the view of ``epoch`` counts, inclusive: the
@@ -638,14 +741,21 @@ class ViewKeeper:
         attestations, heartbeats) and equivocation evidence (``reputation_source =
         "digests"``). Per-task records are not read: the view costs the node records, the
         new epoch's digests (folded once) and a vectorised pass over the folded rows."""
+        return self._digest_view(epoch, book, newest=epoch, past=False)
+
+    def _digest_view(self, epoch: int, book: PenaltyBook, *, newest: int, past: bool) -> View:
+        """:meth:`_view_from_digests`, or with ``past`` the rebuilt view of an epoch before
+        the ``newest`` view (:meth:`_rebuilt_view`): the same inputs as of ``epoch``, but
+        nothing held is pruned and the keeper's verdicts stay as they are."""
         now = epoch * self.epoch_s
         lo, hi = self.digest_window(epoch)
         for e in range(max(lo, 0), hi + 1):
             self.fold_digests(e)
-        # keep the blocks the views of the three epochs before need too (a task is served
-        # on its offer's epoch's view): re-folding a dropped epoch later could fold other
-        # digests than the first time
-        self.pairs.prune(lo - 3)
+        if not past:
+            # keep the blocks the views of the three epochs before need too (a task is
+            # served on its offer's epoch's view): re-folding a dropped epoch later could
+            # fold other digests than the first time
+            self.pairs.prune(lo - 3)
         node_types = (NodeAd.TYPE, Attestation.TYPE, Heartbeat.TYPE)
         held = [r for t in node_types for r in self.store.query(type=t)]
         # equivocations of node records and of digests are offences; those of per-task
@@ -653,7 +763,7 @@ class ViewKeeper:
         kept = (*node_types, WorkDigest.TYPE, FeedbackDigest.TYPE)
         evidence = [r for pair in self.store.equivocations() for r in pair if r.type in kept]
         records = before_epoch(held + evidence, epoch, self.params)
-        verdicts = self.verdicts(records, now)
+        verdicts = self._verdicts_as_of(records, epoch) if past else self.verdicts(records, now)
         window = self.pairs.window(lo, hi)
         # disputed tasks of the dispute window: their records travelled as dispute proofs,
         # and count under the records path's evidence rule (attested enclave key for the
@@ -662,9 +772,16 @@ class ViewKeeper:
         # peer holds it by then; DisputeTiming), before its epoch's rows (digest_lag)
         disputed = []
         if self.disputes is not None:
-            self.disputes.prune(epoch)
+            if not past:
+                self.disputes.prune(epoch)
+                # no view ranks offers older than the disputes held (DisputeBook.prune)
+                self._assignments.forget_before(
+                    epoch - self.params.dispute_lag - self.reputation_params.window_epochs
+                )
             disputed = self.disputes.counted(*self.dispute_window(epoch), self.dispute_timing)
-        assignments = self._assignments.for_views(self._held_view_of(epoch)) if disputed else None
+        assignments = (
+            self._assignments.for_views(self._dispute_view_of(epoch, newest)) if disputed else None
+        )
         ev, peer_at = self.pairs.widen(
             collect(records + disputed, verdicts, now=now, assignments=assignments), window
         )
@@ -672,7 +789,8 @@ class ViewKeeper:
             # an offence of a digest of epoch E counts from the view after E's audit
             # horizon: every peer that will ever accept its proof holds it by then
             horizon = self.params.digests.audit_horizon_epochs
-            self.offences.prune(epoch)
+            if not past:
+                self.offences.prune(epoch)
             proven = self.offences.offences(epoch - horizon - 1)
             if proven:
                 ids = {i for off in proven for i in off.record_ids}

@@ -17,11 +17,12 @@ node whose attestation or rank our view does not give: views can differ at the e
 
 **Judged again, not dropped.** GossipSub delivers a message once, so a proof IGNOREd
 because our view cannot judge it *yet* (``unattested``: the node's attestation has not
-reached us; ``unranked``: the view of the offer's epoch is not built yet) would be lost for
-good. The book keeps such a proof *pending* (only after its signatures verified: a forged
-one is REJECTed, never kept), bounded: at most :data:`PENDING_PER_OFFER` per offer,
-:data:`PENDING_MAX` proofs and :data:`PENDING_BYTES` in all (a proof beyond them is not
-kept), dropped once its offer's dispute closes, memory only.
+reached us; ``unranked``: no view of ours ranks the offer yet, e.g. none is built since a
+start: the keeper then ranks it on a rebuilt view of its epoch, ``ViewKeeper.offer_ranks``)
+would be lost for good. The book keeps such a proof *pending* (only after its signatures
+verified: a forged one is REJECTed, never kept), bounded: at most
+:data:`PENDING_PER_OFFER` per offer, :data:`PENDING_MAX` proofs and :data:`PENDING_BYTES` in
+all (a proof beyond them is not kept), dropped once its offer's dispute closes, memory only.
 :meth:`DisputeBook.retry_pending` judges each again, when a new view is built and otherwise
 with a backoff; what a retry accepts is held as if it had just arrived. A proof that never
 reached us, or one lost with the pending set at a restart, comes by the pull of

@@ -7,8 +7,9 @@ views read them, so that every peer's digest views count the same disputes and o
 
 * **Judged again.** A dispute proof our view could not judge yet is pending in the
   :class:`~repp2p.node.disputes.DisputeBook`; each time the view of a new epoch is built
-  we judge the pending proofs at once (a new view brings rankings and verdicts), and in
-  between when their backoff is due.
+  we judge the pending proofs at once (a new view brings rankings and verdicts; after a
+  restart, the first one lets the keeper rank offers of the epochs it was down for on
+  rebuilt views), and in between when their backoff is due.
 * **Pulled.** Once synced, and then once per epoch (at our phase of it, after that
   epoch's view is built), we pull the proofs of the window from one connected peer (a
   different one each time) over ``/repp2p/proofs/1`` (:mod:`repp2p.net.proof_sync`),
