@@ -47,7 +47,10 @@ evidence rule), and :func:`compute_pairs` runs the dispute rounds of
 :func:`repp2p.reputation.scores.compute` on them: ``disputes_lost``, ``standing``,
 ``receipt_upheld`` and ``receipt_lost`` then mean what they mean on a records view (the
 ledger's dispute slash reads them). Without such tables nothing changes: the rounds are
-skipped, ``standing`` is ``quality``.
+skipped, ``standing`` is ``quality``. A node with no count row in the window yet (a new
+network's first views, a newcomer's) has each upheld receipt count as one ``ok`` result,
+so that colluders outvoting it at equal standing cannot sink it before its rows come
+(docs/core.md, "Disputes without count rows").
 
 A count row cannot show that a ``wrong`` was true, so ``wrong`` and ``bad_proof`` count
 against a node only as far as the dispute proofs back them (docs/core.md, "Verdicts backed
@@ -871,7 +874,7 @@ def compute_pairs(
     w = p.window_epochs
     decay = decay_table_fixed(p.half_life_epochs, w + 1, DECAY_BITS)
     decay_bad = decay_table_fixed(p.bad_half_life_epochs, w + 1, DECAY_BITS)
-    disputes = _DisputeRows(ev, p, epoch, decay_bad)
+    disputes = _DisputeRows(ev, p, epoch, decay, decay_bad)
     offender = ev.equivocated | disputes.proven_wrong
     # offences the caller proved beyond equivocation (verified offence proofs of digests,
     # repp2p.node.offences): the same hard penalty
@@ -973,14 +976,28 @@ def compute_pairs(
     # travelled as proofs): standing starts as quality with no dispute counted; each round
     # re-judges every dispute with the quality the previous round's verdicts gave, and
     # re-weighs every pair's verdicts by the proofs that back or refute them.
+    #
+    # A node with no count row in the window (every node of a network's first
+    # ``digest_lag`` views, a newcomer's first ones) has no good evidence to set against a
+    # lost dispute, and with every standing at the same prior a colluding majority of a
+    # task's receipts wins round 0: each outvoted honest node fell to the standing of a
+    # cheater, round 1 then decided nothing (no output reached ``dispute_min_support``) and
+    # round 2 repeated round 0. So for such a node each upheld receipt counts as the one
+    # ``ok`` result its row will count (docs/core.md, "Disputes without count rows"): a
+    # cheater outvoted in every dispute gains nothing, an honest node upheld in most has
+    # a standing above the colluders' after round 0, and the rounds separate the two.
+    # Rows, once a node has any, replace this evidence (they count those tasks).
+    rowless = np.ones(n, bool)
+    rowless[pn[valid]] = False
     standing = quality = quality_of(g, bad)
     upheld, lost = disputes.none, disputes.none
     disputes_lost = np.zeros(n)
     for _round in range(p.dispute_rounds if disputes.any else 0):
-        upheld, lost, disputes_lost = disputes.judge(standing, n)
+        upheld, lost, disputes_lost, disputes_won = disputes.judge(standing, n)
         proven, upheld_m = disputes.pair_masses(upheld, lost, pc, pn, n)
         cw, credibility, g, bad, seen = weigh(proven, upheld_m)
         bad = bad + p.dispute_weight * disputes_lost
+        g = g + np.where(rowless, disputes_won, 0.0)
         quality = quality_of(g, bad)
         if _round + 1 < p.dispute_rounds:
             standing = quality
@@ -1039,9 +1056,17 @@ class _DisputeRows:
     already held to the evidence rule, every receipt stands for its claim) and is verified
     and never failed; the count rule (:func:`receipt_votes`) marks hard-wrong
     receipts with ``wrong_result_hard``; :func:`dispute_verdicts` gives the verdicts per
-    round, and a lost receipt weighs the decayed (bad half-life) age of its offer."""
+    round, and a lost receipt weighs the decayed (bad half-life) age of its offer, an
+    upheld one (credited to nodes without count rows) the good half-life's."""
 
-    def __init__(self, ev: Evidence, p: ReputationParams, epoch: int, decay_bad: np.ndarray):
+    def __init__(
+        self,
+        ev: Evidence,
+        p: ReputationParams,
+        epoch: int,
+        decay: np.ndarray,
+        decay_bad: np.ndarray,
+    ):
         n, w = ev.n_peers, p.window_epochs
         self.ev, self.p = ev, p
         self.n_offers = len(ev.offer_client)
@@ -1073,10 +1098,16 @@ class _DisputeRows:
         e = ev.offer_epoch[ev.receipt_offer]
         age = (epoch - 1) - e
         ok = ((age >= 0) & (age <= w - 1)) | (e == epoch)
-        self.lost_d = np.where(ok, decay_bad[np.clip(np.maximum(age, 0), 0, w)], 0)
+        at = np.clip(np.maximum(age, 0), 0, w)
+        self.lost_d = np.where(ok, decay_bad[at], 0)
+        self.won_d = np.where(ok, decay[at], 0)  # an ok result's decay
 
-    def judge(self, standing: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(upheld, lost, disputes_lost)`` of one round under ``standing``."""
+    def judge(
+        self, standing: np.ndarray, n: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(upheld, lost, disputes_lost, disputes_won)`` of one round under ``standing``:
+        per receipt row, then per peer the decayed count of its receipts outvoted (bad
+        half-life) / upheld (the half-life of good evidence) by a confident verdict."""
         ev, p = self.ev, self.p
         upheld, lost, _decided = dispute_verdicts(
             ev.receipt_offer,
@@ -1089,7 +1120,13 @@ class _DisputeRows:
             min_support=p.dispute_min_support,
         )
         lost_w = np.where(lost, self.lost_d, 0).astype(np.float64)
-        return upheld, lost, np.bincount(ev.receipt_node, weights=lost_w, minlength=n) / _D
+        won_w = np.where(upheld, self.won_d, 0).astype(np.float64)
+        return (
+            upheld,
+            lost,
+            np.bincount(ev.receipt_node, weights=lost_w, minlength=n) / _D,
+            np.bincount(ev.receipt_node, weights=won_w, minlength=n) / _D,
+        )
 
     def pair_masses(
         self, upheld: np.ndarray, lost: np.ndarray, pc: np.ndarray, pn: np.ndarray, n: int
