@@ -54,6 +54,7 @@ from repp2p.records import (
     WorkDigest,
 )
 from repp2p.reputation import (
+    AcceptedRecord,
     AssignedRanks,
     AttestedNode,
     PenaltyBook,
@@ -176,6 +177,10 @@ class ViewKeeper:
         #: (``_rebuilt_view``), for as long as the newest view is ``_rebuilt_under``
         self._rebuilt: dict[int, View] = {}
         self._rebuilt_under: int | None = None
+        #: ranks taken on rebuilt views, dropped with them: a rebuild before the store
+        #: has synced the epochs we were down for ranks on too little, and must not be
+        #: cached for good as ranks on a held view are
+        self._rebuilt_assignments = Assignments()
         self._keys: dict[str, tuple[bytes, bytes]] = {}
         self._verdicts: dict[str, AttestedNode] = {}
         self._runtime = runtime_measurement()
@@ -476,7 +481,7 @@ class ViewKeeper:
             for old in [e for e in self._views if e < epoch - self.held_epochs]:
                 del self._views[old]
             if self._rebuilt_under is not None and self._rebuilt_under < max(self._views):
-                self._rebuilt, self._rebuilt_under = {}, None  # a newer view: built again
+                self._drop_rebuilt()  # a newer view: built again
             if view.penalties.epoch > self._saved_book.epoch:
                 self._save_book(view.penalties)
         return view
@@ -601,7 +606,20 @@ class ViewKeeper:
         newest = max(self._views, default=None)
         if newest is None:
             return None
-        return self._assignments.ranks(offer, self._dispute_view_of(None, newest))
+        return self._dispute_ranks(None, newest)(offer)
+
+    def _dispute_ranks(self, before: int | None, newest: int) -> AssignedRanks:
+        """``offer -> ranks`` on :meth:`_dispute_view_of`: cached for good when the view
+        of the offer's epoch is one we hold, only as long as the rebuilt views otherwise."""
+        view_of = self._dispute_view_of(before, newest)
+
+        def ranks(offer: AcceptedRecord) -> Mapping[str, frozenset[int]] | None:
+            epoch = getattr(offer.record, "epoch", None)
+            if epoch in self._views or self.params.reputation_source != "digests":
+                return self._assignments.ranks(offer, view_of)
+            return self._rebuilt_assignments.ranks(offer, view_of)
+
+        return ranks
 
     def _dispute_view_of(self, before: int | None, newest: int) -> Callable[[int], View | None]:
         """``view_of(e)`` for dispute offers, for ``e < before`` only (None otherwise): the
@@ -648,19 +666,25 @@ class ViewKeeper:
         left out).
         """
         if self._rebuilt_under != newest:
-            self._rebuilt, self._rebuilt_under = {}, newest
+            self._drop_rebuilt()
+            self._rebuilt_under = newest
         view = self._rebuilt.get(epoch)
         if view is None:
             view = self._digest_view(epoch, self._past_book(epoch), newest=newest, past=True)
             self._rebuilt[epoch] = view
         return view
 
+    def _drop_rebuilt(self) -> None:
+        self._rebuilt, self._rebuilt_under = {}, None
+        self._rebuilt_assignments = Assignments()
+
     def _past_book(self, epoch: int) -> PenaltyBook:
         """The penalty book a rebuilt view of ``epoch`` steps from: the newest one held of
-        an epoch before it (a held or rebuilt view's, or the one kept when we started),
-        else an empty one; as :meth:`view` carries a book over epochs it did not build."""
-        books = [self._start_book]
-        books += [v.penalties for v in (*self._views.values(), *self._rebuilt.values())]
+        an epoch before it (a held view's, or the one kept when we started), else an empty
+        one; as :meth:`view` carries a book over epochs it did not build. Never a rebuilt
+        view's: which epochs were rebuilt first depends on the order proofs arrived in,
+        and the book, like the view, must not."""
+        books = [self._start_book, *(v.penalties for v in self._views.values())]
         older = [b for b in books if b.epoch < epoch]
         return max(older, key=lambda b: b.epoch) if older else PenaltyBook()
 
@@ -669,11 +693,12 @@ class ViewKeeper:
         ``records`` judged at the epoch's start, with the heartbeats among them, as the view
         of ``epoch`` judged it (:meth:`verdicts`). A node whose attestation held now is bound
         to ``epoch`` or later (renewed since: nodes renew mid-epoch, after the boundary's
-        view, and the store keeps only the current one) keeps its current verdict, judged
-        now, when its enclave signed a heartbeat of the liveness window before ``epoch``
-        with the key attested now (it was attested and alive then); otherwise it has no
-        verdict there, as a node that attested only later. The keeper's current verdicts,
-        keys and liveness reasons are left as they were."""
+        view, and the store keeps only the current one) keeps the verdict the newest view
+        we hold judged (not the keeper's latest, which moves with when it last judged), when
+        its enclave signed a heartbeat of the liveness window before ``epoch`` with the key
+        attested then (it was attested and alive then); otherwise it has no verdict there,
+        as a node that attested only later. The keeper's current verdicts, keys and
+        liveness reasons are left as they were."""
         later = {
             s.signer
             for s in records
@@ -690,8 +715,9 @@ class ViewKeeper:
         finally:
             self._verdicts = judged_now
             self._keys, self._earlier_keys, self._not_live = state
+        newest = self._views[max(self._views)].evidence.verdicts if self._views else {}
         for peer in sorted(later):
-            current = judged_now.get(peer)
+            current = newest.get(peer)
             if current is None or not current.result_key:
                 continue
             beats = [s for s in records if s.signer == peer and isinstance(s.record, Heartbeat)]
@@ -752,10 +778,11 @@ class ViewKeeper:
         for e in range(max(lo, 0), hi + 1):
             self.fold_digests(e)
         if not past:
-            # keep the blocks the views of the three epochs before need too (a task is
-            # served on its offer's epoch's view): re-folding a dropped epoch later could
-            # fold other digests than the first time
-            self.pairs.prune(lo - 3)
+            # keep the blocks the views of the held epochs before need too (a task is
+            # served on its offer's epoch's view, and a restarted peer rebuilds those it
+            # holds none of): re-folding a dropped epoch later could fold other digests
+            # than the first time
+            self.pairs.prune(lo - self.held_epochs)
         node_types = (NodeAd.TYPE, Attestation.TYPE, Heartbeat.TYPE)
         held = [r for t in node_types for r in self.store.query(type=t)]
         # equivocations of node records and of digests are offences; those of per-task
@@ -776,12 +803,13 @@ class ViewKeeper:
                 self.disputes.prune(epoch)
                 # no view ranks offers older than the disputes held (DisputeBook.prune)
                 self._assignments.forget_before(
-                    epoch - self.params.dispute_lag - self.reputation_params.window_epochs
+                    epoch
+                    - self.held_epochs
+                    - self.params.dispute_lag
+                    - self.reputation_params.window_epochs
                 )
             disputed = self.disputes.counted(*self.dispute_window(epoch), self.dispute_timing)
-        assignments = (
-            self._assignments.for_views(self._dispute_view_of(epoch, newest)) if disputed else None
-        )
+        assignments = self._dispute_ranks(epoch, newest) if disputed else None
         ev, peer_at = self.pairs.widen(
             collect(records + disputed, verdicts, now=now, assignments=assignments), window
         )

@@ -146,11 +146,10 @@ def test_dev_network_file_gives_the_devnets_epoch():
     assert dev.name == "dev" and dev.epoch_s == EPOCH_S == 10
     assert dev.policy_file == "policy-dev.toml" and (BOOTSTRAP_DIR / dev.policy_file).exists()
     assert (dev.task_record_lag, dev.heartbeat_lag) == (2, 1)
-    # One key set in the file (a heartbeat every other 10-s epoch); otherwise the classes'
-    # defaults.
+    # No section in the file: the classes' defaults.
     assert (dev.matching, dev.reputation, dev.ledger) == (
         MatchingParams(),
-        ReputationParams(heartbeat_period_epochs=2),
+        ReputationParams(),
         LedgerParams(),
     )
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from repp2p.digests import build_feedback, build_work
 from repp2p.net.verdict import Verdict
 from repp2p.node.disputes import DisputeBook
-from repp2p.records import sign
+from repp2p.records import Heartbeat, sign
 from repp2p.store import SqliteRecordStore
 from repp2p.testing import factories
 from repp2p.viewer import ViewKeeper
@@ -192,3 +192,59 @@ def test_a_node_that_renewed_its_attestation_since_keeps_its_rank_and_a_later_on
     assert rebuilt[renewed.peer_id].verified and new.peer_id not in rebuilt
     ran = running.cached_view(OFFER_EPOCH).evidence.verdicts
     assert rebuilt[NODES[0].peer_id] == ran[NODES[0].peer_id]  # the others: as then
+
+
+def test_ranks_taken_before_the_store_synced_are_taken_again_at_the_next_view():
+    # Restarted and not synced yet: the heartbeats of the epochs it was down for are
+    # missing, so a rebuilt view of the offer's epoch has nobody live and ranks nobody.
+    # Those ranks must not stick: once the store has synced, the next view ranks again.
+    store = SqliteRecordStore(":memory:")
+    now = V * DEV.epoch_s
+    down = range(V - 4, V - 1)
+    for node in NODES:
+        store.put_many(_attestation(node, V - 20), now=now)
+        epochs = [e for e in range(V - 20, V + 8) if e not in down]
+        store.put_many(
+            [factories.live_heartbeat(n, e, expires=FAR) for n in [node] for e in epochs], now=now
+        )
+    for e in range(V - 30, V - 1):
+        store.put_many(_digests_of(e), now=now)
+    keeper = ViewKeeper(store, POLICY, DIGESTS)
+    keeper.view(V)
+    offer = _offer()
+    assert keeper.offer_ranks(offer) == {}
+    beats = [factories.live_heartbeat(n, e, expires=FAR) for n in NODES for e in down]
+    store.put_many(beats, now=now)
+    keeper.view(V + 1)
+    synced = ViewKeeper(store, POLICY, DIGESTS)
+    synced.view(V + 1)
+    expected = synced.offer_ranks(offer)
+    assert expected and keeper.offer_ranks(offer) == expected
+
+
+def test_a_rebuilt_view_does_not_depend_on_which_epochs_were_rebuilt_first():
+    # An equivocating node puts a penalty in the book; the book a rebuilt view steps from
+    # must not depend on the order in which proofs made the keeper rebuild epochs.
+    store = _store()
+    liar = NODES[2]
+    store.put_many(
+        [
+            sign(Heartbeat(epoch=V - 10, load=load, tasks_done=0, seq=1, expires=FAR), liar)
+            for load in (0, 1)
+        ],
+        now=V * DEV.epoch_s,
+    )
+
+    def rebuilt(order: list[int]) -> dict[int, bytes]:
+        keeper = ViewKeeper(store, POLICY, DIGESTS)
+        keeper.view(V)
+        for e in order:
+            keeper.offer_ranks(
+                factories.task_records(
+                    CLIENTS[0], NODES[0], e, f"o{e}", claimed=False, expires=FAR
+                ).offer
+            )
+        return {e: keeper._rebuilt[e].digest for e in order}
+
+    forward, backward = rebuilt([V - 3, V - 2]), rebuilt([V - 2, V - 3])
+    assert forward == backward

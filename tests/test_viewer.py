@@ -308,8 +308,10 @@ def test_older_views_find_their_epochs_still_folded():
     short = DIGESTS.replace(reputation=dataclasses.replace(DIGESTS.reputation, window_epochs=5))
     store = _digest_store(range(8, 22), SqliteRecordStore(":memory:"))
     keeper = _verified_keeper(store, short)
-    built = {e: keeper.view(e).digest for e in range(22, 28)}  # a node, epoch after epoch
-    assert keeper.pairs.epochs[0] == 14  # view 27 counts 17..21; views 24..26 need 14..16
+    built = {e: keeper.view(e).digest for e in range(22, 31)}  # a node, epoch after epoch
+    # view 30 counts 20..24; the views of the held epochs before it (built, or rebuilt
+    # by a restarted peer) need the held_epochs before 20
+    assert keeper.pairs.epochs[0] == 20 - keeper.held_epochs == 14
     keeper.pairs.fold = None  # type: ignore[assignment]  # any new fold would fail now
     del keeper._views[24]
     assert keeper.view(24).digest == built[24]  # its digest epochs 14..18, all still folded

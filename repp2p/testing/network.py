@@ -32,12 +32,8 @@ EPOCH_S = 5
 
 
 def dev_params(epoch_s: int = EPOCH_S) -> NetworkParams:
-    """The dev network's parameters (``bootstrap/dev.toml``) with another epoch length and
-    a heartbeat every epoch (the file's nodes heartbeat every other epoch to save CPU;
-    in-process test networks check heartbeats epoch by epoch)."""
-    dev = NetworkParams.load("dev")
-    every_epoch = dataclasses.replace(dev.reputation, heartbeat_period_epochs=1)
-    return dev.replace(epoch_s=epoch_s, reputation=every_epoch)
+    """The dev network's parameters (``bootstrap/dev.toml``) with another epoch length."""
+    return NetworkParams.load("dev").replace(epoch_s=epoch_s)
 
 
 FAST = {
