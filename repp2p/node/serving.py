@@ -437,7 +437,8 @@ class TaskServer(TaskLoadAPI):
     ) -> None:
         """Publish the dispute proof of a k = 1 task we ran as a replica: the offer, the
         client's verdict, the carried claims and receipts and ours (at least two receipts,
-        which may all agree). Never fails the task."""
+        which may all agree). Before the answer goes back: a client that hangs up once it
+        has the output cannot stop it. Never fails the task."""
         if self._publish_dispute is None:
             return
         try:
