@@ -994,8 +994,9 @@ class _Attempt:
         self.escalated = plan.asked
         upheld = plan.verdict()
         if tasks.is_disputed(plan.votes):
-            # A replica disagreed: the receipts now show it. Agreeing replicas prove
-            # nothing against the node, so no proof is published then.
+            # A replica disagreed: the receipts now show it, and we publish the proof
+            # (with our verdict). When all agree, each replica publishes it (with our
+            # verdict, which its agreeing receipt refutes): docs/core.md.
             await self._publish_dispute()
         log.info(
             "k = 1 task %s judged wrong: %d replica(s) asked, %s",
@@ -1025,10 +1026,8 @@ class _Attempt:
         book = self.client.disputes
         if book is None or self.client.views.params.reputation_source != "digests":
             return
-        runs = [cr for cr in (*self.records.values(), *self.replica_records.values())]
-        runs = [(c, r) for c, r in runs if c is not None and r is not None]
         try:
-            await book.publish(dispute_proof(self.offer, runs[: tasks.MAX_DISPUTE_RECEIPTS]))
+            await book.publish(dispute_proof(self.offer, self._dispute_runs(), self.verdict))
         except Exception as exc:  # our gossip closing, say: the task's result stands
             log.warning(
                 "dispute proof of task %s not published: %r", self.offer.record_id.hex(), exc
@@ -1044,10 +1043,11 @@ class _Attempt:
                 out[peer] = 0.0
         return out
 
-    def _dispute_receipts(self) -> list[bytes]:
-        """Every verified receipt of this task so far (first round, then replicas)."""
-        found = [rc.data for _c, rc in self.records.values() if rc is not None]
-        found += [rc.data for _c, rc in self.replica_records.values() if rc is not None]
+    def _dispute_runs(self) -> list[tuple[SignedRecord, SignedRecord]]:
+        """``(claim, receipt)`` of every verified answer of this task so far (first round,
+        then replicas)."""
+        runs = [*self.records.values(), *self.replica_records.values()]
+        found = [(c, rc) for c, rc in runs if c is not None and rc is not None]
         return found[: tasks.MAX_DISPUTE_RECEIPTS]
 
     async def _try_replica(self, r: int, peer: str) -> bytes | None:
@@ -1064,9 +1064,16 @@ class _Attempt:
         enc_key, result_key = keys
         o: TaskOffer = self.offer.record  # type: ignore[assignment]
         sealed, _ = seal_input(self.data, enc_key, task_id=o.task_id, secret=self.secret)
-        request = {"offer": self.offer.data, "sealed": sealed, "dispute": self._dispute_receipts()}
+        runs = self._dispute_runs()
+        request = {
+            "offer": self.offer.data,
+            "sealed": sealed,
+            "dispute": [r.data for _c, r in runs],
+        }
         if self.verdict is not None:  # k = 1: our signed wrong verdict backs the request
             request["verdict"] = self.verdict
+            # ... with the receipts' claims: the replica publishes the dispute proof
+            request["claims"] = [c.data for c, _r in runs]
         request["input_sig"] = self._input_sig(peer, enc_key, sealed)
         if self.releases:  # the first round's failures: the node skips them as the plan does
             request["releases"] = self.releases[:16]  # a request carries at most 16

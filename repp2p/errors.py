@@ -225,6 +225,8 @@ class ProofReason(enum.Enum):
     TOO_OLD = "too_old"
     TOO_NEW = "too_new"
     KNOWN = "known"
+    # contested (k = 1) dispute proofs: the client's verdict does not back the dispute
+    BAD_VERDICT = "bad_verdict"
 
 
 class ProofError(ReasonedError):

@@ -13,12 +13,21 @@ Wire form: the canonical CBOR map ``{"kind": "dispute", "offer": envelope, "clai
 2 to :data:`MAX_DISPUTE_RECEIPTS` receipts and one claim per receipt, both lists sorted by
 their signer's peer ID (one spelling per proof).
 
+A **contested** proof (a k = 1 task the client judged wrong, docs/core.md "Live escalation
+at k = 1") adds ``"verdict": envelope``, the client's signed ``wrong`` Feedback on the node;
+its receipts may all agree (the replicas that ran the task agreeing with the node refute the
+verdict: views judge it like any dispute). Without a verdict the key is absent, so a plain
+proof's bytes are as before.
+
 :func:`check_dispute_proof` holds a proof to the evidence rule of the records path
 (docs/core.md "Evidence: who ran a task"): each receipt is for the offer (task, offer,
 input, engine), signed by an enclave key that is its node's attested result key for the
 offer's epoch (:meth:`~repp2p.reputation.AttestedNode.result_key_for`), its node has a
 claim on the offer and a rank for it on the view of the offer's epoch (the offer's ranking
-or its escalation ranking), and the receipts carry at least two outputs. Views then read the
+or its escalation ranking), and the receipts carry at least two outputs, or the proof
+carries a verdict that backs a k = 1 dispute of the offer
+(:func:`repp2p.tasks.escalation.verdict_fault`, the rules a replica applies to the
+verdict a request carries). Views then read the
 checked records with :func:`repp2p.reputation.collect` (which applies the same rule again
 on their own verdicts and rankings) and judge the dispute as a records view does
 (:func:`repp2p.reputation.pairs.compute_pairs`).
@@ -27,7 +36,10 @@ Proofs of one offer **merge**: a peer keeps, per offer, the union of the checked
 receipts (:func:`merge`; per signer and type the record with the highest ``seq``, then the
 smallest record ID, the store's replacement rule), so a later proof with more receipts (a
 replica's, or the client's after more replicas answered) adds them, and the kept set is the
-same whatever order proofs arrived in.
+same whatever order proofs arrived in. A verdict is kept once one proof carried it (two
+verdicts of one client: the current version by the same rule); the views judge the
+receipts only (the verdict is not a vote) and the client's ``wrong`` reaches them through
+its feedback digest.
 
 **When a proof counts** (:class:`DisputeTiming`): per offer, from its epoch ``E`` and its
 client-signed ``deadline_ms``. Nodes refuse a task request, replicas included, once the
@@ -52,7 +64,16 @@ import nacl.signing
 
 from repp2p.digests import wire
 from repp2p.errors import ProofError, ProofReason, RecordError, RecordReason
-from repp2p.records import Claim, Receipt, SignedRecord, TaskOffer, decode, receipt_message
+from repp2p.records import (
+    Claim,
+    Feedback,
+    Receipt,
+    SignedRecord,
+    TaskOffer,
+    decode,
+    receipt_message,
+)
+from repp2p.tasks.escalation import MAX_VERDICT_SIZE, verdict_fault
 
 #: The kind tag of a dispute proof (the ``proofs`` topic carries other kinds too).
 KIND = "dispute"
@@ -62,9 +83,13 @@ MAX_DISPUTE_RECEIPTS = 16 + 64
 #: Largest encoded proof: an offer, and a claim and a receipt per node at their caps, with
 #: room for the CBOR around them.
 MAX_DISPUTE_SIZE = (
-    TaskOffer.MAX_SIZE + MAX_DISPUTE_RECEIPTS * (Claim.MAX_SIZE + Receipt.MAX_SIZE) + 1024
+    TaskOffer.MAX_SIZE
+    + MAX_DISPUTE_RECEIPTS * (Claim.MAX_SIZE + Receipt.MAX_SIZE)
+    + MAX_VERDICT_SIZE
+    + 1024
 )
 _KEYS = {"kind", "offer", "claims", "receipts"}
+_CONTESTED_KEYS = {*_KEYS, "verdict"}
 
 #: ``(peer, offer epoch) -> its attestation verdict`` (``AttestedNode``: ``verified``,
 #: ``result_key``, ``earlier_result_keys``, ``result_key_for``), None when the checker has
@@ -122,19 +147,24 @@ class DisputeTiming:
 
 @dataclasses.dataclass(frozen=True)
 class DisputeProof:
-    """The envelopes of one disputed task (see the module docstring)."""
+    """The envelopes of one disputed task (see the module docstring); ``verdict``: the
+    client's signed ``wrong`` Feedback of a contested k = 1 task, or None."""
 
     offer: bytes
     claims: tuple[bytes, ...]
     receipts: tuple[bytes, ...]
+    verdict: bytes | None = None
 
     def to_wire(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "kind": KIND,
             "offer": self.offer,
             "claims": list(self.claims),
             "receipts": list(self.receipts),
         }
+        if self.verdict is not None:
+            out["verdict"] = self.verdict
+        return out
 
     def encode(self) -> bytes:
         """Canonical CBOR."""
@@ -148,11 +178,13 @@ class CheckedDispute:
     Attributes:
         offer: the client's signed offer.
         claims, receipts: per node, its claim and its receipt, sorted by node.
+        verdict: the client's ``wrong`` verdict of a contested k = 1 task, or None.
     """
 
     offer: SignedRecord
     claims: tuple[SignedRecord, ...]
     receipts: tuple[SignedRecord, ...]
+    verdict: SignedRecord | None = None
 
     @property
     def offer_id(self) -> bytes:
@@ -169,7 +201,8 @@ class CheckedDispute:
         return self.offer.record.deadline_ms  # type: ignore[attr-defined]
 
     def records(self) -> list[SignedRecord]:
-        """The offer, the claims and the receipts."""
+        """The offer, the claims and the receipts: the task evidence views collect (not the
+        verdict: a digest view takes no feedback from proofs)."""
         return [self.offer, *self.claims, *self.receipts]
 
     def proof(self) -> DisputeProof:
@@ -178,17 +211,26 @@ class CheckedDispute:
             self.offer.data,
             tuple(c.data for c in self.claims),
             tuple(r.data for r in self.receipts),
+            None if self.verdict is None else self.verdict.data,
         )
 
 
 def dispute_proof(
-    offer: SignedRecord, runs: Iterable[tuple[SignedRecord, SignedRecord]]
+    offer: SignedRecord,
+    runs: Iterable[tuple[SignedRecord, SignedRecord]],
+    verdict: SignedRecord | bytes | None = None,
 ) -> DisputeProof:
     """The proof of a disputed task: ``offer`` and each node's ``(claim, receipt)``
-    (what the client holds after its escalation), in canonical order."""
+    (what the client holds after its escalation, or a k = 1 replica after its run), in
+    canonical order, with the client's ``verdict`` of a contested k = 1 task if any."""
     pairs = sorted(runs, key=lambda cr: cr[1].signer)
+    if isinstance(verdict, SignedRecord):
+        verdict = verdict.data
     return DisputeProof(
-        offer.data, tuple(c.data for c, _r in pairs), tuple(r.data for _c, r in pairs)
+        offer.data,
+        tuple(c.data for c, _r in pairs),
+        tuple(r.data for _c, r in pairs),
+        verdict,
     )
 
 
@@ -201,7 +243,12 @@ def decode_dispute(data: Any) -> DisputeProof:
     obj = wire.loads(data, max_size=MAX_DISPUTE_SIZE, what="dispute proof", max_depth=3)
     if type(obj) is not dict or obj.get("kind") != KIND:
         raise ProofError(ProofReason.MALFORMED, "a dispute proof is a map of kind 'dispute'")
-    wire.as_map(obj, _KEYS, "dispute proof")
+    wire.as_map(obj, _CONTESTED_KEYS if "verdict" in obj else _KEYS, "dispute proof")
+    verdict = obj.get("verdict")
+    if verdict is not None and type(verdict) is not bytes:
+        raise ProofError(ProofReason.MALFORMED, "verdict must be an envelope")
+    if verdict is not None and len(verdict) > MAX_VERDICT_SIZE:
+        raise ProofError(ProofReason.OVERSIZE, f"verdict of {len(verdict)} bytes")
     offer = obj["offer"]
     if type(offer) is not bytes or len(offer) > TaskOffer.MAX_SIZE:
         raise ProofError(ProofReason.MALFORMED, "offer must be an envelope")
@@ -214,7 +261,7 @@ def decode_dispute(data: Any) -> DisputeProof:
         max_item=Receipt.MAX_SIZE,
         what="receipts",
     )
-    return DisputeProof(offer, claims, receipts)
+    return DisputeProof(offer, claims, receipts, verdict)
 
 
 def _read(data: bytes, now: int, cls: type) -> SignedRecord:
@@ -280,7 +327,9 @@ def check_dispute_proof(
             MISSING_RECORD (a receipt without its node's claim), NOT_ENCLAVE_SIGNED (the
             enclave signature does not verify), UNATTESTED (the key is no attested key of
             the node), UNRANKED (the node has no rank for the offer, or the checker
-            cannot rank it), NO_OFFENCE (the receipts agree: nothing is disputed).
+            cannot rank it), NO_OFFENCE (the receipts agree and no verdict contests
+            them: nothing is disputed), BAD_VERDICT (a verdict that does not back a k = 1
+            dispute of the offer: :func:`repp2p.tasks.escalation.verdict_fault`).
     """
     offer = _read(proof.offer, now, TaskOffer)
     o: TaskOffer = offer.record  # type: ignore[assignment]
@@ -336,7 +385,14 @@ def check_dispute_proof(
             raise ProofError(
                 ProofReason.NOT_ENCLAVE_SIGNED, f"enclave signature of {receipt.signer}'s receipt"
             ) from None
-    if len({r.record.output_digest for r in receipts}) < 2:  # type: ignore[attr-defined]
+    contest = None
+    if proof.verdict is not None:
+        # the verdict is the client's, checked like the one a replica request carries
+        contest = _read(proof.verdict, now, Feedback)
+        fault = verdict_fault(contest, offer, {r.signer for r in receipts})
+        if fault is not None:
+            raise ProofError(ProofReason.BAD_VERDICT, fault)
+    elif len({r.record.output_digest for r in receipts}) < 2:  # type: ignore[attr-defined]
         raise ProofError(ProofReason.NO_OFFENCE, "the receipts agree: nothing is disputed")
     for receipt in receipts if verdict_of is not None else ():
         key = receipt.record.result_key  # type: ignore[attr-defined]
@@ -354,7 +410,9 @@ def check_dispute_proof(
         for receipt in receipts:
             if receipt.signer not in ranks:
                 raise ProofError(ProofReason.UNRANKED, f"{receipt.signer} has no rank for it")
-    return CheckedDispute(offer, tuple(claims[r.signer] for r in receipts), tuple(receipts))
+    return CheckedDispute(
+        offer, tuple(claims[r.signer] for r in receipts), tuple(receipts), contest
+    )
 
 
 def _better(a: SignedRecord, b: SignedRecord) -> SignedRecord:
@@ -382,13 +440,22 @@ def merge(known: CheckedDispute | None, new: CheckedDispute) -> CheckedDispute |
         old = runs.get(r.signer)
         runs[r.signer] = (c, r) if old is None else (_better(old[0], c), _better(old[1], r))
     nodes = sorted(runs)[:MAX_DISPUTE_RECEIPTS]
+    verdicts = [v for v in (known.verdict, new.verdict) if v is not None]
+    verdict = verdicts[0] if len(verdicts) == 1 else _better(*verdicts) if verdicts else None
+    if verdict is not None and verdict_fault(verdict, known.offer, nodes) is not None:
+        verdict = None  # its node fell past the cut (never for an honest task)
     merged = CheckedDispute(
         known.offer,
         tuple(runs[p][0] for p in nodes),
         tuple(runs[p][1] for p in nodes),
+        verdict,
     )
-    same = [x.record_id for x in merged.records()] == [x.record_id for x in known.records()]
-    return None if same else merged
+
+    def ids(d: CheckedDispute) -> list[bytes]:
+        extra = [] if d.verdict is None else [d.verdict.record_id]
+        return [x.record_id for x in d.records()] + extra
+
+    return None if ids(merged) == ids(known) else merged
 
 
 def records_of(disputes: Sequence[CheckedDispute]) -> list[SignedRecord]:

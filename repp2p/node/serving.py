@@ -17,13 +17,18 @@ Dispute replicas (docs/core.md "Disputes and escalation"): a request that carrie
 It is admitted by :mod:`repp2p.tasks.escalation`'s rules only (the receipts must be attested
 enclaves' and really disagree, and this node must be among the next ranks of the ranking
 without the exploration coin), never by the failover schedule: see :meth:`TaskServer._run_replica`.
+A k = 1 replica request carries the client's signed ``wrong`` verdict and the claims of the
+carried receipts; on a digest network the replica publishes the task's dispute proof (the
+verdict and every receipt, its own included) once it has its receipt, so views judge the
+verdict even when every replica agrees with the node (docs/core.md, "Live escalation at
+k = 1").
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
@@ -31,6 +36,7 @@ import trio
 from engines.errors import EngineError
 from repp2p import tasks
 from repp2p.clock import ClockAPI
+from repp2p.digests.disputes import DisputeProof, dispute_proof
 from repp2p.errors import TIMEOUT_LIMIT, ProtocolError, RecordError, limit_of
 from repp2p.matching import beacon, rank
 from repp2p.net.framing import FrameReader, write_cbor
@@ -75,6 +81,9 @@ class TaskServer(TaskLoadAPI):
             ``failed`` leaf of our work digest: :class:`repp2p.node.digests.FailedTasks`).
         on_claimed: ``on_claimed(offer)``: we are about to claim this offer (kept as
             claimed: :class:`repp2p.node.digests.ClaimedOffers`).
+        publish_dispute: ``await publish_dispute(proof)`` holds and gossips a dispute proof
+            (:meth:`repp2p.node.disputes.DisputeBook.publish`); given on a digest-view
+            network only, where it publishes the proof of each k = 1 replica run.
     """
 
     def __init__(
@@ -94,7 +103,9 @@ class TaskServer(TaskLoadAPI):
         sealed: Callable[[int], bool] = lambda epoch: False,
         on_failed: Callable[[int, bytes], None] = lambda epoch, task_id: None,
         on_claimed: Callable[[SignedRecord], None] = lambda offer: None,
+        publish_dispute: Callable[[DisputeProof], Awaitable[Any]] | None = None,
     ) -> None:
+        self._publish_dispute = publish_dispute
         self._on_limit = on_limit or (lambda limit: None)
         self._on_claimed = on_claimed
         self._sealed = sealed
@@ -205,6 +216,7 @@ class TaskServer(TaskLoadAPI):
         """
         request, dispute = _pop_dispute(request)
         request, verdict = _pop_verdict(request, dispute)
+        request, claims = _pop_claims(request, verdict)
         offer_data, sealed, releases = _parse(request)
         input_sig = input_signature(request)
         now_ms = self._now_ms()
@@ -222,7 +234,7 @@ class TaskServer(TaskLoadAPI):
             return _refusal(stale)
         if dispute is not None:
             return await self._run_replica(
-                offer, offer_data, sealed, dispute, now_ms, releases, input_sig, verdict
+                offer, offer_data, sealed, dispute, now_ms, releases, input_sig, verdict, claims
             )
         view = self._views.view(o.epoch)
         ranking = rank(o, view, beacon(o.epoch))
@@ -318,6 +330,7 @@ class TaskServer(TaskLoadAPI):
         releases: list[bytes],
         input_sig: bytes | None = None,
         verdict: bytes | None = None,
+        claims: list[bytes] | None = None,
     ) -> dict[str, Any]:
         """Admit a dispute replica by :mod:`repp2p.tasks.escalation`'s rules, then run it.
 
@@ -333,7 +346,12 @@ class TaskServer(TaskLoadAPI):
         With a ``verdict`` (k = 1: the client's signed ``wrong`` Feedback on the one node
         that ran it), the client's credibility on the same view must reach
         ``dispute_min_credibility_permille`` (``low_credibility``), the receipts need not
-        disagree, and the verdict must check out (``check_verdict``: ``bad_verdict``).
+        disagree, and the verdict must check out (``check_verdict``: ``bad_verdict``), and
+        the request must carry the claim of each carried receipt (``check_verdict_claims``:
+        ``bad_dispute``). Once our receipt is signed, the dispute proof (the offer, the
+        verdict, every carried claim and receipt and ours) is published when
+        ``publish_dispute`` is given: the client cannot keep its refuted verdict from the
+        views by publishing nothing.
         """
         o: TaskOffer = offer.record  # type: ignore[assignment]
         view = self._views.view(o.epoch)
@@ -359,10 +377,16 @@ class TaskServer(TaskLoadAPI):
         )
         if isinstance(receipts, tasks.Reject):
             return _refusal(receipts)
+        judged = None
+        runs: list[tuple[SignedRecord, SignedRecord]] = []
         if verdict is not None:
             judged = tasks.check_verdict(verdict, offer, receipts, now_ms=now_ms)
             if isinstance(judged, tasks.Reject):
                 return _refusal(judged)
+            carried = tasks.check_verdict_claims(claims or [], offer, receipts, now_ms=now_ms)
+            if isinstance(carried, tasks.Reject):
+                return _refusal(carried)
+            runs = list(zip(carried, receipts, strict=True))
         # The owner's releases (first-round nodes that failed): the client skipped them too.
         handed = tasks.releases_in(releases, offer, now_ms=now_ms)
         assigned = tasks.replica_rank(
@@ -399,7 +423,31 @@ class TaskServer(TaskLoadAPI):
         if unsigned is not None:
             return error("bad_request", unsigned)
         log.info("replica for disputed task %s at rank %d", o.task_id.hex()[:12], decision.rank)
-        return await self._execute(offer, sealed, decision.rank, view.digest, input_sig)
+        reply = await self._execute(offer, sealed, decision.rank, view.digest, input_sig)
+        if judged is not None and reply["ok"]:
+            await self._publish_contested(offer, judged, runs, reply)
+        return reply
+
+    async def _publish_contested(
+        self,
+        offer: SignedRecord,
+        verdict: SignedRecord,
+        runs: list[tuple[SignedRecord, SignedRecord]],
+        reply: dict[str, Any],
+    ) -> None:
+        """Publish the dispute proof of a k = 1 task we ran as a replica: the offer, the
+        client's verdict, the carried claims and receipts and ours (at least two receipts,
+        which may all agree). Before the answer goes back: a client that hangs up once it
+        has the output cannot stop it. Never fails the task."""
+        if self._publish_dispute is None:
+            return
+        try:
+            now = int(self._clock.now())
+            mine = (decode(reply["claim"], now=now), decode(reply["receipt"], now=now))
+            proof = dispute_proof(offer, [*runs, mine][: tasks.MAX_DISPUTE_RECEIPTS], verdict)
+            await self._publish_dispute(proof)
+        except Exception as exc:  # our gossip closing, say: the task's result stands
+            log.warning("dispute proof of task %s not published: %r", offer.record_id.hex(), exc)
 
     def _result_key_of(self, peer: str) -> bytes | None:
         keys = self._views.enclave_keys(peer)
@@ -536,6 +584,25 @@ def _pop_verdict(request: Any, dispute: list[bytes] | None) -> tuple[Any, bytes 
     raw = request.pop("verdict")
     if type(raw) is not bytes or dispute is None:
         raise ProtocolError("bad verdict: a byte string, with the dispute's receipts")
+    return request, raw
+
+
+def _pop_claims(request: Any, verdict: bytes | None) -> tuple[Any, list[bytes] | None]:
+    """The request without its ``claims`` (k = 1: the claims of the carried receipts), and
+    those claims (None: none). Claims that are not a list of at most MAX_DISPUTE_RECEIPTS
+    byte strings, or come without a ``verdict``, are malformed (their content is
+    :func:`repp2p.tasks.check_verdict_claims`'s)."""
+    if type(request) is not dict or "claims" not in request:
+        return request, None
+    request = dict(request)
+    raw = request.pop("claims")
+    if (
+        verdict is None
+        or type(raw) is not list
+        or len(raw) > tasks.MAX_DISPUTE_RECEIPTS
+        or any(type(c) is not bytes for c in raw)
+    ):
+        raise ProtocolError("bad claims: byte strings, with a verdict")
     return request, raw
 
 

@@ -825,8 +825,7 @@ class Simulation:
             assigned & delivered & in_time & (fb == _FB_WRONG) & self.may_dispute[clients]
         )
         if self.sc.reputation and self.mp.dispute_max_replicas > 0:
-            if self.disputed is not None:
-                self.disputed.add(e, offer_ids[disputed])
+            contested = []
             for j in disputed:
                 done, winner, ms, rn, ro, _rt = self._escalate(
                     j,
@@ -841,12 +840,19 @@ class Simulation:
                 )
                 self.escalated_tasks += 1
                 self._record_replicas(e, int(offer_ids[j]), rn, ro)
+                if any(out >= 0 for out in ro):
+                    contested.append(int(offer_ids[j]))
                 right = _OUTS * int(offer_ids[j])
                 fixed = outcome[j] == WRONG_DETECTED and done and winner == right
                 if fixed and ms <= s.deadline_ms:
                     outcome[j] = OK  # the verdict gave the client the right result
                     lat_out[j] = ms
                     self.recovered += 1
+            # A contested k = 1 task travels as a proof once a replica has its receipt
+            # (the replica publishes it, with the client's verdict): views judge those,
+            # as the live keeper does; one no replica answered leaves no proof.
+            if self.disputed is not None:
+                self.disputed.add(e, np.array(contested, np.int64))
         a = np.flatnonzero(assigned)
         self.claims.add(e, nodes[a], offer_ids[a])
         r = np.flatnonzero(delivered)

@@ -32,6 +32,8 @@ Public API::
     client_credibility(view.reputation, peer) -> float
     check_credibility(credibility, min_permille) -> Reject | None
     check_verdict(data, offer, receipts, *, now_ms) -> Feedback record | Reject
+    check_verdict_claims(envelopes, offer, receipts, *, now_ms) -> [claim, ...] | Reject
+    verdict_fault(verdict, offer, signers) -> str | None       # shared with dispute proofs
 
 Pure: no I/O, no clock (times are integer unix milliseconds passed in), no randomness.
 """
@@ -85,6 +87,7 @@ from repp2p.tasks.escalation import (
     check_dispute,
     check_replica_claim,
     check_verdict,
+    check_verdict_claims,
     client_credibility,
     escalation_limit,
     escalation_ranking,
@@ -93,6 +96,7 @@ from repp2p.tasks.escalation import (
     replica_rank,
     standing_verdict,
     take_replica,
+    verdict_fault,
 )
 
 __all__ = [
@@ -133,6 +137,7 @@ __all__ = [
     "check_offer",
     "check_replica_claim",
     "check_verdict",
+    "check_verdict_claims",
     "client_credibility",
     "current_epoch",
     "epoch_accepted",
@@ -149,4 +154,5 @@ __all__ = [
     "take_replica",
     "take_turn",
     "turn_opens_at_ms",
+    "verdict_fault",
 ]

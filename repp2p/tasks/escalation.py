@@ -53,6 +53,9 @@ Rules of this file (h11 style):
                                                signed by the offer's owner, on this task,
                                                outcome ``wrong``, on the signer of a carried
                                                receipt (``bad_verdict``)
+         check_verdict_claims(envelopes,       one live Claim per carried receipt, of its
+                              offer, receipts) node, for this task (``bad_dispute``): the
+                                               replica publishes the dispute proof with them
 
   Steps 3 and 4 are the same. The credibility is the view's (every peer computes the same
   view of an epoch), so every node of the escalation ranking decides alike.
@@ -380,27 +383,80 @@ def check_verdict(
     Returns:
         The verdict (a signed Feedback), or the :class:`Reject`.
     """
-    o: TaskOffer = offer.record  # type: ignore[assignment]
-    if o.redundancy != 1:
-        return _bad_verdict("a verdict backs only a k = 1 task: at k >= 2 receipts disagree")
     if len(data) > MAX_VERDICT_SIZE:
         return _bad_verdict(f"a verdict is at most {MAX_VERDICT_SIZE} bytes")
     try:
         signed = decode(data, now=now_ms // 1000)
     except RecordError as exc:
         return _bad_verdict(f"verdict: {exc}")
-    fb = signed.record
+    fault = verdict_fault(signed, offer, {r.signer for r in receipts})
+    return signed if fault is None else _bad_verdict(fault)
+
+
+def verdict_fault(
+    verdict: SignedRecord, offer: SignedRecord, signers: Collection[str]
+) -> str | None:
+    """Why a decoded verdict does not back a k = 1 dispute of ``offer``, or None when it
+    does: the offer's redundancy is 1 (at k >= 2 the receipts themselves must disagree); the
+    verdict is a Feedback, signed by the offer's owner, on this task, outcome ``wrong``, on
+    one of ``signers`` (the carried receipts' nodes). The rules :func:`check_verdict` and a
+    contested dispute proof (:func:`repp2p.digests.disputes.check_dispute_proof`) share.
+    """
+    o: TaskOffer = offer.record  # type: ignore[assignment]
+    if o.redundancy != 1:
+        return "a verdict backs only a k = 1 task: at k >= 2 receipts disagree"
+    fb = verdict.record
     if not isinstance(fb, Feedback):
-        return _bad_verdict(f"a {signed.type} is not a verdict")
-    if signed.signer != offer.signer:
-        return _bad_verdict("the verdict is not the offer owner's")
+        return f"a {verdict.type} is not a verdict"
+    if verdict.signer != offer.signer:
+        return "the verdict is not the offer owner's"
     if fb.task_id != o.task_id:
-        return _bad_verdict("the verdict is on another task")
+        return "the verdict is on another task"
     if fb.outcome != "wrong":
-        return _bad_verdict(f"a {fb.outcome!r} verdict disputes nothing")
-    if fb.node not in {r.signer for r in receipts}:
-        return _bad_verdict("the verdict is on a node with no carried receipt")
-    return signed
+        return f"a {fb.outcome!r} verdict disputes nothing"
+    if fb.node not in signers:
+        return "the verdict is on a node with no carried receipt"
+    return None
+
+
+def check_verdict_claims(
+    envelopes: Sequence[bytes],
+    offer: SignedRecord,
+    receipts: Sequence[SignedRecord],
+    *,
+    now_ms: int,
+) -> list[SignedRecord] | Reject:
+    """Step 2v, after :func:`check_verdict`: the claims a k = 1 replica request carries,
+    one per carried receipt, so that the replica can publish the dispute proof once it has
+    its own receipt (docs/core.md, "Live escalation at k = 1"; on a digest network nobody
+    else would see the first node's claim).
+
+    Rules, in order (each ``bad_dispute``): as many envelopes as ``receipts``, at most
+    :data:`MAX_DISPUTE_RECEIPTS`; each decodes, is live at ``now_ms // 1000`` and is a
+    Claim; for this offer (task id, offer id, epoch); its signer is the signer of the
+    receipt at the same position.
+
+    Returns:
+        The claims (signed records, in the receipts' order), or the :class:`Reject`.
+    """
+    o: TaskOffer = offer.record  # type: ignore[assignment]
+    if len(envelopes) != len(receipts) or len(envelopes) > MAX_DISPUTE_RECEIPTS:
+        return _bad("a verdict's request carries one claim per receipt")
+    found: list[SignedRecord] = []
+    for data, receipt in zip(envelopes, receipts, strict=True):
+        try:
+            signed = decode(data, now=now_ms // 1000)
+        except RecordError as exc:
+            return _bad(f"claim: {exc}")
+        c = signed.record
+        if not isinstance(c, Claim):
+            return _bad(f"a {signed.type} is not a claim")
+        if c.task_id != o.task_id or c.offer_id != offer.record_id or c.epoch != o.epoch:
+            return _bad("claim is for another task")
+        if signed.signer != receipt.signer:
+            return _bad("the claims must be the carried receipts' nodes', in their order")
+        found.append(signed)
+    return found
 
 
 def may_be_replica(escalation: Sequence[str], me: str) -> Reject | None:

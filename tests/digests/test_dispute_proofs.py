@@ -23,8 +23,9 @@ from repp2p.digests.disputes import (
 from repp2p.errors import ProofError, ProofReason
 from repp2p.net.verdict import Verdict
 from repp2p.node.disputes import DisputeBook
+from repp2p.records import sign
 from repp2p.testing import factories
-from tests.digests.dispute_fixtures import attested
+from tests.digests.dispute_fixtures import attested, client_feedback
 from tests.digests.dispute_fixtures import replica_run as _run
 
 EPOCH_S = 60
@@ -330,3 +331,116 @@ def test_replica_claims_are_the_answers_beyond_each_offers_redundancy():
     got = replica_claims([(7, 3, 1), (7, 4, 3), (7, 3, 3), (8, 2, 1), (9, 1, 2)])
     assert got == {7: 3, 8: 1}
     assert replica_claims([]) == {}
+
+
+# -- contested proofs: a k = 1 task the client judged wrong (the verdict travels) ---------
+
+
+def _wrong(offer, node, *, signer=CLIENT, outcome="wrong", task_id=None):
+    """``signer``'s verdict on ``node`` for ``offer``'s task (or ``task_id``)."""
+    fb = client_feedback(signer, offer, node, outcome, factories.far_future())
+    if task_id is None:
+        return fb
+    return sign(dataclasses.replace(fb.record, task_id=task_id), signer)
+
+
+def _contested(offer=None, outputs=("same", "same", "same"), verdict=None):
+    offer = offer or _offer("k1")
+    runs = [_run(offer, n, out) for n, out in zip(NODES, outputs, strict=False)]
+    return dispute_proof(offer, runs, verdict or _wrong(offer, NODES[0]))
+
+
+def test_a_contested_proof_of_agreeing_receipts_checks_and_round_trips():
+    proof = _contested()
+    assert decode_dispute(proof.encode()) == proof
+    checked = _check(proof)
+    assert checked.verdict is not None and checked.verdict.data == proof.verdict
+    assert checked.proof() == proof
+    # the verdict is not task evidence: views collect the offer, claims and receipts
+    assert checked.verdict.record_id not in {r.record_id for r in checked.records()}
+    assert len(checked.records()) == 1 + 2 * 3
+    # a plain proof's bytes carry no verdict key (as before contested proofs existed)
+    assert "verdict" not in cbor2.loads(_proof().encode())
+    # receipts that disagree may carry the verdict too (the client's own publication)
+    assert _check(_contested(outputs=("bad", "right", "right"))).verdict is not None
+
+
+def test_a_forged_or_mismatched_verdict_is_refused():
+    offer = _offer("k1-hostile")
+    runs = [_run(offer, n, "same") for n in NODES[:3]]
+    k2 = factories.task_records(CLIENT, NODES[0], EPOCH, "k2", claimed=False).offer
+    k2 = sign(dataclasses.replace(k2.record, redundancy=2), CLIENT)
+    k2_runs = [_run(k2, n, "same") for n in NODES[:3]]
+    flipped = _wrong(offer, NODES[0]).data
+    flipped = flipped[:-1] + bytes([flipped[-1] ^ 1])
+    cases = {
+        # signed by somebody other than the offer's owner
+        "forged": (
+            dispute_proof(offer, runs, _wrong(offer, NODES[0], signer=OUTSIDER)),
+            "bad_verdict",
+        ),
+        # an ok verdict disputes nothing
+        "ok": (dispute_proof(offer, runs, _wrong(offer, NODES[0], outcome="ok")), "bad_verdict"),
+        # on a node whose receipt the proof does not carry
+        "elsewhere": (dispute_proof(offer, runs, _wrong(offer, NODES[4])), "bad_verdict"),
+        # on another task
+        "other_task": (
+            dispute_proof(offer, runs, _wrong(offer, NODES[0], task_id=factories.digest("x"))),
+            "bad_verdict",
+        ),
+        # a k >= 2 task: there the receipts themselves must disagree
+        "k2": (dispute_proof(k2, k2_runs, _wrong(k2, NODES[0])), "bad_verdict"),
+        # a bit flipped: the record signature fails
+        "flipped": (dispute_proof(offer, runs, flipped), "bad_record"),
+        # a receipt where the verdict goes
+        "not_feedback": (dispute_proof(offer, runs, runs[1][1]), "wrong_type"),
+        # one receipt, even with a verdict: nobody but the node ran it
+        "alone": (dispute_proof(offer, runs[:1], _wrong(offer, NODES[0])), "malformed"),
+    }
+    for name, (proof, reason) in cases.items():
+        assert _reason(proof).value == reason, name
+    # hostile shapes: a verdict that is not bytes, too large, or an unknown key
+    wire = _contested(offer).to_wire()
+    for bad, reason in (
+        ({**wire, "verdict": 5}, ProofReason.MALFORMED),
+        ({**wire, "verdict": b"\xa0" * 4096}, ProofReason.OVERSIZE),
+        ({**wire, "extra": b""}, ProofReason.MALFORMED),
+    ):
+        with pytest.raises(ProofError) as info:
+            decode_dispute(cbor2.dumps(bad, canonical=True))
+        assert info.value.reason is reason
+
+
+def test_merging_keeps_the_verdict_in_any_order(tmp_path):
+    offer = _offer("k1-merge")
+    runs = [_run(offer, n, "same") for n in NODES[:4]]
+    verdict = _wrong(offer, NODES[0])
+    # the first replica's proof, the second's, and a plain proof of the same receipts
+    # (not one a peer could keep alone: it needs the verdict; merged, the verdict stays)
+    first = _check(dispute_proof(offer, runs[:2], verdict))
+    second = _check(dispute_proof(offer, [runs[0], runs[1], runs[2]], verdict))
+    for a, b in ((first, second), (second, first)):
+        held = merge(merge(None, a), b) or a
+        assert held.verdict is not None and held.verdict.record_id == verdict.record_id
+    assert merge(second, first) is None  # adds nothing
+    # a disagreeing proof without the verdict, merged either way, keeps it
+    offer2 = _offer("k1-merge2")
+    runs2 = [_run(offer2, n, out) for n, out in zip(NODES, ("bad", "right", "right"), strict=False)]
+    v2 = _wrong(offer2, NODES[0])
+    plain, contested = (
+        _check(dispute_proof(offer2, runs2)),
+        _check(dispute_proof(offer2, runs2, v2)),
+    )
+    assert merge(plain, contested).verdict.record_id == v2.record_id
+    assert merge(contested, plain) is None
+    # the book keeps it, on disk too
+    book = _book(tmp_path)
+    assert book.judge(dispute_proof(offer, runs[:2], verdict).encode()) is Verdict.ACCEPT
+    assert book.judge(dispute_proof(offer, runs[:3], verdict).encode()) is Verdict.ACCEPT
+    assert book.judge(
+        _contested(offer, verdict=_wrong(offer, NODES[0], outcome="ok")).encode()
+    ) is (Verdict.REJECT)
+    assert book.refused["bad_verdict"] == 1
+    again = _book(tmp_path)
+    assert again.get(offer.record_id).verdict.record_id == verdict.record_id
+    assert len(again.get(offer.record_id).receipts) == 3

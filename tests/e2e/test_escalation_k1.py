@@ -8,7 +8,10 @@ node, so the client's replica requests carry its signed ``wrong`` verdict; the n
 them on the view's credibility of the client (docs/core.md, "Live escalation at k = 1").
 The replicas disagree with the cheater, the standing-weighted verdict upholds them, and the
 views count the cheater's lost dispute (on a digest network: from the dispute proof the
-client published), never an honest node's.
+client published), never an honest node's. Then the client slanders: its check fails every
+output, the replicas agree with the honest node, and every peer's view counts the refuted
+verdict against the client's credibility (on a digest network: from the dispute proof the
+replicas published, with the client's verdict, though no receipt disagrees).
 """
 
 from __future__ import annotations
@@ -119,7 +122,13 @@ async def test_a_k1_cheater_judged_wrong_is_outvoted_by_replicas(tmp_path, views
             spare = next(n for n in nodes if n.peer_id not in {p.node for p in resolved.proofs})
             # All at once: the offer is accepted only within EPOCH_LAG epochs of its own,
             # and the escalation took some of that already.
-            base = {"offer": offer.data, "sealed": b"x", "dispute": [cheat_receipt.data]}
+            cheat_claim = client.store.query(type="Claim", signer=cheater, slot=o.task_id)[0]
+            base = {
+                "offer": offer.data,
+                "sealed": b"x",
+                "dispute": [cheat_receipt.data],
+                "claims": [cheat_claim.data],
+            }
             ok = _verdict(offer, cheater, "ok", client.identity)
             forged = _verdict(offer, cheater, "wrong", Identity.generate())
             other = _verdict(offer, spare.peer_id, "wrong", client.identity)
@@ -131,8 +140,15 @@ async def test_a_k1_cheater_judged_wrong_is_outvoted_by_replicas(tmp_path, views
                 # a verdict on a node whose receipt is not carried
                 "other": {**base, "verdict": other},
                 "oversize": {**base, "verdict": b"\xa0" * 4096},
-                # without a verdict one receipt disputes nothing
-                "no_verdict": base,
+                # without a verdict one receipt disputes nothing (and claims need one)
+                "no_verdict": {k: v for k, v in base.items() if k != "claims"},
+                "claims_alone": base,
+                # a verdict needs the claim of each carried receipt (the replica publishes
+                # the dispute proof with them)
+                "no_claims": {
+                    **{k: v for k, v in base.items() if k != "claims"},
+                    "verdict": _verdict(offer, cheater, "wrong", client.identity),
+                },
                 # a verdict without receipts is malformed
                 "no_receipts": {"offer": offer.data, "sealed": b"x", "verdict": ok},
             }
@@ -160,6 +176,8 @@ async def test_a_k1_cheater_judged_wrong_is_outvoted_by_replicas(tmp_path, views
                 ("other", "bad_verdict", "no carried"),
                 ("oversize", "bad_verdict", "at most"),
                 ("no_verdict", "bad_dispute", ""),
+                ("claims_alone", "bad_request", ""),
+                ("no_claims", "bad_dispute", "one claim per receipt"),
                 ("no_receipts", "bad_request", ""),
             ):
                 assert replies[name]["error"] == code and words in replies[name]["detail"], (
@@ -173,24 +191,32 @@ async def test_a_k1_cheater_judged_wrong_is_outvoted_by_replicas(tmp_path, views
             )
             assert [f.record.outcome for f in mine_on_cheater] == ["wrong"]
 
-            # A check that judges every output wrong: the replicas agree with the node (or,
-            # on the cheater, the upheld output fails the check too): no result.
-            before = {r.record_id for r in client.store.query(type="TaskOffer")}
-            with trio.fail_after(90), pytest.raises(TaskError) as err:
-                await client.submit("echo", b"k1-never", timeout=60, check=lambda out: False)
-            assert err.value.reason == "check_failed"
-            assert "upheld it" in str(err.value) or "fails the check" in str(err.value)
-            (never,) = [
-                r for r in client.store.query(type="TaskOffer") if r.record_id not in before
-            ]
-            # A proof only where the receipts disagree: here only the cheater's can (when
-            # it ran the task, first or as a replica); all agreeing, nothing is published.
-            cheater_ran = any(
-                r.record.task_id == never.record.task_id
-                for r in client.store.query(type="Receipt", signer=cheater)
-            )
-            if views == "digests":
-                assert (client.disputes.get(never.record_id) is not None) == cheater_ran
+            # A slandering check that judges every output wrong, until the replicas agree
+            # with an honest first node (the cheater, first or as a replica, is outvoted):
+            # no result, and the client's verdict is refuted.
+            slandered = None
+            for i in range(8):
+                before = {r.record_id for r in client.store.query(type="TaskOffer")}
+                with trio.fail_after(90), pytest.raises(TaskError) as err:
+                    await client.submit(
+                        "echo", b"k1-never-%d" % i, timeout=60, check=lambda out: False
+                    )
+                assert err.value.reason == "check_failed"
+                assert "upheld it" in str(err.value) or "fails the check" in str(err.value)
+                (never,) = [
+                    r for r in client.store.query(type="TaskOffer") if r.record_id not in before
+                ]
+                if "upheld it" in str(err.value):
+                    slandered = never
+                    break
+            assert slandered is not None, "no k = 1 slander was refuted by its replicas"
+            s_epoch = slandered.record.epoch
+            s_ran = {
+                r.signer
+                for n in nodes
+                for r in n.store.query(type="Receipt", slot=slandered.record.task_id)
+            }
+            assert len(s_ran) >= 2 and honest & s_ran
 
             # The views judge the dispute: once the task's records are in a view, the
             # cheater lost it and nobody honest did.
@@ -203,6 +229,19 @@ async def test_a_k1_cheater_judged_wrong_is_outvoted_by_replicas(tmp_path, views
                     return held is not None and {r.record_id for r in held.receipts} == ids
 
                 await wait_until(lambda: all(proved(p) for p in (client, *nodes)), 60)
+
+                # the slandered task's proof: published by its replicas (the receipts may
+                # all agree), with the client's verdict, held by every peer
+                def contested(peer, offer_id=slandered.record_id) -> bool:
+                    held = peer.disputes.get(offer_id)
+                    return (
+                        held is not None
+                        and held.verdict is not None
+                        and held.verdict.signer == client.peer_id
+                        and {r.signer for r in held.receipts} == s_ran
+                    )
+
+                await wait_until(lambda: all(contested(p) for p in (client, *nodes)), 60)
             else:
                 lag = client.views.params.task_record_lag
                 for rid in ids:
@@ -212,6 +251,18 @@ async def test_a_k1_cheater_judged_wrong_is_outvoted_by_replicas(tmp_path, views
             for peer in (client, *nodes):
                 table = peer.views.view(judged_epoch).reputation
                 assert table.get(cheater).disputes_lost > 0
+                for h in honest:
+                    assert table.get(h).disputes_lost == 0
+                if s_epoch + lag + 1 > judged_epoch:  # its verdicts so far were upheld
+                    assert tasks.client_credibility(table, client.peer_id) == 1.0
+
+            # The refuted k = 1 verdict costs the client credibility on every peer's view
+            # (records: the replicas' receipts; digests: the proof the replicas published).
+            refuted_epoch = max(s_epoch + lag + 1, judged_epoch)
+            await trio.sleep(max(0.0, refuted_epoch * EPOCH_S - client.clock.now() + 0.6))
+            for peer in (client, *nodes):
+                table = peer.views.view(refuted_epoch).reputation
+                assert tasks.client_credibility(table, client.peer_id) < 0.5
                 for h in honest:
                     assert table.get(h).disputes_lost == 0
         finally:

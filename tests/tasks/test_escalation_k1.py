@@ -21,6 +21,7 @@ from repp2p.tasks import (
     check_credibility,
     check_dispute,
     check_verdict,
+    check_verdict_claims,
     client_credibility,
     replica_rank,
 )
@@ -218,3 +219,41 @@ def test_any_verdict_bytes_are_a_typed_answer_never_a_crash(data):
     receipts = contested(one_receipt(of), of)
     got = check_verdict(data, of, receipts, now_ms=h.NOW_MS)
     assert isinstance(got, Reject) and got.code is ErrorCode.BAD_VERDICT
+
+
+# -- the node: the carried receipts' claims (the replica publishes the proof with them) ------
+
+
+def claims_on(of, receipts, envelopes, now_ms=h.NOW_MS):
+    return check_verdict_claims(envelopes, of, receipts, now_ms=now_ms)
+
+
+def test_the_claims_of_the_carried_receipts_admit():
+    of = h.offer(k=1)
+    receipts = contested([receipt(of, n, "same").data for n in NODES[:2]], of)
+    claims = [h.claim(of, n, 0) for n in NODES[:2]]
+    got = claims_on(of, receipts, [c.data for c in claims])
+    assert not isinstance(got, Reject)
+    assert [c.record_id for c in got] == [c.record_id for c in claims]
+
+
+def test_hostile_claims_are_refused_with_bad_dispute():
+    of = h.offer(k=1)
+    receipts = contested([receipt(of, n, "same").data for n in NODES[:2]], of)
+    good = [h.claim(of, n, 0).data for n in NODES[:2]]
+    other = h.offer(k=1, deadline_ms=h.NOW_MS + 61_000)  # another offer of the task
+    cases = {
+        "missing": ([], "one claim per receipt"),
+        "one short": (good[:1], "one claim per receipt"),
+        "swapped": (good[::-1], "in their order"),
+        "another node": ([good[0], h.claim(of, NODES[2], 0).data], "in their order"),
+        "another offer": ([good[0], h.claim(other, NODES[1], 0).data], "another task"),
+        "not a claim": ([good[0], receipts[1].data], "not a claim"),
+        "garbage": ([good[0], b"\x00garbage"], "claim:"),
+    }
+    for name, (envelopes, words) in cases.items():
+        got = claims_on(of, receipts, envelopes)
+        assert isinstance(got, Reject) and got.code is ErrorCode.BAD_DISPUTE, name
+        assert words in got.detail, (name, got.detail)
+    late = claims_on(of, receipts, good, now_ms=(of.record.expires + 1) * 1000)
+    assert isinstance(late, Reject) and late.code is ErrorCode.BAD_DISPUTE

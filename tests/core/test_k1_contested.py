@@ -1,0 +1,201 @@
+"""A k = 1 ``wrong`` verdict that the replicas refute costs the client credibility, on
+records views and on digest views alike (docs/core.md, "Live escalation at k = 1").
+
+One history: honest traffic; per epoch a slandering client judges two of its k = 1 tasks
+on an honest victim ``wrong`` and escalates them to three honest replicas that all agree
+with the victim (a *contested* task: no two outputs, only the client's verdict); an honest
+client judges a k = 1 result of a cheater ``wrong`` and four honest replicas outvote it.
+Scored from every per-task record (``compute``) and from the digests' count rows plus the
+contested dispute proofs (offer, verdict, claims, receipts: ``compute_pairs``).
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from repp2p.digests import build_feedback, build_work, count_rows, reconcile
+from repp2p.digests.disputes import check_dispute_proof, dispute_proof, records_of
+from repp2p.errors import ProofError, ProofReason
+from repp2p.records import sign
+from repp2p.reputation import collect, compute
+from repp2p.reputation.pairs import PairState, compute_pairs, widen
+from repp2p.testing import factories
+from tests.core.test_pairs_disputes import (
+    CHEATER,
+    CLIENTS,
+    EPOCH_S,
+    EPOCHS,
+    HONEST,
+    NODES,
+    NOW,
+    PARAMS,
+    _verdicts,
+)
+from tests.digests.dispute_fixtures import checked_proofs, disputed_task, traffic
+
+SLANDERER = factories.identity("dclient-k1-slanderer")
+VICTIM = HONEST[0]
+
+
+def _contested(client, epoch, label, runs, verdict_of, expires, *, with_verdict=True):
+    """A k = 1 task of ``client`` run first by ``runs[0]``'s node, then by the replicas of
+    ``runs[1:]``; the client's ``wrong`` verdict on the first node. ``(records, proof)``:
+    the proof carries the verdict unless ``with_verdict`` is false."""
+    records, offer, pairs = disputed_task(client, epoch, label, runs, verdict_of, expires)
+    assert offer.record.redundancy == 1
+    verdict = next(
+        r for r in records if r.type == "Feedback" and r.record.node == runs[0][0].peer_id
+    )
+    assert verdict.record.outcome == "wrong"
+    return records, dispute_proof(offer, pairs, verdict if with_verdict else None)
+
+
+def _history(*, slander: bool = True, cheat: bool = True, with_verdict: bool = True):
+    """Per epoch: honest traffic, the slanderer's 20 ``ok`` tasks elsewhere (its trust),
+    its two contested tasks on the victim (``wrong`` when ``slander``; else no escalation,
+    ``ok``), and, when ``cheat``, one contested task of an honest client on the cheater.
+    Returns ``(records, epoch rows, proofs)``."""
+    expires = factories.far_future(NOW)
+    rng = random.Random(11)
+    records, rows, proofs = [], [], []
+    for e in EPOCHS:
+        tasks = traffic(rng, CLIENTS, NODES, e, 36, expires)
+        for i in range(20):
+            tasks += factories.task_records(
+                SLANDERER, HONEST[1 + i % 5], e, f"k{e}-{i}", expires=expires
+            ).all()
+        for i in range(2):
+            if not slander:
+                tasks += factories.task_records(
+                    SLANDERER, VICTIM, e, f"v{e}-{i}", expires=expires
+                ).all()
+                continue
+            runs = [(VICTIM, "right"), *((h, "right") for h in HONEST[1:4])]
+            recs, proof = _contested(
+                SLANDERER,
+                e,
+                f"v{e}-{i}",
+                runs,
+                # a check that fails every output: wrong on the replicas too
+                lambda _node, _out: "wrong",
+                expires,
+                with_verdict=with_verdict,
+            )
+            tasks += recs
+            proofs.append(proof)
+        if cheat:
+            runs = [(CHEATER, "bad"), *((h, "right") for h in HONEST[1:5])]
+            recs, proof = _contested(
+                CLIENTS[0],
+                e,
+                f"c{e}",
+                runs,
+                lambda _node, out: "ok" if out == "right" else "wrong",
+                expires,
+            )
+            tasks += recs
+            proofs.append(proof)
+        records += tasks
+        parties = [*NODES, *CLIENTS, SLANDERER]
+        digests = [
+            sign(p.digest, who)
+            for who in parties
+            for build in (build_work, build_feedback)
+            for p in build(who.peer_id, tasks, e, expires=expires)
+        ]
+        rows.append((e, count_rows(reconcile(digests, e)), [d.record_id for d in digests]))
+    return records, rows, proofs
+
+
+def _ads():
+    ad = factories.sample_records(now=NOW)[0]
+    return [sign(ad, n) for n in NODES], _verdicts(ad)
+
+
+def _by_records(records):
+    ads, verdicts = _ads()
+    return compute(
+        collect(records + ads, verdicts, now=NOW), now=NOW, epoch_s=EPOCH_S, params=PARAMS
+    )
+
+
+def _by_digests(rows, proofs):
+    ads, verdicts = _ads()
+    checked = checked_proofs(proofs, verdicts, NODES, epochs=(EPOCHS[0], EPOCHS[-1]), now=NOW)
+    state = PairState()
+    for e, r, ids in rows:
+        state.fold(e, r, ids)
+    win = state.window(EPOCHS[0], EPOCHS[-1])
+    ev = widen(collect(ads + records_of(checked), verdicts, now=NOW), win.peers)
+    return compute_pairs(ev, win, now=NOW, epoch_s=EPOCH_S, params=PARAMS)
+
+
+def _cred(table, who) -> float:
+    return float(table.client_credibility[table.peers.index(who.peer_id)])
+
+
+@pytest.fixture(scope="module")
+def history():
+    return _history()
+
+
+def test_a_refuted_k1_verdict_lowers_the_client_on_records_views(history):
+    records, _rows, _proofs = history
+    table = _by_records(records)
+    assert _cred(table, SLANDERER) < 0.5
+    # the honest client whose verdict the replicas upheld keeps full credibility
+    assert _cred(table, CLIENTS[0]) == 1.0
+    # the same history where the slanderer said ok (and escalated nothing)
+    clean, _r, _p = _history(slander=False)
+    assert _cred(_by_records(clean), SLANDERER) == 1.0
+    # the victim, upheld by every replica, lost nothing
+    assert table.get(VICTIM.peer_id).disputes_lost == 0
+
+
+def test_a_refuted_k1_verdict_lowers_the_client_on_digest_views(history):
+    _records, rows, proofs = history
+    table = _by_digests(rows, proofs)
+    assert _cred(table, SLANDERER) < 0.5
+    assert _cred(table, CLIENTS[0]) == 1.0
+    assert table.get(VICTIM.peer_id).disputes_lost == 0
+    # without the proofs nothing refutes it (its bare wrongs count for nothing either)
+    assert _cred(_by_digests(rows, []), SLANDERER) == 1.0
+
+
+def test_an_upheld_k1_verdict_convicts_the_node_on_both_paths(history):
+    records, rows, proofs = history
+    for table in (_by_records(records), _by_digests(rows, proofs)):
+        assert table.get(CHEATER.peer_id).disputes_lost > 0
+        for h in HONEST:
+            assert table.get(h.peer_id).disputes_lost == 0
+        assert table.get(CHEATER.peer_id).quality < min(
+            table.get(h.peer_id).quality for h in HONEST
+        )
+
+
+def test_both_paths_judge_the_contested_tasks_alike(history):
+    """The same receipts are upheld and lost on both paths (the rule is one:
+    ``dispute_verdicts`` over the task's receipts, the client's verdict not a vote)."""
+    records, rows, proofs = history
+    by_r, by_d = _by_records(records), _by_digests(rows, proofs)
+    for who in (CHEATER, *HONEST):
+        assert by_r.get(who.peer_id).disputes_lost == by_d.get(who.peer_id).disputes_lost
+    # and the refuted verdicts cost the slanderer the same credibility, to the bit
+    assert _cred(by_d, SLANDERER) == _cred(by_r, SLANDERER) < 1.0
+
+
+def test_an_agreeing_proof_needs_the_verdict():
+    """Without the client's verdict an all-agreeing task proves nothing: refused, typed."""
+    _records, _rows, proofs = _history(cheat=False, with_verdict=False)
+    _unused, verdicts = _ads()
+    with pytest.raises(ProofError) as err:
+        check_dispute_proof(
+            proofs[0],
+            now=NOW,
+            epochs=(EPOCHS[0], EPOCHS[-1]),
+            verdict_of=lambda peer, _e: verdicts.get(peer),
+            ranks_of=lambda offer: {n.peer_id: frozenset({0}) for n in NODES},
+        )
+    assert err.value.reason is ProofReason.NO_OFFENCE
