@@ -3,9 +3,11 @@
 Real py-libp2p hosts on loopback, real enclave processes (simulated TEE), the real client.
 A hostile client sends inputs that cannot open (junk in place of the sealed bytes, signed
 as its own) and then, as the attack goes, publishes ``timeout`` feedback on the node that
-took each task. The node's enclave signs a refusal of each input; the refusals spread
-through the feeds, and the views built from them leave the node's standing where it was
-and lower the client's credibility. Before refusals, each such task was an undelivered
+took each task. The node's enclave signs a refusal of each input. On a records network the
+refusals spread through the feeds, and the views built from them leave the node's standing
+where it was and lower the client's credibility; on a digest network they stay with the
+parties and the node's work digest counts them (``refused`` leaves), with the same effect
+in every peer's view. Before refusals, each such task was an undelivered
 claim and a timeout against the node (measured: throughput 0.990 -> 0.707 for 100 tasks).
 """
 
