@@ -88,14 +88,15 @@ VIEWS = ("records", "digests")
 
 def dev_network_file(folder: Path, views: str) -> Path | None:
     """A copy of the dev network's file (and its attestation policy) in ``folder`` with
-    ``reputation_source = views``; None for ``"records"`` (the shipped file, unchanged)."""
-    if views == "records":
+    ``reputation_source = views``; None for ``"digests"`` (the shipped file's default,
+    unchanged)."""
+    if views == "digests":
         return None
     from repp2p.config import BOOTSTRAP_DIR
 
     folder.mkdir(parents=True, exist_ok=True)
     text = (BOOTSTRAP_DIR / "dev.toml").read_text()
-    marker = '# reputation_source = "records"'
+    marker = '# reputation_source = "digests"'
     if marker not in text:
         raise SystemExit(f"{BOOTSTRAP_DIR / 'dev.toml'} no longer has the line {marker!r}")
     (folder / "dev.toml").write_text(text.replace(marker, f'reputation_source = "{views}"'))

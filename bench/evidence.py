@@ -54,7 +54,7 @@ except ImportError:  # pragma: no cover - only against an older checkout
     Assignments = None  # type: ignore[assignment,misc]
 
 N_NODES, N_CLIENTS, PER_EPOCH, EPOCHS = 50, 5, 300, 10
-PARAMS = NetworkParams(name="bench", epoch_s=60)
+PARAMS = NetworkParams(name="bench", epoch_s=60, reputation_source="records")  # views of records
 FAR = 2**40
 M = hashlib.sha256(b"echo").digest()
 

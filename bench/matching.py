@@ -76,7 +76,11 @@ def build_view() -> View:
         ads=ads,
         verdicts=verdicts,
     )
-    return View.from_evidence(evidence, epoch=EPOCH, params=NetworkParams("bench", epoch_s=EPOCH_S))
+    return View.from_evidence(
+        evidence,
+        epoch=EPOCH,
+        params=NetworkParams("bench", epoch_s=EPOCH_S, reputation_source="records"),
+    )
 
 
 def make_tasks(n: int) -> list[TaskOffer]:

@@ -85,11 +85,13 @@ class NetworkParams:
             ``<= E - task_record_lag``, epochs, 1..100 (default 2): tasks in flight at a
             boundary keep producing records, and peers building a view moments apart must
             not see different reputations.
-        reputation_source: what views score nodes from, ``"records"`` (default: every
-            task's offer, claims, receipts and feedback of the window, re-read at each view)
-            or ``"digests"`` (each sealed epoch's reconciled digest count rows, folded once:
-            a view costs O(new digests); docs/core.md, "Views from digests"). Digests of
-            ``E`` enter the view of ``V`` from ``E <= V - digest_lag``.
+        reputation_source: what views score nodes from, ``"digests"`` (default: each
+            sealed epoch's reconciled digest count rows, folded once, so a view costs
+            O(new digests) and per-task records stay with their parties; docs/core.md,
+            "Views from digests") or ``"records"`` (every task's offer, claims, receipts
+            and feedback of the window, re-read at each view; every peer then pulls every
+            task's records on feeds). Digests of ``E`` enter the view of ``V`` from
+            ``E <= V - digest_lag``.
         heartbeat_lag: heartbeats enter the view of ``E`` from epochs ``<= E -
             heartbeat_lag``, epochs, 1..100 (default 1), at most
             ``matching.heartbeat_max_age_epochs - reputation.heartbeat_period_epochs + 1``
@@ -110,7 +112,7 @@ class NetworkParams:
     policy: str = ""
     task_record_lag: int = TASK_RECORD_LAG
     heartbeat_lag: int = HEARTBEAT_LAG
-    reputation_source: str = "records"
+    reputation_source: str = "digests"
     matching: MatchingParams = dataclasses.field(default_factory=MatchingParams)
     reputation: ReputationParams = dataclasses.field(default_factory=ReputationParams)
     ledger: LedgerParams = dataclasses.field(default_factory=LedgerParams)

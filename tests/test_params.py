@@ -146,6 +146,8 @@ def test_dev_network_file_gives_the_devnets_epoch():
     assert dev.name == "dev" and dev.epoch_s == EPOCH_S == 10
     assert dev.policy_file == "policy-dev.toml" and (BOOTSTRAP_DIR / dev.policy_file).exists()
     assert (dev.task_record_lag, dev.heartbeat_lag) == (2, 1)
+    # Live networks score nodes from digests unless their file says "records" (issue 14).
+    assert dev.reputation_source == NetworkParams("x").reputation_source == "digests"
     # No section in the file: the classes' defaults.
     assert (dev.matching, dev.reputation, dev.ledger) == (
         MatchingParams(),

@@ -16,9 +16,11 @@ from repp2p.store import SqliteRecordStore
 from repp2p.testing import factories
 from repp2p.viewer import ViewKeeper, before_epoch
 
-#: rank 0 alone may hold a k = 1 task: every other node is unasked
+#: rank 0 alone may hold a k = 1 task: every other node is unasked; views of records (a
+#: digest view reads no claim: a node's work is checked by audits, docs/digests.md)
 PARAMS = NetworkParams.load("dev").replace(
-    matching=MatchingParams(failover_depth=0, dispute_max_replicas=0)
+    reputation_source="records",
+    matching=MatchingParams(failover_depth=0, dispute_max_replicas=0),
 )
 EPOCH = factories.NOW // PARAMS.epoch_s
 NOW = EPOCH * PARAMS.epoch_s

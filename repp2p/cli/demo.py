@@ -3,7 +3,9 @@
 A devnet of node processes (one of them deliberately returning wrong results) and an
 in-process client submitting tasks over the engines with redundancy. It shows progress,
 latency percentiles, the reputation table, REP balances, and the cheating node being
-caught by redundancy and then phased out (a hard penalty for a proven wrong result).
+caught by redundancy: on a records network phased out at once (a hard penalty for a
+proven wrong result); on a digest network (the default) its dispute proof drops its
+reputation to the bottom, and a phase-out follows after ``phase_out_epochs`` views.
 Every node runs the SIMULATED TEE: development only, no real security.
 """
 
@@ -114,9 +116,9 @@ async def _main(args: argparse.Namespace, folder: Path) -> None:
             async with trio.open_nursery() as nursery:
                 for _ in range(args.concurrency):
                     nursery.start_soon(worker)
-            # Let the task records settle into the view (task_record_lag boundaries), so the
-            # proof against the cheater is in it.
-            lag = client.views.params.task_record_lag
+            # Let the last tasks settle into the view (_view_lag boundaries), so the proof
+            # against the cheater is in it.
+            lag = _view_lag(client.views.params)
             epoch = int(client.clock.now()) // EPOCH_S + lag
             await trio.sleep(max(0.0, epoch * EPOCH_S - client.clock.now()) + 1.0)
             print(stats.progress(args.tasks))
@@ -126,6 +128,15 @@ async def _main(args: argparse.Namespace, folder: Path) -> None:
         with trio.CancelScope(shield=True):
             print("stopping every node process...", flush=True)
             await devnet.stop()
+
+
+def _view_lag(params) -> int:
+    """Epochs before a task's outcome counts in views: its records' ``task_record_lag`` on
+    a records network; on a digest network its digests' (and dispute proof's)
+    ``digest_lag``."""
+    if params.reputation_source == "digests":
+        return params.digest_lag
+    return params.task_record_lag
 
 
 class _Stats:
@@ -174,9 +185,17 @@ def _report(
     if params.reputation_source == "digests":
         # the client holds only its own tasks' records there: settle from the digests
         # (provisional until each epoch's digests are out and folded: docs/ledger.md)
-        from repp2p.digest_ledger import digest_report
+        from repp2p.digest_ledger import HeldProofs, digest_report
 
-        ledger = digest_report(client.store, client.views.policy, params, now=now)
+        keeper = client.views.keeper
+        ledger = digest_report(
+            client.store,
+            keeper.policy,
+            params,
+            now=now,
+            verdicts=dict(view.evidence.verdicts),
+            proofs=HeldProofs.of(keeper),
+        )
     else:
         records = client.store.query()
         attested = client.views.verdicts(records, now)
@@ -190,7 +209,7 @@ def _report(
         )
     print(
         f"\nreputation in the client's view of epoch {epoch} (any peer computes the same "
-        "from the same records):"
+        f"from the same {params.reputation_source}):"
     )
     print(
         f"  {'node':<10} {'peer id':<16} {'rep':>5} {'uptime':>6} {'success':>7} "
@@ -223,14 +242,28 @@ def _report(
     later = sum(
         n
         for e, n in stats.cheater_tasks_by_epoch.items()
-        if e > stats.caught_epoch + params.task_record_lag
+        if e > stats.caught_epoch + _view_lag(params)
     )
-    until = "forever" if entry.until_epoch >= 2**40 else f"epoch {entry.until_epoch}"
-    phased_out = "yes" if view.penalties.is_penalised(cheater, epoch) else "no"
+    if view.penalties.is_penalised(cheater, epoch):
+        until = "forever" if entry.until_epoch >= 2**40 else f"epoch {entry.until_epoch}"
+        outcome = f"phased out: yes (penalised until {until})"
+    else:
+        # a digest network counts a proven wrong result as lost disputes, not as an
+        # offence: the node ranks last, and is phased out only once it has stayed below
+        # phase_out_permille for phase_out_epochs views (docs/core.md)
+        rp = params.reputation
+        try:
+            rep = view.reputation.get(cheater)
+            now_at = f"reputation {rep.permille}, success {rep.success:.2f}; "
+        except KeyError:  # not in this view's table (no ad or heartbeat counted yet)
+            now_at = ""
+        outcome = (
+            f"phased out: not yet ({now_at}phased out after {rp.phase_out_epochs} views "
+            f"below {rp.phase_out_permille})"
+        )
     print(
-        f"\ncheater {names[cheater]}: caught in epoch {stats.caught_epoch}; phased out: "
-        f"{phased_out} (penalised until {until}); tasks given to it after its penalty took "
-        f"effect: {later}"
+        f"\ncheater {names[cheater]}: caught in epoch {stats.caught_epoch}; {outcome}; "
+        f"tasks given to it once the proof counted in views: {later}"
     )
     if entry.evidence:
         print(

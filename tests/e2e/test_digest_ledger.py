@@ -38,7 +38,7 @@ def _network_file(folder: Path, params: NetworkParams) -> Path:
     folder.mkdir(parents=True)
     text = (BOOTSTRAP_DIR / "dev.toml").read_text()
     for old, new in (
-        ('# reputation_source = "records"', 'reputation_source = "digests"'),
+        ('# reputation_source = "digests"', 'reputation_source = "digests"'),
         ("epoch_s = 10", f"epoch_s = {params.epoch_s}"),
     ):
         assert old in text

@@ -14,18 +14,24 @@ import trio
 from repp2p.cli.devnet import EPOCH_S, Devnet
 from repp2p.client import Client
 from repp2p.ledger import replay
+from repp2p.network_params import NetworkParams
 from repp2p.records import Claim, Feedback
 from repp2p.reputation import collect, compute
 from repp2p.store import SqliteRecordStore
 from repp2p.testing.network import dev_params, node_config, start_node
 
-from .conftest import wait_until
+from .conftest import records_network_file, wait_until
 
 pytestmark = pytest.mark.slow
 
 
 async def test_sigkill_of_the_claimed_node_mid_task_fails_over(tmp_path):
-    devnet = Devnet(tmp_path / "net", 3, ["echo"], extra={"task_delay_s": 3.0})
+    # On a records network, where the claim reaches the client by the feeds while the node
+    # still runs the task (a digest network's failover, where nothing carries claims:
+    # test_task_records_stay.py::test_failover_without_the_feed).
+    network_file = records_network_file(tmp_path / "network")
+    extra = {"task_delay_s": 3.0, "network_file": str(network_file)}
+    devnet = Devnet(tmp_path / "net", 3, ["echo"], extra=extra)
     try:
         with trio.fail_after(90):
             await devnet.start()
@@ -36,8 +42,10 @@ async def test_sigkill_of_the_claimed_node_mid_task_fails_over(tmp_path):
             for info in devnet.info
         }
         async with Client.open(
-            [devnet.info[0]["addrs"][0]], data_dir=tmp_path / "client"
-        ) as client:  # the devnet runs the dev network's own parameters
+            [devnet.info[0]["addrs"][0]],
+            data_dir=tmp_path / "client",
+            network_params=NetworkParams.load("dev", network_file),
+        ) as client:  # the devnet's network parameters
             assert await client.wait_for_nodes("echo", 4, timeout=3 * EPOCH_S) >= 4
             killed: list[str] = []
 
@@ -72,12 +80,15 @@ async def test_sigkill_of_the_claimed_node_mid_task_fails_over(tmp_path):
 
 
 async def test_restarted_node_keeps_records_and_reputation(tmp_path):
+    # On a records network: the reputation and ledger checked below are computed from every
+    # task's records (a digest network's restart: test_digest_restart.py).
+    params = dev_params().replace(reputation_source="records")  # 5-s epochs
     async with trio.open_nursery() as nursery:
-        boot = await start_node(nursery, node_config(tmp_path, "boot"))  # 5-s epochs
-        config = node_config(tmp_path, "worker", (boot.addrs()[0],))
+        boot = await start_node(nursery, node_config(tmp_path, "boot", network_params=params))
+        config = node_config(tmp_path, "worker", (boot.addrs()[0],), network_params=params)
         worker = await start_node(nursery, config)
         async with Client.open(
-            [boot.addrs()[0]], data_dir=tmp_path / "c", network_params=dev_params()
+            [boot.addrs()[0]], data_dir=tmp_path / "c", network_params=params
         ) as client:
             assert await client.wait_for_nodes("echo", 2, timeout=15) >= 2
             for i in range(4):

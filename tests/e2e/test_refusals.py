@@ -3,9 +3,11 @@
 Real py-libp2p hosts on loopback, real enclave processes (simulated TEE), the real client.
 A hostile client sends inputs that cannot open (junk in place of the sealed bytes, signed
 as its own) and then, as the attack goes, publishes ``timeout`` feedback on the node that
-took each task. The node's enclave signs a refusal of each input; the refusals spread
-through the feeds, and the views built from them leave the node's standing where it was
-and lower the client's credibility. Before refusals, each such task was an undelivered
+took each task. The node's enclave signs a refusal of each input. On a records network the
+refusals spread through the feeds, and the views built from them leave the node's standing
+where it was and lower the client's credibility; on a digest network they stay with the
+parties and the node's work digest counts them (``refused`` leaves), with the same effect
+in every peer's view. Before refusals, each such task was an undelivered
 claim and a timeout against the node (measured: throughput 0.990 -> 0.707 for 100 tasks).
 """
 
@@ -29,10 +31,12 @@ pytestmark = pytest.mark.slow
 BAD_TASKS = 3
 
 
-async def test_bad_inputs_cost_the_client_not_the_node(tmp_path, monkeypatch):
-    async with local_network(tmp_path, 2) as nodes:
+@pytest.mark.parametrize("source", ["records", "digests"])
+async def test_bad_inputs_cost_the_client_not_the_node(tmp_path, monkeypatch, source):
+    params = dev_params().replace(reputation_source=source)
+    async with local_network(tmp_path, 2, network_params=params) as nodes:
         ctx = Client.open(
-            [nodes[0].addrs()[0]], data_dir=tmp_path / "client", network_params=dev_params()
+            [nodes[0].addrs()[0]], data_dir=tmp_path / "client", network_params=params
         )
         client = await ctx.__aenter__()
         try:
@@ -86,6 +90,9 @@ async def test_bad_inputs_cost_the_client_not_the_node(tmp_path, monkeypatch):
                         reply = await client.streams.request(signed.signer, request)
                     assert reply == {"ok": True, "stored": 1}
             monkeypatch.undo()
+            if source == "digests":
+                await _counted_from_digests(client, nodes, refused)
+                return
 
             # The refusals spread through the feeds to every peer, the client too.
             def everywhere() -> bool:
@@ -127,3 +134,28 @@ async def test_bad_inputs_cost_the_client_not_the_node(tmp_path, monkeypatch):
                 assert blamed.client_credibility[bad] == 1.0
         finally:
             await ctx.__aexit__(None, None, None)
+
+
+async def _counted_from_digests(client, nodes, refused) -> None:
+    """On a digest network the refusals stay with the task's parties; the node's work
+    digest counts each as ``refused`` (its leaf names the Refusal) and every peer's view
+    folds it: out of the node's throughput, against the client's credibility, and the
+    client's timeout verdicts on those tasks count for nothing (double entry)."""
+    assert len(client.store.query(type=Refusal.TYPE)) == len(refused)  # handed back
+    params = client.views.params
+    offers = client.store.query(type="TaskOffer", signer=client.peer_id)
+    last = max(o.record.epoch for o in offers)
+    # views count the digests of `last` from the view of `last + digest_lag`: the parties
+    # publish them once `last` is sealed, at their phase of the epoch
+    epoch = last + params.digest_lag
+    with trio.fail_after((epoch + 1) * EPOCH_S - client.clock.now() + 5):
+        await trio.sleep(max(0.0, epoch * EPOCH_S - client.clock.now() + 0.6))
+    prior = params.reputation.prior_throughput
+    for keeper in [client.views] + [n.views for n in nodes]:
+        table = keeper.view(epoch).reputation
+        for peer in {p for _, p in refused}:
+            # every claim the node did not refuse was delivered: its throughput is at or
+            # above the prior; counted as undelivered claims (the old accounting) the
+            # refused tasks would pull it well below (3 of about 4 claims)
+            assert table.components[2, table.index(peer)] >= prior
+        assert table.client_credibility[table.index(client.peer_id)] < 1.0

@@ -88,7 +88,7 @@ def _digest_network_file(folder: Path) -> Path:
     """The dev network's file with ``reputation_source = "digests"`` (and its policy)."""
     folder.mkdir(parents=True)
     text = (BOOTSTRAP_DIR / "dev.toml").read_text()
-    marker = '# reputation_source = "records"'
+    marker = '# reputation_source = "digests"'
     assert marker in text
     (folder / "dev.toml").write_text(text.replace(marker, 'reputation_source = "digests"'))
     shutil.copy(BOOTSTRAP_DIR / "policy-dev.toml", folder / "policy-dev.toml")

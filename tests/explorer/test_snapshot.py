@@ -22,7 +22,9 @@ from repp2p.store import SqliteRecordStore
 from repp2p.testing import factories
 from repp2p.viewer import ViewKeeper
 
-DEV = NetworkParams.load("dev")  # 10-s epochs
+# 10-s epochs; views of records: the fixtures are task records (a digest network's
+# explorer: tests/e2e/test_digest_ledger.py)
+DEV = NetworkParams.load("dev").replace(reputation_source="records")
 EPOCH = factories.NOW // DEV.epoch_s
 NOW = EPOCH * DEV.epoch_s + 4  # 40% into the epoch
 FAR = factories.far_future(NOW)

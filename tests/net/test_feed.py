@@ -17,7 +17,7 @@ from repp2p.net.params import FeedParams
 from repp2p.records import Claim, Feedback, Heartbeat, decode, sign
 from repp2p.store import SqliteRecordStore
 from repp2p.testing import factories
-from repp2p.testing.network import local_network
+from repp2p.testing.network import dev_params, local_network
 
 LOCAL = multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")
 NOW = 1_700_000_000
@@ -246,7 +246,9 @@ async def test_server_drops_a_request_dripped_byte_by_byte(tmp_path, monkeypatch
 
 
 async def test_task_records_reach_every_node_without_gossip(tmp_path):
-    async with local_network(tmp_path, 5) as nodes:
+    # feeds run on records networks only (on a digest network no peer serves them)
+    records = dev_params().replace(reputation_source="records")
+    async with local_network(tmp_path, 5, network_params=records) as nodes:
         for node in nodes:
             assert not node.config.feed.gossip_task_records
         origin = nodes[3]

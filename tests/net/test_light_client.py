@@ -22,14 +22,17 @@ from repp2p.testing import factories
 from repp2p.testing.network import dev_params, node_config, start_node
 
 DIGEST_VIEWS = dev_params().replace(reputation_source="digests")
+RECORD_VIEWS = dev_params().replace(reputation_source="records")
 
 
 def test_who_holds_only_its_own_tasks():
     assert holds_only_own_tasks("client", DIGEST_VIEWS)
     assert holds_only_own_tasks("full", DIGEST_VIEWS)
     # views from records need every task's records: every peer then keeps them
-    assert not holds_only_own_tasks("client", dev_params())
-    assert not holds_only_own_tasks("full", dev_params())
+    assert not holds_only_own_tasks("client", RECORD_VIEWS)
+    assert not holds_only_own_tasks("full", RECORD_VIEWS)
+    # the default: a network file that does not name its source has views from digests
+    assert holds_only_own_tasks("full", dev_params())
     light = subscribed_topics(light=True)
     assert set(light) == {TOPICS[f] for f in LIGHT_FAMILIES}
     for t in FEED_TYPES:
