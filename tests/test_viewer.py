@@ -18,7 +18,7 @@ from repp2p.viewer import ViewKeeper, before_epoch
 
 NOW = 1  # the views here are of epochs a few 10-s epochs after the unix epoch
 FAR = factories.far_future(NOW)
-DEV = dev_params(10)  # a heartbeat every epoch
+DEV = dev_params(10).replace(reputation_source="records")  # 10-s epochs, views of records
 
 
 def _keeper(store, params=DEV, **kw):

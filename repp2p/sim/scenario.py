@@ -278,12 +278,13 @@ class Scenario:
     def network_params(self) -> NetworkParams:
         """The simulated network's shared parameters: ``epoch_s`` and the three params
         tables, as a live network's file gives them (its digest enters every view's).
-        With ``reputation_source = "digests"`` also that source and the digest schedule
-        (``[digest_params]``, which sets ``digest_lag``); a records run leaves both at
-        the defaults, so its view digests (and trace hashes) are those of before."""
-        extra: dict[str, Any] = {}
+        Always the run's ``reputation_source`` (a live network's default is digests; a
+        records run must say records), and with ``"digests"`` the digest schedule
+        (``[digest_params]``, which sets ``digest_lag``); a records run leaves that at the
+        default, so its view digests (and trace hashes) are those of before."""
+        extra: dict[str, Any] = {"reputation_source": self.reputation_source}
         if self.reputation_source != "records":
-            extra = {"reputation_source": self.reputation_source, "digests": self.digest_params}
+            extra["digests"] = self.digest_params
         return NetworkParams(
             name="sim",
             epoch_s=self.epoch_s,

@@ -81,7 +81,9 @@ def test_records_runs_are_unchanged_by_the_key():
     )
     assert explicit == plain
     assert "reputation_source" not in plain.to_dict()
-    assert plain.network_params == NetworkParams(name="sim", epoch_s=plain.epoch_s)
+    assert plain.network_params == NetworkParams(
+        name="sim", epoch_s=plain.epoch_s, reputation_source="records"
+    )
     a = simulate(plain)
     assert a.trace_hash == simulate(explicit).trace_hash
     assert "reputation_source" not in a.summary and "digest_lag" not in a.summary
