@@ -1,10 +1,11 @@
 """Benchmark: what an idle devnet costs each node (issue 14, "idle cost per node").
 
 Starts a devnet of N ``repp2p node run`` processes plus its bootstrap on 127.0.0.1 (as
-bench/scaling.py does; ``--views digests`` on a copy of the dev network's file whose views
-come from digests), waits until every node is synced and has peers, lets it run
-``--settle`` seconds (first views, first digests), and then measures, with no task at all,
-over ``--seconds`` (whole epochs, so every window holds the same number of boundaries):
+bench/scaling.py does; views from digests, the dev network as shipped, unless ``--views
+records`` runs a copy of its file with views from records), waits until every node is
+synced and has peers, lets it run ``--settle`` seconds (first views, first digests), and
+then measures, with no task at all, over ``--seconds`` (whole epochs, so every window holds
+the same number of boundaries):
 
 * **CPU**: node-process CPU per node per second (cores), from Linux /proc, the enclave
   processes beside it. Noisy on a shared machine: the machine's busy CPU is printed too.
@@ -20,7 +21,7 @@ writes the folded stacks beside the JSON line's ``profile`` path. Ends with one 
 ``baseline`` is ``--baseline`` (cores per node idle, 0 when not given) and ``ratio`` this
 run's figure over it.
 
-    python bench/idle.py [--nodes 8] [--seconds 60] [--settle 40] [--views digests]
+    python bench/idle.py [--nodes 8] [--seconds 60] [--settle 40] [--views records]
                          [--profile 3] [--baseline 0.04]
 """
 
@@ -181,7 +182,7 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=8, help="nodes besides the bootstrap")
     parser.add_argument("--seconds", type=float, default=60.0, help="window (whole epochs)")
     parser.add_argument("--settle", type=float, default=40.0, help="wait before the window")
-    parser.add_argument("--views", choices=VIEWS, default="records")
+    parser.add_argument("--views", choices=VIEWS, default="digests")
     parser.add_argument("--ready-timeout", type=float, default=180.0)
     parser.add_argument("--profile", type=int, default=None, help="py-spy this node index")
     parser.add_argument("--profile-out", default=None)

@@ -57,9 +57,10 @@ requiring all of them would stop the bench there.
 Per size it also prints p50/p99 latency (submit -> verified, tasks completed in the
 window), tasks/s, how many nodes served tasks, connection churn during the windows, and
 the records each node holds per type at the end (``/status`` "records").
-``--views digests`` runs every devnet on a network whose views come from digests (a copy
-of the dev network's file with ``reputation_source = "digests"``): per-task records then
-stay with their parties, so the every-node part of the figure should vanish.
+Every devnet runs the dev network as shipped, whose views come from digests: per-task
+records stay with their parties, so the every-node part of the figure should vanish.
+``--views records`` runs a copy of its file with ``reputation_source = "records"``
+(every node pulls every task's records) for comparison.
 Target (issue 14): the 32-node figure <= 1/4 of the 4-node figure (``ratio``, the largest
 size's figure over the smallest's, <= 0.25). Ends with one JSON line.
 
@@ -434,7 +435,7 @@ def main() -> None:
     parser.add_argument(
         "--views",
         choices=VIEWS,
-        default="records",
+        default="digests",
         help="what views score nodes from (reputation_source); on digests, per-task records "
         "stay with their parties",
     )

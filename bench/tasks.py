@@ -13,17 +13,18 @@ Starts a devnet of `repp2p node run` processes (default 16 nodes + bootstrap) on
   transport, client or serving cost.
 
 `--task-records gossip` runs the same with per-task records published on GossipSub (the
-design before /repp2p/feed/1), for comparison. `--views digests` runs it on a network
-whose views come from digests (a copy of the dev network's file with
-`reputation_source = "digests"`): per-task records then stay with their parties (no feed,
-no per-task gossip), and the replication floor printed does not apply.
+design before /repp2p/feed/1), for comparison. By default (`--views digests`, the dev
+network as shipped) views come from digests: per-task records stay with their parties (no
+feed, no per-task gossip), and the replication floor printed does not apply;
+`--views records` runs a copy of the dev network's file with
+`reputation_source = "records"`, where it does.
 
 Baseline, measured in the same run: the enclave alone — seal, execute in a simulated
 enclave process, open and verify the receipt — with no network, matching or gossip.
 Targets (issue 6): p50 <= 25 ms, p99 <= 100 ms, >= 300 tasks/s. Ends with one JSON line.
 
     python bench/tasks.py [--nodes 16] [--tasks 200] [--concurrency 16] [--seconds 15]
-                          [--task-records feed|gossip] [--views records|digests]
+                          [--task-records feed|gossip] [--views digests|records]
 """
 
 from __future__ import annotations
@@ -201,7 +202,7 @@ def main() -> None:
     parser.add_argument(
         "--views",
         choices=VIEWS,
-        default="records",
+        default="digests",
         help="what views score nodes from (reputation_source); on digests, per-task records "
         "stay with their parties: no feed, --task-records is ignored",
     )
