@@ -3,9 +3,10 @@
 A devnet of node processes (one of them deliberately returning wrong results) and an
 in-process client submitting tasks over the engines with redundancy. It shows progress,
 latency percentiles, the reputation table, REP balances, and the cheating node being
-caught by redundancy: on a records network phased out at once (a hard penalty for a
-proven wrong result); on a digest network (the default) its dispute proof drops its
-reputation to the bottom, and a phase-out follows after ``phase_out_epochs`` views.
+caught by redundancy: its lost disputes (judged from the task records on a records
+network, from the dispute proof on a digest network, the default) drop its reputation to
+the bottom, and a phase-out follows after ``phase_out_epochs`` views (at once on a records
+network with ``wrong_result_hard = true``).
 Every node runs the SIMULATED TEE: development only, no real security.
 """
 

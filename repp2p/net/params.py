@@ -1,6 +1,7 @@
 """Frozen, validated parameters of the network layer (one object per concern).
 
-Gossip volume: a node gossips its heartbeats, attestations and ads; per-task records spread
+Gossip volume: a node gossips its heartbeats, attestations, ads and digests; per-task records
+stay with their parties on a digest network (the default) and on a records network spread
 by pulls over ``/repp2p/feed/1`` (FeedParams), not by gossip, unless ``gossip_task_records``
 is set. Then one peer can legitimately originate bursts far above py-libp2p's default spam
 cap (10 messages/s per peer and topic), so GossipParams raises the per-peer rate

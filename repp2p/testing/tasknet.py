@@ -216,7 +216,9 @@ class TaskNet:
     ) -> None:
         self.clock = clock
         self.epoch_s = epoch_s
-        self.params = dev_params(epoch_s)
+        # a records network: the bus hands every record to every peer, as feeds do (on a
+        # digest network per-task records would reach the task's parties only)
+        self.params = dev_params(epoch_s).replace(reputation_source="records")
         self.timers = timers
         self.bus = _Bus()
         self._first = _FirstToRun()

@@ -63,6 +63,10 @@ async def test_every_engine_end_to_end(tmp_path):
                 server = next(n for n in nodes if n.peer_id == result.proof.node)
                 for held in (server.store.get(receipt_id), client.store.get(receipt_id)):
                     assert isinstance(held.record, Receipt) and held.signer == server.peer_id
+                # ... and by nobody else: no feed, no gossip of per-task records
+                assert [
+                    n.peer_id for n in nodes if n is not server and n.store.has(receipt_id)
+                ] == []
         finally:
             await ctx.__aexit__(None, None, None)
 
