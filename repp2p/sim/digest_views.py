@@ -214,8 +214,9 @@ class DigestViews:
     @property
     def settle_lag(self) -> int:
         """Epochs between an epoch and its settlement from digest rows: the ledger's
-        grace period, but never before the epoch's rows are folded (``digest_lag``)."""
-        return max(1 + self.params.ledger.grace_epochs, self.digest_lag)
+        grace period, but never before the epoch's rows are folded (``digest_lag``): the
+        live ledger's rule (:meth:`repp2p.ledger.LedgerParams.settle_lag`)."""
+        return self.params.ledger.settle_lag(self.digest_lag)
 
     def digest_window(self, epoch: int) -> tuple[int, int]:
         """``(lo, hi)``: the digest epochs the view of ``epoch`` counts (the keeper's)."""
