@@ -230,21 +230,26 @@ def _dispute_result_keys() -> dict[str, bytes]:
 
 def _replica_request(data: bytes) -> bool:
     """One framed task request through the node's replica admission, as
-    ``repp2p.node.serving`` runs it: the request's shape (``dispute``, ``releases``, offer
-    and sealed input), then ``check_offer``, ``check_fresh``, ``may_be_replica``,
-    ``check_dispute`` (the carried
-    receipts, against the attested enclave keys of the target's nodes) and ``replica_rank``
-    for the fifth node of the ranking (``dispute_max_replicas`` 2). Accepted: the request
-    would make that node run a replica."""
+    ``repp2p.node.serving`` runs it: the request's shape (``dispute``, ``verdict``,
+    ``claims``, ``releases``, offer and sealed input), then ``check_offer``,
+    ``check_fresh``, ``may_be_replica``, ``check_dispute`` (the carried receipts, against
+    the attested enclave keys of the target's nodes; ``contested`` with a verdict), for a
+    k = 1 request ``check_verdict`` and ``check_verdict_claims``, the handed releases
+    (``releases_in``) and ``replica_rank`` for the fifth node of the ranking
+    (``dispute_max_replicas`` 2). The client's credibility, read from the node's view and
+    no part of the request, is not checked. Accepted: the request would make that node run
+    a replica."""
     from repp2p import tasks
     from repp2p.net.framing import FrameReader
-    from repp2p.node.serving import _parse, _pop_dispute
+    from repp2p.node.serving import _parse, _pop_claims, _pop_dispute, _pop_verdict
 
     obj = _drive(FrameReader(_BytesStream(data), max_frame=64 * 1024).read_cbor())
     if obj is None:
         return False
     request, dispute = _pop_dispute(obj)
-    offer_data, _sealed, _releases = _parse(request)
+    request, verdict = _pop_verdict(request, dispute)
+    request, claims = _pop_claims(request, verdict)
+    offer_data, _sealed, releases = _parse(request)
     if dispute is None:
         return False
     offer = tasks.check_offer(offer_data, now_ms=_TASK_NOW_MS)
@@ -268,21 +273,32 @@ def _replica_request(data: bytes) -> bool:
         now_ms=_TASK_NOW_MS,
         may_have_run=set(ranking),
         result_key_of=keys.get,
+        contested=verdict is not None,
     )
     if isinstance(receipts, tasks.Reject):
         return False
+    if verdict is not None:
+        judged = tasks.check_verdict(verdict, offer, receipts, now_ms=_TASK_NOW_MS)
+        if isinstance(judged, tasks.Reject):
+            return False
+        carried = tasks.check_verdict_claims(claims or [], offer, receipts, now_ms=_TASK_NOW_MS)
+        if isinstance(carried, tasks.Reject):
+            return False
+    handed = tasks.releases_in(releases, offer, now_ms=_TASK_NOW_MS)
     ran = {r.signer for r in receipts}
-    return not isinstance(tasks.replica_rank(ranking, ranking[4], ran, 2), tasks.Reject)
+    released = tasks.released_claimants(handed, offer)
+    rank = tasks.replica_rank(ranking, ranking[4], ran, 2, released=released)
+    return not isinstance(rank, tasks.Reject)
 
 
-def _replica_seeds() -> list[bytes]:
-    from repp2p.records import Receipt, TaskOffer, encode, receipt_message, sign, task_id_for
-    from repp2p.testing.factories import digest, enclave_key, identity
+def _dispute_offer(redundancy: int) -> Any:
+    """The disputed task's signed offer (the dispute client's, of the fuzz clock's epoch)."""
+    from repp2p.records import TaskOffer, sign, task_id_for
+    from repp2p.testing.factories import digest, identity
 
     client = identity("dispute-client")
     result_key = digest("dispute-result-key")
-    expires = NOW + 7200
-    offer = sign(
+    return sign(
         TaskOffer(
             task_id=task_id_for(client.public_key, result_key),
             engine_id="echo",
@@ -290,38 +306,77 @@ def _replica_seeds() -> list[bytes]:
             tee_kinds=(),
             min_reputation=0,
             max_price=2**63,
-            redundancy=3,
+            redundancy=redundancy,
             deadline_ms=_TASK_NOW_MS + 60_000,
             input_digest=digest("input"),
             input_size=5,
             result_key=result_key,
             seq=1,
-            expires=expires,
+            expires=NOW + 7200,
         ),
         client,
     )
 
-    def receipt(node: Any, output: str) -> bytes:
-        key = enclave_key(node.peer_id)
-        unsigned = Receipt(
-            task_id=offer.record.task_id,  # type: ignore[attr-defined]
-            offer_id=offer.record_id,
-            engine_id="echo",
-            measurement=digest("echo"),
-            input_digest=digest("input"),
-            output_digest=digest(output),
-            started_ms=_TASK_NOW_MS - 500,
-            finished_ms=_TASK_NOW_MS - 490,
-            result_key=bytes(key.verify_key),
-            enclave_sig=bytes(64),
-            seq=1,
-            expires=expires,
-        )
-        sig = key.sign(receipt_message(unsigned)).signature
-        return encode(dataclasses.replace(unsigned, enclave_sig=sig), node)
 
+def _dispute_run(offer: Any, node: Any, output: str) -> tuple[Any, Any]:
+    """``node``'s claim and enclave-signed receipt on ``offer``, returning ``output``."""
+    from repp2p.records import Claim, Receipt, receipt_message, sign
+    from repp2p.testing.factories import digest, enclave_key
+
+    o = offer.record
+    claim = sign(
+        Claim(
+            task_id=o.task_id,
+            offer_id=offer.record_id,
+            rank=0,
+            epoch=o.epoch,
+            view_digest=digest("view"),
+            seq=1,
+            expires=o.expires,
+        ),
+        node,
+    )
+    key = enclave_key(node.peer_id)
+    unsigned = Receipt(
+        task_id=o.task_id,
+        offer_id=offer.record_id,
+        engine_id="echo",
+        measurement=digest("echo"),
+        input_digest=o.input_digest,
+        output_digest=digest(output),
+        started_ms=_TASK_NOW_MS - 500,
+        finished_ms=_TASK_NOW_MS - 490,
+        result_key=bytes(key.verify_key),
+        enclave_sig=bytes(64),
+        seq=1,
+        expires=o.expires,
+    )
+    sig = key.sign(receipt_message(unsigned)).signature
+    return claim, sign(dataclasses.replace(unsigned, enclave_sig=sig), node)
+
+
+def _dispute_verdict(offer: Any, node: Any) -> Any:
+    """The offer owner's signed ``wrong`` verdict on ``node`` (k = 1)."""
+    from repp2p.records import Feedback, sign
+    from repp2p.testing.factories import identity
+
+    o = offer.record
+    fb = Feedback(
+        task_id=o.task_id,
+        node=node.peer_id,
+        outcome="wrong",
+        latency_ms=1,
+        rating=0,
+        seq=1,
+        expires=o.expires,
+    )
+    return sign(fb, identity("dispute-client"))
+
+
+def _replica_seeds() -> list[bytes]:
+    offer = _dispute_offer(3)
     n = _dispute_identities()
-    first = [receipt(n[0], "right"), receipt(n[1], "right"), receipt(n[2], "wrong")]
+    first = [_dispute_run(offer, n[i], out)[1].data for i, out in enumerate(("r", "r", "w"))]
     sealed = b"\x00" * 48
     return [
         # the first round's three receipts: nodes 3 and 4 are the replicas
@@ -331,11 +386,85 @@ def _replica_seeds() -> list[bytes]:
             {
                 "offer": offer.data,
                 "sealed": sealed,
-                "dispute": [*first, receipt(n[3], "right")],
+                "dispute": [*first, _dispute_run(offer, n[3], "r")[1].data],
                 "releases": [],
             }
         ),
     ]
+
+
+def _replica_verdict_seeds() -> list[bytes]:
+    """k = 1 replica requests: the client's verdict on node 0, and the claims and receipts
+    of node 0 and the replicas so far (which may all agree)."""
+    offer = _dispute_offer(1)
+    n = _dispute_identities()
+    verdict = _dispute_verdict(offer, n[0]).data
+    sealed = b"\x00" * 48
+    seeds = []
+    for outputs in (("w", "r", "r"), ("r", "r", "r"), ("w", "r", "r", "r")):
+        runs = [_dispute_run(offer, n[i], out) for i, out in enumerate(outputs)]
+        request = {
+            "offer": offer.data,
+            "sealed": sealed,
+            "dispute": [r.data for _c, r in runs],
+            "verdict": verdict,
+            "claims": [c.data for c, _r in runs],
+        }
+        if len(outputs) == 4:
+            release = _dispute_verdict(offer, n[3])  # a wrong verdict releases nobody
+            request["releases"] = [release.data]
+        seeds.append(_frame(request))
+    return seeds
+
+
+def _dispute_proof(data: bytes) -> bool:
+    """A dispute proof from the ``proofs`` topic through ``decode_dispute`` and
+    ``check_dispute_proof`` as a peer checks one on arrival: every rule, with the
+    attestation verdicts and ranks of the target's nodes and the timing of a 10-s epoch
+    network (``dispute_lag`` 5)."""
+    from repp2p.digests.disputes import DisputeTiming, check_dispute_proof, decode_dispute
+
+    epoch = _TASK_NOW_MS // 1000 // _TASK_EPOCH_S
+    verdicts = _dispute_attested()
+    ranks = {p: frozenset({i}) for i, p in enumerate(verdicts)}
+    check_dispute_proof(
+        decode_dispute(data),
+        now=NOW,
+        epochs=(epoch - 4, epoch),
+        verdict_of=lambda peer, _epoch: verdicts.get(peer),
+        ranks_of=lambda _offer: ranks,
+        timing=DisputeTiming(_TASK_EPOCH_S, 5),
+    )
+    return True
+
+
+@functools.cache
+def _dispute_attested() -> dict[str, Any]:
+    from repp2p.reputation import AttestedNode
+
+    return {
+        peer: AttestedNode(
+            peer_id=peer,
+            tee_kind="simulated",
+            measurements=frozenset(),
+            verified=True,
+            attested_at=NOW,
+            result_key=key,
+        )
+        for peer, key in _dispute_result_keys().items()
+    }
+
+
+def _dispute_proof_seeds() -> list[bytes]:
+    from repp2p.digests.disputes import dispute_proof
+
+    n = _dispute_identities()
+    k3 = _dispute_offer(3)
+    k1 = _dispute_offer(1)
+    plain = dispute_proof(k3, [_dispute_run(k3, n[i], o) for i, o in enumerate("rrw")])
+    agreeing = [_dispute_run(k1, n[i], "r") for i in range(3)]
+    contested = dispute_proof(k1, agreeing, _dispute_verdict(k1, n[0]))
+    return [plain.encode(), contested.encode()]
 
 
 def _sync_pull(data: bytes) -> bool:
@@ -692,6 +821,10 @@ def _targets() -> dict[str, Target]:
         Target("frames", _frames, (ProtocolError,), _frame_seeds, 8192),
         Target("sync-pull", _sync_pull, (ProtocolError,), _sync_seeds, 16384),
         Target("replica-request", _replica_request, (ProtocolError,), _replica_seeds, 16384),
+        Target(
+            "replica-verdict", _replica_request, (ProtocolError,), _replica_verdict_seeds, 16384
+        ),
+        Target("dispute-proof", _dispute_proof, (ProofError,), _dispute_proof_seeds, 16384),
         Target("enclave-wire", _enclave_wire, (ReppError, *_wire_errors()), _enclave_seeds),
         Target("node-config", _node_config, (ConfigError,), _node_config_seeds),
         Target("policy", _policy, (ConfigError,), _files("bootstrap/*policy*.toml")),
