@@ -291,23 +291,24 @@ def _replica_request(data: bytes) -> bool:
     return not isinstance(rank, tasks.Reject)
 
 
-def _dispute_offer(redundancy: int) -> Any:
-    """The disputed task's signed offer (the dispute client's, of the fuzz clock's epoch)."""
+def _dispute_offer(redundancy: int, *, epochs_back: int = 0, deadline_ms: int = 0) -> Any:
+    """The disputed task's signed offer (the dispute client's, of the fuzz clock's epoch or
+    ``epochs_back`` before it; its deadline a minute on, or ``deadline_ms``)."""
     from repp2p.records import TaskOffer, sign, task_id_for
     from repp2p.testing.factories import digest, identity
 
     client = identity("dispute-client")
-    result_key = digest("dispute-result-key")
+    result_key = digest(f"dispute-result-key-{redundancy}-{epochs_back}-{deadline_ms}")
     return sign(
         TaskOffer(
             task_id=task_id_for(client.public_key, result_key),
             engine_id="echo",
-            epoch=_TASK_NOW_MS // 1000 // _TASK_EPOCH_S,
+            epoch=_TASK_NOW_MS // 1000 // _TASK_EPOCH_S - epochs_back,
             tee_kinds=(),
             min_reputation=0,
             max_price=2**63,
             redundancy=redundancy,
-            deadline_ms=_TASK_NOW_MS + 60_000,
+            deadline_ms=deadline_ms or _TASK_NOW_MS + 60_000,
             input_digest=digest("input"),
             input_size=5,
             result_key=result_key,
@@ -318,8 +319,18 @@ def _dispute_offer(redundancy: int) -> Any:
     )
 
 
-def _dispute_run(offer: Any, node: Any, output: str) -> tuple[Any, Any]:
-    """``node``'s claim and enclave-signed receipt on ``offer``, returning ``output``."""
+def _dispute_run(
+    offer: Any,
+    node: Any,
+    output: str,
+    *,
+    claim_epoch_delta: int = 0,
+    key: Any = None,
+    enclave_sig: bytes | None = None,
+) -> tuple[Any, Any]:
+    """``node``'s claim and enclave-signed receipt on ``offer``, returning ``output`` (the
+    claim of another epoch, the receipt signed by another ``key`` or with ``enclave_sig``:
+    forgeries)."""
     from repp2p.records import Claim, Receipt, receipt_message, sign
     from repp2p.testing.factories import digest, enclave_key
 
@@ -329,14 +340,14 @@ def _dispute_run(offer: Any, node: Any, output: str) -> tuple[Any, Any]:
             task_id=o.task_id,
             offer_id=offer.record_id,
             rank=0,
-            epoch=o.epoch,
+            epoch=o.epoch + claim_epoch_delta,
             view_digest=digest("view"),
             seq=1,
             expires=o.expires,
         ),
         node,
     )
-    key = enclave_key(node.peer_id)
+    key = key or enclave_key(node.peer_id)
     unsigned = Receipt(
         task_id=o.task_id,
         offer_id=offer.record_id,
@@ -351,7 +362,7 @@ def _dispute_run(offer: Any, node: Any, output: str) -> tuple[Any, Any]:
         seq=1,
         expires=o.expires,
     )
-    sig = key.sign(receipt_message(unsigned)).signature
+    sig = enclave_sig if enclave_sig is not None else key.sign(receipt_message(unsigned)).signature
     return claim, sign(dataclasses.replace(unsigned, enclave_sig=sig), node)
 
 
@@ -426,13 +437,14 @@ def _dispute_proof(data: bytes) -> bool:
 
     epoch = _TASK_NOW_MS // 1000 // _TASK_EPOCH_S
     verdicts = _dispute_attested()
-    ranks = {p: frozenset({i}) for i, p in enumerate(verdicts)}
+    ranks = {i.peer_id: frozenset({r}) for r, i in enumerate(_dispute_identities())}
     check_dispute_proof(
         decode_dispute(data),
         now=NOW,
         epochs=(epoch - 4, epoch),
         verdict_of=lambda peer, _epoch: verdicts.get(peer),
-        ranks_of=lambda _offer: ranks,
+        # the checker holds no view of earlier epochs: it cannot rank their offers
+        ranks_of=lambda offer: ranks if offer.record.epoch == epoch else None,
         timing=DisputeTiming(_TASK_EPOCH_S, 5),
     )
     return True
@@ -440,8 +452,13 @@ def _dispute_proof(data: bytes) -> bool:
 
 @functools.cache
 def _dispute_attested() -> dict[str, Any]:
+    """The attestation verdicts of the dispute nodes and the outsider (attested, never
+    ranked)."""
     from repp2p.reputation import AttestedNode
+    from repp2p.testing.factories import enclave_key, identity
 
+    outsider = identity("dispute-outsider").peer_id
+    keys = {**_dispute_result_keys(), outsider: bytes(enclave_key(outsider).verify_key)}
     return {
         peer: AttestedNode(
             peer_id=peer,
@@ -451,7 +468,7 @@ def _dispute_attested() -> dict[str, Any]:
             attested_at=NOW,
             result_key=key,
         )
-        for peer, key in _dispute_result_keys().items()
+        for peer, key in keys.items()
     }
 
 
@@ -465,6 +482,171 @@ def _dispute_proof_seeds() -> list[bytes]:
     agreeing = [_dispute_run(k1, n[i], "r") for i in range(3)]
     contested = dispute_proof(k1, agreeing, _dispute_verdict(k1, n[0]))
     return [plain.encode(), contested.encode()]
+
+
+# -- the same, structure-aware: valid envelopes put where they do not belong -------------
+#
+# A byte mutator cannot sign, so on the targets above nearly every mutant fails at its
+# first record signature and the rules after it (a verdict on another node, claims out of
+# order, a receipt of an unranked node...) are never reached. These targets read their
+# input as choices from a pool of *validly signed* envelopes (offers, claims, receipts and
+# verdicts of the dispute nodes, an outsider and a stranger client, on several tasks) and
+# build the request or proof from them: every rule is one choice away.
+
+
+@functools.cache
+def _envelope_pool() -> tuple[tuple[str, bytes], ...]:
+    """``(name, envelope)``: what the mix targets choose from (at most 256)."""
+    from repp2p.records import sign
+    from repp2p.testing.factories import enclave_key, identity
+
+    n = _dispute_identities()
+    outsider, stranger = identity("dispute-outsider"), identity("dispute-stranger")
+    k1, k3 = _dispute_offer(1), _dispute_offer(3)
+    # an offer of an earlier epoch the proof checker has no ranking of; one out of its
+    # window, one of the next epoch, one whose dispute closed (deadline in its own epoch)
+    prev = _dispute_offer(1, epochs_back=2)
+    start_ms = (_TASK_NOW_MS // 1000 // _TASK_EPOCH_S - 2) * _TASK_EPOCH_S * 1000
+    pool: list[tuple[str, bytes]] = [
+        ("k1", k1.data),
+        ("k3", k3.data),
+        ("prev", prev.data),
+        ("old", _dispute_offer(1, epochs_back=10).data),
+        ("new", _dispute_offer(1, epochs_back=-1).data),
+        ("closed", _dispute_offer(1, epochs_back=2, deadline_ms=start_ms + 1000).data),
+    ]
+    for tag, offer in (("k1", k1), ("k3", k3), ("prev", prev)):
+        for i, node in enumerate([*n, outsider]):
+            claim, right = _dispute_run(offer, node, "r")
+            pool += [(f"{tag}-claim-{i}", claim.data), (f"{tag}-right-{i}", right.data)]
+            pool.append((f"{tag}-wrong-{i}", _dispute_run(offer, node, "w")[1].data))
+        for i in (0, 1, 6):
+            pool.append((f"{tag}-verdict-{i}", _dispute_verdict(offer, [*n, outsider][i]).data))
+        ok = dataclasses.replace(_dispute_verdict(offer, n[0]).record, outcome="ok")
+        pool.append((f"{tag}-ok-0", sign(ok, identity("dispute-client")).data))
+        forged = _dispute_verdict(offer, n[0]).record
+        pool.append((f"{tag}-forged-0", sign(forged, stranger).data))
+    late = _dispute_run(k1, n[1], "r", claim_epoch_delta=1)[0]
+    other_key = _dispute_run(k1, n[2], "r", key=enclave_key("somebody else"))[1]
+    unsigned = _dispute_run(k1, n[3], "r", enclave_sig=bytes(64))[1]
+    release = _dispute_verdict(k1, n[1]).record
+    release = sign(dataclasses.replace(release, outcome="timeout"), identity("dispute-client"))
+    other_task = dataclasses.replace(_dispute_verdict(k1, n[0]).record, task_id=b"\x05" * 32)
+    pool += [
+        ("k1-claim-late-1", late.data),
+        ("k1-right-otherkey-2", other_key.data),
+        ("k1-right-unsigned-3", unsigned.data),
+        ("k1-release-1", release.data),
+        ("k1-verdict-othertask", sign(other_task, identity("dispute-client")).data),
+        ("feedback-of-stranger", sign(other_task, stranger).data),
+        ("empty", b""),
+        ("junk", b"\x00junk"),
+        ("oversize", b"\xa0" * 2048),
+    ]
+    assert len(pool) <= 256  # one choice byte picks any
+    return tuple(pool)
+
+
+@functools.cache
+def _pool_index() -> dict[str, int]:
+    return {name: i for i, (name, _data) in enumerate(_envelope_pool())}
+
+
+class _Choices:
+    """Reads an input as choices: bytes, then 0 (the input is used up)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data, self._at = data, 0
+
+    def byte(self) -> int:
+        b = self._data[self._at] if self._at < len(self._data) else 0
+        self._at += 1
+        return b
+
+    def envelope(self) -> bytes:
+        pool = _envelope_pool()
+        return pool[self.byte() % len(pool)][1]
+
+    def envelopes(self) -> list[bytes]:
+        return [self.envelope() for _ in range(self.byte() % 8)]
+
+
+def _choose(*names: str | list[str]) -> bytes:
+    """The choices that pick ``names`` (a list: a counted list of them)."""
+    index = _pool_index()
+    out = bytearray()
+    for name in names:
+        if isinstance(name, list):
+            out += bytes([len(name), *(index[x] for x in name)])
+        else:
+            out.append(index[name])
+    return bytes(out)
+
+
+def _replica_mix(data: bytes) -> bool:
+    """A replica request built from choices (flags: verdict, claims, releases, no
+    receipts, a null verdict; the offer; the receipts; the verdict; the claims; the
+    releases) through the replica admission of ``replica-request``."""
+    c = _Choices(data)
+    flags = c.byte()
+    request: dict[str, Any] = {"offer": c.envelope(), "sealed": b"\x00" * 48}
+    if not flags & 8:  # a verdict or claims without receipts are malformed
+        request["dispute"] = c.envelopes()
+    if flags & 1:
+        request["verdict"] = None if flags & 16 else c.envelope()
+    if flags & 2:
+        request["claims"] = c.envelopes()
+    if flags & 4:
+        request["releases"] = c.envelopes()
+    return _replica_request(_frame(request))
+
+
+def _replica_mix_seeds() -> list[bytes]:
+    runs = [f"k1-right-{i}" for i in range(3)]
+    claims = [f"k1-claim-{i}" for i in range(3)]
+    return [
+        b"\x03" + _choose("k1", runs, "k1-verdict-0", claims),
+        b"\x07" + _choose("k1", ["k1-wrong-0", *runs[1:]], "k1-verdict-0", claims, []),
+        b"\x00" + _choose("k3", ["k3-right-0", "k3-right-1", "k3-wrong-2"]),
+    ]
+
+
+def _dispute_mix(data: bytes) -> bool:
+    """A dispute proof built from choices (flags: verdict, a null verdict, a number for
+    the offer; the offer; the claims; the receipts; the verdict), canonical CBOR, through
+    ``dispute-proof``."""
+    c = _Choices(data)
+    flags = c.byte()
+    proof: dict[str, Any] = {"kind": "dispute", "offer": 7 if flags & 4 else c.envelope()}
+    proof["claims"] = c.envelopes()
+    proof["receipts"] = c.envelopes()
+    if flags & 1:
+        proof["verdict"] = None if flags & 2 else c.envelope()
+    return _dispute_proof(cbor2.dumps(proof, canonical=True))
+
+
+def _dispute_mix_seeds() -> list[bytes]:
+    from repp2p.records import decode
+
+    def sorted_runs(tag: str, outputs: str) -> tuple[list[str], list[str]]:
+        # a proof lists its runs sorted by node (repp2p.digests.disputes.dispute_proof)
+        signer = {
+            i: decode(_envelope_pool()[_pool_index()[f"{tag}-claim-{i}"]][1]).signer
+            for i in range(len(outputs))
+        }
+        order = sorted(range(len(outputs)), key=signer.__getitem__)
+        kinds = {"r": "right", "w": "wrong"}
+        return (
+            [f"{tag}-claim-{i}" for i in order],
+            [f"{tag}-{kinds[outputs[i]]}-{i}" for i in order],
+        )
+
+    k3_claims, k3_receipts = sorted_runs("k3", "rrw")
+    k1_claims, k1_receipts = sorted_runs("k1", "rrr")
+    return [
+        b"\x00" + _choose("k3", k3_claims, k3_receipts),
+        b"\x01" + _choose("k1", k1_claims, k1_receipts, "k1-verdict-0"),
+    ]
 
 
 def _sync_pull(data: bytes) -> bool:
@@ -825,6 +1007,8 @@ def _targets() -> dict[str, Target]:
             "replica-verdict", _replica_request, (ProtocolError,), _replica_verdict_seeds, 16384
         ),
         Target("dispute-proof", _dispute_proof, (ProofError,), _dispute_proof_seeds, 16384),
+        Target("replica-mix", _replica_mix, (ProtocolError,), _replica_mix_seeds, 64),
+        Target("dispute-mix", _dispute_mix, (ProofError,), _dispute_mix_seeds, 64),
         Target("enclave-wire", _enclave_wire, (ReppError, *_wire_errors()), _enclave_seeds),
         Target("node-config", _node_config, (ConfigError,), _node_config_seeds),
         Target("policy", _policy, (ConfigError,), _files("bootstrap/*policy*.toml")),
