@@ -230,21 +230,26 @@ def _dispute_result_keys() -> dict[str, bytes]:
 
 def _replica_request(data: bytes) -> bool:
     """One framed task request through the node's replica admission, as
-    ``repp2p.node.serving`` runs it: the request's shape (``dispute``, ``releases``, offer
-    and sealed input), then ``check_offer``, ``check_fresh``, ``may_be_replica``,
-    ``check_dispute`` (the carried
-    receipts, against the attested enclave keys of the target's nodes) and ``replica_rank``
-    for the fifth node of the ranking (``dispute_max_replicas`` 2). Accepted: the request
-    would make that node run a replica."""
+    ``repp2p.node.serving`` runs it: the request's shape (``dispute``, ``verdict``,
+    ``claims``, ``releases``, offer and sealed input), then ``check_offer``,
+    ``check_fresh``, ``may_be_replica``, ``check_dispute`` (the carried receipts, against
+    the attested enclave keys of the target's nodes; ``contested`` with a verdict), for a
+    k = 1 request ``check_verdict`` and ``check_verdict_claims``, the handed releases
+    (``releases_in``) and ``replica_rank`` for the fifth node of the ranking
+    (``dispute_max_replicas`` 2). The client's credibility, read from the node's view and
+    no part of the request, is not checked. Accepted: the request would make that node run
+    a replica."""
     from repp2p import tasks
     from repp2p.net.framing import FrameReader
-    from repp2p.node.serving import _parse, _pop_dispute
+    from repp2p.node.serving import _parse, _pop_claims, _pop_dispute, _pop_verdict
 
     obj = _drive(FrameReader(_BytesStream(data), max_frame=64 * 1024).read_cbor())
     if obj is None:
         return False
     request, dispute = _pop_dispute(obj)
-    offer_data, _sealed, _releases = _parse(request)
+    request, verdict = _pop_verdict(request, dispute)
+    request, claims = _pop_claims(request, verdict)
+    offer_data, _sealed, releases = _parse(request)
     if dispute is None:
         return False
     offer = tasks.check_offer(offer_data, now_ms=_TASK_NOW_MS)
@@ -268,60 +273,121 @@ def _replica_request(data: bytes) -> bool:
         now_ms=_TASK_NOW_MS,
         may_have_run=set(ranking),
         result_key_of=keys.get,
+        contested=verdict is not None,
     )
     if isinstance(receipts, tasks.Reject):
         return False
+    if verdict is not None:
+        judged = tasks.check_verdict(verdict, offer, receipts, now_ms=_TASK_NOW_MS)
+        if isinstance(judged, tasks.Reject):
+            return False
+        carried = tasks.check_verdict_claims(claims or [], offer, receipts, now_ms=_TASK_NOW_MS)
+        if isinstance(carried, tasks.Reject):
+            return False
+    handed = tasks.releases_in(releases, offer, now_ms=_TASK_NOW_MS)
     ran = {r.signer for r in receipts}
-    return not isinstance(tasks.replica_rank(ranking, ranking[4], ran, 2), tasks.Reject)
+    released = tasks.released_claimants(handed, offer)
+    rank = tasks.replica_rank(ranking, ranking[4], ran, 2, released=released)
+    return not isinstance(rank, tasks.Reject)
 
 
-def _replica_seeds() -> list[bytes]:
-    from repp2p.records import Receipt, TaskOffer, encode, receipt_message, sign, task_id_for
-    from repp2p.testing.factories import digest, enclave_key, identity
+def _dispute_offer(redundancy: int, *, epochs_back: int = 0, deadline_ms: int = 0) -> Any:
+    """The disputed task's signed offer (the dispute client's, of the fuzz clock's epoch or
+    ``epochs_back`` before it; its deadline a minute on, or ``deadline_ms``)."""
+    from repp2p.records import TaskOffer, sign, task_id_for
+    from repp2p.testing.factories import digest, identity
 
     client = identity("dispute-client")
-    result_key = digest("dispute-result-key")
-    expires = NOW + 7200
-    offer = sign(
+    result_key = digest(f"dispute-result-key-{redundancy}-{epochs_back}-{deadline_ms}")
+    return sign(
         TaskOffer(
             task_id=task_id_for(client.public_key, result_key),
             engine_id="echo",
-            epoch=_TASK_NOW_MS // 1000 // _TASK_EPOCH_S,
+            epoch=_TASK_NOW_MS // 1000 // _TASK_EPOCH_S - epochs_back,
             tee_kinds=(),
             min_reputation=0,
             max_price=2**63,
-            redundancy=3,
-            deadline_ms=_TASK_NOW_MS + 60_000,
+            redundancy=redundancy,
+            deadline_ms=deadline_ms or _TASK_NOW_MS + 60_000,
             input_digest=digest("input"),
             input_size=5,
             result_key=result_key,
             seq=1,
-            expires=expires,
+            expires=NOW + 7200,
         ),
         client,
     )
 
-    def receipt(node: Any, output: str) -> bytes:
-        key = enclave_key(node.peer_id)
-        unsigned = Receipt(
-            task_id=offer.record.task_id,  # type: ignore[attr-defined]
-            offer_id=offer.record_id,
-            engine_id="echo",
-            measurement=digest("echo"),
-            input_digest=digest("input"),
-            output_digest=digest(output),
-            started_ms=_TASK_NOW_MS - 500,
-            finished_ms=_TASK_NOW_MS - 490,
-            result_key=bytes(key.verify_key),
-            enclave_sig=bytes(64),
-            seq=1,
-            expires=expires,
-        )
-        sig = key.sign(receipt_message(unsigned)).signature
-        return encode(dataclasses.replace(unsigned, enclave_sig=sig), node)
 
+def _dispute_run(
+    offer: Any,
+    node: Any,
+    output: str,
+    *,
+    claim_epoch_delta: int = 0,
+    key: Any = None,
+    enclave_sig: bytes | None = None,
+) -> tuple[Any, Any]:
+    """``node``'s claim and enclave-signed receipt on ``offer``, returning ``output`` (the
+    claim of another epoch, the receipt signed by another ``key`` or with ``enclave_sig``:
+    forgeries)."""
+    from repp2p.records import Claim, Receipt, receipt_message, sign
+    from repp2p.testing.factories import digest, enclave_key
+
+    o = offer.record
+    claim = sign(
+        Claim(
+            task_id=o.task_id,
+            offer_id=offer.record_id,
+            rank=0,
+            epoch=o.epoch + claim_epoch_delta,
+            view_digest=digest("view"),
+            seq=1,
+            expires=o.expires,
+        ),
+        node,
+    )
+    key = key or enclave_key(node.peer_id)
+    unsigned = Receipt(
+        task_id=o.task_id,
+        offer_id=offer.record_id,
+        engine_id="echo",
+        measurement=digest("echo"),
+        input_digest=o.input_digest,
+        output_digest=digest(output),
+        started_ms=_TASK_NOW_MS - 500,
+        finished_ms=_TASK_NOW_MS - 490,
+        result_key=bytes(key.verify_key),
+        enclave_sig=bytes(64),
+        seq=1,
+        expires=o.expires,
+    )
+    sig = enclave_sig if enclave_sig is not None else key.sign(receipt_message(unsigned)).signature
+    return claim, sign(dataclasses.replace(unsigned, enclave_sig=sig), node)
+
+
+def _dispute_verdict(offer: Any, node: Any) -> Any:
+    """The offer owner's signed ``wrong`` verdict on ``node`` (k = 1)."""
+    from repp2p.records import Feedback, sign
+    from repp2p.testing.factories import identity
+
+    o = offer.record
+    fb = Feedback(
+        task_id=o.task_id,
+        node=node.peer_id,
+        outcome="wrong",
+        latency_ms=1,
+        rating=0,
+        seq=1,
+        expires=o.expires,
+    )
+    return sign(fb, identity("dispute-client"))
+
+
+def _replica_seeds() -> list[bytes]:
+    offer = _dispute_offer(3)
     n = _dispute_identities()
-    first = [receipt(n[0], "right"), receipt(n[1], "right"), receipt(n[2], "wrong")]
+    first = [_dispute_run(offer, n[i], out)[1].data for i, out in enumerate(("r", "r", "w"))]
     sealed = b"\x00" * 48
     return [
         # the first round's three receipts: nodes 3 and 4 are the replicas
@@ -331,10 +397,255 @@ def _replica_seeds() -> list[bytes]:
             {
                 "offer": offer.data,
                 "sealed": sealed,
-                "dispute": [*first, receipt(n[3], "right")],
+                "dispute": [*first, _dispute_run(offer, n[3], "r")[1].data],
                 "releases": [],
             }
         ),
+    ]
+
+
+def _replica_verdict_seeds() -> list[bytes]:
+    """k = 1 replica requests: the client's verdict on node 0, and the claims and receipts
+    of node 0 and the replicas so far (which may all agree)."""
+    offer = _dispute_offer(1)
+    n = _dispute_identities()
+    verdict = _dispute_verdict(offer, n[0]).data
+    sealed = b"\x00" * 48
+    seeds = []
+    for outputs in (("w", "r", "r"), ("r", "r", "r"), ("w", "r", "r", "r")):
+        runs = [_dispute_run(offer, n[i], out) for i, out in enumerate(outputs)]
+        request = {
+            "offer": offer.data,
+            "sealed": sealed,
+            "dispute": [r.data for _c, r in runs],
+            "verdict": verdict,
+            "claims": [c.data for c, _r in runs],
+        }
+        if len(outputs) == 4:
+            release = _dispute_verdict(offer, n[3])  # a wrong verdict releases nobody
+            request["releases"] = [release.data]
+        seeds.append(_frame(request))
+    return seeds
+
+
+def _dispute_proof(data: bytes) -> bool:
+    """A dispute proof from the ``proofs`` topic through ``decode_dispute`` and
+    ``check_dispute_proof`` as a peer checks one on arrival: every rule, with the
+    attestation verdicts and ranks of the target's nodes and the timing of a 10-s epoch
+    network (``dispute_lag`` 5)."""
+    from repp2p.digests.disputes import DisputeTiming, check_dispute_proof, decode_dispute
+
+    epoch = _TASK_NOW_MS // 1000 // _TASK_EPOCH_S
+    verdicts = _dispute_attested()
+    ranks = {i.peer_id: frozenset({r}) for r, i in enumerate(_dispute_identities())}
+    check_dispute_proof(
+        decode_dispute(data),
+        now=NOW,
+        epochs=(epoch - 4, epoch),
+        verdict_of=lambda peer, _epoch: verdicts.get(peer),
+        # the checker holds no view of earlier epochs: it cannot rank their offers
+        ranks_of=lambda offer: ranks if offer.record.epoch == epoch else None,
+        timing=DisputeTiming(_TASK_EPOCH_S, 5),
+    )
+    return True
+
+
+@functools.cache
+def _dispute_attested() -> dict[str, Any]:
+    """The attestation verdicts of the dispute nodes and the outsider (attested, never
+    ranked)."""
+    from repp2p.reputation import AttestedNode
+    from repp2p.testing.factories import enclave_key, identity
+
+    outsider = identity("dispute-outsider").peer_id
+    keys = {**_dispute_result_keys(), outsider: bytes(enclave_key(outsider).verify_key)}
+    return {
+        peer: AttestedNode(
+            peer_id=peer,
+            tee_kind="simulated",
+            measurements=frozenset(),
+            verified=True,
+            attested_at=NOW,
+            result_key=key,
+        )
+        for peer, key in keys.items()
+    }
+
+
+def _dispute_proof_seeds() -> list[bytes]:
+    from repp2p.digests.disputes import dispute_proof
+
+    n = _dispute_identities()
+    k3 = _dispute_offer(3)
+    k1 = _dispute_offer(1)
+    plain = dispute_proof(k3, [_dispute_run(k3, n[i], o) for i, o in enumerate("rrw")])
+    agreeing = [_dispute_run(k1, n[i], "r") for i in range(3)]
+    contested = dispute_proof(k1, agreeing, _dispute_verdict(k1, n[0]))
+    return [plain.encode(), contested.encode()]
+
+
+# -- the same, structure-aware: valid envelopes put where they do not belong -------------
+#
+# A byte mutator cannot sign, so on the targets above nearly every mutant fails at its
+# first record signature and the rules after it (a verdict on another node, claims out of
+# order, a receipt of an unranked node...) are never reached. These targets read their
+# input as choices from a pool of *validly signed* envelopes (offers, claims, receipts and
+# verdicts of the dispute nodes, an outsider and a stranger client, on several tasks) and
+# build the request or proof from them: every rule is one choice away.
+
+
+@functools.cache
+def _envelope_pool() -> tuple[tuple[str, bytes], ...]:
+    """``(name, envelope)``: what the mix targets choose from (at most 256)."""
+    from repp2p.records import sign
+    from repp2p.testing.factories import enclave_key, identity
+
+    n = _dispute_identities()
+    outsider, stranger = identity("dispute-outsider"), identity("dispute-stranger")
+    k1, k3 = _dispute_offer(1), _dispute_offer(3)
+    # an offer of an earlier epoch the proof checker has no ranking of; one out of its
+    # window, one of the next epoch, one whose dispute closed (deadline in its own epoch)
+    prev = _dispute_offer(1, epochs_back=2)
+    start_ms = (_TASK_NOW_MS // 1000 // _TASK_EPOCH_S - 2) * _TASK_EPOCH_S * 1000
+    pool: list[tuple[str, bytes]] = [
+        ("k1", k1.data),
+        ("k3", k3.data),
+        ("prev", prev.data),
+        ("old", _dispute_offer(1, epochs_back=10).data),
+        ("new", _dispute_offer(1, epochs_back=-1).data),
+        ("closed", _dispute_offer(1, epochs_back=2, deadline_ms=start_ms + 1000).data),
+    ]
+    for tag, offer in (("k1", k1), ("k3", k3), ("prev", prev)):
+        for i, node in enumerate([*n, outsider]):
+            claim, right = _dispute_run(offer, node, "r")
+            pool += [(f"{tag}-claim-{i}", claim.data), (f"{tag}-right-{i}", right.data)]
+            pool.append((f"{tag}-wrong-{i}", _dispute_run(offer, node, "w")[1].data))
+        for i in (0, 1, 6):
+            pool.append((f"{tag}-verdict-{i}", _dispute_verdict(offer, [*n, outsider][i]).data))
+        ok = dataclasses.replace(_dispute_verdict(offer, n[0]).record, outcome="ok")
+        pool.append((f"{tag}-ok-0", sign(ok, identity("dispute-client")).data))
+        forged = _dispute_verdict(offer, n[0]).record
+        pool.append((f"{tag}-forged-0", sign(forged, stranger).data))
+    late = _dispute_run(k1, n[1], "r", claim_epoch_delta=1)[0]
+    other_key = _dispute_run(k1, n[2], "r", key=enclave_key("somebody else"))[1]
+    unsigned = _dispute_run(k1, n[3], "r", enclave_sig=bytes(64))[1]
+    release = _dispute_verdict(k1, n[1]).record
+    release = sign(dataclasses.replace(release, outcome="timeout"), identity("dispute-client"))
+    other_task = dataclasses.replace(_dispute_verdict(k1, n[0]).record, task_id=b"\x05" * 32)
+    pool += [
+        ("k1-claim-late-1", late.data),
+        ("k1-right-otherkey-2", other_key.data),
+        ("k1-right-unsigned-3", unsigned.data),
+        ("k1-release-1", release.data),
+        ("k1-verdict-othertask", sign(other_task, identity("dispute-client")).data),
+        ("feedback-of-stranger", sign(other_task, stranger).data),
+        ("empty", b""),
+        ("junk", b"\x00junk"),
+        ("oversize", b"\xa0" * 2048),
+    ]
+    assert len(pool) <= 256  # one choice byte picks any
+    return tuple(pool)
+
+
+@functools.cache
+def _pool_index() -> dict[str, int]:
+    return {name: i for i, (name, _data) in enumerate(_envelope_pool())}
+
+
+class _Choices:
+    """Reads an input as choices: bytes, then 0 (the input is used up)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data, self._at = data, 0
+
+    def byte(self) -> int:
+        b = self._data[self._at] if self._at < len(self._data) else 0
+        self._at += 1
+        return b
+
+    def envelope(self) -> bytes:
+        pool = _envelope_pool()
+        return pool[self.byte() % len(pool)][1]
+
+    def envelopes(self) -> list[bytes]:
+        return [self.envelope() for _ in range(self.byte() % 8)]
+
+
+def _choose(*names: str | list[str]) -> bytes:
+    """The choices that pick ``names`` (a list: a counted list of them)."""
+    index = _pool_index()
+    out = bytearray()
+    for name in names:
+        if isinstance(name, list):
+            out += bytes([len(name), *(index[x] for x in name)])
+        else:
+            out.append(index[name])
+    return bytes(out)
+
+
+def _replica_mix(data: bytes) -> bool:
+    """A replica request built from choices (flags: verdict, claims, releases, no
+    receipts, a null verdict; the offer; the receipts; the verdict; the claims; the
+    releases) through the replica admission of ``replica-request``."""
+    c = _Choices(data)
+    flags = c.byte()
+    request: dict[str, Any] = {"offer": c.envelope(), "sealed": b"\x00" * 48}
+    if not flags & 8:  # a verdict or claims without receipts are malformed
+        request["dispute"] = c.envelopes()
+    if flags & 1:
+        request["verdict"] = None if flags & 16 else c.envelope()
+    if flags & 2:
+        request["claims"] = c.envelopes()
+    if flags & 4:
+        request["releases"] = c.envelopes()
+    return _replica_request(_frame(request))
+
+
+def _replica_mix_seeds() -> list[bytes]:
+    runs = [f"k1-right-{i}" for i in range(3)]
+    claims = [f"k1-claim-{i}" for i in range(3)]
+    return [
+        b"\x03" + _choose("k1", runs, "k1-verdict-0", claims),
+        b"\x07" + _choose("k1", ["k1-wrong-0", *runs[1:]], "k1-verdict-0", claims, []),
+        b"\x00" + _choose("k3", ["k3-right-0", "k3-right-1", "k3-wrong-2"]),
+    ]
+
+
+def _dispute_mix(data: bytes) -> bool:
+    """A dispute proof built from choices (flags: verdict, a null verdict, a number for
+    the offer; the offer; the claims; the receipts; the verdict), canonical CBOR, through
+    ``dispute-proof``."""
+    c = _Choices(data)
+    flags = c.byte()
+    proof: dict[str, Any] = {"kind": "dispute", "offer": 7 if flags & 4 else c.envelope()}
+    proof["claims"] = c.envelopes()
+    proof["receipts"] = c.envelopes()
+    if flags & 1:
+        proof["verdict"] = None if flags & 2 else c.envelope()
+    return _dispute_proof(cbor2.dumps(proof, canonical=True))
+
+
+def _dispute_mix_seeds() -> list[bytes]:
+    from repp2p.records import decode
+
+    def sorted_runs(tag: str, outputs: str) -> tuple[list[str], list[str]]:
+        # a proof lists its runs sorted by node (repp2p.digests.disputes.dispute_proof)
+        signer = {
+            i: decode(_envelope_pool()[_pool_index()[f"{tag}-claim-{i}"]][1]).signer
+            for i in range(len(outputs))
+        }
+        order = sorted(range(len(outputs)), key=signer.__getitem__)
+        kinds = {"r": "right", "w": "wrong"}
+        return (
+            [f"{tag}-claim-{i}" for i in order],
+            [f"{tag}-{kinds[outputs[i]]}-{i}" for i in order],
+        )
+
+    k3_claims, k3_receipts = sorted_runs("k3", "rrw")
+    k1_claims, k1_receipts = sorted_runs("k1", "rrr")
+    return [
+        b"\x00" + _choose("k3", k3_claims, k3_receipts),
+        b"\x01" + _choose("k1", k1_claims, k1_receipts, "k1-verdict-0"),
     ]
 
 
@@ -692,6 +1003,12 @@ def _targets() -> dict[str, Target]:
         Target("frames", _frames, (ProtocolError,), _frame_seeds, 8192),
         Target("sync-pull", _sync_pull, (ProtocolError,), _sync_seeds, 16384),
         Target("replica-request", _replica_request, (ProtocolError,), _replica_seeds, 16384),
+        Target(
+            "replica-verdict", _replica_request, (ProtocolError,), _replica_verdict_seeds, 16384
+        ),
+        Target("dispute-proof", _dispute_proof, (ProofError,), _dispute_proof_seeds, 16384),
+        Target("replica-mix", _replica_mix, (ProtocolError,), _replica_mix_seeds, 64),
+        Target("dispute-mix", _dispute_mix, (ProofError,), _dispute_mix_seeds, 64),
         Target("enclave-wire", _enclave_wire, (ReppError, *_wire_errors()), _enclave_seeds),
         Target("node-config", _node_config, (ConfigError,), _node_config_seeds),
         Target("policy", _policy, (ConfigError,), _files("bootstrap/*policy*.toml")),

@@ -15,7 +15,7 @@ from fuzz.run import run_mutate
 from fuzz.targets import VECTORS, targets
 from repp2p.attestation.policy import load_policy
 from repp2p.config import load_node_config
-from repp2p.errors import ConfigError
+from repp2p.errors import ConfigError, ProofError
 from repp2p.network_params import NetworkParams
 from repp2p.sim.scenario import load_scenario
 
@@ -92,3 +92,64 @@ def test_config_values_of_the_wrong_type_are_config_errors(line: str, tmp_path: 
     path.write_text(f'network = "dev"\ndata_dir = "./data"\n{line}\n')
     with pytest.raises(ConfigError):
         load_node_config(path)
+
+
+# The structure-aware targets (replica-mix, dispute-mix) must reach the rules a byte
+# mutator cannot (every envelope signed): one or two choices from an accepted input.
+def _mix_choices(offer: str, pairs: list[tuple[str, str]], verdict: str) -> bytes:
+    """The dispute-mix input of a contested proof: ``pairs`` of (claim, receipt) pool
+    names in the proof's order (sorted by node) and the verdict's name."""
+    from fuzz.targets import _choose, _envelope_pool, _pool_index
+    from repp2p.records import decode
+
+    pool, index = _envelope_pool(), _pool_index()
+    pairs = sorted(pairs, key=lambda p: decode(pool[index[p[1]]][1]).signer)
+    return b"\x01" + _choose(offer, [c for c, _ in pairs], [r for _, r in pairs], verdict)
+
+
+@pytest.mark.parametrize(
+    ("first", "reason"),
+    [
+        (("k1-claim-late-1", "k1-right-1"), "wrong_epoch"),
+        (("k1-claim-2", "k1-right-otherkey-2"), "unattested"),
+        (("k1-claim-3", "k1-right-unsigned-3"), "not_enclave_signed"),
+        (("k1-claim-6", "k1-right-6"), "unranked"),
+        (("k1-claim-1", "k1-right-1"), None),
+    ],
+)
+def test_the_dispute_mix_reaches_the_deep_rules(first, reason) -> None:
+    data = _mix_choices("k1", [first, ("k1-claim-0", "k1-right-0")], "k1-verdict-0")
+    if reason is None:
+        assert targets()["dispute-mix"].run(data) is True
+        return
+    with pytest.raises(ProofError) as info:
+        targets()["dispute-mix"].run(data)
+    assert info.value.reason.value == reason
+
+
+@pytest.mark.parametrize(
+    ("verdict", "claims", "refused"),
+    [
+        ("k1-verdict-0", ["k1-claim-0", "k1-claim-1", "k1-claim-2"], None),
+        ("k1-verdict-6", ["k1-claim-0", "k1-claim-1", "k1-claim-2"], "no carried receipt"),
+        ("k1-ok-0", ["k1-claim-0", "k1-claim-1", "k1-claim-2"], "disputes nothing"),
+        ("k1-forged-0", ["k1-claim-0", "k1-claim-1", "k1-claim-2"], "owner's"),
+        ("k1-right-0", ["k1-claim-0", "k1-claim-1", "k1-claim-2"], "not a verdict"),
+        ("k1-verdict-0", ["k1-claim-1", "k1-claim-0", "k1-claim-2"], "in their order"),
+        ("k1-verdict-0", ["k1-claim-0", "k1-claim-late-1", "k1-claim-2"], "another task"),
+        ("k1-verdict-0", ["k1-claim-0", "k1-claim-1"], "one claim per receipt"),
+    ],
+)
+def test_the_replica_mix_reaches_the_verdict_rules(verdict, claims, refused, monkeypatch) -> None:
+    from fuzz.targets import _choose
+    from repp2p.tasks import escalation
+
+    details: list[str] = []
+    for name in ("_bad", "_bad_verdict"):
+        real = getattr(escalation, name)
+        monkeypatch.setattr(escalation, name, lambda d, real=real: details.append(d) or real(d))
+    receipts = ["k1-right-0", "k1-right-1", "k1-right-2"]
+    data = b"\x03" + _choose("k1", receipts, verdict, claims)
+    assert targets()["replica-mix"].run(data) is (refused is None)
+    assert details == ([] if refused is None else [details[0]])
+    assert refused is None or refused in details[0]

@@ -245,7 +245,9 @@ def decode_dispute(data: Any) -> DisputeProof:
         raise ProofError(ProofReason.MALFORMED, "a dispute proof is a map of kind 'dispute'")
     wire.as_map(obj, _CONTESTED_KEYS if "verdict" in obj else _KEYS, "dispute proof")
     verdict = obj.get("verdict")
-    if verdict is not None and type(verdict) is not bytes:
+    # "verdict": null is malformed too: a plain proof's bytes carry no verdict key, so it
+    # would be a second encoding of the same proof
+    if "verdict" in obj and type(verdict) is not bytes:
         raise ProofError(ProofReason.MALFORMED, "verdict must be an envelope")
     if verdict is not None and len(verdict) > MAX_VERDICT_SIZE:
         raise ProofError(ProofReason.OVERSIZE, f"verdict of {len(verdict)} bytes")

@@ -403,6 +403,9 @@ def test_a_forged_or_mismatched_verdict_is_refused():
     wire = _contested(offer).to_wire()
     for bad, reason in (
         ({**wire, "verdict": 5}, ProofReason.MALFORMED),
+        # null: once read as a plain proof, a second encoding of one (found reviewing the
+        # dispute-proof fuzz target)
+        ({**wire, "verdict": None}, ProofReason.MALFORMED),
         ({**wire, "verdict": b"\xa0" * 4096}, ProofReason.OVERSIZE),
         ({**wire, "extra": b""}, ProofReason.MALFORMED),
     ):
