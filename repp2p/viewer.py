@@ -54,7 +54,6 @@ from repp2p.records import (
     WorkDigest,
 )
 from repp2p.reputation import (
-    AcceptedRecord,
     AssignedRanks,
     AttestedNode,
     PenaltyBook,
@@ -177,10 +176,6 @@ class ViewKeeper:
         #: (``_rebuilt_view``), for as long as the newest view is ``_rebuilt_under``
         self._rebuilt: dict[int, View] = {}
         self._rebuilt_under: int | None = None
-        #: ranks taken on rebuilt views, dropped with them: a rebuild before the store
-        #: has synced the epochs we were down for ranks on too little, and must not be
-        #: cached for good as ranks on a held view are
-        self._rebuilt_assignments = Assignments()
         self._keys: dict[str, tuple[bytes, bytes]] = {}
         self._verdicts: dict[str, AttestedNode] = {}
         self._runtime = runtime_measurement()
@@ -609,17 +604,11 @@ class ViewKeeper:
         return self._dispute_ranks(None, newest)(offer)
 
     def _dispute_ranks(self, before: int | None, newest: int) -> AssignedRanks:
-        """``offer -> ranks`` on :meth:`_dispute_view_of`: cached for good when the view
-        of the offer's epoch is one we hold, only as long as the rebuilt views otherwise."""
-        view_of = self._dispute_view_of(before, newest)
-
-        def ranks(offer: AcceptedRecord) -> Mapping[str, frozenset[int]] | None:
-            epoch = getattr(offer.record, "epoch", None)
-            if epoch in self._views or self.params.reputation_source != "digests":
-                return self._assignments.ranks(offer, view_of)
-            return self._rebuilt_assignments.ranks(offer, view_of)
-
-        return ranks
+        """``offer -> ranks`` on :meth:`_dispute_view_of`, cached per offer. Ranks are
+        taken as soon as the offer's epoch can be ranked and kept: the node records a
+        rebuilt view reads (heartbeats) expire within a few epochs, so a later rebuild
+        could rank fewer nodes than an early one."""
+        return self._assignments.for_views(self._dispute_view_of(before, newest))
 
     def _dispute_view_of(self, before: int | None, newest: int) -> Callable[[int], View | None]:
         """``view_of(e)`` for dispute offers, for ``e < before`` only (None otherwise): the
@@ -639,7 +628,11 @@ class ViewKeeper:
                 return held
             if not newest - self.held_epochs <= e < newest:
                 return None
-            return self._rebuilt_view(e, newest)
+            rebuilt = self._rebuilt_view(e, newest)
+            # nobody eligible: most likely the store has not synced the epochs we were
+            # down for yet (their heartbeats). No ranks then, so none are cached: the
+            # proof waits (``unranked``) and is judged again after the next view.
+            return rebuilt if rebuilt.base_eligible.any() else None
 
         return view_of
 
@@ -676,7 +669,6 @@ class ViewKeeper:
 
     def _drop_rebuilt(self) -> None:
         self._rebuilt, self._rebuilt_under = {}, None
-        self._rebuilt_assignments = Assignments()
 
     def _past_book(self, epoch: int) -> PenaltyBook:
         """The penalty book a rebuilt view of ``epoch`` steps from: the newest one held of
@@ -693,12 +685,13 @@ class ViewKeeper:
         ``records`` judged at the epoch's start, with the heartbeats among them, as the view
         of ``epoch`` judged it (:meth:`verdicts`). A node whose attestation held now is bound
         to ``epoch`` or later (renewed since: nodes renew mid-epoch, after the boundary's
-        view, and the store keeps only the current one) keeps the verdict the newest view
-        we hold judged (not the keeper's latest, which moves with when it last judged), when
-        its enclave signed a heartbeat of the liveness window before ``epoch`` with the key
-        attested then (it was attested and alive then); otherwise it has no verdict there,
-        as a node that attested only later. The keeper's current verdicts, keys and
-        liveness reasons are left as they were."""
+        view, and the store keeps only the current one) keeps its current verdict, judged
+        now, when its enclave signed a heartbeat of the liveness window before ``epoch``
+        with the key attested now (it was attested and alive then); otherwise it has no
+        verdict there, as a node that attested only later. The current verdict, not the
+        newest held view's: just after a restart that view may have been built before the
+        store synced, and judge nobody. The keeper's current verdicts, keys and liveness
+        reasons are left as they were."""
         later = {
             s.signer
             for s in records
@@ -715,9 +708,8 @@ class ViewKeeper:
         finally:
             self._verdicts = judged_now
             self._keys, self._earlier_keys, self._not_live = state
-        newest = self._views[max(self._views)].evidence.verdicts if self._views else {}
         for peer in sorted(later):
-            current = newest.get(peer)
+            current = judged_now.get(peer)
             if current is None or not current.result_key:
                 continue
             beats = [s for s in records if s.signer == peer and isinstance(s.record, Heartbeat)]
