@@ -24,6 +24,7 @@ Targets (issue 6): p50 <= 25 ms, p99 <= 100 ms, >= 300 tasks/s. Ends with one JS
 
     python bench/tasks.py [--nodes 16] [--tasks 200] [--concurrency 16] [--seconds 15]
                           [--task-records feed|gossip] [--views records|digests]
+                          [--profile DIR]
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from pathlib import Path
 
 import trio
 from _devnet_load import VIEWS, echo_devnet, pct, tree_cpu_s
+from _spy import spy_tree, summarise
 
 from repp2p.cli.devnet import EPOCH_S
 from repp2p.client import Client, TaskError
@@ -165,6 +167,8 @@ async def measure(args: argparse.Namespace) -> dict[str, float]:
             async with trio.open_nursery() as nursery:
                 for _ in range(args.concurrency):
                     nursery.start_soon(lane)
+                if args.profile is not None:
+                    nursery.start_soon(spy_tree, args.profile, args.seconds - 1)
             elapsed = time.perf_counter() - started
             cpu_after = tree_cpu_s()
             cpu_used = {k: cpu_after[k] - cpu_before[k] for k in cpu_after}
@@ -205,6 +209,13 @@ def main() -> None:
         help="what views score nodes from (reputation_source); on digests, per-task records "
         "stay with their parties: no feed, --task-records is ignored",
     )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="sample every process with py-spy during the throughput window into DIR and "
+        "print where each role's CPU went (the profiled run's CPU figures are inflated)",
+    )
     args = parser.parse_args()
     setup_logging("text", "ERROR", "CRITICAL")
     base = baseline(200)
@@ -236,6 +247,8 @@ def main() -> None:
         f"enclaves {r['cpu_ms_per_task_enclaves']:.1f}); idle devnet "
         f"{r['idle_cores']:.2f} cores  [targets: p50 <= 25, p99 <= 100, >= 300/s]"
     )
+    if args.profile is not None:
+        print(summarise(args.profile))
     print(
         json.dumps(
             {
