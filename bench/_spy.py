@@ -1,6 +1,12 @@
-"""Sampling profiles of a bench devnet's processes, by role (bench/tasks.py ``--profile``).
+"""Profiles of a bench devnet's processes, by role (bench/tasks.py ``--profile`` and
+``--cprofile``).
 
-Not a bench itself. :func:`spy_tree` runs py-spy (from this Python's environment) on this
+Not a bench itself. Two kinds. ``--cprofile``: deterministic profiles of CPU time
+(``cProfile`` with ``time.process_time``) of the client in this process and, through
+bench/_cprofile/sitecustomize.py, of every node and enclave process, over the throughput
+window (:func:`cprofile_start`, :func:`cprofile_stop`, :func:`cprofile_summary`): the
+figure to trust for where CPU goes, though many small Python calls are inflated.
+``--profile``: :func:`spy_tree` runs py-spy (from this Python's environment) on this
 process and its descendants for a window, one raw (collapsed-stack) file per process named
 by role and pid; :func:`summarise` reads them back and prints, per role, the functions
 with the most samples, inclusive and self. py-spy leaves idle threads out (waiting in
@@ -12,8 +18,13 @@ not the bench's.
 from __future__ import annotations
 
 import collections
+import cProfile
+import os
+import pstats
 import re
+import signal
 import sys
+import time
 from pathlib import Path
 
 import trio
@@ -101,3 +112,79 @@ def summarise(folder: Path, top: int = 25) -> str:
 
 if __name__ == "__main__":
     print(summarise(Path(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 25))
+
+
+CPROFILE_SITE = Path(__file__).with_name("_cprofile")
+
+
+def cprofile_children(folder: Path) -> None:
+    """Make the processes this one starts from now on load bench/_cprofile/sitecustomize.py
+    (profiling on SIGUSR1, dumping to ``folder`` on SIGUSR2)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    os.environ["REPP2P_CPROFILE_DIR"] = str(folder)
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(CPROFILE_SITE), os.environ.get("PYTHONPATH")) if p
+    )
+
+
+def cprofile_start() -> tuple[cProfile.Profile, dict[int, str]]:
+    """Start profiling this process and (SIGUSR1) every descendant; pid -> role."""
+    roles = {pid: role for pid, (role, _) in tree_cpu_by_pid().items()}
+    for pid, role in roles.items():
+        if role != "client":
+            os.kill(pid, signal.SIGUSR1)
+    profile = cProfile.Profile(time.process_time)
+    profile.enable()
+    return profile, roles
+
+
+async def cprofile_stop(
+    started: tuple[cProfile.Profile, dict[int, str]], folder: Path, tasks: int
+) -> None:
+    """Stop the profiles :func:`cprofile_start` began and write them, by role, with the
+    task count (for per-task figures) to ``folder``."""
+    profile, roles = started
+    profile.disable()
+    profile.dump_stats(folder / f"{os.getpid()}.prof")
+    for pid, role in roles.items():
+        if role != "client":
+            os.kill(pid, signal.SIGUSR2)
+    with trio.move_on_after(10):
+        while not all((folder / f"{pid}.prof").exists() for pid in roles):
+            await trio.sleep(0.1)
+    (folder / "roles.txt").write_text(
+        f"tasks {tasks}\n" + "".join(f"{pid} {role}\n" for pid, role in roles.items())
+    )
+
+
+def cprofile_summary(folder: Path, top: int = 30) -> str:
+    """Per role: CPU ms per task the profile saw, then the ``top`` functions by own and
+    by cumulative time, in us per task."""
+    lines = (folder / "roles.txt").read_text().split("\n")
+    tasks = max(1, int(lines[0].split()[1]))
+    by_role: dict[str, list[Path]] = collections.defaultdict(list)
+    for line in lines[1:]:
+        if line:
+            pid, role = line.split()
+            if (folder / f"{pid}.prof").exists():
+                by_role[role].append(folder / f"{pid}.prof")
+    out = []
+    for role in ("client", "nodes", "enclaves"):
+        if not by_role.get(role):
+            continue
+        stats = pstats.Stats(*map(str, by_role[role]))
+        total = stats.total_tt
+        out.append(f"== {role}: {1000 * total / tasks:.2f} ms CPU per task in profile")
+        entries = stats.stats.items()  # type: ignore[attr-defined]
+        for title, key in (("own", 2), ("cumulative", 3)):
+            out.append(f"  -- {title} (us per task)")
+            ranked = sorted(entries, key=lambda kv: kv[1][key], reverse=True)[:top]
+            for (path, line, name), row in ranked:
+                short = path
+                for marker in ("site-packages/", "repp2p/", "lib/python3"):
+                    if marker in short:
+                        short = short[short.index(marker) :]
+                        break
+                per_task = f"{1e6 * row[key] / tasks:8.1f}  {row[1] / tasks:6.1f} calls"
+                out.append(f"  {per_task}  {short}:{line}:{name}")
+    return "\n".join(out)
