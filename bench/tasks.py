@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 
 import trio
-from _devnet_load import VIEWS, echo_devnet, pct, tree_cpu_s
+from _devnet_load import VIEWS, capacity_refusals, echo_devnet, pct, tree_cpu_s
 from _spy import (
     cprofile_children,
     cprofile_start,
@@ -162,6 +162,7 @@ async def measure(args: argparse.Namespace) -> dict[str, float]:
             idle_cores = (tree_cpu_s()["total"] - idle_cpu) / 5
             done = failed = 0
             opened_before = client.streams.opened
+            refused_before = await capacity_refusals(devnet)
             cpu_before = tree_cpu_s()
             started = time.perf_counter()
 
@@ -186,6 +187,7 @@ async def measure(args: argparse.Namespace) -> dict[str, float]:
                 await cprofile_stop(profiled, args.cprofile, done)
             cpu_used = {k: cpu_after[k] - cpu_before[k] for k in cpu_after}
             opened = client.streams.opened - opened_before
+            refused = await capacity_refusals(devnet) - refused_before
         return {
             "eligible": eligible,
             "cold_max_ms": max(cold, default=0.0),
@@ -201,6 +203,7 @@ async def measure(args: argparse.Namespace) -> dict[str, float]:
             "idle_cores": idle_cores,
             "failed": failed,
             "streams_per_task": opened / max(done, 1),
+            "full_per_task": refused / max(done, 1),
         }
 
 
@@ -287,6 +290,7 @@ def main() -> None:
                 },
                 "idle_cores": round(r["idle_cores"], 2),
                 "streams_per_task": round(r["streams_per_task"], 3),
+                "full_per_task": round(r["full_per_task"], 3),
                 "nodes": args.nodes,
                 "task_records": args.task_records if args.views == "records" else "parties",
                 "views": args.views,
