@@ -25,6 +25,28 @@ from repp2p.cli.devnet import Devnet
 ROLES = ("client", "nodes", "enclaves")
 
 
+async def capacity_refusals(devnet: Devnet) -> float:
+    """Tasks the devnet's nodes refused so far for want of a free slot (``capacity``),
+    summed from their ``/metrics``; a node that does not answer counts 0."""
+    from repp2p.net.status_http import fetch
+
+    total = 0.0
+    for info in devnet.info:
+        address = info.get("status")
+        if not address:
+            continue
+        host, _, port = address.rpartition(":")
+        try:
+            text = (await fetch(host, int(port), "/metrics", timeout=2)).decode()
+        except (OSError, trio.TooSlowError):
+            continue
+        for line in text.splitlines():
+            wanted = ("repp2p_limits_total{", 'limit="capacity"', 'protocol="task"')
+            if line.startswith(wanted[0]) and all(w in line for w in wanted[1:]):
+                total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
 def pct(values: list[float], q: float) -> float:
     """The ``q`` quantile of ``values`` (nearest rank)."""
     ordered = sorted(values)

@@ -25,6 +25,7 @@ Targets (issue 6): p50 <= 25 ms, p99 <= 100 ms, >= 300 tasks/s. Ends with one JS
 
     python bench/tasks.py [--nodes 16] [--tasks 200] [--concurrency 16] [--seconds 15]
                           [--task-records feed|gossip] [--views digests|records]
+                          [--profile DIR] [--cprofile DIR]
 """
 
 from __future__ import annotations
@@ -40,7 +41,15 @@ import time
 from pathlib import Path
 
 import trio
-from _devnet_load import VIEWS, echo_devnet, pct, tree_cpu_s
+from _devnet_load import VIEWS, capacity_refusals, echo_devnet, pct, tree_cpu_s
+from _spy import (
+    cprofile_children,
+    cprofile_start,
+    cprofile_stop,
+    cprofile_summary,
+    spy_tree,
+    summarise,
+)
 
 from repp2p.cli.devnet import EPOCH_S
 from repp2p.client import Client, TaskError
@@ -126,6 +135,8 @@ def replication_floor(n: int = 4000) -> dict[str, float]:
 
 
 async def measure(args: argparse.Namespace) -> dict[str, float]:
+    if args.cprofile is not None:
+        cprofile_children(args.cprofile)
     feed = FeedParams(gossip_task_records=args.task_records == "gossip")
     extra: dict = {"feed": {"gossip_task_records": True}} if feed.gossip_task_records else {}
     async with echo_devnet("tasks", args.nodes, args.views, extra) as bench:
@@ -151,6 +162,8 @@ async def measure(args: argparse.Namespace) -> dict[str, float]:
             await trio.sleep(5)
             idle_cores = (tree_cpu_s()["total"] - idle_cpu) / 5
             done = failed = 0
+            opened_before = client.streams.opened
+            refused_before = await capacity_refusals(devnet)
             cpu_before = tree_cpu_s()
             started = time.perf_counter()
 
@@ -163,12 +176,19 @@ async def measure(args: argparse.Namespace) -> dict[str, float]:
                     except TaskError:
                         failed += 1
 
+            profiled = cprofile_start() if args.cprofile is not None else None
             async with trio.open_nursery() as nursery:
                 for _ in range(args.concurrency):
                     nursery.start_soon(lane)
+                if args.profile is not None:
+                    nursery.start_soon(spy_tree, args.profile, args.seconds - 1)
             elapsed = time.perf_counter() - started
             cpu_after = tree_cpu_s()
+            if profiled is not None:
+                await cprofile_stop(profiled, args.cprofile, done)
             cpu_used = {k: cpu_after[k] - cpu_before[k] for k in cpu_after}
+            opened = client.streams.opened - opened_before
+            refused = await capacity_refusals(devnet) - refused_before
         return {
             "eligible": eligible,
             "cold_max_ms": max(cold, default=0.0),
@@ -183,6 +203,8 @@ async def measure(args: argparse.Namespace) -> dict[str, float]:
             },
             "idle_cores": idle_cores,
             "failed": failed,
+            "streams_per_task": opened / max(done, 1),
+            "full_per_task": refused / max(done, 1),
         }
 
 
@@ -205,6 +227,20 @@ def main() -> None:
         default="digests",
         help="what views score nodes from (reputation_source); on digests, per-task records "
         "stay with their parties: no feed, --task-records is ignored",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="sample every process with py-spy during the throughput window into DIR and "
+        "print where each role's CPU went (the profiled run's CPU figures are inflated)",
+    )
+    parser.add_argument(
+        "--cprofile",
+        type=Path,
+        metavar="DIR",
+        help="profile every process's CPU time (cProfile) during the throughput window "
+        "into DIR and print where each role's CPU went (figures inflated)",
     )
     args = parser.parse_args()
     setup_logging("text", "ERROR", "CRITICAL")
@@ -237,6 +273,10 @@ def main() -> None:
         f"enclaves {r['cpu_ms_per_task_enclaves']:.1f}); idle devnet "
         f"{r['idle_cores']:.2f} cores  [targets: p50 <= 25, p99 <= 100, >= 300/s]"
     )
+    if args.profile is not None:
+        print(summarise(args.profile))
+    if args.cprofile is not None:
+        print(cprofile_summary(args.cprofile))
     print(
         json.dumps(
             {
@@ -250,6 +290,8 @@ def main() -> None:
                     for k in ("client", "nodes", "enclaves")
                 },
                 "idle_cores": round(r["idle_cores"], 2),
+                "streams_per_task": round(r["streams_per_task"], 3),
+                "full_per_task": round(r["full_per_task"], 3),
                 "nodes": args.nodes,
                 "task_records": args.task_records if args.views == "records" else "parties",
                 "views": args.views,

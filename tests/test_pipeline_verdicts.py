@@ -179,3 +179,35 @@ def test_accept_is_judge_is_accept(parts):
     # Held already, no topic: the shortcut that skips the signature check still accepts.
     assert pipeline.judge(data) is Verdict.ACCEPT
     assert pipeline.accept_many([data, data]) == [True, True]
+
+
+def test_decoded_records_stored_together_share_one_transaction(parts):
+    """accept_decoded_many: one put_many for the batch (one commit), a verdict per record
+    in order (an older seq of a slot held is refused), listeners and metrics as one by
+    one; a failing store refuses them all."""
+    pipeline, store, metrics = parts
+    held = decode(_heartbeat(epoch=3, seq=20), now=NOW)
+    assert pipeline.accept_decoded(held, source="task") is True
+    batch = [decode(_heartbeat(epoch=e), now=NOW) for e in (4, 5)]
+    stale = decode(_heartbeat(epoch=3, seq=15), now=NOW)
+    seen: list[Outcome] = []
+    pipeline.on_record(lambda signed, outcome: seen.append(outcome))
+    calls: list[int] = []
+    put_many = store.put_many
+    store.put_many = lambda records, *, now: (
+        calls.append(len(records)) or put_many(records, now=now)
+    )
+    assert pipeline.accept_decoded_many([batch[0], stale, batch[1]], source="task") == [
+        True,
+        False,
+        True,
+    ]
+    assert calls == [3]
+    assert seen == [Outcome.NEW, Outcome.NEW]
+    assert all(store.has(s.record_id) for s in batch)
+    assert totals(metrics.accepted, "outcome") == {"new": 3, "stale": 1}
+    store.failing = True
+    again = [decode(_heartbeat(epoch=e), now=NOW) for e in (6, 7)]
+    assert pipeline.accept_decoded_many(again, source="task") == [False, False]
+    assert not any(store.has(s.record_id) for s in again)
+    assert pipeline.accept_decoded_many([], source="task") == []

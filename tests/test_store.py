@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sqlite3
@@ -175,6 +176,34 @@ def test_query_by_slot(store):
     assert store.query(type="Claim", slot=task_id) == [claim]
     assert store.query(slot=task_id) == sorted([offer, claim], key=lambda s: s.record_id)
     assert store.query(type="Claim", slot=b"\x00" * 32) == []
+
+
+def test_the_claims_on_a_task_are_one_indexed_lookup_whoever_signed_them(tmp_path):
+    """A task server asks for every claim on a task on each request: that must not scan
+    all the claims held (it did: the only index with the slot leads with the signer). The
+    plan SQLite picks for the store's own query says so, without timing anything; a store
+    made before the index gets it when opened."""
+    path = tmp_path / "records.db"
+    with SqliteRecordStore(path) as store:
+        store._db.execute("DROP INDEX records_claim_slot")  # as an older store
+    claim = next(r for r in factories.sample_records() if r.TYPE == "Claim")
+    signers = [factories.identity(f"claimant-{i}") for i in range(3)]
+    task_id = claim.task_id
+    with SqliteRecordStore(path) as store:
+        others = [
+            sign(dataclasses.replace(claim, task_id=bytes([i]) * 32), ALICE) for i in range(20)
+        ]
+        mine = [sign(claim, key) for key in signers]
+        store.put_many(others + mine, now=NOW)
+        sent: list[str] = []
+        store._db.set_trace_callback(sent.append)
+        assert store.query(type="Claim", slot=task_id) == sorted(mine, key=lambda s: s.record_id)
+        store._db.set_trace_callback(None)
+        (sql,) = [q for q in sent if q.startswith("SELECT")]
+        plan = " ".join(row[3] for row in store._db.execute("EXPLAIN QUERY PLAN " + sql))
+        assert "USING INDEX records_claim_slot" in plan, plan
+        # With the signer too it stays the unique slot index.
+        assert store.query(type="Claim", signer=signers[0].peer_id, slot=task_id) == [mine[0]]
 
 
 def test_garbage_file_and_newer_schema_are_clear_errors(tmp_path):

@@ -21,6 +21,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Any
 
 from repp2p.clock import ClockAPI
 from repp2p.digests.params import DigestParams
@@ -141,6 +142,7 @@ class RecordPipeline(RecordPipelineAPI):
         self._arrivals: OrderedDict[bytes, float] = OrderedDict()
         self._equivocators: dict[str, None] = {}  # signers warned about (recent ones)
         self._store_fault: StoreFault | None = None
+        self._accepted: dict[tuple[str, Outcome, str], Any] = {}  # metric children
 
     @property
     def store_fault(self) -> StoreFault | None:
@@ -179,10 +181,18 @@ class RecordPipeline(RecordPipelineAPI):
         return self._judge_many(batch, topic, source)
 
     def accept_decoded(self, signed: SignedRecord, *, source: str) -> bool:
-        verdict = [Verdict.REJECT]
+        return self.accept_decoded_many([signed], source=source)[0]
+
+    def accept_decoded_many(self, batch: list[SignedRecord], *, source: str) -> list[bool]:
+        """:meth:`accept_decoded` for several records in one store transaction (a commit
+        is most of a single record's cost): whether each was accepted, in order. Records
+        of one task stored at one point of its path (a client storing a node's claim and
+        receipt, say) lose nothing by sharing it: none of them is durable before all are.
+        """
+        verdicts = [Verdict.REJECT] * len(batch)
         now = int(self._clock.now())
-        self._store_batch([(0, signed)], verdict, now, source, time.perf_counter())
-        return verdict[0] is Verdict.ACCEPT
+        self._store_batch(list(enumerate(batch)), verdicts, now, source, time.perf_counter())
+        return [v is Verdict.ACCEPT for v in verdicts]
 
     def _judge_many(self, batch: list[bytes], topic: str | None, source: str) -> list[Verdict]:
         """Decode, check and store ``batch`` (one store transaction); a verdict per record."""
@@ -293,6 +303,17 @@ class RecordPipeline(RecordPipelineAPI):
             return DIGEST_TOO_OLD
         return None
 
+    def _accepted_counter(self, record_type: str, outcome: Outcome, source: str) -> Any:
+        """The ``repp2p_records_accepted`` child of these labels, looked up once (a
+        ``labels()`` call per stored record showed on the task path)."""
+        key = (record_type, outcome, source)
+        child = self._accepted.get(key)
+        if child is None:
+            child = self._accepted[key] = self._metrics.accepted.labels(
+                record_type, outcome.value, source
+            )
+        return child
+
     def _log_equivocation(self, signed: SignedRecord) -> None:
         # One WARNING per signer (bounded memory): a throwaway key equivocating thousands
         # of times must not flood the operator's log; the rest go to DEBUG.
@@ -345,7 +366,7 @@ class RecordPipeline(RecordPipelineAPI):
             return
         self._metrics.validation.observe((time.perf_counter() - started) / len(verdicts))
         for (i, signed), outcome in zip(fresh, outcomes, strict=True):
-            self._metrics.accepted.labels(signed.type, outcome.value, source).inc()
+            self._accepted_counter(signed.type, outcome, source).inc()
             if outcome is Outcome.STALE:
                 # Overtaken by a newer record of its slot: an honest race (the older one
                 # came by a slower path), so IGNORE, never blame the forwarder.

@@ -10,6 +10,11 @@ Why these choices:
 * Unsigned 64-bit integers (``seq``, ``epoch``, ``expires``) are stored as 8-byte big-endian
   blobs: SQLite integers are signed, and blob order (memcmp) equals unsigned order.
 * Records read back are decoded and verified again: the database file is input too.
+* The claims on a task, whoever signed them, are one indexed lookup (a task server asks
+  for them on every task): a partial index over claims only, so that the other records
+  do not pay for it on every write. :meth:`SqliteRecordStore.query` names the type
+  ``'Claim'`` literally for SQLite to use it (a bound parameter cannot select a partial
+  index). Without it each lookup scanned every claim held.
 """
 
 from __future__ import annotations
@@ -67,6 +72,7 @@ CREATE TABLE IF NOT EXISTS records (
 CREATE UNIQUE INDEX IF NOT EXISTS records_slot ON records (signer, type, slot);
 CREATE INDEX IF NOT EXISTS records_type_epoch ON records (type, epoch);
 CREATE INDEX IF NOT EXISTS records_expires ON records (expires);
+CREATE INDEX IF NOT EXISTS records_claim_slot ON records (slot) WHERE type = 'Claim';
 CREATE TABLE IF NOT EXISTS feed (
     seq         INTEGER PRIMARY KEY AUTOINCREMENT,
     record_id   BLOB NOT NULL,
@@ -84,6 +90,10 @@ CREATE TABLE IF NOT EXISTS evidence (
     PRIMARY KEY (a_id, b_id)
 );
 """
+
+
+#: the record type the partial index ``records_claim_slot`` covers (Claim.TYPE)
+_CLAIM = "Claim"
 
 
 def _u64(value: int) -> bytes:
@@ -334,10 +344,14 @@ class SqliteRecordStore(RecordStoreAPI):
         slot: bytes | None = None,
     ) -> list[SignedRecord]:
         clauses, params = [], []
-        for column, value in (("type", type), ("signer", signer)):
-            if value is not None:
-                clauses.append(f"{column}=?")
-                params.append(value)
+        if type == _CLAIM:
+            clauses.append(f"type='{_CLAIM}'")  # literal: selects records_claim_slot
+        elif type is not None:
+            clauses.append("type=?")
+            params.append(type)
+        if signer is not None:
+            clauses.append("signer=?")
+            params.append(signer)
         if epoch is not None:
             clauses.append("epoch=?")
             params.append(_u64(epoch))

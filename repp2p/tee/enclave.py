@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import subprocess
 import sys
 import threading
+import time
 import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -48,8 +50,6 @@ from repp2p.tee.wire import (
     decode_body,
     encode_frame,
     frame_size,
-    read_frame,
-    write_frame,
 )
 
 KIND = "simulated"
@@ -218,9 +218,11 @@ class Enclave(EnclaveAPI):
         """Send the ``start`` request to a launched enclave process and wrap it.
 
         :meth:`start` launches the process; tests pass an in-process stand-in with the
-        same ``stdin``/``stdout``/``poll``/``kill``/``wait`` surface.
+        same ``stdin``/``stdout``/``poll``/``kill``/``wait`` surface. Both descriptors are
+        made non-blocking here, once, for the enclave's life (:func:`_exchange`).
         """
         try:
+            _set_nonblocking(process)
             info = _roundtrip(process, request, timeout_s)
         except EnclaveError as exc:
             _reap(process)
@@ -605,16 +607,63 @@ def _roundtrip(process: subprocess.Popen, request: dict, timeout_s: float) -> di
     return _interpret(reply)
 
 
+def _set_nonblocking(process: Any) -> None:
+    """Make the descriptors to the enclave non-blocking, once: the trio path
+    (:func:`_exchange_async`) needs them so, and flipping them per call cost ~10 fcntl
+    calls per task. The synchronous path (:func:`_exchange`) waits with ``select``.
+    Only this process's ends change (over a socket, both are dups of one description)."""
+    assert process.stdin is not None and process.stdout is not None
+    for stream in (process.stdin, process.stdout):
+        os.set_blocking(stream.fileno(), False)
+
+
 def _exchange(process: Any, request: dict, timeout_s: float) -> dict:
-    """Write ``request`` to the enclave and read its reply frame (blocking, ``timeout_s``
-    for the reply).
+    """Write ``request`` to the enclave and read its reply frame, waiting at most
+    ``timeout_s`` in all (the descriptors are non-blocking: :func:`_set_nonblocking`).
 
     Raises:
         WireTimeout, WireClosed, WireMalformed, OSError: see :func:`_wire_errors`.
     """
     assert process.stdin is not None and process.stdout is not None
-    write_frame(process.stdin.fileno(), request)
-    return read_frame(process.stdout.fileno(), timeout_s)
+    deadline = time.monotonic() + timeout_s
+    write_fd, read_fd = process.stdin.fileno(), process.stdout.fileno()
+    data = memoryview(encode_frame(request))
+    while data:
+        try:
+            data = data[os.write(write_fd, data) :]
+        except BlockingIOError:  # the pipe is full: the enclave reads on
+            _select(write_fd, deadline, readable=False)
+    size = frame_size(_read_exact(read_fd, 4, deadline))
+    return decode_body(_read_exact(read_fd, size, deadline))
+
+
+def _read_exact(fd: int, size: int, deadline: float) -> bytes:
+    """``size`` bytes from the non-blocking ``fd`` by ``deadline`` (WireTimeout), or
+    WireClosed at EOF."""
+    chunks = []
+    remaining = size
+    while remaining:
+        try:
+            chunk = os.read(fd, min(remaining, 1 << 20))
+        except BlockingIOError:
+            _select(fd, deadline, readable=True)
+            continue
+        if not chunk:
+            raise WireClosed
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+def _select(fd: int, deadline: float, *, readable: bool) -> None:
+    """Wait until ``fd`` is ready, or raise WireTimeout at ``deadline``."""
+    wait = deadline - time.monotonic()
+    if wait > 0:
+        fds = [fd]
+        ready = select.select(fds, [], [], wait) if readable else select.select([], fds, [], wait)
+        if ready[0] or ready[1]:
+            return
+    raise WireTimeout
 
 
 @contextlib.contextmanager
@@ -696,25 +745,18 @@ def _execute_reply(reply: dict) -> tuple[bytes, Receipt]:
 
 async def _exchange_async(process: Any, request: dict) -> dict:
     """Write ``request`` to the enclave and read its reply, waiting on the trio loop for
-    the descriptors to be ready (non-blocking for the exchange, restored after)."""
+    the descriptors to be ready (non-blocking since :meth:`Enclave.connect`)."""
     write_fd, read_fd = process.stdin.fileno(), process.stdout.fileno()
-    blocking = {fd: os.get_blocking(fd) for fd in (write_fd, read_fd)}
-    for fd in blocking:
-        os.set_blocking(fd, False)
-    try:
-        data = memoryview(encode_frame(request))
-        while data:
-            try:
-                written = os.write(write_fd, data)
-            except BlockingIOError:
-                await _wait(write_fd, readable=False)
-                continue
-            data = data[written:]
-        size = frame_size(await _read_exact_async(read_fd, 4))
-        return decode_body(await _read_exact_async(read_fd, size))
-    finally:
-        for fd, was in blocking.items():
-            os.set_blocking(fd, was)
+    data = memoryview(encode_frame(request))
+    while data:
+        try:
+            written = os.write(write_fd, data)
+        except BlockingIOError:
+            await _wait(write_fd, readable=False)
+            continue
+        data = data[written:]
+    size = frame_size(await _read_exact_async(read_fd, 4))
+    return decode_body(await _read_exact_async(read_fd, size))
 
 
 async def _read_exact_async(fd: int, size: int) -> bytes:

@@ -296,6 +296,35 @@ async def test_a_client_re_signing_its_offer_after_the_claim_changes_nothing(tmp
     assert not list((tmp_path / "claimed-offers").glob(f"{EPOCH}.bin"))
 
 
+def test_claimed_offers_are_on_disk_as_added_across_epochs_and_pruning(tmp_path):
+    """Each claimed offer is written through as it is added (the file of the epoch stays
+    open between adds): a peer reading the folder meanwhile, as after a crash, finds every
+    offer, whichever epochs the adds alternate between; pruning removes the epoch's file
+    even while it is the open one, and a later add starts it again."""
+    folder = tmp_path / "claimed-offers"
+    offers = {
+        e: [factories.task_records(CLIENT, NODE, e, f"c{e}-{i}").offer for i in range(3)]
+        for e in (EPOCH, EPOCH + 1)
+    }
+    claimed = ClaimedOffers(folder)
+    order = [(EPOCH, 0), (EPOCH + 1, 0), (EPOCH, 1), (EPOCH, 1), (EPOCH + 1, 1), (EPOCH, 2)]
+    for n, (e, i) in enumerate(order, start=1):
+        claimed.add(offers[e][i])
+        reader = ClaimedOffers(folder)  # a restarted peer, the first still running
+        for epoch, held in offers.items():
+            wanted = {o.record_id for j, o in enumerate(held) if (epoch, j) in order[:n]}
+            assert set(reader.of(epoch)) == wanted
+    assert len((folder / f"{EPOCH}.bin").read_bytes()) == sum(
+        4 + len(o.data) for o in offers[EPOCH]
+    )  # the repeated add wrote nothing
+    claimed.forget_before(EPOCH + 2)  # the open file (EPOCH) goes too
+    assert not list(folder.glob("*.bin"))
+    claimed.add(offers[EPOCH + 1][2])
+    assert set(ClaimedOffers(folder).of(EPOCH + 1)) == {offers[EPOCH + 1][2].record_id}
+    claimed.close()
+    claimed.close()
+
+
 async def test_a_split_digest_cut_short_by_a_crash_is_completed_not_re_split():
     clients = [factories.identity(f"split-client-{i}") for i in range(3)]
     tasks = [factories.task_records(c, NODE, EPOCH, f"s{i}") for i, c in enumerate(clients)]

@@ -403,3 +403,41 @@ async def test_an_async_call_that_times_out_half_way_ends_the_enclave_process():
         with pytest.raises(EnclaveError) as caught:
             await enclave.execute_async(**task)
         assert caught.value.reason is EnclaveReason.CLOSED
+
+
+async def test_descriptors_are_made_non_blocking_once_and_both_paths_carry_large_frames():
+    """The pipe ends are non-blocking from the start (the trio path needs them so, and
+    flipping them per call cost syscalls on every task); the synchronous path waits on
+    them with ``select``: frames well past a pipe's buffer go both ways on either path,
+    in turn."""
+    with Enclave.start(["echo"]) as enclave:
+        fds = (enclave._process.stdin.fileno(), enclave._process.stdout.fileno())
+        assert not any(os.get_blocking(fd) for fd in fds)
+        data = b"z" * 600_000
+        for name in (b"sync", b"async", b"sync again"):
+            task_id, offer_id = _task(name)
+            secret, task = _echo_task(enclave, data, task_id, offer_id)
+            if name == b"async":
+                encrypted, receipt = await enclave.execute_async(**task)
+            else:
+                encrypted, receipt = enclave.execute(**task)
+            assert _open(enclave, encrypted, receipt, secret, task_id, data) == data
+            assert not any(os.get_blocking(fd) for fd in fds)
+        assert enclave.attest(NODE.peer_id, 1, NONCE, NOW)
+
+
+def test_a_synchronous_call_to_a_stuck_enclave_times_out_while_writing():
+    """A request larger than the pipe's buffer to an enclave that stopped reading: the
+    write waits within the call's deadline too (TIMEOUT, the process killed), where a
+    blocking write would have waited for ever."""
+    before = _children()
+    stuck = Enclave.start(["echo"])
+    os.kill(stuck.pid, signal.SIGSTOP)
+    task_id, offer_id = _task(b"stuck writer")
+    _secret, task = _echo_task(stuck, b"w" * 600_000, task_id, offer_id)
+    with pytest.raises(EnclaveError) as info:
+        stuck.execute(**task, timeout_s=0.5)
+    assert info.value.reason is EnclaveReason.TIMEOUT
+    assert not stuck.is_alive
+    stuck.close()
+    assert _children() == before
