@@ -439,11 +439,16 @@ class Client:
 
         A task's records enter views ``TASK_RECORD_LAG`` epochs late and count for
         ``window_epochs`` more; expiring earlier would make a node's record vanish from
-        reputations (and from what a fresh peer can sync) while it should still count.
+        reputations (and from what a fresh peer can sync) while it should still count. A
+        dispute proof of the task counts from its count epoch, at most ``dispute_lag``
+        after the task's, for ``window_epochs`` views, and replicas refuse a k = 1
+        verdict whose offer or feedback (which inherits the offer's expiry) expires
+        earlier (:func:`repp2p.tasks.check_verdict_lifetime`): the later of the two lags.
         """
         epoch_s = self.views.epoch_s
         params = self.views.params
-        last_counted = epoch + params.task_record_lag + params.reputation.window_epochs
+        lag = max(params.task_record_lag, params.dispute_lag)
+        last_counted = epoch + lag + params.reputation.window_epochs
         wanted = max((last_counted + 1) * epoch_s, int(deadline) + MIN_TASK_RECORD_LIFETIME_S)
         return min(wanted, int(self.clock.now()) + MAX_TASK_RECORD_LIFETIME_S)
 

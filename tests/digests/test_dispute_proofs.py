@@ -356,9 +356,10 @@ def test_a_contested_proof_of_agreeing_receipts_checks_and_round_trips():
     checked = _check(proof)
     assert checked.verdict is not None and checked.verdict.data == proof.verdict
     assert checked.proof() == proof
-    # the verdict is not task evidence: views collect the offer, claims and receipts
-    assert checked.verdict.record_id not in {r.record_id for r in checked.records()}
-    assert len(checked.records()) == 1 + 2 * 3
+    # views collect the offer, claims, receipts and the verdict (the client's wrong on
+    # that node, whatever its own digest says)
+    assert checked.records()[-1].record_id == checked.verdict.record_id
+    assert len(checked.records()) == 1 + 2 * 3 + 1
     # a plain proof's bytes carry no verdict key (as before contested proofs existed)
     assert "verdict" not in cbor2.loads(_proof().encode())
     # receipts that disagree may carry the verdict too (the client's own publication)
