@@ -57,9 +57,11 @@ against a node only as far as the dispute proofs back them (docs/core.md, "Verdi
 by proof"): per pair, verdicts matched by the node's receipts that lost a confident verdict
 on the client's tasks count in full, unproven ones at most as much again (scaled by the
 pair's proven share), and unproven ones a proof contradicts (the node's receipt upheld)
-are refuted slander, which lowers the client's credibility as in the records path. With no
-proof nothing counts. Verdicts are still not linked to single receipts, so no echoed
-verdict is dropped.
+are refuted slander, which lowers the client's credibility as in the records path. A
+contested k = 1 proof's verdict is a ``wrong`` of its client on its node whatever the
+client's digest says (per pair, the larger of the rows' ``wrong`` + ``bad_proof`` and the
+proofs' verdicts). With no proof nothing counts. Verdicts are still not linked to single
+receipts, so no echoed verdict is dropped.
 
 Pure: no I/O, no clock.
 """
