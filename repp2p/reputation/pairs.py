@@ -949,8 +949,9 @@ def compute_pairs(
     # A contested k = 1 proof's verdict is a wrong of its client on its node whatever the
     # client's own digest says (it may leave it out, or count a later ``ok``): per pair,
     # the larger of the digest's wrongs and the proofs' verdicts (the same tasks' wrongs
-    # when both report them). No verdict in any proof: ``s["bad"]`` as it is.
-    bad_v = np.maximum(s["bad"], disputes.verdict_mass(pc, pn, n))
+    # when both report them), on the pairs that count (``valid``, as the rows). No verdict
+    # in any proof: ``s["bad"]`` as it is.
+    bad_v = np.maximum(s["bad"], np.where(valid, disputes.verdict_mass(pc, pn, n), 0.0))
 
     def weigh(proven: np.ndarray, upheld_m: np.ndarray) -> tuple[np.ndarray, ...]:
         """Verdict weights given the per-pair proof masses (docs/core.md, "Verdicts backed
