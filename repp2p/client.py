@@ -958,7 +958,9 @@ class _Attempt:
         Raises:
             TaskError: ``check_failed``: no confident verdict upheld an output the check
                 passes (the replicas agreed with the first node, were undecided, our
-                credibility is below the bar, the epoch is sealed, or no replicas).
+                credibility is below the bar, the epoch is sealed, no replicas, or our
+                task records expire before the last view that could count the dispute:
+                ``check_verdict_lifetime``, replicas would refuse).
         """
         o: TaskOffer = self.offer.record  # type: ignore[assignment]
         good = [a for a in self.plan.answers if a.outcome is tasks.Outcome.OK]
@@ -980,6 +982,16 @@ class _Attempt:
             )
         if mp.dispute_max_replicas == 0:
             raise TaskError("check_failed", "the output is wrong; dispute_max_replicas is 0")
+        net = self.client.views.params
+        short = tasks.check_verdict_lifetime(
+            self.offer,
+            signed,
+            epoch_s=self.client.views.epoch_s,
+            window_epochs=net.reputation.window_epochs,
+            dispute_lag=net.dispute_lag,
+        )
+        if short is not None:  # the lifetime cap cut our records short: replicas would refuse
+            raise TaskError("check_failed", f"the output is wrong; not escalated: {short.detail}")
         ranking = tasks.escalation_ranking(o, self.view, beacon(o.epoch))
         votes = [tasks.Vote(first.peer, first.output)]
         plan = tasks.EscalationPlan(
