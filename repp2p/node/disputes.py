@@ -377,8 +377,8 @@ class DisputeBook:
         return [d for _k, d in sorted(self._held.items()) if lo <= d.epoch <= hi]
 
     def records(self, lo: int, hi: int) -> list[SignedRecord]:
-        """The offers, claims and receipts of the disputes of epochs ``lo .. hi`` (what a
-        digest view collects its dispute evidence from)."""
+        """The offers, claims, receipts and contested verdicts of the disputes of epochs
+        ``lo .. hi`` (what a digest view collects its dispute evidence from)."""
         return [r for d in self.held(lo, hi) for r in d.records()]
 
     def counted(self, lo: int, hi: int, timing: DisputeTiming) -> list[SignedRecord]:
