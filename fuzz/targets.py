@@ -234,7 +234,8 @@ def _replica_request(data: bytes) -> bool:
     ``claims``, ``releases``, offer and sealed input), then ``check_offer``,
     ``check_fresh``, ``may_be_replica``, ``check_dispute`` (the carried receipts, against
     the attested enclave keys of the target's nodes; ``contested`` with a verdict), for a
-    k = 1 request ``check_verdict`` and ``check_verdict_claims``, the handed releases
+    k = 1 request ``check_verdict``, ``check_verdict_lifetime`` (``window_epochs`` 168,
+    ``dispute_lag`` 5) and ``check_verdict_claims``, the handed releases
     (``releases_in``) and ``replica_rank`` for the fifth node of the ranking
     (``dispute_max_replicas`` 2). The client's credibility, read from the node's view and
     no part of the request, is not checked. Accepted: the request would make that node run
@@ -280,6 +281,11 @@ def _replica_request(data: bytes) -> bool:
     if verdict is not None:
         judged = tasks.check_verdict(verdict, offer, receipts, now_ms=_TASK_NOW_MS)
         if isinstance(judged, tasks.Reject):
+            return False
+        short = tasks.check_verdict_lifetime(
+            offer, judged, epoch_s=_TASK_EPOCH_S, window_epochs=168, dispute_lag=5
+        )
+        if short is not None:
             return False
         carried = tasks.check_verdict_claims(claims or [], offer, receipts, now_ms=_TASK_NOW_MS)
         if isinstance(carried, tasks.Reject):
@@ -432,7 +438,7 @@ def _dispute_proof(data: bytes) -> bool:
     """A dispute proof from the ``proofs`` topic through ``decode_dispute`` and
     ``check_dispute_proof`` as a peer checks one on arrival: every rule, with the
     attestation verdicts and ranks of the target's nodes and the timing of a 10-s epoch
-    network (``dispute_lag`` 5)."""
+    network (``dispute_lag`` 5, ``window_epochs`` 168)."""
     from repp2p.digests.disputes import DisputeTiming, check_dispute_proof, decode_dispute
 
     epoch = _TASK_NOW_MS // 1000 // _TASK_EPOCH_S
@@ -445,7 +451,7 @@ def _dispute_proof(data: bytes) -> bool:
         verdict_of=lambda peer, _epoch: verdicts.get(peer),
         # the checker holds no view of earlier epochs: it cannot rank their offers
         ranks_of=lambda offer: ranks if offer.record.epoch == epoch else None,
-        timing=DisputeTiming(_TASK_EPOCH_S, 5),
+        timing=DisputeTiming(_TASK_EPOCH_S, 5, window_epochs=168),
     )
     return True
 

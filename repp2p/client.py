@@ -439,11 +439,16 @@ class Client:
 
         A task's records enter views ``TASK_RECORD_LAG`` epochs late and count for
         ``window_epochs`` more; expiring earlier would make a node's record vanish from
-        reputations (and from what a fresh peer can sync) while it should still count.
+        reputations (and from what a fresh peer can sync) while it should still count. A
+        dispute proof of the task counts from its count epoch, at most ``dispute_lag``
+        after the task's, for ``window_epochs`` views, and replicas refuse a k = 1
+        verdict whose offer or feedback (which inherits the offer's expiry) expires
+        earlier (:func:`repp2p.tasks.check_verdict_lifetime`): the later of the two lags.
         """
         epoch_s = self.views.epoch_s
         params = self.views.params
-        last_counted = epoch + params.task_record_lag + params.reputation.window_epochs
+        lag = max(params.task_record_lag, params.dispute_lag)
+        last_counted = epoch + lag + params.reputation.window_epochs
         wanted = max((last_counted + 1) * epoch_s, int(deadline) + MIN_TASK_RECORD_LIFETIME_S)
         return min(wanted, int(self.clock.now()) + MAX_TASK_RECORD_LIFETIME_S)
 
@@ -953,7 +958,9 @@ class _Attempt:
         Raises:
             TaskError: ``check_failed``: no confident verdict upheld an output the check
                 passes (the replicas agreed with the first node, were undecided, our
-                credibility is below the bar, the epoch is sealed, or no replicas).
+                credibility is below the bar, the epoch is sealed, no replicas, or our
+                task records expire before the last view that could count the dispute:
+                ``check_verdict_lifetime``, replicas would refuse).
         """
         o: TaskOffer = self.offer.record  # type: ignore[assignment]
         good = [a for a in self.plan.answers if a.outcome is tasks.Outcome.OK]
@@ -975,6 +982,16 @@ class _Attempt:
             )
         if mp.dispute_max_replicas == 0:
             raise TaskError("check_failed", "the output is wrong; dispute_max_replicas is 0")
+        net = self.client.views.params
+        short = tasks.check_verdict_lifetime(
+            self.offer,
+            signed,
+            epoch_s=self.client.views.epoch_s,
+            window_epochs=net.reputation.window_epochs,
+            dispute_lag=net.dispute_lag,
+        )
+        if short is not None:  # the lifetime cap cut our records short: replicas would refuse
+            raise TaskError("check_failed", f"the output is wrong; not escalated: {short.detail}")
         ranking = tasks.escalation_ranking(o, self.view, beacon(o.epoch))
         votes = [tasks.Vote(first.peer, first.output)]
         plan = tasks.EscalationPlan(

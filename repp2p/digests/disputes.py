@@ -36,10 +36,14 @@ Proofs of one offer **merge**: a peer keeps, per offer, the union of the checked
 receipts (:func:`merge`; per signer and type the record with the highest ``seq``, then the
 smallest record ID, the store's replacement rule), so a later proof with more receipts (a
 replica's, or the client's after more replicas answered) adds them, and the kept set is the
-same whatever order proofs arrived in. A verdict is kept once one proof carried it (two
-verdicts of one client: the current version by the same rule); the views judge the
-receipts only (the verdict is not a vote) and the client's ``wrong`` reaches them through
-its feedback digest.
+same whatever order proofs arrived in. A verdict is kept once one proof carried it, and
+stays: another version of it (a higher ``seq``, another record ID) adds nothing (the proof
+is KNOWN, not forwarded); only a verdict on a node of a smaller peer ID replaces it, so
+peers agree on its client, node and task (all a view reads of it) in any order of arrival,
+and one offer's proof changes at most once per node. The verdict is not a vote: the views
+judge the receipts, and count the verdict as the client's ``wrong`` on that node for that
+task whatever its feedback digest reports (a client cannot take back, by leaving it out or
+re-signing it ``ok``, a verdict it sent the replicas).
 
 **When a proof counts** (:class:`DisputeTiming`): per offer, from its epoch ``E`` and its
 client-signed ``deadline_ms``. Nodes refuse a task request, replicas included, once the
@@ -73,7 +77,12 @@ from repp2p.records import (
     decode,
     receipt_message,
 )
-from repp2p.tasks.escalation import MAX_VERDICT_SIZE, verdict_fault
+from repp2p.tasks.escalation import (
+    MAX_VERDICT_SIZE,
+    contested_expiry,
+    lifetime_fault,
+    verdict_fault,
+)
 
 #: The kind tag of a dispute proof (the ``proofs`` topic carries other kinds too).
 KIND = "dispute"
@@ -110,10 +119,27 @@ class DisputeTiming:
         epoch_s: the network's epoch length (``NetworkParams.epoch_s``).
         dispute_lag: the latest count epoch, in epochs after the offer's
             (``NetworkParams.dispute_lag`` = ``seal_lag_epochs + 1``).
+        window_epochs: the reputation window (``ReputationParams.window_epochs``); with
+            it, a contested proof's offer and verdict must live until the last view that
+            can count it (:meth:`contested_expiry`). None: not checked.
     """
 
     epoch_s: int
     dispute_lag: int
+    window_epochs: int | None = None
+
+    def contested_expiry(self, epoch: int) -> int | None:
+        """The earliest expiry (unix seconds) of the offer and the verdict of a contested
+        proof of an offer of ``epoch`` (:func:`repp2p.tasks.escalation.contested_expiry`),
+        None without ``window_epochs``."""
+        if self.window_epochs is None:
+            return None
+        return contested_expiry(
+            epoch,
+            epoch_s=self.epoch_s,
+            window_epochs=self.window_epochs,
+            dispute_lag=self.dispute_lag,
+        )
 
     def close(self, epoch: int, deadline_ms: int) -> int:
         """The last epoch in which peers take a proof of an offer of ``epoch`` with this
@@ -201,9 +227,12 @@ class CheckedDispute:
         return self.offer.record.deadline_ms  # type: ignore[attr-defined]
 
     def records(self) -> list[SignedRecord]:
-        """The offer, the claims and the receipts: the task evidence views collect (not the
-        verdict: a digest view takes no feedback from proofs)."""
-        return [self.offer, *self.claims, *self.receipts]
+        """The offer, the claims, the receipts and the verdict if any: the task evidence
+        views collect. A contested proof's verdict is the one feedback a digest view takes
+        from proofs: it counts as a ``wrong`` of the client on that node whatever the
+        client's own digest reports (:func:`repp2p.reputation.pairs.compute_pairs`)."""
+        extra = [] if self.verdict is None else [self.verdict]
+        return [self.offer, *self.claims, *self.receipts, *extra]
 
     def proof(self) -> DisputeProof:
         """The proof that carries exactly these records."""
@@ -266,7 +295,7 @@ def decode_dispute(data: Any) -> DisputeProof:
     return DisputeProof(offer, claims, receipts, verdict)
 
 
-def _read(data: bytes, now: int, cls: type) -> SignedRecord:
+def _read(data: bytes, now: int | None, cls: type) -> SignedRecord:
     try:
         signed = decode(data, now=now)
     except RecordError as exc:
@@ -292,7 +321,7 @@ def key_verdict(verdict: Any, key: bytes, epoch: int) -> ProofReason | None:
 def check_dispute_proof(
     proof: DisputeProof,
     *,
-    now: int,
+    now: int | None,
     epochs: tuple[int, int],
     verdict_of: VerdictOf | None,
     ranks_of: RanksOf | None,
@@ -303,7 +332,9 @@ def check_dispute_proof(
 
     Args:
         proof: from :func:`decode_dispute`.
-        now: unix seconds (every envelope must be live).
+        now: unix seconds (every envelope must be live); None: liveness is not checked
+            (only for a proof this peer checked live before, read back from its own disk:
+            a view drops expired records itself, at its own time, on every peer alike).
         epochs: ``(oldest, newest)`` offer epochs the checker takes proofs of (older ones
             are replays of a task out of every view, newer ones cannot exist yet).
         verdict_of: the checker's attestation verdict of a node for an offer of an epoch;
@@ -314,8 +345,11 @@ def check_dispute_proof(
             (:func:`repp2p.reputation.collect` with its verdicts and rankings).
         timing: with it, a proof is also TOO_OLD once ``newest`` (the checker's epoch) is
             past the offer's :meth:`DisputeTiming.close`: nothing may change a dispute
-            after its close, so every peer counts the same receipts. None: the epoch
-            window only (a proof read back from disk).
+            after its close, so every peer counts the same receipts; and with its
+            ``window_epochs``, a contested proof whose offer or verdict expires before
+            :meth:`DisputeTiming.contested_expiry` is BAD_VERDICT (its client would
+            decide how long its refutation counts). None: the epoch window only (a proof
+            read back from disk).
 
     Returns:
         The :class:`CheckedDispute`.
@@ -392,6 +426,9 @@ def check_dispute_proof(
         # the verdict is the client's, checked like the one a replica request carries
         contest = _read(proof.verdict, now, Feedback)
         fault = verdict_fault(contest, offer, {r.signer for r in receipts})
+        last = timing.contested_expiry(o.epoch) if timing is not None else None
+        if fault is None and last is not None:
+            fault = lifetime_fault(offer, contest, last)
         if fault is not None:
             raise ProofError(ProofReason.BAD_VERDICT, fault)
     elif len({r.record.output_digest for r in receipts}) < 2:  # type: ignore[attr-defined]
@@ -442,8 +479,16 @@ def merge(known: CheckedDispute | None, new: CheckedDispute) -> CheckedDispute |
         old = runs.get(r.signer)
         runs[r.signer] = (c, r) if old is None else (_better(old[0], c), _better(old[1], r))
     nodes = sorted(runs)[:MAX_DISPUTE_RECEIPTS]
-    verdicts = [v for v in (known.verdict, new.verdict) if v is not None]
-    verdict = verdicts[0] if len(verdicts) == 1 else _better(*verdicts) if verdicts else None
+    # the first verdict held stays: another version (a higher seq, a ground record ID) is
+    # no news, or a client could re-sign its way to unlimited forwarded proofs. Only a
+    # verdict on a node of a smaller peer ID replaces it (what views read of a verdict is
+    # its client, node and task, so they agree in any order of arrival; at most one
+    # change per carried node)
+    verdict = known.verdict
+    if new.verdict is not None and (
+        verdict is None or new.verdict.record.node < verdict.record.node  # type: ignore[attr-defined]
+    ):
+        verdict = new.verdict
     if verdict is not None and verdict_fault(verdict, known.offer, nodes) is not None:
         verdict = None  # its node fell past the cut (never for an honest task)
     merged = CheckedDispute(
@@ -454,8 +499,7 @@ def merge(known: CheckedDispute | None, new: CheckedDispute) -> CheckedDispute |
     )
 
     def ids(d: CheckedDispute) -> list[bytes]:
-        extra = [] if d.verdict is None else [d.verdict.record_id]
-        return [x.record_id for x in d.records()] + extra
+        return [x.record_id for x in d.records()]
 
     return None if ids(merged) == ids(known) else merged
 

@@ -320,6 +320,8 @@ class Node:
                     verdict_of=keeper.verdict_at,
                     ranks_of=keeper.offer_ranks,
                     publish=lambda data: pubsub.publish(TOPICS[PROOFS_FAMILY], data),
+                    # a contested proof lives until the last view that can count it
+                    window_epochs=cfg.network_params.reputation.window_epochs,
                 )
                 keeper.disputes = disputes
                 offences = OffenceBook(

@@ -100,13 +100,18 @@ class _Pending:
 def reread_dispute(data: bytes, now: int) -> CheckedDispute:
     """A kept dispute proof read back from disk: it was checked in full when it arrived,
     so only its shape and signatures are checked again (each view re-applies the evidence
-    rule on its own verdicts and rankings).
+    rule on its own verdicts and rankings), and not its envelopes' liveness: a record that
+    expired since (a contested proof's verdict, say) is dropped by each view at its own
+    time, as on a peer that never restarted, while failing the whole proof here would
+    lose its receipts on this peer only (its views would diverge). ``now`` is unused: the
+    book prunes held proofs by their offer's epoch.
 
     Raises:
         ProofError: the bytes are not a well-formed, well-signed dispute proof.
     """
+    del now  # liveness was checked on arrival (see above)
     return check_dispute_proof(
-        decode_dispute(data), now=now, epochs=(0, 2**63), verdict_of=None, ranks_of=None
+        decode_dispute(data), now=None, epochs=(0, 2**63), verdict_of=None, ranks_of=None
     )
 
 
@@ -130,6 +135,9 @@ class DisputeBook:
         verdict_of, ranks_of: the views' attestation verdicts and the offer rankings
             (:mod:`repp2p.digests.disputes`).
         publish: ``await publish(data)`` gossips bytes on the ``proofs`` topic.
+        window_epochs: the reputation window; with it, a contested proof whose offer or
+            verdict expires before the last view that can count it is refused
+            (``bad_verdict``: :meth:`DisputeTiming.contested_expiry`). The node gives it.
     """
 
     def __init__(
@@ -143,12 +151,13 @@ class DisputeBook:
         verdict_of: VerdictOf,
         ranks_of: RanksOf,
         publish: Callable[[bytes], Awaitable[None]] | None = None,
+        window_epochs: int | None = None,
     ) -> None:
         self.folder = folder
         self._files = ProofFolder(folder, "dispute proof")
         self.epoch_s = epoch_s
         self.max_age_epochs = max_age_epochs
-        self.timing = DisputeTiming(epoch_s, max_age_epochs + 1)
+        self.timing = DisputeTiming(epoch_s, max_age_epochs + 1, window_epochs)
         self.keep_epochs = keep_epochs
         self._now = now
         self._verdict_of = verdict_of
@@ -368,8 +377,8 @@ class DisputeBook:
         return [d for _k, d in sorted(self._held.items()) if lo <= d.epoch <= hi]
 
     def records(self, lo: int, hi: int) -> list[SignedRecord]:
-        """The offers, claims and receipts of the disputes of epochs ``lo .. hi`` (what a
-        digest view collects its dispute evidence from)."""
+        """The offers, claims, receipts and contested verdicts of the disputes of epochs
+        ``lo .. hi`` (what a digest view collects its dispute evidence from)."""
         return [r for d in self.held(lo, hi) for r in d.records()]
 
     def counted(self, lo: int, hi: int, timing: DisputeTiming) -> list[SignedRecord]:

@@ -346,12 +346,14 @@ class TaskServer(TaskLoadAPI):
         With a ``verdict`` (k = 1: the client's signed ``wrong`` Feedback on the one node
         that ran it), the client's credibility on the same view must reach
         ``dispute_min_credibility_permille`` (``low_credibility``), the receipts need not
-        disagree, and the verdict must check out (``check_verdict``: ``bad_verdict``), and
-        the request must carry the claim of each carried receipt (``check_verdict_claims``:
-        ``bad_dispute``). Once our receipt is signed, the dispute proof (the offer, the
-        verdict, every carried claim and receipt and ours) is published when
-        ``publish_dispute`` is given: the client cannot keep its refuted verdict from the
-        views by publishing nothing.
+        disagree, and the verdict must check out (``check_verdict``: ``bad_verdict``), the
+        offer and the verdict must live until the last view that can count the dispute
+        (``check_verdict_lifetime``: ``bad_verdict``), and the request must carry the
+        claim of each carried receipt (``check_verdict_claims``: ``bad_dispute``). The
+        verdict is stored with the receipts. Once our receipt is signed, the dispute proof
+        (the offer, the verdict, every carried claim and receipt and ours) is published
+        when ``publish_dispute`` is given: the client cannot keep its refuted verdict from
+        the views by publishing nothing.
         """
         o: TaskOffer = offer.record  # type: ignore[assignment]
         view = self._views.view(o.epoch)
@@ -383,6 +385,15 @@ class TaskServer(TaskLoadAPI):
             judged = tasks.check_verdict(verdict, offer, receipts, now_ms=now_ms)
             if isinstance(judged, tasks.Reject):
                 return _refusal(judged)
+            short = tasks.check_verdict_lifetime(
+                offer,
+                judged,
+                epoch_s=self._views.epoch_s,
+                window_epochs=self._views.reputation_params.window_epochs,
+                dispute_lag=self._views.params.dispute_lag,
+            )
+            if short is not None:
+                return _refusal(short)
             carried = tasks.check_verdict_claims(claims or [], offer, receipts, now_ms=now_ms)
             if isinstance(carried, tasks.Reject):
                 return _refusal(carried)
@@ -405,6 +416,10 @@ class TaskServer(TaskLoadAPI):
             self._publisher.spread(offer_data, TaskOffer.TYPE)
         for receipt in receipts:
             self._pipeline.accept_decoded(receipt, source="task")
+        if judged is not None:
+            # the client's verdict is the dispute's evidence too: held, it spreads like any
+            # feedback on a records network (a client cannot keep it from the views)
+            self._pipeline.accept_decoded(judged, source="task")
         for release in handed:
             self._pipeline.accept_decoded(release, source="task")
         decision = tasks.take_replica(

@@ -57,9 +57,11 @@ against a node only as far as the dispute proofs back them (docs/core.md, "Verdi
 by proof"): per pair, verdicts matched by the node's receipts that lost a confident verdict
 on the client's tasks count in full, unproven ones at most as much again (scaled by the
 pair's proven share), and unproven ones a proof contradicts (the node's receipt upheld)
-are refuted slander, which lowers the client's credibility as in the records path. With no
-proof nothing counts. Verdicts are still not linked to single receipts, so no echoed
-verdict is dropped.
+are refuted slander, which lowers the client's credibility as in the records path. A
+contested k = 1 proof's verdict is a ``wrong`` of its client on its node whatever the
+client's digest says (per pair, the larger of the rows' ``wrong`` + ``bad_proof`` and the
+proofs' verdicts). With no proof nothing counts. Verdicts are still not linked to single
+receipts, so no echoed verdict is dropped.
 
 Pure: no I/O, no clock.
 """
@@ -80,7 +82,7 @@ import numpy as np
 from repp2p.reputation.detmath import decay_table_fixed
 from repp2p.reputation.disputes import dispute_verdicts
 from repp2p.reputation.estimates import beta_lcb, beta_posterior
-from repp2p.reputation.evidence import Evidence, Offence
+from repp2p.reputation.evidence import OUTCOME_CODES, Evidence, Offence
 from repp2p.reputation.params import ReputationParams
 from repp2p.reputation.scores import (
     DECAY_BITS,
@@ -751,16 +753,12 @@ def widen(
     *,
     union: tuple[tuple[str, ...], np.ndarray] | None = None,
 ) -> Evidence:
-    """``ev`` (node records: ads, verdicts, heartbeats, offences, and the offers, claims
-    and receipts of disputed tasks) over the union of its peers and ``peers`` (the clients
-    and nodes the digest rows name, sorted when a tuple); the added peers are not nodes.
-    ``union``: the union and ``ev``'s positions in it, when the caller has them
-    (:meth:`PairState.widen`).
-
-    Raises:
-        ValueError: ``ev`` has feedback rows (a digest view has none: verdicts are in the
-            count rows).
-    """
+    """``ev`` (node records: ads, verdicts, heartbeats, offences, and the offers, claims,
+    receipts and contested verdicts of disputed tasks) over the union of its peers and
+    ``peers`` (the clients and nodes the digest rows name, sorted when a tuple); the added
+    peers are not nodes. ``union``: the union and ``ev``'s positions in it, when the caller
+    has them (:meth:`PairState.widen`). Its only feedback rows are the verdicts contested
+    dispute proofs carry (other verdicts are in the count rows)."""
     if union is None:
         peers = peers if isinstance(peers, tuple) else tuple(sorted(set(peers)))
         full, at, _ = _union(ev.peers, peers)
@@ -780,11 +778,10 @@ def widen(
             wide[at] = value
             wide.setflags(write=False)
             changes[f.name] = wide
-    if len(ev.fb_node):
-        raise ValueError("widen takes node evidence and dispute tables only (no feedback)")
-    # ``at`` is increasing, so heartbeat rows stay sorted by (node, epoch), and claim and
-    # receipt rows by (offer, node)
-    for name in ("hb_node", "offer_client", "claim_node", "receipt_node"):
+    # ``at`` is increasing, so heartbeat rows stay sorted by (node, epoch), claim and
+    # receipt rows by (offer, node), and feedback rows (the contested proofs' verdicts)
+    # by (client, node, offer)
+    for name in ("hb_node", "offer_client", "claim_node", "receipt_node", "fb_client", "fb_node"):
         col = getattr(ev, name)
         if len(col):
             wide = at[col]
@@ -852,7 +849,10 @@ def compute_pairs(
             for the offer's epoch and a ranked claim), judged as
             :func:`~repp2p.reputation.scores.compute` judges them. The claim table may be
             empty (compact inputs, e.g. the simulator's): every receipt then stands for
-            its claim. No feedback rows.
+            its claim. Feedback rows: only the ``wrong`` verdicts contested k = 1
+            proofs carry (:meth:`CheckedDispute.records
+            <repp2p.digests.disputes.CheckedDispute.records>`), each a wrong of its
+            client on its node (per pair, the larger of the count rows' wrongs and these).
         win: the window's folded rows (:meth:`PairState.window`).
         now: unix seconds of the view; its epoch ``now // epoch_s`` sets every row's age
             (rows of epochs outside the reputation window weigh nothing).
@@ -946,10 +946,17 @@ def compute_pairs(
         a_, b_ = beta_posterior(g_, bad_mass, p.prior_success, p.prior_strength_success)
         return np.where(trusted_node, beta_lcb(a_, b_, p.quality_z, p.prior_success), 0.0)
 
+    # A contested k = 1 proof's verdict is a wrong of its client on its node whatever the
+    # client's own digest says (it may leave it out, or count a later ``ok``): per pair,
+    # the larger of the digest's wrongs and the proofs' verdicts (the same tasks' wrongs
+    # when both report them), on the pairs that count (``valid``, as the rows). No verdict
+    # in any proof: ``s["bad"]`` as it is.
+    bad_v = np.maximum(s["bad"], np.where(valid, disputes.verdict_mass(pc, pn, n), 0.0))
+
     def weigh(proven: np.ndarray, upheld_m: np.ndarray) -> tuple[np.ndarray, ...]:
         """Verdict weights given the per-pair proof masses (docs/core.md, "Verdicts backed
         by proof"): ``(cw, credibility, good, bad, seen)`` (per pair, per client, per node x3)."""
-        bare = s["bad"]
+        bare = bad_v
         p_ = np.minimum(bare, proven)  # wrong verdicts a lost dispute backs
         share = np.divide(p_, bare, out=np.zeros_like(bare), where=bare > 0.0)
         # unproven verdicts: weak evidence, bounded by the pair's proven ones (at most p_)
@@ -1071,6 +1078,8 @@ class _DisputeRows:
         self.ev, self.p = ev, p
         self.n_offers = len(ev.offer_client)
         self.none = np.zeros(len(ev.receipt_node), bool)
+        #: ``(client, node, decayed weight)`` of each proof-carried verdict (none: empty)
+        self.verdicts: tuple[np.ndarray, ...] = (np.zeros(0, _I64),) * 2 + (np.zeros(0),)
         self.proven_wrong = np.zeros(n, bool)
         self.offences: list[Offence] = []
         claim_key = ev.claim_offer * n + ev.claim_node  # sorted (offer, node)
@@ -1101,6 +1110,17 @@ class _DisputeRows:
         at = np.clip(np.maximum(age, 0), 0, w)
         self.lost_d = np.where(ok, decay_bad[at], 0)
         self.won_d = np.where(ok, decay[at], 0)  # an ok result's decay
+        # the verdicts contested k = 1 proofs carry (their only feedback rows): a wrong of
+        # the offer's client on a node, weighing the offer's decayed age as its receipts do
+        fo = ev.fb_offer
+        v = (ev.fb_outcome == OUTCOME_CODES["wrong"]) & (ev.fb_client != ev.fb_node)
+        if len(fo):
+            v &= ev.offer_client[fo] == ev.fb_client
+            fe = ev.offer_epoch[fo]
+            f_age = (epoch - 1) - fe
+            f_ok = ((f_age >= 0) & (f_age <= w - 1)) | (fe == epoch)
+            f_d = np.where(f_ok, decay_bad[np.clip(np.maximum(f_age, 0), 0, w)], 0)
+            self.verdicts = (ev.fb_client[v], ev.fb_node[v], f_d[v])
 
     def judge(
         self, standing: np.ndarray, n: int
@@ -1127,6 +1147,22 @@ class _DisputeRows:
             np.bincount(ev.receipt_node, weights=lost_w, minlength=n) / _D,
             np.bincount(ev.receipt_node, weights=won_w, minlength=n) / _D,
         )
+
+    def verdict_mass(self, pc: np.ndarray, pn: np.ndarray, n: int) -> np.ndarray:
+        """Per window pair ``(pc, pn)``: the decayed (bad half-life, fixed point, as the
+        rows' ``bad`` sums) mass of the ``wrong`` verdicts contested dispute proofs carry
+        of that client on that node (one per task: a proof per offer, a verdict per
+        proof); zeros when no proof carries one. Verdicts of a pair with no row in the
+        window weigh nothing."""
+        fc, fn, fd = self.verdicts
+        m = len(pc)
+        if m == 0 or len(fc) == 0:
+            return np.zeros(m)
+        pair_key = pc * n + pn
+        order = np.argsort(pair_key, kind="stable")
+        found, at = _member(pair_key[order], fc * n + fn)
+        w_v = np.where(found, fd, 0).astype(np.float64)
+        return np.bincount(order[at], weights=w_v, minlength=m)
 
     def pair_masses(
         self, upheld: np.ndarray, lost: np.ndarray, pc: np.ndarray, pn: np.ndarray, n: int

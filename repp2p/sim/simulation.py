@@ -426,7 +426,8 @@ class Simulation:
         ``DigestViews.dispute_counts``) is in the dispute window, as the live keeper reads
         proofs (``DigestViews.dispute_window``), and nothing of the other tasks: on a
         digest network a disputed task travels individually, as a proof, and
-        ``compute_pairs`` judges it."""
+        ``compute_pairs`` judges it. At k = 1 also the client's ``wrong`` verdict each
+        (contested) proof carries."""
         assert self.disputed is not None and self.digest_views is not None
         c = len(self.client_names)
         dv = self.digest_views
@@ -445,7 +446,7 @@ class Simulation:
         dis = dis[(lo <= count) & (count <= hi)]
         rn, ro, rout = self.receipts.columns()
         mine = np.isin(ro, dis)
-        return {
+        out = {
             "offer_client": oc[dis - base],
             "offer_epoch": oe[dis - base],
             "offer_deadline_ms": od[dis - base],
@@ -453,6 +454,21 @@ class Simulation:
             "receipt_offer": np.searchsorted(dis, ro[mine]),
             "receipt_output": rout[mine] - _OUTS * base,
         }
+        if self.sc.redundancy == 1:
+            # every disputed task is a contested k = 1 one, whose proof carries the
+            # client's wrong verdict on the node that ran it (its one feedback row on the
+            # task: replicas get none): the live proof's verdict, counted as its wrong
+            fc, fn, fo, fout, flat, frat = self.feedback.columns()
+            v = np.isin(fo, dis) & (fout == _FB_WRONG)
+            out.update(
+                fb_client=fc[v],
+                fb_node=fn[v] + c,
+                fb_offer=np.searchsorted(dis, fo[v]),
+                fb_outcome=fout[v],
+                fb_latency_ms=flat[v],
+                fb_rating=frat[v],
+            )
+        return out
 
     def _digest_view(self, epoch: int) -> tuple[View, Any, Evidence]:
         """The view of ``epoch`` from folded digest rows (``reputation_source =

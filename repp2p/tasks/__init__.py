@@ -32,7 +32,10 @@ Public API::
     client_credibility(view.reputation, peer) -> float
     check_credibility(credibility, min_permille) -> Reject | None
     check_verdict(data, offer, receipts, *, now_ms) -> Feedback record | Reject
+    check_verdict_lifetime(offer, verdict, *, epoch_s, window_epochs, dispute_lag)
+        -> Reject | None                                       # lives as long as views count it
     check_verdict_claims(envelopes, offer, receipts, *, now_ms) -> [claim, ...] | Reject
+    contested_expiry(epoch, *, epoch_s, window_epochs, dispute_lag) -> unix seconds
     verdict_fault(verdict, offer, signers) -> str | None       # shared with dispute proofs
 
 Pure: no I/O, no clock (times are integer unix milliseconds passed in), no randomness.
@@ -88,7 +91,9 @@ from repp2p.tasks.escalation import (
     check_replica_claim,
     check_verdict,
     check_verdict_claims,
+    check_verdict_lifetime,
     client_credibility,
+    contested_expiry,
     escalation_limit,
     escalation_ranking,
     is_disputed,
@@ -138,7 +143,9 @@ __all__ = [
     "check_replica_claim",
     "check_verdict",
     "check_verdict_claims",
+    "check_verdict_lifetime",
     "client_credibility",
+    "contested_expiry",
     "current_epoch",
     "epoch_accepted",
     "escalation_limit",

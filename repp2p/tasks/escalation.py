@@ -53,6 +53,11 @@ Rules of this file (h11 style):
                                                signed by the offer's owner, on this task,
                                                outcome ``wrong``, on the signer of a carried
                                                receipt (``bad_verdict``)
+         check_verdict_lifetime(offer,          the offer and the verdict expire no earlier
+                                verdict, ...)   than the end of the last view that can
+                                               count the proof, ``(epoch + dispute_lag +
+                                               window_epochs) * epoch_s``
+                                               (:func:`contested_expiry`; ``bad_verdict``)
          check_verdict_claims(envelopes,       one live Claim per carried receipt, of its
                               offer, receipts) node, for this task (``bad_dispute``): the
                                                replica publishes the dispute proof with them
@@ -417,6 +422,49 @@ def verdict_fault(
     if fb.node not in signers:
         return "the verdict is on a node with no carried receipt"
     return None
+
+
+def contested_expiry(epoch: int, *, epoch_s: int, window_epochs: int, dispute_lag: int) -> int:
+    """The earliest expiry (unix seconds) a contested k = 1 task's offer and verdict may
+    have: the end of the last view that can count its dispute proof, ``(epoch +
+    dispute_lag + window_epochs) * epoch_s`` (the proof counts from its count epoch, at
+    most ``epoch + dispute_lag``, for ``window_epochs`` views). Views drop expired
+    records, so a shorter lifetime would let the client end its own refutation."""
+    return (epoch + dispute_lag + window_epochs) * epoch_s
+
+
+def lifetime_fault(offer: SignedRecord, verdict: SignedRecord, not_before: int) -> str | None:
+    """Why a contested task's ``offer`` or ``verdict`` expires too early (before
+    ``not_before``: :func:`contested_expiry`), or None. The rule a replica applies to the
+    request (:func:`check_verdict_lifetime`) and a peer to a contested dispute proof."""
+    for what, rec in (("offer", offer), ("verdict", verdict)):
+        expires = rec.record.expires  # type: ignore[attr-defined]
+        if expires < not_before:
+            return (
+                f"the {what} expires at {expires}, before {not_before}:"
+                " the end of the last view that can count the dispute"
+            )
+    return None
+
+
+def check_verdict_lifetime(
+    offer: SignedRecord,
+    verdict: SignedRecord,
+    *,
+    epoch_s: int,
+    window_epochs: int,
+    dispute_lag: int,
+) -> Reject | None:
+    """Step 2v, after :func:`check_verdict`: ``bad_verdict`` unless the offer and the
+    verdict live until :func:`contested_expiry` of the offer's epoch (the replica would
+    otherwise publish a proof that leaves the views when its client chose); None when
+    they do."""
+    o: TaskOffer = offer.record  # type: ignore[assignment]
+    last = contested_expiry(
+        o.epoch, epoch_s=epoch_s, window_epochs=window_epochs, dispute_lag=dispute_lag
+    )
+    fault = lifetime_fault(offer, verdict, last)
+    return None if fault is None else _bad_verdict(fault)
 
 
 def check_verdict_claims(

@@ -11,6 +11,7 @@ contested dispute proofs (offer, verdict, claims, receipts: ``compute_pairs``).
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
@@ -52,11 +53,16 @@ def _contested(client, epoch, label, runs, verdict_of, expires, *, with_verdict=
     return records, dispute_proof(offer, pairs, verdict if with_verdict else None)
 
 
-def _history(*, slander: bool = True, cheat: bool = True, with_verdict: bool = True):
+def _history(
+    *, slander: bool = True, cheat: bool = True, with_verdict: bool = True, digest: str = "true"
+):
     """Per epoch: honest traffic, the slanderer's 20 ``ok`` tasks elsewhere (its trust),
     its two contested tasks on the victim (``wrong`` when ``slander``; else no escalation,
     ``ok``), and, when ``cheat``, one contested task of an honest client on the cheater.
-    Returns ``(records, epoch rows, proofs)``."""
+    ``digest``: what the slanderer's feedback digests report of its contested tasks:
+    ``true``, ``omit`` (no feedback at all) or ``resign`` (each verdict re-signed ``ok``
+    at a higher seq, the version its digest summarises). Returns ``(records, epoch rows,
+    proofs)``."""
     expires = factories.far_future(NOW)
     rng = random.Random(11)
     records, rows, proofs = [], [], []
@@ -83,6 +89,15 @@ def _history(*, slander: bool = True, cheat: bool = True, with_verdict: bool = T
                 expires,
                 with_verdict=with_verdict,
             )
+            if digest == "omit":
+                recs = [r for r in recs if r.type != "Feedback"]
+            elif digest == "resign":
+                recs = [
+                    sign(dataclasses.replace(r.record, outcome="ok", rating=90, seq=2), SLANDERER)
+                    if r.type == "Feedback"
+                    else r
+                    for r in recs
+                ]
             tasks += recs
             proofs.append(proof)
         if cheat:
@@ -199,3 +214,39 @@ def test_an_agreeing_proof_needs_the_verdict():
             ranks_of=lambda offer: {n.peer_id: frozenset({0}) for n in NODES},
         )
     assert err.value.reason is ProofReason.NO_OFFENCE
+
+
+@pytest.mark.parametrize("digest", ["omit", "resign"])
+def test_a_slanderer_cannot_take_back_a_verdict_its_proof_carries(history, digest):
+    """The contested proof's verdict counts as the client's ``wrong`` on that node for that
+    task whatever its feedback digest says: leaving the verdicts out, or re-signing them
+    ``ok`` at a higher seq, does not restore its credibility on digest views."""
+    _records, rows, proofs = _history(digest=digest)
+    table = _by_digests(rows, proofs)
+    assert _cred(table, SLANDERER) < 0.5
+    # at least as refuted as the verdicts its proofs carry (each on the victim only: the
+    # honest digest also counts its wrongs on the replicas)
+    assert _cred(table, SLANDERER) >= _cred(_by_digests(*history[1:]), SLANDERER)
+    # the honest client and the nodes are judged as before
+    assert _cred(table, CLIENTS[0]) == 1.0
+    assert table.get(VICTIM.peer_id).disputes_lost == 0
+    assert table.get(CHEATER.peer_id).disputes_lost > 0
+
+
+def test_a_proof_verdict_changes_nothing_a_truthful_digest_already_counts(history):
+    """Per pair the larger of the digest's wrongs and the proofs' verdicts: a client whose
+    digest reports its verdicts is judged to the bit as when the proofs carried none of
+    them as feedback (what views did before verdicts counted from proofs)."""
+    _records, rows, proofs = history
+    with_v = _by_digests(rows, proofs)
+    ads, verdicts = _ads()
+    checked = checked_proofs(proofs, verdicts, NODES, epochs=(EPOCHS[0], EPOCHS[-1]), now=NOW)
+    bare = [r for r in records_of(checked) if r.type != "Feedback"]
+    state = PairState()
+    for e, r, ids in rows:
+        state.fold(e, r, ids)
+    win = state.window(EPOCHS[0], EPOCHS[-1])
+    ev = widen(collect(ads + bare, verdicts, now=NOW), win.peers)
+    without = compute_pairs(ev, win, now=NOW, epoch_s=EPOCH_S, params=PARAMS)
+    assert with_v.client_credibility.tobytes() == without.client_credibility.tobytes()
+    assert with_v.score.tobytes() == without.score.tobytes()

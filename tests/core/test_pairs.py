@@ -302,7 +302,7 @@ def test_state_widen_matches_widen_and_places_the_window_peers() -> None:
     a = compute_pairs(wide, win, now=now, epoch_s=EPOCH_S, params=PARAMS, peer_at=at)
     b = compute_pairs(plain, win, now=now, epoch_s=EPOCH_S, params=PARAMS)
     _same(a, b)
-    # dispute tables (offers, claims, receipts) follow their peers; feedback is refused
+    # dispute tables (offers, claims, receipts, contested verdicts) follow their peers
     disputed = Evidence.from_columns(
         ["c", "n"],
         offer_client=[0],
@@ -313,27 +313,18 @@ def test_state_widen_matches_widen_and_places_the_window_peers() -> None:
         receipt_node=[1],
         receipt_offer=[0],
         receipt_output=[0],
+        fb_client=[0],
+        fb_node=[1],
+        fb_offer=[0],
+        fb_outcome=[1],
+        fb_latency_ms=[1],
+        fb_rating=[0],
     )
     wider = widen(disputed, ["a", "m"])
     assert wider.peers == ("a", "c", "m", "n")
-    assert wider.offer_client.tolist() == [1]
+    assert wider.offer_client.tolist() == wider.fb_client.tolist() == [1]
     assert wider.claim_node.tolist() == wider.receipt_node.tolist() == [3]
-    with pytest.raises(ValueError, match="no feedback"):
-        widen(
-            Evidence.from_columns(
-                ["c", "n"],
-                offer_client=[0],
-                offer_epoch=[1],
-                offer_deadline_ms=[5],
-                fb_client=[0],
-                fb_node=[1],
-                fb_offer=[0],
-                fb_outcome=[0],
-                fb_latency_ms=[1],
-                fb_rating=[50],
-            ),
-            ["z"],
-        )
+    assert wider.fb_node.tolist() == [3]
 
 
 @given(

@@ -22,7 +22,7 @@ from repp2p.digests.disputes import (
 )
 from repp2p.errors import ProofError, ProofReason
 from repp2p.net.verdict import Verdict
-from repp2p.node.disputes import DisputeBook
+from repp2p.node.disputes import DisputeBook, reread_dispute
 from repp2p.records import sign
 from repp2p.testing import factories
 from tests.digests.dispute_fixtures import attested, client_feedback
@@ -356,9 +356,10 @@ def test_a_contested_proof_of_agreeing_receipts_checks_and_round_trips():
     checked = _check(proof)
     assert checked.verdict is not None and checked.verdict.data == proof.verdict
     assert checked.proof() == proof
-    # the verdict is not task evidence: views collect the offer, claims and receipts
-    assert checked.verdict.record_id not in {r.record_id for r in checked.records()}
-    assert len(checked.records()) == 1 + 2 * 3
+    # views collect the offer, claims, receipts and the verdict (the client's wrong on
+    # that node, whatever its own digest says)
+    assert checked.records()[-1].record_id == checked.verdict.record_id
+    assert len(checked.records()) == 1 + 2 * 3 + 1
     # a plain proof's bytes carry no verdict key (as before contested proofs existed)
     assert "verdict" not in cbor2.loads(_proof().encode())
     # receipts that disagree may carry the verdict too (the client's own publication)
@@ -447,3 +448,111 @@ def test_merging_keeps_the_verdict_in_any_order(tmp_path):
     again = _book(tmp_path)
     assert again.get(offer.record_id).verdict.record_id == verdict.record_id
     assert len(again.get(offer.record_id).receipts) == 3
+
+
+def test_another_version_of_a_held_verdict_is_known_and_not_forwarded(tmp_path):
+    """Re-signed versions of the verdict (a higher seq, a ground record ID) add nothing:
+    the first verdict held stays and the proof is KNOWN (IGNOREd, not forwarded), so a
+    client cannot flood every peer with new proofs of one offer. Only a verdict on a node
+    of a smaller peer ID replaces it (at most once per carried node), so peers agree on
+    what views read of it (client, node, task) in any order of arrival."""
+    book = _book(tmp_path)
+    offer = _offer("k1-flood")
+    runs = [_run(offer, n, "same") for n in NODES[:3]]
+    on = sorted((n for n in NODES[:3]), key=lambda n: n.peer_id)
+    first = _wrong(offer, on[1])
+    assert book.judge(dispute_proof(offer, runs, first).encode()) is Verdict.ACCEPT
+    for seq in range(2, 8):
+        again = sign(dataclasses.replace(first.record, seq=seq), CLIENT)
+        assert book.judge(dispute_proof(offer, runs, again).encode()) is Verdict.IGNORE
+    for latency in range(40):  # same seq, another record ID (smaller or not)
+        ground = sign(dataclasses.replace(first.record, latency_ms=latency + 1), CLIENT)
+        assert book.judge(dispute_proof(offer, runs, ground).encode()) is Verdict.IGNORE
+    assert book.refused["known"] == 6 + 40
+    assert book.get(offer.record_id).verdict.record_id == first.record_id
+    # a verdict on the other nodes: the larger peer ID adds nothing, the smaller replaces
+    assert book.judge(dispute_proof(offer, runs, _wrong(offer, on[2])).encode()) is (Verdict.IGNORE)
+    assert book.judge(dispute_proof(offer, runs, _wrong(offer, on[0])).encode()) is (Verdict.ACCEPT)
+    assert book.get(offer.record_id).verdict.record.node == on[0].peer_id
+    # merged in either order, the same node
+    a, b = (
+        _check(dispute_proof(offer, runs, first)),
+        _check(dispute_proof(offer, runs, _wrong(offer, on[0]))),
+    )
+    for x, y in ((a, b), (b, a)):
+        held = merge(merge(None, x), y) or x
+        assert held.verdict.record.node == on[0].peer_id
+
+
+def test_a_held_contested_proof_outlives_its_verdict_on_a_restart(tmp_path):
+    """Re-reading a held proof does not check liveness again: a verdict that expired since
+    no longer fails the whole dispute on a restarted peer (its views drop the expired
+    verdict at their own time, as every other peer's do)."""
+    offer = _offer("k1-expiring")
+    runs = [_run(offer, n, "same") for n in NODES[:3]]
+    v = sign(dataclasses.replace(_wrong(offer, NODES[0]).record, expires=NOW + 30), CLIENT)
+    book = _book(tmp_path)
+    assert book.judge(dispute_proof(offer, runs, v).encode()) is Verdict.ACCEPT
+    again = _book(tmp_path, now=NOW + 31)
+    held = again.get(offer.record_id)
+    assert held is not None and held.verdict.record_id == v.record_id
+    assert len(held.receipts) == 3
+    assert reread_dispute(dispute_proof(offer, runs, v).encode(), NOW + 31).verdict is not None
+    # a forged one is still refused on reading back
+    forged = dispute_proof(offer, runs, v).encode()
+    forged = forged[:-1] + bytes([forged[-1] ^ 1])
+    with pytest.raises(ProofError):
+        reread_dispute(forged, NOW)
+
+
+def test_a_contested_proof_must_live_until_the_last_view_that_counts_it(tmp_path):
+    """With the reputation window, a peer refuses (``bad_verdict``, REJECT) a contested
+    proof whose offer or verdict expires before the end of the last view that can count it
+    (the replica's admission rule): the client must not choose when its refutation ends."""
+    timing = DisputeTiming(EPOCH_S, 17, window_epochs=168)
+    last = timing.contested_expiry(EPOCH)
+    assert last == (EPOCH + 17 + 168) * EPOCH_S
+
+    def check(proof):
+        return check_dispute_proof(
+            decode_dispute(proof.encode()),
+            now=NOW,
+            epochs=(EPOCH - 16, EPOCH),
+            verdict_of=lambda peer, _epoch: VERDICTS.get(peer),
+            ranks_of=_ranks,
+            timing=timing,
+        )
+
+    offer = factories.task_records(
+        CLIENT, NODES[0], EPOCH, "k1-life", claimed=False, expires=last
+    ).offer
+    runs = [_run(offer, n, "same") for n in NODES[:3]]
+    fb = client_feedback(CLIENT, offer, NODES[0], "wrong", last)
+    assert check(dispute_proof(offer, runs, fb)).verdict is not None
+    short_fb = client_feedback(CLIENT, offer, NODES[0], "wrong", last - 1)
+    with pytest.raises(ProofError) as err:
+        check(dispute_proof(offer, runs, short_fb))
+    assert err.value.reason is ProofReason.BAD_VERDICT and "verdict expires" in str(err.value)
+    short = factories.task_records(
+        CLIENT, NODES[0], EPOCH, "k1-short", claimed=False, expires=last - 1
+    ).offer
+    s_runs = [_run(short, n, "same") for n in NODES[:3]]
+    with pytest.raises(ProofError) as err:
+        check(dispute_proof(short, s_runs, client_feedback(CLIENT, short, NODES[0], "wrong", last)))
+    assert err.value.reason is ProofReason.BAD_VERDICT and "offer expires" in str(err.value)
+    # a plain proof (receipts that disagree, no verdict) is not held to it
+    plain = [_run(short, n, out) for n, out in zip(NODES, ("bad", "right", "right"), strict=False)]
+    assert check(dispute_proof(short, plain)).verdict is None
+    # the book of a node (window given) rejects it
+    book = DisputeBook(
+        folder=tmp_path / "d",
+        epoch_s=EPOCH_S,
+        max_age_epochs=16,
+        keep_epochs=200,
+        now=lambda: NOW,
+        verdict_of=lambda peer, _epoch: VERDICTS.get(peer),
+        ranks_of=_ranks,
+        window_epochs=168,
+    )
+    assert book.judge(dispute_proof(offer, runs, short_fb).encode()) is Verdict.REJECT
+    assert book.judge(dispute_proof(offer, runs, fb).encode()) is Verdict.ACCEPT

@@ -48,7 +48,7 @@ async def _ask(client, node, request) -> dict:
         await stream.close()
 
 
-def _verdict(offer, node: str, outcome: str, signer) -> bytes:
+def _verdict(offer, node: str, outcome: str, signer, expires: int | None = None) -> bytes:
     o = offer.record
     fb = Feedback(
         task_id=o.task_id,
@@ -57,7 +57,7 @@ def _verdict(offer, node: str, outcome: str, signer) -> bytes:
         latency_ms=1,
         rating=0,
         seq=1,
-        expires=o.expires,
+        expires=o.expires if expires is None else expires,
     )
     return sign(fb, signer).data
 
@@ -132,6 +132,17 @@ async def test_a_k1_cheater_judged_wrong_is_outvoted_by_replicas(tmp_path, views
             ok = _verdict(offer, cheater, "ok", client.identity)
             forged = _verdict(offer, cheater, "wrong", Identity.generate())
             other = _verdict(offer, spare.peer_id, "wrong", client.identity)
+            # a verdict that would leave the views before the last one that can count its
+            # proof (live now): the client would choose when its refutation ends
+            p = client.views.params
+            last = tasks.contested_expiry(
+                o.epoch,
+                epoch_s=EPOCH_S,
+                window_epochs=p.reputation.window_epochs,
+                dispute_lag=p.dispute_lag,
+            )
+            assert o.expires >= last > client.clock.now() + 60  # the client signs long enough
+            short = _verdict(offer, cheater, "wrong", client.identity, expires=last - 1)
             requests = {
                 # forged: signed by another key than the offer's owner
                 "forged": {**base, "verdict": forged},
@@ -140,6 +151,7 @@ async def test_a_k1_cheater_judged_wrong_is_outvoted_by_replicas(tmp_path, views
                 # a verdict on a node whose receipt is not carried
                 "other": {**base, "verdict": other},
                 "oversize": {**base, "verdict": b"\xa0" * 4096},
+                "short": {**base, "verdict": short},
                 # without a verdict one receipt disputes nothing (and claims need one)
                 "no_verdict": {k: v for k, v in base.items() if k != "claims"},
                 "claims_alone": base,
@@ -175,6 +187,7 @@ async def test_a_k1_cheater_judged_wrong_is_outvoted_by_replicas(tmp_path, views
                 ("ok", "bad_verdict", "nothing"),
                 ("other", "bad_verdict", "no carried"),
                 ("oversize", "bad_verdict", "at most"),
+                ("short", "bad_verdict", "the verdict expires"),
                 ("no_verdict", "bad_dispute", ""),
                 ("claims_alone", "bad_request", ""),
                 ("no_claims", "bad_dispute", "one claim per receipt"),

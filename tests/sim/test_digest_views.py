@@ -388,8 +388,15 @@ def test_disputed_tasks_offers_and_receipts_fill_the_digest_evidence(extra):
     # receipts disagree on a disputed task (the colluders' or the cheater's output)
     first = np.flatnonzero(per_offer >= 2)[0]
     assert len(set(ev.receipt_output[ev.receipt_offer == first].tolist())) >= 2
-    # no claims or feedback travel: those stay with the parties
-    assert len(ev.claim_node) == 0 and len(ev.fb_node) == 0
+    # no claims travel: those stay with the parties; feedback only as a k = 1 proof's
+    # verdict, the client's wrong on the node that ran the task, one per disputed offer
+    assert len(ev.claim_node) == 0
+    if sc.redundancy > 1:
+        assert len(ev.fb_node) == 0
+    else:
+        assert sorted(ev.fb_offer.tolist()) == list(range(len(dis)))
+        assert (ev.fb_outcome == 1).all()  # OUTCOME_CODES["wrong"]
+        assert (ev.offer_client[ev.fb_offer] == ev.fb_client).all()
 
 
 def test_a_disputed_task_counts_from_its_count_epoch_as_on_the_live_keeper():

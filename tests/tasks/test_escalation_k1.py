@@ -22,7 +22,9 @@ from repp2p.tasks import (
     check_dispute,
     check_verdict,
     check_verdict_claims,
+    check_verdict_lifetime,
     client_credibility,
+    contested_expiry,
     replica_rank,
 )
 from tests.tasks import helpers as h
@@ -257,3 +259,31 @@ def test_hostile_claims_are_refused_with_bad_dispute():
         assert words in got.detail, (name, got.detail)
     late = claims_on(of, receipts, good, now_ms=(of.record.expires + 1) * 1000)
     assert isinstance(late, Reject) and late.code is ErrorCode.BAD_DISPUTE
+
+
+# -- how long a contested task's records live ----------------------------------------------
+
+
+def test_a_verdict_must_live_until_the_last_view_that_can_count_it():
+    """The proof counts from its count epoch (at most ``dispute_lag`` after the offer's)
+    for ``window_epochs`` views, and views drop expired records: a replica admits the
+    verdict only if it and the offer live that long, else the client would choose when its
+    refutation ends."""
+    lags = {"epoch_s": h.EPOCH_S, "window_epochs": 168, "dispute_lag": 5}
+    epoch = h.CURRENT_EPOCH
+    last = contested_expiry(epoch, **lags)
+    assert last == (epoch + 5 + 168) * h.EPOCH_S
+    node = NODES[0].peer_id
+    long_ = h.offer(k=1, expires=last)
+    receipts = contested(one_receipt(long_), long_)
+    fb = h.feedback(long_, node, "wrong")
+    assert not isinstance(verdict_on(long_, receipts, fb.data), Reject)
+    assert check_verdict_lifetime(long_, fb, **lags) is None
+    # the verdict expires a second early: refused, typed
+    short_fb = h.feedback(long_, node, "wrong", expires=last - 1)
+    assert not isinstance(verdict_on(long_, receipts, short_fb.data), Reject)  # live now
+    bad_verdict(check_verdict_lifetime(long_, short_fb, **lags), "the verdict expires")
+    # the offer (and so every record inheriting its expiry) too short
+    short = h.offer(k=1, expires=last - 1)
+    fb_ok_expiry = h.feedback(short, node, "wrong", expires=last)
+    bad_verdict(check_verdict_lifetime(short, fb_ok_expiry, **lags), "the offer expires")
