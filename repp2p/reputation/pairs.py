@@ -269,6 +269,8 @@ class PairState:
         self._lookup_keys = np.zeros(0, _I64)  # sorted (client sid << 32 | node sid)
         self._lookup_ids = np.zeros(0, _I64)  # pair stable ID of each lookup key
         self._order = np.zeros(0, _I64)  # pair stable IDs in canonical order
+        self._order_pc = np.zeros(0, _I64)  # = _pc[_order], kept up to date on insertion
+        self._order_pn = np.zeros(0, _I64)  # = _pn[_order]
         self._pos = np.zeros(0, _I64)  # pair stable ID -> canonical position
         self._blocks: dict[int, EpochBlock] = {}
         self._cache: tuple[tuple[int, ...], PairWindow] | None = None
@@ -392,7 +394,11 @@ class PairState:
         new_keys = self._canonical_keys(new_ids)
         by_key = np.argsort(new_keys, kind="stable")
         new_ids, new_keys = new_ids[by_key], new_keys[by_key]
-        self._order = np.insert(self._order, np.searchsorted(old, new_keys), new_ids)
+        at = np.searchsorted(old, new_keys)
+        self._order = np.insert(self._order, at, new_ids)
+        # each canonical pair's client and node, moved as the order is (no gather)
+        self._order_pc = np.insert(self._order_pc, at, self._pc[new_ids])
+        self._order_pn = np.insert(self._order_pn, at, self._pn[new_ids])
         self._pos = np.empty(len(self._pc), _I64)
         self._pos[self._order] = np.arange(len(self._order), dtype=_I64)
 
@@ -462,8 +468,8 @@ class PairState:
             peers = (self._names[int(sids[0])],)
         local = np.full(len(self._names), -1, _I64)
         local[sids] = np.arange(len(sids), dtype=_I64)
-        pair_client = local[self._pc[self._order]] if len(self._order) else np.zeros(0, _I64)
-        pair_node = local[self._pn[self._order]] if len(self._order) else np.zeros(0, _I64)
+        pair_client = local[self._order_pc]
+        pair_node = local[self._order_pn]
         for arr in (pair_client, pair_node, sids):
             arr.setflags(write=False)
         win = PairWindow(
@@ -758,10 +764,47 @@ class PairState:
         the node peers and the window's peers stay the same."""
         hit = self._union
         if hit is None or hit[0] != ev.peers or hit[1] != win.peers:
-            hit = (ev.peers, win.peers, _union(ev.peers, win.peers))
+            current = self._cache is not None and self._cache[1] is win  # no fold since
+            union = (
+                self._window_union(ev.peers, win)
+                if current and win.sids is not None
+                else _union(ev.peers, win.peers)
+            )
+            hit = (ev.peers, win.peers, union)
             self._union = hit
         union, at_ev, at_win = hit[2]
         return widen(ev, win.peers, union=(union, at_ev)), at_win
+
+    def _window_union(
+        self, a: tuple[str, ...], win: PairWindow
+    ) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
+        """:func:`_union` of ``a`` and ``win.peers`` for the current window: a peer of
+        ``a`` with a stable ID among ``win.sids`` is the window peer at that place, so
+        only the others are looked up by bisection (no set of the window's peers)."""
+        b = win.peers
+        assert win.sids is not None
+        local = np.full(len(self._names), -1, _I64)
+        local[win.sids] = np.arange(len(win.sids), dtype=_I64)
+        sid = self._sid
+        s = np.fromiter((sid.get(p, -1) for p in a), dtype=_I64, count=len(a))
+        in_b = np.flatnonzero(s >= 0)
+        where = np.full(len(a), -1, _I64)
+        where[in_b] = local[s[in_b]]  # each peer's place in ``b``, -1: not there
+        extra_ix = np.flatnonzero(where < 0)
+        extra = tuple(a[i] for i in extra_ix.tolist())  # sorted: ``a`` is
+        union = tuple(sorted(b + extra)) if extra else b  # two sorted runs: a linear merge
+        # as in _union: a peer of ``b`` moves up by the extras inserted at or before it
+        ins = np.fromiter((bisect.bisect_left(b, p) for p in extra), dtype=_I64, count=len(extra))
+        at_b = np.arange(len(b), dtype=_I64)
+        if len(ins):
+            at_b += np.searchsorted(ins, at_b, side="right")
+        at_a = np.empty(len(a), _I64)
+        found = np.flatnonzero(where >= 0)
+        at_a[found] = at_b[where[found]]
+        at_a[extra_ix] = ins + np.arange(len(ins), dtype=_I64)
+        at_a.setflags(write=False)
+        at_b.setflags(write=False)
+        return union, at_a, at_b
 
 
 def _union(
@@ -944,7 +987,9 @@ def compute_pairs(
         peer_at = np.fromiter((index[q] for q in win.peers), dtype=_I64, count=len(win.peers))
     pc = peer_at[win.pair_client[live]] if len(live) else np.zeros(0, _I64)
     pn = peer_at[win.pair_node[live]] if len(live) else np.zeros(0, _I64)
-    valid = (pc != pn) & ~offender[pc] & ~offender[pn]
+    valid = pc != pn
+    if offender.any():
+        valid &= ~offender[pc] & ~offender[pn]
     if not valid.all():  # (where every pair is valid, the sums are kept as they are)
         s = {k: np.where(valid, v, 0.0) for k, v in s.items()}
 
@@ -978,8 +1023,8 @@ def compute_pairs(
     # from node j's vouching does not weigh its verdicts on j.
     pair_trust = trust[pc]
     if has_vouch.any():
-        row = graph.row
-        share = vouch / np.where(row[pn] > 0.0, row[pn], 1.0)
+        row_pn = graph.row[pn]
+        share = vouch / np.where(row_pn > 0.0, row_pn, 1.0)
         inflow = (1.0 - p.trust_alpha) * (share * prev[pn])
         pair_trust = np.where(has_vouch, np.maximum(pair_trust - inflow, 0.0), pair_trust)
     n_pre = max(1, int(np.count_nonzero(pretrusted)))

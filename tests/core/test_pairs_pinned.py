@@ -10,6 +10,7 @@ small, fails here (the view digest alone names the view's sources, not its score
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import random
 
@@ -139,3 +140,30 @@ def test_a_fixed_history_gives_known_bits(params, equivocator, rare, expected) -
     views = _views(params, equivocator, rare)
     assert len(set(views)) == len(views)  # every view its own bits
     assert hashlib.sha256(" ".join(views).encode()).hexdigest()[:24] == expected
+
+
+def test_the_window_union_is_the_union() -> None:
+    """:meth:`PairState.widen` places node peers by their stable IDs: the same union and
+    places as :func:`~repp2p.reputation.pairs._union`, for peers in the window, peers
+    registered but pruned out of it, and peers never seen."""
+    from repp2p.reputation.pairs import _union
+
+    history = _history(9, range(0, 30), rare=False)
+    history[0].append(dataclasses.replace(history[0][0], node="node-zz"))
+    state = PairState(compact_slack=10**6)
+    for e in range(0, 30):
+        state.fold(e, sorted(history[e]), [b"d%d" % e])
+    state.prune(10)  # node-zz stays registered, out of every block
+    win = state.window(10, 29)
+    for a in (
+        tuple(NODES),
+        ("a-new", *NODES, "node-zz", "zz-new"),
+        (),
+        ("node-zz",),
+        tuple(win.peers[::3]),
+    ):
+        got = state._window_union(a, win)
+        want = _union(a, win.peers)
+        assert got[0] == want[0]
+        assert got[1].tolist() == want[1].tolist()
+        assert got[2].tolist() == want[2].tolist()
