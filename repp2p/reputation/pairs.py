@@ -390,7 +390,10 @@ class PairState:
         return out
 
     def _insert_canonical(self, new_ids: np.ndarray) -> None:
-        old = self._canonical_keys(self._order)  # still sorted: ranks only spread apart
+        # the canonical keys of the pairs in order (_canonical_keys(_order), from the pairs'
+        # peers kept in that order): still sorted, ranks only spread apart
+        n = len(self._names)
+        old = self._rank[self._order_pc] * n + self._rank[self._order_pn]
         new_keys = self._canonical_keys(new_ids)
         by_key = np.argsort(new_keys, kind="stable")
         new_ids, new_keys = new_ids[by_key], new_keys[by_key]

@@ -167,3 +167,22 @@ def test_the_window_union_is_the_union() -> None:
         assert got[0] == want[0]
         assert got[1].tolist() == want[1].tolist()
         assert got[2].tolist() == want[2].tolist()
+
+
+def test_the_canonical_peers_follow_the_order() -> None:
+    """The pairs' client and node kept in canonical order on insertion (what a window and
+    a fold read instead of gathering them) stay those of the canonical order, through new
+    pairs, new peers, prunes and registry rebuilds."""
+    history = _history(11, range(0, 40), rare=True)
+    state = PairState(compact_slack=0)
+    rebuilt = 0
+    for e in range(0, 40):
+        state.fold(e, history[e], [b"d%d" % e])
+        before = len(state._pc)
+        state.prune(e - 1)  # one epoch kept: the registry is rebuilt now and then
+        rebuilt += len(state._pc) < before
+        assert state._order_pc.tolist() == state._pc[state._order].tolist()
+        assert state._order_pn.tolist() == state._pn[state._order].tolist()
+        keys = state._canonical_keys(state._order)
+        assert (np.diff(keys) > 0).all()
+    assert rebuilt > 0
