@@ -32,7 +32,9 @@ per epoch in the :class:`PairState`, so the first view after a start replays the
 not timed); ``--trust exact`` runs the exact 30-step path instead. The ``trust`` key of the
 JSON line says which.
 
-Single process, single thread. Ends with one JSON line.
+Single process, single thread. Ends with one JSON line; its ``view_bits`` digests every
+output bit of the last view measured (:func:`view_bits`), so runs of two versions of the
+code can be checked for the same view.
 """
 
 from __future__ import annotations
@@ -158,6 +160,32 @@ def view_of(
     return View.from_evidence(ev, epoch=epoch, params=params, table=table, digests=win.epochs)
 
 
+def view_bits(view: View) -> str:
+    """A digest of every output bit of a view: its digest (which names its sources only),
+    the reputation table's arrays and the view's own (to check that a faster build gives
+    the same view)."""
+    h = hashlib.sha256(view.digest)
+    t = view.reputation
+    for name in (
+        "score",
+        "permille",
+        "components",
+        "feedback_mass",
+        "client_trust",
+        "is_newcomer",
+        "is_offender",
+        "quality",
+        "standing",
+        "disputes_lost",
+        "client_credibility",
+    ):
+        h.update(name.encode() + np.ascontiguousarray(getattr(t, name)).tobytes())
+    for name in ("words", "price", "permille", "weight", "base_eligible", "quality", "tier"):
+        h.update(name.encode() + np.ascontiguousarray(getattr(view, name)).tobytes())
+    h.update(repr((t.peers, t.offences, view.peers, view.demand)).encode())
+    return h.hexdigest()[:16]
+
+
 def baseline(nodes: list[str], clients: list[str], seed: int) -> float:
     """Seconds of :func:`compute` on 1,000,000 tasks' columns (the records view's core)."""
     rng = np.random.default_rng(seed)
@@ -242,6 +270,7 @@ def main(seed: int = 1, pairs: int | None = None, trust: str = "streaming") -> d
         "epoch_ms": round(figure, 1),
         "initial_fold_s": round(initial_fold_s, 2),
         "eligible": int(view.base_eligible.sum()),
+        "view_bits": view_bits(view),
         "target_ms": 100,
         "trust": trust,
         "python": platform.python_version(),

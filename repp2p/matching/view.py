@@ -240,7 +240,7 @@ class View:
             book = book.step(table, rp)
         ev = evidence
         ix = np.flatnonzero(ev.is_node)
-        peers = tuple(ev.peers[i] for i in ix)
+        peers = tuple(ev.peers[i] for i in ix.tolist())
         penalised = book.penalised(epoch)
         not_penalised = (
             np.array([p not in penalised for p in peers], dtype=bool)

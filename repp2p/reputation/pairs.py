@@ -91,12 +91,12 @@ from repp2p.reputation.scores import (
     ReputationTable,
     _member,
     _smoothed,
+    _TrustGraph,
     attestation_component,
     chain_anchors,
     chain_oldest,
     chain_steps,
     combine,
-    eigentrust,
     receipt_votes,
     uptime_component,
     warm_start,
@@ -269,6 +269,8 @@ class PairState:
         self._lookup_keys = np.zeros(0, _I64)  # sorted (client sid << 32 | node sid)
         self._lookup_ids = np.zeros(0, _I64)  # pair stable ID of each lookup key
         self._order = np.zeros(0, _I64)  # pair stable IDs in canonical order
+        self._order_pc = np.zeros(0, _I64)  # = _pc[_order], kept up to date on insertion
+        self._order_pn = np.zeros(0, _I64)  # = _pn[_order]
         self._pos = np.zeros(0, _I64)  # pair stable ID -> canonical position
         self._blocks: dict[int, EpochBlock] = {}
         self._cache: tuple[tuple[int, ...], PairWindow] | None = None
@@ -276,7 +278,7 @@ class PairState:
         # streaming EigenTrust: (anchor, lag, params...) -> (view epoch, vector over sids)
         self._chains: dict[tuple, tuple[int, np.ndarray]] = {}
         self._graph_cache: tuple | None = None  # the chains' graph a view left behind
-        self._derived_cache: dict[int, tuple] = {}  # epoch -> (block, budget, by_d, by_db)
+        self._derived_cache: dict[int, tuple] = {}  # epoch -> (block, budget, derived)
 
     # -- folding ---------------------------------------------------------------------------
 
@@ -388,11 +390,18 @@ class PairState:
         return out
 
     def _insert_canonical(self, new_ids: np.ndarray) -> None:
-        old = self._canonical_keys(self._order)  # still sorted: ranks only spread apart
+        # the canonical keys of the pairs in order (_canonical_keys(_order), from the pairs'
+        # peers kept in that order): still sorted, ranks only spread apart
+        n = len(self._names)
+        old = self._rank[self._order_pc] * n + self._rank[self._order_pn]
         new_keys = self._canonical_keys(new_ids)
         by_key = np.argsort(new_keys, kind="stable")
         new_ids, new_keys = new_ids[by_key], new_keys[by_key]
-        self._order = np.insert(self._order, np.searchsorted(old, new_keys), new_ids)
+        at = np.searchsorted(old, new_keys)
+        self._order = np.insert(self._order, at, new_ids)
+        # each canonical pair's client and node, moved as the order is (no gather)
+        self._order_pc = np.insert(self._order_pc, at, self._pc[new_ids])
+        self._order_pn = np.insert(self._order_pn, at, self._pn[new_ids])
         self._pos = np.empty(len(self._pc), _I64)
         self._pos[self._order] = np.arange(len(self._order), dtype=_I64)
 
@@ -462,8 +471,8 @@ class PairState:
             peers = (self._names[int(sids[0])],)
         local = np.full(len(self._names), -1, _I64)
         local[sids] = np.arange(len(sids), dtype=_I64)
-        pair_client = local[self._pc[self._order]] if len(self._order) else np.zeros(0, _I64)
-        pair_node = local[self._pn[self._order]] if len(self._order) else np.zeros(0, _I64)
+        pair_client = local[self._order_pc]
+        pair_node = local[self._order_pn]
         for arr in (pair_client, pair_node, sids):
             arr.setflags(write=False)
         win = PairWindow(
@@ -483,10 +492,12 @@ class PairState:
 
     # -- per-pair sums -----------------------------------------------------------------------
 
-    def _derived(self, b: EpochBlock, budget: int) -> np.ndarray:
-        """Per row of ``b``, the columns the view's sums need (:data:`_SUMS` order: the
+    def _derived(self, b: EpochBlock, budget: int) -> tuple[np.ndarray, np.ndarray, bool]:
+        """Per row of ``b``, the columns the view's sums need (``_N_SUMS`` of them: the
         first ``_BY_D`` weigh by ``d``, the rest by ``d_bad``), float64 (exact: small
-        integers); kept with the block (they depend on its counts and the epoch length)."""
+        integers); which of them hold a value other than 0; whether any row has a silent
+        node's verdicts. Kept with the block (they depend on its counts and the epoch
+        length)."""
         hit = self._derived_cache.get(b.epoch)
         if hit is not None and hit[0] is b and hit[1] == budget:
             return hit[2]
@@ -509,18 +520,25 @@ class PairState:
                 c[_REFUSED],
             )
         ).astype(np.float64)
-        self._derived_cache[b.epoch] = (b, budget, cols)
-        return cols
+        cols.setflags(write=False)
+        out = (cols, cols.any(axis=1), bool(c[_SILENT].any()))
+        self._derived_cache[b.epoch] = (b, budget, out)
+        return out
 
     def window_sums(
         self, win: PairWindow, epoch: int, epoch_s: int, p: ReputationParams
-    ) -> dict[str, np.ndarray]:
-        """Per canonical pair position, the window's decayed sums :func:`compute_pairs`
-        reads (exact integers, as float64). Each block's rows weigh one decay value, so
-        the per-row weights are a block's cached columns times its ``d`` (``d_bad``), and
-        one weighted ``bincount`` per column sums them: O(rows in the window), with the
-        per-row columns computed once per block, not once per view. Equal to the per-row
-        sums bit for bit (both are exact integer sums below 2**53).
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The window's decayed per-pair sums :func:`compute_pairs` reads: ``(live,
+        sums)``, ``live`` the canonical positions of the pairs with a counted row
+        (ascending), ``sums`` per such pair (exact integers, as float64). Each block's
+        rows weigh one decay value, so the per-row weights are a block's cached columns
+        times its ``d`` (``d_bad``), written block by block into one buffer, and one
+        weighted ``bincount`` per column sums them: O(rows in the window), with the
+        per-row columns computed once per block, not once per view. A column that is 0
+        in every counted row is not summed (its sums are 0), and with no silent node's
+        verdicts in the window the counted verdicts are the sum of the ok, bad and timeout
+        sums. Equal to the per-row sums bit for bit (all are exact integer sums below
+        2**53, so the order of the additions does not matter).
 
         With streaming EigenTrust, also leaves the chains' graph of ``epoch``
         (:meth:`_chain_graph`) for :meth:`trust_chain`: its blocks are the newest of the
@@ -538,50 +556,80 @@ class PairState:
         if p.is_streaming_trust and current and win.lo <= max(epoch - w, chain_oldest(epoch, p)):
             oldest = chain_oldest(epoch, p)  # the window holds the chains' graph
         sizes = [len(b.pair) for b in blocks]
+        derived = [self._derived(b, budget) for b in blocks]
+        nonzero = np.zeros(_N_SUMS, bool)
+        for _, nz, _ in derived:
+            nonzero |= nz
+        silent = any(si for _, _, si in derived)
+        weights = [
+            (float(decay[(epoch - 1) - e]), float(decay_bad[(epoch - 1) - e])) for e in counted
+        ]
         if blocks:
             assert win.pos_map is not None
             pos = np.concatenate([win.pos_map[b.pair] for b in blocks])
-            cols = np.concatenate([self._derived(b, budget) for b in blocks], axis=1)
-            ages = np.array([(epoch - 1) - e for e in counted], _I64)
-            d = np.repeat(decay[ages].astype(np.float64), sizes)
-            db = np.repeat(decay_bad[ages].astype(np.float64), sizes)
         else:
             pos = np.zeros(0, _I64)
-            cols = np.zeros((_N_SUMS, 0))
-            d = db = np.zeros(0)
+        # the pairs with a counted row (canonical order), and each row's pair among them:
+        # the sums are taken over those pairs only
+        present = np.zeros(n_pos, bool)
+        present[pos] = True
+        live = np.flatnonzero(present)
+        n_live = len(live)
+        dense = np.zeros(n_pos, _I64)
+        dense[live] = np.arange(n_live, dtype=_I64)
+        pos = dense[pos]
+        buf = np.empty(len(pos))
 
-        def total(k: int, rows: slice = slice(None)) -> np.ndarray:
-            weight = (db if k >= _BY_D else d)[rows] * cols[k, rows]
-            return np.bincount(pos[rows], weights=weight, minlength=n_pos)
+        def total(k: int, first: int = 0) -> np.ndarray:
+            """Column ``k`` summed per live pair over the blocks from ``first`` on."""
+            if not nonzero[k]:
+                return np.zeros(n_live)
+            i = 0
+            for (cols, _, _), wb, size in zip(
+                derived[first:], weights[first:], sizes[first:], strict=True
+            ):
+                np.multiply(cols[k], wb[k >= _BY_D], out=buf[i : i + size])
+                i += size
+            return np.bincount(pos[len(pos) - i :], weights=buf[:i], minlength=n_live)
 
-        sums = [total(k) for k in range(_N_SUMS)]
-        ok, bad_n, timeouts, n_counted, lat_fixed, claims, receipts, refused = sums[:_BY_D]
+        ok, bad_n, timeouts = total(0), total(1), total(2)
+        claims = total(5)
         tv = float(p.timeout_penalty_pct * 100)
-        local = ok * UNIT - bad_n * UNIT - timeouts * tv
-        rows = np.bincount(pos, minlength=n_pos)
         if oldest is not None:
             # the older blocks' share (a suffix of the newest-first rows), taken out exactly
-            cut = sum(size for e, size in zip(counted, sizes, strict=True) if e >= oldest)
-            old = slice(cut, None)
-            o_ok, o_bad, o_to, o_claims = (total(k, old) for k in (0, 1, 2, 5))
-            c_ok = ok - o_ok
-            c_local = c_ok * UNIT - (bad_n - o_bad) * UNIT - (timeouts - o_to) * tv
-            c_rows = rows - np.bincount(pos[old], minlength=n_pos)
+            first = sum(1 for e in counted if e >= oldest)
+            cut = sum(sizes[:first])
+            newer = np.zeros(n_live, bool)
+            newer[pos[:cut]] = True
+            at = np.flatnonzero(newer)  # canonical order
+            o_ok, o_bad, o_to, o_claims = (total(k, first)[at] for k in (0, 1, 2, 5))
+            c_ok = ok[at] - o_ok
+            c_local = c_ok * UNIT - (bad_n[at] - o_bad) * UNIT - (timeouts[at] - o_to) * tv
             key = (epoch, epoch - win.hi, *self._chain_tail(p))
-            graph = self._chain_edges(c_local, c_ok, c_rows > 0, (claims - o_claims) > 0)
+            assert win.sids is not None
+            pair_at = live[at]
+            graph = self._chain_edges(
+                win.sids[win.pair_client[pair_at]],
+                win.sids[win.pair_node[pair_at]],
+                c_local,
+                c_ok,
+                (claims[at] - o_claims) > 0.0,
+            )
             self._graph_cache = (key, graph)
-        return {
+        # counted = ok + wrong + timeout + bad_proof: with no silent node's verdicts, the
+        # sum of three sums above (exact integers)
+        n_counted = total(3) if silent else ok + bad_n + timeouts
+        return live, {
             "good": ok,
             "seen_ok": ok + timeouts,
-            "bad": sums[_BY_D],
-            "local": local,
-            "lat_num": lat_fixed,
+            "bad": total(8),
+            "local": ok * UNIT - bad_n * UNIT - timeouts * tv,
+            "lat_num": total(4),
             "lat_den": n_counted * UNIT,
             "claims": claims,
-            "receipts": receipts,
-            "refused": refused,
-            "refused_bad": sums[_BY_D + 1],
-            "rows": rows.astype(np.float64),
+            "receipts": total(6),
+            "refused": total(7),
+            "refused_bad": total(9),
         }
 
     # -- streaming EigenTrust ----------------------------------------------------------------
@@ -657,11 +705,11 @@ class PairState:
         w = p.window_epochs
         hi = e_view - lag
         lo = max(e_view - w, chain_oldest(e_view, p))  # ages (e_view - 1) - e in [0, w)
-        n_pos = len(self._order)
-        local = np.zeros(n_pos, _I64)
-        good = np.zeros(n_pos, _I64)
-        seen = np.zeros(n_pos, bool)
-        worked = np.zeros(n_pos, bool)
+        n_ids = len(self._pc)  # per pair stable ID
+        local = np.zeros(n_ids, _I64)
+        good = np.zeros(n_ids, _I64)
+        seen = np.zeros(n_ids, bool)
+        worked = np.zeros(n_ids, bool)
         timeout_value = p.timeout_penalty_pct * 100
         for e in range(lo, hi + 1):
             b = self._blocks.get(e)
@@ -669,35 +717,43 @@ class PairState:
                 continue
             d = int(decay[(e_view - 1) - e])
             c = b.counts
-            pos = self._pos[b.pair]
+            at = b.pair
             bad_n = c[_WRONG] + c[_BAD]
             timeouts = c[_TIMEOUT] + c[_SILENT]
             # exact integers, as in compute_pairs (each pair once per block)
-            local[pos] += d * (c[_OK] * UNIT - bad_n * UNIT - timeouts * timeout_value)
-            good[pos] += d * c[_OK]
-            seen[pos] = True
-            worked[pos] |= d * c[_CLAIMS] > 0  # as the decayed sum of window_sums
-        return self._chain_edges(local, good, seen, worked)
+            local[at] += d * (c[_OK] * UNIT - bad_n * UNIT - timeouts * timeout_value)
+            good[at] += d * c[_OK]
+            seen[at] = True
+            worked[at] |= d * c[_CLAIMS] > 0  # as the decayed sum of window_sums
+        ids = self._order[np.flatnonzero(seen[self._order])]  # canonical order
+        return self._chain_edges(self._pc[ids], self._pn[ids], local[ids], good[ids], worked[ids])
 
     def _chain_edges(
-        self, local: np.ndarray, good: np.ndarray, seen: np.ndarray, worked: np.ndarray
+        self,
+        pc: np.ndarray,
+        pn: np.ndarray,
+        local: np.ndarray,
+        good: np.ndarray,
+        worked: np.ndarray,
     ) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """The chains' graph from per canonical position sums (see :meth:`_chain_graph`)."""
-        at = np.flatnonzero(seen)  # canonical order
-        pairs = self._order[at]
-        pc, pn = self._pc[pairs], self._pn[pairs]
+        """The chains' graph (see :meth:`_chain_graph`) from the counted pairs in canonical
+        order: their client and node (peer stable IDs) and their sums: ``local`` trust,
+        ``good`` (decayed ok results) and ``worked`` (any decayed claims)."""
         valid = pc != pn
-        pc, pn, at = pc[valid], pn[valid], at[valid]
-        vouch = (good[at] * UNIT).astype(np.float64)
+        if not valid.all():
+            pc, pn, local, good, worked = (x[valid] for x in (pc, pn, local, good, worked))
+        vouch = (good * UNIT).astype(np.float64)
         has_vouch = vouch > 0.0
-        src = np.concatenate((pc, pn[has_vouch]))
-        dst = np.concatenate((pn, pc[has_vouch]))
-        weight = np.concatenate((np.maximum(local[at], 0).astype(np.float64), vouch[has_vouch]))
+        # the edges of positive weight (those the graph keeps, in the same order)
+        trusting = local > 0
+        src = np.concatenate((pc[trusting], pn[has_vouch]))
+        dst = np.concatenate((pn[trusting], pc[has_vouch]))
+        weight = np.concatenate((local[trusting].astype(np.float64), vouch[has_vouch]))
         n = len(self._names)
         # the chains' pre-trusted set: nodes whose own work rows are counted; vertices:
         # the peers of counted rows (others drop out with their trust)
         workers = np.zeros(n, bool)
-        workers[pn[worked[at]]] = True
+        workers[pn[worked]] = True
         vertices = workers.copy()
         vertices[pc] = True
         vertices[pn] = True
@@ -711,10 +767,47 @@ class PairState:
         the node peers and the window's peers stay the same."""
         hit = self._union
         if hit is None or hit[0] != ev.peers or hit[1] != win.peers:
-            hit = (ev.peers, win.peers, _union(ev.peers, win.peers))
+            current = self._cache is not None and self._cache[1] is win  # no fold since
+            union = (
+                self._window_union(ev.peers, win)
+                if current and win.sids is not None
+                else _union(ev.peers, win.peers)
+            )
+            hit = (ev.peers, win.peers, union)
             self._union = hit
         union, at_ev, at_win = hit[2]
         return widen(ev, win.peers, union=(union, at_ev)), at_win
+
+    def _window_union(
+        self, a: tuple[str, ...], win: PairWindow
+    ) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
+        """:func:`_union` of ``a`` and ``win.peers`` for the current window: a peer of
+        ``a`` with a stable ID among ``win.sids`` is the window peer at that place, so
+        only the others are looked up by bisection (no set of the window's peers)."""
+        b = win.peers
+        assert win.sids is not None
+        local = np.full(len(self._names), -1, _I64)
+        local[win.sids] = np.arange(len(win.sids), dtype=_I64)
+        sid = self._sid
+        s = np.fromiter((sid.get(p, -1) for p in a), dtype=_I64, count=len(a))
+        in_b = np.flatnonzero(s >= 0)
+        where = np.full(len(a), -1, _I64)
+        where[in_b] = local[s[in_b]]  # each peer's place in ``b``, -1: not there
+        extra_ix = np.flatnonzero(where < 0)
+        extra = tuple(a[i] for i in extra_ix.tolist())  # sorted: ``a`` is
+        union = tuple(sorted(b + extra)) if extra else b  # two sorted runs: a linear merge
+        # as in _union: a peer of ``b`` moves up by the extras inserted at or before it
+        ins = np.fromiter((bisect.bisect_left(b, p) for p in extra), dtype=_I64, count=len(extra))
+        at_b = np.arange(len(b), dtype=_I64)
+        if len(ins):
+            at_b += np.searchsorted(ins, at_b, side="right")
+        at_a = np.empty(len(a), _I64)
+        found = np.flatnonzero(where >= 0)
+        at_a[found] = at_b[where[found]]
+        at_a[extra_ix] = ins + np.arange(len(ins), dtype=_I64)
+        at_a.setflags(write=False)
+        at_b.setflags(write=False)
+        return union, at_a, at_b
 
 
 def _union(
@@ -797,7 +890,7 @@ def _row_sums(
     p: ReputationParams,
     decay: np.ndarray,
     decay_bad: np.ndarray,
-) -> dict[str, np.ndarray]:
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """:meth:`PairState.window_sums` from the window's rows (a window built by hand)."""
     w = p.window_epochs
     c = win.counts
@@ -826,7 +919,8 @@ def _row_sums(
     }
     n_pos = len(win.pair_client)
     sums = {k: np.bincount(win.row_pos, weights=v, minlength=n_pos) for k, v in per_row.items()}
-    return sums
+    live = np.flatnonzero(sums.pop("rows") > 0)  # canonical order: (client, node)
+    return live, {k: v[live] for k, v in sums.items()}
 
 
 def compute_pairs(
@@ -886,10 +980,9 @@ def compute_pairs(
 
     # --- per pair: the window's fixed-point decayed sums (exact integers, < 2**53) -----
     if win.state is not None:
-        sums = win.state.window_sums(win, epoch, epoch_s, p)
+        live, s = win.state.window_sums(win, epoch, epoch_s, p)
     else:
-        sums = _row_sums(win, epoch, epoch_s, p, decay, decay_bad)
-    live = np.flatnonzero(sums.pop("rows") > 0)  # canonical order: (client, node)
+        live, s = _row_sums(win, epoch, epoch_s, p, decay, decay_bad)
     if peer_at is None and ev.peers == win.peers:
         peer_at = np.arange(n, dtype=_I64)
     elif peer_at is None:
@@ -897,17 +990,21 @@ def compute_pairs(
         peer_at = np.fromiter((index[q] for q in win.peers), dtype=_I64, count=len(win.peers))
     pc = peer_at[win.pair_client[live]] if len(live) else np.zeros(0, _I64)
     pn = peer_at[win.pair_node[live]] if len(live) else np.zeros(0, _I64)
-    s = {k: v[live] for k, v in sums.items()}
-    valid = (pc != pn) & ~offender[pc] & ~offender[pn]
-    s = {k: np.where(valid, v, 0.0) for k, v in s.items()}
+    valid = pc != pn
+    if offender.any():
+        valid &= ~offender[pc] & ~offender[pn]
+    if not valid.all():  # (where every pair is valid, the sums are kept as they are)
+        s = {k: np.where(valid, v, 0.0) for k, v in s.items()}
 
     # --- EigenTrust over the pairs: client -> node local trust, node -> client vouching
     # for verdicts both sides' digests support (its ok results the client accepted) -----
     vouch = np.where(node_trusted[pn], s["good"] * UNIT, 0.0)
     has_vouch = vouch > 0.0
-    src = np.concatenate((pc, pn[has_vouch]))
-    dst = np.concatenate((pn, pc[has_vouch]))
-    weight = np.concatenate((np.maximum(s["local"], 0.0), vouch[has_vouch]))
+    # the edges of positive weight (those the graph keeps, in the same order)
+    trusting = s["local"] > 0.0
+    src = np.concatenate((pc[trusting], pn[has_vouch]))
+    dst = np.concatenate((pn[trusting], pc[has_vouch]))
+    weight = np.concatenate((s["local"][trusting], vouch[has_vouch]))
     pretrusted = ev.is_node & node_trusted
     warm = None
     if p.is_streaming_trust:
@@ -917,28 +1014,30 @@ def compute_pairs(
         warm = np.zeros(n)
         warm[peer_at] = chain[win.sids]
         warm = warm_start(warm)  # None: no trust yet, the exact path
-    trust, prev = eigentrust(
-        n,
-        src,
-        dst,
-        weight,
-        pretrusted,
-        alpha=p.trust_alpha,
-        iterations=p.trust_view_steps if warm is not None else p.trust_iterations,
+    # (eigentrust's steps, on a graph whose row sums are read again below)
+    graph = _TrustGraph(n, src, dst, weight, pretrusted, None)
+    trust, prev = graph.run(
+        warm,
+        p.trust_view_steps if warm is not None else p.trust_iterations,
+        p.trust_alpha,
         previous=True,
-        start=warm,
     )
     # No self-dealing through a 2-cycle (as in scores.compute): the trust a client got
     # from node j's vouching does not weigh its verdicts on j.
     pair_trust = trust[pc]
     if has_vouch.any():
-        row = np.bincount(src, weights=weight, minlength=n)
-        share = vouch / np.where(row[pn] > 0.0, row[pn], 1.0)
+        row_pn = graph.row[pn]
+        share = vouch / np.where(row_pn > 0.0, row_pn, 1.0)
         inflow = (1.0 - p.trust_alpha) * (share * prev[pn])
         pair_trust = np.where(has_vouch, np.maximum(pair_trust - inflow, 0.0), pair_trust)
     n_pre = max(1, int(np.count_nonzero(pretrusted)))
     cw0 = np.minimum(p.trust_weight_cap, pair_trust * (n_pre / p.trust_alpha))
-    refused_c = np.bincount(pc, weights=s["refused_bad"], minlength=n) / _D
+    # (no refused input in the window: the sums are +0.0, taken as such)
+    refused_c = (
+        np.bincount(pc, weights=s["refused_bad"], minlength=n) / _D
+        if s["refused_bad"].any()
+        else np.zeros(n)
+    )
     g_raw = s["good"]
     trusted_node = ev.is_node & node_trusted
 
@@ -957,20 +1056,37 @@ def compute_pairs(
         """Verdict weights given the per-pair proof masses (docs/core.md, "Verdicts backed
         by proof"): ``(cw, credibility, good, bad, seen)`` (per pair, per client, per node x3)."""
         bare = bad_v
-        p_ = np.minimum(bare, proven)  # wrong verdicts a lost dispute backs
-        share = np.divide(p_, bare, out=np.zeros_like(bare), where=bare > 0.0)
-        # unproven verdicts: weak evidence, bounded by the pair's proven ones (at most p_)
-        counted = p_ + (bare - p_) * share
-        refuted = np.minimum(upheld_m, bare - p_)  # unproven wrongs a proof contradicts
-        sup_c = np.bincount(pc, weights=p_, minlength=n) / _D
-        ref_c = np.bincount(pc, weights=refuted, minlength=n) / _D
+
+        def masses() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            p_ = np.minimum(bare, proven)  # wrong verdicts a lost dispute backs
+            share = np.divide(p_, bare, out=np.zeros_like(bare), where=bare > 0.0)
+            # unproven verdicts: weak evidence, bounded by the pair's proven ones (at most p_)
+            counted = p_ + (bare - p_) * share
+            refuted = np.minimum(upheld_m, bare - p_)  # unproven wrongs a proof contradicts
+            return p_, counted, refuted
+
+        # With no proof (``zero``) and every ``bare >= 0``, the proven, counted and refuted
+        # masses are all (signed) zeros, so their sums are +0.0 exactly (the counted ones'
+        # with finite weights): taken as such, not summed.
+        no_proof = proven is zero and upheld_m is zero and (not len(bare) or bare.min() >= 0.0)
+        if no_proof:
+            sup_c = ref_c = np.zeros(n)
+        else:
+            p_, counted, refuted = masses()
+            sup_c = np.bincount(pc, weights=p_, minlength=n) / _D
+            ref_c = np.bincount(pc, weights=refuted, minlength=n) / _D
         cred = (1.0 + sup_c) / (
             1.0 + sup_c + p.slander_penalty * ref_c + REFUSAL_WEIGHT * refused_c
         )
         cw_ = cw0 * cred[pc]
         g_ = np.bincount(pn, weights=cw_ * g_raw, minlength=n) / _D
         s_ok_ = np.bincount(pn, weights=cw_ * s["seen_ok"], minlength=n) / _D
-        b_ = np.bincount(pn, weights=cw_ * counted, minlength=n) / _D
+        if no_proof and np.isfinite(cw_).all():
+            b_ = np.zeros(n)
+        else:
+            if no_proof:
+                _, counted, _ = masses()
+            b_ = np.bincount(pn, weights=cw_ * counted, minlength=n) / _D
         return cw_, cred, g_, (s_ok_ - g_) + p.bad_weight * b_, s_ok_ + b_
 
     # --- success, quality, latency ------------------------------------------------------

@@ -245,8 +245,12 @@ class _TrustGraph:
         self.n_pre = int(np.count_nonzero(pretrusted))
         self.p = pretrusted.astype(np.float64) / float(max(self.n_pre, 1))
         keep = weight > 0.0
-        self.src, self.dst, weight = src[keep], dst[keep], weight[keep]
-        row = np.bincount(self.src, weights=weight, minlength=n)
+        if keep.all():  # edges given without zero weights: the same edges, no copies
+            self.src, self.dst = src, dst
+        else:
+            self.src, self.dst, weight = src[keep], dst[keep], weight[keep]
+        #: per vertex, the sum of its outgoing weights (in edge order)
+        self.row = row = np.bincount(self.src, weights=weight, minlength=n)
         self.norm = weight / row[self.src]
         dangling = row == 0.0
         if vertex_order is None:
