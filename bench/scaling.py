@@ -11,9 +11,11 @@ view (at least ``--min-eligible`` of them, default half; the rest are named), ru
 * **base** and **load**: two paced loads, the same at every size: tasks started open-loop
   at ``--base-rate`` (default half of ``--rate``) and then at ``--rate`` per second (echo
   engine, k=1; at most ``--max-in-flight`` at once, offers beyond that are counted as
-  dropped), each for ``--lead`` seconds to reach a steady state and then over a window of
-  ``--seconds``. Tasks = those that completed inside the window; CPU = CPU of the node
-  processes inside the window (Linux /proc).
+  dropped), the base load for ``--steady`` seconds (60: the work digests of loaded epochs
+  go out ``seal_lag`` epochs later, and the base window must hold them as the load window
+  does) and the load for ``--lead`` seconds before its window of ``--seconds``. Tasks =
+  those that completed inside the window; CPU = CPU of the node processes inside the
+  window (Linux /proc).
 
 The figure, in ms: **node CPU per network-wide task per node** = (node-process CPU in the
 load window - node-process CPU in the base window) / (tasks of the load window - tasks of
@@ -65,7 +67,7 @@ Target (issue 14): the 32-node figure <= 1/4 of the 4-node figure (``ratio``, th
 size's figure over the smallest's, <= 0.25). Ends with one JSON line.
 
     python bench/scaling.py [--sizes 4,8,16,32] [--rate 5] [--base-rate 2.5] [--seconds 30]
-                            [--idle-seconds 30] [--lead 5] [--warmup 20]
+                            [--idle-seconds 30] [--steady 60] [--lead 5] [--warmup 20]
                             [--min-eligible 0.5]
 """
 
@@ -170,10 +172,13 @@ def _why_not_eligible(
     return out
 
 
-async def _paced(client: Client, rate: float, args: argparse.Namespace) -> dict[str, Any]:
-    """Tasks offered open-loop at ``rate`` per second for ``--lead`` seconds and then over a
-    window of ``--seconds``: CPU snapshots at the window's edges, the tasks completed inside
-    it and their latencies, failures and drops over the whole run."""
+async def _paced(
+    client: Client, devnet: Devnet, rate: float, args: argparse.Namespace, lead: float
+) -> dict[str, Any]:
+    """Tasks offered open-loop at ``rate`` per second for ``lead`` seconds and then over a
+    window of ``--seconds``: CPU snapshots and the nodes' ``/status`` (tasks served) at the
+    window's edges, the tasks completed inside it and their latencies, failures and drops
+    over the whole run."""
     latencies: list[float] = []  # of tasks completed inside the window
     window: dict[str, Any] = {"open": False, "done": 0}
     counts = {"failed": 0, "dropped": 0, "in_flight": 0}
@@ -193,14 +198,17 @@ async def _paced(client: Client, rate: float, args: argparse.Namespace) -> dict[
             counts["in_flight"] -= 1
 
     async def close_window() -> None:
-        await trio.sleep_until(t0 + args.lead)
+        await trio.sleep_until(t0 + lead)
         window["cpu_0"], window["busy_0"] = tree_cpu_by_pid(), machine_busy_s()
         window["open"] = True
-        await trio.sleep(args.seconds)
+        opened = trio.current_time()
+        window["status_0"] = await devnet.statuses()
+        await trio.sleep_until(opened + args.seconds)
         window["open"] = False
         window["cpu_1"], window["busy_1"] = tree_cpu_by_pid(), machine_busy_s()
+        window["status_1"] = await devnet.statuses()
 
-    offers = round(rate * (args.lead + args.seconds))
+    offers = round(rate * (lead + args.seconds))
     t0 = trio.current_time()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(close_window)
@@ -242,9 +250,11 @@ async def _drive(
     idle_1, busy_1 = tree_cpu_by_pid(), machine_busy_s()
 
     statuses = [await devnet.statuses()]
-    base = await _paced(client, args.base_rate, args)
+    # the base load runs --steady seconds before its window: the work digests of the
+    # epochs it serves go out only seal_lag epochs later, and the window must hold them
+    base = await _paced(client, devnet, args.base_rate, args, args.steady)
     statuses.append(await devnet.statuses())
-    load = await _paced(client, args.rate, args)
+    load = await _paced(client, devnet, args.rate, args, args.lead)
     await trio.sleep(2 * FEED_SETTLE_S)  # the last records spread before counting
     statuses.append(await devnet.statuses())
     return {
@@ -312,7 +322,7 @@ def _summarise(
 ) -> dict[str, Any]:
     processes = len(devnet.info)
     base, load = raw["base"], raw["load"]
-    first, middle, after = raw["statuses"]
+    first, _between, after = raw["statuses"]
     idle_0, idle_1, idle_busy = raw["idle"]
     idle_node_cores = _delta(idle_1, idle_0, "nodes") / args.idle_seconds
     done, extra = load["done"], load["done"] - base["done"]
@@ -326,7 +336,9 @@ def _summarise(
             b["tasks_done"] - a["tasks_done"] if a and b else 0 for a, b in zip(s0, s1, strict=True)
         ]
 
-    served_base, served_load = served(first, middle), served(middle, after)
+    # tasks each node served inside each window (its /status, read at the window's edges)
+    served_base = served(base["status_0"], base["status_1"])
+    served_load = served(load["status_0"], load["status_1"])
     churn = {
         k: sum(
             b["connections"][k] - a["connections"][k]
@@ -428,7 +440,14 @@ def main() -> None:
     parser.add_argument(
         "--idle-seconds", type=float, default=30.0, help="idle window (whole epochs)"
     )
-    parser.add_argument("--lead", type=float, default=5.0, help="load before the window opens")
+    parser.add_argument("--lead", type=float, default=5.0, help="load before the load window opens")
+    parser.add_argument(
+        "--steady",
+        type=float,
+        default=60.0,
+        help="base load before the base window opens: long enough for the work digests of "
+        "loaded epochs to go out (they are published seal_lag epochs later)",
+    )
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--max-in-flight", type=int, default=64)
     parser.add_argument("--ready-timeout", type=float, default=300.0)
