@@ -249,19 +249,18 @@ async def _drive(
     await trio.sleep(args.idle_seconds)
     idle_1, busy_1 = tree_cpu_by_pid(), machine_busy_s()
 
-    statuses = [await devnet.statuses()]
+    before = await devnet.statuses()
     # the base load runs --steady seconds before its window: the work digests of the
     # epochs it serves go out only seal_lag epochs later, and the window must hold them
     base = await _paced(client, devnet, args.base_rate, args, args.steady)
-    statuses.append(await devnet.statuses())
     load = await _paced(client, devnet, args.rate, args, args.lead)
     await trio.sleep(2 * FEED_SETTLE_S)  # the last records spread before counting
-    statuses.append(await devnet.statuses())
+    after = await devnet.statuses()
     return {
         "ready_at": ready_at,
         "eligible": eligible,
         "not_eligible": why,
-        "statuses": statuses,
+        "statuses": (before, after),
         "idle": (idle_0, idle_1, busy_1 - busy_0),
         "base": base,
         "load": load,
@@ -322,7 +321,7 @@ def _summarise(
 ) -> dict[str, Any]:
     processes = len(devnet.info)
     base, load = raw["base"], raw["load"]
-    first, _between, after = raw["statuses"]
+    first, after = raw["statuses"]
     idle_0, idle_1, idle_busy = raw["idle"]
     idle_node_cores = _delta(idle_1, idle_0, "nodes") / args.idle_seconds
     done, extra = load["done"], load["done"] - base["done"]

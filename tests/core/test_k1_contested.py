@@ -16,7 +16,6 @@ import random
 
 import pytest
 
-from repp2p.digests import build_feedback, build_work, count_rows, reconcile
 from repp2p.digests.disputes import check_dispute_proof, dispute_proof, records_of
 from repp2p.errors import ProofError, ProofReason
 from repp2p.records import sign
@@ -34,7 +33,7 @@ from tests.core.test_pairs_disputes import (
     PARAMS,
     _verdicts,
 )
-from tests.digests.dispute_fixtures import checked_proofs, disputed_task, traffic
+from tests.digests.dispute_fixtures import checked_proofs, disputed_task, epoch_rows, traffic
 
 SLANDERER = factories.identity("dclient-k1-slanderer")
 VICTIM = HONEST[0]
@@ -113,14 +112,7 @@ def _history(
             tasks += recs
             proofs.append(proof)
         records += tasks
-        parties = [*NODES, *CLIENTS, SLANDERER]
-        digests = [
-            sign(p.digest, who)
-            for who in parties
-            for build in (build_work, build_feedback)
-            for p in build(who.peer_id, tasks, e, expires=expires)
-        ]
-        rows.append((e, count_rows(reconcile(digests, e)), [d.record_id for d in digests]))
+        rows.append(epoch_rows([*NODES, *CLIENTS, SLANDERER], tasks, e, expires))
     return records, rows, proofs
 
 

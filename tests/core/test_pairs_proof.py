@@ -31,7 +31,7 @@ from tests.core.test_pairs_disputes import (
     PARAMS,
     _verdicts,
 )
-from tests.digests.dispute_fixtures import checked_proofs, disputed_task, traffic
+from tests.digests.dispute_fixtures import checked_proofs, disputed_task, epoch_rows, traffic
 
 SLANDERER = factories.identity("dclient-slanderer")
 VICTIM = HONEST[0]
@@ -93,14 +93,7 @@ def _history(*, slander: bool, refute: bool = True, cheat: bool = True, prover=N
             )
             tasks += recs
             proofs.append(proof)
-        parties = [*NODES, *CLIENTS, SLANDERER]
-        digests = [
-            sign(p.digest, who)
-            for who in parties
-            for build in (build_work, build_feedback)
-            for p in build(who.peer_id, tasks, e, expires=expires)
-        ]
-        rows.append((e, count_rows(reconcile(digests, e)), [d.record_id for d in digests]))
+        rows.append(epoch_rows([*NODES, *CLIENTS, SLANDERER], tasks, e, expires))
     return rows, proofs
 
 

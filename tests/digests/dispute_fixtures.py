@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import nacl.signing
 
+from repp2p.digests import build_feedback, build_work, count_rows, reconcile
 from repp2p.digests.disputes import CheckedDispute, DisputeProof, check_dispute_proof
 from repp2p.identity import Identity
 from repp2p.records import Claim, Feedback, Receipt, SignedRecord, receipt_message, sign
@@ -149,6 +150,20 @@ def traffic(
             rng.choice(clients), node, epoch, f"h{epoch}-{i}", expires=expires
         ).all()
     return records
+
+
+def epoch_rows(
+    parties: Iterable[Identity], tasks: list[SignedRecord], epoch: int, expires: int
+) -> tuple[int, list, list[bytes]]:
+    """``(epoch, count rows, digest record ids)``: every party's signed work and feedback
+    digests of ``tasks`` in ``epoch``, reconciled, as a view folds them."""
+    digests = [
+        sign(p.digest, who)
+        for who in parties
+        for build in (build_work, build_feedback)
+        for p in build(who.peer_id, tasks, epoch, expires=expires)
+    ]
+    return epoch, count_rows(reconcile(digests, epoch)), [d.record_id for d in digests]
 
 
 def checked_proofs(
