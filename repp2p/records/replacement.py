@@ -35,6 +35,7 @@ import enum
 from typing import Any, Protocol, TypeVar
 
 from repp2p.records.codec import SignedRecord
+from repp2p.records.types import Feedback
 
 
 class Outcome(enum.Enum):
@@ -64,7 +65,7 @@ _V = TypeVar("_V", bound=_Versioned)
 
 def is_final(record: Any) -> bool:
     """Whether ``record`` (a decoded record) is final in its slot: a ``wrong`` Feedback."""
-    return record.TYPE == "Feedback" and record.outcome == "wrong"
+    return record.TYPE == Feedback.TYPE and record.outcome == "wrong"
 
 
 def precedence(signed: _Versioned) -> tuple[bool, int, bytes]:
