@@ -22,6 +22,7 @@ from repp2p.node.pipeline import STORE_FAILED, RecordPipeline, verdict_of
 from repp2p.records import (
     MAX_ENVELOPE_SIZE,
     MAX_LIFETIME_S,
+    Feedback,
     Heartbeat,
     Outcome,
     SignedRecord,
@@ -211,3 +212,37 @@ def test_decoded_records_stored_together_share_one_transaction(parts):
     assert pipeline.accept_decoded_many(again, source="task") == [False, False]
     assert not any(store.has(s.record_id) for s in again)
     assert pipeline.accept_decoded_many([], source="task") == []
+
+
+def test_a_verdict_resigned_after_wrong_is_stale_and_not_forwarded(parts):
+    """A client's ``ok`` re-signed at a higher seq over its ``wrong`` on the same task and
+    node is STALE (the wrong is final: docs/records.md, "Replacement rules"): IGNOREd, not
+    stored, not passed to listeners, and the wrong stays current."""
+    pipeline, store, metrics = parts
+    feedback = TOPICS["feedback"]
+    node = factories.identity("node")
+    expires = factories.far_future(NOW)
+
+    def verdict(outcome: str, seq: int) -> bytes:
+        body = Feedback(
+            task_id=factories.digest("task"),
+            node=node.peer_id,
+            outcome=outcome,
+            latency_ms=10,
+            rating=90 if outcome == "ok" else 0,
+            seq=seq,
+            expires=expires,
+        )
+        return encode(body, ALICE)
+
+    seen: list[Outcome] = []
+    pipeline.on_record(lambda signed, outcome: seen.append(outcome))
+    wrong = verdict("wrong", 1)
+    assert pipeline.judge(wrong, topic=feedback, source="gossip") is Verdict.ACCEPT
+    resigned = verdict("ok", 2)
+    assert pipeline.judge(resigned, topic=feedback, source="gossip") is Verdict.IGNORE
+    assert pipeline.accept(resigned, topic=feedback) is False
+    assert [s.data for s in store.query(type="Feedback")] == [wrong]
+    assert seen == [Outcome.NEW]
+    assert totals(metrics.accepted, "outcome") == {"new": 1, "stale": 2}
+    assert totals(metrics.rejected, "reason") == {}

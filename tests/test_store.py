@@ -14,7 +14,7 @@ import pytest
 import trio
 
 from repp2p.errors import RecordError, RecordReason, StoreError
-from repp2p.records import MAX_LIFETIME_S, Heartbeat, Outcome, decode, encode, sign
+from repp2p.records import MAX_LIFETIME_S, Feedback, Heartbeat, Outcome, decode, encode, sign
 from repp2p.store import SqliteRecordStore
 from repp2p.testing import factories
 
@@ -65,6 +65,42 @@ def test_equivocation_keeps_evidence_and_converges(tmp_path):
         (pair_two,) = two.equivocations()
         assert {s.record_id for s in pair_one} == {a.record_id, b.record_id}
         assert pair_one == pair_two
+
+
+def test_a_wrong_feedback_is_final_whatever_the_order(tmp_path):
+    """A client's ``ok`` re-signed over its ``wrong`` (same task and node, higher seq) is
+    refused as STALE; arriving first, the ``ok`` is REPLACED by the ``wrong``. Both stores
+    end holding the wrong, and no evidence (different seqs are no equivocation)."""
+    node = factories.identity("node")
+
+    def verdict(outcome, seq):
+        return sign(
+            Feedback(
+                task_id=factories.digest("task"),
+                node=node.peer_id,
+                outcome=outcome,
+                latency_ms=10,
+                rating=90 if outcome == "ok" else 0,
+                seq=seq,
+                expires=NOW + 600,
+            ),
+            ALICE,
+        )
+
+    wrong, ok = verdict("wrong", 1), verdict("ok", 2)
+    with (
+        SqliteRecordStore(tmp_path / "one.db") as one,
+        SqliteRecordStore(tmp_path / "two.db") as two,
+    ):
+        assert one.put_many([wrong, ok], now=NOW) == [Outcome.NEW, Outcome.STALE]
+        assert two.put_many([ok, wrong], now=NOW) == [Outcome.NEW, Outcome.REPLACED]
+        assert one.query() == two.query() == [wrong]
+        assert one.get(ok.record_id) is None and two.get(ok.record_id) is None
+        assert one.equivocations() == two.equivocations() == []
+        # a later wrong (another latency, a higher seq) replaces it as before
+        later = sign(dataclasses.replace(wrong.record, latency_ms=11, seq=3), ALICE)
+        assert one.put(later, now=NOW) is Outcome.REPLACED
+        assert one.put(wrong, now=NOW) is Outcome.STALE
 
 
 def test_queries_by_type_signer_and_epoch(store):

@@ -34,7 +34,7 @@ from repp2p.records.refusal import (
     sealed_input_signed,
     sign_sealed_input,
 )
-from repp2p.records.replacement import Outcome, compare, slot_key, winner
+from repp2p.records.replacement import Outcome, compare, is_final, precedence, slot_key, winner
 from repp2p.records.types import (
     DIGEST_MAX_LEAVES,
     DIGEST_MAX_PARTS,
@@ -106,11 +106,13 @@ __all__ = [
     "decode",
     "encode",
     "input_commitment",
+    "is_final",
     "is_peer_id",
     "part_of",
     "peer_id_from_bytes",
     "peer_id_from_public_key",
     "peer_id_to_bytes",
+    "precedence",
     "public_key_from_peer_id",
     "receipt_message",
     "refusal_message",

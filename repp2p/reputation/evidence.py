@@ -57,6 +57,7 @@ from repp2p.records import (
     Refusal,
     TaskOffer,
     check_refusal,
+    precedence,
     receipt_message,
 )
 
@@ -315,7 +316,8 @@ class Evidence:
 def _current(
     records: Iterable[AcceptedRecord], now: int
 ) -> tuple[dict[tuple[str, str, bytes], AcceptedRecord], list[Offence]]:
-    """Current record per slot by the replacement rules, plus equivocation evidence.
+    """Current record per slot by the replacement rules (a ``wrong`` Feedback is final:
+    it stays current over any other verdict of its slot), plus equivocation evidence.
 
     Conflicts are found per ``(slot, seq)`` over every version seen, not only against the
     record current on arrival, so the evidence is the same whatever the arrival order.
@@ -331,9 +333,11 @@ def _current(
     offences = []
     for key in sorted(versions):
         by_seq = versions[key]
-        top = by_seq[max(by_seq)]
-        # Same seq: the smaller record ID stays current (repp2p.records.replacement.winner).
-        current[key] = top[min(top)]
+        # The store's order (repp2p.records.replacement.precedence): a final record (a
+        # `wrong` Feedback) first, then the higher seq, then the smaller record ID.
+        current[key] = min(
+            (item for group in by_seq.values() for item in group.values()), key=precedence
+        )
         for seq in sorted(by_seq):
             group = by_seq[seq]
             if len(group) > 1:

@@ -264,12 +264,39 @@ class SqliteRecordStore(RecordStoreAPI):
             self._insert(signed, now)
         elif outcome is Outcome.EQUIVOCATION:
             assert current is not None
-            a, b = sorted((current, signed), key=lambda s: s.record_id)
+            # Paired with the smallest record ID held of its seq, so the slot keeps the pair
+            # of its two smallest whatever the order. That is the current record, unless a
+            # final one (a `wrong` Feedback) is current over a smaller version of its seq,
+            # which then survives only in the slot's evidence pair.
+            partner = min((current, *self._held_versions(signed)), key=lambda s: s.record_id)
+            a, b = sorted((partner, signed), key=lambda s: s.record_id)
             self._keep_evidence(a, b, now)
             if winner(current, signed) is signed:
                 self._db.execute("DELETE FROM records WHERE record_id=?", (current.record_id,))
                 self._insert(signed, now)
         return outcome
+
+    def _held_versions(self, signed: SignedRecord) -> list[SignedRecord]:
+        """The records of ``signed``'s slot and ``seq`` in the evidence kept, but not it."""
+        slot = signed.record.slot()
+        held = []
+        rows = self._db.execute(
+            "SELECT a_data, b_data FROM evidence WHERE signer=? AND type=?",
+            (signed.signer, signed.type),
+        )
+        for row in rows.fetchall():
+            for data in row:
+                try:
+                    other = self._load(data)
+                except StoreError:  # a damaged row: pairs with nothing
+                    continue
+                if (
+                    other.record.slot() == slot
+                    and other.record.seq == signed.record.seq
+                    and other.record_id != signed.record_id
+                ):
+                    held.append(other)
+        return held
 
     def _keep_evidence(self, a: SignedRecord, b: SignedRecord, now: int) -> None:
         """Keep the pair ``a < b`` (by record ID) as evidence: one pair per slot, at most
@@ -277,9 +304,9 @@ class SqliteRecordStore(RecordStoreAPI):
 
         Which pairs are kept depends only on the records a peer has seen, never on their
         order (evidence is part of the view digest): per slot the smallest pair, which is
-        that of the slot's two smallest record IDs (the current record is always the
-        smallest seen, so that pair forms when the later of the two arrives); per signer
-        the smallest of those.
+        that of the slot's two smallest record IDs (each record comes paired with the
+        smallest held of its seq, so that pair forms when the later of the two arrives);
+        per signer the smallest of those.
         """
         pair = (a.record_id, b.record_id)
         slot = (a.type, a.record.slot())

@@ -18,9 +18,10 @@ import pytest
 
 from repp2p.digests.disputes import check_dispute_proof, dispute_proof, records_of
 from repp2p.errors import ProofError, ProofReason
-from repp2p.records import sign
+from repp2p.records import Outcome, sign
 from repp2p.reputation import collect, compute
 from repp2p.reputation.pairs import PairState, compute_pairs, widen
+from repp2p.store import SqliteRecordStore
 from repp2p.testing import factories
 from tests.core.test_pairs_disputes import (
     CHEATER,
@@ -242,3 +243,39 @@ def test_a_proof_verdict_changes_nothing_a_truthful_digest_already_counts(histor
     without = compute_pairs(ev, win, now=NOW, epoch_s=EPOCH_S, params=PARAMS)
     assert with_v.client_credibility.tobytes() == without.client_credibility.tobytes()
     assert with_v.score.tobytes() == without.score.tobytes()
+
+
+def test_a_slanderer_cannot_take_back_a_verdict_on_records_views(history):
+    """Records views: the client re-signs each refuted ``wrong`` as ``ok`` at a higher seq
+    and both versions reach every peer (the replicas hold the verdict). The ``wrong`` is
+    final (docs/records.md, "Replacement rules"): it stays current in every store and
+    every view, in any order of arrival, so the refutation costs the client exactly what
+    it did before the re-signing."""
+    truthful, _rows, _proofs = history
+    resigned, _rows, _proofs = _history(digest="resign")
+    ok_versions = [r for r in resigned if r.type == "Feedback" and r.record.seq == 2]
+    assert ok_versions and all(r.record.outcome == "ok" for r in ok_versions)
+    before = _by_records(truthful)
+    for seen in (truthful + ok_versions, ok_versions + truthful):
+        table = _by_records(seen)
+        assert _cred(table, SLANDERER) < 0.5
+        assert table.client_credibility.tobytes() == before.client_credibility.tobytes()
+        assert table.score.tobytes() == before.score.tobytes()
+    # what the re-signed ok would have bought had it replaced the wrong (the rule before):
+    # the verdicts gone from the view, the refutation with them
+    assert _cred(_by_records(resigned), SLANDERER) > _cred(before, SLANDERER)
+
+
+def test_a_store_keeps_the_refuted_verdict_over_its_resigned_ok(tmp_path, history):
+    """The same through a record store, as a live records-network peer builds its view."""
+    truthful, _rows, _proofs = history
+    resigned, _rows, _proofs = _history(digest="resign")
+    ok_versions = [r for r in resigned if r.type == "Feedback" and r.record.seq == 2]
+    with SqliteRecordStore(tmp_path / "records.db", synchronous="NORMAL") as store:
+        outcomes = store.put_many(truthful + ok_versions, now=NOW)
+        assert set(outcomes[len(truthful) :]) == {Outcome.STALE}
+        held = store.query()
+    assert not any(
+        r.type == "Feedback" and r.record.outcome == "ok" and r.record.seq == 2 for r in held
+    )
+    assert _cred(_by_records(held), SLANDERER) == _cred(_by_records(truthful), SLANDERER)

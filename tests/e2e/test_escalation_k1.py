@@ -16,11 +16,14 @@ replicas published, with the client's verdict, though no receipt disagrees).
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import trio
 
 import repp2p.tasks as tasks
 from repp2p.client import Client, TaskError
+from repp2p.errors import RecordError
 from repp2p.identity import Identity
 from repp2p.net.framing import FrameReader, write_cbor
 from repp2p.net.task import MAX_RESPONSE, parse_response
@@ -278,6 +281,37 @@ async def test_a_k1_cheater_judged_wrong_is_outvoted_by_replicas(tmp_path, views
                 assert tasks.client_credibility(table, client.peer_id) < 0.5
                 for h in honest:
                     assert table.get(h).disputes_lost == 0
+
+            if views == "records":
+                # Nor can the client take its refuted verdicts back: an ok re-signed over
+                # each (a higher seq) is stale in its own store and every node's (a wrong
+                # Feedback is final: docs/records.md, "Replacement rules"), and the next
+                # view still counts the refutation.
+                s_task = slandered.record.task_id
+                mine = client.store.query(type="Feedback", signer=client.peer_id)
+                verdicts = [f for f in mine if f.record.task_id == s_task]
+                assert verdicts and {f.record.outcome for f in verdicts} == {"wrong"}
+                await wait_until(
+                    lambda: all(n.store.has(f.record_id) for n in nodes for f in verdicts), 30
+                )
+                for f in verdicts:
+                    ok = dataclasses.replace(
+                        f.record, outcome="ok", rating=90, seq=f.record.seq + 1
+                    )
+                    with pytest.raises(RecordError):
+                        client.publisher.publish_soon(ok)
+                    resigned = sign(ok, client.identity).data
+                    for peer in (client, *nodes):
+                        assert not peer.pipeline.accept(resigned, source="sync")
+                        held = peer.store.query(
+                            type="Feedback", signer=client.peer_id, slot=f.record.slot()
+                        )
+                        assert [h.record_id for h in held] == [f.record_id]
+                later = refuted_epoch + 1
+                await trio.sleep(max(0.0, later * EPOCH_S - client.clock.now() + 0.6))
+                for peer in (client, *nodes):
+                    table = peer.views.view(later).reputation
+                    assert tasks.client_credibility(table, client.peer_id) < 0.5
         finally:
             await ctx.__aexit__(None, None, None)
             for node in nodes:
