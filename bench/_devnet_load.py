@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import AsyncIterator
@@ -168,3 +169,39 @@ async def echo_devnet(
         with trio.CancelScope(shield=True):
             await devnet.stop()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+_SAMPLE = re.compile(r"^(repp2p_[a-z_]+?)(?:_total|_seconds_count)(?:\{([^}]*)\})? (\S+)$")
+
+
+def parse_counters(text: str) -> dict[tuple[str, str], float]:
+    """(metric, labels) -> value of the counters we read (``*_total`` samples)."""
+    out: dict[tuple[str, str], float] = {}
+    for line in text.splitlines():
+        if line.startswith("#") or ("_total" not in line and "_seconds_count" not in line):
+            continue
+        m = _SAMPLE.match(line)
+        if m:
+            out[(m.group(1), m.group(2))] = float(m.group(3))
+    return out
+
+
+async def node_counters(devnet: Devnet) -> list[dict[tuple[str, str], float]]:
+    """Each node's counters from its ``/metrics`` (:func:`parse_counters`), in
+    ``devnet.info`` order; empty for a node that does not answer."""
+    from repp2p.net.status_http import fetch
+
+    out: list[dict[tuple[str, str], float]] = [{} for _ in devnet.info]
+
+    async def one(i: int, address: str) -> None:
+        host, _, port = address.rpartition(":")
+        try:
+            out[i] = parse_counters((await fetch(host, int(port), "/metrics", timeout=5)).decode())
+        except (OSError, ValueError, trio.TooSlowError):
+            out[i] = {}
+
+    async with trio.open_nursery() as nursery:
+        for i, info in enumerate(devnet.info):
+            if info.get("status"):
+                nursery.start_soon(one, i, info["status"])
+    return out

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -42,42 +41,9 @@ from typing import Any
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _devnet_load import VIEWS, dev_network_file, machine_busy_s, tree_cpu_by_pid
+from _devnet_load import VIEWS, dev_network_file, machine_busy_s, node_counters, tree_cpu_by_pid
 
 from repp2p.cli.devnet import EPOCH_S, Devnet
-
-_SAMPLE = re.compile(r"^(repp2p_[a-z_]+?)(?:_total|_seconds_count)(?:\{([^}]*)\})? (\S+)$")
-
-
-def _parse(text: str) -> dict[tuple[str, str], float]:
-    """(metric, labels) -> value of the counters we read (``*_total`` samples)."""
-    out: dict[tuple[str, str], float] = {}
-    for line in text.splitlines():
-        if line.startswith("#") or ("_total" not in line and "_seconds_count" not in line):
-            continue
-        m = _SAMPLE.match(line)
-        if m:
-            out[(m.group(1), m.group(2))] = float(m.group(3))
-    return out
-
-
-async def _metrics(devnet: Devnet) -> list[dict[tuple[str, str], float]]:
-    from repp2p.net.status_http import fetch
-
-    out: list[dict[tuple[str, str], float]] = [{} for _ in devnet.info]
-
-    async def one(i: int, address: str) -> None:
-        host, _, port = address.rpartition(":")
-        try:
-            out[i] = _parse((await fetch(host, int(port), "/metrics", timeout=5)).decode())
-        except (OSError, ValueError, trio.TooSlowError):
-            out[i] = {}
-
-    async with trio.open_nursery() as nursery:
-        for i, info in enumerate(devnet.info):
-            if info.get("status"):
-                nursery.start_soon(one, i, info["status"])
-    return out
 
 
 class _SequentialDevnet(Devnet):
@@ -134,13 +100,13 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                 stdout=subprocess.DEVNULL,
                 stderr=open(profile_path.with_suffix(".log"), "wb"),  # noqa: SIM115
             )
-        before = await _metrics(devnet)
+        before = await node_counters(devnet)
         cpu0, enc0 = _node_cpu(pids)
         busy0, t0 = machine_busy_s(), time.monotonic()
         await trio.sleep(args.seconds)
         cpu1, enc1 = _node_cpu(pids)
         busy1, t1 = machine_busy_s(), time.monotonic()
-        after = await _metrics(devnet)
+        after = await node_counters(devnet)
         if spy is not None:
             await trio.to_thread.run_sync(spy.wait)
     finally:

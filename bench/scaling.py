@@ -56,6 +56,14 @@ counts in the figure. On 2 cores a 33-process devnet keeps some nodes out of the
 view (their re-attestation reaches it more than ``max_epoch_lag`` epochs late), so
 requiring all of them would stop the bench there.
 
+Beside the CPU figures, a count that does not depend on how busy the machine is: the
+records each node verified and stored per extra task (``stored_per_task_per_node``; the
+load window's over the base window's, from each node's ``repp2p_records_accepted_total``
+with outcome new, replaced or equivocation, by type), and its ratio largest size over
+smallest (``stored_ratio``). With per-task records kept by their parties it is the
+serving node's records of a task spread over N + 1 nodes, so it falls as 1/N; where
+every node stores every task's records it stays flat.
+
 Per size it also prints p50/p99 latency (submit -> verified, tasks completed in the
 window), tasks/s, how many nodes served tasks, connection churn during the windows, and
 the records each node holds per type at the end (``/status`` "records").
@@ -74,6 +82,7 @@ size's figure over the smallest's, <= 0.25). Ends with one JSON line.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import math
 import os
@@ -85,7 +94,15 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from _devnet_load import ROLES, VIEWS, dev_network_file, machine_busy_s, pct, tree_cpu_by_pid
+from _devnet_load import (
+    ROLES,
+    VIEWS,
+    dev_network_file,
+    machine_busy_s,
+    node_counters,
+    pct,
+    tree_cpu_by_pid,
+)
 
 from repp2p.cli.devnet import EPOCH_S, Devnet
 from repp2p.client import Client, TaskError
@@ -203,10 +220,12 @@ async def _paced(
         window["open"] = True
         opened = trio.current_time()
         window["status_0"] = await devnet.statuses()
+        window["counters_0"] = await node_counters(devnet)
         await trio.sleep_until(opened + args.seconds)
         window["open"] = False
         window["cpu_1"], window["busy_1"] = tree_cpu_by_pid(), machine_busy_s()
         window["status_1"] = await devnet.statuses()
+        window["counters_1"] = await node_counters(devnet)
 
     offers = round(rate * (lead + args.seconds))
     t0 = trio.current_time()
@@ -312,6 +331,24 @@ async def measure(size: int, args: argparse.Namespace) -> dict[str, Any]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+#: store outcomes of a record that was verified and written (docs/records.md)
+_STORED = ('outcome="new"', 'outcome="replaced"', 'outcome="equivocation"')
+
+
+def _stored(window: dict[str, Any]) -> collections.Counter[str]:
+    """Records every node verified and stored inside ``window``, summed over the nodes
+    that answered at both edges, by record type (from ``repp2p_records_accepted_total``)."""
+    out: collections.Counter[str] = collections.Counter()
+    for c0, c1 in zip(window["counters_0"], window["counters_1"], strict=True):
+        if not c0 or not c1:
+            continue
+        for (metric, labels), value in c1.items():
+            if metric == "repp2p_records_accepted" and any(o in labels for o in _STORED):
+                kind = labels.split('type="', 1)[1].split('"', 1)[0]
+                out[kind] += value - c0.get((metric, labels), 0.0)
+    return out
+
+
 def _cpu(window: dict[str, Any], role: str) -> float:
     return _delta(window["cpu_1"], window["cpu_0"], role)
 
@@ -377,6 +414,7 @@ def _summarise(
         every_node_ms = serving_ms = math.nan
     per = max(done, 1) * processes
     latencies = load["latencies"]
+    stored_extra = _stored(load) - _stored(base)
     return {
         "size": size,
         "processes": processes,
@@ -406,6 +444,15 @@ def _summarise(
         "client_ms_per_task": _cpu(load, "client") * 1000 / max(done, 1),
         "enclaves_ms_per_task": _cpu(load, "enclaves") * 1000 / max(done, 1),
         "every_node_ms_per_task": every_node_ms,
+        # load-independent: records each node verified and stored per extra task
+        "stored_per_task_per_node": (
+            sum(stored_extra.values()) / (extra * processes) if extra > 0 else math.nan
+        ),
+        "stored_per_task_by_type": {
+            t: round(v / (extra * processes), 4) for t, v in sorted(stored_extra.items()) if v
+        }
+        if extra > 0
+        else {},
         "serving_ms_per_served_task": serving_ms,
         "records": {t: v for t, v in records.items() if v},
         "task_records_min": min(sum(s["records"].get(t, 0) for t in TASK_RECORD_TYPES) for s in up),
@@ -479,6 +526,7 @@ def main() -> None:
             raise SystemExit(f"scaling: {_first(group)}") from None
         results.append(r)
         held = ", ".join(f"{t} {v:.0f}" for t, v in sorted(r["records"].items()))
+        stored = ", ".join(f"{t} {v:.3f}" for t, v in r["stored_per_task_by_type"].items())
         print(
             f"{size:>3} nodes + bootstrap (set-up {r['setup_s']:.0f} s, {r['eligible']} of "
             f"{r['processes']} eligible): {r['done']} tasks in "
@@ -501,6 +549,8 @@ def main() -> None:
             f"{r['enclaves_ms_per_task']:.2f} ms/task; connections opened/closed/trimmed "
             f"during the windows {r['churn']['opened']}/{r['churn']['closed']}/"
             f"{r['churn']['trimmed']}\n"
+            f"    records verified and stored per extra task per node (load-independent): "
+            f"{r['stored_per_task_per_node']:.3f} ({stored or 'none'})\n"
             f"    records held per node at the end (mean): {held}; fewest task records on "
             f"one node: {r['task_records_min']}",
             flush=True,
@@ -517,6 +567,7 @@ def main() -> None:
         ("gross_cpu_ms_per_task_per_node", 3),
         ("every_node_ms_per_task", 3),
         ("serving_ms_per_served_task", 2),
+        ("stored_per_task_per_node", 3),
         ("idle_node_cores", 2),
         ("base_node_cores", 2),
         ("load_node_cores", 2),
@@ -536,6 +587,11 @@ def main() -> None:
     base = first["cpu_ms_per_task_per_node"]
     figures["ratio"] = round(last["cpu_ms_per_task_per_node"] / base, 3) if base > 0 else math.nan
     figures["target_ratio"] = TARGET_RATIO
+    # the same ratio for the load-independent count (records verified and stored per node)
+    stored = first["stored_per_task_per_node"]
+    figures["stored_ratio"] = (
+        round(last["stored_per_task_per_node"] / stored, 3) if stored > 0 else math.nan
+    )
     clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in figures.items()}
     print(json.dumps(clean))
 

@@ -163,6 +163,7 @@ async def measure(args: argparse.Namespace) -> dict[str, float]:
             idle_cores = (tree_cpu_s()["total"] - idle_cpu) / 5
             done = failed = 0
             opened_before = client.streams.opened
+            handovers_before = client.hand_overs.requests
             refused_before = await capacity_refusals(devnet)
             cpu_before = tree_cpu_s()
             started = time.perf_counter()
@@ -188,6 +189,7 @@ async def measure(args: argparse.Namespace) -> dict[str, float]:
                 await cprofile_stop(profiled, args.cprofile, done)
             cpu_used = {k: cpu_after[k] - cpu_before[k] for k in cpu_after}
             opened = client.streams.opened - opened_before
+            handovers = client.hand_overs.requests - handovers_before
             refused = await capacity_refusals(devnet) - refused_before
         return {
             "eligible": eligible,
@@ -204,6 +206,7 @@ async def measure(args: argparse.Namespace) -> dict[str, float]:
             "idle_cores": idle_cores,
             "failed": failed,
             "streams_per_task": opened / max(done, 1),
+            "handovers_per_task": handovers / max(done, 1),
             "full_per_task": refused / max(done, 1),
         }
 
@@ -291,6 +294,7 @@ def main() -> None:
                 },
                 "idle_cores": round(r["idle_cores"], 2),
                 "streams_per_task": round(r["streams_per_task"], 3),
+                "handovers_per_task": round(r["handovers_per_task"], 3),
                 "full_per_task": round(r["full_per_task"], 3),
                 "nodes": args.nodes,
                 "task_records": args.task_records if args.views == "records" else "parties",

@@ -385,7 +385,9 @@ class Client:
                         try:
                             yield client
                         finally:
-                            # Hand-overs still running get their own timeout; then go.
+                            # Feedback still waiting goes now; hand-overs running get
+                            # their own timeout, then we go.
+                            client.hand_overs.flush()
                             await client.streams.aclose()
                 finally:
                     node.stop()
@@ -559,16 +561,18 @@ class HandOvers:
     """Feedback waiting to be handed over, per node, and one sender per node.
 
     A task's feedback goes to each node it tried (``/repp2p/task/1`` hand-over requests of
-    at most :data:`MAX_HANDOVER` envelopes). While a hand-over to a node is in flight, the
-    feedback of later tasks waits and goes in the next request: a busy client sends one
-    hand-over per round trip, not one per task, and an idle one sends each task's feedback
-    at once (no timer). Each request gets ``timers.handover_s``; one that fails is logged
-    and its envelopes dropped, as a node that is gone cannot take them (the feedback is in
-    our store and our feedback digest anyway).
+    at most :data:`MAX_HANDOVER` envelopes). A node's sender first waits
+    ``timers.handover_delay_s``, and while it waits or a hand-over to the node is in
+    flight, the feedback of later tasks joins the next request: a busy client sends one
+    hand-over per node per delay (or round trip), not one per task, which halves the
+    requests a node answers per task. :meth:`flush` ends the waits (the client is
+    closing). Each request gets ``timers.handover_s``; one that fails is logged and its
+    envelopes dropped, as a node that is gone cannot take them (the feedback is in our
+    store and our feedback digest anyway).
 
     Args:
         streams: the client's task streams.
-        timers: ``handover_s`` bounds each request.
+        timers: ``handover_delay_s`` and ``handover_s``.
         background: the nursery the senders run in.
     """
 
@@ -577,6 +581,7 @@ class HandOvers:
         self._timers = timers
         self._background = background
         self._pending: dict[str, list[bytes]] = {}  # peer -> envelopes not sent yet
+        self._flushing = trio.Event()
         self.requests = 0  # hand-over requests sent (for tests and metrics)
         self.delivered = 0  # envelopes in hand-overs the node answered
 
@@ -601,8 +606,14 @@ class HandOvers:
         """True while a sender runs (envelopes wait, or a request is in flight)."""
         return bool(self._pending)
 
+    def flush(self) -> None:
+        """Hand over what waits now, and every later feedback at once (closing)."""
+        self._flushing.set()
+
     async def _send(self, peer: str) -> None:
         try:
+            with trio.move_on_after(self._timers.handover_delay_s):
+                await self._flushing.wait()
             while pending := self._pending.get(peer):
                 chunk = pending[:MAX_HANDOVER]
                 del pending[:MAX_HANDOVER]
@@ -729,8 +740,8 @@ class _Attempt:
             self.records[r] = (self._claim_of(peer), None)
             return self.plan.on_failed(r, "bad_proof", latency)
         # Keep the node's public records: they are what feedback and the ledger rest on.
-        self.client.pipeline.accept_decoded(claim, source="task")
-        self.client.pipeline.accept_decoded(receipt, source="task")
+        # One store transaction for both: neither is of use without the other.
+        self.client.pipeline.accept_decoded_many([claim, receipt], source="task")
         self.records[r] = (claim, receipt)
         return self.plan.on_reply_ok(r, output, latency)
 
@@ -1122,8 +1133,7 @@ class _Attempt:
             self.plan.on_replica(r, peer, failure, latency)
             await self._feedback(peer, failure, latency)
             return None
-        self.client.pipeline.accept_decoded(claim, source="task")
-        self.client.pipeline.accept_decoded(receipt, source="task")
+        self.client.pipeline.accept_decoded_many([claim, receipt], source="task")
         self.replica_records[peer] = (claim, receipt)
         self.plan.on_replica(r, peer, "ok", latency, output)
         return output

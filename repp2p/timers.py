@@ -35,6 +35,9 @@ class Timers:
         attempt_budget_s: what one node gets, after its failover turn opens, to return a
             verified result (the client then tries the next rank), (0, 3600].
         handover_s: a node gets this long to take a task's feedback (background), (0, 600].
+        handover_delay_s: a client holds a node's feedback this long before handing it
+            over, so that a busy client sends the feedback of many tasks in one request
+            (0: at once), [0, 60]. Closing the client hands over what waits at once.
         lookup_poll_s: how often ``Client.wait_for_nodes`` re-checks the view, (0, 60].
         unreachable_s: a client skips a node it failed to connect to (within
             ``dial_timeout_s``) for this long, unless the node publishes a newer ad,
@@ -56,6 +59,7 @@ class Timers:
     task_reply_s: float = 10.0
     attempt_budget_s: float = 30.0
     handover_s: float = 10.0
+    handover_delay_s: float = 0.5
     lookup_poll_s: float = 0.5
     unreachable_s: float = 30.0
     store_recover_s: float = 30.0
@@ -81,5 +85,6 @@ _BOUNDS = {
     "task_reply_s": (0.001, 600.0),
     "attempt_budget_s": (0.001, 3600.0),
     "handover_s": (0.001, 600.0),
+    "handover_delay_s": (0.0, 60.0),
     "lookup_poll_s": (0.001, 60.0),
 }

@@ -72,6 +72,10 @@ class RecordPipelineAPI(abc.ABC):
         """:meth:`accept` for a record the caller decoded (so verified) with our clock."""
 
     @abc.abstractmethod
+    def accept_decoded_many(self, batch: list[SignedRecord], *, source: str) -> list[bool]:
+        """:meth:`accept_decoded` for several records, stored in one transaction."""
+
+    @abc.abstractmethod
     def arrived_at(self, record_id: bytes) -> float | None:
         """Unix time this peer first accepted the record (recent records only), or None."""
 

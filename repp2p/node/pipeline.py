@@ -368,7 +368,8 @@ class RecordPipeline(RecordPipelineAPI):
         for (i, signed), outcome in zip(fresh, outcomes, strict=True):
             self._accepted_counter(signed.type, outcome, source).inc()
             if outcome is Outcome.STALE:
-                # Overtaken by a newer record of its slot: an honest race (the older one
+                # Outranked by the record held in its slot (a newer one, or a final
+                # `wrong` verdict: records/replacement.py): an honest race (the older one
                 # came by a slower path), so IGNORE, never blame the forwarder.
                 verdicts[i] = Verdict.IGNORE
                 continue

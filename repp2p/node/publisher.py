@@ -126,7 +126,7 @@ class RecordPublisher(RecordPublisherAPI):
         if not self._pipeline.accept_decoded(signed, source="local"):
             raise RecordError(
                 RecordReason.BAD_FIELD,
-                f"own {record.TYPE} refused: seq not above the stored one, or the store "
-                "failed (logged)",
+                f"own {record.TYPE} refused: the stored one outranks it (a higher seq, or a "
+                "final wrong verdict), or the store failed (logged)",
             )
         return data, signed

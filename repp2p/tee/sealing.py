@@ -27,6 +27,7 @@ Receipt: the enclave signs :func:`repp2p.records.receipt_message` with ``result_
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import hmac
 
@@ -107,7 +108,17 @@ def _dumps(obj: object) -> bytes:
 
 
 def _box(private: nacl.public.PrivateKey, public: bytes) -> nacl.public.Box:
-    return nacl.public.Box(private, nacl.public.PublicKey(bytes(public)))
+    return _shared_box(bytes(private), bytes(public))
+
+
+@functools.lru_cache(maxsize=64)
+def _shared_box(private: bytes, public: bytes) -> nacl.public.Box:
+    """The box of a key pair, kept for the pair's next use: a task seals and opens with the
+    same two keys (the client its input and output, the enclave likewise), and each box
+    costs an X25519 exchange. Bounded: the last 64 pairs (a few tasks' worth). The keys of
+    those pairs stay in this process's memory a little longer than their tasks, which
+    changes nothing for anyone who can read that memory: it holds the tasks themselves."""
+    return nacl.public.Box(nacl.public.PrivateKey(private), nacl.public.PublicKey(public))
 
 
 # -- client half ---------------------------------------------------------------------------

@@ -208,3 +208,41 @@ async def test_concurrent_tasks_share_feedback_hand_overs_and_all_of_it_is_deliv
         # k = 1: one feedback per task, handed to the node that served it
         assert net.client.hand_overs.delivered == tasks
         assert net.client.hand_overs.requests < tasks
+
+
+async def test_a_busy_client_hands_over_many_tasks_feedback_in_one_request(autojump_clock):
+    """A node's feedback waits ``handover_delay_s`` before its hand-over: tasks that finish
+    one after another within the delay share one request (a node answers one hand-over
+    per delay, not one per task); with no delay each task's feedback goes at once."""
+    for delay, tasks in ((5.0, 6), (0.0, 3)):
+        async with TaskNet.open(nodes=1, timers=Timers(handover_delay_s=delay)) as net:
+            hand_overs = net.client.hand_overs
+            for i in range(tasks):
+                await net.client.submit("echo", b"in turn %d" % i, timeout=60)
+                if delay == 0.0:  # sent at once: wait for it before the next task
+                    with trio.fail_after(10):
+                        while hand_overs.busy():
+                            await trio.sleep(0.01)
+            with trio.fail_after(60):
+                while hand_overs.busy():
+                    await trio.sleep(0.1)
+            assert hand_overs.delivered == tasks
+            assert hand_overs.requests == (1 if delay else tasks)
+
+
+async def test_flush_hands_over_waiting_feedback_at_once(autojump_clock):
+    """A closing client does not sit out the hand-over delay: :meth:`HandOvers.flush` sends
+    what waits at once, and later feedback too."""
+    async with TaskNet.open(nodes=1, timers=Timers(handover_delay_s=60.0)) as net:
+        hand_overs = net.client.hand_overs
+        await net.client.submit("echo", b"before the flush", timeout=60)
+        await trio.sleep(1)
+        assert hand_overs.busy() and hand_overs.delivered == 0  # still waiting its delay
+        flushed = net.clock.now()
+        hand_overs.flush()
+        await net.client.submit("echo", b"after the flush", timeout=60)
+        with trio.fail_after(60):
+            while hand_overs.busy() or hand_overs.delivered < 2:
+                await trio.sleep(0.01)
+        assert net.clock.now() - flushed < 5
+        assert hand_overs.delivered == 2

@@ -140,6 +140,9 @@ class FakeNode:
     def accept_decoded(self, signed, source: str) -> bool:
         return True
 
+    def accept_decoded_many(self, batch, source: str) -> list[bool]:
+        return [True] * len(batch)
+
     def publish_soon(self, record):
         assert isinstance(record, Feedback)
         self.feedbacks.append((record.node, record.outcome, record.latency_ms))

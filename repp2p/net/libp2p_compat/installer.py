@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import logging
 
-from repp2p.net.libp2p_compat import gossipsub, ignore, kad_dht, pubsub, score, swarm, yamux
+from repp2p.net.libp2p_compat import (
+    gossipsub,
+    ignore,
+    kad_dht,
+    pubsub,
+    score,
+    service,
+    swarm,
+    yamux,
+)
 from repp2p.net.libp2p_compat.guard import Expect, check_version
 from repp2p.net.libp2p_compat.patch import Patch
 
 log = logging.getLogger(__name__)
 
 #: every replacement of a py-libp2p attribute, in the order applied
-PATCHES: tuple[Patch, ...] = pubsub.PATCHES + yamux.PATCHES
+PATCHES: tuple[Patch, ...] = pubsub.PATCHES + yamux.PATCHES + service.PATCHES
 #: py-libp2p attributes our subclasses override and our helpers call
 EXPECTS: tuple[Expect, ...] = (
     gossipsub.EXPECTS + ignore.EXPECTS + kad_dht.EXPECTS + swarm.EXPECTS + score.EXPECTS
