@@ -14,7 +14,8 @@ the same number of boundaries):
   new one is one store transaction) and own digests published: what the idle network
   makes every node receive, validate and store, which does not depend on how busy the
   machine is; and DHT operations by kind (``dht_operation{op="refresh"}``: routing-table
-  refreshes).
+  refreshes); gossip RPCs sent and read (``libp2p_hook_calls{hook="pubsub.write_msg"}``
+  and ``{hook="pubsub.read_varint_prefixed_bytes_limited"}``).
 
 ``--profile K`` runs py-spy (``record --format raw``, the .venv's) on node-K for the window and
 writes the folded stacks beside the JSON line's ``profile`` path. Ends with one JSON line;
@@ -44,6 +45,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _devnet_load import VIEWS, dev_network_file, machine_busy_s, node_counters, tree_cpu_by_pid
 
 from repp2p.cli.devnet import EPOCH_S, Devnet
+
+#: the py-libp2p hooks that count gossip RPCs sent and read (repp2p_libp2p_hook_calls)
+_RPC_HOOKS = {
+    ("repp2p_libp2p_hook_calls", 'hook="pubsub.write_msg"'),
+    ("repp2p_libp2p_hook_calls", 'hook="pubsub.read_varint_prefixed_bytes_limited"'),
+}
 
 
 class _SequentialDevnet(Devnet):
@@ -119,10 +126,14 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     for b, a in zip(before, after, strict=True):
         for key, value in a.items():
             name, labels = key
-            if name not in (
-                "repp2p_records_accepted",
-                "repp2p_digests_published",
-                "repp2p_dht_operation",
+            if (
+                name
+                not in (
+                    "repp2p_records_accepted",
+                    "repp2p_digests_published",
+                    "repp2p_dht_operation",
+                )
+                and (name, labels) not in _RPC_HOOKS
             ):
                 continue
             label = f"{name.removeprefix('repp2p_')}{{{labels}}}" if labels else name
