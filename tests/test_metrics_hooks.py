@@ -26,3 +26,23 @@ def test_hook_calls_are_exported_and_read_at_each_scrape():
     assert _hook_lines(metrics)["pubsub.write_msg"] == before + 2
     # every counted hook appears, with its process-wide count
     assert _hook_lines(metrics) == {h: float(n) for h, n in hook_calls().items()}
+
+
+def test_gossip_rpcs_sent_are_counted_by_kind():
+    """What each RPC sent carries (repp2p.net.libp2p_compat.pubsub._rpc_kind)."""
+    from libp2p.pubsub.pb import rpc_pb2
+
+    from repp2p.net.libp2p_compat.pubsub import _rpc_kind
+
+    message = rpc_pb2.RPC()
+    message.publish.add(data=b"a record")
+    message.control.ihave.add(topicID="t")
+    assert _rpc_kind(message) == "pubsub.sent.messages"
+    gossip = rpc_pb2.RPC()
+    gossip.control.ihave.add(topicID="t")
+    assert _rpc_kind(gossip) == "pubsub.sent.ihave_only"
+    gossip.control.graft.add(topicID="t")
+    assert _rpc_kind(gossip) == "pubsub.sent.control"
+    joined = rpc_pb2.RPC()
+    joined.subscriptions.add(subscribe=True, topicid="t")
+    assert _rpc_kind(joined) == "pubsub.sent.subscriptions"
