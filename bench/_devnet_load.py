@@ -171,7 +171,7 @@ async def echo_devnet(
         shutil.rmtree(folder, ignore_errors=True)
 
 
-_SAMPLE = re.compile(r"^(repp2p_[a-z_]+?)(?:_total|_seconds_count)(?:\{([^}]*)\})? (\S+)$")
+_SAMPLE = re.compile(r"^(repp2p_[a-z0-9_]+?)(?:_total|_seconds_count)(?:\{([^}]*)\})? (\S+)$")
 
 
 def parse_counters(text: str) -> dict[tuple[str, str], float]:

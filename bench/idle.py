@@ -14,7 +14,9 @@ the same number of boundaries):
   new one is one store transaction) and own digests published: what the idle network
   makes every node receive, validate and store, which does not depend on how busy the
   machine is; and DHT operations by kind (``dht_operation{op="refresh"}``: routing-table
-  refreshes).
+  refreshes); gossip RPCs sent and read (``libp2p_hook_calls{hook="pubsub.write_msg"}``
+  and ``{hook="pubsub.read_varint_prefixed_bytes_limited"}``), and the RPCs sent by kind
+  (``{hook="pubsub.sent.messages"}``, ``.ihave_only``, ``.control``, ``.subscriptions``).
 
 ``--profile K`` runs py-spy (``record --format raw``, the .venv's) on node-K for the window and
 writes the folded stacks beside the JSON line's ``profile`` path. Ends with one JSON line;
@@ -44,6 +46,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _devnet_load import VIEWS, dev_network_file, machine_busy_s, node_counters, tree_cpu_by_pid
 
 from repp2p.cli.devnet import EPOCH_S, Devnet
+
+#: the py-libp2p hooks that count gossip RPCs sent and read (repp2p_libp2p_hook_calls)
+_RPC_HOOKS = ('hook="pubsub.write_msg"', 'hook="pubsub.read_varint_prefixed_bytes_limited"')
+
+
+def _reported(name: str, labels: str) -> bool:
+    """Whether a counter goes in the JSON line: records, digests, DHT operations, and the
+    gossip RPCs sent (in all and by kind: ``pubsub.sent.*``) and read."""
+    if name in ("repp2p_records_accepted", "repp2p_digests_published", "repp2p_dht_operation"):
+        return True
+    return name == "repp2p_libp2p_hook_calls" and (
+        labels in _RPC_HOOKS or labels.startswith('hook="pubsub.sent.')
+    )
 
 
 class _SequentialDevnet(Devnet):
@@ -119,11 +134,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     for b, a in zip(before, after, strict=True):
         for key, value in a.items():
             name, labels = key
-            if name not in (
-                "repp2p_records_accepted",
-                "repp2p_digests_published",
-                "repp2p_dht_operation",
-            ):
+            if not _reported(name, labels):
                 continue
             label = f"{name.removeprefix('repp2p_')}{{{labels}}}" if labels else name
             counts[label] = counts.get(label, 0.0) + value - b.get(key, 0.0)

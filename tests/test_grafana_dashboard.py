@@ -10,8 +10,8 @@ from pathlib import Path
 from repp2p.node.metrics import NodeMetrics
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
-METRIC = re.compile(r"\brepp2p_[a-z_]+")
-SELECTOR = re.compile(r"\b(repp2p_[a-z_]+)\{([^}]*)\}")
+METRIC = re.compile(r"\brepp2p_[a-z0-9_]+")
+SELECTOR = re.compile(r"\b(repp2p_[a-z0-9_]+)\{([^}]*)\}")
 GROUPING = re.compile(r"\b(?:by|without)\s*\(([^)]*)\)")
 #: labels Prometheus adds to every scraped series (and the histogram bucket label)
 SCRAPE_LABELS = {"instance", "job", "le"}

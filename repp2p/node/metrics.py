@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+
+from repp2p.net.libp2p_compat.hooks import hook_calls
 
 
 class NodeMetrics:
@@ -82,6 +85,8 @@ class NodeMetrics:
             ["result"],
             registry=r,
         )
+        self.hook_calls = _HookCalls()
+        r.register(self.hook_calls)
 
     def limit_counter(self, protocol: str) -> Callable[[str], None]:
         """``on_limit`` for a stream handler of ``protocol``: counts in ``limits``."""
@@ -90,6 +95,27 @@ class NodeMetrics:
             self.limits.labels(protocol, limit).inc()
 
         return count
+
+
+class _HookCalls:
+    """``repp2p_libp2p_hook_calls_total{hook}``: how often py-libp2p called each of our
+    hooks (docs/libp2p-fixes.md), read at each scrape. Process-wide: several nodes in one
+    process (tests) share them. ``pubsub.write_msg`` counts the gossip RPCs sent,
+    ``pubsub.read_varint_prefixed_bytes_limited`` those read."""
+
+    # named as prometheus_client names its metrics' (tools read a metric's labels there)
+    _name = "repp2p_libp2p_hook_calls"
+    _labelnames = ("hook",)
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            self._name,
+            "Calls of each py-libp2p hook in this process (docs/libp2p-fixes.md)",
+            labels=list(self._labelnames),
+        )
+        for hook, calls in sorted(hook_calls().items()):
+            family.add_metric([hook], calls)
+        yield family
 
 
 def totals(counter: Counter, label: str) -> dict[str, float]:

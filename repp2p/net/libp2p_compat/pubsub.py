@@ -35,6 +35,7 @@ from libp2p.io.exceptions import IncompleteReadError, MessageTooLarge
 from libp2p.pubsub.pb import rpc_pb2
 
 from repp2p.net.libp2p_compat.guard import Expect
+from repp2p.net.libp2p_compat.hooks import count
 from repp2p.net.libp2p_compat.patch import Patch
 
 # py-libp2p's own implementations (from their defining modules, never a patched binding).
@@ -122,6 +123,8 @@ async def write_record_once(self: Any, stream: Any, rpc_msg: Any) -> bool:
     Returns:
         py-libp2p's result: whether the write succeeded.
     """
+    # what the RPCs sent carry (for /metrics: repp2p_libp2p_hook_calls, docs/libp2p-fixes.md)
+    count(_rpc_kind(rpc_msg))
     if rpc_msg.HasField("senderRecord"):
         now = time.monotonic()
         record = rpc_msg.senderRecord
@@ -136,6 +139,24 @@ async def write_record_once(self: Any, stream: Any, rpc_msg: Any) -> bool:
             _records_sent[stream] = (record, now)
             record_counts["sent"] += 1
     return await _write_msg(self, stream, rpc_msg)
+
+
+def _rpc_kind(rpc_msg: Any) -> str:
+    """``pubsub.sent.messages`` (carries messages), ``pubsub.sent.subscriptions``,
+    ``pubsub.sent.ihave_only`` (gossip only), or ``pubsub.sent.control`` (the rest:
+    GRAFT, PRUNE, IWANT, IDONTWANT, with or without IHAVE)."""
+    if len(rpc_msg.publish):
+        return "pubsub.sent.messages"
+    if len(rpc_msg.subscriptions):
+        return "pubsub.sent.subscriptions"
+    control = rpc_msg.control if rpc_msg.HasField("control") else None
+    if (
+        control is not None
+        and len(control.ihave)
+        and not (len(control.graft) or len(control.prune) or len(control.iwant))
+    ):
+        return "pubsub.sent.ihave_only"
+    return "pubsub.sent.control"
 
 
 _read_buffers: weakref.WeakKeyDictionary[Any, bytearray] = weakref.WeakKeyDictionary()
