@@ -72,6 +72,7 @@ import bisect
 import dataclasses
 import functools
 import hashlib
+import itertools
 import operator
 from collections.abc import Iterable, Sequence
 from typing import Protocol
@@ -118,6 +119,20 @@ _OK, _WRONG, _TIMEOUT, _BAD, _LAT, _SILENT, _CLAIMS, _RECEIPTS, _REFUSED = range
 #: Per-row columns the view's sums weigh (PairState._derived): the first _BY_D by d, the
 #: rest by d_bad.
 _N_SUMS, _BY_D = 10, 8
+#: What :meth:`PairState.fold` reads of a row, in order (a silent node's column is
+#: ``disputed_client`` where ``node_silent``).
+_ROW_FIELDS = operator.attrgetter(
+    "ok",
+    "wrong",
+    "timeout",
+    "bad_proof",
+    "latency_sum_ms",
+    "disputed_client",
+    "node_silent",
+    "node_claims",
+    "node_receipts",
+    "node_refused",
+)
 _D = float(1 << DECAY_BITS)
 _I64 = np.int64
 
@@ -271,6 +286,8 @@ class PairState:
         self._order = np.zeros(0, _I64)  # pair stable IDs in canonical order
         self._order_pc = np.zeros(0, _I64)  # = _pc[_order], kept up to date on insertion
         self._order_pn = np.zeros(0, _I64)  # = _pn[_order]
+        # = _canonical_keys(_order) while no peer has been added since (None: not held)
+        self._order_keys: np.ndarray | None = np.zeros(0, _I64)
         self._pos = np.zeros(0, _I64)  # pair stable ID -> canonical position
         self._blocks: dict[int, EpochBlock] = {}
         self._cache: tuple[tuple[int, ...], PairWindow] | None = None
@@ -317,26 +334,21 @@ class PairState:
         if len(np.unique(keys)) != len(keys):
             raise ValueError(f"epoch {epoch}: two count rows for one pair")
         pair = self._pair_ids(keys)
-        counts = np.array(
-            [
-                [
-                    r.ok,
-                    r.wrong,
-                    r.timeout,
-                    r.bad_proof,
-                    r.latency_sum_ms,
-                    r.disputed_client if r.node_silent else 0,
-                    r.node_claims,
-                    r.node_receipts,
-                    r.node_refused,
-                ]
-                for r in rows
-            ],
+        # the rows' fields streamed into one array (no per-row list: nothing for the
+        # garbage collector to trace), then one column per field
+        m = len(rows)
+        fields = np.fromiter(
+            itertools.chain.from_iterable(map(_ROW_FIELDS, rows)),
             dtype=_I64,
-        ).reshape(len(rows), len(COLUMNS))
+            count=m * 10,
+        ).reshape(m, 10)
+        counts = np.empty((len(COLUMNS), m), _I64)
+        counts[:_SILENT] = fields[:, :_SILENT].T
+        counts[_SILENT] = np.where(fields[:, 6] != 0, fields[:, 5], 0)
+        counts[_CLAIMS:] = fields[:, 7:].T
         for arr in (pair, counts):
             arr.setflags(write=False)
-        block = EpochBlock(epoch, digest_ids_hash(ids), len(set(ids)), pair, counts.T)
+        block = EpochBlock(epoch, digest_ids_hash(ids), len(set(ids)), pair, counts)
         self._blocks[epoch] = block
         self._cache = None
         # a trust chain that already counted up to this epoch would not be what a replay
@@ -360,6 +372,7 @@ class PairState:
             self._sid[p] = len(self._names)
             self._names.append(p)
         self._rank = np.concatenate((self._rank + shift, at + np.arange(len(new), dtype=_I64)))
+        self._order_keys = None  # the ranks (and their count) moved
         self._sorted = sorted(old_sorted + new)  # two sorted runs: a linear merge
 
     def _canonical_keys(self, pair_ids: np.ndarray) -> np.ndarray:
@@ -393,11 +406,14 @@ class PairState:
         # the canonical keys of the pairs in order (_canonical_keys(_order), from the pairs'
         # peers kept in that order): still sorted, ranks only spread apart
         n = len(self._names)
-        old = self._rank[self._order_pc] * n + self._rank[self._order_pn]
+        old = self._order_keys
+        if old is None:
+            old = self._rank[self._order_pc] * n + self._rank[self._order_pn]
         new_keys = self._canonical_keys(new_ids)
         by_key = np.argsort(new_keys, kind="stable")
         new_ids, new_keys = new_ids[by_key], new_keys[by_key]
         at = np.searchsorted(old, new_keys)
+        self._order_keys = np.insert(old, at, new_keys)
         self._order = np.insert(self._order, at, new_ids)
         # each canonical pair's client and node, moved as the order is (no gather)
         self._order_pc = np.insert(self._order_pc, at, self._pc[new_ids])
@@ -608,12 +624,20 @@ class PairState:
             key = (epoch, epoch - win.hi, *self._chain_tail(p))
             assert win.sids is not None
             pair_at = live[at]
+            pcl, pnl = win.pair_client[pair_at], win.pair_node[pair_at]
+            # the vertices among the window's peers (sorted by ID: no sort by rank)
+            vertices = np.zeros(len(win.sids), bool)
+            distinct = pcl != pnl  # (as _chain_edges keeps them)
+            both = (pcl, pnl) if distinct.all() else (pcl[distinct], pnl[distinct])
+            for side in both:
+                vertices[side] = True
             graph = self._chain_edges(
-                win.sids[win.pair_client[pair_at]],
-                win.sids[win.pair_node[pair_at]],
+                win.sids[pcl],
+                win.sids[pnl],
                 c_local,
                 c_ok,
                 (claims[at] - o_claims) > 0.0,
+                win.sids[np.flatnonzero(vertices)],
             )
             self._graph_cache = (key, graph)
         # counted = ok + wrong + timeout + bad_proof: with no silent node's verdicts, the
@@ -677,7 +701,7 @@ class PairState:
                 continue
             graph = self._chain_graph(e_view, lag, p, decay, tail)
             starts = [None if e_view == a else chains[a][1] for a in due]
-            for a, t in zip(due, chain_steps(*graph, starts, p), strict=True):
+            for a, t in zip(due, chain_steps(*graph, starts, p, positive=True), strict=True):
                 chains[a] = (e_view, t)
         for anchor, (at, t) in chains.items():
             hit = self._chains.get((anchor, *tail))
@@ -735,30 +759,30 @@ class PairState:
         local: np.ndarray,
         good: np.ndarray,
         worked: np.ndarray,
+        order: np.ndarray | None = None,
     ) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The chains' graph (see :meth:`_chain_graph`) from the counted pairs in canonical
         order: their client and node (peer stable IDs) and their sums: ``local`` trust,
-        ``good`` (decayed ok results) and ``worked`` (any decayed claims)."""
+        ``good`` (decayed ok results) and ``worked`` (any decayed claims). ``order``: the
+        vertices in canonical order, when the caller has them (the peers of the pairs,
+        sorted by ID)."""
         valid = pc != pn
         if not valid.all():
             pc, pn, local, good, worked = (x[valid] for x in (pc, pn, local, good, worked))
         vouch = (good * UNIT).astype(np.float64)
-        has_vouch = vouch > 0.0
         # the edges of positive weight (those the graph keeps, in the same order)
-        trusting = local > 0
-        src = np.concatenate((pc[trusting], pn[has_vouch]))
-        dst = np.concatenate((pn[trusting], pc[has_vouch]))
-        weight = np.concatenate((local[trusting].astype(np.float64), vouch[has_vouch]))
+        src, dst, weight, _ = _edges(pc, pn, local.astype(np.float64, copy=False), vouch)
         n = len(self._names)
         # the chains' pre-trusted set: nodes whose own work rows are counted; vertices:
         # the peers of counted rows (others drop out with their trust)
         workers = np.zeros(n, bool)
         workers[pn[worked]] = True
-        vertices = workers.copy()
-        vertices[pc] = True
-        vertices[pn] = True
-        order = np.flatnonzero(vertices)
-        order = order[np.argsort(self._rank[order], kind="stable")]
+        if order is None:
+            vertices = workers.copy()
+            vertices[pc] = True
+            vertices[pn] = True
+            order = np.flatnonzero(vertices)
+            order = order[np.argsort(self._rank[order], kind="stable")]
         return n, src, dst, weight, workers, order
 
     def widen(self, ev: Evidence, win: PairWindow) -> tuple[Evidence, np.ndarray]:
@@ -808,6 +832,24 @@ class PairState:
         at_a.setflags(write=False)
         at_b.setflags(write=False)
         return union, at_a, at_b
+
+
+def _edges(
+    pc: np.ndarray, pn: np.ndarray, local: np.ndarray, vouch: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The trust graph's edges of positive weight, in canonical order: client -> node
+    where ``local`` > 0, then node -> client where ``vouch`` > 0 (``src, dst, weight``),
+    and the mask of the pairs with a vouching edge. Written straight into their arrays
+    (no concatenated copies)."""
+    i_t = np.flatnonzero(local > 0.0)
+    has_vouch = vouch > 0.0
+    i_v = np.flatnonzero(has_vouch)
+    k, m = len(i_t), len(i_t) + len(i_v)
+    src, dst, weight = np.empty(m, _I64), np.empty(m, _I64), np.empty(m)
+    for out, first, second in ((src, pc, pn), (dst, pn, pc), (weight, local, vouch)):
+        np.take(first, i_t, out=out[:k])
+        np.take(second, i_v, out=out[k:])
+    return src, dst, weight, has_vouch
 
 
 def _union(
@@ -998,13 +1040,12 @@ def compute_pairs(
 
     # --- EigenTrust over the pairs: client -> node local trust, node -> client vouching
     # for verdicts both sides' digests support (its ok results the client accepted) -----
-    vouch = np.where(node_trusted[pn], s["good"] * UNIT, 0.0)
-    has_vouch = vouch > 0.0
+    vouch = s["good"] * UNIT
+    trusted_pn = node_trusted[pn]
+    if not trusted_pn.all():
+        vouch = np.where(trusted_pn, vouch, 0.0)
     # the edges of positive weight (those the graph keeps, in the same order)
-    trusting = s["local"] > 0.0
-    src = np.concatenate((pc[trusting], pn[has_vouch]))
-    dst = np.concatenate((pn[trusting], pc[has_vouch]))
-    weight = np.concatenate((s["local"][trusting], vouch[has_vouch]))
+    src, dst, weight, has_vouch = _edges(pc, pn, s["local"], vouch)
     pretrusted = ev.is_node & node_trusted
     warm = None
     if p.is_streaming_trust:
@@ -1015,7 +1056,7 @@ def compute_pairs(
         warm[peer_at] = chain[win.sids]
         warm = warm_start(warm)  # None: no trust yet, the exact path
     # (eigentrust's steps, on a graph whose row sums are read again below)
-    graph = _TrustGraph(n, src, dst, weight, pretrusted, None)
+    graph = _TrustGraph(n, src, dst, weight, pretrusted, None, positive=True)
     trust, prev = graph.run(
         warm,
         p.trust_view_steps if warm is not None else p.trust_iterations,
@@ -1026,12 +1067,20 @@ def compute_pairs(
     # from node j's vouching does not weigh its verdicts on j.
     pair_trust = trust[pc]
     if has_vouch.any():
-        row_pn = graph.row[pn]
-        share = vouch / np.where(row_pn > 0.0, row_pn, 1.0)
-        inflow = (1.0 - p.trust_alpha) * (share * prev[pn])
-        pair_trust = np.where(has_vouch, np.maximum(pair_trust - inflow, 0.0), pair_trust)
+        # per pair: share = vouch / row sum of its node (1 where none), inflow = (1 - alpha)
+        # * (share * prev), pair_trust = max(pair_trust - inflow, 0) where it vouches; in
+        # two buffers (the same operations, in the same order, as whole-array expressions)
+        share = np.take(np.where(graph.row > 0.0, graph.row, 1.0), pn)
+        np.divide(vouch, share, out=share)
+        inflow = np.take(prev, pn)
+        np.multiply(share, inflow, out=inflow)
+        np.multiply(1.0 - p.trust_alpha, inflow, out=inflow)
+        np.subtract(pair_trust, inflow, out=inflow)
+        np.maximum(inflow, 0.0, out=inflow)
+        np.copyto(pair_trust, inflow, where=has_vouch)
     n_pre = max(1, int(np.count_nonzero(pretrusted)))
-    cw0 = np.minimum(p.trust_weight_cap, pair_trust * (n_pre / p.trust_alpha))
+    cw0 = np.multiply(pair_trust, n_pre / p.trust_alpha, out=pair_trust)
+    np.minimum(p.trust_weight_cap, cw0, out=cw0)
     # (no refused input in the window: the sums are +0.0, taken as such)
     refused_c = (
         np.bincount(pc, weights=s["refused_bad"], minlength=n) / _D
@@ -1049,8 +1098,13 @@ def compute_pairs(
     # client's own digest says (it may leave it out, or count a later ``ok``): per pair,
     # the larger of the digest's wrongs and the proofs' verdicts (the same tasks' wrongs
     # when both report them), on the pairs that count (``valid``, as the rows). No verdict
-    # in any proof: ``s["bad"]`` as it is.
-    bad_v = np.maximum(s["bad"], np.where(valid, disputes.verdict_mass(pc, pn, n), 0.0))
+    # in any proof: ``s["bad"]`` as it is (every sum is +0.0 or more: the maximum with
+    # +0.0 is itself, bit for bit).
+    bad_v = (
+        np.maximum(s["bad"], np.where(valid, disputes.verdict_mass(pc, pn, n), 0.0))
+        if len(disputes.verdicts[0])
+        else s["bad"]
+    )
 
     def weigh(proven: np.ndarray, upheld_m: np.ndarray) -> tuple[np.ndarray, ...]:
         """Verdict weights given the per-pair proof masses (docs/core.md, "Verdicts backed
@@ -1078,7 +1132,9 @@ def compute_pairs(
         cred = (1.0 + sup_c) / (
             1.0 + sup_c + p.slander_penalty * ref_c + REFUSAL_WEIGHT * refused_c
         )
-        cw_ = cw0 * cred[pc]
+        # (a credibility of exactly 1 everywhere, e.g. no refusal and no proof: cw0 * 1.0
+        # is cw0, bit for bit)
+        cw_ = cw0 if (cred == 1.0).all() else cw0 * cred[pc]
         g_ = np.bincount(pn, weights=cw_ * g_raw, minlength=n) / _D
         s_ok_ = np.bincount(pn, weights=cw_ * s["seen_ok"], minlength=n) / _D
         if no_proof and np.isfinite(cw_).all():
