@@ -290,6 +290,11 @@ class PairState:
         self._order_keys: np.ndarray | None = np.zeros(0, _I64)
         self._pos = np.zeros(0, _I64)  # pair stable ID -> canonical position
         self._blocks: dict[int, EpochBlock] = {}
+        # per peer stable ID, how many rows of the folded blocks name it (client or node):
+        # the peers of a window of every block, without a pass over the blocks
+        self._peer_rows = np.zeros(0, _I64)
+        self._peers_of: tuple[np.ndarray, tuple[str, ...]] | None = None  # last window's
+        self._by_rank: np.ndarray | None = None  # peer stable IDs sorted by ID (None: stale)
         self._cache: tuple[tuple[int, ...], PairWindow] | None = None
         self._union: tuple | None = None
         # streaming EigenTrust: (anchor, lag, params...) -> (view epoch, vector over sids)
@@ -350,12 +355,24 @@ class PairState:
             arr.setflags(write=False)
         block = EpochBlock(epoch, digest_ids_hash(ids), len(set(ids)), pair, counts)
         self._blocks[epoch] = block
+        self._count_peers(block, 1)
         self._cache = None
         # a trust chain that already counted up to this epoch would not be what a replay
         # gives: forget it (it is replayed when next read)
         self._chains = {k: v for k, v in self._chains.items() if v[0] - k[1] < epoch}
         self._graph_cache = None
         return block
+
+    def _count_peers(self, block: EpochBlock, sign: int) -> None:
+        """Add (``sign`` 1) or take out (-1) ``block``'s rows in the per-peer row counts."""
+        n = len(self._names)
+        if len(self._peer_rows) < n:
+            grown = np.zeros(n, _I64)
+            grown[: len(self._peer_rows)] = self._peer_rows
+            self._peer_rows = grown
+        rows = np.bincount(self._pc[block.pair], minlength=n)
+        rows += np.bincount(self._pn[block.pair], minlength=n)
+        self._peer_rows += sign * rows
 
     def _add_peers(self, peers: set[str]) -> None:
         new = sorted(p for p in peers if p not in self._sid)
@@ -373,6 +390,7 @@ class PairState:
             self._names.append(p)
         self._rank = np.concatenate((self._rank + shift, at + np.arange(len(new), dtype=_I64)))
         self._order_keys = None  # the ranks (and their count) moved
+        self._by_rank = None
         self._sorted = sorted(old_sorted + new)  # two sorted runs: a linear merge
 
     def _canonical_keys(self, pair_ids: np.ndarray) -> np.ndarray:
@@ -427,7 +445,7 @@ class PairState:
         blocks kept (an O(rows) pass, rare)."""
         gone = [e for e in self._blocks if e < before]
         for e in gone:
-            del self._blocks[e]
+            self._count_peers(self._blocks.pop(e), -1)
             self._derived_cache.pop(e, None)
         if gone:
             self._cache = None
@@ -464,6 +482,7 @@ class PairState:
             pair = ids[new_id[b.pair]]
             pair.setflags(write=False)
             self._blocks[e] = dataclasses.replace(b, pair=pair)
+            self._count_peers(self._blocks[e], 1)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -476,15 +495,25 @@ class PairState:
             return self._cache[1]
         blocks = tuple(self._blocks[e] for e in epochs)
         # peers of the window, sorted, and each canonical pair's client and node among them
-        used = np.zeros(len(self._names), bool)
-        for b in blocks:
-            used[self._pc[b.pair]] = True
-            used[self._pn[b.pair]] = True
-        sids = np.flatnonzero(used)
-        sids = sids[np.argsort(self._rank[sids], kind="stable")]
-        peers = tuple(operator.itemgetter(*sids.tolist())(self._names)) if len(sids) else ()
-        if len(sids) == 1:
-            peers = (self._names[int(sids[0])],)
+        if len(blocks) == len(self._blocks):  # every block: the peers with a row
+            used = self._peer_rows[: len(self._names)] > 0
+        else:
+            used = np.zeros(len(self._names), bool)
+            for b in blocks:
+                used[self._pc[b.pair]] = True
+                used[self._pn[b.pair]] = True
+        by_rank = self._by_rank
+        if by_rank is None or len(by_rank) != len(self._names):
+            by_rank = self._by_rank = np.argsort(self._rank, kind="stable")
+        sids = by_rank[used[by_rank]]  # sorted by ID
+        last = self._peers_of
+        if last is not None and np.array_equal(last[0], sids):
+            peers = last[1]  # the same peers as the last window's (the same tuple)
+        else:
+            peers = tuple(operator.itemgetter(*sids.tolist())(self._names)) if len(sids) else ()
+            if len(sids) == 1:
+                peers = (self._names[int(sids[0])],)
+            self._peers_of = (sids, peers)
         local = np.full(len(self._names), -1, _I64)
         local[sids] = np.arange(len(sids), dtype=_I64)
         pair_client = local[self._order_pc]
@@ -595,32 +624,37 @@ class PairState:
         dense[live] = np.arange(n_live, dtype=_I64)
         pos = dense[pos]
         buf = np.empty(len(pos))
+        starts = np.concatenate(([0], np.cumsum(sizes, dtype=_I64))).tolist()
 
-        def total(k: int, first: int = 0) -> np.ndarray:
-            """Column ``k`` summed per live pair over the blocks from ``first`` on."""
+        def total(k: int, first: int = 0, last: int = len(blocks)) -> np.ndarray:
+            """Column ``k`` summed per live pair over the blocks ``first .. last - 1``."""
             if not nonzero[k]:
                 return np.zeros(n_live)
-            i = 0
+            i = a = starts[first]
             for (cols, _, _), wb, size in zip(
-                derived[first:], weights[first:], sizes[first:], strict=True
+                derived[first:last], weights[first:last], sizes[first:last], strict=True
             ):
                 np.multiply(cols[k], wb[k >= _BY_D], out=buf[i : i + size])
                 i += size
-            return np.bincount(pos[len(pos) - i :], weights=buf[:i], minlength=n_live)
+            return np.bincount(pos[a:i], weights=buf[a:i], minlength=n_live)
 
-        ok, bad_n, timeouts = total(0), total(1), total(2)
-        claims = total(5)
         tv = float(p.timeout_penalty_pct * 100)
-        if oldest is not None:
-            # the older blocks' share (a suffix of the newest-first rows), taken out exactly
+        if oldest is None:
+            ok, bad_n, timeouts, claims = (total(k) for k in (0, 1, 2, 5))
+        else:
+            # the chains' blocks (the newest, a prefix of the rows) and the older ones
+            # summed apart, the view's sums their sums (exact integers: the same bits)
             first = sum(1 for e in counted if e >= oldest)
-            cut = sum(sizes[:first])
+            n_ok, n_bad, n_to, n_claims = (total(k, 0, first) for k in (0, 1, 2, 5))
+            ok, bad_n, timeouts, claims = (
+                x + total(k, first)
+                for k, x in zip((0, 1, 2, 5), (n_ok, n_bad, n_to, n_claims), strict=True)
+            )
             newer = np.zeros(n_live, bool)
-            newer[pos[:cut]] = True
+            newer[pos[: starts[first]]] = True
             at = np.flatnonzero(newer)  # canonical order
-            o_ok, o_bad, o_to, o_claims = (total(k, first)[at] for k in (0, 1, 2, 5))
-            c_ok = ok[at] - o_ok
-            c_local = c_ok * UNIT - (bad_n[at] - o_bad) * UNIT - (timeouts[at] - o_to) * tv
+            c_ok = n_ok[at]
+            c_local = c_ok * UNIT - n_bad[at] * UNIT - n_to[at] * tv
             key = (epoch, epoch - win.hi, *self._chain_tail(p))
             assert win.sids is not None
             pair_at = live[at]
@@ -636,7 +670,7 @@ class PairState:
                 win.sids[pnl],
                 c_local,
                 c_ok,
-                (claims[at] - o_claims) > 0.0,
+                n_claims[at] > 0.0,
                 win.sids[np.flatnonzero(vertices)],
             )
             self._graph_cache = (key, graph)
@@ -847,8 +881,8 @@ def _edges(
     k, m = len(i_t), len(i_t) + len(i_v)
     src, dst, weight = np.empty(m, _I64), np.empty(m, _I64), np.empty(m)
     for out, first, second in ((src, pc, pn), (dst, pn, pc), (weight, local, vouch)):
-        np.take(first, i_t, out=out[:k])
-        np.take(second, i_v, out=out[k:])
+        np.take(first, i_t, out=out[:k], mode="clip")
+        np.take(second, i_v, out=out[k:], mode="clip")
     return src, dst, weight, has_vouch
 
 

@@ -255,7 +255,9 @@ class _TrustGraph:
             self.src, self.dst, weight = src[keep], dst[keep], weight[keep]
         #: per vertex, the sum of its outgoing weights (in edge order)
         self.row = row = np.bincount(self.src, weights=weight, minlength=n)
-        self.norm = weight / row[self.src]
+        # weight / row[src], divided in the gathered buffer (the same quotients)
+        self.norm = norm = np.take(row, self.src)
+        np.divide(weight, norm, out=norm)
         dangling = row == 0.0
         if vertex_order is None:
             self.dangling_idx = np.flatnonzero(dangling)
@@ -275,7 +277,7 @@ class _TrustGraph:
         for _ in range(iterations):
             prev = t
             # norm * t[src], in one buffer for every step (the same products)
-            np.take(t, self.src, out=flow)
+            np.take(t, self.src, out=flow, mode="clip")  # (in range: clip does not buffer)
             np.multiply(self.norm, flow, out=flow)
             y = np.bincount(self.dst, weights=flow, minlength=n)
             lost = float(np.bincount(self.zeros, weights=t[self.dangling_idx], minlength=1)[0])
