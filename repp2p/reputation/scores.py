@@ -256,7 +256,8 @@ class _TrustGraph:
         #: per vertex, the sum of its outgoing weights (in edge order)
         self.row = row = np.bincount(self.src, weights=weight, minlength=n)
         # weight / row[src], divided in the gathered buffer (the same quotients)
-        self.norm = norm = np.take(row, self.src)
+        # (no edge: bincount's sums come as integers)
+        self.norm = norm = np.take(row, self.src).astype(np.float64, copy=False)
         np.divide(weight, norm, out=norm)
         dangling = row == 0.0
         if vertex_order is None:
