@@ -256,6 +256,66 @@ class PairWindow:
         return sum(len(b.pair) for b in self.blocks)
 
 
+#: Buckets of :class:`_RowLayout` (by the client's place in the ID order).
+_BUCKETS = 16
+
+
+class _RowLayout:
+    """The derived columns (:meth:`PairState._derived`) of the folded blocks, in epoch
+    order, grouped in a few buckets by their client's place in the ID order, each bucket
+    in one growing buffer (a block's rows appended at its end when folded, the oldest
+    block's dropped from its head when pruned).
+
+    Why: a view's per-pair sums scatter every row into an array over the window's pairs;
+    row by row in block order every block sweeps the whole array, bucket by bucket one
+    part of it at a time (and the per-row products take a few calls per bucket, not one
+    per block). The sums are exact integers, so the order of the rows changes no bit.
+    Which bucket a row lands in is only a matter of speed (the ranks of the time of its
+    fold)."""
+
+    def __init__(self, budget: int, n_ranks: int) -> None:
+        self.budget = budget
+        self.n_ranks = max(n_ranks, 1)
+        self.epochs: list[int] = []  # the blocks held, ascending
+        self.sizes: list[np.ndarray] = []  # per block held: its rows per bucket
+        self.pair = [np.zeros(0, _I64) for _ in range(_BUCKETS)]
+        self.cols = [np.zeros((_N_SUMS, 0)) for _ in range(_BUCKETS)]
+        self.head = [0] * _BUCKETS
+        self.end = [0] * _BUCKETS
+
+    def append(self, b: EpochBlock, cols: np.ndarray, client_rank: np.ndarray) -> None:
+        """Add block ``b`` (newer than every block held) with its derived columns."""
+        bucket = np.minimum(client_rank * _BUCKETS // self.n_ranks, _BUCKETS - 1)
+        by_bucket = np.argsort(bucket, kind="stable")
+        sizes = np.bincount(bucket, minlength=_BUCKETS)
+        cuts = np.concatenate(([0], np.cumsum(sizes))).tolist()
+        for j in range(_BUCKETS):
+            m = cuts[j + 1] - cuts[j]
+            if not m:
+                continue
+            rows = by_bucket[cuts[j] : cuts[j + 1]]
+            head, end = self.head[j], self.end[j]
+            if end + m > len(self.pair[j]):  # full: move the rows held to the front
+                cap = max(2 * (end - head + m), 1024)
+                grown_pair, grown_cols = np.empty(cap, _I64), np.empty((_N_SUMS, cap))
+                grown_pair[: end - head] = self.pair[j][head:end]
+                grown_cols[:, : end - head] = self.cols[j][:, head:end]
+                self.pair[j], self.cols[j] = grown_pair, grown_cols
+                self.head[j], end = 0, end - head
+            self.pair[j][end : end + m] = b.pair[rows]
+            self.cols[j][:, end : end + m] = cols[:, rows]
+            self.end[j] = end + m
+        self.epochs.append(b.epoch)
+        self.sizes.append(sizes)
+
+    def drop_oldest(self) -> None:
+        """Drop the rows of the oldest block held."""
+        sizes = self.sizes.pop(0)
+        self.epochs.pop(0)
+        for j in range(_BUCKETS):
+            self.head[j] += int(sizes[j])
+
+
 class PairState:
     """Count rows of folded epochs, with pairs kept in canonical order.
 
@@ -301,6 +361,7 @@ class PairState:
         self._chains: dict[tuple, tuple[int, np.ndarray]] = {}
         self._graph_cache: tuple | None = None  # the chains' graph a view left behind
         self._derived_cache: dict[int, tuple] = {}  # epoch -> (block, budget, derived)
+        self._layout: _RowLayout | None = None  # the blocks' rows for the views' sums
 
     # -- folding ---------------------------------------------------------------------------
 
@@ -356,6 +417,13 @@ class PairState:
         block = EpochBlock(epoch, digest_ids_hash(ids), len(set(ids)), pair, counts)
         self._blocks[epoch] = block
         self._count_peers(block, 1)
+        layout = self._layout
+        if layout is not None:
+            if layout.epochs and epoch < layout.epochs[-1]:
+                self._layout = None  # folded out of order: laid out again when next read
+            else:
+                cols = self._derived(block, layout.budget)[0]
+                layout.append(block, cols, self._rank[self._pc[block.pair]])
         self._cache = None
         # a trust chain that already counted up to this epoch would not be what a replay
         # gives: forget it (it is replayed when next read)
@@ -444,8 +512,13 @@ class PairState:
         registered pairs are no longer in any block, the registry is rebuilt from the
         blocks kept (an O(rows) pass, rare)."""
         gone = [e for e in self._blocks if e < before]
-        for e in gone:
+        layout = self._layout
+        for e in sorted(gone):
             self._count_peers(self._blocks.pop(e), -1)
+            if layout is not None and layout.epochs and layout.epochs[0] == e:
+                layout.drop_oldest()
+            else:
+                layout = self._layout = None
             self._derived_cache.pop(e, None)
         if gone:
             self._cache = None
@@ -600,18 +673,34 @@ class PairState:
         current = self._cache is not None and self._cache[1] is win  # no fold since
         if p.is_streaming_trust and current and win.lo <= max(epoch - w, chain_oldest(epoch, p)):
             oldest = chain_oldest(epoch, p)  # the window holds the chains' graph
-        sizes = [len(b.pair) for b in blocks]
         derived = [self._derived(b, budget) for b in blocks]
         nonzero = np.zeros(_N_SUMS, bool)
         for _, nz, _ in derived:
             nonzero |= nz
         silent = any(si for _, _, si in derived)
-        weights = [
-            (float(decay[(epoch - 1) - e]), float(decay_bad[(epoch - 1) - e])) for e in counted
-        ]
-        if blocks:
+        d_of = [float(decay[(epoch - 1) - e]) for e in counted]
+        db_of = [float(decay_bad[(epoch - 1) - e]) for e in counted]
+        # the newest blocks (the chains' graph's, when it is taken here) come first
+        first = len(blocks) if oldest is None else sum(1 for e in counted if e >= oldest)
+        # the rows as runs ``(pair IDs, columns, from, to, d, d_bad)``: the newest blocks'
+        # runs, then the older ones' (``split`` runs in); ``d`` per run or per row
+        layout = self._laid_out(budget) if current else None
+        if (
+            layout is not None
+            and len(counted) <= len(layout.epochs)
+            and layout.epochs[len(layout.epochs) - len(counted) :] == counted[::-1]
+        ):
+            runs, split = self._layout_runs(layout, len(counted), first, d_of[::-1], db_of[::-1])
+        else:
+            runs = [
+                (b.pair, c, 0, len(b.pair), d, db)
+                for b, (c, _, _), d, db in zip(blocks, derived, d_of, db_of, strict=True)
+            ]
+            split = first
+        sizes = [r[3] - r[2] for r in runs]
+        if runs:
             assert win.pos_map is not None
-            pos = np.concatenate([win.pos_map[b.pair] for b in blocks])
+            pos = np.concatenate([win.pos_map[pair[a:b]] for pair, _, a, b, _, _ in runs])
         else:
             pos = np.zeros(0, _I64)
         # the pairs with a counted row (canonical order), and each row's pair among them:
@@ -626,16 +715,18 @@ class PairState:
         buf = np.empty(len(pos))
         starts = np.concatenate(([0], np.cumsum(sizes, dtype=_I64))).tolist()
 
-        def total(k: int, first: int = 0, last: int = len(blocks)) -> np.ndarray:
-            """Column ``k`` summed per live pair over the blocks ``first .. last - 1``."""
+        def total(k: int, newer: bool | None = None) -> np.ndarray:
+            """Column ``k`` summed per live pair over the rows of every counted block
+            (``newer`` None), the newest ``first`` blocks (True) or the others (False)."""
             if not nonzero[k]:
                 return np.zeros(n_live)
-            i = a = starts[first]
-            for (cols, _, _), wb, size in zip(
-                derived[first:last], weights[first:last], sizes[first:last], strict=True
-            ):
-                np.multiply(cols[k], wb[k >= _BY_D], out=buf[i : i + size])
-                i += size
+            lo, hi = (
+                (0, len(runs)) if newer is None else (0, split) if newer else (split, len(runs))
+            )
+            i = a = starts[lo]
+            for _, cols, r0, r1, d, db in runs[lo:hi]:
+                np.multiply(cols[k, r0:r1], db if k >= _BY_D else d, out=buf[i : i + r1 - r0])
+                i += r1 - r0
             return np.bincount(pos[a:i], weights=buf[a:i], minlength=n_live)
 
         tv = float(p.timeout_penalty_pct * 100)
@@ -644,14 +735,13 @@ class PairState:
         else:
             # the chains' blocks (the newest, a prefix of the rows) and the older ones
             # summed apart, the view's sums their sums (exact integers: the same bits)
-            first = sum(1 for e in counted if e >= oldest)
-            n_ok, n_bad, n_to, n_claims = (total(k, 0, first) for k in (0, 1, 2, 5))
+            n_ok, n_bad, n_to, n_claims = (total(k, True) for k in (0, 1, 2, 5))
             ok, bad_n, timeouts, claims = (
-                x + total(k, first)
+                x + total(k, False)
                 for k, x in zip((0, 1, 2, 5), (n_ok, n_bad, n_to, n_claims), strict=True)
             )
             newer = np.zeros(n_live, bool)
-            newer[pos[: starts[first]]] = True
+            newer[pos[: starts[split]]] = True
             at = np.flatnonzero(newer)  # canonical order
             c_ok = n_ok[at]
             c_local = c_ok * UNIT - n_bad[at] * UNIT - n_to[at] * tv
@@ -689,6 +779,56 @@ class PairState:
             "refused": total(7),
             "refused_bad": total(9),
         }
+
+    def _laid_out(self, budget: int) -> _RowLayout:
+        """The row layout of every folded block, laid out now if it is not held (or was
+        for another epoch length)."""
+        layout = self._layout
+        if layout is None or layout.budget != budget:
+            layout = _RowLayout(budget, len(self._names))
+            for e in sorted(self._blocks):
+                b = self._blocks[e]
+                cols = self._derived(b, budget)[0]
+                layout.append(b, cols, self._rank[self._pc[b.pair]])
+            self._layout = layout
+        return layout
+
+    @staticmethod
+    def _layout_runs(
+        layout: _RowLayout, counted: int, first: int, d_of: list[float], db_of: list[float]
+    ) -> tuple[list[tuple], int]:
+        """The runs of :meth:`window_sums` from ``layout``, whose newest ``counted``
+        blocks are the counted ones (``d_of``, ``db_of``: theirs, ascending): per bucket,
+        the rows of the newest ``first`` blocks, then per bucket the other counted ones';
+        each row's ``d`` and ``d_bad`` from its block's."""
+        n = len(layout.epochs)
+        sizes = np.array(layout.sizes, _I64).reshape(n, _BUCKETS)
+        offsets = np.concatenate((np.zeros((1, _BUCKETS), _I64), np.cumsum(sizes, axis=0)))
+        # per block held: its weights (blocks not counted are not read)
+        d = np.zeros(n)
+        db = np.zeros(n)
+        d[n - counted :], db[n - counted :] = d_of, db_of
+        runs = []
+        split = 0
+        for region, (lo, hi) in enumerate(((n - first, n), (n - counted, n - first))):
+            for j in range(_BUCKETS):
+                head = layout.head[j]
+                a, b = head + int(offsets[lo, j]), head + int(offsets[hi, j])
+                if b > a:
+                    per = sizes[lo:hi, j]
+                    runs.append(
+                        (
+                            layout.pair[j],
+                            layout.cols[j],
+                            a,
+                            b,
+                            np.repeat(d[lo:hi], per),
+                            np.repeat(db[lo:hi], per),
+                        )
+                    )
+            if region == 0:
+                split = len(runs)
+        return runs, split
 
     # -- streaming EigenTrust ----------------------------------------------------------------
 
