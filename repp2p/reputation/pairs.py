@@ -341,8 +341,6 @@ class PairState:
         self._sorted: list[str] = []  # every registered peer ID, sorted
         self._pc = np.zeros(0, _I64)  # pair stable ID -> client's peer stable ID
         self._pn = np.zeros(0, _I64)  # pair stable ID -> node's peer stable ID
-        self._lookup_keys = np.zeros(0, _I64)  # sorted (client sid << 32 | node sid)
-        self._lookup_ids = np.zeros(0, _I64)  # pair stable ID of each lookup key
         self._order = np.zeros(0, _I64)  # pair stable IDs in canonical order
         self._order_pc = np.zeros(0, _I64)  # = _pc[_order], kept up to date on insertion
         self._order_pn = np.zeros(0, _I64)  # = _pn[_order]
@@ -392,11 +390,12 @@ class PairState:
         if epoch in self._blocks:
             raise ValueError(f"epoch {epoch} is already folded")
         ids = list(digest_ids)
-        self._add_peers({r.client for r in rows} | {r.node for r in rows})
-        sid = self._sid
-        keys = np.fromiter(
-            ((sid[r.client] << 32) | sid[r.node] for r in rows), dtype=_I64, count=len(rows)
-        )
+        clients = [r.client for r in rows]
+        nodes = [r.node for r in rows]
+        self._add_peers(set(clients).union(nodes))
+        sid = self._sid.__getitem__
+        keys = np.fromiter(map(sid, clients), dtype=_I64, count=len(rows)) << 32
+        keys |= np.fromiter(map(sid, nodes), dtype=_I64, count=len(rows))
         if len(np.unique(keys)) != len(keys):
             raise ValueError(f"epoch {epoch}: two count rows for one pair")
         pair = self._pair_ids(keys)
@@ -467,12 +466,16 @@ class PairState:
 
     def _pair_ids(self, keys: np.ndarray) -> np.ndarray:
         """Stable pair IDs of ``keys`` (client sid << 32 | node sid), registering new ones."""
-        pos = np.searchsorted(self._lookup_keys, keys)
+        # looked up by canonical key among the pairs in canonical order (no second index)
+        n = len(self._names)
+        canon = self._rank[keys >> 32] * n + self._rank[keys & 0xFFFFFFFF]
+        ordered = self._ordered_keys()
+        pos = np.searchsorted(ordered, canon)
         found = np.zeros(len(keys), bool)
-        inside = pos < len(self._lookup_keys)
-        found[inside] = self._lookup_keys[pos[inside]] == keys[inside]
+        inside = pos < len(ordered)
+        found[inside] = ordered[pos[inside]] == canon[inside]
         out = np.empty(len(keys), _I64)
-        out[found] = self._lookup_ids[pos[found]]
+        out[found] = self._order[pos[found]]
         fresh = np.flatnonzero(~found)
         if len(fresh):
             start = len(self._pc)
@@ -481,20 +484,21 @@ class PairState:
             new_keys = keys[fresh]
             self._pc = np.concatenate((self._pc, new_keys >> 32))
             self._pn = np.concatenate((self._pn, new_keys & 0xFFFFFFFF))
-            by_key = np.argsort(new_keys, kind="stable")  # several may go to one place
-            at = np.searchsorted(self._lookup_keys, new_keys[by_key])
-            self._lookup_keys = np.insert(self._lookup_keys, at, new_keys[by_key])
-            self._lookup_ids = np.insert(self._lookup_ids, at, new_ids[by_key])
             self._insert_canonical(new_ids)
         return out
+
+    def _ordered_keys(self) -> np.ndarray:
+        """The canonical keys of the pairs in canonical order (sorted), kept until a peer
+        is added (from the pairs' peers kept in that order)."""
+        if self._order_keys is None:
+            n = len(self._names)
+            self._order_keys = self._rank[self._order_pc] * n + self._rank[self._order_pn]
+        return self._order_keys
 
     def _insert_canonical(self, new_ids: np.ndarray) -> None:
         # the canonical keys of the pairs in order (_canonical_keys(_order), from the pairs'
         # peers kept in that order): still sorted, ranks only spread apart
-        n = len(self._names)
-        old = self._order_keys
-        if old is None:
-            old = self._rank[self._order_pc] * n + self._rank[self._order_pn]
+        old = self._ordered_keys()
         new_keys = self._canonical_keys(new_ids)
         by_key = np.argsort(new_keys, kind="stable")
         new_ids, new_keys = new_ids[by_key], new_keys[by_key]
@@ -744,7 +748,7 @@ class PairState:
             newer[pos[: starts[split]]] = True
             at = np.flatnonzero(newer)  # canonical order
             c_ok = n_ok[at]
-            c_local = c_ok * UNIT - n_bad[at] * UNIT - n_to[at] * tv
+            c_local = _local_trust(c_ok, n_bad[at], n_to[at], tv)
             key = (epoch, epoch - win.hi, *self._chain_tail(p))
             assert win.sids is not None
             pair_at = live[at]
@@ -771,9 +775,9 @@ class PairState:
             "good": ok,
             "seen_ok": ok + timeouts,
             "bad": total(8),
-            "local": ok * UNIT - bad_n * UNIT - timeouts * tv,
+            "local": _local_trust(ok, bad_n, timeouts, tv),
             "lat_num": total(4),
-            "lat_den": n_counted * UNIT,
+            "lat_den": np.multiply(n_counted, UNIT, out=n_counted),
             "claims": claims,
             "receipts": total(6),
             "refused": total(7),
@@ -1006,6 +1010,16 @@ class PairState:
         at_a.setflags(write=False)
         at_b.setflags(write=False)
         return union, at_a, at_b
+
+
+def _local_trust(ok: np.ndarray, bad: np.ndarray, timeouts: np.ndarray, tv: float) -> np.ndarray:
+    """Per pair ``ok * UNIT - bad * UNIT - timeouts * tv`` (float sums), in two buffers:
+    the same operations in the same order as the whole-array expression."""
+    local = ok * UNIT
+    tmp = bad * UNIT
+    np.subtract(local, tmp, out=local)
+    np.multiply(timeouts, tv, out=tmp)
+    return np.subtract(local, tmp, out=local)
 
 
 def _edges(
