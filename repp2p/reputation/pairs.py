@@ -654,17 +654,20 @@ class PairState:
         sums)``, ``live`` the canonical positions of the pairs with a counted row
         (ascending), ``sums`` per such pair (exact integers, as float64). Each block's
         rows weigh one decay value, so the per-row weights are a block's cached columns
-        times its ``d`` (``d_bad``), written block by block into one buffer, and one
-        weighted ``bincount`` per column sums them: O(rows in the window), with the
-        per-row columns computed once per block, not once per view. A column that is 0
-        in every counted row is not summed (its sums are 0), and with no silent node's
-        verdicts in the window the counted verdicts are the sum of the ok, bad and timeout
-        sums. Equal to the per-row sums bit for bit (all are exact integer sums below
-        2**53, so the order of the additions does not matter).
+        times its ``d`` (``d_bad``), written run by run into one buffer (the runs of the
+        row layout, :class:`_RowLayout`, when the counted blocks are the newest folded
+        ones; else one run per block), and one weighted ``bincount`` per column sums
+        them: O(rows in the window), with the per-row columns computed once per block, not
+        once per view. A column that is 0 in every counted row is not summed (its sums are
+        0), and with no silent node's verdicts in the window the counted verdicts are the
+        sum of the ok, bad and timeout sums. Equal to the per-row sums bit for bit (all
+        are exact integer sums below 2**53, so the order of the additions does not
+        matter).
 
         With streaming EigenTrust, also leaves the chains' graph of ``epoch``
         (:meth:`_chain_graph`) for :meth:`trust_chain`: its blocks are the newest of the
-        window's, so its sums are the view's less those of the older blocks (exact)."""
+        window's, so their sums are taken apart from the older blocks' and the view's
+        are the two added (exact)."""
         w = p.window_epochs
         decay = decay_table_fixed(p.half_life_epochs, w + 1, DECAY_BITS)
         decay_bad = decay_table_fixed(p.bad_half_life_epochs, w + 1, DECAY_BITS)
@@ -1218,8 +1221,11 @@ def compute_pairs(
     elif peer_at is None:
         index = {q: i for i, q in enumerate(ev.peers)}
         peer_at = np.fromiter((index[q] for q in win.peers), dtype=_I64, count=len(win.peers))
-    pc = peer_at[win.pair_client[live]] if len(live) else np.zeros(0, _I64)
-    pn = peer_at[win.pair_node[live]] if len(live) else np.zeros(0, _I64)
+    if len(peer_at) == n and np.array_equal(peer_at, np.arange(n)):
+        pc, pn = win.pair_client[live], win.pair_node[live]  # the window's peers are ev's
+    else:
+        pc = peer_at[win.pair_client[live]] if len(live) else np.zeros(0, _I64)
+        pn = peer_at[win.pair_node[live]] if len(live) else np.zeros(0, _I64)
     valid = pc != pn
     if offender.any():
         valid &= ~offender[pc] & ~offender[pn]
@@ -1355,7 +1361,7 @@ def compute_pairs(
     # a standing above the colluders' after round 0, and the rounds separate the two.
     # Rows, once a node has any, replace this evidence (they count those tasks).
     rowless = np.ones(n, bool)
-    rowless[pn[valid]] = False
+    rowless[pn if valid.all() else pn[valid]] = False
     standing = quality = quality_of(g, bad)
     upheld, lost = disputes.none, disputes.none
     disputes_lost = np.zeros(n)
