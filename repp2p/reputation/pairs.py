@@ -72,6 +72,7 @@ import bisect
 import dataclasses
 import functools
 import hashlib
+import itertools
 import operator
 from collections.abc import Iterable, Sequence
 from typing import Protocol
@@ -118,6 +119,20 @@ _OK, _WRONG, _TIMEOUT, _BAD, _LAT, _SILENT, _CLAIMS, _RECEIPTS, _REFUSED = range
 #: Per-row columns the view's sums weigh (PairState._derived): the first _BY_D by d, the
 #: rest by d_bad.
 _N_SUMS, _BY_D = 10, 8
+#: What :meth:`PairState.fold` reads of a row, in order (a silent node's column is
+#: ``disputed_client`` where ``node_silent``).
+_ROW_FIELDS = operator.attrgetter(
+    "ok",
+    "wrong",
+    "timeout",
+    "bad_proof",
+    "latency_sum_ms",
+    "disputed_client",
+    "node_silent",
+    "node_claims",
+    "node_receipts",
+    "node_refused",
+)
 _D = float(1 << DECAY_BITS)
 _I64 = np.int64
 
@@ -241,6 +256,66 @@ class PairWindow:
         return sum(len(b.pair) for b in self.blocks)
 
 
+#: Buckets of :class:`_RowLayout` (by the client's place in the ID order).
+_BUCKETS = 16
+
+
+class _RowLayout:
+    """The derived columns (:meth:`PairState._derived`) of the folded blocks, in epoch
+    order, grouped in a few buckets by their client's place in the ID order, each bucket
+    in one growing buffer (a block's rows appended at its end when folded, the oldest
+    block's dropped from its head when pruned).
+
+    Why: a view's per-pair sums scatter every row into an array over the window's pairs;
+    row by row in block order every block sweeps the whole array, bucket by bucket one
+    part of it at a time (and the per-row products take a few calls per bucket, not one
+    per block). The sums are exact integers, so the order of the rows changes no bit.
+    Which bucket a row lands in is only a matter of speed (the ranks of the time of its
+    fold)."""
+
+    def __init__(self, budget: int, n_ranks: int) -> None:
+        self.budget = budget
+        self.n_ranks = max(n_ranks, 1)
+        self.epochs: list[int] = []  # the blocks held, ascending
+        self.sizes: list[np.ndarray] = []  # per block held: its rows per bucket
+        self.pair = [np.zeros(0, _I64) for _ in range(_BUCKETS)]
+        self.cols = [np.zeros((_N_SUMS, 0)) for _ in range(_BUCKETS)]
+        self.head = [0] * _BUCKETS
+        self.end = [0] * _BUCKETS
+
+    def append(self, b: EpochBlock, cols: np.ndarray, client_rank: np.ndarray) -> None:
+        """Add block ``b`` (newer than every block held) with its derived columns."""
+        bucket = np.minimum(client_rank * _BUCKETS // self.n_ranks, _BUCKETS - 1)
+        by_bucket = np.argsort(bucket, kind="stable")
+        sizes = np.bincount(bucket, minlength=_BUCKETS)
+        cuts = np.concatenate(([0], np.cumsum(sizes))).tolist()
+        for j in range(_BUCKETS):
+            m = cuts[j + 1] - cuts[j]
+            if not m:
+                continue
+            rows = by_bucket[cuts[j] : cuts[j + 1]]
+            head, end = self.head[j], self.end[j]
+            if end + m > len(self.pair[j]):  # full: move the rows held to the front
+                cap = max(2 * (end - head + m), 1024)
+                grown_pair, grown_cols = np.empty(cap, _I64), np.empty((_N_SUMS, cap))
+                grown_pair[: end - head] = self.pair[j][head:end]
+                grown_cols[:, : end - head] = self.cols[j][:, head:end]
+                self.pair[j], self.cols[j] = grown_pair, grown_cols
+                self.head[j], end = 0, end - head
+            self.pair[j][end : end + m] = b.pair[rows]
+            self.cols[j][:, end : end + m] = cols[:, rows]
+            self.end[j] = end + m
+        self.epochs.append(b.epoch)
+        self.sizes.append(sizes)
+
+    def drop_oldest(self) -> None:
+        """Drop the rows of the oldest block held."""
+        sizes = self.sizes.pop(0)
+        self.epochs.pop(0)
+        for j in range(_BUCKETS):
+            self.head[j] += int(sizes[j])
+
+
 class PairState:
     """Count rows of folded epochs, with pairs kept in canonical order.
 
@@ -266,19 +341,25 @@ class PairState:
         self._sorted: list[str] = []  # every registered peer ID, sorted
         self._pc = np.zeros(0, _I64)  # pair stable ID -> client's peer stable ID
         self._pn = np.zeros(0, _I64)  # pair stable ID -> node's peer stable ID
-        self._lookup_keys = np.zeros(0, _I64)  # sorted (client sid << 32 | node sid)
-        self._lookup_ids = np.zeros(0, _I64)  # pair stable ID of each lookup key
         self._order = np.zeros(0, _I64)  # pair stable IDs in canonical order
         self._order_pc = np.zeros(0, _I64)  # = _pc[_order], kept up to date on insertion
         self._order_pn = np.zeros(0, _I64)  # = _pn[_order]
+        # = _canonical_keys(_order) while no peer has been added since (None: not held)
+        self._order_keys: np.ndarray | None = np.zeros(0, _I64)
         self._pos = np.zeros(0, _I64)  # pair stable ID -> canonical position
         self._blocks: dict[int, EpochBlock] = {}
+        # per peer stable ID, how many rows of the folded blocks name it (client or node):
+        # the peers of a window of every block, without a pass over the blocks
+        self._peer_rows = np.zeros(0, _I64)
+        self._peers_of: tuple[np.ndarray, tuple[str, ...]] | None = None  # last window's
+        self._by_rank: np.ndarray | None = None  # peer stable IDs sorted by ID (None: stale)
         self._cache: tuple[tuple[int, ...], PairWindow] | None = None
         self._union: tuple | None = None
         # streaming EigenTrust: (anchor, lag, params...) -> (view epoch, vector over sids)
         self._chains: dict[tuple, tuple[int, np.ndarray]] = {}
         self._graph_cache: tuple | None = None  # the chains' graph a view left behind
         self._derived_cache: dict[int, tuple] = {}  # epoch -> (block, budget, derived)
+        self._layout: _RowLayout | None = None  # the blocks' rows for the views' sums
 
     # -- folding ---------------------------------------------------------------------------
 
@@ -309,41 +390,56 @@ class PairState:
         if epoch in self._blocks:
             raise ValueError(f"epoch {epoch} is already folded")
         ids = list(digest_ids)
-        self._add_peers({r.client for r in rows} | {r.node for r in rows})
-        sid = self._sid
-        keys = np.fromiter(
-            ((sid[r.client] << 32) | sid[r.node] for r in rows), dtype=_I64, count=len(rows)
-        )
+        clients = [r.client for r in rows]
+        nodes = [r.node for r in rows]
+        self._add_peers(set(clients).union(nodes))
+        sid = self._sid.__getitem__
+        keys = np.fromiter(map(sid, clients), dtype=_I64, count=len(rows)) << 32
+        keys |= np.fromiter(map(sid, nodes), dtype=_I64, count=len(rows))
         if len(np.unique(keys)) != len(keys):
             raise ValueError(f"epoch {epoch}: two count rows for one pair")
         pair = self._pair_ids(keys)
-        counts = np.array(
-            [
-                [
-                    r.ok,
-                    r.wrong,
-                    r.timeout,
-                    r.bad_proof,
-                    r.latency_sum_ms,
-                    r.disputed_client if r.node_silent else 0,
-                    r.node_claims,
-                    r.node_receipts,
-                    r.node_refused,
-                ]
-                for r in rows
-            ],
+        # the rows' fields streamed into one array (no per-row list: nothing for the
+        # garbage collector to trace), then one column per field
+        m = len(rows)
+        fields = np.fromiter(
+            itertools.chain.from_iterable(map(_ROW_FIELDS, rows)),
             dtype=_I64,
-        ).reshape(len(rows), len(COLUMNS))
+            count=m * 10,
+        ).reshape(m, 10)
+        counts = np.empty((len(COLUMNS), m), _I64)
+        counts[:_SILENT] = fields[:, :_SILENT].T
+        counts[_SILENT] = np.where(fields[:, 6] != 0, fields[:, 5], 0)
+        counts[_CLAIMS:] = fields[:, 7:].T
         for arr in (pair, counts):
             arr.setflags(write=False)
-        block = EpochBlock(epoch, digest_ids_hash(ids), len(set(ids)), pair, counts.T)
+        block = EpochBlock(epoch, digest_ids_hash(ids), len(set(ids)), pair, counts)
         self._blocks[epoch] = block
+        self._count_peers(block, 1)
+        layout = self._layout
+        if layout is not None:
+            if layout.epochs and epoch < layout.epochs[-1]:
+                self._layout = None  # folded out of order: laid out again when next read
+            else:
+                cols = self._derived(block, layout.budget)[0]
+                layout.append(block, cols, self._rank[self._pc[block.pair]])
         self._cache = None
         # a trust chain that already counted up to this epoch would not be what a replay
         # gives: forget it (it is replayed when next read)
         self._chains = {k: v for k, v in self._chains.items() if v[0] - k[1] < epoch}
         self._graph_cache = None
         return block
+
+    def _count_peers(self, block: EpochBlock, sign: int) -> None:
+        """Add (``sign`` 1) or take out (-1) ``block``'s rows in the per-peer row counts."""
+        n = len(self._names)
+        if len(self._peer_rows) < n:
+            grown = np.zeros(n, _I64)
+            grown[: len(self._peer_rows)] = self._peer_rows
+            self._peer_rows = grown
+        rows = np.bincount(self._pc[block.pair], minlength=n)
+        rows += np.bincount(self._pn[block.pair], minlength=n)
+        self._peer_rows += sign * rows
 
     def _add_peers(self, peers: set[str]) -> None:
         new = sorted(p for p in peers if p not in self._sid)
@@ -360,6 +456,8 @@ class PairState:
             self._sid[p] = len(self._names)
             self._names.append(p)
         self._rank = np.concatenate((self._rank + shift, at + np.arange(len(new), dtype=_I64)))
+        self._order_keys = None  # the ranks (and their count) moved
+        self._by_rank = None
         self._sorted = sorted(old_sorted + new)  # two sorted runs: a linear merge
 
     def _canonical_keys(self, pair_ids: np.ndarray) -> np.ndarray:
@@ -368,12 +466,16 @@ class PairState:
 
     def _pair_ids(self, keys: np.ndarray) -> np.ndarray:
         """Stable pair IDs of ``keys`` (client sid << 32 | node sid), registering new ones."""
-        pos = np.searchsorted(self._lookup_keys, keys)
+        # looked up by canonical key among the pairs in canonical order (no second index)
+        n = len(self._names)
+        canon = self._rank[keys >> 32] * n + self._rank[keys & 0xFFFFFFFF]
+        ordered = self._ordered_keys()
+        pos = np.searchsorted(ordered, canon)
         found = np.zeros(len(keys), bool)
-        inside = pos < len(self._lookup_keys)
-        found[inside] = self._lookup_keys[pos[inside]] == keys[inside]
+        inside = pos < len(ordered)
+        found[inside] = ordered[pos[inside]] == canon[inside]
         out = np.empty(len(keys), _I64)
-        out[found] = self._lookup_ids[pos[found]]
+        out[found] = self._order[pos[found]]
         fresh = np.flatnonzero(~found)
         if len(fresh):
             start = len(self._pc)
@@ -382,22 +484,26 @@ class PairState:
             new_keys = keys[fresh]
             self._pc = np.concatenate((self._pc, new_keys >> 32))
             self._pn = np.concatenate((self._pn, new_keys & 0xFFFFFFFF))
-            by_key = np.argsort(new_keys, kind="stable")  # several may go to one place
-            at = np.searchsorted(self._lookup_keys, new_keys[by_key])
-            self._lookup_keys = np.insert(self._lookup_keys, at, new_keys[by_key])
-            self._lookup_ids = np.insert(self._lookup_ids, at, new_ids[by_key])
             self._insert_canonical(new_ids)
         return out
+
+    def _ordered_keys(self) -> np.ndarray:
+        """The canonical keys of the pairs in canonical order (sorted), kept until a peer
+        is added (from the pairs' peers kept in that order)."""
+        if self._order_keys is None:
+            n = len(self._names)
+            self._order_keys = self._rank[self._order_pc] * n + self._rank[self._order_pn]
+        return self._order_keys
 
     def _insert_canonical(self, new_ids: np.ndarray) -> None:
         # the canonical keys of the pairs in order (_canonical_keys(_order), from the pairs'
         # peers kept in that order): still sorted, ranks only spread apart
-        n = len(self._names)
-        old = self._rank[self._order_pc] * n + self._rank[self._order_pn]
+        old = self._ordered_keys()
         new_keys = self._canonical_keys(new_ids)
         by_key = np.argsort(new_keys, kind="stable")
         new_ids, new_keys = new_ids[by_key], new_keys[by_key]
         at = np.searchsorted(old, new_keys)
+        self._order_keys = np.insert(old, at, new_keys)
         self._order = np.insert(self._order, at, new_ids)
         # each canonical pair's client and node, moved as the order is (no gather)
         self._order_pc = np.insert(self._order_pc, at, self._pc[new_ids])
@@ -410,8 +516,13 @@ class PairState:
         registered pairs are no longer in any block, the registry is rebuilt from the
         blocks kept (an O(rows) pass, rare)."""
         gone = [e for e in self._blocks if e < before]
-        for e in gone:
-            del self._blocks[e]
+        layout = self._layout
+        for e in sorted(gone):
+            self._count_peers(self._blocks.pop(e), -1)
+            if layout is not None and layout.epochs and layout.epochs[0] == e:
+                layout.drop_oldest()
+            else:
+                layout = self._layout = None
             self._derived_cache.pop(e, None)
         if gone:
             self._cache = None
@@ -448,6 +559,7 @@ class PairState:
             pair = ids[new_id[b.pair]]
             pair.setflags(write=False)
             self._blocks[e] = dataclasses.replace(b, pair=pair)
+            self._count_peers(self._blocks[e], 1)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -460,15 +572,25 @@ class PairState:
             return self._cache[1]
         blocks = tuple(self._blocks[e] for e in epochs)
         # peers of the window, sorted, and each canonical pair's client and node among them
-        used = np.zeros(len(self._names), bool)
-        for b in blocks:
-            used[self._pc[b.pair]] = True
-            used[self._pn[b.pair]] = True
-        sids = np.flatnonzero(used)
-        sids = sids[np.argsort(self._rank[sids], kind="stable")]
-        peers = tuple(operator.itemgetter(*sids.tolist())(self._names)) if len(sids) else ()
-        if len(sids) == 1:
-            peers = (self._names[int(sids[0])],)
+        if len(blocks) == len(self._blocks):  # every block: the peers with a row
+            used = self._peer_rows[: len(self._names)] > 0
+        else:
+            used = np.zeros(len(self._names), bool)
+            for b in blocks:
+                used[self._pc[b.pair]] = True
+                used[self._pn[b.pair]] = True
+        by_rank = self._by_rank
+        if by_rank is None or len(by_rank) != len(self._names):
+            by_rank = self._by_rank = np.argsort(self._rank, kind="stable")
+        sids = by_rank[used[by_rank]]  # sorted by ID
+        last = self._peers_of
+        if last is not None and np.array_equal(last[0], sids):
+            peers = last[1]  # the same peers as the last window's (the same tuple)
+        else:
+            peers = tuple(operator.itemgetter(*sids.tolist())(self._names)) if len(sids) else ()
+            if len(sids) == 1:
+                peers = (self._names[int(sids[0])],)
+            self._peers_of = (sids, peers)
         local = np.full(len(self._names), -1, _I64)
         local[sids] = np.arange(len(sids), dtype=_I64)
         pair_client = local[self._order_pc]
@@ -532,17 +654,20 @@ class PairState:
         sums)``, ``live`` the canonical positions of the pairs with a counted row
         (ascending), ``sums`` per such pair (exact integers, as float64). Each block's
         rows weigh one decay value, so the per-row weights are a block's cached columns
-        times its ``d`` (``d_bad``), written block by block into one buffer, and one
-        weighted ``bincount`` per column sums them: O(rows in the window), with the
-        per-row columns computed once per block, not once per view. A column that is 0
-        in every counted row is not summed (its sums are 0), and with no silent node's
-        verdicts in the window the counted verdicts are the sum of the ok, bad and timeout
-        sums. Equal to the per-row sums bit for bit (all are exact integer sums below
-        2**53, so the order of the additions does not matter).
+        times its ``d`` (``d_bad``), written run by run into one buffer (the runs of the
+        row layout, :class:`_RowLayout`, when the counted blocks are the newest folded
+        ones; else one run per block), and one weighted ``bincount`` per column sums
+        them: O(rows in the window), with the per-row columns computed once per block, not
+        once per view. A column that is 0 in every counted row is not summed (its sums are
+        0), and with no silent node's verdicts in the window the counted verdicts are the
+        sum of the ok, bad and timeout sums. Equal to the per-row sums bit for bit (all
+        are exact integer sums below 2**53, so the order of the additions does not
+        matter).
 
         With streaming EigenTrust, also leaves the chains' graph of ``epoch``
         (:meth:`_chain_graph`) for :meth:`trust_chain`: its blocks are the newest of the
-        window's, so its sums are the view's less those of the older blocks (exact)."""
+        window's, so their sums are taken apart from the older blocks' and the view's
+        are the two added (exact)."""
         w = p.window_epochs
         decay = decay_table_fixed(p.half_life_epochs, w + 1, DECAY_BITS)
         decay_bad = decay_table_fixed(p.bad_half_life_epochs, w + 1, DECAY_BITS)
@@ -555,18 +680,34 @@ class PairState:
         current = self._cache is not None and self._cache[1] is win  # no fold since
         if p.is_streaming_trust and current and win.lo <= max(epoch - w, chain_oldest(epoch, p)):
             oldest = chain_oldest(epoch, p)  # the window holds the chains' graph
-        sizes = [len(b.pair) for b in blocks]
         derived = [self._derived(b, budget) for b in blocks]
         nonzero = np.zeros(_N_SUMS, bool)
         for _, nz, _ in derived:
             nonzero |= nz
         silent = any(si for _, _, si in derived)
-        weights = [
-            (float(decay[(epoch - 1) - e]), float(decay_bad[(epoch - 1) - e])) for e in counted
-        ]
-        if blocks:
+        d_of = [float(decay[(epoch - 1) - e]) for e in counted]
+        db_of = [float(decay_bad[(epoch - 1) - e]) for e in counted]
+        # the newest blocks (the chains' graph's, when it is taken here) come first
+        first = len(blocks) if oldest is None else sum(1 for e in counted if e >= oldest)
+        # the rows as runs ``(pair IDs, columns, from, to, d, d_bad)``: the newest blocks'
+        # runs, then the older ones' (``split`` runs in); ``d`` per run or per row
+        layout = self._laid_out(budget) if current else None
+        if (
+            layout is not None
+            and len(counted) <= len(layout.epochs)
+            and layout.epochs[len(layout.epochs) - len(counted) :] == counted[::-1]
+        ):
+            runs, split = self._layout_runs(layout, len(counted), first, d_of[::-1], db_of[::-1])
+        else:
+            runs = [
+                (b.pair, c, 0, len(b.pair), d, db)
+                for b, (c, _, _), d, db in zip(blocks, derived, d_of, db_of, strict=True)
+            ]
+            split = first
+        sizes = [r[3] - r[2] for r in runs]
+        if runs:
             assert win.pos_map is not None
-            pos = np.concatenate([win.pos_map[b.pair] for b in blocks])
+            pos = np.concatenate([win.pos_map[pair[a:b]] for pair, _, a, b, _, _ in runs])
         else:
             pos = np.zeros(0, _I64)
         # the pairs with a counted row (canonical order), and each row's pair among them:
@@ -579,41 +720,55 @@ class PairState:
         dense[live] = np.arange(n_live, dtype=_I64)
         pos = dense[pos]
         buf = np.empty(len(pos))
+        starts = np.concatenate(([0], np.cumsum(sizes, dtype=_I64))).tolist()
 
-        def total(k: int, first: int = 0) -> np.ndarray:
-            """Column ``k`` summed per live pair over the blocks from ``first`` on."""
+        def total(k: int, newer: bool | None = None) -> np.ndarray:
+            """Column ``k`` summed per live pair over the rows of every counted block
+            (``newer`` None), the newest ``first`` blocks (True) or the others (False)."""
             if not nonzero[k]:
                 return np.zeros(n_live)
-            i = 0
-            for (cols, _, _), wb, size in zip(
-                derived[first:], weights[first:], sizes[first:], strict=True
-            ):
-                np.multiply(cols[k], wb[k >= _BY_D], out=buf[i : i + size])
-                i += size
-            return np.bincount(pos[len(pos) - i :], weights=buf[:i], minlength=n_live)
+            lo, hi = (
+                (0, len(runs)) if newer is None else (0, split) if newer else (split, len(runs))
+            )
+            i = a = starts[lo]
+            for _, cols, r0, r1, d, db in runs[lo:hi]:
+                np.multiply(cols[k, r0:r1], db if k >= _BY_D else d, out=buf[i : i + r1 - r0])
+                i += r1 - r0
+            return np.bincount(pos[a:i], weights=buf[a:i], minlength=n_live)
 
-        ok, bad_n, timeouts = total(0), total(1), total(2)
-        claims = total(5)
         tv = float(p.timeout_penalty_pct * 100)
-        if oldest is not None:
-            # the older blocks' share (a suffix of the newest-first rows), taken out exactly
-            first = sum(1 for e in counted if e >= oldest)
-            cut = sum(sizes[:first])
+        if oldest is None:
+            ok, bad_n, timeouts, claims = (total(k) for k in (0, 1, 2, 5))
+        else:
+            # the chains' blocks (the newest, a prefix of the rows) and the older ones
+            # summed apart, the view's sums their sums (exact integers: the same bits)
+            n_ok, n_bad, n_to, n_claims = (total(k, True) for k in (0, 1, 2, 5))
+            ok, bad_n, timeouts, claims = (
+                x + total(k, False)
+                for k, x in zip((0, 1, 2, 5), (n_ok, n_bad, n_to, n_claims), strict=True)
+            )
             newer = np.zeros(n_live, bool)
-            newer[pos[:cut]] = True
+            newer[pos[: starts[split]]] = True
             at = np.flatnonzero(newer)  # canonical order
-            o_ok, o_bad, o_to, o_claims = (total(k, first)[at] for k in (0, 1, 2, 5))
-            c_ok = ok[at] - o_ok
-            c_local = c_ok * UNIT - (bad_n[at] - o_bad) * UNIT - (timeouts[at] - o_to) * tv
+            c_ok = n_ok[at]
+            c_local = _local_trust(c_ok, n_bad[at], n_to[at], tv)
             key = (epoch, epoch - win.hi, *self._chain_tail(p))
             assert win.sids is not None
             pair_at = live[at]
+            pcl, pnl = win.pair_client[pair_at], win.pair_node[pair_at]
+            # the vertices among the window's peers (sorted by ID: no sort by rank)
+            vertices = np.zeros(len(win.sids), bool)
+            distinct = pcl != pnl  # (as _chain_edges keeps them)
+            both = (pcl, pnl) if distinct.all() else (pcl[distinct], pnl[distinct])
+            for side in both:
+                vertices[side] = True
             graph = self._chain_edges(
-                win.sids[win.pair_client[pair_at]],
-                win.sids[win.pair_node[pair_at]],
+                win.sids[pcl],
+                win.sids[pnl],
                 c_local,
                 c_ok,
-                (claims[at] - o_claims) > 0.0,
+                n_claims[at] > 0.0,
+                win.sids[np.flatnonzero(vertices)],
             )
             self._graph_cache = (key, graph)
         # counted = ok + wrong + timeout + bad_proof: with no silent node's verdicts, the
@@ -623,14 +778,64 @@ class PairState:
             "good": ok,
             "seen_ok": ok + timeouts,
             "bad": total(8),
-            "local": ok * UNIT - bad_n * UNIT - timeouts * tv,
+            "local": _local_trust(ok, bad_n, timeouts, tv),
             "lat_num": total(4),
-            "lat_den": n_counted * UNIT,
+            "lat_den": np.multiply(n_counted, UNIT, out=n_counted),
             "claims": claims,
             "receipts": total(6),
             "refused": total(7),
             "refused_bad": total(9),
         }
+
+    def _laid_out(self, budget: int) -> _RowLayout:
+        """The row layout of every folded block, laid out now if it is not held (or was
+        for another epoch length)."""
+        layout = self._layout
+        if layout is None or layout.budget != budget:
+            layout = _RowLayout(budget, len(self._names))
+            for e in sorted(self._blocks):
+                b = self._blocks[e]
+                cols = self._derived(b, budget)[0]
+                layout.append(b, cols, self._rank[self._pc[b.pair]])
+            self._layout = layout
+        return layout
+
+    @staticmethod
+    def _layout_runs(
+        layout: _RowLayout, counted: int, first: int, d_of: list[float], db_of: list[float]
+    ) -> tuple[list[tuple], int]:
+        """The runs of :meth:`window_sums` from ``layout``, whose newest ``counted``
+        blocks are the counted ones (``d_of``, ``db_of``: theirs, ascending): per bucket,
+        the rows of the newest ``first`` blocks, then per bucket the other counted ones';
+        each row's ``d`` and ``d_bad`` from its block's."""
+        n = len(layout.epochs)
+        sizes = np.array(layout.sizes, _I64).reshape(n, _BUCKETS)
+        offsets = np.concatenate((np.zeros((1, _BUCKETS), _I64), np.cumsum(sizes, axis=0)))
+        # per block held: its weights (blocks not counted are not read)
+        d = np.zeros(n)
+        db = np.zeros(n)
+        d[n - counted :], db[n - counted :] = d_of, db_of
+        runs = []
+        split = 0
+        for region, (lo, hi) in enumerate(((n - first, n), (n - counted, n - first))):
+            for j in range(_BUCKETS):
+                head = layout.head[j]
+                a, b = head + int(offsets[lo, j]), head + int(offsets[hi, j])
+                if b > a:
+                    per = sizes[lo:hi, j]
+                    runs.append(
+                        (
+                            layout.pair[j],
+                            layout.cols[j],
+                            a,
+                            b,
+                            np.repeat(d[lo:hi], per),
+                            np.repeat(db[lo:hi], per),
+                        )
+                    )
+            if region == 0:
+                split = len(runs)
+        return runs, split
 
     # -- streaming EigenTrust ----------------------------------------------------------------
 
@@ -677,7 +882,7 @@ class PairState:
                 continue
             graph = self._chain_graph(e_view, lag, p, decay, tail)
             starts = [None if e_view == a else chains[a][1] for a in due]
-            for a, t in zip(due, chain_steps(*graph, starts, p), strict=True):
+            for a, t in zip(due, chain_steps(*graph, starts, p, positive=True), strict=True):
                 chains[a] = (e_view, t)
         for anchor, (at, t) in chains.items():
             hit = self._chains.get((anchor, *tail))
@@ -735,30 +940,30 @@ class PairState:
         local: np.ndarray,
         good: np.ndarray,
         worked: np.ndarray,
+        order: np.ndarray | None = None,
     ) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The chains' graph (see :meth:`_chain_graph`) from the counted pairs in canonical
         order: their client and node (peer stable IDs) and their sums: ``local`` trust,
-        ``good`` (decayed ok results) and ``worked`` (any decayed claims)."""
+        ``good`` (decayed ok results) and ``worked`` (any decayed claims). ``order``: the
+        vertices in canonical order, when the caller has them (the peers of the pairs,
+        sorted by ID)."""
         valid = pc != pn
         if not valid.all():
             pc, pn, local, good, worked = (x[valid] for x in (pc, pn, local, good, worked))
         vouch = (good * UNIT).astype(np.float64)
-        has_vouch = vouch > 0.0
         # the edges of positive weight (those the graph keeps, in the same order)
-        trusting = local > 0
-        src = np.concatenate((pc[trusting], pn[has_vouch]))
-        dst = np.concatenate((pn[trusting], pc[has_vouch]))
-        weight = np.concatenate((local[trusting].astype(np.float64), vouch[has_vouch]))
+        src, dst, weight, _ = _edges(pc, pn, local.astype(np.float64, copy=False), vouch)
         n = len(self._names)
         # the chains' pre-trusted set: nodes whose own work rows are counted; vertices:
         # the peers of counted rows (others drop out with their trust)
         workers = np.zeros(n, bool)
         workers[pn[worked]] = True
-        vertices = workers.copy()
-        vertices[pc] = True
-        vertices[pn] = True
-        order = np.flatnonzero(vertices)
-        order = order[np.argsort(self._rank[order], kind="stable")]
+        if order is None:
+            vertices = workers.copy()
+            vertices[pc] = True
+            vertices[pn] = True
+            order = np.flatnonzero(vertices)
+            order = order[np.argsort(self._rank[order], kind="stable")]
         return n, src, dst, weight, workers, order
 
     def widen(self, ev: Evidence, win: PairWindow) -> tuple[Evidence, np.ndarray]:
@@ -808,6 +1013,34 @@ class PairState:
         at_a.setflags(write=False)
         at_b.setflags(write=False)
         return union, at_a, at_b
+
+
+def _local_trust(ok: np.ndarray, bad: np.ndarray, timeouts: np.ndarray, tv: float) -> np.ndarray:
+    """Per pair ``ok * UNIT - bad * UNIT - timeouts * tv`` (float sums), in two buffers:
+    the same operations in the same order as the whole-array expression."""
+    local = ok * UNIT
+    tmp = bad * UNIT
+    np.subtract(local, tmp, out=local)
+    np.multiply(timeouts, tv, out=tmp)
+    return np.subtract(local, tmp, out=local)
+
+
+def _edges(
+    pc: np.ndarray, pn: np.ndarray, local: np.ndarray, vouch: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The trust graph's edges of positive weight, in canonical order: client -> node
+    where ``local`` > 0, then node -> client where ``vouch`` > 0 (``src, dst, weight``),
+    and the mask of the pairs with a vouching edge. Written straight into their arrays
+    (no concatenated copies)."""
+    i_t = np.flatnonzero(local > 0.0)
+    has_vouch = vouch > 0.0
+    i_v = np.flatnonzero(has_vouch)
+    k, m = len(i_t), len(i_t) + len(i_v)
+    src, dst, weight = np.empty(m, _I64), np.empty(m, _I64), np.empty(m)
+    for out, first, second in ((src, pc, pn), (dst, pn, pc), (weight, local, vouch)):
+        np.take(first, i_t, out=out[:k], mode="clip")
+        np.take(second, i_v, out=out[k:], mode="clip")
+    return src, dst, weight, has_vouch
 
 
 def _union(
@@ -988,8 +1221,11 @@ def compute_pairs(
     elif peer_at is None:
         index = {q: i for i, q in enumerate(ev.peers)}
         peer_at = np.fromiter((index[q] for q in win.peers), dtype=_I64, count=len(win.peers))
-    pc = peer_at[win.pair_client[live]] if len(live) else np.zeros(0, _I64)
-    pn = peer_at[win.pair_node[live]] if len(live) else np.zeros(0, _I64)
+    if len(peer_at) == n and np.array_equal(peer_at, np.arange(n)):
+        pc, pn = win.pair_client[live], win.pair_node[live]  # the window's peers are ev's
+    else:
+        pc = peer_at[win.pair_client[live]] if len(live) else np.zeros(0, _I64)
+        pn = peer_at[win.pair_node[live]] if len(live) else np.zeros(0, _I64)
     valid = pc != pn
     if offender.any():
         valid &= ~offender[pc] & ~offender[pn]
@@ -998,13 +1234,12 @@ def compute_pairs(
 
     # --- EigenTrust over the pairs: client -> node local trust, node -> client vouching
     # for verdicts both sides' digests support (its ok results the client accepted) -----
-    vouch = np.where(node_trusted[pn], s["good"] * UNIT, 0.0)
-    has_vouch = vouch > 0.0
+    vouch = s["good"] * UNIT
+    trusted_pn = node_trusted[pn]
+    if not trusted_pn.all():
+        vouch = np.where(trusted_pn, vouch, 0.0)
     # the edges of positive weight (those the graph keeps, in the same order)
-    trusting = s["local"] > 0.0
-    src = np.concatenate((pc[trusting], pn[has_vouch]))
-    dst = np.concatenate((pn[trusting], pc[has_vouch]))
-    weight = np.concatenate((s["local"][trusting], vouch[has_vouch]))
+    src, dst, weight, has_vouch = _edges(pc, pn, s["local"], vouch)
     pretrusted = ev.is_node & node_trusted
     warm = None
     if p.is_streaming_trust:
@@ -1015,7 +1250,7 @@ def compute_pairs(
         warm[peer_at] = chain[win.sids]
         warm = warm_start(warm)  # None: no trust yet, the exact path
     # (eigentrust's steps, on a graph whose row sums are read again below)
-    graph = _TrustGraph(n, src, dst, weight, pretrusted, None)
+    graph = _TrustGraph(n, src, dst, weight, pretrusted, None, positive=True)
     trust, prev = graph.run(
         warm,
         p.trust_view_steps if warm is not None else p.trust_iterations,
@@ -1026,12 +1261,20 @@ def compute_pairs(
     # from node j's vouching does not weigh its verdicts on j.
     pair_trust = trust[pc]
     if has_vouch.any():
-        row_pn = graph.row[pn]
-        share = vouch / np.where(row_pn > 0.0, row_pn, 1.0)
-        inflow = (1.0 - p.trust_alpha) * (share * prev[pn])
-        pair_trust = np.where(has_vouch, np.maximum(pair_trust - inflow, 0.0), pair_trust)
+        # per pair: share = vouch / row sum of its node (1 where none), inflow = (1 - alpha)
+        # * (share * prev), pair_trust = max(pair_trust - inflow, 0) where it vouches; in
+        # two buffers (the same operations, in the same order, as whole-array expressions)
+        share = np.take(np.where(graph.row > 0.0, graph.row, 1.0), pn)
+        np.divide(vouch, share, out=share)
+        inflow = np.take(prev, pn)
+        np.multiply(share, inflow, out=inflow)
+        np.multiply(1.0 - p.trust_alpha, inflow, out=inflow)
+        np.subtract(pair_trust, inflow, out=inflow)
+        np.maximum(inflow, 0.0, out=inflow)
+        np.copyto(pair_trust, inflow, where=has_vouch)
     n_pre = max(1, int(np.count_nonzero(pretrusted)))
-    cw0 = np.minimum(p.trust_weight_cap, pair_trust * (n_pre / p.trust_alpha))
+    cw0 = np.multiply(pair_trust, n_pre / p.trust_alpha, out=pair_trust)
+    np.minimum(p.trust_weight_cap, cw0, out=cw0)
     # (no refused input in the window: the sums are +0.0, taken as such)
     refused_c = (
         np.bincount(pc, weights=s["refused_bad"], minlength=n) / _D
@@ -1049,8 +1292,13 @@ def compute_pairs(
     # client's own digest says (it may leave it out, or count a later ``ok``): per pair,
     # the larger of the digest's wrongs and the proofs' verdicts (the same tasks' wrongs
     # when both report them), on the pairs that count (``valid``, as the rows). No verdict
-    # in any proof: ``s["bad"]`` as it is.
-    bad_v = np.maximum(s["bad"], np.where(valid, disputes.verdict_mass(pc, pn, n), 0.0))
+    # in any proof: ``s["bad"]`` as it is (every sum is +0.0 or more: the maximum with
+    # +0.0 is itself, bit for bit).
+    bad_v = (
+        np.maximum(s["bad"], np.where(valid, disputes.verdict_mass(pc, pn, n), 0.0))
+        if len(disputes.verdicts[0])
+        else s["bad"]
+    )
 
     def weigh(proven: np.ndarray, upheld_m: np.ndarray) -> tuple[np.ndarray, ...]:
         """Verdict weights given the per-pair proof masses (docs/core.md, "Verdicts backed
@@ -1078,7 +1326,9 @@ def compute_pairs(
         cred = (1.0 + sup_c) / (
             1.0 + sup_c + p.slander_penalty * ref_c + REFUSAL_WEIGHT * refused_c
         )
-        cw_ = cw0 * cred[pc]
+        # (a credibility of exactly 1 everywhere, e.g. no refusal and no proof: cw0 * 1.0
+        # is cw0, bit for bit)
+        cw_ = cw0 if (cred == 1.0).all() else cw0 * cred[pc]
         g_ = np.bincount(pn, weights=cw_ * g_raw, minlength=n) / _D
         s_ok_ = np.bincount(pn, weights=cw_ * s["seen_ok"], minlength=n) / _D
         if no_proof and np.isfinite(cw_).all():
@@ -1111,7 +1361,7 @@ def compute_pairs(
     # a standing above the colluders' after round 0, and the rounds separate the two.
     # Rows, once a node has any, replace this evidence (they count those tasks).
     rowless = np.ones(n, bool)
-    rowless[pn[valid]] = False
+    rowless[pn if valid.all() else pn[valid]] = False
     standing = quality = quality_of(g, bad)
     upheld, lost = disputes.none, disputes.none
     disputes_lost = np.zeros(n)

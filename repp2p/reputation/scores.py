@@ -240,18 +240,25 @@ class _TrustGraph:
         weight: np.ndarray,
         pretrusted: np.ndarray,
         vertex_order: np.ndarray | None,
+        *,
+        positive: bool = False,
     ) -> None:
+        """``positive``: the caller built the edges without their zero weights (every
+        weight > 0), so they are not checked again."""
         self.n = n
         self.n_pre = int(np.count_nonzero(pretrusted))
         self.p = pretrusted.astype(np.float64) / float(max(self.n_pre, 1))
-        keep = weight > 0.0
-        if keep.all():  # edges given without zero weights: the same edges, no copies
+        if positive or (weight > 0.0).all():  # no zero weights: the same edges, no copies
             self.src, self.dst = src, dst
         else:
+            keep = weight > 0.0
             self.src, self.dst, weight = src[keep], dst[keep], weight[keep]
         #: per vertex, the sum of its outgoing weights (in edge order)
         self.row = row = np.bincount(self.src, weights=weight, minlength=n)
-        self.norm = weight / row[self.src]
+        # weight / row[src], divided in the gathered buffer (the same quotients)
+        # (no edge: bincount's sums come as integers)
+        self.norm = norm = np.take(row, self.src).astype(np.float64, copy=False)
+        np.divide(weight, norm, out=norm)
         dangling = row == 0.0
         if vertex_order is None:
             self.dangling_idx = np.flatnonzero(dangling)
@@ -267,9 +274,13 @@ class _TrustGraph:
         if self.n_pre == 0:
             return (np.zeros(n), np.zeros(n)) if previous else np.zeros(n)
         t = prev = p.copy() if start is None else np.asarray(start, np.float64)
+        flow = np.empty(len(self.src)) if iterations else None
         for _ in range(iterations):
             prev = t
-            y = np.bincount(self.dst, weights=self.norm * t[self.src], minlength=n)
+            # norm * t[src], in one buffer for every step (the same products)
+            np.take(t, self.src, out=flow, mode="clip")  # (in range: clip does not buffer)
+            np.multiply(self.norm, flow, out=flow)
+            y = np.bincount(self.dst, weights=flow, minlength=n)
             lost = float(np.bincount(self.zeros, weights=t[self.dangling_idx], minlength=1)[0])
             t = (1.0 - alpha) * (y + lost * p) + alpha * p
         return (t, prev) if previous else t
@@ -318,13 +329,16 @@ def chain_steps(
     order: np.ndarray,
     chains: list[np.ndarray | None],
     p: ReputationParams,
+    *,
+    positive: bool = False,
 ) -> list[np.ndarray]:
     """One epoch of each trust chain in ``chains`` on one graph (prepared once): for each,
     ``trust_chain_steps`` steps from its vector restricted to the vertices and normalised;
     from a chain's anchor (None), the same steps from ``workers``; when the vector holds no
     trust on the vertices, ``trust_iterations`` steps from ``workers`` (a chain whose past
-    had no graph starts as the exact path does)."""
-    graph = _TrustGraph(n, src, dst, weight, workers, order)
+    had no graph starts as the exact path does). ``positive``: every weight is > 0 (as
+    :class:`_TrustGraph` takes it)."""
+    graph = _TrustGraph(n, src, dst, weight, workers, order, positive=positive)
     out = []
     for t in chains:
         steps = p.trust_chain_steps
