@@ -273,8 +273,9 @@ class _RowLayout:
     Which bucket a row lands in is only a matter of speed (the ranks of the time of its
     fold)."""
 
-    def __init__(self, budget: int, n_ranks: int) -> None:
+    def __init__(self, budget: int, cap: int, n_ranks: int) -> None:
         self.budget = budget
+        self.cap = cap
         self.n_ranks = max(n_ranks, 1)
         self.epochs: list[int] = []  # the blocks held, ascending
         self.sizes: list[np.ndarray] = []  # per block held: its rows per bucket
@@ -358,7 +359,8 @@ class PairState:
         # streaming EigenTrust: (anchor, lag, params...) -> (view epoch, vector over sids)
         self._chains: dict[tuple, tuple[int, np.ndarray]] = {}
         self._graph_cache: tuple | None = None  # the chains' graph a view left behind
-        self._derived_cache: dict[int, tuple] = {}  # epoch -> (block, budget, derived)
+        # epoch -> (block, (budget, cap), derived)
+        self._derived_cache: dict[int, tuple] = {}
         self._layout: _RowLayout | None = None  # the blocks' rows for the views' sums
 
     # -- folding ---------------------------------------------------------------------------
@@ -421,7 +423,7 @@ class PairState:
             if layout.epochs and epoch < layout.epochs[-1]:
                 self._layout = None  # folded out of order: laid out again when next read
             else:
-                cols = self._derived(block, layout.budget)[0]
+                cols = self._derived(block, layout.budget, layout.cap)[0]
                 layout.append(block, cols, self._rank[self._pc[block.pair]])
         self._cache = None
         # a trust chain that already counted up to this epoch would not be what a replay
@@ -614,16 +616,16 @@ class PairState:
 
     # -- per-pair sums -----------------------------------------------------------------------
 
-    def _derived(self, b: EpochBlock, budget: int) -> tuple[np.ndarray, np.ndarray, bool]:
+    def _derived(self, b: EpochBlock, budget: int, cap: int) -> tuple[np.ndarray, np.ndarray, bool]:
         """Per row of ``b``, the columns the view's sums need (``_N_SUMS`` of them: the
         first ``_BY_D`` weigh by ``d``, the rest by ``d_bad``), float64 (exact: small
-        integers); which of them hold a value other than 0; whether any row has a silent
-        node's verdicts. Kept with the block (they depend on its counts and the epoch
-        length)."""
+        integers), from its counts capped at ``cap`` (:func:`row_cap`); which of them hold
+        a value other than 0; whether any row has a silent node's verdicts. Kept with the
+        block (they depend on its counts, the epoch length and the cap)."""
         hit = self._derived_cache.get(b.epoch)
-        if hit is not None and hit[0] is b and hit[1] == budget:
+        if hit is not None and hit[0] is b and hit[1] == (budget, cap):
             return hit[2]
-        c = b.counts
+        c = capped_counts(b.counts, cap)
         counted = c[_OK] + c[_WRONG] + c[_TIMEOUT] + c[_BAD]
         lat = np.minimum(c[_LAT], counted * budget)
         lat_fixed = counted * UNIT - (lat * UNIT) // budget
@@ -644,7 +646,7 @@ class PairState:
         ).astype(np.float64)
         cols.setflags(write=False)
         out = (cols, cols.any(axis=1), bool(c[_SILENT].any()))
-        self._derived_cache[b.epoch] = (b, budget, out)
+        self._derived_cache[b.epoch] = (b, (budget, cap), out)
         return out
 
     def window_sums(
@@ -672,6 +674,7 @@ class PairState:
         decay = decay_table_fixed(p.half_life_epochs, w + 1, DECAY_BITS)
         decay_bad = decay_table_fixed(p.bad_half_life_epochs, w + 1, DECAY_BITS)
         budget = max(epoch_s * 1000, 1)
+        cap = row_cap(p)
         n_pos = len(win.pair_client)
         # blocks counted (ages in [0, w)), newest first
         blocks = [b for b in reversed(win.blocks) if 0 <= (epoch - 1) - b.epoch <= w - 1]
@@ -680,7 +683,7 @@ class PairState:
         current = self._cache is not None and self._cache[1] is win  # no fold since
         if p.is_streaming_trust and current and win.lo <= max(epoch - w, chain_oldest(epoch, p)):
             oldest = chain_oldest(epoch, p)  # the window holds the chains' graph
-        derived = [self._derived(b, budget) for b in blocks]
+        derived = [self._derived(b, budget, cap) for b in blocks]
         nonzero = np.zeros(_N_SUMS, bool)
         for _, nz, _ in derived:
             nonzero |= nz
@@ -691,7 +694,7 @@ class PairState:
         first = len(blocks) if oldest is None else sum(1 for e in counted if e >= oldest)
         # the rows as runs ``(pair IDs, columns, from, to, d, d_bad)``: the newest blocks'
         # runs, then the older ones' (``split`` runs in); ``d`` per run or per row
-        layout = self._laid_out(budget) if current else None
+        layout = self._laid_out(budget, cap) if current else None
         if (
             layout is not None
             and len(counted) <= len(layout.epochs)
@@ -787,15 +790,15 @@ class PairState:
             "refused_bad": total(9),
         }
 
-    def _laid_out(self, budget: int) -> _RowLayout:
+    def _laid_out(self, budget: int, cap: int) -> _RowLayout:
         """The row layout of every folded block, laid out now if it is not held (or was
-        for another epoch length)."""
+        for another epoch length or cap)."""
         layout = self._layout
-        if layout is None or layout.budget != budget:
-            layout = _RowLayout(budget, len(self._names))
+        if layout is None or layout.budget != budget or layout.cap != cap:
+            layout = _RowLayout(budget, cap, len(self._names))
             for e in sorted(self._blocks):
                 b = self._blocks[e]
-                cols = self._derived(b, budget)[0]
+                cols = self._derived(b, budget, cap)[0]
                 layout.append(b, cols, self._rank[self._pc[b.pair]])
             self._layout = layout
         return layout
@@ -916,12 +919,13 @@ class PairState:
         seen = np.zeros(n_ids, bool)
         worked = np.zeros(n_ids, bool)
         timeout_value = p.timeout_penalty_pct * 100
+        cap = row_cap(p)
         for e in range(lo, hi + 1):
             b = self._blocks.get(e)
             if b is None or not len(b.pair):
                 continue
             d = int(decay[(e_view - 1) - e])
-            c = b.counts
+            c = capped_counts(b.counts, cap)
             at = b.pair
             bad_n = c[_WRONG] + c[_BAD]
             timeouts = c[_TIMEOUT] + c[_SILENT]
@@ -1013,6 +1017,52 @@ class PairState:
         at_a.setflags(write=False)
         at_b.setflags(write=False)
         return union, at_a, at_b
+
+
+#: The count columns :func:`capped_counts` caps (every one but the latency sum).
+_CAPPED = [k for k in range(len(COLUMNS)) if k != _LAT]
+
+
+@functools.lru_cache(maxsize=64)
+def row_cap(p: ReputationParams) -> int:
+    """The most one count row's field counts for, under ``p`` (docs/core.md, "Views from
+    digests"): the largest power of two for which every per-pair sum of a window is an
+    exact integer below 2**53 however large the rows. Uncapped, a row's fields may be
+    2**24 each, and a pair's decayed latency sum could pass 2**53: the sum would then
+    depend on the order of its additions, which differs between peers (rows are laid out
+    by the ranks of their fold's time), and so would their views.
+
+    The largest per-row value is the latency column (at most ``4 * cap * UNIT``: four
+    verdict counts of ``cap``) weighed by ``d``, or twice ``cap`` bad verdicts weighed by
+    ``d_bad``; a window holds one row per pair per epoch."""
+    w = p.window_epochs
+    sum_d = int(decay_table_fixed(p.half_life_epochs, w + 1, DECAY_BITS)[:w].sum())
+    sum_db = int(decay_table_fixed(p.bad_half_life_epochs, w + 1, DECAY_BITS)[:w].sum())
+    per_cap = max(4 * UNIT * sum_d, 2 * sum_db, 1)
+    return 1 << max(((2**53 - 1) // per_cap).bit_length() - 1, 0)
+
+
+def capped_counts(counts: np.ndarray, cap: int) -> np.ndarray:
+    """``counts`` (shape ``(len(COLUMNS), rows)``) with every field but the latency sum
+    at most ``cap`` (:func:`row_cap`); a row whose verdicts were capped keeps its mean
+    latency (its latency sum scaled by the verdicts counted over the verdicts reported).
+    ``counts`` itself when no field is over the cap (the usual case: no copy)."""
+    if not len(counts[0]) or int(counts[_CAPPED].max()) <= cap:
+        return counts
+    c = counts.copy()
+    c[_CAPPED] = np.minimum(counts[_CAPPED], cap)
+    before = counts[_OK] + counts[_WRONG] + counts[_TIMEOUT] + counts[_BAD]
+    after = c[_OK] + c[_WRONG] + c[_TIMEOUT] + c[_BAD]
+    cut = after < before
+    # in Python integers: a latency sum may be up to 2**26 * (2**32 - 1)
+    c[_LAT, cut] = [
+        lat * a // b
+        for lat, a, b in zip(
+            counts[_LAT, cut].tolist(), after[cut].tolist(), before[cut].tolist(), strict=True
+        )
+    ]
+    c.setflags(write=False)
+    return c
 
 
 def _local_trust(ok: np.ndarray, bad: np.ndarray, timeouts: np.ndarray, tv: float) -> np.ndarray:
@@ -1126,7 +1176,7 @@ def _row_sums(
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """:meth:`PairState.window_sums` from the window's rows (a window built by hand)."""
     w = p.window_epochs
-    c = win.counts
+    c = capped_counts(win.counts, row_cap(p))
     age = (epoch - 1) - win.row_epoch
     inside = (age >= 0) & (age <= w - 1)
     d = np.where(inside, decay[np.clip(age, 0, w)], 0)

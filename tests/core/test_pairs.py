@@ -12,7 +12,15 @@ from hypothesis import strategies as st
 
 from repp2p.digests import CountRow
 from repp2p.reputation import Evidence, ReputationParams
-from repp2p.reputation.pairs import PairState, compute_pairs, digest_ids_hash, widen
+from repp2p.reputation.detmath import decay_table_fixed
+from repp2p.reputation.pairs import (
+    PairState,
+    compute_pairs,
+    digest_ids_hash,
+    row_cap,
+    widen,
+)
+from repp2p.reputation.scores import DECAY_BITS, UNIT
 
 EPOCH_S = 60
 NODES = [f"node-{i:02d}" for i in range(6)]
@@ -192,7 +200,7 @@ def test_row_layout_sums_equal_the_per_block_sums(monkeypatch, streaming) -> Non
     for e in range(40, 90, 7):  # a silent node's verdicts now and then
         history[e][0] = _row(e, CLIENTS[0], NODES[1], ok=1, node_silent=True, disputed_client=2)
     laid, plain = PairState(), PairState()
-    monkeypatch.setattr(plain, "_laid_out", lambda budget: None)
+    monkeypatch.setattr(plain, "_laid_out", lambda budget, cap: None)
     order = [*range(40, 60), 61, 60, *range(62, 90)]  # one epoch folded out of order
     checked = 0
     for e in order:
@@ -215,6 +223,64 @@ def test_row_layout_sums_equal_the_per_block_sums(monkeypatch, streaming) -> Non
         assert laid._layout is not None and laid._layout.epochs == sorted(laid._blocks)
         assert plain._layout is None
     assert checked == 3 * 30
+
+
+def test_huge_rows_are_capped_so_every_sum_is_exact() -> None:
+    """Rows at the wire format's limits (2**24 verdicts of each kind, the largest latency
+    sum) would make a pair's decayed sums pass 2**53, where a float sum depends on the
+    order of its additions (which differs between peers: rows are laid out by the ranks
+    of their fold's time). Capped at :func:`row_cap`, every sum is the exact integer, and
+    two states folded in different orders, one of them among other peers, agree."""
+    big = 2**24 - 1
+    p = PARAMS
+    cap = row_cap(p)
+    assert 1 <= cap < big
+
+    def rows(e: int) -> list[CountRow]:
+        out = [
+            _row(
+                e,
+                c,
+                NODES[0],
+                ok=big,
+                wrong=big,
+                timeout=big,
+                bad=big,
+                latency=(e % 3) * 1000 * big,  # fast: the largest latency column
+            )
+            for c in CLIENTS[:4]
+        ]
+        out.append(_row(e, CLIENTS[5], NODES[1], ok=3, wrong=1))  # an ordinary row
+        return sorted(out)
+
+    history = {e: rows(e) for e in range(75, 96)}
+    forward = _fold(history, sorted(history))
+    crowded = PairState()  # other peers registered first: other ranks, other buckets
+    crowded.fold(40, [_row(40, f"a-{i:03d}", f"z-{i:03d}", ok=1) for i in range(200)], [b"x"])
+    crowded.prune(41)
+    _fold(history, random.Random(4).sample(sorted(history), len(history)), crowded)
+    (a, win), (b, _) = _table(forward), _table(crowded)
+    _same(a, b)
+    # the sums are the exact integers of the capped rows
+    epoch = 100
+    live, sums = forward.window_sums(win, epoch, EPOCH_S, p)
+    decay = decay_table_fixed(p.half_life_epochs, p.window_epochs + 1, DECAY_BITS)
+    budget = EPOCH_S * 1000
+    for i, at in enumerate(live.tolist()):
+        client, node = win.peers[win.pair_client[at]], win.peers[win.pair_node[at]]
+        want_lat = 0
+        for e, block in history.items():
+            age = epoch - 1 - e
+            if not 0 <= age < p.window_epochs:
+                continue
+            (r,) = [r for r in block if (r.client, r.node) == (client, node)]
+            counted = [min(x, cap) for x in (r.ok, r.wrong, r.timeout, r.bad_proof)]
+            n = sum(counted)
+            lat = r.latency_sum_ms * n // (r.ok + r.wrong + r.timeout + r.bad_proof)
+            lat = min(lat, n * budget)
+            want_lat += int(decay[age]) * (n * UNIT - lat * UNIT // budget)
+            assert want_lat < 2**53
+        assert sums["lat_num"][i] == want_lat, (client, node)
 
 
 def test_digest_ids_hash_is_canonical_cbor_of_the_sorted_ids() -> None:
