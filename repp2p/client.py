@@ -1122,8 +1122,9 @@ class _Attempt:
         }
         if self.verdict is not None:  # k = 1: our signed wrong verdict backs the request
             request["verdict"] = self.verdict
-            # ... with the receipts' claims: the replica publishes the dispute proof
-            request["claims"] = [c.data for c, _r in runs]
+        # the receipts' claims: the replica publishes the dispute proof with them, so the
+        # dispute reaches the views even if we never publish ours (we crash, say)
+        request["claims"] = [c.data for c, _r in runs]
         request["input_sig"] = self._input_sig(peer, enc_key, sealed)
         if self.releases:  # the first round's failures: the node skips them as the plan does
             request["releases"] = self.releases[:16]  # a request carries at most 16

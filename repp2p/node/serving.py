@@ -219,7 +219,7 @@ class TaskServer(TaskLoadAPI):
         """
         request, dispute = _pop_dispute(request)
         request, verdict = _pop_verdict(request, dispute)
-        request, claims = _pop_claims(request, verdict)
+        request, claims = _pop_claims(request, dispute)
         offer_data, sealed, releases = _parse(request)
         input_sig = input_signature(request)
         now_ms = self._now_ms()
@@ -397,6 +397,9 @@ class TaskServer(TaskLoadAPI):
             )
             if short is not None:
                 return _refusal(short)
+        if verdict is not None or claims is not None:
+            # k = 1: required; k >= 2: optional (clients before k >= 2 proofs by replicas
+            # sent none), checked when carried
             carried = tasks.check_verdict_claims(claims or [], offer, receipts, now_ms=now_ms)
             if isinstance(carried, tasks.Reject):
                 return _refusal(carried)
@@ -442,21 +445,22 @@ class TaskServer(TaskLoadAPI):
             return error("bad_request", unsigned)
         log.info("replica for disputed task %s at rank %d", o.task_id.hex()[:12], decision.rank)
         reply = await self._execute(offer, sealed, decision.rank, view.digest, input_sig)
-        if judged is not None and reply["ok"]:
-            await self._publish_contested(offer, judged, runs, reply)
+        if runs and reply["ok"]:
+            await self._publish_replica_proof(offer, judged, runs, reply)
         return reply
 
-    async def _publish_contested(
+    async def _publish_replica_proof(
         self,
         offer: SignedRecord,
-        verdict: SignedRecord,
+        verdict: SignedRecord | None,
         runs: list[tuple[SignedRecord, SignedRecord]],
         reply: dict[str, Any],
     ) -> None:
-        """Publish the dispute proof of a k = 1 task we ran as a replica: the offer, the
-        client's verdict, the carried claims and receipts and ours (at least two receipts,
-        which may all agree). Before the answer goes back: a client that hangs up once it
-        has the output cannot stop it. Never fails the task."""
+        """Publish the dispute proof of a task we ran as a replica: the offer, the carried
+        claims and receipts and ours, and for a k = 1 task the client's verdict (its
+        receipts may all agree). Before the answer goes back: a client that hangs up once
+        it has the output, or never publishes its own proof, cannot keep the dispute from
+        the views. Never fails the task."""
         if self._publish_dispute is None:
             return
         try:
@@ -605,22 +609,22 @@ def _pop_verdict(request: Any, dispute: list[bytes] | None) -> tuple[Any, bytes 
     return request, raw
 
 
-def _pop_claims(request: Any, verdict: bytes | None) -> tuple[Any, list[bytes] | None]:
-    """The request without its ``claims`` (k = 1: the claims of the carried receipts), and
-    those claims (None: none). Claims that are not a list of at most MAX_DISPUTE_RECEIPTS
-    byte strings, or come without a ``verdict``, are malformed (their content is
-    :func:`repp2p.tasks.check_verdict_claims`'s)."""
+def _pop_claims(request: Any, dispute: list[bytes] | None) -> tuple[Any, list[bytes] | None]:
+    """The request without its ``claims`` (the claims of the carried receipts, which the
+    replica publishes the dispute proof with), and those claims (None: none). Claims that
+    are not a list of at most MAX_DISPUTE_RECEIPTS byte strings, or come without a
+    ``dispute``, are malformed (their content is :func:`repp2p.tasks.check_verdict_claims`'s)."""
     if type(request) is not dict or "claims" not in request:
         return request, None
     request = dict(request)
     raw = request.pop("claims")
     if (
-        verdict is None
+        dispute is None
         or type(raw) is not list
         or len(raw) > tasks.MAX_DISPUTE_RECEIPTS
         or any(type(c) is not bytes for c in raw)
     ):
-        raise ProtocolError("bad claims: byte strings, with a verdict")
+        raise ProtocolError("bad claims: byte strings, with a dispute")
     return request, raw
 
 

@@ -30,6 +30,10 @@ Rules of this file (h11 style):
                                               ranking), enclave signature by the signer's
                                               attested result key, >= 2 distinct outputs
                                               -> ``bad_dispute``
+     2c check_verdict_claims(envelopes,       when the request carries ``claims``: one live
+                              offer, receipts) Claim per carried receipt, of its node, for
+                                              this task (``bad_dispute``): the replica
+                                              publishes the dispute proof with them
       3 replica_rank(escalation, me, ran,     this node did not run it (``replayed``) and is
                      max_replicas, released)  among the first ``max_replicas`` nodes of the
                                               escalation ranking that neither ran it nor
@@ -474,10 +478,11 @@ def check_verdict_claims(
     *,
     now_ms: int,
 ) -> list[SignedRecord] | Reject:
-    """Step 2v, after :func:`check_verdict`: the claims a k = 1 replica request carries,
-    one per carried receipt, so that the replica can publish the dispute proof once it has
-    its own receipt (docs/core.md, "Live escalation at k = 1"; on a digest network nobody
-    else would see the first node's claim).
+    """The claims a replica request carries, one per carried receipt, so that the replica
+    can publish the dispute proof once it has its own receipt (on a digest network nobody
+    else would see the first nodes' claims): step 2v at k = 1, after :func:`check_verdict`
+    (required; docs/core.md, "Live escalation at k = 1"); after step 2 at k >= 2 when the
+    request carries them (docs/core.md, "Disputes and escalation").
 
     Rules, in order (each ``bad_dispute``): as many envelopes as ``receipts``, at most
     :data:`MAX_DISPUTE_RECEIPTS`; each decodes, is live at ``now_ms // 1000`` and is a
@@ -489,7 +494,7 @@ def check_verdict_claims(
     """
     o: TaskOffer = offer.record  # type: ignore[assignment]
     if len(envelopes) != len(receipts) or len(envelopes) > MAX_DISPUTE_RECEIPTS:
-        return _bad("a verdict's request carries one claim per receipt")
+        return _bad("a dispute's claims are one claim per receipt")
     found: list[SignedRecord] = []
     for data, receipt in zip(envelopes, receipts, strict=True):
         try:

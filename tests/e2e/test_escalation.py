@@ -97,8 +97,22 @@ async def _refused_dispute(client, node, offer, receipts) -> dict:
 # on "digests" per-task records stay with their parties: the client gossips the disputed
 # task's offer, claims and receipts as a dispute proof (repp2p.digests.disputes), and every
 # peer's digest view judges the dispute from it (docs/digests.md, "Dispute proofs")
-@pytest.mark.parametrize("views", ["records", "digests"])
-async def test_camouflaged_cheater_outvoted_2_to_1_is_resolved_by_escalation(tmp_path, views):
+#
+# "digests-silent": the client never publishes its proof (it crashed, say): the replicas
+# publish theirs (each with the receipts the request carried and its own), and their merge
+# is the whole dispute on every peer
+@pytest.mark.parametrize("views", ["records", "digests", "digests-silent"])
+async def test_camouflaged_cheater_outvoted_2_to_1_is_resolved_by_escalation(
+    tmp_path, views, monkeypatch
+):
+    if views == "digests-silent":
+        import repp2p.client
+
+        async def publish_nothing(self) -> None:
+            return None
+
+        monkeypatch.setattr(repp2p.client._Attempt, "_publish_dispute", publish_nothing)
+        views = "digests"
     params = dev_params(EPOCH_S).replace(task_record_lag=TASK_RECORD_LAG, reputation_source=views)
     async with trio.open_nursery() as nursery:
         boot = await start_node(nursery, node_config(tmp_path, "n0", network_params=params))

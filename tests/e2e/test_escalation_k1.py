@@ -155,9 +155,11 @@ async def test_a_k1_cheater_judged_wrong_is_outvoted_by_replicas(tmp_path, views
                 "other": {**base, "verdict": other},
                 "oversize": {**base, "verdict": b"\xa0" * 4096},
                 "short": {**base, "verdict": short},
-                # without a verdict one receipt disputes nothing (and claims need one)
+                # without a verdict one receipt disputes nothing, with or without claims
                 "no_verdict": {k: v for k, v in base.items() if k != "claims"},
                 "claims_alone": base,
+                # claims come with a dispute only
+                "claims_no_dispute": {k: v for k, v in base.items() if k != "dispute"},
                 # a verdict needs the claim of each carried receipt (the replica publishes
                 # the dispute proof with them)
                 "no_claims": {
@@ -192,7 +194,8 @@ async def test_a_k1_cheater_judged_wrong_is_outvoted_by_replicas(tmp_path, views
                 ("oversize", "bad_verdict", "at most"),
                 ("short", "bad_verdict", "the verdict expires"),
                 ("no_verdict", "bad_dispute", ""),
-                ("claims_alone", "bad_request", ""),
+                ("claims_alone", "bad_dispute", ""),
+                ("claims_no_dispute", "bad_request", ""),
                 ("no_claims", "bad_dispute", "one claim per receipt"),
                 ("no_receipts", "bad_request", ""),
             ):
