@@ -11,7 +11,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from repp2p.records import Feedback, Heartbeat, Outcome, compare, is_final, sign, winner
+from repp2p.records import (
+    Feedback,
+    Heartbeat,
+    Outcome,
+    compare,
+    evidence_group,
+    is_final,
+    sign,
+    winner,
+)
 from repp2p.reputation.evidence import _current
 from repp2p.store import SqliteRecordStore
 from repp2p.testing import factories
@@ -136,11 +145,12 @@ def test_the_current_record_is_the_same_in_every_arrival_order(versions):
         assert held.record.outcome == "wrong"
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(_versions)
 def test_stores_converge_on_the_current_record_and_evidence(versions):
-    """Real stores, every arrival order: the same current record and, where the slot's
-    versions form one same-seq group, the same evidence pair."""
+    """Real stores, every arrival order: the same current record and the same evidence,
+    which is the pair of the two smallest record IDs among the versions of the current
+    record's group (its seq and finality) when it has two, and what ``collect`` finds."""
     records = [fb(o, seq, rating=r) for o, seq, r in versions]
     held, evidence = set(), set()
     with tempfile.TemporaryDirectory() as tmp:
@@ -150,11 +160,40 @@ def test_stores_converge_on_the_current_record_and_evidence(versions):
                 (current,) = store.query(type="Feedback")
                 held.add(current.record_id)
                 evidence.add(tuple(tuple(r.record_id for r in p) for p in store.equivocations()))
-    assert held == {_best(records).record_id}
-    if len({r.record.seq for r in records}) == 1:
-        (pairs,) = evidence
-        smallest = tuple(sorted(r.record_id for r in records)[:2])
-        assert pairs == (smallest,)
+    best = _best(records)
+    assert held == {best.record_id}
+    (pairs,) = evidence  # whatever the order
+    group = sorted(
+        r.record_id for r in records if evidence_group(r.record) == evidence_group(best.record)
+    )
+    assert pairs == ((tuple(group[:2]),) if len(group) > 1 else ())
+    offences = _current(records, NOW)[1]
+    assert [o.record_ids for o in offences] == ([tuple(group)] if len(group) > 1 else [])
+
+
+def test_versions_a_higher_seq_overtook_are_no_evidence_in_any_order(tmp_path):
+    """Two heartbeats of seq 5 and one of seq 6: a peer that saw the pair before the seq 6
+    one compared them, a peer that saw seq 6 first never did (they are stale). Neither
+    keeps evidence, so their views agree (the pair went when seq 6 replaced it)."""
+    a, b, newer = hb(5, load=1), hb(5, load=2), hb(6)
+    held = []
+    for i, order in enumerate(itertools.permutations((a, b, newer))):
+        with SqliteRecordStore(tmp_path / f"{i}.db", synchronous="NORMAL") as store:
+            outcomes = store.put_many(order, now=NOW)
+            if order[2] is newer:  # the pair was compared, then overtaken
+                assert outcomes[1] is Outcome.EQUIVOCATION
+                assert outcomes[2] is Outcome.REPLACED
+            held.append((store.equivocations(), [r.record_id for r in store.query()]))
+    assert held == [([], [newer.record_id])] * 6
+    assert _current([a, b, newer], NOW)[1] == []
+    # at the current seq, the pair is evidence in every order
+    twin = hb(6, load=9)
+    pairs = set()
+    for i, order in enumerate(itertools.permutations((a, b, newer, twin))):
+        with SqliteRecordStore(tmp_path / f"t{i}.db", synchronous="NORMAL") as store:
+            store.put_many(order, now=NOW)
+            pairs.add(tuple((x.record_id, y.record_id) for x, y in store.equivocations()))
+    assert pairs == {(tuple(sorted((newer.record_id, twin.record_id))),)}
 
 
 def _best(records):

@@ -34,7 +34,15 @@ from repp2p.records.refusal import (
     sealed_input_signed,
     sign_sealed_input,
 )
-from repp2p.records.replacement import Outcome, compare, is_final, precedence, slot_key, winner
+from repp2p.records.replacement import (
+    Outcome,
+    compare,
+    evidence_group,
+    is_final,
+    precedence,
+    slot_key,
+    winner,
+)
 from repp2p.records.types import (
     DIGEST_MAX_LEAVES,
     DIGEST_MAX_PARTS,
@@ -105,6 +113,7 @@ __all__ = [
     "compare",
     "decode",
     "encode",
+    "evidence_group",
     "input_commitment",
     "is_final",
     "is_peer_id",

@@ -74,6 +74,15 @@ def precedence(signed: _Versioned) -> tuple[bool, int, bytes]:
     return (not is_final(signed.record), -signed.record.seq, signed.record_id)
 
 
+def evidence_group(record: Any) -> tuple[bool, int]:
+    """The versions of a slot that can equivocate with ``record`` (a decoded record): those
+    of its ``seq`` and its finality. A slot's equivocation evidence is a pair of versions
+    in its current record's group only (docs/records.md, "Replacement rules"): versions a
+    record of another group outranked are compared only by a peer that saw them before
+    it, so evidence about them would depend on the order records arrived in."""
+    return is_final(record), record.seq
+
+
 def slot_key(signed: SignedRecord) -> tuple[bytes, str, bytes]:
     """The replacement key ``(signer key, type, slot)`` of a record."""
     return signed.signer_key, signed.record.TYPE, signed.record.slot()

@@ -57,6 +57,7 @@ from repp2p.records import (
     Refusal,
     TaskOffer,
     check_refusal,
+    evidence_group,
     precedence,
     receipt_message,
 )
@@ -319,8 +320,11 @@ def _current(
     """Current record per slot by the replacement rules (a ``wrong`` Feedback is final:
     it stays current over any other verdict of its slot), plus equivocation evidence.
 
-    Conflicts are found per ``(slot, seq)`` over every version seen, not only against the
-    record current on arrival, so the evidence is the same whatever the arrival order.
+    Conflicts are found among the versions of the current record's group (its ``seq`` and
+    finality: :func:`repp2p.records.evidence_group`), over every version seen, not only
+    against the record current on arrival, so the evidence is the same whatever the
+    arrival order; versions a record of another group outranked are no evidence (a peer
+    that saw that record first never compares them).
     """
     versions: dict[tuple[str, str, bytes], dict[int, dict[bytes, AcceptedRecord]]] = {}
     for item in records:
@@ -338,12 +342,19 @@ def _current(
         current[key] = min(
             (item for group in by_seq.values() for item in group.values()), key=precedence
         )
-        for seq in sorted(by_seq):
-            group = by_seq[seq]
-            if len(group) > 1:
-                rec = group[min(group)].record
-                epoch = rec.epoch_of() if hasattr(rec, "epoch_of") else None
-                offences.append(Offence("equivocation", key[0], tuple(sorted(group)), epoch))
+        # Equivocation within the current record's group only (its seq and finality), as
+        # the store keeps evidence: versions a record of another group outranked are
+        # compared only by a peer that saw them first (repp2p.records.evidence_group).
+        best = evidence_group(current[key].record)
+        group = {
+            rid: item
+            for rid, item in by_seq[best[1]].items()
+            if evidence_group(item.record) == best
+        }
+        if len(group) > 1:
+            rec = group[min(group)].record
+            epoch = rec.epoch_of() if hasattr(rec, "epoch_of") else None
+            offences.append(Offence("equivocation", key[0], tuple(sorted(group)), epoch))
     return current, offences
 
 

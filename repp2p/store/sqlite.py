@@ -36,6 +36,7 @@ from repp2p.records import (
     check_lifetime,
     compare,
     decode,
+    evidence_group,
     winner,
 )
 from repp2p.store.abc import RecordStoreAPI
@@ -262,23 +263,49 @@ class SqliteRecordStore(RecordStoreAPI):
             assert current is not None
             self._db.execute("DELETE FROM records WHERE record_id=?", (current.record_id,))
             self._insert(signed, now)
+            self._drop_overtaken(signed)
         elif outcome is Outcome.EQUIVOCATION:
             assert current is not None
-            # Paired with the smallest record ID held of its seq, so the slot keeps the pair
-            # of its two smallest whatever the order. That is the current record, unless a
-            # final one (a `wrong` Feedback) is current over a smaller version of its seq,
-            # which then survives only in the slot's evidence pair.
-            partner = min((current, *self._held_versions(signed)), key=lambda s: s.record_id)
-            a, b = sorted((partner, signed), key=lambda s: s.record_id)
-            self._keep_evidence(a, b, now)
+            # Evidence only within the current record's group (its seq and finality,
+            # ``evidence_group``): a same-seq ``ok`` and ``wrong`` are no pair, since a
+            # peer that saw a higher-seq ``ok`` first never compares them. Paired with the
+            # smallest record ID held of the group, so the slot keeps the pair of its two
+            # smallest whatever the order.
+            if evidence_group(signed.record) == evidence_group(current.record):
+                partner = min((current, *self._held_versions(signed)), key=lambda s: s.record_id)
+                a, b = sorted((partner, signed), key=lambda s: s.record_id)
+                self._keep_evidence(a, b, now)
             if winner(current, signed) is signed:
                 self._db.execute("DELETE FROM records WHERE record_id=?", (current.record_id,))
                 self._insert(signed, now)
+                self._drop_overtaken(signed)  # a ``wrong`` over an ``ok`` of its seq
         return outcome
 
+    def _drop_overtaken(self, current: SignedRecord) -> None:
+        """Drop the evidence of ``current``'s slot outside its group (``evidence_group``):
+        the versions a record that outranks them overtook. A peer that saw ``current``
+        first never compared them (they were ``stale``), so keeping their pair would make
+        the evidence, and the views, depend on the order records arrived in."""
+        slot, group = current.record.slot(), evidence_group(current.record)
+        rows = self._db.execute(
+            "SELECT a_id, b_id, a_data FROM evidence WHERE signer=? AND type=?",
+            (current.signer, current.type),
+        )
+        gone = []
+        for a_id, b_id, a_data in rows.fetchall():
+            try:
+                first = self._load(a_data)
+            except StoreError:  # a damaged row: purged with the expired ones
+                continue
+            if first.record.slot() == slot and evidence_group(first.record) != group:
+                gone.append((a_id, b_id))
+        self._db.executemany("DELETE FROM evidence WHERE a_id=? AND b_id=?", gone)
+
     def _held_versions(self, signed: SignedRecord) -> list[SignedRecord]:
-        """The records of ``signed``'s slot and ``seq`` in the evidence kept, but not it."""
+        """The records of ``signed``'s slot and group (its ``seq`` and finality) in the
+        evidence kept, but not it."""
         slot = signed.record.slot()
+        group = evidence_group(signed.record)
         held = []
         rows = self._db.execute(
             "SELECT a_data, b_data FROM evidence WHERE signer=? AND type=?",
@@ -292,7 +319,7 @@ class SqliteRecordStore(RecordStoreAPI):
                     continue
                 if (
                     other.record.slot() == slot
-                    and other.record.seq == signed.record.seq
+                    and evidence_group(other.record) == group
                     and other.record_id != signed.record_id
                 ):
                     held.append(other)
