@@ -152,6 +152,11 @@ class ViewKeeper:
             record lags, matching and reputation parameters.
         book_path: where the penalty book is kept across restarts (a node's data dir);
             None keeps it in memory only.
+        ranks_path: where the offers' assigned ranks are kept across restarts on a
+            digest network (a node's data dir), so that a peer restarted since an offer's
+            epoch judges its dispute proofs on the ranks it took before; None keeps them
+            in memory only (a records network keeps them in memory: every offer is
+            held, and its epoch's view is rebuilt from the store).
     """
 
     def __init__(
@@ -161,15 +166,17 @@ class ViewKeeper:
         params: NetworkParams,
         *,
         book_path: Path | None = None,
+        ranks_path: Path | None = None,
     ) -> None:
         self.store = store
         self.book_path = book_path
+        self.params = params
+        self.ranks_path = ranks_path if params.reputation_source == "digests" else None
         self._saved_book = self._load_book()
         #: the book as kept when we started: what rebuilt views of epochs we were down
         #: for go on from (``_past_book``)
         self._start_book = self._saved_book
         self.policy = policy
-        self.params = params
         self._cache: VerificationCache = VerificationCache(4096)
         self._views: dict[int, View] = {}
         #: views of past epochs we hold no view of, rebuilt to rank dispute offers
@@ -179,8 +186,9 @@ class ViewKeeper:
         self._keys: dict[str, tuple[bytes, bytes]] = {}
         self._verdicts: dict[str, AttestedNode] = {}
         self._runtime = runtime_measurement()
-        #: each offer's assigned ranks, judged once on the view of its epoch
-        self._assignments = Assignments()
+        #: each offer's assigned ranks, judged once on the view of its epoch (kept in
+        #: ``ranks_path``: read back after a restart)
+        self._assignments = self._load_ranks()
         #: ``peer -> [(result key, epoch it was replaced)]``, the keys earlier verified
         #: attestations bound (an enclave restart brings fresh keys; docs/core.md)
         self._earlier_keys: dict[str, list[tuple[bytes, int]]] = {}
@@ -479,6 +487,8 @@ class ViewKeeper:
                 self._drop_rebuilt()  # a newer view: built again
             if view.penalties.epoch > self._saved_book.epoch:
                 self._save_book(view.penalties)
+            if self.ranks_path is not None and self._assignments.changed:
+                self._save_ranks(self.ranks_path)
         return view
 
     @property
@@ -879,6 +889,36 @@ class ViewKeeper:
             except OSError:
                 pass
             return PenaltyBook()
+
+    def _load_ranks(self) -> Assignments:
+        """The offers' ranks kept in ``ranks_path``; none when absent or unreadable."""
+        path = self.ranks_path
+        if path is None or not path.exists():
+            return Assignments()
+        try:
+            return Assignments.from_bytes(path.read_bytes())
+        except (OSError, StoreError) as exc:
+            # Not fatal: the offers of the held epochs are ranked again on rebuilt views;
+            # older ones' receipts are left out, as before ranks were kept. Keep the file.
+            damaged = path.with_suffix(".damaged")
+            log.warning("offer ranks %s ignored (kept as %s): %s", path, damaged, exc)
+            try:
+                path.replace(damaged)
+            except OSError:
+                pass
+            return Assignments()
+
+    def _save_ranks(self, path: Path) -> None:
+        """Write the offers' ranks to ``path`` (atomically: a temporary file renamed).
+        Saved once per view built, when they changed: ranks taken between two views and
+        lost in a crash are taken again as after any restart."""
+        data = self._assignments.to_bytes()
+        tmp = path.with_suffix(".tmp")
+        try:
+            tmp.write_bytes(data)
+            tmp.replace(path)
+        except OSError as exc:
+            log.warning("could not save the offer ranks to %s: %s", path, exc)
 
     def _save_book(self, book: PenaltyBook) -> None:
         self._saved_book = book

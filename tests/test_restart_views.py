@@ -248,3 +248,43 @@ def test_a_rebuilt_view_does_not_depend_on_which_epochs_were_rebuilt_first():
 
     forward, backward = rebuilt([V - 3, V - 2]), rebuilt([V - 2, V - 3])
     assert forward == backward
+
+
+def test_ranks_kept_on_disk_count_an_old_offers_receipts_after_a_restart(tmp_path):
+    """A node keeps its offers' ranks across restarts (``ranks_path``): restarted after
+    the offer's epoch left the views it rebuilds, it counts the dispute's receipts as the
+    running peers do (the same scores), where a keeper without the file leaves them out;
+    a damaged file is set aside and the ranks start empty."""
+    store = _store()
+    now = [V * DIGESTS.epoch_s + 1.0]
+    path = tmp_path / "offer-ranks.cbor"
+    running = ViewKeeper(store, POLICY, DIGESTS, ranks_path=path)
+    running_book = _book(running, tmp_path / "running", now)
+    for e in range(V - 4, V + 1):
+        running.view(e)
+    offer = _offer()
+    assert running_book.judge(_proof(offer)) is Verdict.ACCEPT
+    count = running.dispute_timing.count(OFFER_EPOCH, offer.record.deadline_ms)
+    last = OFFER_EPOCH + running.held_epochs + 1
+    assert last > count  # a view that counts the dispute, past the epochs rebuilt
+    for e in range(V + 1, last + 1):
+        running.view(e)
+    assert path.exists()
+    now[0] = last * DIGESTS.epoch_s + 1.0
+
+    def restarted(ranks_path):
+        keeper = ViewKeeper(store, POLICY, DIGESTS, ranks_path=ranks_path)
+        _book(keeper, tmp_path / "running", now)  # reads the proof the node kept
+        return keeper.view(last)
+
+    kept, without, ran = restarted(path), restarted(None), running.view(last)
+    # (the view digest names the proofs counted, not what they were judged)
+    assert kept.digest == ran.digest == without.digest
+    assert len(kept.evidence.receipt_node) == len(ran.evidence.receipt_node) == len(NODES)
+    assert len(without.evidence.receipt_node) == 0
+    for name in ("quality", "standing", "disputes_lost", "score"):
+        assert (getattr(kept.reputation, name) == getattr(ran.reputation, name)).all()
+    # a damaged file: set aside, no ranks (the receipts are left out), nothing raised
+    path.write_bytes(path.read_bytes()[:-5])
+    assert len(restarted(path).evidence.receipt_node) == 0
+    assert not path.exists() and path.with_suffix(".damaged").exists()

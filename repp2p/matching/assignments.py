@@ -13,12 +13,17 @@ views read it; :func:`repp2p.reputation.collect` takes its :meth:`Assignments.ra
 node ranks on its own view, and views can differ by a place or two).
 
 Pure: the caller hands in the views (``view_of``); nothing here reads a store or a clock.
+A keeper keeps its ranks across restarts with :meth:`Assignments.to_bytes` and
+:meth:`Assignments.from_bytes` (the caller reads and writes the file).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+import cbor2
+
+from repp2p.errors import StoreError
 from repp2p.matching.beacon import beacon
 from repp2p.matching.hashing import task_words
 from repp2p.matching.rank import rank_fast
@@ -28,6 +33,8 @@ from repp2p.reputation import AcceptedRecord
 
 #: ``Claim.rank`` is a byte: no ranking is longer
 MAX_RANKS = 256
+#: The most offers :meth:`Assignments.from_bytes` reads (a file is input too)
+MAX_SAVED_OFFERS = 1_000_000
 
 
 def escalation_order(o: TaskOffer, view: View, beacon_: bytes) -> list[str]:
@@ -70,6 +77,8 @@ class Assignments:
 
     def __init__(self) -> None:
         self._cache: dict[bytes, tuple[int, Mapping[str, frozenset[int]]]] = {}
+        #: whether the cache changed since :meth:`to_bytes` was last called
+        self.changed = False
 
     def __len__(self) -> int:
         return len(self._cache)
@@ -93,6 +102,7 @@ class Assignments:
             return None
         got = assigned_ranks(o, view)
         self._cache[offer.record_id] = (o.epoch, got)
+        self.changed = True
         return got
 
     def for_views(self, view_of: Callable[[int], View | None]):
@@ -101,8 +111,69 @@ class Assignments:
 
     def keep(self, offer_ids: set[bytes]) -> None:
         """Drop every offer not in ``offer_ids`` (the offers still held)."""
-        self._cache = {k: v for k, v in self._cache.items() if k in offer_ids}
+        kept = {k: v for k, v in self._cache.items() if k in offer_ids}
+        self.changed |= len(kept) != len(self._cache)
+        self._cache = kept
 
     def forget_before(self, epoch: int) -> None:
         """Drop the offers of epochs before ``epoch`` (out of every view's window)."""
-        self._cache = {k: v for k, v in self._cache.items() if v[0] >= epoch}
+        kept = {k: v for k, v in self._cache.items() if v[0] >= epoch}
+        self.changed |= len(kept) != len(self._cache)
+        self._cache = kept
+
+    def to_bytes(self) -> bytes:
+        """Canonical CBOR of every offer's ranks, to keep them across restarts: ``{"v": 1,
+        "offers": [[offer record ID, epoch, [[peer, [rank, ...]], ...]], ...]}``, offers by
+        ID, peers by ID, ranks ascending. Marks the cache unchanged."""
+        offers = [
+            [oid, epoch, [[peer, sorted(ranks)] for peer, ranks in sorted(got.items())]]
+            for oid, (epoch, got) in sorted(self._cache.items())
+        ]
+        self.changed = False
+        return cbor2.dumps({"v": 1, "offers": offers}, canonical=True)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Assignments:
+        """The ranks :meth:`to_bytes` wrote.
+
+        Raises:
+            StoreError: the bytes are not such a file (damaged or foreign), or hold more
+                than :data:`MAX_SAVED_OFFERS` offers or a rank outside ``0..255``.
+        """
+        out = cls()
+        try:
+            obj = cbor2.loads(data, allow_duplicate_keys=False, max_depth=8)
+            if type(obj) is not dict or obj.keys() != {"v", "offers"} or obj["v"] != 1:
+                raise ValueError("not a version-1 file of offer ranks")
+            offers = obj["offers"]
+            if type(offers) is not list or len(offers) > MAX_SAVED_OFFERS:
+                raise ValueError(f"offers is not a list of at most {MAX_SAVED_OFFERS}")
+            for entry in offers:
+                if type(entry) is not list or len(entry) != 3:
+                    raise ValueError("bad offer entry")
+                oid, epoch, ranked = entry
+                if type(oid) is not bytes or len(oid) != 32 or oid in out._cache:
+                    raise ValueError("bad or repeated offer ID")
+                if type(epoch) is not int or not 0 <= epoch < 2**64:
+                    raise ValueError("bad epoch")
+                if type(ranked) is not list or len(ranked) > 2 * MAX_RANKS:
+                    raise ValueError("bad ranks")
+                got: dict[str, frozenset[int]] = {}
+                for item in ranked:
+                    if type(item) is not list or len(item) != 2:
+                        raise ValueError("bad ranks")
+                    peer, ranks = item
+                    if (
+                        type(peer) is not str
+                        or peer in got
+                        or type(ranks) is not list
+                        or not ranks
+                        or len(ranks) > 2
+                        or any(type(r) is not int or not 0 <= r < MAX_RANKS for r in ranks)
+                    ):
+                        raise ValueError("bad ranks")
+                    got[peer] = frozenset(ranks)
+                out._cache[oid] = (epoch, got)
+        except (ValueError, TypeError, cbor2.CBORError) as exc:
+            raise StoreError(f"offer ranks: {exc}") from None
+        return out

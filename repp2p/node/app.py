@@ -273,7 +273,11 @@ class Node:
         light = holds_only_own_tasks(cfg.role, cfg.network_params)
         try:
             keeper = ViewKeeper(
-                store, self.policy, cfg.network_params, book_path=cfg.data_dir / "penalties.cbor"
+                store,
+                self.policy,
+                cfg.network_params,
+                book_path=cfg.data_dir / "penalties.cbor",
+                ranks_path=cfg.data_dir / "offer-ranks.cbor",
             )
             pipeline = RecordPipeline(
                 store,
