@@ -34,6 +34,7 @@ from repp2p.errors import (
     ProtocolError,
     RecordError,
     ReppError,
+    StoreError,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -1001,6 +1002,50 @@ def _tsm_seeds() -> list[bytes]:
     return [_join(bytes(report), table) for table in _cert_table_seeds()]
 
 
+# -- a node's saved state (its data dir is input too) -----------------------------------
+
+
+def _offer_ranks(data: bytes) -> bool:
+    """The offer ranks a view keeper reads back after a restart (``offer-ranks.cbor``)."""
+    from repp2p.matching import Assignments
+
+    got = Assignments.from_bytes(data)
+    assert Assignments.from_bytes(got.to_bytes())._cache == got._cache
+    return True
+
+
+def _offer_ranks_seeds() -> list[bytes]:
+    from repp2p.matching import Assignments
+
+    a = Assignments()
+    a._cache[bytes(range(32))] = (7, {"peer-a": frozenset({1}), "peer-b": frozenset({0, 3})})
+    a._cache[bytes(32)] = (5, {})
+    return [Assignments().to_bytes(), a.to_bytes()]
+
+
+def _penalty_book(data: bytes) -> bool:
+    """The penalty book a view keeper reads back after a restart (``penalties.cbor``)."""
+    from repp2p.reputation import PenaltyBook
+
+    PenaltyBook.from_bytes(data)
+    return True
+
+
+def _penalty_book_seeds() -> list[bytes]:
+    from repp2p.reputation import Offence, PenaltyBook, PenaltyEntry
+
+    off = Offence("equivocation", "peer-a", (bytes(32), bytes(range(32))), 3)
+    book = PenaltyBook(
+        epoch=9,
+        entries={
+            "peer-a": PenaltyEntry(
+                below_epochs=2, strikes=1, until_epoch=12, hard=True, evidence=(off,)
+            )
+        },
+    )
+    return [PenaltyBook().to_bytes(), book.to_bytes()]
+
+
 def _targets() -> dict[str, Target]:
     targets = [
         Target("record", _record, (RecordError,), lambda: list(_signed_samples()), 8192),
@@ -1017,6 +1062,8 @@ def _targets() -> dict[str, Target]:
         Target("dispute-mix", _dispute_mix, (ProofError,), _dispute_mix_seeds, 64),
         Target("enclave-wire", _enclave_wire, (ReppError, *_wire_errors()), _enclave_seeds),
         Target("node-config", _node_config, (ConfigError,), _node_config_seeds),
+        Target("offer-ranks", _offer_ranks, (StoreError,), _offer_ranks_seeds),
+        Target("penalty-book", _penalty_book, (StoreError,), _penalty_book_seeds),
         Target("policy", _policy, (ConfigError,), _files("bootstrap/*policy*.toml")),
         Target("scenario", _scenario, (ConfigError,), _files("simulations/*.toml")),
         Target("network-params", _network_params, (ConfigError,), _files("bootstrap/dev.toml")),
