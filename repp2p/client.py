@@ -1122,9 +1122,11 @@ class _Attempt:
         }
         if self.verdict is not None:  # k = 1: our signed wrong verdict backs the request
             request["verdict"] = self.verdict
-        # the receipts' claims: the replica publishes the dispute proof with them, so the
-        # dispute reaches the views even if we never publish ours (we crash, say)
-        request["claims"] = [c.data for c, _r in runs]
+        if self.verdict is not None or self.client.views.params.reputation_source == "digests":
+            # the receipts' claims: the replica publishes the dispute proof with them, so
+            # the dispute reaches digest views even if we never publish ours (we crash,
+            # say); a records network's views see the receipts themselves
+            request["claims"] = [c.data for c, _r in runs]
         request["input_sig"] = self._input_sig(peer, enc_key, sealed)
         if self.releases:  # the first round's failures: the node skips them as the plan does
             request["releases"] = self.releases[:16]  # a request carries at most 16

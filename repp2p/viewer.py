@@ -626,9 +626,9 @@ class ViewKeeper:
         ``newest``, every offer a dispute proof may still arrive for), or, for such an
         epoch it holds no view of (it was restarted since, or not running then), the view
         :meth:`_rebuilt_view` builds. Older epochs are not rebuilt: their offers were
-        ranked when their proofs arrived, and the cached ranks are memory only, so a peer
-        restarted since leaves their receipts out (docs/digests.md, "What digest views
-        still do not do")."""
+        ranked when their proofs arrived, and the cached ranks are kept across restarts
+        (``ranks_path``); a peer restarted since that holds none for such an offer leaves
+        its receipts out (docs/digests.md, "What digest views still do not do")."""
 
         def view_of(e: int) -> View | None:
             if before is not None and e >= before:
@@ -917,8 +917,10 @@ class ViewKeeper:
         try:
             tmp.write_bytes(data)
             tmp.replace(path)
-        except OSError as exc:
+        except OSError as exc:  # tried again after the next view
             log.warning("could not save the offer ranks to %s: %s", path, exc)
+        else:
+            self._assignments.changed = False
 
     def _save_book(self, book: PenaltyBook) -> None:
         self._saved_book = book

@@ -288,3 +288,18 @@ def test_ranks_kept_on_disk_count_an_old_offers_receipts_after_a_restart(tmp_pat
     path.write_bytes(path.read_bytes()[:-5])
     assert len(restarted(path).evidence.receipt_node) == 0
     assert not path.exists() and path.with_suffix(".damaged").exists()
+
+
+def test_ranks_that_could_not_be_saved_are_saved_after_a_later_view(tmp_path):
+    store = _store()
+    folder = tmp_path / "not-yet"
+    keeper = ViewKeeper(store, POLICY, DIGESTS, ranks_path=folder / "offer-ranks.cbor")
+    keeper.view(V)
+    assert keeper.offer_ranks(_offer())
+    keeper.view(V + 1)  # the folder is missing: logged, nothing raised, not saved
+    assert keeper._assignments.changed and not folder.exists()
+    folder.mkdir()
+    keeper.view(V + 2)
+    assert not keeper._assignments.changed
+    saved = (folder / "offer-ranks.cbor").read_bytes()
+    assert saved == keeper._assignments.to_bytes()

@@ -124,12 +124,12 @@ class Assignments:
     def to_bytes(self) -> bytes:
         """Canonical CBOR of every offer's ranks, to keep them across restarts: ``{"v": 1,
         "offers": [[offer record ID, epoch, [[peer, [rank, ...]], ...]], ...]}``, offers by
-        ID, peers by ID, ranks ascending. Marks the cache unchanged."""
+        ID, peers by ID, ranks ascending (the caller clears :attr:`changed` once they are
+        saved)."""
         offers = [
             [oid, epoch, [[peer, sorted(ranks)] for peer, ranks in sorted(got.items())]]
             for oid, (epoch, got) in sorted(self._cache.items())
         ]
-        self.changed = False
         return cbor2.dumps({"v": 1, "offers": offers}, canonical=True)
 
     @classmethod

@@ -415,7 +415,7 @@ class Node:
                         sealed=own_digests.sealed,
                         on_failed=own_digests.failed.add,
                         on_claimed=own_digests.claimed.add,
-                        # digest views: a k = 1 replica publishes the task's dispute proof
+                        # digest views: a replica publishes the task's dispute proof
                         publish_dispute=disputes.publish
                         if cfg.network_params.reputation_source == "digests"
                         else None,

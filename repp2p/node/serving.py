@@ -356,7 +356,9 @@ class TaskServer(TaskLoadAPI):
         verdict is stored with the receipts. Once our receipt is signed, the dispute proof
         (the offer, the verdict, every carried claim and receipt and ours) is published
         when ``publish_dispute`` is given: the client cannot keep its refuted verdict from
-        the views by publishing nothing.
+        the views by publishing nothing. Without a verdict (k >= 2) the ``claims`` are
+        optional and checked when carried; with them, the proof (the carried claims and
+        receipts and ours) is published the same way.
         """
         o: TaskOffer = offer.record  # type: ignore[assignment]
         view = self._views.view(o.epoch)

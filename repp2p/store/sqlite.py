@@ -90,6 +90,7 @@ CREATE TABLE IF NOT EXISTS evidence (
     detected_at INTEGER NOT NULL,
     PRIMARY KEY (a_id, b_id)
 );
+CREATE INDEX IF NOT EXISTS evidence_signer ON evidence (signer, type);
 """
 
 
@@ -345,7 +346,7 @@ class SqliteRecordStore(RecordStoreAPI):
             try:
                 first = self._load(a_data)
                 held.append(((a_id, b_id), (first.type, first.record.slot())))
-            except RecordError:  # a damaged row: the first to go
+            except (RecordError, StoreError):  # a damaged row: the first to go
                 held.append(((a_id, b_id), None))
         same = [p for p, s in held if s == slot]
         if same:

@@ -83,12 +83,14 @@ def two_faced_enclaves():
         node_enclave.Enclave = real  # type: ignore[misc]
 
 
-async def _refused_dispute(client, node, offer, receipts) -> dict:
-    """Send a replica request with ``receipts`` straight to ``node``; its answer."""
+async def _refused_dispute(client, node, offer, receipts, **extra) -> dict:
+    """Send a replica request with ``receipts`` (and ``extra`` fields) straight to
+    ``node``; its answer."""
     stream = await client.open_stream(node.peer_id)
     try:
         with trio.fail_after(10):
-            await write_cbor(stream, {"offer": offer.data, "sealed": b"x", "dispute": receipts})
+            request = {"offer": offer.data, "sealed": b"x", "dispute": receipts, **extra}
+            await write_cbor(stream, request)
             return parse_response(await FrameReader(stream, MAX_RESPONSE).read_cbor())
     finally:
         await stream.close()
@@ -183,6 +185,10 @@ async def test_camouflaged_cheater_outvoted_2_to_1_is_resolved_by_escalation(
             assert "agree" in reply["detail"]
             reply = await _refused_dispute(client, spare, offer, [agreeing[0], b"\x00junk"])
             assert reply["error"] == "bad_dispute"
+            # claims, when carried, are one live claim per receipt (k >= 2 too)
+            disagreeing = [r.data for r in receipts]
+            reply = await _refused_dispute(client, spare, offer, disagreeing, claims=[b"x"])
+            assert reply["error"] == "bad_dispute" and "one claim per receipt" in reply["detail"]
             reply = await _refused_dispute(client, spare, offer, "not a list")
             assert reply["error"] == "bad_request"  # malformed: the stream is closed too
             assert not spare.store.query(type="Claim", signer=spare.peer_id, slot=o.task_id)
