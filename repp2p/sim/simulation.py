@@ -184,7 +184,8 @@ class Simulation:
         self.disputed: _Table | None = None
         if s.reputation_source == "digests":
             self.digest_views = DigestViews(self.params, redundancy=s.redundancy)
-            self.disputed = _Table(("offer",))
+            # per disputed offer, at k = 1 the node the client's verdict is on (-1: k >= 2)
+            self.disputed = _Table(("offer", "node"))
         # clients: peer indices 0..C-1 ("c..." sorts before "n...")
         c = s.clients
         self.client_names = [f"c{i:09d}" for i in range(c)]
@@ -456,10 +457,13 @@ class Simulation:
         }
         if self.sc.redundancy == 1:
             # every disputed task is a contested k = 1 one, whose proof carries the
-            # client's wrong verdict on the node that ran it (its one feedback row on the
-            # task: replicas get none): the live proof's verdict, counted as its wrong
+            # client's wrong verdict on the node that ran it (not its feedback on the
+            # replicas): the live proof's verdict, counted as its wrong
             fc, fn, fo, fout, flat, frat = self.feedback.columns()
-            v = np.isin(fo, dis) & (fout == _FB_WRONG)
+            d_offer, d_node = self.disputed.columns()
+            m = max(len(self.node_names), 1)
+            v = np.isin(fo * m + fn, d_offer * m + d_node) & np.isin(fo, dis)
+            v &= fout == _FB_WRONG
             out.update(
                 fb_client=fc[v],
                 fb_node=fn[v] + c,
@@ -749,7 +753,8 @@ class Simulation:
 
         ``used``/``outputs`` are the nodes and output ids of the receipts so far (in time or
         not: a receipt votes whenever it arrived). Returns ``(decided, winner output, latency
-        of the verdict, replica nodes, their outputs, their in-time flags)``.
+        of the verdict, replica nodes, their outputs, their in-time flags, their
+        latencies)``.
         """
         mp = self.mp
         limit = len(used) + mp.failover_depth + mp.dispute_max_replicas
@@ -758,7 +763,7 @@ class Simulation:
         del explore
         ranked = [i for i in self._rank_list(a0, a1, False, limit) if i not in used]
         nodes, outs, times = list(used), list(outputs), []
-        rep_nodes, rep_out, rep_time = [], [], []
+        rep_nodes, rep_out, rep_time, rep_lat = [], [], [], []
         done, winner = self._verdict(nodes, outs)
         for i in ranked:
             if done or len(rep_nodes) >= mp.dispute_max_replicas:
@@ -775,6 +780,7 @@ class Simulation:
             )
             rep_nodes.append(i)
             rep_time.append(bool(in_time[0]))
+            rep_lat.append(float(lat[0]))
             rep_out.append(int(out[0]) if delivered[0] else -1)
             if delivered[0]:
                 nodes.append(i)
@@ -782,7 +788,7 @@ class Simulation:
                 times.append(float(lat[0]))
                 done, winner = self._verdict(nodes, outs)
         verdict_ms = latest_ms + (max(times) if times else 0.0)
-        return done, winner, verdict_ms, rep_nodes, rep_out, rep_time
+        return done, winner, verdict_ms, rep_nodes, rep_out, rep_time, rep_lat
 
     def _verdict(self, nodes: list[int], outputs: list[int]) -> tuple[bool, int]:
         """The core's standing-weighted verdict on one task's receipts."""
@@ -804,6 +810,37 @@ class Simulation:
         if not decided[0]:
             return False, -1
         return True, int(out[order][upheld][0])
+
+    def _replica_feedback(self, e, client, offer_id, replicas, judge) -> None:
+        """The client's feedback on the replicas that answered in time, as a live client
+        signs it (``repp2p.client``): ``ok`` on an output equal to ``judge`` (the output
+        its check passes: a k = 1 client's check, which flagged the first node's output,
+        passes the right one; at k >= 2 the confident verdict's), else ``wrong``; colluding
+        clients' as on the first round (``wrong`` on honest nodes, ``ok`` on malicious
+        ones). ``judge`` None: no feedback (an undecided k >= 2 verdict judges nobody)."""
+        rep_nodes, rep_out, rep_time, rep_lat = replicas
+        if not rep_nodes or judge is None:
+            return
+        nodes = np.array(rep_nodes, np.int64)
+        out = np.array(rep_out, np.int64)
+        lat = np.array(rep_lat, np.float64)
+        answered = np.array(rep_time, bool) & (out >= 0)
+        fb = np.where(out == judge, _FB_OK, _FB_WRONG)
+        if self.client_bad[client]:
+            fb = np.where(self.malicious[nodes], _FB_OK, _FB_WRONG)
+        a = np.flatnonzero(answered)
+        if not len(a):
+            return
+        self.feedback.add(
+            e,
+            np.full(len(a), client, np.int64),
+            nodes[a],
+            np.full(len(a), offer_id, np.int64),
+            fb[a],
+            np.minimum(lat[a], 2**31).astype(np.int64),
+            np.full(len(a), 90),
+        )
+        self.protocol_events += len(a)
 
     def _record_replicas(self, e, offer_id, rep_nodes, rep_out) -> None:
         if not rep_nodes:
@@ -843,7 +880,7 @@ class Simulation:
         if self.sc.reputation and self.mp.dispute_max_replicas > 0:
             contested = []
             for j in disputed:
-                done, winner, ms, rn, ro, _rt = self._escalate(
+                done, winner, ms, rn, ro, rt, rl = self._escalate(
                     j,
                     int(clients[j]),
                     int(offer_ids[j]),
@@ -856,8 +893,11 @@ class Simulation:
                 )
                 self.escalated_tasks += 1
                 self._record_replicas(e, int(offer_ids[j]), rn, ro)
+                right_out = _OUTS * int(offer_ids[j])
+                replicas = (rn, ro, rt, rl)
+                self._replica_feedback(e, int(clients[j]), int(offer_ids[j]), replicas, right_out)
                 if any(out >= 0 for out in ro):
-                    contested.append(int(offer_ids[j]))
+                    contested.append((int(offer_ids[j]), int(nodes[j])))
                 right = _OUTS * int(offer_ids[j])
                 fixed = outcome[j] == WRONG_DETECTED and done and winner == right
                 if fixed and ms <= s.deadline_ms:
@@ -868,7 +908,8 @@ class Simulation:
             # (the replica publishes it, with the client's verdict): views judge those,
             # as the live keeper does; one no replica answered leaves no proof.
             if self.disputed is not None:
-                self.disputed.add(e, np.array(contested, np.int64))
+                pairs = np.array(contested, np.int64).reshape(-1, 2)
+                self.disputed.add(e, pairs[:, 0], pairs[:, 1])
         a = np.flatnonzero(assigned)
         self.claims.add(e, nodes[a], offer_ids[a])
         r = np.flatnonzero(delivered)
@@ -929,10 +970,11 @@ class Simulation:
             np.add.at(n_out, keys // _OUTS, 1)
         no_feedback = np.zeros(len(nodes), bool)
         if self.disputed is not None:
-            self.disputed.add(e, offer_ids[np.flatnonzero(n_out > 1)])
+            disputed = offer_ids[np.flatnonzero(n_out > 1)]
+            self.disputed.add(e, disputed, np.full(len(disputed), -1))
         for j in np.flatnonzero(n_out > 1):
             rows = np.flatnonzero((task == j) & delivered)
-            done, winner, ms, rn, ro, _rt = self._escalate(
+            done, winner, ms, rn, ro, rt, rl = self._escalate(
                 j,
                 int(clients[j]),
                 int(offer_ids[j]),
@@ -945,6 +987,8 @@ class Simulation:
             )
             self.escalated_tasks += 1
             self._record_replicas(e, int(offer_ids[j]), rn, ro)
+            judge = int(winner) if done else None
+            self._replica_feedback(e, int(clients[j]), int(offer_ids[j]), (rn, ro, rt, rl), judge)
             mine = task == j
             if not done:
                 # No confident verdict: nobody is judged (no feedback); the client keeps

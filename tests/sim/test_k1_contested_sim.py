@@ -52,3 +52,48 @@ def test_refuted_k1_slander_costs_credibility_on_simulated_digest_views():
     assert bad.any() and (~bad).any()
     assert cred[bad].max() < 0.5
     assert cred[~bad].min() > cred[bad].max()
+
+
+def _feedback_on_disputes(sim: Simulation):
+    """Per feedback row on a disputed offer: (client, node, offer, outcome), and per
+    (offer, node) its receipt's output."""
+    fc, fn, fo, fout, _lat, _rat = sim.feedback.columns()
+    d_offer, d_node = sim.disputed.columns()
+    on = np.isin(fo, d_offer)
+    rn, ro, rout = sim.receipts.columns()
+    output = dict(zip(zip(ro.tolist(), rn.tolist(), strict=True), rout.tolist(), strict=True))
+    verdict_on = dict(zip(d_offer.tolist(), d_node.tolist(), strict=True))
+    rows = list(
+        zip(fc[on].tolist(), fn[on].tolist(), fo[on].tolist(), fout[on].tolist(), strict=True)
+    )
+    return rows, output, verdict_on
+
+
+def test_replicas_get_the_clients_feedback_as_live_clients_sign_it():
+    """A live client signs feedback on each replica that answered (repp2p.client): an honest
+    k = 1 client ``ok`` on the right output and ``wrong`` on another, a colluding one
+    ``wrong`` on honest replicas; the simulator does the same (before, replicas got none:
+    their work earned no client's ok)."""
+    from repp2p.sim.simulation import _OUTS
+
+    sim = _run()
+    rows, output, verdict_on = _feedback_on_disputes(sim)
+    replica_rows = [r for r in rows if verdict_on[r[2]] != r[1]]
+    assert len(replica_rows) > 0
+    bad, malicious = sim.client_bad, sim.malicious
+    seen = set()
+    for client, node, offer, outcome in replica_rows:
+        assert (offer, node) in output  # a replica with a receipt
+        assert (client, node, offer) not in seen  # once
+        seen.add((client, node, offer))
+        if bad[client]:
+            assert outcome == (0 if malicious[node] else 1)
+        else:
+            assert outcome == (0 if output[(offer, node)] == _OUTS * offer else 1)
+    # the verdict on the first node stays the only one a contested proof carries
+    for _client, node, offer, outcome in rows:
+        if verdict_on[offer] == node:
+            assert outcome == 1
+    assert {r[0] for r in replica_rows if not bad[r[0]]} and {
+        r[0] for r in replica_rows if bad[r[0]]
+    }
