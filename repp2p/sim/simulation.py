@@ -51,8 +51,9 @@ Disputes (issue 15): a k = 1 result the client reports wrong, and a k >= 2 task 
 receipts disagree, is escalated one replica at a time down the task's ranking (the same
 matching) until ``repp2p.reputation.disputes.dispute_verdicts`` is confident under the
 view's standings, at most ``MatchingParams.dispute_max_replicas`` replicas. Replicas claim
-and post receipts like any rank; a confident verdict on the right output gives the honest
-client its result (counted ok when in time).
+and post receipts like any rank, and get their client's feedback as a live client signs it
+(``_replica_feedback``); a confident verdict on the right output gives the honest client
+its result (counted ok when in time).
 """
 
 from __future__ import annotations
