@@ -782,6 +782,7 @@ def compute(
     standing = np.where(trusted_node, quality_of(g0, bad0), 0.0)
     lost_d = age_weight(offer_epoch[ev.receipt_offer], allow_current=True, table=decay_bad)
     fb_contested = r_found & (contested[r_pos] if len(r_key) else r_found)
+    f_offer = fo_c[valid]
     cw0 = cw
     for _round in range(p.dispute_rounds):
         upheld, lost, _decided = dispute_verdicts(
@@ -801,8 +802,15 @@ def compute(
         fb_upheld = r_found & (upheld[r_pos] if len(r_key) else r_found)
         fb_lost = r_found & (lost[r_pos] if len(r_key) else r_found)
         refuted = is_bad & fb_upheld
+        # A client whose verdict on a task was refuted has shown its judgement of that
+        # task's results false: none of its feedback on the task counts, its praise of
+        # the replicas its slander called in included (colluders praise their friends
+        # among them), and none of it backs the client
+        discredited = np.zeros(n_offers + 1, bool)
+        discredited[f_offer[refuted]] = True
+        discredited = discredited[f_offer]
         # Only verdicts back a client: praise of an unchecked result proves nothing.
-        supported = (is_bad & fb_lost) | (is_ok & fb_upheld)
+        supported = ((is_bad & fb_lost) | (is_ok & fb_upheld)) & ~discredited
         ref_w = np.where(refuted, fdb, 0).astype(np.float64)
         sup_w = np.where(supported, fd, 0).astype(np.float64)
         ref_c = np.bincount(fc, weights=ref_w, minlength=n) / _D
@@ -814,7 +822,8 @@ def compute(
         # On a task whose receipts disagree, the client's "wrong" only echoes a vote that
         # colluders can stack: it counts only where the verdict outvoted the receipt.
         echo = is_bad & fb_contested & ~fb_lost
-        g1, bad1, seen1 = success_posterior(refuted | echo, cw, p.dispute_weight * disputes_lost)
+        drop = refuted | echo | discredited
+        g1, bad1, seen1 = success_posterior(drop, cw, p.dispute_weight * disputes_lost)
         quality = np.where(trusted_node, quality_of(g1, bad1), 0.0)
         if _round + 1 < p.dispute_rounds:
             standing = quality

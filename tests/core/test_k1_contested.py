@@ -279,3 +279,57 @@ def test_a_store_keeps_the_refuted_verdict_over_its_resigned_ok(tmp_path, histor
         r.type == "Feedback" and r.record.outcome == "ok" and r.record.seq == 2 for r in held
     )
     assert _cred(_by_records(held), SLANDERER) == _cred(_by_records(truthful), SLANDERER)
+
+
+def _praise_history(*, praise: bool, refuted: bool = True):
+    """Per epoch: honest traffic, the slanderer's 20 ``ok`` tasks elsewhere (its trust),
+    and two of its k = 1 tasks on the victim escalated to three replicas that agree with
+    the victim. Its verdict on the victim is ``wrong`` (refuted by the replicas) or, when
+    not ``refuted``, ``ok`` (the escalation stands for one a client with a good check
+    asked for); on the replicas ``ok`` when ``praise``, else no feedback at all."""
+    expires = factories.far_future(NOW)
+    rng = random.Random(11)
+    records = []
+    for e in EPOCHS:
+        tasks = traffic(rng, CLIENTS, NODES, e, 36, expires)
+        for i in range(20):
+            tasks += factories.task_records(
+                SLANDERER, HONEST[1 + i % 5], e, f"k{e}-{i}", expires=expires
+            ).all()
+        for i in range(2):
+            runs = [(VICTIM, "right"), *((h, "right") for h in HONEST[1:4])]
+            first = "wrong" if refuted else "ok"
+            recs, _offer, _pairs = disputed_task(
+                SLANDERER,
+                e,
+                f"p{e}-{i}",
+                runs,
+                lambda node, _out, first=first: first if node is VICTIM else "ok",
+                expires,
+            )
+            if not praise:
+                recs = [r for r in recs if r.type != "Feedback" or r.record.node == VICTIM.peer_id]
+            tasks += recs
+        records += tasks
+    return records
+
+
+def test_a_refuted_verdict_discredits_the_clients_feedback_on_the_replicas_it_called_in():
+    """A colluding client slanders an honest node's k = 1 result and praises the replicas
+    the escalation reached (its friends among them): the slander is refuted, and none of
+    its feedback on that task counts, the praise included (records views; measured in the
+    simulator: simulations/results/README.md, 2026-12-04). The same praise on a task whose
+    verdict stands counts."""
+    replicas = [h.peer_id for h in HONEST[1:4]]
+
+    def mass(records):
+        table = _by_records(records)
+        return [float(table.get(p).feedback_mass) for p in replicas]
+
+    # (not equal: the praise still enters the trust graph, which is built before the
+    # disputes are judged; 127 against 74.5 each when it counted)
+    praised, silent = mass(_praise_history(praise=True)), mass(_praise_history(praise=False))
+    assert all(a <= b for a, b in zip(praised, silent, strict=True))
+    praised = mass(_praise_history(praise=True, refuted=False))
+    silent = mass(_praise_history(praise=False, refuted=False))
+    assert all(a > b + 50 for a, b in zip(praised, silent, strict=True))
