@@ -142,6 +142,37 @@ def _replica_claims_of(disputed: Iterable[SignedRecord]) -> dict[int, int]:
     )
 
 
+def _read_state(path: Path | None, parse: Callable[[bytes], Any], what: str) -> Any:
+    """What ``parse`` reads from ``path`` (state a keeper kept across restarts); None
+    when there is no such file, or it is unreadable or does not parse (``StoreError``):
+    then it is set aside as ``.damaged`` for inspection and the caller starts afresh."""
+    if path is None or not path.exists():
+        return None
+    try:
+        return parse(path.read_bytes())
+    except (OSError, StoreError) as exc:
+        damaged = path.with_suffix(".damaged")
+        log.warning("%s %s ignored (kept as %s): %s", what, path, damaged, exc)
+        try:
+            path.replace(damaged)
+        except OSError:
+            pass
+        return None
+
+
+def _write_state(path: Path, data: bytes, what: str) -> bool:
+    """Write ``data`` to ``path`` atomically (a temporary file renamed); False, logged,
+    when it could not be written."""
+    tmp = path.with_suffix(".tmp")
+    try:
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    except OSError as exc:
+        log.warning("could not save the %s to %s: %s", what, path, exc)
+        return False
+    return True
+
+
 class ViewKeeper:
     """Builds and caches one :class:`View` per epoch from a record store.
 
@@ -875,63 +906,29 @@ class ViewKeeper:
 
     def _load_book(self) -> PenaltyBook:
         """The penalty book kept in ``book_path``; empty when absent or unreadable."""
-        if self.book_path is None or not self.book_path.exists():
-            return PenaltyBook()
-        try:
-            return PenaltyBook.from_bytes(self.book_path.read_bytes())
-        except (OSError, StoreError) as exc:
-            # Not fatal: hard penalties come back from the evidence records at the next
-            # view; only phase-outs in progress are lost. Keep the file for inspection.
-            damaged = self.book_path.with_suffix(".damaged")
-            log.warning("penalty book %s ignored (kept as %s): %s", self.book_path, damaged, exc)
-            try:
-                self.book_path.replace(damaged)
-            except OSError:
-                pass
-            return PenaltyBook()
+        # Not fatal when unreadable: hard penalties come back from the evidence records at
+        # the next view; only phase-outs in progress are lost
+        found = _read_state(self.book_path, PenaltyBook.from_bytes, "penalty book")
+        return PenaltyBook() if found is None else found
 
     def _load_ranks(self) -> Assignments:
         """The offers' ranks kept in ``ranks_path``; none when absent or unreadable."""
-        path = self.ranks_path
-        if path is None or not path.exists():
-            return Assignments()
-        try:
-            return Assignments.from_bytes(path.read_bytes())
-        except (OSError, StoreError) as exc:
-            # Not fatal: the offers of the held epochs are ranked again on rebuilt views;
-            # older ones' receipts are left out, as before ranks were kept. Keep the file.
-            damaged = path.with_suffix(".damaged")
-            log.warning("offer ranks %s ignored (kept as %s): %s", path, damaged, exc)
-            try:
-                path.replace(damaged)
-            except OSError:
-                pass
-            return Assignments()
+        # Not fatal when unreadable: the offers of the held epochs are ranked again on
+        # rebuilt views; older ones' receipts are left out, as before ranks were kept
+        found = _read_state(self.ranks_path, Assignments.from_bytes, "offer ranks")
+        return Assignments() if found is None else found
 
     def _save_ranks(self, path: Path) -> None:
-        """Write the offers' ranks to ``path`` (atomically: a temporary file renamed).
-        Saved once per view built, when they changed: ranks taken between two views and
-        lost in a crash are taken again as after any restart."""
-        data = self._assignments.to_bytes()
-        tmp = path.with_suffix(".tmp")
-        try:
-            tmp.write_bytes(data)
-            tmp.replace(path)
-        except OSError as exc:  # tried again after the next view
-            log.warning("could not save the offer ranks to %s: %s", path, exc)
-        else:
+        """Write the offers' ranks to ``path``. Saved once per view built, when they
+        changed (a failed save is tried again after the next view): ranks taken between
+        two views and lost in a crash are taken again as after any restart."""
+        if _write_state(path, self._assignments.to_bytes(), "offer ranks"):
             self._assignments.changed = False
 
     def _save_book(self, book: PenaltyBook) -> None:
         self._saved_book = book
-        if self.book_path is None:
-            return
-        tmp = self.book_path.with_suffix(".tmp")
-        try:
-            tmp.write_bytes(book.to_bytes())
-            tmp.replace(self.book_path)
-        except OSError as exc:
-            log.warning("could not save the penalty book to %s: %s", self.book_path, exc)
+        if self.book_path is not None:
+            _write_state(self.book_path, book.to_bytes(), "penalty book")
 
     def refresh_keys(self, now: int) -> None:
         """Re-verify current attestations now (keys of nodes attested mid-epoch), with the

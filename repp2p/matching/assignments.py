@@ -77,7 +77,8 @@ class Assignments:
 
     def __init__(self) -> None:
         self._cache: dict[bytes, tuple[int, Mapping[str, frozenset[int]]]] = {}
-        #: whether the cache changed since :meth:`to_bytes` was last called
+        #: whether the cache changed since it was last saved (the keeper clears it
+        #: once :meth:`to_bytes` is written)
         self.changed = False
 
     def __len__(self) -> int:

@@ -53,6 +53,17 @@ def _contested(client, epoch, label, runs, verdict_of, expires, *, with_verdict=
     return records, dispute_proof(offer, pairs, verdict if with_verdict else None)
 
 
+def _base_epoch(rng: random.Random, epoch: int, expires: int) -> list:
+    """One epoch's honest traffic and the slanderer's 20 ``ok`` tasks elsewhere (its
+    trust): every record of each."""
+    tasks = traffic(rng, CLIENTS, NODES, epoch, 36, expires)
+    for i in range(20):
+        tasks += factories.task_records(
+            SLANDERER, HONEST[1 + i % 5], epoch, f"k{epoch}-{i}", expires=expires
+        ).all()
+    return tasks
+
+
 def _history(
     *, slander: bool = True, cheat: bool = True, with_verdict: bool = True, digest: str = "true"
 ):
@@ -67,11 +78,7 @@ def _history(
     rng = random.Random(11)
     records, rows, proofs = [], [], []
     for e in EPOCHS:
-        tasks = traffic(rng, CLIENTS, NODES, e, 36, expires)
-        for i in range(20):
-            tasks += factories.task_records(
-                SLANDERER, HONEST[1 + i % 5], e, f"k{e}-{i}", expires=expires
-            ).all()
+        tasks = _base_epoch(rng, e, expires)
         for i in range(2):
             if not slander:
                 tasks += factories.task_records(
@@ -291,11 +298,7 @@ def _praise_history(*, praise: bool, refuted: bool = True):
     rng = random.Random(11)
     records = []
     for e in EPOCHS:
-        tasks = traffic(rng, CLIENTS, NODES, e, 36, expires)
-        for i in range(20):
-            tasks += factories.task_records(
-                SLANDERER, HONEST[1 + i % 5], e, f"k{e}-{i}", expires=expires
-            ).all()
+        tasks = _base_epoch(rng, e, expires)
         for i in range(2):
             runs = [(VICTIM, "right"), *((h, "right") for h in HONEST[1:4])]
             first = "wrong" if refuted else "ok"
