@@ -233,6 +233,17 @@ class NetworkParams:
         return self.digests.seal_lag_epochs + 1
 
     @property
+    def proof_grace_s(self) -> int:
+        """The seconds peers have after an offer's deadline to receive its dispute
+        proofs before a digest view counts them (``DisputeTiming.grace_s``):
+        ``digests.proof_grace_s``, at most one epoch. Gossip carries a proof in well under
+        a second; the grace covers a peer that missed it, which pulls the open proofs
+        again inside it (``ProofCatchUp``). A longer grace than an epoch would only delay
+        verdicts: the rule before it, one whole epoch, is what networks with epochs of
+        ``proof_grace_s`` or less keep."""
+        return min(self.digests.proof_grace_s, self.epoch_s)
+
+    @property
     def policy_file(self) -> str:
         """The attestation policy's file name: ``policy`` or ``policy-<name>.toml``."""
         return self.policy or f"policy-{self.name}.toml"

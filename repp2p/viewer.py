@@ -884,7 +884,8 @@ class ViewKeeper:
     def dispute_timing(self) -> DisputeTiming:
         """When a dispute proof of an offer counts (per offer: its epoch and deadline;
         at most :attr:`NetworkParams.dispute_lag` epochs after the offer's)."""
-        return DisputeTiming(self.params.epoch_s, self.params.dispute_lag)
+        p = self.params
+        return DisputeTiming(p.epoch_s, p.dispute_lag, grace_s=p.proof_grace_s)
 
     def dispute_window(self, epoch: int) -> tuple[int, int]:
         """``(lo, hi)``: the count epochs (:meth:`DisputeTiming.count`) of the disputes

@@ -122,11 +122,20 @@ class DisputeTiming:
         window_epochs: the reputation window (``ReputationParams.window_epochs``); with
             it, a contested proof's offer and verdict must live until the last view that
             can count it (:meth:`contested_expiry`). None: not checked.
+        grace_s: the seconds every peer has, after the offer's deadline, to receive its
+            proof before a view counts it (``NetworkParams.proof_grace_s``, at most one
+            epoch). None: one whole epoch (``epoch_s``).
     """
 
     epoch_s: int
     dispute_lag: int
     window_epochs: int | None = None
+    grace_s: int | None = None
+
+    @property
+    def grace(self) -> int:
+        """The grace in seconds: ``grace_s``, or ``epoch_s`` when None."""
+        return self.epoch_s if self.grace_s is None else self.grace_s
 
     def contested_expiry(self, epoch: int) -> int | None:
         """The earliest expiry (unix seconds) of the offer and the verdict of a contested
@@ -143,16 +152,19 @@ class DisputeTiming:
 
     def close(self, epoch: int, deadline_ms: int) -> int:
         """The last epoch in which peers take a proof of an offer of ``epoch`` with this
-        deadline: ``min(max(D, epoch) + 1, epoch + dispute_lag - 1)``, ``D`` the
-        deadline's epoch (a deadline before the offer's epoch counts as in it), never
-        before ``epoch``.
+        deadline: the epoch holding ``max(deadline, start of epoch) + grace``, at most
+        ``epoch + dispute_lag - 1``, never before ``epoch``. With a grace of one epoch
+        (the default) that is ``min(max(D, epoch) + 1, epoch + dispute_lag - 1)``, ``D``
+        the deadline's epoch.
 
-        The honest proof is out by the end of ``D`` (no node runs the task, replicas
-        included, after the deadline; the client asks none after it), so peers have the
-        whole next epoch to receive it; the cap is the seal's (nothing of the task is
-        signed from ``epoch + seal_lag_epochs`` on)."""
-        deadline_epoch = max(deadline_ms, 0) // 1000 // self.epoch_s
-        return max(epoch, min(max(deadline_epoch, epoch) + 1, epoch + self.dispute_lag - 1))
+        The honest proof is out by the deadline (no node runs the task, replicas
+        included, after it; the client asks none after it), so peers have ``grace``
+        seconds to receive it before the view of :meth:`count` is built at the start of
+        the next epoch; the cap is the seal's (nothing of the task is signed from
+        ``epoch + seal_lag_epochs`` on)."""
+        deadline_s = max(max(deadline_ms, 0) // 1000, epoch * self.epoch_s)
+        last = (deadline_s + self.grace) // self.epoch_s
+        return max(epoch, min(last, epoch + self.dispute_lag - 1))
 
     def count(self, epoch: int, deadline_ms: int) -> int:
         """The first view epoch that counts a dispute of an offer of ``epoch`` with this
@@ -162,9 +174,10 @@ class DisputeTiming:
 
     @property
     def min_lag(self) -> int:
-        """The fewest epochs between an offer and its count epoch (a deadline in the
-        offer's own epoch): ``min(2, dispute_lag)``."""
-        return min(2, self.dispute_lag)
+        """The fewest epochs between an offer and its count epoch (a deadline at the
+        start of the offer's own epoch): ``min(1 + grace // epoch_s, dispute_lag)``, 2
+        with a grace of one epoch."""
+        return min(1 + self.grace // self.epoch_s, self.dispute_lag)
 
     def offer_epochs(self, lo: int, hi: int) -> tuple[int, int]:
         """``(oldest, newest)`` offer epochs whose count epoch may lie in ``lo .. hi``."""

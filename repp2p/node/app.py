@@ -326,6 +326,7 @@ class Node:
                     publish=lambda data: pubsub.publish(TOPICS[PROOFS_FAMILY], data),
                     # a contested proof lives until the last view that can count it
                     window_epochs=cfg.network_params.reputation.window_epochs,
+                    grace_s=cfg.network_params.proof_grace_s,
                 )
                 keeper.disputes = disputes
                 offences = OffenceBook(
@@ -466,6 +467,7 @@ class Node:
                         is_synced=discovery.is_synced,
                         view_ready=lambda e: keeper.cached_view(e) is not None,
                         phase=self.phase,
+                        grace_s=cfg.network_params.proof_grace_s,
                     )
                 auditor = None
                 if is_full:

@@ -138,6 +138,8 @@ class DisputeBook:
         window_epochs: the reputation window; with it, a contested proof whose offer or
             verdict expires before the last view that can count it is refused
             (``bad_verdict``: :meth:`DisputeTiming.contested_expiry`). The node gives it.
+        grace_s: ``NetworkParams.proof_grace_s`` (:class:`DisputeTiming`: how long after
+            an offer's deadline its proofs are taken); None: one epoch.
     """
 
     def __init__(
@@ -152,12 +154,13 @@ class DisputeBook:
         ranks_of: RanksOf,
         publish: Callable[[bytes], Awaitable[None]] | None = None,
         window_epochs: int | None = None,
+        grace_s: int | None = None,
     ) -> None:
         self.folder = folder
         self._files = ProofFolder(folder, "dispute proof")
         self.epoch_s = epoch_s
         self.max_age_epochs = max_age_epochs
-        self.timing = DisputeTiming(epoch_s, max_age_epochs + 1, window_epochs)
+        self.timing = DisputeTiming(epoch_s, max_age_epochs + 1, window_epochs, grace_s)
         self.keep_epochs = keep_epochs
         self._now = now
         self._verdict_of = verdict_of

@@ -15,7 +15,12 @@ views read them, so that every peer's digest views count the same disputes and o
   different one each time) over ``/repp2p/proofs/1`` (:mod:`repp2p.net.proof_sync`),
   telling it what we hold. So a peer that was offline or restarted, or whose neighbours
   IGNOREd a proof, gets it within an epoch. A pulled proof goes through the gossip
-  validator.
+  validator. Where the proof grace is shorter than an epoch
+  (``NetworkParams.proof_grace_s``: a dispute whose deadline is ``grace`` before a
+  boundary counts in the view built at it), we pull once more inside the last ``grace``
+  seconds of each epoch (between 75% and 25% of it before the boundary, by our phase):
+  after every honest proof of a dispute that the next view counts is out, before that
+  view is built.
 
 The loop does I/O and reads the clock; the books and the protocol's checks stay pure.
 """
@@ -57,6 +62,8 @@ class ProofCatchUp:
             phase (:func:`repp2p.node.schedules.phase_of`), so peers do not all pull at
             the epoch's start, when they build their views. The first pull after start
             is due at once.
+        grace_s: ``NetworkParams.proof_grace_s``; when shorter than an epoch, the second
+            pull of each epoch (module docstring). None: one pull per epoch.
     """
 
     #: pulls tried per epoch at most while they fail (each from the next peer)
@@ -76,6 +83,7 @@ class ProofCatchUp:
         is_synced: Callable[[], bool],
         view_ready: Callable[[int], bool],
         phase: float = 0.0,
+        grace_s: float | None = None,
     ) -> None:
         self._router = router
         self._disputes = disputes
@@ -88,6 +96,7 @@ class ProofCatchUp:
         self._is_synced = is_synced
         self._view_ready = view_ready
         self._phase = phase
+        self._grace_s = grace_s
         self._turn = 0
         #: every pull so far: ``(peer, result or None when it failed)`` (last 64; tests,
         #: logs)
@@ -116,21 +125,35 @@ class ProofCatchUp:
         self.pulls = [*self.pulls[-63:], (peer, result)]
         return result
 
+    def pull_times(self, epoch: int) -> list[float]:
+        """When the pulls of ``epoch`` are due (unix seconds): at our phase of it, and,
+        with a grace shorter than an epoch, inside the last ``grace_s`` before its end."""
+        times = [(epoch + self._phase) * self._epoch_s]
+        grace = self._grace_s
+        if grace is not None and grace < self._epoch_s:
+            times.append((epoch + 1) * self._epoch_s - grace * (0.75 - 0.5 * self._phase))
+        return times
+
     async def run(self) -> None:
-        """Retry pending proofs and pull once per epoch; until cancelled."""
+        """Retry pending proofs and pull at each due time of each epoch; until cancelled."""
         retried = None
-        tries: dict[int, int] = {}  # epoch -> pulls tried (a failed one goes to the next peer)
+        # (epoch, slot) -> pulls tried (a failed one goes to the next peer; -1: done)
+        tries: dict[tuple[int, int], int] = {}
         while True:
             epoch = self._clock.epoch(self._epoch_s)
             ready = self._view_ready(epoch)
             self._disputes.retry_pending(force=ready and retried != epoch)
             if ready:
                 retried = epoch
-                tried = tries.get(epoch, 0)
-                due = not self.pulls or (self._clock.now() >= (epoch + self._phase) * self._epoch_s)
-                if due and 0 <= tried < self.PULLS_PER_EPOCH and self._is_synced():
-                    done = await self.pull_once() is not None
-                    tries = {epoch: -1 if done else tried + 1}
+                tries = {k: v for k, v in tries.items() if k[0] == epoch}
+                now = self._clock.now()
+                for slot, at in enumerate(self.pull_times(epoch)):
+                    tried = tries.get((epoch, slot), 0)
+                    due = not self.pulls or now >= at
+                    if due and 0 <= tried < self.PULLS_PER_EPOCH and self._is_synced():
+                        done = await self.pull_once() is not None
+                        tries[(epoch, slot)] = -1 if done else tried + 1
+                        break  # one pull per look
             await self._clock.sleep(self._tick_s)
 
 

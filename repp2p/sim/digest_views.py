@@ -232,7 +232,8 @@ class DigestViews:
     @property
     def dispute_timing(self) -> DisputeTiming:
         """When a dispute of an offer counts (``ViewKeeper.dispute_timing``)."""
-        return DisputeTiming(self.params.epoch_s, self.params.dispute_lag)
+        p = self.params
+        return DisputeTiming(p.epoch_s, p.dispute_lag, grace_s=p.proof_grace_s)
 
     def dispute_window(self, epoch: int) -> tuple[int, int]:
         """``(lo, hi)``: the count epochs of the disputes the view of ``epoch`` counts
@@ -244,8 +245,8 @@ class DigestViews:
         (tests/sim/test_digest_views.py checks it against the scalar rule)."""
         t = self.dispute_timing
         e = np.asarray(epochs, np.int64)
-        d = np.maximum(np.asarray(deadlines_ms, np.int64), 0) // 1000 // t.epoch_s
-        close = np.maximum(e, np.minimum(np.maximum(d, e) + 1, e + t.dispute_lag - 1))
+        d = np.maximum(np.maximum(np.asarray(deadlines_ms, np.int64), 0) // 1000, e * t.epoch_s)
+        close = np.maximum(e, np.minimum((d + t.grace) // t.epoch_s, e + t.dispute_lag - 1))
         return close + 1
 
     def add_epoch(self, recon: Reconciliation) -> None:

@@ -258,6 +258,61 @@ def test_a_dispute_closes_the_epoch_after_its_deadline_at_most_before_the_seal()
     assert DisputeTiming(EPOCH_S, 1).count(e, _ms(e, 1)) == e + 1 == e + DisputeTiming(1, 1).min_lag
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    epoch_s=st.integers(1, 86_400),
+    epoch=st.integers(0, 2**40),
+    deadline_ms=st.one_of(st.integers(0, 2**64 - 1), st.integers(0, 2**50)),
+    lag=st.integers(1, 65),
+)
+def test_a_grace_of_one_epoch_is_the_rule_before_the_grace(epoch_s, epoch, deadline_ms, lag):
+    """No grace (None) and a grace of one epoch both give ``min(max(D, E) + 1, E +
+    dispute_lag - 1)`` (at least ``E``), the rule before ``proof_grace_s``."""
+    d = deadline_ms // 1000 // epoch_s
+    before = max(epoch, min(max(d, epoch) + 1, epoch + lag - 1))
+    assert DisputeTiming(epoch_s, lag).close(epoch, deadline_ms) == before
+    assert DisputeTiming(epoch_s, lag, grace_s=epoch_s).close(epoch, deadline_ms) == before
+    assert DisputeTiming(epoch_s, lag).min_lag == DisputeTiming(epoch_s, lag, None, epoch_s).min_lag
+
+
+def test_a_short_grace_counts_a_dispute_at_the_first_boundary_a_grace_after_its_deadline():
+    """600-s epochs and a 60-s grace (``NetworkParams.proof_grace_s``): a dispute whose
+    deadline is at least 60 s before the end of its epoch counts at the next boundary
+    (``E + 1``), one epoch sooner than with the one-epoch grace; never sooner than 60 s
+    after its deadline, never later than ``E + dispute_lag``."""
+    t = DisputeTiming(600, 5, grace_s=60)
+    e = 100
+
+    def ms(epoch: int, into_s: float = 0) -> int:
+        return int((epoch * 600 + into_s) * 1000)
+
+    cases = [
+        (ms(e, 30), e),  # a 30-s deadline early in E: counts at E + 1
+        (ms(e, 539.999), e),  # 60.001 s before the boundary
+        (ms(e, 540), e + 1),  # exactly 60 s before: the boundary is not after the grace
+        (ms(e + 1) - 1, e + 1),
+        (ms(e + 1, 539), e + 1),
+        (ms(e + 1, 541), e + 2),
+        (ms(e + 3, 1), e + 3),
+        (ms(e + 3, 599), e + 4),  # the cap, E + dispute_lag - 1
+        (ms(e + 10_000), e + 4),
+        (2**64 - 1, e + 4),  # hostile u64
+        (ms(e - 3), e),  # before the offer's epoch: as if at its start
+        (0, e),
+    ]
+    for deadline_ms, close in cases:
+        assert t.close(e, deadline_ms) == close, deadline_ms
+        count = t.count(e, deadline_ms)
+        assert count == close + 1 and e + 1 <= count <= e + t.dispute_lag
+        # the view of ``count`` is built at least the grace after the deadline, or capped
+        deadline_s = max(min(deadline_ms, ms(e + 10_000)) / 1000, e * 600)
+        assert count * 600 >= deadline_s + 60 or count == e + t.dispute_lag
+    assert t.min_lag == 1 and t.offer_epochs(50, 59) == (45, 58)
+    # one epoch or more of grace: the rule before (at least two epochs after the offer)
+    assert DisputeTiming(600, 5, grace_s=600).min_lag == 2
+    assert DisputeTiming(600, 5, grace_s=1200).count(e, ms(e, 30)) == e + 3
+
+
 def test_a_proof_or_merge_after_the_dispute_closes_is_refused(tmp_path):
     """A proof of an offer with a deadline in its own epoch E is taken (and merged) until
     the end of E + 1, then refused too_old (IGNORE, nothing held changes), no longer

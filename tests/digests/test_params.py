@@ -39,6 +39,21 @@ def test_network_file_refuses_bad_digest_values() -> None:
         NetworkParams.from_dict("t", {"audit": {"nope": 1}})
 
 
+def test_the_proof_grace_is_a_validated_network_value_of_at_most_one_epoch() -> None:
+    """``[digests] proof_grace_s``: 1 .. 86400 seconds, an integer; what a network uses is
+    at most one epoch (a network of short epochs keeps the one-epoch rule)."""
+    for bad in (0, 86_401, -5, 1.5, True, "60"):
+        with pytest.raises(ConfigError, match=r"proof_grace_s"):
+            NetworkParams.from_dict("t", {"digests": {"proof_grace_s": bad}})
+    assert DigestParams().proof_grace_s == 60
+    long = NetworkParams.from_dict("t", {"epoch_s": 600, "digests": {"proof_grace_s": 90}})
+    assert long.proof_grace_s == 90 and long.to_dict()["digests"]["proof_grace_s"] == 90
+    assert NetworkParams(name="t", epoch_s=600).proof_grace_s == 60
+    assert NetworkParams(name="t", epoch_s=60).proof_grace_s == 60
+    assert NetworkParams(name="t", epoch_s=10).proof_grace_s == 10  # the dev network's epochs
+    assert long.digest() != long.replace(digests=DigestParams()).digest()
+
+
 def test_node_config_reads_them_from_the_network(tmp_path: Path) -> None:
     params = NetworkParams(name="dev", digests=DigestParams(audit_samples=3))
     cfg = node_config_from_dict({"data_dir": "d"}, base_dir=tmp_path)

@@ -93,6 +93,22 @@ async def _connect(client, server) -> None:
         await client.connect(info_from_p2p_addr(addr))
 
 
+def _catchup(peer: Peer, server, client, clock, **kw) -> ProofCatchUp:
+    """The node's pull loop for ``peer``, pulling from ``server`` over ``client``."""
+    return ProofCatchUp(
+        router=peer.router,
+        disputes=peer.disputes,
+        peers=lambda: [server.get_id().to_base58()],
+        open_stream=lambda _peer: client.new_stream(server.get_id(), [PROTOCOL]),
+        params=PARAMS,
+        clock=clock,
+        epoch_s=dp.EPOCH_S,
+        tick_s=0.05,
+        is_synced=lambda: True,
+        **kw,
+    )
+
+
 def _clock() -> TrioClock:
     return TrioClock(dp.NOW - trio.current_time())
 
@@ -149,18 +165,7 @@ async def test_a_restarted_peer_pulls_what_it_missed_while_down_from_a_peer_of_i
     async with server.run(listen_addrs=[LOCAL]), client.run(listen_addrs=[LOCAL]):
         server.set_stream_handler(PROTOCOL, make_handler(up.router.served, PARAMS, clock.now))
         await _connect(client, server)
-        loop = ProofCatchUp(
-            router=restarted.router,
-            disputes=restarted.disputes,
-            peers=lambda: [server.get_id().to_base58()],
-            open_stream=lambda peer: client.new_stream(server.get_id(), [PROTOCOL]),
-            params=PARAMS,
-            clock=clock,
-            epoch_s=dp.EPOCH_S,
-            tick_s=0.05,
-            is_synced=lambda: True,
-            view_ready=lambda epoch: True,
-        )
+        loop = _catchup(restarted, server, client, clock, view_ready=lambda epoch: True)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(loop.run)
             with trio.fail_after(20):
@@ -171,6 +176,47 @@ async def test_a_restarted_peer_pulls_what_it_missed_while_down_from_a_peer_of_i
     assert restarted.counted() == up.counted()
     ((peer, result),) = loop.pulls  # once per epoch: one pull
     assert peer == server.get_id().to_base58() and result is not None and result.accepted == 1
+
+
+async def test_with_a_grace_shorter_than_an_epoch_a_missed_proof_is_pulled_before_the_boundary(
+    tmp_path,
+):
+    """``proof_grace_s`` shorter than an epoch: a dispute counts at the first boundary
+    a grace after its deadline, so the per-epoch pull alone could come after the view
+    that counts it. The loop pulls once more inside the epoch's last ``grace`` seconds: a
+    proof the peer missed after its first pull is held before the boundary."""
+    grace = 8
+    boundary = (dp.EPOCH + 1) * dp.EPOCH_S
+    # 0.6 s before the grace pull (due 0.75 * grace before the boundary at phase 0)
+    clock = TrioClock(boundary - 0.75 * grace - 0.6 - trio.current_time())
+    up = Peer(tmp_path / "up", clock)
+    late = Peer(tmp_path / "late", clock)
+    first = dp._proof(dp._offer("first"), outputs=("a", "b")).encode()
+    assert up.router.judge(first) is Verdict.ACCEPT
+    server, client = build_host(factories.identity("ps-g")), build_host(factories.identity("ps-h"))
+    async with server.run(listen_addrs=[LOCAL]), client.run(listen_addrs=[LOCAL]):
+        server.set_stream_handler(PROTOCOL, make_handler(up.router.served, PARAMS, clock.now))
+        await _connect(client, server)
+        loop = _catchup(late, server, client, clock, view_ready=lambda epoch: True, grace_s=grace)
+        _, at = loop.pull_times(dp.EPOCH)
+        assert boundary - 0.75 * grace <= at <= boundary - 0.25 * grace
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(loop.run)
+            with trio.fail_after(20):
+                while not loop.pulls:
+                    await trio.sleep(0.05)
+            # gossiped now, after our first pull, and missed by ``late``
+            missed = dp._proof(dp._offer("missed"), outputs=("a", "b", "a")).encode()
+            assert up.router.judge(missed) is Verdict.ACCEPT
+            with trio.fail_after(20):
+                while len(loop.pulls) < 2:
+                    await trio.sleep(0.05)
+            pulled_at = clock.now()
+            await trio.sleep(0.3)  # a few more ticks: no third pull in this epoch
+            nursery.cancel_scope.cancel()
+    assert pulled_at < boundary  # before the view that counts it is built
+    assert [r.accepted for _, r in loop.pulls] == [1, 1]
+    assert late.counted() == up.counted() and len(late.counted()[0]) > 0
 
 
 async def test_a_proof_that_came_before_the_view_was_ready_is_counted_once_it_is(tmp_path):
@@ -192,18 +238,7 @@ async def test_a_proof_that_came_before_the_view_was_ready_is_counted_once_it_is
         # the pull does not bring it again (we named it as pending)
         assert (await _pull(client, server, early)).received == 0
         view_built = False
-        loop = ProofCatchUp(
-            router=early.router,
-            disputes=early.disputes,
-            peers=lambda: [server.get_id().to_base58()],
-            open_stream=lambda peer: client.new_stream(server.get_id(), [PROTOCOL]),
-            params=PARAMS,
-            clock=clock,
-            epoch_s=dp.EPOCH_S,
-            tick_s=0.05,
-            is_synced=lambda: True,
-            view_ready=lambda epoch: view_built,
-        )
+        loop = _catchup(early, server, client, clock, view_ready=lambda epoch: view_built)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(loop.run)
             await trio.sleep(0.3)

@@ -403,15 +403,18 @@ def test_a_disputed_task_counts_from_its_count_epoch_as_on_the_live_keeper():
     """The digest view of V judges exactly the disputed tasks whose count epoch
     (DisputeTiming.count of the offer's epoch and deadline, the live keeper's rule) is in
     V - window_epochs + 1 .. V (ViewKeeper.dispute_window): with the scenario's 30-s
-    deadlines in 600-s epochs, a task disputed in epoch E first counts in the view of E + 2
-    (E + 3 when the deadline falls in the next epoch), not E + dispute_lag."""
+    deadlines in 600-s epochs and the default 60-s proof grace, a task disputed in epoch E
+    first counts in the view of E + 1 when its deadline is at least 60 s before E's end
+    (E + 2 otherwise), not E + dispute_lag."""
     sc = _sc(
         epochs=12,
         reputation_source="digests",
         adversary=[{"behaviour": "wrong_result", "share": 0.3}],
     )
-    timing = DisputeTiming(sc.network_params.epoch_s, sc.network_params.dispute_lag)
+    p = sc.network_params
+    timing = DisputeTiming(p.epoch_s, p.dispute_lag, grace_s=p.proof_grace_s)
     assert timing.dispute_lag == 5 and sc.deadline_ms < sc.epoch_s * 1000
+    assert timing.grace == 60 < p.epoch_s
     seen: dict[int, list[tuple[int, int]]] = {}
     disputed: dict[int, list[tuple[int, int]]] = {}
 
@@ -439,7 +442,7 @@ def test_a_disputed_task_counts_from_its_count_epoch_as_on_the_live_keeper():
         want = [(e, d) for e, d in disputed[v] if v - w + 1 <= timing.count(e, d) <= v]
         assert offers == want, v
         lags |= {timing.count(e, d) - e for e, d in offers}
-    assert lags and lags <= {2, 3} and 2 in lags
+    assert lags and lags <= {1, 2} and 1 in lags
     first = min(e for d in disputed.values() for e, _d in d)
     firsts = [timing.count(e, d) for x in disputed.values() for e, d in x if e == first]
     assert not any(e == first for e, _d in seen[min(firsts) - 1])
