@@ -92,7 +92,9 @@ async def test_a_digest_network_phases_a_cheater_out(tmp_path):
 
             # Every peer's view of the count epoch counts the lost dispute, and the cheater
             # is below the phase-out threshold there: phased out, ineligible.
-            count = DisputeTiming(EPOCH_S, params.dispute_lag).count(o.epoch, o.deadline_ms)
+            count = DisputeTiming(EPOCH_S, params.dispute_lag, grace_s=params.proof_grace_s).count(
+                o.epoch, o.deadline_ms
+            )
             await wait_until(lambda: client.clock.epoch(EPOCH_S) >= count, 10 * EPOCH_S)
             threshold = params.reputation.phase_out_permille
             for peer in peers:

@@ -199,7 +199,9 @@ async def test_camouflaged_cheater_outvoted_2_to_1_is_resolved_by_escalation(
             # having reached every peer), the cheater lost the dispute, nobody honest did.
             if views == "digests":
                 params = client.views.params
-                timing = DisputeTiming(params.epoch_s, params.dispute_lag)
+                timing = DisputeTiming(
+                    params.epoch_s, params.dispute_lag, grace_s=params.proof_grace_s
+                )
                 lag = timing.count(o.epoch, o.deadline_ms) - o.epoch
                 assert 2 <= lag <= params.dispute_lag
                 ids = {r.record_id for r in receipts}

@@ -62,7 +62,7 @@ async def test_a_peer_restarted_after_a_disputed_task_pulls_its_proof_and_counts
             assert disputed is not None, "no task of the cheater's was disputed"
             offer_id, epoch = disputed.offer_id, disputed.epoch
             assert cheater in {r.signer for r in disputed.receipts}
-            timing = DisputeTiming(EPOCH_S, params.dispute_lag)
+            timing = DisputeTiming(EPOCH_S, params.dispute_lag, grace_s=params.proof_grace_s)
             count = timing.count(epoch, disputed.deadline_ms)
 
             # back an epoch later (no view of the offer's epoch), within the replay window
