@@ -214,9 +214,10 @@ class NetworkParams:
         """The most epochs between an offer's epoch ``E`` and the first digest view that
         counts a dispute proof of it: ``digests.seal_lag_epochs + 1`` (derived, not a
         field). Per offer the count epoch is earlier when its deadline is
-        (:class:`repp2p.digests.disputes.DisputeTiming`: the epoch after the one after
-        the deadline's, ``E + 2`` for a deadline in ``E``); this is its cap, reached by an
-        offer whose deadline is past the seal.
+        (:class:`repp2p.digests.disputes.DisputeTiming`: the first boundary more than
+        :attr:`proof_grace_s` after the deadline, ``E + 2`` for a deadline in ``E`` on a
+        network of epochs no longer than the grace); this is its cap, reached by an offer
+        whose deadline is past the seal.
 
         A proof goes out when its client's escalation ends, which may be as late as the
         epoch's seal: nodes admit offers of ``E`` until ``E + EPOCH_LAG`` and sign a claim
@@ -237,8 +238,9 @@ class NetworkParams:
         """The seconds peers have after an offer's deadline to receive its dispute
         proofs before a digest view counts them (``DisputeTiming.grace_s``):
         ``digests.proof_grace_s``, at most one epoch. Gossip carries a proof in well under
-        a second; the grace covers a peer that missed it, which pulls the open proofs
-        again inside it (``ProofCatchUp``). A longer grace than an epoch would only delay
+        a second, and an honest one is out by the deadline plus one task's execution; the
+        grace also covers a peer that missed it, which pulls the open proofs again late
+        inside it (``ProofCatchUp``). A longer grace than an epoch would only delay
         verdicts: the rule before it, one whole epoch, is what networks with epochs of
         ``proof_grace_s`` or less keep."""
         return min(self.digests.proof_grace_s, self.epoch_s)

@@ -362,6 +362,40 @@ def _first_view_with(keeper: ViewKeeper, offer_id: bytes, epochs: range) -> int 
     return next((v for v in epochs if offer_id in keeper.view(v).evidence.record_ids), None)
 
 
+def test_with_long_epochs_an_early_deadline_dispute_counts_at_the_next_boundary_in_both():
+    """600-s epochs, the default 120-s proof grace: a dispute whose deadline is more than
+    the grace before its epoch's end counts from the view of E + 1 (the next boundary),
+    one whose deadline is later from E + 2, in the keeper and the simulator alike."""
+
+    from repp2p.sim.digest_views import DigestViews
+
+    params = DIGESTS.replace(epoch_s=600)
+    assert params.proof_grace_s == 120
+    e = 14
+    store = _digest_store(range(0, 20))
+    sim = DigestViews(params)
+    for into_s, first in ((30, e + 1), (479, e + 1), (480, e + 2), (590, e + 2)):
+        deadline_ms = (e * 600 + into_s) * 1000
+        counts, _keeper, _offer = _counts_in_both(
+            store, params, sim, e, f"long-{into_s}", deadline_ms, range(e, e + 6)
+        )
+        assert counts == (first, first, first)
+
+
+def _counts_in_both(store, params, sim, e, label, deadline_ms, views):
+    """``((first keeper view counting it, the simulator's count, the keeper's rule's),
+    keeper, offer ID)`` of a dispute of a task of epoch ``e`` with this deadline."""
+    import numpy as np
+
+    keeper = _verified_keeper(store, params)
+    _epoch, records = _dispute(e, label, deadline_ms)
+    offer_id = records[0].record_id
+    keeper.disputes = _HeldDisputes([(e, records)])
+    first = _first_view_with(keeper, offer_id, views)
+    simulated = int(sim.dispute_counts(np.array([e]), np.array([deadline_ms]))[0])
+    return (first, simulated, keeper.dispute_timing.count(e, deadline_ms)), keeper, offer_id
+
+
 def test_a_far_deadline_dispute_counts_from_dispute_lag_in_the_keeper_and_the_simulator():
     """A proof of an offer of epoch E whose deadline is past the seal counts in the digest
     views from E + dispute_lag (seal_lag_epochs + 1: the last receipt of E is signed
@@ -401,7 +435,6 @@ def test_a_short_deadline_dispute_counts_two_epochs_after_its_offer_in_both():
     counts from the view of E + 2 (task_record_lag), in the keeper and the simulator
     alike; a deadline in E + 2 counts from E + 4; the last view that counts either is
     window_epochs after the first."""
-    import numpy as np
 
     from repp2p.sim.digest_views import DigestViews
 
@@ -411,13 +444,10 @@ def test_a_short_deadline_dispute_counts_two_epochs_after_its_offer_in_both():
     sim = DigestViews(DIGESTS)
     for deadline_epoch, first in ((e, e + 2), (e + 2, e + 4)):
         deadline_ms = (deadline_epoch * es + es // 2) * 1000
-        keeper = _verified_keeper(store)
-        _epoch, records = _dispute(e, f"short-{deadline_epoch}", deadline_ms)
-        offer_id = records[0].record_id
-        keeper.disputes = _HeldDisputes([(e, records)])
-        assert _first_view_with(keeper, offer_id, range(e, e + 8)) == first
-        count = sim.dispute_counts(np.array([e]), np.array([deadline_ms]))
-        assert count.tolist() == [first] == [keeper.dispute_timing.count(e, deadline_ms)]
+        counts, keeper, offer_id = _counts_in_both(
+            store, DIGESTS, sim, e, f"short-{deadline_epoch}", deadline_ms, range(e, e + 8)
+        )
+        assert counts == (first, first, first)
         w = DIGESTS.reputation.window_epochs
         assert offer_id in keeper.view(first + w - 1).evidence.record_ids
         assert offer_id not in keeper.view(first + w).evidence.record_ids

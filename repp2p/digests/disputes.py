@@ -45,14 +45,16 @@ judge the receipts, and count the verdict as the client's ``wrong`` on that node
 task whatever its feedback digest reports (a client cannot take back, by leaving it out or
 re-signing it ``ok``, a verdict it sent the replicas).
 
-**When a proof counts** (:class:`DisputeTiming`): per offer, from its epoch ``E`` and its
-client-signed ``deadline_ms``. Nodes refuse a task request, replicas included, once the
-deadline has passed, and the client escalates only until it, so a proof is final by the
-end of the deadline's epoch ``D``. Peers take proofs (and merges) of the offer until the
-end of its *close* epoch ``min(max(D, E) + 1, E + dispute_lag - 1)`` (``too_old`` after),
-and digest views count it from the next epoch (its *count* epoch), for ``window_epochs``
-views. The cap ``E + dispute_lag - 1`` is the seal's bound: no receipt of ``E`` is signed
-after ``E + seal_lag_epochs - 1`` whatever the deadline.
+**When a proof counts** (:class:`DisputeTiming`): per offer, from its epoch ``E``, its
+client-signed ``deadline_ms`` and the network's proof grace ``g``
+(``NetworkParams.proof_grace_s``). Nodes refuse a task request, replicas included, once
+the deadline has passed, and the client escalates only until it, so an honest proof is out
+by the deadline plus one task's execution (the enclave's limit, 30 s). Peers take proofs
+(and merges) of the offer until the end of its *close* epoch, the one holding ``deadline +
+g`` (at most ``E + dispute_lag - 1``; ``too_old`` after), and digest views count it from
+the next epoch (its *count* epoch), for ``window_epochs`` views: the first boundary more
+than ``g`` after the deadline. The cap ``E + dispute_lag - 1`` is the seal's bound: no
+receipt of ``E`` is signed after ``E + seal_lag_epochs - 1`` whatever the deadline.
 
 Pure: no I/O, no clock (``now`` is an argument).
 """
@@ -123,7 +125,7 @@ class DisputeTiming:
             it, a contested proof's offer and verdict must live until the last view that
             can count it (:meth:`contested_expiry`). None: not checked.
         grace_s: the seconds every peer has, after the offer's deadline, to receive its
-            proof before a view counts it (``NetworkParams.proof_grace_s``, at most one
+            proofs before a view counts them (``NetworkParams.proof_grace_s``, at most one
             epoch). None: one whole epoch (``epoch_s``).
     """
 
@@ -157,11 +159,11 @@ class DisputeTiming:
         (the default) that is ``min(max(D, epoch) + 1, epoch + dispute_lag - 1)``, ``D``
         the deadline's epoch.
 
-        The honest proof is out by the deadline (no node runs the task, replicas
-        included, after it; the client asks none after it), so peers have ``grace``
-        seconds to receive it before the view of :meth:`count` is built at the start of
-        the next epoch; the cap is the seal's (nothing of the task is signed from
-        ``epoch + seal_lag_epochs`` on)."""
+        No node takes the task, replicas included, after the deadline and the client
+        asks none after it, so an honest proof is out by the deadline plus one task's
+        execution; the view of :meth:`count` is built more than ``grace`` seconds after
+        the deadline; the cap is the seal's (nothing of the task is signed from ``epoch +
+        seal_lag_epochs`` on)."""
         deadline_s = max(max(deadline_ms, 0) // 1000, epoch * self.epoch_s)
         last = (deadline_s + self.grace) // self.epoch_s
         return max(epoch, min(last, epoch + self.dispute_lag - 1))

@@ -73,13 +73,16 @@ class DigestParams:
             default 1 (no batching). Views wait for the longer of the two
             (``NetworkParams.digest_lag``).
         proof_grace_s: seconds after an offer's deadline during which peers still take
-            its dispute proofs before a view counts them, 1 .. 86400 (default 60), at
-            most one epoch (``NetworkParams.proof_grace_s``: networks with epochs of 60 s
-            or less keep one epoch). A dispute counts in the view of the first epoch that
-            starts at least this long after the deadline
+            its dispute proofs before a view counts them, 60 .. 86400 (default 120), at
+            most one epoch (``NetworkParams.proof_grace_s``: networks with epochs of that
+            length or shorter keep one epoch). A dispute counts in the view of the first
+            epoch that starts more than this long after the deadline
             (:class:`~repp2p.digests.disputes.DisputeTiming`; docs/digests.md, "When a
             proof counts"): on a network of 600-s epochs, a cheater caught early in an
-            epoch loses its standing at the next boundary, not the one after.
+            epoch loses its standing at the next boundary, not the one after. At least
+            60 s: an honest replica's proof may go out up to one task's execution (the
+            enclave's 30-s limit) after the deadline, and peers that missed it pull the
+            open proofs once more inside the grace, after that.
     """
 
     seal_lag_epochs: int = EPOCH_LAG + 1
@@ -90,7 +93,7 @@ class DigestParams:
     audit_horizon_epochs: int = 16
     feedback_max_epochs: int = 1
     work_max_epochs: int = 1
-    proof_grace_s: int = 60
+    proof_grace_s: int = 120
 
     def __post_init__(self) -> None:
         int_field(self, "seal_lag_epochs", EPOCH_LAG + 1, 64)
@@ -109,7 +112,7 @@ class DigestParams:
         most = max(1, min(DIGEST_MAX_SPAN, self.gossip_max_age_epochs - self.seal_lag_epochs))
         int_field(self, "feedback_max_epochs", 1, most)
         int_field(self, "work_max_epochs", 1, most)
-        int_field(self, "proof_grace_s", 1, 86_400)
+        int_field(self, "proof_grace_s", 60, 86_400)
 
     def sealed(self, epoch: int, current: int) -> bool:
         """True when no per-task record of a task of ``epoch`` may be signed at

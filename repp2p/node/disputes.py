@@ -126,9 +126,9 @@ class DisputeBook:
             epoch); the node uses ``dispute_lag - 1`` (``NetworkParams.dispute_lag``).
             Within it, a proof of an offer is refused (``too_old``) after the offer's
             close (:class:`DisputeTiming` with ``dispute_lag = max_age_epochs + 1``: the
-            epoch after its deadline's, at most ``max_age_epochs`` after its own), so it
-            is in before the first view that counts it is built, and every peer's views
-            judge the same receipts.
+            epoch holding its deadline plus ``grace_s``, at most ``max_age_epochs`` after
+            its own), so it is in before the first view that counts it is built, and every
+            peer's views judge the same receipts.
         keep_epochs: proofs are kept until their offer is this many epochs old (the
             reputation window plus the dispute lag: the last view that reads them).
         now: the clock (unix seconds).

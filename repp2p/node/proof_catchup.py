@@ -16,11 +16,12 @@ views read them, so that every peer's digest views count the same disputes and o
   telling it what we hold. So a peer that was offline or restarted, or whose neighbours
   IGNOREd a proof, gets it within an epoch. A pulled proof goes through the gossip
   validator. Where the proof grace is shorter than an epoch
-  (``NetworkParams.proof_grace_s``: a dispute whose deadline is ``grace`` before a
-  boundary counts in the view built at it), we pull once more inside the last ``grace``
-  seconds of each epoch (between 75% and 25% of it before the boundary, by our phase):
-  after every honest proof of a dispute that the next view counts is out, before that
-  view is built.
+  (``NetworkParams.proof_grace_s``: a dispute whose deadline is more than ``grace``
+  before a boundary counts in the view built at it), we pull once more late in the last
+  ``grace`` seconds of each epoch (between 40% and 15% of it before the boundary, by our
+  phase): at least 60% of the grace after the deadline of any dispute the next view
+  counts (an honest proof is out by the deadline plus one task's execution, 30 s at most,
+  and the grace is at least 60 s), with time left for retries before that view is built.
 
 The loop does I/O and reads the clock; the books and the protocol's checks stay pure.
 """
@@ -131,7 +132,7 @@ class ProofCatchUp:
         times = [(epoch + self._phase) * self._epoch_s]
         grace = self._grace_s
         if grace is not None and grace < self._epoch_s:
-            times.append((epoch + 1) * self._epoch_s - grace * (0.75 - 0.5 * self._phase))
+            times.append((epoch + 1) * self._epoch_s - grace * (0.4 - 0.25 * self._phase))
         return times
 
     async def run(self) -> None:

@@ -178,28 +178,60 @@ async def test_a_restarted_peer_pulls_what_it_missed_while_down_from_a_peer_of_i
     assert peer == server.get_id().to_base58() and result is not None and result.accepted == 1
 
 
+def test_the_grace_pull_is_due_late_in_the_grace_whatever_the_phase():
+    """Where the grace is shorter than an epoch, the second pull of each epoch is due
+    between 40% and 15% of the grace before its end (at least 60% of the grace after the
+    deadline of a dispute the next view counts); otherwise one pull an epoch."""
+
+    def loop(phase: float, grace: float | None) -> ProofCatchUp:
+        return ProofCatchUp(
+            router=None,
+            disputes=None,
+            peers=list,
+            open_stream=None,
+            params=PARAMS,
+            clock=None,
+            epoch_s=600,
+            tick_s=1.0,
+            is_synced=lambda: True,
+            view_ready=lambda epoch: True,
+            phase=phase,
+            grace_s=grace,
+        )
+
+    for phase in (0.0, 0.15, 0.5, 0.85, 0.999):
+        first, second = loop(phase, 120).pull_times(10)
+        assert first == (10 + phase) * 600
+        assert 11 * 600 - 0.4 * 120 <= second <= 11 * 600 - 0.15 * 120
+        assert loop(phase, 600).pull_times(10) == loop(phase, None).pull_times(10) == [first]
+
+
 async def test_with_a_grace_shorter_than_an_epoch_a_missed_proof_is_pulled_before_the_boundary(
     tmp_path,
 ):
     """``proof_grace_s`` shorter than an epoch: a dispute counts at the first boundary
-    a grace after its deadline, so the per-epoch pull alone could come after the view
-    that counts it. The loop pulls once more inside the epoch's last ``grace`` seconds: a
-    proof the peer missed after its first pull is held before the boundary."""
-    grace = 8
+    more than a grace after its deadline, so the per-epoch pull alone could come after the
+    view that counts it. The loop pulls once more late in the epoch's last ``grace``
+    seconds (40% to 15% of it before the boundary): a proof the peer missed after its
+    first pull is held before the boundary."""
+    grace = 20
     boundary = (dp.EPOCH + 1) * dp.EPOCH_S
-    # 0.6 s before the grace pull (due 0.75 * grace before the boundary at phase 0)
-    clock = TrioClock(boundary - 0.75 * grace - 0.6 - trio.current_time())
-    up = Peer(tmp_path / "up", clock)
-    late = Peer(tmp_path / "late", clock)
+    books = TrioClock(boundary - 30 - trio.current_time())  # the books' clock, in EPOCH
+    up = Peer(tmp_path / "up", books)
+    late = Peer(tmp_path / "late", books)
     first = dp._proof(dp._offer("first"), outputs=("a", "b")).encode()
     assert up.router.judge(first) is Verdict.ACCEPT
     server, client = build_host(factories.identity("ps-g")), build_host(factories.identity("ps-h"))
     async with server.run(listen_addrs=[LOCAL]), client.run(listen_addrs=[LOCAL]):
-        server.set_stream_handler(PROTOCOL, make_handler(up.router.served, PARAMS, clock.now))
+        server.set_stream_handler(PROTOCOL, make_handler(up.router.served, PARAMS, books.now))
         await _connect(client, server)
+        # the loop's clock starts 2 s before the grace pull (phase 0: 0.4 * grace before
+        # the boundary), once the hosts are up: the first pull is due at once, the second
+        # at its time, whatever the set-up took
+        clock = TrioClock(boundary - 0.4 * grace - 2 - trio.current_time())
         loop = _catchup(late, server, client, clock, view_ready=lambda epoch: True, grace_s=grace)
         _, at = loop.pull_times(dp.EPOCH)
-        assert boundary - 0.75 * grace <= at <= boundary - 0.25 * grace
+        assert at == boundary - 0.4 * grace
         async with trio.open_nursery() as nursery:
             nursery.start_soon(loop.run)
             with trio.fail_after(20):
@@ -214,7 +246,7 @@ async def test_with_a_grace_shorter_than_an_epoch_a_missed_proof_is_pulled_befor
             pulled_at = clock.now()
             await trio.sleep(0.3)  # a few more ticks: no third pull in this epoch
             nursery.cancel_scope.cancel()
-    assert pulled_at < boundary  # before the view that counts it is built
+    assert at <= pulled_at < boundary  # at its time, before the view that counts it
     assert [r.accepted for _, r in loop.pulls] == [1, 1]
     assert late.counted() == up.counted() and len(late.counted()[0]) > 0
 

@@ -14,6 +14,8 @@ import hashlib
 import nacl.signing
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from repp2p.digests import count_rows, reconcile
 from repp2p.digests.disputes import DisputeTiming, replica_claims
@@ -403,8 +405,8 @@ def test_a_disputed_task_counts_from_its_count_epoch_as_on_the_live_keeper():
     """The digest view of V judges exactly the disputed tasks whose count epoch
     (DisputeTiming.count of the offer's epoch and deadline, the live keeper's rule) is in
     V - window_epochs + 1 .. V (ViewKeeper.dispute_window): with the scenario's 30-s
-    deadlines in 600-s epochs and the default 60-s proof grace, a task disputed in epoch E
-    first counts in the view of E + 1 when its deadline is at least 60 s before E's end
+    deadlines in 600-s epochs and the default 120-s proof grace, a task disputed in epoch E
+    first counts in the view of E + 1 when its deadline is more than 120 s before E's end
     (E + 2 otherwise), not E + dispute_lag."""
     sc = _sc(
         epochs=12,
@@ -414,7 +416,7 @@ def test_a_disputed_task_counts_from_its_count_epoch_as_on_the_live_keeper():
     p = sc.network_params
     timing = DisputeTiming(p.epoch_s, p.dispute_lag, grace_s=p.proof_grace_s)
     assert timing.dispute_lag == 5 and sc.deadline_ms < sc.epoch_s * 1000
-    assert timing.grace == 60 < p.epoch_s
+    assert timing.grace == 120 < p.epoch_s
     seen: dict[int, list[tuple[int, int]]] = {}
     disputed: dict[int, list[tuple[int, int]]] = {}
 
@@ -447,3 +449,36 @@ def test_a_disputed_task_counts_from_its_count_epoch_as_on_the_live_keeper():
     firsts = [timing.count(e, d) for x in disputed.values() for e, d in x if e == first]
     assert not any(e == first for e, _d in seen[min(firsts) - 1])
     assert any(e == first for e, _d in seen[min(firsts)])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    epoch_s=st.integers(1, 3_600),
+    grace=st.integers(60, 7_200),
+    seal_lag=st.integers(4, 8),
+    epochs=st.lists(st.integers(0, 10**7), min_size=1, max_size=8),
+    offsets_ms=st.lists(st.integers(-(10**7), 10**8), min_size=8, max_size=8),
+)
+def test_the_simulators_dispute_counts_are_the_keepers_rule(
+    epoch_s, grace, seal_lag, epochs, offsets_ms
+):
+    """``DigestViews.dispute_counts`` (vectorised) equals ``DisputeTiming.count`` (the
+    keeper's scalar rule) for any epoch length, proof grace, seal lag, offer epoch and
+    deadline around it (before the offer's epoch, at epoch edges, past the seal)."""
+    from repp2p.digests.params import DigestParams
+    from repp2p.sim.digest_views import DigestViews
+
+    params = NetworkParams(
+        name="t",
+        epoch_s=epoch_s,
+        reputation_source="digests",
+        digests=DigestParams(
+            seal_lag_epochs=seal_lag, gossip_max_age_epochs=16, proof_grace_s=grace
+        ),
+    )
+    sim = DigestViews(params)
+    e = np.array(epochs, np.int64)
+    deadlines = np.maximum(e * epoch_s * 1000 + np.array(offsets_ms[: len(e)], np.int64), 0)
+    timing = DisputeTiming(params.epoch_s, params.dispute_lag, grace_s=params.proof_grace_s)
+    want = [timing.count(int(x), int(d)) for x, d in zip(e, deadlines, strict=True)]
+    assert sim.dispute_counts(e, deadlines).tolist() == want
