@@ -151,7 +151,9 @@ class ProofCatchUp:
                 for slot, at in enumerate(self.pull_times(epoch)):
                     tried = tries.get((epoch, slot), 0)
                     due = not self.pulls or now >= at
-                    if due and 0 <= tried < self.PULLS_PER_EPOCH and self._is_synced():
+                    # (no try is spent while no peer is connected: it is tried when one is)
+                    ready_to_pull = self._is_synced() and bool(self._peers())
+                    if due and 0 <= tried < self.PULLS_PER_EPOCH and ready_to_pull:
                         done = await self.pull_once() is not None
                         tries[(epoch, slot)] = -1 if done else tried + 1
                         break  # one pull per look

@@ -206,6 +206,44 @@ def test_the_grace_pull_is_due_late_in_the_grace_whatever_the_phase():
         assert loop(phase, 600).pull_times(10) == loop(phase, None).pull_times(10) == [first]
 
 
+async def test_no_pull_is_spent_while_no_peer_is_connected(tmp_path):
+    """A pull due while no peer is connected waits for one: the epoch's tries (3, each to
+    the next peer while pulls fail) are not spent on nobody."""
+    clock = _clock()
+    peer = Peer(tmp_path / "p", clock)
+    connected: list[str] = []
+    opened: list[str] = []
+
+    async def open_stream(name: str):
+        opened.append(name)
+        raise ConnectionError("refused")  # a peer that does not speak the protocol
+
+    loop = ProofCatchUp(
+        router=peer.router,
+        disputes=peer.disputes,
+        peers=lambda: list(connected),
+        open_stream=open_stream,
+        params=PARAMS,
+        clock=clock,
+        epoch_s=dp.EPOCH_S,
+        tick_s=0.02,
+        is_synced=lambda: True,
+        view_ready=lambda epoch: True,
+    )
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(loop.run)
+        await trio.sleep(0.3)  # ~15 looks with nobody to pull from
+        assert opened == [] and loop.pulls == []
+        connected.append("peer-a")
+        with trio.fail_after(10):
+            while len(opened) < ProofCatchUp.PULLS_PER_EPOCH:
+                await trio.sleep(0.02)
+        await trio.sleep(0.3)  # the tries of this epoch are spent: no fourth
+        nursery.cancel_scope.cancel()
+    assert opened == ["peer-a"] * ProofCatchUp.PULLS_PER_EPOCH
+    assert [r for _, r in loop.pulls] == [None] * ProofCatchUp.PULLS_PER_EPOCH
+
+
 async def test_with_a_grace_shorter_than_an_epoch_a_missed_proof_is_pulled_before_the_boundary(
     tmp_path,
 ):
