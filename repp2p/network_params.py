@@ -238,8 +238,8 @@ class NetworkParams:
         """The seconds peers have after an offer's deadline to receive its dispute
         proofs before a digest view counts them (``DisputeTiming.grace_s``):
         ``digests.proof_grace_s``, at most one epoch. Gossip carries a proof in well under
-        a second, and an honest one is out by the deadline plus one task's execution; the
-        grace also covers a peer that missed it, which pulls the open proofs again late
+        a second, and an honest one is out by the deadline; the grace also covers a peer that
+        missed it, which pulls the open proofs again late
         inside it (``ProofCatchUp``). A longer grace than an epoch would only delay
         verdicts: the rule before it, one whole epoch, is what networks with epochs of
         ``proof_grace_s`` or less keep."""

@@ -48,8 +48,8 @@ re-signing it ``ok``, a verdict it sent the replicas).
 **When a proof counts** (:class:`DisputeTiming`): per offer, from its epoch ``E``, its
 client-signed ``deadline_ms`` and the network's proof grace ``g``
 (``NetworkParams.proof_grace_s``). Nodes refuse a task request, replicas included, once
-the deadline has passed, and the client escalates only until it, so an honest proof is out
-by the deadline plus one task's execution (the enclave's limit, 30 s). Peers take proofs
+the deadline has passed, no node hands over a receipt of a task it finished after it, and
+the client escalates only until it, so an honest proof is out by the deadline. Peers take proofs
 (and merges) of the offer until the end of its *close* epoch, the one holding ``deadline +
 g`` (at most ``E + dispute_lag - 1``; ``too_old`` after), and digest views count it from
 the next epoch (its *count* epoch), for ``window_epochs`` views: the first boundary more
@@ -159,11 +159,11 @@ class DisputeTiming:
         (the default) that is ``min(max(D, epoch) + 1, epoch + dispute_lag - 1)``, ``D``
         the deadline's epoch.
 
-        No node takes the task, replicas included, after the deadline and the client
-        asks none after it, so an honest proof is out by the deadline plus one task's
-        execution; the view of :meth:`count` is built more than ``grace`` seconds after
-        the deadline; the cap is the seal's (nothing of the task is signed from ``epoch +
-        seal_lag_epochs`` on)."""
+        No node takes the task, replicas included, after the deadline, none hands over a
+        receipt of it finished after it, and the client asks none after it, so an honest
+        proof is out by the deadline; the view of :meth:`count` is built more than
+        ``grace`` seconds after the deadline; the cap is the seal's (nothing of the
+        task is signed from ``epoch + seal_lag_epochs`` on)."""
         deadline_s = max(max(deadline_ms, 0) // 1000, epoch * self.epoch_s)
         last = (deadline_s + self.grace) // self.epoch_s
         return max(epoch, min(last, epoch + self.dispute_lag - 1))

@@ -80,9 +80,8 @@ class DigestParams:
             (:class:`~repp2p.digests.disputes.DisputeTiming`; docs/digests.md, "When a
             proof counts"): on a network of 600-s epochs, a cheater caught early in an
             epoch loses its standing at the next boundary, not the one after. At least
-            60 s: an honest replica's proof may go out up to one task's execution (the
-            enclave's 30-s limit) after the deadline, and peers that missed it pull the
-            open proofs once more inside the grace, after that.
+            60 s: time for the gossip, the retries of pending proofs and one more pull of
+            the open proofs inside the grace (docs/digests.md, "When a proof counts").
     """
 
     seal_lag_epochs: int = EPOCH_LAG + 1

@@ -18,10 +18,11 @@ views read them, so that every peer's digest views count the same disputes and o
   validator. Where the proof grace is shorter than an epoch
   (``NetworkParams.proof_grace_s``: a dispute whose deadline is more than ``grace``
   before a boundary counts in the view built at it), we pull once more late in the last
-  ``grace`` seconds of each epoch (between 40% and 15% of it before the boundary, by our
-  phase): at least 60% of the grace after the deadline of any dispute the next view
-  counts (an honest proof is out by the deadline plus one task's execution, 30 s at most,
-  and the grace is at least 60 s), with time left for retries before that view is built.
+  ``grace`` seconds of each epoch (``0.4 - 0.25 * phase`` of it before the boundary:
+  between 36% and 19% at our phase of 15-85%): more than 60% of the grace after the
+  deadline of any dispute the next view counts (an honest proof is out by the deadline:
+  no node hands over a receipt of a task it finished after it), with time left for
+  retries before that view is built.
 
 The loop does I/O and reads the clock; the books and the protocol's checks stay pure.
 """

@@ -534,6 +534,15 @@ class TaskServer(TaskLoadAPI):
             # not delivered, so no receipt may exist and nothing about it may change.
             log.warning("task %s finished after its epoch was sealed", o.task_id.hex()[:12])
             return error("execution_failed", "finished after its epoch was sealed")
+        if self._now_ms() > o.deadline_ms:
+            # Finished after the offer's deadline (queued behind other tasks in the
+            # enclave, say): its client stopped waiting at the deadline, and a receipt, or
+            # a replica's dispute proof, this late could reach peers after the dispute
+            # closed (DisputeTiming: a proof grace after the deadline), so that some
+            # peers' views count it and others' do not. No receipt: not delivered.
+            log.info("task %s finished after its deadline", o.task_id.hex()[:12])
+            self._on_failed(o.epoch, o.task_id)
+            return error("execution_failed", "finished after the offer's deadline")
         self._done += 1
         signed_receipt = self._publisher.publish_soon(receipt)
         if len(self._handled) > 100_000:

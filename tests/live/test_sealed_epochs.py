@@ -1,9 +1,11 @@
 """Once an epoch is sealed (its digests are due), no party signs a per-task record of a
-task of that epoch: real task server and client on virtual time (repp2p.testing.tasknet)."""
+task of that epoch, and no node hands over a receipt of a task it finished after the
+offer's deadline: real task server and client on virtual time (repp2p.testing.tasknet)."""
 
 from __future__ import annotations
 
 import pytest
+import trio
 
 from repp2p.client import TaskError
 from repp2p.records import Claim, Feedback, Receipt
@@ -50,6 +52,25 @@ async def test_a_task_finishing_after_the_seal_gets_no_receipt(autojump_clock):
         assert result.proofs[0].node == late and result.proofs[0].outcome != "ok"
         assert result.proof.node != late and result.output == b"straddles the seal"
         assert failed == []  # after the seal the digest must not change: not a failed leaf
+
+
+async def test_a_task_finishing_after_its_deadline_gets_no_receipt(autojump_clock):
+    """A node that finishes a task after the offer's deadline (here each one sleeps past
+    it) publishes no receipt and counts the task failed: its client stopped waiting, and a
+    receipt or a replica's dispute proof this late could reach peers after the dispute
+    closed (docs/digests.md, "When a proof counts")."""
+    async with TaskNet.open(nodes=3) as net:
+        failed: list[bytes] = []
+        for node in net.nodes:
+            node.server._task_delay_s = 61.0  # past the task's 60-s deadline
+            node.server._on_failed = lambda epoch, task_id: failed.append(task_id)
+        with pytest.raises(TaskError):
+            await net.client.submit("echo", b"too slow", timeout=60)
+        await trio.sleep(120)  # every claimant has finished by now
+        claimants = [n for n in net.nodes if n.store.query(type=Claim.TYPE, signer=n.peer_id)]
+        assert claimants
+        assert all(n.store.count(Receipt.TYPE) == 0 for n in net.nodes)
+        assert len(failed) == len(claimants) and len(set(failed)) == 1
 
 
 async def test_a_client_signs_no_feedback_on_a_task_of_a_sealed_epoch(autojump_clock):
