@@ -93,18 +93,29 @@ async def _connect(client, server) -> None:
         await client.connect(info_from_p2p_addr(addr))
 
 
-def _catchup(peer: Peer, server, client, clock, **kw) -> ProofCatchUp:
-    """The node's pull loop for ``peer``, pulling from ``server`` over ``client``."""
+def _loop(peer: Peer, clock, peers, open_stream, *, tick_s: float = 0.05, **kw) -> ProofCatchUp:
+    """The node's pull loop for ``peer``: ``peers()`` connected, ``open_stream(peer)``."""
     return ProofCatchUp(
         router=peer.router,
         disputes=peer.disputes,
-        peers=lambda: [server.get_id().to_base58()],
-        open_stream=lambda _peer: client.new_stream(server.get_id(), [PROTOCOL]),
+        peers=peers,
+        open_stream=open_stream,
         params=PARAMS,
         clock=clock,
         epoch_s=dp.EPOCH_S,
-        tick_s=0.05,
+        tick_s=tick_s,
         is_synced=lambda: True,
+        **kw,
+    )
+
+
+def _catchup(peer: Peer, server, client, clock, **kw) -> ProofCatchUp:
+    """The node's pull loop for ``peer``, pulling from ``server`` over ``client``."""
+    return _loop(
+        peer,
+        clock,
+        lambda: [server.get_id().to_base58()],
+        lambda _peer: client.new_stream(server.get_id(), [PROTOCOL]),
         **kw,
     )
 
@@ -218,17 +229,8 @@ async def test_no_pull_is_spent_while_no_peer_is_connected(tmp_path):
         opened.append(name)
         raise ConnectionError("refused")  # a peer that does not speak the protocol
 
-    loop = ProofCatchUp(
-        router=peer.router,
-        disputes=peer.disputes,
-        peers=lambda: list(connected),
-        open_stream=open_stream,
-        params=PARAMS,
-        clock=clock,
-        epoch_s=dp.EPOCH_S,
-        tick_s=0.02,
-        is_synced=lambda: True,
-        view_ready=lambda epoch: True,
+    loop = _loop(
+        peer, clock, lambda: list(connected), open_stream, tick_s=0.02, view_ready=lambda e: True
     )
     async with trio.open_nursery() as nursery:
         nursery.start_soon(loop.run)
@@ -572,16 +574,11 @@ async def test_a_failed_pull_goes_to_the_next_peer_and_a_pull_is_tried_a_few_tim
         await _connect(client, old)
         await _connect(client, good)
         hosts = {h.get_id().to_base58(): h for h in (old, good)}
-        loop = ProofCatchUp(
-            router=fresh.router,
-            disputes=fresh.disputes,
-            peers=lambda: list(hosts),
-            open_stream=lambda peer: client.new_stream(hosts[peer].get_id(), [PROTOCOL]),
-            params=PARAMS,
-            clock=clock,
-            epoch_s=dp.EPOCH_S,
-            tick_s=0.05,
-            is_synced=lambda: True,
+        loop = _loop(
+            fresh,
+            clock,
+            lambda: list(hosts),
+            lambda peer: client.new_stream(hosts[peer].get_id(), [PROTOCOL]),
             view_ready=lambda epoch: True,
         )
         async with trio.open_nursery() as nursery:
