@@ -27,7 +27,7 @@ from repp2p.reputation import ReputationParams
 from repp2p.sim.digests import CostModel
 
 #: Node behaviours (``[[adversary]] behaviour = ...``); "honest" fills the rest.
-BEHAVIOURS = ("honest", "lazy", "wrong_result", "on_off", "sybil", "whitewasher")
+BEHAVIOURS = ("honest", "lazy", "wrong_result", "on_off", "sybil", "whitewasher", "self_dealer")
 #: How records enter the core. Only ``columns`` exists: compact evidence columns
 #: (``Evidence.from_columns``), i.e. **no record encoding and no signatures**. Everything
 #: after that (reputation, penalties, matching, ledger) is the live node's code.
@@ -76,6 +76,12 @@ class Adversary:
         digest_fault: share of the leaves of each of its work digests a node of this group
             misreports (needs ``[digests] enabled``; docs/simulations.md, "Digests and
             per-peer costs").
+        self_tasks: self_dealer: tasks per epoch a node of this group serves to a client it
+            invented (its own key), on top of the honest clients' tasks it serves honestly
+            (docs/simulations.md, "Self-dealing").
+        grind: self_dealer: it grinds its invented tasks' IDs until the matching ranks it
+            first (true, what task IDs allow); false: a what-if of IDs the client cannot
+            choose, where each goes to whoever the matching ranks first.
     """
 
     behaviour: str
@@ -91,6 +97,8 @@ class Adversary:
     rejoin_epochs: int = 1
     collude: bool = False
     digest_fault: float = 0.0
+    self_tasks: int = 0
+    grind: bool = True
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Adversary:
@@ -114,6 +122,8 @@ class Adversary:
             rejoin_epochs=t.integer("rejoin_epochs", 1, 0, 10**6),
             collude=t.boolean("collude", False),
             digest_fault=t.number("digest_fault", 0.0, 0.0, 1.0),
+            self_tasks=t.integer("self_tasks", 0, 0, 10**6),
+            grind=t.boolean("grind", True),
         )
 
 
@@ -254,6 +264,10 @@ class Scenario:
         _check(
             params["digests"].enabled or not any(a.digest_fault for a in adversaries),
             "digest_fault needs [digests] enabled = true",
+        )
+        _check(
+            all(a.behaviour == "self_dealer" or not a.self_tasks for a in adversaries),
+            'self_tasks is for behaviour = "self_dealer" only',
         )
         scenario = cls(
             name=name,

@@ -75,7 +75,7 @@ from repp2p.sim.digests import DigestFlow
 from repp2p.sim.kernel import Kernel
 from repp2p.sim.scenario import BEHAVIOURS, Scenario
 
-HONEST, LAZY, WRONG, ON_OFF, SYBIL, WHITEWASH = range(6)
+HONEST, LAZY, WRONG, ON_OFF, SYBIL, WHITEWASH, SELF_DEALER = range(7)
 #: Task outcome codes, as the honest client saw them (metrics and the trace hash).
 OK, WRONG_ACCEPTED, WRONG_DETECTED, TIMEOUT, UNASSIGNED = range(5)
 _FB_OK, _FB_WRONG, _FB_TIMEOUT = 0, 1, 2
@@ -159,6 +159,13 @@ class Simulation:
         )
         self.on_epoch = on_epoch
         self.kernel = Kernel()
+        # Self-dealers (docs/simulations.md, "Self-dealing"): one invented client each,
+        # after the honest clients, who alone draw the task load
+        n_invented = sum(
+            round(a.share * s.nodes) + a.count
+            for a in s.adversaries
+            if a.behaviour == "self_dealer"
+        )
         # Digests (issue 14): a sixth stream, spawned after the five above so that their
         # draws are unchanged; used only when the scenario enables [digests].
         self.flow: DigestFlow | None = None
@@ -169,7 +176,7 @@ class Simulation:
             self.flow = DigestFlow(
                 s.digests,
                 s.digest_params,
-                s.clients,
+                s.clients + n_invented,
                 s.epoch_s,
                 self.seed,
                 rng_digest,
@@ -189,13 +196,17 @@ class Simulation:
             self.disputed = _Table(("offer", "node"))
         # clients: peer indices 0..C-1 ("c..." sorts before "n...")
         c = s.clients
-        self.client_names = [f"c{i:09d}" for i in range(c)]
+        self.n_task_clients = c
+        self.client_names = [f"c{i:09d}" for i in range(c + n_invented)]
         n_bad = round(c * s.malicious_clients)
-        self.client_bad = np.zeros(c, bool)
+        self.client_bad = np.zeros(c + n_invented, bool)
         self.client_bad[self.rng_init.permutation(c)[:n_bad]] = True
         # regions: drawn only when there are several (keeps single-region runs unchanged)
-        self.client_region = (
-            self.rng_init.integers(0, s.regions, c) if s.regions > 1 else np.zeros(c, np.int64)
+        self.client_region = np.concatenate(
+            (
+                self.rng_init.integers(0, s.regions, c) if s.regions > 1 else np.zeros(c, np.int64),
+                np.zeros(n_invented, np.int64),
+            )
         )
         # node identities: peer index C + i
         self.node_names: list[str] = []
@@ -215,6 +226,11 @@ class Simulation:
         for b, g, join in plan:
             self._new_identity(b, g, join)
         self._freeze_nodes()
+        # per node, the client it invented (self-dealers; -1: none)
+        self.dealer_client = np.full(self.n_nodes, -1, np.int64)
+        dealers = np.flatnonzero(self.behaviour == SELF_DEALER)
+        self.dealer_client[dealers] = c + np.arange(len(dealers), dtype=np.int64)
+        self.self_tasks_of = np.zeros(self.n_nodes, np.int64)  # tasks served to them
         self.online = np.zeros(self.n_nodes, bool)
         # heartbeat periods (ReputationParams.heartbeat_period_epochs): online at the last
         # epoch start (a node that was not heartbeats at once, as the live schedule does),
@@ -291,15 +307,19 @@ class Simulation:
         self.collude = per_group("collude", 0.0) > 0
         self.off_epochs = per_group("off_epochs", 1).astype(np.int64)
         self.digest_fault = per_group("digest_fault", 0.0)
+        self.self_tasks = per_group("self_tasks", 0).astype(np.int64)
+        self.grind = per_group("grind", 1.0) > 0
         self.malicious = self.behaviour != HONEST
 
     def _grow(self, extra: int) -> None:
         self._freeze_nodes()
         names = ("online", "first_cheat", "phased", "tasks_of", "lost_of", "alive", "caught")
         names = (*names, "was_online")
-        for name in (*names, "ever_penalised", "busy", "offender_from"):
+        names = (*names, "ever_penalised", "busy", "offender_from", "dealer_client")
+        for name in (*names, "self_tasks_of"):
             arr = getattr(self, name)
             fill = {"online": False, "alive": True, "first_cheat": -1, "phased": -1}.get(name, 0)
+            fill = -1 if name == "dealer_client" else fill
             fill = np.iinfo(np.int64).max if name == "offender_from" else fill
             fill = -1 if name == "caught" else fill
             setattr(self, name, np.concatenate((arr, np.full(extra, fill, arr.dtype))))
@@ -610,6 +630,8 @@ class Simulation:
         for j, count in enumerate(per_tick):
             if count:
                 self.kernel.after(j * tick_ms + 1, self._task_batch, int(count))
+        if (self.dealer_client >= 0).any():
+            self.kernel.after(tick_ms // 2 + 1, self._self_deal)
         self.kernel.after(self.epoch_ms, self._epoch_start, epoch + 1)
 
     # -- ranking ---------------------------------------------------------------------------
@@ -663,7 +685,7 @@ class Simulation:
             a0[j], a1[j] = w0, w1
             coins[j] = ((w2 >> 32) * 1000) >> 32
         explore = (coins < self.mp.exploration_permille) if s.reputation else np.zeros(count, bool)
-        clients = self.rng_task.integers(0, len(self.client_names), count)
+        clients = self.rng_task.integers(0, self.n_task_clients, count)
         offer_ids = np.arange(first_id, first_id + count)
         self.n_offers += count
         deadline = e * self.epoch_ms + self.kernel.now_ms % self.epoch_ms + s.deadline_ms
@@ -685,6 +707,68 @@ class Simulation:
             self._execute_single(clients, offer_ids, nodes, delay, a0, a1, explore)
         else:
             self._execute_redundant(clients, offer_ids, a0, a1, explore)
+
+    def _self_deal(self) -> None:
+        """Self-dealers serve the clients they invented (docs/simulations.md,
+        "Self-dealing"): each online dealer's client sends ``self_tasks`` tasks this epoch.
+
+        Grinding (the default, what task IDs allow today): the dealer grinds each task's ID
+        until the matching ranks it first (about as many hashes as the first pool has
+        nodes: free), so it deals while the view lets it rank first (eligible and in the
+        pool rank 0 is drawn from: the serving tier, or the newcomers' for exploration
+        tasks). It returns the right output and its client praises it: real receipts from
+        its attested enclave, ``ok`` feedback and, on a digest network, digests that agree.
+
+        ``grind = false`` (what-if: task IDs the client cannot choose): each task goes to
+        whoever the matching ranks first, like an honest client's, and is praised when its
+        output is right (a node cheating now returns a wrong one, reported wrong; no
+        dispute is escalated). Not honest clients' tasks: no outcome metric counts them."""
+        s, e = self.sc, self.epoch
+        est = self.eligible & ~self.newcomer
+        tier = est & self.tier
+        first = (tier if tier.any() else est) | (self.eligible & self.newcomer)
+        first |= ~self.grind  # (a dealer that does not grind sends its tasks anyway)
+        dealers = np.flatnonzero((self.dealer_client >= 0) & self.online & first)
+        per = self.self_tasks[dealers]
+        dealer_of = np.repeat(dealers, per)
+        m = len(dealer_of)
+        if not m:
+            return
+        clients = self.dealer_client[dealer_of]
+        ids = np.arange(self.n_offers, self.n_offers + m)
+        self.n_offers += m
+        deadline = e * self.epoch_ms + self.kernel.now_ms % self.epoch_ms + s.deadline_ms
+        self.offers.add(e, clients, np.full(m, e), np.full(m, deadline))
+        nodes = dealer_of.copy()
+        fresh = ~self.grind[dealer_of]
+        if fresh.any():  # ranked as an honest client's task would be
+            seed_bytes = self.seed.to_bytes(8, "big")
+            a0 = np.empty(m, np.uint64)
+            a1 = np.empty(m, np.uint64)
+            explore = np.zeros(m, bool)
+            for j in np.flatnonzero(fresh):
+                tid = hashlib.sha256(
+                    b"sim-own-task\0" + seed_bytes + int(ids[j]).to_bytes(8, "big")
+                )
+                w0, w1, w2 = task_words(tid.digest(), self.beacon)
+                a0[j], a1[j] = w0, w1
+                explore[j] = (((w2 >> 32) * 1000) >> 32) < self.mp.exploration_permille
+            at = np.flatnonzero(fresh)
+            r0 = self._rank_first(a0[at], a1[at], explore[at])
+            nodes[at] = np.where((r0 >= 0) & self.online[r0.clip(0)], r0, -1)
+        ran = np.flatnonzero(nodes >= 0)
+        nodes, clients, ids = nodes[ran], clients[ran], ids[ran]
+        wrong = self.cheat_now[nodes] & ~self.grind[dealer_of[ran]]
+        self.claims.add(e, nodes, ids)
+        self.receipts.add(e, nodes, ids, _OUTS * ids + wrong)
+        # latency: the enclave's execution time (the network's is no matter here)
+        latency = np.minimum(s.exec_ms * self.speed[nodes], 2**31).astype(np.int64)
+        fb = np.where(wrong, _FB_WRONG, _FB_OK)
+        self.feedback.add(e, clients, nodes, ids, fb, latency, np.full(len(ran), 90))
+        own = nodes == dealer_of[ran]
+        np.add.at(self.self_tasks_of, nodes[own], 1)
+        self.protocol_events += m + 3 * len(ran)
+        self.trace.update(np.ascontiguousarray(nodes, np.int64).tobytes())
 
     def _queue_delay(self, nodes: np.ndarray) -> np.ndarray:
         """Extra delay of each (task, node) row from the node's queue in this tick.
@@ -1210,6 +1294,8 @@ class SimResult:
                     "lost_tasks": int(sim.lost_of[sel].sum()),
                     "rep_share": int(balances[sel].sum()) / total_rep if total_rep else 0.0,
                 }
+                if b == SELF_DEALER:  # the tasks of the clients they invented
+                    by_type[name]["self_tasks"] = int(sim.self_tasks_of[sel].sum())
         sybil = (sim.behaviour == SYBIL) & ~sim.attested
         honest = ~sim.malicious
         timeouts = sum(r["timeout"] for r in rows)
