@@ -19,8 +19,11 @@ above it still travels alone); ``next`` is the cursor for the following page, nu
 end. Every proof the client receives goes through the same validator as gossip (the
 :class:`~repp2p.node.offences.ProofRouter`), except unserved charges, which no server sends:
 they are a peer's word, re-checked by whoever receives them on gossip. A server that sends
-more than ``max_invalid`` proofs the validator REJECTs (forged, malformed, oversized) is cut
-off; what it sent before that stays judged on its own.
+more than ``max_invalid`` proofs the validator REJECTs (forged, malformed, oversized), or a
+page no honest server sends (:func:`parse_page`: out of order, a proof twice or one the
+client holds, an empty page that is not the last), is cut off; what it sent before that
+stays judged on its own. A pull, and a server's stream, ends within :data:`PULL_TIMEOUTS`
+page timeouts, and a stream names at most :data:`MAX_HAVE` held proofs in all.
 
 Why not ``/repp2p/sync/1``: sync pages the record store by record ID, and a proof is no
 record (it has no record ID, is merged per offer, and is judged by the proof books, not the
@@ -35,7 +38,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 import trio
@@ -53,6 +56,12 @@ MAX_HAVE = 1024
 MAX_REQUEST = MAX_HAVE * 34 + 128
 #: proofs one page carries at most
 MAX_PAGE_PROOFS = 64
+#: a whole pull, and the server's stream, ends within this many page timeouts
+#: (``SyncParams.request_timeout_s``): 30 s at the defaults, far more than an honest pull
+#: of the window takes. Bounding each page only, a peer that drips pages (or requests)
+#: just inside the page timeout held a pull, or a server's stream, for ``max_pages`` of
+#: them (28 hours at the defaults), and the node's pull loop with it.
+PULL_TIMEOUTS = 3
 
 log = logging.getLogger("repp2p.proof_sync")
 
@@ -94,6 +103,48 @@ def parse_request(obj: Any) -> tuple[list[bytes], bytes]:
     return obj["have"], obj["after"]
 
 
+def parse_page(
+    obj: Any, cursor: bytes, have: Collection[bytes]
+) -> tuple[list[bytes], bytes | None]:
+    """The ``(proofs, next)`` of a page answering a request after ``cursor`` by a client
+    that named ``have``: what an honest server sends (:func:`make_handler`), checked
+    before any proof is judged.
+
+    An honest server pages the proofs above the cursor that the client does not hold, in
+    SHA-256 order, ``next`` at or above the last one's (null on the last page), so a page
+    that is not the last carries at least one proof and no proof comes twice in a pull.
+    Without these checks a server could keep a client pulling for ``max_pages`` pages that
+    bring nothing (empty pages, a cursor that advances) or the same proof again and again.
+
+    Raises:
+        ProtocolError: anything else (wrong keys or types, more than
+            :data:`MAX_PAGE_PROOFS` proofs, a proof that is no byte string, one at or
+            below the cursor, out of order, above ``next`` or named in ``have``, an empty
+            page that is not the last).
+    """
+    if (
+        type(obj) is not dict
+        or obj.keys() != {"proofs", "next"}
+        or type(obj["proofs"]) is not list
+        or len(obj["proofs"]) > MAX_PAGE_PROOFS
+        or any(type(d) is not bytes for d in obj["proofs"])
+        or not (obj["next"] is None or (type(obj["next"]) is bytes and len(obj["next"]) == 32))
+    ):
+        raise ProtocolError("bad proofs page")
+    proofs, after = obj["proofs"], obj["next"]
+    last = cursor
+    for data in proofs:
+        digest = hashlib.sha256(data).digest()
+        if digest <= last:
+            raise ProtocolError("bad proofs page: a proof at or below the cursor, or out of order")
+        if digest in have:
+            raise ProtocolError("bad proofs page: a proof the client holds")
+        last = digest
+    if after is not None and (not proofs or last > after):
+        raise ProtocolError("bad proofs page: the cursor does not follow its proofs")
+    return proofs, after
+
+
 def make_handler(
     served: ServedFn,
     params: SyncParams,
@@ -114,13 +165,17 @@ def make_handler(
             # one snapshot per stream: the cursor walks a list that does not move
             offered = sorted((hashlib.sha256(d).digest(), d) for d in served())
             held: set[bytes] = set()
-            with trio.fail_after(params.request_timeout_s * params.max_pages):
+            with trio.fail_after(params.request_timeout_s * PULL_TIMEOUTS):
                 while True:
                     with trio.fail_after(params.request_timeout_s):
                         request = await reader.read_cbor()
                     if request is None:
                         break
                     have, after = parse_request(request)
+                    # A client names what it holds once (later requests send []): naming
+                    # new digests in every request grew this set without end.
+                    if len(held) + len(have) > MAX_HAVE:
+                        raise ProtocolError(f"more than {MAX_HAVE} digests named on a stream")
                     held.update(have)
                     page: list[bytes] = []
                     size, more = 0, False
@@ -147,6 +202,10 @@ async def pull(
 ) -> ProofPullResult:
     """Fetch every page of proofs a peer offers over ``stream`` and judge each.
 
+    Each page must come within ``request_timeout_s`` and the whole pull within
+    :data:`PULL_TIMEOUTS` of them; it stops after ``max_pages`` pages (the result is then
+    not ``complete``).
+
     Args:
         stream: a new ``/repp2p/proofs/1`` stream (closed on return).
         have: SHA-256s of the proofs we hold (the first :data:`MAX_HAVE` are sent).
@@ -154,48 +213,41 @@ async def pull(
         params: the ``[sync]`` limits.
 
     Raises:
-        ProtocolError: the peer broke the protocol, was too slow, or sent more than
-            ``max_invalid`` proofs that were REJECTed (those judged before stay judged).
+        ProtocolError: the peer broke the protocol (a page :func:`parse_page` refuses),
+            was too slow, or sent more than ``max_invalid`` proofs that were REJECTed
+            (what was judged before stays judged).
     """
     result = ProofPullResult()
     reader = FrameReader(stream, max_frame=params.max_frame)
     cursor = b""
-    request: dict[str, Any] = {"have": list(have[:MAX_HAVE]), "after": cursor}
+    named = list(have[:MAX_HAVE])
+    held = set(named)
+    request: dict[str, Any] = {"have": named, "after": cursor}
     try:
-        while result.pages < params.max_pages:
-            await write_cbor(stream, request)
-            with trio.fail_after(params.request_timeout_s):
-                reply = await reader.read_cbor()
-            if (
-                type(reply) is not dict
-                or reply.keys() != {"proofs", "next"}
-                or type(reply["proofs"]) is not list
-                or len(reply["proofs"]) > MAX_PAGE_PROOFS
-                or not (
-                    reply["next"] is None
-                    or (type(reply["next"]) is bytes and len(reply["next"]) == 32)
-                )
-            ):
-                raise ProtocolError("bad proofs page")
-            result.pages += 1
-            for data in reply["proofs"]:
-                result.received += 1
-                verdict = judge(data) if type(data) is bytes else Verdict.REJECT
-                if verdict is Verdict.ACCEPT:
-                    result.accepted += 1
-                elif verdict is Verdict.IGNORE:
-                    result.ignored += 1
-                else:
-                    result.rejected += 1
-                    if result.rejected > params.max_invalid:
-                        raise ProtocolError(f"peer sent {result.rejected} invalid proofs")
-            if reply["next"] is None:
-                result.complete = True
-                break
-            if reply["next"] <= cursor:
-                raise ProtocolError("proofs cursor did not advance")
-            cursor = reply["next"]
-            request = {"have": [], "after": cursor}  # the server remembers what we hold
+        # the whole pull as well as each page (PULL_TIMEOUTS)
+        with trio.fail_after(params.request_timeout_s * PULL_TIMEOUTS):
+            while result.pages < params.max_pages:
+                await write_cbor(stream, request)
+                with trio.fail_after(params.request_timeout_s):
+                    reply = await reader.read_cbor()
+                proofs, after = parse_page(reply, cursor, held)
+                result.pages += 1
+                for data in proofs:
+                    result.received += 1
+                    verdict = judge(data)
+                    if verdict is Verdict.ACCEPT:
+                        result.accepted += 1
+                    elif verdict is Verdict.IGNORE:
+                        result.ignored += 1
+                    else:
+                        result.rejected += 1
+                        if result.rejected > params.max_invalid:
+                            raise ProtocolError(f"peer sent {result.rejected} invalid proofs")
+                if after is None:
+                    result.complete = True
+                    break
+                cursor = after
+                request = {"have": [], "after": cursor}  # the server remembers what we hold
     except trio.TooSlowError:
         raise ProtocolError("proofs peer too slow") from None
     finally:
@@ -208,8 +260,10 @@ __all__ = [
     "MAX_PAGE_PROOFS",
     "MAX_REQUEST",
     "PROTOCOL",
+    "PULL_TIMEOUTS",
     "ProofPullResult",
     "make_handler",
+    "parse_page",
     "parse_request",
     "pull",
 ]

@@ -129,11 +129,17 @@ class EvidenceLog:
         self._recent: deque[tuple[AuditOutcome, bytes]] = deque(maxlen=EVIDENCE_KEPT)
 
     def keep(self, outcome: AuditOutcome, evidence: bytes) -> None:
+        """Keep one piece of evidence. A disk that fails the write is logged: the evidence
+        stays in memory and is gossiped all the same (an OSError here ended the auditor's
+        task, and with it the node, at the re-check of a gossiped charge)."""
         self._recent.append((outcome, evidence))
         if self._folder is not None:
-            self._folder.mkdir(parents=True, exist_ok=True)
-            name = hashlib.sha256(evidence).hexdigest()
-            (self._folder / f"{outcome.value}-{name}.cbor").write_bytes(evidence)
+            name = f"{outcome.value}-{hashlib.sha256(evidence).hexdigest()}.cbor"
+            try:
+                self._folder.mkdir(parents=True, exist_ok=True)
+                (self._folder / name).write_bytes(evidence)
+            except OSError as exc:
+                log.warning("could not keep audit evidence %s: %s", name, exc)
 
     def recent(self, outcome: AuditOutcome | None = None) -> list[bytes]:
         """Evidence kept in memory, oldest first (of one outcome when given)."""
@@ -187,9 +193,16 @@ class Auditor:
         self._done: set[int] = set()
 
     async def _ask(self, publisher: str, digest_id: bytes, indices: list[int]) -> dict:
+        # One try of the grace period: opening the stream (a dial, the protocol's
+        # negotiation) and every answer within request_timeout_s, so a publisher slow to
+        # accept or dripping its answers holds no audit slot longer (docs/protocol.md).
+        deadline = trio.current_time() + self.audit_params.request_timeout_s
         try:
-            stream = await self._open_stream(publisher)
-            return await audit_protocol.fetch(stream, digest_id, indices, self.audit_params)
+            with trio.fail_at(deadline):
+                stream = await self._open_stream(publisher)
+            return await audit_protocol.fetch(
+                stream, digest_id, indices, self.audit_params, deadline=deadline
+            )
         except Exception as exc:  # unreachable, reset, broke the protocol, too slow
             log.info("audit of %s: no answer: %r", publisher, exc)
             return {}
@@ -284,8 +297,13 @@ class Auditor:
         now = int(self._clock.now())
         try:
             charge = UnservedCharge.decode(data)
-            epoch = decode(charge.digest, now=None).record.last_epoch  # type: ignore[attr-defined]
-            found = verify_unserved(data, now, self.params, self._candidates(epoch))
+            digest = decode(charge.digest, now=None).record
+            # verify_unserved refuses any other record type too, but the epoch of its
+            # candidates is read first, and only a digest has one: a charge over an ad
+            # raised AttributeError out of the gossip validator, which stopped pubsub
+            if not isinstance(digest, (WorkDigest, FeedbackDigest)):
+                raise ProofError(ProofReason.WRONG_TYPE, f"a {digest.TYPE} is not a digest")
+            found = verify_unserved(data, now, self.params, self._candidates(digest.last_epoch))
         except (ProofError, RecordError) as exc:
             reason = getattr(exc, "reason", None)
             return Verdict.IGNORE if reason is ProofReason.EXPIRED else Verdict.REJECT

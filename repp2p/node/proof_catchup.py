@@ -106,7 +106,8 @@ class ProofCatchUp:
 
     async def pull_once(self) -> ProofPullResult | None:
         """Pull from the next connected peer in turn; its result, or None (no peer, or
-        the pull failed: logged)."""
+        the pull failed: logged). :meth:`run` counts the pull done only when its result
+        is ``complete``; otherwise the next try asks the next peer."""
         peers = sorted(self._peers())
         if not peers:
             return None
@@ -124,6 +125,8 @@ class ProofCatchUp:
         else:
             if result.accepted:
                 log.info("pulled %d proof(s) from %s", result.accepted, peer)
+            if not result.complete:
+                log.info("proof pull from %s stopped after %d pages", peer, result.pages)
         self.pulls = [*self.pulls[-63:], (peer, result)]
         return result
 
@@ -155,7 +158,10 @@ class ProofCatchUp:
                     # (no try is spent while no peer is connected: it is tried when one is)
                     ready_to_pull = self._is_synced() and bool(self._peers())
                     if due and 0 <= tried < self.PULLS_PER_EPOCH and ready_to_pull:
-                        done = await self.pull_once() is not None
+                        result = await self.pull_once()
+                        # a pull cut at max_pages is not done: a server paging without end
+                        # would otherwise spend the slot and keep us from the next peer
+                        done = result is not None and result.complete
                         tries[(epoch, slot)] = -1 if done else tried + 1
                         break  # one pull per look
             await self._clock.sleep(self._tick_s)

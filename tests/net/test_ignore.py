@@ -67,6 +67,7 @@ class Victim(Peer):
     pipeline: RecordPipeline
     metrics: NodeMetrics
     judged: list[bytes]  # data of every record the pipeline judged, in order
+    crash_on: set[bytes]  # data the victim's judge raises on (a bug the test plants)
 
     def score(self, sender: Peer) -> float:
         return self.router.scorer.score(sender.host.get_id(), [TOPIC])
@@ -100,13 +101,16 @@ async def _network(tmp_path: Any, senders: int) -> AsyncIterator[tuple[Victim, l
         metrics = NodeMetrics()
         pipeline = RecordPipeline(store, metrics, SystemClock())
         judged: list[bytes] = []
+        crash_on: set[bytes] = set()
 
         def judge(data: bytes, topic: str, forwarder: str) -> Verdict:
             judged.append(data)
+            if data in crash_on:
+                raise AttributeError("a judge's bug, planted by the test")
             return pipeline.judge(data, topic=topic, source="gossip")
 
         install_validators(pubsub, judge)
-        victim = Victim(host, pubsub, router, store, pipeline, metrics, judged)
+        victim = Victim(host, pubsub, router, store, pipeline, metrics, judged, crash_on)
         others = []
         for _ in range(senders):
             host = build_host(Identity.generate())
@@ -215,3 +219,20 @@ async def test_the_validation_cache_excuses_a_second_forwarder_too(tmp_path):
         assert victim.judged.count(junk) == 1  # from the cache, and still a penalty
         assert victim.pubsub.excused == 2
         assert victim.score(first) < 0 and victim.score(second) < 0
+
+
+async def test_a_judge_that_raises_stops_neither_pubsub_nor_blames_the_forwarder(tmp_path):
+    """An exception out of a validator ended py-libp2p's pubsub service (a crafted unserved
+    charge did that to full nodes): a judge that raises is taken as IGNORE, logged, and
+    the next message is judged and stored as usual."""
+    async with _network(tmp_path, 1) as (victim, [sender]):
+        signer = factories.identity("crash-signer")
+        poison = _heartbeat(signer, epoch=1, seq=1)
+        victim.crash_on.add(poison)
+        await _publish(sender, [poison])
+        await _until(lambda: victim.pubsub.judge_errors == 1, 10, "the poison was judged")
+        assert not victim.holds(poison)
+        assert victim.pubsub.ignored == 1 and victim.invalid(sender) == 0
+        after = _heartbeat(signer, epoch=2, seq=1)
+        await _publish(sender, [after])
+        await _until(lambda: victim.holds(after), 10, "a record after the poison is stored")

@@ -36,6 +36,7 @@ then and the forwarder penalised: the old behaviour, never a skipped REJECT.
 from __future__ import annotations
 
 import inspect
+import logging
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -59,6 +60,8 @@ IGNORED_KEPT = 4096
 VALIDATE_HOOK = "Pubsub.validate_msg"
 PENALTY_HOOK = "PeerScorer.on_invalid_message"
 
+log = logging.getLogger("repp2p.gossip")
+
 
 class RecordPubsub(Pubsub):
     """py-libp2p's ``Pubsub`` whose validators can IGNORE as well as ACCEPT and REJECT.
@@ -74,6 +77,7 @@ class RecordPubsub(Pubsub):
         ignored: messages a judge said IGNORE for (fresh judgements only).
         excused: penalties skipped (one per forwarder and topic of an ignored message,
             the validation cache's repeats included).
+        judge_errors: messages whose judge raised (taken as IGNORE, logged).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -81,6 +85,7 @@ class RecordPubsub(Pubsub):
         super().__init__(*args, **kwargs)
         self.ignored = 0
         self.excused = 0
+        self.judge_errors = 0
         cache_size = getattr(getattr(self, "validation_cache", None), "max_size", 0)
         self._ignored_kept = max(IGNORED_KEPT, int(cache_size))
         # message ID -> None, least recently seen first
@@ -103,13 +108,24 @@ class RecordPubsub(Pubsub):
         message on several topics is not one we publish (a record belongs to one topic):
         its IGNORE counts as REJECT.
 
+        A judge that raises (a bug: judges turn hostile input into REJECT) is taken as
+        IGNORE and logged with its traceback: an exception out of a validator ends
+        py-libp2p's pubsub service, and with it the node, so one crafted message could
+        stop every peer that received it. IGNORE drops the message without blaming its
+        forwarder, who may only have relayed it.
+
         Args:
             topic: the topic.
             judge: ``judge(forwarder, msg) -> Verdict``.
         """
 
         def validator(forwarder: Any, msg: Any) -> bool:
-            verdict = judge(forwarder, msg)
+            try:
+                verdict = judge(forwarder, msg)
+            except Exception:
+                self.judge_errors += 1
+                log.exception("the %s validator failed on a message; dropped (IGNORE)", topic)
+                verdict = Verdict.IGNORE
             if verdict is Verdict.ACCEPT:
                 return True
             msg_id = self.get_message_id(msg)
