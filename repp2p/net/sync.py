@@ -12,16 +12,21 @@ come from digests, a per-task record goes only to a party of its task:
 :func:`repp2p.node.light.served_to`); the cursor still advances past them. Pages are
 capped in records and bytes. Every record the client receives goes through the same
 pipeline as gossip (decode, validate, store); a peer that sends more than ``max_invalid``
-bad records is cut off.
+bad records is cut off, and so is one whose page an honest server would not send (a record
+at or below the cursor, out of record-ID order, or above ``next``: else a server could
+send the same records on every page of a pull). :func:`pull_many` pulls from several peers
+at once, so a peer that drips pages just inside the page timeout holds up its own pull
+only.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 import trio
@@ -265,10 +270,11 @@ async def pull(stream: Any, accept: AcceptFn, params: SyncParams) -> SyncResult:
                 or not (reply["next"] is None or type(reply["next"]) is bytes)
             ):
                 raise ProtocolError("bad sync page")
+            _check_page(reply["records"], cursor, reply["next"])
             result.pages += 1
             for data in reply["records"]:
                 result.received += 1
-                if type(data) is bytes and accept(data):
+                if accept(data):
                     result.valid += 1
                 else:
                     result.invalid += 1
@@ -285,3 +291,103 @@ async def pull(stream: Any, accept: AcceptFn, params: SyncParams) -> SyncResult:
     finally:
         await close_quietly(stream)
     return result
+
+
+def _check_page(records: list[Any], cursor: bytes, after: bytes | None) -> None:
+    """Refuse a page no honest server sends (:func:`make_handler` walks its store in
+    record-ID order: each record's ID, its SHA-256, is above the cursor, ascending, and at
+    most ``next``), before any of it is judged.
+
+    Raises:
+        ProtocolError: a record that is no byte string, or out of that order.
+    """
+    last = cursor
+    for data in records:
+        if type(data) is not bytes:
+            raise ProtocolError("bad sync page: a record that is no byte string")
+        record_id = hashlib.sha256(data).digest()
+        if record_id <= last:
+            raise ProtocolError("bad sync page: a record at or below the cursor, or out of order")
+        last = record_id
+    if after is not None and last > after:
+        raise ProtocolError("bad sync page: a record above the next cursor")
+
+
+#: opens a sync stream to a peer
+OpenFn = Callable[[Any], Awaitable[Any]]
+
+
+async def pull_many(
+    peers: Sequence[Any],
+    open_stream: OpenFn,
+    accept: AcceptFn,
+    params: SyncParams,
+    *,
+    grace_s: float,
+    hedge_s: float,
+    first: int = 2,
+) -> dict[Any, SyncResult | Exception | None]:
+    """Pull from several of ``peers`` at once (:func:`pull`, a stream each from
+    ``open_stream(peer)``, opened within 4 page timeouts), in their order: ``first`` at
+    the start, then one more every ``hedge_s`` while no pull has completed.
+
+    Returns when every pull started has ended and none is left to start, or ``grace_s``
+    after the first complete one: pulls still running are then cut (what they stored
+    stays stored). Why: pulled one after the other, a peer that drips pages just inside
+    the page timeout held the pulls after it for ``max_pages`` page timeouts (28 hours at
+    the defaults), and a joining node's discovery with them; at once, it holds its own
+    pull only, and while no pull completes another peer is asked.
+
+    Returns:
+        Per peer asked, its :class:`SyncResult`, the exception that ended its pull, or
+        None when it was cut.
+    """
+    results: dict[Any, SyncResult | Exception | None] = {}
+    first_complete = trio.Event()
+    running = 0
+    lane_ended = trio.Event()  # replaced after each wait for it
+
+    async def lane(peer: Any) -> None:
+        nonlocal running
+        try:
+            with trio.fail_after(params.request_timeout_s * 4):
+                stream = await open_stream(peer)
+            result = await pull(stream, accept, params)
+        except Exception as exc:  # unreachable, reset, broke the protocol, too slow
+            results[peer] = exc
+            return
+        else:
+            results[peer] = result
+            if result.complete:
+                first_complete.set()
+        finally:
+            running -= 1
+            lane_ended.set()
+
+    async with trio.open_nursery() as outer:
+
+        async def cut_after_grace() -> None:
+            await first_complete.wait()
+            await trio.sleep(grace_s)
+            outer.cancel_scope.cancel()
+
+        outer.start_soon(cut_after_grace)
+        async with trio.open_nursery() as lanes:
+            for i, peer in enumerate(peers):
+                if i >= first:
+                    # the next peer once hedge_s passed or no pull is left running;
+                    # none once one completed
+                    deadline = trio.current_time() + hedge_s
+                    while running and not first_complete.is_set():
+                        lane_ended = trio.Event()
+                        with trio.move_on_at(deadline) as waited:
+                            await lane_ended.wait()
+                        if waited.cancelled_caught:
+                            break
+                    if first_complete.is_set():
+                        break
+                results[peer] = None
+                running += 1
+                lanes.start_soon(lane, peer)
+        outer.cancel_scope.cancel()  # every pull ended: nothing left to cut
+    return results

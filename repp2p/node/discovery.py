@@ -34,7 +34,7 @@ from repp2p.net.libp2p_compat import (
 )
 from repp2p.net.params import ConnectionParams, SyncParams
 from repp2p.net.sync import PROTOCOL as SYNC_PROTOCOL
-from repp2p.net.sync import pull
+from repp2p.net.sync import SyncResult, pull_many
 from repp2p.net.verdict import Verdict
 from repp2p.node.abc import DiscoveryAPI, RecordPipelineAPI
 from repp2p.node.metrics import NodeMetrics
@@ -164,6 +164,7 @@ class Discovery(DiscoveryAPI):
         self._timers = timers
         self._republish_interval_s = republish_interval_s
         self._synced = trio.Event()
+        self._sync_rounds = 0
         self._dial_failed_at: dict[str, float] = {}  # peer -> when a dial to it last failed
 
     # -- DiscoveryAPI ---------------------------------------------------------------------
@@ -238,7 +239,28 @@ class Discovery(DiscoveryAPI):
     # -- loops ----------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Keep connected, refresh the routing table, sync once, provide; until cancelled."""
+        """Keep connected, refresh the routing table, provide; and, in a task of its own,
+        sync until synced (:meth:`sync_once`: a slow sync never holds up discovery);
+        until cancelled."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._sync_until_synced)
+            await self._discover()
+
+    async def _sync_until_synced(self) -> None:
+        delay = 0.5
+        while not self._synced.is_set():
+            if not self._host.get_connected_peers():
+                if not self._bootstrap:
+                    self._synced.set()  # the first node of a network has nobody to sync from
+                    return
+                await self._clock.sleep(0.25)  # discovery is dialing
+                continue
+            await self.sync_once()
+            if not self._synced.is_set():
+                await self._clock.sleep(delay)
+                delay = min(delay * 2, self._timers.discovery_max_delay_s)
+
+    async def _discover(self) -> None:
         timers = self._timers
         delay, provided_at = 0.5, -1e18
         low = self._connections.low_watermark
@@ -262,16 +284,12 @@ class Discovery(DiscoveryAPI):
                     refreshes.done(self._clock.now(), table, self._dht.get_routing_table_size())
                     self._metrics.dht.labels("refresh").observe(time.perf_counter() - started)
                 await self._dial_up_to(low)
-                if not self._synced.is_set():
-                    await self.sync_once()
                 if self._announces and (
                     self._clock.now() - provided_at >= self._republish_interval_s
                 ):
                     async with self._transient_dials():
                         await self._provide()
                     provided_at = self._clock.now()
-            elif not self._bootstrap and not self._synced.is_set():
-                self._synced.set()  # the first node of a network has nobody to sync from
             await self._clock.sleep(delay)
             delay = min(delay * 2, timers.discovery_max_delay_s)
 
@@ -291,26 +309,34 @@ class Discovery(DiscoveryAPI):
         return prune_client_peers(self._host, self._dht)
 
     async def sync_once(self) -> None:
-        """Pull the record set from up to two connected peers; synced once one pull
-        completes (the discovery loop retries otherwise)."""
+        """Pull the record set from connected peers (:func:`repp2p.net.sync.pull_many`):
+        two at once, one more every 4 page timeouts while none has completed, starting at
+        a different peer each round; synced once one pull completes (the sync task tries
+        again otherwise). A peer that drips pages holds up its own pull only."""
+        peers = sorted(self._host.get_connected_peers(), key=str)
+        if not peers:
+            return
+        turn = self._sync_rounds % len(peers)
+        self._sync_rounds += 1
+        wait = self._sync.request_timeout_s * 4
+        results = await pull_many(
+            peers[turn:] + peers[:turn],
+            lambda peer: self._host.new_stream(peer, [SYNC_PROTOCOL]),
+            # Stale copies and our own store failures are not the peer's fault.
+            lambda d: self._pipeline.judge(d, source="sync") is not Verdict.REJECT,
+            self._sync,
+            grace_s=wait,
+            hedge_s=wait,
+        )
         total, complete = 0, False
-        for peer in list(self._host.get_connected_peers())[:2]:
-            try:
-                with trio.fail_after(self._sync.request_timeout_s * 4):
-                    stream = await self._host.new_stream(peer, [SYNC_PROTOCOL])
-                # Stale copies and our own store failures are not the peer's fault.
-                result = await pull(
-                    stream,
-                    lambda d: self._pipeline.judge(d, source="sync") is not Verdict.REJECT,
-                    self._sync,
-                )
-            except Exception as exc:
-                log.info("sync from %s failed: %r", peer, exc)
-                continue
-            self._metrics.sync_records.labels("valid").inc(result.valid)
-            self._metrics.sync_records.labels("invalid").inc(result.invalid)
-            total += result.valid
-            complete = complete or result.complete
+        for peer, result in results.items():
+            if isinstance(result, SyncResult):
+                self._metrics.sync_records.labels("valid").inc(result.valid)
+                self._metrics.sync_records.labels("invalid").inc(result.invalid)
+                total += result.valid
+                complete = complete or result.complete
+            elif result is not None:
+                log.info("sync from %s failed: %r", peer, result)
         if complete:
             log.info("synced %d records from peers", total)
             self._synced.set()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+
 import cbor2
 import multiaddr
 import pytest
@@ -12,7 +15,7 @@ from repp2p.errors import ProtocolError
 from repp2p.net.framing import FrameReader, encode_varint, write_cbor
 from repp2p.net.host import build_host
 from repp2p.net.params import SyncParams
-from repp2p.net.sync import PROTOCOL, make_handler, pull
+from repp2p.net.sync import PROTOCOL, SyncResult, make_handler, pull, pull_many
 from repp2p.records import Heartbeat, sign
 from repp2p.store import SqliteRecordStore
 from repp2p.testing import factories
@@ -106,11 +109,18 @@ async def test_pull_cuts_off_a_peer_that_sends_garbage(tmp_path):
     )
     params = SyncParams(max_invalid=3)
 
+    # junk in record-ID order after the good record, as an honest server pages (a page out
+    # of that order is refused before anything on it is judged: the next test)
+    junk = sorted(
+        (d for d in (b"junk-%d" % i for i in range(40)) if _id(d) > good.record_id),
+        key=_id,
+    )[:10]
+
     async def liar(stream):
         reader = FrameReader(stream, max_frame=4096)
         while await reader.read_cbor() is not None:
-            page = [good.data] + [b"junk-%d" % i for i in range(10)]
-            await write_cbor(stream, {"records": page, "next": b"\x01" * 32})
+            page = [good.data, *junk]
+            await write_cbor(stream, {"records": page, "next": _id(page[-1])})
 
     def accept(data: bytes) -> bool:
         try:
@@ -210,3 +220,103 @@ async def test_a_peer_may_hold_only_a_few_sync_streams(tmp_path):
             page = await FrameReader(held[0], max_frame=params.max_frame).read_cbor()
             assert page["records"]
             assert limits == ["streams_per_peer"]
+
+
+def _id(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def _heartbeats(count: int, name: str = "h") -> list:
+    key = factories.identity(name)
+    beats = [
+        sign(
+            Heartbeat(epoch=e, load=0, tasks_done=0, seq=1, expires=factories.far_future(NOW)), key
+        )
+        for e in range(count)
+    ]
+    return sorted(beats, key=lambda b: b.record_id)
+
+
+async def test_pull_refuses_a_page_an_honest_server_would_not_send(tmp_path):
+    """A server that sends the same valid records on every page with an advancing cursor
+    kept a pull going for max_pages pages; pages must follow the record-ID order."""
+    fresh = SqliteRecordStore(tmp_path / "fresh.db")
+    beats = _heartbeats(3)
+    pages = 0
+
+    async def repeater(stream):
+        nonlocal pages
+        reader = FrameReader(stream, max_frame=4096)
+        cursor = b"\x00" * 31
+        while await reader.read_cbor() is not None:
+            pages += 1
+            cursor = (int.from_bytes(cursor, "big") + 1).to_bytes(32, "big")
+            page = [b.data for b in beats]
+            await write_cbor(stream, {"records": page, "next": max(cursor, beats[-1].record_id)})
+
+    server, client = build_host(factories.identity("rep")), build_host(factories.identity("c"))
+    async with server.run(listen_addrs=[LOCAL]), client.run(listen_addrs=[LOCAL]):
+        server.set_stream_handler(PROTOCOL, repeater)
+        await _connect(client, server)
+        with trio.fail_after(20):
+            stream = await client.new_stream(server.get_id(), [PROTOCOL])
+            with pytest.raises(ProtocolError, match="bad sync page"):
+                await pull(stream, lambda d: fresh.ingest(d, now=NOW) is not None, SyncParams())
+    assert pages == 2  # the second page repeats the first: refused at once
+    assert fresh.count() == len(beats)  # the first page's records were judged and kept
+
+
+def _dripper(delay: float):
+    """A sync server that answers each request after ``delay`` with an empty page whose
+    cursor advances by one: never the end, each page just inside the page timeout."""
+
+    async def drip(stream):
+        reader = FrameReader(stream, max_frame=4096)
+        cursor = 1
+        while await reader.read_cbor() is not None:
+            await trio.sleep(delay)
+            cursor += 1
+            await write_cbor(stream, {"records": [], "next": cursor.to_bytes(32, "big")})
+
+    return drip
+
+
+@pytest.mark.parametrize("drippers", [1, 2])
+async def test_pull_many_is_held_up_by_no_dripping_peer(tmp_path, drippers):
+    """Pulled one after the other, a dripping peer held the next pulls (and a joining
+    node's discovery) for max_pages page timeouts. At once, the honest peer completes;
+    with both first peers dripping, a third is asked after hedge_s."""
+    params = SyncParams(page_records=16, request_timeout_s=1.0)
+    served = SqliteRecordStore(tmp_path / "served.db")
+    records = _fill(served, 64)
+    fresh = SqliteRecordStore(tmp_path / "fresh.db")
+    honest = build_host(factories.identity("honest"))
+    slow = [build_host(factories.identity(f"drip{i}")) for i in range(drippers)]
+    client = build_host(factories.identity("client"))
+    hosts = [*slow, honest, client]
+    async with contextlib.AsyncExitStack() as stack:
+        for host in hosts:
+            await stack.enter_async_context(host.run(listen_addrs=[LOCAL]))
+        honest.set_stream_handler(PROTOCOL, make_handler(served, params, lambda: NOW))
+        for host in slow:
+            host.set_stream_handler(PROTOCOL, _dripper(0.6 * params.request_timeout_s))
+        for host in (*slow, honest):
+            await _connect(client, host)
+        order = [h.get_id() for h in (*slow, honest)]
+        started = trio.current_time()
+        with trio.fail_after(15):
+            results = await pull_many(
+                order,
+                lambda peer: client.new_stream(peer, [PROTOCOL]),
+                lambda d: fresh.ingest(d, now=NOW) is not None,
+                params,
+                grace_s=0.5,
+                hedge_s=1.5,
+            )
+        took = trio.current_time() - started
+    done = results[honest.get_id()]
+    assert isinstance(done, SyncResult) and done.complete and done.valid == len(records)
+    assert all(results[h.get_id()] is None for h in slow)  # cut, still dripping
+    # 64 pages x 0.6 s of dripping would be 38 s; the honest pull (after hedge_s when
+    # both first peers drip) plus the grace
+    assert took < (1.5 if drippers == 2 else 0) + 0.5 + 5
