@@ -31,7 +31,6 @@ from repp2p.ledger import LedgerReport, replay_views
 from repp2p.matching import View
 from repp2p.network_params import NetworkParams
 from repp2p.records import (
-    MAX_LIFETIME_S,
     Attestation,
     FeedbackDigest,
     Heartbeat,
@@ -57,12 +56,24 @@ LEDGER_TYPES = (
 
 
 def max_digest_age(params: NetworkParams) -> int:
-    """Epochs back from now to the oldest epoch a digest a peer may hold can cover: a
-    batch's first epoch is at most ``gossip_max_age_epochs`` (its last within the gossip
-    window, the batch at most ``most_epochs`` long) before it arrives, and it is kept at
-    most its type's lifetime cap (30 days) after."""
-    cap = max(MAX_LIFETIME_S[t] for t in (WorkDigest.TYPE, FeedbackDigest.TYPE))
-    return -(-cap // params.epoch_s) + params.digests.gossip_max_age_epochs + params.digest_lag
+    """Epochs back from now to the oldest epoch a digest signed by the rules can cover
+    while it is still alive: a digest of last epoch ``l`` expires at
+    :func:`repp2p.node.digests.digest_expires` of ``l`` (the record lag, the reputation
+    window and the audit horizon after it, at most the 30-day lifetime cap after its
+    seal; ``l + ceil(digest_expires(0) / epoch_s)`` at the latest, give or take an epoch
+    of clock), and a batch's first epoch is at most ``most_epochs - 1`` before its last.
+
+    Not the lifetime cap alone: sync takes a digest of any sealed epoch (peers hold them
+    for the reputation window) with an ``expires`` up to 30 days ahead, which no peer
+    following the rules signs for an old epoch, and one such digest made every replay
+    rebuild a view per epoch of 30 days (259,200 views at 10-s epochs, on a node's own
+    process for its explorer).
+    """
+    # lazy: importing repp2p.node runs its package, whose explorer imports this module
+    from repp2p.node.digests import digest_expires
+
+    lifetime = digest_expires(0, params.epoch_s, params, params.digests)
+    return -(-lifetime // params.epoch_s) + params.digests.most_epochs - 1
 
 
 class _FixedVerdictKeeper(ViewKeeper):
@@ -171,7 +182,10 @@ class HeldProofs:
         kept = ProofFolder(data_dir / "offences", "offence proof")
         for proven in kept.load(lambda data: verify_bytes(data, now), drop=False):
             key = (proven.offender, proven.kind.value, proven.epoch)
-            offences.setdefault(key, as_view_offence(proven))  # one per key, as the book
+            held = offences.get(key)
+            # one per key, the smallest evidence ID, as the book keeps
+            if held is None or (proven.evidence_id,) < held.record_ids:
+                offences[key] = as_view_offence(proven)
         return cls([disputes[k] for k in sorted(disputes)], offences.values())
 
     def records(self, lo: int, hi: int) -> list[SignedRecord]:
@@ -238,9 +252,9 @@ def digest_report(
         for t in (WorkDigest.TYPE, FeedbackDigest.TYPE)
         for d in store.query(type=t)
     ]
-    # a digest is accepted within the gossip window of its epoch and kept at most its
-    # lifetime cap: an older one (a hostile store or file) would only make us rebuild a
-    # view for every epoch since
+    # no digest signed by the rules covers an older epoch and is still alive: an older
+    # one (synced with a far expiry, a hostile store or file) would only make us rebuild
+    # a view for every epoch since
     oldest = current - max_digest_age(params)
     first = max(min(firsts), oldest) if firsts else current
     built = [first]  # the next view to build: every epoch's, in order (the book steps)

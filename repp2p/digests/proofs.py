@@ -81,7 +81,15 @@ class Offence:
         kind: the :class:`OffenceKind`.
         offender: the digest signer's peer ID.
         digest_type: ``WorkDigest`` or ``FeedbackDigest``.
-        epoch: the digest's epoch.
+        epoch: the epoch the digest is filed under, its last (:meth:`~repp2p.records.
+            WorkDigest.epoch_of`: a single-epoch digest's epoch, a batch's last one); for a
+            conflict, the later of the two digests' last epochs. A batch is published,
+            audited and expires as a digest of its last epoch, and two conflicting digests
+            can be shown together only once the later is out, so the peers that take the
+            proof (``current <= epoch + audit_horizon_epochs``) and the views that count it
+            go by that epoch: dated by a batch's first epoch, the proof its own audit
+            finds would already be too old (docs/digests.md, "Offence proofs and unserved
+            charges on gossip").
         task_id: the task the proof is about (empty for a conflict or a misorder).
         faults: what was found (:class:`~repp2p.digests.check.Fault`).
         evidence_id: SHA-256 of the proof's encoding (one offence, one ID, for dedup).
@@ -135,13 +143,20 @@ def _evidence_id(proof: Proof) -> bytes:
 
 
 def _offence(
-    kind: OffenceKind, digest: SignedRecord, task_id: bytes, faults: Sequence[Fault], proof: Proof
+    kind: OffenceKind,
+    digest: SignedRecord,
+    task_id: bytes,
+    faults: Sequence[Fault],
+    proof: Proof,
+    epoch: int | None = None,
 ) -> Offence:
+    """The offence a verified proof establishes, dated ``epoch`` (default: the digest's
+    last epoch, :attr:`Offence.epoch`)."""
     return Offence(
         kind=kind,
         offender=digest.signer,
         digest_type=digest.type,
-        epoch=digest.record.epoch,  # type: ignore[attr-defined]
+        epoch=digest.record.epoch_of() if epoch is None else epoch,  # type: ignore[attr-defined]
         task_id=task_id,
         faults=tuple(dict.fromkeys(faults)),
         evidence_id=_evidence_id(proof),
@@ -415,7 +430,8 @@ def verify_conflict(proof: ConflictProof, now: int) -> Offence:
     one_split = (ra.epoch, ra.span, ra.parts) == (rb.epoch, rb.span, rb.parts)  # type: ignore[attr-defined]
     if not same_slot and one_split:
         raise ProofError(ProofReason.NO_OFFENCE, "two parts of one split")
-    return _offence(OffenceKind.CONFLICT, a, b"", [Fault.CONFLICT], proof)
+    later = max(ra.last_epoch, rb.last_epoch)  # type: ignore[attr-defined]
+    return _offence(OffenceKind.CONFLICT, a, b"", [Fault.CONFLICT], proof, later)
 
 
 def verify_misorder(proof: MisorderProof, now: int) -> Offence:
@@ -454,6 +470,42 @@ def verify_proof(proof: Proof, now: int) -> Offence:
     if isinstance(proof, MisorderProof):
         return verify_misorder(proof, now)
     raise ProofError(ProofReason.MALFORMED, f"not a proof: {type(proof).__name__}")
+
+
+def check_records_kept(
+    proof: Proof, offence: Offence, *, epoch_s: int, horizon_epochs: int
+) -> None:
+    """Whether a verified proof holds its publisher to records it had to keep: an omission
+    from a work digest is an offence only of a task whose offer lives through the proof's
+    acceptance window (``expires >= (offence.epoch + horizon_epochs + 1) * epoch_s``; a
+    book takes the proof while ``current <= offence.epoch + horizon_epochs``).
+
+    The offer's ``expires`` is its client's choice (a node admits one that expires a
+    minute after its deadline), the node's claim and receipt copy it, and the node's store
+    purges them when they expire: a digest it builds after that (at the seal, or after a
+    restart) leaves the task out. The client keeps the node's signed claim (a proof takes
+    expired per-task records), so without this rule it could frame any honest node that
+    served it. An omission from a client's own feedback digest has no such excuse (its
+    offer and its feedback are its own), nor does a node whose claim expires before the
+    offer it names (an honest node copies the offer's ``expires``).
+
+    Needs the network's epoch length and audit horizon, so it is the proof book's check
+    (:class:`repp2p.node.offences.OffenceBook`), after :func:`verify_proof`.
+
+    Raises:
+        ProofError: NO_OFFENCE when the omitted task's offer expires earlier.
+    """
+    if not isinstance(proof, OmissionProof) or offence.digest_type != WorkDigest.TYPE:
+        return
+    offer = _read(proof.records[0], None)  # the TaskOffer (verify_omission checked it)
+    kept_until = (offence.epoch + horizon_epochs + 1) * epoch_s
+    expires = offer.record.expires  # type: ignore[attr-defined]
+    if expires < kept_until:
+        raise ProofError(
+            ProofReason.NO_OFFENCE,
+            f"the omitted task's offer expires at {expires}, before {kept_until}: its node "
+            "need not hold its records that long",
+        )
 
 
 def verify_bytes(data: Any, now: int) -> Offence:

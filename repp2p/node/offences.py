@@ -3,7 +3,9 @@ proofs and unserved charges on gossip").
 
 An auditor that finds a digest's publisher at fault (:mod:`repp2p.digests.proofs`:
 ``inconsistency``, ``omission``, ``conflict``, ``misorder``) gossips the proof; every peer
-verifies it from its bytes alone (:func:`repp2p.digests.verify_bytes`), keeps it
+verifies it from its bytes alone (:func:`repp2p.digests.verify_bytes`) and the network's
+schedule (an omission only of a task whose records its node had to keep:
+:func:`repp2p.digests.proofs.check_records_kept`), keeps it
 (:class:`OffenceBook`, ``<folder>/<evidence id hex>.cbor``) and its digest views count it
 as an offence of the publisher: the same path as an equivocation (offender, hard penalty in
 the :class:`~repp2p.reputation.PenaltyBook`, the ledger's offence slash).
@@ -33,7 +35,13 @@ from typing import Any
 from repp2p.digests import wire
 from repp2p.digests.disputes import KIND as DISPUTE_KIND
 from repp2p.digests.disputes import MAX_DISPUTE_SIZE
-from repp2p.digests.proofs import MAX_PROOF_SIZE, Offence, verify_bytes
+from repp2p.digests.proofs import (
+    MAX_PROOF_SIZE,
+    Offence,
+    check_records_kept,
+    decode_proof,
+    verify_proof,
+)
 from repp2p.digests.unserved import MAX_CHARGE_SIZE
 from repp2p.errors import ProofError, ProofReason
 from repp2p.net.verdict import Verdict
@@ -72,7 +80,8 @@ def as_view_offence(offence: Offence) -> ViewOffence:
 
 
 class OffenceBook:
-    """Verified offence proofs, one per ``(offender, kind, epoch)``.
+    """Verified offence proofs, one per ``(offender, kind, epoch)``: of the proofs of one
+    offence, the one of the smallest evidence ID (:meth:`add`).
 
     Args:
         folder: where proofs are kept (None: memory only).
@@ -105,10 +114,24 @@ class OffenceBook:
         self._outgoing: set[bytes] = set()
         self.refused: dict[str, int] = {}
         for offence, data in self._files.load(self._reread):
-            self._held.setdefault(_key(offence), (offence, data))
+            held = self._held.get(_key(offence))
+            if held is None or offence.evidence_id < held[0].evidence_id:
+                self._held[_key(offence)] = (offence, data)
+            if held is not None and held[0].evidence_id != offence.evidence_id:
+                # a crash between a replacement's write and its drop: the larger goes
+                self._files.drop(max(offence.evidence_id, held[0].evidence_id))
 
     def _reread(self, data: bytes) -> tuple[Offence, bytes]:
-        return verify_bytes(data, int(self._now())), data
+        return self._verify(data, int(self._now())), data
+
+    def _verify(self, data: bytes, now: int) -> Offence:
+        """:func:`~repp2p.digests.verify_bytes`, and what the network's schedule adds
+        (:func:`~repp2p.digests.proofs.check_records_kept`: no omission of a task whose
+        records its node had no need to keep)."""
+        proof = decode_proof(data)
+        offence = verify_proof(proof, now)
+        check_records_kept(proof, offence, epoch_s=self.epoch_s, horizon_epochs=self.horizon_epochs)
+        return offence
 
     def __len__(self) -> int:
         return len(self._held)
@@ -116,23 +139,40 @@ class OffenceBook:
     def add(self, data: bytes) -> Offence:
         """Verify a proof and keep it; the offence.
 
+        One proof is kept per offence, the one of the smallest evidence ID: a proof of a
+        held offence with a smaller ID replaces it (and, accepted, travels on), any other
+        is KNOWN. Views name an offence by its proof's evidence ID (the view digest, the
+        penalty book's evidence), and one offence can have many valid proofs (another
+        pair of conflicting digests, another faulty leaf): kept in order of arrival, a
+        proof sent to half the network and another to the other half would leave the two
+        halves' views different for good. The smallest ID converges on every peer the
+        gossip reaches within the acceptance window, before any view counts it.
+
         Raises:
             ProofError: the proof does not verify (its reason), TOO_OLD / TOO_NEW (its
-                epoch is outside ``[current - horizon_epochs, current]``), KNOWN (an
-                offence of that offender, kind and epoch is held). Nothing held changes.
+                epoch is outside ``[current - horizon_epochs, current]``), KNOWN (that
+                offender, kind and epoch is held with this or a smaller evidence ID).
+                Nothing held changes.
         """
         now = int(self._now())
         current = now // self.epoch_s
-        offence = verify_bytes(data, now)
+        offence = self._verify(data, now)
         if offence.epoch < current - self.horizon_epochs:
             raise ProofError(ProofReason.TOO_OLD, f"offence of epoch {offence.epoch}")
         if offence.epoch > current:
             raise ProofError(ProofReason.TOO_NEW, f"offence of epoch {offence.epoch}")
         key = _key(offence)
-        if key in self._held:
+        held = self._held.get(key)
+        if held is not None and held[0].evidence_id <= offence.evidence_id:
             raise ProofError(ProofReason.KNOWN, "this offence is held")
         self._held[key] = (offence, data)
         self._files.save(offence.evidence_id, data)
+        if held is not None:
+            self._files.drop(held[0].evidence_id)
+            log.info(
+                "offence proof of %s replaced by one of a smaller evidence ID", offence.offender
+            )
+            return offence
         log.warning(
             "offence proven: %s by %s (%s of epoch %d)",
             offence.kind.value,

@@ -6,6 +6,8 @@ held; unserved charges never reach a view."""
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 
 from repp2p.digests import ConflictProof, build_work, conflict_proof
@@ -53,7 +55,10 @@ def _files(tmp_path):
 
 def test_a_gossiped_offence_proof_is_verified_kept_once_and_survives_a_restart(tmp_path):
     book = _book(tmp_path)
-    proof = _conflict()
+    # two proofs of one offence: the book keeps the smaller evidence ID (its SHA-256)
+    proof, again = sorted(
+        (_conflict(), _conflict(label="again")), key=lambda d: hashlib.sha256(d).digest()
+    )
     assert book.judge(proof) is Verdict.ACCEPT
     (offence,) = book.offences(EPOCH)
     assert (offence.kind, offence.peer_id, offence.epoch) == (
@@ -65,7 +70,7 @@ def test_a_gossiped_offence_proof_is_verified_kept_once_and_survives_a_restart(t
     files = _files(tmp_path)
     hostile = [
         (proof, Verdict.IGNORE, "known"),
-        (_conflict(label="again"), Verdict.IGNORE, "known"),  # the same offence, other proof
+        (again, Verdict.IGNORE, "known"),  # the same offence, a proof of a larger ID
         (b"\xa1", Verdict.REJECT, "malformed"),
         (_conflict(epoch=EPOCH - 17, label="old"), Verdict.IGNORE, "too_old"),
         (_conflict(epoch=EPOCH + 3, label="new"), Verdict.IGNORE, "too_new"),

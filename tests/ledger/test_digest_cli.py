@@ -303,8 +303,9 @@ def test_the_cli_counts_the_offence_proofs_its_node_keeps(tmp_path):
 
 def test_a_digest_older_than_any_peer_may_hold_does_not_stretch_the_replay(tmp_path):
     # a store (a hostile file, say) holding a digest of epoch 3: the replay starts no
-    # earlier than a digest could legitimately be held (its lifetime cap plus the gossip
-    # window), not a view per epoch since epoch 3
+    # earlier than a digest signed by the rules can still be held (at 1-day epochs: its
+    # seal, then the 30-day lifetime cap less a day; node.digests.digest_expires), not a
+    # view per epoch since epoch 3
     params = DIGESTS.replace(epoch_s=86_400)  # 30 days of lifetime are 30 epochs here
     store = SqliteRecordStore(tmp_path / "records.db")
     store.put(sign(factories.empty_work_digest(3, expires=FAR), NODES[0]), now=NOW)
@@ -312,7 +313,7 @@ def test_a_digest_older_than_any_peer_may_hold_does_not_stretch_the_replay(tmp_p
     report = digest_report(store, policy, params, now=NOW)
     current = NOW // params.epoch_s
     first = current - max_digest_age(params)
-    assert first > 3 and max_digest_age(params) == 30 + 16 + params.digest_lag
+    assert first > 3 and max_digest_age(params) == params.digests.seal_lag_epochs + 29
     assert [s.epoch for s in report.settlements] == list(range(first, current))
     assert report.pending.supply == 0  # nobody worked
     store.close()
