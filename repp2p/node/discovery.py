@@ -192,18 +192,26 @@ class Discovery(DiscoveryAPI):
         When not connected, the addresses of the peer's latest signed ad are added first,
         and a dial back-off left by an earlier failure is lifted once the peer has published
         a newer ad since (a node that restarted, maybe on a new port, is back at once
-        instead of after py-libp2p's 60 s negative cache).
+        instead of after py-libp2p's 60 s negative cache); when connected (it dialled us
+        since), such a back-off is lifted at once.
         """
         pid = PeerID.from_base58(peer)
         if pid not in self._host.get_connected_peers():
             self._prepare_dial(peer, pid)
+        elif self._dial_failed_at.pop(peer, None) is not None:
+            # It connected to us since our dial failed (a restarted node dials its peers),
+            # and py-libp2p 0.8.1's dial_peer looks at its negative cache before at the
+            # connections it holds: a stream over the live connection was refused for 60 s.
+            lift_dial_backoff(self._host, pid)
         try:
             return await self._host.new_stream(pid, [protocol])
         except Exception:
-            if pid not in self._host.get_connected_peers():
-                self._dial_failed_at[peer] = self._clock.now()
-                while len(self._dial_failed_at) > DIAL_FAILURES_KEPT:
-                    self._dial_failed_at.pop(next(iter(self._dial_failed_at)))
+            # Kept even while a connection is still listed: one closing as its peer went
+            # down is listed a moment longer than the dial that fails over it, and that
+            # dial's failure is what py-libp2p's negative cache then holds for 60 s.
+            self._dial_failed_at[peer] = self._clock.now()
+            while len(self._dial_failed_at) > DIAL_FAILURES_KEPT:
+                self._dial_failed_at.pop(next(iter(self._dial_failed_at)))
             raise
 
     def _prepare_dial(self, peer: str, pid: PeerID) -> None:
