@@ -808,7 +808,8 @@ class _Attempt:
         replica: bool = False,
     ) -> tuple[bytes, SignedRecord, SignedRecord]:
         """The verified output, claim and receipt of a node's answer (``replica``: a
-        dispute replica's, whose claim carries an escalation rank).
+        dispute replica's, whose claim carries an escalation rank). The claim and the
+        receipt must not expire before the offer (``expires_early``).
 
         Raises:
             RecordError, ResultError, ClaimError: the answer does not check out.
@@ -838,6 +839,11 @@ class _Attempt:
             if exc.reason is not ClaimReason.WRONG_RANK:
                 raise
             log.info("claim of %s ranks differently in its view: %s", peer, exc)
+        for signed in (claim, receipt):
+            # an honest node copies our offer's expiry: an earlier one would take its
+            # records out of every store (and a dispute over them) before our task's
+            if (fault := tasks.expiry_fault(signed, self.offer)) is not None:
+                raise ResultError(ResultReason.EXPIRES_EARLY, fault)
         output = open_result(
             reply["output"],
             receipt.record,

@@ -63,11 +63,11 @@ def max_digest_age(params: NetworkParams) -> int:
     seal; ``l + ceil(digest_expires(0) / epoch_s)`` at the latest, give or take an epoch
     of clock), and a batch's first epoch is at most ``most_epochs - 1`` before its last.
 
-    Not the lifetime cap alone: sync takes a digest of any sealed epoch (peers hold them
-    for the reputation window) with an ``expires`` up to 30 days ahead, which no peer
-    following the rules signs for an old epoch, and one such digest made every replay
-    rebuild a view per epoch of 30 days (259,200 views at 10-s epochs, on a node's own
-    process for its explorer).
+    Not the lifetime cap alone: a digest of an old epoch with an ``expires`` up to 30 days
+    ahead, which no peer following the rules signs (the record pipeline refuses it from
+    every source, ``digest_expires_too_far``, but a store it never judged may hold one: a
+    hostile or damaged file), made every replay rebuild a view per epoch of 30 days
+    (259,200 views at 10-s epochs, on a node's own process for its explorer).
     """
     # lazy: importing repp2p.node runs its package, whose explorer imports this module
     from repp2p.node.digests import digest_expires
@@ -253,8 +253,8 @@ def digest_report(
         for d in store.query(type=t)
     ]
     # no digest signed by the rules covers an older epoch and is still alive: an older
-    # one (synced with a far expiry, a hostile store or file) would only make us rebuild
-    # a view for every epoch since
+    # one (in a hostile or damaged store or file: the pipeline refuses it) would only make
+    # us rebuild a view for every epoch since
     oldest = current - max_digest_age(params)
     first = max(min(firsts), oldest) if firsts else current
     built = [first]  # the next view to build: every epoch's, in order (the book steps)

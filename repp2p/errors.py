@@ -227,6 +227,9 @@ class ProofReason(enum.Enum):
     KNOWN = "known"
     # contested (k = 1) dispute proofs: the client's verdict does not back the dispute
     BAD_VERDICT = "bad_verdict"
+    # dispute proofs: a claim or receipt expiring before its offer (an honest node copies
+    # the offer's expiry; an earlier one would leave the views before the dispute does)
+    EXPIRES_EARLY = "expires_early"
 
 
 class ProofError(ReasonedError):

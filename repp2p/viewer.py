@@ -38,7 +38,7 @@ from repp2p.attestation import (
 from repp2p.digests import count_rows, reconcile
 from repp2p.digests.disputes import DisputeTiming, replica_claims
 from repp2p.errors import AttestationError, AttestationReason, StoreError
-from repp2p.matching import Assignments, MatchingParams, View
+from repp2p.matching import Assignments, ClaimedDemand, MatchingParams, View
 from repp2p.network_params import NetworkParams
 from repp2p.records import (
     Attestation,
@@ -60,7 +60,7 @@ from repp2p.reputation import (
     ReputationParams,
     collect,
 )
-from repp2p.reputation.pairs import COLUMNS, PairState, compute_pairs
+from repp2p.reputation.pairs import PairState, compute_pairs
 from repp2p.store import RecordStoreAPI
 from repp2p.tasks import is_bound_offer
 from repp2p.tee.measurement import enclave_measurement, runtime_measurement
@@ -869,7 +869,11 @@ class ViewKeeper:
             peer_at=peer_at,
         )
         replicas = _replica_claims_of(disputed)
-        demand = max((self._claims_of(e, replicas) for e in (hi, hi - 1, hi - 2)), default=0)
+        recent = (hi, hi - 1, hi - 2)
+        demand = ClaimedDemand(
+            claims=tuple(self.pairs.node_claims(e, window, peer_at, ev.n_peers) for e in recent),
+            replicas=tuple(replicas.get(e, 0) for e in recent),
+        )
         return View.from_evidence(
             ev,
             epoch=epoch,
@@ -892,14 +896,6 @@ class ViewKeeper:
         the view of ``epoch`` counts, inclusive: the ``window_epochs`` epochs up to
         ``epoch`` (a dispute counts in ``window_epochs`` views from its count epoch)."""
         return epoch - self.reputation_params.window_epochs + 1, epoch
-
-    def _claims_of(self, epoch: int, replicas: Mapping[int, int]) -> int:
-        """The demand of ``epoch``: the claims the nodes' work digests of it report, less
-        the escalation replicas of its disputed offers (``replicas``, from
-        :func:`replica_claims`), as the records path's ``recent_demand`` ignores them."""
-        block = self.pairs.block(epoch)
-        claims = 0 if block is None else int(block.counts[COLUMNS.index("claims")].sum())
-        return max(0, claims - replicas.get(epoch, 0))
 
     def cached_view(self, epoch: int) -> View | None:
         """The view of ``epoch`` if already built, without building it."""

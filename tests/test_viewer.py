@@ -10,6 +10,7 @@ from repp2p.digest_ledger import HeldProofs
 from repp2p.matching import beacon
 from repp2p.records import FEED_TYPES, Heartbeat, NodeAd, sign
 from repp2p.reputation import AttestedNode, PenaltyBook
+from repp2p.reputation.pairs import COLUMNS
 from repp2p.reputation.penalties import PenaltyEntry
 from repp2p.store import SqliteRecordStore
 from repp2p.testing import factories
@@ -79,7 +80,8 @@ def test_the_penalty_book_survives_a_restart(tmp_path):
     liar = factories.identity("liar")
     a = sign(Heartbeat(epoch=5, load=0, tasks_done=0, seq=1, expires=FAR), liar)
     b = sign(Heartbeat(epoch=5, load=1, tasks_done=0, seq=1, expires=FAR), liar)
-    store.put_many([a, b], now=NOW)
+    ad = sign(factories.sample_records(now=NOW)[0], liar)  # a node: the book keeps nodes
+    store.put_many([a, b, ad], now=NOW)
     policy = load_policy(BOOTSTRAP_DIR / "policy-dev.toml")
     path = tmp_path / "penalties.cbor"
     first = ViewKeeper(store, policy, DEV, book_path=path)
@@ -152,6 +154,11 @@ def _digests_of(epoch: int, *, wrong_node: int = 0) -> list:
     return out
 
 
+def _block_claims(keeper, epoch: int) -> int:
+    """The claims the folded work rows of ``epoch`` report (every one a ranked node's)."""
+    return int(keeper.pairs.block(epoch).counts[COLUMNS.index("claims")].sum())
+
+
 class _NoTaskReads(SqliteRecordStore):
     """A store that fails any read of per-task records (or of everything at once)."""
 
@@ -212,7 +219,7 @@ def test_a_digest_view_counts_folded_rows_and_reads_no_task_record():
     assert good.feedback_mass > 0 and wrong.quality < good.quality
     assert wrong.permille < good.permille
     assert set(view.peers) == {n.peer_id for n in D_NODES}
-    assert view.demand == max(keeper._claims_of(e, {}) for e in (18, 19, 20)) > 0
+    assert view.demand == max(_block_claims(keeper, e) for e in (18, 19, 20)) > 0
 
 
 def test_digest_views_fold_each_epoch_once_and_agree_after_a_restart():
@@ -460,7 +467,7 @@ def test_digest_demand_leaves_out_the_replicas_of_disputed_offers():
     keeper = _verified_keeper(store)
     keeper.disputes = _HeldDisputes([_dispute(e, f"busy-{e}") for e in (18, 19, 20)])
     view = keeper.view(26)  # digest window up to 20, disputes up to 21
-    claims = [keeper._claims_of(e, {}) for e in (18, 19, 20)]
+    claims = [_block_claims(keeper, e) for e in (18, 19, 20)]
     assert claims == [24, 24, 24]
     assert view.demand == 24 - 2
     # without the disputes, the demand is every claim

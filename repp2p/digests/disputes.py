@@ -21,8 +21,9 @@ proof's bytes are as before.
 
 :func:`check_dispute_proof` holds a proof to the evidence rule of the records path
 (docs/core.md "Evidence: who ran a task"): each receipt is for the offer (task, offer,
-input, engine), signed by an enclave key that is its node's attested result key for the
-offer's epoch (:meth:`~repp2p.reputation.AttestedNode.result_key_for`), its node has a
+input, engine), no claim or receipt expires before the offer (an honest node copies its
+expiry), each receipt is signed by an enclave key that is its node's attested result key
+for the offer's epoch (:meth:`~repp2p.reputation.AttestedNode.result_key_for`), its node has a
 claim on the offer and a rank for it on the view of the offer's epoch (the offer's ranking
 or its escalation ranking), and the receipts carry at least two outputs, or the proof
 carries a verdict that backs a k = 1 dispute of the offer
@@ -82,6 +83,7 @@ from repp2p.records import (
 from repp2p.tasks.escalation import (
     MAX_VERDICT_SIZE,
     contested_expiry,
+    expiry_fault,
     lifetime_fault,
     verdict_fault,
 )
@@ -372,8 +374,10 @@ def check_dispute_proof(
     Raises:
         ProofError: BAD_RECORD / EXPIRED / WRONG_TYPE (an envelope), TOO_OLD / TOO_NEW (the
             offer's epoch), WRONG_TASK (a claim or receipt of another task, offer, input or
-            engine), WRONG_EPOCH (a claim of another epoch, or a receipt signed by a key
-            its node replaced before the offer's epoch), MALFORMED (receipt count, order,
+            engine), EXPIRES_EARLY (a claim or receipt expiring before the offer:
+            :func:`repp2p.tasks.escalation.expiry_fault`), WRONG_EPOCH (a claim of another
+            epoch, or a receipt signed by a key its node replaced before the offer's
+            epoch), MALFORMED (receipt count, order,
             a claim without its receipt), DUPLICATE (two receipts of one node),
             MISSING_RECORD (a receipt without its node's claim), NOT_ENCLAVE_SIGNED (the
             enclave signature does not verify), UNATTESTED (the key is no attested key of
@@ -403,6 +407,8 @@ def check_dispute_proof(
             raise ProofError(ProofReason.WRONG_TASK, f"claim of {claim.signer} for another task")
         if c.epoch != o.epoch:
             raise ProofError(ProofReason.WRONG_EPOCH, f"claim epoch {c.epoch}, offer {o.epoch}")
+        if (fault := expiry_fault(claim, offer)) is not None:
+            raise ProofError(ProofReason.EXPIRES_EARLY, fault)
         if claim.signer in claims:
             raise ProofError(ProofReason.DUPLICATE, f"two claims of {claim.signer}")
         claims[claim.signer] = claim
@@ -417,6 +423,8 @@ def check_dispute_proof(
             or rc.engine_id != o.engine_id
         ):
             raise ProofError(ProofReason.WRONG_TASK, f"receipt of {receipt.signer}: another task")
+        if (fault := expiry_fault(receipt, offer)) is not None:
+            raise ProofError(ProofReason.EXPIRES_EARLY, fault)
         if receipts and receipt.signer <= receipts[-1].signer:
             if receipt.signer == receipts[-1].signer:
                 raise ProofError(ProofReason.DUPLICATE, f"two receipts of {receipt.signer}")

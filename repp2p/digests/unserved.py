@@ -111,8 +111,9 @@ def verify_unserved(
     candidates: Collection[str] | None = None,
 ) -> Charge:
     """Check a charge: a genuine, live digest; a leaf drawn under the seed of its epoch
-    with the charge's entropy; with ``candidates`` (the signers of the epoch's work
-    digests the verifier holds), an auditor that was drawn for it.
+    with the charge's entropy; with ``candidates`` (the verifier's audit candidates of
+    the epoch: the attested nodes among its work digests' signers,
+    :func:`repp2p.node.audits.audit_candidates`), an auditor that was drawn for it.
 
     Raises:
         ProofError: the charge is malformed or does not check out (never anything else).

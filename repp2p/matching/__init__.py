@@ -34,13 +34,14 @@ from repp2p.matching.claims import (
 from repp2p.matching.hashing import draw, peer_word, pool_coin, task_words
 from repp2p.matching.params import MatchingParams
 from repp2p.matching.rank import rank_fast, rank_first_many, rank_reference
-from repp2p.matching.view import View, rank
+from repp2p.matching.view import ClaimedDemand, View, rank
 
 __all__ = [
     "BEACON_DOMAIN",
     "Assignments",
     "ClaimError",
     "ClaimReason",
+    "ClaimedDemand",
     "MatchingParams",
     "View",
     "accepted_claims",

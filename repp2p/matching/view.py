@@ -46,6 +46,42 @@ if TYPE_CHECKING:
 VIEW_DOMAIN = b"repp2p/2/view\0"
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class ClaimedDemand:
+    """The recent demand as the nodes' work digests report it, before the view decides
+    whose report counts (:meth:`count`).
+
+    Attributes:
+        claims: per recent epoch, per peer of the view's evidence (``evidence.peers``
+            order), the claims its work digest rows of that epoch report of clients other
+            than itself (:meth:`repp2p.reputation.pairs.PairState.node_claims`).
+        replicas: per recent epoch (same order), the escalation replicas of its disputed
+            offers, left out as the records path's :func:`recent_demand` leaves them out.
+    """
+
+    claims: tuple[np.ndarray, ...]
+    replicas: tuple[int, ...]
+
+    def count(self, node_ix: np.ndarray, counted: np.ndarray) -> int:
+        """Claims per epoch the tier must cover: the most, over the recent epochs, of the
+        claims of the nodes ``counted`` (a mask over ``node_ix``, the node positions in
+        the evidence) less that epoch's replicas.
+
+        Only the claims of attested nodes count (verified, not failed, consistent with
+        their ad; the view decides which): a work digest is any key's to sign, and one
+        digest of a key that is no node, with one row of the format's maximum, would
+        otherwise set the demand of every view to 2**24 claims, widening the tier to
+        every established node (quality first no more). A penalised node's or an
+        offender's claims still count: the clients it served are demand the rest of the
+        network must now cover (left out, the tier shrank as cheaters were caught).
+        """
+        best = 0
+        for claims, replicas in zip(self.claims, self.replicas, strict=True):
+            total = int(claims[node_ix][counted].sum()) if len(node_ix) else 0
+            best = max(best, total - replicas)
+        return best
+
+
 def _verdicts_cbor(verdicts: Mapping[str, AttestedNode]) -> list:
     """The verdicts as the view digest encodes them (docs/records.md, "View digest")."""
     return [
@@ -221,7 +257,7 @@ class View:
         engine_pins: Mapping[str, frozenset[bytes]] | None = None,
         table: ReputationTable | None = None,
         digests: Sequence[tuple[int, bytes]] = (),
-        demand: int | None = None,
+        demand: int | ClaimedDemand | None = None,
     ) -> View:
         """Build a view from canonical :class:`Evidence` (the simulator's entry point).
 
@@ -229,7 +265,8 @@ class View:
         (:class:`repp2p.viewer.ViewKeeper` with ``reputation_source = "digests"``): the
         reputation computed from the folded rows (default: :func:`compute` on
         ``evidence``), the ``(epoch, ids_hash)`` of the folded epochs (they enter the
-        digest) and the recent demand (default: from the evidence's offers and claims).
+        digest) and the recent demand (default: from the evidence's offers and claims;
+        a :class:`ClaimedDemand` counts attested nodes' claims only).
         """
         rp, mp, epoch_s = params.reputation, params.matching, params.epoch_s
         now = epoch * epoch_s
@@ -298,6 +335,8 @@ class View:
         )
         if demand is None:
             demand = recent_demand(ev, epoch)
+        elif isinstance(demand, ClaimedDemand):
+            demand = demand.count(ix, ev.verified[ix] & ~ev.failed[ix] & ev.consistent[ix])
         established = base & ~table.is_newcomer[ix]
         if mp.quality_first:
             epoch_cap = np.where(ev.throughput[ix] > 0, ev.throughput[ix], capacity)

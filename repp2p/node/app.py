@@ -57,7 +57,7 @@ from repp2p.net.sync import make_handler
 from repp2p.net.task import PROTOCOL as TASK_PROTOCOL
 from repp2p.net.topics import PROOFS_FAMILY, TOPICS, subscribed_topics
 from repp2p.net.verdict import Verdict
-from repp2p.node.audits import Auditor, EvidenceLog
+from repp2p.node.audits import Auditor, EvidenceLog, attested_nodes
 from repp2p.node.budgets import BUDGETED, SignerBudgets, UnattestedQuota
 from repp2p.node.digests import ClaimedOffers, FailedTasks, OwnDigests, retention_epochs
 from repp2p.node.discovery import Discovery, peer_info
@@ -286,8 +286,7 @@ class Node:
                 recover_s=cfg.timers.store_recover_s,
                 admit=_evidence_admission(keeper),
                 budgets=SignerBudgets(cfg.budgets, cfg.epoch_s),
-                epoch_s=cfg.epoch_s,
-                digests=cfg.digests,
+                network=cfg.network_params,
                 quota=_unattested_quota(store, keeper, cfg.budgets, self.clock),
                 keep=own_tasks_only(store, self.peer_id) if light else None,
             )
@@ -481,6 +480,7 @@ class Node:
                         open_stream=lambda peer: discovery.open_stream(
                             peer, audit_protocol.PROTOCOL
                         ),
+                        nodes=_audit_nodes(keeper, self.clock),
                         metrics=self.metrics,
                         evidence=EvidenceLog(cfg.data_dir / "audits"),
                         publish=lambda data: pubsub.publish(TOPICS[PROOFS_FAMILY], data),
@@ -738,6 +738,23 @@ def _unattested_quota(
         store.delete(evicted)
         log.info("unattested identities' quota: %d stored records evicted", len(evicted))
     return quota
+
+
+def _audit_nodes(keeper: ViewKeeper, clock: ClockAPI) -> Callable[[int], frozenset[str] | None]:
+    """The auditor's ``nodes(epoch)``: the attested nodes of the view of an audit epoch
+    (:func:`repp2p.node.audits.attested_nodes`). The view of the current epoch is built
+    if it is not yet (the view service builds it at the epoch's start all the same); an
+    older one only when still held, never rebuilt here (a view rebuilt later could read
+    other records); a later one is not held."""
+
+    def nodes(epoch: int) -> frozenset[str] | None:
+        if epoch == clock.epoch(keeper.epoch_s):
+            view = keeper.view(epoch)
+        else:
+            view = keeper.cached_view(epoch)
+        return None if view is None else attested_nodes(view)
+
+    return nodes
 
 
 def _evidence_admission(keeper: ViewKeeper) -> Callable[[SignedRecord, int], str | None]:

@@ -3,13 +3,18 @@
 At the start of epoch ``A = E + seal_lag_epochs + audit_delay_epochs`` every peer derives,
 from public data it holds, the same draw for the digests of ``E``:
 
-* ``entropy = audit_entropy(IDs of the digests of E + 1 held)``: published after ``E``'s
-  digests were final, so no publisher of ``E`` knew it when it signed;
+* the **attested nodes**: the nodes of its view of ``A`` (:func:`attested_nodes`: verified,
+  not failed, consistent with their ad, at least one engine established, no offender).
+  A work digest is any key's to sign; only these keys audit or feed the entropy;
+* ``entropy = audit_entropy(IDs of the work digests of E + 1 held, of attested nodes)``:
+  published after ``E``'s digests were final, so no publisher of ``E`` knew it when it
+  signed, and no throwaway key can add to it (each would be one more try at a seed);
 * ``seed = audit_seed(E, seal_lag_epochs + audit_delay_epochs, entropy)``;
-* the candidates: the signers of ``E``'s work digests (the full nodes active then); each
-  digest's auditors are ``auditors(seed, digest_id, candidates, exclude={publisher})``,
-  its challenged leaves ``challenge_indices(seed, digest_id, leaf_count, samples_for(span))``
-  (``audit_samples`` per epoch the digest covers).
+* the candidates (:func:`audit_candidates`): the attested nodes that signed a work digest
+  of ``E`` (the full nodes active then); each digest's auditors are ``auditors(seed,
+  digest_id, candidates, exclude={publisher})``, its challenged leaves
+  ``challenge_indices(seed, digest_id, leaf_count, samples_for(span))`` (``audit_samples``
+  per epoch the digest covers).
 
 A peer drawn as auditor asks the publisher over ``/repp2p/audit/1`` (``AuditParams.attempts``
 tries, ``retry_s`` apart: the grace period) and judges each answer with ``verify_audit``.
@@ -24,10 +29,11 @@ import dataclasses
 import hashlib
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import trio
 
 from repp2p.clock import ClockAPI
@@ -49,6 +55,9 @@ from repp2p.node.metrics import NodeMetrics
 from repp2p.records import FeedbackDigest, SignedRecord, WorkDigest, decode
 from repp2p.store import RecordStoreAPI
 
+if TYPE_CHECKING:
+    from repp2p.matching import View
+
 log = logging.getLogger("repp2p.audits")
 
 #: pieces of evidence kept in memory (files keep all of them)
@@ -68,16 +77,60 @@ class Challenge:
     entropy: bytes
 
 
-def plan(store: RecordStoreAPI, me: str, epoch: int, params: DigestParams) -> list[Challenge]:
-    """The challenges of the digests of ``epoch`` that fall to ``me``, from the digests
-    held (see the module docstring). Deterministic: peers holding the same digests draw
-    the same."""
-    digests = store.query(type=WorkDigest.TYPE, epoch=epoch)
-    candidates = sorted({d.signer for d in digests})
-    digests += store.query(type=FeedbackDigest.TYPE, epoch=epoch)
+def attested_nodes(view: View) -> frozenset[str]:
+    """The keys that may audit, and whose digests seed the draw, in the audits at the start
+    of ``view``'s epoch: the nodes of the view that it counts as attested nodes running
+    the network's software (verified and not failed, consistent with their ad, at least
+    one engine established: the enclave measurement is this runtime's, or pinned) and
+    that are no offender. A pure function of the view, so every peer holding the same
+    view finds the same set. The load, the penalty book and being online are left out:
+    a busy or penalised node still audits, and the book is the one input a restarted
+    peer may hold otherwise."""
+    ev = view.evidence
+    ix = np.flatnonzero(ev.is_node)
+    ok = ev.verified[ix] & ~ev.failed[ix] & ev.consistent[ix] & ~view.reputation.is_offender[ix]
+    out = set()
+    for i in np.flatnonzero(ok).tolist():
+        peer = view.peers[i]
+        verdict = ev.verdicts.get(peer)
+        if verdict is not None and verdict.measurements:
+            out.add(peer)
+    return frozenset(out)
+
+
+def audit_candidates(store: RecordStoreAPI, epoch: int, nodes: Collection[str]) -> list[str]:
+    """The auditors of the digests of ``epoch`` are drawn from: the signers of its work
+    digests held that are among ``nodes`` (:func:`attested_nodes` of the view of its
+    audit epoch), sorted. A key that is no attested node signs a work digest as easily
+    as any other record, and would otherwise take a seat in every draw."""
+    attested = set(nodes)
+    signers = {d.signer for d in store.query(type=WorkDigest.TYPE, epoch=epoch)}
+    return sorted(signers & attested)
+
+
+def draw_entropy(store: RecordStoreAPI, epoch: int, nodes: Collection[str]) -> bytes:
+    """The entropy of the audits of ``epoch``: :func:`audit_entropy` of the IDs of the
+    work digests of ``epoch + 1`` held whose signer is among ``nodes``. Any key may sign
+    a digest, and a key that is no attested node (or a client's feedback digest) would
+    make each candidate digest one more try at a seed that spares a colluder's leaves."""
+    attested = set(nodes)
     later = store.query(type=WorkDigest.TYPE, epoch=epoch + 1)
-    later += store.query(type=FeedbackDigest.TYPE, epoch=epoch + 1)
-    entropy = audit_entropy(d.record_id for d in later)
+    return audit_entropy(d.record_id for d in later if d.signer in attested)
+
+
+def plan(
+    store: RecordStoreAPI, me: str, epoch: int, params: DigestParams, nodes: Collection[str]
+) -> list[Challenge]:
+    """The challenges of the digests of ``epoch`` that fall to ``me``, from the digests
+    held and ``nodes``, the attested nodes of the view of the audit epoch
+    (:func:`attested_nodes`; see the module docstring). Deterministic: peers holding the
+    same digests and the same view draw the same."""
+    candidates = audit_candidates(store, epoch, nodes)
+    if me not in candidates:
+        return []  # no digest of the epoch falls to a peer that is no candidate
+    digests = store.query(type=WorkDigest.TYPE, epoch=epoch)
+    digests += store.query(type=FeedbackDigest.TYPE, epoch=epoch)
+    entropy = draw_entropy(store, epoch, nodes)
     seed = audit_seed(epoch, params.grace_epochs, entropy)
     out = []
     for digest in digests:
@@ -156,6 +209,9 @@ class Auditor:
         epoch_s: the network's epoch length.
         params: the digest schedule; audit: the protocol's patience.
         open_stream: ``await open_stream(peer)``: a new ``/repp2p/audit/1`` stream.
+        nodes: ``nodes(epoch)``: the attested nodes (:func:`attested_nodes`) of this peer's
+            view of ``epoch``, or None when it holds no view of it. The audits of the
+            digests of ``E`` ask it for their audit epoch (``params.audit_epoch(E)``).
         metrics: ``audits`` counts outcomes.
         evidence: where proofs and charges are kept.
         publish: gossips what this auditor found (offence proofs, unserved charges) on
@@ -172,6 +228,7 @@ class Auditor:
         params: DigestParams,
         audit: AuditParams,
         open_stream: Callable[[str], Awaitable[Any]],
+        nodes: Callable[[int], Collection[str] | None],
         metrics: NodeMetrics,
         evidence: EvidenceLog | None = None,
         publish: Callable[[bytes], Awaitable[Any]] | None = None,
@@ -189,6 +246,9 @@ class Auditor:
         self._clock = clock
         self._epoch_s = epoch_s
         self._open_stream = open_stream
+        self._nodes = nodes
+        #: audit epoch -> its view's attested nodes (a view, once built, does not change)
+        self._attested: dict[int, frozenset[str]] = {}
         self._metrics = metrics
         self._done: set[int] = set()
 
@@ -303,10 +363,24 @@ class Auditor:
             # raised AttributeError out of the gossip validator, which stopped pubsub
             if not isinstance(digest, (WorkDigest, FeedbackDigest)):
                 raise ProofError(ProofReason.WRONG_TYPE, f"a {digest.TYPE} is not a digest")
-            found = verify_unserved(data, now, self.params, self._candidates(digest.last_epoch))
+            candidates = self._candidates(digest.last_epoch)
+            found = verify_unserved(data, now, self.params, candidates)
         except (ProofError, RecordError) as exc:
             reason = getattr(exc, "reason", None)
             return Verdict.IGNORE if reason is ProofReason.EXPIRED else Verdict.REJECT
+        if candidates is None:
+            # no view of its audit epoch held: whether the accuser was drawn is unknown
+            # here, so the charge is neither forwarded nor re-checked
+            return Verdict.IGNORE
+        if charge.entropy != draw_entropy(self._store, found.epoch, self.attested(found.epoch)):
+            # verify_unserved draws under the charge's own entropy: a node that tries
+            # entropies until it is "drawn" for a leaf could charge any digest at will,
+            # each charge costing its publisher an answer to every re-checker. Not ours:
+            # the accuser's or ours may lack a digest of the next epoch, so IGNORE, no
+            # penalty (the digests of E + 1 are sealed before the audit epoch, so honest
+            # peers hold the same ones)
+            self._metrics.audits.labels("charge_other_entropy").inc()
+            return Verdict.IGNORE
         if found.offender == self.peer_id:
             return Verdict.ACCEPT  # a charge against us: we answer whoever asks
         key = (found.digest_id, found.index)
@@ -321,8 +395,24 @@ class Auditor:
             log.info("re-check queue full: charge against %s not re-checked", found.offender)
         return Verdict.ACCEPT
 
-    def _candidates(self, epoch: int) -> list[str]:
-        return sorted({d.signer for d in self._store.query(type=WorkDigest.TYPE, epoch=epoch)})
+    def attested(self, epoch: int) -> frozenset[str] | None:
+        """The attested nodes of the audits of the digests of ``epoch``: those of this
+        peer's view of their audit epoch (None: no such view held)."""
+        audit_epoch = self.params.audit_epoch(epoch)
+        found = self._attested.get(audit_epoch)
+        if found is None:
+            nodes = self._nodes(audit_epoch)
+            if nodes is None:
+                return None
+            found = frozenset(nodes)
+            if len(self._attested) >= 8:
+                del self._attested[min(self._attested)]
+            self._attested[audit_epoch] = found
+        return found
+
+    def _candidates(self, epoch: int) -> list[str] | None:
+        nodes = self.attested(epoch)
+        return None if nodes is None else audit_candidates(self._store, epoch, nodes)
 
     async def _run_rechecks(self) -> None:
         async with self._recheck_receive:
@@ -348,7 +438,12 @@ class Auditor:
         """Check every challenge of ``epoch``'s digests that falls to this peer,
         ``AuditParams.concurrency`` digests at a time."""
         self._done.add(epoch)
-        challenges = plan(self._store, self.peer_id, epoch, self.params)
+        nodes = self.attested(epoch)
+        if nodes is None:
+            audit_epoch = self.params.audit_epoch(epoch)
+            log.warning("no view of epoch %d: the digests of %d not audited", audit_epoch, epoch)
+            return []
+        challenges = plan(self._store, self.peer_id, epoch, self.params, nodes)
         results: list[AuditResult] = []
         limit = trio.CapacityLimiter(self.audit_params.concurrency)
 
@@ -385,4 +480,13 @@ class Auditor:
                 await self._clock.sleep_until((current + 1.05) * self._epoch_s)
 
 
-__all__ = ["AuditResult", "Auditor", "Challenge", "EvidenceLog", "plan"]
+__all__ = [
+    "AuditResult",
+    "Auditor",
+    "Challenge",
+    "EvidenceLog",
+    "attested_nodes",
+    "audit_candidates",
+    "draw_entropy",
+    "plan",
+]

@@ -7,8 +7,9 @@ gossiped on ``/repp2p/1/digests``, and their leaves served to auditors.
   statement too) only when ``E`` is not **quiet**: when it holds a digest with rows (its
   own or anyone's) covering ``E`` or ``E - 1``. The empty digest is needed then, and only
   then (docs/digests.md, "Quiet epochs"): it makes the node one of ``E``'s auditors (the
-  candidates are ``E``'s work-digest signers), its ID is entropy for ``E - 1``'s audit
-  draw, and it keeps a client's verdicts on the node from counting as a silent node's.
+  candidates are the attested nodes among ``E``'s work-digest signers), its ID is entropy
+  for ``E - 1``'s audit draw (only attested nodes' work digests are), and it keeps a
+  client's verdicts on the node from counting as a silent node's.
   A network with no task in ``E - 1`` and ``E`` has nothing to audit, no verdict to
   answer and no draw to seed, so its idle nodes publish nothing for ``E`` (half the
   gossip of an idle devnet). A quiet epoch stays due: a digest with rows arriving later

@@ -75,7 +75,9 @@ class NodeMetrics:
         )
         self.audits = Counter(
             "repp2p_audits",
-            "Challenges this peer judged as an auditor (outcome=pass|unserved|offence)",
+            "Challenges this peer judged as an auditor (outcome=pass|unserved|offence; "
+            "recheck_<outcome> for re-checked charges, charge_other_entropy for charges "
+            "drawn under an entropy this peer does not hold)",
             ["outcome"],
             registry=r,
         )

@@ -28,6 +28,7 @@ from repp2p.digests.params import DigestParams
 from repp2p.errors import RecordError, RecordReason, StoreError
 from repp2p.net.topics import topic_accepts
 from repp2p.net.verdict import Verdict
+from repp2p.network_params import NetworkParams
 from repp2p.node.abc import RecordListener, RecordPipelineAPI
 from repp2p.node.budgets import (
     OVER_BUDGET,
@@ -36,6 +37,7 @@ from repp2p.node.budgets import (
     SignerBudgets,
     UnattestedQuota,
 )
+from repp2p.node.digests import digest_expires
 from repp2p.node.metrics import NodeMetrics
 from repp2p.records import DIGEST_TYPES, Outcome, SignedRecord, TaskOffer, decode
 from repp2p.store import RecordStoreAPI
@@ -53,6 +55,10 @@ STORE_FAILED = "store_failed"
 DIGEST_TOO_OLD, DIGEST_TOO_NEW = "digest_too_old", "digest_too_new"
 #: a batch covering more epochs than the network allows its type (views would not count it)
 DIGEST_TOO_LONG = "digest_too_long"
+#: a digest that expires later than every honest one of its last epoch
+#: (:func:`repp2p.node.digests.digest_expires`): it would outlive the views and audits of
+#: its epochs, up to the 30-day lifetime cap (from sync, a long-gone epoch's digest would)
+DIGEST_EXPIRES_TOO_FAR = "digest_expires_too_far"
 #: ``repp2p_records_rejected`` reason of a valid record this peer does not hold (IGNORE):
 #: another client's per-task record on a light client (repp2p.node.light)
 NOT_KEPT = "not_kept"
@@ -108,6 +114,12 @@ class RecordPipeline(RecordPipelineAPI):
             digests accepted (:meth:`DigestParams.gossip_accepts` on gossip, not newer than
             :meth:`DigestParams.too_new` from any source). None: no bound (tools, tests).
         digests: the network's digest schedule.
+        network: the network's parameters (the node passes them): ``epoch_s`` and
+            ``digests`` are its (pass neither with it), and a digest's ``expires`` is
+            bounded too, from any source: at most
+            :func:`repp2p.node.digests.digest_expires` of its last epoch, what every
+            honest signer sets. None: ``expires`` is bounded by its type's lifetime cap
+            only (tools, tests).
         keep: whether this peer holds a valid record at all (a light client keeps only
             its own tasks' records, :func:`repp2p.node.light.own_tasks_only`); a record it
             does not keep is an IGNORE, counted as ``not_kept``. None: keep everything.
@@ -126,7 +138,13 @@ class RecordPipeline(RecordPipelineAPI):
         digests: DigestParams | None = None,
         quota: UnattestedQuota | None = None,
         keep: Callable[[SignedRecord], bool] | None = None,
+        network: NetworkParams | None = None,
     ) -> None:
+        if network is not None:
+            if epoch_s is not None or digests is not None:
+                raise TypeError("pass network alone: epoch_s and digests are the network's")
+            epoch_s, digests = network.epoch_s, network.digests
+        self._network = network
         self._keep = keep
         self._budgets = budgets
         self._quota = quota
@@ -248,6 +266,9 @@ class RecordPipeline(RecordPipelineAPI):
             if signed.type in DIGEST_TYPES and self._epoch_s is not None:
                 refused = self._digest_epoch_refused(signed, now, gossip=topic is not None)
                 if refused is not None:
+                    # IGNORE, every reason: an honest peer forwards such digests too (a
+                    # skewed clock; a peer of a release before a bound existed), and must
+                    # not lose gossip score for them
                     self._metrics.rejected.labels(refused, source).inc()
                     verdicts[i] = Verdict.IGNORE
                     continue
@@ -285,10 +306,19 @@ class RecordPipeline(RecordPipelineAPI):
         self._metrics.rejected.labels(UNATTESTED_EVICTED, source).inc(len(record_ids))
 
     def _digest_epoch_refused(self, signed: SignedRecord, now: int, *, gossip: bool) -> str | None:
-        """Why a digest's epochs are not accepted now, or None. A digest of a far epoch is a
-        new store slot: without the bound one key could fill every store with them. A batch
-        (``span`` > 1) is judged by its last epoch, the one it is filed under and goes out
-        after (docs/digests.md), and may cover at most the network's epochs for its type."""
+        """Why a digest's epochs, or its lifetime, are not accepted now, or None. A digest
+        of a far epoch is a new store slot: without the bound one key could fill every
+        store with them. A batch (``span`` > 1) is judged by its last epoch, the one it is
+        filed under and goes out after (docs/digests.md), and may cover at most the
+        network's epochs for its type.
+
+        With the network's parameters, a digest may not expire later than
+        :func:`~repp2p.node.digests.digest_expires` of its last epoch, the ``expires``
+        every honest signer sets (a function of the epoch alone: no clock, no slack).
+        Outside gossip no age bound applies (a peer syncs the digests its peers hold), so
+        without it one key could fill every store with digests of long-gone epochs living
+        30 days. A digest older than that lifetime is refused whatever its ``expires``:
+        here when it claims more, by ``decode`` (``expired``) when it does not."""
         assert self._epoch_s is not None
         record = signed.record
         first, last = record.epoch, record.last_epoch  # type: ignore[attr-defined]
@@ -301,6 +331,10 @@ class RecordPipeline(RecordPipelineAPI):
             first, last - first + 1, current, signed.type
         ):
             return DIGEST_TOO_OLD
+        if self._network is not None and record.expires > digest_expires(
+            last, self._epoch_s, self._network, self._digests
+        ):
+            return DIGEST_EXPIRES_TOO_FAR
         return None
 
     def _accepted_counter(self, record_type: str, outcome: Outcome, source: str) -> Any:

@@ -378,6 +378,29 @@ class PairState:
         """The folded block of ``epoch``, or None."""
         return self._blocks.get(epoch)
 
+    def node_claims(
+        self, epoch: int, win: PairWindow, peer_at: np.ndarray, size: int
+    ) -> np.ndarray:
+        """Per peer of an evidence of ``size`` peers, the claims the folded rows of
+        ``epoch`` report of it as the node, its rows naming itself as the client left out
+        (no client serves itself: such a row is claims invented for the demand). The
+        window ``win`` (of this state) must include ``epoch``; ``peer_at`` is where its
+        peers sit in the evidence (:meth:`widen`). Zeros when ``epoch`` is not folded.
+
+        What the recent demand is made of (:class:`repp2p.matching.view.ClaimedDemand`:
+        the view keeps the attested nodes' claims only).
+        """
+        out = np.zeros(size, _I64)
+        block = self._blocks.get(epoch)
+        if block is None or not len(block.pair) or win.sids is None:
+            return out
+        pc, pn = self._pc[block.pair], self._pn[block.pair]
+        keep = pc != pn
+        per_sid = np.zeros(len(self._names), _I64)
+        np.add.at(per_sid, pn[keep], block.counts[_CLAIMS][keep])
+        out[peer_at] = per_sid[win.sids]
+        return out
+
     def fold(
         self, epoch: int, rows: Sequence[PairCount], digest_ids: Iterable[bytes]
     ) -> EpochBlock:

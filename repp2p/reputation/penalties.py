@@ -15,7 +15,10 @@ Rules (``ReputationParams`` names):
   epochs spent penalised do not count towards the next phase-out;
 * an offender (equivocation or a proven wrong result in the table's offences) is hard
   penalised for ``hard_penalty_epochs`` from the epoch it is first seen, and the
-  :class:`~repp2p.reputation.evidence.Offence` records are kept in its entry.
+  :class:`~repp2p.reputation.evidence.Offence` records are kept in its entry; only a
+  node's (a peer the table holds as a node, or one with an entry already): an offence
+  of a key that is no node gets no entry (the table marks it an offender while it lists
+  the offence), so keys that prove offences of their own cannot grow the book.
 """
 
 from __future__ import annotations
@@ -164,9 +167,21 @@ class PenaltyBook:
             raise ValueError(f"step to epoch {epoch} from {self.epoch}: epochs must increase")
         entries = dict(self.entries)
         new_offences: dict[str, list[Offence]] = {}
+        nodes: frozenset[str] | None = None
         for off in table.offences:
-            if off not in self.entry(off.peer_id).evidence:
-                new_offences.setdefault(off.peer_id, []).append(off)
+            if off in self.entry(off.peer_id).evidence:
+                continue
+            if off.peer_id not in entries:
+                if nodes is None:
+                    nodes = frozenset(table.peers[i] for i in np.flatnonzero(table.is_node))
+                if off.peer_id not in nodes:
+                    # a key that is no node (a client's, a throwaway one): the table marks
+                    # it an offender while it lists the offence; a book entry would be kept
+                    # for good, and any key can prove an offence of its own (two digests
+                    # of one epoch), so the book, every view digest's input, would grow
+                    # without bound. Booked if it is a node while the offence is listed.
+                    continue
+            new_offences.setdefault(off.peer_id, []).append(off)
         below = table.is_node & (table.permille < p.phase_out_permille)
         # Only peers with state or news need a visit: the rest stay default.
         visit = set(entries) | set(new_offences)

@@ -46,12 +46,11 @@ import numpy as np
 from repp2p.digests import Reconciliation, count_rows
 from repp2p.digests.disputes import DisputeTiming, replica_claims
 from repp2p.digests.reconcile import PairRow, count_pair
-from repp2p.matching import View
+from repp2p.matching import ClaimedDemand, View
 from repp2p.network_params import NetworkParams
 from repp2p.reputation import Evidence, PenaltyBook, ReputationTable
-from repp2p.reputation.pairs import COLUMNS, PairState, PairWindow, compute_pairs
+from repp2p.reputation.pairs import PairState, PairWindow, compute_pairs
 
-_CLAIMS = COLUMNS.index("claims")
 _FB_OK, _FB_WRONG, _FB_TIMEOUT = 0, 1, 2
 
 
@@ -306,7 +305,11 @@ class DigestViews:
             peer_at=peer_at,
         )
         replicas = _replicas(dispute_columns, self.redundancy)
-        demand = max((self._claims_of(e, replicas) for e in (hi, hi - 1, hi - 2)), default=0)
+        recent = (hi, hi - 1, hi - 2)
+        demand = ClaimedDemand(
+            claims=tuple(self.pairs.node_claims(e, window, peer_at, ev.n_peers) for e in recent),
+            replicas=tuple(replicas.get(e, 0) for e in recent),
+        )
         view = View.from_evidence(
             ev,
             epoch=epoch,
@@ -318,13 +321,6 @@ class DigestViews:
         )
         self.last_evidence, self.last_window = ev, window
         return view, table, ev
-
-    def _claims_of(self, epoch: int, replicas: Mapping[int, int]) -> int:
-        """The demand of ``epoch``: the claims its work digests report less the replicas
-        of its disputed offers (``ViewKeeper._claims_of``)."""
-        block = self.pairs.block(epoch)
-        claims = 0 if block is None else int(block.counts[_CLAIMS].sum())
-        return max(0, claims - replicas.get(epoch, 0))
 
 
 def _replicas(dispute_columns: Mapping[str, Any], redundancy: int) -> dict[int, int]:

@@ -18,7 +18,9 @@ produced for ``E``:
 * **Audits**: every non-empty digest part gets ``min(samples, leaves)`` challenges, with
   ``samples = DigestParams.samples_for(span)`` (``audit_samples`` per epoch a batch covers,
   the live auditor's rule), from each of ``auditors_per_digest`` auditors, drawn
-  uniformly among the online nodes other than the publisher (the core's rendezvous draw,
+  uniformly among the online nodes other than the publisher that are attested and no
+  offender at the audit boundary (the live rule: only attested nodes audit, an
+  unattested sybil publishes digests but never audits; the core's rendezvous draw,
   :func:`repp2p.digests.auditors`, is uniform; hashing 10,000 candidates per digest is
   what the simulator does not do).
   A node of an adversary group with ``digest_fault = f`` misreports ``ceil(f * n)`` of the
@@ -394,6 +396,7 @@ class DigestFlow:
         feedback: tuple[np.ndarray, ...],
         digest_fault: np.ndarray,
         heartbeats: np.ndarray | None = None,
+        auditors: np.ndarray | None = None,
     ) -> tuple[EpochCosts, np.ndarray]:
         """Costs of epoch ``e``'s tasks, and the nodes caught misreporting in it.
 
@@ -409,6 +412,9 @@ class DigestFlow:
             digest_fault: per node, the share of its work leaves it misreports.
             heartbeats: node indices that heartbeat in ``e`` (default: every online node;
                 with ``heartbeat_period_epochs = H > 1`` about one in ``H`` of them).
+            auditors: the online node indices that may audit ``e``'s digests (the live
+                rule: attested, no offender at the audit boundary); default every online
+                node.
         """
         c = self.c
         peers = c + n_nodes
@@ -509,7 +515,8 @@ class DigestFlow:
         w_samples = self.p.samples_for(len(self._work))
         f_samples = self.p.samples_for(len(self._feedback))
         samples = np.where(is_work, w_samples, f_samples)
-        challenges = self._audits(costs, online_nodes + c, pub, is_work, dleaves, samples)
+        pool = online_nodes if auditors is None else auditors
+        challenges = self._audits(costs, pool + c, pub, is_work, dleaves, samples)
         caught_nodes = self._faults(e, pub, is_work, dleaves, digest_fault, c, w_samples)
         costs.counts.update(
             {
@@ -670,8 +677,8 @@ class DigestFlow:
     ) -> int:
         """Each non-empty digest part: ``min(samples, leaves)`` challenges (``samples``:
         per part, ``DigestParams.samples_for`` its span) from each of
-        ``auditors_per_digest`` auditors drawn uniformly among the online nodes other than
-        the publisher. Returns the challenges sent."""
+        ``auditors_per_digest`` auditors drawn uniformly among ``nodes`` (the online nodes
+        that may audit) other than the publisher. Returns the challenges sent."""
         m = self.m
         s, a = samples, self.p.auditors_per_digest
         audited = np.flatnonzero(np.minimum(dleaves, s) > 0)

@@ -1207,6 +1207,10 @@ class Simulation:
         cn, co = _epoch_columns(self.claims, e, 2)
         rn, ro, _out = _epoch_columns(self.receipts, e, 3)
         online = self._online_at.pop(e, np.unique(hb_node))
+        boundary = self.sc.digest_params.audit_epoch(e)
+        # only attested nodes audit, and no offender (the live rule: the attested nodes of
+        # the view of the audit boundary, docs/digests.md "Audits")
+        auditors = online[self.attested[online] & (self.offender_from[online] > boundary)]
         costs, caught = self.flow.epoch(
             e,
             self.n_nodes,
@@ -1218,9 +1222,9 @@ class Simulation:
             (fc, fn, fo, fout, flat),
             self.digest_fault,
             heartbeats=np.unique(hb_node),
+            auditors=auditors,
         )
         # a caught node is a proven offender from the audit boundary of epoch e on
-        boundary = self.sc.digest_params.audit_epoch(e)
         self.offender_from[caught] = np.minimum(self.offender_from[caught], boundary)
         return self.flow.record(e, costs, online)
 

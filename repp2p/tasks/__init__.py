@@ -37,6 +37,7 @@ Public API::
     check_verdict_claims(envelopes, offer, receipts, *, now_ms) -> [claim, ...] | Reject
     contested_expiry(epoch, *, epoch_s, window_epochs, dispute_lag) -> unix seconds
     verdict_fault(verdict, offer, signers) -> str | None       # shared with dispute proofs
+    expiry_fault(claim_or_receipt, offer) -> str | None        # expires before its offer
 
 Pure: no I/O, no clock (times are integer unix milliseconds passed in), no randomness.
 """
@@ -96,6 +97,7 @@ from repp2p.tasks.escalation import (
     contested_expiry,
     escalation_limit,
     escalation_ranking,
+    expiry_fault,
     is_disputed,
     may_be_replica,
     replica_rank,
@@ -150,6 +152,7 @@ __all__ = [
     "epoch_accepted",
     "escalation_limit",
     "escalation_ranking",
+    "expiry_fault",
     "is_bound_offer",
     "is_disputed",
     "is_release",

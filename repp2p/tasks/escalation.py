@@ -289,7 +289,8 @@ def check_dispute(
     Rules, in order (each ``bad_dispute``): 2 (1 when ``contested``) to
     :data:`MAX_DISPUTE_RECEIPTS` envelopes;
     each decodes, is live at ``now_ms // 1000`` and is a Receipt; for this offer (task id,
-    offer id, input digest, engine); signers distinct; each signer in ``may_have_run``; the
+    offer id, input digest, engine); expiring no earlier than the offer
+    (:func:`expiry_fault`); signers distinct; each signer in ``may_have_run``; the
     receipt's enclave key is the signer's attested result key (``result_key_of``) and its
     enclave signature verifies; at least two distinct output digests (not when
     ``contested``: a k = 1 request backed by the client's verdict, :func:`check_verdict`).
@@ -327,6 +328,8 @@ def check_dispute(
             or rc.engine_id != o.engine_id
         ):
             return _bad("receipt is for another task")
+        if (fault := expiry_fault(signed, offer)) is not None:
+            return _bad(fault)
         if signed.signer in signers:
             return _bad("two receipts from one node")
         signers.add(signed.signer)
@@ -486,8 +489,8 @@ def check_verdict_claims(
 
     Rules, in order (each ``bad_dispute``): as many envelopes as ``receipts``, at most
     :data:`MAX_DISPUTE_RECEIPTS`; each decodes, is live at ``now_ms // 1000`` and is a
-    Claim; for this offer (task id, offer id, epoch); its signer is the signer of the
-    receipt at the same position.
+    Claim; for this offer (task id, offer id, epoch); expiring no earlier than the offer
+    (:func:`expiry_fault`); its signer is the signer of the receipt at the same position.
 
     Returns:
         The claims (signed records, in the receipts' order), or the :class:`Reject`.
@@ -506,6 +509,8 @@ def check_verdict_claims(
             return _bad(f"a {signed.type} is not a claim")
         if c.task_id != o.task_id or c.offer_id != offer.record_id or c.epoch != o.epoch:
             return _bad("claim is for another task")
+        if (fault := expiry_fault(signed, offer)) is not None:
+            return _bad(fault)
         if signed.signer != receipt.signer:
             return _bad("the claims must be the carried receipts' nodes', in their order")
         found.append(signed)
@@ -561,6 +566,26 @@ def take_replica(rank: int, *, active: int, capacity: int, already_taken: bool) 
     if already_taken:
         return Reject(ErrorCode.REPLAYED, "this node already took this task")
     return Admit(rank)
+
+
+def expiry_fault(record: SignedRecord, offer: SignedRecord) -> str | None:
+    """Why a node's Claim or Receipt of ``offer`` expires too early, or None: it expires
+    before the offer does. An honest node copies the offer's ``expires`` into both
+    (:class:`repp2p.node.serving.TaskServer`); one that picks an earlier expiry makes its
+    records leave every store (and the views, which drop expired records) while the task's
+    other records, and a dispute over it, still count. The rule the client applies to an
+    answer (``bad_proof``), a replica to a request's receipts and claims
+    (:func:`check_dispute`, :func:`check_verdict_claims`: ``bad_dispute``) and every peer
+    to a dispute proof (:func:`repp2p.digests.disputes.check_dispute_proof`:
+    ``expires_early``)."""
+    expires = record.record.expires
+    offer_expires = offer.record.expires
+    if expires < offer_expires:
+        return (
+            f"the {record.type} of {record.signer} expires at {expires}, before its offer"
+            f" ({offer_expires}): an honest node copies the offer's expiry"
+        )
+    return None
 
 
 def check_replica_claim(claim: SignedRecord, offer: SignedRecord, *, peer: str) -> None:

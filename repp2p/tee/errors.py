@@ -135,6 +135,9 @@ class ResultReason(enum.Enum):
     WRONG_ENGINE = "wrong_engine"
     #: finished before it started
     BAD_TIMING = "bad_timing"
+    #: the claim or the receipt expires before the offer (an honest node copies the
+    #: offer's ``expires``: :func:`repp2p.tasks.expiry_fault`)
+    EXPIRES_EARLY = "expires_early"
 
 
 class ResultError(ReasonedError):

@@ -276,3 +276,32 @@ def test_params_are_validated():
         ReputationParams(half_life_epochs=float("nan"))
     with pytest.raises(ConfigError):
         ReputationParams(phase_out_epochs=True)
+
+
+def test_a_key_that_is_no_node_gets_no_penalty_entry(base):
+    """Any key can prove an offence of its own (two digests of one epoch): booked, each
+    such key kept an entry for good (``hard_penalty_epochs``), and the book grew without
+    bound on every peer. A key that is no node is marked an offender by the table while
+    it lists the offence, and gets an entry only once it is a node."""
+    from repp2p.reputation.evidence import Offence
+
+    t = table_of(base.records, base.attested)
+    client, stranger, node = f.peer("c1"), f.peer("throwaway"), f.peer("n3")
+    offences = tuple(
+        Offence("equivocation", peer, (bytes([i]) * 32,), EPOCHS - 1)
+        for i, peer in enumerate((client, stranger, node))
+    )
+    listed = dataclasses.replace(t, offences=(*t.offences, *offences))
+    book = PenaltyBook().step(listed)
+    assert book.entry(node).hard and offences[2] in book.entry(node).evidence
+    assert client not in book.entries and stranger not in book.entries
+    # the client becomes a node while its offence is listed: booked then
+    i = listed.peers.index(client)
+    is_node = listed.is_node.copy()
+    is_node[i] = True
+    later = dataclasses.replace(listed, epoch=listed.epoch + 1, is_node=is_node)
+    book = book.step(later)
+    assert book.entry(client).hard and offences[0] in book.entry(client).evidence
+    # a node's entry stays when its offence is no longer listed
+    gone = dataclasses.replace(t, epoch=listed.epoch + 2)
+    assert book.step(gone).entry(node).hard

@@ -178,6 +178,32 @@ def test_malformed_oversized_agreeing_and_replayed_proofs_are_refused():
     assert _reason(dup) is ProofReason.DUPLICATE
 
 
+def test_a_claim_or_receipt_expiring_before_its_offer_is_refused(tmp_path):
+    """An honest node's claim and receipt expire with the offer (it copies the offer's
+    ``expires``); one that expires earlier would leave every view while the dispute over
+    it still counts: ``expires_early``, REJECT (a rule of the bytes alone)."""
+    offer = _offer("short-lived")
+    expires = offer.record.expires
+    good = [_run(offer, n, out) for n, out in zip(NODES, ("right", "bad"), strict=False)]
+    honest, short = (
+        _run(offer, NODES[2], "right"),
+        _run(offer, NODES[2], "right", expires=expires - 1),
+    )
+    for claim, receipt in ((honest[0], short[1]), (short[0], honest[1]), short):
+        proof = dispute_proof(offer, [*good, (claim, receipt)])
+        with pytest.raises(ProofError) as info:
+            _check(proof)
+        assert info.value.reason is ProofReason.EXPIRES_EARLY
+        assert "before its offer" in str(info.value)
+    # expiring with the offer, or later, is no fault
+    assert len(_check(dispute_proof(offer, [*good, honest])).receipts) == 3
+    longer = _run(offer, NODES[2], "right", expires=expires + 1)
+    assert len(_check(dispute_proof(offer, [*good, longer])).receipts) == 3
+    book = _book(tmp_path)
+    assert book.judge(dispute_proof(offer, [*good, short]).encode()) is Verdict.REJECT
+    assert book.refused["expires_early"] == 1 and book.get(offer.record_id) is None
+
+
 def test_the_book_keeps_nothing_a_refused_proof_carried(tmp_path):
     book = _book(tmp_path)
     offer = _offer()

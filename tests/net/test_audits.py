@@ -34,6 +34,8 @@ from repp2p.testing import factories
 EPOCH = int(time.time()) // 60 - 10
 NODE, CLIENT = factories.identity("audited-node"), factories.identity("audit-client")
 AUDITOR = factories.identity("auditor")
+#: the attested nodes of the views here (repp2p.node.audits.attested_nodes)
+ATTESTED = frozenset({NODE.peer_id, AUDITOR.peer_id})
 FAST = AuditParams(request_timeout_s=1.0, attempts=2, retry_s=0.1)
 NOW = int(time.time())
 
@@ -73,6 +75,7 @@ def _auditor(open_stream, store=None) -> Auditor:
         params=DigestParams(),
         audit=FAST,
         open_stream=open_stream,
+        nodes=lambda epoch: ATTESTED,
         metrics=NodeMetrics(),
         evidence=EvidenceLog(None),
     )
@@ -159,10 +162,11 @@ async def test_a_publisher_that_does_not_answer_is_charged(tmp_path):
     part = _part(_tasks())
     signed = sign(part.digest, NODE)
     store = SqliteRecordStore(":memory:")
-    # The auditor's own (empty) work digest makes it a candidate; the publisher is excluded.
+    # The auditor's own (empty) work digest and its attestation make it a candidate; the
+    # publisher is excluded.
     mine = sign(factories.empty_work_digest(EPOCH, expires=factories.far_future(NOW)), AUDITOR)
     store.put_many([signed, mine], now=NOW)
-    (challenge,) = [c for c in plan(store, AUDITOR.peer_id, EPOCH, DigestParams())]
+    (challenge,) = [c for c in plan(store, AUDITOR.peer_id, EPOCH, DigestParams(), ATTESTED)]
     assert challenge.digest.record_id == signed.record_id
     async with _hosts(None) as (open_stream, _):  # no audit handler: every ask fails
         auditor = _auditor(open_stream, store)
@@ -259,7 +263,7 @@ async def test_any_peer_re_checks_a_charge_by_asking_the_publisher_itself():
     store = SqliteRecordStore(":memory:")
     mine = sign(factories.empty_work_digest(EPOCH, expires=factories.far_future(NOW)), AUDITOR)
     store.put_many([signed, mine], now=NOW)
-    (challenge,) = plan(store, AUDITOR.peer_id, EPOCH, DigestParams())
+    (challenge,) = plan(store, AUDITOR.peer_id, EPOCH, DigestParams(), ATTESTED)
     async with _hosts(None) as (open_stream, _):  # silent: charged
         with trio.fail_after(30):
             charges = [r.evidence for r in await _auditor(open_stream, store).check(challenge)]
@@ -361,7 +365,7 @@ async def test_what_an_auditor_finds_is_gossiped_and_other_peers_act_on_it(tmp_p
     store = SqliteRecordStore(":memory:")
     mine = sign(factories.empty_work_digest(EPOCH, expires=factories.far_future(NOW)), AUDITOR)
     store.put_many([signed, mine], now=NOW)
-    (challenge,) = plan(store, AUDITOR.peer_id, EPOCH, DigestParams())
+    (challenge,) = plan(store, AUDITOR.peer_id, EPOCH, DigestParams(), ATTESTED)
     async with _hosts(None) as (open_stream, _):
         with trio.fail_after(60):
             charges = [r.evidence for r in await _auditor(open_stream, store).check(challenge)]

@@ -1,5 +1,6 @@
 """Digests on ``/repp2p/1/digests`` between real hosts: published once an epoch is sealed,
-held by peers; digests of epochs outside the accepted window are dropped, not forwarded."""
+held by peers; digests of epochs outside the accepted window, or living past an honest
+digest of their epoch, are dropped, not forwarded."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ import trio
 
 from repp2p.digests.params import DigestParams
 from repp2p.net.topics import TOPICS
+from repp2p.node.digests import digest_expires
 from repp2p.records import WorkDigest, encode, sign
 from repp2p.testing import factories
 from repp2p.testing.network import dev_params, gossiping_peer, local_network
 
 EPOCH_S = 2
+NETWORK = dev_params(EPOCH_S)
 
 
 async def _wait_until(predicate, timeout: float) -> None:
@@ -54,7 +57,7 @@ async def test_nodes_publish_work_digests_of_sealed_epochs_and_peers_hold_them(t
 
 
 async def test_digests_of_epochs_outside_the_window_are_dropped(tmp_path):
-    async with local_network(tmp_path, 3, network_params=dev_params(EPOCH_S)) as nodes:
+    async with local_network(tmp_path, 3, network_params=NETWORK) as nodes:
         gate, far = nodes[1], nodes[2]
         mallory = factories.identity("mallory-digests")
         params = DigestParams()
@@ -62,19 +65,24 @@ async def test_digests_of_epochs_outside_the_window_are_dropped(tmp_path):
             current = int(time.time()) // EPOCH_S
             expires = factories.far_future(time.time())
 
-            def digest(epoch: int) -> bytes:
+            def digest(epoch: int, expires: int = expires) -> bytes:
                 return encode(factories.empty_work_digest(epoch, expires=expires), mallory)
 
-            good = digest(current - params.seal_lag_epochs)
+            sealed = current - params.seal_lag_epochs
+            honest = digest_expires(sealed, EPOCH_S, NETWORK, NETWORK.digests)
+            good = digest(sealed, honest)
             with trio.fail_after(10):
                 for epoch in (current, current + 1000, 2**40, current - 1000, 0):
                     await pubsub.publish(TOPICS["digests"], digest(epoch))
+                # within the window, but living past what an honest signer gives it
+                await pubsub.publish(TOPICS["digests"], digest(sealed - 1, honest + 60))
                 await pubsub.publish(TOPICS["digests"], good)  # the marker
             marker = hashlib.sha256(good).digest()
             await _wait_until(lambda: far.store.get(marker) is not None, 15)
             rejected = gate.status()["rejected"]
             assert rejected.get("digest_too_new") == 3
             assert rejected.get("digest_too_old") == 2
+            assert rejected.get("digest_expires_too_far") == 1
             # Only the marker of mallory's digests was stored, at the gate and beyond.
             for node in (gate, far):
                 assert len(node.store.query(type=WorkDigest.TYPE, signer=mallory.peer_id)) == 1

@@ -141,7 +141,7 @@ async def test_an_evidence_folder_that_cannot_be_written_stops_no_audit_nor_re_c
         factories.empty_work_digest(ta.EPOCH, expires=factories.far_future(ta.NOW)), ta.AUDITOR
     )
     store.put_many([signed, mine], now=ta.NOW)
-    (challenge,) = plan(store, ta.AUDITOR.peer_id, ta.EPOCH, DigestParams())
+    (challenge,) = plan(store, ta.AUDITOR.peer_id, ta.EPOCH, DigestParams(), ta.ATTESTED)
     blocked = tmp_path / "audits"
     blocked.write_bytes(b"a file where the evidence folder should be")
     async with _publisher(None) as open_stream:  # silent: charged

@@ -8,6 +8,7 @@ import trio
 
 from repp2p.net.topics import LIGHT_FAMILIES, TOPICS, subscribed_topics, topic_for
 from repp2p.node.app import Node
+from repp2p.node.digests import digest_expires
 from repp2p.node.light import holds_only_own_tasks, own_tasks_only, served_to
 from repp2p.records import (
     FEED_TYPES,
@@ -23,6 +24,11 @@ from repp2p.testing.network import dev_params, node_config, start_node
 
 DIGEST_VIEWS = dev_params().replace(reputation_source="digests")
 RECORD_VIEWS = dev_params().replace(reputation_source="records")
+
+
+def _digest_expires(epoch: int) -> int:
+    """An honest digest's expiry (a peer's pipeline takes none later)."""
+    return digest_expires(epoch, DIGEST_VIEWS.epoch_s, DIGEST_VIEWS, DIGEST_VIEWS.digests)
 
 
 def test_who_holds_only_its_own_tasks():
@@ -120,7 +126,7 @@ async def test_sync_sends_a_peer_its_own_tasks_and_no_one_elses(tmp_path):
             for record in [*mine.all(), *(r for t in theirs for r in t.all())]:
                 assert full.pipeline.accept_decoded(record, source="test")
             old = epoch - DIGEST_VIEWS.digests.seal_lag_epochs - 1
-            digest = sign(factories.empty_work_digest(old, expires=expires), node)
+            digest = sign(factories.empty_work_digest(old, expires=_digest_expires(old)), node)
             assert full.pipeline.accept_decoded(digest, source="test")
 
             await nursery.start(light.run)
@@ -134,7 +140,9 @@ async def test_sync_sends_a_peer_its_own_tasks_and_no_one_elses(tmp_path):
             # ... and new task records gossiped by the full node do not (not subscribed)
             extra = factories.task_records(someone, node, epoch, "late", expires=expires)
             await full.parts.pubsub.publish(topic_for(TaskOffer.TYPE), extra.offer.data)
-            later = sign(factories.empty_work_digest(old + 1, expires=expires), someone)
+            later = sign(
+                factories.empty_work_digest(old + 1, expires=_digest_expires(old + 1)), someone
+            )
             await full.parts.pubsub.publish(topic_for(FeedbackDigest.TYPE), later.data)
             while not light.store.get(later.record_id):
                 await trio.sleep(0.2)

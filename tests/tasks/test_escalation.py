@@ -183,7 +183,7 @@ def enclave(node) -> nacl.signing.SigningKey:
 
 
 def receipt(
-    of: SignedRecord, node, output: str, *, key=None, task_id=None, sig=None
+    of: SignedRecord, node, output: str, *, key=None, task_id=None, sig=None, expires=None
 ) -> SignedRecord:
     k = key or enclave(node)
     unsigned = Receipt(
@@ -198,7 +198,7 @@ def receipt(
         result_key=bytes(k.verify_key),
         enclave_sig=bytes(64),
         seq=1,
-        expires=of.record.expires,
+        expires=of.record.expires if expires is None else expires,
     )
     signature = sig if sig is not None else k.sign(receipt_message(unsigned)).signature
     return sign(dataclasses.replace(unsigned, enclave_sig=signature), node)
@@ -293,6 +293,18 @@ def test_a_receipt_from_an_unattested_node_is_refused():
         result_key_of=lambda peer: None,
     )
     bad(got, "attested")
+
+
+def test_a_receipt_expiring_before_its_offer_is_refused():
+    """An honest node's receipt expires with the offer it answers; one that expires
+    earlier would leave the views before the dispute over it does."""
+    of = h.offer(k=3)
+    two = split(of)[:2]
+    short = receipt(of, NODES[2], "wrong", expires=of.record.expires - 1)
+    bad(check([*two, short.data], of), "before its offer")
+    for expires in (of.record.expires, of.record.expires + 1):  # as long or longer: fine
+        got = check([*two, receipt(of, NODES[2], "wrong", expires=expires).data], of)
+        assert not isinstance(got, Reject), got
 
 
 def test_an_expired_receipt_is_refused():

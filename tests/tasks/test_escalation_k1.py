@@ -5,6 +5,7 @@ on it."""
 
 from __future__ import annotations
 
+import dataclasses
 from types import SimpleNamespace
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from repp2p.records import sign
 from repp2p.tasks import (
     MAX_VERDICT_SIZE,
     ErrorCode,
@@ -239,6 +241,12 @@ def test_the_claims_of_the_carried_receipts_admit():
     assert [c.record_id for c in got] == [c.record_id for c in claims]
 
 
+def short_claim(of, node):
+    """``node``'s claim on ``of`` expiring a second before the offer (no honest node's)."""
+    honest = h.claim(of, node, 0)
+    return sign(dataclasses.replace(honest.record, expires=of.record.expires - 1), node)
+
+
 def test_hostile_claims_are_refused_with_bad_dispute():
     of = h.offer(k=1)
     receipts = contested([receipt(of, n, "same").data for n in NODES[:2]], of)
@@ -252,6 +260,7 @@ def test_hostile_claims_are_refused_with_bad_dispute():
         "another offer": ([good[0], h.claim(other, NODES[1], 0).data], "another task"),
         "not a claim": ([good[0], receipts[1].data], "not a claim"),
         "garbage": ([good[0], b"\x00garbage"], "claim:"),
+        "expires early": ([good[0], short_claim(of, NODES[1]).data], "before its offer"),
     }
     for name, (envelopes, words) in cases.items():
         got = claims_on(of, receipts, envelopes)
