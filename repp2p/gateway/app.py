@@ -6,8 +6,9 @@ limit before parsing), checks the bearer token first when one is configured, par
 concurrency limit; any :class:`ApiError` becomes OpenAI's error object in one handler, and
 nothing else escapes as a stack trace to the caller (500 ``internal_error``, logged here).
 At most ``max_requests`` requests are handled at once (:class:`_RequestCap`, 503 beyond),
-and a request whose client hangs up is cancelled, its task slots freed
-(:func:`_unless_disconnected`).
+each write of an answer has a deadline (:data:`SEND_TIMEOUT_S`), at most
+``max_connections`` connections are held at once (:func:`serve`, 503 beyond), and a request
+whose client hangs up is cancelled, its task slots freed (:func:`_unless_disconnected`).
 The application runs in the caller's trio run: the client it submits through lives there.
 """
 
@@ -17,6 +18,7 @@ import contextlib
 import functools
 import hmac
 import ipaddress
+import json
 import logging
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -63,9 +65,15 @@ DEFAULT_MAX_INPUT = 1 << 20
 SUBMIT_MARGIN_S = 10.0
 #: Seconds a connection may stay idle, or take to send a request's headers.
 HEADERS_TIMEOUT_S = 5.0
-#: Seconds a client may leave an answer unread (its receive window shut) before the
-#: connection is aborted.
+#: Seconds one write of an answer may wait for the client to read (its TCP receive window
+#: shut, or over HTTP/2 its stream's flow-control window) before the connection is aborted.
 SEND_TIMEOUT_S = 30.0
+#: Seconds a connection over ``max_connections`` may take to send its request before it is
+#: closed (it is answered 503 ``gateway_overloaded`` if the request comes in time).
+REFUSE_S = 1.0
+#: The key, in each connection's ASGI ``scope["state"]``, of the callable that aborts that
+#: connection (set by :func:`serve`; absent under other servers).
+ABORT_CONNECTION = "repp2p.abort_connection"
 
 
 def max_input_size(engine: str) -> int:
@@ -350,7 +358,14 @@ class _RequestCap:
     """ASGI middleware: at most ``limit`` HTTP requests in the application at once; one
     more is answered 503 ``gateway_overloaded`` with ``Retry-After`` without reading its
     body. Idle connections and unfinished headers are Hypercorn's to close
-    (``keep_alive_timeout``, 5 s), so they hold no request here."""
+    (``keep_alive_timeout``, 5 s), so they hold no request here.
+
+    Every write of an answer must complete within :data:`SEND_TIMEOUT_S`: a client that
+    leaves its answer unread (its TCP window shut, or over HTTP/2 a stream window it never
+    opens, which no TCP timeout sees) would otherwise hold its request, and its place
+    under ``limit``, forever. Past the deadline the request ends and its connection is
+    aborted (through :data:`ABORT_CONNECTION`, where :func:`serve` runs it).
+    """
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
@@ -361,19 +376,43 @@ class _RequestCap:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if self.active >= self.limit:
-            error = ApiError(
-                ApiReason.GATEWAY_OVERLOADED,
-                f"the gateway is handling its most requests at once ({self.limit}); retry shortly",
-            )
-            response = JSONResponse(error.body(), error.status, headers=error.headers())
-            await response(scope, receive, send)
-            return
-        self.active += 1
+
+        async def bounded_send(message: Any) -> None:
+            with trio.move_on_after(SEND_TIMEOUT_S) as waited:
+                await send(message)
+            if waited.cancelled_caught:
+                abort = (scope.get("state") or {}).get(ABORT_CONNECTION)
+                if abort is not None:
+                    abort()
+                raise _AnswerUnread
+
         try:
-            await self.app(scope, receive, send)
-        finally:
-            self.active -= 1
+            if self.active >= self.limit:
+                error = ApiError(
+                    ApiReason.GATEWAY_OVERLOADED,
+                    f"the gateway is handling its most requests at once ({self.limit}); "
+                    "retry shortly",
+                )
+                response = JSONResponse(error.body(), error.status, headers=error.headers())
+                await response(scope, receive, bounded_send)
+                return
+            self.active += 1
+            try:
+                await self.app(scope, receive, bounded_send)
+            finally:
+                self.active -= 1
+        except _AnswerUnread:
+            # %r: the path is the caller's text (newlines would forge log lines)
+            log.info(
+                "gateway: %r: the client left its answer unread for %g s; connection closed",
+                scope.get("path"),
+                SEND_TIMEOUT_S,
+            )
+
+
+class _AnswerUnread(Exception):
+    """A write of an answer outlived :data:`SEND_TIMEOUT_S` (raised through the app to
+    :class:`_RequestCap`, which ends the request quietly)."""
 
 
 async def _unless_disconnected(
@@ -534,18 +573,22 @@ async def serve(
     """Serve ``app`` on ``config.host:config.port`` until cancelled (Hypercorn, trio).
 
     ``task_status.started`` gets the bound URLs, e.g. ``["http://127.0.0.1:8080"]``.
+
+    Hypercorn's own accept loop holds every connection it is offered (idle ones for its
+    keep-alive timeout), so a flood of connections would take the file descriptors the
+    gateway's client needs for the network. This loop hands Hypercorn at most
+    ``config.max_connections`` connections at once; one more is answered 503
+    ``gateway_overloaded`` (within :data:`REFUSE_S`) and closed, and beyond as many again
+    waiting for that answer, a connection is closed at once.
     """
-    from hypercorn.config import Config, Sockets
-    from hypercorn.trio import serve as hypercorn_serve
+    from hypercorn.config import Config
+    from hypercorn.trio.lifespan import Lifespan
+    from hypercorn.trio.tcp_server import TCPServer
+    from hypercorn.trio.worker_context import WorkerContext
+    from hypercorn.typing import ConnectionState
+    from hypercorn.utils import repr_socket_addr, wrap_app
 
-    class _Config(Config):
-        def create_sockets(self) -> Sockets:
-            sockets = super().create_sockets()
-            for sock in sockets.insecure_sockets:
-                _bound_unacknowledged_sends(sock)
-            return sockets
-
-    hyper = _Config()
+    hyper = Config()
     host = f"[{config.host}]" if ":" in config.host else config.host
     hyper.bind = [f"{host}:{config.port}"]
     hyper.accesslog = None
@@ -561,4 +604,101 @@ async def serve(
     hyper.include_server_header = False
     # No hyper.read_timeout: it also closes a connection whose client is silently waiting
     # for a long task's answer. The body's deadline is the app's (_read_body).
-    await hypercorn_serve(app, hyper, task_status=task_status)  # type: ignore[arg-type]
+
+    asgi = wrap_app(app, hyper.wsgi_max_body_size, "asgi")
+    lifespan_state: dict[str, Any] = {}
+    lifespan = Lifespan(asgi, hyper, lifespan_state)
+    context = WorkerContext(None)
+    sockets = hyper.create_sockets()
+    listeners, urls = [], []
+    for sock in sockets.insecure_sockets:
+        _bound_unacknowledged_sends(sock)
+        sock.listen(hyper.backlog)
+        listeners.append(trio.SocketListener(trio.socket.from_stdlib_socket(sock)))
+        urls.append(f"http://{repr_socket_addr(sock.family, sock.getsockname())}")
+    held = refusing = 0
+
+    async def connection(stream: trio.SocketStream) -> None:
+        nonlocal held, refusing
+        if held >= config.max_connections:
+            if refusing < config.max_connections:  # else closed at once (serve_listeners)
+                refusing += 1
+                try:
+                    await _refuse_connection(stream, config.max_connections)
+                finally:
+                    refusing -= 1
+            return
+        held += 1
+        try:
+            with trio.CancelScope() as scope:
+                # Each request's scope["state"] is a copy of this: the app can abort the
+                # connection it came on (an answer left unread, _RequestCap).
+                state = ConnectionState({**lifespan_state, ABORT_CONNECTION: scope.cancel})
+                await TCPServer(asgi, hyper, context, state, _ClosingStream(stream, scope.cancel))
+        finally:
+            held -= 1
+
+    async with trio.open_nursery() as lifespan_nursery:
+        await lifespan_nursery.start(lifespan.handle_lifespan)
+        await lifespan.wait_for_startup()
+        for url in urls:
+            log.info("gateway: serving on %s", url)
+        task_status.started(urls)
+        try:
+            # serve_listeners closes each connection once its handler returns.
+            await trio.serve_listeners(connection, listeners)
+        finally:
+            lifespan_nursery.cancel_scope.cancel()
+
+
+class _ClosingStream:
+    """A connection's stream as Hypercorn is handed it: once the client has closed it (end
+    of file, or a reset) or Hypercorn closes it, the connection's handling ends, as if
+    the client hung up (which it did; Hypercorn too treats end of file as a hang-up).
+    Hypercorn would keep a closed connection, and its socket, until its idle timer runs
+    out (``keep_alive_timeout``): here its place under ``max_connections`` and its file
+    descriptor are given back at once."""
+
+    def __init__(self, stream: trio.SocketStream, on_close: Callable[[], None]) -> None:
+        self._stream = stream
+        self._on_close = on_close
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        try:
+            data = await self._stream.receive_some(max_bytes)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self._on_close()
+            raise
+        if not data:
+            self._on_close()
+        return data
+
+    async def aclose(self) -> None:
+        try:
+            await self._stream.aclose()
+        finally:
+            self._on_close()
+
+
+async def _refuse_connection(stream: trio.SocketStream, limit: int) -> None:
+    """503 ``gateway_overloaded`` to a connection over ``max_connections``, spending at most
+    :data:`REFUSE_S` on it (its request is read first, so that closing does not reset the
+    connection before the answer is read)."""
+    error = ApiError(
+        ApiReason.GATEWAY_OVERLOADED,
+        f"the gateway holds its most connections at once ({limit}); retry shortly",
+    )
+    body = json.dumps(error.body()).encode()
+    head = (
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nretry-after: 1\r\nconnection: close\r\n\r\n"
+    )
+    with trio.move_on_after(REFUSE_S):
+        try:
+            await stream.receive_some(16 * 1024)
+            await stream.send_all(head.encode() + body)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass

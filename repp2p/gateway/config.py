@@ -54,6 +54,11 @@ class GatewayConfig:
         max_requests: HTTP requests the gateway handles at once, all routes, 1..4096;
             one more is answered 503 ``gateway_overloaded`` (with ``Retry-After``) at once,
             before its body is read.
+        max_connections: connections the gateway holds at once (idle, sending a request,
+            or waiting for an answer), 1..16384; one more is answered 503
+            ``gateway_overloaded`` and closed, and a flood beyond twice this many is closed
+            at once (a flood of connections cannot take the file descriptors the gateway's
+            client needs for the network).
         redundancy: default k (nodes that run each task and must agree), 1..16.
         max_redundancy: largest k a request may ask for, 1..16.
         timeout_s: default seconds for one task, (0, max_timeout_s].
@@ -69,6 +74,7 @@ class GatewayConfig:
     max_batch: int = 32
     max_concurrent_tasks: int = 16
     max_requests: int = 64
+    max_connections: int = 256
     redundancy: int = 1
     max_redundancy: int = 5
     timeout_s: float = 30.0
@@ -86,6 +92,7 @@ class GatewayConfig:
             ("max_batch", self.max_batch, 1, 256),
             ("max_concurrent_tasks", self.max_concurrent_tasks, 1, 1024),
             ("max_requests", self.max_requests, 1, 4096),
+            ("max_connections", self.max_connections, 1, 16384),
             ("max_redundancy", self.max_redundancy, 1, 16),
             ("redundancy", self.redundancy, 1, self.max_redundancy),
         )

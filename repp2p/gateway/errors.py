@@ -111,12 +111,22 @@ class ApiError(ReasonedError):
         return {} if after is None else {"retry-after": str(after)}
 
     def body(self) -> dict[str, Any]:
-        """OpenAI's error object: ``{"error": {"message", "type", "param", "code"}}``."""
+        """OpenAI's error object: ``{"error": {"message", "type", "param", "code"}}``.
+
+        Its text is always encodable: a detail or param that echoes the caller's text may
+        hold a lone surrogate (JSON carries one, UTF-8 cannot), escaped here (``\\ud800``)
+        instead of failing the answer with a 500.
+        """
         return {
             "error": {
-                "message": self.detail,
+                "message": encodable(self.detail),
                 "type": STATUS[self.reason][1],
-                "param": self.param,
+                "param": None if self.param is None else encodable(self.param),
                 "code": self.reason.value,
             }
         }
+
+
+def encodable(text: str) -> str:
+    """``text`` with what UTF-8 cannot encode (lone surrogates) backslash-escaped."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")

@@ -93,13 +93,23 @@ def parse_json(body: bytes) -> dict[str, Any]:
     return value
 
 
+#: Most characters of the caller's own text (a key, a TEE kind) an error message repeats.
+ECHO_CHARS = 64
+
+
+def _echo(text: str) -> str:
+    """The caller's ``text`` as an error repeats it: at most :data:`ECHO_CHARS` characters
+    (a 1 MiB body must not come back as a 1 MiB error message)."""
+    return text if len(text) <= ECHO_CHARS else text[:ECHO_CHARS] + "..."
+
+
 def _check_keys(body: Mapping[str, Any], allowed: frozenset[str]) -> None:
     unknown = sorted(set(body) - allowed - _SHARED_KEYS)
     if unknown:
         raise ApiError(
             ApiReason.UNKNOWN_PARAMETER,
-            f"unrecognized request argument: {unknown[0]}",
-            unknown[0],
+            f"unrecognized request argument: {_echo(unknown[0])}",
+            _echo(unknown[0]),
         )
 
 
@@ -224,7 +234,7 @@ def parse_task(
         raise _bad("tee_kinds must be a list of TEE kinds", "tee_kinds")
     for kind in kinds:
         if kind not in TEE_KINDS:
-            raise _bad(f"unknown TEE kind {kind!r}; one of {sorted(TEE_KINDS)}", "tee_kinds")
+            raise _bad(f"unknown TEE kind {_echo(kind)!r}; one of {sorted(TEE_KINDS)}", "tee_kinds")
     return TaskRequest(
         engine=engine,
         data=data,

@@ -1,9 +1,13 @@
 """A tiny HTTP endpoint for operators: ``/metrics`` (Prometheus), ``/status`` (JSON), ``/health``.
 
 Deliberately minimal (GET only, one request per connection, 8 KiB request cap, 5 s
-deadline, at most :data:`MAX_CONNECTIONS` connections at once) so it adds no dependency
-beyond prometheus-client's text exposition. Bind it to loopback unless a firewall protects
-it: it exposes operational data, never keys.
+deadline, at most :data:`MAX_CONNECTIONS` connections at once, and as many again waiting
+:data:`REFUSE_S` for their 503; beyond that a connection is closed at once) so it adds no
+dependency beyond prometheus-client's text exposition. Bind it to loopback unless a
+firewall protects it: it exposes operational data, never keys. A handler that fails is
+answered 503 (a :class:`~repp2p.errors.ReppError`, e.g. a store that cannot be read just
+now) or 500 (a bug), naming the error's kind only: its message, which may hold local paths,
+goes to the log.
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ log = logging.getLogger("repp2p.status")
 #: host shares the process's file descriptors: a flood on the status port must not take
 #: the descriptors its peers need (each connection lasts 5 s at most).
 MAX_CONNECTIONS = 64
+#: Seconds a connection over the limit may take to send its request before it is closed
+#: (it is answered 503 if the request comes in time).
+REFUSE_S = 1.0
 
 
 async def serve(
@@ -47,15 +54,24 @@ async def serve(
     ``routes`` adds ``(path, handler)`` pages; a handler returns ``(content type, body)``
     (the explorer's page and JSON).
     ``max_connections`` bounds the connections handled at once; one more gets 503
-    ``busy`` at once.
+    ``busy`` at once, as many again may wait (:data:`REFUSE_S`) for that answer, and a
+    connection beyond those is closed at once: a flood holds at most twice
+    ``max_connections`` file descriptors, for seconds at most.
     """
     pages = dict(routes)
-    active = 0
+    active = refusing = 0
 
     async def handle(stream: trio.SocketStream) -> None:
-        nonlocal active
+        nonlocal active, refusing
         if active >= max_connections:
-            await _refuse(stream)
+            if refusing >= max_connections:
+                await stream.aclose()  # a flood: closed at once, no descriptor held
+                return
+            refusing += 1
+            try:
+                await _refuse(stream)
+            finally:
+                refusing -= 1
             return
         active += 1
         try:
@@ -77,36 +93,42 @@ async def serve(
                     await _reply(stream, 405, "text/plain", b"GET only\n")
                     return
                 path = line[1].split("?", 1)[0]
-                if path == "/metrics":
-                    await _reply(stream, 200, "text/plain; version=0.0.4", metrics())
-                elif path == "/status":
-                    body = json.dumps(status(), indent=1).encode()
-                    await _reply(stream, 200, "application/json", body)
-                elif path.startswith("/record/") and record is not None:
-                    body = json.dumps(record(path[len("/record/") :])).encode()
-                    await _reply(stream, 200, "application/json", body)
-                elif path in pages:
-                    try:
-                        ctype, body = pages[path]()
-                    except ReppError as exc:  # e.g. a store that cannot be read just now
-                        await _reply(stream, 503, "text/plain", f"{exc}\n".encode())
-                    else:
-                        await _reply(stream, 200, ctype, body)
-                elif path == "/health":
-                    found = problems() if problems is not None else []
-                    if found:
-                        text = "".join(f"degraded: {p}\n" for p in found)
-                        await _reply(stream, 503, "text/plain", text.encode())
-                    else:
-                        await _reply(stream, 200, "text/plain", b"ok\n")
-                else:
-                    await _reply(stream, 404, "text/plain", b"not found\n")
+                try:
+                    code, ctype, body = route(path)
+                except ReppError as exc:  # e.g. a store that cannot be read just now
+                    # the message may hold local paths (a store's): logged, not answered
+                    log.warning("status endpoint: %r failed: %r", path[:200], exc)
+                    code, ctype = 503, "text/plain"
+                    body = f"{path[:200]} cannot be answered just now ({type(exc).__name__})\n"
+                    body = body.encode("utf-8", "backslashreplace")
+                except Exception:
+                    log.exception("status endpoint: %r failed", path[:200])
+                    code, ctype, body = 500, "text/plain", b"internal error (logged)\n"
+                await _reply(stream, code, ctype, body)
         except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         except Exception:
             log.exception("status endpoint failed on a request")
         finally:
             await stream.aclose()
+
+    def route(path: str) -> tuple[int, str, bytes]:
+        """``(status code, content type, body)`` of a GET of ``path``."""
+        if path == "/metrics":
+            return 200, "text/plain; version=0.0.4", metrics()
+        if path == "/status":
+            return 200, "application/json", json.dumps(status(), indent=1).encode()
+        if path.startswith("/record/") and record is not None:
+            return 200, "application/json", json.dumps(record(path[len("/record/") :])).encode()
+        if path in pages:
+            ctype, body = pages[path]()
+            return 200, ctype, body
+        if path == "/health":
+            found = problems() if problems is not None else []
+            if found:
+                return 503, "text/plain", "".join(f"degraded: {p}\n" for p in found).encode()
+            return 200, "text/plain", b"ok\n"
+        return 404, "text/plain", b"not found\n"
 
     listeners = await trio.open_tcp_listeners(port, host=host)
     bound = listeners[0].socket.getsockname()[1]
@@ -115,10 +137,11 @@ async def serve(
 
 
 async def _refuse(stream: trio.SocketStream) -> None:
-    """503 to a connection over the limit, spending at most a second on it (the request is
-    read first so that closing does not reset the connection before the answer is read)."""
+    """503 to a connection over the limit, spending at most :data:`REFUSE_S` on it (the
+    request is read first so that closing does not reset the connection before the answer
+    is read)."""
     try:
-        with trio.move_on_after(1):
+        with trio.move_on_after(REFUSE_S):
             await stream.receive_some(8192)
             await _reply(stream, 503, "text/plain", b"busy: too many connections\n")
     except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -132,6 +155,7 @@ async def _reply(stream: trio.SocketStream, code: int, ctype: str, body: bytes) 
         200: "OK",
         404: "Not Found",
         405: "Method Not Allowed",
+        500: "Internal Server Error",
         503: "Service Unavailable",
     }[code]
     head = (
@@ -156,5 +180,7 @@ async def fetch(host: str, port: int, path: str, timeout: float = 5.0) -> bytes:
     head, _, body = data.partition(b"\r\n\r\n")
     if not head.startswith(b"HTTP/1.1 200"):
         first_line = head.split(b"\r\n", 1)[0]
-        raise OSError(f"status endpoint answered {first_line!r}")
+        reason = body.split(b"\n", 1)[0][:200].decode("utf-8", "replace")
+        said = f": {reason}" if reason else ""
+        raise OSError(f"status endpoint answered {first_line!r}{said}")
     return body
