@@ -39,7 +39,7 @@ from repp2p.matching import ClaimError, ClaimReason, beacon, rank, verify_claim
 from repp2p.net.dht import NAMESPACE, AdValidator, ad_key, engine_provider_key
 from repp2p.net.host import build_host
 from repp2p.net.params import FeedParams
-from repp2p.net.task import INPUT_REFUSED, MAX_HANDOVER
+from repp2p.net.task import INPUT_REFUSED, MAX_HANDOVER, MAX_RELEASES
 from repp2p.net.task import PROTOCOL as TASK_PROTOCOL
 from repp2p.net.task_streams import TaskStreams
 from repp2p.network_params import NetworkParams
@@ -49,6 +49,7 @@ from repp2p.records import (
     Claim,
     Feedback,
     NodeAd,
+    Receipt,
     Refusal,
     SignedRecord,
     TaskOffer,
@@ -735,8 +736,8 @@ class _Attempt:
         sent = self.clock.now()
         request = {"offer": self.offer.data, "sealed": sealed}
         request["input_sig"] = self._input_sig(peer, enc_key, sealed)
-        if self.releases:
-            request["releases"] = list(self.releases)
+        if self.releases:  # the latest: the node may not hold them yet
+            request["releases"] = self.releases[-MAX_RELEASES:]
         try:
             with trio.fail_after(attempt.budget_ms / 1000):
                 reply = await self.client.streams.request(peer, request)
@@ -820,6 +821,10 @@ class _Attempt:
         receipt = decode(reply["receipt"], now=now)
         if claim.signer != peer or receipt.signer != peer:
             raise ResultError(ResultReason.WRONG_KEY, "claim or receipt not signed by node")
+        if not isinstance(receipt.record, Receipt):
+            # any other record the node signed (its claim, say) would reach open_result,
+            # which reads a receipt's fields: an AttributeError that ended the whole task
+            raise ResultError(ResultReason.MALFORMED, f"a {receipt.type} is not a receipt")
         try:
             if replica:
                 tasks.check_replica_claim(claim, self.offer, peer=peer)
@@ -1135,7 +1140,7 @@ class _Attempt:
             request["claims"] = [c.data for c, _r in runs]
         request["input_sig"] = self._input_sig(peer, enc_key, sealed)
         if self.releases:  # the first round's failures: the node skips them as the plan does
-            request["releases"] = self.releases[:16]  # a request carries at most 16
+            request["releases"] = self.releases[:MAX_RELEASES]  # a request carries at most 16
         budget_s = min(self.client.timers.attempt_budget_s, (o.deadline_ms - self._now_ms()) / 1000)
         sent = self.clock.now()
         failure: str | None = None

@@ -4,14 +4,19 @@ One CBOR frame each way per request (framing as in :mod:`repp2p.net.framing`). A
 carries requests in turn: after reading a response the client may send its next request on
 the same stream (so a busy client pays stream set-up and protocol negotiation once per
 node, not once per task) or close it; the node answers requests in order and closes a
-stream on which no request arrives for :data:`IDLE_TIMEOUT_S`, or after a malformed one::
+stream on which no request arrives for :data:`IDLE_TIMEOUT_S`, or after a malformed one
+(frames are scanned before they are decoded: :func:`decode_frame`). One peer has at most
+:data:`MAX_STREAMS_PER_PEER` task streams open (a further one is reset) and
+:data:`MAX_REQUESTS_PER_PEER` requests in progress; a further request is read once one
+ends::
 
     client -> {"offer": bytes, "sealed": bytes, "input_sig": bytes, "releases"?: [bytes, ...],
                "dispute"?: [bytes, ...], "verdict"?: bytes}
         offer: the client-signed TaskOffer envelope; sealed: the input sealed to the node's
         attested X25519 key (repp2p.tee.seal_input); input_sig: the offer signer's 64-byte
         signature over the sealed input's commitment (repp2p.records.sign_sealed_input;
-        a node claims nothing without it); releases: up to 16 of the owner's
+        a node claims nothing without it, and checks it before any costlier rule: offers
+        are public); releases: up to 16 of the owner's
         timeout/bad_proof Feedback envelopes on better-ranked claimants that failed;
         dispute: a replica request for a disputed task, 1..80 Receipt envelopes that
         disagree (repp2p.tasks.check_dispute decides; docs/core.md "Disputes and
@@ -33,8 +38,9 @@ stream on which no request arrives for :data:`IDLE_TIMEOUT_S`, or after a malfor
         hand-over, after a task: up to 16 of the client's Feedback envelopes on tasks this
         node served (on itself and on the tasks' other nodes; one task's or several's: a
         client sends the feedback of tasks that finished while a hand-over was in flight in
-        its next one), so they enter the node's feed (repp2p.net.feed) and spread; feedback
-        on other tasks is ignored
+        its next one), so they enter the node's feed (repp2p.net.feed) and spread; the node
+        keeps only the task owner's feedback on tasks it claimed, on nodes that may have
+        run them (repp2p.node.serving.TaskServer.take_records); the rest is ignored
     node   -> {"ok": true, "stored": uint}
 
 Errors: ``bad_request``, ``bad_offer``, ``replayed``, ``wrong_epoch``, ``not_assigned``
@@ -51,6 +57,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import cbor2
+
 from repp2p.errors import ProtocolError
 
 PROTOCOL = "/repp2p/task/1"
@@ -64,6 +72,24 @@ IDLE_TIMEOUT_S = 60.0
 REQUEST_TIMEOUT_S = 10.0
 #: clients stop reusing a stream idle this long, well before the node closes it.
 CLIENT_IDLE_S = 20.0
+#: task requests one peer may have in progress at once (from a request's first byte to its
+#: response written: read, waiting for a failover turn, running); a further request waits,
+#: unread, for one of them to end, at most IDLE_TIMEOUT_S (then its stream is closed). An
+#: honest client sends one request per stream and a node runs ``capacity`` tasks at once.
+MAX_REQUESTS_PER_PEER = 16
+#: task streams one peer may have open at a node at once (each costs the node a handler
+#: for up to IDLE_TIMEOUT_S even if it never carries a byte); a further one is reset at
+#: once. An honest client keeps at most 8 idle streams per node, plus one per request in
+#: flight.
+MAX_STREAMS_PER_PEER = 64
+
+#: CBOR data items (each map key and value, list element, the frame itself) a request may
+#: hold: an honest one holds at most 1 + 2 x 7 + 16 releases + 80 receipts + 80 claims = 191
+MAX_REQUEST_ITEMS = 256
+#: ... and a response (at most 1 + 2 x 5 = 11)
+MAX_RESPONSE_ITEMS = 16
+#: containers (maps, lists) nested in a frame: a request's map holds lists of byte strings
+MAX_NESTING = 2
 
 ERRORS = frozenset(
     {
@@ -85,6 +111,69 @@ ERRORS = frozenset(
 INPUT_REFUSED = "input_refused"
 #: size of the client's signature over its sealed input's commitment
 INPUT_SIG_SIZE = 64
+
+
+def decode_frame(payload: bytes, *, max_items: int) -> Any:
+    """A task frame's payload decoded, or ProtocolError.
+
+    Its CBOR is scanned before it is decoded (:func:`check_items`): a frame of 2 MiB
+    holding two million one-byte items (empty maps, say) made ``cbor2`` build ~150 MB of
+    Python objects (0.1-0.4 s of the event loop), for a message that costs its sender
+    nothing, once per stream it opens. A frame with more than ``max_items`` items,
+    containers nested deeper than :data:`MAX_NESTING`, tags, indefinite lengths or
+    trailing bytes is refused unread: the task protocol's frames hold none of these.
+    """
+    check_items(payload, max_items)
+    try:
+        return cbor2.loads(payload, allow_duplicate_keys=False, max_depth=MAX_NESTING + 1)
+    except Exception as exc:
+        raise ProtocolError(f"frame is not CBOR: {exc}") from None
+
+
+def check_items(data: bytes, max_items: int) -> None:
+    """ProtocolError unless ``data`` is exactly one CBOR item of at most ``max_items``
+    items, no container nested deeper than :data:`MAX_NESTING`, with definite lengths only
+    and no tags. Work: at most ``max_items`` steps, whatever the frame's size (strings are
+    skipped by their length, not read)."""
+    pos, items, end = 0, 0, len(data)
+    pending = [1]  # items still to read in each open container (the frame: one item)
+    while pending:
+        if not pending[-1]:
+            pending.pop()
+            continue
+        pending[-1] -= 1
+        items += 1
+        if items > max_items:
+            raise ProtocolError(f"frame holds more than {max_items} CBOR items")
+        if pos >= end:
+            raise ProtocolError("frame ends inside a CBOR item")
+        major, info = data[pos] >> 5, data[pos] & 0x1F
+        pos += 1
+        if info < 24:
+            arg = info
+        elif info < 28:
+            size = 1 << (info - 24)
+            if pos + size > end:
+                raise ProtocolError("frame ends inside a CBOR item")
+            arg = int.from_bytes(data[pos : pos + size], "big")
+            pos += size
+        else:  # 28-30 reserved, 31: an indefinite length or a break
+            raise ProtocolError("indefinite-length or reserved CBOR item")
+        if major in (2, 3):  # byte and text strings: skipped
+            if arg > end - pos:
+                raise ProtocolError("CBOR string longer than its frame")
+            pos += arg
+        elif major in (4, 5):  # lists and maps
+            if len(pending) > MAX_NESTING:
+                raise ProtocolError(f"containers nested deeper than {MAX_NESTING}")
+            if arg > max_items:
+                raise ProtocolError(f"frame holds more than {max_items} CBOR items")
+            pending.append(arg if major == 4 else 2 * arg)
+        elif major == 6:
+            raise ProtocolError("CBOR tags are not part of the task protocol")
+        # 0, 1: integers (at most 64 bits); 7: false, true, null, floats
+    if pos != end:
+        raise ProtocolError("trailing bytes after the frame's CBOR item")
 
 
 def parse_request(obj: Any) -> tuple[bytes, bytes]:
@@ -110,6 +199,8 @@ def input_signature(obj: dict[str, Any]) -> bytes | None:
 
 #: records one hand-over carries at most
 MAX_HANDOVER = 16
+#: the owner's releases (timeout/bad_proof Feedback on better ranks) a request carries at most
+MAX_RELEASES = 16
 
 
 def parse_handover(obj: Any) -> list[bytes] | None:
@@ -142,6 +233,7 @@ def parse_response(obj: Any, *, handover: bool = False) -> dict[str, Any]:
     elif (
         obj.keys() - ({"refusal"} if obj.get("error") == INPUT_REFUSED else set())
         != {"ok", "error", "detail"}
+        or type(obj["error"]) is not str  # a list or a map is no code (and unhashable)
         or obj["error"] not in ERRORS
         or type(obj["detail"]) is not str
         or type(obj.get("refusal", b"")) is not bytes

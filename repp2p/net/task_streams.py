@@ -23,7 +23,13 @@ from typing import Any
 
 from repp2p.errors import ProtocolError
 from repp2p.net.framing import FrameReader, reset_quietly, write_cbor
-from repp2p.net.task import CLIENT_IDLE_S, MAX_RESPONSE, parse_response
+from repp2p.net.task import (
+    CLIENT_IDLE_S,
+    MAX_RESPONSE,
+    MAX_RESPONSE_ITEMS,
+    decode_frame,
+    parse_response,
+)
 
 #: idle streams kept per node (more concurrent tasks open more streams; extras are closed)
 MAX_IDLE_PER_PEER = 8
@@ -63,7 +69,8 @@ class TaskStreams:
         Bound it with a cancel scope: a cancelled request's stream is reset, not reused.
 
         Raises:
-            ProtocolError: the node answered with a malformed frame, or closed the stream.
+            ProtocolError: the node answered with a malformed frame (not CBOR, more than
+                ``MAX_RESPONSE_ITEMS`` items, the wrong shape), or closed the stream.
             Exception: whatever the transport raises (unreachable node, reset stream).
         """
         entry = await self._take(peer)
@@ -92,11 +99,14 @@ class TaskStreams:
                     raise _StaleStream from exc
                 raise
             # A read failing before the first byte of a frame reads as a clean end (None).
-            frame = await entry.reader.read_cbor()
-            if frame is None:
+            payload = await entry.reader.read_bytes()
+            if payload is None:
                 if reused:
                     raise _StaleStream
                 raise ProtocolError("the node closed the task stream without answering")
+            # scanned before decoding: a node's 2 MiB frame of tiny items would cost ~150 MB
+            # of memory and 0.1-0.4 s of our event loop (repp2p.net.task.decode_frame)
+            frame = decode_frame(payload, max_items=MAX_RESPONSE_ITEMS)
             reply = parse_response(frame, handover="records" in request)
             reusable = True
             return reply

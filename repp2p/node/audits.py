@@ -11,8 +11,9 @@ from public data it holds, the same draw for the digests of ``E``:
   signed, and no throwaway key can add to it (each would be one more try at a seed);
 * ``seed = audit_seed(E, seal_lag_epochs + audit_delay_epochs, entropy)``;
 * the candidates (:func:`audit_candidates`): the attested nodes that signed a work digest
-  of ``E`` (the full nodes active then); each digest's auditors are ``auditors(seed,
-  digest_id, candidates, exclude={publisher})``, its challenged leaves
+  filed under ``E`` or, where work batches span up to ``work_max_epochs``, one of the
+  epochs before it in that span (the full nodes active then); each digest's auditors
+  are ``auditors(seed, digest_id, candidates, exclude={publisher})``, its challenged leaves
   ``challenge_indices(seed, digest_id, leaf_count, samples_for(span))`` (``audit_samples``
   per epoch the digest covers).
 
@@ -98,13 +99,24 @@ def attested_nodes(view: View) -> frozenset[str]:
     return frozenset(out)
 
 
-def audit_candidates(store: RecordStoreAPI, epoch: int, nodes: Collection[str]) -> list[str]:
-    """The auditors of the digests of ``epoch`` are drawn from: the signers of its work
-    digests held that are among ``nodes`` (:func:`attested_nodes` of the view of its
-    audit epoch), sorted. A key that is no attested node signs a work digest as easily
-    as any other record, and would otherwise take a seat in every draw."""
+def audit_candidates(
+    store: RecordStoreAPI, epoch: int, nodes: Collection[str], span: int = 1
+) -> list[str]:
+    """The auditors of the digests of ``epoch`` are drawn from: the signers of the work
+    digests held filed under one of the ``span`` epochs up to ``epoch`` (a batch is filed
+    under its last epoch; ``span`` is the network's ``work_max_epochs``) that are among
+    ``nodes`` (:func:`attested_nodes` of the view of its audit epoch), sorted.
+
+    A key that is no attested node signs a work digest as easily as any other record, and
+    would otherwise take a seat in every draw. The ``span``: where nodes batch ``M``
+    epochs at their own phases, about one in ``M`` files a batch under a given epoch, and
+    the draws of that epoch's digests fell on those few."""
     attested = set(nodes)
-    signers = {d.signer for d in store.query(type=WorkDigest.TYPE, epoch=epoch)}
+    signers = {
+        d.signer
+        for e in range(epoch - max(span, 1) + 1, epoch + 1)
+        for d in store.query(type=WorkDigest.TYPE, epoch=e)
+    }
     return sorted(signers & attested)
 
 
@@ -125,7 +137,7 @@ def plan(
     held and ``nodes``, the attested nodes of the view of the audit epoch
     (:func:`attested_nodes`; see the module docstring). Deterministic: peers holding the
     same digests and the same view draw the same."""
-    candidates = audit_candidates(store, epoch, nodes)
+    candidates = audit_candidates(store, epoch, nodes, params.work_max_epochs)
     if me not in candidates:
         return []  # no digest of the epoch falls to a peer that is no candidate
     digests = store.query(type=WorkDigest.TYPE, epoch=epoch)
@@ -412,7 +424,9 @@ class Auditor:
 
     def _candidates(self, epoch: int) -> list[str] | None:
         nodes = self.attested(epoch)
-        return None if nodes is None else audit_candidates(self._store, epoch, nodes)
+        if nodes is None:
+            return None
+        return audit_candidates(self._store, epoch, nodes, self.params.work_max_epochs)
 
     async def _run_rechecks(self) -> None:
         async with self._recheck_receive:

@@ -39,8 +39,19 @@ from repp2p.clock import ClockAPI
 from repp2p.digests.disputes import DisputeProof, dispute_proof
 from repp2p.errors import TIMEOUT_LIMIT, ProtocolError, RecordError, limit_of
 from repp2p.matching import beacon, rank
-from repp2p.net.framing import FrameReader, write_cbor
-from repp2p.net.task import MAX_REQUEST, error, input_signature, parse_handover, parse_request
+from repp2p.net.framing import FrameReader, remote_peer, reset_quietly, write_cbor
+from repp2p.net.task import (
+    MAX_RELEASES,
+    MAX_REQUEST,
+    MAX_REQUEST_ITEMS,
+    MAX_REQUESTS_PER_PEER,
+    MAX_STREAMS_PER_PEER,
+    decode_frame,
+    error,
+    input_signature,
+    parse_handover,
+    parse_request,
+)
 from repp2p.node.abc import (
     EnclaveSupervisorAPI,
     RecordPipelineAPI,
@@ -55,8 +66,23 @@ from repp2p.timers import Timers
 
 log = logging.getLogger("repp2p.serving")
 
-#: releases a request may carry (the owner's timeout/bad_proof feedback on better ranks)
-MAX_RELEASES = 16
+#: the limit counted when a peer's request waited ``task_idle_s`` for one of its
+#: :data:`~repp2p.net.task.MAX_REQUESTS_PER_PEER` slots (its stream is closed unanswered)
+REQUESTS_PER_PEER_LIMIT = "requests_per_peer"
+#: the limit counted when a peer's stream beyond its MAX_STREAMS_PER_PEER is reset
+STREAMS_PER_PEER_LIMIT = "streams_per_peer"
+
+
+class _PeerSlots:
+    """One remote peer's task requests in progress (a semaphore of
+    :data:`MAX_REQUESTS_PER_PEER`) and its open task streams (the entry is dropped with the
+    last one)."""
+
+    __slots__ = ("requests", "streams")
+
+    def __init__(self) -> None:
+        self.requests = trio.Semaphore(MAX_REQUESTS_PER_PEER)
+        self.streams = 0
 
 
 class TaskServer(TaskLoadAPI):
@@ -73,7 +99,8 @@ class TaskServer(TaskLoadAPI):
         capacity: concurrent tasks. timers: the live layer's timers.
         task_delay_s: TEST ONLY (dev network): wait between claim and execution.
         on_limit: told the limit's name each time a stream is ended by a limit
-            (``request_timeout``, ``malformed``) or a task refused for ``capacity``.
+            (``request_timeout``, ``malformed``, ``requests_per_peer``,
+            ``streams_per_peer``) or a task refused for ``capacity``.
         sealed: ``sealed(epoch)``: True once our digest of ``epoch`` is due (no claim or
             receipt of a task of that epoch may be signed any more:
             :meth:`repp2p.node.digests.OwnDigests.sealed`). Default: never.
@@ -123,6 +150,7 @@ class TaskServer(TaskLoadAPI):
         self._active = 0
         self._done = 0
         self._handled: dict[bytes, float] = {}  # task id -> when we claimed it
+        self._peers: dict[str | None, _PeerSlots] = {}  # remote peer -> its requests
 
     @property
     def active(self) -> int:
@@ -136,32 +164,78 @@ class TaskServer(TaskLoadAPI):
         """``/repp2p/task/1`` stream handler: requests and responses in turn, until EOF.
 
         A client keeps a stream open for its next task (no stream set-up per task); a
-        stream idle for ``Timers.task_idle_s`` is closed.
+        stream idle for ``Timers.task_idle_s`` is closed. One peer has at most
+        :data:`MAX_STREAMS_PER_PEER` streams open (a further one is reset at once) and
+        :data:`MAX_REQUESTS_PER_PEER` requests in progress over all its streams (a further
+        one is not read until one of them ends, at most ``task_idle_s``).
         """
         reader = FrameReader(stream, max_frame=MAX_REQUEST)
+        peer = remote_peer(stream)
+        slots = self._peers.get(peer)
+        if slots is None:
+            slots = self._peers[peer] = _PeerSlots()
+        slots.streams += 1
         try:
-            while await self._serve_one(stream, reader):
+            if slots.streams > MAX_STREAMS_PER_PEER:
+                # each stream holds a handler for task_idle_s though it never carries a byte
+                log.info("task stream reset: its peer has %d open", MAX_STREAMS_PER_PEER)
+                self._on_limit(STREAMS_PER_PEER_LIMIT)
+                await reset_quietly(stream)
+                return
+            while await self._serve_one(stream, reader, slots.requests):
                 pass
         finally:
+            slots.streams -= 1
+            if not slots.streams:
+                del self._peers[peer]
             try:
                 await stream.close()
             except Exception:
                 pass
 
-    async def _serve_one(self, stream: Any, reader: FrameReader) -> bool:
+    def requests_in_progress(self, peer: str | None) -> int:
+        """Task requests of ``peer`` begun and not yet answered (for tests and status)."""
+        slots = self._peers.get(peer)
+        return MAX_REQUESTS_PER_PEER - slots.requests.value if slots is not None else 0
+
+    async def _serve_one(self, stream: Any, reader: FrameReader, slots: trio.Semaphore) -> bool:
         """Answer one request on ``stream``; False when the stream is done."""
-        keep = True
         try:
             with trio.move_on_after(self._timers.task_idle_s) as idle:
                 more = await reader.wait_data()
-            if idle.cancelled_caught or not more:
-                return False  # idle, or the client closed its side
+        except Exception:  # a reset stream
+            return False
+        if idle.cancelled_caught or not more:
+            return False  # idle, or the client closed its side
+        # A request has begun: it is read once the peer has a free slot. Its requests in
+        # progress (each may hold a 2 MiB frame through a failover wait and a run) are
+        # bounded, however many streams it opens; the rest stay unread, flow-controlled.
+        with trio.move_on_after(self._timers.task_idle_s) as queued:
+            await slots.acquire()
+        if queued.cancelled_caught:
+            log.info("task stream closed: its peer has requests in progress at the limit")
+            self._on_limit(REQUESTS_PER_PEER_LIMIT)
+            return False
+        try:
+            return await self._answer(stream, reader)
+        finally:
+            slots.release()
+
+    async def _answer(self, stream: Any, reader: FrameReader) -> bool:
+        """Read, serve and answer the request that has begun on ``stream``; False when the
+        stream is done."""
+        keep = True
+        try:
             # Once a request has begun, it must arrive whole in task_request_s: a slow
             # sender cannot hold a 2 MiB buffer for the idle timeout.
             with trio.fail_after(self._timers.task_request_s):
-                request = await reader.read_cbor()
-            if request is None:
+                payload = await reader.read_bytes()
+            if payload is None:
                 return False
+            # its CBOR is scanned before it is decoded: a frame of two million empty maps
+            # would cost ~150 MB and 0.1-0.4 s of the event loop (docs/security.md)
+            request = decode_frame(payload, max_items=MAX_REQUEST_ITEMS)
+            del payload
             response = await self.serve(request)
         except ProtocolError as exc:
             self._on_limit(limit_of(exc))
@@ -191,25 +265,44 @@ class TaskServer(TaskLoadAPI):
         return await self.run_task(request)
 
     def take_records(self, handed: list[bytes]) -> int:
-        """Store a client's feedback on tasks this node served; returns how many it took.
+        """Store a client's feedback on tasks this node served; returns how many of the
+        envelopes it holds now (taken, or held already: a replay costs a hash and a lookup).
 
         The client hands a task's feedback to each of the task's nodes, including feedback
         on the *other* nodes: a node that cheated cannot bury the evidence by not
         spreading it, since the task's honest nodes hold it too.
+
+        Only feedback views count is kept (it is no free storage): on a task we claimed,
+        signed by its offer's owner (views drop anyone else's feedback on a task), on a
+        node that may have run it (:class:`_HandOverRule`). Else anyone could store
+        feedback under throwaway keys, and an owner on any number of made-up nodes, 16
+        records a message, for every task we ever claimed.
         """
         now = int(self._clock.now())
         taken = []
+        held = 0
+        judged: dict[bytes, _HandOverRule | None] = {}  # task id -> its rule
         for data in handed:
+            if self._store.has(hashlib.sha256(data).digest()):
+                held += 1  # ours already (feeds bring most of it): nothing to check again
+                continue
             try:
                 signed = decode(data, now=now)
             except RecordError:
                 continue
             fb = signed.record
-            if isinstance(fb, Feedback) and self._claimed_before(fb.task_id):
+            if not isinstance(fb, Feedback):
+                continue
+            if fb.task_id not in judged:
+                judged[fb.task_id] = self._feedback_rule(fb.task_id)
+            rule = judged[fb.task_id]
+            if rule is not None and rule.keeps(signed.signer, fb.node):
                 taken.append(signed)
         # One store transaction for the hand-over (a busy client batches many tasks'
         # feedback in one): the commit is most of a small record's cost.
-        return sum(self._pipeline.accept_decoded_many(taken, source="task")) if taken else 0
+        if taken:
+            held += sum(self._pipeline.accept_decoded_many(taken, source="task"))
+        return held
 
     async def run_task(self, request: Any) -> dict[str, Any]:
         """Admit a task by the rules of :mod:`repp2p.tasks.admission`, then run it.
@@ -245,6 +338,13 @@ class TaskServer(TaskLoadAPI):
         assigned = tasks.assigned_rank(ranking, self._peer_id)
         if isinstance(assigned, tasks.Reject):
             return _refusal(assigned)
+        # The owner's signature over the sealed bytes, before we store, verify releases or
+        # wait for our turn: offers are public, and without this anyone could replay one
+        # with junk bytes and hold a 2 MiB request here through the failover wait. Checked
+        # again before the claim (our enclave key may change meanwhile).
+        unsigned = self._unsigned_input(offer, sealed, input_sig)
+        if unsigned is not None:
+            return error("bad_request", unsigned)
         held = self._store.get(offer.record_id) is not None
         if not self._pipeline.accept_decoded(offer, source="task"):
             return _refusal(tasks.REFUSED_BY_PIPELINE)
@@ -374,6 +474,12 @@ class TaskServer(TaskLoadAPI):
             )
             if low is not None:
                 return _refusal(low)
+        # Before the carried receipts (up to 2 x 80 signatures): offers and receipts are
+        # public, so anyone could replay a dispute with junk bytes; only the owner can sign
+        # the sealed input. Checked again before the claim.
+        unsigned = self._unsigned_input(offer, sealed, input_sig)
+        if unsigned is not None:
+            return error("bad_request", unsigned)
         receipts = tasks.check_dispute(
             dispute,
             offer,
@@ -578,11 +684,56 @@ class TaskServer(TaskLoadAPI):
             feedback += self._store.query(type=Feedback.TYPE, signer=offer.signer, slot=slot)
         return tasks.released_claimants(feedback, offer)
 
+    def _feedback_rule(self, task_id: bytes) -> _HandOverRule | None:
+        """Which feedback handed over on ``task_id`` we keep; None when we did not claim
+        the task (or no longer hold its offer): we keep nothing on it."""
+        if not self._claimed_before(task_id):
+            return None
+        offers = self._store.query(type=TaskOffer.TYPE, slot=task_id)
+        bound = [o for o in offers if tasks.is_bound_offer(o)]
+        if not bound:
+            return None
+        claimants = {c.signer for c in self._store.query(type=Claim.TYPE, slot=task_id)}
+        current = tasks.current_epoch(self._now_ms(), self._views.epoch_s)
+        return _HandOverRule(
+            bound[0],
+            near=frozenset({self._peer_id, *claimants}),
+            views=self._views if tasks.epoch_accepted(bound[0].record.epoch, current) else None,
+        )
+
     def _claimed_before(self, task_id: bytes) -> bool:
         if task_id in self._handled:
             return True
         mine = self._store.query(type=Claim.TYPE, signer=self._peer_id, slot=task_id)
         return bool(mine)
+
+
+class _HandOverRule:
+    """The feedback on one task a hand-over may leave with us: signed by its offer's
+    owner (views count no one else's), on a node that may have run it: ourselves, a
+    claimant we hold, or, while the offer's epoch is one we serve (``views`` given:
+    ``EPOCH_LAG``), a node of its ranking or escalation ranking on our view (the nodes its
+    client may have tried; computed once, when first needed)."""
+
+    def __init__(self, offer: SignedRecord, *, near: frozenset[str], views: Any) -> None:
+        self.owner = offer.signer
+        self._offer = offer.record
+        self._near = near
+        self._views = views
+        self._ranked: frozenset[str] | None = None
+
+    def keeps(self, signer: str, node: str) -> bool:
+        if signer != self.owner:
+            return False
+        if node in self._near:
+            return True
+        if self._views is None:
+            return False
+        if self._ranked is None:
+            o: TaskOffer = self._offer  # type: ignore[assignment]
+            view, b = self._views.view(o.epoch), beacon(o.epoch)
+            self._ranked = frozenset({*rank(o, view, b), *tasks.escalation_ranking(o, view, b)})
+        return node in self._ranked
 
 
 def _refusal(reject: tasks.Reject) -> dict[str, Any]:

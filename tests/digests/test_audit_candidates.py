@@ -77,13 +77,15 @@ def _work(identity, epoch: int, *, leaves: bool = True):
     return sign(dataclasses.replace(work, epoch=epoch), identity)
 
 
-def _store() -> SqliteRecordStore:
+def _store(*, filed_before: frozenset[str] = frozenset()) -> SqliteRecordStore:
     """The honest nodes (attested, each with a digest of four leaves of ``E`` and an empty
     one of ``E + 1``), an unattested node with a digest of ``E``, and 50 throwaway keys
-    with one empty work digest of ``E`` each."""
+    with one empty work digest of ``E`` each. A node in ``filed_before`` files its digest
+    under ``E - 1`` instead (as a batch of two epochs ending there)."""
     store = SqliteRecordStore(":memory:")
     for node in NODES:
-        store.put_many([*_node(node), _work(node, E), _work(node, E + 1, leaves=False)], now=NOW)
+        mine = _work(node, E - 1 if node.peer_id in filed_before else E)
+        store.put_many([*_node(node), mine, _work(node, E + 1, leaves=False)], now=NOW)
     unattested = [r for r in _node(UNATTESTED) if not isinstance(r.record, Attestation)]
     store.put_many([*unattested, _work(UNATTESTED, E)], now=NOW)
     store.put_many([_work(key, E, leaves=False) for key in THROWAWAY], now=NOW)
@@ -325,3 +327,15 @@ def test_the_simulator_draws_its_auditors_among_the_attested_nodes_only():
         assert audits[1 + 2] == 0  # the unattested node judges nothing ...
         assert costs.counts["audit_challenges"] == 2 * 3 + 6  # ... and every digest is judged
         assert audits.sum() == 2 * 3 + 6
+
+
+def test_batching_nodes_keep_their_seats_whatever_the_epoch_their_batch_is_filed_under():
+    """Where work batches span ``M`` epochs, a node files its batch under its last epoch:
+    the candidates of ``E`` are the attested nodes with a work digest filed under any of
+    the ``M`` epochs up to ``E``, not only under ``E`` (about one in ``M`` of them)."""
+    nodes = attested_nodes(_keeper(_store()).view(A))
+    everyone = audit_candidates(_store(), E, nodes)
+    late = NODES[0].peer_id
+    store = _store(filed_before=frozenset({late}))
+    assert late in everyone and late not in audit_candidates(store, E, nodes)
+    assert audit_candidates(store, E, nodes, span=2) == everyone

@@ -23,6 +23,7 @@ from repp2p.ledger import dispute_losses, replay
 from repp2p.matching import beacon
 from repp2p.net.framing import FrameReader, write_cbor
 from repp2p.net.task import MAX_RESPONSE, parse_response
+from repp2p.records import sign_sealed_input
 from repp2p.reputation import collect, compute
 from repp2p.tasks import escalation_ranking
 from repp2p.tee import Enclave
@@ -85,11 +86,26 @@ def two_faced_enclaves():
 
 async def _refused_dispute(client, node, offer, receipts, **extra) -> dict:
     """Send a replica request with ``receipts`` (and ``extra`` fields) straight to
-    ``node``; its answer."""
+    ``node``; its answer. The input is signed by the offer's owner, as an honest client
+    signs it: a node checks that signature before it looks at any receipt."""
+    enc_key, _ = client.views.enclave_keys(node.peer_id)
+    input_sig = sign_sealed_input(
+        client.identity,
+        task_id=offer.record.task_id,
+        node=node.peer_id,
+        enc_key=enc_key,
+        sealed=b"x",
+    )
     stream = await client.open_stream(node.peer_id)
     try:
         with trio.fail_after(10):
-            request = {"offer": offer.data, "sealed": b"x", "dispute": receipts, **extra}
+            request = {
+                "offer": offer.data,
+                "sealed": b"x",
+                "input_sig": input_sig,
+                "dispute": receipts,
+                **extra,
+            }
             await write_cbor(stream, request)
             return parse_response(await FrameReader(stream, MAX_RESPONSE).read_cbor())
     finally:

@@ -27,7 +27,7 @@ from repp2p.errors import RecordError
 from repp2p.identity import Identity
 from repp2p.net.framing import FrameReader, write_cbor
 from repp2p.net.task import MAX_RESPONSE, parse_response
-from repp2p.records import Feedback, sign
+from repp2p.records import Feedback, sign, sign_sealed_input
 from repp2p.testing.network import dev_params, node_config, start_node
 
 from .conftest import wait_until
@@ -126,9 +126,19 @@ async def test_a_k1_cheater_judged_wrong_is_outvoted_by_replicas(tmp_path, views
             # All at once: the offer is accepted only within EPOCH_LAG epochs of its own,
             # and the escalation took some of that already.
             cheat_claim = client.store.query(type="Claim", signer=cheater, slot=o.task_id)[0]
+            # signed by the offer's owner, as an honest client signs its input: a node
+            # checks that signature before it looks at any receipt or verdict
+            input_sig = sign_sealed_input(
+                client.identity,
+                task_id=o.task_id,
+                node=spare.peer_id,
+                enc_key=client.views.enclave_keys(spare.peer_id)[0],
+                sealed=b"x",
+            )
             base = {
                 "offer": offer.data,
                 "sealed": b"x",
+                "input_sig": input_sig,
                 "dispute": [cheat_receipt.data],
                 "claims": [cheat_claim.data],
             }
@@ -167,7 +177,12 @@ async def test_a_k1_cheater_judged_wrong_is_outvoted_by_replicas(tmp_path, views
                     "verdict": _verdict(offer, cheater, "wrong", client.identity),
                 },
                 # a verdict without receipts is malformed
-                "no_receipts": {"offer": offer.data, "sealed": b"x", "verdict": ok},
+                "no_receipts": {
+                    "offer": offer.data,
+                    "sealed": b"x",
+                    "input_sig": input_sig,
+                    "verdict": ok,
+                },
             }
             replies: dict[str, dict] = {}
 
