@@ -250,7 +250,7 @@ def _replica_request(data: bytes) -> bool:
         return False
     request, dispute = _pop_dispute(obj)
     request, verdict = _pop_verdict(request, dispute)
-    request, claims = _pop_claims(request, verdict)
+    request, claims = _pop_claims(request, dispute)
     offer_data, _sealed, releases = _parse(request)
     if dispute is None:
         return False

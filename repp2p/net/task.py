@@ -60,6 +60,7 @@ from typing import Any
 import cbor2
 
 from repp2p.errors import ProtocolError
+from repp2p.net import framing
 
 PROTOCOL = "/repp2p/task/1"
 #: requests: an offer (<= 4 KiB) and a sealed input (engines cap inputs at 1 MiB).
@@ -133,47 +134,8 @@ def decode_frame(payload: bytes, *, max_items: int) -> Any:
 def check_items(data: bytes, max_items: int) -> None:
     """ProtocolError unless ``data`` is exactly one CBOR item of at most ``max_items``
     items, no container nested deeper than :data:`MAX_NESTING`, with definite lengths only
-    and no tags. Work: at most ``max_items`` steps, whatever the frame's size (strings are
-    skipped by their length, not read)."""
-    pos, items, end = 0, 0, len(data)
-    pending = [1]  # items still to read in each open container (the frame: one item)
-    while pending:
-        if not pending[-1]:
-            pending.pop()
-            continue
-        pending[-1] -= 1
-        items += 1
-        if items > max_items:
-            raise ProtocolError(f"frame holds more than {max_items} CBOR items")
-        if pos >= end:
-            raise ProtocolError("frame ends inside a CBOR item")
-        major, info = data[pos] >> 5, data[pos] & 0x1F
-        pos += 1
-        if info < 24:
-            arg = info
-        elif info < 28:
-            size = 1 << (info - 24)
-            if pos + size > end:
-                raise ProtocolError("frame ends inside a CBOR item")
-            arg = int.from_bytes(data[pos : pos + size], "big")
-            pos += size
-        else:  # 28-30 reserved, 31: an indefinite length or a break
-            raise ProtocolError("indefinite-length or reserved CBOR item")
-        if major in (2, 3):  # byte and text strings: skipped
-            if arg > end - pos:
-                raise ProtocolError("CBOR string longer than its frame")
-            pos += arg
-        elif major in (4, 5):  # lists and maps
-            if len(pending) > MAX_NESTING:
-                raise ProtocolError(f"containers nested deeper than {MAX_NESTING}")
-            if arg > max_items:
-                raise ProtocolError(f"frame holds more than {max_items} CBOR items")
-            pending.append(arg if major == 4 else 2 * arg)
-        elif major == 6:
-            raise ProtocolError("CBOR tags are not part of the task protocol")
-        # 0, 1: integers (at most 64 bits); 7: false, true, null, floats
-    if pos != end:
-        raise ProtocolError("trailing bytes after the frame's CBOR item")
+    and no tags (:func:`repp2p.net.framing.check_items`)."""
+    framing.check_items(data, max_items, MAX_NESTING)
 
 
 def parse_request(obj: Any) -> tuple[bytes, bytes]:

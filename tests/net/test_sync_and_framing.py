@@ -58,12 +58,44 @@ async def test_frames_round_trip_across_tiny_reads():
         (encode_varint(10_000) + b"x", "exceeds the cap"),
         (b"\xff" * 8, "length prefix too long"),
         (encode_varint(5) + b"ab", "stream ended"),
-        (encode_varint(2) + b"\xff\xff", "not CBOR"),
+        (encode_varint(2) + b"\xff\xff", "indefinite-length"),
+        (encode_varint(2) + b"\x01\x01", "trailing bytes"),
+        (encode_varint(3) + b"\xc2\x41\x01", "tags"),  # a bignum
     ],
 )
 async def test_frame_reader_rejects_hostile_input(data, message):
     with pytest.raises(ProtocolError, match=message):
         await FrameReader(FakeStream(data), max_frame=1000).read_cbor()
+
+
+async def test_a_frame_of_tiny_items_is_refused_before_it_is_decoded():
+    """A frame of one-byte items (empty maps) made cbor2 build a Python object per byte,
+    ~70 bytes of memory per byte of frame, for a message that costs its sender nothing:
+    within a 5 MiB sync frame, ~350 MiB. Refused unread; honest frames (byte strings in a
+    few maps and lists, 32-byte hashes the smallest) pass."""
+    import tracemalloc
+
+    n = 1_000_000
+    payload = b"\x9a" + n.to_bytes(4, "big") + b"\xa0" * n  # a list of a million {}
+    tracemalloc.start()
+    try:
+        with pytest.raises(ProtocolError, match="more than"):
+            await FrameReader(
+                FakeStream(encode_varint(len(payload)) + payload, chunk=1 << 20), max_frame=5 << 20
+            ).read_cbor()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20, f"{peak >> 20} MiB to refuse a {len(payload) >> 20} MiB frame"
+    # an honest page: 256 records, and a list of 1,024 32-byte IDs
+    out = FakeStream()
+    page = {"records": [b"r" * 120] * 256, "next": b"\x01" * 32}
+    have = {"after": b"", "have": [bytes([i % 256]) * 32 for i in range(1024)]}
+    await write_cbor(out, page)
+    await write_cbor(out, have)
+    reader = FrameReader(FakeStream(out.written, chunk=1 << 16), max_frame=5 << 20)
+    assert await reader.read_cbor() == page
+    assert await reader.read_cbor() == have
 
 
 async def _connect(client, server) -> None:
