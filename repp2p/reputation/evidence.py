@@ -462,6 +462,11 @@ def collect(
         o = offer_by_id.get(claim.offer_id)
         if o is None or offers[o].record.task_id != claim.task_id:
             continue
+        if claim.expires < offers[o].record.expires:
+            # an honest node copies its offer's expiry (repp2p.tasks.expiry_fault): one
+            # that expires earlier leaves every store, and a dispute over it, before the
+            # task's other records do; it shows no work
+            continue
         if assignments is not None:
             if o not in ranks:
                 ranks[o] = assignments(offers[o])
@@ -481,6 +486,8 @@ def collect(
         o = offer_by_id.get(receipt.offer_id)
         if o is None or offers[o].record.task_id != receipt.task_id:
             continue
+        if receipt.expires < offers[o].record.expires:
+            continue  # as a claim expiring before its offer: no work shown
         if (o, index[item.signer]) not in claimed:
             continue  # no counted claim: nobody asked this node (scores hold it to it too)
         if not _enclave_signed(item, offers[o].record, attested.get(item.signer)):

@@ -114,7 +114,9 @@ def offer(
     return sign(rec, key(client))
 
 
-def claim(node: str, off: SignedRecord, *, rank=0, view_digest=b"\0" * 32, seq=1) -> SignedRecord:
+def claim(
+    node: str, off: SignedRecord, *, rank=0, view_digest=b"\0" * 32, seq=1, expires=FAR
+) -> SignedRecord:
     rec = Claim(
         task_id=off.record.task_id,
         offer_id=off.record_id,
@@ -122,13 +124,19 @@ def claim(node: str, off: SignedRecord, *, rank=0, view_digest=b"\0" * 32, seq=1
         epoch=off.record.epoch,
         view_digest=view_digest,
         seq=seq,
-        expires=FAR,
+        expires=expires,
     )
     return sign(rec, key(node))
 
 
 def receipt(
-    node: str, off: SignedRecord, *, output="right", enclave: str | None = None, junk_sig=False
+    node: str,
+    off: SignedRecord,
+    *,
+    output="right",
+    enclave: str | None = None,
+    junk_sig=False,
+    expires=FAR,
 ) -> SignedRecord:
     """``node``'s receipt, its enclave signature by ``enclave``'s key (default the node's own);
     ``junk_sig``: 64 bytes no enclave signed."""
@@ -145,7 +153,7 @@ def receipt(
         result_key=result_key(enclave or node),
         enclave_sig=b"\1" * 64,
         seq=1,
-        expires=FAR,
+        expires=expires,
     )
     if not junk_sig:
         sig = enclave_key(enclave or node).sign(receipt_message(rec)).signature

@@ -305,3 +305,25 @@ def test_a_key_that_is_no_node_gets_no_penalty_entry(base):
     # a node's entry stays when its offence is no longer listed
     gone = dataclasses.replace(t, epoch=listed.epoch + 2)
     assert book.step(gone).entry(node).hard
+
+
+def test_a_claim_or_receipt_expiring_before_its_offer_shows_no_work(base):
+    """An honest node copies its offer's expiry into its claim and receipt; one expiring
+    earlier would leave every store, and a dispute over a wrong result, before the task's
+    other records. Such a claim or receipt is not evidence of work."""
+    from repp2p.reputation import collect
+
+    off = f.offer("c1", "short-lived", EPOCHS - 1)
+    early = f.FAR - 1
+    cases = {
+        "honest": [f.claim("n2", off), f.receipt("n2", off)],
+        "claim": [f.claim("n2", off, expires=early), f.receipt("n2", off)],
+        "receipt": [f.claim("n2", off), f.receipt("n2", off, expires=early)],
+    }
+    counted = {}
+    for name, records in cases.items():
+        ev = collect([*base.records, off, *records], base.attested, now=NOW)
+        counted[name] = len(ev.claim_node), len(ev.receipt_node)
+    claims, receipts = counted["honest"]
+    assert counted["claim"] == (claims - 1, receipts - 1)  # no claim: its receipt neither
+    assert counted["receipt"] == (claims, receipts - 1)
