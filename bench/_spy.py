@@ -36,10 +36,19 @@ _IDLE = "EpollIOManager.get_events"
 _FRAME = re.compile(r"^(.*) \((.*?):\d+\)$")
 
 
+def spy_path() -> Path:
+    """py-spy beside this Python; SystemExit with the command that installs it if absent
+    (checked before the devnet starts, not once per process in the window)."""
+    spy = Path(sys.executable).with_name("py-spy")
+    if not spy.exists():
+        raise SystemExit(f"--profile needs py-spy: {sys.executable} -m pip install py-spy")
+    return spy
+
+
 async def spy_tree(folder: Path, seconds: float) -> None:
     """Sample every process of this tree for ``seconds`` into ``folder``/ROLE-PID.txt."""
     folder.mkdir(parents=True, exist_ok=True)
-    spy = Path(sys.executable).with_name("py-spy")
+    spy = spy_path()
     async with trio.open_nursery() as nursery:
         for pid, (role, _) in tree_cpu_by_pid().items():
             command = [

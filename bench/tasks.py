@@ -47,6 +47,7 @@ from _spy import (
     cprofile_start,
     cprofile_stop,
     cprofile_summary,
+    spy_path,
     spy_tree,
     summarise,
 )
@@ -135,6 +136,8 @@ def replication_floor(n: int = 4000) -> dict[str, float]:
 
 
 async def measure(args: argparse.Namespace) -> dict[str, float]:
+    if args.profile is not None:
+        spy_path()
     if args.cprofile is not None:
         cprofile_children(args.cprofile)
     feed = FeedParams(gossip_task_records=args.task_records == "gossip")
