@@ -17,6 +17,7 @@ Example ``node.toml`` (every key optional except where noted)::
     price = 1000                         # micro-REP per task
     capacity = 4                         # concurrent tasks
     status_listen = "127.0.0.1:9464"     # /metrics and /status over HTTP; port 0 = any
+    status_allowed_hosts = []            # Host names it answers besides IPs and localhost
 
     [gossip]                             # repp2p.net.params.GossipParams fields
     degree = 6
@@ -52,6 +53,7 @@ from repp2p.net.params import (
     GossipParams,
     SyncParams,
 )
+from repp2p.net.status_http import allowed_host_entry
 from repp2p.network_params import (
     BOOTSTRAP_DIR,
     NETWORK_NAME_PATTERN,
@@ -130,6 +132,10 @@ class NodeConfig:
         republish_interval_s: seconds between NodeAd/provider republications, 1..28800 (an
             ad lives three periods, and records may live at most a day).
         status_listen: ``host:port`` of the HTTP /metrics and /status endpoint ("" = off).
+        status_allowed_hosts: names (no port) the status endpoint answers in ``Host``
+            besides IP addresses, ``localhost``, ``*.localhost`` and ``status_listen``'s
+            host; ``"*"`` = any (only behind a reverse proxy that checks Host itself). A
+            guard against DNS rebinding: other names are answered 421.
         enable_quic: also listen on QUIC where a ``/udp/.../quic-v1`` address is given.
         policy: path of the attestation policy TOML ("" = the network's,
             ``network_params.policy_file`` next to the network's file).
@@ -167,6 +173,7 @@ class NodeConfig:
     heartbeat_interval_s: float | None = None
     republish_interval_s: float = 300.0
     status_listen: str = "127.0.0.1:0"
+    status_allowed_hosts: tuple[str, ...] = ()
     enable_quic: bool = False
     policy: str = ""
     log_format: str = "text"
@@ -212,6 +219,7 @@ class NodeConfig:
             raise ConfigError(f"tee_enclave {self.tee_enclave!r} must be vsock:CID:PORT")
         if self.status_listen and not _is_host_port(self.status_listen):
             raise ConfigError(f"status_listen {self.status_listen!r} must be host:port")
+        self._check_status_allowed_hosts()
         choice_field(self, "log_format", ("text", "json"))
         if not isinstance(self.log_level, str) or self.log_level.upper() not in LOG_LEVELS:
             raise ConfigError(f"log_level {self.log_level!r}: one of {', '.join(LOG_LEVELS)}")
@@ -228,6 +236,15 @@ class NodeConfig:
             # Follows the epoch: a fixed 30 s would leave 10-s dev epochs without heartbeats.
             object.__setattr__(self, "heartbeat_interval_s", self.epoch_s / 2)
         float_field(self, "heartbeat_interval_s", 0.1, 3600)
+
+    def _check_status_allowed_hosts(self) -> None:
+        if not isinstance(self.status_allowed_hosts, tuple):
+            raise ConfigError("status_allowed_hosts must be a list of host names")
+        for entry in self.status_allowed_hosts:
+            try:
+                allowed_host_entry(entry)
+            except ValueError as exc:
+                raise ConfigError(f"status_allowed_hosts: {exc}") from None
 
     def _set_network_params(self) -> None:
         params = self.network_params
@@ -340,7 +357,7 @@ def node_config_from_dict(data: dict[str, Any], *, base_dir: Path) -> NodeConfig
     for key in ("policy", "tee_collateral"):
         if isinstance(data.get(key), str) and data[key]:
             data[key] = str((base_dir / data[key]).resolve())
-    for key in ("listen", "bootstrap", "engines"):
+    for key in ("listen", "bootstrap", "engines", "status_allowed_hosts"):
         if key in data:
             if not isinstance(data[key], list) or not all(isinstance(x, str) for x in data[key]):
                 raise ConfigError(f"{key} must be a list of strings")

@@ -26,6 +26,7 @@ The parts exist while :meth:`run` runs; reading one outside raises
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -554,7 +555,9 @@ class Node:
                         explorer = Explorer(keeper, self.clock, peer_id=self.peer_id, role=cfg.role)
                         address, _, port = cfg.status_listen.rpartition(":")
                         status_port = await nursery.start(
-                            status_http.serve,
+                            functools.partial(
+                                status_http.serve, allowed_hosts=cfg.status_allowed_hosts
+                            ),
                             address,
                             int(port),
                             status.status,
