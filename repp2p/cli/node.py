@@ -80,7 +80,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from repp2p.net.status_http import fetch
+    from repp2p.net.status_http import fetch, split_host_port
 
     if args.url:
         address = args.url
@@ -92,9 +92,12 @@ def _status(args: argparse.Namespace) -> int:
         address = json.loads(runtime.read_text()).get("status")
         if not address:
             raise ConfigError('that node runs without a status endpoint (status_listen = "")')
-    host, _, port = address.rpartition(":")
     try:
-        body = trio.run(fetch, host, int(port), "/status")
+        host, port = split_host_port(address)
+    except ValueError:
+        raise ConfigError(f"status address {address!r} is not host:port") from None
+    try:
+        body = trio.run(fetch, host, port, "/status")
     except (OSError, trio.TooSlowError) as exc:
         raise NetworkError(f"status endpoint {address} did not answer: {exc}") from None
     status = json.loads(body)

@@ -299,6 +299,16 @@ def allowed_host_entry(entry: str) -> str:
     return name.removesuffix(".")
 
 
+def split_host_port(text: str) -> tuple[str, int]:
+    """``(host, port)`` of ``host:port``, an IPv6 host without its brackets (as sockets
+    take it: ``[::1]:9464`` -> ``("::1", 9464)``). Raises ValueError when the port is
+    not a number."""
+    host, _, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port)
+
+
 def authority(host: str, port: int) -> str:
     """``host:port`` as a Host header writes it (an IPv6 address in brackets)."""
     if ":" in host and not host.startswith("["):

@@ -553,13 +553,13 @@ class Node:
                     status_port = None
                     if cfg.status_listen:
                         explorer = Explorer(keeper, self.clock, peer_id=self.peer_id, role=cfg.role)
-                        address, _, port = cfg.status_listen.rpartition(":")
+                        address, port = status_http.split_host_port(cfg.status_listen)
                         status_port = await nursery.start(
                             functools.partial(
                                 status_http.serve, allowed_hosts=cfg.status_allowed_hosts
                             ),
                             address,
-                            int(port),
+                            port,
                             status.status,
                             status.metrics_text,
                             status.record_status,
@@ -569,8 +569,7 @@ class Node:
                         # REP figures are replayed here once per epoch, never by a request
                         nursery.start_soon(explorer.run, cfg.timers.tick_s)
                     if status_port:
-                        address = cfg.status_listen.rpartition(":")[0]
-                        self._status_address = f"{address}:{status_port}"
+                        self._status_address = status_http.authority(address, status_port)
                     self._write_runtime()
                     nursery.start_soon(discovery.run)
                     nursery.start_soon(discovery.run_pruning)

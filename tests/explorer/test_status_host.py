@@ -222,3 +222,24 @@ async def test_a_node_answers_the_names_its_config_lists(tmp_path: Path):
         with trio.fail_after(10):
             status = json.loads(await status_http.fetch("127.0.0.1", port, "/status"))
         assert status["peer_id"] == node.peer_id
+
+
+def test_host_port_splits_an_ipv6_literal_out_of_its_brackets():
+    assert status_http.split_host_port("[::1]:9464") == ("::1", 9464)
+    assert status_http.split_host_port("127.0.0.1:0") == ("127.0.0.1", 0)
+    assert status_http.authority("::1", 9464) == "[::1]:9464"
+    with pytest.raises(ValueError):
+        status_http.split_host_port("[::1]:port")
+
+
+async def test_a_node_listening_on_ipv6_loopback_is_reachable(tmp_path: Path):
+    """``status_listen = "[::1]:0"`` passed the config check but the node could not bind
+    (the brackets went to the socket), nor could ``repp2p status`` read the address back."""
+    from repp2p.testing.network import local_network
+
+    async with local_network(tmp_path, 1, status_listen="[::1]:0") as [node]:
+        assert node.status_address.startswith("[::1]:")
+        host, port = status_http.split_host_port(node.status_address)
+        with trio.fail_after(10):
+            status = json.loads(await status_http.fetch(host, port, "/status"))
+        assert status["peer_id"] == node.peer_id
