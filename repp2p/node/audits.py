@@ -223,7 +223,10 @@ class Auditor:
         open_stream: ``await open_stream(peer)``: a new ``/repp2p/audit/1`` stream.
         nodes: ``nodes(epoch)``: the attested nodes (:func:`attested_nodes`) of this peer's
             view of ``epoch``, or None when it holds no view of it. The audits of the
-            digests of ``E`` ask it for their audit epoch (``params.audit_epoch(E)``).
+            digests of ``E`` ask it for their audit epoch (``params.audit_epoch(E)``). It
+            may build that view (the node's does, for the current epoch): only this
+            auditor's own draw and checks call it, never the gossip validator
+            (:meth:`on_charge`).
         metrics: ``audits`` counts outcomes.
         evidence: where proofs and charges are kept.
         publish: gossips what this auditor found (offence proofs, unserved charges) on
@@ -365,7 +368,15 @@ class Auditor:
         gossip"): REJECT a charge that does not check out (malformed, a digest that is no
         digest, a leaf not drawn, an accuser not drawn to audit it), IGNORE one already
         seen or whose digest expired, ACCEPT (forward) a new one. The re-check is this
-        peer's own question to the publisher; only its failure counts, here only."""
+        peer's own question to the publisher; only its failure counts, here only.
+
+        It judges on the attested nodes this auditor already holds for the audit epoch
+        (:meth:`attested` with ``held_only``), IGNOREing the charge when it holds none:
+        this runs inside pubsub's validator, and looking them up may build the view of the
+        audit epoch, which would hold up all gossip for the length of a view build at the
+        moment a hostile sender chooses. Nothing honest is lost: this auditor's own draw
+        looks them up at the audit epoch's start (:meth:`run`), and an honest charge is
+        made only after its accuser's grace period in that epoch."""
         now = int(self._clock.now())
         try:
             charge = UnservedCharge.decode(data)
@@ -375,16 +386,22 @@ class Auditor:
             # raised AttributeError out of the gossip validator, which stopped pubsub
             if not isinstance(digest, (WorkDigest, FeedbackDigest)):
                 raise ProofError(ProofReason.WRONG_TYPE, f"a {digest.TYPE} is not a digest")
-            candidates = self._candidates(digest.last_epoch)
+            epoch = digest.last_epoch
+            nodes = self.attested(epoch, held_only=True)
+            candidates = None
+            if nodes is not None:
+                span = self.params.work_max_epochs
+                candidates = audit_candidates(self._store, epoch, nodes, span)
             found = verify_unserved(data, now, self.params, candidates)
         except (ProofError, RecordError) as exc:
             reason = getattr(exc, "reason", None)
             return Verdict.IGNORE if reason is ProofReason.EXPIRED else Verdict.REJECT
-        if candidates is None:
-            # no view of its audit epoch held: whether the accuser was drawn is unknown
-            # here, so the charge is neither forwarded nor re-checked
+        if nodes is None:
+            # no view of its audit epoch held (or not yet looked up by our own draw; it is
+            # not looked up here): whether the accuser was drawn is unknown here, so the
+            # charge is neither forwarded nor re-checked
             return Verdict.IGNORE
-        if charge.entropy != draw_entropy(self._store, found.epoch, self.attested(found.epoch)):
+        if charge.entropy != draw_entropy(self._store, found.epoch, nodes):
             # verify_unserved draws under the charge's own entropy: a node that tries
             # entropies until it is "drawn" for a leaf could charge any digest at will,
             # each charge costing its publisher an answer to every re-checker. Not ours:
@@ -407,12 +424,18 @@ class Auditor:
             log.info("re-check queue full: charge against %s not re-checked", found.offender)
         return Verdict.ACCEPT
 
-    def attested(self, epoch: int) -> frozenset[str] | None:
+    def attested(self, epoch: int, *, held_only: bool = False) -> frozenset[str] | None:
         """The attested nodes of the audits of the digests of ``epoch``: those of this
-        peer's view of their audit epoch (None: no such view held)."""
+        peer's view of their audit epoch (None: no such view held).
+
+        Args:
+            epoch: the audited epoch.
+            held_only: only the nodes this auditor already looked up, never asking
+                ``nodes`` (which may build a view): for the gossip validator.
+        """
         audit_epoch = self.params.audit_epoch(epoch)
         found = self._attested.get(audit_epoch)
-        if found is None:
+        if found is None and not held_only:
             nodes = self._nodes(audit_epoch)
             if nodes is None:
                 return None
@@ -421,12 +444,6 @@ class Auditor:
                 del self._attested[min(self._attested)]
             self._attested[audit_epoch] = found
         return found
-
-    def _candidates(self, epoch: int) -> list[str] | None:
-        nodes = self.attested(epoch)
-        if nodes is None:
-            return None
-        return audit_candidates(self._store, epoch, nodes, self.params.work_max_epochs)
 
     async def _run_rechecks(self) -> None:
         async with self._recheck_receive:

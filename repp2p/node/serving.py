@@ -437,7 +437,12 @@ class TaskServer(TaskLoadAPI):
     ) -> dict[str, Any]:
         """Admit a dispute replica by :mod:`repp2p.tasks.escalation`'s rules, then run it.
 
-        Checked on this node's own view of the offer's epoch: the carried receipts
+        Checked on this node's own view of the offer's epoch: this node is in the escalation
+        ranking (``may_be_replica``), the owner's signature over the sealed input, this
+        node's place in the replica window on the signers the carried receipts name
+        (``in_replica_window``: before their signatures, so a node the request cannot make a
+        replica, such as one further down the ranking that an owner replays its request
+        to, verifies none of them), the carried receipts
         (``check_dispute``: attested enclaves of nodes ranked for this task, really
         disagreeing), this node's replica rank (``replica_rank``; the owner's releases, handed
         over in ``releases`` or held, name the first-round nodes that failed, which the
@@ -480,6 +485,20 @@ class TaskServer(TaskLoadAPI):
         unsigned = self._unsigned_input(offer, sealed, input_sig)
         if unsigned is not None:
             return error("bad_request", unsigned)
+        # The window on the receipts' named signers, still before their signatures: the
+        # owner signs the input for any node it likes, so its genuine request replayed to
+        # nodes past the window had each verify every carried receipt (and claim) first.
+        held_released = self._released(offer)
+        outside = tasks.in_replica_window(
+            escalation,
+            self._peer_id,
+            dispute,
+            view.matching_params.dispute_max_replicas,
+            released=held_released,
+            unverified_releases=len(releases),
+        )
+        if outside is not None:
+            return _refusal(outside)
         receipts = tasks.check_dispute(
             dispute,
             offer,
@@ -519,7 +538,7 @@ class TaskServer(TaskLoadAPI):
             self._peer_id,
             {r.signer for r in receipts},
             view.matching_params.dispute_max_replicas,
-            released=tasks.released_claimants(handed, offer) | self._released(offer),
+            released=tasks.released_claimants(handed, offer) | held_released,
         )
         if isinstance(assigned, tasks.Reject):
             return _refusal(assigned)

@@ -14,7 +14,8 @@ look unreliable. Two signatures make that failure the client's, checkably:
    signature. The node wraps it in its record signature, like a receipt.
 
 Any peer checks a refusal with :func:`check_refusal`: the commitment is the offer
-signer's, names this node and task, and the enclave signature verifies under the result
+signer's, names this node and task, the refusal does not expire before the offer (the
+enclave signs the offer's expiry), and the enclave signature verifies under the result
 key the node's verified attestation binds. What no peer can check is the enclave's
 verdict on the bytes themselves (they are sealed to the enclave, and the plaintext is the
 client's secret): that rests on the TEE, like a receipt's output. docs/security.md,
@@ -118,8 +119,8 @@ def check_refusal(
 
     Returns:
         None when every check passes, else a short reason: ``wrong_offer`` (another
-        offer, task or client), ``client_signature``, ``not_attested_key``,
-        ``enclave_signature``.
+        offer, task or client), ``expires_early`` (it expires before the offer),
+        ``client_signature``, ``not_attested_key``, ``enclave_signature``.
     """
     o = offer.record
     if (
@@ -128,6 +129,12 @@ def check_refusal(
         or refusal.client != offer.signer
     ):
         return "wrong_offer"
+    if refusal.expires < o.expires:
+        # The honest enclave signs with the offer's expiry, as nodes copy it into claims
+        # and receipts (repp2p.tasks.expiry_fault): one that expires first would leave
+        # every store (and the views, which drop expired records) while the offer and the
+        # client's feedback on the task still count. Before any signature: it is free.
+        return "expires_early"
     if not sealed_input_signed(
         offer.signer_key,
         refusal.client_sig,

@@ -23,6 +23,9 @@ Public API::
     EscalationPlan(ranking, votes, standing, *, max_replicas, ...)
         .next_replica() -> (rank, peer) | None;  .on_replica(peer, output | None)
     may_be_replica(escalation, me) -> Reject | None           # node, before the receipts
+    in_replica_window(escalation, me, envelopes, max_replicas, *, released,
+                      unverified_releases) -> Reject | None    # replica_rank on named signers
+    named_signers(envelopes) -> [peer, ...] | Reject           # read, not verified
     check_dispute(envelopes, offer, *, now_ms, may_have_run, result_key_of)
         -> [receipt, ...] | Reject                             # node, replica requests
     replica_rank(escalation, me, ran, max_replicas, released=()) -> int | Reject
@@ -98,8 +101,10 @@ from repp2p.tasks.escalation import (
     escalation_limit,
     escalation_ranking,
     expiry_fault,
+    in_replica_window,
     is_disputed,
     may_be_replica,
+    named_signers,
     replica_rank,
     standing_verdict,
     take_replica,
@@ -153,10 +158,12 @@ __all__ = [
     "escalation_limit",
     "escalation_ranking",
     "expiry_fault",
+    "in_replica_window",
     "is_bound_offer",
     "is_disputed",
     "is_release",
     "may_be_replica",
+    "named_signers",
     "released_claimants",
     "releases_in",
     "replica_rank",

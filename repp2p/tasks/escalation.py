@@ -23,6 +23,14 @@ Rules of this file (h11 style):
                                               (``not_assigned``): cheap, so the many nodes
                                               that can never be the replica do not verify
                                               up to 2 x MAX_DISPUTE_RECEIPTS signatures
+     1c in_replica_window(escalation, me,     step 3 on the signers the carried receipts
+                          envelopes, ...)     *name*, read without verifying them (a window
+                                              widened by the carried releases, which are
+                                              not verified yet either): ``replayed``,
+                                              ``not_assigned``, or ``bad_dispute`` for bytes
+                                              that are no envelope; so a node outside the
+                                              window of a genuine request (an owner that
+                                              replays it to further ranks) verifies nothing
       2 check_dispute(envelopes, offer, ...)  2..MAX_DISPUTE_RECEIPTS receipts, each a live
                                               Receipt for this offer and input, distinct
                                               signers, each signer one that may have run it
@@ -75,6 +83,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 
+import cbor2
 import nacl.exceptions
 import nacl.signing
 import numpy as np
@@ -82,12 +91,14 @@ import numpy as np
 from repp2p.errors import ClaimError, ClaimReason, RecordError
 from repp2p.matching import View, rank_fast, task_words
 from repp2p.records import (
+    MAX_ENVELOPE_SIZE,
     Claim,
     Feedback,
     Receipt,
     SignedRecord,
     TaskOffer,
     decode,
+    peer_id_from_public_key,
     receipt_message,
 )
 from repp2p.reputation.disputes import dispute_verdicts
@@ -528,6 +539,60 @@ def may_be_replica(escalation: Sequence[str], me: str) -> Reject | None:
     if me not in escalation:
         return Reject(ErrorCode.NOT_ASSIGNED, "no replica rank for this node in its view")
     return None
+
+
+def named_signers(envelopes: Sequence[bytes]) -> list[str] | Reject:
+    """The peer IDs ``envelopes`` name as their signers, read without verifying anything
+    (a CBOR parse each, no signature); ``bad_dispute`` when one cannot be an envelope
+    (:func:`repp2p.records.decode` refuses it too, after verifying the ones before it).
+
+    A name is only a claim until :func:`check_dispute` verifies its receipt: use them for
+    checks that any request whose receipts do verify passes as well."""
+    found = []
+    for data in envelopes:
+        try:  # parsed as decode parses it: no deeper, no duplicate keys, nothing indefinite
+            env = None
+            if len(data) <= MAX_ENVELOPE_SIZE:
+                env = cbor2.loads(
+                    data, allow_duplicate_keys=False, allow_indefinite=False, max_depth=8
+                )
+        except Exception:  # cbor2 raises a zoo of types on hostile input
+            env = None
+        signer = env.get("signer") if type(env) is dict else None
+        if type(signer) is not bytes or len(signer) != 32:
+            return _bad("a carried receipt is no envelope")
+        found.append(peer_id_from_public_key(signer))
+    return found
+
+
+def in_replica_window(
+    escalation: Sequence[str],
+    me: str,
+    envelopes: Sequence[bytes],
+    max_replicas: int,
+    *,
+    released: Collection[str] = (),
+    unverified_releases: int = 0,
+) -> Reject | None:
+    """Step 1c: :func:`replica_rank` on the signers the carried receipts name
+    (:func:`named_signers`), before :func:`check_dispute` verifies a signature; None when
+    this node may be in the window.
+
+    ``released``: the claimants whose release this node holds (verified when stored);
+    ``unverified_releases``: how many releases the request carries, not verified yet. Each
+    releases at most one node, and skipping a node moves this one at most one place up,
+    so the window is widened by that many places. Any request that passes
+    :func:`check_dispute` and :func:`replica_rank` passes this too (its receipts' signers
+    are the names read here), so it refuses nothing the later steps would admit; what it
+    refuses costs no signature. A sender that forges receipts under other ranked nodes'
+    keys can still move the window, but only within the escalation ranking (step 1b), and
+    its request fails :func:`check_dispute`.
+    """
+    named = named_signers(envelopes)
+    if isinstance(named, Reject):
+        return named
+    rank = replica_rank(escalation, me, named, max_replicas + unverified_releases, released)
+    return rank if isinstance(rank, Reject) else None
 
 
 def replica_rank(

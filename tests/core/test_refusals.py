@@ -23,8 +23,11 @@ def enclave_key(node: str) -> nacl.signing.SigningKey:
     return f.enclave_key(node)
 
 
-def refusal(node: str, off, *, client: str | None = None, code="bad_seal", signer=None):
-    """The node's record of its enclave's refusal of ``off``'s input (sealed bytes b"junk")."""
+def refusal(
+    node: str, off, *, client: str | None = None, code="bad_seal", signer=None, expires=f.FAR
+):
+    """The node's record of its enclave's refusal of ``off``'s input (sealed bytes b"junk"),
+    expiring at ``expires`` (an honest enclave signs the offer's: :data:`f.FAR`)."""
     o = off.record
     client_sig = sign_sealed_input(
         f.key(client or _name_of(off)),
@@ -45,7 +48,7 @@ def refusal(node: str, off, *, client: str | None = None, code="bad_seal", signe
         result_key=bytes(enclave_key(node).verify_key),
         enclave_sig=b"\0" * 64,
         seq=1,
-        expires=f.FAR,
+        expires=expires,
     )
     signed = dataclasses.replace(
         unsigned, enclave_sig=enclave.sign(refusal_message(unsigned)).signature
@@ -130,6 +133,19 @@ def test_a_refusal_not_signed_by_the_attested_enclave_counts_for_nothing():
     victim = f.peer("victim")
     assert forged.get(victim).success == blamed.get(victim).success
     assert forged.get(victim).permille == blamed.get(victim).permille
+
+
+def test_a_refusal_that_expires_before_its_offer_counts_for_nothing():
+    # Both signatures genuine, but the enclave was given an earlier expiry than the
+    # offer's: it would leave the views before the task's other records.
+    s = scenario("none")
+    off = s.task("bad", "victim", EPOCHS - 2, "timeout", deliver=False)
+    s.records.append(refusal("victim", off, expires=off.record.expires - 1))
+    ev, _ = table(s)
+    assert ev.refusals == ()
+    s.records[-1] = refusal("victim", off)  # the offer's own expiry: it counts
+    ev, _ = table(s)
+    assert len(ev.refusals) == 1
 
 
 def test_a_refusal_of_a_node_whose_key_is_unknown_or_of_another_client_counts_for_nothing():

@@ -243,6 +243,7 @@ async def test_a_charge_by_a_throwaway_key_is_rejected_on_gossip():
         return UnservedCharge(digest.data, index, entropy, accuser, NO_ANSWER).encode()
 
     held = _auditor(store, lambda epoch: nodes if epoch == A else None)
+    assert held.attested(E) == nodes  # its own draw of E's audits, at A's start
     assert held.on_charge(charge(thief)) is Verdict.REJECT
     assert held.on_charge(charge(right)) is Verdict.ACCEPT
     unheld = _auditor(store, lambda epoch: None)
@@ -278,6 +279,7 @@ async def test_a_charge_under_an_entropy_of_the_accusers_choosing_is_not_forward
     index = challenge_indices(seed, digest.record_id, digest.record.leaf_count, DP.audit_samples)[0]
     charge = UnservedCharge(digest.data, index, entropy, accuser, NO_ANSWER).encode()
     auditor = _auditor(store, lambda epoch: nodes if epoch == A else None)
+    assert auditor.attested(E) == nodes  # its own draw of E's audits, at A's start
     assert auditor.on_charge(charge) is Verdict.IGNORE
     # the same accusation under the entropy every peer holds, by whoever that draws
     seed = audit_seed(E, DP.grace_epochs, held)
@@ -285,6 +287,40 @@ async def test_a_charge_under_an_entropy_of_the_accusers_choosing_is_not_forward
     index = challenge_indices(seed, digest.record_id, digest.record.leaf_count, DP.audit_samples)[0]
     honest = UnservedCharge(digest.data, index, held, drawn, NO_ANSWER).encode()
     assert auditor.on_charge(honest) is Verdict.ACCEPT
+
+
+async def test_a_charge_never_builds_the_view_of_its_audit_epoch_on_gossip():
+    """``on_charge`` runs inside pubsub's validator: looking up the audit epoch's attested
+    nodes there could build that epoch's view (the node's ``nodes`` builds the current
+    one when the view service has not yet), holding up all gossip for a view build at the
+    moment a hostile sender picks. Before the auditor's own draw has looked them up, a
+    charge is IGNOREd and no view is built; after, the same charge is ACCEPTed."""
+    store = _store()
+    nodes = attested_nodes(_keeper(store).view(A))
+    entropy = draw_entropy(store, E, nodes)
+    seed = audit_seed(E, DP.grace_epochs, entropy)
+    digest = next(d for d in store.query(type=WorkDigest.TYPE, epoch=E) if d.signer in HONEST)
+    (accuser,) = auditors(seed, digest.record_id, sorted(nodes), exclude={digest.signer})
+    index = challenge_indices(seed, digest.record_id, digest.record.leaf_count, DP.audit_samples)[0]
+    charge = UnservedCharge(digest.data, index, entropy, accuser, NO_ANSWER).encode()
+    keeper = _keeper(store)  # holds no view yet: as at A's start, before the view service
+    built: list[int] = []
+
+    def nodes_of(epoch: int) -> frozenset[str]:
+        # what the node wires (repp2p.node.app): the current epoch's view, built if need be
+        if keeper.cached_view(epoch) is None:
+            built.append(epoch)
+        return attested_nodes(keeper.view(epoch))
+
+    auditor = _auditor(store, nodes_of)
+    assert auditor.on_charge(charge) is Verdict.IGNORE
+    assert built == [] and keeper.cached_view(A) is None
+    # nothing was remembered either: the same charge once the draw has run is new
+    assert auditor.attested(E) == nodes  # the auditor's own draw may build it
+    assert built == [A]
+    assert auditor.on_charge(charge) is Verdict.ACCEPT
+    assert auditor.on_charge(charge) is Verdict.IGNORE  # seen
+    assert built == [A]
 
 
 def test_the_feedback_digests_of_the_epoch_are_audited_by_attested_nodes_too():

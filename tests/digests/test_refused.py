@@ -24,8 +24,9 @@ from repp2p.digests.build import build_work
 from repp2p.digests.check import check_leaf
 from repp2p.digests.leaves import WorkLeaf, work_leaf
 from repp2p.errors import RecordError
-from repp2p.records import WorkDigest, WorkRow, sign
+from repp2p.records import WorkDigest, WorkRow, refusal_message, sign
 from repp2p.records.schema import FieldError, from_wire_array, to_wire_array, to_wire_map
+from repp2p.testing import factories
 from repp2p.testing.factories import far_future, task_records
 
 from .helpers import (
@@ -130,6 +131,26 @@ def test_a_refused_leaf_whose_refusal_is_forged_or_withheld_fails_its_audit():
         (t.offer, t.claim, other_refusal),
     )
     assert any(f is Fault.WRONG_RECORD for f, _ in check.faults)
+
+
+def test_a_refused_leaf_whose_refusal_expires_before_its_offer_fails_its_audit():
+    # Genuine signatures, an earlier expiry than the offer's: the refusal would leave the
+    # stores while the leaf that names it is still audited.
+    t, honest = refused_task(CLIENT, NODE, EPOCH, "early")
+    unsigned = dataclasses.replace(honest.record, expires=t.offer.record.expires - 1)
+    enclave = factories.enclave_key(NODE.peer_id)
+    early = sign(
+        dataclasses.replace(
+            unsigned, enclave_sig=enclave.sign(refusal_message(unsigned)).signature
+        ),
+        NODE,
+    )
+    leaf = work_leaf(t.offer, t.claim, None, "refused", refusal=early)
+    part = forge(WorkDigest, [leaf], [(t.offer, t.claim, early)])
+    signed = sign(part.digest, NODE)
+    verdict = verify_audit(signed, 0, leaf_proof(part, signed.record_id, 0).encode())
+    assert verdict.outcome is AuditOutcome.OFFENCE and Fault.BAD_REFUSAL in verdict.faults
+    assert "expires_early" in verdict.detail
 
 
 def test_a_refused_leaf_hiding_a_receipt_is_caught():

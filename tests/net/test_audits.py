@@ -370,6 +370,7 @@ async def test_what_an_auditor_finds_is_gossiped_and_other_peers_act_on_it(tmp_p
         with trio.fail_after(60):
             charges = [r.evidence for r in await _auditor(open_stream, store).check(challenge)]
             other = _auditor(open_stream, store)
+            assert other.attested(EPOCH) == ATTESTED  # its own draw, at the audit boundary
             router.on_charge = other.on_charge
             assert router.judge(charges[0]) is Verdict.ACCEPT
             assert router.judge(charges[0]) is Verdict.IGNORE  # seen: not forwarded again

@@ -155,6 +155,7 @@ async def test_an_evidence_folder_that_cannot_be_written_stops_no_audit_nor_re_c
             # another full node re-checks a gossiped charge, its own disk failing too
             other = ta._auditor(open_stream, store)
             other.evidence = EvidenceLog(blocked)
+            other.attested(ta.EPOCH)  # its own draw, at the audit boundary
             assert other.on_charge(charges[0]).name == "ACCEPT"
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(other.run)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 
+import cbor2
 import nacl.signing
 import pytest
 from hypothesis import assume, given, settings
@@ -26,8 +27,10 @@ from repp2p.tasks import (
     check_replica_claim,
     escalation_limit,
     escalation_ranking,
+    in_replica_window,
     is_disputed,
     may_be_replica,
+    named_signers,
     replica_rank,
     standing_verdict,
     take_replica,
@@ -228,6 +231,10 @@ def split(of=None):
         receipt(of, NODES[1], "right").data,
         receipt(of, NODES[2], "wrong").data,
     ]
+
+
+#: a receipt of each of NODES on one offer (the window rules read their signers only)
+RECEIPTS = [receipt(h.offer(k=3), n, "right").data for n in NODES]
 
 
 def bad(result, words: str) -> None:
@@ -435,6 +442,70 @@ def test_a_node_outside_the_escalation_ranking_refuses_before_the_receipts():
     # the same answer replica_rank gives after the receipts, whatever they are
     late = replica_rank(esc, h.STRANGER.peer_id, {esc[0], esc[1]}, 64)
     assert isinstance(late, Reject) and late.code is got.code
+
+
+def _unsigned(envelope: bytes) -> bytes:
+    """``envelope`` with its signature zeroed: it names the same signer, proves nothing."""
+    env = cbor2.loads(envelope)
+    return cbor2.dumps({**env, "sig": bytes(64)}, canonical=True)
+
+
+def test_the_replica_window_is_checked_on_the_named_signers_before_any_signature():
+    # An owner can sign the input for any node, so it can replay a genuine request to every
+    # node of the escalation ranking: one past the window must refuse before it verifies
+    # the carried receipts (two signatures each), on the signers they name.
+    of = h.offer(k=3)
+    esc = [n.peer_id for n in NODES]
+    named = [_unsigned(e) for e in split(of)]  # ran: esc[0..2], no valid signature
+    bad(check(named, of), "receipt:")  # check_dispute refuses them: nothing was verified
+    assert named_signers(named) == esc[:3]
+    assert in_replica_window(esc, esc[3], named, 2) is None
+    assert in_replica_window(esc, esc[4], named, 2) is None
+    got = in_replica_window(esc, esc[5], named, 2)
+    assert isinstance(got, Reject) and got.code is ErrorCode.NOT_ASSIGNED
+    got = in_replica_window(esc, esc[1], named, 2)
+    assert isinstance(got, Reject) and got.code is ErrorCode.REPLAYED
+    # releases held skip as in replica_rank; releases carried (not verified yet) widen
+    # the window by one place each, since each may skip one node
+    assert in_replica_window(esc, esc[5], named, 2, released={esc[3]}) is None
+    got = in_replica_window(esc, esc[3], named, 2, released={esc[3]})
+    assert isinstance(got, Reject) and got.code is ErrorCode.NOT_ASSIGNED
+    assert in_replica_window(esc, esc[5], named, 2, unverified_releases=1) is None
+    # bytes that are no envelope: bad_dispute, as check_dispute would say after the rest
+    for junk in (b"receipt-1", b"\xa0", cbor2.dumps({"signer": b"short"}), b"\0" * 70_000):
+        bad(in_replica_window(esc, esc[3], [named[0], junk], 2), "no envelope")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sets(st.integers(0, 5), min_size=1, max_size=4),
+    st.sets(st.integers(0, 5), max_size=2),
+    st.sets(st.integers(0, 5), max_size=2),
+    st.integers(0, 5),
+    st.integers(1, 4),
+)
+def test_the_early_window_check_refuses_nothing_the_full_rules_admit(
+    ran, held, carried, me, max_replicas
+):
+    # Its one promise: whatever check_dispute and replica_rank admit (the receipts' signers
+    # are then the names it read, the carried releases at most len(carried) nodes) it
+    # lets through, and its refusals are the ones replica_rank would give.
+    esc = [n.peer_id for n in NODES]
+    envelopes = [RECEIPTS[i] for i in sorted(ran)]
+    released = {esc[i] for i in held | carried}
+    full = replica_rank(esc, esc[me], {esc[i] for i in ran}, max_replicas, released=released)
+    early = in_replica_window(
+        esc,
+        esc[me],
+        envelopes,
+        max_replicas,
+        released={esc[i] for i in held},
+        unverified_releases=len(carried),
+    )
+    if not isinstance(full, Reject):
+        assert early is None
+    elif early is not None:
+        assert early.code is full.code
 
 
 @settings(max_examples=300, deadline=None)

@@ -172,6 +172,21 @@ def test_a_refusal_does_not_check_out_against_anything_else(enclave):
     assert check_refusal(swapped, **ok) == "client_signature"
 
 
+def test_a_refusal_that_expires_before_its_offer_does_not_check_out(enclave):
+    """The honest enclave signs the offer's expiry; a node that has it sign an earlier one
+    (the enclave signs the ``expires`` the host passes) gets a refusal no peer accepts,
+    though both signatures are genuine: it would leave the stores before the offer."""
+    signed_offer, _ = _offer(b"hello")
+    ok = {"node": NODE.peer_id, "offer": signed_offer, "result_key": enclave.result_key}
+    honest = _refused(enclave, signed_offer, b"\x00" * 80)
+    assert honest.expires == signed_offer.record.expires
+    early = _refused(enclave, signed_offer, b"\x00" * 80, expires=signed_offer.record.expires - 1)
+    assert check_refusal(early, **ok) == "expires_early"
+    # Later than the offer is no fault (as for claims and receipts).
+    late = _refused(enclave, signed_offer, b"\x00" * 80, expires=signed_offer.record.expires + 1)
+    assert check_refusal(late, **ok) is None
+
+
 def test_a_refusal_is_a_registered_per_task_record():
     signed_offer, _ = _offer(b"x")
     refusal = Refusal(
