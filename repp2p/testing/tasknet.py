@@ -38,7 +38,15 @@ from repp2p.node.publisher import RecordPublisher, capped_lifetime
 from repp2p.node.schedules import OwnRecordSchedule, phase_of
 from repp2p.node.serving import TaskServer
 from repp2p.node.views import ViewService
-from repp2p.records import Attestation, EngineOffer, NodeAd, Outcome, Receipt, SignedRecord
+from repp2p.records import (
+    Attestation,
+    EngineOffer,
+    Heartbeat,
+    NodeAd,
+    Outcome,
+    Receipt,
+    SignedRecord,
+)
 from repp2p.reputation.heartbeats import heartbeat_slot
 from repp2p.store import SqliteRecordStore
 from repp2p.tee.worker import EnclaveState
@@ -151,13 +159,27 @@ class InProcessEnclave(EnclaveSupervisorAPI):
         return {"kind": "simulated", "label": SIMULATED_LABEL, "pid": None, "measurement": ""}
 
 
+#: What a peer joining the bus receives of what is already held: the nodes' records.
+_SYNCED = (NodeAd, Attestation, Heartbeat)
+
+
 class _Bus:
     """Delivers every record a peer accepts to every other peer, at once."""
 
     def __init__(self) -> None:
         self.pipelines: list[RecordPipeline] = []
+        self._first: SqliteRecordStore | None = None
 
-    def join(self, pipeline: RecordPipeline) -> None:
+    def join(self, pipeline: RecordPipeline, store: SqliteRecordStore) -> None:
+        """Add a peer; it first receives what the first peer holds of the nodes' records
+        (ads, attestations, heartbeats), as a real node's first sync does. Without it a
+        node added later lacked the earlier nodes' ads for good, so the nodes' views
+        differed from one another (a test ranking on a node's view failed at random)."""
+        if self._first is None:
+            self._first = store
+        else:
+            held = [s for t in _SYNCED for s in self._first.query(type=t.TYPE)]
+            pipeline.accept_decoded_many(held, source="sync")
         self.pipelines.append(pipeline)
         pipeline.on_record(lambda signed, outcome: self._forward(pipeline, signed, outcome))
 
@@ -247,8 +269,9 @@ class TaskNet:
         clock = clock or TrioClock(start=START - trio.current_time())
         async with trio.open_nursery() as nursery:
             net = cls(clock, nursery, epoch_s, timers or Timers())
-            # The client joins the bus first: the bus has no sync, so a peer holds only
-            # what was accepted after it joined.
+            # The client joins the bus first: a node joining later receives what the
+            # client holds of the nodes' records (the bus's only sync), then what is
+            # accepted after it joined.
             net.client = net._client(nursery)
             for i in range(nodes):
                 await net._add_node(f"node-{i}", engines, behaviours.get(i, "honest"), capacity)
@@ -264,7 +287,7 @@ class TaskNet:
         identity = factories.identity(name)
         store = SqliteRecordStore(":memory:")
         pipeline = RecordPipeline(store, NodeMetrics(), self.clock)
-        self.bus.join(pipeline)
+        self.bus.join(pipeline, store)
         keeper = ViewKeeper(store, self._policy, self.params)
         views = ViewService(keeper, self.clock, NodeMetrics(), tick_s=self.timers.tick_s)
         return identity, store, pipeline, views
