@@ -6,7 +6,8 @@ delete it). Everything that touches py-libp2p internals lives here, so the rest 
 uses py-libp2p's public API plus the functions below:
 
 * :func:`install` applies the process-wide patches (pubsub per-RPC costs, yamux window
-  updates) after checking the py-libp2p version and the shape of every patched attribute.
+  updates, receive windows enforced, inbound streams capped) after checking the
+  py-libp2p version and the shape of every patched attribute.
   ``build_host()`` calls it; importing repp2p patches nothing.
 * :class:`RecordGossipSub` / :class:`ContentIdMessageCache`: the GossipSub router fixes.
 * :class:`RecordPubsub`: validators with GossipSub v1.1's IGNORE (no penalty for the

@@ -21,6 +21,9 @@ log = logging.getLogger(__name__)
 
 #: every replacement of a py-libp2p attribute, in the order applied
 PATCHES: tuple[Patch, ...] = pubsub.PATCHES + yamux.PATCHES + service.PATCHES
+#: replacements py-libp2p calls only for a peer that breaks the protocol (applied after
+#: PATCHES; their canaries are tests/net/test_hostile_yamux.py, so they are not in HOOKS)
+GUARDS: tuple[Patch | yamux.WindowEnforcement, ...] = yamux.GUARDS
 #: py-libp2p attributes our subclasses override and our helpers call
 EXPECTS: tuple[Expect, ...] = (
     gossipsub.EXPECTS + ignore.EXPECTS + kad_dht.EXPECTS + swarm.EXPECTS + score.EXPECTS
@@ -42,7 +45,8 @@ def install() -> None:
     Raises:
         UnsupportedLibp2pError: the installed py-libp2p is not a supported version (unless
             ``REPP2P_ALLOW_ANY_LIBP2P=1``), or an attribute a patch replaces, overrides or
-            relies on is missing or has other parameters, or the scorer's sign convention
+            relies on is missing or has other parameters, or yamux no longer keeps its
+            receive windows as the window check expects, or the scorer's sign convention
             changed, or ``Pubsub.push_msg`` no longer penalises a failed validation
             synchronously (the IGNORE verdict relies on it).
     """
@@ -50,16 +54,16 @@ def install() -> None:
     version = check_version()
     if _installed:
         return
-    for patch in PATCHES:
+    for patch in PATCHES + GUARDS:
         patch.check()
     for expect in EXPECTS:
         expect.check()
     score.check_sign_convention()
     ignore.check()
-    for patch in PATCHES:
+    for patch in PATCHES + GUARDS:
         patch.apply()
     _installed = True
-    log.debug("py-libp2p %s patched: %s", version, ", ".join(p.hook for p in PATCHES))
+    log.debug("py-libp2p %s patched: %s", version, ", ".join(p.hook for p in PATCHES + GUARDS))
 
 
 def installed() -> bool:

@@ -1,18 +1,57 @@
-"""Yamux window updates batched as go-yamux does.
+"""Yamux: window updates batched as go-yamux does, receive windows enforced, and a cap on
+the streams a peer may hold open.
 
-py-libp2p 0.8.1 answers every read that leaves the receive window short by less than half
-with a WINDOW_UPDATE frame anyway, so every small gossip message cost a second encrypted
-frame back (measurements: docs/design-notes.md, "Yamux").
+* py-libp2p 0.8.1 answers every read that leaves the receive window short by less than half
+  with a WINDOW_UPDATE frame anyway, so every small gossip message cost a second encrypted
+  frame back (measurements: docs/design-notes.md, "Yamux").
+* It logs, but buffers, DATA beyond a stream's receive window: a peer writing into a stream
+  that is not read grew our memory without bound. A connection whose peer does that is
+  closed (GO_AWAY protocol error), as go-yamux does.
+* It creates a stream (and the swarm a handler task) for every SYN: a peer's inbound
+  streams beyond :data:`MAX_INBOUND_STREAMS` open at once are reset, the connection kept.
 """
 
 from __future__ import annotations
 
+import inspect
+import logging
+import operator
+import struct
 from typing import Any
 
-from libp2p.stream_muxer.yamux.yamux import YamuxStream
+import trio
+from libp2p.stream_muxer.yamux.yamux import (
+    GO_AWAY_PROTOCOL_ERROR,
+    TYPE_GO_AWAY,
+    YAMUX_HEADER_FORMAT,
+    Yamux,
+    YamuxStream,
+)
 
-from repp2p.net.libp2p_compat.guard import Expect
+from repp2p.net.libp2p_compat.guard import Expect, incompatible
+from repp2p.net.libp2p_compat.hooks import count
 from repp2p.net.libp2p_compat.patch import Patch
+
+log = logging.getLogger(__name__)
+
+#: inbound (peer-opened) streams the peer of one connection may hold open at once (see
+#: :func:`held_by_peer`); a further one is reset on arrival. Our own per-protocol caps
+#: come to at most about 270 per peer (task 64; sync, proofs and audit at most 64 each;
+#: feed 2; gossipsub, identify, ping and the DHT a few) and a peer has one connection to us,
+#: so an honest peer stays far below it. Each stream held costs us a handler task and up to
+#: a receive window of buffer (256 KiB until its reader reads).
+MAX_INBOUND_STREAMS = 512
+#: counted (``hook_calls()``, /metrics) when a peer's DATA went past a stream's window
+WINDOW_EXCEEDED = "yamux.receive_window_exceeded"
+#: counted when a stream beyond :data:`MAX_INBOUND_STREAMS` was reset
+STREAM_REFUSED = "yamux.inbound_stream_refused"
+#: how long the GO_AWAY to a peer that broke flow control may wait to be written (its
+#: socket may be full: such a peer need not read); the connection closes either way
+GO_AWAY_WRITE_S = 1.0
+
+# Per-connection state we keep on py-libp2p's Yamux instances (in their __dict__).
+_PROTOCOL_ERROR = "_repp2p_protocol_error"
+_REFUSED = "_repp2p_streams_refused"
 
 
 async def send_window_update_go_style(self: Any, *, bytes_read: int = 0) -> None:
@@ -22,6 +61,9 @@ async def send_window_update_go_style(self: Any, *, bytes_read: int = 0) -> None
     Replaces ``YamuxStream._auto_tune_and_send_window_update`` (called after each read).
     The sender may have a whole window in flight, so a reader that keeps reading never
     stalls it; flow control still holds back a sender whose reader stopped.
+
+    Every increment sent is added to ``recv_window`` first, so our window is never smaller
+    than the one the sender sees (what :func:`set_recv_window` relies on).
 
     Args:
         self: the yamux stream that was read.
@@ -39,6 +81,211 @@ async def send_window_update_go_style(self: Any, *, bytes_read: int = 0) -> None
         await self.send_window_update(increment, skip_lock=True)
 
 
+# --- receive windows enforced ---------------------------------------------------------
+
+
+class ReceiveWindowExceeded(trio.TooSlowError):
+    """A peer sent DATA beyond a stream's receive window; its connection is closed.
+
+    A ``trio.TooSlowError`` because that is what py-libp2p's frame loop
+    (``Yamux.handle_incoming``) closes a connection on, cleanly, in every path a DATA frame
+    comes in by (with SYN, with ACK, plain): it already does so for a frame body that does
+    not arrive in time.
+    """
+
+
+def set_recv_window(stream: Any, value: int) -> None:
+    """The setter of ``YamuxStream.recv_window`` (:data:`ENFORCED_RECV_WINDOW`): refuses
+    a negative window.
+
+    py-libp2p lowers a stream's ``recv_window`` by each DATA frame's length as it buffers
+    the frame, and nowhere else; every credit we send the peer is added to it first. So a
+    negative value means the peer sent more than it was ever allowed: counted, logged, the
+    connection marked (for the GO_AWAY), and :class:`ReceiveWindowExceeded` raised out of
+    the frame loop, which closes the connection. At most one frame (16 MiB, py-libp2p's own
+    bound) beyond the window is ever buffered, and only until the close clears the buffers.
+
+    Args:
+        stream: the yamux stream.
+        value: its new receive window.
+
+    Raises:
+        ReceiveWindowExceeded: ``value`` is negative.
+    """
+    if value < 0:
+        _window_exceeded(stream, -value)
+    stream._repp2p_recv_window = value
+
+
+#: ``YamuxStream.recv_window`` with :func:`set_recv_window`; it is read several times per
+#: frame, so its getter is C (``attrgetter``: about 50 ns a read, against 180 ns for a
+#: Python one). Installed before any stream is made (``install()``, from ``build_host``).
+ENFORCED_RECV_WINDOW = property(operator.attrgetter("_repp2p_recv_window"), set_recv_window)
+
+
+def _window_exceeded(stream: Any, excess: int) -> None:
+    """Count and log a flow-control violation, mark its connection, and raise."""
+    conn = stream.conn
+    count(WINDOW_EXCEEDED)
+    conn.__dict__[_PROTOCOL_ERROR] = True
+    log.info(
+        "yamux: peer %s sent %d bytes beyond the receive window of stream %d; "
+        "closing its connection",
+        conn.peer_id,
+        excess,
+        stream.stream_id,
+    )
+    raise ReceiveWindowExceeded(f"peer exceeded the receive window by {excess} bytes")
+
+
+_cleanup_on_error = Yamux._cleanup_on_error
+_GO_AWAY_PROTOCOL_ERROR = struct.pack(
+    YAMUX_HEADER_FORMAT, 0, TYPE_GO_AWAY, 0, 0, GO_AWAY_PROTOCOL_ERROR
+)
+
+
+async def cleanup_with_go_away(self: Any) -> None:
+    """py-libp2p's ``Yamux._cleanup_on_error``, preceded by a GO_AWAY (protocol error) when
+    the connection is closed because its peer broke flow control, as go-yamux does.
+
+    The GO_AWAY waits at most :data:`GO_AWAY_WRITE_S` (the peer need not read); the rest
+    of the clean-up runs whatever happens to it.
+
+    Args:
+        self: the yamux connection being torn down.
+    """
+    try:
+        if self.__dict__.pop(_PROTOCOL_ERROR, False):
+            with trio.move_on_after(GO_AWAY_WRITE_S):
+                try:
+                    await self._write_frame(_GO_AWAY_PROTOCOL_ERROR)
+                except Exception as exc:  # the connection is going anyway
+                    log.debug("yamux: GO_AWAY to %s not sent: %r", self.peer_id, exc)
+    finally:
+        await _cleanup_on_error(self)
+
+
+def check_window_accounting() -> None:
+    """Check that py-libp2p keeps the receive window as :func:`set_recv_window`
+    expects: in ``YamuxStream.recv_window``, lowered by each DATA frame's length in the
+    frame loop, which closes the connection on ``trio.TooSlowError``.
+
+    Raises:
+        UnsupportedLibp2pError: the source is unavailable or no longer has that shape.
+    """
+    current = vars(YamuxStream).get("recv_window")
+    if current is not None and current is not ENFORCED_RECV_WINDOW:
+        raise incompatible("YamuxStream.recv_window is now a class attribute")
+    try:
+        init = inspect.getsource(YamuxStream.__init__)
+        loop = inspect.getsource(Yamux.handle_incoming)
+    except (OSError, TypeError):
+        raise incompatible("the source of the yamux frame loop is unavailable") from None
+    if "self.recv_window = " not in init:
+        raise incompatible("YamuxStream no longer keeps its receive window in recv_window")
+    # the SYN, ACK and plain DATA paths each lower it by the frame's length
+    if loop.count("recv_window -= len(") < 3:
+        raise incompatible("Yamux.handle_incoming no longer lowers recv_window per frame")
+    handler = loop.rfind("except trio.TooSlowError")
+    if handler < 0 or "self._cleanup_on_error()" not in loop[handler : handler + 400]:
+        raise incompatible("Yamux.handle_incoming no longer closes on trio.TooSlowError")
+
+
+class WindowEnforcement:
+    """Installs :data:`ENFORCED_RECV_WINDOW` on ``YamuxStream`` (checked, idempotent).
+
+    Not a :class:`~repp2p.net.libp2p_compat.patch.Patch`: it replaces an instance
+    attribute, not a function, and py-libp2p calls it on every frame, so it is not counted.
+    """
+
+    hook = "yamux.YamuxStream.recv_window"
+
+    def applied(self) -> bool:
+        """Whether the property is in place."""
+        return vars(YamuxStream).get("recv_window") is ENFORCED_RECV_WINDOW
+
+    def check(self) -> None:
+        """See :func:`check_window_accounting`."""
+        check_window_accounting()
+
+    def apply(self) -> None:
+        """Put the property on ``YamuxStream`` (before any stream is made)."""
+        if not self.applied():
+            YamuxStream.recv_window = ENFORCED_RECV_WINDOW  # type: ignore[assignment]
+
+
+# --- inbound streams capped ----------------------------------------------------------
+
+_accept_stream = Yamux.accept_stream
+
+
+def held_by_peer(conn: Any) -> int:
+    """The streams of ``conn`` its peer opened that still cost us: open on its side, or
+    holding bytes it sent that nobody read (one pass over the connection's streams).
+
+    py-libp2p keeps a reset stream's unread bytes for a minute or more, so those count. A
+    stream the peer closed and we hold empty does not: it can carry nothing more and is
+    ours to close (py-libp2p keeps a stream until both sides closed, and a handler that
+    returns without closing leaves it for the connection's life: counting those would let
+    our own leaks, not the peer, reach the cap).
+
+    Args:
+        conn: a py-libp2p ``Yamux`` connection.
+    """
+    buffers = conn.stream_buffers
+    return sum(
+        1
+        for sid, s in conn.streams.items()
+        if not s.is_initiator and (not (s.recv_closed or s.closed) or buffers.get(sid))
+    )
+
+
+async def accept_stream_capped(self: Any) -> Any:
+    """py-libp2p's ``Yamux.accept_stream``, resetting at once each stream the peer opens
+    beyond :data:`MAX_INBOUND_STREAMS` it holds open (:func:`held_by_peer`); the connection
+    and its other streams go on.
+
+    Counting is free while the connection holds at most that many streams in all
+    (``len(streams)``); only beyond it are the peer's counted, one pass over them.
+
+    Args:
+        self: the yamux connection.
+
+    Returns:
+        The next inbound stream within the cap.
+
+    Raises:
+        MuxedConnUnavailable: the connection closed (py-libp2p's own).
+    """
+    while True:
+        stream = await _accept_stream(self)
+        if len(self.streams) <= MAX_INBOUND_STREAMS or held_by_peer(self) <= MAX_INBOUND_STREAMS:
+            return stream
+        await _refuse(self, stream)
+
+
+async def _refuse(conn: Any, stream: Any) -> None:
+    """Reset ``stream`` and drop what it carried; count it, and log the first per peer."""
+    count(STREAM_REFUSED)
+    refused = conn.__dict__.get(_REFUSED, 0) + 1
+    conn.__dict__[_REFUSED] = refused
+    if refused == 1:
+        log.info(
+            "yamux: peer %s holds %d inbound streams open; resetting those beyond",
+            conn.peer_id,
+            MAX_INBOUND_STREAMS,
+        )
+    try:
+        await stream.reset()
+    except Exception as exc:  # the connection is going: the next accept says so
+        log.debug("yamux: reset of stream %d failed: %r", stream.stream_id, exc)
+    # py-libp2p keeps a reset stream's unread data for a minute; this one had no reader.
+    async with conn.streams_lock:
+        if conn.streams.get(stream.stream_id) is stream:
+            conn.stream_buffers.get(stream.stream_id, bytearray()).clear()
+            conn._finalize_stream_locked(stream, fully_closed=True)
+
+
 PATCHES: tuple[Patch, ...] = (
     Patch(
         "yamux.YamuxStream._auto_tune_and_send_window_update",
@@ -50,5 +297,27 @@ PATCHES: tuple[Patch, ...] = (
             Expect(YamuxStream, "_apply_autotune_epoch", "self, buffered"),
             Expect(YamuxStream, "send_window_update", "self, increment, skip_lock"),
         ),
+    ),
+    Patch(
+        "yamux.Yamux.accept_stream",
+        Expect(Yamux, "accept_stream", "self"),
+        accept_stream_capped,
+        requires=(
+            Expect(YamuxStream, "reset", "self"),
+            Expect(Yamux, "_finalize_stream_locked", "self, stream, *, fully_closed"),
+        ),
+    ),
+)
+
+#: checked and applied with PATCHES, but py-libp2p calls them only for a peer that breaks
+#: the protocol, so they have no canary in the gossip run (tests/net/test_hostile_yamux.py
+#: drives them) and are not in ``HOOKS``
+GUARDS: tuple[Patch | WindowEnforcement, ...] = (
+    WindowEnforcement(),
+    Patch(
+        "yamux.Yamux._cleanup_on_error",
+        Expect(Yamux, "_cleanup_on_error", "self"),
+        cleanup_with_go_away,
+        requires=(Expect(Yamux, "_write_frame", "self, data"),),
     ),
 )
