@@ -197,7 +197,7 @@ def refusal_of(
         result_key=bytes(factories.enclave_key(node.peer_id).verify_key),
         enclave_sig=b"\0" * 64,
         seq=1,
-        expires=far_future(),
+        expires=o.expires,  # type: ignore[attr-defined]  # as the enclave signs it
     )
     key = enclave or factories.enclave_key(node.peer_id)
     body = dataclasses.replace(unsigned, enclave_sig=key.sign(refusal_message(unsigned)).signature)
