@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import hmac
-import ipaddress
 import json
 import logging
 import socket
@@ -52,6 +51,7 @@ from repp2p.gateway.shapes import (
     task_response,
     verification_header,
 )
+from repp2p.net.status_http import parse_host
 
 if TYPE_CHECKING:
     from repp2p.client import Client, TaskResult
@@ -464,21 +464,24 @@ def _check_host(request: Request) -> None:
     A web page the user visits can make its own DNS name resolve to 127.0.0.1 (DNS
     rebinding) and then call the gateway as a same-origin site, reading answers and
     spending the client's tasks; its requests carry that name in ``Host``. An IP literal
-    cannot be rebound, so it and ``localhost`` are the names a token-less gateway answers.
+    cannot be rebound, so it, ``localhost`` and ``*.localhost`` (browsers resolve those to
+    loopback themselves) are the names a token-less gateway answers; parsed as the status
+    endpoint parses it (:func:`repp2p.net.status_http.parse_host`: a malformed Host names
+    nothing).
     """
-    host = request.headers.get("host", "").strip().lower()
-    name = host[1 : host.find("]")] if host.startswith("[") else host.rsplit(":", 1)[0]
-    if name == "localhost":
-        return
+    host = request.headers.get("host", "")
     try:
-        ipaddress.ip_address(name)
-    except ValueError:
-        raise ApiError(
-            ApiReason.UNTRUSTED_HOST,
-            f"requests for host {host[:100]!r} need a bearer token: without one the gateway "
-            "answers only requests to an IP address or localhost (a guard against DNS "
-            "rebinding); configure a token to serve other names",
-        ) from None
+        name, literal = parse_host(host)
+    except ValueError:  # malformed: no name it could be checked against
+        name, literal = "", False
+    if literal or name == "localhost" or name.endswith(".localhost"):
+        return
+    raise ApiError(
+        ApiReason.UNTRUSTED_HOST,
+        f"requests for host {host[:100]!r} need a bearer token: without one the gateway "
+        "answers only requests to an IP address or localhost (a guard against DNS "
+        "rebinding); configure a token to serve other names",
+    )
 
 
 def _check_json(request: Request) -> None:

@@ -289,10 +289,12 @@ def test_input_limits_are_read_once_not_per_request(monkeypatch):
 async def test_without_a_token_only_ip_and_localhost_hosts_are_served():
     # A DNS-rebinding page reaches 127.0.0.1 under its own name, which is in Host.
     async with _http(CueBackend()) as http:
-        for host in ("127.0.0.1:8080", "localhost:8080", "LOCALHOST", "[::1]:8080", "10.0.0.2"):
+        served = ("127.0.0.1:8080", "localhost:8080", "LOCALHOST", "[::1]:8080", "10.0.0.2")
+        for host in (*served, "app.localhost:8080"):
             done = await http.get("/models", headers={"Host": host})
             assert done.status_code == 200, host
-        for host in ("evil.example:8080", "localhost.evil.example", "127.0.0.1.nip.io", ""):
+        refused = ("evil.example:8080", "localhost.evil.example", "127.0.0.1.nip.io", "")
+        for host in (*refused, "[::1", "localhost:port", "evil example"):
             done = await http.get("/models", headers={"Host": host})
             assert done.status_code == 403, host
             error = done.json()["error"]
