@@ -46,7 +46,7 @@ async def test_sigkill_of_the_claimed_node_mid_task_fails_over(tmp_path):
             data_dir=tmp_path / "client",
             network_params=NetworkParams.load("dev", network_file),
         ) as client:  # the devnet's network parameters
-            assert await client.wait_for_nodes("echo", 4, timeout=3 * EPOCH_S) >= 4
+            assert await client.wait_for_nodes("echo", 4, timeout=6 * EPOCH_S) >= 4
             killed: list[str] = []
 
             async def kill_first_claimant() -> None:

@@ -116,7 +116,7 @@ async def test_failover_without_the_feed(tmp_path):
         async with Client.open(
             [devnet.info[0]["addrs"][0]], data_dir=tmp_path / "client", network_params=params
         ) as client:
-            assert await client.wait_for_nodes("echo", 4, timeout=3 * EPOCH_S) >= 4
+            assert await client.wait_for_nodes("echo", 4, timeout=6 * EPOCH_S) >= 4
             killed: list[str] = []
 
             async def kill_first_claimant() -> None:

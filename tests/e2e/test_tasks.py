@@ -29,8 +29,8 @@ async def _client(nodes, tmp_path, count, params=None):
         [nodes[0].addrs()[0]], data_dir=tmp_path / "client", network_params=params or dev_params()
     )
     client = await ctx.__aenter__()
-    with trio.fail_after(3 * EPOCH_S):
-        assert await client.wait_for_nodes("echo", count, timeout=3 * EPOCH_S) >= count
+    with trio.fail_after(7 * EPOCH_S):
+        assert await client.wait_for_nodes("echo", count, timeout=6 * EPOCH_S) >= count
     return ctx, client
 
 

@@ -105,7 +105,10 @@ async def test_nodes_trim_to_their_watermarks_and_gossip_still_reaches_everyone(
         def counts() -> list[int]:
             return [len(n.host.get_connected_peers()) for n in nodes]
 
-        with trio.move_on_after(40):
+        # 7-12 s on a quiet machine; one CI run on a loaded 2-core machine had a node at 2
+        # after 40 s (a node below low re-dials peers that trimmed it last, and they may
+        # trim it again): the wait ends as soon as every node is within bounds.
+        with trio.move_on_after(75):
             # The bootstrap starts with everyone; trimming brings every node within
             # [low, high]: with 7 nodes of degree >= 3 the graph cannot be split.
             while not all(3 <= c <= 4 for c in counts()):
