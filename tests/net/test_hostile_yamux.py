@@ -37,6 +37,7 @@ from repp2p.net.libp2p_compat.yamux import (
     WINDOW_EXCEEDED,
     held_by_peer,
 )
+from repp2p.testing.waits import until
 
 LOCAL = multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")
 SINK = "/test/yamux-sink/1"  # reads once, then holds the stream unread
@@ -62,15 +63,6 @@ def _yamux(host: Any, peer: Any) -> Any:
     """``host``'s yamux connection to ``peer`` (one per peer: build_host)."""
     [conn] = host.get_network().get_connections(peer.get_id())
     return conn.muxed_conn
-
-
-async def _until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    try:
-        with trio.fail_after(timeout):
-            while not predicate():
-                await trio.sleep(0.02)
-    except trio.TooSlowError:
-        raise AssertionError(f"not within {timeout} s: {what}") from None
 
 
 class _PeakBuffer(bytearray):
@@ -149,7 +141,7 @@ async def test_data_past_a_streams_window_closes_the_connection():
             stream = await attacker.new_stream(victim.get_id(), [SINK])
             sid = stream.muxed_stream.stream_id
             mux, target = _yamux(attacker, victim), _yamux(victim, attacker)
-            await _until(lambda: sid in target.stream_buffers, 10, "the victim has the stream")
+            await until(lambda: sid in target.stream_buffers, 10, "the victim has the stream")
             buffer = _PeakBuffer(target.stream_buffers[sid])
             target.stream_buffers[sid] = buffer
             sent_headers = _spy_frames(target)
@@ -161,8 +153,8 @@ async def test_data_past_a_streams_window_closes_the_connection():
                     break
                 sent += FRAME
                 await trio.sleep(0)
-            await _until(lambda: target.is_closed, 10, "the victim closes the connection")
-            await _until(
+            await until(lambda: target.is_closed, 10, "the victim closes the connection")
+            await until(
                 lambda: attacker.get_id() not in victim.get_connected_peers(),
                 10,
                 "the victim drops the peer",
@@ -191,10 +183,10 @@ async def test_a_stream_opened_with_more_data_than_its_window_closes_the_connect
                 await mux._write_frame(_data(sid, b"\0" * (DEFAULT_WINDOW_SIZE + extra), FLAG_SYN))
                 if not extra:
                     # its ACK is written once the frame is in the stream's buffer and window
-                    await _until(lambda sid=sid: _acked(sent_headers, sid), 10, "the stream's ACK")
+                    await until(lambda sid=sid: _acked(sent_headers, sid), 10, "the stream's ACK")
                     assert not target.is_closed
                     assert hook_calls().get(WINDOW_EXCEEDED, 0) == before
-            await _until(lambda: target.is_closed, 10, "the victim closes the connection")
+            await until(lambda: target.is_closed, 10, "the victim closes the connection")
     assert hook_calls().get(WINDOW_EXCEEDED, 0) == before + 1
 
 
@@ -236,8 +228,8 @@ async def test_honest_traffic_never_trips_the_window_check():
                 await big.write(b"\x01" * (1024 * 1024))
             for _ in range(2000):
                 await small.write(b"\x02" * 600)
-            await _until(lambda: got[BULK] == 8 * 1024 * 1024, 20, "8 MiB read")
-            await _until(lambda: got[DRAIN] == 2000 * 600, 20, "2000 messages read")
+            await until(lambda: got[BULK] == 8 * 1024 * 1024, 20, "8 MiB read")
+            await until(lambda: got[DRAIN] == 2000 * 600, 20, "2000 messages read")
             target = _yamux(victim, sender)
             window = target.streams[sid]
 
@@ -250,7 +242,7 @@ async def test_honest_traffic_never_trips_the_window_check():
             stop.set()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(fill)
-                await _until(
+                await until(
                     lambda: big.muxed_stream.send_window == 0 and window.recv_window == 0,
                     20,
                     "the sender fills the stopped reader's window",
@@ -260,7 +252,7 @@ async def test_honest_traffic_never_trips_the_window_check():
                 assert hook_calls().get(WINDOW_EXCEEDED, 0) == before
                 assert window.target_recv_window >= DEFAULT_WINDOW_SIZE
                 await _yamux(sender, victim)._write_frame(_data(sid, b"\x04"))
-                await _until(lambda: target.is_closed, 10, "the victim closes the connection")
+                await until(lambda: target.is_closed, 10, "the victim closes the connection")
                 nursery.cancel_scope.cancel()
         release.set()
     assert hook_calls().get(WINDOW_EXCEEDED, 0) == before + 1
@@ -281,7 +273,7 @@ async def test_inbound_streams_beyond_the_cap_are_reset():
         mux, target = _yamux(attacker, victim), _yamux(victim, attacker)
         # py-libp2p's own opener waits beyond 256 streams open; a hostile one need not
         mux.stream_backlog_semaphore = trio.Semaphore(4 * MAX_INBOUND_STREAMS)
-        await _until(lambda: held_by_peer(target) == 0, 10, "identify done")
+        await until(lambda: held_by_peer(target) == 0, 10, "identify done")
         held, refused = [], 0
         with trio.fail_after(120):
             for _ in range(MAX_INBOUND_STREAMS + 50):
@@ -297,7 +289,7 @@ async def test_inbound_streams_beyond_the_cap_are_reset():
                 assert await stream.read(64) == b"ping"
             for stream in held[:10]:
                 await stream.close()
-            await _until(
+            await until(
                 lambda: held_by_peer(target) <= MAX_INBOUND_STREAMS - 10, 20, "10 streams closed"
             )
             assert await _echoes(attacker, victim)

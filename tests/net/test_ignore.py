@@ -36,6 +36,7 @@ from repp2p.node.pipeline import STORE_FAILED, RecordPipeline
 from repp2p.records import Heartbeat, Outcome, SignedRecord, encode
 from repp2p.store import SqliteRecordStore
 from repp2p.testing import factories
+from repp2p.testing.waits import until
 
 pytestmark = pytest.mark.slow
 LOCAL = multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")
@@ -79,15 +80,6 @@ class Victim(Peer):
         return self.store.get(hashlib.sha256(data).digest()) is not None
 
 
-async def _until(predicate: Any, timeout: float, what: str) -> None:
-    try:
-        with trio.fail_after(timeout):
-            while not predicate():
-                await trio.sleep(0.05)
-    except trio.TooSlowError:
-        raise AssertionError(f"not within {timeout} s: {what}") from None
-
-
 @contextlib.asynccontextmanager
 async def _network(tmp_path: Any, senders: int) -> AsyncIterator[tuple[Victim, list[Peer]]]:
     """A victim and ``senders`` peers, each connected to the victim only, all subscribed."""
@@ -129,7 +121,7 @@ async def _network(tmp_path: Any, senders: int) -> AsyncIterator[tuple[Victim, l
                 addr = f"{victim.host.get_addrs()[0]}/p2p/{victim.host.get_id().to_base58()}"
                 await peer.host.connect(info_from_p2p_addr(multiaddr.Multiaddr(addr)))
         for peer in others:
-            await _until(
+            await until(
                 lambda peer=peer: victim.host.get_id() in peer.pubsub.peer_topics.get(TOPIC, ()),
                 10,
                 "a sender knows the victim's subscription",
@@ -155,11 +147,11 @@ async def test_stale_records_cost_the_forwarder_nothing(tmp_path):
         signer = factories.identity("stale-signer")
         newest = _heartbeat(signer, epoch=7, seq=1000)
         await _publish(sender, [newest])
-        await _until(lambda: victim.holds(newest), 10, "the newest heartbeat is stored")
+        await until(lambda: victim.holds(newest), 10, "the newest heartbeat is stored")
 
         stale = [_heartbeat(signer, epoch=7, seq=seq, load=seq) for seq in range(1, 21)]
         await _publish(sender, stale)
-        await _until(lambda: victim.pubsub.ignored == 20, 10, ALL_JUDGED)
+        await until(lambda: victim.pubsub.ignored == 20, 10, ALL_JUDGED)
         assert victim.judged[-20:] == stale
         assert victim.pubsub.excused == 20
         assert victim.invalid(sender) == 0
@@ -168,7 +160,7 @@ async def test_stale_records_cost_the_forwarder_nothing(tmp_path):
 
         newer = _heartbeat(signer, epoch=7, seq=2000)
         await _publish(sender, [newer])
-        await _until(lambda: victim.holds(newer), 10, "the sender's next record is stored")
+        await until(lambda: victim.holds(newer), 10, "the sender's next record is stored")
         assert not victim.holds(newest)  # replaced
 
 
@@ -180,7 +172,7 @@ async def test_a_failing_store_blames_no_forwarder(tmp_path):
         victim.store.failing = True
         records = [_heartbeat(signer, epoch=epoch, seq=1) for epoch in range(1, 21)]
         await _publish(sender, records)
-        await _until(lambda: victim.pubsub.ignored == 20, 10, ALL_JUDGED)
+        await until(lambda: victim.pubsub.ignored == 20, 10, ALL_JUDGED)
         assert not any(victim.holds(data) for data in records)
         assert victim.pubsub.excused == 20 and victim.invalid(sender) == 0
         assert victim.score(sender) >= 0, f"our store failure cost {victim.score(sender):+.0f}"
@@ -189,7 +181,7 @@ async def test_a_failing_store_blames_no_forwarder(tmp_path):
         victim.store.failing = False
         recovered = _heartbeat(signer, epoch=21, seq=1)
         await _publish(sender, [recovered])
-        await _until(lambda: victim.holds(recovered), 10, "a record after recovery is stored")
+        await until(lambda: victim.holds(recovered), 10, "a record after recovery is stored")
 
 
 async def test_the_validation_cache_excuses_a_second_forwarder_too(tmp_path):
@@ -200,22 +192,22 @@ async def test_the_validation_cache_excuses_a_second_forwarder_too(tmp_path):
         signer = factories.identity("cache-signer")
         newest = _heartbeat(signer, epoch=3, seq=1000)
         await _publish(first, [newest])
-        await _until(lambda: victim.holds(newest), 10, "the newest heartbeat is stored")
+        await until(lambda: victim.holds(newest), 10, "the newest heartbeat is stored")
 
         stale = _heartbeat(signer, epoch=3, seq=1)
         await _publish(first, [stale])
-        await _until(lambda: victim.pubsub.excused == 1, 10, "the first forwarder excused")
+        await until(lambda: victim.pubsub.excused == 1, 10, "the first forwarder excused")
         await _publish(second, [stale])  # the same data: one message ID
-        await _until(lambda: victim.pubsub.excused == 2, 10, "the second forwarder excused")
+        await until(lambda: victim.pubsub.excused == 2, 10, "the second forwarder excused")
         assert victim.judged.count(stale) == 1  # the second answer came from the cache
         assert victim.pubsub.ignored == 1
         assert victim.invalid(first) == victim.invalid(second) == 0
 
         junk = b"\xa1\x00"  # malformed: REJECT
         await _publish(first, [junk])
-        await _until(lambda: victim.invalid(first) > 0, 10, "the first forwarder penalised")
+        await until(lambda: victim.invalid(first) > 0, 10, "the first forwarder penalised")
         await _publish(second, [junk])
-        await _until(lambda: victim.invalid(second) > 0, 10, "the second forwarder penalised")
+        await until(lambda: victim.invalid(second) > 0, 10, "the second forwarder penalised")
         assert victim.judged.count(junk) == 1  # from the cache, and still a penalty
         assert victim.pubsub.excused == 2
         assert victim.score(first) < 0 and victim.score(second) < 0
@@ -230,9 +222,9 @@ async def test_a_judge_that_raises_stops_neither_pubsub_nor_blames_the_forwarder
         poison = _heartbeat(signer, epoch=1, seq=1)
         victim.crash_on.add(poison)
         await _publish(sender, [poison])
-        await _until(lambda: victim.pubsub.judge_errors == 1, 10, "the poison was judged")
+        await until(lambda: victim.pubsub.judge_errors == 1, 10, "the poison was judged")
         assert not victim.holds(poison)
         assert victim.pubsub.ignored == 1 and victim.invalid(sender) == 0
         after = _heartbeat(signer, epoch=2, seq=1)
         await _publish(sender, [after])
-        await _until(lambda: victim.holds(after), 10, "a record after the poison is stored")
+        await until(lambda: victim.holds(after), 10, "a record after the poison is stored")

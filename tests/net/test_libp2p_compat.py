@@ -55,6 +55,7 @@ from repp2p.net.libp2p_compat.score import check_sign_convention
 from repp2p.net.params import GossipParams
 from repp2p.net.topics import TOPICS
 from repp2p.net.verdict import Verdict
+from repp2p.testing.waits import until
 
 LOCAL = multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")
 TOPIC = TOPICS["heartbeats"]
@@ -70,15 +71,6 @@ def _info(host: Any) -> PeerInfo:
     return info_from_p2p_addr(
         multiaddr.Multiaddr(f"{host.get_addrs()[0]}/p2p/{host.get_id().to_base58()}")
     )
-
-
-async def _until(predicate: Any, timeout: float, what: str) -> None:
-    try:
-        with trio.fail_after(timeout):
-            while not predicate():
-                await trio.sleep(0.05)
-    except trio.TooSlowError:
-        raise AssertionError(f"not within {timeout} s: {what}") from None
 
 
 # --- importing patches nothing; install() patches, once ------------------------------
@@ -349,7 +341,7 @@ async def _server_and_client(server_dht: type[KadDHT]) -> AsyncIterator[tuple[An
                 except Exception:  # not in the peerstore yet
                     return False
 
-            await _until(identified, 10, "identify of the client")
+            await until(identified, 10, "identify of the client")
             yield server_host, server, client_host, client
 
 
@@ -360,7 +352,7 @@ async def test_canary_kad_dht_add_peer_keeps_clients_out():
         assert await client.add_peer(server_host.get_id())
         with trio.fail_after(10):
             await client.refresh_routing_table()  # FIND_NODE queries to the server
-        await _until(lambda: hook_calls().get(KAD_HOOK, 0) > before, 10, f"a call of {KAD_HOOK}")
+        await until(lambda: hook_calls().get(KAD_HOOK, 0) > before, 10, f"a call of {KAD_HOOK}")
         assert client_host.get_id() not in routing_table_peers(server)
 
 
@@ -381,14 +373,14 @@ async def test_swarm_helpers_on_real_connections():
         started = time.time()
         with trio.fail_after(10):
             await a.connect(_info(b))
-        await _until(lambda: a.get_id() in b.get_connected_peers(), 10, "b sees the connection")
+        await until(lambda: a.get_id() in b.get_connected_peers(), 10, "b sees the connection")
         [dialled] = a.get_network().get_connections(b.get_id())
         [accepted] = b.get_network().get_connections(a.get_id())
         assert started - 1.0 <= opened_at(dialled) <= time.time()
         assert is_outbound(dialled) and not is_outbound(accepted)
         close_in_background(a, dialled)
-        await _until(lambda: b.get_id() not in a.get_connected_peers(), 10, "a closed it")
-        await _until(lambda: a.get_id() not in b.get_connected_peers(), 10, "b saw it close")
+        await until(lambda: b.get_id() not in a.get_connected_peers(), 10, "a closed it")
+        await until(lambda: a.get_id() not in b.get_connected_peers(), 10, "b saw it close")
 
 
 # --- P4: an invalid record costs its forwarder score (py-libp2p's sign convention) ----
@@ -425,7 +417,7 @@ async def test_a_peer_sending_invalid_records_loses_score_and_is_gated():
                     await pubsub.wait_until_ready()
                     await pubsub.subscribe(TOPIC)
                 await attacker.connect(_info(victim))
-            await _until(
+            await until(
                 lambda: victim.get_id() in a_pubsub.peer_topics.get(TOPIC, ()),
                 10,
                 "the attacker knows the victim's subscription",
@@ -438,7 +430,7 @@ async def test_a_peer_sending_invalid_records_loses_score_and_is_gated():
             def score() -> float:
                 return scorer.score(me, [TOPIC])
 
-            await _until(
+            await until(
                 lambda: score() < 0 or len(validated) == 20, 10, "the junk reached the victim"
             )
             await trio.sleep(0.5)  # the rest of the junk arrives (and is gated)
@@ -479,7 +471,7 @@ async def test_canary_py_libp2p_calls_the_scorer_hook_we_excuse():
                     await pubsub.wait_until_ready()
                     await pubsub.subscribe(TOPIC)
                 await sender.connect(_info(victim))
-            await _until(
+            await until(
                 lambda: victim.get_id() in s_pubsub.peer_topics.get(TOPIC, ()),
                 10,
                 "the sender knows the victim's subscription",
@@ -489,7 +481,7 @@ async def test_canary_py_libp2p_calls_the_scorer_hook_we_excuse():
                 for i in range(3):
                     await s_pubsub.publish(TOPIC, f"ignore-{i}".encode())
                 await s_pubsub.publish(TOPIC, b"reject")
-            await _until(
+            await until(
                 lambda: hook_calls().get(PENALTY_HOOK, 0) - before >= 4,
                 10,
                 f"py-libp2p calls {PENALTY_HOOK} for each failed validation",
