@@ -3,8 +3,9 @@
 
 py-libp2p 0.8.1 buffered DATA beyond a stream's receive window (logging it) and opened a
 stream for every SYN: the victim closes a connection whose peer breaks flow control (with a
-GO_AWAY, as go-yamux does) and resets a peer's streams beyond MAX_INBOUND_STREAMS open,
-while honest traffic, up to the last byte of an auto-tuned window, never trips either
+GO_AWAY, as go-yamux does), resets a peer's streams beyond MAX_INBOUND_STREAMS open and
+closes a connection holding more than MAX_CONNECTION_BUFFERED unread over all its streams,
+while honest traffic, up to the last byte of an auto-tuned window, never trips them
 (repp2p.net.libp2p_compat.yamux; docs/design-notes.md, "Yamux"). Every wait is bounded.
 """
 
@@ -22,6 +23,7 @@ from libp2p.stream_muxer.yamux.yamux import (
     DEFAULT_WINDOW_SIZE,
     FLAG_ACK,
     FLAG_SYN,
+    GO_AWAY_INTERNAL_ERROR,
     GO_AWAY_PROTOCOL_ERROR,
     TYPE_DATA,
     TYPE_GO_AWAY,
@@ -30,11 +32,14 @@ from libp2p.stream_muxer.yamux.yamux import (
 
 from repp2p.identity import Identity
 from repp2p.net.host import build_host
-from repp2p.net.libp2p_compat import hook_calls
+from repp2p.net.libp2p_compat import hook_calls, yamux
 from repp2p.net.libp2p_compat.yamux import (
+    CONNECTION_BUFFER_EXCEEDED,
+    MAX_CONNECTION_BUFFERED,
     MAX_INBOUND_STREAMS,
     STREAM_REFUSED,
     WINDOW_EXCEEDED,
+    connection_buffered,
     held_by_peer,
 )
 from repp2p.testing.waits import until
@@ -88,11 +93,12 @@ def _spy_frames(mux: Any) -> list[bytes]:
     return headers
 
 
+def _go_away(headers: list[bytes], code: int) -> bool:
+    return any(struct.unpack(YAMUX_HEADER_FORMAT, h)[1::3] == (TYPE_GO_AWAY, code) for h in headers)
+
+
 def _go_away_protocol_error(headers: list[bytes]) -> bool:
-    return any(
-        struct.unpack(YAMUX_HEADER_FORMAT, h)[1::3] == (TYPE_GO_AWAY, GO_AWAY_PROTOCOL_ERROR)
-        for h in headers
-    )
+    return _go_away(headers, GO_AWAY_PROTOCOL_ERROR)
 
 
 def _acked(headers: list[bytes], stream_id: int) -> bool:
@@ -294,3 +300,91 @@ async def test_inbound_streams_beyond_the_cap_are_reset():
             )
             assert await _echoes(attacker, victim)
         release.set()
+
+
+async def _fill_windows(attacker: Any, victim: Any, streams: int) -> tuple[Any, list[bytes], int]:
+    """``attacker`` opens ``streams`` streams to ``victim``'s sink and fills each one's
+    window to its last byte, within flow control (raw frames, so that nothing waits on a
+    window update). The victim's connection, the headers it writes from then on, and the
+    bytes sent in raw frames."""
+    mux, target = _yamux(attacker, victim), _yamux(victim, attacker)
+    sent_headers = _spy_frames(target)
+    sent = 0
+    for _ in range(streams):
+        if target.is_closed:
+            break
+        try:
+            stream = await attacker.new_stream(victim.get_id(), [SINK])
+            sid = stream.muxed_stream.stream_id
+            await stream.write(b"x")  # the one byte the sink reads
+            await until(lambda sid=sid: sid in target.streams, 10, "the victim has the stream")
+            # what is left of the window after the protocol negotiation and that byte
+            left = stream.muxed_stream.send_window
+            while left:
+                n = min(FRAME, left)
+                await mux._write_frame(_data(sid, b"\xbb" * n))
+                left -= n
+                sent += n
+        except Exception:  # the victim closed the connection under us
+            break
+    return target, sent_headers, sent
+
+
+async def test_a_peer_cannot_fill_every_streams_window_unread(monkeypatch):
+    """Within each stream's window and the stream cap, a peer could make the victim hold
+    512 full windows unread: 128 MiB per connection. The victim closes a connection that
+    holds more than MAX_CONNECTION_BUFFERED unread (GO_AWAY internal error), having held
+    at most that, an audit's bytes and a frame more; its peer may reconnect."""
+    victim, attacker = build_host(Identity.generate()), build_host(Identity.generate())
+    release = trio.Event()
+    before = hook_calls().get(CONNECTION_BUFFER_EXCEEDED, 0)
+    peak = 0
+    streams = MAX_CONNECTION_BUFFERED // DEFAULT_WINDOW_SIZE + 16
+    async with victim.run([LOCAL]), attacker.run([LOCAL]):
+        for protocol, handler in _handlers(release).items():
+            victim.set_stream_handler(protocol, handler)
+        await _connect(attacker, victim)
+        with trio.fail_after(120):
+
+            def measured(conn: Any) -> int:  # what each of the victim's sums found
+                nonlocal peak
+                held = connection_buffered(conn)
+                peak = max(peak, held)
+                return held
+
+            monkeypatch.setattr(yamux, "connection_buffered", measured)
+            target, sent_headers, _ = await _fill_windows(attacker, victim, streams)
+            await until(lambda: target.is_closed, 10, "the victim closes the connection")
+            monkeypatch.undo()
+            await until(
+                lambda: attacker.get_id() not in victim.get_connected_peers(),
+                10,
+                "the victim drops the peer",
+            )
+            await _connect(attacker, victim)
+            assert await _echoes(attacker, victim)
+        release.set()
+    assert hook_calls().get(CONNECTION_BUFFER_EXCEEDED, 0) == before + 1
+    assert MAX_CONNECTION_BUFFERED < peak <= MAX_CONNECTION_BUFFERED + 2 * 1024 * 1024
+    assert _go_away(sent_headers, GO_AWAY_INTERNAL_ERROR)
+
+
+async def test_full_windows_below_the_connection_bound_are_held():
+    """The same peer filling fewer windows than the bound allows keeps its connection and
+    every byte it sent: the bound closes only what holds more."""
+    victim, attacker = build_host(Identity.generate()), build_host(Identity.generate())
+    release = trio.Event()
+    before = hook_calls().get(CONNECTION_BUFFER_EXCEEDED, 0)
+    streams = MAX_CONNECTION_BUFFERED // DEFAULT_WINDOW_SIZE - 8
+    async with victim.run([LOCAL]), attacker.run([LOCAL]):
+        for protocol, handler in _handlers(release).items():
+            victim.set_stream_handler(protocol, handler)
+        await _connect(attacker, victim)
+        with trio.fail_after(120):
+            target, _, sent = await _fill_windows(attacker, victim, streams)
+            assert sent > streams * (DEFAULT_WINDOW_SIZE - 1024)
+            await until(lambda: connection_buffered(target) >= sent, 20, "all of it held")
+            assert not target.is_closed
+            assert await _echoes(attacker, victim)
+        release.set()
+    assert hook_calls().get(CONNECTION_BUFFER_EXCEEDED, 0) == before

@@ -9,6 +9,9 @@ the streams a peer may hold open.
   closed (GO_AWAY protocol error), as go-yamux does.
 * It creates a stream (and the swarm a handler task) for every SYN: a peer's inbound
   streams beyond :data:`MAX_INBOUND_STREAMS` open at once are reset, the connection kept.
+* Within both, a peer could still fill every stream's window unread: 512 x 256 KiB,
+  128 MiB per connection. A connection whose peer keeps more than
+  :data:`MAX_CONNECTION_BUFFERED` unread here is closed (GO_AWAY internal error).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any
 
 import trio
 from libp2p.stream_muxer.yamux.yamux import (
+    GO_AWAY_INTERNAL_ERROR,
     GO_AWAY_PROTOCOL_ERROR,
     TYPE_GO_AWAY,
     YAMUX_HEADER_FORMAT,
@@ -45,12 +49,26 @@ MAX_INBOUND_STREAMS = 512
 WINDOW_EXCEEDED = "yamux.receive_window_exceeded"
 #: counted when a stream beyond :data:`MAX_INBOUND_STREAMS` was reset
 STREAM_REFUSED = "yamux.inbound_stream_refused"
+#: bytes received and not yet read, over all the streams of one connection, that its peer
+#: may make us hold: 128 full default windows. An honest peer stays far below: our
+#: handlers read as data comes, and even 64 task streams (our per-peer cap) each with a
+#: full window unread come to 16 MiB. Without it, the caps above allowed 128 MiB per
+#: connection (512 streams x 256 KiB), more with auto-tuned windows.
+MAX_CONNECTION_BUFFERED = 32 * 1024 * 1024
+#: the connection's buffers are summed after each this many bytes of DATA it received, so
+#: a connection never holds more than the bound plus this plus one frame, and the sum
+#: (one pass over its streams) costs nothing per frame
+BUFFER_AUDIT_BYTES = 1024 * 1024
+#: counted (``hook_calls()``, /metrics) when a connection was closed for holding more
+#: than :data:`MAX_CONNECTION_BUFFERED` unread
+CONNECTION_BUFFER_EXCEEDED = "yamux.connection_buffer_exceeded"
 #: how long the GO_AWAY to a peer that broke flow control may wait to be written (its
 #: socket may be full: such a peer need not read); the connection closes either way
 GO_AWAY_WRITE_S = 1.0
 
 # Per-connection state we keep on py-libp2p's Yamux instances (in their __dict__).
-_PROTOCOL_ERROR = "_repp2p_protocol_error"
+_GO_AWAY_CODE = "_repp2p_go_away_code"  # the GO_AWAY to send as it closes, if any
+_ARRIVED = "_repp2p_arrived"  # DATA bytes since the last sum of its buffers
 _REFUSED = "_repp2p_streams_refused"
 
 
@@ -114,7 +132,15 @@ def set_recv_window(stream: Any, value: int) -> None:
     """
     if value < 0:
         _window_exceeded(stream, -value)
+    old = stream.__dict__.get("_repp2p_recv_window")
     stream._repp2p_recv_window = value
+    if old is not None and value < old:  # a DATA frame, just added to the stream's buffer
+        conn = stream.conn
+        arrived = conn.__dict__.get(_ARRIVED, 0) + old - value
+        if arrived >= BUFFER_AUDIT_BYTES:
+            arrived = 0
+            _check_connection_buffers(conn)
+        conn.__dict__[_ARRIVED] = arrived
 
 
 #: ``YamuxStream.recv_window`` with :func:`set_recv_window`; it is read several times per
@@ -127,7 +153,7 @@ def _window_exceeded(stream: Any, excess: int) -> None:
     """Count and log a flow-control violation, mark its connection, and raise."""
     conn = stream.conn
     count(WINDOW_EXCEEDED)
-    conn.__dict__[_PROTOCOL_ERROR] = True
+    conn.__dict__[_GO_AWAY_CODE] = GO_AWAY_PROTOCOL_ERROR
     log.info(
         "yamux: peer %s sent %d bytes beyond the receive window of stream %d; "
         "closing its connection",
@@ -138,15 +164,48 @@ def _window_exceeded(stream: Any, excess: int) -> None:
     raise ReceiveWindowExceeded(f"peer exceeded the receive window by {excess} bytes")
 
 
+class ConnectionBufferExceeded(trio.TooSlowError):
+    """A peer kept more than :data:`MAX_CONNECTION_BUFFERED` unread here over all the
+    streams of its connection (each within its window); the connection is closed.
+
+    A ``trio.TooSlowError`` for the reason :class:`ReceiveWindowExceeded` is.
+    """
+
+
+def connection_buffered(conn: Any) -> int:
+    """Bytes the connection ``conn`` received and holds unread, over all its streams."""
+    return sum(map(len, conn.stream_buffers.values()))
+
+
+def _check_connection_buffers(conn: Any) -> None:
+    """Close ``conn`` (raise out of its frame loop) if it holds more than the bound."""
+    held = connection_buffered(conn)
+    if held <= MAX_CONNECTION_BUFFERED:
+        return
+    count(CONNECTION_BUFFER_EXCEEDED)
+    # not a protocol error: each stream kept to its window; we will not hold that much
+    conn.__dict__[_GO_AWAY_CODE] = GO_AWAY_INTERNAL_ERROR
+    log.info(
+        "yamux: peer %s keeps %d bytes unread over %d streams (at most %d); closing its connection",
+        conn.peer_id,
+        held,
+        len(conn.streams),
+        MAX_CONNECTION_BUFFERED,
+    )
+    raise ConnectionBufferExceeded(f"peer keeps {held} bytes unread on one connection")
+
+
 _cleanup_on_error = Yamux._cleanup_on_error
-_GO_AWAY_PROTOCOL_ERROR = struct.pack(
-    YAMUX_HEADER_FORMAT, 0, TYPE_GO_AWAY, 0, 0, GO_AWAY_PROTOCOL_ERROR
-)
+
+
+def _go_away(code: int) -> bytes:
+    return struct.pack(YAMUX_HEADER_FORMAT, 0, TYPE_GO_AWAY, 0, 0, code)
 
 
 async def cleanup_with_go_away(self: Any) -> None:
-    """py-libp2p's ``Yamux._cleanup_on_error``, preceded by a GO_AWAY (protocol error) when
-    the connection is closed because its peer broke flow control, as go-yamux does.
+    """py-libp2p's ``Yamux._cleanup_on_error``, preceded by a GO_AWAY when we close the
+    connection because of its peer: protocol error when it broke flow control (as go-yamux
+    does), internal error when it kept too much unread.
 
     The GO_AWAY waits at most :data:`GO_AWAY_WRITE_S` (the peer need not read); the rest
     of the clean-up runs whatever happens to it.
@@ -155,10 +214,11 @@ async def cleanup_with_go_away(self: Any) -> None:
         self: the yamux connection being torn down.
     """
     try:
-        if self.__dict__.pop(_PROTOCOL_ERROR, False):
+        code = self.__dict__.pop(_GO_AWAY_CODE, None)
+        if code is not None:
             with trio.move_on_after(GO_AWAY_WRITE_S):
                 try:
-                    await self._write_frame(_GO_AWAY_PROTOCOL_ERROR)
+                    await self._write_frame(_go_away(code))
                 except Exception as exc:  # the connection is going anyway
                     log.debug("yamux: GO_AWAY to %s not sent: %r", self.peer_id, exc)
     finally:
