@@ -4,8 +4,9 @@
 py-libp2p 0.8.1 buffered DATA beyond a stream's receive window (logging it) and opened a
 stream for every SYN: the victim closes a connection whose peer breaks flow control (with a
 GO_AWAY, as go-yamux does), resets a peer's streams beyond MAX_INBOUND_STREAMS open and
-closes a connection holding more than MAX_CONNECTION_BUFFERED unread over all its streams,
-while honest traffic, up to the last byte of an auto-tuned window, never trips them
+closes a connection holding more than MAX_CONNECTION_BUFFERED unread over all its streams
+(and the heaviest connections while the process holds more than MAX_TOTAL_BUFFERED), while
+honest traffic, up to the last byte of an auto-tuned window, never trips them
 (repp2p.net.libp2p_compat.yamux; docs/design-notes.md, "Yamux"). Every wait is bounded.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import struct
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -38,6 +40,7 @@ from repp2p.net.libp2p_compat.yamux import (
     MAX_CONNECTION_BUFFERED,
     MAX_INBOUND_STREAMS,
     STREAM_REFUSED,
+    TOTAL_BUFFER_EXCEEDED,
     WINDOW_EXCEEDED,
     connection_buffered,
     held_by_peer,
@@ -388,3 +391,44 @@ async def test_full_windows_below_the_connection_bound_are_held():
             assert await _echoes(attacker, victim)
         release.set()
     assert hook_calls().get(CONNECTION_BUFFER_EXCEEDED, 0) == before
+
+
+async def test_the_heaviest_connections_go_when_the_process_holds_too_much(monkeypatch):
+    """Each within its own bound, many connections together could hold 32 MiB each: 2 GiB
+    at 64 connections. Past MAX_TOTAL_BUFFERED in all (6 MiB here) the heaviest are closed
+    until the rest hold no more, whichever connection is receiving: a peer that filled 16
+    windows (4 MiB) and went quiet is closed (GO_AWAY internal error) once a second peer's
+    14 (3.5 MiB) take the total past the bound; the second, lighter, keeps its connection
+    and every byte, and an honest peer is served."""
+    monkeypatch.setattr(yamux, "MAX_TOTAL_BUFFERED", 6 * 1024 * 1024)
+    # the connections of earlier tests' hosts, stopped but not yet collected, left out
+    monkeypatch.setattr(yamux, "_BUFFERED", weakref.WeakKeyDictionary())
+    victim, first, second, honest = (build_host(Identity.generate()) for _ in range(4))
+    release = trio.Event()
+    before = hook_calls().get(TOTAL_BUFFER_EXCEEDED, 0)
+    async with contextlib.AsyncExitStack() as stack:
+        for host in (victim, first, second, honest):
+            await stack.enter_async_context(host.run([LOCAL]))
+        for protocol, handler in _handlers(release).items():
+            victim.set_stream_handler(protocol, handler)
+        for peer in (first, second, honest):
+            await _connect(peer, victim)
+        with trio.fail_after(120):
+            heavy, heavy_headers, _ = await _fill_windows(first, victim, 16)
+            await until(lambda: connection_buffered(heavy) > 3 * 1024 * 1024, 10, "held")
+            assert not heavy.is_closed
+            light, _, sent = await _fill_windows(second, victim, 14)
+            await until(lambda: heavy.is_closed, 10, "the heaviest connection closed")
+            await until(
+                lambda: first.get_id() not in victim.get_connected_peers(),
+                10,
+                "the victim drops the heaviest peer",
+            )
+            await until(lambda: connection_buffered(light) >= sent, 20, "the lighter held")
+            assert not light.is_closed
+            assert yamux.total_buffered() <= yamux.MAX_TOTAL_BUFFERED
+            assert await _echoes(honest, victim)
+            assert await _echoes(second, victim)
+        release.set()
+    assert hook_calls().get(TOTAL_BUFFER_EXCEEDED, 0) == before + 1
+    assert _go_away(heavy_headers, GO_AWAY_INTERNAL_ERROR)

@@ -12,6 +12,9 @@ the streams a peer may hold open.
 * Within both, a peer could still fill every stream's window unread: 512 x 256 KiB,
   128 MiB per connection. A connection whose peer keeps more than
   :data:`MAX_CONNECTION_BUFFERED` unread here is closed (GO_AWAY internal error).
+* Within that, many connections could each hold their 32 MiB (2 GiB at 64 connections):
+  when the process holds more than :data:`MAX_TOTAL_BUFFERED` unread over all its
+  connections, the heaviest are closed the same way until it does not.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import inspect
 import logging
 import operator
 import struct
+import weakref
 from typing import Any
 
 import trio
@@ -62,14 +66,29 @@ BUFFER_AUDIT_BYTES = 1024 * 1024
 #: counted (``hook_calls()``, /metrics) when a connection was closed for holding more
 #: than :data:`MAX_CONNECTION_BUFFERED` unread
 CONNECTION_BUFFER_EXCEEDED = "yamux.connection_buffer_exceeded"
+#: bytes received and not yet read over every yamux connection of the process: past it
+#: the heaviest connections are closed until the rest hold no more (8 connections' full
+#: :data:`MAX_CONNECTION_BUFFERED`). Without it each connection could hold its 32 MiB:
+#: 2 GiB at the default 64 connections. Honest peers, whose handlers read as data comes,
+#: hold little, so it is the heavy connections that go.
+MAX_TOTAL_BUFFERED = 256 * 1024 * 1024
+#: counted (``hook_calls()``, /metrics) when a connection was closed as one of the
+#: heaviest while the process held more than :data:`MAX_TOTAL_BUFFERED`
+TOTAL_BUFFER_EXCEEDED = "yamux.total_buffer_exceeded"
 #: how long the GO_AWAY to a peer that broke flow control may wait to be written (its
 #: socket may be full: such a peer need not read); the connection closes either way
 GO_AWAY_WRITE_S = 1.0
+#: how long closing a connection shed for the process's unread total may take in all
+EVICT_CLOSE_S = 10.0
 
 # Per-connection state we keep on py-libp2p's Yamux instances (in their __dict__).
 _GO_AWAY_CODE = "_repp2p_go_away_code"  # the GO_AWAY to send as it closes, if any
 _ARRIVED = "_repp2p_arrived"  # DATA bytes since the last sum of its buffers
 _REFUSED = "_repp2p_streams_refused"
+
+#: per yamux connection whose buffers were summed (:func:`_check_connection_buffers`):
+#: what it held at its last sum (a closed or collected connection drops out)
+_BUFFERED: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
 
 
 async def send_window_update_go_style(self: Any, *, bytes_read: int = 0) -> None:
@@ -166,7 +185,8 @@ def _window_exceeded(stream: Any, excess: int) -> None:
 
 class ConnectionBufferExceeded(trio.TooSlowError):
     """A peer kept more than :data:`MAX_CONNECTION_BUFFERED` unread here over all the
-    streams of its connection (each within its window); the connection is closed.
+    streams of its connection (each within its window), or was among the heaviest while
+    the process held more than :data:`MAX_TOTAL_BUFFERED`; the connection is closed.
 
     A ``trio.TooSlowError`` for the reason :class:`ReceiveWindowExceeded` is.
     """
@@ -177,22 +197,88 @@ def connection_buffered(conn: Any) -> int:
     return sum(map(len, conn.stream_buffers.values()))
 
 
+def total_buffered() -> int:
+    """Bytes received and held unread over every yamux connection of the process, as of
+    each one's last sum (:func:`_check_connection_buffers`)."""
+    return sum(_BUFFERED.values())
+
+
 def _check_connection_buffers(conn: Any) -> None:
-    """Close ``conn`` (raise out of its frame loop) if it holds more than the bound."""
+    """Close ``conn`` (raise out of its frame loop) if it holds more than
+    :data:`MAX_CONNECTION_BUFFERED`; and while the process holds more than
+    :data:`MAX_TOTAL_BUFFERED`, close the heaviest connections until it does not.
+
+    The other connections' figures are those of their last sums; only when the total goes
+    past the bound are they all summed afresh (one pass over every stream of the process,
+    at most once per :data:`BUFFER_AUDIT_BYTES` received here), so that a connection whose
+    reader caught up since does not count. The heaviest go first, whichever of them is
+    receiving: a peer that filled its streams and went quiet is closed all the same.
+    """
     held = connection_buffered(conn)
-    if held <= MAX_CONNECTION_BUFFERED:
+    if held > MAX_CONNECTION_BUFFERED:
+        _BUFFERED.pop(conn, None)
+        _close_for_buffers(conn, CONNECTION_BUFFER_EXCEEDED, held, MAX_CONNECTION_BUFFERED)
+    _BUFFERED[conn] = held
+    if sum(_BUFFERED.values()) <= MAX_TOTAL_BUFFERED:
         return
-    count(CONNECTION_BUFFER_EXCEEDED)
-    # not a protocol error: each stream kept to its window; we will not hold that much
+    for other in list(_BUFFERED):
+        if other.is_closed or other.event_shutting_down.is_set():
+            del _BUFFERED[other]
+        elif other is not conn:
+            _BUFFERED[other] = connection_buffered(other)
+    total = sum(_BUFFERED.values())
+    close_this = False
+    for other, other_held in sorted(_BUFFERED.items(), key=operator.itemgetter(1), reverse=True):
+        if total <= MAX_TOTAL_BUFFERED:
+            break
+        total -= other_held
+        del _BUFFERED[other]
+        if other is conn:
+            close_this = True
+        else:
+            _evict(other, other_held)
+    if close_this:
+        _close_for_buffers(conn, TOTAL_BUFFER_EXCEEDED, held, MAX_TOTAL_BUFFERED)
+
+
+def _close_for_buffers(conn: Any, counter: str, held: int, bound: int) -> None:
+    """Count and log closing ``conn`` for what it holds unread, mark it for a GO_AWAY
+    internal error (not a protocol error: each stream kept to its window), and raise."""
+    _closing(conn, counter, held, bound)
+    raise ConnectionBufferExceeded(f"peer keeps {held} bytes unread on one connection")
+
+
+def _closing(conn: Any, counter: str, held: int, bound: int) -> None:
+    count(counter)
     conn.__dict__[_GO_AWAY_CODE] = GO_AWAY_INTERNAL_ERROR
     log.info(
-        "yamux: peer %s keeps %d bytes unread over %d streams (at most %d); closing its connection",
+        "yamux: peer %s keeps %d bytes unread over %d streams (at most %d %s); "
+        "closing its connection",
         conn.peer_id,
         held,
         len(conn.streams),
-        MAX_CONNECTION_BUFFERED,
+        bound,
+        "on one connection" if counter == CONNECTION_BUFFER_EXCEEDED else "in all",
     )
-    raise ConnectionBufferExceeded(f"peer keeps {held} bytes unread on one connection")
+
+
+def _evict(conn: Any, held: int) -> None:
+    """Close ``conn``, another connection than the one whose frame loop we are in: its
+    unread bytes are dropped now, and its clean-up (GO_AWAY internal error, at most
+    :data:`GO_AWAY_WRITE_S`, then py-libp2p's own) runs in a task of its own, since its
+    frame loop may be waiting on a peer that sends nothing more."""
+    _closing(conn, TOTAL_BUFFER_EXCEEDED, held, MAX_TOTAL_BUFFERED)
+    for buffer in conn.stream_buffers.values():
+        buffer.clear()
+    trio.lowlevel.spawn_system_task(_close_evicted, conn)
+
+
+async def _close_evicted(conn: Any) -> None:
+    try:
+        with trio.move_on_after(EVICT_CLOSE_S):
+            await conn._cleanup_on_error()
+    except Exception as exc:  # a system task must not raise; the connection is going
+        log.debug("yamux: closing the connection to %s failed: %r", conn.peer_id, exc)
 
 
 _cleanup_on_error = Yamux._cleanup_on_error
@@ -213,6 +299,7 @@ async def cleanup_with_go_away(self: Any) -> None:
     Args:
         self: the yamux connection being torn down.
     """
+    _BUFFERED.pop(self, None)
     try:
         code = self.__dict__.pop(_GO_AWAY_CODE, None)
         if code is not None:
