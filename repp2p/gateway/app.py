@@ -638,6 +638,11 @@ async def serve(
                 # connection it came on (an answer left unread, _RequestCap).
                 state = ConnectionState({**lifespan_state, ABORT_CONNECTION: scope.cancel})
                 await TCPServer(asgi, hyper, context, state, _ClosingStream(stream, scope.cancel))
+        except Exception as exc:
+            # One connection's failure inside the HTTP server ends that connection, never
+            # the gateway: Hypercorn 0.18's HTTP/2 raised KeyError on a DATA frame for a
+            # request it had already answered, and serve_listeners let it out.
+            _connection_failed(exc)
         finally:
             held -= 1
 
@@ -652,6 +657,22 @@ async def serve(
             await trio.serve_listeners(connection, listeners)
         finally:
             lifespan_nursery.cancel_scope.cancel()
+
+
+def _connection_failed(exc: Exception) -> None:
+    """Log a connection that failed inside Hypercorn (it is closed): its kind at WARNING,
+    the traceback at DEBUG (the caller's bytes may be in it)."""
+
+    def kinds(e: BaseException) -> set[str]:
+        if isinstance(e, BaseExceptionGroup):
+            return set().union(*(kinds(inner) for inner in e.exceptions))
+        return {type(e).__name__}
+
+    log.warning(
+        "gateway: a connection failed in the HTTP server (%s); closed",
+        ", ".join(sorted(kinds(exc))),
+    )
+    log.debug("gateway: the failed connection's error", exc_info=exc)
 
 
 class _ClosingStream:

@@ -1,8 +1,9 @@
 """The gateway's real server (Hypercorn's trio worker on 127.0.0.1) under hostile
 connections: a connection flood is capped (one more connection gets a clear 503, a flood
 beyond that is closed at once, not held), an HTTP/2 client that never opens its flow-control
-window cannot keep request places forever, and a request key that JSON can carry but UTF-8
-cannot (a lone surrogate) is a 400, not a 500 with a logged traceback.
+window cannot keep request places forever, an HTTP/2 body sent after its answer closes
+that connection only (it took the whole gateway down), and a request key that JSON can carry
+but UTF-8 cannot (a lone surrogate) is a 400, not a 500 with a logged traceback.
 
 Every wait is bounded; the backend is the cue backend of test_hostile_http.py.
 """
@@ -166,3 +167,46 @@ async def test_an_http2_client_that_opens_no_window_cannot_hold_request_places(
     with trio.fail_after(5):  # and the stalled connection itself is closed
         await _closed_by_server(stalled)
     await stalled.aclose()
+
+
+async def test_an_http2_body_after_its_answer_closes_that_connection_only(nursery):
+    """An h2c request refused before its body was read (415: not JSON), whose DATA frame
+    then arrives: Hypercorn's HTTP/2 raised KeyError for the stream it had already
+    forgotten, and that one connection took the whole gateway down (the exception left
+    serve). Now that connection is closed and the gateway goes on serving."""
+    import h2.config
+    import h2.events
+
+    host, port, url = await _serve(nursery)
+    conn = h2_connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    conn.send_headers(
+        1,
+        [
+            (":method", "POST"),
+            (":path", "/v1/tasks"),
+            (":scheme", "http"),
+            (":authority", f"127.0.0.1:{port}"),
+            ("content-type", "text/plain"),
+            ("content-length", "2"),
+        ],
+    )
+    attacker = await trio.open_tcp_stream(host, port)
+    await attacker.send_all(conn.data_to_send())
+    with trio.fail_after(5):  # the gateway answers before it reads the body
+        answered = False
+        while not answered:
+            events = conn.receive_data(await attacker.receive_some())
+            answered = any(
+                isinstance(e, h2.events.ResponseReceived) and (b":status", b"415") in e.headers
+                for e in events
+            )
+            await attacker.send_all(conn.data_to_send())
+    # the body, after the answer, bypassing h2's own state (the stream is closed for it)
+    data = b"\x00\x00\x02\x00\x01\x00\x00\x00\x01{}"  # DATA, END_STREAM, stream 1
+    await attacker.send_all(data)
+    with trio.fail_after(5):
+        await _closed_by_server(attacker)
+    await attacker.aclose()
+    async with httpx.AsyncClient(base_url=url, timeout=5) as http:
+        assert (await http.get("/v1/models")).status_code == 200
