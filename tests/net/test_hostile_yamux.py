@@ -126,6 +126,11 @@ def _handlers(release: trio.Event) -> dict[str, Callable[[Any], Awaitable[None]]
     return {SINK: sink, ECHO: echo}
 
 
+async def _dropped(victim: Any, peer: Any, what: str) -> None:
+    """Wait (bounded) until ``victim`` no longer counts ``peer`` as connected."""
+    await until(lambda: peer.get_id() not in victim.get_connected_peers(), 10, what)
+
+
 async def _echoes(host: Any, server: Any) -> bool:
     """Whether ``server`` answers a fresh stream of ``host`` on the echo protocol."""
     with trio.fail_after(10):
@@ -163,11 +168,7 @@ async def test_data_past_a_streams_window_closes_the_connection():
                 sent += FRAME
                 await trio.sleep(0)
             await until(lambda: target.is_closed, 10, "the victim closes the connection")
-            await until(
-                lambda: attacker.get_id() not in victim.get_connected_peers(),
-                10,
-                "the victim drops the peer",
-            )
+            await _dropped(victim, attacker, "the victim drops the peer")
             await _connect(honest, victim)
             assert await _echoes(honest, victim)
         release.set()
@@ -359,11 +360,7 @@ async def test_a_peer_cannot_fill_every_streams_window_unread(monkeypatch):
             target, sent_headers, _ = await _fill_windows(attacker, victim, streams)
             await until(lambda: target.is_closed, 10, "the victim closes the connection")
             monkeypatch.undo()
-            await until(
-                lambda: attacker.get_id() not in victim.get_connected_peers(),
-                10,
-                "the victim drops the peer",
-            )
+            await _dropped(victim, attacker, "the victim drops the peer")
             await _connect(attacker, victim)
             assert await _echoes(attacker, victim)
         release.set()
@@ -419,11 +416,7 @@ async def test_the_heaviest_connections_go_when_the_process_holds_too_much(monke
             assert not heavy.is_closed
             light, _, sent = await _fill_windows(second, victim, 14)
             await until(lambda: heavy.is_closed, 10, "the heaviest connection closed")
-            await until(
-                lambda: first.get_id() not in victim.get_connected_peers(),
-                10,
-                "the victim drops the heaviest peer",
-            )
+            await _dropped(victim, first, "the victim drops the heaviest peer")
             await until(lambda: connection_buffered(light) >= sent, 20, "the lighter held")
             assert not light.is_closed
             assert yamux.total_buffered() <= yamux.MAX_TOTAL_BUFFERED
